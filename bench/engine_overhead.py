@@ -1,0 +1,95 @@
+"""Engine overhead on the warm path: what a user pays on every rerun.
+
+Prints the wall time of a fresh `bin/mlrun` process for a 14-recipe graph that is
+all cached already, and of `bin/mlrun show cache` with 1000 entries, next to a bare
+`python -c pass` start measured in the same run (compare ratios: machines are noisy).
+Goals (2-core machine): warm 12+-node run < 0.10 s, show cache with 1000 entries < 0.20 s.
+
+    .venv/bin/python bench/engine_overhead.py [--repeat 15]
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MLRUN = os.path.join(ROOT, "bin", "mlrun")
+LAYERS = 4  # a diamond-rich graph: 1 root + 4 layers of 3 + 1 leaf = 14 recipes
+
+
+def write_recipes(folder):
+    """14 recipes: leaf <- 4 layers of 3 (each depending on the whole layer below) <- root."""
+    def recipe(name, tags, deps, extra=""):
+        os.makedirs(os.path.join(folder, name))
+        dep_lines = "".join(f"  - {{name: {d}, query: {d}}}\n" for d in deps)
+        with open(os.path.join(folder, name, "recipe.yaml"), "w") as f:
+            f.write(f"tags: [{', '.join(tags)}]\nversion: '1.0'\n"
+                    + (f"deps:\n{dep_lines}" if deps else "")
+                    + "variations:\n  small: {group: size, default: true, env: {SIZE: '1'}}\n"
+                      "  big: {group: size, env: {SIZE: '2'}}\n"
+                    + f"env: {{NAME: {name}}}\nexports:\n  {name.upper().replace('-', '_')}: '{{entry}}/out.txt'\n"
+                      "  PATH: {prepend: ['{entry}/bin']}\n"
+                    + "run: echo \"$NAME $SIZE\" > out.txt\n" + extra)
+    recipe("leaf", ["leaf"], [])
+    below = ["leaf"]
+    for layer in range(LAYERS):
+        names = [f"l{layer}-n{i}" for i in range(3)]
+        for n in names:
+            recipe(n, [n], below)
+        below = names
+    recipe("root", ["bench", "root"], below)
+    os.makedirs(os.path.join(folder, "many"))
+    with open(os.path.join(folder, "many", "recipe.yaml"), "w") as f:
+        f.write("tags: [many]\nvariations:\n  n.#: {env: {N: '{value}'}}\nrun: echo $N > n.txt\n")
+    return 1 + 3 * LAYERS + 1
+
+
+def timed(argv, env, repeat):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        subprocess.run(argv, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), min(times)
+
+
+def fill_cache(env, count):
+    """Build `count` entries through the engine API (one process, so it is quick)."""
+    sys.path.insert(0, ROOT)
+    from engine import Cache, Runner, RunReporter, Settings, resolve
+    settings = Settings.from_env(env)
+    index, cache = settings.index(), Cache(settings.cache)
+    quiet = RunReporter(open(os.devnull, "w"))
+    for i in range(count):
+        Runner(cache, settings.runs, reporter=quiet).run(resolve(index, f"many _n.{i}"), argv=["bench"])
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=15)
+    ap.add_argument("--entries", type=int, default=1000)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        recipes = os.path.join(tmp, "recipes")
+        nodes = write_recipes(recipes)
+        env = dict(os.environ, MLRUN_RECIPES=recipes, MLRUN_CACHE=os.path.join(tmp, "cache"),
+                   MLRUN_RUNS=os.path.join(tmp, "runs"))
+        subprocess.run([MLRUN, "bench root"], env=env, check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        bare = timed([sys.executable, "-c", "pass"], env, args.repeat)
+        warm = timed([MLRUN, "bench root"], env, args.repeat)
+        fill_cache(env, args.entries - nodes)
+        count = len([n for n in os.listdir(env["MLRUN_CACHE"]) if not n.startswith(".")])
+        show = timed([MLRUN, "show", "cache"], env, args.repeat)
+    print(f"python -c pass (bare start):          median {bare[0]:.3f} s  min {bare[1]:.3f} s")
+    print(f"warm run, {nodes}-node graph all cached:   median {warm[0]:.3f} s  min {warm[1]:.3f} s"
+          f"  ({warm[0] / bare[0]:.1f}x bare; goal < 0.10 s)")
+    print(f"show cache, {count} entries:            median {show[0]:.3f} s  min {show[1]:.3f} s"
+          f"  ({show[0] / bare[0]:.1f}x bare; goal < 0.20 s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The cache: one immutable folder per artifact, named `<recipe>-<key prefix>`.
+
+An entry is built in `.tmp/`, then published by one atomic rename while its
+per-entry lock is held, so readers never see a half-built entry and two
+processes never build the same one. Each entry describes itself in
+`.mlrun/entry.json`; any index can be rebuilt from those files alone.
+"""
+import json
+import os
+import time
+
+from . import digests
+from .errors import MlrunError
+
+META_DIR = ".mlrun"
+ENTRY_FILE = "entry.json"
+FILES_FILE = "files.json"
+ENTRY_FORMAT = 1
+HIDDEN = (".tmp", ".locks", ".failed", ".index")
+
+
+class Cache:
+    def __init__(self, root):
+        self.root = os.path.abspath(root)
+
+    # -- paths ---------------------------------------------------------------
+
+    def path(self, node):
+        return os.path.join(self.root, node.entry_name)
+
+    def lookup(self, node):
+        """The published entry's path, or None. A published entry is complete by construction."""
+        path = self.path(node)
+        return path if os.path.isfile(os.path.join(path, META_DIR, ENTRY_FILE)) else None
+
+    def lock(self, node):
+        from filelock import FileLock  # only builds pay for the import
+        os.makedirs(os.path.join(self.root, ".locks"), exist_ok=True)
+        return FileLock(os.path.join(self.root, ".locks", node.entry_name + ".lock"))
+
+    # -- building --------------------------------------------------------------
+
+    def new_build_dir(self, node):
+        """A fresh temporary folder for a build; call with the entry's lock held."""
+        import shutil
+        tmp_root = os.path.join(self.root, ".tmp")
+        os.makedirs(tmp_root, exist_ok=True)
+        # Leftovers of a killed build of this entry: nobody else can own them while we hold the lock.
+        for name in os.listdir(tmp_root):
+            if name.startswith(node.entry_name + "."):
+                shutil.rmtree(os.path.join(tmp_root, name), ignore_errors=True)
+        path = os.path.join(tmp_root, f"{node.entry_name}.{os.getpid()}")
+        os.makedirs(os.path.join(path, META_DIR))
+        return path
+
+    def publish(self, build_dir, node, meta):
+        """Record what the build produced, then rename it into place (atomic on one file system)."""
+        files = digests.tree_digests(build_dir, skip={META_DIR})
+        size = sum(os.lstat(os.path.join(build_dir, rel)).st_size for rel in files)
+        meta.update({"format": ENTRY_FORMAT, "files": len(files), "size": size,
+                     "files_digest": digests.summary(files)})
+        _write_json(os.path.join(build_dir, META_DIR, FILES_FILE), files)
+        _write_json(os.path.join(build_dir, META_DIR, ENTRY_FILE), meta)
+        final = self.path(node)
+        os.rename(build_dir, final)
+        return final
+
+    def keep_failed(self, build_dir, node):
+        """Move a failed build's log and metadata aside (nothing is published) and return the log path."""
+        import shutil
+        failed = os.path.join(self.root, ".failed", f"{node.entry_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.makedirs(os.path.dirname(failed), exist_ok=True)
+        shutil.move(os.path.join(build_dir, META_DIR), failed)
+        shutil.rmtree(build_dir, ignore_errors=True)
+        return os.path.join(failed, "build.log")
+
+    # -- inspecting ------------------------------------------------------------
+
+    def entries(self):
+        """Metadata of every published entry (with its `path`), newest first."""
+        out = []
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return out
+        for name in names:
+            if name in HIDDEN:
+                continue
+            meta = read_entry(os.path.join(self.root, name))
+            if meta is not None:
+                out.append(meta)
+        out.sort(key=lambda m: m.get("finished", 0), reverse=True)
+        return out
+
+    def failed_logs(self):
+        folder = os.path.join(self.root, ".failed")
+        if not os.path.isdir(folder):
+            return []
+        return sorted((os.path.join(folder, n, "build.log") for n in os.listdir(folder)), key=os.path.getmtime)
+
+    def verify(self, entries=None):
+        """Re-hash each entry's files: [(meta, [problems])] for the entries that do not match."""
+        bad = []
+        for meta in entries if entries is not None else self.entries():
+            path = meta["path"]
+            try:
+                with open(os.path.join(path, META_DIR, FILES_FILE)) as f:
+                    recorded = json.load(f)
+            except (OSError, ValueError):
+                bad.append((meta, ["files.json is missing or unreadable"]))
+                continue
+            actual = digests.tree_digests(path, skip={META_DIR})
+            problems = [f"changed: {rel}" for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
+            problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
+            problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
+            if problems:
+                bad.append((meta, problems))
+        return bad
+
+    def remove(self, entries):
+        """Delete entries; refuses anything that is not a direct child entry of this cache."""
+        import shutil
+        for meta in entries:
+            path = os.path.realpath(meta["path"])
+            if os.path.dirname(path) != os.path.realpath(self.root) or read_entry(path) is None:
+                raise MlrunError(f"refusing to delete {meta['path']}: it is not an entry of the cache {self.root}")
+            # Rename first so a half-deleted entry is never seen as published.
+            doomed = os.path.join(self.root, ".tmp", f"rm-{os.path.basename(path)}.{os.getpid()}")
+            os.makedirs(os.path.dirname(doomed), exist_ok=True)
+            os.rename(path, doomed)
+            shutil.rmtree(doomed, ignore_errors=True)
+
+
+def read_entry(path):
+    try:
+        with open(os.path.join(path, META_DIR, ENTRY_FILE)) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        return None
+    meta["path"] = path
+    return meta
+
+
+def _write_json(path, value):
+    with open(path, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=True)
+        f.write("\n")

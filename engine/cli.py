@@ -1,0 +1,425 @@
+"""The `mlrun` command line: a thin layer over the engine API.
+
+Every verb parses its words, calls the engine, and prints a table or JSON.
+Errors are MlrunError: one paragraph and a hint on stderr, exit 2 for usage,
+recipe and resolution errors, 1 for a step that failed; never a traceback.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import MlrunError, UsageError
+from .settings import Settings
+
+VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror")
+
+EPILOG = """verbs:
+  mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
+  mlrun plan QUERY                      the whole graph, each node cached or to build; nothing runs
+  mlrun show cache [QUERY] [--json]     cache entries: recipe, variations, key, size, age, path
+  mlrun show failed                     the logs of failed builds (nothing of them is published)
+  mlrun rm cache QUERY | --all [-y]     remove cache entries
+  mlrun cache verify                    re-hash every entry's files against its recorded digest
+  mlrun find QUERY                      recipes that match, with their variations and inputs
+  mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
+  mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
+
+A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu".
+Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
+--dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE. --env.KEY=VALUE
+overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recipe/resolution error.
+Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR."""
+
+
+def _common(parser):
+    g = parser.add_argument_group("where things live")
+    g.add_argument("--cache", metavar="DIR", help="cache folder (default: cache/ in the checkout, or $MLRUN_CACHE)")
+    g.add_argument("--runs", metavar="DIR", help="run records folder (default: runs/, or $MLRUN_RUNS)")
+    g.add_argument("--recipes", metavar="DIR", action="append",
+                   help="recipe folder, repeatable (default: recipes/, or $MLRUN_RECIPES)")
+    g.add_argument("--mirror", metavar="DIR", help="look for downloads here first, by checksum ($MLRUN_MIRROR)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every step's output and more detail")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(prog="mlrun", description="Run MLPerf benchmarks from cached, hashed recipes.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+
+    def verb(name, help_, query=None, json_=False):
+        p = sub.add_parser(name, help=help_, description=help_)
+        _common(p)
+        if query == "required":
+            p.add_argument("query", help='tags and _variations, e.g. "get dataset squad _validation"')
+        elif query == "optional":
+            p.add_argument("query", nargs="?", default="", help="only entries whose tags and variations match")
+        if json_:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        return p
+
+    p = verb("run", "resolve QUERY, build what is missing and run it (the default verb)", "required", True)
+    p.epilog = "Any other --NAME=VALUE is an input of the queried recipe (see `mlrun find QUERY`)."
+    p = verb("plan", "print the whole plan of QUERY; nothing runs", "required", True)
+    p = verb("explain", "say why each node of QUERY's plan will be built: what differs from the nearest entry",
+             "required", True)
+    p = verb("find", "list the recipes matching QUERY with their variations, inputs and deps", "optional", True)
+    p = verb("show", "show cache entries or failed build logs")
+    p.add_argument("what", choices=["cache", "failed"])
+    p.add_argument("query", nargs="?", default="")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("rm", "remove cache entries matching QUERY (or --all)")
+    p.add_argument("what", choices=["cache"])
+    p.add_argument("query", nargs="?", default="")
+    p.add_argument("--all", action="store_true", help="every entry")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p = verb("cache", "cache maintenance: verify")
+    p.add_argument("action", choices=["verify"])
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("mirror", "fill (add FILE...) or audit (check) the download mirror given by --mirror or $MLRUN_MIRROR")
+    p.add_argument("action", choices=["add", "check"])
+    p.add_argument("files", nargs="*")
+    return parser
+
+
+def split_extras(words):
+    """Unknown --NAME=VALUE words: inputs, --dep.NAME.KEY overrides and --env.KEY overrides."""
+    inputs, deps, env = {}, {}, {}
+    i = 0
+    while i < len(words):
+        word = words[i]
+        if not word.startswith("--") or len(word) == 2:
+            raise UsageError(f"unexpected argument '{word}'", hint="a query is one quoted argument: \"get dataset squad\"")
+        name, eq, value = word[2:].partition("=")
+        if not eq:
+            if i + 1 < len(words) and not words[i + 1].startswith("--"):
+                value, i = words[i + 1], i + 1
+            else:
+                value = "true"
+        if name.startswith("dep."):
+            parts = name.split(".", 2)
+            if len(parts) != 3 or not parts[1] or not parts[2]:
+                raise UsageError(f"--{name}: write --dep.NAME.KEY=VALUE (KEY: tags, version or an input)")
+            deps.setdefault(parts[1], {})[parts[2]] = value
+        elif name.startswith("env."):
+            env[name[4:]] = value
+        else:
+            inputs[name.replace("-", "_")] = value
+        i += 1
+    return inputs, deps, env
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in VERBS and not argv[0].startswith("-"):
+        argv.insert(0, "run")
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    if not args.verb:
+        parser.print_help()
+        return 2
+    try:
+        if extras and args.verb not in ("run", "plan", "explain"):
+            raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
+                             hint=f"see mlrun {args.verb} --help")
+        settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
+        return VERB_FUNCS[args.verb](args, extras, settings) or 0
+    except MlrunError as e:
+        print(f"mlrun: error: {e.message}", file=sys.stderr)
+        if e.hint:
+            print(f"hint: {e.hint}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("mlrun: interrupted; nothing half-built was published", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+# -- verbs ------------------------------------------------------------------------
+
+
+def _resolve(args, extras, settings):
+    from .resolver import resolve
+    inputs, deps, env = split_extras(extras)
+    plan = resolve(settings.index(), args.query, inputs=inputs, host_env=os.environ, dep_overrides=deps)
+    return plan, env
+
+
+def cmd_run(args, extras, settings):
+    from .cache import Cache
+    from .runner import Runner
+    plan, env = _resolve(args, extras, settings)
+    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, env_overrides=env,
+                    mirror=settings.mirror, stream_root=not args.json)
+    record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
+    if args.json:
+        _print_json({"run": record["id"], "run_dir": record["run_dir"], "path": record["steps"][-1]["path"],
+                     "exports": record["exports"],
+                     "steps": [{k: s[k] for k in ("recipe", "label", "key", "status", "seconds", "path")}
+                               for s in record["steps"]]})
+        return 0
+    root = record["steps"][-1]
+    print(f"{plan.root.label}: {root['path']}")
+    for key, value in sorted(record["exports"].items()):
+        print(f"  {key}={value}")
+    return 0
+
+
+def cmd_plan(args, extras, settings):
+    from .cache import Cache
+    plan, _ = _resolve(args, extras, settings)
+    cache = Cache(settings.cache)
+    status = {n.key: ("cached" if cache.lookup(n) else "build") if n.cache else "run" for n in plan.nodes}
+    if args.json:
+        _print_json({"query": plan.query, "nodes": [dict(n.to_dict(), status=status[n.key],
+                                                         path=cache.path(n) if n.cache else None)
+                                                    for n in plan.nodes]})
+        return 0
+    todo = sum(1 for s in status.values() if s != "cached")
+    print(f"plan for '{plan.query}': {len(plan.nodes)} nodes, {len(plan.nodes) - todo} cached, {todo} to run")
+    shown = set()
+
+    def show(node, depth, dep_name):
+        name = f"{dep_name}: " if dep_name and dep_name != node.name else ""
+        inputs = " ".join(f"--{k}={v}" for k, v in node.inputs.items() if v is not None)
+        line = f"{'  ' * depth}{name}{node.label} {node.version} [{node.key[:12]}] {status[node.key]}"
+        if node.key in shown:
+            print(line + " (see above)")
+            return
+        shown.add(node.key)
+        print(line + (f"  {inputs}" if inputs else ""))
+        for dname, dep in node.deps:
+            show(dep, depth + 1, dname)
+    show(plan.root, 0, None)
+    return 0
+
+
+def cmd_explain(args, extras, settings):
+    from . import keys
+    from .cache import Cache
+    plan, _ = _resolve(args, extras, settings)
+    cache = Cache(settings.cache)
+    by_recipe = {}
+    for meta in cache.entries():
+        by_recipe.setdefault(meta.get("recipe"), []).append(meta)
+    report = []
+    for node in plan.nodes:
+        item = {"recipe": node.name, "label": node.label, "key": node.key}
+        if not node.cache:
+            item.update(status="run", why="cache: false; it runs every time")
+        elif cache.lookup(node):
+            item.update(status="cached", path=cache.lookup(node))
+        else:
+            candidates = [(keys.differences(m.get("material", {}), node.material), m)
+                          for m in by_recipe.get(node.name, [])]
+            if not candidates:
+                item.update(status="build", why=f"no entry of {node.name} in the cache yet")
+            else:
+                diffs, nearest = min(candidates, key=lambda c: len(c[0]))
+                item.update(status="build", nearest=nearest["path"],
+                            differences=[{"field": f, "entry": a, "now": b} for f, a, b in diffs])
+        report.append(item)
+    if args.json:
+        _print_json(report)
+        return 0
+    for item in report:
+        print(f"{item['label']}: {item['status']}" + (f" ({_rel(item['path'])})" if item.get("path") else ""))
+        if item.get("why"):
+            print(f"  {item['why']}")
+        if item.get("nearest"):
+            print(f"  nearest entry: {_rel(item['nearest'])}; what differs (entry -> now):")
+            for d in item["differences"]:
+                print(f"    {d['field']}: {_brief(d['entry'])} -> {_brief(d['now'])}"
+                      + ("  (a dependency will be rebuilt, see above)" if d["field"] == "deps" else ""))
+    return 0
+
+
+def cmd_find(args, extras, settings):
+    from .resolver import parse_query
+    tags, variations = parse_query(args.query)
+    recipes = [r for r in settings.index().recipes
+               if all(t in r["tags"] or t == r["name"] for t in tags)
+               and all(v.split(".")[0] in r["variations"] for v in variations)]
+    if not recipes:
+        raise MlrunError(f"no recipe matches '{args.query}'", hint="`mlrun find` alone lists every recipe")
+    recipes.sort(key=lambda r: (r["name"], r["version"]))
+    if args.json:
+        _print_json([{k: r[k] for k in ("name", "version", "tags", "description", "cache", "inputs", "path")}
+                     | {"variations": {k: {f: v[f] for f in ("group", "default", "base", "description", "param")}
+                                       for k, v in r["variations"].items()},
+                        "deps": [{f: d[f] for f in ("name", "query", "version", "when")} for d in r["deps"]]}
+                     for r in recipes])
+        return 0
+    for r in recipes:
+        print(f"{r['name']} {r['version']}  ({_rel(r['path'])})")
+        if r["description"]:
+            print(f"  {r['description']}")
+        print(f"  tags: {' '.join(r['tags'])}   cache: {'yes' if r['cache'] else 'no (runs every time)'}")
+        groups = {}
+        for vname, v in r["variations"].items():
+            groups.setdefault(v["group"], []).append("_" + vname + (".#" if v["param"] else "")
+                                                     + (" (default)" if v["default"] else ""))
+        for group, names in groups.items():
+            print(f"  variations{' [' + group + ', one of]' if group else ''}: {', '.join(names)}")
+        for name, spec in r["inputs"].items():
+            extra = f" one of {'|'.join(map(str, spec['choices']))}" if spec["choices"] else ""
+            print(f"  --{name} ({spec['type']}, default {spec['default']}){extra}  {spec['help']}".rstrip())
+        for d in r["deps"]:
+            print(f"  dep {d['name'] or '-'}: '{d['query']}'" + (f" {d['version']}" if d["version"] else "")
+                  + (f" when {d['when']}" if d["when"] else ""))
+    return 0
+
+
+def _select_entries(cache, query):
+    from .resolver import parse_query
+    tags, variations = parse_query(query)
+    out = []
+    for m in cache.entries():
+        have = set(m.get("variations", []))
+        if all(t in m.get("tags", []) or t == m.get("recipe") for t in tags) and \
+                all(v in have or any(h.split(".")[0] == v for h in have) for v in variations):
+            out.append(m)
+    return out
+
+
+def cmd_show(args, extras, settings):
+    from .cache import Cache
+    cache = Cache(settings.cache)
+    if args.what == "failed":
+        logs = cache.failed_logs()
+        if args.json:
+            _print_json(logs)
+        elif not logs:
+            print(f"no failed builds in {cache.root}")
+        else:
+            for path in logs:
+                print(path)
+            print(f"\n--- last failed build: {logs[-1]} ---")
+            with open(logs[-1], errors="replace") as f:
+                sys.stdout.write(f.read()[-8000:])
+        return 0
+    entries = _select_entries(cache, args.query)
+    if args.json:
+        _print_json([{k: m.get(k) for k in ("recipe", "version", "variations", "inputs", "key", "size", "files",
+                                             "finished", "path")} for m in entries])
+        return 0
+    if not entries:
+        print(f"no cache entries{' matching ' + repr(args.query) if args.query else ''} in {cache.root}")
+        return 0
+    now = time.time()
+    rows = [(m.get("recipe", "?"), " ".join("_" + v for v in m.get("variations", [])) or "-",
+             m.get("key", "")[:12], _size(m.get("size", 0)), _age(now - m.get("finished", now)), _rel(m["path"]))
+            for m in entries]
+    _table(("RECIPE", "VARIATIONS", "KEY", "SIZE", "AGE", "PATH"), rows)
+    print(f"{len(entries)} entries, {_size(sum(m.get('size', 0) for m in entries))} in {cache.root}")
+    return 0
+
+
+def cmd_rm(args, extras, settings):
+    from .cache import Cache
+    cache = Cache(settings.cache)
+    if args.all == bool(args.query):
+        raise UsageError("say which entries: mlrun rm cache QUERY, or mlrun rm cache --all")
+    entries = cache.entries() if args.all else _select_entries(cache, args.query)
+    if not entries:
+        print("nothing to remove")
+        return 0
+    for m in entries:
+        print(f"  {m.get('recipe')} {' '.join('_' + v for v in m.get('variations', []))} {_rel(m['path'])}")
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError(f"{len(entries)} entries would be removed; pass -y to confirm without a prompt")
+        if input(f"remove these {len(entries)} entries? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing removed")
+            return 0
+    cache.remove(entries)
+    print(f"removed {len(entries)} entries")
+    return 0
+
+
+def cmd_cache(args, extras, settings):
+    from .cache import Cache
+    cache = Cache(settings.cache)
+    entries = cache.entries()
+    bad = cache.verify(entries)
+    if args.json:
+        _print_json({"checked": len(entries), "bad": [{"path": m["path"], "problems": p} for m, p in bad]})
+    else:
+        for meta, problems in bad:
+            print(f"CORRUPT {_rel(meta['path'])}")
+            for p in problems[:10]:
+                print(f"  {p}")
+            if len(problems) > 10:
+                print(f"  ... and {len(problems) - 10} more")
+        print(f"{len(entries)} entries checked, {len(bad)} corrupt")
+        if bad:
+            print("hint: remove a corrupt entry with `mlrun rm cache QUERY -y`; the next run rebuilds it",
+                  file=sys.stderr)
+    return 1 if bad else 0
+
+
+def cmd_mirror(args, extras, settings):
+    from . import mirror
+    if not settings.mirror:
+        raise UsageError("no mirror folder given", hint="pass --mirror DIR or set MLRUN_MIRROR=DIR")
+    if args.action == "add":
+        if not args.files:
+            raise UsageError("mlrun mirror add needs one or more FILEs")
+        missing = [f for f in args.files if not os.path.isfile(f)]
+        if missing:
+            raise UsageError(f"no such file: {missing[0]}")
+        for src, dest, sha in mirror.add(settings.mirror, args.files):
+            print(f"{sha[:16]}  {src} -> {dest}")
+        return 0
+    wanted = []
+    for r in settings.index().recipes:
+        items = list(r["download"]) + [d for v in r["variations"].values() for d in (v["download"] or [])]
+        wanted += [dict(d, name=f"{r['name']}: {d['file']}") for d in items]
+    rows = mirror.check(settings.mirror, wanted,
+                        index_path=os.path.join(settings.cache, ".index", "mirror-hashes.json"))
+    _table(("STATUS", "DOWNLOAD", "PATH"), [(r["status"], r["name"], r.get("path") or "-") for r in rows])
+    return 0 if all(r["status"] != "corrupt" for r in rows) else 1
+
+
+VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": cmd_find, "show": cmd_show,
+              "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror}
+
+
+# -- output helpers ---------------------------------------------------------------
+
+
+def _print_json(value):
+    json.dump(value, sys.stdout, indent=1, default=str)
+    sys.stdout.write("\n")
+
+
+def _table(header, rows):
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header] + list(rows):
+        print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
+
+
+def _size(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def _age(seconds):
+    for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= span:
+            return f"{seconds / span:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _rel(path):
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _brief(value):
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,94 @@
+"""The environment a step sees, built from nothing in a declared order.
+
+Order: a minimal base taken from the host, the host variables the recipe hashes,
+the exports of its dependencies (dep by dep in the listed order, each after its
+own deps, so a later dep wins), the
+recipe's own env, command-line overrides, and last what mlrun itself provides
+(MLRUN_ENTRY, MLRUN_RECIPE_DIR, inputs). The result is recorded with the step.
+"""
+import os
+import re
+import shlex
+import sys
+
+BASE_VARS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM")
+_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand(value, env):
+    """Replace ${VAR} with its value in env (empty when unset)."""
+    return _REF.sub(lambda m: env.get(m.group(1), ""), value)
+
+
+def placeholders(value, entry, recipe_dir=None):
+    value = value.replace("{entry}", entry)
+    return value.replace("{recipe}", recipe_dir) if recipe_dir else value
+
+
+def apply_exports(env, exports, entry):
+    """Add one dependency's exports; `{entry}` is its folder, resolved now so caches can move."""
+    for key, value in exports.items():
+        if isinstance(value, dict):
+            front = [placeholders(p, entry) for p in value.get("prepend", [])]
+            back = [placeholders(p, entry) for p in value.get("append", [])]
+            # A path already listed moves rather than repeats (shared deps apply more than once).
+            middle = [p for p in env.get(key, "").split(os.pathsep) if p and p not in front + back]
+            env[key] = os.pathsep.join(front + middle + back)
+        else:
+            env[key] = expand(placeholders(value, entry), env)
+    return env
+
+
+def input_env(node):
+    out = {}
+    for name, value in node.inputs.items():
+        if value is None:
+            continue
+        out[node.input_vars[name]] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+def step_env(node, chain, host, overrides, entry, recipe_dir):
+    """chain: [(dep node, dep folder)] in the order their exports apply."""
+    env = {k: host[k] for k in BASE_VARS if k in host}
+    env.update({k: v for k, v in node.hash_env.items()})
+    env["MLRUN_PYTHON"] = sys.executable  # a venv dep overrides it with its own interpreter
+    for dep, folder in chain:
+        apply_exports(env, dep.exports, folder)
+    for key, value in node.env.items():
+        env[key] = expand(placeholders(value, entry, recipe_dir), env)
+    env.update(overrides)
+    env.update(input_env(node))
+    env["MLRUN_ENTRY"] = entry
+    env["MLRUN_RECIPE_DIR"] = recipe_dir
+    return env
+
+
+def command(node, env, entry, recipe_dir):
+    """argv for the step: a string runs under bash with -e and pipefail, a list runs as is."""
+    if isinstance(node.run, str):
+        return ["bash", "-e", "-o", "pipefail", "-c", placeholders(node.run, entry, recipe_dir)]
+    return [expand(placeholders(arg, entry, recipe_dir), env) for arg in node.run]
+
+
+def env_file(env):
+    """A sourceable shell file that recreates env exactly."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+
+
+def dependency_chain(node, folders):
+    """[(dep node, its folder)] in the order their exports apply.
+
+    Deps apply in the order the recipe lists them, each right after its own deps
+    (deepest first), so a later dep wins, subtree included. A node shared by two
+    deps is applied again with the later one.
+    """
+    def closure(n, out):
+        for _, dep in n.deps:
+            closure(dep, out)
+            out.append((dep, folders[dep.key]))
+        return out
+    chain = []
+    for _, dep in node.deps:
+        chain += closure(dep, []) + [(dep, folders[dep.key])]
+    return chain

@@ -1,0 +1,161 @@
+"""Recipe indexes: where the resolver finds recipes.
+
+RecipeIndex reads `recipes/<name>/recipe.yaml` folders and keeps a JSON copy of
+the checked recipes (with their digests) in the cache, reused while no recipe
+file changed: the warm path then never imports YAML nor re-hashes a script.
+MemoryIndex takes recipe data directly, for tests and embedding.
+"""
+import hashlib
+import json
+import os
+
+from . import keys
+from .digests import file_digest
+from .errors import RecipeError, ResolutionError
+from .recipe import SCHEMA_VERSION, normalize
+
+INDEX_FORMAT = 1
+SKIP_FILES = {"recipe.yaml", "__pycache__", ".pytest_cache"}
+
+
+class MemoryIndex:
+    """Recipes given as data: {name: recipe dict as it would stand in YAML}."""
+
+    def __init__(self, recipes):
+        self.recipes = []
+        for name, data in recipes.items():
+            recipe = normalize(data, f"<memory>/{name}", {}, name)
+            recipe["digest"] = keys.recipe_digest(recipe)
+            self.recipes.append(recipe)
+        check_dep_queries(self)
+
+
+class RecipeIndex:
+    def __init__(self, dirs, state_dir=None):
+        self.dirs = [os.path.abspath(d) for d in dirs]
+        self.state_dir = state_dir
+        self._recipes = None
+
+    @property
+    def recipes(self):
+        if self._recipes is None:
+            self._recipes = self._load()
+        return self._recipes
+
+    def _load(self):
+        fingerprint = self._fingerprint()
+        stored = self._read_stored()
+        if stored and stored["fingerprint"] == fingerprint and _sources_unchanged(stored["sources"]):
+            return stored["recipes"]
+        recipes, sources = self._parse_all(fingerprint)
+        self._recipes = recipes
+        check_dep_queries(self)
+        self._store(fingerprint, recipes, sources)
+        return recipes
+
+    def _fingerprint(self):
+        """(path, mtime, size) of every file in every recipe folder: cheap to take, changes with any edit."""
+        items = []
+        for d in self.dirs:
+            if not os.path.isdir(d):
+                raise ResolutionError(f"recipe folder {d} does not exist",
+                                      hint="set --recipes DIR or MLRUN_RECIPES to folders that hold recipes")
+            for entry in sorted(os.scandir(d), key=lambda e: e.name):
+                if entry.is_dir() and os.path.exists(os.path.join(entry.path, "recipe.yaml")):
+                    for path in _recipe_files(entry.path, with_yaml=True):
+                        st = os.stat(path)
+                        items.append([path, st.st_mtime_ns, st.st_size])
+        return items
+
+    def _parse_all(self, fingerprint):
+        from . import yamlfile  # the YAML parser is only needed when a recipe changed
+        recipes, sources, seen = [], [], {}
+        for path in [p for p, _, _ in fingerprint if os.path.basename(p) == "recipe.yaml"]:
+            folder = os.path.dirname(path)
+            data, lines = yamlfile.load(path)
+            recipe = normalize(data, path, lines, os.path.basename(folder))
+            ident = (recipe["name"], recipe["version"])
+            if ident in seen:
+                raise RecipeError(f"recipe {recipe['name']} {recipe['version']} is also defined in {seen[ident]}",
+                                  path, 1, "give one of them another name or version")
+            seen[ident] = path
+            files = {os.path.relpath(p, folder): file_digest(p) for p in _recipe_files(folder)}
+            for i, rel in enumerate(recipe["sources"]):
+                src = os.path.normpath(os.path.join(folder, rel))
+                if not os.path.isfile(src):
+                    raise RecipeError(f"source file '{rel}' does not exist", path,
+                                      recipe["lines"].get(f"sources/{i}"))
+                files[rel] = file_digest(src)
+                st = os.stat(src)
+                sources.append([src, st.st_mtime_ns, st.st_size])
+            recipe["digest"] = keys.recipe_digest(recipe, files)
+            recipes.append(recipe)
+        return recipes, sources
+
+    def _stored_path(self):
+        if not self.state_dir:
+            return None
+        tag = hashlib.sha256("\0".join(self.dirs).encode()).hexdigest()[:16]
+        return os.path.join(self.state_dir, f"recipes-{tag}.json")
+
+    def _read_stored(self):
+        path = self._stored_path()
+        try:
+            with open(path) as f:
+                stored = json.load(f)
+        except (TypeError, OSError, ValueError):
+            return None
+        if stored.get("format") != [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA]:
+            return None
+        return stored
+
+    def _store(self, fingerprint, recipes, sources):
+        path = self._stored_path()
+        if not path:
+            return
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA], "fingerprint": fingerprint,
+                           "sources": sources, "recipes": recipes}, f)
+            os.replace(tmp, path)
+        except OSError:
+            pass  # a read-only cache only costs speed
+
+
+def check_dep_queries(index):
+    """Every dep query must name one recipe and only variations it has: report file and line now."""
+    from .resolver import Resolver
+    resolver = Resolver(index)
+    for recipe in index.recipes:
+        deps = [(d, f"deps/{i}") for i, d in enumerate(recipe["deps"])]
+        for vname, v in recipe["variations"].items():
+            deps += [(d, f"variations/{vname}") for d in v["deps"]]
+        for dep, where in deps:
+            if "{" in dep["query"]:
+                continue  # holds a parametric value, known only when chosen
+            try:
+                found, requested = resolver.select(dep["query"], dep["version"])
+                resolver.choose_variations(found, requested)
+            except ResolutionError as e:
+                line = dep.get("line") or recipe["lines"].get(where)
+                raise RecipeError(f"dep '{dep['query']}': {e.message}", recipe["path"], line, e.hint) from None
+
+
+def _recipe_files(folder, with_yaml=False):
+    out = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_FILES)
+        for name in sorted(files):
+            if (name == "recipe.yaml" and not with_yaml) or name.endswith((".md", ".pyc")):
+                continue
+            out.append(os.path.join(root, name))
+    return out
+
+
+def _sources_unchanged(sources):
+    try:
+        return all([os.stat(p).st_mtime_ns, os.stat(p).st_size] == [m, s] for p, m, s in sources)
+    except OSError:
+        return False

@@ -1,0 +1,64 @@
+"""Cache keys: one sha256 per concrete node, over everything that affects its output.
+
+The key is a Merkle hash (as in Spack and Nix): the recipe's meaningful content,
+the chosen variations (defaults included), the declared inputs' values, the
+version, the host environment the recipe declares as affecting it, and the keys
+of its dependencies, plus a schema version so a change of format never reuses
+an old entry. The hashed material is kept so `mlrun explain` can say what differs.
+"""
+import hashlib
+import json
+
+KEY_SCHEMA = 1
+
+# Fields of a recipe that only document it: editing them never changes a key.
+COSMETIC = ("description", "help", "path", "lines", "line", "digest")
+
+
+def canonical(value):
+    """A stable byte encoding: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def strip_cosmetic(value):
+    if isinstance(value, dict):
+        return {k: strip_cosmetic(v) for k, v in value.items() if k not in COSMETIC}
+    if isinstance(value, list):
+        return [strip_cosmetic(v) for v in value]
+    return value
+
+
+def recipe_digest(recipe, file_digests=None):
+    """Digest of a recipe's meaningful content plus the files it runs ({relpath: sha256})."""
+    body = {"recipe": strip_cosmetic(recipe), "files": file_digests or {}}
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def material(recipe_digest_, node):
+    return {
+        "schema": KEY_SCHEMA,
+        "recipe": node.name,
+        "recipe_digest": recipe_digest_,
+        "version": node.version,
+        "variations": node.variations,
+        "inputs": node.inputs,
+        "env": node.env,
+        "hash_env": node.hash_env,
+        "deps": [[name, dep.key] for name, dep in node.deps],
+    }
+
+
+def key(material_):
+    return hashlib.sha256(canonical(material_)).hexdigest()
+
+
+def differences(a, b, prefix=""):
+    """Paths where two materials differ, as (path, value in a, value in b)."""
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += differences(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            out.append((prefix + k, va, vb))
+    return out

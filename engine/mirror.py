@@ -1,0 +1,204 @@
+"""A mirror is a folder of files found by checksum, not by name.
+
+Offline machines get their downloads from a mirror: any folder (possibly
+read-only, possibly nested) holding the files that recipes declare. Files are
+matched by sha256 (or md5), so their names do not matter. Hashing a big mirror
+on every lookup would be slow, so digests are kept in a small JSON index in the
+user's cache (never inside the mirror, which may be read-only), keyed by
+absolute path and invalidated by size and mtime_ns.
+"""
+
+import json
+import os
+import shutil
+import stat
+import tempfile
+from engine.digests import file_digests
+from engine.errors import MlrunError
+
+INDEX_VERSION = 1
+
+
+class _Index:
+    """Digests of mirror files, persisted at `path` (or in memory when None)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.entries = self._load()
+        self.dirty = False
+
+    def _load(self):
+        try:
+            with open(self.path) as f:
+                data = json.load(f)
+        except (TypeError, OSError, ValueError):  # no path, no file, or garbage
+            return {}
+        return data.get("files", {}) if data.get("version") == INDEX_VERSION else {}
+
+    def known(self, path, st):
+        entry = self.entries.get(path)
+        return bool(entry) and entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns
+
+    def digests(self, path, st):
+        """{sha256, md5} of a file, hashing it only if it changed since indexed."""
+        if self.known(path, st):
+            return self.entries[path]
+        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **file_digests(path)}
+        self.entries[path] = entry
+        self.dirty = True
+        return entry
+
+    def forget_missing(self, mirror_dir, seen):
+        """Drop entries of files that left this mirror, so the index stays small."""
+        prefix = os.path.join(mirror_dir, "")
+        gone = [p for p in self.entries if p.startswith(prefix) and p not in seen]
+        for p in gone:
+            del self.entries[p]
+        self.dirty = self.dirty or bool(gone)
+
+    def save(self):
+        if not (self.path and self.dirty):
+            return
+        folder = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mirror-index-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump({"version": INDEX_VERSION, "files": self.entries}, f)
+            os.replace(tmp, self.path)  # readers never see a half-written index
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        self.dirty = False
+
+
+def _files(mirror_dir):
+    """(absolute path, stat) of every regular file in the mirror, any depth."""
+    found, seen_dirs = [], set()
+    for root, dirs, names in os.walk(mirror_dir, followlinks=True):
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen_dirs:  # a symlink loop: walk each folder once
+            dirs.clear()
+            continue
+        seen_dirs.add((st.st_dev, st.st_ino))
+        for name in names:
+            path = os.path.join(root, name)
+            try:
+                st = os.stat(path)
+            except OSError:  # dangling symlink or vanished file
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found.append((path, st))
+    return found
+
+
+def _scan(mirror_dir, index_path):
+    """The mirror's files, and the index minus entries of files that left it."""
+    mirror_dir = os.path.abspath(mirror_dir)
+    files = _files(mirror_dir) if os.path.isdir(mirror_dir) else []
+    index = _Index(index_path)
+    index.forget_missing(mirror_dir, {p for p, _ in files})
+    return files, index
+
+
+def _matches(entry, sha256, md5):
+    return (not sha256 or entry["sha256"] == sha256) and (not md5 or entry["md5"] == md5)
+
+
+def _lookup(files, index, sha256, md5, size):
+    candidates = [(p, st) for p, st in files if size is None or st.st_size == size]
+    # Already-indexed files cost nothing to compare: try them before hashing any.
+    candidates.sort(key=lambda c: not index.known(*c))
+    for path, st in candidates:
+        if _matches(index.digests(path, st), sha256, md5):
+            return path
+    return None
+
+
+def _norm(digest):
+    return digest.strip().lower() if digest else None
+
+
+def find(mirror_dir, *, sha256=None, md5=None, size=None, index_path=None):
+    """Path of a file in `mirror_dir` with the given checksum(s), or None."""
+    sha256, md5 = _norm(sha256), _norm(md5)
+    if not (sha256 or md5):
+        raise ValueError("mirror.find needs sha256 or md5")
+    files, index = _scan(mirror_dir, index_path)
+    try:
+        return _lookup(files, index, sha256, md5, size)
+    finally:
+        index.save()
+
+
+def _copy_in(src, dest):
+    """Copy atomically so a crash never leaves a truncated file in the mirror."""
+    folder = os.path.dirname(dest)
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mirror-add-", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def add(mirror_dir, files):
+    """Copy `files` into the mirror; return [(src, dest, sha256)] of those added.
+
+    A file keeps its name; if a different file already has that name, it goes
+    to a subfolder named by its sha256 prefix. Files already there are skipped.
+    """
+    added = []
+    for src in files:
+        if not os.path.isfile(src):
+            raise MlrunError(f"mirror add: {src} is not a file")
+        sha256 = file_digests(src, ("sha256",))["sha256"]
+        name = os.path.basename(src)
+        for dest in (os.path.join(mirror_dir, name), os.path.join(mirror_dir, sha256[:16], name)):
+            if not os.path.exists(dest):
+                _copy_in(src, dest)
+                added.append((src, dest, sha256))
+                break
+            if file_digests(dest, ("sha256",))["sha256"] == sha256:
+                break  # same content already in the mirror
+    return added
+
+
+def _row(name, status, path=None):
+    return {"name": name, "status": status, "path": path}
+
+
+def _check_one(item, files, by_file_name, index):
+    file_name = item.get("file") or os.path.basename(item.get("url", "").rstrip("/")) or item.get("name")
+    name = item.get("name") or file_name
+    sha256, md5, size = _norm(item.get("sha256")), _norm(item.get("md5")), item.get("size")
+    same_name = by_file_name.get(file_name, [])
+    if sha256 or md5:
+        path = _lookup(files, index, sha256, md5, size)
+    else:  # without a checksum only the name (and size, if declared) can be audited
+        path = next((p for p, st in same_name if size is None or st.st_size == size), None)
+    if path:
+        return _row(name, "present", path)
+    # A file with the wanted name but other content is worth pointing at.
+    return _row(name, "corrupt", same_name[0][0]) if same_name else _row(name, "missing")
+
+
+def check(mirror_dir, wanted, *, index_path=None):
+    """Audit which `wanted` downloads the mirror holds.
+
+    wanted: dicts with url, file, sha256, md5, size as recipes declare them,
+    plus an optional display name. Returns one {name, status, path} per item,
+    status being present, missing, or corrupt (a file of that name whose
+    content differs).
+    """
+    files, index = _scan(mirror_dir, index_path)
+    by_file_name = {}
+    for path, st in files:
+        by_file_name.setdefault(os.path.basename(path), []).append((path, st))
+    try:
+        return [_check_one(item, files, by_file_name, index) for item in wanted]
+    finally:
+        index.save()

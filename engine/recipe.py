@@ -1,0 +1,300 @@
+"""The recipe schema: check a parsed recipe.yaml and return it in normal form.
+
+A recipe is data. Loading one runs nothing; every mistake is reported with the
+file and line it stands on. The normal form is plain dicts and lists (JSON-able)
+so the index can store it and the resolver can work on in-memory recipes.
+Schema reference: docs/recipes.md.
+"""
+import re
+
+from .errors import RecipeError
+
+SCHEMA_VERSION = 1
+
+TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env",
+            "exports", "variations", "deps", "download", "run", "sources"}
+VARIATION_KEYS = {"description", "group", "default", "base", "env", "deps", "download", "run", "exports"}
+DEP_KEYS = {"name", "query", "version", "when", "inputs"}
+INPUT_KEYS = {"type", "default", "choices", "env", "help", "required"}
+DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
+INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A parametric variation is declared as "name.#" and chosen as "_name.VALUE".
+PARAM_SUFFIX = ".#"
+
+
+class _Checker:
+    """Carries the file and line map so every check can point at its line."""
+
+    def __init__(self, path, lines):
+        self.path, self.lines = path, lines
+
+    def fail(self, where, message, hint=None):
+        # Fall back to the nearest enclosing key that has a line.
+        line = None
+        while where and line is None:
+            line = self.lines.get(tuple(where))
+            where = where[:-1]
+        raise RecipeError(message, self.path, line, hint)
+
+    def expect(self, value, types, where, what):
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+            names = " or ".join(t.__name__ for t in _as_tuple(types))
+            self.fail(where, f"{what} must be {names}, not {type(value).__name__} ({value!r})")
+        return value
+
+    def keys(self, mapping, allowed, where, what):
+        self.expect(mapping, dict, where, what)
+        for key in mapping:
+            if key not in allowed:
+                close = ", ".join(sorted(allowed))
+                self.fail(list(where) + [key], f"unknown key '{key}' in {what}", f"allowed keys: {close}")
+        return mapping
+
+    def str_list(self, value, where, what):
+        if isinstance(value, str):
+            return value.split()
+        self.expect(value, list, where, what)
+        for i, item in enumerate(value):
+            self.expect(item, str, list(where) + [i], f"{what} item")
+        return list(value)
+
+    def env(self, value, where, what="env"):
+        self.expect(value, dict, where, what)
+        out = {}
+        for key, val in value.items():
+            if not ENV_RE.match(str(key)):
+                self.fail(list(where) + [key], f"'{key}' is not a valid environment variable name")
+            if isinstance(val, bool) or not isinstance(val, (str, int, float)):
+                self.fail(list(where) + [key], f"{what} value of {key} must be a string or number")
+            out[key] = str(val)
+        return out
+
+    def exports(self, value, where):
+        self.expect(value, dict, where, "exports")
+        out = {}
+        for key, val in value.items():
+            here = list(where) + [key]
+            if not ENV_RE.match(str(key)):
+                self.fail(here, f"'{key}' is not a valid environment variable name")
+            if isinstance(val, dict):
+                self.keys(val, {"prepend", "append"}, here, f"exports.{key}")
+                out[key] = {k: self.str_list(v, here + [k], f"exports.{key}.{k}") for k, v in val.items()}
+            elif isinstance(val, (str, int, float)) and not isinstance(val, bool):
+                out[key] = str(val)
+            else:
+                self.fail(here, f"exports.{key} must be a string or a mapping with prepend/append lists")
+        return out
+
+    def run(self, value, where):
+        if isinstance(value, str):
+            return value
+        return self.str_list(value, where, "run")
+
+    def downloads(self, value, where):
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            here = list(where) + ([i] if isinstance(value, list) else [])
+            self.keys(item, DOWNLOAD_KEYS, here, "download")
+            for req in ("url", "file"):
+                if req not in item:
+                    self.fail(here, f"download needs '{req}'")
+            if "sha256" not in item and "md5" not in item:
+                self.fail(here, "download needs a checksum (sha256, or md5 where only that is published)")
+            for k in ("url", "file", "sha256", "md5"):
+                if k in item:
+                    self.expect(item[k], str, here + [k], f"download.{k}")
+            if "/" in item["file"] or item["file"].startswith("."):
+                self.fail(here + ["file"], "download.file must be a plain file name")
+            if "size" in item:
+                self.expect(item["size"], int, here + ["size"], "download.size")
+            out.append(dict(item))
+        return out
+
+    def deps(self, value, where):
+        self.expect(value, list, where, "deps")
+        out = []
+        for i, dep in enumerate(value):
+            here = list(where) + [i]
+            if isinstance(dep, str):
+                dep = {"query": dep}
+            self.keys(dep, DEP_KEYS, here, "a dep")
+            if "query" not in dep:
+                self.fail(here, "a dep needs a 'query' (tags and variations, e.g. 'get python venv')")
+            norm = {"name": None, "query": None, "version": None, "when": None, "inputs": {}}
+            for k in ("name", "query", "version", "when"):
+                if k in dep:
+                    norm[k] = self.expect(dep[k], str, here + [k], f"dep {k}")
+            if norm["name"] is not None and not NAME_RE.match(norm["name"]):
+                self.fail(here + ["name"], f"dep name '{norm['name']}' may hold letters, digits, _ . + - only")
+            if "inputs" in dep:
+                self.expect(dep["inputs"], dict, here + ["inputs"], "dep inputs")
+                norm["inputs"] = {k: v for k, v in dep["inputs"].items()}
+            norm["line"] = self.lines.get(tuple(here))
+            out.append(norm)
+        return out
+
+    def inputs(self, value, where):
+        self.expect(value, dict, where, "inputs")
+        out = {}
+        for name, spec in value.items():
+            here = list(where) + [name]
+            if not ENV_RE.match(name):
+                self.fail(here, f"input name '{name}' must be a valid identifier")
+            if spec is None:
+                spec = {}
+            elif not isinstance(spec, dict):
+                spec = {"default": spec}  # shorthand: `count: 10`
+            self.keys(spec, INPUT_KEYS, here, f"input '{name}'")
+            kind = spec.get("type", "str")
+            if kind not in INPUT_TYPES:
+                self.fail(here + ["type"], f"input type '{kind}' is not one of {', '.join(INPUT_TYPES)}")
+            default = spec.get("default")
+            if default is not None:
+                default = convert_input(name, kind, default, lambda msg: self.fail(here + ["default"], msg))
+            choices = spec.get("choices")
+            if choices is not None:
+                self.expect(choices, list, here + ["choices"], "choices")
+                choices = [convert_input(name, kind, c, lambda msg: self.fail(here + ["choices"], msg))
+                           for c in choices]
+                if default is not None and default not in choices:
+                    self.fail(here + ["default"], f"default {default!r} is not among the choices {choices}")
+            env_name = spec.get("env", "MLRUN_INPUT_" + name.upper())
+            if not ENV_RE.match(env_name):
+                self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
+            required = self.expect(spec.get("required", False), bool, here + ["required"], "required")
+            out[name] = {"type": kind, "default": default, "choices": choices, "env": env_name,
+                         "help": str(spec.get("help", "")), "required": required}
+        return out
+
+
+def _as_tuple(types):
+    return types if isinstance(types, tuple) else (types,)
+
+
+def convert_input(name, kind, value, fail):
+    """Convert a YAML or command-line value to the input's declared type."""
+    if value is None:
+        return None
+    try:
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if kind == "float":
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        return str(value)
+    except ValueError:
+        fail(f"input '{name}' expects a {kind}, got {value!r}")
+
+
+def normalize(data, path, lines, default_name):
+    """Check one recipe's data and return its normal form (raises RecipeError)."""
+    c = _Checker(path, lines)
+    if not isinstance(data, dict):
+        c.fail([], "a recipe must be a mapping of keys (tags, deps, run, ...)")
+    c.keys(data, TOP_KEYS, [], "a recipe")
+    name = c.expect(data.get("name", default_name), str, ["name"], "name")
+    if not NAME_RE.match(name):
+        c.fail(["name"], f"recipe name '{name}' may hold letters, digits, _ . + - only")
+    if "tags" not in data:
+        c.fail([], "a recipe needs 'tags' (the words a query uses to find it)")
+    version = data.get("version", "0")
+    if isinstance(version, bool) or not isinstance(version, (str, int, float)):
+        c.fail(["version"], "version must be a string like '6.0.17'")
+    recipe = {
+        "name": name,
+        "description": str(data.get("description", "")).strip(),
+        "tags": c.str_list(data["tags"], ["tags"], "tags"),
+        "version": str(version),
+        "cache": c.expect(data.get("cache", True), bool, ["cache"], "cache"),
+        "inputs": c.inputs(data.get("inputs", {}), ["inputs"]),
+        "env": c.env(data.get("env", {}), ["env"]),
+        "hash_env": c.str_list(data.get("hash_env", []), ["hash_env"], "hash_env"),
+        "exports": c.exports(data.get("exports", {}), ["exports"]),
+        "deps": c.deps(data.get("deps", []), ["deps"]),
+        "download": c.downloads(data["download"], ["download"]) if "download" in data else [],
+        "run": c.run(data["run"], ["run"]) if "run" in data else None,
+        "sources": c.str_list(data.get("sources", []), ["sources"], "sources"),
+        "variations": {},
+    }
+    for tag in recipe["tags"]:
+        if tag.startswith("_") or not NAME_RE.match(tag):
+            c.fail(["tags"], f"tag '{tag}' must start with a letter or digit (a leading _ marks a variation)")
+    variations = c.expect(data.get("variations", {}), dict, ["variations"], "variations")
+    defaults = {}
+    for vname, spec in variations.items():
+        here = ["variations", vname]
+        base_name = vname[:-len(PARAM_SUFFIX)] if vname.endswith(PARAM_SUFFIX) else vname
+        if not NAME_RE.match(base_name) or "." in base_name:
+            c.fail(here, f"variation name '{vname}' may hold letters, digits, _ + - (and end in .# if parametric)")
+        spec = spec or {}
+        c.keys(spec, VARIATION_KEYS, here, f"variation '{vname}'")
+        v = {
+            "description": str(spec.get("description", "")),
+            "group": c.expect(spec["group"], str, here + ["group"], "group") if "group" in spec else None,
+            "default": c.expect(spec.get("default", False), bool, here + ["default"], "default"),
+            "base": c.str_list(spec.get("base", []), here + ["base"], "base"),
+            "env": c.env(spec.get("env", {}), here + ["env"]),
+            "deps": c.deps(spec.get("deps", []), here + ["deps"]),
+            "download": c.downloads(spec["download"], here + ["download"]) if "download" in spec else None,
+            "run": c.run(spec["run"], here + ["run"]) if "run" in spec else None,
+            "exports": c.exports(spec.get("exports", {}), here + ["exports"]),
+            "param": vname.endswith(PARAM_SUFFIX),
+        }
+        if v["default"]:
+            if v["group"] is None:
+                c.fail(here + ["default"], f"variation '{vname}' is a default but has no group")
+            if v["group"] in defaults:
+                c.fail(here + ["default"], f"group '{v['group']}' has two defaults: "
+                                           f"'{defaults[v['group']]}' and '{vname}'")
+            if v["param"]:
+                c.fail(here + ["default"], "a parametric variation cannot be a default")
+            defaults[v["group"]] = vname
+        recipe["variations"][base_name if v["param"] else vname] = v
+    for vname, v in recipe["variations"].items():
+        for i, b in enumerate(v["base"]):
+            if b.lstrip("_") not in recipe["variations"]:
+                c.fail(["variations", vname + (PARAM_SUFFIX if v["param"] else ""), "base", i],
+                       f"variation '{vname}' has an unknown base variation '{b}'",
+                       f"known variations: {', '.join(sorted(recipe['variations']))}")
+        v["base"] = [b.lstrip("_") for b in v["base"]]
+    _check_conditions(c, recipe)
+    recipe["path"] = path
+    recipe["lines"] = {"/".join(map(str, k)): v for k, v in lines.items() if len(k) <= 3}
+    return recipe
+
+
+def _check_conditions(c, recipe):
+    """`when:` may only name this recipe's own variations and inputs."""
+    deps = [(["deps", i], d) for i, d in enumerate(recipe["deps"])]
+    for vname, v in recipe["variations"].items():
+        key = vname + (PARAM_SUFFIX if v["param"] else "")
+        deps += [(["variations", key, "deps", i], d) for i, d in enumerate(v["deps"])]
+    for where, dep in deps:
+        if dep["when"] is None:
+            continue
+        for word in dep["when"].split():
+            bare = word.lstrip("!")
+            if bare.startswith("_"):
+                if bare[1:].split(".")[0] not in recipe["variations"]:
+                    c.fail(where + ["when"], f"condition '{dep['when']}' names an unknown variation '{bare}'")
+            else:
+                key = re.split(r"!?=", bare, maxsplit=1)[0]
+                if key not in recipe["inputs"]:
+                    c.fail(where + ["when"], f"condition '{dep['when']}' names an unknown input '{key}'",
+                           "conditions use _variation, !_variation, input=value or input!=value")

@@ -1,0 +1,356 @@
+"""Turn a query into a concrete plan: the whole dependency graph, fixed before anything runs.
+
+The resolver knows nothing about files. It asks an index for recipes (any object
+with a `recipes` list of normal-form recipe dicts, each with a `digest`) and tells
+a reporter what it decided. Every node of the plan has its variations (defaults
+filled in), its inputs, its dependencies and its cache key fixed.
+"""
+import os
+import re
+
+from . import keys
+from .errors import ResolutionError
+from .recipe import convert_input
+
+SPECIAL_OVERRIDES = {"tags", "version"}
+
+
+class Reporter:
+    """Does nothing; tests record with a subclass, -v prints with one."""
+
+    def resolved(self, node, path):
+        pass
+
+
+class Node:
+    """One concrete step of a plan.
+
+    name, version, tags; variations: chosen ones, defaults included, in recipe order ("batch_size.8"
+    for parametric ones); inputs: every declared input with its value; env, exports, download, run
+    (str for bash, list for argv, or None) after variations; cache; deps: [(dep name, Node)];
+    key and material: the cache key and what it hashes (kept for `explain`); hash_env: host
+    variables the recipe declares as affecting it; input_vars: input name -> env variable.
+    """
+
+    FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
+              "deps", "key", "material", "recipe_path", "hash_env", "input_vars")
+
+    def __init__(self, **values):
+        for f in self.FIELDS:
+            setattr(self, f, values.get(f))
+
+    @property
+    def label(self):
+        return " ".join([self.name] + ["_" + v for v in self.variations])
+
+    @property
+    def entry_name(self):
+        return f"{self.name}-{self.key[:16]}"
+
+    def to_dict(self):
+        return {"name": self.name, "version": self.version, "tags": self.tags, "variations": self.variations,
+                "inputs": self.inputs, "env": self.env, "exports": self.exports, "download": self.download,
+                "run": self.run, "cache": self.cache, "key": self.key, "recipe_path": self.recipe_path,
+                "hash_env": self.hash_env, "input_vars": self.input_vars, "deps": [[n, d.key] for n, d in self.deps]}
+
+
+class Plan:
+    """The nodes in dependency order: every node after all of its deps; the root is last."""
+
+    def __init__(self, query, nodes):
+        self.query, self.nodes = query, nodes
+
+    @property
+    def root(self):
+        return self.nodes[-1]
+
+
+def parse_query(query):
+    """Split a query into plain tags and variation words (without their leading _)."""
+    words = query.split() if isinstance(query, str) else list(query)
+    tags = [w for w in words if not w.startswith("_")]
+    variations = [w[1:] for w in words if w.startswith("_")]
+    for v in variations:
+        if not v:
+            raise ResolutionError(f"'_' alone is not a variation in query '{query}'")
+    return tags, variations
+
+
+class Resolver:
+    def __init__(self, index, reporter=None, host_env=None, dep_overrides=None):
+        self.index = index
+        self.reporter = reporter or Reporter()
+        self.host_env = host_env or {}
+        # {dep name: {"tags": "...", "version": "...", input: value}} from --dep.NAME.KEY=VALUE
+        self.dep_overrides = dep_overrides or {}
+        self.nodes = {}            # identity -> Node, so a shared dep is one node
+        self.versions = {}         # recipe name -> (version, who needs it)
+        self.used_overrides = set()
+        self.memo = {}             # (recipe, version, variations, inputs) -> Node
+
+    # -- public ---------------------------------------------------------------
+
+    def resolve(self, query, inputs=None):
+        root = self._node(query, None, inputs or {}, path=[], needed_by="the command line")
+        unused = set(self.dep_overrides) - self.used_overrides
+        if unused:
+            raise ResolutionError(f"--dep.{sorted(unused)[0]}.* names no dependency in the plan of '{query}'",
+                                  hint="`mlrun plan QUERY` shows the dependency names")
+        order = []
+        self._order(root, order, set())
+        return Plan(query=query if isinstance(query, str) else " ".join(query), nodes=order)
+
+    # -- selection ------------------------------------------------------------
+
+    def select(self, query, version=None):
+        """The one recipe a query names (raises ResolutionError with the reason otherwise)."""
+        tags, variations = parse_query(query)
+        recipes = self.index.recipes
+        matches = [r for r in recipes if all(t in r["tags"] or t == r["name"] for t in tags)]
+        if not matches:
+            raise ResolutionError(f"no recipe matches '{query}'", hint=self._closest(tags))
+        if variations and len(matches) > 1:
+            with_all = [r for r in matches if all(_var_base(v) in r["variations"] for v in variations)]
+            matches = with_all or matches
+        if version:
+            fitting = [r for r in matches if _version_ok(r["version"], version)]
+            if not fitting:
+                found = ", ".join(f"{r['name']} {r['version']}" for r in matches)
+                raise ResolutionError(f"no recipe for '{query}' satisfies version {version} (found: {found})")
+            matches = fitting
+        names = {r["name"] for r in matches}
+        if len(names) > 1:
+            # "get dataset squad" names the recipe tagged exactly so, not "get dataset squad features".
+            exact = [r for r in matches if set(r["tags"]) <= set(tags)]
+            if exact and len({r["name"] for r in exact}) == 1:
+                matches, names = exact, {exact[0]["name"]}
+        if len(names) > 1:
+            listing = "; ".join(f"{r['name']} (tags: {' '.join(r['tags'])})" for r in matches)
+            raise ResolutionError(f"'{query}' matches {len(matches)} recipes: {listing}",
+                                  hint="add a tag or a variation that only one of them has")
+        # Several versions of one recipe: take the newest that fits.
+        return max(matches, key=lambda r: _version_tuple(r["version"])), variations
+
+    def _closest(self, tags):
+        import difflib  # only errors need it
+        known = sorted({t for r in self.index.recipes for t in r["tags"]} | {r["name"] for r in self.index.recipes})
+        hints = []
+        for t in tags:
+            if t not in known:
+                close = difflib.get_close_matches(t, known, n=3, cutoff=0.5)
+                hints.append(f"unknown tag '{t}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+        if not hints:
+            hints.append("no single recipe has all of these tags together")
+        return "; ".join(hints) + "; `mlrun find TAG` lists recipes"
+
+    # -- variations and inputs -------------------------------------------------
+
+    def choose_variations(self, recipe, requested):
+        """Requested words plus their bases plus group defaults, checked for conflicts."""
+        chosen = {}        # variation name -> param value (None for plain ones)
+        why = {}           # variation name -> who asked for it, for conflict messages
+        todo = [(v, "the query") for v in requested]
+        while True:
+            while todo:
+                self._take(recipe, chosen, why, *todo.pop(0), todo)
+            # Groups nobody chose get their default (and the default's bases, in the next round).
+            taken = {recipe["variations"][v]["group"] for v in chosen}
+            todo = [(v, "default") for v, s in recipe["variations"].items() if s["default"] and s["group"] not in taken]
+            if not todo:
+                break
+        # Recipe order, so env overlays apply the same way whatever the query order.
+        return [(v, chosen[v]) for v in recipe["variations"] if v in chosen]
+
+    @staticmethod
+    def _take(recipe, chosen, why, word, asked_by, todo):
+        base, param = _split_param(word)
+        spec = recipe["variations"].get(base)
+        if spec is None:
+            known = ", ".join("_" + k + (".#" if s["param"] else "") for k, s in recipe["variations"].items())
+            raise ResolutionError(f"recipe {recipe['name']} has no variation '_{word}'",
+                                  hint=f"its variations: {known or 'none'}")
+        if spec["param"] and param is None:
+            raise ResolutionError(f"variation '_{base}' of {recipe['name']} needs a value, like _{base}.8")
+        if not spec["param"] and param is not None:
+            raise ResolutionError(f"variation '_{base}' of {recipe['name']} takes no value (got _{word})")
+        if base in chosen:
+            if chosen[base] != param:
+                raise ResolutionError(f"{recipe['name']}: _{base}.{chosen[base]} and _{word} both chosen")
+            return
+        group = spec["group"]
+        other = group and next((o for o in chosen if recipe["variations"][o]["group"] == group), None)
+        if other:
+            raise ResolutionError(
+                f"{recipe['name']}: variations _{other} ({why[other]}) and _{base} ({asked_by}) "
+                f"are both in group '{group}'; choose one",
+                hint=f"group '{group}' holds: " + ", ".join(
+                    "_" + k for k, s in recipe["variations"].items() if s["group"] == group))
+        chosen[base], why[base] = param, asked_by
+        todo += [(b, f"base of _{base}") for b in spec["base"]]
+
+    def fix_inputs(self, recipe, given):
+        declared = recipe["inputs"]
+        for name in given:
+            if name not in declared:
+                accepted = ", ".join("--" + n for n in declared) or "none"
+                raise ResolutionError(f"{recipe['name']} has no input --{name}", hint=f"it accepts: {accepted}")
+        values = {}
+        for name, spec in declared.items():
+            value = given.get(name, spec["default"])
+
+            def fail(msg, name=name):
+                raise ResolutionError(f"{recipe['name']}: {msg}")
+            value = convert_input(name, spec["type"], value, fail)
+            if value is None and spec.get("required"):
+                raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
+            if spec["type"] == "path" and value:
+                value = os.path.abspath(os.path.expanduser(value))
+                if name in given and not os.path.exists(value):
+                    raise ResolutionError(f"{recipe['name']}: --{name}: no such file or folder: {value}")
+            if spec["choices"] is not None and value is not None and value not in spec["choices"]:
+                raise ResolutionError(f"{recipe['name']}: --{name}={value} is not one of "
+                                      f"{', '.join(map(str, spec['choices']))}")
+            values[name] = value
+        return values
+
+    # -- graph ------------------------------------------------------------------
+
+    def _node(self, query, version, given_inputs, path, needed_by):
+        recipe, requested = self.select(query, version)
+        names = [p for p in path]
+        if recipe["name"] in names:
+            cycle = names[names.index(recipe["name"]):] + [recipe["name"]]
+            raise ResolutionError("dependency cycle: " + " -> ".join(cycle),
+                                  hint="a recipe cannot depend on itself, directly or through others")
+        seen = self.versions.get(recipe["name"])
+        if seen and seen[0] != recipe["version"]:
+            raise ResolutionError(
+                f"{recipe['name']} is needed at two versions in one graph: {seen[0]} (by {seen[1]}) "
+                f"and {recipe['version']} (by {needed_by})",
+                hint="align the version constraints of those deps")
+        self.versions[recipe["name"]] = (recipe["version"], needed_by)
+        chosen = self.choose_variations(recipe, requested)
+        inputs = self.fix_inputs(recipe, given_inputs)
+        # The same recipe with the same choices is resolved once, however many paths lead to it.
+        memo_key = (recipe["name"], recipe["version"], tuple(chosen), keys.canonical(inputs))
+        if memo_key in self.memo:
+            return self.memo[memo_key]
+        spec = _apply_variations(recipe, chosen)
+        deps = []
+        for dep in spec["deps"]:
+            if dep["when"] and not _condition_holds(dep["when"], chosen, inputs):
+                continue
+            dquery, dversion, dinputs = dep["query"], dep["version"], _dep_inputs(dep["inputs"], inputs)
+            override = self.dep_overrides.get(dep["name"]) if dep["name"] else None
+            if override is not None:
+                self.used_overrides.add(dep["name"])
+                dquery = " ".join([dquery] + override.get("tags", "").split())
+                dversion = override.get("version", dversion)
+                dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
+            child = self._node(dquery, dversion, dinputs, path + [recipe["name"]],
+                               needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'")
+            deps.append((dep["name"] or child.name, child))
+        variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
+        hash_env = {k: self.host_env.get(k, "") for k in recipe["hash_env"]}
+        node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
+                    inputs=inputs, env=spec["env"], exports=spec["exports"], download=spec["download"],
+                    run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
+                    hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()})
+        node.material = keys.material(recipe["digest"], node)
+        node.key = keys.key(node.material)
+        # One node per distinct key: a dep shared by several recipes is built once.
+        node = self.nodes.setdefault(node.key, node)
+        self.memo[memo_key] = node
+        self.reporter.resolved(node, path)
+        return node
+
+    def _order(self, node, order, done):
+        if node.key in done:
+            return
+        done.add(node.key)
+        for _, dep in node.deps:
+            self._order(dep, order, done)
+        order.append(node)
+
+
+def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrides=None):
+    """Resolve `query` against `index` into a Plan (raises ResolutionError)."""
+    return Resolver(index, reporter, host_env, dep_overrides).resolve(query, inputs)
+
+
+def _split_param(word):
+    base, _, param = word.partition(".")
+    return base, (param if _ else None)
+
+
+def _var_base(word):
+    return _split_param(word)[0]
+
+
+def _apply_variations(recipe, chosen):
+    """The recipe's env, deps, download, run and exports after the chosen variations."""
+    env, exports = dict(recipe["env"]), dict(recipe["exports"])
+    deps, download, run = list(recipe["deps"]), recipe["download"], recipe["run"]
+    for vname, param in chosen:
+        v = recipe["variations"][vname]
+        sub = (lambda s, p=param: s.replace("{value}", p)) if param is not None else (lambda s: s)
+        env.update({k: sub(val) for k, val in v["env"].items()})
+        exports.update(v["exports"])
+        for dep in v["deps"]:
+            dep = {**dep, "query": sub(dep["query"])}
+            # A variation's dep with the same name replaces the recipe's one.
+            deps = [d for d in deps if not (dep["name"] and d["name"] == dep["name"])] + [dep]
+        if v["download"] is not None:
+            download = v["download"]
+        if v["run"] is not None:
+            run = v["run"]
+    return {"env": env, "exports": exports, "deps": deps, "download": download, "run": run}
+
+
+def _condition_holds(condition, chosen, inputs):
+    """`when:` words must all hold: _var, !_var, input=value, input!=value (empty value = unset)."""
+    names = {v for v, _ in chosen} | {f"{v}.{p}" for v, p in chosen if p is not None}
+    for word in condition.split():
+        negate = word.startswith("!")
+        bare = word[1:] if negate else word
+        if bare.startswith("_"):
+            holds = bare[1:] in names
+        else:
+            m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)(!?=)(.*)$", bare)
+            if not m:
+                raise ResolutionError(f"cannot read condition '{condition}'")
+            value = inputs.get(m.group(1))
+            text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+            holds = (text == m.group(3)) == (m.group(2) == "=")
+        if holds == negate:
+            return False
+    return True
+
+
+def _dep_inputs(spec, parent_inputs):
+    """Dep inputs may pass the parent's inputs on: `{input.NAME}`."""
+    out = {}
+    for k, v in spec.items():
+        if isinstance(v, str):
+            m = re.fullmatch(r"\{input\.([A-Za-z_][A-Za-z0-9_]*)\}", v)
+            if m:
+                v = parent_inputs.get(m.group(1))
+                if v is None:
+                    continue
+        out[k] = v
+    return out
+
+
+def _version_tuple(version):
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.+-]", version))
+
+
+def _version_ok(version, constraint):
+    from packaging.specifiers import SpecifierSet  # only constrained deps pay for the import
+    from packaging.version import InvalidVersion
+    try:
+        return SpecifierSet(constraint).contains(version, prereleases=True)
+    except InvalidVersion:
+        return False
+    except ValueError as e:
+        raise ResolutionError(f"cannot read version constraint '{constraint}': {e}")

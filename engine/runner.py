@@ -1,0 +1,261 @@
+"""Execute a plan: each node in dependency order, cached nodes skipped.
+
+A cacheable node is built in a temporary folder under its entry lock and
+published by rename; a node with `cache: false` (a benchmark run) runs in the
+run folder `runs/<id>/<recipe>/`. Every step leaves the exact command and
+environment beside its log so a person can re-run it by hand.
+"""
+import json
+import os
+import signal
+import sys
+import time
+
+from . import envs
+from .cache import META_DIR
+from .errors import MlrunError, StepError
+
+RUN_FORMAT = 1
+TAIL_LINES = 20
+
+
+class RunReporter:
+    """Prints one status line per step on stderr; subclass to record or silence."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+
+    def line(self, text):
+        print(text, file=self.stream, flush=True)
+
+    def step(self, i, total, node, status, detail="", final=True):
+        """One line per step; a not-yet-final line ('building') only shows on a terminal, then is overwritten."""
+        text = f"[{i}/{total}] {node.label:<48} {status}{'  ' + detail if detail else ''}"
+        tty = self.stream.isatty()
+        if not final:
+            if tty:
+                print(text, end="\r", file=self.stream, flush=True)
+            return
+        print(("\x1b[2K" if tty else "") + text, file=self.stream, flush=True)
+
+
+def new_run_id():
+    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
+
+
+class Runner:
+    def __init__(self, cache, runs_dir, reporter=None, verbose=False, env_overrides=None, mirror=None,
+                 host_env=None, stream_root=True):
+        self.cache = cache
+        self.runs_dir = os.path.abspath(runs_dir)
+        self.reporter = reporter or RunReporter()
+        self.verbose = verbose
+        self.env_overrides = env_overrides or {}
+        self.mirror = mirror
+        self.host = dict(os.environ if host_env is None else host_env)
+        self.stream_root = stream_root   # show the last step's output live (the benchmark)
+        self.folders = {}                # node key -> its folder (entry or run folder)
+
+    def run(self, plan, argv=None):
+        """Run every node; returns the run record (also written to runs/<id>/run.json)."""
+        run_id = new_run_id()
+        run_dir = os.path.join(self.runs_dir, run_id)
+        os.makedirs(run_dir)
+        record = {"format": RUN_FORMAT, "id": run_id, "argv": list(argv or sys.argv), "query": plan.query,
+                  "cwd": os.getcwd(), "started": time.time(), "status": "running", "steps": []}
+        total = len(plan.nodes)
+        try:
+            for i, node in enumerate(plan.nodes, 1):
+                step = {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
+                record["steps"].append(step)
+                t0 = time.time()
+                is_root = i == total
+                if node.cache:
+                    step["status"], self.folders[node.key] = self._cached_or_build(node, i, total, is_root)
+                else:
+                    folder = os.path.join(run_dir, node.name)
+                    meta = self._build(node, folder, i, total, is_root)
+                    _write_json(os.path.join(folder, META_DIR, "step.json"), meta)
+                    step["status"], self.folders[node.key] = "ran", folder
+                step["seconds"] = round(time.time() - t0, 3)
+                step["path"] = self.folders[node.key]
+            record["status"] = "ok"
+        except StepError as e:
+            record["status"], record["error"] = "failed", e.message
+            raise
+        except KeyboardInterrupt:
+            record["status"] = "interrupted"
+            raise
+        finally:
+            record["finished"] = time.time()
+            _write_json(os.path.join(run_dir, "run.json"), record)
+        record["run_dir"] = run_dir
+        record["exports"] = self.exports(plan.root)
+        return record
+
+    def exports(self, node):
+        """The root's exports resolved against its folder: what the run produced."""
+        return envs.apply_exports({}, node.exports, self.folders[node.key])
+
+    # -- one node ---------------------------------------------------------------
+
+    def _cached_or_build(self, node, i, total, is_root):
+        path = self.cache.lookup(node)
+        if path:
+            self.reporter.step(i, total, node, "cached", _short(path))
+            return "cached", path
+        lock = self.cache.lock(node)
+        from filelock import Timeout
+        try:
+            lock.acquire(timeout=1)
+        except Timeout:
+            self.reporter.step(i, total, node, "waiting", "another mlrun is building it", final=False)
+            lock.acquire()
+        try:
+            path = self.cache.lookup(node)  # built by the process we waited for
+            if path:
+                self.reporter.step(i, total, node, "cached", "(built by another mlrun) " + _short(path))
+                return "cached", path
+            build_dir = self.cache.new_build_dir(node)
+            meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
+            return "built", self.cache.publish(build_dir, node, meta)
+        finally:
+            lock.release()
+
+    def _build(self, node, folder, i, total, is_root, final=None):
+        """Fetch downloads and run the command in folder; returns the step's metadata."""
+        os.makedirs(os.path.join(folder, META_DIR), exist_ok=True)
+        recipe_dir = os.path.dirname(node.recipe_path)
+        chain = envs.dependency_chain(node, self.folders)
+        env = envs.step_env(node, chain, self.host, self.env_overrides, folder, recipe_dir)
+        argv = envs.command(node, env, folder, recipe_dir) if node.run else None
+        meta_dir = os.path.join(folder, META_DIR)
+        log_path = os.path.join(meta_dir, "build.log")
+        with open(os.path.join(meta_dir, "env.sh"), "w") as f:
+            f.write(envs.env_file(env))
+        _write_rerun_script(meta_dir, argv)
+        started = time.time()
+        live = self.verbose or (is_root and self.stream_root)
+        # A step whose output shows live gets its line first; others get one line when done.
+        self.reporter.step(i, total, node, "building" if node.cache else "running", final=live and bool(argv))
+        try:
+            for item in node.download:
+                self._download(item, folder)
+            if argv:
+                self._execute(argv, env, folder, log_path, live)
+        except StepError as e:
+            seconds = time.time() - started
+            kept = self.cache.keep_failed(folder, node) if final else log_path
+            tail = _tail(kept)
+            self.reporter.step(i, total, node, f"FAILED after {seconds:.1f} s", f"log: {kept}")
+            if tail:
+                self.reporter.line("    " + "\n    ".join(tail))
+            raise StepError(f"step {node.label} failed: {e.message}", hint=e.hint or f"full log: {kept}") from None
+        except BaseException:
+            if final:
+                self.cache.keep_failed(folder, node)
+            raise
+        seconds = time.time() - started
+        self.reporter.step(i, total, node, f"{'built' if node.cache else 'done'} in {seconds:.1f} s",
+                           _short(final or folder))
+        return {"recipe": node.name, "version": node.version, "tags": node.tags, "variations": node.variations,
+                "inputs": node.inputs, "key": node.key, "material": node.material, "node": node.to_dict(),
+                "exports": node.exports, "command": argv, "env": env, "started": started,
+                "finished": time.time(), "seconds": round(seconds, 3)}
+
+    def _download(self, item, folder):
+        from .download import fetch  # requests is only imported when something is downloaded
+        fetch(item["url"], os.path.join(folder, item["file"]), sha256=item.get("sha256"), md5=item.get("md5"),
+              size=item.get("size"), mirror=self.mirror,
+              index_path=os.path.join(self.cache.root, ".index", "mirror-hashes.json"))
+
+    def _execute(self, argv, env, cwd, log_path, live):
+        import subprocess  # only steps that run pay for the import
+        with open(log_path, "ab") as log:
+            log.write(f"$ {' '.join(argv)}\n".encode())
+            log.flush()
+            try:
+                proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            except OSError as e:
+                raise StepError(f"cannot start {argv[0]}: {e.strerror}") from None
+            try:
+                for line in proc.stdout:
+                    log.write(line)
+                    if live:
+                        sys.stdout.buffer.write(line)
+                        sys.stdout.flush()
+                code = proc.wait()
+            except KeyboardInterrupt:
+                proc.kill()
+                proc.wait()
+                raise
+        if code != 0:
+            raise StepError(describe_exit(code))
+
+
+def describe_exit(code):
+    """A readable cause instead of a raw wait status ('return code = 256')."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        return f"killed by {name}"
+    return f"exited with code {code}"
+
+
+def _die_with_parent():
+    # Linux: a step dies with mlrun (even on SIGKILL) instead of writing on as an orphan.
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _write_rerun_script(meta_dir, argv):
+    import shlex
+    body = ("#!/usr/bin/env bash\n# Re-run this step by hand: same environment, same command.\n"
+            "# Run it in a scratch folder: cached entries are immutable.\n"
+            'here="$(cd "$(dirname "$0")" && pwd)"\nset -a; . "$here/env.sh"; set +a\n'
+            'export MLRUN_ENTRY="${1:-$PWD}"\ncd "$MLRUN_ENTRY"\n')
+    body += ("exec " + " ".join(shlex.quote(a) for a in argv) + "\n") if argv else "# (download only: no command)\n"
+    path = os.path.join(meta_dir, "command.sh")
+    with open(path, "w") as f:
+        f.write(body)
+    os.chmod(path, 0o755)
+
+
+def _tail(path):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 8192))
+            return f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
+    except OSError:
+        return []
+
+
+def _short(path):
+    try:
+        rel = os.path.relpath(path)
+    except ValueError:
+        return path
+    return rel if not rel.startswith("../..") else path
+
+
+def _write_json(path, value):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def run_plan(plan, cache, runs_dir, **options):
+    """Convenience API: run a resolved plan and return its record."""
+    return Runner(cache, runs_dir, **options).run(plan)
+
+
+__all__ = ["Runner", "RunReporter", "run_plan", "describe_exit", "MlrunError"]

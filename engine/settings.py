@@ -1,0 +1,32 @@
+"""Where things live: recipe folders, the cache, the run folders, the download mirror.
+
+Defaults are inside the checkout (recipes/, cache/, runs/); each can be moved by an
+environment variable or a command-line option, the option winning.
+"""
+import os
+
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Settings:
+    def __init__(self, recipes=None, cache=None, runs=None, mirror=None):
+        self.recipes = recipes or [os.path.join(CHECKOUT, "recipes")]
+        self.cache = cache or os.path.join(CHECKOUT, "cache")
+        self.runs = runs or os.path.join(CHECKOUT, "runs")
+        self.mirror = mirror
+
+    @classmethod
+    def from_env(cls, environ=None, cache=None, runs=None, recipes=None, mirror=None):
+        environ = os.environ if environ is None else environ
+        s = cls()
+        if recipes or environ.get("MLRUN_RECIPES"):
+            s.recipes = list(recipes or environ["MLRUN_RECIPES"].split(os.pathsep))
+        s.cache = os.path.abspath(cache or environ.get("MLRUN_CACHE") or s.cache)
+        s.runs = os.path.abspath(runs or environ.get("MLRUN_RUNS") or s.runs)
+        mirror = mirror or environ.get("MLRUN_MIRROR")
+        s.mirror = os.path.abspath(mirror) if mirror else None
+        return s
+
+    def index(self):
+        from .index import RecipeIndex
+        return RecipeIndex(self.recipes, state_dir=os.path.join(self.cache, ".index"))

@@ -1,0 +1,47 @@
+"""Load a YAML file into plain Python data plus a map of where each value stands.
+
+Validation errors must name the file and line, so we compose the node tree
+ourselves and record the line of every mapping key and list item by its path,
+e.g. ("variations", "int8", "env") -> 14.
+"""
+import yaml
+
+from .errors import RecipeError
+
+
+def _convert(node, path, lines, file):
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise RecipeError("mapping keys must be plain strings", file, key_node.start_mark.line + 1)
+            key = key_node.value
+            if key in out:
+                raise RecipeError(f"duplicate key '{key}'", file, key_node.start_mark.line + 1)
+            lines[path + (key,)] = key_node.start_mark.line + 1
+            out[key] = _convert(value_node, path + (key,), lines, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            lines[path + (i,)] = item.start_mark.line + 1
+            items.append(_convert(item, path + (i,), lines, file))
+        return items
+    # Scalars: let PyYAML's safe constructor apply its usual typing (ints, bools, null).
+    return yaml.SafeLoader("").construct_object(node)
+
+
+def load(path):
+    """Return (data, lines) for a YAML file; syntax errors become RecipeError with file:line."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else None
+        raise RecipeError(f"YAML syntax error: {e.problem or e.context}", path, line) from None
+    lines = {}
+    if node is None:
+        return {}, lines
+    return _convert(node, (), lines, path), lines

@@ -1,0 +1,236 @@
+"""python -m mlperf_bert.harness: run a BERT QA ONNX model under MLPerf LoadGen and report.
+
+Writes into RUN_DIR: user.conf (the settings chosen here, then the user's own lines),
+LoadGen's mlperf_log_* files, accuracy.txt (accuracy mode) and summary.json.
+"""
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+
+import mlperf_loadgen as lg
+
+from engine.errors import MlrunError, StepError, UsageError
+from mlperf_bert import accuracy, loadgen_summary, seq_plan, squad_features
+from mlperf_bert.ort_backend import OrtBackend
+from mlperf_bert.sut import LoadGenSut, QaInference
+
+MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
+SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
+MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.PerformanceOnly}
+OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
+MULTISTREAM_SAMPLES_PER_QUERY = 8
+SHORT_RUN_MIN_DURATION_MS = 1000
+SERVER_LOAD_FRACTION = 0.5  # default Server target: half the measured throughput, to meet the latency bound
+WARMUP_SAMPLES = 4
+TARGET_F1 = 0.99 * 90.874  # bert-99: 99% of the fp32 reference model's F1
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m mlperf_bert.harness", description=__doc__.splitlines()[0])
+    parser.add_argument("--features", required=True, help="features folder (mlperf_bert.squad_features)")
+    parser.add_argument("--model", required=True, help="BERT QA ONNX model")
+    parser.add_argument("--out", required=True, help="run folder for user.conf, LoadGen logs and summary")
+    parser.add_argument("--scenario", required=True, choices=list(SCENARIOS))
+    parser.add_argument("--mode", required=True, choices=list(MODES))
+    parser.add_argument("--count", type=int, help="short run: only the first N samples, small minimum duration")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples of one run length per session run")
+    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--target-qps", type=float, help="Offline expected / Server target QPS "
+                        "(default: measured in a warm-up; Server half of it)")
+    parser.add_argument("--target-latency", type=float, metavar="MS", help="SingleStream/MultiStream "
+                        "expected latency, Server latency bound (default: warm-up estimate; Server mlperf.conf)")
+    parser.add_argument("--min-duration", type=int, metavar="MS", help=f"minimum test duration "
+                        f"(default: mlperf.conf; {SHORT_RUN_MIN_DURATION_MS} with --count)")
+    parser.add_argument("--user-conf", help="LoadGen user.conf lines to append (they win over this harness's)")
+    parser.add_argument("--audit-config", help="a compliance audit.config (e.g. TEST01) to run with; "
+                        "none is used otherwise")
+    parser.add_argument("--squad", help="dev-v1.1.json, to score accuracy mode")
+    parser.add_argument("--buckets", default="auto", help="sequence lengths to run at: auto or exact (each "
+                        "sample at its real length), or lengths such as 384 or 128,256,384 (default auto)")
+    parser.add_argument("--dynamic-model-cache", help="folder that keeps the dynamic-axis copy of a fixed-384 "
+                        "model between runs (default: the run folder)")
+    args = parser.parse_args(argv)
+    for name in ("count", "batch_size", "threads", "min_duration"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "min_duration" else 1):
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        summary = run(args)
+    except MlrunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    print(format_summary(summary))
+    if summary.get("error"):
+        print(f"error: {summary['error']}", file=sys.stderr)
+        return StepError.exit_code
+    return 0
+
+
+def run(args):
+    features = _load_features(args.features)
+    available = len(features.lengths)
+    if args.count and args.count > available:
+        raise UsageError(f"--count {args.count} is more than the {available} features in {args.features}")
+    total = args.count or available
+    run_dir = Path(args.out).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (run_dir / "audit.config").exists():
+        raise UsageError(f"{run_dir} holds an audit.config, which would silently turn this run into a "
+                         "compliance test", hint="remove it, or pass it with --audit-config")
+    buckets = seq_plan.parse_buckets(args.buckets)
+    model_path, plan = seq_plan.prepare(args.model, buckets, args.dynamic_model_cache or run_dir)
+    inference = QaInference(OrtBackend(model_path, args.threads), features, plan, args.batch_size)
+    measured_qps = _warm_up(inference, total)
+    conf_lines, chosen = settings_lines(args, total, measured_qps)
+    user_conf = run_dir / "user.conf"
+    user_conf.write_text("\n".join(conf_lines) + "\n")
+
+    sut = LoadGenSut(inference, total, total)
+    try:
+        _start_test(sut, args, user_conf, run_dir)
+    finally:
+        sut.close()
+    summary = {
+        "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
+        "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
+        "sequence_handling": plan.description, "batch_size": args.batch_size, "threads": inference.backend.threads,
+        "warmup_qps": round(measured_qps, 3), "settings": chosen,
+        "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
+    }
+    if sut.error is not None:
+        summary["error"] = f"inference failed: {type(sut.error).__name__}: {sut.error}"
+    elif args.mode == "accuracy":
+        try:
+            summary["accuracy"] = _score(args, run_dir)
+        except MlrunError as error:
+            summary["error"] = f"accuracy scoring failed: {error}"
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def _load_features(folder):
+    if not Path(folder).is_dir():
+        raise UsageError(f"features folder not found: {folder}",
+                         hint="build it with: python -m mlperf_bert.squad_features --squad FILE --vocab FILE --out DIR")
+    return squad_features.load(folder)
+
+
+def _warm_up(inference, total):
+    """Run a few samples twice (first-run allocations are not measured); return samples/s of the second."""
+    indices = list(range(min(WARMUP_SAMPLES, total)))
+    for _ in inference.responses(indices):
+        pass
+    started = time.perf_counter()
+    for _ in inference.responses(indices):
+        pass
+    return len(indices) / max(time.perf_counter() - started, 1e-9)
+
+
+def settings_lines(args, total, measured_qps):
+    """(user.conf lines, {key: value} chosen here) for this scenario.
+
+    A key the user's --user-conf sets for this model and scenario is left to the user's line.
+    """
+    chosen = {}
+    if args.count or total < OFFICIAL_SAMPLE_COUNT:
+        chosen["performance_sample_count_override"] = total
+    if args.count:
+        per_query = MULTISTREAM_SAMPLES_PER_QUERY if args.scenario == "MultiStream" else 1
+        chosen["min_query_count"] = total if args.scenario == "Offline" else math.ceil(total / per_query)
+    if args.min_duration is not None or args.count:
+        chosen["min_duration"] = args.min_duration if args.min_duration is not None else SHORT_RUN_MIN_DURATION_MS
+    if args.scenario in ("Offline", "Server"):
+        default_qps = measured_qps * (SERVER_LOAD_FRACTION if args.scenario == "Server" else 1)
+        chosen["target_qps"] = round(args.target_qps or default_qps, 3)
+    if args.target_latency is not None:
+        chosen["target_latency"] = math.ceil(args.target_latency)
+    elif args.scenario in ("SingleStream", "MultiStream"):
+        per_query = MULTISTREAM_SAMPLES_PER_QUERY if args.scenario == "MultiStream" else 1
+        chosen["target_latency"] = math.ceil(1000 * per_query / measured_qps)
+
+    user_lines = Path(args.user_conf).read_text().splitlines() if args.user_conf else []
+    overridden = _keys_set(user_lines, args.scenario)
+    chosen = {key: value for key, value in chosen.items() if key not in overridden}
+    lines = ["# chosen by mlperf_bert.harness"]
+    lines += [f"{MODEL_KEY}.{args.scenario}.{key} = {value}" for key, value in chosen.items()]
+    if user_lines:
+        lines += [f"# from {args.user_conf}"] + user_lines
+    return lines, chosen
+
+
+def _keys_set(lines, scenario):
+    """Setting names the user.conf lines set for this model and scenario (wildcards included)."""
+    keys = set()
+    for line in lines:
+        name, sep, _ = line.partition("=")
+        parts = name.strip().split(".")
+        if sep and not line.lstrip().startswith("#") and len(parts) == 3 \
+                and parts[0] in (MODEL_KEY, "*") and parts[1] in (scenario, "*"):
+            keys.add(parts[2])
+    return keys
+
+
+def _start_test(sut, args, user_conf, run_dir):
+    settings = lg.TestSettings()
+    # Once per process: a second FromConfig call logs an error that invalidates a submission.
+    if settings.FromConfig(str(user_conf), MODEL_KEY, args.scenario) != 0:
+        raise UsageError(f"LoadGen rejected {user_conf}")
+    settings.scenario = SCENARIOS[args.scenario]
+    settings.mode = MODES[args.mode]
+    log_settings = lg.LogSettings()
+    log_settings.log_output.outdir = str(run_dir)
+    log_settings.log_output.copy_summary_to_stdout = False
+    log_settings.enable_trace = False
+    # LoadGen reads audit.config from the working directory; run_dir has none (checked above),
+    # so without --audit-config no compliance settings can slip in.
+    audit_config = os.path.abspath(args.audit_config) if args.audit_config else "audit.config"
+    with contextlib.chdir(run_dir):
+        lg.StartTestWithLogSettings(sut.sut, sut.qsl, settings, log_settings, audit_config)
+
+
+def _score(args, run_dir):
+    """{"exact_match", "f1", "met"} of the accuracy log, also written to accuracy.txt; None without --squad."""
+    if not args.squad:
+        return None
+    log_path = run_dir / "mlperf_log_accuracy.json"
+    result = accuracy.score(args.features, args.squad, str(log_path))
+    log_hash = hashlib.sha256(log_path.read_bytes()).hexdigest()
+    (run_dir / "accuracy.txt").write_text(f"{json.dumps(result)}\nhash={log_hash}\n")
+    return {**result, "target_f1": round(TARGET_F1, 5), "met": result["f1"] >= TARGET_F1}
+
+
+def format_summary(summary):
+    loadgen = summary["loadgen"]
+    lines = [f"{summary['scenario']} {summary['mode']}: {summary['samples_completed']} samples completed"]
+    for name, value in loadgen["metric"].items():
+        lines.append(f"  {name}: {value:.3f}")
+    if loadgen["latency_ms"] and summary["scenario"] != "Offline":  # Offline latencies mean nothing
+        lines.append("  latency (ms): " + ", ".join(f"{pct} {ms:.2f}" for pct, ms in loadgen["latency_ms"].items()))
+    reasons = f" ({'; '.join(loadgen['reasons'])})" if loadgen["reasons"] else ""
+    lines.append(f"  result: {loadgen['result'] or 'no result line'}{reasons}")
+    lines.append(f"  sequence handling: {summary['sequence_handling']}")
+    if summary["mode"] == "accuracy":
+        accuracy = summary.get("accuracy")
+        if accuracy:
+            figures = json.dumps({"exact_match": accuracy["exact_match"], "f1": accuracy["f1"]})
+            lines.append(f"  accuracy: {figures}  target F1 >= {TARGET_F1:.3f}: "
+                         f"{'met' if accuracy['met'] else 'not met'}")
+        elif not summary.get("error"):
+            lines.append("  accuracy: not scored (pass --squad FILE)")
+    lines.append(f"  logs: {summary['run_dir']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""How long each sample runs, and in which order and batches.
+
+A sample runs at its real length (the model's sequence axis is dynamic), at the smallest
+bucket that holds it, or at the model's fixed length. The choice depends on the sample alone,
+never on its neighbours, so its response bytes are the same in every mode and scenario.
+"""
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.digests import file_digest
+from engine.errors import MlrunError, UsageError
+from mlperf_bert import model_adapter
+
+FEATURE_WIDTH = 384  # every feature is padded to this many tokens
+
+
+def parse_buckets(text):
+    """--buckets value -> "auto", "exact", or a sorted tuple of lengths ending at FEATURE_WIDTH."""
+    if text in ("auto", "exact"):
+        return text
+    try:
+        lengths = {int(part) for part in text.split(",")}
+    except ValueError:
+        lengths = set()
+    if not lengths or not all(0 < n <= FEATURE_WIDTH for n in lengths):
+        raise UsageError(f"--buckets must be auto, exact, or lengths in 1..{FEATURE_WIDTH} separated by commas, "
+                         f"not {text!r}")
+    # Samples longer than every bucket still need somewhere to run.
+    return tuple(sorted(lengths | {FEATURE_WIDTH}))
+
+
+@dataclass(frozen=True)
+class SeqPlan:
+    """buckets: the run lengths to round up to, or None to run each sample at its real length."""
+    buckets: tuple | None
+    description: str
+
+    def run_length(self, length):
+        if self.buckets is None:
+            return max(int(length), 1)
+        return next(bucket for bucket in self.buckets if bucket >= length)
+
+    def batches(self, lengths, batch_size):
+        """Positions into `lengths` (real lengths of the samples to run), grouped in batches of
+        one run length and at most batch_size, shortest first; ties keep their order."""
+        run_lengths = [self.run_length(length) for length in lengths]
+        batches = []
+        for position in sorted(range(len(lengths)), key=run_lengths.__getitem__):
+            last = batches[-1] if batches else None
+            if last and len(last) < batch_size and run_lengths[last[0]] == run_lengths[position]:
+                last.append(position)
+            else:
+                batches.append([position])
+        return batches
+
+
+def fixed_plan(seq_len, why):
+    return SeqPlan((seq_len,), f"fixed {seq_len} ({why})")
+
+
+def _plan_for_dynamic(request, how):
+    if request in ("auto", "exact"):
+        return SeqPlan(None, f"exact lengths ({how})")
+    return SeqPlan(request, f"buckets {','.join(map(str, request))} ({how})")
+
+
+def prepare(model_path, request, work_dir):
+    """Return (model path to run, SeqPlan) for a --buckets request.
+
+    A model with a fixed axis is relabelled to a dynamic one in work_dir (reused there when it
+    was made from the same model bytes); if that cannot be done the plan falls back to the
+    fixed length and its description says so.
+    """
+    io = model_adapter.inspect(model_path)
+    if io.seq_len is None:
+        return model_path, _plan_for_dynamic(request, "the model's sequence axis is dynamic")
+    if io.seq_len != FEATURE_WIDTH:
+        raise MlrunError(f"{model_path} has a fixed sequence length {io.seq_len}; the features are "
+                         f"{FEATURE_WIDTH} long", hint="use a model whose sequence axis is 384 or dynamic")
+    if request == (FEATURE_WIDTH,):
+        return model_path, fixed_plan(FEATURE_WIDTH, "as requested")
+    dynamic_path, made = _dynamic_copy(model_path, Path(work_dir))
+    if not made:
+        return model_path, fixed_plan(FEATURE_WIDTH, "FALLBACK: the model's fixed 384 axis could not be made "
+                                                     "dynamic, so every sample is padded to 384")
+    return str(dynamic_path), _plan_for_dynamic(request, f"fixed 384 axis made dynamic: {dynamic_path}")
+
+
+def _dynamic_copy(model_path, work_dir):
+    """(path, True) for a dynamic-axis copy of the model, or (None, False) if none can be made.
+
+    Both outcomes are remembered under the model's sha256, so a cache folder shared between
+    runs probes each model once and never serves a copy made from other bytes.
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    key = file_digest(model_path)[:16]
+    dynamic_path, refused_marker = work_dir / f"{key}.dynamic.onnx", work_dir / f"{key}.not-dynamic"
+    if dynamic_path.is_file():
+        return dynamic_path, True
+    if refused_marker.is_file():
+        return None, False
+    if model_adapter.make_seq_dynamic(model_path, str(dynamic_path)):
+        return dynamic_path, True
+    refused_marker.write_text(f"{os.path.abspath(model_path)} hard-codes its sequence length\n")
+    return None, False

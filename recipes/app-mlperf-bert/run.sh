@@ -1,0 +1,12 @@
+# Turn the recipe's inputs (MLRUN_INPUT_*) into the harness's flags; unset inputs are left out.
+set -euo pipefail
+args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "${MLRUN_INPUT_MODEL:-$MLRUN_MODEL}" --out .
+      --scenario "$MLRUN_INPUT_SCENARIO" --mode "$MLRUN_INPUT_MODE" --batch-size "$MLRUN_INPUT_BATCH_SIZE"
+      --buckets "$MLRUN_INPUT_BUCKETS")
+[ -n "${MLRUN_INPUT_COUNT:-}" ] && args+=(--count "$MLRUN_INPUT_COUNT")
+[ -n "${MLRUN_INPUT_THREADS:-}" ] && args+=(--threads "$MLRUN_INPUT_THREADS")
+[ -n "${MLRUN_INPUT_TARGET_QPS:-}" ] && args+=(--target-qps "$MLRUN_INPUT_TARGET_QPS")
+[ -n "${MLRUN_INPUT_TARGET_LATENCY:-}" ] && args+=(--target-latency "$MLRUN_INPUT_TARGET_LATENCY")
+[ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")
+[ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
+exec "$MLRUN_PYTHON" -m mlperf_bert.harness "${args[@]}"

@@ -1,0 +1,122 @@
+"""Shared, opt-in fixtures for mlrun's tests (nothing here is autouse).
+
+`ws` is a workspace under the test's own tmp_path: a recipes folder, a cache
+folder and a runs folder, with helpers to write recipes and to run the real
+entry point bin/mlrun on them as a subprocess.
+"""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MLRUN = os.path.join(ROOT, "bin", "mlrun")
+
+
+class Workspace:
+    def __init__(self, root):
+        self.root = str(root)
+        self.recipes = os.path.join(self.root, "recipes")
+        self.cache = os.path.join(self.root, "cache")
+        self.runs = os.path.join(self.root, "runs")
+        os.makedirs(self.recipes, exist_ok=True)
+
+    # -- recipes ---------------------------------------------------------------
+
+    def recipe(self, folder, text, files=None):
+        """Write recipes/<folder>/recipe.yaml (dedented) and any {relative path: text} beside it."""
+        path = os.path.join(self.recipes, folder)
+        os.makedirs(path, exist_ok=True)
+        self.write(os.path.join(path, "recipe.yaml"), textwrap.dedent(text))
+        for rel, content in (files or {}).items():
+            self.write(os.path.join(path, rel), textwrap.dedent(content))
+        return os.path.join(path, "recipe.yaml")
+
+    @staticmethod
+    def write(path, text):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        mode = "wb" if isinstance(text, bytes) else "w"
+        with open(path, mode) as f:
+            f.write(text)
+        return path
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    # -- the engine, in process -------------------------------------------------
+
+    def index(self):
+        from engine.settings import Settings
+        return Settings.from_env(environ=self.env()).index()
+
+    def cache_obj(self):
+        from engine.cache import Cache
+        return Cache(self.cache)
+
+    def entries(self, recipe=None):
+        """Names of the published cache entries (optionally of one recipe), sorted."""
+        names = [os.path.basename(m["path"]) for m in self.cache_obj().entries()]
+        return sorted(n for n in names if recipe is None or n.rsplit("-", 1)[0] == recipe)
+
+    # -- the real entry point ----------------------------------------------------
+
+    def env(self, **extra):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+        env.update(MLRUN_RECIPES=self.recipes, MLRUN_CACHE=self.cache, MLRUN_RUNS=self.runs)
+        env.update({k: str(v) for k, v in extra.items()})
+        return env
+
+    def mlrun(self, *args, env=None, stdin=subprocess.DEVNULL, timeout=60, cwd=None):
+        """Run bin/mlrun; returns CompletedProcess with text stdout/stderr."""
+        return subprocess.run([MLRUN, *args], env=env or self.env(), stdin=stdin, capture_output=True,
+                              text=True, timeout=timeout, cwd=cwd or self.root)
+
+    def popen(self, *args, env=None, **kwargs):
+        """Start bin/mlrun in its own process group (so a test can kill the whole group)."""
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        return subprocess.Popen([MLRUN, *args], env=env or self.env(), stdin=subprocess.DEVNULL, text=True,
+                                cwd=self.root, start_new_session=True, **kwargs)
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """A fresh workspace (recipes/, cache/, runs/) under this test's tmp_path."""
+    return Workspace(tmp_path)
+
+
+def assert_user_error(result, code, *fragments):
+    """An mlrun error as the spec wants it: the exit code, one paragraph on stderr, no traceback."""
+    err = result.stderr
+    assert result.returncode == code, f"exit {result.returncode}, stderr:\n{err}\nstdout:\n{result.stdout}"
+    assert "Traceback" not in err and "Traceback" not in result.stdout, err
+    assert "mlrun: error: " in err, err
+    for fragment in fragments:
+        assert fragment in err, f"{fragment!r} not in stderr:\n{err}"
+    return err
+
+
+def wait_for(predicate, timeout=20.0, interval=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def kill_group(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)
+
+
+@pytest.fixture
+def python_exe():
+    return sys.executable

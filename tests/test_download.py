@@ -1,0 +1,273 @@
+"""engine.download against a real HTTP server on 127.0.0.1 started by the tests."""
+
+import hashlib
+import os
+import random
+import re
+import socket
+import subprocess
+import stat
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from engine import download
+from engine.errors import DownloadError
+
+DATA = random.Random(0).randbytes(3 * 1024 * 1024 + 517)  # a few chunks, odd tail
+SHA256 = hashlib.sha256(DATA).hexdigest()
+MD5 = hashlib.md5(DATA).hexdigest()
+FAST = {"retries": 2, "backoff": 0.01, "timeout": 5, "progress": False}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves server.files, honouring 'Range: bytes=N-' unless told not to."""
+
+    def do_GET(self):
+        srv = self.server
+        with srv.lock:
+            n = len(srv.requests)
+            srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if n < srv.fail_first:
+            return self.send_error(500)
+        data = srv.files.get(self.path)
+        if data is None:
+            return self.send_error(404)
+        start = self._range_start()
+        if start is not None and start >= len(data):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
+        if start is None:
+            start = 0
+            self.send_response(200)
+        else:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if n == 0 and srv.drop_after is not None:
+            body = body[:srv.drop_after]  # then the connection closes: a short body
+        self.wfile.write(body)
+
+    def _range_start(self):
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        return int(m[1]) if m and not self.server.ignore_range else None
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.lock = threading.Lock()
+    srv.requests, srv.files = [], {"/data.bin": DATA}
+    srv.fail_first, srv.drop_after, srv.ignore_range = 0, None, False
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+@pytest.mark.parametrize("checksum", [{"sha256": SHA256}, {"md5": MD5}, {"sha256": SHA256.upper()}])
+def test_plain_download(server, tmp_path, checksum):
+    dest = tmp_path / "sub" / "data.bin"
+    assert download.fetch(f"{server.url}/data.bin", dest, **checksum, **FAST) == str(dest)
+    assert _read(dest) == DATA
+    assert not os.path.exists(f"{dest}.part")
+    assert server.requests[0]["range"] is None
+
+
+def test_file_digest(tmp_path):
+    path = tmp_path / "f"
+    path.write_bytes(DATA)
+    assert download.file_digest(path, "sha256") == SHA256
+    assert download.file_digests(path) == {"sha256": SHA256, "md5": MD5}
+
+
+def test_resume_after_dropped_connection(server, tmp_path):
+    server.drop_after = 1024 * 1024 + 123
+    dest = tmp_path / "data.bin"
+    download.fetch(f"{server.url}/data.bin", dest, sha256=SHA256, **FAST)
+    assert _read(dest) == DATA
+    assert len(server.requests) == 2
+    offset = int(re.fullmatch(r"bytes=(\d+)-", server.requests[1]["range"])[1])
+    assert 0 < offset <= server.drop_after
+
+
+def test_resume_of_part_left_by_earlier_run(server, tmp_path):
+    dest = tmp_path / "data.bin"
+    (tmp_path / "data.bin.part").write_bytes(DATA[:5000])
+    download.fetch(f"{server.url}/data.bin", dest, sha256=SHA256, **FAST)
+    assert _read(dest) == DATA
+    assert [r["range"] for r in server.requests] == ["bytes=5000-"]
+
+
+def test_complete_part_is_not_downloaded_again(server, tmp_path):
+    dest = tmp_path / "data.bin"
+    (tmp_path / "data.bin.part").write_bytes(DATA)
+    download.fetch(f"{server.url}/data.bin", dest, sha256=SHA256, **FAST)
+    assert _read(dest) == DATA
+    assert [r["range"] for r in server.requests] == [f"bytes={len(DATA)}-"]  # answered 416
+
+
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
+    server.ignore_range = True
+    dest = tmp_path / "data.bin"
+    (tmp_path / "data.bin.part").write_bytes(DATA[:5000])
+    download.fetch(f"{server.url}/data.bin", dest, md5=MD5, **FAST)
+    assert _read(dest) == DATA
+
+
+def test_checksum_mismatch(server, tmp_path):
+    dest = tmp_path / "data.bin"
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    url = f"{server.url}/data.bin"
+    with pytest.raises(DownloadError) as err:
+        download.fetch(url, dest, sha256=wrong, **FAST)
+    message = str(err.value)
+    assert url in message and wrong in message and SHA256 in message
+    assert not dest.exists() and not (tmp_path / "data.bin.part").exists()
+    assert err.value.exit_code == 1
+
+
+def test_server_down(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/data.bin"
+    with pytest.raises(DownloadError) as err:
+        download.fetch(url, tmp_path / "data.bin", sha256=SHA256, **FAST)
+    assert url in err.value.message
+    assert "--mirror" in err.value.hint and "MLRUN_MIRROR" in err.value.hint
+    assert SHA256 in err.value.hint
+
+
+def test_silent_server_times_out(tmp_path):
+    with socket.socket() as s:  # accepts connections (backlog) but never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/data.bin"
+        with pytest.raises(DownloadError) as err:
+            download.fetch(url, tmp_path / "data.bin", sha256=SHA256,
+                           **{**FAST, "retries": 1, "timeout": 0.1})
+    assert url in err.value.message and "0.1 s" in err.value.message
+    assert "--mirror" in err.value.hint
+
+
+def test_http_404_is_not_retried(server, tmp_path):
+    url = f"{server.url}/missing.bin"
+    with pytest.raises(DownloadError) as err:
+        download.fetch(url, tmp_path / "missing.bin", sha256=SHA256, **FAST)
+    assert "404" in err.value.message and url in err.value.message
+    assert len(server.requests) == 1
+
+
+def test_retries_on_500_then_succeeds(server, tmp_path):
+    server.fail_first = 2
+    dest = tmp_path / "data.bin"
+    download.fetch(f"{server.url}/data.bin", dest, sha256=SHA256, **FAST)
+    assert _read(dest) == DATA
+    assert len(server.requests) == 3
+
+
+def test_gives_up_after_retries_on_500(server, tmp_path):
+    server.fail_first = 100
+    with pytest.raises(DownloadError) as err:
+        download.fetch(f"{server.url}/data.bin", tmp_path / "d", sha256=SHA256, **FAST)
+    assert "500" in err.value.message
+    assert len(server.requests) == FAST["retries"] + 1
+
+
+def _mirror_with_data(tmp_path):
+    mirror = tmp_path / "mirror"
+    (mirror / "a" / "b").mkdir(parents=True)
+    (mirror / "a" / "b" / "renamed.bin").write_bytes(DATA)
+    (mirror / "other.bin").write_bytes(b"x" * 10)
+    return mirror
+
+
+@pytest.mark.parametrize("checksum", [{"sha256": SHA256}, {"md5": MD5}])
+def test_mirror_hit_makes_no_request(server, tmp_path, checksum):
+    mirror = _mirror_with_data(tmp_path)
+    dest = tmp_path / "cache" / "data.bin"
+    download.fetch(f"{server.url}/data.bin", dest, **checksum, mirror=mirror,
+                   index_path=tmp_path / "index.json", **FAST)
+    assert _read(dest) == DATA
+    assert server.requests == []
+
+
+def test_mirror_hit_links_or_copies(server, tmp_path, monkeypatch):
+    mirror = _mirror_with_data(tmp_path)
+    linked = tmp_path / "linked.bin"
+    download.fetch(f"{server.url}/data.bin", linked, sha256=SHA256, mirror=mirror, **FAST)
+    assert linked.stat().st_ino == (mirror / "a" / "b" / "renamed.bin").stat().st_ino
+
+    def cross_device(*args):
+        raise OSError(18, "Invalid cross-device link")
+
+    monkeypatch.setattr(download.os, "link", cross_device)
+    copied = tmp_path / "copied.bin"
+    download.fetch(f"{server.url}/data.bin", copied, sha256=SHA256, mirror=mirror, **FAST)
+    assert _read(copied) == DATA
+    assert server.requests == []
+
+
+def test_read_only_mirror(server, tmp_path):
+    mirror = _mirror_with_data(tmp_path)
+    before = sorted(mirror.rglob("*"))
+    paths = [mirror, *before]
+    for p in paths:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        dest = tmp_path / "cache" / "data.bin"
+        download.fetch(f"{server.url}/data.bin", dest, sha256=SHA256, mirror=mirror,
+                       index_path=tmp_path / "cache" / "index.json", **FAST)
+        assert _read(dest) == DATA
+        assert sorted(mirror.rglob("*")) == before
+        assert (tmp_path / "cache" / "index.json").exists()
+    finally:
+        for p in paths:
+            p.chmod(stat.S_IRWXU)
+    assert server.requests == []
+
+
+def test_mirror_miss_downloads_and_hint_names_mirror(server, tmp_path):
+    mirror = tmp_path / "empty-mirror"
+    mirror.mkdir()
+    dest = tmp_path / "data.bin"
+    download.fetch(f"{server.url}/data.bin", dest, sha256=SHA256, mirror=mirror, **FAST)
+    assert _read(dest) == DATA
+    with pytest.raises(DownloadError) as err:
+        download.fetch(f"{server.url}/missing", tmp_path / "m", sha256=SHA256, mirror=mirror, **FAST)
+    assert str(mirror) in err.value.hint
+
+
+def test_progress_bar_only_when_asked(server, tmp_path, capsys):
+    url = f"{server.url}/data.bin"
+    download.fetch(url, tmp_path / "quiet.bin", sha256=SHA256, **{**FAST, "progress": None})
+    assert capsys.readouterr().err == ""  # default: only when stderr is a terminal
+    download.fetch(url, tmp_path / "loud.bin", sha256=SHA256, **{**FAST, "progress": True})
+    assert "loud.bin" in capsys.readouterr().err
+
+
+def test_module_import_does_not_load_requests_or_tqdm():
+    code = ("import sys, engine.download, engine.mirror; "
+            "print(any(m in sys.modules for m in ('requests', 'tqdm')))")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,139 @@
+"""engine.mirror: files found by checksum, a hash index outside the mirror, add and check."""
+
+import hashlib
+import json
+import os
+import stat
+
+import pytest
+
+from engine import mirror
+from engine.errors import MlrunError
+
+
+def _sha(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def hashed(monkeypatch):
+    """Paths mirror hashed, in order: counts the work an index should save."""
+    calls = []
+    real = mirror.file_digests
+
+    def counting(path, *args):
+        calls.append(str(path))
+        return real(path, *args)
+
+    monkeypatch.setattr(mirror, "file_digests", counting)
+    return calls
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "mirror"
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "y" / "whatever.dat").write_bytes(b"model weights")
+    (root / "a.txt").write_bytes(b"alpha")
+    (root / "b.txt").write_bytes(b"bravo!")
+    return root
+
+
+def test_find_by_sha256_and_md5_any_name_any_depth(tree, tmp_path):
+    want = str(tree / "x" / "y" / "whatever.dat")
+    assert mirror.find(tree, sha256=_sha(b"model weights")) == want
+    assert mirror.find(tree, md5=hashlib.md5(b"model weights").hexdigest()) == want
+    assert mirror.find(tree, sha256=_sha(b"absent")) is None
+    assert mirror.find(tmp_path / "no-such-dir", sha256=_sha(b"alpha")) is None
+
+
+def test_find_needs_a_checksum(tree):
+    with pytest.raises(ValueError):
+        mirror.find(tree, size=5)
+
+
+def test_size_skips_hashing_other_files(tree, hashed):
+    assert mirror.find(tree, sha256=_sha(b"alpha"), size=5) == str(tree / "a.txt")
+    assert hashed == [str(tree / "a.txt")]
+
+
+def test_index_makes_second_lookup_hash_nothing(tree, tmp_path, hashed):
+    index = tmp_path / "cache" / "mirror-index.json"
+    assert mirror.find(tree, sha256=_sha(b"absent"), index_path=index) is None
+    assert len(hashed) == 3
+    entries = json.loads(index.read_text())["files"]
+    assert entries[str(tree / "a.txt")]["sha256"] == _sha(b"alpha")
+
+    hashed.clear()
+    assert mirror.find(tree, sha256=_sha(b"bravo!"), index_path=index) == str(tree / "b.txt")
+    assert hashed == []
+
+    # A changed file (size or mtime) is hashed again; a removed one leaves the index.
+    (tree / "a.txt").write_bytes(b"alpha, edited")
+    (tree / "b.txt").unlink()
+    assert mirror.find(tree, sha256=_sha(b"alpha, edited"), index_path=index) == str(tree / "a.txt")
+    assert hashed == [str(tree / "a.txt")]
+    assert str(tree / "b.txt") not in json.loads(index.read_text())["files"]
+
+
+def test_garbage_index_is_rebuilt(tree, tmp_path):
+    index = tmp_path / "index.json"
+    index.write_text("{not json")
+    assert mirror.find(tree, sha256=_sha(b"alpha"), index_path=index) == str(tree / "a.txt")
+    assert json.loads(index.read_text())["version"] == mirror.INDEX_VERSION
+
+
+def test_read_only_mirror(tree, tmp_path):
+    paths = [tree, *tree.rglob("*")]
+    for p in paths:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        index = tmp_path / "index.json"
+        assert mirror.find(tree, sha256=_sha(b"bravo!"), index_path=index) == str(tree / "b.txt")
+        rows = mirror.check(tree, [{"file": "a.txt", "sha256": _sha(b"alpha")}], index_path=index)
+        assert rows[0]["status"] == "present"
+        assert sorted(tree.rglob("*")) == sorted(paths[1:])  # nothing written into the mirror
+    finally:
+        for p in paths:
+            p.chmod(stat.S_IRWXU)
+
+
+def test_add_keeps_names_and_never_overwrites(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "data.bin").write_bytes(b"one")
+    (src / "other").mkdir()
+    (src / "other" / "data.bin").write_bytes(b"two")
+    root = tmp_path / "mirror"
+
+    added = mirror.add(root, [src / "data.bin"])
+    assert added == [(src / "data.bin", str(root / "data.bin"), _sha(b"one"))]
+
+    added = mirror.add(root, [src / "other" / "data.bin", src / "data.bin"])
+    clash = os.path.join(root, _sha(b"two")[:16], "data.bin")
+    assert added == [(src / "other" / "data.bin", clash, _sha(b"two"))]
+    assert (root / "data.bin").read_bytes() == b"one"
+    assert mirror.find(root, sha256=_sha(b"two")) == clash
+
+    assert mirror.add(root, [src / "other" / "data.bin"]) == []  # already there
+    with pytest.raises(MlrunError):
+        mirror.add(root, [src / "nope"])
+
+
+def test_check_reports_present_missing_corrupt(tree, tmp_path):
+    wanted = [
+        {"name": "bert: weights.dat", "file": "weights.dat", "url": "https://x/w",
+         "sha256": _sha(b"model weights")},
+        {"url": "https://x/a.txt", "sha256": _sha(b"a different alpha")},
+        {"file": "gone.bin", "sha256": _sha(b"gone")},
+        {"file": "b.txt", "size": 6},
+        {"file": "b.txt", "md5": hashlib.md5(b"bravo!").hexdigest(), "size": 6},
+    ]
+    rows = mirror.check(tree, wanted, index_path=tmp_path / "index.json")
+    assert rows == [
+        {"name": "bert: weights.dat", "status": "present", "path": str(tree / "x" / "y" / "whatever.dat")},
+        {"name": "a.txt", "status": "corrupt", "path": str(tree / "a.txt")},
+        {"name": "gone.bin", "status": "missing", "path": None},
+        {"name": "b.txt", "status": "present", "path": str(tree / "b.txt")},
+        {"name": "b.txt", "status": "present", "path": str(tree / "b.txt")},
+    ]
