@@ -68,7 +68,10 @@ class Cache:
     def keep_failed(self, build_dir, node):
         """Move a failed build's log and metadata aside (nothing is published) and return the log path."""
         import shutil
-        failed = os.path.join(self.root, ".failed", f"{node.entry_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        failed = base = os.path.join(self.root, ".failed", f"{node.entry_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        n = 1
+        while os.path.exists(failed):  # failed again within the same second: never move into the older one
+            failed, n = f"{base}-{n}", n + 1
         os.makedirs(os.path.dirname(failed), exist_ok=True)
         shutil.move(os.path.join(build_dir, META_DIR), failed)
         shutil.rmtree(build_dir, ignore_errors=True)

@@ -135,6 +135,9 @@ def main(argv=None):
         return 130
     except BrokenPipeError:
         return 0
+    except OSError as e:  # the file system refused (a cache folder that is a file, a full disk...): no traceback
+        print(f"mlrun: error: {e}", file=sys.stderr)
+        return 1
 
 
 # -- verbs ------------------------------------------------------------------------

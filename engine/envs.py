@@ -51,7 +51,7 @@ def input_env(node):
 def step_env(node, chain, host, overrides, entry, recipe_dir):
     """chain: [(dep node, dep folder)] in the order their exports apply."""
     env = {k: host[k] for k in BASE_VARS if k in host}
-    env.update({k: v for k, v in node.hash_env.items()})
+    env.update({k: v for k, v in node.hash_env.items() if v is not None})
     env["MLRUN_PYTHON"] = sys.executable  # a venv dep overrides it with its own interpreter
     for dep, folder in chain:
         apply_exports(env, dep.exports, folder)

@@ -13,6 +13,8 @@ KEY_SCHEMA = 1
 
 # Fields of a recipe that only document it: editing them never changes a key.
 COSMETIC = ("description", "help", "path", "lines", "line", "digest")
+# Mappings whose keys are names the recipe's author chose (an input may be called `path`): never cosmetic.
+NAMED = ("inputs", "variations", "env", "exports")
 
 
 def canonical(value):
@@ -20,9 +22,10 @@ def canonical(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def strip_cosmetic(value):
+def strip_cosmetic(value, named=False):
     if isinstance(value, dict):
-        return {k: strip_cosmetic(v) for k, v in value.items() if k not in COSMETIC}
+        return {k: strip_cosmetic(v, not named and k in NAMED) for k, v in value.items()
+                if named or k not in COSMETIC}
     if isinstance(value, list):
         return [strip_cosmetic(v) for v in value]
     return value

@@ -107,6 +107,9 @@ class _Checker:
             for k in ("url", "file", "sha256", "md5"):
                 if k in item:
                     self.expect(item[k], str, here + [k], f"download.{k}")
+            for algo, length in (("sha256", 64), ("md5", 32)):
+                if algo in item and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", item[algo]):
+                    self.fail(here + [algo], f"download.{algo} must be {length} hex digits (quote it in YAML)")
             if "/" in item["file"] or item["file"].startswith("."):
                 self.fail(here + ["file"], "download.file must be a plain file name")
             if "size" in item:
@@ -180,6 +183,8 @@ def convert_input(name, kind, value, fail):
     if value is None:
         return None
     try:
+        if isinstance(value, (list, dict)):  # never a value, whatever the type (str() would hide it)
+            raise ValueError
         if kind == "bool":
             if isinstance(value, bool):
                 return value

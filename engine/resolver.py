@@ -251,7 +251,7 @@ class Resolver:
                                needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'")
             deps.append((dep["name"] or child.name, child))
         variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
-        hash_env = {k: self.host_env.get(k, "") for k in recipe["hash_env"]}
+        hash_env = {k: self.host_env.get(k) for k in recipe["hash_env"]}  # None: unset on the host
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env=spec["env"], exports=spec["exports"], download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),

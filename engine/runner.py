@@ -58,9 +58,14 @@ class Runner:
 
     def run(self, plan, argv=None):
         """Run every node; returns the run record (also written to runs/<id>/run.json)."""
-        run_id = new_run_id()
-        run_dir = os.path.join(self.runs_dir, run_id)
-        os.makedirs(run_dir)
+        while True:
+            run_id = new_run_id()
+            run_dir = os.path.join(self.runs_dir, run_id)
+            try:
+                os.makedirs(run_dir)
+                break
+            except FileExistsError:  # another mlrun started in the same second and drew the same suffix
+                continue
         record = {"format": RUN_FORMAT, "id": run_id, "argv": list(argv or sys.argv), "query": plan.query,
                   "cwd": os.getcwd(), "started": time.time(), "status": "running", "steps": []}
         total = len(plan.nodes)
@@ -138,12 +143,15 @@ class Runner:
         live = self.verbose or (is_root and self.stream_root)
         # A step whose output shows live gets its line first; others get one line when done.
         self.reporter.step(i, total, node, "building" if node.cache else "running", final=live and bool(argv))
+        open(log_path, "ab").close()  # a kept failure always has its log, even one that never ran a command
         try:
             for item in node.download:
                 self._download(item, folder)
             if argv:
                 self._execute(argv, env, folder, log_path, live)
         except StepError as e:
+            with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
+                log.write(f"mlrun: {e.message}\n")
             seconds = time.time() - started
             kept = self.cache.keep_failed(folder, node) if final else log_path
             tail = _tail(kept)

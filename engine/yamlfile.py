@@ -8,8 +8,14 @@ import yaml
 
 from .errors import RecipeError
 
+_PLAIN_TAGS = (yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG)
+
 
 def _convert(node, path, lines, file):
+    # A recipe is plain data: an explicit tag (!!python/..., !custom) is refused, never constructed.
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
+        raise RecipeError(f"YAML tag '{node.tag}' is not allowed in a recipe (recipes are plain data)",
+                          file, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:
@@ -28,13 +34,22 @@ def _convert(node, path, lines, file):
             items.append(_convert(item, path + (i,), lines, file))
         return items
     # Scalars: let PyYAML's safe constructor apply its usual typing (ints, bools, null).
-    return yaml.SafeLoader("").construct_object(node)
+    try:
+        return yaml.SafeLoader("").construct_object(node)
+    except yaml.constructor.ConstructorError:
+        raise RecipeError(f"YAML tag '{node.tag}' is not allowed in a recipe (recipes are plain data)",
+                          file, node.start_mark.line + 1) from None
 
 
 def load(path):
     """Return (data, lines) for a YAML file; syntax errors become RecipeError with file:line."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise RecipeError(f"not UTF-8 text (byte {raw[e.start]:#04x})", path, line) from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as e:

@@ -22,7 +22,7 @@ N_BEST = 20
 MAX_ANSWER_LENGTH = 30
 PAD_LOGIT = -10000.0
 NO_ANSWER = "empty"
-PUNCTUATION = frozenset(string.punctuation)
+_DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 _basic_tokenizer = BasicTokenizer(do_lower_case=True)
 
@@ -157,7 +157,7 @@ def predict(features_set, responses):
 
 def normalize_answer(s):
     """Lower-case, drop punctuation, drop articles a/an/the, collapse whitespace."""
-    s = "".join(ch for ch in s.lower() if ch not in PUNCTUATION)
+    s = s.lower().translate(_DROP_PUNCTUATION)
     s = re.sub(r"\b(a|an|the)\b", " ", s)
     return " ".join(s.split())
 

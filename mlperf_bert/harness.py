@@ -28,7 +28,18 @@ MULTISTREAM_SAMPLES_PER_QUERY = 8
 SHORT_RUN_MIN_DURATION_MS = 1000
 SERVER_LOAD_FRACTION = 0.5  # default Server target: half the measured throughput, to meet the latency bound
 WARMUP_SAMPLES = 4
+RUN_OUTPUTS = ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
+               "mlperf_log_trace.json", "accuracy.txt", "summary.json")
 TARGET_F1 = 0.99 * 90.874  # bert-99: 99% of the fp32 reference model's F1
+
+
+def _count(minimum):
+    def parse(text):
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+    return parse
 
 
 def parse_args(argv):
@@ -38,28 +49,34 @@ def parse_args(argv):
     parser.add_argument("--out", required=True, help="run folder for user.conf, LoadGen logs and summary")
     parser.add_argument("--scenario", required=True, choices=list(SCENARIOS))
     parser.add_argument("--mode", required=True, choices=list(MODES))
-    parser.add_argument("--count", type=int, help="short run: only the first N samples, small minimum duration")
-    parser.add_argument("--batch-size", type=int, default=1, help="samples of one run length per session run")
-    parser.add_argument("--threads", type=int, help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--count", type=_count(1), help="short run: only the first N samples, small minimum "
+                        "duration and query count")
+    parser.add_argument("--batch-size", type=_count(1), default=1, help="samples of one run length per session run")
+    parser.add_argument("--threads", type=_count(1), help="onnxruntime intra-op threads (default: all cores)")
     parser.add_argument("--target-qps", type=float, help="Offline expected / Server target QPS "
                         "(default: measured in a warm-up; Server half of it)")
     parser.add_argument("--target-latency", type=float, metavar="MS", help="SingleStream/MultiStream "
                         "expected latency, Server latency bound (default: warm-up estimate; Server mlperf.conf)")
-    parser.add_argument("--min-duration", type=int, metavar="MS", help=f"minimum test duration "
+    parser.add_argument("--min-duration", type=_count(0), metavar="MS", help=f"minimum test duration "
                         f"(default: mlperf.conf; {SHORT_RUN_MIN_DURATION_MS} with --count)")
     parser.add_argument("--user-conf", help="LoadGen user.conf lines to append (they win over this harness's)")
     parser.add_argument("--audit-config", help="a compliance audit.config (e.g. TEST01) to run with; "
                         "none is used otherwise")
     parser.add_argument("--squad", help="dev-v1.1.json, to score accuracy mode")
-    parser.add_argument("--buckets", default="auto", help="sequence lengths to run at: auto or exact (each "
-                        "sample at its real length), or lengths such as 384 or 128,256,384 (default auto)")
+    parser.add_argument("--buckets", default="auto", help="sequence lengths to run at: exact (each sample at "
+                        "its real length), lengths such as 384 or 128,256,384 (each at the smallest that holds "
+                        "it), or auto (default: exact when the model allows it, else 384)")
     parser.add_argument("--dynamic-model-cache", help="folder that keeps the dynamic-axis copy of a fixed-384 "
                         "model between runs (default: the run folder)")
     args = parser.parse_args(argv)
-    for name in ("count", "batch_size", "threads", "min_duration"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "min_duration" else 1):
-            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.target_qps is not None and args.scenario not in ("Offline", "Server"):
+        parser.error("--target-qps applies to Offline and Server")
+    if args.target_latency is not None and args.scenario == "Offline":
+        parser.error("--target-latency applies to SingleStream, MultiStream and Server")
+    for option in ("user_conf", "audit_config", "squad"):
+        path = getattr(args, option)
+        if path is not None and not os.path.isfile(path):
+            parser.error(f"--{option.replace('_', '-')} {path}: no such file")
     return args
 
 
@@ -88,6 +105,9 @@ def run(args):
     if (run_dir / "audit.config").exists():
         raise UsageError(f"{run_dir} holds an audit.config, which would silently turn this run into a "
                          "compliance test", hint="remove it, or pass it with --audit-config")
+    # A run folder describes one run: no accuracy.txt of an earlier run beside this one's logs.
+    for stale in RUN_OUTPUTS:
+        (run_dir / stale).unlink(missing_ok=True)
     buckets = seq_plan.parse_buckets(args.buckets)
     model_path, plan = seq_plan.prepare(args.model, buckets, args.dynamic_model_cache or run_dir)
     inference = QaInference(OrtBackend(model_path, args.threads), features, plan, args.batch_size)
@@ -109,7 +129,7 @@ def run(args):
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
     }
     if sut.error is not None:
-        summary["error"] = f"inference failed: {type(sut.error).__name__}: {sut.error}"
+        summary["error"] = f"inference failed: {sut.error}"
     elif args.mode == "accuracy":
         try:
             summary["accuracy"] = _score(args, run_dir)
@@ -127,7 +147,10 @@ def _load_features(folder):
 
 
 def _warm_up(inference, total):
-    """Run a few samples twice (first-run allocations are not measured); return samples/s of the second."""
+    """Run a few samples twice (first-run allocations are not measured); return samples/s of the second.
+
+    Also the first place a model that loads but cannot run fails, before LoadGen starts.
+    """
     indices = list(range(min(WARMUP_SAMPLES, total)))
     for _ in inference.responses(indices):
         pass
@@ -143,10 +166,10 @@ def settings_lines(args, total, measured_qps):
     A key the user's --user-conf sets for this model and scenario is left to the user's line.
     """
     chosen = {}
+    per_query = MULTISTREAM_SAMPLES_PER_QUERY if args.scenario == "MultiStream" else 1  # Offline: one query
     if args.count or total < OFFICIAL_SAMPLE_COUNT:
         chosen["performance_sample_count_override"] = total
     if args.count:
-        per_query = MULTISTREAM_SAMPLES_PER_QUERY if args.scenario == "MultiStream" else 1
         chosen["min_query_count"] = total if args.scenario == "Offline" else math.ceil(total / per_query)
     if args.min_duration is not None or args.count:
         chosen["min_duration"] = args.min_duration if args.min_duration is not None else SHORT_RUN_MIN_DURATION_MS
@@ -156,7 +179,6 @@ def settings_lines(args, total, measured_qps):
     if args.target_latency is not None:
         chosen["target_latency"] = math.ceil(args.target_latency)
     elif args.scenario in ("SingleStream", "MultiStream"):
-        per_query = MULTISTREAM_SAMPLES_PER_QUERY if args.scenario == "MultiStream" else 1
         chosen["target_latency"] = math.ceil(1000 * per_query / measured_qps)
 
     user_lines = Path(args.user_conf).read_text().splitlines() if args.user_conf else []
@@ -217,8 +239,11 @@ def format_summary(summary):
         lines.append(f"  {name}: {value:.3f}")
     if loadgen["latency_ms"] and summary["scenario"] != "Offline":  # Offline latencies mean nothing
         lines.append("  latency (ms): " + ", ".join(f"{pct} {ms:.2f}" for pct, ms in loadgen["latency_ms"].items()))
-    reasons = f" ({'; '.join(loadgen['reasons'])})" if loadgen["reasons"] else ""
-    lines.append(f"  result: {loadgen['result'] or 'no result line'}{reasons}")
+    if summary.get("error"):
+        lines.append("  result: FAILED (the error follows)")
+    elif summary["mode"] == "performance":
+        reasons = f" ({'; '.join(loadgen['reasons'])})" if loadgen["reasons"] else ""
+        lines.append(f"  result: {loadgen['result'] or 'none in the LoadGen summary'}{reasons}")
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
     if summary["mode"] == "accuracy":
         accuracy = summary.get("accuracy")

@@ -4,6 +4,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+from engine.errors import StepError
 from mlperf_bert import model_adapter
 
 
@@ -31,14 +32,21 @@ class OrtBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if quiet:
             options.log_severity_level = 4
-        self.session = ort.InferenceSession(model_path, options, providers=providers or ["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(model_path, options,
+                                                providers=providers or ["CPUExecutionProvider"])
+        except Exception as error:  # onnxruntime's own exception types share no public base
+            raise StepError(f"onnxruntime cannot load {model_path}: {error}") from None
         self._outputs = [self.io.start] if self.io.end is None else [self.io.start, self.io.end]
 
     def run(self, ids, mask, segments):
         """Return (start, end) float32 [B, L] for int arrays [B, L]."""
         feeds = {name: np.asarray(array, dtype=self.io.input_dtype)
                  for name, array in zip(self.io.input_names, (ids, mask, segments))}
-        outputs = self.session.run(self._outputs, feeds)
+        try:
+            outputs = self.session.run(self._outputs, feeds)
+        except Exception as error:
+            raise StepError(f"onnxruntime failed on a batch of shape {list(np.shape(ids))}: {error}") from None
         if self.io.end is None:
             start, end = outputs[0][..., 0], outputs[0][..., 1]
         else:

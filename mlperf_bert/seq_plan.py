@@ -66,11 +66,11 @@ def _plan_for_dynamic(request, how):
 
 
 def prepare(model_path, request, work_dir):
-    """Return (model path to run, SeqPlan) for a --buckets request.
+    """Return (model path to run, SeqPlan) for a parsed --buckets request.
 
-    A model with a fixed axis is relabelled to a dynamic one in work_dir (reused there when it
-    was made from the same model bytes); if that cannot be done the plan falls back to the
-    fixed length and its description says so.
+    A model with a fixed 384 axis is relabelled to a dynamic one in work_dir (reused there when
+    it was made from the same model bytes). If that cannot be done, "auto" falls back to 384 and
+    the plan's description says so; "exact" or a bucket list is refused.
     """
     io = model_adapter.inspect(model_path)
     if io.seq_len is None:
@@ -80,27 +80,30 @@ def prepare(model_path, request, work_dir):
                          f"{FEATURE_WIDTH} long", hint="use a model whose sequence axis is 384 or dynamic")
     if request == (FEATURE_WIDTH,):
         return model_path, fixed_plan(FEATURE_WIDTH, "as requested")
-    dynamic_path, made = _dynamic_copy(model_path, Path(work_dir))
-    if not made:
-        return model_path, fixed_plan(FEATURE_WIDTH, "FALLBACK: the model's fixed 384 axis could not be made "
-                                                     "dynamic, so every sample is padded to 384")
-    return str(dynamic_path), _plan_for_dynamic(request, f"fixed 384 axis made dynamic: {dynamic_path}")
+    dynamic_path = _dynamic_copy(model_path, Path(work_dir))
+    if dynamic_path:
+        return str(dynamic_path), _plan_for_dynamic(request, f"fixed 384 axis made dynamic: {dynamic_path}")
+    if request != "auto":
+        raise UsageError(f"{model_path} hard-codes its 384 sequence length, so it cannot run shorter lengths",
+                         hint="use --buckets auto (falls back to 384) or --buckets 384")
+    return model_path, fixed_plan(FEATURE_WIDTH, "FALLBACK: the model's fixed 384 axis could not be made "
+                                                 "dynamic, so every sample is padded to 384")
 
 
 def _dynamic_copy(model_path, work_dir):
-    """(path, True) for a dynamic-axis copy of the model, or (None, False) if none can be made.
+    """Path of a dynamic-axis copy of the model, or None if the graph does not allow one.
 
-    Both outcomes are remembered under the model's sha256, so a cache folder shared between
-    runs probes each model once and never serves a copy made from other bytes.
+    Both outcomes are remembered under the model's sha256, so a folder shared between runs
+    probes each model once and never serves a copy made from other bytes.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     key = file_digest(model_path)[:16]
     dynamic_path, refused_marker = work_dir / f"{key}.dynamic.onnx", work_dir / f"{key}.not-dynamic"
     if dynamic_path.is_file():
-        return dynamic_path, True
+        return dynamic_path
     if refused_marker.is_file():
-        return None, False
+        return None
     if model_adapter.make_seq_dynamic(model_path, str(dynamic_path)):
-        return dynamic_path, True
+        return dynamic_path
     refused_marker.write_text(f"{os.path.abspath(model_path)} hard-codes its sequence length\n")
-    return None, False
+    return None

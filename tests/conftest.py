@@ -7,7 +7,6 @@ entry point bin/mlrun on them as a subprocess.
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -115,8 +114,3 @@ def kill_group(proc):
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
-
-
-@pytest.fixture
-def python_exe():
-    return sys.executable

@@ -47,12 +47,14 @@ def full(features_dir):
 
 # ---- full dev set against the reference figures
 
+@pytest.mark.slow
 def test_digest_matches_reference(full):
     assert full.digest == REFERENCE_DIGEST
     # And the arrays on disk are what the digest says.
     assert squad_features.digest(full.input_ids, full.input_mask, full.segment_ids) == REFERENCE_DIGEST
 
 
+@pytest.mark.slow
 def test_arrays_contract(full):
     for name in ("input_ids", "input_mask", "segment_ids"):
         array = getattr(full, name)
@@ -62,6 +64,7 @@ def test_arrays_contract(full):
     assert len(full.features) == 10833 and len(full.examples) == 10570
 
 
+@pytest.mark.slow
 def test_first_and_last_feature(full):
     first, last = full.features[0], full.features[-1]
     assert (first["unique_id"], first["example_index"], first["doc_span_index"]) == (1000000000, 0, 0)
@@ -80,6 +83,7 @@ def test_first_and_last_feature(full):
     assert full.lengths[-1] == 198
 
 
+@pytest.mark.slow
 def test_feature_fields_agree_with_arrays(full):
     ids = FullTokenizer(VOCAB).vocab
     for i in (0, 1, 5000, 10832):
@@ -91,6 +95,7 @@ def test_feature_fields_agree_with_arrays(full):
         assert set(feature["token_to_orig_map"]) == set(feature["token_is_max_context"])
 
 
+@pytest.mark.slow
 def test_windows_per_question(full):
     windows = collections.Counter(f["example_index"] for f in full.features)
     assert collections.Counter(windows.values()) == {1: 10387, 2: 127, 3: 36, 4: 16, 5: 4}
@@ -106,6 +111,7 @@ def test_windows_per_question(full):
     assert set(flags.values()) == {1}
 
 
+@pytest.mark.slow
 def test_length_stats(full):
     lengths = np.asarray(full.lengths)
     assert round(lengths.mean(), 1) == 178.5
@@ -170,7 +176,7 @@ def test_full_tokenizer_wordpiece():
 
 # ---- build, load, CLI
 
-@needs_data
+@pytest.mark.slow
 def test_small_build_is_prefix_of_full(tmp_path, full):
     result = squad_features.build(SQUAD, VOCAB, tmp_path, max_examples=3)
     small = squad_features.load(tmp_path)

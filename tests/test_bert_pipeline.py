@@ -1,0 +1,137 @@
+"""The BERT benchmark through the real recipes and the real entry point, offline.
+
+Downloads come from the mirror ../shared/data (the official SQuAD dev set and vocab); the model is
+a tiny random-weight BERT built by its recipe (never an accuracy claim). The venvs these recipes
+build take a minute of pip installs, so the tests of this module share one cache folder (built by
+the first test, reused by the rest), separate from every other test's.
+"""
+import json
+import os
+import subprocess
+
+import pytest
+
+from conftest import MLRUN, ROOT, assert_user_error
+
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+TINY = ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]
+QUERY = "app mlperf bert _onnxruntime _cpu _random"
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bert")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
+
+    def mlrun(*args, timeout=900):
+        return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              cwd=str(root), stdin=subprocess.DEVNULL)
+    mlrun.root = root
+    return mlrun
+
+
+def _run_dir(result):
+    """The run folder of the benchmark step, from `mlrun --json` output."""
+    return json.loads(result.stdout)["path"]
+
+
+@pytest.fixture(scope="module")
+def accuracy_run(bert):
+    result = bert(QUERY, "--mode=accuracy", "--count=20", *TINY, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_accuracy_mode_20_samples(accuracy_run):
+    run_dir = _run_dir(accuracy_run)
+    for name in ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
+                 "accuracy.txt", "summary.json"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    assert not os.path.exists(os.path.join(run_dir, "audit.config"))
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["mode"] == "accuracy" and summary["samples_completed"] == 20
+    assert set(summary["accuracy"]) >= {"exact_match", "f1"}
+    accuracy_line = open(os.path.join(run_dir, "accuracy.txt")).read()
+    assert '"exact_match"' in accuracy_line and '"f1"' in accuracy_line
+    # The 20 responses of an accuracy run.
+    log = json.load(open(os.path.join(run_dir, "mlperf_log_accuracy.json")))
+    assert sorted(r["qsl_idx"] for r in log) == list(range(20))
+    # The status lines name every step; the first run built them.
+    assert "built in" in accuracy_run.stderr and "get-dataset-squad-features" in accuracy_run.stderr
+
+
+def test_second_run_is_all_cached(bert, accuracy_run):
+    result = bert(QUERY, "--mode=accuracy", "--count=20", *TINY, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = json.loads(result.stdout)["steps"]
+    assert [s["status"] for s in steps[:-1]] == ["cached"] * (len(steps) - 1)
+    assert steps[-1]["status"] == "ran" and steps[-1]["recipe"] == "app-mlperf-bert"
+    # Deterministic responses: the same samples give the same bytes run after run.
+    first = json.load(open(os.path.join(_run_dir(accuracy_run), "mlperf_log_accuracy.json")))
+    again = json.load(open(os.path.join(_run_dir(result), "mlperf_log_accuracy.json")))
+    assert {r["qsl_idx"]: r["data"] for r in first} == {r["qsl_idx"]: r["data"] for r in again}
+
+
+@pytest.mark.parametrize("scenario", ["Offline", "SingleStream", "MultiStream", "Server"])
+def test_performance_mode_each_scenario(bert, accuracy_run, scenario):
+    result = bert(QUERY, "--mode=performance", f"--scenario={scenario}", "--count=16", "--min_duration=300",
+                  *TINY, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = _run_dir(result)
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert summary["mode"] == "performance" and summary["scenario"] == scenario
+    text = open(os.path.join(run_dir, "mlperf_log_summary.txt")).read()
+    assert f"Scenario : {scenario}" in text and "Result is :" in text
+    assert not os.path.exists(os.path.join(run_dir, "audit.config"))
+
+
+def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):
+    run_dir = _run_dir(accuracy_run)
+    log = os.path.join(run_dir, "mlperf_log_accuracy.json")
+    result = bert("process mlperf accuracy squad", f"--log={log}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    scored = json.loads([line for line in result.stdout.splitlines() if line.startswith('{"exact_match"')][0])
+    assert set(scored) == {"exact_match", "f1"}
+
+
+def test_process_accuracy_needs_a_log(bert):
+    assert_user_error(bert("process mlperf accuracy squad"), 2, "needs --log")
+    assert_user_error(bert("process mlperf accuracy squad", "--log=/nonexistent/log.json"), 2, "no such file")
+
+
+def test_model_with_unmappable_inputs_fails_clearly(bert, accuracy_run):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    path = str(bert.root / "odd.onnx")
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["tokens"], ["start"], to=TensorProto.FLOAT),
+         helper.make_node("Identity", ["start"], ["end"])],
+        "odd", [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["b", 384])],
+        [helper.make_tensor_value_info("start", TensorProto.FLOAT, ["b", 384]),
+         helper.make_tensor_value_info("end", TensorProto.FLOAT, ["b", 384])],
+        [numpy_helper.from_array(np.zeros(1, np.float32), "unused")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    result = bert(QUERY, "--mode=accuracy", "--count=4", f"--model={path}")
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "tokens" in result.stdout + result.stderr and "input_ids" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_loadgen_from_source_gives_the_same_module(bert):
+    """_from-src compiles PyPI's source distribution with the system C++ compiler."""
+    exports = {}
+    for variation in ("_wheel", "_from-src"):
+        result = bert(f"get mlperf loadgen {variation}", "--json", timeout=1500)
+        assert result.returncode == 0, result.stderr[-3000:]
+        exports[variation] = json.loads(result.stdout)["exports"]["PYTHONPATH"]
+    assert exports["_wheel"] != exports["_from-src"]
+    probe = ("import mlperf_loadgen as lg; print(sorted(n for n in dir(lg) if not n.startswith('_')));"
+             "s = lg.TestSettings(); s.scenario = lg.TestScenario.Offline; print(s.scenario)")
+    outputs = {v: subprocess.run(["python3", "-c", probe], capture_output=True, text=True,
+                                 env=dict(os.environ, PYTHONPATH=p)) for v, p in exports.items()}
+    for v, out in outputs.items():
+        assert out.returncode == 0, (v, out.stderr)
+    assert outputs["_wheel"].stdout == outputs["_from-src"].stdout

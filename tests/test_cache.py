@@ -1,0 +1,233 @@
+"""The cache: publishing, verifying, removing; racing processes; a build killed with SIGKILL; a moved cache."""
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from conftest import assert_user_error, kill_group, wait_for
+from engine import Cache, MemoryIndex, MlrunError, resolve
+
+
+def node_of(query="a", recipes=None):
+    return resolve(MemoryIndex(recipes or {"a": {"tags": "a"}, "b": {"tags": "b"}}), query).root
+
+
+def publish(cache, node, files):
+    with cache.lock(node):
+        build = cache.new_build_dir(node)
+        for rel, text in files.items():
+            path = os.path.join(build, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+        return cache.publish(build, node, {"recipe": node.name, "key": node.key, "finished": time.time()})
+
+
+def test_publish_then_lookup(tmp_path):
+    cache, node = Cache(tmp_path / "cache"), node_of()
+    assert cache.lookup(node) is None
+    path = publish(cache, node, {"out.txt": "hello", "sub/x.bin": "xx"})
+    assert path == cache.path(node) == os.path.join(cache.root, f"a-{node.key[:16]}")
+    assert cache.lookup(node) == path
+    meta = cache.entries()[0]
+    assert meta["path"] == path and meta["files"] == 2 and meta["size"] == 7 and meta["key"] == node.key
+    assert os.listdir(os.path.join(cache.root, ".tmp")) == []
+
+
+def test_entries_skip_what_is_not_a_published_entry(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    first = publish(cache, node_of("a"), {"f": "1"})
+    time.sleep(0.01)
+    second = publish(cache, node_of("b"), {"f": "2"})
+    os.makedirs(os.path.join(cache.root, "half-built-without-metadata"))
+    os.makedirs(os.path.join(cache.root, ".tmp", "a-0000000000000000.123", ".mlrun"))
+    assert [m["path"] for m in cache.entries()] == [second, first]   # newest first
+    assert Cache(tmp_path / "nothing-yet").entries() == []
+
+
+def test_verify_finds_changed_missing_and_added_files(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    path = publish(cache, node_of(), {"a.txt": "aaaa", "b.txt": "bbbb", "c.txt": "cccc"})
+    assert cache.verify() == []
+    with open(os.path.join(path, "a.txt"), "r+b") as f:   # one byte, same size
+        f.seek(2)
+        f.write(b"X")
+    os.remove(os.path.join(path, "b.txt"))
+    with open(os.path.join(path, "new.txt"), "w") as f:
+        f.write("n")
+    [(meta, problems)] = cache.verify()
+    assert meta["path"] == path
+    assert problems == ["changed: a.txt", "missing: b.txt", "added: new.txt"]
+
+
+def test_remove_deletes_entries_and_nothing_else(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    keep = publish(cache, node_of("b"), {"f": "keep"})
+    gone = publish(cache, node_of("a"), {"f": "gone"})
+    cache.remove([m for m in cache.entries() if m["path"] == gone])
+    assert not os.path.exists(gone) and os.path.exists(keep)
+    assert [m["path"] for m in cache.entries()] == [keep]
+
+
+def test_remove_refuses_anything_outside_the_cache(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    other = Cache(tmp_path / "elsewhere")
+    outside = publish(other, node_of("a"), {"precious": "data"})
+    link = os.path.join(cache.root, "a-link0000000000")
+    os.makedirs(cache.root)
+    os.symlink(outside, link)
+    metas = cache.entries()
+    assert [m["path"] for m in metas] == [link]   # it looks like an entry of this cache...
+    with pytest.raises(MlrunError, match="refusing to delete"):
+        cache.remove(metas)                       # ...but it is not deleted through it
+    with pytest.raises(MlrunError, match="refusing to delete"):
+        cache.remove([{"path": outside}])
+    with pytest.raises(MlrunError, match="refusing to delete"):
+        cache.remove([{"path": str(tmp_path)}])
+    assert open(os.path.join(outside, "precious")).read() == "data"
+
+
+# -- several processes, one graph -------------------------------------------------------------
+
+
+def diamond(ws, counters, sleep=0.3):
+    """app -> (model, data) -> python: every build appends its pid to counters/<recipe> and sleeps."""
+    os.makedirs(counters, exist_ok=True)
+    step = f'echo $$ >> {counters}/%s; sleep {sleep}; echo %s > out.txt'
+    ws.recipe("python", f"tags: get python\nexports: {{PY_DIR: '{{entry}}'}}\nrun: {step % ('python', 'py')}\n")
+    ws.recipe("model", f"tags: get model\ndeps: [get python]\nrun: {step % ('model', 'model')}\n")
+    ws.recipe("data", f"tags: get data\ndeps: [get python]\nrun: {step % ('data', 'data')}\n")
+    ws.recipe("app", f"tags: app\ndeps: [get model, get data]\nrun: {step % ('app', 'app')}\n"
+                     "exports: {APP_OUT: '{entry}/out.txt'}\n")
+
+
+def test_racing_processes_build_each_entry_exactly_once(ws, tmp_path):
+    counters = tmp_path / "counters"
+    diamond(ws, counters)
+    queries = ["app", "app", "get model", "app", "get data"]
+    procs = [ws.popen(q) for q in queries]
+    try:
+        results = [(p, *p.communicate(timeout=60)) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                kill_group(p)
+    for (p, out, err), q in zip(results, queries):
+        assert p.returncode == 0, f"{q}: {err}"
+        assert "Traceback" not in err
+    for name in ("python", "model", "data", "app"):
+        lines = (counters / name).read_text().split()
+        assert len(lines) == 1, f"{name} was built {len(lines)} times"
+    assert len(ws.entries()) == 4
+    app_outputs = {out.splitlines()[0] for (p, out, err), q in zip(results, queries) if q == "app"}
+    assert len(app_outputs) == 1   # every process reports the same entry
+    assert ws.mlrun("cache", "verify").returncode == 0
+
+
+# -- SIGKILL mid-build ----------------------------------------------------------------------------
+
+
+def slow_recipes(ws, marker):
+    ws.recipe("fast", "tags: fast\nrun: echo fast > fast.txt\n")
+    ws.recipe("slow", f"""\
+        tags: slow
+        deps: [fast]
+        run: |
+          echo $$ >> {marker}
+          echo partial > partial.txt
+          if [ "$(wc -l < {marker})" -eq 1 ]; then sleep 30; fi
+          echo done > out.txt
+        """)
+
+
+def test_sigkill_mid_build_publishes_nothing_and_the_next_run_succeeds(ws, tmp_path):
+    marker = tmp_path / "started"
+    slow_recipes(ws, marker)
+    proc = ws.popen("slow")
+    try:
+        assert wait_for(marker.exists), proc.stderr.read() if proc.poll() is not None else "no marker"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    # The finished dep stays; nothing of the killed build is published.
+    assert [e.rsplit("-", 1)[0] for e in ws.entries()] == ["fast"]
+    assert not [n for n in os.listdir(ws.cache) if n.startswith("slow")]
+    assert [n for n in os.listdir(os.path.join(ws.cache, ".tmp")) if n.startswith("slow-")]   # its leftovers
+    again = ws.mlrun("slow")
+    assert again.returncode == 0, again.stderr
+    assert "fast" in again.stderr and "cached" in again.stderr
+    [slow] = ws.entries("slow")
+    assert open(os.path.join(ws.cache, slow, "out.txt")).read() == "done\n"
+    assert os.listdir(os.path.join(ws.cache, ".tmp")) == []   # leftovers cleared
+    assert len(marker.read_text().split()) == 2
+    assert ws.mlrun("cache", "verify").returncode == 0
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_a_step_dies_with_a_killed_mlrun(ws, tmp_path):
+    marker = tmp_path / "started"
+    slow_recipes(ws, marker)
+    proc = ws.popen("slow")
+    try:
+        assert wait_for(marker.exists)
+        step_pid = int(marker.read_text().split()[0])
+        assert _alive(step_pid)
+        os.kill(proc.pid, signal.SIGKILL)   # mlrun only, not its process group
+        proc.wait(timeout=10)
+        assert wait_for(lambda: not _alive(step_pid), timeout=10)
+    finally:
+        kill_group(proc)
+    assert ws.entries("slow") == []
+
+
+# -- a moved cache ----------------------------------------------------------------------------------
+
+
+def test_a_moved_cache_still_works(ws, tmp_path):
+    diamond(ws, tmp_path / "counters", sleep=0)
+    ws.recipe("app", """\
+        tags: app
+        deps: [get model, get data]
+        inputs: {n: {type: int, default: 1}}
+        run: echo "$PY_DIR" > out.txt
+        exports: {APP_OUT: '{entry}/out.txt'}
+        """)
+    first = ws.mlrun("app")
+    assert first.returncode == 0, first.stderr
+    moved = tmp_path / "moved-cache"
+    shutil.copytree(ws.cache, moved, symlinks=True)
+    shutil.rmtree(ws.cache)
+    env = ws.env(MLRUN_CACHE=moved)
+    again = ws.mlrun("app", env=env)
+    assert again.returncode == 0, again.stderr
+    statuses = [line.split()[-2] for line in again.stderr.splitlines() if line.startswith("[")]
+    assert statuses == ["cached"] * 4, again.stderr
+    assert f"APP_OUT={moved}{os.sep}app-" in again.stdout
+    assert str(ws.cache) not in again.stdout
+    assert not os.path.exists(ws.cache)
+    # A new node over the moved deps sees their exports in the new folder.
+    other = ws.mlrun("app", "--n=2", env=env)
+    assert other.returncode == 0, other.stderr
+    [entry] = [e for e in os.listdir(moved) if e.startswith("app-") and e not in again.stdout]
+    assert open(moved / entry / "out.txt").read().startswith(f"{moved}{os.sep}python-")
+    assert ws.mlrun("cache", "verify", env=env).returncode == 0
+
+
+def test_unwritable_parts_are_user_errors_not_tracebacks(ws):
+    """Pointing the cache at a file is reported, not a crash."""
+    ws.recipe("a", "tags: a\nrun: 'true'\n")
+    ws.write(ws.path("not-a-folder"), "x")
+    result = ws.mlrun("a", env=ws.env(MLRUN_CACHE=ws.path("not-a-folder")))
+    assert_user_error(result, 1, "not-a-folder")

@@ -1,0 +1,362 @@
+"""The CLI through its real entry point bin/mlrun: exit codes, messages, every verb."""
+import json
+import os
+
+import pytest
+
+from conftest import assert_user_error
+
+VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror")
+
+
+def one_paragraph(result, code, *fragments):
+    """exit code, `mlrun: error: ...` plus at most a hint line, no traceback."""
+    err = assert_user_error(result, code, *fragments)
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("mlrun: error: "), err
+    assert len(lines) <= 2 and all(line.startswith("hint: ") for line in lines[1:]), err
+    return err
+
+
+def status_lines(stderr):
+    """{label: status word} from the runner's `[i/n] label   status ...` lines."""
+    out = {}
+    for line in stderr.splitlines():
+        if line.startswith("["):
+            rest = line.split("] ", 1)[1]
+            label, status = rest[:48].strip(), rest[48:].split()[0]
+            out[label] = status
+    return out
+
+
+@pytest.fixture
+def app(ws, tmp_path):
+    """app -> model (variations) -> python; steps write files and a marker of what ran."""
+    ran = tmp_path / "ran"
+    ws.recipe("python", f"""\
+        tags: get python
+        version: "3.11.9"
+        exports: {{PY_HOME: "{{entry}}"}}
+        run: echo python >> {ran}; echo py > py.txt
+        """)
+    ws.recipe("model", f"""\
+        description: a model
+        tags: get ml-model bert
+        deps: [{{name: python, query: get python}}]
+        inputs:
+          layers: {{type: int, default: 2}}
+        variations:
+          fp32: {{group: precision, default: true, env: {{PREC: fp32}}}}
+          int8: {{group: precision, env: {{PREC: int8}}}}
+        exports: {{MODEL: "{{entry}}/model.txt"}}
+        run: echo model >> {ran}; echo "$PREC $MLRUN_INPUT_LAYERS" > model.txt
+        """)
+    ws.recipe("app", f"""\
+        tags: app mlperf bert
+        deps: [{{name: model, query: get ml-model bert}}]
+        inputs:
+          count: {{type: int, default: 3, help: how many queries}}
+          mode: {{default: performance, choices: [performance, accuracy]}}
+        variations:
+          cpu: {{group: device, default: true}}
+          cuda: {{group: device}}
+          batch_size.#: {{env: {{BATCH: "{{value}}"}}}}
+        exports: {{RESULT: "{{entry}}/result.txt"}}
+        run: echo app >> {ran}; echo "$(cat $MODEL) $MLRUN_INPUT_COUNT ${{BATCH:-1}} ${{GREETING:-}}" > result.txt
+        """)
+    ws.ran = ran
+    return ws
+
+
+def ran(ws):
+    return ws.ran.read_text().split() if ws.ran.exists() else []
+
+
+# -- help ---------------------------------------------------------------------------------------
+
+
+def test_help(ws):
+    result = ws.mlrun("--help")
+    assert result.returncode == 0
+    assert "usage: mlrun" in result.stdout and "Exit codes" in result.stdout
+    for verb in VERBS:
+        assert verb in result.stdout
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_help_of_each_verb(ws, verb):
+    result = ws.mlrun(verb, "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"usage: mlrun {verb}")
+    assert "--cache DIR" in result.stdout
+
+
+def test_no_verb_prints_help_and_exits_2(ws):
+    result = ws.mlrun()
+    assert result.returncode == 2
+    assert "usage: mlrun" in result.stdout
+
+
+# -- running ----------------------------------------------------------------------------------------
+
+
+def test_run_builds_then_reports_cached(app):
+    first = app.mlrun("app _batch_size.8", "--count=5")
+    assert first.returncode == 0, first.stderr
+    assert status_lines(first.stderr) == {"python": "built", "model _fp32": "built",
+                                          "app _cpu _batch_size.8": "built"}
+    root_line, export_line = first.stdout.strip().splitlines()[-2:]
+    label, path = root_line.split(": ")
+    assert label == "app _cpu _batch_size.8" and os.path.dirname(path) == app.cache
+    assert export_line == f"  RESULT={path}/result.txt"
+    assert open(os.path.join(path, "result.txt")).read() == "fp32 2 5 8 \n"
+    second = app.mlrun("app _batch_size.8", "--count=5")
+    assert second.returncode == 0, second.stderr
+    assert set(status_lines(second.stderr).values()) == {"cached"}
+    assert second.stdout.strip().splitlines()[-2:] == [root_line, export_line]
+    assert ran(app) == ["python", "model", "app"]
+
+
+def test_run_json_and_env_override(app):
+    result = app.mlrun("run", "app", "--json", "--env.GREETING=hi")
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert [s["status"] for s in out["steps"]] == ["built", "built", "built"]
+    assert out["exports"]["RESULT"] == os.path.join(out["path"], "result.txt")
+    assert open(out["exports"]["RESULT"]).read() == "fp32 2 3 1 hi\n"
+    assert os.path.isfile(os.path.join(out["run_dir"], "run.json"))
+
+
+def test_root_output_is_live_and_verbose_shows_every_step(ws):
+    ws.recipe("dep", "tags: dep\nrun: echo hello from dep\n")
+    ws.recipe("top", "tags: top\ndeps: [dep]\nrun: echo hello from top\n")
+    quiet = ws.mlrun("top")
+    assert quiet.returncode == 0, quiet.stderr
+    assert "hello from top" in quiet.stdout and "hello from dep" not in quiet.stdout + quiet.stderr
+    assert ws.mlrun("rm", "cache", "--all", "-y").returncode == 0
+    loud = ws.mlrun("top", "-v")
+    assert "hello from dep" in loud.stdout and "hello from top" in loud.stdout
+    as_json = ws.mlrun("top", "--json")   # JSON only on stdout
+    assert json.loads(as_json.stdout)["steps"][-1]["status"] == "cached"
+
+
+def test_dep_overrides(app):
+    result = app.mlrun("plan", "app", "--json", "--dep.model.tags=_int8", "--dep.model.layers=4")
+    assert result.returncode == 0, result.stderr
+    model = next(n for n in json.loads(result.stdout)["nodes"] if n["name"] == "model")
+    assert model["variations"] == ["int8"] and model["inputs"] == {"layers": 4}
+    built = app.mlrun("app", "--dep.model.tags=_int8", "--dep.model.layers=4")
+    assert built.returncode == 0, built.stderr
+    assert "model _int8" in status_lines(built.stderr)
+    one_paragraph(app.mlrun("app", "--dep.modle.tags=_int8"), 2, "--dep.modle.* names no dependency")
+    one_paragraph(app.mlrun("app", "--dep.model.tags=_int4"), 2, "recipe model has no variation '_int4'")
+    one_paragraph(app.mlrun("app", "--dep.python.version=>=3.12"), 2,
+                  "no recipe for 'get python' satisfies version >=3.12 (found: python 3.11.9)")
+
+
+def test_failed_build(ws):
+    ws.recipe("dep", "tags: dep\nrun: echo dep > dep.txt\n")
+    ws.recipe("bad", """\
+        tags: bad
+        deps: [dep]
+        run: |
+          for i in $(seq 1 40); do echo "noise $i"; done
+          echo "disk full: cannot write weights" >&2
+          exit 7
+        """)
+    result = ws.mlrun("bad")
+    assert result.returncode == 1, result.stderr
+    err = result.stderr
+    assert "Traceback" not in err
+    assert "mlrun: error: step bad failed: exited with code 7" in err
+    failed_dir = os.path.join(ws.cache, ".failed")
+    [kept] = os.listdir(failed_dir)
+    log = os.path.join(failed_dir, kept, "build.log")
+    assert f"log: {log}" in err and f"hint: full log: {log}" in err
+    assert "disk full: cannot write weights" in err and "noise 40" in err and "noise 5\n" not in err
+    assert [e.rsplit("-", 1)[0] for e in ws.entries()] == ["dep"]   # the failed node published nothing
+    shown = ws.mlrun("show", "failed")
+    assert shown.returncode == 0
+    assert log in shown.stdout and "disk full: cannot write weights" in shown.stdout
+    assert json.loads(ws.mlrun("show", "failed", "--json").stdout) == [log]
+    assert "bad" not in ws.mlrun("show", "cache").stdout
+
+
+# -- errors: exit 2, one paragraph, no traceback -----------------------------------------------------
+
+
+def test_no_match_shows_closest_tags(app):
+    one_paragraph(app.mlrun("get ml-modle bert"), 2, "no recipe matches 'get ml-modle bert'",
+                  "did you mean ml-model")
+
+
+def test_several_matches_are_listed(app):
+    one_paragraph(app.mlrun("bert"), 2, "'bert' matches 2 recipes", "model (tags: get ml-model bert)",
+                  "app (tags: app mlperf bert)")
+
+
+def test_unknown_variation(app):
+    one_paragraph(app.mlrun("app _tpu"), 2, "recipe app has no variation '_tpu'", "_cpu, _cuda, _batch_size.#")
+
+
+def test_two_variations_of_one_group(app):
+    one_paragraph(app.mlrun("app _cpu _cuda"), 2, "are both in group 'device'")
+
+
+def test_cycle_prints_its_path(ws):
+    ws.recipe("a", "tags: a\ndeps: [b]\n")
+    ws.recipe("b", "tags: b\ndeps: [a]\n")
+    one_paragraph(ws.mlrun("a"), 2, "dependency cycle: a -> b -> a")
+    one_paragraph(ws.mlrun("plan", "b"), 2, "dependency cycle: b -> a -> b")
+
+
+def test_same_recipe_at_two_versions(ws):
+    ws.recipe("py311", "name: python\nversion: '3.11.9'\ntags: get python\n")
+    ws.recipe("py312", "name: python\nversion: '3.12.1'\ntags: get python\n")
+    ws.recipe("old", "tags: old\ndeps: [{query: get python, version: '<3.12'}]\n")
+    ws.recipe("app", "tags: app\ndeps: [old, get python]\n")
+    one_paragraph(ws.mlrun("app"), 2, "python is needed at two versions in one graph: 3.11.9", "3.12.1")
+
+
+def test_bad_inputs_and_arguments(app):
+    one_paragraph(app.mlrun("app", "--cuont=3"), 2, "app has no input --cuont", "--count, --mode")
+    one_paragraph(app.mlrun("app", "--count=many"), 2, "input 'count' expects a int, got 'many'")
+    one_paragraph(app.mlrun("app", "--mode=fast"), 2, "--mode=fast is not one of performance, accuracy")
+    one_paragraph(app.mlrun("app", "stray"), 2, "unexpected argument 'stray'")
+    one_paragraph(app.mlrun("app _batch_size"), 2, "needs a value, like _batch_size.8")
+    one_paragraph(app.mlrun("find", "app", "--count=3"), 2, "unexpected argument(s) for 'find'")
+    assert ran(app) == []
+
+
+@pytest.mark.parametrize("text,line,fragment", [
+    ("tags: x\nvariations:\n  a: {}\n  b:\n    colour: red\n", 5, "unknown key 'colour' in variation 'b'"),
+    ("tags: x\ninputs:\n  n:\n    type: int\n    default: [1]\n", 5, "input 'n' expects a int"),
+    ("tags: x\ndeps:\n  - get python\n  - get ml-model bert _int4\n", 4, "has no variation '_int4'"),
+    ("tags: x\nenv:\n  A: 1\n   B: 2\n", 4, "YAML syntax error"),
+], ids=["unknown-key", "wrong-type", "dep-unknown-variation", "yaml-syntax"])
+def test_recipe_errors_name_file_and_line(app, text, line, fragment):
+    path = app.recipe("broken", "")
+    with open(path, "w") as f:
+        f.write(text)
+    for args in (("app",), ("find",), ("plan", "app")):
+        one_paragraph(app.mlrun(*args), 2, f"mlrun: error: {path}:{line}: ", fragment)
+    assert ran(app) == []
+
+
+# -- plan, find, explain ------------------------------------------------------------------------------
+
+
+def test_plan_runs_nothing(app):
+    result = app.mlrun("plan", "app _cuda", "--count=4")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "plan for 'app _cuda': 3 nodes, 0 cached, 3 to run"
+    assert lines[1].startswith("app _cuda 0 [") and lines[1].endswith("build  --count=4 --mode=performance")
+    assert lines[2].startswith("  model _fp32 0 [") and lines[2].endswith("build  --layers=2")
+    assert lines[3].startswith("    python 3.11.9 [") and lines[3].endswith("build")
+    assert ran(app) == [] and app.entries() == []
+    assert not os.path.exists(app.runs)
+    as_json = json.loads(app.mlrun("plan", "app _cuda", "--json").stdout)
+    assert [n["status"] for n in as_json["nodes"]] == ["build"] * 3
+    assert app.entries() == []
+    app.mlrun("get python")
+    assert "1 cached, 2 to run" in app.mlrun("plan", "app").stdout
+
+
+def test_find(app):
+    result = app.mlrun("find")
+    assert result.returncode == 0
+    assert [line.split()[0] for line in result.stdout.splitlines() if not line.startswith(" ")] == \
+        ["app", "model", "python"]
+    one = app.mlrun("find", "app").stdout
+    assert "variations [device, one of]: _cpu (default), _cuda" in one
+    assert "_batch_size.#" in one and "--count (int, default 3)" in one and "how many queries" in one
+    assert "dep model: 'get ml-model bert'" in one
+    found = json.loads(app.mlrun("find", "bert _int8", "--json").stdout)
+    assert [r["name"] for r in found] == ["model"]
+    one_paragraph(app.mlrun("find", "nothing-like-this"), 2, "no recipe matches 'nothing-like-this'")
+    assert ran(app) == []
+
+
+def test_explain_names_what_differs(app):
+    assert app.mlrun("app", "--count=3").returncode == 0
+    out = app.mlrun("explain", "app", "--count=4").stdout
+    assert "python: cached" in out and "model _fp32: cached" in out
+    assert "app _cpu: build" in out and "inputs.count: 3 -> 4" in out
+    out = app.mlrun("explain", "app _cuda").stdout
+    assert 'variations: ["cpu"] -> ["cuda"]' in out
+    out = app.mlrun("explain", "app", "--dep.model.tags=_int8").stdout
+    assert "model _int8: build" in out and "env.PREC" in out and "variations" in out
+    assert "(a dependency will be rebuilt, see above)" in out
+    report = json.loads(app.mlrun("explain", "app", "--count=4", "--json").stdout)
+    assert report[-1]["differences"] == [{"field": "inputs.count", "entry": 3, "now": 4}]
+    fresh = app.mlrun("explain", "get python", "--cache", app.path("empty-cache")).stdout
+    assert "no entry of python in the cache yet" in fresh
+
+
+# -- the cache verbs ----------------------------------------------------------------------------------
+
+
+def test_show_cache(app):
+    assert "no cache entries" in app.mlrun("show", "cache").stdout
+    assert app.mlrun("app _batch_size.8").returncode == 0
+    assert app.mlrun("get ml-model bert _int8").returncode == 0
+    table = app.mlrun("show", "cache").stdout.splitlines()
+    assert table[0].split() == ["RECIPE", "VARIATIONS", "KEY", "SIZE", "AGE", "PATH"]
+    assert table[-1].startswith("4 entries")
+    assert sorted(row.split()[0] for row in table[1:-1]) == ["app", "model", "model", "python"]
+    models = json.loads(app.mlrun("show", "cache", "ml-model", "--json").stdout)
+    assert sorted(m["variations"][0] for m in models) == ["fp32", "int8"]
+    [int8] = json.loads(app.mlrun("show", "cache", "model _int8", "--json").stdout)
+    assert int8["recipe"] == "model" and int8["inputs"] == {"layers": 2} and os.path.isdir(int8["path"])
+    [bs] = json.loads(app.mlrun("show", "cache", "_batch_size", "--json").stdout)
+    assert bs["variations"] == ["cpu", "batch_size.8"]
+    assert json.loads(app.mlrun("show", "cache", "nothing", "--json").stdout) == []
+
+
+def test_rm_cache(app):
+    assert app.mlrun("app").returncode == 0
+    assert app.mlrun("get ml-model bert _int8").returncode == 0
+    before = app.entries()
+    # Not a terminal and no -y: refuse, remove nothing.
+    one_paragraph(app.mlrun("rm", "cache", "model"), 2, "2 entries would be removed; pass -y")
+    assert app.entries() == before
+    result = app.mlrun("rm", "cache", "model _int8", "-y")
+    assert result.returncode == 0 and "removed 1 entries" in result.stdout
+    assert len(app.entries("model")) == 1 and len(app.entries()) == 3
+    assert "nothing to remove" in app.mlrun("rm", "cache", "model _int8", "-y").stdout
+    one_paragraph(app.mlrun("rm", "cache"), 2, "say which entries")
+    rebuilt = app.mlrun("app")
+    assert set(status_lines(rebuilt.stderr).values()) == {"cached"}
+    assert app.mlrun("rm", "cache", "--all", "-y").returncode == 0
+    assert app.entries() == []
+
+
+def test_rm_never_deletes_outside_the_cache(app, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    assert app.mlrun("get python", env=app.env(MLRUN_CACHE=elsewhere)).returncode == 0
+    [outside] = [e for e in os.listdir(elsewhere) if e.startswith("python-")]
+    os.makedirs(app.cache)
+    os.symlink(elsewhere / outside, os.path.join(app.cache, outside))
+    one_paragraph(app.mlrun("rm", "cache", "python", "-y"), 2, "refusing to delete")
+    assert os.path.isfile(elsewhere / outside / "py.txt")
+
+
+def test_cache_verify_detects_a_changed_byte(app):
+    assert app.mlrun("app").returncode == 0
+    ok = app.mlrun("cache", "verify")
+    assert ok.returncode == 0 and "3 entries checked, 0 corrupt" in ok.stdout
+    [model] = app.entries("model")
+    path = os.path.join(app.cache, model, "model.txt")
+    data = bytearray(open(path, "rb").read())
+    data[0] ^= 1
+    with open(path, "wb") as f:
+        f.write(data)
+    bad = app.mlrun("cache", "verify")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert f"CORRUPT cache/{model}" in bad.stdout or f"CORRUPT {os.path.join(app.cache, model)}" in bad.stdout
+    assert "changed: model.txt" in bad.stdout and "1 corrupt" in bad.stdout
+    assert json.loads(app.mlrun("cache", "verify", "--json").stdout)["bad"][0]["problems"] == ["changed: model.txt"]
+    assert app.mlrun("rm", "cache", "model", "-y").returncode == 0
+    assert app.mlrun("app").returncode == 0
+    assert app.mlrun("cache", "verify").returncode == 0

@@ -1,0 +1,112 @@
+"""Downloads declared by recipes, through bin/mlrun, against a local HTTP server on 127.0.0.1."""
+import hashlib
+import os
+import re
+import socket
+import threading
+from http.server import ThreadingHTTPServer
+
+import pytest
+import yaml
+
+from conftest import ROOT, assert_user_error
+from engine.recipe import normalize
+from test_download import _Handler
+
+PAYLOAD = b"squad-like bytes\n" * 1000
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.lock = threading.Lock()
+    srv.requests, srv.files = [], {"/data.json": PAYLOAD}
+    srv.fail_first, srv.drop_after, srv.ignore_range = 0, None, False
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _recipe(ws, url, sha=SHA):
+    ws.recipe("get-thing", f"""
+        tags: [get, thing]
+        download: {{url: "{url}", file: data.json, sha256: "{sha}"}}
+        exports: {{THING: "{{entry}}/data.json"}}
+    """)
+
+
+def test_download_recipe_builds_from_http(ws, server):
+    _recipe(ws, server.url + "/data.json")
+    result = ws.mlrun("get thing")
+    assert result.returncode == 0, result.stderr
+    entry = ws.entries("get-thing")[0]
+    assert open(os.path.join(ws.cache, entry, "data.json"), "rb").read() == PAYLOAD
+    assert f"THING={os.path.join(ws.cache, entry, 'data.json')}" in result.stdout
+    assert len(server.requests) == 1
+    assert ws.mlrun("get thing").returncode == 0 and len(server.requests) == 1  # cached: no request
+
+
+def test_checksum_mismatch_fails_with_both_checksums_and_publishes_nothing(ws, server):
+    wrong = "0" * 64
+    _recipe(ws, server.url + "/data.json", sha=wrong)
+    err = assert_user_error(ws.mlrun("get thing"), 1, wrong, SHA, server.url)
+    assert "get-thing" in err
+    assert ws.entries() == []
+    assert not any(os.scandir(os.path.join(ws.cache, ".tmp")))
+
+
+def test_server_down_names_the_url_and_the_mirror(ws):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/data.json"
+    _recipe(ws, url)
+    assert_user_error(ws.mlrun("get thing"), 1, url, "--mirror")
+    assert ws.entries() == []
+
+
+def test_mirror_hit_makes_no_request(ws, server, tmp_path):
+    _recipe(ws, server.url + "/data.json")
+    mirror = tmp_path / "mirror" / "deep" / "er"
+    mirror.mkdir(parents=True)
+    (mirror / "renamed.bin").write_bytes(PAYLOAD)
+    result = ws.mlrun("get thing", f"--mirror={tmp_path / 'mirror'}")
+    assert result.returncode == 0, result.stderr
+    assert server.requests == []
+
+
+def test_mirror_add_and_check_through_the_cli(ws, server, tmp_path):
+    _recipe(ws, server.url + "/data.json")
+    mirror = tmp_path / "m"
+    src = tmp_path / "data.json"
+    src.write_bytes(PAYLOAD)
+    check = ws.mlrun("mirror", "check", f"--mirror={mirror}")
+    assert check.returncode == 0 and re.search(r"missing\s+get-thing: data.json", check.stdout), check.stdout
+    added = ws.mlrun("mirror", "add", str(src), f"--mirror={mirror}")
+    assert added.returncode == 0, added.stderr
+    check = ws.mlrun("mirror", "check", f"--mirror={mirror}")
+    assert re.search(r"present\s+get-thing: data.json", check.stdout), check.stdout
+    assert_user_error(ws.mlrun("mirror", "check"), 2, "--mirror")
+
+
+def test_shared_data_mirror_holds_the_official_squad_and_vocab(ws):
+    env = ws.env(MLRUN_RECIPES=os.path.join(ROOT, "recipes"), MLRUN_MIRROR=SHARED_DATA)
+    check = ws.mlrun("mirror", "check", env=env)
+    assert check.returncode == 0, check.stderr
+    assert re.search(r"present\s+get-dataset-squad: dev-v1.1.json", check.stdout), check.stdout
+    assert re.search(r"present\s+get-bert-vocab: vocab.txt", check.stdout), check.stdout
+    assert re.search(r"missing\s+get-ml-model-bert-large: model.onnx", check.stdout), check.stdout
+
+
+def test_docs_example_recipe_is_valid():
+    """The complete example in docs/recipes.md passes the schema check."""
+    text = open(os.path.join(ROOT, "docs", "recipes.md")).read()
+    block = re.search(r"```yaml\n(.*?)```", text, re.S).group(1)
+    recipe = normalize(yaml.safe_load(block), "docs/recipes.md", {}, "example")
+    assert recipe["name"] == "get-ml-model-bert-random"
+    assert set(recipe["variations"]) == {"base", "large", "tiny", "fast", "batch_size", "hf-names"}

@@ -1,0 +1,319 @@
+"""The LoadGen harness: sequence plans, the inference path, and real LoadGen runs in a subprocess.
+
+The model is a tiny random BERT (2 layers, hidden 64) with the official fixed-384 axis, so every
+run also goes through make_seq_dynamic. The features are the first SQuAD dev questions.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+from engine.errors import UsageError
+from mlperf_bert import harness, loadgen_summary, random_model, seq_plan, squad_features
+from mlperf_bert.model_adapter import make_seq_dynamic, probe_inputs
+from mlperf_bert.ort_backend import OrtBackend
+from mlperf_bert.seq_plan import SeqPlan
+from mlperf_bert.sut import QaInference
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SQUAD = SHARED_DATA / "squad" / "dev-v1.1.json"
+VOCAB = SHARED_DATA / "bert-vocab" / "vocab.txt"
+COUNT = 20
+TINY = {"layers": 2, "hidden": 64, "heads": 2}
+EXACT = SeqPlan(None, "exact")
+
+
+# -- fixtures -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Tiny fixed-384 models (plain and with a hard-coded 384 Reshape) and a SQuAD features folder."""
+    root = tmp_path_factory.mktemp("harness")
+    paths = SimpleNamespace(root=root, model=root / "model.onnx", hardcoded=root / "hardcoded.onnx",
+                            features=root / "features")
+    onnx.save(random_model.build(**TINY, seq=384), paths.model)
+    onnx.save(random_model.build(**TINY, seq=384, hardcode_seq_reshape=True), paths.hardcoded)
+    squad_features.build(SQUAD, VOCAB, paths.features, max_examples=COUNT)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def dynamic_backend(files):
+    path = files.root / "dynamic.onnx"
+    assert make_seq_dynamic(str(files.model), str(path))
+    return OrtBackend(str(path))
+
+
+def synthetic_features(lengths):
+    ids, mask, segments = probe_inputs(lengths, seq_plan.FEATURE_WIDTH)
+    return SimpleNamespace(input_ids=ids, input_mask=mask, segment_ids=segments, lengths=np.array(lengths))
+
+
+def run_harness(files, out, *args, model=None, features=None):
+    command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(features or files.features),
+               "--model", str(model or files.model), "--out", str(out), *args]
+    # cwd is neither the repository nor the run folder: the harness must not depend on either.
+    return subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                          capture_output=True, text=True, timeout=120)
+
+
+def assert_ok(result):
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+
+
+def accuracy_log(run_dir):
+    return {entry["qsl_idx"]: entry["data"] for entry in json.loads((run_dir / "mlperf_log_accuracy.json").read_text())}
+
+
+# -- sequence plans ---------------------------------------------------------------
+
+def test_parse_buckets():
+    assert seq_plan.parse_buckets("auto") == "auto"
+    assert seq_plan.parse_buckets("exact") == "exact"
+    assert seq_plan.parse_buckets("384") == (384,)
+    assert seq_plan.parse_buckets("256,128") == (128, 256, 384)  # 384 always holds the longest
+    for bad in ("", "0", "400", "128,x", "fast"):
+        with pytest.raises(UsageError, match="--buckets"):
+            seq_plan.parse_buckets(bad)
+
+
+def test_exact_plan_runs_shortest_first_and_batches_only_equal_lengths():
+    lengths = [300, 50, 120, 50, 384, 50]
+    assert [EXACT.run_length(n) for n in lengths] == lengths
+    assert EXACT.batches(lengths, batch_size=1) == [[1], [3], [5], [2], [0], [4]]
+    assert EXACT.batches(lengths, batch_size=2) == [[1, 3], [5], [2], [0], [4]]
+
+
+def test_bucket_plan_rounds_up_to_the_smallest_bucket_that_holds_the_sample():
+    plan = SeqPlan(seq_plan.parse_buckets("128,256"), "buckets")
+    lengths = [300, 50, 129, 128, 256, 384, 1]
+    assert [plan.run_length(n) for n in lengths] == [384, 128, 256, 128, 256, 384, 128]
+    assert plan.batches(lengths, batch_size=2) == [[1, 3], [6], [2, 4], [0, 5]]
+
+
+# -- the inference path -----------------------------------------------------------
+
+def test_responses_are_start_end_pairs_at_the_run_length(dynamic_backend):
+    features = synthetic_features([30, 200, 30])
+    inference = QaInference(dynamic_backend, features, EXACT)
+    indices = [1, 0, 1, 2]  # sample 1 twice: it is run twice, never served from a cache
+    batches = list(inference.responses(indices))
+    assert [[position for position, _ in batch] for batch in batches] == [[1], [3], [0], [2]]
+    responses = dict(item for batch in batches for item in batch)
+    start, end = dynamic_backend.run(*(array[1:2, :200] for array in probe_inputs([30, 200, 30], 384)))
+    for position in (0, 2):
+        response = responses[position]
+        assert response.dtype == np.float32 and response.shape == (200, 2) and response.flags.c_contiguous
+        np.testing.assert_array_equal(response[:, 0], start[0])
+        np.testing.assert_array_equal(response[:, 1], end[0])
+    assert responses[1].shape == responses[3].shape == (30, 2)
+
+
+def test_response_bytes_do_not_depend_on_batching_or_neighbours(dynamic_backend):
+    lengths = [90, 90, 90, 91, 200]
+    features = synthetic_features(lengths)
+    alone = {}
+    for index in range(len(lengths)):
+        (batch,) = QaInference(dynamic_backend, features, EXACT).responses([index])
+        alone[index] = batch[0][1].tobytes()
+    batched = QaInference(dynamic_backend, features, EXACT, batch_size=3)
+    batched.load(range(len(lengths)))
+    indices = [4, 2, 0, 1, 3]
+    for batch in batched.responses(indices):
+        for position, response in batch:
+            assert response.tobytes() == alone[indices[position]]
+
+
+def test_cut_to_real_length_predicts_as_padded_to_384(files, dynamic_backend):
+    features = squad_features.load(files.features)
+    indices = list(range(COUNT))
+    fixed = QaInference(OrtBackend(str(files.model)), features, seq_plan.fixed_plan(384, "test"))
+    cut = QaInference(dynamic_backend, features, EXACT)
+    padded = {indices[p]: r for batch in fixed.responses(indices) for p, r in batch}
+    for batch in cut.responses(indices):
+        for position, response in batch:
+            length = features.lengths[indices[position]]
+            assert response.shape == (length, 2)
+            reference = padded[indices[position]][:length]
+            assert (response.argmax(axis=0) == reference.argmax(axis=0)).all()
+            np.testing.assert_allclose(response, reference, atol=1e-4)
+
+
+# -- model preparation --------------------------------------------------------------
+
+def test_prepare_makes_a_dynamic_copy_once_and_falls_back_when_it_cannot(files, tmp_path):
+    path, plan = seq_plan.prepare(str(files.model), "auto", tmp_path)
+    assert plan.buckets is None and "made dynamic" in plan.description
+    assert Path(path).parent == tmp_path and Path(path).is_file()
+    made_at = Path(path).stat().st_mtime_ns
+    assert seq_plan.prepare(str(files.model), (128, 384), tmp_path)[0] == path
+    assert Path(path).stat().st_mtime_ns == made_at  # reused, not made again
+
+    path, plan = seq_plan.prepare(str(files.hardcoded), "auto", tmp_path)
+    assert path == str(files.hardcoded) and plan.buckets == (384,) and "FALLBACK" in plan.description
+    assert len(list(tmp_path.glob("*.not-dynamic"))) == 1  # the verdict is kept, the model not probed again
+    for strict in ("exact", (128, 384)):  # only auto falls back; an explicit request is refused
+        with pytest.raises(UsageError, match="hard-codes its 384 sequence length"):
+            seq_plan.prepare(str(files.hardcoded), strict, tmp_path)
+
+    path, plan = seq_plan.prepare(str(files.model), (384,), tmp_path / "unused")
+    assert path == str(files.model) and plan.description == "fixed 384 (as requested)"
+    assert not (tmp_path / "unused").exists()
+
+
+# -- settings ---------------------------------------------------------------------
+
+def test_short_run_settings_and_user_conf_lines_win(tmp_path):
+    user_conf = tmp_path / "mine.conf"
+    user_conf.write_text("*.Server.target_qps = 7\n# bert.Server.min_duration = 5\n")
+    args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server",
+                               "--mode", "performance", "--count", "20", "--user-conf", str(user_conf)])
+    lines, chosen = harness.settings_lines(args, total=20, measured_qps=100.0)
+    assert chosen == {"performance_sample_count_override": 20, "min_query_count": 20,
+                      "min_duration": harness.SHORT_RUN_MIN_DURATION_MS}
+    assert "bert.Server.min_query_count = 20" in lines
+    assert lines[-2:] == ["*.Server.target_qps = 7", "# bert.Server.min_duration = 5"]
+
+    args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "MultiStream",
+                               "--mode", "performance", "--count", "20"])
+    chosen = harness.settings_lines(args, total=20, measured_qps=100.0)[1]
+    assert chosen["min_query_count"] == 3 and chosen["target_latency"] == 80  # 8 samples at 100/s
+
+
+def test_summary_parser_reports_why_a_run_is_invalid(tmp_path):
+    path = tmp_path / "mlperf_log_summary.txt"
+    path.write_text("Scenario : Server\nMode     : PerformanceOnly\nCompleted samples per second    : 200.04\n"
+                    "Result is : INVALID\n  Min duration satisfied : Yes\n  Early stopping satisfied: NO\n"
+                    "Early Stopping Result:\n * Would need to run at least 356 more queries,\n with the run "
+                    "being successful.\n50.00 percentile latency (ns)   : 2159581\n"
+                    "99.90 percentile latency (ns)   : 8810276\n")
+    parsed = loadgen_summary.parse(path)
+    assert parsed["result"] == "INVALID" and parsed["metric"] == {"Completed samples per second": 200.04}
+    assert parsed["reasons"] == ["Early stopping satisfied: NO",
+                                 "Would need to run at least 356 more queries, with the run being successful."]
+    assert parsed["latency_ms"] == {"p50": 2.159581, "p99.9": 8.810276}
+
+
+# -- real LoadGen runs ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def accuracy_run(files):
+    out = files.root / "accuracy"
+    result = run_harness(files, out, "--scenario", "Offline", "--mode", "accuracy", "--count", str(COUNT),
+                         "--squad", str(SQUAD))
+    assert_ok(result)
+    return SimpleNamespace(out=out, result=result)
+
+
+def test_accuracy_mode_scores_20_samples(accuracy_run):
+    out, stdout = accuracy_run.out, accuracy_run.result.stdout
+    for name in ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt", "summary.json"):
+        assert (out / name).is_file(), name
+    assert not (out / "audit.config").exists()
+    assert sorted(accuracy_log(out)) == list(range(COUNT))
+    accuracy_line, hash_line = (out / "accuracy.txt").read_text().splitlines()
+    scores = json.loads(accuracy_line)
+    assert set(scores) == {"exact_match", "f1"} and hash_line.startswith("hash=")
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["samples_completed"] == COUNT and summary["accuracy"]["met"] is False
+    assert summary["sequence_handling"].startswith("exact lengths (fixed 384 axis made dynamic")
+    assert "target F1 >= 89.965: not met" in stdout and '"f1": ' in stdout
+    assert "bert.Offline.performance_sample_count_override = 20" in (out / "user.conf").read_text()
+
+
+def test_performance_mode_logs_the_same_bytes_as_accuracy_mode(files, accuracy_run, tmp_path):
+    # TEST01's mechanism: an audit.config that logs every response of a performance run.
+    audit = tmp_path / "audit.config"
+    audit.write_text("*.*.mode = 2\n*.*.accuracy_log_rng_seed = 720381539243781796\n"
+                     "*.*.accuracy_log_sampling_target = 1000\n")
+    out = tmp_path / "perf"
+    out.mkdir()
+    (out / "accuracy.txt").write_text("from an earlier run\n")
+    assert_ok(run_harness(files, out, "--scenario", "Offline", "--mode", "performance", "--count", str(COUNT),
+                          "--min-duration", "0", "--audit-config", str(audit)))
+    logged, reference = accuracy_log(out), accuracy_log(accuracy_run.out)
+    assert len(logged) == COUNT and all(logged[index] == reference[index] for index in logged)
+    assert not (out / "audit.config").exists() and not (out / "accuracy.txt").exists()
+
+
+@pytest.mark.parametrize("scenario, extra", [
+    ("Offline", ["--batch-size", "4", "--buckets", "128,256"]),
+    ("SingleStream", []),
+    ("MultiStream", []),
+    ("Server", ["--target-qps", "200"]),
+])
+def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
+    out = tmp_path / "run"
+    result = run_harness(files, out, "--scenario", scenario, "--mode", "performance", "--count", str(COUNT),
+                         "--min-duration", "300", "--threads", "2", *extra)
+    assert_ok(result)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["loadgen"]["scenario"] == scenario and summary["loadgen"]["mode"] == "PerformanceOnly"
+    assert summary["loadgen"]["result"] in ("VALID", "INVALID") and summary["loadgen"]["metric"]
+    assert summary["samples_completed"] >= COUNT
+    assert (out / "mlperf_log_detail.txt").is_file()
+    assert f"{scenario} performance:" in result.stdout and "result: " in result.stdout
+    if scenario == "Offline":
+        assert summary["sequence_handling"].startswith("buckets 128,256,384")
+
+
+def test_a_model_that_cannot_be_made_dynamic_runs_at_384_and_says_so(files, tmp_path):
+    result = run_harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance",
+                         "--count", "8", "--min-duration", "0", model=files.hardcoded)
+    assert_ok(result)
+    assert "sequence handling: fixed 384 (FALLBACK" in result.stdout
+
+
+def test_an_inference_failure_ends_the_run_with_exit_1(files, tmp_path):
+    # Sample 10 holds a token id beyond the vocabulary: the warm-up (samples 0-3) passes, LoadGen
+    # starts, the worker fails on it, completes the rest empty, and the run ends instead of hanging.
+    features = tmp_path / "features"
+    features.mkdir()
+    for source in files.features.iterdir():
+        (features / source.name).write_bytes(source.read_bytes())
+    ids = np.load(features / "input_ids.npy")
+    ids[10, 5] = random_model.VOCAB_SIZE + 1
+    np.save(features / "input_ids.npy", ids)
+    result = run_harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance",
+                         "--count", str(COUNT), "--min-duration", "0", features=features)
+    assert result.returncode == 1, result.stderr
+    assert "error: inference failed: onnxruntime failed" in result.stderr and "Traceback" not in result.stderr
+    assert "result: FAILED" in result.stdout
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["error"].startswith("inference failed")
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("no_features", "features folder not found"),
+    ("no_model", "model file not found"),
+    ("odd_inputs", "cannot map the inputs"),
+    ("audit_config", "holds an audit.config"),
+])
+def test_user_errors_are_one_clear_message(files, tmp_path, case, fragment):
+    out, model, features = tmp_path / "run", None, None
+    if case == "no_features":
+        features = tmp_path / "missing"
+    elif case == "no_model":
+        model = tmp_path / "missing.onnx"
+    elif case == "odd_inputs":
+        graph = onnx.helper.make_graph(
+            [onnx.helper.make_node("Identity", ["tokens"], ["logits"])], "odd",
+            [onnx.helper.make_tensor_value_info("tokens", onnx.TensorProto.INT64, ["batch", 384])],
+            [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.INT64, ["batch", 384])])
+        model = tmp_path / "odd.onnx"
+        onnx.save(onnx.helper.make_model(graph), model)
+    else:
+        out.mkdir()
+        (out / "audit.config").write_text("*.*.mode = 2\n")
+    result = run_harness(files, out, "--scenario", "Offline", "--mode", "performance", "--count", "4",
+                         model=model, features=features)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and fragment in result.stderr.splitlines()[0]
+    assert "Traceback" not in result.stderr

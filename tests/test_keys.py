@@ -1,0 +1,223 @@
+"""Cache keys: the same inputs give the same key; every input that affects the output gives a new one."""
+import copy
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine import MemoryIndex, resolve
+from engine import keys
+from engine.index import RecipeIndex
+
+BASE = {
+    "app": {
+        "tags": "app",
+        "version": "1.0",
+        "description": "the app",
+        "inputs": {"count": {"type": "int", "default": 3, "help": "how many"}, "mode": {"default": "fast"}},
+        "env": {"A": "1"},
+        "hash_env": ["CC"],
+        "variations": {
+            "fp32": {"group": "precision", "default": True, "description": "full"},
+            "int8": {"group": "precision", "env": {"P": "int8"}},
+            "batch_size.#": {"env": {"BS": "{value}"}},
+        },
+        "deps": [{"name": "model", "query": "get model", "inputs": {"layers": 2}}],
+        "exports": {"OUT": "{entry}/out"},
+        "run": "echo app > out",
+    },
+    "model": {
+        "tags": "get model",
+        "inputs": {"layers": {"type": "int", "default": 12}},
+        "download": [{"url": "https://example.org/m", "file": "m.onnx", "sha256": "aa" * 32}],
+        "run": ["python", "make.py"],
+    },
+}
+
+
+def key_of(recipes=None, query="app", inputs=None, host_env=None):
+    return resolve(MemoryIndex(recipes or BASE), query, inputs=inputs, host_env=host_env).root.key
+
+
+def changed(path, value):
+    recipes = copy.deepcopy(BASE)
+    target = recipes
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = value
+    return recipes
+
+
+def test_same_inputs_same_key():
+    k = key_of()
+    assert len(k) == 64 and int(k, 16) >= 0
+    assert key_of(copy.deepcopy(BASE)) == k
+
+
+def test_key_does_not_depend_on_how_the_same_choice_is_spelled():
+    k = key_of(query="app _batch_size.8")
+    assert key_of(query="app _fp32 _batch_size.8") == k          # the default, spelt out
+    assert key_of(query="_batch_size.8 app _fp32") == k          # word order
+    assert key_of(query="app _batch_size.8", inputs={"count": "3"}) == k   # the default input, given as text
+    assert key_of(query="app _batch_size.8", inputs={"mode": "fast"}) == k
+    assert key_of(query="app _batch_size.8", host_env={"UNRELATED": "x"}) == k
+
+
+def test_key_is_stable_across_processes():
+    """No dict/set ordering or hash seed leaks into the key."""
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); from test_keys import key_of; print(key_of())")
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    outs = set()
+    for seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=seed, PYTHONPATH=root)
+        outs.add(subprocess.run([sys.executable, "-c", code, here], env=env, capture_output=True, text=True,
+                                check=True).stdout.strip())
+    assert outs == {key_of()}
+
+
+CHANGES = {
+    "input value": dict(inputs={"count": 4}),
+    "another input": dict(inputs={"mode": "slow"}),
+    "variation": dict(query="app _int8"),
+    "added variation": dict(query="app _batch_size.8"),
+    "parametric value": dict(query="app _batch_size.16"),
+    "version": dict(recipes=changed(["app", "version"], "1.1")),
+    "recipe env": dict(recipes=changed(["app", "env"], {"A": "2"})),
+    "run command": dict(recipes=changed(["app", "run"], "echo app2 > out")),
+    "exports": dict(recipes=changed(["app", "exports"], {"OUT": "{entry}/other"})),
+    "input default": dict(recipes=changed(["app", "inputs", "count", "default"], 5)),
+    "input env name": dict(recipes=changed(["app", "inputs", "count", "env"], "COUNT")),
+    "variation env": dict(recipes=changed(["app", "variations", "fp32", "env"], {"P": "fp32"})),
+    "hash_env value": dict(host_env={"CC": "clang"}),
+    "dep input": dict(recipes=changed(["app", "deps", 0, "inputs"], {"layers": 4})),
+    "dep query": dict(recipes=changed(["app", "deps", 0, "name"], "weights")),
+    "dep recipe run": dict(recipes=changed(["model", "run"], ["python", "make.py", "--fast"])),
+    "dep download checksum": dict(recipes=changed(["model", "download", 0, "sha256"], "bb" * 32)),
+    "dep input default": dict(recipes=changed(["model", "inputs", "layers", "default"], 24)),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES), ids=[c.replace(" ", "-") for c in CHANGES])
+def test_each_changed_input_gives_a_new_key(change):
+    assert key_of(**CHANGES[change]) != key_of()
+
+
+def test_all_changed_keys_are_distinct():
+    found = {name: key_of(**kw) for name, kw in CHANGES.items()}
+    assert len(set(found.values()) | {key_of()}) == len(found) + 1
+
+
+@pytest.mark.parametrize("path,value", [
+    (["app", "description"], "another description"),
+    (["app", "variations", "fp32", "description"], "32-bit floats"),
+    (["app", "inputs", "count", "help"], "a count"),
+], ids=["description", "variation-description", "input-help"])
+def test_cosmetic_fields_keep_the_key(path, value):
+    assert key_of(changed(path, value)) == key_of()
+
+
+@pytest.mark.parametrize("name", ["path", "help", "description"])
+def test_user_chosen_names_that_look_cosmetic_are_hashed(name):
+    """An input or variation *named* like a cosmetic field is still part of the key."""
+    recipe = {"tags": "t", "inputs": {name: {"default": "x", "env": "ONE"}},
+              "variations": {name: {"run": "echo one"}}}
+    base = key_of({"t": recipe}, query=f"t _{name}")
+    other_env = copy.deepcopy(recipe)
+    other_env["inputs"][name]["env"] = "TWO"
+    assert key_of({"t": other_env}, query=f"t _{name}") != base
+    other_run = copy.deepcopy(recipe)
+    other_run["variations"][name]["run"] = "echo two"
+    assert key_of({"t": other_run}, query=f"t _{name}") != base
+
+
+def test_differences_name_the_changed_field():
+    a = resolve(MemoryIndex(BASE), "app").root.material
+    b = resolve(MemoryIndex(BASE), "app _int8", inputs={"count": 9}).root.material
+    fields = {f for f, _, _ in keys.differences(a, b)}
+    assert {"inputs.count", "variations", "env.P"} <= fields
+    assert "recipe_digest" not in fields and "deps" not in fields
+    assert keys.differences(a, a) == []
+
+
+def test_material_names_everything_hashed():
+    m = resolve(MemoryIndex(BASE), "app").root.material
+    assert set(m) >= {"schema", "recipe", "recipe_digest", "version", "variations", "inputs", "env", "hash_env",
+                      "deps"}
+    assert m["schema"] == keys.KEY_SCHEMA
+    assert keys.key(m) == resolve(MemoryIndex(BASE), "app").root.key
+
+
+# -- recipes in folders: files beside recipe.yaml ---------------------------------------------
+
+
+RECIPE = """\
+# a comment
+tags: get thing
+description: first words
+inputs:
+  n: {type: int, default: 1, help: how many}
+run: [sh, "{recipe}/build.sh"]
+"""
+
+
+def folder_key(ws, state=False, host_env=None):
+    index = RecipeIndex([ws.recipes], state_dir=os.path.join(ws.root, "state") if state else None)
+    return resolve(index, "get thing", host_env=host_env).root.key
+
+
+@pytest.fixture
+def thing(ws):
+    ws.recipe("thing", RECIPE, files={"build.sh": "echo one > out\n", "README.md": "notes\n"})
+    return ws
+
+
+def test_cosmetic_edits_of_recipe_yaml_keep_the_key(thing):
+    k = folder_key(thing)
+    edited = RECIPE.replace("first words", "other, longer words").replace("# a comment", "# another\n\n")
+    edited = edited.replace("help: how many", "help: how many items")
+    edited = edited.replace("tags: get thing\ndescription: other, longer words",
+                            "description: other, longer words\ntags: [get, thing]")
+    thing.recipe("thing", edited)
+    assert folder_key(thing) == k
+
+
+def test_a_changed_script_beside_the_recipe_changes_the_key(thing):
+    k = folder_key(thing)
+    thing.recipe("thing", RECIPE, files={"build.sh": "echo two > out\n"})
+    assert folder_key(thing) != k
+
+
+def test_a_new_file_in_a_subfolder_changes_the_key_but_docs_do_not(thing):
+    k = folder_key(thing)
+    thing.recipe("thing", RECIPE, files={"README.md": "other notes\n", "docs.md": "x"})
+    assert folder_key(thing) == k
+    thing.recipe("thing", RECIPE, files={"lib/helper.py": "X = 1\n"})
+    assert folder_key(thing) != k
+
+
+def test_a_changed_source_outside_the_folder_changes_the_key(ws):
+    ws.write(ws.path("shared", "lib.py"), "X = 1\n")
+    ws.recipe("thing", RECIPE + "sources: [../../shared/lib.py]\n", files={"build.sh": "true\n"})
+    k = folder_key(ws, state=True)
+    assert folder_key(ws, state=True) == k
+    ws.write(ws.path("shared", "lib.py"), "X = 22\n")
+    assert folder_key(ws, state=True) != k
+
+
+def test_the_stored_recipe_index_sees_a_changed_script(thing):
+    """The warm path (recipes stored in the cache) must not hide an edit."""
+    k = folder_key(thing, state=True)
+    assert folder_key(thing, state=True) == k
+    thing.recipe("thing", RECIPE, files={"build.sh": "echo three > out\n"})
+    assert folder_key(thing, state=True) != k
+    assert folder_key(thing, state=True) == folder_key(thing)
+
+
+def test_a_changed_hash_env_variable_changes_the_key(ws):
+    ws.recipe("thing", RECIPE + "hash_env: [CC, CFLAGS]\n", files={"build.sh": "true\n"})
+    k = folder_key(ws, host_env={"CC": "gcc"})
+    assert folder_key(ws, host_env={"CC": "gcc", "OTHER": "1"}) == k
+    assert folder_key(ws, host_env={"CC": "clang"}) != k
+    assert folder_key(ws, host_env={"CC": "gcc", "CFLAGS": "-O3"}) != k

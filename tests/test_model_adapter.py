@@ -1,0 +1,123 @@
+"""mlperf_bert.model_adapter and ort_backend on real onnxruntime sessions."""
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from engine.errors import MlrunError
+from mlperf_bert import random_model
+from mlperf_bert.model_adapter import inspect, make_seq_dynamic, probe_inputs
+from mlperf_bert.ort_backend import OrtBackend
+
+TINY = {"layers": 2, "hidden": 32, "heads": 2}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """Tiny random models: fixed 384, fixed 384 with a hard-coded Reshape, dynamic with hf names."""
+    folder = tmp_path_factory.mktemp("models")
+    paths = {}
+    for name, kwargs in {"fixed": {"seq": 384}, "hardcoded": {"seq": 384, "hardcode_seq_reshape": True},
+                         "dynamic_hf": {"seq": None, "input_names": "hf"}}.items():
+        paths[name] = str(folder / f"{name}.onnx")
+        onnx.save(random_model.build(**TINY, **kwargs), paths[name])
+    return paths
+
+
+def _save_graph(path, inputs, outputs, nodes, initializers=()):
+    graph = helper.make_graph(nodes, "g", inputs, outputs, list(initializers))
+    opsets = [helper.make_opsetid("", 17)]
+    onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)), path)
+    return str(path)
+
+
+def _int_input(name, seq="seq"):
+    return helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", seq])
+
+
+def test_maps_mlperf_and_hf_names_and_the_sequence_axis(models):
+    fixed = inspect(models["fixed"])
+    assert fixed.input_names == ("input_ids", "input_mask", "segment_ids")
+    assert (fixed.start, fixed.end, fixed.seq_len) == ("output_start_logits", "output_end_logits", 384)
+    hf = inspect(models["dynamic_hf"])
+    assert hf.input_names == ("input_ids", "attention_mask", "token_type_ids")
+    assert hf.seq_len is None and hf.input_dtype == np.int64
+
+
+def test_single_pair_output_is_split_into_start_and_end(tmp_path):
+    # logits[b, s] = (input_ids, attention_mask) as floats, so the split is easy to check.
+    names = ("input_ids", "attention_mask", "token_type_ids")
+    nodes = []
+    for name in names[:2]:
+        nodes.append(helper.make_node("Cast", [name], [f"{name}_f"], to=TensorProto.FLOAT))
+        nodes.append(helper.make_node("Unsqueeze", [f"{name}_f", "last_axis"], [f"{name}_u"]))
+    nodes.append(helper.make_node("Concat", ["input_ids_u", "attention_mask_u"], ["logits"], axis=-1))
+    path = _save_graph(tmp_path / "pair.onnx", [_int_input(n) for n in names],
+                       [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", "seq", 2])],
+                       nodes, [onnx.numpy_helper.from_array(np.array([-1], np.int64), "last_axis")])
+    io = inspect(path)
+    assert (io.start, io.end) == ("logits", None)
+    start, end = OrtBackend(path, threads=1).run(np.array([[5, 6, 7]]), np.array([[1, 1, 0]]), np.zeros((1, 3)))
+    assert start.tolist() == [[5, 6, 7]] and end.tolist() == [[1, 1, 0]] and start.dtype == np.float32
+
+
+def test_unmappable_inputs_name_what_the_model_has_and_what_was_expected(tmp_path):
+    path = _save_graph(tmp_path / "odd.onnx", [_int_input("tokens"), _int_input("input_mask")],
+                       [helper.make_tensor_value_info("out", TensorProto.INT64, ["batch", "seq"])],
+                       [helper.make_node("Add", ["tokens", "input_mask"], ["out"])])
+    with pytest.raises(MlrunError) as raised:
+        inspect(path)
+    message = str(raised.value)
+    for fragment in ("it has tokens[batch, seq], input_mask[batch, seq]", "input_ids", "attention_mask",
+                     "segment_ids or token_type_ids", "no input found for ids, segments"):
+        assert fragment in message
+
+
+def test_unmappable_outputs_are_refused(tmp_path):
+    names = ("input_ids", "input_mask", "segment_ids")
+    path = _save_graph(tmp_path / "odd.onnx", [_int_input(n) for n in names],
+                       [helper.make_tensor_value_info("scores", TensorProto.INT64, ["batch", "seq"])],
+                       [helper.make_node("Sum", list(names), ["scores"])])
+    with pytest.raises(MlrunError, match=r"outputs .*: it has scores\[batch, seq\]; expected output_start_logits"):
+        inspect(path)
+
+
+def test_missing_or_broken_model_file(tmp_path):
+    with pytest.raises(MlrunError, match="model file not found"):
+        inspect(str(tmp_path / "nope.onnx"))
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(MlrunError, match="not a readable ONNX model"):
+        inspect(str(tmp_path / "junk.onnx"))
+
+
+def test_fixed_384_model_is_made_dynamic_with_identical_predictions(models, tmp_path):
+    dst = str(tmp_path / "dynamic.onnx")
+    assert make_seq_dynamic(models["fixed"], dst) is True
+    assert inspect(dst).seq_len is None
+    lengths = [1, 64, 171, 383]
+    padded_start, padded_end = OrtBackend(models["fixed"]).run(*probe_inputs(lengths, 384))
+    dynamic = OrtBackend(dst)
+    for row, length in enumerate(lengths):
+        start, end = dynamic.run(*(a[row:row + 1, :length] for a in probe_inputs(lengths, 384)))
+        for cut, padded in ((start[0], padded_start[row, :length]), (end[0], padded_end[row, :length])):
+            assert cut.argmax() == padded.argmax()
+            np.testing.assert_allclose(cut, padded, atol=1e-4)
+
+
+def test_hardcoded_384_reshape_cannot_be_made_dynamic(models, tmp_path):
+    dst = tmp_path / "dynamic.onnx"
+    assert make_seq_dynamic(models["hardcoded"], str(dst)) is False
+    assert list(tmp_path.iterdir()) == []  # neither the copy nor its temporary file is left
+
+
+def test_already_dynamic_model_is_refused(models, tmp_path):
+    with pytest.raises(MlrunError, match="already has a dynamic"):
+        make_seq_dynamic(models["dynamic_hf"], str(tmp_path / "x.onnx"))
+
+
+def test_backend_runs_batches_and_reports_its_axis(models):
+    backend = OrtBackend(models["dynamic_hf"], threads=1)
+    assert backend.seq_len is None and backend.threads == 1
+    start, end = backend.run(*probe_inputs([40, 12], 40, dtype=np.int32))  # converted to the model's int64
+    assert start.shape == end.shape == (2, 40) and start.dtype == end.dtype == np.float32
+    assert OrtBackend(models["fixed"]).seq_len == 384

@@ -1,0 +1,207 @@
+"""Recipe validation: every mistake is a RecipeError naming the file and the line; loading runs nothing."""
+import os
+
+import pytest
+
+from engine import RecipeError
+from engine.index import RecipeIndex
+from engine.recipe import normalize
+from engine.yamlfile import load
+
+# (id, recipe.yaml text, expected line or None for "file only", fragment of the message)
+CASES = [
+    ("yaml-syntax", "tags: a\nrun: [echo,\n", 3, "YAML syntax error"),
+    ("yaml-tab", "tags: a\nenv:\n\tX: 1\n", 3, "YAML syntax error"),
+    ("yaml-bad-indent", "tags: a\nenv:\n  X: 1\n Y: 2\n", 4, "YAML syntax error"),
+    ("yaml-undefined-alias", "tags: a\nrun: *nothing\n", 2, "YAML syntax error"),
+    ("duplicate-key", "tags: a\nrun: x\ntags: b\n", 3, "duplicate key 'tags'"),
+    ("not-a-mapping", "- tags\n- run\n", None, "a recipe must be a mapping"),
+    ("no-tags", "description: nothing\nrun: true\n", None, "a recipe needs 'tags'"),
+    ("unknown-top-key", "tags: a\n\nrunn: echo\n", 3, "unknown key 'runn' in a recipe"),
+    ("unknown-variation-key", "tags: a\nvariations:\n  x:\n    env: {A: '1'}\n    defualt: true\n", 5,
+     "unknown key 'defualt' in variation 'x'"),
+    ("unknown-dep-key", "tags: a\ndeps:\n  - query: a\n    tag: x\n", 4, "unknown key 'tag' in a dep"),
+    ("unknown-input-key", "tags: a\ninputs:\n  n:\n    typ: int\n", 4, "unknown key 'typ' in input 'n'"),
+    ("unknown-download-key", "tags: a\ndownload:\n  url: x\n  file: f\n  sha256: ab\n  sha: cd\n", 6,
+     "unknown key 'sha' in download"),
+    ("wrong-type-cache", "tags: a\ncache: 'no'\n", 2, "cache must be bool, not str"),
+    ("wrong-type-tag-item", "tags: [get, 3]\n", 1, "tags item must be str, not int"),
+    ("wrong-type-env-value", "tags: a\nenv:\n  A: '1'\n  B: [1, 2]\n", 4, "env value of B must be a string"),
+    ("wrong-type-version", "tags: a\nversion: {major: 1}\n", 2, "version must be a string"),
+    ("wrong-type-variations", "tags: a\nvariations: [x, y]\n", 2, "variations must be dict, not list"),
+    ("wrong-type-variation", "tags: a\nvariations:\n  x: 3\n", 3, "variation 'x' must be dict, not int"),
+    ("wrong-type-deps", "tags: a\ndeps: {query: a}\n", 2, "deps must be list"),
+    ("wrong-type-dep-when", "tags: a\ndeps:\n  - query: a\n    when: 3\n", 4, "dep when must be str"),
+    ("wrong-type-input-default", "tags: a\ninputs:\n  n: {type: int, default: ten}\n", 3,
+     "input 'n' expects a int, got 'ten'"),
+    ("input-default-list", "tags: a\ninputs:\n  s:\n    default: [a, b]\n", 4, "input 's' expects a str"),
+    ("input-default-mapping", "tags: a\ninputs:\n  n:\n    type: int\n    default: {x: 1}\n", 5,
+     "input 'n' expects a int"),
+    ("input-default-not-a-choice", "tags: a\ninputs:\n  m:\n    default: fast\n    choices: [a, b]\n", 4,
+     "default 'fast' is not among the choices"),
+    ("unknown-input-type", "tags: a\ninputs:\n  n:\n    type: integer\n", 4, "input type 'integer' is not one of"),
+    ("bad-env-name", "tags: a\nenv:\n  1X: y\n", 3, "'1X' is not a valid environment variable name"),
+    ("tag-with-underscore", "tags: [get, _x]\n", 1, "tag '_x' must start with a letter or digit"),
+    ("bad-recipe-name", "name: a b\ntags: a\n", 1, "recipe name 'a b'"),
+    ("unknown-base", "tags: a\nvariations:\n  x: {}\n  y:\n    base: [_x, _z]\n", 5,
+     "variation 'y' has an unknown base variation '_z'"),
+    ("default-without-group", "tags: a\nvariations:\n  x:\n    default: true\n", 4,
+     "variation 'x' is a default but has no group"),
+    ("two-defaults", "tags: a\nvariations:\n  x: {group: g, default: true}\n  y:\n    group: g\n    default: true\n",
+     6, "group 'g' has two defaults: 'x' and 'y'"),
+    ("parametric-default", "tags: a\nvariations:\n  bs.#:\n    group: g\n    default: true\n", 5,
+     "a parametric variation cannot be a default"),
+    ("download-without-checksum", "tags: a\ndownload:\n  url: https://example.org/f\n  file: f\n", 2,
+     "download needs a checksum"),
+    ("download-file-with-slash", "tags: a\ndownload:\n  url: u\n  file: ../f\n  sha256: \"" + "ab" * 32 + "\"\n", 4,
+     "download.file must be a plain file name"),
+    ("dep-without-query", "tags: a\ndeps:\n  - name: x\n", 3, "a dep needs a 'query'"),
+    ("when-unknown-variation", "tags: a\ndeps:\n  - query: a\n    when: _int8\n", 4,
+     "condition '_int8' names an unknown variation '_int8'"),
+    ("when-unknown-input", "tags: a\nvariations:\n  v:\n    deps:\n      - query: a\n        when: mode=x\n", 6,
+     "condition 'mode=x' names an unknown input 'mode'"),
+    ("export-wrong-type", "tags: a\nexports:\n  P: [a, b]\n", 3, "exports.P must be a string or a mapping"),
+    ("export-unknown-key", "tags: a\nexports:\n  P: {prepend: a, before: b}\n", 3,
+     "unknown key 'before' in exports.P"),
+    ("missing-source", "tags: a\nsources:\n  - ../nope.py\n", 3, "source file '../nope.py' does not exist"),
+]
+
+
+def _write(ws, text, folder="r"):
+    path = ws.recipe(folder, "")
+    with open(path, "w") as f:   # exact text: no dedent, tabs kept
+        f.write(text)
+    return path
+
+
+@pytest.mark.parametrize("text,line,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_error_names_file_and_line(ws, text, line, fragment):
+    path = _write(ws, text)
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    e = info.value
+    assert fragment in e.message
+    assert e.path == path
+    assert e.line == line
+    where = f"{path}:{line}: " if line else f"{path}: "
+    assert e.message.startswith(where)
+    assert e.exit_code == 2
+
+
+# -- deps are checked against the other recipes when loading -------------------------------------
+
+
+DEP_TARGET = "tags: get model\nvariations:\n  fp32: {group: p, default: true}\n  int8: {group: p}\n"
+
+
+@pytest.mark.parametrize("text,line,fragment", [
+    ("tags: app\ndeps:\n  - get model\n  - get model _int4\n", 4,
+     "dep 'get model _int4': recipe model has no variation '_int4'"),
+    ("tags: app\nvariations:\n  q:\n    deps:\n      - name: m\n        query: get model _fp32 _int8\n", 5,
+     "are both in group 'p'"),
+    ("tags: app\ndeps:\n  - query: get modle\n", 3, "dep 'get modle': no recipe matches 'get modle'"),
+    ("tags: app\ndeps:\n  - query: get model\n    version: '>=2'\n", 3,
+     "no recipe for 'get model' satisfies version >=2"),
+], ids=["unknown-variation", "variation-dep-group-conflict", "no-such-recipe", "version-unsatisfied"])
+def test_dep_query_errors_name_the_dep_line(ws, text, line, fragment):
+    ws.recipe("model", DEP_TARGET)
+    path = _write(ws, text, "app")
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert fragment in info.value.message
+    assert (info.value.path, info.value.line) == (path, line)
+
+
+def test_same_recipe_defined_twice(ws, tmp_path):
+    ws.recipe("a", "tags: a\nversion: '1.0'\n")
+    other = tmp_path / "more" / "a2"
+    other.mkdir(parents=True)
+    (other / "recipe.yaml").write_text("name: a\ntags: a\nversion: '1.0'\n")
+    with pytest.raises(RecipeError, match="recipe a 1.0 is also defined in"):
+        RecipeIndex([ws.recipes, str(tmp_path / "more")]).recipes
+
+
+def test_missing_recipe_folder_is_a_user_error(tmp_path):
+    from engine import MlrunError
+    with pytest.raises(MlrunError, match="recipe folder .* does not exist"):
+        RecipeIndex([str(tmp_path / "nowhere")]).recipes
+
+
+@pytest.mark.parametrize("text,line", [
+    ("tags: a\nrun: !!python/object/apply:os.system ['touch {marker}']\n", 2),
+    ("tags: a\nrun: !!python/object/apply:os.system 'touch {marker}'\n", 2),
+    ("tags: a\nname: !!python/name:os.system\n", 2),
+    ("tags: a\nenv: !!python/object/new:dict {{}}\n", 2),
+    ("tags: a\nrun: !shell 'touch {marker}'\n", 2),
+], ids=["apply-seq", "apply-scalar", "name", "new-mapping", "custom-tag"])
+def test_yaml_tags_execute_nothing_and_are_errors(ws, tmp_path, text, line):
+    marker = tmp_path / "executed"
+    path = _write(ws, text.format(marker=marker))
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert (info.value.path, info.value.line) == (path, line)
+    assert "tag" in info.value.message
+    assert not marker.exists()
+
+
+def test_non_utf8_file_is_a_recipe_error(ws):
+    path = ws.write(os.path.join(ws.recipes, "r", "recipe.yaml"), b"tags: a\ndescription: caf\xe9\n")
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert (info.value.path, info.value.line) == (path, 2)
+    assert "UTF-8" in info.value.message
+
+
+def test_loading_runs_nothing(ws, tmp_path):
+    marker = tmp_path / "ran"
+    ws.recipe("a", f"""\
+        tags: a
+        deps: [b]
+        run: touch {marker}
+        """, files={"build.sh": f"touch {marker}\n"})
+    ws.recipe("b", f"tags: b\nrun: [sh, '{{recipe}}/build.sh']\n", files={"build.sh": f"touch {marker}\n"})
+    from engine import resolve
+    index = RecipeIndex([ws.recipes], state_dir=str(tmp_path / "state"))
+    assert {r["name"] for r in index.recipes} == {"a", "b"}
+    resolve(index, "a")
+    # ...and loading again from the stored copy runs nothing either.
+    assert {r["name"] for r in RecipeIndex([ws.recipes], state_dir=str(tmp_path / "state")).recipes} == {"a", "b"}
+    assert not marker.exists()
+
+
+# -- the normal form --------------------------------------------------------------------------
+
+
+def test_normal_form_fills_defaults(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("tags: get thing\ninputs:\n  n: {type: int, default: 3}\n  s: 7\n  p:\n"
+                    "variations:\n  bs.#: {env: {B: '{value}'}}\n  x: {group: g, default: true}\n"
+                    "deps: [get other]\nexports:\n  P: {prepend: '{entry}/bin'}\n  V: 1\n")
+    data, lines = load(str(path))
+    r = normalize(data, str(path), lines, "thing")
+    assert r["name"] == "thing" and r["version"] == "0" and r["cache"] is True
+    assert r["tags"] == ["get", "thing"]
+    assert r["inputs"]["n"]["default"] == 3 and r["inputs"]["n"]["env"] == "MLRUN_INPUT_N"
+    assert r["inputs"]["s"] == {"type": "str", "default": "7", "choices": None, "env": "MLRUN_INPUT_S", "help": "",
+                                "required": False}
+    assert r["inputs"]["p"]["default"] is None
+    assert r["variations"]["bs"]["param"] is True
+    assert r["variations"]["x"]["default"] is True and r["variations"]["x"]["base"] == []
+    assert r["deps"][0]["query"] == "get other" and r["deps"][0]["name"] is None and r["deps"][0]["line"] == 9
+    assert r["exports"] == {"P": {"prepend": ["{entry}/bin"]}, "V": "1"}
+    assert r["run"] is None and r["download"] == []
+
+
+def test_lines_are_recorded_per_key(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text("# comment\ntags: a\n\nvariations:\n  x:\n    env:\n      A: '1'\n")
+    _, lines = load(str(path))
+    assert lines[("tags",)] == 2
+    assert lines[("variations", "x", "env", "A")] == 7
+
+
+def test_empty_file_is_reported(ws):
+    path = _write(ws, "")
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert info.value.path == path and "needs 'tags'" in info.value.message

@@ -1,0 +1,261 @@
+"""The runner, in process: the environment a step sees, failed builds, statuses, run records."""
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine import Cache, StepError, resolve
+from engine.runner import Runner, RunReporter
+
+
+class Recorder(RunReporter):
+    """Keeps final status lines as 'label: status' and extra lines as they come."""
+
+    def __init__(self):
+        super().__init__(io.StringIO())
+        self.steps, self.lines = [], []
+
+    def step(self, i, total, node, status, detail="", final=True):
+        if final:
+            self.steps.append(f"{node.label}: {status}")
+
+    def line(self, text):
+        self.lines.append(text)
+
+
+def run(ws, query, inputs=None, env_overrides=None, host_env=None, reporter=None):
+    plan = resolve(ws.index(), query, inputs=inputs, host_env=host_env or os.environ)
+    runner = Runner(Cache(ws.cache), ws.runs, reporter=reporter or Recorder(), env_overrides=env_overrides,
+                    host_env=host_env, stream_root=False)
+    return runner.run(plan, argv=["mlrun", query])
+
+
+def read_env(path):
+    out = {}
+    with open(path) as f:
+        for line in f.read().split("\0"):
+            if "=" in line:
+                k, v = line.split("=", 1)
+                out[k] = v
+    return out
+
+
+DUMP_ENV = "env -0 > env.txt"
+
+
+@pytest.fixture
+def chain(ws):
+    """top -> mid -> low, each exporting X and a PATH entry; top reads them."""
+    ws.recipe("low", """\
+        tags: low
+        exports:
+          X: low
+          LOW_ONLY: "{entry}/low.txt"
+          PATH: {prepend: ["{entry}/bin"]}
+          MLRUN_PYTHON: /opt/low/python
+        run: echo low > low.txt
+        """)
+    ws.recipe("mid", """\
+        tags: mid
+        deps: [low]
+        exports:
+          X: mid
+          FROM_LOW: "${LOW_ONLY}"
+          PATH: {prepend: ["{entry}/bin"], append: ["{entry}/late"]}
+        run: "true"
+        """)
+    ws.recipe("top", f"""\
+        tags: top
+        deps: [{{name: m, query: mid}}]
+        hash_env: [MY_CC]
+        inputs:
+          count: {{type: int, default: 3}}
+          flag: {{type: bool, default: false, env: FLAG}}
+          unset: {{type: str}}
+        env:
+          SEEN_X: "${{X}}"
+          MINE: "mine"
+          OVERRIDDEN: "by recipe"
+          HERE: "{{entry}}"
+          RECIPE: "{{recipe}}"
+        variations:
+          loud: {{env: {{MINE: loud}}}}
+        run: {DUMP_ENV}
+        """)
+    return ws
+
+
+def test_env_order(chain):
+    host = dict(os.environ, MY_CC="gcc-13", SECRET_HOST_VAR="leak", PATH="/usr/bin:/bin")
+    record = run(chain, "top _loud", env_overrides={"OVERRIDDEN": "by --env", "EXTRA": "1"}, host_env=host)
+    paths = {s["recipe"]: s["path"] for s in record["steps"]}
+    env = read_env(os.path.join(paths["top"], "env.txt"))
+    # The direct dep's exports apply after its own dep's: mid wins over low.
+    assert env["X"] == "mid" and env["SEEN_X"] == "mid"
+    # Exports resolve {entry} to each dep's own cache entry, and ${VAR} against what came before.
+    assert env["LOW_ONLY"] == os.path.join(paths["low"], "low.txt")
+    assert env["FROM_LOW"] == env["LOW_ONLY"]
+    # Path lists: the later (shallower) prepend goes first, host PATH kept after them, appends last.
+    assert env["PATH"].split(os.pathsep) == [os.path.join(paths["mid"], "bin"), os.path.join(paths["low"], "bin"),
+                                             "/usr/bin", "/bin", os.path.join(paths["mid"], "late")]
+    # Then the recipe's env (after variations), then --env overrides.
+    assert env["MINE"] == "loud"
+    assert env["OVERRIDDEN"] == "by --env" and env["EXTRA"] == "1"
+    # {entry} is the folder the step builds in; {recipe} the recipe's folder.
+    assert env["HERE"] == env["MLRUN_ENTRY"]
+    assert env["RECIPE"] == env["MLRUN_RECIPE_DIR"] == os.path.join(chain.recipes, "top")
+    # Inputs, by their variables; unset ones absent; bools as true/false.
+    assert env["MLRUN_INPUT_COUNT"] == "3" and env["FLAG"] == "false" and "MLRUN_INPUT_UNSET" not in env
+    # hash_env is passed through; other host variables are not; a dep may replace MLRUN_PYTHON.
+    assert env["MY_CC"] == "gcc-13"
+    assert "SECRET_HOST_VAR" not in env
+    assert env["MLRUN_PYTHON"] == "/opt/low/python"
+
+
+def test_default_python_is_mlruns_own(ws):
+    ws.recipe("a", f"tags: a\nrun: {DUMP_ENV}\n")
+    record = run(ws, "a")
+    env = read_env(os.path.join(record["steps"][-1]["path"], "env.txt"))
+    assert env["MLRUN_PYTHON"] == sys.executable
+
+
+def test_env_and_command_are_kept_to_rerun_by_hand(chain, tmp_path):
+    record = run(chain, "top", inputs={"count": "7"})
+    entry = record["steps"][-1]["path"]
+    meta = os.path.join(entry, ".mlrun")
+    assert {"env.sh", "command.sh", "build.log", "entry.json", "files.json"} <= set(os.listdir(meta))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    subprocess.run([os.path.join(meta, "command.sh"), str(scratch)], check=True, env={"PATH": os.environ["PATH"]},
+                   capture_output=True)
+    again = read_env(scratch / "env.txt")
+    first = read_env(os.path.join(entry, "env.txt"))
+    assert again["MLRUN_INPUT_COUNT"] == first["MLRUN_INPUT_COUNT"] == "7"
+    assert again["PATH"] == first["PATH"] and again["X"] == first["X"]
+    entry_json = json.load(open(os.path.join(meta, "entry.json")))
+    assert entry_json["key"] == record["steps"][-1]["key"]
+    assert entry_json["inputs"]["count"] == 7
+
+
+def test_statuses_built_then_cached(chain):
+    first, second = Recorder(), Recorder()
+    r1 = run(chain, "top", reporter=first)
+    r2 = run(chain, "top", reporter=second)
+    assert [s["status"] for s in r1["steps"]] == ["built", "built", "built"]
+    assert [s["status"] for s in r2["steps"]] == ["cached", "cached", "cached"]
+    assert [s.split(": ")[1].split()[0] for s in first.steps] == ["built"] * 3
+    assert second.steps == ["low: cached", "mid: cached", "top: cached"]
+    assert [s["path"] for s in r1["steps"]] == [s["path"] for s in r2["steps"]]
+    assert r1["id"] != r2["id"]
+    saved = json.load(open(os.path.join(r2["run_dir"], "run.json")))
+    assert saved["status"] == "ok" and [s["status"] for s in saved["steps"]] == ["cached"] * 3
+
+
+def test_root_exports_are_resolved_against_its_entry(chain):
+    record = run(chain, "mid")
+    assert record["exports"]["X"] == "mid"
+    assert record["exports"]["PATH"].split(os.pathsep)[0] == os.path.join(record["steps"][-1]["path"], "bin")
+
+
+def test_uncached_step_runs_every_time_in_the_run_folder(ws, tmp_path):
+    counter = tmp_path / "counter"
+    ws.recipe("lib", "tags: lib\nrun: echo lib > lib.txt\nexports: {LIB: '{entry}/lib.txt'}\n")
+    ws.recipe("bench", f"tags: bench\ncache: false\ndeps: [lib]\nrun: echo run >> {counter}; cat $LIB > seen\n")
+    r1, r2 = run(ws, "bench"), run(ws, "bench")
+    assert counter.read_text() == "run\nrun\n"
+    assert [s["status"] for s in r2["steps"]] == ["cached", "ran"]
+    folder = r2["steps"][-1]["path"]
+    assert folder == os.path.join(r2["run_dir"], "bench")
+    assert open(os.path.join(folder, "seen")).read() == "lib\n"
+    assert os.path.isfile(os.path.join(folder, ".mlrun", "step.json"))
+    assert ws.entries() == ws.entries("lib")   # nothing of bench is in the cache
+
+
+FAILING = """\
+tags: bad
+run: |
+  echo "first line"
+  for i in $(seq 1 30); do echo "line $i"; done
+  echo "attempt $ATTEMPT" > partial.txt
+  echo "the real cause"
+  exit 3
+"""
+
+
+def test_failed_build_publishes_nothing_and_keeps_its_log(ws):
+    ws.recipe("bad", FAILING)
+    reporter = Recorder()
+    with pytest.raises(StepError) as info:
+        run(ws, "bad", reporter=reporter, env_overrides={"ATTEMPT": "1"})
+    assert info.value.exit_code == 1
+    assert "step bad failed: exited with code 3" in info.value.message
+    assert ws.entries() == []
+    assert not os.listdir(os.path.join(ws.cache, ".tmp"))   # the build folder is gone too
+    logs = Cache(ws.cache).failed_logs()
+    assert len(logs) == 1 and info.value.hint == f"full log: {logs[0]}"
+    text = open(logs[0]).read()
+    assert "first line" in text and "the real cause" in text
+    assert reporter.steps[-1].startswith("bad: FAILED after")
+    tail = "\n".join(reporter.lines)
+    assert "the real cause" in tail and "first line" not in tail   # the last lines only
+    runs = os.listdir(ws.runs)
+    assert json.load(open(os.path.join(ws.runs, runs[0], "run.json")))["status"] == "failed"
+
+
+def test_each_failure_keeps_its_own_log(ws):
+    """Two failures in the same second must not mix their logs."""
+    ws.recipe("bad", FAILING)
+    hints = []
+    for attempt in ("1", "2"):
+        with pytest.raises(StepError) as info:
+            run(ws, "bad", env_overrides={"ATTEMPT": attempt})
+        hints.append(info.value.hint)
+    logs = Cache(ws.cache).failed_logs()
+    assert len(logs) == 2 and hints == [f"full log: {p}" for p in logs]
+    assert all(os.path.isfile(p) for p in logs)
+
+
+def test_a_failed_download_keeps_a_log_naming_the_cause(ws):
+    ws.recipe("dl", """\
+        tags: dl
+        download: {url: "nosuchscheme://example.invalid/m.bin", file: m.bin, sha256: "%s"}
+        """ % ("0" * 64))
+    with pytest.raises(StepError) as info:
+        run(ws, "dl")
+    assert "nosuchscheme://example.invalid/m.bin" in info.value.message
+    logs = Cache(ws.cache).failed_logs()
+    assert len(logs) == 1 and os.path.isfile(logs[0])
+    assert "nosuchscheme://example.invalid/m.bin" in open(logs[0]).read()
+    assert ws.entries() == []
+
+
+def test_a_failed_dep_stops_the_run(ws, tmp_path):
+    marker = tmp_path / "top-ran"
+    ws.recipe("bad", FAILING)
+    ws.recipe("top", f"tags: top\ndeps: [bad]\nrun: touch {marker}\n")
+    with pytest.raises(StepError, match="step bad failed"):
+        run(ws, "top")
+    assert not marker.exists() and ws.entries() == []
+
+
+def test_leftovers_of_a_killed_build_are_cleared(ws):
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    node = resolve(ws.index(), "a").root
+    stale = os.path.join(ws.cache, ".tmp", f"{node.entry_name}.99999999")
+    os.makedirs(os.path.join(stale, ".mlrun"))
+    record = run(ws, "a")
+    assert not os.path.exists(stale)
+    assert sorted(os.listdir(record["steps"][-1]["path"])) == [".mlrun", "a.txt"]
+
+
+def test_two_runs_drawing_the_same_run_id_both_get_a_folder(ws, monkeypatch):
+    from engine import runner
+    ids = iter(["20260101-000000-aaaa", "20260101-000000-aaaa", "20260101-000000-bbbb"])
+    monkeypatch.setattr(runner, "new_run_id", lambda: next(ids))
+    ws.recipe("a", "tags: a\nrun: 'true'\n")
+    first, second = run(ws, "a"), run(ws, "a")
+    assert (first["id"], second["id"]) == ("20260101-000000-aaaa", "20260101-000000-bbbb")
+    assert sorted(os.listdir(ws.runs)) == [first["id"], second["id"]]
