@@ -123,10 +123,12 @@ class Cache:
     def remove(self, entries):
         """Delete entries; refuses anything that is not a direct child entry of this cache."""
         import shutil
-        for meta in entries:
+        for meta in entries:  # check them all before deleting any
             path = os.path.realpath(meta["path"])
             if os.path.dirname(path) != os.path.realpath(self.root) or read_entry(path) is None:
                 raise MlrunError(f"refusing to delete {meta['path']}: it is not an entry of the cache {self.root}")
+        for meta in entries:
+            path = os.path.realpath(meta["path"])
             # Rename first so a half-deleted entry is never seen as published.
             doomed = os.path.join(self.root, ".tmp", f"rm-{os.path.basename(path)}.{os.getpid()}")
             os.makedirs(os.path.dirname(doomed), exist_ok=True)

@@ -33,19 +33,25 @@ overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recip
 Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR."""
 
 
-def _common(parser):
+def _common(parser, top=False):
+    """Options every verb takes, before or after the verb (a verb's copy only sets what it is given)."""
+    given_only = {} if top else {"default": argparse.SUPPRESS}
     g = parser.add_argument_group("where things live")
-    g.add_argument("--cache", metavar="DIR", help="cache folder (default: cache/ in the checkout, or $MLRUN_CACHE)")
-    g.add_argument("--runs", metavar="DIR", help="run records folder (default: runs/, or $MLRUN_RUNS)")
+    g.add_argument("--cache", metavar="DIR", help="cache folder (default: cache/ in the checkout, or $MLRUN_CACHE)",
+                   **given_only)
+    g.add_argument("--runs", metavar="DIR", help="run records folder (default: runs/, or $MLRUN_RUNS)", **given_only)
     g.add_argument("--recipes", metavar="DIR", action="append",
-                   help="recipe folder, repeatable (default: recipes/, or $MLRUN_RECIPES)")
-    g.add_argument("--mirror", metavar="DIR", help="look for downloads here first, by checksum ($MLRUN_MIRROR)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show every step's output and more detail")
+                   help="recipe folder, repeatable (default: recipes/, or $MLRUN_RECIPES)", **given_only)
+    g.add_argument("--mirror", metavar="DIR", help="look for downloads here first, by checksum ($MLRUN_MIRROR)",
+                   **given_only)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show every step's output and more detail",
+                        **given_only)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(prog="mlrun", description="Run MLPerf benchmarks from cached, hashed recipes.",
                                      epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _common(parser, top=True)
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name, help_, query=None, json_=False):
@@ -110,10 +116,21 @@ def split_extras(words):
     return inputs, deps, env
 
 
+GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
+
+
+def with_verb(argv):
+    """Insert the default verb `run` before a query; global options may come first."""
+    argv, i = list(argv), 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in GLOBAL_WITH_VALUE else 1
+    if i < len(argv) and argv[i] not in VERBS:
+        argv.insert(i, "run")
+    return argv
+
+
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] not in VERBS and not argv[0].startswith("-"):
-        argv.insert(0, "run")
+    argv = with_verb(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if not args.verb:
@@ -146,15 +163,15 @@ def main(argv=None):
 def _resolve(args, extras, settings):
     from .resolver import resolve
     inputs, deps, env = split_extras(extras)
-    plan = resolve(settings.index(), args.query, inputs=inputs, host_env=os.environ, dep_overrides=deps)
-    return plan, env
+    return resolve(settings.index(), args.query, inputs=inputs, host_env=os.environ, dep_overrides=deps,
+                   env_overrides=env)
 
 
 def cmd_run(args, extras, settings):
     from .cache import Cache
     from .runner import Runner
-    plan, env = _resolve(args, extras, settings)
-    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, env_overrides=env,
+    plan = _resolve(args, extras, settings)
+    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose,
                     mirror=settings.mirror, stream_root=not args.json)
     record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
     if args.json:
@@ -172,7 +189,7 @@ def cmd_run(args, extras, settings):
 
 def cmd_plan(args, extras, settings):
     from .cache import Cache
-    plan, _ = _resolve(args, extras, settings)
+    plan = _resolve(args, extras, settings)
     cache = Cache(settings.cache)
     status = {n.key: ("cached" if cache.lookup(n) else "build") if n.cache else "run" for n in plan.nodes}
     if args.json:
@@ -202,7 +219,7 @@ def cmd_plan(args, extras, settings):
 def cmd_explain(args, extras, settings):
     from . import keys
     from .cache import Cache
-    plan, _ = _resolve(args, extras, settings)
+    plan = _resolve(args, extras, settings)
     cache = Cache(settings.cache)
     by_recipe = {}
     for meta in cache.entries():

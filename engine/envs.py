@@ -2,9 +2,10 @@
 
 Order: a minimal base taken from the host, the host variables the recipe hashes,
 the exports of its dependencies (dep by dep in the listed order, each after its
-own deps, so a later dep wins), the
-recipe's own env, command-line overrides, and last what mlrun itself provides
-(MLRUN_ENTRY, MLRUN_RECIPE_DIR, inputs). The result is recorded with the step.
+own deps, so a later dep wins), the recipe's own env with the command line's
+--env.KEY=VALUE merged over it by the resolver (so they are part of the key),
+and last what mlrun itself provides (MLRUN_ENTRY, MLRUN_RECIPE_DIR, inputs).
+The result is recorded with the step.
 """
 import os
 import re
@@ -48,7 +49,7 @@ def input_env(node):
     return out
 
 
-def step_env(node, chain, host, overrides, entry, recipe_dir):
+def step_env(node, chain, host, entry, recipe_dir):
     """chain: [(dep node, dep folder)] in the order their exports apply."""
     env = {k: host[k] for k in BASE_VARS if k in host}
     env.update({k: v for k, v in node.hash_env.items() if v is not None})
@@ -57,7 +58,6 @@ def step_env(node, chain, host, overrides, entry, recipe_dir):
         apply_exports(env, dep.exports, folder)
     for key, value in node.env.items():
         env[key] = expand(placeholders(value, entry, recipe_dir), env)
-    env.update(overrides)
     env.update(input_env(node))
     env["MLRUN_ENTRY"] = entry
     env["MLRUN_RECIPE_DIR"] = recipe_dir

@@ -204,7 +204,7 @@ def convert_input(name, kind, value, fail):
             return float(value)
         return str(value)
     except ValueError:
-        fail(f"input '{name}' expects a {kind}, got {value!r}")
+        fail(f"input '{name}' expects {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
 
 
 def normalize(data, path, lines, default_name):

@@ -77,12 +77,14 @@ def parse_query(query):
 
 
 class Resolver:
-    def __init__(self, index, reporter=None, host_env=None, dep_overrides=None):
+    def __init__(self, index, reporter=None, host_env=None, dep_overrides=None, env_overrides=None):
         self.index = index
         self.reporter = reporter or Reporter()
         self.host_env = host_env or {}
         # {dep name: {"tags": "...", "version": "...", input: value}} from --dep.NAME.KEY=VALUE
         self.dep_overrides = dep_overrides or {}
+        # --env.KEY=VALUE: every step's env, after the recipe's own; part of each key, as it changes the build.
+        self.env_overrides = env_overrides or {}
         self.nodes = {}            # identity -> Node, so a shared dep is one node
         self.versions = {}         # recipe name -> (version, who needs it)
         self.used_overrides = set()
@@ -241,9 +243,11 @@ class Resolver:
             if dep["when"] and not _condition_holds(dep["when"], chosen, inputs):
                 continue
             dquery, dversion, dinputs = dep["query"], dep["version"], _dep_inputs(dep["inputs"], inputs)
-            override = self.dep_overrides.get(dep["name"]) if dep["name"] else None
+            # An unnamed dep answers to the name of the recipe it selects, as `mlrun plan` shows it.
+            dep_name = dep["name"] or self.select(dep["query"], dep["version"])[0]["name"]
+            override = self.dep_overrides.get(dep_name)
             if override is not None:
-                self.used_overrides.add(dep["name"])
+                self.used_overrides.add(dep_name)
                 dquery = " ".join([dquery] + override.get("tags", "").split())
                 dversion = override.get("version", dversion)
                 dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
@@ -253,7 +257,8 @@ class Resolver:
         variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
         hash_env = {k: self.host_env.get(k) for k in recipe["hash_env"]}  # None: unset on the host
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
-                    inputs=inputs, env=spec["env"], exports=spec["exports"], download=spec["download"],
+                    inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
+                    download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()})
         node.material = keys.material(recipe["digest"], node)
@@ -273,9 +278,9 @@ class Resolver:
         order.append(node)
 
 
-def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrides=None):
+def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrides=None, env_overrides=None):
     """Resolve `query` against `index` into a Plan (raises ResolutionError)."""
-    return Resolver(index, reporter, host_env, dep_overrides).resolve(query, inputs)
+    return Resolver(index, reporter, host_env, dep_overrides, env_overrides).resolve(query, inputs)
 
 
 def _split_param(word):

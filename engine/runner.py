@@ -44,13 +44,12 @@ def new_run_id():
 
 
 class Runner:
-    def __init__(self, cache, runs_dir, reporter=None, verbose=False, env_overrides=None, mirror=None,
+    def __init__(self, cache, runs_dir, reporter=None, verbose=False, mirror=None,
                  host_env=None, stream_root=True):
         self.cache = cache
         self.runs_dir = os.path.abspath(runs_dir)
         self.reporter = reporter or RunReporter()
         self.verbose = verbose
-        self.env_overrides = env_overrides or {}
         self.mirror = mirror
         self.host = dict(os.environ if host_env is None else host_env)
         self.stream_root = stream_root   # show the last step's output live (the benchmark)
@@ -132,7 +131,7 @@ class Runner:
         os.makedirs(os.path.join(folder, META_DIR), exist_ok=True)
         recipe_dir = os.path.dirname(node.recipe_path)
         chain = envs.dependency_chain(node, self.folders)
-        env = envs.step_env(node, chain, self.host, self.env_overrides, folder, recipe_dir)
+        env = envs.step_env(node, chain, self.host, folder, recipe_dir)
         argv = envs.command(node, env, folder, recipe_dir) if node.run else None
         meta_dir = os.path.join(folder, META_DIR)
         log_path = os.path.join(meta_dir, "build.log")

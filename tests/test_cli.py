@@ -127,6 +127,33 @@ def test_run_json_and_env_override(app):
     assert os.path.isfile(os.path.join(out["run_dir"], "run.json"))
 
 
+def test_env_override_is_part_of_every_key(app):
+    """A build made with --env.K=V is never reused without it, nor the other way round."""
+    plain = json.loads(app.mlrun("plan", "app", "--json").stdout)["nodes"]
+    changed = json.loads(app.mlrun("plan", "app", "--json", "--env.GREETING=hi").stdout)["nodes"]
+    assert all(a["key"] != b["key"] for a, b in zip(plain, changed))
+    assert app.mlrun("app", "--env.GREETING=hi").returncode == 0
+    again = app.mlrun("app")
+    assert set(status_lines(again.stderr).values()) == {"built"}
+
+
+def test_global_options_before_the_verb_or_query(app, tmp_path):
+    moved = str(tmp_path / "elsewhere")
+    env = {k: v for k, v in app.env().items() if k != "MLRUN_CACHE"}
+    assert app.mlrun("--cache", moved, "app", env=env).returncode == 0
+    shown = app.mlrun("--cache", moved, "show", "cache", "--json", env=env)
+    assert shown.returncode == 0 and {e["recipe"] for e in json.loads(shown.stdout)} == {"app", "model", "python"}
+    assert app.mlrun("-v", "--cache", moved, "plan", "app", env=env).returncode == 0
+
+
+def test_unnamed_dep_answers_to_its_recipe_name(ws):
+    ws.recipe("lib", "tags: lib\nvariations: {a: {group: g, default: true}, b: {group: g}}\n")
+    ws.recipe("top", "tags: top\ndeps: [lib]\n")
+    result = ws.mlrun("plan", "top", "--json", "--dep.lib.tags=_b")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["nodes"][0]["variations"] == ["b"]
+
+
 def test_root_output_is_live_and_verbose_shows_every_step(ws):
     ws.recipe("dep", "tags: dep\nrun: echo hello from dep\n")
     ws.recipe("top", "tags: top\ndeps: [dep]\nrun: echo hello from top\n")
@@ -220,7 +247,7 @@ def test_same_recipe_at_two_versions(ws):
 
 def test_bad_inputs_and_arguments(app):
     one_paragraph(app.mlrun("app", "--cuont=3"), 2, "app has no input --cuont", "--count, --mode")
-    one_paragraph(app.mlrun("app", "--count=many"), 2, "input 'count' expects a int, got 'many'")
+    one_paragraph(app.mlrun("app", "--count=many"), 2, "input 'count' expects an int, got 'many'")
     one_paragraph(app.mlrun("app", "--mode=fast"), 2, "--mode=fast is not one of performance, accuracy")
     one_paragraph(app.mlrun("app", "stray"), 2, "unexpected argument 'stray'")
     one_paragraph(app.mlrun("app _batch_size"), 2, "needs a value, like _batch_size.8")
@@ -230,7 +257,7 @@ def test_bad_inputs_and_arguments(app):
 
 @pytest.mark.parametrize("text,line,fragment", [
     ("tags: x\nvariations:\n  a: {}\n  b:\n    colour: red\n", 5, "unknown key 'colour' in variation 'b'"),
-    ("tags: x\ninputs:\n  n:\n    type: int\n    default: [1]\n", 5, "input 'n' expects a int"),
+    ("tags: x\ninputs:\n  n:\n    type: int\n    default: [1]\n", 5, "input 'n' expects an int"),
     ("tags: x\ndeps:\n  - get python\n  - get ml-model bert _int4\n", 4, "has no variation '_int4'"),
     ("tags: x\nenv:\n  A: 1\n   B: 2\n", 4, "YAML syntax error"),
 ], ids=["unknown-key", "wrong-type", "dep-unknown-variation", "yaml-syntax"])

@@ -27,9 +27,8 @@ class Recorder(RunReporter):
 
 
 def run(ws, query, inputs=None, env_overrides=None, host_env=None, reporter=None):
-    plan = resolve(ws.index(), query, inputs=inputs, host_env=host_env or os.environ)
-    runner = Runner(Cache(ws.cache), ws.runs, reporter=reporter or Recorder(), env_overrides=env_overrides,
-                    host_env=host_env, stream_root=False)
+    plan = resolve(ws.index(), query, inputs=inputs, host_env=host_env or os.environ, env_overrides=env_overrides)
+    runner = Runner(Cache(ws.cache), ws.runs, reporter=reporter or Recorder(), host_env=host_env, stream_root=False)
     return runner.run(plan, argv=["mlrun", query])
 
 
