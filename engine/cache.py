@@ -42,13 +42,13 @@ class Cache:
 
     def new_build_dir(self, node):
         """A fresh temporary folder for a build; call with the entry's lock held."""
-        import shutil
         tmp_root = os.path.join(self.root, ".tmp")
         os.makedirs(tmp_root, exist_ok=True)
         # Leftovers of a killed build of this entry: nobody else can own them while we hold the lock.
+        # Their log goes where `mlrun show failed` looks, the rest is deleted.
         for name in os.listdir(tmp_root):
             if name.startswith(node.entry_name + "."):
-                shutil.rmtree(os.path.join(tmp_root, name), ignore_errors=True)
+                self.keep_failed(os.path.join(tmp_root, name), node, why="killed")
         path = os.path.join(tmp_root, f"{node.entry_name}.{os.getpid()}")
         os.makedirs(os.path.join(path, META_DIR))
         return path
@@ -65,10 +65,14 @@ class Cache:
         os.rename(build_dir, final)
         return final
 
-    def keep_failed(self, build_dir, node):
+    def keep_failed(self, build_dir, node, why="failed"):
         """Move a failed build's log and metadata aside (nothing is published) and return the log path."""
         import shutil
-        failed = base = os.path.join(self.root, ".failed", f"{node.entry_name}-{time.strftime('%Y%m%d-%H%M%S')}")
+        if not os.path.isdir(os.path.join(build_dir, META_DIR)):
+            shutil.rmtree(build_dir, ignore_errors=True)
+            return None
+        stamp = time.strftime('%Y%m%d-%H%M%S') + ("-killed" if why == "killed" else "")
+        failed = base = os.path.join(self.root, ".failed", f"{node.entry_name}-{stamp}")
         n = 1
         while os.path.exists(failed):  # failed again within the same second: never move into the older one
             failed, n = f"{base}-{n}", n + 1

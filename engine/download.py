@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 
-from engine.digests import file_digest, file_digests, hash_into  # noqa: F401  (digests re-exported)
+from engine.digests import file_digest, hash_into
 from engine.errors import DownloadError
 
 CHUNK = 1 << 20

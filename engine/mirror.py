@@ -13,7 +13,7 @@ import os
 import shutil
 import stat
 import tempfile
-from engine.digests import file_digests
+from engine.digests import file_digest, file_digests
 from engine.errors import MlrunError
 
 INDEX_VERSION = 1
@@ -155,14 +155,14 @@ def add(mirror_dir, files):
     for src in files:
         if not os.path.isfile(src):
             raise MlrunError(f"mirror add: {src} is not a file")
-        sha256 = file_digests(src, ("sha256",))["sha256"]
+        sha256 = file_digest(src)
         name = os.path.basename(src)
         for dest in (os.path.join(mirror_dir, name), os.path.join(mirror_dir, sha256[:16], name)):
             if not os.path.exists(dest):
                 _copy_in(src, dest)
                 added.append((src, dest, sha256))
                 break
-            if file_digests(dest, ("sha256",))["sha256"] == sha256:
+            if file_digest(dest) == sha256:
                 break  # same content already in the mirror
     return added
 

@@ -107,3 +107,23 @@ def _dynamic_copy(model_path, work_dir):
         return dynamic_path
     refused_marker.write_text(f"{os.path.abspath(model_path)} hard-codes its sequence length\n")
     return None
+
+
+def main(argv=None):
+    """Make (or rule out) the dynamic-axis copy of a model ahead of time, e.g. in its cache entry."""
+    import argparse
+    parser = argparse.ArgumentParser(prog="python -m mlperf_bert.seq_plan", description=main.__doc__)
+    parser.add_argument("--model", required=True, help="an ONNX model")
+    parser.add_argument("--cache", required=True, help="folder for the copy (the harness's --dynamic-model-cache)")
+    args = parser.parse_args(argv)
+    io = model_adapter.inspect(args.model)
+    if io.seq_len is None:
+        print(f"{args.model}: the sequence axis is already dynamic")
+        return 0
+    made = _dynamic_copy(args.model, Path(args.cache))
+    print(f"{args.model}: " + (f"dynamic copy {made}" if made else "cannot be made dynamic; runs will pad to 384"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

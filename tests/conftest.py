@@ -7,8 +7,11 @@ entry point bin/mlrun on them as a subprocess.
 import os
 import signal
 import subprocess
+import re
 import textwrap
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -114,3 +117,66 @@ def kill_group(proc):
     except ProcessLookupError:
         pass
     proc.wait(timeout=10)
+
+
+# -- a real HTTP server on 127.0.0.1 (tests never reach the internet) ----------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Serves server.files, honouring 'Range: bytes=N-' unless told not to."""
+
+    def do_GET(self):
+        srv = self.server
+        with srv.lock:
+            n = len(srv.requests)
+            srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
+        if n < srv.fail_first:
+            return self.send_error(500)
+        data = srv.files.get(self.path)
+        if data is None:
+            return self.send_error(404)
+        start = self._range_start()
+        if start is not None and start >= len(data):
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            return self.end_headers()
+        if start is None:
+            start = 0
+            self.send_response(200)
+        else:
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if n == 0 and srv.drop_after is not None:
+            body = body[:srv.drop_after]  # then the connection closes: a short body
+        self.wfile.write(body)
+
+    def _range_start(self):
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+        return int(m[1]) if m and not self.server.ignore_range else None
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    """A threaded HTTP server on 127.0.0.1 serving server.files {path: bytes}; records server.requests.
+
+    Knobs: fail_first (answer 500 that many times), drop_after (cut the first body after N bytes),
+    ignore_range (answer 200 to Range requests).
+    """
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.lock = threading.Lock()
+    srv.requests, srv.files = [], {}
+    srv.fail_first, srv.drop_after, srv.ignore_range = 0, None, False
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()

@@ -15,9 +15,9 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SQUAD = DATA / "squad" / "dev-v1.1.json"
 VOCAB = DATA / "bert-vocab" / "vocab.txt"
 
-ORACLE = {"exact_match": 99.68779564806054, "f1": 99.74998000404256}
+ORACLE = {"exact_match": 99.68779564806054, "f1": 99.74998000404256, "questions": 10570}
 # The doc gives these rounded (0.67, 1.92); these are the exact figures of our scorer.
-ALL_MINUS_TEN = {"exact_match": 0.6717123935666982, "f1": 1.9178409403828267}
+ALL_MINUS_TEN = {"exact_match": 0.6717123935666982, "f1": 1.9178409403828267, "questions": 10570}
 
 
 @pytest.fixture(scope="session")
@@ -175,7 +175,16 @@ def test_short_responses_and_missing_samples(small_dir, tmp_path):
     hits = len(responses)
     assert hits >= 5
     assert accuracy.score(small_dir, SQUAD, log) == {"exact_match": 100.0 * hits / 20,
-                                                     "f1": 100.0 * hits / 20}
+                                                     "f1": 100.0 * hits / 20, "questions": 20}
+    # A short run is scored over the questions it answers fully.
+    answered = {i for i, _ in responses}
+    by_example = {}
+    for i, feature in enumerate(loaded.features):
+        by_example.setdefault(feature["example_index"], []).append(i)
+    covered = [e for e, idx in by_example.items() if set(idx) <= answered]
+    assert covered and len(covered) < 20
+    assert accuracy.score(small_dir, SQUAD, log, covered_only=True) == {
+        "exact_match": 100.0, "f1": 100.0, "questions": len(covered)}
 
 
 def whole_word_answer(feature, example):
@@ -199,7 +208,8 @@ def test_cli_prints_reference_line(small_dir, tmp_path, capsys):
     args = ["--features", str(small_dir), "--squad", str(SQUAD), "--log", str(log), "--predictions", str(out)]
     assert accuracy.main(args) == 0
     line = capsys.readouterr().out.strip()
-    assert line == json.dumps(accuracy.score(small_dir, SQUAD, log))
+    scored = accuracy.score(small_dir, SQUAD, log)
+    assert line == json.dumps({"exact_match": scored["exact_match"], "f1": scored["f1"]})
     assert list(json.loads(line)) == ["exact_match", "f1"]
     assert out.read_text().startswith('{\n    "56be4db0acb8001400a502ec": ')
 

@@ -93,6 +93,22 @@ def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):
     assert result.returncode == 0, result.stderr[-3000:]
     scored = json.loads([line for line in result.stdout.splitlines() if line.startswith('{"exact_match"')][0])
     assert set(scored) == {"exact_match", "f1"}
+    # Over the questions the 20 samples answer fully, it gives the harness's own figure.
+    subset = bert("process mlperf accuracy squad", f"--log={log}", "--covered_only")
+    assert subset.returncode == 0, subset.stderr[-3000:]
+    line = [x for x in subset.stdout.splitlines() if x.startswith('{"exact_match"')][0]
+    assert line == open(os.path.join(run_dir, "accuracy.txt")).read().splitlines()[0]
+
+
+def test_features_entry_holds_the_reference_digest(bert, accuracy_run):
+    steps = json.loads(bert(QUERY, "--mode=accuracy", "--count=20", *TINY, "--json").stdout)["steps"]
+    features = next(s["path"] for s in steps if s["recipe"] == "get-dataset-squad-features")
+    assert json.load(open(os.path.join(features, "digest.json"))) == {
+        "count": 10833,
+        "D_ids": "b75291371c078f3114d60dfd077a761037b5869761c0414a49cdc7e8b051605c",
+        "D_mask": "9634bbdf85592ffd5aab26166a5ec089638e9641bd30cb4e3116faaecd394cee",
+        "D_seg": "e3923a65eeb01663acb1500587984717b638ff0148421191b79eec1042d4ef87",
+        "D_all": "70301e8f3a10ddb5465dea354cb6809673a0baeb248a247548cddfab7363792a"}
 
 
 def test_process_accuracy_needs_a_log(bert):

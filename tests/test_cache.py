@@ -164,6 +164,9 @@ def test_sigkill_mid_build_publishes_nothing_and_the_next_run_succeeds(ws, tmp_p
     assert open(os.path.join(ws.cache, slow, "out.txt")).read() == "done\n"
     assert os.listdir(os.path.join(ws.cache, ".tmp")) == []   # leftovers cleared
     assert len(marker.read_text().split()) == 2
+    # The killed build's log was kept where `mlrun show failed` finds it.
+    shown = ws.mlrun("show", "failed")
+    assert shown.returncode == 0 and "-killed/build.log" in shown.stdout, shown.stdout
     assert ws.mlrun("cache", "verify").returncode == 0
 
 

@@ -8,12 +8,10 @@ import socket
 import subprocess
 import stat
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from engine import download
+from engine import digests, download
 from engine.errors import DownloadError
 
 DATA = random.Random(0).randbytes(3 * 1024 * 1024 + 517)  # a few chunks, odd tail
@@ -22,59 +20,11 @@ MD5 = hashlib.md5(DATA).hexdigest()
 FAST = {"retries": 2, "backoff": 0.01, "timeout": 5, "progress": False}
 
 
-class _Handler(BaseHTTPRequestHandler):
-    """Serves server.files, honouring 'Range: bytes=N-' unless told not to."""
-
-    def do_GET(self):
-        srv = self.server
-        with srv.lock:
-            n = len(srv.requests)
-            srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
-        if n < srv.fail_first:
-            return self.send_error(500)
-        data = srv.files.get(self.path)
-        if data is None:
-            return self.send_error(404)
-        start = self._range_start()
-        if start is not None and start >= len(data):
-            self.send_response(416)
-            self.send_header("Content-Range", f"bytes */{len(data)}")
-            self.send_header("Content-Length", "0")
-            return self.end_headers()
-        if start is None:
-            start = 0
-            self.send_response(200)
-        else:
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if n == 0 and srv.drop_after is not None:
-            body = body[:srv.drop_after]  # then the connection closes: a short body
-        self.wfile.write(body)
-
-    def _range_start(self):
-        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        return int(m[1]) if m and not self.server.ignore_range else None
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.lock = threading.Lock()
-    srv.requests, srv.files = [], {"/data.bin": DATA}
-    srv.fail_first, srv.drop_after, srv.ignore_range = 0, None, False
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+def server(server):
+    """The local server of conftest, serving DATA at /data.bin."""
+    server.files["/data.bin"] = DATA
+    return server
 
 
 def _read(path):
@@ -94,8 +44,8 @@ def test_plain_download(server, tmp_path, checksum):
 def test_file_digest(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(DATA)
-    assert download.file_digest(path, "sha256") == SHA256
-    assert download.file_digests(path) == {"sha256": SHA256, "md5": MD5}
+    assert digests.file_digest(path, "sha256") == SHA256
+    assert digests.file_digests(path) == {"sha256": SHA256, "md5": MD5}
 
 
 def test_resume_after_dropped_connection(server, tmp_path):

@@ -3,15 +3,12 @@ import hashlib
 import os
 import re
 import socket
-import threading
-from http.server import ThreadingHTTPServer
 
 import pytest
 import yaml
 
 from conftest import ROOT, assert_user_error
 from engine.recipe import normalize
-from test_download import _Handler
 
 PAYLOAD = b"squad-like bytes\n" * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -19,17 +16,9 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
 @pytest.fixture
-def server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.lock = threading.Lock()
-    srv.requests, srv.files = [], {"/data.json": PAYLOAD}
-    srv.fail_first, srv.drop_after, srv.ignore_range = 0, None, False
-    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
-    threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True).start()
-    yield srv
-    srv.shutdown()
-    srv.server_close()
+def server(server):
+    server.files["/data.json"] = PAYLOAD
+    return server
 
 
 def _recipe(ws, url, sha=SHA):

@@ -121,3 +121,20 @@ def test_backend_runs_batches_and_reports_its_axis(models):
     start, end = backend.run(*probe_inputs([40, 12], 40, dtype=np.int32))  # converted to the model's int64
     assert start.shape == end.shape == (2, 40) and start.dtype == end.dtype == np.float32
     assert OrtBackend(models["fixed"]).seq_len == 384
+
+
+def test_seq_plan_cli_prepares_the_copy_the_harness_reuses(models, tmp_path):
+    """The model recipe runs this at build time; the harness then finds the copy instead of making one."""
+    from mlperf_bert import seq_plan
+    cache = tmp_path / "dynamic"
+    assert seq_plan.main(["--model", models["fixed"], "--cache", str(cache)]) == 0
+    made = sorted(p.name for p in cache.iterdir())
+    assert len(made) == 1 and made[0].endswith(".dynamic.onnx")
+    path, plan = seq_plan.prepare(models["fixed"], "auto", cache)
+    assert path == str(cache / made[0]) and plan.buckets is None
+    assert sorted(p.name for p in cache.iterdir()) == made  # reused, nothing new written
+    refused = tmp_path / "refused"
+    assert seq_plan.main(["--model", models["hardcoded"], "--cache", str(refused)]) == 0
+    assert [p.suffix for p in refused.iterdir()] == [".not-dynamic"]
+    path, plan = seq_plan.prepare(models["hardcoded"], "auto", refused)
+    assert path == models["hardcoded"] and "FALLBACK" in plan.description

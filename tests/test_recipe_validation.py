@@ -159,7 +159,7 @@ def test_loading_runs_nothing(ws, tmp_path):
         deps: [b]
         run: touch {marker}
         """, files={"build.sh": f"touch {marker}\n"})
-    ws.recipe("b", f"tags: b\nrun: [sh, '{{recipe}}/build.sh']\n", files={"build.sh": f"touch {marker}\n"})
+    ws.recipe("b", "tags: b\nrun: [sh, '{recipe}/build.sh']\n", files={"build.sh": f"touch {marker}\n"})
     from engine import resolve
     index = RecipeIndex([ws.recipes], state_dir=str(tmp_path / "state"))
     assert {r["name"] for r in index.recipes} == {"a", "b"}

@@ -9,4 +9,6 @@ args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "${MLRUN_INPUT_
 [ -n "${MLRUN_INPUT_TARGET_LATENCY:-}" ] && args+=(--target-latency "$MLRUN_INPUT_TARGET_LATENCY")
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
+# The model recipe made the dynamic-axis copy of a fixed-384 model already; a --model file gets one in the run folder.
+[ -z "${MLRUN_INPUT_MODEL:-}" ] && [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
 exec "$MLRUN_PYTHON" -m mlperf_bert.harness "${args[@]}"
