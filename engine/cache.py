@@ -35,15 +35,16 @@ class Cache:
 
     def lock(self, node):
         from filelock import FileLock  # only builds pay for the import
-        os.makedirs(os.path.join(self.root, ".locks"), exist_ok=True)
-        return FileLock(os.path.join(self.root, ".locks", node.entry_name + ".lock"))
+        _shared_dir(os.path.join(self.root, ".locks"))
+        # Group-writable lock files: several users' processes may share one cache (e.g. on NFS).
+        return FileLock(os.path.join(self.root, ".locks", node.entry_name + ".lock"), mode=0o664)
 
     # -- building --------------------------------------------------------------
 
     def new_build_dir(self, node):
         """A fresh temporary folder for a build; call with the entry's lock held."""
         tmp_root = os.path.join(self.root, ".tmp")
-        os.makedirs(tmp_root, exist_ok=True)
+        _shared_dir(tmp_root)
         # Leftovers of a killed build of this entry: nobody else can own them while we hold the lock.
         # Their log goes where `mlrun show failed` looks, the rest is deleted.
         for name in os.listdir(tmp_root):
@@ -61,6 +62,7 @@ class Cache:
                      "files_digest": digests.summary(files)})
         _write_json(os.path.join(build_dir, META_DIR, FILES_FILE), files)
         _write_json(os.path.join(build_dir, META_DIR, ENTRY_FILE), meta)
+        group_readable(build_dir)
         final = self.path(node)
         os.rename(build_dir, final)
         return final
@@ -138,6 +140,29 @@ class Cache:
             os.makedirs(os.path.dirname(doomed), exist_ok=True)
             os.rename(path, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _shared_dir(path):
+    """A cache folder other users of the group can also create files in."""
+    if not os.path.isdir(path):
+        os.makedirs(path, exist_ok=True)
+        try:
+            os.chmod(path, 0o2775)
+        except OSError:
+            pass
+
+
+def group_readable(root):
+    """Let the group read every file of an entry (and enter its folders), whatever the builder's umask."""
+    import stat
+    for folder, dirs, files in os.walk(root):
+        for name in [folder] + [os.path.join(folder, f) for f in files]:
+            st = os.lstat(name)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            extra = stat.S_IRGRP | (stat.S_IXGRP if stat.S_ISDIR(st.st_mode) or st.st_mode & stat.S_IXUSR else 0)
+            if st.st_mode & extra != extra:
+                os.chmod(name, st.st_mode | extra)
 
 
 def read_entry(path):

@@ -10,10 +10,11 @@ import os
 import sys
 import time
 
-from .errors import MlrunError, UsageError
+from .errors import MlrunError, StepError, UsageError
 from .settings import Settings
 
-VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror")
+VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
+         "diff")
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
@@ -25,6 +26,11 @@ EPILOG = """verbs:
   mlrun find QUERY                      recipes that match, with their variations and inputs
   mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
+  mlrun runs [show RUN]                 past runs: id, when, query, mode/scenario, result, status
+  mlrun export RUN -o FILE [--with-cache]   a run's record and logs (and the cache entries it used)
+  mlrun import FILE                     verify and add a bundle's cache entries and run to this machine
+  mlrun replay RUN|FILE.tar.gz|run.json re-run exactly the recorded plan, then compare the results
+  mlrun diff RUN_A RUN_B                what differs: request, plan, recipes, packages, host, results
 
 A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu".
 Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
@@ -86,6 +92,26 @@ def build_parser():
     p = verb("mirror", "fill (add FILE...) or audit (check) the download mirror given by --mirror or $MLRUN_MIRROR")
     p.add_argument("action", choices=["add", "check"])
     p.add_argument("files", nargs="*")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("runs", "list past runs, or show one run's record (runs show RUN)")
+    p.add_argument("action", nargs="?", choices=["show"])
+    p.add_argument("run", nargs="?", help="a run id (or a unique prefix), a run folder or a run.json")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("export", "bundle a run's record and logs (and with --with-cache every cache entry it used)")
+    p.add_argument("run", help="a run id (or a unique prefix), a run folder or a run.json")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tar.gz to write")
+    p.add_argument("--with-cache", action="store_true", help="include the cache entries the run used")
+    p = verb("import", "verify a bundle and add its run and cache entries here (never overwrites)")
+    p.add_argument("bundle", help="a .tar.gz made by mlrun export")
+    p = verb("replay", "re-run exactly the plan a run recorded, then compare its results with the record's")
+    p.add_argument("run", help="a run id, a run folder, a run.json, or a bundle .tar.gz (imported first)")
+    p.add_argument("--allow-differences", action="store_true",
+                   help="run even when the plan cannot be the recorded one (the replay is marked inexact)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -399,12 +425,148 @@ def cmd_mirror(args, extras, settings):
         wanted += [dict(d, name=f"{r['name']}: {d['file']}") for d in items]
     rows = mirror.check(settings.mirror, wanted,
                         index_path=os.path.join(settings.cache, ".index", "mirror-hashes.json"))
-    _table(("STATUS", "DOWNLOAD", "PATH"), [(r["status"], r["name"], r.get("path") or "-") for r in rows])
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(("STATUS", "DOWNLOAD", "PATH"), [(r["status"], r["name"], r.get("path") or "-") for r in rows])
     return 0 if all(r["status"] != "corrupt" for r in rows) else 1
 
 
+def cmd_runs(args, extras, settings):
+    from . import records
+    if args.action == "show" or args.run:
+        if not args.run:
+            raise UsageError("mlrun runs show needs a RUN", hint="`mlrun runs` lists them")
+        record = records.load(records.find(settings.runs, args.run))
+        if args.json:
+            _print_json({k: v for k, v in record.items() if k != "_dir"})
+            return 0
+        _show_record(record)
+        return 0
+    rows, items = [], []
+    for run_id in records.list_ids(settings.runs):
+        try:
+            r = records.load(os.path.join(settings.runs, run_id, "run.json"))
+        except MlrunError:
+            continue
+        inputs = records.root_inputs(r)
+        mode = "/".join(str(inputs[k]) for k in ("mode", "scenario") if inputs.get(k)) or "-"
+        items.append({"id": run_id, "started": r.get("started"), "query": r.get("query"), "mode": mode,
+                      "result": records.headline(r.get("results")), "status": r.get("status"),
+                      "replay_of": r.get("replay_of")})
+        rows.append((run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("started", 0))),
+                     r.get("query", "?"), mode, items[-1]["result"], r.get("status", "?")
+                     + (f" (replay of {r['replay_of']})" if r.get("replay_of") else "")))
+    if args.json:
+        _print_json(items)
+    elif rows:
+        _table(("RUN", "WHEN", "QUERY", "MODE", "RESULT", "STATUS"), rows)
+    else:
+        print(f"no runs in {settings.runs}")
+    return 0
+
+
+def _show_record(r):
+    from . import records
+    req = r.get("request", {})
+    print(f"run {r['id']}  {r.get('status')}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))}"
+          f"  ({(r.get('finished', 0) - r.get('started', 0)):.1f} s)")
+    print(f"  command: {' '.join(r.get('argv', []))}")
+    print(f"  query: {r.get('query')}  inputs: {req.get('inputs') or {}}"
+          + (f"  deps: {req['dep_overrides']}" if req.get("dep_overrides") else "")
+          + (f"  env: {req['env_overrides']}" if req.get("env_overrides") else ""))
+    if r.get("replay_of"):
+        print(f"  replay of: {r['replay_of']} ({'exact' if r.get('exact') else 'INEXACT'})")
+    if r.get("error"):
+        print(f"  error: {r['error']}")
+    print(f"  result: {records.headline(r.get('results'))}")
+    host = r.get("host", {})
+    print(f"  host: {host.get('cpu')}, {host.get('cores')} cores, {host.get('memory_gb')} GB, {host.get('os')}, "
+          f"Python {host.get('python')}")
+    print("  plan:")
+    for s in r.get("steps", []):
+        print(f"    {s['label']:<48} {s.get('status', '?'):<7} {s.get('seconds', 0):>8.1f} s  "
+              f"[{s['key'][:12]}] {s['node'].get('version', '')}")
+    for venv, pkgs in (r.get("packages") or {}).items():
+        print(f"  packages of {venv}: " + ", ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))
+    recipes = sorted((r.get("recipes") or {}).items())
+    print("  recipes: " + ", ".join(f"{name} {info.get('digest', '?')[:12]}" for name, info in recipes))
+    print(f"  folder: {r['_dir']}")
+
+
+def cmd_export(args, extras, settings):
+    from . import bundle, records
+    from .cache import Cache
+    run_dir = os.path.dirname(records.find(settings.runs, args.run))
+    info = bundle.export_run(run_dir, Cache(settings.cache), args.output, with_cache=args.with_cache)
+    print(f"wrote {args.output}: run {info.get('run_id', os.path.basename(run_dir))}"
+          + (f" with {len(info.get('entries', []))} cache entries" if args.with_cache else " (record and logs)"))
+    return 0
+
+
+def cmd_import(args, extras, settings):
+    from . import bundle
+    from .cache import Cache
+    if not os.path.isfile(args.bundle):
+        raise UsageError(f"no such file: {args.bundle}")
+    info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs)
+    print(f"imported run {info['run_id']} into {info['run_dir']}: {len(info['added'])} cache entries added, "
+          f"{len(info['present'])} already present")
+    return 0
+
+
+def cmd_replay(args, extras, settings):
+    from . import records, replay
+    from .cache import Cache
+    from .runner import Runner
+    ref = args.run
+    if ref.endswith((".tar.gz", ".tgz")) and os.path.isfile(ref):
+        from . import bundle
+        info = bundle.import_bundle(ref, Cache(settings.cache), settings.runs)
+        print(f"imported {ref}: {len(info['added'])} cache entries added, {len(info['present'])} already present",
+              file=sys.stderr)
+        ref = info["run_dir"]
+    record = records.load(records.find(settings.runs, ref))
+    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
+                    stream_root=not args.json)
+    new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,
+                                          argv=["mlrun"] + sys.argv[1:])
+    reused = sum(1 for s in new["steps"] if s["status"] == "cached")
+    if args.json:
+        _print_json({"run": new["id"], "replay_of": record["id"], "notes": notes, "verdict": lines, "equal": ok,
+                     "steps": [{k: s[k] for k in ("label", "key", "status")} for s in new["steps"]]})
+    else:
+        print(f"replay of {record['id']} as run {new['id']}: {reused} of {len(new['steps'])} steps reused")
+        for line in notes + lines:
+            print(f"  {line}")
+    if not ok:
+        raise StepError(f"the replay of {record['id']} gave a different accuracy", hint=f"mlrun diff {record['id']} {new['id']}")
+    return 0
+
+
+def cmd_diff(args, extras, settings):
+    from . import compare, records
+    a = records.load(records.find(settings.runs, args.run_a))
+    b = records.load(records.find(settings.runs, args.run_b))
+    sections = compare.everything(a, b)
+    if args.json:
+        _print_json({name: [{"what": w, "a": x, "b": y} for w, x, y in rows] for name, rows in sections.items()})
+        return 0
+    print(f"A = {a['id']} ({a.get('query')})\nB = {b['id']} ({b.get('query')})")
+    for name, rows in sections.items():
+        if not rows:
+            continue
+        print(f"{name}:")
+        for what, x, y in rows:
+            print(f"  {what}" if x == y == "" else f"  {what}: {_brief(x)} -> {_brief(y)}")
+    if not any(sections.values()):
+        print("no differences")
+    return 0
+
+
 VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": cmd_find, "show": cmd_show,
-              "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror}
+              "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror, "runs": cmd_runs, "export": cmd_export,
+              "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff}
 
 
 # -- output helpers ---------------------------------------------------------------

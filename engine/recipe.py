@@ -12,7 +12,7 @@ from .errors import RecipeError
 SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env",
-            "exports", "variations", "deps", "download", "run", "sources"}
+            "exports", "variations", "deps", "download", "run", "sources", "record"}
 VARIATION_KEYS = {"description", "group", "default", "base", "env", "deps", "download", "run", "exports"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
 INPUT_KEYS = {"type", "default", "choices", "env", "help", "required"}
@@ -87,6 +87,16 @@ class _Checker:
             else:
                 self.fail(here, f"exports.{key} must be a string or a mapping with prepend/append lists")
         return out
+
+    def env_like_files(self, value, where):
+        """record: {field: file in the step's folder} copied into run records (JSON parsed, text as lines)."""
+        self.expect(value, dict, where, "record")
+        for field_, name in value.items():
+            here = list(where) + [field_]
+            self.expect(name, str, here, f"record.{field_}")
+            if name.startswith("/") or ".." in name.split("/"):
+                self.fail(here, f"record.{field_} must name a file inside the step's folder")
+        return dict(value)
 
     def run(self, value, where):
         if isinstance(value, str):
@@ -235,6 +245,7 @@ def normalize(data, path, lines, default_name):
         "download": c.downloads(data["download"], ["download"]) if "download" in data else [],
         "run": c.run(data["run"], ["run"]) if "run" in data else None,
         "sources": c.str_list(data.get("sources", []), ["sources"], "sources"),
+        "record": c.env_like_files(data.get("record", {}), ["record"]),
         "variations": {},
     }
     for tag in recipe["tags"]:

@@ -33,7 +33,7 @@ class Node:
     """
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
-              "deps", "key", "material", "recipe_path", "hash_env", "input_vars")
+              "deps", "key", "material", "recipe_path", "hash_env", "input_vars", "sources", "record")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -51,14 +51,19 @@ class Node:
         return {"name": self.name, "version": self.version, "tags": self.tags, "variations": self.variations,
                 "inputs": self.inputs, "env": self.env, "exports": self.exports, "download": self.download,
                 "run": self.run, "cache": self.cache, "key": self.key, "recipe_path": self.recipe_path,
-                "hash_env": self.hash_env, "input_vars": self.input_vars, "deps": [[n, d.key] for n, d in self.deps]}
+                "hash_env": self.hash_env, "input_vars": self.input_vars, "sources": self.sources,
+                "record": self.record, "material": self.material, "deps": [[n, d.key] for n, d in self.deps]}
 
 
 class Plan:
-    """The nodes in dependency order: every node after all of its deps; the root is last."""
+    """The nodes in dependency order: every node after all of its deps; the root is last.
 
-    def __init__(self, query, nodes):
+    request: what was asked (query, inputs, dep and env overrides), so a run can be replayed.
+    """
+
+    def __init__(self, query, nodes, request=None):
         self.query, self.nodes = query, nodes
+        self.request = request or {"query": query, "inputs": {}, "dep_overrides": {}, "env_overrides": {}}
 
     @property
     def root(self):
@@ -100,7 +105,10 @@ class Resolver:
                                   hint="`mlrun plan QUERY` shows the dependency names")
         order = []
         self._order(root, order, set())
-        return Plan(query=query if isinstance(query, str) else " ".join(query), nodes=order)
+        text = query if isinstance(query, str) else " ".join(query)
+        return Plan(query=text, nodes=order, request={"query": text, "inputs": dict(inputs or {}),
+                                                      "dep_overrides": self.dep_overrides,
+                                                      "env_overrides": self.env_overrides})
 
     # -- selection ------------------------------------------------------------
 
@@ -260,7 +268,8 @@ class Resolver:
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
                     download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
-                    hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()})
+                    hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
+                    sources=recipe["sources"], record=recipe.get("record", {}))
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.

@@ -11,11 +11,10 @@ import signal
 import sys
 import time
 
-from . import envs
+from . import envs, records
 from .cache import META_DIR
 from .errors import MlrunError, StepError
 
-RUN_FORMAT = 1
 TAIL_LINES = 20
 
 
@@ -55,8 +54,8 @@ class Runner:
         self.stream_root = stream_root   # show the last step's output live (the benchmark)
         self.folders = {}                # node key -> its folder (entry or run folder)
 
-    def run(self, plan, argv=None):
-        """Run every node; returns the run record (also written to runs/<id>/run.json)."""
+    def run(self, plan, argv=None, extra=None):
+        """Run every node; returns the run record (also written to runs/<id>/run.json, with `extra`)."""
         while True:
             run_id = new_run_id()
             run_dir = os.path.join(self.runs_dir, run_id)
@@ -65,8 +64,10 @@ class Runner:
                 break
             except FileExistsError:  # another mlrun started in the same second and drew the same suffix
                 continue
-        record = {"format": RUN_FORMAT, "id": run_id, "argv": list(argv or sys.argv), "query": plan.query,
-                  "cwd": os.getcwd(), "started": time.time(), "status": "running", "steps": []}
+        record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": list(argv or sys.argv),
+                  "query": plan.query, "request": plan.request, "cwd": os.getcwd(), "started": time.time(),
+                  "status": "running", "host": records.host_facts(),
+                  "recipes": records.snapshot_recipes(plan, run_dir), **(extra or {}), "steps": []}
         total = len(plan.nodes)
         try:
             for i, node in enumerate(plan.nodes, 1):
@@ -83,6 +84,8 @@ class Runner:
                     step["status"], self.folders[node.key] = "ran", folder
                 step["seconds"] = round(time.time() - t0, 3)
                 step["path"] = self.folders[node.key]
+                if node.record:
+                    step["record"] = records.collect(step["path"], node.record)
             record["status"] = "ok"
         except StepError as e:
             record["status"], record["error"] = "failed", e.message
@@ -92,6 +95,8 @@ class Runner:
             raise
         finally:
             record["finished"] = time.time()
+            record["packages"] = records.packages(record)
+            record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
             _write_json(os.path.join(run_dir, "run.json"), record)
         record["run_dir"] = run_dir
         record["exports"] = self.exports(plan.root)

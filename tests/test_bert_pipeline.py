@@ -86,6 +86,17 @@ def test_performance_mode_each_scenario(bert, accuracy_run, scenario):
     assert not os.path.exists(os.path.join(run_dir, "audit.config"))
 
 
+def test_local_model_file_instead_of_the_model_recipe(bert, accuracy_run):
+    model = next(s["path"] for s in json.loads(accuracy_run.stdout)["steps"] if s["recipe"] == "get-ml-model-bert")
+    result = bert(QUERY, "--mode=performance", "--count=8", "--min_duration=200",
+                  f"--model={os.path.join(model, 'model.onnx')}", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    plan = json.loads(result.stdout)["steps"]
+    assert "get-ml-model-bert" not in [s["recipe"] for s in plan]   # the model recipe is not in the plan
+    summary = json.load(open(os.path.join(_run_dir(result), "summary.json")))
+    assert summary["model"] == os.path.join(model, "model.onnx")
+
+
 def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):
     run_dir = _run_dir(accuracy_run)
     log = os.path.join(run_dir, "mlperf_log_accuracy.json")
@@ -151,3 +162,28 @@ def test_loadgen_from_source_gives_the_same_module(bert):
     for v, out in outputs.items():
         assert out.returncode == 0, (v, out.stderr)
     assert outputs["_wheel"].stdout == outputs["_from-src"].stdout
+
+
+def test_replay_on_the_same_machine_reuses_everything_and_equals(bert, accuracy_run):
+    run_id = json.loads(accuracy_run.stdout)["run"]
+    result = bert("replay", run_id, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["equal"] is True
+    assert [s["status"] for s in out["steps"][:-1]] == ["cached"] * (len(out["steps"]) - 1)
+
+
+def test_bundle_replays_in_an_empty_cache_without_downloading(bert, accuracy_run, tmp_path):
+    """A teammate's machine: another cache folder, no mirror, no network; the bundle brings every entry."""
+    run_id = json.loads(accuracy_run.stdout)["run"]
+    bundle = str(tmp_path / "run.tar.gz")
+    exported = bert("export", run_id, "-o", bundle, "--with-cache")
+    assert exported.returncode == 0, exported.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(tmp_path / "other-cache"), MLRUN_RUNS=str(tmp_path / "other-runs"))
+    result = subprocess.run([MLRUN, "replay", bundle, "--json"], env=env, capture_output=True, text=True,
+                            timeout=900, cwd=str(tmp_path), stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout)
+    assert out["equal"] is True
+    assert [s["status"] for s in out["steps"][:-1]] == ["cached"] * (len(out["steps"]) - 1)

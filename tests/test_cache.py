@@ -234,3 +234,20 @@ def test_unwritable_parts_are_user_errors_not_tracebacks(ws):
     ws.write(ws.path("not-a-folder"), "x")
     result = ws.mlrun("a", env=ws.env(MLRUN_CACHE=ws.path("not-a-folder")))
     assert_user_error(result, 1, "not-a-folder")
+
+
+def test_entries_are_readable_by_the_group_whatever_the_umask(ws):
+    import stat
+    ws.recipe("private", "tags: private\nrun: mkdir sub; echo x > sub/file; printf '#!/bin/sh\\n' > tool; chmod 700 tool\n")
+    old = os.umask(0o077)
+    try:
+        result = ws.mlrun("private")
+    finally:
+        os.umask(old)
+    assert result.returncode == 0, result.stderr
+    [entry] = ws.entries("private")
+    root = os.path.join(ws.cache, entry)
+    for rel, want in (("sub", stat.S_IRGRP | stat.S_IXGRP), ("sub/file", stat.S_IRGRP),
+                      ("tool", stat.S_IRGRP | stat.S_IXGRP), (".mlrun/entry.json", stat.S_IRGRP)):
+        assert os.stat(os.path.join(root, rel)).st_mode & want == want, rel
+    assert os.stat(os.path.join(ws.cache, ".locks")).st_mode & stat.S_IWGRP

@@ -1,5 +1,6 @@
 """Downloads declared by recipes, through bin/mlrun, against a local HTTP server on 127.0.0.1."""
 import hashlib
+import json
 import os
 import re
 import socket
@@ -90,6 +91,9 @@ def test_shared_data_mirror_holds_the_official_squad_and_vocab(ws):
     assert re.search(r"present\s+get-dataset-squad: dev-v1.1.json", check.stdout), check.stdout
     assert re.search(r"present\s+get-bert-vocab: vocab.txt", check.stdout), check.stdout
     assert re.search(r"missing\s+get-ml-model-bert-large: model.onnx", check.stdout), check.stdout
+    rows = json.loads(ws.mlrun("mirror", "check", "--json", env=env).stdout)
+    assert {"name": "get-bert-vocab: vocab.txt", "status": "present",
+            "path": os.path.join(SHARED_DATA, "bert-vocab", "vocab.txt")} in rows
 
 
 def test_docs_example_recipe_is_valid():

@@ -1,0 +1,313 @@
+"""Share a run: export its folder (and the cache entries it used) as one .tar.gz; import it elsewhere.
+
+An import trusts nothing in the archive: every member is inspected before
+anything is extracted, every bundled entry is re-hashed against its own
+files.json before anything is published, and entries are published the way
+builds are (atomic rename under the entry lock), never over an existing one.
+
+Layout of a bundle: `run/<id>/...` (the whole run folder) and, optionally,
+`cache/<recipe>-<key16>/...` (whole cache entries, .mlrun/ included).
+"""
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+import types
+
+from . import digests
+from .cache import ENTRY_FILE, FILES_FILE, META_DIR, read_entry
+from .errors import MlrunError
+
+RUN_DIR, CACHE_DIR = "run", "cache"
+REUSED = ("cached", "built")   # statuses of the steps whose folder is a cache entry
+TAMPERED = "the bundle was not made by `mlrun export`, or was changed since; nothing was imported"
+
+
+# -- export --------------------------------------------------------------------------------------
+
+
+def export_run(run_dir, cache, out_path, with_cache=False):
+    """Write run_dir (and, with_cache, the entries its steps used) to the .tar.gz out_path."""
+    run_dir, out_path = os.path.abspath(run_dir), os.path.abspath(out_path)
+    record = _read_record(run_dir)
+    run_id = record["id"]
+    entries = _used_entries(record, cache) if with_cache else []
+    if _inside(out_path, run_dir):
+        raise MlrunError(f"cannot write the bundle {out_path} inside the run folder it exports",
+                         hint="write it somewhere else, e.g. the current folder")
+    part = f"{out_path}.{os.getpid()}.part"   # a killed export never leaves a truncated bundle behind
+    try:
+        with tarfile.open(part, "w:gz") as tar:
+            size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}")
+            for name in entries:
+                size += _add_tree(tar, os.path.join(cache.root, name), f"{CACHE_DIR}/{name}")
+        os.replace(part, out_path)
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
+    return {"run_id": run_id, "path": out_path, "entries": entries, "bytes": size,
+            "archive_bytes": os.path.getsize(out_path)}
+
+
+def _read_record(run_dir):
+    try:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        raise MlrunError(f"{run_dir} is not a run folder: it has no readable run.json",
+                         hint="runs live in runs/<id>/ (or $MLRUN_RUNS); pass one of those folders") from None
+    if not isinstance(record, dict) or not _plain_name(record.get("id")):
+        raise MlrunError(f"{run_dir}/run.json has no valid run id", hint="is it a run record written by mlrun?")
+    return record
+
+
+def _used_entries(record, cache):
+    """Sorted names of the entries the run's cached and built steps used; each must be in cache."""
+    names = set()
+    for step in record.get("steps", []):
+        if step.get("status") not in REUSED:
+            continue
+        name = os.path.basename(step.get("path") or "")
+        if not name or read_entry(os.path.join(cache.root, name)) is None:
+            raise MlrunError(f"the cache entry {name or '?'} of step {step.get('label')} of run {record['id']} "
+                             f"is not in the cache {cache.root}",
+                             hint="it was removed since (mlrun rm cache), or the run used another cache: "
+                                  "pass that one with --cache, or export without the cache entries")
+        names.add(name)
+    return sorted(names)
+
+
+def _add_tree(tar, path, arcname):
+    """Add path under arcname, children in sorted order; returns the bytes of file content added."""
+    info = tar.gettarinfo(path, arcname)
+    if info is None:   # a socket: nothing to share
+        return 0
+    if info.islnk():   # a file linked twice (downloads are hard-linked from the mirror): ship each copy whole
+        info.type, info.linkname, info.size = tarfile.REGTYPE, "", os.lstat(path).st_size
+    if info.isreg():
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+        return info.size
+    tar.addfile(info)   # symlinks stay symlinks: gettarinfo does not follow them
+    if not info.isdir():
+        return 0
+    return sum(_add_tree(tar, os.path.join(path, n), f"{arcname}/{n}") for n in sorted(os.listdir(path)))
+
+
+# -- import --------------------------------------------------------------------------------------
+
+
+def import_bundle(path, cache, runs_dir):
+    """Check, verify, then publish a bundle's entries into cache and its run into runs_dir."""
+    try:
+        tar = tarfile.open(path, "r:*")
+    except (OSError, tarfile.TarError) as e:
+        raise _unreadable(path, e) from None
+    with tar:
+        try:
+            members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
+        except (OSError, EOFError, tarfile.TarError) as e:
+            raise _unreadable(path, e) from None
+        run_id, entries = _check_members(members, path)
+        tmp_root = os.path.join(cache.root, ".tmp")   # same file system as the cache: publishing is a rename
+        os.makedirs(tmp_root, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="import-", dir=tmp_root)
+        try:
+            _extract(tar, members, tmp, path)
+            staged_run = os.path.join(tmp, RUN_DIR, run_id)
+            _verify_run(staged_run, run_id, path)
+            for name in entries:   # all of them before publishing any
+                _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path)
+            added, present = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
+            run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "added": added, "present": present}
+
+
+def _unreadable(bundle, error):
+    return MlrunError(f"cannot read the bundle {bundle}: {error}",
+                      hint="a bundle is a .tar.gz made by `mlrun export`; this one may be truncated or corrupt")
+
+
+def _refuse(bundle, what, problem):
+    return MlrunError(f"refusing to import {bundle}: {what}: {problem}", hint=TAMPERED)
+
+
+def _check_members(members, bundle):
+    """Refuse the archive unless every member is a plain file, folder or inward symlink of one run and
+    of cache entries; returns (run id, sorted entry names)."""
+    seen, links, runs, entries = set(), set(), set(), set()
+    for m in members:
+        parts = [p for p in m.name.split("/") if p not in ("", ".")]
+        problem = _member_problem(m, parts)
+        if problem:
+            raise _refuse(bundle, f"member {m.name!r}", problem)
+        rel = "/".join(parts)
+        if rel in seen:   # a second copy would silently replace the first on extraction
+            raise _refuse(bundle, f"member {m.name!r}", "appears twice")
+        seen.add(rel)
+        if m.issym():
+            links.add(rel)
+        if len(parts) > 1:
+            (runs if parts[0] == RUN_DIR else entries).add(parts[1])
+    for rel in seen:   # nothing may be written through a symlink
+        parts = rel.split("/")
+        if any("/".join(parts[:i]) in links for i in range(3, len(parts))):
+            raise _refuse(bundle, f"member {rel!r}", "lies under a symlink")
+    if len(runs) != 1:
+        raise _refuse(bundle, "its content", f"{len(runs)} run folders where a bundle holds exactly one")
+    run_id = runs.pop()
+    if f"{RUN_DIR}/{run_id}/run.json" not in seen:
+        raise _refuse(bundle, f"run {run_id}", "it has no run.json")
+    return run_id, sorted(entries)
+
+
+def _member_problem(m, parts):
+    """What is wrong with one member (parts: its path split, without empty and '.' parts), or None."""
+    if m.name.startswith("/"):
+        return "absolute path"
+    if ".." in parts:
+        return "path with a '..' component"
+    if not parts or parts[0] not in (RUN_DIR, CACHE_DIR):
+        return f"outside {RUN_DIR}/ and {CACHE_DIR}/"
+    if len(parts) > 1 and parts[1].startswith("."):
+        return "hidden run or entry name"
+    if m.islnk():
+        return "hard link"
+    if m.ischr() or m.isblk() or m.isfifo():
+        return "device or fifo"
+    if not (m.isreg() or m.isdir() or m.issym()):
+        return "unsupported member type"
+    if len(parts) <= 2 and not m.isdir():
+        return "not a folder (a run or an entry is a folder)"
+    if m.issym():
+        if m.linkname.startswith("/"):
+            return f"symlink to the absolute path {m.linkname!r}"
+        target = os.path.normpath(os.path.join(*parts[2:-1], m.linkname))
+        if target == ".." or target.startswith("../"):
+            return f"symlink {m.linkname!r} points outside its {'run' if parts[0] == RUN_DIR else 'entry'} folder"
+    return None
+
+
+def _extract(tar, members, dest, bundle):
+    try:
+        if hasattr(tarfile, "data_filter"):   # Python 3.11.4+: a second guard behind our own checks
+            tar.extractall(dest, members, filter="data")
+        else:   # our checks passed; still extract plain, owner-writable modes and no foreign owners
+            for m in members:
+                if not m.issym():
+                    m.mode = m.mode & 0o755 | (0o700 if m.isdir() else 0o600)
+                m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
+            tar.extractall(dest, members)
+    except getattr(tarfile, "FilterError", ()) as e:
+        raise _refuse(bundle, f"member {e.tarinfo.name!r}", str(e)) from None
+    except (OSError, EOFError, tarfile.TarError) as e:
+        raise MlrunError(f"cannot extract the bundle {bundle}: {e}",
+                         hint="it may be truncated or corrupt, or the cache's disk full; nothing was imported") from None
+
+
+def _verify_run(folder, run_id, bundle):
+    try:
+        with open(os.path.join(folder, "run.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or record.get("id") != run_id:
+        raise _refuse(bundle, f"run {run_id}", "its run.json is unreadable or names another run")
+    _check_links(folder, bundle, f"run {run_id}")
+
+
+def _verify_entry(folder, name, bundle):
+    """Refuse unless the entry's files are exactly those its files.json lists, and its metadata agrees."""
+    what = f"cache entry {name}"
+    meta = read_entry(folder)
+    if meta is None:
+        raise _refuse(bundle, what, f"{META_DIR}/{ENTRY_FILE} is missing or unreadable")
+    try:
+        with open(os.path.join(folder, META_DIR, FILES_FILE)) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise _refuse(bundle, what, f"{META_DIR}/{FILES_FILE} is missing or unreadable")
+    expected = f"{meta.get('recipe')}-{str(meta.get('key'))[:16]}"
+    if name != expected:
+        raise _refuse(bundle, what, f"its {ENTRY_FILE} belongs to the entry {expected}")
+    if digests.summary(recorded) != meta.get("files_digest"):
+        raise _refuse(bundle, what, f"the files_digest of its {ENTRY_FILE} does not match its {FILES_FILE}")
+    actual = digests.tree_digests(folder, skip={META_DIR})
+    problems = [f"changed: {rel}" for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
+    problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
+    problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
+    if problems:
+        raise _refuse(bundle, what, f"its files do not match its {FILES_FILE} ({', '.join(problems)})")
+    _check_links(folder, bundle, what)
+
+
+def _check_links(folder, bundle, what):
+    """Each symlink, followed to the end of its chain, must stay inside folder (the member checks are lexical)."""
+    root = os.path.realpath(folder)
+    for parent, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(parent, name)
+            if os.path.islink(path) and not _inside(os.path.realpath(path), root):
+                rel = os.path.relpath(path, folder)
+                raise _refuse(bundle, what, f"the symlink {rel} -> {os.readlink(path)} resolves outside its folder")
+
+
+def _publish_entries(cache, staged, names):
+    """Rename each verified entry into the cache under its lock; returns (added, present) names."""
+    added, present = [], []
+    for name in names:
+        final = os.path.join(cache.root, name)
+        with cache.lock(types.SimpleNamespace(entry_name=name)):
+            if read_entry(final) is not None:   # entries are immutable: never replace one
+                present.append(name)
+                continue
+            if os.path.lexists(final):
+                raise MlrunError(f"cannot import the cache entry {name}: {final} exists but is not an entry",
+                                 hint="move it out of the cache, then import again")
+            _share_with_group(os.path.join(staged, name))
+            os.rename(os.path.join(staged, name), final)
+            added.append(name)
+    return added, present
+
+
+def _place_run(staged, runs_dir, run_id):
+    """Move the run folder to runs_dir/<id> unless that exists; returns (its path, whether it existed)."""
+    runs_dir = os.path.abspath(runs_dir)
+    final = os.path.join(runs_dir, run_id)
+    if os.path.lexists(final):
+        return final, True
+    os.makedirs(runs_dir, exist_ok=True)
+    _share_with_group(staged)
+    # Moved next to its final place first (a copy when runs_dir is on another file system), then
+    # renamed, so a half-copied run never shows up under its id.
+    landing = os.path.join(runs_dir, f".import-{run_id}.{os.getpid()}")
+    try:
+        shutil.move(staged, landing)
+        os.rename(landing, final)
+    finally:
+        shutil.rmtree(landing, ignore_errors=True)
+    return final, False
+
+
+def _share_with_group(root):
+    """chmod -R g+rX: several users may share one cache and one runs folder."""
+    for parent, dirs, files in os.walk(root):
+        os.chmod(parent, os.stat(parent).st_mode | 0o050)
+        for name in files:
+            path = os.path.join(parent, name)
+            if not os.path.islink(path):
+                mode = os.stat(path).st_mode
+                os.chmod(path, mode | 0o040 | (0o010 if mode & 0o111 else 0))
+
+
+def _inside(path, folder):
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _plain_name(name):
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and not name.startswith(".")

@@ -1,0 +1,107 @@
+"""What differs between two runs: request, plan, recipes, packages, host, results.
+
+Used by `mlrun diff` and by `mlrun replay` (which compares its own run with the recorded one).
+Each function returns plain data: lists of (what, in A, in B) rows.
+"""
+from . import keys, records
+
+HOST_FIELDS = ("cpu", "cores", "memory_gb", "os", "machine", "python")
+
+
+def request(a, b):
+    ra, rb = a.get("request", {}), b.get("request", {})
+    return [(f"request.{f}", ra.get(f), rb.get(f)) for f in ("query", "inputs", "dep_overrides", "env_overrides")
+            if ra.get(f) != rb.get(f)]
+
+
+def plan(a, b):
+    """Nodes by label: only in A, only in B, or with other keys (and the hashed fields that differ)."""
+    na, nb = _steps(a), _steps(b)
+    rows = []
+    for label in sorted(set(na) | set(nb)):
+        sa, sb = na.get(label), nb.get(label)
+        if sa is None or sb is None:
+            rows.append((f"step {label}", "present" if sa else "absent", "present" if sb else "absent"))
+        elif sa["key"] != sb["key"]:
+            ma, mb = sa["node"].get("material", {}), sb["node"].get("material", {})
+            diffs = keys.differences(ma, mb) or [("key", sa["key"][:12], sb["key"][:12])]
+            rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f != "deps"]
+            if any(f == "deps" for f, _, _ in diffs):
+                rows.append((f"step {label}: its dependencies differ (see above)", "", ""))
+    return rows
+
+
+def _steps(record):
+    return dict(zip(step_ids(record.get("steps", [])), record.get("steps", [])))
+
+
+def step_ids(steps):
+    """A name for each step that pairs it with its twin in another run of the same query.
+
+    A recipe that appears once is named by the recipe (so its _fp32 pairs with another run's _int8);
+    one that appears several times (three venvs) by recipe and rank in the plan's order.
+    """
+    count, seen, out = {}, {}, []
+    for s in steps:
+        count[s["recipe"]] = count.get(s["recipe"], 0) + 1
+    for s in steps:
+        seen[s["recipe"]] = seen.get(s["recipe"], 0) + 1
+        out.append(s["recipe"] if count[s["recipe"]] == 1 else f"{s['recipe']} #{seen[s['recipe']]}")
+    return out
+
+
+def recipes(a, b):
+    ra, rb = a.get("recipes", {}), b.get("recipes", {})
+    return [(f"recipe {name}", (ra.get(name) or {}).get("digest", "absent")[:16],
+             (rb.get(name) or {}).get("digest", "absent")[:16])
+            for name in sorted(set(ra) | set(rb)) if (ra.get(name) or {}).get("digest") != (rb.get(name) or {}).get("digest")]
+
+
+def packages(a, b):
+    """Package versions that differ, across all venvs of each run."""
+    def flat(record):
+        out = {}
+        for pkgs in records.packages(record).values():
+            out.update(pkgs)
+        return out
+    pa, pb = flat(a), flat(b)
+    return [(f"package {name}", pa.get(name, "absent"), pb.get(name, "absent"))
+            for name in sorted(set(pa) | set(pb)) if pa.get(name) != pb.get(name)]
+
+
+def host(a, b):
+    ha, hb = a.get("host", {}), b.get("host", {})
+    rows = [(f"host.{f}", ha.get(f), hb.get(f)) for f in HOST_FIELDS if ha.get(f) != hb.get(f)]
+    ea, eb = ha.get("env", {}), hb.get("env", {})
+    rows += [(f"host.env.{k}", ea.get(k), eb.get(k)) for k in sorted(set(ea) | set(eb))
+             if ea.get(k) != eb.get(k) and not k.startswith(("MLRUN_CACHE", "MLRUN_RUNS"))]
+    return rows
+
+
+def results(a, b):
+    """Accuracy figures and LoadGen metrics side by side (with B/A ratios for metrics)."""
+    ra, rb = a.get("results") or {}, b.get("results") or {}
+    rows = []
+    acc_a, acc_b = ra.get("accuracy") or {}, rb.get("accuracy") or {}
+    for f in ("exact_match", "f1"):
+        if f in acc_a or f in acc_b:
+            rows.append((f"accuracy.{f}", acc_a.get(f), acc_b.get(f)))
+    ma, mb = (ra.get("loadgen") or {}).get("metric") or {}, (rb.get("loadgen") or {}).get("metric") or {}
+    for name in sorted(set(ma) | set(mb)):
+        rows.append((f"metric.{name}", ma.get(name), mb.get(name)))
+    va, vb = (ra.get("loadgen") or {}).get("result"), (rb.get("loadgen") or {}).get("result")
+    if va or vb:
+        rows.append(("loadgen.result", va, vb))
+    return rows
+
+
+def everything(a, b):
+    return {"request": request(a, b), "plan": plan(a, b), "recipes": recipes(a, b), "packages": packages(a, b),
+            "host": host(a, b), "results": [row for row in results(a, b) if row[1] != row[2]]}
+
+
+def ratio(x, y):
+    try:
+        return y / x if x else None
+    except TypeError:
+        return None

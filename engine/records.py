@@ -1,0 +1,165 @@
+"""Run records: what a run was asked, what it ran, where, with what, and what it gave.
+
+`runs/<id>/run.json` holds the request (query, inputs, overrides), the plan (each node with
+its recipe digest, variations, inputs, version, key, and whether it was built or reused), a
+copy of every recipe used (`runs/<id>/recipes/`, laid out like the checkout so relative
+`sources` still resolve), package lists of the venvs used, host facts, timings and results.
+"""
+import json
+import os
+import shutil
+import sys
+
+from .errors import MlrunError, UsageError
+
+RECORD_FORMAT = 2
+SNAPSHOT_DIR = "snapshot"
+# Host variables worth keeping with a run: they change how benchmarks behave.
+HOST_ENV_PREFIXES = ("MLRUN_", "OMP_", "MKL_", "KMP_", "CUDA_", "HF_", "ORT_")
+
+
+def host_facts():
+    """CPU, cores, memory, OS and Python of this machine, and the variables that tune benchmarks."""
+    import platform
+    facts = {"cpu": _cpuinfo_field("model name") or platform.processor() or platform.machine(),
+             "cores": os.cpu_count(), "memory_gb": _memory_gb(), "os": platform.platform(),
+             "machine": platform.machine(), "python": sys.version.split()[0], "hostname": platform.node()}
+    facts["env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith(HOST_ENV_PREFIXES)}
+    return facts
+
+
+def _cpuinfo_field(name):
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(name):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _memory_gb():
+    try:
+        with open("/proc/meminfo") as f:
+            kb = int(f.readline().split()[1])
+        return round(kb / 1024 / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def snapshot_recipes(plan, run_dir):
+    """Copy every recipe of the plan, and its `sources`, into run_dir/snapshot/ as laid out around it.
+
+    Recipes live in <root>/recipes/<name>/ and sources are relative to that folder, so the copy keeps
+    paths relative to <root> (the checkout): a replay resolves the same `../../mlperf_bert/x.py`.
+    """
+    out, target = {}, os.path.join(run_dir, SNAPSHOT_DIR)
+    for node in plan.nodes:
+        if node.name in out or not node.recipe_path or not os.path.isfile(node.recipe_path):
+            continue
+        folder = os.path.dirname(node.recipe_path)
+        root = os.path.dirname(os.path.dirname(folder))
+        rel = os.path.relpath(folder, root)
+        shutil.copytree(folder, os.path.join(target, rel), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+                        dirs_exist_ok=True)
+        for source in node.sources:
+            src = os.path.normpath(os.path.join(folder, source))
+            src_rel = os.path.relpath(src, root)
+            if src_rel.startswith(".."):
+                continue  # outside the checkout: its digest is still in the key
+            os.makedirs(os.path.dirname(os.path.join(target, src_rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(target, src_rel))
+        out[node.name] = {"version": node.version, "digest": node.material["recipe_digest"],
+                          "snapshot": os.path.join(SNAPSHOT_DIR, rel)}
+    return out
+
+
+def collect(folder, wanted):
+    """The files a recipe declares under `record:`, read from its folder (JSON parsed, text as lines)."""
+    out = {}
+    for field, name in wanted.items():
+        path = os.path.join(folder, name)
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError:
+            continue
+        if name.endswith(".json"):
+            try:
+                out[field] = json.loads(text)
+                continue
+            except ValueError:
+                pass
+        out[field] = text.splitlines()
+    return out
+
+
+# -- finding and reading records ---------------------------------------------------------
+
+
+def find(runs_dir, ref):
+    """The run.json path for a run id (or a unique prefix of one), a run folder, or a run.json file."""
+    if ref.endswith(".json") and os.path.isfile(ref):
+        return os.path.abspath(ref)
+    if os.path.isfile(os.path.join(ref, "run.json")):
+        return os.path.abspath(os.path.join(ref, "run.json"))
+    ids = [i for i in list_ids(runs_dir) if i.startswith(ref)]
+    if len(ids) == 1:
+        return os.path.join(runs_dir, ids[0], "run.json")
+    if not ids:
+        raise UsageError(f"no run '{ref}' in {runs_dir}", hint="`mlrun runs` lists the recorded runs")
+    raise UsageError(f"'{ref}' names {len(ids)} runs: {', '.join(ids[:5])}", hint="give more of the id")
+
+
+def list_ids(runs_dir):
+    try:
+        return sorted(n for n in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, n, "run.json")))
+    except FileNotFoundError:
+        return []
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise MlrunError(f"cannot read run record {path}: {e}") from None
+    if not isinstance(record, dict) or "steps" not in record:
+        raise MlrunError(f"{path} is not an mlrun run record")
+    record["_dir"] = os.path.dirname(os.path.abspath(path))
+    return record
+
+
+# -- what a record says, in a few words ----------------------------------------------------
+
+
+def root_inputs(record):
+    return record["steps"][-1]["node"].get("inputs", {}) if record.get("steps") else {}
+
+
+def headline(results):
+    """A short result: accuracy, or throughput/latency and VALID/INVALID."""
+    if not isinstance(results, dict):
+        return "-"
+    parts = []
+    accuracy = results.get("accuracy")
+    if isinstance(accuracy, dict) and "f1" in accuracy:
+        parts.append(f"F1 {accuracy['f1']:.3f} EM {accuracy['exact_match']:.3f}")
+    loadgen = results.get("loadgen") or {}
+    for name, value in (loadgen.get("metric") or {}).items():
+        parts.append(f"{name} {value:.3f}")
+    if loadgen.get("result"):
+        parts.append(loadgen["result"])
+    return ", ".join(parts) or "-"
+
+
+def packages(record):
+    """{venv step label: {package: version}} from the `packages` the venv recipes record."""
+    out = {}
+    for step in record.get("steps", []):
+        lines = (step.get("record") or {}).get("packages")
+        if isinstance(lines, list):
+            out[f"{step['label']} [{step['key'][:12]}]"] = dict(
+                line.split("==", 1) for line in lines if "==" in line)
+    return out

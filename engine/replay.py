@@ -1,0 +1,104 @@
+"""Replay a recorded run: the same plan, exactly, or a precise account of why it cannot be.
+
+The recipes come from the local checkout when their digests match the record, otherwise from
+the copy in the record (and the replay says so). The request is resolved again and every node
+must get its recorded key; then the plan runs (reusing entries whose keys match) and the
+results are compared: accuracy must be equal, performance is shown as a ratio beside the
+host differences.
+"""
+import os
+
+from . import compare, keys, records
+from .errors import MlrunError, StepError
+from .index import RecipeIndex
+from .resolver import resolve
+
+
+def choose_recipes(record, settings):
+    """(index, notes): the local recipes if they are the recorded ones, else the record's copy."""
+    local = {}
+    try:
+        local = {(r["name"], r["version"]): r["digest"] for r in settings.index().recipes}
+    except MlrunError:
+        pass  # a broken local checkout is one more reason to use the recorded copy
+    differing = [name for name, rec in record.get("recipes", {}).items()
+                 if local.get((name, rec["version"])) != rec["digest"]]
+    if not differing:
+        return settings.index(), ["recipes: the local ones are the recorded ones"]
+    snapshot = os.path.join(record["_dir"], records.SNAPSHOT_DIR, "recipes")
+    if not os.path.isdir(snapshot):
+        raise MlrunError(f"the run's recipes differ locally ({', '.join(differing)}) and the record has no copy",
+                         hint=f"expected the copy in {snapshot}")
+    index = RecipeIndex([snapshot], check_deps=False)
+    copied = {r["name"]: r["digest"] for r in index.recipes}
+    for name, rec in record["recipes"].items():
+        if copied.get(name) != rec["digest"]:
+            raise MlrunError(f"the record's copy of recipe {name} does not match its recorded digest",
+                             hint="the run folder was changed after the run")
+    notes = [f"recipe {name}: the local one differs or is missing; using the recorded copy" for name in differing]
+    return index, notes
+
+
+def plan_again(record, settings, allow_differences=False):
+    """(plan, notes): the recorded request resolved again; raises if a node would differ from the record."""
+    index, notes = choose_recipes(record, settings)
+    req = record.get("request")
+    if not req:
+        raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
+    plan = resolve(index, req["query"], inputs=req.get("inputs"), host_env=os.environ,
+                   dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"))
+    recorded = dict(zip(compare.step_ids(record["steps"]), record["steps"]))
+    now = dict(zip(compare.step_ids([{"recipe": n.name} for n in plan.nodes]), plan.nodes))
+    differences = []
+    for ident, node in now.items():
+        step = recorded.get(ident)
+        if step is None:
+            differences.append(f"{node.label}: not in the recorded plan")
+        elif step["key"] != node.key:
+            for f, was, new in keys.differences(step["node"].get("material", {}), node.material):
+                if f != "deps":
+                    differences.append(f"{node.label}: {f} was {was!r}, now {new!r}")
+    differences += [f"{step['label']}: in the recorded plan, not in this one"
+                    for ident, step in recorded.items() if ident not in now]
+    if differences:
+        message = "the replay cannot be exact:\n  " + "\n  ".join(differences)
+        if not allow_differences:
+            raise MlrunError(message, hint="--allow-differences runs it anyway and marks the replay inexact")
+        notes.append(message)
+    return plan, notes
+
+
+def verdict(old, new):
+    """(lines, ok): accuracy must be equal; metrics as ratios; host and package differences listed."""
+    lines, ok = [], True
+    for what, was, now in compare.results(old, new):
+        if what.startswith("accuracy."):
+            same = was == now
+            ok = ok and same
+            lines.append(f"{what}: {now} ({'equal' if same else f'DIFFERS: recorded {was}'})")
+        elif what.startswith("metric."):
+            r = compare.ratio(was, now)
+            lines.append(f"{what}: {now} vs recorded {was}" + (f" (ratio {r:.3f})" if r is not None else ""))
+        else:
+            lines.append(f"{what}: {now} (recorded {was})")
+    host = compare.host(old, new)
+    if host:
+        lines.append("host differences (performance is not comparable one to one):")
+        lines += [f"  {what}: recorded {was!r}, here {now!r}" for what, was, now in host]
+    pkgs = compare.packages(old, new)
+    if pkgs:
+        lines.append("package differences:")
+        lines += [f"  {what}: recorded {was}, here {now}" for what, was, now in pkgs]
+    return lines, ok
+
+
+def replay(record, settings, runner, allow_differences=False, argv=None):
+    """Run the recorded plan again; returns (new record, notes, verdict lines, ok)."""
+    plan, notes = plan_again(record, settings, allow_differences)
+    try:
+        new = runner.run(plan, argv=argv, extra={"replay_of": record.get("id"), "exact": not any(
+            n.startswith("the replay cannot be exact") for n in notes)})
+    except StepError as e:
+        raise StepError(f"the replay of run {record.get('id')} failed: {e.message}", hint=e.hint) from None
+    lines, ok = verdict(record, new)
+    return new, notes, lines, ok

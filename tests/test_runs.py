@@ -1,0 +1,134 @@
+"""Run records, `mlrun runs`, `mlrun diff` and `mlrun replay`, through bin/mlrun on small recipes."""
+import json
+import os
+
+import pytest
+
+from conftest import assert_user_error
+
+
+@pytest.fixture
+def bench(ws):
+    """A benchmark-like graph: a tool with a recorded package list, and an app that writes results."""
+    ws.recipe("tool", """\
+        tags: get tool
+        version: "2.0"
+        hash_env: [TOOL_FLAVOUR]
+        run: printf 'numpy==2.3.4\\nonnx==1.19.1\\n' > packages.txt; echo tool > tool.txt
+        exports: {TOOL: "{entry}/tool.txt"}
+        record: {packages: packages.txt}
+        """)
+    ws.recipe("app", """\
+        tags: app bench
+        cache: false
+        inputs:
+          mode: {default: performance, choices: [accuracy, performance]}
+        variations:
+          fp32: {group: precision, default: true, env: {SCORE: "90.5"}}
+          int8: {group: precision, env: {SCORE: "89.1"}}
+        deps: [{name: tool, query: get tool}]
+        run: bash "{recipe}/score.sh"
+        record: {results: summary.json}
+        """, files={"score.sh": """\
+        cat "$TOOL" > /dev/null
+        echo "{\\"accuracy\\": {\\"exact_match\\": 80.0, \\"f1\\": $SCORE}, \\"loadgen\\": {\\"metric\\": {\\"samples per second\\": 12.5}, \\"result\\": \\"VALID\\"}}" > summary.json
+        """})
+    return ws
+
+
+def run_json(ws, *args, env=None):
+    result = ws.mlrun(*args, "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def record_of(ws, run_id):
+    return json.load(open(os.path.join(ws.runs, run_id, "run.json")))
+
+
+def test_run_record_holds_request_plan_recipes_packages_host_results(bench):
+    out = run_json(bench, "app bench", "--mode=accuracy")
+    r = record_of(bench, out["run"])
+    assert r["format"] == 2 and r["status"] == "ok"
+    assert r["request"] == {"query": "app bench", "inputs": {"mode": "accuracy"}, "dep_overrides": {},
+                            "env_overrides": {}}
+    assert [(s["recipe"], s["status"]) for s in r["steps"]] == [("tool", "built"), ("app", "ran")]
+    app = r["steps"][-1]["node"]
+    assert app["variations"] == ["fp32"] and app["inputs"] == {"mode": "accuracy"}
+    assert app["material"]["recipe_digest"] == r["recipes"]["app"]["digest"]
+    # A copy of each recipe, so a replay does not need the same checkout.
+    copy = os.path.join(bench.runs, out["run"], r["recipes"]["app"]["snapshot"])
+    assert sorted(os.listdir(copy)) == ["recipe.yaml", "score.sh"]
+    assert r["packages"] == {f"tool [{r['steps'][0]['key'][:12]}]": {"numpy": "2.3.4", "onnx": "1.19.1"}}
+    assert r["results"]["accuracy"]["f1"] == 90.5
+    assert {"cpu", "cores", "memory_gb", "os", "python"} <= set(r["host"])
+    assert r["steps"][0]["seconds"] >= 0
+
+
+def test_runs_lists_and_shows(bench):
+    first = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    listed = bench.mlrun("runs")
+    assert listed.returncode == 0 and first in listed.stdout and "accuracy" in listed.stdout
+    assert "F1 90.500" in listed.stdout and "ok" in listed.stdout
+    shown = bench.mlrun("runs", "show", first[:15])
+    assert shown.returncode == 0, shown.stderr
+    assert "query: app bench" in shown.stdout and "packages of tool" in shown.stdout
+    assert json.loads(bench.mlrun("runs", "--json").stdout)[0]["id"] == first
+    assert_user_error(bench.mlrun("runs", "show", "nope"), 2, "no run 'nope'")
+
+
+def test_replay_on_the_same_machine_reuses_every_node_and_equals(bench):
+    first = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    replayed = run_json(bench, "replay", first)
+    assert replayed["equal"] is True and replayed["replay_of"] == first
+    assert [s["status"] for s in replayed["steps"]] == ["cached", "ran"]
+    assert record_of(bench, replayed["run"])["replay_of"] == first
+    text = bench.mlrun("replay", first)
+    assert "accuracy.f1: 90.5 (equal)" in text.stdout and "ratio 1.000" in text.stdout
+
+
+def test_replay_uses_the_recorded_recipes_when_the_local_ones_changed(bench):
+    first = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    script = os.path.join(bench.recipes, "app", "score.sh")
+    with open(script, "a") as f:
+        f.write("echo changed locally\n")
+    replayed = bench.mlrun("replay", first)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "recipe app: the local one differs or is missing; using the recorded copy" in replayed.stdout
+
+
+def test_replay_that_cannot_be_exact_says_what_differs(bench):
+    first = run_json(bench, "app bench", "--mode=accuracy", env=bench.env(TOOL_FLAVOUR="a"))["run"]
+    refused = bench.mlrun("replay", first, env=bench.env(TOOL_FLAVOUR="b"))
+    assert_user_error(refused, 2, "cannot be exact", "tool: hash_env.TOOL_FLAVOUR was 'a', now 'b'",
+                      "--allow-differences")
+    anyway = run_json(bench, "replay", first, "--allow-differences", env=bench.env(TOOL_FLAVOUR="b"))
+    assert any("cannot be exact" in note for note in anyway["notes"])
+    assert record_of(bench, anyway["run"])["exact"] is False
+
+
+def test_replay_reports_a_changed_accuracy(bench):
+    first = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    r = record_of(bench, first)
+    r["results"]["accuracy"]["f1"] = 91.0   # as if the recorded run had scored otherwise
+    with open(os.path.join(bench.runs, first, "run.json"), "w") as f:
+        json.dump(r, f)
+    result = bench.mlrun("replay", first)
+    assert_user_error(result, 1, "gave a different accuracy")
+    assert "DIFFERS: recorded 91.0" in result.stdout
+
+
+def test_diff_names_the_differences(bench):
+    a = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    b = run_json(bench, "app bench _int8", "--mode=performance")["run"]
+    out = bench.mlrun("diff", a, b)
+    assert out.returncode == 0, out.stderr
+    assert 'request.query: "app bench" -> "app bench _int8"' in out.stdout
+    assert 'step app: variations: ["fp32"] -> ["int8"]' in out.stdout
+    assert 'step app: env.SCORE: "90.5" -> "89.1"' in out.stdout
+    assert "accuracy.f1: 90.5 -> 89.1" in out.stdout
+    assert "step tool" not in out.stdout    # the shared dependency is the same entry
+    as_json = json.loads(bench.mlrun("diff", a, b, "--json").stdout)
+    assert {"what": "step app: inputs.mode", "a": "accuracy", "b": "performance"} in as_json["plan"]
+    same = bench.mlrun("diff", a, a)
+    assert "no differences" in same.stdout
