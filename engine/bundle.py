@@ -29,7 +29,7 @@ TAMPERED = "the bundle was not made by `mlrun export`, or was changed since; not
 
 def export_run(run_dir, cache, out_path, with_cache=False):
     """Write run_dir (and, with_cache, the entries its steps used) to the .tar.gz out_path."""
-    run_dir, out_path = os.path.abspath(run_dir), os.path.abspath(out_path)
+    run_dir, out_path = os.path.realpath(run_dir), os.path.realpath(out_path)   # runs/latest may be a link
     record = _read_record(run_dir)
     run_id = record["id"]
     entries = _used_entries(record, cache) if with_cache else []
@@ -101,7 +101,7 @@ def _add_tree(tar, path, arcname):
 def import_bundle(path, cache, runs_dir):
     """Check, verify, then publish a bundle's entries into cache and its run into runs_dir."""
     try:
-        tar = tarfile.open(path, "r:*")
+        tar = tarfile.open(path, "r:gz")   # what export writes; one clear error for anything else
     except (OSError, tarfile.TarError) as e:
         raise _unreadable(path, e) from None
     with tar:
@@ -205,7 +205,7 @@ def _extract(tar, members, dest, bundle):
         raise _refuse(bundle, f"member {e.tarinfo.name!r}", str(e)) from None
     except (OSError, EOFError, tarfile.TarError) as e:
         raise MlrunError(f"cannot extract the bundle {bundle}: {e}",
-                         hint="it may be truncated or corrupt, or the cache's disk full; nothing was imported") from None
+                         hint="it may be truncated or corrupt, or the disk full; nothing was imported") from None
 
 
 def _verify_run(folder, run_id, bundle):

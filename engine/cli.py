@@ -510,8 +510,9 @@ def cmd_import(args, extras, settings):
     if not os.path.isfile(args.bundle):
         raise UsageError(f"no such file: {args.bundle}")
     info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs)
-    print(f"imported run {info['run_id']} into {info['run_dir']}: {len(info['added'])} cache entries added, "
-          f"{len(info['present'])} already present")
+    print(f"imported run {info['run_id']} into {info['run_dir']}"
+          + (" (that run was here already: left as it was)" if info.get("run_existed") else "")
+          + f": {len(info['added'])} cache entries added, {len(info['present'])} already present")
     return 0
 
 

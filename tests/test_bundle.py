@@ -3,38 +3,38 @@ import hashlib
 import io
 import json
 import os
-import stat
 import tarfile
+import types
 
 import pytest
 
+from conftest import Workspace, assert_user_error
 from engine import Cache, MlrunError, digests
 from engine.bundle import export_run, import_bundle
 
 
-@pytest.fixture
-def made(ws, tmp_path):
+def make_run(ws, builds):
     """A real run of `bench` (base -> app -> bench; bench is not cached, so it runs in the run folder).
 
     base writes sub/data.txt and two relative symlinks inside its folder; every step notes it ran in `builds`.
     """
-    ws.builds = tmp_path / "builds"
+    ws.builds = builds
     ws.recipe("base", f"""\
         tags: get base
         exports: {{BASE: "{{entry}}/latest.txt"}}
-        run: echo base >> {ws.builds}; mkdir sub; echo base > sub/data.txt; ln -s sub/data.txt latest.txt; ln -s sub current
+        run: echo base >> {builds}; mkdir sub; echo base > sub/data.txt; ln -s sub/data.txt latest.txt; ln -s sub cur
         """)
     ws.recipe("app", f"""\
         tags: get app
         deps: [{{name: base, query: get base}}]
         exports: {{APP: "{{entry}}/out.txt"}}
-        run: echo app >> {ws.builds}; cat "$BASE" > out.txt
+        run: echo app >> {builds}; cat "$BASE" > out.txt
         """)
     ws.recipe("bench", f"""\
         tags: bench
         cache: false
         deps: [{{name: app, query: get app}}]
-        run: echo bench >> {ws.builds}; cat "$APP" > result.txt
+        run: echo bench >> {builds}; cat "$APP" > result.txt
         """)
     result = ws.mlrun("bench")
     assert result.returncode == 0, result.stderr
@@ -42,8 +42,32 @@ def made(ws, tmp_path):
     ws.run_dir = os.path.join(ws.runs, ws.run_id)
     ws.entry = {name.rsplit("-", 1)[0]: name for name in ws.entries()}
     assert sorted(ws.entry) == ["app", "base"]
+    return ws
+
+
+@pytest.fixture
+def made(ws, tmp_path):
+    """This test's own run, free to change; cache2 and runs2 are where it imports."""
+    make_run(ws, tmp_path / "builds")
     ws.cache2, ws.runs2 = Cache(ws.path("cache2")), ws.path("runs2")
     return ws
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One run and its bundle for the tests that only read them (a run costs a quarter second)."""
+    root = tmp_path_factory.mktemp("built")
+    ws = make_run(Workspace(root), root / "builds")
+    ws.bundle = export(ws)["path"]
+    return ws
+
+
+@pytest.fixture
+def shared(built, tmp_path):
+    """The module's bundle and names, with this test's own cache2 and runs2 to import into."""
+    return types.SimpleNamespace(bundle=built.bundle, entry=built.entry, run_id=built.run_id, root=str(tmp_path),
+                                 path=lambda *parts: os.path.join(tmp_path, *parts),
+                                 cache2=Cache(tmp_path / "cache2"), runs2=str(tmp_path / "runs2"))
 
 
 def export(made, with_cache=True, name="run.tar.gz"):
@@ -76,7 +100,8 @@ def tree(root):
             if os.path.islink(path):
                 out[rel] = ("link", os.readlink(path))
             elif os.path.isfile(path):
-                out[rel] = ("file", open(path, "rb").read())
+                with open(path, "rb") as f:
+                    out[rel] = ("file", f.read())
     return out
 
 
@@ -91,6 +116,8 @@ def test_export_without_cache_holds_only_the_run_folder(made):
     assert members[0] == f"run/{made.run_id}"
     assert all(n.startswith(f"run/{made.run_id}") for n in members)
     assert {f"run/{made.run_id}/run.json", f"run/{made.run_id}/bench/result.txt"} <= set(members)
+    with pytest.raises(MlrunError, match="inside the run folder it exports"):
+        export_run(made.run_dir, made.cache_obj(), os.path.join(made.run_dir, "me.tar.gz"))
 
 
 def test_export_with_cache_adds_each_entry_whole_in_a_stable_order(made):
@@ -103,7 +130,7 @@ def test_export_with_cache_adds_each_entry_whole_in_a_stable_order(made):
     with tarfile.open(info["path"]) as tar:
         link = tar.getmember(f"{base}/latest.txt")
         assert link.issym() and link.linkname == "sub/data.txt"
-        assert tar.getmember(f"{base}/current").issym()
+        assert tar.getmember(f"{base}/cur").issym()
     children = {}
     for name in members:
         children.setdefault(os.path.dirname(name), []).append(os.path.basename(name))
@@ -134,9 +161,9 @@ def test_export_of_a_run_whose_entry_is_gone_names_it(made):
     assert export(made, with_cache=False)["entries"] == []   # the run alone still exports
 
 
-def test_export_of_a_folder_that_is_not_a_run(made, tmp_path):
+def test_export_of_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(MlrunError, match="not a run folder"):
-        export_run(tmp_path, made.cache_obj(), made.path("x.tar.gz"))
+        export_run(tmp_path, Cache(tmp_path / "cache"), tmp_path / "x.tar.gz")
 
 
 # -- import ----------------------------------------------------------------------------------------
@@ -176,25 +203,31 @@ def test_import_of_a_run_without_entries(made):
     assert published(made.cache2) == []
 
 
-def test_importing_twice_leaves_what_is_there_untouched(made):
-    bundle = export(made)["path"]
-    import_bundle(bundle, made.cache2, made.runs2)
-    app = os.path.join(made.cache2.root, made.entry["app"])
+def test_importing_twice_leaves_what_is_there_untouched(shared):
+    import_bundle(shared.bundle, shared.cache2, shared.runs2)
+    app = os.path.join(shared.cache2.root, shared.entry["app"])
     before = os.stat(app).st_ino, tree(app)
-    result = import_bundle(bundle, made.cache2, made.runs2)
-    assert result["added"] == [] and result["present"] == [made.entry["app"], made.entry["base"]]
-    assert result["run_existed"] is True and os.listdir(made.runs2) == [made.run_id]
+    result = import_bundle(shared.bundle, shared.cache2, shared.runs2)
+    assert result["added"] == [] and result["present"] == [shared.entry["app"], shared.entry["base"]]
+    assert result["run_existed"] is True and os.listdir(shared.runs2) == [shared.run_id]
     assert (os.stat(app).st_ino, tree(app)) == before
-    assert os.listdir(os.path.join(made.cache2.root, ".tmp")) == []
+    assert os.listdir(os.path.join(shared.cache2.root, ".tmp")) == []
 
 
-def test_import_adds_only_the_missing_entries(made):
-    bundle = export(made)["path"]
-    import_bundle(bundle, made.cache2, made.runs2)
-    made.cache2.remove([m for m in made.cache2.entries() if made.entry["app"] in m["path"]])
-    result = import_bundle(bundle, made.cache2, made.runs2)
-    assert result["added"] == [made.entry["app"]] and result["present"] == [made.entry["base"]]
-    assert made.cache2.verify() == []
+def test_import_adds_only_the_missing_entries(shared):
+    import_bundle(shared.bundle, shared.cache2, shared.runs2)
+    shared.cache2.remove([m for m in shared.cache2.entries() if shared.entry["app"] in m["path"]])
+    result = import_bundle(shared.bundle, shared.cache2, shared.runs2)
+    assert result["added"] == [shared.entry["app"]] and result["present"] == [shared.entry["base"]]
+    assert shared.cache2.verify() == []
+
+
+def test_import_never_replaces_a_folder_in_the_way(shared):
+    os.makedirs(os.path.join(shared.cache2.root, shared.entry["app"], "half"))
+    with pytest.raises(MlrunError, match=f"{shared.entry['app']} exists but is not an entry"):
+        import_bundle(shared.bundle, shared.cache2, shared.runs2)
+    assert os.listdir(os.path.join(shared.cache2.root, shared.entry["app"])) == ["half"]
+    assert os.listdir(os.path.join(shared.cache2.root, ".tmp")) == []
 
 
 # -- tampered bundles -------------------------------------------------------------------------------
@@ -229,11 +262,11 @@ def restamp(items, entry):
     meta_item[1] = json.dumps(dict(json.loads(meta_item[1]), files_digest=digests.summary(files))).encode()
 
 
-def rewrite(src, dst, edit, made):
-    """Copy the bundle src to dst through edit([[TarInfo, bytes or None], ...], made)."""
+def rewrite(src, dst, edit, shared):
+    """Copy the bundle src to dst through edit([[TarInfo, bytes or None], ...], shared)."""
     with tarfile.open(src) as tar:
         items = [[m, tar.extractfile(m).read() if m.isreg() else None] for m in tar.getmembers()]
-    edit(items, made)
+    edit(items, shared)
     with tarfile.open(dst, "w:gz") as tar:
         for info, data in items:
             if data is not None:
@@ -242,83 +275,83 @@ def rewrite(src, dst, edit, made):
     return dst
 
 
-def change_a_byte(items, made):
-    item = find(items, f"cache/{made.entry['app']}/out.txt")
+def change_a_byte(items, shared):
+    item = find(items, f"cache/{shared.entry['app']}/out.txt")
     item[1] = b"X" + item[1][1:]
 
 
-def add_parent_member(items, made):
+def add_parent_member(items, shared):
     items.append(reg("../evil", b"evil"))
 
 
-def add_parent_inside(items, made):
-    items.append(reg(f"cache/{made.entry['base']}/../../evil", b"evil"))
+def add_parent_inside(items, shared):
+    items.append(reg(f"cache/{shared.entry['base']}/../../evil", b"evil"))
 
 
-def add_absolute_member(items, made):
+def add_absolute_member(items, shared):
     items.append(reg("/tmp/evil-from-a-bundle", b"evil"))
 
 
-def add_outside_member(items, made):
+def add_outside_member(items, shared):
     items.append(reg("etc/evil", b"evil"))
 
 
-def link_to_etc_passwd(items, made):
-    items.append(special(f"cache/{made.entry['base']}/passwd", tarfile.SYMTYPE, "/etc/passwd"))
-    restamp(items, made.entry["base"])
+def link_to_etc_passwd(items, shared):
+    items.append(special(f"cache/{shared.entry['base']}/passwd", tarfile.SYMTYPE, "/etc/passwd"))
+    restamp(items, shared.entry["base"])
 
 
-def link_two_up(items, made):
-    items.append(special(f"cache/{made.entry['base']}/sub/evil", tarfile.SYMTYPE, "../../x"))
-    restamp(items, made.entry["base"])
+def link_two_up(items, shared):
+    items.append(special(f"cache/{shared.entry['base']}/sub/evil", tarfile.SYMTYPE, "../../x"))
+    restamp(items, shared.entry["base"])
 
 
-def link_out_of_the_run(items, made):
-    items.append(special(f"run/{made.run_id}/bench/evil", tarfile.SYMTYPE, "../../x"))
+def link_out_of_the_run(items, shared):
+    items.append(special(f"run/{shared.run_id}/bench/evil", tarfile.SYMTYPE, "../../x"))
 
 
-def link_chain_out(items, made):
+def link_chain_out(items, shared):
     # Each link is inside on paper; followed, `evil` is the cache folder itself.
-    base = f"cache/{made.entry['base']}"
+    base = f"cache/{shared.entry['base']}"
     items.append(special(f"{base}/sub/up", tarfile.SYMTYPE, ".."))
     items.append(special(f"{base}/evil", tarfile.SYMTYPE, "sub/up/.."))
-    restamp(items, made.entry["base"])
+    restamp(items, shared.entry["base"])
 
 
-def write_through_a_link(items, made):
-    items.append(reg(f"cache/{made.entry['base']}/current/evil", b"evil"))
+def write_through_a_link(items, shared):
+    items.append(reg(f"cache/{shared.entry['base']}/cur/evil", b"evil"))
 
 
-def add_hard_link(items, made):
-    app = f"cache/{made.entry['app']}"
+def add_hard_link(items, shared):
+    app = f"cache/{shared.entry['app']}"
     items.append(special(f"{app}/evil", tarfile.LNKTYPE, f"{app}/out.txt"))
 
 
-def add_fifo(items, made):
-    items.append(special(f"cache/{made.entry['app']}/evil", tarfile.FIFOTYPE))
+def add_fifo(items, shared):
+    items.append(special(f"cache/{shared.entry['app']}/evil", tarfile.FIFOTYPE))
 
 
-def add_unlisted_file(items, made):
-    items.append(reg(f"cache/{made.entry['app']}/evil.txt", b"evil"))
+def add_unlisted_file(items, shared):
+    items.append(reg(f"cache/{shared.entry['app']}/evil.txt", b"evil"))
 
 
-def add_second_copy(items, made):
-    items.append(reg(f"cache/{made.entry['app']}/out.txt", b"evil"))
+def add_second_copy(items, shared):
+    items.append(reg(f"cache/{shared.entry['app']}/out.txt", b"evil"))
 
 
-def bad_files_digest(items, made):
-    item = find(items, f"cache/{made.entry['app']}/.mlrun/entry.json")
+def bad_files_digest(items, shared):
+    item = find(items, f"cache/{shared.entry['app']}/.mlrun/entry.json")
     item[1] = json.dumps(dict(json.loads(item[1]), files_digest="0" * 64)).encode()
 
 
-def rename_entry(items, made):
-    old, new = f"cache/{made.entry['app']}", "cache/app-0000000000000000"
+def rename_entry(items, shared):
+    old, new = f"cache/{shared.entry['app']}", "cache/app-0000000000000000"
     for info, _ in items:
         if info.name == old or info.name.startswith(old + "/"):
             info.name = new + info.name[len(old):]
 
 
-def add_second_run(items, made):
+def add_second_run(items, shared):
     items.append(reg("run/evil/run.json", b'{"id": "evil"}'))
 
 
@@ -332,7 +365,7 @@ TAMPERS = [   # (edit, what the message must say; {app}, {base}, {run} stand for
     (link_two_up, ["{base}/sub/evil", "'../../x' points outside its entry folder"]),
     (link_out_of_the_run, ["{run}/bench/evil", "outside its run folder"]),
     (link_chain_out, ["cache entry {base}", "evil -> sub/up/.. resolves outside"]),
-    (write_through_a_link, ["{base}/current/evil", "under a symlink"]),
+    (write_through_a_link, ["{base}/cur/evil", "under a symlink"]),
     (add_hard_link, ["{app}/evil", "hard link"]),
     (add_fifo, ["{app}/evil", "device or fifo"]),
     (add_unlisted_file, ["cache entry {app}", "added: evil.txt"]),
@@ -343,51 +376,58 @@ TAMPERS = [   # (edit, what the message must say; {app}, {base}, {run} stand for
 ]
 
 
-def assert_refused(made, bundle, fragments):
+def assert_refused(shared, bundle, fragments):
     with pytest.raises(MlrunError) as e:
-        import_bundle(bundle, made.cache2, made.runs2)
-    fill = {"app": made.entry["app"], "base": made.entry["base"], "run": made.run_id}
+        import_bundle(bundle, shared.cache2, shared.runs2)
+    fill = {"app": shared.entry["app"], "base": shared.entry["base"], "run": shared.run_id}
     message = e.value.message
     assert e.value.exit_code == 2 and "\n" not in message and "nothing was imported" in e.value.hint
     assert message.startswith(f"refusing to import {bundle}: ")
     for fragment in fragments:
         assert fragment.format(**fill) in message, message
-    assert published(made.cache2) == [] and not os.path.exists(made.runs2)
-    tmp = os.path.join(made.cache2.root, ".tmp")
+    assert published(shared.cache2) == [] and not os.path.exists(shared.runs2)
+    tmp = os.path.join(shared.cache2.root, ".tmp")
     assert not os.path.exists(tmp) or os.listdir(tmp) == []   # refused before extraction: not even created
     assert not os.path.exists("/tmp/evil-from-a-bundle")
-    assert [p for p in (made.path("cache2"), made.root) if os.path.exists(os.path.join(p, "evil"))] == []
+    assert [p for p in (shared.path("cache2"), shared.root) if os.path.exists(os.path.join(p, "evil"))] == []
 
 
 @pytest.mark.parametrize("edit, fragments", TAMPERS, ids=[t[0].__name__ for t in TAMPERS])
-def test_tampered_bundle_is_refused_and_nothing_published(made, edit, fragments):
-    bundle = rewrite(export(made)["path"], made.path("bad.tar.gz"), edit, made)
-    assert_refused(made, bundle, fragments)
+def test_tampered_bundle_is_refused_and_nothing_published(shared, edit, fragments):
+    bundle = rewrite(shared.bundle, shared.path("bad.tar.gz"), edit, shared)
+    assert_refused(shared, bundle, fragments)
 
 
-def test_the_untampered_rewrite_imports(made):
+def test_the_untampered_rewrite_imports(shared):
     # The tamper tests' rewriting alone changes nothing that matters.
-    bundle = rewrite(export(made)["path"], made.path("same.tar.gz"), lambda items, made: None, made)
-    assert import_bundle(bundle, made.cache2, made.runs2)["added"] == sorted(made.entry.values())
+    bundle = rewrite(shared.bundle, shared.path("same.tar.gz"), lambda items, names: None, shared)
+    assert import_bundle(bundle, shared.cache2, shared.runs2)["added"] == sorted(shared.entry.values())
 
 
 @pytest.mark.parametrize("edit, fragments", [t for t in TAMPERS if t[0] in (add_parent_member, link_two_up,
                                                                              link_chain_out, change_a_byte)],
                          ids=lambda t: getattr(t, "__name__", None))
-def test_without_tarfiles_data_filter_our_own_checks_hold(made, monkeypatch, edit, fragments):
+def test_without_tarfiles_data_filter_our_own_checks_hold(shared, monkeypatch, edit, fragments):
     monkeypatch.delattr(tarfile, "data_filter")   # as on Python < 3.11.4
-    good = export(made)["path"]
-    assert_refused(made, rewrite(good, made.path("bad.tar.gz"), edit, made), fragments)
-    assert import_bundle(good, made.cache2, made.runs2)["added"] == sorted(made.entry.values())
+    assert_refused(shared, rewrite(shared.bundle, shared.path("bad.tar.gz"), edit, shared), fragments)
+    assert import_bundle(shared.bundle, shared.cache2, shared.runs2)["added"] == sorted(shared.entry.values())
 
 
-def test_a_file_that_is_not_a_bundle(made):
-    junk = made.write(made.path("junk.tar.gz"), b"not a tar file at all")
+def test_a_file_that_is_not_a_bundle(shared):
+    junk = Workspace.write(shared.path("junk.tar.gz"), b"not a tar file at all")
     with pytest.raises(MlrunError, match="cannot read the bundle"):
-        import_bundle(junk, made.cache2, made.runs2)
-    with open(export(made)["path"], "rb") as f:
+        import_bundle(junk, shared.cache2, shared.runs2)
+    with open(shared.bundle, "rb") as f:
         data = f.read()
-    cut = made.write(made.path("cut.tar.gz"), data[:len(data) // 2])
+    cut = Workspace.write(shared.path("cut.tar.gz"), data[:len(data) // 2])
     with pytest.raises(MlrunError, match="cannot (read|extract) the bundle"):
-        import_bundle(cut, made.cache2, made.runs2)
-    assert published(made.cache2) == [] and not os.path.exists(made.runs2)
+        import_bundle(cut, shared.cache2, shared.runs2)
+    assert published(shared.cache2) == [] and not os.path.exists(shared.runs2)
+
+
+def test_the_cli_reports_a_refusal_as_one_paragraph(shared, tmp_path):
+    bad = rewrite(shared.bundle, shared.path("bad.tar.gz"), link_to_etc_passwd, shared)
+    ws = Workspace(tmp_path)
+    result = ws.mlrun("import", bad, env=ws.env(MLRUN_CACHE=shared.cache2.root, MLRUN_RUNS=shared.runs2))
+    err = assert_user_error(result, 2, "refusing to import", "/passwd", "'/etc/passwd'")
+    assert len(err.strip().splitlines()) == 2 and published(shared.cache2) == []
