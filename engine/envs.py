@@ -49,10 +49,14 @@ def input_env(node):
     return out
 
 
-def step_env(node, chain, host, entry, recipe_dir):
+def step_env(node, chain, host, entry, recipe_dir, mirror=None):
     """chain: [(dep node, dep folder)] in the order their exports apply."""
     env = {k: host[k] for k in BASE_VARS if k in host}
     env.update({k: v for k, v in node.hash_env.items() if v is not None})
+    # pass_env: host variables a step may use that do not change its output (a token, a cache folder).
+    env.update({k: host[k] for k in node.pass_env or () if k in host})
+    if mirror:
+        env["MLRUN_MIRROR"] = mirror  # steps that fetch by themselves look there first, like mlrun does
     env["MLRUN_PYTHON"] = sys.executable  # a venv dep overrides it with its own interpreter
     for dep, folder in chain:
         apply_exports(env, dep.exports, folder)
@@ -71,9 +75,17 @@ def command(node, env, entry, recipe_dir):
     return [expand(placeholders(arg, entry, recipe_dir), env) for arg in node.run]
 
 
+SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL", re.I)
+
+
+def redacted(env):
+    """env as it may be written down: secrets (HF_TOKEN...) never land in entries or run records."""
+    return {k: ("<redacted>" if SECRET.search(k) else v) for k, v in env.items()}
+
+
 def env_file(env):
-    """A sourceable shell file that recreates env exactly."""
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    """A sourceable shell file that recreates env (secrets left for the user to set)."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(redacted(env).items()))
 
 
 def dependency_chain(node, folders):

@@ -15,6 +15,8 @@ from .errors import RecipeError, ResolutionError
 from .recipe import SCHEMA_VERSION, normalize
 
 INDEX_FORMAT = 1
+SCHEMA_CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
+               for f in ("recipe.py", "keys.py", "index.py", "yamlfile.py")]
 SKIP_FILES = {"recipe.yaml", "__pycache__", ".pytest_cache"}
 
 
@@ -57,8 +59,11 @@ class RecipeIndex:
         return recipes
 
     def _fingerprint(self):
-        """(path, mtime, size) of every file in every recipe folder: cheap to take, changes with any edit."""
-        items = []
+        """(path, mtime, size) of every file in every recipe folder: cheap to take, changes with any edit.
+
+        The engine's own schema code counts too: an mlrun upgrade re-reads the recipes.
+        """
+        items = [[p, os.stat(p).st_mtime_ns, os.stat(p).st_size] for p in SCHEMA_CODE]
         for d in self.dirs:
             if not os.path.isdir(d):
                 raise ResolutionError(f"recipe folder {d} does not exist",
@@ -73,7 +78,7 @@ class RecipeIndex:
     def _parse_all(self, fingerprint):
         from . import yamlfile  # the YAML parser is only needed when a recipe changed
         recipes, sources, seen = [], [], {}
-        for path in [p for p, _, _ in fingerprint if os.path.basename(p) == "recipe.yaml"]:
+        for path in [p for p, _, _ in fingerprint if os.path.basename(p) == "recipe.yaml" and p not in SCHEMA_CODE]:
             folder = os.path.dirname(path)
             data, lines = yamlfile.load(path)
             recipe = normalize(data, path, lines, os.path.basename(folder))

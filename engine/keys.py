@@ -32,9 +32,22 @@ def strip_cosmetic(value, named=False):
 
 
 def recipe_digest(recipe, file_digests=None):
-    """Digest of a recipe's meaningful content plus the files it runs ({relpath: sha256})."""
-    body = {"recipe": strip_cosmetic(recipe), "files": file_digests or {}}
+    """Digest of a recipe's meaningful content plus the files it runs ({relpath: sha256}).
+
+    Empty values (None, "", [], {}) are left out: a schema key added later with an empty default
+    then changes no existing digest, so an mlrun upgrade does not rebuild every entry.
+    """
+    body = {"recipe": drop_empty(strip_cosmetic(recipe)), "files": file_digests or {}}
     return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def drop_empty(value):
+    if isinstance(value, dict):
+        kept = {k: drop_empty(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        return [drop_empty(v) for v in value]
+    return value
 
 
 def material(recipe_digest_, node):

@@ -11,7 +11,7 @@ from .errors import RecipeError
 
 SCHEMA_VERSION = 1
 
-TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env",
+TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env", "pass_env",
             "exports", "variations", "deps", "download", "run", "sources", "record"}
 VARIATION_KEYS = {"description", "group", "default", "base", "env", "deps", "download", "run", "exports"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
@@ -240,6 +240,7 @@ def normalize(data, path, lines, default_name):
         "inputs": c.inputs(data.get("inputs", {}), ["inputs"]),
         "env": c.env(data.get("env", {}), ["env"]),
         "hash_env": c.str_list(data.get("hash_env", []), ["hash_env"], "hash_env"),
+        "pass_env": c.str_list(data.get("pass_env", []), ["pass_env"], "pass_env"),
         "exports": c.exports(data.get("exports", {}), ["exports"]),
         "deps": c.deps(data.get("deps", []), ["deps"]),
         "download": c.downloads(data["download"], ["download"]) if "download" in data else [],

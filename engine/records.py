@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 
+from .envs import redacted
 from .errors import MlrunError, UsageError
 
 RECORD_FORMAT = 2
@@ -24,7 +25,7 @@ def host_facts():
     facts = {"cpu": _cpuinfo_field("model name") or uname.machine, "cores": os.cpu_count(),
              "memory_gb": _memory_gb(), "os": f"{_os_name() or uname.sysname} (kernel {uname.release})",
              "machine": uname.machine, "python": sys.version.split()[0], "hostname": uname.nodename}
-    facts["env"] = {k: v for k, v in sorted(os.environ.items()) if k.startswith(HOST_ENV_PREFIXES)}
+    facts["env"] = redacted({k: v for k, v in sorted(os.environ.items()) if k.startswith(HOST_ENV_PREFIXES)})
     return facts
 
 

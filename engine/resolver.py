@@ -13,6 +13,8 @@ from .errors import ResolutionError
 from .recipe import convert_input
 
 SPECIAL_OVERRIDES = {"tags", "version"}
+# A path input may also name a model elsewhere (zoo:STUB, hf:ORG/NAME): kept as given, not a local file.
+REFERENCE = re.compile(r"^[a-z][a-z0-9+.-]+:")
 
 
 class Reporter:
@@ -33,7 +35,7 @@ class Node:
     """
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
-              "deps", "key", "material", "recipe_path", "hash_env", "input_vars", "sources", "record")
+              "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -51,7 +53,7 @@ class Node:
         return {"name": self.name, "version": self.version, "tags": self.tags, "variations": self.variations,
                 "inputs": self.inputs, "env": self.env, "exports": self.exports, "download": self.download,
                 "run": self.run, "cache": self.cache, "key": self.key, "recipe_path": self.recipe_path,
-                "hash_env": self.hash_env, "input_vars": self.input_vars, "sources": self.sources,
+                "hash_env": self.hash_env, "pass_env": self.pass_env, "input_vars": self.input_vars, "sources": self.sources,
                 "record": self.record, "material": self.material, "deps": [[n, d.key] for n, d in self.deps]}
 
 
@@ -213,7 +215,7 @@ class Resolver:
             value = convert_input(name, spec["type"], value, fail)
             if value is None and spec.get("required"):
                 raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
-            if spec["type"] == "path" and value:
+            if spec["type"] == "path" and value and not REFERENCE.match(value):
                 value = os.path.abspath(os.path.expanduser(value))
                 if name in given and not os.path.exists(value):
                     raise ResolutionError(f"{recipe['name']}: --{name}: no such file or folder: {value}")
@@ -269,7 +271,7 @@ class Resolver:
                     download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
-                    sources=recipe["sources"], record=recipe.get("record", {}))
+                    sources=recipe["sources"], record=recipe.get("record", {}), pass_env=recipe.get("pass_env", []))
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.
@@ -335,7 +337,10 @@ def _condition_holds(condition, chosen, inputs):
                 raise ResolutionError(f"cannot read condition '{condition}'")
             value = inputs.get(m.group(1))
             text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            holds = (text == m.group(3)) == (m.group(2) == "=")
+            want = m.group(3)
+            # A trailing * matches a prefix: `model=zoo:*` holds for any SparseZoo stub.
+            same = text.startswith(want[:-1]) if want.endswith("*") else text == want
+            holds = same == (m.group(2) == "=")
         if holds == negate:
             return False
     return True

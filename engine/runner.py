@@ -136,7 +136,7 @@ class Runner:
         os.makedirs(os.path.join(folder, META_DIR), exist_ok=True)
         recipe_dir = os.path.dirname(node.recipe_path)
         chain = envs.dependency_chain(node, self.folders)
-        env = envs.step_env(node, chain, self.host, folder, recipe_dir)
+        env = envs.step_env(node, chain, self.host, folder, recipe_dir, self.mirror)
         argv = envs.command(node, env, folder, recipe_dir) if node.run else None
         meta_dir = os.path.join(folder, META_DIR)
         log_path = os.path.join(meta_dir, "build.log")
@@ -172,7 +172,7 @@ class Runner:
                            _short(final or folder))
         return {"recipe": node.name, "version": node.version, "tags": node.tags, "variations": node.variations,
                 "inputs": node.inputs, "key": node.key, "material": node.material, "node": node.to_dict(),
-                "exports": node.exports, "command": argv, "env": env, "started": started,
+                "exports": node.exports, "command": argv, "env": envs.redacted(env), "started": started,
                 "finished": time.time(), "seconds": round(seconds, 3)}
 
     def _download(self, item, folder):

@@ -221,3 +221,13 @@ def test_a_changed_hash_env_variable_changes_the_key(ws):
     assert folder_key(ws, host_env={"CC": "gcc", "OTHER": "1"}) == k
     assert folder_key(ws, host_env={"CC": "clang"}) != k
     assert folder_key(ws, host_env={"CC": "gcc", "CFLAGS": "-O3"}) != k
+
+
+def test_empty_schema_values_do_not_change_the_digest():
+    """A key added to the schema later with an empty default must not rebuild every entry."""
+    from engine import keys
+    from engine.recipe import normalize
+    plain = normalize({"tags": "a", "run": "echo"}, "r.yaml", {}, "a")
+    spelled_out = normalize({"tags": "a", "run": "echo", "pass_env": [], "env": {}, "record": {}}, "r.yaml", {}, "a")
+    assert keys.recipe_digest(plain) == keys.recipe_digest(spelled_out)
+    assert keys.recipe_digest(plain) != keys.recipe_digest(normalize({"tags": "a", "run": "echo 1"}, "r.yaml", {}, "a"))

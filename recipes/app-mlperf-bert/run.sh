@@ -1,6 +1,9 @@
 # Turn the recipe's inputs (MLRUN_INPUT_*) into the harness's flags; unset inputs are left out.
 set -euo pipefail
-args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "${MLRUN_INPUT_MODEL:-$MLRUN_MODEL}" --out .
+# --model=FILE runs that file; --model=zoo:... or hf:... was fetched by the model recipe (MLRUN_MODEL).
+model="$MLRUN_MODEL"
+case "${MLRUN_INPUT_MODEL:-}" in ""|*:*) ;; *) model="$MLRUN_INPUT_MODEL" ;; esac
+args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$model" --out .
       --scenario "$MLRUN_INPUT_SCENARIO" --mode "$MLRUN_INPUT_MODE" --batch-size "$MLRUN_INPUT_BATCH_SIZE"
       --buckets "$MLRUN_INPUT_BUCKETS")
 [ -n "${MLRUN_INPUT_COUNT:-}" ] && args+=(--count "$MLRUN_INPUT_COUNT")
@@ -10,5 +13,5 @@ args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "${MLRUN_INPUT_
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
 # The model recipe made the dynamic-axis copy of a fixed-384 model already; a --model file gets one in the run folder.
-[ -z "${MLRUN_INPUT_MODEL:-}" ] && [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
+[ "$model" = "${MLRUN_MODEL:-}" ] && [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
 exec "$MLRUN_PYTHON" -m mlperf_bert.harness "${args[@]}"
