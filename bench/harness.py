@@ -1,6 +1,12 @@
-"""Offline throughput of this harness's inference path against the reference SUT design.
+"""Offline throughput of this harness's inference path against the reference SUT design, per backend.
 
     python -m bench.harness [--samples 32] [--repeats 2] [--layers 12 --hidden 768 --heads 12]
+                            [--backends onnxruntime,deepsparse] [--ds-buckets 128,192,256,384]
+
+Both backends in one process needs an interpreter that has both: the deepsparse venv has
+onnxruntime too (the same version as the onnxruntime recipe's), so run it with that one:
+    $(bin/mlrun "get backend deepsparse" --json | python3 -c \
+        'import json,sys; print(json.load(sys.stdin)["exports"]["MLRUN_PYTHON"])') -m bench.harness
 
 All run a random-weight BERT model with the official fixed-384 I/O, in this process, on the
 same samples (real SQuAD feature lengths):
@@ -8,8 +14,13 @@ same samples (real SQuAD feature lengths):
   harness:   mlperf_bert.sut.QaInference, the model made dynamic, each sample at its real
              length, shortest first, one caller using all cores;
   and, to tell the two gains apart, the harness path with every sample padded to 384.
+With deepsparse among --backends (an engine per length bucket, compiled before timing, untimed):
+  deepsparse at a fixed 384: one engine, every sample padded to 384;
+  deepsparse buckets:        mlperf_bert.ds_backend through the same QaInference path, each sample at
+                             the smallest of --ds-buckets that holds it, shortest first.
 They alternate `--repeats` times and the best pass of each counts, so that load from other
-processes on a shared machine hurts all alike.
+processes on a shared machine hurts all alike. The last lines compare the backends' answers: the
+argmax start and end of each sample's logits over its real tokens.
 """
 import argparse
 import threading
@@ -78,6 +89,23 @@ def harness_pass(inference, indices):
     return time.perf_counter() - started
 
 
+def collect(inference, indices):
+    """{index: response} of one pass (for comparing backends, untimed)."""
+    return {indices[p]: r for batch in inference.responses(indices) for p, r in batch}
+
+
+def agreement(first, second, lengths):
+    """Samples whose argmax start and end over their real tokens are the same in both, and the largest
+    logit difference there."""
+    same, worst = 0, 0.0
+    for index, a in first.items():
+        n = int(lengths[index])
+        b = second[index]
+        same += bool((a[:n].argmax(axis=0) == b[:n].argmax(axis=0)).all())
+        worst = max(worst, float(np.abs(a[:n] - b[:n]).max()))
+    return same, worst
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=32)
@@ -88,7 +116,14 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="model weights and sample choice")
     parser.add_argument("--threads", type=int, help="intra-op threads for both (default: all cores)")
     parser.add_argument("--cache", default=str(REPO / "cache" / "bench"), help="model and features kept here")
+    parser.add_argument("--backends", default="onnxruntime", help="onnxruntime, deepsparse, or both: "
+                        "onnxruntime,deepsparse (default: onnxruntime)")
+    parser.add_argument("--ds-buckets", default="128,192,256,384", help="deepsparse bucket lengths "
+                        "(384 always added)")
     args = parser.parse_args(argv)
+    backends = args.backends.split(",")
+    if not backends or set(backends) - {"onnxruntime", "deepsparse"}:
+        parser.error(f"--backends: onnxruntime and/or deepsparse, not {args.backends!r}")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
 
@@ -106,25 +141,53 @@ def main(argv=None):
 
     # Same path at a fixed 384: separates what length handling gains from what threading costs.
     padded = QaInference(reference_backend, features, seq_plan.fixed_plan(384, "reference length"))
-    passes = {
-        "reference design (thread per sample, batch 1, 384)": lambda: reference_pass(reference_backend, features,
-                                                                                      indices),
-        "harness path at a fixed 384 (one caller)": lambda: harness_pass(padded, indices),
-        "this harness (sorted, real lengths, one caller)": lambda: harness_pass(inference, indices),
-    }
+    names = {"reference": "reference design (thread per sample, batch 1, 384)",
+             "ort384": "onnxruntime: harness path at a fixed 384",
+             "ort": "onnxruntime: this harness (sorted, real lengths)",
+             "ds384": "deepsparse: one engine at a fixed 384",
+             "ds": "deepsparse: buckets (sorted, real lengths bucketed)"}
+    passes, paths = {}, {}
+    if "onnxruntime" in backends:
+        passes["reference"] = lambda: reference_pass(reference_backend, features, indices)
+        paths["ort384"], paths["ort"] = padded, inference
+    if "deepsparse" in backends:
+        from mlperf_bert import ds_backend
+        ds_path, ds_plan = ds_backend.prepare(str(model_path), seq_plan.parse_buckets(args.ds_buckets), cache)
+        print(f"deepsparse sequence handling: {ds_plan.description}")
+        ds_fixed = ds_backend.DeepSparseBackend(ds_path, (384,), threads=args.threads,
+                                                progress=ds_backend.progress_line)
+        ds_buckets = ds_backend.DeepSparseBackend(ds_path, ds_plan.buckets, threads=args.threads,
+                                                  progress=ds_backend.progress_line)
+        for backend in (ds_fixed, ds_buckets):
+            backend.warm_up()
+        paths["ds384"] = QaInference(ds_fixed, features, seq_plan.fixed_plan(384, "reference length"))
+        paths["ds"] = QaInference(ds_buckets, features, ds_plan)
+    for key, path in paths.items():
+        passes[key] = lambda path=path: harness_pass(path, indices)
     # One untimed sample each: first runs allocate and plan memory.
-    reference_pass(reference_backend, features, indices[:1])
-    harness_pass(inference, indices[:1])
-    times = {name: [] for name in passes}
+    if "reference" in passes:
+        reference_pass(reference_backend, features, indices[:1])
+    for path in paths.values():
+        harness_pass(path, indices[:1])
+    times = {key: [] for key in passes}
     for _ in range(args.repeats):
-        for name, timed_pass in passes.items():
-            times[name].append(timed_pass())
-    qps = {name: len(indices) / min(seconds) for name, seconds in times.items()}
-    for name, seconds in times.items():
-        print(f"{name:52s} {qps[name]:8.3f} samples/s  (passes: {', '.join(f'{t:.2f}' for t in seconds)} s)")
-    reference, fixed, harness = qps.values()
-    print(f"speed-up over the reference design: {harness / reference:.2f}x "
-          f"(over the same path at 384: {harness / fixed:.2f}x)")
+        for key, timed_pass in passes.items():
+            times[key].append(timed_pass())
+    qps = {key: len(indices) / min(seconds) for key, seconds in times.items()}
+    for key, seconds in times.items():
+        print(f"{names[key]:52s} {qps[key]:8.3f} samples/s  (passes: {', '.join(f'{t:.2f}' for t in seconds)} s)")
+    if "onnxruntime" in backends:
+        print(f"onnxruntime speed-up over the reference design: {qps['ort'] / qps['reference']:.2f}x "
+              f"(over the same path at 384: {qps['ort'] / qps['ort384']:.2f}x)")
+    if "deepsparse" in backends:
+        print(f"deepsparse buckets over deepsparse at 384: {qps['ds'] / qps['ds384']:.2f}x")
+    if len(backends) == 2:
+        print(f"deepsparse over onnxruntime: {qps['ds384'] / qps['ort384']:.2f}x at 384, "
+              f"{qps['ds'] / qps['ort']:.2f}x at real lengths (buckets against exact lengths)")
+        all_lengths = np.asarray(features.lengths)
+        same, worst = agreement(collect(paths["ort"], indices), collect(paths["ds"], indices), all_lengths)
+        print(f"answers: same argmax start and end on {same}/{len(indices)} samples "
+              f"(largest logit difference {worst:.2e})")
 
 if __name__ == "__main__":
     main()

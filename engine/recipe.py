@@ -13,7 +13,8 @@ SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env", "pass_env",
             "exports", "variations", "deps", "download", "run", "sources", "record"}
-VARIATION_KEYS = {"description", "group", "default", "base", "env", "deps", "download", "run", "exports"}
+VARIATION_KEYS = {"description", "group", "default", "base", "env", "deps", "download", "run", "exports", "hash_env",
+                  "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
 INPUT_KEYS = {"type", "default", "choices", "env", "help", "required"}
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
@@ -271,6 +272,8 @@ def normalize(data, path, lines, default_name):
             "download": c.downloads(spec["download"], here + ["download"]) if "download" in spec else None,
             "run": c.run(spec["run"], here + ["run"]) if "run" in spec else None,
             "exports": c.exports(spec.get("exports", {}), here + ["exports"]),
+            "hash_env": c.str_list(spec.get("hash_env", []), here + ["hash_env"], "hash_env"),
+            "pass_env": c.str_list(spec.get("pass_env", []), here + ["pass_env"], "pass_env"),
             "param": vname.endswith(PARAM_SUFFIX),
         }
         if v["default"]:

@@ -265,13 +265,13 @@ class Resolver:
                                needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'")
             deps.append((dep["name"] or child.name, child))
         variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
-        hash_env = {k: self.host_env.get(k) for k in recipe["hash_env"]}  # None: unset on the host
+        hash_env = {k: self.host_env.get(k) for k in spec["hash_env"]}  # None: unset on the host
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
                     download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
-                    sources=recipe["sources"], record=recipe.get("record", {}), pass_env=recipe.get("pass_env", []))
+                    sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"])
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.
@@ -307,6 +307,7 @@ def _apply_variations(recipe, chosen):
     """The recipe's env, deps, download, run and exports after the chosen variations."""
     env, exports = dict(recipe["env"]), dict(recipe["exports"])
     deps, download, run = list(recipe["deps"]), recipe["download"], recipe["run"]
+    hash_env, pass_env = list(recipe["hash_env"]), list(recipe.get("pass_env", []))
     for vname, param in chosen:
         v = recipe["variations"][vname]
         sub = (lambda s, p=param: s.replace("{value}", p)) if param is not None else (lambda s: s)
@@ -320,7 +321,10 @@ def _apply_variations(recipe, chosen):
             download = v["download"]
         if v["run"] is not None:
             run = v["run"]
-    return {"env": env, "exports": exports, "deps": deps, "download": download, "run": run}
+        hash_env += [k for k in v.get("hash_env", []) if k not in hash_env]
+        pass_env += [k for k in v.get("pass_env", []) if k not in pass_env]
+    return {"env": env, "exports": exports, "deps": deps, "download": download, "run": run,
+            "hash_env": hash_env, "pass_env": pass_env}
 
 
 def _condition_holds(condition, chosen, inputs):

@@ -1,5 +1,8 @@
 """python -m mlperf_bert.harness: run a BERT QA ONNX model under MLPerf LoadGen and report.
 
+Backends: onnxruntime (one session, any length the model allows) or deepsparse (an engine per
+sequence-length bucket, compiled before LoadGen starts; Server runs DeepSparse's multi-stream
+scheduler with a worker per stream). Both give the same responses: float32 (L, 2) per sample.
 Writes into RUN_DIR: user.conf (the settings chosen here, then the user's own lines),
 LoadGen's mlperf_log_* files, accuracy.txt (accuracy mode) and summary.json.
 """
@@ -10,6 +13,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -17,12 +21,12 @@ import mlperf_loadgen as lg
 
 from engine.errors import MlrunError, StepError, UsageError
 from mlperf_bert import accuracy, loadgen_summary, seq_plan, squad_features
-from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import LoadGenSut, QaInference
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
 SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
 MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.PerformanceOnly}
+BACKENDS = ("onnxruntime", "deepsparse")
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 SHORT_RUN_MIN_DURATION_MS = 1000
@@ -52,7 +56,12 @@ def parse_args(argv):
     parser.add_argument("--count", type=_count(1), help="short run: only the first N samples, small minimum "
                         "duration and query count")
     parser.add_argument("--batch-size", type=_count(1), default=1, help="samples of one run length per session run")
-    parser.add_argument("--threads", type=_count(1), help="onnxruntime intra-op threads (default: all cores)")
+    parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference runtime "
+                        "(default: onnxruntime)")
+    parser.add_argument("--threads", type=_count(1), help="onnxruntime intra-op threads, deepsparse cores "
+                        "(default: all cores)")
+    parser.add_argument("--streams", type=_count(1), help="deepsparse Server: requests run at once by the "
+                        "multi-stream scheduler, one worker each (default: 2, or one per 4 cores)")
     parser.add_argument("--target-qps", type=float, help="Offline expected / Server target QPS "
                         "(default: measured in a warm-up; Server half of it)")
     parser.add_argument("--target-latency", type=float, metavar="MS", help="SingleStream/MultiStream "
@@ -65,7 +74,8 @@ def parse_args(argv):
     parser.add_argument("--squad", help="dev-v1.1.json, to score accuracy mode")
     parser.add_argument("--buckets", default="auto", help="sequence lengths to run at: exact (each sample at "
                         "its real length), lengths such as 384 or 128,256,384 (each at the smallest that holds "
-                        "it), or auto (default: exact when the model allows it, else 384)")
+                        "it), or auto (default: exact when the model allows it, else 384; deepsparse: "
+                        "128,192,256,384, an engine each)")
     parser.add_argument("--dynamic-model-cache", help="folder that keeps the dynamic-axis copy of a fixed-384 "
                         "model between runs (default: the run folder)")
     args = parser.parse_args(argv)
@@ -73,6 +83,8 @@ def parse_args(argv):
         parser.error("--target-qps applies to Offline and Server")
     if args.target_latency is not None and args.scenario == "Offline":
         parser.error("--target-latency applies to SingleStream, MultiStream and Server")
+    if args.streams is not None and (args.backend, args.scenario) != ("deepsparse", "Server"):
+        parser.error("--streams applies to --backend deepsparse in the Server scenario")
     for option in ("user_conf", "audit_config", "squad"):
         path = getattr(args, option)
         if path is not None and not os.path.isfile(path):
@@ -109,14 +121,14 @@ def run(args):
     for stale in RUN_OUTPUTS:
         (run_dir / stale).unlink(missing_ok=True)
     buckets = seq_plan.parse_buckets(args.buckets)
-    model_path, plan = seq_plan.prepare(args.model, buckets, args.dynamic_model_cache or run_dir)
-    inference = QaInference(OrtBackend(model_path, args.threads), features, plan, args.batch_size)
-    measured_qps = _warm_up(inference, total)
+    backend, plan, workers = _backend(args, buckets, args.dynamic_model_cache or run_dir)
+    inference = QaInference(backend, features, plan, args.batch_size)
+    measured_qps = _warm_up(inference, total, workers)
     conf_lines, chosen = settings_lines(args, total, measured_qps)
     user_conf = run_dir / "user.conf"
     user_conf.write_text("\n".join(conf_lines) + "\n")
 
-    sut = LoadGenSut(inference, total, total)
+    sut = LoadGenSut(inference, total, total, workers)
     try:
         _start_test(sut, args, user_conf, run_dir)
     finally:
@@ -125,9 +137,12 @@ def run(args):
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
         "sequence_handling": plan.description, "batch_size": args.batch_size, "threads": inference.backend.threads,
+        "backend": args.backend, "workers": workers,
         "warmup_qps": round(measured_qps, 3), "settings": chosen,
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
     }
+    if args.backend == "deepsparse":
+        summary["deepsparse"] = backend.describe()
     if sut.error is not None:
         summary["error"] = f"inference failed: {sut.error}"
     elif args.mode == "accuracy":
@@ -146,17 +161,51 @@ def _load_features(folder):
     return squad_features.load(folder)
 
 
-def _warm_up(inference, total):
-    """Run a few samples twice (first-run allocations are not measured); return samples/s of the second.
+def _backend(args, buckets, work_dir):
+    """(backend, SeqPlan, SUT workers) for --backend; a deepsparse backend's engines are compiled here,
+    each once, with a line of progress, and each run once."""
+    if args.backend == "onnxruntime":
+        from mlperf_bert.ort_backend import OrtBackend
+        model_path, plan = seq_plan.prepare(args.model, buckets, work_dir)
+        return OrtBackend(model_path, args.threads), plan, 1
+    from mlperf_bert import ds_backend
+    model_path, plan = ds_backend.prepare(args.model, buckets, work_dir)
+    scheduler = "multi_stream" if args.scenario == "Server" else "single_stream"
+    backend = ds_backend.DeepSparseBackend(model_path, plan.buckets, ds_backend.batch_sizes_for(
+        args.scenario, args.batch_size), args.threads, scheduler, args.streams, progress=ds_backend.progress_line)
+    backend.warm_up()
+    return backend, plan, backend.streams
+
+
+def _warm_up(inference, total, workers=1):
+    """Run a few samples twice (first-run allocations are not measured); return samples/s of the second,
+    with `workers` callers at once as in the SUT.
 
     Also the first place a model that loads but cannot run fails, before LoadGen starts.
     """
-    indices = list(range(min(WARMUP_SAMPLES, total)))
+    indices = list(range(min(max(WARMUP_SAMPLES, 2 * workers), total)))
     for _ in inference.responses(indices):
         pass
+    shares = [indices[n::workers] for n in range(workers) if indices[n::workers]]
+    errors = []
+
+    def work(share):
+        try:
+            for _ in inference.responses(share):
+                pass
+        except Exception as error:
+            errors.append(error)
     started = time.perf_counter()
-    for _ in inference.responses(indices):
-        pass
+    if len(shares) == 1:
+        work(shares[0])
+    else:
+        threads = [threading.Thread(target=work, args=(share,)) for share in shares]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
     return len(indices) / max(time.perf_counter() - started, 1e-9)
 
 

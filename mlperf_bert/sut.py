@@ -2,12 +2,13 @@
 
 Unlike the reference SUT (a thread per sample, each padded to 384), one worker thread runs
 every sample through one session that uses all cores, at the length the SeqPlan picks,
-shortest first. LoadGen callbacks only queue work, so they return at once.
+shortest first. LoadGen callbacks only queue work, so they return at once. A backend that runs
+several requests at once (DeepSparse's multi-stream scheduler, for Server) gets one worker per
+stream, each taking the next query from the same queue.
 """
 import queue
 import threading
 
-import mlperf_loadgen as lg
 import numpy as np
 
 
@@ -49,21 +50,26 @@ class QaInference:
 
 
 class LoadGenSut:
-    """A LoadGen QSL and SUT whose queries are queued to one worker thread.
+    """A LoadGen QSL and SUT whose queries are queued to `workers` worker threads (default one).
 
     If inference fails, the error is kept in `error` and the remaining samples are completed
     empty, so LoadGen ends the test instead of waiting forever.
     """
 
-    def __init__(self, inference, total_count, performance_count):
+    def __init__(self, inference, total_count, performance_count, workers=1):
+        import mlperf_loadgen as lg  # here: QaInference alone (bench/harness.py) runs without LoadGen
+        self._lg = lg
         self.inference = inference
         self.completed = 0
         self.error = None
+        self._lock = threading.Lock()
         self._queue = queue.Queue()
-        self._worker = threading.Thread(target=self._work, name="sut-worker", daemon=True)
+        self._workers = [threading.Thread(target=self._work, name=f"sut-worker-{n}", daemon=True)
+                         for n in range(max(1, workers))]
         self.qsl = lg.ConstructQSL(total_count, performance_count, inference.load, inference.unload)
         self.sut = lg.ConstructSUT(self._issue, self._flush)
-        self._worker.start()
+        for worker in self._workers:
+            worker.start()
 
     def _issue(self, query_samples):
         self._queue.put([(sample.id, sample.index) for sample in query_samples])
@@ -77,19 +83,25 @@ class LoadGenSut:
             if self.error is None:
                 try:
                     for batch in self.inference.responses([index for _, index in samples]):
+                        lg = self._lg
                         lg.QuerySamplesComplete([lg.QuerySampleResponse(samples[position][0], response.ctypes.data,
                                                                         response.nbytes)
                                                  for position, response in batch])
                         for position, _ in batch:
                             del pending[position]
-                        self.completed += len(batch)
+                        with self._lock:
+                            self.completed += len(batch)
                 except Exception as error:  # reported after the test; LoadGen must still finish
-                    self.error = error
+                    with self._lock:
+                        self.error = self.error or error
             if pending:
-                lg.QuerySamplesComplete([lg.QuerySampleResponse(sample_id, 0, 0) for sample_id, _ in pending.values()])
+                self._lg.QuerySamplesComplete([self._lg.QuerySampleResponse(sample_id, 0, 0)
+                                               for sample_id, _ in pending.values()])
 
     def close(self):
-        self._queue.put(None)
-        self._worker.join()
-        lg.DestroySUT(self.sut)
-        lg.DestroyQSL(self.qsl)
+        for _ in self._workers:
+            self._queue.put(None)
+        for worker in self._workers:
+            worker.join()
+        self._lg.DestroySUT(self.sut)
+        self._lg.DestroyQSL(self.qsl)

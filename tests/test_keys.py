@@ -231,3 +231,14 @@ def test_empty_schema_values_do_not_change_the_digest():
     spelled_out = normalize({"tags": "a", "run": "echo", "pass_env": [], "env": {}, "record": {}}, "r.yaml", {}, "a")
     assert keys.recipe_digest(plain) == keys.recipe_digest(spelled_out)
     assert keys.recipe_digest(plain) != keys.recipe_digest(normalize({"tags": "a", "run": "echo 1"}, "r.yaml", {}, "a"))
+
+
+def test_a_variations_hash_env_counts_only_when_chosen():
+    from engine import MemoryIndex, resolve
+    index = MemoryIndex({"r": {"tags": "r", "run": "echo",
+                               "variations": {"plain": {"group": "g", "default": True},
+                                              "hub": {"group": "g", "hash_env": ["HUB"]}}}})
+    def key(query, hub):
+        return resolve(index, query, host_env={"HUB": hub}).root.key
+    assert key("r", "a") == key("r", "b")
+    assert key("r _hub", "a") != key("r _hub", "b")

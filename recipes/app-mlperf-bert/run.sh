@@ -1,17 +1,23 @@
 # Turn the recipe's inputs (MLRUN_INPUT_*) into the harness's flags; unset inputs are left out.
 set -euo pipefail
+# The backend variation (HARNESS_BACKEND) needs its backend recipe for this device (it exports MLRUN_BACKEND).
+if [ "${MLRUN_BACKEND:-}" != "$HARNESS_BACKEND" ]; then
+  echo "error: no $HARNESS_BACKEND backend for this device (deepsparse runs on CPUs only: use _cpu)" >&2
+  exit 2
+fi
 # --model=FILE runs that file; --model=zoo:... or hf:... was fetched by the model recipe (MLRUN_MODEL).
-model="$MLRUN_MODEL"
+model="${MLRUN_MODEL:-}"
 case "${MLRUN_INPUT_MODEL:-}" in ""|*:*) ;; *) model="$MLRUN_INPUT_MODEL" ;; esac
 args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$model" --out .
       --scenario "$MLRUN_INPUT_SCENARIO" --mode "$MLRUN_INPUT_MODE" --batch-size "$MLRUN_INPUT_BATCH_SIZE"
-      --buckets "$MLRUN_INPUT_BUCKETS")
+      --buckets "$MLRUN_INPUT_BUCKETS" --backend "$HARNESS_BACKEND")
 [ -n "${MLRUN_INPUT_COUNT:-}" ] && args+=(--count "$MLRUN_INPUT_COUNT")
 [ -n "${MLRUN_INPUT_THREADS:-}" ] && args+=(--threads "$MLRUN_INPUT_THREADS")
 [ -n "${MLRUN_INPUT_TARGET_QPS:-}" ] && args+=(--target-qps "$MLRUN_INPUT_TARGET_QPS")
 [ -n "${MLRUN_INPUT_TARGET_LATENCY:-}" ] && args+=(--target-latency "$MLRUN_INPUT_TARGET_LATENCY")
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
+[ -n "${MLRUN_INPUT_STREAMS:-}" ] && args+=(--streams "$MLRUN_INPUT_STREAMS")
 # The model recipe made the dynamic-axis copy of a fixed-384 model already; a --model file gets one in the run folder.
 [ "$model" = "${MLRUN_MODEL:-}" ] && [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
 exec "$MLRUN_PYTHON" -m mlperf_bert.harness "${args[@]}"

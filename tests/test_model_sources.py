@@ -1,0 +1,446 @@
+"""Model sources: SparseZoo stubs and Hugging Face Hub repos, offline.
+
+SparseZoo is tested up to the network boundary: stub parsing, the mirror layout, and what happens
+when the `sparsezoo` package cannot reach its servers (a stand-in module raises what requests raises).
+Hugging Face downloads go through the real `huggingface_hub` against a small hub on 127.0.0.1
+(HF_ENDPOINT) that answers the endpoints it uses, serving a tiny random-weight model made here.
+"""
+import hashlib
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import threading
+import types
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote, urlsplit
+
+import onnx
+import pytest
+
+from conftest import ROOT
+from engine.errors import MlrunError
+from engine.index import RecipeIndex
+from engine.resolver import resolve
+from mlperf_bert import model_adapter, model_sources, random_model
+
+STUB = "zoo:nlp/question_answering/bert-large/pytorch/huggingface/squad/pruned80_quant-none-vnni"
+STUB_PATH = STUB[len("zoo:"):]
+
+
+@pytest.fixture(scope="module")
+def tiny_hf_model(tmp_path_factory):
+    """Bytes of a tiny random BERT QA model with the Hugging Face input names, fixed 384 axis."""
+    path = tmp_path_factory.mktemp("tiny") / "model.onnx"
+    onnx.save(random_model.build(layers=1, hidden=32, heads=2, seq=384, input_names="hf"), str(path))
+    return path.read_bytes()
+
+
+# -- SparseZoo: stubs, mirror, offline ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, path", [
+    (STUB, STUB_PATH),
+    (STUB_PATH, STUB_PATH),
+    ("zoo:nlp/question_answering/mobilebert-none/pytorch/huggingface/squad/14layer_pruned50_quant-none-vnni",
+     "nlp/question_answering/mobilebert-none/pytorch/huggingface/squad/14layer_pruned50_quant-none-vnni"),
+    ("zoo:bert-large-squad_wikipedia_bookcorpus-pruned80.4block_quantized",
+     "bert-large-squad_wikipedia_bookcorpus-pruned80.4block_quantized"),
+])
+def test_stubs_parse(text, path):
+    stub = model_sources.parse_stub(text)
+    assert stub.path == path and stub.stub == "zoo:" + path
+
+
+@pytest.mark.parametrize("text", ["", "zoo:", "zoo:a/b", "zoo:nlp/../../../etc/passwd/x/y/z", "hf:org/name",
+                                  "zoo:nlp/qa/bert/pytorch/hf/squad/tag?recipe=x", "zoo:a b"])
+def test_bad_stubs_are_refused_with_an_example(text):
+    with pytest.raises(MlrunError) as info:
+        model_sources.parse_stub(text)
+    assert "not a SparseZoo stub" in info.value.message and "zoo:nlp/question_answering" in info.value.hint
+
+
+def test_mirror_layout_is_the_stub_path_under_sparsezoo(tmp_path):
+    folder = model_sources.mirror_folder(str(tmp_path), model_sources.parse_stub(STUB))
+    assert folder == os.path.join(str(tmp_path), "sparsezoo", *STUB_PATH.split("/"))
+
+
+class _NoZoo(types.ModuleType):
+    """A `sparsezoo` that fails the test if anything asks it for a model."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"sparsezoo.{name} used although the mirror has the model")
+
+
+def _zoo(monkeypatch, model_class):
+    fake = types.ModuleType("sparsezoo")
+    fake.Model = model_class
+    monkeypatch.setitem(sys.modules, "sparsezoo", fake)
+
+
+@pytest.mark.parametrize("layout", ["deployment/model.onnx", "model.onnx", "model.onnx.tar.gz"])
+def test_sparsezoo_model_from_the_mirror(tmp_path, monkeypatch, tiny_hf_model, layout):
+    monkeypatch.setitem(sys.modules, "sparsezoo", _NoZoo("sparsezoo"))
+    folder = tmp_path / "mirror" / "sparsezoo" / STUB_PATH
+    target = folder / layout
+    target.parent.mkdir(parents=True)
+    if layout.endswith(".tar.gz"):
+        with tarfile.open(target, "w:gz") as tar:
+            info = tarfile.TarInfo("model/model.onnx")
+            info.size = len(tiny_hf_model)
+            tar.addfile(info, io.BytesIO(tiny_hf_model))
+    else:
+        target.write_bytes(tiny_hf_model)
+        (folder / "README.md").write_text("model card\n")
+    out = tmp_path / "entry"
+    record = model_sources.fetch_sparsezoo(STUB, str(out), mirror=str(tmp_path / "mirror"))
+    # The model's own bytes: SparseZoo models are used as published; the harness maps their names.
+    assert (out / "model.onnx").read_bytes() == tiny_hf_model
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "source.json"]
+    assert record == json.loads((out / "source.json").read_text())
+    assert record["stub"] == STUB and record["from"] == f"mirror {folder}"
+    assert record["inputs"] == {"ids": "input_ids", "mask": "attention_mask", "segments": "token_type_ids"}
+    assert record["seq_len"] == 384
+    assert record["sha256"]["model.onnx"] == hashlib.sha256(tiny_hf_model).hexdigest()
+
+
+def test_sparsezoo_download_keeps_only_the_model(tmp_path, monkeypatch, tiny_hf_model):
+    calls = []
+
+    class Model:  # the part of sparsezoo.Model the fetch uses
+        def __init__(self, source, download_path=None):
+            calls.append((source, download_path))
+            self.folder = download_path
+
+        @property
+        def onnx_model(self):
+            folder = self.folder
+
+            class File:
+                @property
+                def path(self):
+                    os.makedirs(folder, exist_ok=True)
+                    with open(os.path.join(folder, "model.onnx"), "wb") as f:
+                        f.write(tiny_hf_model)
+                    return os.path.join(folder, "model.onnx")
+            return File()
+    _zoo(monkeypatch, Model)
+    out = tmp_path / "entry"
+    record = model_sources.fetch_sparsezoo("", str(out), known=STUB)  # the stub of a known-model variation
+    assert calls == [(STUB, str(out / ".sparsezoo-download"))]
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "source.json"]
+    assert record["from"] == "sparsezoo" and record["stub"] == STUB
+
+
+def test_sparsezoo_offline_names_the_stub_and_the_mirror(tmp_path, monkeypatch, capsys):
+    requests = pytest.importorskip("requests")
+
+    class Model:
+        def __init__(self, source, download_path=None):
+            raise requests.exceptions.ConnectionError(
+                "HTTPSConnectionPool(host='api.neuralmagic.com', port=443): Max retries exceeded")
+    _zoo(monkeypatch, Model)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()  # a mirror without this model
+    code = model_sources.main(["sparsezoo", "--stub", STUB, "--mirror", str(mirror), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert STUB in err and "cannot be reached" in err
+    assert os.path.join(str(mirror), "sparsezoo", *STUB_PATH.split("/")) in err and "--mirror" in err
+    assert "Traceback" not in err
+
+
+def test_sparsezoo_stub_and_variation_must_agree(tmp_path):
+    other = STUB.replace("pruned80", "pruned90")
+    with pytest.raises(MlrunError, match="differs from the stub of the chosen variation"):
+        model_sources.fetch_sparsezoo(other, str(tmp_path), known=STUB)
+    with pytest.raises(MlrunError, match="needs --stub"):
+        model_sources.fetch_sparsezoo("", str(tmp_path))
+
+
+# -- Hugging Face: names, file choice ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, revision, want", [
+    ("hf:org/name", None, ("org/name", None)),
+    ("org/name", "v1", ("org/name", "v1")),
+    ("hf:org/name@0123456789abcdef0123456789abcdef01234567", None,
+     ("org/name", "0123456789abcdef0123456789abcdef01234567")),
+    ("hf:org/name@main", "main", ("org/name", "main")),
+    ("hf:bert-base-uncased", None, ("bert-base-uncased", None)),
+])
+def test_repo_names_parse(text, revision, want):
+    assert model_sources.parse_repo(text, revision) == want
+
+
+@pytest.mark.parametrize("text, revision, fragment", [
+    ("hf:", None, "not a Hugging Face model repo"),
+    ("hf:a/b/c", None, "not a Hugging Face model repo"),
+    ("hf:org--x/name", None, "not a Hugging Face model repo"),
+    ("hf:org/../x", None, "not a Hugging Face model repo"),
+    ("hf:org/name@", None, "nothing after @"),
+    ("hf:org/name@v1", "v2", "two revisions"),
+])
+def test_bad_repo_names_are_refused(text, revision, fragment):
+    with pytest.raises(MlrunError, match=fragment):
+        model_sources.parse_repo(text, revision)
+
+
+def test_onnx_file_choice():
+    files = ["README.md", "onnx/model.onnx", "onnx/model_quantized.onnx", "onnx/model.onnx_data", "config.json"]
+    assert model_sources.choose_onnx(files) == "onnx/model.onnx"
+    assert model_sources.onnx_data_files(files, "onnx/model.onnx") == ["onnx/model.onnx_data"]
+    assert model_sources.choose_onnx(["a/bert-squad.onnx", "config.json"]) == "a/bert-squad.onnx"
+    assert model_sources.choose_onnx(["config.json", "model.safetensors"]) is None
+    with pytest.raises(MlrunError, match="several ONNX files") as info:
+        model_sources.choose_onnx(["fp32.onnx", "int8.onnx"])
+    assert "--file" in info.value.hint
+    assert model_sources.choose_onnx(["fp32.onnx", "int8.onnx"], "int8.onnx") == "int8.onnx"
+    assert model_sources.weight_files(["config.json", "pytorch_model.bin", "model.safetensors"]) == \
+        ["config.json", "model.safetensors"]
+    assert model_sources.weight_files(["model.safetensors"]) is None
+
+
+def test_rename_to_official_names(tmp_path, tiny_hf_model):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(tiny_hf_model)
+    assert model_sources.rename_to_official(str(path)) is True
+    io_ = model_adapter.inspect(str(path))
+    assert (io_.ids, io_.mask, io_.segments, io_.start, io_.end) == (
+        "input_ids", "input_mask", "segment_ids", "output_start_logits", "output_end_logits")
+    assert model_sources.rename_to_official(str(path)) is False  # already official
+
+
+def test_cached_listing_reads_the_huggingface_cache_layout(tmp_path):
+    sha = "a" * 40
+    storage = tmp_path / "models--org--tiny"
+    (storage / "refs").mkdir(parents=True)
+    (storage / "refs" / "main").write_text(sha)
+    (storage / "snapshots" / sha / "onnx").mkdir(parents=True)
+    (storage / "snapshots" / sha / "onnx" / "model.onnx").write_bytes(b"x")
+    assert model_sources.cached_listing(str(tmp_path), "org/tiny", None) == (sha, ["onnx/model.onnx"])
+    assert model_sources.cached_listing(str(tmp_path), "org/tiny", sha) == (sha, ["onnx/model.onnx"])
+    assert model_sources.cached_listing(str(tmp_path), "org/tiny", "v2") == (None, [])
+    assert model_sources.cached_listing(str(tmp_path), "org/other", None) == (None, [])
+
+
+# -- Hugging Face: a real huggingface_hub download from a hub on 127.0.0.1 --------------------------------
+
+
+class _Hub(BaseHTTPRequestHandler):
+    """The endpoints hf_hub_download/snapshot_download call: model info, tree, resolve (HEAD and GET)."""
+
+    def do_HEAD(self):
+        self._answer(head=True)
+
+    def do_GET(self):
+        self._answer(head=False)
+
+    def _answer(self, head):
+        hub = self.server
+        url = urlsplit(self.path)
+        path = unquote(url.path)
+        with hub.lock:
+            hub.requests.append({"method": self.command, "path": path,
+                                 "authorization": self.headers.get("Authorization")})
+        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)(?:/revision/([^/]+))?", path)
+        if m:
+            repo, commit = self._repo_commit(m[1], m[2] or "main")
+            if repo is not None:
+                body = {"id": m[1], "sha": commit, "private": False,
+                        "siblings": [{"rfilename": name} for name in sorted(repo["files"])]}
+                self._send(200, json.dumps(body).encode(), head, {"Content-Type": "application/json"})
+            return
+        m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/tree/([^/]+)", path)
+        if m:
+            repo, commit = self._repo_commit(m[1], m[2])
+            if repo is not None:
+                body = [{"type": "file", "path": name, "size": len(data), "oid": hashlib.sha1(data).hexdigest()}
+                        for name, data in sorted(repo["files"].items())]
+                self._send(200, json.dumps(body).encode(), head, {"Content-Type": "application/json"})
+            return
+        m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", path)
+        if m:
+            repo, commit = self._repo_commit(m[1], m[2])
+            if repo is None:
+                return
+            data = repo["files"].get(m[3])
+            if data is None:
+                return self._send(404, b"", head, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
+            self._send(200, data, head, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+                                         "Content-Type": "application/octet-stream"})
+            return
+        self._send(404, b"", head, {})
+
+    def _repo_commit(self, repo_id, revision):
+        repo = self.server.repos.get(repo_id)
+        if repo is None:
+            self._send(401, b"", self.command == "HEAD", {"X-Error-Code": "RepoNotFound"})
+            return None, None
+        commit = repo["refs"].get(revision, revision if revision == repo["sha"] else None)
+        if commit is None:
+            self._send(404, b"", self.command == "HEAD", {"X-Error-Code": "RevisionNotFound"})
+            return None, None
+        return repo, commit
+
+    def _send(self, status, body, head, headers):
+        self.send_response(status)
+        for key, value in headers.items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub():
+    """A threaded Hugging Face Hub stand-in on 127.0.0.1; hub.add(repo_id, files) publishes a repo."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Hub)
+    srv.daemon_threads = True
+    srv.lock = threading.Lock()
+    srv.requests, srv.repos = [], {}
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+
+    def add(repo_id, files):
+        sha = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()
+        srv.repos[repo_id] = {"sha": sha, "files": files, "refs": {"main": sha}}
+        return sha
+    srv.add = add
+    thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _fetch_hf(tmp_path, out, *args, **env):
+    """python -m mlperf_bert.model_sources huggingface ... in a clean environment (as a step runs it)."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "MLRUN_"))}
+    base.update(PYTHONPATH=ROOT, HF_HOME=str(tmp_path / "hf-home"), HF_HUB_DISABLE_TELEMETRY="1")
+    base.update({k: str(v) for k, v in env.items()})
+    return subprocess.run([sys.executable, "-m", "mlperf_bert.model_sources", "huggingface", *args, "--out", str(out)],
+                          env=base, capture_output=True, text=True, timeout=60)
+
+
+def test_huggingface_download_then_offline_from_the_warm_cache(tmp_path, hub, tiny_hf_model):
+    pytest.importorskip("huggingface_hub")
+    commit = hub.add("org/tiny-squad", {"onnx/model.onnx": tiny_hf_model, "README.md": b"# tiny\n",
+                                        "config.json": b"{}", "onnx/model_quantized.onnx": b"not fetched"})
+    first = _fetch_hf(tmp_path, tmp_path / "a", "--repo", "hf:org/tiny-squad", HF_ENDPOINT=hub.url, HF_TOKEN="hf_test")
+    assert first.returncode == 0, first.stderr
+    record = json.loads((tmp_path / "a" / "source.json").read_text())
+    assert record["repo"] == "org/tiny-squad" and record["revision"] == "main" and record["commit"] == commit
+    assert record["files"] == ["onnx/model.onnx"] and record["endpoint"] == hub.url
+    # The official names, whatever the repo's file called them.
+    assert record["inputs"] == {"ids": "input_ids", "mask": "input_mask", "segments": "segment_ids"}
+    assert record["outputs"] == {"start": "output_start_logits", "end": "output_end_logits"}
+    # Through huggingface_hub: its cache holds the file, the token went to the hub, only the model was fetched.
+    storage = tmp_path / "hf-home" / "hub" / "models--org--tiny-squad"
+    assert (storage / "refs" / "main").read_text() == commit
+    assert (storage / "snapshots" / commit / "onnx" / "model.onnx").read_bytes() == tiny_hf_model
+    assert {r["authorization"] for r in hub.requests} == {"Bearer hf_test"}
+    fetched = [r["path"] for r in hub.requests if "/resolve/" in r["path"] and r["method"] == "GET"]
+    assert fetched == [f"/org/tiny-squad/resolve/{commit}/onnx/model.onnx"] or \
+        fetched == ["/org/tiny-squad/resolve/main/onnx/model.onnx"]
+
+    # HF_HUB_OFFLINE with the warm cache: the same model, and not one request.
+    seen = len(hub.requests)
+    offline = _fetch_hf(tmp_path, tmp_path / "b", "--repo", "hf:org/tiny-squad", HF_ENDPOINT=hub.url,
+                        HF_HUB_OFFLINE="1")
+    assert offline.returncode == 0, offline.stderr
+    assert len(hub.requests) == seen
+    again = json.loads((tmp_path / "b" / "source.json").read_text())
+    assert again["commit"] == commit and again["sha256"] == record["sha256"]
+    assert "HF_HUB_OFFLINE is set" in offline.stdout
+
+    # The hub gone (a closed port) and no HF_HUB_OFFLINE: the cache still serves, like huggingface_hub does.
+    gone = _fetch_hf(tmp_path, tmp_path / "c", "--repo", f"org/tiny-squad@{commit}", HF_ENDPOINT="http://127.0.0.1:9")
+    assert gone.returncode == 0, gone.stderr
+    assert json.loads((tmp_path / "c" / "source.json").read_text())["sha256"] == record["sha256"]
+
+
+def test_huggingface_offline_without_a_cache_says_so(tmp_path, hub):
+    pytest.importorskip("huggingface_hub")
+    result = _fetch_hf(tmp_path, tmp_path / "out", "--repo", "hf:org/tiny-squad@v1", HF_ENDPOINT=hub.url,
+                       HF_HUB_OFFLINE="1")
+    assert result.returncode == 1
+    assert "cannot get hf:org/tiny-squad@v1: HF_HUB_OFFLINE is set" in result.stderr
+    assert os.path.join("hf-home", "hub") in result.stderr and "Traceback" not in result.stderr
+    assert hub.requests == []
+
+
+def test_huggingface_errors_name_the_repo(tmp_path, hub):
+    pytest.importorskip("huggingface_hub")
+    hub.add("org/weights-only", {"config.json": b"{}", "model.safetensors": b"weights"})
+    no_onnx = _fetch_hf(tmp_path, tmp_path / "a", "--repo", "hf:org/weights-only", HF_ENDPOINT=hub.url)
+    assert no_onnx.returncode == 2
+    assert "hf:org/weights-only has no ONNX file" in no_onnx.stderr and "_export" in no_onnx.stderr
+    assert not any("/resolve/" in r["path"] for r in hub.requests)  # nothing downloaded for nothing
+    missing = _fetch_hf(tmp_path, tmp_path / "b", "--repo", "hf:org/nope", HF_ENDPOINT=hub.url)
+    assert missing.returncode == 1 and "hf:org/nope: no such model repo" in missing.stderr
+    assert "HF_TOKEN" in missing.stderr
+    bad_rev = _fetch_hf(tmp_path, tmp_path / "c", "--repo", "hf:org/weights-only@v9", HF_ENDPOINT=hub.url)
+    assert bad_rev.returncode == 2 and "has no revision v9" in bad_rev.stderr
+
+
+# -- the recipes ------------------------------------------------------------------------------------
+
+
+def _plan(query, inputs=None, host_env=None, dep_overrides=None):
+    plan = resolve(RecipeIndex([os.path.join(ROOT, "recipes")]), query, inputs=inputs or {},
+                   host_env=host_env or {}, dep_overrides=dep_overrides)
+    return {n.name: n for n in plan.nodes}, plan
+
+
+def _venv(node):
+    """The packages of the venv a node runs in."""
+    return dict(node.deps)["python"].inputs["packages"]
+
+
+def test_the_benchmark_takes_zoo_and_hf_references():
+    nodes, _ = _plan("app mlperf bert _onnxruntime _cpu", {"model": STUB, "mode": "accuracy"})
+    model = nodes["get-ml-model-bert"]
+    assert "sparsezoo" in model.variations and model.inputs["stub"] == STUB
+    nodes, _ = _plan("app mlperf bert _onnxruntime _cpu", {"model": "hf:org/name@v1"})
+    model = nodes["get-ml-model-bert"]
+    assert "huggingface" in model.variations and model.inputs["repo"] == "hf:org/name@v1"
+    assert "get-ml-model-bert-large" not in nodes
+    nodes, _ = _plan("app mlperf bert _onnxruntime _cpu", {"model": "hf:org/name"}, dep_overrides={
+        "model": {"tags": "_export"}})
+    assert "export" in nodes["get-ml-model-bert"].variations
+    assert "torch==2.13.0" in _venv(nodes["get-ml-model-bert"])
+
+
+def test_entry_keys_follow_the_source_not_the_token_or_cache_folder():
+    def key(query, inputs, **env):
+        return _plan(query, inputs, host_env=env)[0]["get-ml-model-bert"].key
+    hf = ("get ml-model bert _huggingface", {"repo": "org/name"})
+    base = key(*hf)
+    assert key(*hf, HF_TOKEN="hf_a", HF_HOME="/x", HF_HUB_OFFLINE="1") == base
+    assert key(*hf, HF_ENDPOINT="http://mirror.example") != base
+    assert key("get ml-model bert _huggingface", {"repo": "org/name@v2"}) != base
+    zoo = key("get ml-model bert _sparsezoo", {"stub": STUB})
+    assert zoo != key("get ml-model bert _sparsezoo", {"stub": STUB.replace("pruned80", "pruned90")})
+    # Only the export path installs torch.
+    nodes, _ = _plan(*hf)
+    assert "torch" not in _venv(nodes["get-ml-model-bert"])
+
+
+def test_known_stubs_are_variations_with_their_expected_f1():
+    recipe = next(r for r in RecipeIndex([os.path.join(ROOT, "recipes")]).recipes if r["name"] == "get-ml-model-bert")
+    known = {name: v for name, v in recipe["variations"].items() if v["group"] == "zoo-model"}
+    assert len(known) == 3
+    for name, spec in known.items():
+        model_sources.parse_stub(spec["env"]["MODEL_STUB"])
+        assert spec["base"] == ["sparsezoo"]
+        assert re.search(r"expected F1 \d\d\.\d+", spec["description"]), name
+    nodes, _ = _plan("get ml-model bert _obert-large-pruned95-quant")
+    assert "sparsezoo" in nodes["get-ml-model-bert"].variations
+    assert "sparsezoo==1.8.1" in _venv(nodes["get-ml-model-bert"])
