@@ -13,8 +13,8 @@ SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env", "pass_env",
             "exports", "variations", "deps", "download", "run", "sources", "record"}
-VARIATION_KEYS = {"description", "group", "default", "base", "env", "deps", "download", "run", "exports", "hash_env",
-                  "pass_env"}
+VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
+                  "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
 INPUT_KEYS = {"type", "default", "choices", "env", "help", "required"}
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
@@ -267,6 +267,7 @@ def normalize(data, path, lines, default_name):
             "group": c.expect(spec["group"], str, here + ["group"], "group") if "group" in spec else None,
             "default": c.expect(spec.get("default", False), bool, here + ["default"], "default"),
             "base": c.str_list(spec.get("base", []), here + ["base"], "base"),
+            "conflicts": c.str_list(spec.get("conflicts", []), here + ["conflicts"], "conflicts"),
             "env": c.env(spec.get("env", {}), here + ["env"]),
             "deps": c.deps(spec.get("deps", []), here + ["deps"]),
             "download": c.downloads(spec["download"], here + ["download"]) if "download" in spec else None,
@@ -293,6 +294,11 @@ def normalize(data, path, lines, default_name):
                        f"variation '{vname}' has an unknown base variation '{b}'",
                        f"known variations: {', '.join(sorted(recipe['variations']))}")
         v["base"] = [b.lstrip("_") for b in v["base"]]
+        for i, b in enumerate(v["conflicts"]):
+            if b.lstrip("_") not in recipe["variations"]:
+                c.fail(["variations", vname + (PARAM_SUFFIX if v["param"] else ""), "conflicts", i],
+                       f"variation '{vname}' conflicts with an unknown variation '{b}'")
+        v["conflicts"] = [b.lstrip("_") for b in v["conflicts"]]
     _check_conditions(c, recipe)
     recipe["path"] = path
     recipe["lines"] = {"/".join(map(str, k)): v for k, v in lines.items() if len(k) <= 3}

@@ -170,6 +170,11 @@ class Resolver:
             todo = [(v, "default") for v, s in recipe["variations"].items() if s["default"] and s["group"] not in taken]
             if not todo:
                 break
+        for v in chosen:
+            clash = next((c for c in recipe["variations"][v].get("conflicts", []) if c in chosen), None)
+            if clash:
+                raise ResolutionError(f"{recipe['name']}: _{v} ({why[v]}) cannot go with _{clash} ({why[clash]})",
+                                      hint=recipe["variations"][v]["description"] or None)
         # Recipe order, so env overlays apply the same way whatever the query order.
         return [(v, chosen[v]) for v in recipe["variations"] if v in chosen]
 

@@ -17,6 +17,31 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLRUN = os.path.join(ROOT, "bin", "mlrun")
+# The official SQuAD dev set and vocab, used as the download mirror: tests never reach the internet.
+SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+# A BERT small enough for end-to-end tests (its accuracy means nothing).
+TINY_MODEL = ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]
+
+
+def offline_mlrun(root):
+    """bin/mlrun with its own cache and runs folders under root, downloading from the SHARED_DATA mirror.
+
+    The BERT pipeline modules share one per module: their venvs take a minute of pip installs.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
+
+    def mlrun(*args, timeout=900):
+        return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              cwd=str(root), stdin=subprocess.DEVNULL)
+    mlrun.root = root
+    return mlrun
+
+
+def step_dir(result):
+    """The folder of the last step of a run, from `mlrun --json` output."""
+    import json
+    return json.loads(result.stdout)["path"]
 
 
 class Workspace:

@@ -11,40 +11,25 @@ import subprocess
 
 import pytest
 
-from conftest import MLRUN, ROOT, assert_user_error
+from conftest import MLRUN, TINY_MODEL, assert_user_error, offline_mlrun, step_dir
 
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
-TINY = ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]
 QUERY = "app mlperf bert _onnxruntime _cpu _random"
 
 
 @pytest.fixture(scope="module")
 def bert(tmp_path_factory):
-    root = tmp_path_factory.mktemp("bert")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
-    env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
-
-    def mlrun(*args, timeout=900):
-        return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                              cwd=str(root), stdin=subprocess.DEVNULL)
-    mlrun.root = root
-    return mlrun
-
-
-def _run_dir(result):
-    """The run folder of the benchmark step, from `mlrun --json` output."""
-    return json.loads(result.stdout)["path"]
+    return offline_mlrun(tmp_path_factory.mktemp("bert"))
 
 
 @pytest.fixture(scope="module")
 def accuracy_run(bert):
-    result = bert(QUERY, "--mode=accuracy", "--count=20", *TINY, "--json")
+    result = bert(QUERY, "--mode=accuracy", "--count=20", *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def test_accuracy_mode_20_samples(accuracy_run):
-    run_dir = _run_dir(accuracy_run)
+    run_dir = step_dir(accuracy_run)
     for name in ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
                  "accuracy.txt", "summary.json"):
         assert os.path.isfile(os.path.join(run_dir, name)), name
@@ -62,23 +47,23 @@ def test_accuracy_mode_20_samples(accuracy_run):
 
 
 def test_second_run_is_all_cached(bert, accuracy_run):
-    result = bert(QUERY, "--mode=accuracy", "--count=20", *TINY, "--json")
+    result = bert(QUERY, "--mode=accuracy", "--count=20", *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     steps = json.loads(result.stdout)["steps"]
     assert [s["status"] for s in steps[:-1]] == ["cached"] * (len(steps) - 1)
     assert steps[-1]["status"] == "ran" and steps[-1]["recipe"] == "app-mlperf-bert"
     # Deterministic responses: the same samples give the same bytes run after run.
-    first = json.load(open(os.path.join(_run_dir(accuracy_run), "mlperf_log_accuracy.json")))
-    again = json.load(open(os.path.join(_run_dir(result), "mlperf_log_accuracy.json")))
+    first = json.load(open(os.path.join(step_dir(accuracy_run), "mlperf_log_accuracy.json")))
+    again = json.load(open(os.path.join(step_dir(result), "mlperf_log_accuracy.json")))
     assert {r["qsl_idx"]: r["data"] for r in first} == {r["qsl_idx"]: r["data"] for r in again}
 
 
 @pytest.mark.parametrize("scenario", ["Offline", "SingleStream", "MultiStream", "Server"])
 def test_performance_mode_each_scenario(bert, accuracy_run, scenario):
     result = bert(QUERY, "--mode=performance", f"--scenario={scenario}", "--count=16", "--min_duration=300",
-                  *TINY, "--json")
+                  *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = _run_dir(result)
+    run_dir = step_dir(result)
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     assert summary["mode"] == "performance" and summary["scenario"] == scenario
     text = open(os.path.join(run_dir, "mlperf_log_summary.txt")).read()
@@ -93,12 +78,12 @@ def test_local_model_file_instead_of_the_model_recipe(bert, accuracy_run):
     assert result.returncode == 0, result.stderr[-3000:]
     plan = json.loads(result.stdout)["steps"]
     assert "get-ml-model-bert" not in [s["recipe"] for s in plan]   # the model recipe is not in the plan
-    summary = json.load(open(os.path.join(_run_dir(result), "summary.json")))
+    summary = json.load(open(os.path.join(step_dir(result), "summary.json")))
     assert summary["model"] == os.path.join(model, "model.onnx")
 
 
 def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):
-    run_dir = _run_dir(accuracy_run)
+    run_dir = step_dir(accuracy_run)
     log = os.path.join(run_dir, "mlperf_log_accuracy.json")
     result = bert("process mlperf accuracy squad", f"--log={log}")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -112,7 +97,7 @@ def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):
 
 
 def test_features_entry_holds_the_reference_digest(bert, accuracy_run):
-    steps = json.loads(bert(QUERY, "--mode=accuracy", "--count=20", *TINY, "--json").stdout)["steps"]
+    steps = json.loads(bert(QUERY, "--mode=accuracy", "--count=20", *TINY_MODEL, "--json").stdout)["steps"]
     features = next(s["path"] for s in steps if s["recipe"] == "get-dataset-squad-features")
     assert json.load(open(os.path.join(features, "digest.json"))) == {
         "count": 10833,

@@ -8,14 +8,11 @@ built too, to compare the two backends' answers on the same model entry.
 import json
 import os
 import re
-import subprocess
 
 import pytest
 
-from conftest import MLRUN, ROOT
+from conftest import TINY_MODEL, offline_mlrun, step_dir
 
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
-TINY = ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]
 QUERY = "app mlperf bert _deepsparse _cpu _random"
 ORT_QUERY = "app mlperf bert _onnxruntime _cpu _random"
 COUNT = 20
@@ -23,19 +20,7 @@ COUNT = 20
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deepsparse-pipeline")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
-    env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
-
-    def mlrun(*args, timeout=900):
-        return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                              cwd=str(root), stdin=subprocess.DEVNULL)
-    mlrun.root = root
-    return mlrun
-
-
-def _run_dir(result):
-    return json.loads(result.stdout)["path"]
+    return offline_mlrun(tmp_path_factory.mktemp("deepsparse-pipeline"))
 
 
 def _step(result, recipe):
@@ -48,13 +33,13 @@ def _log(run_dir):
 
 @pytest.fixture(scope="module")
 def accuracy_run(ds):
-    result = ds(QUERY, "--mode=accuracy", f"--count={COUNT}", *TINY, "--json")
+    result = ds(QUERY, "--mode=accuracy", f"--count={COUNT}", *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
 
 def test_accuracy_mode_20_samples(accuracy_run):
-    run_dir = _run_dir(accuracy_run)
+    run_dir = step_dir(accuracy_run)
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     assert summary["backend"] == "deepsparse" and summary["mode"] == "accuracy"
     assert summary["samples_completed"] == COUNT and set(summary["accuracy"]) >= {"exact_match", "f1"}
@@ -89,13 +74,13 @@ def test_same_answers_as_onnxruntime_on_the_same_model(ds, accuracy_run):
     and onnxruntime at the same buckets agreed on 300 of 300).
     """
     from mlperf_bert import accuracy, squad_features
-    result = ds(ORT_QUERY, "--mode=accuracy", f"--count={COUNT}", "--buckets=128,192,256,384", *TINY, "--json")
+    result = ds(ORT_QUERY, "--mode=accuracy", f"--count={COUNT}", "--buckets=128,192,256,384", *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     assert _step(result, "get-ml-model-bert")["path"] == _step(accuracy_run, "get-ml-model-bert")["path"]
     features = squad_features.load(_step(accuracy_run, "get-dataset-squad-features")["path"])
     texts = {}
     for name, run in (("deepsparse", accuracy_run), ("onnxruntime", result)):
-        log = os.path.join(_run_dir(run), "mlperf_log_accuracy.json")
+        log = os.path.join(step_dir(run), "mlperf_log_accuracy.json")
         responses = accuracy.read_log(log, len(features.lengths))
         texts[name] = {}
         for index, logits in responses.items():
@@ -110,11 +95,11 @@ def test_same_answers_as_onnxruntime_on_the_same_model(ds, accuracy_run):
 
 def test_batched_run_gives_the_same_bytes(ds, accuracy_run):
     """Batches of 4 within a bucket: each sample's response bytes are those of the batch-1 run."""
-    result = ds(QUERY, "--mode=accuracy", f"--count={COUNT}", "--batch_size=4", *TINY, "--json")
+    result = ds(QUERY, "--mode=accuracy", f"--count={COUNT}", "--batch_size=4", *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.load(open(os.path.join(_run_dir(result), "summary.json")))
+    summary = json.load(open(os.path.join(step_dir(result), "summary.json")))
     assert summary["deepsparse"]["batch_sizes"] == [1, 4]
-    assert _log(_run_dir(result)) == _log(_run_dir(accuracy_run))
+    assert _log(step_dir(result)) == _log(step_dir(accuracy_run))
 
 
 @pytest.mark.parametrize("scenario, extra", [
@@ -125,9 +110,9 @@ def test_batched_run_gives_the_same_bytes(ds, accuracy_run):
 ])
 def test_performance_mode_each_scenario(ds, accuracy_run, scenario, extra):
     result = ds(QUERY, "--mode=performance", f"--scenario={scenario}", "--count=16", "--min_duration=300",
-                *extra, *TINY, "--json")
+                *extra, *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    run_dir = _run_dir(result)
+    run_dir = step_dir(result)
     summary = json.load(open(os.path.join(run_dir, "summary.json")))
     assert summary["backend"] == "deepsparse" and summary["scenario"] == scenario
     assert summary["samples_completed"] >= 16 and summary["loadgen"]["metric"]
@@ -148,8 +133,9 @@ def test_model_entry_is_left_as_it_was(ds, accuracy_run):
 
 
 def test_exact_lengths_and_cuda_are_refused_clearly(ds, accuracy_run):
-    result = ds(QUERY, "--mode=performance", "--count=4", "--buckets=exact", *TINY)
+    result = ds(QUERY, "--mode=performance", "--count=4", "--buckets=exact", *TINY_MODEL)
     assert result.returncode == 1 and "runs buckets, not exact lengths" in result.stderr, result.stderr
-    result = ds("app mlperf bert _deepsparse _cuda _random", "--mode=performance", "--count=4", *TINY)
-    assert result.returncode == 1 and "deepsparse runs on CPUs only" in result.stderr, result.stderr
-    assert "Traceback" not in result.stderr
+    # Refused while resolving (exit 2), before anything is built.
+    result = ds("app mlperf bert _deepsparse _cuda _random", "--mode=performance", "--count=4", *TINY_MODEL)
+    assert result.returncode == 2 and "_deepsparse (the query) cannot go with _cuda" in result.stderr, result.stderr
+    assert "DeepSparse (CPU)" in result.stderr and "Traceback" not in result.stderr

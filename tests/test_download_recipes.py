@@ -8,12 +8,11 @@ import socket
 import pytest
 import yaml
 
-from conftest import ROOT, assert_user_error
+from conftest import ROOT, SHARED_DATA, assert_user_error
 from engine.recipe import normalize
 
 PAYLOAD = b"squad-like bytes\n" * 1000
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
 @pytest.fixture
