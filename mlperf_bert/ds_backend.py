@@ -55,14 +55,6 @@ def prepare(model_path, request, work_dir):
         return seq_plan.prepare(model_path, "auto", work_dir)
 
 
-def bucket_of(length, buckets):
-    """The smallest bucket that holds a sample of `length` real tokens."""
-    for bucket in buckets:
-        if bucket >= length:
-            return bucket
-    raise ValueError(f"no bucket holds {length} tokens (buckets {buckets})")
-
-
 def split_batch(rows, batch_sizes):
     """[(first row, size)] covering `rows` rows with the compiled batch sizes, largest first.
 

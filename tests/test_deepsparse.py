@@ -60,12 +60,12 @@ def fake_compiler(log):
 # -- buckets ------------------------------------------------------------------------
 
 def test_bucket_assignment_rounds_up_and_384_is_always_there():
-    assert [ds_backend.bucket_of(n, DEFAULT_BUCKETS) for n in (1, 128, 129, 192, 193, 256, 257, 384)] == \
+    auto = SeqPlan(DEFAULT_BUCKETS, "buckets")
+    assert [auto.run_length(n) for n in (1, 128, 129, 192, 193, 256, 257, 384)] == \
         [128, 128, 192, 192, 256, 256, 384, 384]
     plan = SeqPlan(seq_plan.parse_buckets("192"), "buckets")
     assert plan.buckets == (192, 384)  # the reference DeepSparse SUT's default
-    assert [plan.run_length(n) for n in (10, 192, 193, 384)] == [192, 192, 384, 384]
-    assert plan.run_length(300) == ds_backend.bucket_of(300, plan.buckets)
+    assert [plan.run_length(n) for n in (10, 192, 193, 300, 384)] == [192, 192, 384, 384, 384]
     # Within a bucket, batches; across buckets, never.
     assert plan.batches([10, 300, 20, 30, 200], batch_size=2) == [[0, 2], [3], [1, 4]]
 
