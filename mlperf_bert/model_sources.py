@@ -22,7 +22,6 @@ Nothing here imports sparsezoo, huggingface_hub, transformers or torch before it
 parsing, mirror and cache-layout code runs in any venv that has onnx.
 """
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 
+from engine.digests import file_digest
 from engine.errors import MlrunError, StepError
 
 OFFICIAL_INPUTS = ("input_ids", "input_mask", "segment_ids")
@@ -523,14 +523,6 @@ def _copy_model(onnx_path, out, data_files=None, move=False):
     return dest
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _describe(out, record):
     """Inspect out/model.onnx, write out/source.json and return its dict."""
     from mlperf_bert import model_adapter
@@ -539,7 +531,7 @@ def _describe(out, record):
     io = model_adapter.inspect(path)
     record = dict(record)
     record["model"] = MODEL_FILE
-    record["sha256"] = {name: _sha256(os.path.join(out, name)) for name in sorted(os.listdir(out))
+    record["sha256"] = {name: file_digest(os.path.join(out, name)) for name in sorted(os.listdir(out))
                         if os.path.isfile(os.path.join(out, name)) and name != SOURCE_FILE and not name.startswith(".")}
     record["inputs"] = {"ids": io.ids, "mask": io.mask, "segments": io.segments}
     record["outputs"] = {"start": io.start, "end": io.end}
