@@ -60,8 +60,8 @@ class Cache:
         size = sum(os.lstat(os.path.join(build_dir, rel)).st_size for rel in files)
         meta.update({"format": ENTRY_FORMAT, "files": len(files), "size": size,
                      "files_digest": digests.summary(files)})
-        _write_json(os.path.join(build_dir, META_DIR, FILES_FILE), files)
-        _write_json(os.path.join(build_dir, META_DIR, ENTRY_FILE), meta)
+        write_json(os.path.join(build_dir, META_DIR, FILES_FILE), files, sort_keys=True)
+        write_json(os.path.join(build_dir, META_DIR, ENTRY_FILE), meta, sort_keys=True)
         group_readable(build_dir)
         final = self.path(node)
         os.rename(build_dir, final)
@@ -175,7 +175,10 @@ def read_entry(path):
     return meta
 
 
-def _write_json(path, value):
-    with open(path, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=True)
+def write_json(path, value, sort_keys=False):
+    """Readable JSON, written to a temporary file then renamed: a reader never sees half of it."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1, sort_keys=sort_keys, default=str)
         f.write("\n")
+    os.replace(tmp, path)

@@ -287,10 +287,10 @@ def cmd_explain(args, extras, settings):
 
 
 def cmd_find(args, extras, settings):
-    from .resolver import parse_query
+    from .resolver import has_tags, parse_query
     tags, variations = parse_query(args.query)
     recipes = [r for r in settings.index().recipes
-               if all(t in r["tags"] or t == r["name"] for t in tags)
+               if has_tags(tags, r["tags"], r["name"])
                and all(v.split(".")[0] in r["variations"] for v in variations)]
     if not recipes:
         raise MlrunError(f"no recipe matches '{args.query}'", hint="`mlrun find` alone lists every recipe")
@@ -323,12 +323,12 @@ def cmd_find(args, extras, settings):
 
 
 def _select_entries(cache, query):
-    from .resolver import parse_query
+    from .resolver import has_tags, parse_query
     tags, variations = parse_query(query)
     out = []
     for m in cache.entries():
         have = set(m.get("variations", []))
-        if all(t in m.get("tags", []) or t == m.get("recipe") for t in tags) and \
+        if has_tags(tags, m.get("tags", []), m.get("recipe")) and \
                 all(v in have or any(h.split(".")[0] == v for h in have) for v in variations):
             out.append(m)
     return out

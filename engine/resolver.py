@@ -72,6 +72,11 @@ class Plan:
         return self.nodes[-1]
 
 
+def has_tags(tags, recipe_tags, name):
+    """A query's plain words all match: each is one of the recipe's tags or its name."""
+    return all(t in recipe_tags or t == name for t in tags)
+
+
 def parse_query(query):
     """Split a query into plain tags and variation words (without their leading _)."""
     words = query.split() if isinstance(query, str) else list(query)
@@ -118,7 +123,7 @@ class Resolver:
         """The one recipe a query names (raises ResolutionError with the reason otherwise)."""
         tags, variations = parse_query(query)
         recipes = self.index.recipes
-        matches = [r for r in recipes if all(t in r["tags"] or t == r["name"] for t in tags)]
+        matches = [r for r in recipes if has_tags(tags, r["tags"], r["name"])]
         if not matches:
             raise ResolutionError(f"no recipe matches '{query}'", hint=self._closest(tags))
         if variations and len(matches) > 1:

@@ -5,14 +5,13 @@ published by rename; a node with `cache: false` (a benchmark run) runs in the
 run folder `runs/<id>/<recipe>/`. Every step leaves the exact command and
 environment beside its log so a person can re-run it by hand.
 """
-import json
 import os
 import signal
 import sys
 import time
 
 from . import envs, records
-from .cache import META_DIR
+from .cache import META_DIR, write_json
 from .errors import MlrunError, StepError
 
 TAIL_LINES = 20
@@ -80,7 +79,7 @@ class Runner:
                 else:
                     folder = os.path.join(run_dir, node.name)
                     meta = self._build(node, folder, i, total, is_root)
-                    _write_json(os.path.join(folder, META_DIR, "step.json"), meta)
+                    write_json(os.path.join(folder, META_DIR, "step.json"), meta)
                     step["status"], self.folders[node.key] = "ran", folder
                 step["seconds"] = round(time.time() - t0, 3)
                 step["path"] = self.folders[node.key]
@@ -97,7 +96,7 @@ class Runner:
             record["finished"] = time.time()
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
-            _write_json(os.path.join(run_dir, "run.json"), record)
+            write_json(os.path.join(run_dir, "run.json"), record)
         record["run_dir"] = run_dir
         record["exports"] = self.exports(plan.root)
         return record
@@ -255,14 +254,6 @@ def _short(path):
     except ValueError:
         return path
     return rel if not rel.startswith("../..") else path
-
-
-def _write_json(path, value):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def run_plan(plan, cache, runs_dir, **options):
