@@ -16,7 +16,7 @@ import tempfile
 import types
 
 from . import digests
-from .cache import ENTRY_FILE, FILES_FILE, META_DIR, read_entry
+from .cache import ENTRY_FILE, FILES_FILE, META_DIR, file_problems, group_readable, read_entry, recorded_files
 from .errors import MlrunError
 
 RUN_DIR, CACHE_DIR = "run", "cache"
@@ -225,22 +225,15 @@ def _verify_entry(folder, name, bundle):
     meta = read_entry(folder)
     if meta is None:
         raise _refuse(bundle, what, f"{META_DIR}/{ENTRY_FILE} is missing or unreadable")
-    try:
-        with open(os.path.join(folder, META_DIR, FILES_FILE)) as f:
-            recorded = json.load(f)
-    except (OSError, ValueError):
-        recorded = None
-    if not isinstance(recorded, dict):
+    recorded = recorded_files(folder)
+    if recorded is None:
         raise _refuse(bundle, what, f"{META_DIR}/{FILES_FILE} is missing or unreadable")
     expected = f"{meta.get('recipe')}-{str(meta.get('key'))[:16]}"
     if name != expected:
         raise _refuse(bundle, what, f"its {ENTRY_FILE} belongs to the entry {expected}")
     if digests.summary(recorded) != meta.get("files_digest"):
         raise _refuse(bundle, what, f"the files_digest of its {ENTRY_FILE} does not match its {FILES_FILE}")
-    actual = digests.tree_digests(folder, skip={META_DIR})
-    problems = [f"changed: {rel}" for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
-    problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
-    problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
+    problems = file_problems(folder, recorded)
     if problems:
         raise _refuse(bundle, what, f"its files do not match its {FILES_FILE} ({', '.join(problems)})")
     _check_links(folder, bundle, what)
@@ -269,7 +262,7 @@ def _publish_entries(cache, staged, names):
             if os.path.lexists(final):
                 raise MlrunError(f"cannot import the cache entry {name}: {final} exists but is not an entry",
                                  hint="move it out of the cache, then import again")
-            _share_with_group(os.path.join(staged, name))
+            group_readable(os.path.join(staged, name))
             os.rename(os.path.join(staged, name), final)
             added.append(name)
     return added, present
@@ -282,7 +275,7 @@ def _place_run(staged, runs_dir, run_id):
     if os.path.lexists(final):
         return final, True
     os.makedirs(runs_dir, exist_ok=True)
-    _share_with_group(staged)
+    group_readable(staged)
     # Moved next to its final place first (a copy when runs_dir is on another file system), then
     # renamed, so a half-copied run never shows up under its id.
     landing = os.path.join(runs_dir, f".import-{run_id}.{os.getpid()}")
@@ -292,17 +285,6 @@ def _place_run(staged, runs_dir, run_id):
     finally:
         shutil.rmtree(landing, ignore_errors=True)
     return final, False
-
-
-def _share_with_group(root):
-    """chmod -R g+rX: several users may share one cache and one runs folder."""
-    for parent, dirs, files in os.walk(root):
-        os.chmod(parent, os.stat(parent).st_mode | 0o050)
-        for name in files:
-            path = os.path.join(parent, name)
-            if not os.path.islink(path):
-                mode = os.stat(path).st_mode
-                os.chmod(path, mode | 0o040 | (0o010 if mode & 0o111 else 0))
 
 
 def _inside(path, folder):

@@ -111,17 +111,9 @@ class Cache:
         """Re-hash each entry's files: [(meta, [problems])] for the entries that do not match."""
         bad = []
         for meta in entries if entries is not None else self.entries():
-            path = meta["path"]
-            try:
-                with open(os.path.join(path, META_DIR, FILES_FILE)) as f:
-                    recorded = json.load(f)
-            except (OSError, ValueError):
-                bad.append((meta, ["files.json is missing or unreadable"]))
-                continue
-            actual = digests.tree_digests(path, skip={META_DIR})
-            problems = [f"changed: {rel}" for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
-            problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
-            problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
+            recorded = recorded_files(meta["path"])
+            problems = ["files.json is missing or unreadable"] if recorded is None else \
+                file_problems(meta["path"], recorded)
             if problems:
                 bad.append((meta, problems))
         return bad
@@ -140,6 +132,25 @@ class Cache:
             os.makedirs(os.path.dirname(doomed), exist_ok=True)
             os.rename(path, doomed)
             shutil.rmtree(doomed, ignore_errors=True)
+
+
+def recorded_files(path):
+    """An entry's files.json ({relative path: digest}), or None when it is missing or unreadable."""
+    try:
+        with open(os.path.join(path, META_DIR, FILES_FILE)) as f:
+            recorded = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def file_problems(path, recorded):
+    """How an entry's files differ from what it recorded: ["changed: x", "missing: y", "added: z"]."""
+    actual = digests.tree_digests(path, skip={META_DIR})
+    problems = [f"changed: {rel}" for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
+    problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
+    problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
+    return problems
 
 
 def _shared_dir(path):
