@@ -16,7 +16,7 @@ META_DIR = ".mlrun"
 ENTRY_FILE = "entry.json"
 FILES_FILE = "files.json"
 ENTRY_FORMAT = 1
-HIDDEN = (".tmp", ".locks", ".failed", ".index")
+HIDDEN = (".tmp", ".locks", ".failed", ".index", ".partial")
 
 
 class Cache:
@@ -38,6 +38,12 @@ class Cache:
         _shared_dir(os.path.join(self.root, ".locks"))
         # Group-writable lock files: several users' processes may share one cache (e.g. on NFS).
         return FileLock(os.path.join(self.root, ".locks", node.entry_name + ".lock"), mode=0o664)
+
+    def partial_dir(self):
+        """Where unfinished downloads are kept, by checksum, so the next run resumes them."""
+        path = os.path.join(self.root, ".partial")
+        _shared_dir(path)
+        return path
 
     # -- building --------------------------------------------------------------
 

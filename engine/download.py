@@ -2,14 +2,22 @@
 
 fetch() gets a URL into a path: from a mirror folder when one holds a file
 with the expected checksum (no network at all), otherwise over HTTP into
-`dest + ".part"`, resuming a partial file with a Range request and retrying
-transient failures with exponential backoff. The checksum is verified before
-the .part file is renamed, so `dest` only ever holds a verified file.
+a .part file, resuming it with a Range request and retrying transient
+failures with exponential backoff. Every byte received is kept, and retries
+are bounded however the server behaves: at most `retries` attempts in a row
+that bring no new byte, `attempts` in all, and no new attempt after `budget`
+seconds. With `partial_dir` (the cache's `.partial/`) the .part file is named
+by checksum and outlives the run, so the next run resumes a killed or failed
+download; a lock beside it keeps two downloads of one file apart. The checksum
+is verified before the .part file is moved, so `dest` only ever holds a
+verified file.
 
-requests and tqdm are imported inside the functions that use them: the CLI
-imports this module and must start fast.
+requests, urllib3, tqdm and filelock are imported inside the functions that
+use them: the CLI imports this module and must start fast.
 """
 
+import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -18,9 +26,9 @@ import sys
 import time
 
 from engine.digests import file_digest, hash_into
-from engine.errors import DownloadError
+from engine.errors import DownloadError, MlrunError
 
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # the most read at once; a read returns whatever has arrived, so a dropped link loses nothing
 
 
 class _Transient(Exception):
@@ -38,8 +46,8 @@ class _Part:
     bytes once (to seed the hash) and never hashes the whole file again.
     """
 
-    def __init__(self, path, algo):
-        self.path, self.algo = path, algo
+    def __init__(self, path, algo, total=None):
+        self.path, self.algo, self.total = path, algo, total
         self.hasher = hashlib.new(algo) if algo else None
         self.size = os.path.getsize(path) if os.path.isfile(path) else 0
         if self.hasher and self.size:
@@ -58,6 +66,9 @@ class _Part:
 
     def hexdigest(self):
         return self.hasher.hexdigest() if self.hasher else None
+
+    def progress(self):
+        return f"{self.size} of {self.total if self.total is not None else '?'} bytes"
 
 
 def _remove(path):
@@ -157,7 +168,8 @@ def _open_response(session, url, part, timeout):
     return r, total or (part.size + int(length) if length else None)
 
 
-def _attempt(session, url, part, size, show, timeout):
+def _attempt(session, url, part, size, label, timeout):
+    import urllib3
     from tqdm import tqdm
 
     if size is not None and part.size > size:
@@ -168,13 +180,17 @@ def _attempt(session, url, part, size, show, timeout):
     if opened is None:
         return
     r, total = opened
-    name = os.path.basename(part.path).removesuffix(".part")
+    part.total = total or size
     with r, open(part.path, "ab") as f, tqdm(
-            total=total or size, initial=part.size, unit="B", unit_scale=True, unit_divisor=1024,
-            desc=name, file=sys.stderr, disable=not show, leave=False) as bar:
-        for chunk in r.iter_content(CHUNK):
-            part.append(f, chunk)
-            bar.update(len(chunk))
+            total=part.total, initial=part.size, unit="B", unit_scale=True, unit_divisor=1024,
+            desc=label, file=sys.stderr, disable=label is None, leave=False) as bar:
+        # read1, not iter_content: iter_content drops a whole partly read chunk when the link breaks.
+        try:
+            while chunk := r.raw.read1(CHUNK, decode_content=True):
+                part.append(f, chunk)
+                bar.update(len(chunk))
+        except urllib3.exceptions.ProtocolError as e:
+            raise _Transient(f"connection lost at byte {part.size} of {part.total or '?'}") from e
     if total and part.size < total:
         raise _Transient(f"connection closed at byte {part.size} of {total}")
 
@@ -189,55 +205,94 @@ def _reason(e, timeout):
     return str(e)
 
 
-def _download(url, part, size, show, retries, backoff, timeout, hint):
+def _download(url, part, size, label, limits, timeout, hint):
     import requests
+    import urllib3
 
-    transient = (requests.ConnectionError, requests.Timeout,
-                 requests.exceptions.ChunkedEncodingError, _Transient)
-    failures = 0
+    retries, attempts, budget, backoff = limits
+    transient = (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError, _Transient)
+    started = time.monotonic()
+    tried = stalled = 0
+    # Progress means bytes never held before: a server that drops the link and then refuses to
+    # resume refills the same first bytes forever, which must not count as progress.
+    most = part.size
     with requests.Session() as session:
         while True:
-            before = part.size
+            tried += 1
             try:
-                return _attempt(session, url, part, size, show, timeout)
+                return _attempt(session, url, part, size, label, timeout)
             except transient as e:
-                # A failure after progress resets the count: the link works, keep resuming.
-                failures = 1 if part.size > before else failures + 1
-                if failures > retries:
-                    raise DownloadError(f"cannot download {url}: {_reason(e, timeout)} "
-                                        f"(after {failures} attempts)", hint=hint) from e
-                time.sleep(backoff * 2 ** (failures - 1))
+                stalled = 1 if part.size > most else stalled + 1
+                most = max(most, part.size)
+                pause = backoff * 2 ** (stalled - 1)
+                elapsed = time.monotonic() - started
+                why = (f"{stalled} attempts in a row without new data" if stalled > retries else
+                       f"{tried} attempts" if tried >= attempts else
+                       f"{tried} attempts: no retry after {budget:g} s" if elapsed + pause > budget else None)
+                if why:
+                    raise DownloadError(f"cannot download {url}: {_reason(e, timeout)} (gave up after {why}; "
+                                        f"{part.progress()} received)", hint=hint) from e
+                time.sleep(pause)
             except _Fatal as e:
                 raise DownloadError(f"{e} for {url}", hint=hint) from e
             except requests.RequestException as e:  # invalid URL, too many redirects...
                 raise DownloadError(f"cannot download {url}: {e}") from e
 
 
+def _kept_part(partial_dir, algo, expected):
+    """The .part file kept across runs for this checksum, and the lock that gives it to one download."""
+    from filelock import FileLock
+    path = os.path.join(partial_dir, f"{algo}-{expected}.part")
+    if not os.path.exists(path):  # group-writable: in a shared cache another user's run may resume it
+        open(path, "ab").close()
+        os.chmod(path, 0o664)
+    return path, FileLock(path + ".lock", mode=0o664)
+
+
+def _write_error(e, url, path, part):
+    """An OSError of the file system (not of the network) as an environment error, exit 2."""
+    got = f" (downloaded {part.progress()})" if part else ""
+    if e.errno == errno.ENOSPC:
+        return MlrunError(f"no space left on device while writing {path}{got}",
+                          hint="free some space there (or use a cache on another disk: --cache DIR or "
+                               "MLRUN_CACHE=DIR) and run again: what was downloaded is kept and resumed")
+    return MlrunError(f"cannot download {url}: {e.strerror or e}: {path}{got}")
+
+
 def fetch(url, dest_path, *, sha256=None, md5=None, size=None, mirror=None, progress=None,
-          retries=4, backoff=0.5, timeout=30, index_path=None):
+          retries=4, attempts=100, budget=3600, backoff=0.5, timeout=30, index_path=None, partial_dir=None):
     """Download `url` to `dest_path` (verified) and return the path.
 
     mirror: a folder searched by checksum before any network access (the CLI
     resolves --mirror / $MLRUN_MIRROR); index_path: where the mirror's hash
     index is kept (None: not kept).
+    partial_dir: where the unfinished download is kept between runs, by
+    checksum (None, or no checksum: `dest_path + ".part"`, lost with its folder).
     progress: tqdm bar on stderr; default only when stderr is a terminal.
-    retries/backoff: transient failures are retried `retries` times, sleeping
-    backoff * 2**n seconds; timeout is per connect/read, in seconds.
+    Retries: a transient failure (5xx, dropped link, refused resume) is retried,
+    sleeping backoff * 2**n seconds, until `retries` attempts in a row brought
+    no new byte, `attempts` were made in all, or `budget` seconds have passed;
+    timeout is per connect/read, in seconds.
     """
     dest_path = os.fspath(dest_path)
-    part_path = dest_path + ".part"
     algo, expected = _expected(sha256, md5)
-    os.makedirs(os.path.dirname(os.path.abspath(dest_path)), exist_ok=True)
-    if mirror and expected and _from_mirror(mirror, dest_path, part_path, algo, expected, size,
-                                            index_path):
-        return dest_path
-    show = sys.stderr.isatty() if progress is None else progress
+    part, part_path, lock = None, dest_path + ".part", contextlib.nullcontext()
     try:
-        part = _Part(part_path, algo)
-        _download(url, part, size, show, retries, backoff, timeout,
-                  _mirror_hint(algo, expected, mirror))
+        os.makedirs(os.path.dirname(os.path.abspath(dest_path)), exist_ok=True)
+        if mirror and expected and _from_mirror(mirror, dest_path, part_path, algo, expected, size,
+                                                index_path):
+            return dest_path
+        if partial_dir and expected:
+            part_path, lock = _kept_part(partial_dir, algo, expected)
+        show = sys.stderr.isatty() if progress is None else progress
+        with lock:  # another download of the same file finishes (or fails) first
+            part = _Part(part_path, algo, size)
+            _download(url, part, size, os.path.basename(dest_path) if show else None,
+                      (retries, attempts, budget, backoff), timeout, _mirror_hint(algo, expected, mirror))
+            _verify(part_path, url, algo, expected, size, got=part.hexdigest())
+            shutil.move(part_path, dest_path)  # a rename, unless the cache is on another disk
+            with contextlib.suppress(OSError):  # no longer shared once it is the build's own file
+                os.chmod(dest_path, os.stat(dest_path).st_mode & ~0o022)
     except OSError as e:  # disk full, permission denied... (network errors are handled above)
-        raise DownloadError(f"cannot write {part_path}: {e}") from e
-    _verify(part_path, url, algo, expected, size, got=part.hexdigest())
-    os.replace(part_path, dest_path)
+        raise _write_error(e, url, e.filename or part_path, part) from e
     return dest_path

@@ -177,7 +177,7 @@ class Runner:
     def _download(self, item, folder):
         from .download import fetch  # requests is only imported when something is downloaded
         fetch(item["url"], os.path.join(folder, item["file"]), sha256=item.get("sha256"), md5=item.get("md5"),
-              size=item.get("size"), mirror=self.mirror,
+              size=item.get("size"), mirror=self.mirror, partial_dir=self.cache.partial_dir(),
               index_path=os.path.join(self.cache.root, ".index", "mirror-hashes.json"))
 
     def _execute(self, argv, env, cwd, log_path, live):

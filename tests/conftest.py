@@ -157,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
             srv.requests.append({"path": self.path, "range": self.headers.get("Range")})
         if n < srv.fail_first:
             return self.send_error(500)
+        if srv.limit is not None and n >= srv.limit:
+            return self.send_error(404)  # stops a client that would otherwise retry forever
         data = srv.files.get(self.path)
         if data is None:
             return self.send_error(404)
@@ -171,13 +173,23 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(200)
         else:
             self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            shown = 0 if srv.wrong_range else start  # a broken server: says (and sends) the file from 0
+            self.send_header("Content-Range", f"bytes {shown}-{len(data) - 1}/{len(data)}")
+            start = shown
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if n == 0 and srv.drop_after is not None:
             body = body[:srv.drop_after]  # then the connection closes: a short body
-        self.wfile.write(body)
+        if srv.drop_every is not None:
+            body = body[:srv.drop_every]
+        try:
+            for i in range(0, len(body), srv.piece):
+                self.wfile.write(body[i:i + srv.piece])
+                self.wfile.flush()
+                time.sleep(srv.pace)
+        except ConnectionError:  # the client went away (killed, or gave up): nothing to serve
+            pass
 
     def _range_start(self):
         m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
@@ -192,13 +204,16 @@ def server():
     """A threaded HTTP server on 127.0.0.1 serving server.files {path: bytes}; records server.requests.
 
     Knobs: fail_first (answer 500 that many times), drop_after (cut the first body after N bytes),
-    ignore_range (answer 200 to Range requests).
+    ignore_range (answer 200 to Range requests), drop_every (cut every body after N bytes),
+    wrong_range (answer Range requests with the whole file and a Content-Range from 0),
+    pace (sleep that many seconds after each `piece` bytes sent), limit (answer 404 from that request on).
     """
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.lock = threading.Lock()
     srv.requests, srv.files = [], {}
     srv.fail_first, srv.drop_after, srv.ignore_range = 0, None, False
+    srv.drop_every, srv.wrong_range, srv.pace, srv.piece, srv.limit = None, False, 0, 1 << 20, None
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
     thread.start()
