@@ -46,8 +46,8 @@ class _Part:
     bytes once (to seed the hash) and never hashes the whole file again.
     """
 
-    def __init__(self, path, algo, total=None):
-        self.path, self.algo, self.total = path, algo, total
+    def __init__(self, path, algo, total=None, kept=False):
+        self.path, self.algo, self.total, self.kept = path, algo, total, kept  # kept: outlives the run
         self.hasher = hashlib.new(algo) if algo else None
         self.size = os.path.getsize(path) if os.path.isfile(path) else 0
         if self.hasher and self.size:
@@ -190,9 +190,9 @@ def _attempt(session, url, part, size, label, timeout):
                 part.append(f, chunk)
                 bar.update(len(chunk))
         except urllib3.exceptions.ProtocolError as e:
-            raise _Transient(f"connection lost at byte {part.size} of {part.total or '?'}") from e
+            raise _Transient("connection lost") from e
     if total and part.size < total:
-        raise _Transient(f"connection closed at byte {part.size} of {total}")
+        raise _Transient("connection closed early")
 
 
 def _reason(e, timeout):
@@ -230,8 +230,9 @@ def _download(url, part, size, label, limits, timeout, hint):
                        f"{tried} attempts" if tried >= attempts else
                        f"{tried} attempts: no retry after {budget:g} s" if elapsed + pause > budget else None)
                 if why:
+                    kept = ", kept for the next run to resume" if part.kept and part.size else ""
                     raise DownloadError(f"cannot download {url}: {_reason(e, timeout)} (gave up after {why}; "
-                                        f"{part.progress()} received)", hint=hint) from e
+                                        f"{part.progress()} received{kept})", hint=hint) from e
                 time.sleep(pause)
             except _Fatal as e:
                 raise DownloadError(f"{e} for {url}", hint=hint) from e
@@ -253,9 +254,10 @@ def _write_error(e, url, path, part):
     """An OSError of the file system (not of the network) as an environment error, exit 2."""
     got = f" (downloaded {part.progress()})" if part else ""
     if e.errno == errno.ENOSPC:
+        resume = ": the download resumes where it stopped" if part and part.kept else ""
         return MlrunError(f"no space left on device while writing {path}{got}",
                           hint="free some space there (or use a cache on another disk: --cache DIR or "
-                               "MLRUN_CACHE=DIR) and run again: what was downloaded is kept and resumed")
+                               f"MLRUN_CACHE=DIR) and run again{resume}")
     return MlrunError(f"cannot download {url}: {e.strerror or e}: {path}{got}")
 
 
@@ -276,17 +278,18 @@ def fetch(url, dest_path, *, sha256=None, md5=None, size=None, mirror=None, prog
     """
     dest_path = os.fspath(dest_path)
     algo, expected = _expected(sha256, md5)
+    kept = bool(partial_dir and expected)
     part, part_path, lock = None, dest_path + ".part", contextlib.nullcontext()
     try:
         os.makedirs(os.path.dirname(os.path.abspath(dest_path)), exist_ok=True)
         if mirror and expected and _from_mirror(mirror, dest_path, part_path, algo, expected, size,
                                                 index_path):
             return dest_path
-        if partial_dir and expected:
+        if kept:
             part_path, lock = _kept_part(partial_dir, algo, expected)
         show = sys.stderr.isatty() if progress is None else progress
         with lock:  # another download of the same file finishes (or fails) first
-            part = _Part(part_path, algo, size)
+            part = _Part(part_path, algo, size, kept)
             _download(url, part, size, os.path.basename(dest_path) if show else None,
                       (retries, attempts, budget, backoff), timeout, _mirror_hint(algo, expected, mirror))
             _verify(part_path, url, algo, expected, size, got=part.hexdigest())

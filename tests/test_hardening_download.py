@@ -43,8 +43,8 @@ def test_server_that_drops_and_misanswers_range_is_given_up_on(server, tmp_path)
     with pytest.raises(DownloadError) as err:
         download.fetch(url, tmp_path / "data.bin", sha256=SHA256, **FAST)
     message = err.value.message
-    assert url in message and "connection lost at byte 1572864" in message
-    assert "without new data" in message
+    assert f"cannot download {url}: connection lost (gave up after 3 attempts in a row without new data; " \
+           f"1572864 of {len(DATA)} bytes received)" in message
     assert "--mirror" in err.value.hint and SHA256 in err.value.hint
     assert len(server.requests) <= 2 * (FAST["retries"] + 1)
 
@@ -57,7 +57,7 @@ def test_attempts_in_all_are_bounded_and_their_bytes_kept_for_the_next_run(serve
     with pytest.raises(DownloadError) as err:
         download.fetch(url, tmp_path / "data.bin", sha256=SHA256, attempts=5, partial_dir=partial, **FAST)
     assert "gave up after 5 attempts" in err.value.message
-    assert f"{5 * KB100} of {len(DATA)} bytes" in err.value.message
+    assert f"{5 * KB100} of {len(DATA)} bytes received, kept for the next run" in err.value.message
     assert len(server.requests) == 5
     kept = partial / f"sha256-{SHA256}.part"
     assert kept.read_bytes() == DATA[:5 * KB100]
