@@ -13,7 +13,6 @@ version file) is not seen changing: select with a variable the recipe passes, or
 import hashlib
 import json
 import os
-import shutil
 
 from . import envs, keys, secrets
 from .errors import ResolutionError
@@ -41,6 +40,7 @@ class Prober:
                 for name, argv in sorted(spec.items())}
 
     def _output(self, node, name, argv, env):
+        import shutil  # only recipes with probes pay for it
         program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
         if not program:
             raise ResolutionError(f"{node.name}: probe '{name}' cannot start {argv[0]}: not found on PATH",
