@@ -70,6 +70,9 @@ def step_env(node, chain, host, entry, recipe_dir, mirror=None):
     env.update(input_env(node))
     env["MLRUN_ENTRY"] = entry
     env["MLRUN_RECIPE_DIR"] = recipe_dir
+    for key, value in env.items():  # whatever set it (a recipe's env built from other variables, ...)
+        if secrets.is_secret(key):
+            secrets.remember(value)
     return env
 
 

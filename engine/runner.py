@@ -63,7 +63,7 @@ class Runner:
                 break
             except FileExistsError:  # another mlrun started in the same second and drew the same suffix
                 continue
-        record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": list(argv or sys.argv),
+        record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": secrets.scrub_argv(argv or sys.argv),
                   "query": plan.query, "request": plan.request, "cwd": os.getcwd(), "started": time.time(),
                   "status": "running", "host": records.host_facts(),
                   "recipes": records.snapshot_recipes(plan, run_dir), **(extra or {}), "steps": []}

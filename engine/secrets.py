@@ -10,11 +10,9 @@ import re
 
 MASK = "<redacted>"
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(OR)?D|KEY|CREDENTIAL", re.I)
-# NAME=VALUE inside a longer text (an argv word --env.HF_TOKEN=abc, a shell line): masked by its name.
-_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)=([^\s'\"]*)")
-# Shorter values are masked only where their name shows (as a variable or an assignment): replacing
-# every "abc" in a record would mangle it.
-MIN_SCRUBBED = 4
+# Shorter values are masked only where their name shows (a variable, an --env flag): replacing every
+# "abc" in a record would mangle it (and 8 random characters are not found in a key by chance).
+MIN_SCRUBBED = 8
 
 _values = set()
 
@@ -45,10 +43,20 @@ def _scrub_text(text):
     for secret in sorted(_values, key=len, reverse=True):
         if len(secret) >= MIN_SCRUBBED and secret in text:
             text = text.replace(secret, MASK)
-    if "=" in text:
-        text = _ASSIGNMENT.sub(lambda m: f"{m[1]}={MASK}" if m[2] and is_secret(m[1].rsplit(".", 1)[-1])
-                               else m[0], text)
     return text
+
+
+def scrub_argv(argv):
+    """A command line as it may be recorded: the value of every --env.SECRET flag masked, short ones too."""
+    out, mask_next = [], False
+    for word in argv:
+        name, eq, _ = word.partition("=")
+        if mask_next:
+            word, mask_next = MASK, False
+        elif name.startswith("--env.") and is_secret(name[6:]):
+            word, mask_next = (f"{name}={MASK}", False) if eq else (word, True)
+        out.append(scrub(word))
+    return out
 
 
 def redacted(env, also=()):

@@ -37,7 +37,10 @@ def tok_ws(ws):
         tags: [app, tok]
         cache: false
         deps: [{name: dep, query: dep tok}]
-        run: [bash, -c, 'printf %s "$1" | sha256sum | cut -d" " -f1 > arg.txt; cp "$SEEN" .', _, "key=${MY_API_KEY}"]
+        pass_env: [MY_PASSTHRU]
+        env: {SESSION_TOKEN: "s-${MY_PASSTHRU}"}   # a secret made from a plain variable
+        run: [bash, -c, 'printf %s "$1" | sha256sum | cut -d" " -f1 > arg.txt; printf %s "$2" | sha256sum | cut -d" " -f1 > arg2.txt; cp "$SEEN" .',
+              _, "key=${MY_API_KEY}", "${SESSION_TOKEN}"]
     """)
     return ws
 
@@ -70,6 +73,8 @@ def test_no_secret_in_any_file_or_bundle_and_the_step_saw_them(tok_ws):
                     "MY_PASSTHRU": sha(BY_PASS_PLAIN), "DB_PASSWORD": sha(SHORT)}
     with open(os.path.join(out["path"], "arg.txt")) as f:
         assert f.read().strip() == sha("key=" + BY_KEY_NAME)   # the argv item held the real value
+    with open(os.path.join(out["path"], "arg2.txt")) as f:
+        assert f.read().strip() == sha("s-" + BY_PASS_PLAIN)
 
     bundle = os.path.join(ws.root, "run.tar.gz")
     r = ws.mlrun("export", out["run"], "-o", bundle, "--with-cache")
@@ -87,7 +92,7 @@ def test_no_secret_in_any_file_or_bundle_and_the_step_saw_them(tok_ws):
     assert record["request"]["env_overrides"] == {"HF_TOKEN": MASK, "MY_API_KEY": MASK,
                                                   "DB_PASSWORD": MASK}
     step_json = json.loads(next(d for p, d in written if p.endswith("step.json") and not p.startswith("bundle")))
-    assert step_json["command"][-1] == f"key={MASK}"
+    assert step_json["command"][-2:] == [f"key={MASK}", MASK]
     entry = json.loads(next(d for p, d in written if p.endswith("entry.json") and not p.startswith("bundle")))
     assert entry["env"]["DB_PASSWORD"] == entry["env"]["MY_PASSTHRU"] == entry["env"]["GH_TOKEN"] == MASK
 
@@ -127,12 +132,25 @@ def test_secret_named_hash_env_is_hashed_as_given_not_by_value(ws):
     assert not leaks, leaks
 
 
-def test_scrub_masks_embedded_values_and_assignments():
+def test_scrub_masks_embedded_values_and_secret_flags():
     from engine import secrets
     assert secrets.MASK == MASK
     secrets.remember("EmbeddedValue_424242")
     assert secrets.scrub({"a": ["x EmbeddedValue_424242 y"], "n": 3}) == {"a": [f"x {MASK} y"], "n": 3}
-    assert secrets.scrub("curl https://h/f?api_key=ab HF_TOKEN=cd --env.X_SECRET=ef --count=3") == \
-        f"curl https://h/f?api_key={MASK} HF_TOKEN={MASK} --env.X_SECRET={MASK} --count=3"
+    assert secrets.scrub("tokenizers==0.23.3 key=abc") == "tokenizers==0.23.3 key=abc"   # names alone mask nothing
+    assert secrets.scrub_argv(["mlrun", "q", "--env.X_SECRET=ef", "--env.api_key", "gh", "--count=3", "--env.A=b"]) \
+        == ["mlrun", "q", f"--env.X_SECRET={MASK}", "--env.api_key", MASK, "--count=3", "--env.A=b"]
     assert secrets.redacted({"PATH": "/bin", "aws_secret_access_key": "z", "PLAIN": "v"}, also=("PLAIN",)) == \
         {"PATH": "/bin", "aws_secret_access_key": MASK, "PLAIN": MASK}
+
+
+def test_a_replayed_mask_takes_the_secret_from_the_host():
+    """A record holds --env secrets masked: resolving it again gets the value from the host's variable."""
+    from engine.index import MemoryIndex
+    from engine.resolver import resolve
+    index = MemoryIndex({"r": {"tags": ["r"], "run": "true"}})
+    given = resolve(index, "r", env_overrides={"HF_TOKEN": "hf_GivenOnTheCommandLine"})
+    again = resolve(index, "r", env_overrides=given.request["env_overrides"], host_env={"HF_TOKEN": "hf_FromHost1"})
+    assert given.request["env_overrides"] == {"HF_TOKEN": MASK}
+    assert again.root.key == given.root.key and again.root.secret_env == {"HF_TOKEN": "hf_FromHost1"}
+    assert "secret_env" not in again.root.to_dict()
