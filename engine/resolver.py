@@ -292,12 +292,11 @@ class Resolver:
         variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
         hash_env = {k: self.host_env.get(k) for k in spec["hash_env"]}  # None: unset on the host
         secret_env = dict(self.secret_env)
-        for k in spec["hash_env"] + spec["pass_env"]:
-            if secrets.is_secret(k) and self.host_env.get(k) is not None:
-                secrets.remember(self.host_env[k])
-                if k in hash_env:
-                    secret_env.setdefault(k, hash_env[k])
-                    hash_env[k] = secrets.MASK
+        for k, value in hash_env.items():
+            if secrets.is_secret(k) and value is not None:
+                secrets.remember(value)
+                secret_env.setdefault(k, value)
+                hash_env[k] = secrets.MASK
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
                     download=spec["download"],
