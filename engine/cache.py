@@ -9,7 +9,7 @@ import json
 import os
 import time
 
-from . import digests
+from . import digests, secrets
 from .errors import MlrunError
 
 META_DIR = ".mlrun"
@@ -193,9 +193,9 @@ def read_entry(path):
 
 
 def write_json(path, value, sort_keys=False):
-    """Readable JSON, written to a temporary file then renamed: a reader never sees half of it."""
+    """Readable JSON, written to a temporary file then renamed: a reader never sees half of it; no secret in it."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(value, f, indent=1, sort_keys=sort_keys, default=str)
+        json.dump(secrets.scrub(value), f, indent=1, sort_keys=sort_keys, default=str)
         f.write("\n")
     os.replace(tmp, path)

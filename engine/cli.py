@@ -194,7 +194,7 @@ def _resolve(args, extras, settings):
     from .resolver import resolve
     inputs, deps, env = split_extras(extras)
     return resolve(settings.index(), args.query, inputs=inputs, host_env=os.environ, dep_overrides=deps,
-                   env_overrides=env)
+                   env_overrides=env, prober=settings.prober())
 
 
 def cmd_run(args, extras, settings):
@@ -240,6 +240,8 @@ def cmd_plan(args, extras, settings):
             return
         shown.add(node.key)
         print(line + (f"  {inputs}" if inputs else ""))
+        for probe, output in (node.probes or {}).items():
+            print(f"{'  ' * depth}  probe {probe}: {output}")
         for dname, dep in node.deps:
             show(dep, depth + 1, dname)
     show(plan.root, 0, None)

@@ -12,6 +12,8 @@ import re
 import shlex
 import sys
 
+from . import secrets
+
 BASE_VARS = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM")
 _REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -53,6 +55,9 @@ def step_env(node, chain, host, entry, recipe_dir, mirror=None):
     """chain: [(dep node, dep folder)] in the order their exports apply."""
     env = {k: host[k] for k in BASE_VARS if k in host}
     env.update({k: v for k, v in node.hash_env.items() if v is not None})
+    # The node holds secrets masked (keys must not depend on them); the step gets the real values.
+    real = node.secret_env or {}
+    env.update({k: real[k] for k in node.hash_env if k in real})
     # pass_env: host variables a step may use that do not change its output (a token, a cache folder).
     env.update({k: host[k] for k in node.pass_env or () if k in host})
     if mirror:
@@ -61,10 +66,13 @@ def step_env(node, chain, host, entry, recipe_dir, mirror=None):
     for dep, folder in chain:
         apply_exports(env, dep.exports, folder)
     for key, value in node.env.items():
-        env[key] = expand(placeholders(value, entry, recipe_dir), env)
+        env[key] = real[key] if key in real else expand(placeholders(value, entry, recipe_dir), env)
     env.update(input_env(node))
     env["MLRUN_ENTRY"] = entry
     env["MLRUN_RECIPE_DIR"] = recipe_dir
+    for key, value in env.items():  # whatever set it (a recipe's env built from other variables, ...)
+        if secrets.is_secret(key):
+            secrets.remember(value)
     return env
 
 
@@ -75,17 +83,9 @@ def command(node, env, entry, recipe_dir):
     return [expand(placeholders(arg, entry, recipe_dir), env) for arg in node.run]
 
 
-SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|CREDENTIAL", re.I)
-
-
-def redacted(env):
-    """env as it may be written down: secrets (HF_TOKEN...) never land in entries or run records."""
-    return {k: ("<redacted>" if SECRET.search(k) else v) for k, v in env.items()}
-
-
-def env_file(env):
-    """A sourceable shell file that recreates env (secrets left for the user to set)."""
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(redacted(env).items()))
+def env_file(env, passed=()):
+    """A sourceable shell file that recreates env (secrets and pass_env variables left for the user to set)."""
+    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(secrets.redacted(env, passed).items()))
 
 
 def dependency_chain(node, folders):

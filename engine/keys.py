@@ -51,7 +51,7 @@ def drop_empty(value):
 
 
 def material(recipe_digest_, node):
-    return {
+    out = {
         "schema": KEY_SCHEMA,
         "recipe": node.name,
         "recipe_digest": recipe_digest_,
@@ -62,6 +62,9 @@ def material(recipe_digest_, node):
         "hash_env": node.hash_env,
         "deps": [[name, dep.key] for name, dep in node.deps],
     }
+    if node.probes:  # only then: recipes without probes keep their keys
+        out["probe"] = node.probes
+    return out
 
 
 def key(material_):

@@ -12,7 +12,7 @@ from .errors import RecipeError
 SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env", "pass_env",
-            "exports", "variations", "deps", "download", "run", "sources", "record"}
+            "exports", "variations", "deps", "download", "run", "sources", "record", "probe"}
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
@@ -97,6 +97,17 @@ class _Checker:
             self.expect(name, str, here, f"record.{field_}")
             if name.startswith("/") or ".." in name.split("/"):
                 self.fail(here, f"record.{field_} must name a file inside the step's folder")
+        return dict(value)
+
+    def probes(self, value, where):
+        """probe: {NAME: [argv]}: commands whose output is hashed into the key (argv, so the program is known)."""
+        self.expect(value, dict, where, "probe")
+        for name, argv in value.items():
+            here = list(where) + [name]
+            if not ENV_RE.match(str(name)):
+                self.fail(here, f"probe name '{name}' may hold letters, digits and _ only")
+            if not self.str_list(argv, here, f"probe.{name}") or isinstance(argv, str):
+                self.fail(here, f"probe.{name} must be a non-empty list: the program, then its arguments")
         return dict(value)
 
     def run(self, value, where):
@@ -248,6 +259,7 @@ def normalize(data, path, lines, default_name):
         "run": c.run(data["run"], ["run"]) if "run" in data else None,
         "sources": c.str_list(data.get("sources", []), ["sources"], "sources"),
         "record": c.env_like_files(data.get("record", {}), ["record"]),
+        "probe": c.probes(data.get("probe", {}), ["probe"]),
         "variations": {},
     }
     for tag in recipe["tags"]:

@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 
-from .envs import redacted
+from .secrets import redacted
 from .errors import MlrunError, UsageError
 
 RECORD_FORMAT = 2

@@ -46,7 +46,8 @@ def plan_again(record, settings, allow_differences=False):
     if not req:
         raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
     plan = resolve(index, req["query"], inputs=req.get("inputs"), host_env=os.environ,
-                   dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"))
+                   dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
+                   prober=settings.prober())
     recorded = dict(zip(compare.step_ids(record["steps"]), record["steps"]))
     now = dict(zip(compare.step_ids([{"recipe": n.name} for n in plan.nodes]), plan.nodes))
     differences = []

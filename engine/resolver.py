@@ -8,7 +8,7 @@ filled in), its inputs, its dependencies and its cache key fixed.
 import os
 import re
 
-from . import keys
+from . import keys, secrets
 from .errors import ResolutionError
 from .recipe import convert_input
 
@@ -31,11 +31,14 @@ class Node:
     for parametric ones); inputs: every declared input with its value; env, exports, download, run
     (str for bash, list for argv, or None) after variations; cache; deps: [(dep name, Node)];
     key and material: the cache key and what it hashes (kept for `explain`); hash_env: host
-    variables the recipe declares as affecting it; input_vars: input name -> env variable.
+    variables the recipe declares as affecting it; input_vars: input name -> env variable;
+    secret_env: the real values of secrets that env and hash_env hold masked (never recorded);
+    probes: {name: output} of the recipe's probes (part of the key).
     """
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
-              "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record")
+              "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record",
+              "secret_env", "probes")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -54,7 +57,7 @@ class Node:
                 "inputs": self.inputs, "env": self.env, "exports": self.exports, "download": self.download,
                 "run": self.run, "cache": self.cache, "key": self.key, "recipe_path": self.recipe_path,
                 "hash_env": self.hash_env, "pass_env": self.pass_env, "input_vars": self.input_vars, "sources": self.sources,
-                "record": self.record, "material": self.material, "deps": [[n, d.key] for n, d in self.deps]}
+                "record": self.record, "probes": self.probes, "material": self.material, "deps": [[n, d.key] for n, d in self.deps]}
 
 
 class Plan:
@@ -89,14 +92,26 @@ def parse_query(query):
 
 
 class Resolver:
-    def __init__(self, index, reporter=None, host_env=None, dep_overrides=None, env_overrides=None):
+    def __init__(self, index, reporter=None, host_env=None, dep_overrides=None, env_overrides=None, prober=None):
         self.index = index
         self.reporter = reporter or Reporter()
         self.host_env = host_env or {}
         # {dep name: {"tags": "...", "version": "...", input: value}} from --dep.NAME.KEY=VALUE
         self.dep_overrides = dep_overrides or {}
         # --env.KEY=VALUE: every step's env, after the recipe's own; part of each key, as it changes the build.
-        self.env_overrides = env_overrides or {}
+        # A secret is hashed and recorded as the mask: the key says one was given, never which.
+        self.env_overrides, self.secret_env = {}, {}
+        for name, value in (env_overrides or {}).items():
+            if secrets.is_secret(name):
+                if value == secrets.MASK:  # a replayed record: the secret comes from the host again
+                    value = self.host_env.get(name, value)
+                secrets.remember(value)
+                self.secret_env[name], value = value, secrets.MASK
+            self.env_overrides[name] = value
+        if prober is None:
+            from .probes import Prober
+            prober = Prober()
+        self.prober = prober
         self.nodes = {}            # identity -> Node, so a shared dep is one node
         self.versions = {}         # recipe name -> (version, who needs it)
         self.used_overrides = set()
@@ -276,12 +291,20 @@ class Resolver:
             deps.append((dep["name"] or child.name, child))
         variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
         hash_env = {k: self.host_env.get(k) for k in spec["hash_env"]}  # None: unset on the host
+        secret_env = dict(self.secret_env)
+        for k, value in hash_env.items():
+            if secrets.is_secret(k) and value is not None:
+                secrets.remember(value)
+                secret_env.setdefault(k, value)
+                hash_env[k] = secrets.MASK
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
                     download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
-                    sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"])
+                    sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
+                    secret_env=secret_env)
+        node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.
@@ -299,9 +322,10 @@ class Resolver:
         order.append(node)
 
 
-def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrides=None, env_overrides=None):
+def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrides=None, env_overrides=None,
+            prober=None):
     """Resolve `query` against `index` into a Plan (raises ResolutionError)."""
-    return Resolver(index, reporter, host_env, dep_overrides, env_overrides).resolve(query, inputs)
+    return Resolver(index, reporter, host_env, dep_overrides, env_overrides, prober).resolve(query, inputs)
 
 
 def _split_param(word):

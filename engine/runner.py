@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from . import envs, records
+from . import envs, records, secrets
 from .cache import META_DIR, write_json
 from .errors import MlrunError, StepError
 
@@ -63,7 +63,7 @@ class Runner:
                 break
             except FileExistsError:  # another mlrun started in the same second and drew the same suffix
                 continue
-        record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": list(argv or sys.argv),
+        record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": secrets.scrub_argv(argv or sys.argv),
                   "query": plan.query, "request": plan.request, "cwd": os.getcwd(), "started": time.time(),
                   "status": "running", "host": records.host_facts(),
                   "recipes": records.snapshot_recipes(plan, run_dir), **(extra or {}), "steps": []}
@@ -140,7 +140,7 @@ class Runner:
         meta_dir = os.path.join(folder, META_DIR)
         log_path = os.path.join(meta_dir, "build.log")
         with open(os.path.join(meta_dir, "env.sh"), "w") as f:
-            f.write(envs.env_file(env))
+            f.write(envs.env_file(env, node.pass_env or ()))
         _write_rerun_script(meta_dir, argv)
         started = time.time()
         live = self.verbose or (is_root and self.stream_root)
@@ -154,7 +154,7 @@ class Runner:
                 self._execute(argv, env, folder, log_path, live)
         except StepError as e:
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
-                log.write(f"mlrun: {e.message}\n")
+                log.write(secrets.scrub(f"mlrun: {e.message}\n"))
             seconds = time.time() - started
             kept = self.cache.keep_failed(folder, node) if final else log_path
             tail = _tail(kept)
@@ -171,7 +171,8 @@ class Runner:
                            _short(final or folder))
         return {"recipe": node.name, "version": node.version, "tags": node.tags, "variations": node.variations,
                 "inputs": node.inputs, "key": node.key, "material": node.material, "node": node.to_dict(),
-                "exports": node.exports, "command": argv, "env": envs.redacted(env), "started": started,
+                "exports": node.exports, "command": argv, "env": secrets.redacted(env, node.pass_env or ()),
+                "started": started,
                 "finished": time.time(), "seconds": round(seconds, 3)}
 
     def _download(self, item, folder):
@@ -183,7 +184,7 @@ class Runner:
     def _execute(self, argv, env, cwd, log_path, live):
         import subprocess  # only steps that run pay for the import
         with open(log_path, "ab") as log:
-            log.write(f"$ {' '.join(argv)}\n".encode())
+            log.write(secrets.scrub(f"$ {' '.join(argv)}\n").encode())
             log.flush()
             try:
                 proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -234,7 +235,7 @@ def _write_rerun_script(meta_dir, argv):
     body += ("exec " + " ".join(shlex.quote(a) for a in argv) + "\n") if argv else "# (download only: no command)\n"
     path = os.path.join(meta_dir, "command.sh")
     with open(path, "w") as f:
-        f.write(body)
+        f.write(secrets.scrub(body))  # a secret expanded into argv is left for the user to put back
     os.chmod(path, 0o755)
 
 

@@ -30,3 +30,7 @@ class Settings:
     def index(self):
         from .index import RecipeIndex
         return RecipeIndex(self.recipes, state_dir=os.path.join(self.cache, ".index"))
+
+    def prober(self):
+        from .probes import Prober
+        return Prober(self.cache)

@@ -14,13 +14,12 @@ import math
 import os
 import sys
 import threading
-import time
 from pathlib import Path
 
 import mlperf_loadgen as lg
 
 from engine.errors import MlrunError, StepError, UsageError
-from mlperf_bert import accuracy, loadgen_summary, seq_plan, squad_features
+from mlperf_bert import accuracy, loadgen_summary, seq_plan, squad_features, warmup
 from mlperf_bert.sut import LoadGenSut, QaInference
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
@@ -32,6 +31,7 @@ MULTISTREAM_SAMPLES_PER_QUERY = 8
 SHORT_RUN_MIN_DURATION_MS = 1000
 SERVER_LOAD_FRACTION = 0.5  # default Server target: half the measured throughput, to meet the latency bound
 WARMUP_SAMPLES = 4
+WARMUP_PASSES, WARMUP_MAX_PASSES = 3, 12   # timed passes over them: settled ones, and at most
 RUN_OUTPUTS = ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
                "mlperf_log_trace.json", "accuracy.txt", "summary.json")
 TARGET_F1 = 0.99 * 90.874  # bert-99: 99% of the fp32 reference model's F1
@@ -173,13 +173,13 @@ def _backend(args, buckets, work_dir):
     scheduler = "multi_stream" if args.scenario == "Server" else "single_stream"
     backend = ds_backend.DeepSparseBackend(model_path, plan.buckets, ds_backend.batch_sizes_for(
         args.scenario, args.batch_size), args.threads, scheduler, args.streams, progress=ds_backend.progress_line)
-    backend.warm_up()
+    backend.warm_up(ds_backend.progress_line)
     return backend, plan, backend.streams
 
 
 def _warm_up(inference, total, workers=1):
-    """Run a few samples twice (first-run allocations are not measured); return samples/s of the second,
-    with `workers` callers at once as in the SUT.
+    """Run a few samples once untimed (first-run allocations), then again until the pass time settles;
+    return samples/s of the settled passes, with `workers` callers at once as in the SUT.
 
     Also the first place a model that loads but cannot run fails, before LoadGen starts.
     """
@@ -195,18 +195,19 @@ def _warm_up(inference, total, workers=1):
                 pass
         except Exception as error:
             errors.append(error)
-    started = time.perf_counter()
-    if len(shares) == 1:
-        work(shares[0])
-    else:
-        threads = [threading.Thread(target=work, args=(share,)) for share in shares]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-    if errors:
-        raise errors[0]
-    return len(indices) / max(time.perf_counter() - started, 1e-9)
+    def one_pass():
+        if len(shares) == 1:
+            work(shares[0])
+        else:
+            threads = [threading.Thread(target=work, args=(share,)) for share in shares]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+        if errors:
+            raise errors[0]
+    settling = warmup.until_settled(one_pass, window=WARMUP_PASSES, max_calls=WARMUP_MAX_PASSES)
+    return len(indices) / max(settling.seconds, 1e-9)
 
 
 def settings_lines(args, total, measured_qps):

@@ -1,0 +1,98 @@
+"""Probes: facts of this machine a recipe's output depends on, measured while resolving, hashed into the key.
+
+A recipe declares `probe: {NAME: [program, args...]}` (e.g. which interpreter `python3` is).
+Each probe runs before anything is built, in the environment the step will start from (the
+host's base variables, `hash_env`, `pass_env`, the inputs; not its dependencies' exports);
+its output goes into the node's key material, so `plan`, `explain` and the entry show it.
+
+Outputs are remembered in `cache/.index/probes.json`, keyed by the program's resolved path
+and stat, the arguments and that environment: the warm path stats a file instead of starting
+an interpreter. A program that picks what it runs from a file it reads (pyenv's global
+version file) is not seen changing: select with a variable the recipe passes, or a path.
+"""
+import hashlib
+import json
+import os
+
+from . import envs, keys, secrets
+from .errors import ResolutionError
+
+MEMO_FORMAT = 1
+TIMEOUT = 60
+
+
+class Prober:
+    """Runs probes for the resolver; `root` (a cache folder) holds the memo and is where they run."""
+
+    def __init__(self, root=None):
+        self.root = root
+        self.memo_path = os.path.join(root, ".index", "probes.json") if root else None
+        self._memo = None
+
+    def __call__(self, node, spec, host):
+        """{probe name: output} for node, whose `spec` is its recipe's `probe` mapping."""
+        env = {k: host[k] for k in envs.BASE_VARS if k in host}
+        env.update({k: host[k] for k in node.pass_env or () if k in host})
+        env.update({k: v for k, v in node.hash_env.items() if v is not None})
+        env.update({k: node.secret_env[k] for k in node.hash_env if k in (node.secret_env or {})})
+        env.update(envs.input_env(node))
+        return {name: self._output(node, name, [envs.expand(a, env) for a in argv], env)
+                for name, argv in sorted(spec.items())}
+
+    def _output(self, node, name, argv, env):
+        import shutil  # only recipes with probes pay for it
+        program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+        if not program:
+            raise ResolutionError(f"{node.name}: probe '{name}' cannot start {argv[0]}: not found on PATH",
+                                  hint=f"{node.name} needs it before anything runs; install it or pass a path")
+        program = os.path.realpath(program)
+        st = os.stat(program)
+        # Secret values never reach the memo, not even hashed.
+        seen = {k: v for k, v in env.items() if not secrets.is_secret(k)}
+        memo_key = hashlib.sha256(keys.canonical(
+            [argv, program, st.st_size, st.st_mtime_ns, st.st_ino, seen])).hexdigest()
+        memo = self._load()
+        if memo_key not in memo:
+            memo[memo_key] = self._run(node, name, argv, env)
+            self._store(memo)
+        return memo[memo_key]
+
+    def _run(self, node, name, argv, env):
+        import subprocess  # only a probe not yet remembered pays for it
+        what = f"{node.name}: probe '{name}' ({' '.join(argv)})"
+        try:
+            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT,
+                                  cwd=self.root if self.root and os.path.isdir(self.root) else None)
+        except subprocess.TimeoutExpired:
+            raise ResolutionError(f"{what} did not answer within {TIMEOUT} s") from None
+        except OSError as e:
+            raise ResolutionError(f"{what} cannot start: {e.strerror}") from None
+        out = done.stdout.decode(errors="replace").strip()
+        if done.returncode != 0 or not out:
+            err = done.stderr.decode(errors="replace").strip().splitlines()
+            raise ResolutionError(f"{what} failed ({'exit ' + str(done.returncode) if done.returncode else 'no output'})"
+                                  + (f": {err[-1]}" if err else ""))
+        return out
+
+    def _load(self):
+        if self._memo is None:
+            self._memo = {}
+            if self.memo_path:
+                try:
+                    with open(self.memo_path) as f:
+                        stored = json.load(f)
+                    if stored.get("format") == MEMO_FORMAT:
+                        self._memo = stored["outputs"]
+                except (OSError, ValueError, KeyError, AttributeError):
+                    pass  # no memo yet, or an unreadable one: probe again
+        return self._memo
+
+    def _store(self, memo):
+        if not self.memo_path:
+            return
+        from .cache import write_json
+        try:
+            os.makedirs(os.path.dirname(self.memo_path), exist_ok=True)
+            write_json(self.memo_path, {"format": MEMO_FORMAT, "outputs": memo}, sort_keys=True)
+        except OSError:
+            pass  # a read-only cache: probes are simply run again next time

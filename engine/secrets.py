@@ -1,0 +1,64 @@
+"""Secrets: values that reach a step but never a file mlrun writes, nor a cache key.
+
+A secret is the value of a variable whose name says so (TOKEN, SECRET, PASSWORD, KEY,
+CREDENTIAL), however it arrives: `--env.NAME=VALUE`, a host variable a recipe passes
+(`pass_env`) or hashes (`hash_env`). The resolver puts MASK in the node (so the key
+records that a secret was given, not which one) and remembers the value here; every
+writer of records, entries, logs and scripts passes its text through `scrub`.
+"""
+import re
+
+MASK = "<redacted>"
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(OR)?D|KEY|CREDENTIAL", re.I)
+# Shorter values are masked only where their name shows (a variable, an --env flag): replacing every
+# "abc" in a record would mangle it (and 8 random characters are not found in a key by chance).
+MIN_SCRUBBED = 8
+
+_values = set()
+
+
+def is_secret(name):
+    return bool(SECRET_NAME.search(name))
+
+
+def remember(value):
+    """A secret value this process knows: scrubbed from everything written from now on."""
+    if isinstance(value, str) and value and value != MASK:
+        _values.add(value)
+
+
+def scrub(value):
+    """value (text, or lists and dicts of it, as JSON holds) without any secret in it."""
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, dict):
+        return {k: scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [scrub(v) for v in value]
+    return value
+
+
+def _scrub_text(text):
+    # Longest first: a secret that contains another is masked whole.
+    for secret in sorted(_values, key=len, reverse=True):
+        if len(secret) >= MIN_SCRUBBED and secret in text:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def scrub_argv(argv):
+    """A command line as it may be recorded: the value of every --env.SECRET flag masked, short ones too."""
+    out, mask_next = [], False
+    for word in argv:
+        name, eq, _ = word.partition("=")
+        if mask_next:
+            word, mask_next = MASK, False
+        elif name.startswith("--env.") and is_secret(name[6:]):
+            word, mask_next = (f"{name}={MASK}", False) if eq else (word, True)
+        out.append(scrub(word))
+    return out
+
+
+def redacted(env, also=()):
+    """env as it may be written down: secret-named variables and those in `also` (pass_env) masked."""
+    return {k: (MASK if is_secret(k) or k in also else scrub(v)) for k, v in env.items()}

@@ -1,0 +1,127 @@
+"""The interpreter in venv keys (issue 8): a probe finds which `python3` a step will run, before anything runs.
+
+A pyenv-like `python3` shim on PATH picks a (fake) interpreter by an environment variable. Another
+interpreter must mean another key, named by `explain`; the same one the same key, its version and path
+recorded in the entry; and a remembered probe must not start the interpreter again.
+"""
+import json
+import os
+import stat
+
+import pytest
+
+from conftest import assert_user_error
+
+
+def write_exe(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+    os.chmod(path, os.stat(path).st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+@pytest.fixture
+def pyenv(ws):
+    """shims/python3 runs versions/$VAR/python3 (VAR: FAKE_PYENV, or PYENV_VERSION for the real recipe)."""
+    root = ws.path("pyenv")
+    for version in ("3.11.7", "3.12.1"):
+        exe = os.path.join(root, "versions", version, "python3")
+        # Whatever it is asked, it answers like the venv recipe's probe and counts its starts.
+        write_exe(exe, f"#!/bin/sh\necho start >> {root}/starts-{version}\necho cpython {version} {exe}\n")
+    write_exe(os.path.join(root, "shims", "python3"),
+              f'#!/bin/sh\nexec "{root}/versions/${{FAKE_PYENV:-${{PYENV_VERSION:-3.11.7}}}}/python3" "$@"\n')
+    ws.recipe("fake-venv", """
+        tags: [fake, venv]
+        inputs: {python: {default: python3}}
+        pass_env: [FAKE_PYENV]
+        probe:
+          python: ["${MLRUN_INPUT_PYTHON}", "-c", "print('the probe')"]
+        run: '"$MLRUN_INPUT_PYTHON" > used.txt'
+    """)
+
+    def env(version, **extra):
+        return ws.env(PATH=os.path.join(root, "shims") + os.pathsep + os.environ["PATH"], FAKE_PYENV=version,
+                      **extra)
+
+    def starts(version):
+        try:
+            with open(os.path.join(root, f"starts-{version}")) as f:
+                return len(f.readlines())
+        except FileNotFoundError:
+            return 0
+    env.root, env.starts = root, starts
+    return env
+
+
+def run_json(ws, *args, env):
+    r = ws.mlrun(*args, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_another_interpreter_is_another_entry_and_explain_names_it(ws, pyenv):
+    first = run_json(ws, "fake venv", env=pyenv("3.11.7"))
+    exe = os.path.join(pyenv.root, "versions", "3.11.7", "python3")
+    with open(os.path.join(first["path"], "used.txt")) as f:
+        assert f.read().strip() == f"cpython 3.11.7 {exe}"   # the step ran the interpreter the probe saw
+    with open(os.path.join(first["path"], ".mlrun", "entry.json")) as f:
+        entry = json.load(f)
+    assert entry["material"]["probe"] == {"python": f"cpython 3.11.7 {exe}"}   # version and real path
+
+    again = run_json(ws, "fake venv", env=pyenv("3.11.7"))
+    assert again["steps"][0]["status"] == "cached" and again["steps"][0]["key"] == first["steps"][0]["key"]
+
+    r = ws.mlrun("explain", "fake venv", env=pyenv("3.12.1"))
+    assert r.returncode == 0, r.stderr
+    assert "probe.python" in r.stdout and "3.11.7" in r.stdout and "3.12.1" in r.stdout, r.stdout
+    other = run_json(ws, "fake venv", env=pyenv("3.12.1"))
+    assert other["steps"][0]["status"] == "built" and other["steps"][0]["key"] != first["steps"][0]["key"]
+    assert len(ws.entries("fake-venv")) == 2
+
+
+def test_the_venv_recipe_keys_the_interpreter_pyenv_selects(ws, pyenv):
+    """The real get-python-venv recipe, resolved only (nothing is built): PYENV_VERSION picks the Python."""
+    repo_recipes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+
+    def plan(version):
+        env = pyenv("", MLRUN_RECIPES=repo_recipes, PYENV_VERSION=version)
+        r = ws.mlrun("plan", "get python venv", env=env)
+        assert r.returncode == 0, r.stderr
+        assert f"probe python: cpython {version} " in r.stdout, r.stdout
+        return run_json(ws, "plan", "get python venv", env=env)["nodes"][0]["key"]
+    assert plan("3.11.7") == plan("3.11.7")
+    assert plan("3.11.7") != plan("3.12.1")
+
+
+def test_a_remembered_probe_does_not_start_the_interpreter(ws, pyenv):
+    for _ in range(3):
+        run_json(ws, "plan", "fake venv", env=pyenv("3.12.1"))
+    assert pyenv.starts("3.12.1") == 1
+    # Another program at the same path (an upgrade in place) is probed again.
+    exe = os.path.join(pyenv.root, "versions", "3.12.1", "python3")
+    run_json(ws, "plan", "fake venv", f"--python={exe}", env=pyenv("3.12.1"))
+    assert pyenv.starts("3.12.1") == 2
+    with open(exe) as f:
+        text = f.read()
+    write_exe(exe, text.replace("3.12.1 ", "3.12.2 ") + "\n")
+    node = run_json(ws, "plan", "fake venv", f"--python={exe}", env=pyenv("3.12.1"))["nodes"][0]
+    assert node["probes"]["python"].startswith("cpython 3.12.2 ")
+    assert pyenv.starts("3.12.1") == 3
+
+
+def test_a_probe_that_cannot_run_stops_resolution_with_one_line(ws, pyenv):
+    err = assert_user_error(ws.mlrun("plan", "fake venv", "--python=python9.99", env=pyenv("3.11.7")), 2,
+                            "probe 'python' cannot start python9.99: not found on PATH")
+    assert "Traceback" not in err
+    write_exe(os.path.join(pyenv.root, "versions", "broken", "python3"), "#!/bin/sh\necho 'no such version' >&2\nexit 3\n")
+    assert_user_error(ws.mlrun("fake venv", env=pyenv("broken")), 2, "probe 'python'", "exit 3", "no such version")
+    assert ws.entries() == []
+
+
+def test_a_probe_must_be_a_command_list(ws):
+    ws.recipe("bad-probe", """
+        tags: [bad]
+        probe: {python: "python3 --version"}
+        run: "true"
+    """)
+    assert_user_error(ws.mlrun("plan", "bad"), 2, "recipe.yaml:3", "probe.python must be a non-empty list")

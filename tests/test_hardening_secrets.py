@@ -1,0 +1,156 @@
+"""Secrets (issue 8): no file mlrun writes holds a secret, no key depends on one, and the step still gets it."""
+import hashlib
+import io
+import json
+import os
+import tarfile
+
+import pytest
+
+MASK = "<redacted>"   # what records show in a secret's place
+
+# Distinctive values, one per way a secret arrives.
+BY_ENV_FLAG = "hf_EnvFlagSecret_7f3a9c"        # --env.HF_TOKEN=...
+BY_KEY_NAME = "KeyNamedSecret_51d0e2"           # --env.MY_API_KEY=... (a KEY name), also expanded into argv
+BY_PASS_ENV = "PassEnvTokenSecret_c4b8aa"       # host GH_TOKEN, listed in pass_env
+BY_PASS_PLAIN = "PlainPassEnvValue_93e1f0"      # host MY_PASSTHRU, listed in pass_env (no secret-like name)
+SHORT = "xq9"                                   # --env.DB_PASSWORD=xq9: too short to scrub by value
+ALL = [BY_ENV_FLAG, BY_KEY_NAME, BY_PASS_ENV, BY_PASS_PLAIN]
+
+
+def sha(text):
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@pytest.fixture
+def tok_ws(ws):
+    ws.recipe("dep-tok", """
+        tags: [dep, tok]
+        pass_env: [GH_TOKEN, MY_PASSTHRU]
+        run: |
+          for v in HF_TOKEN MY_API_KEY GH_TOKEN MY_PASSTHRU DB_PASSWORD; do
+            printf '%s %s\\n' "$v" "$(printf %s "${!v}" | sha256sum | cut -d' ' -f1)" >> seen.txt
+          done
+        exports: {SEEN: "{entry}/seen.txt"}
+    """)
+    ws.recipe("app-tok", """
+        tags: [app, tok]
+        cache: false
+        deps: [{name: dep, query: dep tok}]
+        pass_env: [MY_PASSTHRU]
+        env: {SESSION_TOKEN: "s-${MY_PASSTHRU}"}   # a secret made from a plain variable
+        run: [bash, -c, 'printf %s "$1" | sha256sum | cut -d" " -f1 > arg.txt; printf %s "$2" | sha256sum | cut -d" " -f1 > arg2.txt; cp "$SEEN" .',
+              _, "key=${MY_API_KEY}", "${SESSION_TOKEN}"]
+    """)
+    return ws
+
+
+def run_with_secrets(ws, *extra, token=BY_ENV_FLAG):
+    env = ws.env(GH_TOKEN=BY_PASS_ENV, MY_PASSTHRU=BY_PASS_PLAIN)
+    return ws.mlrun(*extra, f"--env.HF_TOKEN={token}", f"--env.MY_API_KEY={BY_KEY_NAME}",
+                    f"--env.DB_PASSWORD={SHORT}", env=env)
+
+
+def files_under(*roots):
+    for root in roots:
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(folder, name)
+                if not os.path.islink(path):
+                    with open(path, "rb") as f:
+                        yield path, f.read()
+
+
+def test_no_secret_in_any_file_or_bundle_and_the_step_saw_them(tok_ws):
+    ws = tok_ws
+    r = run_with_secrets(ws, "app tok", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    # The step received the real values (it wrote their hashes, never the values).
+    with open(os.path.join(out["path"], "seen.txt")) as f:
+        seen = dict(line.split() for line in f)
+    assert seen == {"HF_TOKEN": sha(BY_ENV_FLAG), "MY_API_KEY": sha(BY_KEY_NAME), "GH_TOKEN": sha(BY_PASS_ENV),
+                    "MY_PASSTHRU": sha(BY_PASS_PLAIN), "DB_PASSWORD": sha(SHORT)}
+    with open(os.path.join(out["path"], "arg.txt")) as f:
+        assert f.read().strip() == sha("key=" + BY_KEY_NAME)   # the argv item held the real value
+    with open(os.path.join(out["path"], "arg2.txt")) as f:
+        assert f.read().strip() == sha("s-" + BY_PASS_PLAIN)
+
+    bundle = os.path.join(ws.root, "run.tar.gz")
+    r = ws.mlrun("export", out["run"], "-o", bundle, "--with-cache")
+    assert r.returncode == 0, r.stderr
+    written = list(files_under(ws.cache, ws.runs))
+    with tarfile.open(bundle) as tar:
+        written += [(f"bundle:{m.name}", tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    names = {os.path.basename(p) for p, _ in written}
+    assert {"entry.json", "files.json", "env.sh", "command.sh", "build.log", "run.json", "step.json"} <= names
+    leaks = [(path, s) for path, data in written for s in ALL if s.encode() in data]
+    assert not leaks, leaks
+    # The short one is masked wherever its name shows: argv (--env.DB_PASSWORD=...), env, overrides.
+    record = json.loads(next(d for p, d in written if p.endswith("run.json") and not p.startswith("bundle")))
+    assert f"--env.DB_PASSWORD={MASK}" in record["argv"]
+    assert record["request"]["env_overrides"] == {"HF_TOKEN": MASK, "MY_API_KEY": MASK,
+                                                  "DB_PASSWORD": MASK}
+    step_json = json.loads(next(d for p, d in written if p.endswith("step.json") and not p.startswith("bundle")))
+    assert step_json["command"][-2:] == [f"key={MASK}", MASK]
+    entry = json.loads(next(d for p, d in written if p.endswith("entry.json") and not p.startswith("bundle")))
+    assert entry["env"]["DB_PASSWORD"] == entry["env"]["MY_PASSTHRU"] == entry["env"]["GH_TOKEN"] == MASK
+
+
+def test_keys_do_not_depend_on_secret_values(tok_ws):
+    ws = tok_ws
+    r = run_with_secrets(ws, "app tok")
+    assert r.returncode == 0, r.stderr
+    plans = []
+    for token in ("hf_OneToken_aaaaaaaa", "hf_AnotherToken_bbbbbbbb"):
+        r = run_with_secrets(ws, "plan", "app tok", "--json", token=token)
+        assert r.returncode == 0, r.stderr
+        plans.append(json.loads(r.stdout)["nodes"])
+    assert [n["key"] for n in plans[0]] == [n["key"] for n in plans[1]]
+    dep = plans[0][0]
+    assert dep["status"] == "cached"   # the entry built with the first token serves another token
+    # The key records that a secret was given, not which.
+    assert dep["material"]["env"]["HF_TOKEN"] == MASK
+
+
+def test_secret_named_hash_env_is_hashed_as_given_not_by_value(ws):
+    ws.recipe("h", """
+        tags: [h]
+        hash_env: [SERVICE_CREDENTIAL]
+        run: printf %s "$SERVICE_CREDENTIAL" | sha256sum > seen.txt
+    """)
+    keys = []
+    for value in ("CredentialOne_111111", "CredentialTwo_222222"):
+        r = ws.mlrun("h", "--json", env=ws.env(SERVICE_CREDENTIAL=value))
+        assert r.returncode == 0, r.stderr
+        path = json.loads(r.stdout)["path"]
+        keys.append(json.loads(r.stdout)["steps"][0]["key"])
+        with open(os.path.join(path, "seen.txt")) as f:
+            assert f.read().split()[0] == sha("CredentialOne_111111")   # built once, by the first value
+    assert keys[0] == keys[1]
+    leaks = [p for p, data in files_under(ws.cache, ws.runs) if b"CredentialOne_111111" in data]
+    assert not leaks, leaks
+
+
+def test_scrub_masks_embedded_values_and_secret_flags():
+    from engine import secrets
+    assert secrets.MASK == MASK
+    secrets.remember("EmbeddedValue_424242")
+    assert secrets.scrub({"a": ["x EmbeddedValue_424242 y"], "n": 3}) == {"a": [f"x {MASK} y"], "n": 3}
+    assert secrets.scrub("tokenizers==0.23.3 key=abc") == "tokenizers==0.23.3 key=abc"   # names alone mask nothing
+    assert secrets.scrub_argv(["mlrun", "q", "--env.X_SECRET=ef", "--env.api_key", "gh", "--count=3", "--env.A=b"]) \
+        == ["mlrun", "q", f"--env.X_SECRET={MASK}", "--env.api_key", MASK, "--count=3", "--env.A=b"]
+    assert secrets.redacted({"PATH": "/bin", "aws_secret_access_key": "z", "PLAIN": "v"}, also=("PLAIN",)) == \
+        {"PATH": "/bin", "aws_secret_access_key": MASK, "PLAIN": MASK}
+
+
+def test_a_replayed_mask_takes_the_secret_from_the_host():
+    """A record holds --env secrets masked: resolving it again gets the value from the host's variable."""
+    from engine.index import MemoryIndex
+    from engine.resolver import resolve
+    index = MemoryIndex({"r": {"tags": ["r"], "run": "true"}})
+    given = resolve(index, "r", env_overrides={"HF_TOKEN": "hf_GivenOnTheCommandLine"})
+    again = resolve(index, "r", env_overrides=given.request["env_overrides"], host_env={"HF_TOKEN": "hf_FromHost1"})
+    assert given.request["env_overrides"] == {"HF_TOKEN": MASK}
+    assert again.root.key == given.root.key and again.root.secret_env == {"HF_TOKEN": "hf_FromHost1"}
+    assert "secret_env" not in again.root.to_dict()
