@@ -43,7 +43,7 @@ def file_digest(path, algo="sha256"):
 
 
 def walk(root, skip=()):
-    """(relative path, path, lstat) of everything under root but `skip`, sorted, checked by check_kind."""
+    """(relative path, path, lstat) of everything under root but `skip`, sorted; refuses what cannot be recorded."""
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
         dirs[:] = sorted(d for d in dirs if os.path.normpath(os.path.join(rel_folder, d)) not in skip)
@@ -55,6 +55,8 @@ def walk(root, skip=()):
             _check_utf8(path, rel, "the name")
             st = os.lstat(path)
             check_kind(path, st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                _check_utf8(path, os.readlink(path), "the link's target")
             yield rel, path, st
 
 
@@ -68,7 +70,7 @@ def _check_utf8(path, text, what):
     try:
         text.encode()
     except UnicodeEncodeError:
-        raise UnrecordableFileError(path, f"{what} is not UTF-8 text; rename it") from None
+        raise UnrecordableFileError(path, f"{what} is not UTF-8 text") from None
 
 
 def tree_digests(root, skip=()):
@@ -77,7 +79,6 @@ def tree_digests(root, skip=()):
     for rel, path, st in walk(root, skip):
         if stat.S_ISLNK(st.st_mode):
             out[rel] = "link:" + os.readlink(path)
-            _check_utf8(path, out[rel], "the link's target")
         elif stat.S_ISREG(st.st_mode):
             out[rel] = file_digest(path)
     return out

@@ -20,7 +20,6 @@ CASES = [
     ("deep-lists", "tags: a\nrun: " + "[" * 5000 + "]" * 5000 + "\n", 2, "nested more than 50 levels deep"),
     ("deep-mappings", "tags: a\nenv:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 3000)) + "\n", 51,
      "nested more than 50 levels deep"),
-    ("alias-bomb", ALIAS_BOMB, 3, "YAML alias '*a' is not allowed"),
     ("alias-scalar", "tags: &t a\nname: *t\n", 2, "YAML alias '*t' is not allowed"),
     ("when-double-equals", "tags: a\ninputs:\n  mode: {default: x}\ndeps:\n  - query: a\n    when: mode==x\n", 6,
      "cannot read 'mode==x'"),
@@ -77,7 +76,8 @@ def test_recipe_error_names_file_and_line(ws, text, line, fragment):
     assert info.value.exit_code == 2
 
 
-def test_alias_bomb_through_the_cli_is_one_line(ws):
+def test_alias_bomb_is_refused_at_once(ws):
+    """9 levels of 9 aliases expand to 9**9 items: read through a subprocess, so a regression cannot hang the tests."""
     _write(ws, ALIAS_BOMB)
     assert_user_error(ws.mlrun("find", timeout=30), 2, "recipe.yaml:3: YAML alias")
 
