@@ -273,6 +273,10 @@ class Resolver:
                                       hint="make their `when:` conditions exclude each other")
             deps.append((taken, child))
         variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
+        for k in spec["hash_env"] + spec["pass_env"]:  # keys and env.sh hold text; a value may be secret: not shown
+            if not _is_utf8(self.host_env.get(k, "")):
+                raise ResolutionError(f"{recipe['name']}: the host variable {k} holds bytes that are not UTF-8 text",
+                                      hint=f"set {k} to UTF-8 text (or unset it) and run again")
         hash_env = {k: self.host_env.get(k) for k in spec["hash_env"]}  # None: unset on the host
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
@@ -314,6 +318,14 @@ def input_value(recipe, name, value):
     if spec["choices"] is not None and value is not None and value not in spec["choices"]:
         fail(f"--{name}={value} is not one of {', '.join(map(str, spec['choices']))}")
     return value
+
+
+def _is_utf8(text):
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # os.environ holds such bytes as surrogate escapes
+        return False
+    return True
 
 
 def _no_such_input(recipe, name):

@@ -51,6 +51,15 @@ def test_bad_extras_are_refused_before_anything_runs(app, args, fragments):
     assert not os.path.exists(app.runs) and app.entries() == []
 
 
+@pytest.mark.parametrize("variable", ["CC", "SOME_TOKEN"])
+def test_host_variable_that_is_not_utf8(ws, variable):
+    ws.recipe("a", "tags: a\nhash_env: [CC]\npass_env: [SOME_TOKEN]\nrun: echo hi > hi.txt\n")
+    err = one_line(ws.mlrun("a", env=ws.env(**{variable: "s3cr\udce9t"})), 2,
+                   f"the host variable {variable} holds bytes that are not UTF-8 text")
+    assert "s3cr" not in err   # a pass_env value may be a secret
+    assert ws.entries() == []
+
+
 # -- what a step leaves behind ------------------------------------------------------------------
 
 
