@@ -172,8 +172,8 @@ class _Checker:
             same = [j for j, d in enumerate(out[:i]) if dep["name"] is not None and d["name"] == dep["name"]]
             if same and (dep["when"] is None or any(out[j]["when"] in (None, dep["when"]) for j in same)):
                 other = out[same[0]]["line"]
-                self.fail(list(where) + [i], f"two deps are named '{dep['name']}'"
-                                             + (f" (here and line {other})" if other else "") + " and could both be taken",
+                where_else = f" (here and line {other})" if other else ""
+                self.fail(list(where) + [i], f"two deps are named '{dep['name']}'{where_else} and could both be taken",
                           "give each a different name, or each a `when:` condition that excludes the others")
         return out
 
