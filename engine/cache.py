@@ -195,7 +195,11 @@ def read_entry(path):
 def write_json(path, value, sort_keys=False):
     """Readable JSON, written to a temporary file then renamed: a reader never sees half of it; no secret in it."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(secrets.scrub(value), f, indent=1, sort_keys=sort_keys, default=str)
-        f.write("\n")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(secrets.scrub(value), f, indent=1, sort_keys=sort_keys, default=str)
+            f.write("\n")
+    except OSError as e:
+        e.filename = e.filename or tmp  # a failed write names no file (a full disk): say which
+        raise
     os.replace(tmp, path)

@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from .errors import MlrunError, StepError, UsageError
+from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors, printable
 from .settings import Settings
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
@@ -120,27 +120,39 @@ def build_parser(only=None):
 
 def split_extras(words):
     """Unknown --NAME=VALUE words: inputs, --dep.NAME.KEY overrides and --env.KEY overrides."""
+    from .recipe import ENV_RE
     inputs, deps, env = {}, {}, {}
     i = 0
     while i < len(words):
         word = words[i]
         if not word.startswith("--") or len(word) == 2:
-            raise UsageError(f"unexpected argument '{word}'", hint="a query is one quoted argument: \"get dataset squad\"")
+            raise UsageError(f"unexpected argument '{printable(word)}'",
+                             hint="a query is one quoted argument: \"get dataset squad\"")
         name, eq, value = word[2:].partition("=")
         if not eq:
             if i + 1 < len(words) and not words[i + 1].startswith("--"):
                 value, i = words[i + 1], i + 1
             else:
                 value = "true"
+        try:  # sys.argv holds bytes that are not UTF-8 as surrogate escapes: keys and records cannot hold them
+            (name + value).encode()
+        except UnicodeEncodeError:
+            raise UsageError(f"--{printable(name)}={printable(value)}: not UTF-8 text") from None
         if name.startswith("dep."):
             parts = name.split(".", 2)
             if len(parts) != 3 or not parts[1] or not parts[2]:
                 raise UsageError(f"--{name}: write --dep.NAME.KEY=VALUE (KEY: tags, version or an input)")
-            deps.setdefault(parts[1], {})[parts[2]] = value
+            target, key = deps.setdefault(parts[1], {}), parts[2]
         elif name.startswith("env."):
-            env[name[4:]] = value
+            if not ENV_RE.match(name[4:]):
+                raise UsageError(f"--{name}: '{name[4:]}' is not a valid environment variable name",
+                                 hint="write --env.NAME=VALUE, NAME of letters, digits and _ (not first a digit)")
+            target, key = env, name[4:]
         else:
-            inputs[name.replace("-", "_")] = value
+            target, key = inputs, name.replace("-", "_")
+        if key in target:
+            raise UsageError(f"--{name} is given twice: {target[key]!r} and {value!r}", hint="give it once")
+        target[key] = value
         i += 1
     return inputs, deps, env
 
@@ -173,18 +185,22 @@ def main(argv=None):
         settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
         return VERB_FUNCS[args.verb](args, extras, settings) or 0
     except MlrunError as e:
-        print(f"mlrun: error: {e.message}", file=sys.stderr)
-        if e.hint:
-            print(f"hint: {e.hint}", file=sys.stderr)
-        return e.exit_code
+        return main_error(e)
     except KeyboardInterrupt:
         print("mlrun: interrupted; nothing half-built was published", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0
     except OSError as e:  # the file system refused (a cache folder that is a file, a full disk...): no traceback
-        print(f"mlrun: error: {e}", file=sys.stderr)
-        return 1
+        return main_error(from_os_error(e, f"mlrun {args.verb}: cannot use"))
+
+
+def main_error(e):
+    """Print an MlrunError as one paragraph and an optional hint; return its exit code."""
+    print(f"mlrun: error: {e.message}", file=sys.stderr)
+    if e.hint:
+        print(f"hint: {e.hint}", file=sys.stderr)
+    return e.exit_code
 
 
 # -- verbs ------------------------------------------------------------------------
@@ -504,7 +520,8 @@ def cmd_export(args, extras, settings):
     from . import bundle, records
     from .cache import Cache
     run_dir = os.path.dirname(records.find(settings.runs, args.run))
-    info = bundle.export_run(run_dir, Cache(settings.cache), args.output, with_cache=args.with_cache)
+    with os_errors("cannot write the bundle", args.output):
+        info = bundle.export_run(run_dir, Cache(settings.cache), args.output, with_cache=args.with_cache)
     print(f"wrote {args.output}: run {info.get('run_id', os.path.basename(run_dir))}"
           + (f" with {len(info.get('entries', []))} cache entries" if args.with_cache else " (record and logs)"))
     return 0

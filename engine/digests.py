@@ -1,11 +1,31 @@
-"""File and tree digests, streamed so multi-GB models never sit in memory."""
+"""File and tree digests, streamed so multi-GB models never sit in memory.
+
+Only regular files, folders and symbolic links can be recorded: a FIFO would block
+the reader forever, a device has no fixed content, and a name that is not UTF-8
+cannot be written to JSON. Those are refused with an error naming the path.
+"""
 import hashlib
 import os
+import stat
+
+from .errors import UnrecordableFileError
+
+SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+           (stat.S_ISBLK, "a block device"))
+
+
+def check_kind(path, mode):
+    """Refuse anything but a regular file, a folder or a link (mode from os.stat or os.lstat)."""
+    for test, what in SPECIAL:
+        if test(mode):
+            raise UnrecordableFileError(path, f"is {what}; only files, folders and links can be hashed or cached")
 
 
 def hash_into(path, hashers):
     """Feed a file's bytes to each hasher, reading it once."""
-    with open(path, "rb") as f:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
+    with open(fd, "rb") as f:
+        check_kind(path, os.fstat(fd).st_mode)
         while chunk := f.read(1 << 20):
             for h in hashers:
                 h.update(chunk)
@@ -22,22 +42,45 @@ def file_digest(path, algo="sha256"):
     return file_digests(path, (algo,))[algo]
 
 
-def tree_digests(root, skip=()):
-    """{relative path: digest} for every file under root; links are recorded by their target."""
-    out = {}
+def walk(root, skip=()):
+    """(relative path, path, lstat) of everything under root but `skip`, sorted; refuses what cannot be recorded."""
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
         dirs[:] = sorted(d for d in dirs if os.path.normpath(os.path.join(rel_folder, d)) not in skip)
-        for d in dirs:
-            path = os.path.join(folder, d)
-            if os.path.islink(path):
-                out[os.path.relpath(path, root)] = "link:" + os.readlink(path)
-        for name in sorted(files):
+        for name in dirs + sorted(files):
             path = os.path.join(folder, name)
-            rel = os.path.relpath(path, root)
+            rel = os.path.normpath(os.path.join(rel_folder, name))
             if rel in skip:
                 continue
-            out[rel] = "link:" + os.readlink(path) if os.path.islink(path) else file_digest(path)
+            _check_utf8(path, rel, "the name")
+            st = os.lstat(path)
+            check_kind(path, st.st_mode)
+            if stat.S_ISLNK(st.st_mode):
+                _check_utf8(path, os.readlink(path), "the link's target")
+            yield rel, path, st
+
+
+def check_tree(root, skip=()):
+    """Raise UnrecordableFileError for the first thing under root that cannot be recorded."""
+    for _ in walk(root, skip):
+        pass
+
+
+def _check_utf8(path, text, what):
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise UnrecordableFileError(path, f"{what} is not UTF-8 text") from None
+
+
+def tree_digests(root, skip=()):
+    """{relative path: digest} for every file under root; links are recorded by their target."""
+    out = {}
+    for rel, path, st in walk(root, skip):
+        if stat.S_ISLNK(st.st_mode):
+            out[rel] = "link:" + os.readlink(path)
+        elif stat.S_ISREG(st.st_mode):
+            out[rel] = file_digest(path)
     return out
 
 

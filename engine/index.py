@@ -8,6 +8,7 @@ MemoryIndex takes recipe data directly, for tests and embedding.
 import hashlib
 import json
 import os
+import stat
 
 from . import keys
 from .digests import file_digest
@@ -69,9 +70,11 @@ class RecipeIndex:
                 raise ResolutionError(f"recipe folder {d} does not exist",
                                       hint="set --recipes DIR or MLRUN_RECIPES to folders that hold recipes")
             for entry in sorted(os.scandir(d), key=lambda e: e.name):
-                if entry.is_dir() and os.path.exists(os.path.join(entry.path, "recipe.yaml")):
+                recipe_yaml = os.path.join(entry.path, "recipe.yaml")
+                if entry.is_dir() and os.path.lexists(recipe_yaml):
+                    _stat_file(recipe_yaml)  # a folder or a dangling link there must not make the recipe vanish
                     for path in _recipe_files(entry.path, with_yaml=True):
-                        st = os.stat(path)
+                        st = _stat_file(path)
                         items.append([path, st.st_mtime_ns, st.st_size])
         return items
 
@@ -134,7 +137,7 @@ class RecipeIndex:
 
 def check_dep_queries(index):
     """Every dep query must name one recipe and only variations it has: report file and line now."""
-    from .resolver import Resolver
+    from .resolver import Resolver, input_value
     resolver = Resolver(index)
     for recipe in index.recipes:
         deps = [(d, f"deps/{i}") for i, d in enumerate(recipe["deps"])]
@@ -146,6 +149,9 @@ def check_dep_queries(index):
             try:
                 found, requested = resolver.select(dep["query"], dep["version"])
                 resolver.choose_variations(found, requested)
+                for name, value in dep["inputs"].items():
+                    if not (isinstance(value, str) and "{input." in value):  # else known only when resolving
+                        input_value(found, name, value)
             except ResolutionError as e:
                 line = dep.get("line") or recipe["lines"].get(where)
                 raise RecipeError(f"dep '{dep['query']}': {e.message}", recipe["path"], line, e.hint) from None
@@ -160,6 +166,19 @@ def _recipe_files(folder, with_yaml=False):
                 continue
             out.append(os.path.join(root, name))
     return out
+
+
+def _stat_file(path):
+    """os.stat of a file in a recipe folder: it must be a regular file (a FIFO would hang its hashing)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise RecipeError(f"cannot read this file: {e.strerror}"
+                          + (" (a symbolic link to nothing)" if os.path.islink(path) else ""), path) from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = "a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO, socket or device"
+        raise RecipeError(f"this is {kind}, not a regular file", path)
+    return st
 
 
 def _sources_unchanged(sources):

@@ -24,6 +24,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A parametric variation is declared as "name.#" and chosen as "_name.VALUE".
 PARAM_SUFFIX = ".#"
+# An input word of a `when:` condition: input=value or input!=value (the value holds no '=').
+CONDITION_INPUT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(!?=)([^=]*)$")
 
 
 class _Checker:
@@ -61,6 +63,22 @@ class _Checker:
         for i, item in enumerate(value):
             self.expect(item, str, list(where) + [i], f"{what} item")
         return list(value)
+
+    def env_names(self, value, where, what):
+        names = self.str_list(value, where, what)
+        for name in names:
+            if not ENV_RE.match(name):
+                self.fail(where, f"{what}: '{name}' is not a valid environment variable name")
+        return names
+
+    def text(self, value, where, what):
+        """Free text (a description, a help line): a mapping or a list there is a mistake."""
+        if value is None:
+            return ""
+        if isinstance(value, (dict, list)):
+            self.fail(where, f"{what} must be text, not a {'mapping' if isinstance(value, dict) else 'list'}",
+                      "quote it if it holds ': ' or starts with [ or {")
+        return str(value)
 
     def env(self, value, where, what="env"):
         self.expect(value, dict, where, what)
@@ -160,6 +178,14 @@ class _Checker:
                 norm["inputs"] = {k: v for k, v in dep["inputs"].items()}
             norm["line"] = self.lines.get(tuple(here))
             out.append(norm)
+        # Deps of one name are alternatives: each needs its own `when` (the resolver checks they never overlap).
+        for i, dep in enumerate(out):
+            same = [j for j, d in enumerate(out[:i]) if dep["name"] is not None and d["name"] == dep["name"]]
+            if same and (dep["when"] is None or any(out[j]["when"] in (None, dep["when"]) for j in same)):
+                other = out[same[0]]["line"]
+                where_else = f" (here and line {other})" if other else ""
+                self.fail(list(where) + [i], f"two deps are named '{dep['name']}'{where_else} and could both be taken",
+                          "give each a different name, or each a `when:` condition that excludes the others")
         return out
 
     def inputs(self, value, where):
@@ -192,7 +218,7 @@ class _Checker:
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
             required = self.expect(spec.get("required", False), bool, here + ["required"], "required")
             out[name] = {"type": kind, "default": default, "choices": choices, "env": env_name,
-                         "help": str(spec.get("help", "")), "required": required}
+                         "help": self.text(spec.get("help"), here + ["help"], "help"), "required": required}
         return out
 
 
@@ -245,14 +271,14 @@ def normalize(data, path, lines, default_name):
         c.fail(["version"], "version must be a string like '6.0.17'")
     recipe = {
         "name": name,
-        "description": str(data.get("description", "")).strip(),
+        "description": c.text(data.get("description"), ["description"], "description").strip(),
         "tags": c.str_list(data["tags"], ["tags"], "tags"),
         "version": str(version),
         "cache": c.expect(data.get("cache", True), bool, ["cache"], "cache"),
         "inputs": c.inputs(data.get("inputs", {}), ["inputs"]),
         "env": c.env(data.get("env", {}), ["env"]),
-        "hash_env": c.str_list(data.get("hash_env", []), ["hash_env"], "hash_env"),
-        "pass_env": c.str_list(data.get("pass_env", []), ["pass_env"], "pass_env"),
+        "hash_env": c.env_names(data.get("hash_env", []), ["hash_env"], "hash_env"),
+        "pass_env": c.env_names(data.get("pass_env", []), ["pass_env"], "pass_env"),
         "exports": c.exports(data.get("exports", {}), ["exports"]),
         "deps": c.deps(data.get("deps", []), ["deps"]),
         "download": c.downloads(data["download"], ["download"]) if "download" in data else [],
@@ -275,7 +301,7 @@ def normalize(data, path, lines, default_name):
         spec = spec or {}
         c.keys(spec, VARIATION_KEYS, here, f"variation '{vname}'")
         v = {
-            "description": str(spec.get("description", "")),
+            "description": c.text(spec.get("description"), here + ["description"], "description"),
             "group": c.expect(spec["group"], str, here + ["group"], "group") if "group" in spec else None,
             "default": c.expect(spec.get("default", False), bool, here + ["default"], "default"),
             "base": c.str_list(spec.get("base", []), here + ["base"], "base"),
@@ -285,8 +311,8 @@ def normalize(data, path, lines, default_name):
             "download": c.downloads(spec["download"], here + ["download"]) if "download" in spec else None,
             "run": c.run(spec["run"], here + ["run"]) if "run" in spec else None,
             "exports": c.exports(spec.get("exports", {}), here + ["exports"]),
-            "hash_env": c.str_list(spec.get("hash_env", []), here + ["hash_env"], "hash_env"),
-            "pass_env": c.str_list(spec.get("pass_env", []), here + ["pass_env"], "pass_env"),
+            "hash_env": c.env_names(spec.get("hash_env", []), here + ["hash_env"], "hash_env"),
+            "pass_env": c.env_names(spec.get("pass_env", []), here + ["pass_env"], "pass_env"),
             "param": vname.endswith(PARAM_SUFFIX),
         }
         if v["default"]:
@@ -298,7 +324,10 @@ def normalize(data, path, lines, default_name):
             if v["param"]:
                 c.fail(here + ["default"], "a parametric variation cannot be a default")
             defaults[v["group"]] = vname
-        recipe["variations"][base_name if v["param"] else vname] = v
+        if base_name in recipe["variations"]:
+            c.fail(here, f"variations '{base_name}' and '{base_name}{PARAM_SUFFIX}' cannot both be declared "
+                         f"(both are chosen as _{base_name})")
+        recipe["variations"][base_name] = v
     for vname, v in recipe["variations"].items():
         for i, b in enumerate(v["base"]):
             if b.lstrip("_") not in recipe["variations"]:
@@ -327,12 +356,41 @@ def _check_conditions(c, recipe):
         if dep["when"] is None:
             continue
         for word in dep["when"].split():
-            bare = word.lstrip("!")
+            bare = word[1:] if word.startswith("!") else word
             if bare.startswith("_"):
                 if bare[1:].split(".")[0] not in recipe["variations"]:
                     c.fail(where + ["when"], f"condition '{dep['when']}' names an unknown variation '{bare}'")
-            else:
-                key = re.split(r"!?=", bare, maxsplit=1)[0]
-                if key not in recipe["inputs"]:
-                    c.fail(where + ["when"], f"condition '{dep['when']}' names an unknown input '{key}'",
-                           "conditions use _variation, !_variation, input=value or input!=value")
+                continue
+            m = CONDITION_INPUT.match(bare)
+            if not m:
+                c.fail(where + ["when"], f"condition '{dep['when']}': cannot read '{word}'",
+                       "conditions use _variation, !_variation, input=value or input!=value")
+            if m[1] not in recipe["inputs"]:
+                c.fail(where + ["when"], f"condition '{dep['when']}' names an unknown input '{m[1]}'",
+                       "conditions use _variation, !_variation, input=value or input!=value")
+            problem = _condition_value_problem(m[1], recipe["inputs"][m[1]], m[3])
+            if problem:
+                c.fail(where + ["when"], f"condition '{dep['when']}': {problem}")
+
+
+def _condition_value_problem(name, spec, want):
+    """Why `name=want` could never hold (a value the input cannot take, or not written as it compares)."""
+    if want == "":
+        return None  # unset
+    kind, choices = spec["type"], spec["choices"]
+    if want.endswith("*"):  # a prefix
+        if kind not in ("str", "path"):
+            return f"a prefix ({want}) only fits a text input; '{name}' is {kind}"
+        if choices is not None and not any(str(ch).startswith(want[:-1]) for ch in choices):
+            return f"no choice of input '{name}' starts with '{want[:-1]}' (choices: {choices})"
+        return None
+    errors = []
+    value = convert_input(name, kind, want, errors.append)
+    if errors:
+        return errors[0]
+    if choices is not None and value not in choices:
+        return f"{want!r} is not among the choices of input '{name}': {choices}"
+    text = str(value).lower() if kind == "bool" else str(value)
+    if text != want:
+        return f"input '{name}' is compared as written by mlrun: write {name}={text}"
+    return None

@@ -10,7 +10,7 @@ import re
 
 from . import keys, secrets
 from .errors import ResolutionError
-from .recipe import convert_input
+from .recipe import CONDITION_INPUT, convert_input
 
 SPECIAL_OVERRIDES = {"tags", "version"}
 # A path input may also name a model elsewhere (zoo:STUB, hf:ORG/NAME): kept as given, not a local file.
@@ -229,24 +229,17 @@ class Resolver:
         declared = recipe["inputs"]
         for name in given:
             if name not in declared:
-                accepted = ", ".join("--" + n for n in declared) or "none"
-                raise ResolutionError(f"{recipe['name']} has no input --{name}", hint=f"it accepts: {accepted}")
+                raise _no_such_input(recipe, name)
         values = {}
         for name, spec in declared.items():
             value = given.get(name, spec["default"])
-
-            def fail(msg, name=name):
-                raise ResolutionError(f"{recipe['name']}: {msg}")
-            value = convert_input(name, spec["type"], value, fail)
+            value = input_value(recipe, name, value)
             if value is None and spec.get("required"):
                 raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
             if spec["type"] == "path" and value and not REFERENCE.match(value):
                 value = os.path.abspath(os.path.expanduser(value))
                 if name in given and not os.path.exists(value):
                     raise ResolutionError(f"{recipe['name']}: --{name}: no such file or folder: {value}")
-            if spec["choices"] is not None and value is not None and value not in spec["choices"]:
-                raise ResolutionError(f"{recipe['name']}: --{name}={value} is not one of "
-                                      f"{', '.join(map(str, spec['choices']))}")
             values[name] = value
         return values
 
@@ -288,8 +281,17 @@ class Resolver:
                 dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
             child = self._node(dquery, dversion, dinputs, path + [recipe["name"]],
                                needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'")
-            deps.append((dep["name"] or child.name, child))
+            taken = dep["name"] or child.name
+            if any(name == taken for name, _ in deps):
+                raise ResolutionError(f"{recipe['name']}: two deps named '{taken}' are both taken "
+                                      f"(the second: '{dep['query']}' when '{dep['when']}')",
+                                      hint="make their `when:` conditions exclude each other")
+            deps.append((taken, child))
         variations = [v if p is None else f"{v}.{p}" for v, p in chosen]
+        for k in spec["hash_env"] + spec["pass_env"]:  # keys and env.sh hold text; a value may be secret: not shown
+            if not _is_utf8(self.host_env.get(k, "")):
+                raise ResolutionError(f"{recipe['name']}: the host variable {k} holds bytes that are not UTF-8 text",
+                                      hint=f"set {k} to UTF-8 text (or unset it) and run again")
         hash_env = {k: self.host_env.get(k) for k in spec["hash_env"]}  # None: unset on the host
         secret_env = dict(self.secret_env)
         for k, value in hash_env.items():
@@ -326,6 +328,33 @@ def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrid
             prober=None):
     """Resolve `query` against `index` into a Plan (raises ResolutionError)."""
     return Resolver(index, reporter, host_env, dep_overrides, env_overrides, prober).resolve(query, inputs)
+
+
+def input_value(recipe, name, value):
+    """A value given for one of recipe's inputs, converted to its type and checked against its choices."""
+    spec = recipe["inputs"].get(name)
+    if spec is None:
+        raise _no_such_input(recipe, name)
+
+    def fail(msg):
+        raise ResolutionError(f"{recipe['name']}: {msg}")
+    value = convert_input(name, spec["type"], value, fail)
+    if spec["choices"] is not None and value is not None and value not in spec["choices"]:
+        fail(f"--{name}={value} is not one of {', '.join(map(str, spec['choices']))}")
+    return value
+
+
+def _is_utf8(text):
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # os.environ holds such bytes as surrogate escapes
+        return False
+    return True
+
+
+def _no_such_input(recipe, name):
+    accepted = ", ".join("--" + n for n in recipe["inputs"]) or "none"
+    return ResolutionError(f"{recipe['name']} has no input --{name}", hint=f"it accepts: {accepted}")
 
 
 def _split_param(word):
@@ -370,7 +399,7 @@ def _condition_holds(condition, chosen, inputs):
         if bare.startswith("_"):
             holds = bare[1:] in names
         else:
-            m = re.match(r"^([A-Za-z_][A-Za-z0-9_]*)(!?=)(.*)$", bare)
+            m = CONDITION_INPUT.match(bare)
             if not m:
                 raise ResolutionError(f"cannot read condition '{condition}'")
             value = inputs.get(m.group(1))

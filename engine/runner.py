@@ -10,9 +10,9 @@ import signal
 import sys
 import time
 
-from . import envs, records, secrets
+from . import digests, envs, records, secrets
 from .cache import META_DIR, write_json
-from .errors import MlrunError, StepError
+from .errors import MlrunError, StepError, UnrecordableFileError
 
 TAIL_LINES = 20
 
@@ -152,7 +152,9 @@ class Runner:
                 self._download(item, folder)
             if argv:
                 self._execute(argv, env, folder, log_path, live)
-        except StepError as e:
+            if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
+                digests.check_tree(folder, skip={META_DIR})
+        except (StepError, UnrecordableFileError) as e:
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(secrets.scrub(f"mlrun: {e.message}\n"))
             seconds = time.time() - started
@@ -231,7 +233,8 @@ def _write_rerun_script(meta_dir, argv):
     body = ("#!/usr/bin/env bash\n# Re-run this step by hand: same environment, same command.\n"
             "# Run it in a scratch folder: cached entries are immutable.\n"
             'here="$(cd "$(dirname "$0")" && pwd)"\nset -a; . "$here/env.sh"; set +a\n'
-            'export MLRUN_ENTRY="${1:-$PWD}"\ncd "$MLRUN_ENTRY"\n')
+            'export MLRUN_ENTRY="${1:-$PWD}"\n'
+            'cd "$MLRUN_ENTRY" || { echo "command.sh: cannot enter $MLRUN_ENTRY" >&2; exit 1; }\n')
     body += ("exec " + " ".join(shlex.quote(a) for a in argv) + "\n") if argv else "# (download only: no command)\n"
     path = os.path.join(meta_dir, "command.sh")
     with open(path, "w") as f:

@@ -3,12 +3,37 @@
 Validation errors must name the file and line, so we compose the node tree
 ourselves and record the line of every mapping key and list item by its path,
 e.g. ("variations", "int8", "env") -> 14.
+Aliases (*name) are refused and nesting is bounded: 284 bytes of nested aliases
+expand to gigabytes, and thousands of nested brackets exhaust the Python stack.
 """
 import yaml
 
 from .errors import RecipeError
 
 _PLAIN_TAGS = (yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG)
+MAX_DEPTH = 50  # a recipe nests about 6 levels deep
+
+
+class _Loader(yaml.SafeLoader):
+    """Composes nodes as SafeLoader does, refusing aliases and deep nesting (with the file and line)."""
+
+    def __init__(self, text, path):
+        super().__init__(text)
+        self.path, self.depth = path, 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) and event.anchor in self.anchors:  # an unknown one: a syntax error
+            raise RecipeError(f"YAML alias '*{event.anchor}' is not allowed in a recipe; write the value out",
+                              self.path, line)
+        if self.depth >= MAX_DEPTH:
+            raise RecipeError(f"nested more than {MAX_DEPTH} levels deep", self.path, line)
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 def _convert(node, path, lines, file):
@@ -50,12 +75,20 @@ def load(path):
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise RecipeError(f"not UTF-8 text (byte {raw[e.start]:#04x})", path, line) from None
+    loader = None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _Loader(text, path)  # checks the text's characters
+        node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
         raise RecipeError(f"YAML syntax error: {e.problem or e.context}", path, line) from None
+    except yaml.reader.ReaderError as e:  # a control character such as NUL
+        raise RecipeError(f"character U+{e.character:04X} is not allowed in YAML text", path,
+                          text.count("\n", 0, e.position) + 1) from None
+    finally:
+        if loader:
+            loader.dispose()
     lines = {}
     if node is None:
         return {}, lines

@@ -233,7 +233,7 @@ def test_unwritable_parts_are_user_errors_not_tracebacks(ws):
     ws.recipe("a", "tags: a\nrun: 'true'\n")
     ws.write(ws.path("not-a-folder"), "x")
     result = ws.mlrun("a", env=ws.env(MLRUN_CACHE=ws.path("not-a-folder")))
-    assert_user_error(result, 1, "not-a-folder")
+    assert_user_error(result, 2, "not-a-folder")  # an environment error (issue 8)
 
 
 def test_entries_are_readable_by_the_group_whatever_the_umask(ws):

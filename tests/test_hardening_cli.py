@@ -1,0 +1,170 @@
+"""Hostile command lines, step outputs and file systems: one error line, the right exit code (issue 8).
+
+Exit 1 stays for a step that failed; a usage or environment problem (a bad flag, a full or read-only
+disk, a cache that is a file) is exit 2 with one line naming the operation and the path.
+"""
+import os
+import subprocess
+
+import pytest
+
+from conftest import assert_user_error
+
+
+def one_line(result, code, *fragments):
+    err = assert_user_error(result, code, *fragments)
+    lines = err[err.index("mlrun: error: "):].strip().splitlines()   # after the step status lines
+    assert lines[0].startswith("mlrun: error: ") and all(x.startswith("hint: ") for x in lines[1:]), err
+    return err
+
+
+@pytest.fixture
+def app(ws):
+    ws.recipe("app", """\
+        tags: app
+        inputs:
+          count: {type: int, default: 3}
+          name: {default: x}
+        run: echo "$MLRUN_INPUT_COUNT" > out.txt
+        """)
+    return ws
+
+
+# -- command lines -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--env.BAD-NAME=x"], ["--env.BAD-NAME", "'BAD-NAME' is not a valid environment variable name"]),
+    (["--env.=x"], ["--env.", "'' is not a valid environment variable name"]),
+    (["--env.1X=x"], ["'1X' is not a valid"]),
+    (["--count=3", "--count=4"], ["--count is given twice: '3' and '4'"]),
+    (["--count", "3", "--count=3"], ["--count is given twice"]),
+    (["--env.A=1", "--env.A=2"], ["--env.A is given twice: '1' and '2'"]),
+    (["--name=caf\udce9"], ["--name=caf\\xe9: not UTF-8 text"]),
+    (["--env.X=caf\udce9"], ["--env.X=caf\\xe9: not UTF-8 text"]),
+    (["--dep.m.tags=\udcff"], ["not UTF-8 text"]),
+], ids=["env-dash", "env-empty", "env-digit", "twice", "twice-same", "env-twice", "input-not-utf8", "env-not-utf8",
+        "dep-not-utf8"])
+def test_bad_extras_are_refused_before_anything_runs(app, args, fragments):
+    for verb in (["run"], ["plan"]):
+        one_line(app.mlrun(*verb, "app", *args), 2, *fragments)
+    assert not os.path.exists(app.runs) and app.entries() == []
+
+
+@pytest.mark.parametrize("variable", ["CC", "SOME_TOKEN"])
+def test_host_variable_that_is_not_utf8(ws, variable):
+    ws.recipe("a", "tags: a\nhash_env: [CC]\npass_env: [SOME_TOKEN]\nrun: echo hi > hi.txt\n")
+    err = one_line(ws.mlrun("a", env=ws.env(**{variable: "s3cr\udce9t"})), 2,
+                   f"the host variable {variable} holds bytes that are not UTF-8 text")
+    assert "s3cr" not in err   # a pass_env value may be a secret
+    assert ws.entries() == []
+
+
+# -- what a step leaves behind ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command,fragment", [
+    ("echo a > a.txt; mkdir sub; mkfifo sub/pipe", "sub/pipe: is a FIFO"),
+    ("python3 -c 'import socket; socket.socket(socket.AF_UNIX).bind(\"sock\")'", "sock: is a socket"),
+    ("printf z > \"$(printf 'caf\\351')\"", "caf\\xe9: the name is not UTF-8 text"),
+    ("ln -s \"$(printf 'caf\\351')\" link", "link: the link's target is not UTF-8 text"),
+], ids=["fifo", "socket", "name-not-utf8", "link-target-not-utf8"])
+def test_unrecordable_step_output_fails_the_step(ws, command, fragment):
+    ws.recipe("a", "tags: a\nrun: |\n  " + command + "\n")
+    result = ws.mlrun("a", timeout=60)
+    err = one_line(result, 1, "step a failed", fragment)
+    assert "hint: full log:" in err
+    assert ws.entries() == []                                       # nothing published
+    assert os.listdir(os.path.join(ws.cache, ".tmp")) == []        # nor left half-built
+    failed = os.listdir(os.path.join(ws.cache, ".failed"))
+    assert len(failed) == 1
+    with open(os.path.join(ws.cache, ".failed", failed[0], "build.log"), errors="replace") as f:
+        assert fragment in f.read()
+
+
+def test_unrecordable_run_folder_output_is_no_problem(ws):
+    """A `cache: false` step's folder is never hashed: a FIFO there harms nothing."""
+    ws.recipe("a", "tags: a\ncache: false\nrun: mkfifo pipe\n")
+    assert ws.mlrun("a", timeout=60).returncode == 0
+
+
+# -- operating-system errors ----------------------------------------------------------------------
+
+
+def _one_run(ws):
+    ws.recipe("a", "tags: a\nrun: echo hi > hi.txt\n")
+    assert ws.mlrun("a").returncode == 0
+    return os.listdir(ws.runs)[0]
+
+
+def test_export_to_a_folder_or_into_a_missing_folder(ws, tmp_path):
+    run = _one_run(ws)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    one_line(ws.mlrun("export", run, "-o", str(folder)), 2, f"cannot write the bundle {folder}: Is a directory")
+    missing = tmp_path / "nowhere" / "b.tar.gz"
+    one_line(ws.mlrun("export", run, "-o", str(missing)), 2,
+             f"cannot write the bundle {missing}: No such file or directory")
+
+
+def test_cache_that_is_a_file(ws, tmp_path):
+    ws.recipe("a", "tags: a\nrun: echo hi > hi.txt\n")
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    one_line(ws.mlrun("--cache", str(afile), "a"), 2, str(afile), "Not a directory",
+             "a part of that path is a file")
+
+
+@pytest.fixture
+def mount(tmp_path):
+    """mount(options) -> a fresh tmpfs folder; unmounted at teardown. Skips where mounting is refused."""
+    mounted = []
+
+    def make(options):
+        target = tmp_path / f"mnt{len(mounted)}"
+        target.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(target)], capture_output=True,
+                              text=True, timeout=30)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): needs root in a mountable namespace")
+        mounted.append(target)
+        return target
+    yield make
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True, timeout=30)
+
+
+def test_read_only_cache(ws, mount):
+    ws.recipe("a", "tags: a\nrun: echo hi > hi.txt\n")
+    cache = mount("size=1m")
+    assert subprocess.run(["mount", "-o", "remount,ro", str(cache)], timeout=30).returncode == 0
+    one_line(ws.mlrun("--cache", str(cache), "a"), 2, str(cache), "Read-only file system", "read-only")
+
+
+def test_full_disk(ws, mount):
+    # The step fills the disk, then mlrun must write the entry's metadata there.
+    ws.recipe("a", "tags: a\nrun: head -c 2000000 /dev/zero > big || true\n")
+    cache = mount("size=1m")
+    err = one_line(ws.mlrun("--cache", str(cache), "a", timeout=60), 2, str(cache), "No space left on device",
+                   "the disk is full")
+    assert ws.cache_obj().entries() == []
+
+
+# -- command.sh --------------------------------------------------------------------------------
+
+
+def test_command_sh_stops_when_its_folder_does_not_exist(ws, tmp_path):
+    marker = "made-by-rerun"
+    ws.recipe("a", f"tags: a\nrun: touch {marker}\n")
+    assert ws.mlrun("a").returncode == 0
+    script = os.path.join(ws.cache, ws.entries()[0], ".mlrun", "command.sh")
+    here = tmp_path / "cwd"
+    here.mkdir()
+    done = subprocess.run([script, str(tmp_path / "missing")], cwd=here, capture_output=True, text=True, timeout=30)
+    assert done.returncode != 0
+    assert "command.sh: cannot enter" in done.stderr
+    assert not (here / marker).exists()
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    assert subprocess.run([script, str(scratch)], cwd=here, timeout=30).returncode == 0
+    assert (scratch / marker).exists()

@@ -1,0 +1,171 @@
+"""Hostile recipes: no hang, no traceback, nothing silently accepted (issue 8, recipes).
+
+Each case is a recipe error with the file and the line it stands on, exit code 2.
+"""
+import os
+
+import pytest
+
+from conftest import assert_user_error
+from engine import MemoryIndex, MlrunError, RecipeError, resolve
+from engine.index import RecipeIndex
+
+ALIAS_BOMB = "tags: a\na: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+
+# (id, recipe.yaml text, expected line, fragment of the message)
+CASES = [
+    ("nul-byte", "tags: a\nrun: echo\x00\n", 2, "character U+0000 is not allowed"),
+    ("control-char", "tags: a\n\ndescription: \x07\n", 3, "character U+0007 is not allowed"),
+    ("deep-lists", "tags: a\nrun: " + "[" * 5000 + "]" * 5000 + "\n", 2, "nested more than 50 levels deep"),
+    ("deep-mappings", "tags: a\nenv:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 3000)) + "\n", 51,
+     "nested more than 50 levels deep"),
+    ("alias-scalar", "tags: &t a\nname: *t\n", 2, "YAML alias '*t' is not allowed"),
+    ("when-double-equals", "tags: a\ninputs:\n  mode: {default: x}\ndeps:\n  - query: a\n    when: mode==x\n", 6,
+     "cannot read 'mode==x'"),
+    ("when-not-a-choice", "tags: a\ninputs:\n  mode: {default: fast, choices: [fast, slow]}\n"
+                          "deps:\n  - query: a\n    when: mode=Fast\n", 6,
+     "'Fast' is not among the choices of input 'mode'"),
+    ("when-not-an-int", "tags: a\ninputs:\n  n: {type: int, default: 1}\ndeps:\n  - query: a\n    when: n=one\n", 6,
+     "input 'n' expects an int, got 'one'"),
+    ("when-int-not-as-compared", "tags: a\ninputs:\n  n: {type: int}\ndeps:\n  - query: a\n    when: n=03\n", 6,
+     "write n=3"),
+    ("when-bool-yes", "tags: a\ninputs:\n  f: {type: bool}\ndeps:\n  - query: a\n    when: '!f=yes'\n", 6,
+     "write f=true"),
+    ("when-prefix-of-int", "tags: a\ninputs:\n  n: {type: int}\ndeps:\n  - query: a\n    when: n=1*\n", 6,
+     "a prefix (1*) only fits a text input"),
+    ("when-prefix-of-no-choice", "tags: a\ninputs:\n  m: {choices: [ab, cd]}\ndeps:\n  - query: a\n    when: m=x*\n",
+     6, "no choice of input 'm' starts with 'x'"),
+    ("param-and-plain-variation", "tags: a\nvariations:\n  batch.#: {env: {B: '{value}'}}\n  batch: {}\n", 4,
+     "variations 'batch' and 'batch.#' cannot both be declared"),
+    ("plain-and-param-variation", "tags: a\nvariations:\n  batch: {}\n  batch.#: {env: {B: '{value}'}}\n", 4,
+     "variations 'batch' and 'batch.#' cannot both be declared"),
+    ("same-dep-name", "tags: a\ndeps:\n  - {name: m, query: a}\n  - {name: m, query: a}\n", 4,
+     "two deps are named 'm' (here and line 3) and could both be taken"),
+    ("same-dep-name-one-when", "tags: a\nvariations:\n  x: {}\ndeps:\n  - {name: m, query: a, when: _x}\n"
+                               "  - {name: m, query: a}\n", 6, "two deps are named 'm'"),
+    ("same-dep-name-same-when", "tags: a\nvariations:\n  x: {}\ndeps:\n  - {name: m, query: a, when: _x}\n"
+                                "  - {name: m, query: a, when: _x}\n", 6, "two deps are named 'm'"),
+    ("same-dep-name-in-variation", "tags: a\nvariations:\n  x:\n    deps:\n      - {name: m, query: a}\n"
+                                   "      - {name: m, query: a}\n", 6, "two deps are named 'm'"),
+    ("hash-env-not-a-name", "tags: a\nhash_env: [CC, 'B=1']\n", 2, "hash_env: 'B=1' is not a valid"),
+    ("pass-env-not-a-name", "tags: a\nvariations:\n  x:\n    pass_env: 'TOKEN 1X'\n", 4,
+     "pass_env: '1X' is not a valid environment variable name"),
+    ("description-is-mapping", "tags: a\ndescription:\n  a: b\n", 2, "description must be text, not a mapping"),
+    ("variation-description-list", "tags: a\nvariations:\n  x:\n    description: [a, b]\n", 4,
+     "description must be text, not a list"),
+    ("help-mapping", "tags: a\ninputs:\n  n:\n    help: {use: this}\n", 4, "help must be text, not a mapping"),
+]
+
+
+def _write(ws, text, folder="r"):
+    path = os.path.join(ws.recipes, folder, "recipe.yaml")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:   # exact text: no dedent
+        f.write(text)
+    return path
+
+
+@pytest.mark.parametrize("text,line,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_recipe_error_names_file_and_line(ws, text, line, fragment):
+    path = _write(ws, text)
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert fragment in info.value.message
+    assert (info.value.path, info.value.line) == (path, line)
+    assert info.value.exit_code == 2
+
+
+def test_alias_bomb_is_refused_at_once(ws):
+    """9 levels of 9 aliases expand to 9**9 items: read through a subprocess, so a regression cannot hang the tests."""
+    _write(ws, ALIAS_BOMB)
+    assert_user_error(ws.mlrun("find", timeout=30), 2, "recipe.yaml:3: YAML alias")
+
+
+def test_shipped_recipes_use_no_alias():
+    from conftest import ROOT
+    RecipeIndex([os.path.join(ROOT, "recipes")]).recipes   # loads (no alias refused)
+
+
+# -- deps: inputs given to a dep must be inputs it has, of its type, among its choices ------------
+
+DEP_TARGET = "tags: get model\ninputs:\n  prec: {choices: [fp32, int8]}\n  layers: {type: int, default: 2}\n"
+
+
+@pytest.mark.parametrize("inputs,fragment", [
+    ("{prec: fp16}", "--prec=fp16 is not one of fp32, int8"),
+    ("{layers: two}", "input 'layers' expects an int, got 'two'"),
+    ("{layer: 2}", "model has no input --layer"),
+], ids=["not-a-choice", "not-its-type", "unknown-input"])
+def test_dep_inputs_are_checked_when_loading(ws, inputs, fragment):
+    _write(ws, DEP_TARGET, "model")
+    path = _write(ws, f"tags: app\ndeps:\n  - name: m\n    query: get model\n    inputs: {inputs}\n", "app")
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert fragment in info.value.message
+    assert (info.value.path, info.value.line) == (path, 3)
+
+
+def test_dep_input_passed_on_is_checked_when_resolving():
+    index = MemoryIndex({"model": {"tags": "get model", "inputs": {"prec": {"choices": ["fp32", "int8"]}}},
+                         "app": {"tags": "app", "inputs": {"p": {"default": "fp32"}},
+                                 "deps": [{"query": "get model", "inputs": {"prec": "{input.p}"}}]}})
+    assert resolve(index, "app").nodes[0].inputs == {"prec": "fp32"}
+    with pytest.raises(MlrunError, match="--prec=fp16 is not one of fp32, int8"):
+        resolve(index, "app", inputs={"p": "fp16"})
+
+
+def test_same_named_deps_whose_conditions_overlap_are_refused_when_resolving():
+    index = MemoryIndex({"m": {"tags": "get m", "variations": {"x": {}, "y": {}}},
+                         "app": {"tags": "app", "variations": {"x": {}, "y": {}},
+                                 "deps": [{"name": "m", "query": "get m _x", "when": "_x"},
+                                          {"name": "m", "query": "get m _y", "when": "_y"}]}})
+    assert [n.label for n in resolve(index, "app _y").nodes] == ["m _y", "app _y"]
+    with pytest.raises(MlrunError, match="two deps named 'm' are both taken"):
+        resolve(index, "app _x _y")
+
+
+def test_unnamed_deps_selecting_one_recipe_twice_are_refused():
+    index = MemoryIndex({"m": {"tags": "get m", "variations": {"x": {}}},
+                         "app": {"tags": "app", "deps": ["get m", "get m _x"]}})
+    with pytest.raises(MlrunError, match="two deps named 'm' are both taken"):
+        resolve(index, "app")
+
+
+def test_conditions_that_can_hold_are_accepted():
+    index = MemoryIndex({"m": {"tags": "get m"},
+                         "app": {"tags": "app", "inputs": {"n": {"type": "int", "default": 3},
+                                                           "f": {"type": "bool", "default": False},
+                                                           "s": {"default": "zoo:x"}},
+                                 "deps": [{"query": "get m", "when": "n=3 f=false s=zoo:* !s="}]}})
+    assert [n.name for n in resolve(index, "app").nodes] == ["m", "app"]
+
+
+# -- the recipe folder ------------------------------------------------------------------------
+
+
+def test_fifo_in_a_recipe_folder_is_a_recipe_error(ws):
+    _write(ws, "tags: a\nrun: echo hi\n", "a")
+    fifo = os.path.join(ws.recipes, "a", "pipe")
+    os.mkfifo(fifo)
+    for args in (["find"], ["a"]):
+        assert_user_error(ws.mlrun(*args, timeout=30), 2, fifo, "FIFO")
+
+
+def test_fifo_as_recipe_yaml_is_a_recipe_error(ws):
+    os.makedirs(os.path.join(ws.recipes, "a"))
+    os.mkfifo(os.path.join(ws.recipes, "a", "recipe.yaml"))
+    assert_user_error(ws.mlrun("find", timeout=30), 2, "recipe.yaml", "FIFO")
+
+
+@pytest.mark.parametrize("make,fragment", [
+    (lambda p: os.mkdir(p), "is a folder, not a regular file"),
+    (lambda p: os.symlink("gone.yaml", p), "a symbolic link to nothing"),
+    (lambda p: os.symlink("/dev/null", p), "not a regular file"),
+], ids=["folder", "dangling-link", "device"])
+def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
+    _write(ws, "tags: b\n", "b")
+    os.makedirs(os.path.join(ws.recipes, "a"))
+    path = os.path.join(ws.recipes, "a", "recipe.yaml")
+    make(path)
+    assert_user_error(ws.mlrun("find", timeout=30), 2, path, fragment)
