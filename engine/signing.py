@@ -48,7 +48,7 @@ def sign(message, key):
             with open(path + ".sig", "rb") as f:
                 return f.read()
     said = _last_line(result.stderr)
-    if "passphrase" in said:
+    if "passphrase" in said and not interactive:
         raise MlrunError(f"cannot sign with {key}: it is protected by a passphrase and mlrun runs without a "
                          "terminal to ask for it",
                          hint=f"load the key into ssh-agent (ssh-add {key}) and sign with its public half: "

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from conftest import ROOT, Workspace, assert_user_error
+from conftest import MLRUN, ROOT, Workspace, assert_user_error
 from test_bundle import find, make_run, published, restamp, rewrite
 
 needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
@@ -294,6 +294,54 @@ def test_a_key_with_a_passphrase_fails_at_once_without_a_terminal(there):
     result = there.mlrun("export", there.run_id, "-o", out, "--sign", str(there.tmp / "locked"), timeout=60)
     assert_user_error(result, 2, "protected by a passphrase", "ssh-add", "--sign " + str(there.tmp / "locked.pub"))
     assert not [n for n in os.listdir(there.tmp) if n.startswith("x.tar.gz")]
+
+
+def at_a_terminal(argv, env, answer, timeout=60):
+    """Run argv with a pseudo-terminal as its stdin and terminal; type answer at the first passphrase prompt."""
+    import pty
+    import select
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: exec at once
+        os.execve(argv[0], argv, env)
+    out, typed, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:   # the child is gone
+                    break
+                if not data:
+                    break
+                out += data
+                if b"passphrase" in out and not typed:
+                    os.write(fd, answer.encode() + b"\n")
+                    typed = True
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+        status = os.waitpid(pid, 0)[1]
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+@needs_ssh_keygen
+def test_at_a_terminal_the_passphrase_is_asked_and_lands_nowhere(there):
+    public = keygen(there.tmp / "locked", "dave@example.com", passphrase="correct horse")
+    trust = Workspace.write(str(there.tmp / "dave.allowed"), f"dave@example.com {public}\n")
+    out = str(there.tmp / "tty.tar.gz")
+    code, said = at_a_terminal([MLRUN, "export", there.run_id, "-o", out, "--with-cache",
+                                "--sign", str(there.tmp / "locked")], there.env(), "correct horse")
+    assert code == 0, said
+    assert "Enter passphrase" in said and "signed" in said
+    with open(out, "rb") as f:
+        assert b"correct horse" not in f.read()
+    with tarfile.open(out) as tar:
+        assert not any(b"correct horse" in tar.extractfile(m).read() for m in tar.getmembers() if m.isreg())
+    result = import_(there, out, "--trust", trust)
+    assert result.returncode == 0, result.stderr
+    assert "signed by dave@example.com" in result.stdout
 
 
 @needs_ssh_keygen
