@@ -6,29 +6,40 @@ files.json before anything is published, and entries are published the way
 builds are (atomic rename under the entry lock), never over an existing one.
 
 Layout of a bundle: `run/<id>/...` (the whole run folder) and, optionally,
-`cache/<recipe>-<key16>/...` (whole cache entries, .mlrun/ included).
+`cache/<recipe>-<key16>/...` (whole cache entries, .mlrun/ included). A signed
+bundle ends with one more member, SIGNATURE: an SSH signature (engine.signing) of
+the sha256 of the uncompressed tar stream before it, so it covers every member's
+header and bytes, and travels inside the one bundle file. It is checked before
+anything is extracted.
 """
+import gzip
+import hashlib
+import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
+import time
 import types
+import zlib
 
-from . import digests
+from . import digests, signing
 from .cache import ENTRY_FILE, FILES_FILE, META_DIR, file_problems, group_readable, read_entry, recorded_files
 from .errors import MlrunError
 
 RUN_DIR, CACHE_DIR = "run", "cache"
 REUSED = ("cached", "built")   # statuses of the steps whose folder is a cache entry
+SIGNATURE = "mlrun-signature.sig"   # the last member of a signed bundle
 TAMPERED = "the bundle was not made by `mlrun export`, or was changed since; nothing was imported"
 
 
 # -- export --------------------------------------------------------------------------------------
 
 
-def export_run(run_dir, cache, out_path, with_cache=False):
-    """Write run_dir (and, with_cache, the entries its steps used) to the .tar.gz out_path."""
+def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
+    """Write run_dir (and, with_cache, the entries its steps used) to the .tar.gz out_path, signed with
+    the SSH key sign when given."""
     run_dir, out_path = os.path.realpath(run_dir), os.path.realpath(out_path)   # runs/latest may be a link
     record = _read_record(run_dir)
     run_id = record["id"]
@@ -36,12 +47,22 @@ def export_run(run_dir, cache, out_path, with_cache=False):
     if _inside(out_path, run_dir):
         raise MlrunError(f"cannot write the bundle {out_path} inside the run folder it exports",
                          hint="write it somewhere else, e.g. the current folder")
+    if sign:
+        signing.require(key=sign)
     part = f"{out_path}.{os.getpid()}.part"   # a killed export never leaves a truncated bundle behind
     try:
-        with tarfile.open(part, "w:gz") as tar:
-            size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}")
-            for name in entries:
-                size += _add_tree(tar, os.path.join(cache.root, name), f"{CACHE_DIR}/{name}")
+        with open(part, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz:
+            stream = _Hashing(gz)
+            with tarfile.open(fileobj=stream, mode="w") as tar:
+                size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}", f"run {run_id}")
+                for name in entries:
+                    size += _add_tree(tar, os.path.join(cache.root, name), f"{CACHE_DIR}/{name}",
+                                      f"the cache entry {name}")
+                if sign:
+                    signature = signing.sign(_signed_message(stream.sha256.hexdigest()), sign)
+                    info = tarfile.TarInfo(SIGNATURE)
+                    info.size, info.mode, info.mtime = len(signature), 0o644, int(time.time())
+                    tar.addfile(info, io.BytesIO(signature))
         os.replace(part, out_path)
     finally:
         if os.path.exists(part):
@@ -78,13 +99,44 @@ def _used_entries(record, cache):
     return sorted(names)
 
 
-def _add_tree(tar, path, arcname):
-    """Add path under arcname, children in sorted order; returns the bytes of file content added."""
+class _Hashing:
+    """A write-only file passing what it gets on to f, hashing it: the uncompressed tar stream."""
+
+    def __init__(self, f):
+        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+
+    def write(self, data):
+        self.sha256.update(data)
+        self.size += len(data)
+        return self.f.write(data)
+
+    def tell(self):
+        return self.size
+
+
+def _signed_message(tar_sha256):
+    return f"mlrun bundle: sha256 of the tar stream before its signature {tar_sha256}\n".encode()
+
+
+def _add_tree(tar, path, arcname, what, root=None):
+    """Add path under arcname, children in sorted order; returns the bytes of file content added.
+
+    Refuses what `mlrun import` would refuse (an absolute or outward symlink, a fifo...), naming it,
+    rather than writing a bundle nobody can import; what names the folder ("run ID", "the cache entry X").
+    """
+    root = root or path
     info = tar.gettarinfo(path, arcname)
     if info is None:   # a socket: nothing to share
         return 0
     if info.islnk():   # a file linked twice (downloads are hard-linked from the mirror): ship each copy whole
         info.type, info.linkname, info.size = tarfile.REGTYPE, "", os.lstat(path).st_size
+    problem = _member_problem(info, arcname.split("/"))
+    if not problem and info.issym() and not _inside(os.path.realpath(path), os.path.realpath(root)):
+        problem = f"symlink {info.linkname!r} resolves to {os.path.realpath(path)}, outside its folder"
+    if problem:
+        raise MlrunError(f"cannot export {what}: {os.path.relpath(path, root)}: {problem}; a bundle carries only "
+                         "files, folders and symlinks that stay inside their folder",
+                         hint=_UNEXPORTABLE[arcname.startswith(CACHE_DIR + "/")])
     if info.isreg():
         with open(path, "rb") as f:
             tar.addfile(info, f)
@@ -92,14 +144,24 @@ def _add_tree(tar, path, arcname):
     tar.addfile(info)   # symlinks stay symlinks: gettarinfo does not follow them
     if not info.isdir():
         return 0
-    return sum(_add_tree(tar, os.path.join(path, n), f"{arcname}/{n}") for n in sorted(os.listdir(path)))
+    return sum(_add_tree(tar, os.path.join(path, n), f"{arcname}/{n}", what, root) for n in sorted(os.listdir(path)))
+
+
+_UNEXPORTABLE = {   # hint, by whether the culprit is in a cache entry
+    True: "an entry must not depend on what lies outside it: make its recipe write relative links inside its "
+          "folder or copies (python -m venv --copies), rebuild it, or export without --with-cache",
+    False: "replace that link in the run folder by a copy of what it points to (or remove it), then export again"}
 
 
 # -- import --------------------------------------------------------------------------------------
 
 
-def import_bundle(path, cache, runs_dir):
-    """Check, verify, then publish a bundle's entries into cache and its run into runs_dir."""
+def import_bundle(path, cache, runs_dir, trust=None):
+    """Check, verify, then publish a bundle's entries into cache and its run into runs_dir.
+
+    trust: an allowed_signers file; then only a bundle signed by a key it lists is accepted."""
+    if trust:
+        signing.require(allowed_signers=trust)
     try:
         tar = tarfile.open(path, "r:gz")   # what export writes; one clear error for anything else
     except (OSError, tarfile.TarError) as e:
@@ -109,7 +171,9 @@ def import_bundle(path, cache, runs_dir):
             members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
         except (OSError, EOFError, tarfile.TarError) as e:
             raise _unreadable(path, e) from None
+        signature = members.pop() if members and members[-1].name == SIGNATURE else None
         run_id, entries = _check_members(members, path)
+        signed_by = _check_signature(tar, signature, trust, path)   # before anything is extracted
         tmp_root = os.path.join(cache.root, ".tmp")   # same file system as the cache: publishing is a rename
         os.makedirs(tmp_root, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix="import-", dir=tmp_root)
@@ -123,7 +187,8 @@ def import_bundle(path, cache, runs_dir):
             run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
-    return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "added": added, "present": present}
+    return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "added": added, "present": present,
+            "signed": signature is not None, "signed_by": signed_by, "verified": bool(trust)}
 
 
 def _unreadable(bundle, error):
@@ -131,8 +196,56 @@ def _unreadable(bundle, error):
                       hint="a bundle is a .tar.gz made by `mlrun export`; this one may be truncated or corrupt")
 
 
-def _refuse(bundle, what, problem):
-    return MlrunError(f"refusing to import {bundle}: {what}: {problem}", hint=TAMPERED)
+def _refuse(bundle, what, problem, hint=TAMPERED):
+    return MlrunError(f"refusing to import {bundle}: {what}: {problem}", hint=hint)
+
+
+def _check_signature(tar, member, trust, bundle):
+    """Who signed the bundle ('alice@example.com (ED25519 key SHA256:...)' when trust lists the key, else
+    the key alone), or None when it is unsigned, or unchecked for want of ssh-keygen and of trust.
+    Refuses a bad signature, and with trust, an unsigned bundle or a key trust does not list."""
+    untrusted = f"nothing was imported; ask for a bundle exported with --sign by a key {trust} lists"
+    if member is None:
+        if trust:
+            raise _refuse(bundle, "its signature", "it is not signed, and --trust accepts only signed bundles",
+                          hint=untrusted)
+        return None
+    if not member.isreg() or member.size > 64 * 1024:
+        raise _refuse(bundle, f"member {member.name!r}", "not an SSH signature")
+    if not trust and not signing.available():
+        return None
+    signature = tar.extractfile(member).read()
+    message = _signed_message(_stream_digest(tar, member.offset, bundle))
+    key = signing.signer(message, signature)
+    if key is None:
+        raise _refuse(bundle, "its signature", "it does not match the bundle's content, which was changed after "
+                      "it was signed")
+    if not trust:
+        return key
+    who = signing.principal(message, signature, trust)
+    if who is None:
+        raise _refuse(bundle, "its signature", f"it was made by the {key}, which {trust} does not list",
+                      hint=untrusted)
+    return f"{who} ({key})"
+
+
+def _stream_digest(tar, length, bundle):
+    """sha256 of the first length bytes of the uncompressed tar stream, read from the very file object the
+    extraction reads; then to its end, so that gzip checks its CRC."""
+    stream, h = tar.fileobj, hashlib.sha256()
+    try:
+        stream.seek(0)
+        while length:
+            chunk = stream.read(min(1 << 20, length))
+            if not chunk:
+                raise EOFError("the tar stream ends early")
+            h.update(chunk)
+            length -= len(chunk)
+        while stream.read(1 << 20):
+            pass
+    except (OSError, EOFError, zlib.error) as e:
+        raise _unreadable(bundle, e) from None
+    return h.hexdigest()
 
 
 def _check_members(members, bundle):

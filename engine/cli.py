@@ -27,8 +27,8 @@ EPILOG = """verbs:
   mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
   mlrun runs [show RUN]                 past runs: id, when, query, mode/scenario, result, status
-  mlrun export RUN -o FILE [--with-cache]   a run's record and logs (and the cache entries it used)
-  mlrun import FILE                     verify and add a bundle's cache entries and run to this machine
+  mlrun export RUN -o FILE [--with-cache] [--sign KEY]   a run's record and logs (and the cache entries it used)
+  mlrun import FILE [--trust ALLOWED_SIGNERS]   verify and add a bundle's cache entries and run to this machine
   mlrun replay RUN|FILE.tar.gz|run.json re-run exactly the recorded plan, then compare the results
   mlrun diff RUN_A RUN_B                what differs: request, plan, recipes, packages, host, results
 
@@ -104,10 +104,14 @@ def build_parser(only=None):
     p.add_argument("run", help="a run id (or a unique prefix), a run folder or a run.json")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tar.gz to write")
     p.add_argument("--with-cache", action="store_true", help="include the cache entries the run used")
+    p.add_argument("--sign", metavar="KEY", help="sign the bundle with this SSH key (a private key, or a public key "
+                                                 "whose private half ssh-agent holds); needs ssh-keygen")
     p = verb("import", "verify a bundle and add its run and cache entries here (never overwrites)")
     p.add_argument("bundle", help="a .tar.gz made by mlrun export")
+    _trust(p)
     p = verb("replay", "re-run exactly the plan a run recorded, then compare its results with the record's")
     p.add_argument("run", help="a run id, a run folder, a run.json, or a bundle .tar.gz (imported first)")
+    _trust(p)
     p.add_argument("--allow-differences", action="store_true",
                    help="run even when the plan cannot be the recorded one (the replay is marked inexact)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -116,6 +120,12 @@ def build_parser(only=None):
     p.add_argument("run_b")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def _trust(p):
+    p.add_argument("--trust", metavar="ALLOWED_SIGNERS",
+                   help="accept only a bundle signed by a key this file lists (ssh-keygen's allowed_signers "
+                        "format, as git uses)")
 
 
 def split_extras(words):
@@ -521,9 +531,11 @@ def cmd_export(args, extras, settings):
     from .cache import Cache
     run_dir = os.path.dirname(records.find(settings.runs, args.run))
     with os_errors("cannot write the bundle", args.output):
-        info = bundle.export_run(run_dir, Cache(settings.cache), args.output, with_cache=args.with_cache)
+        info = bundle.export_run(run_dir, Cache(settings.cache), args.output, with_cache=args.with_cache,
+                                 sign=args.sign)
     print(f"wrote {args.output}: run {info.get('run_id', os.path.basename(run_dir))}"
-          + (f" with {len(info.get('entries', []))} cache entries" if args.with_cache else " (record and logs)"))
+          + (f" with {len(info.get('entries', []))} cache entries" if args.with_cache else " (record and logs)")
+          + (", signed" if args.sign else ""))
     return 0
 
 
@@ -532,11 +544,21 @@ def cmd_import(args, extras, settings):
     from .cache import Cache
     if not os.path.isfile(args.bundle):
         raise UsageError(f"no such file: {args.bundle}")
-    info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs)
+    info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs, trust=args.trust)
     print(f"imported run {info['run_id']} into {info['run_dir']}"
           + (" (that run was here already: left as it was)" if info.get("run_existed") else "")
           + f": {len(info['added'])} cache entries added, {len(info['present'])} already present")
+    print(_signature_note(info))
     return 0
+
+
+def _signature_note(info):
+    if info["verified"]:
+        return f"signed by {info['signed_by']}, a signer the --trust file lists"
+    if info["signed_by"]:
+        return f"signed by the {info['signed_by']}; not checked against trusted signers (pass --trust ALLOWED_SIGNERS)"
+    return "signed, but not verified: ssh-keygen is not installed" if info["signed"] else \
+        "not signed: its origin was not verified"
 
 
 def cmd_replay(args, extras, settings):
@@ -546,10 +568,13 @@ def cmd_replay(args, extras, settings):
     ref = args.run
     if ref.endswith((".tar.gz", ".tgz")) and os.path.isfile(ref):
         from . import bundle
-        info = bundle.import_bundle(ref, Cache(settings.cache), settings.runs)
-        print(f"imported {ref}: {len(info['added'])} cache entries added, {len(info['present'])} already present",
-              file=sys.stderr)
+        info = bundle.import_bundle(ref, Cache(settings.cache), settings.runs, trust=args.trust)
+        print(f"imported {ref}: {len(info['added'])} cache entries added, {len(info['present'])} already present; "
+              + _signature_note(info), file=sys.stderr)
         ref = info["run_dir"]
+    elif args.trust:
+        raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
+                         hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
     record = records.load(records.find(settings.runs, ref))
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
                     stream_root=not args.json)

@@ -179,7 +179,8 @@ def test_import_publishes_entries_and_the_run_then_nothing_is_rebuilt(made):
     bundle = export(made)["path"]
     result = import_bundle(bundle, made.cache2, made.runs2)
     assert result == {"run_id": made.run_id, "run_dir": os.path.join(made.runs2, made.run_id), "run_existed": False,
-                      "added": [made.entry["app"], made.entry["base"]], "present": []}
+                      "added": [made.entry["app"], made.entry["base"]], "present": [],
+                      "signed": False, "signed_by": None, "verified": False}
     assert published(made.cache2) == sorted(made.entry.values())
     assert made.cache2.verify() == []
     for entry in made.entry.values():

@@ -1,0 +1,394 @@
+"""Bundles, hardened: links that cannot travel are refused at export; SSH-signed bundles (real ssh-keygen)."""
+import os
+import shutil
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import MLRUN, ROOT, Workspace, assert_user_error
+from test_bundle import find, make_run, published, restamp, rewrite
+
+needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
+                                      reason="needs ssh-keygen (Debian: openssh-client; .ci/run installs it)")
+
+
+def cli(ws, *args, cache=None, runs=None, **kwargs):
+    """bin/mlrun on ws's recipes, importing into (cache, runs) when given."""
+    env = ws.env(**{k: v for k, v in (("MLRUN_CACHE", cache), ("MLRUN_RUNS", runs)) if v})
+    return ws.mlrun(*args, env=env, **kwargs)
+
+
+def nothing_imported(cache, runs):
+    tmp = os.path.join(cache, ".tmp")
+    return (not os.path.exists(cache) or os.listdir(cache) in ([], [".tmp"])) and not os.path.exists(runs) \
+        and (not os.path.exists(tmp) or os.listdir(tmp) == [])
+
+
+# -- 1. links that cannot travel are refused at export, with the real reason ----------------------------------
+
+
+def linking_run(ws, entry_cmd="true", bench_cmd="true"):
+    """A run of bench (not cached) over tool (a cache entry); each step ends with its command."""
+    ws.recipe("tool", f"""\
+        tags: get tool
+        run: echo tool > tool.txt; {entry_cmd}
+        """)
+    ws.recipe("bench", f"""\
+        tags: bench
+        cache: false
+        deps: [{{name: tool, query: get tool}}]
+        run: echo bench > result.txt; {bench_cmd}
+        """)
+    result = ws.mlrun("bench")
+    assert result.returncode == 0, result.stderr
+    [run_id] = os.listdir(ws.runs)
+    [entry] = ws.entries("tool")
+    return run_id, entry
+
+
+@pytest.mark.parametrize("command, culprit, reason", [
+    ("ln -s /etc/hostname host", "host", "symlink to the absolute path '/etc/hostname'"),
+    ("mkdir sub; ln -s ../.. sub/up", "sub/up", "symlink '../..' points outside its entry folder"),
+    ("mkdir sub; ln -s .. sub/up; ln -s sub/up/.. out", "out", "symlink 'sub/up/..' resolves to "),
+])
+def test_export_refuses_an_entry_link_that_import_would_refuse_naming_it(ws, command, culprit, reason):
+    run_id, entry = linking_run(ws, entry_cmd=command)
+    result = ws.mlrun("export", run_id, "-o", ws.path("run.tar.gz"), "--with-cache")
+    err = assert_user_error(result, 2, f"cannot export the cache entry {entry}: {culprit}: {reason}",
+                            "hint: an entry must not depend on what lies outside it", "--copies")
+    assert len(err.strip().splitlines()) == 2
+    assert not [n for n in os.listdir(ws.root) if n.startswith("run.tar.gz")]   # no bundle, no .part
+    # The run alone still exports and imports: the link is in the entry, not in the run folder.
+    assert ws.mlrun("export", run_id, "-o", ws.path("run.tar.gz")).returncode == 0
+    imported = cli(ws, "import", ws.path("run.tar.gz"), cache=ws.path("cache2"), runs=ws.path("runs2"))
+    assert imported.returncode == 0, imported.stderr
+
+
+def test_export_refuses_an_absolute_link_in_the_run_folder(ws):
+    run_id, entry = linking_run(ws, bench_cmd='ln -s "$PWD/result.txt" latest.txt')
+    result = ws.mlrun("export", run_id, "-o", ws.path("run.tar.gz"))
+    assert_user_error(result, 2, f"cannot export run {run_id}: bench/latest.txt: symlink to the absolute path",
+                      "hint: replace that link in the run folder by a copy")
+    assert not [n for n in os.listdir(ws.root) if n.startswith("run.tar.gz")]
+
+
+def test_export_refuses_a_fifo_in_the_run_folder(ws):
+    run_id, entry = linking_run(ws, bench_cmd="mkfifo pipe")
+    result = ws.mlrun("export", run_id, "-o", ws.path("run.tar.gz"))
+    assert_user_error(result, 2, f"cannot export run {run_id}: bench/pipe: device or fifo")
+
+
+def test_a_venv_made_with_links_is_refused_and_the_real_venv_recipe_exports(ws):
+    # `python -m venv` links bin/python to the absolute path of the base interpreter.
+    ws.recipe("venv", """\
+        tags: get venv
+        run: python3 -m venv --without-pip .
+        """)
+    assert ws.mlrun("get venv").returncode == 0
+    [run_id] = os.listdir(ws.runs)
+    result = ws.mlrun("export", run_id, "-o", ws.path("links.tar.gz"), "--with-cache")
+    assert_user_error(result, 2, "bin/python: symlink 'python3' resolves to /", ", outside its folder")
+
+    # The project's own venv recipe makes copies (its lib64 -> lib link stays inside): it travels.
+    real = Workspace(ws.path("real"))
+    env = real.env(MLRUN_RECIPES=os.path.join(ROOT, "recipes"))
+    built = real.mlrun("get python venv", env=env, timeout=300)
+    assert built.returncode == 0, built.stderr
+    [run_id] = os.listdir(real.runs)
+    bundle = ws.path("venv.tar.gz")
+    exported = real.mlrun("export", run_id, "-o", bundle, "--with-cache", env=env)
+    assert exported.returncode == 0, exported.stderr
+    imported = real.mlrun("import", bundle, env=real.env(MLRUN_CACHE=ws.path("cache3"), MLRUN_RUNS=ws.path("runs3")))
+    assert imported.returncode == 0, imported.stderr
+    assert "1 cache entries added" in imported.stdout
+
+
+# -- 2. SSH signatures ---------------------------------------------------------------------------------------------
+
+
+def keygen(path, comment, passphrase=""):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", comment, "-f", str(path)],
+                   check=True, stdin=subprocess.DEVNULL, timeout=30)
+    with open(f"{path}.pub") as f:
+        return f.read().strip()
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory):
+    """A run, Alice's and Bob's keys with an allowed_signers file for each, and the run's bundle signed by Alice."""
+    if shutil.which("ssh-keygen") is None:
+        pytest.skip("needs ssh-keygen (Debian: openssh-client; .ci/run installs it)")
+    root = tmp_path_factory.mktemp("signed")
+    ws = make_run(Workspace(root), root / "builds")
+    ws.keys = root / "keys"
+    ws.keys.mkdir()
+    for who in ("alice", "bob"):
+        public = keygen(ws.keys / who, f"{who}@example.com")
+        Workspace.write(str(ws.keys / f"{who}.allowed"), f"{who}@example.com {public}\n")
+    ws.alice, ws.bob = str(ws.keys / "alice"), str(ws.keys / "bob")
+    ws.trust_alice, ws.trust_bob = str(ws.keys / "alice.allowed"), str(ws.keys / "bob.allowed")
+    ws.bundle = ws.path("signed.tar.gz")
+    result = ws.mlrun("export", ws.run_id, "-o", ws.bundle, "--with-cache", "--sign", ws.alice)
+    assert result.returncode == 0, result.stderr
+    assert "signed" in result.stdout
+    ws.unsigned = ws.path("unsigned.tar.gz")
+    assert ws.mlrun("export", ws.run_id, "-o", ws.unsigned, "--with-cache").returncode == 0
+    return ws
+
+
+@pytest.fixture
+def there(signed, tmp_path):
+    """signed, importing into this test's own cache and runs folders."""
+    signed.cache2, signed.runs2 = str(tmp_path / "cache2"), str(tmp_path / "runs2")
+    signed.tmp = tmp_path
+    return signed
+
+
+def import_(ws, bundle, *args):
+    return cli(ws, "import", bundle, *args, cache=ws.cache2, runs=ws.runs2)
+
+
+def assert_refused(ws, result, *fragments):
+    err = assert_user_error(result, 2, *fragments)
+    assert len(err.strip().splitlines()) == 2 and "nothing was imported" in err, err
+    assert nothing_imported(ws.cache2, ws.runs2)
+    return err
+
+
+@needs_ssh_keygen
+def test_a_bundle_signed_by_a_trusted_key_imports(there):
+    result = import_(there, there.bundle, "--trust", there.trust_alice)
+    assert result.returncode == 0, result.stderr
+    assert "signed by alice@example.com (ED25519 key SHA256:" in result.stdout
+    assert "a signer the --trust file lists" in result.stdout
+    assert published_names(there.cache2) == sorted(there.entry.values())
+    assert os.listdir(there.runs2) == [there.run_id]
+
+
+def published_names(cache):
+    from engine import Cache
+    return published(Cache(cache))
+
+
+@needs_ssh_keygen
+def test_a_key_the_trust_file_does_not_list_is_refused(there):
+    result = import_(there, there.bundle, "--trust", there.trust_bob)
+    assert_refused(there, result, "refusing to import", "its signature: it was made by the ED25519 key SHA256:",
+                   f"which {there.trust_bob} does not list")
+
+
+@needs_ssh_keygen
+def test_an_unsigned_bundle_is_refused_under_trust(there):
+    result = import_(there, there.unsigned, "--trust", there.trust_alice)
+    assert_refused(there, result, "it is not signed, and --trust accepts only signed bundles", "--sign")
+
+
+def flipped(src, dst, offset):
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    data[offset] ^= 0x01
+    with open(dst, "wb") as f:
+        f.write(data)
+    return dst
+
+
+@needs_ssh_keygen
+def test_any_flipped_byte_of_the_compressed_stream_is_refused(there):
+    size = os.path.getsize(there.bundle)
+    # After gzip's 10-byte header and the file name it carries: every byte of the deflate stream and its
+    # trailer (CRC, length), spread from the first to the last.
+    start = 64
+    for offset in sorted({start + (size - 1 - start) * i // 15 for i in range(16)}):
+        bad = flipped(there.bundle, str(there.tmp / f"flip-{offset}.tar.gz"), offset)
+        result = import_(there, bad, "--trust", there.trust_alice)
+        err = assert_user_error(result, 2)
+        assert "refusing to import" in err or "cannot read the bundle" in err, (offset, err)
+        assert nothing_imported(there.cache2, there.runs2), offset
+
+
+def forge(items, shared):
+    """A consistent forgery: new bytes in app's out.txt, with files.json and files_digest rewritten to match."""
+    item = find(items, f"cache/{shared.entry['app']}/out.txt")
+    item[1] = b"forged\n"
+    restamp(items, shared.entry["app"])
+
+
+def strip_signature(items, shared):
+    forge(items, shared)
+    items[:] = [item for item in items if item[0].name != "mlrun-signature.sig"]
+
+
+@needs_ssh_keygen
+def test_a_consistent_forgery_is_refused_under_trust(there):
+    forged = rewrite(there.bundle, str(there.tmp / "forged.tar.gz"), forge, there)
+    with tarfile.open(forged) as tar:
+        assert tar.getnames()[-1] == "mlrun-signature.sig"   # Alice's signature, carried over
+    assert_refused(there, import_(there, forged, "--trust", there.trust_alice),
+                   "its signature: it does not match the bundle's content")
+    # Even without --trust a signature that does not match is refused: the bundle was changed.
+    assert_refused(there, import_(there, forged), "does not match the bundle's content")
+
+    stripped = rewrite(there.bundle, str(there.tmp / "stripped.tar.gz"), strip_signature, there)
+    assert_refused(there, import_(there, stripped, "--trust", there.trust_alice), "it is not signed")
+    # Without --trust the entries' own digests are all there is, and the forger rewrote them: imported as today,
+    # said to be unsigned.
+    result = import_(there, stripped)
+    assert result.returncode == 0, result.stderr
+    assert "not signed: its origin was not verified" in result.stdout
+
+
+@needs_ssh_keygen
+def test_without_trust_a_signed_bundle_imports_and_says_who_signed(there):
+    result = import_(there, there.bundle)
+    assert result.returncode == 0, result.stderr
+    assert "signed by the ED25519 key SHA256:" in result.stdout and "pass --trust ALLOWED_SIGNERS" in result.stdout
+    assert published_names(there.cache2) == sorted(there.entry.values())
+
+
+@needs_ssh_keygen
+def test_a_signature_that_is_not_the_last_member_is_refused(there):
+    def move_first(items, shared):
+        items.insert(0, items.pop())
+    moved = rewrite(there.bundle, str(there.tmp / "moved.tar.gz"), move_first, there)
+    assert_refused(there, import_(there, moved), "'mlrun-signature.sig'", "outside run/ and cache/")
+
+
+@needs_ssh_keygen
+def test_the_bundle_holds_no_key_and_no_path_to_it(there):
+    with open(there.alice) as f:
+        private = f.read()
+    secret = "".join(private.split("\n")[1:-2])   # the base64 body of the private key
+    with tarfile.open(there.bundle) as tar:
+        blob = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isreg()).decode(errors="replace")
+        blob += "".join(m.name + m.linkname for m in tar.getmembers())
+    assert secret[:40] not in blob and there.alice not in blob and str(there.keys) not in blob
+    assert "BEGIN SSH SIGNATURE" in blob   # the signature is in there: public, by design
+
+
+@needs_ssh_keygen
+def test_replay_of_a_bundle_checks_trust_first(there):
+    refused = cli(there, "replay", there.bundle, "--trust", there.trust_bob, cache=there.cache2, runs=there.runs2)
+    assert_refused(there, refused, "does not list")
+    replayed = cli(there, "replay", there.bundle, "--trust", there.trust_alice, cache=there.cache2, runs=there.runs2)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "signed by alice@example.com" in replayed.stderr
+    local = cli(there, "replay", there.run_id, "--trust", there.trust_alice, cache=there.cache2, runs=there.runs2)
+    assert_user_error(local, 2, "--trust checks a bundle's signature")
+
+
+@needs_ssh_keygen
+def test_trust_and_key_files_that_do_not_exist(there):
+    assert_user_error(import_(there, there.bundle, "--trust", str(there.tmp / "nope")), 2, "--trust", "no such file")
+    assert nothing_imported(there.cache2, there.runs2)
+    out = str(there.tmp / "x.tar.gz")
+    assert_user_error(there.mlrun("export", there.run_id, "-o", out, "--sign", str(there.tmp / "nokey")), 2,
+                      "no such key file")
+    assert not os.path.exists(out)
+
+
+@needs_ssh_keygen
+def test_a_key_with_a_passphrase_fails_at_once_without_a_terminal(there):
+    keygen(there.tmp / "locked", "locked@example.com", passphrase="correct horse")
+    out = str(there.tmp / "x.tar.gz")
+    result = there.mlrun("export", there.run_id, "-o", out, "--sign", str(there.tmp / "locked"), timeout=60)
+    assert_user_error(result, 2, "protected by a passphrase", "ssh-add", "--sign " + str(there.tmp / "locked.pub"))
+    assert not [n for n in os.listdir(there.tmp) if n.startswith("x.tar.gz")]
+
+
+def at_a_terminal(argv, env, answer, timeout=60):
+    """Run argv with a pseudo-terminal as its stdin and terminal; type answer at the first passphrase prompt."""
+    import pty
+    import select
+    import time
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: exec at once
+        os.execve(argv[0], argv, env)
+    out, typed, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    data = os.read(fd, 4096)
+                except OSError:   # the child is gone
+                    break
+                if not data:
+                    break
+                out += data
+                if b"passphrase" in out and not typed:
+                    os.write(fd, answer.encode() + b"\n")
+                    typed = True
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+        status = os.waitpid(pid, 0)[1]
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
+@needs_ssh_keygen
+def test_at_a_terminal_the_passphrase_is_asked_and_lands_nowhere(there):
+    public = keygen(there.tmp / "locked", "dave@example.com", passphrase="correct horse")
+    trust = Workspace.write(str(there.tmp / "dave.allowed"), f"dave@example.com {public}\n")
+    out = str(there.tmp / "tty.tar.gz")
+    code, said = at_a_terminal([MLRUN, "export", there.run_id, "-o", out, "--with-cache",
+                                "--sign", str(there.tmp / "locked")], there.env(), "correct horse")
+    assert code == 0, said
+    assert "Enter passphrase" in said and "signed" in said
+    with open(out, "rb") as f:
+        assert b"correct horse" not in f.read()
+    with tarfile.open(out) as tar:
+        assert not any(b"correct horse" in tar.extractfile(m).read() for m in tar.getmembers() if m.isreg())
+    result = import_(there, out, "--trust", trust)
+    assert result.returncode == 0, result.stderr
+    assert "signed by dave@example.com" in result.stdout
+
+
+@needs_ssh_keygen
+def test_a_key_held_by_ssh_agent_signs_through_its_public_half(there):
+    if shutil.which("ssh-agent") is None or shutil.which("ssh-add") is None:
+        pytest.skip("needs ssh-agent and ssh-add (openssh-client)")
+    public = keygen(there.tmp / "locked", "carol@example.com", passphrase="correct horse")
+    trust = Workspace.write(str(there.tmp / "carol.allowed"), f"carol@example.com {public}\n")
+    askpass = Workspace.write(str(there.tmp / "askpass"), "#!/bin/sh\necho 'correct horse'\n")
+    os.chmod(askpass, 0o700)
+    sock = str(there.tmp / "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        env = dict(os.environ, SSH_AUTH_SOCK=sock, SSH_ASKPASS=askpass, SSH_ASKPASS_REQUIRE="force", DISPLAY=":0")
+        for _ in range(100):   # the socket appears once the agent listens
+            if os.path.exists(sock):
+                break
+            subprocess.run(["sleep", "0.05"], timeout=5)
+        subprocess.run(["ssh-add", "-q", str(there.tmp / "locked")], env=env, check=True, timeout=30,
+                       stdin=subprocess.DEVNULL, start_new_session=True)
+        out = str(there.tmp / "agent.tar.gz")
+        result = there.mlrun("export", there.run_id, "-o", out, "--with-cache", "--sign", str(there.tmp / "locked.pub"),
+                             env=there.env(SSH_AUTH_SOCK=sock))
+        assert result.returncode == 0, result.stderr
+        result = import_(there, out, "--trust", trust)
+        assert result.returncode == 0, result.stderr
+        assert "signed by carol@example.com" in result.stdout
+    finally:
+        agent.kill()
+        agent.wait(timeout=10)
+
+
+def test_without_ssh_keygen_signing_and_trust_fail_clearly_and_unsigned_checks_are_as_before(signed, tmp_path,
+                                                                                             monkeypatch, capsys):
+    from engine.cli import main
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))   # no ssh-keygen there
+    monkeypatch.setenv("MLRUN_RECIPES", signed.recipes)
+    cache2, runs2 = str(tmp_path / "cache2"), str(tmp_path / "runs2")
+    out = str(tmp_path / "x.tar.gz")
+    assert main(["--cache", signed.cache, "--runs", signed.runs, "export", signed.run_id, "-o", out,
+                 "--sign", signed.alice]) == 2
+    assert "ssh-keygen (OpenSSH), which is not on PATH" in capsys.readouterr().err
+    assert not os.path.exists(out)
+    assert main(["--cache", cache2, "--runs", runs2, "import", signed.bundle, "--trust", signed.trust_alice]) == 2
+    err = capsys.readouterr().err
+    assert "not on PATH" in err and "openssh-client" in err
+    assert nothing_imported(cache2, runs2)
+    assert main(["--cache", cache2, "--runs", runs2, "import", signed.bundle]) == 0
+    assert "signed, but not verified: ssh-keygen is not installed" in capsys.readouterr().out
