@@ -166,25 +166,35 @@ def main(argv=None):
     if not args.verb:
         parser.print_help()
         return 2
+    from .guard import signal_name, stop_signals_interrupt
     try:
-        if extras and args.verb not in ("run", "plan", "explain"):
-            raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
-                             hint=f"see mlrun {args.verb} --help")
-        settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
-        return VERB_FUNCS[args.verb](args, extras, settings) or 0
+        with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
+            if extras and args.verb not in ("run", "plan", "explain"):
+                raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
+                                 hint=f"see mlrun {args.verb} --help")
+            settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
+            return VERB_FUNCS[args.verb](args, extras, settings) or 0
     except MlrunError as e:
         print(f"mlrun: error: {e.message}", file=sys.stderr)
         if e.hint:
             print(f"hint: {e.hint}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("mlrun: interrupted; nothing half-built was published", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"mlrun: interrupted by {signal_name(e)}; nothing half-built was published", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     except BrokenPipeError:
         return 0
     except OSError as e:  # the file system refused (a cache folder that is a file, a full disk...): no traceback
         print(f"mlrun: error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # a bug: still one line (the run record keeps it too); -v shows where
+        from .runner import describe_error
+        if args.verbose:
+            import traceback
+            traceback.print_exc()
+        print(f"mlrun: error: unexpected {describe_error(e)}", file=sys.stderr)
+        print("hint: this is a bug in mlrun; -v shows the traceback", file=sys.stderr)
+        return 2
 
 
 # -- verbs ------------------------------------------------------------------------
@@ -456,10 +466,10 @@ def cmd_runs(args, extras, settings):
         inputs = records.root_inputs(r)
         mode = "/".join(str(inputs[k]) for k in ("mode", "scenario") if inputs.get(k)) or "-"
         items.append({"id": run_id, "started": r.get("started"), "query": r.get("query"), "mode": mode,
-                      "result": records.headline(r.get("results")), "status": r.get("status"),
+                      "result": records.headline(r.get("results")), "status": records.status(r),
                       "replay_of": r.get("replay_of")})
         rows.append((run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("started", 0))),
-                     r.get("query", "?"), mode, items[-1]["result"], r.get("status", "?")
+                     r.get("query", "?"), mode, items[-1]["result"], items[-1]["status"]
                      + (f" (replay of {r['replay_of']})" if r.get("replay_of") else "")))
     if args.json:
         _print_json(items)
@@ -473,12 +483,15 @@ def cmd_runs(args, extras, settings):
 def _show_record(r):
     from . import records
     req = r.get("request", {})
-    print(f"run {r['id']}  {r.get('status')}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))}"
-          f"  ({(r.get('finished', 0) - r.get('started', 0)):.1f} s)")
+    took = f"  ({r['finished'] - r.get('started', 0):.1f} s)" if r.get("finished") else ""
+    print(f"run {r['id']}  {records.status(r)}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))}"
+          + took)
     print(f"  command: {' '.join(r.get('argv', []))}")
     print(f"  query: {r.get('query')}  inputs: {req.get('inputs') or {}}"
           + (f"  deps: {req['dep_overrides']}" if req.get("dep_overrides") else "")
           + (f"  env: {req['env_overrides']}" if req.get("env_overrides") else ""))
+    if r.get("status") == "running" and r.get("process"):
+        print(f"  process: pid {r['process'].get('pid')} on {r['process'].get('host')}")
     if r.get("replay_of"):
         print(f"  replay of: {r['replay_of']} ({'exact' if r.get('exact') else 'INEXACT'})")
     if r.get("error"):

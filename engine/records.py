@@ -150,6 +150,17 @@ def root_inputs(record):
     return record["steps"][-1]["node"].get("inputs", {}) if record.get("steps") else {}
 
 
+def status(record):
+    """The status to show: a record still 'running' whose process is gone is 'died'.
+
+    Only decidable on the machine that ran it: elsewhere such a record shows as 'running?'.
+    """
+    if record.get("status") != "running":
+        return record.get("status", "?")
+    from .guard import alive
+    return {True: "running", False: "died", None: "running?"}[alive(record.get("process") or {})]
+
+
 def headline(results):
     """A short result: accuracy, or throughput/latency and VALID/INVALID."""
     if not isinstance(results, dict):
