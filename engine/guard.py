@@ -53,6 +53,12 @@ def start_time(pid):
         return None
 
 
+def running(pid):
+    """Whether the process runs (a zombie has exited; only its parent has not collected it yet)."""
+    stat = _read(f"/proc/{pid}/stat")
+    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
 def identity(pid):
     return {"pid": pid, **machine(), "started": start_time(pid)}
 
@@ -66,9 +72,7 @@ def alive(ident):
         return False  # the machine rebooted since
     if ident.get("pid_ns") != here["pid_ns"]:
         return None   # another container on the same machine
-    if (_read(f"/proc/{ident['pid']}/stat") or "").rsplit(")", 1)[-1].split()[:1] == ["Z"]:
-        return False  # a zombie has exited
-    return start_time(ident["pid"]) == ident["started"]
+    return running(ident["pid"]) and start_time(ident["pid"]) == ident["started"]
 
 
 def kill_recorded(path):
