@@ -36,7 +36,9 @@ A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _
 Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
 --dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE. --env.KEY=VALUE
 overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recipe/resolution error.
-Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR."""
+Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR.
+Ctrl-C, SIGTERM and SIGHUP stop the step (all it started), record the run as interrupted and
+exit 128 + the signal: 130, 143, 129."""
 
 
 def _common(parser, top=False):

@@ -14,7 +14,6 @@ and SIGHUP clean up exactly as Ctrl-C does. A process is named by its pid, host,
 and start time, so a reused pid is never mistaken for it. Standard library only: the guard runs
 isolated, in the step's environment.
 """
-import contextlib
 import json
 import os
 import signal
@@ -135,22 +134,25 @@ def signal_name(interrupt):
     return signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name
 
 
-@contextlib.contextmanager
-def stop_signals_interrupt():
+class stop_signals_interrupt:
     """Inside, SIGTERM, SIGHUP and SIGINT raise Interrupted; once one has, the rest are ignored while mlrun cleans up."""
-    def interrupt(signum, frame):
+
+    def __enter__(self):
+        try:  # a signal ignored when mlrun started stays ignored (nohup, a background job of a script)
+            self.before = {s: signal.signal(s, self._interrupt) for s in STOP_SIGNALS
+                           if signal.getsignal(s) != signal.SIG_IGN}
+        except ValueError:  # not the main thread: signals are not ours to handle
+            self.before = {}
+
+    def __exit__(self, *exc):
+        for s, handler in self.before.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+    @staticmethod
+    def _interrupt(signum, frame):
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
-    try:
-        before = {s: signal.signal(s, interrupt) for s in STOP_SIGNALS}
-    except ValueError:  # not the main thread: signals are not ours to handle
-        before = {}
-    try:
-        yield
-    finally:
-        for s, handler in before.items():
-            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 # -- the guard itself ------------------------------------------------------------------------
@@ -166,9 +168,9 @@ def _on_stop(signum, frame):
     raise _Stop(signum)
 
 
-def _in_step(record):
+def _in_step(record, handled):
     """In the step's process before it runs: default signals, and its group's identity on disk."""
-    for s in STOP_SIGNALS:
+    for s in handled:
         signal.signal(s, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
@@ -186,7 +188,9 @@ def main(argv):
     parent, record, cmd = int(argv[1]), argv[2], argv[4:]
     # Until the step's pid is known a stop signal waits, so the step can never start unwatched.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    for s in STOP_SIGNALS:
+    # SIGTERM: mlrun's stop and its death; SIGINT, SIGHUP: a terminal's, unless ignored when we started (nohup).
+    handled = [s for s in STOP_SIGNALS if s == signal.SIGTERM or signal.getsignal(s) != signal.SIG_IGN]
+    for s in handled:
         signal.signal(s, _on_stop)
     try:
         import ctypes
@@ -196,7 +200,7 @@ def main(argv):
     if os.getppid() != parent:
         return 1  # mlrun died before the guard could watch it
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=lambda: _in_step(record))
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=lambda: _in_step(record, handled))
     except (OSError, subprocess.SubprocessError) as e:
         print(f"mlrun: cannot start {cmd[0]}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 127

@@ -174,3 +174,26 @@ def test_the_guard_runs_isolated_from_the_steps_python_settings(ws, tmp_path):
         """)
     result = ws.mlrun("py")
     assert result.returncode == 0, result.stderr
+
+
+def test_a_signal_ignored_when_mlrun_started_stays_ignored(ws, tmp_path):
+    """`nohup mlrun ...` must survive a hang-up, and so must its step."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    ws.recipe("waiter", f"""\
+        tags: waiter
+        run: |
+          touch {started}
+          while [ ! -e {go} ]; do sleep 0.05; done
+          echo done > out.txt
+        """)
+    proc = ws.popen("waiter", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        assert wait_for(started.exists, timeout=30)
+        os.killpg(proc.pid, signal.SIGHUP)  # mlrun and its guard, as a closing terminal would
+        time.sleep(0.3)
+        go.write_text("")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, err
+    assert ws.entries("waiter")
