@@ -486,8 +486,8 @@ def _show_record(r):
     from . import records
     req = r.get("request", {})
     took = f"  ({r['finished'] - r.get('started', 0):.1f} s)" if r.get("finished") else ""
-    print(f"run {r['id']}  {records.status(r)}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))}"
-          + took)
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))
+    print(f"run {r['id']}  {records.status(r)}  {when}{took}")
     print(f"  command: {' '.join(r.get('argv', []))}")
     print(f"  query: {r.get('query')}  inputs: {req.get('inputs') or {}}"
           + (f"  deps: {req['dep_overrides']}" if req.get("dep_overrides") else "")

@@ -59,6 +59,7 @@ def running(pid):
 
 
 def identity(pid):
+    """What names a process for good: pid, machine and start time."""
     return {"pid": pid, **machine(), "started": start_time(pid)}
 
 
@@ -87,7 +88,7 @@ def kill_recorded(path):
         return  # recorded on another machine, container or boot: not ours to kill
     started = start_time(pgid)
     if started is not None and started != rec.get("started"):
-        return  # the leader's pid is another process now, so its group is long gone (a live group's id is never reused)
+        return  # the leader's pid is another process's now: its group is gone (a live group's id is never reused)
     _kill_group(pgid)
 
 
@@ -135,7 +136,7 @@ def signal_name(interrupt):
 
 
 class stop_signals_interrupt:
-    """Inside, SIGTERM, SIGHUP and SIGINT raise Interrupted; once one has, the rest are ignored while mlrun cleans up."""
+    """Inside, SIGTERM, SIGHUP and SIGINT raise Interrupted; after one, the rest are ignored while mlrun cleans up."""
 
     def __enter__(self):
         try:  # a signal ignored when mlrun started stays ignored (nohup, a background job of a script)

@@ -168,9 +168,12 @@ def test_process_mlperf_accuracy_squad_records_its_accuracy_as_the_runs_results(
     ws.recipe("small-features", f"""\
         tags: get dataset squad features small
         env: {{PYTHONPATH: "{ROOT}"}}
-        run: '"$MLRUN_PYTHON" -c "from mlperf_bert import squad_features as s; s.build(\\"{SQUAD}\\", \\"{VOCAB}\\", \\".\\", max_examples=20)"'
+        run: '"$MLRUN_PYTHON" "{{recipe}}/build.py"'
         exports: {{SQUAD_FEATURES: "{{entry}}", SQUAD_FILE: "{SQUAD}"}}
-        """)
+        """, files={"build.py": f"""\
+        from mlperf_bert import squad_features
+        squad_features.build({SQUAD!r}, {VOCAB!r}, ".", max_examples=20)
+        """})
     real = yaml.safe_load(open(os.path.join(ROOT, "recipes", "process-mlperf-accuracy-squad", "recipe.yaml")))
     real.pop("sources")
     real.update(deps=[{"name": "features", "query": "get dataset squad features small"}], env={"PYTHONPATH": ROOT})
