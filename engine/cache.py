@@ -49,13 +49,17 @@ class Cache:
 
     def new_build_dir(self, node):
         """A fresh temporary folder for a build; call with the entry's lock held."""
+        from . import guard
         tmp_root = os.path.join(self.root, ".tmp")
         _shared_dir(tmp_root)
-        # Leftovers of a killed build of this entry: nobody else can own them while we hold the lock.
-        # Their log goes where `mlrun show failed` looks, the rest is deleted.
+        # Leftovers of a killed build of this entry: no mlrun owns them while we hold the lock, but its
+        # step may still run (guard killed too), so that is killed first. The log goes where `mlrun show
+        # failed` looks, the rest is deleted.
         for name in os.listdir(tmp_root):
             if name.startswith(node.entry_name + "."):
-                self.keep_failed(os.path.join(tmp_root, name), node, why="killed")
+                leftover = os.path.join(tmp_root, name)
+                guard.kill_recorded(os.path.join(leftover, META_DIR, guard.RECORD))
+                self.keep_failed(leftover, node, why="killed")
         path = os.path.join(tmp_root, f"{node.entry_name}.{os.getpid()}")
         os.makedirs(os.path.join(path, META_DIR))
         return path

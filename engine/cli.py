@@ -36,7 +36,9 @@ A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _
 Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
 --dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE. --env.KEY=VALUE
 overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recipe/resolution error.
-Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR."""
+Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR.
+Ctrl-C, SIGTERM and SIGHUP stop the step (all it started), record the run as interrupted and
+exit 128 + the signal: 130, 143, 129."""
 
 
 def _common(parser, top=False):
@@ -188,21 +190,29 @@ def main(argv=None):
     if not args.verb:
         parser.print_help()
         return 2
+    from .guard import signal_name, stop_signals_interrupt
     try:
-        if extras and args.verb not in ("run", "plan", "explain"):
-            raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
-                             hint=f"see mlrun {args.verb} --help")
-        settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
-        return VERB_FUNCS[args.verb](args, extras, settings) or 0
+        with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
+            if extras and args.verb not in ("run", "plan", "explain"):
+                raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
+                                 hint=f"see mlrun {args.verb} --help")
+            settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
+            return VERB_FUNCS[args.verb](args, extras, settings) or 0
     except MlrunError as e:
         return main_error(e)
-    except KeyboardInterrupt:
-        print("mlrun: interrupted; nothing half-built was published", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        print(f"mlrun: interrupted by {signal_name(e)}; nothing half-built was published", file=sys.stderr)
+        return 128 + getattr(e, "signum", 2)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     except BrokenPipeError:
         return 0
     except OSError as e:  # the file system refused (a cache folder that is a file, a full disk...): no traceback
         return main_error(from_os_error(e, f"mlrun {args.verb}: cannot use"))
+    except Exception as e:  # a bug: still one line (the run record keeps it too); -v shows where
+        from .runner import describe_error
+        if args.verbose:
+            import traceback
+            traceback.print_exc()
+        return main_error(MlrunError(f"unexpected {describe_error(e)}", hint="this is a bug in mlrun; -v shows the traceback"))
 
 
 def main_error(e):
@@ -484,10 +494,10 @@ def cmd_runs(args, extras, settings):
         inputs = records.root_inputs(r)
         mode = "/".join(str(inputs[k]) for k in ("mode", "scenario") if inputs.get(k)) or "-"
         items.append({"id": run_id, "started": r.get("started"), "query": r.get("query"), "mode": mode,
-                      "result": records.headline(r.get("results")), "status": r.get("status"),
+                      "result": records.headline(r.get("results")), "status": records.status(r),
                       "replay_of": r.get("replay_of")})
         rows.append((run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("started", 0))),
-                     r.get("query", "?"), mode, items[-1]["result"], r.get("status", "?")
+                     r.get("query", "?"), mode, items[-1]["result"], items[-1]["status"]
                      + (f" (replay of {r['replay_of']})" if r.get("replay_of") else "")))
     if args.json:
         _print_json(items)
@@ -501,12 +511,15 @@ def cmd_runs(args, extras, settings):
 def _show_record(r):
     from . import records
     req = r.get("request", {})
-    print(f"run {r['id']}  {r.get('status')}  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))}"
-          f"  ({(r.get('finished', 0) - r.get('started', 0)):.1f} s)")
+    took = f"  ({r['finished'] - r.get('started', 0):.1f} s)" if r.get("finished") else ""
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))
+    print(f"run {r['id']}  {records.status(r)}  {when}{took}")
     print(f"  command: {' '.join(r.get('argv', []))}")
     print(f"  query: {r.get('query')}  inputs: {req.get('inputs') or {}}"
           + (f"  deps: {req['dep_overrides']}" if req.get("dep_overrides") else "")
           + (f"  env: {req['env_overrides']}" if req.get("env_overrides") else ""))
+    if r.get("status") == "running" and r.get("process"):
+        print(f"  process: pid {r['process'].get('pid')} on {r['process'].get('host')}")
     if r.get("replay_of"):
         print(f"  replay of: {r['replay_of']} ({'exact' if r.get('exact') else 'INEXACT'})")
     if r.get("error"):

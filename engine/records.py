@@ -67,6 +67,15 @@ def snapshot_recipes(plan, run_dir):
     paths relative to <root> (the checkout): a replay resolves the same `../../mlperf_bert/x.py`.
     """
     out, target = {}, os.path.join(run_dir, SNAPSHOT_DIR)
+    try:
+        _snapshot(plan, target, out)
+    except OSError as e:  # a full disk, say; copytree gathers its failures, the first one says why
+        why = e.args[0][0][2] if isinstance(e, shutil.Error) else e
+        raise MlrunError(f"cannot copy the recipes into the run record: {why}") from None
+    return out
+
+
+def _snapshot(plan, target, out):
     for node in plan.nodes:
         if node.name in out or not node.recipe_path or not os.path.isfile(node.recipe_path):
             continue
@@ -84,7 +93,6 @@ def snapshot_recipes(plan, run_dir):
             shutil.copy2(src, os.path.join(target, src_rel))
         out[node.name] = {"version": node.version, "digest": node.material["recipe_digest"],
                           "snapshot": os.path.join(SNAPSHOT_DIR, rel)}
-    return out
 
 
 def collect(folder, wanted):
@@ -148,6 +156,17 @@ def load(path):
 
 def root_inputs(record):
     return record["steps"][-1]["node"].get("inputs", {}) if record.get("steps") else {}
+
+
+def status(record):
+    """The status to show: a record still 'running' whose process is gone is 'died'.
+
+    Only decidable on the machine that ran it: elsewhere such a record shows as 'running?'.
+    """
+    if record.get("status") != "running":
+        return record.get("status", "?")
+    from .guard import alive
+    return {True: "running", False: "died", None: "running?"}[alive(record.get("process") or {})]
 
 
 def headline(results):

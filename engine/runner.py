@@ -10,7 +10,7 @@ import signal
 import sys
 import time
 
-from . import digests, envs, records, secrets
+from . import digests, envs, guard, records, secrets
 from .cache import META_DIR, write_json
 from .errors import MlrunError, StepError, UnrecordableFileError
 
@@ -65,10 +65,19 @@ class Runner:
                 continue
         record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": secrets.scrub_argv(argv or sys.argv),
                   "query": plan.query, "request": plan.request, "cwd": os.getcwd(), "started": time.time(),
-                  "status": "running", "host": records.host_facts(),
-                  "recipes": records.snapshot_recipes(plan, run_dir), **(extra or {}), "steps": []}
+                  "status": "running", "process": guard.identity(os.getpid()), "host": records.host_facts(),
+                  "recipes": {}, **(extra or {}), "steps": []}
+        # Written first: however this run ends, even killed, its folder holds a record `mlrun runs` can judge.
+        record_path = os.path.join(run_dir, "run.json")
+        try:
+            write_json(record_path, record)
+        except OSError as e:  # nothing ran yet: leave no folder without a record
+            import shutil
+            shutil.rmtree(run_dir, ignore_errors=True)
+            raise MlrunError(f"cannot write the run record {record_path}: {e.strerror or e}") from None
         total = len(plan.nodes)
         try:
+            record["recipes"] = records.snapshot_recipes(plan, run_dir)
             for i, node in enumerate(plan.nodes, 1):
                 step = {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
                 record["steps"].append(step)
@@ -89,17 +98,30 @@ class Runner:
         except StepError as e:
             record["status"], record["error"] = "failed", e.message
             raise
-        except KeyboardInterrupt:
-            record["status"] = "interrupted"
+        except KeyboardInterrupt as e:
+            record["status"], record["error"] = "interrupted", f"interrupted by {guard.signal_name(e)}"
+            raise
+        except BaseException as e:
+            record["status"], record["error"] = "error", describe_error(e)
             raise
         finally:
             record["finished"] = time.time()
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
-            write_json(os.path.join(run_dir, "run.json"), record)
+            self._write_record(record_path, record)
         record["run_dir"] = run_dir
         record["exports"] = self.exports(plan.root)
         return record
+
+    def _write_record(self, path, record):
+        """The final record; if it cannot be written a run that failed keeps its own error as the cause."""
+        try:
+            write_json(path, record)
+        except OSError as e:
+            problem = f"cannot write the run record {path}: {e.strerror or e}"
+            if record["status"] == "ok":
+                raise MlrunError(problem, hint="the run succeeded; only its record is missing or incomplete") from None
+            self.reporter.line(f"mlrun: {problem}")
 
     def exports(self, node):
         """The root's exports resolved against its folder: what the run produced."""
@@ -185,12 +207,13 @@ class Runner:
 
     def _execute(self, argv, env, cwd, log_path, live):
         import subprocess  # only steps that run pay for the import
+        record = os.path.join(os.path.dirname(log_path), guard.RECORD)
         with open(log_path, "ab") as log:
             log.write(secrets.scrub(f"$ {' '.join(argv)}\n").encode())
             log.flush()
-            try:
-                proc = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                        stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+            try:  # through a guard: the step and all it starts die with mlrun, even of SIGKILL
+                proc = subprocess.Popen(guard.command(argv, record), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             except OSError as e:
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}") from None
             try:
@@ -200,12 +223,25 @@ class Runner:
                         sys.stdout.buffer.write(line)
                         sys.stdout.flush()
                 code = proc.wait()
-            except KeyboardInterrupt:
-                proc.kill()
-                proc.wait()
+            except BaseException:  # interrupted, or the log could not be written: stop the step first
+                guard.stop(proc, record)
                 raise
+            finally:
+                proc.stdout.close()
+                guard.kill_recorded(record)  # the guard itself was killed: what it watched must not run on
+                try:
+                    os.remove(record)
+                except FileNotFoundError:
+                    pass
         if code != 0:
             raise StepError(describe_exit(code))
+
+
+def describe_error(error):
+    """One line for an unexpected exception: an mlrun error's message, else its type and text."""
+    if isinstance(error, MlrunError):
+        return error.message
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 def describe_exit(code):
@@ -217,15 +253,6 @@ def describe_exit(code):
             name = f"signal {-code}"
         return f"killed by {name}"
     return f"exited with code {code}"
-
-
-def _die_with_parent():
-    # Linux: a step dies with mlrun (even on SIGKILL) instead of writing on as an orphan.
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _write_rerun_script(meta_dir, argv):

@@ -231,12 +231,16 @@ def main(argv=None):
     parser.add_argument("--squad", required=True, help="dev-v1.1.json")
     parser.add_argument("--log", required=True, help="mlperf_log_accuracy.json")
     parser.add_argument("--predictions", help="write qas_id -> answer text here")
+    parser.add_argument("--summary", help='write {"accuracy": {exact_match, f1, questions, subset}} here '
+                                          "(the shape of the harness's summary.json, for run records)")
     parser.add_argument("--covered-only", action="store_true",
                         help="score only the questions the log answers fully (a short run), not all of them")
     args = parser.parse_args(argv)
     try:
         result = score(args.features, args.squad, args.log, args.predictions, args.covered_only)
         print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
+        if args.summary:
+            Path(args.summary).write_text(json.dumps({"accuracy": {**result, "subset": args.covered_only}}) + "\n")
         print(f"({result['questions']} questions scored)", file=sys.stderr)
     except MlrunError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -1,0 +1,225 @@
+"""Steps die with mlrun, whatever stops it.
+
+mlrun runs each step through this guard (`python -I -S guard.py PARENT RECORD -- ARGV...`). The
+guard starts the step in a new session, so the step and everything it starts (bash -> python,
+background jobs) form one process group, and writes that group's identity to RECORD before the
+step runs. It kills the whole group when the step's command exits (jobs it left behind included),
+when it is told to stop (SIGTERM, SIGINT, SIGHUP), and when mlrun dies, even of SIGKILL: the
+kernel sends the guard SIGTERM then (PR_SET_PDEATHSIG; set on the guard, not the step, because
+it only reaches a direct child). Should the guard be killed together with mlrun, the next mlrun
+that takes the entry's lock reads RECORD and kills what is left (`kill_recorded`).
+
+mlrun itself turns the signals that stop it into Interrupted (`stop_signals_interrupt`), so SIGTERM
+and SIGHUP clean up exactly as Ctrl-C does. A process is named by its pid, host, boot, pid namespace
+and start time, so a reused pid is never mistaken for it. Standard library only: the guard runs
+isolated, in the step's environment.
+"""
+import json
+import os
+import signal
+import sys
+
+RECORD = "pid.json"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+# -- who a process is ----------------------------------------------------------------------
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def machine():
+    """Where pids mean something: host name, boot, pid namespace (None parts off Linux)."""
+    try:
+        ns = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        ns = None
+    return {"host": os.uname().nodename, "boot": _read("/proc/sys/kernel/random/boot_id"), "pid_ns": ns}
+
+
+def start_time(pid):
+    """The process's start time (clock ticks since boot), or None when there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (AttributeError, IndexError, ValueError):
+        return None
+
+
+def running(pid):
+    """Whether the process runs (a zombie has exited; only its parent has not collected it yet)."""
+    stat = _read(f"/proc/{pid}/stat")
+    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def identity(pid):
+    """What names a process for good: pid, machine and start time."""
+    return {"pid": pid, **machine(), "started": start_time(pid)}
+
+
+def alive(ident):
+    """True or False for a process recorded on this machine, None when that cannot be decided here."""
+    here = machine()
+    if not here["boot"] or ident.get("host") != here["host"] or not ident.get("started"):
+        return None
+    if ident.get("boot") != here["boot"]:
+        return False  # the machine rebooted since
+    if ident.get("pid_ns") != here["pid_ns"]:
+        return None   # another container on the same machine
+    return running(ident["pid"]) and start_time(ident["pid"]) == ident["started"]
+
+
+def kill_recorded(path):
+    """Kill the process group recorded in `path` if it still runs here; a missing record is fine."""
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+        pgid = int(rec["pid"])
+    except (OSError, ValueError, TypeError, KeyError):
+        return
+    here = machine()
+    if not here["boot"] or any(rec.get(k) != here[k] for k in here):
+        return  # recorded on another machine, container or boot: not ours to kill
+    started = start_time(pgid)
+    if started is not None and started != rec.get("started"):
+        return  # the leader's pid is another process's now: its group is gone (a live group's id is never reused)
+    _kill_group(pgid)
+
+
+def _kill_group(pgid):
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# -- used by mlrun ---------------------------------------------------------------------------
+
+
+def command(argv, record):
+    """The argv that runs `argv` under a guard watching this process."""
+    return [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), record, "--", *argv]
+
+
+def stop(proc, record):
+    """Stop a guarded step now: the guard kills the step's group; if the guard does not answer, kill both."""
+    import subprocess
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    kill_recorded(record)
+
+
+# -- mlrun's own stop signals -----------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal stopped mlrun (SIGTERM, SIGHUP, or SIGINT: Ctrl-C); every part handles it as Ctrl-C."""
+
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def signal_name(interrupt):
+    """The signal behind a KeyboardInterrupt (a plain one is Ctrl-C)."""
+    return signal.Signals(getattr(interrupt, "signum", signal.SIGINT)).name
+
+
+class stop_signals_interrupt:
+    """Inside, SIGTERM, SIGHUP and SIGINT raise Interrupted; after one, the rest are ignored while mlrun cleans up."""
+
+    def __enter__(self):
+        try:  # a signal ignored when mlrun started stays ignored (nohup, a background job of a script)
+            self.before = {s: signal.signal(s, self._interrupt) for s in STOP_SIGNALS
+                           if signal.getsignal(s) != signal.SIG_IGN}
+        except ValueError:  # not the main thread: signals are not ours to handle
+            self.before = {}
+
+    def __exit__(self, *exc):
+        for s, handler in self.before.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+
+    @staticmethod
+    def _interrupt(signum, frame):
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+
+# -- the guard itself ------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    def __init__(self, signum):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_stop(signum, frame):
+    raise _Stop(signum)
+
+
+def _in_step(record, handled):
+    """In the step's process before it runs: default signals, and its group's identity on disk."""
+    for s in handled:
+        signal.signal(s, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    try:
+        tmp = record + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(identity(os.getpid()), f)
+        os.replace(tmp, record)
+    except OSError as e:  # a step nobody could find again must not run
+        print(f"mlrun: cannot record the step's process in {record}: {e}", file=sys.stderr, flush=True)
+        os._exit(126)
+
+
+def main(argv):
+    import subprocess
+    parent, record, cmd = int(argv[1]), argv[2], argv[4:]
+    # Until the step's pid is known a stop signal waits, so the step can never start unwatched.
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    # SIGTERM: mlrun's stop and its death; SIGINT, SIGHUP: a terminal's, unless ignored when we started (nohup).
+    handled = [s for s in STOP_SIGNALS if s == signal.SIGTERM or signal.getsignal(s) != signal.SIG_IGN]
+    for s in handled:
+        signal.signal(s, _on_stop)
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: mlrun's death stops us
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:
+        return 1  # mlrun died before the guard could watch it
+    try:
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=lambda: _in_step(record, handled))
+    except (OSError, subprocess.SubprocessError) as e:
+        print(f"mlrun: cannot start {cmd[0]}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
+        return 127
+    try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        code = proc.wait()
+    except _Stop as e:
+        code = -e.signum
+    finally:
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        _kill_group(proc.pid)  # what the step left running, or all of it when stopped
+    if code < 0:  # end as the step did, so mlrun can say which signal killed it
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):
+            signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,199 @@
+"""Steps die with mlrun, whatever stops it (issue 8: processes and signals).
+
+Each test runs the real bin/mlrun on a step whose grandchild (bash -> python) keeps running and
+writing into its folder, then stops mlrun one way or another and checks that nothing it started
+is left running.
+"""
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import kill_group, wait_for
+from engine import guard
+from engine.guard import running
+
+# bash forks the python (a command follows it): the python is the step's grandchild.
+LOOPER = """\
+    tags: looper
+    run: |
+      if [ -e "{marker}" ]; then echo quick > out.txt; exit 0; fi
+      head -c 3000000 /dev/zero > big.bin
+      "$MLRUN_PYTHON" "{{recipe}}/loop.py" "{pidfile}"
+      echo never reached
+    """
+LOOP = """\
+    import os, sys, time
+    open(sys.argv[1] + ".tmp", "w").write(str(os.getpid()))
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
+    while True:  # keeps writing into the step's folder
+        with open("out.txt", "a") as f:
+            f.write("x")
+        time.sleep(0.05)
+    """
+
+
+def kill_pid(pid):
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture
+def looper(ws, tmp_path):
+    """A workspace with the `looper` recipe; .start() runs it and returns (mlrun process, grandchild pid)."""
+    pidfile, marker = tmp_path / "grandchild.pid", tmp_path / "quick"
+    ws.recipe("looper", LOOPER.format(pidfile=pidfile, marker=marker), files={"loop.py": LOOP})
+    started = []
+
+    def start(*args):
+        proc = ws.popen("looper", *args)
+        started.append(proc)
+        if not wait_for(pidfile.exists, timeout=30):
+            kill_group(proc)
+            pytest.fail(f"the step never started: {proc.communicate(timeout=10)}")
+        return proc, int(pidfile.read_text())
+    ws.start, ws.marker, ws.pidfile = start, marker, pidfile
+    yield ws
+    for proc in started:
+        kill_group(proc)
+    if pidfile.exists():
+        kill_pid(int(pidfile.read_text()))
+
+
+def test_a_steps_grandchild_dies_when_mlrun_is_sigkilled(looper):
+    proc, grandchild = looper.start()
+    assert running(grandchild)
+    os.kill(proc.pid, signal.SIGKILL)  # mlrun alone: bin/mlrun execs python, so this is mlrun itself
+    proc.wait(timeout=10)
+    assert wait_for(lambda: not running(grandchild), timeout=10), "the step's grandchild outlived mlrun"
+
+
+def test_the_next_mlrun_taking_the_lock_kills_what_a_dead_build_left_running(looper):
+    proc, grandchild = looper.start()
+    records = glob.glob(os.path.join(looper.cache, ".tmp", "looper-*", ".mlrun", guard.RECORD))
+    assert len(records) == 1
+    rec = json.load(open(records[0]))
+    assert rec["host"] == os.uname().nodename and rec["started"] and rec["pid"] != proc.pid
+    os.killpg(proc.pid, signal.SIGKILL)  # mlrun and its guard at once: nothing is left to kill the step
+    proc.wait(timeout=10)
+    time.sleep(0.3)
+    assert running(grandchild), "precondition: the step outlives a guard killed with mlrun"
+    looper.marker.write_text("")
+    again = looper.mlrun("looper", "--json")
+    assert again.returncode == 0, again.stderr
+    assert wait_for(lambda: not running(grandchild), timeout=10), "the dead build's step still runs"
+    entry = json.loads(again.stdout)["path"]
+    assert open(os.path.join(entry, "out.txt")).read() == "quick\n"
+    assert not os.path.exists(os.path.join(entry, ".mlrun", guard.RECORD))  # never part of an entry
+    assert os.listdir(os.path.join(looper.cache, ".tmp")) == []
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGHUP, 129), (signal.SIGINT, 130)])
+def test_a_stop_signal_acts_as_ctrl_c(looper, sig, code):
+    proc, grandchild = looper.start()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=30)
+    assert wait_for(lambda: not running(grandchild), timeout=10), "the step's grandchild outlived mlrun"
+    assert os.listdir(os.path.join(looper.cache, ".tmp")) == []  # no 3 MB leftover
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert f"mlrun: interrupted by {sig.name}; nothing half-built was published" in err
+    assert looper.entries() == []
+    (run_id,) = os.listdir(looper.runs)
+    record = json.load(open(os.path.join(looper.runs, run_id, "run.json")))
+    assert (record["status"], record["error"]) == ("interrupted", f"interrupted by {sig.name}")
+    assert "interrupted" in looper.mlrun("runs").stdout
+
+
+def test_a_background_job_does_not_outlive_its_step(ws, tmp_path):
+    """A job a step leaves behind would hold mlrun on its output pipe and write into the published entry."""
+    pidfile = tmp_path / "job.pid"
+    ws.recipe("bg", f"""\
+        tags: bg
+        run: |
+          (echo $BASHPID > {pidfile}.tmp; mv {pidfile}.tmp {pidfile}; exec sleep 120) &
+          while [ ! -e {pidfile} ]; do sleep 0.05; done
+          echo started > out.txt
+        """)
+    try:
+        result = ws.mlrun("bg", "--json", timeout=60)
+        assert result.returncode == 0, result.stderr
+        job = int(pidfile.read_text())
+        assert wait_for(lambda: not running(job), timeout=10)
+        entry = json.loads(result.stdout)["path"]
+        assert sorted(os.listdir(entry)) == [".mlrun", "out.txt"]
+    finally:
+        if pidfile.exists():
+            kill_pid(int(pidfile.read_text()))
+
+
+def test_a_step_killed_by_a_signal_is_reported_so(ws):
+    ws.recipe("selfkill", "tags: selfkill\nrun: 'echo before; kill -SEGV $$'\n")
+    result = ws.mlrun("selfkill")
+    assert result.returncode == 1
+    assert "killed by SIGSEGV" in result.stderr
+
+
+def test_kill_recorded_spares_a_reused_pid_and_other_machines(tmp_path):
+    """Only the recorded process group is killed: not a new process that got its pid, not one elsewhere."""
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record = tmp_path / guard.RECORD
+        ident = guard.identity(victim.pid)
+        for other in ({"started": ident["started"] + 1}, {"host": "elsewhere"}, {"boot": "another-boot"}):
+            record.write_text(json.dumps({**ident, **other}))
+            guard.kill_recorded(str(record))
+            time.sleep(0.1)
+            assert victim.poll() is None, f"killed a process not recorded: {other}"
+        assert guard.alive(ident) is True and guard.alive({**ident, "host": "elsewhere"}) is None
+        record.write_text(json.dumps(ident))
+        guard.kill_recorded(str(record))
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert guard.alive(ident) is False
+    finally:
+        victim.kill()
+        victim.wait(timeout=10)
+
+
+def test_the_guard_runs_isolated_from_the_steps_python_settings(ws, tmp_path):
+    """PYTHONPATH, PYTHONSTARTUP... of a step must not reach the guard's own interpreter."""
+    lib = tmp_path / "steplib"
+    lib.mkdir()
+    (lib / "sitecustomize.py").write_text("raise SystemExit('the guard imported the step site')\n")
+    (lib / "json.py").write_text("raise SystemExit('the guard imported the step json')\n")
+    ws.recipe("py", f"""\
+        tags: py
+        env: {{PYTHONPATH: "{lib}", PYTHONSTARTUP: "{lib}/json.py"}}
+        run: echo ok > out.txt
+        """)
+    result = ws.mlrun("py")
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_signal_ignored_when_mlrun_started_stays_ignored(ws, tmp_path):
+    """`nohup mlrun ...` must survive a hang-up, and so must its step."""
+    started, go = tmp_path / "started", tmp_path / "go"
+    ws.recipe("waiter", f"""\
+        tags: waiter
+        run: |
+          touch {started}
+          while [ ! -e {go} ]; do sleep 0.05; done
+          echo done > out.txt
+        """)
+    proc = ws.popen("waiter", preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        assert wait_for(started.exists, timeout=30)
+        os.killpg(proc.pid, signal.SIGHUP)  # mlrun and its guard, as a closing terminal would
+        time.sleep(0.3)
+        go.write_text("")
+        out, err = proc.communicate(timeout=30)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, err
+    assert ws.entries("waiter")

@@ -1,0 +1,199 @@
+"""Run records always end (issue 8: run records).
+
+run.json is written when a run starts ("running", with the process that runs it) and ends with a
+final status (ok, failed, interrupted, error) and the error text, whatever stops the run; a record
+left "running" by a process that is gone shows as `died`.
+"""
+import contextlib
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA, assert_user_error, kill_group, wait_for
+from engine import Cache, cli, records, resolve
+from engine.runner import Runner, RunReporter
+
+
+def only_record(ws):
+    (run_id,) = os.listdir(ws.runs)
+    return json.load(open(os.path.join(ws.runs, run_id, "run.json")))
+
+
+@contextlib.contextmanager
+def tmpfs(path, size="1m"):
+    """A small file system at path (root only), so a test can fill it."""
+    os.makedirs(path, exist_ok=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, timeout=30)
+
+
+def fill(folder):
+    """Write into folder until its file system is full."""
+    with open(os.path.join(folder, "filler"), "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def test_a_record_is_written_at_the_start_and_a_sigkilled_run_shows_as_died(ws, tmp_path):
+    started = tmp_path / "started"
+    ws.recipe("slow", f"tags: slow\ncache: false\nrun: 'touch {started}; sleep 60'\n")
+    proc = ws.popen("slow")
+    try:
+        assert wait_for(started.exists, timeout=30), proc.stderr.read() if proc.poll() is not None else ""
+        record = only_record(ws)
+        assert record["status"] == "running"
+        assert record["process"]["pid"] == proc.pid and record["process"]["host"] == os.uname().nodename
+        assert "running" in ws.mlrun("runs").stdout.split("\n")[1]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        kill_group(proc)
+    assert only_record(ws)["status"] == "running"  # nothing could write after SIGKILL
+    listed = ws.mlrun("runs")
+    assert listed.returncode == 0 and listed.stdout.split("\n")[1].split()[-1] == "died", listed.stdout
+    assert json.loads(ws.mlrun("runs", "--json").stdout)[0]["status"] == "died"
+    shown = ws.mlrun("runs", "show", record["id"])
+    assert f"run {record['id']}  died" in shown.stdout and f"pid {proc.pid}" in shown.stdout
+
+
+def test_a_record_from_another_machine_is_not_judged_here():
+    gone = {"status": "running", "process": {"pid": 1, "host": "elsewhere", "boot": "b", "pid_ns": 1,
+                                             "started": 5}}
+    assert records.status(gone) == "running?"
+    assert records.status({"status": "running"}) == "running?"  # recorded before mlrun said who ran it
+    assert records.status({"status": "ok", "process": gone["process"]}) == "ok"
+
+
+def test_an_unexpected_exception_ends_the_record_as_error(ws, monkeypatch):
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\nrecord: {results: a.txt}\n")
+
+    def boom(folder, wanted):
+        raise RuntimeError("boom")
+    monkeypatch.setattr(records, "collect", boom)
+    runner = Runner(Cache(ws.cache), ws.runs, reporter=RunReporter(open(os.devnull, "w")), stream_root=False)
+    with pytest.raises(RuntimeError):
+        runner.run(resolve(ws.index(), "a"), argv=["mlrun", "a"])
+    record = only_record(ws)
+    assert (record["status"], record["error"]) == ("error", "RuntimeError: boom")
+    assert record["finished"] >= record["started"]
+
+
+def test_the_cli_reports_an_unexpected_exception_in_one_line(ws, monkeypatch, capsys):
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\nrecord: {results: a.txt}\n")
+    monkeypatch.setattr(records, "collect", lambda folder, wanted: {}["no such key"])
+    for key, value in ws.env().items():
+        monkeypatch.setenv(key, value)
+    code = cli.main(["a"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "Traceback" not in err
+    assert "mlrun: error: unexpected KeyError: 'no such key'" in err
+    assert only_record(ws)["status"] == "error"
+
+
+def test_a_removed_run_folder_is_said_in_one_line_and_the_first_error_stays_the_cause(ws):
+    """The step removes its own run folder: step.json cannot be written, then neither can run.json."""
+    ws.recipe("gone", 'tags: gone\ncache: false\nrun: rm -rf "$(dirname "$MLRUN_ENTRY")"\n')
+    result = ws.mlrun("gone")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("mlrun: cannot write the run record ") for line in lines), result.stderr
+    error = [line for line in lines if line.startswith("mlrun: error: ")]
+    assert len(error) == 1 and "No such file or directory" in error[0] and "step.json" in error[0], result.stderr
+
+
+def test_a_full_cache_disk_ends_the_record_as_error(ws):
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    with tmpfs(ws.cache):
+        fill(ws.cache)
+        result = ws.mlrun("a")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "No space left on device" in result.stderr, result.stderr
+    record = only_record(ws)
+    assert record["status"] == "error" and "No space left on device" in record["error"]
+    assert "error" in ws.mlrun("runs").stdout.split("\n")[1]
+
+
+def test_a_full_runs_disk_at_the_start_leaves_no_folder_without_a_record(ws):
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    with tmpfs(ws.runs):
+        fill(ws.runs)
+        result = ws.mlrun("a")
+        assert_user_error(result, 2, "cannot write the run record", "No space left on device")
+        assert os.listdir(ws.runs) == ["filler"]
+
+
+def test_a_runs_disk_filling_up_during_the_run_is_said_and_the_record_shows_died(ws):
+    """The record was written at the start; the recipe copy fills the disk; the final record cannot be written."""
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n", files={"big.dat": "x" * 1_200_000})
+    with tmpfs(ws.runs):
+        result = ws.mlrun("a")
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "mlrun: error: cannot copy the recipes into the run record" in result.stderr
+        assert "No space left on device" in result.stderr
+        # The copy filled the disk: the final record could not be written; that is said, and the
+        # record left at "running" shows as died.
+        assert "mlrun: cannot write the run record" in result.stderr
+        assert result.stderr.count("mlrun: error: ") == 1
+        record = only_record(ws)
+        assert record["status"] == "running" and records.status(record) == "died"
+
+
+SQUAD = os.path.join(SHARED_DATA, "squad", "dev-v1.1.json")
+VOCAB = os.path.join(SHARED_DATA, "bert-vocab", "vocab.txt")
+
+
+def test_process_mlperf_accuracy_squad_records_its_accuracy_as_the_runs_results(ws, tmp_path):
+    """The real recipe's command and `record:`, on features of 20 questions (its own deps need a venv build)."""
+    import numpy as np
+    import yaml
+    from mlperf_bert import squad_features
+    if not (os.path.isfile(SQUAD) and os.path.isfile(VOCAB)):
+        pytest.skip(f"SQuAD dev set and vocab not in {SHARED_DATA}")
+    ws.recipe("small-features", f"""\
+        tags: get dataset squad features small
+        env: {{PYTHONPATH: "{ROOT}"}}
+        run: '"$MLRUN_PYTHON" "{{recipe}}/build.py"'
+        exports: {{SQUAD_FEATURES: "{{entry}}", SQUAD_FILE: "{SQUAD}"}}
+        """, files={"build.py": f"""\
+        from mlperf_bert import squad_features
+        squad_features.build({SQUAD!r}, {VOCAB!r}, ".", max_examples=20)
+        """})
+    real = yaml.safe_load(open(os.path.join(ROOT, "recipes", "process-mlperf-accuracy-squad", "recipe.yaml")))
+    real.pop("sources")
+    real.update(deps=[{"name": "features", "query": "get dataset squad features small"}], env={"PYTHONPATH": ROOT})
+    ws.recipe("process-mlperf-accuracy-squad", yaml.safe_dump(real))
+    built = ws.mlrun("get dataset squad features small", "--json", timeout=300)
+    assert built.returncode == 0, built.stderr
+    features = squad_features.load(json.loads(built.stdout)["path"])
+    # A hand-made LoadGen accuracy log: the same logits for every feature (the figures do not matter).
+    rows = np.full((len(features.lengths), 384, 2), -10, "<f4")
+    log = tmp_path / "mlperf_log_accuracy.json"
+    log.write_text(json.dumps([{"seq_id": i, "qsl_idx": i, "data": rows[i].tobytes().hex().upper()}
+                               for i in range(len(features.lengths))]))
+
+    result = ws.mlrun("process mlperf accuracy squad", f"--log={log}", "--json", timeout=300)
+    assert result.returncode == 0, result.stderr
+    run_id = json.loads(result.stdout)["run"]
+    record = json.load(open(os.path.join(ws.runs, run_id, "run.json")))
+    accuracy = record["results"]["accuracy"]
+    assert accuracy["questions"] == 20 and accuracy["subset"] is False
+    printed = json.loads(open(os.path.join(json.loads(result.stdout)["path"], "accuracy.txt")).readline())
+    assert printed == {"exact_match": accuracy["exact_match"], "f1": accuracy["f1"]}
+    row = [line for line in ws.mlrun("runs").stdout.splitlines() if line.startswith(run_id)][0]
+    assert f"F1 {accuracy['f1']:.3f} EM {accuracy['exact_match']:.3f}" in row
