@@ -164,12 +164,12 @@ def import_bundle(path, cache, runs_dir, trust=None):
         signing.require(allowed_signers=trust)
     try:
         tar = tarfile.open(path, "r:gz")   # what export writes; one clear error for anything else
-    except (OSError, tarfile.TarError) as e:
+    except (OSError, zlib.error, tarfile.TarError) as e:
         raise _unreadable(path, e) from None
     with tar:
         try:
             members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
-        except (OSError, EOFError, tarfile.TarError) as e:
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
             raise _unreadable(path, e) from None
         signature = members.pop() if members and members[-1].name == SIGNATURE else None
         run_id, entries = _check_members(members, path)
@@ -316,7 +316,7 @@ def _extract(tar, members, dest, bundle):
             tar.extractall(dest, members)
     except getattr(tarfile, "FilterError", ()) as e:
         raise _refuse(bundle, f"member {e.tarinfo.name!r}", str(e)) from None
-    except (OSError, EOFError, tarfile.TarError) as e:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise MlrunError(f"cannot extract the bundle {bundle}: {e}",
                          hint="it may be truncated or corrupt, or the disk full; nothing was imported") from None
 
