@@ -168,3 +168,13 @@ def test_command_sh_stops_when_its_folder_does_not_exist(ws, tmp_path):
     scratch.mkdir()
     assert subprocess.run([script, str(scratch)], cwd=here, timeout=30).returncode == 0
     assert (scratch / marker).exists()
+
+
+def test_a_module_in_the_current_folder_does_not_shadow_mlrun_s_own(ws, tmp_path):
+    # `python -c` puts the current folder first on sys.path: a user's json.py broke every command.
+    here = tmp_path / "work"
+    here.mkdir()
+    (here / "json.py").write_text("raise SystemExit('shadowed by the folder')\n")
+    result = ws.mlrun("find", cwd=str(here))
+    assert result.returncode == 0, result.stderr
+    assert "shadowed" not in result.stderr
