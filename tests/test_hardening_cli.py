@@ -175,6 +175,7 @@ def test_a_module_in_the_current_folder_does_not_shadow_mlrun_s_own(ws, tmp_path
     here = tmp_path / "work"
     here.mkdir()
     (here / "json.py").write_text("raise SystemExit('shadowed by the folder')\n")
-    result = ws.mlrun("find", cwd=str(here))
+    ws.recipe("hello", "tags: [hello]\nrun: echo hi\n")
+    result = ws.mlrun("hello", "--json", cwd=str(here))
     assert result.returncode == 0, result.stderr
     assert "shadowed" not in result.stderr
