@@ -10,8 +10,8 @@ import signal
 import sys
 import time
 
-from . import envs, records
-from .cache import META_DIR, write_json
+from . import envs, integrity, records
+from .cache import META_DIR, few, removal_command, write_json
 from .errors import MlrunError, StepError
 
 TAIL_LINES = 20
@@ -97,6 +97,7 @@ class Runner:
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
             write_json(os.path.join(run_dir, "run.json"), record)
+            self.cache.release_uses()
         record["run_dir"] = run_dir
         record["exports"] = self.exports(plan.root)
         return record
@@ -108,6 +109,7 @@ class Runner:
     # -- one node ---------------------------------------------------------------
 
     def _cached_or_build(self, node, i, total, is_root):
+        self.cache.use(node)   # before the lookup: `mlrun gc` never removes an entry a run uses
         path = self.cache.lookup(node)
         if path:
             self.reporter.step(i, total, node, "cached", _short(path))
@@ -126,7 +128,9 @@ class Runner:
                 return "cached", path
             build_dir = self.cache.new_build_dir(node)
             meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
-            return "built", self.cache.publish(build_dir, node, meta)
+            path = self.cache.publish(build_dir, node, meta)
+            self.reporter.step(i, total, node, f"built in {time.time() - meta['started']:.1f} s", _short(path))
+            return "built", path
         finally:
             lock.release()
 
@@ -152,6 +156,7 @@ class Runner:
                 self._download(item, folder)
             if argv:
                 self._execute(argv, env, folder, log_path, live)
+            self._check_deps(node)
         except StepError as e:
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(f"mlrun: {e.message}\n")
@@ -167,12 +172,22 @@ class Runner:
                 self.cache.keep_failed(folder, node)
             raise
         seconds = time.time() - started
-        self.reporter.step(i, total, node, f"{'built' if node.cache else 'done'} in {seconds:.1f} s",
-                           _short(final or folder))
+        if not final:   # a cache entry's line comes once it is published (publishing hashes it)
+            self.reporter.step(i, total, node, f"done in {seconds:.1f} s", _short(folder))
         return {"recipe": node.name, "version": node.version, "tags": node.tags, "variations": node.variations,
                 "inputs": node.inputs, "key": node.key, "material": node.material, "node": node.to_dict(),
                 "exports": node.exports, "command": argv, "env": envs.redacted(env), "started": started,
                 "finished": time.time(), "seconds": round(seconds, 3)}
+
+    def _check_deps(self, node):
+        """A step must not have changed the entries of its dependencies (they are shared and read-only)."""
+        for folder, dep in {folder: dep for dep, folder in envs.dependency_chain(node, self.folders)}.items():
+            problems = integrity.stat_problems(folder) if dep.cache else []
+            if problems:
+                raise StepError(f"it changed the cache entry {folder} of its dependency {dep.label} "
+                                f"({few(problems)})",
+                                hint=f"a step writes only into its own folder ($MLRUN_ENTRY); "
+                                     f"remove the damaged entry with `{removal_command(folder)}`")
 
     def _download(self, item, folder):
         from .download import fetch  # requests is only imported when something is downloaded
