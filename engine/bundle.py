@@ -14,7 +14,6 @@ import shutil
 import tarfile
 import types
 
-from . import integrity
 from .cache import ENTRY_FILE, META_DIR, entry_problems, group_readable, read_entry
 from .errors import MlrunError
 
@@ -255,8 +254,7 @@ def _publish_entries(cache, staged, names):
             if os.path.lexists(final):
                 raise MlrunError(f"cannot import the cache entry {name}: {final} exists but is not an entry",
                                  hint="move it out of the cache, then import again")
-            integrity.seal(os.path.join(staged, name))   # read-only, with this file system's stat signature
-            os.rename(os.path.join(staged, name), final)
+            cache.place(os.path.join(staged, name), final)   # sealed with this file system's stat signature
             added.append(name)
     return added, present
 

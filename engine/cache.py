@@ -135,16 +135,22 @@ class Cache:
         meta["entry_digest"] = entry_digest(meta)
         write_json(os.path.join(build_dir, META_DIR, FILES_FILE), files, sort_keys=True)
         write_json(os.path.join(build_dir, META_DIR, ENTRY_FILE), meta, sort_keys=True)
-        integrity.seal(build_dir)
         final = self.path(node)
+        self.place(build_dir, final)
+        return final
+
+    def place(self, staged, final):
+        """Seal a finished entry read-only and rename it to final; call with the entry's lock held."""
+        integrity.seal(staged)
         if os.path.lexists(final):   # only a damaged leftover can stand there (no readable entry.json)
             self._discard(final)
-        os.rename(build_dir, final)
-        return final
+        os.rename(staged, final)
+        integrity.read_only(final)
 
     def _discard(self, path):
         """Rename path out of sight (never seen half-deleted), then delete it."""
         doomed = self.new_temp_dir(f"rm-{os.path.basename(path)}.", create=False)
+        integrity.writable(path)   # moving a folder to another parent needs its write bit
         os.rename(path, doomed)
         self.drop_temp(doomed)
 

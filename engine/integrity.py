@@ -36,13 +36,19 @@ def signature(root):
 
 def seal(root):
     """Record root's stat signature in .mlrun/stat.json, then make every file and folder read-only
-    (and readable by the group, whatever the builder's umask). chmod leaves mtimes alone."""
+    (and readable by the group, whatever the builder's umask) but root itself: moving a folder to
+    another parent needs its write bit; read_only(root) once it is in place. chmod leaves mtimes alone."""
     path = os.path.join(root, STAT_REL)
     recorded = {"format": 1, "signature": signature(root)}   # before its own file (and .tmp) exists
     with open(path + ".tmp", "w") as f:
         json.dump(recorded, f, sort_keys=True)
     os.replace(path + ".tmp", path)
     set_modes(root, frozen=True)
+    writable(root)
+
+
+def read_only(folder):
+    os.chmod(folder, stat.S_IMODE(os.lstat(folder).st_mode) & ~WRITE_BITS)
 
 
 def stat_problems(root):
@@ -86,13 +92,14 @@ def set_modes(root, frozen=False):
 
 def thaw(root):
     """Give the owner back full access to root's folders, so a non-root user can delete what is in them."""
-    _owner_rwx(root)
+    writable(root)
     for folder, dirs, files in os.walk(root):
         for d in dirs:   # before os.walk lists them
-            _owner_rwx(os.path.join(folder, d))
+            writable(os.path.join(folder, d))
 
 
-def _owner_rwx(folder):
+def writable(folder):
+    """Give the owner full access to one folder (a link or a file is left as it is)."""
     mode = os.lstat(folder).st_mode
     if stat.S_ISDIR(mode) and mode & stat.S_IRWXU != stat.S_IRWXU:
         os.chmod(folder, stat.S_IMODE(mode) | stat.S_IRWXU)
