@@ -75,10 +75,13 @@ class Cache:
         """Hold the entry's use lock (shared) until release_uses, and note now as its last use.
 
         Take it before looking the entry up: `mlrun gc` removes an entry only under this lock, exclusive."""
-        path = self.lock_path(node.entry_name + ".use")
-        if path in self._held:
-            return
-        fd = flock(path, shared=True)
+        try:
+            path = self.lock_path(node.entry_name + ".use")
+            if path in self._held:
+                return
+            fd = flock(path, shared=True)
+        except OSError:
+            return   # a cache this user may only read: using it must still work (unprotected from gc)
         try:
             os.utime(fd)   # the last-used time, kept outside the read-only entry
         except OSError:
@@ -316,7 +319,10 @@ def flock(path, shared=False, wait=True):
 
     flock, unlike pids, works for processes of several users and hosts (NFS maps it to byte-range locks)."""
     import fcntl
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    except PermissionError:   # another user's lock file that the group may not write: flock needs no write
+        fd = os.open(path, os.O_RDONLY)
     try:
         if os.fstat(fd).st_mode & 0o664 != 0o664:   # the umask took the group's write bit
             try:

@@ -437,7 +437,7 @@ def cmd_gc(args, extras, settings):
         count, size = kinds.get(i.kind, (0, 0))
         kinds[i.kind] = (count + 1, size + i.bytes)
     print(f"freed {_size(sum(i.bytes for i in removed))}"
-          + (": " + ", ".join(f"{n} {kind} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
+          + (": " + ", ".join(f"{gc.count(n, kind)} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
     if skipped:
         print(f"skipped {len(skipped)} that a running mlrun took up meanwhile: " + ", ".join(_rel(i.path) for i in skipped))
     return 0

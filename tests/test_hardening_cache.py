@@ -53,9 +53,10 @@ def test_a_published_entry_is_read_only_and_group_readable(ws):
     assert os.stat(os.path.join(root, "tool")).st_mode & stat.S_IXGRP
 
 
-def _as_nobody(work):
-    """In a forked child running as the user nobody: build an entry, fail to write into it, remove it, and
-    remove a failed build that left a read-only folder. Returns what the child reports."""
+def as_nobody(work, job):
+    """Run job() in a forked child as the user nobody (it cannot read the venv: everything must be imported
+    already); returns (exit code, what job returned or the error it raised)."""
+    os.chmod(work, 0o777)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:   # the child: no pytest machinery from here on, only a report and os._exit
@@ -63,30 +64,9 @@ def _as_nobody(work):
         try:
             os.setgid(65534)
             os.setuid(65534)
-            cache = Cache(os.path.join(work, "cache"))
-            node = resolve(MemoryIndex({"a": {"tags": "a"}}), "a").root
-            with cache.lock(node):
-                build = cache.new_build_dir(node)
-                os.makedirs(os.path.join(build, "sub"))
-                with open(os.path.join(build, "sub", "f"), "w") as f:
-                    f.write("data")
-                path = cache.publish(build, node, {"recipe": "a", "key": node.key, "finished": time.time()})
-            try:
-                open(os.path.join(path, "sub", "new"), "w").close()
-                out += "wrote into a published entry; "
-            except PermissionError:
-                pass
-            cache.remove(cache.entries())
-            out += "entry left; " if os.path.exists(path) else ""
-            with cache.lock(node):
-                build = cache.new_build_dir(node)
-                os.makedirs(os.path.join(build, "locked", "deeper"))
-                os.chmod(os.path.join(build, "locked"), 0o500)
-                cache.keep_failed(build, node)
-            out += "failed build left; " if os.path.exists(build) else ""
-            code = 0
+            out, code = job() or "", 0
         except BaseException as e:   # noqa: BLE001  (reported to the parent)
-            out += f"{type(e).__name__}: {e}"
+            out = f"{type(e).__name__}: {e}"
         os.write(write, out.encode())
         os._exit(code)
     os.close(write)
@@ -96,16 +76,63 @@ def _as_nobody(work):
     return os.waitstatus_to_exitcode(status), report
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as the user nobody")
-def test_a_non_root_user_cannot_write_into_an_entry_yet_mlrun_still_deletes_what_it_made():
-    work = tempfile.mkdtemp(dir="/tmp", prefix="mlrun-nobody-")   # tmp_path is not reachable by nobody
-    try:
-        os.chmod(work, 0o777)
-        code, report = _as_nobody(work)
-        assert (code, report) == (0, "")
-    finally:
-        import shutil
-        shutil.rmtree(work)
+@pytest.fixture
+def public_tmp():
+    """A folder the user nobody can reach (tmp_path lies under a root-only folder)."""
+    import shutil
+    work = tempfile.mkdtemp(dir="/tmp", prefix="mlrun-nobody-")
+    yield work
+    shutil.rmtree(work)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as the user nobody")
+
+
+@needs_root
+def test_a_non_root_user_cannot_write_into_an_entry_yet_mlrun_still_deletes_what_it_made(public_tmp):
+    def job():
+        out = ""
+        cache = Cache(os.path.join(public_tmp, "cache"))
+        node = resolve(MemoryIndex({"a": {"tags": "a"}}), "a").root
+        with cache.lock(node):
+            build = cache.new_build_dir(node)
+            os.makedirs(os.path.join(build, "sub"))
+            with open(os.path.join(build, "sub", "f"), "w") as f:
+                f.write("data")
+            path = cache.publish(build, node, {"recipe": "a", "key": node.key, "finished": time.time()})
+        try:
+            open(os.path.join(path, "sub", "new"), "w").close()
+            out += "wrote into a published entry; "
+        except PermissionError:
+            pass
+        cache.remove(cache.entries())
+        out += "entry left; " if os.path.exists(path) else ""
+        with cache.lock(node):
+            build = cache.new_build_dir(node)
+            os.makedirs(os.path.join(build, "locked", "deeper"))
+            os.chmod(os.path.join(build, "locked"), 0o500)
+            cache.keep_failed(build, node)
+        return out + ("failed build left; " if os.path.exists(build) else "")
+    assert as_nobody(public_tmp, job) == (0, "")
+
+
+@needs_root
+def test_a_cache_the_user_may_only_read_still_serves_cached_runs(public_tmp):
+    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}})
+    cache = Cache(os.path.join(public_tmp, "cache"))   # root's: nobody may read it, not write it
+    quiet = RunReporter(io.StringIO())
+    Runner(cache, os.path.join(public_tmp, "runs"), reporter=quiet).run(resolve(index, "a"), argv=["mlrun"])
+    for name in os.listdir(os.path.join(cache.root, ".locks")):   # nobody cannot create them anew
+        if name.endswith(".use"):
+            os.remove(os.path.join(cache.root, ".locks", name))
+    os.makedirs(os.path.join(public_tmp, "nobody-runs"))
+    os.chown(os.path.join(public_tmp, "nobody-runs"), 65534, 65534)
+
+    def job():
+        record = Runner(Cache(cache.root), os.path.join(public_tmp, "nobody-runs"), reporter=quiet).run(
+            resolve(index, "a"), argv=["mlrun"])
+        return "" if [s["status"] for s in record["steps"]] == ["cached"] else str(record["steps"])
+    assert as_nobody(public_tmp, job) == (0, "")
 
 
 # -- 2. damage is detected on every use ------------------------------------------------------------
