@@ -65,6 +65,7 @@ class Cache:
         return FileLock(self.lock_path(node.entry_name + ".lock"), mode=0o664)
 
     def lock_path(self, name):
+        """The path of a lock file under .locks/ (its folder made, shared with the group, when missing)."""
         folder = os.path.dirname(os.path.join(self.root, ".locks", name))
         if not os.path.isdir(folder):
             _shared_dir(os.path.join(self.root, ".locks"))
@@ -169,7 +170,8 @@ class Cache:
         while os.path.exists(failed):  # failed again within the same second: never move into the older one
             failed, n = f"{base}-{n}", n + 1
         os.makedirs(os.path.dirname(failed), exist_ok=True)
-        integrity.thaw(build_dir)   # a step may have left read-only folders
+        for folder in (build_dir, os.path.join(build_dir, META_DIR)):   # a step may have made them read-only
+            integrity.writable(folder)
         shutil.move(os.path.join(build_dir, META_DIR), failed)
         remove_tree(build_dir)
         return os.path.join(failed, "build.log")
@@ -307,8 +309,9 @@ def group_readable(root):
 def remove_tree(path):
     """Delete a folder mlrun made (an entry, a build, a temp folder), read-only parts included."""
     import shutil
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        if os.path.lexists(path):
+            os.unlink(path)
         return
     integrity.thaw(path)
     shutil.rmtree(path, ignore_errors=True)

@@ -439,7 +439,8 @@ def cmd_gc(args, extras, settings):
     print(f"freed {_size(sum(i.bytes for i in removed))}"
           + (": " + ", ".join(f"{gc.count(n, kind)} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
     if skipped:
-        print(f"skipped {len(skipped)} that a running mlrun took up meanwhile: " + ", ".join(_rel(i.path) for i in skipped))
+        print(f"skipped {len(skipped)} (in use again since, or not removable now): "
+              + ", ".join(_rel(i.path) for i in skipped))
     return 0
 
 

@@ -90,7 +90,7 @@ def remove(cache, items, older_than=None, now=None):
                 skipped.append(item)   # used (or removed) since gc looked
                 continue
             _delete(cache, item, meta)
-            removed.append(item)
+            (skipped if os.path.lexists(item.path) else removed).append(item)   # e.g. a file still open on NFS
         finally:
             if fd is not None:
                 os.close(fd)

@@ -54,6 +54,7 @@ def litter(ws):
     """One of each kind of garbage, and next to each something of the same kind that must stay."""
     c, r = ws.cache, ws.runs
     ws.gone = [item(os.path.join(c, ".tmp", "a-0123456789abcdef.4242"), "out.bin", 1000),
+               item(os.path.join(c, ".tmp", "rm-a-0123456789abcdef.77-0a0b0c0d"), "sub/f", 20),
                item(os.path.join(c, ".partial", "e3b0c44298fc1c14"), size=3000, age=8 * DAY),
                item(os.path.join(c, ".failed", "a-0123456789abcdef-20200101-000000"), "build.log", age=8 * DAY),
                item(os.path.join(r, ".import-20200101-000000-abcd.99"), "run.json", 5, age=DAY),
@@ -82,7 +83,8 @@ def test_gc_removes_what_nobody_owns_and_says_how_much_it_freed(litter):
     assert [p for p in ws.gone + [import_dir] if os.path.exists(p)] == []
     assert [p for p in ws.kept if not os.path.exists(p)] == []
     freed = result.stdout.splitlines()[-1]
-    for kind in ("1 build leftover (1000 B)", "1 killed import (2.0 KB)", "1 partial download (2.9 KB)",
+    for kind in ("1 build leftover (1000 B)", "1 interrupted removal (20 B)", "1 killed import (2.0 KB)",
+                 "1 partial download (2.9 KB)",
                  "1 failed build log (10 B)", "1 run without a record (7 B)", "1 killed run import (5 B)"):
         assert kind in freed, freed
     assert os.listdir(os.path.join(ws.cache, ".locks", "tmp")) == []   # the import's lock went with it

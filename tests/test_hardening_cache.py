@@ -110,9 +110,13 @@ def test_a_non_root_user_cannot_write_into_an_entry_yet_mlrun_still_deletes_what
         with cache.lock(node):
             build = cache.new_build_dir(node)
             os.makedirs(os.path.join(build, "locked", "deeper"))
+            open(os.path.join(build, ".mlrun", "build.log"), "w").close()
             os.chmod(os.path.join(build, "locked"), 0o500)
+            os.chmod(build, 0o500)
+            os.chmod(os.path.join(build, ".mlrun"), 0o500)
             cache.keep_failed(build, node)
-        return out + ("failed build left; " if os.path.exists(build) else "")
+        logs = cache.failed_logs()
+        return out + ("failed build left; " if os.path.exists(build) else "") + ("" if len(logs) == 1 else "no log")
     assert as_nobody(public_tmp, job) == (0, "")
 
 
