@@ -55,8 +55,8 @@ class Cache:
         problems = integrity.stat_problems(path)
         if problems:
             raise DamagedEntry(f"the cache entry {path} changed after it was published ({few(problems)}); "
-                               "it is not used", hint=f"remove it with `{removal_command(path)}`; "
-                               "the next run rebuilds it (`mlrun cache verify` checks every entry)")
+                               "it is not used", hint=f"remove it with `{removal_command(path)}`; the next run rebuilds "
+                               "it (a cache copied without its file times: `mlrun cache verify --reseal`)")
         return path
 
     def lock(self, node):
@@ -154,9 +154,11 @@ class Cache:
     def _discard(self, path):
         """Rename path out of sight (never seen half-deleted), then delete it."""
         doomed = self.new_temp_dir(f"rm-{os.path.basename(path)}.", create=False)
-        integrity.writable(path)   # moving a folder to another parent needs its write bit
-        os.rename(path, doomed)
-        self.drop_temp(doomed)
+        try:
+            integrity.writable(path)   # moving a folder to another parent needs its write bit
+            os.rename(path, doomed)
+        finally:
+            self.drop_temp(doomed)
 
     def keep_failed(self, build_dir, node, why="failed"):
         """Move a failed build's log and metadata aside (nothing is published) and return the log path."""
@@ -212,6 +214,17 @@ class Cache:
             if problems:
                 bad.append((meta, problems))
         return bad
+
+    def reseal(self, entries):
+        """Record anew the stat signature of entries whose digests verified and whose stat did not
+        (a copy that did not keep file times): [(meta, [problems])] of the others, left as they were."""
+        left = []
+        for meta, problems in self.verify(entries):
+            if all(p.startswith("stat-damage: ") for p in problems):
+                integrity.reseal(meta["path"])
+            else:
+                left.append((meta, problems))
+        return left
 
     def remove(self, entries):
         """Delete entries; refuses anything that is not a direct child entry of this cache."""

@@ -22,7 +22,7 @@ EPILOG = """verbs:
   mlrun show cache [QUERY] [--json]     cache entries: recipe, variations, key, size, age, path
   mlrun show failed                     the logs of failed builds (nothing of them is published)
   mlrun rm cache QUERY | ENTRY | --all [-y]   remove cache entries (ENTRY: an entry's folder name or path)
-  mlrun cache verify                    re-hash every entry (files and metadata), compare its stat signature
+  mlrun cache verify [--reseal]         re-hash every entry (files and metadata), compare its stat signature
   mlrun gc [--older-than 30d] [--dry-run] [-y]   remove what no running mlrun owns (killed builds and imports,
                                         old partial downloads and failed logs); with --older-than also
                                         cache entries unused that long
@@ -100,6 +100,9 @@ def build_parser(only=None):
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = verb("cache", "cache maintenance: verify")
     p.add_argument("action", choices=["verify"])
+    p.add_argument("--reseal", action="store_true",
+                   help="record anew the stat signature of entries whose content verifies but whose file times "
+                        "changed (a copy that did not keep them)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("mirror", "fill (add FILE...) or audit (check) the download mirror given by --mirror or $MLRUN_MIRROR")
     p.add_argument("action", choices=["add", "check"])
@@ -449,7 +452,7 @@ def cmd_cache(args, extras, settings):
     cache = Cache(settings.cache)
     from .cache import entry_meta_covered, removal_command
     entries = cache.entries()
-    bad = cache.verify(entries)
+    bad = cache.reseal(entries) if args.reseal else cache.verify(entries)
     old = [m["path"] for m in entries if not entry_meta_covered(m)]
     if args.json:
         _print_json({"checked": len(entries), "bad": [{"path": m["path"], "problems": p} for m, p in bad],
@@ -467,7 +470,10 @@ def cmd_cache(args, extras, settings):
                   "(remove and rebuild it to cover that)")
         print(f"{len(entries)} entries checked, {len(bad)} corrupt" + (f", {len(old)} of the old format" if old else ""))
         if bad:
-            print("hint: remove each corrupt entry with the command shown; the next run rebuilds it", file=sys.stderr)
+            print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
+                  + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "
+                     "`mlrun cache verify --reseal`" if any(all(p.startswith("stat-damage: ") for p in problems)
+                                                             for m, problems in bad) else ""), file=sys.stderr)
     return 1 if bad else 0
 
 

@@ -38,13 +38,27 @@ def seal(root):
     """Record root's stat signature in .mlrun/stat.json, then make every file and folder read-only
     (and readable by the group, whatever the builder's umask) but root itself: moving a folder to
     another parent needs its write bit; read_only(root) once it is in place. chmod leaves mtimes alone."""
+    _record(root)
+    set_modes(root, frozen=True)
+    writable(root)
+
+
+def reseal(root):
+    """Record a published entry's stat signature anew (once its content verified)."""
+    meta = os.path.dirname(os.path.join(root, STAT_REL))
+    writable(meta)
+    try:
+        _record(root)
+    finally:
+        read_only(meta)
+
+
+def _record(root):
     path = os.path.join(root, STAT_REL)
     recorded = {"format": 1, "signature": signature(root)}   # before its own file (and .tmp) exists
     with open(path + ".tmp", "w") as f:
         json.dump(recorded, f, sort_keys=True)
     os.replace(path + ".tmp", path)
-    set_modes(root, frozen=True)
-    writable(root)
 
 
 def read_only(folder):

@@ -336,3 +336,30 @@ def test_built_line_comes_after_publishing(ws):
     reporter = PublishedWhenBuilt(cache)
     Runner(cache, ws.runs, reporter=reporter, stream_root=False).run(resolve(ws.index(), "top"), argv=["mlrun"])
     assert reporter.seen == [("low", True), ("top", True)]
+
+
+# -- a cache copied without its file times ------------------------------------------------------------
+
+
+def test_a_cache_copied_without_times_is_resealed_after_verifying(ws, tmp_path):
+    import shutil
+    two_steps(ws)
+    built(ws)
+    copy = str(tmp_path / "copy")
+    shutil.copytree(ws.cache, copy, copy_function=shutil.copy)   # contents and modes, new file times
+    env = ws.env(MLRUN_CACHE=copy)
+    assert_user_error(ws.mlrun("top", env=env), 2, "changed after it was published", "cache verify --reseal")
+    low = os.path.join(copy, os.path.basename(entry_path(ws, "low")))
+    with open(os.path.join(low, "out.txt"), "a") as f:   # real damage in one entry
+        f.write("more")
+    verify = ws.mlrun("cache", "verify", env=env)
+    assert verify.returncode == 1 and "stat-damage: modified: sub/low.txt" in verify.stdout, verify.stdout
+    assert "--reseal" in verify.stderr
+    reseal = ws.mlrun("cache", "verify", "--reseal", env=env)
+    assert reseal.returncode == 1 and reseal.stdout.count("CORRUPT") == 1 and "changed: out.txt" in reseal.stdout
+    assert ws.mlrun("rm", "cache", low, "-y", env=env).returncode == 0
+    again = ws.mlrun("top", env=env)
+    assert again.returncode == 0, again.stderr
+    lines = [line for line in again.stderr.splitlines() if line.startswith("[")]
+    assert "built in" in lines[0] and "cached" in lines[-1], again.stderr   # the resealed top is reused
+    assert ws.mlrun("cache", "verify", env=env).returncode == 0
