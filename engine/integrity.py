@@ -15,7 +15,7 @@ WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 
 
 def signature(root):
-    """{relative path: "d" | "f SIZE MTIME_NS" | "l SIZE MTIME_NS" | "o MODE SIZE MTIME_NS"} of the tree."""
+    """{relative path: "d" | "f SIZE MTIME_NS" | "l SIZE MTIME_NS" | "o<file type> SIZE MTIME_NS"} of the tree."""
     out = {}
     stack = [("", root)]
     while stack:
