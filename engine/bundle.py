@@ -19,13 +19,12 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import time
 import types
 import zlib
 
-from . import digests, signing
-from .cache import ENTRY_FILE, FILES_FILE, META_DIR, file_problems, group_readable, read_entry, recorded_files
+from . import signing
+from .cache import ENTRY_FILE, META_DIR, entry_problems, group_readable, read_entry
 from .errors import MlrunError
 
 RUN_DIR, CACHE_DIR = "run", "cache"
@@ -174,9 +173,8 @@ def import_bundle(path, cache, runs_dir, trust=None):
         signature = members.pop() if members and members[-1].name == SIGNATURE else None
         run_id, entries = _check_members(members, path)
         signed_by = _check_signature(tar, signature, trust, path)   # before anything is extracted
-        tmp_root = os.path.join(cache.root, ".tmp")   # same file system as the cache: publishing is a rename
-        os.makedirs(tmp_root, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix="import-", dir=tmp_root)
+        # In the cache's .tmp/ (same file system: publishing is a rename), locked so `mlrun gc` leaves it be.
+        tmp = cache.new_temp_dir("import-")
         try:
             _extract(tar, members, tmp, path)
             staged_run = os.path.join(tmp, RUN_DIR, run_id)
@@ -186,7 +184,7 @@ def import_bundle(path, cache, runs_dir, trust=None):
             added, present = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
             run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            cache.drop_temp(tmp)
     return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "added": added, "present": present,
             "signed": signature is not None, "signed_by": signed_by, "verified": bool(trust)}
 
@@ -338,17 +336,12 @@ def _verify_entry(folder, name, bundle):
     meta = read_entry(folder)
     if meta is None:
         raise _refuse(bundle, what, f"{META_DIR}/{ENTRY_FILE} is missing or unreadable")
-    recorded = recorded_files(folder)
-    if recorded is None:
-        raise _refuse(bundle, what, f"{META_DIR}/{FILES_FILE} is missing or unreadable")
     expected = f"{meta.get('recipe')}-{str(meta.get('key'))[:16]}"
     if name != expected:
         raise _refuse(bundle, what, f"its {ENTRY_FILE} belongs to the entry {expected}")
-    if digests.summary(recorded) != meta.get("files_digest"):
-        raise _refuse(bundle, what, f"the files_digest of its {ENTRY_FILE} does not match its {FILES_FILE}")
-    problems = file_problems(folder, recorded)
+    problems = entry_problems(folder, meta)   # the check `mlrun cache verify` makes
     if problems:
-        raise _refuse(bundle, what, f"its files do not match its {FILES_FILE} ({', '.join(problems)})")
+        raise _refuse(bundle, what, f"its files or metadata do not match its digests ({', '.join(problems)})")
     _check_links(folder, bundle, what)
 
 
@@ -375,8 +368,7 @@ def _publish_entries(cache, staged, names):
             if os.path.lexists(final):
                 raise MlrunError(f"cannot import the cache entry {name}: {final} exists but is not an entry",
                                  hint="move it out of the cache, then import again")
-            group_readable(os.path.join(staged, name))
-            os.rename(os.path.join(staged, name), final)
+            cache.place(os.path.join(staged, name), final)   # sealed with this file system's stat signature
             added.append(name)
     return added, present
 

@@ -4,24 +4,42 @@ An entry is built in `.tmp/`, then published by one atomic rename while its
 per-entry lock is held, so readers never see a half-built entry and two
 processes never build the same one. Each entry describes itself in
 `.mlrun/entry.json`; any index can be rebuilt from those files alone.
+
+A published entry is read-only and never changes: `files.json` holds the digest
+of every file (metadata included, but the build log), `entry.json` a digest of
+itself (`entry_digest`) and of files.json, and `stat.json` a stat signature that
+every use compares cheaply (see engine/integrity.py).
+
+Locks live in `.locks/`: `<entry>.lock` while an entry is built, `<entry>.use`
+held shared by every mlrun whose plan uses the entry (its mtime: the last use),
+`tmp/<name>.lock` held by the process that owns `.tmp/<name>`. `mlrun gc`
+removes only what it can lock.
 """
 import json
 import os
 import time
 
-from . import digests, secrets
+from . import digests, integrity, secrets
 from .errors import MlrunError
 
 META_DIR = ".mlrun"
 ENTRY_FILE = "entry.json"
 FILES_FILE = "files.json"
-ENTRY_FORMAT = 1
+ENTRY_FORMAT = 2   # 1: files.json skipped .mlrun/ and entry.json had no entry_digest
 HIDDEN = (".tmp", ".locks", ".failed", ".index", ".partial")
+# What files.json does not cover: the build log, and the files that hold the digests (protected another way).
+UNDIGESTED = {f"{META_DIR}/build.log", f"{META_DIR}/{FILES_FILE}", f"{META_DIR}/{ENTRY_FILE}",
+              f"{META_DIR}/{integrity.STAT_FILE}"}
+
+
+class DamagedEntry(MlrunError):
+    """A published entry changed since: refused, never reused."""
 
 
 class Cache:
     def __init__(self, root):
         self.root = os.path.abspath(root)
+        self._held = {}   # lock file path -> fd of the use and temp-folder locks this process holds
 
     # -- paths ---------------------------------------------------------------
 
@@ -29,15 +47,71 @@ class Cache:
         return os.path.join(self.root, node.entry_name)
 
     def lookup(self, node):
-        """The published entry's path, or None. A published entry is complete by construction."""
+        """The published entry's path, or None. A published entry is complete by construction;
+        one changed since (its stat signature differs) raises DamagedEntry."""
         path = self.path(node)
-        return path if os.path.isfile(os.path.join(path, META_DIR, ENTRY_FILE)) else None
+        if not os.path.isfile(os.path.join(path, META_DIR, ENTRY_FILE)):
+            return None
+        problems = integrity.stat_problems(path)
+        if problems:
+            raise DamagedEntry(f"the cache entry {path} changed after it was published ({few(problems)}); "
+                               "it is not used", hint=f"remove it with `{removal_command(path)}`; the next run rebuilds "
+                               "it (a cache copied without its file times: `mlrun cache verify --reseal`)")
+        return path
 
     def lock(self, node):
         from filelock import FileLock  # only builds pay for the import
-        _shared_dir(os.path.join(self.root, ".locks"))
         # Group-writable lock files: several users' processes may share one cache (e.g. on NFS).
-        return FileLock(os.path.join(self.root, ".locks", node.entry_name + ".lock"), mode=0o664)
+        return FileLock(self.lock_path(node.entry_name + ".lock"), mode=0o664)
+
+    def lock_path(self, name):
+        """The path of a lock file under .locks/ (its folder made, shared with the group, when missing)."""
+        folder = os.path.dirname(os.path.join(self.root, ".locks", name))
+        if not os.path.isdir(folder):
+            _shared_dir(os.path.join(self.root, ".locks"))
+            _shared_dir(folder)
+        return os.path.join(self.root, ".locks", name)
+
+    def use(self, node):
+        """Hold the entry's use lock (shared) until release_uses, and note now as its last use.
+
+        Take it before looking the entry up: `mlrun gc` removes an entry only under this lock, exclusive."""
+        try:
+            path = self.lock_path(node.entry_name + ".use")
+            if path in self._held:
+                return
+            fd = flock(path, shared=True)
+        except OSError:
+            return   # a cache this user may only read: using it must still work (unprotected from gc)
+        try:
+            os.utime(fd)   # the last-used time, kept outside the read-only entry
+        except OSError:
+            pass   # another user's use file: their lock still protects the entry
+        self._held[path] = fd
+
+    def release_uses(self):
+        for path in [p for p in self._held if p.endswith(".use")]:
+            os.close(self._held.pop(path))
+
+    def new_temp_dir(self, prefix, create=True):
+        """A fresh path .tmp/<prefix><pid>-<random> owned (locked) by this process until drop_temp;
+        `mlrun gc` removes it only once nobody holds that lock (a killed import, a killed removal)."""
+        tmp_root = os.path.join(self.root, ".tmp")
+        _shared_dir(tmp_root)
+        name = f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
+        lock = self.lock_path(f"tmp/{name}.lock")
+        self._held[lock] = flock(lock)   # before the folder exists: gc never sees it unowned
+        path = os.path.join(tmp_root, name)
+        if create:
+            os.makedirs(path)
+        return path
+
+    def drop_temp(self, path):
+        """Delete a folder made by new_temp_dir, then give up its lock."""
+        remove_tree(path)
+        lock = self.lock_path(f"tmp/{os.path.basename(path)}.lock")
+        os.unlink(lock)   # still held: nobody else can be waiting for a name that only this process made
+        os.close(self._held.pop(lock))
 
     def partial_dir(self):
         """Where unfinished downloads are kept, by checksum, so the next run resumes them."""
@@ -65,23 +139,42 @@ class Cache:
         return path
 
     def publish(self, build_dir, node, meta):
-        """Record what the build produced, then rename it into place (atomic on one file system)."""
-        files = digests.tree_digests(build_dir, skip={META_DIR})
-        size = sum(os.lstat(os.path.join(build_dir, rel)).st_size for rel in files)
-        meta.update({"format": ENTRY_FORMAT, "files": len(files), "size": size,
-                     "files_digest": digests.summary(files)})
+        """Record what the build produced, seal it read-only, then rename it into place (atomic on one
+        file system); call with the entry's lock held."""
+        files = digests.tree_digests(build_dir, skip=UNDIGESTED)
+        content = [rel for rel in files if not rel.startswith(META_DIR + "/")]
+        size = sum(os.lstat(os.path.join(build_dir, rel)).st_size for rel in content)
+        meta = dict(secrets.scrub(meta), format=ENTRY_FORMAT, files=len(content), size=size,
+                    files_digest=digests.summary(files))   # scrubbed as write_json writes it: the digest holds
+        meta["entry_digest"] = entry_digest(meta)
         write_json(os.path.join(build_dir, META_DIR, FILES_FILE), files, sort_keys=True)
         write_json(os.path.join(build_dir, META_DIR, ENTRY_FILE), meta, sort_keys=True)
-        group_readable(build_dir)
         final = self.path(node)
-        os.rename(build_dir, final)
+        self.place(build_dir, final)
         return final
+
+    def place(self, staged, final):
+        """Seal a finished entry read-only and rename it to final; call with the entry's lock held."""
+        integrity.seal(staged)
+        if os.path.lexists(final):   # only a damaged leftover can stand there (no readable entry.json)
+            self._discard(final)
+        os.rename(staged, final)
+        integrity.read_only(final)
+
+    def _discard(self, path):
+        """Rename path out of sight (never seen half-deleted), then delete it."""
+        doomed = self.new_temp_dir(f"rm-{os.path.basename(path)}.", create=False)
+        try:
+            integrity.writable(path)   # moving a folder to another parent needs its write bit
+            os.rename(path, doomed)
+        finally:
+            self.drop_temp(doomed)
 
     def keep_failed(self, build_dir, node, why="failed"):
         """Move a failed build's log and metadata aside (nothing is published) and return the log path."""
         import shutil
         if not os.path.isdir(os.path.join(build_dir, META_DIR)):
-            shutil.rmtree(build_dir, ignore_errors=True)
+            remove_tree(build_dir)
             return None
         stamp = time.strftime('%Y%m%d-%H%M%S') + ("-killed" if why == "killed" else "")
         failed = base = os.path.join(self.root, ".failed", f"{node.entry_name}-{stamp}")
@@ -89,8 +182,10 @@ class Cache:
         while os.path.exists(failed):  # failed again within the same second: never move into the older one
             failed, n = f"{base}-{n}", n + 1
         os.makedirs(os.path.dirname(failed), exist_ok=True)
+        for folder in (build_dir, os.path.join(build_dir, META_DIR)):   # a step may have made them read-only
+            integrity.writable(folder)
         shutil.move(os.path.join(build_dir, META_DIR), failed)
-        shutil.rmtree(build_dir, ignore_errors=True)
+        remove_tree(build_dir)
         return os.path.join(failed, "build.log")
 
     # -- inspecting ------------------------------------------------------------
@@ -118,30 +213,84 @@ class Cache:
         return sorted((os.path.join(folder, n, "build.log") for n in os.listdir(folder)), key=os.path.getmtime)
 
     def verify(self, entries=None):
-        """Re-hash each entry's files: [(meta, [problems])] for the entries that do not match."""
+        """Re-hash each entry (files and metadata) and compare its stat signature:
+        [(meta, [problems])] for the entries that do not match."""
         bad = []
         for meta in entries if entries is not None else self.entries():
-            recorded = recorded_files(meta["path"])
-            problems = ["files.json is missing or unreadable"] if recorded is None else \
-                file_problems(meta["path"], recorded)
+            problems = entry_problems(meta["path"], meta)
+            flagged = {_subject(p) for p in problems}   # a changed file is not listed twice
+            problems += [f"stat-damage: {p}" for p in integrity.stat_problems(meta["path"])
+                         if _subject(p) not in flagged]
             if problems:
                 bad.append((meta, problems))
         return bad
 
+    def reseal(self, entries):
+        """Record anew the stat signature of entries whose digests verified and whose stat did not
+        (a copy that did not keep file times): [(meta, [problems])] of the others, left as they were."""
+        left = []
+        for meta, problems in self.verify(entries):
+            if all(p.startswith("stat-damage: ") for p in problems):
+                integrity.reseal(meta["path"])
+            else:
+                left.append((meta, problems))
+        return left
+
     def remove(self, entries):
         """Delete entries; refuses anything that is not a direct child entry of this cache."""
-        import shutil
         for meta in entries:  # check them all before deleting any
             path = os.path.realpath(meta["path"])
             if os.path.dirname(path) != os.path.realpath(self.root) or read_entry(path) is None:
                 raise MlrunError(f"refusing to delete {meta['path']}: it is not an entry of the cache {self.root}")
         for meta in entries:
-            path = os.path.realpath(meta["path"])
-            # Rename first so a half-deleted entry is never seen as published.
-            doomed = os.path.join(self.root, ".tmp", f"rm-{os.path.basename(path)}.{os.getpid()}")
-            os.makedirs(os.path.dirname(doomed), exist_ok=True)
-            os.rename(path, doomed)
-            shutil.rmtree(doomed, ignore_errors=True)
+            self._discard(os.path.realpath(meta["path"]))
+
+
+def removal_command(path):
+    """The command that removes the entry at path, whatever cache is configured."""
+    import shlex
+    return f"mlrun rm cache {shlex.quote(path)} -y"
+
+
+def _subject(problem):
+    """The path a problem line names ("changed: x/y (why)" -> "x/y")."""
+    return problem.split(": ", 1)[-1].split(" (", 1)[0]
+
+
+def few(problems, n=3):
+    return ", ".join(problems[:n]) + (f" and {len(problems) - n} more" if len(problems) > n else "")
+
+
+def entry_digest(meta):
+    """sha256 of entry.json's canonical content, without `entry_digest` itself (and the `path` read_entry adds)."""
+    import hashlib
+    body = {k: v for k, v in meta.items() if k not in ("entry_digest", "path")}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def entry_problems(path, meta=None):
+    """The shared verification of an entry: how its files and metadata differ from its recorded digests
+    (["changed: x", "missing: y", "added: z", "edited metadata: ..."]); [] when it matches.
+
+    Old-format entries (no entry_digest) verify their files only: entry_meta_covered(meta) says which."""
+    meta = read_entry(path) if meta is None else meta
+    if meta is None:
+        return [f"edited metadata: {META_DIR}/{ENTRY_FILE} is missing or unreadable"]
+    recorded = recorded_files(path)
+    if recorded is None:
+        return [f"edited metadata: {META_DIR}/{FILES_FILE} is missing or unreadable"]
+    problems = []
+    if entry_meta_covered(meta) and meta["entry_digest"] != entry_digest(meta):
+        problems.append(f"edited metadata: {META_DIR}/{ENTRY_FILE} (its entry_digest does not match)")
+    if digests.summary(recorded) != meta.get("files_digest"):
+        problems.append(f"edited metadata: {META_DIR}/{FILES_FILE} (the files_digest of {ENTRY_FILE} does not match)")
+    skip = UNDIGESTED if entry_meta_covered(meta) else {META_DIR}
+    return problems + file_problems(path, recorded, skip)
+
+
+def entry_meta_covered(meta):
+    """Whether the entry's digests cover its metadata (entries of format 1 cover only their files)."""
+    return "entry_digest" in meta
 
 
 def recorded_files(path):
@@ -154,10 +303,12 @@ def recorded_files(path):
     return recorded if isinstance(recorded, dict) else None
 
 
-def file_problems(path, recorded):
-    """How an entry's files differ from what it recorded: ["changed: x", "missing: y", "added: z"]."""
-    actual = digests.tree_digests(path, skip={META_DIR})
-    problems = [f"changed: {rel}" for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
+def file_problems(path, recorded, skip=UNDIGESTED):
+    """How an entry's files differ from what it recorded: ["changed: x", "missing: y", "added: z"]
+    (a changed file of .mlrun/ reads "edited metadata: .mlrun/x")."""
+    actual = digests.tree_digests(path, skip=skip)
+    problems = [f"{'edited metadata' if rel.startswith(META_DIR + '/') else 'changed'}: {rel}"
+                for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
     problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
     problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
     return problems
@@ -175,15 +326,43 @@ def _shared_dir(path):
 
 def group_readable(root):
     """Let the group read every file of an entry (and enter its folders), whatever the builder's umask."""
-    import stat
-    for folder, dirs, files in os.walk(root):
-        for name in [folder] + [os.path.join(folder, f) for f in files]:
-            st = os.lstat(name)
-            if stat.S_ISLNK(st.st_mode):
-                continue
-            extra = stat.S_IRGRP | (stat.S_IXGRP if stat.S_ISDIR(st.st_mode) or st.st_mode & stat.S_IXUSR else 0)
-            if st.st_mode & extra != extra:
-                os.chmod(name, st.st_mode | extra)
+    integrity.set_modes(root)
+
+
+def remove_tree(path):
+    """Delete a folder mlrun made (an entry, a build, a temp folder), read-only parts included."""
+    import shutil
+    if not os.path.isdir(path) or os.path.islink(path):
+        if os.path.lexists(path):
+            os.unlink(path)
+        return
+    integrity.thaw(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def flock(path, shared=False, wait=True):
+    """An fd holding a flock on path (created group-writable), or None when wait is False and it is taken.
+
+    flock, unlike pids, works for processes of several users and hosts (NFS maps it to byte-range locks)."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
+    except PermissionError:   # another user's lock file that the group may not write: flock needs no write
+        fd = os.open(path, os.O_RDONLY)
+    try:
+        if os.fstat(fd).st_mode & 0o664 != 0o664:   # the umask took the group's write bit
+            try:
+                os.fchmod(fd, 0o664)
+            except OSError:
+                pass   # another user's file: they gave it its mode
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_entry(path):

@@ -14,15 +14,18 @@ from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors,
 from .settings import Settings
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
-         "diff")
+         "diff", "gc")
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
   mlrun plan QUERY                      the whole graph, each node cached or to build; nothing runs
   mlrun show cache [QUERY] [--json]     cache entries: recipe, variations, key, size, age, path
   mlrun show failed                     the logs of failed builds (nothing of them is published)
-  mlrun rm cache QUERY | --all [-y]     remove cache entries
-  mlrun cache verify                    re-hash every entry's files against its recorded digest
+  mlrun rm cache QUERY | ENTRY | --all [-y]   remove cache entries (ENTRY: an entry's folder name or path)
+  mlrun cache verify [--reseal]         re-hash every entry (files and metadata), compare its stat signature
+  mlrun gc [--older-than 30d] [--dry-run] [-y]   remove what no running mlrun owns (killed builds and imports,
+                                        old partial downloads and failed logs); with --older-than also
+                                        cache entries unused that long
   mlrun find QUERY                      recipes that match, with their variations and inputs
   mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
@@ -86,13 +89,22 @@ def build_parser(only=None):
     p.add_argument("what", choices=["cache", "failed"])
     p.add_argument("query", nargs="?", default="")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = verb("rm", "remove cache entries matching QUERY (or --all)")
+    p = verb("rm", "remove cache entries matching QUERY, one ENTRY (its folder name or path), or --all")
     p.add_argument("what", choices=["cache"])
-    p.add_argument("query", nargs="?", default="")
+    p.add_argument("query", nargs="?", default="", metavar="QUERY|ENTRY")
     p.add_argument("--all", action="store_true", help="every entry")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
+    p = verb("gc", "remove what no running mlrun owns: leftovers of killed builds, imports and removals, run folders "
+                   "without a record, partial downloads and failed build logs older than --older-than (default 7d); "
+                   "with --older-than, also cache entries unused that long (never one a running mlrun uses)")
+    p.add_argument("--older-than", metavar="AGE", help="30d, 12h, 90m, 2w: also remove cache entries unused that long")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = verb("cache", "cache maintenance: verify")
     p.add_argument("action", choices=["verify"])
+    p.add_argument("--reseal", action="store_true",
+                   help="record anew the stat signature of entries whose content verifies but whose file times "
+                        "changed (a copy that did not keep them)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("mirror", "fill (add FILE...) or audit (check) the download mirror given by --mirror or $MLRUN_MIRROR")
     p.add_argument("action", choices=["add", "check"])
@@ -410,30 +422,79 @@ def cmd_rm(args, extras, settings):
     cache = Cache(settings.cache)
     if args.all == bool(args.query):
         raise UsageError("say which entries: mlrun rm cache QUERY, or mlrun rm cache --all")
-    entries = cache.entries() if args.all else _select_entries(cache, args.query)
+    named = _named_entry(cache, args.query) if args.query else None
+    if named:
+        cache, entries = Cache(os.path.dirname(named["path"])), [named]
+    else:
+        entries = cache.entries() if args.all else _select_entries(cache, args.query)
     if not entries:
         print("nothing to remove")
         return 0
     for m in entries:
         print(f"  {m.get('recipe')} {' '.join('_' + v for v in m.get('variations', []))} {_rel(m['path'])}")
-    if not args.yes:
-        if not sys.stdin.isatty():
-            raise UsageError(f"{len(entries)} entries would be removed; pass -y to confirm without a prompt")
-        if input(f"remove these {len(entries)} entries? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing removed")
-            return 0
+    if not _confirmed(args, f"{len(entries)} entries"):
+        return 0
     cache.remove(entries)
     print(f"removed {len(entries)} entries")
+    return 0
+
+
+def _named_entry(cache, word):
+    """The metadata of the entry a word names by its folder name (in cache) or by its path, or None."""
+    from .cache import read_entry
+    return read_entry(os.path.abspath(word) if os.sep in word else os.path.join(cache.root, word))
+
+
+def _confirmed(args, what):
+    """-y, or a yes at the prompt; without a terminal to ask on, a usage error."""
+    if args.yes:
+        return True
+    if not sys.stdin.isatty():
+        raise UsageError(f"{what} would be removed; pass -y to confirm without a prompt")
+    if input(f"remove these {what}? [y/N] ").strip().lower() in ("y", "yes"):
+        return True
+    print("nothing removed")
+    return False
+
+
+def cmd_gc(args, extras, settings):
+    from . import gc
+    from .cache import Cache
+    older_than = gc.parse_age(args.older_than) if args.older_than else None
+    cache = Cache(settings.cache)
+    items = gc.find(cache, settings.runs, older_than)
+    if not items:
+        print("nothing to remove")
+        return 0
+    _table(("KIND", "SIZE", "PATH"), [(i.kind, _size(i.bytes), _rel(i.path)) for i in items])
+    if args.dry_run:
+        print(f"would free {_size(sum(i.bytes for i in items))} ({len(items)} items); nothing removed (--dry-run)")
+        return 0
+    if not _confirmed(args, f"{len(items)} items"):
+        return 0
+    removed, skipped = gc.remove(cache, items, older_than)
+    kinds = {}
+    for i in removed:
+        count, size = kinds.get(i.kind, (0, 0))
+        kinds[i.kind] = (count + 1, size + i.bytes)
+    print(f"freed {_size(sum(i.bytes for i in removed))}"
+          + (": " + ", ".join(f"{gc.count(n, kind)} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
+    if skipped:
+        print(f"skipped {len(skipped)} (in use again since, or not removable now): "
+              + ", ".join(_rel(i.path) for i in skipped))
     return 0
 
 
 def cmd_cache(args, extras, settings):
     from .cache import Cache
     cache = Cache(settings.cache)
+    from .cache import entry_meta_covered, removal_command
     entries = cache.entries()
-    bad = cache.verify(entries)
+    bad = cache.reseal(entries) if args.reseal else cache.verify(entries)
+    old = [m["path"] for m in entries if not entry_meta_covered(m)]
     if args.json:
-        _print_json({"checked": len(entries), "bad": [{"path": m["path"], "problems": p} for m, p in bad]})
+        _print_json({"checked": len(entries), "bad": [{"path": m["path"], "problems": p} for m, p in bad],
+                     "old_format": old})
     else:
         for meta, problems in bad:
             print(f"CORRUPT {_rel(meta['path'])}")
@@ -441,10 +502,16 @@ def cmd_cache(args, extras, settings):
                 print(f"  {p}")
             if len(problems) > 10:
                 print(f"  ... and {len(problems) - 10} more")
-        print(f"{len(entries)} entries checked, {len(bad)} corrupt")
+            print(f"  remove it: {removal_command(meta['path'])}")
+        for path in old:
+            print(f"OLD FORMAT {_rel(path)}: its files were checked; its metadata (.mlrun/) has no digest "
+                  "(remove and rebuild it to cover that)")
+        print(f"{len(entries)} entries checked, {len(bad)} corrupt" + (f", {len(old)} of the old format" if old else ""))
         if bad:
-            print("hint: remove a corrupt entry with `mlrun rm cache QUERY -y`; the next run rebuilds it",
-                  file=sys.stderr)
+            print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
+                  + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "
+                     "`mlrun cache verify --reseal`" if any(all(p.startswith("stat-damage: ") for p in problems)
+                                                             for m, problems in bad) else ""), file=sys.stderr)
     return 1 if bad else 0
 
 
@@ -628,7 +695,7 @@ def cmd_diff(args, extras, settings):
 
 VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": cmd_find, "show": cmd_show,
               "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror, "runs": cmd_runs, "export": cmd_export,
-              "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff}
+              "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff, "gc": cmd_gc}
 
 
 # -- output helpers ---------------------------------------------------------------

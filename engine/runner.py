@@ -10,8 +10,8 @@ import signal
 import sys
 import time
 
-from . import digests, envs, guard, records, secrets
-from .cache import META_DIR, write_json
+from . import digests, envs, guard, integrity, records, secrets
+from .cache import META_DIR, few, removal_command, write_json
 from .errors import MlrunError, StepError, UnrecordableFileError
 
 TAIL_LINES = 20
@@ -108,6 +108,7 @@ class Runner:
             record["finished"] = time.time()
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
+            self.cache.release_uses()
             self._write_record(record_path, record)
         record["run_dir"] = run_dir
         record["exports"] = self.exports(plan.root)
@@ -130,6 +131,7 @@ class Runner:
     # -- one node ---------------------------------------------------------------
 
     def _cached_or_build(self, node, i, total, is_root):
+        self.cache.use(node)   # before the lookup: `mlrun gc` never removes an entry a run uses
         path = self.cache.lookup(node)
         if path:
             self.reporter.step(i, total, node, "cached", _short(path))
@@ -148,7 +150,13 @@ class Runner:
                 return "cached", path
             build_dir = self.cache.new_build_dir(node)
             meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
-            return "built", self.cache.publish(build_dir, node, meta)
+            try:
+                path = self.cache.publish(build_dir, node, meta)
+            except BaseException:   # a signal or a full disk while hashing: no leftover in .tmp
+                self.cache.keep_failed(build_dir, node)
+                raise
+            self.reporter.step(i, total, node, f"built in {time.time() - meta['started']:.1f} s", _short(path))
+            return "built", path
         finally:
             lock.release()
 
@@ -176,6 +184,7 @@ class Runner:
                 self._execute(argv, env, folder, log_path, live)
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
+            self._check_deps(node)
         except (StepError, UnrecordableFileError) as e:
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(secrets.scrub(f"mlrun: {e.message}\n"))
@@ -191,13 +200,23 @@ class Runner:
                 self.cache.keep_failed(folder, node)
             raise
         seconds = time.time() - started
-        self.reporter.step(i, total, node, f"{'built' if node.cache else 'done'} in {seconds:.1f} s",
-                           _short(final or folder))
+        if not final:   # a cache entry's line comes once it is published (publishing hashes it)
+            self.reporter.step(i, total, node, f"done in {seconds:.1f} s", _short(folder))
         return {"recipe": node.name, "version": node.version, "tags": node.tags, "variations": node.variations,
                 "inputs": node.inputs, "key": node.key, "material": node.material, "node": node.to_dict(),
                 "exports": node.exports, "command": argv, "env": secrets.redacted(env, node.pass_env or ()),
                 "started": started,
                 "finished": time.time(), "seconds": round(seconds, 3)}
+
+    def _check_deps(self, node):
+        """A step must not have changed the entries of its dependencies (they are shared and read-only)."""
+        for folder, dep in {folder: dep for dep, folder in envs.dependency_chain(node, self.folders)}.items():
+            problems = integrity.stat_problems(folder) if dep.cache else []
+            if problems:
+                raise StepError(f"it changed the cache entry {folder} of its dependency {dep.label} "
+                                f"({few(problems)})",
+                                hint=f"a step writes only into its own folder ($MLRUN_ENTRY); "
+                                     f"remove the damaged entry with `{removal_command(folder)}`")
 
     def _download(self, item, folder):
         from .download import fetch  # requests is only imported when something is downloaded

@@ -1,0 +1,175 @@
+"""`mlrun gc`: remove what no live process owns; with an age, also cache entries unused that long.
+
+Ownership is decided by locks, never by pids, so it holds for a cache shared by several users and
+hosts: a build folder `.tmp/<entry>.<pid>` is owned while its entry lock is held, an import or removal
+folder `.tmp/<name>` while `.locks/tmp/<name>.lock` is, an entry while any mlrun holds its use lock
+(`.locks/<entry>.use`, whose mtime is its last use). gc takes each lock without waiting, skips what it
+cannot take, and holds it while it deletes. What has no owner to ask goes by age: partial downloads
+and failed build logs (the age given, 7 days by default), run folders without a record (10 minutes).
+"""
+import os
+import re
+import time
+
+from .cache import flock, read_entry, remove_tree
+from .errors import MlrunError, UsageError
+
+DEFAULT_AGE = 7 * 86400
+RECORDLESS_AGE = 600   # the runner writes run.json right after it creates the run folder
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+PLURALS = {"unused entry": "unused entries", "run without a record": "runs without a record"}
+
+
+def count(n, kind):
+    return f"{n} {kind if n == 1 else PLURALS.get(kind, kind + 's')}"
+
+
+class Item:
+    """One thing to remove: what it is, where, its size, and the lock that says nobody owns it."""
+
+    def __init__(self, kind, path, lock=None, entry=False, unlink_lock=False):
+        self.kind, self.path, self.lock, self.entry, self.unlink_lock = kind, path, lock, entry, unlink_lock
+        self.bytes = tree_size(path)
+
+
+def parse_age(text):
+    """'30d', '12h', '90m', '45s', '2w' -> seconds."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
+    if not m:
+        raise UsageError(f"--older-than {text!r}: write a number and a unit", hint="e.g. 30d, 12h, 90m, 2w")
+    return float(m[1]) * UNITS[m[2]]
+
+
+def find(cache, runs_dir, older_than=None, now=None):
+    """What gc would remove now: [Item]. Cache entries only with older_than (seconds unused)."""
+    now = time.time() if now is None else now
+    age = DEFAULT_AGE if older_than is None else older_than
+    items = []
+    tmp = os.path.join(cache.root, ".tmp")
+    for name in _names(tmp):
+        if name.startswith(("import-", "rm-")):
+            kind = "killed import" if name.startswith("import-") else "interrupted removal"
+            item = (kind, os.path.join(tmp, name), cache.lock_path(f"tmp/{name}.lock"), True)
+        elif "." in name:   # <entry>.<pid>: a build killed before it could publish
+            item = ("build leftover", os.path.join(tmp, name), cache.lock_path(name.rsplit(".", 1)[0] + ".lock"), False)
+        else:
+            continue
+        if not _owned(item[2]):
+            items.append(Item(*item[:3], unlink_lock=item[3]))
+    locks = os.path.join(cache.root, ".locks", "tmp")
+    for name in _names(locks):   # the owner died between deleting its folder and its lock
+        lock = os.path.join(locks, name)
+        if name.endswith(".lock") and not os.path.lexists(os.path.join(tmp, name[:-5])) and not _owned(lock):
+            items.append(Item("stale lock", lock, lock, unlink_lock=True))
+    items += _aged("partial download", os.path.join(cache.root, ".partial"), age, now)
+    items += _aged("failed build log", os.path.join(cache.root, ".failed"), age, now)
+    items += _aged("run without a record", runs_dir, RECORDLESS_AGE, now,
+                   lambda name, path: not name.startswith(".") and not os.path.exists(os.path.join(path, "run.json")))
+    items += _aged("killed run import", runs_dir, RECORDLESS_AGE, now, lambda name, path: name.startswith(".import-"))
+    if older_than is not None:
+        for meta in cache.entries():
+            use = _use_lock(cache, meta["path"])
+            if now - last_used(meta, use) >= older_than and not _owned(use):
+                items.append(Item("unused entry", meta["path"], use, entry=True))
+    return items
+
+
+def remove(cache, items, older_than=None, now=None):
+    """Remove each item whose lock gc can take now (an entry also only if still unused for older_than):
+    returns (removed items, skipped items)."""
+    removed, skipped = [], []
+    for item in items:
+        fd = flock(item.lock, wait=False) if item.lock else None
+        if item.lock and fd is None:
+            skipped.append(item)   # an owner came back since gc looked
+            continue
+        try:
+            meta = read_entry(item.path) if item.entry else None
+            if item.entry and (meta is None or (time.time() if now is None else now) - last_used(meta, item.lock)
+                               < older_than):
+                skipped.append(item)   # used (or removed) since gc looked
+                continue
+            _delete(cache, item, meta)
+            (skipped if os.path.lexists(item.path) else removed).append(item)   # e.g. a file still open on NFS
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed, skipped
+
+
+def _delete(cache, item, meta):
+    try:
+        if meta:
+            cache.remove([meta])
+        elif item.path != item.lock:
+            remove_tree(item.path)
+        if item.unlink_lock:   # named after a temp folder that is gone: nobody takes it again
+            os.unlink(item.lock)
+    except OSError as e:
+        raise MlrunError(f"cannot remove {item.path}: {e.strerror or e}",
+                         hint="is it on a read-only file system, or owned by another user?") from None
+
+
+def last_used(meta, use_lock):
+    """When an entry was last used: its use file's mtime, else when it was built."""
+    try:
+        return os.stat(use_lock).st_mtime
+    except OSError:
+        return meta.get("finished") or 0
+
+
+def tree_size(path):
+    """Bytes of the files (and links) under path, or of path itself."""
+    try:
+        if not os.path.isdir(path) or os.path.islink(path):
+            return os.lstat(path).st_size
+    except OSError:
+        return 0
+    total = 0
+    for folder, dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(folder, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _use_lock(cache, entry_path):
+    return cache.lock_path(os.path.basename(entry_path) + ".use")
+
+
+def _owned(lock):
+    """Whether a live process holds this lock (an absent lock file: nobody does)."""
+    if not os.path.exists(lock):
+        return False
+    fd = flock(lock, wait=False)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _aged(kind, folder, age, now, wanted=lambda name, path: True):
+    """Items for the wanted children of folder, each last changed (it or what it holds) age seconds ago or more."""
+    out = []
+    for name in _names(folder):
+        path = os.path.join(folder, name)
+        if not wanted(name, path):
+            continue
+        try:
+            inside = os.listdir(path) if os.path.isdir(path) and not os.path.islink(path) else []
+            changed = max([os.lstat(path).st_mtime] + [os.lstat(os.path.join(path, n)).st_mtime for n in inside])
+        except OSError:
+            continue
+        if now - changed >= age:
+            out.append(Item(kind, path))
+    return out
+
+
+def _names(folder):
+    try:
+        return sorted(os.listdir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+

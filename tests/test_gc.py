@@ -1,0 +1,177 @@
+"""`mlrun gc`: removes what no live process owns (decided by locks), says how much it freed, and with
+--older-than removes cache entries unused that long, never one a running mlrun holds."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, assert_user_error, kill_group, wait_for
+from engine import Cache, gc
+from engine.cache import flock
+
+DAY = 86400
+
+
+def aged(path, seconds):
+    """Set path's times to `seconds` ago; returns path."""
+    t = time.time() - seconds
+    os.utime(path, (t, t))
+    return path
+
+
+def put(path, size, age=0):
+    """A file of size bytes at path (folders made as needed); returns path."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(b"x" * size)
+    return aged(path, age)
+
+
+def item(top, rel=None, size=10, age=0):
+    """One thing gc may remove: the file top, or the folder top holding rel; all of it last changed age ago."""
+    put(os.path.join(top, rel) if rel else top, size, age)
+    if rel:
+        for folder, dirs, files in os.walk(top):
+            for name in dirs + files:
+                aged(os.path.join(folder, name), age)
+        aged(top, age)
+    return top
+
+
+def temp_dir_owner(cache_root, prefix="import-"):
+    """A separate process that owns a temp folder of the cache (as an import does) until it is killed."""
+    code = (f"import sys, time; sys.path.insert(0, {ROOT!r}); from engine.cache import Cache\n"
+            f"p = Cache({cache_root!r}).new_temp_dir({prefix!r}); open(p + '/data', 'w').write('x' * 2000)\n"
+            "print(p, flush=True); time.sleep(120)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, start_new_session=True)
+    return proc, proc.stdout.readline().strip()
+
+
+@pytest.fixture
+def litter(ws):
+    """One of each kind of garbage, and next to each something of the same kind that must stay."""
+    c, r = ws.cache, ws.runs
+    ws.gone = [item(os.path.join(c, ".tmp", "a-0123456789abcdef.4242"), "out.bin", 1000),
+               item(os.path.join(c, ".tmp", "rm-a-0123456789abcdef.77-0a0b0c0d"), "sub/f", 20),
+               item(os.path.join(c, ".partial", "e3b0c44298fc1c14"), size=3000, age=8 * DAY),
+               item(os.path.join(c, ".failed", "a-0123456789abcdef-20200101-000000"), "build.log", age=8 * DAY),
+               item(os.path.join(r, ".import-20200101-000000-abcd.99"), "run.json", 5, age=DAY),
+               item(os.path.join(r, "20200101-000000-dead"), "app/log.txt", 7, age=DAY),
+               item(os.path.join(c, ".locks", "tmp", "import-1-dead.lock"), size=0)]   # its folder is gone
+    ws.kept = [item(os.path.join(c, ".partial", "recent"), size=3000, age=DAY),
+               item(os.path.join(c, ".failed", "b-0123456789abcdef-20991231-000000"), "build.log", age=DAY),
+               item(os.path.join(r, "20200101-000000-feed"), "run.json", 5, age=DAY),   # a run: never garbage
+               item(os.path.join(r, "20991231-000000-live"), "app/log.txt", 7)]   # started a moment ago
+    return ws
+
+
+def test_gc_removes_what_nobody_owns_and_says_how_much_it_freed(litter):
+    ws = litter
+    importer, import_dir = temp_dir_owner(ws.cache)
+    try:
+        dry = ws.mlrun("gc", "--dry-run")
+        assert dry.returncode == 0 and "nothing removed" in dry.stdout, dry.stderr
+        assert all(os.path.exists(p) for p in ws.gone + [import_dir])
+        assert import_dir not in dry.stdout   # its owner is alive
+        kill_group(importer)
+        result = ws.mlrun("gc", "-y")
+    finally:
+        kill_group(importer)
+    assert result.returncode == 0, result.stderr
+    assert [p for p in ws.gone + [import_dir] if os.path.exists(p)] == []
+    assert [p for p in ws.kept if not os.path.exists(p)] == []
+    freed = result.stdout.splitlines()[-1]
+    for kind in ("1 build leftover (1000 B)", "1 interrupted removal (20 B)", "1 killed import (2.0 KB)",
+                 "1 partial download (2.9 KB)",
+                 "1 failed build log (10 B)", "1 run without a record (7 B)", "1 killed run import (5 B)"):
+        assert kind in freed, freed
+    assert os.listdir(os.path.join(ws.cache, ".locks", "tmp")) == []   # the import's lock went with it
+    assert ws.mlrun("gc", "-y").stdout.strip() == "nothing to remove"
+
+
+def test_gc_never_touches_a_build_in_progress(ws, tmp_path):
+    marker = tmp_path / "started"
+    ws.recipe("slow", f"tags: slow\nrun: echo $$ > {marker}; sleep 1; echo done > out.txt\n")
+    proc = ws.popen("slow")
+    try:
+        assert wait_for(marker.exists)
+        [build] = os.listdir(os.path.join(ws.cache, ".tmp"))
+        result = ws.mlrun("gc", "-y")
+        assert result.returncode == 0 and result.stdout.strip() == "nothing to remove", result.stdout
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        kill_group(proc)
+    [entry] = ws.entries("slow")
+    assert open(os.path.join(ws.cache, entry, "out.txt")).read() == "done\n"
+
+
+def test_gc_skips_what_an_owner_took_back_since_it_looked(ws):
+    cache = Cache(ws.cache)
+    leftover = os.path.dirname(put(os.path.join(ws.cache, ".tmp", "a-0123456789abcdef.4242", "f"), 10))
+    [item] = gc.find(cache, ws.runs)
+    fd = flock(cache.lock_path("a-0123456789abcdef.lock"))   # a build of that entry starts now
+    try:
+        assert gc.remove(cache, [item]) == ([], [item])
+    finally:
+        os.close(fd)
+    assert os.path.exists(leftover)
+
+
+# -- unused entries ------------------------------------------------------------------------------
+
+
+def chain(ws, gate):
+    ws.recipe("old", "tags: old\nrun: echo old > out.txt\n")
+    ws.recipe("dep", "tags: dep\nrun: echo dep > out.txt\n")
+    ws.recipe("app", f"tags: app\ncache: false\ndeps: [dep]\nrun: touch {gate}.waiting; while [ ! -e {gate} ]; do sleep 0.05; done\n")
+
+
+def use_files_aged(ws, seconds):
+    folder = os.path.join(ws.cache, ".locks")
+    for name in os.listdir(folder):
+        if name.endswith(".use"):
+            aged(os.path.join(folder, name), seconds)
+
+
+def test_gc_older_than_removes_unused_entries_but_never_one_a_running_mlrun_holds(ws, tmp_path):
+    gate = tmp_path / "gate"
+    chain(ws, gate)
+    assert ws.mlrun("old").returncode == 0
+    proc = ws.popen("app")
+    try:
+        assert wait_for(lambda: os.path.exists(f"{gate}.waiting"))
+        use_files_aged(ws, 60 * DAY)
+        result = ws.mlrun("gc", "--older-than", "30d", "-y")
+        assert result.returncode == 0, result.stderr
+        assert "1 unused entry" in result.stdout and ws.entries() == ws.entries("dep"), result.stdout
+        gate.touch()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        kill_group(proc)
+    assert ws.mlrun("gc", "--older-than", "61d", "-y").stdout.strip() == "nothing to remove"
+    result = ws.mlrun("gc", "--older-than", "30d", "-y")   # the run is over: nobody holds it now
+    assert "1 unused entry" in result.stdout and ws.entries() == [], result.stdout
+
+
+def test_reuse_records_the_last_use_outside_the_entry(ws):
+    ws.recipe("dep", "tags: dep\nrun: echo dep > out.txt\n")
+    assert ws.mlrun("dep").returncode == 0
+    [entry] = ws.entries()
+    use = os.path.join(ws.cache, ".locks", entry + ".use")
+    aged(use, 60 * DAY)
+    again = ws.mlrun("dep")
+    assert again.returncode == 0 and "cached" in again.stderr, again.stderr
+    assert time.time() - os.stat(use).st_mtime < DAY
+    assert ws.mlrun("cache", "verify").returncode == 0   # the read-only entry itself is untouched
+
+
+def test_gc_usage(ws):
+    assert_user_error(ws.mlrun("gc", "--older-than", "30 days"), 2, "--older-than", "30d")
+    put(os.path.join(ws.cache, ".tmp", "a-0123456789abcdef.4242", "f"), 10)
+    refused = ws.mlrun("gc")   # no terminal to ask on
+    assert_user_error(refused, 2, "1 items would be removed; pass -y")
+    assert os.path.exists(os.path.join(ws.cache, ".tmp", "a-0123456789abcdef.4242"))
+    assert ws.mlrun("gc", "--help").returncode == 0
+    assert "mlrun gc" in ws.mlrun("--help").stdout

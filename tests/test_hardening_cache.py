@@ -1,0 +1,365 @@
+"""Published entries never change: read-only modes, a stat signature checked on every use, digests that
+cover the metadata, and the status line printed once the entry is published."""
+import io
+import json
+import os
+import shlex
+import stat
+import tarfile
+import tempfile
+import time
+
+import filelock  # noqa: F401  (loaded before a test forks a child that cannot read the venv)
+import pytest
+
+from conftest import assert_user_error
+from engine import Cache, MemoryIndex, MlrunError, resolve
+from engine.bundle import export_run, import_bundle
+from engine.runner import Runner, RunReporter
+
+
+def two_steps(ws, low_run="mkdir sub; echo low > sub/low.txt; echo x > out.txt", top_run="echo top > out.txt"):
+    ws.recipe("low", f"tags: low\nexports: {{LOW: '{{entry}}'}}\nrun: {low_run}\n")
+    ws.recipe("top", f"tags: top\ndeps: [low]\nrun: {top_run}\n")
+
+
+def entry_path(ws, recipe):
+    [name] = ws.entries(recipe)
+    return os.path.join(ws.cache, name)
+
+
+def built(ws, query="top"):
+    result = ws.mlrun(query)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+# -- 1. read-only -----------------------------------------------------------------------------------
+
+
+def test_a_published_entry_is_read_only_and_group_readable(ws):
+    two_steps(ws, low_run="mkdir sub; echo x > sub/f; printf '#!/bin/sh\\n' > tool; chmod 700 tool")
+    old = os.umask(0o077)
+    try:
+        built(ws, "low")
+    finally:
+        os.umask(old)
+    root = entry_path(ws, "low")
+    for folder, dirs, files in os.walk(root):
+        for path in [folder] + [os.path.join(folder, f) for f in files]:
+            mode = os.lstat(path).st_mode
+            assert mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0, path
+            assert mode & stat.S_IRGRP, path
+    assert os.stat(os.path.join(root, "tool")).st_mode & stat.S_IXGRP
+
+
+def as_nobody(work, job):
+    """Run job() in a forked child as the user nobody (it cannot read the venv: everything must be imported
+    already); returns (exit code, what job returned or the error it raised)."""
+    os.chmod(work, 0o777)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: no pytest machinery from here on, only a report and os._exit
+        code, out = 1, ""
+        try:
+            os.setgid(65534)
+            os.setuid(65534)
+            out, code = job() or "", 0
+        except BaseException as e:   # noqa: BLE001  (reported to the parent)
+            out = f"{type(e).__name__}: {e}"
+        os.write(write, out.encode())
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        report = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), report
+
+
+@pytest.fixture
+def public_tmp():
+    """A folder the user nobody can reach (tmp_path lies under a root-only folder)."""
+    import shutil
+    work = tempfile.mkdtemp(dir="/tmp", prefix="mlrun-nobody-")
+    yield work
+    shutil.rmtree(work)
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a child as the user nobody")
+
+
+@needs_root
+def test_a_non_root_user_cannot_write_into_an_entry_yet_mlrun_still_deletes_what_it_made(public_tmp):
+    def job():
+        out = ""
+        cache = Cache(os.path.join(public_tmp, "cache"))
+        node = resolve(MemoryIndex({"a": {"tags": "a"}}), "a").root
+        with cache.lock(node):
+            build = cache.new_build_dir(node)
+            os.makedirs(os.path.join(build, "sub"))
+            with open(os.path.join(build, "sub", "f"), "w") as f:
+                f.write("data")
+            path = cache.publish(build, node, {"recipe": "a", "key": node.key, "finished": time.time()})
+        try:
+            open(os.path.join(path, "sub", "new"), "w").close()
+            out += "wrote into a published entry; "
+        except PermissionError:
+            pass
+        cache.remove(cache.entries())
+        out += "entry left; " if os.path.exists(path) else ""
+        with cache.lock(node):
+            build = cache.new_build_dir(node)
+            os.makedirs(os.path.join(build, "locked", "deeper"))
+            open(os.path.join(build, ".mlrun", "build.log"), "w").close()
+            os.chmod(os.path.join(build, "locked"), 0o500)
+            os.chmod(build, 0o500)
+            os.chmod(os.path.join(build, ".mlrun"), 0o500)
+            cache.keep_failed(build, node)
+        logs = cache.failed_logs()
+        return out + ("failed build left; " if os.path.exists(build) else "") + ("" if len(logs) == 1 else "no log")
+    assert as_nobody(public_tmp, job) == (0, "")
+
+
+@needs_root
+def test_a_cache_the_user_may_only_read_still_serves_cached_runs(public_tmp):
+    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}})
+    cache = Cache(os.path.join(public_tmp, "cache"))   # root's: nobody may read it, not write it
+    quiet = RunReporter(io.StringIO())
+    Runner(cache, os.path.join(public_tmp, "runs"), reporter=quiet).run(resolve(index, "a"), argv=["mlrun"])
+    for name in os.listdir(os.path.join(cache.root, ".locks")):   # nobody cannot create them anew
+        if name.endswith(".use"):
+            os.remove(os.path.join(cache.root, ".locks", name))
+    os.makedirs(os.path.join(public_tmp, "nobody-runs"))
+    os.chown(os.path.join(public_tmp, "nobody-runs"), 65534, 65534)
+
+    def job():
+        record = Runner(Cache(cache.root), os.path.join(public_tmp, "nobody-runs"), reporter=quiet).run(
+            resolve(index, "a"), argv=["mlrun"])
+        return "" if [s["status"] for s in record["steps"]] == ["cached"] else str(record["steps"])
+    assert as_nobody(public_tmp, job) == (0, "")
+
+
+# -- 2. damage is detected on every use ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage, shown", [
+    (lambda root: open(os.path.join(root, "out.txt"), "a").write("more"), "modified: out.txt"),
+    (lambda root: open(os.path.join(root, "sub", "junk"), "w").write("j"), "added: sub/junk"),
+    (lambda root: os.remove(os.path.join(root, "sub", "low.txt")), "missing: sub/low.txt"),
+    (lambda root: os.utime(os.path.join(root, "out.txt"), (0, 0)), "modified: out.txt"),
+    (lambda root: os.mkdir(os.path.join(root, "newdir")), "added: newdir"),
+], ids=["appended", "added", "removed", "touched", "new-folder"])
+def test_a_damaged_entry_is_refused_naming_it_and_the_command_that_removes_it(ws, damage, shown):
+    two_steps(ws)
+    built(ws)
+    root = entry_path(ws, "low")
+    damage(root)
+    result = ws.mlrun("top")
+    err = assert_user_error(result, 2, f"the cache entry {root} changed after it was published", shown)
+    command = err.split("remove it with `", 1)[1].split("`", 1)[0]
+    assert command == f"mlrun rm cache {root} -y"
+    assert ws.mlrun("plan", "top").returncode == 2   # nothing reuses it
+    removed = ws.mlrun(*shlex.split(command)[1:])
+    assert removed.returncode == 0, removed.stderr
+    again = ws.mlrun("top")
+    assert again.returncode == 0, again.stderr
+    assert ws.mlrun("cache", "verify").returncode == 0
+
+
+def test_rm_cache_takes_an_entry_name_or_path(ws):
+    two_steps(ws)
+    built(ws)
+    low, top = entry_path(ws, "low"), entry_path(ws, "top")
+    by_name = ws.mlrun("rm", "cache", os.path.basename(low), "-y")
+    assert by_name.returncode == 0 and not os.path.exists(low) and os.path.exists(top), by_name.stderr
+    other = ws.mlrun("rm", "cache", top, "-y", env=ws.env(MLRUN_CACHE=ws.path("elsewhere")))
+    assert other.returncode == 0 and not os.path.exists(top), other.stderr   # a path names its own cache
+
+
+def test_a_step_that_writes_into_its_dependency_fails_naming_that_entry(ws):
+    two_steps(ws, top_run='echo evil > "$LOW/sub/low.txt"; echo top > out.txt')
+    result = ws.mlrun("top")
+    low = entry_path(ws, "low")
+    assert_user_error(result, 1, "step top failed", f"it changed the cache entry {low} of its dependency low",
+                      "modified: sub/low.txt", f"mlrun rm cache {low} -y")
+    assert ws.entries("top") == []   # nothing of the failed step is published
+    assert_user_error(ws.mlrun("top"), 2, f"the cache entry {low} changed")
+
+
+def test_a_folder_in_the_way_of_a_new_entry_is_replaced(ws):
+    two_steps(ws)
+    node = resolve(ws.index(), "low").root
+    stray = os.path.join(ws.cache, node.entry_name)
+    os.makedirs(os.path.join(stray, "sub"))   # a damaged leftover: no .mlrun/entry.json, read-only
+    os.chmod(os.path.join(stray, "sub"), 0o555)
+    built(ws, "low")
+    assert sorted(os.listdir(stray)) == [".mlrun", "out.txt", "sub"]
+    assert os.listdir(os.path.join(ws.cache, ".tmp")) == []
+
+
+# -- 3. the digests cover the metadata --------------------------------------------------------------
+
+
+def _edit_keeping_stat(path, old, new):
+    """Change bytes of a file but not its size nor its times: only a digest can tell."""
+    st = os.stat(path)
+    os.chmod(path, 0o644)
+    with open(path, "rb") as f:
+        data = f.read()
+    assert old in data and len(old) == len(new)
+    with open(path, "wb") as f:
+        f.write(data.replace(old, new))
+    os.chmod(path, stat.S_IMODE(st.st_mode))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+@pytest.mark.parametrize("rel, old, new, shown", [
+    (".mlrun/command.sh", b"exec bash", b"exec dash", "edited metadata: .mlrun/command.sh"),
+    (".mlrun/env.sh", b"export MLRUN_ENTRY", b"export MLRUN_ENTRZ", "edited metadata: .mlrun/env.sh"),
+    (".mlrun/entry.json", b'"recipe": "low"', b'"recipe": "lox"', "edited metadata: .mlrun/entry.json"),
+])
+def test_cache_verify_reports_edited_metadata(ws, rel, old, new, shown):
+    two_steps(ws)
+    built(ws, "low")
+    root = entry_path(ws, "low")
+    _edit_keeping_stat(os.path.join(root, rel), old, new)
+    result = ws.mlrun("cache", "verify")
+    assert result.returncode == 1 and f"CORRUPT {os.path.relpath(root, ws.root)}" in result.stdout, result.stdout
+    assert shown in result.stdout and f"remove it: mlrun rm cache {root} -y" in result.stdout
+
+
+def test_cache_verify_reports_changed_files_and_stat_damage(ws):
+    two_steps(ws)
+    built(ws, "low")
+    root = entry_path(ws, "low")
+    _edit_keeping_stat(os.path.join(root, "out.txt"), b"x", b"y")
+    os.utime(os.path.join(root, "sub", "low.txt"), (1, 1))   # same bytes, other mtime
+    os.chmod(root, 0o755)
+    open(os.path.join(root, "extra"), "w").close()
+    result = ws.mlrun("cache", "verify", "--json")
+    [bad] = json.loads(result.stdout)["bad"]
+    assert bad["problems"] == ["changed: out.txt", "added: extra", "stat-damage: modified: sub/low.txt"]
+
+
+def _bundle_with(ws, tmp_path, rel, old, new):
+    """Export a real run with its entries, then rewrite the bundle with one edited metadata file."""
+    two_steps(ws)
+    built(ws)
+    [run_id] = os.listdir(ws.runs)
+    bundle = export_run(os.path.join(ws.runs, run_id), ws.cache_obj(), str(tmp_path / "run.tar.gz"), with_cache=True)
+    low = os.path.basename(entry_path(ws, "low"))
+    bad = str(tmp_path / "bad.tar.gz")
+    with tarfile.open(bundle["path"]) as src, tarfile.open(bad, "w:gz") as dst:
+        for m in src.getmembers():
+            data = src.extractfile(m).read() if m.isreg() else None
+            if m.name == f"cache/{low}/{rel}":
+                data = data.replace(old, new)
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    return bad, low
+
+
+@pytest.mark.parametrize("rel, old, new", [(".mlrun/command.sh", b"exec bash", b"exec evil"),
+                                           (".mlrun/env.sh", b"export ", b"export EVIL=1; export "),
+                                           (".mlrun/entry.json", b'"bash"', b'"evil"')])
+def test_an_imported_entry_with_edited_metadata_is_refused(ws, tmp_path, rel, old, new):
+    bad, low = _bundle_with(ws, tmp_path, rel, old, new)
+    cache2 = Cache(tmp_path / "cache2")
+    with pytest.raises(MlrunError) as e:
+        import_bundle(bad, cache2, str(tmp_path / "runs2"))
+    assert f"cache entry {low}" in e.value.message and f"edited metadata: {rel}" in e.value.message
+    assert cache2.entries() == []
+
+
+def test_an_imported_entry_is_sealed_here(ws, tmp_path):
+    bad, low = _bundle_with(ws, tmp_path, ".mlrun/command.sh", b"no such text", b"")   # an untouched copy
+    cache2 = Cache(tmp_path / "cache2")
+    assert import_bundle(bad, cache2, str(tmp_path / "runs2"))["added"] == sorted(ws.entries())
+    root = os.path.join(cache2.root, low)
+    assert cache2.verify() == [] and not os.stat(os.path.join(root, "out.txt")).st_mode & stat.S_IWUSR
+    with open(os.path.join(root, "out.txt"), "a") as f:
+        f.write("changed")
+    with pytest.raises(MlrunError, match="changed after it was published"):
+        cache2.lookup(resolve(ws.index(), "low").root)
+
+
+def _old_format_entry(cache, node, files):
+    """An entry as the previous format wrote it: files.json without .mlrun/, no entry_digest, no stat.json."""
+    from engine import digests
+    root = cache.path(node)
+    os.makedirs(os.path.join(root, ".mlrun"))
+    for rel, text in files.items():
+        with open(os.path.join(root, rel), "w") as f:
+            f.write(text)
+    recorded = digests.tree_digests(root, skip={".mlrun"})
+    with open(os.path.join(root, ".mlrun", "files.json"), "w") as f:
+        json.dump(recorded, f)
+    with open(os.path.join(root, ".mlrun", "entry.json"), "w") as f:
+        json.dump({"format": 1, "recipe": node.name, "key": node.key, "finished": time.time(),
+                   "files_digest": digests.summary(recorded)}, f)
+    return root
+
+
+def test_old_format_entries_are_reused_and_verify_their_files(ws):
+    ws.recipe("low", "tags: low\nrun: echo new > out.txt\n")
+    node = resolve(ws.index(), "low").root
+    root = _old_format_entry(ws.cache_obj(), node, {"out.txt": "old\n"})
+    result = ws.mlrun("low")
+    assert result.returncode == 0 and "cached" in result.stderr, result.stderr
+    verify = ws.mlrun("cache", "verify")
+    assert verify.returncode == 0, verify.stdout
+    assert f"OLD FORMAT {os.path.relpath(root, ws.root)}" in verify.stdout and "1 of the old format" in verify.stdout
+    with open(os.path.join(root, "out.txt"), "w") as f:
+        f.write("evil\n")
+    verify = ws.mlrun("cache", "verify")
+    assert verify.returncode == 1 and "changed: out.txt" in verify.stdout
+
+
+# -- 4. "built in N s" once the entry is published ------------------------------------------------
+
+
+class PublishedWhenBuilt(RunReporter):
+    """Notes, at each 'built in' line, whether the entry was already published."""
+
+    def __init__(self, cache):
+        super().__init__(io.StringIO())
+        self.cache, self.seen = cache, []
+
+    def step(self, i, total, node, status, detail="", final=True):
+        if status.startswith("built in"):
+            self.seen.append((node.name, self.cache.lookup(node) is not None))
+
+
+def test_built_line_comes_after_publishing(ws):
+    two_steps(ws)
+    cache = Cache(ws.cache)
+    reporter = PublishedWhenBuilt(cache)
+    Runner(cache, ws.runs, reporter=reporter, stream_root=False).run(resolve(ws.index(), "top"), argv=["mlrun"])
+    assert reporter.seen == [("low", True), ("top", True)]
+
+
+# -- a cache copied without its file times ------------------------------------------------------------
+
+
+def test_a_cache_copied_without_times_is_resealed_after_verifying(ws, tmp_path):
+    import shutil
+    two_steps(ws)
+    built(ws)
+    copy = str(tmp_path / "copy")
+    shutil.copytree(ws.cache, copy, copy_function=shutil.copy)   # contents and modes, new file times
+    env = ws.env(MLRUN_CACHE=copy)
+    assert_user_error(ws.mlrun("top", env=env), 2, "changed after it was published", "cache verify --reseal")
+    low = os.path.join(copy, os.path.basename(entry_path(ws, "low")))
+    with open(os.path.join(low, "out.txt"), "a") as f:   # real damage in one entry
+        f.write("more")
+    verify = ws.mlrun("cache", "verify", env=env)
+    assert verify.returncode == 1 and "stat-damage: modified: sub/low.txt" in verify.stdout, verify.stdout
+    assert "--reseal" in verify.stderr
+    reseal = ws.mlrun("cache", "verify", "--reseal", env=env)
+    assert reseal.returncode == 1 and reseal.stdout.count("CORRUPT") == 1 and "changed: out.txt" in reseal.stdout
+    assert ws.mlrun("rm", "cache", low, "-y", env=env).returncode == 0
+    again = ws.mlrun("top", env=env)
+    assert again.returncode == 0, again.stderr
+    lines = [line for line in again.stderr.splitlines() if line.startswith("[")]
+    assert "built in" in lines[0] and "cached" in lines[-1], again.stderr   # the resealed top is reused
+    assert ws.mlrun("cache", "verify", env=env).returncode == 0
