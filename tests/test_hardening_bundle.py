@@ -184,6 +184,15 @@ def test_an_unsigned_bundle_is_refused_under_trust(there):
     assert_refused(there, result, "it is not signed, and --trust accepts only signed bundles", "--sign")
 
 
+def same_content(a, b):
+    import gzip
+    try:
+        with gzip.open(a) as fa, gzip.open(b) as fb:
+            return fa.read() == fb.read()
+    except (OSError, EOFError):
+        return False
+
+
 def flipped(src, dst, offset):
     with open(src, "rb") as f:
         data = bytearray(f.read())
@@ -202,6 +211,12 @@ def test_any_flipped_byte_of_the_compressed_stream_is_refused(there):
     for offset in sorted({start + (size - 1 - start) * i // 15 for i in range(16)}):
         bad = flipped(there.bundle, str(there.tmp / f"flip-{offset}.tar.gz"), offset)
         result = import_(there, bad, "--trust", there.trust_alice)
+        if result.returncode == 0 and same_content(there.bundle, bad):
+            # A flip in bits deflate never reads (unused table entries, padding) changes no byte of the
+            # bundle's content: the signature is about content, so accepting it is right. Rare, data-dependent.
+            shutil.rmtree(there.cache2, ignore_errors=True)
+            shutil.rmtree(there.runs2, ignore_errors=True)
+            continue
         err = assert_user_error(result, 2)
         assert "refusing to import" in err or "cannot read the bundle" in err, (offset, err)
         assert nothing_imported(there.cache2, there.runs2), offset
