@@ -231,3 +231,15 @@ def test_pack_refuses_what_would_not_upload(tmp_path):
     with pytest.raises(UsageError, match="outside the tree"):
         pack(tree, str(tmp_path / "x.tar.gz"))
     assert not os.path.exists(tmp_path / "x.tar.gz")
+
+
+def test_the_python_api_takes_any_folder_name(tmp_path):
+    from submission.checker import check, format_table
+    tree = make_tree(str(tmp_path / "sub"), scenarios=("Offline",))
+    result = check(SHARED_SRC, tree, short=True, out_dir=str(tmp_path / "out"))   # a folder named mlperf-inference
+    assert result.ok and not result.errors and result.summary == "SUMMARY: submission has errors"
+    assert [r["scenario"] for r in result.table] == ["Offline"]
+    assert format_table(result.table).splitlines()[0].split() == ["SYSTEM", "BENCHMARK", "SCENARIO", "METRIC",
+                                                                 "VALUE", "VALID", "ACCURACY", "CHECKER"]
+    assert result.log == str(tmp_path / "out" / "checker.log")
+    assert not check(SHARED_SRC, tree, short=False, out_dir=str(tmp_path / "out")).ok
