@@ -132,8 +132,7 @@ SHORT = [f"{P} performance_sample_count, found 16, needs to be >= 10833",
          f"{P} Test duration less than 600s in user config. expected=600000, found=300",
          "Early stopping condition was not met, msg=['Processed at least 64 queries']",
          "Not enough samples were processed for early stopping to make an estimate",
-         f"{P} accurcy run does not cover all dataset, accuracy samples: 20, dataset size: 10833",
-         "Compliance test performance check in /t/open/T/results/s/bert-99/Offline/TEST01 failed"]
+         f"{P} accurcy run does not cover all dataset, accuracy samples: 20, dataset size: 10833"]
 REAL = [f"{P} qsl_rng_seed is wrong, expected=1, found=2",
         f"{P} has loadgen errors, number of errors: 1",
         f"{P} Latency constraint not met, expected=130000000, found=200000000",
@@ -243,3 +242,20 @@ def test_the_python_api_takes_any_folder_name(tmp_path):
                                                                  "VALUE", "VALID", "ACCURACY", "CHECKER"]
     assert result.log == str(tmp_path / "out" / "checker.log")
     assert not check(SHARED_SRC, tree, short=False, out_dir=str(tmp_path / "out")).ok
+
+
+def test_a_failed_test01_performance_comparison_is_short_run_only_in_a_short_result():
+    from submission.checker import interpret
+    test01 = "/t/open/T/results/s/bert-99/Offline/TEST01"
+    failed = f"Compliance test performance check in {test01} failed"
+
+    def run(*short_lines):
+        return interpret(log(("INFO", f"Starting performance checks for: {P}"),
+                             *[("ERROR", line) for line in short_lines],
+                             ("INFO", f"Starting compliance check for: {test01}"), ("ERROR", failed),
+                             ("ERROR", "SUMMARY: submission has errors")), 1, short=True)
+    short = run(SHORT[3])
+    assert short.ok and short.short_run_errors == [SHORT[3], failed]
+    full = run()   # full-length runs: TEST01's comparison failing is a real error
+    assert not full.ok and full.errors == [failed]
+    assert full.table == {("open", "T", "s", "bert-99", "Offline"): "errors"}
