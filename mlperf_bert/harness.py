@@ -188,12 +188,26 @@ def run(args):
 
 
 def find_peak(args):
-    """--find-peak: the search (mlperf_bert.tuning) over short runs in RUN_DIR/find-peak/, from the Offline
-    rate a warm-up run measures, then this run (its own length) at the target found, stepping down
-    if that is not VALID; the search and its runs are recorded in summary.json under "find_peak"."""
+    """--find-peak: the search (mlperf_bert.tuning) over short runs in RUN_DIR/find-peak/, from the rate of
+    a short Offline run, then this run (its own length) at the target found, stepping down if that is not
+    VALID; the search and its runs are recorded in summary.json under "find_peak".
+
+    A short SingleStream run first tells whether any load can be VALID: its p99 is the latency of the
+    slowest 1% of samples run one at a time, which no Server load can beat. Over the bound, the search
+    would only halve the target, each run longer than the last (early stopping's queries at a lower
+    rate), so it stops there and says why."""
     from mlperf_bert import tuning
     run_dir = Path(args.out).resolve()
     folder = run_dir / "find-peak"
+    bound_ms = args.target_latency or SERVER_LATENCY_BOUND_MS
+    alone = tuning.short_run(args, folder / "singlestream", "SingleStream", args.peak_min_queries,
+                             args.peak_trial_ms, target_latency=None, target_qps=None)["loadgen"]
+    alone_p99 = alone["latency_ms"].get("p99")
+    if alone_p99 is None or alone_p99 > bound_ms:
+        raise StepError(f"--find-peak: no Server target can be VALID: the slowest 1% of samples take "
+                        f"{alone_p99 or 'an unknown number of'} ms each even one at a time (SingleStream p99, "
+                        f"{folder / 'singlestream'}), over the {bound_ms:g} ms bound",
+                        hint="use a faster model (int8, fused) or more cores")
     offline = tuning.short_run(args, folder / "offline", "Offline", args.peak_min_queries, args.peak_trial_ms,
                                target_latency=None)
     start_qps = offline["loadgen"]["metric"].get("Samples per second") or offline["warmup_qps"]
@@ -207,6 +221,7 @@ def find_peak(args):
         raise StepError(f"--find-peak: {search.note} (runs in {folder})")
     summary = json.loads(summary_path.read_text())
     summary["find_peak"] = {**search.record(), "offline_samples_per_second": round(start_qps, 3),
+                            "singlestream_p99_ms": alone_p99,
                             "server_vs_offline": round(search.qps / start_qps, 4), "runs": str(folder)}
     summary_path.write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -68,8 +68,9 @@ class PeakSearch:
 
 
 def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_queries=4096, growth=1.5,
-                     max_runs=24, check_fn=None, check_retries=3):
-    """The PeakSearch for run_fn (see the module's doc); start_qps: a first guess, e.g. Offline samples/s."""
+                     max_runs=24, floor=1 / 64, check_fn=None, check_retries=3):
+    """The PeakSearch for run_fn (see the module's doc); start_qps: a first guess, e.g. Offline samples/s.
+    The target is never halved below floor x start_qps (a run at a low rate takes long: its queries / rate)."""
     if not start_qps or start_qps <= 0:
         raise ValueError(f"start_qps must be positive, not {start_qps!r}")
     search = PeakSearch(None, None, tolerance)
@@ -108,7 +109,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
                 search.upper = qps
     else:
         search.upper = qps
-        while runs_left() and search.qps is None and qps > start_qps / 1024:
+        while runs_left() and search.qps is None and qps / 2 >= start_qps * floor:
             qps /= 2
             if is_valid(qps):
                 search.qps = qps

@@ -271,5 +271,18 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     else:
         assert peak["note"]
     assert (tmp_path / "run" / "find-peak" / "offline" / "summary.json").is_file()
+    assert 0 < peak["singlestream_p99_ms"] <= 130
     assert "find-peak: target" in result.stdout
     assert time.monotonic() - started < 240
+
+
+def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, tmp_path):
+    command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features), "--model",
+               str(files.model), "--out", str(tmp_path / "run"), "--scenario", "Server", "--mode", "performance",
+               "--count", "8", "--find-peak", "--peak-trial-ms", "0", "--peak-min-queries", "16",
+               "--target-latency", "0.001"]  # a 1 microsecond bound: no sample meets it
+    result = subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "--find-peak: no Server target can be VALID" in result.stderr and "over the 0.001 ms bound" in result.stderr
+    assert not (tmp_path / "run" / "find-peak" / "offline").exists()  # no search was started
