@@ -64,7 +64,7 @@ def parse_args(argv):
     parser.add_argument("--instances", type=_count(1), help="onnxruntime sessions run at once, each pinned to "
                         "its own cores (default: by the scenario's rule)")
     parser.add_argument("--spin", action=argparse.BooleanOptionalAction, help="onnxruntime intra-op threads "
-                        "spin between operators (default: only with one instance)")
+                        "spin between operators (default: off; measured in mlperf_bert.parallelism)")
     parser.add_argument("--batch-pad", type=_count(0), default=0, metavar="TOKENS", help="with --batch-size: "
                         "pad a sample by up to TOKENS masked tokens to join a batch of nearby lengths (default 0: "
                         "only equal run lengths batch)")
@@ -103,6 +103,8 @@ def parse_args(argv):
         parser.error("--streams applies to --backend deepsparse in the Server scenario")
     if args.find_peak and (args.scenario, args.mode) != ("Server", "performance"):
         parser.error("--find-peak applies to the Server scenario in performance mode")
+    if not 0 < args.peak_tolerance < 1:
+        parser.error(f"--peak-tolerance must be between 0 and 1, not {args.peak_tolerance}")
     if args.find_peak and args.target_qps is not None:
         parser.error("--find-peak finds the target QPS: leave out --target-qps")
     if args.backend != "onnxruntime" and (args.instances is not None or args.spin is not None):
@@ -204,10 +206,10 @@ def find_peak(args):
                              args.peak_trial_ms, target_latency=None, target_qps=None)["loadgen"]
     alone_p99 = alone["latency_ms"].get("p99")
     if alone_p99 is None or alone_p99 > bound_ms:
-        raise StepError(f"--find-peak: no Server target can be VALID: the slowest 1% of samples take "
-                        f"{alone_p99 or 'an unknown number of'} ms each even one at a time (SingleStream p99, "
-                        f"{folder / 'singlestream'}), over the {bound_ms:g} ms bound",
-                        hint="use a faster model (int8, fused) or more cores")
+        took = "an unknown number of" if alone_p99 is None else f"{alone_p99:.1f}"
+        raise StepError(f"--find-peak: no Server target can be VALID: the slowest 1% of samples take {took} ms "
+                        f"each even one at a time (SingleStream p99, {folder / 'singlestream'}), over the "
+                        f"{bound_ms:g} ms bound", hint="use a faster model (int8, fused) or more cores")
     offline = tuning.short_run(args, folder / "offline", "Offline", args.peak_min_queries, args.peak_trial_ms,
                                target_latency=None)
     start_qps = offline["loadgen"]["metric"].get("Samples per second") or offline["warmup_qps"]

@@ -4,19 +4,21 @@ An instance is one onnxruntime session with its own worker thread, pinned to its
 (the worker thread with os.sched_setaffinity, the session's intra-op pool threads with
 onnxruntime's session.intra_op_thread_affinities), so instances never compete for a core.
 
-The rule (measured with bench/parallelism.py on a BERT-Base-shaped model; the figures are in
-docs/performance.md):
-  SingleStream, MultiStream: one instance on all cores, spinning on. One query at a time: its
-      latency is the metric, and every core on it gives the shortest; spinning saves the wake-up
-      of the pool threads between operators.
+The rule (measured with `python -m bench.parallelism`: BERT-Base-shaped random model, 32 real SQuAD
+lengths, 2 cores shared with other jobs (load average 5-6), medians of 4 alternating passes:
+one instance on both cores 1.52 samples/s with onnxruntime's default spinning, 2.60 without,
+two pinned single-core instances 3.70, i.e. 2.4x; spinning threads lose most when cores are
+contended, so spinning is off unless asked for):
+  SingleStream, MultiStream: one instance on all cores. One query at a time: its latency is the
+      metric, and every core on it gives the shortest.
   Offline: one instance per core (1 thread each, no pool threads, so spinning does not apply).
       A BERT graph is a chain of operators; splitting each operator over cores costs a sync per
       operator, and short samples make small operators, so independent samples on separate cores
       do more work per second than every core on one sample (measured: see the doc).
   Server: instances by load. A sample's latency on one core is about `cores` times its latency
       on all of them: when the warm-up's slowest sample, so scaled, stays within half the latency
-      bound, Server runs as Offline (throughput at peak load); otherwise one instance on all cores,
-      spinning on (latency first).
+      bound, Server runs as Offline (throughput at peak load); otherwise one instance on all cores
+      (latency first).
 Every choice can be overridden (--instances, --threads per instance, --spin/--no-spin); the
 choice, what was overridden and why are recorded in the run's summary.json.
 """
@@ -85,7 +87,7 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
     # --threads alone: the rule's instances, as many as fit with that many threads each.
     chosen_instances = instances or (max(1, min(rule_instances, count // threads)) if threads else rule_instances)
     chosen_threads = threads or max(1, count // chosen_instances)
-    chosen_spin = spin if spin is not None else chosen_instances == 1
+    chosen_spin = bool(spin)  # off unless asked for (measured above)
     return Parallelism(chosen_instances, chosen_threads, chosen_spin,
                        split_cores(cores, chosen_instances, chosen_threads), rule, overridden)
 

@@ -68,7 +68,7 @@ class PeakSearch:
 
 
 def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_queries=4096, growth=1.5,
-                     max_runs=24, floor=1 / 64, check_fn=None, check_retries=3):
+                     max_runs=24, floor=1 / 16, check_fn=None, check_retries=3):
     """The PeakSearch for run_fn (see the module's doc); start_qps: a first guess, e.g. Offline samples/s.
     The target is never halved below floor x start_qps (a run at a low rate takes long: its queries / rate)."""
     if not start_qps or start_qps <= 0:

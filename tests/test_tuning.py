@@ -60,7 +60,7 @@ def test_the_rule_per_scenario():
     cores = [0, 1, 2, 3]
     for scenario in ("SingleStream", "MultiStream"):
         chosen = parallelism.choose(scenario, cores)
-        assert (chosen.instances, chosen.threads, chosen.spin, chosen.cores) == (1, 4, True, ())
+        assert (chosen.instances, chosen.threads, chosen.spin, chosen.cores) == (1, 4, False, ())
     offline = parallelism.choose("Offline", cores)
     assert (offline.instances, offline.threads, offline.spin) == (4, 1, False)
     assert offline.cores == ((0,), (1,), (2,), (3,)) and offline.overridden == ()
@@ -69,7 +69,7 @@ def test_the_rule_per_scenario():
     assert parallelism.choose("Server", cores).instances == 1
     assert parallelism.choose("Server", cores, server_slowest_s=0.010, latency_bound_s=0.130).instances == 4
     slow = parallelism.choose("Server", cores, server_slowest_s=0.020, latency_bound_s=0.130)
-    assert (slow.instances, slow.threads, slow.spin) == (1, 4, True)
+    assert (slow.instances, slow.threads, slow.spin) == (1, 4, False)
     assert "20.0 ms x 4 cores > 50% of the 130 ms bound" in slow.rule
 
 
@@ -286,3 +286,23 @@ def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, t
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "--find-peak: no Server target can be VALID" in result.stderr and "over the 0.001 ms bound" in result.stderr
     assert not (tmp_path / "run" / "find-peak" / "offline").exists()  # no search was started
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ({}, ["--batch-pad", "0"]),
+    ({"INSTANCES": "2", "THREADS": "1", "SPIN": "false", "BATCH_PAD": "8", "FIND_PEAK": "true"},
+     ["--batch-pad", "8", "--threads", "1", "--instances", "2", "--no-spin", "--find-peak"]),
+    ({"SPIN": "true", "FIND_PEAK": "false"}, ["--batch-pad", "0", "--spin"]),
+])
+def test_the_app_recipe_passes_the_inputs_on(tmp_path, inputs, expected):
+    """run.sh turns the recipe's inputs (MLRUN_INPUT_*) into harness flags; echo stands in for Python."""
+    env = {"PATH": os.environ["PATH"], "MLRUN_BACKEND": "onnxruntime", "HARNESS_BACKEND": "onnxruntime",
+           "MLRUN_PYTHON": "echo", "SQUAD_FEATURES": "f", "SQUAD_FILE": "s", "MLRUN_MODEL": "m",
+           "MLRUN_INPUT_SCENARIO": "Server", "MLRUN_INPUT_MODE": "performance", "MLRUN_INPUT_BATCH_SIZE": "1",
+           "MLRUN_INPUT_BUCKETS": "auto", "MLRUN_INPUT_BATCH_PAD": "0",
+           **{f"MLRUN_INPUT_{name}": value for name, value in inputs.items()}}
+    result = subprocess.run(["bash", str(ROOT / "recipes" / "app-mlperf-bert" / "run.sh")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.split()
+    assert words[words.index("onnxruntime") + 1:] == expected
