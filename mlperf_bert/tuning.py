@@ -13,9 +13,11 @@ summary (mlperf_bert.loadgen_summary.parse). A run's verdict (`classify`):
              valid.
 The search brackets the peak from start_qps (up by `growth` while valid, down by half while not), then
 bisects (geometric middle) until the highest valid and the lowest not-valid target are within
-`tolerance` of each other. The found target is the highest valid one. A full-length check
-(check_fn) follows when given: if it is not VALID, the target steps down by `tolerance` and is
-checked again, at most `check_retries` times. Every run is recorded in PeakSearch.trials.
+`tolerance` of each other (never halving below floor x start_qps: a run at a low rate is long).
+The found target is the highest valid one. A full-length check (check_fn) follows when given: if it
+misses the bound, the target steps down by `tolerance` and is checked again, at most `check_retries`
+times; if it is only too short for early stopping, a lower target cannot help and the note says so.
+Every run is recorded in PeakSearch.trials and PeakSearch.checks.
 """
 import math
 import re
