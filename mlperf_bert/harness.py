@@ -216,8 +216,7 @@ def find_peak(args):
     search = tuning.find_server_peak(
         tuning.harness_run_fn(args, folder, args.peak_trial_ms), start_qps, tolerance=args.peak_tolerance,
         min_queries=args.peak_min_queries,
-        check_fn=lambda qps: tuning.run_harness(tuning.harness_argv(args, target_qps=round(qps, 3), out=None),
-                                                run_dir)["loadgen"])
+        check_fn=lambda qps, queries: tuning.check_run(args, run_dir, qps, queries))
     summary_path = run_dir / "summary.json"
     if search.qps is None:
         raise StepError(f"--find-peak: {search.note} (runs in {folder})")

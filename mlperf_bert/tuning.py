@@ -132,7 +132,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
     if check_fn and search.qps:
         qps = search.qps
         for _ in range(check_retries + 1):
-            summary = check_fn(qps)
+            summary = check_fn(qps, learned["queries"])
             verdict, needed, reason = classify(summary, max_queries=math.inf)
             search.checks.append({"target_qps": round(qps, 3), "verdict": verdict, "reason": reason,
                                   "result": summary.get("result"), "p99_ms": summary.get("latency_ms", {}).get("p99")})
@@ -189,6 +189,18 @@ def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):
     conf.write_text(user_lines + f"\nbert.{scenario}.min_query_count = {min_queries}\n")
     return run_harness(harness_argv(args, scenario=scenario, user_conf=str(conf), min_duration=trial_ms, out=None,
                                     **changes), out_dir)
+
+
+def check_run(args, run_dir, target_qps, learned_queries):
+    """The full-length check: this run's own settings at target_qps, in run_dir. A short run (--count) gets at
+    least the queries early stopping asked for in the search (a user.conf line of the user's still wins)."""
+    argv = harness_argv(args, target_qps=round(target_qps, 3), out=None)
+    if args.count and learned_queries > args.count:
+        conf = Path(run_dir) / "find-peak" / "check.conf"
+        user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
+        conf.write_text(f"bert.Server.min_query_count = {learned_queries}\n" + user_lines)
+        argv = harness_argv(args, target_qps=round(target_qps, 3), user_conf=str(conf), out=None)
+    return run_harness(argv, run_dir)["loadgen"]
 
 
 def harness_run_fn(args, folder, trial_ms):

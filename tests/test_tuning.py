@@ -222,14 +222,15 @@ def test_the_full_length_check_steps_down_until_valid():
     run_fn, _ = fake_server(peak=100.0)
     checks = []
 
-    def check_fn(qps):
+    def check_fn(qps, queries):
+        assert queries == EARLY_STOPPING_QUERIES  # what the search learned
         checks.append(qps)
         return fake_summary(qps <= 92.0, qps > 92.0, 50000, 0)  # the long run is a little stricter
     search = tuning.find_server_peak(run_fn, 80.0, tolerance=0.05, check_fn=check_fn)
     assert search.checked_valid and search.qps <= 92.0 and len(checks) >= 2
     assert [check["verdict"] for check in search.checks][-1] == tuning.VALID
 
-    short = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps: fake_summary(False, False, 100, 359))
+    short = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, _: fake_summary(False, False, 100, 359))
     assert short.checked_valid is False and len(short.checks) == 1 and "needs 459 queries" in short.note
 
 
@@ -248,15 +249,12 @@ def test_classify_reads_a_real_loadgen_summary(tmp_path):
 
 
 def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
-    """Short runs (--count 40, 300 ms each, 25% tolerance), then a 'full-length' check made long enough for
-    early stopping by the user's own line."""
-    conf = tmp_path / "long.conf"
-    conf.write_text("bert.Server.min_query_count = 600\n")
+    """Short runs (--count 40, 300 ms each, 50% tolerance, starting with 400 queries: early stopping asks
+    for more), then the run's own short length as the check, given the queries the search learned."""
     started = time.monotonic()
     result, summary = run_harness(files, tmp_path / "run", "--scenario", "Server", "--mode", "performance",
                                   "--count", str(COUNT), "--min-duration", "300", "--find-peak",
-                                  "--peak-trial-ms", "300", "--peak-tolerance", "0.5",
-                                  "--peak-min-queries", str(EARLY_STOPPING_QUERIES), "--user-conf", str(conf),
+                                  "--peak-trial-ms", "300", "--peak-tolerance", "0.5", "--peak-min-queries", "400",
                                   timeout=300)
     peak = summary["find_peak"]
     assert peak["qps"] and peak["trials"] and peak["checks"], peak
@@ -272,6 +270,8 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
         assert peak["note"]
     assert (tmp_path / "run" / "find-peak" / "offline" / "summary.json").is_file()
     assert 0 < peak["singlestream_p99_ms"] <= 130
+    assert max(trial["min_query_count"] for trial in peak["trials"]) > 400   # early stopping asked for more
+    assert "bert.Server.min_query_count" in (tmp_path / "run" / "user.conf").read_text()
     assert "find-peak: target" in result.stdout
     assert time.monotonic() - started < 240
 
