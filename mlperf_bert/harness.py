@@ -13,14 +13,13 @@ import json
 import math
 import os
 import sys
-import threading
 from pathlib import Path
 
 import mlperf_loadgen as lg
 
 from engine.errors import MlrunError, StepError, UsageError
-from mlperf_bert import accuracy, loadgen_summary, seq_plan, squad_features, warmup
-from mlperf_bert.sut import LoadGenSut, QaInference
+from mlperf_bert import accuracy, loadgen_summary, parallelism, seq_plan, squad_features, warmup
+from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
 SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
@@ -29,6 +28,8 @@ BACKENDS = ("onnxruntime", "deepsparse")
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 SHORT_RUN_MIN_DURATION_MS = 1000
+SERVER_LATENCY_BOUND_MS = 130  # mlperf.conf's bert Server p99 bound
+PEAK_TRIAL_MS, PEAK_MIN_QUERIES = 2000, 256
 SERVER_LOAD_FRACTION = 0.5  # default Server target: half the measured throughput, to meet the latency bound
 WARMUP_SAMPLES = 4
 WARMUP_PASSES, WARMUP_MAX_PASSES = 3, 12   # timed passes over them: settled ones, and at most
@@ -58,8 +59,15 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=_count(1), default=1, help="samples of one run length per session run")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference runtime "
                         "(default: onnxruntime)")
-    parser.add_argument("--threads", type=_count(1), help="onnxruntime intra-op threads, deepsparse cores "
-                        "(default: all cores)")
+    parser.add_argument("--threads", type=_count(1), help="onnxruntime intra-op threads per instance, "
+                        "deepsparse cores (default: by the scenario's rule, mlperf_bert.parallelism)")
+    parser.add_argument("--instances", type=_count(1), help="onnxruntime sessions run at once, each pinned to "
+                        "its own cores (default: by the scenario's rule)")
+    parser.add_argument("--spin", action=argparse.BooleanOptionalAction, help="onnxruntime intra-op threads "
+                        "spin between operators (default: off; measured in mlperf_bert.parallelism)")
+    parser.add_argument("--batch-pad", type=_count(0), default=0, metavar="TOKENS", help="with --batch-size: "
+                        "pad a sample by up to TOKENS masked tokens to join a batch of nearby lengths (default 0: "
+                        "only equal run lengths batch)")
     parser.add_argument("--streams", type=_count(1), help="deepsparse Server: requests run at once by the "
                         "multi-stream scheduler, one worker each (default: 2, or one per 4 cores)")
     parser.add_argument("--target-qps", type=float, help="Offline expected / Server target QPS "
@@ -76,6 +84,14 @@ def parse_args(argv):
                         "its real length), lengths such as 384 or 128,256,384 (each at the smallest that holds "
                         "it), or auto (default: exact when the model allows it, else 384; deepsparse: "
                         "128,192,256,384, an engine each)")
+    parser.add_argument("--find-peak", action="store_true", help="Server: search for the highest target QPS that "
+                        "is VALID over short runs (mlperf_bert.tuning), then run this run's length at it")
+    parser.add_argument("--peak-tolerance", type=float, default=0.05, help="--find-peak: stop when the highest "
+                        "valid and lowest invalid targets are this close (default 0.05: 5%%)")
+    parser.add_argument("--peak-trial-ms", type=_count(0), default=PEAK_TRIAL_MS, metavar="MS",
+                        help=f"--find-peak: minimum duration of each search run (default {PEAK_TRIAL_MS})")
+    parser.add_argument("--peak-min-queries", type=_count(1), default=PEAK_MIN_QUERIES, help="--find-peak: "
+                        f"queries of a search run, more when early stopping asks (default {PEAK_MIN_QUERIES})")
     parser.add_argument("--dynamic-model-cache", help="folder that keeps the dynamic-axis copy of a fixed-384 "
                         "model between runs (default: the run folder)")
     args = parser.parse_args(argv)
@@ -85,6 +101,14 @@ def parse_args(argv):
         parser.error("--target-latency applies to SingleStream, MultiStream and Server")
     if args.streams is not None and (args.backend, args.scenario) != ("deepsparse", "Server"):
         parser.error("--streams applies to --backend deepsparse in the Server scenario")
+    if args.find_peak and (args.scenario, args.mode) != ("Server", "performance"):
+        parser.error("--find-peak applies to the Server scenario in performance mode")
+    if not 0 < args.peak_tolerance < 1:
+        parser.error(f"--peak-tolerance must be between 0 and 1, not {args.peak_tolerance}")
+    if args.find_peak and args.target_qps is not None:
+        parser.error("--find-peak finds the target QPS: leave out --target-qps")
+    if args.backend != "onnxruntime" and (args.instances is not None or args.spin is not None):
+        parser.error("--instances and --spin apply to --backend onnxruntime")
     for option in ("user_conf", "audit_config", "squad"):
         path = getattr(args, option)
         if path is not None and not os.path.isfile(path):
@@ -95,7 +119,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        summary = run(args)
+        summary = find_peak(args) if args.find_peak else run(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
@@ -121,14 +145,23 @@ def run(args):
     for stale in RUN_OUTPUTS:
         (run_dir / stale).unlink(missing_ok=True)
     buckets = seq_plan.parse_buckets(args.buckets)
-    backend, plan, workers = _backend(args, buckets, args.dynamic_model_cache or run_dir)
-    inference = QaInference(backend, features, plan, args.batch_size)
-    measured_qps = _warm_up(inference, total, workers)
+    work_dir = args.dynamic_model_cache or run_dir
+    if args.backend == "onnxruntime":
+        inference, views, pins, chosen_parallelism, measured_qps = _ort_instances(args, features, buckets,
+                                                                                   work_dir, total)
+        workers = len(views)
+    else:
+        backend, plan, workers = _backend(args, buckets, work_dir)
+        inference = QaInference(backend, features, plan, args.batch_size, args.batch_pad)
+        views, pins, chosen_parallelism = [inference] * workers, [()] * workers, None
+        measured_qps = _warm_up(inference, total, views, pins)
+    plan = inference.plan
+    inference.stats.reset()
     conf_lines, chosen = settings_lines(args, total, measured_qps)
     user_conf = run_dir / "user.conf"
     user_conf.write_text("\n".join(conf_lines) + "\n")
 
-    sut = LoadGenSut(inference, total, total, workers)
+    sut = LoadGenSut(inference, total, total, workers, views, pins)
     try:
         _start_test(sut, args, user_conf, run_dir)
     finally:
@@ -138,6 +171,8 @@ def run(args):
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
         "sequence_handling": plan.description, "batch_size": args.batch_size, "threads": inference.backend.threads,
         "backend": args.backend, "workers": workers,
+        "parallelism": chosen_parallelism.record() if chosen_parallelism else None,
+        "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
         "warmup_qps": round(measured_qps, 3), "settings": chosen,
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
     }
@@ -154,6 +189,45 @@ def run(args):
     return summary
 
 
+def find_peak(args):
+    """--find-peak: the search (mlperf_bert.tuning) over short runs in RUN_DIR/find-peak/, from the rate of
+    a short Offline run, then this run (its own length) at the target found, stepping down if that is not
+    VALID; the search and its runs are recorded in summary.json under "find_peak".
+
+    A short SingleStream run first tells whether any load can be VALID: its p99 is the latency of the
+    slowest 1% of samples run one at a time, which no Server load can beat. Over the bound, the search
+    would only halve the target, each run longer than the last (early stopping's queries at a lower
+    rate), so it stops there and says why."""
+    from mlperf_bert import tuning
+    run_dir = Path(args.out).resolve()
+    folder = run_dir / "find-peak"
+    bound_ms = args.target_latency or SERVER_LATENCY_BOUND_MS
+    alone = tuning.short_run(args, folder / "singlestream", "SingleStream", args.peak_min_queries,
+                             args.peak_trial_ms, target_latency=None, target_qps=None)["loadgen"]
+    alone_p99 = alone["latency_ms"].get("p99")
+    if alone_p99 is None or alone_p99 > bound_ms:
+        took = "an unknown number of" if alone_p99 is None else f"{alone_p99:.1f}"
+        raise StepError(f"--find-peak: no Server target can be VALID: the slowest 1% of samples take {took} ms "
+                        f"each even one at a time (SingleStream p99, {folder / 'singlestream'}), over the "
+                        f"{bound_ms:g} ms bound", hint="use a faster model (int8, fused) or more cores")
+    offline = tuning.short_run(args, folder / "offline", "Offline", args.peak_min_queries, args.peak_trial_ms,
+                               target_latency=None)
+    start_qps = offline["loadgen"]["metric"].get("Samples per second") or offline["warmup_qps"]
+    search = tuning.find_server_peak(
+        tuning.harness_run_fn(args, folder, args.peak_trial_ms), start_qps, tolerance=args.peak_tolerance,
+        min_queries=args.peak_min_queries,
+        check_fn=lambda qps, queries: tuning.check_run(args, run_dir, qps, queries))
+    summary_path = run_dir / "summary.json"
+    if search.qps is None:
+        raise StepError(f"--find-peak: {search.note} (runs in {folder})")
+    summary = json.loads(summary_path.read_text())
+    summary["find_peak"] = {**search.record(), "offline_samples_per_second": round(start_qps, 3),
+                            "singlestream_p99_ms": alone_p99,
+                            "server_vs_offline": round(search.qps / start_qps, 4), "runs": str(folder)}
+    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
 def _load_features(folder):
     if not Path(folder).is_dir():
         raise UsageError(f"features folder not found: {folder}",
@@ -161,13 +235,38 @@ def _load_features(folder):
     return squad_features.load(folder)
 
 
+def _ort_instances(args, features, buckets, work_dir, total):
+    """(inference, views, pins, Parallelism, warm-up samples/s): onnxruntime sessions by the scenario's rule
+    (mlperf_bert.parallelism), warmed up. Server's rule needs a measurement: one instance on all cores is
+    warmed up first, and the sessions are made again when its estimate of a full-length sample allows more."""
+    from mlperf_bert.ort_backend import OrtBackend
+    model_path, plan = seq_plan.prepare(args.model, buckets, work_dir)
+    inference = QaInference(None, features, plan, args.batch_size, args.batch_pad)
+    overrides = {"instances": args.instances, "threads": args.threads, "spin": args.spin}
+
+    def start(chosen):
+        pins = list(chosen.cores) or [()] * chosen.instances
+        views = [inference.on(OrtBackend(model_path, chosen.threads, spin=chosen.spin, cores=pin)) for pin in pins]
+        return views, pins, _warm_up(views[0], total, views, pins)
+
+    chosen = parallelism.choose(args.scenario, **overrides)
+    views, pins, measured_qps = start(chosen)
+    if args.scenario == "Server" and args.instances is None and args.threads is None:
+        bound_s = (args.target_latency or SERVER_LATENCY_BOUND_MS) / 1000
+        indices = _warm_up_indices(total, len(views))
+        tokens = sum(plan.run_length(inference.lengths[index]) for index in indices)
+        seconds_per_token = len(indices) / measured_qps / tokens  # one instance on all cores: one sample at a time
+        tuned = parallelism.choose("Server", server_slowest_s=seconds_per_token * seq_plan.FEATURE_WIDTH,
+                                   latency_bound_s=bound_s, **overrides)
+        if (tuned.instances, tuned.threads) != (chosen.instances, chosen.threads):
+            views, pins, measured_qps = start(tuned)
+        chosen = tuned
+    return views[0], views, pins, chosen, measured_qps
+
+
 def _backend(args, buckets, work_dir):
-    """(backend, SeqPlan, SUT workers) for --backend; a deepsparse backend's engines are compiled here,
+    """(backend, SeqPlan, SUT workers) for --backend deepsparse; its engines are compiled here,
     each once, with a line of progress, and each run once."""
-    if args.backend == "onnxruntime":
-        from mlperf_bert.ort_backend import OrtBackend
-        model_path, plan = seq_plan.prepare(args.model, buckets, work_dir)
-        return OrtBackend(model_path, args.threads), plan, 1
     from mlperf_bert import ds_backend
     model_path, plan = ds_backend.prepare(args.model, buckets, work_dir)
     scheduler = "multi_stream" if args.scenario == "Server" else "single_stream"
@@ -177,36 +276,23 @@ def _backend(args, buckets, work_dir):
     return backend, plan, backend.streams
 
 
-def _warm_up(inference, total, workers=1):
+def _warm_up_indices(total, workers):
+    return list(range(min(max(WARMUP_SAMPLES, 2 * workers), total)))
+
+
+def _warm_up(inference, total, views=None, pins=None):
     """Run a few samples once untimed (first-run allocations), then again until the pass time settles;
-    return samples/s of the settled passes, with `workers` callers at once as in the SUT.
+    return samples/s of the settled passes, run by the SUT's workers at once (`views`, pinned to `pins`;
+    default: `inference` alone).
 
     Also the first place a model that loads but cannot run fails, before LoadGen starts.
     """
-    indices = list(range(min(max(WARMUP_SAMPLES, 2 * workers), total)))
+    views, pins = views or [inference], pins or [()] * len(views or [inference])
+    indices = _warm_up_indices(total, len(views))
     for _ in inference.responses(indices):
         pass
-    shares = [indices[n::workers] for n in range(workers) if indices[n::workers]]
-    errors = []
-
-    def work(share):
-        try:
-            for _ in inference.responses(share):
-                pass
-        except Exception as error:
-            errors.append(error)
-    def one_pass():
-        if len(shares) == 1:
-            work(shares[0])
-        else:
-            threads = [threading.Thread(target=work, args=(share,)) for share in shares]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-        if errors:
-            raise errors[0]
-    settling = warmup.until_settled(one_pass, window=WARMUP_PASSES, max_calls=WARMUP_MAX_PASSES)
+    settling = warmup.until_settled(lambda: run_on_instances(views, pins, indices), window=WARMUP_PASSES,
+                                    max_calls=WARMUP_MAX_PASSES)
     return len(indices) / max(settling.seconds, 1e-9)
 
 
@@ -298,6 +384,14 @@ def format_summary(summary):
         reasons = f" ({'; '.join(loadgen['reasons'])})" if loadgen["reasons"] else ""
         lines.append(f"  result: {loadgen['result'] or 'none in the LoadGen summary'}{reasons}")
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
+    if par := summary.get("parallelism"):
+        lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s), spinning "
+                     f"{'on' if par['spin'] else 'off'} (rule: {par['rule']}"
+                     + (f"; set by --{', --'.join(par['overridden'])})" if par["overridden"] else ")"))
+    if summary["batch_size"] > 1:
+        batching = summary["batching"]
+        lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
+                     f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']})")
     if summary["mode"] == "accuracy":
         accuracy = summary.get("accuracy")
         if accuracy:
@@ -309,6 +403,11 @@ def format_summary(summary):
                              "not the full dev set: not an official figure)")
         elif not summary.get("error"):
             lines.append("  accuracy: not scored (pass --squad FILE)")
+    if peak := summary.get("find_peak"):
+        lines.append(f"  find-peak: target {peak['qps']:.3f} QPS ({peak['server_vs_offline']:.1%} of Offline "
+                     f"{peak['offline_samples_per_second']:.3f} samples/s) after {len(peak['trials'])} short runs; "
+                     f"full-length check {'VALID' if peak['checked_valid'] else 'not VALID'}"
+                     + (f" ({peak['note']})" if peak["note"] else ""))
     lines.append(f"  logs: {summary['run_dir']}")
     return "\n".join(lines)
 

@@ -12,15 +12,27 @@ def available_cores():
     return len(os.sched_getaffinity(0))
 
 
+def session_config(threads, spin, cores):
+    """Session config entries for a session whose caller's thread is pinned to cores[0] (by the caller)."""
+    config = {} if spin is None else {"session.intra_op.allow_spinning": "1" if spin else "0"}
+    if cores and threads > 1:
+        # One entry per pool thread (threads - 1); onnxruntime numbers logical processors from 1.
+        config["session.intra_op_thread_affinities"] = ";".join(str(core + 1) for core in cores[1:threads])
+    return config
+
+
 class OrtBackend:
     """One session, run by one caller at a time, using `threads` cores inside each run.
 
     seq_len: the model's fixed sequence length, or None when any length runs.
     providers: onnxruntime execution providers, CPU unless told otherwise (e.g. CUDA).
     quiet: log nothing below fatal (for probes that expect some runs to fail).
+    spin: intra-op threads spin between operators (onnxruntime's default) or sleep; None: the default.
+    cores: pin the intra-op pool threads to these cores (see mlperf_bert.parallelism), the caller's
+    thread being pinned to the first by the caller.
     """
 
-    def __init__(self, model_path, threads=None, providers=None, quiet=False):
+    def __init__(self, model_path, threads=None, providers=None, quiet=False, spin=None, cores=()):
         self.io = model_adapter.inspect(model_path)
         self.seq_len = self.io.seq_len
         self.threads = threads or available_cores()
@@ -32,6 +44,9 @@ class OrtBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if quiet:
             options.log_severity_level = 4
+        if spin is not None or cores:
+            for key, value in session_config(self.threads, spin, cores).items():
+                options.add_session_config_entry(key, value)
         try:
             self.session = ort.InferenceSession(model_path, options,
                                                 providers=providers or ["CPUExecutionProvider"])

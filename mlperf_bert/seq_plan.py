@@ -2,7 +2,10 @@
 
 A sample runs at its real length (the model's sequence axis is dynamic), at the smallest
 bucket that holds it, or at the model's fixed length. The choice depends on the sample alone,
-never on its neighbours, so its response bytes are the same in every mode and scenario.
+never on its neighbours, so its response bytes are the same in every mode and scenario; the one
+exception is batching of nearby lengths (a batch pad above 0), where a sample may be padded up
+to its batch's longest (masked tokens: the same answer, logits equal within float noise), and
+its response is cut back to its own run length.
 """
 import os
 from dataclasses import dataclass
@@ -41,14 +44,15 @@ class SeqPlan:
             return max(int(length), 1)
         return next(bucket for bucket in self.buckets if bucket >= length)
 
-    def batches(self, lengths, batch_size):
-        """Positions into `lengths` (real lengths of the samples to run), grouped in batches of
-        one run length and at most batch_size, shortest first; ties keep their order."""
+    def batches(self, lengths, batch_size, pad=0):
+        """Positions into `lengths` (real lengths of the samples to run), grouped in batches of at
+        most batch_size whose run lengths differ by at most `pad` tokens (0: one run length),
+        shortest first; ties keep their order. A batch runs at its longest run length."""
         run_lengths = [self.run_length(length) for length in lengths]
         batches = []
         for position in sorted(range(len(lengths)), key=run_lengths.__getitem__):
             last = batches[-1] if batches else None
-            if last and len(last) < batch_size and run_lengths[last[0]] == run_lengths[position]:
+            if last and len(last) < batch_size and run_lengths[position] - run_lengths[last[0]] <= pad:
                 last.append(position)
             else:
                 batches.append([position])

@@ -1,27 +1,75 @@
 """The inference path (features -> responses) and the LoadGen QSL/SUT around it.
 
-Unlike the reference SUT (a thread per sample, each padded to 384), one worker thread runs
-every sample through one session that uses all cores, at the length the SeqPlan picks,
-shortest first. LoadGen callbacks only queue work, so they return at once. A backend that runs
-several requests at once (DeepSparse's multi-stream scheduler, for Server) gets one worker per
-stream, each taking the next query from the same queue.
+Unlike the reference SUT (a thread per sample, each padded to 384), a worker thread runs
+samples through a session at the length the SeqPlan picks, shortest first: one worker on all
+cores, or one per instance (mlperf_bert.parallelism), each pinned to its own cores with its own
+session. LoadGen callbacks only queue work, so they return at once; with several workers a
+query of many samples (Offline) is cut into runs of neighbouring lengths that the workers take
+in turn. A backend that runs several requests at once (DeepSparse's multi-stream scheduler, for
+Server) gets one worker per stream, each taking the next query from the same queue.
 """
+import copy
+import math
 import queue
 import threading
 
 import numpy as np
 
+from mlperf_bert import parallelism
+
+
+CHUNKS_PER_WORKER = 8
+
+
+class BatchStats:
+    """Batches run, samples in them, real tokens and tokens run (padding included); thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self):
+        self.batches = self.samples = self.tokens = self.run_tokens = 0
+
+    def add(self, samples, tokens, run_tokens):
+        with self._lock:
+            self.batches += 1
+            self.samples += samples
+            self.tokens += tokens
+            self.run_tokens += run_tokens
+
+    def record(self):
+        return {"batches": self.batches, "mean_batch": round(self.samples / max(self.batches, 1), 3),
+                "padding_fraction": round(1 - self.tokens / max(self.run_tokens, 1), 4)}
+
 
 class QaInference:
     """Runs feature rows through a backend, each at its planned length."""
 
-    def __init__(self, backend, features, plan, batch_size=1):
+    def __init__(self, backend, features, plan, batch_size=1, batch_pad=0):
         self.backend = backend
         self.plan = plan
         self.batch_size = batch_size
+        self.batch_pad = batch_pad  # tokens a sample may be padded by to join a batch of nearby lengths
+        self.stats = BatchStats()
         self.lengths = np.asarray(features.lengths)
         self._arrays = (features.input_ids, features.input_mask, features.segment_ids)
         self._loaded = {}  # sample index -> inputs cut to its run length
+
+    def on(self, backend):
+        """The same samples (loaded ones shared) run on another backend: an instance's view."""
+        view = copy.copy(self)
+        view.backend = backend
+        return view
+
+    def chunks(self, items, workers, index=lambda item: item):
+        """`items` (holding sample indices) cut, in length order, into runs for `workers` pulling from one
+        queue: about CHUNKS_PER_WORKER each, whole batches, so the last run to finish is short."""
+        if workers <= 1 or len(items) <= 1:
+            return [list(items)]
+        ordered = sorted(items, key=lambda item: self.lengths[index(item)])
+        size = max(self.batch_size, math.ceil(len(ordered) / (workers * CHUNKS_PER_WORKER)))
+        return [ordered[start:start + size] for start in range(0, len(ordered), size)]
 
     def _cut(self, index):
         run_length = self.plan.run_length(self.lengths[index])
@@ -43,20 +91,62 @@ class QaInference:
         A response is float32 (L, 2), start and end logit of each of the L positions the
         sample ran at. Repeated indices are run again: responses are never reused.
         """
-        for batch in self.plan.batches(self.lengths[list(indices)], self.batch_size):
+        for batch in self.plan.batches(self.lengths[list(indices)], self.batch_size, self.batch_pad):
             rows = [self._loaded.get(indices[position]) or self._cut(indices[position]) for position in batch]
+            own = [len(row[0]) for row in rows]
+            width = max(own)
+            if min(own) < width:  # nearby lengths: pad with masked tokens (id 0, mask 0, segment 0)
+                rows = [tuple(np.pad(array, (0, width - len(array))) for array in row) for row in rows]
+            self.stats.add(len(batch), sum(own), len(batch) * width)
             start, end = self.backend.run(*(np.stack(column) for column in zip(*rows)))
-            yield [(position, np.stack([start[row], end[row]], axis=-1)) for row, position in enumerate(batch)]
+            yield [(position, np.stack([start[row, :own[row]], end[row, :own[row]]], axis=-1))
+                   for row, position in enumerate(batch)]
+
+
+def run_on_instances(views, pins, indices):
+    """Run `indices` once through the instances (views, each pinned to its cores in pins) in worker
+    threads pulling runs of neighbouring lengths from one queue, as the SUT does; raise the first error.
+    One unpinned view runs in the calling thread."""
+    if len(views) == 1 and not pins[0]:
+        for _ in views[0].responses(list(indices)):
+            pass
+        return
+    chunks = queue.SimpleQueue()
+    for chunk in views[0].chunks(list(indices), len(views)):
+        chunks.put(chunk)
+    errors = []
+
+    def work(view, cores):
+        parallelism.pin_current_thread(cores)
+        try:
+            while True:
+                try:
+                    chunk = chunks.get_nowait()
+                except queue.Empty:
+                    return
+                for _ in view.responses(chunk):
+                    pass
+        except Exception as error:
+            errors.append(error)
+    threads = [threading.Thread(target=work, args=pair) for pair in zip(views, pins)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 class LoadGenSut:
     """A LoadGen QSL and SUT whose queries are queued to `workers` worker threads (default one).
 
+    views: one QaInference per worker (instances: each on its own session), else all share `inference`;
+    pins: the cores each worker pins itself to (mlperf_bert.parallelism), else none.
     If inference fails, the error is kept in `error` and the remaining samples are completed
     empty, so LoadGen ends the test instead of waiting forever.
     """
 
-    def __init__(self, inference, total_count, performance_count, workers=1):
+    def __init__(self, inference, total_count, performance_count, workers=1, views=None, pins=None):
         import mlperf_loadgen as lg  # here: QaInference alone (bench/harness.py) runs without LoadGen
         self._lg = lg
         self.inference = inference
@@ -64,25 +154,32 @@ class LoadGenSut:
         self.error = None
         self._lock = threading.Lock()
         self._queue = queue.Queue()
-        self._workers = [threading.Thread(target=self._work, name=f"sut-worker-{n}", daemon=True)
-                         for n in range(max(1, workers))]
+        workers = len(views) if views else max(1, workers)
+        self._views = views or [inference] * workers
+        self._pins = pins or [()] * workers
+        self._workers = [threading.Thread(target=self._work, args=(n,), name=f"sut-worker-{n}", daemon=True)
+                         for n in range(workers)]
         self.qsl = lg.ConstructQSL(total_count, performance_count, inference.load, inference.unload)
         self.sut = lg.ConstructSUT(self._issue, self._flush)
         for worker in self._workers:
             worker.start()
 
     def _issue(self, query_samples):
-        self._queue.put([(sample.id, sample.index) for sample in query_samples])
+        samples = [(sample.id, sample.index) for sample in query_samples]
+        for chunk in self.inference.chunks(samples, len(self._workers), index=lambda sample: sample[1]):
+            self._queue.put(chunk)
 
     def _flush(self):
         pass  # nothing is held back: the worker runs whatever is queued
 
-    def _work(self):
+    def _work(self, number):
+        parallelism.pin_current_thread(self._pins[number])
+        inference = self._views[number]
         while (samples := self._queue.get()) is not None:
             pending = dict(enumerate(samples))  # position -> (sample id, index), not yet completed
             if self.error is None:
                 try:
-                    for batch in self.inference.responses([index for _, index in samples]):
+                    for batch in inference.responses([index for _, index in samples]):
                         lg = self._lg
                         lg.QuerySamplesComplete([lg.QuerySampleResponse(samples[position][0], response.ctypes.data,
                                                                         response.nbytes)

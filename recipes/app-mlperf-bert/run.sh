@@ -10,9 +10,12 @@ model="${MLRUN_MODEL:-}"
 case "${MLRUN_INPUT_MODEL:-}" in ""|*:*) ;; *) model="$MLRUN_INPUT_MODEL" ;; esac
 args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$model" --out .
       --scenario "$MLRUN_INPUT_SCENARIO" --mode "$MLRUN_INPUT_MODE" --batch-size "$MLRUN_INPUT_BATCH_SIZE"
-      --buckets "$MLRUN_INPUT_BUCKETS" --backend "$HARNESS_BACKEND")
+      --buckets "$MLRUN_INPUT_BUCKETS" --backend "$HARNESS_BACKEND" --batch-pad "$MLRUN_INPUT_BATCH_PAD")
 [ -n "${MLRUN_INPUT_COUNT:-}" ] && args+=(--count "$MLRUN_INPUT_COUNT")
 [ -n "${MLRUN_INPUT_THREADS:-}" ] && args+=(--threads "$MLRUN_INPUT_THREADS")
+[ -n "${MLRUN_INPUT_INSTANCES:-}" ] && args+=(--instances "$MLRUN_INPUT_INSTANCES")
+case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin) ;; esac
+[ "${MLRUN_INPUT_FIND_PEAK:-false}" = true ] && args+=(--find-peak)
 [ -n "${MLRUN_INPUT_TARGET_QPS:-}" ] && args+=(--target-qps "$MLRUN_INPUT_TARGET_QPS")
 [ -n "${MLRUN_INPUT_TARGET_LATENCY:-}" ] && args+=(--target-latency "$MLRUN_INPUT_TARGET_LATENCY")
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")

@@ -1,0 +1,213 @@
+"""Find the highest Server target QPS that LoadGen calls VALID, by a search over short runs.
+
+    find_server_peak(run_fn, start_qps, ...) -> PeakSearch
+
+run_fn(target_qps, min_query_count) runs one short LoadGen Server run and returns its parsed
+summary (mlperf_bert.loadgen_summary.parse). A run's verdict (`classify`):
+  valid      "Result is : VALID".
+  too high   the latency bound was missed ("Performance constraints satisfied : NO"), or early stopping
+             would need more queries than the budget allows (too many queries over the bound at this load).
+  too few    INVALID only for the run's length (early stopping, min queries, min duration): LoadGen says
+             how many more queries it needs ("Would need to run at least N more queries"), so the same
+             target is run again with that many (at most max_queries); it is never read as too high or as
+             valid.
+The search brackets the peak from start_qps (up by `growth` while valid, down by half while not), then
+bisects (geometric middle) until the highest valid and the lowest not-valid target are within
+`tolerance` of each other (never halving below floor x start_qps: a run at a low rate is long).
+The found target is the highest valid one. A full-length check (check_fn) follows when given: if it
+misses the bound, the target steps down by `tolerance` and is checked again, at most `check_retries`
+times; if it is only too short for early stopping, a lower target cannot help and the note says so.
+Every run is recorded in PeakSearch.trials and PeakSearch.checks.
+"""
+import math
+import re
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from engine.errors import StepError
+
+VALID, TOO_HIGH, TOO_FEW = "valid", "too high", "too few queries"
+LATENCY_CHECK = "Performance constraints satisfied: NO"
+LENGTH_CHECKS = ("Early stopping satisfied: NO", "Min queries satisfied: NO", "Min duration satisfied: NO")
+NEED_MORE = re.compile(r"Would need to run at least (\d+) more queries")
+PROCESSED = re.compile(r"Processed (\d+) queries")
+
+
+def classify(summary, max_queries):
+    """(verdict, queries to run next for TOO_FEW or None, reason) of a parsed LoadGen summary."""
+    if summary.get("result") == "VALID":
+        return VALID, None, "VALID"
+    reasons = summary.get("reasons") or []
+    text = "; ".join(reasons) or f"result {summary.get('result') or 'missing'}"
+    if LATENCY_CHECK in reasons:
+        return TOO_HIGH, None, f"latency bound missed ({text})"
+    failed = [reason for reason in reasons if reason.endswith(": NO")]
+    if failed and all(reason in LENGTH_CHECKS for reason in failed):
+        more = next((int(m[1]) for r in reasons if (m := NEED_MORE.search(r))), None)
+        done = next((int(m[1]) for r in reasons if (m := PROCESSED.search(r))), None)
+        needed = done + more if more is not None and done is not None else None
+        if needed is not None and needed > max_queries:
+            return TOO_HIGH, None, (f"early stopping would need {needed} queries, more than the {max_queries} "
+                                    f"allowed: too many queries over the bound at this load ({text})")
+        return TOO_FEW, needed, f"run too short to decide ({text})"
+    return TOO_HIGH, None, f"INVALID ({text})"
+
+
+@dataclass
+class PeakSearch:
+    qps: float | None               # the highest target found valid (None: none was)
+    upper: float | None             # the lowest target found not valid (None: none was)
+    tolerance: float
+    trials: list = field(default_factory=list)   # every short run, in order
+    checks: list = field(default_factory=list)   # the full-length checks, in order
+    checked_valid: bool | None = None             # None: no full-length check was run
+    note: str = ""
+
+    def record(self):
+        return asdict(self)
+
+
+def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_queries=4096, growth=1.5,
+                     max_runs=24, floor=1 / 16, check_fn=None, check_retries=3):
+    """The PeakSearch for run_fn (see the module's doc); start_qps: a first guess, e.g. Offline samples/s.
+    The target is never halved below floor x start_qps (a run at a low rate takes long: its queries / rate)."""
+    if not start_qps or start_qps <= 0:
+        raise ValueError(f"start_qps must be positive, not {start_qps!r}")
+    search = PeakSearch(None, None, tolerance)
+    learned = {"queries": min_queries}  # what early stopping asked for once, every later run starts with
+
+    def runs_left():
+        return len(search.trials) < max_runs
+
+    def is_valid(qps):
+        queries = learned["queries"]
+        while True:
+            summary = run_fn(qps, queries)
+            verdict, needed, reason = classify(summary, max_queries)
+            search.trials.append({"target_qps": round(qps, 3), "min_query_count": queries, "verdict": verdict,
+                                  "reason": reason, "result": summary.get("result"),
+                                  "p99_ms": summary.get("latency_ms", {}).get("p99"),
+                                  "completed_qps": summary.get("metric", {}).get("Completed samples per second")})
+            if verdict != TOO_FEW:
+                return verdict == VALID
+            next_queries = max(needed or 2 * queries, queries + 1)
+            learned["queries"] = min(next_queries, max_queries)
+            if next_queries > max_queries or not runs_left():
+                search.trials[-1]["verdict"] = TOO_HIGH
+                search.trials[-1]["reason"] += f"; undecided within {max_queries} queries: counted as not valid"
+                return False
+            queries = next_queries
+
+    qps = float(start_qps)
+    if is_valid(qps):
+        search.qps = qps
+        while runs_left() and search.upper is None:
+            qps *= growth
+            if is_valid(qps):
+                search.qps = qps
+            else:
+                search.upper = qps
+    else:
+        search.upper = qps
+        while runs_left() and search.qps is None and qps / 2 >= start_qps * floor:
+            qps /= 2
+            if is_valid(qps):
+                search.qps = qps
+            else:
+                search.upper = qps
+    while search.qps and search.upper and search.upper / search.qps > 1 + tolerance and runs_left():
+        middle = math.sqrt(search.qps * search.upper)
+        if is_valid(middle):
+            search.qps = middle
+        else:
+            search.upper = middle
+    if search.qps is None:
+        search.note = f"no target down to {qps:.3g} QPS was valid"
+    elif search.upper is None:
+        search.note = f"every target up to {search.qps:.3g} QPS was valid (run budget spent)"
+    elif search.upper / search.qps > 1 + tolerance:
+        search.note = f"run budget spent before the bracket narrowed to {tolerance:.0%}"
+    if check_fn and search.qps:
+        qps = search.qps
+        for _ in range(check_retries + 1):
+            summary = check_fn(qps, learned["queries"])
+            verdict, needed, reason = classify(summary, max_queries=math.inf)
+            search.checks.append({"target_qps": round(qps, 3), "verdict": verdict, "reason": reason,
+                                  "result": summary.get("result"), "p99_ms": summary.get("latency_ms", {}).get("p99")})
+            if verdict == VALID:
+                search.qps = qps
+                break
+            if verdict == TOO_FEW:  # a lower target only makes a run of this length shorter still
+                search.note = (f"the full-length run was too short for LoadGen's early stopping"
+                               + (f" (it needs {needed} queries)" if needed else "") + ": lengthen it")
+                break
+            qps *= 1 - tolerance
+        search.checked_valid = verdict == VALID
+        if verdict == TOO_HIGH:
+            search.note = (search.note + "; " if search.note else "") + "no full-length check was VALID"
+    return search
+
+
+# -- the harness's --find-peak: each LoadGen run in a fresh process --------------------------------
+
+def harness_argv(args, **changes):
+    """The harness command-line options of a parsed namespace, with `changes` (None drops an option)."""
+    values = {**vars(args), **changes}
+    argv = []
+    for name, value in values.items():
+        if value is None or name == "find_peak" or name.startswith("peak_"):
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + name.replace("_", "-"))
+        else:
+            argv += [flag, str(value)]
+    return argv
+
+
+def run_harness(argv, out_dir):
+    """Run the harness once in a fresh process (LoadGen's settings are read once per process); its summary.json."""
+    import json
+    out_dir = Path(out_dir)
+    result = subprocess.run([sys.executable, "-m", "mlperf_bert.harness", *argv, "--out", str(out_dir)],
+                            capture_output=True, text=True)
+    summary_path = out_dir / "summary.json"
+    if not summary_path.is_file():
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise StepError(f"a --find-peak run in {out_dir} failed (exit {result.returncode}): {last}")
+    return json.loads(summary_path.read_text())
+
+
+def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):
+    """A harness run of `scenario` in out_dir lasting trial_ms and min_queries queries; its summary.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    conf = out_dir / "search.conf"  # the user's lines, then the short run's length (later lines win)
+    user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
+    conf.write_text(user_lines + f"\nbert.{scenario}.min_query_count = {min_queries}\n")
+    return run_harness(harness_argv(args, scenario=scenario, user_conf=str(conf), min_duration=trial_ms, out=None,
+                                    **changes), out_dir)
+
+
+def check_run(args, run_dir, target_qps, learned_queries):
+    """The full-length check: this run's own settings at target_qps, in run_dir. A short run (--count) gets at
+    least the queries early stopping asked for in the search (a user.conf line of the user's still wins)."""
+    argv = harness_argv(args, target_qps=round(target_qps, 3), out=None)
+    if args.count and learned_queries > args.count:
+        conf = Path(run_dir) / "find-peak" / "check.conf"
+        user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
+        conf.write_text(f"bert.Server.min_query_count = {learned_queries}\n" + user_lines)
+        argv = harness_argv(args, target_qps=round(target_qps, 3), user_conf=str(conf), out=None)
+    return run_harness(argv, run_dir)["loadgen"]
+
+
+def harness_run_fn(args, folder, trial_ms):
+    """run_fn for find_server_peak: a short harness Server run per call, in folder/trial-NN."""
+    counter = iter(range(1, 10**6))
+
+    def run_fn(target_qps, min_queries):
+        trial = Path(folder) / f"trial-{next(counter):02d}"
+        return short_run(args, trial, "Server", min_queries, trial_ms, target_qps=round(target_qps, 3))["loadgen"]
+    return run_fn

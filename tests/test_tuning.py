@@ -1,0 +1,308 @@
+"""Threads and instances per scenario, the Server peak search, batching of nearby lengths.
+
+Models are tiny random BERTs (2 layers, hidden 64); LoadGen runs are short and in subprocesses.
+"""
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+from mlperf_bert import loadgen_summary, parallelism, random_model, seq_plan, squad_features, tuning
+from mlperf_bert.model_adapter import make_seq_dynamic, probe_inputs
+from mlperf_bert.ort_backend import OrtBackend, session_config
+from mlperf_bert.seq_plan import SeqPlan
+from mlperf_bert.sut import QaInference, run_on_instances
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+COUNT = 40
+EXACT = SeqPlan(None, "exact")
+LOGIT_TOLERANCE = 1e-4  # padding with masked tokens: float noise only (the -10000 mask gives exp(-10000) = 0)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tuning")
+    paths = SimpleNamespace(root=root, model=root / "model.onnx", dynamic=root / "dynamic.onnx",
+                            features=root / "features")
+    onnx.save(random_model.build(layers=2, hidden=64, heads=2, seq=384), paths.model)
+    assert make_seq_dynamic(str(paths.model), str(paths.dynamic))
+    squad_features.build(SHARED_DATA / "squad" / "dev-v1.1.json", SHARED_DATA / "bert-vocab" / "vocab.txt",
+                         paths.features, max_examples=COUNT)
+    return paths
+
+
+def synthetic_features(lengths):
+    ids, mask, segments = probe_inputs(lengths, seq_plan.FEATURE_WIDTH)
+    return SimpleNamespace(input_ids=ids, input_mask=mask, segment_ids=segments, lengths=np.array(lengths))
+
+
+def run_harness(files, out, *args, timeout=120):
+    command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features),
+               "--model", str(files.model), "--out", str(out), *args]
+    result = subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return result, json.loads((out / "summary.json").read_text())
+
+
+# -- the rule and its overrides ------------------------------------------------------------------------
+
+def test_the_rule_per_scenario():
+    cores = [0, 1, 2, 3]
+    for scenario in ("SingleStream", "MultiStream"):
+        chosen = parallelism.choose(scenario, cores)
+        assert (chosen.instances, chosen.threads, chosen.spin, chosen.cores) == (1, 4, False, ())
+    offline = parallelism.choose("Offline", cores)
+    assert (offline.instances, offline.threads, offline.spin) == (4, 1, False)
+    assert offline.cores == ((0,), (1,), (2,), (3,)) and offline.overridden == ()
+    # Server: latency first until measured; one instance per core when a full-length sample on one core
+    # (4 x 10 ms) stays within half the 130 ms bound, not when it does not (4 x 20 ms).
+    assert parallelism.choose("Server", cores).instances == 1
+    assert parallelism.choose("Server", cores, server_slowest_s=0.010, latency_bound_s=0.130).instances == 4
+    slow = parallelism.choose("Server", cores, server_slowest_s=0.020, latency_bound_s=0.130)
+    assert (slow.instances, slow.threads, slow.spin) == (1, 4, False)
+    assert "20.0 ms x 4 cores > 50% of the 130 ms bound" in slow.rule
+
+
+def test_overrides_win_and_are_recorded():
+    cores = [0, 1, 2, 3]
+    two = parallelism.choose("Offline", cores, instances=2)
+    assert (two.instances, two.threads, two.cores, two.overridden) == (2, 2, ((0, 1), (2, 3)), ("instances",))
+    assert parallelism.choose("Offline", cores, threads=2).instances == 2   # as many as fit
+    assert parallelism.choose("SingleStream", cores, threads=2).instances == 1
+    spun = parallelism.choose("Offline", cores, spin=True)
+    assert spun.spin is True and spun.record()["overridden"] == ["spin"]
+    assert parallelism.choose("Offline", cores, instances=8).cores == ()  # oversubscribed: not pinned
+    assert session_config(2, False, (2, 3)) == {"session.intra_op.allow_spinning": "0",
+                                                "session.intra_op_thread_affinities": "4"}  # 1-based ids
+    assert session_config(1, None, (0,)) == {}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two cores")
+def test_instances_run_at_once_each_on_its_own_core(files):
+    """Two real sessions, one per core: each worker runs on its pinned core, and their runs overlap in time."""
+    seen = []
+
+    class Recording(OrtBackend):
+        def run(self, *arrays):
+            started = time.perf_counter()
+            result = super().run(*arrays)
+            time.sleep(0.02)  # wide enough that two workers pulling at once must overlap
+            seen.append((threading.get_ident(), tuple(sorted(os.sched_getaffinity(0))), started,
+                         time.perf_counter()))
+            return result
+
+    cores = parallelism.available_cores()[:2]
+    chosen = parallelism.choose("Offline", cores)
+    features = synthetic_features([40, 60, 80, 100, 120, 140, 160, 180])
+    base = QaInference(None, features, EXACT)
+    views = [base.on(Recording(str(files.dynamic), chosen.threads, spin=chosen.spin, cores=pin))
+             for pin in chosen.cores]
+    before = os.sched_getaffinity(0)
+    run_on_instances(views, chosen.cores, range(8))
+    assert os.sched_getaffinity(0) == before  # the caller's thread is left as it was
+    masks = {ident: mask for ident, mask, _, _ in seen}
+    assert len(seen) == 8 and sorted(masks.values()) == [(cores[0],), (cores[1],)]
+    first, second = ([(a, b) for ident, _, a, b in seen if ident == key] for key in masks)
+    assert any(a1 < b2 and a2 < b1 for a1, b1 in first for a2, b2 in second), "the instances never overlapped"
+
+
+def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
+    result, summary = run_harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance",
+                                  "--count", "16", "--min-duration", "0", "--instances", "2", "--threads", "1",
+                                  "--no-spin", "--batch-size", "4", "--batch-pad", "32")
+    par = summary["parallelism"]
+    assert (par["instances"], par["threads"], par["spin"]) == (2, 1, False)
+    assert par["overridden"] == ["instances", "threads", "spin"] and par["rule"].startswith("Offline")
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert len(par["cores"]) == 2 and not set(par["cores"][0]) & set(par["cores"][1])
+    batching = summary["batching"]
+    assert batching["batch_size"] == 4 and batching["pad_tokens"] == 32 and batching["batches"] >= 4
+    assert 1 <= batching["mean_batch"] <= 4 and 0 <= batching["padding_fraction"] < 1
+    assert "parallelism: 2 instance(s) x 1 thread(s), spinning off" in result.stdout
+    assert "batching: mean batch" in result.stdout
+    _, default = run_harness(files, tmp_path / "single", "--scenario", "SingleStream", "--mode", "performance",
+                             "--count", "8", "--min-duration", "0")
+    assert default["parallelism"]["instances"] == 1 and default["parallelism"]["overridden"] == []
+    assert default["parallelism"]["threads"] == len(os.sched_getaffinity(0))
+
+
+# -- batching of nearby lengths -------------------------------------------------------------------
+
+def test_batches_of_nearby_lengths():
+    lengths = [90, 50, 60, 52, 91]
+    assert EXACT.batches(lengths, 4) == [[1], [3], [2], [0], [4]]   # pad 0: equal lengths only, as before
+    assert EXACT.batches(lengths, 4, pad=4) == [[1, 3], [2], [0, 4]]
+    assert EXACT.batches(lengths, 4, pad=10) == [[1, 3, 2], [0, 4]]   # within 10 of the batch's first
+    assert EXACT.batches(lengths, 2, pad=100) == [[1, 3], [2, 0], [4]]
+
+
+def test_padding_to_a_batch_keeps_each_answer(files):
+    lengths = [30, 33, 37, 120, 126, 200]
+    features = synthetic_features(lengths)
+    backend = OrtBackend(str(files.dynamic))
+    alone = {p: r for batch in QaInference(backend, features, EXACT).responses(range(6)) for p, r in batch}
+    padded = QaInference(backend, features, EXACT, batch_size=4, batch_pad=10)
+    together = {p: r for batch in padded.responses(range(6)) for p, r in batch}
+    for index, length in enumerate(lengths):
+        assert together[index].shape == (length, 2) and together[index].flags.c_contiguous
+        np.testing.assert_allclose(together[index], alone[index], atol=LOGIT_TOLERANCE, rtol=0)
+        assert (together[index].argmax(axis=0) == alone[index].argmax(axis=0)).all()
+    # [30, 33, 37] at 37 and [120, 126] at 126 and [200]: 546 real tokens of 3 * 37 + 2 * 126 + 200 = 563 run
+    assert padded.stats.record() == {"batches": 3, "mean_batch": 2.0, "padding_fraction": round(1 - 546 / 563, 4)}
+
+
+# -- the Server peak search --------------------------------------------------------------------------
+
+EARLY_STOPPING_QUERIES = 459  # what LoadGen asked for at p99 with no query over the bound
+
+
+def fake_summary(valid, latency_missed, processed, need_more):
+    """A LoadGen Server summary in loadgen_summary.parse's form."""
+    if valid:
+        return {"scenario": "Server", "result": "VALID", "reasons": [], "latency_ms": {"p99": 50.0}, "metric": {}}
+    reasons = (["Performance constraints satisfied: NO"] if latency_missed else []) + [
+        "Early stopping satisfied: NO", "Run unsuccessful.", f"Processed {processed} queries.",
+        f"Would need to run at least {need_more} more queries, with the run being successful if every "
+        "additional query were under latency."]
+    return {"scenario": "Server", "result": "INVALID", "reasons": reasons, "latency_ms": {"p99": 500.0},
+            "metric": {}}
+
+
+def fake_server(peak):
+    """Latency grows with load: above `peak` QPS the bound is missed; below it a run is VALID only with
+    enough queries for early stopping."""
+    calls = []
+
+    def run_fn(qps, queries):
+        calls.append((qps, queries))
+        if qps > peak:
+            return fake_summary(False, True, queries, 20000)
+        if queries < EARLY_STOPPING_QUERIES:
+            return fake_summary(False, False, queries, EARLY_STOPPING_QUERIES - queries)
+        return fake_summary(True, False, queries, 0)
+    return run_fn, calls
+
+
+@pytest.mark.parametrize("start", [10.0, 100.0, 1000.0])
+def test_find_peak_brackets_the_boundary_within_its_tolerance(start):
+    run_fn, calls = fake_server(peak=137.0)
+    search = tuning.find_server_peak(run_fn, start, tolerance=0.05, min_queries=64)
+    assert 137.0 / 1.05 <= search.qps <= 137.0 and search.upper > 137.0
+    assert search.upper / search.qps <= 1.05
+    # Too few queries is never read as valid or as too high: the same target runs again, as long as asked,
+    # and every later run starts with what early stopping asked for.
+    for trial in search.trials:
+        if trial["min_query_count"] < EARLY_STOPPING_QUERIES and trial["target_qps"] <= 137.0:
+            assert trial["verdict"] == tuning.TOO_FEW
+    assert all(queries == EARLY_STOPPING_QUERIES for _, queries in calls[calls.index(
+        next(c for c in calls if c[1] == EARLY_STOPPING_QUERIES)):])
+    assert len(search.trials) <= 24
+
+
+def test_find_peak_when_early_stopping_asks_too_much_or_nothing_is_valid():
+    def run_fn(qps, queries):
+        return fake_summary(False, False, queries, 100000)  # never enough: undecidable
+    search = tuning.find_server_peak(run_fn, 50.0, max_queries=4096, max_runs=6)
+    assert search.qps is None and "no target" in search.note
+    assert all(trial["verdict"] == tuning.TOO_HIGH and "more than the 4096 allowed" in trial["reason"]
+               for trial in search.trials)
+
+
+def test_the_full_length_check_steps_down_until_valid():
+    run_fn, _ = fake_server(peak=100.0)
+    checks = []
+
+    def check_fn(qps, queries):
+        assert queries == EARLY_STOPPING_QUERIES  # what the search learned
+        checks.append(qps)
+        return fake_summary(qps <= 92.0, qps > 92.0, 50000, 0)  # the long run is a little stricter
+    search = tuning.find_server_peak(run_fn, 80.0, tolerance=0.05, check_fn=check_fn)
+    assert search.checked_valid and search.qps <= 92.0 and len(checks) >= 2
+    assert [check["verdict"] for check in search.checks][-1] == tuning.VALID
+
+    short = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, _: fake_summary(False, False, 100, 359))
+    assert short.checked_valid is False and len(short.checks) == 1 and "needs 459 queries" in short.note
+
+
+def test_classify_reads_a_real_loadgen_summary(tmp_path):
+    path = tmp_path / "mlperf_log_summary.txt"
+    path.write_text("Scenario : Server\nMode     : PerformanceOnly\nCompleted samples per second    : 689.15\n"
+                    "Result is : INVALID\n  Performance constraints satisfied : NO\n  Min duration satisfied : Yes\n"
+                    "  Min queries satisfied : Yes\n  Early stopping satisfied: NO\nRecommendations:\n"
+                    " * Reduce target QPS to improve latency.\nEarly Stopping Result:\n * Run unsuccessful.\n"
+                    " * Processed 2572 queries.\n * Would need to run at least 256897 more queries,\n"
+                    " with the run being successful if every additional\n query were under latency.\n")
+    assert tuning.classify(loadgen_summary.parse(path), 4096)[0] == tuning.TOO_HIGH
+    text = path.read_text().replace("Performance constraints satisfied : NO", "Performance constraints satisfied : Yes")
+    path.write_text(text.replace("256897", "419").replace("2572", "40"))
+    assert tuning.classify(loadgen_summary.parse(path), 4096)[:2] == (tuning.TOO_FEW, 459)
+
+
+def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
+    """Short runs (--count 40, 300 ms each, 50% tolerance, starting with 400 queries: early stopping asks
+    for more), then the run's own short length as the check, given the queries the search learned."""
+    started = time.monotonic()
+    result, summary = run_harness(files, tmp_path / "run", "--scenario", "Server", "--mode", "performance",
+                                  "--count", str(COUNT), "--min-duration", "300", "--find-peak",
+                                  "--peak-trial-ms", "300", "--peak-tolerance", "0.5", "--peak-min-queries", "400",
+                                  timeout=300)
+    peak = summary["find_peak"]
+    assert peak["qps"] and peak["trials"] and peak["checks"], peak
+    assert all(trial["verdict"] in (tuning.VALID, tuning.TOO_HIGH, tuning.TOO_FEW) for trial in peak["trials"])
+    valid = [trial["target_qps"] for trial in peak["trials"] if trial["verdict"] == tuning.VALID]
+    assert valid and peak["qps"] <= max(valid) + 1e-3
+    # The run folder holds the last full-length check: VALID at the recorded target, or the note says why not.
+    assert summary["settings"]["target_qps"] == pytest.approx(peak["checks"][-1]["target_qps"], abs=1e-3)
+    if peak["checked_valid"]:
+        assert summary["loadgen"]["result"] == "VALID"
+        assert peak["qps"] == pytest.approx(peak["checks"][-1]["target_qps"], abs=1e-3)
+    else:
+        assert peak["note"]
+    assert (tmp_path / "run" / "find-peak" / "offline" / "summary.json").is_file()
+    assert 0 < peak["singlestream_p99_ms"] <= 130
+    assert max(trial["min_query_count"] for trial in peak["trials"]) > 400   # early stopping asked for more
+    assert "bert.Server.min_query_count" in (tmp_path / "run" / "user.conf").read_text()
+    assert "find-peak: target" in result.stdout
+    assert time.monotonic() - started < 240
+
+
+def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, tmp_path):
+    command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features), "--model",
+               str(files.model), "--out", str(tmp_path / "run"), "--scenario", "Server", "--mode", "performance",
+               "--count", "8", "--find-peak", "--peak-trial-ms", "0", "--peak-min-queries", "16",
+               "--target-latency", "0.001"]  # a 1 microsecond bound: no sample meets it
+    result = subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "--find-peak: no Server target can be VALID" in result.stderr and "over the 0.001 ms bound" in result.stderr
+    assert not (tmp_path / "run" / "find-peak" / "offline").exists()  # no search was started
+
+
+@pytest.mark.parametrize("inputs, expected", [
+    ({}, ["--batch-pad", "0"]),
+    ({"INSTANCES": "2", "THREADS": "1", "SPIN": "false", "BATCH_PAD": "8", "FIND_PEAK": "true"},
+     ["--batch-pad", "8", "--threads", "1", "--instances", "2", "--no-spin", "--find-peak"]),
+    ({"SPIN": "true", "FIND_PEAK": "false"}, ["--batch-pad", "0", "--spin"]),
+])
+def test_the_app_recipe_passes_the_inputs_on(tmp_path, inputs, expected):
+    """run.sh turns the recipe's inputs (MLRUN_INPUT_*) into harness flags; echo stands in for Python."""
+    env = {"PATH": os.environ["PATH"], "MLRUN_BACKEND": "onnxruntime", "HARNESS_BACKEND": "onnxruntime",
+           "MLRUN_PYTHON": "echo", "SQUAD_FEATURES": "f", "SQUAD_FILE": "s", "MLRUN_MODEL": "m",
+           "MLRUN_INPUT_SCENARIO": "Server", "MLRUN_INPUT_MODE": "performance", "MLRUN_INPUT_BATCH_SIZE": "1",
+           "MLRUN_INPUT_BUCKETS": "auto", "MLRUN_INPUT_BATCH_PAD": "0",
+           **{f"MLRUN_INPUT_{name}": value for name, value in inputs.items()}}
+    result = subprocess.run(["bash", str(ROOT / "recipes" / "app-mlperf-bert" / "run.sh")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    words = result.stdout.split()
+    assert words[words.index("onnxruntime") + 1:] == expected
