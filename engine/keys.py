@@ -64,6 +64,8 @@ def material(recipe_digest_, node):
     }
     if node.probes:  # only then: recipes without probes keep their keys
         out["probe"] = node.probes
+    if getattr(node, "content", None):  # `file` inputs: their sha256, not where they are
+        out["inputs"] = {**node.inputs, **{name: "sha256:" + d for name, d in node.content.items()}}
     return out
 
 

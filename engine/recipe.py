@@ -18,7 +18,7 @@ VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env",
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
 INPUT_KEYS = {"type", "default", "choices", "env", "help", "required"}
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
-INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
+INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str, "file": str}
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -379,7 +379,7 @@ def _condition_value_problem(name, spec, want):
         return None  # unset
     kind, choices = spec["type"], spec["choices"]
     if want.endswith("*"):  # a prefix
-        if kind not in ("str", "path"):
+        if kind not in ("str", "path", "file"):
             return f"a prefix ({want}) only fits a text input; '{name}' is {kind}"
         if choices is not None and not any(str(ch).startswith(want[:-1]) for ch in choices):
             return f"no choice of input '{name}' starts with '{want[:-1]}' (choices: {choices})"

@@ -33,12 +33,13 @@ class Node:
     key and material: the cache key and what it hashes (kept for `explain`); hash_env: host
     variables the recipe declares as affecting it; input_vars: input name -> env variable;
     secret_env: the real values of secrets that env and hash_env hold masked (never recorded);
-    probes: {name: output} of the recipe's probes (part of the key).
+    probes: {name: output} of the recipe's probes (part of the key); content: {input name: sha256} of
+    its `file` inputs, which the key holds instead of their paths.
     """
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
               "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record",
-              "secret_env", "probes")
+              "secret_env", "probes", "content")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -236,6 +237,10 @@ class Resolver:
             value = input_value(recipe, name, value)
             if value is None and spec.get("required"):
                 raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
+            if spec["type"] == "file" and value:
+                value = os.path.abspath(os.path.expanduser(value))
+                if not os.path.isfile(value):
+                    raise ResolutionError(f"{recipe['name']}: --{name}: no such file: {value}")
             if spec["type"] == "path" and value and not REFERENCE.match(value):
                 value = os.path.abspath(os.path.expanduser(value))
                 if name in given and not os.path.exists(value):
@@ -307,6 +312,9 @@ class Resolver:
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
                     secret_env=secret_env)
         node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
+        # A `file` input is keyed by its content: the same bytes anywhere are one entry, new bytes another.
+        node.content = {name: self.prober.file_digest(inputs[name]) for name, s in recipe["inputs"].items()
+                        if s["type"] == "file" and inputs.get(name)}
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.
