@@ -31,7 +31,8 @@ PROBE_TOLERANCE = 1e-3
 # (a dynamically quantised BERT: both about 0.03-0.08), not a graph that depends on its length.
 NOISE_FACTOR = 2.0
 NOISE_PADDINGS = 2
-NOISE_MAX_SHARE = 0.1  # ... and that noise at most this share of the logits' spread on the real positions
+# ... in a graph that quantises activations at run time (dynamic quantisation): nowhere else is there noise.
+RUN_TIME_QUANTISERS = ("DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM")
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,11 @@ def seq_dynamic_verdict(src, dst):
     """make_seq_dynamic, returning a SeqVerdict whose reason says what was measured.
 
     The copy is kept when, run at shorter lengths, it gives the logits of the original padded to
-    its fixed length (on the real positions) within PROBE_TOLERANCE, or within the model's own
-    noise: how far its logits move when only the masked-out padding changes (zero for an exact
-    model; not for a dynamically quantised one, whose activation scales see the padding too).
+    its fixed length (on the real positions) within PROBE_TOLERANCE; or, for a graph that quantises
+    activations at run time (dynamic quantisation: its scales see the padding too), within
+    NOISE_FACTOR times its own noise: how far its logits move when only the masked-out padding
+    changes. An exact graph has no such noise, so a larger difference means the graph depends on
+    its fixed length (e.g. a Reshape, or a mean over all positions).
     """
     io = inspect(src)
     if io.seq_len is None:
@@ -173,7 +176,8 @@ def seq_dynamic_verdict(src, dst):
     os.chmod(candidate, 0o644)  # mkstemp makes it private; the copy is an ordinary model file
     try:
         onnx.save(model, candidate)
-        verdict = _judge_cut_logits(src, candidate, fixed, io.input_dtype)
+        ops = {node.op_type for node in model.graph.node}
+        verdict = _judge_cut_logits(src, candidate, fixed, io.input_dtype, ops)
         if verdict.dynamic:
             os.replace(candidate, dst)
         return verdict
@@ -186,7 +190,7 @@ def _max_diff(a, b, lengths):
     return max(float(np.abs(a[row, :n] - b[row, :n]).max()) for row, n in enumerate(lengths))
 
 
-def _judge_cut_logits(fixed_path, dynamic_path, fixed, dtype):
+def _judge_cut_logits(fixed_path, dynamic_path, fixed, dtype, ops):
     from mlperf_bert.ort_backend import OrtBackend  # imported here: ort_backend imports this module
 
     lengths = [n for n in PROBE_LENGTHS if n < fixed]
@@ -218,13 +222,16 @@ def _judge_cut_logits(fixed_path, dynamic_path, fixed, dtype):
     if diff <= PROBE_TOLERANCE and argmax_same:
         return SeqVerdict(True, f"made dynamic: same logits ({measured})")
     noise = _padding_noise(original, ids, mask, segments, padded, lengths)
-    spread = min(float(np.ptp(logits[row, :n])) for logits in padded for row, n in enumerate(lengths))
-    # Noise, not a model that ignores its mask: small beside the logits' own spread.
-    if PROBE_TOLERANCE < noise <= NOISE_MAX_SHARE * spread and diff <= NOISE_FACTOR * noise:
-        return SeqVerdict(True, f"made dynamic: {measured}, within the model's own noise ({noise:.3g} when only "
-                                f"the masked-out padding changes, as in a dynamically quantised model)")
-    return SeqVerdict(False, f"{cannot}: {measured}, beyond the model's own noise ({noise:.3g} when only the "
-                             f"masked-out padding changes; logit spread {spread:.3g})")
+    quantiser = next((op for op in RUN_TIME_QUANTISERS if op in ops), None)
+    if quantiser is None:
+        return SeqVerdict(False, f"{cannot}: {measured} (an exact graph: nothing in it is quantised at run time; "
+                                 f"its logits move by {noise:.3g} when only the masked-out padding changes)")
+    if diff <= NOISE_FACTOR * max(noise, PROBE_TOLERANCE):
+        return SeqVerdict(True, f"made dynamic: {measured}, within the model's own noise: it quantises "
+                                f"activations at run time ({quantiser}, scales over the padding too) and its logits "
+                                f"move by {noise:.3g} when only the masked-out padding changes")
+    return SeqVerdict(False, f"{cannot}: {measured}, beyond the model's own noise ({quantiser}: {noise:.3g} when "
+                             f"only the masked-out padding changes)")
 
 
 def _first_line(error, limit=160):

@@ -81,7 +81,8 @@ def quantize(src, dst, settings, dynamic_cache=None):
         fp32, plan = seq_plan.prepare(src, "auto", cache)
         quantize_dynamic(fp32, dst, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
                          weight_type=getattr(QuantType, settings["weight_type"]))
-        return {"source": os.path.abspath(src), "quantized_from": plan.description,
+        made_here = plan.description.replace(scratch, "the build folder")
+        return {"source": os.path.abspath(src), "quantized_from": made_here,
                 "seq_axis": "dynamic" if model_adapter.inspect(dst).seq_len is None else "fixed",
                 "vs_fp32": compare(fp32, dst)}
 

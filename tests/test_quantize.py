@@ -88,9 +88,10 @@ def test_int8_from_a_fixed_384_model_keeps_the_axis_dynamic_and_stays_close(mode
 
 
 def test_hand_made_int8_of_a_fixed_model_is_made_dynamic_as_noise(models, tmp_path):
+    """Cut vs padded differs by ~0.06 here (beyond 1e-3), as much as other padding moves it: noise."""
     verdict = seq_dynamic_verdict(models["fixed_int8"], str(tmp_path / "d.onnx"))
     assert verdict.dynamic, verdict.reason
-    assert "within the model's own noise" in verdict.reason
+    assert "within the model's own noise" in verdict.reason and "DynamicQuantizeLinear" in verdict.reason
     assert inspect(str(tmp_path / "d.onnx")).seq_len is None
     # The harness's plan says it runs real lengths, not the 384 fallback.
     path, plan = seq_plan.prepare(models["fixed_int8"], "auto", tmp_path / "cache")
@@ -103,13 +104,16 @@ def test_exact_fp32_model_is_same_logits_not_noise(models, tmp_path):
 
 
 def test_a_model_that_really_hard_codes_384_is_said_so(models, tmp_path):
-    for name in ("hardcoded",):
-        verdict = seq_dynamic_verdict(models[name], str(tmp_path / "d.onnx"))
+    from onnxruntime.quantization import quantize_dynamic
+    quantize_dynamic(models["hardcoded"], str(tmp_path / "hardcoded_int8.onnx"))
+    for name in ("hardcoded", "hardcoded_int8"):
+        path = models.get(name) or str(tmp_path / f"{name}.onnx")
+        verdict = seq_dynamic_verdict(path, str(tmp_path / "d.onnx"))
         assert not verdict.dynamic and "hard-codes its 384 sequence length" in verdict.reason
         assert "fails at length" in verdict.reason
     path, plan = seq_plan.prepare(models["hardcoded"], "auto", tmp_path / "cache")
     assert path == models["hardcoded"] and "FALLBACK" in plan.description and "fails at length" in plan.description
-    assert list(tmp_path.iterdir()) == [tmp_path / "cache"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "hardcoded_int8.onnx"]
 
 
 def test_a_model_that_ignores_its_mask_is_not_excused_as_noise(tmp_path):
@@ -129,7 +133,7 @@ def test_a_model_that_ignores_its_mask_is_not_excused_as_noise(tmp_path):
     path = str(tmp_path / "unmasked.onnx")
     onnx.save(helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)), path)
     verdict = seq_dynamic_verdict(path, str(tmp_path / "d.onnx"))
-    assert not verdict.dynamic and "beyond the model's own noise" in verdict.reason, verdict.reason
+    assert not verdict.dynamic and "hard-codes" in verdict.reason and "an exact graph" in verdict.reason
     assert not (tmp_path / "d.onnx").exists()
 
 
