@@ -237,7 +237,7 @@ class Resolver:
             value = input_value(recipe, name, value)
             if value is None and spec.get("required"):
                 raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
-            if spec["type"] == "file" and value:
+            if spec["type"] == "file" and value and not REFERENCE.match(value):
                 value = os.path.abspath(os.path.expanduser(value))
                 if not os.path.isfile(value):
                     raise ResolutionError(f"{recipe['name']}: --{name}: no such file: {value}")
@@ -314,7 +314,7 @@ class Resolver:
         node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
         # A `file` input is keyed by its content: the same bytes anywhere are one entry, new bytes another.
         node.content = {name: self.prober.file_digest(inputs[name]) for name, s in recipe["inputs"].items()
-                        if s["type"] == "file" and inputs.get(name)}
+                        if s["type"] == "file" and inputs.get(name) and not REFERENCE.match(inputs[name])}
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.

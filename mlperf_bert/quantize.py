@@ -19,7 +19,7 @@ import tempfile
 
 import numpy as np
 
-from engine.errors import MlrunError
+from engine.errors import MlrunError, StepError
 from mlperf_bert import model_adapter, seq_plan
 
 VNNI_FLAGS = frozenset(("avx512_vnni", "avx_vnni", "amx_int8"))
@@ -79,8 +79,12 @@ def quantize(src, dst, settings, dynamic_cache=None):
         # The source's dynamic-axis copy, from its entry when it made one, else made here.
         cache = dynamic_cache if dynamic_cache and os.path.isdir(dynamic_cache) else scratch
         fp32, plan = seq_plan.prepare(src, "auto", cache)
-        quantize_dynamic(fp32, dst, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
-                         weight_type=getattr(QuantType, settings["weight_type"]))
+        try:
+            quantize_dynamic(fp32, dst, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+                             weight_type=getattr(QuantType, settings["weight_type"]))
+        except Exception as error:  # the quantiser raises whatever its graph passes raise
+            raise StepError(f"onnxruntime's quantiser failed on {src}: {type(error).__name__}: {error}",
+                            hint="it needs an fp32 model (an int8 or QAT one is quantised already)") from None
         made_here = plan.description.replace(scratch, "the build folder")
         return {"source": os.path.abspath(src), "quantized_from": made_here,
                 "seq_axis": "dynamic" if model_adapter.inspect(dst).seq_len is None else "fixed",

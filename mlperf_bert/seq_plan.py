@@ -6,6 +6,7 @@ never on its neighbours, so its response bytes are the same in every mode and sc
 """
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +121,15 @@ def main(argv=None):
     parser.add_argument("--out", help="also write the model to run here: the dynamic-axis copy (moved out of "
                         "--cache), else a copy of --model")
     args = parser.parse_args(argv)
+    try:
+        _prepare_ahead(args)
+    except MlrunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+def _prepare_ahead(args):
     io = model_adapter.inspect(args.model)
     made = None
     if io.seq_len is None:
@@ -131,7 +141,6 @@ def main(argv=None):
         os.replace(made, args.out)
     elif args.out:
         shutil.copyfile(args.model, args.out)
-    return 0
 
 
 if __name__ == "__main__":

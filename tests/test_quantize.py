@@ -207,13 +207,23 @@ def test_labels_name_no_model_variation_that_was_not_asked_for(tmp_path, models,
 
 
 def test_model_file_is_keyed_by_content_not_path(tmp_path, models):
-    def key(path):
-        return dict(_plan(tmp_path, "app mlperf bert _onnxruntime _cpu", {"model": path}).root.deps)["model"].key
+    def key(path, query="app mlperf bert _onnxruntime _cpu"):
+        return dict(_plan(tmp_path, query, {"model": path}).root.deps)["model"].key
     copy = tmp_path / "elsewhere" / "same.onnx"
     copy.parent.mkdir()
     shutil.copyfile(models["fixed"], copy)
     assert key(models["fixed"]) == key(str(copy))
+    int8 = "app mlperf bert _onnxruntime _cpu _int8-dynamic"
+    assert key(models["fixed"], int8) == key(str(copy), int8)   # the int8 entry too
     onnx.save(random_model.build(**TINY, seq=384, seed=1), str(copy))   # other bytes, same path
     assert key(str(copy)) != key(models["fixed"])
     memo = json.loads((tmp_path / "cache" / ".index" / "file-digests.json").read_text())["outputs"]
     assert len([k for k in memo if json.loads(k)[0] == str(copy)]) == 1   # one record per file, the newest
+
+
+def test_a_missing_model_file_is_one_clear_error(tmp_path):
+    from engine.errors import ResolutionError
+    with pytest.raises(ResolutionError, match=r"--model: no such file: .*/nope.onnx"):
+        _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": str(tmp_path / "nope.onnx")})
+    zoo = _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": "zoo:nlp/a/b/c/d/e/f"})
+    assert _node(zoo, INT8).inputs["model"] == "zoo:nlp/a/b/c/d/e/f" and not _node(zoo, INT8).content
