@@ -64,8 +64,8 @@ def material(recipe_digest_, node):
     }
     if node.probes:  # only then: recipes without probes keep their keys
         out["probe"] = node.probes
-    if node.contents:  # likewise: the content digests of `content: true` path inputs
-        out["content"] = node.contents
+    if node.contents:  # `content: true` path inputs: keyed by their content, not by where they lie
+        out["inputs"] = {**node.inputs, **{name: "sha256:" + d for name, d in node.contents.items()}}
     return out
 
 

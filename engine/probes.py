@@ -19,6 +19,7 @@ from .errors import ResolutionError
 
 MEMO_FORMAT = 1
 TIMEOUT = 60
+DIGESTS_FORMAT = 1
 
 
 class Prober:
@@ -27,7 +28,9 @@ class Prober:
     def __init__(self, root=None):
         self.root = root
         self.memo_path = os.path.join(root, ".index", "probes.json") if root else None
+        self.digests_path = os.path.join(root, ".index", "file-digests.json") if root else None
         self._memo = None
+        self._digests = None
 
     def __call__(self, node, spec, host):
         """{probe name: output} for node, whose `spec` is its recipe's `probe` mapping."""
@@ -74,25 +77,51 @@ class Prober:
                                   + (f": {err[-1]}" if err else ""))
         return out
 
+    def file_digest(self, path):
+        """sha256 of a file (a `content: true` input), remembered by its real path, size, mtime, ctime and inode,
+        so a warm run stats the file instead of reading it again."""
+        from .digests import file_digest
+        real = os.path.realpath(path)
+        st = os.stat(real)   # an OSError: the caller names the input
+        memo_key = keys.canonical([real, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]).decode()
+        if self._digests is None:
+            self._digests = _read_memo(self.digests_path, DIGESTS_FORMAT)
+        if memo_key not in self._digests:
+            self._digests[memo_key] = file_digest(real)
+            # An older record of the same path is dropped: one record per file.
+            fresh = {k: v for k, v in self._digests.items() if json.loads(k)[0] != real or k == memo_key}
+            self._digests = fresh
+            self._write(self.digests_path, DIGESTS_FORMAT, fresh)
+        return self._digests[memo_key]
+
     def _load(self):
         if self._memo is None:
-            self._memo = {}
-            if self.memo_path:
-                try:
-                    with open(self.memo_path) as f:
-                        stored = json.load(f)
-                    if stored.get("format") == MEMO_FORMAT:
-                        self._memo = stored["outputs"]
-                except (OSError, ValueError, KeyError, AttributeError):
-                    pass  # no memo yet, or an unreadable one: probe again
+            self._memo = _read_memo(self.memo_path, MEMO_FORMAT)  # none yet, or unreadable: probe again
         return self._memo
 
     def _store(self, memo):
-        if not self.memo_path:
+        self._write(self.memo_path, MEMO_FORMAT, memo)
+
+    @staticmethod
+    def _write(path, format_, outputs):
+        if not path:
             return
         from .cache import write_json
         try:
-            os.makedirs(os.path.dirname(self.memo_path), exist_ok=True)
-            write_json(self.memo_path, {"format": MEMO_FORMAT, "outputs": memo}, sort_keys=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_json(path, {"format": format_, "outputs": outputs}, sort_keys=True)
         except OSError:
             pass  # a read-only cache: probes are simply run again next time
+
+
+def _read_memo(path, format_):
+    if not path:
+        return {}
+    try:
+        with open(path) as f:
+            stored = json.load(f)
+        if stored.get("format") == format_ and isinstance(stored["outputs"], dict):
+            return stored["outputs"]
+    except (OSError, ValueError, KeyError, AttributeError, TypeError):
+        pass  # no memo yet, or an unreadable one
+    return {}

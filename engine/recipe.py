@@ -385,7 +385,7 @@ def _condition_value_problem(name, spec, want):
         return None  # unset
     kind, choices = spec["type"], spec["choices"]
     if want.endswith("*"):  # a prefix
-        if kind not in ("str", "path"):
+        if kind not in ("str", "path", "file"):
             return f"a prefix ({want}) only fits a text input; '{name}' is {kind}"
         if choices is not None and not any(str(ch).startswith(want[:-1]) for ch in choices):
             return f"no choice of input '{name}' starts with '{want[:-1]}' (choices: {choices})"

@@ -34,7 +34,7 @@ class Node:
     variables the recipe declares as affecting it; input_vars: input name -> env variable;
     secret_env: the real values of secrets that env and hash_env hold masked (never recorded);
     probes: {name: output} of the recipe's probes (part of the key); contents: {input name: digest of
-    its file's or folder's content} for `content: true` path inputs (part of the key).
+    its file's or folder's content} for `content: true` path inputs (the key holds it instead of the path).
     """
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
@@ -308,7 +308,7 @@ class Resolver:
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
                     secret_env=secret_env)
         node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
-        node.contents = _contents(recipe, inputs)
+        node.contents = _contents(recipe, inputs, self.prober)
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.
@@ -326,9 +326,10 @@ class Resolver:
         order.append(node)
 
 
-def _contents(recipe, inputs):
-    """{input: digest} of the local files or folders named by `content: true` path inputs (a path string
-    alone would let an edited copy reuse the entry built from the old one)."""
+def _contents(recipe, inputs, prober):
+    """{input: digest} of the local files or folders named by `content: true` path inputs: the key holds
+    the content, not where it lies (a path string alone would let an edited copy reuse the old entry, and
+    the same bytes elsewhere rebuild). A file's digest is remembered by its stat; a folder is re-read."""
     out = {}
     for name, spec in recipe["inputs"].items():
         value = inputs.get(name)
@@ -336,7 +337,7 @@ def _contents(recipe, inputs):
             from .digests import content_digest
             from .errors import MlrunError
             try:
-                out[name] = content_digest(value)
+                out[name] = content_digest(value) if os.path.isdir(value) else prober.file_digest(value)
             except (OSError, MlrunError) as e:
                 raise ResolutionError(f"{recipe['name']}: --{name}: cannot read {value}: "
                                       f"{getattr(e, 'strerror', None) or getattr(e, 'message', e)}") from None

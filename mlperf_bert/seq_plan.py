@@ -8,6 +8,8 @@ to its batch's longest (masked tokens: the same answer, logits equal within floa
 its response is cut back to its own run length.
 """
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,33 +86,34 @@ def prepare(model_path, request, work_dir):
                          f"{FEATURE_WIDTH} long", hint="use a model whose sequence axis is 384 or dynamic")
     if request == (FEATURE_WIDTH,):
         return model_path, fixed_plan(FEATURE_WIDTH, "as requested")
-    dynamic_path = _dynamic_copy(model_path, Path(work_dir))
+    dynamic_path, reason = _dynamic_copy(model_path, Path(work_dir))
     if dynamic_path:
         return str(dynamic_path), _plan_for_dynamic(request, f"fixed 384 axis made dynamic: {dynamic_path}")
     if request != "auto":
-        raise UsageError(f"{model_path} hard-codes its 384 sequence length, so it cannot run shorter lengths",
+        raise UsageError(f"{model_path}: the 384 axis {reason}, so it cannot run shorter lengths",
                          hint="use --buckets auto (falls back to 384) or --buckets 384")
-    return model_path, fixed_plan(FEATURE_WIDTH, "FALLBACK: the model's fixed 384 axis could not be made "
-                                                 "dynamic, so every sample is padded to 384")
+    return model_path, fixed_plan(FEATURE_WIDTH, f"FALLBACK: the fixed 384 axis {reason}; every sample is "
+                                                 "padded to 384")
 
 
 def _dynamic_copy(model_path, work_dir):
-    """Path of a dynamic-axis copy of the model, or None if the graph does not allow one.
+    """(path of a dynamic-axis copy of the model, or None if the graph does not allow one; why).
 
-    Both outcomes are remembered under the model's sha256, so a folder shared between runs
-    probes each model once and never serves a copy made from other bytes.
+    Both outcomes are remembered under the model's sha256 (a refusal with its reason), so a folder
+    shared between runs probes each model once and never serves a copy made from other bytes.
     """
     work_dir.mkdir(parents=True, exist_ok=True)
     key = file_digest(model_path)[:16]
     dynamic_path, refused_marker = work_dir / f"{key}.dynamic.onnx", work_dir / f"{key}.not-dynamic"
     if dynamic_path.is_file():
-        return dynamic_path
+        return dynamic_path, "made dynamic earlier"
     if refused_marker.is_file():
-        return None
-    if model_adapter.make_seq_dynamic(model_path, str(dynamic_path)):
-        return dynamic_path
-    refused_marker.write_text(f"{os.path.abspath(model_path)} hard-codes its sequence length\n")
-    return None
+        return None, refused_marker.read_text().strip() or "cannot be made dynamic"
+    verdict = model_adapter.seq_dynamic_verdict(model_path, str(dynamic_path))
+    if verdict.dynamic:
+        return dynamic_path, verdict.reason
+    refused_marker.write_text(verdict.reason + "\n")
+    return None, verdict.reason
 
 
 def main(argv=None):
@@ -119,14 +122,29 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m mlperf_bert.seq_plan", description=main.__doc__)
     parser.add_argument("--model", required=True, help="an ONNX model")
     parser.add_argument("--cache", required=True, help="folder for the copy (the harness's --dynamic-model-cache)")
+    parser.add_argument("--out", help="also write the model to run here: the dynamic-axis copy (moved out of "
+                        "--cache), else a copy of --model")
     args = parser.parse_args(argv)
+    try:
+        _prepare_ahead(args)
+    except MlrunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+def _prepare_ahead(args):
     io = model_adapter.inspect(args.model)
+    made = None
     if io.seq_len is None:
         print(f"{args.model}: the sequence axis is already dynamic")
-        return 0
-    made = _dynamic_copy(args.model, Path(args.cache))
-    print(f"{args.model}: " + (f"dynamic copy {made}" if made else "cannot be made dynamic; runs will pad to 384"))
-    return 0
+    else:
+        made, reason = _dynamic_copy(args.model, Path(args.cache))
+        print(f"{args.model}: {reason}" + (f"; dynamic copy {made}" if made else "; runs will pad to 384"))
+    if args.out and made:
+        os.replace(made, args.out)
+    elif args.out:
+        shutil.copyfile(args.model, args.out)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ the first test, reused by the rest), separate from every other test's.
 """
 import json
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -73,13 +74,36 @@ def test_performance_mode_each_scenario(bert, accuracy_run, scenario):
 
 def test_local_model_file_instead_of_the_model_recipe(bert, accuracy_run):
     model = next(s["path"] for s in json.loads(accuracy_run.stdout)["steps"] if s["recipe"] == "get-ml-model-bert")
-    result = bert(QUERY, "--mode=performance", "--count=8", "--min_duration=200",
-                  f"--model={os.path.join(model, 'model.onnx')}", "--json")
+    # The file is a model entry keyed by its content: a copy elsewhere reuses it, nothing lands in the run folder.
+    copy = os.path.join(bert.root, "elsewhere.onnx")
+    shutil.copyfile(os.path.join(model, "model.onnx"), copy)
+    entries = []
+    for path, status in ((os.path.join(model, "model.onnx"), "built"), (copy, "cached")):
+        result = bert("app mlperf bert _onnxruntime _cpu", "--mode=performance", "--count=8", "--min_duration=200",
+                      f"--model={path}", "--json")
+        assert result.returncode == 0, result.stderr[-3000:]
+        steps = {s["recipe"]: s for s in json.loads(result.stdout)["steps"]}
+        assert steps["get-ml-model-bert"]["label"] == "get-ml-model-bert _file"
+        assert steps["get-ml-model-bert"]["status"] == status
+        assert steps["app-mlperf-bert"]["label"] == "app-mlperf-bert _onnxruntime _cpu"   # no _fp32 for a file
+        entries.append(steps["get-ml-model-bert"]["path"])
+        summary = json.load(open(os.path.join(step_dir(result), "summary.json")))
+        assert summary["model"] == os.path.join(entries[-1], "model.onnx")
+        assert not [f for f in os.listdir(step_dir(result)) if f.endswith(".onnx")]
+    assert entries[0] == entries[1]
+
+
+def test_int8_dynamic_of_the_random_model(bert, accuracy_run):
+    tiny = [arg.replace("--dep.model.", "--dep.source.") for arg in TINY_MODEL]
+    result = bert(QUERY + " _int8-dynamic", "--mode=accuracy", "--count=8", *tiny, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    plan = json.loads(result.stdout)["steps"]
-    assert "get-ml-model-bert" not in [s["recipe"] for s in plan]   # the model recipe is not in the plan
+    steps = {s["recipe"]: s for s in json.loads(result.stdout)["steps"]}
+    assert steps["app-mlperf-bert"]["label"] == "app-mlperf-bert _onnxruntime _cpu _random _int8-dynamic"
+    int8 = steps["get-ml-model-bert-int8-dynamic"]["path"]
     summary = json.load(open(os.path.join(step_dir(result), "summary.json")))
-    assert summary["model"] == os.path.join(model, "model.onnx")
+    assert summary["model"] == os.path.join(int8, "model.onnx") and summary["samples_completed"] == 8
+    assert summary["sequence_handling"].startswith("exact lengths")
+    assert json.load(open(os.path.join(int8, "quantization.json")))["seq_axis"] == "dynamic"
 
 
 def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):

@@ -63,7 +63,7 @@ def test_an_edited_copy_gets_a_new_key(mlrun, tmp_path):
     with open(copy / "loadgen" / "mlperf.conf", "a") as f:
         f.write("# edited again\n")
     explain = mlrun("explain", QUERY, "--path", str(copy))
-    assert "content.path" in explain.stdout, explain.stdout
+    assert "inputs.path" in explain.stdout, explain.stdout
 
 
 def test_a_copy_without_the_checker_is_refused_naming_what_is_missing(mlrun, tmp_path):

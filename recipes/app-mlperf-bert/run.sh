@@ -5,10 +5,8 @@ if [ "${MLRUN_BACKEND:-}" != "$HARNESS_BACKEND" ]; then
   echo "error: no $HARNESS_BACKEND backend for this device (deepsparse runs on CPUs only: use _cpu)" >&2
   exit 2
 fi
-# --model=FILE runs that file; --model=zoo:... or hf:... was fetched by the model recipe (MLRUN_MODEL).
-model="${MLRUN_MODEL:-}"
-case "${MLRUN_INPUT_MODEL:-}" in ""|*:*) ;; *) model="$MLRUN_INPUT_MODEL" ;; esac
-args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$model" --out .
+# Every model, --model=FILE included, is a model recipe's entry (MLRUN_MODEL).
+args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$MLRUN_MODEL" --out .
       --scenario "$MLRUN_INPUT_SCENARIO" --mode "$MLRUN_INPUT_MODE" --batch-size "$MLRUN_INPUT_BATCH_SIZE"
       --buckets "$MLRUN_INPUT_BUCKETS" --backend "$HARNESS_BACKEND" --batch-pad "$MLRUN_INPUT_BATCH_PAD")
 [ -n "${MLRUN_INPUT_COUNT:-}" ] && args+=(--count "$MLRUN_INPUT_COUNT")
@@ -21,6 +19,6 @@ case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin)
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
 [ -n "${MLRUN_INPUT_STREAMS:-}" ] && args+=(--streams "$MLRUN_INPUT_STREAMS")
-# The model recipe made the dynamic-axis copy of a fixed-384 model already; a --model file gets one in the run folder.
-[ "$model" = "${MLRUN_MODEL:-}" ] && [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
+# The model recipe made the dynamic-axis copy of a fixed-384 model already (or found that none can be made).
+[ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
 exec "$MLRUN_PYTHON" -m mlperf_bert.harness "${args[@]}"
