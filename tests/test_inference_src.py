@@ -42,7 +42,7 @@ def test_local_copy_lands_in_inference_with_its_digest(mlrun):
     assert source["tree_sha256"] == content_digest(SHARED_SRC)
     # The entry records the content digest in its key material.
     meta = json.load(open(os.path.join(entry, ".mlrun", "entry.json")))
-    assert meta["material"]["content"] == {"path": content_digest(SHARED_SRC)}
+    assert meta["material"]["inputs"]["path"] == "sha256:" + content_digest(SHARED_SRC)
 
 
 def test_an_edited_copy_gets_a_new_key(mlrun, tmp_path):

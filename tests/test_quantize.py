@@ -223,7 +223,7 @@ def test_model_file_is_keyed_by_content_not_path(tmp_path, models):
 
 def test_a_missing_model_file_is_one_clear_error(tmp_path):
     from engine.errors import ResolutionError
-    with pytest.raises(ResolutionError, match=r"--model: no such file: .*/nope.onnx"):
+    with pytest.raises(ResolutionError, match=r"--model: no such file or folder: .*/nope.onnx"):
         _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": str(tmp_path / "nope.onnx")})
     zoo = _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": "zoo:nlp/a/b/c/d/e/f"})
     assert _node(zoo, INT8).inputs["model"] == "zoo:nlp/a/b/c/d/e/f" and not _node(zoo, INT8).content
