@@ -17,6 +17,7 @@ args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$model" --out 
 [ -n "${MLRUN_INPUT_TARGET_LATENCY:-}" ] && args+=(--target-latency "$MLRUN_INPUT_TARGET_LATENCY")
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
+[ -n "${MLRUN_INPUT_AUDIT_CONFIG:-}" ] && args+=(--audit-config "$MLRUN_INPUT_AUDIT_CONFIG")
 [ -n "${MLRUN_INPUT_STREAMS:-}" ] && args+=(--streams "$MLRUN_INPUT_STREAMS")
 # The model recipe made the dynamic-axis copy of a fixed-384 model already; a --model file gets one in the run folder.
 [ "$model" = "${MLRUN_MODEL:-}" ] && [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
