@@ -144,6 +144,9 @@ class Submission:
             source = root.inputs.get("model") or ("_random" if "random" in root.variations else
                                                    f"_{official} with --dep.model overrides")
             self.model = {"official": False, "what": f"not the official model ({source})"}
+        weights = next((n for n in plan.nodes if n.name.startswith("get-ml-model")), None)
+        self.model["weights"] = root.inputs.get("model") or (weights.label + "".join(
+            f" {k}={v}" for k, v in sorted(weights.inputs.items()) if v not in (None, "")) if weights else "?")
         if self.opts.division == "closed" and not self.model["official"]:
             raise UsageError(f"--division=closed needs the official model; this is {self.model['what']}",
                              hint="use --division=open for random, SparseZoo (zoo:), Hugging Face (hf:) or "
@@ -293,13 +296,24 @@ class Submission:
             if self.state["settings"].get(scenario, {}).get("search_run") != entry["run"] or self.opts.rerun:
                 self.state["settings"][scenario] = dict(found, search_run=entry["run"])
                 self.save()
-            self.say(f"    {self.state['settings'][scenario]['how']}")
+            found = self.state["settings"][scenario]
+            self.say(f"    {found['how']}")
             for kind in ("accuracy", "performance", "TEST01"):
                 done[(scenario, kind)] = self.run(f"{scenario}/{kind}", self.run_inputs(scenario, kind))
             perf = search.summary_values(done[(scenario, "performance")]["folder"])
+            if perf.get("Result is") != "VALID" and not self.opts.short and not found.get("retried"):
+                # Once: the full run itself is the better measurement; its figures set the retry's target.
+                entry = done[(scenario, "performance")]
+                again = search.settings_from(scenario, entry["folder"], entry["run"])
+                self.state["settings"][scenario] = dict(again, search_run=found["search_run"], retried=entry["run"])
+                self.save()
+                self.say(f"    {scenario} performance run {entry['run']} was INVALID; once more: {again['how']}")
+                for kind in ("performance", "TEST01"):
+                    done[(scenario, kind)] = self.run(f"{scenario}/{kind}", self.run_inputs(scenario, kind))
+                perf = search.summary_values(done[(scenario, "performance")]["folder"])
             if perf.get("Result is") != "VALID":
                 self.say(f"    {scenario} performance run: {perf.get('Result is')}"
-                         + ("" if self.opts.short else " (the checker will say why)"))
+                         + (" (expected of a --short run)" if self.opts.short else " (the checker will say why)"))
         return done
 
 

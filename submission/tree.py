@@ -45,7 +45,7 @@ def measurements(sub):
     model = sub.model["what"]
     random = "random" in model or "_random" in sub.opts.query
     return {
-        "starting_weights_filename": model,
+        "starting_weights_filename": sub.model.get("weights", model),
         "retraining": "no",
         "input_data_types": "int64",
         "weight_data_types": "fp32" if "int8" not in sub.opts.query else "int8",
