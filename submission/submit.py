@@ -52,7 +52,6 @@ def parser():
     p.add_argument("--rerun", action="store_true")
     p.add_argument("-o", "--output", metavar="DIR")
     p.add_argument("--inference-src", metavar="DIR")
-    p.add_argument("--json", action="store_true")
     return p
 
 

@@ -168,3 +168,36 @@ def test_missing_system_fields_listed_at_once_before_any_run(ws, tmp_path):
     for field in ("status", "host_storage_type", "host_networking", "sw_notes"):
         assert field in err
     assert app_runs(ws.root) == before
+
+
+def test_test01_falls_back_to_baseline_and_compliance_accuracy(ws, completed, tmp_path):
+    """A SUT that is not bit-deterministic: one logged response differs, so the accuracy part of the
+    verification fails and the TEST01 README's baseline/compliance accuracy files are made."""
+    import shutil
+    from engine.settings import Settings
+    from submission import submit, tree
+    state = json.loads((completed_root(completed) / "state.json").read_text())
+    test01, accuracy = (state["runs"][f"Offline/{k}"]["folder"] for k in ("TEST01", "accuracy"))
+    scenario, changed = tmp_path / "Offline", tmp_path / "test01"
+    (scenario / "accuracy").mkdir(parents=True)
+    shutil.copy(os.path.join(accuracy, "mlperf_log_accuracy.json"), scenario / "accuracy")
+    shutil.copytree(os.path.join(completed_root(completed), "tree", "open", "Team", "results", "CI_box", "bert-99",
+                                 "Offline", "performance"), scenario / "performance")
+    shutil.copytree(test01, changed, ignore=shutil.ignore_patterns(".mlrun"))
+    lines = (changed / "mlperf_log_accuracy.json").read_text().split("\n")
+    i = next(n for n, line in enumerate(lines) if '"data" : "' in line)
+    at = lines[i].index('"data" : "') + len('"data" : "')
+    lines[i] = lines[i][:at] + ("0" if lines[i][at] != "0" else "1") + lines[i][at + 1:]
+    (changed / "mlperf_log_accuracy.json").write_text("\n".join(lines))
+    opts, inputs, deps, env = submit.parse(QUERY, ["--submitter=Team", "--division=open", "-o", str(tmp_path / "s")])
+    settings = Settings(cache=str(ws.root / "cache"), runs=str(ws.root / "runs"),
+                        mirror=os.path.join(os.path.dirname(ROOT), "shared", "data"))
+    sub = submit.Submission(opts, inputs, deps, env, settings, out=open(os.devnull, "w"))
+    sub.src = SRC
+    os.makedirs(tmp_path / "s" / "logs")
+    tree._test01(sub, str(scenario), str(changed), "x")
+    assert "TEST FAIL" in (scenario / "TEST01" / "verify_accuracy.txt").read_text()
+    files = sorted(os.listdir(scenario / "TEST01" / "accuracy"))
+    assert files == ["accuracy.txt", "baseline_accuracy.txt", "compliance_accuracy.txt", "mlperf_log_accuracy.json"]
+    for name in ("baseline_accuracy.txt", "compliance_accuracy.txt"):
+        assert '"f1"' in (scenario / "TEST01" / "accuracy" / name).read_text()
