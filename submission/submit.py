@@ -172,7 +172,10 @@ class Submission:
         return self.src
 
     def system(self):
-        facts = system.machine_facts(os.path.dirname(self.dir) if not os.path.isdir(self.dir) else self.dir,
+        where = self.dir
+        while not os.path.isdir(where):   # the disk the results go to: the nearest folder that exists
+            where = os.path.dirname(where)
+        facts = system.machine_facts(where,
                                      self.framework, f"Python {self.host['python']}, MLPerf LoadGen {self.loadgen}, "
                                      f"mlrun app-mlperf-bert")
         if self.device != "cpu":   # a GPU run: the accelerator fields are the user's to give
