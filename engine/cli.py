@@ -14,7 +14,7 @@ from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors,
 from .settings import Settings
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
-         "diff", "gc", "submit")
+         "diff", "gc", "check", "submit")
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
@@ -34,6 +34,7 @@ EPILOG = """verbs:
   mlrun import FILE [--trust ALLOWED_SIGNERS]   verify and add a bundle's cache entries and run to this machine
   mlrun replay RUN|FILE.tar.gz|run.json re-run exactly the recorded plan, then compare the results
   mlrun diff RUN_A RUN_B                what differs: request, plan, recipes, packages, host, results
+  mlrun check submission DIR [--short]  the official MLPerf submission checker on a tree: verdict and results
   mlrun submit QUERY --submitter=NAME --division=open|closed [--system=FILE.yaml] [--short] ...
                                         an MLPerf submission: every run, TEST01, the tree, the official checker
   mlrun plan submit QUERY ...           every run that submission needs, done or to run; nothing runs
@@ -141,6 +142,15 @@ def build_parser(only=None):
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("check", "run the official MLPerf submission checker on a submission tree", json_=True)
+    p.add_argument("what", choices=["submission"])
+    p.add_argument("dir", metavar="DIR", help="the tree: the folder holding closed/, open/ or network/")
+    p.add_argument("--inference-src", metavar="DIR", help="a local copy of github.com/mlcommons/inference "
+                   "(default: $MLRUN_MLPERF_INFERENCE_SRC, else git from GitHub at the pinned commit)")
+    p.add_argument("--version", default="v6.1", help="the round whose rules apply (default v6.1)")
+    p.add_argument("--short", action="store_true",
+                   help="a short rehearsal: complaints that only short runs cause are listed apart, not failures")
+    p.add_argument("--out", metavar="DIR", help="where the log, table and JSON go (default: DIR-check/ beside DIR)")
     return parser
 
 
@@ -707,6 +717,11 @@ def cmd_diff(args, extras, settings):
     return 0
 
 
+def cmd_check(args, extras, settings):
+    from submission.cli import cmd_check as check  # MLPerf submissions live outside the engine
+    return check(args, extras, settings)
+
+
 def cmd_submit(args, extras, settings):
     from submission.cli import cmd_submit as submit
     return submit(args, extras, settings)
@@ -714,7 +729,7 @@ def cmd_submit(args, extras, settings):
 
 VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": cmd_find, "show": cmd_show,
               "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror, "runs": cmd_runs, "export": cmd_export,
-              "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff, "gc": cmd_gc,
+              "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff, "gc": cmd_gc, "check": cmd_check,
               "submit": cmd_submit}
 
 

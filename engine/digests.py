@@ -90,3 +90,15 @@ def summary(digests):
     for rel in sorted(digests):
         h.update(f"{rel}\0{digests[rel]}\n".encode())
     return h.hexdigest()
+
+
+# Version-control metadata changes without the content changing (git rewrites its index on status).
+VCS_DIRS = (".git", ".hg", ".svn")
+
+
+def content_digest(path):
+    """sha256 of a file, or one digest over a folder's files and links (version-control folders at
+    its top left out): what a `content: true` input puts into a key."""
+    if os.path.isdir(path):
+        return summary(tree_digests(path, skip=VCS_DIRS))
+    return file_digest(path)

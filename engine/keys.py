@@ -64,6 +64,8 @@ def material(recipe_digest_, node):
     }
     if node.probes:  # only then: recipes without probes keep their keys
         out["probe"] = node.probes
+    if node.contents:  # likewise: the content digests of `content: true` path inputs
+        out["content"] = node.contents
     return out
 
 

@@ -16,7 +16,7 @@ TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", 
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
-INPUT_KEYS = {"type", "default", "choices", "env", "help", "required"}
+INPUT_KEYS = {"type", "default", "choices", "env", "help", "required", "content"}
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
 INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
 
@@ -217,8 +217,14 @@ class _Checker:
             if not ENV_RE.match(env_name):
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
             required = self.expect(spec.get("required", False), bool, here + ["required"], "required")
+            # content: a path input whose file's or folder's content goes into the key, not only its name
+            content = self.expect(spec.get("content", False), bool, here + ["content"], "content")
+            if content and kind != "path":
+                self.fail(here + ["content"], f"content: true needs type: path (input '{name}' is {kind})")
             out[name] = {"type": kind, "default": default, "choices": choices, "env": env_name,
                          "help": self.text(spec.get("help"), here + ["help"], "help"), "required": required}
+            if content:  # only then: other recipes' normal form, and so their digests, stay as they were
+                out[name]["content"] = True
         return out
 
 

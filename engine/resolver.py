@@ -33,12 +33,13 @@ class Node:
     key and material: the cache key and what it hashes (kept for `explain`); hash_env: host
     variables the recipe declares as affecting it; input_vars: input name -> env variable;
     secret_env: the real values of secrets that env and hash_env hold masked (never recorded);
-    probes: {name: output} of the recipe's probes (part of the key).
+    probes: {name: output} of the recipe's probes (part of the key); contents: {input name: digest of
+    its file's or folder's content} for `content: true` path inputs (part of the key).
     """
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
               "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record",
-              "secret_env", "probes")
+              "secret_env", "probes", "contents")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -307,6 +308,7 @@ class Resolver:
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
                     secret_env=secret_env)
         node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
+        node.contents = _contents(recipe, inputs)
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)
         # One node per distinct key: a dep shared by several recipes is built once.
@@ -322,6 +324,23 @@ class Resolver:
         for _, dep in node.deps:
             self._order(dep, order, done)
         order.append(node)
+
+
+def _contents(recipe, inputs):
+    """{input: digest} of the local files or folders named by `content: true` path inputs (a path string
+    alone would let an edited copy reuse the entry built from the old one)."""
+    out = {}
+    for name, spec in recipe["inputs"].items():
+        value = inputs.get(name)
+        if spec.get("content") and value and not REFERENCE.match(value):
+            from .digests import content_digest
+            from .errors import MlrunError
+            try:
+                out[name] = content_digest(value)
+            except (OSError, MlrunError) as e:
+                raise ResolutionError(f"{recipe['name']}: --{name}: cannot read {value}: "
+                                      f"{getattr(e, 'strerror', None) or getattr(e, 'message', e)}") from None
+    return out
 
 
 def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrides=None, env_overrides=None,

@@ -1,5 +1,53 @@
-"""The submission verbs, called by engine/cli.py (which only parses the verb and dispatches here)."""
+"""The submission verbs of the command line (engine/cli.py parses, these act)."""
+import json
+import os
 import sys
+
+from . import checker, official
+
+
+def cmd_check(args, extras, settings):
+    """mlrun check submission DIR: the official checker's verdict, its errors and the results table."""
+    if not os.path.isdir(args.dir):
+        from engine.errors import UsageError
+        raise UsageError(f"{os.path.abspath(args.dir)}: no such folder",
+                         hint="give the submission tree: the folder holding closed/, open/ or network/")
+    src = official.sources(settings, path=args.inference_src)
+    result = checker.check(src, args.dir, version=args.version, short=args.short, out_dir=args.out)
+    if args.json:
+        json.dump(result.to_dict(), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    else:
+        print(report(result))
+    return 0 if result.ok else 1
+
+
+def report(result):
+    """The verdict, the complaints and the table, as printed (and saved in table.txt's folder)."""
+    lines = [f"official submission checker ({result.version}): {result.summary or 'no summary line'}"]
+    if result.errors:
+        lines.append(f"errors ({len(result.errors)}):")
+        lines += ["  - " + e.replace("\n", "\n    ") for e in result.errors]
+    if result.short_run_errors:
+        why = ("expected in a --short rehearsal" if result.short else
+               "a full-length run has none of these; with --short they are listed apart")
+        lines.append(f"short-run complaints ({len(result.short_run_errors)}, {why}):")
+        lines += ["  - " + e.replace("\n", "\n    ") for e in result.short_run_errors]
+    if result.warnings:
+        lines.append(f"warnings: {len(result.warnings)} (in the log)")
+    lines += ["", checker.format_table(result.table), "",
+              f"saved in {result.out_dir}: checker.log, summary.csv, table.txt, check.json"]
+    if not result.ok:
+        lines.append("verdict: FAILED: the checker found errors")
+    elif result.short_run_errors:
+        lines.append("verdict: OK as a short rehearsal only: this tree cannot be submitted "
+                     "(the short runs break the rules listed above)")
+    elif result.short:
+        lines.append("verdict: OK (no short-run complaint either)")
+    else:
+        lines.append("verdict: OK: the official checker accepts this tree")
+    return "\n".join(lines)
+
 
 SUBMIT_HELP = """mlrun submit QUERY --submitter=NAME --division=open|closed [--system=FILE.yaml]
     [--scenarios=SingleStream,Offline] [--benchmarks=bert-99[,bert-99.9]] [--short] [--rerun] [-o DIR]

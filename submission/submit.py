@@ -161,14 +161,8 @@ class Submission:
         return plan
 
     def sources(self):
-        try:
-            from . import official
-        except ImportError:   # TEMPORARY until S1's official.py is merged
-            official = None
-        if official is None:
-            self.src = os.path.abspath(self.opts.inference_src)
-        else:
-            self.src = official.sources(self.settings, self.opts.inference_src)
+        from . import official
+        self.src = official.sources(self.settings, self.opts.inference_src)
         return self.src
 
     def system(self):

@@ -31,8 +31,10 @@ def _copy(src_dir, names, dest):
 
 def _official(sub, script, args, cwd, what):
     """Run an official script from the sources with this interpreter (it needs numpy at most)."""
-    cmd = [sys.executable, os.path.join(sub.src, script), *args]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
+    cmd = [sys.executable, "-B", os.path.join(sub.src, script), *args]
+    # -B and the variable (its child processes too): nothing may be written into the sealed sources entry
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
     with open(os.path.join(sub.dir, "logs", f"{what}.log"), "w") as f:
         f.write(f"$ {shlex.join(cmd)}  (in {cwd})\n{proc.stdout}{proc.stderr}")
     if proc.returncode != 0:
@@ -159,17 +161,12 @@ def _documentation(sub, top):
 def finish(sub, root):
     """The official checker, its verdict and table (printed and saved), then the archive."""
     from . import checker, pack
-    result = checker.check(sub.src, root, version="v6.1", short=sub.opts.short,
-                           out_dir=os.path.join(sub.dir, "logs"))
+    from .cli import report
+    from .submit import ROUND
+    result = checker.check(sub.src, root, version=ROUND, short=sub.opts.short,
+                           out_dir=os.path.join(sub.dir, "check"))
     sub.say("")
-    sub.say(checker.format_table(result.table))
-    sub.say(f"checker: {result.summary}  (log: {result.log})")
-    for line in result.errors:
-        sub.say(f"  ERROR: {line}")
-    if sub.opts.short:
-        sub.say(f"  {len(result.short_run_errors)} complaint(s) come only from the short runs (expected with --short):")
-        for line in result.short_run_errors:
-            sub.say(f"    short run: {line}")
+    sub.say(report(result))
     archive = pack.pack(root, os.path.join(sub.dir, f"{sub.opts.submitter}-{sub.opts.division}.tar.gz"))
     verdict = {"ok": result.ok, "summary": result.summary, "errors": result.errors,
                "short_run_errors": result.short_run_errors, "warnings": result.warnings, "table": result.table,

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 from engine.index import RecipeIndex
 
-LOCAL = ("mlperf_bert", "engine")
+LOCAL = ("mlperf_bert", "engine", "submission")
 
 
 def local_imports(path):
@@ -50,7 +50,8 @@ def test_sources_cover_what_the_step_imports(recipe):
     for script in os.listdir(folder):
         if script.endswith(".sh"):
             runs += open(os.path.join(folder, script)).read()
-    entry_points = {m.replace(".", "/") + ".py" for m in re.findall(r"-m (mlperf_bert\.\w+)", runs)}
-    assert entry_points, f"{recipe['name']} lists sources but runs no mlperf_bert module"
+    entry_points = {m.replace(".", "/") + ".py"
+                    for m in re.findall(r"-m ((?:mlperf_bert|submission)\.\w+)", runs)}
+    assert entry_points, f"{recipe['name']} lists sources but runs no mlperf_bert or submission module"
     needed = closure(entry_points)
     assert needed <= listed, f"{recipe['name']}: add to sources: {sorted(needed - listed)}"

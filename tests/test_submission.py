@@ -104,7 +104,7 @@ def completed_root(result):
 
 def test_short_submission_tree_and_checker(ws, completed):
     out = completed.stdout
-    assert "CANNOT be submitted" in out and "come only from the short runs" in out
+    assert "CANNOT be submitted" in out and "short-run complaints" in out
     root = completed_root(completed)
     verdict = json.loads((root / "verdict.json").read_text())
     assert verdict["ok"] and verdict["errors"] == [] and verdict["short_run_errors"]

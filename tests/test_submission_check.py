@@ -1,0 +1,261 @@
+"""`mlrun check submission`: the official checker (from the shared copy of its sources) on hand-made trees,
+the sorting of its complaints, the results table, the saved files, and packing."""
+import json
+import os
+import subprocess
+import tarfile
+
+import pytest
+
+from conftest import MLRUN, ROOT, assert_user_error
+from submission_trees import make_tree
+
+SHARED_SRC = os.path.join(os.path.dirname(ROOT), "shared", "mlperf-inference")
+
+
+@pytest.fixture(scope="module")
+def cache_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("check")   # one sources entry for the module's checks
+
+
+@pytest.fixture
+def mlrun(cache_root, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(cache_root / "cache"), MLRUN_RUNS=str(cache_root / "runs"))
+
+    def run(*args, src=True, **extra):
+        argv = [MLRUN, *args] + (["--inference-src", SHARED_SRC] if src else [])
+        return subprocess.run(argv, env=dict(env, **extra), capture_output=True, text=True, timeout=300,
+                              cwd=str(tmp_path), stdin=subprocess.DEVNULL)
+    return run
+
+
+def listing(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs)
+
+
+def test_a_missing_tree_is_a_usage_error(mlrun, tmp_path):
+    assert_user_error(mlrun("check", "submission", str(tmp_path / "nope")), 2, "no such folder")
+
+
+def test_an_empty_tree_is_no_submission(mlrun, tmp_path):
+    (tmp_path / "empty").mkdir()
+    result = mlrun("check", "submission", str(tmp_path / "empty"))
+    assert result.returncode == 1, result.stderr
+    assert "found no results" in result.stdout and "verdict: FAILED" in result.stdout
+
+
+def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_path):
+    tree = make_tree(str(tmp_path / "sub"))
+    before = listing(tree)
+    full = mlrun("check", "submission", tree)
+    assert full.returncode == 1, full.stdout + full.stderr
+    assert "short-run complaints (6" in full.stdout and "verdict: FAILED" in full.stdout
+    short = mlrun("check", "submission", tree, "--short")
+    assert short.returncode == 0, short.stdout + short.stderr
+    assert "errors (" not in short.stdout
+    assert "Test duration less than 600s" in short.stdout and "performance_sample_count, found 16" in short.stdout
+    assert "accurcy run does not cover all dataset" in short.stdout   # (sic): the checker's own words
+    assert "OK as a short rehearsal only" in short.stdout and "cannot be submitted" in short.stdout
+    # The table: one row per scenario, the metric from the performance log, LoadGen's verdict, the accuracy.
+    assert "Offline       samples/s   915.916  VALID  exact_match: 0.0 f1: 4.50793" in short.stdout
+    assert "SingleStream  latency ms  5.574    VALID" in short.stdout
+    # Saved beside the tree; nothing added inside it.
+    out = tmp_path / "sub-check"
+    assert sorted(os.listdir(out)) == ["check.json", "checker.log", "summary.csv", "table.txt"]
+    assert listing(tree) == before
+    saved = json.load(open(out / "check.json"))
+    assert saved["ok"] and saved["short"] and len(saved["short_run_errors"]) == 6 and not saved["errors"]
+    assert [(r["scenario"], r["checker"]) for r in saved["table"]] == [("Offline", "short-run"),
+                                                                       ("SingleStream", "short-run")]
+    assert "SUMMARY: submission has errors" in open(out / "checker.log").read()
+
+
+def test_other_errors_fail_even_a_rehearsal(mlrun, tmp_path):
+    tree = make_tree(str(tmp_path / "sub"))
+    system = os.path.join(tree, "open", "MyTeam", "systems", "sys1.json")
+    values = json.load(open(system))
+    del values["host_processor_caches"]
+    json.dump(values, open(system, "w"))
+    os.remove(os.path.join(tree, "open", "MyTeam", "results", "sys1", "bert-99", "Offline", "measurements.json"))
+    result = mlrun("check", "submission", tree, "--short", "--json", "--out", str(tmp_path / "report"))
+    assert result.returncode == 1, result.stderr
+    found = json.loads(result.stdout)
+    assert not found["ok"]
+    assert any("field host_processor_caches is missing" in e for e in found["errors"])
+    assert any("measurements json file not found" in e for e in found["errors"])
+    assert not any("Test duration" in e for e in found["errors"])   # those stay apart
+    assert {r["scenario"]: r["checker"] for r in found["table"]} == {"Offline": "errors", "SingleStream": "errors"}
+    assert os.path.isfile(tmp_path / "report" / "checker.log")
+
+
+def test_a_checker_crash_is_an_error_not_a_traceback(mlrun, tmp_path):
+    os.makedirs(tmp_path / "sub" / "open" / "MyTeam")   # no results/ folder: the checker raises
+    result = mlrun("check", "submission", str(tmp_path / "sub"))
+    assert result.returncode == 1
+    assert "the checker stopped with an exception: FileNotFoundError" in result.stdout
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_options_are_usage_errors(mlrun, tmp_path):
+    tree = make_tree(str(tmp_path / "sub"))
+    assert_user_error(mlrun("check", "submission", tree, "--version", "v0.1"), 2, "refused the command line")
+    assert_user_error(mlrun("check", "submission", tree, "--out", os.path.join(tree, "x")), 2, "inside the tree")
+    (tmp_path / "nosrc").mkdir()
+    result = mlrun("check", "submission", tree, "--inference-src", str(tmp_path / "nosrc"), src=False)
+    assert_user_error(result, 2, "lacks tools/submission/submission_checker/main.py")
+
+
+def test_the_sources_entry_stays_intact(mlrun, cache_root, tmp_path):
+    tree = make_tree(str(tmp_path / "sub"))
+    assert mlrun("check", "submission", tree, "--short").returncode == 0
+    verify = mlrun("cache", "verify", src=False)   # the checker ran from the entry and wrote nothing there
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_without_sources_and_network_the_hint_names_inference_src(mlrun, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    # git rewrites GitHub to a refused local port: a machine without internet, reached in milliseconds.
+    (home / ".gitconfig").write_text('[url "http://127.0.0.1:9/"]\n\tinsteadOf = https://github.com/\n')
+    tree = make_tree(str(tmp_path / "sub"))
+    result = mlrun("check", "submission", tree, src=False, HOME=str(home), MLRUN_CACHE=str(tmp_path / "cache"))
+    assert_user_error(result, 2, "cannot get the official MLPerf inference sources", "--inference-src DIR")
+
+
+# -- the complaints, sorted (message formats copied from the v6.1 checker's checks/*.py) -----------------
+
+P = "/t/open/T/results/s/bert-99/Offline/performance/run_1/mlperf_log_detail.txt"
+SHORT = [f"{P} performance_sample_count, found 16, needs to be >= 10833",
+         f"{P} Required minimum Query Count not met by user config, Expected=1024, Found=16",
+         f"{P} Required minimum samples per query not met by user config, Expected=10833, Found=20",
+         f"{P} Test duration less than 600s in user config. expected=600000, found=300",
+         "Early stopping condition was not met, msg=['Processed at least 64 queries']",
+         "Not enough samples were processed for early stopping to make an estimate",
+         f"{P} accurcy run does not cover all dataset, accuracy samples: 20, dataset size: 10833"]
+REAL = [f"{P} qsl_rng_seed is wrong, expected=1, found=2",
+        f"{P} has loadgen errors, number of errors: 1",
+        f"{P} Latency constraint not met, expected=130000000, found=200000000",
+        "/t/open/T/systems/s.json, field cooling is missing",
+        "/t/open/T/results/s/bert-99/Offline/measurements.json measurements json file not found",
+        "Missing TEST01 in compliance dir /t/closed/T/results/s/bert-99/Offline",
+        "Compliance test accuracy check (non-deterministic mode) in /t/x/TEST01 failed",
+        f"{P} not hash value for accuracy.txt"]
+
+
+@pytest.mark.parametrize("message", SHORT)
+def test_short_run_complaints(message):
+    from submission.checker import is_short_run
+    assert is_short_run(message)
+
+
+@pytest.mark.parametrize("message", REAL)
+def test_real_errors(message):
+    from submission.checker import is_short_run
+    assert not is_short_run(message)
+
+
+def log(*lines):
+    return "\n".join(f"[2026-12-02 10:00:00,000 x.py:1 {level}] {text}" for level, text in lines) + "\n"
+
+
+def test_interpret_sorts_blocks_and_drops_follow_on_lines():
+    from submission.checker import interpret
+    other = P.replace("Offline", "SingleStream")
+    text = log(("INFO", f"Starting performance checks for: {P}"),
+               ("ERROR", SHORT[3]),
+               ("ERROR", f"Some performance checks Checks failed for: {P}"),
+               ("INFO", "Starting accuracy checks for: /t/open/T/results/s/bert-99/Offline/accuracy/x"),
+               ("WARNING", "accuracy not met"),
+               ("INFO", f"Starting performance checks for: {other}"),
+               ("ERROR", f"{other} contains errors:"),
+               ("ERROR", "FromConfig called twice\nsecond line of it"),
+               ("INFO", "Starting measurement checks for: /t/m"),
+               ("ERROR", "Some measurement checks Checks failed for: /t/m"),
+               ("ERROR", f"NoResults {P}"), ("ERROR", f"NoResults {other}"),
+               ("INFO", "Results=0, NoResults=2, Power Results=0"),
+               ("ERROR", "SUMMARY: submission has errors"))
+    result = interpret(text, 1, short=True)
+    assert result.short_run_errors == [SHORT[3]]
+    assert result.errors == [f"{other} contains errors:", "FromConfig called twice\nsecond line of it",
+                             "Some measurement checks Checks failed for: /t/m"]
+    assert result.warnings == ["accuracy not met"] and result.summary == "SUMMARY: submission has errors"
+    assert not result.ok
+    assert result.table == {("open", "T", "s", "bert-99", "Offline"): "short-run",
+                            ("open", "T", "s", "bert-99", "SingleStream"): "errors"}
+
+
+def test_interpret_short_only():
+    from submission.checker import interpret
+    text = log(("INFO", f"Starting performance checks for: {P}"), ("ERROR", SHORT[0]),
+               ("ERROR", f"Some performance checks Checks failed for: {P}"), ("ERROR", f"NoResults {P}"),
+               ("INFO", "Results=0, NoResults=1, Power Results=0"), ("ERROR", "SUMMARY: submission has errors"))
+    assert interpret(text, 1, short=True).ok
+    assert not interpret(text, 1, short=False).ok
+    ok = log(("INFO", "Results=2, NoResults=0, Power Results=0"), ("INFO", "SUMMARY: submission looks OK"))
+    assert interpret(ok, 0, short=False).ok
+
+
+# -- packing -------------------------------------------------------------------------------------------------
+
+
+def test_pack_puts_the_division_folders_at_the_top(tmp_path):
+    import hashlib
+    from submission.pack import pack
+    tree = make_tree(str(tmp_path / "sub"))
+    out = pack(tree, str(tmp_path / "mlperf_submission_MyTeam.tar.gz"))
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+        assert all(n == "open" or n.startswith("open/") for n in names)
+        assert "open/MyTeam/systems/sys1.json" in names
+        assert "open/MyTeam/results/sys1/bert-99/Offline/performance/run_1/mlperf_log_detail.txt" in names
+        assert all(m.uname == "" and m.uid == 0 for m in tar.getmembers())
+    assert sorted(names) == sorted(["open"] + [os.path.join("open", p) for p in listing(os.path.join(tree, "open"))]
+                                   + [os.path.relpath(d, tree) for d, _, _ in os.walk(os.path.join(tree, "open"))
+                                      if d != os.path.join(tree, "open")])
+    sha1 = open(out + ".sha1").read()
+    assert sha1 == f"{hashlib.sha1(open(out, 'rb').read()).hexdigest()}  mlperf_submission_MyTeam.tar.gz\n"
+
+
+def test_pack_refuses_what_would_not_upload(tmp_path):
+    from engine.errors import UsageError
+    from submission.pack import pack
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(UsageError, match="no division folder"):
+        pack(str(tmp_path / "bare"), str(tmp_path / "x.tar.gz"))
+    tree = make_tree(str(tmp_path / "sub"))
+    with pytest.raises(UsageError, match="inside the tree"):
+        pack(tree, os.path.join(tree, "x.tar.gz"))
+    os.symlink("/etc/hostname", os.path.join(tree, "open", "MyTeam", "link"))
+    with pytest.raises(UsageError, match="outside the tree"):
+        pack(tree, str(tmp_path / "x.tar.gz"))
+    assert not os.path.exists(tmp_path / "x.tar.gz")
+
+
+def test_the_python_api_takes_any_folder_name(tmp_path):
+    from submission.checker import check, format_table
+    tree = make_tree(str(tmp_path / "sub"), scenarios=("Offline",))
+    result = check(SHARED_SRC, tree, short=True, out_dir=str(tmp_path / "out"))   # a folder named mlperf-inference
+    assert result.ok and not result.errors and result.summary == "SUMMARY: submission has errors"
+    assert [r["scenario"] for r in result.table] == ["Offline"]
+    assert format_table(result.table).splitlines()[0].split() == ["SYSTEM", "BENCHMARK", "SCENARIO", "METRIC",
+                                                                 "VALUE", "VALID", "ACCURACY", "CHECKER"]
+    assert result.log == str(tmp_path / "out" / "checker.log")
+    assert not check(SHARED_SRC, tree, short=False, out_dir=str(tmp_path / "out")).ok
+
+
+def test_a_failed_test01_performance_comparison_is_short_run_only_in_a_short_result():
+    from submission.checker import interpret
+    test01 = "/t/open/T/results/s/bert-99/Offline/TEST01"
+    failed = f"Compliance test performance check in {test01} failed"
+
+    def run(*short_lines):
+        return interpret(log(("INFO", f"Starting performance checks for: {P}"),
+                             *[("ERROR", line) for line in short_lines],
+                             ("INFO", f"Starting compliance check for: {test01}"), ("ERROR", failed),
+                             ("ERROR", "SUMMARY: submission has errors")), 1, short=True)
+    short = run(SHORT[3])
+    assert short.ok and short.short_run_errors == [SHORT[3], failed]
+    full = run()   # full-length runs: TEST01's comparison failing is a real error
+    assert not full.ok and full.errors == [failed]
+    assert full.table == {("open", "T", "s", "bert-99", "Offline"): "errors"}
