@@ -223,10 +223,14 @@ class Submission:
         if record.get("status") != "ok":
             return "to run", [f"its run {entry['run']} did not finish ({records.status(record)})"]
         now = self.fingerprint(plan)
-        differs = [f"{part} {key}: {old.get(key)!r} -> {now[part].get(key)!r}"
-                   for part in ("plan", "request", "host")
-                   for old in [entry["fingerprint"].get(part, {})]
-                   for key in sorted(set(old) | set(now[part])) if old.get(key) != now[part].get(key)]
+        differs = []
+        for part in ("plan", "request", "host"):
+            old = entry["fingerprint"].get(part, {})
+            changed = [key for key in sorted(set(old) | set(now[part])) if old.get(key) != now[part].get(key)]
+            if part == "plan" and changed:   # node keys say only that a node changed: name the nodes
+                differs.append(f"plan: {len(changed)} node key(s) changed ({', '.join(changed)})")
+            else:
+                differs += [f"{part} {key}: {old.get(key)!r} -> {now[part].get(key)!r}" for key in changed]
         return ("done", entry) if not differs else ("to run", differs)
 
     def run(self, name, inputs, query=None):
