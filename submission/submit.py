@@ -207,7 +207,9 @@ class Submission:
         return path
 
     def fingerprint(self, plan):
-        return {"plan": {n.label: n.key for n in plan.nodes}, "request": plan.request, "host": self.host}
+        # numbered: several nodes may share a label (the venvs)
+        return {"plan": {f"{i} {n.label}": n.key for i, n in enumerate(plan.nodes, 1)}, "request": plan.request,
+                "host": self.host}
 
     def status(self, name, plan):
         """("done", entry) when the recorded run can be reused, else ("to run", reasons)."""
