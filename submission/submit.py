@@ -333,7 +333,7 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
     if plan_only:
         rows = sub.plan_rows()
         width = max(len(r[0]) for r in rows)
-        sub.say(f"{len(rows)} steps ({sum(1 for r in rows if r[1] == 'to run')} runs to do), shared by "
+        sub.say(f"{len(rows)} steps ({sum(1 for r in rows if r[1] == 'to run')} to run), shared by "
                 f"{', '.join(opts.benchmark_list)}; then the tree, the official checker (--version {ROUND}) and "
                 "the archive")
         for name, state, detail in rows:

@@ -142,7 +142,20 @@ def test_plan_shows_every_run_done_after_the_submission(ws, completed):
             assert "done (" in line, line
     # --rerun marks them all to run again
     again = ws("plan", *submit_args(ws.root, "--short", "--rerun"))
-    assert "8 runs to do" in again.stdout, again.stdout
+    assert "(8 to run)" in again.stdout, again.stdout
+    # a run made on another host (here: its recorded core count differs) is not reused, and the plan says why
+    path = ws.root / "sub" / "state.json"
+    saved = path.read_text()
+    state = json.loads(saved)
+    state["runs"]["Offline/accuracy"]["fingerprint"]["host"]["cores"] = 999
+    path.write_text(json.dumps(state))
+    try:
+        other = ws("plan", *submit_args(ws.root, "--short"))
+    finally:
+        path.write_text(saved)
+    line = next(x for x in other.stdout.splitlines() if x.strip().startswith("Offline/accuracy "))
+    assert "to run" in line and "host cores: 999 ->" in line, line
+    assert "(1 to run)" in other.stdout, other.stdout
 
 
 @pytest.mark.parametrize("extra, fragment", [
