@@ -21,6 +21,7 @@ SERVER_FRACTION = 0.5
 FULL_MIN_DURATION_MS = 600_000      # mlperf.conf: 600 s for every bert scenario
 SEARCH = {"count": 256, "min_duration": 10_000}   # the measurement run: 256 samples loaded, 10 s at least
 SEARCH_SHORT = {"count": 32, "min_duration": 500}
+SEED = re.compile(r'"key": "effective_([a-z_]+_rng_seed)", "value": (\d+)')
 SUMMARY_VALUE = re.compile(r"^\s*([^:]+?)\s*:\s*(\S+)\s*$")
 
 
@@ -33,6 +34,15 @@ def summary_values(run_folder):
             if m:
                 values.setdefault(m.group(1), m.group(2))
     return values
+
+
+def loadgen_seeds(run_folder):
+    """{name: value} of the RNG seeds LoadGen used (its detail log): the round's, when LoadGen is pinned."""
+    seeds = {}
+    with open(os.path.join(run_folder, "mlperf_log_detail.txt")) as f:
+        for m in SEED.finditer(f.read()):
+            seeds[m.group(1)] = int(m.group(2))
+    return seeds
 
 
 def measurement_inputs(scenario, short):

@@ -302,6 +302,8 @@ class Submission:
             self.say(f"    {found['how']}")
             for kind in ("accuracy", "performance", "TEST01"):
                 done[(scenario, kind)] = self.run(f"{scenario}/{kind}", self.run_inputs(scenario, kind))
+            seeds = search.loadgen_seeds(done[(scenario, "performance")]["folder"])
+            self.state["loadgen"] = {"version": self.loadgen, "seeds": seeds}   # the checker compares them
             perf = search.summary_values(done[(scenario, "performance")]["folder"])
             if perf.get("Result is") != "VALID" and not self.opts.short and not found.get("retried"):
                 # Once: the full run itself is the better measurement; its figures set the retry's target.

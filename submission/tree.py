@@ -68,6 +68,8 @@ def readme(sub, benchmark, scenario, done):
         entry = done[(scenario, kind)] if kind != "search" else sub.state["runs"][f"{scenario}/search"]
         lines += [f"- {kind} (run `{entry['run']}`):", "", "  ```", "  " + shlex.join(entry["command"]), "  ```", ""]
     lines += ["## Settings search", "", found["how"], "", "Figures: `" + json.dumps(found["figures"]) + "`", "",
+              f"MLPerf LoadGen {sub.loadgen} (pinned for round v6.1), seeds used: "
+              f"`{json.dumps(sub.state.get('loadgen', {}).get('seeds', {}))}`.", "",
               f"Then TEST01 was verified with the official `compliance/TEST01/run_verification.py`.", ""]
     return "\n".join(lines)
 

@@ -85,3 +85,11 @@ def test_defaults_are_the_required_scenarios_of_bert_99():
     assert opts.scenario_list == ["SingleStream", "Offline"] and opts.benchmark_list == ["bert-99"]
     assert inputs == {"threads": "2"} and deps == {"model": {"layers": "2"}}
     assert opts.output == os.path.join("submissions", "Team")
+
+
+def test_loadgen_seeds_are_read_from_the_detail_log():
+    # a log of the pinned LoadGen 6.0.17: the round's seeds (tools/submission/submission_checker/constants.py, v6.1)
+    seeds = search.loadgen_seeds(os.path.join(ROOT, "tests", "data", "loadgen", "offline-perf"))
+    assert seeds["qsl_rng_seed"] == 2085463073848966840
+    assert seeds["sample_index_rng_seed"] == 2747215439041700203
+    assert seeds["schedule_rng_seed"] == 16159082839903944936
