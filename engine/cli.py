@@ -14,7 +14,7 @@ from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors,
 from .settings import Settings
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
-         "diff", "gc", "check")
+         "diff", "gc", "check", "submit")
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
@@ -35,6 +35,9 @@ EPILOG = """verbs:
   mlrun replay RUN|FILE.tar.gz|run.json re-run exactly the recorded plan, then compare the results
   mlrun diff RUN_A RUN_B                what differs: request, plan, recipes, packages, host, results
   mlrun check submission DIR [--short]  the official MLPerf submission checker on a tree: verdict and results
+  mlrun submit QUERY --submitter=NAME --division=open|closed [--system=FILE.yaml] [--short] ...
+                                        an MLPerf submission: every run, TEST01, the tree, the official checker
+  mlrun plan submit QUERY ...           every run that submission needs, done or to run; nothing runs
 
 A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu".
 Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
@@ -130,6 +133,11 @@ def build_parser(only=None):
     p.add_argument("--allow-differences", action="store_true",
                    help="run even when the plan cannot be the recorded one (the replay is marked inexact)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p = verb("submit", "an MLPerf submission of QUERY: settings search, accuracy, performance and TEST01 runs "
+                       "per scenario (resumable), the official tree, checker and archive", "required")
+    from submission.cli import SUBMIT_HELP
+    p.epilog = SUBMIT_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results")
     p.add_argument("run_a")
     p.add_argument("run_b")
@@ -215,7 +223,7 @@ def main(argv=None):
     from .guard import signal_name, stop_signals_interrupt
     try:
         with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
-            if extras and args.verb not in ("run", "plan", "explain"):
+            if extras and args.verb not in ("run", "plan", "explain", "submit"):
                 raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
                                  hint=f"see mlrun {args.verb} --help")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
@@ -277,6 +285,12 @@ def cmd_run(args, extras, settings):
 
 def cmd_plan(args, extras, settings):
     from .cache import Cache
+    if args.query == "submit":   # mlrun plan submit QUERY ...: the submission's runs
+        from submission.cli import cmd_submit
+        if not extras or extras[0].startswith("-"):
+            raise UsageError("mlrun plan submit needs a QUERY", hint='mlrun plan submit "app mlperf bert" ...')
+        args.query = extras[0]
+        return cmd_submit(args, extras[1:], settings, plan_only=True)
     plan = _resolve(args, extras, settings)
     cache = Cache(settings.cache)
     status = {n.key: ("cached" if cache.lookup(n) else "build") if n.cache else "run" for n in plan.nodes}
@@ -708,9 +722,15 @@ def cmd_check(args, extras, settings):
     return check(args, extras, settings)
 
 
+def cmd_submit(args, extras, settings):
+    from submission.cli import cmd_submit as submit
+    return submit(args, extras, settings)
+
+
 VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": cmd_find, "show": cmd_show,
               "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror, "runs": cmd_runs, "export": cmd_export,
-              "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff, "gc": cmd_gc, "check": cmd_check}
+              "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff, "gc": cmd_gc, "check": cmd_check,
+              "submit": cmd_submit}
 
 
 # -- output helpers ---------------------------------------------------------------

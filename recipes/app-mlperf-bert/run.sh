@@ -18,6 +18,7 @@ case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin)
 [ -n "${MLRUN_INPUT_TARGET_LATENCY:-}" ] && args+=(--target-latency "$MLRUN_INPUT_TARGET_LATENCY")
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
+[ -n "${MLRUN_INPUT_AUDIT_CONFIG:-}" ] && args+=(--audit-config "$MLRUN_INPUT_AUDIT_CONFIG")
 [ -n "${MLRUN_INPUT_STREAMS:-}" ] && args+=(--streams "$MLRUN_INPUT_STREAMS")
 # The model recipe made the dynamic-axis copy of a fixed-384 model already (or found that none can be made).
 [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")

@@ -1,0 +1,88 @@
+"""Find the LoadGen settings that make a full performance run VALID, from one short measurement run.
+
+LoadGen plans a run's length from the expected speed the user states, and a run shorter than
+min_duration is INVALID:
+- Offline issues target_qps x min_duration samples in one query: a target below the real speed makes
+  the run end early. The target is the measured QPS x MARGIN (an overestimate: the run lasts longer).
+- SingleStream issues min_duration / target_latency queries: a target above the real mean latency
+  makes the run end early. The target is the measured mean latency / MARGIN (whole ms, as user.conf
+  takes it); when that is below 1 ms, min_query_count is raised instead so the queries still fill
+  min_duration x MARGIN.
+MARGIN 1.25: the full run stays VALID when it is up to 25% faster than the short measurement (other
+samples, a warmer cache), at the cost of at most a quarter more time.
+"""
+import json
+import math
+import os
+import re
+
+MARGIN = 1.25
+SERVER_FRACTION = 0.5
+FULL_MIN_DURATION_MS = 600_000      # mlperf.conf: 600 s for every bert scenario
+SEARCH = {"count": 256, "min_duration": 10_000}   # the measurement run: 256 samples loaded, 10 s at least
+SEARCH_SHORT = {"count": 32, "min_duration": 500}
+SEED = re.compile(r'"key": "effective_([a-z_]+_rng_seed)", "value": (\d+)')
+SUMMARY_VALUE = re.compile(r"^\s*([^:]+?)\s*:\s*(\S+)\s*$")
+
+
+def summary_values(run_folder):
+    """{key: value} of the LoadGen summary in a run folder."""
+    values = {}
+    with open(os.path.join(run_folder, "mlperf_log_summary.txt")) as f:
+        for line in f:
+            m = SUMMARY_VALUE.match(line)
+            if m:
+                values.setdefault(m.group(1), m.group(2))
+    return values
+
+
+def loadgen_seeds(run_folder):
+    """{name: value} of the RNG seeds LoadGen used (its detail log): the round's, when LoadGen is pinned."""
+    seeds = {}
+    with open(os.path.join(run_folder, "mlperf_log_detail.txt")) as f:
+        for m in SEED.finditer(f.read()):
+            seeds[m.group(1)] = int(m.group(2))
+    return seeds
+
+
+def measurement_inputs(scenario, short):
+    return {"mode": "performance", "scenario": scenario, **(SEARCH_SHORT if short else SEARCH)}
+
+
+def settings_from(scenario, run_folder, run_id, min_duration_ms=FULL_MIN_DURATION_MS):
+    """{"inputs": app inputs for the full run, "user_conf": extra lines or [], "figures", "how"}."""
+    values = summary_values(run_folder)
+    summary = json.load(open(os.path.join(run_folder, "summary.json")))
+    if scenario == "Server":
+        # Server must also meet its latency bound: half the measured throughput keeps the queue short
+        qps = float(values.get("Completed samples per second") or values["Scheduled samples per second"])
+        target = round(qps * SERVER_FRACTION, 3)
+        found = {"inputs": {"target_qps": target}, "user_conf": [],
+                 "figures": {"measured_qps": qps, "target_qps": target}}
+        how = (f"a short Server performance run ({run_id}) completed {qps:.3f} samples/s; target_qps = "
+               f"{qps:.3f} x {SERVER_FRACTION} (headroom for the latency bound)")
+    elif scenario == "Offline":
+        qps = float(values["Samples per second"])
+        target = round(qps * MARGIN, 3)
+        found = {"inputs": {"target_qps": target}, "user_conf": [],
+                 "figures": {"measured_qps": qps, "target_qps": target}}
+        how = (f"a short {scenario} performance run ({run_id}) measured {qps:.3f} samples/s; target_qps = "
+               f"{qps:.3f} x {MARGIN} = {target} (LoadGen issues target_qps x min_duration samples: an "
+               f"overestimate keeps the run at least min_duration long)")
+    else:
+        mean_ms = int(values["Mean latency (ns)"]) / 1e6
+        target = math.floor(mean_ms / MARGIN)
+        found = {"inputs": {"target_latency": max(target, 1)}, "user_conf": [],
+                 "figures": {"measured_mean_latency_ms": mean_ms, "target_latency_ms": max(target, 1)}}
+        how = (f"a short {scenario} performance run ({run_id}) measured a mean latency of {mean_ms:.3f} ms; "
+               f"target_latency = floor({mean_ms:.3f} / {MARGIN}) ms")
+        if target < 1:
+            queries = math.ceil(min_duration_ms * MARGIN / mean_ms)
+            found["user_conf"] = [f"bert.{scenario}.min_query_count = {queries}"]
+            found["figures"]["min_query_count"] = queries
+            how += (f" is under 1 ms: target_latency 1 ms and min_query_count = {queries} "
+                    f"(min_duration x {MARGIN} / mean latency)")
+        how += " (LoadGen issues min_duration / target_latency queries: an underestimate keeps the run long enough)"
+    found["how"] = how
+    found["figures"]["warmup_qps"] = summary.get("warmup_qps")
+    return found

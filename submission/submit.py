@@ -1,0 +1,347 @@
+"""`mlrun submit` / `mlrun plan submit`: every run an MLPerf submission needs, resumable, then the tree.
+
+Per scenario: a settings search (a short performance run), an accuracy run, the performance run with
+the settings found, and a TEST01 run (the official audit.config) verified by the official script. Each
+is a normal mlrun run (its record under runs/). The submission's state file maps each needed run to
+its run id with a fingerprint of everything that affects it (the plan's node keys, the request and
+the host); a rerun of the same command reuses a finished run only when its fingerprint is unchanged.
+bert-99 and bert-99.9 run the same model with the same settings: they share the runs (only the
+accuracy target differs), each gets its own folder in the tree.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+from engine import records, secrets
+from engine.cache import Cache, write_json
+from engine.errors import MlrunError, UsageError
+from engine.runner import RunReporter
+
+from . import search, system
+
+ROUND = "v6.1"
+LOADGEN_FOR_ROUND = {"v6.1": "6.0.17"}     # 6.0.16+ carries the v6.1 seeds (docs/mlperf-bert.md section 5)
+BENCHMARKS = ("bert-99", "bert-99.9")
+SCENARIOS = ("SingleStream", "Offline", "MultiStream", "Server")
+REQUIRED_SCENARIOS = ("SingleStream", "Offline")   # bert-99 edge, v6.1
+OFFICIAL_MODELS = ("fp32", "int8")                  # the app's official-model variations
+SHORT = {"count": 32, "min_duration": 1000}         # every --short run: 32 samples, LoadGen minimums lowered
+CONTROLLED = ("mode", "scenario", "count", "target_qps", "target_latency", "min_duration", "audit_config")
+HOST_KEYS = ("cpu", "cores", "memory_gb", "os", "python")
+KINDS = ("search", "accuracy", "performance", "TEST01")
+
+
+class _Quiet(RunReporter):
+    """Step lines only for what is built or run (not for the cached ones): a submission runs many plans."""
+
+    def step(self, i, total, node, status, detail="", final=True):
+        if status != "cached":
+            super().step(i, total, node, status, detail, final)
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="mlrun submit", add_help=False)
+    p.add_argument("--submitter", required=True)
+    p.add_argument("--division", required=True, choices=["open", "closed"])
+    p.add_argument("--system", metavar="FILE.yaml")
+    p.add_argument("--scenarios", default=",".join(REQUIRED_SCENARIOS))
+    p.add_argument("--benchmarks", default="bert-99")
+    p.add_argument("--short", action="store_true")
+    p.add_argument("--rerun", action="store_true")
+    p.add_argument("-o", "--output", metavar="DIR")
+    p.add_argument("--inference-src", metavar="DIR")
+    return p
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(f"mlrun submit: {message}", hint="mlrun submit --help")
+
+
+def parse(query, words):
+    """(options, inputs, dep overrides, env overrides) of `mlrun submit QUERY WORDS...`."""
+    from engine.cli import split_extras
+    p = _Parser(prog="mlrun submit", add_help=False, parents=[parser()])
+    opts, rest = p.parse_known_args(words)
+    inputs, deps, env = split_extras(rest)
+    taken = sorted(k for k in inputs if k in CONTROLLED)
+    if taken:
+        raise UsageError(f"mlrun submit sets --{', --'.join(taken)} itself for each run",
+                         hint="leave them out; the plan shows each run's settings")
+    opts.query = query
+    opts.scenario_list = _names(opts.scenarios, SCENARIOS, "scenario")
+    opts.benchmark_list = _names(opts.benchmarks, BENCHMARKS, "benchmark")
+    if not opts.output:
+        opts.output = os.path.join("submissions", opts.submitter)
+    if "/" in opts.submitter or not opts.submitter.strip():
+        raise UsageError(f"--submitter {opts.submitter!r}: a name without '/' (it is a folder of the tree)")
+    return opts, inputs, deps, env
+
+
+def _names(text, known, what):
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise UsageError(f"unknown {what}(s): {', '.join(unknown) or '(none given)'}",
+                         hint=f"choose from {', '.join(known)} (comma-separated)")
+    return list(dict.fromkeys(names))
+
+
+class Submission:
+    def __init__(self, opts, inputs, deps, env, settings, verbose=False, out=sys.stdout):
+        self.opts, self.inputs, self.deps, self.env = opts, inputs, deps, env
+        self.settings, self.verbose, self.out = settings, verbose, out
+        self.dir = os.path.abspath(opts.output)
+        self.state_path = os.path.join(self.dir, "state.json")
+        self.state = self._load_state()
+        self.host = {k: records.host_facts()[k] for k in HOST_KEYS}
+        self.src = None
+
+    def say(self, text=""):
+        print(text, file=self.out, flush=True)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def _load_state(self):
+        try:
+            with open(self.state_path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {"runs": {}, "comparisons": []}
+        except (OSError, ValueError) as e:
+            raise UsageError(f"cannot read the submission state {self.state_path}: {e}",
+                             hint="remove it to start over (finished runs stay in runs/)") from None
+
+    def save(self):
+        os.makedirs(self.dir, exist_ok=True)
+        write_json(self.state_path, self.state)
+
+    # -- resolving ------------------------------------------------------------------------------
+
+    def resolve(self, extra, query=None):
+        """The plan of the app with these inputs (or of another recipe's `query`, without the user's overrides)."""
+        from engine.resolver import resolve
+        if query:
+            return resolve(self.settings.index(), query, inputs=extra, host_env=os.environ,
+                           prober=self.settings.prober())
+        return resolve(self.settings.index(), self.opts.query, inputs={**self.inputs, **extra}, host_env=os.environ,
+                       dep_overrides=self.deps, env_overrides=self.env, prober=self.settings.prober())
+
+    def check_request(self):
+        """Everything that can be refused is refused here, before any run starts."""
+        plan = self.resolve({"mode": "accuracy", "scenario": self.opts.scenario_list[0]})
+        root = plan.root
+        if root.name != "app-mlperf-bert":
+            raise UsageError(f"mlrun submit runs the BERT benchmark app; '{self.opts.query}' is {root.name}",
+                             hint='e.g. mlrun submit "app mlperf bert _onnxruntime _cpu" ...')
+        official = next((v for v in root.variations if v in OFFICIAL_MODELS), None)
+        if official and not root.inputs.get("model") and not self.deps.get("model"):
+            self.model = {"official": True, "what": f"the official {official} BERT-Large ONNX model"}
+        else:
+            source = root.inputs.get("model") or ("_random" if "random" in root.variations else
+                                                   f"_{official} with --dep.model overrides")
+            self.model = {"official": False, "what": f"not the official model ({source})"}
+        weights = next((n for n in plan.nodes if n.name.startswith("get-ml-model")), None)
+        self.model["weights"] = root.inputs.get("model") or (weights.label + "".join(
+            f" {k}={v}" for k, v in sorted(weights.inputs.items()) if v not in (None, "")) if weights else "?")
+        if self.opts.division == "closed" and not self.model["official"]:
+            raise UsageError(f"--division=closed needs the official model; this is {self.model['what']}",
+                             hint="use --division=open for random, SparseZoo (zoo:), Hugging Face (hf:) or "
+                                  "modified models")
+        loadgen = next(n for n in plan.nodes if n.name == "get-mlperf-loadgen")
+        if loadgen.version != LOADGEN_FOR_ROUND[ROUND]:
+            raise UsageError(f"round {ROUND} needs LoadGen {LOADGEN_FOR_ROUND[ROUND]} (its seeds); the plan has "
+                             f"{loadgen.version}", hint="drop the --dep.loadgen.version override")
+        self.loadgen = loadgen.version
+        backend = next((n for n in plan.nodes if n.name.startswith("get-backend-")), None)
+        self.framework = f"{backend.name[len('get-backend-'):]} {backend.version}" if backend else "unknown"
+        self.device = "cuda" if "cuda" in root.variations else "cpu"
+        return plan
+
+    def sources(self):
+        from . import official
+        self.src = official.sources(self.settings, self.opts.inference_src)
+        return self.src
+
+    def system(self):
+        where = self.dir
+        while not os.path.isdir(where):   # the disk the results go to: the nearest folder that exists
+            where = os.path.dirname(where)
+        facts = system.machine_facts(where,
+                                     self.framework, f"Python {self.host['python']}, MLPerf LoadGen {self.loadgen}, "
+                                     f"mlrun app-mlperf-bert")
+        if self.device != "cpu":   # a GPU run: the accelerator fields are the user's to give
+            facts = {k: v for k, v in facts.items() if not k.startswith("accelerator")}
+        desc, notes = system.describe(self.src, system.read_yaml(self.opts.system), self.opts.submitter,
+                                      self.opts.division, facts, self.opts.short)
+        self.system_desc, self.system_notes = desc, notes
+        self.system_id = system.system_id(desc)
+        return desc
+
+    # -- the runs ------------------------------------------------------------------------------
+
+    def run_inputs(self, scenario, kind):
+        """The app inputs of one run, or None when they depend on a search not done yet."""
+        short = SHORT if self.opts.short else {}
+        if kind == "search":
+            return search.measurement_inputs(scenario, self.opts.short)
+        if kind == "accuracy":
+            return {"mode": "accuracy", "scenario": scenario, **({"count": SHORT["count"]} if short else {})}
+        found = self.state.get("settings", {}).get(scenario)
+        if not found:
+            return None
+        inputs = {"mode": "performance", "scenario": scenario, **short, **found["inputs"]}
+        if found.get("user_conf"):
+            inputs["user_conf"] = self._user_conf(scenario, found["user_conf"])
+        if kind == "TEST01":
+            inputs["audit_config"] = os.path.join(self.src, "compliance", "TEST01", "bert", "audit.config")
+        return inputs
+
+    def _user_conf(self, scenario, lines):
+        path = os.path.join(self.dir, "work", f"{scenario}-user.conf")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return path
+
+    def fingerprint(self, plan):
+        # numbered: several nodes may share a label (the venvs)
+        return {"plan": {f"{i} {n.label}": n.key for i, n in enumerate(plan.nodes, 1)}, "request": plan.request,
+                "host": self.host}
+
+    def status(self, name, plan):
+        """("done", entry) when the recorded run can be reused, else ("to run", reasons)."""
+        entry = self.state["runs"].get(name)
+        if not entry:
+            return "to run", ["not run yet"]
+        if self.opts.rerun:
+            return "to run", ["--rerun"]
+        try:
+            record = records.load(os.path.join(self.settings.runs, entry["run"], "run.json"))
+        except MlrunError:
+            return "to run", [f"its run {entry['run']} is gone from {self.settings.runs}"]
+        if record.get("status") != "ok":
+            return "to run", [f"its run {entry['run']} did not finish ({records.status(record)})"]
+        now = self.fingerprint(plan)
+        differs = []
+        for part in ("plan", "request", "host"):
+            old = entry["fingerprint"].get(part, {})
+            changed = [key for key in sorted(set(old) | set(now[part])) if old.get(key) != now[part].get(key)]
+            if part == "plan" and changed:   # node keys say only that a node changed: name the nodes
+                differs.append(f"plan: {len(changed)} node key(s) changed ({', '.join(changed)})")
+            else:
+                differs += [f"{part} {key}: {old.get(key)!r} -> {now[part].get(key)!r}" for key in changed]
+        return ("done", entry) if not differs else ("to run", differs)
+
+    def run(self, name, inputs, query=None):
+        """Run (or reuse) one needed run; returns its state entry."""
+        from engine.runner import Runner
+        plan = self.resolve(inputs, query)
+        state, why = self.status(name, plan)
+        comparison = {"run": name, "at": time.time(), "reused": state == "done",
+                      "differences": [] if state == "done" else why}
+        self.state["comparisons"].append(comparison)
+        if state == "done":
+            self.say(f"  {name}: reused run {why['run']} (plan, request and host unchanged)")
+            return why
+        self.say(f"  {name}: running ({'; '.join(why)[:200]})")
+        runner = Runner(Cache(self.settings.cache), self.settings.runs, reporter=_Quiet(), verbose=self.verbose,
+                        mirror=self.settings.mirror, stream_root=self.verbose)
+        argv = ["bin/mlrun", query or self.opts.query] + [
+            f"--{k}={v}" for k, v in {**({} if query else self.inputs), **inputs}.items()]
+        if not query:
+            argv += [f"--dep.{d}.{k}={v}" for d, kv in self.deps.items() for k, v in kv.items()] \
+                + [f"--env.{k}={v}" for k, v in self.env.items()]
+        record = runner.run(plan, argv=argv, extra={"submission": {"dir": self.dir, "run": name}})
+        entry = {"run": record["id"], "folder": record["steps"][-1]["path"], "inputs": inputs,
+                 "command": secrets.scrub_argv(argv), "fingerprint": self.fingerprint(plan), "finished": time.time()}
+        self.state["runs"][name] = entry
+        self.save()   # after every finished run: a crash later keeps it
+        self.say(f"  {name}: done, run {record['id']}")
+        return entry
+
+    def needed(self):
+        """[(name, scenario, kind)] in the order they run."""
+        return [(f"{s}/{k}", s, k) for s in self.opts.scenario_list for k in KINDS]
+
+    def plan_rows(self):
+        rows = []
+        for name, scenario, kind in self.needed():
+            inputs = self.run_inputs(scenario, kind)
+            if inputs is None:
+                rows.append((name, "to run", "settings come from the search"))
+            else:
+                state, info = self.status(name, self.resolve(inputs))
+                shown = " ".join(f"--{k}={v}" for k, v in inputs.items())
+                rows.append((name, state if state == "to run" else f"done ({info['run']})", shown
+                             if state == "done" else f"{shown}  [{'; '.join(info)[:120]}]"))
+            if kind == "TEST01":
+                rows.append((f"{scenario}/TEST01-verification", "at the end", "official run_verification.py"))
+        return rows
+
+    def execute(self):
+        self.state["argv"] = getattr(self.opts, "argv", None) or self.state.get("argv")
+        self.state.update(request={"query": self.opts.query, "inputs": self.inputs, "deps": self.deps,
+                                   "env": self.env, "division": self.opts.division, "short": self.opts.short,
+                                   "submitter": self.opts.submitter, "benchmarks": self.opts.benchmark_list,
+                                   "scenarios": self.opts.scenario_list, "round": ROUND},
+                          host=self.host, system_id=self.system_id)
+        self.state.setdefault("settings", {})
+        self.save()
+        done = {}
+        for scenario in self.opts.scenario_list:
+            entry = self.run(f"{scenario}/search", self.run_inputs(scenario, "search"))
+            found = search.settings_from(scenario, entry["folder"], entry["run"],
+                                         SHORT["min_duration"] if self.opts.short else search.FULL_MIN_DURATION_MS)
+            if self.state["settings"].get(scenario, {}).get("search_run") != entry["run"] or self.opts.rerun:
+                self.state["settings"][scenario] = dict(found, search_run=entry["run"])
+                self.save()
+            found = self.state["settings"][scenario]
+            self.say(f"    {found['how']}")
+            for kind in ("accuracy", "performance", "TEST01"):
+                done[(scenario, kind)] = self.run(f"{scenario}/{kind}", self.run_inputs(scenario, kind))
+            seeds = search.loadgen_seeds(done[(scenario, "performance")]["folder"])
+            self.state["loadgen"] = {"version": self.loadgen, "seeds": seeds}   # the checker compares them
+            perf = search.summary_values(done[(scenario, "performance")]["folder"])
+            if perf.get("Result is") != "VALID" and not self.opts.short and not found.get("retried"):
+                # Once: the full run itself is the better measurement; its figures set the retry's target.
+                entry = done[(scenario, "performance")]
+                again = search.settings_from(scenario, entry["folder"], entry["run"])
+                self.state["settings"][scenario] = dict(again, search_run=found["search_run"], retried=entry["run"])
+                self.save()
+                self.say(f"    {scenario} performance run {entry['run']} was INVALID; once more: {again['how']}")
+                for kind in ("performance", "TEST01"):
+                    done[(scenario, kind)] = self.run(f"{scenario}/{kind}", self.run_inputs(scenario, kind))
+                perf = search.summary_values(done[(scenario, "performance")]["folder"])
+            if perf.get("Result is") != "VALID":
+                self.say(f"    {scenario} performance run: {perf.get('Result is')}"
+                         + (" (expected of a --short run)" if self.opts.short else " (the checker will say why)"))
+        return done
+
+
+def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=False):
+    from . import tree
+    sub = Submission(opts, inputs, deps, env, settings, verbose)
+    sub.check_request()
+    sub.sources()
+    sub.system()
+    sub.say(f"submission: {opts.division}/{opts.submitter}, system {sub.system_id}, round {ROUND}, "
+            f"{', '.join(opts.benchmark_list)}: {', '.join(opts.scenario_list)}; model: {sub.model['what']}; "
+            f"LoadGen {sub.loadgen}" + ("; --short: a rehearsal, NOT submittable" if opts.short else ""))
+    for note in sub.system_notes:
+        sub.say(f"  note: {note}")
+    if plan_only:
+        rows = sub.plan_rows()
+        width = max(len(r[0]) for r in rows)
+        sub.say(f"{len(rows)} steps ({sum(1 for r in rows if r[1] == 'to run')} to run), shared by "
+                f"{', '.join(opts.benchmark_list)}; then the tree, the official checker (--version {ROUND}) and "
+                "the archive")
+        for name, state, detail in rows:
+            sub.say(f"  {name:<{width}}  {state:<28} {detail}")
+        return 0
+    sub.say("runs:")
+    done = sub.execute()
+    result = tree.build(sub, done)
+    return tree.finish(sub, result)

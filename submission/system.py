@@ -1,0 +1,136 @@
+"""The system description (systems/<system>.json): what the machine tells, the rest from the user's YAML.
+
+The required field list is read from the official checker's constants.py at runtime (never copied here),
+so a new round's fields are asked for without a change to mlrun.
+"""
+import ast
+import os
+import re
+import shutil
+
+from engine import records
+from engine.errors import UsageError
+
+CONSTANTS = os.path.join("tools", "submission", "submission_checker", "constants.py")
+PLACEHOLDER = "not given (--short rehearsal)"
+
+
+def checker_lists(src, *names):
+    """{name: list} of module-level list constants of the checker (read as literals, not imported)."""
+    path = os.path.join(src, CONSTANTS)
+    try:
+        tree = ast.parse(open(path).read(), path)
+    except (OSError, SyntaxError) as e:
+        raise UsageError(f"cannot read the checker's field lists from {path}: {e}") from None
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and getattr(node.targets[0], "id", None) in names:
+            found[node.targets[0].id] = ast.literal_eval(node.value)
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise UsageError(f"{path} has no {', '.join(missing)}: not the checker mlrun knows")
+    return found
+
+
+def _cpu_sockets():
+    ids = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            ids = {line.split(":", 1)[1].strip() for line in f if line.startswith("physical id")}
+    except OSError:
+        pass
+    return len(ids) or 1
+
+
+def _cpu_mhz():
+    try:
+        with open("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq") as f:
+            return f"{int(f.read()) // 1000} MHz (max)"
+    except (OSError, ValueError):
+        mhz = records._cpuinfo_field("cpu MHz")
+        return f"{float(mhz):.0f} MHz" if mhz else ""
+
+
+def _caches():
+    sizes = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            read = lambda n: open(os.path.join(base, index, n)).read().strip()  # noqa: E731
+            kind = read("type")
+            sizes[f"L{read('level')}{'d' if kind == 'Data' else 'i' if kind == 'Instruction' else ''}"] = read("size")
+    except OSError:
+        pass
+    return ", ".join(f"{k} {v}" for k, v in sizes.items())
+
+
+def machine_facts(where, framework, software):
+    """Fields this machine (and the plan) tells; `where` is a folder on the disk the results go to."""
+    host = records.host_facts()
+    cores = os.cpu_count() or 1
+    facts = {
+        "number_of_nodes": "1",
+        "host_processor_model_name": host["cpu"],
+        "host_processors_per_node": _cpu_sockets(),
+        "host_processor_core_count": cores // _cpu_sockets(),
+        "host_processor_frequency": _cpu_mhz(),
+        "host_processor_caches": _caches(),
+        "host_memory_capacity": f"{host['memory_gb']} GB",
+        "host_storage_capacity": f"{shutil.disk_usage(where).total / 1e9:.0f} GB",
+        "operating_system": host["os"],
+        "framework": framework,
+        "other_software_stack": software,
+        "system_type": "edge",   # the scenarios mlrun runs (SingleStream, Offline) are the edge ones
+        # The CPU device variation: no accelerator in this system.
+        "accelerators_per_node": "0", "accelerator_model_name": "N/A", "accelerator_memory_capacity": "N/A",
+        "accelerator_frequency": "N/A", "accelerator_host_interconnect": "N/A", "accelerator_interconnect": "N/A",
+        "accelerator_interconnect_topology": "N/A", "accelerator_memory_configuration": "N/A",
+        "accelerator_on-chip_memories": "N/A",
+    }
+    return {k: v for k, v in facts.items() if v not in ("", None)}
+
+
+def read_yaml(path):
+    import yaml
+    if path is None:
+        return {}
+    try:
+        data = yaml.safe_load(open(path))
+    except OSError as e:
+        raise UsageError(f"--system {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise UsageError(f"--system {path}: not YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--system {path}: expected a mapping of field: value")
+    return data
+
+
+def describe(src, user, submitter, division, facts, short):
+    """(system json dict, notes): the user's fields win over the machine's; every required field present.
+
+    A required field that neither gives is an error listing all of them (with --short they are filled
+    with a placeholder and named in the notes: a rehearsal cannot be submitted anyway).
+    """
+    lists = checker_lists(src, "SYSTEM_DESC_REQUIRED_FIELDS", "SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS")
+    required, meaningful = lists["SYSTEM_DESC_REQUIRED_FIELDS"], lists["SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS"]
+    desc = dict(facts, division=division, submitter=submitter)
+    desc.update({k: v for k, v in user.items() if k not in ("division", "submitter")})
+    missing = [k for k in required if k not in desc or (k in meaningful and desc[k] in ("", None))]
+    notes = []
+    if missing and not short:
+        raise UsageError(f"the system description lacks {len(missing)} required field(s): {', '.join(missing)}",
+                         hint="give them in the --system YAML (field: value a line); mlrun filled what the machine "
+                              "tells: " + ", ".join(sorted(facts)))
+    for k in missing:
+        # status is checked against the rules' list: a rehearsal says "available" (and the notes say so)
+        desc[k] = "available" if k == "status" else PLACEHOLDER
+    if missing:
+        notes.append(f"system fields filled with a placeholder (--short): {', '.join(missing)}")
+    return {k: desc[k] for k in required} | {k: v for k, v in desc.items() if k not in required}, notes
+
+
+def system_id(desc):
+    """The folder name of the system: its system_id, or its name made file-safe."""
+    name = desc.get("system_id") or desc.get("system_name")
+    name = str(records.host_facts()["hostname"] if name in (None, PLACEHOLDER) else name)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "system"

@@ -1,0 +1,184 @@
+"""The submission tree (official v6.x layout), built from finished runs, then checked and packed.
+
+<out>/tree/<division>/<submitter>/{systems/<system>.json, src/, documentation/,
+results/<system>/<benchmark>/<scenario>/{measurements.json, user.conf, README.md, accuracy/,
+performance/run_1/, TEST01/}}. The full accuracy logs stay outside the tree (<out>/accuracy-logs/,
+the official truncate_accuracy_log.py's backup, and each run folder).
+"""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+
+from engine.cache import write_json as _write_json
+from engine.errors import StepError
+
+LOGS = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
+
+
+def write_json(path, value):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_json(path, value)
+
+
+def _copy(src_dir, names, dest):
+    os.makedirs(dest, exist_ok=True)
+    for name in names:
+        shutil.copy2(os.path.join(src_dir, name), os.path.join(dest, name))
+
+
+def _official(sub, script, args, cwd, what):
+    """Run an official script from the sources with this interpreter (it needs numpy at most)."""
+    cmd = [sys.executable, "-B", os.path.join(sub.src, script), *args]
+    # -B and the variable (its child processes too): nothing may be written into the sealed sources entry
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL,
+                          env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
+    with open(os.path.join(sub.dir, "logs", f"{what}.log"), "w") as f:
+        f.write(f"$ {shlex.join(cmd)}  (in {cwd})\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        raise StepError(f"{what} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout).strip()[-300:]}",
+                        hint=f"its output: {os.path.join(sub.dir, 'logs', what + '.log')}")
+    return proc.stdout
+
+
+def measurements(sub):
+    model = sub.model["what"]
+    random = "random" in model or "_random" in sub.opts.query
+    return {
+        "starting_weights_filename": sub.model.get("weights", model),
+        "retraining": "no",
+        "input_data_types": "int64",
+        "weight_data_types": "fp32" if "int8" not in sub.opts.query else "int8",
+        "weight_transformations": "random weights, no training (plumbing only)" if random else "none",
+        "division": sub.opts.division, "framework": sub.framework, "loadgen": sub.loadgen,
+    }
+
+
+def readme(sub, benchmark, scenario, done):
+    found = sub.state["settings"][scenario]
+    lines = [f"# {benchmark} {scenario} ({sub.opts.division}, {sub.opts.submitter}, {sub.system_id})", ""]
+    if sub.opts.short:
+        lines += ["**A --short rehearsal: short runs, NOT a submittable result.**", ""]
+    lines += ["Made by mlrun with one command (from the mlrun checkout):", "", "```",
+              shlex.join(sub.state.get("argv", ["mlrun", "submit", sub.opts.query])), "```", "",
+              "Each run below is a normal mlrun run; re-run one exactly with `bin/mlrun replay RUN`, or by hand:", ""]
+    for kind in ("search", "accuracy", "performance", "TEST01"):
+        entry = done[(scenario, kind)] if kind != "search" else sub.state["runs"][f"{scenario}/search"]
+        lines += [f"- {kind} (run `{entry['run']}`):", "", "  ```", "  " + shlex.join(entry["command"]), "  ```", ""]
+    lines += ["## Settings search", "", found["how"], "", "Figures: `" + json.dumps(found["figures"]) + "`", "",
+              f"MLPerf LoadGen {sub.loadgen} (pinned for round v6.1), seeds used: "
+              f"`{json.dumps(sub.state.get('loadgen', {}).get('seeds', {}))}`.", "",
+              f"Then TEST01 was verified with the official `compliance/TEST01/run_verification.py`.", ""]
+    return "\n".join(lines)
+
+
+def build(sub, done):
+    """Write the tree; returns its root (the checker's --input)."""
+    root = os.path.join(sub.dir, "tree")
+    backup = os.path.join(sub.dir, "accuracy-logs")
+    for path in (root, backup, os.path.join(sub.dir, "work", "verify")):
+        shutil.rmtree(path, ignore_errors=True)   # rebuilt from the runs each time
+    os.makedirs(os.path.join(sub.dir, "logs"), exist_ok=True)
+    top = os.path.join(root, sub.opts.division, sub.opts.submitter)
+    write_json(os.path.join(top, "systems", f"{sub.system_id}.json"), sub.system_desc)
+    _src(sub, top, done)
+    _documentation(sub, top)
+    for benchmark in sub.opts.benchmark_list:
+        for scenario in sub.opts.scenario_list:
+            d = os.path.join(top, "results", sub.system_id, benchmark, scenario)
+            acc, perf, test01 = (done[(scenario, k)]["folder"] for k in ("accuracy", "performance", "TEST01"))
+            _copy(acc, LOGS + ("mlperf_log_accuracy.json",), os.path.join(d, "accuracy"))
+            with open(os.path.join(acc, "accuracy.txt")) as f:   # the score line; truncation adds the hash
+                score = f.readline()
+            with open(os.path.join(d, "accuracy", "accuracy.txt"), "w") as f:
+                f.write(score)
+            _copy(perf, LOGS, os.path.join(d, "performance", "run_1"))
+            shutil.copy2(os.path.join(perf, "user.conf"), os.path.join(d, "user.conf"))
+            write_json(os.path.join(d, "measurements.json"), measurements(sub))
+            with open(os.path.join(d, "README.md"), "w") as f:
+                f.write(readme(sub, benchmark, scenario, done))
+            _test01(sub, d, test01, f"{benchmark}-{scenario}")
+    _official(sub, os.path.join("tools", "submission", "truncate_accuracy_log.py"),
+              ["--input", root, "--submitter", sub.opts.submitter, "--backup", backup], root, "truncate_accuracy_log")
+    return root
+
+
+def _test01(sub, scenario_dir, test01_run, label):
+    """The official verification: responses equal the accuracy run's, performance within 10%."""
+    work = os.path.join(sub.dir, "work", "verify", label)
+    os.makedirs(work, exist_ok=True)
+    out = _official(sub, os.path.join("compliance", "TEST01", "run_verification.py"),
+                    ["-r", scenario_dir, "-c", test01_run, "-o", scenario_dir, "--dtype", "float32"], work,
+                    f"TEST01-{label}")
+    sub.say(f"  TEST01 {label}: " + "; ".join(line for line in out.splitlines() if "check pass" in line))
+    if "Accuracy check pass: True" not in out:
+        _test01_baseline(sub, scenario_dir, test01_run, label)
+
+
+def _test01_baseline(sub, scenario_dir, test01_run, label):
+    """A SUT that is not bit-deterministic: the TEST01 README's fallback, baseline vs compliance accuracy."""
+    acc_dir = os.path.join(scenario_dir, "TEST01", "accuracy")
+    work = os.path.join(sub.dir, "work", "verify", label)
+    full_log = os.path.join(scenario_dir, "accuracy", "mlperf_log_accuracy.json")
+    test_log = os.path.join(test01_run, "mlperf_log_accuracy.json")
+    script = os.path.join(sub.src, "compliance", "TEST01", "create_accuracy_baseline.sh")
+    proc = subprocess.run(["bash", script, full_log, test_log], cwd=work, capture_output=True, text=True, timeout=3600)
+    if proc.returncode != 0:
+        raise StepError(f"create_accuracy_baseline.sh failed: {proc.stderr.strip()[-300:]}")
+    baseline = os.path.join(work, "mlperf_log_accuracy_baseline.json")
+    for log, name in ((baseline, "baseline_accuracy.txt"), (test_log, "compliance_accuracy.txt")):
+        entry = sub.run(f"{label}/TEST01-{name[:-4]}", {"log": log, "covered_only": "true"}, query="process mlperf accuracy squad")
+        with open(os.path.join(entry["folder"], "accuracy.txt")) as f:
+            score = f.readline()
+        with open(os.path.join(acc_dir, name), "w") as f:
+            f.write(score)
+    with open(os.path.join(acc_dir, "accuracy.txt"), "w") as f:
+        f.write(open(os.path.join(acc_dir, "compliance_accuracy.txt")).read())
+
+
+def _src(sub, top, done):
+    """src/: what ran, as the performance run recorded it (its snapshot: the recipes and the mlperf_bert
+    and engine sources they name)."""
+    src = os.path.join(top, "src")
+    run_dir = os.path.dirname(done[(sub.opts.scenario_list[0], "performance")]["folder"])
+    shutil.copytree(os.path.join(run_dir, "snapshot"), src)
+    with open(os.path.join(src, "README.md"), "w") as f:
+        f.write("# What ran\n\nThe recipes of the runs and the sources they use (`mlperf_bert/`: the harness, SUT, "
+                "features and accuracy code), as mlrun recorded them (`runs/<id>/snapshot/`).\n"
+                f"Backend: {sub.framework}; MLPerf LoadGen {sub.loadgen} (PyPI mlcommons-loadgen).\n")
+
+
+def _documentation(sub, top):
+    d = os.path.join(top, "documentation")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "README.md"), "w") as f:
+        f.write(f"# {sub.opts.submitter}: how this submission was made\n\nmlrun `submit` ran every run (see each "
+                "scenario's README.md for the exact commands and the settings search). Model: "
+                f"{sub.model['what']}.\n" + ("\n**--short rehearsal: not a submittable result.**\n"
+                                             if sub.opts.short else ""))
+
+
+def finish(sub, root):
+    """The official checker, its verdict and table (printed and saved), then the archive."""
+    from . import checker, pack
+    from .cli import report
+    from .submit import ROUND
+    result = checker.check(sub.src, root, version=ROUND, short=sub.opts.short,
+                           out_dir=os.path.join(sub.dir, "check"))
+    sub.say("")
+    sub.say(report(result))
+    archive = pack.pack(root, os.path.join(sub.dir, f"{sub.opts.submitter}-{sub.opts.division}.tar.gz"))
+    verdict = {"ok": result.ok, "summary": result.summary, "errors": result.errors,
+               "short_run_errors": result.short_run_errors, "warnings": result.warnings, "table": result.table,
+               "log": result.log, "archive": archive, "tree": root, "short": sub.opts.short}
+    write_json(os.path.join(sub.dir, "verdict.json"), verdict)
+    sub.state["verdict"] = {k: verdict[k] for k in ("ok", "summary", "archive")}
+    sub.save()
+    sub.say(f"tree: {root}\narchive: {archive}\nfull accuracy logs: {os.path.join(sub.dir, 'accuracy-logs')}")
+    if sub.opts.short:
+        sub.say("--short: a rehearsal of the whole structure; this result CANNOT be submitted.")
+    if not result.ok:
+        raise StepError("the official checker found errors in the submission", hint=f"see {result.log}")
+    return 0

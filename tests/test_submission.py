@@ -1,0 +1,216 @@
+"""`mlrun submit` end to end, offline: a --short open-division submission of a tiny random BERT through the real
+recipes, LoadGen, the official TEST01 scripts and the official checker (the shared copy of the sources).
+
+One workspace for the module (the venvs are built once): the first submission is killed (SIGKILL of its
+process group) after its first finished run, the same command then reuses that run and completes.
+"""
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from conftest import MLRUN, ROOT, assert_user_error, kill_group, offline_mlrun, wait_for
+
+QUERY = "app mlperf bert _onnxruntime _cpu _random"
+TINY = ["--dep.model.layers=2", "--dep.model.hidden=128", "--dep.model.heads=2"]
+SRC = os.path.join(os.path.dirname(ROOT), "shared", "mlperf-inference")
+SYSTEM = """system_name: CI box
+status: available
+host_storage_type: SSD
+host_memory_configuration: unknown
+host_processor_interconnect: N/A
+host_networking: N/A
+host_networking_topology: N/A
+host_network_card_count: "0"
+cooling: air
+hw_notes: none
+sw_notes: mlrun
+system_type_detail: N/A
+"""
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory):
+    mlrun = offline_mlrun(tmp_path_factory.mktemp("submission"))
+    (mlrun.root / "system.yaml").write_text(SYSTEM)
+    return mlrun
+
+
+def submit_args(root, *extra):
+    return ["submit", QUERY, "--submitter=Team", "--division=open", "--system=system.yaml",
+            f"--inference-src={SRC}", "-o", str(root / "sub"), *TINY, *extra]
+
+
+def app_runs(root):
+    """Run ids of the benchmark app under runs/ (other recipes, e.g. the sources, may make records too)."""
+    runs = root / "runs"
+    found = []
+    for run_id in sorted(os.listdir(runs)) if runs.is_dir() else []:
+        path = runs / run_id / "run.json"
+        if path.is_file() and json.loads(path.read_text()).get("query", "").startswith("app mlperf bert"):
+            found.append(run_id)
+    return found
+
+
+@pytest.fixture(scope="module")
+def killed(ws):
+    """A --short submission killed after its first finished run: (the run id it finished, the state then)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(ws.root / "cache"), MLRUN_RUNS=str(ws.root / "runs"),
+               MLRUN_MIRROR=os.path.join(os.path.dirname(ROOT), "shared", "data"))
+    state = ws.root / "sub" / "state.json"
+
+    def first_run_done():
+        try:
+            return len(json.loads(state.read_text())["runs"]) >= 1
+        except (OSError, ValueError, KeyError):
+            return False
+    proc = subprocess.Popen([MLRUN, *submit_args(ws.root, "--short")], env=env, cwd=str(ws.root),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        assert wait_for(first_run_done, timeout=900, interval=0.05), "no run finished"
+    finally:
+        kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL
+    saved = json.loads(state.read_text())
+    return saved["runs"]["SingleStream/search"]["run"], saved
+
+
+@pytest.fixture(scope="module")
+def completed(ws, killed):
+    result = ws(*submit_args(ws.root, "--short"), timeout=900)
+    return result
+
+
+def test_rerun_reuses_the_finished_run_and_completes(killed, completed):
+    first, saved = killed
+    out = completed.stdout
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert f"SingleStream/search: reused run {first}" in out
+    state = json.loads((completed_root(completed) / "state.json").read_text())
+    assert state["runs"]["SingleStream/search"]["run"] == first
+    assert len(state["runs"]) == 8 and state["verdict"]["ok"] is True
+    reused = [c for c in state["comparisons"] if c["run"] == "SingleStream/search" and c["reused"]]
+    assert reused and reused[-1]["differences"] == []
+
+
+def completed_root(result):
+    line = next(x for x in result.stdout.splitlines() if x.startswith("tree: "))
+    return __import__("pathlib").Path(line[len("tree: "):]).parent
+
+
+def test_short_submission_tree_and_checker(ws, completed):
+    out = completed.stdout
+    assert "CANNOT be submitted" in out and "short-run complaints" in out
+    root = completed_root(completed)
+    verdict = json.loads((root / "verdict.json").read_text())
+    assert verdict["ok"] and verdict["errors"] == [] and verdict["short_run_errors"]
+    assert os.path.isfile(verdict["archive"]) and verdict["archive"].endswith(".tar.gz")
+    top = root / "tree" / "open" / "Team"
+    system = json.loads((top / "systems" / "CI_box.json").read_text())
+    assert system["division"] == "open" and system["host_processor_core_count"] and system["framework"]
+    assert (top / "src" / "mlperf_bert" / "harness.py").is_file()
+    for scenario in ("SingleStream", "Offline"):
+        d = top / "results" / "CI_box" / "bert-99" / scenario
+        for rel in ("measurements.json", "user.conf", "README.md", "accuracy/accuracy.txt",
+                    "accuracy/mlperf_log_accuracy.json", "accuracy/mlperf_log_detail.txt",
+                    "performance/run_1/mlperf_log_summary.txt", "TEST01/verify_accuracy.txt",
+                    "TEST01/verify_performance.txt", "TEST01/performance/run_1/mlperf_log_detail.txt"):
+            assert (d / rel).is_file(), rel
+        accuracy = (d / "accuracy" / "accuracy.txt").read_text()
+        assert '"f1"' in accuracy and "hash=" in accuracy
+        assert "TEST PASS" in (d / "TEST01" / "verify_accuracy.txt").read_text()   # deterministic responses
+        readme = (d / "README.md").read_text()
+        assert "bin/mlrun submit" in readme and "target_" in readme and "Settings search" in readme
+    # the full accuracy logs stay outside the tree; no run folder but TEST01's saw an audit.config
+    assert list((root / "accuracy-logs").rglob("mlperf_log_accuracy.json"))
+    assert not list((ws.root / "runs").rglob("audit.config"))
+    state = json.loads((root / "state.json").read_text())
+    assert set(state["settings"]) == {"SingleStream", "Offline"}
+    assert state["settings"]["Offline"]["figures"]["target_qps"] > 0
+
+
+def test_plan_shows_every_run_done_after_the_submission(ws, completed):
+    result = ws("plan", *submit_args(ws.root, "--short"))
+    assert result.returncode == 0, result.stderr
+    for scenario in ("SingleStream", "Offline"):
+        for kind in ("search", "accuracy", "performance", "TEST01"):
+            line = next(x for x in result.stdout.splitlines() if x.strip().startswith(f"{scenario}/{kind} "))
+            assert "done (" in line, line
+    # --rerun marks them all to run again
+    again = ws("plan", *submit_args(ws.root, "--short", "--rerun"))
+    assert "(8 to run)" in again.stdout, again.stdout
+    # a run made on another host (here: its recorded core count differs) is not reused, and the plan says why
+    path = ws.root / "sub" / "state.json"
+    saved = path.read_text()
+    state = json.loads(saved)
+    state["runs"]["Offline/accuracy"]["fingerprint"]["host"]["cores"] = 999
+    path.write_text(json.dumps(state))
+    try:
+        other = ws("plan", *submit_args(ws.root, "--short"))
+    finally:
+        path.write_text(saved)
+    line = next(x for x in other.stdout.splitlines() if x.strip().startswith("Offline/accuracy "))
+    assert "to run" in line and "host cores: 999 ->" in line, line
+    assert "(1 to run)" in other.stdout, other.stdout
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--scenarios=SingleStream,Interactive"], "unknown scenario(s): Interactive"),
+    (["--division=closed"], "--division=closed needs the official model"),
+])
+def test_refused_before_any_run(ws, tmp_path, extra, fragment):
+    before = app_runs(ws.root)
+    args = [a for a in submit_args(ws.root, "--short") if not a.startswith("--division")] + extra
+    if "--division=closed" not in extra:
+        args.append("--division=open")
+    result = ws(*[a if a != str(ws.root / "sub") else str(tmp_path / "sub") for a in args], timeout=120)
+    assert_user_error(result, 2, fragment)
+    assert app_runs(ws.root) == before
+
+
+def test_missing_system_fields_listed_at_once_before_any_run(ws, tmp_path):
+    before = app_runs(ws.root)
+    (tmp_path / "partial.yaml").write_text("system_name: Box\ncooling: air\n")
+    args = [a if a != "--system=system.yaml" else f"--system={tmp_path / 'partial.yaml'}"
+            for a in submit_args(tmp_path)]
+    err = assert_user_error(ws(*args, timeout=120), 2, "required field(s)")
+    for field in ("status", "host_storage_type", "host_networking", "sw_notes"):
+        assert field in err
+    assert app_runs(ws.root) == before
+
+
+def test_test01_falls_back_to_baseline_and_compliance_accuracy(ws, completed, tmp_path):
+    """A SUT that is not bit-deterministic: one logged response differs, so the accuracy part of the
+    verification fails and the TEST01 README's baseline/compliance accuracy files are made."""
+    import shutil
+    from engine.settings import Settings
+    from submission import submit, tree
+    state = json.loads((completed_root(completed) / "state.json").read_text())
+    test01, accuracy = (state["runs"][f"Offline/{k}"]["folder"] for k in ("TEST01", "accuracy"))
+    scenario, changed = tmp_path / "Offline", tmp_path / "test01"
+    (scenario / "accuracy").mkdir(parents=True)
+    shutil.copy(os.path.join(accuracy, "mlperf_log_accuracy.json"), scenario / "accuracy")
+    shutil.copytree(os.path.join(completed_root(completed), "tree", "open", "Team", "results", "CI_box", "bert-99",
+                                 "Offline", "performance"), scenario / "performance")
+    shutil.copytree(test01, changed, ignore=shutil.ignore_patterns(".mlrun"))
+    lines = (changed / "mlperf_log_accuracy.json").read_text().split("\n")
+    i = next(n for n, line in enumerate(lines) if '"data" : "' in line)
+    at = lines[i].index('"data" : "') + len('"data" : "')
+    lines[i] = lines[i][:at] + ("0" if lines[i][at] != "0" else "1") + lines[i][at + 1:]
+    (changed / "mlperf_log_accuracy.json").write_text("\n".join(lines))
+    opts, inputs, deps, env = submit.parse(QUERY, ["--submitter=Team", "--division=open", "-o", str(tmp_path / "s")])
+    settings = Settings(cache=str(ws.root / "cache"), runs=str(ws.root / "runs"),
+                        mirror=os.path.join(os.path.dirname(ROOT), "shared", "data"))
+    sub = submit.Submission(opts, inputs, deps, env, settings, out=open(os.devnull, "w"))
+    sub.src = SRC
+    os.makedirs(tmp_path / "s" / "logs")
+    tree._test01(sub, str(scenario), str(changed), "x")
+    assert "TEST FAIL" in (scenario / "TEST01" / "verify_accuracy.txt").read_text()
+    files = sorted(os.listdir(scenario / "TEST01" / "accuracy"))
+    assert files == ["accuracy.txt", "baseline_accuracy.txt", "compliance_accuracy.txt", "mlperf_log_accuracy.json"]
+    for name in ("baseline_accuracy.txt", "compliance_accuracy.txt"):
+        assert '"f1"' in (scenario / "TEST01" / "accuracy" / name).read_text()

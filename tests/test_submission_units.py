@@ -1,0 +1,95 @@
+"""The parts of `mlrun submit` that need no run: settings search arithmetic, the system description, parsing."""
+import json
+import os
+
+import pytest
+
+from conftest import ROOT
+from engine.errors import UsageError
+from submission import search, submit, system
+
+SHARED_SRC = os.path.join(os.path.dirname(ROOT), "shared", "mlperf-inference")
+
+
+def _run_folder(tmp_path, summary_lines):
+    (tmp_path / "mlperf_log_summary.txt").write_text("\n".join(summary_lines) + "\n")
+    (tmp_path / "summary.json").write_text(json.dumps({"warmup_qps": 10.0}))
+    return str(tmp_path)
+
+
+def test_offline_target_is_an_overestimate_of_the_measured_qps(tmp_path):
+    folder = _run_folder(tmp_path, ["Scenario : Offline", "Samples per second: 200.0", "Result is : VALID"])
+    found = search.settings_from("Offline", folder, "RUN1")
+    assert found["inputs"] == {"target_qps": 250.0}           # 200 x 1.25: LoadGen then runs >= min_duration
+    assert found["figures"]["measured_qps"] == 200.0 and "RUN1" in found["how"]
+
+
+def test_singlestream_target_is_an_underestimate_of_the_mean_latency(tmp_path):
+    folder = _run_folder(tmp_path, ["Scenario : SingleStream", "Mean latency (ns) : 6122000"])
+    found = search.settings_from("SingleStream", folder, "RUN2")
+    assert found["inputs"] == {"target_latency": 4} and found["user_conf"] == []   # floor(6.122 / 1.25)
+
+
+def test_sub_millisecond_latency_raises_the_query_count_instead(tmp_path):
+    folder = _run_folder(tmp_path, ["Scenario : SingleStream", "Mean latency (ns) : 500000"])
+    found = search.settings_from("SingleStream", folder, "RUN3")
+    assert found["inputs"] == {"target_latency": 1}
+    # 600 s x 1.25 / 0.5 ms queries: the run still lasts longer than min_duration
+    assert found["user_conf"] == ["bert.SingleStream.min_query_count = 1500000"]
+
+
+def test_required_system_fields_come_from_the_official_checker():
+    lists = system.checker_lists(SHARED_SRC, "SYSTEM_DESC_REQUIRED_FIELDS")
+    fields = lists["SYSTEM_DESC_REQUIRED_FIELDS"]
+    assert len(fields) >= 30 and "host_processor_model_name" in fields and "cooling" in fields
+
+
+def test_missing_system_fields_are_one_error_naming_all_of_them():
+    facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
+    with pytest.raises(UsageError) as err:
+        system.describe(SHARED_SRC, {"cooling": "air"}, "Team", "open", facts, short=False)
+    message = err.value.message
+    for field in ("system_name", "status", "host_storage_type", "hw_notes"):
+        assert field in message
+    for field in ("cooling", "host_processor_model_name", "operating_system", "framework"):
+        assert f" {field}," not in message and not message.endswith(field)
+
+
+def test_machine_facts_and_user_fields_fill_the_description():
+    facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
+    desc, notes = system.describe(SHARED_SRC, {"system_name": "Box", "framework": "mine"}, "Team", "open", facts,
+                                  short=True)
+    assert desc["framework"] == "mine" and desc["system_name"] == "Box"     # the user's field wins
+    assert desc["division"] == "open" and desc["submitter"] == "Team" and desc["system_type"] == "edge"
+    assert desc["host_processor_core_count"] and desc["accelerators_per_node"] == "0"
+    assert desc["status"] == "available" and "status" in notes[0]            # --short: placeholders, said so
+    assert system.system_id(desc) == "Box"
+
+
+@pytest.mark.parametrize("words, fragment", [
+    (["--scenarios=Offline,Bogus"], "unknown scenario(s): Bogus"),
+    (["--benchmarks=bert-98"], "unknown benchmark(s): bert-98"),
+    (["--mode=accuracy"], "sets --mode itself"),
+    (["--division=semi"], "invalid choice"),
+])
+def test_bad_requests_are_usage_errors(words, fragment):
+    base = ["--submitter=Team", "--division=open"]
+    with pytest.raises(UsageError) as err:
+        submit.parse("app mlperf bert", base + words if "--division=semi" not in words else ["--submitter=T"] + words)
+    assert fragment in err.value.message
+
+
+def test_defaults_are_the_required_scenarios_of_bert_99():
+    opts, inputs, deps, env = submit.parse("app mlperf bert", ["--submitter=Team", "--division=open",
+                                                               "--dep.model.layers=2", "--threads=2"])
+    assert opts.scenario_list == ["SingleStream", "Offline"] and opts.benchmark_list == ["bert-99"]
+    assert inputs == {"threads": "2"} and deps == {"model": {"layers": "2"}}
+    assert opts.output == os.path.join("submissions", "Team")
+
+
+def test_loadgen_seeds_are_read_from_the_detail_log():
+    # a log of the pinned LoadGen 6.0.17: the round's seeds (tools/submission/submission_checker/constants.py, v6.1)
+    seeds = search.loadgen_seeds(os.path.join(ROOT, "tests", "data", "loadgen", "offline-perf"))
+    assert seeds["qsl_rng_seed"] == 2085463073848966840
+    assert seeds["sample_index_rng_seed"] == 2747215439041700203
+    assert seeds["schedule_rng_seed"] == 16159082839903944936
