@@ -140,7 +140,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
                 search.qps = qps
                 break
             if verdict == TOO_FEW:  # a lower target only makes a run of this length shorter still
-                search.note = (f"the full-length run was too short for LoadGen's early stopping"
+                search.note = ("the full-length run was too short for LoadGen's early stopping"
                                + (f" (it needs {needed} queries)" if needed else "") + ": lengthen it")
                 break
             qps *= 1 - tolerance

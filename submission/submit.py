@@ -136,7 +136,10 @@ class Submission:
         if root.name != "app-mlperf-bert":
             raise UsageError(f"mlrun submit runs the BERT benchmark app; '{self.opts.query}' is {root.name}",
                              hint='e.g. mlrun submit "app mlperf bert _onnxruntime _cpu" ...')
-        official = next((v for v in root.variations if v in OFFICIAL_MODELS), None)
+        # The official model is what the plan's model dep is (the app uses it when no model is named).
+        model = dict(root.deps).get("model")
+        official = next((v for v in model.variations if v in OFFICIAL_MODELS), None) \
+            if model and model.name == "get-ml-model-bert-large" else None
         if official and not root.inputs.get("model") and not self.deps.get("model"):
             self.model = {"official": True, "what": f"the official {official} BERT-Large ONNX model"}
         else:

@@ -70,7 +70,7 @@ def readme(sub, benchmark, scenario, done):
     lines += ["## Settings search", "", found["how"], "", "Figures: `" + json.dumps(found["figures"]) + "`", "",
               f"MLPerf LoadGen {sub.loadgen} (pinned for round v6.1), seeds used: "
               f"`{json.dumps(sub.state.get('loadgen', {}).get('seeds', {}))}`.", "",
-              f"Then TEST01 was verified with the official `compliance/TEST01/run_verification.py`.", ""]
+              "Then TEST01 was verified with the official `compliance/TEST01/run_verification.py`.", ""]
     return "\n".join(lines)
 
 

@@ -172,6 +172,16 @@ def test_refused_before_any_run(ws, tmp_path, extra, fragment):
     assert app_runs(ws.root) == before
 
 
+def test_closed_division_takes_the_official_model_named_or_not(ws, tmp_path):
+    # The app runs the official fp32 model when no model is named: closed must accept it (plan only: no run).
+    for query in ("app mlperf bert _onnxruntime _cpu", "app mlperf bert _onnxruntime _cpu _fp32"):
+        args = ["plan", "submit", query, "--submitter=Team", "--division=closed", "--system=system.yaml",
+                f"--inference-src={SRC}", "-o", str(tmp_path / "closed")]
+        result = ws(*args, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert "official fp32" in result.stdout + result.stderr, result.stdout
+
+
 def test_missing_system_fields_listed_at_once_before_any_run(ws, tmp_path):
     before = app_runs(ws.root)
     (tmp_path / "partial.yaml").write_text("system_name: Box\ncooling: air\n")
