@@ -226,4 +226,4 @@ def test_a_missing_model_file_is_one_clear_error(tmp_path):
     with pytest.raises(ResolutionError, match=r"--model: no such file or folder: .*/nope.onnx"):
         _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": str(tmp_path / "nope.onnx")})
     zoo = _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": "zoo:nlp/a/b/c/d/e/f"})
-    assert _node(zoo, INT8).inputs["model"] == "zoo:nlp/a/b/c/d/e/f" and not _node(zoo, INT8).content
+    assert _node(zoo, INT8).inputs["model"] == "zoo:nlp/a/b/c/d/e/f" and not _node(zoo, INT8).contents
