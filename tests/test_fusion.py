@@ -190,9 +190,10 @@ def test_machine_peak_quick_run_prints_its_figures(tmp_path):
     out = result.stdout
     assert "fp32 MatMul:" in out and "int8 MatMulInteger:" in out
     rows = {line.split("  ")[0]: line for line in out.splitlines()
-            if line.startswith(("fp32 unfused", "fp32 fused", "int8 fused"))}
-    assert len(rows) == 3, out
-    for line in rows.values():  # samples/s, speed-up, GFLOP/s, % of peak, same answers out of 8
+            if line.startswith(("fp32 unfused", "fp32 fused", "int8 unfused", "int8 fused"))}
+    assert len(rows) == 4, out
+    assert "fusion speed-up: fp32" in out
+    for line in rows.values():  # samples/s, median, speed-up, GFLOP/s, % of peak, same answers out of 8
         assert "x " in line and "%" in line and "/8" in line, line
     assert " 8/8" in rows["fp32 fused"]  # fusion keeps every answer
 
