@@ -54,6 +54,8 @@ def fuse(source, out_path, num_heads=0, hidden_size=0, work_dir=None):
     except Exception as error:  # the optimiser raises assorted errors on graphs it cannot read
         raise StepError(f"onnxruntime's transformer optimiser failed on {unfused}: {error}") from None
     statistics = {name: int(count) for name, count in optimized.get_fused_operator_statistics().items()}
+    # onnxruntime's own verdict: embeddings fused, one Attention and one GELU per layer, two LayerNorms per layer.
+    fully = bool(optimized.is_fully_optimized(statistics))
     optimized.save_model_to_file(str(out_path), use_external_data_format=False)
     fused_io = model_adapter.inspect(str(out_path))
     source_io = model_adapter.inspect(unfused)
@@ -68,7 +70,7 @@ def fuse(source, out_path, num_heads=0, hidden_size=0, work_dir=None):
         "source": os.path.abspath(source), "sequence_axis": axis,
         "optimizer": {"model_type": "bert", "opt_level": 0, "num_heads": num_heads, "hidden_size": hidden_size,
                       "gelu_approximation": False, "onnxruntime": onnxruntime.__version__},
-        "fused_operators": {name: statistics.get(name, 0) for name in REPORTED},
+        "fused_operators": {name: statistics.get(name, 0) for name in REPORTED}, "fully_optimized": fully,
         "all_statistics": statistics,
         "check": check,
     }
@@ -95,7 +97,9 @@ def compare(first, second, shapes=CHECK_SHAPES):
 def describe(facts):
     """One line: the fusions that applied, or that none did."""
     applied = [f"{name} {count}" for name, count in facts["fused_operators"].items() if count]
-    return "fused: " + (", ".join(applied) if applied else "nothing (no pattern of onnxruntime's BERT fusions matched)")
+    verdict = "fully fused" if facts["fully_optimized"] else "partly fused (onnxruntime's verdict)"
+    return "fused: " + (f"{', '.join(applied)}; {verdict}" if applied
+                        else "nothing (no pattern of onnxruntime's BERT fusions matched)")
 
 
 def main(argv=None):

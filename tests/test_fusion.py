@@ -85,6 +85,7 @@ def test_optimizer_fuses_it_as_it_fuses_the_official_export(tmp_path, layers, se
     assert facts["fused_operators"] == {"EmbedLayerNormalization": 1, "Attention": layers,
                                         "SkipLayerNormalization": 2 * layers, "BiasGelu": layers, "FastGelu": 0,
                                         "Gelu": 0, "LayerNormalization": 0}
+    assert facts["fully_optimized"] is True and "fully fused" in fusion.describe(facts)
     fused = onnx.load(tmp_path / "fused.onnx")
     left = collections.Counter(n.op_type for n in fused.graph.node)
     assert left["Softmax"] == left["Erf"] == left["LayerNormalization"] == 0
