@@ -17,8 +17,9 @@
      fp32 fused:   mlperf_bert.fusion (onnxruntime's transformer optimiser), as the fused recipe makes it;
      int8 unfused, int8 fused: each of those quantised here with onnxruntime.quantization.quantize_dynamic
                    (weights int8 per tensor, activations uint8; reduce_range off where the CPU has VNNI).
-   They alternate --repeats times. samples/s and GFLOP/s are of each one's best pass (load from other
-   processes only slows a pass down), the median pass is shown beside it.
+   They alternate sample by sample (each sample runs on every model in turn, so a burst of load from
+   other processes lands on all alike), in --repeats passes. samples/s and GFLOP/s are of each one's best
+   pass (load only slows a pass down), the median pass is shown beside it.
 
 Model FLOPs of one sample of real length L (H hidden, F feed-forward width, N layers; the matrix
 products only: embeddings, LayerNorm, softmax, GELU and bias adds are left out, they are < 1%):
@@ -116,14 +117,18 @@ def quantized(fused_path, out_path):
     return out_path
 
 
-def timed_pass(inference, indices):
-    """(seconds, {index: response}) of one pass over indices."""
-    responses = {}
-    started = time.perf_counter()
-    for batch in inference.responses(indices):
-        for position, response in batch:
-            responses[indices[position]] = response
-    return time.perf_counter() - started, responses
+def interleaved_pass(runs, indices, lengths):
+    """({name: seconds}, {name: {index: response}}) of one pass over indices, shortest first, each sample
+    run by every model in turn: a burst of load from other processes lands on all of them alike."""
+    seconds = {name: 0.0 for name in runs}
+    responses = {name: {} for name in runs}
+    for index in sorted(indices, key=lambda i: lengths[i]):
+        for name, inference in runs.items():
+            started = time.perf_counter()
+            for batch in inference.responses([index]):
+                responses[name][index] = batch[0][1]
+            seconds[name] += time.perf_counter() - started
+    return seconds, responses
 
 
 def main(argv=None):
@@ -173,13 +178,12 @@ def main(argv=None):
           f"samples: {len(indices)} from {source}; real length mean {lengths[indices].mean():.1f}; "
           f"{flops / len(indices) / 1e9:.2f} GFLOP per sample on average")
 
-    for inference in runs.values():  # first runs allocate and plan memory
-        timed_pass(inference, indices[:1])
-    times, answers = {name: [] for name in runs}, {}
+    interleaved_pass(runs, indices[:1], lengths)  # first runs allocate and plan memory
+    times = {name: [] for name in runs}
     for _ in range(args.repeats):
-        for name, inference in runs.items():
-            seconds, answers[name] = timed_pass(inference, indices)
-            times[name].append(seconds)
+        seconds, answers = interleaved_pass(runs, indices, lengths)
+        for name in runs:
+            times[name].append(seconds[name])
         measure_peaks()
     (peak_fp32, shape_fp32), (peak_int8, shape_int8) = peaks[False], peaks[True]
     print(f"machine peak, onnxruntime {ort.__version__}, {threads} threads, best of shapes M,K,N in {list(shapes)}, "
