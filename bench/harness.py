@@ -31,6 +31,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 
+from engine.digests import file_digest
 from mlperf_bert import model_adapter, random_model, seq_plan, squad_features
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference
@@ -43,10 +44,11 @@ VOCAB = REPO.parent / "shared/data/bert-vocab/vocab.txt"
 DOCUMENTED_MEDIAN, DOCUMENTED_P90, Z90 = 164, 272, 1.2816
 
 
-def sample_features(count, seed, cache):
-    """(features, indices, where the lengths came from) for `count` samples drawn with `seed`."""
+def sample_features(count, seed, cache, real=True):
+    """(features, indices, where the lengths came from) for `count` samples drawn with `seed`
+    (real=False: the documented length distribution even where the SQuAD data is found)."""
     rng = np.random.default_rng(seed)
-    if SQUAD.is_file() and VOCAB.is_file():
+    if real and SQUAD.is_file() and VOCAB.is_file():
         folder = cache / "features"
         if not (folder / "digest.json").is_file():
             squad_features.build(SQUAD, VOCAB, folder)
@@ -57,11 +59,13 @@ def sample_features(count, seed, cache):
     lengths = np.clip(rng.lognormal(np.log(DOCUMENTED_MEDIAN), sigma, count), 16, seq_plan.FEATURE_WIDTH).astype(int)
     ids, mask, segments = model_adapter.probe_inputs(lengths, seq_plan.FEATURE_WIDTH, seed=seed)
     features = SimpleNamespace(input_ids=ids, input_mask=mask, segment_ids=segments, lengths=lengths)
-    return features, list(range(count)), "documented length distribution (no SQuAD data found)"
+    return features, list(range(count)), "documented length distribution (SQuAD data not found or not asked for)"
 
 
 def fixed_model(args, cache):
-    path = cache / f"bert_{args.layers}x{args.hidden}x{args.heads}_seq384_seed{args.seed}.onnx"
+    # Named by the builder's code too: a cache made by an older random_model must not be reused.
+    builder = file_digest(random_model.__file__)[:8]
+    path = cache / f"bert_{args.layers}x{args.hidden}x{args.heads}_seq384_seed{args.seed}_{builder}.onnx"
     if not path.is_file():
         onnx.save(random_model.build(args.layers, args.hidden, args.heads, seq=384, seed=args.seed), path)
     return path

@@ -57,30 +57,40 @@ class _GraphBuilder:
 
 
 def _embeddings(g, ids, segments, hidden):
+    """Hugging Face BertEmbeddings as torch exports it: word + token_type, then + position, LayerNorm.
+
+    Position ids are a [1, 512] buffer sliced to the runtime sequence length, so the graph runs at
+    any length (and onnxruntime's optimiser recognises the pattern as EmbedLayerNormalization).
+    """
     word = g.weight("embeddings.word", (VOCAB_SIZE, hidden), 0.02)
     position = g.weight("embeddings.position", (MAX_POSITIONS, hidden), 0.02)
     token_type = g.weight("embeddings.token_type", (TYPE_VOCAB_SIZE, hidden), 0.02)
-    # Position ids come from the runtime sequence length so the graph runs at any length.
     seq_len = g.op("Gather", [g.op("Shape", [ids], "embeddings.ids_shape"), g.const("axis1", np.array(1, np.int64))],
                    "embeddings.seq_len")
-    positions = g.op("Range", [g.const("zero", np.array(0, np.int64)), seq_len, g.const("one", np.array(1, np.int64))],
-                     "embeddings.positions")
-    summed = g.op("Add", [
-        g.op("Add", [g.op("Gather", [word, ids], "embeddings.word_out"),
-                     g.op("Gather", [position, positions], "embeddings.position_out")], "embeddings.sum1"),
-        g.op("Gather", [token_type, segments], "embeddings.token_type_out")], "embeddings.sum")
+    seq_end = g.op("Unsqueeze", [seq_len, g.const("embeddings.axes0", np.array([0], np.int64))], "embeddings.seq_end")
+    position_ids = g.op("Slice", [g.const("embeddings.position_ids", np.arange(MAX_POSITIONS, dtype=np.int64)[None]),
+                                  g.const("embeddings.zero", np.array([0], np.int64)), seq_end,
+                                  g.const("embeddings.axes1", np.array([1], np.int64)),
+                                  g.const("embeddings.step", np.array([1], np.int64))], "embeddings.positions")
+    with_types = g.op("Add", [g.op("Gather", [word, ids], "embeddings.word_out"),
+                              g.op("Gather", [token_type, segments], "embeddings.token_type_out")], "embeddings.sum1")
+    summed = g.op("Add", [with_types, g.op("Gather", [position, position_ids], "embeddings.position_out")],
+                  "embeddings.sum")
     return g.layer_norm("embeddings.ln", summed, hidden)
 
 
 def _additive_mask(g, mask):
-    """(1 - mask) * -10000 shaped [batch, 1, 1, seq], added to the attention scores."""
-    as_float = g.op("Cast", [mask], "mask.float", to=TensorProto.FLOAT)
+    """(1 - mask) * -10000 shaped [batch, 1, 1, seq] (mask[:, None, None, :]), added to the attention scores."""
+    expanded = g.op("Unsqueeze", [g.op("Unsqueeze", [mask, g.const("mask.axis1", np.array([1], np.int64))],
+                                       "mask.unsqueezed"), g.const("mask.axis2", np.array([2], np.int64))],
+                    "mask.expanded")
+    as_float = g.op("Cast", [expanded], "mask.float", to=TensorProto.FLOAT)
     inverted = g.op("Sub", [g.const("mask.one", np.array(1.0, np.float32)), as_float], "mask.inverted")
-    scaled = g.op("Mul", [inverted, g.const("mask.neg", np.array(-10000.0, np.float32))], "mask.scaled")
-    return g.op("Unsqueeze", [scaled, g.const("mask.axes", np.array([1, 2], np.int64))], "mask.additive")
+    return g.op("Mul", [inverted, g.const("mask.neg", np.array(-10000.0, np.float32))], "mask.additive")
 
 
 def _attention(g, prefix, x, mask, hidden, heads, head_shape):
+    """Self-attention: Q/K/V projections split into heads, softmax(QK^T / sqrt(d) + mask) V, merged, projected."""
     head_dim = hidden // heads
 
     def split_heads(name, perm):
@@ -89,10 +99,10 @@ def _attention(g, prefix, x, mask, hidden, heads, head_shape):
                     f"{prefix}.{name}.t", perm=perm)
 
     q = split_heads("query", [0, 2, 1, 3])
-    k_t = split_heads("key", [0, 2, 3, 1])
+    k_t = split_heads("key", [0, 2, 3, 1])  # torch folds transpose_for_scores and .transpose(-1, -2) into one
     v = split_heads("value", [0, 2, 1, 3])
-    scores = g.op("Mul", [g.op("MatMul", [q, k_t], f"{prefix}.qk"),
-                          g.const(f"{prefix}.scale", np.array(1.0 / math.sqrt(head_dim), np.float32))],
+    scores = g.op("Div", [g.op("MatMul", [q, k_t], f"{prefix}.qk"),
+                          g.const(f"{prefix}.scale", np.array(math.sqrt(head_dim), np.float32))],
                   f"{prefix}.scores")
     probs = g.op("Softmax", [g.op("Add", [scores, mask], f"{prefix}.masked")], f"{prefix}.probs", axis=-1)
     context = g.op("Transpose", [g.op("MatMul", [probs, v], f"{prefix}.context")], f"{prefix}.context.t",
@@ -103,21 +113,21 @@ def _attention(g, prefix, x, mask, hidden, heads, head_shape):
 
 
 def _gelu(g, prefix, x):
-    """Exact GELU, 0.5 * x * (1 + erf(x / sqrt(2))), as BERT defines it."""
+    """Exact GELU as torch exports F.gelu: (x * (1 + erf(x / sqrt(2)))) * 0.5."""
     erf = g.op("Erf", [g.op("Div", [x, g.const(f"{prefix}.sqrt2", np.array(math.sqrt(2.0), np.float32))],
                              f"{prefix}.scaled")], f"{prefix}.erf")
     one_plus = g.op("Add", [erf, g.const(f"{prefix}.one", np.array(1.0, np.float32))], f"{prefix}.one_plus")
-    half_x = g.op("Mul", [x, g.const(f"{prefix}.half", np.array(0.5, np.float32))], f"{prefix}.half_x")
-    return g.op("Mul", [half_x, one_plus], f"{prefix}.out")
+    x_times = g.op("Mul", [x, one_plus], f"{prefix}.x_times")
+    return g.op("Mul", [x_times, g.const(f"{prefix}.half", np.array(0.5, np.float32))], f"{prefix}.out")
 
 
 def _encoder_layer(g, index, x, mask, hidden, heads, ffn, head_shape):
     prefix = f"layer{index}"
     attended = _attention(g, f"{prefix}.attention", x, mask, hidden, heads, head_shape)
-    x = g.layer_norm(f"{prefix}.attention.ln", g.op("Add", [x, attended], f"{prefix}.attention.residual"), hidden)
+    x = g.layer_norm(f"{prefix}.attention.ln", g.op("Add", [attended, x], f"{prefix}.attention.residual"), hidden)
     inner = _gelu(g, f"{prefix}.gelu", g.linear(f"{prefix}.intermediate", x, hidden, ffn))
     out = g.linear(f"{prefix}.ffn_output", inner, ffn, hidden)
-    return g.layer_norm(f"{prefix}.ffn.ln", g.op("Add", [x, out], f"{prefix}.ffn.residual"), hidden)
+    return g.layer_norm(f"{prefix}.ffn.ln", g.op("Add", [out, x], f"{prefix}.ffn.residual"), hidden)
 
 
 def _positive_int(value, what):
