@@ -73,6 +73,7 @@ def _bool(text):
 
 def quantize(src, dst, settings, dynamic_cache=None):
     """Write the int8 model of `src` to `dst`; return facts for quantization.json."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as scratch:
@@ -81,7 +82,9 @@ def quantize(src, dst, settings, dynamic_cache=None):
         fp32, plan = seq_plan.prepare(src, "auto", cache)
         try:
             quantize_dynamic(fp32, dst, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
-                             weight_type=getattr(QuantType, settings["weight_type"]))
+                             weight_type=getattr(QuantType, settings["weight_type"]),
+                             # fused graphs (Attention...) carry tensors whose type the quantiser cannot infer
+                             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         except Exception as error:  # the quantiser raises whatever its graph passes raise
             raise StepError(f"onnxruntime's quantiser failed on {src}: {type(error).__name__}: {error}",
                             hint="it needs an fp32 model (an int8 or QAT one is quantised already)") from None

@@ -182,6 +182,24 @@ def test_the_app_runs_a_fused_graph_with_one_flag(mlrun):
     assert "unfused: get-ml-model-bert-large _onnx _fp32" in text.stdout
 
 
+def test_fused_then_int8_and_a_model_file_fused(mlrun, tmp_path):
+    # The two transforms compose through their model deps: int8 of the fused graph (the quantiser must be
+    # told the type of the fused operators' tensors), and a --model=FILE fused like any other source.
+    int8 = mlrun("get ml-model bert int8-dynamic _random", "--dep.source.tags=fused",
+                 *[a.replace("--", "--dep.source.", 1) for a in SMALL], "--json", timeout=600)
+    assert int8.returncode == 0, int8.stderr[-3000:]
+    labels = [s["label"] for s in json.loads(int8.stdout)["steps"]]
+    assert any(label.startswith("get-ml-model-bert-fused") for label in labels), labels
+    assert inspect(os.path.join(step_dir(int8), "model.onnx")).seq_len is None
+    model = tmp_path / "m.onnx"
+    onnx.save(random_model.build(layers=1, hidden=64, heads=2, seed=3), str(model))
+    nodes, _ = _plan(mlrun, "app mlperf bert _onnxruntime _cpu", f"--model={model}", "--dep.model.tags=fused")
+    fused = nodes["get-ml-model-bert-fused"]
+    assert fused["variations"][0] == "file"
+    assert dict(fused["deps"])["unfused"] == nodes["get-ml-model-bert"]["key"]
+    assert nodes["get-ml-model-bert"]["variations"][0] == "file"
+
+
 # -- bench/machine_peak.py ---------------------------------------------------------------------------------
 
 def test_machine_peak_quick_run_prints_its_figures(tmp_path):
