@@ -52,8 +52,9 @@ class Prober:
         st = os.stat(program)
         # Secret values never reach the memo, not even hashed.
         seen = {k: v for k, v in env.items() if not secrets.is_secret(k)}
+        # The host too: a cache shared by machines (NFS) must not hand one machine's CPU or Python to another.
         memo_key = hashlib.sha256(keys.canonical(
-            [argv, program, st.st_size, st.st_mtime_ns, st.st_ino, seen])).hexdigest()
+            [argv, program, st.st_size, st.st_mtime_ns, st.st_ino, seen, os.uname().nodename])).hexdigest()
         memo = self._load()
         if memo_key not in memo:
             memo[memo_key] = self._run(node, name, argv, env)

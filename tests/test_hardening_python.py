@@ -109,6 +109,24 @@ def test_a_remembered_probe_does_not_start_the_interpreter(ws, pyenv):
     assert pyenv.starts("3.12.1") == 3
 
 
+def test_a_probe_remembered_on_one_host_is_run_again_on_another(ws, pyenv):
+    # A cache shared over NFS: another machine's `python3` (or CPU) may differ behind the same path.
+    import shutil
+    import subprocess
+    from conftest import MLRUN
+    if not shutil.which("unshare") or subprocess.run(["unshare", "-u", "true"]).returncode != 0:
+        pytest.skip("needs unshare -u (a UTS namespace) to run under another host name")
+    run_json(ws, "plan", "fake venv", env=pyenv("3.12.1"))
+    assert pyenv.starts("3.12.1") == 1
+    other = subprocess.run(["unshare", "-u", "sh", "-c", 'hostname other-node && exec "$0" "$@"', MLRUN,
+                            "plan", "fake venv", "--json"], env=pyenv("3.12.1"), cwd=ws.root,
+                           capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert other.returncode == 0, other.stderr
+    assert pyenv.starts("3.12.1") == 2
+    run_json(ws, "plan", "fake venv", env=pyenv("3.12.1"))   # back here: remembered
+    assert pyenv.starts("3.12.1") == 2
+
+
 def test_a_probe_that_cannot_run_stops_resolution_with_one_line(ws, pyenv):
     err = assert_user_error(ws.mlrun("plan", "fake venv", "--python=python9.99", env=pyenv("3.11.7")), 2,
                             "probe 'python' cannot start python9.99: not found on PATH")
