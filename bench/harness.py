@@ -110,14 +110,20 @@ def agreement(first, second, lengths):
     return same, worst
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=2)
+def model_args(description, samples, repeats):
+    """The parser every bench script starts from: how many samples and passes, and the model's shape."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--samples", type=int, default=samples)
+    parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--heads", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0, help="model weights and sample choice")
+    return parser
+
+
+def main(argv=None):
+    parser = model_args(__doc__.splitlines()[0], 32, 2)
     parser.add_argument("--threads", type=int, help="intra-op threads for both (default: all cores)")
     parser.add_argument("--cache", default=str(REPO / "cache" / "bench"), help="model and features kept here")
     parser.add_argument("--backends", default="onnxruntime", help="onnxruntime, deepsparse, or both: "

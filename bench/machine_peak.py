@@ -36,7 +36,6 @@ attention products QK^T and PV stay fp32 inside the quantised graph).
 "Same answers": samples whose argmax start and end over their real tokens equal the fp32 unfused model's
 (on a random model the logits are near ties, so int8 noise flips many: that says nothing of accuracy).
 """
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -45,7 +44,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.harness import REPO, agreement, fixed_model, sample_features
+from bench.harness import REPO, agreement, fixed_model, model_args, sample_features
 from mlperf_bert import fusion, seq_plan
 from mlperf_bert.ort_backend import OrtBackend, available_cores
 from mlperf_bert.sut import QaInference
@@ -131,13 +130,7 @@ def interleaved_pass(runs, indices, lengths):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0, help="model weights and sample choice")
+    parser = model_args(__doc__.splitlines()[0], 256, 2)
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--peak-seconds", type=float, default=1.5, help="time spent on each GEMM shape, each time")
     parser.add_argument("--cache", default=str(REPO / "cache" / "bench"), help="models and features kept here")

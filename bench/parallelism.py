@@ -9,14 +9,13 @@ One BERT-Base-shaped random model (dynamic axis), the same samples (real SQuAD f
 (one instance on all cores, onnxruntime's default spinning, batch 1). The last lines compare each
 batched configuration's answers with batch 1's (argmax start and end over the real tokens).
 """
-import argparse
 import statistics
 import time
 from pathlib import Path
 
 import numpy as np
 
-from bench.harness import REPO, agreement, collect, fixed_model, sample_features
+from bench.harness import REPO, agreement, collect, fixed_model, model_args, sample_features
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference, run_on_instances
@@ -43,13 +42,7 @@ def build(model, features, plan, cores, config):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = model_args(__doc__.splitlines()[0], 48, 3)
     parser.add_argument("--cache", default=str(REPO / "cache" / "bench"))
     args = parser.parse_args(argv)
     cache = Path(args.cache)

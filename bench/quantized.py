@@ -11,27 +11,20 @@ lengths), each sample at its real length, shortest first, one caller on all core
 the argmax start and end of each sample's logits over its real tokens (a random model: agreement says
 how far int8 moves the logits, nothing about accuracy).
 """
-import argparse
 import json
 import statistics
 from pathlib import Path
 
 import numpy as np
 
-from bench.harness import REPO, agreement, collect, fixed_model, harness_pass, sample_features
+from bench.harness import REPO, agreement, collect, fixed_model, harness_pass, model_args, sample_features
 from mlperf_bert import quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=32)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0, help="model weights and sample choice")
+    parser = model_args(__doc__.splitlines()[0], 32, 3)
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--per-channel", default="auto")
     parser.add_argument("--reduce-range", default="auto")
