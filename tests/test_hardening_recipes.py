@@ -7,6 +7,7 @@ import os
 import pytest
 
 from conftest import assert_user_error
+from test_recipe_validation import _write, assert_recipe_error
 from engine import MemoryIndex, MlrunError, RecipeError, resolve
 from engine.index import RecipeIndex
 
@@ -58,22 +59,9 @@ CASES = [
 ]
 
 
-def _write(ws, text, folder="r"):
-    path = os.path.join(ws.recipes, folder, "recipe.yaml")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w") as f:   # exact text: no dedent
-        f.write(text)
-    return path
-
-
 @pytest.mark.parametrize("text,line,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_recipe_error_names_file_and_line(ws, text, line, fragment):
-    path = _write(ws, text)
-    with pytest.raises(RecipeError) as info:
-        RecipeIndex([ws.recipes]).recipes
-    assert fragment in info.value.message
-    assert (info.value.path, info.value.line) == (path, line)
-    assert info.value.exit_code == 2
+    assert_recipe_error(ws, text, line, fragment)
 
 
 def test_alias_bomb_is_refused_at_once(ws):

@@ -76,6 +76,11 @@ def _write(ws, text, folder="r"):
 
 @pytest.mark.parametrize("text,line,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_error_names_file_and_line(ws, text, line, fragment):
+    assert_recipe_error(ws, text, line, fragment)
+
+
+def assert_recipe_error(ws, text, line, fragment):
+    """Loading a recipe of exactly this text fails with fragment, naming the file and line (exit 2)."""
     path = _write(ws, text)
     with pytest.raises(RecipeError) as info:
         RecipeIndex([ws.recipes]).recipes
