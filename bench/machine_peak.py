@@ -1,7 +1,7 @@
 """How close the harness gets to this machine: GEMM peak against the model work it achieves.
 
     python -m bench.machine_peak [--samples 256] [--repeats 2] [--layers 12 --hidden 768 --heads 12]
-                                 [--threads N] [--quick]
+                                 [--threads N] [--reference] [--quick]
 
 1. The machine's peak, measured with onnxruntime on all cores (or --threads): a one-node graph,
    MatMul (fp32) or MatMulInteger (uint8 x int8 -> int32, what dynamic quantisation runs), on
@@ -33,6 +33,9 @@ products only: embeddings, LayerNorm, softmax, GELU and bias adds are left out, 
 achieved GFLOP/s = sum of the samples' FLOPs / the pass's seconds; fp32 passes are compared with the
 fp32 GEMM peak, the int8 passes with the int8 GEMM peak (their projections run as int8 ops; the
 attention products QK^T and PV stay fp32 inside the quantised graph).
+--reference adds, in the same rounds, the reference SUT design of bench/harness.py (a thread per sample,
+batch 1, every sample padded to 384, one session of the fixed-384 model, default threads) and a "vs reference"
+column: the issue's "25x the reference harness" is read there, from passes that met the same load.
 "Same answers": samples whose argmax start and end over their real tokens equal the fp32 unfused model's
 (on a random model the logits are near ties, so int8 noise flips many: that says nothing of accuracy).
 """
@@ -44,7 +47,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.harness import REPO, agreement, fixed_model, model_args, sample_features
+from bench.harness import REPO, agreement, fixed_model, model_args, reference_pass, sample_features
 from mlperf_bert import fusion, seq_plan
 from mlperf_bert.ort_backend import OrtBackend, available_cores
 from mlperf_bert.sut import QaInference
@@ -134,6 +137,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--peak-seconds", type=float, default=1.5, help="time spent on each GEMM shape, each time")
     parser.add_argument("--cache", default=str(REPO / "cache" / "bench"), help="models and features kept here")
+    parser.add_argument("--reference", action="store_true", help="also time the reference SUT design each round "
+                        "(slow: about 1.4 samples/s on 2 cores for BERT-Base)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a 2-layer hidden-64 model, 8 samples of "
                         "the documented length distribution, small GEMMs, one repeat (figures mean nothing)")
     args = parser.parse_args(argv)
@@ -157,7 +162,8 @@ def main(argv=None):
     features, indices, source = sample_features(args.samples, args.seed, cache, real=not args.quick)
     lengths = np.asarray(features.lengths)
     flops = sum(model_flops(int(lengths[index]), args.layers, args.hidden, ffn) for index in indices)
-    unfused_path, plan = seq_plan.prepare(str(fixed_model(args, cache)), "exact", cache)
+    fixed_path = fixed_model(args, cache)
+    unfused_path, plan = seq_plan.prepare(str(fixed_path), "exact", cache)
     fused_path = Path(unfused_path).with_suffix(".fused.onnx")
     if not fused_path.is_file():
         facts = fusion.fuse(unfused_path, fused_path, work_dir=cache / "fusion-work")
@@ -170,12 +176,18 @@ def main(argv=None):
           f"samples: {len(indices)} from {source}; real length mean {lengths[indices].mean():.1f}; "
           f"{flops / len(indices) / 1e9:.2f} GFLOP per sample on average")
 
+    reference_backend = OrtBackend(str(fixed_path), args.threads) if args.reference else None
     interleaved_pass(runs, indices[:1], lengths)  # first runs allocate and plan memory
+    if reference_backend:
+        reference_pass(reference_backend, features, indices[:1])
     times = {name: [] for name in runs}
+    reference_times = []
     for _ in range(args.repeats):
         seconds, answers = interleaved_pass(runs, indices, lengths)
         for name in runs:
             times[name].append(seconds[name])
+        if reference_backend:
+            reference_times.append(reference_pass(reference_backend, features, indices))
         measure_peaks()
     (peak_fp32, shape_fp32), (peak_int8, shape_int8) = peaks[False], peaks[True]
     print(f"machine peak, onnxruntime {ort.__version__}, {threads} threads, best of shapes M,K,N in {list(shapes)}, "
@@ -194,6 +206,11 @@ def main(argv=None):
               f"{best[name] / best['fp32 unfused']:7.2f}x {rate:8.1f} {100 * rate / peak:7.1f}% "
               f"{same:>6d}/{len(indices):<6d} (passes {', '.join(f'{t:.2f}' for t in seconds)} s; "
               f"largest logit difference {worst:.2e})")
+    if reference_times:
+        reference_rate = len(indices) / min(reference_times)
+        print(f"reference design (thread per sample, batch 1, 384, {reference_backend.threads} threads): "
+              f"{reference_rate:.3f} samples/s (passes {', '.join(f'{t:.2f}' for t in reference_times)} s)")
+        print("vs reference: " + ", ".join(f"{name} {best[name] / reference_rate:.1f}x" for name in runs))
     print(f"fusion speed-up: fp32 {best['fp32 fused'] / best['fp32 unfused']:.2f}x, "
           f"int8 {best['int8 fused'] / best['int8 unfused']:.2f}x (best passes)")
     return 0
