@@ -311,7 +311,7 @@ class Submission:
             if perf.get("Result is") != "VALID" and not self.opts.short and not found.get("retried"):
                 # Once: the full run itself is the better measurement; its figures set the retry's target.
                 entry = done[(scenario, "performance")]
-                again = search.settings_from(scenario, entry["folder"], entry["run"])
+                again = search.retry_settings(scenario, found, entry["folder"], entry["run"])
                 self.state["settings"][scenario] = dict(again, search_run=found["search_run"], retried=entry["run"])
                 self.save()
                 self.say(f"    {scenario} performance run {entry['run']} was INVALID; once more: {again['how']}")

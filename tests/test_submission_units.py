@@ -93,3 +93,23 @@ def test_loadgen_seeds_are_read_from_the_detail_log():
     assert seeds["qsl_rng_seed"] == 2085463073848966840
     assert seeds["sample_index_rng_seed"] == 2747215439041700203
     assert seeds["schedule_rng_seed"] == 16159082839903944936
+
+
+def test_server_measurement_is_find_peak_and_its_target_is_the_one_found(tmp_path):
+    assert search.measurement_inputs("Server", short=True)["find_peak"] is True
+    assert "find_peak" not in search.measurement_inputs("Offline", short=True)
+    folder = _run_folder(tmp_path, ["Scenario : Server", "Completed samples per second : 58.0"])
+    peak = {"qps": 60.0834, "offline_samples_per_second": 65.5, "checked_valid": True, "note": "",
+            "trials": [{}] * 7}
+    (tmp_path / "summary.json").write_text(json.dumps({"find_peak": peak}))
+    found = search.settings_from("Server", folder, "RUN4")
+    assert found["inputs"] == {"target_qps": 60.083}           # the search's highest VALID target, not a fraction
+    assert "7 short runs" in found["how"] and "91.7% of Offline" in found["how"] and "RUN4" in found["how"]
+    again = search.retry_settings("Server", found, folder, "RUN5")
+    assert again["inputs"] == {"target_qps": 54.075} and "RUN5" in again["how"]   # 60.083 x 0.9
+
+
+def test_server_measurement_without_a_peak_search_is_a_step_error(tmp_path):
+    folder = _run_folder(tmp_path, ["Scenario : Server", "Completed samples per second : 58.0"])
+    with pytest.raises(search.StepError, match="recorded no --find-peak result"):
+        search.settings_from("Server", folder, "RUN6")
