@@ -269,18 +269,31 @@ def cmd_run(args, extras, settings):
     plan = _resolve(args, extras, settings)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose,
                     mirror=settings.mirror, stream_root=not args.json)
-    record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
+    try:
+        record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
+    except (MlrunError, KeyboardInterrupt):
+        if args.json and getattr(runner, "record", None):  # a script (a sweep) still learns which run failed
+            _print_json(_run_json(runner.record, runner.runs_dir))
+        raise
     if args.json:
-        _print_json({"run": record["id"], "run_dir": record["run_dir"], "path": record["steps"][-1]["path"],
-                     "exports": record["exports"],
-                     "steps": [{k: s[k] for k in ("recipe", "label", "key", "status", "seconds", "path")}
-                               for s in record["steps"]]})
+        _print_json(_run_json(record, runner.runs_dir))
         return 0
     root = record["steps"][-1]
     print(f"{plan.root.label}: {root['path']}")
     for key, value in sorted(record["exports"].items()):
         print(f"  {key}={value}")
     return 0
+
+
+def _run_json(record, runs_dir):
+    """`run --json`: the run, its status, results (as recorded and as flat fields), folder and steps."""
+    from .records import flat
+    steps = record["steps"]
+    return {"run": record["id"], "status": record["status"], "error": record.get("error"),
+            "results": record.get("results"), "flat": flat(record),
+            "run_dir": os.path.join(runs_dir, record["id"]),
+            "path": steps[-1].get("path") if steps else None, "exports": record.get("exports", {}),
+            "steps": [{k: s.get(k) for k in ("recipe", "label", "key", "status", "seconds", "path")} for s in steps]}
 
 
 def cmd_plan(args, extras, settings):
