@@ -93,6 +93,7 @@ def run_sweep(args, extras, settings):
                               "be planned; nothing ran:\n  " + "\n  ".join(problems),
                               hint="fix the grid or the flags; `mlrun plan QUERY ...` shows one point's plan")
 
+    runner.check([task for _, _, _, task in planned])
     request = {"inputs": inputs, "dep_overrides": deps, "env_overrides": secrets.redacted(env)}
     lock = record.hold(settings.runs, name)
     try:
@@ -187,6 +188,8 @@ def _finish(p, outcome, settings):
     if status != "ok" and not p.get("error"):
         p["error"] = _last_error(outcome.stderr_tail) or f"mlrun exited with code {outcome.returncode}"
     p.update(status=status, run=outcome.run_id, node=outcome.node, seconds=outcome.seconds, log=outcome.log)
+    if outcome.started:
+        p["started"] = outcome.started   # when it really began (the event may have been seen later)
     if outcome.cores is not None:
         p["cores"] = outcome.cores
 
@@ -234,9 +237,12 @@ def cmd_show(args, extras, settings):
     data = table.load(settings, args.sweep_name)
     rows = table.rows(settings, args.sweep_name, data)
     conditions = results.parse_where(args.where)
-    columns = results.parse_columns(args.columns) or table.columns(data, rows)
-    results.check_fields([f for f, _, _ in conditions] + columns, rows, f"sweep '{data['name']}'")
+    given = results.parse_columns(args.columns)
+    results.check_fields([f for f, _, _ in conditions] + given, rows, f"sweep '{data['name']}'")
     rows = [r for r in rows if results.matches(r, conditions)]
+    columns = given or table.columns(data, rows)
+    if not given and _format(args) in ("csv", "json"):  # scripts get every field, the table's first
+        columns = list(dict.fromkeys(columns + [k for r in rows for k in r]))
     sys.stdout.write(results.render(rows, columns, _format(args)))
     return 0
 
