@@ -221,6 +221,10 @@ class LocalExecutor(Executor):
                     _signal(proc, signal.SIGKILL)
             for t in threads:
                 t.join(timeout=5)
+            while not events.empty():   # the stopped points' outcomes: their runs, recorded interrupted
+                kind, task, outcome = events.get()
+                if kind == "finished":
+                    on_event(kind, task, outcome)
 
 
 def _signal(proc, sig):

@@ -329,3 +329,19 @@ def test_a_bert_sweep_with_two_jobs_pins_loadgen_s_instances(bert):
         run = json.load(open(bert.root / "runs" / p["run"] / "run.json"))
         instance_cores = {c for group in run["results"]["parallelism"]["cores"] for c in group}
         assert instance_cores <= set(p["cores"]) and run["host"]["cpus_allowed"] == p["cores"]
+
+
+def test_a_secret_given_to_every_point_is_in_no_sweep_file(bench):
+    secret = "s3cr3t-value-for-the-sweep"
+    result = bench.mlrun("sweep", "app bench", f"--env.API_TOKEN={secret}", "--grid", "batch_size=1,2",
+                         "--name", "secret")
+    assert result.returncode == 0, result.stderr
+    data = sweep_record(bench, "secret")
+    assert data["request"]["env_overrides"] == {"API_TOKEN": "<redacted>"}
+    for root, _, files in os.walk(bench.runs):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert secret.encode() not in f.read(), os.path.join(root, name)
+    again = bench.mlrun("sweep", "app bench", f"--env.API_TOKEN={secret}", "--grid", "batch_size=1,2",
+                        "--name", "secret")
+    assert again.returncode == 0 and "2 skipped" in again.stderr
