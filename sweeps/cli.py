@@ -54,6 +54,9 @@ def cmd_sweep(args, extras, settings):
                          hint="inputs are --NAME=VALUE (with '='), the query one quoted argument")
     if not args.name:
         raise UsageError("a sweep needs a --name", hint="e.g. --name bs-threads; `mlrun sweep show NAME` shows it")
+    shown = [f"--{f}" for f in ("where", "columns", "csv", "json", "markdown") if getattr(args, f, None)]
+    if shown:
+        raise UsageError(f"{', '.join(shown)}: options of `mlrun sweep show NAME`, not of running a sweep")
     return run_sweep(args, extras, settings)
 
 
@@ -258,12 +261,16 @@ def cmd_list(args, extras, settings):
         c = record.counts(data)
         rows.append({"name": name, "query": data.get("query"), "grid": " ".join(
             f"{k}={','.join(v)}" for k, v in data.get("grid", {}).items()), "points": len(data["points"]),
-            "ok": c.get("ok", 0), "failed": c.get("failed", 0) + c.get("interrupted", 0),
-            "left": c.get("pending", 0) + c.get("running", 0)})
+            "ok": c.get("ok", 0), "failed": c.get("failed", 0),
+            "left": c.get("pending", 0) + c.get("running", 0) + c.get("interrupted", 0)})
     if not rows and _format(args) == "table":
         print(f"no sweeps in {record.sweeps_dir(settings.runs)}")
         return 0
-    sys.stdout.write(results.render(rows, ["name", "points", "ok", "failed", "left", "query", "grid"], _format(args)))
+    conditions = results.parse_where(args.where)
+    columns = results.parse_columns(args.columns) or ["name", "points", "ok", "failed", "left", "query", "grid"]
+    results.check_fields([f for f, _, _ in conditions] + columns, rows, "the sweeps")
+    rows = [r for r in rows if results.matches(r, conditions)]
+    sys.stdout.write(results.render(rows, columns, _format(args)))
     return 0
 
 

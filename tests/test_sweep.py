@@ -244,8 +244,9 @@ def overlapping(points):
 
 def test_jobs_pin_measuring_points_to_disjoint_cores_or_refuse(bench, tmp_path):
     cores = sorted(os.sched_getaffinity(0))
-    refused = bench.mlrun("sweep", "app bench", "--grid", "batch_size=1,2,3,4,5,6,7,8"[:len(cores) * 2 + 20],
-                          "--grid", "dep.model.layers=1,2", "--jobs", str(len(cores) + 1), "--name", "many")
+    sizes = ",".join(str(i) for i in range(1, len(cores) + 2))   # a point for each of the N+1 jobs
+    refused = bench.mlrun("sweep", "app bench", "--grid", f"batch_size={sizes}", "--jobs", str(len(cores) + 1),
+                          "--name", "many")
     assert_user_error(refused, 2, f"--jobs {len(cores) + 1}: performance points would share cores",
                       f"use --jobs {len(cores)} or fewer")
     assert not os.path.exists(os.path.join(bench.runs, "sweeps", "many", "sweep.json"))
