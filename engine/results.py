@@ -244,6 +244,8 @@ def run_rows(runs_dir):
 
 def select_runs(items, where=(), status=None, query=None, last=None, helpers=False):
     """The rows that pass the filters: helpers (get ..., process ...) only when asked, the last N."""
+    if last is not None and last < 1:
+        raise UsageError(f"--last {last}: give a number of runs, 1 or more")
     rows = [r for r, _ in items]
     check_fields([f for f, _, _ in where], rows, "the runs")
     wanted_status = {s.strip().lower() for s in status.split(",")} if status else None

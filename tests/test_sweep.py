@@ -305,6 +305,8 @@ def test_a_bert_sweep_of_2x2_points_with_a_tiny_random_model(bert):
     assert result.returncode == 0, result.stderr[-3000:]
     data = json.load(open(bert.root / "runs" / "sweeps" / "bert" / "sweep.json"))
     assert [p["status"] for p in data["points"]] == ["ok"] * 4
+    for p in data["points"]:   # the plan the sweep resolved is the one each point's mlrun ran
+        assert json.load(open(bert.root / "runs" / p["run"] / "run.json"))["root"]["key"] == p["plan_key"]
     rows = list(csv.DictReader(io.StringIO(bert("sweep", "show", "bert", "--csv").stdout)))
     for row, p in zip(rows, data["points"]):
         assert row["batch_size"] == p["settings"]["batch_size"] and row["run"] == p["run"]
