@@ -12,6 +12,7 @@ not finish ok, or lack a value, are left out and counted in the caption.
 `chart()` decides (pure data, what tests check), `figure()` draws, `png()` writes the bytes with the
 chart's summary in a PNG text chunk named "mlrun".
 """
+import argparse
 import io
 import json
 import math
@@ -189,7 +190,11 @@ def caption(c):
 
 def figure(c, title, size=DEFAULT_SIZE):
     """The matplotlib Figure of a Chart (no pyplot: nothing global, the Agg canvas)."""
-    from matplotlib.figure import Figure
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise MlrunError("plots need matplotlib, which is not installed",
+                         hint="install mlrun's requirements: .venv/bin/pip install -r requirements.txt") from None
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     if c.kind == "line":
@@ -317,7 +322,7 @@ def save(path, data, operation):
 
 
 def add_arguments(p):
-    p.add_argument("name", metavar="NAME", help="the sweep (mlrun sweep show lists them)")
+    p.add_argument("name", metavar="NAME", help="the sweep (mlrun sweep list lists them)")
     p.add_argument("--x", metavar="FIELD", help="the field on the x axis (default: the first grid axis that varies)")
     p.add_argument("--y", metavar="FIELD", help="the field on the y axis (default: samples_per_second for "
                                                 "performance points, f1 for accuracy ones)")
@@ -327,13 +332,31 @@ def add_arguments(p):
                    help="the picture's size in pixels (default %(default)s)")
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):   # one mlrun error line, exit 2, as every verb
+        raise UsageError(f"sweep plot: {message}", hint=USAGE)
+
+
+USAGE = "mlrun sweep plot NAME --x FIELD [--y FIELD] [--by FIELD] -o FILE.png [--size WxH]"
+
+
+def parse(words):
+    """The options of `sweep plot NAME ...` (the sweep verb hands over the words after `plot`)."""
+    p = _Parser(prog="mlrun sweep plot", usage=USAGE, description="draw a sweep's points as one PNG: a line plot "
+                "when x is a number with several values, else a bar chart; the best point marked")
+    add_arguments(p)
+    return p.parse_args(words)
+
+
 def cmd_plot(args, extras, settings):
+    """mlrun sweep plot NAME ...: args.sweep_name is NAME, the plot's options come in extras."""
+    opts = parse(([args.sweep_name] if getattr(args, "sweep_name", None) else []) + list(extras))
     from .table import load, rows
-    size = parse_size(args.size)
-    c, data = render(load(settings, args.name), rows(settings, args.name), args.x, args.y, args.by, size)
-    save(args.output, data, "cannot write the plot")
+    size = parse_size(opts.size)
+    c, data = render(load(settings, opts.name), rows(settings, opts.name), opts.x, opts.y, opts.by, size)
+    save(opts.output, data, "cannot write the plot")
     best = f"; best: {best_where(c)} = {show(c.y, c.best['y'])}" if c.best else ""
-    print(f"wrote {args.output}: {c.kind} chart of {c.y} against {c.x}"
+    print(f"wrote {opts.output}: {c.kind} chart of {c.y} against {c.x}"
           + (f" by {c.by}" if c.by else "") + f", {c.summary()['points']} points{best}")
     if c.left_out:
         print(caption(c))

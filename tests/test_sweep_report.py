@@ -18,11 +18,10 @@ import pytest
 
 from conftest import assert_user_error, offline_mlrun
 
-pytest.importorskip("matplotlib", reason="matplotlib is in requirements.txt")
-from PIL import Image  # noqa: E402  (installed with matplotlib)
+from PIL import Image  # installed with matplotlib (requirements.txt)
 
-from engine.errors import MlrunError, UsageError  # noqa: E402
-from sweeps import plot, record, report  # noqa: E402
+from engine.errors import MlrunError, UsageError
+from sweeps import plot, record, report
 
 QUERY = "app mlperf bert _onnxruntime _cpu _random"
 
