@@ -224,28 +224,34 @@ def flat(record):
            "seconds": round(record["finished"] - record["started"], 3)
            if record.get("finished") and record.get("started") else None,
            "host": (record.get("host") or {}).get("hostname")}
+    out.update(flat_settings(record))
+    results = record.get("results")
+    for name, value in _flat_results(results if isinstance(results, dict) else {}):
+        if out.get(name) is None:
+            out[name] = value
+    return out
+
+
+def flat_settings(record):
+    """The settings part of flat(): variation groups, inputs, dep.NAME.KEY, env.KEY (what was asked)."""
     request = record.get("request") or {}
-    for name, value in {**(request.get("inputs") or {}), **root_inputs(record)}.items():
-        out[name] = _scalar(value)
+    inputs = {name: _scalar(value) for name, value in {**(request.get("inputs") or {}),
+                                                       **root_inputs(record)}.items()}
+    chosen, free = {}, []
+    for group, name in _variation_groups(record):
+        if group is None:
+            free.append(name)
+        elif inputs.get(group) is None:
+            chosen[group] = name
+        else:  # an input of the same name was given a value (app-mlperf-bert's --model and its model group)
+            chosen[f"{group}_variation"] = name
+    out = {**chosen, **({"variations": " ".join(free)} if free else {})}
+    out.update((k, v) for k, v in inputs.items() if k not in chosen)
     for dep, overrides in sorted((request.get("dep_overrides") or {}).items()):
         for key, value in sorted(overrides.items()):
             out[f"dep.{dep}.{key}"] = typed(value)
     for key, value in sorted((request.get("env_overrides") or {}).items()):
         out[f"env.{key}"] = _scalar(value)
-    free = []
-    for group, name in _variation_groups(record):
-        if group is None:
-            free.append(name)
-        elif out.get(group) is None:
-            out[group] = name
-        else:  # an input of the same name was given a value (app-mlperf-bert's --model and its model group)
-            out[f"{group}_variation"] = name
-    if free:
-        out["variations"] = " ".join(free)
-    results = record.get("results")
-    for name, value in _flat_results(results if isinstance(results, dict) else {}):
-        if out.get(name) is None:
-            out[name] = value
     return out
 
 

@@ -158,6 +158,8 @@ class LocalExecutor(Executor):
     def run(self, tasks, settings, on_event):
         slots = self.slots(tasks)
         env = settings_env(settings)
+        if self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
         todo, events = queue.Queue(), queue.Queue()
         for t in tasks:
             todo.put(t)

@@ -28,7 +28,7 @@ def rows(settings, name, data=None):
     kinds = data.get("kinds") or {}
     out = []
     for point in data["points"]:
-        row = {"point": point["id"], "point_status": point["status"]}
+        row = {"point": point["id"], "point_status": point["status"], "run": point.get("run")}
         for field, value in point["settings"].items():
             row[field] = value.lstrip("_") if kinds.get(field) == "variation" else records.typed(value)
         if point.get("run"):
@@ -46,5 +46,8 @@ def rows(settings, name, data=None):
 
 def columns(data, rows):
     """The point, the grid's fields, the results some row has, the point's status, its run, its error."""
-    cols = ["point"] + list(data["grid"]) + results.present(rows, results.RESULT_FIELDS) + ["point_status", "run"]
+    timed = [r for r in rows if r.get("scenario") != "Offline"]  # Offline latencies say nothing of a run
+    shown = [f for f in results.RESULT_FIELDS if not f.startswith("latency_")] + ["latency_p90_ms", "latency_p99_ms"]
+    figures = [f for f in results.present(rows, shown) if not f.startswith("latency_") or results.present(timed, [f])]
+    cols = ["point"] + list(data["grid"]) + figures + ["point_status", "run"]
     return cols + (["error"] if any(r.get("error") for r in rows) else [])
