@@ -166,15 +166,16 @@ def chart(rows, x, y, by=None, grid=()):
     return c
 
 
-def title_lines(name, query, fixed):
-    """The title: the sweep's name and query, then its fixed settings (wrapped, at most 3 lines)."""
-    head = f"sweep {name}" + (f": {query}" if query else "")
-    text = " ".join(f"{k}={v}" for k, v in fixed.items())
-    lines = textwrap.wrap(text, 110)
-    if len(lines) > 3:
-        lines = lines[:3]
-        lines[-1] = lines[-1][:106] + " ..."
-    return "\n".join([head] + lines)
+def title_lines(name, query, fixed, width=DEFAULT_SIZE[0]):
+    """The title: the sweep's name and query, then its fixed settings, wrapped to the picture's width (about
+    7 pixels a character at 10 points), at most 4 lines."""
+    chars = max(int((width - 20) / 7), 40)
+    lines = textwrap.wrap(f"sweep {name}" + (f": {query}" if query else ""), chars) \
+        + textwrap.wrap(" ".join(f"{k}={v}" for k, v in fixed.items()), chars)
+    if len(lines) > 4:
+        lines = lines[:4]
+        lines[-1] = lines[-1][:chars - 4] + " ..."
+    return "\n".join(lines)
 
 
 def caption(c):
@@ -219,13 +220,16 @@ def figure(c, title, size=DEFAULT_SIZE):
         u = unit(c.y)
         ax.plot([bx], [by_], linestyle="none", marker="*", markersize=20, color="gold", markeredgecolor="black",
                 zorder=5, gid="best", label="_best")
+        # The note stays inside the plot: left of a point in the right half, under a maximum, over a minimum.
+        right = _rank(c) > 0.5
+        high = c.best["direction"] == "max"
         ax.annotate(f"best ({c.best['direction']}): {show(c.y, c.best['y'])}{' ' + u if u else ''}\n{best_where(c)}",
-                    xy=(bx, by_), xytext=(12, -18 if c.best["direction"] == "max" else 12),
-                    textcoords="offset points", fontsize=9, gid="best-note",
+                    xy=(bx, by_), xytext=(-14 if right else 14, -14 if high else 14), textcoords="offset points",
+                    ha="right" if right else "left", va="top" if high else "bottom", fontsize=9, gid="best-note",
                     bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "grey"})
     ax.set_xlabel(axis_label(c.x))
     ax.set_ylabel(axis_label(c.y))
-    ax.set_title(title, fontsize=10, loc="left")
+    fig.suptitle(title, x=0.01, ha="left", fontsize=10)
     ax.grid(True, alpha=0.3)
     if c.kind == "bar" and min((p[1] for pts in c.series.values() for p in pts), default=0) >= 0:
         ax.set_ylim(bottom=0)
@@ -245,6 +249,14 @@ def best_where(c):
     if label != c.y:
         where.append(label if "=" in label or not c.by else f"{c.by}={label}")
     return f"{c.best['point']}: {', '.join(where)}"
+
+
+def _rank(c):
+    """Where the best point sits from left (0) to right (1), by the order of the x values."""
+    if c.kind == "bar":   # bars span -0.5 .. categories - 0.5
+        return (_best_xy(c)[0] + 0.5) / len(c.categories)
+    xs = sorted({p[0] for pts in c.series.values() for p in pts})
+    return xs.index(c.best["x"]) / max(len(xs) - 1, 1)
 
 
 def _best_xy(c):
@@ -305,7 +317,7 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
     if not c.series:
         raise MlrunError(f"sweep {name}: no point to plot: {caption(c)}",
                          hint=f"mlrun sweep show {name} lists the points and their errors")
-    return c, png(figure(c, title_lines(name, record.get("query"), fixed_settings(record, rows)), size), c)
+    return c, png(figure(c, title_lines(name, record.get("query"), fixed_settings(record, rows), size[0]), size), c)
 
 
 def save(path, data, operation):

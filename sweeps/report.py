@@ -19,14 +19,15 @@ from engine.results import RESULT_FIELDS, present, show
 from . import plot
 
 RESULT_COLUMNS = RESULT_FIELDS + ("seconds",)
-PLOT_SIZE = (820, 480)
+PLOT_SIZE = (600, 400)   # two side by side on a laptop screen
 
 CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
 h1 { font-size: 1.5em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; margin-top: 2em; }
 table { border-collapse: collapse; margin: .5em 0 1em; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; white-space: nowrap; }
+td.why { white-space: normal; min-width: 12em; max-width: 36em; }
+th { background: #f3f3f3; white-space: normal; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { font-weight: bold; background: #fff7d6; }
 .ok { color: #17702a; } .failed, .error, .interrupted { color: #b00020; } .pending, .running { color: #777; }
 dl.fixed { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; }
@@ -36,7 +37,7 @@ pre { background: #f6f6f6; padding: 6px; white-space: pre-wrap; word-break: brea
 details > summary { cursor: pointer; color: #0645ad; }
 details table { font-size: 12px; }
 figure { display: inline-block; margin: 0 1em 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-.note { color: #666; }
+.note { color: #666; } div.wide { overflow-x: auto; }
 """
 
 
@@ -107,7 +108,7 @@ def plots(record, rows):
         what = f"{y} against {x}" + (f", one series per {by}" if by else "")
         best = f"; best: {plot.best_where(c)} = {show(y, c.best['y'])}" if c.best else ""
         uri = "data:image/png;base64," + base64.b64encode(data).decode()
-        figs.append(f'<figure><img src="{uri}" width="{PLOT_SIZE[0]}" height="{PLOT_SIZE[1]}" alt="{e(what)}">'
+        figs.append(f'<figure style="width: {PLOT_SIZE[0]}px"><img src="{uri}" width="{PLOT_SIZE[0]}" height="{PLOT_SIZE[1]}" alt="{e(what)}">'
                     f"<figcaption>{e(what + best)}</figcaption></figure>")
     return "<div>" + "\n".join(figs) + "</div>"
 
@@ -117,7 +118,8 @@ def points_table(anchor, rows, axes, runs):
     best = best_values(rows, results)
     head = ["point", "status"] + axes + [f"{c} ({plot.unit(c)})" if plot.unit(c) else c for c in results] \
         + ["run", "error", "details"]
-    out = ['<table class="points"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head) + "</tr></thead><tbody>"]
+    out = ['<div class="wide"><table class="points"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
+           + "</tr></thead><tbody>"]
     for r in rows:
         point, status = r.get("point", "?"), r.get("point_status") or "?"
         cells = [f"<td>{e(point)}</td>", f'<td class="{e(status)}">{e(status)}</td>']
@@ -131,10 +133,10 @@ def points_table(anchor, rows, axes, runs):
         first = error.splitlines()[0] if error else ""
         cells.append(f"<td>{e(r.get('run') or '-')}</td>")
         more = " ..." if len(first) > 160 or len(error) > len(first) else ""
-        cells.append(f"<td>{e(first[:160] + more)}</td>")
+        cells.append(f'<td class="why">{e(first[:160] + more)}</td>')
         cells.append(f"<td>{details(anchor, r, runs.get(r.get('run')))}</td>")
         out.append(f'<tr id="{anchor}-{e(point)}">' + "".join(cells) + "</tr>")
-    out.append("</tbody></table>")
+    out.append("</tbody></table></div>")
     return "\n".join(out)
 
 

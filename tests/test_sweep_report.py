@@ -7,10 +7,12 @@ artists drawn, the summary written into the PNG). The page is opened in a real h
 divide a hidden size of 64), built once for the module.
 """
 import base64
+import html
 import io
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 
@@ -21,7 +23,7 @@ from conftest import assert_user_error, offline_mlrun
 from PIL import Image  # installed with matplotlib (requirements.txt)
 
 from engine.errors import MlrunError, UsageError
-from sweeps import plot, record, report
+from sweeps import plot, report
 
 QUERY = "app mlperf bert _onnxruntime _cpu _random"
 
@@ -216,3 +218,82 @@ def test_page_escapes_markup_and_shows_a_sweep_whose_points_all_failed(tmp_path)
 
 
 # -- end to end: a real sweep, `sweep plot`, `report` ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One real sweep, 2 batch sizes x 2 head counts of a tiny random BERT: heads=3 fails to build (64 % 3)."""
+    mlrun = offline_mlrun(tmp_path_factory.mktemp("sweep-report"))
+    result = mlrun("sweep", QUERY, "--mode=performance", "--scenario=Offline", "--count=16", "--min_duration=300",
+                   "--dep.model.layers=2", "--dep.model.hidden=64", "--grid", "batch_size=1,4",
+                   "--grid", "dep.model.heads=2,3", "--name", "bs-heads")
+    assert result.returncode == 1, result.stderr[-3000:]   # a sweep with failed points exits 1
+    show = mlrun("sweep", "show", "bs-heads", "--json")
+    assert show.returncode == 0, show.stderr
+    rows = json.loads(show.stdout)
+    assert [(r["point"], r["point_status"]) for r in rows] == [("p000", "ok"), ("p001", "failed"), ("p002", "ok"),
+                                                                ("p003", "failed")]
+    mlrun.rows = rows
+    return mlrun
+
+
+@pytest.mark.slow
+def test_sweep_plot_of_a_real_sweep(swept, tmp_path):
+    out = tmp_path / "bs.png"
+    result = swept("sweep", "plot", "bs-heads", "--x", "batch_size", "--by", "dep.model.heads", "-o", str(out),
+                   "--size", "800x500")
+    assert result.returncode == 0, result.stderr
+    assert "line chart of samples_per_second against batch_size" in result.stdout
+    assert "left out: 2 failed (p001, p003)" in result.stdout
+    img, info = png_info(out.read_bytes())
+    assert_picture(img, (800, 500))
+    ok = {r["point"]: r["samples_per_second"] for r in swept.rows if r["point_status"] == "ok"}
+    best = max(ok, key=ok.get)
+    assert info["kind"] == "line" and info["series"] == ["2"] and info["points"] == 2
+    assert info["best"]["point"] == best and info["best"]["y"] == ok[best]   # the measured figure, as recorded
+    # x with one value among the points that ran: bars.
+    result = swept("sweep", "plot", "bs-heads", "--x=dep.model.heads", "--by=batch_size", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert png_info(out.read_bytes())[1]["kind"] == "bar"
+    # Mistakes are one line each.
+    assert_user_error(swept("sweep", "plot", "bs-heads", "--x", "batchsize", "-o", str(out)), 2,
+                      "no field 'batchsize'", "batch_size", "samples_per_second")
+    assert_user_error(swept("sweep", "plot", "nope", "-o", str(out)), 2, "no sweep 'nope'", "bs-heads")
+    assert_user_error(swept("sweep", "plot", "bs-heads"), 2, "-o/--output")
+    assert_user_error(swept("sweep", "plot", "bs-heads", "-o", str(tmp_path / "no" / "such" / "dir.png")), 2,
+                      "cannot write the plot")
+
+
+@pytest.mark.slow
+def test_report_page_rendered_by_chromium(swept, tmp_path):
+    chromium()
+    page = tmp_path / "report.html"
+    result = swept("report", "bs-heads", "-o", str(page))
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert_self_contained(text)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 2   # samples_per_second against each grid axis, by the other
+    for data in images:
+        assert_picture(Image.open(io.BytesIO(base64.b64decode(data))), report.PLOT_SIZE)
+    dom, shot = rendered(tmp_path, page)
+    # The images decoded at their full size.
+    assert re.findall(r'data-natural="(\d+x\d+)"', dom) == ["x".join(map(str, report.PLOT_SIZE))] * 2
+    # One table row per point, with its status and its measured figure as `sweep show` has it.
+    from engine.results import show
+    rows = dict(chunk.split('">', 1) for chunk in dom.split('<tr id="s0-')[1:])   # point -> its row, onwards
+    assert list(rows) == ["p000", "p001", "p002", "p003"]
+    for r in swept.rows:
+        cells = rows[r["point"]]
+        assert f'class="{r["point_status"]}">{r["point_status"]}</td>' in cells
+        assert f"<td>{r['run']}</td>" in cells
+        if r["point_status"] == "ok":
+            assert f">{show('samples_per_second', r['samples_per_second'])}</td>" in cells
+        else:
+            assert "get-ml-model-bert _random failed" in cells
+        # The run's exact command is one click away.
+        command = json.load(open(os.path.join(swept.root, "runs", r["run"], "run.json")))["argv"]
+        details = re.search(r"<details>(.*?)</details>", cells, re.S)[1]
+        assert 'class="command">' in details and "--dep.model.heads=" in details
+        assert shlex.join(command) in html.unescape(details)
+    assert_picture(shot, (1400, 2400), background=0.95)
