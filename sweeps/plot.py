@@ -13,6 +13,7 @@ not finish ok, or lack a value, are left out and counted in the caption.
 chart's summary in a PNG text chunk named "mlrun".
 """
 import argparse
+import difflib
 import io
 import json
 import math
@@ -83,7 +84,9 @@ def check_fields(rows, name, **chosen):
     have = set(fields(rows))
     for option, value in chosen.items():
         if value is not None and value not in have:
-            raise UsageError(f"sweep {name} has no field '{value}' (--{option})",
+            near = difflib.get_close_matches(value, sorted(have), n=3)
+            raise UsageError(f"sweep {name} has no field '{value}' (--{option})"
+                             + (f"; did you mean {' or '.join(near)}?" if near else ""),
                              hint="fields there are: " + ", ".join(sorted(have)))
 
 

@@ -34,8 +34,11 @@ dl.fixed { display: grid; grid-template-columns: max-content auto; gap: 2px 12px
 dl.fixed dt { font-weight: bold; } dl.fixed dd { margin: 0; font-family: monospace; }
 code, pre { font-family: ui-monospace, monospace; font-size: 12px; }
 pre { background: #f6f6f6; padding: 6px; white-space: pre-wrap; word-break: break-all; max-width: 70em; }
+tr.more td { border-top: none; padding: 0 8px 2px; font-size: 12px; white-space: normal; }
 details > summary { cursor: pointer; color: #0645ad; }
-details table { font-size: 12px; }
+dl.flat { columns: 3 22em; font-size: 12px; margin: 4px 0; }
+dl.flat div { break-inside: avoid; display: flex; gap: 8px; } dl.flat dt { font-weight: bold; }
+dl.flat dd { margin: 0; word-break: break-all; }
 figure { display: inline-block; margin: 0 1em 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
 .note { color: #666; } div.wide { overflow-x: auto; }
 """
@@ -117,7 +120,7 @@ def points_table(anchor, rows, axes, runs):
     results = present(rows, RESULT_COLUMNS)
     best = best_values(rows, results)
     head = ["point", "status"] + axes + [f"{c} ({plot.unit(c)})" if plot.unit(c) else c for c in results] \
-        + ["run", "error", "details"]
+        + ["run", "error"]
     out = ['<div class="wide"><table class="points"><thead><tr>' + "".join(f"<th>{e(h)}</th>" for h in head)
            + "</tr></thead><tbody>"]
     for r in rows:
@@ -134,15 +137,16 @@ def points_table(anchor, rows, axes, runs):
         cells.append(f"<td>{e(r.get('run') or '-')}</td>")
         more = " ..." if len(first) > 160 or len(error) > len(first) else ""
         cells.append(f'<td class="why">{e(first[:160] + more)}</td>')
-        cells.append(f"<td>{details(anchor, r, runs.get(r.get('run')))}</td>")
         out.append(f'<tr id="{anchor}-{e(point)}">' + "".join(cells) + "</tr>")
+        # Its details on a row of their own, the table's full width: opening them moves no column.
+        out.append(f'<tr class="more"><td colspan="{len(head)}">{details(point, r, runs.get(r.get("run")))}</td></tr>')
     out.append("</tbody></table></div>")
     return "\n".join(out)
 
 
-def details(anchor, row, run):
+def details(point, row, run):
     """A row's full settings one click away: the exact command, the error, every flat field."""
-    parts = ['<details><summary>settings &amp; command</summary>']
+    parts = [f"<details><summary>{e(point)}: settings &amp; command</summary>"]
     command = command_of(run)
     if command:
         parts.append(f'<p>command:</p><pre class="command">{e(command)}</pre>')
@@ -152,9 +156,14 @@ def details(anchor, row, run):
         parts.append('<p class="note">no run record for this point</p>')
     if row.get("error"):
         parts.append(f'<p>error:</p><pre class="error">{e(row["error"])}</pre>')
-    parts.append('<table class="flat">' + "".join(f"<tr><th>{e(k)}</th><td>{e('-' if v is None else v)}</td></tr>"
-                                                for k, v in sorted(row.items())) + "</table></details>")
+    parts.append('<dl class="flat">' + "".join(f"<div><dt>{e(k)}</dt><dd>{e(_raw(k, v))}</dd></div>"
+                                             for k, v in sorted(row.items())) + "</dl></details>")
     return "".join(parts)
+
+
+def _raw(field, value):
+    """A value in full (no rounding), but a time as a date."""
+    return show(field, value) if field == "started" or value is None else value
 
 
 def page(sweeps, now=None):

@@ -143,7 +143,8 @@ def test_unknown_field_and_nothing_to_plot_are_clear_errors():
     data, rows = sweep_data()
     with pytest.raises(UsageError) as e:
         plot.render(data, rows, x="batchsize")
-    assert "no field 'batchsize'" in e.value.message and "batch_size" in e.value.hint
+    assert "no field 'batchsize' (--x); did you mean batch_size?" in e.value.message
+    assert "batch_size" in e.value.hint
     assert "samples_per_second" in e.value.hint
     failed = [dict(r, point_status="failed", samples_per_second=None, latency_p90_ms=None) for r in rows]
     with pytest.raises(MlrunError) as e:
@@ -215,6 +216,18 @@ def test_page_escapes_markup_and_shows_a_sweep_whose_points_all_failed(tmp_path)
     assert "&lt;img src=x onerror=" in body
     assert_picture(shot, (1400, 2400), background=0.995)   # a page of text and tables, no plot
     shot.save("/tmp/PR/failed-page.png")
+
+
+def test_page_of_two_sweeps_links_each_and_masks_secrets(tmp_path):
+    one, rows_one = sweep_data()
+    two, rows_two = sweep_data(fail=None)
+    two["name"] = "again"
+    text = report.page([(one, rows_one, {}), (two, rows_two, {})])
+    assert '<a href="#s0">sweep bs-backend</a>' in text and '<a href="#s1">sweep again</a>' in text
+    assert '<section id="s1">' in text and '<tr id="s1-p005">' in text
+    assert text.count("<img ") == 4 and "hf_secret_value" not in text and "&lt;redacted&gt;" in text
+    # The best value of each result column is marked, among the points that finished ok.
+    assert '<td class="num best">210.0</td>' in text
 
 
 # -- end to end: a real sweep, `sweep plot`, `report` ------------------------------------------------
