@@ -134,7 +134,7 @@ def chart(rows, x, y, by=None, grid=()):
             plotted.append(r)
     xs = [number(r[x]) for r in plotted]
     kind = "line" if plotted and None not in xs and len(set(xs)) > 1 else "bar"
-    keys = [k for k in ([by] if by else []) + varying(plotted, [g for g in grid if g not in (x, by)])]
+    keys = ([by] if by else []) + varying(plotted, [g for g in grid if g not in (x, by)])
     c = Chart(kind, x, y, by, left_out=left_out)
     for r in plotted:
         label = ", ".join(f"{k}={r.get(k)}" if len(keys) > 1 or k != by else str(r.get(k)) for k in keys) or y
@@ -289,11 +289,11 @@ def parse_size(text):
     return w, h
 
 
-def fixed_settings(record, rows=()):
+def fixed_settings(record):
     """What every point of a sweep shares: its inputs and overrides, and grid axes of one value."""
     from engine.secrets import redacted
     request = record.get("request") or {}
-    fixed = {k: v for k, v in (request.get("inputs") or {}).items()}
+    fixed = dict(request.get("inputs") or {})
     for dep, over in (request.get("dep_overrides") or {}).items():
         fixed.update({f"dep.{dep}.{k}": v for k, v in over.items()})
     fixed.update({f"env.{k}": v for k, v in redacted(request.get("env_overrides") or {}).items()})
@@ -320,7 +320,7 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
     if not c.series:
         raise MlrunError(f"sweep {name}: no point to plot: {caption(c)}",
                          hint=f"mlrun sweep show {name} lists the points and their errors")
-    return c, png(figure(c, title_lines(name, record.get("query"), fixed_settings(record, rows), size[0]), size), c)
+    return c, png(figure(c, title_lines(name, record.get("query"), fixed_settings(record), size[0]), size), c)
 
 
 def save(path, data, operation):

@@ -12,9 +12,10 @@ import html
 import os
 import shlex
 import time
+from collections import Counter
 
 from engine.errors import MlrunError
-from engine.results import RESULT_FIELDS, present, show
+from engine.results import RESULT_FIELDS, present, show, varying
 
 from . import plot
 
@@ -51,7 +52,7 @@ def e(value):
 
 def plot_choices(record, rows):
     """[(x, y, by)]: each main result against each grid axis that varies, by the next such axis."""
-    axes = plot.varying(rows, list(record.get("grid") or {}))
+    axes = varying(rows, list(record.get("grid") or {}))
     ys = [y for y in ("samples_per_second", "f1") if any(plot.number(r.get(y)) is not None for r in rows)]
     ys = ys or [y for y in [plot.default_y(rows)] if y]
     return [(x, y, next((a for a in axes if a != x), None)) for y in ys for x in axes]
@@ -79,9 +80,7 @@ def section(index, record, rows, runs):
     name = record.get("name", "?")
     anchor = f"s{index}"
     grid = record.get("grid") or {}
-    statuses = {}
-    for r in rows:
-        statuses[r.get("point_status") or "?"] = statuses.get(r.get("point_status") or "?", 0) + 1
+    statuses = Counter(r.get("point_status") or "?" for r in rows)
     out = [f'<section id="{anchor}"><h2>sweep {e(name)}</h2>',
            f'<p>{len(rows)} points: ' + ", ".join(f'<span class="{e(s)}">{n} {e(s)}</span>'
                                                   for s, n in sorted(statuses.items())) + "</p>",
@@ -90,7 +89,7 @@ def section(index, record, rows, runs):
     out += [f"<dt>grid {e(k)}</dt><dd>{e(', '.join(map(str, v)))}</dd>" for k, v in grid.items() if len(v) > 1]
     out.append("</dl>")
     out.append(plots(record, rows))
-    out.append(points_table(anchor, rows, [a for a in grid], runs))
+    out.append(points_table(anchor, rows, list(grid), runs))
     out.append("</section>")
     return "\n".join(out)
 
@@ -111,7 +110,8 @@ def plots(record, rows):
         what = f"{y} against {x}" + (f", one series per {by}" if by else "")
         best = f"; best: {plot.best_where(c)} = {show(y, c.best['y'])}" if c.best else ""
         uri = "data:image/png;base64," + base64.b64encode(data).decode()
-        figs.append(f'<figure style="width: {PLOT_SIZE[0]}px"><img src="{uri}" width="{PLOT_SIZE[0]}" height="{PLOT_SIZE[1]}" alt="{e(what)}">'
+        w, h = PLOT_SIZE
+        figs.append(f'<figure style="width: {w}px"><img src="{uri}" width="{w}" height="{h}" alt="{e(what)}">'
                     f"<figcaption>{e(what + best)}</figcaption></figure>")
     return "<div>" + "\n".join(figs) + "</div>"
 
@@ -202,15 +202,16 @@ def write(settings, names, out):
     from .table import load, rows as table_rows
     sweeps = []
     for name in dict.fromkeys(names):
-        rows = table_rows(settings, name)
-        sweeps.append((load(settings, name), rows, run_records(settings.runs, rows)))
+        data = load(settings, name)
+        rows = table_rows(settings, name, data)
+        sweeps.append((data, rows, run_records(settings.runs, rows)))
     data = scrub(page(sweeps)).encode()  # no secret this process knows in a file it writes
     plot.save(out, data, "cannot write the report")
     return len(data)
 
 
 def add_arguments(p):
-    p.add_argument("names", nargs="+", metavar="NAME", help="the sweeps on the page (mlrun sweep show lists them)")
+    p.add_argument("names", nargs="+", metavar="NAME", help="the sweeps on the page (mlrun sweep list lists them)")
     p.add_argument("-o", "--output", required=True, metavar="FILE.html", help="the page to write")
 
 
