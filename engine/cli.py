@@ -14,7 +14,7 @@ from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors,
 from .settings import Settings
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
-         "diff", "gc", "check", "submit", "sweep", "sweeps")
+         "diff", "gc", "check", "submit", "sweep", "sweeps", "report")
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
@@ -36,6 +36,8 @@ EPILOG = """verbs:
                                         run every point of a grid (resumable: finished points are skipped)
   mlrun sweep show NAME [--csv|--json|--markdown] [--columns a,b]   one row per point: settings and results
   mlrun sweep list                      the sweeps there are (also: mlrun sweeps)
+  mlrun sweep plot NAME --x FIELD [--y FIELD] [--by FIELD] -o FILE.png   the points as a PNG (line or bar chart)
+  mlrun report NAME [NAME...] -o FILE.html   one self-contained page: settings, points, plots, each run's command
   mlrun export RUN -o FILE [--with-cache] [--sign KEY]   a run's record and logs (and the cache entries it used)
   mlrun import FILE [--trust ALLOWED_SIGNERS]   verify and add a bundle's cache entries and run to this machine
   mlrun replay RUN|FILE.tar.gz|run.json re-run exactly the recorded plan, then compare the results
@@ -133,6 +135,8 @@ def build_parser(only=None):
                                   "groups, or: sweep show NAME, sweep list"), ("sweeps", "list the sweeps")):
         p = verb(name, help_)
         _sweep_options(p, name)
+    p = verb("report", "one self-contained HTML page of sweeps: their settings, points, plots and each run's command")
+    _report_options(p)
     p = verb("export", "bundle a run's record and logs (and with --with-cache every cache entry it used)")
     p.add_argument("run", help="a run id (or a unique prefix), a run folder or a run.json")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tar.gz to write")
@@ -184,6 +188,11 @@ def _sweep_options(p, name):
     from sweeps.cli import add_arguments   # sweeps live outside the engine
     add_arguments(p, name)
     _rows_options(p)
+
+
+def _report_options(p):
+    from sweeps.report import add_arguments   # sweeps live outside the engine
+    add_arguments(p)
 
 
 def _trust(p):
@@ -763,6 +772,11 @@ def cmd_sweep(args, extras, settings):
     return sweep(args, extras, settings)
 
 
+def cmd_report(args, extras, settings):
+    from sweeps.report import cmd_report as report
+    return report(args, extras, settings)
+
+
 def cmd_submit(args, extras, settings):
     from submission.cli import cmd_submit as submit
     return submit(args, extras, settings)
@@ -771,7 +785,7 @@ def cmd_submit(args, extras, settings):
 VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": cmd_find, "show": cmd_show,
               "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror, "runs": cmd_runs, "export": cmd_export,
               "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff, "gc": cmd_gc, "check": cmd_check,
-              "submit": cmd_submit, "sweep": cmd_sweep, "sweeps": cmd_sweep}
+              "submit": cmd_submit, "sweep": cmd_sweep, "sweeps": cmd_sweep, "report": cmd_report}
 
 
 # -- output helpers ---------------------------------------------------------------

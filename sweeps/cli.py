@@ -24,9 +24,9 @@ def add_arguments(p, verb):
     if verb == "sweeps":
         p.set_defaults(query="list", sweep_name=None)
         return
-    p.add_argument("query", metavar="QUERY|show|list",
+    p.add_argument("query", metavar="QUERY|show|list|plot",
                    help='the query every point runs, e.g. "app mlperf bert _onnxruntime _cpu _random"; '
-                        "or show NAME, or list")
+                        "or show NAME, or list, or plot NAME --x FIELD [--y FIELD] [--by FIELD] -o FILE.png")
     p.add_argument("sweep_name", nargs="?", metavar="NAME", help="with show: the sweep to show")
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2",
                    help="a dimension of the grid, repeatable: an input (batch_size=1,4), a dependency input "
@@ -49,6 +49,9 @@ def cmd_sweep(args, extras, settings):
         return cmd_show(args, extras, settings)
     if args.query in ("list", "ls"):
         return cmd_list(args, extras, settings)
+    if args.query == "plot":
+        from .plot import cmd_plot   # its options (--x, --y, --by, -o) come in extras
+        return cmd_plot(args, extras, settings)
     if args.sweep_name:
         raise UsageError(f"unexpected argument '{args.sweep_name}'",
                          hint="inputs are --NAME=VALUE (with '='), the query one quoted argument")

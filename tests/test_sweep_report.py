@@ -1,0 +1,312 @@
+"""`mlrun sweep plot` (matplotlib PNG) and `mlrun report` (one self-contained HTML page).
+
+The plots are checked as pictures (PIL: format, size, many colours) and as data (the chart decided, the
+artists drawn, the summary written into the PNG). The page is opened in a real headless Chromium (Debian's
+`chromium`): what it renders is read back from its DOM and a screenshot. The end-to-end tests run one real
+2x2 sweep of the BERT benchmark with a tiny random model (two of its points fail for real: 3 heads do not
+divide a hidden size of 64), built once for the module.
+"""
+import base64
+import html
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import assert_user_error, offline_mlrun
+
+from PIL import Image  # installed with matplotlib (requirements.txt)
+
+from engine.errors import MlrunError, UsageError
+from sweeps import plot, report
+
+QUERY = "app mlperf bert _onnxruntime _cpu _random"
+
+
+# -- rows in the shape sweeps.table.rows gives -------------------------------------------------
+
+
+def sweep_data(fail=("_deepsparse", 16)):
+    """A 3x2 sweep record and its rows: throughput rising with the batch size, one point failed."""
+    data = {"name": "bs-backend", "query": QUERY,
+            "request": {"inputs": {"mode": "performance", "scenario": "Offline", "count": 64},
+                        "dep_overrides": {"model": {"layers": "2"}}, "env_overrides": {"HF_TOKEN": "hf_secret_value"}},
+            "grid": {"batch_size": ["1", "4", "16"], "backend": ["_onnxruntime", "_deepsparse"]},
+            "kinds": {"batch_size": "input", "backend": "variation"}, "points": []}
+    rows = []
+    for i, (backend, bs) in enumerate((b, s) for b in data["grid"]["backend"] for s in (1, 4, 16)):
+        ok = (backend, bs) != fail
+        rows.append({"point": f"p{i:03d}", "point_status": "ok" if ok else "failed", "batch_size": bs,
+                     "backend": backend.lstrip("_"), "mode": "performance", "run": f"run-{i}" if ok else None,
+                     "error": None if ok else "step app-mlperf-bert failed: exited with code 1",
+                     "samples_per_second": (100.0 + 10 * i) * (1.5 if backend == "_deepsparse" else 1) if ok else None,
+                     "latency_p90_ms": 20.0 - i if ok else None, "result": "VALID" if ok else None})
+    return data, rows
+
+
+def png_info(data):
+    img = Image.open(io.BytesIO(data))
+    return img, json.loads(img.text["mlrun"])
+
+
+def assert_picture(img, size, background=0.97):
+    """A PNG of that size with something drawn: many colours (lines, text, antialiasing), not all background."""
+    assert img.format == "PNG" and img.size == size
+    colours = img.convert("RGB").getcolors(maxcolors=1 << 22)
+    assert len(colours) > 50, f"{len(colours)} colours"
+    most = max(colours)[0] / (size[0] * size[1])
+    assert most < background, f"{most:.0%} of the picture is one colour"
+
+
+# -- plots ------------------------------------------------------------------------------------
+
+
+def test_units_and_directions_come_from_field_names():
+    assert plot.axis_label("samples_per_second") == "samples_per_second (samples/s)"
+    assert plot.unit("latency_p90_ms") == "ms" and plot.unit("f1") == "%" and plot.unit("exact_match") == "%"
+    assert plot.unit("seconds") == "s" and plot.unit("batch_size") is None
+    assert [plot.direction(f) for f in ("samples_per_second", "f1", "exact_match", "latency_p99_ms", "seconds",
+                                        "batch_size")] == ["max", "max", "max", "min", "min", None]
+
+
+def test_line_plot_png_with_series_best_point_and_left_out_caption():
+    data, rows = sweep_data()
+    c, png = plot.render(data, rows, x="batch_size", by="backend", size=(640, 400))
+    img, info = png_info(png)
+    assert_picture(img, (640, 400))
+    assert info["kind"] == "line" and info["y"] == "samples_per_second"   # the default y of performance points
+    assert info["series"] == ["onnxruntime", "deepsparse"] and info["points"] == 5
+    assert info["best"] == {"point": "p004", "series": "deepsparse", "x": 4, "y": 210.0, "direction": "max"}
+    assert info["left_out"] == [{"point": "p005", "why": "failed"}]
+    # What is drawn: one line per series over numeric x, the best point starred where it is, the caption.
+    fig = plot.figure(c, "t")
+    ax = fig.axes[0]
+    lines = {l.get_label(): l for l in ax.lines}
+    assert list(lines["onnxruntime"].get_xdata()) == [1, 4, 16]
+    assert list(lines["deepsparse"].get_ydata()) == [195.0, 210.0]
+    best = [l for l in ax.lines if l.get_gid() == "best"]
+    assert len(best) == 1 and (list(best[0].get_xdata()), list(best[0].get_ydata())) == ([4], [210.0])
+    assert "p004: batch_size=4, backend=deepsparse" in [t for t in ax.texts if t.get_gid() == "best-note"][0].get_text()
+    assert ax.get_xlabel() == "batch_size" and ax.get_ylabel() == "samples_per_second (samples/s)"
+    assert ax.get_legend().get_title().get_text() == "backend"
+    assert any("left out: 1 failed (p005)" in t.get_text() for t in fig.texts)
+    # The title holds the sweep and its fixed settings (secrets masked).
+    title = plot.title_lines("bs-backend", QUERY, plot.fixed_settings(data))
+    assert "count=64" in title and "dep.model.layers=2" in title and "hf_secret_value" not in title
+
+
+def test_bar_chart_for_categories_and_for_a_single_x_value():
+    data, rows = sweep_data()
+    c, png = plot.render(data, rows, x="backend", y="latency_p90_ms", by="batch_size")
+    img, info = png_info(png)
+    assert_picture(img, plot.DEFAULT_SIZE)
+    assert info["kind"] == "bar" and info["series"] == ["1", "4", "16"]
+    assert c.categories == ["onnxruntime", "deepsparse"]   # the grid's order
+    # Lower latency is better: the best is the smallest, marked on its bar.
+    assert info["best"]["point"] == "p004" and info["best"]["direction"] == "min"
+    ax = plot.figure(c, "t").axes[0]
+    assert len(ax.patches) == 5 and [t.get_text() for t in ax.get_xticklabels()] == ["onnxruntime", "deepsparse"]
+    # A numeric x with one value is a bar too.
+    one = [dict(r, batch_size=8) for r in rows if r["point"] in ("p000", "p003")]
+    c, _ = plot.render(data, one, x="batch_size", by="backend")
+    assert c.kind == "bar" and c.categories == ["8"] and list(c.series) == ["onnxruntime", "deepsparse"]
+    # Two points of one series at one x value (x not a grid axis) are two bars, not an average.
+    c, _ = plot.render(data, [dict(r, batch_size=8) for r in rows], x="batch_size")
+    assert c.categories == ["8 (p000)", "8 (p001)", "8 (p002)", "8 (p003)", "8 (p004)"]
+
+
+def test_other_varying_axes_split_series_never_averaged():
+    data, rows = sweep_data(fail=None)
+    rows += [dict(r, point=r["point"] + "t", threads=2) for r in rows]
+    for r in rows:
+        r.setdefault("threads", 1)
+    data["grid"]["threads"] = ["1", "2"]
+    c = plot.chart(rows, "batch_size", "samples_per_second", "backend", data["grid"])
+    assert sorted(c.series) == ["backend=deepsparse, threads=1", "backend=deepsparse, threads=2",
+                                "backend=onnxruntime, threads=1", "backend=onnxruntime, threads=2"]
+    assert all(len(points) == 3 for points in c.series.values())
+
+
+def test_default_y_is_f1_for_accuracy_points():
+    rows = [{"point": "p000", "point_status": "ok", "mode": "accuracy", "f1": 1.5, "batch_size": 1},
+            {"point": "p001", "point_status": "ok", "mode": "accuracy", "f1": 2.5, "batch_size": 2}]
+    c, _ = plot.render({"name": "acc", "grid": {"batch_size": ["1", "2"]}}, rows)
+    assert (c.x, c.y, c.kind, c.best["point"]) == ("batch_size", "f1", "line", "p001")
+
+
+def test_unknown_field_and_nothing_to_plot_are_clear_errors():
+    data, rows = sweep_data()
+    with pytest.raises(UsageError) as e:
+        plot.render(data, rows, x="batchsize")
+    assert "no field 'batchsize' (--x); did you mean batch_size?" in e.value.message
+    assert "batch_size" in e.value.hint
+    assert "samples_per_second" in e.value.hint
+    failed = [dict(r, point_status="failed", samples_per_second=None, latency_p90_ms=None) for r in rows]
+    with pytest.raises(MlrunError) as e:
+        plot.render(data, failed, x="batch_size", y="samples_per_second")
+    assert "no point to plot" in e.value.message and "6 failed" in e.value.message
+    with pytest.raises(UsageError):
+        plot.parse_size("big")
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+
+def chromium():
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not exe:
+        print("SKIP: chromium is not installed (.ci/run installs Debian's chromium)")
+        pytest.skip("chromium is not installed (.ci/run installs Debian's chromium)")
+    return exe
+
+
+def browse(tmp_path, page, *flags):
+    """Chromium, headless, on a file: its stdout (--dump-dom) and what it wrote."""
+    out = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                          "--disable-extensions", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+                          "--window-size=1400,2400", *flags, f"file://{page}"],
+                         capture_output=True, text=True, timeout=90, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+# Added to the test's copy of the page only (the page itself has no script): the decoded size of each image.
+PROBE = """<script>window.addEventListener('load', () => { for (const img of document.images)
+  img.setAttribute('data-natural', img.naturalWidth + 'x' + img.naturalHeight); });</script>"""
+
+
+def rendered(tmp_path, html_path):
+    """(DOM after load with the images' decoded sizes, screenshot) of a page as Chromium shows it."""
+    text = open(html_path).read()
+    probe = tmp_path / "probe.html"
+    probe.write_text(text.replace("</body>", PROBE + "</body>"))
+    dom = browse(tmp_path, probe, "--dump-dom", "--virtual-time-budget=5000")
+    shot = tmp_path / "shot.png"
+    browse(tmp_path, html_path, f"--screenshot={shot}")
+    return dom, Image.open(shot)
+
+
+def assert_self_contained(text):
+    assert "<script" not in text.lower(), "the page needs no script"
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", text, re.I), "nothing is fetched"
+    assert "http://" not in text and "https://" not in text
+
+
+def test_page_escapes_markup_and_shows_a_sweep_whose_points_all_failed(tmp_path):
+    data, rows = sweep_data()
+    data["query"] = QUERY + " <script>document.body.dataset.pwned = 'query'</script>"
+    for r in rows:
+        r.update(point_status="failed", samples_per_second=None, latency_p90_ms=None, result=None, run=None,
+                 error='<img src=x onerror="document.body.dataset.pwned=\'error\'">step failed\nsecond line')
+    page = tmp_path / "report.html"
+    page.write_text(report.page([(data, rows, {})]))
+    text = page.read_text()
+    assert_self_contained(text)
+    assert "&lt;script&gt;document.body.dataset.pwned" in text and "hf_secret_value" not in text
+    dom, shot = rendered(tmp_path, page)
+    assert "data-pwned" not in dom, "markup from a query or an error ran"
+    body = dom[dom.index("<body"):]
+    assert "&lt;script&gt;document.body.dataset.pwned = 'query'&lt;/script&gt;" in body   # shown as text
+    assert body.count('class="failed">failed</td>') == 6 and "No plot" in body
+    assert "&lt;img src=x onerror=" in body
+    assert_picture(shot, (1400, 2400), background=0.995)   # a page of text and tables, no plot
+    shot.save("/tmp/PR/failed-page.png")
+
+
+def test_page_of_two_sweeps_links_each_and_masks_secrets(tmp_path):
+    one, rows_one = sweep_data()
+    two, rows_two = sweep_data(fail=None)
+    two["name"] = "again"
+    text = report.page([(one, rows_one, {}), (two, rows_two, {})])
+    assert '<a href="#s0">sweep bs-backend</a>' in text and '<a href="#s1">sweep again</a>' in text
+    assert '<section id="s1">' in text and '<tr id="s1-p005">' in text
+    assert text.count("<img ") == 4 and "hf_secret_value" not in text and "&lt;redacted&gt;" in text
+    # The best value of each result column is marked, among the points that finished ok.
+    assert '<td class="num best">210.0</td>' in text
+
+
+# -- end to end: a real sweep, `sweep plot`, `report` ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One real sweep, 2 batch sizes x 2 head counts of a tiny random BERT: heads=3 fails to build (64 % 3)."""
+    mlrun = offline_mlrun(tmp_path_factory.mktemp("sweep-report"))
+    result = mlrun("sweep", QUERY, "--mode=performance", "--scenario=Offline", "--count=16", "--min_duration=300",
+                   "--dep.model.layers=2", "--dep.model.hidden=64", "--grid", "batch_size=1,4",
+                   "--grid", "dep.model.heads=2,3", "--name", "bs-heads")
+    assert result.returncode == 1, result.stderr[-3000:]   # a sweep with failed points exits 1
+    show = mlrun("sweep", "show", "bs-heads", "--json")
+    assert show.returncode == 0, show.stderr
+    rows = json.loads(show.stdout)
+    assert [(r["point"], r["point_status"]) for r in rows] == [("p000", "ok"), ("p001", "failed"), ("p002", "ok"),
+                                                                ("p003", "failed")]
+    mlrun.rows = rows
+    return mlrun
+
+
+@pytest.mark.slow
+def test_sweep_plot_of_a_real_sweep(swept, tmp_path):
+    out = tmp_path / "bs.png"
+    result = swept("sweep", "plot", "bs-heads", "--x", "batch_size", "--by", "dep.model.heads", "-o", str(out),
+                   "--size", "800x500")
+    assert result.returncode == 0, result.stderr
+    assert "line chart of samples_per_second against batch_size" in result.stdout
+    assert "left out: 2 failed (p001, p003)" in result.stdout
+    img, info = png_info(out.read_bytes())
+    assert_picture(img, (800, 500))
+    ok = {r["point"]: r["samples_per_second"] for r in swept.rows if r["point_status"] == "ok"}
+    best = max(ok, key=ok.get)
+    assert info["kind"] == "line" and info["series"] == ["2"] and info["points"] == 2
+    assert info["best"]["point"] == best and info["best"]["y"] == ok[best]   # the measured figure, as recorded
+    # x with one value among the points that ran: bars.
+    result = swept("sweep", "plot", "bs-heads", "--x=dep.model.heads", "--by=batch_size", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert png_info(out.read_bytes())[1]["kind"] == "bar"
+    # Mistakes are one line each.
+    assert_user_error(swept("sweep", "plot", "bs-heads", "--x", "batchsize", "-o", str(out)), 2,
+                      "no field 'batchsize'", "batch_size", "samples_per_second")
+    assert_user_error(swept("sweep", "plot", "nope", "-o", str(out)), 2, "no sweep 'nope'", "bs-heads")
+    assert_user_error(swept("sweep", "plot", "bs-heads"), 2, "-o/--output")
+    assert_user_error(swept("sweep", "plot", "bs-heads", "-o", str(tmp_path / "no" / "such" / "dir.png")), 2,
+                      "cannot write the plot")
+
+
+@pytest.mark.slow
+def test_report_page_rendered_by_chromium(swept, tmp_path):
+    chromium()
+    page = tmp_path / "report.html"
+    result = swept("report", "bs-heads", "-o", str(page))
+    assert result.returncode == 0, result.stderr
+    text = page.read_text()
+    assert_self_contained(text)
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', text)
+    assert len(images) == 2   # samples_per_second against each grid axis, by the other
+    for data in images:
+        assert_picture(Image.open(io.BytesIO(base64.b64decode(data))), report.PLOT_SIZE)
+    dom, shot = rendered(tmp_path, page)
+    # The images decoded at their full size.
+    assert re.findall(r'data-natural="(\d+x\d+)"', dom) == ["x".join(map(str, report.PLOT_SIZE))] * 2
+    # One table row per point, with its status and its measured figure as `sweep show` has it.
+    from engine.results import show
+    rows = dict(chunk.split('">', 1) for chunk in dom.split('<tr id="s0-')[1:])   # point -> its row, onwards
+    assert list(rows) == ["p000", "p001", "p002", "p003"]
+    for r in swept.rows:
+        cells = rows[r["point"]]
+        assert f'class="{r["point_status"]}">{r["point_status"]}</td>' in cells
+        assert f"<td>{r['run']}</td>" in cells
+        if r["point_status"] == "ok":
+            assert f">{show('samples_per_second', r['samples_per_second'])}</td>" in cells
+        else:
+            assert "get-ml-model-bert _random failed" in cells
+        # The run's exact command is one click away.
+        command = json.load(open(os.path.join(swept.root, "runs", r["run"], "run.json")))["argv"]
+        details = re.search(r"<details>(.*?)</details>", cells, re.S)[1]
+        assert 'class="command">' in details and "--dep.model.heads=" in details
+        assert shlex.join(command) in html.unescape(details)
+    assert_picture(shot, (1400, 2400), background=0.95)
