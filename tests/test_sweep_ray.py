@@ -8,25 +8,19 @@ by both nodes (a dependency both need at once is built once), a worker that dies
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 
+from cluster_points import counted_dep, free_port, point_recipes, settings_of, task
 from conftest import wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need requirements-cluster.txt installed")
 
 pytestmark = pytest.mark.slow
 RAY = os.path.join(os.path.dirname(sys.executable), "ray")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class RayCluster:
@@ -104,41 +98,12 @@ def cluster(tmp_path_factory):
         assert not left, f"Ray processes left: {left}"
 
 
-def point_recipes(ws, run='echo "$N" > n.txt; sleep 1', dep="echo dep > dep.txt"):
-    """`point` (not cached, input n, running `run`) needs `shared-dep` (cached, running `dep`)."""
-    ws.recipe("shared-dep", f"tags: shared-dep\nrun: {dep}\n")
-    ws.recipe("point", f"""\
-        tags: point
-        cache: false
-        deps: [shared-dep]
-        inputs:
-          n: {{type: int, default: 0, env: N}}
-        run: {run}
-        """)
-
-
-def counted_dep(counter):
-    """A dependency whose every build takes 2 s and appends a line to counter."""
-    return f"sleep 2; echo built >> {counter}; echo dep > dep.txt"
-
-
-def settings_of(ws):
-    from engine.settings import Settings
-    return Settings.from_env(environ=ws.env())
-
-
 def run_points(ws, tasks, **options):
     from sweeps.ray_executor import RayExecutor
     events = []
     outcomes = list(RayExecutor(options.pop("address"), options).run(
         tasks, settings_of(ws), lambda kind, task, outcome: events.append((kind, task.point_id))))
     return outcomes, events
-
-
-def task(i, **kw):
-    from sweeps.executors import Task
-    return Task(point_id=f"p{i:03d}", argv=["run", "point", f"--n={i}", "--json"], cpus=kw.pop("cpus", 1),
-                gpus=0, measures=kw.pop("measures", False))
 
 
 def test_four_points_on_both_nodes_records_back(cluster, ws, tmp_path):
