@@ -14,7 +14,7 @@ from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors,
 from .settings import Settings
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
-         "diff", "gc", "check", "submit")
+         "diff", "gc", "check", "submit", "sweep", "sweeps")
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
@@ -29,7 +29,13 @@ EPILOG = """verbs:
   mlrun find QUERY                      recipes that match, with their variations and inputs
   mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
-  mlrun runs [show RUN]                 past runs: id, when, query, mode/scenario, result, status
+  mlrun runs [show RUN]                 past runs: id, when, query, the settings that differ, result, status
+                                        (--where F=V, --columns a,b, --last N, --status S, --query Q, --all,
+                                        --json/--csv/--markdown)
+  mlrun sweep QUERY [--INPUT=V ...] --grid NAME=V1,V2 ... --name NAME [--rerun] [--jobs N] [--on local|ray|slurm]
+                                        run every point of a grid (resumable: finished points are skipped)
+  mlrun sweep show NAME [--csv|--json|--markdown] [--columns a,b]   one row per point: settings and results
+  mlrun sweep list                      the sweeps there are (also: mlrun sweeps)
   mlrun export RUN -o FILE [--with-cache] [--sign KEY]   a run's record and logs (and the cache entries it used)
   mlrun import FILE [--trust ALLOWED_SIGNERS]   verify and add a bundle's cache entries and run to this machine
   mlrun replay RUN|FILE.tar.gz|run.json re-run exactly the recorded plan, then compare the results
@@ -117,7 +123,16 @@ def build_parser(only=None):
     p = verb("runs", "list past runs, or show one run's record (runs show RUN)")
     p.add_argument("action", nargs="?", choices=["show"])
     p.add_argument("run", nargs="?", help="a run id (or a unique prefix), a run folder or a run.json")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _rows_options(p)
+    p.add_argument("--last", type=int, metavar="N", help="the N most recent runs (after the filters)")
+    p.add_argument("--status", metavar="S[,S]", help="only runs with this status: ok, failed, interrupted, error, "
+                                                     "running, died")
+    p.add_argument("--query", metavar="TEXT", help="only runs whose query has these words (tags, _variations)")
+    p.add_argument("--all", action="store_true", help="also helper commands (get ..., process ...)")
+    for name, help_ in (("sweep", "run every point of a grid of QUERY's inputs, dependency inputs and variation "
+                                  "groups, or: sweep show NAME, sweep list"), ("sweeps", "list the sweeps")):
+        p = verb(name, help_)
+        _sweep_options(p, name)
     p = verb("export", "bundle a run's record and logs (and with --with-cache every cache entry it used)")
     p.add_argument("run", help="a run id (or a unique prefix), a run folder or a run.json")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tar.gz to write")
@@ -152,6 +167,23 @@ def build_parser(only=None):
                    help="a short rehearsal: complaints that only short runs cause are listed apart, not failures")
     p.add_argument("--out", metavar="DIR", help="where the log, table and JSON go (default: DIR-check/ beside DIR)")
     return parser
+
+
+def _rows_options(p):
+    """Output options of the verbs that print rows of flat fields (runs, sweep show)."""
+    p.add_argument("--where", action="append", metavar="FIELD=VALUE",
+                   help="only rows where FIELD=VALUE (also !=, >, <, >=, <=), repeatable; e.g. backend=deepsparse")
+    p.add_argument("--columns", metavar="a,b,c", help="these fields (docs/sweeps.md lists them)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--json", action="store_true", help="machine-readable output (the flat fields)")
+    g.add_argument("--csv", action="store_true", help="CSV with a header row")
+    g.add_argument("--markdown", action="store_true", help="a Markdown table")
+
+
+def _sweep_options(p, name):
+    from sweeps.cli import add_arguments   # sweeps live outside the engine
+    add_arguments(p, name)
+    _rows_options(p)
 
 
 def _trust(p):
@@ -223,7 +255,7 @@ def main(argv=None):
     from .guard import signal_name, stop_signals_interrupt
     try:
         with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
-            if extras and args.verb not in ("run", "plan", "explain", "submit"):
+            if extras and args.verb not in ("run", "plan", "explain", "submit", "sweep"):
                 raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
                                  hint=f"see mlrun {args.verb} --help")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
@@ -269,18 +301,31 @@ def cmd_run(args, extras, settings):
     plan = _resolve(args, extras, settings)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose,
                     mirror=settings.mirror, stream_root=not args.json)
-    record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
+    try:
+        record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
+    except (MlrunError, KeyboardInterrupt):
+        if args.json and getattr(runner, "record", None):  # a script (a sweep) still learns which run failed
+            _print_json(_run_json(runner.record, runner.runs_dir))
+        raise
     if args.json:
-        _print_json({"run": record["id"], "run_dir": record["run_dir"], "path": record["steps"][-1]["path"],
-                     "exports": record["exports"],
-                     "steps": [{k: s[k] for k in ("recipe", "label", "key", "status", "seconds", "path")}
-                               for s in record["steps"]]})
+        _print_json(_run_json(record, runner.runs_dir))
         return 0
     root = record["steps"][-1]
     print(f"{plan.root.label}: {root['path']}")
     for key, value in sorted(record["exports"].items()):
         print(f"  {key}={value}")
     return 0
+
+
+def _run_json(record, runs_dir):
+    """`run --json`: the run, its status, results (as recorded and as flat fields), folder and steps."""
+    from .records import flat
+    steps = record["steps"]
+    return {"run": record["id"], "status": record["status"], "error": record.get("error"),
+            "results": record.get("results"), "flat": flat(record),
+            "run_dir": os.path.join(runs_dir, record["id"]),
+            "path": steps[-1].get("path") if steps else None, "exports": record.get("exports", {}),
+            "steps": [{k: s.get(k) for k in ("recipe", "label", "key", "status", "seconds", "path")} for s in steps]}
 
 
 def cmd_plan(args, extras, settings):
@@ -576,26 +621,10 @@ def cmd_runs(args, extras, settings):
             return 0
         _show_record(record)
         return 0
-    rows, items = [], []
-    for run_id in records.list_ids(settings.runs):
-        try:
-            r = records.load(os.path.join(settings.runs, run_id, "run.json"))
-        except MlrunError:
-            continue
-        inputs = records.root_inputs(r)
-        mode = "/".join(str(inputs[k]) for k in ("mode", "scenario") if inputs.get(k)) or "-"
-        items.append({"id": run_id, "started": r.get("started"), "query": r.get("query"), "mode": mode,
-                      "result": records.headline(r.get("results")), "status": records.status(r),
-                      "replay_of": r.get("replay_of")})
-        rows.append((run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.get("started", 0))),
-                     r.get("query", "?"), mode, items[-1]["result"], items[-1]["status"]
-                     + (f" (replay of {r['replay_of']})" if r.get("replay_of") else "")))
-    if args.json:
-        _print_json(items)
-    elif rows:
-        _table(("RUN", "WHEN", "QUERY", "MODE", "RESULT", "STATUS"), rows)
-    else:
-        print(f"no runs in {settings.runs}")
+    from .results import runs_text
+    fmt = next((f for f in ("json", "csv", "markdown") if getattr(args, f)), "table")
+    sys.stdout.write(runs_text(settings.runs, args.where, args.columns, fmt, args.status, args.query, args.last,
+                               args.all))
     return 0
 
 
@@ -615,7 +644,12 @@ def _show_record(r):
         print(f"  replay of: {r['replay_of']} ({'exact' if r.get('exact') else 'INEXACT'})")
     if r.get("error"):
         print(f"  error: {r['error']}")
+    settings = {k: v for k, v in records.flat_settings(r).items() if v is not None}
+    print("  settings: " + (" ".join(f"{k}={v}" for k, v in settings.items()) or "-"))
     print(f"  result: {records.headline(r.get('results'))}")
+    stopped = next((s for s in r.get("steps", []) if s.get("status") in ("failed", "interrupted", "error")), None)
+    if stopped:
+        print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s")
     host = r.get("host", {})
     print(f"  host: {host.get('cpu')}, {host.get('cores')} cores, {host.get('memory_gb')} GB, {host.get('os')}, "
           f"Python {host.get('python')}")
@@ -623,6 +657,8 @@ def _show_record(r):
     for s in r.get("steps", []):
         print(f"    {s['label']:<48} {s.get('status', '?'):<7} {s.get('seconds', 0):>8.1f} s  "
               f"[{s['key'][:12]}] {s['node'].get('version', '')}")
+    for label in (r.get("planned") or [])[len(r.get("steps", [])):]:  # never reached: the run stopped before
+        print(f"    {label:<48} not run")
     for venv, pkgs in (r.get("packages") or {}).items():
         print(f"  packages of {venv}: " + ", ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))
     recipes = sorted((r.get("recipes") or {}).items())
@@ -722,6 +758,11 @@ def cmd_check(args, extras, settings):
     return check(args, extras, settings)
 
 
+def cmd_sweep(args, extras, settings):
+    from sweeps.cli import cmd_sweep as sweep
+    return sweep(args, extras, settings)
+
+
 def cmd_submit(args, extras, settings):
     from submission.cli import cmd_submit as submit
     return submit(args, extras, settings)
@@ -730,7 +771,7 @@ def cmd_submit(args, extras, settings):
 VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": cmd_find, "show": cmd_show,
               "rm": cmd_rm, "cache": cmd_cache, "mirror": cmd_mirror, "runs": cmd_runs, "export": cmd_export,
               "import": cmd_import, "replay": cmd_replay, "diff": cmd_diff, "gc": cmd_gc, "check": cmd_check,
-              "submit": cmd_submit}
+              "submit": cmd_submit, "sweep": cmd_sweep, "sweeps": cmd_sweep}
 
 
 # -- output helpers ---------------------------------------------------------------

@@ -64,7 +64,8 @@ def find(cache, runs_dir, older_than=None, now=None):
     items += _aged("partial download", os.path.join(cache.root, ".partial"), age, now)
     items += _aged("failed build log", os.path.join(cache.root, ".failed"), age, now)
     items += _aged("run without a record", runs_dir, RECORDLESS_AGE, now,
-                   lambda name, path: not name.startswith(".") and not os.path.exists(os.path.join(path, "run.json")))
+                   lambda name, path: not name.startswith(".") and name != "sweeps"  # sweep records (sweeps/)
+                      and not os.path.exists(os.path.join(path, "run.json")))
     items += _aged("killed run import", runs_dir, RECORDLESS_AGE, now, lambda name, path: name.startswith(".import-"))
     if older_than is not None:
         for meta in cache.entries():

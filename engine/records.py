@@ -24,7 +24,9 @@ def host_facts():
     uname = os.uname()  # not the platform module: it costs every run 15 ms of start-up
     facts = {"cpu": _cpuinfo_field("model name") or uname.machine, "cores": os.cpu_count(),
              "memory_gb": _memory_gb(), "os": f"{_os_name() or uname.sysname} (kernel {uname.release})",
-             "machine": uname.machine, "python": sys.version.split()[0], "hostname": uname.nodename}
+             "machine": uname.machine, "python": sys.version.split()[0], "hostname": uname.nodename,
+             # the cores this run may use: a sweep pins measuring points to disjoint ones
+             "cpus_allowed": sorted(os.sched_getaffinity(0))}
     facts["env"] = redacted({k: v for k, v in sorted(os.environ.items()) if k.startswith(HOST_ENV_PREFIXES)})
     return facts
 
@@ -155,6 +157,11 @@ def load(path):
 
 
 def root_inputs(record):
+    """The root's inputs, defaults included (older records: the last step's, right only for a run that ended ok)."""
+    if record.get("root"):
+        return record["root"].get("inputs") or {}
+    if record.get("status") != "ok":
+        return (record.get("request") or {}).get("inputs") or {}
     return record["steps"][-1]["node"].get("inputs", {}) if record.get("steps") else {}
 
 
@@ -194,3 +201,136 @@ def packages(record):
             out[f"{step['label']} [{step['key'][:12]}]"] = dict(
                 line.split("==", 1) for line in lines if "==" in line)
     return out
+
+
+# -- a run as one flat row: `runs --where/--columns`, `sweep show`, plots and reports -----------------
+
+# Top-level results that are files or folders of the run, not figures: left out of the flat row.
+_RESULT_PATHS = ("model", "features", "run_dir")
+
+
+def flat(record):
+    """One flat dict of a run's settings and results: str keys, scalar values (str, int, float, bool, None).
+
+    run, status, query, started (epoch s), seconds, host (hostname); each root input by its name (defaults
+    included); dep.NAME.KEY and env.KEY for the overrides asked; each variation group by its name (the
+    variation without `_`; groupless ones in `variations`); then the results: result (VALID/INVALID),
+    samples_per_second (and the other LoadGen metrics, units in the name), latency_pNN_ms, f1, exact_match,
+    accuracy_*, and the benchmark's other scalar figures (nested ones dotted: parallelism.instances), where
+    no setting of that name was given. docs/sweeps.md lists them.
+    """
+    out = {"run": record.get("id"), "status": status(record), "query": record.get("query"),
+           "started": record.get("started"),
+           "seconds": round(record["finished"] - record["started"], 3)
+           if record.get("finished") and record.get("started") else None,
+           "host": (record.get("host") or {}).get("hostname")}
+    out.update(flat_settings(record))
+    results = record.get("results")
+    for name, value in _flat_results(results if isinstance(results, dict) else {}):
+        if out.get(name) is None:
+            out[name] = value
+    return out
+
+
+def flat_settings(record):
+    """The settings part of flat(): variation groups, inputs, dep.NAME.KEY, env.KEY (what was asked)."""
+    request = record.get("request") or {}
+    inputs = {name: _scalar(value) for name, value in {**(request.get("inputs") or {}),
+                                                       **root_inputs(record)}.items()}
+    chosen, free = {}, []
+    for group, name in _variation_groups(record):
+        if group is None:
+            free.append(name)
+        elif inputs.get(group) is None:
+            chosen[group] = name
+        else:  # an input of the same name was given a value (app-mlperf-bert's --model and its model group)
+            chosen[f"{group}_variation"] = name
+    out = {**chosen, **({"variations": " ".join(free)} if free else {})}
+    out.update((k, v) for k, v in inputs.items() if k not in chosen)
+    for dep, overrides in sorted((request.get("dep_overrides") or {}).items()):
+        for key, value in sorted(overrides.items()):
+            out[f"dep.{dep}.{key}"] = typed(value)
+    for key, value in sorted((request.get("env_overrides") or {}).items()):
+        out[f"env.{key}"] = _scalar(value)
+    return out
+
+
+def _scalar(value):
+    return value if value is None or isinstance(value, (str, int, float, bool)) else json.dumps(value)
+
+
+def typed(text):
+    """A command-line value as a number when it reads as one (--dep.model.layers=2 sorts and plots as 2)."""
+    if isinstance(text, str):
+        for kind in (int, float):
+            try:
+                number = kind(text)
+            except ValueError:
+                continue
+            if number == number and abs(number) != float("inf"):  # not "nan" or "inf": text
+                return number
+    return _scalar(text)
+
+
+def _slug(text):
+    import re
+    return re.sub(r"[^a-z0-9.]+", "_", text.lower().replace("(", "").replace(")", "")).strip("_")
+
+
+def _flat_results(results):
+    loadgen = results.get("loadgen") if isinstance(results.get("loadgen"), dict) else {}
+    if loadgen.get("result"):
+        yield "result", loadgen["result"]
+    for name, value in (loadgen.get("metric") or {}).items():
+        if "percentile latency" not in name:  # the same figure as latency_pNN_ms below
+            yield _slug(name), value
+    for pct, ms in (loadgen.get("latency_ms") or {}).items():
+        yield f"latency_{pct.replace('.', '_')}_ms", ms
+    if loadgen.get("reasons"):
+        yield "reasons", "; ".join(map(str, loadgen["reasons"]))
+    accuracy = results.get("accuracy") if isinstance(results.get("accuracy"), dict) else {}
+    for name, value in accuracy.items():
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            yield (name if name in ("f1", "exact_match") else f"accuracy_{name}"), value
+    for name, value in results.items():
+        if name in ("loadgen", "accuracy") or name in _RESULT_PATHS:
+            continue
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                if v is None or isinstance(v, (str, int, float, bool)):
+                    yield f"{name}.{sub}", v
+        elif value is None or isinstance(value, (str, int, float, bool)):
+            yield name, value
+
+
+def _variation_groups(record):
+    """[(group or None, variation name)] of the root: from the record, or for older records its recipe copy."""
+    root = record.get("root")
+    if root:
+        groups = root.get("groups") or {}
+        return [(groups.get(v.split(".")[0]), v) for v in root.get("variations", [])]
+    steps = record.get("steps") or []
+    if record.get("status") != "ok" or not steps:
+        return []  # an older record of a run that stopped early: its root was never recorded
+    node = steps[-1].get("node") or {}
+    spec = _snapshot_variations(record, steps[-1].get("recipe"))
+    return [((spec.get(v.split(".")[0]) or {}).get("group"), v) for v in node.get("variations", [])]
+
+
+_SNAPSHOT_MEMO = {}
+
+
+def _snapshot_variations(record, recipe):
+    info = (record.get("recipes") or {}).get(recipe) or {}
+    if not info.get("snapshot") or not record.get("_dir"):
+        return {}
+    path = os.path.join(record["_dir"], info["snapshot"], "recipe.yaml")
+    if info.get("digest") not in _SNAPSHOT_MEMO:  # one parse per recipe version, however many runs
+        import yaml
+        try:
+            with open(path) as f:
+                spec = yaml.safe_load(f) or {}
+            _SNAPSHOT_MEMO[info.get("digest")] = {k: v or {} for k, v in (spec.get("variations") or {}).items()}
+        except (OSError, ValueError, yaml.YAMLError, AttributeError):
+            return {}
+    return _SNAPSHOT_MEMO[info.get("digest")]

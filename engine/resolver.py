@@ -34,12 +34,13 @@ class Node:
     variables the recipe declares as affecting it; input_vars: input name -> env variable;
     secret_env: the real values of secrets that env and hash_env hold masked (never recorded);
     probes: {name: output} of the recipe's probes (part of the key); contents: {input name: digest of
-    its file's or folder's content} for `content: true` path inputs (the key holds it instead of the path).
+    its file's or folder's content} for `content: true` path inputs (the key holds it instead of the path);
+    groups: {chosen variation: its group}, for records that show a run's choices by group name.
     """
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
               "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record",
-              "secret_env", "probes", "contents")
+              "secret_env", "probes", "contents", "groups")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -306,7 +307,8 @@ class Resolver:
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
-                    secret_env=secret_env)
+                    secret_env=secret_env,
+                    groups={v: recipe["variations"][v]["group"] for v, _ in chosen if recipe["variations"][v]["group"]})
         node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
         node.contents = _contents(recipe, inputs, self.prober)
         node.material = keys.material(recipe["digest"], node)

@@ -66,7 +66,11 @@ class Runner:
         record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": secrets.scrub_argv(argv or sys.argv),
                   "query": plan.query, "request": plan.request, "cwd": os.getcwd(), "started": time.time(),
                   "status": "running", "process": guard.identity(os.getpid()), "host": records.host_facts(),
-                  "recipes": {}, **(extra or {}), "steps": []}
+                  "recipes": {}, **(extra or {}), "steps": [],
+                  # What was asked, whole, from the start: a run that fails early keeps its mode and scenario,
+                  # and `runs show` lists the steps it never reached.
+                  "root": root_facts(plan.root), "planned": [n.label for n in plan.nodes]}
+        self.record = record  # the caller's view of a run that raised (`run --json` still names it)
         # Written first: however this run ends, even killed, its folder holds a record `mlrun runs` can judge.
         record_path = os.path.join(run_dir, "run.json")
         try:
@@ -106,6 +110,9 @@ class Runner:
             raise
         finally:
             record["finished"] = time.time()
+            if record["steps"] and "status" not in record["steps"][-1]:  # the step that failed or was stopped
+                record["steps"][-1].update(status=record["status"],
+                                           seconds=round(record["finished"] - t0, 3))
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
             self.cache.release_uses()
@@ -254,6 +261,12 @@ class Runner:
                     pass
         if code != 0:
             raise StepError(describe_exit(code))
+
+
+def root_facts(node):
+    """The root node as a record keeps it: its inputs (defaults included) and variations by group."""
+    return {"recipe": node.name, "label": node.label, "key": node.key, "inputs": node.inputs,
+            "variations": node.variations, "groups": node.groups or {}}
 
 
 def describe_error(error):

@@ -1,21 +1,224 @@
-"""PLACEHOLDER until sweep-core is merged: the Task/Outcome contract of common.md."""
+"""Where a sweep's points run: here (one after another, or --jobs N at once), or on a cluster.
+
+An executor takes Tasks (a point's mlrun arguments and what it needs) and yields an Outcome per task as each
+one ends. Every task is a plain `mlrun run ... --json` process: the run record it writes is the result (it
+must end in settings.runs: an executor whose nodes have their own runs folder copies it back).
+
+    executor(on, options) -> Executor     on: None/"local", "ray", "ray://HOST:PORT", "slurm"
+    Executor.run(tasks, settings, on_event) -> iterator of Outcome
+        on_event(kind, task, outcome or None), kind "started" or "finished", always from the caller's thread
+
+Cluster executors live in their own modules (sweeps/ray_executor.py, sweeps/slurm_executor.py), each with
+`make(on, options) -> Executor`; they are imported only when asked for. options: {"jobs": N, "cpus": N,
+"slurm": {key: value}, "log_dir": folder for each point's stderr (POINT.log)}.
+
+Measuring points never share cores: with --jobs N the local executor pins each worker to its own cores
+(os.sched_setaffinity before the point starts: mlrun and its benchmark inherit it) when any point measures;
+a machine with fewer cores than N is refused. Points that only compute accuracy run unpinned.
+"""
+import ctypes
+import importlib
+import json
+import os
+import queue
+import signal
+import subprocess
+import threading
+import time
 from dataclasses import dataclass
+
+from engine.errors import UsageError
+from engine.settings import CHECKOUT
+
+MLRUN = os.path.join(CHECKOUT, "bin", "mlrun")
+CLUSTER = {"ray": "sweeps.ray_executor", "slurm": "sweeps.slurm_executor"}
+TAIL_CHARS = 4000
+STOP_GRACE = 60   # seconds an interrupted point has to record itself before it is killed
 
 
 @dataclass
 class Task:
     point_id: str
-    argv: list
+    argv: list            # mlrun's arguments: ["run", QUERY, "--batch_size=4", ..., "--json"]
     cpus: int = 1
     gpus: int = 0
-    measures: bool = False
+    measures: bool = True  # a performance measurement: never shares cores with another one
 
 
 @dataclass
 class Outcome:
     point_id: str
     returncode: int
-    run_id: object
-    node: str
-    seconds: float
-    stderr_tail: str
+    run_id: str = None
+    node: str = ""
+    seconds: float = 0.0
+    stderr_tail: str = ""
+    cores: list = None     # the cores it was pinned to (None: not pinned)
+    started: float = 0.0   # epoch seconds
+    log: str = None        # its stderr, whole, when kept
+
+
+class Executor:
+    name = "?"
+
+    def run(self, tasks, settings, on_event):
+        raise NotImplementedError
+
+
+def executor(on, options):
+    """The executor `--on` names (None: local)."""
+    on = on or "local"
+    if on == "local":
+        return LocalExecutor(jobs=options.get("jobs") or 1, log_dir=options.get("log_dir"))
+    kind = "ray" if on.startswith("ray://") else on
+    if kind not in CLUSTER:
+        raise UsageError(f"--on {on}: not an executor", hint="use --on local, ray, ray://HOST:PORT or slurm")
+    try:
+        module = importlib.import_module(CLUSTER[kind])
+    except ModuleNotFoundError as e:
+        if e.name == CLUSTER[kind]:
+            raise UsageError(f"--on {kind} is not part of this mlrun checkout ({CLUSTER[kind]} is missing)") from None
+        raise UsageError(f"--on {kind} needs the Python package '{e.name}'",
+                         hint=f"install it into mlrun's venv: .venv/bin/pip install {e.name}") from None
+    return module.make(on, options)
+
+
+def settings_env(settings, base=None):
+    """The environment of an mlrun child that uses the same cache, runs, recipes and mirror as `settings`."""
+    env = dict(os.environ if base is None else base)
+    env.update(MLRUN_CACHE=settings.cache, MLRUN_RUNS=settings.runs, MLRUN_RECIPES=os.pathsep.join(settings.recipes))
+    if settings.mirror:
+        env["MLRUN_MIRROR"] = settings.mirror
+    else:
+        env.pop("MLRUN_MIRROR", None)
+    return env
+
+
+def run_id_of(stdout):
+    """The run id `mlrun run --json` printed (it prints one for a failed run too), or None."""
+    try:
+        value = json.loads(stdout)
+    except ValueError:
+        return None
+    return value.get("run") if isinstance(value, dict) else None
+
+
+def run_mlrun(task, env, cores=None, log_path=None, started_proc=None):
+    """Run one task as an mlrun process here; its Outcome. cores: pin it (and all it starts) to these.
+
+    The process gets SIGTERM if this one dies (even of SIGKILL): it records its run as interrupted and
+    stops its step, so no orphan goes on measuring beside the points of a resumed sweep.
+    """
+    def child_setup():
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if cores:
+            os.sched_setaffinity(0, cores)
+    started = time.time()
+    err = open(log_path, "w+b") if log_path else subprocess.PIPE
+    try:
+        proc = subprocess.Popen([MLRUN, *task.argv], env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=err, preexec_fn=child_setup, cwd=os.getcwd())
+        if started_proc:
+            started_proc(proc)
+        out, errors = proc.communicate()
+    finally:
+        if log_path:
+            err.seek(max(0, os.fstat(err.fileno()).st_size - TAIL_CHARS))
+            errors = err.read()
+            err.close()
+    return Outcome(point_id=task.point_id, returncode=proc.returncode, run_id=run_id_of(out.decode(errors="replace")),
+                   node=os.uname().nodename, seconds=round(time.time() - started, 3),
+                   stderr_tail=errors.decode(errors="replace")[-TAIL_CHARS:], cores=list(cores) if cores else None,
+                   started=started, log=log_path)
+
+
+class LocalExecutor(Executor):
+    """Points on this machine: one after another, or `jobs` at once (measuring ones on disjoint cores)."""
+    name = "local"
+
+    def __init__(self, jobs=1, log_dir=None, cores=None):
+        self.jobs = max(1, int(jobs))
+        self.log_dir = log_dir
+        self.cores = sorted(cores or os.sched_getaffinity(0))
+
+    def slots(self, tasks):
+        """One core set per worker (None: not pinned); a usage error when measuring points would share cores."""
+        jobs = min(self.jobs, max(1, len(tasks)))
+        if jobs == 1 or not any(t.measures for t in tasks):
+            return [None] * jobs
+        n = len(self.cores)
+        if n < jobs:
+            raise UsageError(f"--jobs {self.jobs}: performance points would share cores (this machine lets mlrun "
+                             f"use {n} core{'s' if n != 1 else ''}: {','.join(map(str, self.cores))}), which skews "
+                             "what they measure",
+                             hint=f"use --jobs {n} or fewer (each point pinned to its own cores), or run "
+                                  "accuracy points only")
+        return [self.cores[i * n // jobs:(i + 1) * n // jobs] for i in range(jobs)]
+
+    def run(self, tasks, settings, on_event):
+        slots = self.slots(tasks)
+        env = settings_env(settings)
+        if self.log_dir:
+            os.makedirs(self.log_dir, exist_ok=True)
+        todo, events = queue.Queue(), queue.Queue()
+        for t in tasks:
+            todo.put(t)
+        stopping = threading.Event()
+        procs, lock = {}, threading.Lock()
+
+        def worker(cores):
+            while not stopping.is_set():
+                try:
+                    task = todo.get_nowait()
+                except queue.Empty:
+                    break
+                events.put(("started", task, None))
+                log = os.path.join(self.log_dir, f"{task.point_id}.log") if self.log_dir else None
+
+                def started(proc, task=task):
+                    with lock:
+                        procs[task.point_id] = proc
+                try:
+                    outcome = run_mlrun(task, env, cores, log, started)
+                except OSError as e:  # cannot start mlrun at all: the point fails, the others go on
+                    outcome = Outcome(task.point_id, 127, node=os.uname().nodename, stderr_tail=str(e),
+                                      started=time.time())
+                with lock:
+                    procs.pop(task.point_id, None)
+                events.put(("finished", task, outcome))
+            events.put(("worker done", None, None))
+
+        threads = [threading.Thread(target=worker, args=(cores,), daemon=True) for cores in slots]
+        for t in threads:
+            t.start()
+        alive = len(threads)
+        try:
+            while alive:
+                kind, task, outcome = events.get()
+                if kind == "worker done":
+                    alive -= 1
+                    continue
+                on_event(kind, task, outcome)
+                if kind == "finished":
+                    yield outcome
+        finally:  # interrupted (Ctrl-C, SIGTERM) or abandoned: stop what runs; each records itself interrupted
+            stopping.set()
+            with lock:
+                running = list(procs.values())
+            for proc in running:
+                _signal(proc, signal.SIGTERM)
+            deadline = time.time() + STOP_GRACE
+            for proc in running:
+                try:
+                    proc.wait(timeout=max(0.1, deadline - time.time()))
+                except subprocess.TimeoutExpired:
+                    _signal(proc, signal.SIGKILL)
+            for t in threads:
+                t.join(timeout=5)
+
+
+def _signal(proc, sig):
+    try:
+        proc.send_signal(sig)
+    except (ProcessLookupError, OSError):
+        pass

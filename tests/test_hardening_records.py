@@ -15,6 +15,7 @@ import pytest
 from conftest import ROOT, SHARED_DATA, assert_user_error, kill_group, wait_for
 from engine import Cache, cli, records, resolve
 from engine.runner import Runner, RunReporter
+from engine.results import show
 
 
 def only_record(ws):
@@ -195,5 +196,6 @@ def test_process_mlperf_accuracy_squad_records_its_accuracy_as_the_runs_results(
     assert accuracy["questions"] == 20 and accuracy["subset"] is False
     printed = json.loads(open(os.path.join(json.loads(result.stdout)["path"], "accuracy.txt")).readline())
     assert printed == {"exact_match": accuracy["exact_match"], "f1": accuracy["f1"]}
-    row = [line for line in ws.mlrun("runs").stdout.splitlines() if line.startswith(run_id)][0]
-    assert f"F1 {accuracy['f1']:.3f} EM {accuracy['exact_match']:.3f}" in row
+    assert run_id not in ws.mlrun("runs").stdout  # a helper command: listed with --all
+    row = [line for line in ws.mlrun("runs", "--all").stdout.splitlines() if line.startswith(run_id)][0]
+    assert f"F1 {show('f1', accuracy['f1'])} EM {show('exact_match', accuracy['exact_match'])}" in row

@@ -69,11 +69,11 @@ def test_runs_lists_and_shows(bench):
     first = run_json(bench, "app bench", "--mode=accuracy")["run"]
     listed = bench.mlrun("runs")
     assert listed.returncode == 0 and first in listed.stdout and "accuracy" in listed.stdout
-    assert "F1 90.500" in listed.stdout and "ok" in listed.stdout
+    assert "F1 90.50 EM 80.00" in listed.stdout and "ok" in listed.stdout
     shown = bench.mlrun("runs", "show", first[:15])
     assert shown.returncode == 0, shown.stderr
     assert "query: app bench" in shown.stdout and "packages of tool" in shown.stdout
-    assert json.loads(bench.mlrun("runs", "--json").stdout)[0]["id"] == first
+    assert json.loads(bench.mlrun("runs", "--json").stdout)[0]["run"] == first
     assert_user_error(bench.mlrun("runs", "show", "nope"), 2, "no run 'nope'")
 
 

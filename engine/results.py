@@ -1,0 +1,303 @@
+"""Runs as a results list: flat rows (records.flat), filters, columns, and one output code for
+`mlrun runs` and `mlrun sweep show`: an aligned table that fits the terminal, CSV, Markdown or JSON.
+
+A filter is FIELD=VALUE (also !=, >, <, >=, <=; the last four on numbers). Text compares without case, and a
+variation may be written with or without its `_` (backend=_deepsparse matches backend=deepsparse).
+"""
+import csv
+import difflib
+import io
+import json
+import math
+import os
+import re
+import shutil
+import time
+
+from .errors import MlrunError, UsageError
+
+# Results worth a column when any row has them, in this order.
+RESULT_FIELDS = ("result", "samples_per_second", "completed_samples_per_second", "latency_p50_ms",
+                 "latency_p90_ms", "latency_p99_ms", "f1", "exact_match")
+FORMATS = ("table", "csv", "markdown", "json")
+WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<)(.*)$")
+# Columns the table may shorten (with "...") to fit the terminal, most willing first; then any other
+# column but these, down to NARROW.
+SHRINKABLE = ("error", "reasons", "query", "sequence_handling", "model", "user_conf", "audit_config")
+KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline")
+MIN_WIDTH, NARROW = 14, 6
+# Table headers for columns whose name says less than it could.
+LABELS = {"started": "WHEN", "headline": "RESULT", "mode_scenario": "MODE", "point_status": "STATUS"}
+HELPER_WORDS = ("get", "process")   # helper commands `runs` hides unless --all
+
+
+# -- filters --------------------------------------------------------------------------------
+
+
+def parse_where(texts):
+    """[(field, op, value)] from FIELD=VALUE words (usage error for anything else)."""
+    out = []
+    for text in texts or ():
+        m = WHERE_RE.match(text)
+        if not m:
+            raise UsageError(f"--where {text!r}: write FIELD=VALUE (or !=, >, <, >=, <=)",
+                             hint="e.g. --where backend=deepsparse --where samples_per_second>100")
+        field, op, value = m[1], m[2], m[3].strip()
+        if op in (">", "<", ">=", "<=") and _number(value) is None:
+            raise UsageError(f"--where {text!r}: {op} compares numbers; {value!r} is not one")
+        out.append((field, op, value))
+    return out
+
+
+def check_fields(names, rows, what):
+    """A usage error for a field no row has (with the nearest names), unless there are no rows at all."""
+    if not rows:
+        return
+    known = set().union(*rows)
+    for name in names:
+        if name not in known:
+            near = difflib.get_close_matches(name, sorted(known), n=3)
+            raise UsageError(f"no field '{name}' in {what}",
+                             hint=(f"did you mean {', '.join(near)}? " if near else "")
+                             + "docs/sweeps.md lists the fields; --json shows a row's fields")
+
+
+def matches(row, conditions):
+    return all(_holds(row.get(field), op, value) for field, op, value in conditions)
+
+
+def _holds(have, op, want):
+    if op in (">", "<", ">=", "<="):
+        a, b = _number(have), _number(want)
+        return a is not None and {">": a > b, "<": a < b, ">=": a >= b, "<=": a <= b}[op]
+    same = _equal(have, want)
+    return same if op == "=" else not same
+
+
+def _equal(have, want):
+    if have is None or have == "":
+        return want.lower() in ("", "none", "null", "-")
+    if isinstance(have, bool):
+        return want.lower() == str(have).lower()
+    a, b = _number(have), _number(want)
+    if a is not None and b is not None:
+        return a == b
+    text, want = str(have).lower(), want.lower()
+    return text == want or text == want.lstrip("_") or text.lstrip("_") == want.lstrip("_")
+
+
+def _number(value):
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return None
+    return n if math.isfinite(n) else None
+
+
+# -- columns --------------------------------------------------------------------------------
+
+
+def present(rows, fields):
+    """The fields some row has a value for, in the given order."""
+    return [f for f in fields if any(r.get(f) is not None for r in rows)]
+
+
+def varying(rows, fields):
+    """The fields whose values differ among the rows (a missing value counts as one), in the given order."""
+    return [f for f in fields if len({json.dumps(r.get(f), default=str) for r in rows}) > 1]
+
+
+def parse_columns(text):
+    cols = [c.strip() for c in (text or "").split(",") if c.strip()]
+    if text is not None and not cols:
+        raise UsageError("--columns needs field names: --columns batch_size,threads,result")
+    return cols
+
+
+# -- output ---------------------------------------------------------------------------------
+
+
+def render(rows, columns, fmt="table", width=None):
+    """rows (dicts) as text in one of FORMATS; table and markdown show values short, CSV and JSON as they are."""
+    if fmt == "json":
+        return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str) + "\n"
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(columns)
+        for r in rows:
+            writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+        return out.getvalue()
+    cells = [[show(c, r.get(c)) for c in columns] for r in rows]
+    if fmt == "markdown":
+        def line(items):
+            return "| " + " | ".join(str(x).replace("|", "\\|") for x in items) + " |"
+        aligns = ["---:" if rows and all(isinstance(r.get(c), (int, float)) and not isinstance(r.get(c), bool)
+                                          for r in rows if r.get(c) is not None) and any(r.get(c) is not None
+                                                                                         for r in rows)
+                  else "---" for c in columns]
+        return "\n".join([line(columns), line(aligns)] + [line(c) for c in cells]) + "\n"
+    header = [label(c) for c in columns]
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    numeric = {c for c in columns if all(_number(r.get(c)) is not None or r.get(c) is None for r in rows)}
+    widths = _fit([max(len(x) for x in col) for col in zip(header, *cells)], columns, width, numeric)
+    lines = []
+    for row in [header] + cells:
+        lines.append("  ".join((_cut(x, w, c == "query").rjust(w) if c in numeric and row is not header
+                                else _cut(x, w, c == "query").ljust(w))
+                               for x, w, c in zip(row, widths, columns)).rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def label(column):
+    """A table header: short, units kept (samples_per_second: SAMPLES/S, latency_p99_ms: P99 MS)."""
+    if column in LABELS:
+        return LABELS[column]
+    m = re.fullmatch(r"latency_(p[0-9_]+)_ms", column)
+    if m:
+        return f"{m[1].replace('_', '.')} ms".upper()
+    if column.endswith("samples_per_second"):
+        return column[:-len("samples_per_second")].replace("_", " ").upper() + "SAMPLES/S"
+    if column.startswith("dep."):
+        return column[4:].upper()
+    return column.upper()
+
+
+def _fit(widths, columns, width, numeric=()):
+    """Shorten the shrinkable columns, the widest first, until the row fits `width` (or they are all short)."""
+    widths = list(widths)
+    total = sum(widths) + 2 * (len(widths) - 1)
+    preferred = [i for name in SHRINKABLE for i, c in enumerate(columns) if c == name or c.startswith(name + ".")]
+    others = [i for i, c in enumerate(columns) if i not in preferred and c not in KEEP_WHOLE and c not in numeric]
+    for order, least in ((preferred, MIN_WIDTH), (preferred + others, NARROW)):
+        while total > width:
+            candidates = [i for i in order if widths[i] > least]
+            if not candidates:
+                break
+            i = max(candidates, key=lambda j: widths[j])
+            cut = min(total - width, widths[i] - least)
+            widths[i] -= cut
+            total -= cut
+    return widths
+
+
+def _cut(text, width, middle=False):
+    """text in width characters; a query keeps its first word and its end (the variations that differ)."""
+    if len(text) <= width:
+        return text
+    head = text.split()[0] + " ..." if middle and " " in text else ""
+    if head and len(head) + 4 <= width:
+        return head + text[len(text) - (width - len(head)):]
+    return text[:max(width - 3, 1)] + "..."
+
+
+def show(column, value):
+    """A value as a table shows it: times as dates, figures to about four digits, None as '-'."""
+    if value is None or value == "":
+        return "-"
+    if column == "started" and isinstance(value, (int, float)):
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        size = abs(value)
+        return (f"{value:.0f}" if size >= 1000 else f"{value:.1f}" if size >= 100 else f"{value:.2f}"
+                if size >= 1 else f"{value:.3g}")
+    return str(value)
+
+
+# -- runs as rows -----------------------------------------------------------------------------
+
+
+def run_rows(runs_dir):
+    """[(flat row, names of its settings)] of every readable run record under runs_dir, oldest first."""
+    from . import records
+    out = []
+    for run_id in records.list_ids(runs_dir):
+        try:
+            record = records.load(os.path.join(runs_dir, run_id, "run.json"))
+        except MlrunError:
+            continue
+        row = records.flat(record)
+        row["headline"] = headline(row)
+        mode = "/".join(str(row[k]) for k in ("mode", "scenario") if row.get(k))
+        row["mode_scenario"] = mode.replace("performance", "perf") or None
+        if record.get("replay_of"):
+            row["replay_of"] = record["replay_of"]
+        out.append((row, list(records.flat_settings(record))))
+    return out
+
+
+def select_runs(items, where=(), status=None, query=None, last=None, helpers=False):
+    """The rows that pass the filters: helpers (get ..., process ...) only when asked, the last N."""
+    rows = [r for r, _ in items]
+    check_fields([f for f, _, _ in where], rows, "the runs")
+    wanted_status = {s.strip().lower() for s in status.split(",")} if status else None
+    words = [w.lower() for w in (query or "").split()]
+    out = []
+    for row, _ in items:
+        asked = (row.get("query") or "").lower().split()
+        if not helpers and not words and asked[:1] and asked[0] in HELPER_WORDS:
+            continue
+        if wanted_status and str(row.get("status")).lower() not in wanted_status:
+            continue
+        if any(w not in asked and w.lstrip("_") not in [a.lstrip("_") for a in asked] for w in words):
+            continue
+        if matches(row, where):
+            out.append(row)
+    return out[-last:] if last else out
+
+
+def run_columns(items, rows):
+    """Default columns of `runs`, and what every listed run shares (said once, below the table): the run,
+    its query and mode/scenario (unless all runs share them), the settings that differ, result, status."""
+    chosen = {r["run"] for r in rows}
+    settings = []
+    for row, names in items:
+        if row["run"] in chosen:
+            settings += [n for n in names if n not in settings and n not in ("mode", "scenario")]
+    shared = [c for c in present(rows, ["query", "mode_scenario"]) if len(rows) > 1 and not varying(rows, [c])]
+    columns = [c for c in ["run", "query"] + present(rows, ["mode_scenario"]) if c not in shared]
+    return columns + varying(rows, settings) + ["headline", "status"], [show(c, rows[0][c]) for c in shared]
+
+
+def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=None, last=None, helpers=False):
+    """`mlrun runs`: the runs that pass the filters, as a table (default columns) or as CSV/JSON/Markdown."""
+    items = run_rows(runs_dir)
+    rows = select_runs(items, parse_where(where), status, query, last, helpers)
+    columns = parse_columns(columns)
+    check_fields(columns, [r for r, _ in items], "the runs")
+    if not columns and fmt in ("json", "csv"):  # scripts get every field
+        columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("headline", "mode_scenario")))
+    if not rows and fmt == "table":
+        return (f"no runs{' that match' if items else ''} in {runs_dir}"
+                + ("" if helpers or not items else " (helper commands like `get ...` show with --all)") + "\n")
+    shared = []
+    if not columns:
+        columns, shared = run_columns(items, rows)
+    text = render(rows, columns, fmt)
+    return text + (f"every run listed: {', '.join(shared)}\n" if shared and fmt == "table" else "")
+
+
+def headline(row):
+    """A run's result in a few words: F1/EM, samples/s or the latency percentile, VALID/INVALID."""
+    parts = []
+    if row.get("f1") is not None:
+        parts.append(f"F1 {show('', row['f1'])} EM {show('', row.get('exact_match'))}")
+    if row.get("samples_per_second") is not None:
+        parts.append(f"{show('', row['samples_per_second'])}/s")
+    elif row.get("completed_samples_per_second") is not None:
+        parts.append(f"{show('', row['completed_samples_per_second'])}/s")
+    elif row.get("scenario") in ("SingleStream", "MultiStream"):
+        pct = "latency_p90_ms" if row.get("scenario") == "SingleStream" else "latency_p99_ms"
+        if row.get(pct) is not None:
+            parts.append(f"{pct.split('_')[1]} {show('', row[pct])} ms")
+    if row.get("result"):
+        parts.append(row["result"])
+    return " ".join(parts) or None

@@ -1,0 +1,295 @@
+"""The verbs: `mlrun sweep QUERY ... --grid ... --name NAME`, `mlrun sweep show NAME`, `mlrun sweep list`.
+
+A sweep resolves every point before anything runs (a point whose plan fails stops the sweep, all such
+points listed), then runs the points through an executor, recording each point's run, status and error in
+runs/sweeps/NAME/sweep.json as it goes. Run again, it skips the points whose run finished ok with the same
+plan key (the root node's key: recipes, inputs, variations and every dependency), and runs the rest, a point
+left `running` by a sweep that died included; --rerun runs them all again.
+"""
+import os
+import sys
+import time
+
+from engine import records, results, secrets
+from engine.errors import MlrunError, ResolutionError, UsageError
+
+from . import grid as gridlib, record, table
+from .executors import Task, executor
+
+INTERRUPTED_CODES = (129, 130, 143)
+
+
+def add_arguments(p, verb):
+    """The arguments of `mlrun sweep` (and of `mlrun sweeps`, which lists them)."""
+    if verb == "sweeps":
+        p.set_defaults(query="list", sweep_name=None)
+        return
+    p.add_argument("query", metavar="QUERY|show|list",
+                   help='the query every point runs, e.g. "app mlperf bert _onnxruntime _cpu _random"; '
+                        "or show NAME, or list")
+    p.add_argument("sweep_name", nargs="?", metavar="NAME", help="with show: the sweep to show")
+    p.add_argument("--grid", action="append", metavar="NAME=V1,V2",
+                   help="a dimension of the grid, repeatable: an input (batch_size=1,4), a dependency input "
+                        "(dep.model.layers=2,4), an environment override (env.OMP_NUM_THREADS=1,2) or a "
+                        "variation group (backend=_onnxruntime,_deepsparse)")
+    p.add_argument("--name", help="the sweep's name: its record is runs/sweeps/NAME/sweep.json")
+    p.add_argument("--rerun", action="store_true", help="run again the points that finished ok")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="local: points at once (performance points each pinned to its own cores; refused when "
+                        "there are fewer cores than N)")
+    p.add_argument("--on", metavar="WHERE", help="local (default), ray (RAY_ADDRESS), ray://HOST:PORT, or slurm")
+    p.add_argument("--slurm", metavar="KEY=VALUE,...", help="SLURM job options, e.g. partition=cpu,time=30")
+    p.add_argument("--cpus", type=int, metavar="N", help="cores each point asks a cluster for (default 1)")
+    p.epilog = ("Any other --NAME=VALUE is an input of the queried recipe (or --dep.*, --env.*), the same for "
+                "every point. docs/sweeps.md describes grids, resuming and the fields of `sweep show`.")
+
+
+def cmd_sweep(args, extras, settings):
+    if args.query == "show":
+        return cmd_show(args, extras, settings)
+    if args.query in ("list", "ls"):
+        return cmd_list(args, extras, settings)
+    if args.sweep_name:
+        raise UsageError(f"unexpected argument '{args.sweep_name}'",
+                         hint="inputs are --NAME=VALUE (with '='), the query one quoted argument")
+    if not args.name:
+        raise UsageError("a sweep needs a --name", hint="e.g. --name bs-threads; `mlrun sweep show NAME` shows it")
+    return run_sweep(args, extras, settings)
+
+
+# -- mlrun sweep QUERY ----------------------------------------------------------------------
+
+
+def run_sweep(args, extras, settings):
+    from engine.cli import split_extras
+    from engine.resolver import Resolver, resolve
+    name = record.check_name(args.name)
+    inputs, deps, env = split_extras(extras)
+    grid = gridlib.parse(args.grid)
+    index = settings.index()
+    recipe, _ = Resolver(index).select(args.query)
+    kinds = gridlib.classify(grid, recipe, inputs, deps, env)
+    options = {"jobs": args.jobs, "cpus": args.cpus, "slurm": _key_values(args.slurm, "--slurm"),
+               "log_dir": os.path.join(record.sweeps_dir(settings.runs), name, "logs")}
+    runner = executor(args.on, options)   # an unknown --on fails before anything is planned
+    prober = settings.prober()
+
+    # Every point's plan first: a point that cannot be planned is an error before anything runs.
+    planned, problems = [], []
+    for point_id, point_settings in gridlib.points(grid):
+        q, i, d, e = gridlib.point_request(args.query, recipe, point_settings, kinds, inputs, deps, env)
+        try:
+            plan = resolve(index, q, inputs=i, host_env=os.environ, dep_overrides=d, env_overrides=e, prober=prober)
+        except MlrunError as error:
+            problems.append(f"{point_id} ({_describe(point_settings)}): {error.message}")
+            continue
+        root = plan.root
+        task = Task(point_id=point_id, argv=gridlib.argv(q, i, d, e), cpus=args.cpus or 1,
+                    gpus=1 if any(v.split(".")[0] == "cuda" for v in root.variations) else 0,
+                    measures=not root.cache and root.inputs.get("mode") != "accuracy")
+        planned.append((point_id, point_settings, root.key, task))
+    if problems:
+        raise ResolutionError(f"{len(problems)} of {len(problems) + len(planned)} points of sweep '{name}' cannot "
+                              "be planned; nothing ran:\n  " + "\n  ".join(problems),
+                              hint="fix the grid or the flags; `mlrun plan QUERY ...` shows one point's plan")
+
+    request = {"inputs": inputs, "dep_overrides": deps, "env_overrides": secrets.redacted(env)}
+    lock = record.hold(settings.runs, name)
+    try:
+        data = _merge(record.read(settings.runs, name), os.path.dirname(record.path(settings.runs, name)), name,
+                      args.query, request, grid, kinds, planned, args.rerun)
+        tasks = [task for point_id, _, _, task in planned if record.point(data, point_id)["status"] == "pending"]
+        skipped = len(planned) - len(tasks)
+        stale = data.pop("_stale", 0)
+        data["process"] = {"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}
+        record.write(settings.runs, data)
+        print(f"sweep {name}: {len(planned)} points, {len(tasks)} to run"
+              + (f" on {args.on}" if args.on and args.on != "local" else "")
+              + (f", {skipped} skipped (finished ok with the same plan; --rerun runs them again)" if skipped else "")
+              + (f"; {stale} left running by a sweep that stopped run again" if stale else ""), file=sys.stderr)
+        if tasks:
+            _execute(runner, tasks, settings, data)
+    finally:
+        lock.release()
+    counts = record.counts(data)
+    bad = len(data["points"]) - counts.get("ok", 0)
+    print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+          + f"; `mlrun sweep show {name}` shows the table", file=sys.stderr)
+    return 1 if bad else 0
+
+
+def _merge(old, folder, name, query, request, grid, kinds, planned, rerun):
+    """The sweep record to run: the old one's finished points kept when its query, request and grid match."""
+    fresh = {"name": name, "query": query, "request": request, "grid": grid, "kinds": kinds, "points": []}
+    if old is not None:
+        differences = [f"{what}: was {_brief(old.get(what))}, now {_brief(fresh[what])}"
+                       for what in ("query", "grid", "request") if old.get(what) != fresh[what]]
+        if differences:
+            raise UsageError(f"sweep '{name}' exists with another " + "; ".join(differences),
+                             hint=f"use another --name for a new sweep, or remove {folder} to start this one over")
+    before = {p["id"]: p for p in (old or {}).get("points", [])}
+    stale = 0
+    for point_id, point_settings, plan_key, _ in planned:
+        p = before.get(point_id) or {"id": point_id, "run": None, "error": None, "node": None}
+        p.update(settings=point_settings)
+        stale += p.get("status") == "running"  # we hold the sweep's lock: whoever ran it is gone
+        if rerun or p.get("status") != "ok" or p.get("plan_key") != plan_key:
+            if p.get("run"):
+                p.setdefault("history", []).append(p["run"])
+            p.update(status="pending", run=None, error=None)
+        p["plan_key"] = plan_key
+        fresh["points"].append(p)
+    fresh["_stale"] = stale
+    return fresh
+
+
+def _execute(runner, tasks, settings, data):
+    progress = Progress(data, sys.stderr)
+    points = {p["id"]: p for p in data["points"]}
+
+    def on_event(kind, task, outcome):
+        p = points[task.point_id]
+        if kind == "started":
+            p.update(status="running", started=time.time())
+        else:
+            _finish(p, outcome, settings)
+            progress.finished(p)
+        record.write(settings.runs, data)
+        progress.show()
+
+    outcomes = runner.run(tasks, settings, on_event)
+    try:
+        for _ in outcomes:
+            pass
+    finally:
+        outcomes.close()   # interrupted: stops the points that still run (each records its run interrupted)
+        progress.done()
+        stopped = [p for p in data["points"] if p["status"] == "running"]
+        for p in stopped:
+            p.update(status="interrupted", error="the sweep was stopped")
+        if stopped:
+            record.write(settings.runs, data)
+
+
+def _finish(p, outcome, settings):
+    status = None
+    if outcome.run_id:
+        try:
+            run = records.load(os.path.join(settings.runs, outcome.run_id, "run.json"))
+            status, p["error"] = records.status(run), run.get("error")
+        except MlrunError as e:
+            p["error"] = e.message
+    if status is None or status == "running":   # no record, or one that never ended
+        status = "ok" if outcome.returncode == 0 else \
+            "interrupted" if outcome.returncode in INTERRUPTED_CODES or outcome.returncode < 0 else "failed"
+    if status not in ("ok", "failed", "interrupted"):
+        status = "failed"   # 'error' (mlrun itself failed) and 'died' count as failed points
+    if status != "ok" and not p.get("error"):
+        p["error"] = _last_error(outcome.stderr_tail) or f"mlrun exited with code {outcome.returncode}"
+    p.update(status=status, run=outcome.run_id, node=outcome.node, seconds=outcome.seconds, log=outcome.log)
+    if outcome.cores is not None:
+        p["cores"] = outcome.cores
+
+
+def _last_error(tail):
+    lines = [line for line in (tail or "").splitlines() if line.strip()]
+    errors = [line[len("mlrun: error: "):] for line in lines if line.startswith("mlrun: error: ")]
+    return errors[-1] if errors else (lines[-1] if lines else None)
+
+
+class Progress:
+    """One line, done / running / failed / left, rewritten on a terminal; a line per finished point."""
+
+    def __init__(self, data, stream):
+        self.data, self.stream, self.tty = data, stream, stream.isatty()
+
+    def line(self):
+        c = record.counts(self.data)
+        done = c.get("ok", 0) + c.get("failed", 0) + c.get("interrupted", 0)
+        return (f"sweep {self.data['name']}: {done}/{len(self.data['points'])} done, {c.get('running', 0)} running, "
+                f"{c.get('failed', 0)} failed, {c.get('pending', 0)} left")
+
+    def show(self):
+        if self.tty:
+            print("\x1b[2K" + self.line(), end="\r", file=self.stream, flush=True)
+
+    def finished(self, p):
+        head = "\x1b[2K" if self.tty else ""
+        tail = f"  run {p['run']}" if p.get("run") else ""
+        why = f": {p['error']}" if p["status"] != "ok" and p.get("error") else ""
+        print(f"{head}  {p['id']} {_describe(p['settings'])}: {p['status']}{why}{tail}", file=self.stream, flush=True)
+
+    def done(self):
+        if self.tty:
+            print("\x1b[2K", end="", file=self.stream, flush=True)
+
+
+# -- mlrun sweep show NAME, mlrun sweep list ----------------------------------------------------
+
+
+def cmd_show(args, extras, settings):
+    if not args.sweep_name:
+        raise UsageError("mlrun sweep show needs a NAME", hint="`mlrun sweep list` lists the sweeps")
+    _no_extras(extras, "sweep show")
+    data = table.load(settings, args.sweep_name)
+    rows = table.rows(settings, args.sweep_name, data)
+    conditions = results.parse_where(args.where)
+    columns = results.parse_columns(args.columns) or table.columns(data, rows)
+    results.check_fields([f for f, _, _ in conditions] + columns, rows, f"sweep '{data['name']}'")
+    rows = [r for r in rows if results.matches(r, conditions)]
+    sys.stdout.write(results.render(rows, columns, _format(args)))
+    return 0
+
+
+def cmd_list(args, extras, settings):
+    _no_extras(extras, "sweep list")
+    rows = []
+    for name in record.names(settings.runs):
+        try:
+            data = record.read(settings.runs, name)
+        except MlrunError:
+            continue
+        c = record.counts(data)
+        rows.append({"name": name, "query": data.get("query"), "grid": " ".join(
+            f"{k}={','.join(v)}" for k, v in data.get("grid", {}).items()), "points": len(data["points"]),
+            "ok": c.get("ok", 0), "failed": c.get("failed", 0) + c.get("interrupted", 0),
+            "left": c.get("pending", 0) + c.get("running", 0)})
+    if not rows and _format(args) == "table":
+        print(f"no sweeps in {record.sweeps_dir(settings.runs)}")
+        return 0
+    sys.stdout.write(results.render(rows, ["name", "points", "ok", "failed", "left", "query", "grid"], _format(args)))
+    return 0
+
+
+def _format(args):
+    chosen = [f for f in ("csv", "json", "markdown") if getattr(args, f, False)]
+    if len(chosen) > 1:
+        raise UsageError("--" + " and --".join(chosen) + ": choose one output format")
+    return chosen[0] if chosen else "table"
+
+
+def _no_extras(extras, verb):
+    if extras:
+        raise UsageError(f"unexpected argument(s) for '{verb}': {' '.join(extras)}", hint=f"see mlrun {verb} --help")
+
+
+def _describe(settings):
+    return " ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def _brief(value):
+    import json
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 100 else text[:97] + "..."
+
+
+def _key_values(text, flag):
+    out = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UsageError(f"{flag} {text!r}: write key=value,key=value", hint="e.g. --slurm partition=cpu,time=30")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,137 @@
+"""The grid of a sweep: `--grid NAME=V1,V2` (repeatable) over inputs, dependency inputs and variation groups.
+
+NAME is one of the queried recipe's inputs (batch_size=1,4,16), a dependency input or override
+(dep.model.layers=2,4; dep.NAME.tags=_x,_y), an environment override (env.OMP_NUM_THREADS=1,2), or a
+variation group of the recipe with `_`-values (backend=_onnxruntime,_deepsparse): each point's query then
+holds that variation instead of the query's own one of that group. Everything is checked against the recipe
+before anything runs. The points are the Cartesian product, in the order the --grid flags are given
+(the last varies fastest); their ids (p000, p001, ...) follow that order, so the same grid gives the same ids.
+"""
+import difflib
+import itertools
+
+from engine.errors import UsageError
+
+KINDS = ("input", "dep", "env", "variation")
+
+
+def parse(texts):
+    """{name: [values]} from NAME=V1,V2 words, in the order given."""
+    grid = {}
+    for text in texts or ():
+        name, eq, values = text.partition("=")
+        name = name.strip().lstrip("-")
+        if not name.startswith(("dep.", "env.")):
+            name = name.replace("-", "_")
+        items = [v.strip() for v in values.split(",")]
+        if not eq or not name or not any(items):
+            raise UsageError(f"--grid {text!r}: write --grid NAME=VALUE1,VALUE2",
+                             hint="e.g. --grid batch_size=1,4,16 --grid backend=_onnxruntime,_deepsparse")
+        if "" in items:
+            raise UsageError(f"--grid {text!r}: an empty value", hint="values are separated by single commas")
+        if len(set(items)) != len(items):
+            raise UsageError(f"--grid {text!r}: a value is given twice")
+        if name in grid:
+            raise UsageError(f"--grid {name} is given twice", hint=f"give its values once: --grid {name}=V1,V2,...")
+        grid[name] = items
+    if not grid:
+        raise UsageError("a sweep needs at least one --grid NAME=V1,V2",
+                         hint="e.g. mlrun sweep QUERY --grid batch_size=1,4 --name bs")
+    return grid
+
+
+def classify(grid, recipe, inputs, deps, env):
+    """{name: kind}, checking each name and value against the recipe and the fixed flags (usage errors)."""
+    kinds = {}
+    groups = {}
+    for vname, spec in recipe["variations"].items():
+        if spec.get("group"):
+            groups.setdefault(spec["group"], []).append(vname)
+    for name, values in grid.items():
+        variation_like = [v.startswith("_") for v in values]
+        if name.startswith("dep."):
+            parts = name.split(".", 2)
+            if len(parts) != 3 or not parts[1] or not parts[2]:
+                raise UsageError(f"--grid {name}: write dep.NAME.KEY=V1,V2 (KEY: tags, version or an input)")
+            if parts[2] in deps.get(parts[1], {}):
+                raise _fixed_too(name)
+            kinds[name] = "dep"
+        elif name.startswith("env."):
+            if name[4:] in env:
+                raise _fixed_too(name)
+            kinds[name] = "env"
+        elif any(variation_like):
+            if not all(variation_like):
+                raise UsageError(f"--grid {name}: mixes variations (_x) and plain values",
+                                 hint="a grid over a variation group gives only _variations")
+            if name not in groups:
+                near = difflib.get_close_matches(name, list(groups), n=1)
+                raise UsageError(f"{recipe['name']} has no variation group '{name}'"
+                                 + (f" (did you mean {near[0]}?)" if near else ""),
+                                 hint=f"its groups: {', '.join(sorted(groups)) or 'none'}; `mlrun find QUERY` shows them")
+            for value in values:
+                base = value[1:].split(".")[0]
+                spec = recipe["variations"].get(base)
+                if spec is None or spec.get("group") != name:
+                    where = f"it is in group {spec['group']}" if spec and spec.get("group") else \
+                        "it belongs to no group" if spec else "there is no such variation"
+                    raise UsageError(f"--grid {name}: {value} is not a variation of the group {name} of "
+                                     f"{recipe['name']} ({where})",
+                                     hint=f"group {name}: " + ", ".join("_" + v for v in groups[name]))
+            kinds[name] = "variation"
+        elif name in recipe["inputs"]:
+            if name in inputs:
+                raise _fixed_too(name)
+            kinds[name] = "input"
+        else:
+            near = difflib.get_close_matches(name, list(recipe["inputs"]) + list(groups), n=1)
+            raise UsageError(f"--grid {name}: {recipe['name']} has no input or variation group '{name}'"
+                             + (f" (did you mean {near[0]}?)" if near else ""),
+                             hint=f"its inputs: {', '.join(recipe['inputs']) or 'none'}; groups: "
+                                  f"{', '.join(sorted(groups)) or 'none'}; a dependency's input: dep.NAME.INPUT")
+    return kinds
+
+
+def _fixed_too(name):
+    return UsageError(f"--{name} is given both as a fixed flag and in --grid", hint="give it in one of them")
+
+
+def points(grid):
+    """[(point id, {name: value})] over the Cartesian product, the last --grid varying fastest."""
+    combos = list(itertools.product(*grid.values()))
+    width = max(3, len(str(len(combos) - 1)))
+    return [(f"p{i:0{width}d}", dict(zip(grid, combo))) for i, combo in enumerate(combos)]
+
+
+def point_request(query, recipe, settings, kinds, inputs, deps, env):
+    """(query, inputs, dep_overrides, env_overrides) of one point: the fixed flags plus its settings."""
+    words = query.split()
+    inputs, env = dict(inputs), dict(env)
+    deps = {name: dict(values) for name, values in deps.items()}
+    for name, value in settings.items():
+        kind = kinds[name]
+        if kind == "variation":
+            group = [w for w in words if w.startswith("_")
+                     and (recipe["variations"].get(w[1:].split(".")[0]) or {}).get("group") == name]
+            if group:
+                words[words.index(group[0])] = value
+                words = [w for w in words if w not in group[1:]]
+            else:
+                words.append(value)
+        elif kind == "input":
+            inputs[name] = value
+        elif kind == "env":
+            env[name[4:]] = value
+        else:
+            _, dep, key = name.split(".", 2)
+            deps.setdefault(dep, {})[key] = value
+    return " ".join(words), inputs, deps, env
+
+
+def argv(query, inputs, deps, env):
+    """mlrun's arguments for a point: `run QUERY --INPUT=V --dep.N.K=V --env.K=V --json`."""
+    out = ["run", query]
+    out += [f"--{k}={v}" for k, v in inputs.items()]
+    out += [f"--dep.{d}.{k}={v}" for d, values in deps.items() for k, v in values.items()]
+    out += [f"--env.{k}={v}" for k, v in env.items()]
+    return out + ["--json"]

@@ -1,0 +1,97 @@
+"""The sweep record: runs/sweeps/<name>/sweep.json, written whole (temp file + rename) under a file lock.
+
+{"name", "query", "request": {inputs, dep_overrides, env_overrides given for every point}, "grid": {field:
+[values]}, "kinds": {field: input|dep|variation}, "points": [{"id": "p000", "settings": {field: value},
+"status": pending|running|ok|failed|interrupted, "run": RUN_ID|None, "error": str|None, "plan_key": the
+root node's key, "node": host, "cores": [..] when pinned, "seconds"}], "process": the sweep's identity}.
+
+Two locks: `sweep.json.lock` around each write (readers never need it: the rename is atomic), and
+`sweep.lock`, held by the one mlrun sweep that runs this sweep (a second one is refused; a point found
+`running` when the lock is taken was left by a sweep that died, and runs again).
+"""
+import json
+import os
+import re
+
+from engine.errors import MlrunError, UsageError, os_errors
+
+SWEEPS_DIR = "sweeps"
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+FINISHED = ("ok", "failed", "interrupted")
+
+
+def sweeps_dir(runs_dir):
+    return os.path.join(runs_dir, SWEEPS_DIR)
+
+
+def check_name(name):
+    if not NAME_RE.match(name or "") or len(name) > 100:
+        raise UsageError(f"--name {name!r}: a sweep name is letters, digits, '.', '_' and '-' (not first)",
+                         hint="e.g. --name bs-threads")
+    return name
+
+
+def path(runs_dir, name):
+    return os.path.join(sweeps_dir(runs_dir), name, "sweep.json")
+
+
+def names(runs_dir):
+    """The sweeps recorded under runs_dir, sorted."""
+    try:
+        return sorted(n for n in os.listdir(sweeps_dir(runs_dir)) if os.path.isfile(path(runs_dir, n)))
+    except FileNotFoundError:
+        return []
+
+
+def read(runs_dir, name):
+    """The sweep record, or None when there is none."""
+    p = path(runs_dir, name)
+    try:
+        with open(p) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise MlrunError(f"cannot read the sweep record {p}: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
+        raise MlrunError(f"{p} is not an mlrun sweep record")
+    return data
+
+
+def write(runs_dir, data):
+    """Write the whole record atomically, under the record's lock (secrets scrubbed, as every record)."""
+    from filelock import FileLock
+    from engine.cache import write_json
+    p = path(runs_dir, data["name"])
+    with os_errors("cannot write the sweep record", p):
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with FileLock(p + ".lock"):
+            write_json(p, data)
+
+
+def hold(runs_dir, name):
+    """The lock of a running sweep (acquired): a second `mlrun sweep` of the same name is refused."""
+    from filelock import FileLock, Timeout
+    folder = os.path.dirname(path(runs_dir, name))
+    with os_errors("cannot create the sweep folder", folder):
+        os.makedirs(folder, exist_ok=True)
+    lock = FileLock(os.path.join(folder, "sweep.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UsageError(f"sweep '{name}' is being run by another mlrun now",
+                         hint="wait for it (`mlrun sweep show " + name + "` shows its progress), or use another --name") \
+            from None
+    return lock
+
+
+def point(data, point_id):
+    return next(p for p in data["points"] if p["id"] == point_id)
+
+
+def counts(data):
+    """{status: number of points}."""
+    out = {}
+    for p in data["points"]:
+        out[p["status"]] = out.get(p["status"], 0) + 1
+    return out

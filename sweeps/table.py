@@ -1,0 +1,53 @@
+"""A sweep as rows: one dict per point, its settings and the flat fields of its run.
+
+rows(settings, name) -> [{"point", "point_status", <grid settings>, <records.flat(run)>, "error"}]; a point
+without a run has its settings only. columns(data, rows) is the default choice of `sweep show`: the point,
+the grid's settings, then the results any row has.
+"""
+import os
+
+from engine import records, results
+from engine.errors import MlrunError, UsageError
+
+from . import record
+
+
+def load(settings, name):
+    """The sweep record `name` (a usage error listing the sweeps there are when there is none)."""
+    data = record.read(settings.runs, record.check_name(name))
+    if data is None:
+        there = record.names(settings.runs)
+        raise UsageError(f"no sweep '{name}' in {record.sweeps_dir(settings.runs)}",
+                         hint=f"the sweeps there are: {', '.join(there)}" if there else
+                         "none yet: mlrun sweep QUERY --grid NAME=V1,V2 --name NAME makes one")
+    return data
+
+
+def rows(settings, name, data=None):
+    data = data or load(settings, name)
+    kinds = data.get("kinds") or {}
+    out = []
+    for point in data["points"]:
+        row = {"point": point["id"], "point_status": point["status"], "run": point.get("run")}
+        for field, value in point["settings"].items():
+            row[field] = value.lstrip("_") if kinds.get(field) == "variation" else records.typed(value)
+        if point.get("run"):
+            try:
+                run = records.load(os.path.join(settings.runs, point["run"], "run.json"))
+                row.update({k: v for k, v in records.flat(run).items() if k not in row or v is not None})
+            except MlrunError as e:   # removed or damaged since: the point still shows
+                row["error"] = e.message
+        row["point_status"] = point["status"]
+        row["error"] = point.get("error") or row.get("error")
+        row["node"] = point.get("node")
+        out.append(row)
+    return out
+
+
+def columns(data, rows):
+    """The point, the grid's fields, the results some row has, the point's status, its run, its error."""
+    timed = [r for r in rows if r.get("scenario") != "Offline"]  # Offline latencies say nothing of a run
+    shown = [f for f in results.RESULT_FIELDS if not f.startswith("latency_")] + ["latency_p90_ms", "latency_p99_ms"]
+    figures = [f for f in results.present(rows, shown) if not f.startswith("latency_") or results.present(timed, [f])]
+    cols = ["point"] + list(data["grid"]) + figures + ["point_status", "run"]
+    return cols + (["error"] if any(r.get("error") for r in rows) else [])
