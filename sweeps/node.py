@@ -23,7 +23,7 @@ import tarfile
 import tempfile
 import time
 
-TAIL = 4000   # characters of stderr an outcome keeps
+LOG_CHARS = 1_000_000   # of mlrun's stderr, sent back for the point's log
 
 
 def node_name():
@@ -66,10 +66,10 @@ def tell_actor(actor, item):
 def run_point(spec, on_start=None):
     t0 = time.time()
     node = node_name()
-    out = {"point_id": spec["point_id"], "node": node, "returncode": 2, "run_id": None, "stderr_tail": "",
+    out = {"point_id": spec["point_id"], "node": node, "started": t0, "returncode": 2, "run_id": None, "stderr": "",
            "archive": None, "node_runs": None}
     if spec.get("cache_marker") and not _sees(spec["cache_marker"]):
-        out["stderr_tail"] = (f"mlrun: error: the cache folder {spec['cache']} is not shared with node {node} "
+        out["stderr"] = (f"mlrun: error: the cache folder {spec['cache']} is not shared with node {node} "
                               "(no shared file system there?)\nhint: give each node its own cache: --ray-cache "
                               "local (or --ray-cache DIR, a folder on every node)")
         out["seconds"] = round(time.time() - t0, 3)
@@ -93,7 +93,7 @@ def run_point(spec, on_start=None):
         except subprocess.TimeoutExpired:
             proc.kill()
         raise
-    out.update(returncode=proc.returncode, stderr_tail=stderr[-TAIL:],
+    out.update(returncode=proc.returncode, stderr=stderr[-LOG_CHARS:],
                run_id=_run_id(stdout) or _run_of_process(runs, proc.pid, t0))
     if not shared_runs:
         if out["run_id"]:

@@ -17,29 +17,39 @@ from collections import deque
 from engine.errors import UsageError
 
 from . import node, remote
+from .executors import Executor
 
 POLL_S = 0.5
 NODES_EVERY_S = 5.0
 
 
-class RayExecutor:
+def make(on, options):
+    """--on ray (RAY_ADDRESS, else "auto"), ray:HOST:PORT, ray://HOST:PORT."""
+    remote.need("ray", f"--on {on}")
+    address = None if on == "ray" else on if on.startswith("ray://") else on[len("ray:"):]
+    return RayExecutor(address, options)
+
+
+class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address=None, options=None):
         options = options or {}
         self.address = address
         self.node_cache = options.get("node_cache")
-        self.mlrun = options.get("node_mlrun")
+        self.log_dir = options.get("log_dir")
 
     def _connect(self, ray):
         address = self.address or os.environ.get("RAY_ADDRESS") or "auto"
-        try:
-            ray.init(address=address, logging_level="warning", log_to_driver=False, configure_logging=False)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UsageError(f"cannot reach the Ray cluster at {address}: {str(e).splitlines()[0]}",
-                             hint="start one (`ray start --head`), then --on ray (RAY_ADDRESS), "
-                                  "--on ray:HOST:6379 or --on ray://HOST:10001") from None
-        return address
+        # Ray Client starts a server process per client on the head: on a busy head that can miss its time-out.
+        for attempt in range(3 if address.startswith("ray://") else 1, 0, -1):
+            try:
+                return ray.init(address=address, logging_level="warning", log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                if attempt == 1:
+                    raise UsageError(f"cannot reach the Ray cluster at {address}: {str(e).strip().splitlines()[0]}",
+                                     hint="start one (`ray start --head`), then --on ray (RAY_ADDRESS), "
+                                          "--on ray:HOST:6379 or --on ray://HOST:10001") from None
 
     def run(self, tasks, settings, on_event):
         ray = remote.need("ray", "--on ray")
@@ -56,7 +66,7 @@ class RayExecutor:
                 drop = [] if "OMP_NUM_THREADS" in os.environ else ["OMP_NUM_THREADS"]
 
                 def submit(task, **resources):
-                    spec = dict(shared.spec(task, self.mlrun, env), env_drop=drop)
+                    spec = dict(shared.spec(task, env), env_drop=drop)
                     return fn.options(max_retries=0, num_gpus=task.gpus, **resources).remote(
                         spec, functools.partial(node.tell_actor, started.actor))
 
@@ -77,8 +87,8 @@ class RayExecutor:
                             busy.add(node_id)
                         if measuring and not refs and not nodes:
                             for task in measuring:
-                                yield self._finish(remote.lost(task, "-", "no Ray node with CPUs is left"), task,
-                                                   seen, on_event)
+                                lost = remote.lost(task, "-", "no Ray node with CPUs is left", log_dir=self.log_dir)
+                                yield self._finish(lost, task, seen, on_event)
                             measuring.clear()
                             break
                         ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
@@ -89,7 +99,8 @@ class RayExecutor:
                         for ref in ready:
                             task, node_id = refs.pop(ref)
                             busy.discard(node_id)
-                            yield self._finish(_outcome(ray, ref, task, node_id, settings), task, seen, on_event)
+                            outcome = _outcome(ray, ref, task, node_id, settings.runs, self.log_dir)
+                            yield self._finish(outcome, task, seen, on_event)
                 finally:
                     for ref in refs:   # Ctrl-C: the workers stop their mlrun (recorded as interrupted)
                         ray.cancel(ref)
@@ -112,11 +123,11 @@ def _cpus_by_node(ray):
             if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1}
 
 
-def _outcome(ray, ref, task, node_id, settings):
+def _outcome(ray, ref, task, node_id, runs, log_dir):
     try:
-        return remote.outcome(ray.get(ref), settings.runs)
+        return remote.outcome(ray.get(ref), runs, log_dir)
     except ray.exceptions.RayError as e:   # the worker or its node died, the task was cancelled...
         reason = str(e).strip().splitlines()
         return remote.lost(task, node_id[:8] if node_id else "-",
                            f"the Ray task of point {task.point_id} failed: {type(e).__name__}: "
-                           f"{reason[-1] if reason else ''}")
+                           f"{reason[-1] if reason else ''}", log_dir=log_dir)

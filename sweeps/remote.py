@@ -15,7 +15,7 @@ from engine.errors import UsageError
 from engine.settings import CHECKOUT
 
 from . import node
-from .executors import Outcome
+from .executors import TAIL_CHARS, Outcome
 
 REQUIREMENTS = os.path.join(CHECKOUT, "requirements-cluster.txt")
 NODE_CACHE_CHOICES = "shared (default: this machine's cache folder, on a shared file system), local, or a folder"
@@ -69,11 +69,16 @@ class Shared:
         self.paths.append(path)
         return [path, self.token]
 
-    def spec(self, task, mlrun=None, env=None):
+    def spec(self, task, env=None):
         cache = {"shared": self.cache, "local": "~/.cache/mlrun"}.get(self.node_cache, self.node_cache)
-        return {"point_id": task.point_id, "argv": list(task.argv), "mlrun": mlrun or os.path.join(CHECKOUT, "bin", "mlrun"),
+        return {"point_id": task.point_id, "argv": list(task.argv), "mlrun": node_mlrun(),
                 "env": dict(env or {}), "cache": cache,   # "~" is the node's home
                 "cache_marker": self.cache_marker, "runs": self.runs, "runs_marker": self.runs_marker}
+
+
+def node_mlrun():
+    """The mlrun program a node runs: this one (a shared file system), or $MLRUN_NODE_MLRUN, its path there."""
+    return os.environ.get("MLRUN_NODE_MLRUN") or os.path.join(CHECKOUT, "bin", "mlrun")
 
 
 def node_env(settings):
@@ -84,19 +89,33 @@ def node_env(settings):
     return env
 
 
-def outcome(result, runs):
+def outcome(result, runs, log_dir=None):
     """An Outcome from what node.run_point returned; a run folder that came back as bytes is unpacked
-    into runs/ (never over an existing folder) with its record's node paths pointed at the copy."""
+    into runs/ (never over an existing folder) with its record's node paths pointed at the copy, and
+    mlrun's stderr is kept as the point's log (log_dir/POINT.log), as the local executor keeps it."""
     if result.get("archive"):
         _unpack(result["archive"], result["run_id"], result["node_runs"], runs)
     return Outcome(point_id=result["point_id"], returncode=result["returncode"], run_id=result["run_id"],
-                   node=result["node"], seconds=result.get("seconds", 0.0), stderr_tail=result["stderr_tail"])
+                   node=result["node"], seconds=result.get("seconds", 0.0), stderr_tail=result["stderr"][-TAIL_CHARS:],
+                   started=result.get("started", 0.0), log=_log(log_dir, result["point_id"], result["stderr"]))
 
 
-def lost(task, node_name, reason, seconds=0.0):
-    """The Outcome of a point whose worker or job ended without an answer (died, cancelled, timed out)."""
-    return Outcome(point_id=task.point_id, returncode=-1, run_id=None, node=node_name, seconds=seconds,
-                   stderr_tail=f"mlrun: error: {reason}")
+def lost(task, node_name, reason, seconds=0.0, log_dir=None):
+    """The Outcome of a point whose worker or job ended without an answer (died, cancelled, timed out):
+    failed (exit 1), with the reason as its error."""
+    text = f"mlrun: error: {reason}\n"
+    return Outcome(point_id=task.point_id, returncode=1, run_id=None, node=node_name, seconds=seconds,
+                   stderr_tail=text, log=_log(log_dir, task.point_id, text))
+
+
+def _log(log_dir, point_id, text):
+    if not log_dir:
+        return None
+    os.makedirs(log_dir, exist_ok=True)
+    path = os.path.join(log_dir, f"{point_id}.log")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
 
 
 def _unpack(data, run_id, node_runs, runs):

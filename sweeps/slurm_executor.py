@@ -23,6 +23,7 @@ import time
 from engine.errors import MlrunError, UsageError
 
 from . import node, remote
+from .executors import Executor
 
 POLL_S = 1.0
 GRACE_S = 10.0      # a finished job's result file may take this long to show on a shared file system
@@ -32,38 +33,42 @@ ENDED = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEM
          "DEADLINE", "REVOKED", "SPECIAL_EXIT")
 
 
-def parameters(text, submitit):
-    """'partition=cpu,time=30,mem=8G' -> submitit SlurmExecutor parameters; unknown names are a usage error."""
+def parameters(given):
+    """{"partition": "cpu", "time": "30"} (--slurm partition=cpu,time=30) -> submitit SlurmExecutor
+    parameters; an unknown name is a usage error."""
     from submitit.slurm.slurm import _get_default_parameters
     valid = set(_get_default_parameters()) - {"use_srun", "srun_args", "setup", "teardown", "folder"}
     out = {}
-    for item in filter(None, (text or "").split(",")):
-        name, sep, value = item.partition("=")
+    for name, value in (given or {}).items():
         name = name.strip().replace("-", "_")
-        if not sep or not name:
-            raise UsageError(f"--slurm {text}: expected NAME=VALUE,... (e.g. partition=cpu,time=30)")
         if name not in valid:
             close = difflib.get_close_matches(name, valid, n=1)
-            raise UsageError(f"--slurm: unknown SLURM parameter '{name}'" + (f"; did you mean '{close[0]}'?" if close else ""),
+            raise UsageError(f"--slurm: unknown SLURM parameter '{name}'"
+                             + (f"; did you mean '{close[0]}'?" if close else ""),
                              hint="known: " + ", ".join(sorted(valid)))
-        value = value.strip()
+        value = str(value).strip()
         out[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
     return out
 
 
-class SlurmExecutor:
+def make(on, options):
+    remote.need("submitit", "--on slurm")
+    return SlurmExecutor(options)
+
+
+class SlurmExecutor(Executor):
     name = "slurm"
 
     def __init__(self, options=None):
         options = options or {}
-        self.text = options.get("slurm") or ""
+        self.params = dict(DEFAULTS, **parameters(options.get("slurm")))   # wrong names fail before any planning
         self.node_cache = options.get("node_cache")
-        self.mlrun = options.get("node_mlrun")
+        self.log_dir = options.get("log_dir")
 
     def run(self, tasks, settings, on_event):
         submitit = remote.need("submitit", "--on slurm")
         import cloudpickle   # submitit's pickler
-        params = dict(DEFAULTS, **parameters(self.text, submitit))
+        params = self.params
         if not shutil.which("sbatch"):
             raise UsageError("--on slurm: `sbatch` is not on PATH", hint="run the sweep where SLURM's commands work "
                              "(a login node), or use --on ray / the local executor")
@@ -90,11 +95,12 @@ class SlurmExecutor:
                 kind["gpus_per_node"] = gpus
             ex.update_parameters(**dict(params, **kind, use_srun=False))
             try:
-                submitted = ex.map_array(node.run_point, [shared.spec(t, self.mlrun, env) for t in group])
+                submitted = ex.map_array(node.run_point, [shared.spec(t, env) for t in group])
             except Exception as e:   # sbatch refused (a partition that does not exist, a time over the limit...)
                 why = getattr(e, "stderr", None) or getattr(e, "output", None) or str(e)
                 why = why.decode() if isinstance(why, bytes) else str(why)
-                raise MlrunError(f"sbatch refused the job array of {len(group)} point(s): {why.strip().splitlines()[-1]}",
+                raise MlrunError(f"sbatch refused the job array of {len(group)} point(s): "
+                                 f"{why.strip().splitlines()[-1]}",
                                  hint="check --slurm (partition, time, account) against `sinfo`") from None
             jobs.update({job.job_id: (job, task) for job, task in zip(submitted, group)})
         return jobs
@@ -109,17 +115,19 @@ class SlurmExecutor:
                     started.add(job_id)
                     on_event("started", task, None)
                 if _answered(job):
-                    outcome = _result(submitit, job, task, where, runs)
+                    outcome = _result(submitit, job, task, where, runs, self.log_dir)
                     if outcome.returncode != 0 and state not in ENDED and states is not None and state is not None \
                             and time.monotonic() - ended_at.setdefault(job_id, time.monotonic()) < GRACE_S:
                         continue   # mlrun stopped (SIGTERM): wait for SLURM to say why
                     if state in ENDED and state != "COMPLETED":   # cancelled, timed out...: say so beside mlrun's words
                         outcome.stderr_tail += f"mlrun: error: SLURM job {job_id} ended {state}\n"
-                elif states is not None and (state is None or state in ENDED):   # gone without an answer (give the result file time)
+                elif states is not None and (state is None or state in ENDED):   # gone without an answer:
+                    # give its result file time to show
                     if time.monotonic() - ended_at.setdefault(job_id, time.monotonic()) < GRACE_S:
                         continue
                     outcome = remote.lost(task, where or "-", f"SLURM job {job_id} ended {state or 'without a state'} "
-                                          f"before point {task.point_id} answered{_log_tail(job)}")
+                                          f"before point {task.point_id} answered{_log_tail(job)}",
+                                          log_dir=self.log_dir)
                 else:
                     continue
                 del left[job_id]
@@ -133,13 +141,13 @@ def _answered(job):
     return job.paths.result_pickle.exists()
 
 
-def _result(submitit, job, task, where, runs):
+def _result(submitit, job, task, where, runs, log_dir):
     try:
-        return remote.outcome(job.result(), runs)
+        return remote.outcome(job.result(), runs, log_dir)
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
         lines = str(e).strip().splitlines()
         return remote.lost(task, where or "-", f"SLURM job {job.job_id} of point {task.point_id} failed: "
-                           f"{lines[-1] if lines else type(e).__name__}")
+                           f"{lines[-1] if lines else type(e).__name__}", log_dir=log_dir)
 
 
 def _squeue(arrays):

@@ -93,9 +93,17 @@ def cluster(tmp_path_factory):
         yield c
     finally:
         c.stop()
-        # Nothing of the cluster is left: every process it started was in its nodes' groups.
-        left = subprocess.run(["pgrep", "-f", c.root], capture_output=True, text=True).stdout.split()
-        assert not left, f"Ray processes left: {left}"
+        # Nothing of the cluster is left (its processes name its temp folder): stragglers get SIGKILL by pid.
+        def left():
+            found = subprocess.run(["pgrep", "-f", c.root], capture_output=True, text=True).stdout
+            return [int(p) for p in found.split()]
+        if not wait_for(lambda: not left(), timeout=20, interval=0.5):
+            for pid in left():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        assert wait_for(lambda: not left(), timeout=10, interval=0.5), f"Ray processes left: {left()}"
 
 
 def run_points(ws, tasks, **options):
@@ -106,17 +114,27 @@ def run_points(ws, tasks, **options):
     return outcomes, events
 
 
-def test_four_points_on_both_nodes_records_back(cluster, ws, tmp_path):
-    point_recipes(ws, dep=counted_dep(tmp_path / "builds"))
-    outcomes, events = run_points(ws, [task(i) for i in range(4)], address=cluster.address)
-    assert sorted(o.point_id for o in outcomes) == ["p000", "p001", "p002", "p003"]
-    assert all(o.returncode == 0 for o in outcomes), [o.stderr_tail for o in outcomes]
-    assert len({o.node for o in outcomes}) == 2, [o.node for o in outcomes]   # both nodes ran points
-    for o in outcomes:   # each run's record is in this machine's runs/, with its own input
-        record = json.load(open(os.path.join(ws.runs, o.run_id, "run.json")))
-        assert record["status"] == "ok" and record["steps"][-1]["node"]["inputs"]["n"] == int(o.point_id[1:])
-    assert sorted(events) == sorted([(k, f"p{i:03d}") for i in range(4) for k in ("started", "finished")])
+def test_sweep_of_four_points_on_both_nodes_records_back(cluster, ws, monkeypatch, capsys):
+    """`mlrun sweep ... --on ray:ADDRESS` (in this process: its Python has ray; the points' mlrun need not)."""
+    point_recipes(ws)
+    for name, value in ws.env().items():
+        if name.startswith("MLRUN_"):
+            monkeypatch.setenv(name, value)
+    from engine.cli import main
+    argv = ["sweep", "point", "--grid", "n=0,1,2,3", "--name", "four", "--on", f"ray:{cluster.address}"]
+    assert main(argv) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "sweep four: 4 points, 4 to run on ray:" in err and "sweep four: 4 ok" in err, err
+    data = json.load(open(os.path.join(ws.runs, "sweeps", "four", "sweep.json")))
+    assert [p["status"] for p in data["points"]] == ["ok"] * 4, data["points"]
+    assert len({p["node"] for p in data["points"]}) == 2, data["points"]   # both nodes ran points
+    for p in data["points"]:   # each run's record is in this machine's runs/, with its own input; its log too
+        record = json.load(open(os.path.join(ws.runs, p["run"], "run.json")))
+        assert record["status"] == "ok" and record["steps"][-1]["node"]["inputs"]["n"] == int(p["settings"]["n"])
+        assert "point" in open(p["log"]).read()
     assert not [n for n in os.listdir(ws.runs) if n.startswith(".sweep-")]   # the markers are gone
+    assert main(argv) == 0   # run again: every point finished ok with the same plan, nothing runs
+    assert "4 skipped" in capsys.readouterr().err
 
 
 def test_measuring_points_get_a_whole_node_each(cluster, ws, tmp_path):

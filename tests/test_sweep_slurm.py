@@ -94,7 +94,8 @@ def slurm(tmp_path_factory):
             return out.stdout.strip() == "idle"
         if not wait_for(idle, timeout=30, interval=0.5):
             pytest.skip("this machine could not start a one-node SLURM:\n"
-                        + "\n".join(f"--- {n}\n{_tail(root / n)}" for n in ("slurmctld.log", "slurmd.log", "slurmd.out")))
+                        + "\n".join(f"--- {n}\n{_tail(root / n)}"
+                                    for n in ("slurmctld.log", "slurmd.log", "slurmd.out")))
         yield root
     finally:
         for proc in reversed(procs):
@@ -112,10 +113,10 @@ def slurm(tmp_path_factory):
             os.environ["SLURM_CONF"] = old_conf
 
 
-def run_points(ws, tasks, slurm_text="time=5", events=None):
+def run_points(ws, tasks, slurm=(("time", "5"),), events=None):
     from sweeps.slurm_executor import SlurmExecutor
     events = [] if events is None else events
-    return list(SlurmExecutor({"slurm": slurm_text}).run(
+    return list(SlurmExecutor({"slurm": dict(slurm)}).run(
         tasks, settings_of(ws), lambda kind, t, outcome: events.append((kind, t.point_id)))), events
 
 
