@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cluster_points import point_recipes, settings_of, task
+from clusters import point_recipes, settings_of, task
 from conftest import ROOT, assert_user_error
 
 

@@ -8,102 +8,26 @@ by both nodes (a dependency both need at once is built once), a worker that dies
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from cluster_points import counted_dep, free_port, point_recipes, settings_of, task
+from clusters import RayCluster, counted_dep, point_recipes, settings_of, task
 from conftest import wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need requirements-cluster.txt installed")
 
 pytestmark = pytest.mark.slow
-RAY = os.path.join(os.path.dirname(sys.executable), "ray")
-
-
-class RayCluster:
-    """Nodes started by `ray start --block` in their own process groups; stop() kills those groups."""
-
-    def __init__(self, root):
-        self.root, self.port, self.client_port = str(root), free_port(), free_port()
-        self.address, self.procs = f"127.0.0.1:{self.port}", []
-
-    def start_node(self, head=False, wrap=(), env=None):
-        args = [*wrap, RAY, "start", "--block", "--num-cpus=1", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
-                "--object-store-memory=100000000", f"--dashboard-agent-listen-port={free_port()}"]
-        if head:
-            args += ["--head", f"--port={self.port}", "--include-dashboard=false",
-                     f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.root}/ray"]
-        else:
-            args += [f"--address={self.address}"]
-        log = open(os.path.join(self.root, f"node{len(self.procs)}.log"), "w")
-        self.procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                           start_new_session=True, env=env))
-
-    def nodes(self):
-        ray.init(address=self.address, logging_level="error", configure_logging=False)
-        try:
-            return [n for n in ray.nodes() if n["Alive"]]
-        finally:
-            ray.shutdown()
-
-    def wait_nodes(self, n, timeout=60):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if len(self.nodes()) >= n:
-                    return
-            except Exception:   # the head is not up yet
-                pass
-            time.sleep(1)
-        raise AssertionError(f"the Ray cluster did not get {n} nodes:\n{self.log_tail()}")
-
-    def log_tail(self):
-        return "\n".join(open(os.path.join(self.root, f"node{i}.log")).read()[-1500:] for i in range(len(self.procs)))
-
-    def stop(self):
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-            for proc in self.procs:
-                try:
-                    os.killpg(proc.pid, sig)
-                except ProcessLookupError:
-                    pass
-            if all(_waited(p, wait) for p in self.procs):
-                break
-
-
-def _waited(proc, timeout):
-    try:
-        proc.wait(timeout=timeout)
-        return True
-    except subprocess.TimeoutExpired:
-        return False
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     c = RayCluster(tmp_path_factory.mktemp("ray"))
     try:
-        c.start_node(head=True)
-        c.wait_nodes(1)
-        c.start_node()
-        c.wait_nodes(2)
+        c.add_node()
+        c.add_node()
         yield c
     finally:
-        c.stop()
-        # Nothing of the cluster is left (its processes name its temp folder): stragglers get SIGKILL by pid.
-        def left():
-            found = subprocess.run(["pgrep", "-f", c.root], capture_output=True, text=True).stdout
-            return [int(p) for p in found.split()]
-        if not wait_for(lambda: not left(), timeout=20, interval=0.5):
-            for pid in left():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        assert wait_for(lambda: not left(), timeout=10, interval=0.5), f"Ray processes left: {left()}"
+        assert c.stop(), f"Ray processes left: {c.left()}"   # the cluster is gone, whatever happened
 
 
 def run_points(ws, tasks, **options):

@@ -8,109 +8,31 @@ groups at the end. A machine that cannot start them skips the tests, printing wh
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import subprocess
 
 import pytest
 
 from conftest import wait_for
-from cluster_points import free_port, point_recipes, settings_of, task
+from clusters import ClusterUnavailable, OneNodeSlurm, point_recipes, settings_of, task
 
 pytest.importorskip("submitit", reason="the SLURM executor's tests need requirements-cluster.txt installed")
 
 pytestmark = pytest.mark.slow
-CONF = """\
-ClusterName=mlruntest
-SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={ctld_port}
-SlurmdPort={d_port}
-AuthType=auth/munge
-CredType=cred/munge
-AuthInfo=socket={root}/munge.sock
-StateSaveLocation={root}/state
-SlurmdSpoolDir={root}/spool
-SlurmctldPidFile={root}/slurmctld.pid
-SlurmdPidFile={root}/slurmd.pid
-SlurmctldLogFile={root}/slurmctld.log
-SlurmdLogFile={root}/slurmd.log
-ProctrackType=proctrack/linuxproc
-TaskPlugin=task/none
-SelectType=select/cons_tres
-SelectTypeParameters=CR_CPU
-JobAcctGatherType=jobacct_gather/none
-AccountingStorageType=accounting_storage/none
-SlurmUser=root
-SlurmdUser=root
-ReturnToService=2
-MpiDefault=none
-NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN
-PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
-"""
-
-
-def _tail(path, n=15):
-    try:
-        return "\n".join(open(path, errors="replace").read().splitlines()[-n:])
-    except OSError:
-        return f"({path} was not written)"
 
 
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
-    missing = [p for p in ("slurmctld", "slurmd", "munged", "sbatch", "squeue") if not shutil.which(p)]
-    if missing:
-        pytest.skip(f"SLURM is not installed here (no {', '.join(missing)}): apt-get install slurm-wlm munge")
-    if os.geteuid() != 0:
-        pytest.skip("starting slurmd needs root")
-    root = tmp_path_factory.mktemp("slurm")
-    for sub in ("state", "spool"):
-        (root / sub).mkdir()
-    key = root / "munge.key"
-    key.write_bytes(os.urandom(128))
-    key.chmod(0o600)
-    conf = root / "slurm.conf"
-    conf.write_text(CONF.format(host=socket.gethostname(), root=root, ctld_port=free_port(), d_port=free_port(),
-                                cpus=os.cpu_count()))
-    old_conf = os.environ.get("SLURM_CONF")
-    os.environ["SLURM_CONF"] = str(conf)   # sbatch, squeue and scancel of this process read it
-    procs = []
-
-    def start(*argv, log):
-        procs.append(subprocess.Popen(argv, stdout=open(root / log, "w"), stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, start_new_session=True))
+    cluster = OneNodeSlurm(tmp_path_factory.mktemp("slurm"))
     try:
-        start("munged", "--foreground", "--force", f"--socket={root}/munge.sock", f"--key-file={key}",
-              f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log", f"--seed-file={root}/munge.seed",
-              log="munged.out")
-        if not wait_for(lambda: os.path.exists(f"{root}/munge.sock"), timeout=10):
-            pytest.skip(f"munged did not start:\n{_tail(root / 'munged.out')}\n{_tail(root / 'munged.log')}")
-        start("slurmctld", "-D", "-f", str(conf), log="slurmctld.out")
-        start("slurmd", "-D", "-f", str(conf), log="slurmd.out")
-
-        def idle():
-            out = subprocess.run(["sinfo", "--noheader", "--format=%t"], capture_output=True, text=True, timeout=10)
-            return out.stdout.strip() == "idle"
-        if not wait_for(idle, timeout=30, interval=0.5):
-            pytest.skip("this machine could not start a one-node SLURM:\n"
-                        + "\n".join(f"--- {n}\n{_tail(root / n)}"
-                                    for n in ("slurmctld.log", "slurmd.log", "slurmd.out")))
-        yield root
+        cluster.start_all()
+    except ClusterUnavailable as e:
+        cluster.stop()
+        pytest.skip(str(e))
+    try:
+        yield cluster
     finally:
-        for proc in reversed(procs):
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=20)
-            except ProcessLookupError:
-                pass
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
-        if old_conf is None:
-            os.environ.pop("SLURM_CONF", None)
-        else:
-            os.environ["SLURM_CONF"] = old_conf
+        assert cluster.stop(), f"SLURM processes left: {cluster.left()}"
 
 
 def run_points(ws, tasks, slurm=(("time", "5"),), events=None):
