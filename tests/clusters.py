@@ -68,6 +68,7 @@ class _Daemons:
 
     def __init__(self, root):
         self.root, self.procs = str(root), []
+        os.makedirs(self.root, exist_ok=True)
 
     def start(self, argv, log, env=None):
         self.procs.append(subprocess.Popen(argv, stdout=open(os.path.join(self.root, log), "w"),
