@@ -29,7 +29,7 @@ EPILOG = """verbs:
   mlrun find QUERY                      recipes that match, with their variations and inputs
   mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
-  mlrun runs [show RUN]                 past runs: id, when, query, the settings that differ, result, status
+  mlrun runs [show RUN]                 past runs: id, query, the settings that differ, result, status
                                         (--where F=V, --columns a,b, --last N, --status S, --query Q, --all,
                                         --json/--csv/--markdown)
   mlrun sweep QUERY [--INPUT=V ...] --grid NAME=V1,V2 ... --name NAME [--rerun] [--jobs N] [--on local|ray|slurm]

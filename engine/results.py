@@ -23,11 +23,12 @@ FORMATS = ("table", "csv", "markdown", "json")
 WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<)(.*)$")
 # Columns the table may shorten (with "...") to fit the terminal, most willing first; then any other
 # column but these, down to NARROW.
-SHRINKABLE = ("error", "reasons", "query", "sequence_handling", "model", "user_conf", "audit_config")
+SHRINKABLE = ("error", "reasons", "query", "query_rest", "sequence_handling", "model", "user_conf", "audit_config")
 KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline")
 MIN_WIDTH, NARROW = 14, 6
 # Table headers for columns whose name says less than it could.
-LABELS = {"started": "WHEN", "headline": "RESULT", "mode_scenario": "MODE", "point_status": "STATUS"}
+LABELS = {"started": "WHEN", "headline": "RESULT", "mode_scenario": "MODE", "point_status": "STATUS",
+          "query_rest": "QUERY"}
 HELPER_WORDS = ("get", "process")   # helper commands `runs` hides unless --all
 
 
@@ -141,20 +142,21 @@ def render(rows, columns, fmt="table", width=None):
                                                                                          for r in rows)
                   else "---" for c in columns]
         return "\n".join([line(columns), line(aligns)] + [line(c) for c in cells]) + "\n"
-    header = [label(c) for c in columns]
+    header = [label(c, columns) for c in columns]
     width = width or shutil.get_terminal_size((100, 24)).columns
     numeric = {c for c in columns if all(_number(r.get(c)) is not None or r.get(c) is None for r in rows)}
     widths = _fit([max(len(x) for x in col) for col in zip(header, *cells)], columns, width, numeric)
     lines = []
     for row in [header] + cells:
-        lines.append("  ".join((_cut(x, w, c == "query").rjust(w) if c in numeric and row is not header
-                                else _cut(x, w, c == "query").ljust(w))
+        lines.append("  ".join((_cut(x, w, c.startswith("query")).rjust(w) if c in numeric and row is not header
+                                else _cut(x, w, c.startswith("query")).ljust(w))
                                for x, w, c in zip(row, widths, columns)).rstrip())
     return "\n".join(lines) + "\n"
 
 
-def label(column):
-    """A table header: short, units kept (samples_per_second: SAMPLES/S, latency_p99_ms: P99 MS)."""
+def label(column, columns=()):
+    """A table header: short, units kept (samples_per_second: SAMPLES/S, latency_p99_ms: P99 MS, dep.model.layers:
+    LAYERS unless another column has that last word)."""
     if column in LABELS:
         return LABELS[column]
     m = re.fullmatch(r"latency_(p[0-9_]+)_ms", column)
@@ -163,7 +165,9 @@ def label(column):
     if column.endswith("samples_per_second"):
         return column[:-len("samples_per_second")].replace("_", " ").upper() + "SAMPLES/S"
     if column.startswith("dep."):
-        return column[4:].upper()
+        last = column.rsplit(".", 1)[1]
+        alone = sum(c.rsplit(".", 1)[-1] == last for c in columns) == 1
+        return (last if alone else column[4:]).upper()
     return column.upper()
 
 
@@ -189,9 +193,13 @@ def _cut(text, width, middle=False):
     """text in width characters; a query keeps its first word and its end (the variations that differ)."""
     if len(text) <= width:
         return text
-    head = text.split()[0] + " ..." if middle and " " in text else ""
-    if head and len(head) + 4 <= width:
-        return head + text[len(text) - (width - len(head)):]
+    words = text.split()
+    if middle and len(words) > 2:
+        tail = []
+        while len(words) - len(tail) > 1 and len(" ".join([words[0], "..."] + [words[-1 - len(tail)]] + tail)) <= width:
+            tail.insert(0, words[-1 - len(tail)])
+        if tail:
+            return " ".join([words[0], "..."] + tail)
     return text[:max(width - 3, 1)] + "..."
 
 
@@ -231,11 +239,13 @@ def run_rows(runs_dir):
         if record.get("replay_of"):
             row["replay_of"] = record["replay_of"]
         out.append((row, list(records.flat_settings(record))))
-    return out
+    return sorted(out, key=lambda item: item[0].get("started") or 0)   # ids of one second sort by chance
 
 
 def select_runs(items, where=(), status=None, query=None, last=None, helpers=False):
     """The rows that pass the filters: helpers (get ..., process ...) only when asked, the last N."""
+    if last is not None and last < 1:
+        raise UsageError(f"--last {last}: give a number of runs, 1 or more")
     rows = [r for r, _ in items]
     check_fields([f for f, _, _ in where], rows, "the runs")
     wanted_status = {s.strip().lower() for s in status.split(",")} if status else None
@@ -262,9 +272,14 @@ def run_columns(items, rows):
     for row, names in items:
         if row["run"] in chosen:
             settings += [n for n in names if n not in settings and n not in ("mode", "scenario")]
-    shared = [c for c in present(rows, ["query", "mode_scenario"]) if len(rows) > 1 and not varying(rows, [c])]
-    columns = [c for c in ["run", "query"] + present(rows, ["mode_scenario"]) if c not in shared]
-    return columns + varying(rows, settings) + ["headline", "status"], [show(c, rows[0][c]) for c in shared]
+    differ = varying(rows, settings)
+    for row in rows:   # the query's words that no column shows already (a variation differing has its column)
+        shown = {str(row.get(c)) for c in differ}
+        row["query_rest"] = " ".join(w for w in (row.get("query") or "").split() if w[1:].split(".")[0] not in shown
+                                     or not w.startswith("_")) or None
+    shared = [c for c in present(rows, ["query_rest", "mode_scenario"]) if len(rows) > 1 and not varying(rows, [c])]
+    columns = [c for c in ["run", "query_rest"] + present(rows, ["mode_scenario"]) if c not in shared]
+    return columns + differ + ["headline", "status"], [show(c, rows[0][c]) for c in shared]
 
 
 def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=None, last=None, helpers=False):
@@ -287,9 +302,9 @@ def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=
 
 def headline(row):
     """A run's result in a few words: F1/EM, samples/s or the latency percentile, VALID/INVALID."""
+    if row.get("f1") is not None:   # an accuracy run: its LoadGen figures say nothing of speed
+        return f"F1 {show('', row['f1'])} EM {show('', row.get('exact_match'))}"
     parts = []
-    if row.get("f1") is not None:
-        parts.append(f"F1 {show('', row['f1'])} EM {show('', row.get('exact_match'))}")
     if row.get("samples_per_second") is not None:
         parts.append(f"{show('', row['samples_per_second'])}/s")
     elif row.get("completed_samples_per_second") is not None:

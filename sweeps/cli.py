@@ -57,6 +57,9 @@ def cmd_sweep(args, extras, settings):
                          hint="inputs are --NAME=VALUE (with '='), the query one quoted argument")
     if not args.name:
         raise UsageError("a sweep needs a --name", hint="e.g. --name bs-threads; `mlrun sweep show NAME` shows it")
+    shown = [f"--{f}" for f in ("where", "columns", "csv", "json", "markdown") if getattr(args, f, None)]
+    if shown:
+        raise UsageError(f"{', '.join(shown)}: options of `mlrun sweep show NAME`, not of running a sweep")
     return run_sweep(args, extras, settings)
 
 
@@ -97,6 +100,7 @@ def run_sweep(args, extras, settings):
                               "be planned; nothing ran:\n  " + "\n  ".join(problems),
                               hint="fix the grid or the flags; `mlrun plan QUERY ...` shows one point's plan")
 
+    runner.check([task for _, _, _, task in planned])
     request = {"inputs": inputs, "dep_overrides": deps, "env_overrides": secrets.redacted(env)}
     lock = record.hold(settings.runs, name)
     try:
@@ -191,6 +195,8 @@ def _finish(p, outcome, settings):
     if status != "ok" and not p.get("error"):
         p["error"] = _last_error(outcome.stderr_tail) or f"mlrun exited with code {outcome.returncode}"
     p.update(status=status, run=outcome.run_id, node=outcome.node, seconds=outcome.seconds, log=outcome.log)
+    if outcome.started:
+        p["started"] = outcome.started   # when it really began (the event may have been seen later)
     if outcome.cores is not None:
         p["cores"] = outcome.cores
 
@@ -238,9 +244,12 @@ def cmd_show(args, extras, settings):
     data = table.load(settings, args.sweep_name)
     rows = table.rows(settings, args.sweep_name, data)
     conditions = results.parse_where(args.where)
-    columns = results.parse_columns(args.columns) or table.columns(data, rows)
-    results.check_fields([f for f, _, _ in conditions] + columns, rows, f"sweep '{data['name']}'")
+    given = results.parse_columns(args.columns)
+    results.check_fields([f for f, _, _ in conditions] + given, rows, f"sweep '{data['name']}'")
     rows = [r for r in rows if results.matches(r, conditions)]
+    columns = given or table.columns(data, rows)
+    if not given and _format(args) in ("csv", "json"):  # scripts get every field, the table's first
+        columns = list(dict.fromkeys(columns + [k for r in rows for k in r]))
     sys.stdout.write(results.render(rows, columns, _format(args)))
     return 0
 
@@ -256,12 +265,16 @@ def cmd_list(args, extras, settings):
         c = record.counts(data)
         rows.append({"name": name, "query": data.get("query"), "grid": " ".join(
             f"{k}={','.join(v)}" for k, v in data.get("grid", {}).items()), "points": len(data["points"]),
-            "ok": c.get("ok", 0), "failed": c.get("failed", 0) + c.get("interrupted", 0),
-            "left": c.get("pending", 0) + c.get("running", 0)})
+            "ok": c.get("ok", 0), "failed": c.get("failed", 0),
+            "left": c.get("pending", 0) + c.get("running", 0) + c.get("interrupted", 0)})
     if not rows and _format(args) == "table":
         print(f"no sweeps in {record.sweeps_dir(settings.runs)}")
         return 0
-    sys.stdout.write(results.render(rows, ["name", "points", "ok", "failed", "left", "query", "grid"], _format(args)))
+    conditions = results.parse_where(args.where)
+    columns = results.parse_columns(args.columns) or ["name", "points", "ok", "failed", "left", "query", "grid"]
+    results.check_fields([f for f, _, _ in conditions] + columns, rows, "the sweeps")
+    rows = [r for r in rows if results.matches(r, conditions)]
+    sys.stdout.write(results.render(rows, columns, _format(args)))
     return 0
 
 

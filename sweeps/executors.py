@@ -61,6 +61,9 @@ class Outcome:
 class Executor:
     name = "?"
 
+    def check(self, tasks):
+        """Refuse (a UsageError) what this executor cannot run well, before the sweep records anything."""
+
     def run(self, tasks, settings, on_event):
         raise NotImplementedError
 
@@ -128,7 +131,7 @@ def run_mlrun(task, env, cores=None, log_path=None, started_proc=None):
             errors = err.read()
             err.close()
     return Outcome(point_id=task.point_id, returncode=proc.returncode, run_id=run_id_of(out.decode(errors="replace")),
-                   node=os.uname().nodename, seconds=round(time.time() - started, 3),
+                   node=os.uname().nodename, seconds=time.time() - started,
                    stderr_tail=errors.decode(errors="replace")[-TAIL_CHARS:], cores=list(cores) if cores else None,
                    started=started, log=log_path)
 
@@ -141,6 +144,9 @@ class LocalExecutor(Executor):
         self.jobs = max(1, int(jobs))
         self.log_dir = log_dir
         self.cores = sorted(cores or os.sched_getaffinity(0))
+
+    def check(self, tasks):
+        self.slots(tasks)
 
     def slots(self, tasks):
         """One core set per worker (None: not pinned); a usage error when measuring points would share cores."""
@@ -216,6 +222,10 @@ class LocalExecutor(Executor):
                     _signal(proc, signal.SIGKILL)
             for t in threads:
                 t.join(timeout=5)
+            while not events.empty():   # the stopped points' outcomes: their runs, recorded interrupted
+                kind, task, outcome = events.get()
+                if kind == "finished":
+                    on_event(kind, task, outcome)
 
 
 def _signal(proc, sig):

@@ -1,0 +1,209 @@
+"""Runs as a results list: records.flat() on real records (ok, failed, interrupted), `runs` filters, columns and
+formats, `runs show` of a failed run, `run --json` with results."""
+import csv
+import io
+import json
+import os
+import signal
+
+import pytest
+
+from bench_app import APP_HEAD
+from conftest import assert_user_error, kill_group, wait_for
+from engine import records
+from engine.results import _cut, parse_where, render
+
+APP = APP_HEAD + """\
+  wait: {help: "wait while this file exists"}
+variations:
+  fast: {group: backend, default: true, env: {SPS: "200.5"}}
+  slow: {group: backend, env: {SPS: "50"}}
+  cpu: {group: device, default: true}
+deps: [{name: model, query: get model}]
+run: bash "{recipe}/run.sh"
+record: {results: summary.json}
+"""
+
+RUN_SH = """\
+while [ -n "$MLRUN_INPUT_WAIT" ] && [ -e "$MLRUN_INPUT_WAIT" ]; do sleep 0.05; done
+acc=""
+[ "$MLRUN_INPUT_MODE" = accuracy ] && acc='"accuracy": {"f1": 91.25, "exact_match": 84.5, "questions": 20},'
+cat > summary.json <<EOF
+{"scenario": "$MLRUN_INPUT_SCENARIO", "mode": "$MLRUN_INPUT_MODE", "batch_size": $MLRUN_INPUT_BATCH_SIZE,
+ "threads": 2, "parallelism": {"instances": 2, "cores": [[0], [1]]},
+ $acc
+ "loadgen": {"result": "INVALID", "reasons": ["Min duration satisfied: NO", "Min queries satisfied: NO"],
+             "metric": {"Samples per second": $SPS}, "latency_ms": {"p50": 4.5, "p99.9": 9.25}}}
+EOF
+"""
+
+MODEL = """\
+tags: get model
+inputs:
+  layers: {type: int, default: 2}
+  broken: {type: bool, default: false}
+run: '[ "$MLRUN_INPUT_BROKEN" = false ] || { echo "no weights" >&2; exit 4; }; echo "$MLRUN_INPUT_LAYERS" > layers.txt'
+"""
+
+
+@pytest.fixture
+def bench(ws):
+    ws.recipe("app", APP, files={"run.sh": RUN_SH})
+    ws.recipe("model", MODEL)
+    return ws
+
+
+def run(ws, *args, code=0):
+    result = ws.mlrun(*args, "--json")
+    assert result.returncode == code, result.stderr
+    return json.loads(result.stdout)
+
+
+def flat_of(ws, run_id):
+    return records.flat(records.load(os.path.join(ws.runs, run_id, "run.json")))
+
+
+def test_flat_of_an_ok_run_has_settings_and_results_with_units(bench):
+    out = run(bench, "app bench _slow", "--mode=accuracy", "--scenario=SingleStream", "--dep.model.layers=12",
+              "--env.OMP_NUM_THREADS=1")
+    row = flat_of(bench, out["run"])
+    assert {k: row[k] for k in ("run", "status", "query", "host")} == {
+        "run": out["run"], "status": "ok", "query": "app bench _slow", "host": os.uname().nodename}
+    assert isinstance(row["started"], float) and row["seconds"] >= 0
+    assert {k: row[k] for k in ("mode", "scenario", "batch_size", "wait", "backend", "device",
+                                "dep.model.layers", "env.OMP_NUM_THREADS")} == {
+        "mode": "accuracy", "scenario": "SingleStream", "batch_size": 1, "wait": None, "backend": "slow",
+        "device": "cpu", "dep.model.layers": 12, "env.OMP_NUM_THREADS": "1"}
+    assert {k: row[k] for k in ("result", "samples_per_second", "latency_p50_ms", "latency_p99_9_ms", "f1",
+                                "exact_match", "accuracy_questions", "threads", "parallelism.instances")} == {
+        "result": "INVALID", "samples_per_second": 50, "latency_p50_ms": 4.5, "latency_p99_9_ms": 9.25,
+        "f1": 91.25, "exact_match": 84.5, "accuracy_questions": 20, "threads": 2, "parallelism.instances": 2}
+    assert row["reasons"] == "Min duration satisfied: NO; Min queries satisfied: NO"
+    assert all(isinstance(v, (str, int, float, bool, type(None))) for v in row.values())
+    assert "parallelism.cores" not in row   # lists are not flat fields
+    # run --json carries the results, as recorded and as flat fields.
+    assert out["status"] == "ok" and out["results"]["loadgen"]["result"] == "INVALID"
+    assert out["flat"]["samples_per_second"] == 50 and out["flat"]["run"] == out["run"]
+
+
+def test_a_run_that_fails_before_its_last_step_keeps_what_was_asked(bench):
+    out = run(bench, "app bench", "--mode=accuracy", "--scenario=SingleStream", "--dep.model.broken=true", code=1)
+    record = records.load(os.path.join(bench.runs, out["run"], "run.json"))
+    assert out["status"] == "failed" and "exited with code 4" in out["error"] and out["results"] is None
+    assert [s["status"] for s in record["steps"]] == ["failed"] and record["steps"][0]["seconds"] >= 0
+    assert record["planned"] == ["model", "app _fast _cpu"]
+    row = records.flat(record)
+    assert (row["status"], row["mode"], row["scenario"], row["backend"], row["dep.model.broken"]) == (
+        "failed", "accuracy", "SingleStream", "fast", "true")
+    assert row.get("result") is None and row.get("samples_per_second") is None
+    assert records.root_inputs(record)["mode"] == "accuracy"
+    shown = bench.mlrun("runs", "show", out["run"])
+    assert shown.returncode == 0, shown.stderr
+    assert "failed at step model after" in shown.stdout
+    lines = shown.stdout.splitlines()
+    assert any(line.split()[:3] == ["app", "_fast", "_cpu"] and line.rstrip().endswith("not run") for line in lines)
+    assert any(line.split()[:2] == ["model", "failed"] for line in lines)
+    assert "settings: backend=fast device=cpu mode=accuracy scenario=SingleStream" in shown.stdout
+    listed = bench.mlrun("runs", "--status", "failed").stdout.splitlines()
+    assert len(listed) == 2 and "accuracy/SingleStream" in listed[1] and listed[1].split()[-1] == "failed"
+
+
+def test_an_interrupted_run_is_flat_too(bench, tmp_path):
+    wait = tmp_path / "wait"
+    wait.write_text("")
+    proc = bench.popen("app bench", f"--wait={wait}", "--batch_size=8")
+    try:
+        assert wait_for(lambda: os.path.isdir(bench.runs) and any(
+            os.path.isdir(os.path.join(bench.runs, r, "app")) for r in os.listdir(bench.runs)), timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        kill_group(proc)
+    (run_id,) = os.listdir(bench.runs)
+    row = flat_of(bench, run_id)
+    assert (row["status"], row["batch_size"], row["mode"], row["backend"]) == ("interrupted", 8, "performance", "fast")
+    record = records.load(os.path.join(bench.runs, run_id, "run.json"))
+    assert [s["status"] for s in record["steps"]] == ["built", "interrupted"]
+    listed = json.loads(bench.mlrun("runs", "--status", "interrupted", "--json").stdout)
+    assert [r["run"] for r in listed] == [run_id]
+
+
+@pytest.fixture
+def history(bench):
+    """Five runs: 2 and 12 layers, two backends, one accuracy, one helper command."""
+    ids = [run(bench, "app bench", "--dep.model.layers=2")["run"],
+           run(bench, "app bench", "--dep.model.layers=12")["run"],
+           run(bench, "app bench _slow", "--batch_size=4")["run"],
+           run(bench, "app bench", "--mode=accuracy")["run"],
+           run(bench, "get model", "--layers=3")["run"]]
+    return bench, ids
+
+
+def rows_of(ws, *args):
+    result = ws.mlrun("runs", *args, "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_runs_filters(history):
+    ws, ids = history
+    assert [r["run"] for r in rows_of(ws)] == ids[:4]               # helpers hidden
+    assert [r["run"] for r in rows_of(ws, "--all")] == ids
+    assert [r["run"] for r in rows_of(ws, "--last", "2")] == ids[2:4]
+    assert [r["run"] for r in rows_of(ws, "--where", "backend=_slow")] == [ids[2]]
+    assert [r["run"] for r in rows_of(ws, "--where", "backend=SLOW")] == [ids[2]]   # without case
+    assert [r["run"] for r in rows_of(ws, "--where", "backend!=slow", "--where", "mode=performance")] == ids[:2]
+    assert [r["run"] for r in rows_of(ws, "--where", "samples_per_second>100")] == [ids[0], ids[1], ids[3]]
+    assert [r["run"] for r in rows_of(ws, "--where", "samples_per_second<=50")] == [ids[2]]
+    assert [r["run"] for r in rows_of(ws, "--where", "dep.model.layers>=12")] == [ids[1]]
+    assert [r["run"] for r in rows_of(ws, "--where", "dep.model.layers=2.0")] == [ids[0]]
+    assert [r["run"] for r in rows_of(ws, "--query", "_slow")] == [ids[2]]
+    assert [r["run"] for r in rows_of(ws, "--query", "get model")] == [ids[4]]   # asked for: shown
+    assert [r["run"] for r in rows_of(ws, "--status", "ok,failed", "--last", "1")] == [ids[3]]
+    assert rows_of(ws, "--status", "failed") == []
+    assert rows_of(ws, "--columns", "run,batch_size", "--last", "1") == [{"run": ids[3], "batch_size": 1}]
+    assert_user_error(ws.mlrun("runs", "--where", "layer=2"), 2, "no field 'layer' in the runs",
+                      "did you mean layers")
+    assert_user_error(ws.mlrun("runs", "--where", "samples_per_second>fast"), 2, "> compares numbers")
+    assert_user_error(ws.mlrun("runs", "--where", "=2"), 2, "write FIELD=VALUE")
+    assert_user_error(ws.mlrun("runs", "--last", "0"), 2, "--last 0: give a number of runs")
+    assert_user_error(ws.mlrun("runs", "--columns", "batchsize"), 2, "no field 'batchsize'", "did you mean batch_size")
+
+
+def test_runs_shows_the_settings_that_differ_in_100_columns(history):
+    ws, ids = history
+    table = ws.mlrun("runs", env=ws.env(COLUMNS="100")).stdout.splitlines()
+    # The query's _slow is the BACKEND column's: the rest of the query is the same for all, said once below.
+    assert table[0].split() == ["RUN", "MODE", "BACKEND", "BATCH_SIZE", "LAYERS", "RESULT", "STATUS"]
+    assert table[-1] == "every run listed: app bench"
+    by_id = {line.split()[0]: line for line in table[1:-1]}
+    assert by_id[ids[0]].split()[-4:-2] == ["2", "200.5/s"] and by_id[ids[1]].split()[-4:-2] == ["12", "200.5/s"]
+    assert "F1 91.25 EM 84.50" in by_id[ids[3]] and "accuracy/Offline" in by_id[ids[3]]
+    assert all(len(line) <= 100 for line in table)
+    # Long values are cut to fit; a query keeps its first word and its end (the variations that differ).
+    ws.recipe("app", APP.replace("slow:", "another-very-long-variation-name:"), files={"run.sh": RUN_SH})
+    run(ws, "app bench _another-very-long-variation-name _cpu", "--batch_size=2", "--env.HOME_OF_THE_RUN=/x/y/z")
+    table = ws.mlrun("runs", env=ws.env(COLUMNS="100")).stdout.splitlines()
+    assert all(len(line) <= 100 for line in table), "\n".join(table)
+    assert _cut("app mlperf bert _onnxruntime _cpu _random", 24, middle=True) == "app ... _cpu _random"
+    # Every listed run shares the query and mode: said once below the table.
+    same = ws.mlrun("runs", "--where", "backend=fast", "--where", "mode=performance").stdout.splitlines()
+    assert same[0].split() == ["RUN", "LAYERS", "RESULT", "STATUS"]
+    assert same[-1] == "every run listed: app bench, perf/Offline"
+
+
+def test_runs_csv_and_markdown_share_the_rows(history):
+    ws, ids = history
+    rows = list(csv.DictReader(io.StringIO(ws.mlrun("runs", "--csv").stdout)))
+    assert [r["run"] for r in rows] == ids[:4] and rows[2]["samples_per_second"] == "50"
+    assert rows[0]["dep.model.layers"] == "2" and rows[3]["f1"] == "91.25"
+    markdown = ws.mlrun("runs", "--markdown", "--columns", "run,samples_per_second", "--last", "1").stdout
+    assert markdown.splitlines() == ["| run | samples_per_second |", "| --- | ---: |", f"| {ids[3]} | 200.5 |"]
+    assert ws.mlrun("runs", "--csv", "--json").returncode == 2
+
+
+def test_render_and_where_units():
+    rows = [{"a": 1, "b": "x|y", "c": None, "d": 1234.5678, "e": True}]
+    assert render(rows, ["a", "b", "c", "d", "e"], "markdown").splitlines()[2] == "| 1 | x\\|y | - | 1235 | true |"
+    assert json.loads(render(rows, ["c", "d"], "json")) == [{"c": None, "d": 1234.5678}]
+    assert parse_where(["a>=2", "b = x "]) == [("a", ">=", "2"), ("b", "=", "x")]

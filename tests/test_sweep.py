@@ -1,0 +1,350 @@
+"""`mlrun sweep`, `sweep show`, `sweep list`: grids, records, resume, failing points, --jobs on disjoint cores.
+
+Most tests use a small benchmark-like recipe (fast, and able to fail or wait on demand); the last ones run the
+real BERT benchmark with a tiny random model (slow: its venvs are built once for the module).
+"""
+import csv
+import io
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from bench_app import APP_HEAD
+from conftest import TINY_MODEL, assert_user_error, kill_group, offline_mlrun, wait_for
+
+APP = APP_HEAD + """\
+  fail_on: {type: int, default: 0, help: "fail when batch_size is this"}
+  hold: {help: "wait while the file HOLD.LAYERS exists"}
+variations:
+  a: {group: backend, default: true, env: {BACKEND: a}}
+  b: {group: backend, env: {BACKEND: b}}
+  cpu: {group: device, default: true}
+  fast: {description: "no group"}
+deps: [{name: model, query: get model}]
+run: bash "{recipe}/run.sh"
+record: {results: summary.json}
+"""
+
+RUN_SH = """\
+layers=$(cat "$MODEL_DIR/layers.txt")
+while [ -n "$MLRUN_INPUT_HOLD" ] && [ -e "$MLRUN_INPUT_HOLD.$layers" ]; do sleep 0.05; done
+if [ "$MLRUN_INPUT_BATCH_SIZE" = "$MLRUN_INPUT_FAIL_ON" ]; then echo "batch size $MLRUN_INPUT_FAIL_ON is broken" >&2; exit 3; fi
+python3 - <<EOF
+import json, os
+bs, layers = int(os.environ["MLRUN_INPUT_BATCH_SIZE"]), int("$layers")
+sps = 100.0 * bs / layers * (2 if os.environ["BACKEND"] == "b" else 1)
+affinity = sorted(os.sched_getaffinity(0))
+summary = {"scenario": os.environ["MLRUN_INPUT_SCENARIO"], "mode": os.environ["MLRUN_INPUT_MODE"],
+           "batch_size": bs, "affinity": ",".join(map(str, affinity)),
+           "loadgen": {"result": "VALID", "metric": {"Samples per second": sps},
+                       "latency_ms": {"p50": 1000.0 / sps, "p99": 2000.0 / sps}}}
+if os.environ["MLRUN_INPUT_MODE"] == "accuracy":
+    summary["accuracy"] = {"f1": 90.0 - layers, "exact_match": 80.0}
+json.dump(summary, open("summary.json", "w"))
+EOF
+"""
+
+MODEL = """\
+tags: get model
+inputs:
+  layers: {type: int, default: 2}
+run: echo "$MLRUN_INPUT_LAYERS" > layers.txt
+exports: {MODEL_DIR: "{entry}"}
+"""
+
+
+@pytest.fixture
+def bench(ws):
+    ws.recipe("app", APP, files={"run.sh": RUN_SH})
+    ws.recipe("model", MODEL)
+    return ws
+
+
+def sweep_record(ws, name):
+    return json.load(open(os.path.join(ws.runs, "sweeps", name, "sweep.json")))
+
+
+def run_record(ws, run_id):
+    return json.load(open(os.path.join(ws.runs, run_id, "run.json")))
+
+
+GRID = ["--grid", "batch_size=1,4", "--grid", "dep.model.layers=1,2"]
+
+
+def test_a_2x2_sweep_records_every_point_and_shows_them_as_rows(bench):
+    result = bench.mlrun("sweep", "app bench", "--mode=performance", *GRID, "--name", "bs")
+    assert result.returncode == 0, result.stderr
+    assert "sweep bs: 4 points, 4 to run" in result.stderr and "4 ok" in result.stderr
+    data = sweep_record(bench, "bs")
+    assert data["query"] == "app bench" and data["grid"] == {"batch_size": ["1", "4"], "dep.model.layers": ["1", "2"]}
+    assert data["request"]["inputs"] == {"mode": "performance"}
+    assert [(p["id"], p["settings"], p["status"]) for p in data["points"]] == [
+        ("p000", {"batch_size": "1", "dep.model.layers": "1"}, "ok"),
+        ("p001", {"batch_size": "1", "dep.model.layers": "2"}, "ok"),
+        ("p002", {"batch_size": "4", "dep.model.layers": "1"}, "ok"),
+        ("p003", {"batch_size": "4", "dep.model.layers": "2"}, "ok")]
+    for p in data["points"]:
+        run = run_record(bench, p["run"])
+        assert run["status"] == "ok" and run["steps"][-1]["key"] == p["plan_key"]
+        assert run["request"]["inputs"]["batch_size"] == p["settings"]["batch_size"]
+        assert p["node"] == os.uname().nodename and p["error"] is None
+    assert len({p["plan_key"] for p in data["points"]}) == 4
+
+    rows = list(csv.DictReader(io.StringIO(bench.mlrun("sweep", "show", "bs", "--csv").stdout)))
+    assert [(r["point"], r["batch_size"], r["dep.model.layers"]) for r in rows] == [
+        ("p000", "1", "1"), ("p001", "1", "2"), ("p002", "4", "1"), ("p003", "4", "2")]
+    assert [float(r["samples_per_second"]) for r in rows] == [100.0, 50.0, 400.0, 200.0]
+    assert {r["result"] for r in rows} == {"VALID"} and {r["backend"] for r in rows} == {"a"}
+    as_json = json.loads(bench.mlrun("sweep", "show", "bs", "--json").stdout)
+    assert as_json[2]["samples_per_second"] == 400.0 and as_json[2]["dep.model.layers"] == 1
+    assert as_json[2]["latency_p99_ms"] == 5.0 and as_json[2]["run"] == data["points"][2]["run"]
+    markdown = bench.mlrun("sweep", "show", "bs", "--markdown", "--columns", "batch_size,samples_per_second").stdout
+    assert markdown.splitlines() == ["| batch_size | samples_per_second |", "| ---: | ---: |", "| 1 | 100.0 |",
+                                     "| 1 | 50.00 |", "| 4 | 400.0 |", "| 4 | 200.0 |"]
+    table = bench.mlrun("sweep", "show", "bs").stdout.splitlines()
+    assert table[0].split()[:4] == ["POINT", "BATCH_SIZE", "LAYERS", "RESULT"] and len(table) == 5
+    where = bench.mlrun("sweep", "show", "bs", "--json", "--where", "samples_per_second>=200")
+    assert [r["point"] for r in json.loads(where.stdout)] == ["p002", "p003"]
+    listed = bench.mlrun("sweeps")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[:5] == ["bs", "4", "4", "0", "0"]
+
+
+def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench):
+    args = ("sweep", "app bench", *GRID, "--name", "again")
+    assert bench.mlrun(*args).returncode == 0
+    first = sweep_record(bench, "again")
+    again = bench.mlrun(*args)
+    assert again.returncode == 0 and "0 to run, 4 skipped" in again.stderr
+    assert [p["run"] for p in sweep_record(bench, "again")["points"]] == [p["run"] for p in first["points"]]
+    assert len(os.listdir(bench.runs)) == 5   # 4 runs and sweeps/
+    rerun = bench.mlrun(*args, "--rerun")
+    assert rerun.returncode == 0 and "4 to run" in rerun.stderr
+    points = sweep_record(bench, "again")["points"]
+    assert all(p["history"] == [old["run"]] and p["run"] != old["run"] for p, old in zip(points, first["points"]))
+    # Another grid under the same name: an error naming what differs, nothing run.
+    other = bench.mlrun("sweep", "app bench", "--grid", "batch_size=1,8", "--name", "again")
+    assert_user_error(other, 2, "sweep 'again' exists with another grid", '"batch_size": ["1", "8"]', "another --name")
+    other = bench.mlrun("sweep", "app bench", "--scenario=SingleStream", *GRID, "--name", "again")
+    assert_user_error(other, 2, "sweep 'again' exists with another request")
+
+
+def test_a_failing_point_is_recorded_and_the_others_run(bench):
+    result = bench.mlrun("sweep", "app bench", "--fail_on=4", *GRID, "--name", "broken")
+    assert result.returncode == 1, result.stderr
+    assert "p002 batch_size=4 dep.model.layers=1: failed" in result.stderr and "2 failed, 2 ok" in result.stderr
+    points = sweep_record(bench, "broken")["points"]
+    assert [p["status"] for p in points] == ["ok", "ok", "failed", "failed"]
+    failed = run_record(bench, points[2]["run"])
+    assert failed["status"] == "failed" and "exited with code 3" in points[2]["error"]
+    rows = json.loads(bench.mlrun("sweep", "show", "broken", "--json").stdout)
+    assert rows[2]["point_status"] == "failed" and rows[2]["status"] == "failed" and rows[2]["batch_size"] == 4
+    assert "exited with code 3" in rows[2]["error"] and rows[0]["error"] is None
+    assert "ERROR" in bench.mlrun("sweep", "show", "broken").stdout.splitlines()[0]
+    # Again: the two that finished are skipped, the failed ones run (and fail) again.
+    again = bench.mlrun("sweep", "app bench", "--fail_on=4", *GRID, "--name", "broken")
+    assert again.returncode == 1 and "2 to run, 2 skipped" in again.stderr
+
+
+def test_a_killed_sweep_resumes_where_it_stopped(bench, tmp_path):
+    hold = tmp_path / "hold"
+    (tmp_path / "hold.2").write_text("")   # the second point waits on this file until the sweep is killed
+    args = ("sweep", "app bench", f"--hold={hold}", "--grid", "dep.model.layers=1,2,3", "--name", "k")
+    proc = bench.popen(*args)
+    try:
+        assert wait_for(lambda: os.path.exists(os.path.join(bench.runs, "sweeps", "k", "sweep.json"))
+                        and sweep_record(bench, "k")["points"][1]["status"] == "running", timeout=30)
+        assert wait_for(lambda: len(os.listdir(bench.runs)) == 3, timeout=30)  # p001's run has begun
+        os.kill(proc.pid, signal.SIGKILL)   # the sweep only: its running point must not go on alone
+        proc.wait(timeout=10)
+        points = sweep_record(bench, "k")["points"]
+        assert [p["status"] for p in points] == ["ok", "running", "pending"]
+        # The point's mlrun got SIGTERM when the sweep died: its run ends interrupted, nothing is left running.
+        runs = [n for n in os.listdir(bench.runs) if n != "sweeps" and n != points[0]["run"]]
+        assert len(runs) == 1
+        assert wait_for(lambda: run_record(bench, runs[0])["status"] == "interrupted", timeout=30)
+    finally:
+        kill_group(proc)
+    (tmp_path / "hold.2").unlink()
+    resumed = bench.mlrun(*args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "2 to run, 1 skipped" in resumed.stderr and "1 left running by a sweep that stopped run again" in resumed.stderr
+    points = sweep_record(bench, "k")["points"]
+    assert [p["status"] for p in points] == ["ok"] * 3 and points[1]["run"] != runs[0]
+
+
+def test_a_variation_group_in_the_grid_replaces_the_query_s_variation(bench):
+    result = bench.mlrun("sweep", "app bench _b _cpu", "--grid", "backend=_a,_b", "--name", "be")
+    assert result.returncode == 0, result.stderr
+    data = sweep_record(bench, "be")
+    queries = [run_record(bench, p["run"])["query"] for p in data["points"]]
+    assert queries == ["app bench _a _cpu", "app bench _b _cpu"]
+    rows = json.loads(bench.mlrun("sweep", "show", "be", "--json").stdout)
+    assert [(r["backend"], r["device"], r["samples_per_second"]) for r in rows] == [("a", "cpu", 50.0),
+                                                                                  ("b", "cpu", 100.0)]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--grid", "batchsize=1,2"], ["app has no input or variation group 'batchsize'", "did you mean batch_size"]),
+    (["--grid", "backend=_a,_c"], ["_c is not a variation of the group backend", "no such variation",
+                                   "group backend: _a, _b"]),
+    (["--grid", "backend=_a,_cpu"], ["_cpu is not a variation of the group backend", "it is in group device"]),
+    (["--grid", "backend=_a,_fast"], ["it belongs to no group"]),
+    (["--grid", "backends=_a,_b"], ["app has no variation group 'backends' (did you mean backend?)",
+                                    "its groups: backend, device"]),
+    (["--grid", "backend=_a,b"], ["mixes variations (_x) and plain values"]),
+    (["--grid", "batch_size"], ["write --grid NAME=VALUE1,VALUE2"]),
+    (["--grid", "batch_size=1,,2"], ["an empty value"]),
+    (["--grid", "batch_size=1,1"], ["a value is given twice"]),
+    (["--grid", "batch_size=1", "--grid", "batch_size=2"], ["--grid batch_size is given twice"]),
+    (["--batch_size=2", "--grid", "batch_size=1,4"], ["--batch_size is given both as a fixed flag and in --grid"]),
+    ([], ["a sweep needs at least one --grid"]),
+    (["--grid", "batch_size=1,x,2.5"], ["2 of 3 points of sweep 'g' cannot be planned; nothing ran",
+                                        "p001 (batch_size=x)", "p002 (batch_size=2.5)"]),
+    (["--grid", "dep.nope.layers=1,2"], ["points of sweep 'g' cannot be planned", "--dep.nope.* names no dependency"]),
+    (["--grid", "batch_size=1", "--jobs", "0"], None),
+])
+def test_grid_mistakes_are_usage_errors_before_anything_runs(bench, args, fragments):
+    result = bench.mlrun("sweep", "app bench", *args, "--name", "g")
+    if fragments is None:   # --jobs 0 is taken as one job at a time
+        assert result.returncode == 0, result.stderr
+        return
+    assert_user_error(result, 2, *fragments)
+    assert not os.path.exists(bench.runs) or os.listdir(bench.runs) in ([], ["sweeps"])
+    assert not os.path.exists(os.path.join(bench.runs, "sweeps", "g", "sweep.json"))
+
+
+def test_sweep_usage_errors(bench):
+    assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1"), 2, "a sweep needs a --name")
+    assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "../x"), 2,
+                      "a sweep name is letters")
+    assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "x", "--on", "moon"),
+                      2, "--on moon: not an executor")
+    assert_user_error(bench.mlrun("sweep", "app bench", "more", "--grid", "batch_size=1", "--name", "x"), 2,
+                      "unexpected argument 'more'")
+    assert_user_error(bench.mlrun("sweep", "show", "nope"), 2, "no sweep 'nope'", "none yet")
+    assert bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "one").returncode == 0
+    assert_user_error(bench.mlrun("sweep", "show", "nope"), 2, "no sweep 'nope'", "the sweeps there are: one")
+    assert_user_error(bench.mlrun("sweep", "show", "one", "--columns", "sampels_per_second"), 2,
+                      "no field 'sampels_per_second'", "did you mean samples_per_second")
+    assert_user_error(bench.mlrun("sweep", "show"), 2, "needs a NAME")
+    both = bench.mlrun("sweep", "show", "one", "--csv", "--json")
+    assert both.returncode == 2 and "--json: not allowed with argument --csv" in both.stderr
+
+
+def overlapping(points):
+    """Pairs of points whose runs overlapped in time."""
+    spans = {p["id"]: (p["started"], p["started"] + p["seconds"]) for p in points}
+    ids = sorted(spans)
+    return [(a, b) for i, a in enumerate(ids) for b in ids[i + 1:]
+            if spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]]
+
+
+def test_jobs_pin_measuring_points_to_disjoint_cores_or_refuse(bench, tmp_path):
+    cores = sorted(os.sched_getaffinity(0))
+    sizes = ",".join(str(i) for i in range(1, len(cores) + 2))   # a point for each of the N+1 jobs
+    refused = bench.mlrun("sweep", "app bench", "--grid", f"batch_size={sizes}", "--jobs", str(len(cores) + 1),
+                          "--name", "many")
+    assert_user_error(refused, 2, f"--jobs {len(cores) + 1}: performance points would share cores",
+                      f"use --jobs {len(cores)} or fewer")
+    assert not os.path.exists(os.path.join(bench.runs, "sweeps", "many", "sweep.json"))
+    # Accuracy points may share cores: not refused, not pinned.
+    shared = bench.mlrun("sweep", "app bench", "--mode=accuracy", "--grid", "dep.model.layers=1,2,3",
+                         "--jobs", str(len(cores) + 1), "--name", "acc")
+    assert shared.returncode == 0, shared.stderr
+    assert all("cores" not in p for p in sweep_record(bench, "acc")["points"])
+    if len(cores) < 2:
+        pytest.skip("one core: two measuring points cannot run at once here")
+    holds = [tmp_path / "hold.1", tmp_path / "hold.2"]
+    for h in holds:
+        h.write_text("")
+    before = len(os.listdir(bench.runs))
+    proc = bench.popen("sweep", "app bench", f"--hold={tmp_path / 'hold'}", "--grid", "dep.model.layers=1,2,3,4",
+                       "--jobs", "2", "--name", "pinned")
+    try:   # the first two points start and wait on their files together: they overlap for sure
+        assert wait_for(lambda: os.path.exists(os.path.join(bench.runs, "sweeps", "pinned", "sweep.json")) and
+                        [p["status"] for p in sweep_record(bench, "pinned")["points"]].count("running") == 2, 30)
+        assert wait_for(lambda: len(os.listdir(bench.runs)) == before + 2, timeout=30)
+        for h in holds:
+            h.unlink()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 0, err
+    points = sweep_record(bench, "pinned")["points"]
+    half = len(cores) // 2
+    assert {tuple(p["cores"]) for p in points} == {tuple(cores[:half]), tuple(cores[half:])}
+    assert ("p000", "p001") in overlapping(points)
+    for a, b in overlapping(points):
+        pa, pb = (next(p for p in points if p["id"] == i) for i in (a, b))
+        assert not set(pa["cores"]) & set(pb["cores"]), (pa, pb)
+    for p in points:   # the run itself saw only its cores: recorded in its host facts and by the benchmark
+        run = run_record(bench, p["run"])
+        assert run["host"]["cpus_allowed"] == p["cores"]
+        assert run["results"]["affinity"] == ",".join(map(str, p["cores"]))
+
+
+# -- the real benchmark: a tiny random BERT, offline -----------------------------------------------------
+
+BERT = "app mlperf bert _onnxruntime _cpu _random"
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory):
+    return offline_mlrun(tmp_path_factory.mktemp("sweep-bert"))
+
+
+@pytest.mark.slow
+def test_a_bert_sweep_of_2x2_points_with_a_tiny_random_model(bert):
+    tiny = [a for a in TINY_MODEL if not a.startswith("--dep.model.layers")]
+    args = ("sweep", BERT, "--mode=performance", "--count=32", *tiny, "--grid", "batch_size=1,4",
+            "--grid", "dep.model.layers=1,2", "--name", "bert")
+    result = bert(*args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.load(open(bert.root / "runs" / "sweeps" / "bert" / "sweep.json"))
+    assert [p["status"] for p in data["points"]] == ["ok"] * 4
+    for p in data["points"]:   # the plan the sweep resolved is the one each point's mlrun ran
+        assert json.load(open(bert.root / "runs" / p["run"] / "run.json"))["root"]["key"] == p["plan_key"]
+    rows = list(csv.DictReader(io.StringIO(bert("sweep", "show", "bert", "--csv").stdout)))
+    for row, p in zip(rows, data["points"]):
+        assert row["batch_size"] == p["settings"]["batch_size"] and row["run"] == p["run"]
+        assert float(row["samples_per_second"]) > 0 and row["result"] in ("VALID", "INVALID")
+        assert row["backend"] == "onnxruntime" and row["model"] == "random" and row["scenario"] == "Offline"
+        assert row["mode"] == "performance" and row["count"] == "32" and row["batching.batch_size"] == row["batch_size"]
+    table = bert("sweep", "show", "bert").stdout.splitlines()
+    assert table[0].split()[:5] == ["POINT", "BATCH_SIZE", "LAYERS", "RESULT", "SAMPLES/S"]
+    again = bert(*args)
+    assert again.returncode == 0 and "4 skipped" in again.stderr
+
+
+@pytest.mark.slow
+def test_a_bert_sweep_with_two_jobs_pins_loadgen_s_instances(bert):
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("one core")
+    result = bert("sweep", BERT, "--mode=performance", "--count=32", *TINY_MODEL, "--grid", "batch_size=1,2",
+                  "--jobs", "2", "--name", "pinned")
+    assert result.returncode == 0, result.stderr[-3000:]
+    data = json.load(open(bert.root / "runs" / "sweeps" / "pinned" / "sweep.json"))
+    for p in data["points"]:
+        run = json.load(open(bert.root / "runs" / p["run"] / "run.json"))
+        instance_cores = {c for group in run["results"]["parallelism"]["cores"] for c in group}
+        assert instance_cores <= set(p["cores"]) and run["host"]["cpus_allowed"] == p["cores"]
+
+
+def test_a_secret_given_to_every_point_is_in_no_sweep_file(bench):
+    secret = "s3cr3t-value-for-the-sweep"
+    result = bench.mlrun("sweep", "app bench", f"--env.API_TOKEN={secret}", "--grid", "batch_size=1,2",
+                         "--name", "secret")
+    assert result.returncode == 0, result.stderr
+    data = sweep_record(bench, "secret")
+    assert data["request"]["env_overrides"] == {"API_TOKEN": "<redacted>"}
+    for root, _, files in os.walk(bench.runs):
+        for name in files:
+            with open(os.path.join(root, name), "rb") as f:
+                assert secret.encode() not in f.read(), os.path.join(root, name)
+    again = bench.mlrun("sweep", "app bench", f"--env.API_TOKEN={secret}", "--grid", "batch_size=1,2",
+                        "--name", "secret")
+    assert again.returncode == 0 and "2 skipped" in again.stderr
