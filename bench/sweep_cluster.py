@@ -12,7 +12,7 @@
 Starts its clusters with tests/clusters.py (Ray from this Python's venv: requirements-cluster.txt; SLURM needs
 root and Debian's slurm-wlm and munge). The BERT part uses --cache (default: a fresh folder, built first).
 
-    .venv/bin/python bench/sweep_cluster.py [--points 8] [--cache DIR] [--skip-bert] [--skip-slurm]
+    .venv/bin/python bench/sweep_cluster.py [--points 8] [--cache DIR] [--skip-overhead|--skip-bert|--skip-slurm]
 """
 import argparse
 import json
@@ -137,11 +137,13 @@ def main_():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--points", type=int, default=8)
     ap.add_argument("--cache", help="the cache for the BERT sweeps (default: a fresh one)")
+    ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-bert", action="store_true")
     ap.add_argument("--skip-slurm", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="mlrun-sweep-bench-") as tmp:
-        overheads(tmp, args.points, args.skip_slurm)
+        if not args.skip_overhead:
+            overheads(tmp, args.points, args.skip_slurm)
         if not args.skip_bert:
             bert_sweeps(tmp, os.path.abspath(args.cache) if args.cache else os.path.join(tmp, "cache"))
 

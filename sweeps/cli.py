@@ -37,7 +37,8 @@ def add_arguments(p, verb):
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="local: points at once (performance points each pinned to its own cores; refused when "
                         "there are fewer cores than N)")
-    p.add_argument("--on", metavar="WHERE", help="local (default), ray (RAY_ADDRESS), ray://HOST:PORT, or slurm")
+    p.add_argument("--on", metavar="WHERE",
+                   help="local (default), ray (RAY_ADDRESS), ray:HOST:PORT, ray://HOST:PORT, or slurm")
     p.add_argument("--slurm", metavar="KEY=VALUE,...", help="SLURM job options, e.g. partition=cpu,time=30")
     p.add_argument("--cpus", type=int, metavar="N", help="cores each point asks a cluster for (default 1)")
     p.add_argument("--node-cache", "--ray-cache", metavar="shared|local|DIR",

@@ -30,10 +30,10 @@ def node_name():
     """The host name, with the Ray node id when in a Ray worker (two Ray nodes may share a host)."""
     host = socket.gethostname()
     ray = sys.modules.get("ray")
-    if ray is not None:
+    if ray is not None and ray.is_initialized():   # in a Ray worker (asking elsewhere would set Ray up)
         try:
             return f"{host}@{ray.get_runtime_context().get_node_id()[:8]}"
-        except Exception:   # not inside a Ray worker after all
+        except Exception:   # a driver, not a worker
             pass
     slurm = os.environ.get("SLURMD_NODENAME")
     return f"{host}@{slurm}" if slurm and slurm != host else host

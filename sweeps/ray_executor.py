@@ -62,8 +62,9 @@ class RayExecutor(Executor):
                 started = Queue(actor_options={"num_cpus": 0})   # workers say when a point starts
                 fn = ray.remote(node.run_point)
                 env = remote.node_env(settings)
-                # Ray sets OMP_NUM_THREADS to a task's CPUs: a benchmark must see the machine as a local run does.
-                drop = [] if "OMP_NUM_THREADS" in os.environ else ["OMP_NUM_THREADS"]
+                # Ray sets OMP_NUM_THREADS to a task's CPUs: a benchmark must see the machine as a local run does
+                # (a sweep that wants it set says so: --env.OMP_NUM_THREADS=N, or a --grid of it).
+                drop = ["OMP_NUM_THREADS"]
 
                 def submit(task, **resources):
                     spec = dict(shared.spec(task, env), env_drop=drop)

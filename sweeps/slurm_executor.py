@@ -65,13 +65,16 @@ class SlurmExecutor(Executor):
         self.node_cache = options.get("node_cache")
         self.log_dir = options.get("log_dir")
 
+    def check(self, tasks):
+        if not shutil.which("sbatch"):
+            raise UsageError("--on slurm: `sbatch` is not on PATH", hint="run the sweep where SLURM's commands work "
+                             "(a login node), or use --on ray / the local executor")
+
     def run(self, tasks, settings, on_event):
         submitit = remote.need("submitit", "--on slurm")
         import cloudpickle   # submitit's pickler
         params = self.params
-        if not shutil.which("sbatch"):
-            raise UsageError("--on slurm: `sbatch` is not on PATH", hint="run the sweep where SLURM's commands work "
-                             "(a login node), or use --on ray / the local executor")
+        self.check(tasks)
         with remote.Shared(settings, self.node_cache) as shared:
             remote.by_value(cloudpickle)
             env = remote.node_env(settings)

@@ -67,11 +67,15 @@ def test_a_cluster_without_its_package_says_how_to_install_it(ws, on, package):
     assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))   # refused before anything was recorded
 
 
-def test_an_unknown_slurm_parameter_is_named_before_anything_runs(ws):
+@pytest.mark.parametrize("flags, path, message", [
+    (["--slurm", "partition=cpu,tiem=30"], None, "unknown SLURM parameter 'tiem'; did you mean 'time'?"),
+    ([], "/nonexistent", "--on slurm: `sbatch` is not on PATH")])
+def test_slurm_usage_errors_come_before_anything_runs(ws, flags, path, message):
     pytest.importorskip("submitit")
     point_recipes(ws)
-    code = (f"import sys; sys.path.insert(0, {ROOT!r}); from engine.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = f"import sys; sys.path.insert(0, {ROOT!r}); from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    env = ws.env(**({"PATH": path} if path else {}))
     result = subprocess.run([sys.executable, "-c", code, "sweep", "point", "--grid", "n=0,1", "--name", "s",
-                             "--on", "slurm", "--slurm", "partition=cpu,tiem=30"], env=ws.env(), capture_output=True,
-                            text=True, timeout=60, cwd=ws.root)
-    assert_user_error(result, 2, "unknown SLURM parameter 'tiem'; did you mean 'time'?")
+                             "--on", "slurm", *flags], env=env, capture_output=True, text=True, timeout=60, cwd=ws.root)
+    assert_user_error(result, 2, message)
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))
