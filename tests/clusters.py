@@ -21,6 +21,12 @@ class ClusterUnavailable(Exception):
     """This machine cannot start that cluster (the message says why)."""
 
 
+def can_hide_folders():
+    """Whether this process may give a node a mount namespace of its own (root, with CAP_SYS_ADMIN)."""
+    return shutil.which("unshare") is not None and subprocess.run(
+        ["unshare", "--mount", "sh", "-c", "mount -t tmpfs tmpfs /mnt"], capture_output=True).returncode == 0
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -121,7 +127,9 @@ class RayCluster(_Daemons):
         self.auth = {"RAY_AUTH_MODE": "disabled"}
         self.old_auth = None
 
-    def add_node(self):
+    def add_node(self, hide=None):
+        """Start the head, then more nodes; hide: a folder this node does not see (a tmpfs over it, in a mount
+        namespace of its own), as a node elsewhere would not see this machine's folder."""
         head = not self.procs
         if head:
             self.old_auth = {name: os.environ.get(name) for name in self.AUTH}
@@ -134,6 +142,8 @@ class RayCluster(_Daemons):
                      f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.root}/ray"]
         else:
             args += [f"--address={self.address}"]
+        if hide:
+            args = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', hide, *args]
         self.start(args, f"node{len(self.procs)}.log", env=dict(os.environ, **self.auth))
         if not wait_for(lambda: self.nodes() >= len(self.procs), timeout=90, interval=1):
             raise ClusterUnavailable(f"the Ray cluster did not get {len(self.procs)} nodes:\n"
@@ -217,7 +227,8 @@ class OneNodeSlurm(_Daemons):
                     f"--pid-file={root}/munged.pid", f"--log-file={root}/munged.log",
                     f"--seed-file={root}/munge.seed"], "munged.out")
         if not wait_for(lambda: os.path.exists(f"{root}/munge.sock"), timeout=10, interval=0.2):
-            raise ClusterUnavailable(f"munged did not start:\n{tail(root + '/munged.out')}\n{tail(root + '/munged.log')}")
+            raise ClusterUnavailable("munged did not start:\n" + tail(root + "/munged.out") + "\n"
+                                     + tail(root + "/munged.log"))
         self.start(["slurmctld", "-D", "-f", self.conf], "slurmctld.out")
         self.start(["slurmd", "-D", "-f", self.conf], "slurmd.out")
 

@@ -11,7 +11,7 @@ import signal
 
 import pytest
 
-from clusters import RayCluster, counted_dep, point_recipes, settings_of, task
+from clusters import RayCluster, can_hide_folders, counted_dep, point_recipes, settings_of, task
 from conftest import wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need requirements-cluster.txt installed")
@@ -21,10 +21,14 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """The head, and a node that does not see the folder `hidden` (when this machine allows mount namespaces)."""
     c = RayCluster(tmp_path_factory.mktemp("ray"))
+    c.hidden = os.path.join(c.root, "hidden") if can_hide_folders() else None
     try:
         c.add_node()
-        c.add_node()
+        if c.hidden:
+            os.makedirs(c.hidden)
+        c.add_node(hide=c.hidden)
         yield c
     finally:
         assert c.stop(), f"Ray processes left: {c.left()}"   # the cluster is gone, whatever happened
@@ -59,6 +63,30 @@ def test_sweep_of_four_points_on_both_nodes_records_back(cluster, ws, monkeypatc
     assert not [n for n in os.listdir(ws.runs) if n.startswith(".sweep-")]   # the markers are gone
     assert main(argv) == 0   # run again: every point finished ok with the same plan, nothing runs
     assert "4 skipped" in capsys.readouterr().err
+
+
+def test_runs_come_back_from_a_node_that_does_not_see_the_runs_folder(cluster, ws):
+    """runs/ is `hidden` from the second node: its run folder travels back through Ray, its paths made local."""
+    if not cluster.hidden:
+        pytest.skip("this machine gives no mount namespace (unshare --mount) to hide a folder from a node")
+    from sweeps.ray_executor import RayExecutor
+    point_recipes(ws, run='echo "$N" > n.txt; sleep 1')
+    settings = settings_of(ws)
+    settings.runs = os.path.join(cluster.hidden, os.path.basename(ws.root))
+    outcomes = list(RayExecutor(cluster.address, {"log_dir": os.path.join(ws.root, "logs")}).run(
+        [task(0), task(1)], settings, lambda *event: None))
+    assert all(o.returncode == 0 for o in outcomes), [o.stderr_tail for o in outcomes]
+    assert len({o.node for o in outcomes}) == 2   # one point on each node, both records here
+    where = []
+    for o in outcomes:
+        record = json.load(open(os.path.join(settings.runs, o.run_id, "run.json")))
+        where.append(record["host"]["env"]["MLRUN_RUNS"] == settings.runs)   # the folder mlrun wrote into
+        assert record["status"] == "ok"
+        assert record["steps"][-1]["path"] == os.path.join(settings.runs, o.run_id, "point")
+        n = int(o.point_id[1:])
+        assert open(os.path.join(settings.runs, o.run_id, "point", "n.txt")).read() == f"{n}\n"
+        assert "point" in open(os.path.join(ws.root, "logs", f"{o.point_id}.log")).read()
+    assert sorted(where) == [False, True]   # the hidden node wrote into a scratch folder, and it came back
 
 
 def test_measuring_points_get_a_whole_node_each(cluster, ws, tmp_path):
