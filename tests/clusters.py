@@ -51,6 +51,21 @@ def counted_dep(counter):
     return f"sleep 2; echo built >> {counter}; echo dep > dep.txt"
 
 
+def sweep_here(ws, monkeypatch, capsys, *argv):
+    """`mlrun sweep ARGV` in this process (whose Python has the cluster packages; the points' mlrun need not):
+    (exit code, stderr, the sweep record)."""
+    import json
+    from engine.cli import main
+    for name, value in ws.env().items():
+        if name.startswith("MLRUN_"):
+            monkeypatch.setenv(name, value)
+    code = main(["sweep", *argv])
+    err = capsys.readouterr().err
+    name = argv[argv.index("--name") + 1]
+    with open(os.path.join(ws.runs, "sweeps", name, "sweep.json")) as f:
+        return code, err, json.load(f)
+
+
 def settings_of(ws):
     from engine.settings import Settings
     return Settings.from_env(environ=ws.env())

@@ -2,8 +2,9 @@
 
 The module starts the cluster once (`ray start --head` and `ray start --address`, ports chosen here, each
 node in its own process group, stopped by its group at the end) and runs small recipes through the
-Ray executor: points spread over both nodes with their records back in runs/, one cache folder shared
-by both nodes (a dependency both need at once is built once), a worker that dies.
+Ray executor: a sweep whose points spread over both nodes with their records back in runs/, run folders that
+travel back from a node that does not see runs/ (a mount namespace of its own), measuring points alone on a
+node, one cache folder shared by both nodes (a dependency both need at once is built once), a worker that dies.
 """
 import json
 import os
@@ -11,7 +12,7 @@ import signal
 
 import pytest
 
-from clusters import RayCluster, can_hide_folders, counted_dep, point_recipes, settings_of, task
+from clusters import RayCluster, can_hide_folders, counted_dep, point_recipes, settings_of, sweep_here, task
 from conftest import wait_for
 
 ray = pytest.importorskip("ray", reason="the Ray executor's tests need requirements-cluster.txt installed")
@@ -45,15 +46,9 @@ def run_points(ws, tasks, **options):
 def test_sweep_of_four_points_on_both_nodes_records_back(cluster, ws, monkeypatch, capsys):
     """`mlrun sweep ... --on ray:ADDRESS` (in this process: its Python has ray; the points' mlrun need not)."""
     point_recipes(ws)
-    for name, value in ws.env().items():
-        if name.startswith("MLRUN_"):
-            monkeypatch.setenv(name, value)
-    from engine.cli import main
-    argv = ["sweep", "point", "--grid", "n=0,1,2,3", "--name", "four", "--on", f"ray:{cluster.address}"]
-    assert main(argv) == 0, capsys.readouterr().err
-    err = capsys.readouterr().err
-    assert "sweep four: 4 points, 4 to run on ray:" in err and "sweep four: 4 ok" in err, err
-    data = json.load(open(os.path.join(ws.runs, "sweeps", "four", "sweep.json")))
+    argv = ["point", "--grid", "n=0,1,2,3", "--name", "four", "--on", f"ray:{cluster.address}"]
+    code, err, data = sweep_here(ws, monkeypatch, capsys, *argv)
+    assert code == 0 and "sweep four: 4 points, 4 to run on ray:" in err and "sweep four: 4 ok" in err, err
     assert [p["status"] for p in data["points"]] == ["ok"] * 4, data["points"]
     assert len({p["node"] for p in data["points"]}) == 2, data["points"]   # both nodes ran points
     for p in data["points"]:   # each run's record is in this machine's runs/, with its own input; its log too
@@ -61,8 +56,8 @@ def test_sweep_of_four_points_on_both_nodes_records_back(cluster, ws, monkeypatc
         assert record["status"] == "ok" and record["steps"][-1]["node"]["inputs"]["n"] == int(p["settings"]["n"])
         assert "point" in open(p["log"]).read()
     assert not [n for n in os.listdir(ws.runs) if n.startswith(".sweep-")]   # the markers are gone
-    assert main(argv) == 0   # run again: every point finished ok with the same plan, nothing runs
-    assert "4 skipped" in capsys.readouterr().err
+    code, err, _ = sweep_here(ws, monkeypatch, capsys, *argv)   # again: every point finished ok, nothing runs
+    assert code == 0 and "4 skipped" in err, err
 
 
 def test_runs_come_back_from_a_node_that_does_not_see_the_runs_folder(cluster, ws):

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from conftest import wait_for
-from clusters import ClusterUnavailable, OneNodeSlurm, point_recipes, settings_of, task
+from clusters import ClusterUnavailable, OneNodeSlurm, point_recipes, settings_of, sweep_here, task
 
 pytest.importorskip("submitit", reason="the SLURM executor's tests need requirements-cluster.txt installed")
 
@@ -40,6 +40,18 @@ def run_points(ws, tasks, slurm=(("time", "5"),), events=None):
     events = [] if events is None else events
     return list(SlurmExecutor({"slurm": dict(slurm)}).run(
         tasks, settings_of(ws), lambda kind, t, outcome: events.append((kind, t.point_id)))), events
+
+
+def test_sweep_on_slurm_from_the_command_line(slurm, ws, monkeypatch, capsys):
+    point_recipes(ws)
+    code, err, data = sweep_here(ws, monkeypatch, capsys, "point", "--grid", "n=0,1", "--name", "two",
+                                 "--on", "slurm", "--slurm", "time=5,job-name=mlrun-test")
+    assert code == 0 and "sweep two: 2 ok" in err, err
+    for p in data["points"]:
+        assert p["status"] == "ok" and p["node"].startswith(socket.gethostname()), p
+        record = json.load(open(os.path.join(ws.runs, p["run"], "run.json")))
+        assert record["steps"][-1]["node"]["inputs"]["n"] == int(p["settings"]["n"])
+        assert "point" in open(p["log"]).read()
 
 
 def test_two_points_as_one_job_array(slurm, ws):
