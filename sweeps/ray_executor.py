@@ -11,6 +11,7 @@ a worker or node that dies leaves the point failed with Ray's reason, and a reru
 """
 import functools
 import os
+import socket
 import time
 from collections import deque
 
@@ -39,8 +40,14 @@ class RayExecutor(Executor):
         self.node_cache = options.get("node_cache")
         self.log_dir = options.get("log_dir")
 
+    def check(self, tasks):
+        _reachable(self._address())   # before the sweep records anything
+
+    def _address(self):
+        return self.address or os.environ.get("RAY_ADDRESS") or "auto"
+
     def _connect(self, ray):
-        address = self.address or os.environ.get("RAY_ADDRESS") or "auto"
+        address = self._address()
         # Ray Client starts a server process per client on the head: on a busy head that can miss its time-out.
         for attempt in range(3 if address.startswith("ray://") else 1, 0, -1):
             try:
@@ -117,6 +124,19 @@ class RayExecutor(Executor):
             on_event("started", task, None)
         on_event("finished", task, outcome)
         return outcome
+
+
+def _reachable(address, timeout=10):
+    """A usage error, in seconds, when nothing listens at HOST:PORT (ray.init would wait for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return   # "auto", or a form Ray knows better
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}",
+                         hint="is the cluster up (`ray status`)? --on ray:HOST:PORT names its GCS port (6379 by "
+                              "default), --on ray://HOST:PORT its Ray Client port (10001)") from None
 
 
 def _cpus_by_node(ray):

@@ -12,6 +12,18 @@ from clusters import point_recipes, settings_of, task
 from conftest import ROOT, assert_user_error
 
 
+def sweep_two_points(ws, *flags, hide=None, env=None):
+    """`mlrun sweep point --grid n=0,1 --name s FLAGS` run by this Python (which has the cluster packages),
+    with the package `hide` made unimportable."""
+    point_recipes(ws)
+    code = (f"import sys; sys.modules.update({{{hide!r}: None}} if {hide!r} else {{}}); sys.path.insert(0, {ROOT!r}); "
+            "from engine.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "sweep", "point", "--grid", "n=0,1", "--name", "s", *flags],
+                            env=env or ws.env(), capture_output=True, text=True, timeout=60, cwd=ws.root)
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))   # refused before anything was recorded
+    return result
+
+
 def shared_for(ws, **kw):
     from sweeps import remote
     return remote.Shared(settings_of(ws), **kw)
@@ -58,13 +70,16 @@ def test_a_bad_node_cache_is_a_usage_error(ws):
 
 @pytest.mark.parametrize("on, package", [("ray", "ray"), ("ray://head:10001", "ray"), ("slurm", "submitit")])
 def test_a_cluster_without_its_package_says_how_to_install_it(ws, on, package):
-    point_recipes(ws)
-    code = (f"import sys; sys.modules[{package!r}] = None; sys.path.insert(0, {ROOT!r}); "
-            "from engine.cli import main; sys.exit(main(sys.argv[1:]))")
-    result = subprocess.run([sys.executable, "-c", code, "sweep", "point", "--grid", "n=0,1", "--name", "s",
-                             "--on", on], env=ws.env(), capture_output=True, text=True, timeout=60, cwd=ws.root)
+    result = sweep_two_points(ws, "--on", on, hide=package)
     assert_user_error(result, 2, f"--on {on} needs the Python package `{package}`", "requirements-cluster.txt")
-    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))   # refused before anything was recorded
+
+
+def test_a_ray_cluster_that_is_not_there_is_said_at_once(ws):
+    pytest.importorskip("ray")
+    from clusters import free_port
+    port = free_port()
+    result = sweep_two_points(ws, "--on", f"ray:127.0.0.1:{port}")
+    assert_user_error(result, 2, f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused")
 
 
 @pytest.mark.parametrize("flags, path, message", [
@@ -72,10 +87,5 @@ def test_a_cluster_without_its_package_says_how_to_install_it(ws, on, package):
     ([], "/nonexistent", "--on slurm: `sbatch` is not on PATH")])
 def test_slurm_usage_errors_come_before_anything_runs(ws, flags, path, message):
     pytest.importorskip("submitit")
-    point_recipes(ws)
-    code = f"import sys; sys.path.insert(0, {ROOT!r}); from engine.cli import main; sys.exit(main(sys.argv[1:]))"
-    env = ws.env(**({"PATH": path} if path else {}))
-    result = subprocess.run([sys.executable, "-c", code, "sweep", "point", "--grid", "n=0,1", "--name", "s",
-                             "--on", "slurm", *flags], env=env, capture_output=True, text=True, timeout=60, cwd=ws.root)
+    result = sweep_two_points(ws, "--on", "slurm", *flags, env=ws.env(**({"PATH": path} if path else {})))
     assert_user_error(result, 2, message)
-    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))
