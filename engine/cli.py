@@ -655,7 +655,7 @@ def _show_record(r):
           f"Python {host.get('python')}")
     print("  plan:")
     for s in r.get("steps", []):
-        print(f"    {s['label']:<48} {s.get('status', '?'):<7} {s.get('seconds', 0):>8.1f} s  "
+        print(f"    {s['label']:<48} {s.get('status', '?'):<11} {s.get('seconds', 0):>8.1f} s  "
               f"[{s['key'][:12]}] {s['node'].get('version', '')}")
     for label in (r.get("planned") or [])[len(r.get("steps", [])):]:  # never reached: the run stopped before
         print(f"    {label:<48} not run")
