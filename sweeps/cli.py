@@ -37,9 +37,13 @@ def add_arguments(p, verb):
     p.add_argument("--jobs", type=int, default=1, metavar="N",
                    help="local: points at once (performance points each pinned to its own cores; refused when "
                         "there are fewer cores than N)")
-    p.add_argument("--on", metavar="WHERE", help="local (default), ray (RAY_ADDRESS), ray://HOST:PORT, or slurm")
+    p.add_argument("--on", metavar="WHERE",
+                   help="local (default), ray (RAY_ADDRESS), ray:HOST:PORT, ray://HOST:PORT, or slurm")
     p.add_argument("--slurm", metavar="KEY=VALUE,...", help="SLURM job options, e.g. partition=cpu,time=30")
     p.add_argument("--cpus", type=int, metavar="N", help="cores each point asks a cluster for (default 1)")
+    p.add_argument("--node-cache", "--ray-cache", metavar="shared|local|DIR",
+                   help="ray/slurm: the cache the nodes use: this one, on a shared file system (default), "
+                        "each node's own (~/.cache/mlrun), or DIR on every node")
     p.epilog = ("Any other --NAME=VALUE is an input of the queried recipe (or --dep.*, --env.*), the same for "
                 "every point. docs/sweeps.md describes grids, resuming and the fields of `sweep show`.")
 
@@ -76,6 +80,7 @@ def run_sweep(args, extras, settings):
     recipe, _ = Resolver(index).select(args.query)
     kinds = gridlib.classify(grid, recipe, inputs, deps, env)
     options = {"jobs": args.jobs, "cpus": args.cpus, "slurm": _key_values(args.slurm, "--slurm"),
+               "node_cache": args.node_cache,
                "log_dir": os.path.join(record.sweeps_dir(settings.runs), name, "logs")}
     runner = executor(args.on, options)   # an unknown --on fails before anything is planned
     prober = settings.prober()

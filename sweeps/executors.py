@@ -73,9 +73,10 @@ def executor(on, options):
     on = on or "local"
     if on == "local":
         return LocalExecutor(jobs=options.get("jobs") or 1, log_dir=options.get("log_dir"))
-    kind = "ray" if on.startswith("ray://") else on
+    kind = "ray" if on.startswith("ray:") else on   # ray://HOST:PORT (Ray Client), ray:HOST:PORT (the GCS)
     if kind not in CLUSTER:
-        raise UsageError(f"--on {on}: not an executor", hint="use --on local, ray, ray://HOST:PORT or slurm")
+        raise UsageError(f"--on {on}: not an executor",
+                         hint="use --on local, ray, ray://HOST:PORT, ray:HOST:PORT or slurm")
     try:
         module = importlib.import_module(CLUSTER[kind])
     except ModuleNotFoundError as e:

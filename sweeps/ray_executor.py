@@ -1,0 +1,154 @@
+"""Sweep points on a Ray cluster: each point one Ray task running mlrun on a node (sweeps/node.py).
+
+Ray does the scheduling: a point asks for the CPUs (and GPUs) of its Task; a measuring point asks for
+all the CPUs of one node (a node with no other measurement of this sweep, chosen when it frees up and
+held by node affinity), so Ray's resource accounting never lets two measurements, or anything else,
+share its cores. `--on ray` connects to RAY_ADDRESS (else the local cluster: "auto"), `--on ray:HOST:PORT`
+to that cluster, `--on ray://HOST:PORT` through Ray Client. Nodes share the cache folder (the engine's
+per-entry flocks hold across nodes on the shared folder) or, with `--node-cache local|DIR`, each node
+builds what it lacks in its own; run folders come back to this machine's runs/. Tasks are never retried:
+a worker or node that dies leaves the point failed with Ray's reason, and a rerun of the sweep repeats it.
+"""
+import functools
+import os
+import socket
+import time
+from collections import deque
+
+from engine.errors import UsageError
+
+from . import node, remote
+from .executors import Executor
+
+POLL_S = 0.5
+NODES_EVERY_S = 5.0
+
+
+def make(on, options):
+    """--on ray (RAY_ADDRESS, else "auto"), ray:HOST:PORT, ray://HOST:PORT."""
+    remote.need("ray", f"--on {on}")
+    address = None if on == "ray" else on if on.startswith("ray://") else on[len("ray:"):]
+    return RayExecutor(address, options)
+
+
+class RayExecutor(Executor):
+    name = "ray"
+
+    def __init__(self, address=None, options=None):
+        options = options or {}
+        self.address = address
+        self.node_cache = options.get("node_cache")
+        self.log_dir = options.get("log_dir")
+
+    def check(self, tasks):
+        _reachable(self._address())   # before the sweep records anything
+
+    def _address(self):
+        return self.address or os.environ.get("RAY_ADDRESS") or "auto"
+
+    def _connect(self, ray):
+        address = self._address()
+        # Ray Client starts a server process per client on the head: on a busy head that can miss its time-out.
+        for attempt in range(3 if address.startswith("ray://") else 1, 0, -1):
+            try:
+                return ray.init(address=address, logging_level="warning", log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                if attempt == 1:
+                    raise UsageError(f"cannot reach the Ray cluster at {address}: {str(e).strip().splitlines()[0]}",
+                                     hint="start one (`ray start --head`), then --on ray (RAY_ADDRESS), "
+                                          "--on ray:HOST:6379 or --on ray://HOST:10001") from None
+
+    def run(self, tasks, settings, on_event):
+        ray = remote.need("ray", "--on ray")
+        from ray.util.queue import Queue
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+        with remote.Shared(settings, self.node_cache) as shared:
+            self._connect(ray)
+            try:
+                remote.by_value(ray.cloudpickle)
+                started = Queue(actor_options={"num_cpus": 0})   # workers say when a point starts
+                fn = ray.remote(node.run_point)
+                env = remote.node_env(settings)
+                # Ray sets OMP_NUM_THREADS to a task's CPUs: a benchmark must see the machine as a local run does
+                # (a sweep that wants it set says so: --env.OMP_NUM_THREADS=N, or a --grid of it).
+                drop = ["OMP_NUM_THREADS"]
+
+                def submit(task, **resources):
+                    spec = dict(shared.spec(task, env), env_drop=drop)
+                    return fn.options(max_retries=0, num_gpus=task.gpus, **resources).remote(
+                        spec, functools.partial(node.tell_actor, started.actor))
+
+                by_id = {t.point_id: t for t in tasks}
+                refs = {submit(t, num_cpus=t.cpus): (t, None) for t in tasks if not t.measures}
+                measuring, busy, seen = deque(t for t in tasks if t.measures), set(), set()
+                nodes, checked = _cpus_by_node(ray), time.monotonic()
+                try:
+                    while refs or measuring:
+                        if time.monotonic() - checked > NODES_EVERY_S:
+                            nodes, checked = _cpus_by_node(ray), time.monotonic()
+                        for node_id in [n for n in nodes if n not in busy]:
+                            if not measuring:
+                                break
+                            task = measuring.popleft()   # all of that node's CPUs: nothing else runs there
+                            strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+                            refs[submit(task, num_cpus=nodes[node_id], scheduling_strategy=strategy)] = (task, node_id)
+                            busy.add(node_id)
+                        if measuring and not refs and not nodes:
+                            for task in measuring:
+                                lost = remote.lost(task, "-", "no Ray node with CPUs is left", log_dir=self.log_dir)
+                                yield self._finish(lost, task, seen, on_event)
+                            measuring.clear()
+                            break
+                        ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+                        for point_id, where in started.get_nowait_batch(started.qsize()):
+                            if point_id not in seen:
+                                seen.add(point_id)
+                                on_event("started", by_id[point_id], None)
+                        for ref in ready:
+                            task, node_id = refs.pop(ref)
+                            busy.discard(node_id)
+                            outcome = _outcome(ray, ref, task, node_id, settings.runs, self.log_dir)
+                            yield self._finish(outcome, task, seen, on_event)
+                finally:
+                    for ref in refs:   # Ctrl-C: the workers stop their mlrun (recorded as interrupted)
+                        ray.cancel(ref)
+                    if refs:
+                        ray.wait(list(refs), num_returns=len(refs), timeout=30)
+            finally:
+                ray.shutdown()
+
+    @staticmethod
+    def _finish(outcome, task, seen, on_event):
+        if task.point_id not in seen:   # it ended before saying it started (its worker died)
+            seen.add(task.point_id)
+            on_event("started", task, None)
+        on_event("finished", task, outcome)
+        return outcome
+
+
+def _reachable(address, timeout=10):
+    """A usage error, in seconds, when nothing listens at HOST:PORT (ray.init would wait for minutes)."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return   # "auto", or a form Ray knows better
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}",
+                         hint="is the cluster up (`ray status`)? --on ray:HOST:PORT names its GCS port (6379 by "
+                              "default), --on ray://HOST:PORT its Ray Client port (10001)") from None
+
+
+def _cpus_by_node(ray):
+    return {n["NodeID"]: int(n["Resources"].get("CPU", 0)) for n in ray.nodes()
+            if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1}
+
+
+def _outcome(ray, ref, task, node_id, runs, log_dir):
+    try:
+        return remote.outcome(ray.get(ref), runs, log_dir)
+    except ray.exceptions.RayError as e:   # the worker or its node died, the task was cancelled...
+        reason = str(e).strip().splitlines()
+        return remote.lost(task, node_id[:8] if node_id else "-",
+                           f"the Ray task of point {task.point_id} failed: {type(e).__name__}: "
+                           f"{reason[-1] if reason else ''}", log_dir=log_dir)

@@ -1,0 +1,184 @@
+"""Sweep points on SLURM: one job array per kind of point (submitit's map_array), one array task per point.
+
+SLURM schedules; submitit writes the job script and pickles `sweeps.node.run_point` and its spec into
+`runs/.slurm/<job>/` (so runs/ must be on a file system the nodes share), and each array task runs mlrun on
+its node, like a Ray task (the same cache and record rules: sweeps/node.py). `--slurm partition=cpu,time=30`
+sets submitit's SLURM parameters (`time` in minutes, default 60; any sbatch option submitit knows:
+account, qos, mem, constraint, nodelist, array_parallelism, ...). Measuring points are an array of
+`--exclusive` jobs: a whole node each, never sharing its cores; the others ask for their CPUs
+(--cpus-per-task) and GPUs (--gpus-per-node). The program runs in the batch step itself (no srun), so an
+exclusive job's process may use every core of its node.
+
+States come from `squeue --states=all` (SLURM keeps finished jobs there for MinJobAge, 5 min by default),
+not from sacct, so clusters without accounting work too. An array task that ends without an answer
+(cancelled, timed out, out of memory, node failure) leaves its point failed with SLURM's state and the tail
+of the job's log; Ctrl-C cancels the arrays (scancel), and their mlrun record their runs as interrupted.
+"""
+import difflib
+import os
+import shutil
+import subprocess
+import time
+
+from engine.errors import MlrunError, UsageError
+
+from . import node, remote
+from .executors import Executor
+
+POLL_S = 1.0
+GRACE_S = 10.0      # a finished job's result file may take this long to show on a shared file system
+DEFAULTS = {"time": 60, "job_name": "mlrun-sweep"}
+RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT")
+ENDED = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
+         "DEADLINE", "REVOKED", "SPECIAL_EXIT")
+
+
+def parameters(given):
+    """{"partition": "cpu", "time": "30"} (--slurm partition=cpu,time=30) -> submitit SlurmExecutor
+    parameters; an unknown name is a usage error."""
+    from submitit.slurm.slurm import _get_default_parameters
+    valid = set(_get_default_parameters()) - {"use_srun", "srun_args", "setup", "teardown", "folder"}
+    out = {}
+    for name, value in (given or {}).items():
+        name = name.strip().replace("-", "_")
+        if name not in valid:
+            close = difflib.get_close_matches(name, valid, n=1)
+            raise UsageError(f"--slurm: unknown SLURM parameter '{name}'"
+                             + (f"; did you mean '{close[0]}'?" if close else ""),
+                             hint="known: " + ", ".join(sorted(valid)))
+        value = str(value).strip()
+        out[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
+def make(on, options):
+    remote.need("submitit", "--on slurm")
+    return SlurmExecutor(options)
+
+
+class SlurmExecutor(Executor):
+    name = "slurm"
+
+    def __init__(self, options=None):
+        options = options or {}
+        self.params = dict(DEFAULTS, **parameters(options.get("slurm")))   # wrong names fail before any planning
+        self.node_cache = options.get("node_cache")
+        self.log_dir = options.get("log_dir")
+
+    def check(self, tasks):
+        if not shutil.which("sbatch"):
+            raise UsageError("--on slurm: `sbatch` is not on PATH", hint="run the sweep where SLURM's commands work "
+                             "(a login node), or use --on ray / the local executor")
+
+    def run(self, tasks, settings, on_event):
+        submitit = remote.need("submitit", "--on slurm")
+        import cloudpickle   # submitit's pickler
+        params = self.params
+        self.check(tasks)
+        with remote.Shared(settings, self.node_cache) as shared:
+            remote.by_value(cloudpickle)
+            env = remote.node_env(settings)
+            jobs = self._submit(submitit, tasks, settings, params, shared, env)
+            try:
+                yield from self._watch(submitit, jobs, settings.runs, on_event)
+            finally:
+                arrays = sorted({job.job_id.split("_")[0] for job, _ in jobs.values() if not _answered(job)})
+                if arrays:   # interrupted: nothing of this sweep keeps running
+                    subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
+
+    def _submit(self, submitit, tasks, settings, params, shared, env):
+        groups = {}
+        for task in tasks:   # one array per kind of point: the resources are the array's
+            groups.setdefault((task.measures, task.cpus, task.gpus), []).append(task)
+        jobs = {}
+        for (measures, cpus, gpus), group in groups.items():
+            ex = submitit.SlurmExecutor(folder=os.path.join(settings.runs, ".slurm", "%j"), max_num_timeout=0)
+            kind = {"exclusive": True} if measures else {"cpus_per_task": max(1, cpus)}
+            if gpus:
+                kind["gpus_per_node"] = gpus
+            ex.update_parameters(**dict(params, **kind, use_srun=False))
+            try:
+                submitted = ex.map_array(node.run_point, [shared.spec(t, env) for t in group])
+            except Exception as e:   # sbatch refused (a partition that does not exist, a time over the limit...)
+                why = getattr(e, "stderr", None) or getattr(e, "output", None) or str(e)
+                why = why.decode() if isinstance(why, bytes) else str(why)
+                raise MlrunError(f"sbatch refused the job array of {len(group)} point(s): "
+                                 f"{why.strip().splitlines()[-1]}",
+                                 hint="check --slurm (partition, time, account) against `sinfo`") from None
+            jobs.update({job.job_id: (job, task) for job, task in zip(submitted, group)})
+        return jobs
+
+    def _watch(self, submitit, jobs, runs, on_event):
+        left, started, ended_at = dict(jobs), set(), {}
+        while left:
+            states = _squeue(sorted({j.split("_")[0] for j in left}))
+            for job_id, (job, task) in list(left.items()):
+                state, where = (states or {}).get(job_id, (None, ""))
+                if job_id not in started and (state in RUNNING or state in ENDED or _answered(job)):
+                    started.add(job_id)
+                    on_event("started", task, None)
+                if _answered(job):
+                    outcome = _result(submitit, job, task, where, runs, self.log_dir)
+                    if outcome.returncode != 0 and state not in ENDED and states is not None and state is not None \
+                            and time.monotonic() - ended_at.setdefault(job_id, time.monotonic()) < GRACE_S:
+                        continue   # mlrun stopped (SIGTERM): wait for SLURM to say why
+                    if state in ENDED and state != "COMPLETED":   # cancelled, timed out...: say so beside mlrun's words
+                        outcome.stderr_tail += f"mlrun: error: SLURM job {job_id} ended {state}\n"
+                elif states is not None and (state is None or state in ENDED):   # gone without an answer:
+                    # give its result file time to show
+                    if time.monotonic() - ended_at.setdefault(job_id, time.monotonic()) < GRACE_S:
+                        continue
+                    outcome = remote.lost(task, where or "-", f"SLURM job {job_id} ended {state or 'without a state'} "
+                                          f"before point {task.point_id} answered{_log_tail(job)}",
+                                          log_dir=self.log_dir)
+                else:
+                    continue
+                del left[job_id]
+                on_event("finished", task, outcome)
+                yield outcome
+            if left:
+                time.sleep(POLL_S)
+
+
+def _answered(job):
+    return job.paths.result_pickle.exists()
+
+
+def _result(submitit, job, task, where, runs, log_dir):
+    try:
+        return remote.outcome(job.result(), runs, log_dir)
+    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError) as e:
+        lines = str(e).strip().splitlines()
+        return remote.lost(task, where or "-", f"SLURM job {job.job_id} of point {task.point_id} failed: "
+                           f"{lines[-1] if lines else type(e).__name__}", log_dir=log_dir)
+
+
+def _squeue(arrays):
+    """{array task id "12_3": (state, node)} for the jobs SLURM still lists, finished ones included;
+    None when squeue did not answer (slurmctld busy): nothing is concluded from that round."""
+    try:
+        done = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N",
+                               "--jobs=" + ",".join(arrays)], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return {} if "Invalid job id" in done.stderr else None   # every array already forgotten
+    states = {}
+    for line in done.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == 3:
+            states[parts[0]] = (parts[1], parts[2])
+    return states
+
+
+def _log_tail(job):
+    """The last lines of the job's logs, where SLURM says why (`*** JOB 12 ... CANCELLED AT ...`)."""
+    text = ""
+    for path in (job.paths.stderr, job.paths.stdout):
+        try:
+            with open(path) as f:
+                text += f.read()
+        except OSError:
+            pass
+    lines = [line for line in text.strip().splitlines() if line.strip()][-3:]
+    return (":\n" + "\n".join(lines)) if lines else ""

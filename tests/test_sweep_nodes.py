@@ -1,0 +1,91 @@
+"""What a cluster node does for a point (sweeps/node.py), without a cluster: a node that does not see the
+submitting machine's runs folder sends the run folder back as bytes; one that does not see the shared cache
+says so; and the cluster executors' usage errors (a missing package, a wrong --slurm name)."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from clusters import point_recipes, settings_of, task
+from conftest import ROOT, assert_user_error
+
+
+def sweep_two_points(ws, *flags, hide=None, env=None):
+    """`mlrun sweep point --grid n=0,1 --name s FLAGS` run by this Python (which has the cluster packages),
+    with the package `hide` made unimportable."""
+    point_recipes(ws)
+    code = (f"import sys; sys.modules.update({{{hide!r}: None}} if {hide!r} else {{}}); sys.path.insert(0, {ROOT!r}); "
+            "from engine.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "sweep", "point", "--grid", "n=0,1", "--name", "s", *flags],
+                            env=env or ws.env(), capture_output=True, text=True, timeout=60, cwd=ws.root)
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))   # refused before anything was recorded
+    return result
+
+
+def shared_for(ws, **kw):
+    from sweeps import remote
+    return remote.Shared(settings_of(ws), **kw)
+
+
+def test_a_node_without_the_runs_folder_sends_the_run_back(ws, tmp_path):
+    from sweeps import node, remote
+    point_recipes(ws, run='echo "$N" > n.txt')
+    with shared_for(ws, node_cache=str(tmp_path / "node-cache")) as shared:
+        spec = shared.spec(task(3), remote.node_env(settings_of(ws)))
+        spec["runs_marker"] = [spec["runs_marker"][0], "another machine's folder"]   # as a node elsewhere sees it
+        result = node.run_point(spec)
+    assert result["returncode"] == 0, result["stderr"]
+    assert result["archive"] and not os.path.exists(result["node_runs"])   # the node's scratch copy is gone
+    outcome = remote.outcome(result, ws.runs, log_dir=str(tmp_path / "logs"))
+    record = json.load(open(os.path.join(ws.runs, outcome.run_id, "run.json")))
+    step = record["steps"][-1]
+    assert record["status"] == "ok" and step["path"] == os.path.join(ws.runs, outcome.run_id, "point")
+    assert open(os.path.join(step["path"], "n.txt")).read() == "3\n"
+    assert record["steps"][0]["path"].startswith(str(tmp_path / "node-cache"))   # the node's own cache
+    assert "point" in open(outcome.log).read()
+    assert not [n for n in os.listdir(ws.runs) if n.startswith(".")]   # no staging folder, no marker left
+
+
+def test_a_node_that_does_not_see_the_shared_cache_says_so(ws):
+    from sweeps import node
+    point_recipes(ws)
+    with shared_for(ws) as shared:
+        spec = shared.spec(task(0))
+        spec["cache_marker"] = [spec["cache_marker"][0], "not this one"]
+        result = node.run_point(spec)
+    assert result["returncode"] == 2 and result["run_id"] is None
+    assert "is not shared with node" in result["stderr"] and "--ray-cache local" in result["stderr"]
+
+
+def test_a_bad_node_cache_is_a_usage_error(ws):
+    point_recipes(ws)
+    result = ws.mlrun("sweep", "point", "--grid", "n=0,1", "--name", "s", "--on", "local", "--node-cache", "rel/dir")
+    assert result.returncode == 0   # local sweeps ignore it
+    from engine.errors import UsageError
+    with pytest.raises(UsageError, match="--node-cache rel/dir: expected shared"):
+        shared_for(ws, node_cache="rel/dir")
+
+
+@pytest.mark.parametrize("on, package", [("ray", "ray"), ("ray://head:10001", "ray"), ("slurm", "submitit")])
+def test_a_cluster_without_its_package_says_how_to_install_it(ws, on, package):
+    result = sweep_two_points(ws, "--on", on, hide=package)
+    assert_user_error(result, 2, f"--on {on} needs the Python package `{package}`", "requirements-cluster.txt")
+
+
+def test_a_ray_cluster_that_is_not_there_is_said_at_once(ws):
+    pytest.importorskip("ray")
+    from clusters import free_port
+    port = free_port()
+    result = sweep_two_points(ws, "--on", f"ray:127.0.0.1:{port}")
+    assert_user_error(result, 2, f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused")
+
+
+@pytest.mark.parametrize("flags, path, message", [
+    (["--slurm", "partition=cpu,tiem=30"], None, "unknown SLURM parameter 'tiem'; did you mean 'time'?"),
+    ([], "/nonexistent", "--on slurm: `sbatch` is not on PATH")])
+def test_slurm_usage_errors_come_before_anything_runs(ws, flags, path, message):
+    pytest.importorskip("submitit")
+    result = sweep_two_points(ws, "--on", "slurm", *flags, env=ws.env(**({"PATH": path} if path else {})))
+    assert_user_error(result, 2, message)

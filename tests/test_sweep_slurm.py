@@ -1,0 +1,94 @@
+"""Sweeps on a real single-node SLURM started by this module (Debian's slurm-wlm and munge).
+
+The fixture writes a minimal slurm.conf (slurmctld and slurmd on 127.0.0.1, this host's name and CPUs,
+ports chosen here, state in a temp folder, no cgroups, no accounting), starts munged with its own key and
+socket, then both daemons in the foreground, each in its own process group, and stops them by their
+groups at the end. A machine that cannot start them skips the tests, printing why (the daemon's log).
+"""
+import json
+import os
+import re
+import socket
+import subprocess
+
+import pytest
+
+from conftest import wait_for
+from clusters import ClusterUnavailable, OneNodeSlurm, point_recipes, settings_of, sweep_here, task
+
+pytest.importorskip("submitit", reason="the SLURM executor's tests need requirements-cluster.txt installed")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    cluster = OneNodeSlurm(tmp_path_factory.mktemp("slurm"))
+    try:
+        cluster.start_all()
+    except ClusterUnavailable as e:
+        cluster.stop()
+        pytest.skip(str(e))
+    try:
+        yield cluster
+    finally:
+        assert cluster.stop(), f"SLURM processes left: {cluster.left()}"
+
+
+def run_points(ws, tasks, slurm=(("time", "5"),), events=None):
+    from sweeps.slurm_executor import SlurmExecutor
+    events = [] if events is None else events
+    return list(SlurmExecutor({"slurm": dict(slurm)}).run(
+        tasks, settings_of(ws), lambda kind, t, outcome: events.append((kind, t.point_id)))), events
+
+
+def test_sweep_on_slurm_from_the_command_line(slurm, ws, monkeypatch, capsys):
+    point_recipes(ws)
+    code, err, data = sweep_here(ws, monkeypatch, capsys, "point", "--grid", "n=0,1", "--name", "two",
+                                 "--on", "slurm", "--slurm", "time=5,job-name=mlrun-test")
+    assert code == 0 and "sweep two: 2 ok" in err, err
+    for p in data["points"]:
+        assert p["status"] == "ok" and p["node"].startswith(socket.gethostname()), p
+        record = json.load(open(os.path.join(ws.runs, p["run"], "run.json")))
+        assert record["steps"][-1]["node"]["inputs"]["n"] == int(p["settings"]["n"])
+        assert "point" in open(p["log"]).read()
+
+
+def test_two_points_as_one_job_array(slurm, ws):
+    point_recipes(ws)
+    outcomes, events = run_points(ws, [task(0), task(1)])
+    assert all(o.returncode == 0 for o in outcomes), [o.stderr_tail for o in outcomes]
+    assert sorted(o.point_id for o in outcomes) == ["p000", "p001"]
+    for o in outcomes:   # the records are in runs/, each with its point's input
+        record = json.load(open(os.path.join(ws.runs, o.run_id, "run.json")))
+        assert record["status"] == "ok" and record["steps"][-1]["node"]["inputs"]["n"] == int(o.point_id[1:])
+        assert o.node.startswith(socket.gethostname())
+    # One array: submitit's folders are named ARRAY_TASK, with one array id for both points.
+    folders = [f for f in os.listdir(os.path.join(ws.runs, ".slurm")) if "_" in f and not f.startswith(".")]
+    assert len(folders) == 2 and len({f.split("_")[0] for f in folders}) == 1, folders
+    assert sorted(events) == sorted([(k, p) for p in ("p000", "p001") for k in ("started", "finished")])
+
+
+def test_measuring_points_run_exclusive_and_a_cancelled_job_is_recorded(slurm, ws, tmp_path):
+    pid_file = tmp_path / "pid"
+    point_recipes(ws, run=f"echo $$ >> {pid_file}; sleep 60")
+    import threading
+
+    def cancel_running():   # the first point to run is cancelled the way a user would
+        if wait_for(lambda: pid_file.exists(), timeout=60):
+            out = subprocess.run(["squeue", "--noheader", "--array", "--states=RUNNING", "--format=%i"],
+                                 capture_output=True, text=True, timeout=10).stdout.split()
+            subprocess.run(["scancel", *out], timeout=10)
+    canceller = threading.Thread(target=cancel_running)
+    canceller.start()
+    outcomes, _ = run_points(ws, [task(0, measures=True)])
+    canceller.join()
+    [o] = outcomes
+    # Its mlrun got SLURM's SIGTERM, recorded the run as interrupted and said so; SLURM's state is added.
+    assert o.returncode == 143 and "interrupted by SIGTERM" in o.stderr_tail, o.stderr_tail
+    assert re.search(r"mlrun: error: SLURM job \d+(_0)? ended CANCELLED", o.stderr_tail), o.stderr_tail
+    # The job had the whole node (--exclusive).
+    script = open(next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ws.runs, ".slurm"))
+                       for f in fs if f.endswith("_submission.sh"))).read()
+    assert "#SBATCH --exclusive" in script
+    assert json.load(open(os.path.join(ws.runs, o.run_id, "run.json")))["status"] == "interrupted"
