@@ -18,6 +18,7 @@ from engine import records, secrets
 from engine.cache import Cache, write_json
 from engine.errors import MlrunError, UsageError
 from engine.runner import RunReporter
+from engine.words import plural
 
 from . import search, system
 
@@ -338,7 +339,7 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
     if plan_only:
         rows = sub.plan_rows()
         width = max(len(r[0]) for r in rows)
-        sub.say(f"{len(rows)} steps ({sum(1 for r in rows if r[1] == 'to run')} to run), shared by "
+        sub.say(f"{plural(len(rows), 'step')} ({sum(1 for r in rows if r[1] == 'to run')} to run), shared by "
                 f"{', '.join(opts.benchmark_list)}; then the tree, the official checker (--version {ROUND}) and "
                 "the archive")
         for name, state, detail in rows:
