@@ -21,10 +21,12 @@ VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "run
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
+  mlrun QUERY --help                    that recipe's inputs, variations and dependency names
   mlrun plan QUERY                      the whole graph, each node cached or to build; nothing runs
   mlrun show cache [QUERY] [--json]     cache entries: recipe, variations, key, size, age, path
-  mlrun show failed                     the logs of failed builds (nothing of them is published)
-  mlrun rm cache QUERY | ENTRY | --all [-y]   remove cache entries (ENTRY: an entry's folder name or path)
+  mlrun show failed                     the logs of failed and interrupted builds (nothing of them is published)
+  mlrun rm cache QUERY | ENTRY | KEY | --all [-y]   remove cache entries (ENTRY: an entry's folder name or
+                                        path; KEY: a key prefix); mlrun rm failed [-y]: the failed build logs
   mlrun cache verify [--reseal]         re-hash every entry (files and metadata), compare its stat signature
   mlrun gc [--older-than 30d] [--dry-run] [-y]   remove what no running mlrun owns (killed builds and imports,
                                         old partial downloads and failed logs); with --older-than also
@@ -32,6 +34,7 @@ EPILOG = """verbs:
   mlrun find QUERY                      recipes that match, with their variations and inputs
   mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
+  mlrun mirror fetch QUERY -o DIR       download every file QUERY's plan needs into DIR, to carry over
   mlrun runs [show RUN]                 past runs: id, when, query, mode/scenario, result, status
   mlrun export RUN -o FILE [--with-cache] [--sign KEY]   a run's record and logs (and the cache entries it used)
   mlrun import FILE [--trust ALLOWED_SIGNERS]   verify and add a bundle's cache entries and run to this machine
@@ -42,7 +45,8 @@ EPILOG = """verbs:
                                         an MLPerf submission: every run, TEST01, the tree, the official checker
   mlrun plan submit QUERY ...           every run that submission needs, done or to run; nothing runs
 
-A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu".
+A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu" (or, as in CM,
+--tags=app,mlperf,bert,_onnxruntime,_cpu). Choices are matched whatever their case (--scenario=offline).
 Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
 --dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE. --env.KEY=VALUE
 overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recipe/resolution error.
@@ -71,7 +75,7 @@ def build_parser(only=None):
     parser = Parser(prog="mlrun", description="Run MLPerf benchmarks from cached, hashed recipes.",
                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(parser, top=True)
-    parser.add_argument("--version", action="version", version=usage.version(), help="mlrun's version")
+    parser.add_argument("--version", action=usage.VersionAction, help="mlrun's version (and git describe in a checkout)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name, help_, query=None, json_=False):
@@ -451,7 +455,13 @@ def cmd_find(args, extras, settings):
                if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))
                and all(v.split(".")[0] in r["variations"] for v in variations)]
     if not recipes:
-        raise MlrunError(f"no recipe matches '{args.query}'", hint="`mlrun find` alone lists every recipe")
+        from .resolver import Resolver
+        tagged = [r for r in settings.index().recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]
+        known = {"_" + v.split(".")[0] for r in tagged for v in r["variations"]}
+        hint = "; ".join(f"no variation _{v}{did_you_mean('_' + v, known)}" for v in variations
+                         if "_" + v.split(".")[0] not in known) if tagged else \
+            Resolver(settings.index())._closest(tags).replace("mlrun find TAG", "mlrun find")
+        raise MlrunError(f"no recipe matches '{args.query}'", hint=hint or None)
     recipes.sort(key=lambda r: (r["name"], r["version"]))
     if args.json:
         _print_json([{k: r[k] for k in ("name", "version", "tags", "description", "cache", "inputs", "path")}
@@ -687,6 +697,12 @@ def _mirror_fetch(args, extras, settings, index_path):
         print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
     print(f"{plural(len(done), 'file')} of the plan of '{plan.query}' in {args.output}"
           f" ({sum(1 for d in done if d[2] == 'fetched')} fetched); carry it over and pass it as --mirror DIR")
+    from .resolver import REFERENCE
+    for node in plan.nodes:   # models named by reference (hf:, zoo:) are fetched by their step, not declared
+        for name, value in node.inputs.items():
+            if isinstance(value, str) and REFERENCE.match(value) and not value.startswith("/"):
+                print(f"note: {node.label} --{name}={value} is fetched by its step, not a declared download: "
+                      "put its files in the mirror yourself (docs/mirrors.md)")
     return 0
 
 

@@ -205,7 +205,9 @@ class Resolver:
         spec = recipe["variations"].get(base)
         if spec is None:
             known = ", ".join("_" + k + (".#" if s["param"] else "") for k, s in recipe["variations"].items())
-            raise ResolutionError(f"recipe {recipe['name']} has no variation '_{word}'",
+            from .words import did_you_mean
+            raise ResolutionError(f"recipe {recipe['name']} has no variation '_{word}'"
+                                  + did_you_mean("_" + base, ["_" + k for k in recipe["variations"]]),
                                   hint=f"its variations: {known or 'none'}")
         if spec["param"] and param is None:
             raise ResolutionError(f"variation '_{base}' of {recipe['name']} needs a value, like _{base}.8")
@@ -379,8 +381,11 @@ def _is_utf8(text):
 
 
 def _no_such_input(recipe, name):
+    from .words import did_you_mean
     accepted = ", ".join("--" + n for n in recipe["inputs"]) or "none"
-    return ResolutionError(f"{recipe['name']} has no input --{name}", hint=f"it accepts: {accepted}")
+    return ResolutionError(f"{recipe['name']} has no input --{name}"
+                           + did_you_mean("--" + name, ["--" + n for n in recipe["inputs"]]),
+                           hint=f"it accepts: {accepted}")
 
 
 def _split_param(word):

@@ -6,7 +6,6 @@ exits; here they become one UsageError line naming what is missing and the neare
 import argparse
 import os
 import re
-import subprocess
 
 from .errors import ResolutionError, UsageError
 from .words import did_you_mean, nearest
@@ -38,8 +37,20 @@ class Parser(argparse.ArgumentParser):
         return first
 
 
+class VersionAction(argparse.Action):
+    """--version, computed only when asked (git describe costs a process start)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version())
+        parser.exit()
+
+
 def version():
     """mlrun's version (engine.__version__), with `git describe` when this is a git checkout."""
+    import subprocess  # only --version starts git
     from . import __version__
     from .settings import CHECKOUT
     text = f"mlrun {__version__}"

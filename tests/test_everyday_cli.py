@@ -122,6 +122,10 @@ def test_tag_typos_suggest_the_nearest_real_tags_only(app):
     assert "python" not in err and "features" not in err
     err = one_line(app.mlrun("plan", "get xyzzy"), 2, "unknown tag 'xyzzy'")
     assert "did you mean" not in err
+    one_line(app.mlrun("find", "get datset"), 2, "unknown tag 'datset' (did you mean dataset?)")
+    one_line(app.mlrun("find", "app _cdua"), 2, "no variation _cdua (did you mean _cuda?)")
+    one_line(app.mlrun("plan", "app _cdua"), 2, "recipe app has no variation '_cdua' (did you mean _cuda?)")
+    one_line(app.mlrun("plan", "app", "--cuont=3"), 2, "app has no input --cuont (did you mean --count?)")
     assert nearest("onnx", ["onnxruntime", "venv", "bert"]) == ["onnxruntime"]
     assert nearest("bret", ["bert", "bet", "squad"]) == ["bert", "bet"]
     assert did_you_mean("zzzz", ["bert"]) == ""
