@@ -82,7 +82,9 @@ def parse(query, words):
 
 
 def _names(text, known, what):
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    # Matched whatever their case, as every input with choices is (--scenarios=offline is Offline).
+    by_lower = {k.lower(): k for k in known}
+    names = [by_lower.get(n.strip().lower(), n.strip()) for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise UsageError(f"unknown {what}(s): {', '.join(unknown) or '(none given)'}",

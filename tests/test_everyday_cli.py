@@ -321,3 +321,8 @@ def test_plurals():
 
 def test_plan_of_one_node_says_one_node(app):
     assert "1 node, 0 cached, 1 to run" in app.mlrun("plan", "get dataset squad").stdout
+
+
+def test_submission_scenarios_match_whatever_their_case():
+    from submission import submit
+    assert submit._names("offline,SINGLESTREAM", submit.SCENARIOS, "scenario") == ["Offline", "SingleStream"]
