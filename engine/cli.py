@@ -698,9 +698,11 @@ def _mirror_fetch(args, extras, settings, index_path):
     print(f"{plural(len(done), 'file')} of the plan of '{plan.query}' in {args.output}"
           f" ({sum(1 for d in done if d[2] == 'fetched')} fetched); carry it over and pass it as --mirror DIR")
     from .resolver import REFERENCE
+    noted = set()
     for node in plan.nodes:   # models named by reference (hf:, zoo:) are fetched by their step, not declared
         for name, value in node.inputs.items():
-            if isinstance(value, str) and REFERENCE.match(value) and not value.startswith("/"):
+            if isinstance(value, str) and REFERENCE.match(value) and value not in noted:
+                noted.add(value)
                 print(f"note: {node.label} --{name}={value} is fetched by its step, not a declared download: "
                       "put its files in the mirror yourself (docs/mirrors.md)")
     return 0
