@@ -12,8 +12,6 @@ Vocabulary (used the same way everywhere):
 """
 import importlib
 
-__version__ = "0.12.0"   # the one place mlrun's version is written (`mlrun --version`)
-
 # Lazy exports (PEP 562): `bin/mlrun` imports only the modules a verb needs, keeping start-up short.
 _EXPORTS = {
     "Cache": "cache", "MlrunError": "errors", "RecipeError": "errors", "ResolutionError": "errors",

@@ -49,9 +49,9 @@ class VersionAction(argparse.Action):
 
 
 def version():
-    """mlrun's version (engine.__version__), with `git describe` when this is a git checkout."""
+    """mlrun's version (engine.version.__version__), with `git describe` when this is a git checkout."""
     import subprocess  # only --version starts git
-    from . import __version__
+    from .version import __version__
     from .settings import CHECKOUT
     text = f"mlrun {__version__}"
     if os.path.exists(os.path.join(CHECKOUT, ".git")):

@@ -8,7 +8,7 @@ import signal
 import pytest
 
 from conftest import assert_user_error, wait_for
-from engine import __version__
+from engine.version import __version__
 from engine.usage import cm_tags
 from engine.words import did_you_mean, nearest, plural
 
