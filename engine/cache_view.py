@@ -15,21 +15,39 @@ from .words import plural
 PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)\s*(?:===?|~=|>=|<=|!=|<|>)")
 
 
-def _short_packages(text, most=4):
-    """'numpy==2.3.4 onnx==1.19.1 ...' -> 'numpy onnx onnxruntime +13' (names only: versions are pinned)."""
-    names = [(PIN.match(p).group(1) if PIN.match(p) else p) for p in str(text).split()]
+def _names(text):
+    return [(PIN.match(p).group(1) if PIN.match(p) else p) for p in str(text).split()]
+
+
+def _short_packages(text, common=frozenset(), most=4):
+    """'numpy==2.3.4 onnx==1.19.1 ...' -> 'numpy onnx onnxruntime +13' (names only: versions are pinned),
+    the names its siblings do not all have first: they are what tells two venvs apart."""
+    names = _names(text)
+    names = [n for n in names if n not in common] + [n for n in names if n in common]
     return " ".join(names[:most]) + (f" +{len(names) - most}" if len(names) > most else "")
 
 
-def details(meta, recipes_by_name, width=48):
-    """The inputs of an entry that are not its recipe's defaults, in short: what tells it from its siblings."""
+def common_packages(entries):
+    """{recipe: package names every shown entry of that recipe has} (recipes shown more than once)."""
+    sets = {}
+    for m in entries:
+        packages = (m.get("inputs") or {}).get("packages")
+        if packages:
+            sets.setdefault(m.get("recipe"), []).append(set(_names(packages)))
+    return {r: frozenset(set.intersection(*s)) for r, s in sets.items() if len(s) > 1}
+
+
+def details(meta, recipes_by_name, common=None, width=48):
+    """The inputs of an entry that are not its recipe's defaults, in short: what tells it from its siblings
+    (common: common_packages() of the entries shown with it)."""
     recipe = recipes_by_name.get(meta.get("recipe"))
     defaults = {k: s["default"] for k, s in recipe["inputs"].items()} if recipe else {}
     words = []
     for name, value in (meta.get("inputs") or {}).items():
         if value in (None, "", False) or (name in defaults and value == defaults[name]):
             continue
-        text = _short_packages(value) if name == "packages" or PIN.match(str(value)) else str(value)
+        text = _short_packages(value, (common or {}).get(meta.get("recipe"), frozenset())) \
+            if name == "packages" or PIN.match(str(value)) else str(value)
         if name in ("path", "model") and os.sep in text:
             text = os.path.basename(text)
         words.append(f"{name}={text}" if name != "packages" else text)

@@ -516,9 +516,10 @@ def cmd_show(args, extras, settings):
         return 0
     recipes = cache_view.recipes_by_name(settings)
     entries = cache_view.matching(cache.entries(), args.query, recipes)
+    common = cache_view.common_packages(entries)
     if args.json:
         _print_json([{k: m.get(k) for k in ("recipe", "version", "variations", "inputs", "key", "size", "files",
-                                             "finished", "path")} | {"details": cache_view.details(m, recipes)}
+                                             "finished", "path")} | {"details": cache_view.details(m, recipes, common)}
                      for m in entries])
         return 0
     if not entries:
@@ -526,7 +527,7 @@ def cmd_show(args, extras, settings):
         return 0
     now = time.time()
     rows = [(m.get("recipe", "?"), " ".join("_" + v for v in m.get("variations", [])) or "-",
-             cache_view.details(m, recipes), m.get("key", "")[:12], _size(m.get("size", 0)),
+             cache_view.details(m, recipes, common), m.get("key", "")[:12], _size(m.get("size", 0)),
              _age(now - m.get("finished", now)), _rel(m["path"]))
             for m in entries]
     _table(("RECIPE", "VARIATIONS", "DETAILS", "KEY", "SIZE", "AGE", "PATH"), rows)
