@@ -176,7 +176,7 @@ class Cache:
         if not os.path.isdir(os.path.join(build_dir, META_DIR)):
             remove_tree(build_dir)
             return None
-        stamp = time.strftime('%Y%m%d-%H%M%S') + ("-killed" if why == "killed" else "")
+        stamp = time.strftime('%Y%m%d-%H%M%S') + (f"-{why}" if why != "failed" else "")  # show failed tells them apart
         failed = base = os.path.join(self.root, ".failed", f"{node.entry_name}-{stamp}")
         n = 1
         while os.path.exists(failed):  # failed again within the same second: never move into the older one

@@ -12,16 +12,21 @@ import time
 
 from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors, printable
 from .settings import Settings
+from . import usage
+from .usage import Parser, cm_tags
+from .words import did_you_mean, plural
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
          "diff", "gc", "check", "submit", "sweep", "sweeps", "report")
 
 EPILOG = """verbs:
   mlrun QUERY [--input=VALUE ...]       resolve, build what is missing, run, print what it produced
+  mlrun QUERY --help                    that recipe's inputs, variations and dependency names
   mlrun plan QUERY                      the whole graph, each node cached or to build; nothing runs
   mlrun show cache [QUERY] [--json]     cache entries: recipe, variations, key, size, age, path
-  mlrun show failed                     the logs of failed builds (nothing of them is published)
-  mlrun rm cache QUERY | ENTRY | --all [-y]   remove cache entries (ENTRY: an entry's folder name or path)
+  mlrun show failed                     the logs of failed and interrupted builds (nothing of them is published)
+  mlrun rm cache QUERY | ENTRY | KEY | --all [-y]   remove cache entries (ENTRY: an entry's folder name or
+                                        path; KEY: a key prefix); mlrun rm failed [-y]: the failed build logs
   mlrun cache verify [--reseal]         re-hash every entry (files and metadata), compare its stat signature
   mlrun gc [--older-than 30d] [--dry-run] [-y]   remove what no running mlrun owns (killed builds and imports,
                                         old partial downloads and failed logs); with --older-than also
@@ -29,6 +34,7 @@ EPILOG = """verbs:
   mlrun find QUERY                      recipes that match, with their variations and inputs
   mlrun explain QUERY                   why a node will be (re)built: what differs from the nearest entry
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
+  mlrun mirror fetch QUERY -o DIR       download every file QUERY's plan needs into DIR, to carry over
   mlrun runs [show RUN]                 past runs: id, query, the settings that differ, result, status
                                         (--where F=V, --columns a,b, --last N, --status S, --query Q, --all,
                                         --json/--csv/--markdown)
@@ -47,7 +53,8 @@ EPILOG = """verbs:
                                         an MLPerf submission: every run, TEST01, the tree, the official checker
   mlrun plan submit QUERY ...           every run that submission needs, done or to run; nothing runs
 
-A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu".
+A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu" (or, as in CM,
+--tags=app,mlperf,bert,_onnxruntime,_cpu). Choices are matched whatever their case (--scenario=offline).
 Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
 --dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE. --env.KEY=VALUE
 overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recipe/resolution error.
@@ -73,9 +80,10 @@ def _common(parser, top=False):
 
 def build_parser(only=None):
     """The parser; with `only`, just that verb's part (building all 13 costs start-up time)."""
-    parser = argparse.ArgumentParser(prog="mlrun", description="Run MLPerf benchmarks from cached, hashed recipes.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="mlrun", description="Run MLPerf benchmarks from cached, hashed recipes.",
+                    epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(parser, top=True)
+    parser.add_argument("--version", action=usage.VersionAction, help="mlrun's version (and git describe in a checkout)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
     def verb(name, help_, query=None, json_=False):
@@ -92,17 +100,19 @@ def build_parser(only=None):
         return p
 
     p = verb("run", "resolve QUERY, build what is missing and run it (the default verb)", "required", True)
-    p.epilog = "Any other --NAME=VALUE is an input of the queried recipe (see `mlrun find QUERY`)."
+    p.epilog = RUN_EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("plan", "print the whole plan of QUERY; nothing runs", "required", True)
     p = verb("explain", "say why each node of QUERY's plan will be built: what differs from the nearest entry",
              "required", True)
     p = verb("find", "list the recipes matching QUERY with their variations, inputs and deps", "optional", True)
     p = verb("show", "show cache entries or failed build logs")
-    p.add_argument("what", choices=["cache", "failed"])
+    p.add_argument("what", choices=["cache", "failed"], metavar="cache|failed", help="what to show")
     p.add_argument("query", nargs="?", default="")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = verb("rm", "remove cache entries matching QUERY, one ENTRY (its folder name or path), or --all")
-    p.add_argument("what", choices=["cache"])
+    p = verb("rm", "remove cache entries matching QUERY, one ENTRY (its folder name, path or key prefix), or --all; "
+                   "rm failed: the logs of failed and interrupted builds")
+    p.add_argument("what", choices=["cache", "failed"], metavar="cache|failed", help="what to remove")
     p.add_argument("query", nargs="?", default="", metavar="QUERY|ENTRY")
     p.add_argument("--all", action="store_true", help="every entry")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
@@ -113,14 +123,16 @@ def build_parser(only=None):
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = verb("cache", "cache maintenance: verify")
-    p.add_argument("action", choices=["verify"])
+    p.add_argument("action", choices=["verify"], metavar="verify", help="what to do")
     p.add_argument("--reseal", action="store_true",
                    help="record anew the stat signature of entries whose content verifies but whose file times "
                         "changed (a copy that did not keep them)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p = verb("mirror", "fill (add FILE...) or audit (check) the download mirror given by --mirror or $MLRUN_MIRROR")
-    p.add_argument("action", choices=["add", "check"])
-    p.add_argument("files", nargs="*")
+    p = verb("mirror", "fill (add FILE...) or audit (check) the download mirror given by --mirror or $MLRUN_MIRROR; "
+                       "fetch QUERY -o DIR: download every file QUERY's plan needs into DIR (on a connected machine)")
+    p.add_argument("action", choices=["add", "check", "fetch"], metavar="add|check|fetch", help="what to do")
+    p.add_argument("files", nargs="*", metavar="FILE|QUERY")
+    p.add_argument("-o", "--output", metavar="DIR", help="fetch: the folder to download into (a mirror to carry over)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("runs", "list past runs, or show one run's record (runs show RUN)")
     p.add_argument("action", nargs="?", choices=["show"])
@@ -162,7 +174,7 @@ def build_parser(only=None):
     p.add_argument("run_b")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("check", "run the official MLPerf submission checker on a submission tree", json_=True)
-    p.add_argument("what", choices=["submission"])
+    p.add_argument("what", choices=["submission"], metavar="submission", help="what to check")
     p.add_argument("dir", metavar="DIR", help="the tree: the folder holding closed/, open/ or network/")
     p.add_argument("--inference-src", metavar="DIR", help="a local copy of github.com/mlcommons/inference "
                    "(default: $MLRUN_MLPERF_INFERENCE_SRC, else git from GitHub at the pinned commit)")
@@ -241,10 +253,21 @@ def split_extras(words):
 
 
 GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
+GLOBAL_OPTIONS = GLOBAL_WITH_VALUE + ("--verbose", "--help", "--version")
+RUN_EPILOG = """Any other --NAME=VALUE is an input of the queried recipe: `mlrun "QUERY" --help` lists them with
+their types, defaults and choices, the recipe's variations and its dependency names.
+  --dep.NAME.tags=_x        add variations (or tags) to the query of dependency NAME (--dep.model.tags=_int8)
+  --dep.NAME.version=SPEC   the version constraint of dependency NAME (--dep.model.version='>=2')
+  --dep.NAME.INPUT=VALUE    an input of dependency NAME's recipe (--dep.model.layers=2)
+  --env.KEY=VALUE           set KEY in the environment of every step (part of every key: another value,
+                            another entry; a secret's value is never written down)
+  --tags=a,b,_x             CM's way to give the query (mlrun run script --tags=app,mlperf,bert works too)
+NAME is the name `mlrun plan QUERY` and `mlrun "QUERY" --help` print before each dependency."""
 
 
 def with_verb(argv):
     """Insert the default verb `run` before a query; global options may come first."""
+    usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
     argv, i = list(argv), 0
     while i < len(argv) and argv[i].startswith("-"):
         i += 2 if argv[i] in GLOBAL_WITH_VALUE else 1
@@ -254,23 +277,40 @@ def with_verb(argv):
 
 
 def main(argv=None):
-    argv = with_verb(sys.argv[1:] if argv is None else argv)
-    asked = next((a for a in argv if not a.startswith("-")), None)
-    parser = build_parser(only=asked if asked in VERBS else None)
-    args, extras = parser.parse_known_args(argv)
-    if not args.verb:
-        parser.print_help()
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv = with_verb(cm_tags(argv, VERBS))
+        asked = next((a for a in argv if not a.startswith("-")), None)
+        parser = build_parser(only=asked if asked in VERBS else None)
+        if asked == "run" and any(a in ("-h", "--help") for a in argv):
+            shown = _recipe_help(parser, [a for a in argv if a not in ("-h", "--help")])
+            if shown is not None:
+                return shown
+        args, extras = parser.parse_known_args(argv)
+        if not args.verb:
+            if extras:
+                raise UsageError(f"unknown option {extras[0]}" + did_you_mean(extras[0].split("=")[0], GLOBAL_OPTIONS),
+                                 hint="mlrun --help lists the options and verbs")
+            parser.print_help()
+            return 2
+    except MlrunError as e:
+        return main_error(e)
     from .guard import signal_name, stop_signals_interrupt
     try:
         with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
-            if extras and args.verb not in ("run", "plan", "explain", "submit", "sweep"):
-                raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}",
+            if extras and not _takes_extras(args):
+                raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}"
+                                 + did_you_mean(extras[0].split("=")[0], _options_of(parser, args.verb)),
                                  hint=f"see mlrun {args.verb} --help")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
+            if settings.mirror and not os.path.isdir(settings.mirror) and not (
+                    args.verb == "mirror" and args.action == "add"):   # add makes it; elsewhere a typo
+                raise UsageError(f"the mirror folder {settings.mirror} does not exist"
+                                 + (" (from $MLRUN_MIRROR)" if not args.mirror else ""),
+                                 hint="check the path given by --mirror or MLRUN_MIRROR")
             return VERB_FUNCS[args.verb](args, extras, settings) or 0
     except MlrunError as e:
-        return main_error(e)
+        return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
     except KeyboardInterrupt as e:
         print(f"mlrun: interrupted by {signal_name(e)}; nothing half-built was published", file=sys.stderr)
         return 128 + getattr(e, "signum", 2)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
@@ -284,6 +324,31 @@ def main(argv=None):
             import traceback
             traceback.print_exc()
         return main_error(MlrunError(f"unexpected {describe_error(e)}", hint="this is a bug in mlrun; -v shows the traceback"))
+
+
+def _takes_extras(args):
+    """Verbs whose unknown --NAME=VALUE words are inputs of a query (mirror fetch QUERY too)."""
+    return args.verb in ("run", "plan", "explain", "submit", "sweep") or (args.verb == "mirror" and args.action == "fetch")
+
+
+def _options_of(parser, verb):
+    return usage.options_of(parser)
+
+
+def _recipe_help(parser, argv):
+    """`mlrun "QUERY" --help`: that recipe's inputs, variations and deps, then run's own options; None
+    when no query was given (run's generic help then)."""
+    try:
+        args, extras = parser.parse_known_args(argv)
+    except UsageError:   # no query: run's own help
+        return None
+    if not getattr(args, "query", None):
+        return None
+    from . import recipe_help
+    settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
+    run_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
+    print(recipe_help.render(settings.index(), args.query, extras, run_parser))
+    return 0
 
 
 def main_error(e):
@@ -348,13 +413,14 @@ def cmd_plan(args, extras, settings):
     plan = _resolve(args, extras, settings)
     cache = Cache(settings.cache)
     status = {n.key: ("cached" if cache.lookup(n) else "build") if n.cache else "run" for n in plan.nodes}
+    downloads = _plan_downloads(plan, status, settings)
     if args.json:
         _print_json({"query": plan.query, "nodes": [dict(n.to_dict(), status=status[n.key],
                                                          path=cache.path(n) if n.cache else None)
-                                                    for n in plan.nodes]})
+                                                    for n in plan.nodes], "downloads": downloads})
         return 0
     todo = sum(1 for s in status.values() if s != "cached")
-    print(f"plan for '{plan.query}': {len(plan.nodes)} nodes, {len(plan.nodes) - todo} cached, {todo} to run")
+    print(f"plan for '{plan.query}': {plural(len(plan.nodes), 'node')}, {len(plan.nodes) - todo} cached, {todo} to run")
     shown = set()
 
     def show(node, depth, dep_name):
@@ -371,7 +437,29 @@ def cmd_plan(args, extras, settings):
         for dname, dep in node.deps:
             show(dep, depth + 1, dname)
     show(plan.root, 0, None)
+    if downloads:
+        size = sum(d["size"] or 0 for d in downloads)
+        print(f"downloads of the nodes to build: {plural(len(downloads), 'file')}"
+              + (f", {_size(size)}" if size else "") + (f" (mirror {settings.mirror})" if settings.mirror else
+                                                        " (no mirror given: from their URLs)"))
+        for d in downloads:
+            where = {"present": f"in the mirror: {_rel(d['path'] or '')}", "missing": f"not in the mirror: {d['url']}",
+                     "corrupt": f"the mirror's copy differs ({_rel(d['path'] or '')}): {d['url']}",
+                     "no mirror": d["url"]}[d["status"]]
+            print(f"  {d['name']}  {_size(d['size']) if d['size'] else '?'}  {where}")
     return 0
+
+
+def _plan_downloads(plan, status, settings):
+    """The declared downloads of the nodes a run would build, and whether the mirror holds each."""
+    from . import mirror
+    items = mirror.plan_downloads(plan, only={k for k, s in status.items() if s != "cached"})
+    if not items:
+        return []
+    if not settings.mirror:
+        return [{"name": d["name"], "status": "no mirror", "path": None, "url": d.get("url"), "file": d.get("file"),
+                 "size": d.get("size"), "sha256": d.get("sha256"), "md5": d.get("md5")} for d in items]
+    return mirror.check(settings.mirror, items, index_path=os.path.join(settings.cache, ".index", "mirror-hashes.json"))
 
 
 def cmd_explain(args, extras, settings):
@@ -418,10 +506,16 @@ def cmd_find(args, extras, settings):
     from .resolver import has_tags, parse_query
     tags, variations = parse_query(args.query)
     recipes = [r for r in settings.index().recipes
-               if has_tags(tags, r["tags"], r["name"])
+               if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))
                and all(v.split(".")[0] in r["variations"] for v in variations)]
     if not recipes:
-        raise MlrunError(f"no recipe matches '{args.query}'", hint="`mlrun find` alone lists every recipe")
+        from .resolver import Resolver
+        tagged = [r for r in settings.index().recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]
+        known = {"_" + v.split(".")[0] for r in tagged for v in r["variations"]}
+        hint = "; ".join(f"no variation _{v}{did_you_mean('_' + v, known)}" for v in variations
+                         if "_" + v.split(".")[0] not in known) if tagged else \
+            Resolver(settings.index())._closest(tags).replace("mlrun find TAG", "mlrun find")
+        raise MlrunError(f"no recipe matches '{args.query}'", hint=hint or None)
     recipes.sort(key=lambda r: (r["name"], r["version"]))
     if args.json:
         _print_json([{k: r[k] for k in ("name", "version", "tags", "description", "cache", "inputs", "path")}
@@ -434,7 +528,8 @@ def cmd_find(args, extras, settings):
         print(f"{r['name']} {r['version']}  ({_rel(r['path'])})")
         if r["description"]:
             print(f"  {r['description']}")
-        print(f"  tags: {' '.join(r['tags'])}   cache: {'yes' if r['cache'] else 'no (runs every time)'}")
+        print(f"  tags: {' '.join(r['tags'])}" + (f" (also: {' '.join(r['aliases'])})" if r.get("aliases") else "")
+              + f"   cache: {'yes' if r['cache'] else 'no (runs every time)'}")
         groups = {}
         for vname, v in r["variations"].items():
             groups.setdefault(v["group"], []).append("_" + vname + (".#" if v["param"] else "")
@@ -450,77 +545,86 @@ def cmd_find(args, extras, settings):
     return 0
 
 
-def _select_entries(cache, query):
-    from .resolver import has_tags, parse_query
-    tags, variations = parse_query(query)
-    out = []
-    for m in cache.entries():
-        have = set(m.get("variations", []))
-        if has_tags(tags, m.get("tags", []), m.get("recipe")) and \
-                all(v in have or any(h.split(".")[0] == v for h in have) for v in variations):
-            out.append(m)
-    return out
-
-
 def cmd_show(args, extras, settings):
+    from . import cache_view
     from .cache import Cache
     cache = Cache(settings.cache)
     if args.what == "failed":
         logs = cache.failed_logs()
+        kinds = {path: cache_view.failed_kind(path) for path in logs}
         if args.json:
-            _print_json(logs)
+            _print_json([{"log": path, "kind": kinds[path]} for path in logs])
         elif not logs:
             print(f"no failed builds in {cache.root}")
         else:
-            for path in logs:
-                print(path)
-            print(f"\n--- last failed build: {logs[-1]} ---")
+            for kind, words in cache_view.KIND_WORDS.items():
+                paths = [p for p in logs if kinds[p] == kind]
+                if paths:
+                    print(f"{plural(len(paths), 'build')} {words}:")
+                    for path in paths:
+                        print(f"  {path}")
+            print(f"\n--- last build log: {logs[-1]} ({kinds[logs[-1]]}) ---")
             with open(logs[-1], errors="replace") as f:
                 sys.stdout.write(f.read()[-8000:])
+            print(f"\n(remove them with: mlrun rm failed -y)")
         return 0
-    entries = _select_entries(cache, args.query)
+    recipes = cache_view.recipes_by_name(settings)
+    entries = cache_view.matching(cache.entries(), args.query, recipes)
+    common = cache_view.common_packages(entries)
     if args.json:
         _print_json([{k: m.get(k) for k in ("recipe", "version", "variations", "inputs", "key", "size", "files",
-                                             "finished", "path")} for m in entries])
+                                             "finished", "path")} | {"details": cache_view.details(m, recipes, common)}
+                     for m in entries])
         return 0
     if not entries:
         print(f"no cache entries{' matching ' + repr(args.query) if args.query else ''} in {cache.root}")
         return 0
     now = time.time()
     rows = [(m.get("recipe", "?"), " ".join("_" + v for v in m.get("variations", [])) or "-",
-             m.get("key", "")[:12], _size(m.get("size", 0)), _age(now - m.get("finished", now)), _rel(m["path"]))
+             cache_view.details(m, recipes, common), m.get("key", "")[:12], _size(m.get("size", 0)),
+             _age(now - m.get("finished", now)), _rel(m["path"]))
             for m in entries]
-    _table(("RECIPE", "VARIATIONS", "KEY", "SIZE", "AGE", "PATH"), rows)
-    print(f"{len(entries)} entries, {_size(sum(m.get('size', 0) for m in entries))} in {cache.root}")
+    _table(("RECIPE", "VARIATIONS", "DETAILS", "KEY", "SIZE", "AGE", "PATH"), rows)
+    print(f"{plural(len(entries), 'entry')}, {_size(sum(m.get('size', 0) for m in entries))} in {cache.root}")
     return 0
 
 
 def cmd_rm(args, extras, settings):
-    from .cache import Cache
+    from . import cache_view
+    from .cache import Cache, remove_tree
     cache = Cache(settings.cache)
+    if args.what == "failed":   # the kept logs of failed, interrupted and killed builds
+        if args.query:
+            raise UsageError("mlrun rm failed takes no QUERY: it removes every kept log of a failed build")
+        logs = cache.failed_logs()
+        return _remove_listed(args, [f"{cache_view.failed_kind(p):<11} {_rel(os.path.dirname(p))}" for p in logs],
+                              plural(len(logs), "failed build log"),
+                              lambda: [remove_tree(os.path.dirname(p)) for p in logs])
     if args.all == bool(args.query):
-        raise UsageError("say which entries: mlrun rm cache QUERY, or mlrun rm cache --all")
-    named = _named_entry(cache, args.query) if args.query else None
-    if named:
-        cache, entries = Cache(os.path.dirname(named["path"])), [named]
+        raise UsageError("say which entries: mlrun rm cache QUERY|ENTRY|KEY, or mlrun rm cache --all")
+    if args.all:
+        entries, named = cache.entries(), False
     else:
-        entries = cache.entries() if args.all else _select_entries(cache, args.query)
-    if not entries:
+        entries, named = cache_view.to_remove(cache, args.query, cache_view.recipes_by_name(settings), args.yes)
+    if named:
+        cache = Cache(os.path.dirname(entries[0]["path"]))
+    return _remove_listed(args, [f"{m.get('recipe')} {' '.join('_' + v for v in m.get('variations', []))} "
+                                 f"{_rel(m['path'])}" for m in entries],
+                          plural(len(entries), "entry"), lambda: cache.remove(entries))
+
+
+def _remove_listed(args, lines, what, remove):
+    """List what would go, ask (or take -y), remove, say so."""
+    if not lines:
         print("nothing to remove")
         return 0
-    for m in entries:
-        print(f"  {m.get('recipe')} {' '.join('_' + v for v in m.get('variations', []))} {_rel(m['path'])}")
-    if not _confirmed(args, f"{len(entries)} entries"):
+    for line in lines:
+        print(f"  {line}")
+    if not _confirmed(args, what):
         return 0
-    cache.remove(entries)
-    print(f"removed {len(entries)} entries")
+    remove()
+    print(f"removed {what}")
     return 0
-
-
-def _named_entry(cache, word):
-    """The metadata of the entry a word names by its folder name (in cache) or by its path, or None."""
-    from .cache import read_entry
-    return read_entry(os.path.abspath(word) if os.sep in word else os.path.join(cache.root, word))
 
 
 def _confirmed(args, what):
@@ -529,7 +633,7 @@ def _confirmed(args, what):
         return True
     if not sys.stdin.isatty():
         raise UsageError(f"{what} would be removed; pass -y to confirm without a prompt")
-    if input(f"remove these {what}? [y/N] ").strip().lower() in ("y", "yes"):
+    if input(f"remove {what}? [y/N] ").strip().lower() in ("y", "yes"):
         return True
     print("nothing removed")
     return False
@@ -546,9 +650,9 @@ def cmd_gc(args, extras, settings):
         return 0
     _table(("KIND", "SIZE", "PATH"), [(i.kind, _size(i.bytes), _rel(i.path)) for i in items])
     if args.dry_run:
-        print(f"would free {_size(sum(i.bytes for i in items))} ({len(items)} items); nothing removed (--dry-run)")
+        print(f"would free {_size(sum(i.bytes for i in items))} ({plural(len(items), 'item')}); nothing removed (--dry-run)")
         return 0
-    if not _confirmed(args, f"{len(items)} items"):
+    if not _confirmed(args, plural(len(items), "item")):
         return 0
     removed, skipped = gc.remove(cache, items, older_than)
     kinds = {}
@@ -556,7 +660,7 @@ def cmd_gc(args, extras, settings):
         count, size = kinds.get(i.kind, (0, 0))
         kinds[i.kind] = (count + 1, size + i.bytes)
     print(f"freed {_size(sum(i.bytes for i in removed))}"
-          + (": " + ", ".join(f"{gc.count(n, kind)} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
+          + (": " + ", ".join(f"{plural(n, kind)} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
     if skipped:
         print(f"skipped {len(skipped)} (in use again since, or not removable now): "
               + ", ".join(_rel(i.path) for i in skipped))
@@ -584,7 +688,7 @@ def cmd_cache(args, extras, settings):
         for path in old:
             print(f"OLD FORMAT {_rel(path)}: its files were checked; its metadata (.mlrun/) has no digest "
                   "(remove and rebuild it to cover that)")
-        print(f"{len(entries)} entries checked, {len(bad)} corrupt" + (f", {len(old)} of the old format" if old else ""))
+        print(f"{plural(len(entries), 'entry')} checked, {len(bad)} corrupt" + (f", {len(old)} of the old format" if old else ""))
         if bad:
             print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
                   + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "
@@ -595,28 +699,68 @@ def cmd_cache(args, extras, settings):
 
 def cmd_mirror(args, extras, settings):
     from . import mirror
+    index_path = os.path.join(settings.cache, ".index", "mirror-hashes.json")
+    if args.action == "fetch":
+        return _mirror_fetch(args, extras, settings, index_path)
     if not settings.mirror:
         raise UsageError("no mirror folder given", hint="pass --mirror DIR or set MLRUN_MIRROR=DIR")
+    wanted = mirror.declared(settings.index().recipes)
     if args.action == "add":
         if not args.files:
             raise UsageError("mlrun mirror add needs one or more FILEs")
         missing = [f for f in args.files if not os.path.isfile(f)]
         if missing:
             raise UsageError(f"no such file: {missing[0]}")
-        for src, dest, sha in mirror.add(settings.mirror, args.files):
-            print(f"{sha[:16]}  {src} -> {dest}")
+        done = mirror.add(settings.mirror, args.files, wanted)
+        for src, dest, sha, status in done:
+            print(f"{status:<13} {src}" + (f" -> {dest}" if status == "added" else f" (as {dest})" if dest else
+                                          f" (sha256 {sha[:16]}: no recipe declares this file; not copied)"))
+        added = sum(1 for d in done if d[3] == "added")
+        print(f"{plural(added, 'file')} added to {settings.mirror}")
         return 0
-    wanted = []
-    for r in settings.index().recipes:
-        items = list(r["download"]) + [d for v in r["variations"].values() for d in (v["download"] or [])]
-        wanted += [dict(d, name=f"{r['name']}: {d['file']}") for d in items]
-    rows = mirror.check(settings.mirror, wanted,
-                        index_path=os.path.join(settings.cache, ".index", "mirror-hashes.json"))
+    rows = mirror.check(settings.mirror, wanted, index_path=index_path)
     if args.json:
         _print_json(rows)
     else:
-        _table(("STATUS", "DOWNLOAD", "PATH"), [(r["status"], r["name"], r.get("path") or "-") for r in rows])
+        _table(("STATUS", "DOWNLOAD", "SIZE", "WHERE", "CHECKSUM"),
+               [(r["status"], r["name"], _size(r["size"]) if r["size"] else "?",
+                 _rel(r["path"]) if r["status"] == "present" else r["url"],
+                 "" if r["status"] == "present" else f"sha256:{r['sha256']}" if r["sha256"] else f"md5:{r['md5']}")
+                for r in rows])
+        absent = [r for r in rows if r["status"] != "present"]
+        if absent:
+            print(f"{plural(len(absent), 'file')} not in the mirror: fetch them where there is a network "
+                  "(mlrun mirror fetch QUERY -o DIR, or the URLs above), then mlrun mirror add FILE...")
     return 0 if all(r["status"] != "corrupt" for r in rows) else 1
+
+
+def _mirror_fetch(args, extras, settings, index_path):
+    """mirror fetch QUERY -o DIR: every declared download of QUERY's plan, into DIR (a mirror to carry over)."""
+    from . import mirror
+    from .download import fetch
+    if len(args.files) != 1:
+        raise UsageError("mlrun mirror fetch needs one QUERY", hint='mlrun mirror fetch "app mlperf bert" -o DIR')
+    if not args.output:
+        raise UsageError("mlrun mirror fetch needs -o DIR, the folder to download into")
+    args.query = args.files[0]
+    plan = _resolve(args, extras, settings)
+    items = mirror.plan_downloads(plan)
+    with os_errors("cannot write into", args.output):
+        done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
+            url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
+    for item, path, status in done:
+        print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
+    print(f"{plural(len(done), 'file')} of the plan of '{plan.query}' in {args.output}"
+          f" ({sum(1 for d in done if d[2] == 'fetched')} fetched); carry it over and pass it as --mirror DIR")
+    from .resolver import REFERENCE
+    noted = set()
+    for node in plan.nodes:   # models named by reference (hf:, zoo:) are fetched by their step, not declared
+        for name, value in node.inputs.items():
+            if isinstance(value, str) and REFERENCE.match(value) and value not in noted:
+                noted.add(value)
+                print(f"note: {node.label} --{name}={value} is fetched by its step, not a declared download: "
+                      "put its files in the mirror yourself (docs/mirrors.md)")
+    return 0
 
 
 def cmd_runs(args, extras, settings):
@@ -683,7 +827,7 @@ def cmd_export(args, extras, settings):
         info = bundle.export_run(run_dir, Cache(settings.cache), args.output, with_cache=args.with_cache,
                                  sign=args.sign)
     print(f"wrote {args.output}: run {info.get('run_id', os.path.basename(run_dir))}"
-          + (f" with {len(info.get('entries', []))} cache entries" if args.with_cache else " (record and logs)")
+          + (f" with {plural(len(info.get('entries', [])), 'cache entry')}" if args.with_cache else " (record and logs)")
           + (", signed" if args.sign else ""))
     return 0
 
@@ -696,7 +840,7 @@ def cmd_import(args, extras, settings):
     info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs, trust=args.trust)
     print(f"imported run {info['run_id']} into {info['run_dir']}"
           + (" (that run was here already: left as it was)" if info.get("run_existed") else "")
-          + f": {len(info['added'])} cache entries added, {len(info['present'])} already present")
+          + f": {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present")
     print(_signature_note(info))
     return 0
 
@@ -718,7 +862,7 @@ def cmd_replay(args, extras, settings):
     if ref.endswith((".tar.gz", ".tgz")) and os.path.isfile(ref):
         from . import bundle
         info = bundle.import_bundle(ref, Cache(settings.cache), settings.runs, trust=args.trust)
-        print(f"imported {ref}: {len(info['added'])} cache entries added, {len(info['present'])} already present; "
+        print(f"imported {ref}: {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present; "
               + _signature_note(info), file=sys.stderr)
         ref = info["run_dir"]
     elif args.trust:
@@ -734,7 +878,7 @@ def cmd_replay(args, extras, settings):
         _print_json({"run": new["id"], "replay_of": record["id"], "notes": notes, "verdict": lines, "equal": ok,
                      "steps": [{k: s[k] for k in ("label", "key", "status")} for s in new["steps"]]})
     else:
-        print(f"replay of {record['id']} as run {new['id']}: {reused} of {len(new['steps'])} steps reused")
+        print(f"replay of {record['id']} as run {new['id']}: {reused} of {plural(len(new['steps']), 'step')} reused")
         for line in notes + lines:
             print(f"  {line}")
     if not ok:

@@ -27,6 +27,7 @@ import time
 
 from engine.digests import file_digest, hash_into
 from engine.errors import DownloadError, MlrunError
+from engine.words import plural
 
 CHUNK = 1 << 20  # the most read at once; a read returns whatever has arrived, so a dropped link loses nothing
 
@@ -226,9 +227,9 @@ def _download(url, part, size, label, limits, timeout, hint):
                 most = max(most, part.size)
                 pause = backoff * 2 ** (stalled - 1)
                 elapsed = time.monotonic() - started
-                why = (f"{stalled} attempts in a row without new data" if stalled > retries else
-                       f"{tried} attempts" if tried >= attempts else
-                       f"{tried} attempts: no retry after {budget:g} s" if elapsed + pause > budget else None)
+                why = (f"{plural(stalled, 'attempt')} in a row without new data" if stalled > retries else
+                       plural(tried, "attempt") if tried >= attempts else
+                       f"{plural(tried, 'attempt')}: no retry after {budget:g} s" if elapsed + pause > budget else None)
                 if why:
                     kept = ", kept for the next run to resume" if part.kept and part.size else ""
                     raise DownloadError(f"cannot download {url}: {_reason(e, timeout)} (gave up after {why}; "

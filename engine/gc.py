@@ -17,11 +17,6 @@ from .errors import MlrunError, UsageError
 DEFAULT_AGE = 7 * 86400
 RECORDLESS_AGE = 600   # the runner writes run.json right after it creates the run folder
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-PLURALS = {"unused entry": "unused entries", "run without a record": "runs without a record"}
-
-
-def count(n, kind):
-    return f"{n} {kind if n == 1 else PLURALS.get(kind, kind + 's')}"
 
 
 class Item:

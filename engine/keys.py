@@ -12,7 +12,7 @@ import json
 KEY_SCHEMA = 1
 
 # Fields of a recipe that only document it: editing them never changes a key.
-COSMETIC = ("description", "help", "path", "lines", "line", "digest", "record")
+COSMETIC = ("description", "help", "path", "lines", "line", "digest", "record", "aliases")
 # Mappings whose keys are names the recipe's author chose (an input may be called `path`): never cosmetic.
 NAMED = ("inputs", "variations", "env", "exports")
 

@@ -145,30 +145,40 @@ def _copy_in(src, dest):
         raise
 
 
-def add(mirror_dir, files):
-    """Copy `files` into the mirror; return [(src, dest, sha256)] of those added.
+def add(mirror_dir, files, wanted=None):
+    """Copy `files` into the mirror; return one (src, dest, sha256, status) per file, status one of
+    "added", "already there" (the same content is in the mirror; dest is that file) or "not needed"
+    (no item of `wanted`, the downloads recipes declare, has its checksum; not copied; dest None).
 
     A file keeps its name; if a different file already has that name, it goes
-    to a subfolder named by its sha256 prefix. Files already there are skipped.
+    to a subfolder named by its sha256 prefix.
     """
-    added = []
+    out = []
     for src in files:
         if not os.path.isfile(src):
             raise MlrunError(f"mirror add: {src} is not a file")
-        sha256 = file_digest(src)
+        digests = file_digests(src)
+        sha256 = digests["sha256"]
+        if wanted is not None and not any(_matches(digests, _norm(w.get("sha256")), _norm(w.get("md5")))
+                                          for w in wanted if w.get("sha256") or w.get("md5")):
+            out.append((src, None, sha256, "not needed"))
+            continue
         name = os.path.basename(src)
         for dest in (os.path.join(mirror_dir, name), os.path.join(mirror_dir, sha256[:16], name)):
             if not os.path.exists(dest):
                 _copy_in(src, dest)
-                added.append((src, dest, sha256))
+                out.append((src, dest, sha256, "added"))
                 break
             if file_digest(dest) == sha256:
+                out.append((src, dest, sha256, "already there"))
                 break  # same content already in the mirror
-    return added
+    return out
 
 
-def _row(name, status, path=None):
-    return {"name": name, "status": status, "path": path}
+def _row(item, name, status, path=None):
+    """What a user needs to fetch a file elsewhere: its URL, size and checksum, beside where it is here."""
+    return {"name": name, "status": status, "path": path, "url": item.get("url"), "file": item.get("file"),
+            "size": item.get("size"), "sha256": _norm(item.get("sha256")), "md5": _norm(item.get("md5"))}
 
 
 def _check_one(item, files, by_file_name, index):
@@ -181,16 +191,16 @@ def _check_one(item, files, by_file_name, index):
     else:  # without a checksum only the name (and size, if declared) can be audited
         path = next((p for p, st in same_name if size is None or st.st_size == size), None)
     if path:
-        return _row(name, "present", path)
+        return _row(item, name, "present", path)
     # A file with the wanted name but other content is worth pointing at.
-    return _row(name, "corrupt", same_name[0][0]) if same_name else _row(name, "missing")
+    return _row(item, name, "corrupt", same_name[0][0]) if same_name else _row(item, name, "missing")
 
 
 def check(mirror_dir, wanted, *, index_path=None):
     """Audit which `wanted` downloads the mirror holds.
 
     wanted: dicts with url, file, sha256, md5, size as recipes declare them,
-    plus an optional display name. Returns one {name, status, path} per item,
+    plus an optional display name. Returns one {name, status, path, url, file, size, sha256, md5} per item,
     status being present, missing, or corrupt (a file of that name whose
     content differs).
     """
@@ -202,3 +212,49 @@ def check(mirror_dir, wanted, *, index_path=None):
         return [_check_one(item, files, by_file_name, index) for item in wanted]
     finally:
         index.save()
+
+
+def declared(recipes):
+    """Every download the recipes declare (their variations' too), each with a display name."""
+    wanted = []
+    for r in recipes:
+        items = list(r["download"]) + [d for v in r["variations"].values() for d in (v["download"] or [])]
+        wanted += [dict(d, name=f"{r['name']}: {d['file']}") for d in items]
+    return wanted
+
+
+def plan_downloads(plan, only=None):
+    """The downloads of a plan's nodes (only those whose key is in `only`, when given), each once."""
+    out, seen = [], set()
+    for node in plan.nodes:
+        if only is not None and node.key not in only:
+            continue
+        for d in node.download or []:
+            ident = _norm(d.get("sha256")) or _norm(d.get("md5")) or d.get("url")
+            if ident not in seen:
+                seen.add(ident)
+                out.append(dict(d, name=f"{node.name}: {d['file']}"))
+    return out
+
+
+def fetch_into(folder, items, fetch, index_path=None):
+    """Download each item (url, file, checksum) into `folder`, a mirror to carry to an offline machine.
+
+    fetch(url, dest, sha256=, md5=, size=) downloads and verifies (engine.download.fetch). A file whose
+    checksum the folder already holds is not fetched again. Returns [(item, path, "fetched" | "already there")].
+    """
+    os.makedirs(folder, exist_ok=True)
+    out = []
+    for item in items:
+        sha256, md5 = _norm(item.get("sha256")), _norm(item.get("md5"))
+        there = find(folder, sha256=sha256, md5=md5, size=item.get("size"), index_path=index_path) \
+            if (sha256 or md5) else None
+        if there:
+            out.append((item, there, "already there"))
+            continue
+        dest = os.path.join(folder, item["file"])
+        if os.path.exists(dest):   # another file of that name: keep both, as `mirror add` does
+            dest = os.path.join(folder, (sha256 or md5)[:16], item["file"])
+        fetch(item["url"], dest, sha256=sha256, md5=md5, size=item.get("size"))
+        out.append((item, dest, "fetched"))
+    return out

@@ -11,7 +11,7 @@ from .errors import RecipeError
 
 SCHEMA_VERSION = 1
 
-TOP_KEYS = {"name", "description", "tags", "version", "cache", "inputs", "env", "hash_env", "pass_env",
+TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "inputs", "env", "hash_env", "pass_env",
             "exports", "variations", "deps", "download", "run", "sources", "record", "probe"}
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
@@ -279,6 +279,9 @@ def normalize(data, path, lines, default_name):
         "name": name,
         "description": c.text(data.get("description"), ["description"], "description").strip(),
         "tags": c.str_list(data["tags"], ["tags"], "tags"),
+        # Other words that find the recipe as its tags do (CM's words: `get dataset squad original`);
+        # they only help a query find it, so they are not hashed (keys.COSMETIC).
+        "aliases": c.str_list(data.get("aliases", []), ["aliases"], "aliases"),
         "version": str(version),
         "cache": c.expect(data.get("cache", True), bool, ["cache"], "cache"),
         "inputs": c.inputs(data.get("inputs", {}), ["inputs"]),
@@ -294,9 +297,11 @@ def normalize(data, path, lines, default_name):
         "probe": c.probes(data.get("probe", {}), ["probe"]),
         "variations": {},
     }
-    for tag in recipe["tags"]:
-        if tag.startswith("_") or not NAME_RE.match(tag):
-            c.fail(["tags"], f"tag '{tag}' must start with a letter or digit (a leading _ marks a variation)")
+    for key in ("tags", "aliases"):
+        for tag in recipe[key]:
+            if tag.startswith("_") or not NAME_RE.match(tag):
+                c.fail([key], f"{'alias' if key == 'aliases' else 'tag'} '{tag}' must start with a letter or "
+                              "digit (a leading _ marks a variation)")
     variations = c.expect(data.get("variations", {}), dict, ["variations"], "variations")
     defaults = {}
     for vname, spec in variations.items():

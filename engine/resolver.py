@@ -77,9 +77,9 @@ class Plan:
         return self.nodes[-1]
 
 
-def has_tags(tags, recipe_tags, name):
-    """A query's plain words all match: each is one of the recipe's tags or its name."""
-    return all(t in recipe_tags or t == name for t in tags)
+def has_tags(tags, recipe_tags, name, aliases=()):
+    """A query's plain words all match: each is one of the recipe's tags, its name or an alias it declares."""
+    return all(t in recipe_tags or t == name or t in aliases for t in tags)
 
 
 def parse_query(query):
@@ -140,7 +140,7 @@ class Resolver:
         """The one recipe a query names (raises ResolutionError with the reason otherwise)."""
         tags, variations = parse_query(query)
         recipes = self.index.recipes
-        matches = [r for r in recipes if has_tags(tags, r["tags"], r["name"])]
+        matches = [r for r in recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]
         if not matches:
             raise ResolutionError(f"no recipe matches '{query}'", hint=self._closest(tags))
         if variations and len(matches) > 1:
@@ -155,7 +155,7 @@ class Resolver:
         names = {r["name"] for r in matches}
         if len(names) > 1:
             # "get dataset squad" names the recipe tagged exactly so, not "get dataset squad features".
-            exact = [r for r in matches if set(r["tags"]) <= set(tags)]
+            exact = [r for r in matches if set(r["tags"]) <= set(tags) | set(r.get("aliases", ()))]
             if exact and len({r["name"] for r in exact}) == 1:
                 matches, names = exact, {exact[0]["name"]}
         if len(names) > 1:
@@ -166,13 +166,13 @@ class Resolver:
         return max(matches, key=lambda r: _version_tuple(r["version"])), variations
 
     def _closest(self, tags):
-        import difflib  # only errors need it
-        known = sorted({t for r in self.index.recipes for t in r["tags"]} | {r["name"] for r in self.index.recipes})
+        from .words import did_you_mean  # only errors need it
+        recipes = self.index.recipes
+        known = {t for r in recipes for t in r["tags"] + r.get("aliases", [])} | {r["name"] for r in recipes}
         hints = []
         for t in tags:
             if t not in known:
-                close = difflib.get_close_matches(t, known, n=3, cutoff=0.5)
-                hints.append(f"unknown tag '{t}'" + (f" (did you mean {', '.join(close)}?)" if close else ""))
+                hints.append(f"unknown tag '{t}'" + did_you_mean(t, known))
         if not hints:
             hints.append("no single recipe has all of these tags together")
         return "; ".join(hints) + "; `mlrun find TAG` lists recipes"
@@ -206,7 +206,9 @@ class Resolver:
         spec = recipe["variations"].get(base)
         if spec is None:
             known = ", ".join("_" + k + (".#" if s["param"] else "") for k, s in recipe["variations"].items())
-            raise ResolutionError(f"recipe {recipe['name']} has no variation '_{word}'",
+            from .words import did_you_mean
+            raise ResolutionError(f"recipe {recipe['name']} has no variation '_{word}'"
+                                  + did_you_mean("_" + base, ["_" + k for k in recipe["variations"]]),
                                   hint=f"its variations: {known or 'none'}")
         if spec["param"] and param is None:
             raise ResolutionError(f"variation '_{base}' of {recipe['name']} needs a value, like _{base}.8")
@@ -362,7 +364,13 @@ def input_value(recipe, name, value):
         raise ResolutionError(f"{recipe['name']}: {msg}")
     value = convert_input(name, spec["type"], value, fail)
     if spec["choices"] is not None and value is not None and value not in spec["choices"]:
-        fail(f"--{name}={value} is not one of {', '.join(map(str, spec['choices']))}")
+        # Choices are matched whatever their case (--scenario=offline is Offline) when that names one.
+        same = [c for c in spec["choices"] if isinstance(value, str) and str(c).lower() == value.lower()]
+        if len(same) == 1:
+            return same[0]
+        from .words import did_you_mean
+        fail(f"--{name}={value} is not one of {', '.join(map(str, spec['choices']))}"
+             + did_you_mean(str(value), [str(c) for c in spec["choices"]]))
     return value
 
 
@@ -375,8 +383,11 @@ def _is_utf8(text):
 
 
 def _no_such_input(recipe, name):
+    from .words import did_you_mean
     accepted = ", ".join("--" + n for n in recipe["inputs"]) or "none"
-    return ResolutionError(f"{recipe['name']} has no input --{name}", hint=f"it accepts: {accepted}")
+    return ResolutionError(f"{recipe['name']} has no input --{name}"
+                           + did_you_mean("--" + name, ["--" + n for n in recipe["inputs"]]),
+                           hint=f"it accepts: {accepted}")
 
 
 def _split_param(word):

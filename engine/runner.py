@@ -159,8 +159,8 @@ class Runner:
             meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
             try:
                 path = self.cache.publish(build_dir, node, meta)
-            except BaseException:   # a signal or a full disk while hashing: no leftover in .tmp
-                self.cache.keep_failed(build_dir, node)
+            except BaseException as e:   # a signal or a full disk while hashing: no leftover in .tmp
+                self.cache.keep_failed(build_dir, node, why=_stopped_why(e))
                 raise
             self.reporter.step(i, total, node, f"built in {time.time() - meta['started']:.1f} s", _short(path))
             return "built", path
@@ -202,9 +202,9 @@ class Runner:
             if tail:
                 self.reporter.line("    " + "\n    ".join(tail))
             raise StepError(f"step {node.label} failed: {e.message}", hint=e.hint or f"full log: {kept}") from None
-        except BaseException:
+        except BaseException as e:
             if final:
-                self.cache.keep_failed(folder, node)
+                self.cache.keep_failed(folder, node, why=_stopped_why(e))
             raise
         seconds = time.time() - started
         if not final:   # a cache entry's line comes once it is published (publishing hashes it)
@@ -267,6 +267,11 @@ def root_facts(node):
     """The root node as a record keeps it: its inputs (defaults included) and variations by group."""
     return {"recipe": node.name, "label": node.label, "key": node.key, "inputs": node.inputs,
             "variations": node.variations, "groups": node.groups or {}}
+
+
+def _stopped_why(error):
+    """How a build ended that did not fail on its own: interrupted (Ctrl-C, SIGTERM, SIGHUP) or failed."""
+    return "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
 
 
 def describe_error(error):

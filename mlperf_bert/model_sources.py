@@ -12,7 +12,10 @@ SparseZoo: the model's own ONNX file, unchanged (the harness maps its input name
 holding the model's files as SparseZoo lays them out (deployment/model.onnx, model.onnx or
 model.onnx.tar.gz) or just a model.onnx. Only without one is the `sparsezoo` package asked.
 
-Hugging Face: `huggingface_hub` downloads into its own cache (HF_HOME, HF_HUB_CACHE), honours
+Hugging Face: a mirror folder is looked at first too, `<mirror>/huggingface/ORG/NAME/` (or
+`ORG/NAME@REV/` for a pinned revision) holding the repo's files as the Hub lists them; it is used with
+no network and without huggingface_hub. Otherwise
+`huggingface_hub` downloads into its own cache (HF_HOME, HF_HUB_CACHE), honours
 HF_ENDPOINT, HF_HUB_OFFLINE and the token (HF_TOKEN or `hf auth login`), and falls back to that
 cache when the Hub cannot be reached. An ONNX file of the repo is used when there is one, with its
 tensors renamed to the official MLPerf names; otherwise (with --export) the PyTorch weights are
@@ -306,9 +309,35 @@ def cached_listing(cache_dir, repo, revision):
     return commit, files
 
 
-def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None):
-    """Put hf:ORG/NAME[@REV] into `out` as an ONNX QA model with the official tensor names."""
+def mirror_hf_folder(mirror, repo, rev=None):
+    """The folder a mirror keeps a Hugging Face repo in: <mirror>/huggingface/ORG/NAME (a pinned revision:
+    ORG/NAME@REV), holding the repo's files as the Hub lists them (onnx/model.onnx, config.json ...)."""
+    folder = os.path.join(mirror, "huggingface", *repo.split("/"))
+    return f"{folder}@{rev}" if rev else folder
+
+
+def _folder_files(folder):
+    return sorted(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+                  for root, _, names in os.walk(folder) for name in names)
+
+
+def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, mirror=None):
+    """Put hf:ORG/NAME[@REV] into `out` as an ONNX QA model with the official tensor names.
+
+    A mirror folder (--mirror, default $MLRUN_MIRROR) holding mirror_hf_folder() is used first, with no
+    network and no huggingface_hub: an air-gapped machine gets Hugging Face models as it gets SparseZoo ones.
+    """
     repo, rev = parse_repo(repo_text, revision)
+    mirrored = mirror_hf_folder(mirror, repo, rev) if mirror else None
+    if mirrored and os.path.isdir(mirrored):
+        os.makedirs(out, exist_ok=True)
+        files = _folder_files(mirrored)
+        label = f"hf:{repo}" + (f"@{rev}" if rev else "")
+        onnx_name, wanted_files = _files_to_use(files, wanted, export, label, repo_text)
+        how = _model_from_folder(mirrored, out, onnx_name, wanted_files)
+        commit = rev if re.fullmatch(r"[0-9a-f]{40}", rev or "") else None
+        return _describe(out, {"source": "huggingface", "repo": repo, "revision": rev or "main", "commit": commit,
+                               "from": f"mirror {mirrored}", "files": wanted_files, "how": how})
     # No telemetry and no agent-registry request to the Hub from a build step.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
@@ -322,18 +351,7 @@ def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None):
     cache_dir = constants.HF_HUB_CACHE
     label = f"hf:{repo}" + (f"@{rev}" if rev else "")
     commit, files, reached = _list_repo(huggingface_hub, hf_errors, repo, rev, cache_dir, label)
-    onnx_name = choose_onnx(files, wanted)
-    if onnx_name:
-        wanted_files = [onnx_name] + onnx_data_files(files, onnx_name)
-    else:
-        wanted_files = weight_files(files)
-        if not wanted_files:
-            raise MlrunError(f"{label} has neither an ONNX file nor config.json with PyTorch/safetensors weights",
-                             hint="its files: " + (", ".join(files[:20]) or "none"))
-        if not export:
-            raise MlrunError(f"{label} has no ONNX file; exporting its PyTorch weights needs transformers and torch",
-                             hint="add the _export variation: mlrun \"get ml-model bert _huggingface _export\" "
-                                  f"--repo={repo_text}, or for the benchmark --dep.model.tags=_export")
+    onnx_name, wanted_files = _files_to_use(files, wanted, export, label, repo_text)
     try:
         folder = snapshot_download(repo, revision=commit if not reached else (rev or "main"),
                                    allow_patterns=wanted_files)
@@ -348,17 +366,37 @@ def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None):
         raise
     commit = os.path.basename(os.path.normpath(folder)) if re.fullmatch(
         r"[0-9a-f]{40}", os.path.basename(os.path.normpath(folder))) else commit
-    if onnx_name:
-        _copy_model(os.path.join(folder, onnx_name), out, data_files=[os.path.join(folder, f) for f in wanted_files[1:]])
-        renamed = rename_to_official(os.path.join(out, MODEL_FILE))
-        how = "onnx file of the repo" + (", tensors renamed to the official names" if renamed else "")
-    else:
-        export_with_transformers(folder, os.path.join(out, MODEL_FILE))
-        how = "exported from the PyTorch weights with transformers + torch"
+    how = _model_from_folder(folder, out, onnx_name, wanted_files)
     record = {"source": "huggingface", "repo": repo, "revision": rev or "main", "commit": commit,
               "endpoint": constants.ENDPOINT, "from": ("the Hub" if reached else f"the Hugging Face cache {cache_dir}"),
               "files": wanted_files, "how": how}
     return _describe(out, record)
+
+
+def _files_to_use(files, wanted, export, label, repo_text):
+    """(the ONNX file or None, the files to fetch) of a repo listing: an ONNX model and its data, else weights."""
+    onnx_name = choose_onnx(files, wanted)
+    if onnx_name:
+        return onnx_name, [onnx_name] + onnx_data_files(files, onnx_name)
+    wanted_files = weight_files(files)
+    if not wanted_files:
+        raise MlrunError(f"{label} has neither an ONNX file nor config.json with PyTorch/safetensors weights",
+                         hint="its files: " + (", ".join(files[:20]) or "none"))
+    if not export:
+        raise MlrunError(f"{label} has no ONNX file; exporting its PyTorch weights needs transformers and torch",
+                         hint="add the _export variation: mlrun \"get ml-model bert _huggingface _export\" "
+                              f"--repo={repo_text}, or for the benchmark --dep.model.tags=_export")
+    return None, wanted_files
+
+
+def _model_from_folder(folder, out, onnx_name, wanted_files):
+    """out/model.onnx from a repo's files in folder (a Hub snapshot or a mirror folder); says how."""
+    if onnx_name:
+        _copy_model(os.path.join(folder, onnx_name), out, data_files=[os.path.join(folder, f) for f in wanted_files[1:]])
+        renamed = rename_to_official(os.path.join(out, MODEL_FILE))
+        return "onnx file of the repo" + (", tensors renamed to the official names" if renamed else "")
+    export_with_transformers(folder, os.path.join(out, MODEL_FILE))
+    return "exported from the PyTorch weights with transformers + torch"
 
 
 def _list_repo(huggingface_hub, hf_errors, repo, rev, cache_dir, label):
@@ -392,8 +430,9 @@ def _list_repo(huggingface_hub, hf_errors, repo, rev, cache_dir, label):
 def _offline_error(label, cache_dir, why):
     why = why if isinstance(why, str) else _first_line(why)
     return StepError(f"cannot get {label}: {why}, and the Hugging Face cache ({cache_dir}) has no complete copy of it",
-                     hint="connect (HF_ENDPOINT names the Hub or a mirror of it), or download it once where the Hub "
-                          "is reachable into the same HF_HOME and copy that folder here")
+                     hint="connect (HF_ENDPOINT names the Hub or a mirror of it), download it once where the Hub "
+                          "is reachable into the same HF_HOME and copy that folder here, or put the repo's files in "
+                          "MIRROR/huggingface/ORG/NAME/ (ORG/NAME@REV for a pinned revision) and pass --mirror MIRROR")
 
 
 def _token_hint():
@@ -558,6 +597,8 @@ def main(argv=None):
     hf.add_argument("--revision", default="", help="branch, tag or commit (default: main)")
     hf.add_argument("--file", default="", help="the ONNX file of the repo, when it holds several")
     hf.add_argument("--export", action="store_true", help="export the PyTorch weights when the repo has no ONNX file")
+    hf.add_argument("--mirror", default=os.environ.get("MLRUN_MIRROR", ""),
+                    help="mirror folder holding huggingface/ORG/NAME[@REV]/ (default: $MLRUN_MIRROR)")
     for p in (zoo, hf):
         p.add_argument("--out", required=True, help="output folder")
     args = parser.parse_args(argv)
@@ -566,7 +607,7 @@ def main(argv=None):
             fetch_sparsezoo(args.stub, args.out, mirror=args.mirror or None, known=args.known or None)
         else:
             fetch_huggingface(args.repo, args.out, revision=args.revision or None, export=args.export,
-                              wanted=args.file or None)
+                              wanted=args.file or None, mirror=args.mirror or None)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -18,6 +18,7 @@ from engine import records, secrets
 from engine.cache import Cache, write_json
 from engine.errors import MlrunError, UsageError
 from engine.runner import RunReporter
+from engine.words import plural
 
 from . import search, system
 
@@ -81,7 +82,9 @@ def parse(query, words):
 
 
 def _names(text, known, what):
-    names = [n.strip() for n in text.split(",") if n.strip()]
+    # Matched whatever their case, as every input with choices is (--scenarios=offline is Offline).
+    by_lower = {k.lower(): k for k in known}
+    names = [by_lower.get(n.strip().lower(), n.strip()) for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise UsageError(f"unknown {what}(s): {', '.join(unknown) or '(none given)'}",
@@ -338,7 +341,7 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
     if plan_only:
         rows = sub.plan_rows()
         width = max(len(r[0]) for r in rows)
-        sub.say(f"{len(rows)} steps ({sum(1 for r in rows if r[1] == 'to run')} to run), shared by "
+        sub.say(f"{plural(len(rows), 'step')} ({sum(1 for r in rows if r[1] == 'to run')} to run), shared by "
                 f"{', '.join(opts.benchmark_list)}; then the tree, the official checker (--version {ROUND}) and "
                 "the archive")
         for name, state, detail in rows:

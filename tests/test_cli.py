@@ -205,7 +205,7 @@ def test_failed_build(ws):
     shown = ws.mlrun("show", "failed")
     assert shown.returncode == 0
     assert log in shown.stdout and "disk full: cannot write weights" in shown.stdout
-    assert json.loads(ws.mlrun("show", "failed", "--json").stdout) == [log]
+    assert json.loads(ws.mlrun("show", "failed", "--json").stdout) == [{"log": log, "kind": "failed"}]
     assert "bad" not in ws.mlrun("show", "cache").stdout
 
 
@@ -329,7 +329,7 @@ def test_show_cache(app):
     assert app.mlrun("app _batch_size.8").returncode == 0
     assert app.mlrun("get ml-model bert _int8").returncode == 0
     table = app.mlrun("show", "cache").stdout.splitlines()
-    assert table[0].split() == ["RECIPE", "VARIATIONS", "KEY", "SIZE", "AGE", "PATH"]
+    assert table[0].split() == ["RECIPE", "VARIATIONS", "DETAILS", "KEY", "SIZE", "AGE", "PATH"]
     assert table[-1].startswith("4 entries")
     assert sorted(row.split()[0] for row in table[1:-1]) == ["app", "model", "model", "python"]
     models = json.loads(app.mlrun("show", "cache", "ml-model", "--json").stdout)
@@ -349,7 +349,7 @@ def test_rm_cache(app):
     one_paragraph(app.mlrun("rm", "cache", "model"), 2, "2 entries would be removed; pass -y")
     assert app.entries() == before
     result = app.mlrun("rm", "cache", "model _int8", "-y")
-    assert result.returncode == 0 and "removed 1 entries" in result.stdout
+    assert result.returncode == 0 and "removed 1 entry\n" in result.stdout
     assert len(app.entries("model")) == 1 and len(app.entries()) == 3
     assert "nothing to remove" in app.mlrun("rm", "cache", "model _int8", "-y").stdout
     one_paragraph(app.mlrun("rm", "cache"), 2, "say which entries")

@@ -171,7 +171,7 @@ def test_gc_usage(ws):
     assert_user_error(ws.mlrun("gc", "--older-than", "30 days"), 2, "--older-than", "30d")
     put(os.path.join(ws.cache, ".tmp", "a-0123456789abcdef.4242", "f"), 10)
     refused = ws.mlrun("gc")   # no terminal to ask on
-    assert_user_error(refused, 2, "1 items would be removed; pass -y")
+    assert_user_error(refused, 2, "1 item would be removed; pass -y")
     assert os.path.exists(os.path.join(ws.cache, ".tmp", "a-0123456789abcdef.4242"))
     assert ws.mlrun("gc", "--help").returncode == 0
     assert "mlrun gc" in ws.mlrun("--help").stdout

@@ -101,7 +101,7 @@ def test_a_venv_made_with_links_is_refused_and_the_real_venv_recipe_exports(ws):
     assert exported.returncode == 0, exported.stderr
     imported = real.mlrun("import", bundle, env=real.env(MLRUN_CACHE=ws.path("cache3"), MLRUN_RUNS=ws.path("runs3")))
     assert imported.returncode == 0, imported.stderr
-    assert "1 cache entries added" in imported.stdout
+    assert "1 cache entry added" in imported.stdout
 
 
 # -- 2. SSH signatures ---------------------------------------------------------------------------------------------

@@ -107,15 +107,20 @@ def test_add_keeps_names_and_never_overwrites(tmp_path):
     root = tmp_path / "mirror"
 
     added = mirror.add(root, [src / "data.bin"])
-    assert added == [(src / "data.bin", str(root / "data.bin"), _sha(b"one"))]
+    assert added == [(src / "data.bin", str(root / "data.bin"), _sha(b"one"), "added")]
 
     added = mirror.add(root, [src / "other" / "data.bin", src / "data.bin"])
     clash = os.path.join(root, _sha(b"two")[:16], "data.bin")
-    assert added == [(src / "other" / "data.bin", clash, _sha(b"two"))]
+    assert added == [(src / "other" / "data.bin", clash, _sha(b"two"), "added"),
+                     (src / "data.bin", str(root / "data.bin"), _sha(b"one"), "already there")]
     assert (root / "data.bin").read_bytes() == b"one"
     assert mirror.find(root, sha256=_sha(b"two")) == clash
 
-    assert mirror.add(root, [src / "other" / "data.bin"]) == []  # already there
+    assert mirror.add(root, [src / "other" / "data.bin"]) == [(src / "other" / "data.bin", clash, _sha(b"two"),
+                                                                "already there")]
+    # Only files some recipe declares (by checksum) are added: the others are said so and left out.
+    wanted = [{"file": "x", "sha256": _sha(b"two")}]
+    assert mirror.add(root, [src / "data.bin"], wanted) == [(src / "data.bin", None, _sha(b"one"), "not needed")]
     with pytest.raises(MlrunError):
         mirror.add(root, [src / "nope"])
 
@@ -130,10 +135,14 @@ def test_check_reports_present_missing_corrupt(tree, tmp_path):
         {"file": "b.txt", "md5": hashlib.md5(b"bravo!").hexdigest(), "size": 6},
     ]
     rows = mirror.check(tree, wanted, index_path=tmp_path / "index.json")
-    assert rows == [
+    assert [{k: r[k] for k in ("name", "status", "path")} for r in rows] == [
         {"name": "bert: weights.dat", "status": "present", "path": str(tree / "x" / "y" / "whatever.dat")},
         {"name": "a.txt", "status": "corrupt", "path": str(tree / "a.txt")},
         {"name": "gone.bin", "status": "missing", "path": None},
         {"name": "b.txt", "status": "present", "path": str(tree / "b.txt")},
         {"name": "b.txt", "status": "present", "path": str(tree / "b.txt")},
     ]
+    # What a user needs to fetch a file elsewhere comes with every row: URL, size, checksum.
+    assert {k: rows[1][k] for k in ("url", "file", "size", "sha256", "md5")} == {
+        "url": "https://x/a.txt", "file": None, "size": None, "sha256": _sha(b"a different alpha"), "md5": None}
+    assert rows[4]["md5"] == hashlib.md5(b"bravo!").hexdigest() and rows[4]["size"] == 6

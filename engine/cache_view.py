@@ -1,0 +1,119 @@
+"""The cache as a person sees it: what tells entries apart, which entries a word names, failed builds by kind.
+
+`show cache` rows of one recipe differ by their inputs (a venv by its packages): `details` says how in a
+few words. `rm cache WORD` takes an entry's folder name or path, a key prefix, or a query matched the way
+the resolver matches one (all its tags are tags of the entry's recipe; a recipe whose tags are exactly the
+query's wins over one that only has them too). Failed builds are told apart from interrupted and killed ones.
+"""
+import os
+import re
+
+from .errors import UsageError
+from .resolver import has_tags, parse_query
+from .words import plural
+
+PIN = re.compile(r"^([A-Za-z0-9_.\-\[\]]+)\s*(?:===?|~=|>=|<=|!=|<|>)")
+
+
+def _names(text):
+    return [(PIN.match(p).group(1) if PIN.match(p) else p) for p in str(text).split()]
+
+
+def _short_packages(text, common=frozenset(), most=4):
+    """'numpy==2.3.4 onnx==1.19.1 ...' -> 'numpy onnx onnxruntime +13' (names only: versions are pinned),
+    the names its siblings do not all have first: they are what tells two venvs apart."""
+    names = _names(text)
+    names = [n for n in names if n not in common] + [n for n in names if n in common]
+    return " ".join(names[:most]) + (f" +{len(names) - most}" if len(names) > most else "")
+
+
+def common_packages(entries):
+    """{recipe: package names every shown entry of that recipe has} (recipes shown more than once)."""
+    sets = {}
+    for m in entries:
+        packages = (m.get("inputs") or {}).get("packages")
+        if packages:
+            sets.setdefault(m.get("recipe"), []).append(set(_names(packages)))
+    return {r: frozenset(set.intersection(*s)) for r, s in sets.items() if len(s) > 1}
+
+
+def details(meta, recipes_by_name, common=None, width=48):
+    """The inputs of an entry that are not its recipe's defaults, in short: what tells it from its siblings
+    (common: common_packages() of the entries shown with it)."""
+    recipe = recipes_by_name.get(meta.get("recipe"))
+    defaults = {k: s["default"] for k, s in recipe["inputs"].items()} if recipe else {}
+    words = []
+    for name, value in (meta.get("inputs") or {}).items():
+        if value in (None, "", False) or (name in defaults and value == defaults[name]):
+            continue
+        text = _short_packages(value, (common or {}).get(meta.get("recipe"), frozenset())) \
+            if name == "packages" or PIN.match(str(value)) else str(value)
+        if name in ("path", "model") and os.sep in text:
+            text = os.path.basename(text)
+        words.append(f"{name}={text}" if name != "packages" else text)
+    out = "; ".join(words) or "-"
+    return out if len(out) <= width else out[:width - 3] + "..."
+
+
+def recipes_by_name(settings):
+    """{name: recipe} of the configured recipe folders; {} when they cannot be read (the cache still shows)."""
+    from .errors import MlrunError
+    try:
+        return {r["name"]: r for r in settings.index().recipes}
+    except MlrunError:
+        return {}
+
+
+def matching(entries, query, recipes):
+    """Entries whose recipe has all the query's tags (or aliases) and every variation it names."""
+    tags, variations = parse_query(query)
+    out = []
+    for m in entries:
+        have = set(m.get("variations", []))
+        aliases = (recipes.get(m.get("recipe")) or {}).get("aliases", ())
+        if has_tags(tags, m.get("tags", []), m.get("recipe"), aliases) and \
+                all(v in have or any(h.split(".")[0] == v for h in have) for v in variations):
+            out.append(m)
+    return out
+
+
+def to_remove(cache, word, recipes, confirmed):
+    """The entries `rm cache WORD` means: a folder name or path, a key prefix, else a query as the resolver
+    reads it. Several recipes left by a query: a UsageError listing them unless `confirmed` (-y)."""
+    from .cache import read_entry
+    named = read_entry(os.path.abspath(word) if os.sep in word else os.path.join(cache.root, word))
+    if named:
+        return [named], True
+    entries = cache.entries()
+    if re.fullmatch(r"[0-9a-f]{4,64}", word):
+        by_key = [m for m in entries if m.get("key", "").startswith(word)]
+        if by_key:
+            return by_key, False
+    found = matching(entries, word, recipes)
+    names = sorted({m.get("recipe") for m in found})
+    if len(names) > 1:
+        tags, _ = parse_query(word)
+        # As the resolver does: "get dataset squad" names the recipe tagged exactly so, not "... features".
+        exact = [m for m in found if set(m.get("tags", [])) <= set(tags) | set(
+            (recipes.get(m.get("recipe")) or {}).get("aliases", ()))]
+        if len({m.get("recipe") for m in exact}) == 1:
+            return exact, False
+        if not confirmed:
+            raise UsageError(f"'{word}' matches entries of {plural(len(names), 'recipe')}: {', '.join(names)}",
+                             hint="add a tag that only one of them has, name an entry (its folder or key prefix), "
+                                  "or pass -y to remove them all")
+    return found, False
+
+
+def failed_kind(log_path):
+    """failed, interrupted or killed, from the folder name the cache gave the kept log."""
+    folder = os.path.basename(os.path.dirname(log_path))
+    for kind in ("interrupted", "killed"):
+        if re.search(rf"-{kind}(-\d+)?$", folder):
+            return kind
+    return "failed"
+
+
+KIND_WORDS = {"failed": "failed (the step exited with an error)",
+              "interrupted": "interrupted (Ctrl-C or a signal stopped mlrun)",
+              "killed": "killed (mlrun died while building: found by the next build of that entry)"}

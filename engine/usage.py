@@ -1,0 +1,143 @@
+"""The command line as a person types it: usage errors in words, CM's --tags, typos of verbs, the version.
+
+argparse reports mistakes with its internal names ("the following arguments are required: what") and
+exits; here they become one UsageError line naming what is missing and the nearest right word.
+"""
+import argparse
+import os
+import re
+
+from .errors import ResolutionError, UsageError
+from .words import did_you_mean, nearest
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a mistake raises UsageError (one line and a hint) instead of printing usage and exiting."""
+
+    def error(self, message):
+        verb = self.prog
+        m = re.match(r"the following arguments are required: (.*)", message)
+        if m:
+            raise UsageError(f"{verb} needs {self._describe(m.group(1))}", hint=f"{verb} --help")
+        m = re.match(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)", message)
+        if m:
+            choices = [c.strip(" '") for c in m.group(3).split(",")]
+            raise UsageError(f"{verb}: '{m.group(2)}' is not one of {', '.join(choices)}"
+                             + did_you_mean(m.group(2), choices), hint=f"{verb} --help")
+        raise UsageError(f"{verb}: {message}", hint=f"{verb} --help")
+
+    def _describe(self, names):
+        """'cache|failed, FILE' -> 'what to do: cache or failed' (the first missing one is what matters)."""
+        first = names.split(", ")[0]
+        for action in self._actions:
+            if action.metavar == first or action.dest == first:
+                if action.choices:
+                    return f"one of: {', '.join(action.choices)} ({action.help or action.dest})"
+                return f"{first} ({action.help})" if action.help else first
+        return first
+
+
+class VersionAction(argparse.Action):
+    """--version, computed only when asked (git describe costs a process start)."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version())
+        parser.exit()
+
+
+def version():
+    """mlrun's version (engine.version.__version__), with `git describe` when this is a git checkout."""
+    import subprocess  # only --version starts git
+    from .version import __version__
+    from .settings import CHECKOUT
+    text = f"mlrun {__version__}"
+    if os.path.exists(os.path.join(CHECKOUT, ".git")):
+        try:
+            out = subprocess.run(["git", "-C", CHECKOUT, "describe", "--always", "--dirty", "--tags"],
+                                 capture_output=True, text=True, timeout=5)
+            if out.returncode == 0 and out.stdout.strip():
+                text += f" (git {out.stdout.strip()})"
+        except (OSError, subprocess.TimeoutExpired):
+            pass   # no git here: the version alone
+    return text
+
+
+def cm_tags(argv, verbs=()):
+    """CM's habit `--tags=app,mlperf,bert,_cpu` (and `run script --tags=...`) as the query "app mlperf bert _cpu".
+
+    The comma list becomes one query argument where --tags stood; `script` (CM's automation name) before
+    it is dropped. --dep.NAME.tags is a dependency override and stays as it is.
+    """
+    out, i, converted = [], 0, None
+    while i < len(argv):
+        word = argv[i]
+        if word == "--tags" and i + 1 < len(argv):
+            word, i = "--tags=" + argv[i + 1], i + 1
+        if word.startswith("--tags="):
+            if converted is not None:
+                raise UsageError("--tags is given twice", hint="give all tags in one --tags=a,b,c")
+            tags = [t.strip() for t in word[len("--tags="):].split(",") if t.strip()]
+            if not tags:
+                raise UsageError("--tags= is empty", hint="write --tags=app,mlperf,bert")
+            out.append(" ".join(tags))
+            converted = len(out) - 1
+        else:
+            out.append(word)
+        i += 1
+    if converted is not None:
+        query = out.pop(converted)
+        bare = [j for j, w in enumerate(out) if not w.startswith("-")]
+        # `mlrun run script --tags=...`: CM names its automation; mlrun's query is the tags alone.
+        script = next((j for j in bare[:2] if out[j] == "script"), None)
+        if script is not None:
+            del out[script]
+            converted -= script < converted
+        # The query stays where --tags stood, unless a verb follows it (`mlrun --tags=... plan`).
+        verb = next((j for j, w in enumerate(out) if w in verbs and j >= converted), None)
+        out.insert(verb + 1 if verb is not None else converted, query)
+    return out
+
+
+def check_verb(argv, verbs, global_with_value, global_options=()):
+    """`mlrun shwo cache`: a first word that is no verb, followed by another bare word, is a mistyped verb
+    (a query is one argument, so two bare words are never a query and its input). `mlrun --cahce DIR ...`:
+    an option before the verb that is near a global one is a typo of it."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        name = argv[i].split("=")[0]
+        if name.startswith("--") and name not in global_options and did_you_mean(name, global_options):
+            raise UsageError(f"unknown option {name}{did_you_mean(name, global_options)}",
+                             hint="mlrun --help lists the options and verbs")
+        i += 2 if argv[i] in global_with_value else 1
+    if i + 1 < len(argv) and argv[i] not in verbs and " " not in argv[i] and not argv[i + 1].startswith("-"):
+        close = nearest(argv[i], verbs)
+        if close:
+            raise UsageError(f"unknown verb '{argv[i]}'{did_you_mean(argv[i], verbs)}",
+                             hint=f"mlrun {close[0]} --help; a query is one quoted argument: \"get dataset squad\"")
+
+
+def verb_typo_hint(error, query, verbs):
+    """A one-word query that matched no recipe but is near a verb: say so in the hint."""
+    if not (isinstance(error, ResolutionError) and error.message.startswith("no recipe matches")):
+        return error
+    if not query or " " in query.strip():
+        return error
+    close = nearest(query.strip(), verbs)
+    if close:
+        error.hint = f"'{query}' is near the verb {close[0]}: mlrun {close[0]} ..." + (
+            f"; {error.hint}" if error.hint else "")
+    return error
+
+
+def options_of(parser):
+    """Every --option a parser (and its verbs) takes, for "did you mean"."""
+    out = set()
+    for action in parser._actions:
+        out.update(o for o in action.option_strings if o.startswith("--"))
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out.update(options_of(sub))
+    return sorted(out)

@@ -1,0 +1,329 @@
+"""Everyday use of the CLI (issue 12): finding out what to type, CM's habits, the cache as a person sees it,
+mirrors for air-gapped machines, plurals. Through bin/mlrun on tiny recipes: nothing here builds a venv."""
+import hashlib
+import json
+import os
+import signal
+
+import pytest
+
+from conftest import assert_user_error, wait_for
+from engine.version import __version__
+from engine.usage import cm_tags
+from engine.words import did_you_mean, nearest, plural
+
+PAYLOAD = b"squad-like bytes\n" * 1000
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+def one_line(result, code, *fragments):
+    """The error as the project wants it: `mlrun: error: ...` and at most a hint line, no usage dump."""
+    err = assert_user_error(result, code, *fragments)
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("mlrun: error: ") and len(lines) <= 2, err
+    assert all(line.startswith("hint: ") for line in lines[1:]), err
+    assert "usage:" not in result.stdout + err
+    return err
+
+
+@pytest.fixture
+def app(ws):
+    """app -> model (alternatives by variation) -> venv-like recipe with a packages input; squad and features."""
+    ws.recipe("venv", """\
+        tags: get python venv
+        inputs:
+          python: {default: python3}
+          packages: {default: "", help: pinned requirements}
+        run: echo "$MLRUN_INPUT_PACKAGES" > packages.txt
+        """)
+    ws.recipe("model", """\
+        tags: get ml-model bert
+        inputs:
+          layers: {type: int, default: 12, help: encoder layers}
+        deps: [{name: python, query: get python venv, inputs: {packages: "numpy==2.3.4 onnx==1.19.1"}}]
+        run: echo "$MLRUN_INPUT_LAYERS" > layers.txt
+        """)
+    ws.recipe("squad", """\
+        tags: [get, dataset, squad]
+        aliases: [original]
+        run: echo squad > dev.json
+        """)
+    ws.recipe("features", """\
+        tags: [get, dataset, squad, features]
+        run: echo features > f.txt
+        """)
+    ws.recipe("app", """\
+        description: the benchmark
+        tags: app mlperf bert
+        cache: false
+        inputs:
+          count: {type: int, default: 3, help: how many queries}
+          mode: {default: performance, choices: [performance, accuracy]}
+          scenario: {default: Offline, choices: [Offline, SingleStream, Server]}
+          spin: {type: bool, help: spin between operators}
+        variations:
+          cpu: {group: device, default: true}
+          cuda: {group: device, description: an NVIDIA GPU}
+          int8: {}
+        deps:
+          - {name: model, query: get ml-model bert, when: "!_int8"}
+          - {name: model, query: get ml-model bert, when: "_int8", inputs: {layers: 2}}
+          - {name: squad, query: get dataset squad}
+        run: echo "$MLRUN_INPUT_MODE $MLRUN_INPUT_SCENARIO" > result.txt
+        """)
+    return ws
+
+
+# -- finding out what to type ----------------------------------------------------------------------
+
+
+def test_query_help_shows_that_recipes_inputs_variations_and_deps(app):
+    result = app.mlrun("app mlperf bert _cuda", "--help")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert out.startswith('usage: mlrun "app mlperf bert _cuda"')
+    assert "app 0" in out and "the benchmark" in out
+    for flag in ("--count=INT", "--mode=performance|accuracy", "--scenario=Offline|SingleStream|Server",
+                 "--spin[=true|false]"):
+        assert flag in out, out
+    assert "how many queries; default: 3" in out
+    assert "device (one of):" in out and "_cpu (default), _cuda (chosen)" in out and "_int8" in out
+    assert "an NVIDIA GPU" in out
+    # Dependency names for --dep.NAME.*, the alternative this query takes and that dep's inputs.
+    assert "--dep.NAME.tags=_x" in out
+    flat = " ".join(out.split())
+    assert "model get ml-model bert [2 alternatives" in flat and "its inputs: layers]" in flat
+    assert "squad get dataset squad" in flat
+    assert "--env.KEY=VALUE" in out and "run options:" in out and "--json" in out
+    # Generic run help (no query) explains --dep.* and --env.*.
+    run_help = app.mlrun("run", "--help")
+    assert run_help.returncode == 0 and run_help.stdout.startswith("usage: mlrun run")
+    for text in ("--dep.NAME.tags=_x", "--dep.NAME.version=SPEC", "--dep.NAME.INPUT=VALUE", "--env.KEY=VALUE"):
+        assert text in run_help.stdout
+    one_line(app.mlrun("nothing here", "--help"), 2, "no recipe matches 'nothing here'")
+
+
+def test_usage_errors_say_what_is_missing_in_words(app):
+    one_line(app.mlrun("show"), 2, "mlrun show needs one of: cache, failed")
+    one_line(app.mlrun("mirror"), 2, "mlrun mirror needs one of: add, check, fetch")
+    one_line(app.mlrun("rm"), 2, "mlrun rm needs one of: cache, failed")
+    one_line(app.mlrun("show", "cach"), 2, "'cach' is not one of cache, failed (did you mean cache?)")
+    one_line(app.mlrun("--bogus"), 2, "unknown option --bogus")
+    one_line(app.mlrun("--cahce", "x"), 2, "unknown option --cahce (did you mean --cache?)")
+    one_line(app.mlrun("shwo", "cache"), 2, "unknown verb 'shwo' (did you mean show?)")
+    err = one_line(app.mlrun("shwo"), 2, "no recipe matches 'shwo'")
+    assert "near the verb show" in err
+    version = app.mlrun("--version")
+    assert version.returncode == 0 and version.stdout.startswith(f"mlrun {__version__}")
+
+
+def test_tag_typos_suggest_the_nearest_real_tags_only(app):
+    err = one_line(app.mlrun("plan", "get dataset sqad"), 2, "unknown tag 'sqad' (did you mean squad?)")
+    assert "python" not in err and "features" not in err
+    err = one_line(app.mlrun("plan", "get xyzzy"), 2, "unknown tag 'xyzzy'")
+    assert "did you mean" not in err
+    one_line(app.mlrun("find", "get datset"), 2, "unknown tag 'datset' (did you mean dataset?)")
+    one_line(app.mlrun("find", "app _cdua"), 2, "no variation _cdua (did you mean _cuda?)")
+    one_line(app.mlrun("plan", "app _cdua"), 2, "recipe app has no variation '_cdua' (did you mean _cuda?)")
+    one_line(app.mlrun("plan", "app", "--cuont=3"), 2, "app has no input --cuont (did you mean --count?)")
+    assert nearest("onnx", ["onnxruntime", "venv", "bert"]) == ["onnxruntime"]
+    assert nearest("bret", ["bert", "bet", "squad"]) == ["bert", "bet"]
+    assert did_you_mean("zzzz", ["bert"]) == ""
+
+
+def test_choices_match_whatever_their_case_everywhere(app):
+    plan = json.loads(app.mlrun("plan", "app mlperf bert", "--scenario=offline", "--mode=ACCURACY", "--json").stdout)
+    assert plan["nodes"][-1]["inputs"]["scenario"] == "Offline" and plan["nodes"][-1]["inputs"]["mode"] == "accuracy"
+    same = json.loads(app.mlrun("plan", "app mlperf bert", "--scenario=Offline", "--mode=accuracy", "--json").stdout)
+    assert same["nodes"][-1]["key"] == plan["nodes"][-1]["key"]
+    one_line(app.mlrun("plan", "app mlperf bert", "--scenario=ofline"), 2,
+             "--scenario=ofline is not one of Offline, SingleStream, Server (did you mean Offline?)")
+
+
+# -- CM habits -------------------------------------------------------------------------------------------
+
+
+def test_cm_tags_are_the_same_query(app):
+    want = json.loads(app.mlrun("plan", "app mlperf bert _cuda", "--json").stdout)["nodes"][-1]["key"]
+    for argv in (["plan", "--tags=app,mlperf,bert,_cuda", "--json"], ["--tags=app,mlperf,bert,_cuda", "plan", "--json"],
+                 ["plan", "--tags", "app,mlperf,bert,_cuda", "--json"]):
+        result = app.mlrun(*argv)
+        assert result.returncode == 0, (argv, result.stderr)
+        assert json.loads(result.stdout)["nodes"][-1]["key"] == want
+    ran = app.mlrun("run", "script", "--tags=app,mlperf,bert,_cuda", "--mode=accuracy", "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert open(os.path.join(json.loads(ran.stdout)["path"], "result.txt")).read() == "accuracy Offline\n"
+    assert cm_tags(["run", "script", "--tags=a,b", "--dep.m.tags=_x"]) == ["run", "a b", "--dep.m.tags=_x"]
+    one_line(app.mlrun("plan", "--tags="), 2, "--tags= is empty")
+
+
+def test_tag_aliases_find_the_recipe_and_change_no_key(app):
+    aliased = json.loads(app.mlrun("plan", "get dataset squad original", "--json").stdout)["nodes"][-1]
+    assert aliased["name"] == "squad"
+    plain = json.loads(app.mlrun("plan", "get dataset squad", "--json").stdout)["nodes"][-1]
+    assert plain["key"] == aliased["key"]
+    app.recipe("squad", "tags: [get, dataset, squad]\nrun: echo squad > dev.json\n")   # the alias gone
+    assert json.loads(app.mlrun("plan", "get dataset squad", "--json").stdout)["nodes"][-1]["key"] == plain["key"]
+    one_line(app.mlrun("plan", "get dataset squad original"), 2, "no recipe matches")
+    app.recipe("bad", "tags: [x]\naliases: [_y]\n")
+    one_line(app.mlrun("plan", "x"), 2, "recipe.yaml:2: alias '_y' must start with a letter or digit")
+
+
+# -- the cache as a person sees it -------------------------------------------------------------------
+
+
+def test_show_cache_tells_venvs_apart_by_their_packages(app):
+    assert app.mlrun("get python venv", "--packages=numpy==2.3.4 onnxruntime==1.23.2 tokenizers==0.23.3 "
+                     "regex==2026.11.15 tqdm==4.70.1").returncode == 0
+    assert app.mlrun("get ml-model bert").returncode == 0
+    table = app.mlrun("show", "cache", "venv").stdout.splitlines()
+    assert table[0].split()[:3] == ["RECIPE", "VARIATIONS", "DETAILS"]
+    assert table[-1].startswith("2 entries")
+    details = sorted(m["details"] for m in json.loads(app.mlrun("show", "cache", "venv", "--json").stdout))
+    # What the two venvs do not share comes first: numpy, common to both, tells nothing.
+    assert details == ["onnx numpy", "onnxruntime tokenizers regex tqdm +1"]
+    assert all(any(d in row for row in table) for d in details)
+    assert app.mlrun("show", "cache", "ml-model").stdout.splitlines()[-1].startswith("1 entry,")
+
+
+def test_rm_cache_by_key_prefix_path_and_query_as_the_resolver_reads_it(app):
+    for query in ("get dataset squad", "get dataset squad features", "get ml-model bert"):
+        assert app.mlrun(query).returncode == 0
+    assert len(app.entries()) == 4   # squad, features, model, venv
+    # "get dataset squad" is the squad recipe, as for the resolver: not also the features.
+    result = app.mlrun("rm", "cache", "get dataset squad", "-y")
+    assert result.returncode == 0 and "removed 1 entry\n" in result.stdout, result.stdout
+    assert app.entries("squad") == [] and len(app.entries("features")) == 1
+    # A query that several recipes answer: listed, and -y is needed.
+    assert app.mlrun("get dataset squad").returncode == 0
+    one_line(app.mlrun("rm", "cache", "get dataset"), 2, "'get dataset' matches entries of 2 recipes: features, squad")
+    # By key prefix and by path.
+    [venv] = json.loads(app.mlrun("show", "cache", "venv", "--json").stdout)
+    assert app.mlrun("rm", "cache", venv["key"][:8], "-y").returncode == 0 and app.entries("venv") == []
+    [model] = json.loads(app.mlrun("show", "cache", "ml-model", "--json").stdout)
+    assert app.mlrun("rm", "cache", model["path"], "-y").returncode == 0 and app.entries("model") == []
+    result = app.mlrun("rm", "cache", "get dataset", "-y")
+    assert result.returncode == 0 and "removed 2 entries" in result.stdout and app.entries() == []
+
+
+def test_show_failed_tells_interrupted_from_failed_and_rm_failed(app, tmp_path):
+    app.recipe("bad", "tags: bad\nrun: echo broken; exit 3\n")
+    app.recipe("slow", f"tags: slow\nrun: touch {tmp_path}/started; sleep 60\n")
+    assert app.mlrun("bad").returncode == 1
+    proc = app.popen("slow")
+    try:
+        assert wait_for(lambda: (tmp_path / "started").exists(), timeout=30)
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 143
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.stdout.close()
+        proc.stderr.close()
+    shown = app.mlrun("show", "failed")
+    assert shown.returncode == 0
+    assert "1 build failed (the step exited with an error):" in shown.stdout
+    assert "1 build interrupted (Ctrl-C or a signal stopped mlrun):" in shown.stdout
+    kinds = sorted(item["kind"] for item in json.loads(app.mlrun("show", "failed", "--json").stdout))
+    assert kinds == ["failed", "interrupted"]
+    one_line(app.mlrun("rm", "failed"), 2, "2 failed build logs would be removed; pass -y")
+    removed = app.mlrun("rm", "failed", "-y")
+    assert removed.returncode == 0 and "removed 2 failed build logs" in removed.stdout
+    assert "no failed builds" in app.mlrun("show", "failed").stdout
+
+
+# -- mirrors for air-gapped machines ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def thing(ws, server):
+    server.files["/data.json"] = PAYLOAD
+    ws.recipe("get-thing", f"""
+        tags: [get, thing]
+        download: {{url: "{server.url}/data.json", file: data.json, sha256: "{SHA}", size: {len(PAYLOAD)}}}
+        """)
+    return ws
+
+
+def test_mirror_check_gives_url_size_and_checksum(thing, server, tmp_path):
+    (tmp_path / "m").mkdir()
+    check = thing.mlrun("mirror", "check", f"--mirror={tmp_path / 'm'}")
+    assert check.returncode == 0, check.stderr
+    row = next(line for line in check.stdout.splitlines() if line.startswith("missing"))
+    assert f"{server.url}/data.json" in row and f"sha256:{SHA}" in row and "16.6 KB" in row
+    assert "1 file not in the mirror" in check.stdout
+    [item] = json.loads(thing.mlrun("mirror", "check", f"--mirror={tmp_path / 'm'}", "--json").stdout)
+    assert item["url"] == f"{server.url}/data.json" and item["sha256"] == SHA and item["size"] == len(PAYLOAD)
+
+
+def test_a_mistyped_mirror_is_an_error_at_once(thing, server, tmp_path):
+    one_line(thing.mlrun("get thing", f"--mirror={tmp_path / 'nope'}"), 2, f"the mirror folder {tmp_path / 'nope'}")
+    one_line(thing.mlrun("plan", "get thing", env=thing.env(MLRUN_MIRROR=tmp_path / "nope")), 2,
+             "does not exist (from $MLRUN_MIRROR)")
+    assert server.requests == []
+
+
+def test_mirror_add_says_what_it_did_with_each_file(thing, tmp_path):
+    (tmp_path / "data.json").write_bytes(PAYLOAD)
+    (tmp_path / "other.txt").write_text("nobody needs me\n")
+    mirror = tmp_path / "m"
+    first = thing.mlrun("mirror", "add", str(tmp_path / "data.json"), str(tmp_path / "other.txt"), f"--mirror={mirror}")
+    assert first.returncode == 0, first.stderr
+    assert f"added         {tmp_path / 'data.json'} -> {mirror / 'data.json'}" in first.stdout
+    assert "not needed    " in first.stdout and "no recipe declares this file" in first.stdout
+    assert "1 file added" in first.stdout and not (mirror / "other.txt").exists()
+    again = thing.mlrun("mirror", "add", str(tmp_path / "data.json"), f"--mirror={mirror}")
+    assert "already there" in again.stdout and "0 files added" in again.stdout
+
+
+def test_mirror_fetch_then_plan_and_run_offline_from_it(thing, server, tmp_path):
+    out = tmp_path / "carry"
+    plan = thing.mlrun("plan", "get thing")
+    assert f"downloads of the nodes to build: 1 file, 16.6 KB (no mirror given" in plan.stdout
+    assert server.requests == []   # plan downloads nothing
+    fetched = thing.mlrun("mirror", "fetch", "get thing", "-o", str(out))
+    assert fetched.returncode == 0, fetched.stderr
+    assert (out / "data.json").read_bytes() == PAYLOAD and len(server.requests) == 1
+    assert "fetched       get-thing: data.json" in fetched.stdout
+    again = thing.mlrun("mirror", "fetch", "get thing", "-o", str(out))
+    assert "already there" in again.stdout and len(server.requests) == 1
+    plan = thing.mlrun("plan", "get thing", f"--mirror={out}")
+    assert "get-thing: data.json  16.6 KB  in the mirror: carry/data.json" in plan.stdout
+    [row] = json.loads(thing.mlrun("plan", "get thing", f"--mirror={out}", "--json").stdout)["downloads"]
+    assert row["status"] == "present"
+    server.files.clear()   # the network gone: the run takes the file from the carried folder
+    assert thing.mlrun("get thing", f"--mirror={out}").returncode == 0 and len(server.requests) == 1
+    one_line(thing.mlrun("mirror", "fetch", "get thing"), 2, "needs -o DIR")
+
+
+def test_huggingface_model_from_the_mirror(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from mlperf_bert import model_sources, random_model
+    folder = tmp_path / "mirror" / "huggingface" / "org" / "tiny"
+    (folder / "onnx").mkdir(parents=True)
+    onnx.save(random_model.build(layers=1, hidden=32, heads=2, seq=384, input_names="hf"),
+              str(folder / "onnx" / "model.onnx"))
+    record = model_sources.fetch_huggingface("hf:org/tiny", str(tmp_path / "out"), mirror=str(tmp_path / "mirror"))
+    assert record["from"] == f"mirror {folder}" and record["files"] == ["onnx/model.onnx"]
+    assert record["inputs"] == {"ids": "input_ids", "mask": "input_mask", "segments": "segment_ids"}
+    # A pinned revision is looked for under ORG/NAME@REV only: an unpinned copy cannot prove it.
+    assert model_sources.mirror_hf_folder("/m", "org/tiny", "v1") == "/m/huggingface/org/tiny@v1"
+
+
+# -- plurals -------------------------------------------------------------------------------------------------
+
+
+def test_plurals():
+    assert [plural(n, "entry") for n in (0, 1, 2)] == ["0 entries", "1 entry", "2 entries"]
+    assert plural(1, "node") == "1 node" and plural(3, "node") == "3 nodes"
+    assert plural(2, "cache entry") == "2 cache entries" and plural(2, "failed build log") == "2 failed build logs"
+    assert plural(2, "match") == "2 matches" and plural(2, "dependency") == "2 dependencies"
+
+
+def test_plan_of_one_node_says_one_node(app):
+    assert "1 node, 0 cached, 1 to run" in app.mlrun("plan", "get dataset squad").stdout
+
+
+def test_submission_scenarios_match_whatever_their_case():
+    from submission import submit
+    assert submit._names("offline,SINGLESTREAM", submit.SCENARIOS, "scenario") == ["Offline", "SingleStream"]
