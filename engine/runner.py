@@ -87,7 +87,12 @@ class Runner:
                     step["status"], self.folders[node.key] = self._cached_or_build(node, i, total, is_root)
                 else:
                     folder = os.path.join(run_dir, node.name)
-                    meta = self._build(node, folder, i, total, is_root)
+                    try:
+                        meta = self._build(node, folder, i, total, is_root)
+                    except StepError:  # a step may fail on its results (--strict): they are still the run's
+                        if node.record:
+                            step["record"] = records.collect(folder, node.record)
+                        raise
                     write_json(os.path.join(folder, META_DIR, "step.json"), meta)
                     step["status"], self.folders[node.key] = "ran", folder
                 step["seconds"] = round(time.time() - t0, 3)
@@ -181,7 +186,9 @@ class Runner:
             for item in node.download:
                 self._download(item, folder)
             if argv:
-                self._execute(argv, env, folder, log_path, live)
+                # A live step may draw progress on mlrun's terminal: its own output is a pipe into the log.
+                tty = live and _terminal()
+                self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live)
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)
@@ -254,6 +261,14 @@ class Runner:
                     pass
         if code != 0:
             raise StepError(describe_exit(code))
+
+
+def _terminal():
+    """The path of the terminal mlrun's stderr is, or None."""
+    try:
+        return os.ttyname(sys.stderr.fileno()) if sys.stderr.isatty() else None
+    except (OSError, ValueError, AttributeError):  # closed, replaced by an object without a descriptor
+        return None
 
 
 def describe_error(error):
