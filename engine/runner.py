@@ -263,14 +263,6 @@ class Runner:
             raise StepError(describe_exit(code))
 
 
-def _terminal():
-    """The path of the terminal mlrun's stderr is, or None."""
-    try:
-        return os.ttyname(sys.stderr.fileno()) if sys.stderr.isatty() else None
-    except (OSError, ValueError, AttributeError):  # closed, replaced by an object without a descriptor
-        return None
-
-
 def describe_error(error):
     """One line for an unexpected exception: an mlrun error's message, else its type and text."""
     if isinstance(error, MlrunError):
@@ -319,6 +311,14 @@ def _short(path):
     except ValueError:
         return path
     return rel if not rel.startswith("../..") else path
+
+
+def _terminal():
+    """The path of the terminal mlrun's stderr is, or None."""
+    try:
+        return os.ttyname(sys.stderr.fileno()) if sys.stderr.isatty() else None
+    except (OSError, ValueError, AttributeError):  # closed, replaced by an object without a descriptor
+        return None
 
 
 def run_plan(plan, cache, runs_dir, **options):

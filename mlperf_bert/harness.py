@@ -18,7 +18,7 @@ from pathlib import Path
 import mlperf_loadgen as lg
 
 from engine.errors import MlrunError, StepError, UsageError
-from mlperf_bert import accuracy, loadgen_summary, parallelism, progress, seq_plan, squad_features, warmup
+from mlperf_bert import accuracy, loadgen_summary, parallelism, seq_plan, squad_features, warmup
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
@@ -196,9 +196,6 @@ def run(args):
         "warmup_qps": round(measured_qps, 3), "settings": chosen,
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
     }
-    # Short: below what a submission needs (a --count run always is); the reasons are in loadgen.short_because.
-    summary["short"] = bool(summary["loadgen"]["short_because"]) if args.mode == "performance" else \
-        total < available
     if args.backend == "deepsparse":
         summary["deepsparse"] = backend.describe()
     if sut.error is not None:
@@ -208,6 +205,10 @@ def run(args):
             summary["accuracy"] = _score(args, run_dir)
         except MlrunError as error:
             summary["error"] = f"accuracy scoring failed: {error}"
+    # Short: below what a submission needs (a --count run always is); the reasons are in loadgen.short_because.
+    summary["count"] = args.count
+    summary["short"] = bool(summary["loadgen"]["short_because"]) if args.mode == "performance" else \
+        total < available
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -376,6 +377,7 @@ def _start_test(sut, args, user_conf, run_dir, total):
     # LoadGen reads audit.config from the working directory; run_dir has none (checked above),
     # so without --audit-config no compliance settings can slip in.
     audit_config = os.path.abspath(args.audit_config) if args.audit_config else "audit.config"
+    from mlperf_bert import progress  # a bar for a person watching (none in logs)
     expected = progress.expected_samples(settings, args.scenario, args.mode == "accuracy", total)
     with contextlib.chdir(run_dir), progress.Bar(progress.stream(), lambda: sut.completed, expected,
                                                  f"{args.scenario} {args.mode}"):
@@ -396,9 +398,21 @@ def _score(args, run_dir):
             "target_f1": round(TARGET_F1, 5), "met": result["f1"] >= TARGET_F1}
 
 
+def count_note(summary):
+    """Why a --count run did more samples than asked (MultiStream's whole queries, --min-duration), or ""."""
+    count, done = summary.get("count"), summary["samples_completed"]
+    if not count or done <= count:
+        return ""
+    why = (f"whole MultiStream queries of {MULTISTREAM_SAMPLES_PER_QUERY}" if summary["scenario"] == "MultiStream"
+           and done == math.ceil(count / MULTISTREAM_SAMPLES_PER_QUERY) * MULTISTREAM_SAMPLES_PER_QUERY
+           else "LoadGen added queries to fill --min-duration")
+    return f" (--count {count}: {why})"
+
+
 def format_summary(summary):
     loadgen = summary["loadgen"]
-    lines = [f"{summary['scenario']} {summary['mode']}: {summary['samples_completed']} samples completed"]
+    lines = [f"{summary['scenario']} {summary['mode']}: {summary['samples_completed']} samples completed"
+             + count_note(summary)]
     for name, value in loadgen["metric"].items():
         lines.append(f"  {name}: {value:.3f}")
     if loadgen["latency_ms"] and summary["scenario"] != "Offline":  # Offline latencies mean nothing

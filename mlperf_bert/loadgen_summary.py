@@ -52,10 +52,12 @@ INVALID_REASONS = (
 
 
 def parse(path):
-    """{"scenario", "mode", "result", "reasons", "metric": {name: value}, "latency_ms": {"p50": ms, ...}}.
+    """{"scenario", "mode", "result", "reasons", "explanation", "metric": {name: value}, "latency_ms": {"p50": ms,
+    ...}, "short_because"}.
 
     Latencies are in ms (a metric named "... (ns)" in LoadGen is renamed "... (ms)").
-    reasons: for an INVALID result, the checks that said NO and LoadGen's notes below them.
+    reasons: for an INVALID result, the checks that said NO and LoadGen's notes below them; explanation: the
+    same in words with the flag to change (explain); short_because: why the run is too short to submit.
     """
     try:
         lines = path.read_text().splitlines()
