@@ -136,8 +136,9 @@ def _facts(scenario, notes, values, latency_ms):
             facts[key] = f"{float(values[name]) * scale:g}"
         except (KeyError, ValueError):
             pass
-    if "bound_ms" in facts:
-        facts["target_latency_ms"] = facts["bound_ms"]
+    # SingleStream and MultiStream carry their expected latency as target_qps (queries per second, one at a time).
+    if scenario in ("SingleStream", "MultiStream") and float(facts.get("target_qps", 0)):
+        facts["target_latency_ms"] = f"{1000 / float(facts['target_qps']):.3g}"
     for pattern, key in ((r"Need to process at least (\d+) queries", "need"), (r"Only processed (\d+) queries", "queries"),
                          (r"Would need to run at least (\d+) more queries", "more"), (r"Processed (\d+) queries", "queries")):
         if (match := re.search(pattern, text)) and key not in facts:

@@ -63,8 +63,12 @@ class Bar:
         self._thread = None
 
     def __enter__(self):
-        if self.out is not None:
+        try:
             from tqdm import tqdm
+        except ImportError:  # a venv without it (a backend recipe of its own): the run goes on, without a bar
+            self._close_out()
+            self.out = None
+        if self.out is not None:
             self._bar = tqdm(total=self._total(0, 0), desc=self._description, unit="sample", file=self.out,
                              dynamic_ncols=True, mininterval=POLL_S, smoothing=0.1)
             self._started = time.monotonic()
@@ -91,6 +95,9 @@ class Bar:
             self._bar.total = done  # the test is over: what was done is all there was
             self._bar.update(done - self._bar.n)
             self._bar.close()
-            if self.out is not sys.stderr:
-                self.out.close()
+            self._close_out()
         return False
+
+    def _close_out(self):
+        if self.out not in (None, sys.stderr):
+            self.out.close()
