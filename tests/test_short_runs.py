@@ -99,7 +99,6 @@ def test_an_invalid_short_run_explains_itself_and_strict_fails_it(files, tmp_pat
         "error: --strict: the performance result is INVALID: early stopping needs at least 64 queries")
 
 
-@pytest.mark.slow
 def test_strict_passes_a_valid_run_and_fails_an_accuracy_below_target(files, tmp_path):
     result, _ = harness(files, tmp_path / "perf", "--scenario", "Offline", "--mode", "performance", "--count", "8",
                         "--strict")
@@ -164,7 +163,6 @@ def test_a_full_length_run_is_not_short(tmp_path):
 
 # -- progress: on the user's terminal only ---------------------------------------------------------------
 
-@pytest.mark.slow
 def test_progress_is_drawn_on_the_named_terminal_never_in_the_output(files, tmp_path):
     screen = tmp_path / "screen"   # stands in for the terminal mlrun names in MLRUN_PROGRESS
     result, _ = harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance", "--count", "20",
