@@ -47,7 +47,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.harness import REPO, agreement, fixed_model, model_args, reference_pass, sample_features
+from bench.harness import agreement, fixed_model, model_args, reference_pass, sample_features
 from mlperf_bert import fusion, seq_plan
 from mlperf_bert.ort_backend import OrtBackend, available_cores
 from mlperf_bert.sut import QaInference
@@ -136,7 +136,6 @@ def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 256, 2)
     parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
     parser.add_argument("--peak-seconds", type=float, default=1.5, help="time spent on each GEMM shape, each time")
-    parser.add_argument("--cache", default=str(REPO / "cache" / "bench"), help="models and features kept here")
     parser.add_argument("--reference", action="store_true", help="also time the reference SUT design each round "
                         "(slow: about 1.4 samples/s on 2 cores for BERT-Base)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a 2-layer hidden-64 model, 8 samples of "
@@ -146,7 +145,7 @@ def main(argv=None):
         args.samples, args.repeats, args.layers, args.hidden, args.heads = 8, 1, 2, 64, 2
         args.peak_seconds = 0.2
     threads = args.threads or available_cores()
-    cache = Path(args.cache)
+    cache = args.scratch
     cache.mkdir(parents=True, exist_ok=True)
     ffn = 4 * args.hidden
 

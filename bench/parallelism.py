@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import REPO, agreement, collect, fixed_model, model_args, sample_features
+from bench.harness import agreement, collect, fixed_model, model_args, sample_features
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference, run_on_instances
@@ -43,9 +43,8 @@ def build(model, features, plan, cores, config):
 
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 48, 3)
-    parser.add_argument("--cache", default=str(REPO / "cache" / "bench"))
     args = parser.parse_args(argv)
-    cache = Path(args.cache)
+    cache = args.scratch
     cache.mkdir(parents=True, exist_ok=True)
     features, indices, source = sample_features(args.samples, args.seed, cache)
     model, plan = seq_plan.prepare(str(fixed_model(args, cache)), "auto", cache)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import REPO, agreement, collect, fixed_model, harness_pass, model_args, sample_features
+from bench.harness import agreement, collect, fixed_model, harness_pass, model_args, sample_features
 from mlperf_bert import quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference
@@ -29,9 +29,8 @@ def main(argv=None):
     parser.add_argument("--per-channel", default="auto")
     parser.add_argument("--reduce-range", default="auto")
     parser.add_argument("--weight-type", default="auto")
-    parser.add_argument("--cache", default=str(REPO / "cache" / "bench"), help="models and features kept here")
     args = parser.parse_args(argv)
-    cache = Path(args.cache)
+    cache = args.scratch
     cache.mkdir(parents=True, exist_ok=True)
 
     features, indices, source = sample_features(args.samples, args.seed, cache)

@@ -48,6 +48,7 @@ EPILOG = """verbs:
   mlrun import FILE [--trust ALLOWED_SIGNERS]   verify and add a bundle's cache entries and run to this machine
   mlrun replay RUN|FILE.tar.gz|run.json re-run exactly the recorded plan, then compare the results
   mlrun diff RUN_A RUN_B                what differs: request, plan, recipes, packages, host, results
+                                        (exit 0 none, 1 some, 2 trouble, like diff(1))
   mlrun check submission DIR [--short]  the official MLPerf submission checker on a tree: verdict and results
   mlrun submit QUERY --submitter=NAME --division=open|closed [--system=FILE.yaml] [--short] ...
                                         an MLPerf submission: every run, TEST01, the tree, the official checker
@@ -169,7 +170,8 @@ def build_parser(only=None):
     from submission.cli import SUBMIT_HELP
     p.epilog = SUBMIT_HELP
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results")
+    p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results; exit 0 when "
+                     "nothing differs, 1 when something does, 2 on trouble (like diff(1))")
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -891,9 +893,10 @@ def cmd_diff(args, extras, settings):
     a = records.load(records.find(settings.runs, args.run_a))
     b = records.load(records.find(settings.runs, args.run_b))
     sections = compare.everything(a, b)
+    differ = 1 if any(sections.values()) else 0  # like diff(1): 0 the same, 1 different, 2 trouble
     if args.json:
         _print_json({name: [{"what": w, "a": x, "b": y} for w, x, y in rows] for name, rows in sections.items()})
-        return 0
+        return differ
     print(f"A = {a['id']} ({a.get('query')})\nB = {b['id']} ({b.get('query')})")
     for name, rows in sections.items():
         if not rows:
@@ -901,9 +904,9 @@ def cmd_diff(args, extras, settings):
         print(f"{name}:")
         for what, x, y in rows:
             print(f"  {what}" if x == y == "" else f"  {what}: {_brief(x)} -> {_brief(y)}")
-    if not any(sections.values()):
+    if not differ:
         print("no differences")
-    return 0
+    return differ
 
 
 def cmd_check(args, extras, settings):

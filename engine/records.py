@@ -187,8 +187,11 @@ def headline(results):
     loadgen = results.get("loadgen") or {}
     for name, value in (loadgen.get("metric") or {}).items():
         parts.append(f"{name} {value:.3f}")
+    short = " (short)" if results.get("short") else ""  # a --count run: not a figure to submit
     if loadgen.get("result"):
-        parts.append(loadgen["result"])
+        parts.append(loadgen["result"] + short)
+    elif parts:
+        parts[-1] += short
     return ", ".join(parts) or "-"
 
 

@@ -91,7 +91,12 @@ class Runner:
                     step["status"], self.folders[node.key] = self._cached_or_build(node, i, total, is_root)
                 else:
                     folder = os.path.join(run_dir, node.name)
-                    meta = self._build(node, folder, i, total, is_root)
+                    try:
+                        meta = self._build(node, folder, i, total, is_root)
+                    except StepError:  # a step may fail on its results (--strict): they are still the run's
+                        if node.record:
+                            step["record"] = records.collect(folder, node.record)
+                        raise
                     write_json(os.path.join(folder, META_DIR, "step.json"), meta)
                     step["status"], self.folders[node.key] = "ran", folder
                 step["seconds"] = round(time.time() - t0, 3)
@@ -188,7 +193,9 @@ class Runner:
             for item in node.download:
                 self._download(item, folder)
             if argv:
-                self._execute(argv, env, folder, log_path, live)
+                # A live step may draw progress on mlrun's terminal: its own output is a pipe into the log.
+                tty = live and _terminal()
+                self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live)
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)
@@ -322,6 +329,14 @@ def _short(path):
     except ValueError:
         return path
     return rel if not rel.startswith("../..") else path
+
+
+def _terminal():
+    """The path of the terminal mlrun's stderr is, or None."""
+    try:
+        return os.ttyname(sys.stderr.fileno()) if sys.stderr.isatty() else None
+    except (OSError, ValueError, AttributeError):  # closed, replaced by an object without a descriptor
+        return None
 
 
 def run_plan(plan, cache, runs_dir, **options):

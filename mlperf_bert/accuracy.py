@@ -204,24 +204,43 @@ def gold_answers(squad_json, qas_ids):
     return gold
 
 
-def score(features_dir, squad_json, log_path, predictions_path=None, covered_only=False):
-    """{"exact_match", "f1", "questions"} over all questions of the features folder (all 10570 for dev).
+def score(features_dir, squad_json, log_path, predictions_path=None):
+    """{"exact_match", "f1", "questions", "of", "subset"}: the official figure over all `of` questions of the
+    features folder (10570 for dev) when the log answers every feature.
 
-    covered_only: score only the questions every feature of which has a response, for short runs
-    (--count) that answer a subset; the official figure is over all questions.
+    A log that answers only some features (a --count run, a TEST01 log) is scored over the questions it
+    covers fully, `subset` true: over all of them the missing answers would count as wrong, a figure that
+    says nothing. A log with no response, or none that covers a whole question, is an error.
     """
     features_set = load(features_dir)
     responses = read_log(log_path, len(features_set.lengths))
+    if not responses:
+        raise MlrunError(f"{log_path} holds no responses: nothing to score",
+                         hint="was the run interrupted, or run in performance mode without an accuracy log?")
     predictions = predict(features_set, responses)
-    if covered_only:
+    total = len(predictions)
+    subset = len(responses) < len(features_set.lengths)
+    if subset:
         answered = collections.defaultdict(lambda: True)
         for qsl_idx, feature in enumerate(features_set.features):
             answered[feature["example_index"]] &= qsl_idx in responses
         covered = {features_set.examples[i]["qas_id"] for i, ok in answered.items() if ok}
         predictions = collections.OrderedDict((q, t) for q, t in predictions.items() if q in covered)
+        if not predictions:
+            raise MlrunError(f"{log_path} answers {len(responses)} of {len(features_set.lengths)} features but no "
+                             "question fully (each of its features): nothing to score")
     if predictions_path:
         Path(predictions_path).write_text(json.dumps(predictions, indent=4) + "\n")
-    return {**evaluate(gold_answers(squad_json, set(predictions)), predictions), "questions": len(predictions)}
+    return {**evaluate(gold_answers(squad_json, set(predictions)), predictions), "questions": len(predictions),
+            "of": total, "subset": subset}
+
+
+def coverage_note(result):
+    """The line that says which questions a score is over."""
+    if result["subset"]:
+        return (f"scored {result['questions']} of {result['of']} questions: the log covers only these "
+                "(not an official figure)")
+    return f"scored all {result['questions']} questions"
 
 
 def main(argv=None):
@@ -231,17 +250,15 @@ def main(argv=None):
     parser.add_argument("--squad", required=True, help="dev-v1.1.json")
     parser.add_argument("--log", required=True, help="mlperf_log_accuracy.json")
     parser.add_argument("--predictions", help="write qas_id -> answer text here")
-    parser.add_argument("--summary", help='write {"accuracy": {exact_match, f1, questions, subset}} here '
-                                          "(the shape of the harness's summary.json, for run records)")
-    parser.add_argument("--covered-only", action="store_true",
-                        help="score only the questions the log answers fully (a short run), not all of them")
+    parser.add_argument("--summary", help='write {"accuracy": {exact_match, f1, questions, of, subset}, "short"} '
+                                          "here (the shape of the harness's summary.json, for run records)")
     args = parser.parse_args(argv)
     try:
-        result = score(args.features, args.squad, args.log, args.predictions, args.covered_only)
+        result = score(args.features, args.squad, args.log, args.predictions)
         print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
         if args.summary:
-            Path(args.summary).write_text(json.dumps({"accuracy": {**result, "subset": args.covered_only}}) + "\n")
-        print(f"({result['questions']} questions scored)", file=sys.stderr)
+            Path(args.summary).write_text(json.dumps({"accuracy": result, "short": result["subset"]}) + "\n")
+        print(coverage_note(result), file=sys.stderr)
     except MlrunError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code

@@ -26,6 +26,7 @@ DEFAULT_BUCKETS = (128, 192, 256, FEATURE_WIDTH)
 SCHEDULERS = ("single_stream", "multi_stream")
 # A fresh engine's first ~8 calls take ~270 ms, later ones 2-5 ms: never counted as settled.
 SLOW_START_CALLS = 10
+WEIGHTS = "weights.bin"  # the static copies' shared external data
 
 
 def import_deepsparse():
@@ -133,6 +134,31 @@ def _save_static(model, shape, path):
     onnx.save(model, path)
 
 
+class StaticCopies:
+    """Static-shape copies of one model for DeepSparse to compile, in a scratch folder that close() deletes.
+
+    The weights are written once, as ONNX external data (WEIGHTS) that every copy points to, so each
+    further shape costs a graph of a few KB, not another copy of the whole model (1.3 GB for BERT-Large:
+    about 5 s of writing per engine). DeepSparse reads external data (checked: the same outputs).
+    """
+
+    def __init__(self, model_path):
+        from onnx import external_data_helper
+        self.graph = _load_graph(model_path)
+        external_data_helper.convert_model_to_external_data(self.graph, all_tensors_to_one_file=True,
+                                                            location=WEIGHTS, size_threshold=1024)
+        self._scratch = tempfile.TemporaryDirectory(prefix="mlrun-deepsparse-")
+
+    def path(self, shape):
+        """A copy with its inputs fixed to `shape` ([batch, length]); the first one also writes the weights."""
+        path = os.path.join(self._scratch.name, f"len{shape[1]}_batch{shape[0]}.onnx")
+        _save_static(self.graph, shape, path)
+        return path
+
+    def close(self):
+        self._scratch.cleanup()
+
+
 def _graph_names(model_path):
     import onnx
     model = onnx.load(model_path, load_external_data=False)
@@ -178,7 +204,10 @@ class DeepSparseBackend:
                      f"{os.path.basename(model_path)} (lengths {','.join(map(str, self.lengths))}; "
                      f"batch {','.join(map(str, self.batch_sizes))}; {scheduler})")
         started = time.perf_counter()
-        self.engines.compile(shapes, progress)
+        try:
+            self.engines.compile(shapes, progress)
+        finally:
+            getattr(compile_fn, "close", lambda: None)()  # the static copies are needed only to compile
         self.compile_seconds = time.perf_counter() - started
         first = self.engines.get(*shapes[0])
         self.threads = getattr(first, "num_cores", None) or self.threads
@@ -189,23 +218,21 @@ class DeepSparseBackend:
 
     def _deepsparse_compiler(self, n_inputs, streams):
         deepsparse = import_deepsparse()
-        graphs = {}
+        copies = {}
 
         def compile_engine(model_path, length, batch):
             # Not compile_model(input_shapes=...): DeepSparse rewrites the model file itself with those
-            # shapes (in place), and the file may be a cache entry. A static copy in a scratch folder,
-            # deleted once compiled, instead.
-            if model_path not in graphs:
-                graphs[model_path] = _load_graph(model_path)
+            # shapes (in place), and the file may be a cache entry. Static copies in a scratch folder instead.
             try:
-                with tempfile.TemporaryDirectory(prefix="mlrun-deepsparse-") as scratch:
-                    static_path = os.path.join(scratch, f"len{length}_batch{batch}.onnx")
-                    _save_static(graphs[model_path], [batch, length], static_path)
-                    return deepsparse.compile_model(static_path, batch_size=batch, num_cores=self._num_cores,
-                                                    num_streams=streams, scheduler=self.scheduler)
+                if model_path not in copies:
+                    copies[model_path] = StaticCopies(model_path)
+                return deepsparse.compile_model(copies[model_path].path([batch, length]), batch_size=batch,
+                                                num_cores=self._num_cores, num_streams=streams,
+                                                scheduler=self.scheduler)
             except Exception as error:  # the engine raises RuntimeError and others
                 raise StepError(f"deepsparse cannot compile {model_path} for length {length}, batch {batch}: "
                                 f"{error}") from None
+        compile_engine.close = lambda: [copy.close() for copy in copies.values()]
         return compile_engine
 
     def warm_up(self, progress=None):

@@ -27,7 +27,9 @@ MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.Perfor
 BACKENDS = ("onnxruntime", "deepsparse")
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
-SHORT_RUN_MIN_DURATION_MS = 1000
+# --count N runs exactly N samples: no minimum duration, so the query count alone ends the test (a
+# duration would make LoadGen issue target_qps x duration samples in Offline, not N).
+SHORT_RUN_MIN_DURATION_MS = 0
 SERVER_LATENCY_BOUND_MS = 130  # mlperf.conf's bert Server p99 bound
 PEAK_TRIAL_MS, PEAK_MIN_QUERIES = 2000, 256
 SERVER_LOAD_FRACTION = 0.5  # default Server target: half the measured throughput, to meet the latency bound
@@ -54,8 +56,10 @@ def parse_args(argv):
     parser.add_argument("--out", required=True, help="run folder for user.conf, LoadGen logs and summary")
     parser.add_argument("--scenario", required=True, choices=list(SCENARIOS))
     parser.add_argument("--mode", required=True, choices=list(MODES))
-    parser.add_argument("--count", type=_count(1), help="short run: only the first N samples, small minimum "
-                        "duration and query count")
+    parser.add_argument("--count", type=_count(1), help="short run: the first N samples are loaded and exactly "
+                        "N are issued (MultiStream: whole queries of 8, so N rounded up to a multiple of 8; with "
+                        "--min-duration, at least N: LoadGen adds queries to fill the duration); never valid "
+                        "for a submission")
     parser.add_argument("--batch-size", type=_count(1), default=1, help="samples of one run length per session run")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference runtime "
                         "(default: onnxruntime)")
@@ -92,6 +96,8 @@ def parse_args(argv):
                         help=f"--find-peak: minimum duration of each search run (default {PEAK_TRIAL_MS})")
     parser.add_argument("--peak-min-queries", type=_count(1), default=PEAK_MIN_QUERIES, help="--find-peak: "
                         f"queries of a search run, more when early stopping asks (default {PEAK_MIN_QUERIES})")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the performance result is not VALID "
+                        "or the accuracy misses its target (the run folder and summary are still written)")
     parser.add_argument("--dynamic-model-cache", help="folder that keeps the dynamic-axis copy of a fixed-384 "
                         "model between runs (default: the run folder)")
     args = parser.parse_args(argv)
@@ -127,7 +133,21 @@ def main(argv=None):
     if summary.get("error"):
         print(f"error: {summary['error']}", file=sys.stderr)
         return StepError.exit_code
+    if args.strict and (failed := strict_failure(summary)):
+        print(f"error: --strict: {failed}", file=sys.stderr)
+        return StepError.exit_code
     return 0
+
+
+def strict_failure(summary):
+    """Why --strict fails this run (an INVALID performance result, an accuracy below target), or None."""
+    if summary["mode"] == "performance" and summary["loadgen"]["result"] != "VALID":
+        why = "; ".join(f"{item['why']} ({item['fix']})" for item in summary["loadgen"]["explanation"])
+        return f"the performance result is {summary['loadgen']['result'] or 'missing'}" + (f": {why}" if why else "")
+    accuracy = summary.get("accuracy")
+    if summary["mode"] == "accuracy" and accuracy and not accuracy["met"]:
+        return f"F1 {accuracy['f1']:.3f} is below the target {accuracy['target_f1']}"
+    return None
 
 
 def run(args):
@@ -163,7 +183,7 @@ def run(args):
 
     sut = LoadGenSut(inference, total, total, workers, views, pins)
     try:
-        _start_test(sut, args, user_conf, run_dir)
+        _start_test(sut, args, user_conf, run_dir, total)
     finally:
         sut.close()
     summary = {
@@ -185,6 +205,10 @@ def run(args):
             summary["accuracy"] = _score(args, run_dir)
         except MlrunError as error:
             summary["error"] = f"accuracy scoring failed: {error}"
+    # Short: below what a submission needs (a --count run always is); the reasons are in loadgen.short_because.
+    summary["count"] = args.count
+    summary["short"] = bool(summary["loadgen"]["short_because"]) if args.mode == "performance" else \
+        total < available
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -339,7 +363,7 @@ def _keys_set(lines, scenario):
     return keys
 
 
-def _start_test(sut, args, user_conf, run_dir):
+def _start_test(sut, args, user_conf, run_dir, total):
     settings = lg.TestSettings()
     # Once per process: a second FromConfig call logs an error that invalidates a submission.
     if settings.FromConfig(str(user_conf), MODEL_KEY, args.scenario) != 0:
@@ -353,7 +377,10 @@ def _start_test(sut, args, user_conf, run_dir):
     # LoadGen reads audit.config from the working directory; run_dir has none (checked above),
     # so without --audit-config no compliance settings can slip in.
     audit_config = os.path.abspath(args.audit_config) if args.audit_config else "audit.config"
-    with contextlib.chdir(run_dir):
+    from mlperf_bert import progress  # a bar for a person watching (none in logs)
+    expected = progress.expected_samples(settings, args.scenario, args.mode == "accuracy", total)
+    with contextlib.chdir(run_dir), progress.Bar(progress.stream(), lambda: sut.completed, expected,
+                                                 f"{args.scenario} {args.mode}"):
         lg.StartTestWithLogSettings(sut.sut, sut.qsl, settings, log_settings, audit_config)
 
 
@@ -362,18 +389,30 @@ def _score(args, run_dir):
     if not args.squad:
         return None
     log_path = run_dir / "mlperf_log_accuracy.json"
-    # A short run (--count) answers a subset: score the questions it fully covers, and say so.
-    result = accuracy.score(args.features, args.squad, str(log_path), covered_only=bool(args.count))
+    # A short run (--count) answers a subset: the questions it fully covers are scored, and it says so.
+    result = accuracy.score(args.features, args.squad, str(log_path))
     figures = {"exact_match": result["exact_match"], "f1": result["f1"]}
     log_hash = hashlib.sha256(log_path.read_bytes()).hexdigest()
     (run_dir / "accuracy.txt").write_text(f"{json.dumps(figures)}\nhash={log_hash}\n")
-    return {**figures, "questions": result["questions"], "subset": bool(args.count),
+    return {**figures, "questions": result["questions"], "of": result["of"], "subset": result["subset"],
             "target_f1": round(TARGET_F1, 5), "met": result["f1"] >= TARGET_F1}
+
+
+def count_note(summary):
+    """Why a --count run did more samples than asked (MultiStream's whole queries, --min-duration), or ""."""
+    count, done = summary.get("count"), summary["samples_completed"]
+    if not count or done <= count:
+        return ""
+    why = (f"whole MultiStream queries of {MULTISTREAM_SAMPLES_PER_QUERY}" if summary["scenario"] == "MultiStream"
+           and done == math.ceil(count / MULTISTREAM_SAMPLES_PER_QUERY) * MULTISTREAM_SAMPLES_PER_QUERY
+           else "LoadGen added queries to fill --min-duration")
+    return f" (--count {count}: {why})"
 
 
 def format_summary(summary):
     loadgen = summary["loadgen"]
-    lines = [f"{summary['scenario']} {summary['mode']}: {summary['samples_completed']} samples completed"]
+    lines = [f"{summary['scenario']} {summary['mode']}: {summary['samples_completed']} samples completed"
+             + count_note(summary)]
     for name, value in loadgen["metric"].items():
         lines.append(f"  {name}: {value:.3f}")
     if loadgen["latency_ms"] and summary["scenario"] != "Offline":  # Offline latencies mean nothing
@@ -381,8 +420,11 @@ def format_summary(summary):
     if summary.get("error"):
         lines.append("  result: FAILED (the error follows)")
     elif summary["mode"] == "performance":
-        reasons = f" ({'; '.join(loadgen['reasons'])})" if loadgen["reasons"] else ""
-        lines.append(f"  result: {loadgen['result'] or 'none in the LoadGen summary'}{reasons}")
+        lines.append(f"  result: {loadgen_summary.verdict(loadgen)}")
+        for item in loadgen["explanation"]:
+            lines.append(f"    why: {item['why']}\n    fix: {item['fix']}")
+        if loadgen["short_because"]:
+            lines.append(f"    short: {'; '.join(loadgen['short_because'])}")
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
     if par := summary.get("parallelism"):
         lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s), spinning "
@@ -393,14 +435,12 @@ def format_summary(summary):
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
                      f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']})")
     if summary["mode"] == "accuracy":
-        accuracy = summary.get("accuracy")
-        if accuracy:
-            figures = json.dumps({"exact_match": accuracy["exact_match"], "f1": accuracy["f1"]})
+        scored = summary.get("accuracy")
+        if scored:
+            figures = json.dumps({"exact_match": scored["exact_match"], "f1": scored["f1"]})
             lines.append(f"  accuracy: {figures}  target F1 >= {TARGET_F1:.3f}: "
-                         f"{'met' if accuracy['met'] else 'not met'}")
-            if accuracy.get("subset"):
-                lines.append(f"  (over the {accuracy['questions']} questions this short run answers fully, "
-                             "not the full dev set: not an official figure)")
+                         f"{'met' if scored['met'] else 'not met'}")
+            lines.append(f"  ({accuracy.coverage_note(scored)})")
         elif not summary.get("error"):
             lines.append("  accuracy: not scored (pass --squad FILE)")
     if peak := summary.get("find_peak"):

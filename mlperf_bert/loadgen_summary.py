@@ -1,4 +1,5 @@
-"""Read LoadGen's mlperf_log_summary.txt into the figures a person looks at first."""
+"""Read LoadGen's mlperf_log_summary.txt into the figures a person looks at first, and say in words why a
+result is INVALID (and what to change) and whether a run was too short to be submitted."""
 import re
 
 from engine.errors import StepError
@@ -12,13 +13,51 @@ METRIC_KEYS = {
 }
 PERCENTILE_KEY = re.compile(r"^(\d+)\.(\d+) percentile latency \(ns\)$")
 NS_SUFFIX = " (ns)"
+ALL = ("Offline", "Server", "SingleStream", "MultiStream")
+
+# What a bert-99/bert-99.9 submission needs of a performance run's "Test Parameters Used" (round v6.1: the
+# submission checker's performance_sample_count, TEST_DURATION_MS and OFFLINE_MIN_SPQ_SINCE_V4). Below any of
+# these a run is short: fine for a look, never for a submission. (parameter, scenarios, minimum, what it is)
+SUBMISSION_MINIMUMS = (
+    ("performance_sample_count", ALL, 10833, "samples loaded (performance_sample_count)"),
+    ("min_duration (ms)", ALL, 600000, "minimum duration (ms)"),
+    ("samples_per_query", ("Offline",), 10833, "samples in the Offline query"),
+)
+
+# Why LoadGen says INVALID, in words, and the flag that fixes it: (the check that said NO, scenarios, why, fix).
+# {names} come from the summary (its numbers, its notes) through _facts().
+INVALID_REASONS = (
+    ("Performance constraints satisfied", ("Server",),
+     "the p{percentile} latency {latency_ms} ms is over the {bound_ms} ms bound: the target load is more than "
+     "this system answers in time", "lower --target-qps (now {target_qps}), or let --find-peak search for it"),
+    ("Min duration satisfied", ("Offline",),
+     "the run ended before its minimum duration ({min_duration_ms} ms): LoadGen issues target_qps x min_duration "
+     "samples, and they took less than that", "raise --target-qps (now {target_qps}) to the real samples/s or above"),
+    ("Min duration satisfied", ("SingleStream", "MultiStream"),
+     "the run ended before its minimum duration ({min_duration_ms} ms): LoadGen issues min_duration / "
+     "target_latency queries, and they ran faster than that", "lower --target-latency (now {target_latency_ms} ms)"),
+    ("Min duration satisfied", ("Server",),
+     "the queries were scheduled over less than the minimum duration ({min_duration_ms} ms)",
+     "raise --target-qps (now {target_qps}) or --count"),
+    ("Min queries satisfied", ALL,
+     "the test ended before min_query_count queries were issued (mlperf_log_detail.txt says why)",
+     "look for errors in mlperf_log_detail.txt"),
+    ("Early stopping satisfied", ("SingleStream", "MultiStream"),
+     "early stopping needs at least {need} queries to bound the p{percentile} latency; this run issued {queries}",
+     "--count={count} or more (with --min-duration, a longer run)"),
+    ("Early stopping satisfied", ("Server",),
+     "early stopping needs {more} more queries, all within the bound, to show the p{percentile} latency is met",
+     "a longer run (--count={count} or more), or a lower --target-qps (now {target_qps}) so fewer are late"),
+)
 
 
 def parse(path):
-    """{"scenario", "mode", "result", "reasons", "metric": {name: value}, "latency_ms": {"p50": ms, ...}}.
+    """{"scenario", "mode", "result", "reasons", "explanation", "metric": {name: value}, "latency_ms": {"p50": ms,
+    ...}, "short_because"}.
 
     Latencies are in ms (a metric named "... (ns)" in LoadGen is renamed "... (ms)").
-    reasons: for an INVALID result, the checks that said NO and LoadGen's notes below them.
+    reasons: for an INVALID result, the checks that said NO and LoadGen's notes below them; explanation: the
+    same in words with the flag to change (explain); short_because: why the run is too short to submit.
     """
     try:
         lines = path.read_text().splitlines()
@@ -48,4 +87,78 @@ def parse(path):
             latency_ms[f"p{match.group(1)}{'.' + decimals if decimals else ''}"] = int(value) / 1e6
     return {"scenario": scenario, "mode": values.get("Mode", ""), "result": result,
             "reasons": failed_checks + notes if result != "VALID" else [],
-            "metric": metric, "latency_ms": latency_ms}
+            "explanation": explain(scenario, failed_checks, notes, values, latency_ms) if result != "VALID" else [],
+            "metric": metric, "latency_ms": latency_ms,
+            "short_because": short_because(scenario, values)}
+
+
+def short_because(scenario, values):
+    """What makes a run too short to submit: a line per parameter of "Test Parameters Used" below what a
+    submission needs (SUBMISSION_MINIMUMS); none for a full-length run."""
+    lines = []
+    for name, scenarios, minimum, what in SUBMISSION_MINIMUMS:
+        try:
+            value = int(float(values[name]))
+        except (KeyError, ValueError):
+            continue
+        if scenario in scenarios and value < minimum:
+            lines.append(f"{what}: {value}, a submission needs {minimum}")
+    return lines
+
+
+def explain(scenario, failed_checks, notes, values, latency_ms):
+    """[{"check", "why", "fix"}] for each check LoadGen said NO to (INVALID_REASONS), in words."""
+    facts = _facts(scenario, notes, values, latency_ms)
+    out = []
+    for failed in failed_checks:
+        check = failed.rsplit(":", 1)[0].strip()
+        for name, scenarios, why, fix in INVALID_REASONS:
+            if name == check and scenario in scenarios:
+                out.append({"check": check, "why": _fill(why, facts), "fix": _fill(fix, facts)})
+                break
+        else:
+            out.append({"check": check, "why": f"LoadGen's check '{check}' said NO", "fix": "see the notes"})
+    return out
+
+
+def _facts(scenario, notes, values, latency_ms):
+    """The numbers INVALID_REASONS speak of, from the summary's parameters and notes (absent ones stay out)."""
+    text = " ".join(notes)
+    facts = {}
+    percentile = {"SingleStream": 90, "MultiStream": 99, "Server": 99}.get(scenario)
+    if percentile:
+        facts["percentile"] = percentile
+        if f"p{percentile}" in latency_ms:
+            facts["latency_ms"] = f"{latency_ms[f'p{percentile}']:.2f}"
+    for name, key, scale in (("min_duration (ms)", "min_duration_ms", 1), ("target_qps", "target_qps", 1),
+                             ("target_latency (ns)", "bound_ms", 1e-6)):
+        try:
+            facts[key] = f"{float(values[name]) * scale:g}"
+        except (KeyError, ValueError):
+            pass
+    # SingleStream and MultiStream carry their expected latency as target_qps (queries per second, one at a time).
+    if scenario in ("SingleStream", "MultiStream") and float(facts.get("target_qps", 0)):
+        facts["target_latency_ms"] = f"{1000 / float(facts['target_qps']):.3g}"
+    for pattern, key in ((r"Need to process at least (\d+) queries", "need"), (r"Only processed (\d+) queries", "queries"),
+                         (r"Would need to run at least (\d+) more queries", "more"), (r"Processed (\d+) queries", "queries")):
+        if (match := re.search(pattern, text)) and key not in facts:
+            facts[key] = int(match.group(1))
+    # The --count that gives those queries: Server queries are one sample, MultiStream ones samples_per_query.
+    if "more" in facts and "queries" in facts:
+        facts["count"] = facts["queries"] + facts["more"]
+    elif "need" in facts:
+        facts["count"] = facts["need"] * int(float(values.get("samples_per_query", 1)))
+    return facts
+
+
+def _fill(template, facts):
+    """The template with the facts it names; one that is unknown reads "?" rather than failing."""
+    return re.sub(r"\{(\w+)\}", lambda m: str(facts.get(m.group(1), "?")), template)
+
+
+def verdict(loadgen):
+    """One line: LoadGen's result, "(short: not for submission)" when short, and why it is INVALID."""
+    result = loadgen.get("result") or "none in the LoadGen summary"
+    if loadgen.get("short_because"):
+        result += " (short: not valid for submission)"
+    return result

@@ -157,8 +157,8 @@ def harness_argv(args, **changes):
     values = {**vars(args), **changes}
     argv = []
     for name, value in values.items():
-        if value is None or name == "find_peak" or name.startswith("peak_"):
-            continue
+        if value is None or name in ("find_peak", "strict") or name.startswith("peak_"):
+            continue  # the search's runs are judged by the search; --strict judges only its outcome
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + name.replace("_", "-"))

@@ -111,13 +111,44 @@ def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):
     log = os.path.join(run_dir, "mlperf_log_accuracy.json")
     result = bert("process mlperf accuracy squad", f"--log={log}")
     assert result.returncode == 0, result.stderr[-3000:]
-    scored = json.loads([line for line in result.stdout.splitlines() if line.startswith('{"exact_match"')][0])
-    assert set(scored) == {"exact_match", "f1"}
-    # Over the questions the 20 samples answer fully, it gives the harness's own figure.
-    subset = bert("process mlperf accuracy squad", f"--log={log}", "--covered_only")
-    assert subset.returncode == 0, subset.stderr[-3000:]
-    line = [x for x in subset.stdout.splitlines() if x.startswith('{"exact_match"')][0]
+    line = [x for x in result.stdout.splitlines() if x.startswith('{"exact_match"')][0]
+    assert set(json.loads(line)) == {"exact_match", "f1"}
+    # The log of 20 samples covers a few questions: those alone are scored (the harness's own figure), and it
+    # says so, as the harness does (one scoring path).
     assert line == open(os.path.join(run_dir, "accuracy.txt")).read().splitlines()[0]
+    assert "of 10570 questions: the log covers only these" in result.stdout
+    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+    assert f"scored {summary['accuracy']['questions']} of 10570 questions" in result.stdout
+    # An empty log is an error, not a figure.
+    empty = os.path.join(bert.root, "empty-log.json")
+    with open(empty, "w") as f:
+        f.write("[]")
+    failed = bert("process mlperf accuracy squad", f"--log={empty}")
+    assert_user_error(failed, 1, "process-mlperf-accuracy-squad")
+    assert "holds no responses: nothing to score" in failed.stdout + failed.stderr
+    assert '"f1"' not in failed.stdout
+
+
+def test_a_strict_short_run_fails_on_invalid_and_keeps_its_results(bert, accuracy_run):
+    """--strict: an INVALID result exits 1; the run record still holds the result, why, and that it is short."""
+    result = bert(QUERY, "--mode=performance", "--scenario=SingleStream", "--count=8", "--strict", *TINY_MODEL)
+    assert_user_error(result, 1, "app-mlperf-bert")
+    assert "--strict: the performance result is INVALID: early stopping needs at least 64 queries" in result.stderr
+    assert "fix: --count=64 or more" in result.stdout
+    run_id = sorted(os.listdir(os.path.join(bert.root, "runs")))[-1]
+    record = json.load(open(os.path.join(bert.root, "runs", run_id, "run.json")))
+    assert record["status"] == "failed"
+    results = record["results"]
+    assert results["loadgen"]["result"] == "INVALID" and results["short"] is True
+    assert results["loadgen"]["explanation"][0]["fix"].startswith("--count=64")
+    row = [line for line in bert("runs").stdout.splitlines() if line.startswith(run_id)][0]
+    assert "INVALID (short)" in row
+    # The same run with Offline is VALID, exactly 20 samples, still short.
+    result = bert(QUERY, "--mode=performance", "--count=20", "--strict", *TINY_MODEL, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.load(open(os.path.join(step_dir(result), "summary.json")))
+    assert summary["samples_completed"] == 20 and summary["short"] is True
+    assert summary["loadgen"]["result"] == "VALID"
 
 
 def test_features_entry_holds_the_reference_digest(bert, accuracy_run):

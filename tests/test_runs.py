@@ -122,13 +122,16 @@ def test_diff_names_the_differences(bench):
     a = run_json(bench, "app bench", "--mode=accuracy")["run"]
     b = run_json(bench, "app bench _int8", "--mode=performance")["run"]
     out = bench.mlrun("diff", a, b)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr   # like diff(1): 1 when the runs differ
     assert 'request.query: "app bench" -> "app bench _int8"' in out.stdout
     assert 'step app: variations: ["fp32"] -> ["int8"]' in out.stdout
     assert 'step app: env.SCORE: "90.5" -> "89.1"' in out.stdout
     assert "accuracy.f1: 90.5 -> 89.1" in out.stdout
     assert "step tool" not in out.stdout    # the shared dependency is the same entry
-    as_json = json.loads(bench.mlrun("diff", a, b, "--json").stdout)
+    as_json = bench.mlrun("diff", a, b, "--json")
+    assert as_json.returncode == 1
+    as_json = json.loads(as_json.stdout)
     assert {"what": "step app: inputs.mode", "a": "accuracy", "b": "performance"} in as_json["plan"]
     same = bench.mlrun("diff", a, a)
-    assert "no differences" in same.stdout
+    assert "no differences" in same.stdout and same.returncode == 0
+    assert_user_error(bench.mlrun("diff", a, "no-such-run"), 2, "no-such-run")

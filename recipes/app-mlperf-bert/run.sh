@@ -14,6 +14,7 @@ args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$MLRUN_MODEL" 
 [ -n "${MLRUN_INPUT_INSTANCES:-}" ] && args+=(--instances "$MLRUN_INPUT_INSTANCES")
 case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin) ;; esac
 [ "${MLRUN_INPUT_FIND_PEAK:-false}" = true ] && args+=(--find-peak)
+[ "${MLRUN_INPUT_STRICT:-false}" = true ] && args+=(--strict)
 [ -n "${MLRUN_INPUT_TARGET_QPS:-}" ] && args+=(--target-qps "$MLRUN_INPUT_TARGET_QPS")
 [ -n "${MLRUN_INPUT_TARGET_LATENCY:-}" ] && args+=(--target-latency "$MLRUN_INPUT_TARGET_LATENCY")
 [ -n "${MLRUN_INPUT_MIN_DURATION:-}" ] && args+=(--min-duration "$MLRUN_INPUT_MIN_DURATION")

@@ -1,0 +1,295 @@
+"""Short runs and results that explain themselves (issue 12).
+
+A --count run issues exactly its samples and says it is short (not for submission); an INVALID result
+says in words which check failed and which flag fixes it; --strict turns INVALID into exit 1; progress is
+drawn only on a terminal, never into a log; a short accuracy log is scored over what it covers.
+The harness runs for real (LoadGen, onnxruntime) on a tiny random model and the first SQuAD questions,
+as tests/test_harness.py does; runs through bin/mlrun live in tests/test_bert_pipeline.py (its venvs).
+"""
+import json
+import os
+import pty
+import select
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import pytest
+
+from engine import records
+from mlperf_bert import accuracy, loadgen_summary, random_model, squad_features
+from mlperf_bert.model_adapter import make_seq_dynamic, probe_inputs
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+SQUAD = SHARED_DATA / "squad" / "dev-v1.1.json"
+VOCAB = SHARED_DATA / "bert-vocab" / "vocab.txt"
+EXAMPLES = 40
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("short")
+    paths = SimpleNamespace(root=root, model=root / "model.onnx", features=root / "features")
+    onnx.save(random_model.build(layers=2, hidden=64, heads=2, seq=384), paths.model)
+    squad_features.build(SQUAD, VOCAB, paths.features, max_examples=EXAMPLES)
+    return paths
+
+
+def harness(files, out, *args, env=None):
+    command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features),
+               "--model", str(files.model), "--out", str(out), "--threads", "1", *args]
+    environ = {k: v for k, v in os.environ.items() if k != "MLRUN_PROGRESS"}
+    result = subprocess.run(command, cwd=files.root, env={**environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert "Traceback" not in result.stderr, result.stderr
+    summary = out / "summary.json"
+    return result, json.loads(summary.read_text()) if summary.is_file() else None
+
+
+# -- --count is exact, and short says so ----------------------------------------------------------
+
+@pytest.mark.parametrize("scenario, count, issued", [
+    ("SingleStream", 20, 20), ("Server", 20, 20), ("MultiStream", 20, 24),   # whole queries of 8
+])   # Offline: below
+def test_count_issues_exactly_that_many_samples(files, tmp_path, scenario, count, issued):
+    result, summary = harness(files, tmp_path / "run", "--scenario", scenario, "--mode", "performance",
+                              "--count", str(count))
+    assert result.returncode == 0, result.stderr
+    assert summary["samples_completed"] == issued
+    assert f"{scenario} performance: {issued} samples completed" + (
+        f" (--count {count}: whole MultiStream queries of 8)" if issued != count else "\n") in result.stdout
+    assert f"bert.{scenario}.min_duration = 0" in (tmp_path / "run" / "user.conf").read_text()
+    assert summary["short"] is True and summary["loadgen"]["short_because"]
+
+
+def test_a_short_run_says_it_is_not_for_submission(files, tmp_path):
+    result, summary = harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance",
+                              "--count", "20")
+    assert result.returncode == 0, result.stderr
+    assert summary["samples_completed"] == 20   # not 1.1 x target_qps x min_duration
+    assert "bert.Offline.min_duration = 0" in (tmp_path / "run" / "user.conf").read_text()
+    assert summary["loadgen"]["result"] == "VALID"    # LoadGen's own word is kept as it is
+    assert "result: VALID (short: not valid for submission)" in result.stdout
+    assert "samples loaded (performance_sample_count): 20, a submission needs 10833" in result.stdout
+    assert summary["loadgen"]["short_because"] == [
+        "samples loaded (performance_sample_count): 20, a submission needs 10833",
+        "minimum duration (ms): 0, a submission needs 600000",
+        "samples in the Offline query: 20, a submission needs 10833"]
+    # What `mlrun runs` shows of it.
+    assert records.headline(summary).endswith("VALID (short)")
+    assert records.headline({**summary, "short": False}).endswith("VALID")
+
+
+def test_an_invalid_short_run_explains_itself_and_strict_fails_it(files, tmp_path):
+    result, summary = harness(files, tmp_path / "run", "--scenario", "SingleStream", "--mode", "performance",
+                              "--count", "8", "--strict")
+    assert result.returncode == 1, result.stderr
+    assert summary["loadgen"]["result"] == "INVALID" and summary["short"] is True   # the summary is still there
+    assert summary["loadgen"]["explanation"] == [{
+        "check": "Early stopping satisfied",
+        "why": "early stopping needs at least 64 queries to bound the p90 latency; this run issued 8",
+        "fix": "--count=64 or more (with --min-duration, a longer run)"}]
+    assert "    why: early stopping needs at least 64 queries" in result.stdout
+    assert "    fix: --count=64 or more" in result.stdout
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: --strict: the performance result is INVALID: early stopping needs at least 64 queries")
+
+
+def test_strict_passes_a_valid_run_and_fails_an_accuracy_below_target(files, tmp_path):
+    result, _ = harness(files, tmp_path / "perf", "--scenario", "Offline", "--mode", "performance", "--count", "8",
+                        "--strict")
+    assert result.returncode == 0, result.stderr
+    result, summary = harness(files, tmp_path / "acc", "--scenario", "Offline", "--mode", "accuracy", "--count", "8",
+                              "--squad", str(SQUAD), "--strict")
+    assert result.returncode == 1   # a random model never reaches the target
+    assert "error: --strict: F1 " in result.stderr and "is below the target 89.96526" in result.stderr
+    assert summary["accuracy"]["subset"] is True and summary["short"] is True
+
+
+# -- INVALID in words: the table, case by case ---------------------------------------------------------
+
+def summary_text(scenario, checks, notes=(), latencies=(), params=()):
+    lines = [f"Scenario : {scenario}", "Mode     : PerformanceOnly", "Result is : INVALID"]
+    lines += [f"  {name} : {'Yes' if ok else 'NO'}" for name, ok in checks]
+    lines += ["Early Stopping Result:"] + [f" * {note}" for note in notes]
+    lines += [f"{pct} percentile latency (ns)   : {ns}" for pct, ns in latencies]
+    lines += ["Test Parameters Used"] + [f"{key} : {value}" for key, value in params]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("scenario, checks, notes, latencies, params, expected", [
+    ("Server", [("Performance constraints satisfied", False), ("Early stopping satisfied", True)], [],
+     [("99.00", 190000000)], [("target_qps", "12.5"), ("target_latency (ns)", "130000000")],
+     [("Performance constraints satisfied", "the p99 latency 190.00 ms is over the 130 ms bound",
+       "lower --target-qps (now 12.5)")]),
+    ("Offline", [("Min duration satisfied", False)], [], [], [("target_qps", "3"), ("min_duration (ms)", "600000")],
+     [("Min duration satisfied", "ended before its minimum duration (600000 ms)", "raise --target-qps (now 3)")]),
+    ("SingleStream", [("Min duration satisfied", False)], [], [], [("target_qps", "200"), ("target_latency (ns)", "0")],
+     [("Min duration satisfied", "min_duration / target_latency queries", "lower --target-latency (now 5 ms)")]),
+    ("MultiStream", [("Early stopping satisfied", False)],
+     ["Only processed 3 queries.", "Need to process at least 662 queries for early stopping."], [],
+     [("samples_per_query", "8")],
+     [("Early stopping satisfied", "at least 662 queries to bound the p99 latency; this run issued 3",
+       "--count=5296 or more")]),
+    ("Server", [("Early stopping satisfied", False)],
+     ["Run unsuccessful.", "Processed 20 queries.", "Would need to run at least 356 more queries,"], [],
+     [("target_qps", "40")],
+     [("Early stopping satisfied", "needs 356 more queries", "--count=376 or more")]),
+    ("Offline", [("Some future check satisfied", False)], [], [], [],
+     [("Some future check satisfied", "LoadGen's check 'Some future check satisfied' said NO", "see the notes")]),
+])
+def test_each_invalid_reason_in_words(tmp_path, scenario, checks, notes, latencies, params, expected):
+    path = tmp_path / "mlperf_log_summary.txt"
+    path.write_text(summary_text(scenario, checks, notes, latencies, params))
+    explanation = loadgen_summary.parse(path)["explanation"]
+    assert len(explanation) == len(expected)
+    for item, (check, why, fix) in zip(explanation, expected):
+        assert item["check"] == check and why in item["why"] and fix in item["fix"], item
+
+
+def test_a_full_length_run_is_not_short(tmp_path):
+    path = tmp_path / "mlperf_log_summary.txt"
+    path.write_text(summary_text("Offline", [("Min duration satisfied", True)],
+                                 params=[("samples_per_query", "12000"), ("min_duration (ms)", "600000"),
+                                         ("performance_sample_count", "10833")]).replace("INVALID", "VALID"))
+    parsed = loadgen_summary.parse(path)
+    assert parsed["short_because"] == [] and parsed["explanation"] == []
+    assert loadgen_summary.verdict(parsed) == "VALID"
+
+
+# -- progress: on the user's terminal only ---------------------------------------------------------------
+
+def test_progress_is_drawn_on_the_named_terminal_never_in_the_output(files, tmp_path):
+    screen = tmp_path / "screen"   # stands in for the terminal mlrun names in MLRUN_PROGRESS
+    result, _ = harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance", "--count", "20",
+                        env={"MLRUN_PROGRESS": str(screen)})
+    assert result.returncode == 0, result.stderr
+    drawn = screen.read_text()
+    assert "Offline performance: 100%" in drawn and "20/20" in drawn and "sample/s" in drawn
+    assert "sample/s" not in result.stdout + result.stderr
+    # Not a terminal and not named: no bar anywhere.
+    result, _ = harness(files, tmp_path / "again", "--scenario", "Offline", "--mode", "performance", "--count", "20")
+    assert "sample/s" not in result.stdout + result.stderr
+
+
+def run_with_stderr_on_a_terminal(ws, *args):
+    """bin/mlrun with stdout a pipe and stderr a pseudo-terminal: (stdout, what the terminal showed, exit code)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([ws_mlrun(), *args], env=ws.env(), cwd=ws.root, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=slave, text=True)
+    os.close(slave)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 30)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: every writer closed the terminal
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    out = proc.stdout.read()
+    proc.stdout.close()
+    return out, shown.decode(errors="replace"), proc.wait(timeout=30)
+
+
+def ws_mlrun():
+    from conftest import MLRUN
+    return MLRUN
+
+
+def test_the_runner_names_its_terminal_to_a_live_step_only(ws):
+    script = ('import os; t = os.environ.get("MLRUN_PROGRESS"); print("progress:", t or "none"); '
+              't and open(t, "w").write("drawn".upper() + " 100%\\n")')
+    ws.recipe("bench", f"tags: bench\ncache: false\nrun: python3 -c '{script}'\n")
+    out, shown, code = run_with_stderr_on_a_terminal(ws, "bench")
+    assert code == 0, shown
+    assert "progress: /dev/pts/" in out and "DRAWN 100%" in shown   # on the screen ...
+    run_dir = os.path.join(ws.runs, sorted(os.listdir(ws.runs))[-1], "bench", ".mlrun")
+    log = open(os.path.join(run_dir, "build.log")).read()
+    assert "progress: /dev/pts/" in log and "DRAWN" not in log       # ... never in the log
+    assert "MLRUN_PROGRESS" not in open(os.path.join(run_dir, "env.sh")).read()  # nor in what re-runs it
+    # --json (output for a script) and a stderr that is no terminal: no progress.
+    out, shown, code = run_with_stderr_on_a_terminal(ws, "bench", "--json")
+    assert code == 0 and "DRAWN" not in shown
+    plain = ws.mlrun("bench")
+    assert "progress: none" in plain.stdout
+
+
+# -- accuracy of a short log ------------------------------------------------------------------------
+
+def write_log(path, responses):
+    path.write_text(json.dumps([{"seq_id": i, "qsl_idx": i, "data": np.asarray(rows, "<f4").tobytes().hex().upper()}
+                                for i, rows in responses]))
+    return path
+
+
+def test_a_short_log_is_scored_over_the_questions_it_covers(files, tmp_path, capsys):
+    n = len(squad_features.load(files.features).lengths)
+    minus_ten = np.full((384, 2), -10)
+    summary = tmp_path / "accuracy.json"
+    args = ["--features", str(files.features), "--squad", str(SQUAD), "--summary", str(summary), "--log"]
+    assert accuracy.main(args + [str(write_log(tmp_path / "short.json", ((i, minus_ten) for i in range(10))))]) == 0
+    err = capsys.readouterr().err
+    assert f"scored 10 of {EXAMPLES} questions: the log covers only these" in err
+    scored = json.loads(summary.read_text())
+    assert scored["short"] is True and scored["accuracy"]["subset"] is True
+    assert scored["accuracy"]["questions"] == 10 and scored["accuracy"]["of"] == EXAMPLES
+    # The whole log: every question, the official figure.
+    assert accuracy.main(args + [str(write_log(tmp_path / "all.json", ((i, minus_ten) for i in range(n))))]) == 0
+    assert f"scored all {EXAMPLES} questions" in capsys.readouterr().err
+    assert json.loads(summary.read_text())["accuracy"]["subset"] is False
+
+
+def test_an_empty_log_is_an_error_not_a_score(files, tmp_path, capsys):
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    args = ["--features", str(files.features), "--squad", str(SQUAD), "--log", str(empty)]
+    assert accuracy.main(args) == 2
+    err = capsys.readouterr().err
+    assert "holds no responses: nothing to score" in err and "f1" not in err
+
+
+# -- DeepSparse: static copies share one weights file ---------------------------------------------------
+
+def test_static_copies_write_the_weights_once_and_run_like_the_model(files, tmp_path):
+    from mlperf_bert.ds_backend import WEIGHTS, StaticCopies
+    from mlperf_bert.ort_backend import OrtBackend
+    dynamic = tmp_path / "dynamic.onnx"
+    assert make_seq_dynamic(str(files.model), str(dynamic))
+    copies = StaticCopies(str(dynamic))
+    paths = {shape: copies.path(list(shape)) for shape in ((1, 128), (1, 384), (4, 128))}
+    folder = os.path.dirname(paths[1, 128])
+    weights = os.path.join(folder, WEIGHTS)
+    assert sorted(os.listdir(folder)) == sorted([WEIGHTS] + [os.path.basename(p) for p in paths.values()])
+    assert os.path.getsize(weights) > 10 * max(os.path.getsize(p) for p in paths.values())
+    reference = OrtBackend(str(dynamic))
+    for (batch, length), path in paths.items():
+        static = onnx.load(path, load_external_data=False)
+        assert [d.dim_value for d in static.graph.input[0].type.tensor_type.shape.dim] == [batch, length]
+        arrays = probe_inputs([length - 3] * batch, length, reference.io.input_dtype)
+        for got, want in zip(OrtBackend(path).run(*arrays), reference.run(*arrays)):
+            np.testing.assert_array_equal(got, want)
+    copies.close()
+    assert not os.path.exists(folder)
+
+
+# -- bench scratch lives outside the cache --------------------------------------------------------------
+
+def test_bench_scripts_keep_their_scratch_out_of_the_cache(monkeypatch, tmp_path):
+    from bench import harness as bench_harness
+    monkeypatch.delenv("MLRUN_BENCH_SCRATCH", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert bench_harness.default_scratch() == tmp_path / "xdg" / "mlrun-bench"
+    monkeypatch.setenv("MLRUN_BENCH_SCRATCH", str(tmp_path / "mine"))
+    assert bench_harness.model_args("x", 1, 1).parse_args([]).scratch == tmp_path / "mine"
+    for script in ("harness", "machine_peak", "parallelism", "quantized"):
+        text = (ROOT / "bench" / f"{script}.py").read_text()
+        assert '"cache" / "bench"' not in text and "--cache" not in text, script
