@@ -103,12 +103,11 @@ def questions_from(args):
         if not lines:
             raise UsageError(f"no questions in {args.question_file}", hint="one question a line")
         return iter(lines)
-    return stdin_questions()
+    return stdin_questions(args.terminal)
 
 
-def stdin_questions():
-    """Lines of standard input (blank ones skipped) until EOF; a prompt only on a terminal."""
-    prompt = _terminal()
+def stdin_questions(prompt=None):
+    """Lines of standard input (blank ones skipped) until EOF; a prompt on `prompt` (the terminal) if given."""
     while True:
         if prompt:
             prompt.write(PROMPT)
@@ -160,6 +159,10 @@ def main(argv=None):
         if args.question is not None and args.question_file:
             raise UsageError("give --question or --question-file, not both")
         text = args.passage if args.passage is not None else read_text(args.passage_file, "passage file")
+        # At a terminal, prompts and answers go to it directly: through mlrun's log pipe the next prompt
+        # could overtake the answer. Off a terminal, answers go to stdout (and the step's log).
+        args.terminal = _terminal() if args.question is None and not args.question_file else None
+        out = args.terminal or sys.stdout
         questions = questions_from(args)
         answerer = Answerer(args.model, args.vocab, args.backend, args.threads, work_dir=args.dynamic_model_cache or args.out or ".")
         passage = Passage(text, answerer.tokenizer)
@@ -168,7 +171,7 @@ def main(argv=None):
             result = answerer.answer(passage, question)
             answers.append(result)
             print(f"answer: {result['answer']}\n  score {result['score']}, {result['latency_ms']:.1f} ms"
-                  f" ({result['windows']} window{'s' if result['windows'] > 1 else ''})", flush=True)
+                  f" ({result['windows']} window{'s' if result['windows'] > 1 else ''})", file=out, flush=True)
         if args.out:
             Path(args.out, "qa.json").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
                                                                      "backend": args.backend}}, indent=1) + "\n")
