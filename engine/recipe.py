@@ -12,7 +12,7 @@ from .errors import RecipeError
 SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "inputs", "env", "hash_env", "pass_env",
-            "exports", "variations", "deps", "download", "run", "sources", "record", "probe"}
+            "exports", "variations", "deps", "download", "run", "sources", "record", "probe", "interactive"}
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
@@ -297,6 +297,12 @@ def normalize(data, path, lines, default_name):
         "probe": c.probes(data.get("probe", {}), ["probe"]),
         "variations": {},
     }
+    # A command a person talks to (app bert qa): it reads mlrun's stdin; exit 2 is their usage error.
+    # Only when set: other recipes' normal form, and so their digests, stay as they were.
+    if c.expect(data.get("interactive", False), bool, ["interactive"], "interactive"):
+        if recipe["cache"]:
+            c.fail(["interactive"], "an interactive step reads its input at run time: it needs 'cache: false'")
+        recipe["interactive"] = True
     for key in ("tags", "aliases"):
         for tag in recipe[key]:
             if tag.startswith("_") or not NAME_RE.match(tag):

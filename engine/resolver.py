@@ -40,7 +40,7 @@ class Node:
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
               "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record",
-              "secret_env", "probes", "contents", "groups")
+              "secret_env", "probes", "contents", "groups", "interactive")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -309,7 +309,7 @@ class Resolver:
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
-                    secret_env=secret_env,
+                    secret_env=secret_env, interactive=recipe.get("interactive", False),
                     groups={v: recipe["variations"][v]["group"] for v, _ in chosen if recipe["variations"][v]["group"]})
         node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
         node.contents = _contents(recipe, inputs, self.prober)

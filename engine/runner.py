@@ -12,7 +12,7 @@ import time
 
 from . import digests, envs, guard, integrity, records, secrets
 from .cache import META_DIR, few, removal_command, write_json
-from .errors import MlrunError, StepError, UnrecordableFileError
+from .errors import MlrunError, StepError, UnrecordableFileError, UsageError
 
 TAIL_LINES = 20
 
@@ -195,7 +195,8 @@ class Runner:
             if argv:
                 # A live step may draw progress on mlrun's terminal: its own output is a pipe into the log.
                 tty = live and _terminal()
-                self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live)
+                self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
+                              interactive=is_root and node.interactive)
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)
@@ -238,21 +239,23 @@ class Runner:
               size=item.get("size"), mirror=self.mirror, partial_dir=self.cache.partial_dir(),
               index_path=os.path.join(self.cache.root, ".index", "mirror-hashes.json"))
 
-    def _execute(self, argv, env, cwd, log_path, live):
+    def _execute(self, argv, env, cwd, log_path, live, interactive=False):
         import subprocess  # only steps that run pay for the import
         record = os.path.join(os.path.dirname(log_path), guard.RECORD)
         with open(log_path, "ab") as log:
             log.write(secrets.scrub(f"$ {' '.join(argv)}\n").encode())
             log.flush()
             try:  # through a guard: the step and all it starts die with mlrun, even of SIGKILL
-                proc = subprocess.Popen(guard.command(argv, record), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                proc = subprocess.Popen(guard.command(argv, record), env=env, cwd=cwd,
+                                        stdin=None if interactive else subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             except OSError as e:
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}") from None
             try:
                 for line in proc.stdout:
                     log.write(line)
-                    if live:
+                    # An interactive step's error: and hint: lines become mlrun's own error (below), said once.
+                    if live and not (interactive and line.startswith((b"error: ", b"hint: "))):
                         sys.stdout.buffer.write(line)
                         sys.stdout.flush()
                 code = proc.wait()
@@ -266,6 +269,11 @@ class Runner:
                     os.remove(record)
                 except FileNotFoundError:
                     pass
+        if code == 2 and interactive:  # the person's input was refused: their usage error, in the step's words
+            said = [line[len("error: "):] for line in _tail(log_path) if line.startswith("error: ")]
+            hints = [line[len("hint: "):] for line in _tail(log_path) if line.startswith("hint: ")]
+            raise UsageError(said[-1] if said else "the step refused its input (exit 2)",
+                             hint=hints[-1] if hints else None)
         if code != 0:
             raise StepError(describe_exit(code))
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import MlrunError
+from mlperf_bert import heldout
 from mlperf_bert.squad_features import MAX_SEQ_LENGTH, load, read_json
 from mlperf_bert.tokenization import BasicTokenizer
 
@@ -56,7 +57,11 @@ def response_logits(hex_data, log_path="", idx=None):
     if len(raw) % 8 or len(raw) > MAX_SEQ_LENGTH * 8:
         raise MlrunError(f"{log_path}: response of qsl_idx {idx} has {len(raw)} bytes, expected "
                          f"float32 (L, 2) with L <= {MAX_SEQ_LENGTH}")
-    rows = np.frombuffer(raw, "<f4").reshape(-1, 2)
+    return padded(np.frombuffer(raw, "<f4").reshape(-1, 2))
+
+
+def padded(rows):
+    """float32 (L, 2) response -> (384, 2), the missing rows -10000."""
     logits = np.full((MAX_SEQ_LENGTH, 2), PAD_LOGIT, np.float32)
     logits[:len(rows)] = rows
     return logits
@@ -140,17 +145,24 @@ def predict(features_set, responses):
         by_example[feature["example_index"]].append((qsl_idx, feature))
     predictions = collections.OrderedDict()
     for example_index, example in enumerate(features_set.examples):
-        best = None
-        for qsl_idx, feature in by_example[example_index]:
-            if qsl_idx not in responses:
-                continue
-            span = best_span(feature, responses[qsl_idx])
-            # Strictly greater: the earlier feature wins ties.
-            if span and (best is None or span[0] > best[0]):
-                best = (*span, feature)
-        predictions[example["qas_id"]] = (
-            span_text(best[3], example, best[1], best[2]) if best else NO_ANSWER)
+        found = best_answer(example, [(feature, responses[qsl_idx]) for qsl_idx, feature in by_example[example_index]
+                                      if qsl_idx in responses])
+        predictions[example["qas_id"]] = found[1] if found else NO_ANSWER
     return predictions
+
+
+def best_answer(example, scored):
+    """(score, text) of a question's answer over its features' logits [(feature, (384, 2))], or None.
+
+    The one path from logits to answer text: the accuracy step and interactive QA (mlperf_bert.qa) use it.
+    """
+    best = None
+    for feature, logits in scored:
+        span = best_span(feature, logits)
+        # Strictly greater: the earlier feature wins ties.
+        if span and (best is None or span[0] > best[0]):
+            best = (*span, feature)
+    return (best[0], span_text(best[3], example, best[1], best[2])) if best else None
 
 
 # ---- official SQuAD v1.1 evaluation
@@ -204,15 +216,18 @@ def gold_answers(squad_json, qas_ids):
     return gold
 
 
-def score(features_dir, squad_json, log_path, predictions_path=None):
+def score(features_dir, squad_json, log_path, predictions_path=None, questions=None):
     """{"exact_match", "f1", "questions", "of", "subset"}: the official figure over all `of` questions of the
     features folder (10570 for dev) when the log answers every feature.
 
     A log that answers only some features (a --count run, a TEST01 log) is scored over the questions it
     covers fully, `subset` true: over all of them the missing answers would count as wrong, a figure that
     says nothing. A log with no response, or none that covers a whole question, is an error.
+
+    questions: a heldout.json (or JSON list of ids): the log answers only these questions' features, in
+    order (mlperf_bert.heldout); the result then holds its "note" (never the official metric).
     """
-    features_set = load(features_dir)
+    features_set = heldout.restrict(load(features_dir), questions)
     responses = read_log(log_path, len(features_set.lengths))
     if not responses:
         raise MlrunError(f"{log_path} holds no responses: nothing to score",
@@ -231,12 +246,15 @@ def score(features_dir, squad_json, log_path, predictions_path=None):
                              "question fully (each of its features): nothing to score")
     if predictions_path:
         Path(predictions_path).write_text(json.dumps(predictions, indent=4) + "\n")
-    return {**evaluate(gold_answers(squad_json, set(predictions)), predictions), "questions": len(predictions),
-            "of": total, "subset": subset}
+    result = {**evaluate(gold_answers(squad_json, set(predictions)), predictions), "questions": len(predictions),
+              "of": total, "subset": subset}
+    return {**result, "note": features_set.note} if questions else result
 
 
 def coverage_note(result):
     """The line that says which questions a score is over."""
+    if result.get("note"):  # a model trained on part of the dev set: scored on the rest only
+        return f"scored {result['questions']} of {result['of']} questions of the {result['note']}"
     if result["subset"]:
         return (f"scored {result['questions']} of {result['of']} questions: the log covers only these "
                 "(not an official figure)")
@@ -252,9 +270,10 @@ def main(argv=None):
     parser.add_argument("--predictions", help="write qas_id -> answer text here")
     parser.add_argument("--summary", help='write {"accuracy": {exact_match, f1, questions, of, subset}, "short"} '
                                           "here (the shape of the harness's summary.json, for run records)")
+    parser.add_argument("--questions", help="the run answered only these questions (a model's heldout.json)")
     args = parser.parse_args(argv)
     try:
-        result = score(args.features, args.squad, args.log, args.predictions)
+        result = score(args.features, args.squad, args.log, args.predictions, args.questions)
         print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
         if args.summary:
             Path(args.summary).write_text(json.dumps({"accuracy": result, "short": result["subset"]}) + "\n")

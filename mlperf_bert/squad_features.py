@@ -60,7 +60,7 @@ def wordpiece_doc(words, tokenize):
     return pieces, tok_to_orig, orig_to_tok
 
 
-def doc_spans(n_tokens, room):
+def doc_spans(n_tokens, room, doc_stride=DOC_STRIDE):
     """Sliding windows (start, length): start at 0, advance min(length, stride) until the end."""
     spans, start = [], 0
     while start < n_tokens:
@@ -68,7 +68,7 @@ def doc_spans(n_tokens, room):
         spans.append((start, length))
         if start + length == n_tokens:
             break
-        start += min(length, DOC_STRIDE)
+        start += min(length, doc_stride)
     return spans
 
 
@@ -102,7 +102,6 @@ def convert(squad_json, vocab_txt, max_examples=None):
     if not Path(vocab_txt).is_file():
         raise MlrunError(f"vocab file not found: {vocab_txt}")
     tokenizer = FullTokenizer(vocab_txt)
-    cls_id, sep_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
     # Words repeat a lot across contexts: tokenise each distinct word once.
     tokenize_word = lru_cache(maxsize=None)(tokenizer.tokenize)
     rows, features, examples = [], [], []
@@ -114,23 +113,41 @@ def convert(squad_json, vocab_txt, max_examples=None):
             piece_ids = tokenizer.convert_tokens_to_ids(pieces)
             for qa in paragraph["qas"]:
                 if max_examples is not None and len(examples) == max_examples:
-                    return _pack(rows), features, examples
+                    return pack(rows), features, examples
                 example_index = len(examples)
                 examples.append({"qas_id": qa["id"], "doc_tokens": words,
                                  "answers": [a["text"] for a in qa["answers"]]})
-                query = tokenizer.tokenize(qa["question"])[:MAX_QUERY_LENGTH]
-                head = ["[CLS]"] + query + ["[SEP]"]
-                head_ids = [cls_id] + tokenizer.convert_tokens_to_ids(query) + [sep_id]
-                # The 3 is [CLS] and the two [SEP].
-                spans = doc_spans(len(pieces), MAX_SEQ_LENGTH - len(query) - 3)
-                flags = max_context_flags(spans, len(pieces))
-                for span_index, (start, length) in enumerate(spans):
-                    rows.append((head_ids + piece_ids[start:start + length] + [sep_id], len(head)))
-                    features.append(_feature_meta(
-                        FIRST_UNIQUE_ID + len(features), example_index, span_index, head,
-                        pieces[start:start + length], tok_to_orig[start:start + length],
-                        flags[span_index]))
-    return _pack(rows), features, examples
+                new_rows, new_features, _ = question_features(
+                    tokenizer, qa["question"], (pieces, piece_ids, tok_to_orig), example_index,
+                    FIRST_UNIQUE_ID + len(features))
+                rows += new_rows
+                features += new_features
+    return pack(rows), features, examples
+
+
+def question_features(tokenizer, question, doc, example_index, first_unique_id,
+                      max_seq_length=MAX_SEQ_LENGTH, doc_stride=DOC_STRIDE):
+    """One question over a WordPiece'd context doc = (pieces, piece ids, piece -> word index).
+
+    Returns (rows, features, spans): (token ids, segment-0 length) per window, their metadata,
+    and each window's (start, length) in doc pieces. The benchmark, training (mlperf_bert.qa_train)
+    and interactive QA (mlperf_bert.qa) all window a context with this one function.
+    """
+    pieces, piece_ids, tok_to_orig = doc
+    cls_id, sep_id = tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    query = tokenizer.tokenize(question)[:MAX_QUERY_LENGTH]
+    head = ["[CLS]"] + query + ["[SEP]"]
+    head_ids = [cls_id] + tokenizer.convert_tokens_to_ids(query) + [sep_id]
+    # The 3 is [CLS] and the two [SEP].
+    spans = doc_spans(len(pieces), max_seq_length - len(query) - 3, doc_stride)
+    flags = max_context_flags(spans, len(pieces))
+    rows, features = [], []
+    for span_index, (start, length) in enumerate(spans):
+        rows.append((head_ids + piece_ids[start:start + length] + [sep_id], len(head)))
+        features.append(_feature_meta(
+            first_unique_id + span_index, example_index, span_index, head,
+            pieces[start:start + length], tok_to_orig[start:start + length], flags[span_index]))
+    return rows, features, spans
 
 
 def _feature_meta(unique_id, example_index, span_index, head, window, window_words, flags):
@@ -146,12 +163,12 @@ def _feature_meta(unique_id, example_index, span_index, head, window, window_wor
     }
 
 
-def _pack(rows):
+def pack(rows, width=MAX_SEQ_LENGTH):
     """(token ids, segment-0 length) rows -> zero-padded int32 ids, mask, segment arrays."""
     n = len(rows)
-    ids = np.zeros((n, MAX_SEQ_LENGTH), np.int32)
-    mask = np.zeros((n, MAX_SEQ_LENGTH), np.int32)
-    seg = np.zeros((n, MAX_SEQ_LENGTH), np.int32)
+    ids = np.zeros((n, width), np.int32)
+    mask = np.zeros((n, width), np.int32)
+    seg = np.zeros((n, width), np.int32)
     for i, (row, head_len) in enumerate(rows):
         ids[i, :len(row)] = row
         mask[i, :len(row)] = 1

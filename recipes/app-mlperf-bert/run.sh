@@ -21,6 +21,9 @@ case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin)
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
 [ -n "${MLRUN_INPUT_AUDIT_CONFIG:-}" ] && args+=(--audit-config "$MLRUN_INPUT_AUDIT_CONFIG")
 [ -n "${MLRUN_INPUT_STREAMS:-}" ] && args+=(--streams "$MLRUN_INPUT_STREAMS")
+# A model trained on part of the dev set names its held-out questions (MLRUN_MODEL_HELDOUT): run and score only those.
+questions="${MLRUN_INPUT_QUESTIONS:-${MLRUN_MODEL_HELDOUT:-}}"
+[ -n "$questions" ] && args+=(--questions "$questions")
 # The model recipe made the dynamic-axis copy of a fixed-384 model already (or found that none can be made).
 [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
 exec "$MLRUN_PYTHON" -m mlperf_bert.harness "${args[@]}"

@@ -1,0 +1,185 @@
+"""python -m mlperf_bert.qa: answer questions about a passage with a BERT QA model (interactive QA).
+
+The passage is split into windows by the benchmark's feature code (squad_features.question_features:
+384 tokens, doc stride 128, questions cut to 64 tokens), each window runs through the benchmark's
+inference path (sut.QaInference on an onnxruntime or DeepSparse backend), and the answer text comes
+from the accuracy step's code (accuracy.best_answer): one path from logits to text, not a copy.
+
+--question (or --question-file, one question a line) answers those; otherwise questions are read from
+standard input one per line until EOF, with a prompt only when standard input is a terminal.
+Each answer is printed with its score (start + end logit of the best span) and latency.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import MlrunError, UsageError
+from mlperf_bert import accuracy, squad_features
+from mlperf_bert.sut import QaInference
+from mlperf_bert.tokenization import FullTokenizer
+
+PROMPT = "question> "
+
+
+class Passage:
+    """A passage tokenised once; features(question) windows it for one question."""
+
+    def __init__(self, text, tokenizer):
+        self.tokenizer = tokenizer
+        words, _ = squad_features.doc_words(text)
+        if not words:
+            raise UsageError("the passage is empty", hint="give the text with --passage=TEXT or --passage-file=FILE")
+        pieces, tok_to_orig, _ = squad_features.wordpiece_doc(words, lru_cache(maxsize=None)(tokenizer.tokenize))
+        self.doc = (pieces, tokenizer.convert_tokens_to_ids(pieces), tok_to_orig)
+        self.example = {"doc_tokens": words}
+
+    def features(self, question):
+        """(arrays like a features folder's, feature metadata) of the question's windows."""
+        rows, features, _ = squad_features.question_features(self.tokenizer, question, self.doc, 0, 0)
+        ids, mask, seg = squad_features.pack(rows)
+        return Windows(ids, mask, seg), features
+
+
+class Windows:
+    """The arrays QaInference reads (as squad_features.FeatureSet holds them)."""
+
+    def __init__(self, ids, mask, seg):
+        self.input_ids, self.input_mask, self.segment_ids = ids, mask, seg
+        self.lengths = mask.sum(axis=1, dtype=np.int32)
+
+
+class Answerer:
+    def __init__(self, model, vocab, backend="onnxruntime", threads=None, work_dir="."):
+        self.tokenizer = FullTokenizer(vocab)
+        self.backend, self.plan = make_backend(model, backend, threads, work_dir)
+
+    def answer(self, passage, question):
+        """{"question", "answer", "score", "latency_ms", "windows"} for one question."""
+        if not question.strip():
+            raise UsageError("the question is empty")
+        started = time.perf_counter()
+        windows, features = passage.features(question)
+        inference = QaInference(self.backend, windows, self.plan)
+        responses = {}
+        for batch in inference.responses(list(range(len(features)))):
+            responses.update((position, accuracy.padded(rows)) for position, rows in batch)
+        found = accuracy.best_answer(passage.example, [(f, responses[i]) for i, f in enumerate(features)])
+        latency_ms = (time.perf_counter() - started) * 1000
+        return {"question": question, "answer": found[1] if found else accuracy.NO_ANSWER,
+                "score": round(found[0], 3) if found else None, "latency_ms": round(latency_ms, 2),
+                "windows": len(features)}
+
+
+def make_backend(model, backend, threads, work_dir):
+    """(backend, SeqPlan): the benchmark's backends, each sample at its own length where the model allows."""
+    from mlperf_bert import seq_plan
+    if backend == "deepsparse":
+        from mlperf_bert import ds_backend
+        model_path, plan = ds_backend.prepare(model, "auto", work_dir)
+        engine = ds_backend.DeepSparseBackend(model_path, plan.buckets, (1,), threads, "single_stream", None,
+                                              progress=ds_backend.progress_line)
+        engine.warm_up(ds_backend.progress_line)
+        return engine, plan
+    from mlperf_bert.ort_backend import OrtBackend
+    model_path, plan = seq_plan.prepare(model, "auto", work_dir)
+    return OrtBackend(model_path, threads), plan
+
+
+def questions_from(args):
+    """The questions to answer: an iterator (stdin is read lazily, line by line)."""
+    if args.question is not None:
+        if not args.question.strip():
+            raise UsageError("the question is empty", hint='ask something: --question="Who ...?"')
+        return iter([args.question])
+    if args.question_file:
+        lines = [line.strip() for line in read_text(args.question_file, "question file").splitlines()]
+        lines = [line for line in lines if line]
+        if not lines:
+            raise UsageError(f"no questions in {args.question_file}", hint="one question a line")
+        return iter(lines)
+    return stdin_questions(args.terminal)
+
+
+def stdin_questions(prompt=None):
+    """Lines of standard input (blank ones skipped) until EOF; a prompt on `prompt` (the terminal) if given."""
+    while True:
+        if prompt:
+            prompt.write(PROMPT)
+            prompt.flush()
+        line = sys.stdin.readline()
+        if not line:
+            if prompt:
+                prompt.write("\n")
+            return
+        if line.strip():
+            yield line.strip()
+
+
+def _terminal():
+    """A stream to the terminal stdin reads from (our stdout may be a log pipe), or None off a terminal."""
+    if not sys.stdin.isatty():
+        return None
+    try:
+        return open(os.ttyname(sys.stdin.fileno()), "w")
+    except OSError:
+        return sys.stderr
+
+
+def read_text(path, what):
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{what} not found: {path}")
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read the {what} {path}: {error}")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m mlperf_bert.qa", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a BERT QA ONNX model")
+    parser.add_argument("--vocab", required=True, help="the uncased BERT vocab.txt")
+    parser.add_argument("--passage", help="the passage text")
+    parser.add_argument("--passage-file", help="a file holding the passage")
+    parser.add_argument("--question", help="one question (else --question-file, else standard input)")
+    parser.add_argument("--question-file", help="questions, one a line")
+    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "deepsparse"))
+    parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
+    parser.add_argument("--out", help="write the answers here as JSON (qa.json: the run's results)")
+    parser.add_argument("--dynamic-model-cache", help="where a fixed-384 model's dynamic-axis copy is kept")
+    args = parser.parse_args(argv)
+    try:
+        if (args.passage is None) == (args.passage_file is None):
+            raise UsageError("give the passage once: --passage=TEXT or --passage-file=FILE")
+        if args.question is not None and args.question_file:
+            raise UsageError("give --question or --question-file, not both")
+        text = args.passage if args.passage is not None else read_text(args.passage_file, "passage file")
+        # At a terminal, prompts and answers go to it directly: through mlrun's log pipe the next prompt
+        # could overtake the answer. Off a terminal, answers go to stdout (and the step's log).
+        args.terminal = _terminal() if args.question is None and not args.question_file else None
+        out = args.terminal or sys.stdout
+        questions = questions_from(args)
+        answerer = Answerer(args.model, args.vocab, args.backend, args.threads, work_dir=args.dynamic_model_cache or args.out or ".")
+        passage = Passage(text, answerer.tokenizer)
+        answers = []
+        for question in questions:
+            result = answerer.answer(passage, question)
+            answers.append(result)
+            print(f"answer: {result['answer']}\n  score {result['score']}, {result['latency_ms']:.1f} ms"
+                  f" ({result['windows']} window{'s' if result['windows'] > 1 else ''})", file=out, flush=True)
+        if args.out:
+            Path(args.out, "qa.json").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
+                                                                     "backend": args.backend}}, indent=1) + "\n")
+    except MlrunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return error.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

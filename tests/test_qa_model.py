@@ -1,0 +1,204 @@
+"""The MiniLM QA model trained offline by its recipe, held-out scoring, its int8 copy, and `app bert qa`.
+
+One quick model (300 questions, one epoch, 128-token windows) is trained through the real recipe in a
+cache shared by this module (the torch venv is built once); it answers better than chance, not well.
+Accuracy here is over held-out questions only and never the official figure.
+"""
+import json
+import os
+import subprocess
+
+import onnx
+import pytest
+
+from conftest import MLRUN, SHARED_DATA, TINY_MODEL, assert_user_error, step_dir
+
+QUICK = {"max_questions": "300", "seq_length": "128", "epochs": "1"}
+MODEL_QUERY = "get ml-model bert _minilm-squad"
+APP = "app mlperf bert _onnxruntime _cpu"
+COUNT = "--count=120"
+PASSAGE = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a region "
+           "in France. They were descended from Norse raiders and pirates from Denmark, Iceland and Norway who, "
+           "under their leader Rollo, agreed to swear fealty to King Charles III of West Francia.")
+
+
+def quick(prefix):
+    return [f"--{prefix}{name}={value}" for name, value in QUICK.items()]
+
+
+@pytest.fixture(scope="module")
+def qa(tmp_path_factory):
+    root = tmp_path_factory.mktemp("qa")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
+
+    def mlrun(*args, stdin="", timeout=900):
+        return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              cwd=str(root), input=stdin)
+    mlrun.root = root
+    return mlrun
+
+
+@pytest.fixture(scope="module")
+def model(qa):
+    result = qa(MODEL_QUERY, *quick(""), "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)["path"]
+
+
+def summary(result):
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.load(open(os.path.join(step_dir(result), "summary.json")))
+
+
+@pytest.fixture(scope="module")
+def minilm_run(qa, model):
+    return qa(f"{APP} _minilm-squad", "--mode=accuracy", COUNT, *quick("dep.model."), "--json")
+
+
+@pytest.mark.slow
+def test_the_entry_records_the_split_the_training_and_an_official_onnx(model):
+    split = json.load(open(os.path.join(model, "split.json")))
+    assert split["train"]["articles"] == list(range(24)) and split["heldout"]["articles"] == list(range(24, 48))
+    assert not set(split["train"]["question_ids"]) & set(split["heldout"]["question_ids"])
+    assert split["trained_questions"] == 300
+    heldout = json.load(open(os.path.join(model, "heldout.json")))
+    assert heldout["question_ids"] == split["heldout"]["question_ids"] and "NOT the official" in heldout["note"]
+    training = json.load(open(os.path.join(model, "training.json")))
+    assert training["settings"]["questions"] == 300 and training["settings"]["seq_length"] == 128
+    assert training["loss_curve"] and training["training_seconds"] > 0
+    assert set(training["versions"]) == {"torch", "transformers"} and "+cpu" in training["versions"]["torch"]
+    graph = onnx.load(os.path.join(model, "model.onnx"), load_external_data=False).graph
+    assert [i.name for i in graph.input] == ["input_ids", "input_mask", "segment_ids"]
+    assert [o.name for o in graph.output] == ["output_start_logits", "output_end_logits"]
+    assert all([d.dim_param for d in v.type.tensor_type.shape.dim] == ["batch", "seq"]
+               for v in list(graph.input) + list(graph.output))
+
+
+@pytest.mark.slow
+def test_same_inputs_give_the_same_entry(qa, model):
+    again = qa(MODEL_QUERY, *quick(""), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["path"] == model
+    assert json.loads(again.stdout)["steps"][-1]["status"] == "cached"
+
+
+@pytest.mark.slow
+def test_scored_on_held_out_questions_only_and_better_than_a_random_model(qa, model, minilm_run):
+    trained = summary(minilm_run)["accuracy"]
+    assert "held-out articles 24-47 of the dev set" in trained["note"] and "NOT the official" in trained["note"]
+    printed = open(os.path.join(step_dir(minilm_run), ".mlrun", "build.log")).read()
+    assert "held-out articles 24-47" in printed.split("accuracy: {")[1]  # said beside the figure
+    # The same questions for a random model, chosen by the trained model's heldout.json.
+    random_run = qa(f"{APP} _random", "--mode=accuracy", COUNT, *TINY_MODEL,
+                    f"--questions={os.path.join(model, 'heldout.json')}", "--json")
+    chance = summary(random_run)["accuracy"]
+    assert chance["questions"] == trained["questions"] > 100
+    print(f"held-out F1 over {trained['questions']} questions: trained {trained['f1']:.2f} "
+          f"(EM {trained['exact_match']:.2f}), random {chance['f1']:.2f} (EM {chance['exact_match']:.2f})")
+    assert trained["f1"] > chance["f1"] + 3
+    # Re-scoring the log names each question it scored: all of them held out.
+    log = os.path.join(step_dir(minilm_run), "mlperf_log_accuracy.json")
+    rescored = qa("process mlperf accuracy squad", f"--log={log}",
+                  f"--questions={os.path.join(model, 'heldout.json')}", "--json")
+    assert rescored.returncode == 0, rescored.stderr[-3000:]
+    predictions = json.load(open(os.path.join(step_dir(rescored), "predictions.json")))
+    heldout = set(json.load(open(os.path.join(model, "heldout.json")))["question_ids"])
+    assert len(predictions) == trained["questions"] and set(predictions) <= heldout
+    assert json.load(open(os.path.join(step_dir(rescored), "accuracy.json")))["accuracy"]["f1"] == trained["f1"]
+
+
+@pytest.mark.slow
+def test_int8_of_the_trained_model_runs_on_the_same_questions(qa, minilm_run):
+    result = qa(f"{APP} _minilm-squad _int8-dynamic", "--mode=accuracy", COUNT, *quick("dep.source."), "--json")
+    int8 = summary(result)["accuracy"]
+    steps = {s["recipe"]: s for s in json.loads(result.stdout)["steps"]}
+    assert steps["get-ml-model-bert-minilm-squad"]["status"] == "cached"  # the same trained model
+    assert "held-out articles 24-47" in int8["note"]
+    assert int8["questions"] == summary(minilm_run)["accuracy"]["questions"]
+
+
+@pytest.mark.slow
+def test_interactive_qa_reads_questions_from_a_pipe(qa, model, tmp_path):
+    article = tmp_path / "article.txt"
+    article.write_text(PASSAGE)
+    result = qa("app bert qa", f"--passage-file={article}", *quick("dep.model."), "--json",
+                stdin="Who was the leader of the Norse?\n\nIn what country is Normandy located?\n", timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = json.load(open(os.path.join(step_dir(result), "qa.json")))["qa"]["answers"]
+    assert [a["question"] for a in answers] == ["Who was the leader of the Norse?",
+                                                 "In what country is Normandy located?"]
+    for a in answers:  # each answer is words of the passage (the quick model is not a good one)
+        assert a["answer"] in PASSAGE and a["latency_ms"] > 0 and a["windows"] == 1
+    one = qa("app bert qa", f"--passage={PASSAGE}", "--question=Who was the leader?", *quick("dep.model."))
+    assert one.returncode == 0 and one.stdout.count("answer: ") == 1 and "ms" in one.stdout, one.stderr[-3000:]
+    assert "question>" not in result.stdout + result.stderr  # no prompt off a terminal
+
+
+@pytest.mark.slow
+def test_a_long_passage_is_windowed_as_the_benchmark_does(qa, model):
+    long_passage = " ".join([PASSAGE] * 12)  # about 780 tokens: several 384-token windows
+    result = qa("app bert qa", f"--passage={long_passage}", "--question=Who was the leader?", *quick("dep.model."),
+                "--json")
+    answers = json.load(open(os.path.join(step_dir(result), "qa.json")))["qa"]["answers"]
+    assert answers[0]["windows"] > 2 and answers[0]["answer"] in long_passage
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, message", [
+    (["--passage=   ", "--question=Who?"], "the passage is empty"),
+    ([f"--passage={PASSAGE}", "--question= "], "the question is empty"),
+    (["--question=Who?"], "give the passage once: --passage=TEXT or --passage-file=FILE"),
+    (["--passage-file=/nonexistent/article.txt"], "/nonexistent/article.txt"),
+])
+def test_bad_input_is_one_error_and_exit_2(qa, model, args, message):
+    result = qa("app bert qa", *args, *quick("dep.model."))
+    err = assert_user_error(result, 2, message)
+    assert err.count(message) == 1 and "Traceback" not in result.stdout
+
+
+@pytest.mark.slow
+def test_an_empty_question_file(qa, model, tmp_path):
+    empty = tmp_path / "questions.txt"
+    empty.write_text("\n  \n")
+    result = qa("app bert qa", f"--passage={PASSAGE}", f"--question-file={empty}", *quick("dep.model."))
+    assert_user_error(result, 2, f"no questions in {empty}")
+
+
+# -- the engine's `interactive: true` (fast: no model) --------------------------------------------
+
+def test_an_interactive_step_reads_stdin_and_its_exit_2_is_a_usage_error(ws):
+    ws.recipe("ask", """
+        tags: [ask]
+        cache: false
+        interactive: true
+        run: |
+          read -r line || true
+          if [ -z "$line" ]; then echo "error: nothing asked"; echo "hint: type something"; exit 2; fi
+          echo "you said: $line"
+        """)
+    said = subprocess.run([MLRUN, "ask"], env=ws.env(), input="hello\n", capture_output=True, text=True,
+                          timeout=60, cwd=ws.root)
+    assert said.returncode == 0 and "you said: hello" in said.stdout, said.stderr
+    refused = ws.mlrun("ask")  # stdin: /dev/null
+    err = assert_user_error(refused, 2, "mlrun: error: nothing asked", "hint: type something")
+    assert err.count("nothing asked") == 1 and "nothing asked" not in refused.stdout
+
+
+def test_a_cached_step_cannot_be_interactive(ws):
+    ws.recipe("ask", """
+        tags: [ask]
+        interactive: true
+        run: "true"
+        """)
+    assert_user_error(ws.mlrun("ask"), 2, "interactive", "cache: false")
+
+
+def test_a_non_interactive_step_gets_no_stdin(ws):
+    ws.recipe("plain", """
+        tags: [plain]
+        cache: false
+        run: 'if read -r line; then echo "read: $line"; else echo "no input"; fi'
+        """)
+    result = subprocess.run([MLRUN, "plain"], env=ws.env(), input="secret\n", capture_output=True, text=True,
+                            timeout=60, cwd=ws.root)
+    assert result.returncode == 0 and "no input" in result.stdout and "secret" not in result.stdout
