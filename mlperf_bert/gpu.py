@@ -15,6 +15,7 @@ CUDA_PROVIDER, TRT_PROVIDER = "CUDAExecutionProvider", "TensorrtExecutionProvide
 DEVICE_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": [CUDA_PROVIDER],
                     "tensorrt-ep": [TRT_PROVIDER, CUDA_PROVIDER]}
 PRECISIONS = ("fp32", "fp16", "int8")
+TRT_DEFAULT_BUCKETS = "128,192,256,384"  # --buckets auto for TensorRT: an optimisation profile each
 
 
 class GpuUnavailable(MlrunError):
@@ -61,17 +62,17 @@ def describe(gpu):
 def system_fields(gpu):
     """The MLPerf system description's accelerator fields for the GPU facts of a run (None: no GPU used)."""
     if not gpu:
-        return {"accelerators_per_node": 0, "accelerator_model_name": "N/A", "accelerator_memory_capacity": "N/A",
+        return {"accelerators_per_node": "0", "accelerator_model_name": "N/A", "accelerator_memory_capacity": "N/A",
                 "accelerator_memory_configuration": "N/A", "accelerator_host_interconnect": "N/A",
                 "accelerator_interconnect": "N/A", "accelerator_interconnect_topology": "",
                 "accelerator_frequency": "", "accelerator_on-chip_memories": "", "cooling": ""}
-    return {"accelerators_per_node": 1, "accelerator_model_name": gpu["name"],
+    return {"accelerators_per_node": "1", "accelerator_model_name": gpu["name"],
             "accelerator_memory_capacity": f"{gpu['memory_gb']} GB",
             "accelerator_memory_configuration": "", "accelerator_host_interconnect": "",
             "accelerator_interconnect": "", "accelerator_interconnect_topology": "", "accelerator_frequency": "",
             "accelerator_on-chip_memories": "", "cooling": "",
             "sw_notes": f"NVIDIA driver {gpu['driver']}, CUDA {gpu['cuda']}, compute capability "
-                        f"{gpu['compute_capability']}"}
+                        f"{gpu['compute_capability']}" if "driver" in gpu else ""}
 
 
 def require_providers(wanted, session_providers, available):
@@ -188,14 +189,15 @@ def main(argv=None):
     cache.add_argument("--model", required=True)
     cache.add_argument("--out", required=True)
     cache.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
-    cache.add_argument("--buckets", required=True, help="sequence-length buckets, e.g. 128,192,256,384")
+    cache.add_argument("--buckets", default="auto", help=f"sequence-length buckets (auto: {TRT_DEFAULT_BUCKETS})")
     cache.add_argument("--batch-sizes", default="1", help="batch sizes the harness runs, e.g. 1,8")
     args = parser.parse_args(argv)
     try:
         if args.verb == "facts":
             print(json.dumps(facts(), indent=1))
         else:
-            warm_ort_trt_cache(args.model, args.out, args.precision, parse_lengths(args.buckets),
+            buckets = TRT_DEFAULT_BUCKETS if args.buckets == "auto" else args.buckets
+            warm_ort_trt_cache(args.model, args.out, args.precision, parse_lengths(buckets),
                                parse_lengths(args.batch_sizes))
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -25,7 +25,6 @@ MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
 SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
 MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.PerformanceOnly}
 BACKENDS = ("onnxruntime", "deepsparse", "tensorrt")
-TRT_DEFAULT_BUCKETS = "128,192,256,384"  # auto for TensorRT: an optimisation profile each (mlperf_bert.gpu)
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 SHORT_RUN_MIN_DURATION_MS = 1000
@@ -164,7 +163,7 @@ def run(args):
     gpu_used = args.backend == "tensorrt" or args.device != "cpu"
     gpu_facts = gpu.facts() if gpu_used else None  # before the model loads: a missing GPU stops the run here
     if gpu_used and args.buckets == "auto":
-        args.buckets = TRT_DEFAULT_BUCKETS if (args.backend == "tensorrt" or args.device == "tensorrt-ep") \
+        args.buckets = gpu.TRT_DEFAULT_BUCKETS if (args.backend == "tensorrt" or args.device == "tensorrt-ep") \
             else args.buckets
     buckets = seq_plan.parse_buckets(args.buckets)
     work_dir = args.dynamic_model_cache or run_dir

@@ -123,7 +123,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="BERT QA ONNX model (dynamic batch and sequence axes)")
     parser.add_argument("--out", required=True, help="engine file to write")
     parser.add_argument("--precision", choices=gpu.PRECISIONS, default="fp16")
-    parser.add_argument("--buckets", default="128,192,256,384", help="sequence-length buckets: a profile each")
+    parser.add_argument("--buckets", default="auto", help=f"sequence-length buckets, a profile each (auto: "
+                        f"{gpu.TRT_DEFAULT_BUCKETS})")
     parser.add_argument("--batch-sizes", default="1", help="batch sizes the harness runs (the largest bounds the profiles)")
     parser.add_argument("--calibration-cache", help="int8: the calibration cache to read, or to write")
     parser.add_argument("--features", help="int8 without a calibration cache: the SQuAD features folder")
@@ -131,7 +132,7 @@ def main(argv=None):
     parser.add_argument("--calibrate-only", action="store_true", help="int8: write --calibration-cache, no engine")
     args = parser.parse_args(argv)
     try:
-        buckets = seq_plan.parse_buckets(args.buckets)
+        buckets = seq_plan.parse_buckets(gpu.TRT_DEFAULT_BUCKETS if args.buckets == "auto" else args.buckets)
         if not isinstance(buckets, tuple):
             raise MlrunError(f"--buckets must list lengths for TensorRT profiles, not {args.buckets}")
         rows = None

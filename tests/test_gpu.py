@@ -108,7 +108,8 @@ def test_onnxruntime_without_the_cuda_provider_says_which_it_has(tmp_path):
     assert "has no CUDAExecutionProvider" in str(caught.value) and "CPUExecutionProvider" in str(caught.value)
     assert caught.value.exit_code == 78
     # Asked anyway, onnxruntime runs the session on the CPU and only logs it: the check after catches that.
-    backend = OrtBackend(path, providers=providers, quiet=True)
+    with pytest.warns(UserWarning, match="not in available provider names"):
+        backend = OrtBackend(path, providers=providers, quiet=True)
     with pytest.raises(gpu.GpuUnavailable, match="would run on CPUExecutionProvider"):
         gpu.check_session(backend.session, providers)
 
@@ -146,9 +147,25 @@ def test_gpu_facts_in_words_and_in_the_system_description():
              "compute_capability": "9.0", "count": 1}
     assert gpu.describe(facts) == "NVIDIA H200 (140.4 GB, compute 9.0), driver 580.159.03, CUDA 13.0"
     fields = gpu.system_fields(facts)
-    assert fields["accelerators_per_node"] == 1 and fields["accelerator_model_name"] == "NVIDIA H200"
+    assert fields["accelerators_per_node"] == "1" and fields["accelerator_model_name"] == "NVIDIA H200"
     assert fields["accelerator_memory_capacity"] == "140.4 GB" and "driver 580.159.03, CUDA 13.0" in fields["sw_notes"]
-    assert gpu.system_fields(None)["accelerators_per_node"] == 0
+    assert gpu.system_fields(None)["accelerators_per_node"] == "0"
+    from submission import system
+    probed = system.gpu_fields(system.probe_facts("NVIDIA H200, compute capability 9.0, 143771 MiB"))
+    assert probed == {"accelerators_per_node": "1", "accelerator_model_name": "NVIDIA H200",
+                      "accelerator_memory_capacity": "140.4 GB"}
+    assert system.probe_facts(None) is None and system.gpu_fields(None)["accelerator_model_name"] == "N/A"
+
+
+def test_submission_takes_the_gpu_facts_a_run_recorded_leaving_the_users_fields(tmp_path):
+    from submission import system
+    (tmp_path / "summary.json").write_text(json.dumps({"gpu": {
+        "name": "NVIDIA H200", "memory_gb": 140.4, "driver": "580.159.03", "cuda": "13.0",
+        "compute_capability": "9.0", "count": 1}}))
+    desc = {"accelerator_model_name": "NVIDIA H200", "sw_notes": "mine", "cooling": "air"}
+    out = system.with_run_gpu_facts(desc, {"cooling": "air"}, {("Offline", "performance"): {"folder": str(tmp_path)}})
+    assert out["accelerator_memory_capacity"] == "140.4 GB" and out["cooling"] == "air"
+    assert out["sw_notes"] == "mine; NVIDIA driver 580.159.03, CUDA 13.0, compute capability 9.0"
 
 
 def test_diff_shows_the_gpu_facts():
