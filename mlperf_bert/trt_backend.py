@@ -61,8 +61,9 @@ class TrtBackend:
     def __init__(self, engine_path, use_cuda_graphs=True):
         import tensorrt as trt
         self.trt, self.cudart = trt, _cudart()
+        self.runtime = trt.Runtime(trt_logger())  # kept: the engine must not outlive its runtime
         with open(engine_path, "rb") as f:
-            self.engine = trt.Runtime(trt_logger()).deserialize_cuda_engine(f.read())
+            self.engine = self.runtime.deserialize_cuda_engine(f.read())
         if self.engine is None:
             raise GpuUnavailable(f"TensorRT {trt.__version__} cannot load {engine_path} (built for another GPU or "
                                  "TensorRT version?)", hint="its recipe's key names both: rebuild it here")
@@ -76,7 +77,7 @@ class TrtBackend:
         self.profiles = [tuple(self.engine.get_tensor_profile_shape(self.inputs[0], p)[2])
                          for p in range(self.engine.num_optimization_profiles)]
         batch = max(b for b, _ in self.profiles)
-        self.stream = check(self.cudart.cudaStreamCreate())
+        self.stream = int(check(self.cudart.cudaStreamCreate()))  # a handle TensorRT and cuda-python both take
         self.buffers = {}
         for name in names:  # an output may be [B, L, 2]: size it by its element count per token
             per_token = 2 if name in self.outputs and len(self.engine.get_tensor_shape(name)) == 3 else 1

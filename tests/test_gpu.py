@@ -91,9 +91,9 @@ def test_engine_keys_follow_precision_profiles_and_gpu_model(mlrun, tmp_path):
                               f"{os.environ['PATH']}")
     base = _engine_key(h200)
     assert _engine_key(h200) == base   # the same engine is reused, never rebuilt
-    others = [_engine_key(h200, "--precision=int8"), _engine_key(h200, "--precision=fp32"),
-              _engine_key(h200, "--batch_size=8"), _engine_key(h200, "--buckets=128,384"), _engine_key(h100)]
-    assert len({base, *others}) == 6
+    others = [_engine_key(h200, "--precision=int8"), _engine_key(h200, "--batch_size=8"),
+              _engine_key(h200, "--buckets=128,384"), _engine_key(h100)]
+    assert len({base, *others}) == 5
 
 
 def test_onnxruntime_without_the_cuda_provider_says_which_it_has(tmp_path):
@@ -197,3 +197,29 @@ def test_calibration_list_is_checked_and_its_digest_recorded(mlrun, tmp_path):
     assert wrong.returncode == 1 and "not the 0000" in wrong.stderr + wrong.stdout
     short = _calibration(mlrun, tmp_path, "1\n2\n", "--url=http://127.0.0.1:9/other")  # another key: built again
     assert short.returncode == 1 and "not 100 distinct" in short.stderr + short.stdout
+
+
+def test_calibration_indices_are_checked_against_the_features(tmp_path):
+    from mlperf_bert.trt_build import read_calibration_list
+    good = tmp_path / "list.txt"
+    good.write_text("3\n17\n42\n")
+    assert read_calibration_list(str(good), 100) == [3, 17, 42]
+    with pytest.raises(MlrunError, match="index 42 is outside the 40 features"):
+        read_calibration_list(str(good), 40)
+    good.write_text("3\nseventeen\n")
+    with pytest.raises(MlrunError, match="not a list of feature indices"):
+        read_calibration_list(str(good), 100)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--backend", "tensorrt"], "--backend tensorrt needs --engine FILE"),
+    (["--device", "tensorrt-ep"], "--device tensorrt-ep needs --trt-cache DIR"),
+    (["--device", "cuda", "--precision", "fp16"], "--precision fp16 applies to TensorRT"),
+    (["--backend", "deepsparse", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
+])
+def test_harness_refuses_gpu_flags_that_do_not_go_together(flags, message, capsys):
+    from mlperf_bert import harness
+    with pytest.raises(SystemExit) as caught:
+        harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Offline",
+                            "--mode", "accuracy", *flags])
+    assert caught.value.code == 2 and message in capsys.readouterr().err
