@@ -79,21 +79,27 @@ def test_every_gpu_plan_resolves_with_a_gpu(mlrun, tmp_path):
         assert wanted[word] in result.stdout, result.stdout
 
 
-def _engine_key(run, *args):
-    result = run("plan", "get tensorrt engine bert _random", *args)
-    assert result.returncode == 0, result.stderr
-    return re.search(r"get-tensorrt-engine-bert _random \S+ \[(\w+)\]", result.stdout).group(1)
+def _engine_key(tmp_path, smi, **inputs):
+    """The key of the random model's engine, resolved in this process (as `mlrun plan` does) on a host whose
+    nvidia-smi is `smi`."""
+    from engine.resolver import resolve
+    from engine.settings import Settings
+    host = {**os.environ, "PATH": f"{smi}:{os.environ['PATH']}"}
+    settings = Settings.from_env(environ={"MLRUN_CACHE": str(tmp_path / "cache"), "MLRUN_RUNS": str(tmp_path)})
+    plan = resolve(settings.index(), "get tensorrt engine bert _random", inputs=inputs, host_env=host,
+                   prober=settings.prober())
+    return plan.nodes[-1].key
 
 
-def test_engine_keys_follow_precision_profiles_and_gpu_model(mlrun, tmp_path):
-    h200 = with_env(mlrun, PATH=f"{fake_smi(tmp_path / 'a')}:{os.environ['PATH']}")
-    h100 = with_env(mlrun, PATH=f"{fake_smi(tmp_path / 'b', 'NVIDIA H100 80GB HBM3, 9.0, 81559, 580.159.03')}:"
-                              f"{os.environ['PATH']}")
-    base = _engine_key(h200)
-    assert _engine_key(h200) == base   # the same engine is reused, never rebuilt
-    others = [_engine_key(h200, "--precision=int8"), _engine_key(h200, "--batch_size=8"),
-              _engine_key(h200, "--buckets=128,384"), _engine_key(h100)]
-    assert len({base, *others}) == 5
+def test_engine_keys_follow_precision_profiles_and_gpu_model(tmp_path):
+    h200 = fake_smi(tmp_path / "a")
+    h100 = fake_smi(tmp_path / "b", "NVIDIA H100 80GB HBM3, 9.0, 81559, 580.159.03")
+    base = _engine_key(tmp_path, h200)
+    assert _engine_key(tmp_path, h200) == base   # the same engine is reused, never rebuilt
+    others = [_engine_key(tmp_path, h200, precision="int8"), _engine_key(tmp_path, h200, precision="fp32"),
+              _engine_key(tmp_path, h200, batch_size="8"), _engine_key(tmp_path, h200, buckets="128,384"),
+              _engine_key(tmp_path, h100)]
+    assert len({base, *others}) == 6
 
 
 def test_onnxruntime_without_the_cuda_provider_says_which_it_has(tmp_path):
