@@ -229,3 +229,21 @@ def test_harness_refuses_gpu_flags_that_do_not_go_together(flags, message, capsy
         harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Offline",
                             "--mode", "accuracy", *flags])
     assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_harness_stops_before_the_benchmark_when_it_cannot_read_the_gpu(tmp_path):
+    """The CPU venv has no nvidia-ml-py, this machine no NVML: either way the harness exits 78 (mlrun: 2)
+    before the model loads or LoadGen starts."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from mlperf_bert import squad_features
+    squad_features.build(os.path.join(SHARED_DATA, "squad", "dev-v1.1.json"),
+                         os.path.join(SHARED_DATA, "bert-vocab", "vocab.txt"), tmp_path / "features", max_examples=2)
+    result = subprocess.run([sys.executable, "-m", "mlperf_bert.harness", "--features", str(tmp_path / "features"),
+                             "--model", str(tmp_path / "absent.onnx"), "--out", str(tmp_path / "run"),
+                             "--scenario", "Offline", "--mode", "performance", "--device", "cuda"],
+                            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert re.search(r"error: (nvidia-ml-py is not installed|NVML cannot start)", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "mlperf_log_summary.txt").exists()
