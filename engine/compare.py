@@ -72,6 +72,9 @@ def packages(a, b):
 def host(a, b):
     ha, hb = a.get("host", {}), b.get("host", {})
     rows = [(f"host.{f}", ha.get(f), hb.get(f)) for f in HOST_FIELDS if ha.get(f) != hb.get(f)]
+    # A GPU run's facts (NVML) are in its results: model, memory, driver, CUDA, compute capability.
+    ga, gb = (a.get("results") or {}).get("gpu") or {}, (b.get("results") or {}).get("gpu") or {}
+    rows += [(f"host.gpu.{k}", ga.get(k), gb.get(k)) for k in sorted(set(ga) | set(gb)) if ga.get(k) != gb.get(k)]
     ea, eb = ha.get("env", {}), hb.get("env", {})
     rows += [(f"host.env.{k}", ea.get(k), eb.get(k)) for k in sorted(set(ea) | set(eb))
              if ea.get(k) != eb.get(k) and not k.startswith(("MLRUN_CACHE", "MLRUN_RUNS"))]

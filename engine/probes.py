@@ -39,7 +39,9 @@ class Prober:
         env.update({k: v for k, v in node.hash_env.items() if v is not None})
         env.update({k: node.secret_env[k] for k in node.hash_env if k in (node.secret_env or {})})
         env.update(envs.input_env(node))
-        return {name: self._output(node, name, [envs.expand(a, env) for a in argv], env)
+        # {recipe}: a probe may run a script kept in its recipe's folder.
+        folder = os.path.dirname(node.recipe_path or "") or "."
+        return {name: self._output(node, name, [envs.expand(a.replace("{recipe}", folder), env) for a in argv], env)
                 for name, argv in sorted(spec.items())}
 
     def _output(self, node, name, argv, env):
@@ -52,9 +54,11 @@ class Prober:
         st = os.stat(program)
         # Secret values never reach the memo, not even hashed.
         seen = {k: v for k, v in env.items() if not secrets.is_secret(k)}
+        # A script among the arguments is part of what runs: an edited one is run again.
+        scripts = [[a, s.st_size, s.st_mtime_ns] for a in argv[1:] if os.path.isfile(a) for s in [os.stat(a)]]
         # The host too: a cache shared by machines (NFS) must not hand one machine's CPU or Python to another.
         memo_key = hashlib.sha256(keys.canonical(
-            [argv, program, st.st_size, st.st_mtime_ns, st.st_ino, seen, os.uname().nodename])).hexdigest()
+            [argv, program, st.st_size, st.st_mtime_ns, st.st_ino, seen, os.uname().nodename, scripts])).hexdigest()
         memo = self._load()
         if memo_key not in memo:
             memo[memo_key] = self._run(node, name, argv, env)

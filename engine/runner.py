@@ -209,7 +209,8 @@ class Runner:
             self.reporter.step(i, total, node, f"FAILED after {seconds:.1f} s", f"log: {kept}")
             if tail:
                 self.reporter.line("    " + "\n    ".join(tail))
-            raise StepError(f"step {node.label} failed: {e.message}", hint=e.hint or f"full log: {kept}") from None
+            raise StepError(f"step {node.label} failed: {e.message}", hint=e.hint or f"full log: {kept}",
+                            exit_code=e.exit_code) from None
         except BaseException as e:
             if final:
                 self.cache.keep_failed(folder, node, why=_stopped_why(e))
@@ -274,6 +275,8 @@ class Runner:
             hints = [line[len("hint: "):] for line in _tail(log_path) if line.startswith("hint: ")]
             raise UsageError(said[-1] if said else "the step refused its input (exit 2)",
                              hint=hints[-1] if hints else None)
+        if code == EX_CONFIG:  # the step found this machine unable to run it (no GPU, no provider): exit 2
+            raise StepError(describe_exit(code) + " (this machine cannot run it: see the log)", exit_code=2)
         if code != 0:
             raise StepError(describe_exit(code))
 
@@ -294,6 +297,10 @@ def describe_error(error):
     if isinstance(error, MlrunError):
         return error.message
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+
+
+# sysexits.h EX_CONFIG: a step exits with it when the machine, not the step, is at fault.
+EX_CONFIG = 78
 
 
 def describe_exit(code):

@@ -18,13 +18,14 @@ from pathlib import Path
 import mlperf_loadgen as lg
 
 from engine.errors import MlrunError, StepError, UsageError
-from mlperf_bert import accuracy, heldout, loadgen_summary, parallelism, seq_plan, squad_features, warmup
+from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, model_adapter, parallelism, seq_plan,
+                         squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
 SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
 MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.PerformanceOnly}
-BACKENDS = ("onnxruntime", "deepsparse")
+BACKENDS = ("onnxruntime", "deepsparse", "tensorrt")
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 # --count N runs exactly N samples: no minimum duration, so the query count alone ends the test (a
@@ -63,6 +64,13 @@ def parse_args(argv):
     parser.add_argument("--batch-size", type=_count(1), default=1, help="samples of one run length per session run")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference runtime "
                         "(default: onnxruntime)")
+    parser.add_argument("--device", default="cpu", choices=list(gpu.DEVICE_PROVIDERS), help="onnxruntime: "
+                        "the CPU, or the GPU through the CUDA or the TensorRT provider (default: cpu)")
+    parser.add_argument("--precision", default="fp32", choices=gpu.PRECISIONS, help="TensorRT (provider or "
+                        "native): the engine's precision; other backends run the model's own (default: fp32)")
+    parser.add_argument("--engine", help="native TensorRT: the engine file (get-tensorrt-engine-bert)")
+    parser.add_argument("--trt-cache", help="TensorRT provider: its engine cache folder "
+                        "(get-onnxruntime-trt-cache-bert), built for --buckets and --batch-size")
     parser.add_argument("--threads", type=_count(1), help="onnxruntime intra-op threads per instance, "
                         "deepsparse cores (default: by the scenario's rule, mlperf_bert.parallelism)")
     parser.add_argument("--instances", type=_count(1), help="onnxruntime sessions run at once, each pinned to "
@@ -117,6 +125,15 @@ def parse_args(argv):
         parser.error("--find-peak finds the target QPS: leave out --target-qps")
     if args.backend != "onnxruntime" and (args.instances is not None or args.spin is not None):
         parser.error("--instances and --spin apply to --backend onnxruntime")
+    if args.backend != "onnxruntime" and args.device != "cpu" and args.backend != "tensorrt":
+        parser.error(f"--device {args.device} applies to --backend onnxruntime")
+    if args.backend == "tensorrt" and not args.engine:
+        parser.error("--backend tensorrt needs --engine FILE")
+    if args.device == "tensorrt-ep" and not args.trt_cache:
+        parser.error("--device tensorrt-ep needs --trt-cache DIR")
+    if args.precision != "fp32" and args.backend != "tensorrt" and args.device != "tensorrt-ep":
+        parser.error(f"--precision {args.precision} applies to TensorRT (--backend tensorrt or "
+                     "--device tensorrt-ep)")
     for option in ("user_conf", "audit_config", "squad", "questions"):
         path = getattr(args, option)
         if path is not None and not os.path.isfile(path):
@@ -166,6 +183,11 @@ def run(args):
     # A run folder describes one run: no accuracy.txt of an earlier run beside this one's logs.
     for stale in RUN_OUTPUTS:
         (run_dir / stale).unlink(missing_ok=True)
+    gpu_used = args.backend == "tensorrt" or args.device != "cpu"
+    gpu_facts = gpu.facts() if gpu_used else None  # before the model loads: a missing GPU stops the run here
+    if gpu_used and args.buckets == "auto":
+        args.buckets = gpu.TRT_DEFAULT_BUCKETS if (args.backend == "tensorrt" or args.device == "tensorrt-ep") \
+            else args.buckets
     buckets = seq_plan.parse_buckets(args.buckets)
     work_dir = args.dynamic_model_cache or run_dir
     if args.backend == "onnxruntime":
@@ -192,14 +214,15 @@ def run(args):
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
         "sequence_handling": plan.description, "batch_size": args.batch_size, "threads": inference.backend.threads,
-        "backend": args.backend, "workers": workers,
+        "backend": args.backend, "workers": workers, "device": args.device if args.backend != "tensorrt" else "cuda",
+        "precision": args.precision, "gpu": gpu_facts,
         "parallelism": chosen_parallelism.record() if chosen_parallelism else None,
         "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
         "warmup_qps": round(measured_qps, 3), "settings": chosen,
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
     }
-    if args.backend == "deepsparse":
-        summary["deepsparse"] = backend.describe()
+    if args.backend in ("deepsparse", "tensorrt"):
+        summary[args.backend] = backend.describe()
     if sut.error is not None:
         summary["error"] = f"inference failed: {sut.error}"
     elif args.mode == "accuracy":
@@ -269,10 +292,20 @@ def _ort_instances(args, features, buckets, work_dir, total):
     model_path, plan = seq_plan.prepare(args.model, buckets, work_dir)
     inference = QaInference(None, features, plan, args.batch_size, args.batch_pad)
     overrides = {"instances": args.instances, "threads": args.threads, "spin": args.spin}
+    if args.device != "cpu":  # one session feeds the GPU; its CPU threads only launch work
+        overrides["instances"] = 1
+    providers = gpu.ort_providers(args.device, args.precision, args.trt_cache,
+                                  gpu.trt_profiles(plan.buckets or (seq_plan.FEATURE_WIDTH,), [args.batch_size]),
+                                  model_adapter.inspect(model_path).input_names)
+
+    gpu.before_session(providers)
 
     def start(chosen):
         pins = list(chosen.cores) or [()] * chosen.instances
-        views = [inference.on(OrtBackend(model_path, chosen.threads, spin=chosen.spin, cores=pin)) for pin in pins]
+        views = [inference.on(OrtBackend(model_path, chosen.threads, providers=providers, spin=chosen.spin,
+                                         cores=pin)) for pin in pins]
+        for view in views:  # onnxruntime falls back to the CPU with only a log line: never run so silently
+            gpu.check_session(view.backend.session, providers)
         return views, pins, _warm_up(views[0], total, views, pins)
 
     chosen = parallelism.choose(args.scenario, **overrides)
@@ -291,8 +324,12 @@ def _ort_instances(args, features, buckets, work_dir, total):
 
 
 def _backend(args, buckets, work_dir):
-    """(backend, SeqPlan, SUT workers) for --backend deepsparse; its engines are compiled here,
-    each once, with a line of progress, and each run once."""
+    """(backend, SeqPlan, SUT workers) for --backend deepsparse (its engines are compiled here, each once,
+    with a line of progress, and each run once) or tensorrt (the engine built by its recipe)."""
+    if args.backend == "tensorrt":
+        from mlperf_bert import trt_backend
+        backend = trt_backend.TrtBackend(args.engine)
+        return backend, backend.plan(buckets), 1
     from mlperf_bert import ds_backend
     model_path, plan = ds_backend.prepare(args.model, buckets, work_dir)
     scheduler = "multi_stream" if args.scenario == "Server" else "single_stream"
@@ -429,6 +466,8 @@ def format_summary(summary):
         if loadgen["short_because"]:
             lines.append(f"    short: {'; '.join(loadgen['short_because'])}")
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
+    if summary.get("gpu"):
+        lines.append(f"  GPU: {gpu.describe(summary['gpu'])}; {summary['device']}, {summary['precision']}")
     if par := summary.get("parallelism"):
         lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s), spinning "
                      f"{'on' if par['spin'] else 'off'} (rule: {par['rule']}"

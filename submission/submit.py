@@ -163,7 +163,10 @@ class Submission:
         self.loadgen = loadgen.version
         backend = next((n for n in plan.nodes if n.name.startswith("get-backend-")), None)
         self.framework = f"{backend.name[len('get-backend-'):]} {backend.version}" if backend else "unknown"
-        self.device = "cuda" if "cuda" in root.variations else "cpu"
+        self.device = "cuda" if {"cuda", "tensorrt-ep"} & set(root.variations) else "cpu"
+        # A GPU's model and memory, as get-gpu-nvidia's probe found them before anything ran (NVML's full
+        # facts replace them once a run has read them: gpu_facts_from_runs).
+        self.gpu_probe = next((n.probes.get("gpu") for n in plan.nodes if n.name == "get-gpu-nvidia"), None)
         return plan
 
     def sources(self):
@@ -178,8 +181,9 @@ class Submission:
         facts = system.machine_facts(where,
                                      self.framework, f"Python {self.host['python']}, MLPerf LoadGen {self.loadgen}, "
                                      f"mlrun app-mlperf-bert")
-        if self.device != "cpu":   # a GPU run: the accelerator fields are the user's to give
+        if self.device != "cpu":   # a GPU run: the GPU the probe found; the user's fields win
             facts = {k: v for k, v in facts.items() if not k.startswith("accelerator")}
+            facts.update(system.gpu_fields(system.probe_facts(self.gpu_probe)))
         desc, notes = system.describe(self.src, system.read_yaml(self.opts.system), self.opts.submitter,
                                       self.opts.division, facts, self.opts.short)
         self.system_desc, self.system_notes = desc, notes
@@ -349,5 +353,7 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
         return 0
     sub.say("runs:")
     done = sub.execute()
+    if sub.device != "cpu":
+        sub.system_desc = system.with_run_gpu_facts(sub.system_desc, system.read_yaml(opts.system), done)
     result = tree.build(sub, done)
     return tree.finish(sub, result)

@@ -90,6 +90,37 @@ def machine_facts(where, framework, software):
     return {k: v for k, v in facts.items() if v not in ("", None)}
 
 
+def probe_facts(line):
+    """get-gpu-nvidia's probe line ('NVIDIA H200, compute capability 9.0, 143771 MiB') as GPU facts."""
+    match = re.fullmatch(r"(.+), compute capability ([\d.]+), (\d+) MiB", line or "")
+    if not match:
+        return None
+    return {"name": match[1], "compute_capability": match[2], "memory_gb": round(int(match[3]) / 1024, 1)}
+
+
+def gpu_fields(facts):
+    """The accelerator fields of the system description for GPU facts (mlperf_bert.gpu.system_fields)."""
+    from mlperf_bert.gpu import system_fields
+    # Fields NVML cannot tell stay out, for the user's --system YAML (or the placeholder of a --short rehearsal).
+    return {k: v for k, v in system_fields(facts).items() if v != ""}
+
+
+def with_run_gpu_facts(desc, user, done):
+    """desc with the NVML facts a GPU run recorded (its summary.json "gpu"), the user's fields kept."""
+    import json
+    for item in done.values():
+        try:
+            facts = json.load(open(os.path.join(item["folder"], "summary.json"))).get("gpu")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if facts:
+            fields = gpu_fields(facts)
+            if "sw_notes" in desc and "sw_notes" in fields and fields["sw_notes"] not in desc["sw_notes"]:
+                fields["sw_notes"] = f"{desc['sw_notes']}; {fields['sw_notes']}"
+            return {**desc, **{k: v for k, v in fields.items() if k not in user}}
+    return desc
+
+
 def read_yaml(path):
     import yaml
     if path is None:

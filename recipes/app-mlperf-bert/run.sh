@@ -2,7 +2,7 @@
 set -euo pipefail
 # The backend variation (HARNESS_BACKEND) needs its backend recipe for this device (it exports MLRUN_BACKEND).
 if [ "${MLRUN_BACKEND:-}" != "$HARNESS_BACKEND" ]; then
-  echo "error: no $HARNESS_BACKEND backend for this device (deepsparse runs on CPUs only: use _cpu)" >&2
+  echo "error: no $HARNESS_BACKEND backend for this device (deepsparse runs on CPUs only: use _cpu; _tensorrt-ep is onnxruntime's)" >&2
   exit 2
 fi
 # Every model, --model=FILE included, is a model recipe's entry (MLRUN_MODEL).
@@ -24,6 +24,11 @@ case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin)
 # A model trained on part of the dev set names its held-out questions (MLRUN_MODEL_HELDOUT): run and score only those.
 questions="${MLRUN_INPUT_QUESTIONS:-${MLRUN_MODEL_HELDOUT:-}}"
 [ -n "$questions" ] && args+=(--questions "$questions")
+# GPU variations: the device the backend recipe was built for, the precision, and the TensorRT engine entry.
+[ "$HARNESS_BACKEND" = onnxruntime ] && args+=(--device "${MLRUN_DEVICE:-cpu}")
+[ "$MLRUN_INPUT_PRECISION" != fp32 ] && args+=(--precision "$MLRUN_INPUT_PRECISION")
+[ -n "${MLRUN_TRT_ENGINE:-}" ] && args+=(--engine "$MLRUN_TRT_ENGINE")
+[ -n "${MLRUN_TRT_CACHE:-}" ] && args+=(--trt-cache "$MLRUN_TRT_CACHE")
 # The model recipe made the dynamic-axis copy of a fixed-384 model already (or found that none can be made).
 [ -n "${MLRUN_MODEL_DYNAMIC_CACHE:-}" ] && args+=(--dynamic-model-cache "$MLRUN_MODEL_DYNAMIC_CACHE")
 exec "$MLRUN_PYTHON" -m mlperf_bert.harness "${args[@]}"

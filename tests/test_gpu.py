@@ -1,0 +1,249 @@
+"""GPU variations without a GPU: they fail before anything is built (exit 2, the reason); with an nvidia-smi that
+answers (a test stand-in on PATH: the probe's only source) every GPU plan resolves and the engine entries are
+keyed by precision, profiles and GPU model. The GPU code itself runs in bench/gpu_check.sh on a GPU machine."""
+import json
+import os
+import re
+import time
+
+import pytest
+
+from conftest import SHARED_DATA, assert_user_error, offline_mlrun
+from engine.errors import MlrunError
+from mlperf_bert import gpu
+
+GPU_QUERIES = [("app mlperf bert _onnxruntime _cuda _random", []),
+               ("app mlperf bert _onnxruntime _tensorrt-ep _random", ["--precision=fp16"]),
+               ("app mlperf bert _tensorrt _random", ["--precision=fp16"]),
+               ("app mlperf bert _tensorrt _random", ["--precision=int8"])]
+
+
+def fake_smi(folder, answer="NVIDIA H200, 9.0, 143771, 580.159.03"):
+    """A stand-in nvidia-smi printing one GPU line (tests only: the product reads the real one)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / "nvidia-smi"
+    path.write_text(f"#!/bin/sh\necho '{answer}'\n")
+    path.chmod(0o755)
+    return str(folder)
+
+
+@pytest.fixture
+def mlrun(tmp_path):
+    return offline_mlrun(tmp_path)
+
+
+def with_env(mlrun, **extra):
+    """mlrun with extra host variables (PATH with a stand-in nvidia-smi, CUDA_VISIBLE_DEVICES)."""
+    import subprocess
+    from conftest import MLRUN
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(mlrun.root / "cache"), MLRUN_RUNS=str(mlrun.root / "runs"), MLRUN_MIRROR=SHARED_DATA)
+    env.update(extra)
+
+    def run(*args, timeout=120):
+        return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
+                              cwd=str(mlrun.root), stdin=subprocess.DEVNULL)
+    return run
+
+
+@pytest.mark.parametrize("query,flags", GPU_QUERIES[:3])
+def test_gpu_variation_without_gpu_fails_before_anything_is_built(mlrun, tmp_path, query, flags):
+    path = ":".join(p for p in os.environ["PATH"].split(":") if not os.path.exists(os.path.join(p, "nvidia-smi")))
+    started = time.monotonic()
+    result = with_env(mlrun, PATH=path)("run", query, "--mode=accuracy", "--count=2", *flags)
+    assert_user_error(result, 2, "no NVIDIA GPU here", "nvidia-smi", "_cpu runs without")
+    assert time.monotonic() - started < 30   # no venv was installed: the probe ran first
+    cache = tmp_path / "cache"
+    assert not [n for n in (os.listdir(cache) if cache.exists() else []) if not n.startswith(".")]
+
+
+def test_hidden_gpus_and_old_drivers_are_refused_with_the_reason(mlrun, tmp_path):
+    smi = fake_smi(tmp_path / "bin")
+    hidden = with_env(mlrun, PATH=f"{smi}:{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="")
+    assert_user_error(hidden("plan", GPU_QUERIES[0][0]), 2, "CUDA_VISIBLE_DEVICES=''")
+    old = fake_smi(tmp_path / "old", "Tesla K80, 3.7, 11441, 470.82.01")
+    result = with_env(mlrun, PATH=f"{old}:{os.environ['PATH']}")("plan", GPU_QUERIES[0][0])
+    assert_user_error(result, 2, "driver 470.82.01 is too old", "525.60.13")
+
+
+def test_every_gpu_plan_resolves_with_a_gpu(mlrun, tmp_path):
+    run = with_env(mlrun, PATH=f"{fake_smi(tmp_path / 'bin')}:{os.environ['PATH']}")
+    wanted = {"_cuda": "get-backend-onnxruntime _cuda", "_tensorrt-ep": "get-onnxruntime-trt-cache-bert",
+              "fp16": "get-tensorrt-engine-bert", "int8": "get-tensorrt-calibration-bert"}
+    for query, flags in GPU_QUERIES:
+        result = run("plan", query, *flags)
+        assert result.returncode == 0, result.stderr
+        assert "probe gpu: NVIDIA H200, compute capability 9.0, 143771 MiB" in result.stdout
+        word = flags[0].split("=")[1] if flags else "_cuda"
+        word = "_tensorrt-ep" if "_tensorrt-ep" in query else word
+        assert wanted[word] in result.stdout, result.stdout
+
+
+def _engine_key(tmp_path, smi, **inputs):
+    """The key of the random model's engine, resolved in this process (as `mlrun plan` does) on a host whose
+    nvidia-smi is `smi`."""
+    from engine.resolver import resolve
+    from engine.settings import Settings
+    host = {**os.environ, "PATH": f"{smi}:{os.environ['PATH']}"}
+    settings = Settings.from_env(environ={"MLRUN_CACHE": str(tmp_path / "cache"), "MLRUN_RUNS": str(tmp_path)})
+    plan = resolve(settings.index(), "get tensorrt engine bert _random", inputs=inputs, host_env=host,
+                   prober=settings.prober())
+    return plan.nodes[-1].key
+
+
+def test_engine_keys_follow_precision_profiles_and_gpu_model(tmp_path):
+    h200 = fake_smi(tmp_path / "a")
+    h100 = fake_smi(tmp_path / "b", "NVIDIA H100 80GB HBM3, 9.0, 81559, 580.159.03")
+    base = _engine_key(tmp_path, h200)
+    assert _engine_key(tmp_path, h200) == base   # the same engine is reused, never rebuilt
+    others = [_engine_key(tmp_path, h200, precision="int8"), _engine_key(tmp_path, h200, precision="fp32"),
+              _engine_key(tmp_path, h200, batch_size="8"), _engine_key(tmp_path, h200, buckets="128,384"),
+              _engine_key(tmp_path, h100)]
+    assert len({base, *others}) == 6
+
+
+def test_onnxruntime_without_the_cuda_provider_says_which_it_has(tmp_path):
+    from mlperf_bert import random_model
+    from mlperf_bert.ort_backend import OrtBackend
+    import onnx
+    path = str(tmp_path / "tiny.onnx")
+    onnx.save(random_model.build(layers=1, hidden=32, heads=2, seq=None), path)
+    providers = gpu.ort_providers("cuda")
+    with pytest.raises(gpu.GpuUnavailable) as caught:
+        gpu.before_session(providers)
+    assert "has no CUDAExecutionProvider" in str(caught.value) and "CPUExecutionProvider" in str(caught.value)
+    assert caught.value.exit_code == 78
+    # Asked anyway, onnxruntime runs the session on the CPU and only logs it: the check after catches that.
+    with pytest.warns(UserWarning, match="not in available provider names"):
+        backend = OrtBackend(path, providers=providers, quiet=True)
+    with pytest.raises(gpu.GpuUnavailable, match="would run on CPUExecutionProvider"):
+        gpu.check_session(backend.session, providers)
+
+
+def test_a_step_that_finds_the_machine_unfit_exits_2(ws):
+    ws.recipe("unfit", """
+        tags: [unfit]
+        cache: false
+        run: "echo 'error: no CUDAExecutionProvider' >&2; exit 78"
+    """)
+    result = ws.mlrun("unfit")
+    assert_user_error(result, 2, "exited with code 78", "this machine cannot run it")
+
+
+def test_provider_options_cover_the_profiles_asked():
+    profiles = gpu.trt_profiles((128, 384), [1, 8])
+    assert profiles == [((1, 1), (8, 128), (8, 128)), ((1, 129), (8, 384), (8, 384))]
+    providers = gpu.ort_providers("tensorrt-ep", "fp16", "/c", profiles, ["input_ids", "input_mask"])
+    name, options = providers[0]
+    assert name == gpu.TRT_PROVIDER and providers[1] == gpu.CUDA_PROVIDER
+    assert options["trt_fp16_enable"] and options["trt_engine_cache_path"] == "/c"
+    assert options["trt_profile_min_shapes"] == "input_ids:1x1,input_mask:1x1,input_ids:1x129,input_mask:1x129"
+    assert options["trt_profile_max_shapes"] == "input_ids:8x128,input_mask:8x128,input_ids:8x384,input_mask:8x384"
+    with pytest.raises(MlrunError, match="native TensorRT"):
+        gpu.ort_providers("tensorrt-ep", "int8", "/c", profiles, ["input_ids"])
+    with pytest.raises(MlrunError, match="needs a TensorRT variation"):
+        gpu.ort_providers("cuda", "fp16")
+    with pytest.raises(gpu.GpuUnavailable, match="could not start its CUDAExecutionProvider"):
+        gpu.require_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"],
+                              ["CUDAExecutionProvider", "CPUExecutionProvider"])
+
+
+def test_gpu_facts_in_words_and_in_the_system_description():
+    facts = {"name": "NVIDIA H200", "memory_gb": 140.4, "driver": "580.159.03", "cuda": "13.0",
+             "compute_capability": "9.0", "count": 1}
+    assert gpu.describe(facts) == "NVIDIA H200 (140.4 GB, compute 9.0), driver 580.159.03, CUDA 13.0"
+    fields = gpu.system_fields(facts)
+    assert fields["accelerators_per_node"] == "1" and fields["accelerator_model_name"] == "NVIDIA H200"
+    assert fields["accelerator_memory_capacity"] == "140.4 GB" and "driver 580.159.03, CUDA 13.0" in fields["sw_notes"]
+    assert gpu.system_fields(None)["accelerators_per_node"] == "0"
+    from submission import system
+    probed = system.gpu_fields(system.probe_facts("NVIDIA H200, compute capability 9.0, 143771 MiB"))
+    assert probed == {"accelerators_per_node": "1", "accelerator_model_name": "NVIDIA H200",
+                      "accelerator_memory_capacity": "140.4 GB"}
+    assert system.probe_facts(None) is None and system.gpu_fields(None)["accelerator_model_name"] == "N/A"
+
+
+def test_submission_takes_the_gpu_facts_a_run_recorded_leaving_the_users_fields(tmp_path):
+    from submission import system
+    (tmp_path / "summary.json").write_text(json.dumps({"gpu": {
+        "name": "NVIDIA H200", "memory_gb": 140.4, "driver": "580.159.03", "cuda": "13.0",
+        "compute_capability": "9.0", "count": 1}}))
+    desc = {"accelerator_model_name": "NVIDIA H200", "sw_notes": "mine", "cooling": "air"}
+    out = system.with_run_gpu_facts(desc, {"cooling": "air"}, {("Offline", "performance"): {"folder": str(tmp_path)}})
+    assert out["accelerator_memory_capacity"] == "140.4 GB" and out["cooling"] == "air"
+    assert out["sw_notes"] == "mine; NVIDIA driver 580.159.03, CUDA 13.0, compute capability 9.0"
+
+
+def test_diff_shows_the_gpu_facts():
+    from engine import compare
+    a = {"host": {}, "results": {"gpu": {"name": "NVIDIA H200", "driver": "580.1"}}}
+    b = {"host": {}, "results": {"gpu": {"name": "NVIDIA H100", "driver": "580.1"}}}
+    assert compare.host(a, b) == [("host.gpu.name", "NVIDIA H200", "NVIDIA H100")]
+    assert compare.host(a, {"host": {}})[0] == ("host.gpu.driver", "580.1", None)
+
+
+def _calibration(mlrun, tmp_path, text, *flags):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir(exist_ok=True)
+    (mirror / "bert_calibration_features.txt").write_text(text)
+    run = with_env(mlrun, MLRUN_MIRROR=str(mirror))
+    return run("get dataset squad calibration", "--json", *flags)
+
+
+def test_calibration_list_is_checked_and_its_digest_recorded(mlrun, tmp_path):
+    import hashlib
+    text = "".join(f"{n}\n" for n in range(0, 10000, 100))
+    result = _calibration(mlrun, tmp_path, text)
+    assert result.returncode == 0, result.stderr
+    folder = json.loads(result.stdout)["path"]
+    source = json.load(open(os.path.join(folder, "source.json")))
+    assert source == {"source": str(tmp_path / "mirror" / "bert_calibration_features.txt"),
+                      "sha256": hashlib.sha256(text.encode()).hexdigest(), "verified": False}
+    wrong = _calibration(mlrun, tmp_path, text, "--sha256=" + "0" * 64)
+    assert wrong.returncode == 1 and "not the 0000" in wrong.stderr + wrong.stdout
+    short = _calibration(mlrun, tmp_path, "1\n2\n", "--url=http://127.0.0.1:9/other")  # another key: built again
+    assert short.returncode == 1 and "not 100 distinct" in short.stderr + short.stdout
+
+
+def test_calibration_indices_are_checked_against_the_features(tmp_path):
+    from mlperf_bert.trt_build import read_calibration_list
+    good = tmp_path / "list.txt"
+    good.write_text("3\n17\n42\n")
+    assert read_calibration_list(str(good), 100) == [3, 17, 42]
+    with pytest.raises(MlrunError, match="index 42 is outside the 40 features"):
+        read_calibration_list(str(good), 40)
+    good.write_text("3\nseventeen\n")
+    with pytest.raises(MlrunError, match="not a list of feature indices"):
+        read_calibration_list(str(good), 100)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--backend", "tensorrt"], "--backend tensorrt needs --engine FILE"),
+    (["--device", "tensorrt-ep"], "--device tensorrt-ep needs --trt-cache DIR"),
+    (["--device", "cuda", "--precision", "fp16"], "--precision fp16 applies to TensorRT"),
+    (["--backend", "deepsparse", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
+])
+def test_harness_refuses_gpu_flags_that_do_not_go_together(flags, message, capsys):
+    from mlperf_bert import harness
+    with pytest.raises(SystemExit) as caught:
+        harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Offline",
+                            "--mode", "accuracy", *flags])
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_harness_stops_before_the_benchmark_when_it_cannot_read_the_gpu(tmp_path):
+    """The CPU venv has no nvidia-ml-py, this machine no NVML: either way the harness exits 78 (mlrun: 2)
+    before the model loads or LoadGen starts."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from mlperf_bert import squad_features
+    squad_features.build(os.path.join(SHARED_DATA, "squad", "dev-v1.1.json"),
+                         os.path.join(SHARED_DATA, "bert-vocab", "vocab.txt"), tmp_path / "features", max_examples=2)
+    result = subprocess.run([sys.executable, "-m", "mlperf_bert.harness", "--features", str(tmp_path / "features"),
+                             "--model", str(tmp_path / "absent.onnx"), "--out", str(tmp_path / "run"),
+                             "--scenario", "Offline", "--mode", "performance", "--device", "cuda"],
+                            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert re.search(r"error: (nvidia-ml-py is not installed|NVML cannot start)", result.stderr), result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run" / "mlperf_log_summary.txt").exists()
