@@ -445,9 +445,10 @@ def cmd_plan(args, extras, settings):
               + (f", {_size(size)}" if size else "") + (f" (mirror {settings.mirror})" if settings.mirror else
                                                         " (no mirror given: from their URLs)"))
         for d in downloads:
-            where = {"present": f"in the mirror: {_rel(d['path'] or '')}", "missing": f"not in the mirror: {d['url']}",
-                     "corrupt": f"the mirror's copy differs ({_rel(d['path'] or '')}): {d['url']}",
-                     "no mirror": d["url"]}[d["status"]]
+            status = d["status"]
+            where = (f"in the mirror: {_rel(d['path'])}" if status == "present" else
+                     f"the mirror's copy differs ({_rel(d['path'])}): {d['url']}" if status == "corrupt" else
+                     f"not in the mirror: {d['url']}" if status == "missing" else d["url"])
             print(f"  {d['name']}  {_size(d['size']) if d['size'] else '?'}  {where}")
     return 0
 

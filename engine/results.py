@@ -313,6 +313,9 @@ def headline(row):
         pct = "latency_p90_ms" if row.get("scenario") == "SingleStream" else "latency_p99_ms"
         if row.get(pct) is not None:
             parts.append(f"{pct.split('_')[1]} {show('', row[pct])} ms")
+    short = " (short)" if row.get("short") is True else ""  # a --count run: not a figure to submit
     if row.get("result"):
-        parts.append(row["result"])
+        parts.append(row["result"] + short)
+    elif parts:
+        parts[-1] += short
     return " ".join(parts) or None

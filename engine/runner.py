@@ -209,8 +209,9 @@ class Runner:
             self.reporter.step(i, total, node, f"FAILED after {seconds:.1f} s", f"log: {kept}")
             if tail:
                 self.reporter.line("    " + "\n    ".join(tail))
+            # A step's own exit 78 (this machine cannot run it) stays 2; an unrecordable output is the step's fault.
             raise StepError(f"step {node.label} failed: {e.message}", hint=e.hint or f"full log: {kept}",
-                            exit_code=e.exit_code) from None
+                            exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code) from None
         except BaseException as e:
             if final:
                 self.cache.keep_failed(folder, node, why=_stopped_why(e))

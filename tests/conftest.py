@@ -23,11 +23,14 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 TINY_MODEL = ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]
 
 
-def offline_mlrun(root):
+def offline_mlrun(root, seed=None):
     """bin/mlrun with its own cache and runs folders under root, downloading from the SHARED_DATA mirror.
 
-    The BERT pipeline modules share one per module: their venvs take a minute of pip installs.
+    The BERT pipeline modules share one per module: their venvs take a minute of pip installs. seed (the
+    `bert_seed` fixture) starts the cache as a copy of a warm one: the module's own folder, built once a session.
     """
+    if seed:   # cp -a keeps the file times the entries' stat signatures record
+        subprocess.run(["cp", "-a", seed, str(root / "cache")], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
     env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
 
@@ -36,6 +39,16 @@ def offline_mlrun(root):
                               cwd=str(root), stdin=subprocess.DEVNULL)
     mlrun.root = root
     return mlrun
+
+
+@pytest.fixture(scope="session")
+def bert_seed(tmp_path_factory):
+    """A cache holding what a tiny random BERT accuracy run builds (venvs, LoadGen, SQuAD, features, model),
+    built once a session; modules that are not about building these start from a copy (offline_mlrun seed=)."""
+    mlrun = offline_mlrun(tmp_path_factory.mktemp("bert-seed"))
+    result = mlrun("app mlperf bert _onnxruntime _cpu _random", "--mode=accuracy", "--count=8", *TINY_MODEL)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return str(mlrun.root / "cache")
 
 
 def step_dir(result):

@@ -19,8 +19,8 @@ COUNT = 20
 
 
 @pytest.fixture(scope="module")
-def ds(tmp_path_factory):
-    return offline_mlrun(tmp_path_factory.mktemp("deepsparse-pipeline"))
+def ds(tmp_path_factory, bert_seed):
+    return offline_mlrun(tmp_path_factory.mktemp("deepsparse-pipeline"), seed=bert_seed)
 
 
 def _step(result, recipe):

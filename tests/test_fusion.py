@@ -120,8 +120,8 @@ SMALL = ["--layers=2", "--hidden=64", "--heads=2"]
 
 
 @pytest.fixture(scope="module")
-def mlrun(tmp_path_factory):
-    return offline_mlrun(tmp_path_factory.mktemp("fusion"))
+def mlrun(tmp_path_factory, bert_seed):
+    return offline_mlrun(tmp_path_factory.mktemp("fusion"), seed=bert_seed)
 
 
 def _plan(mlrun, *args):

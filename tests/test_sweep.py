@@ -292,8 +292,8 @@ BERT = "app mlperf bert _onnxruntime _cpu _random"
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return offline_mlrun(tmp_path_factory.mktemp("sweep-bert"))
+def bert(tmp_path_factory, bert_seed):
+    return offline_mlrun(tmp_path_factory.mktemp("sweep-bert"), seed=bert_seed)
 
 
 @pytest.mark.slow

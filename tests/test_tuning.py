@@ -291,10 +291,10 @@ def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, t
 
 
 @pytest.mark.parametrize("inputs, expected", [
-    ({}, ["--batch-pad", "0"]),
+    ({}, ["--batch-pad", "0", "--device", "cpu"]),
     ({"INSTANCES": "2", "THREADS": "1", "SPIN": "false", "BATCH_PAD": "8", "FIND_PEAK": "true"},
-     ["--batch-pad", "8", "--threads", "1", "--instances", "2", "--no-spin", "--find-peak"]),
-    ({"SPIN": "true", "FIND_PEAK": "false"}, ["--batch-pad", "0", "--spin"]),
+     ["--batch-pad", "8", "--threads", "1", "--instances", "2", "--no-spin", "--find-peak", "--device", "cpu"]),
+    ({"SPIN": "true", "FIND_PEAK": "false"}, ["--batch-pad", "0", "--spin", "--device", "cpu"]),
 ])
 def test_the_app_recipe_passes_the_inputs_on(tmp_path, inputs, expected):
     """run.sh turns the recipe's inputs (MLRUN_INPUT_*) into harness flags; echo stands in for Python."""

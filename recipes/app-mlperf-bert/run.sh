@@ -26,7 +26,7 @@ questions="${MLRUN_INPUT_QUESTIONS:-${MLRUN_MODEL_HELDOUT:-}}"
 [ -n "$questions" ] && args+=(--questions "$questions")
 # GPU variations: the device the backend recipe was built for, the precision, and the TensorRT engine entry.
 [ "$HARNESS_BACKEND" = onnxruntime ] && args+=(--device "${MLRUN_DEVICE:-cpu}")
-[ "$MLRUN_INPUT_PRECISION" != fp32 ] && args+=(--precision "$MLRUN_INPUT_PRECISION")
+[ "${MLRUN_INPUT_PRECISION:-fp32}" != fp32 ] && args+=(--precision "$MLRUN_INPUT_PRECISION")
 [ -n "${MLRUN_TRT_ENGINE:-}" ] && args+=(--engine "$MLRUN_TRT_ENGINE")
 [ -n "${MLRUN_TRT_CACHE:-}" ] && args+=(--trt-cache "$MLRUN_TRT_CACHE")
 # The model recipe made the dynamic-axis copy of a fixed-384 model already (or found that none can be made).
