@@ -136,7 +136,7 @@ def build_parser(only=None):
     p.add_argument("-o", "--output", metavar="DIR", help="fetch: the folder to download into (a mirror to carry over)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("runs", "list past runs, or show one run's record (runs show RUN)")
-    p.add_argument("action", nargs="?", choices=["show"])
+    p.add_argument("action", nargs="?", choices=["show"], metavar="show", help="show one run's record")
     p.add_argument("run", nargs="?", help="a run id (or a unique prefix), a run folder or a run.json")
     _rows_options(p)
     p.add_argument("--last", type=int, metavar="N", help="the N most recent runs (after the filters)")

@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 
 from conftest import wait_for
 
@@ -137,6 +138,8 @@ class RayCluster(_Daemons):
     def __init__(self, root, cpus_per_node=1):
         super().__init__(root)
         self.port, self.client_port, self.cpus = free_port(), free_port(), cpus_per_node
+        # Ray's socket paths must fit AF_UNIX's 107 bytes: a short folder of its own, not under a deep tmp_path.
+        self.temp = tempfile.mkdtemp(prefix="mlrun-ray-", dir="/tmp")
         self.address = f"127.0.0.1:{self.port}"
         self.ray = os.path.join(os.path.dirname(sys.executable), "ray")
         self.auth = {"RAY_AUTH_MODE": "disabled"}
@@ -154,21 +157,31 @@ class RayCluster(_Daemons):
                 f"--dashboard-agent-listen-port={free_port()}"]
         if head:
             args += ["--head", f"--port={self.port}", "--include-dashboard=false",
-                     f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.root}/ray"]
+                     f"--ray-client-server-port={self.client_port}", f"--temp-dir={self.temp}"]
         else:
             args += [f"--address={self.address}"]
         if hide:
             args = ["unshare", "--mount", "sh", "-c", 'mount -t tmpfs tmpfs "$0" && exec "$@"', hide, *args]
         self.start(args, f"node{len(self.procs)}.log", env=dict(os.environ, **self.auth))
-        if not wait_for(lambda: self.nodes() >= len(self.procs), timeout=90, interval=1):
+        if not wait_for(lambda: self.exited() or self.nodes() >= len(self.procs), timeout=90, interval=1) \
+                or self.exited():
             raise ClusterUnavailable(f"the Ray cluster did not get {len(self.procs)} nodes:\n"
                                      + "\n".join(tail(os.path.join(self.root, f"node{i}.log"))
                                                  for i in range(len(self.procs))))
+
+    def exited(self):
+        """A node that has died already: asking its head would wait on a GCS that never answers."""
+        return any(proc.poll() is not None for proc in self.procs)
+
+    def left(self):   # Ray's workers name the temp folder, the nodes' logs the root
+        found = subprocess.run(["pgrep", "-f", f"{self.root}|{self.temp}"], capture_output=True, text=True).stdout
+        return [int(p) for p in found.split()]
 
     def stop(self):
         try:
             return super().stop()
         finally:
+            shutil.rmtree(self.temp, ignore_errors=True)
             for name, value in (self.old_auth or {}).items():
                 if value is None:
                     os.environ.pop(name, None)

@@ -29,7 +29,7 @@ def offline_mlrun(root, seed=None):
     The BERT pipeline modules share one per module: their venvs take a minute of pip installs. seed (the
     `bert_seed` fixture) starts the cache as a copy of a warm one: the module's own folder, built once a session.
     """
-    if seed:   # cp -a keeps the file times the entries' stat signatures record
+    if seed:   # cp -a keeps the file times the entries' stat signatures record (seed: bert_seed.cache)
         subprocess.run(["cp", "-a", seed, str(root / "cache")], check=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
     env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
@@ -41,14 +41,22 @@ def offline_mlrun(root, seed=None):
     return mlrun
 
 
+def pytest_collection_modifyitems(items):
+    """A test that needs the warm BERT cache (bert_seed, a minute to build) is slow, wherever it is."""
+    for item in items:
+        if "bert_seed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def bert_seed(tmp_path_factory):
     """A cache holding what a tiny random BERT accuracy run builds (venvs, LoadGen, SQuAD, features, model),
     built once a session; modules that are not about building these start from a copy (offline_mlrun seed=)."""
+    from types import SimpleNamespace
     mlrun = offline_mlrun(tmp_path_factory.mktemp("bert-seed"))
     result = mlrun("app mlperf bert _onnxruntime _cpu _random", "--mode=accuracy", "--count=8", *TINY_MODEL)
     assert result.returncode == 0, result.stderr[-3000:]
-    return str(mlrun.root / "cache")
+    return SimpleNamespace(cache=str(mlrun.root / "cache"), first_run=result)
 
 
 def step_dir(result):

@@ -18,8 +18,8 @@ QUERY = "app mlperf bert _onnxruntime _cpu _random"
 
 
 @pytest.fixture(scope="module")
-def bert(tmp_path_factory):
-    return offline_mlrun(tmp_path_factory.mktemp("bert"))
+def bert(tmp_path_factory, bert_seed):
+    return offline_mlrun(tmp_path_factory.mktemp("bert"), seed=bert_seed.cache)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def accuracy_run(bert):
     return result
 
 
-def test_accuracy_mode_20_samples(accuracy_run):
+def test_accuracy_mode_20_samples(accuracy_run, bert_seed):
     run_dir = step_dir(accuracy_run)
     for name in ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
                  "accuracy.txt", "summary.json"):
@@ -43,8 +43,11 @@ def test_accuracy_mode_20_samples(accuracy_run):
     # The 20 responses of an accuracy run.
     log = json.load(open(os.path.join(run_dir, "mlperf_log_accuracy.json")))
     assert sorted(r["qsl_idx"] for r in log) == list(range(20))
-    # The status lines name every step; the first run built them.
-    assert "built in" in accuracy_run.stderr and "get-dataset-squad-features" in accuracy_run.stderr
+    # The status lines name every step; the first run in an empty cache (the session's seed) built them,
+    # and this one, in a copy of that cache, found them.
+    first = bert_seed.first_run.stderr
+    assert "built in" in first and "get-dataset-squad-features" in first and "get-mlperf-loadgen" in first
+    assert "cached" in accuracy_run.stderr and "get-dataset-squad-features" in accuracy_run.stderr
 
 
 def test_second_run_is_all_cached(bert, accuracy_run):
@@ -131,11 +134,13 @@ def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):
 
 def test_a_strict_short_run_fails_on_invalid_and_keeps_its_results(bert, accuracy_run):
     """--strict: an INVALID result exits 1; the run record still holds the result, why, and that it is short."""
+    before = set(os.listdir(os.path.join(bert.root, "runs")))
     result = bert(QUERY, "--mode=performance", "--scenario=SingleStream", "--count=8", "--strict", *TINY_MODEL)
     assert_user_error(result, 1, "app-mlperf-bert")
     assert "--strict: the performance result is INVALID: early stopping needs at least 64 queries" in result.stderr
     assert "fix: --count=64 or more" in result.stdout
-    run_id = sorted(os.listdir(os.path.join(bert.root, "runs")))[-1]
+    # The run this command made (ids sort by second only: another test's run may share its second).
+    [run_id] = set(os.listdir(os.path.join(bert.root, "runs"))) - before - {"latest"}
     record = json.load(open(os.path.join(bert.root, "runs", run_id, "run.json")))
     assert record["status"] == "failed"
     results = record["results"]

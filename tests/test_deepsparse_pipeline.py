@@ -20,7 +20,7 @@ COUNT = 20
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory, bert_seed):
-    return offline_mlrun(tmp_path_factory.mktemp("deepsparse-pipeline"), seed=bert_seed)
+    return offline_mlrun(tmp_path_factory.mktemp("deepsparse-pipeline"), seed=bert_seed.cache)
 
 
 def _step(result, recipe):

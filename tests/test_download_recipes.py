@@ -49,6 +49,7 @@ def test_checksum_mismatch_fails_with_both_checksums_and_publishes_nothing(ws, s
     assert not any(os.scandir(os.path.join(ws.cache, ".tmp")))
 
 
+@pytest.mark.slow
 def test_server_down_names_the_url_and_the_mirror(ws):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))

@@ -121,7 +121,7 @@ SMALL = ["--layers=2", "--hidden=64", "--heads=2"]
 
 @pytest.fixture(scope="module")
 def mlrun(tmp_path_factory, bert_seed):
-    return offline_mlrun(tmp_path_factory.mktemp("fusion"), seed=bert_seed)
+    return offline_mlrun(tmp_path_factory.mktemp("fusion"), seed=bert_seed.cache)
 
 
 def _plan(mlrun, *args):

@@ -29,7 +29,7 @@ def quick(prefix):
 @pytest.fixture(scope="module")
 def qa(tmp_path_factory, bert_seed):
     root = tmp_path_factory.mktemp("qa")
-    subprocess.run(["cp", "-a", bert_seed, str(root / "cache")], check=True)   # the app's venvs and features, warm
+    subprocess.run(["cp", "-a", bert_seed.cache, str(root / "cache")], check=True)   # the app's venvs and features, warm
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
     env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
 

@@ -33,7 +33,7 @@ system_type_detail: N/A
 
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory, bert_seed):
-    mlrun = offline_mlrun(tmp_path_factory.mktemp("submission"), seed=bert_seed)
+    mlrun = offline_mlrun(tmp_path_factory.mktemp("submission"), seed=bert_seed.cache)
     (mlrun.root / "system.yaml").write_text(SYSTEM)
     return mlrun
 

@@ -236,7 +236,7 @@ def test_page_of_two_sweeps_links_each_and_masks_secrets(tmp_path):
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory, bert_seed):
     """One real sweep, 2 batch sizes x 2 head counts of a tiny random BERT: heads=3 fails to build (64 % 3)."""
-    mlrun = offline_mlrun(tmp_path_factory.mktemp("sweep-report"), seed=bert_seed)
+    mlrun = offline_mlrun(tmp_path_factory.mktemp("sweep-report"), seed=bert_seed.cache)
     result = mlrun("sweep", QUERY, "--mode=performance", "--scenario=Offline", "--count=16", "--min_duration=300",
                    "--dep.model.layers=2", "--dep.model.hidden=64", "--grid", "batch_size=1,4",
                    "--grid", "dep.model.heads=2,3", "--name", "bs-heads")

@@ -248,6 +248,7 @@ def test_classify_reads_a_real_loadgen_summary(tmp_path):
     assert tuning.classify(loadgen_summary.parse(path), 4096)[:2] == (tuning.TOO_FEW, 459)
 
 
+@pytest.mark.slow
 def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     """Short runs (--count 40, 300 ms each, 50% tolerance, starting with 400 queries: early stopping asks
     for more), then the run's own short length as the check, given the queries the search learned."""
