@@ -133,7 +133,7 @@ def render(rows, columns, fmt="table", width=None):
         for r in rows:
             writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
         return out.getvalue()
-    cells = [[show(c, r.get(c)) for c in columns] for r in rows]
+    cells = [[_cell(c, r) for c in columns] for r in rows]
     if fmt == "markdown":
         def line(items):
             return "| " + " | ".join(str(x).replace("|", "\\|") for x in items) + " |"
@@ -152,6 +152,12 @@ def render(rows, columns, fmt="table", width=None):
                                 else _cut(x, w, c.startswith("query")).ljust(w))
                                for x, w, c in zip(row, widths, columns)).rstrip())
     return "\n".join(lines) + "\n"
+
+
+def _cell(column, row):
+    text = show(column, row.get(column))
+    # A --count run's VALID is no figure to submit: say so where people read it (CSV and JSON keep LoadGen's word).
+    return f"{text} (short)" if column == "result" and row.get(column) and row.get("short") is True else text
 
 
 def label(column, columns=()):

@@ -202,6 +202,15 @@ def test_runs_csv_and_markdown_share_the_rows(history):
     assert ws.mlrun("runs", "--csv", "--json").returncode == 2
 
 
+def test_short_results_say_so_in_tables_and_keep_loadgen_s_word_for_scripts():
+    rows = [{"result": "VALID", "short": True}, {"result": "VALID", "short": False}, {"result": None, "short": True}]
+    table = render(rows, ["result"], "table").splitlines()
+    assert [line.strip() for line in table] == ["RESULT", "VALID (short)", "VALID", "-"]
+    assert "| VALID (short) |" in render(rows, ["result"], "markdown")
+    assert [r["result"] for r in csv.DictReader(io.StringIO(render(rows, ["result"], "csv")))] == ["VALID", "VALID", ""]
+    assert [r["result"] for r in json.loads(render(rows, ["result"], "json"))] == ["VALID", "VALID", None]
+
+
 def test_render_and_where_units():
     rows = [{"a": 1, "b": "x|y", "c": None, "d": 1234.5678, "e": True}]
     assert render(rows, ["a", "b", "c", "d", "e"], "markdown").splitlines()[2] == "| 1 | x\\|y | - | 1235 | true |"
