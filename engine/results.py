@@ -156,8 +156,12 @@ def render(rows, columns, fmt="table", width=None):
 
 def _cell(column, row):
     text = show(column, row.get(column))
+    return text + _short_mark(row) if column == "result" and row.get(column) else text
+
+
+def _short_mark(row):
     # A --count run's VALID is no figure to submit: say so where people read it (CSV and JSON keep LoadGen's word).
-    return f"{text} (short)" if column == "result" and row.get(column) and row.get("short") is True else text
+    return " (short)" if row.get("short") is True else ""
 
 
 def label(column, columns=()):
@@ -319,9 +323,8 @@ def headline(row):
         pct = "latency_p90_ms" if row.get("scenario") == "SingleStream" else "latency_p99_ms"
         if row.get(pct) is not None:
             parts.append(f"{pct.split('_')[1]} {show('', row[pct])} ms")
-    short = " (short)" if row.get("short") is True else ""  # a --count run: not a figure to submit
     if row.get("result"):
-        parts.append(row["result"] + short)
+        parts.append(row["result"] + _short_mark(row))
     elif parts:
-        parts[-1] += short
+        parts[-1] += _short_mark(row)
     return " ".join(parts) or None

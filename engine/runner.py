@@ -272,8 +272,9 @@ class Runner:
                 except FileNotFoundError:
                     pass
         if code == 2 and interactive:  # the person's input was refused: their usage error, in the step's words
-            said = [line[len("error: "):] for line in _tail(log_path) if line.startswith("error: ")]
-            hints = [line[len("hint: "):] for line in _tail(log_path) if line.startswith("hint: ")]
+            tail = _tail(log_path)
+            said = [line[len("error: "):] for line in tail if line.startswith("error: ")]
+            hints = [line[len("hint: "):] for line in tail if line.startswith("hint: ")]
             raise UsageError(said[-1] if said else "the step refused its input (exit 2)",
                              hint=hints[-1] if hints else None)
         if code == EX_CONFIG:  # the step found this machine unable to run it (no GPU, no provider): exit 2

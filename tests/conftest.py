@@ -34,9 +34,10 @@ def offline_mlrun(root, seed=None):
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
     env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
 
-    def mlrun(*args, timeout=900):
+    def mlrun(*args, timeout=900, stdin=None):   # stdin: text fed to mlrun (an interactive step), else none
+        feed = {"stdin": subprocess.DEVNULL} if stdin is None else {"input": stdin}
         return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                              cwd=str(root), stdin=subprocess.DEVNULL)
+                              cwd=str(root), **feed)
     mlrun.root = root
     return mlrun
 

@@ -11,7 +11,7 @@ import subprocess
 import onnx
 import pytest
 
-from conftest import MLRUN, SHARED_DATA, TINY_MODEL, assert_user_error, step_dir
+from conftest import MLRUN, TINY_MODEL, assert_user_error, offline_mlrun, step_dir
 
 QUICK = {"max_questions": "300", "seq_length": "128", "epochs": "1"}
 MODEL_QUERY = "get ml-model bert _minilm-squad"
@@ -27,17 +27,8 @@ def quick(prefix):
 
 
 @pytest.fixture(scope="module")
-def qa(tmp_path_factory, bert_seed):
-    root = tmp_path_factory.mktemp("qa")
-    subprocess.run(["cp", "-a", bert_seed.cache, str(root / "cache")], check=True)   # the app's venvs and features, warm
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
-    env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
-
-    def mlrun(*args, stdin="", timeout=900):
-        return subprocess.run([MLRUN, *args], env=env, capture_output=True, text=True, timeout=timeout,
-                              cwd=str(root), input=stdin)
-    mlrun.root = root
-    return mlrun
+def qa(tmp_path_factory, bert_seed):   # the app's venvs and features warm; the torch venv is built here
+    return offline_mlrun(tmp_path_factory.mktemp("qa"), seed=bert_seed.cache)
 
 
 @pytest.fixture(scope="module")
