@@ -15,12 +15,15 @@ The search brackets the peak from start_qps (up by `growth` while valid, down by
 bisects (geometric middle) until the highest valid and the lowest not-valid target are within
 `tolerance` of each other (never halving below floor x start_qps: a run at a low rate is long).
 The found target is the highest valid one. A full-length check (check_fn) follows when given: if it
-misses the bound, the target steps down by `tolerance` and is checked again, at most `check_retries`
-times; if it is only too short for early stopping, a lower target cannot help and the note says so.
-Every run is recorded in PeakSearch.trials and PeakSearch.checks.
+misses the bound, the target steps down by `tolerance` (or to `tolerance` below the rate the check
+completed, when that is lower: the machine did not sustain the target) and is checked again, at most
+`check_retries` times; if it is only too short for early stopping, a lower target cannot help and the note says so.
+Every run is recorded in PeakSearch.trials and PeakSearch.checks; the harness keeps each check's
+LoadGen logs in find-peak/check-NN (kept_checks), since every check writes the run folder's.
 """
 import math
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -33,6 +36,7 @@ LATENCY_CHECK = "Performance constraints satisfied: NO"
 LENGTH_CHECKS = ("Early stopping satisfied: NO", "Min queries satisfied: NO", "Min duration satisfied: NO")
 NEED_MORE = re.compile(r"Would need to run at least (\d+) more queries")
 PROCESSED = re.compile(r"Processed (\d+) queries")
+COMPLETED = "Completed samples per second"
 
 
 def classify(summary, max_queries):
@@ -89,7 +93,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
             search.trials.append({"target_qps": round(qps, 3), "min_query_count": queries, "verdict": verdict,
                                   "reason": reason, "result": summary.get("result"),
                                   "p99_ms": summary.get("latency_ms", {}).get("p99"),
-                                  "completed_qps": summary.get("metric", {}).get("Completed samples per second")})
+                                  "completed_qps": summary.get("metric", {}).get(COMPLETED)})
             if verdict != TOO_FEW:
                 return verdict == VALID
             next_queries = max(needed or 2 * queries, queries + 1)
@@ -135,7 +139,8 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
             summary = check_fn(qps, learned["queries"])
             verdict, needed, reason = classify(summary, max_queries=math.inf)
             search.checks.append({"target_qps": round(qps, 3), "verdict": verdict, "reason": reason,
-                                  "result": summary.get("result"), "p99_ms": summary.get("latency_ms", {}).get("p99")})
+                                  "result": summary.get("result"), "p99_ms": summary.get("latency_ms", {}).get("p99"),
+                                  "completed_qps": summary.get("metric", {}).get(COMPLETED)})
             if verdict == VALID:
                 search.qps = qps
                 break
@@ -143,11 +148,20 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
                 search.note = ("the full-length run was too short for LoadGen's early stopping"
                                + (f" (it needs {needed} queries)" if needed else "") + ": lengthen it")
                 break
-            qps *= 1 - tolerance
+            qps = step_down(qps, summary, tolerance)
         search.checked_valid = verdict == VALID
         if verdict == TOO_HIGH:
             search.note = (search.note + "; " if search.note else "") + "no full-length check was VALID"
     return search
+
+
+def step_down(qps, summary, tolerance):
+    """The next full-length check's target after one that missed the bound: `tolerance` lower, or, when the
+    machine completed fewer samples per second than that (a backlog grew all run long: a target it cannot
+    sustain, not a tail a little over the bound), `tolerance` below what it completed."""
+    completed = summary.get("metric", {}).get(COMPLETED)
+    lower = qps * (1 - tolerance)
+    return min(lower, completed * (1 - tolerance)) if completed else lower
 
 
 # -- the harness's --find-peak: each LoadGen run in a fresh process --------------------------------
@@ -201,6 +215,25 @@ def check_run(args, run_dir, target_qps, learned_queries):
         conf.write_text(f"bert.Server.min_query_count = {learned_queries}\n" + user_lines)
         argv = harness_argv(args, target_qps=round(target_qps, 3), user_conf=str(conf), out=None)
     return run_harness(argv, run_dir)["loadgen"]
+
+
+CHECK_LOGS = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "user.conf")
+
+
+def kept_checks(check_fn, run_dir, folder):
+    """check_fn that also copies each full-length check's LoadGen logs to folder/check-NN: the next check
+    (a step down) writes over the run folder's, and a failed check's p99 and counts are its evidence."""
+    counter = iter(range(1, 10**6))
+
+    def check(target_qps, learned_queries):
+        summary = check_fn(target_qps, learned_queries)
+        kept = Path(folder) / f"check-{next(counter):02d}"
+        kept.mkdir(parents=True, exist_ok=True)
+        for name in CHECK_LOGS:
+            if (Path(run_dir) / name).is_file():
+                shutil.copy2(Path(run_dir) / name, kept / name)
+        return summary
+    return check
 
 
 def harness_run_fn(args, folder, trial_ms):

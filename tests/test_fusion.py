@@ -208,13 +208,22 @@ def test_machine_peak_quick_run_prints_its_figures(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "fp32 MatMul:" in out and "int8 MatMulInteger:" in out
-    rows = {line.split("  ")[0]: line for line in out.splitlines()
-            if line.startswith(("fp32 unfused", "fp32 fused", "int8 unfused", "int8 fused"))}
-    assert len(rows) == 4, out
-    assert "fusion speed-up: fp32" in out
+    models = ("fp32 unfused", "fp32 fused", "int8 unfused", "int8 fused")
+    rows = {line.split("  ")[0].strip(): line for line in out.splitlines() if line.startswith(models)}
+    # Each model in both layouts: one session on all cores, and the app's Offline layout (a session per core).
+    assert set(rows) == {f"{model}, {layout}" for model in models for layout in ("all cores", "Offline")}, out
+    assert "layout Offline: 2 session(s) x 1 thread(s)" in out or "layout Offline: 1 session(s)" in out
+    assert "fusion speed-up, all cores: fp32" in out and "fusion speed-up, Offline: fp32" in out
     for line in rows.values():  # samples/s, median, speed-up, GFLOP/s, % of peak, same answers out of 8
         assert "x " in line and "%" in line and "/8" in line, line
-    assert " 8/8" in rows["fp32 fused"]  # fusion keeps every answer
+    assert " 8/8" in rows["fp32 fused, all cores"]  # fusion keeps every answer
+    cores = len(os.sched_getaffinity(0))
+    assert "the model's weight GEMMs alone at the mean length" in out
+    assert (f"fp32, 1 thread(s) x {cores} cores" if cores > 1 else "fp32, 1 thread(s):") in out, out
+    # Where the time goes: each model's operator shares from onnxruntime's profile, the fused ops named.
+    shares = {line.split()[0] + " " + line.split()[1]: line for line in out.splitlines()[-4:]}
+    assert "Attention" in shares["fp32 fused"] and "QAttention" in shares["int8 fused"], out
+    assert not list(tmp_path.glob("profile*.json"))  # the profiles are read and removed
 
 
 def test_model_flops_formula():

@@ -230,6 +230,19 @@ def test_the_full_length_check_steps_down_until_valid():
     assert search.checked_valid and search.qps <= 92.0 and len(checks) >= 2
     assert [check["verdict"] for check in search.checks][-1] == tuning.VALID
 
+    # A check that completed far fewer samples per second than its target (a backlog, not a tail): the next
+    # target starts below what it completed, not one tolerance step down.
+    sustained = []
+
+    def backlog_fn(qps, queries):
+        sustained.append(qps)
+        summary = fake_summary(qps <= 60.0, qps > 60.0, 50000, 0)
+        summary["metric"] = {tuning.COMPLETED: min(qps, 62.0)}
+        return summary
+    search = tuning.find_server_peak(run_fn, 80.0, tolerance=0.05, check_fn=backlog_fn)
+    assert sustained[1] == pytest.approx(62.0 * 0.95) and search.checked_valid and len(sustained) == 2
+    assert search.checks[0]["completed_qps"] == 62.0
+
     short = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, _: fake_summary(False, False, 100, 359))
     assert short.checked_valid is False and len(short.checks) == 1 and "needs 459 queries" in short.note
 
@@ -269,6 +282,9 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     else:
         assert peak["note"]
     assert (tmp_path / "run" / "find-peak" / "offline" / "summary.json").is_file()
+    for number, check in enumerate(peak["checks"], 1):  # each check's own logs kept, the last one's too
+        kept = (tmp_path / "run" / "find-peak" / f"check-{number:02d}" / "mlperf_log_summary.txt").read_text()
+        assert f"target_qps : {check['target_qps']:g}" in kept or str(check["target_qps"]) in kept
     assert 0 < peak["singlestream_p99_ms"] <= 130
     # Where early stopping asked for more queries (it depends on this machine's latency spread), the search
     # re-ran with the count LoadGen asked for; never a verdict of too high for it.
