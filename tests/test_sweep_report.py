@@ -215,7 +215,6 @@ def test_page_escapes_markup_and_shows_a_sweep_whose_points_all_failed(tmp_path)
     assert body.count('class="failed">failed</td>') == 6 and "No plot" in body
     assert "&lt;img src=x onerror=" in body
     assert_picture(shot, (1400, 2400), background=0.995)   # a page of text and tables, no plot
-    shot.save("/tmp/PR/failed-page.png")
 
 
 def test_page_of_two_sweeps_links_each_and_masks_secrets(tmp_path):
