@@ -273,7 +273,8 @@ def main(argv=None):
         facts = fusion.fuse(unfused_path, fused_path, work_dir=cache / "fusion-work")
         print(fusion.describe(facts))
     models = {"fp32 unfused": unfused_path, "fp32 fused": str(fused_path),
-              "int8 unfused": quantized(unfused_path, cache)[0], "int8 fused": quantized(fused_path, cache)[0]}
+              "int8 unfused": quantized(unfused_path, cache)[0]}
+    models["int8 fused"], int8_settings = quantized(fused_path, cache)
     chosen = layouts(cores, args.batch_size, args.batch_pad)
     if args.threads:
         chosen["all cores"] = (1, args.threads, 1, 0)
@@ -282,7 +283,7 @@ def main(argv=None):
     print(f"model: {args.layers} layers, hidden {args.hidden}, heads {args.heads}, FFN {ffn}, random weights; "
           f"samples: {len(indices)} from {source}; real length mean {lengths[indices].mean():.1f}; "
           f"{flops / len(indices) / 1e9:.2f} GFLOP per sample on average")
-    print(f"int8: onnxruntime dynamic quantisation, {quantized(unfused_path, cache)[1]} (as _int8-dynamic chooses)")
+    print(f"int8: onnxruntime dynamic quantisation, {int8_settings} (as _int8-dynamic chooses)")
     for layout, (instances, per, batch_size, pad) in chosen.items():
         print(f"layout {layout}: {instances} session(s) x {per} thread(s), batch {batch_size}, pad <= {pad}")
 
