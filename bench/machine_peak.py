@@ -61,7 +61,7 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from bench.harness import agreement, fixed_model, model_args, reference_pass, sample_features
-from mlperf_bert import fusion, model_adapter, parallelism, quantize, seq_plan
+from mlperf_bert import fusion, parallelism, quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference, run_on_instances
 
@@ -204,16 +204,10 @@ def timed_pass(views, pins, indices, responses):
 
 def op_shares(model, features, plan, indices, threads, scratch):
     """[(operator type, share of kernel time)] from onnxruntime's profile of `model` over `indices`."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(scratch / "profile")
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    inference = QaInference(_Profiled(model, session), features, plan)
-    for _ in inference.responses(indices):
+    backend = OrtBackend(model, threads, profile_prefix=scratch / "profile")
+    for _ in QaInference(backend, features, plan).responses(indices):
         pass
-    trace = Path(session.end_profiling())
+    trace = Path(backend.session.end_profiling())
     kernel = collections.Counter()
     for event in json.loads(trace.read_text()):
         if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
@@ -221,16 +215,6 @@ def op_shares(model, features, plan, indices, threads, scratch):
     trace.unlink()
     total = sum(kernel.values()) or 1
     return [(op, spent / total) for op, spent in kernel.most_common()]
-
-
-class _Profiled(OrtBackend):
-    """An OrtBackend around a session made by op_shares (profiling on); run() is OrtBackend's."""
-
-    def __init__(self, model, session):  # pylint: disable=super-init-not-called
-        self.session = session
-        self.io = model_adapter.inspect(model)
-        self.seq_len, self.threads = self.io.seq_len, 0
-        self._outputs = [self.io.start] if self.io.end is None else [self.io.start, self.io.end]
 
 
 def main(argv=None):

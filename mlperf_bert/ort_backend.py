@@ -27,12 +27,13 @@ class OrtBackend:
     seq_len: the model's fixed sequence length, or None when any length runs.
     providers: onnxruntime execution providers, CPU unless told otherwise (e.g. CUDA).
     quiet: log nothing below fatal (for probes that expect some runs to fail).
+    profile_prefix: write onnxruntime's profile (file name prefix; session.end_profiling() returns its path).
     spin: intra-op threads spin between operators (onnxruntime's default) or sleep; None: the default.
     cores: pin the intra-op pool threads to these cores (see mlperf_bert.parallelism), the caller's
     thread being pinned to the first by the caller.
     """
 
-    def __init__(self, model_path, threads=None, providers=None, quiet=False, spin=None, cores=()):
+    def __init__(self, model_path, threads=None, providers=None, quiet=False, spin=None, cores=(), profile_prefix=None):
         self.io = model_adapter.inspect(model_path)
         self.seq_len = self.io.seq_len
         self.threads = threads or available_cores()
@@ -44,6 +45,8 @@ class OrtBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if quiet:
             options.log_severity_level = 4
+        if profile_prefix:
+            options.enable_profiling, options.profile_file_prefix = True, str(profile_prefix)
         if spin is not None or cores:
             for key, value in session_config(self.threads, spin, cores).items():
                 options.add_session_config_entry(key, value)
