@@ -52,12 +52,28 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture(scope="session")
 def bert_seed(tmp_path_factory):
     """A cache holding what a tiny random BERT accuracy run builds (venvs, LoadGen, SQuAD, features, model),
-    built once a session; modules that are not about building these start from a copy (offline_mlrun seed=)."""
+    built once a test run; modules that are not about building these start from a copy (offline_mlrun seed=).
+
+    Under pytest-xdist each worker is a session of its own: the first worker to get here builds the seed in the
+    folder the workers share, under a lock, and the others wait for it (a minute of venv builds saved per worker);
+    first_run is that first run, as it was (return code, stdout, stderr)."""
+    import json
     from types import SimpleNamespace
-    mlrun = offline_mlrun(tmp_path_factory.mktemp("bert-seed"))
-    result = mlrun("app mlperf bert _onnxruntime _cpu _random", "--mode=accuracy", "--count=8", *TINY_MODEL)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return SimpleNamespace(cache=str(mlrun.root / "cache"), first_run=result)
+    from filelock import FileLock
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent   # the run's folder, above each worker's own
+    root, done = shared / "bert-seed", shared / "bert-seed.json"
+    with FileLock(str(shared / "bert-seed.lock")):
+        if not done.exists():
+            root.mkdir(exist_ok=True)
+            mlrun = offline_mlrun(root)
+            result = mlrun("app mlperf bert _onnxruntime _cpu _random", "--mode=accuracy", "--count=8", *TINY_MODEL)
+            assert result.returncode == 0, result.stderr[-3000:]
+            done.write_text(json.dumps({"args": result.args, "returncode": result.returncode,
+                                        "stdout": result.stdout, "stderr": result.stderr}))
+    first_run = subprocess.CompletedProcess(**json.loads(done.read_text()))
+    return SimpleNamespace(cache=str(root / "cache"), first_run=first_run)
 
 
 def step_dir(result):

@@ -192,6 +192,22 @@ def test_app_uses_the_int8_model_of_its_chosen_source(tmp_path, models):
     assert (source.name, source.variations) == ("get-ml-model-bert", ["file"])
 
 
+@pytest.mark.parametrize("query, inputs", [
+    ("app mlperf bert _onnxruntime _cpu _random _int8-dynamic", {}),
+    ("app mlperf bert _onnxruntime _cpu _int8-dynamic", {}),                 # the official model, quantised
+    ("app mlperf bert _onnxruntime _cpu", {"model": "FILE"}),
+    ("get ml-model bert fused _random", {}),
+])
+def test_the_model_tools_share_the_backends_venv(tmp_path, models, query, inputs):
+    # One venv entry (numpy, onnx, onnxruntime, tqdm) for the model builders and tools and the onnxruntime
+    # backend: a near-identical second venv cost 30 s and 300 MB at the first _int8-dynamic, _fused or --model.
+    inputs = {name: models["fixed"] if value == "FILE" else value for name, value in inputs.items()}
+    venvs = {node.key for node in _plan(tmp_path, query, inputs).nodes if node.name == "get-python-venv"
+             and "onnx==" in node.inputs["packages"]}
+    backend = _node(_plan(tmp_path, "get backend onnxruntime _cpu"), "get-python-venv").key
+    assert venvs == {backend}
+
+
 @pytest.mark.parametrize("model, recipe", [(None, "get-ml-model-bert-large"), ("FILE", "get-ml-model-bert"),
                                            ("zoo:nlp/question_answering/x/pytorch/huggingface/squad/y", "get-ml-model-bert"),
                                            ("hf:org/name", "get-ml-model-bert")])
