@@ -76,7 +76,8 @@ def model_flops(length, layers, hidden, ffn):
     return layers * per_layer + 2 * length * hidden * 2
 
 
-def _gemm_session(m, k, n, int8, threads):
+def gemm_session(m, k, n, int8, threads):
+    """(session, feed) of one M x K by K x N product: MatMul (fp32) or MatMulInteger (int8)."""
     rng = np.random.default_rng(0)
     if int8:
         weight = numpy_helper.from_array(rng.integers(-127, 128, (k, n), dtype=np.int8), "b")
@@ -107,7 +108,7 @@ def _session(graph, threads):
 
 def gemm_rate(m, k, n, int8, threads, seconds):
     """GFLOP/s (GOP/s for int8) of one M x K by K x N product, the fastest of runs over about `seconds`."""
-    session, feed = _gemm_session(m, k, n, int8, threads)
+    session, feed = gemm_session(m, k, n, int8, threads)
     session.run(None, feed)  # first run: allocation, packing
     deadline = time.perf_counter() + seconds
     fastest = float("inf")

@@ -18,8 +18,8 @@ from pathlib import Path
 import mlperf_loadgen as lg
 
 from engine.errors import MlrunError, StepError, UsageError
-from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, model_adapter, parallelism, seq_plan,
-                         squad_features, warmup)
+from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
+                         seq_plan, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
@@ -210,7 +210,8 @@ def run(args):
 
     sut = LoadGenSut(inference, total, total, workers, views, pins)
     try:
-        _start_test(sut, args, user_conf, run_dir, total)
+        with machine_load.OtherLoad() as other_load:   # how quiet the machine was while LoadGen measured
+            _start_test(sut, args, user_conf, run_dir, total)
     finally:
         sut.close()
     summary = {
@@ -223,6 +224,7 @@ def run(args):
         "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
         "warmup_qps": round(measured_qps, 3), "settings": chosen,
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
+        "other_load": other_load.record(),
     }
     if args.backend in ("deepsparse", "tensorrt"):
         summary[args.backend] = backend.describe()
@@ -471,6 +473,8 @@ def format_summary(summary):
             lines.append(f"    why: {item['why']}\n    fix: {item['fix']}")
         if loadgen["short_because"]:
             lines.append(f"    short: {'; '.join(loadgen['short_because'])}")
+    if summary["mode"] == "performance" and summary.get("other_load"):
+        lines.append(f"  machine: {machine_load.describe(summary['other_load'])}")
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
     if summary.get("gpu"):
         lines.append(f"  GPU: {gpu.describe(summary['gpu'])}; {summary['device']}, {summary['precision']}")

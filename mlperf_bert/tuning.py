@@ -93,7 +93,8 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
             search.trials.append({"target_qps": round(qps, 3), "min_query_count": queries, "verdict": verdict,
                                   "reason": reason, "result": summary.get("result"),
                                   "p99_ms": summary.get("latency_ms", {}).get("p99"),
-                                  "completed_qps": summary.get("metric", {}).get(COMPLETED)})
+                                  "completed_qps": summary.get("metric", {}).get(COMPLETED),
+                                  "other_load": summary.get("other_load")})
             if verdict != TOO_FEW:
                 return verdict == VALID
             next_queries = max(needed or 2 * queries, queries + 1)
@@ -140,7 +141,8 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
             verdict, needed, reason = classify(summary, max_queries=math.inf)
             search.checks.append({"target_qps": round(qps, 3), "verdict": verdict, "reason": reason,
                                   "result": summary.get("result"), "p99_ms": summary.get("latency_ms", {}).get("p99"),
-                                  "completed_qps": summary.get("metric", {}).get(COMPLETED)})
+                                  "completed_qps": summary.get("metric", {}).get(COMPLETED),
+                                  "other_load": summary.get("other_load")})
             if verdict == VALID:
                 search.qps = qps
                 break
@@ -152,6 +154,10 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
         search.checked_valid = verdict == VALID
         if verdict == TOO_HIGH:
             search.note = (search.note + "; " if search.note else "") + "no full-length check was VALID"
+            busy = [str(n) for n, check in enumerate(search.checks, 1) if (check["other_load"] or {}).get("busy")]
+            if busy:   # someone else's work, not the target, may have sunk them
+                search.note += (f"; other processes were busy during check {', '.join(busy)} (checks[].other_load):"
+                                " run it again on a quiet machine")
     return search
 
 
@@ -214,7 +220,8 @@ def check_run(args, run_dir, target_qps, learned_queries):
         user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
         conf.write_text(f"bert.Server.min_query_count = {learned_queries}\n" + user_lines)
         argv = harness_argv(args, target_qps=round(target_qps, 3), user_conf=str(conf), out=None)
-    return run_harness(argv, run_dir)["loadgen"]
+    summary = run_harness(argv, run_dir)
+    return {**summary["loadgen"], "other_load": summary.get("other_load")}
 
 
 CHECK_LOGS = ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "user.conf")
@@ -242,5 +249,6 @@ def harness_run_fn(args, folder, trial_ms):
 
     def run_fn(target_qps, min_queries):
         trial = Path(folder) / f"trial-{next(counter):02d}"
-        return short_run(args, trial, "Server", min_queries, trial_ms, target_qps=round(target_qps, 3))["loadgen"]
+        summary = short_run(args, trial, "Server", min_queries, trial_ms, target_qps=round(target_qps, 3))
+        return {**summary["loadgen"], "other_load": summary.get("other_load")}
     return run_fn

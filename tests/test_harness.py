@@ -261,6 +261,10 @@ def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
     assert summary["samples_completed"] >= COUNT
     assert (out / "mlperf_log_detail.txt").is_file()
     assert f"{scenario} performance:" in result.stdout and "result: " in result.stdout
+    # How quiet the machine was while LoadGen measured: recorded and printed.
+    other = summary["other_load"]
+    assert other["cpus"] >= 1 and other["seconds"] > 0 and 0 <= other["share"] and isinstance(other["busy"], bool)
+    assert "  machine: other processes took " in result.stdout
     if scenario == "Offline":
         assert summary["sequence_handling"].startswith("buckets 128,256,384")
 

@@ -247,6 +247,22 @@ def test_the_full_length_check_steps_down_until_valid():
     assert short.checked_valid is False and len(short.checks) == 1 and "needs 459 queries" in short.note
 
 
+def test_checks_that_failed_while_other_processes_were_busy_say_so():
+    run_fn, _ = fake_server(peak=100.0)
+    loads = iter([{"busy": False, "share": 0.01}, {"busy": True, "share": 0.2}] + [{"busy": False}] * 10)
+
+    def check_fn(qps, queries):   # every full-length check misses the bound; the second met a busy machine
+        return {**fake_summary(False, True, 50000, 0), "other_load": next(loads)}
+    search = tuning.find_server_peak(run_fn, 80.0, tolerance=0.05, check_fn=check_fn, check_retries=2)
+    assert search.checked_valid is False and len(search.checks) == 3
+    assert search.checks[1]["other_load"] == {"busy": True, "share": 0.2}
+    assert "no full-length check was VALID; other processes were busy during check 2 " in search.note
+    assert "quiet machine" in search.note
+    # Quiet checks that fail say nothing of other processes; runs without the record (None) neither.
+    quiet = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, _: fake_summary(False, True, 50000, 0))
+    assert quiet.note.endswith("no full-length check was VALID") and quiet.checks[0]["other_load"] is None
+
+
 def test_classify_reads_a_real_loadgen_summary(tmp_path):
     path = tmp_path / "mlperf_log_summary.txt"
     path.write_text("Scenario : Server\nMode     : PerformanceOnly\nCompleted samples per second    : 689.15\n"
