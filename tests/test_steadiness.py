@@ -63,7 +63,7 @@ def test_window_work_counts_each_run_in_the_window_it_ends_in():
 def test_smoke_run_prints_each_core_the_windows_and_the_server_estimate(tmp_path):
     saved = tmp_path / "runs.npz"
     args = [sys.executable, "-m", "bench.steadiness", "--window", "0.25", "--loads", "0.5,0.9"]
-    result = subprocess.run([*args, "--seconds", "1.5", "--shape", "64,64,64", "--save", str(saved)],
+    result = subprocess.run([*args, "--seconds", "1.5", "--shape", "96,256,512", "--save", str(saved)],
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
