@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from bench import machine_peak
-from mlperf_bert import parallelism
+from mlperf_bert import machine_load, parallelism
 
 BOUND_S = 0.130   # BERT Server's p99 latency bound
 
@@ -50,21 +50,18 @@ def run_core(core, shape, started, seconds, ends):
 
 
 def steal_ticks():
-    """Total steal time in clock ticks (/proc/stat 'cpu' line, 8th value), or None where it is not reported."""
-    try:
-        with open("/proc/stat") as stat:
-            fields = stat.readline().split()
-        return int(fields[8]) if fields[0] == "cpu" and len(fields) > 8 else None
-    except OSError:
-        return None
+    """Total steal time in clock ticks, or None where it is not reported."""
+    ticks = machine_load.cpu_ticks()
+    return None if ticks is None or len(ticks) < 8 else ticks[7]
 
 
-def window_work(ends_per_core, started, seconds, window):
-    """Runs completed in each window, all cores together (a run counts in the window it ends in)."""
+def window_work(ends_per_core, seconds, window):
+    """Runs completed in each window, all cores together (a run counts in the window it ends in; times are
+    from the common start)."""
     count = int(seconds / window)
     work = np.zeros(count)
     for ends in ends_per_core:
-        slots = ((np.asarray(ends[1:]) - started) / window).astype(int)
+        slots = (np.asarray(ends[1:]) / window).astype(int)
         np.add.at(work, slots[slots < count], 1)
     return work
 
@@ -175,7 +172,7 @@ def main(argv=None):
               f"p99 {np.percentile(runs, 99) / median:.2f}x, p99.9 {np.percentile(runs, 99.9) / median:.2f}x, "
               f"slowest {runs.max() / median:.2f}x ({runs.max() * 1e3:.1f} ms)")
 
-    work = window_work(ends_per_core, 0.0, seconds, args.window)
+    work = window_work(ends_per_core, seconds, args.window)
     fractions = work / statistics.median(work)
     print(f"machine, {len(work)} windows of {args.window:g} s: median {statistics.median(work):.0f} runs; "
           + ", ".join(f"under {int(limit * 100)}%: {np.mean(fractions < limit) * 100:.1f}% of windows"

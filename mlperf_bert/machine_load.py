@@ -12,17 +12,21 @@ BUSY_SPAN_SHARE = 0.25  # ... or this share of it in some SPAN_S,
 BUSY_MIN_CPU_S = 0.5    # and at least this much in all (below it, a short run's clock-tick noise)
 
 
-def machine_busy_s():
-    """Seconds of CPU time all CPUs spent busy since boot (/proc/stat: all but idle and iowait), or None."""
+def cpu_ticks():
+    """All CPUs' time since boot in clock ticks, /proc/stat's first line: [user, nice, system, idle, iowait,
+    irq, softirq, steal]; None where there is no /proc/stat."""
     try:
         with open("/proc/stat") as stat:
             fields = stat.readline().split()
     except OSError:
         return None
-    if not fields or fields[0] != "cpu":
-        return None
-    ticks = [int(value) for value in fields[1:9]]   # user nice system idle iowait irq softirq steal
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return [int(value) for value in fields[1:9]] if fields and fields[0] == "cpu" else None
+
+
+def machine_busy_s():
+    """Seconds of CPU time all CPUs spent busy since boot (all but idle and iowait), or None."""
+    ticks = cpu_ticks()
+    return None if ticks is None else (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def own_busy_s():

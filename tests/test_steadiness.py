@@ -55,7 +55,7 @@ def test_server_p99_on_a_steady_machine_follows_queueing_theory():
 
 def test_window_work_counts_each_run_in_the_window_it_ends_in():
     # Two cores; a core's list starts with its first run's start. Runs past the last window are dropped.
-    work = steadiness.window_work([[0.0, 0.4, 0.9, 1.2], [0.0, 1.5, 1.6, 2.5]], 0.0, 2.0, 1.0)
+    work = steadiness.window_work([[0.0, 0.4, 0.9, 1.2], [0.0, 1.5, 1.6, 2.5]], 2.0, 1.0)
     assert list(work) == [2, 3]
     assert steadiness.longest_spell([False, True, True, False, True]) == 2
 
