@@ -90,11 +90,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
         while True:
             summary = run_fn(qps, queries)
             verdict, needed, reason = classify(summary, max_queries)
-            search.trials.append({"target_qps": round(qps, 3), "min_query_count": queries, "verdict": verdict,
-                                  "reason": reason, "result": summary.get("result"),
-                                  "p99_ms": summary.get("latency_ms", {}).get("p99"),
-                                  "completed_qps": summary.get("metric", {}).get(COMPLETED),
-                                  "other_load": summary.get("other_load")})
+            search.trials.append(_run_record(qps, verdict, reason, summary, min_query_count=queries))
             if verdict != TOO_FEW:
                 return verdict == VALID
             next_queries = max(needed or 2 * queries, queries + 1)
@@ -139,10 +135,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
         for _ in range(check_retries + 1):
             summary = check_fn(qps, learned["queries"])
             verdict, needed, reason = classify(summary, max_queries=math.inf)
-            search.checks.append({"target_qps": round(qps, 3), "verdict": verdict, "reason": reason,
-                                  "result": summary.get("result"), "p99_ms": summary.get("latency_ms", {}).get("p99"),
-                                  "completed_qps": summary.get("metric", {}).get(COMPLETED),
-                                  "other_load": summary.get("other_load")})
+            search.checks.append(_run_record(qps, verdict, reason, summary))
             if verdict == VALID:
                 search.qps = qps
                 break
@@ -159,6 +152,13 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
                 search.note += (f"; other processes were busy during check {', '.join(busy)} (checks[].other_load):"
                                 " run it again on a quiet machine")
     return search
+
+
+def _run_record(qps, verdict, reason, summary, **extra):
+    """What the search keeps of one run (a short run or a full-length check)."""
+    return {"target_qps": round(qps, 3), **extra, "verdict": verdict, "reason": reason,
+            "result": summary.get("result"), "p99_ms": summary.get("latency_ms", {}).get("p99"),
+            "completed_qps": summary.get("metric", {}).get(COMPLETED), "other_load": summary.get("other_load")}
 
 
 def step_down(qps, summary, tolerance):
@@ -220,7 +220,11 @@ def check_run(args, run_dir, target_qps, learned_queries):
         user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
         conf.write_text(f"bert.Server.min_query_count = {learned_queries}\n" + user_lines)
         argv = harness_argv(args, target_qps=round(target_qps, 3), user_conf=str(conf), out=None)
-    summary = run_harness(argv, run_dir)
+    return loadgen_and_load(run_harness(argv, run_dir))
+
+
+def loadgen_and_load(summary):
+    """What a search's run_fn/check_fn returns of a harness summary: LoadGen's summary and the other_load."""
     return {**summary["loadgen"], "other_load": summary.get("other_load")}
 
 
@@ -249,6 +253,6 @@ def harness_run_fn(args, folder, trial_ms):
 
     def run_fn(target_qps, min_queries):
         trial = Path(folder) / f"trial-{next(counter):02d}"
-        summary = short_run(args, trial, "Server", min_queries, trial_ms, target_qps=round(target_qps, 3))
-        return {**summary["loadgen"], "other_load": summary.get("other_load")}
+        return loadgen_and_load(short_run(args, trial, "Server", min_queries, trial_ms,
+                                          target_qps=round(target_qps, 3)))
     return run_fn
