@@ -147,12 +147,18 @@ def main(argv=None):
     parser.add_argument("--save", metavar="FILE.npz", help="also write the measured run times there")
     parser.add_argument("--load", metavar="FILE.npz", help="analyse run times saved by --save, measure nothing")
     args = parser.parse_args(argv)
-    loads = [float(value) for value in args.loads.split(",")]
+    try:
+        loads = [float(value) for value in args.loads.split(",")]
+    except ValueError:
+        parser.error(f"--loads: fractions such as 0.6,0.7, not {args.loads!r}")
     if args.load:
-        saved = np.load(args.load)
-        cores, shape, seconds = list(saved["cores"]), tuple(saved["shape"]), float(saved["seconds"])
-        ends_per_core = [saved[f"core_{n}"] for n in range(len(cores))]
-        steal = None if int(saved["steal"]) < 0 else int(saved["steal"])
+        try:
+            saved = np.load(args.load)
+            cores, shape, seconds = list(saved["cores"]), tuple(saved["shape"]), float(saved["seconds"])
+            ends_per_core = [saved[f"core_{n}"] for n in range(len(cores))]
+            steal = None if int(saved["steal"]) < 0 else int(saved["steal"])
+        except (OSError, ValueError, KeyError) as e:   # missing, unreadable, or not one of --save's files
+            parser.error(f"--load {args.load}: cannot read saved run times ({e}); write them with --save FILE.npz")
     else:
         cores, shape, seconds = parallelism.available_cores(), tuple(int(v) for v in args.shape.split(",")), args.seconds
     print(f"{len(cores)} cores {list(cores)}, each running MatMul {shape[0]}x{shape[1]} by {shape[1]}x{shape[2]} "

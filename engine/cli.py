@@ -147,9 +147,11 @@ def build_parser(only=None):
     for name, help_ in (("sweep", "run every point of a grid of QUERY's inputs, dependency inputs and variation "
                                   "groups, or: sweep show NAME, sweep list"), ("sweeps", "list the sweeps")):
         p = verb(name, help_)
-        _sweep_options(p, name)
+        if only in (None, name):   # the options live in sweeps/: import it only for its own verbs
+            _sweep_options(p, name)
     p = verb("report", "one self-contained HTML page of sweeps: their settings, points, plots and each run's command")
-    _report_options(p)
+    if only in (None, "report"):
+        _report_options(p)
     p = verb("export", "bundle a run's record and logs (and with --with-cache every cache entry it used)")
     p.add_argument("run", help="a run id (or a unique prefix), a run folder or a run.json")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tar.gz to write")
@@ -167,9 +169,10 @@ def build_parser(only=None):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("submit", "an MLPerf submission of QUERY: settings search, accuracy, performance and TEST01 runs "
                        "per scenario (resumable), the official tree, checker and archive", "required")
-    from submission.cli import SUBMIT_HELP
-    p.epilog = SUBMIT_HELP
-    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    if only in (None, "submit"):
+        from submission.cli import SUBMIT_HELP
+        p.epilog = SUBMIT_HELP
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results; exit 0 when "
                      "nothing differs, 1 when something does, 2 on trouble (like diff(1))")
     p.add_argument("run_a")
@@ -270,19 +273,26 @@ NAME is the name `mlrun plan QUERY` and `mlrun "QUERY" --help` print before each
 def with_verb(argv):
     """Insert the default verb `run` before a query; global options may come first."""
     usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
-    argv, i = list(argv), 0
-    while i < len(argv) and argv[i].startswith("-"):
-        i += 2 if argv[i] in GLOBAL_WITH_VALUE else 1
+    argv = list(argv)
+    i = verb_at(argv)
     if i < len(argv) and argv[i] not in VERBS:
         argv.insert(i, "run")
     return argv
+
+
+def verb_at(argv):
+    """Where the verb is: the first word after the global options and their values."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        i += 2 if argv[i] in GLOBAL_WITH_VALUE else 1
+    return i
 
 
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = with_verb(cm_tags(argv, VERBS))
-        asked = next((a for a in argv if not a.startswith("-")), None)
+        asked = argv[verb_at(argv)] if verb_at(argv) < len(argv) else None
         parser = build_parser(only=asked if asked in VERBS else None)
         if asked == "run" and any(a in ("-h", "--help") for a in argv):
             shown = _recipe_help(parser, [a for a in argv if a not in ("-h", "--help")])

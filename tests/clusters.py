@@ -34,7 +34,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def point_recipes(ws, run='echo "$N" > n.txt; sleep 1', dep="echo dep > dep.txt"):
+def point_recipes(ws, run='echo "$N" > n.txt', dep="echo dep > dep.txt"):
     """`point` (not cached, input n, running `run`) needs `shared-dep` (cached, running `dep`)."""
     ws.recipe("shared-dep", f"tags: shared-dep\nrun: {dep}\n")
     ws.recipe("point", f"""\

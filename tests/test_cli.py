@@ -97,6 +97,25 @@ def test_no_verb_prints_help_and_exits_2(ws):
     assert "usage: mlrun" in result.stdout
 
 
+@pytest.mark.parametrize("argv", [["plan", "app"], ["--cache", "C", "plan", "app"], ["-v", "--runs=R", "show", "cache"],
+                                  ["--cache", "C", "app", "--help"], ["find", "app"]])
+def test_a_verb_loads_only_its_own_modules(app, argv):
+    """Every mlrun command pays its start-up: a verb must not import the sweep, report and submission modules
+    (they took 60 % of `mlrun plan`'s 0.3 s), wherever the global options put the verb."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    argv = [str(app.path(a)) if a in ("C", "R") else a for a in argv]
+    code = ("import sys; from engine.cli import main; main(sys.argv[1:]);"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sweeps', 'submission')))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=app.env(), capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
+    everything = "import sys; from engine import cli; cli.build_parser(); print(sorted(sys.modules))"
+    full = subprocess.run([sys.executable, "-c", everything], cwd=ROOT, capture_output=True, text=True)
+    assert "'sweeps.cli'" in full.stdout and "'submission.cli'" in full.stdout, full.stderr   # `mlrun --help`
+
+
 # -- running ----------------------------------------------------------------------------------------
 
 

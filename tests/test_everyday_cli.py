@@ -186,6 +186,7 @@ def test_show_cache_tells_venvs_apart_by_their_packages(app):
     assert app.mlrun("show", "cache", "ml-model").stdout.splitlines()[-1].startswith("1 entry,")
 
 
+@pytest.mark.slow
 def test_rm_cache_by_key_prefix_path_and_query_as_the_resolver_reads_it(app):
     for query in ("get dataset squad", "get dataset squad features", "get ml-model bert"):
         assert app.mlrun(query).returncode == 0

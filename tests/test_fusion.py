@@ -202,6 +202,7 @@ def test_fused_then_int8_and_a_model_file_fused(mlrun, tmp_path):
 
 # -- bench/machine_peak.py ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_machine_peak_quick_run_prints_its_figures(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bench.machine_peak", "--quick", "--scratch", str(tmp_path)],
                             cwd=ROOT, capture_output=True, text=True, timeout=180)

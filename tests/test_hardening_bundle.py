@@ -79,6 +79,7 @@ def test_export_refuses_a_fifo_in_the_run_folder(ws):
     assert_user_error(result, 2, f"cannot export run {run_id}: bench/pipe: device or fifo")
 
 
+@pytest.mark.slow
 def test_a_venv_made_with_links_is_refused_and_the_real_venv_recipe_exports(ws):
     # `python -m venv` links bin/python to the absolute path of the base interpreter.
     ws.recipe("venv", """\

@@ -40,6 +40,7 @@ def test_a_quiet_run_is_not_flagged_and_a_short_run_is_its_own_span():
     assert not load_of([(0.0, 0.0), (0.2, 0.04)])["busy"]
 
 
+@pytest.mark.slow
 def test_another_process_burning_a_core_is_counted_and_this_process_is_not():
     burn = "import time\nend = time.process_time() + 1.5\nwhile time.process_time() < end: pass\n"
     with machine_load.OtherLoad(interval=0.2) as load:

@@ -329,6 +329,7 @@ def _fetch_hf(tmp_path, out, *args, **env):
                           env=base, capture_output=True, text=True, timeout=60)
 
 
+@pytest.mark.slow
 def test_huggingface_download_then_offline_from_the_warm_cache(tmp_path, hub, tiny_hf_model):
     pytest.importorskip("huggingface_hub")
     commit = hub.add("org/tiny-squad", {"onnx/model.onnx": tiny_hf_model, "README.md": b"# tiny\n",

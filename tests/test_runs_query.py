@@ -145,6 +145,7 @@ def rows_of(ws, *args):
     return json.loads(result.stdout)
 
 
+@pytest.mark.slow
 def test_runs_filters(history):
     ws, ids = history
     assert [r["run"] for r in rows_of(ws)] == ids[:4]               # helpers hidden
@@ -170,6 +171,7 @@ def test_runs_filters(history):
     assert_user_error(ws.mlrun("runs", "--columns", "batchsize"), 2, "no field 'batchsize'", "did you mean batch_size")
 
 
+@pytest.mark.slow
 def test_runs_shows_the_settings_that_differ_in_100_columns(history):
     ws, ids = history
     table = ws.mlrun("runs", env=ws.env(COLUMNS="100")).stdout.splitlines()

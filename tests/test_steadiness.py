@@ -60,6 +60,7 @@ def test_window_work_counts_each_run_in_the_window_it_ends_in():
     assert steadiness.longest_spell([False, True, True, False, True]) == 2
 
 
+@pytest.mark.slow
 def test_smoke_run_prints_each_core_the_windows_and_the_server_estimate(tmp_path):
     saved = tmp_path / "runs.npz"
     args = [sys.executable, "-m", "bench.steadiness", "--window", "0.25", "--loads", "0.5,0.9"]
@@ -78,3 +79,19 @@ def test_smoke_run_prints_each_core_the_windows_and_the_server_estimate(tmp_path
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.splitlines()[1:] == out.splitlines()[1:], again.stdout
     assert f"(from {saved})" in again.stdout.splitlines()[0]
+
+
+@pytest.mark.parametrize("content, args", [(None, []), (b"not numpy", []), ("foreign npz", []),
+                                           ("foreign npz", ["--loads", "0.6,high"])])
+def test_a_missing_or_foreign_load_file_and_bad_loads_are_one_line_and_exit_2(tmp_path, capsys, content, args):
+    path = tmp_path / "runs.npz"
+    if content == "foreign npz":
+        np.savez(path, other=np.zeros(1))   # a real .npz, but not one --save wrote
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(SystemExit) as stop:
+        steadiness.main(["--load", str(path), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert ("--loads: fractions" in err) if args else ("cannot read saved run times" in err and "--save" in err), err

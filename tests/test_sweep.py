@@ -74,6 +74,7 @@ def run_record(ws, run_id):
 GRID = ["--grid", "batch_size=1,4", "--grid", "dep.model.layers=1,2"]
 
 
+@pytest.mark.slow
 def test_a_2x2_sweep_records_every_point_and_shows_them_as_rows(bench):
     result = bench.mlrun("sweep", "app bench", "--mode=performance", *GRID, "--name", "bs")
     assert result.returncode == 0, result.stderr
@@ -112,6 +113,7 @@ def test_a_2x2_sweep_records_every_point_and_shows_them_as_rows(bench):
     assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[:5] == ["bs", "4", "4", "0", "0"]
 
 
+@pytest.mark.slow
 def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench):
     args = ("sweep", "app bench", *GRID, "--name", "again")
     assert bench.mlrun(*args).returncode == 0
@@ -131,6 +133,7 @@ def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench
     assert_user_error(other, 2, "sweep 'again' exists with another request")
 
 
+@pytest.mark.slow
 def test_a_failing_point_is_recorded_and_the_others_run(bench):
     result = bench.mlrun("sweep", "app bench", "--fail_on=4", *GRID, "--name", "broken")
     assert result.returncode == 1, result.stderr
@@ -148,6 +151,7 @@ def test_a_failing_point_is_recorded_and_the_others_run(bench):
     assert again.returncode == 1 and "2 to run, 2 skipped" in again.stderr
 
 
+@pytest.mark.slow
 def test_a_killed_sweep_resumes_where_it_stopped(bench, tmp_path):
     hold = tmp_path / "hold"
     (tmp_path / "hold.2").write_text("")   # the second point waits on this file until the sweep is killed
@@ -244,6 +248,7 @@ def overlapping(points):
             if spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]]
 
 
+@pytest.mark.slow
 def test_jobs_pin_measuring_points_to_disjoint_cores_or_refuse(bench, tmp_path):
     cores = sorted(os.sched_getaffinity(0))
     sizes = ",".join(str(i) for i in range(1, len(cores) + 2))   # a point for each of the N+1 jobs

@@ -45,7 +45,7 @@ def run_points(ws, tasks, **options):
 
 def test_sweep_of_four_points_on_both_nodes_records_back(cluster, ws, monkeypatch, capsys):
     """`mlrun sweep ... --on ray:ADDRESS` (in this process: its Python has ray; the points' mlrun need not)."""
-    point_recipes(ws)
+    point_recipes(ws, run='echo "$N" > n.txt; sleep 1')   # points long enough that both nodes get some
     argv = ["point", "--grid", "n=0,1,2,3", "--name", "four", "--on", f"ray:{cluster.address}"]
     code, err, data = sweep_here(ws, monkeypatch, capsys, *argv)
     assert code == 0 and "sweep four: 4 points, 4 to run on ray:" in err and "sweep four: 4 ok" in err, err

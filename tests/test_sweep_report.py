@@ -197,6 +197,7 @@ def assert_self_contained(text):
     assert "http://" not in text and "https://" not in text
 
 
+@pytest.mark.slow
 def test_page_escapes_markup_and_shows_a_sweep_whose_points_all_failed(tmp_path):
     data, rows = sweep_data()
     data["query"] = QUERY + " <script>document.body.dataset.pwned = 'query'</script>"
