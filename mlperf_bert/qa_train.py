@@ -216,12 +216,16 @@ def main(argv=None):
     parser.add_argument("--learning-rate", type=float, default=1.5e-4)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: one per core this process may use); the weights' last bits depend on it")
     args = parser.parse_args(argv)
     try:
-        for name in ("epochs", "batch_size", "threads"):
+        for name in ("epochs", "batch_size"):
             if getattr(args, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
+        if args.threads < 0:
+            raise UsageError(f"--threads must be 0 (every core) or more, not {args.threads}")
+        args.threads = args.threads or len(os.sched_getaffinity(0))
         if not 64 + 3 < args.seq_length <= 512:
             raise UsageError(f"--seq-length must be within 68..512 (the question takes up to 67), not {args.seq_length}")
         if args.doc_stride < 1:
