@@ -292,7 +292,8 @@ def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         argv = with_verb(cm_tags(argv, VERBS))
-        asked = argv[verb_at(argv)] if verb_at(argv) < len(argv) else None
+        at = verb_at(argv)
+        asked = argv[at] if at < len(argv) else None
         parser = build_parser(only=asked if asked in VERBS else None)
         if asked == "run" and any(a in ("-h", "--help") for a in argv):
             shown = _recipe_help(parser, [a for a in argv if a not in ("-h", "--help")])

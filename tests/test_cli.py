@@ -111,9 +111,14 @@ def test_a_verb_loads_only_its_own_modules(app, argv):
     out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=app.env(), capture_output=True,
                          text=True)
     assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "[]", out.stdout + out.stderr
-    everything = "import sys; from engine import cli; cli.build_parser(); print(sorted(sys.modules))"
-    full = subprocess.run([sys.executable, "-c", everything], cwd=ROOT, capture_output=True, text=True)
-    assert "'sweeps.cli'" in full.stdout and "'submission.cli'" in full.stdout, full.stderr   # `mlrun --help`
+
+
+def test_the_whole_parser_still_has_the_sweep_and_submission_verbs(ws):   # `mlrun --help`
+    result = ws.mlrun("--help")
+    assert result.returncode == 0 and "  sweep " in result.stdout and "  submit " in result.stdout, result.stdout
+    for verb in ("sweep", "submit"):
+        shown = ws.mlrun(verb, "--help")
+        assert shown.returncode == 0 and ("--grid" if verb == "sweep" else "--scenarios") in shown.stdout, shown.stdout
 
 
 # -- running ----------------------------------------------------------------------------------------

@@ -200,9 +200,7 @@ def test_a_non_interactive_step_gets_no_stdin(ws):
 
 @pytest.mark.parametrize("flag, value, message", [("--threads", "-1", "--threads must be 0 (every core) or more"),
                                                    ("--epochs", "0", "--epochs must be at least 1")])
-def test_training_settings_out_of_range_are_one_line_before_torch_loads(flag, value, message, capsys):
-    import sys
-    from mlperf_bert import qa_train
+def test_training_settings_out_of_range_are_one_line_and_exit_2(flag, value, message, capsys):
+    from mlperf_bert import qa_train   # checked before torch is imported: this venv has no torch
     code = qa_train.main(["--wheel", "w.whl", "--squad", "dev.json", "--vocab", "vocab.txt", "--out", ".", flag, value])
     assert code == 2 and capsys.readouterr().err.strip() == f"error: {message}, not {value}"
-    assert "torch" not in sys.modules
