@@ -23,6 +23,7 @@ fixed amount of the work a Server run does, with nothing else in the way). Print
 --save FILE.npz keeps the run times; --load FILE.npz analyses them again (other --loads, --size-cv, --window).
 """
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -186,8 +187,9 @@ def main(argv=None):
           + f"; slowest window {fractions.min() * 100:.0f}%; longest spell under 90%: "
             f"{longest_spell(fractions < 0.9) * args.window:g} s")
     if steal is not None:
-        print(f"steal (CPU time taken by the hypervisor): {steal / 100:.2f} CPU-s of {seconds * len(cores):.0f} "
-              f"({steal / (seconds * len(cores)):.2f}%)")
+        steal_s = steal / os.sysconf("SC_CLK_TCK")   # ticks, as machine_load.machine_busy_s converts them
+        print(f"steal (CPU time taken by the hypervisor): {steal_s:.2f} CPU-s of {seconds * len(cores):.0f} "
+              f"({steal_s / (seconds * len(cores)) * 100:.2f}%)")
     else:
         print("steal: not reported by this kernel")
     # Server: the same queries (seeded) on a machine that always runs at its mean speed and on this run's
