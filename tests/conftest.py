@@ -49,6 +49,11 @@ def pytest_sessionstart(session):
     A user's Python writes these files on the first run; the __pycache__ folders are git-ignored. For the same
     reason pytest keeps its rewritten test modules (3 s of each worker's start)."""
     sys.dont_write_bytecode = False
+    # Started from a script in the background, this process has SIGINT ignored, and so would every mlrun it
+    # starts (mlrun keeps a signal ignored at its start, as nohup wants): the tests that press Ctrl-C would
+    # wait in vain. They start mlrun as a terminal's foreground job is started.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if not hasattr(session.config, "workerinput"):
         import compileall
         for package in ("engine", "sweeps", "submission", "mlperf_bert", "bench"):
