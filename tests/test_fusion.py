@@ -164,7 +164,7 @@ def test_fused_key_follows_the_source_and_the_settings(mlrun):
     assert heads_given["get-ml-model-bert-fused"]["key"] != base["get-ml-model-bert-fused"]["key"]
     # The optimiser's onnxruntime is pinned in the venv the step runs with: that venv's key is in the material.
     python = dict(base["get-ml-model-bert-fused"]["deps"])["python"]
-    assert "onnxruntime==1.23.2" in next(n for n in base_nodes if n["key"] == python)["inputs"]["packages"]
+    assert "onnxruntime==1.23.2" in next(n for n in base_nodes if n["key"] == python)["env"]["MLRUN_VENV_SET"]
 
 
 def test_the_app_runs_a_fused_graph_with_one_flag(mlrun):

@@ -143,3 +143,38 @@ def test_a_probe_must_be_a_command_list(ws):
         run: "true"
     """)
     assert_user_error(ws.mlrun("plan", "bad"), 2, "recipe.yaml:3", "probe.python must be a non-empty list")
+
+
+@pytest.mark.slow
+def test_the_venv_recipe_installs_its_named_set_and_the_packages_asked(ws):
+    """get-python-venv's variations name the package sets several recipes share (one entry, one place to pin).
+
+    The real recipe is built with an interpreter that is the real python3 except for pip, which only writes down
+    what it was asked to install: the set's packages, a base set's, then --packages, each once."""
+    import shutil
+    import sys
+    log = ws.path("pip-calls.txt")
+    python = ws.path("python-without-pip")
+    real = shutil.which("python3") or sys.executable
+    write_exe(python, f'#!/bin/sh\nif [ "$1 $2" = "-m pip" ]; then echo "$@" >> {log}; exit 0; fi\n'
+                      f'exec "{real}" "$@"\n')
+    repo_recipes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+    env = ws.env(MLRUN_RECIPES=repo_recipes)
+
+    def installed(query, *args):
+        if os.path.exists(log):
+            os.remove(log)
+        r = ws.mlrun(query, f"--python={python}", *args, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        with open(log) as f:
+            calls = [line.split() for line in f]
+        assert [c for c in calls if "list" in c], calls                 # packages.txt is still written
+        return [c[c.index("--constraint") + 2:] for c in calls if "install" in c]   # what follows its file
+
+    [ort] = installed("get python venv _onnxruntime", "--packages=extra==1.0")
+    assert "onnxruntime==1.23.2" in ort and "numpy==2.3.4" in ort and ort[-1] == "extra==1.0"
+    [export] = installed("get python venv _transformers")
+    assert "huggingface_hub==2.4.0" in export and "torch==2.13.0" in export      # _huggingface is its base
+    assert len(export) == len(set(export))
+    assert installed("get python venv") == []                                  # nothing asked: no pip install
+    assert len(ws.entries("get-python-venv")) == 3

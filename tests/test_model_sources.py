@@ -401,8 +401,10 @@ def _plan(query, inputs=None, host_env=None, dep_overrides=None):
 
 
 def _venv(node):
-    """The packages of the venv a node runs in."""
-    return dict(node.deps)["python"].inputs["packages"]
+    """The packages of the venv a node runs in: its named set (get-python-venv's variations) and --packages."""
+    venv = dict(node.deps)["python"]
+    return " ".join([venv.env.get("MLRUN_VENV_SET", ""), venv.env.get("MLRUN_VENV_SET_MORE", ""),
+                     venv.inputs["packages"]])
 
 
 def test_the_benchmark_takes_zoo_and_hf_references():
