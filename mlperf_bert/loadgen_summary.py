@@ -34,8 +34,9 @@ INVALID_REASONS = (
      "the run ended before its minimum duration ({min_duration_ms} ms): LoadGen issues target_qps x min_duration "
      "samples, and they took less than that", "raise --target-qps (now {target_qps}) to the real samples/s or above"),
     ("Min duration satisfied", ("SingleStream", "MultiStream"),
-     "the run ended before its minimum duration ({min_duration_ms} ms): LoadGen issues min_duration / "
-     "target_latency queries, and they ran faster than that", "lower --target-latency (now {target_latency_ms} ms)"),
+     "the run ended before its minimum duration ({min_duration_ms} ms): LoadGen generates queries for twice "
+     "min_duration at target_latency each, and they ran more than twice as fast",
+     "lower --target-latency (now {target_latency_ms} ms)"),
     ("Min duration satisfied", ("Server",),
      "the queries were scheduled over less than the minimum duration ({min_duration_ms} ms)",
      "raise --target-qps (now {target_qps}) or --count"),

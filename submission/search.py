@@ -4,8 +4,8 @@ LoadGen plans a run's length from the expected speed the user states, and a run 
 min_duration is INVALID:
 - Offline issues target_qps x min_duration samples in one query: a target below the real speed makes
   the run end early. The target is the measured QPS x MARGIN (an overestimate: the run lasts longer).
-- SingleStream issues min_duration / target_latency queries: a target above the real mean latency
-  makes the run end early. The target is the measured mean latency / MARGIN (whole ms, as user.conf
+- SingleStream generates queries for 2 x min_duration at target_latency each (and stops issuing at
+  min_duration): a target over twice the real mean latency makes the run end early. The target is the measured mean latency / MARGIN (whole ms, as user.conf
   takes it); when that is below 1 ms, min_query_count is raised instead so the queries still fill
   min_duration x MARGIN.
 - Server must also keep p99 latency under its bound: the measurement run is the harness's --find-peak

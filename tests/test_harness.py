@@ -244,6 +244,37 @@ def test_performance_mode_logs_the_same_bytes_as_accuracy_mode(files, accuracy_r
     assert not (out / "audit.config").exists() and not (out / "accuracy.txt").exists()
 
 
+def test_offline_rate_times_a_second_pass_over_a_spread_of_the_loaded_samples():
+    class View:   # one unpinned instance: run_on_instances calls it in this thread
+        def __init__(self):
+            self.passes = []
+
+        def responses(self, indices):
+            self.passes.append(list(indices))
+            return iter(())
+    view = View()
+    rate, samples = harness._offline_rate([view], [()], total=1000, settled_qps=20.0)
+    # max(4 per instance, 0.5 s at 20/s) = 10 samples, evenly over the 1000 loaded (all lengths), run twice
+    assert samples == 10 and view.passes == [list(range(0, 1000, 100))] * 2 and rate > 0
+    view = View()
+    assert harness._offline_rate([view], [()], total=3, settled_qps=1e6)[1] == 3   # never more than loaded
+    assert view.passes == [[0, 1, 2]] * 2
+
+
+def test_offline_target_has_a_margin_and_find_peak_says_why_it_is_for_server_only(capsys):
+    base = ["--features", "f", "--model", "m", "--out", "o", "--mode", "performance"]
+    args = harness.parse_args(base + ["--scenario", "Offline"])
+    assert harness.settings_lines(args, total=10833, measured_qps=100.0)[1]["target_qps"] == 110.0
+    args = harness.parse_args(base + ["--scenario", "Server"])
+    assert harness.settings_lines(args, total=10833, measured_qps=100.0)[1]["target_qps"] == 50.0
+    for scenario, why in (("Offline", "the expected rate that sizes its query is measured"),
+                          ("MultiStream", "VALID up to 2x the real latency")):
+        with pytest.raises(SystemExit) as exit_:
+            harness.parse_args(base + ["--scenario", scenario, "--find-peak"])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and f"{scenario} has none to search" in err and why in err
+
+
 @pytest.mark.parametrize("scenario, extra", [
     ("Offline", ["--batch-size", "4", "--buckets", "128,256"]),
     ("SingleStream", []),
@@ -267,6 +298,12 @@ def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
     assert "  machine: other processes took " in result.stdout
     if scenario == "Offline":
         assert summary["sequence_handling"].startswith("buckets 128,256,384")
+        # Its target (which sizes the query, given a min duration) is 1.1 x a rate pass, not the warm-up's.
+        rate = summary["rate_pass"]
+        assert rate["samples"] >= 4 and summary["warmup_qps"] == rate["samples_per_second"]
+        assert abs(summary["settings"]["target_qps"] - rate["samples_per_second"] * harness.OFFLINE_MARGIN) < 0.002
+    else:
+        assert summary["rate_pass"] is None
 
 
 def test_a_model_that_cannot_be_made_dynamic_runs_at_384_and_says_so(files, tmp_path):

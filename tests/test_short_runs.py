@@ -129,7 +129,7 @@ def summary_text(scenario, checks, notes=(), latencies=(), params=()):
     ("Offline", [("Min duration satisfied", False)], [], [], [("target_qps", "3"), ("min_duration (ms)", "600000")],
      [("Min duration satisfied", "ended before its minimum duration (600000 ms)", "raise --target-qps (now 3)")]),
     ("SingleStream", [("Min duration satisfied", False)], [], [], [("target_qps", "200"), ("target_latency (ns)", "0")],
-     [("Min duration satisfied", "min_duration / target_latency queries", "lower --target-latency (now 5 ms)")]),
+     [("Min duration satisfied", "queries for twice min_duration at target_latency each", "lower --target-latency (now 5 ms)")]),
     ("MultiStream", [("Early stopping satisfied", False)],
      ["Only processed 3 queries.", "Need to process at least 662 queries for early stopping."], [],
      [("samples_per_query", "8")],
