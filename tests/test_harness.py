@@ -246,17 +246,24 @@ def test_performance_mode_logs_the_same_bytes_as_accuracy_mode(files, accuracy_r
 
 def test_offline_rate_times_a_second_pass_over_a_spread_of_the_loaded_samples():
     class View:   # one unpinned instance: run_on_instances calls it in this thread
-        def __init__(self):
-            self.passes = []
+        def __init__(self, lengths, batch_size=1):
+            self.lengths, self.batch_size, self.passes = np.asarray(lengths), batch_size, []
 
         def responses(self, indices):
             self.passes.append(list(indices))
             return iter(())
-    view = View()
+    lengths = [(7 * i) % 1000 for i in range(1000)]     # every length once, out of order
+    view = View(lengths)
     rate, samples = harness._offline_rate([view], [()], total=1000, settled_qps=20.0)
-    # max(4 per instance, 0.5 s at 20/s) = 10 samples, evenly over the 1000 loaded (all lengths), run twice
-    assert samples == 10 and view.passes == [list(range(0, 1000, 100))] * 2 and rate > 0
-    view = View()
+    # max(4 per instance, 0.5 s at 20/s) = 10 samples, evenly over the 1000 loaded lengths, run twice
+    assert samples == 10 and rate > 0 and len(view.passes) == 2 and view.passes[0] == view.passes[1]
+    assert sorted(lengths[i] for i in view.passes[0]) == [0, 111, 222, 333, 444, 555, 666, 777, 888, 999]
+    # Batches as LoadGen's big query fills them: blocks of 4 neighbouring lengths, spread the same way.
+    view = View(lengths, batch_size=4)
+    assert harness._offline_rate([view], [()], total=1000, settled_qps=40.0)[1] == 20
+    assert sorted(lengths[i] for i in view.passes[1]) == [
+        n + k for n in (0, 249, 498, 747, 996) for k in range(4)]
+    view = View([5, 3, 4])
     assert harness._offline_rate([view], [()], total=3, settled_qps=1e6)[1] == 3   # never more than loaded
     assert view.passes == [[0, 1, 2]] * 2
 
