@@ -427,10 +427,12 @@ def settings_lines(args, total, measured_qps):
     if args.scenario in ("Offline", "Server"):
         default_qps = measured_qps * (SERVER_LOAD_FRACTION if args.scenario == "Server" else OFFLINE_MARGIN)
         chosen["target_qps"] = round(args.target_qps or default_qps, 3)
+    # LoadGen reads SingleStream's and MultiStream's target_latency as a real number of ms, Server's as whole ms.
     if args.target_latency is not None:
-        chosen["target_latency"] = math.ceil(args.target_latency)
+        chosen["target_latency"] = math.ceil(args.target_latency) if args.scenario == "Server" \
+            else round(args.target_latency, 3)
     elif args.scenario in ("SingleStream", "MultiStream"):
-        chosen["target_latency"] = math.ceil(1000 * per_query / measured_qps)
+        chosen["target_latency"] = round(1000 * per_query / measured_qps, 3)
 
     user_lines = Path(args.user_conf).read_text().splitlines() if args.user_conf else []
     overridden = _keys_set(user_lines, args.scenario)

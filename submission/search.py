@@ -5,9 +5,8 @@ min_duration is INVALID:
 - Offline issues target_qps x min_duration samples in one query: a target below the real speed makes
   the run end early. The target is the measured QPS x MARGIN (an overestimate: the run lasts longer).
 - SingleStream generates queries for 2 x min_duration at target_latency each (and stops issuing at
-  min_duration): a target over twice the real mean latency makes the run end early. The target is the measured mean latency / MARGIN (whole ms, as user.conf
-  takes it); when that is below 1 ms, min_query_count is raised instead so the queries still fill
-  min_duration x MARGIN.
+  min_duration): a target over twice the real mean latency makes the run end early. The target is the
+  measured mean latency / MARGIN, in ms to the microsecond (LoadGen reads it as a real number).
 - Server must also keep p99 latency under its bound: the measurement run is the harness's --find-peak
   (mlperf_bert.tuning.find_server_peak: the highest target QPS VALID over short runs that respect LoadGen's
   early stopping, then a check run), and the target is the one it found. If the full run is still INVALID,
@@ -16,7 +15,6 @@ MARGIN 1.25: the full run stays VALID when it is up to 25% faster than the short
 samples, a warmer cache), at the cost of at most a quarter more time.
 """
 import json
-import math
 import os
 import re
 
@@ -24,7 +22,6 @@ from engine.errors import StepError
 
 MARGIN = 1.25
 SERVER_STEP = 0.9                   # a Server retry: 10% below the target whose full run was INVALID
-FULL_MIN_DURATION_MS = 600_000      # mlperf.conf: 600 s for every bert scenario
 SEARCH = {"count": 256, "min_duration": 10_000}   # the measurement run: 256 samples loaded, 10 s at least
 SEARCH_SHORT = {"count": 32, "min_duration": 500}
 SEED = re.compile(r'"key": "effective_([a-z_]+_rng_seed)", "value": (\d+)')
@@ -58,7 +55,7 @@ def measurement_inputs(scenario, short):
     return inputs
 
 
-def settings_from(scenario, run_folder, run_id, min_duration_ms=FULL_MIN_DURATION_MS):
+def settings_from(scenario, run_folder, run_id):
     """{"inputs": app inputs for the full run, "user_conf": extra lines or [], "figures", "how"}."""
     values = summary_values(run_folder)
     summary = json.load(open(os.path.join(run_folder, "summary.json")))
@@ -87,18 +84,13 @@ def settings_from(scenario, run_folder, run_id, min_duration_ms=FULL_MIN_DURATIO
                f"overestimate keeps the run at least min_duration long)")
     else:
         mean_ms = int(values["Mean latency (ns)"]) / 1e6
-        target = math.floor(mean_ms / MARGIN)
-        found = {"inputs": {"target_latency": max(target, 1)}, "user_conf": [],
-                 "figures": {"measured_mean_latency_ms": mean_ms, "target_latency_ms": max(target, 1)}}
+        target = round(mean_ms / MARGIN, 3)
+        found = {"inputs": {"target_latency": target}, "user_conf": [],
+                 "figures": {"measured_mean_latency_ms": mean_ms, "target_latency_ms": target}}
         how = (f"a short {scenario} performance run ({run_id}) measured a mean latency of {mean_ms:.3f} ms; "
-               f"target_latency = floor({mean_ms:.3f} / {MARGIN}) ms")
-        if target < 1:
-            queries = math.ceil(min_duration_ms * MARGIN / mean_ms)
-            found["user_conf"] = [f"bert.{scenario}.min_query_count = {queries}"]
-            found["figures"]["min_query_count"] = queries
-            how += (f" is under 1 ms: target_latency 1 ms and min_query_count = {queries} "
-                    f"(min_duration x {MARGIN} / mean latency)")
-        how += " (LoadGen issues min_duration / target_latency queries: an underestimate keeps the run long enough)"
+               f"target_latency = {mean_ms:.3f} / {MARGIN} = {target} ms (LoadGen generates queries for twice "
+               f"min_duration at target_latency each and stops at min_duration: an underestimate only generates "
+               f"more)")
     found["how"] = how
     found["figures"]["warmup_qps"] = summary.get("warmup_qps")
     return found

@@ -303,8 +303,7 @@ class Submission:
         done = {}
         for scenario in self.opts.scenario_list:
             entry = self.run(f"{scenario}/search", self.run_inputs(scenario, "search"))
-            found = search.settings_from(scenario, entry["folder"], entry["run"],
-                                         SHORT["min_duration"] if self.opts.short else search.FULL_MIN_DURATION_MS)
+            found = search.settings_from(scenario, entry["folder"], entry["run"])
             if self.state["settings"].get(scenario, {}).get("search_run") != entry["run"] or self.opts.rerun:
                 self.state["settings"][scenario] = dict(found, search_run=entry["run"])
                 self.save()

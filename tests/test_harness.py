@@ -274,6 +274,14 @@ def test_offline_target_has_a_margin_and_find_peak_says_why_it_is_for_server_onl
     assert harness.settings_lines(args, total=10833, measured_qps=100.0)[1]["target_qps"] == 110.0
     args = harness.parse_args(base + ["--scenario", "Server"])
     assert harness.settings_lines(args, total=10833, measured_qps=100.0)[1]["target_qps"] == 50.0
+    # LoadGen reads SingleStream's and MultiStream's target_latency as real ms (a sub-ms model rounded up to
+    # 1 ms could be over the 2x its generated queries allow), Server's as whole ms.
+    args = harness.parse_args(base + ["--scenario", "SingleStream"])
+    assert harness.settings_lines(args, total=10833, measured_qps=2500.0)[1]["target_latency"] == 0.4
+    args = harness.parse_args(base + ["--scenario", "MultiStream", "--target-latency", "0.35"])
+    assert harness.settings_lines(args, total=10833, measured_qps=1.0)[1]["target_latency"] == 0.35
+    args = harness.parse_args(base + ["--scenario", "Server", "--target-latency", "99.2"])
+    assert harness.settings_lines(args, total=10833, measured_qps=1.0)[1]["target_latency"] == 100
     for scenario, why in (("Offline", "the expected rate that sizes its query is measured"),
                           ("MultiStream", "VALID up to 2x the real latency")):
         with pytest.raises(SystemExit) as exit_:

@@ -27,15 +27,15 @@ def test_offline_target_is_an_overestimate_of_the_measured_qps(tmp_path):
 def test_singlestream_target_is_an_underestimate_of_the_mean_latency(tmp_path):
     folder = _run_folder(tmp_path, ["Scenario : SingleStream", "Mean latency (ns) : 6122000"])
     found = search.settings_from("SingleStream", folder, "RUN2")
-    assert found["inputs"] == {"target_latency": 4} and found["user_conf"] == []   # floor(6.122 / 1.25)
+    assert found["inputs"] == {"target_latency": 4.898} and found["user_conf"] == []   # 6.122 / 1.25
 
 
-def test_sub_millisecond_latency_raises_the_query_count_instead(tmp_path):
+def test_sub_millisecond_latency_is_kept_to_the_microsecond(tmp_path):
+    # LoadGen reads target_latency as a real number of ms (strtod): no rounding up to 1 ms, which would be
+    # 2.5x this mean latency, over the 2x LoadGen's generated queries allow.
     folder = _run_folder(tmp_path, ["Scenario : SingleStream", "Mean latency (ns) : 500000"])
     found = search.settings_from("SingleStream", folder, "RUN3")
-    assert found["inputs"] == {"target_latency": 1}
-    # 600 s x 1.25 / 0.5 ms queries: the run still lasts longer than min_duration
-    assert found["user_conf"] == ["bert.SingleStream.min_query_count = 1500000"]
+    assert found["inputs"] == {"target_latency": 0.4} and found["user_conf"] == []
 
 
 def test_required_system_fields_come_from_the_official_checker():
