@@ -203,7 +203,7 @@ class Submission:
         if not found:
             return None
         inputs = {"mode": "performance", "scenario": scenario, **short, **found["inputs"]}
-        if found.get("user_conf"):
+        if found.get("user_conf"):   # none since 1438c3c; a state.json of an earlier search may hold some
             inputs["user_conf"] = self._user_conf(scenario, found["user_conf"])
         if kind == "TEST01":
             inputs["audit_config"] = os.path.join(self.src, "compliance", "TEST01", "bert", "audit.config")
