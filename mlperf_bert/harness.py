@@ -250,8 +250,7 @@ def run(args):
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
         "other_load": other_load.record(),
     }
-    if args.backend in ("deepsparse", "tensorrt"):
-        summary[args.backend] = backend.describe()
+    summary[args.backend] = inference.backend.describe()
     if sut.error is not None:
         summary["error"] = f"inference failed: {sut.error}"
     elif args.mode == "accuracy":

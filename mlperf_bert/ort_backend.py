@@ -57,6 +57,10 @@ class OrtBackend:
             raise StepError(f"onnxruntime cannot load {model_path}: {error}") from None
         self._outputs = [self.io.start] if self.io.end is None else [self.io.start, self.io.end]
 
+    def describe(self):
+        """The runtime as it ran: a venv may hold another onnxruntime than the recipe's (--dep.python.packages)."""
+        return {"version": ort.__version__, "providers": self.session.get_providers()}
+
     def run(self, ids, mask, segments):
         """Return (start, end) float32 [B, L] for int arrays [B, L]."""
         feeds = {name: np.asarray(array, dtype=self.io.input_dtype)

@@ -153,10 +153,11 @@ def test_the_venv_recipe_installs_its_named_set_and_the_packages_asked(ws):
     what it was asked to install: the set's packages, a base set's, then --packages, each once."""
     import shutil
     import sys
-    log = ws.path("pip-calls.txt")
+    log, seen = ws.path("pip-calls.txt"), ws.path("constraints-seen.txt")
     python = ws.path("python-without-pip")
     real = shutil.which("python3") or sys.executable
-    write_exe(python, f'#!/bin/sh\nif [ "$1 $2" = "-m pip" ]; then echo "$@" >> {log}; exit 0; fi\n'
+    write_exe(python, f'#!/bin/sh\nif [ "$1 $2" = "-m pip" ]; then echo "$@" >> {log}\n'
+                      f'  for a; do [ "$prev" = --constraint ] && cp "$a" {seen}; prev="$a"; done; exit 0; fi\n'
                       f'exec "{real}" "$@"\n')
     repo_recipes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
     env = ws.env(MLRUN_RECIPES=repo_recipes)
@@ -177,4 +178,49 @@ def test_the_venv_recipe_installs_its_named_set_and_the_packages_asked(ws):
     assert "huggingface_hub==2.4.0" in export and "torch==2.13.0" in export      # _huggingface is its base
     assert len(export) == len(set(export))
     assert installed("get python venv") == []                                  # nothing asked: no pip install
-    assert len(ws.entries("get-python-venv")) == 3
+    # A package the set or the constraints pin, asked in another version (any spelling of its name), replaces
+    # their pin: one pin each, never both (pip would refuse the pair).
+    [other] = installed("get python venv _onnxruntime", "--packages=ONNXRuntime==1.22.0 protobuf==6.33.0")
+    assert "ONNXRuntime==1.22.0" in other and not [p for p in other if p.lower().startswith("onnxruntime==1.23")]
+    assert "numpy==2.3.4" in other and "protobuf==6.33.0" in other
+    constraints = open(seen).read()
+    assert "protobuf==" not in constraints and "flatbuffers==" in constraints
+    assert len(ws.entries("get-python-venv")) == 4
+
+
+def _venv_deps(recipe):
+    """Every dep of a recipe (its own and its variations') on get-python-venv."""
+    deps = list(recipe.get("deps") or [])
+    for variation in (recipe.get("variations") or {}).values():
+        deps += (variation or {}).get("deps") or []
+    return [dep for dep in deps if dep["query"].startswith("get python venv")]
+
+
+def test_recipes_name_package_sets_so_dep_python_packages_only_adds(tmp_path):
+    """--dep.python.packages reaches every venv of a plan (deps are overridden by name) and the packages input it
+    sets would replace a recipe's own: so recipes ask for a set (get-python-venv's variations), never packages,
+    and the person's packages add to each venv's set."""
+    import glob
+
+    import yaml
+
+    from engine.resolver import resolve
+    from engine.settings import Settings
+    from conftest import ROOT
+    asking = {}
+    for path in glob.glob(os.path.join(ROOT, "recipes", "*", "recipe.yaml")):
+        for dep in _venv_deps(yaml.safe_load(open(path))):
+            asking[os.path.basename(os.path.dirname(path))] = dep
+            assert "packages" not in (dep.get("inputs") or {}), path
+            assert len(dep["query"].split()) == 4 and dep["query"].split()[3].startswith("_"), (path, dep["query"])
+    assert {"get-backend-onnxruntime", "get-backend-deepsparse", "get-backend-tensorrt", "get-ml-model-bert",
+            "get-dataset-squad-features", "process-mlperf-accuracy-squad"} <= set(asking)
+    settings = Settings.from_env(environ={"MLRUN_RECIPES": os.path.join(ROOT, "recipes"),
+                                          "MLRUN_CACHE": str(tmp_path / "cache")})
+    for query in ("app mlperf bert _onnxruntime _cpu _random", "app mlperf bert _deepsparse"):
+        plan = resolve(settings.index(), query, host_env=dict(os.environ), prober=settings.prober(),
+                       dep_overrides={"python": {"packages": "onnxruntime==1.22.1"}})
+        venvs = [node for node in plan.nodes if node.name == "get-python-venv"]
+        assert len(venvs) >= 2
+        for venv in venvs:
+            assert venv.inputs["packages"] == "onnxruntime==1.22.1" and venv.env["MLRUN_VENV_SET"], venv.label

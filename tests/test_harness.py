@@ -12,6 +12,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 
 from engine.errors import UsageError
@@ -311,6 +312,8 @@ def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
     other = summary["other_load"]
     assert other["cpus"] >= 1 and other["seconds"] > 0 and 0 <= other["share"] and isinstance(other["busy"], bool)
     assert "  machine: other processes took " in result.stdout
+    # The runtime as it ran, whatever onnxruntime the venv holds.
+    assert summary["onnxruntime"] == {"version": onnxruntime.__version__, "providers": ["CPUExecutionProvider"]}
     if scenario == "Offline":
         assert summary["sequence_handling"].startswith("buckets 128,256,384")
         # Its target (which sizes the query, given a min duration) is 1.1 x a rate pass, not the warm-up's.
