@@ -16,7 +16,7 @@ TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "input
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
-INPUT_KEYS = {"type", "default", "choices", "env", "help", "required", "content"}
+INPUT_KEYS = {"type", "default", "choices", "pattern", "env", "help", "required", "content"}
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
 INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
 
@@ -213,6 +213,15 @@ class _Checker:
                            for c in choices]
                 if default is not None and default not in choices:
                     self.fail(here + ["default"], f"default {default!r} is not among the choices {choices}")
+            pattern = spec.get("pattern")
+            if pattern is not None:
+                self.expect(pattern, str, here + ["pattern"], "pattern")
+                try:
+                    compiled = re.compile(pattern)
+                except re.error as error:
+                    self.fail(here + ["pattern"], f"pattern is not a valid regular expression: {error}")
+                if default is not None and not compiled.fullmatch(str(default)):
+                    self.fail(here + ["default"], f"default {default!r} does not match the pattern {pattern!r}")
             env_name = spec.get("env", "MLRUN_INPUT_" + name.upper())
             if not ENV_RE.match(env_name):
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
@@ -225,6 +234,8 @@ class _Checker:
                          "help": self.text(spec.get("help"), here + ["help"], "help"), "required": required}
             if content:  # only then: other recipes' normal form, and so their digests, stay as they were
                 out[name]["content"] = True
+            if pattern is not None:  # likewise
+                out[name]["pattern"] = pattern
         return out
 
 

@@ -371,6 +371,8 @@ def input_value(recipe, name, value):
         from .words import did_you_mean
         fail(f"--{name}={value} is not one of {', '.join(map(str, spec['choices']))}"
              + did_you_mean(str(value), [str(c) for c in spec["choices"]]))
+    if spec.get("pattern") and value is not None and not re.fullmatch(spec["pattern"], str(value)):
+        fail(f"--{name}={value} is not of the form the input takes ({spec['help'] or 'pattern ' + spec['pattern']})")
     return value
 
 

@@ -224,3 +224,9 @@ def test_recipes_name_package_sets_so_dep_python_packages_only_adds(tmp_path):
         assert len(venvs) >= 2
         for venv in venvs:
             assert venv.inputs["packages"] == "onnxruntime==1.22.1" and venv.env["MLRUN_VENV_SET"], venv.label
+    # The key holds the text: a version left open, or a file, would let one key stand for other packages.
+    from engine.errors import ResolutionError
+    for loose in ("onnxruntime", "onnxruntime>=1.22", "./onnxruntime-1.22.1-cp311-linux_x86_64.whl"):
+        with pytest.raises(ResolutionError, match="NAME==VERSION each"):
+            resolve(settings.index(), "get python venv _onnxruntime", inputs={"packages": loose},
+                    host_env=dict(os.environ), prober=settings.prober())
