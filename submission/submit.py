@@ -11,6 +11,7 @@ accuracy target differs), each gets its own folder in the tree.
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -32,6 +33,27 @@ SHORT = {"count": 32, "min_duration": 1000}         # every --short run: 32 samp
 CONTROLLED = ("mode", "scenario", "count", "target_qps", "target_latency", "min_duration", "audit_config")
 HOST_KEYS = ("cpu", "cores", "memory_gb", "os", "python")
 KINDS = ("search", "accuracy", "performance", "TEST01")
+
+
+# The distribution a backend recipe runs, whose version the submission names as its framework.
+RUNTIMES = {"get-backend-onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "get-backend-deepsparse": ("deepsparse",),
+            "get-backend-tensorrt": ("tensorrt-cu12",)}
+
+
+def framework(backend):
+    """'onnxruntime 1.22.1': the backend's runtime at the version its venv installs, from the plan: the venv's set
+    pins it, and --dep.python.packages replaces that pin (recipes/get-python-venv/requirements.py); the recipe's
+    own version would misstate a run on another runtime version."""
+    version = backend.version
+    venv = dict(backend.deps).get("python")
+    if venv is not None:
+        words = [venv.env.get("MLRUN_VENV_SET", ""), venv.env.get("MLRUN_VENV_SET_MORE", ""),
+                 str(venv.inputs.get("packages") or "")]
+        for word in " ".join(words).split():   # later words win, as pip gets them
+            dist, _, pinned = word.partition("==")
+            if re.sub(r"[-_.]+", "-", dist.split("[")[0]).lower() in RUNTIMES.get(backend.name, ()):
+                version = pinned
+    return f"{backend.name[len('get-backend-'):]} {version}"
 
 
 class _Quiet(RunReporter):
@@ -162,7 +184,7 @@ class Submission:
                              f"{loadgen.version}", hint="drop the --dep.loadgen.version override")
         self.loadgen = loadgen.version
         backend = next((n for n in plan.nodes if n.name.startswith("get-backend-")), None)
-        self.framework = f"{backend.name[len('get-backend-'):]} {backend.version}" if backend else "unknown"
+        self.framework = framework(backend) if backend else "unknown"
         self.device = "cuda" if {"cuda", "tensorrt-ep"} & set(root.variations) else "cpu"
         # A GPU's model and memory, as get-gpu-nvidia's probe found them before anything ran (NVML's full
         # facts replace them once a run has read them: gpu_facts_from_runs).

@@ -44,6 +44,24 @@ def test_required_system_fields_come_from_the_official_checker():
     assert len(fields) >= 30 and "host_processor_model_name" in fields and "cooling" in fields
 
 
+@pytest.mark.parametrize("query, packages, expected", [
+    ("app mlperf bert _onnxruntime _cpu _random", None, "onnxruntime 1.23.2"),
+    ("app mlperf bert _onnxruntime _cpu _random", "onnxruntime==1.22.1 tqdm==4.67.1", "onnxruntime 1.22.1"),
+    ("app mlperf bert _onnxruntime _cpu _random", "onnx==1.18.0", "onnxruntime 1.23.2"),
+    ("app mlperf bert _deepsparse _random", None, "deepsparse 1.8.0"),
+])
+def test_the_framework_named_is_the_runtime_the_venv_installs(tmp_path, query, packages, expected):
+    # Another onnxruntime (--dep.python.packages) must not be described as the recipe's 1.23.2.
+    from engine.resolver import resolve
+    from engine.settings import Settings
+    settings = Settings.from_env(environ={"MLRUN_RECIPES": os.path.join(ROOT, "recipes"),
+                                          "MLRUN_CACHE": str(tmp_path / "cache")})
+    plan = resolve(settings.index(), query, host_env=dict(os.environ), prober=settings.prober(),
+                   dep_overrides={"python": {"packages": packages}} if packages else {})
+    backend = next(n for n in plan.nodes if n.name.startswith("get-backend-"))
+    assert submit.framework(backend) == expected
+
+
 def test_missing_system_fields_are_one_error_naming_all_of_them():
     facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
     with pytest.raises(UsageError) as err:
