@@ -38,11 +38,6 @@ SERVER_LATENCY_BOUND_MS = 130  # mlperf.conf's bert Server p99 bound
 # were VALID (p99 84 ms); the full-length run at that target had p99 23.7 s, the machine completing 379/s.
 PEAK_TRIAL_MS, PEAK_TRIAL_MS_SHORT, PEAK_MIN_QUERIES = 20000, 2000, 256
 RATE_PASS_S = 0.5   # Offline's rate pass (_offline_rate), twice
-# Offline's target is its measured rate x OFFLINE_MARGIN: with LoadGen's own 1.1 the run stays VALID up to 21%
-# faster than measured (measured: the rate pass read within 7% of LoadGen's samples/s, either way, 2 models,
-# batch 1 and 8), at the cost of a run up to 21% over min_duration. An overestimate only lengthens the run; an
-# underestimate voids it.
-OFFLINE_MARGIN = 1.1
 NOTHING_TO_SEARCH = {   # why --find-peak is for Server only (LoadGen 6.0: loadgen.cc GenerateQueries)
     "Offline": "its result is the rate it measures, and the expected rate that sizes its query is measured "
                "before LoadGen starts (1.1 x a rate pass)",
@@ -427,7 +422,8 @@ def settings_lines(args, total, measured_qps):
     if args.min_duration is not None or args.count:
         chosen["min_duration"] = args.min_duration if args.min_duration is not None else SHORT_RUN_MIN_DURATION_MS
     if args.scenario in ("Offline", "Server"):
-        default_qps = measured_qps * (SERVER_LOAD_FRACTION if args.scenario == "Server" else OFFLINE_MARGIN)
+        margin = SERVER_LOAD_FRACTION if args.scenario == "Server" else loadgen_summary.OFFLINE_MARGIN
+        default_qps = measured_qps * margin
         chosen["target_qps"] = round(args.target_qps or default_qps, 3)
     # LoadGen reads SingleStream's and MultiStream's target_latency as a real number of ms, Server's as whole ms.
     if args.target_latency is not None:
