@@ -15,6 +15,7 @@ from .settings import Settings
 from . import usage
 from .usage import Parser, cm_tags
 from .words import did_you_mean, plural
+from .recipe import show_number
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
          "diff", "gc", "check", "submit", "sweep", "sweeps", "report")
@@ -552,6 +553,8 @@ def cmd_find(args, extras, settings):
             print(f"  variations{' [' + group + ', one of]' if group else ''}: {', '.join(names)}")
         for name, spec in r["inputs"].items():
             extra = f" one of {'|'.join(map(str, spec['choices']))}" if spec["choices"] else ""
+            extra += "".join(f" {sign}{show_number(spec[key])}" for key, sign in (("min", ">="), ("above", ">"))
+                             if spec.get(key) is not None)
             print(f"  --{name} ({spec['type']}, default {spec['default']}){extra}  {spec['help']}".rstrip())
         for d in r["deps"]:
             print(f"  dep {d['name'] or '-'}: '{d['query']}'" + (f" {d['version']}" if d["version"] else "")

@@ -5,6 +5,7 @@ file and line it stands on. The normal form is plain dicts and lists (JSON-able)
 so the index can store it and the resolver can work on in-memory recipes.
 Schema reference: docs/recipes.md.
 """
+import math
 import re
 
 from .errors import RecipeError
@@ -16,7 +17,9 @@ TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "input
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
-INPUT_KEYS = {"type", "default", "choices", "pattern", "env", "help", "required", "content"}
+INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "above", "env", "help", "required", "content"}
+# Bounds of a number input: `min` the least value it takes, `above` a value it must exceed.
+BOUND_KEYS = ("min", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
 INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
 
@@ -222,6 +225,15 @@ class _Checker:
                     self.fail(here + ["pattern"], f"pattern is not a valid regular expression: {error}")
                 if default is not None and not compiled.fullmatch(str(default)):
                     self.fail(here + ["default"], f"default {default!r} does not match the pattern {pattern!r}")
+            bounds = {}
+            for key in BOUND_KEYS:
+                if spec.get(key) is None:
+                    continue
+                if kind not in ("int", "float"):
+                    self.fail(here + [key], f"{key}: needs type int or float (input '{name}' is {kind})")
+                bounds[key] = convert_input(name, kind, spec[key], lambda msg: self.fail(here + [key], msg))
+            if default is not None and out_of_bounds(name, default, bounds):
+                self.fail(here + ["default"], f"default: {out_of_bounds(name, default, bounds)}")
             env_name = spec.get("env", "MLRUN_INPUT_" + name.upper())
             if not ENV_RE.match(env_name):
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
@@ -236,11 +248,27 @@ class _Checker:
                 out[name]["content"] = True
             if pattern is not None:  # likewise
                 out[name]["pattern"] = pattern
+            out[name].update(bounds)  # likewise
         return out
 
 
 def _as_tuple(types):
     return types if isinstance(types, tuple) else (types,)
+
+
+def show_number(number):
+    """0 and 0.5, not 0.0."""
+    return str(int(number)) if isinstance(number, float) and number.is_integer() else str(number)
+
+
+def out_of_bounds(name, value, spec):
+    """Why a number is outside its input's `min`/`above` bounds, or None."""
+    shown = show_number
+    if spec.get("min") is not None and value < spec["min"]:
+        return f"--{name}={shown(value)} is below {shown(spec['min'])}, the least value it takes"
+    if spec.get("above") is not None and value <= spec["above"]:
+        return f"--{name}={shown(value)} is not above {shown(spec['above'])}"
+    return None
 
 
 def convert_input(name, kind, value, fail):
@@ -264,7 +292,7 @@ def convert_input(name, kind, value, fail):
                 raise ValueError
             return int(value)
         if kind == "float":
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):  # nan and inf are no setting
                 raise ValueError
             return float(value)
         return str(value)

@@ -9,6 +9,7 @@ import os
 import textwrap
 
 from .resolver import Resolver, _apply_variations, _condition_holds
+from .recipe import show_number
 from .words import plural
 
 WIDTH = 100
@@ -22,7 +23,9 @@ def _flag(name, spec):
         return f"--{name}[=true|false]"
     else:
         value = {"str": "TEXT", "path": "PATH"}.get(kind, kind.upper())
-    return f"--{name}={value}"
+    bounds = [f">={show_number(spec['min'])}" if spec.get("min") is not None else "",
+              f">{show_number(spec['above'])}" if spec.get("above") is not None else ""]
+    return f"--{name}={value}" + "".join(f" ({b})" for b in bounds if b)
 
 
 def _two_columns(rows, indent=2, gap=2):

@@ -10,7 +10,7 @@ import re
 
 from . import keys, secrets
 from .errors import ResolutionError
-from .recipe import CONDITION_INPUT, convert_input
+from .recipe import CONDITION_INPUT, convert_input, out_of_bounds
 
 SPECIAL_OVERRIDES = {"tags", "version"}
 # A path input may also name a model elsewhere (zoo:STUB, hf:ORG/NAME): kept as given, not a local file.
@@ -371,6 +371,8 @@ def input_value(recipe, name, value):
         from .words import did_you_mean
         fail(f"--{name}={value} is not one of {', '.join(map(str, spec['choices']))}"
              + did_you_mean(str(value), [str(c) for c in spec["choices"]]))
+    if value is not None and out_of_bounds(name, value, spec):
+        fail(out_of_bounds(name, value, spec))
     if spec.get("pattern") and value is not None and not re.fullmatch(spec["pattern"], str(value)):
         fail(f"--{name}={value} is not of the form the input takes ({spec['help'] or 'pattern ' + spec['pattern']})")
     return value

@@ -38,6 +38,9 @@ SERVER_LATENCY_BOUND_MS = 130  # mlperf.conf's bert Server p99 bound
 # were VALID (p99 84 ms); the full-length run at that target had p99 23.7 s, the machine completing 379/s.
 PEAK_TRIAL_MS, PEAK_TRIAL_MS_SHORT, PEAK_MIN_QUERIES = 20000, 2000, 256
 RATE_PASS_S = 0.5   # Offline's rate pass (_offline_rate), twice
+# LoadGen's memory per query it generates (Offline: per sample of its one query): 330-650 bytes measured
+# with LoadGen 6.0.17 (SingleStream 340, Offline 480, Server 610, MultiStream 660); the largest, rounded up.
+SCHEDULE_BYTES_PER_QUERY = 700
 NOTHING_TO_SEARCH = {   # why --find-peak is for Server only (LoadGen 6.0: loadgen.cc GenerateQueries)
     "Offline": "its result is the rate it measures, and the expected rate that sizes its query is measured "
                "before LoadGen starts (1.1 x a rate pass)",
@@ -61,6 +64,13 @@ def _count(minimum):
             raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
         return value
     return parse
+
+
+def _positive(text):
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number above 0, not {text}")
+    return value
 
 
 def parse_args(argv):
@@ -95,10 +105,10 @@ def parse_args(argv):
                         "only equal run lengths batch)")
     parser.add_argument("--streams", type=_count(1), help="deepsparse Server: requests run at once by the "
                         "multi-stream scheduler, one worker each (default: 2, or one per 4 cores)")
-    parser.add_argument("--target-qps", type=float, help="Offline expected / Server target QPS "
+    parser.add_argument("--target-qps", type=_positive, help="Offline expected / Server target QPS "
                         "(default: Offline 1.1 x a rate pass over a spread of the samples; Server half the "
                         "warm-up's rate)")
-    parser.add_argument("--target-latency", type=float, metavar="MS", help="SingleStream/MultiStream "
+    parser.add_argument("--target-latency", type=_positive, metavar="MS", help="SingleStream/MultiStream "
                         "expected latency, Server latency bound (default: warm-up estimate; Server mlperf.conf)")
     parser.add_argument("--min-duration", type=_count(0), metavar="MS", help=f"minimum test duration "
                         f"(default: mlperf.conf; {SHORT_RUN_MIN_DURATION_MS} with --count)")
@@ -468,11 +478,56 @@ def _start_test(sut, args, user_conf, run_dir, total):
     # LoadGen reads audit.config from the working directory; run_dir has none (checked above),
     # so without --audit-config no compliance settings can slip in.
     audit_config = os.path.abspath(args.audit_config) if args.audit_config else "audit.config"
+    _check_schedule(settings, args.scenario, args.mode == "accuracy")
     from mlperf_bert import progress  # a bar for a person watching (none in logs)
     expected = progress.expected_samples(settings, args.scenario, args.mode == "accuracy", total)
     with contextlib.chdir(run_dir), progress.Bar(progress.stream(), lambda: sut.completed, expected,
                                                  f"{args.scenario} {args.mode}"):
         lg.StartTestWithLogSettings(sut.sut, sut.qsl, settings, log_settings, audit_config)
+
+
+def _check_schedule(settings, scenario, accuracy):
+    """Refuse settings for which LoadGen would build a query schedule larger than half the free memory.
+
+    LoadGen generates every query before the run starts (loadgen.cc GenerateQueries): Offline one query of
+    1.1 x min_duration x expected QPS samples, Server min_duration x target QPS queries, SingleStream and
+    MultiStream queries for twice min_duration at the expected latency. A tiny expected latency or a huge
+    QPS (a typo, a unit slip) would have it allocate until the kernel kills the run."""
+    if accuracy:
+        return
+    min_s = settings.min_duration_ms / 1000
+    if scenario == "Offline":
+        entries, why = 1.1 * min_s * settings.offline_expected_qps, f"expected QPS {settings.offline_expected_qps:g}"
+    elif scenario == "Server":
+        entries, why = min_s * settings.server_target_qps, f"target QPS {settings.server_target_qps:g}"
+    else:
+        latency_ns = (settings.multi_stream_expected_latency_ns if scenario == "MultiStream"
+                      else settings.single_stream_expected_latency_ns)
+        entries = 2 * settings.min_duration_ms * 1e6 / max(latency_ns, 1)
+        why = f"expected latency {latency_ns / 1e6:g} ms, queries for twice min_duration"
+    if settings.max_query_count:
+        entries = min(entries, settings.max_query_count)
+    entries = max(entries, settings.min_query_count)
+    need, available = entries * SCHEDULE_BYTES_PER_QUERY, _available_memory()
+    if available is not None and need > available / 2:
+        raise UsageError(
+            f"{scenario}: LoadGen would generate {entries:,.0f} queries before it starts ({why}, min_duration "
+            f"{settings.min_duration_ms} ms), about {need / 2**30:.1f} GiB: more than half of the "
+            f"{available / 2**30:.1f} GiB of memory free",
+            hint="give the rate or latency this system really has (--target_qps, --target_latency or the --user_conf "
+                 "line that sets it; left out, they are measured), or a shorter --min_duration")
+
+
+def _available_memory():
+    """Bytes of memory free for new work (MemAvailable), or None where /proc/meminfo does not say."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def _score(args, run_dir):

@@ -57,7 +57,8 @@ def app(ws):
         tags: app mlperf bert
         cache: false
         inputs:
-          count: {type: int, default: 3, help: how many queries}
+          count: {type: int, min: 1, default: 3, help: how many queries}
+          qps: {type: float, above: 0}
           mode: {default: performance, choices: [performance, accuracy]}
           scenario: {default: Offline, choices: [Offline, SingleStream, Server]}
           spin: {type: bool, help: spin between operators}
@@ -83,7 +84,7 @@ def test_query_help_shows_that_recipes_inputs_variations_and_deps(app):
     out = result.stdout
     assert out.startswith('usage: mlrun "app mlperf bert _cuda"')
     assert "app 0" in out and "the benchmark" in out
-    for flag in ("--count=INT", "--mode=performance|accuracy", "--scenario=Offline|SingleStream|Server",
+    for flag in ("--count=INT (>=1)", "--qps=FLOAT (>0)", "--mode=performance|accuracy", "--scenario=Offline|SingleStream|Server",
                  "--spin[=true|false]"):
         assert flag in out, out
     assert "how many queries; default: 3" in out

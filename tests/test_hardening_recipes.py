@@ -157,3 +157,25 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     path = os.path.join(ws.recipes, "a", "recipe.yaml")
     make(path)
     assert_user_error(ws.mlrun("find", timeout=30), 2, path, fragment)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--count=0"], "app-mlperf-bert: --count=0 is below 1, the least value it takes"),
+    (["--batch_size=0"], "app-mlperf-bert: --batch_size=0 is below 1"),
+    (["--min_duration=-5"], "app-mlperf-bert: --min_duration=-5 is below 0"),
+    (["--target_qps=-1"], "app-mlperf-bert: --target_qps=-1 is not above 0"),      # LoadGen ran it at 1 QPS, VALID
+    (["--scenario=SingleStream", "--target_latency=0"], "--target_latency=0 is not above 0"),   # LoadGen: OOM
+    (["--target_qps=nan"], "input 'target_qps' expects a float, got 'nan'"),
+    (["--dep.model.layers=0"], "get-ml-model-bert: --layers=0 is below 1"),        # built a model of no layers
+    (["--dep.model.ffn=-3"], "get-ml-model-bert: --ffn=-3 is below 0"),
+])
+def test_the_benchmark_refuses_numbers_out_of_range_before_anything_runs(tmp_path, args, fragment):
+    """Before, these ran: after the builds the harness refused some (exit 1), others ran something else than
+    asked or were killed for memory. Now the plan refuses them, exit 2, with an empty cache and no run."""
+    from conftest import offline_mlrun
+    mlrun = offline_mlrun(tmp_path)
+    result = mlrun("app mlperf bert _onnxruntime _cpu _random", "--mode=performance", *args, timeout=60)
+    assert_user_error(result, 2, fragment)
+    assert not (tmp_path / "cache").exists() or not any(p for p in (tmp_path / "cache").iterdir()
+                                                        if not p.name.startswith("."))
+    assert not (tmp_path / "runs").exists()

@@ -113,7 +113,9 @@ def test_all_changed_keys_are_distinct():
     (["app", "description"], "another description"),
     (["app", "variations", "fp32", "description"], "32-bit floats"),
     (["app", "inputs", "count", "help"], "a count"),
-], ids=["description", "variation-description", "input-help"])
+    (["app", "inputs", "count", "min"], 1),     # bounds only refuse values: one they take builds the same
+    (["app", "inputs", "count", "above"], 0),
+], ids=["description", "variation-description", "input-help", "input-min", "input-above"])
 def test_cosmetic_fields_keep_the_key(path, value):
     assert key_of(changed(path, value)) == key_of()
 
@@ -177,6 +179,7 @@ def test_cosmetic_edits_of_recipe_yaml_keep_the_key(thing):
     k = folder_key(thing)
     edited = RECIPE.replace("first words", "other, longer words").replace("# a comment", "# another\n\n")
     edited = edited.replace("help: how many", "help: how many items")
+    edited = edited.replace("{type: int, default: 1", "{type: int, min: 1, default: 1")
     edited = edited.replace("tags: get thing\ndescription: other, longer words",
                             "description: other, longer words\ntags: [get, thing]")
     thing.recipe("thing", edited)

@@ -298,3 +298,58 @@ def test_bench_scripts_keep_their_scratch_out_of_the_cache(monkeypatch, tmp_path
     for script in ("harness", "machine_peak", "parallelism", "quantized"):
         text = (ROOT / "bench" / f"{script}.py").read_text()
         assert '"cache" / "bench"' not in text and "--cache" not in text, script
+
+
+# -- settings LoadGen cannot hold are refused, not run into the kernel's OOM killer ------------------
+
+def loadgen_settings(scenario, **values):
+    import mlperf_loadgen as lg
+    settings = lg.TestSettings()
+    settings.scenario = getattr(lg.TestScenario, scenario)
+    settings.min_duration_ms, settings.min_query_count = 600000, 100
+    for name, value in values.items():
+        setattr(settings, name, value)
+    return settings
+
+
+@pytest.mark.parametrize("scenario, fits, too_many", [
+    # (a real rate or latency: fits; a unit slip: a schedule of tens of GB)
+    # (fits: at most 0.3 GB, so on any machine that runs the suite)
+    ("Offline", {"offline_expected_qps": 500.0}, {"offline_expected_qps": 5e8}),
+    ("Server", {"server_target_qps": 500.0}, {"server_target_qps": 5e8}),
+    ("SingleStream", {"single_stream_expected_latency_ns": 5_000_000}, {"single_stream_expected_latency_ns": 10}),
+    ("MultiStream", {"multi_stream_expected_latency_ns": 40_000_000}, {"multi_stream_expected_latency_ns": 10}),
+])
+def test_a_query_schedule_larger_than_half_the_free_memory_is_refused(scenario, fits, too_many):
+    from engine.errors import UsageError
+    from mlperf_bert import harness as harness_module
+    harness_module._check_schedule(loadgen_settings(scenario, **fits), scenario, accuracy=False)
+    with pytest.raises(UsageError) as refused:
+        harness_module._check_schedule(loadgen_settings(scenario, **too_many), scenario, accuracy=False)
+    assert f"{scenario}: LoadGen would generate" in str(refused.value) and "of memory free" in str(refused.value)
+    assert "--min_duration" in refused.value.hint
+    # A max_query_count caps the schedule, and accuracy mode issues each loaded sample once.
+    harness_module._check_schedule(loadgen_settings(scenario, max_query_count=1000, **too_many), scenario, False)
+    harness_module._check_schedule(loadgen_settings(scenario, **too_many), scenario, accuracy=True)
+
+
+def test_an_expected_latency_from_user_conf_that_would_exhaust_memory_stops_the_run(files, tmp_path):
+    # Before: LoadGen generated queries for 1200 s at 10 ns each until the kernel killed the run (SIGKILL).
+    conf = tmp_path / "user.conf.in"
+    conf.write_text("bert.SingleStream.target_latency = 0.00001\n")
+    result, summary = harness(files, tmp_path / "run", "--scenario", "SingleStream", "--mode", "performance",
+                              "--user-conf", str(conf))
+    assert result.returncode == 2, result.stderr
+    assert "SingleStream: LoadGen would generate 120,000,000,000 queries before it starts" in result.stderr
+    assert summary is None
+
+
+@pytest.mark.parametrize("flag", ["--target-qps", "--target-latency"])
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
+def test_a_rate_or_latency_must_be_a_number_above_zero(flag, value, capsys):
+    from mlperf_bert import harness as harness_module
+    with pytest.raises(SystemExit) as stopped:
+        harness_module.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server",
+                                   "--mode", "performance", f"{flag}={value}"])
+    assert stopped.value.code == 2
+    assert f"must be a number above 0, not {value}" in capsys.readouterr().err
