@@ -77,6 +77,16 @@ def matching(entries, query, recipes):
     return out
 
 
+def near_tags(entries, query):
+    """Tags of the entries near a word of the query that none of them has: the word inside a tag
+    (model: ml-model) or a tag a typo away (bret: bert)."""
+    from .words import nearest
+    words, _ = parse_query(query)
+    have = sorted({t for m in entries for t in m.get("tags", [])})
+    return sorted({t for word in words if word not in have
+                   for t in [t for t in have if word in t] + nearest(word, have)})
+
+
 def to_remove(cache, word, recipes, confirmed):
     """The entries `rm cache WORD` means: a folder name or path, a key prefix, else a query as the resolver
     reads it. Several recipes left by a query: a UsageError listing them unless `confirmed` (-y)."""

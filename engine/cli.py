@@ -595,6 +595,7 @@ def cmd_show(args, extras, settings):
         return 0
     if not entries:
         print(f"no cache entries{' matching ' + repr(args.query) if args.query else ''} in {cache.root}")
+        _print_near(cache_view.near_tags(cache.entries(), args.query) if args.query else [], "show cache")
         return 0
     now = time.time()
     rows = [(m.get("recipe", "?"), " ".join("_" + v for v in m.get("variations", [])) or "-",
@@ -604,6 +605,11 @@ def cmd_show(args, extras, settings):
     _table(("RECIPE", "VARIATIONS", "DETAILS", "KEY", "SIZE", "AGE", "PATH"), rows)
     print(f"{plural(len(entries), 'entry')}, {_size(sum(m.get('size', 0) for m in entries))} in {cache.root}")
     return 0
+
+
+def _print_near(tags, verb):
+    if tags:
+        print(f"no entry has that tag; tags near it: {', '.join(tags)} (e.g. mlrun {verb} {tags[0]})")
 
 
 def cmd_rm(args, extras, settings):
@@ -625,6 +631,10 @@ def cmd_rm(args, extras, settings):
         entries, named = cache_view.to_remove(cache, args.query, cache_view.recipes_by_name(settings), args.yes)
     if named:
         cache = Cache(os.path.dirname(entries[0]["path"]))
+    if not entries:
+        print("nothing to remove")
+        _print_near(cache_view.near_tags(cache.entries(), args.query) if args.query else [], "rm cache")
+        return 0
     return _remove_listed(args, [f"{m.get('recipe')} {' '.join('_' + v for v in m.get('variations', []))} "
                                  f"{_rel(m['path'])}" for m in entries],
                           plural(len(entries), "entry"), lambda: cache.remove(entries))

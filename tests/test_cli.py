@@ -363,6 +363,12 @@ def test_show_cache(app):
     [bs] = json.loads(app.mlrun("show", "cache", "_batch_size", "--json").stdout)
     assert bs["variations"] == ["cpu", "batch_size.8"]
     assert json.loads(app.mlrun("show", "cache", "nothing", "--json").stdout) == []
+    # A word that is no entry's tag: the tags near it (inside one, or a typo away), for show and rm alike.
+    assert app.mlrun("show", "cache", "ml").stdout.splitlines()[-1] == \
+        "no entry has that tag; tags near it: ml-model, mlperf (e.g. mlrun show cache ml-model)"
+    assert "tags near it: bert (e.g. mlrun rm cache bert)" in app.mlrun("rm", "cache", "bret").stdout
+    assert "near" not in app.mlrun("show", "cache", "nothing").stdout
+    assert len(app.entries()) == 4
 
 
 def test_rm_cache(app):
