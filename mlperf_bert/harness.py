@@ -581,6 +581,9 @@ def format_summary(summary):
         lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s), spinning "
                      f"{'on' if par['spin'] else 'off'} (rule: {par['rule']}"
                      + (f"; set by --{', --'.join(par['overridden'])})" if par["overridden"] else ")"))
+        if par["instances"] * par["threads"] > par.get("available", 0) > 0:
+            lines.append(f"    {par['instances'] * par['threads']} threads on the {par['available']} cores this run "
+                         "may use: not pinned, they take turns on the cores")
     if summary["batch_size"] > 1:
         batching = summary["batching"]
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "

@@ -42,6 +42,7 @@ class Parallelism:
     cores: tuple = ()                # per instance: the cores it is pinned to (empty: not pinned)
     rule: str = ""
     overridden: tuple = field(default=())
+    available: int = 0               # the cores this process may use
 
     def record(self):
         """What summary.json holds."""
@@ -89,7 +90,7 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
     chosen_threads = threads or max(1, count // chosen_instances)
     chosen_spin = bool(spin)  # off unless asked for (measured above)
     return Parallelism(chosen_instances, chosen_threads, chosen_spin,
-                       split_cores(cores, chosen_instances, chosen_threads), rule, overridden)
+                       split_cores(cores, chosen_instances, chosen_threads), rule, overridden, count)
 
 
 def pin_current_thread(cores):

@@ -8,6 +8,7 @@ to its batch's longest (masked tokens: the same answer, logits equal within floa
 its response is cut back to its own run length.
 """
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -24,10 +25,9 @@ def parse_buckets(text):
     """--buckets value -> "auto", "exact", or a sorted tuple of lengths ending at FEATURE_WIDTH."""
     if text in ("auto", "exact"):
         return text
-    try:
-        lengths = {int(part) for part in text.split(",")}
-    except ValueError:
-        lengths = set()
+    parts = text.split(",")
+    # ASCII digits only: int() would also take "+5", "1_0" and other scripts' digits
+    lengths = {int(part) for part in parts} if all(re.fullmatch(r"\s*[0-9]+\s*", part) for part in parts) else set()
     if not lengths or not all(0 < n <= FEATURE_WIDTH for n in lengths):
         raise UsageError(f"--buckets must be auto, exact, or lengths in 1..{FEATURE_WIDTH} separated by commas, "
                          f"not {text!r}")

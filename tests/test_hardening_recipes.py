@@ -168,6 +168,8 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--target_qps=nan"], "input 'target_qps' expects a float, got 'nan'"),
     (["--dep.model.layers=0"], "get-ml-model-bert: --layers=0 is below 1"),        # built a model of no layers
     (["--dep.model.ffn=-3"], "get-ml-model-bert: --ffn=-3 is below 0"),
+    (["--buckets=500"], "--buckets=500 is not of the form the input takes (sequence lengths:"),
+    (["--buckets=128;256"], "--buckets=128;256 is not of the form the input takes"),
 ])
 def test_the_benchmark_refuses_numbers_out_of_range_before_anything_runs(tmp_path, args, fragment):
     """Before, these ran: after the builds the harness refused some (exit 1), others ran something else than
@@ -179,3 +181,25 @@ def test_the_benchmark_refuses_numbers_out_of_range_before_anything_runs(tmp_pat
     assert not (tmp_path / "cache").exists() or not any(p for p in (tmp_path / "cache").iterdir()
                                                         if not p.name.startswith("."))
     assert not (tmp_path / "runs").exists()
+
+
+def test_the_buckets_pattern_takes_what_the_harness_takes():
+    """The app's --buckets pattern (checked at resolution) and seq_plan.parse_buckets (the harness) agree."""
+    import re
+
+    import yaml
+
+    from conftest import ROOT
+    from mlperf_bert.seq_plan import parse_buckets
+    pattern = yaml.safe_load(open(os.path.join(ROOT, "recipes", "app-mlperf-bert", "recipe.yaml")))[
+        "inputs"]["buckets"]["pattern"]
+    values = ["auto", "exact", "384", "1", "9", "10", "99", "100", "199", "299", "379", "380", "384", "385", "400",
+              "999", "0", "00", "0128", "128,256", " 64 , 128", "1,2,3", "128,", ",128", "128,,256", "128;256",
+              "abc", "", "-5", "+5", "1_0", "\u0663", "1e2", "128,385", "Auto", "exact,128"] + [str(n) for n in range(0, 400, 7)]
+    for value in values:
+        try:
+            parse_buckets(value)
+            taken = True
+        except MlrunError:
+            taken = False
+        assert bool(re.fullmatch(pattern, value)) == taken, value

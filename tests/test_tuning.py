@@ -81,7 +81,8 @@ def test_overrides_win_and_are_recorded():
     assert parallelism.choose("SingleStream", cores, threads=2).instances == 1
     spun = parallelism.choose("Offline", cores, spin=True)
     assert spun.spin is True and spun.record()["overridden"] == ["spin"]
-    assert parallelism.choose("Offline", cores, instances=8).cores == ()  # oversubscribed: not pinned
+    eight = parallelism.choose("Offline", cores, instances=8)
+    assert eight.cores == () and eight.record()["available"] == 4  # oversubscribed: not pinned, and said so
     assert session_config(2, False, (2, 3)) == {"session.intra_op.allow_spinning": "0",
                                                 "session.intra_op_thread_affinities": "4"}  # 1-based ids
     assert session_config(1, None, (0,)) == {}
@@ -134,6 +135,11 @@ def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
                              "--count", "8", "--min-duration", "0")
     assert default["parallelism"]["instances"] == 1 and default["parallelism"]["overridden"] == []
     assert default["parallelism"]["threads"] == len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    crowded, _ = run_harness(files, tmp_path / "crowded", "--scenario", "Offline", "--mode", "performance",
+                             "--count", "8", "--min-duration", "0", "--instances", str(cores + 1))
+    assert f"    {cores + 1} threads on the {cores} cores this run may use: not pinned" in crowded.stdout
+    assert "not pinned" not in result.stdout
 
 
 # -- batching of nearby lengths -------------------------------------------------------------------
