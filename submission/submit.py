@@ -156,6 +156,7 @@ class Submission:
 
     def check_request(self):
         """Everything that can be refused is refused here, before any run starts."""
+        self.user_system = system.read_yaml(self.opts.system)   # before fetching the sources, which may fail
         plan = self.resolve({"mode": "accuracy", "scenario": self.opts.scenario_list[0]})
         root = plan.root
         if root.name != "app-mlperf-bert":
@@ -206,7 +207,7 @@ class Submission:
         if self.device != "cpu":   # a GPU run: the GPU the probe found; the user's fields win
             facts = {k: v for k, v in facts.items() if not k.startswith("accelerator")}
             facts.update(system.gpu_fields(system.probe_facts(self.gpu_probe)))
-        desc, notes = system.describe(self.src, system.read_yaml(self.opts.system), self.opts.submitter,
+        desc, notes = system.describe(self.src, self.user_system, self.opts.submitter,
                                       self.opts.division, facts, self.opts.short)
         self.system_desc, self.system_notes = desc, notes
         self.system_id = system.system_id(desc)

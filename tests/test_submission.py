@@ -172,6 +172,15 @@ def test_refused_before_any_run(ws, tmp_path, extra, fragment):
     assert app_runs(ws.root) == before
 
 
+def test_a_system_file_that_is_not_yaml_is_refused_before_the_sources_are_fetched(ws, tmp_path):
+    # Without --inference-src the sources would be fetched (no internet here): the YAML error must come first.
+    (tmp_path / "broken.yaml").write_text("system_name: [Box\n")
+    args = [a for a in submit_args(tmp_path, "--short") if not a.startswith(("--inference-src", "--system"))]
+    result = ws(*args, f"--system={tmp_path / 'broken.yaml'}", timeout=120)
+    assert_user_error(result, 2, f"--system {tmp_path / 'broken.yaml'}: not YAML")
+    assert "inference" not in result.stderr   # no fetch was tried
+
+
 def test_closed_division_takes_the_official_model_named_or_not(ws, tmp_path):
     # The app runs the official fp32 model when no model is named: closed must accept it (plan only: no run).
     for query in ("app mlperf bert _onnxruntime _cpu", "app mlperf bert _onnxruntime _cpu _fp32"):
