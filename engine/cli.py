@@ -58,7 +58,8 @@ EPILOG = """verbs:
 A QUERY is tags and _variations in one argument: "app mlperf bert _onnxruntime _cpu" (or, as in CM,
 --tags=app,mlperf,bert,_onnxruntime,_cpu). Choices are matched whatever their case (--scenario=offline).
 Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be changed by name:
---dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE. --env.KEY=VALUE
+--dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE (--dep.A/B.*: dependency B of
+dependency A only). --env.KEY=VALUE
 overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recipe/resolution error.
 Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR.
 Ctrl-C, SIGTERM and SIGHUP stop the step (all it started), record the run as interrupted and
@@ -241,8 +242,9 @@ def split_extras(words):
             raise UsageError(f"--{printable(name)}={printable(value)}: not UTF-8 text") from None
         if name.startswith("dep."):
             parts = name.split(".", 2)
-            if len(parts) != 3 or not parts[1] or not parts[2]:
-                raise UsageError(f"--{name}: write --dep.NAME.KEY=VALUE (KEY: tags, version or an input)")
+            if len(parts) != 3 or not all(parts[1].split("/")) or not parts[2]:
+                raise UsageError(f"--{name}: write --dep.NAME.KEY=VALUE (KEY: tags, version or an input; "
+                                 "NAME a dependency's name, or A/B for dependency B of dependency A)")
             target, key = deps.setdefault(parts[1], {}), parts[2]
         elif name.startswith("env."):
             if not ENV_RE.match(name[4:]):
@@ -268,7 +270,9 @@ their types, defaults and choices, the recipe's variations and its dependency na
   --env.KEY=VALUE           set KEY in the environment of every step (part of every key: another value,
                             another entry; a secret's value is never written down)
   --tags=a,b,_x             CM's way to give the query (mlrun run script --tags=app,mlperf,bert works too)
-NAME is the name `mlrun plan QUERY` and `mlrun "QUERY" --help` print before each dependency."""
+NAME is the name `mlrun plan QUERY` and `mlrun "QUERY" --help` print before each dependency; it reaches every
+dependency of that name. A/B reaches only dependency B of dependency A (--dep.backend/python.packages=...: the
+backend's venv, not the model's or the features')."""
 
 
 def with_verb(argv):

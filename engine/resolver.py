@@ -98,8 +98,10 @@ class Resolver:
         self.index = index
         self.reporter = reporter or Reporter()
         self.host_env = host_env or {}
-        # {dep name: {"tags": "...", "version": "...", input: value}} from --dep.NAME.KEY=VALUE
+        # {dep name: {"tags": "...", "version": "...", input: value}} from --dep.NAME.KEY=VALUE; a NAME of
+        # the form A/B reaches only a dep B of a dep A (--dep.backend/python.packages), a plain one every dep so named.
         self.dep_overrides = dep_overrides or {}
+        self.by_path = any("/" in name for name in self.dep_overrides)
         # --env.KEY=VALUE: every step's env, after the recipe's own; part of each key, as it changes the build.
         # A secret is hashed and recorded as the mask: the key says one was given, never which.
         self.env_overrides, self.secret_env = {}, {}
@@ -122,7 +124,7 @@ class Resolver:
     # -- public ---------------------------------------------------------------
 
     def resolve(self, query, inputs=None):
-        root = self._node(query, None, inputs or {}, path=[], needed_by="the command line")
+        root = self._node(query, None, inputs or {}, path=[], needed_by="the command line", dep_path=())
         unused = set(self.dep_overrides) - self.used_overrides
         if unused:
             raise ResolutionError(f"--dep.{sorted(unused)[0]}.* names no dependency in the plan of '{query}'",
@@ -249,7 +251,14 @@ class Resolver:
 
     # -- graph ------------------------------------------------------------------
 
-    def _node(self, query, version, given_inputs, path, needed_by):
+    def _overrides_of(self, dep_path):
+        """The overrides that reach the dep at dep_path (its dep names from the root), plain names first so
+        that a longer path wins over a shorter one."""
+        found = [name for name in self.dep_overrides
+                 if tuple(name.split("/")) == dep_path[-len(name.split("/")):]]
+        return sorted(found, key=lambda name: name.count("/"))
+
+    def _node(self, query, version, given_inputs, path, needed_by, dep_path):
         recipe, requested = self.select(query, version)
         names = [p for p in path]
         if recipe["name"] in names:
@@ -266,7 +275,8 @@ class Resolver:
         chosen = self.choose_variations(recipe, requested)
         inputs = self.fix_inputs(recipe, given_inputs)
         # The same recipe with the same choices is resolved once, however many paths lead to it.
-        memo_key = (recipe["name"], recipe["version"], tuple(chosen), keys.canonical(inputs))
+        memo_key = (recipe["name"], recipe["version"], tuple(chosen), keys.canonical(inputs)) \
+            + ((dep_path,) if self.by_path else ())   # overrides by path: what is below depends on the way here
         if memo_key in self.memo:
             return self.memo[memo_key]
         spec = _apply_variations(recipe, chosen)
@@ -277,14 +287,15 @@ class Resolver:
             dquery, dversion, dinputs = dep["query"], dep["version"], _dep_inputs(dep["inputs"], inputs)
             # An unnamed dep answers to the name of the recipe it selects, as `mlrun plan` shows it.
             dep_name = dep["name"] or self.select(dep["query"], dep["version"])[0]["name"]
-            override = self.dep_overrides.get(dep_name)
-            if override is not None:
-                self.used_overrides.add(dep_name)
+            for name in self._overrides_of(dep_path + (dep_name,)):
+                override = self.dep_overrides[name]
+                self.used_overrides.add(name)
                 dquery = " ".join([dquery] + override.get("tags", "").split())
                 dversion = override.get("version", dversion)
                 dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
             child = self._node(dquery, dversion, dinputs, path + [recipe["name"]],
-                               needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'")
+                               needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'",
+                               dep_path=dep_path + (dep_name,))
             taken = dep["name"] or child.name
             if any(name == taken for name, _ in deps):
                 raise ResolutionError(f"{recipe['name']}: two deps named '{taken}' are both taken "

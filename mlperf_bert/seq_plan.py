@@ -8,7 +8,6 @@ to its batch's longest (masked tokens: the same answer, logits equal within floa
 its response is cut back to its own run length.
 """
 import os
-import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -25,9 +24,10 @@ def parse_buckets(text):
     """--buckets value -> "auto", "exact", or a sorted tuple of lengths ending at FEATURE_WIDTH."""
     if text in ("auto", "exact"):
         return text
-    parts = text.split(",")
-    # ASCII digits only: int() would also take "+5", "1_0" and other scripts' digits
-    lengths = {int(part) for part in parts} if all(re.fullmatch(r"\s*[0-9]+\s*", part) for part in parts) else set()
+    try:
+        lengths = {int(part) for part in text.split(",")}
+    except ValueError:
+        lengths = set()
     if not lengths or not all(0 < n <= FEATURE_WIDTH for n in lengths):
         raise UsageError(f"--buckets must be auto, exact, or lengths in 1..{FEATURE_WIDTH} separated by commas, "
                          f"not {text!r}")

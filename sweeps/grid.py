@@ -51,8 +51,9 @@ def classify(grid, recipe, inputs, deps, env):
         variation_like = [v.startswith("_") for v in values]
         if name.startswith("dep."):
             parts = name.split(".", 2)
-            if len(parts) != 3 or not parts[1] or not parts[2]:
-                raise UsageError(f"--grid {name}: write dep.NAME.KEY=V1,V2 (KEY: tags, version or an input)")
+            if len(parts) != 3 or not all(parts[1].split("/")) or not parts[2]:
+                raise UsageError(f"--grid {name}: write dep.NAME.KEY=V1,V2 (KEY: tags, version or an input; NAME "
+                                 "a dependency's name, or A/B for dependency B of dependency A)")
             if parts[2] in deps.get(parts[1], {}):
                 raise _fixed_too(name)
             kinds[name] = "dep"

@@ -224,6 +224,13 @@ def test_recipes_name_package_sets_so_dep_python_packages_only_adds(tmp_path):
         assert len(venvs) >= 2
         for venv in venvs:
             assert venv.inputs["packages"] == "onnxruntime==1.22.1" and venv.env["MLRUN_VENV_SET"], venv.label
+    # By path: only the backend's venv gets another onnxruntime; the model tools' and the features' keep theirs.
+    plan = resolve(settings.index(), "app mlperf bert _onnxruntime _cpu _random", host_env=dict(os.environ),
+                   prober=settings.prober(), dep_overrides={"backend/python": {"packages": "onnxruntime==1.22.1"}})
+    deps = {name: node for name, node in plan.root.deps}
+    assert dict(deps["backend"].deps)["python"].inputs["packages"] == "onnxruntime==1.22.1"
+    assert dict(deps["model"].deps)["python"].inputs["packages"] == ""
+    assert dict(deps["features"].deps)["python"].inputs["packages"] == ""
     # The key holds the text: a version left open, or a file, would let one key stand for other packages.
     from engine.errors import ResolutionError
     for loose in ("onnxruntime", "onnxruntime>=1.22", "./onnxruntime-1.22.1-cp311-linux_x86_64.whl"):
