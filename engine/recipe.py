@@ -263,11 +263,10 @@ def show_number(number):
 
 def out_of_bounds(name, value, spec):
     """Why a number is outside its input's `min`/`above` bounds, or None."""
-    shown = show_number
     if spec.get("min") is not None and value < spec["min"]:
-        return f"--{name}={shown(value)} is below {shown(spec['min'])}, the least value it takes"
+        return f"--{name}={show_number(value)} is below {show_number(spec['min'])}, the least value it takes"
     if spec.get("above") is not None and value <= spec["above"]:
-        return f"--{name}={shown(value)} is not above {shown(spec['above'])}"
+        return f"--{name}={show_number(value)} is not above {show_number(spec['above'])}"
     return None
 
 

@@ -511,7 +511,8 @@ def _check_schedule(settings, scenario, accuracy):
     need, available = entries * SCHEDULE_BYTES_PER_QUERY, _available_memory()
     if available is not None and need > available / 2:
         raise UsageError(
-            f"{scenario}: LoadGen would generate {entries:,.0f} queries before it starts ({why}, min_duration "
+            f"{scenario}: LoadGen would generate {entries:,.0f} "
+            f"{'samples (its one query)' if scenario == 'Offline' else 'queries'} before it starts ({why}, min_duration "
             f"{settings.min_duration_ms} ms), about {need / 2**30:.1f} GiB: more than half of the "
             f"{available / 2**30:.1f} GiB of memory free",
             hint="give the rate or latency this system really has (--target_qps, --target_latency or the --user_conf "
