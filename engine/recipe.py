@@ -17,7 +17,7 @@ TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "input
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
-INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "above", "env", "help", "required", "content"}
+INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "above", "when", "env", "help", "required", "content"}
 # Bounds of a number input: `min` the least value it takes, `above` a value it must exceed.
 BOUND_KEYS = ("min", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
@@ -249,6 +249,8 @@ class _Checker:
             if pattern is not None:  # likewise
                 out[name]["pattern"] = pattern
             out[name].update(bounds)  # likewise
+            if spec.get("when") is not None:  # likewise; a value other than the default needs it to hold
+                out[name]["when"] = self.text(spec["when"], here + ["when"], "when")
         return out
 
 
@@ -402,11 +404,12 @@ def normalize(data, path, lines, default_name):
 
 
 def _check_conditions(c, recipe):
-    """`when:` may only name this recipe's own variations and inputs."""
+    """`when:` (of a dep, or of an input) may only name this recipe's own variations and inputs."""
     deps = [(["deps", i], d) for i, d in enumerate(recipe["deps"])]
     for vname, v in recipe["variations"].items():
         key = vname + (PARAM_SUFFIX if v["param"] else "")
         deps += [(["variations", key, "deps", i], d) for i, d in enumerate(v["deps"])]
+    deps += [(["inputs", name], spec) for name, spec in recipe["inputs"].items() if spec.get("when")]
     for where, dep in deps:
         if dep["when"] is None:
             continue

@@ -8,7 +8,7 @@ runs, nothing is hashed, so help is instant and works offline.
 import os
 import textwrap
 
-from .resolver import Resolver, _apply_variations, _condition_holds
+from .resolver import Resolver, _apply_variations, _condition_holds, _readable
 from .recipe import show_number
 from .words import plural
 
@@ -55,6 +55,8 @@ def _inputs(recipe):
             notes.append(f"default: {str(spec['default']).lower() if spec['type'] == 'bool' else spec['default']}")
         if spec.get("required"):
             notes.append("required")
+        if spec.get("when"):
+            notes.append(f"only with {_readable(spec['when'])}")
         rows.append((_flag(name, spec), "; ".join(notes)))
     return rows
 

@@ -274,6 +274,11 @@ class Resolver:
         self.versions[recipe["name"]] = (recipe["version"], needed_by)
         chosen = self.choose_variations(recipe, requested)
         inputs = self.fix_inputs(recipe, given_inputs)
+        for name, spec in recipe["inputs"].items():   # an input that applies only with some choices
+            if spec.get("when") and inputs[name] not in (None, spec["default"]) \
+                    and not _condition_holds(spec["when"], chosen, inputs):
+                raise ResolutionError(f"{recipe['name']}: --{name} applies only with {_readable(spec['when'])}",
+                                      hint=spec["help"] or None)
         # The same recipe with the same choices is resolved once, however many paths lead to it.
         memo_key = (recipe["name"], recipe["version"], tuple(chosen), keys.canonical(inputs)) \
             + ((dep_path,) if self.by_path else ())   # overrides by path: what is below depends on the way here
@@ -459,6 +464,25 @@ def _condition_holds(condition, chosen, inputs):
         if holds == negate:
             return False
     return True
+
+
+def _readable(condition):
+    """A `when` condition as a person reads it: _x, no _x, --a=b, --a other than b or c, no --a."""
+    parts, others = [], {}   # others: input -> the values it must differ from, said once
+    for word in condition.split():
+        if word.startswith(("_", "!_")):
+            parts.append(f"no {word[1:]}" if word.startswith("!") else word)
+            continue
+        name, op, value = CONDITION_INPUT.match(word.lstrip("!")).groups()
+        if word.startswith("!"):
+            op = "!=" if op == "=" else "="
+        if op == "!=" and value:
+            if name not in others:
+                parts.append(name)
+            others.setdefault(name, []).append(value)
+        else:
+            parts.append(f"--{name}={value}" if value and op == "=" else f"no --{name}" if op == "=" else f"--{name}")
+    return " and ".join(f"--{p} other than {' or '.join(others[p])}" if p in others else p for p in parts)
 
 
 def _dep_inputs(spec, parent_inputs):

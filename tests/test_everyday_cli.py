@@ -58,7 +58,7 @@ def app(ws):
         cache: false
         inputs:
           count: {type: int, min: 1, default: 3, help: how many queries}
-          qps: {type: float, above: 0}
+          qps: {type: float, above: 0, when: "scenario!=SingleStream"}
           mode: {default: performance, choices: [performance, accuracy]}
           scenario: {default: Offline, choices: [Offline, SingleStream, Server]}
           spin: {type: bool, help: spin between operators}
@@ -88,6 +88,7 @@ def test_query_help_shows_that_recipes_inputs_variations_and_deps(app):
                  "--spin[=true|false]"):
         assert flag in out, out
     assert "how many queries; default: 3" in out
+    assert "only with --scenario other than SingleStream" in out
     assert "device (one of):" in out and "_cpu (default), _cuda (chosen)" in out and "_int8" in out
     assert "an NVIDIA GPU" in out
     # Dependency names for --dep.NAME.*, the alternative this query takes and that dep's inputs.

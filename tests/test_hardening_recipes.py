@@ -169,9 +169,16 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--dep.model.layers=0"], "get-ml-model-bert: --layers=0 is below 1"),        # built a model of no layers
     (["--dep.model.ffn=-3"], "get-ml-model-bert: --ffn=-3 is below 0"),
     (["--buckets=500"], "--buckets=500 is not of the form the input takes (sequence lengths:"),
+    # Flags that apply only with some choices (the harness refused them after every build, exit 1):
+    (["--scenario=SingleStream", "--target_qps=5"],
+     "--target_qps applies only with --scenario other than SingleStream or MultiStream"),
+    (["--target_latency=50"], "--target_latency applies only with --scenario other than Offline"),
+    (["--scenario=Server", "--find_peak", "--target_qps=5"],
+     "--find_peak applies only with --scenario=Server and --mode=performance and no --target_qps"),
+    (["--scenario=Server", "--streams=2"], "--streams applies only with _deepsparse and --scenario=Server"),
     (["--buckets=128;256"], "--buckets=128;256 is not of the form the input takes"),
 ])
-def test_the_benchmark_refuses_numbers_out_of_range_before_anything_runs(tmp_path, args, fragment):
+def test_the_benchmark_refuses_values_out_of_range_or_place_before_anything_runs(tmp_path, args, fragment):
     """Before, these ran: after the builds the harness refused some (exit 1), others ran something else than
     asked or were killed for memory. Now the plan refuses them, exit 2, with an empty cache and no run."""
     from conftest import offline_mlrun
