@@ -292,15 +292,20 @@ class Resolver:
             dquery, dversion, dinputs = dep["query"], dep["version"], _dep_inputs(dep["inputs"], inputs)
             # An unnamed dep answers to the name of the recipe it selects, as `mlrun plan` shows it.
             dep_name = dep["name"] or self.select(dep["query"], dep["version"])[0]["name"]
+            applied = {}   # input -> the --dep NAME that set it
             for name in self._overrides_of(dep_path + (dep_name,)):
                 override = self.dep_overrides[name]
                 self.used_overrides.add(name)
                 dquery = " ".join([dquery] + override.get("tags", "").split())
                 dversion = override.get("version", dversion)
                 dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
-            child = self._node(dquery, dversion, dinputs, path + [recipe["name"]],
-                               needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'",
-                               dep_path=dep_path + (dep_name,))
+                applied.update({k: name for k in override if k not in SPECIAL_OVERRIDES})
+            try:
+                child = self._node(dquery, dversion, dinputs, path + [recipe["name"]],
+                                   needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'",
+                                   dep_path=dep_path + (dep_name,))
+            except ResolutionError as error:
+                raise _as_typed(error, self.select(dquery, dversion)[0]["name"], applied) from None
             taken = dep["name"] or child.name
             if any(name == taken for name, _ in deps):
                 raise ResolutionError(f"{recipe['name']}: two deps named '{taken}' are both taken "
@@ -464,6 +469,17 @@ def _condition_holds(condition, chosen, inputs):
         if holds == negate:
             return False
     return True
+
+
+def _as_typed(error, recipe_name, applied):
+    """An error about a dep's input that a --dep.NAME.KEY override set names the flag as it was typed
+    (--dep.model.layers=0, not get-ml-model-bert's --layers=0)."""
+    for key, name in applied.items():
+        for said in (f"--{key}=", f"input '{key}'"):
+            if error.message.startswith(f"{recipe_name}: ") and said in error.message:
+                typed = f"--dep.{name}.{key}=" if said.endswith("=") else f"input '{key}' (--dep.{name}.{key})"
+                return ResolutionError(error.message.replace(said, typed, 1), hint=error.hint)
+    return error
 
 
 def _readable(condition):

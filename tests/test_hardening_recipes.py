@@ -166,8 +166,8 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--target_qps=-1"], "app-mlperf-bert: --target_qps=-1 is not above 0"),      # LoadGen ran it at 1 QPS, VALID
     (["--scenario=SingleStream", "--target_latency=0"], "--target_latency=0 is not above 0"),   # LoadGen: OOM
     (["--target_qps=nan"], "input 'target_qps' expects a float, got 'nan'"),
-    (["--dep.model.layers=0"], "get-ml-model-bert: --layers=0 is below 1"),        # built a model of no layers
-    (["--dep.model.ffn=-3"], "get-ml-model-bert: --ffn=-3 is below 0"),
+    (["--dep.model.layers=0"], "get-ml-model-bert: --dep.model.layers=0 is below 1"),   # built a model of no layers
+    (["--dep.model.ffn=-3"], "get-ml-model-bert: --dep.model.ffn=-3 is below 0"),   # as typed, not --ffn=-3
     (["--buckets=500"], "--buckets=500 is not of the form the input takes (sequence lengths:"),
     # Flags that apply only with some choices (the harness refused them after every build, exit 1):
     (["--scenario=SingleStream", "--target_qps=5"],
