@@ -475,6 +475,9 @@ def _as_typed(error, recipe_name, applied):
     """An error about a dep's input that a --dep.NAME.KEY override set names the flag as it was typed
     (--dep.model.layers=0, not get-ml-model-bert's --layers=0)."""
     for key, name in applied.items():
+        if error.message.startswith(f"{recipe_name} has no input --{key}"):   # did-you-mean and hint kept
+            return ResolutionError(error.message.replace(f"--{key}", f"--{key} (--dep.{name}.{key})", 1),
+                                   hint=error.hint)
         for said in (f"--{key}=", f"input '{key}'"):
             if error.message.startswith(f"{recipe_name}: ") and said in error.message:
                 typed = f"--dep.{name}.{key}=" if said.endswith("=") else f"input '{key}' (--dep.{name}.{key})"
