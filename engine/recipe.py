@@ -413,7 +413,7 @@ def _check_conditions(c, recipe):
     for where, dep in deps:
         if dep["when"] is None:
             continue
-        for word in dep["when"].split():
+        for word in (t for w in dep["when"].split() for t in w.split("|")):
             bare = word[1:] if word.startswith("!") else word
             if bare.startswith("_"):
                 if bare[1:].split(".")[0] not in recipe["variations"]:
@@ -422,10 +422,10 @@ def _check_conditions(c, recipe):
             m = CONDITION_INPUT.match(bare)
             if not m:
                 c.fail(where + ["when"], f"condition '{dep['when']}': cannot read '{word}'",
-                       "conditions use _variation, !_variation, input=value or input!=value")
+                       "conditions use _variation, !_variation, input=value or input!=value; a|b for either")
             if m[1] not in recipe["inputs"]:
                 c.fail(where + ["when"], f"condition '{dep['when']}' names an unknown input '{m[1]}'",
-                       "conditions use _variation, !_variation, input=value or input!=value")
+                       "conditions use _variation, !_variation, input=value or input!=value; a|b for either")
             problem = _condition_value_problem(m[1], recipe["inputs"][m[1]], m[3])
             if problem:
                 c.fail(where + ["when"], f"condition '{dep['when']}': {problem}")

@@ -449,26 +449,27 @@ def _apply_variations(recipe, chosen):
 
 
 def _condition_holds(condition, chosen, inputs):
-    """`when:` words must all hold: _var, !_var, input=value, input!=value (empty value = unset)."""
+    """`when:` words must all hold: _var, !_var, input=value, input!=value (empty value = unset);
+    a word of alternatives joined by | holds when any of them does (_tensorrt|_tensorrt-ep)."""
     names = {v for v, _ in chosen} | {f"{v}.{p}" for v, p in chosen if p is not None}
-    for word in condition.split():
-        negate = word.startswith("!")
-        bare = word[1:] if negate else word
-        if bare.startswith("_"):
-            holds = bare[1:] in names
-        else:
-            m = CONDITION_INPUT.match(bare)
-            if not m:
-                raise ResolutionError(f"cannot read condition '{condition}'")
-            value = inputs.get(m.group(1))
-            text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            want = m.group(3)
-            # A trailing * matches a prefix: `model=zoo:*` holds for any SparseZoo stub.
-            same = text.startswith(want[:-1]) if want.endswith("*") else text == want
-            holds = same == (m.group(2) == "=")
-        if holds == negate:
-            return False
-    return True
+    return all(any(_term_holds(t, condition, names, inputs) for t in word.split("|"))
+               for word in condition.split())
+
+
+def _term_holds(term, condition, names, inputs):
+    negate = term.startswith("!")
+    bare = term[1:] if negate else term
+    if bare.startswith("_"):
+        return (bare[1:] in names) != negate
+    m = CONDITION_INPUT.match(bare)
+    if not m:
+        raise ResolutionError(f"cannot read condition '{condition}'")
+    value = inputs.get(m.group(1))
+    text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    want = m.group(3)
+    # A trailing * matches a prefix: `model=zoo:*` holds for any SparseZoo stub.
+    same = text.startswith(want[:-1]) if want.endswith("*") else text == want
+    return (same == (m.group(2) == "=")) != negate
 
 
 def _as_typed(error, recipe_name, applied):
@@ -486,9 +487,13 @@ def _as_typed(error, recipe_name, applied):
 
 
 def _readable(condition):
-    """A `when` condition as a person reads it: _x, no _x, --a=b, --a other than b or c, no --a."""
+    """A `when` condition as a person reads it: _x, no _x, --a=b, --a other than b or c, no --a,
+    _x or _y (a word of alternatives)."""
     parts, others = [], {}   # others: input -> the values it must differ from, said once
     for word in condition.split():
+        if "|" in word:
+            parts.append(" or ".join(_readable(t) for t in word.split("|")))
+            continue
         if word.startswith(("_", "!_")):
             parts.append(f"no {word[1:]}" if word.startswith("!") else word)
             continue

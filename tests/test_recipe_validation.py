@@ -58,6 +58,8 @@ CASES = [
      "condition '_fast' names an unknown variation '_fast'"),
     ("input-when-unknown-input", "tags: a\ninputs:\n  n:\n    type: int\n    when: mode=x\n", 5,
      "condition 'mode=x' names an unknown input 'mode'"),
+    ("input-when-alternative-unknown", "tags: a\nvariations:\n  x: {}\ninputs:\n  n:\n    type: int\n    when: _x|_y\n",
+     7, "condition '_x|_y' names an unknown variation '_y'"),
     ("input-when-not-text", "tags: a\ninputs:\n  n:\n    when: [a]\n", 4, "when must be text, not a list"),
     ("bad-env-name", "tags: a\nenv:\n  1X: y\n", 3, "'1X' is not a valid environment variable name"),
     ("tag-with-underscore", "tags: [get, _x]\n", 1, "tag '_x' must start with a letter or digit"),
