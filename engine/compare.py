@@ -69,6 +69,11 @@ def packages(a, b):
             for name in sorted(set(pa) | set(pb)) if pa.get(name) != pb.get(name)]
 
 
+# Where mlrun's folders are, not what they hold: the recipes are compared by content (a sweep's points run with
+# MLRUN_RECIPES set), downloads are checked against their checksums wherever they come from.
+PLACES = {"MLRUN_CACHE", "MLRUN_RUNS", "MLRUN_RECIPES", "MLRUN_MIRROR"}
+
+
 def host(a, b):
     ha, hb = a.get("host", {}), b.get("host", {})
     rows = [(f"host.{f}", ha.get(f), hb.get(f)) for f in HOST_FIELDS if ha.get(f) != hb.get(f)]
@@ -77,7 +82,7 @@ def host(a, b):
     rows += [(f"host.gpu.{k}", ga.get(k), gb.get(k)) for k in sorted(set(ga) | set(gb)) if ga.get(k) != gb.get(k)]
     ea, eb = ha.get("env", {}), hb.get("env", {})
     rows += [(f"host.env.{k}", ea.get(k), eb.get(k)) for k in sorted(set(ea) | set(eb))
-             if ea.get(k) != eb.get(k) and not k.startswith(("MLRUN_CACHE", "MLRUN_RUNS"))]
+             if ea.get(k) != eb.get(k) and k not in PLACES]
     return rows
 
 

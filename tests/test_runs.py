@@ -118,6 +118,20 @@ def test_replay_reports_a_changed_accuracy(bench):
     assert "DIFFERS: recorded 91.0" in result.stdout
 
 
+def test_diff_and_replay_take_mlruns_folders_for_places_not_differences(bench):
+    """A sweep's points run with MLRUN_RECIPES set; a replay elsewhere has other folders. Only contents count: the
+    recipes are compared by content, downloads by checksum (was: 'host.env.MLRUN_RECIPES: recorded ..., here None')."""
+    import shutil
+    copy = bench.path("recipes-copy")
+    shutil.copytree(bench.recipes, copy)
+    a = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    b = run_json(bench, "app bench", "--mode=accuracy", env=bench.env(MLRUN_RECIPES=copy, MLRUN_MIRROR=copy))["run"]
+    out = bench.mlrun("diff", a, b)
+    assert "host.env" not in out.stdout, out.stdout
+    replayed = bench.mlrun("replay", b)
+    assert replayed.returncode == 0 and "host.env" not in replayed.stdout, replayed.stdout
+
+
 def test_diff_names_the_differences(bench):
     a = run_json(bench, "app bench", "--mode=accuracy")["run"]
     b = run_json(bench, "app bench _int8", "--mode=performance")["run"]
