@@ -31,7 +31,8 @@ def add_arguments(p, verb):
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2",
                    help="a dimension of the grid, repeatable: an input (batch_size=1,4), a dependency input "
                         "(dep.model.layers=2,4), an environment override (env.OMP_NUM_THREADS=1,2) or a "
-                        "variation group (backend=_onnxruntime,_deepsparse)")
+                        "variation group (backend=_onnxruntime,_deepsparse); the value - is not given "
+                        "(threads=-,1,2: the harness's own choice, then 1 and 2)")
     p.add_argument("--name", help="the sweep's name: its record is runs/sweeps/NAME/sweep.json")
     p.add_argument("--rerun", action="store_true", help="run again the points that finished ok")
     p.add_argument("--jobs", type=int, default=1, metavar="N",

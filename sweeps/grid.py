@@ -3,7 +3,8 @@
 NAME is one of the queried recipe's inputs (batch_size=1,4,16), a dependency input or override
 (dep.model.layers=2,4; dep.NAME.tags=_x,_y), an environment override (env.OMP_NUM_THREADS=1,2), or a
 variation group of the recipe with `_`-values (backend=_onnxruntime,_deepsparse): each point's query then
-holds that variation instead of the query's own one of that group. Everything is checked against the recipe
+holds that variation instead of the query's own one of that group. The value `-` is "not given": that point runs
+without the flag (the input's default, no override, the variable unset; for a group, the recipe's default). Everything is checked against the recipe
 before anything runs. The points are the Cartesian product, in the order the --grid flags are given
 (the last varies fastest); their ids (p000, p001, ...) follow that order, so the same grid gives the same ids.
 """
@@ -13,6 +14,9 @@ import itertools
 from engine.errors import UsageError
 
 KINDS = ("input", "dep", "env", "variation")
+# A point with this value runs without the flag: a grid can hold "as the recipe has it" beside other values
+# (--grid dep.backend/python.packages=-,onnxruntime==1.22.1 builds no second venv of the set's own pin).
+NOT_GIVEN = "-"
 
 
 def parse(texts):
@@ -48,7 +52,7 @@ def classify(grid, recipe, inputs, deps, env):
         if spec.get("group"):
             groups.setdefault(spec["group"], []).append(vname)
     for name, values in grid.items():
-        variation_like = [v.startswith("_") for v in values]
+        variation_like = [v.startswith("_") for v in values if v != NOT_GIVEN]
         if name.startswith("dep."):
             parts = name.split(".", 2)
             if len(parts) != 3 or not all(parts[1].split("/")) or not parts[2]:
@@ -70,7 +74,7 @@ def classify(grid, recipe, inputs, deps, env):
                 raise UsageError(f"{recipe['name']} has no variation group '{name}'"
                                  + (f" (did you mean {near[0]}?)" if near else ""),
                                  hint=f"its groups: {', '.join(sorted(groups)) or 'none'}; `mlrun find QUERY` shows them")
-            for value in values:
+            for value in (v for v in values if v != NOT_GIVEN):
                 base = value[1:].split(".")[0]
                 spec = recipe["variations"].get(base)
                 if spec is None or spec.get("group") != name:
@@ -114,11 +118,15 @@ def point_request(query, recipe, settings, kinds, inputs, deps, env):
         if kind == "variation":
             group = [w for w in words if w.startswith("_")
                      and (recipe["variations"].get(w[1:].split(".")[0]) or {}).get("group") == name]
-            if group:
+            if value == NOT_GIVEN:
+                words = [w for w in words if w not in group]
+            elif group:
                 words[words.index(group[0])] = value
                 words = [w for w in words if w not in group[1:]]
             else:
                 words.append(value)
+        elif value == NOT_GIVEN:
+            continue
         elif kind == "input":
             inputs[name] = value
         elif kind == "env":

@@ -192,6 +192,27 @@ def test_a_variation_group_in_the_grid_replaces_the_query_s_variation(bench):
                                                                                   ("b", "cpu", 100.0)]
 
 
+def test_the_grid_value_dash_is_not_given(bench):
+    """`-` runs the point without the flag: the input's default, no override, the variable unset, the group's
+    default variation (not the query's own)."""
+    result = bench.mlrun("sweep", "app bench _b", "--grid", "batch_size=-,4", "--grid", "backend=-,_b",
+                         "--grid", "dep.model.layers=-,4", "--grid", "env.X_FLAVOUR=-,x", "--name", "dash")
+    assert result.returncode == 0, result.stderr
+    points = sweep_record(bench, "dash")["points"]
+    assert len(points) == 16
+    first, last = run_record(bench, points[0]["run"]), run_record(bench, points[-1]["run"])
+    assert first["query"] == "app bench" and last["query"] == "app bench _b"
+    assert first["request"]["inputs"] == {} and last["request"]["inputs"] == {"batch_size": "4"}
+    assert not first["request"].get("dep_overrides") and last["request"]["dep_overrides"] == {"model": {"layers": "4"}}
+    assert not first["request"].get("env_overrides") and last["request"]["env_overrides"] == {"X_FLAVOUR": "x"}
+    rows = json.loads(bench.mlrun("sweep", "show", "dash", "--json").stdout)
+    # batch 1 (the default), backend a (the group's default, though the query has _b), 2 layers (the model's own)
+    assert rows[0]["batch_size"] == 1 and rows[0]["backend"] == "a" and rows[0]["samples_per_second"] == 50.0
+    assert rows[-1]["batch_size"] == 4 and rows[-1]["samples_per_second"] == 200.0
+    assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=-,-", "--name", "d2"), 2,
+                      "a value is given twice")
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--grid", "batchsize=1,2"], ["app has no input or variation group 'batchsize'", "did you mean batch_size"]),
     (["--grid", "backend=_a,_c"], ["_c is not a variation of the group backend", "no such variation",
