@@ -559,6 +559,7 @@ def cmd_find(args, extras, settings):
             extra = f" one of {'|'.join(map(str, spec['choices']))}" if spec["choices"] else ""
             extra += "".join(f" {sign}{show_number(spec[key])}" for key, sign in (("min", ">="), ("above", ">"))
                              if spec.get(key) is not None)
+            extra += f" multiple of {spec['multiple_of']}" if spec.get("multiple_of") else ""
             print(f"  --{name} ({spec['type']}, default {spec['default']}){extra}  {spec['help']}".rstrip())
         for d in r["deps"]:
             print(f"  dep {d['name'] or '-'}: '{d['query']}'" + (f" {d['version']}" if d["version"] else "")

@@ -17,7 +17,8 @@ TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "input
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
-INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "above", "when", "env", "help", "required", "content"}
+INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "above", "multiple_of", "when", "env", "help", "required",
+              "content"}
 # Bounds of a number input: `min` the least value it takes, `above` a value it must exceed.
 BOUND_KEYS = ("min", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
@@ -234,6 +235,14 @@ class _Checker:
                 bounds[key] = convert_input(name, kind, spec[key], lambda msg: self.fail(here + [key], msg))
             if default is not None and out_of_bounds(name, default, bounds):
                 self.fail(here + ["default"], f"default: {out_of_bounds(name, default, bounds)}")
+            multiple = spec.get("multiple_of")
+            if multiple is not None:   # a whole number, or another int input's name (hidden: {multiple_of: heads})
+                if kind != "int":
+                    self.fail(here + ["multiple_of"], f"multiple_of: needs type int (input '{name}' is {kind})")
+                if isinstance(multiple, bool) or not (isinstance(multiple, str) or isinstance(multiple, int)
+                                                      and multiple > 0):
+                    self.fail(here + ["multiple_of"], "multiple_of: a whole number above 0, or another input's name")
+                bounds["multiple_of"] = multiple
             env_name = spec.get("env", "MLRUN_INPUT_" + name.upper())
             if not ENV_RE.match(env_name):
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
@@ -251,6 +260,14 @@ class _Checker:
             out[name].update(bounds)  # likewise
             if spec.get("when") is not None:  # likewise; a value other than the default needs it to hold
                 out[name]["when"] = self.text(spec["when"], here + ["when"], "when")
+        for name, spec in out.items():   # what multiple_of names is known once every input is read
+            of = spec.get("multiple_of")
+            here = list(where) + [name, "multiple_of"]
+            if isinstance(of, str) and (of not in out or out[of]["type"] != "int" or of == name):
+                self.fail(here, f"multiple_of: '{of}' is not another int input of this recipe")
+            defaults = {k: v["default"] for k, v in out.items()}
+            if not_a_multiple(name, defaults, spec):
+                self.fail(here, f"the defaults: {not_a_multiple(name, defaults, spec)}")
         return out
 
 
@@ -270,6 +287,16 @@ def out_of_bounds(name, value, spec):
     if spec.get("above") is not None and value <= spec["above"]:
         return f"--{name}={show_number(value)} is not above {show_number(spec['above'])}"
     return None
+
+
+def not_a_multiple(name, values, spec):
+    """Why values[name] is no multiple of its `multiple_of` (a number, or another input's value), or None.
+    Not checked where either is unset or the base is 0 (an input's "0: derive it")."""
+    of, value = spec.get("multiple_of"), values.get(name)
+    base = values.get(of) if isinstance(of, str) else of
+    if of is None or value is None or not base or value % base == 0:
+        return None
+    return f"--{name}={value} is not a multiple of " + (f"--{of}={base}" if isinstance(of, str) else str(base))
 
 
 def convert_input(name, kind, value, fail):

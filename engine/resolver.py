@@ -10,7 +10,7 @@ import re
 
 from . import keys, secrets
 from .errors import ResolutionError
-from .recipe import CONDITION_INPUT, convert_input, out_of_bounds
+from .recipe import CONDITION_INPUT, convert_input, not_a_multiple, out_of_bounds
 
 SPECIAL_OVERRIDES = {"tags", "version"}
 # A path input may also name a model elsewhere (zoo:STUB, hf:ORG/NAME): kept as given, not a local file.
@@ -278,6 +278,9 @@ class Resolver:
             if spec.get("when") and inputs[name] not in (None, spec["default"]) \
                     and not _condition_holds(spec["when"], chosen, inputs):
                 raise ResolutionError(f"{recipe['name']}: --{name} applies only with {_readable(spec['when'])}",
+                                      hint=spec["help"] or None)
+            if not_a_multiple(name, inputs, spec):   # a rule between two inputs: known once both are
+                raise ResolutionError(f"{recipe['name']}: {not_a_multiple(name, inputs, spec)}",
                                       hint=spec["help"] or None)
         # The same recipe with the same choices is resolved once, however many paths lead to it.
         memo_key = (recipe["name"], recipe["version"], tuple(chosen), keys.canonical(inputs)) \

@@ -115,7 +115,8 @@ def test_all_changed_keys_are_distinct():
     (["app", "inputs", "count", "help"], "a count"),
     (["app", "inputs", "count", "min"], 1),     # bounds only refuse values: one they take builds the same
     (["app", "inputs", "count", "above"], 0),
-], ids=["description", "variation-description", "input-help", "input-min", "input-above"])
+    (["app", "inputs", "count", "multiple_of"], 1),
+], ids=["description", "variation-description", "input-help", "input-min", "input-above", "input-multiple-of"])
 def test_cosmetic_fields_keep_the_key(path, value):
     assert key_of(changed(path, value)) == key_of()
 
