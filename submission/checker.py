@@ -248,6 +248,11 @@ def table(tree_dir, verdicts):
                         detail = _detail(perf)
                         key, scale, unit = METRICS.get(scenario, (None, 1, ""))
                         value = detail.get(key)
+                        if key and key.startswith("early_stopping") and detail.get("early_stopping_met") is False:
+                            # LoadGen logs 0 for the estimate it could not make: show the plain percentile
+                            percentile = "90.00" if scenario == "SingleStream" else "99.00"
+                            value = detail.get(f"result_{percentile}_percentile_latency_ns")
+                            unit = f"latency ms (p{percentile[:2]}: early stopping not met)"
                         checker = verdicts.get((division, submitter, system, benchmark, scenario),
                                                "not checked")
                         rows.append({"division": division, "submitter": submitter, "system": system,

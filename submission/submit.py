@@ -279,7 +279,8 @@ class Submission:
         if state == "done":
             self.say(f"  {name}: reused run {why['run']} (plan, request and host unchanged)")
             return why
-        self.say(f"  {name}: running ({'; '.join(why)[:200]})")
+        again = [w for w in why if w != "not run yet"]   # a first run needs no reason
+        self.say(f"  {name}: running" + (f" again ({'; '.join(again)[:200]})" if again else ""))
         runner = Runner(Cache(self.settings.cache), self.settings.runs, reporter=_Quiet(), verbose=self.verbose,
                         mirror=self.settings.mirror, stream_root=self.verbose)
         argv = ["bin/mlrun", query or self.opts.query] + [

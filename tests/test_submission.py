@@ -6,6 +6,7 @@ process group) after its first finished run, the same command then reuses that r
 """
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -105,6 +106,11 @@ def completed_root(result):
 def test_short_submission_tree_and_checker(ws, completed):
     out = completed.stdout
     assert "CANNOT be submitted" in out and "short-run complaints" in out
+    assert "  Offline/accuracy: running\n" in out and "not run yet" not in out   # a first run needs no reason
+    # SingleStream's latency: the early-stopping estimate, or where a short run has too few queries for one
+    # (LoadGen logs 0 then) its p90, said so
+    row = re.search(r"SingleStream +latency ms(?: \(p90: early stopping not met\))? +([0-9.]+) ", out)
+    assert row and float(row[1]) > 0, out
     root = completed_root(completed)
     verdict = json.loads((root / "verdict.json").read_text())
     assert verdict["ok"] and verdict["errors"] == [] and verdict["short_run_errors"]

@@ -131,3 +131,20 @@ def test_server_measurement_without_a_peak_search_is_a_step_error(tmp_path):
     folder = _run_folder(tmp_path, ["Scenario : Server", "Completed samples per second : 58.0"])
     with pytest.raises(search.StepError, match="recorded no --find-peak result"):
         search.settings_from("Server", folder, "RUN6")
+
+
+@pytest.mark.parametrize("met, value, metric", [
+    (True, 41.5, "latency ms"),
+    (False, 38.922, "latency ms (p90: early stopping not met)"),   # LoadGen logs the estimate as 0 then
+])
+def test_the_results_table_shows_a_latency_early_stopping_could_not_estimate_as_the_percentile(tmp_path, met, value,
+                                                                                               metric):
+    from submission import checker
+    run = tmp_path / "open" / "Me" / "results" / "vm" / "bert-99" / "SingleStream" / "performance" / "run_1"
+    run.mkdir(parents=True)
+    items = {"early_stopping_met": met, "early_stopping_latency_ss": 41500000 if met else 0,
+             "result_90.00_percentile_latency_ns": 38921584, "result_validity": "VALID" if met else "INVALID"}
+    run.joinpath("mlperf_log_detail.txt").write_text(
+        "".join(f':::MLLOG {json.dumps({"key": k, "value": v})}\n' for k, v in items.items()))
+    [row] = checker.table(str(tmp_path), {})
+    assert (row["value"], row["metric"]) == (value, metric)
