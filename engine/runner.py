@@ -8,6 +8,7 @@ environment beside its log so a person can re-run it by hand.
 import os
 import signal
 import sys
+import threading
 import time
 
 from . import digests, envs, guard, integrity, records, secrets
@@ -19,22 +20,45 @@ TAIL_LINES = 20
 
 class RunReporter:
     """Prints one status line per step on stderr; subclass to record or silence."""
+    HEARTBEAT_S = 60
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, heartbeat=None):
         self.stream = stream or sys.stderr
+        self.heartbeat = self.HEARTBEAT_S if heartbeat is None else heartbeat
+        self._beating = None   # stops the heartbeat of the step under way
 
     def line(self, text):
+        self.stop_heartbeat()
         print(text, file=self.stream, flush=True)
 
-    def step(self, i, total, node, status, detail="", final=True):
-        """One line per step; a not-yet-final line ('building') only shows on a terminal, then is overwritten."""
+    def step(self, i, total, node, status, detail="", final=True, log=None):
+        """One line per step; a not-yet-final line ('building') only shows on a terminal, then is overwritten.
+        Elsewhere (a log file, CI, a batch job) a step still under way says so every minute, with its log."""
+        self.stop_heartbeat()
         text = f"[{i}/{total}] {node.label:<48} {status}{'  ' + detail if detail else ''}"
         tty = self.stream.isatty()
         if not final:
             if tty:
                 print(text, end="\r", file=self.stream, flush=True)
+            elif self.heartbeat:
+                self._start_heartbeat(f"[{i}/{total}] {node.label:<48} {status}", log)
             return
         print(("\x1b[2K" if tty else "") + text, file=self.stream, flush=True)
+
+    def _start_heartbeat(self, head, log):
+        stop, started = threading.Event(), time.time()
+        self._beating = stop
+
+        def beat():
+            while not stop.wait(self.heartbeat):
+                print(f"{head} for {time.time() - started:.0f} s" + (f"  log: {log}" if log else ""),
+                      file=self.stream, flush=True)
+        threading.Thread(target=beat, name="mlrun-heartbeat", daemon=True).start()
+
+    def stop_heartbeat(self):
+        if self._beating is not None:
+            self._beating.set()
+            self._beating = None
 
 
 def new_run_id():
@@ -187,7 +211,8 @@ class Runner:
         started = time.time()
         live = self.verbose or (is_root and self.stream_root)
         # A step whose output shows live gets its line first; others get one line when done.
-        self.reporter.step(i, total, node, "building" if node.cache else "running", final=live and bool(argv))
+        self.reporter.step(i, total, node, "building" if node.cache else "running", final=live and bool(argv),
+                           log=log_path)
         open(log_path, "ab").close()  # a kept failure always has its log, even one that never ran a command
         try:
             for item in node.download:
@@ -213,6 +238,7 @@ class Runner:
             raise StepError(f"step {node.label} failed: {e.message}", hint=e.hint or f"full log: {kept}",
                             exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code) from None
         except BaseException as e:
+            self.reporter.stop_heartbeat()
             if final:
                 self.cache.keep_failed(folder, node, why=_stopped_why(e))
             raise
@@ -256,6 +282,7 @@ class Runner:
             try:
                 for line in proc.stdout:
                     log.write(line)
+                    log.flush()   # the log is what a person follows (tail -f) while a long step runs
                     # An interactive step's error: and hint: lines become mlrun's own error (below), said once.
                     if live and not (interactive and line.startswith((b"error: ", b"hint: "))):
                         sys.stdout.buffer.write(line)

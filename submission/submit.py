@@ -59,9 +59,9 @@ def framework(backend):
 class _Quiet(RunReporter):
     """Step lines only for what is built or run (not for the cached ones): a submission runs many plans."""
 
-    def step(self, i, total, node, status, detail="", final=True):
+    def step(self, i, total, node, status, detail="", final=True, log=None):
         if status != "cached":
-            super().step(i, total, node, status, detail, final)
+            super().step(i, total, node, status, detail, final, log)
 
 
 def parser():

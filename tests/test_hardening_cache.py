@@ -325,7 +325,7 @@ class PublishedWhenBuilt(RunReporter):
         super().__init__(io.StringIO())
         self.cache, self.seen = cache, []
 
-    def step(self, i, total, node, status, detail="", final=True):
+    def step(self, i, total, node, status, detail="", final=True, log=None):
         if status.startswith("built in"):
             self.seen.append((node.name, self.cache.lookup(node) is not None))
 

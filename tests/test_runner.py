@@ -2,8 +2,10 @@
 import io
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -18,7 +20,7 @@ class Recorder(RunReporter):
         super().__init__(io.StringIO())
         self.steps, self.lines = [], []
 
-    def step(self, i, total, node, status, detail="", final=True):
+    def step(self, i, total, node, status, detail="", final=True, log=None):
         if final:
             self.steps.append(f"{node.label}: {status}")
 
@@ -281,3 +283,23 @@ def test_pass_env_reaches_the_step_unhashed_and_secrets_are_never_written(ws, tm
         for name in files:
             if name.endswith((".json", ".sh", ".log")) and "seen.txt" not in name:
                 assert "hf_secret" not in open(os.path.join(root, name), errors="replace").read(), name
+
+
+def test_a_long_step_says_it_is_under_way_where_no_terminal_shows_it(ws):
+    """In a log file (CI, a batch job) a step's line came only when it ended: minutes of nothing looked hung.
+    Now it says every HEARTBEAT_S (here 0.2 s) that it is still building, with its log; never after it ended."""
+    ws.recipe("slow", """\
+        tags: slow
+        run: echo first line; sleep 1.1; grep -c "^first line" .mlrun/build.log > out.txt
+        """)
+    stream = io.StringIO()   # not a terminal
+    run(ws, "slow", reporter=RunReporter(stream, heartbeat=0.2))
+    lines = stream.getvalue().splitlines()
+    beats = [x for x in lines if re.search(r"^\[1/1\] slow +building for \d+ s  log: .*/\.mlrun/build\.log$", x)]
+    assert len(beats) >= 3, lines
+    assert re.search(r"^\[1/1\] slow +built in ", lines[-1]), lines
+    time.sleep(0.5)
+    assert stream.getvalue().splitlines() == lines   # the heartbeat stopped with the step
+    # and the log it names had the step's output as it came (was: buffered until 8 KB or the end)
+    [entry] = [e for e in os.listdir(ws.cache) if e.startswith("slow-")]
+    assert open(os.path.join(ws.cache, entry, "out.txt")).read() == "1\n"
