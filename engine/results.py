@@ -107,9 +107,10 @@ def present(rows, fields):
     return [f for f in fields if any(r.get(f) is not None for r in rows)]
 
 
-def varying(rows, fields):
-    """The fields whose values differ among the rows (a missing value counts as one), in the given order."""
-    return [f for f in fields if len({json.dumps(r.get(f), default=str) for r in rows}) > 1]
+def varying(rows, fields, missing=True):
+    """The fields whose values differ among the rows, in the given order; a missing value counts as one unless
+    missing=False (runs of other recipes, or unfinished ones, lack fields: they do not make a setting differ)."""
+    return [f for f in fields if len({json.dumps(r.get(f), default=str) for r in rows if missing or f in r}) > 1]
 
 
 def parse_columns(text):
@@ -282,7 +283,7 @@ def run_columns(items, rows):
     for row, names in items:
         if row["run"] in chosen:
             settings += [n for n in names if n not in settings and n not in ("mode", "scenario")]
-    differ = varying(rows, settings)
+    differ = varying(rows, settings, missing=False)
     for row in rows:   # the query's words that no column shows already (a variation differing has its column)
         shown = {str(row.get(c)) for c in differ}
         row["query_rest"] = " ".join(w for w in (row.get("query") or "").split() if w[1:].split(".")[0] not in shown

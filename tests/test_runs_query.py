@@ -194,6 +194,17 @@ def test_runs_shows_the_settings_that_differ_in_100_columns(history):
     assert same[-1] == "every run listed: app bench, perf/Offline"
 
 
+def test_a_run_of_another_recipe_lacks_settings_but_does_not_make_them_differ(bench):
+    """Its fields are absent, not other values: before, every setting of the benchmark became a column (21 on a
+    100-column table, the query cut to 'app...'). A value left unset (None) of the same recipe still differs."""
+    bench.recipe("qa", "tags: app qa\ncache: false\ninputs:\n  passage: {}\nrun: echo answered\n")
+    run(bench, "app bench", "--dep.model.layers=2")
+    run(bench, "app bench", "--dep.model.layers=12", "--wait=/nonexistent")
+    run(bench, "app qa", "--passage=text")
+    table = bench.mlrun("runs", env=bench.env(COLUMNS="100")).stdout.splitlines()
+    assert table[0].split() == ["RUN", "QUERY", "MODE", "WAIT", "LAYERS", "RESULT", "STATUS"], table
+
+
 def test_runs_csv_and_markdown_share_the_rows(history):
     ws, ids = history
     rows = list(csv.DictReader(io.StringIO(ws.mlrun("runs", "--csv").stdout)))
