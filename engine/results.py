@@ -25,7 +25,7 @@ WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<)(.*)$"
 # column but these, down to NARROW.
 SHRINKABLE = ("error", "reasons", "query", "query_rest", "sequence_handling", "model", "user_conf", "audit_config")
 KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline")
-MIN_WIDTH, NARROW = 14, 6
+MIN_WIDTH, QUERY_WIDTH, NARROW = 14, 24, 6
 # Table headers for columns whose name says less than it could.
 LABELS = {"started": "WHEN", "headline": "RESULT", "mode_scenario": "MODE", "point_status": "STATUS",
           "query_rest": "QUERY"}
@@ -188,7 +188,12 @@ def _fit(widths, columns, width, numeric=()):
     total = sum(widths) + 2 * (len(widths) - 1)
     preferred = [i for name in SHRINKABLE for i, c in enumerate(columns) if c == name or c.startswith(name + ".")]
     others = [i for i, c in enumerate(columns) if i not in preferred and c not in KEEP_WHOLE and c not in numeric]
-    for order, least in ((preferred, MIN_WIDTH), (preferred + others, NARROW)):
+    # The query says what ran: it keeps room for its first word and its end ("app ... _cpu _random") until
+    # paths, messages and the other columns are as narrow as they go.
+    queries = [i for i in preferred if columns[i] in ("query", "query_rest")]
+    rest = [i for i in preferred if i not in queries]
+    for order, least in ((rest, MIN_WIDTH), (queries, QUERY_WIDTH), (rest, NARROW), (others, NARROW),
+                         (queries, NARROW)):
         while total > width:
             candidates = [i for i in order if widths[i] > least]
             if not candidates:

@@ -229,3 +229,13 @@ def test_render_and_where_units():
     assert render(rows, ["a", "b", "c", "d", "e"], "markdown").splitlines()[2] == "| 1 | x\\|y | - | 1235 | true |"
     assert json.loads(render(rows, ["c", "d"], "json")) == [{"c": None, "d": 1234.5678}]
     assert parse_where(["a>=2", "b = x "]) == [("a", ">=", "2"), ("b", "=", "x")]
+
+
+def test_a_narrow_table_cuts_paths_and_other_columns_before_the_query():
+    """The query says what ran: it keeps its first word and its end while a path is cut to a few characters
+    (was: both cut to 'app...' and '/tm...')."""
+    rows = [{"run": "20261204-095210-51f5", "query_rest": "app mlperf bert _onnxruntime _cpu _random",
+             "mode_scenario": "perf/Offline", "model": "random", "audit_config": "/tmp/subm/work/TEST01/audit.config",
+             "headline": "31.30/s VALID (short)", "status": "ok"}]
+    [head, line] = render(rows, list(rows[0]), width=100).splitlines()
+    assert len(line) <= 100 and "app ... _cpu _random" in line and "/tm..." in line, line
