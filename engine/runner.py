@@ -234,8 +234,12 @@ class Runner:
             self.reporter.step(i, total, node, f"FAILED after {seconds:.1f} s", f"log: {kept}")
             if tail:
                 self.reporter.line("    " + "\n    ".join(tail))
+            # A step that said why (an `error: ` line, as mlrun's own steps do) is quoted: a sweep's point, a
+            # submission's run and the last line of a failed run give the cause, not only an exit code.
+            said = [line[len("error: "):] for line in tail if line.startswith("error: ")]
+            why = f": {said[-1][:300]}" if said and e.message.startswith("exited with code") else ""
             # A step's own exit 78 (this machine cannot run it) stays 2; an unrecordable output is the step's fault.
-            raise StepError(f"step {node.label} failed: {e.message}", hint=e.hint or f"full log: {kept}",
+            raise StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
                             exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code) from None
         except BaseException as e:
             self.reporter.stop_heartbeat()

@@ -187,6 +187,19 @@ run: |
 """
 
 
+def test_a_failed_step_that_says_why_is_quoted_in_the_error(ws):
+    """A sweep point's or a submission run's error said only 'exited with code 2'; the step's own `error: `
+    line (the last one) now follows it."""
+    ws.recipe("bad", "tags: bad\nrun: |\n  echo 'error: first'; echo 'error: the model is fixed at 16'; exit 2\n")
+    with pytest.raises(StepError) as info:
+        run(ws, "bad")
+    assert info.value.message == "step bad failed: exited with code 2: the model is fixed at 16"
+    ws.recipe("bad", "tags: bad\nrun: echo 'no cause given'; exit 2\n")
+    with pytest.raises(StepError) as info:
+        run(ws, "bad")
+    assert info.value.message == "step bad failed: exited with code 2"
+
+
 def test_failed_build_publishes_nothing_and_keeps_its_log(ws):
     ws.recipe("bad", FAILING)
     reporter = Recorder()
