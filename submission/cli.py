@@ -12,6 +12,7 @@ def cmd_check(args, extras, settings):
         from engine.errors import UsageError
         raise UsageError(f"{os.path.abspath(args.dir)}: no such folder",
                          hint="give the submission tree: the folder holding closed/, open/ or network/")
+    _tree_below(args.dir)
     src = official.sources(settings, path=args.inference_src)
     result = checker.check(src, args.dir, version=args.version, short=args.short, out_dir=args.out)
     if args.json:
@@ -20,6 +21,24 @@ def cmd_check(args, extras, settings):
     else:
         print(report(result))
     return 0 if result.ok else 1
+
+
+def _tree_below(path):
+    """A folder that holds no division folder but one below does (`mlrun submit -o DIR` writes DIR/tree): the
+    folder meant, named before the sources are fetched (the checker would find no results in it)."""
+    divisions = ("closed", "open", "network")
+    if any(os.path.isdir(os.path.join(path, d)) for d in divisions):
+        return
+    try:
+        below = sorted(e.path for e in os.scandir(path) if e.is_dir()
+                       and any(os.path.isdir(os.path.join(e.path, d)) for d in divisions))
+    except OSError:   # unreadable: the checker says so in its own words
+        return
+    if below:
+        from engine.errors import UsageError
+        raise UsageError(f"{os.path.abspath(path)} holds no closed/, open/ or network/ folder; "
+                         f"{', '.join(below)} {'does' if len(below) == 1 else 'do'}",
+                         hint=f"mlrun check submission {below[0]}")
 
 
 def report(result):

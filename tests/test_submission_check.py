@@ -45,6 +45,15 @@ def test_an_empty_tree_is_no_submission(mlrun, tmp_path):
     assert "found no results" in result.stdout and "verdict: FAILED" in result.stdout
 
 
+def test_the_folder_above_the_tree_names_the_tree(mlrun, tmp_path):
+    """`mlrun submit -o DIR` writes DIR/tree (and DIR/check, the archive, ...): DIR itself is named, the tree
+    given, before the sources are fetched (no --inference-src here, no network needed)."""
+    make_tree(str(tmp_path / "sub" / "tree"))
+    result = mlrun("check", "submission", str(tmp_path / "sub"), src=False)
+    assert_user_error(result, 2, "holds no closed/, open/ or network/ folder", str(tmp_path / "sub" / "tree"),
+                      f"mlrun check submission {tmp_path / 'sub' / 'tree'}")
+
+
 def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_path):
     tree = make_tree(str(tmp_path / "sub"))
     before = listing(tree)
