@@ -69,6 +69,19 @@ class SlurmExecutor(Executor):
         if not shutil.which("sbatch"):
             raise UsageError("--on slurm: `sbatch` is not on PATH", hint="run the sweep where SLURM's commands work "
                              "(a login node), or use --on ray / the local executor")
+        # SLURM's commands without a controller print pages of their own errors and sbatch's last line blamed
+        # --slurm: ask the controller first, quietly.
+        if shutil.which("scontrol"):
+            try:
+                ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                ping = subprocess.CompletedProcess([], 1, "", "`scontrol ping` did not answer in 30 s")
+            said = [x.strip() for x in (ping.stdout + ping.stderr).splitlines() if x.strip() and x[0] != "*"]
+            if ping.returncode != 0:
+                raise UsageError(f"--on slurm: SLURM's controller does not answer here: "
+                                 f"{said[-1] if said else 'scontrol ping failed'}",
+                                 hint="is slurmctld up (`scontrol ping`, `sinfo`)? SLURM_CONF names the slurm.conf "
+                                      "to use; or run the sweep with --on ray or the local executor")
 
     def run(self, tasks, settings, on_event):
         submitit = remote.need("submitit", "--on slurm")

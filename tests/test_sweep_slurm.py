@@ -92,3 +92,24 @@ def test_measuring_points_run_exclusive_and_a_cancelled_job_is_recorded(slurm, w
                        for f in fs if f.endswith("_submission.sh"))).read()
     assert "#SBATCH --exclusive" in script
     assert json.load(open(os.path.join(ws.runs, o.run_id, "run.json")))["status"] == "interrupted"
+
+
+def test_a_controller_that_does_not_answer_is_one_clear_error(tmp_path, monkeypatch):
+    """Before: sbatch's own errors on stderr, then 'sbatch refused ...; check --slurm (partition, time, account)'.
+    Needs SLURM's commands only (no daemons): a slurm.conf whose controller port nothing listens on."""
+    import shutil
+    if not (shutil.which("sbatch") and shutil.which("scontrol")):
+        pytest.skip("SLURM's commands are not installed")
+    from engine.errors import UsageError
+    from sweeps.slurm_executor import SlurmExecutor
+    with socket.socket() as s:   # a port nothing listens on once closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(f"ClusterName=none\nSlurmctldHost=localhost(127.0.0.1)\nSlurmctldPort={port}\n"
+                    "NodeName=localhost CPUs=1\nPartitionName=p Nodes=localhost Default=YES\n")
+    monkeypatch.setenv("SLURM_CONF", str(conf))
+    with pytest.raises(UsageError) as info:
+        SlurmExecutor({}).check([])
+    assert "SLURM's controller does not answer here: Slurmctld(primary) at" in info.value.message
+    assert info.value.message.endswith("is DOWN") and "scontrol ping" in info.value.hint
