@@ -26,6 +26,7 @@ class RunReporter:
         self.stream = stream or sys.stderr
         self.heartbeat = self.HEARTBEAT_S if heartbeat is None else heartbeat
         self._beating = None   # stops the heartbeat of the step under way
+        self._printing = threading.Lock()   # a beat is one whole line, never cut by the step's next line
 
     def line(self, text):
         self.stop_heartbeat()
@@ -51,14 +52,19 @@ class RunReporter:
 
         def beat():
             while not stop.wait(self.heartbeat):
-                print(f"{head} for {time.time() - started:.0f} s" + (f"  log: {log}" if log else ""),
-                      file=self.stream, flush=True)
+                with self._printing:
+                    if stop.is_set():
+                        return
+                    print(f"{head} for {time.time() - started:.0f} s" + (f"  log: {log}" if log else ""),
+                          file=self.stream, flush=True)
         threading.Thread(target=beat, name="mlrun-heartbeat", daemon=True).start()
 
     def stop_heartbeat(self):
         if self._beating is not None:
             self._beating.set()
             self._beating = None
+            with self._printing:   # a beat being printed ends first
+                pass
 
 
 def new_run_id():
