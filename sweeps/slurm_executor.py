@@ -77,7 +77,7 @@ class SlurmExecutor(Executor):
             except subprocess.TimeoutExpired:
                 ping = subprocess.CompletedProcess([], 1, "", "`scontrol ping` did not answer in 30 s")
             said = [x.strip() for x in (ping.stdout + ping.stderr).splitlines() if x.strip() and x[0] != "*"]
-            if ping.returncode != 0:
+            if ping.returncode != 0 and not any(x.endswith(" is UP") for x in said):   # a backup down is fine
                 raise UsageError(f"--on slurm: SLURM's controller does not answer here: "
                                  f"{said[-1] if said else 'scontrol ping failed'}",
                                  hint="is slurmctld up (`scontrol ping`, `sinfo`)? SLURM_CONF names the slurm.conf "
