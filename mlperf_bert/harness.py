@@ -479,10 +479,10 @@ def _start_test(sut, args, user_conf, run_dir, total):
     # so without --audit-config no compliance settings can slip in.
     audit_config = os.path.abspath(args.audit_config) if args.audit_config else "audit.config"
     _check_schedule(settings, args.scenario, args.mode == "accuracy")
-    from mlperf_bert import progress  # a bar for a person watching (none in logs)
+    from mlperf_bert import progress  # a bar for a person watching; in logs, a line a minute
     expected = progress.expected_samples(settings, args.scenario, args.mode == "accuracy", total)
     with contextlib.chdir(run_dir), progress.Bar(progress.stream(), lambda: sut.completed, expected,
-                                                 f"{args.scenario} {args.mode}"):
+                                                 f"{args.scenario} {args.mode}", log=sys.stdout):
         lg.StartTestWithLogSettings(sut.sut, sut.qsl, settings, log_settings, audit_config)
 
 

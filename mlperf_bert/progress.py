@@ -3,7 +3,8 @@
 mlrun pipes a step's output into the step's log, so a step cannot tell from its own stdout that a person
 is watching. When mlrun's stderr is a terminal it names that terminal in MLRUN_PROGRESS, and the bar is
 drawn there: on the screen, never in a log. Run by hand, the harness draws on its stderr when that is a
-terminal. Otherwise (CI, `--json`, a pipe) there is no bar at all.
+terminal. Otherwise (CI, `--json`, a pipe, a batch job) there is no bar; a test that runs long says where it
+is once a minute on the harness's output instead (into the step's log, and live where mlrun shows the step).
 """
 import math
 import os
@@ -13,6 +14,7 @@ import time
 
 ENV = "MLRUN_PROGRESS"
 POLL_S = 0.5
+LOG_EVERY_S = 60   # no bar: a line this often (a 600-s Server run: ten lines in its log)
 
 
 def stream():
@@ -55,12 +57,14 @@ def expected_samples(settings, scenario, accuracy, total):
 
 class Bar:
     """A tqdm bar of done_fn() samples against total_fn(done, elapsed), redrawn every POLL_S by a thread
-    while the block runs; nothing at all when `out` is None."""
+    while the block runs; when `out` is None, a line every LOG_EVERY_S on `log` instead (if given)."""
 
-    def __init__(self, out, done_fn, total_fn, description):
+    def __init__(self, out, done_fn, total_fn, description, log=None):
         self.out, self._done, self._total, self._description = out, done_fn, total_fn, description
+        self.log = log
         self._stop = threading.Event()
         self._thread = None
+        self._bar = None
 
     def __enter__(self):
         try:
@@ -74,7 +78,19 @@ class Bar:
             self._started = time.monotonic()
             self._thread = threading.Thread(target=self._poll, name="progress", daemon=True)
             self._thread.start()
+        elif self.log is not None:
+            self._started = time.monotonic()
+            self._thread = threading.Thread(target=self._log_lines, name="progress", daemon=True)
+            self._thread.start()
         return self
+
+    def _log_lines(self):
+        while not self._stop.wait(LOG_EVERY_S):
+            done, elapsed = self._done(), time.monotonic() - self._started
+            total = max(done, self._total(done, elapsed))
+            left = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
+            print(f"{self._description}: {done:,} of {total:,} samples after {elapsed:.0f} s{left}",
+                  file=self.log, flush=True)
 
     def _update(self):
         done = self._done()
@@ -91,6 +107,7 @@ class Bar:
         if self._thread is not None:
             self._stop.set()
             self._thread.join()
+        if self._bar is not None:
             done = self._done()
             self._bar.total = done  # the test is over: what was done is all there was
             self._bar.update(done - self._bar.n)

@@ -6,12 +6,15 @@ drawn only on a terminal, never into a log; a short accuracy log is scored over 
 The harness runs for real (LoadGen, onnxruntime) on a tiny random model and the first SQuAD questions,
 as tests/test_harness.py does; runs through bin/mlrun live in tests/test_bert_pipeline.py (its venvs).
 """
+import io
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -179,6 +182,30 @@ def test_progress_is_drawn_on_the_named_terminal_never_in_the_output(files, tmp_
     # Not a terminal and not named: no bar anywhere.
     result, _ = harness(files, tmp_path / "again", "--scenario", "Offline", "--mode", "performance", "--count", "20")
     assert "sample/s" not in result.stdout + result.stderr
+
+
+def test_without_a_bar_a_long_test_says_where_it_is_once_a_minute(monkeypatch, tmp_path):
+    """CI or a batch job has no terminal: a 600-s Server run printed nothing until its summary. Now a line every
+    LOG_EVERY_S (here 0.1 s) on the harness's output, which is the step's log; none once the test ended."""
+    from mlperf_bert import progress
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 0.1)
+    log, done = io.StringIO(), [0]
+
+    def tick():   # 5 more samples each time LoadGen is asked
+        done[0] += 5
+        return done[0]
+    with progress.Bar(None, tick, lambda n, elapsed: 100, "Server performance", log=log):
+        time.sleep(0.35)
+    lines = log.getvalue().splitlines()
+    assert len(lines) >= 2 and all(re.fullmatch(r"Server performance: \d+ of 100 samples after 0 s, about \d+ s left",
+                                                x) for x in lines), lines
+    time.sleep(0.2)
+    assert log.getvalue().splitlines() == lines
+    # A bar on a terminal (here a file standing in for it) takes the place of the lines.
+    screen, log = tmp_path / "screen", io.StringIO()
+    with progress.Bar(open(screen, "w"), tick, lambda n, elapsed: 1000, "Offline performance", log=log):
+        time.sleep(0.3)
+    assert log.getvalue() == "" and "Offline performance" in screen.read_text()
 
 
 def run_with_stderr_on_a_terminal(ws, *args):
