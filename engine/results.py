@@ -149,8 +149,9 @@ def render(rows, columns, fmt="table", width=None):
     widths = _fit([max(len(x) for x in col) for col in zip(header, *cells)], columns, width, numeric)
     lines = []
     for row in [header] + cells:
-        lines.append("  ".join((_cut(x, w, c.startswith("query")).rjust(w) if c in numeric and row is not header
-                                else _cut(x, w, c.startswith("query")).ljust(w))
+        lines.append("  ".join((_cut(x, w, c.startswith("query"), c == "error").rjust(w)
+                                if c in numeric and row is not header
+                                else _cut(x, w, c.startswith("query"), c == "error").ljust(w))
                                for x, w, c in zip(row, widths, columns)).rstrip())
     return "\n".join(lines) + "\n"
 
@@ -205,10 +206,13 @@ def _fit(widths, columns, width, numeric=()):
     return widths
 
 
-def _cut(text, width, middle=False):
-    """text in width characters; a query keeps its first word and its end (the variations that differ)."""
+def _cut(text, width, middle=False, end=False):
+    """text in width characters; a query keeps its first word and its end (the variations that differ), an
+    error its end (the cause: "step X failed: exited with code 2: <the step's own words>")."""
     if len(text) <= width:
         return text
+    if end:
+        return "..." + text[len(text) - max(width - 3, 1):]
     words = text.split()
     if middle and len(words) > 2:
         tail = []

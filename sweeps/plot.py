@@ -372,7 +372,8 @@ def cmd_plot(args, extras, settings):
     save(opts.output, data, "cannot write the plot")
     best = f"; best: {best_where(c)} = {show(c.y, c.best['y'])}" if c.best else ""
     print(f"wrote {opts.output}: {c.kind} chart of {c.y} against {c.x}"
-          + (f" by {c.by}" if c.by else "") + f", {c.summary()['points']} points{best}")
+          + (f" by {c.by}" if c.by else "") + f", {c.summary()['points']} point"
+          + ("s" if c.summary()["points"] != 1 else "") + best)
     if c.left_out:
         print(caption(c))
     return 0

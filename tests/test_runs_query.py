@@ -239,3 +239,8 @@ def test_a_narrow_table_cuts_paths_and_other_columns_before_the_query():
              "headline": "31.30/s VALID (short)", "status": "ok"}]
     [head, line] = render(rows, list(rows[0]), width=100).splitlines()
     assert len(line) <= 100 and "app ... _cpu _random" in line and "/tm..." in line, line
+    # An error keeps its end, where a failed step's own words are (was: "step app-mlperf-bert _onn...")
+    rows = [{"point": "p001", "point_status": "failed", "error": "step app-mlperf-bert _onnxruntime _cpu _random "
+             "failed: exited with code 2: model.onnx has a fixed sequence length 16; the features are 384 long"}]
+    [head, line] = render(rows, ["point", "point_status", "error"], width=60).splitlines()
+    assert line.endswith("; the features are 384 long") and "  ..." in line and len(line) <= 60, line
