@@ -292,7 +292,9 @@ def run_columns(items, rows):
     for row, names in items:
         if row["run"] in chosen:
             settings += [n for n in names if n not in settings and n not in ("mode", "scenario")]
-    differ = varying(rows, settings, missing=False)
+    # An override given to some runs only differs (absent = the recipe's own value); an input or group that
+    # runs of another recipe lack does not.
+    differ = [f for f in settings if varying(rows, [f], missing=f.startswith(("dep.", "env.")))]
     for row in rows:   # the query's words that no column shows already (a variation differing has its column)
         shown = {str(row.get(c)) for c in differ}
         row["query_rest"] = " ".join(w for w in (row.get("query") or "").split() if w[1:].split(".")[0] not in shown

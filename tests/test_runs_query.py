@@ -205,6 +205,18 @@ def test_a_run_of_another_recipe_lacks_settings_but_does_not_make_them_differ(be
     assert table[0].split() == ["RUN", "QUERY", "MODE", "WAIT", "LAYERS", "RESULT", "STATUS"], table
 
 
+def test_an_override_given_to_some_runs_only_makes_a_column(bench):
+    """A run without --dep.model.layers ran the recipe's own value: 2 layers and the default look apart (was: the
+    override absent from a run made no column, two runs of other models looked alike)."""
+    first = run(bench, "app bench", "--dep.model.layers=12")["run"]
+    second = run(bench, "app bench", "--env.OMP_WAIT_POLICY=PASSIVE")["run"]
+    table = bench.mlrun("runs", env=bench.env(COLUMNS="120")).stdout.splitlines()
+    head = table[0].split()
+    assert head[1:3] == ["LAYERS", "ENV.OMP_WAIT_POLICY"], table
+    rows = {line.split()[0]: line.split() for line in table[1:-1]}
+    assert rows[first][1:3] == ["12", "-"] and rows[second][1:3] == ["-", "PASSIVE"], table
+
+
 def test_runs_csv_and_markdown_share_the_rows(history):
     ws, ids = history
     rows = list(csv.DictReader(io.StringIO(ws.mlrun("runs", "--csv").stdout)))
