@@ -60,6 +60,9 @@ def cmd_sweep(args, extras, settings):
     if args.sweep_name:
         raise UsageError(f"unexpected argument '{args.sweep_name}'",
                          hint="inputs are --NAME=VALUE (with '='), the query one quoted argument")
+    for flag in ("jobs", "cpus"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise UsageError(f"--{flag} {getattr(args, flag)}: give 1 or more")
     if not args.name:
         raise UsageError("a sweep needs a --name", hint="e.g. --name bs-threads; `mlrun sweep show NAME` shows it")
     shown = [f"--{f}" for f in ("where", "columns", "csv", "json", "markdown") if getattr(args, f, None)]
@@ -105,6 +108,14 @@ def run_sweep(args, extras, settings):
                               "be planned; nothing ran:\n  " + "\n  ".join(problems),
                               hint="fix the grid or the flags; `mlrun plan QUERY ...` shows one point's plan")
 
+    seen, same = {}, []
+    for point_id, point_settings, key, _ in planned:   # offline,Offline or -,DEFAULT: one plan measured twice
+        if key in seen:
+            same.append(f"{seen[key][0]} ({_describe(seen[key][1])}) and {point_id} ({_describe(point_settings)})")
+        seen.setdefault(key, (point_id, point_settings))
+    if same:
+        raise UsageError(f"sweep '{name}': points with the same plan (values that name one setting): "
+                         + "; ".join(same), hint="give each value once, in one spelling")
     runner.check([task for _, _, _, task in planned])
     request = {"inputs": inputs, "dep_overrides": deps, "env_overrides": secrets.redacted(env)}
     lock = record.hold(settings.runs, name)
@@ -136,7 +147,10 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun):
     fresh = {"name": name, "query": query, "request": request, "grid": grid, "kinds": kinds, "points": []}
     if old is not None:
         differences = [f"{what}: was {_brief(old.get(what))}, now {_brief(fresh[what])}"
-                       for what in ("query", "grid", "request") if old.get(what) != fresh[what]]
+                       for what in ("query", "grid", "request") if not _same(what, old.get(what), fresh[what])]
+        if old.get("grid") == fresh["grid"] and not _same("grid", old.get("grid"), fresh["grid"]):
+            differences = [f"order of --grid flags (it numbers the points): was {', '.join(old['grid'])}, now "
+                           f"{', '.join(fresh['grid'])}"]
         if differences:
             raise UsageError(f"sweep '{name}' exists with another " + "; ".join(differences),
                              hint=f"use another --name for a new sweep, or remove {folder} to start this one over")
@@ -297,6 +311,16 @@ def _no_extras(extras, verb):
 
 def _describe(settings):
     return " ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def _same(what, old, new):
+    """The query by its words; the grid in its order too, since the order of --grid flags numbers the points
+    (p001 of another order is another point: its history would be false)."""
+    if what == "query":
+        return " ".join(str(old).split()) == " ".join(str(new).split())
+    if what == "grid":
+        return isinstance(old, dict) and list(old.items()) == list(new.items())
+    return old == new
 
 
 def _brief(value):
