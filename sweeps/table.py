@@ -1,7 +1,7 @@
 """A sweep as rows: one dict per point, its settings and the flat fields of its run.
 
 rows(settings, name) -> [{"point", "point_status", <grid settings>, <records.flat(run)>, "error"}]; a point
-without a run has its settings only. columns(data, rows) is the default choice of `sweep show`: the point,
+without a run has its settings only; a setting not given (`-`) reads "- (VALUE)", VALUE what its run had. columns(data, rows) is the default choice of `sweep show`: the point,
 the grid's settings, then the results any row has.
 """
 import os
@@ -10,6 +10,7 @@ from engine import records, results
 from engine.errors import MlrunError, UsageError
 
 from . import record
+from .grid import NOT_GIVEN
 
 
 def load(settings, name):
@@ -37,6 +38,10 @@ def rows(settings, name, data=None):
                 row.update({k: v for k, v in records.flat(run).items() if k not in row or v is not None})
             except MlrunError as e:   # removed or damaged since: the point still shows
                 row["error"] = e.message
+        for field, value in point["settings"].items():   # not given: say so, and what the run had
+            if value == NOT_GIVEN:
+                had = row.get(field)
+                row[field] = NOT_GIVEN if had in (None, NOT_GIVEN) else f"{NOT_GIVEN} ({had})"
         row["point_status"] = point["status"]
         row["error"] = point.get("error") or row.get("error")
         row["node"] = point.get("node")

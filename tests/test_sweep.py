@@ -209,13 +209,17 @@ def test_the_grid_value_dash_is_not_given(bench):
     assert gridlib.point_request("app bench _b _cpu", recipe, first, kinds, {}, {}, {}) == ("app bench _cpu", {}, {}, {})
     assert gridlib.point_request("app bench _b _cpu", recipe, last, kinds, {}, {}, {}) == (
         "app bench _b _cpu", {"batch_size": "4"}, {"model": {"layers": "4"}}, {"X_FLAVOUR": "x"})
-    # End to end: the record's request holds nothing for `-`; the table shows what the run had (batch 1)
+    # End to end: the record's request holds nothing for `-`; the table says so and what the run had (batch 1),
+    # which a plot keeps apart from a point given 1 (was: both read 1, one series zig-zagged through both)
     result = bench.mlrun("sweep", "app bench", "--grid", "batch_size=-,4", "--name", "dash")
     assert result.returncode == 0, result.stderr
     points = sweep_record(bench, "dash")["points"]
     assert [run_record(bench, p["run"])["request"]["inputs"] for p in points] == [{}, {"batch_size": "4"}]
     rows = json.loads(bench.mlrun("sweep", "show", "dash", "--json").stdout)
-    assert [(r["batch_size"], r["samples_per_second"]) for r in rows] == [(1, 50.0), (4, 200.0)]
+    assert [(r["batch_size"], r["samples_per_second"]) for r in rows] == [("- (1)", 50.0), (4, 200.0)]
+    plotted = bench.mlrun("sweep", "plot", "dash", "--x", "batch_size", "--y", "samples_per_second", "-o",
+                          os.path.join(bench.root, "dash.png"))
+    assert plotted.returncode == 0 and "2 point" in plotted.stderr + plotted.stdout, plotted.stderr
     assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=-,-", "--name", "d2"), 2,
                       "a value is given twice")
 
