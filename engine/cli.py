@@ -819,7 +819,7 @@ def _show_record(r):
     took = f"  ({r['finished'] - r.get('started', 0):.1f} s)" if r.get("finished") else ""
     when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))
     print(f"run {r['id']}  {records.status(r)}  {when}{took}")
-    print(f"  command: {' '.join(r.get('argv', []))}")
+    print(f"  command: {records.command(r)}")
     print(f"  query: {r.get('query')}  inputs: {req.get('inputs') or {}}"
           + (f"  deps: {req['dep_overrides']}" if req.get("dep_overrides") else "")
           + (f"  env: {req['env_overrides']}" if req.get("env_overrides") else ""))

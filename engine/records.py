@@ -19,6 +19,28 @@ SNAPSHOT_DIR = "snapshot"
 HOST_ENV_PREFIXES = ("MLRUN_", "OMP_", "MKL_", "KMP_", "CUDA_", "HF_", "ORT_")
 
 
+# The places a run took from the environment, as the options that say the same on a command line.
+PLACE_OPTIONS = (("MLRUN_CACHE", "--cache"), ("MLRUN_RUNS", "--runs"), ("MLRUN_RECIPES", "--recipes"),
+                 ("MLRUN_MIRROR", "--mirror"))
+
+
+def command(record):
+    """The run's command line as a shell takes it, with the places it had from MLRUN_* (a sweep's points get
+    them so) written as options, so that it runs the same pasted elsewhere; None if none was recorded."""
+    argv = [str(a) for a in record.get("argv") or []]
+    if not argv:
+        return None
+    env = (record.get("host") or {}).get("env") or {}
+    places = []
+    for variable, option in PLACE_OPTIONS:
+        given = any(a == option or a.startswith(option + "=") for a in argv[1:])
+        if env.get(variable) and not given:
+            for value in env[variable].split(os.pathsep) if option == "--recipes" else [env[variable]]:
+                places += [option, value]
+    import shlex
+    return shlex.join(argv[:1] + places + argv[1:])
+
+
 def host_facts():
     """CPU, cores, memory, OS and Python of this machine, and the variables that tune benchmarks."""
     uname = os.uname()  # not the platform module: it costs every run 15 ms of start-up

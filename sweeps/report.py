@@ -10,10 +10,10 @@ run. Every text is HTML-escaped: a query or an error holding markup is shown, ne
 import base64
 import html
 import os
-import shlex
 import time
 from collections import Counter
 
+from engine import records
 from engine.errors import MlrunError
 from engine.results import RESULT_FIELDS, present, show, varying
 
@@ -71,8 +71,7 @@ def best_values(rows, columns):
 
 def command_of(run):
     """The exact command line a run recorded, as a shell would take it."""
-    argv = (run or {}).get("argv")
-    return shlex.join(str(a) for a in argv) if argv else None
+    return records.command(run or {})
 
 
 def section(index, record, rows, runs):
@@ -184,7 +183,6 @@ def page(sweeps, now=None):
 
 def run_records(runs_dir, rows):
     """{run id: its record, or None when it cannot be read} for the rows' runs."""
-    from engine import records
     out = {}
     for r in rows:
         run = r.get("run")

@@ -8,12 +8,13 @@ import io
 import json
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 from bench_app import APP_HEAD
-from conftest import TINY_MODEL, assert_user_error, kill_group, offline_mlrun, wait_for
+from conftest import MLRUN, TINY_MODEL, assert_user_error, kill_group, offline_mlrun, wait_for
 
 APP = APP_HEAD + """\
   fail_on: {type: int, default: 0, help: "fail when batch_size is this"}
@@ -222,6 +223,24 @@ def test_the_grid_value_dash_is_not_given(bench):
     assert plotted.returncode == 0 and "2 point" in plotted.stderr + plotted.stdout, plotted.stderr
     assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=-,-", "--name", "d2"), 2,
                       "a value is given twice")
+
+
+def test_a_point_s_command_runs_the_same_pasted_elsewhere(bench):
+    """A point gets its places from MLRUN_*: its command says them as options, quoted (was `mlrun run app bench
+    --batch_size=4 --json`: pasted, no recipe matched, or it ran in the default cache)."""
+    import shlex
+    assert bench.mlrun("sweep", "app bench _b", "--grid", "batch_size=4", "--name", "paste").returncode == 0
+    [point] = sweep_record(bench, "paste")["points"]
+    shown = bench.mlrun("runs", "show", point["run"]).stdout
+    line = next(x for x in shown.splitlines() if x.strip().startswith("command: "))
+    argv = shlex.split(line.split("command: ", 1)[1])
+    assert argv[:7] == ["mlrun", "--cache", bench.cache, "--runs", bench.runs, "--recipes", bench.recipes], argv
+    assert "app bench _b" in argv and "--batch_size=4" in argv
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    again = subprocess.run([MLRUN, *argv[1:]], env=bare, capture_output=True, text=True, timeout=60, cwd="/")
+    assert again.returncode == 0, again.stderr
+    keys = [run_record(bench, run)["root"]["key"] for run in (json.loads(again.stdout)["run"], point["run"])]
+    assert keys[0] == keys[1]
 
 
 @pytest.mark.parametrize("args, fragments", [
