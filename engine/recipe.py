@@ -9,6 +9,7 @@ import math
 import re
 
 from .errors import RecipeError
+from .words import did_you_mean
 
 SCHEMA_VERSION = 1
 
@@ -29,6 +30,7 @@ ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A parametric variation is declared as "name.#" and chosen as "_name.VALUE".
 PARAM_SUFFIX = ".#"
 # An input word of a `when:` condition: input=value or input!=value (the value holds no '=').
+PASSED_INPUT = re.compile(r"\{input\.([A-Za-z_][A-Za-z0-9_]*)\}")   # a dep input that passes an input on
 CONDITION_INPUT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(!?=)([^=]*)$")
 
 
@@ -431,11 +433,24 @@ def normalize(data, path, lines, default_name):
 
 
 def _check_conditions(c, recipe):
-    """`when:` (of a dep, or of an input) may only name this recipe's own variations and inputs."""
+    """`when:` (of a dep, or of an input) may only name this recipe's own variations and inputs, and a dep's
+    `{input.NAME}` only this recipe's inputs (else the dep would silently get its default)."""
     deps = [(["deps", i], d) for i, d in enumerate(recipe["deps"])]
     for vname, v in recipe["variations"].items():
         key = vname + (PARAM_SUFFIX if v["param"] else "")
         deps += [(["variations", key, "deps", i], d) for i, d in enumerate(v["deps"])]
+    for where, dep in deps:
+        for name, value in dep["inputs"].items():
+            if not isinstance(value, str) or "{input." not in value:
+                continue
+            m = PASSED_INPUT.fullmatch(value)
+            if not m:
+                c.fail(where + ["inputs", name], f"dep input {name}: '{value}' mixes {{input.NAME}} with other text",
+                       "a dep input is a value, or {input.NAME} alone to pass this recipe's input on")
+            if m[1] not in recipe["inputs"]:
+                c.fail(where + ["inputs", name], f"dep input {name}: {value} names no input of this recipe"
+                       + did_you_mean(m[1], recipe["inputs"]),
+                       "its inputs: " + (", ".join(recipe["inputs"]) or "none"))
     deps += [(["inputs", name], spec) for name, spec in recipe["inputs"].items() if spec.get("when")]
     for where, dep in deps:
         if dep["when"] is None:

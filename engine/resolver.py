@@ -10,7 +10,7 @@ import re
 
 from . import keys, secrets
 from .errors import ResolutionError
-from .recipe import CONDITION_INPUT, convert_input, not_a_multiple, out_of_bounds
+from .recipe import CONDITION_INPUT, PASSED_INPUT, convert_input, not_a_multiple, out_of_bounds
 
 SPECIAL_OVERRIDES = {"tags", "version"}
 # A path input may also name a model elsewhere (zoo:STUB, hf:ORG/NAME): kept as given, not a local file.
@@ -517,7 +517,7 @@ def _dep_inputs(spec, parent_inputs):
     out = {}
     for k, v in spec.items():
         if isinstance(v, str):
-            m = re.fullmatch(r"\{input\.([A-Za-z_][A-Za-z0-9_]*)\}", v)
+            m = PASSED_INPUT.fullmatch(v)
             if m:
                 v = parent_inputs.get(m.group(1))
                 if v is None:

@@ -91,6 +91,10 @@ CASES = [
      "condition '_int8' names an unknown variation '_int8'"),
     ("when-unknown-input", "tags: a\nvariations:\n  v:\n    deps:\n      - query: a\n        when: mode=x\n", 6,
      "condition 'mode=x' names an unknown input 'mode'"),
+    ("dep-input-unknown", "tags: a\ninputs:\n  who: {}\ndeps:\n  - query: b\n    inputs:\n      word: '{input.wh}'\n",
+     7, "dep input word: {input.wh} names no input of this recipe (did you mean who?)"),
+    ("dep-input-mixed", "tags: a\ninputs:\n  who: {}\nvariations:\n  v:\n    deps:\n      - query: b\n        inputs:\n"
+     "          word: 'hi {input.who}'\n", 9, "'hi {input.who}' mixes {input.NAME} with other text"),
     ("export-wrong-type", "tags: a\nexports:\n  P: [a, b]\n", 3, "exports.P must be a string or a mapping"),
     ("export-unknown-key", "tags: a\nexports:\n  P: {prepend: a, before: b}\n", 3,
      "unknown key 'before' in exports.P"),
