@@ -264,7 +264,8 @@ GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
 GLOBAL_OPTIONS = GLOBAL_WITH_VALUE + ("--verbose", "--help", "--version")
 RUN_EPILOG = """Any other --NAME=VALUE is an input of the queried recipe: `mlrun "QUERY" --help` lists them with
 their types, defaults and choices, the recipe's variations and its dependency names.
-  --dep.NAME.tags=_x        add variations (or tags) to the query of dependency NAME (--dep.model.tags=_int8)
+  --dep.NAME.tags=_x        add variations (or tags) to the query of dependency NAME, each replacing the query's
+                            variation of its group (--dep.model.tags=_int8 where the query has _fp32)
   --dep.NAME.version=SPEC   the version constraint of dependency NAME (--dep.model.version='>=2')
   --dep.NAME.INPUT=VALUE    an input of dependency NAME's recipe (--dep.model.layers=2)
   --env.KEY=VALUE           set KEY in the environment of every step (part of every key: another value,

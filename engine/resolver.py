@@ -167,6 +167,20 @@ class Resolver:
         # Several versions of one recipe: take the newest that fits.
         return max(matches, key=lambda r: _version_tuple(r["version"])), variations
 
+    def _with_tags(self, query, version, words):
+        """A dep's query with --dep.NAME.tags added: a variation there replaces the query's one of the same group
+        (the person's word over the recipe's: --dep.model.tags=_int8 where the app asks for _fp32)."""
+        try:
+            recipe = self.select(" ".join([query] + words), version)[0]
+        except ResolutionError:
+            return " ".join([query] + words)   # the resolution says what is wrong
+        spec = recipe["variations"]
+        groups = {spec[_var_base(w[1:])]["group"] for w in words
+                  if w.startswith("_") and _var_base(w[1:]) in spec and spec[_var_base(w[1:])]["group"]}
+        kept = [w for w in query.split() if not (w.startswith("_") and _var_base(w[1:]) in spec
+                                                  and spec[_var_base(w[1:])]["group"] in groups)]
+        return " ".join(kept + words)
+
     def _closest(self, tags):
         from .words import did_you_mean  # only errors need it
         recipes = self.index.recipes
@@ -299,7 +313,7 @@ class Resolver:
             for name in self._overrides_of(dep_path + (dep_name,)):
                 override = self.dep_overrides[name]
                 self.used_overrides.add(name)
-                dquery = " ".join([dquery] + override.get("tags", "").split())
+                dquery = self._with_tags(dquery, dversion, override.get("tags", "").split())
                 dversion = override.get("version", dversion)
                 dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
                 applied.update({k: name for k in override if k not in SPECIAL_OVERRIDES})
