@@ -6,6 +6,7 @@ run folder `runs/<id>/<recipe>/`. Every step leaves the exact command and
 environment beside its log so a person can re-run it by hand.
 """
 import os
+import re
 import signal
 import sys
 import threading
@@ -242,7 +243,7 @@ class Runner:
                 self.reporter.line("    " + "\n    ".join(tail))
             # A step that said why (an `error: ` line, as mlrun's own steps do) is quoted: a sweep's point, a
             # submission's run and the last line of a failed run give the cause, not only an exit code.
-            said = [line[len("error: "):] for line in tail if line.startswith("error: ")]
+            said = _errors_said(tail)
             why = f": {said[-1][:300]}" if said and e.message.startswith("exited with code") else ""
             # A step's own exit 78 (this machine cannot run it) stays 2; an unrecordable output is the step's fault.
             raise StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
@@ -310,7 +311,7 @@ class Runner:
                     pass
         if code == 2 and interactive:  # the person's input was refused: their usage error, in the step's words
             tail = _tail(log_path)
-            said = [line[len("error: "):] for line in tail if line.startswith("error: ")]
+            said = _errors_said(tail)
             hints = [line[len("hint: "):] for line in tail if line.startswith("hint: ")]
             raise UsageError(said[-1] if said else "the step refused its input (exit 2)",
                              hint=hints[-1] if hints else None)
@@ -365,6 +366,15 @@ def _write_rerun_script(meta_dir, argv):
     with open(path, "w") as f:
         f.write(secrets.scrub(body))  # a secret expanded into argv is left for the user to put back
     os.chmod(path, 0o755)
+
+
+# `error: why`, as mlrun's own steps say it, or `prog.py: error: why`, as argparse does.
+ERROR_LINE = re.compile(r"(?:[\w.+/-]+: )?error: (.+)")
+
+
+def _errors_said(lines):
+    """What a step's own error lines say, in order."""
+    return [m[1] for m in map(ERROR_LINE.fullmatch, lines) if m]
 
 
 def _tail(path):

@@ -194,7 +194,13 @@ def test_a_failed_step_that_says_why_is_quoted_in_the_error(ws):
     with pytest.raises(StepError) as info:
         run(ws, "bad")
     assert info.value.message == "step bad failed: exited with code 2: the model is fixed at 16"
-    ws.recipe("bad", "tags: bad\nrun: echo 'no cause given'; exit 2\n")
+    # argparse's way (`prog.py: error: ...`) is a step saying why too; a line merely holding "error: " is not
+    ws.recipe("bad", "tags: bad\nrun: |\n  echo 'usage: random_model.py [-h]'\n"
+              "  echo \"random_model.py: error: seq must be a positive integer or 'dynamic', not 'xyz'\"; exit 2\n")
+    with pytest.raises(StepError) as info:
+        run(ws, "bad")
+    assert info.value.message.endswith("exited with code 2: seq must be a positive integer or 'dynamic', not 'xyz'")
+    ws.recipe("bad", "tags: bad\nrun: |\n  echo 'no cause given, an error: somewhere'; exit 2\n")
     with pytest.raises(StepError) as info:
         run(ws, "bad")
     assert info.value.message == "step bad failed: exited with code 2"
