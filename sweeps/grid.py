@@ -88,6 +88,10 @@ def classify(grid, recipe, inputs, deps, env):
             if name in inputs:
                 raise _fixed_too(name)
             kinds[name] = "input"
+        elif name in groups:   # plain values for a group: its variations are written with _
+            raise UsageError(f"--grid {name}: {name} is a variation group; its values are variations, written "
+                             f"with _ ({', '.join('_' + v for v in groups[name])})",
+                             hint=f"--grid {name}=" + ",".join(v if v == NOT_GIVEN else "_" + v for v in values))
         else:
             near = difflib.get_close_matches(name, list(recipe["inputs"]) + list(groups), n=1)
             raise UsageError(f"--grid {name}: {recipe['name']} has no input or variation group '{name}'"

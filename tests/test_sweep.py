@@ -252,6 +252,8 @@ def test_a_point_s_command_runs_the_same_pasted_elsewhere(bench):
     (["--grid", "backends=_a,_b"], ["app has no variation group 'backends' (did you mean backend?)",
                                     "its groups: backend, device"]),
     (["--grid", "backend=_a,b"], ["mixes variations (_x) and plain values"]),
+    (["--grid", "backend=a,b"], ["backend is a variation group; its values are variations, written with _ (_a, _b",
+                                 "--grid backend=_a,_b"]),
     (["--grid", "batch_size"], ["write --grid NAME=VALUE1,VALUE2"]),
     (["--grid", "batch_size=1,,2"], ["an empty value"]),
     (["--grid", "batch_size=1,1"], ["a value is given twice"]),
