@@ -344,6 +344,9 @@ def normalize(data, path, lines, default_name):
     version = data.get("version", "0")
     if isinstance(version, bool) or not isinstance(version, (str, int, float)):
         c.fail(["version"], "version must be a string like '6.0.17'")
+    if isinstance(version, float):   # YAML made a number of it: 1.10 is 1.1 and would satisfy no '>=1.10'
+        c.fail(["version"], f"version is written as a number, which YAML reads as {version!r} (1.10 becomes 1.1)",
+               "quote it: version: \"1.10\"")
     recipe = {
         "name": name,
         "description": c.text(data.get("description"), ["description"], "description").strip(),

@@ -91,6 +91,7 @@ CASES = [
      "condition '_int8' names an unknown variation '_int8'"),
     ("when-unknown-input", "tags: a\nvariations:\n  v:\n    deps:\n      - query: a\n        when: mode=x\n", 6,
      "condition 'mode=x' names an unknown input 'mode'"),
+    ("version-a-float", "tags: a\nversion: 1.10\n", 2, "version is written as a number, which YAML reads as 1.1"),
     ("dep-input-unknown", "tags: a\ninputs:\n  who: {}\ndeps:\n  - query: b\n    inputs:\n      word: '{input.wh}'\n",
      7, "dep input word: {input.wh} names no input of this recipe (did you mean who?)"),
     ("dep-input-mixed", "tags: a\ninputs:\n  who: {}\nvariations:\n  v:\n    deps:\n      - query: b\n        inputs:\n"
