@@ -258,8 +258,9 @@ class Resolver:
                 raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
             if spec["type"] == "path" and value and not REFERENCE.match(value):
                 value = os.path.abspath(os.path.expanduser(value))
-                if name in given and not os.path.exists(value):
-                    raise ResolutionError(f"{recipe['name']}: --{name}: no such file or folder: {value}")
+                if not os.path.exists(value):
+                    raise ResolutionError(f"{recipe['name']}: --{name}" + ("" if name in given else " (its default)")
+                                          + f": no such file or folder: {value}")
             values[name] = value
         return values
 
