@@ -226,7 +226,7 @@ class Resolver:
             raise ResolutionError(f"recipe {recipe['name']} has no variation '_{word}'"
                                   + did_you_mean("_" + base, ["_" + k for k in recipe["variations"]]),
                                   hint=f"its variations: {known or 'none'}")
-        if spec["param"] and param is None:
+        if spec["param"] and not param:   # `_n.` too: an empty value
             raise ResolutionError(f"variation '_{base}' of {recipe['name']} needs a value, like _{base}.8")
         if not spec["param"] and param is not None:
             raise ResolutionError(f"variation '_{base}' of {recipe['name']} takes no value (got _{word})")
