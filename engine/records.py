@@ -119,8 +119,10 @@ def _snapshot(plan, target, out):
                           "snapshot": os.path.join(SNAPSHOT_DIR, rel)}
 
 
-def collect(folder, wanted):
-    """The files a recipe declares under `record:`, read from its folder (JSON parsed, text as lines)."""
+def collect(folder, wanted, strict=False):
+    """The files a recipe declares under `record:`, read from its folder (JSON parsed, text as lines).
+    strict: a .json file that does not parse raises ValueError (the step broke its word) instead of being
+    kept as lines."""
     out = {}
     for field, name in wanted.items():
         path = os.path.join(folder, name)
@@ -133,8 +135,9 @@ def collect(folder, wanted):
             try:
                 out[field] = json.loads(text)
                 continue
-            except ValueError:
-                pass
+            except ValueError as e:
+                if strict:
+                    raise ValueError(f"its {field} file {name} is not JSON ({e})") from None
         out[field] = text.splitlines()
     return out
 

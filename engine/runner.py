@@ -133,7 +133,10 @@ class Runner:
                 step["seconds"] = round(time.time() - t0, 3)
                 step["path"] = self.folders[node.key]
                 if node.record:
-                    step["record"] = records.collect(step["path"], node.record)
+                    try:
+                        step["record"] = records.collect(step["path"], node.record, strict=True)
+                    except ValueError as e:   # results nobody can read are a failed step, not an ok run
+                        raise StepError(f"step {node.label}: {e}", hint=f"its folder: {step['path']}") from None
             record["status"] = "ok"
         except StepError as e:
             record["status"], record["error"] = "failed", e.message

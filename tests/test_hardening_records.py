@@ -117,6 +117,16 @@ def test_a_removed_run_folder_is_said_in_one_line_and_the_first_error_stays_the_
     assert len(error) == 1 and "No such file or directory" in error[0] and "step.json" in error[0], result.stderr
 
 
+def test_a_results_file_that_is_not_json_fails_the_step(ws):
+    """record: {results: summary.json} holding '{broken' ended ok with results ["{broken"]: no field, no word."""
+    ws.recipe("np", "tags: np\ncache: false\nrun: echo '{broken' > summary.json\nrecord: {results: summary.json}\n")
+    result = ws.mlrun("np")
+    assert_user_error(result, 1, "step np: its results file summary.json is not JSON (Expecting property name")
+    assert only_record(ws)["status"] == "failed"
+    ws.recipe("np", "tags: np\ncache: false\nrun: |\n  echo '{\"ok\": 1}' > summary.json\nrecord: {results: summary.json}\n")
+    assert ws.mlrun("np").returncode == 0
+
+
 def test_a_full_cache_disk_ends_the_record_as_error(ws):
     ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
     with tmpfs(ws.cache):
