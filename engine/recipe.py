@@ -65,7 +65,7 @@ class _Checker:
     def str_list(self, value, where, what):
         if isinstance(value, str):
             return value.split()
-        self.expect(value, list, where, what)
+        self.expect(value, (str, list), where, what)
         for i, item in enumerate(value):
             self.expect(item, str, list(where) + [i], f"{what} item")
         return list(value)
@@ -377,9 +377,11 @@ def normalize(data, path, lines, default_name):
         recipe["interactive"] = True
     for key in ("tags", "aliases"):
         for tag in recipe[key]:
-            if tag.startswith("_") or not NAME_RE.match(tag):
-                c.fail([key], f"{'alias' if key == 'aliases' else 'tag'} '{tag}' must start with a letter or "
-                              "digit (a leading _ marks a variation)")
+            what = f"{'alias' if key == 'aliases' else 'tag'} '{tag}'"
+            if tag.startswith("_") or not tag[:1].isalnum():
+                c.fail([key], f"{what} must start with a letter or digit (a leading _ marks a variation)")
+            if not NAME_RE.match(tag):
+                c.fail([key], f"{what} may hold letters, digits, _ . + - only (a query splits words at spaces)")
     variations = c.expect(data.get("variations", {}), dict, ["variations"], "variations")
     defaults = {}
     for vname, spec in variations.items():

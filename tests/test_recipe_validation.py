@@ -91,6 +91,8 @@ CASES = [
      "condition '_int8' names an unknown variation '_int8'"),
     ("when-unknown-input", "tags: a\nvariations:\n  v:\n    deps:\n      - query: a\n        when: mode=x\n", 6,
      "condition 'mode=x' names an unknown input 'mode'"),
+    ("tag-with-space", "tags: [get, 'a b']\n", 1, "tag 'a b' may hold letters, digits, _ . + - only"),
+    ("run-a-number", "tags: a\nrun: 5\n", 2, "run must be str or list, not int (5)"),
     ("version-a-float", "tags: a\nversion: 1.10\n", 2, "version is written as a number, which YAML reads as 1.1"),
     ("dep-input-unknown", "tags: a\ninputs:\n  who: {}\ndeps:\n  - query: b\n    inputs:\n      word: '{input.wh}'\n",
      7, "dep input word: {input.wh} names no input of this recipe (did you mean who?)"),
