@@ -81,7 +81,7 @@ def test_a_record_from_another_machine_is_not_judged_here():
 def test_an_unexpected_exception_ends_the_record_as_error(ws, monkeypatch):
     ws.recipe("a", "tags: a\nrun: echo a > a.txt\nrecord: {results: a.txt}\n")
 
-    def boom(folder, wanted):
+    def boom(folder, wanted, strict=False):
         raise RuntimeError("boom")
     monkeypatch.setattr(records, "collect", boom)
     runner = Runner(Cache(ws.cache), ws.runs, reporter=RunReporter(open(os.devnull, "w")), stream_root=False)
@@ -94,7 +94,7 @@ def test_an_unexpected_exception_ends_the_record_as_error(ws, monkeypatch):
 
 def test_the_cli_reports_an_unexpected_exception_in_one_line(ws, monkeypatch, capsys):
     ws.recipe("a", "tags: a\nrun: echo a > a.txt\nrecord: {results: a.txt}\n")
-    monkeypatch.setattr(records, "collect", lambda folder, wanted: {}["no such key"])
+    monkeypatch.setattr(records, "collect", lambda folder, wanted, strict=False: {}["no such key"])
     for key, value in ws.env().items():
         monkeypatch.setenv(key, value)
     code = cli.main(["a"])
