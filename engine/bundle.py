@@ -24,7 +24,7 @@ import types
 import zlib
 
 from . import signing
-from .cache import ENTRY_FILE, META_DIR, entry_problems, group_readable, read_entry
+from .cache import ENTRY_FILE, META_DIR, entry_problems, few, group_readable, read_entry
 from .errors import MlrunError
 
 RUN_DIR, CACHE_DIR = "run", "cache"
@@ -171,6 +171,8 @@ def import_bundle(path, cache, runs_dir, trust=None):
             members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
         except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
             raise _unreadable(path, e) from None
+        # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not.
+        _stream_digest(tar, 0, path)
         signature = members.pop() if members and members[-1].name == SIGNATURE else None
         run_id, entries = _check_members(members, path)
         signed_by = _check_signature(tar, signature, trust, path)   # before anything is extracted
@@ -342,7 +344,7 @@ def _verify_entry(folder, name, bundle):
         raise _refuse(bundle, what, f"its {ENTRY_FILE} belongs to the entry {expected}")
     problems = entry_problems(folder, meta)   # the check `mlrun cache verify` makes
     if problems:
-        raise _refuse(bundle, what, f"its files or metadata do not match its digests ({', '.join(problems)})")
+        raise _refuse(bundle, what, f"its files or metadata do not match its digests ({few(problems)})")
     _check_links(folder, bundle, what)
 
 
