@@ -16,6 +16,7 @@ from .errors import MlrunError, UsageError
 
 DEFAULT_AGE = 7 * 86400
 RECORDLESS_AGE = 600   # the runner writes run.json right after it creates the run folder
+RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")   # runner.new_run_id's names
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -59,7 +60,8 @@ def find(cache, runs_dir, older_than=None, now=None):
     items += _aged("partial download", os.path.join(cache.root, ".partial"), age, now)
     items += _aged("failed build log", os.path.join(cache.root, ".failed"), age, now)
     items += _aged("run without a record", runs_dir, RECORDLESS_AGE, now,
-                   lambda name, path: not name.startswith(".") and name != "sweeps"  # sweep records (sweeps/)
+                   # a folder named as mlrun names runs, never another file or folder kept there
+                   lambda name, path: RUN_ID.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path)
                       and not os.path.exists(os.path.join(path, "run.json")))
     items += _aged("killed run import", runs_dir, RECORDLESS_AGE, now, lambda name, path: name.startswith(".import-"))
     if older_than is not None:

@@ -68,7 +68,7 @@ class RunReporter:
                 pass
 
 
-def new_run_id():
+def new_run_id():   # gc.RUN_ID matches these names
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 

@@ -63,7 +63,10 @@ def litter(ws):
     ws.kept = [item(os.path.join(c, ".partial", "recent"), size=3000, age=DAY),
                item(os.path.join(c, ".failed", "b-0123456789abcdef-20991231-000000"), "build.log", age=DAY),
                item(os.path.join(r, "20200101-000000-feed"), "run.json", 5, age=DAY),   # a run: never garbage
-               item(os.path.join(r, "20991231-000000-live"), "app/log.txt", 7)]   # started a moment ago
+               item(os.path.join(r, "20991231-000000-live"), "app/log.txt", 7),   # started a moment ago
+               # the person's own things kept beside the runs: not named as runs, never garbage (were deleted)
+               item(os.path.join(r, "my-bundles"), "a.tar.gz", 9, age=DAY),
+               item(os.path.join(r, "x.tar.gz"), size=9, age=DAY)]
     return ws
 
 
