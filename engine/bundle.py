@@ -23,9 +23,9 @@ import time
 import types
 import zlib
 
-from . import signing
-from .cache import ENTRY_FILE, META_DIR, entry_problems, few, group_readable, read_entry
-from .errors import MlrunError
+from . import integrity, signing
+from .cache import ENTRY_FILE, META_DIR, entry_problems, few, group_readable, read_entry, removal_command
+from .errors import MlrunError, UsageError
 
 RUN_DIR, CACHE_DIR = "run", "cache"
 REUSED = ("cached", "built")   # statuses of the steps whose folder is a cache entry
@@ -46,6 +46,9 @@ def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
     if _inside(out_path, run_dir):
         raise MlrunError(f"cannot write the bundle {out_path} inside the run folder it exports",
                          hint="write it somewhere else, e.g. the current folder")
+    if os.path.exists(out_path) and not os.path.isfile(out_path):   # os.replace would swap /dev/null for a file
+        raise UsageError(f"cannot write the bundle to {out_path}: it exists and is not a file",
+                         hint="give a file name for the .tar.gz, e.g. -o run.tar.gz")
     if sign:
         signing.require(key=sign)
     part = f"{out_path}.{os.getpid()}.part"   # a killed export never leaves a truncated bundle behind
@@ -95,6 +98,11 @@ def _used_entries(record, cache):
                              f"is not in the cache {cache.root}",
                              hint="it was removed since (mlrun rm cache), or the run used another cache: "
                                   "pass that one with --cache, or export without the cache entries")
+        damage = integrity.stat_problems(os.path.join(cache.root, name))   # cheap: import would refuse it
+        if damage:
+            raise MlrunError(f"the cache entry {name} of step {step.get('label')} changed after it was published "
+                             f"({few(damage)}): its receiver would refuse the bundle",
+                             hint=f"`{removal_command(os.path.join(cache.root, name))}` and a rerun rebuild it")
         names.add(name)
     return sorted(names)
 

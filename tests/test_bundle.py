@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import tarfile
 import types
 
@@ -160,6 +161,26 @@ def test_export_of_a_run_whose_entry_is_gone_names_it(made):
     assert e.value.exit_code == 2 and "--cache" in e.value.hint
     assert not any(n.startswith("run.tar.gz") for n in os.listdir(made.root))
     assert export(made, with_cache=False)["entries"] == []   # the run alone still exports
+
+
+def test_export_refuses_a_damaged_entry_and_a_place_that_is_not_a_file(made):
+    """A damaged entry was packed, and its receiver told the bundle was tampered with; -o /dev/null replaced
+    /dev/null with a regular file (os.replace)."""
+    app = os.path.join(made.cache, made.entry["app"])
+    os.chmod(os.path.join(app, "out.txt"), 0o644)
+    with open(os.path.join(app, "out.txt"), "a") as f:
+        f.write("more\n")
+    with pytest.raises(MlrunError) as e:
+        export(made)
+    assert f"the cache entry {made.entry['app']} of step" in e.value.message and "modified: out.txt" in e.value.message
+    assert "mlrun rm cache" in e.value.hint and not any(n.startswith("run.tar.gz") for n in os.listdir(made.root))
+    fifo = made.path("pipe")
+    os.mkfifo(fifo)
+    for place in (fifo, made.root):
+        with pytest.raises(MlrunError, match="exists and is not a file") as e:
+            export_run(made.run_dir, made.cache_obj(), place)
+        assert e.value.exit_code == 2
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
 
 def test_export_of_a_folder_that_is_not_a_run(tmp_path):
