@@ -381,6 +381,11 @@ def _publish_entries(cache, staged, names):
                                  hint="move it out of the cache, then import again")
             cache.place(os.path.join(staged, name), final)   # sealed with this file system's stat signature
             added.append(name)
+    # Imported now counts as used now: `gc --older-than 30d` went by the build time on the other machine and
+    # removed a month-old teammate's entries the moment they arrived.
+    for name in added + present:
+        cache.use(types.SimpleNamespace(entry_name=name))
+    cache.release_uses()
     return added, present
 
 

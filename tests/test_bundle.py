@@ -5,14 +5,15 @@ import json
 import os
 import stat
 import tarfile
+import time
 import types
 
 import pytest
 
 from conftest import Workspace, assert_user_error
-from engine import Cache, MlrunError, digests, integrity
+from engine import Cache, MlrunError, digests, gc, integrity
 from engine.bundle import export_run, import_bundle
-from engine.cache import UNDIGESTED, entry_digest
+from engine.cache import UNDIGESTED, entry_digest, read_entry
 
 
 def make_run(ws, builds):
@@ -200,7 +201,11 @@ def test_import_publishes_entries_and_the_run_then_nothing_is_rebuilt(made):
                 if not os.path.islink(os.path.join(parent, name)):
                     os.chmod(os.path.join(parent, name), 0o600)
     bundle = export(made)["path"]
+    before = time.time()
     result = import_bundle(bundle, made.cache2, made.runs2)
+    for entry in made.entry.values():   # imported counts as used now, not when it was built elsewhere
+        path = os.path.join(made.cache2.root, entry)
+        assert gc.last_used(read_entry(path), gc._use_lock(made.cache2, path)) >= before
     assert result == {"run_id": made.run_id, "run_dir": os.path.join(made.runs2, made.run_id), "run_existed": False,
                       "added": [made.entry["app"], made.entry["base"]], "present": [],
                       "signed": False, "signed_by": None, "verified": False}
