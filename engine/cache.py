@@ -245,6 +245,25 @@ class Cache:
         for meta in entries:
             self._discard(os.path.realpath(meta["path"]))
 
+    def remove_unused(self, entries):
+        """remove(), refusing while a running mlrun uses any of them (holds its use lock): the run would end
+        with a false "a step changed its dependency". Their use locks are held, exclusive, while they go."""
+        held, busy = [], []
+        try:
+            for meta in entries:
+                try:
+                    fd = flock(self.lock_path(os.path.basename(meta["path"]) + ".use"), wait=False)
+                except OSError:
+                    continue   # a lock this user cannot open: removing will say what it can do
+                (held.append(fd) if fd is not None else busy.append(os.path.basename(meta["path"])))
+            if busy:
+                raise MlrunError(f"{few(busy)} {'is' if len(busy) == 1 else 'are'} in use by a running mlrun; "
+                                 "nothing was removed", hint="remove it once that run ends (`mlrun runs` shows it)")
+            self.remove(entries)
+        finally:
+            for fd in held:
+                os.close(fd)
+
 
 def removal_command(path):
     """The command that removes the entry at path, whatever cache is configured."""

@@ -643,7 +643,7 @@ def cmd_rm(args, extras, settings):
         return 0
     return _remove_listed(args, [f"{m.get('recipe')} {' '.join('_' + v for v in m.get('variations', []))} "
                                  f"{_rel(m['path'])}" for m in entries],
-                          plural(len(entries), "entry"), lambda: cache.remove(entries))
+                          plural(len(entries), "entry"), lambda: cache.remove_unused(entries))
 
 
 def _remove_listed(args, lines, what, remove):

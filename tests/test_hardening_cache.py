@@ -363,3 +363,23 @@ def test_a_cache_copied_without_times_is_resealed_after_verifying(ws, tmp_path):
     lines = [line for line in again.stderr.splitlines() if line.startswith("[")]
     assert "built in" in lines[0] and "cached" in lines[-1], again.stderr   # the resealed top is reused
     assert ws.mlrun("cache", "verify", env=env).returncode == 0
+
+
+def test_rm_refuses_an_entry_a_running_mlrun_uses(ws, tmp_path):
+    """rm removed it under the run, which then failed with 'it changed the cache entry of its dependency'."""
+    from conftest import kill_group, wait_for
+    marker, go = tmp_path / "started", tmp_path / "go"
+    ws.recipe("tool", "tags: get tool\nexports: {TOOL: '{entry}/tool.txt'}\nrun: echo tool > tool.txt\n")
+    ws.recipe("bench", f"tags: bench\ncache: false\ndeps: [{{name: tool, query: get tool}}]\n"
+                       f"run: touch {marker}; while [ ! -e {go} ]; do sleep 0.05; done; cat \"$TOOL\"\n")
+    proc = ws.popen("bench")
+    try:
+        assert wait_for(marker.exists)
+        busy = ws.mlrun("rm", "cache", "get tool", "-y")
+        assert_user_error(busy, 2, "tool-", "in use by a running mlrun; nothing was removed")
+        assert ws.entries("tool")
+        go.touch()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        kill_group(proc)
+    assert ws.mlrun("rm", "cache", "get tool", "-y").returncode == 0 and not ws.entries("tool")
