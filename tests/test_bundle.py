@@ -142,7 +142,7 @@ def test_export_with_cache_adds_each_entry_whole_in_a_stable_order(made):
 
 
 def test_export_ships_hard_linked_files_as_plain_files(made):
-    # Downloads are hard-linked from the mirror, so two entries can share a file.
+    # Downloads were hard-linked from the mirror (caches made before that changed): two entries may share a file.
     shared = os.path.join(made.cache, made.entry["base"], "sub", "data.txt")
     other = os.path.join(made.cache, made.entry["app"], "out.txt")   # same bytes: "base\n"
     os.remove(other)

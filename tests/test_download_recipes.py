@@ -65,9 +65,17 @@ def test_mirror_hit_makes_no_request(ws, server, tmp_path):
     mirror = tmp_path / "mirror" / "deep" / "er"
     mirror.mkdir(parents=True)
     (mirror / "renamed.bin").write_bytes(PAYLOAD)
+    (mirror / "renamed.bin").chmod(0o644)
     result = ws.mlrun("get thing", f"--mirror={tmp_path / 'mirror'}")
     assert result.returncode == 0, result.stderr
     assert server.requests == []
+    # The entry holds a copy: the person's file keeps its mode and stays theirs to touch (was a hard link:
+    # made read-only by the entry's seal, and a touch broke the published entry)
+    held = os.stat(mirror / "renamed.bin")
+    assert (held.st_mode & 0o777, held.st_nlink) == (0o644, 1)
+    os.utime(mirror / "renamed.bin")
+    assert ws.mlrun("cache", "verify").returncode == 0
+    assert ws.mlrun("get thing", f"--mirror={tmp_path / 'mirror'}").returncode == 0
 
 
 def test_mirror_add_and_check_through_the_cli(ws, server, tmp_path):
