@@ -287,10 +287,11 @@ class Runner:
         with open(log_path, "ab") as log:
             log.write(secrets.scrub(f"$ {' '.join(argv)}\n").encode())
             log.flush()
-            try:  # through a guard: the step and all it starts die with mlrun, even of SIGKILL
+            try:  # through a guard: the step and all it starts die with mlrun, even of SIGKILL; the guard in
+                # a session of its own, so that a SIGKILL to mlrun's process group (timeout -s KILL) spares it
                 proc = subprocess.Popen(guard.command(argv, record), env=env, cwd=cwd,
                                         stdin=None if interactive else subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as e:
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}") from None
             try:

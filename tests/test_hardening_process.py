@@ -74,13 +74,28 @@ def test_a_steps_grandchild_dies_when_mlrun_is_sigkilled(looper):
     assert wait_for(lambda: not running(grandchild), timeout=10), "the step's grandchild outlived mlrun"
 
 
+def test_a_steps_grandchild_dies_when_mlrun_s_process_group_is_sigkilled(looper):
+    """`timeout -s KILL` kills the group: the guard, in a session of its own, survives to stop the step (was:
+    killed with mlrun, the step ran on and wrote into the dead run's folder)."""
+    proc, grandchild = looper.start()
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert wait_for(lambda: not running(grandchild), timeout=10), "the step's grandchild outlived mlrun's group"
+
+
+def children(pid):
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
 def test_the_next_mlrun_taking_the_lock_kills_what_a_dead_build_left_running(looper):
     proc, grandchild = looper.start()
     records = glob.glob(os.path.join(looper.cache, ".tmp", "looper-*", ".mlrun", guard.RECORD))
     assert len(records) == 1
     rec = json.load(open(records[0]))
     assert rec["host"] == os.uname().nodename and rec["started"] and rec["pid"] != proc.pid
-    os.killpg(proc.pid, signal.SIGKILL)  # mlrun and its guard at once: nothing is left to kill the step
+    for pid in children(proc.pid) + [proc.pid]:   # mlrun and its guard at once: nothing is left to kill the step
+        os.kill(pid, signal.SIGKILL)
     proc.wait(timeout=10)
     time.sleep(0.3)
     assert running(grandchild), "precondition: the step outlives a guard killed with mlrun"
