@@ -296,6 +296,7 @@ class Runner:
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}") from None
             try:
                 for line in proc.stdout:
+                    line = secrets.scrub_bytes(line)
                     log.write(line)
                     log.flush()   # the log is what a person follows (tail -f) while a long step runs
                     # An interactive step's error: and hint: lines become mlrun's own error (below), said once.

@@ -28,6 +28,7 @@ def tok_ws(ws):
         tags: [dep, tok]
         pass_env: [GH_TOKEN, MY_PASSTHRU]
         run: |
+          echo "logged in with $HF_TOKEN, $GH_TOKEN and $MY_API_KEY"   # a step may print one: no log keeps it
           for v in HF_TOKEN MY_API_KEY GH_TOKEN MY_PASSTHRU DB_PASSWORD; do
             printf '%s %s\\n' "$v" "$(printf %s "${!v}" | sha256sum | cut -d' ' -f1)" >> seen.txt
           done
