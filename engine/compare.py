@@ -16,12 +16,13 @@ def request(a, b):
 
 def plan(a, b):
     """Nodes by label: only in A, only in B, or with other keys (and the hashed fields that differ)."""
-    na, nb = _steps(a), _steps(b)
+    (na, ua), (nb, ub) = recorded_steps(a), recorded_steps(b)
     rows = []
     for label in sorted(set(na) | set(nb)):
         sa, sb = na.get(label), nb.get(label)
         if sa is None or sb is None:
-            rows.append((f"step {label}", "present" if sa else "absent", "present" if sb else "absent"))
+            rows.append((f"step {label}", "present" if sa else "not reached" if label in ua else "absent",
+                         "present" if sb else "not reached" if label in ub else "absent"))
         elif sa["key"] != sb["key"]:
             ma, mb = sa["node"].get("material", {}), sb["node"].get("material", {})
             diffs = keys.differences(ma, mb) or [("key", sa["key"][:12], sb["key"][:12])]
@@ -31,8 +32,14 @@ def plan(a, b):
     return rows
 
 
-def _steps(record):
-    return dict(zip(step_ids(record.get("steps", [])), record.get("steps", [])))
+def recorded_steps(record):
+    """({step id: step}, [ids of steps it never reached]): a run that stopped early names its steps as in
+    its whole recorded plan, so its first venv pairs with the first venv of a run that finished."""
+    steps, planned = record.get("steps") or [], record.get("planned") or []
+    if len(planned) > len(steps):
+        ids = step_ids([{"recipe": label.split()[0]} for label in planned])
+        return dict(zip(ids, steps)), ids[len(steps):]
+    return dict(zip(step_ids(steps), steps)), []
 
 
 def step_ids(steps):

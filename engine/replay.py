@@ -11,7 +11,9 @@ import os
 from . import compare, keys, records
 from .errors import MlrunError, StepError
 from .index import RecipeIndex
+from .records import status
 from .resolver import resolve
+from .words import plural
 
 
 def choose_recipes(record, settings):
@@ -48,12 +50,14 @@ def plan_again(record, settings, allow_differences=False):
     plan = resolve(index, req["query"], inputs=req.get("inputs"), host_env=os.environ,
                    dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
                    prober=settings.prober())
-    recorded = dict(zip(compare.step_ids(record["steps"]), record["steps"]))
+    recorded, unreached = compare.recorded_steps(record)
     now = dict(zip(compare.step_ids([{"recipe": n.name} for n in plan.nodes]), plan.nodes))
-    differences = []
+    differences, beyond = [], []
     for ident, node in now.items():
         step = recorded.get(ident)
-        if step is None:
+        if step is None and ident in unreached:
+            beyond.append(node.label)
+        elif step is None:
             differences.append(f"{node.label}: not in the recorded plan")
         elif step["key"] != node.key:
             for f, was, new in keys.differences(step["node"].get("material", {}), node.material):
@@ -61,6 +65,9 @@ def plan_again(record, settings, allow_differences=False):
                     differences.append(f"{node.label}: {f} was {was!r}, now {new!r}")
     differences += [f"{step['label']}: in the recorded plan, not in this one"
                     for ident, step in recorded.items() if ident not in now]
+    if beyond:
+        notes.append(f"the recorded run ({status(record)}) stopped before {plural(len(beyond), 'step')}: "
+                     + ", ".join(beyond) + "; this replay runs them")
     if differences:
         message = "the replay cannot be exact:\n  " + "\n  ".join(differences)
         if not allow_differences:
@@ -72,6 +79,8 @@ def plan_again(record, settings, allow_differences=False):
 def verdict(old, new):
     """(lines, ok): accuracy must be equal; metrics as ratios; host and package differences listed."""
     lines, ok = [], True
+    if status(old) != "ok":   # an interrupted or failed run has no results to hold the replay to
+        return [f"the recorded run ended {status(old)}: no results to compare"], True
     for what, was, now in compare.results(old, new):
         if what.startswith("accuracy."):
             same = was == now

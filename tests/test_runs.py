@@ -149,3 +149,37 @@ def test_diff_names_the_differences(bench):
     same = bench.mlrun("diff", a, a)
     assert "no differences" in same.stdout and same.returncode == 0
     assert_user_error(bench.mlrun("diff", a, "no-such-run"), 2, "no-such-run")
+
+
+def test_replay_of_a_run_that_stopped_early_runs_the_rest(ws, tmp_path):
+    """A run that failed at its second venv-like step: replay said '... _a: not in the recorded plan' and
+    '... _a: in the recorded plan, not in this one' at once (steps named without the rest of the plan), then
+    with --allow-differences failed on 'a different accuracy' (recorded: none)."""
+    marker = tmp_path / "broken"
+    ws.recipe("lib", f"""\
+        tags: get lib
+        variations:
+          a: {{group: flavour, default: true}}
+          b: {{group: flavour, env: {{FLAVOUR: b}}}}
+        run: '[ "$FLAVOUR" != b ] || [ ! -e {marker} ] || exit 3; echo lib > lib.txt'
+        """)
+    ws.recipe("app", """\
+        tags: app
+        cache: false
+        deps: [{name: one, query: get lib _a}, {name: two, query: get lib _b}]
+        run: |
+          echo '{"accuracy": {"f1": 1.0}}' > summary.json
+        record: {results: summary.json}
+        """)
+    marker.write_text("")
+    failed = ws.mlrun("app", "--json")
+    assert failed.returncode == 1, failed.stderr
+    first = json.loads(failed.stdout)["run"]
+    marker.unlink()
+    replayed = ws.mlrun("replay", first)
+    assert replayed.returncode == 0, replayed.stderr
+    assert "not in the recorded plan" not in replayed.stdout + replayed.stderr
+    assert "no results to compare" in replayed.stdout, replayed.stdout
+    again = json.loads(ws.mlrun("runs", "--json", "--last", "1").stdout)[0]["run"]
+    diff = ws.mlrun("diff", first, again).stdout
+    assert "not reached" in diff and "absent" not in diff, diff   # was: its first lib absent, then present
