@@ -108,7 +108,10 @@ class Resolver:
         for name, value in (env_overrides or {}).items():
             if secrets.is_secret(name):
                 if value == secrets.MASK:  # a replayed record: the secret comes from the host again
-                    value = self.host_env.get(name, value)
+                    if not self.host_env.get(name):   # never the mask itself, as if it were the secret
+                        raise ResolutionError(f"--env.{name} was given a secret, which the record does not keep; "
+                                              f"set {name} here to run it again", hint=f"e.g. export {name}=...")
+                    value = self.host_env[name]
                 secrets.remember(value)
                 self.secret_env[name], value = value, secrets.MASK
             self.env_overrides[name] = value

@@ -318,7 +318,7 @@ class Submission:
     def execute(self):
         self.state["argv"] = getattr(self.opts, "argv", None) or self.state.get("argv")
         self.state.update(request={"query": self.opts.query, "inputs": self.inputs, "deps": self.deps,
-                                   "env": self.env, "division": self.opts.division, "short": self.opts.short,
+                                   "env": secrets.redacted(self.env), "division": self.opts.division, "short": self.opts.short,
                                    "submitter": self.opts.submitter, "benchmarks": self.opts.benchmark_list,
                                    "scenarios": self.opts.scenario_list, "round": ROUND},
                           host=self.host, system_id=self.system_id)

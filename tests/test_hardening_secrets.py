@@ -148,6 +148,7 @@ def test_scrub_masks_embedded_values_and_secret_flags():
 def test_a_replayed_mask_takes_the_secret_from_the_host():
     """A record holds --env secrets masked: resolving it again gets the value from the host's variable."""
     from engine.index import MemoryIndex
+    from engine.errors import ResolutionError
     from engine.resolver import resolve
     index = MemoryIndex({"r": {"tags": ["r"], "run": "true"}})
     given = resolve(index, "r", env_overrides={"HF_TOKEN": "hf_GivenOnTheCommandLine"})
@@ -155,3 +156,7 @@ def test_a_replayed_mask_takes_the_secret_from_the_host():
     assert given.request["env_overrides"] == {"HF_TOKEN": MASK}
     assert again.root.key == given.root.key and again.root.secret_env == {"HF_TOKEN": "hf_FromHost1"}
     assert "secret_env" not in again.root.to_dict()
+    # Not set here: an error, never the mask passed on as the secret (was: the step got '<redacted>')
+    with pytest.raises(ResolutionError, match="--env.HF_TOKEN was given a secret, which the record does not keep; "
+                                              "set HF_TOKEN here"):
+        resolve(index, "r", env_overrides=given.request["env_overrides"], host_env={})
