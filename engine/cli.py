@@ -306,6 +306,8 @@ def main(argv=None):
             if shown is not None:
                 return shown
         args, extras = parser.parse_known_args(argv)
+        if args.verb and extras and not _takes_extras(args) and not any(e.startswith("-") for e in extras):
+            args, extras = _intermixed(parser, argv[at + 1:], args, extras)   # `rm cache -y QUERY`
         if not args.verb:
             if extras:
                 raise UsageError(f"unknown option {extras[0]}" + did_you_mean(extras[0].split("=")[0], GLOBAL_OPTIONS),
@@ -352,6 +354,18 @@ def _takes_extras(args):
 
 def _options_of(parser, verb):
     return usage.options_of(parser)
+
+
+def _intermixed(parser, verb_argv, args, extras):
+    """The verb's arguments parsed again with options allowed between its positionals (argparse's first pass
+    stops filling them at the first option); the first pass's result when that does not help."""
+    import argparse
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.verb]
+    try:
+        again, left = sub.parse_known_intermixed_args(verb_argv, namespace=argparse.Namespace(**vars(args)))
+    except (TypeError, SystemExit):
+        return args, extras
+    return (again, left) if len(left) < len(extras) else (args, extras)
 
 
 def _recipe_help(parser, argv):

@@ -201,8 +201,9 @@ def test_rm_cache_by_key_prefix_path_and_query_as_the_resolver_reads_it(app):
     assert app.mlrun("get dataset squad").returncode == 0
     one_line(app.mlrun("rm", "cache", "get dataset"), 2, "'get dataset' matches entries of 2 recipes: features, squad")
     # By key prefix and by path.
-    [venv] = json.loads(app.mlrun("show", "cache", "venv", "--json").stdout)
-    assert app.mlrun("rm", "cache", venv["key"][:8], "-y").returncode == 0 and app.entries("venv") == []
+    # (options may stand between the positionals: `rm cache -y X` was 'unexpected argument(s) for rm: X')
+    [venv] = json.loads(app.mlrun("show", "cache", "--json", "venv").stdout)
+    assert app.mlrun("rm", "cache", "-y", venv["key"][:8]).returncode == 0 and app.entries("venv") == []
     [model] = json.loads(app.mlrun("show", "cache", "ml-model", "--json").stdout)
     assert app.mlrun("rm", "cache", model["path"], "-y").returncode == 0 and app.entries("model") == []
     result = app.mlrun("rm", "cache", "get dataset", "-y")
