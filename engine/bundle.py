@@ -89,7 +89,7 @@ def _read_record(run_dir):
 def _used_entries(record, cache):
     """Sorted names of the entries the run's cached and built steps used; each must be in cache."""
     names = set()
-    for step in record.get("steps", []):
+    for step in record.get("steps") or []:
         if step.get("status") not in REUSED:
             continue
         name = os.path.basename(step.get("path") or "")

@@ -830,7 +830,7 @@ def cmd_runs(args, extras, settings):
 
 def _show_record(r):
     from . import records
-    req = r.get("request", {})
+    req = r.get("request") or {}
     took = f"  ({r['finished'] - r.get('started', 0):.1f} s)" if r.get("finished") else ""
     when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))
     print(f"run {r['id']}  {records.status(r)}  {when}{took}")
@@ -847,17 +847,17 @@ def _show_record(r):
     settings = {k: v for k, v in records.flat_settings(r).items() if v is not None}
     print("  settings: " + (" ".join(f"{k}={v}" for k, v in settings.items()) or "-"))
     print(f"  result: {records.headline(r.get('results'))}")
-    stopped = next((s for s in r.get("steps", []) if s.get("status") in ("failed", "interrupted", "error")), None)
+    stopped = next((s for s in r.get("steps") or [] if s.get("status") in ("failed", "interrupted", "error")), None)
     if stopped:
         print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s")
-    host = r.get("host", {})
+    host = r.get("host") or {}
     print(f"  host: {host.get('cpu')}, {host.get('cores')} cores, {host.get('memory_gb')} GB, {host.get('os')}, "
           f"Python {host.get('python')}")
     print("  plan:")
-    for s in r.get("steps", []):
+    for s in r.get("steps") or []:
         print(f"    {s['label']:<48} {s.get('status', '?'):<11} {s.get('seconds', 0):>8.1f} s  "
               f"[{s['key'][:12]}] {s['node'].get('version', '')}")
-    for label in (r.get("planned") or [])[len(r.get("steps", [])):]:  # never reached: the run stopped before
+    for label in (r.get("planned") or [])[len(r.get("steps") or []):]:  # never reached: the run stopped before
         print(f"    {label:<48} not run")
     for venv, pkgs in (r.get("packages") or {}).items():
         print(f"  packages of {venv}: " + ", ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))

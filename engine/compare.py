@@ -9,7 +9,7 @@ HOST_FIELDS = ("cpu", "cores", "memory_gb", "os", "machine", "python")
 
 
 def request(a, b):
-    ra, rb = a.get("request", {}), b.get("request", {})
+    ra, rb = a.get("request") or {}, b.get("request") or {}
     return [(f"request.{f}", ra.get(f), rb.get(f)) for f in ("query", "inputs", "dep_overrides", "env_overrides")
             if ra.get(f) != rb.get(f)]
 
@@ -58,7 +58,7 @@ def step_ids(steps):
 
 
 def recipes(a, b):
-    ra, rb = a.get("recipes", {}), b.get("recipes", {})
+    ra, rb = a.get("recipes") or {}, b.get("recipes") or {}
     return [(f"recipe {name}", (ra.get(name) or {}).get("digest", "absent")[:16],
              (rb.get(name) or {}).get("digest", "absent")[:16])
             for name in sorted(set(ra) | set(rb)) if (ra.get(name) or {}).get("digest") != (rb.get(name) or {}).get("digest")]
@@ -82,7 +82,7 @@ PLACES = {"MLRUN_CACHE", "MLRUN_RUNS", "MLRUN_RECIPES", "MLRUN_MIRROR"}
 
 
 def host(a, b):
-    ha, hb = a.get("host", {}), b.get("host", {})
+    ha, hb = a.get("host") or {}, b.get("host") or {}
     rows = [(f"host.{f}", ha.get(f), hb.get(f)) for f in HOST_FIELDS if ha.get(f) != hb.get(f)]
     # A GPU run's facts (NVML) are in its results: model, memory, driver, CUDA, compute capability.
     ga, gb = (a.get("results") or {}).get("gpu") or {}, (b.get("results") or {}).get("gpu") or {}

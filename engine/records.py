@@ -223,7 +223,7 @@ def headline(results):
 def packages(record):
     """{venv step label: {package: version}} from the `packages` the venv recipes record."""
     out = {}
-    for step in record.get("steps", []):
+    for step in record.get("steps") or []:
         lines = (step.get("record") or {}).get("packages")
         if isinstance(lines, list):
             out[f"{step['label']} [{step['key'][:12]}]"] = dict(

@@ -23,7 +23,7 @@ def choose_recipes(record, settings):
         local = {(r["name"], r["version"]): r["digest"] for r in settings.index().recipes}
     except MlrunError:
         pass  # a broken local checkout is one more reason to use the recorded copy
-    differing = [name for name, rec in record.get("recipes", {}).items()
+    differing = [name for name, rec in (record.get("recipes") or {}).items()
                  if local.get((name, rec["version"])) != rec["digest"]]
     if not differing:
         return settings.index(), ["recipes: the local ones are the recorded ones"]

@@ -15,6 +15,7 @@ import shutil
 import time
 
 from .errors import MlrunError, UsageError
+from .words import did_you_mean
 
 # Results worth a column when any row has them, in this order.
 RESULT_FIELDS = ("result", "samples_per_second", "completed_samples_per_second", "latency_p50_ms",
@@ -262,6 +263,9 @@ def run_rows(runs_dir):
     return sorted(out, key=lambda item: item[0].get("started") or 0)   # ids of one second sort by chance
 
 
+RUN_STATUSES = ("ok", "failed", "interrupted", "error", "running", "died", "running?")   # records.status()
+
+
 def select_runs(items, where=(), status=None, query=None, last=None, helpers=False):
     """The rows that pass the filters: helpers (get ..., process ...) only when asked, the last N."""
     if last is not None and last < 1:
@@ -269,6 +273,10 @@ def select_runs(items, where=(), status=None, query=None, last=None, helpers=Fal
     rows = [r for r, _ in items]
     check_fields([f for f, _, _ in where], rows, "the runs")
     wanted_status = {s.strip().lower() for s in status.split(",")} if status else None
+    unknown = sorted((wanted_status or set()) - set(RUN_STATUSES))
+    if unknown:   # a typo must not read as "no runs"
+        raise UsageError(f"--status {unknown[0]}: not a run status" + did_you_mean(unknown[0], RUN_STATUSES),
+                         hint="statuses: " + ", ".join(RUN_STATUSES))
     words = [w.lower() for w in (query or "").split()]
     out = []
     for row, _ in items:
