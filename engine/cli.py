@@ -324,6 +324,10 @@ def main(argv=None):
                                  + did_you_mean(extras[0].split("=")[0], _options_of(parser, args.verb)),
                                  hint=f"see mlrun {args.verb} --help")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
+            for what, path, flag in (("cache", settings.cache, "--cache"), ("runs", settings.runs, "--runs")):
+                if os.path.exists(path) and not os.path.isdir(path):   # before anything is built or published
+                    raise UsageError(f"the {what} folder {path} is not a folder",
+                                     hint=f"check {flag} (or MLRUN_{what.upper()})")
             if settings.mirror and not os.path.isdir(settings.mirror) and not (
                     args.verb == "mirror" and args.action == "add"):   # add makes it; elsewhere a typo
                 raise UsageError(f"the mirror folder {settings.mirror} does not exist"
@@ -883,7 +887,8 @@ def cmd_import(args, extras, settings):
     from . import bundle
     from .cache import Cache
     if not os.path.isfile(args.bundle):
-        raise UsageError(f"no such file: {args.bundle}")
+        raise UsageError(f"{args.bundle} is a folder, not a bundle" if os.path.isdir(args.bundle)
+                         else f"no such file: {args.bundle}", hint="a bundle is the .tar.gz `mlrun export` writes")
     info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs, trust=args.trust)
     print(f"imported run {info['run_id']} into {info['run_dir']}"
           + (" (that run was here already: left as it was)" if info.get("run_existed") else "")

@@ -417,3 +417,15 @@ def test_cache_verify_detects_a_changed_byte(app):
     assert app.mlrun("rm", "cache", "model", "-y").returncode == 0
     assert app.mlrun("app").returncode == 0
     assert app.mlrun("cache", "verify").returncode == 0
+
+
+def test_a_cache_or_runs_place_that_is_a_file_and_a_folder_given_to_import(ws):
+    """gc --dry-run and plan said nothing wrong (exit 0); import published entries, then failed on the runs
+    'folder'; `import DIR` said 'no such file'."""
+    a_file = ws.write(ws.path("afile"), "x")
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    for args, env in ((("gc", "--dry-run"), {"MLRUN_CACHE": a_file}), (("plan", "a"), {"MLRUN_CACHE": a_file}),
+                      (("runs",), {"MLRUN_RUNS": a_file})):
+        what = "cache" if "MLRUN_CACHE" in env else "runs"
+        assert_user_error(ws.mlrun(*args, env=ws.env(**env)), 2, f"the {what} folder {a_file} is not a folder")
+    assert_user_error(ws.mlrun("import", ws.root), 2, f"{ws.root} is a folder, not a bundle")
