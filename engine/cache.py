@@ -206,6 +206,16 @@ class Cache:
         out.sort(key=lambda m: m.get("finished", 0), reverse=True)
         return out
 
+    def strays(self):
+        """Folders of the cache that are no entry (their .mlrun/entry.json missing or unreadable), sorted;
+        a build in progress or a removal is under .tmp/, never here."""
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(os.path.join(self.root, n) for n in names if not n.startswith(".")
+                      and os.path.isdir(os.path.join(self.root, n)) and read_entry(os.path.join(self.root, n)) is None)
+
     def failed_logs(self):
         folder = os.path.join(self.root, ".failed")
         if not os.path.isdir(folder):

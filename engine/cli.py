@@ -721,13 +721,14 @@ def cmd_gc(args, extras, settings):
 def cmd_cache(args, extras, settings):
     from .cache import Cache
     cache = Cache(settings.cache)
-    from .cache import entry_meta_covered, removal_command
+    from .cache import ENTRY_FILE, entry_meta_covered, removal_command
     entries = cache.entries()
     bad = cache.reseal(entries) if args.reseal else cache.verify(entries)
     old = [m["path"] for m in entries if not entry_meta_covered(m)]
+    strays = cache.strays()   # an entry whose metadata went is no entry any more: said, not skipped
     if args.json:
         _print_json({"checked": len(entries), "bad": [{"path": m["path"], "problems": p} for m, p in bad],
-                     "old_format": old})
+                     "old_format": old, "not_entries": strays})
     else:
         for meta, problems in bad:
             print(f"CORRUPT {_rel(meta['path'])}")
@@ -739,13 +740,17 @@ def cmd_cache(args, extras, settings):
         for path in old:
             print(f"OLD FORMAT {_rel(path)}: its files were checked; its metadata (.mlrun/) has no digest "
                   "(remove and rebuild it to cover that)")
-        print(f"{plural(len(entries), 'entry')} checked, {len(bad)} corrupt" + (f", {len(old)} of the old format" if old else ""))
+        for path in strays:
+            print(f"NOT AN ENTRY {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; mlrun never uses "
+                  "it (move it out of the cache)")
+        print(f"{plural(len(entries), 'entry')} checked, {len(bad)} corrupt" + (f", {len(old)} of the old format" if old else "")
+              + (f", {len(strays)} not {'an entry' if len(strays) == 1 else 'entries'}" if strays else ""))
         if bad:
             print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
                   + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "
                      "`mlrun cache verify --reseal`" if any(all(p.startswith("stat-damage: ") for p in problems)
                                                              for m, problems in bad) else ""), file=sys.stderr)
-    return 1 if bad else 0
+    return 1 if bad or strays else 0
 
 
 def cmd_mirror(args, extras, settings):

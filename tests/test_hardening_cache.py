@@ -241,6 +241,20 @@ def test_cache_verify_reports_changed_files_and_stat_damage(ws):
     assert bad["problems"] == ["changed: out.txt", "added: extra", "stat-damage: modified: sub/low.txt"]
 
 
+def test_cache_verify_names_a_folder_whose_entry_metadata_went(ws):
+    """It checked '1 entry' of 2 and said nothing of the other (its entry.json deleted)."""
+    two_steps(ws)
+    built(ws)
+    root = entry_path(ws, "low")
+    os.chmod(os.path.join(root, ".mlrun"), 0o755)
+    os.remove(os.path.join(root, ".mlrun", "entry.json"))
+    result = ws.mlrun("cache", "verify")
+    assert result.returncode == 1, result.stdout
+    assert f"NOT AN ENTRY cache/{os.path.basename(root)}: its .mlrun/entry.json is missing" in result.stdout
+    assert "1 entry checked, 0 corrupt, 1 not an entry" in result.stdout
+    assert json.loads(ws.mlrun("cache", "verify", "--json").stdout)["not_entries"] == [root]
+
+
 def _bundle_with(ws, tmp_path, rel, old, new):
     """Export a real run with its entries, then rewrite the bundle with one edited metadata file."""
     two_steps(ws)
