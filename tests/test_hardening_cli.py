@@ -101,7 +101,8 @@ def test_export_to_a_folder_or_into_a_missing_folder(ws, tmp_path):
     run = _one_run(ws)
     folder = tmp_path / "out"
     folder.mkdir()
-    one_line(ws.mlrun("export", run, "-o", str(folder)), 2, f"cannot write the bundle {folder}: Is a directory")
+    one_line(ws.mlrun("export", run, "-o", str(folder)), 2, f"cannot write the bundle to {folder}: it exists and is "
+             "not a file")
     missing = tmp_path / "nowhere" / "b.tar.gz"
     one_line(ws.mlrun("export", run, "-o", str(missing)), 2,
              f"cannot write the bundle {missing}: No such file or directory")
@@ -111,7 +112,8 @@ def test_cache_that_is_a_file(ws, tmp_path):
     ws.recipe("a", "tags: a\nrun: echo hi > hi.txt\n")
     afile = tmp_path / "afile"
     afile.write_text("")
-    one_line(ws.mlrun("--cache", str(afile), "a"), 2, str(afile), "Not a directory",
+    one_line(ws.mlrun("--cache", str(afile), "a"), 2, f"the cache folder {afile} is not a folder", "--cache")
+    one_line(ws.mlrun("--cache", str(afile / "sub"), "a"), 2, str(afile), "Not a directory",
              "a part of that path is a file")
 
 
