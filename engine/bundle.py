@@ -26,6 +26,7 @@ import zlib
 from . import integrity, signing
 from .cache import ENTRY_FILE, META_DIR, entry_problems, few, group_readable, read_entry, removal_command
 from .errors import MlrunError, UsageError
+from .records import status
 
 RUN_DIR, CACHE_DIR = "run", "cache"
 REUSED = ("cached", "built")   # statuses of the steps whose folder is a cache entry
@@ -70,7 +71,7 @@ def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
     finally:
         if os.path.exists(part):
             os.remove(part)
-    return {"run_id": run_id, "path": out_path, "entries": entries, "bytes": size,
+    return {"run_id": run_id, "path": out_path, "entries": entries, "bytes": size, "status": status(record),
             "archive_bytes": os.path.getsize(out_path)}
 
 

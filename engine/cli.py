@@ -884,7 +884,9 @@ def cmd_export(args, extras, settings):
                                  sign=args.sign)
     print(f"wrote {args.output}: run {info.get('run_id', os.path.basename(run_dir))}"
           + (f" with {plural(len(info.get('entries', [])), 'cache entry')}" if args.with_cache else " (record and logs)")
-          + (", signed" if args.sign else ""))
+          + (", signed" if args.sign else "")
+          + (f" (the run {info['status']} before it recorded the steps it used)"   # a SIGKILL leaves none
+             if args.with_cache and not info.get("entries") and info.get("status") in ("died", "running?") else ""))
     return 0
 
 
