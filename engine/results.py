@@ -12,10 +12,11 @@ import math
 import os
 import re
 import shutil
+import sys
 import time
 
 from .errors import MlrunError, UsageError
-from .words import did_you_mean
+from .words import did_you_mean, plural
 
 # Results worth a column when any row has them, in this order.
 RESULT_FIELDS = ("result", "samples_per_second", "completed_samples_per_second", "latency_p50_ms",
@@ -244,14 +245,17 @@ def show(column, value):
 # -- runs as rows -----------------------------------------------------------------------------
 
 
-def run_rows(runs_dir):
-    """[(flat row, names of its settings)] of every readable run record under runs_dir, oldest first."""
+def run_rows(runs_dir, unreadable=None):
+    """[(flat row, names of its settings)] of every readable run record under runs_dir, oldest first; the ids
+    of the others go into the list unreadable, when given."""
     from . import records
     out = []
     for run_id in records.list_ids(runs_dir):
         try:
             record = records.load(os.path.join(runs_dir, run_id, "run.json"))
         except MlrunError:
+            if unreadable is not None:
+                unreadable.append(run_id)
             continue
         row = records.flat(record)
         row["headline"] = headline(row)
@@ -314,8 +318,13 @@ def run_columns(items, rows):
 
 def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=None, last=None, helpers=False):
     """`mlrun runs`: the runs that pass the filters, as a table (default columns) or as CSV/JSON/Markdown."""
-    items = run_rows(runs_dir)
+    unreadable = []
+    items = run_rows(runs_dir, unreadable)
     rows = select_runs(items, parse_where(where), status, query, last, helpers)
+    if unreadable and fmt == "table":   # said, never silently left out
+        print(f"{plural(len(unreadable), 'run record')} could not be read: {', '.join(unreadable[:3])}"
+              + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
+              + f" (`mlrun runs show {unreadable[0]}` says why)", file=sys.stderr)
     columns = parse_columns(columns)
     check_fields(columns, [r for r, _ in items], "the runs")
     if not columns and fmt in ("json", "csv"):  # scripts get every field

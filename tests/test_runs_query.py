@@ -206,6 +206,15 @@ def test_a_run_of_another_recipe_lacks_settings_but_does_not_make_them_differ(be
     assert table[0].split() == ["RUN", "QUERY", "MODE", "WAIT", "LAYERS", "RESULT", "STATUS"], table
 
 
+def test_a_record_that_cannot_be_read_is_said(bench):
+    first = run(bench, "app bench")["run"]
+    with open(os.path.join(bench.runs, first, "run.json"), "w") as f:
+        f.write("{half")
+    listed = bench.mlrun("runs")
+    assert listed.returncode == 0 and f"1 run record could not be read: {first} (`mlrun runs show {first}`" \
+        in listed.stderr, listed.stderr
+
+
 def test_an_override_given_to_some_runs_only_makes_a_column(bench):
     """A run without --dep.model.layers ran the recipe's own value: 2 layers and the default look apart (was: the
     override absent from a run made no column, two runs of other models looked alike)."""
