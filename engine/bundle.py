@@ -193,11 +193,12 @@ def import_bundle(path, cache, runs_dir, trust=None):
             _verify_run(staged_run, run_id, path)
             for name in entries:   # all of them before publishing any
                 _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path)
-            added, present = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
+            added, present, damaged = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
             run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
         finally:
             cache.drop_temp(tmp)
     return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "added": added, "present": present,
+            "damaged_here": damaged,
             "signed": signature is not None, "signed_by": signed_by, "verified": bool(trust)}
 
 
@@ -370,12 +371,14 @@ def _check_links(folder, bundle, what):
 
 def _publish_entries(cache, staged, names):
     """Rename each verified entry into the cache under its lock; returns (added, present) names."""
-    added, present = [], []
+    added, present, damaged = [], [], []
     for name in names:
         final = os.path.join(cache.root, name)
         with cache.lock(types.SimpleNamespace(entry_name=name)):
             if read_entry(final) is not None:   # entries are immutable: never replace one
                 present.append(name)
+                if integrity.stat_problems(final):   # but say so when the one here was changed since
+                    damaged.append(name)
                 continue
             if os.path.lexists(final):
                 raise MlrunError(f"cannot import the cache entry {name}: {final} exists but is not an entry",
@@ -387,7 +390,7 @@ def _publish_entries(cache, staged, names):
     for name in added + present:
         cache.use(types.SimpleNamespace(entry_name=name))
     cache.release_uses()
-    return added, present
+    return added, present, damaged
 
 
 def _place_run(staged, runs_dir, run_id):

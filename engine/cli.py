@@ -892,7 +892,7 @@ def cmd_export(args, extras, settings):
 
 def cmd_import(args, extras, settings):
     from . import bundle
-    from .cache import Cache
+    from .cache import Cache, removal_command
     if not os.path.isfile(args.bundle):
         raise UsageError(f"{args.bundle} is a folder, not a bundle" if os.path.isdir(args.bundle)
                          else f"no such file: {args.bundle}", hint="a bundle is the .tar.gz `mlrun export` writes")
@@ -901,6 +901,10 @@ def cmd_import(args, extras, settings):
           + (" (that run was here already: left as it was)" if info.get("run_existed") else "")
           + f": {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present")
     print(_signature_note(info))
+    for name in info.get("damaged_here", []):   # kept (entries are never replaced), but not silently
+        path = os.path.join(settings.cache, name)
+        print(f"warning: the entry {name} already here was changed since it was published; the bundle's copy was "
+              f"not used: `{removal_command(path)}`, then import again", file=sys.stderr)
     return 0
 
 

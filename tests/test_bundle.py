@@ -207,7 +207,7 @@ def test_import_publishes_entries_and_the_run_then_nothing_is_rebuilt(made):
         path = os.path.join(made.cache2.root, entry)
         assert gc.last_used(read_entry(path), gc._use_lock(made.cache2, path)) >= before
     assert result == {"run_id": made.run_id, "run_dir": os.path.join(made.runs2, made.run_id), "run_existed": False,
-                      "added": [made.entry["app"], made.entry["base"]], "present": [],
+                      "added": [made.entry["app"], made.entry["base"]], "present": [], "damaged_here": [],
                       "signed": False, "signed_by": None, "verified": False}
     assert published(made.cache2) == sorted(made.entry.values())
     assert made.cache2.verify() == []
@@ -242,7 +242,12 @@ def test_importing_twice_leaves_what_is_there_untouched(shared):
     assert result["added"] == [] and result["present"] == [shared.entry["app"], shared.entry["base"]]
     assert result["run_existed"] is True and os.listdir(shared.runs2) == [shared.run_id]
     assert (os.stat(app).st_ino, tree(app)) == before
-    assert os.listdir(os.path.join(shared.cache2.root, ".tmp")) == []
+    assert os.listdir(os.path.join(shared.cache2.root, ".tmp")) == [] and result["damaged_here"] == []
+    # One changed here since: still not replaced, but said (was: counted as present, nothing more)
+    os.chmod(os.path.join(app, "out.txt"), 0o644)
+    with open(os.path.join(app, "out.txt"), "a") as f:
+        f.write("x")
+    assert import_bundle(shared.bundle, shared.cache2, shared.runs2)["damaged_here"] == [shared.entry["app"]]
 
 
 def test_import_adds_only_the_missing_entries(shared):
