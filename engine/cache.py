@@ -240,7 +240,8 @@ class Cache:
         (a copy that did not keep file times): [(meta, [problems])] of the others, left as they were."""
         left = []
         for meta, problems in self.verify(entries):
-            if all(p.startswith("stat-damage: ") for p in problems):
+            # only times and inodes changed (a copy): a folder added or gone is no copy's doing
+            if all(p.startswith("stat-damage: modified: ") for p in problems):
                 integrity.reseal(meta["path"])
             else:
                 left.append((meta, problems))

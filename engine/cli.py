@@ -748,7 +748,7 @@ def cmd_cache(args, extras, settings):
         if bad:
             print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
                   + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "
-                     "`mlrun cache verify --reseal`" if any(all(p.startswith("stat-damage: ") for p in problems)
+                     "`mlrun cache verify --reseal`" if any(all(p.startswith("stat-damage: modified: ") for p in problems)
                                                              for m, problems in bad) else ""), file=sys.stderr)
     return 1 if bad or strays else 0
 

@@ -369,8 +369,14 @@ def test_a_cache_copied_without_times_is_resealed_after_verifying(ws, tmp_path):
     verify = ws.mlrun("cache", "verify", env=env)
     assert verify.returncode == 1 and "stat-damage: modified: sub/low.txt" in verify.stdout, verify.stdout
     assert "--reseal" in verify.stderr
+    top = os.path.join(copy, os.path.basename(entry_path(ws, "top")))
+    os.chmod(top, 0o755)
+    os.mkdir(os.path.join(top, "newdir"))   # no copy adds a folder: not resealed (was: accepted as good)
     reseal = ws.mlrun("cache", "verify", "--reseal", env=env)
-    assert reseal.returncode == 1 and reseal.stdout.count("CORRUPT") == 1 and "changed: out.txt" in reseal.stdout
+    assert reseal.returncode == 1 and reseal.stdout.count("CORRUPT") == 2 and "changed: out.txt" in reseal.stdout
+    assert "stat-damage: added: newdir" in reseal.stdout, reseal.stdout
+    os.rmdir(os.path.join(top, "newdir"))
+    assert ws.mlrun("cache", "verify", "--reseal", env=env).stdout.count("CORRUPT") == 1
     assert ws.mlrun("rm", "cache", low, "-y", env=env).returncode == 0
     again = ws.mlrun("top", env=env)
     assert again.returncode == 0, again.stderr
