@@ -524,6 +524,9 @@ def cmd_explain(args, extras, settings):
                 diffs, nearest = min(candidates, key=lambda c: len(c[0]))
                 item.update(status="build", nearest=nearest["path"],
                             differences=[{"field": f, "entry": a, "now": b} for f, a, b in diffs])
+                files = _file_changes(nearest.get("recipe_files"), node.recipe_files)
+                if files and any(f == "recipe_digest" for f, _, _ in diffs):
+                    item["recipe_files"] = files
         report.append(item)
     if args.json:
         _print_json(report)
@@ -536,8 +539,21 @@ def cmd_explain(args, extras, settings):
             print(f"  nearest entry: {_rel(item['nearest'])}; what differs (entry -> now):")
             for d in item["differences"]:
                 print(f"    {d['field']}: {_brief(d['entry'])} -> {_brief(d['now'])}"
-                      + ("  (a dependency will be rebuilt, see above)" if d["field"] == "deps" else ""))
+                      + ("  (a dependency will be rebuilt, see above)" if d["field"] == "deps" else "")
+                      + (f"  (recipe files {item['recipe_files']})" if d["field"] == "recipe_digest"
+                         and item.get("recipe_files") else ""))
     return 0
+
+
+def _file_changes(was, now):
+    """'changed: run.sh; added: x.py' between two {relative path: digest} of a recipe's files; None when the
+    entry kept none (built before mlrun recorded them) or they are the same (recipe.yaml changed)."""
+    if not was or not now:
+        return None
+    parts = [(what, sorted(names)) for what, names in (
+        ("changed", [n for n in now if n in was and was[n] != now[n]]), ("added", set(now) - set(was)),
+        ("removed", set(was) - set(now))) if names]
+    return "; ".join(f"{what}: {', '.join(names)}" for what, names in parts) or None
 
 
 def cmd_find(args, extras, settings):

@@ -100,6 +100,7 @@ class RecipeIndex:
                 st = os.stat(src)
                 sources.append([src, st.st_mtime_ns, st.st_size])
             recipe["digest"] = keys.recipe_digest(recipe, files)
+            recipe["files"] = files   # after the digest: entries keep it so `explain` can name a changed file
             recipes.append(recipe)
         return recipes, sources
 

@@ -40,7 +40,7 @@ class Node:
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
               "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record",
-              "secret_env", "probes", "contents", "groups", "interactive")
+              "secret_env", "probes", "contents", "groups", "interactive", "recipe_files")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -349,6 +349,7 @@ class Resolver:
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
                     download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
+                    recipe_files=recipe.get("files"),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
                     secret_env=secret_env, interactive=recipe.get("interactive", False),

@@ -261,6 +261,7 @@ class Runner:
             self.reporter.step(i, total, node, f"done in {seconds:.1f} s", _short(folder))
         return {"recipe": node.name, "version": node.version, "tags": node.tags, "variations": node.variations,
                 "inputs": node.inputs, "key": node.key, "material": node.material, "node": node.to_dict(),
+                **({"recipe_files": node.recipe_files} if node.recipe_files else {}),   # for `explain`
                 "exports": node.exports, "command": argv, "env": secrets.redacted(env, node.pass_env or ()),
                 "started": started,
                 "finished": time.time(), "seconds": round(seconds, 3)}

@@ -343,6 +343,13 @@ def test_explain_names_what_differs(app):
     assert report[-1]["differences"] == [{"field": "inputs.count", "entry": 3, "now": 4}]
     fresh = app.mlrun("explain", "get python", "--cache", app.path("empty-cache")).stdout
     assert "no entry of python in the cache yet" in fresh
+    # A file beside the recipe changed: named (was only the recipe_digest's two values)
+    app.write(os.path.join(app.recipes, "python", "setup.sh"), "echo one\n")
+    assert app.mlrun("get python").returncode == 0
+    app.write(os.path.join(app.recipes, "python", "setup.sh"), "echo two\n")
+    app.write(os.path.join(app.recipes, "python", "extra.txt"), "x\n")
+    out = app.mlrun("explain", "get python").stdout
+    assert "(recipe files changed: setup.sh; added: extra.txt)" in out, out
 
 
 # -- the cache verbs ----------------------------------------------------------------------------------
