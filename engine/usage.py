@@ -29,8 +29,8 @@ class Parser(argparse.ArgumentParser):
     def _describe(self, names):
         """'cache|failed, FILE' -> 'what to do: cache or failed' (the first missing one is what matters)."""
         first = names.split(", ")[0]
-        for action in self._actions:
-            if action.metavar == first or action.dest == first:
+        for action in self._actions:   # positionals only: --cache DIR is not the DIR that is missing
+            if not action.option_strings and (action.metavar == first or action.dest == first):
                 if action.choices:
                     return f"one of: {', '.join(action.choices)} ({action.help or action.dest})"
                 return f"{first} ({action.help})" if action.help else first

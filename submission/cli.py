@@ -29,9 +29,16 @@ def _tree_below(path):
     divisions = ("closed", "open", "network")
     if any(os.path.isdir(os.path.join(path, d)) for d in divisions):
         return
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.basename(os.path.abspath(path)) in divisions:   # the checker wants the folder above it
+        from engine.errors import UsageError
+        raise UsageError(f"{os.path.abspath(path)} is a division folder; the tree is the folder holding it",
+                         hint=f"mlrun check submission {parent}")
     try:
-        below = sorted(e.path for e in os.scandir(path) if e.is_dir()
-                       and any(os.path.isdir(os.path.join(e.path, d)) for d in divisions))
+        # tree/ first: submit's accuracy-logs/ mirrors the tree's folders but is its logs' backup, no tree
+        below = sorted((e.path for e in os.scandir(path) if e.is_dir()
+                        and any(os.path.isdir(os.path.join(e.path, d)) for d in divisions)),
+                       key=lambda p: (os.path.basename(p) != "tree", p))
     except OSError:   # unreadable: the checker says so in its own words
         return
     if below:

@@ -22,6 +22,7 @@ from engine.runner import RunReporter
 from engine.words import plural
 
 from . import search, system
+from .tree import LOGS as LOG_FILES
 
 ROUND = "v6.1"
 LOADGEN_FOR_ROUND = {"v6.1": "6.0.17"}     # 6.0.16+ carries the v6.1 seeds (docs/mlperf-bert.md section 5)
@@ -56,6 +57,9 @@ def framework(backend):
     return f"{backend.name[len('get-backend-'):]} {version}"
 
 
+ACCURACY_FILES = ("mlperf_log_accuracy.json", "accuracy.txt")
+
+
 class _Quiet(RunReporter):
     """Step lines only for what is built or run (not for the cached ones): a submission runs many plans."""
 
@@ -67,7 +71,7 @@ class _Quiet(RunReporter):
 def parser():
     p = argparse.ArgumentParser(prog="mlrun submit", add_help=False)
     p.add_argument("--submitter", required=True)
-    p.add_argument("--division", required=True, choices=["open", "closed"])
+    p.add_argument("--division", required=True, choices=["open", "closed"], type=str.lower)
     p.add_argument("--system", metavar="FILE.yaml")
     p.add_argument("--scenarios", default=",".join(REQUIRED_SCENARIOS))
     p.add_argument("--benchmarks", default="bert-99")
@@ -79,6 +83,9 @@ def parser():
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs):   # no abbreviations: --scenario=Offline is no --scenarios
+        super().__init__(allow_abbrev=False, **kwargs)
+
     def error(self, message):
         raise UsageError(f"mlrun submit: {message}", hint="mlrun submit --help")
 
@@ -96,10 +103,12 @@ def parse(query, words):
     opts.query = query
     opts.scenario_list = _names(opts.scenarios, SCENARIOS, "scenario")
     opts.benchmark_list = _names(opts.benchmarks, BENCHMARKS, "benchmark")
+    # A folder of the tree and of the default output: '..' wrote the tree over the current folder.
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", opts.submitter):
+        raise UsageError(f"--submitter {opts.submitter!r}: letters, digits, _ . + - only, starting with a letter or "
+                         "digit (it names a folder of the tree)")
     if not opts.output:
         opts.output = os.path.join("submissions", opts.submitter)
-    if "/" in opts.submitter or not opts.submitter.strip():
-        raise UsageError(f"--submitter {opts.submitter!r}: a name without '/' (it is a folder of the tree)")
     return opts, inputs, deps, env
 
 
@@ -132,12 +141,21 @@ class Submission:
     def _load_state(self):
         try:
             with open(self.state_path) as f:
-                return json.load(f)
+                state = json.load(f)
         except FileNotFoundError:
+            # Building replaces tree/, accuracy-logs/ and work/: only in a folder a submission made, or a new one
+            if os.path.isdir(self.dir) and os.listdir(self.dir):
+                raise UsageError(f"{self.dir} holds files and no state.json: it is no submission folder mlrun "
+                                 "made, and building one there would replace its tree/, accuracy-logs/ and work/",
+                                 hint="give -o a new or empty folder") from None
             return {"runs": {}, "comparisons": []}
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot read the submission state {self.state_path}: {e}",
                              hint="remove it to start over (finished runs stay in runs/)") from None
+        if not isinstance(state, dict) or not isinstance(state.get("runs"), dict):
+            raise UsageError(f"the submission state {self.state_path} is not one mlrun wrote (no 'runs')",
+                             hint="remove it to start over (finished runs stay in runs/)")
+        return state
 
     def save(self):
         os.makedirs(self.dir, exist_ok=True)
@@ -211,7 +229,30 @@ class Submission:
                                       self.opts.division, facts, self.opts.short)
         self.system_desc, self.system_notes = desc, notes
         self.system_id = system.system_id(desc)
+        self.check_scenarios()
         return desc
+
+    def check_scenarios(self):
+        """A closed submission's scenarios are the checker's for the benchmark on this system type: refused here,
+        before hours of runs, rather than by the checker after them."""
+        if self.opts.division != "closed":
+            return
+        kind = str(self.system_desc.get("system_type", "edge"))
+        chosen = self.opts.scenario_list
+        for benchmark in self.opts.benchmark_list:
+            required, optional = system.checker_scenarios(self.src, ROUND, kind, benchmark)
+            allowed = required + optional
+            missing, refused = [s for s in required if s not in chosen], [s for s in chosen if s not in allowed]
+            if not allowed:
+                raise UsageError(f"the checker of round {ROUND} takes no closed {benchmark} results from a system of "
+                                 f"system_type {kind}", hint="set system_type in --system (bert-99 is an edge benchmark)")
+            if missing or refused:
+                raise UsageError(f"--scenarios={','.join(chosen)}: a closed {benchmark} submission on an {kind} system "
+                                 f"(round {ROUND}) has {', '.join(required)}"
+                                 + (f", and may add {', '.join(optional)}" if optional else ", and no other")
+                                 + (f"; missing {', '.join(missing)}" if missing else "")
+                                 + (f"; the checker refuses {', '.join(refused)}" if refused else ""),
+                                 hint=f"--scenarios={','.join(allowed)} (the open division takes others)")
 
     # -- the runs ------------------------------------------------------------------------------
 
@@ -257,6 +298,11 @@ class Submission:
             return "to run", [f"its run {entry['run']} is gone from {self.settings.runs}"]
         if record.get("status") != "ok":
             return "to run", [f"its run {entry['run']} did not finish ({records.status(record)})"]
+        # the files the tree copies: one removed since would stop the tree after every run (exit 2)
+        needed = LOG_FILES + (ACCURACY_FILES if name.endswith("/accuracy") else ())
+        gone = [f for f in needed if not os.path.isfile(os.path.join(entry.get("folder") or "", f))]
+        if gone:
+            return "to run", [f"its run {entry['run']} lacks {', '.join(gone)} now"]
         now = self.fingerprint(plan)
         differs = []
         for part in ("plan", "request", "host"):

@@ -15,6 +15,36 @@ CONSTANTS = os.path.join("tools", "submission", "submission_checker", "constants
 PLACEHOLDER = "not given (--short rehearsal)"
 
 
+def checker_scenarios(src, round_, system_type, benchmark):
+    """(required, optional) scenarios of benchmark on a system_type system in the checker's MODEL_CONFIG of
+    round_ (read as literals, not imported; the config holds expressions elsewhere, so only these entries)."""
+    path = os.path.join(src, CONSTANTS)
+    try:
+        tree = ast.parse(open(path).read(), path)
+    except (OSError, SyntaxError) as e:
+        raise UsageError(f"cannot read the checker's scenario lists from {path}: {e}") from None
+
+    def entry(node, key):
+        if isinstance(node, ast.Dict):
+            for k, v in zip(node.keys, node.values):
+                if isinstance(k, ast.Constant) and k.value == key:
+                    return v
+        return None
+    config = next((n.value for n in tree.body if isinstance(n, ast.Assign) and len(n.targets) == 1
+                   and getattr(n.targets[0], "id", None) == "MODEL_CONFIG"), None)
+    rounds = entry(config, round_)
+    if rounds is None:
+        raise UsageError(f"{path} has no MODEL_CONFIG for round {round_}: not the checker mlrun knows")
+    out = []
+    for kind in ("required", "optional"):
+        lists = entry(rounds, f"{kind}-scenarios-{system_type}")
+        try:
+            out.append(list(ast.literal_eval(lists).get(benchmark, [])) if lists is not None else [])
+        except ValueError:
+            out.append([])
+    return tuple(out)
+
+
 def checker_lists(src, *names):
     """{name: list} of module-level list constants of the checker (read as literals, not imported)."""
     path = os.path.join(src, CONSTANTS)
@@ -126,9 +156,12 @@ def read_yaml(path):
     if path is None:
         return {}
     try:
-        data = yaml.safe_load(open(path))
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
     except OSError as e:
         raise UsageError(f"--system {path}: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"--system {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})") from None
     except yaml.YAMLError as e:
         raise UsageError(f"--system {path}: not YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -164,4 +197,4 @@ def system_id(desc):
     """The folder name of the system: its system_id, or its name made file-safe."""
     name = desc.get("system_id") or desc.get("system_name")
     name = str(records.host_facts()["hostname"] if name in (None, PLACEHOLDER) else name)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "system"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_").lstrip(".") or "system"   # '..' must not climb

@@ -80,6 +80,12 @@ def build(sub, done):
     backup = os.path.join(sub.dir, "accuracy-logs")
     for path in (root, backup, os.path.join(sub.dir, "work", "verify")):
         shutil.rmtree(path, ignore_errors=True)   # rebuilt from the runs each time
+    # The last verdict and archive are of the tree just removed: gone too, so a rebuild that fails leaves none
+    sub.state.pop("verdict", None)
+    for name in ("verdict.json", f"{sub.opts.submitter}-{sub.opts.division}.tar.gz",
+                 f"{sub.opts.submitter}-{sub.opts.division}.tar.gz.sha1"):
+        if os.path.lexists(os.path.join(sub.dir, name)):
+            os.remove(os.path.join(sub.dir, name))
     os.makedirs(os.path.join(sub.dir, "logs"), exist_ok=True)
     top = os.path.join(root, sub.opts.division, sub.opts.submitter)
     write_json(os.path.join(top, "systems", f"{sub.system_id}.json"), sub.system_desc)

@@ -109,6 +109,8 @@ def test_usage_errors_say_what_is_missing_in_words(app):
     one_line(app.mlrun("show"), 2, "mlrun show needs one of: cache, failed")
     one_line(app.mlrun("mirror"), 2, "mlrun mirror needs one of: add, check, fetch")
     one_line(app.mlrun("rm"), 2, "mlrun rm needs one of: cache, failed")
+    # a positional's own words, not those of the global --cache DIR (was: 'needs DIR (cache folder ...)')
+    one_line(app.mlrun("check", "submission"), 2, "mlrun check needs DIR (the tree: the folder holding closed/")
     one_line(app.mlrun("show", "cach"), 2, "'cach' is not one of cache, failed (did you mean cache?)")
     one_line(app.mlrun("--bogus"), 2, "unknown option --bogus")
     one_line(app.mlrun("--cahce", "x"), 2, "unknown option --cahce (did you mean --cache?)")

@@ -195,6 +195,12 @@ def test_closed_division_takes_the_official_model_named_or_not(ws, tmp_path):
         result = ws(*args, timeout=120)
         assert result.returncode == 0, result.stderr
         assert "official fp32" in result.stdout + result.stderr, result.stdout
+    # Scenarios the checker refuses for closed bert-99 on an edge system: before any run (was: after all of them)
+    for scenarios, said in (("SingleStream,Offline,MultiStream", "the checker refuses MultiStream"),
+                            ("Offline", "missing SingleStream")):
+        result = ws(*args[:-2], f"--scenarios={scenarios}", "-o", str(tmp_path / "closed2"), timeout=120)
+        assert_user_error(result, 2, "a closed bert-99 submission on an edge system (round v6.1) has SingleStream, "
+                          "Offline, and no other", said)
 
 
 def test_missing_system_fields_listed_at_once_before_any_run(ws, tmp_path):

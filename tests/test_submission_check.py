@@ -49,9 +49,15 @@ def test_the_folder_above_the_tree_names_the_tree(mlrun, tmp_path):
     """`mlrun submit -o DIR` writes DIR/tree (and DIR/check, the archive, ...): DIR itself is named, the tree
     given, before the sources are fetched (no --inference-src here, no network needed)."""
     make_tree(str(tmp_path / "sub" / "tree"))
+    make_tree(str(tmp_path / "sub" / "accuracy-logs"))   # submit's backup of the logs mirrors the tree's folders
     result = mlrun("check", "submission", str(tmp_path / "sub"), src=False)
     assert_user_error(result, 2, "holds no closed/, open/ or network/ folder", str(tmp_path / "sub" / "tree"),
-                      f"mlrun check submission {tmp_path / 'sub' / 'tree'}")
+                      f"mlrun check submission {tmp_path / 'sub' / 'tree'}")   # not the backup (first by name)
+    # A division folder given: its parent is the tree (was: 'no results', and open-check/ written in the tree)
+    division = next(p for p in (tmp_path / "sub" / "tree").iterdir() if p.is_dir())
+    result = mlrun("check", "submission", str(division), src=False)
+    assert_user_error(result, 2, f"{division} is a division folder", f"mlrun check submission {division.parent}")
+    assert not any(p.name.endswith("-check") for p in (tmp_path / "sub" / "tree").iterdir())
 
 
 def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_path):

@@ -89,12 +89,42 @@ def test_machine_facts_and_user_fields_fill_the_description():
     (["--benchmarks=bert-98"], "unknown benchmark(s): bert-98"),
     (["--mode=accuracy"], "sets --mode itself"),
     (["--division=semi"], "invalid choice"),
+    (["--scenario=Offline"], "sets --scenario itself"),   # was taken as --scenarios (an abbreviation)
 ])
 def test_bad_requests_are_usage_errors(words, fragment):
     base = ["--submitter=Team", "--division=open"]
     with pytest.raises(UsageError) as err:
         submit.parse("app mlperf bert", base + words if "--division=semi" not in words else ["--submitter=T"] + words)
     assert fragment in err.value.message
+
+
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "", "-x", "my team"])
+def test_a_submitter_is_a_plain_folder_name(name):
+    """'..' made the default -o the current folder: the tree replaced the person's files there."""
+    with pytest.raises(UsageError, match="letters, digits"):
+        submit.parse("app mlperf bert", [f"--submitter={name}", "--division=open"])
+    assert submit.parse("app mlperf bert", ["--submitter=Team_1.x", "--division=Open"])[0].division == "open"
+
+
+def test_a_system_named_dots_stays_inside_the_tree():
+    assert [system.system_id({"system_name": n}) for n in ("..", ".", "...x", "a..b")] == ["system", "system", "x",
+                                                                                          "a..b"]
+
+
+def test_output_folder_that_no_submission_made_is_refused(tmp_path):
+    """-o DIR holding files and no state.json: building would have replaced its tree/ (deleted the person's notes);
+    a state.json of another shape was 'unexpected KeyError, a bug in mlrun'."""
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path)])[0]
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="holds files and no state.json"):
+        submit.Submission(opts, {}, {}, {}, settings=None)
+    (tmp_path / "state.json").write_text("{}")
+    with pytest.raises(UsageError, match="is not one mlrun wrote"):
+        submit.Submission(opts, {}, {}, {}, settings=None)
+    (tmp_path / "state.json").write_text('{"runs": {}}')
+    assert submit.Submission(opts, {}, {}, {}, settings=None).state == {"runs": {}}
+    assert (tmp_path / "tree" / "notes.txt").read_text() == "mine"
 
 
 def test_defaults_are_the_required_scenarios_of_bert_99():
@@ -148,3 +178,36 @@ def test_the_results_table_shows_a_latency_early_stopping_could_not_estimate_as_
         "".join(f':::MLLOG {json.dumps({"key": k, "value": v})}\n' for k, v in items.items()))
     [row] = checker.table(str(tmp_path), {})
     assert (row["value"], row["metric"]) == (value, metric)
+
+
+def test_a_finished_run_whose_files_went_is_run_again(tmp_path):
+    """Its accuracy log removed: it was 'done', then the tree stopped after every run on 'cannot use ...' (exit 2)."""
+    import types
+    runs, folder = tmp_path / "runs", tmp_path / "runs" / "R1" / "app-mlperf-bert"
+    folder.mkdir(parents=True)
+    (runs / "R1" / "run.json").write_text(json.dumps({"id": "R1", "status": "ok", "steps": []}))
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "accuracy.txt"):
+        (folder / name).write_text("x")
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub")])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
+    sub.state["runs"]["Offline/accuracy"] = {"run": "R1", "folder": str(folder), "fingerprint": {}}
+    assert sub.status("Offline/accuracy", plan=None) == ("to run", ["its run R1 lacks mlperf_log_accuracy.json now"])
+
+
+def test_a_rebuild_of_the_tree_first_removes_the_last_verdict_and_archive(tmp_path):
+    """A rebuild that failed left verdict.json 'ok: true' and the old archive beside a half-built tree."""
+    import types
+    from submission import tree
+    for name in ("verdict.json", "T-open.tar.gz", "T-open.tar.gz.sha1"):
+        (tmp_path / name).write_text("old")
+    sub = types.SimpleNamespace(dir=str(tmp_path), opts=types.SimpleNamespace(submitter="T", division="open"),
+                                state={"verdict": {"ok": True}}, system_id="box", system_desc={})
+    with pytest.raises(Exception):   # this sub has nothing to build from: the build stops after its start
+        tree.build(sub, done={})
+    assert sorted(os.listdir(tmp_path)) == ["logs", "tree"] and "verdict" not in sub.state
+
+
+def test_a_system_file_that_is_not_text_is_a_usage_error(tmp_path):
+    (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00bin")   # was 'unexpected UnicodeDecodeError ... a bug in mlrun'
+    with pytest.raises(UsageError, match="not UTF-8 text"):
+        system.read_yaml(str(tmp_path / "bin.yaml"))
