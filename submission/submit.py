@@ -347,13 +347,17 @@ class Submission:
         return [(f"{s}/{k}", s, k) for s in self.opts.scenario_list for k in KINDS]
 
     def plan_rows(self):
-        rows = []
+        rows, searching = [], set()
         for name, scenario, kind in self.needed():
-            inputs = self.run_inputs(scenario, kind)
+            # a search that runs again sets new settings: the last search's would be shown as if they held
+            inputs = None if kind in ("performance", "TEST01") and scenario in searching else \
+                self.run_inputs(scenario, kind)
             if inputs is None:
                 rows.append((name, "to run", "settings come from the search"))
             else:
                 state, info = self.status(name, self.resolve(inputs))
+                if kind == "search" and state == "to run":
+                    searching.add(scenario)
                 shown = " ".join(f"--{k}={v}" for k, v in inputs.items())
                 rows.append((name, state if state == "to run" else f"done ({info['run']})", shown
                              if state == "done" else f"{shown}  [{'; '.join(info)[:120]}]"))

@@ -149,6 +149,9 @@ def test_plan_shows_every_run_done_after_the_submission(ws, completed):
     # --rerun marks them all to run again
     again = ws("plan", *submit_args(ws.root, "--short", "--rerun"))
     assert "(8 to run)" in again.stdout, again.stdout
+    # the searches run again: their settings are to come, not the last search's (was: --target_qps=... shown)
+    line = next(x for x in again.stdout.splitlines() if x.strip().startswith("Offline/performance "))
+    assert "settings come from the search" in line and "target_qps" not in line, line
     # a run made on another host (here: its recorded core count differs) is not reused, and the plan says why
     path = ws.root / "sub" / "state.json"
     saved = path.read_text()
