@@ -175,6 +175,11 @@ class Submission:
     def check_request(self):
         """Everything that can be refused is refused here, before any run starts."""
         self.user_system = system.read_yaml(self.opts.system)   # before fetching the sources, which may fail
+        from engine.resolver import Resolver
+        recipe, _ = Resolver(self.settings.index()).select(self.opts.query)   # the app, before its inputs are tried
+        if recipe["name"] != "app-mlperf-bert":
+            raise UsageError(f"mlrun submit runs the BERT benchmark app; '{self.opts.query}' is {recipe['name']}",
+                             hint='e.g. mlrun submit "app mlperf bert _onnxruntime _cpu" ...')
         plan = self.resolve({"mode": "accuracy", "scenario": self.opts.scenario_list[0]})
         root = plan.root
         if root.name != "app-mlperf-bert":

@@ -170,10 +170,14 @@ def test_plan_shows_every_run_done_after_the_submission(ws, completed):
 @pytest.mark.parametrize("extra, fragment", [
     (["--scenarios=SingleStream,Interactive"], "unknown scenario(s): Interactive"),
     (["--division=closed"], "--division=closed needs the official model"),
+    (["--query-instead=get dataset squad"], "mlrun submit runs the BERT benchmark app; 'get dataset squad' is "
+                                            "get-dataset-squad"),   # was: 'has no input --mode'
 ])
 def test_refused_before_any_run(ws, tmp_path, extra, fragment):
     before = app_runs(ws.root)
     args = [a for a in submit_args(ws.root, "--short") if not a.startswith("--division")] + extra
+    if extra[0].startswith("--query-instead="):
+        args = [extra[0].split("=", 1)[1] if a == QUERY else a for a in args[:-1]]
     if "--division=closed" not in extra:
         args.append("--division=open")
     result = ws(*[a if a != str(ws.root / "sub") else str(tmp_path / "sub") for a in args], timeout=120)
