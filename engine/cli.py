@@ -297,7 +297,7 @@ def verb_at(argv):
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        argv = with_verb(cm_tags(argv, VERBS))
+        argv = with_verb(cm_tags(argv, VERBS, GLOBAL_WITH_VALUE))
         at = verb_at(argv)
         asked = argv[at] if at < len(argv) else None
         parser = build_parser(only=asked if asked in VERBS else None)

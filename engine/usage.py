@@ -65,7 +65,7 @@ def version():
     return text
 
 
-def cm_tags(argv, verbs=()):
+def cm_tags(argv, verbs=(), global_with_value=()):
     """CM's habit `--tags=app,mlperf,bert,_cpu` (and `run script --tags=...`) as the query "app mlperf bert _cpu".
 
     The comma list becomes one query argument where --tags stood; `script` (CM's automation name) before
@@ -89,7 +89,8 @@ def cm_tags(argv, verbs=()):
         i += 1
     if converted is not None:
         query = out.pop(converted)
-        bare = [j for j, w in enumerate(out) if not w.startswith("-")]
+        # the bare words, not the values of global options (`mlrun --cache DIR run script --tags=...`)
+        bare = [j for j, w in enumerate(out) if not w.startswith("-") and not (j and out[j - 1] in global_with_value)]
         # `mlrun run script --tags=...`: CM names its automation; mlrun's query is the tags alone.
         script = next((j for j in bare[:2] if out[j] == "script"), None)
         if script is not None:

@@ -158,6 +158,9 @@ def test_cm_tags_are_the_same_query(app):
     assert ran.returncode == 0, ran.stderr
     assert open(os.path.join(json.loads(ran.stdout)["path"], "result.txt")).read() == "accuracy Offline\n"
     assert cm_tags(["run", "script", "--tags=a,b", "--dep.m.tags=_x"]) == ["run", "a b", "--dep.m.tags=_x"]
+    # after global options with values (was: `script` kept, 'unexpected argument')
+    assert cm_tags(["--cache", "c", "--runs", "r", "run", "script", "--tags=a,b"], ("run",), ("--cache", "--runs")) \
+        == ["--cache", "c", "--runs", "r", "run", "a b"]
     one_line(app.mlrun("plan", "--tags="), 2, "--tags= is empty")
 
 
