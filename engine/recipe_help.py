@@ -8,6 +8,7 @@ runs, nothing is hashed, so help is instant and works offline.
 import os
 import textwrap
 
+from .errors import ResolutionError
 from .resolver import Resolver, _apply_variations, _condition_holds, _readable
 from .recipe import show_number
 from .words import plural
@@ -132,9 +133,14 @@ def render(index, query, extras, run_parser):
     resolver = Resolver(index)
     recipe, requested = resolver.select(query)
     chosen = dict(resolver.choose_variations(recipe, requested))
-    inputs = resolver.fix_inputs(recipe, given)
+    try:
+        inputs = resolver.fix_inputs(recipe, given)
+    except ResolutionError:   # help is asked before the inputs are right (a required one not given yet)
+        inputs = {name: spec["default"] for name, spec in recipe["inputs"].items()}
+    path = recipe.get("path", "")
+    shown = os.path.relpath(path) if not os.path.relpath(path).startswith("..") else path
     out = [f'usage: mlrun "{query}" [--INPUT=VALUE ...] [--dep.NAME.KEY=VALUE ...] [--env.KEY=VALUE ...] [options]',
-           "", f"{recipe['name']} {recipe['version']}  ({os.path.relpath(recipe.get('path', ''))})"]
+           "", f"{recipe['name']} {recipe['version']}  ({shown})"]
     if recipe["description"]:
         out += textwrap.wrap(recipe["description"], WIDTH, initial_indent="  ", subsequent_indent="  ")
     out.append(f"  tags: {' '.join(recipe['tags'])}" + (f"   also found as: {' '.join(recipe['aliases'])}"

@@ -78,6 +78,13 @@ def app(ws):
 # -- finding out what to type ----------------------------------------------------------------------
 
 
+def test_query_help_of_a_recipe_with_a_required_input(app):
+    """Help is what one asks before knowing the inputs (was: 'needy needs --log', exit 2, no help)."""
+    app.recipe("needy", "tags: needy\ninputs:\n  log: {type: path, required: true, help: the log}\nrun: 'true'\n")
+    result = app.mlrun("needy", "--help")
+    assert result.returncode == 0 and "--log=PATH" in result.stdout, result.stderr
+
+
 def test_query_help_shows_that_recipes_inputs_variations_and_deps(app):
     result = app.mlrun("app mlperf bert _cuda", "--help")
     assert result.returncode == 0, result.stderr
