@@ -27,7 +27,8 @@ WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<)(.*)$"
 # column but these, down to NARROW.
 SHRINKABLE = ("error", "reasons", "query", "query_rest", "sequence_handling", "model", "user_conf", "audit_config")
 KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline")
-MIN_WIDTH, QUERY_WIDTH, NARROW = 14, 24, 6
+NEVER_DROPPED = ("query", "query_rest", "mode_scenario", "error", "reasons")   # what ran and why it failed
+MIN_WIDTH, QUERY_WIDTH, NARROW, READABLE = 14, 24, 6, 10
 # Table headers for columns whose name says less than it could.
 LABELS = {"started": "WHEN", "headline": "RESULT", "mode_scenario": "MODE", "point_status": "STATUS",
           "query_rest": "QUERY"}
@@ -145,9 +146,9 @@ def render(rows, columns, fmt="table", width=None):
                                                                                          for r in rows)
                   else "---" for c in columns]
         return "\n".join([line(columns), line(aligns)] + [line(c) for c in cells]) + "\n"
-    header = [label(c, columns) for c in columns]
     width = width or shutil.get_terminal_size((100, 24)).columns
     numeric = {c for c in columns if all(_number(r.get(c)) is not None or r.get(c) is None for r in rows)}
+    header = [label(c, columns) for c in columns]
     widths = _fit([max(len(x) for x in col) for col in zip(header, *cells)], columns, width, numeric)
     lines = []
     for row in [header] + cells:
@@ -185,8 +186,25 @@ def label(column, columns=()):
     return column.upper()
 
 
-def _fit(widths, columns, width, numeric=()):
-    """Shorten the shrinkable columns, the widest first, until the row fits `width` (or they are all short)."""
+def fit_columns(rows, columns, width, numeric=()):
+    """(columns kept, settings left out): cutting the query and every value to a few letters says nothing, so a
+    table too wide once paths and messages are short leaves out settings, the one fewest rows have first."""
+    columns, dropped = list(columns), []
+    while True:
+        cells = [[_cell(c, r) for c in columns] for r in rows]
+        natural = [max(len(x) for x in col) for col in zip([label(c, columns) for c in columns], *cells)]
+        gentle = _fit(natural, columns, width, numeric, gentle=True)
+        droppable = [i for i, c in enumerate(columns) if c not in KEEP_WHOLE + NEVER_DROPPED]
+        if sum(gentle) + 2 * (len(gentle) - 1) <= width or not droppable:
+            return columns, dropped
+        i = min(reversed(droppable), key=lambda j: sum(r.get(columns[j]) not in (None, "") for r in rows))
+        dropped.append(columns.pop(i))
+
+
+def _fit(widths, columns, width, numeric=(), gentle=False):
+    """Shorten the shrinkable columns, the widest first, until the row fits `width` (or they are all short);
+    gentle: only as far as every column keeps a readable part (paths and messages MIN_WIDTH, the query
+    QUERY_WIDTH, other values READABLE)."""
     widths = list(widths)
     total = sum(widths) + 2 * (len(widths) - 1)
     preferred = [i for name in SHRINKABLE for i, c in enumerate(columns) if c == name or c.startswith(name + ".")]
@@ -195,8 +213,8 @@ def _fit(widths, columns, width, numeric=()):
     # paths, messages and the other columns are as narrow as they go.
     queries = [i for i in preferred if columns[i] in ("query", "query_rest")]
     rest = [i for i in preferred if i not in queries]
-    for order, least in ((rest, MIN_WIDTH), (queries, QUERY_WIDTH), (rest, NARROW), (others, NARROW),
-                         (queries, NARROW)):
+    stages = ((rest, MIN_WIDTH), (queries, QUERY_WIDTH), (rest, NARROW), (others, NARROW), (queries, NARROW))
+    for order, least in ((rest, MIN_WIDTH), (queries, QUERY_WIDTH), (others, READABLE)) if gentle else stages:
         while total > width:
             candidates = [i for i in order if widths[i] > least]
             if not candidates:
@@ -307,13 +325,18 @@ def run_columns(items, rows):
     # An override given to some runs only differs (absent = the recipe's own value); an input or group that
     # runs of another recipe lack does not.
     differ = [f for f in settings if varying(rows, [f], missing=f.startswith(("dep.", "env.")))]
-    for row in rows:   # the query's words that no column shows already (a variation differing has its column)
-        shown = {str(row.get(c)) for c in differ}
-        row["query_rest"] = " ".join(w for w in (row.get("query") or "").split() if w[1:].split(".")[0] not in shown
-                                     or not w.startswith("_")) or None
+    _query_rest(rows, differ)
     shared = [c for c in present(rows, ["query_rest", "mode_scenario"]) if len(rows) > 1 and not varying(rows, [c])]
     columns = [c for c in ["run", "query_rest"] + present(rows, ["mode_scenario"]) if c not in shared]
     return columns + differ + ["headline", "status"], [show(c, rows[0][c]) for c in shared]
+
+
+def _query_rest(rows, shown_columns):
+    """Each row's query without the words a column shows already (a variation differing has its column)."""
+    for row in rows:
+        shown = {str(row.get(c)) for c in shown_columns}
+        row["query_rest"] = " ".join(w for w in (row.get("query") or "").split() if w[1:].split(".")[0] not in shown
+                                     or not w.startswith("_")) or None
 
 
 def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=None, last=None, helpers=False):
@@ -332,10 +355,18 @@ def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=
     if not rows and fmt == "table":
         return (f"no runs{' that match' if items else ''} in {runs_dir}"
                 + ("" if helpers or not items else " (helper commands like `get ...` show with --all)") + "\n")
-    shared = []
+    shared, dropped = [], []
     if not columns:
         columns, shared = run_columns(items, rows)
+        if fmt == "table":   # too many settings differ to show: leave some out, their variations back in the query
+            width = shutil.get_terminal_size((100, 24)).columns
+            columns, dropped = fit_columns(rows, columns, width)
+            _query_rest(rows, [c for c in columns if c not in ("run", "query_rest", "mode_scenario", "headline",
+                                                                "status")])
     text = render(rows, columns, fmt)
+    if dropped:
+        text += _cut(f"{plural(len(dropped), 'more setting')} differ, not shown (--columns picks them, --csv has all): "
+                     + ", ".join(sorted(dropped)), width) + "\n"
     return text + (f"every run listed: {', '.join(shared)}\n" if shared and fmt == "table" else "")
 
 

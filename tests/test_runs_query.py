@@ -206,6 +206,20 @@ def test_a_run_of_another_recipe_lacks_settings_but_does_not_make_them_differ(be
     assert table[0].split() == ["RUN", "QUERY", "MODE", "WAIT", "LAYERS", "RESULT", "STATUS"], table
 
 
+def test_a_table_of_too_many_differing_settings_leaves_some_out_and_says_which(bench):
+    """A varied history made 365-column rows with every value cut to 'app...', 'per...': settings few runs have
+    are left out now (named below), and the query keeps its words."""
+    for i in range(12):
+        run(bench, "app bench", f"--env.KNOB_NUMBER_{i}=value-{i}", f"--batch_size={i + 1}")
+    table = bench.mlrun("runs", env=bench.env(COLUMNS="100")).stdout.splitlines()
+    assert all(len(line) <= 100 for line in table), "\n".join(table)
+    assert table[0].split()[:2] == ["RUN", "BATCH_SIZE"] and table[-1] == "every run listed: app bench, perf/Offline"
+    assert table[-2].startswith("9 more settings differ, not shown (--columns picks "
+                                                          "them, --csv has all): env.KNOB_NUMBER_10, env.")
+    wide = bench.mlrun("runs", "--columns", "run,env.KNOB_NUMBER_3", env=bench.env(COLUMNS="100")).stdout
+    assert "value-3" in wide
+
+
 def test_a_record_that_cannot_be_read_is_said(bench):
     first = run(bench, "app bench")["run"]
     with open(os.path.join(bench.runs, first, "run.json"), "w") as f:
