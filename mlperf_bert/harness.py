@@ -553,7 +553,9 @@ def count_note(summary):
         return ""
     why = (f"whole MultiStream queries of {MULTISTREAM_SAMPLES_PER_QUERY}" if summary["scenario"] == "MultiStream"
            and done == math.ceil(count / MULTISTREAM_SAMPLES_PER_QUERY) * MULTISTREAM_SAMPLES_PER_QUERY
-           else "LoadGen added queries to fill --min-duration")
+           # its check runs at least the queries early stopping asked for in the search (tuning.check_run)
+           else "--find-peak's check ran the queries early stopping asked for in its search"
+           if summary.get("find_peak") else "LoadGen added queries to fill --min-duration")
     return f" (--count {count}: {why})"
 
 

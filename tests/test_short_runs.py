@@ -380,3 +380,15 @@ def test_a_rate_or_latency_must_be_a_number_above_zero(flag, value, capsys):
                                    "--mode", "performance", f"{flag}={value}"])
     assert stopped.value.code == 2
     assert f"must be a number above 0, not {value}" in capsys.readouterr().err
+
+
+def test_why_a_count_run_did_more_samples_names_the_real_cause():
+    """A --find-peak --count run's check said 'LoadGen added queries to fill --min-duration' (no min duration
+    was set): the search's early-stopping query count was the cause."""
+    from mlperf_bert.harness import count_note
+    base = {"count": 200, "samples_completed": 256, "scenario": "Server"}
+    assert count_note(base) == " (--count 200: LoadGen added queries to fill --min-duration)"
+    assert count_note({**base, "find_peak": {"qps": 10}}) == (
+        " (--count 200: --find-peak's check ran the queries early stopping asked for in its search)")
+    assert count_note({"count": 20, "samples_completed": 24, "scenario": "MultiStream"}) == (
+        " (--count 20: whole MultiStream queries of 8)")
