@@ -146,7 +146,7 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun):
     """The sweep record to run: the old one's finished points kept when its query, request and grid match."""
     fresh = {"name": name, "query": query, "request": request, "grid": grid, "kinds": kinds, "points": []}
     if old is not None:
-        differences = [f"{what}: was {_brief(old.get(what))}, now {_brief(fresh[what])}"
+        differences = [_difference(what, old.get(what), fresh[what])
                        for what in ("query", "grid", "request") if not _same(what, old.get(what), fresh[what])]
         if old.get("grid") == fresh["grid"] and not _same("grid", old.get("grid"), fresh["grid"]):
             differences = [f"order of --grid flags (it numbers the points): was {', '.join(old['grid'])}, now "
@@ -321,6 +321,28 @@ def _same(what, old, new):
     if what == "grid":
         return isinstance(old, dict) and list(old.items()) == list(new.items())
     return old == new
+
+
+def _difference(what, old, new):
+    """'request: inputs.min_duration was "20000", now "2000"': the values that differ, not two cut dumps (which
+    cut exactly where they differed)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        flat_old, flat_new = _flatten(old), _flatten(new)
+        keys = [k for k in dict.fromkeys([*flat_old, *flat_new]) if flat_old.get(k) != flat_new.get(k)]
+        if keys:
+            return f"{what}: " + "; ".join(f"{k} was {_brief(flat_old.get(k))}, now {_brief(flat_new.get(k))}"
+                                           for k in keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+    return f"{what}: was {_brief(old)}, now {_brief(new)}"
+
+
+def _flatten(value, prefix=""):
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, dict):   # an empty one holds nothing to compare
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _brief(value):

@@ -129,9 +129,11 @@ def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench
     assert all(p["history"] == [old["run"]] and p["run"] != old["run"] for p, old in zip(points, first["points"]))
     # Another grid under the same name: an error naming what differs, nothing run.
     other = bench.mlrun("sweep", "app bench", "--grid", "batch_size=1,8", "--name", "again")
-    assert_user_error(other, 2, "sweep 'again' exists with another grid", '"batch_size": ["1", "8"]', "another --name")
+    assert_user_error(other, 2, "sweep 'again' exists with another grid", 'batch_size was ["1", "4"], now ["1", "8"]',
+                      'dep.model.layers was ["1", "2"], now null', "another --name")
     other = bench.mlrun("sweep", "app bench", "--scenario=SingleStream", *GRID, "--name", "again")
-    assert_user_error(other, 2, "sweep 'again' exists with another request")
+    assert_user_error(other, 2, "sweep 'again' exists with another request: inputs.scenario was null, now "
+                      '"SingleStream"')   # the value that differs (was: two dumps cut before it)
     # The same flags in another order number the points otherwise: refused (was: points re-run, false history).
     other = bench.mlrun("sweep", "app bench", *GRID[2:], *GRID[:2], "--name", "again")
     assert_user_error(other, 2, "exists with another order of --grid flags", "was batch_size, dep.model.layers")
