@@ -305,6 +305,9 @@ def main(argv=None):
             shown = _recipe_help(parser, [a for a in argv if a not in ("-h", "--help")])
             if shown is not None:
                 return shown
+        sub = next((w for w in argv[at + 1:] if not w.startswith("-")), None)
+        if any(a in ("-h", "--help") for a in argv) and (asked, sub) in (("plan", "submit"), ("sweep", "plot")):
+            return _sub_help(asked, sub)   # their own options, not the verb's
         args, extras = parser.parse_known_args(argv)
         if args.verb and extras and not _takes_extras(args) and not any(e.startswith("-") for e in extras):
             args, extras = _intermixed(parser, argv[at + 1:], args, extras)   # `rm cache -y QUERY`
@@ -370,6 +373,17 @@ def _intermixed(parser, verb_argv, args, extras):
     except (TypeError, SystemExit):
         return args, extras
     return (again, left) if len(left) < len(extras) else (args, extras)
+
+
+def _sub_help(verb, sub):
+    """`plan submit --help` is submit's help; `sweep plot --help` the plot's options."""
+    if sub == "plot":
+        from sweeps import plot
+        p = argparse.ArgumentParser(prog="mlrun sweep plot", usage=plot.USAGE)
+        plot.add_arguments(p)
+        p.print_help()
+        return 0
+    return main(["submit", "--help"])
 
 
 def _recipe_help(parser, argv):

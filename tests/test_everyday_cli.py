@@ -78,6 +78,14 @@ def app(ws):
 # -- finding out what to type ----------------------------------------------------------------------
 
 
+def test_the_help_of_sweep_plot_and_plan_submit_is_their_own(app):
+    """They printed the generic help of sweep and plan, without --x/--by/-o or the submission's flags."""
+    plot = app.mlrun("sweep", "plot", "--help")
+    assert plot.returncode == 0 and "--by FIELD" in plot.stdout and "-o FILE.png" in plot.stdout, plot.stdout
+    plan = app.mlrun("plan", "submit", "--help")
+    assert plan.returncode == 0 and "--submitter=NAME" in plan.stdout, plan.stdout
+
+
 def test_query_help_of_a_recipe_with_a_required_input(app):
     """Help is what one asks before knowing the inputs (was: 'needy needs --log', exit 2, no help)."""
     app.recipe("needy", "tags: needy\ninputs:\n  log: {type: path, required: true, help: the log}\nrun: 'true'\n")
