@@ -126,8 +126,8 @@ def chart(rows, x, y, by=None, grid=()):
         point = r.get("point", "?")
         if r.get("point_status") != "ok":
             left_out.append((point, r.get("point_status") or "no status"))
-        elif number(r.get(y)) is None:
-            left_out.append((point, f"no {y}"))
+        elif number(r.get(y)) is None:   # a text value is not missing: it is no number to draw
+            left_out.append((point, f"no {y}" if r.get(y) in (None, "") else f"{y} is no number"))
         elif r.get(x) is None:
             left_out.append((point, f"no {x}"))
         else:
@@ -316,6 +316,10 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
                          + ", ".join(sorted({str(r.get('point_status')) for r in rows})) + ")",
                          hint=f"mlrun sweep show {name} lists the points and their errors")
     check_fields(rows, name, x=x, y=y, by=by)
+    text = sorted({str(r[y]) for r in rows if r.get(y) not in (None, "") and number(r.get(y)) is None})
+    if text and not any(number(r.get(y)) is not None for r in rows):
+        raise UsageError(f"sweep {name}: --y {y} holds text ({', '.join(text[:3])}), and the y axis is a number",
+                         hint=f"--by {y} draws one series per value; --y takes a figure such as samples_per_second")
     c = chart(rows, x, y, by, grid)
     if not c.series:
         raise MlrunError(f"sweep {name}: no point to plot: {caption(c)}",

@@ -151,6 +151,9 @@ def test_unknown_field_and_nothing_to_plot_are_clear_errors():
     with pytest.raises(MlrunError) as e:
         plot.render(data, failed, x="batch_size", y="samples_per_second")
     assert "no point to plot" in e.value.message and "6 failed" in e.value.message
+    texts = [dict(r, backend="onnxruntime") for r in rows]   # was: 'no point to plot: left out: 6 no backend'
+    with pytest.raises(UsageError, match="--y backend holds text \\(onnxruntime\\), and the y axis is a number"):
+        plot.render(data, texts, x="batch_size", y="backend")
     with pytest.raises(UsageError):
         plot.parse_size("big")
 
