@@ -40,6 +40,7 @@ class Cache:
     def __init__(self, root):
         self.root = os.path.abspath(root)
         self._held = {}   # lock file path -> fd of the use and temp-folder locks this process holds
+        self.resealed = 0   # entries the last reseal() recorded anew
 
     # -- paths ---------------------------------------------------------------
 
@@ -238,11 +239,12 @@ class Cache:
     def reseal(self, entries):
         """Record anew the stat signature of entries whose digests verified and whose stat did not
         (a copy that did not keep file times): [(meta, [problems])] of the others, left as they were."""
-        left = []
+        left, self.resealed = [], 0
         for meta, problems in self.verify(entries):
             # only times and inodes changed (a copy): a folder added or gone is no copy's doing
             if all(p.startswith("stat-damage: modified: ") for p in problems):
                 integrity.reseal(meta["path"])
+                self.resealed += 1
             else:
                 left.append((meta, problems))
         return left

@@ -773,7 +773,9 @@ def cmd_cache(args, extras, settings):
         for path in strays:
             print(f"NOT AN ENTRY {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; mlrun never uses "
                   "it (move it out of the cache)")
-        print(f"{plural(len(entries), 'entry')} checked, {len(bad)} corrupt" + (f", {len(old)} of the old format" if old else "")
+        print(f"{plural(len(entries), 'entry')} checked, {len(bad)} corrupt"
+              + (f", {cache.resealed} resealed" if args.reseal else "")
+              + (f", {len(old)} of the old format" if old else "")
               + (f", {len(strays)} not {'an entry' if len(strays) == 1 else 'entries'}" if strays else ""))
         if bad:
             print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"

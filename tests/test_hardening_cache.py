@@ -376,7 +376,8 @@ def test_a_cache_copied_without_times_is_resealed_after_verifying(ws, tmp_path):
     assert reseal.returncode == 1 and reseal.stdout.count("CORRUPT") == 2 and "changed: out.txt" in reseal.stdout
     assert "stat-damage: added: newdir" in reseal.stdout, reseal.stdout
     os.rmdir(os.path.join(top, "newdir"))
-    assert ws.mlrun("cache", "verify", "--reseal", env=env).stdout.count("CORRUPT") == 1
+    resealed = ws.mlrun("cache", "verify", "--reseal", env=env).stdout
+    assert resealed.count("CORRUPT") == 1 and "2 entries checked, 1 corrupt, 1 resealed" in resealed, resealed
     assert ws.mlrun("rm", "cache", low, "-y", env=env).returncode == 0
     again = ws.mlrun("top", env=env)
     assert again.returncode == 0, again.stderr

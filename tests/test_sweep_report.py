@@ -279,6 +279,8 @@ def test_sweep_plot_of_a_real_sweep(swept, tmp_path):
     assert_user_error(swept("sweep", "plot", "bs-seq"), 2, "-o/--output")
     assert_user_error(swept("sweep", "plot", "bs-seq", "-o", str(tmp_path / "no" / "such" / "dir.png")), 2,
                       "cannot write the plot")
+    assert_user_error(swept("sweep", "plot", "bs-seq", "-o", str(tmp_path / "y.txt")), 2,
+                      "it writes a PNG; name the file .png")   # was: a PNG written as y.txt
 
 
 @pytest.mark.slow
