@@ -12,6 +12,7 @@ Each answer is printed with its score (start + end logit of the best span) and l
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from functools import lru_cache
@@ -25,6 +26,7 @@ from mlperf_bert.sut import QaInference
 from mlperf_bert.tokenization import FullTokenizer
 
 PROMPT = "question> "
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class Passage:
@@ -32,10 +34,13 @@ class Passage:
 
     def __init__(self, text, tokenizer):
         self.tokenizer = tokenizer
-        words, _ = squad_features.doc_words(text)
+        # control characters would reach the printed answer (a NUL to the terminal); they are no words
+        words, _ = squad_features.doc_words(CONTROL.sub(" ", text))
         if not words:
             raise UsageError("the passage is empty", hint="give the text with --passage=TEXT or --passage-file=FILE")
         pieces, tok_to_orig, _ = squad_features.wordpiece_doc(words, lru_cache(maxsize=None)(tokenizer.tokenize))
+        if not pieces:
+            raise UsageError("the passage has no words the model reads", hint="give it text")
         self.doc = (pieces, tokenizer.convert_tokens_to_ids(pieces), tok_to_orig)
         self.example = {"doc_tokens": words}
 
@@ -63,6 +68,8 @@ class Answerer:
         """{"question", "answer", "score", "latency_ms", "windows"} for one question."""
         if not question.strip():
             raise UsageError("the question is empty")
+        if not self.tokenizer.tokenize(question):   # a zero-width space: no word to ask about
+            raise UsageError(f"the question {question!r} has no words the model reads")
         started = time.perf_counter()
         windows, features = passage.features(question)
         inference = QaInference(self.backend, windows, self.plan)
@@ -117,6 +124,11 @@ def stdin_questions(prompt=None):
             if prompt:
                 prompt.write("\n")
             return
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:   # bytes that are not UTF-8 (surrogate-escaped): as --question refuses them
+            print(f"skipped: not UTF-8 text: {line.strip()!a}", file=prompt or sys.stderr, flush=True)
+            continue
         if line.strip():
             yield line.strip()
 
@@ -138,6 +150,15 @@ def read_text(path, what):
         raise UsageError(f"{what} not found: {path}")
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"cannot read the {what} {path}: {error}")
+
+
+def save(args, answers):
+    """qa.json (the run's results), replaced whole: a reader never sees half of it."""
+    if args.out:
+        path = Path(args.out, "qa.json")
+        path.with_suffix(".tmp").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
+                                                                "backend": args.backend}}, indent=1) + "\n")
+        os.replace(path.with_suffix(".tmp"), path)
 
 
 def main(argv=None):
@@ -167,14 +188,23 @@ def main(argv=None):
         answerer = Answerer(args.model, args.vocab, args.backend, args.threads, work_dir=args.dynamic_model_cache or args.out or ".")
         passage = Passage(text, answerer.tokenizer)
         answers = []
+        from_stdin = args.question is None and not args.question_file
         for question in questions:
-            result = answerer.answer(passage, question)
+            try:
+                result = answerer.answer(passage, question)
+            except UsageError as error:
+                if not from_stdin:
+                    raise
+                print(f"skipped: {error.message}", file=out, flush=True)   # one bad line ends no session
+                continue
             answers.append(result)
             print(f"answer: {result['answer']}\n  score {result['score']}, {result['latency_ms']:.1f} ms"
-                  f" ({result['windows']} window{'s' if result['windows'] > 1 else ''})", file=out, flush=True)
-        if args.out:
-            Path(args.out, "qa.json").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
-                                                                     "backend": args.backend}}, indent=1) + "\n")
+                  f" ({result['windows']} window{'' if result['windows'] == 1 else 's'})", file=out, flush=True)
+            save(args, answers)   # after each: Ctrl-C keeps the answers given (was: all lost)
+        if from_stdin and not answers:
+            raise UsageError("no question was read from standard input",
+                             hint="type questions, one a line; or --question=TEXT / --question-file=FILE")
+        save(args, answers)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

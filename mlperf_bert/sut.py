@@ -97,7 +97,8 @@ class QaInference:
             width = max(own)
             if min(own) < width:  # nearby lengths: pad with masked tokens (id 0, mask 0, segment 0)
                 rows = [tuple(np.pad(array, (0, width - len(array))) for array in row) for row in rows]
-            self.stats.add(len(batch), sum(own), len(batch) * width)
+            # real tokens, not the rows' lengths: a bucket's own padding counts as padding too
+            self.stats.add(len(batch), sum(int(self.lengths[indices[p]]) for p in batch), len(batch) * width)
             start, end = self.backend.run(*(np.stack(column) for column in zip(*rows)))
             yield [(position, np.stack([start[row, :own[row]], end[row, :own[row]]], axis=-1))
                    for row, position in enumerate(batch)]

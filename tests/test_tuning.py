@@ -165,6 +165,12 @@ def test_padding_to_a_batch_keeps_each_answer(files):
         assert (together[index].argmax(axis=0) == alone[index].argmax(axis=0)).all()
     # [30, 33, 37] at 37 and [120, 126] at 126 and [200]: 546 real tokens of 3 * 37 + 2 * 126 + 200 = 563 run
     assert padded.stats.record() == {"batches": 3, "mean_batch": 2.0, "padding_fraction": round(1 - 546 / 563, 4)}
+    # Buckets pad too: the same samples at buckets 128/256 run 5 * 128 + 256 tokens (was: 0.0%, the rows' own
+    # lengths taken for real ones)
+    bucketed = QaInference(backend, features, SeqPlan((128, 256), "buckets"), batch_size=4)
+    for _ in bucketed.responses(range(6)):
+        pass
+    assert bucketed.stats.record()["padding_fraction"] == round(1 - 546 / (5 * 128 + 256), 4)
 
 
 # -- the Server peak search --------------------------------------------------------------------------

@@ -1,0 +1,66 @@
+"""The QA app's input handling, fast: a tiny random model (its answers mean nothing; what is read, refused,
+skipped and kept is the point)."""
+import io
+import json
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+from conftest import SHARED_DATA
+from mlperf_bert import qa, random_model
+
+VOCAB = str(Path(SHARED_DATA) / "bert-vocab" / "vocab.txt")
+PASSAGE = "Paris is the capital of France. Berlin is the capital of Germany."
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("qa") / "model.onnx"
+    onnx.save(random_model.build(layers=2, hidden=64, heads=2, seq="dynamic"), str(path))
+    return str(path)
+
+
+def ask(model, tmp_path, monkeypatch, stdin, *args):
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    code = qa.main(["--model", model, "--vocab", VOCAB, "--out", str(tmp_path), *args])
+    saved = tmp_path / "qa.json"
+    return code, (json.loads(saved.read_text())["qa"]["answers"] if saved.exists() else None)
+
+
+def test_each_answer_is_kept_as_it_is_given(model, tmp_path, monkeypatch, capsys):
+    """qa.json is written after every answer: Ctrl-C in a session lost all of them (it was written at the end)."""
+    calls = []
+    real = qa.save
+    monkeypatch.setattr(qa, "save", lambda args, answers: (calls.append(len(answers)), real(args, answers)))
+    code, answers = ask(model, tmp_path, monkeypatch, "Who?\nWhat?\n", f"--passage={PASSAGE}")
+    assert code == 0 and [a["question"] for a in answers] == ["Who?", "What?"]
+    assert calls[:2] == [1, 2]
+
+
+def test_bad_lines_of_a_session_are_skipped_and_said(model, tmp_path, monkeypatch, capsys):
+    """A question of no words ('\\u200b') was answered; bytes that are not UTF-8 went into qa.json as surrogates."""
+    code, answers = ask(model, tmp_path, monkeypatch, "\u200b\nWhat is the capital \udce9?\nWho?\n",
+                        f"--passage={PASSAGE}")
+    out = capsys.readouterr()
+    assert code == 0 and [a["question"] for a in answers] == ["Who?"], out
+    assert "skipped: the question '\\u200b' has no words the model reads" in out.out
+    assert "skipped: not UTF-8 text" in out.out + out.err
+
+
+@pytest.mark.parametrize("stdin, args, message", [
+    ("", [f"--passage={PASSAGE}"], "no question was read from standard input"),   # was exit 0, no answer
+    ("Who?\n", ["--passage=\x00\x01\x02"], "the passage is empty"),                 # was 'answer: empty'
+    ("", [f"--passage={PASSAGE}", "--question=\u200b"], "has no words the model reads"),
+])
+def test_nothing_to_answer_is_a_usage_error(model, tmp_path, monkeypatch, capsys, stdin, args, message):
+    code, _ = ask(model, tmp_path, monkeypatch, stdin, *args)
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_control_characters_never_reach_an_answer():
+    """An answer is words of the passage: 'Paris\\x00' went to the terminal and qa.json."""
+    from mlperf_bert.tokenization import FullTokenizer
+    words = qa.Passage("Paris\x00 is the \x01capital\x02 of France.", FullTokenizer(VOCAB)).example["doc_tokens"]
+    assert words == ["Paris", "is", "the", "capital", "of", "France."]
