@@ -99,8 +99,18 @@ class RayExecutor(Executor):
                                 yield self._finish(lost, task, seen, on_event)
                             measuring.clear()
                             break
-                        ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-                        for point_id, where in started.get_nowait_batch(started.qsize()):
+                        try:
+                            ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
+                            news = started.get_nowait_batch(started.qsize())
+                        except ray.exceptions.RayError as e:   # the cluster went (its head stopped)
+                            why = f"the Ray cluster went while it ran ({type(e).__name__})"
+                            for task, node_id in list(refs.values()) + [(t, None) for t in measuring]:
+                                yield self._finish(remote.lost(task, node_id or "-", why, log_dir=self.log_dir),
+                                                   task, seen, on_event)
+                            refs.clear()
+                            measuring.clear()
+                            break
+                        for point_id, where in news:
                             if point_id not in seen:
                                 seen.add(point_id)
                                 on_event("started", by_id[point_id], None)
