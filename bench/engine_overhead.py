@@ -94,4 +94,5 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    from bench.entry import run
+    run(main)

@@ -210,4 +210,5 @@ def main(argv=None):
               f"(largest logit difference {worst:.2e})")
 
 if __name__ == "__main__":
-    main()
+    from bench.entry import run
+    run(main)

@@ -331,4 +331,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from bench.entry import run
+    run(main)

@@ -76,4 +76,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from bench.entry import run
+    run(main)

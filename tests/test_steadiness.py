@@ -95,3 +95,14 @@ def test_a_missing_or_foreign_load_file_and_bad_loads_are_one_line_and_exit_2(tm
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert ("--loads: fractions" in err) if args else ("cannot read saved run times" in err and "--save" in err), err
+
+
+def test_a_bench_script_s_usage_error_is_one_line_and_exit_2():
+    """It was a traceback ending in UsageError, exit 1 (bench.deepsparse_compile without deepsparse)."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    result = subprocess.run([sys.executable, "-c", "from bench.entry import run\nfrom engine.errors import UsageError\n"
+                             "def main():\n    raise UsageError('--x needs y', hint='give y')\nrun(main)"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert (result.returncode, result.stderr) == (2, "error: --x needs y\nhint: give y\n")
