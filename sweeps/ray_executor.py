@@ -79,9 +79,14 @@ class RayExecutor(Executor):
                         spec, functools.partial(node.tell_actor, started.actor))
 
                 by_id = {t.point_id: t for t in tasks}
+                nodes, checked = _cpus_by_node(ray), time.monotonic()
+                most = max(nodes.values(), default=0)
+                wanting = max((t.cpus for t in tasks if not t.measures), default=0)
+                if wanting > most:   # Ray would queue such a task for ever, saying nothing
+                    raise UsageError(f"--cpus {wanting}: no node of the Ray cluster has that many CPUs (the most: "
+                                     f"{most})", hint=f"--cpus {most} or fewer")
                 refs = {submit(t, num_cpus=t.cpus): (t, None) for t in tasks if not t.measures}
                 measuring, busy, seen = deque(t for t in tasks if t.measures), set(), set()
-                nodes, checked = _cpus_by_node(ray), time.monotonic()
                 try:
                     while refs or measuring:
                         if time.monotonic() - checked > NODES_EVERY_S:
