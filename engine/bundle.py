@@ -370,7 +370,8 @@ def _check_links(folder, bundle, what):
 
 
 def _publish_entries(cache, staged, names):
-    """Rename each verified entry into the cache under its lock; returns (added, present) names."""
+    """Rename each verified entry into the cache under its lock; returns (added, present, damaged) names, damaged
+    those present here that changed since they were published."""
     added, present, damaged = [], [], []
     for name in names:
         final = os.path.join(cache.root, name)

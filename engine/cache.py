@@ -73,12 +73,16 @@ class Cache:
             _shared_dir(folder)
         return os.path.join(self.root, ".locks", name)
 
+    def use_lock(self, entry_name):
+        """The lock a running mlrun holds (shared) on an entry it uses; gc and rm take it exclusive."""
+        return self.lock_path(entry_name + ".use")
+
     def use(self, node):
         """Hold the entry's use lock (shared) until release_uses, and note now as its last use.
 
         Take it before looking the entry up: `mlrun gc` removes an entry only under this lock, exclusive."""
         try:
-            path = self.lock_path(node.entry_name + ".use")
+            path = self.use_lock(node.entry_name)
             if path in self._held:
                 return
             fd = flock(path, shared=True)
@@ -241,8 +245,7 @@ class Cache:
         (a copy that did not keep file times): [(meta, [problems])] of the others, left as they were."""
         left, self.resealed = [], 0
         for meta, problems in self.verify(entries):
-            # only times and inodes changed (a copy): a folder added or gone is no copy's doing
-            if all(p.startswith("stat-damage: modified: ") for p in problems):
+            if copy_damage_only(problems):
                 integrity.reseal(meta["path"])
                 self.resealed += 1
             else:
@@ -265,7 +268,7 @@ class Cache:
         try:
             for meta in entries:
                 try:
-                    fd = flock(self.lock_path(os.path.basename(meta["path"]) + ".use"), wait=False)
+                    fd = flock(self.use_lock(os.path.basename(meta["path"])), wait=False)
                 except OSError:
                     continue   # a lock this user cannot open: removing will say what it can do
                 (held.append(fd) if fd is not None else busy.append(os.path.basename(meta["path"])))
@@ -276,6 +279,12 @@ class Cache:
         finally:
             for fd in held:
                 os.close(fd)
+
+
+def copy_damage_only(problems):
+    """Whether an entry's problems are only times and inodes changed (a copy that did not keep them), which
+    `cache verify --reseal` records anew; a file or folder added or gone is no copy's doing."""
+    return all(p.startswith("stat-damage: modified: ") for p in problems)
 
 
 def removal_command(path):

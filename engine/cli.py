@@ -366,7 +366,6 @@ def _options_of(parser, verb):
 def _intermixed(parser, verb_argv, args, extras):
     """The verb's arguments parsed again with options allowed between its positionals (argparse's first pass
     stops filling them at the first option); the first pass's result when that does not help."""
-    import argparse
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.verb]
     try:
         again, left = sub.parse_known_intermixed_args(verb_argv, namespace=argparse.Namespace(**vars(args)))
@@ -751,7 +750,7 @@ def cmd_gc(args, extras, settings):
 def cmd_cache(args, extras, settings):
     from .cache import Cache
     cache = Cache(settings.cache)
-    from .cache import ENTRY_FILE, entry_meta_covered, removal_command
+    from .cache import ENTRY_FILE, copy_damage_only, entry_meta_covered, removal_command
     entries = cache.entries()
     bad = cache.reseal(entries) if args.reseal else cache.verify(entries)
     old = [m["path"] for m in entries if not entry_meta_covered(m)]
@@ -780,8 +779,8 @@ def cmd_cache(args, extras, settings):
         if bad:
             print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
                   + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "
-                     "`mlrun cache verify --reseal`" if any(all(p.startswith("stat-damage: modified: ") for p in problems)
-                                                             for m, problems in bad) else ""), file=sys.stderr)
+                     "`mlrun cache verify --reseal`" if any(copy_damage_only(problems) for m, problems in bad)
+                     else ""), file=sys.stderr)
     return 1 if bad or strays else 0
 
 

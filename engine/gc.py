@@ -134,7 +134,7 @@ def tree_size(path):
 
 
 def _use_lock(cache, entry_path):
-    return cache.lock_path(os.path.basename(entry_path) + ".use")
+    return cache.use_lock(os.path.basename(entry_path))
 
 
 def _owned(lock):

@@ -29,8 +29,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A parametric variation is declared as "name.#" and chosen as "_name.VALUE".
 PARAM_SUFFIX = ".#"
-# An input word of a `when:` condition: input=value or input!=value (the value holds no '=').
 PASSED_INPUT = re.compile(r"\{input\.([A-Za-z_][A-Za-z0-9_]*)\}")   # a dep input that passes an input on
+# An input word of a `when:` condition: input=value or input!=value (the value holds no '=').
 CONDITION_INPUT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(!?=)([^=]*)$")
 
 

@@ -147,7 +147,7 @@ def render(rows, columns, fmt="table", width=None):
                   else "---" for c in columns]
         return "\n".join([line(columns), line(aligns)] + [line(c) for c in cells]) + "\n"
     width = width or shutil.get_terminal_size((100, 24)).columns
-    numeric = {c for c in columns if all(_number(r.get(c)) is not None or r.get(c) is None for r in rows)}
+    numeric = _numeric(rows, columns)
     header = [label(c, columns) for c in columns]
     widths = _fit([max(len(x) for x in col) for col in zip(header, *cells)], columns, width, numeric)
     lines = []
@@ -186,13 +186,18 @@ def label(column, columns=()):
     return column.upper()
 
 
-def fit_columns(rows, columns, width, numeric=()):
+def _numeric(rows, columns):
+    """The columns whose values are all numbers (or missing): right-aligned, never shortened."""
+    return {c for c in columns if all(_number(r.get(c)) is not None or r.get(c) is None for r in rows)}
+
+
+def fit_columns(rows, columns, width):
     """(columns kept, settings left out): cutting the query and every value to a few letters says nothing, so a
     table too wide once paths and messages are short leaves out settings, the one fewest rows have first."""
-    columns, dropped = list(columns), []
-    while True:
-        cells = [[_cell(c, r) for c in columns] for r in rows]
-        natural = [max(len(x) for x in col) for col in zip([label(c, columns) for c in columns], *cells)]
+    columns, dropped, numeric = list(columns), [], _numeric(rows, columns)
+    widest = {c: max([len(_cell(c, r)) for r in rows], default=0) for c in columns}   # a column's cells, once
+    while True:   # a header's label depends on the columns beside it: computed each round
+        natural = [max(len(label(c, columns)), widest[c]) for c in columns]
         gentle = _fit(natural, columns, width, numeric, gentle=True)
         droppable = [i for i, c in enumerate(columns) if c not in KEEP_WHOLE + NEVER_DROPPED]
         if sum(gentle) + 2 * (len(gentle) - 1) <= width or not droppable:

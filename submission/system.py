@@ -18,11 +18,7 @@ PLACEHOLDER = "not given (--short rehearsal)"
 def checker_scenarios(src, round_, system_type, benchmark):
     """(required, optional) scenarios of benchmark on a system_type system in the checker's MODEL_CONFIG of
     round_ (read as literals, not imported; the config holds expressions elsewhere, so only these entries)."""
-    path = os.path.join(src, CONSTANTS)
-    try:
-        tree = ast.parse(open(path).read(), path)
-    except (OSError, SyntaxError) as e:
-        raise UsageError(f"cannot read the checker's scenario lists from {path}: {e}") from None
+    path, tree = _constants(src, "scenario lists")
 
     def entry(node, key):
         if isinstance(node, ast.Dict):
@@ -45,13 +41,19 @@ def checker_scenarios(src, round_, system_type, benchmark):
     return tuple(out)
 
 
-def checker_lists(src, *names):
-    """{name: list} of module-level list constants of the checker (read as literals, not imported)."""
+def _constants(src, what):
+    """(path, parsed module) of the checker's constants.py: read as text, never imported."""
     path = os.path.join(src, CONSTANTS)
     try:
-        tree = ast.parse(open(path).read(), path)
+        with open(path) as f:
+            return path, ast.parse(f.read(), path)
     except (OSError, SyntaxError) as e:
-        raise UsageError(f"cannot read the checker's field lists from {path}: {e}") from None
+        raise UsageError(f"cannot read the checker's {what} from {path}: {e}") from None
+
+
+def checker_lists(src, *names):
+    """{name: list} of module-level list constants of the checker (read as literals, not imported)."""
+    path, tree = _constants(src, "field lists")
     found = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and getattr(node.targets[0], "id", None) in names:

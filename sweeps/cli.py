@@ -148,9 +148,6 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun):
     if old is not None:
         differences = [_difference(what, old.get(what), fresh[what])
                        for what in ("query", "grid", "request") if not _same(what, old.get(what), fresh[what])]
-        if old.get("grid") == fresh["grid"] and not _same("grid", old.get("grid"), fresh["grid"]):
-            differences = [f"order of --grid flags (it numbers the points): was {', '.join(old['grid'])}, now "
-                           f"{', '.join(fresh['grid'])}"]
         if differences:
             raise UsageError(f"sweep '{name}' exists with another " + "; ".join(differences),
                              hint=f"use another --name for a new sweep, or remove {folder} to start this one over")
@@ -326,6 +323,8 @@ def _same(what, old, new):
 def _difference(what, old, new):
     """'request: inputs.min_duration was "20000", now "2000"': the values that differ, not two cut dumps (which
     cut exactly where they differed)."""
+    if what == "grid" and old == new:   # the same dimensions, in another order
+        return f"order of --grid flags (it numbers the points): was {', '.join(old)}, now {', '.join(new)}"
     if isinstance(old, dict) and isinstance(new, dict):
         flat_old, flat_new = _flatten(old), _flatten(new)
         keys = [k for k in dict.fromkeys([*flat_old, *flat_new]) if flat_old.get(k) != flat_new.get(k)]

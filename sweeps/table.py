@@ -1,8 +1,9 @@
 """A sweep as rows: one dict per point, its settings and the flat fields of its run.
 
 rows(settings, name) -> [{"point", "point_status", <grid settings>, <records.flat(run)>, "error"}]; a point
-without a run has its settings only; a setting not given (`-`) reads "- (VALUE)", VALUE what its run had. columns(data, rows) is the default choice of `sweep show`: the point,
-the grid's settings, then the results any row has.
+without a run has its settings only; a setting not given (`-`) reads "- (VALUE)", VALUE what its run had.
+columns(data, rows) is the default choice of `sweep show`: the point, the grid's settings, then the results any
+row has.
 """
 import os
 

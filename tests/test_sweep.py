@@ -137,6 +137,8 @@ def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench
     # The same flags in another order number the points otherwise: refused (was: points re-run, false history).
     other = bench.mlrun("sweep", "app bench", *GRID[2:], *GRID[:2], "--name", "again")
     assert_user_error(other, 2, "exists with another order of --grid flags", "was batch_size, dep.model.layers")
+    other = bench.mlrun("sweep", "app bench", "--scenario=SingleStream", *GRID[2:], *GRID[:2], "--name", "again")
+    assert_user_error(other, 2, "order of --grid flags", "request: inputs.scenario")   # both said, neither hidden
     # The query's spacing is not another query.
     assert "0 to run, 4 skipped" in bench.mlrun("sweep", "app  bench ", *GRID, "--name", "again").stderr
 
