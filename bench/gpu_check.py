@@ -5,9 +5,9 @@
 On a random-weight BERT-Large-shaped model (and BERT-Base with --shapes large,base, to set beside the ixRT
 figures), with real SQuAD lengths, it runs through bin/mlrun:
   1. the CPU backend (onnxruntime _cpu), accuracy mode on the first --samples samples: the reference answers;
-  2. per GPU backend and precision (onnxruntime _cuda fp32, native _tensorrt fp16, onnxruntime _tensorrt-ep
-     fp16, native _tensorrt int8): the same accuracy run, the share of samples whose answer text equals the
-     CPU's (>= 95% expected for fp32/fp16; int8 is reported, not judged), then a short Offline run (samples/s)
+  2. per GPU backend and precision (onnxruntime _cuda fp32 and tf32, native _tensorrt fp16, onnxruntime
+     _tensorrt-ep fp16, native _tensorrt int8): the same accuracy run, the share of samples whose answer text
+     equals the CPU's (>= 95% expected for fp32/fp16; tf32 and int8 are reported, not judged), then a short Offline run (samples/s)
      and a short SingleStream run (p90 latency), with --batch-size samples per inference call.
 Everything is installed by the recipes (venvs from PyPI, TensorRT's libraries from NVIDIA's index: a machine
 without them needs --wheels DIR holding every wheel), so the first lines check that pip can reach a package
@@ -15,6 +15,12 @@ index (or the wheel folder) and that nvidia-smi sees a GPU, and stop at once, sa
 After --budget seconds no new step starts. The report, rewritten after each step so a killed run still leaves
 one: OUT/gpu_check.json and OUT/gpu_check.md (default OUT: $OUT, else ./gpu-check). Run records stay in
 OUT/../gpu-check-runs (or --runs). Accuracy of a random model means nothing: only the agreement is a check.
+
+--python PY runs the same steps without mlrun, with an interpreter that already holds what the GPU venvs would
+(onnxruntime-gpu and its CUDA libraries, LoadGen, numpy, onnx, nvidia-ml-py; tensorrt and cuda-python for the
+TensorRT rows): for a GPU machine with no package index, where the recipes' venvs cannot be built. Each step is
+the command its recipe runs (squad_features, random_model, gpu ort-trt-cache, trt_build, harness), in --runs;
+nothing is cached, and a row whose libraries are missing records the error the product prints.
 """
 import argparse
 import json
@@ -30,6 +36,7 @@ MLRUN = os.path.join(ROOT, "bin", "mlrun")
 SHAPES = {"large": ["--dep.model.layers=24", "--dep.model.hidden=1024", "--dep.model.heads=16"],
           "base": ["--dep.model.layers=12", "--dep.model.hidden=768", "--dep.model.heads=12"]}
 GPU_BACKENDS = [("onnxruntime _cuda", "fp32", "_onnxruntime _cuda"),
+                ("onnxruntime _cuda", "tf32", "_onnxruntime _cuda"),
                 ("tensorrt", "fp16", "_tensorrt"),
                 ("onnxruntime _tensorrt-ep", "fp16", "_onnxruntime _tensorrt-ep"),
                 ("tensorrt", "int8", "_tensorrt")]
@@ -50,6 +57,8 @@ def preflight(args):
     if done.returncode:
         return f"nvidia-smi fails: {(done.stdout + done.stderr).strip()[:200]}"
     say(f"GPU: {done.stdout.strip()}")
+    if args.python:
+        return None if shutil.which(args.python) else f"--python {args.python}: not found"
     if args.wheels:
         return None if os.path.isdir(args.wheels) else f"--wheels {args.wheels}: no such folder"
     probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", "/tmp/gpu-check-pip",
@@ -67,8 +76,9 @@ class Checker:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
         self.env.update(MLRUN_CACHE=args.cache, MLRUN_RUNS=args.runs, MLRUN_MIRROR=args.mirror)
         self.extra = [f"--env.PIP_FIND_LINKS={args.wheels}", "--env.PIP_NO_INDEX=1"] if args.wheels else []
+        self.direct = Direct(args, self) if args.python else None
         self.report = {"started": time.strftime("%Y-%m-%d %H:%M:%S"), "samples": args.samples,
-                       "batch_size": args.batch_size, "gpu": None, "rows": [], "notes": []}
+                       "batch_size": args.batch_size, "batch_pad": args.batch_pad, "gpu": None, "rows": [], "notes": []}
 
     def left(self):
         return self.args.budget - (time.monotonic() - STARTED)
@@ -95,6 +105,13 @@ class Checker:
         say(f"  -> exit {done.returncode}" + (f": {error}" if error else ""))
         return record, error
 
+    def step(self, shape, words, precision, common, *flags):
+        """(run record or None, error or None) of one app run of `words` (backend variations) at `precision`."""
+        if self.args.python:
+            return self.direct.app(shape, words, precision, *flags)
+        flags = [*flags, *common] + ([f"--precision={precision}"] if precision != "fp32" else [])
+        return self.mlrun(f"app mlperf bert {words} _random", *flags)
+
     def write(self):
         os.makedirs(self.args.out, exist_ok=True)
         with open(os.path.join(self.args.out, "gpu_check.json"), "w") as f:
@@ -105,9 +122,9 @@ class Checker:
     def run(self):
         large_first = sorted(self.args.shapes.split(","), key=lambda s: s != "large")
         for shape in large_first:
-            common = [*SHAPES[shape], f"--batch_size={self.args.batch_size}"]
-            reference, error = self.mlrun("app mlperf bert _onnxruntime _cpu _random", "--mode=accuracy",
-                                          f"--count={self.args.samples}", *SHAPES[shape])
+            common = [*SHAPES[shape], f"--batch_size={self.args.batch_size}", f"--batch_pad={self.args.batch_pad}"]
+            reference, error = self.step(shape, "_onnxruntime _cpu", "fp32", common, "--mode=accuracy",
+                                         f"--count={self.args.samples}")
             ref_dir = reference["steps"][-1]["path"] if reference and not error else None
             self.report["rows"].append({"shape": shape, "backend": "onnxruntime _cpu", "precision": "fp32",
                                         "error": error, "run": reference and reference["id"]})
@@ -121,26 +138,107 @@ class Checker:
 
     def backend(self, shape, label, precision, words, common, ref_dir):
         row = {"shape": shape, "backend": label, "precision": precision}
-        query = f"app mlperf bert {words} _random"
-        flags = [*common] + ([f"--precision={precision}"] if precision != "fp32" else [])
-        record, row["error"] = self.mlrun(query, "--mode=accuracy", f"--count={self.args.samples}", *flags)
+        record, row["error"] = self.step(shape, words, precision, common, "--mode=accuracy",
+                                         f"--count={self.args.samples}")
         if record is None or row["error"]:
             return row
         row["build_seconds"] = round(sum(s.get("seconds") or 0 for s in record["steps"][:-1]), 1)
         self.report["gpu"] = self.report["gpu"] or (record.get("results") or {}).get("gpu")
         if ref_dir:
             row["agreement"], row["compared"] = agreement(ref_dir, record["steps"][-1]["path"])
-            row["agreement_ok"] = row["agreement"] >= AGREEMENT_GOAL if precision != "int8" else None
+            # the issue's bar is for fp32 and fp16; TF32 and int8 change the arithmetic more: reported, not judged
+            row["agreement_ok"] = row["agreement"] >= AGREEMENT_GOAL if precision in ("fp32", "fp16") else None
         for scenario, count in (("Offline", self.args.offline_count), ("SingleStream", self.args.singlestream_count)):
             if self.left() <= 0:
                 break
-            perf, error = self.mlrun(query, "--mode=performance", f"--scenario={scenario}", f"--count={count}",
-                                     *flags)
+            perf, error = self.step(shape, words, precision, common, "--mode=performance",
+                                    f"--scenario={scenario}", f"--count={count}")
             loadgen = ((perf or {}).get("results") or {}).get("loadgen") or {}
             row[scenario] = {"result": loadgen.get("result"), "error": error,
                              "samples_per_second": (loadgen.get("metric") or {}).get("Samples per second"),
                              "p90_ms": (loadgen.get("latency_ms") or {}).get("p90")}
         return row
+
+
+class Direct:
+    """The steps the recipes run, run here with --python (no mlrun, no venvs, no cache): see the docstring."""
+
+    def __init__(self, args, checker):
+        self.args, self.checker, self.work = args, checker, args.runs
+        self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+        self.built = {}  # build step name -> (seconds, error or None): each runs once per check
+        self.count = 0
+
+    def command(self, name, *argv):
+        """(seconds, error text or None) of `PYTHON ARGV`, its output kept in WORK/NAME.log."""
+        os.makedirs(self.work, exist_ok=True)
+        say(f"$ {name}: python {' '.join(argv)}")
+        started, log = time.monotonic(), os.path.join(self.work, f"{name}.log")
+        try:
+            with open(log, "w") as out:
+                done = subprocess.run([self.args.python, *argv], env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                      cwd=self.work, timeout=max(self.checker.left(), 30), stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            return round(time.monotonic() - started, 1), "out of time (--budget)"
+        seconds, error = round(time.monotonic() - started, 1), None
+        if done.returncode:
+            lines = [line for line in open(log, errors="replace").read().splitlines() if line.strip()]
+            said = [line for line in lines if line.startswith(("error:", "hint:"))] or lines[-2:]
+            error = f"exit {done.returncode}: " + " / ".join(said)[:400]
+        say(f"  -> {error or 'exit 0'} ({seconds} s)")
+        return seconds, error
+
+    def build(self, name, *argv):
+        if name not in self.built:
+            self.built[name] = self.command(name, *argv)
+        return self.built[name]
+
+    def app(self, shape, words, precision, *flags):
+        """What `mlrun run "app mlperf bert WORDS _random" FLAGS` runs: (a record-shaped dict, error)."""
+        args, squad = self.args, os.path.join(self.args.mirror, "squad", "dev-v1.1.json")
+        features, model = os.path.join(self.work, "features"), os.path.join(self.work, f"model-{shape}.onnx")
+        shape_flags = [part for flag in SHAPES[shape] for part in flag.replace("--dep.model.", "--").split("=")]
+        steps = [self.build("features", "-m", "mlperf_bert.squad_features", "--squad", squad, "--vocab",
+                            os.path.join(args.mirror, "bert-vocab", "vocab.txt"), "--out", features),
+                 self.build(f"model-{shape}", "-m", "mlperf_bert.random_model", "--out", model, "--seq", "dynamic",
+                            *shape_flags)]
+        batch, harness = str(args.batch_size), ["--backend", "onnxruntime", "--device", "cpu"]
+        if "_cuda" in words:
+            harness = ["--backend", "onnxruntime", "--device", "cuda", "--precision", precision]
+        elif "_tensorrt-ep" in words:
+            cache = os.path.join(self.work, f"ort-trt-cache-{shape}-{precision}")
+            steps.append(self.build(os.path.basename(cache), "-m", "mlperf_bert.gpu", "ort-trt-cache", "--model",
+                                    model, "--out", cache, "--precision", precision, "--batch-sizes", batch))
+            harness = ["--backend", "onnxruntime", "--device", "tensorrt-ep", "--trt-cache", cache,
+                       "--precision", precision]
+        elif "_tensorrt" in words:
+            engine = os.path.join(self.work, f"engine-{shape}-{precision}.plan")
+            build = ["-m", "mlperf_bert.trt_build", "--model", model, "--out", engine, "--precision", precision,
+                     "--batch-sizes", batch]
+            if precision == "int8":
+                if not args.calibration_list:
+                    return None, "int8 needs --calibration-list (the MLPerf list of 100 calibration features)"
+                build += ["--features", features, "--calibration-list", args.calibration_list,
+                          "--calibration-cache", os.path.join(self.work, f"calibration-{shape}.cache")]
+            steps.append(self.build(os.path.basename(engine), *build))
+            harness = ["--backend", "tensorrt", "--engine", engine, "--precision", precision]
+        failed = [error for _, error in steps if error]
+        if failed:
+            return None, failed[0]
+        options = dict(flag[2:].split("=", 1) for flag in flags)
+        scenario = options.get("scenario", "Offline")
+        self.count += 1
+        run = os.path.join(self.work, f"{self.count:02d}-{shape}-{'-'.join(w.strip('_') for w in words.split())}-"
+                                      f"{precision}-{options['mode']}-{scenario}")
+        seconds, error = self.command(os.path.basename(run), "-m", "mlperf_bert.harness", "--features", features,
+                                      "--squad", squad, "--model", model, "--out", run, "--scenario", scenario,
+                                      "--mode", options["mode"], "--count", options["count"], "--batch-size", batch,
+                                      "--batch-pad", str(args.batch_pad), *harness)
+        if not os.path.isfile(os.path.join(run, "summary.json")):
+            return None, error or "the harness wrote no summary.json"
+        record = {"id": os.path.basename(run), "results": json.load(open(os.path.join(run, "summary.json"))),
+                  "steps": [{"seconds": s} for s, _ in steps[2:]] + [{"path": run, "seconds": seconds}]}
+        return record, error
 
 
 def agreement(ref_dir, run_dir):
@@ -167,7 +265,8 @@ def markdown(report):
     lines = [f"# GPU check ({report['started']})", "",
              f"GPU: {report['gpu'] or 'not read (no GPU run finished)'}", "",
              f"Random-weight models (accuracy means nothing); agreement = same answer text as the CPU on the first "
-             f"{report['samples']} samples; batch size {report['batch_size']}.", "",
+             f"{report['samples']} samples; batch size {report['batch_size']}, batch padding "
+             f"{report.get('batch_pad', 0)} tokens.", "",
              "| shape | backend | precision | agreement | Offline samples/s | SingleStream p90 ms | engine/venv "
              "build s | error |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in report["rows"]:
@@ -195,11 +294,17 @@ def main(argv=None):
     parser.add_argument("--shapes", default="large", help="large, base or large,base")
     parser.add_argument("--samples", type=int, default=200, help="samples of the accuracy runs")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per inference call (engine profiles)")
+    parser.add_argument("--batch-pad", type=int, default=0, help="masked tokens a sample may be padded by to "
+                        "join a batch (the app's --batch_pad; same for every row, the CPU's included)")
     parser.add_argument("--offline-count", type=int, default=4096)
     parser.add_argument("--singlestream-count", type=int, default=1024)
     parser.add_argument("--wheels", help="a folder of wheels to install from instead of a package index")
+    parser.add_argument("--python", help="run the recipes' steps with this interpreter, without mlrun (see above)")
+    parser.add_argument("--calibration-list", help="--python, int8: the MLPerf list of calibration features")
     args = parser.parse_args(argv)
     args.out, args.mirror = os.path.abspath(args.out), os.path.abspath(args.mirror)
+    if args.python and shutil.which(args.python):  # the steps run in --runs: a relative path must not move
+        args.python = os.path.abspath(shutil.which(args.python))
     args.runs = os.path.abspath(args.runs or os.path.join(os.path.dirname(args.out), "gpu-check-runs"))
     checker = Checker(args)
     why = preflight(args)

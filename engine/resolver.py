@@ -514,7 +514,8 @@ def _readable(condition):
     parts, others = [], {}   # others: input -> the values it must differ from, said once
     for word in condition.split():
         if "|" in word:
-            parts.append(" or ".join(_readable(t) for t in word.split("|")))
+            either = " or ".join(_readable(t) for t in word.split("|"))
+            parts.append(f"({either})" if len(condition.split()) > 1 else either)  # "(a or b) and c"
             continue
         if word.startswith(("_", "!_")):
             parts.append(f"no {word[1:]}" if word.startswith("!") else word)

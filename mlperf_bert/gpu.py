@@ -14,7 +14,12 @@ CUDA_PROVIDER, TRT_PROVIDER = "CUDAExecutionProvider", "TensorrtExecutionProvide
 # onnxruntime providers each --device runs on, first choice first (TensorRT hands what it cannot run to CUDA).
 DEVICE_PROVIDERS = {"cpu": ["CPUExecutionProvider"], "cuda": [CUDA_PROVIDER],
                     "tensorrt-ep": [TRT_PROVIDER, CUDA_PROVIDER]}
-PRECISIONS = ("fp32", "fp16", "int8")
+PRECISIONS = ("fp32", "tf32", "fp16", "int8")
+# What each device runs: fp32 is strict IEEE fp32 (no TF32: on an H200 ORT's default TF32 gave another answer
+# than the CPU on 82.5% of 200 samples of a random BERT-Large, strict fp32 on none); tf32 lets the tensor cores
+# round fp32 products to 10-bit mantissas (about 3x faster there). docs/gpu.md has the measurements.
+DEVICE_PRECISIONS = {"cpu": ("fp32",), "cuda": ("fp32", "tf32"), "tensorrt-ep": ("fp32", "tf32", "fp16"),
+                     "tensorrt": PRECISIONS}
 TRT_DEFAULT_BUCKETS = "128,192,256,384"  # --buckets auto for TensorRT: an optimisation profile each
 
 
@@ -84,8 +89,9 @@ def require_providers(wanted, session_providers, available):
     raise GpuUnavailable(
         f"onnxruntime {'has no' if missing else 'could not start its'} {wanted[0]} (the session would run on "
         f"{', '.join(session_providers) or 'nothing'}); providers this onnxruntime reports: {', '.join(available)}",
-        hint="an NVIDIA GPU, its driver and the CUDA 12 / cuDNN 9 libraries (and TensorRT 10 for "
-             "TensorrtExecutionProvider) must be loadable; onnxruntime's log above names the library it missed")
+        hint="an NVIDIA GPU, its driver and the CUDA and cuDNN libraries this onnxruntime was built for (the "
+             "recipes' 1.23.2: CUDA 12, cuDNN 9), and TensorRT's for TensorrtExecutionProvider, must be loadable; "
+             "onnxruntime's log above names the library it missed")
 
 
 def provider_names(providers):
@@ -124,8 +130,8 @@ def trt_profiles(buckets, batch_sizes):
 def ort_trt_options(cache_dir, precision, profiles, input_names):
     """TensorrtExecutionProvider options: fp16 or fp32 engines cached (with the timing cache) in cache_dir,
     built for exactly these profiles, so no shape the harness runs triggers a rebuild."""
-    if precision not in ("fp32", "fp16"):
-        raise MlrunError(f"onnxruntime's TensorRT provider runs fp32 or fp16 here, not {precision}",
+    if precision not in DEVICE_PRECISIONS["tensorrt-ep"]:
+        raise MlrunError(f"onnxruntime's TensorRT provider runs fp32, tf32 or fp16 here, not {precision}",
                          hint="int8 with calibration: the native TensorRT backend (_tensorrt --precision=int8)")
 
     def shapes(which):
@@ -136,16 +142,35 @@ def ort_trt_options(cache_dir, precision, profiles, input_names):
             "trt_profile_opt_shapes": shapes(1), "trt_profile_max_shapes": shapes(2)}
 
 
+def check_precision(device, precision):
+    if precision not in DEVICE_PRECISIONS[device]:
+        raise MlrunError(f"--precision {precision} does not apply to {device}: it runs "
+                         f"{' or '.join(DEVICE_PRECISIONS[device])}",
+                         hint="fp16: TensorRT (_tensorrt or _tensorrt-ep); int8 with calibration: the native "
+                              "TensorRT backend (_tensorrt --precision=int8)")
+
+
+def set_math_mode(precision):
+    """fp32 forbids TF32 in every NVIDIA library of this process (cuBLAS, cuDNN, TensorRT read
+    NVIDIA_TF32_OVERRIDE when they start); other precisions allow it, whatever the caller's environment said."""
+    if precision == "fp32":
+        os.environ["NVIDIA_TF32_OVERRIDE"] = "0"
+    else:
+        os.environ.pop("NVIDIA_TF32_OVERRIDE", None)
+
+
 def ort_providers(device, precision="fp32", cache_dir=None, profiles=None, input_names=()):
-    """providers= for onnxruntime.InferenceSession on `device` (cpu, cuda, tensorrt-ep)."""
+    """providers= for onnxruntime.InferenceSession on `device` (cpu, cuda, tensorrt-ep); set_math_mode too."""
     if device not in DEVICE_PROVIDERS:
         raise MlrunError(f"unknown device {device!r}: one of {', '.join(DEVICE_PROVIDERS)}")
-    if device == "cpu" or device == "cuda":
-        if precision != "fp32":
-            raise MlrunError(f"--precision {precision} needs a TensorRT variation; {device} runs the model's "
-                             "own precision (fp32)")
+    check_precision(device, precision)
+    if device == "cpu":
         return list(DEVICE_PROVIDERS[device])
-    return [(TRT_PROVIDER, ort_trt_options(cache_dir, precision, profiles, input_names)), CUDA_PROVIDER]
+    set_math_mode(precision)
+    cuda = (CUDA_PROVIDER, {"use_tf32": "0" if precision == "fp32" else "1"})
+    if device == "cuda":
+        return [cuda]
+    return [(TRT_PROVIDER, ort_trt_options(cache_dir, precision, profiles, input_names)), cuda]
 
 
 def preload_cuda_libraries():
@@ -188,7 +213,7 @@ def main(argv=None):
     cache = sub.add_parser("ort-trt-cache", help="build onnxruntime's TensorRT engine cache for these profiles")
     cache.add_argument("--model", required=True)
     cache.add_argument("--out", required=True)
-    cache.add_argument("--precision", choices=("fp32", "fp16"), default="fp16")
+    cache.add_argument("--precision", choices=DEVICE_PRECISIONS["tensorrt-ep"], default="fp16")
     cache.add_argument("--buckets", default="auto", help=f"sequence-length buckets (auto: {TRT_DEFAULT_BUCKETS})")
     cache.add_argument("--batch-sizes", default="1", help="batch sizes the harness runs, e.g. 1,8")
     args = parser.parse_args(argv)

@@ -8,6 +8,7 @@ LoadGen's mlperf_log_* files, accuracy.txt (accuracy mode) and summary.json.
 """
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import math
@@ -89,8 +90,9 @@ def parse_args(argv):
                         "(default: onnxruntime)")
     parser.add_argument("--device", default="cpu", choices=list(gpu.DEVICE_PROVIDERS), help="onnxruntime: "
                         "the CPU, or the GPU through the CUDA or the TensorRT provider (default: cpu)")
-    parser.add_argument("--precision", default="fp32", choices=gpu.PRECISIONS, help="TensorRT (provider or "
-                        "native): the engine's precision; other backends run the model's own (default: fp32)")
+    parser.add_argument("--precision", default="fp32", choices=gpu.PRECISIONS, help="fp32 (strict: no "
+                        "TF32 on a GPU), tf32 (onnxruntime's CUDA provider, TensorRT), fp16 (TensorRT), int8 (native "
+                        "TensorRT); the CPU runs the model's own (default: fp32)")
     parser.add_argument("--engine", help="native TensorRT: the engine file (get-tensorrt-engine-bert)")
     parser.add_argument("--trt-cache", help="TensorRT provider: its engine cache folder "
                         "(get-onnxruntime-trt-cache-bert), built for --buckets and --batch-size")
@@ -158,9 +160,11 @@ def parse_args(argv):
         parser.error("--backend tensorrt needs --engine FILE")
     if args.device == "tensorrt-ep" and not args.trt_cache:
         parser.error("--device tensorrt-ep needs --trt-cache DIR")
-    if args.precision != "fp32" and args.backend != "tensorrt" and args.device != "tensorrt-ep":
-        parser.error(f"--precision {args.precision} applies to TensorRT (--backend tensorrt or "
-                     "--device tensorrt-ep)")
+    device = "tensorrt" if args.backend == "tensorrt" else args.device
+    if args.precision not in gpu.DEVICE_PRECISIONS[device]:
+        parser.error(f"--precision {args.precision} applies to TensorRT (--backend tensorrt or --device "
+                     f"tensorrt-ep){' or --device cuda' if args.precision == 'tf32' else ''}; "
+                     f"{device} runs {' or '.join(gpu.DEVICE_PRECISIONS[device])}")
     for option in ("user_conf", "audit_config", "squad", "questions"):
         path = getattr(args, option)
         if path is not None and not os.path.isfile(path):
@@ -345,6 +349,9 @@ def _ort_instances(args, features, buckets, work_dir, total):
         return views, pins, _warm_up(views[0], total, views, pins)
 
     chosen = parallelism.choose(args.scenario, **overrides)
+    if args.device != "cpu":  # the one session is this rule's, not the person's --instances
+        chosen = dataclasses.replace(chosen, rule="GPU: one session feeds it", overridden=tuple(
+            name for name in chosen.overridden if name != "instances" or args.instances is not None))
     views, pins, measured_qps = start(chosen)
     if args.scenario == "Server" and args.instances is None and args.threads is None:
         bound_s = (args.target_latency or SERVER_LATENCY_BOUND_MS) / 1000

@@ -17,9 +17,20 @@ from mlperf_bert.gpu import GpuUnavailable
 _LOGGER = None
 
 
+def tensorrt():
+    """The tensorrt module, or GpuUnavailable saying why it cannot load (a venv without it, a missing library)."""
+    try:
+        import tensorrt as trt
+    except ImportError as error:
+        raise GpuUnavailable(f"TensorRT's Python package cannot be loaded here ({error})",
+                             hint="the native TensorRT backend runs in get-backend-tensorrt's venv "
+                                  "(tensorrt-cu12 with its libraries) on a machine with an NVIDIA GPU") from None
+    return trt
+
+
 def trt_logger():
     global _LOGGER
-    import tensorrt as trt
+    trt = tensorrt()
     _LOGGER = _LOGGER or trt.Logger(trt.Logger.WARNING)
     return _LOGGER
 
@@ -28,7 +39,11 @@ def _cudart():
     try:
         from cuda.bindings import runtime  # cuda-python >= 12.6
     except ImportError:
-        from cuda import cudart as runtime
+        try:
+            from cuda import cudart as runtime
+        except ImportError as error:
+            raise GpuUnavailable(f"cuda-python cannot be loaded here ({error})",
+                                 hint="it comes with get-backend-tensorrt's venv") from None
     return runtime
 
 
@@ -59,8 +74,7 @@ class DeviceBuffer:
 
 class TrtBackend:
     def __init__(self, engine_path, use_cuda_graphs=True):
-        import tensorrt as trt
-        self.trt, self.cudart = trt, _cudart()
+        self.trt, self.cudart = tensorrt(), _cudart()
         self.runtime = trt.Runtime(trt_logger())  # kept: the engine must not outlive its runtime
         with open(engine_path, "rb") as f:
             self.engine = self.runtime.deserialize_cuda_engine(f.read())

@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.errors import MlrunError, StepError
 from mlperf_bert import gpu, model_adapter, seq_plan
-from mlperf_bert.trt_backend import DeviceBuffer, trt_logger
+from mlperf_bert.trt_backend import DeviceBuffer, tensorrt, trt_logger
 
 WORKSPACE_BYTES = 8 << 30
 
@@ -44,7 +44,7 @@ def read_calibration_list(path, feature_count):
 
 
 def build(model, out, precision, buckets, batch_sizes, calibration_cache=None, rows=None, calibrate_only=False):
-    import tensorrt as trt
+    trt = tensorrt()
     io = model_adapter.inspect(model)
     builder = trt.Builder(trt_logger())
     network = builder.create_network(0)  # TensorRT 10: explicit batch always
@@ -63,6 +63,10 @@ def build(model, out, precision, buckets, batch_sizes, calibration_cache=None, r
         for name in io.input_names:
             profile.set_shape(name, low, opt, high)
         config.add_optimization_profile(profile)
+    # TensorRT allows TF32 by default: fp32 means strict fp32 here (gpu.DEVICE_PRECISIONS says why)
+    gpu.set_math_mode(precision)
+    if precision == "fp32":
+        config.clear_flag(trt.BuilderFlag.TF32)
     if precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # int8 layers beside fp16 ones, as NVIDIA's BERT builds do
     if precision == "int8":

@@ -1,6 +1,6 @@
 """GPU variations without a GPU: they fail before anything is built (exit 2, the reason); with an nvidia-smi that
 answers (a test stand-in on PATH: the probe's only source) every GPU plan resolves and the engine entries are
-keyed by precision, profiles and GPU model. The GPU code itself runs in bench/gpu_check.sh on a GPU machine."""
+keyed by precision, profiles and GPU model. The GPU code itself runs in bench/gpu_check.py on a GPU machine."""
 import json
 import os
 import re
@@ -130,19 +130,41 @@ def test_a_step_that_finds_the_machine_unfit_exits_2(ws):
     assert_user_error(result, 2, "exited with code 78", "this machine cannot run it")
 
 
-def test_provider_options_cover_the_profiles_asked():
+def test_provider_options_cover_the_profiles_asked(monkeypatch):
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)
     profiles = gpu.trt_profiles((128, 384), [1, 8])
     assert profiles == [((1, 1), (8, 128), (8, 128)), ((1, 129), (8, 384), (8, 384))]
     providers = gpu.ort_providers("tensorrt-ep", "fp16", "/c", profiles, ["input_ids", "input_mask"])
     name, options = providers[0]
-    assert name == gpu.TRT_PROVIDER and providers[1] == gpu.CUDA_PROVIDER
+    assert name == gpu.TRT_PROVIDER and providers[1] == (gpu.CUDA_PROVIDER, {"use_tf32": "1"})
     assert options["trt_fp16_enable"] and options["trt_engine_cache_path"] == "/c"
     assert options["trt_profile_min_shapes"] == "input_ids:1x1,input_mask:1x1,input_ids:1x129,input_mask:1x129"
     assert options["trt_profile_max_shapes"] == "input_ids:8x128,input_mask:8x128,input_ids:8x384,input_mask:8x384"
+    assert gpu.provider_names(providers) == [gpu.TRT_PROVIDER, gpu.CUDA_PROVIDER]
     with pytest.raises(MlrunError, match="native TensorRT"):
         gpu.ort_providers("tensorrt-ep", "int8", "/c", profiles, ["input_ids"])
-    with pytest.raises(MlrunError, match="needs a TensorRT variation"):
+    with pytest.raises(MlrunError, match="does not apply to cuda: it runs fp32 or tf32"):
         gpu.ort_providers("cuda", "fp16")
+    with pytest.raises(MlrunError, match="does not apply to cpu"):
+        gpu.ort_providers("cpu", "tf32")
+
+
+def test_fp32_on_a_gpu_is_strict_and_tf32_is_asked_for(monkeypatch):
+    """Measured on an H200 (docs/gpu.md): onnxruntime's CUDA provider uses TF32 unless told not to, and a random
+    BERT-Large then gave another answer than the CPU on 165 of 200 samples; fp32 must forbid it in the provider
+    and in every NVIDIA library of the process (NVIDIA_TF32_OVERRIDE), tf32 must allow it even if the
+    environment forbade it."""
+    monkeypatch.setenv("NVIDIA_TF32_OVERRIDE", "1")
+    assert gpu.ort_providers("cuda", "fp32") == [(gpu.CUDA_PROVIDER, {"use_tf32": "0"})]
+    assert os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+    assert gpu.ort_providers("cuda", "tf32") == [(gpu.CUDA_PROVIDER, {"use_tf32": "1"})]
+    assert "NVIDIA_TF32_OVERRIDE" not in os.environ
+    providers = gpu.ort_providers("tensorrt-ep", "fp32", "/c", gpu.trt_profiles((384,), [1]), ["input_ids"])
+    assert providers[1] == (gpu.CUDA_PROVIDER, {"use_tf32": "0"}) and os.environ["NVIDIA_TF32_OVERRIDE"] == "0"
+    assert not providers[0][1]["trt_fp16_enable"]
+    assert gpu.ort_providers("cpu") == ["CPUExecutionProvider"]
+
+
     with pytest.raises(gpu.GpuUnavailable, match="could not start its CUDAExecutionProvider"):
         gpu.require_providers(["CUDAExecutionProvider"], ["CPUExecutionProvider"],
                               ["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -221,9 +243,11 @@ def test_calibration_indices_are_checked_against_the_features(tmp_path):
     (["--backend", "tensorrt"], "--backend tensorrt needs --engine FILE"),
     (["--device", "tensorrt-ep"], "--device tensorrt-ep needs --trt-cache DIR"),
     (["--device", "cuda", "--precision", "fp16"], "--precision fp16 applies to TensorRT"),
+    (["--precision", "tf32"], "or --device cuda; cpu runs fp32"),
     (["--backend", "deepsparse", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
 ])
 def test_harness_refuses_gpu_flags_that_do_not_go_together(flags, message, capsys):
+    """(--device cuda --precision tf32 is taken: the first test below)"""
     from mlperf_bert import harness
     with pytest.raises(SystemExit) as caught:
         harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Offline",
@@ -247,3 +271,51 @@ def test_the_harness_stops_before_the_benchmark_when_it_cannot_read_the_gpu(tmp_
     assert result.returncode == 78, result.stderr
     assert re.search(r"error: (nvidia-ml-py is not installed|NVML cannot start)", result.stderr), result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run" / "mlperf_log_summary.txt").exists()
+
+
+def test_tensorrt_missing_is_a_clear_error_not_a_traceback(tmp_path):
+    """A venv without tensorrt (here: the CPU one) is told so, exit 78 (mlrun: 2); it was a ModuleNotFoundError
+    traceback, as seen on a GPU machine without TensorRT."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    from mlperf_bert import random_model
+    import onnx
+    onnx.save(random_model.build(layers=1, hidden=32, heads=2, seq="dynamic"), str(tmp_path / "m.onnx"))
+    result = subprocess.run([sys.executable, "-m", "mlperf_bert.trt_build", "--model", str(tmp_path / "m.onnx"),
+                             "--out", str(tmp_path / "e.plan"), "--precision", "fp16"], cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": ROOT}, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 78, result.stderr
+    assert "error: TensorRT's Python package cannot be loaded here" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_gpu_check_without_mlrun_runs_the_recipes_steps_and_reports_each_row(tmp_path):
+    """bench/gpu_check.py --python (how it ran on the H200, which has no package index): the CPU reference runs
+    for real, and on a machine without a GPU every GPU row records the product's own refusal, not a traceback."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {**os.environ, "PATH": fake_smi(tmp_path / "bin", "Fake GPU, 1.0, 1 MiB") + os.pathsep + os.environ["PATH"]}
+    env.pop("NVIDIA_TF32_OVERRIDE", None)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"), "--python", sys.executable,
+                             "--mirror", SHARED_DATA, "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
+                             "--shapes", "base", "--samples", "2", "--offline-count", "4", "--singlestream-count", "2"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    rows = {(row["backend"], row["precision"]): row for row in report["rows"]}
+    assert list(rows) == [("onnxruntime _cpu", "fp32"), ("onnxruntime _cuda", "fp32"), ("onnxruntime _cuda", "tf32"),
+                          ("tensorrt", "fp16"), ("onnxruntime _tensorrt-ep", "fp16"), ("tensorrt", "int8")]
+    assert rows[("onnxruntime _cpu", "fp32")]["error"] is None
+    summary = json.loads((tmp_path / "runs" / "01-base-onnxruntime-cpu-fp32-accuracy-Offline" / "summary.json")
+                         .read_text())
+    assert summary["samples_completed"] == 2 and summary["device"] == "cpu"
+    for key in (("onnxruntime _cuda", "fp32"), ("onnxruntime _cuda", "tf32")):
+        assert re.match(r"exit 78: error: (nvidia-ml-py is not installed|NVML cannot start)", rows[key]["error"])
+    assert "TensorRT's Python package cannot be loaded here" in rows[("tensorrt", "fp16")]["error"]
+    assert "TensorrtExecutionProvider" in rows[("onnxruntime _tensorrt-ep", "fp16")]["error"]
+    assert "needs --calibration-list" in rows[("tensorrt", "int8")]["error"]
+    assert "Traceback" not in json.dumps(report) + result.stdout
+    assert "| base | onnxruntime _cuda | tf32 |" in (tmp_path / "out" / "gpu_check.md").read_text()

@@ -177,7 +177,8 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--scenario=Server", "--find_peak", "--target_qps=5"],
      "--find_peak applies only with --scenario=Server and --mode=performance and no --target_qps"),
     (["--scenario=Server", "--streams=2"], "--streams applies only with _deepsparse and --scenario=Server"),
-    (["--precision=fp16"], "--precision applies only with _tensorrt or _tensorrt-ep"),   # a word of alternatives
+    (["--precision=fp16"], "--precision applies only with (_cuda or _tensorrt or _tensorrt-ep) and (_tensorrt or "
+                           "_tensorrt-ep or --precision=tf32)"),   # words of alternatives
     (["--buckets=128;256"], "--buckets=128;256 is not of the form the input takes"),
 ])
 def test_the_benchmark_refuses_values_out_of_range_or_place_before_anything_runs(tmp_path, args, fragment):
