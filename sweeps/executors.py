@@ -71,9 +71,15 @@ class Executor:
 def executor(on, options):
     """The executor `--on` names (None: local)."""
     on = on or "local"
+    kind = "ray" if on.startswith("ray:") else on   # ray://HOST:PORT (Ray Client), ray:HOST:PORT (the GCS)
+    # Options of another executor would be dropped without a word: the person meant them for a cluster.
+    for option, applies in (("slurm", ("slurm",)), ("node_cache", ("ray", "slurm")), ("cpus", ("ray", "slurm"))):
+        if options.get(option) and kind not in applies:
+            flag = "--" + option.replace("_", "-")
+            raise UsageError(f"{flag} applies to --on {' or --on '.join(applies)}, not --on {on}",
+                             hint=f"add --on {applies[0]}, or leave {flag} out")
     if on == "local":
         return LocalExecutor(jobs=options.get("jobs") or 1, log_dir=options.get("log_dir"))
-    kind = "ray" if on.startswith("ray:") else on   # ray://HOST:PORT (Ray Client), ray:HOST:PORT (the GCS)
     if kind not in CLUSTER:
         raise UsageError(f"--on {on}: not an executor",
                          hint="use --on local, ray, ray://HOST:PORT, ray:HOST:PORT or slurm")

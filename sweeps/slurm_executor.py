@@ -16,6 +16,7 @@ of the job's log; Ctrl-C cancels the arrays (scancel), and their mlrun record th
 """
 import difflib
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -28,6 +29,8 @@ from .executors import Executor
 POLL_S = 1.0
 GRACE_S = 10.0      # a finished job's result file may take this long to show on a shared file system
 DEFAULTS = {"time": 60, "job_name": "mlrun-sweep"}
+# sbatch --time's forms (man sbatch)
+SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
 RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT")
 ENDED = ("COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL",
          "DEADLINE", "REVOKED", "SPECIAL_EXIT")
@@ -47,6 +50,9 @@ def parameters(given):
                              + (f"; did you mean '{close[0]}'?" if close else ""),
                              hint="known: " + ", ".join(sorted(valid)))
         value = str(value).strip()
+        if name == "time" and not SLURM_TIME.fullmatch(value):  # sbatch would refuse it only at submission
+            raise UsageError(f"--slurm time={value}: not a SLURM time limit",
+                             hint="minutes (30), MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED")
         out[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
     return out
 

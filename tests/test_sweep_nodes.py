@@ -62,7 +62,7 @@ def test_a_node_that_does_not_see_the_shared_cache_says_so(ws):
 def test_a_bad_node_cache_is_a_usage_error(ws):
     point_recipes(ws)
     result = ws.mlrun("sweep", "point", "--grid", "n=0,1", "--name", "s", "--on", "local", "--node-cache", "rel/dir")
-    assert result.returncode == 0   # local sweeps ignore it
+    assert_user_error(result, 2, "--node-cache applies to --on ray or --on slurm")   # not dropped in silence
     from engine.errors import UsageError
     with pytest.raises(UsageError, match="--node-cache rel/dir: expected shared"):
         shared_for(ws, node_cache="rel/dir")
@@ -82,8 +82,19 @@ def test_a_ray_cluster_that_is_not_there_is_said_at_once(ws):
     assert_user_error(result, 2, f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused")
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--slurm", "partition=cpu"], "--slurm applies to --on slurm, not --on local"),
+    (["--node-cache", "local"], "--node-cache applies to --on ray or --on slurm, not --on local"),
+    (["--cpus", "4", "--on", "local"], "--cpus applies to --on ray or --on slurm, not --on local"),
+    (["--slurm", "time=30", "--on", "ray:127.0.0.1:9"], "--slurm applies to --on slurm, not --on ray:127.0.0.1:9")])
+def test_cluster_options_without_their_cluster_are_refused_not_dropped(ws, flags, message):
+    result = sweep_two_points(ws, *flags)
+    assert_user_error(result, 2, message)
+
+
 @pytest.mark.parametrize("flags, path, message", [
     (["--slurm", "partition=cpu,tiem=30"], None, "unknown SLURM parameter 'tiem'; did you mean 'time'?"),
+    (["--slurm", "time=abc"], None, "--slurm time=abc: not a SLURM time limit"),
     ([], "/nonexistent", "--on slurm: `sbatch` is not on PATH")])
 def test_slurm_usage_errors_come_before_anything_runs(ws, flags, path, message):
     pytest.importorskip("submitit")
