@@ -142,10 +142,16 @@ class RayExecutor(Executor):
 
 
 def _reachable(address, timeout=10):
-    """A usage error, in seconds, when nothing listens at HOST:PORT (ray.init would wait for minutes)."""
+    """A usage error, in seconds, when the address is not HOST:PORT (or "auto") or nothing listens there
+    (ray.init would try for a minute and a half, or wait for minutes)."""
+    if address == "auto":
+        return
     host, _, port = address.removeprefix("ray://").rpartition(":")
-    if not host or not port.isdigit():
-        return   # "auto", or a form Ray knows better
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise UsageError(f"Ray address {address!r}: expected HOST:PORT"
+                         + (" (from RAY_ADDRESS)" if address == os.environ.get("RAY_ADDRESS") else ""),
+                         hint="--on ray:HOST:6379 names the cluster's GCS port, --on ray://HOST:10001 its Ray Client "
+                              "port; --on ray alone uses RAY_ADDRESS, else the cluster started on this machine")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:

@@ -74,6 +74,14 @@ def test_a_cluster_without_its_package_says_how_to_install_it(ws, on, package):
     assert_user_error(result, 2, f"--on {on} needs the Python package `{package}`", "requirements-cluster.txt")
 
 
+@pytest.mark.parametrize("on, address", [("ray:headnode", "headnode"), ("ray://head:abc", "ray://head:abc"),
+                                         ("ray:head:70000", "head:70000"), ("ray://", "ray://")])
+def test_a_ray_address_that_is_not_host_port_is_refused_at_once(ws, on, address):
+    pytest.importorskip("ray")
+    result = sweep_two_points(ws, "--on", on)
+    assert_user_error(result, 2, f"Ray address '{address}': expected HOST:PORT")
+
+
 def test_a_ray_cluster_that_is_not_there_is_said_at_once(ws):
     pytest.importorskip("ray")
     from clusters import free_port
