@@ -193,6 +193,16 @@ def test_the_benchmark_refuses_values_out_of_range_or_place_before_anything_runs
     assert not (tmp_path / "runs").exists()
 
 
+def test_deepsparse_refuses_exact_lengths_before_its_venv_and_engines(tmp_path):
+    """It was refused by the harness, after the deepsparse venv and the model were built."""
+    from conftest import offline_mlrun
+    mlrun = offline_mlrun(tmp_path)
+    result = mlrun("app mlperf bert _deepsparse _random", "--buckets=exact", timeout=60)
+    assert_user_error(result, 2, "--buckets applies only with no _deepsparse or --buckets other than exact",
+                      "not _deepsparse")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_the_buckets_pattern_takes_what_the_harness_takes():
     """The app's --buckets pattern (checked at resolution) takes only what seq_plan.parse_buckets (the harness)
     takes, and refuses all it refuses: the same range. (The parser also takes +5 and 1_0, as int() does; the

@@ -316,6 +316,9 @@ def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
     assert summary["onnxruntime"] == {"version": onnxruntime.__version__, "providers": ["CPUExecutionProvider"]}
     if scenario == "Offline":
         assert summary["sequence_handling"].startswith("buckets 128,256,384")
+        # --buckets 128,256 did not name 384: said, not added in silence
+        assert summary["sequence_handling"].endswith("; 384 added to --buckets 128,256: the samples longer than 256 "
+                                                     "run there")
         # Its target (which sizes the query, given a min duration) is 1.1 x a rate pass, not the warm-up's.
         rate = summary["rate_pass"]
         assert rate["samples"] >= 4 and summary["warmup_qps"] == rate["samples_per_second"]
