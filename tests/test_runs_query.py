@@ -206,6 +206,7 @@ def test_a_run_of_another_recipe_lacks_settings_but_does_not_make_them_differ(be
     assert table[0].split() == ["RUN", "QUERY", "MODE", "WAIT", "LAYERS", "RESULT", "STATUS"], table
 
 
+@pytest.mark.slow  # about 3 s on the 2-core EPYC
 def test_a_table_of_too_many_differing_settings_leaves_some_out_and_says_which(bench):
     """A varied history made 365-column rows with every value cut to 'app...', 'per...': settings few runs have
     are left out now (named below), and the query keeps its words."""

@@ -202,6 +202,7 @@ def test_a_variation_group_in_the_grid_replaces_the_query_s_variation(bench):
                                                                                   ("b", "cpu", 100.0)]
 
 
+@pytest.mark.slow  # about 2.1 s on the 2-core EPYC
 def test_the_grid_value_dash_is_not_given(bench):
     """`-` runs the point without the flag: the input's default, no override, the variable unset, the group's
     default variation (not the query's own)."""

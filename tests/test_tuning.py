@@ -117,6 +117,7 @@ def test_instances_run_at_once_each_on_its_own_core(files):
     assert any(a1 < b2 and a2 < b1 for a1, b1 in first for a2, b2 in second), "the instances never overlapped"
 
 
+@pytest.mark.slow  # about 2.4 s on the 2-core EPYC
 def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
     result, summary = run_harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance",
                                   "--count", "16", "--min-duration", "0", "--instances", "2", "--threads", "1",
