@@ -189,6 +189,9 @@ def main(argv=None):
         passage = Passage(text, answerer.tokenizer)
         answers = []
         from_stdin = args.question is None and not args.question_file
+        # Several questions read from a file or a pipe: each answer says its question (a person at the
+        # terminal has just typed it; --question is one)
+        echo = args.question is None and args.terminal is None
         for question in questions:
             try:
                 result = answerer.answer(passage, question)
@@ -198,6 +201,8 @@ def main(argv=None):
                 print(f"skipped: {error.message}", file=out, flush=True)   # one bad line ends no session
                 continue
             answers.append(result)
+            if echo:
+                print(f"question: {question}", file=out)
             print(f"answer: {result['answer']}\n  score {result['score']}, {result['latency_ms']:.1f} ms"
                   f" ({result['windows']} window{'' if result['windows'] == 1 else 's'})", file=out, flush=True)
             save(args, answers)   # after each: Ctrl-C keeps the answers given (was: all lost)

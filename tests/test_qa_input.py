@@ -39,6 +39,20 @@ def test_each_answer_is_kept_as_it_is_given(model, tmp_path, monkeypatch, capsys
     assert calls[:2] == [1, 2]
 
 
+def test_answers_to_piped_or_filed_questions_say_their_question(model, tmp_path, monkeypatch, capsys):
+    """Off a terminal, 'answer: ...' lines alone did not say which question each answered; --question asks one."""
+    ask(model, tmp_path, monkeypatch, "Who?\nWhat?\n", f"--passage={PASSAGE}")
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("question:", "answer:"))]
+    assert [line.split(":")[0] for line in lines] == ["question", "answer", "question", "answer"]
+    assert lines[0] == "question: Who?" and lines[2] == "question: What?"
+    questions = tmp_path / "questions.txt"
+    questions.write_text("Who?\n")
+    ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", f"--question-file={questions}")
+    assert "question: Who?" in capsys.readouterr().out
+    ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", "--question=Who?")
+    assert "question:" not in capsys.readouterr().out
+
+
 def test_bad_lines_of_a_session_are_skipped_and_said(model, tmp_path, monkeypatch, capsys):
     """A question of no words ('\\u200b') was answered; bytes that are not UTF-8 went into qa.json as surrogates."""
     code, answers = ask(model, tmp_path, monkeypatch, "\u200b\nWhat is the capital \udce9?\nWho?\n",
