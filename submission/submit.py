@@ -340,12 +340,27 @@ class Submission:
             argv += [f"--dep.{d}.{k}={v}" for d, kv in self.deps.items() for k, v in kv.items()] \
                 + [f"--env.{k}={v}" for k, v in self.env.items()]
         record = runner.run(plan, argv=argv, extra={"submission": {"dir": self.dir, "run": name}})
+        command = argv[:1] + self.places() + argv[1:]   # the README's "by hand" line: the same cache and mirror
         entry = {"run": record["id"], "folder": record["steps"][-1]["path"], "inputs": inputs,
-                 "command": secrets.scrub_argv(argv), "fingerprint": self.fingerprint(plan), "finished": time.time()}
+                 "command": secrets.scrub_argv(command), "fingerprint": self.fingerprint(plan),
+                 "finished": time.time()}
         self.state["runs"][name] = entry
         self.save()   # after every finished run: a crash later keeps it
         self.say(f"  {name}: done, run {record['id']}")
         return entry
+
+    def places(self):
+        """--cache/--runs/--recipes where not mlrun's defaults, and --mirror: pasted elsewhere, a command
+        then builds from the same cache and mirror (an offline machine needs the mirror)."""
+        from engine.settings import Settings
+        default, s, out = Settings(), self.settings, []
+        for option, value, usual in (("--cache", s.cache, default.cache), ("--runs", s.runs, default.runs)):
+            if os.path.abspath(value) != os.path.abspath(usual):
+                out += [option, value]
+        if [os.path.abspath(r) for r in s.recipes] != [os.path.abspath(r) for r in default.recipes]:
+            for folder in s.recipes:
+                out += ["--recipes", folder]
+        return out + (["--mirror", s.mirror] if s.mirror else [])
 
     def needed(self):
         """[(name, scenario, kind)] in the order they run."""
