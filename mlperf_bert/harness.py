@@ -250,7 +250,8 @@ def run(args):
     summary = {
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
-        "sequence_handling": plan.description + _added_width(args.buckets, plan), "batch_size": args.batch_size, "threads": inference.backend.threads,
+        "sequence_handling": plan.description + _added_width(args.buckets, plan), "batch_size": args.batch_size,
+        "threads": inference.backend.threads,
         "backend": args.backend, "workers": workers, "device": args.device if args.backend != "tensorrt" else "cuda",
         "precision": args.precision, "gpu": gpu_facts,
         "parallelism": chosen_parallelism.record() if chosen_parallelism else None,
@@ -330,7 +331,8 @@ def _added_width(requested, plan):
     if plan.buckets is None or not asked[0].strip().isdigit() or str(seq_plan.FEATURE_WIDTH) in \
             [part.strip().lstrip("0") for part in asked]:
         return ""
-    return f"; {seq_plan.FEATURE_WIDTH} added to --buckets {requested}: the samples longer than {max(map(int, asked))} run there"
+    return (f"; {seq_plan.FEATURE_WIDTH} added to --buckets {requested}: the samples longer than "
+            f"{max(map(int, asked))} run there")
 
 
 def _ort_instances(args, features, buckets, work_dir, total):

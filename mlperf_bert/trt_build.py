@@ -44,6 +44,9 @@ def read_calibration_list(path, feature_count):
 
 
 def build(model, out, precision, buckets, batch_sizes, calibration_cache=None, rows=None, calibrate_only=False):
+    # TensorRT allows TF32 by default: fp32 means strict fp32 here (gpu.DEVICE_PRECISIONS says why); the
+    # variable is read when the libraries start, so before the builder exists
+    gpu.set_math_mode(precision)
     trt = tensorrt()
     io = model_adapter.inspect(model)
     builder = trt.Builder(trt_logger())
@@ -63,8 +66,6 @@ def build(model, out, precision, buckets, batch_sizes, calibration_cache=None, r
         for name in io.input_names:
             profile.set_shape(name, low, opt, high)
         config.add_optimization_profile(profile)
-    # TensorRT allows TF32 by default: fp32 means strict fp32 here (gpu.DEVICE_PRECISIONS says why)
-    gpu.set_math_mode(precision)
     if precision == "fp32":
         config.clear_flag(trt.BuilderFlag.TF32)
     if precision in ("fp16", "int8"):
