@@ -11,11 +11,14 @@ a worker or node that dies leaves the point failed with Ray's reason, and a reru
 """
 import functools
 import os
+import signal
 import socket
+import threading
 import time
 from collections import deque
 
 from engine.errors import UsageError
+from engine.guard import STOP_SIGNALS
 
 from . import node, remote
 from .executors import Executor
@@ -51,7 +54,11 @@ class RayExecutor(Executor):
         # Ray Client starts a server process per client on the head: on a busy head that can miss its time-out.
         for attempt in range(3 if address.startswith("ray://") else 1, 0, -1):
             try:
-                return ray.init(address=address, logging_level="warning", log_to_driver=False, configure_logging=False)
+                ours = _stop_handlers()
+                context = ray.init(address=address, logging_level="warning", log_to_driver=False,
+                                   configure_logging=False)
+                _restore(ours)
+                return context
             except (ConnectionError, RuntimeError, ValueError) as e:
                 if attempt == 1:
                     raise UsageError(f"cannot reach the Ray cluster at {address}: {str(e).strip().splitlines()[0]}",
@@ -87,8 +94,10 @@ class RayExecutor(Executor):
                                      f"{most})", hint=f"--cpus {most} or fewer")
                 refs = {submit(t, num_cpus=t.cpus): (t, None) for t in tasks if not t.measures}
                 measuring, busy, seen = deque(t for t in tasks if t.measures), set(), set()
+                stop = _Deferred()
                 try:
                     while refs or measuring:
+                        stop.check()
                         if time.monotonic() - checked > NODES_EVERY_S:
                             nodes, checked = _cpus_by_node(ray), time.monotonic()
                         for node_id in [n for n in nodes if n not in busy]:
@@ -125,6 +134,7 @@ class RayExecutor(Executor):
                             outcome = _outcome(ray, ref, task, node_id, settings.runs, self.log_dir)
                             yield self._finish(outcome, task, seen, on_event)
                 finally:
+                    stop.close()
                     for ref in refs:   # Ctrl-C: the workers stop their mlrun (recorded as interrupted)
                         ray.cancel(ref)
                     if refs:
@@ -139,6 +149,44 @@ class RayExecutor(Executor):
             on_event("started", task, None)
         on_event("finished", task, outcome)
         return outcome
+
+
+def _stop_handlers():
+    """mlrun's handlers of its stop signals (engine.guard), {} off the main thread (none of ours to keep)."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+
+
+def _restore(handlers):
+    """ray.init puts its own handler under SIGTERM (it exited the sweep with a stack dump, leaving its points
+    'running'): mlrun's go back, so a stopped sweep records its points as interrupted, as a local one does."""
+    for signum, handler in handlers.items():
+        if handler is not None:
+            signal.signal(signum, handler)
+
+
+class _Deferred:
+    """While the points run, a stop signal is noted and raised by check() from the loop's own code: raised from
+    the handler, it surfaced inside Ray's calls, which swallowed it (the sweep ran on, deaf to signals)."""
+
+    def __init__(self):
+        self.signum = None
+        self.before = {s: signal.signal(s, self._note) for s, handler in _stop_handlers().items()
+                       if handler not in (None, signal.SIG_IGN)}
+
+    def _note(self, signum, frame):
+        self.signum = self.signum or signum
+
+    def check(self):
+        if self.signum:
+            from engine.guard import Interrupted
+            raise Interrupted(self.signum)
+
+    def close(self):
+        """mlrun's handlers back; after a stop, the signals stay ignored while the points stop (as engine.guard's)."""
+        for signum, handler in self.before.items():
+            signal.signal(signum, signal.SIG_IGN if self.signum else handler)
 
 
 def _reachable(address, timeout=10):
