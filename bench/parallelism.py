@@ -11,7 +11,6 @@ batched configuration's answers with batch 1's (argmax start and end over the re
 """
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
 

@@ -636,7 +636,7 @@ def cmd_show(args, extras, settings):
             print(f"\n--- last build log: {logs[-1]} ({kinds[logs[-1]]}) ---")
             with open(logs[-1], errors="replace") as f:
                 sys.stdout.write(f.read()[-8000:])
-            print(f"\n(remove them with: mlrun rm failed -y)")
+            print("\n(remove them with: mlrun rm failed -y)")
         return 0
     recipes = cache_view.recipes_by_name(settings)
     entries = cache_view.matching(cache.entries(), args.query, recipes)

@@ -128,7 +128,7 @@ def trt_profiles(buckets, batch_sizes):
 
 
 def ort_trt_options(cache_dir, precision, profiles, input_names):
-    """TensorrtExecutionProvider options: fp16 or fp32 engines cached (with the timing cache) in cache_dir,
+    """TensorrtExecutionProvider options: fp32, tf32 or fp16 engines cached (with the timing cache) in cache_dir,
     built for exactly these profiles, so no shape the harness runs triggers a rebuild."""
     if precision not in DEVICE_PRECISIONS["tensorrt-ep"]:
         raise MlrunError(f"onnxruntime's TensorRT provider runs fp32, tf32 or fp16 here, not {precision}",
@@ -146,8 +146,8 @@ def check_precision(device, precision):
     if precision not in DEVICE_PRECISIONS[device]:
         raise MlrunError(f"--precision {precision} does not apply to {device}: it runs "
                          f"{' or '.join(DEVICE_PRECISIONS[device])}",
-                         hint="fp16: TensorRT (_tensorrt or _tensorrt-ep); int8 with calibration: the native "
-                              "TensorRT backend (_tensorrt --precision=int8)")
+                         hint="tf32: onnxruntime's CUDA provider or TensorRT; fp16: TensorRT (_tensorrt or "
+                              "_tensorrt-ep); int8 with calibration: the native TensorRT backend (_tensorrt)")
 
 
 def set_math_mode(precision):
@@ -221,9 +221,11 @@ def main(argv=None):
         if args.verb == "facts":
             print(json.dumps(facts(), indent=1))
         else:
-            buckets = TRT_DEFAULT_BUCKETS if args.buckets == "auto" else args.buckets
-            warm_ort_trt_cache(args.model, args.out, args.precision, parse_lengths(buckets),
-                               parse_lengths(args.batch_sizes))
+            from mlperf_bert import seq_plan   # the harness's parser: 384 added, so the profiles are the same
+            buckets = seq_plan.parse_buckets(TRT_DEFAULT_BUCKETS if args.buckets == "auto" else args.buckets)
+            if not isinstance(buckets, tuple):
+                raise MlrunError(f"--buckets must list lengths for TensorRT profiles, not {args.buckets}")
+            warm_ort_trt_cache(args.model, args.out, args.precision, buckets, parse_lengths(args.batch_sizes))
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code

@@ -162,9 +162,10 @@ def parse_args(argv):
         parser.error("--device tensorrt-ep needs --trt-cache DIR")
     device = "tensorrt" if args.backend == "tensorrt" else args.device
     if args.precision not in gpu.DEVICE_PRECISIONS[device]:
-        parser.error(f"--precision {args.precision} applies to TensorRT (--backend tensorrt or --device "
-                     f"tensorrt-ep){' or --device cuda' if args.precision == 'tf32' else ''}; "
-                     f"{device} runs {' or '.join(gpu.DEVICE_PRECISIONS[device])}")
+        where = [f"--device {d}" if d != "tensorrt" else "--backend tensorrt"
+                 for d, runs in gpu.DEVICE_PRECISIONS.items() if args.precision in runs]
+        parser.error(f"--precision {args.precision} applies to {' or '.join(where)}; {device} runs "
+                     f"{' or '.join(gpu.DEVICE_PRECISIONS[device])}")
     for option in ("user_conf", "audit_config", "squad", "questions"):
         path = getattr(args, option)
         if path is not None and not os.path.isfile(path):

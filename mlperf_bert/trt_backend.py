@@ -74,7 +74,8 @@ class DeviceBuffer:
 
 class TrtBackend:
     def __init__(self, engine_path, use_cuda_graphs=True):
-        self.trt, self.cudart = tensorrt(), _cudart()
+        trt = self.trt = tensorrt()
+        self.cudart = _cudart()
         self.runtime = trt.Runtime(trt_logger())  # kept: the engine must not outlive its runtime
         with open(engine_path, "rb") as f:
             self.engine = self.runtime.deserialize_cuda_engine(f.read())

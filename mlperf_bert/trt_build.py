@@ -1,4 +1,4 @@
-"""python -m mlperf_bert.trt_build: a TensorRT engine from a BERT QA ONNX model (fp32, fp16 or int8).
+"""python -m mlperf_bert.trt_build: a TensorRT engine from a BERT QA ONNX model (fp32, tf32, fp16 or int8).
 
 One optimisation profile per sequence-length bucket (lengths above the previous bucket up to its own, batch 1
 to the largest batch size asked: mlperf_bert.gpu.trt_profiles), so every sample runs at its bucket's length

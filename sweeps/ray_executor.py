@@ -192,7 +192,7 @@ class _Deferred:
 def _reachable(address, timeout=10):
     """A usage error, in seconds, when the address is not HOST:PORT (or "auto") or nothing listens there
     (ray.init would try for a minute and a half, or wait for minutes)."""
-    if address == "auto":
+    if address in ("auto", "local"):   # ray.init's own words: the cluster here, or a new one
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:

@@ -102,7 +102,8 @@ def test_engine_keys_follow_precision_profiles_and_gpu_model(tmp_path):
     assert len({base, *others}) == 6
 
 
-def test_onnxruntime_without_the_cuda_provider_says_which_it_has(tmp_path):
+def test_onnxruntime_without_the_cuda_provider_says_which_it_has(tmp_path, monkeypatch):
+    monkeypatch.delenv("NVIDIA_TF32_OVERRIDE", raising=False)   # ort_providers sets it: not for later tests
     from mlperf_bert import random_model
     from mlperf_bert.ort_backend import OrtBackend
     import onnx
@@ -242,8 +243,12 @@ def test_calibration_indices_are_checked_against_the_features(tmp_path):
 @pytest.mark.parametrize("flags,message", [
     (["--backend", "tensorrt"], "--backend tensorrt needs --engine FILE"),
     (["--device", "tensorrt-ep"], "--device tensorrt-ep needs --trt-cache DIR"),
-    (["--device", "cuda", "--precision", "fp16"], "--precision fp16 applies to TensorRT"),
-    (["--precision", "tf32"], "or --device cuda; cpu runs fp32"),
+    (["--device", "cuda", "--precision", "fp16"],
+     "--precision fp16 applies to --device tensorrt-ep or --backend tensorrt; cuda runs fp32 or tf32"),
+    (["--precision", "tf32"], "--precision tf32 applies to --device cuda or --device tensorrt-ep or --backend "
+                              "tensorrt; cpu runs fp32"),
+    (["--device", "tensorrt-ep", "--trt-cache", "c", "--precision", "int8"],
+     "--precision int8 applies to --backend tensorrt; tensorrt-ep runs fp32 or tf32 or fp16"),
     (["--backend", "deepsparse", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
 ])
 def test_harness_refuses_gpu_flags_that_do_not_go_together(flags, message, capsys):
@@ -319,3 +324,48 @@ def test_gpu_check_without_mlrun_runs_the_recipes_steps_and_reports_each_row(tmp
     assert "needs --calibration-list" in rows[("tensorrt", "int8")]["error"]
     assert "Traceback" not in json.dumps(report) + result.stdout
     assert "| base | onnxruntime _cuda | tf32 |" in (tmp_path / "out" / "gpu_check.md").read_text()
+
+
+def test_an_engine_tensorrt_cannot_load_is_said_with_tensorrts_version(tmp_path, monkeypatch):
+    """With TensorRT's and cuda-python's modules stood in for (this machine has neither): an engine whose
+    runtime gives nothing back (another GPU or TensorRT) is a GpuUnavailable naming both; a NameError here
+    had made every native TensorRT run fail."""
+    import sys
+    import types
+    from mlperf_bert import trt_backend
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, data):
+            return None
+
+    class Logger:
+        WARNING = 2
+
+        def __init__(self, level):
+            pass
+    fake = types.SimpleNamespace(__version__="10.fake", Runtime=Runtime, Logger=Logger)
+    for name, module in (("tensorrt", fake), ("cuda", types.ModuleType("cuda")),
+                         ("cuda.bindings", types.ModuleType("cuda.bindings")),
+                         ("cuda.bindings.runtime", types.ModuleType("cuda.bindings.runtime"))):
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setattr(trt_backend, "_LOGGER", None)
+    engine = tmp_path / "engine.plan"
+    engine.write_bytes(b"not an engine")
+    with pytest.raises(gpu.GpuUnavailable, match=r"TensorRT 10.fake cannot load .*engine.plan"):
+        trt_backend.TrtBackend(str(engine))
+
+
+def test_the_providers_engine_cache_gets_the_profiles_the_harness_asks(monkeypatch, capsys):
+    """--buckets 128,256: the harness runs 128, 256 and 384 (seq_plan adds it); the cache was built for 128 and
+    256 only, so onnxruntime would have built the third engine in the middle of the benchmark."""
+    from mlperf_bert import seq_plan
+    asked = []
+    monkeypatch.setattr(gpu, "warm_ort_trt_cache", lambda model, out, precision, buckets, batches:
+                        asked.append((buckets, batches)))
+    assert gpu.main(["ort-trt-cache", "--model", "m", "--out", "o", "--buckets", "256,128", "--batch-sizes", "8"]) == 0
+    assert asked == [(seq_plan.parse_buckets("128,256"), (8,))] and asked[0][0] == (128, 256, 384)
+    assert gpu.main(["ort-trt-cache", "--model", "m", "--out", "o", "--buckets", "exact"]) == 2
+    assert "--buckets must list lengths for TensorRT profiles" in capsys.readouterr().err

@@ -193,13 +193,13 @@ def test_the_benchmark_refuses_values_out_of_range_or_place_before_anything_runs
     assert not (tmp_path / "runs").exists()
 
 
-def test_deepsparse_refuses_exact_lengths_before_its_venv_and_engines(tmp_path):
-    """It was refused by the harness, after the deepsparse venv and the model were built."""
+@pytest.mark.parametrize("backend", ["_deepsparse", "_tensorrt"])
+def test_engine_backends_refuse_exact_lengths_before_their_venv_and_engines(tmp_path, backend):
+    """It was refused by the harness (the engine builder), after the venv and the model were built."""
     from conftest import offline_mlrun
     mlrun = offline_mlrun(tmp_path)
-    result = mlrun("app mlperf bert _deepsparse _random", "--buckets=exact", timeout=60)
-    assert_user_error(result, 2, "--buckets applies only with no _deepsparse or --buckets other than exact",
-                      "not _deepsparse")
+    result = mlrun(f"app mlperf bert {backend} _random", "--buckets=exact", timeout=60)
+    assert_user_error(result, 2, f"(no {backend} or --buckets other than exact)", "not _deepsparse, _tensorrt or")
     assert not (tmp_path / "runs").exists()
 
 
