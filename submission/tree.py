@@ -46,12 +46,19 @@ def _official(sub, script, args, cwd, what):
 def measurements(sub):
     model = sub.model["what"]
     random = "random" in model or "_random" in sub.opts.query
+    # A TensorRT engine's precision (--precision) is the weights' too; tf32 keeps fp32 weights
+    precision = str(sub.inputs.get("precision") or "fp32")
+    engine = precision if precision in ("fp16", "int8") else None
+    weights = "int8" if "int8" in sub.opts.query or engine == "int8" else engine or "fp32"
+    transform = {"fp16": "converted to fp16 by TensorRT's engine builder",
+                 "int8": "quantized to int8 by TensorRT's engine builder (entropy calibration on the MLPerf "
+                         "calibration set)"}.get(engine, "none")
     return {
         "starting_weights_filename": sub.model.get("weights", model),
         "retraining": "no",
         "input_data_types": "int64",
-        "weight_data_types": "fp32" if "int8" not in sub.opts.query else "int8",
-        "weight_transformations": "random weights, no training (plumbing only)" if random else "none",
+        "weight_data_types": weights,
+        "weight_transformations": "random weights, no training (plumbing only)" if random else transform,
         "division": sub.opts.division, "framework": sub.framework, "loadgen": sub.loadgen,
     }
 

@@ -211,3 +211,20 @@ def test_a_system_file_that_is_not_text_is_a_usage_error(tmp_path):
     (tmp_path / "bin.yaml").write_bytes(b"\xff\xfe\x00bin")   # was 'unexpected UnicodeDecodeError ... a bug in mlrun'
     with pytest.raises(UsageError, match="not UTF-8 text"):
         system.read_yaml(str(tmp_path / "bin.yaml"))
+
+
+@pytest.mark.parametrize("query, inputs, weights, transform", [
+    ("app mlperf bert _onnxruntime _cpu", {}, "fp32", "none"),
+    ("app mlperf bert _onnxruntime _cpu _int8", {}, "int8", "none"),
+    ("app mlperf bert _onnxruntime _cuda", {"precision": "tf32"}, "fp32", "none"),
+    ("app mlperf bert _tensorrt", {"precision": "fp16"}, "fp16", "converted to fp16 by TensorRT"),
+    ("app mlperf bert _tensorrt", {"precision": "int8"}, "int8", "quantized to int8 by TensorRT"),
+])
+def test_measurements_say_the_engines_precision(query, inputs, weights, transform):
+    """weight_data_types came from the query's words alone: a TensorRT fp16 engine was described as fp32."""
+    from types import SimpleNamespace
+    from submission import tree
+    sub = SimpleNamespace(model={"what": "the official fp32 BERT-Large ONNX model"}, inputs=inputs,
+                          opts=SimpleNamespace(query=query, division="closed"), framework="f", loadgen="6.0.17")
+    got = tree.measurements(sub)
+    assert got["weight_data_types"] == weights and got["weight_transformations"].startswith(transform)
