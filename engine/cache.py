@@ -17,6 +17,7 @@ removes only what it can lock.
 """
 import json
 import os
+import re
 import time
 
 from . import digests, integrity, secrets
@@ -24,6 +25,7 @@ from .errors import MlrunError
 
 META_DIR = ".mlrun"
 ENTRY_FILE = "entry.json"
+ENTRY_NAME = r"[^/]+-[0-9a-f]{16}"   # an entry's folder: ResolvedNode.entry_name, <recipe>-<key[:16]>
 FILES_FILE = "files.json"
 ENTRY_FORMAT = 2   # 1: files.json skipped .mlrun/ and entry.json had no entry_digest
 HIDDEN = (".tmp", ".locks", ".failed", ".index", ".partial")
@@ -221,6 +223,13 @@ class Cache:
         return sorted(os.path.join(self.root, n) for n in names if not n.startswith(".")
                       and os.path.isdir(os.path.join(self.root, n)) and read_entry(os.path.join(self.root, n)) is None)
 
+    @staticmethod
+    def is_damaged(path):
+        """A folder named as an entry whose entry.json is missing or unreadable: an entry gone bad (removable by
+        `mlrun rm cache PATH`; the next build of it replaces it), unlike any other folder."""
+        return bool(re.fullmatch(ENTRY_NAME, os.path.basename(path))) and os.path.isdir(path) \
+            and read_entry(path) is None
+
     def failed_logs(self):
         folder = os.path.join(self.root, ".failed")
         if not os.path.isdir(folder):
@@ -232,7 +241,12 @@ class Cache:
         [(meta, [problems])] for the entries that do not match."""
         bad = []
         for meta in entries if entries is not None else self.entries():
-            problems = entry_problems(meta["path"], meta)
+            try:
+                problems = entry_problems(meta["path"], meta)
+            except MlrunError:
+                if not os.path.lexists(os.path.join(meta["path"], META_DIR, ENTRY_FILE)):
+                    continue   # removed (mlrun rm, gc) while it was checked: nothing left to verify
+                raise
             flagged = {_subject(p) for p in problems}   # a changed file is not listed twice
             problems += [f"stat-damage: {p}" for p in integrity.stat_problems(meta["path"])
                          if _subject(p) not in flagged]
@@ -256,7 +270,8 @@ class Cache:
         """Delete entries; refuses anything that is not a direct child entry of this cache."""
         for meta in entries:  # check them all before deleting any
             path = os.path.realpath(meta["path"])
-            if os.path.dirname(path) != os.path.realpath(self.root) or read_entry(path) is None:
+            if os.path.dirname(path) != os.path.realpath(self.root) or (
+                    read_entry(path) is None and not (meta.get("damaged") and self.is_damaged(path))):
                 raise MlrunError(f"refusing to delete {meta['path']}: it is not an entry of the cache {self.root}")
         for meta in entries:
             self._discard(os.path.realpath(meta["path"]))
@@ -407,10 +422,15 @@ def flock(path, shared=False, wait=True):
 
 
 def read_entry(path):
+    """entry.json's content with `path`, or None: missing, unreadable, or not what mlrun writes there
+    (an object whose key, recipe and finished time have their types)."""
     try:
         with open(os.path.join(path, META_DIR, ENTRY_FILE)) as f:
             meta = json.load(f)
     except (OSError, ValueError):
+        return None
+    if not (isinstance(meta, dict) and isinstance(meta.get("key"), str) and isinstance(meta.get("recipe"), str)
+            and isinstance(meta.get("finished"), (int, float))):
         return None
     meta["path"] = path
     return meta

@@ -91,9 +91,13 @@ def to_remove(cache, word, recipes, confirmed):
     """The entries `rm cache WORD` means: a folder name or path, a key prefix, else a query as the resolver
     reads it. Several recipes left by a query: a UsageError listing them unless `confirmed` (-y)."""
     from .cache import read_entry
-    named = read_entry(os.path.abspath(word) if os.sep in word else os.path.join(cache.root, word))
+    path = os.path.abspath(word) if os.sep in word else os.path.join(cache.root, word)
+    named = read_entry(path)
     if named:
         return [named], True
+    if os.path.dirname(os.path.realpath(path)) == os.path.realpath(cache.root) and cache.is_damaged(path):
+        return [{"path": path, "recipe": "(damaged: its .mlrun/entry.json is missing or unreadable)",
+                 "damaged": True}], True
     entries = cache.entries()
     if re.fullmatch(r"[0-9a-f]{4,64}", word):
         by_key = [m for m in entries if m.get("key", "").startswith(word)]

@@ -755,9 +755,10 @@ def cmd_cache(args, extras, settings):
     bad = cache.reseal(entries) if args.reseal else cache.verify(entries)
     old = [m["path"] for m in entries if not entry_meta_covered(m)]
     strays = cache.strays()   # an entry whose metadata went is no entry any more: said, not skipped
+    damaged = [p for p in strays if cache.is_damaged(p)]
     if args.json:
         _print_json({"checked": len(entries), "bad": [{"path": m["path"], "problems": p} for m, p in bad],
-                     "old_format": old, "not_entries": strays})
+                     "old_format": old, "damaged": damaged, "not_entries": [p for p in strays if p not in damaged]})
     else:
         for meta, problems in bad:
             print(f"CORRUPT {_rel(meta['path'])}")
@@ -770,12 +771,18 @@ def cmd_cache(args, extras, settings):
             print(f"OLD FORMAT {_rel(path)}: its files were checked; its metadata (.mlrun/) has no digest "
                   "(remove and rebuild it to cover that)")
         for path in strays:
-            print(f"NOT AN ENTRY {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; mlrun never uses "
-                  "it (move it out of the cache)")
+            if path in damaged:   # named as an entry: the next build of that entry replaces it
+                print(f"DAMAGED {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; it is not used, "
+                      f"and the next build of it replaces it\n  remove it: {removal_command(path)}")
+            else:
+                print(f"NOT AN ENTRY {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; mlrun never "
+                      "uses it (move it out of the cache)")
         print(f"{plural(len(entries), 'entry')} checked, {len(bad)} corrupt"
               + (f", {cache.resealed} resealed" if args.reseal else "")
               + (f", {len(old)} of the old format" if old else "")
-              + (f", {len(strays)} not {'an entry' if len(strays) == 1 else 'entries'}" if strays else ""))
+              + (f", {len(damaged)} damaged" if damaged else "")
+              + (f", {len(strays) - len(damaged)} not {'an entry' if len(strays) - len(damaged) == 1 else 'entries'}"
+                 if len(strays) > len(damaged) else ""))
         if bad:
             print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
                   + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "

@@ -11,12 +11,17 @@ import os
 import re
 import time
 
-from .cache import flock, read_entry, remove_tree
+from .cache import ENTRY_NAME as ENTRY, flock, read_entry, remove_tree
 from .errors import MlrunError, UsageError
 
 DEFAULT_AGE = 7 * 86400
 RECORDLESS_AGE = 600   # the runner writes run.json right after it creates the run folder
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")   # runner.new_run_id's names
+# The names the cache gives what gc may remove (anything else in a folder given as --cache is not ours):
+BUILD = re.compile(rf"({ENTRY})\.\d+")                                 # Cache.new_build_dir
+TEMP = re.compile(rf"(import-|rm-{ENTRY}\.)\d+-[0-9a-f]{{8}}")          # Cache.new_temp_dir
+FAILED = re.compile(rf"{ENTRY}-\d{{8}}-\d{{6}}(-[a-z]+)?(-\d+)?")       # Cache.keep_failed
+PARTIAL = re.compile(r"[a-z0-9]+-[0-9a-f]{32,128}\.part(\.lock)?")    # download._kept_part
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -43,11 +48,12 @@ def find(cache, runs_dir, older_than=None, now=None):
     items = []
     tmp = os.path.join(cache.root, ".tmp")
     for name in _names(tmp):
-        if name.startswith(("import-", "rm-")):
+        if TEMP.fullmatch(name):
             kind = "killed import" if name.startswith("import-") else "interrupted removal"
             item = (kind, os.path.join(tmp, name), cache.lock_path(f"tmp/{name}.lock"), True)
-        elif "." in name:   # <entry>.<pid>: a build killed before it could publish
-            item = ("build leftover", os.path.join(tmp, name), cache.lock_path(name.rsplit(".", 1)[0] + ".lock"), False)
+        elif BUILD.fullmatch(name):   # <entry>.<pid>: a build killed before it could publish
+            item = ("build leftover", os.path.join(tmp, name), cache.lock_path(BUILD.fullmatch(name)[1] + ".lock"),
+                    False)
         else:
             continue
         if not _owned(item[2]):
@@ -55,10 +61,13 @@ def find(cache, runs_dir, older_than=None, now=None):
     locks = os.path.join(cache.root, ".locks", "tmp")
     for name in _names(locks):   # the owner died between deleting its folder and its lock
         lock = os.path.join(locks, name)
-        if name.endswith(".lock") and not os.path.lexists(os.path.join(tmp, name[:-5])) and not _owned(lock):
+        if name.endswith(".lock") and TEMP.fullmatch(name[:-5]) and not os.path.lexists(os.path.join(tmp, name[:-5])) \
+                and not _owned(lock):
             items.append(Item("stale lock", lock, lock, unlink_lock=True))
-    items += _aged("partial download", os.path.join(cache.root, ".partial"), age, now)
-    items += _aged("failed build log", os.path.join(cache.root, ".failed"), age, now)
+    items += _aged("partial download", os.path.join(cache.root, ".partial"), age, now,
+                   lambda name, path: PARTIAL.fullmatch(name))
+    items += _aged("failed build log", os.path.join(cache.root, ".failed"), age, now,
+                   lambda name, path: FAILED.fullmatch(name))
     items += _aged("run without a record", runs_dir, RECORDLESS_AGE, now,
                    # a folder named as mlrun names runs, never another file or folder kept there
                    lambda name, path: RUN_ID.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path)
@@ -96,6 +105,10 @@ def remove(cache, items, older_than=None, now=None):
 
 
 def _delete(cache, item, meta):
+    if item.kind == "build leftover":   # its mlrun was killed, its step may run on: stopped first
+        from . import guard
+        from .cache import META_DIR
+        guard.kill_recorded(os.path.join(item.path, META_DIR, guard.RECORD))
     try:
         if meta:
             cache.remove([meta])

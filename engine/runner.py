@@ -196,6 +196,12 @@ class Runner:
                 return "cached", path
             build_dir = self.cache.new_build_dir(node)
             meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
+            changed = _changed_recipe_files(node)
+            if changed:   # the step ran files other than the key hashed: its output is not that key's
+                log = self.cache.keep_failed(build_dir, node)
+                raise StepError(f"step {node.label}: {few(changed)} of its recipe changed while it was built; "
+                                "what it built may not be what its key says, so nothing was published",
+                                hint=f"run again: the plan then hashes the files as they are (log: {log})")
             try:
                 path = self.cache.publish(build_dir, node, meta)
             except BaseException as e:   # a signal or a full disk while hashing: no leftover in .tmp
@@ -331,6 +337,19 @@ def root_facts(node):
     """The root node as a record keeps it: its inputs (defaults included) and variations by group."""
     return {"recipe": node.name, "label": node.label, "key": node.key, "inputs": node.inputs,
             "variations": node.variations, "groups": node.groups or {}}
+
+
+def _changed_recipe_files(node):
+    """The files of node's recipe (its scripts, its sources) whose content is no longer what its key hashed."""
+    folder, changed = os.path.dirname(node.recipe_path), []
+    for rel, digest in sorted((node.recipe_files or {}).items()):
+        try:
+            same = digests.file_digest(os.path.normpath(os.path.join(folder, rel))) == digest
+        except OSError:
+            same = False
+        if not same:
+            changed.append(rel)
+    return changed
 
 
 def _stopped_why(error):

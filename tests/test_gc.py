@@ -55,12 +55,17 @@ def litter(ws):
     c, r = ws.cache, ws.runs
     ws.gone = [item(os.path.join(c, ".tmp", "a-0123456789abcdef.4242"), "out.bin", 1000),
                item(os.path.join(c, ".tmp", "rm-a-0123456789abcdef.77-0a0b0c0d"), "sub/f", 20),
-               item(os.path.join(c, ".partial", "e3b0c44298fc1c14"), size=3000, age=8 * DAY),
+               item(os.path.join(c, ".partial", "sha256-" + "e3b0c442" * 8 + ".part"), size=3000, age=8 * DAY),
                item(os.path.join(c, ".failed", "a-0123456789abcdef-20200101-000000"), "build.log", age=8 * DAY),
                item(os.path.join(r, ".import-20200101-000000-abcd.99"), "run.json", 5, age=DAY),
                item(os.path.join(r, "20200101-000000-dead"), "app/log.txt", 7, age=DAY),
-               item(os.path.join(c, ".locks", "tmp", "import-1-dead.lock"), size=0)]   # its folder is gone
-    ws.kept = [item(os.path.join(c, ".partial", "recent"), size=3000, age=DAY),
+               item(os.path.join(c, ".locks", "tmp", "import-1-0000dead.lock"), size=0)]   # its folder is gone
+    ws.kept = [item(os.path.join(c, ".partial", "sha256-" + "0123abcd" * 8 + ".part"), size=3000, age=DAY),
+               # what a --cache that is not (only) mlrun's holds: names mlrun never gives (were deleted)
+               item(os.path.join(c, ".tmp", "project.v2"), "notes.txt", 5, age=8 * DAY),
+               item(os.path.join(c, ".tmp", "notes.txt"), size=5, age=8 * DAY),
+               item(os.path.join(c, ".partial", "my-download.iso"), size=5, age=8 * DAY),
+               item(os.path.join(c, ".failed", "notes"), "build.log", age=8 * DAY),
                item(os.path.join(c, ".failed", "b-0123456789abcdef-20991231-000000"), "build.log", age=DAY),
                item(os.path.join(r, "20200101-000000-feed"), "run.json", 5, age=DAY),   # a run: never garbage
                item(os.path.join(r, "20991231-000000-live"), "app/log.txt", 7),   # started a moment ago
@@ -91,6 +96,8 @@ def test_gc_removes_what_nobody_owns_and_says_how_much_it_freed(litter):
                  "1 failed build log (10 B)", "1 run without a record (7 B)", "1 killed run import (5 B)"):
         assert kind in freed, freed
     assert os.listdir(os.path.join(ws.cache, ".locks", "tmp")) == []   # the import's lock went with it
+    assert sorted(n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.endswith(".lock")) == [
+        "a-0123456789abcdef.lock"]   # no lock made for the person's files (notes.lock, project.lock were)
     assert ws.mlrun("gc", "-y").stdout.strip() == "nothing to remove"
 
 
@@ -108,6 +115,43 @@ def test_gc_never_touches_a_build_in_progress(ws, tmp_path):
         kill_group(proc)
     [entry] = ws.entries("slow")
     assert open(os.path.join(ws.cache, entry, "out.txt")).read() == "done\n"
+
+
+def test_gc_stops_the_step_of_a_killed_build_before_removing_its_leftover(ws, tmp_path):
+    """mlrun and its guard SIGKILLed: the step ran on, and gc deleted the leftover (with the record of the
+    step's process group) without stopping it; nothing could stop it after."""
+    import signal
+    marker = tmp_path / "step"
+    ws.recipe("slow", f"tags: slow\nrun: echo $$ > {marker}; sleep 60; echo done > out.txt\n")
+    proc = ws.popen("slow")
+    try:
+        assert wait_for(lambda: marker.exists() and marker.read_text().strip())
+        step = int(marker.read_text())
+        guards = [int(p) for p in os.listdir("/proc") if p.isdigit() and f"guard.py\0{proc.pid}\0" in _cmdline(p)]
+        assert guards
+        for pid in [proc.pid] + guards:
+            os.kill(pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert os.path.exists(f"/proc/{step}")   # the step runs on, unseen
+        result = ws.mlrun("gc", "-y")
+        assert result.returncode == 0 and "1 build leftover" in result.stdout, result.stdout + result.stderr
+        assert wait_for(lambda: not os.path.exists(f"/proc/{step}") or _zombie(step), timeout=10)
+    finally:
+        kill_group(proc)
+
+
+def _cmdline(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline").read()
+    except OSError:
+        return ""
+
+
+def _zombie(pid):
+    try:
+        return open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def test_gc_skips_what_an_owner_took_back_since_it_looked(ws):

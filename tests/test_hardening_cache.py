@@ -12,7 +12,7 @@ import time
 import filelock  # noqa: F401  (loaded before a test forks a child that cannot read the venv)
 import pytest
 
-from conftest import assert_user_error
+from conftest import assert_user_error, kill_group, wait_for
 from engine import Cache, MemoryIndex, MlrunError, resolve
 from engine.bundle import export_run, import_bundle
 from engine.runner import Runner, RunReporter
@@ -248,11 +248,38 @@ def test_cache_verify_names_a_folder_whose_entry_metadata_went(ws):
     root = entry_path(ws, "low")
     os.chmod(os.path.join(root, ".mlrun"), 0o755)
     os.remove(os.path.join(root, ".mlrun", "entry.json"))
+    os.makedirs(os.path.join(ws.root, "cache", "my-notes"))   # a folder of the user's: not an entry's name
     result = ws.mlrun("cache", "verify")
     assert result.returncode == 1, result.stdout
-    assert f"NOT AN ENTRY cache/{os.path.basename(root)}: its .mlrun/entry.json is missing" in result.stdout
-    assert "1 entry checked, 0 corrupt, 1 not an entry" in result.stdout
-    assert json.loads(ws.mlrun("cache", "verify", "--json").stdout)["not_entries"] == [root]
+    assert f"DAMAGED cache/{os.path.basename(root)}: its .mlrun/entry.json is missing" in result.stdout
+    assert f"remove it: mlrun rm cache {root} -y" in result.stdout
+    assert "NOT AN ENTRY cache/my-notes" in result.stdout
+    assert "1 entry checked, 0 corrupt, 1 damaged, 1 not an entry" in result.stdout
+    report = json.loads(ws.mlrun("cache", "verify", "--json").stdout)
+    assert report["damaged"] == [root] and report["not_entries"] == [os.path.join(ws.root, "cache", "my-notes")]
+    # the command it gives works (it said "nothing to remove"); the user's folder is not removable so
+    assert ws.mlrun("rm", "cache", root, "-y").returncode == 0 and not os.path.exists(root)
+    result = ws.mlrun("rm", "cache", os.path.join(ws.root, "cache", "my-notes"), "-y")
+    assert "nothing to remove" in result.stdout and os.path.isdir(os.path.join(ws.root, "cache", "my-notes"))
+
+
+@pytest.mark.parametrize("content", ["[]", "null", '{"finished": "yesterday"}', '{"format": 2'])
+def test_an_entry_json_that_is_not_an_entrys_is_damage_not_a_crash(ws, content):
+    """JSON that is not an object (or has the wrong types) made verify, show, gc and rm fail with a TypeError
+    for the whole cache."""
+    two_steps(ws)
+    built(ws)
+    root = entry_path(ws, "low")
+    os.chmod(os.path.join(root, ".mlrun"), 0o755)
+    meta = os.path.join(root, ".mlrun", "entry.json")
+    os.chmod(meta, 0o644)
+    with open(meta, "w") as f:
+        f.write(content)
+    for argv in (("cache", "verify"), ("show", "cache"), ("gc", "--older-than", "0s", "--dry-run")):
+        result = ws.mlrun(*argv)
+        assert "Traceback" not in result.stderr and "unexpected" not in result.stderr, (argv, result.stderr)
+    assert "DAMAGED" in ws.mlrun("cache", "verify").stdout
+    assert ws.mlrun("rm", "cache", root, "-y").returncode == 0 and not os.path.exists(root)
 
 
 def _bundle_with(ws, tmp_path, rel, old, new):
@@ -404,3 +431,28 @@ def test_rm_refuses_an_entry_a_running_mlrun_uses(ws, tmp_path):
     finally:
         kill_group(proc)
     assert ws.mlrun("rm", "cache", "get tool", "-y").returncode == 0 and not ws.entries("tool")
+
+
+def test_a_recipe_file_edited_while_its_step_runs_publishes_nothing(ws, tmp_path):
+    """The key hashes the recipe's files when the plan is made, the step runs them as they are later: an edit in
+    between published v2 under v1's key, for ever (cache verify could not see it)."""
+    marker = tmp_path / "started"
+    ws.recipe("scripted", f"tags: scripted\nrun: touch {marker}; sleep 1; bash {{recipe}}/build.sh\n")
+    script = os.path.join(ws.root, "recipes", "scripted", "build.sh")
+    with open(script, "w") as f:
+        f.write("echo v1 > out.txt\n")
+    proc = ws.popen("scripted")
+    try:
+        assert wait_for(marker.exists)
+        with open(script, "w") as f:
+            f.write("echo v2 > out.txt\n")
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 1 and "build.sh of its recipe changed while it was built" in err, err
+    assert "nothing was published" in err and "Traceback" not in err
+    assert ws.entries("scripted") == []
+    result = ws.mlrun("scripted")   # again: built from the files as they are now, under their key
+    assert result.returncode == 0, result.stderr
+    [entry] = ws.entries("scripted")
+    assert open(os.path.join(ws.cache, entry, "out.txt")).read() == "v2\n"
