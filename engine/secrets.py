@@ -1,15 +1,17 @@
 """Secrets: values that reach a step but never a file mlrun writes, nor a cache key.
 
 A secret is the value of a variable whose name says so (TOKEN, SECRET, PASSWORD, KEY,
-CREDENTIAL), however it arrives: `--env.NAME=VALUE`, a host variable a recipe passes
+CREDENTIAL, or a word PASS, PAT or AUTH of it: DB_PASS, GH_PAT), however it arrives: `--env.NAME=VALUE`, a host variable a recipe passes
 (`pass_env`) or hashes (`hash_env`). The resolver puts MASK in the node (so the key
 records that a secret was given, not which one) and remembers the value here; every
-writer of records, entries, logs and scripts passes its text through `scrub`.
+writer of records, entries, logs and scripts passes its text through `scrub`, which also masks the
+password of any URL written with one (https://user:PASSWORD@host: HF_ENDPOINT, a proxy).
 """
 import re
 
 MASK = "<redacted>"
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(OR)?D|KEY|CREDENTIAL", re.I)
+SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|KEY|CREDENTIAL|(^|_)(PASS|PAT|AUTH)(_|$)", re.I)
+URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)([^@\s/]+)(@)", re.I)
 # Shorter values are masked only where their name shows (a variable, an --env flag): replacing every
 # "abc" in a record would mangle it (and 8 random characters are not found in a key by chance).
 MIN_SCRUBBED = 8
@@ -40,7 +42,7 @@ def scrub(value):
 
 def scrub_bytes(data):
     """A step's output line without any secret in it (the step may print one: it never reaches a log)."""
-    if not _values:   # every line of every step passes here
+    if not _values and b"://" not in data:   # every line of every step passes here
         return data
     return _scrub_text(data.decode(errors="surrogateescape")).encode(errors="surrogateescape")
 
@@ -50,7 +52,7 @@ def _scrub_text(text):
     for secret in sorted(_values, key=len, reverse=True):
         if len(secret) >= MIN_SCRUBBED and secret in text:
             text = text.replace(secret, MASK)
-    return text
+    return URL_PASSWORD.sub(rf"\1{MASK}\3", text) if "://" in text else text
 
 
 def scrub_argv(argv):

@@ -15,7 +15,10 @@ BY_KEY_NAME = "KeyNamedSecret_51d0e2"           # --env.MY_API_KEY=... (a KEY na
 BY_PASS_ENV = "PassEnvTokenSecret_c4b8aa"       # host GH_TOKEN, listed in pass_env
 BY_PASS_PLAIN = "PlainPassEnvValue_93e1f0"      # host MY_PASSTHRU, listed in pass_env (no secret-like name)
 SHORT = "xq9"                                   # --env.DB_PASSWORD=xq9: too short to scrub by value
-ALL = [BY_ENV_FLAG, BY_KEY_NAME, BY_PASS_ENV, BY_PASS_PLAIN]
+BY_PAT = "ghp_PersonalAccess_2b7d11"            # --env.GH_PAT=... (a word PAT of the name): was written as given
+BY_PASS = "DbPassWordValue_6e02c9"              # --env.DB_PASS=... (a word PASS): likewise
+IN_URL = "UrlUserPassword_0d4e7a"               # --env.HF_ENDPOINT=https://user:...@host: a URL's password
+ALL = [BY_ENV_FLAG, BY_KEY_NAME, BY_PASS_ENV, BY_PASS_PLAIN, BY_PAT, BY_PASS, IN_URL]
 
 
 def sha(text):
@@ -49,7 +52,8 @@ def tok_ws(ws):
 def run_with_secrets(ws, *extra, token=BY_ENV_FLAG):
     env = ws.env(GH_TOKEN=BY_PASS_ENV, MY_PASSTHRU=BY_PASS_PLAIN)
     return ws.mlrun(*extra, f"--env.HF_TOKEN={token}", f"--env.MY_API_KEY={BY_KEY_NAME}",
-                    f"--env.DB_PASSWORD={SHORT}", env=env)
+                    f"--env.DB_PASSWORD={SHORT}", f"--env.GH_PAT={BY_PAT}", f"--env.DB_PASS={BY_PASS}",
+                    f"--env.HF_ENDPOINT=https://user:{IN_URL}@hf.example.org/mirror", env=env)
 
 
 def files_under(*roots):
@@ -90,8 +94,9 @@ def test_no_secret_in_any_file_or_bundle_and_the_step_saw_them(tok_ws):
     # The short one is masked wherever its name shows: argv (--env.DB_PASSWORD=...), env, overrides.
     record = json.loads(next(d for p, d in written if p.endswith("run.json") and not p.startswith("bundle")))
     assert f"--env.DB_PASSWORD={MASK}" in record["argv"]
-    assert record["request"]["env_overrides"] == {"HF_TOKEN": MASK, "MY_API_KEY": MASK,
-                                                  "DB_PASSWORD": MASK}
+    assert record["request"]["env_overrides"] == {"HF_TOKEN": MASK, "MY_API_KEY": MASK, "DB_PASSWORD": MASK,
+                                                  "GH_PAT": MASK, "DB_PASS": MASK,
+                                                  "HF_ENDPOINT": f"https://user:{MASK}@hf.example.org/mirror"}
     step_json = json.loads(next(d for p, d in written if p.endswith("step.json") and not p.startswith("bundle")))
     assert step_json["command"][-2:] == [f"key={MASK}", MASK]
     entry = json.loads(next(d for p, d in written if p.endswith("entry.json") and not p.startswith("bundle")))
