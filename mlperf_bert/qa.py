@@ -135,6 +135,8 @@ def stdin_questions(prompt=None):
 
 def _terminal():
     """A stream to the terminal stdin reads from (our stdout may be a log pipe), or None off a terminal."""
+    if sys.stdin is None:   # started with stdin closed: nothing to read, as from /dev/null
+        sys.stdin = open(os.devnull)
     if not sys.stdin.isatty():
         return None
     try:

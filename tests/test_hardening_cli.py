@@ -181,3 +181,24 @@ def test_a_module_in_the_current_folder_does_not_shadow_mlrun_s_own(ws, tmp_path
     result = ws.mlrun("hello", "--json", cwd=str(here))
     assert result.returncode == 0, result.stderr
     assert "shadowed" not in result.stderr
+
+
+@pytest.mark.parametrize("argv, closed", [(("gc",), "stdin"), (("rm", "failed"), "stdin"),
+                                          (("runs",), "stdout"), (("runs", "--json"), "stdout")])
+def test_a_closed_stdin_or_stdout_is_read_as_empty_and_written_nowhere(ws, argv, closed):
+    """`<&-` or `>&-`: Python has None there, and these failed with 'unexpected AttributeError' (exit 2)."""
+    import subprocess
+    from conftest import MLRUN
+    for folder in (os.path.join(ws.cache, ".tmp", "a-0123456789abcdef.4242"),   # something to remove: asked
+                   os.path.join(ws.cache, ".failed", "a-0123456789abcdef-20200101-000000")):
+        os.makedirs(folder)
+        open(os.path.join(folder, "build.log"), "w").close()
+    redirect = "<&-" if closed == "stdin" else ">&-"
+    result = subprocess.run(["bash", "-c", f'"$0" "$@" {redirect}', MLRUN, *argv], env=ws.env(), cwd=ws.root,
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE if closed == "stdin" else None,
+                            text=True, timeout=60)
+    assert "unexpected" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    if closed == "stdin":   # no terminal to ask on: said, nothing removed
+        assert_user_error(result, 2, "pass -y to confirm without a prompt")
+    else:
+        assert result.returncode == 0, result.stderr
