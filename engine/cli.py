@@ -616,7 +616,8 @@ def cmd_find(args, extras, settings):
             print(f"  variations{' [' + group + ', one of]' if group else ''}: {', '.join(names)}")
         for name, spec in r["inputs"].items():
             extra = f" one of {'|'.join(map(str, spec['choices']))}" if spec["choices"] else ""
-            extra += "".join(f" {sign}{show_number(spec[key])}" for key, sign in (("min", ">="), ("above", ">"))
+            extra += "".join(f" {sign}{show_number(spec[key])}" for key, sign in (("min", ">="), ("max", "<="),
+                                                                                  ("above", ">"))
                              if spec.get(key) is not None)
             extra += f" multiple of {spec['multiple_of']}" if spec.get("multiple_of") else ""
             print(f"  --{name} ({spec['type']}, default {spec['default']}){extra}  {spec['help']}".rstrip())

@@ -18,10 +18,10 @@ TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "input
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
-INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "above", "multiple_of", "when", "env", "help", "required",
-              "content"}
-# Bounds of a number input: `min` the least value it takes, `above` a value it must exceed.
-BOUND_KEYS = ("min", "above")
+INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "max", "above", "multiple_of", "when", "env", "help",
+              "required", "content"}
+# Bounds of a number input: `min` the least value it takes, `max` the most, `above` a value it must exceed.
+BOUND_KEYS = ("min", "max", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
 INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
 
@@ -283,11 +283,13 @@ def show_number(number):
 
 
 def out_of_bounds(name, value, spec):
-    """Why a number is outside its input's `min`/`above` bounds, or None."""
+    """Why a number is outside its input's `min`/`max`/`above` bounds, or None."""
     if spec.get("min") is not None and value < spec["min"]:
         return f"--{name}={show_number(value)} is below {show_number(spec['min'])}, the least value it takes"
     if spec.get("above") is not None and value <= spec["above"]:
         return f"--{name}={show_number(value)} is not above {show_number(spec['above'])}"
+    if spec.get("max") is not None and value > spec["max"]:
+        return f"--{name}={show_number(value)} is above {show_number(spec['max'])}, the most it takes"
     return None
 
 

@@ -25,6 +25,7 @@ def _flag(name, spec):
     else:
         value = {"str": "TEXT", "path": "PATH"}.get(kind, kind.upper())
     bounds = [f">={show_number(spec['min'])}" if spec.get("min") is not None else "",
+              f"<={show_number(spec['max'])}" if spec.get("max") is not None else "",
               f">{show_number(spec['above'])}" if spec.get("above") is not None else "",
               f"a multiple of {'--' * isinstance(spec.get('multiple_of'), str)}{spec['multiple_of']}"
               if spec.get("multiple_of") else ""]
