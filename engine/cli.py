@@ -327,6 +327,11 @@ def main(argv=None):
                 raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}"
                                  + did_you_mean(extras[0].split("=")[0], _options_of(parser, args.verb)),
                                  hint=f"see mlrun {args.verb} --help")
+            for flag, value in (("--cache", args.cache), ("--runs", args.runs), ("--mirror", args.mirror)):
+                if value is not None and not value.strip():   # else taken as not given: the checkout's folder
+                    raise UsageError(f"{flag} is empty", hint=f"give {flag} a folder, or leave it out")
+            if args.recipes is not None and not all(r.strip() for r in args.recipes):
+                raise UsageError("--recipes is empty", hint="give --recipes a folder, or leave it out")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
             for what, path, flag in (("cache", settings.cache, "--cache"), ("runs", settings.runs, "--runs")):
                 if os.path.exists(path) and not os.path.isdir(path):   # before anything is built or published
@@ -734,7 +739,7 @@ def _confirmed(args, what):
 def cmd_gc(args, extras, settings):
     from . import gc
     from .cache import Cache
-    older_than = gc.parse_age(args.older_than) if args.older_than else None
+    older_than = gc.parse_age(args.older_than) if args.older_than is not None else None   # "" is refused
     cache = Cache(settings.cache)
     items = gc.find(cache, settings.runs, older_than)
     if not items:

@@ -202,3 +202,13 @@ def test_a_closed_stdin_or_stdout_is_read_as_empty_and_written_nowhere(ws, argv,
         assert_user_error(result, 2, "pass -y to confirm without a prompt")
     else:
         assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("--cache", "", "show", "cache"), "--cache is empty"),       # was the checkout's cache/, silently
+    (("--runs", "", "runs"), "--runs is empty"),
+    (("--mirror", " ", "runs"), "--mirror is empty"),
+    (("gc", "--older-than", ""), "--older-than '': write a number and a unit"),   # was taken as not given
+])
+def test_empty_values_are_refused_not_taken_as_not_given(ws, argv, message):
+    assert_user_error(ws.mlrun(*argv), 2, message)
