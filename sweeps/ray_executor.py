@@ -192,18 +192,27 @@ class _Deferred:
 def _reachable(address, timeout=10):
     """A usage error, in seconds, when the address is not HOST:PORT (or "auto") or nothing listens there
     (ray.init would try for a minute and a half, or wait for minutes)."""
-    if address in ("auto", "local"):   # ray.init's own words: the cluster here, or a new one
+    if address == "local":   # ray.init's word for a new cluster of this process
         return
+    told = ""
+    if address == "auto":   # the cluster `ray start` last recorded here: one left by a stopped cluster hung ray.init
+        try:
+            from ray._private.utils import get_ray_address_file, read_ray_address
+            address, told = read_ray_address(), f" (recorded in {get_ray_address_file(None)})"
+        except Exception:   # another Ray: it says itself what it finds
+            return
+        if not address:
+            return   # none recorded: ray.init says so at once
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"Ray address {address!r}: expected HOST:PORT"
+        raise UsageError(f"Ray address {address!r}{told}: expected HOST:PORT"
                          + (" (from RAY_ADDRESS)" if address == os.environ.get("RAY_ADDRESS") else ""),
                          hint="--on ray:HOST:6379 names the cluster's GCS port, --on ray://HOST:10001 its Ray Client "
                               "port; --on ray alone uses RAY_ADDRESS, else the cluster started on this machine")
     try:
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError as e:
-        raise UsageError(f"cannot reach the Ray cluster at {address}: {e.strerror or e}",
+        raise UsageError(f"cannot reach the Ray cluster at {address}{told}: {e.strerror or e}",
                          hint="is the cluster up (`ray status`)? --on ray:HOST:PORT names its GCS port (6379 by "
                               "default), --on ray://HOST:PORT its Ray Client port (10001)") from None
 

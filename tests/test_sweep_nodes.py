@@ -82,6 +82,20 @@ def test_a_ray_address_that_is_not_host_port_is_refused_at_once(ws, on, address)
     assert_user_error(result, 2, f"Ray address '{address}': expected HOST:PORT")
 
 
+def test_a_stale_recorded_ray_cluster_is_said_at_once(ws, tmp_path):
+    """--on ray with no RAY_ADDRESS: Ray takes the cluster `ray start` last recorded on this machine; one
+    stopped since (its record left) made the sweep print Ray's connection warnings for minutes."""
+    pytest.importorskip("ray")
+    from clusters import free_port
+    port = free_port()
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+    env = {k: v for k, v in ws.env(RAY_TMPDIR=str(tmp_path)).items() if k != "RAY_ADDRESS"}
+    result = sweep_two_points(ws, "--on", "ray", env=env)
+    assert_user_error(result, 2, f"cannot reach the Ray cluster at 127.0.0.1:{port} (recorded in "
+                                 f"{tmp_path / 'ray' / 'ray_current_cluster'}): Connection refused")
+
+
 def test_a_ray_cluster_that_is_not_there_is_said_at_once(ws):
     pytest.importorskip("ray")
     from clusters import free_port
