@@ -327,9 +327,11 @@ def main(argv=None):
                 raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}"
                                  + did_you_mean(extras[0].split("=")[0], _options_of(parser, args.verb)),
                                  hint=f"see mlrun {args.verb} --help")
-            for flag, value in (("--cache", args.cache), ("--runs", args.runs), ("--mirror", args.mirror)):
+            for flag, value in (("--cache", args.cache), ("--runs", args.runs), ("--mirror", args.mirror),
+                                ("-o", getattr(args, "output", None))):
                 if value is not None and not value.strip():   # else taken as not given: the checkout's folder
-                    raise UsageError(f"{flag} is empty", hint=f"give {flag} a folder, or leave it out")
+                    raise UsageError(f"{flag} is empty", hint="give -o the path to write" if flag == "-o"
+                                     else f"give {flag} a folder, or leave it out")
             if args.recipes is not None and not all(r.strip() for r in args.recipes):
                 raise UsageError("--recipes is empty", hint="give --recipes a folder, or leave it out")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
@@ -339,7 +341,8 @@ def main(argv=None):
                                      hint=f"check {flag} (or MLRUN_{what.upper()})")
             if settings.mirror and not os.path.isdir(settings.mirror) and not (
                     args.verb == "mirror" and args.action == "add"):   # add makes it; elsewhere a typo
-                raise UsageError(f"the mirror folder {settings.mirror} does not exist"
+                raise UsageError(f"the mirror folder {settings.mirror} "
+                                 + ("is not a folder" if os.path.exists(settings.mirror) else "does not exist")
                                  + (" (from $MLRUN_MIRROR)" if not args.mirror else ""),
                                  hint="check the path given by --mirror or MLRUN_MIRROR")
             return VERB_FUNCS[args.verb](args, extras, settings) or 0
@@ -415,6 +418,17 @@ def _closed_streams_to_devnull():
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, mode))
             os.dup2(getattr(sys, name).fileno(), {"stdin": 0, "stdout": 1, "stderr": 2}[name])
+
+
+def _not_a_file(path):
+    """Why path, which is no regular file, cannot be read as one: said as it is."""
+    if not path:
+        return "no file named (an empty path)"
+    if os.path.isdir(path):
+        return f"{path} is a folder, not a file"
+    if os.path.exists(path):
+        return f"{path} is not a regular file (a device, a pipe or a socket)"
+    return f"no such file: {path}"
 
 
 def main_error(e):
@@ -821,7 +835,7 @@ def cmd_mirror(args, extras, settings):
             raise UsageError("mlrun mirror add needs one or more FILEs")
         missing = [f for f in args.files if not os.path.isfile(f)]
         if missing:
-            raise UsageError(f"no such file: {missing[0]}")
+            raise UsageError(_not_a_file(missing[0]), hint="mirror add takes files (the downloads a recipe declares)")
         done = mirror.add(settings.mirror, args.files, wanted)
         for src, dest, sha, status in done:
             print(f"{status:<13} {src}" + (f" -> {dest}" if status == "added" else f" (as {dest})" if dest else
@@ -949,8 +963,7 @@ def cmd_import(args, extras, settings):
     from . import bundle
     from .cache import Cache, removal_command
     if not os.path.isfile(args.bundle):
-        raise UsageError(f"{args.bundle} is a folder, not a bundle" if os.path.isdir(args.bundle)
-                         else f"no such file: {args.bundle}", hint="a bundle is the .tar.gz `mlrun export` writes")
+        raise UsageError(_not_a_file(args.bundle), hint="a bundle is the .tar.gz `mlrun export` writes")
     info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs, trust=args.trust)
     print(f"imported run {info['run_id']} into {info['run_dir']}"
           + (" (that run was here already: left as it was)" if info.get("run_existed") else "")

@@ -370,6 +370,8 @@ def parse(words):
 def cmd_plot(args, extras, settings):
     """mlrun sweep plot NAME ...: args.sweep_name is NAME, the plot's options come in extras."""
     opts = parse(([args.sweep_name] if getattr(args, "sweep_name", None) else []) + list(extras))
+    if not opts.output.strip():
+        raise UsageError("-o is empty", hint=USAGE)
     if not opts.output.lower().endswith(".png"):   # a PNG under another name would mislead whoever opens it
         raise UsageError(f"sweep plot -o {opts.output}: it writes a PNG; name the file .png", hint=USAGE)
     from .table import load, rows

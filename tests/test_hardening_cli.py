@@ -212,3 +212,14 @@ def test_a_closed_stdin_or_stdout_is_read_as_empty_and_written_nowhere(ws, argv,
 ])
 def test_empty_values_are_refused_not_taken_as_not_given(ws, argv, message):
     assert_user_error(ws.mlrun(*argv), 2, message)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (("import", "/dev/null"), "/dev/null is not a regular file"),   # was "no such file: /dev/null"
+    (("import", ""), "no file named (an empty path)"),
+    (("export", "x", "-o", ""), "-o is empty"),                        # was "... /cwd: it exists and is not a file"
+    (("report", "s1", "-o", ""), "-o is empty"),
+    (("--mirror", "/etc/hostname", "runs"), "the mirror folder /etc/hostname is not a folder"),   # "does not exist"
+])
+def test_what_a_path_is_not_is_said_as_it_is(ws, argv, message):
+    assert_user_error(ws.mlrun(*argv), 2, message)
