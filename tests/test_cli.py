@@ -435,4 +435,4 @@ def test_a_cache_or_runs_place_that_is_a_file_and_a_folder_given_to_import(ws):
                       (("runs",), {"MLRUN_RUNS": a_file})):
         what = "cache" if "MLRUN_CACHE" in env else "runs"
         assert_user_error(ws.mlrun(*args, env=ws.env(**env)), 2, f"the {what} folder {a_file} is not a folder")
-    assert_user_error(ws.mlrun("import", ws.root), 2, f"{ws.root} is a folder, not a bundle")
+    assert_user_error(ws.mlrun("import", ws.root), 2, f"{ws.root} is a folder, not a file", "a bundle is the .tar.gz")
