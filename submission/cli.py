@@ -41,11 +41,15 @@ def _tree_below(path):
                        key=lambda p: (os.path.basename(p) != "tree", p))
     except OSError:   # unreadable: the checker says so in its own words
         return
+    from engine.errors import UsageError
     if below:
-        from engine.errors import UsageError
         raise UsageError(f"{os.path.abspath(path)} holds no closed/, open/ or network/ folder; "
                          f"{', '.join(below)} {'does' if len(below) == 1 else 'do'}",
                          hint=f"mlrun check submission {below[0]}")
+    # nothing to check: said before the checker's sources are fetched (an empty folder went to the network)
+    raise UsageError(f"{os.path.abspath(path)} holds no submission: no closed/, open/ or network/ folder in it or "
+                     "one level below", hint="give the folder `mlrun submit -o DIR` wrote (DIR/tree), or the one "
+                                             "holding your division folders")
 
 
 def report(result):

@@ -39,10 +39,12 @@ def test_a_missing_tree_is_a_usage_error(mlrun, tmp_path):
 
 
 def test_an_empty_tree_is_no_submission(mlrun, tmp_path):
+    """Said before the checker's sources are fetched: without them at hand, an empty folder went to the network
+    first (and with them, the checker's 'found no results' verdict said less)."""
     (tmp_path / "empty").mkdir()
-    result = mlrun("check", "submission", str(tmp_path / "empty"))
-    assert result.returncode == 1, result.stderr
-    assert "found no results" in result.stdout and "verdict: FAILED" in result.stdout
+    result = mlrun("check", "submission", str(tmp_path / "empty"), src=False, MLRUN_CACHE=str(tmp_path / "cache"))
+    assert_user_error(result, 2, "holds no submission: no closed/, open/ or network/ folder")
+    assert not (tmp_path / "cache").exists()   # nothing fetched
 
 
 def test_the_folder_above_the_tree_names_the_tree(mlrun, tmp_path):
