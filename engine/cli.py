@@ -651,6 +651,9 @@ def cmd_show(args, extras, settings):
     from .cache import Cache
     cache = Cache(settings.cache)
     if args.what == "failed":
+        if args.query:   # as rm failed: it was ignored, and every log shown as if it were that one's
+            raise UsageError("mlrun show failed takes no QUERY: it shows every kept log of a failed build",
+                             hint="its lines name each log's entry (recipe-key); `mlrun show cache QUERY` shows entries")
         logs = cache.failed_logs()
         kinds = {path: cache_view.failed_kind(path) for path in logs}
         if args.json:

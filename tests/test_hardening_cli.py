@@ -223,3 +223,8 @@ def test_empty_values_are_refused_not_taken_as_not_given(ws, argv, message):
 ])
 def test_what_a_path_is_not_is_said_as_it_is(ws, argv, message):
     assert_user_error(ws.mlrun(*argv), 2, message)
+
+
+def test_show_failed_takes_no_query_as_rm_failed(ws):
+    """`show failed nosuch` ignored the word and showed every log (rm failed refused it already)."""
+    assert_user_error(ws.mlrun("show", "failed", "nosuch"), 2, "mlrun show failed takes no QUERY")
