@@ -19,7 +19,7 @@ VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
 INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "max", "above", "multiple_of", "when", "env", "help",
-              "required", "content"}
+              "required", "content", "file"}
 # Bounds of a number input: `min` the least value it takes, `max` the most, `above` a value it must exceed.
 BOUND_KEYS = ("min", "max", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
@@ -253,10 +253,16 @@ class _Checker:
             content = self.expect(spec.get("content", False), bool, here + ["content"], "content")
             if content and kind != "path":
                 self.fail(here + ["content"], f"content: true needs type: path (input '{name}' is {kind})")
+            # file: a path input that must be a regular file (refused while the plan is made, not hashed in full)
+            file_only = self.expect(spec.get("file", False), bool, here + ["file"], "file")
+            if file_only and kind != "path":
+                self.fail(here + ["file"], f"file: true needs type: path (input '{name}' is {kind})")
             out[name] = {"type": kind, "default": default, "choices": choices, "env": env_name,
                          "help": self.text(spec.get("help"), here + ["help"], "help"), "required": required}
             if content:  # only then: other recipes' normal form, and so their digests, stay as they were
                 out[name]["content"] = True
+            if file_only:  # likewise (and cosmetic: it only refuses values)
+                out[name]["file"] = True
             if pattern is not None:  # likewise
                 out[name]["pattern"] = pattern
             out[name].update(bounds)  # likewise

@@ -264,6 +264,10 @@ class Resolver:
                 if not os.path.exists(value):
                     raise ResolutionError(f"{recipe['name']}: --{name}" + ("" if name in given else " (its default)")
                                           + f": no such file or folder: {value}")
+                if spec.get("file") and not os.path.isfile(value):   # a folder would be hashed whole first
+                    raise ResolutionError(f"{recipe['name']}: --{name}: {value} is "
+                                          + ("a folder" if os.path.isdir(value) else "not a regular file")
+                                          + ", not a file", hint=spec["help"] or None)
             values[name] = value
         return values
 
