@@ -51,9 +51,8 @@ def find(cache, runs_dir, older_than=None, now=None):
         if TEMP.fullmatch(name):
             kind = "killed import" if name.startswith("import-") else "interrupted removal"
             item = (kind, os.path.join(tmp, name), cache.lock_path(f"tmp/{name}.lock"), True)
-        elif BUILD.fullmatch(name):   # <entry>.<pid>: a build killed before it could publish
-            item = ("build leftover", os.path.join(tmp, name), cache.lock_path(BUILD.fullmatch(name)[1] + ".lock"),
-                    False)
+        elif build := BUILD.fullmatch(name):   # <entry>.<pid>: a build killed before it could publish
+            item = ("build leftover", os.path.join(tmp, name), cache.lock_path(build[1] + ".lock"), False)
         else:
             continue
         if not _owned(item[2]):

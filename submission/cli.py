@@ -3,13 +3,14 @@ import json
 import os
 import sys
 
+from engine.errors import UsageError
+
 from . import checker, official
 
 
 def cmd_check(args, extras, settings):
     """mlrun check submission DIR: the official checker's verdict, its errors and the results table."""
     if not os.path.isdir(args.dir):
-        from engine.errors import UsageError
         raise UsageError(f"{os.path.abspath(args.dir)}: no such folder",
                          hint="give the submission tree: the folder holding closed/, open/ or network/")
     _tree_below(args.dir)
@@ -31,7 +32,6 @@ def _tree_below(path):
         return
     parent = os.path.dirname(os.path.abspath(path))
     if os.path.basename(os.path.abspath(path)) in divisions:   # the checker wants the folder above it
-        from engine.errors import UsageError
         raise UsageError(f"{os.path.abspath(path)} is a division folder; the tree is the folder holding it",
                          hint=f"mlrun check submission {parent}")
     try:
@@ -41,7 +41,6 @@ def _tree_below(path):
                        key=lambda p: (os.path.basename(p) != "tree", p))
     except OSError:   # unreadable: the checker says so in its own words
         return
-    from engine.errors import UsageError
     if below:
         raise UsageError(f"{os.path.abspath(path)} holds no closed/, open/ or network/ folder; "
                          f"{', '.join(below)} {'does' if len(below) == 1 else 'do'}",

@@ -18,7 +18,7 @@ import time
 from collections import deque
 
 from engine.errors import UsageError
-from engine.guard import STOP_SIGNALS
+from engine.guard import STOP_SIGNALS, Interrupted
 
 from . import node, remote
 from .executors import Executor
@@ -180,7 +180,6 @@ class _Deferred:
 
     def check(self):
         if self.signum:
-            from engine.guard import Interrupted
             raise Interrupted(self.signum)
 
     def close(self):
