@@ -184,6 +184,7 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--precision=fp16"], "--precision applies only with (_cuda or _tensorrt or _tensorrt-ep) and (_tensorrt or "
                            "_tensorrt-ep or --precision=tf32)"),   # words of alternatives
     (["--buckets=128;256"], "--buckets=128;256 is not of the form the input takes"),
+    (["--model=zoo:"], "app-mlperf-bert: --model=zoo: is not of the form the input takes"),   # failed in its step
 ])
 def test_the_benchmark_refuses_values_out_of_range_or_place_before_anything_runs(tmp_path, args, fragment):
     """Before, these ran: after the builds the harness refused some (exit 1), others ran something else than

@@ -22,7 +22,7 @@ import onnx
 import pytest
 
 from conftest import ROOT
-from engine.errors import MlrunError
+from engine.errors import MlrunError, ResolutionError
 from engine.index import RecipeIndex
 from engine.resolver import resolve
 from mlperf_bert import model_adapter, model_sources, random_model
@@ -61,6 +61,43 @@ def test_bad_stubs_are_refused_with_an_example(text):
     with pytest.raises(MlrunError) as info:
         model_sources.parse_stub(text)
     assert "not a SparseZoo stub" in info.value.message and "zoo:nlp/question_answering" in info.value.hint
+
+
+GOOD_STUBS = [STUB, "zoo:bert-large-squad_wikipedia_bookcorpus-pruned80.4block_quantized",
+              "zoo:nlp/question_answering/mobilebert-none/pytorch/huggingface/squad/14layer_pruned50_quant-none-vnni"]
+BAD_STUBS = ["zoo:", "zoo:a/b", "zoo:nlp/../../../etc/passwd/x/y/z", "zoo:nlp/qa/bert/pytorch/hf/squad/tag?recipe=x",
+             "zoo:a b", "zoo:..", "zoo:nlp/x"]
+GOOD_REPOS = ["hf:org/name", "hf:org/name@main", "hf:bert-base-uncased", "hf:o.rg/na_me@v1.0-rc"]
+BAD_REPOS = ["hf:", "hf:a/b/c", "hf:org--x/name", "hf:org/../x", "hf:org/name@", "hf:/name", "hf:org/"]
+
+
+@pytest.mark.parametrize("app", ["app-mlperf-bert", "app-bert-qa"])
+def test_the_apps_model_pattern_refuses_what_the_model_steps_would(app):
+    """A malformed stub or repo is refused when the plan is made (it failed in the model's step, after its
+    venv was built): the apps' --model pattern takes the names the steps' parsers take, any path, and no other
+    scheme (s3:, http: named no model dep at all, and the harness failed on the text as a path)."""
+    recipe = next(r for r in RecipeIndex([os.path.join(ROOT, "recipes")]).recipes if r["name"] == app)
+    pattern = recipe["inputs"]["model"]["pattern"]
+    for parse, good, bad in ((model_sources.parse_stub, GOOD_STUBS, BAD_STUBS),
+                             (model_sources.parse_repo, GOOD_REPOS, BAD_REPOS)):
+        for text in good:
+            parse(text)
+            assert re.fullmatch(pattern, text), text
+        for text in bad:
+            with pytest.raises(MlrunError):
+                parse(text)
+            assert not re.fullmatch(pattern, text), text
+    for text in ("", "model.onnx", "/tmp/x/model.onnx", "~/m.onnx", "dir/zoo:x.onnx", "./hf:y"):
+        assert re.fullmatch(pattern, text), text
+    for text in ("s3://bucket/model.onnx", "http://host/model.onnx", "file:///m.onnx", "gs:m"):
+        assert not re.fullmatch(pattern, text), text
+
+
+@pytest.mark.parametrize("model", ["zoo:", "hf:", "hf:org/name@", "s3://bucket/model.onnx"])
+def test_a_malformed_model_reference_is_refused_by_the_plan(model):
+    with pytest.raises(ResolutionError) as info:
+        _plan("app mlperf bert _onnxruntime _cpu", {"model": model})
+    assert f"--model={model} is not of the form the input takes" in info.value.message
 
 
 def test_mirror_layout_is_the_stub_path_under_sparsezoo(tmp_path):

@@ -78,3 +78,19 @@ def test_control_characters_never_reach_an_answer():
     from mlperf_bert.tokenization import FullTokenizer
     words = qa.Passage("Paris\x00 is the \x01capital\x02 of France.", FullTokenizer(VOCAB)).example["doc_tokens"]
     assert words == ["Paris", "is", "the", "capital", "of", "France."]
+
+
+@pytest.mark.parametrize("inputs, fragment", [
+    ({"question_file": "/tmp"}, "app-bert-qa: --question_file: /tmp is a folder, not a file"),   # failed in the step
+    ({"model": "hf:"}, "app-bert-qa: --model=hf: is not of the form the input takes"),   # failed in the model step
+])
+def test_the_qa_app_refuses_a_folder_or_a_malformed_model_when_planning(inputs, fragment):
+    import os
+
+    from conftest import ROOT
+    from engine.errors import ResolutionError
+    from engine.index import RecipeIndex
+    from engine.resolver import resolve
+    with pytest.raises(ResolutionError) as info:
+        resolve(RecipeIndex([os.path.join(ROOT, "recipes")]), "app bert qa", inputs=inputs, host_env={})
+    assert fragment in info.value.message
