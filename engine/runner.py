@@ -198,14 +198,14 @@ class Runner:
             meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
             changed = _changed_recipe_files(node)
             if changed:   # the step ran files other than the key hashed: its output is not that key's
-                log = self.cache.keep_failed(build_dir, node)
+                log = self._set_aside(build_dir, node) or os.path.join(build_dir, META_DIR, "build.log")
                 raise StepError(f"step {node.label}: {few(changed)} of its recipe changed while it was built; "
                                 "what it built may not be what its key says, so nothing was published",
                                 hint=f"run again: the plan then hashes the files as they are (log: {log})")
             try:
                 path = self.cache.publish(build_dir, node, meta)
             except BaseException as e:   # a signal or a full disk while hashing: no leftover in .tmp
-                self.cache.keep_failed(build_dir, node, why=_stopped_why(e))
+                self._set_aside(build_dir, node, e)
                 raise
             self.reporter.step(i, total, node, f"built in {time.time() - meta['started']:.1f} s", _short(path))
             return "built", path
@@ -245,7 +245,7 @@ class Runner:
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(secrets.scrub(f"mlrun: {e.message}\n"))
             seconds = time.time() - started
-            kept = self.cache.keep_failed(folder, node) if final else log_path
+            kept = (self._set_aside(folder, node) or log_path) if final else log_path
             tail = _tail(kept)
             self.reporter.step(i, total, node, f"FAILED after {seconds:.1f} s", f"log: {kept}")
             if tail:
@@ -260,7 +260,7 @@ class Runner:
         except BaseException as e:
             self.reporter.stop_heartbeat()
             if final:
-                self.cache.keep_failed(folder, node, why=_stopped_why(e))
+                self._set_aside(folder, node, e)
             raise
         seconds = time.time() - started
         if not final:   # a cache entry's line comes once it is published (publishing hashes it)
@@ -271,6 +271,15 @@ class Runner:
                 "exports": node.exports, "command": argv, "env": secrets.redacted(env, node.pass_env or ()),
                 "started": started,
                 "finished": time.time(), "seconds": round(seconds, 3)}
+
+    def _set_aside(self, folder, node, error=None):
+        """Keep a failed or stopped build's log in .failed (its path, or None). When that fails too (the cache
+        root turned unwritable, a full disk), what stopped the build is the error to show: the leftover stays
+        in .tmp for gc."""
+        try:
+            return self.cache.keep_failed(folder, node, why=_stopped_why(error) if error else "failed")
+        except OSError:
+            return None
 
     def _check_deps(self, node):
         """A step must not have changed the entries of its dependencies (they are shared and read-only)."""

@@ -322,3 +322,20 @@ def test_a_long_step_says_it_is_under_way_where_no_terminal_shows_it(ws):
     # and the log it names had the step's output as it came (was: buffered until 8 KB or the end)
     [entry] = [e for e in os.listdir(ws.cache) if e.startswith("slow-")]
     assert open(os.path.join(ws.cache, entry, "out.txt")).read() == "1\n"
+
+
+def test_a_publish_that_fails_with_its_cache_root_says_why_publishing_failed(ws, monkeypatch):
+    """When the cache root stops taking writes while an entry is published, setting the build aside in .failed
+    fails too: the error was that one (".failed: File exists"), hiding the rename that failed. Now the
+    rename's error is raised, and the build is left in .tmp for gc."""
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    os.makedirs(ws.cache, exist_ok=True)
+    open(os.path.join(ws.cache, ".failed"), "w").close()   # keep_failed's makedirs fails on it
+
+    def refused(self, staged, final):
+        raise PermissionError(13, "Permission denied", staged, None, final)
+    monkeypatch.setattr(Cache, "place", refused)
+    with pytest.raises(PermissionError) as info:
+        run(ws, "a")
+    assert info.value.filename.startswith(os.path.join(ws.cache, ".tmp")) and ".failed" not in str(info.value)
+    assert ws.entries() == []
