@@ -63,7 +63,10 @@ def tell_actor(actor, item):
     actor.put_nowait.remote(item)
 
 
-def run_point(spec, on_start=None):
+def run_point(spec, on_start=None, on_stop=None):
+    """Run one point's mlrun on this node; its outcome as a dict (remote.outcome reads it). Cancelled, it stops
+    mlrun (which records its run interrupted) and hands the outcome to on_stop before raising: a cancelled Ray
+    task returns nothing, and the sweep links the stopped point to its run from there."""
     t0 = time.time()
     node = node_name()
     out = {"point_id": spec["point_id"], "node": node, "started": t0, "returncode": 2, "run_id": None, "stderr": "",
@@ -85,15 +88,28 @@ def run_point(spec, on_start=None):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_die_with_parent)
     try:
-        stdout, stderr = proc.communicate()
+        while True:   # back in Python each second: Ray's cancel (a KeyboardInterrupt) waits for that, not a C call
+            try:
+                stdout, stderr = proc.communicate(timeout=1)
+                break
+            except subprocess.TimeoutExpired:
+                continue
     except BaseException:   # the task is cancelled (KeyboardInterrupt, SystemExit): stop mlrun cleanly
         proc.terminate()
         try:
-            proc.wait(timeout=30)
+            stdout, stderr = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+            stdout, stderr = proc.communicate()
+        if on_stop is not None:
+            on_stop(_ended(out, proc, stdout, stderr, runs, shared_runs, t0))
         raise
-    out.update(returncode=proc.returncode, stderr=stderr[-LOG_CHARS:],
+    return _ended(out, proc, stdout, stderr, runs, shared_runs, t0)
+
+
+def _ended(out, proc, stdout, stderr, runs, shared_runs, t0):
+    """out completed with how mlrun ended: its run (packed when the runs folder is this node's own)."""
+    out.update(returncode=proc.returncode, stderr=(stderr or "")[-LOG_CHARS:],
                run_id=_run_id(stdout) or _run_of_process(runs, proc.pid, t0))
     if not shared_runs:
         if out["run_id"]:

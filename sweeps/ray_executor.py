@@ -25,6 +25,7 @@ from .executors import Executor
 
 POLL_S = 0.5
 NODES_EVERY_S = 5.0
+STOP_LINK_S = 5.0   # how long a stopped sweep waits for its cancelled points' outcomes to reach the queue
 
 
 def make(on, options):
@@ -82,8 +83,8 @@ class RayExecutor(Executor):
 
                 def submit(task, **resources):
                     spec = dict(shared.spec(task, env), env_drop=drop)
-                    return fn.options(max_retries=0, num_gpus=task.gpus, **resources).remote(
-                        spec, functools.partial(node.tell_actor, started.actor))
+                    tell = functools.partial(node.tell_actor, started.actor)
+                    return fn.options(max_retries=0, num_gpus=task.gpus, **resources).remote(spec, tell, tell)
 
                 by_id = {t.point_id: t for t in tasks}
                 nodes, checked = _cpus_by_node(ray), time.monotonic()
@@ -124,7 +125,7 @@ class RayExecutor(Executor):
                             refs.clear()
                             measuring.clear()
                             break
-                        for point_id, where in news:
+                        for point_id, where in (n for n in news if isinstance(n, tuple)):
                             if point_id not in seen:
                                 seen.add(point_id)
                                 on_event("started", by_id[point_id], None)
@@ -138,9 +139,35 @@ class RayExecutor(Executor):
                     for ref in refs:   # Ctrl-C: the workers stop their mlrun (recorded as interrupted)
                         ray.cancel(ref)
                     if refs:
-                        ray.wait(list(refs), num_returns=len(refs), timeout=30)
+                        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=30)
+                        for ref in ready:   # ended before the cancel reached it: its answer is there
+                            try:
+                                result = ray.get(ref, timeout=5)
+                            except ray.exceptions.RayError:   # cancelled: its outcome comes by the queue
+                                continue
+                            task, _ = refs.pop(ref)
+                            self._finish(remote.outcome(result, settings.runs, self.log_dir), task, seen, on_event)
+                        self._link_stopped(started, {t.point_id for t, _ in refs.values()}, by_id, settings, seen,
+                                           on_event)
             finally:
                 ray.shutdown()
+
+    def _link_stopped(self, queue, stopped, by_id, settings, seen, on_event):
+        """The outcomes the cancelled points handed over (node.run_point's on_stop): each stopped point is linked
+        to its run, recorded interrupted by its mlrun. One whose worker died unheard stays 'the sweep was stopped'."""
+        deadline = time.monotonic() + STOP_LINK_S   # the workers' puts may reach the queue after their tasks end
+        while stopped and time.monotonic() < deadline:
+            try:
+                items = queue.get_nowait_batch(queue.qsize())
+            except Exception:   # the queue's actor went with the cluster: nothing more to link
+                return
+            for item in items:
+                if isinstance(item, dict) and item.get("point_id") in stopped:
+                    stopped.discard(item["point_id"])
+                    task = by_id[item["point_id"]]
+                    self._finish(remote.outcome(item, settings.runs, self.log_dir), task, seen, on_event)
+            if stopped and not items:
+                time.sleep(0.2)
 
     @staticmethod
     def _finish(outcome, task, seen, on_event):
