@@ -59,9 +59,9 @@ class Bar:
     """A tqdm bar of done_fn() samples against total_fn(done, elapsed), redrawn every POLL_S by a thread
     while the block runs; when `out` is None, a line every LOG_EVERY_S on `log` instead (if given)."""
 
-    def __init__(self, out, done_fn, total_fn, description, log=None):
+    def __init__(self, out, done_fn, total_fn, description, log=None, leave=True, unit="sample"):
         self.out, self._done, self._total, self._description = out, done_fn, total_fn, description
-        self.log = log
+        self.log, self._leave, self._unit = log, leave, unit   # leave: the finished bar stays on the screen
         self._stop = threading.Event()
         self._thread = None
         self._bar = None
@@ -73,8 +73,8 @@ class Bar:
             self._close_out()
             self.out = None
         if self.out is not None:
-            self._bar = tqdm(total=self._total(0, 0), desc=self._description, unit="sample", file=self.out,
-                             dynamic_ncols=True, mininterval=POLL_S, smoothing=0.1)
+            self._bar = tqdm(total=self._total(0, 0), desc=self._description, unit=self._unit, file=self.out,
+                             dynamic_ncols=True, mininterval=POLL_S, smoothing=0.1, leave=self._leave)
             self._started = time.monotonic()
             self._thread = threading.Thread(target=self._poll, name="progress", daemon=True)
             self._thread.start()
@@ -89,7 +89,7 @@ class Bar:
             done, elapsed = self._done(), time.monotonic() - self._started
             total = max(done, self._total(done, elapsed))
             left = f", about {elapsed / done * (total - done):.0f} s left" if done else ""
-            print(f"{self._description}: {done:,} of {total:,} samples after {elapsed:.0f} s{left}",
+            print(f"{self._description}: {done:,} of {total:,} {self._unit}s after {elapsed:.0f} s{left}",
                   file=self.log, flush=True)
 
     def _update(self):

@@ -21,11 +21,15 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import MlrunError, UsageError
-from mlperf_bert import accuracy, squad_features
+from mlperf_bert import accuracy, progress, squad_features
 from mlperf_bert.sut import QaInference
 from mlperf_bert.tokenization import FullTokenizer
 
 PROMPT = "question> "
+# Windowing holds a float per WordPiece and window (squad_features.max_context_flags): 50,000 pieces (about 240 KB
+# of English text, 390 windows) take 0.7 s and 270 MB; 83,000 took 2.8 s and 930 MB, a 1-MB text 3.4 GB.
+MAX_PIECES = 50_000
+BAR_FROM = 16   # windows: a question over more shows a progress bar at a terminal
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
@@ -35,12 +39,16 @@ class Passage:
     def __init__(self, text, tokenizer):
         self.tokenizer = tokenizer
         # control characters would reach the printed answer (a NUL to the terminal); they are no words
+        if len(text) > 40 * MAX_PIECES:   # surely too long (English runs about 5 characters a piece): say so now
+            raise _too_long(f"{len(text):,} characters")
         words, _ = squad_features.doc_words(CONTROL.sub(" ", text))
         if not words:
             raise UsageError("the passage is empty", hint="give the text with --passage=TEXT or --passage-file=FILE")
         pieces, tok_to_orig, _ = squad_features.wordpiece_doc(words, lru_cache(maxsize=None)(tokenizer.tokenize))
         if not pieces:
             raise UsageError("the passage has no words the model reads", hint="give it text")
+        if len(pieces) > MAX_PIECES:
+            raise _too_long(f"{len(pieces):,} WordPieces")
         self.doc = (pieces, tokenizer.convert_tokens_to_ids(pieces), tok_to_orig)
         self.example = {"doc_tokens": words}
 
@@ -49,6 +57,12 @@ class Passage:
         rows, features, _ = squad_features.question_features(self.tokenizer, question, self.doc, 0, 0)
         ids, mask, seg = squad_features.pack(rows)
         return Windows(ids, mask, seg), features
+
+
+def _too_long(size):
+    return UsageError(f"the passage is too long for the QA app: {size}; it takes at most {MAX_PIECES:,} WordPieces "
+                      "(about 240 KB of English text, 390 windows of 384 tokens)",
+                      hint="give the part of the text that holds the answer: every question runs all its windows")
 
 
 class Windows:
@@ -74,8 +88,11 @@ class Answerer:
         windows, features = passage.features(question)
         inference = QaInference(self.backend, windows, self.plan)
         responses = {}
-        for batch in inference.responses(list(range(len(features)))):
-            responses.update((position, accuracy.padded(rows)) for position, rows in batch)
+        out = progress.stream() if len(features) >= BAR_FROM else None   # a terminal's only: never the log
+        with progress.Bar(out, lambda: len(responses), lambda done, elapsed: len(features),
+                          f"{len(features)} windows", leave=False, unit="window"):
+            for batch in inference.responses(list(range(len(features)))):
+                responses.update((position, accuracy.padded(rows)) for position, rows in batch)
         found = accuracy.best_answer(passage.example, [(f, responses[i]) for i, f in enumerate(features)])
         latency_ms = (time.perf_counter() - started) * 1000
         return {"question": question, "answer": found[1] if found else accuracy.NO_ANSWER,

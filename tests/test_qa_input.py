@@ -94,3 +94,25 @@ def test_the_qa_app_refuses_a_folder_or_a_malformed_model_when_planning(inputs, 
     with pytest.raises(ResolutionError) as info:
         resolve(RecipeIndex([os.path.join(ROOT, "recipes")]), "app bert qa", inputs=inputs, host_env={})
     assert fragment in info.value.message
+
+
+def test_a_passage_too_long_to_window_is_refused_with_its_size(model, tmp_path, monkeypatch, capsys):
+    """A 1-MB passage took 3.4 GB and 22 s to window per question (a float per WordPiece and window), then
+    minutes of windows with nothing on the screen; a larger one was killed for memory."""
+    words = " ".join(f"word{i % 997}" for i in range(qa.MAX_PIECES // 2))   # "word123" is several pieces
+    code, answers = ask(model, tmp_path, monkeypatch, "", "--passage", words, "--question", "Which word?")
+    err = capsys.readouterr().err
+    assert code == 2 and answers is None
+    assert "the passage is too long for the QA app:" in err and "WordPieces" in err and "at most 50,000" in err
+    code, _ = ask(model, tmp_path, monkeypatch, "", "--passage", "x " * (21 * qa.MAX_PIECES), "--question", "Which?")
+    assert code == 2 and "characters; it takes at most" in capsys.readouterr().err   # refused before tokenising
+
+
+def test_a_question_over_many_windows_draws_a_bar_on_the_terminal_only(model, tmp_path, monkeypatch, capsys):
+    terminal = tmp_path / "terminal"
+    monkeypatch.setenv("MLRUN_PROGRESS", str(terminal))   # where mlrun names its terminal
+    passage = " ".join(["Paris is the capital of France."] * 600)   # 4,200 pieces: 20 windows
+    code, answers = ask(model, tmp_path, monkeypatch, "", "--passage", passage, "--question", "What is Paris?")
+    assert code == 0 and answers[0]["windows"] >= qa.BAR_FROM
+    assert f"{answers[0]['windows']} windows" in terminal.read_text()
+    assert "windows:" not in capsys.readouterr().out   # never in the answers (the step's log)
