@@ -114,6 +114,8 @@ class Resolver:
                     value = self.host_env[name]
                 secrets.remember(value)
                 self.secret_env[name], value = value, secrets.MASK
+            else:   # a URL with a password or token: the node holds it masked, as it is recorded
+                value = self._url_secrets(name, value, self.secret_env)
             self.env_overrides[name] = value
         if prober is None:
             from .probes import Prober
@@ -273,6 +275,25 @@ class Resolver:
 
     # -- graph ------------------------------------------------------------------
 
+    def _url_secrets(self, name, value, secret_env):
+        """value with the secrets of its URLs masked (secrets.mask_urls), the real one put in secret_env[name]. A
+        replayed record holds it masked: the host's NAME gives it again, if it is the same URL but for them."""
+        if not isinstance(value, str):
+            return value
+        masked, found = secrets.mask_urls(value)
+        if secrets.MASK in value:
+            real = self.host_env.get(name, "")
+            if secrets.mask_urls(real)[0] != value:
+                raise ResolutionError(f"--env.{name} held a URL with a password or token, which the record does "
+                                      f"not keep; set {name} here to that URL with it to run it again",
+                                      hint=f"the record has {name}={value}")
+            masked, found, value = value, secrets.mask_urls(real)[1], real
+        for secret in found:
+            secrets.remember(secret)
+        if found:
+            secret_env[name] = value
+        return masked
+
     def _overrides_of(self, dep_path):
         """The overrides that reach the dep at dep_path (its dep names from the root), plain names first so
         that a longer path wins over a shorter one."""
@@ -349,6 +370,8 @@ class Resolver:
                 secrets.remember(value)
                 secret_env.setdefault(k, value)
                 hash_env[k] = secrets.MASK
+            elif value is not None:
+                hash_env[k] = self._url_secrets(k, value, secret_env)
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
                     download=spec["download"],

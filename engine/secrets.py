@@ -5,13 +5,18 @@ CREDENTIAL, or a word PASS, PAT or AUTH of it: DB_PASS, GH_PAT), however it arri
 (`pass_env`) or hashes (`hash_env`). The resolver puts MASK in the node (so the key
 records that a secret was given, not which one) and remembers the value here; every
 writer of records, entries, logs and scripts passes its text through `scrub`, which also masks the
-password of any URL written with one (https://user:PASSWORD@host: HF_ENDPOINT, a proxy).
+secrets of any URL (https://user:PASSWORD@host, https://TOKEN@host, ?access_token=...: HF_ENDPOINT, a proxy, an
+index). A variable of any name whose value holds such a URL is a secret too, in the node as the URL masked.
 """
 import re
 
 MASK = "<redacted>"
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|KEY|CREDENTIAL|(^|_)(PASS|PAT|AUTH)(_|$)", re.I)
-URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]+:)([^@\s/]+)(@)", re.I)
+# A URL's user info (https://user:PASSWORD@host: the password; https://TOKEN@host, as git tokens go: all of it) and
+# the values of its query parameters whose names say secret (?access_token=, &api_key=, &sig=, X-Amz-Signature).
+URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^/\s@?#]+)(@)", re.I)
+URL_PARAM = re.compile(r"([?&;]([^=&#\s/?]+)=)([^&#\s]+)")
+PARAM_NAME = re.compile(SECRET_NAME.pattern + r"|SIGNATURE|(^|_|-)SIG(_|-|$)", re.I)
 # Shorter values are masked only where their name shows (a variable, an --env flag): replacing every
 # "abc" in a record would mangle it (and 8 random characters are not found in a key by chance).
 MIN_SCRUBBED = 8
@@ -52,7 +57,30 @@ def _scrub_text(text):
     for secret in sorted(_values, key=len, reverse=True):
         if len(secret) >= MIN_SCRUBBED and secret in text:
             text = text.replace(secret, MASK)
-    return URL_PASSWORD.sub(rf"\1{MASK}\3", text) if "://" in text else text
+    return mask_urls(text)[0]
+
+
+def mask_urls(text):
+    """(text with the secrets of its URLs masked, [those secrets]): a password or token in a URL's user info, the
+    value of a query parameter named as a secret is (access_token, api_key, sig)."""
+    if "://" not in text:
+        return text, []
+    found = []
+
+    def user(m):
+        name, colon, password = m.group(2).partition(":")
+        secret = password if colon else name
+        if secret in ("", MASK):
+            return m.group(0)
+        found.append(secret)
+        return m.group(1) + (f"{name}:{MASK}" if colon else MASK) + m.group(3)
+
+    def param(m):
+        if not PARAM_NAME.search(m.group(2)) or m.group(3) == MASK:
+            return m.group(0)
+        found.append(m.group(3))
+        return m.group(1) + MASK
+    return URL_PARAM.sub(param, URL_USER.sub(user, text)), found
 
 
 def scrub_argv(argv):

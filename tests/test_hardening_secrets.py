@@ -165,3 +165,69 @@ def test_a_replayed_mask_takes_the_secret_from_the_host():
     with pytest.raises(ResolutionError, match="--env.HF_TOKEN was given a secret, which the record does not keep; "
                                               "set HF_TOKEN here"):
         resolve(index, "r", env_overrides=given.request["env_overrides"], host_env={})
+
+
+URL_SECRETS = {   # variable: (URL with a secret, what it was written as before: in keys, records, env.sh, bundles)
+    "PIP_EXTRA": "https://bob:{}@pypi.example.com/simple",         # masked in files, but hashed: a key per password
+    "GIT_REMOTE": "https://{}@github.com/org/repo.git",            # a token as user info: written in clear
+    "HUB": "https://hub.example.com/api?x=1&access_token={}",       # a secret-named query parameter: in clear
+}
+
+
+def test_url_secrets_of_any_variable_stay_out_of_keys_and_files_and_reach_the_step(ws):
+    ws.recipe("u", """
+        tags: [u]
+        hash_env: [HF_ENDPOINT]
+        run: |
+          for v in PIP_EXTRA GIT_REMOTE HUB HF_ENDPOINT; do
+            printf '%s %s\\n' "$v" "$(printf %s "${!v}" | sha256sum | cut -d' ' -f1)" >> seen.txt
+          done
+    """)
+    keys = []
+    for n in ("One_1111111111", "Two_2222222222"):
+        flags = [f"--env.{name}={url.format('UrlSecret' + n)}" for name, url in URL_SECRETS.items()]
+        r = ws.mlrun("u", "--json", *flags, env=ws.env(HF_ENDPOINT=f"https://me:HostUrlSecret{n}@hf.example.org"))
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        keys.append(out["steps"][0]["key"])
+    assert keys[0] == keys[1]   # the second run's passwords served by the first's entry: keys hold no secret
+    with open(os.path.join(out["path"], "seen.txt")) as f:
+        seen = dict(line.split() for line in f)
+    assert seen == {**{name: sha(url.format("UrlSecretOne_1111111111")) for name, url in URL_SECRETS.items()},
+                    "HF_ENDPOINT": sha("https://me:HostUrlSecretOne_1111111111@hf.example.org")}
+    bundle = os.path.join(ws.root, "run.tar.gz")
+    assert ws.mlrun("export", out["run"], "-o", bundle, "--with-cache").returncode == 0
+    written = list(files_under(ws.cache, ws.runs))
+    with tarfile.open(bundle) as tar:
+        written += [(f"bundle:{m.name}", tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
+    leaks = [p for p, data in written if b"UrlSecret" in data]
+    assert not leaks, leaks
+    record = json.loads(next(d for p, d in written if p.endswith("run.json") and not p.startswith("bundle")))
+    assert record["request"]["env_overrides"] == {"PIP_EXTRA": f"https://bob:{MASK}@pypi.example.com/simple",
+                                                  "GIT_REMOTE": f"https://{MASK}@github.com/org/repo.git",
+                                                  "HUB": f"https://hub.example.com/api?x=1&access_token={MASK}"}
+
+
+def test_a_replayed_url_secret_takes_the_url_from_the_host_when_it_is_the_same_url():
+    from engine.errors import ResolutionError
+    from engine.index import MemoryIndex
+    from engine.resolver import resolve
+    index = MemoryIndex({"r": {"tags": ["r"], "run": "true"}})
+    given = resolve(index, "r", env_overrides={"PIP_EXTRA": "https://bob:GivenPassword_1@pypi.example.com/simple"})
+    recorded = given.request["env_overrides"]
+    assert recorded == {"PIP_EXTRA": f"https://bob:{MASK}@pypi.example.com/simple"}
+    host = "https://bob:HostPassword_2@pypi.example.com/simple"
+    again = resolve(index, "r", env_overrides=recorded, host_env={"PIP_EXTRA": host})
+    assert again.root.key == given.root.key and again.root.secret_env == {"PIP_EXTRA": host}
+    for other in ({}, {"PIP_EXTRA": "https://bob:HostPassword_2@other.example.com/simple"}):
+        with pytest.raises(ResolutionError, match="--env.PIP_EXTRA held a URL with a password or token, which the "
+                                                  "record does not keep; set PIP_EXTRA here"):
+            resolve(index, "r", env_overrides=recorded, host_env=other)
+
+
+def test_url_masking_keeps_what_is_no_secret():
+    from engine import secrets
+    assert secrets.mask_urls("https://h/x?X-Amz-Signature=abc&X-Amz-Date=1&sig=zz&q=key") == \
+        (f"https://h/x?X-Amz-Signature={MASK}&X-Amz-Date=1&sig={MASK}&q=key", ["abc", "zz"])
+    for plain in ("https://host:8080/a@b", "git@github.com:o/r.git", "https://pypi.org/simple", "no url ?token=x"):
+        assert secrets.mask_urls(plain) == (plain, [])
