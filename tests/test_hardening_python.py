@@ -79,16 +79,20 @@ def test_another_interpreter_is_another_entry_and_explain_names_it(ws, pyenv):
     assert len(ws.entries("fake-venv")) == 2
 
 
-def test_the_venv_recipe_keys_the_interpreter_pyenv_selects(ws, pyenv):
-    """The real get-python-venv recipe, resolved only (nothing is built): PYENV_VERSION picks the Python."""
+@pytest.mark.parametrize("query, probe", [("get python venv", "python"),
+                                          # it reused a 3.11 module under 3.12: the run failed to import it
+                                          ("get mlperf loadgen", "abi")])
+def test_the_recipes_built_for_an_interpreter_key_the_one_pyenv_selects(ws, pyenv, query, probe):
+    """The real get-python-venv and get-mlperf-loadgen recipes, resolved only (nothing is built): PYENV_VERSION
+    picks the Python."""
     repo_recipes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
 
     def plan(version):
         env = pyenv("", MLRUN_RECIPES=repo_recipes, PYENV_VERSION=version)
-        r = ws.mlrun("plan", "get python venv", env=env)
+        r = ws.mlrun("plan", query, env=env)
         assert r.returncode == 0, r.stderr
-        assert f"probe python: cpython {version} " in r.stdout, r.stdout
-        return run_json(ws, "plan", "get python venv", env=env)["nodes"][0]["key"]
+        assert f"probe {probe}: cpython {version} " in r.stdout, r.stdout
+        return run_json(ws, "plan", query, env=env)["nodes"][0]["key"]
     assert plan("3.11.7") == plan("3.11.7")
     assert plan("3.11.7") != plan("3.12.1")
 
