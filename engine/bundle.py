@@ -173,7 +173,7 @@ def import_bundle(path, cache, runs_dir, trust=None):
         signing.require(allowed_signers=trust)
     try:
         tar = tarfile.open(path, "r:gz")   # what export writes; one clear error for anything else
-    except (OSError, zlib.error, tarfile.TarError) as e:
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:   # EOFError: cut within its first 500 bytes
         raise _unreadable(path, e) from None
     with tar:
         try:
@@ -193,6 +193,7 @@ def import_bundle(path, cache, runs_dir, trust=None):
             _verify_run(staged_run, run_id, path)
             for name in entries:   # all of them before publishing any
                 _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path)
+            _check_places(cache, entries, runs_dir, run_id)   # likewise: an import stopped half-way said nothing
             added, present, damaged = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
             run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
         finally:
@@ -381,9 +382,8 @@ def _publish_entries(cache, staged, names):
                 if integrity.stat_problems(final):   # but say so when the one here was changed since
                     damaged.append(name)
                 continue
-            if os.path.lexists(final):
-                raise MlrunError(f"cannot import the cache entry {name}: {final} exists but is not an entry",
-                                 hint="move it out of the cache, then import again")
+            if os.path.lexists(final):   # put there since _check_places looked
+                raise _not_an_entry(name, final)
             cache.place(os.path.join(staged, name), final)   # sealed with this file system's stat signature
             added.append(name)
     # Imported now counts as used now: `gc --older-than 30d` went by the build time on the other machine and
@@ -392,6 +392,23 @@ def _publish_entries(cache, staged, names):
         cache.use(types.SimpleNamespace(entry_name=name))
     cache.release_uses()
     return added, present, damaged
+
+
+def _check_places(cache, names, runs_dir, run_id):
+    """Refuse, before anything is published, a bundle whose entries or run would land on something else there."""
+    for name in names:
+        final = os.path.join(cache.root, name)
+        if os.path.lexists(final) and read_entry(final) is None:
+            raise _not_an_entry(name, final)
+    final = os.path.join(os.path.abspath(runs_dir), run_id)
+    if os.path.lexists(final) and not os.path.isfile(os.path.join(final, "run.json")):
+        raise MlrunError(f"cannot import the run {run_id}: {final} exists but holds no run record; nothing was "
+                         "imported", hint="move it out of the runs folder, then import again")
+
+
+def _not_an_entry(name, final):
+    return MlrunError(f"cannot import the cache entry {name}: {final} exists but is not an entry; nothing was "
+                      "imported", hint="move it out of the cache, then import again")
 
 
 def _place_run(staged, runs_dir, run_id):

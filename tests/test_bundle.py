@@ -258,12 +258,38 @@ def test_import_adds_only_the_missing_entries(shared):
     assert shared.cache2.verify() == []
 
 
-def test_import_never_replaces_a_folder_in_the_way(shared):
-    os.makedirs(os.path.join(shared.cache2.root, shared.entry["app"], "half"))
-    with pytest.raises(MlrunError, match=f"{shared.entry['app']} exists but is not an entry"):
+@pytest.mark.parametrize("which", ["app", "base"])
+def test_import_never_replaces_a_folder_in_the_way_and_publishes_nothing(shared, which):
+    """Was: the entries before the one in the way were published, the run not, and the error did not say so."""
+    os.makedirs(os.path.join(shared.cache2.root, shared.entry[which], "half"))
+    with pytest.raises(MlrunError, match=f"{shared.entry[which]} exists but is not an entry; nothing was imported"):
         import_bundle(shared.bundle, shared.cache2, shared.runs2)
-    assert os.listdir(os.path.join(shared.cache2.root, shared.entry["app"])) == ["half"]
+    assert os.listdir(os.path.join(shared.cache2.root, shared.entry[which])) == ["half"]
     assert os.listdir(os.path.join(shared.cache2.root, ".tmp")) == []
+    assert shared.cache2.entries() == [] and not os.path.exists(shared.runs2)
+
+
+@pytest.mark.parametrize("make", [os.makedirs, lambda path: open(path, "w").close()])
+def test_import_refuses_a_run_folder_in_the_way_that_holds_no_run(shared, make):
+    """Was: 'that run was here already: left as it was', exit 0, and then no such run."""
+    os.makedirs(shared.runs2)
+    make(os.path.join(shared.runs2, shared.run_id))
+    with pytest.raises(MlrunError, match=f"cannot import the run {shared.run_id}: .* exists but holds no run record; "
+                                         "nothing was imported"):
+        import_bundle(shared.bundle, shared.cache2, shared.runs2)
+    assert shared.cache2.entries() == []
+
+
+@pytest.mark.parametrize("size", [10, 20, 50, 100, 500])
+def test_a_bundle_cut_short_anywhere_is_unreadable_not_a_bug(shared, size):
+    """Cut within its first few hundred bytes, opening it raised EOFError: 'unexpected EOFError ... a bug in mlrun'."""
+    with open(shared.bundle, "rb") as f:
+        head = f.read(size)
+    cut = shared.path("cut.tar.gz")
+    with open(cut, "wb") as f:
+        f.write(head)
+    with pytest.raises(MlrunError, match="cannot read the bundle .*cut.tar.gz"):
+        import_bundle(cut, shared.cache2, shared.runs2)
 
 
 # -- tampered bundles -------------------------------------------------------------------------------
