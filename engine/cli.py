@@ -168,6 +168,9 @@ def build_parser(only=None):
     _trust(p)
     p.add_argument("--allow-differences", action="store_true",
                    help="run even when the plan cannot be the recorded one (the replay is marked inexact)")
+    p.add_argument("--recorded-recipes", action="store_true",
+                   help="where the local recipes differ from the run's, run the copies its record holds (code that "
+                        "came with the run; a bundle verified by --trust needs no flag)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("submit", "an MLPerf submission of QUERY: settings search, accuracy, performance and TEST01 runs "
                        "per scenario (resumable), the official tree, checker and archive", "required")
@@ -999,6 +1002,7 @@ def cmd_replay(args, extras, settings):
         print(f"imported {ref}: {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present; "
               + _signature_note(info), file=sys.stderr)
         ref = info["run_dir"]
+        args.recorded_recipes = args.recorded_recipes or info["verified"]   # its signer vouches for its recipes
     elif args.trust:
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
@@ -1006,7 +1010,7 @@ def cmd_replay(args, extras, settings):
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
                     stream_root=not args.json)
     new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,
-                                          argv=["mlrun"] + sys.argv[1:])
+                                          argv=["mlrun"] + sys.argv[1:], recorded_recipes=args.recorded_recipes)
     reused = sum(1 for s in new["steps"] if s["status"] == "cached")
     if args.json:
         _print_json({"run": new["id"], "replay_of": record["id"], "notes": notes, "verdict": lines, "equal": ok,

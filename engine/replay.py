@@ -1,7 +1,8 @@
 """Replay a recorded run: the same plan, exactly, or a precise account of why it cannot be.
 
 The recipes come from the local checkout when their digests match the record, otherwise from
-the copy in the record (and the replay says so). The request is resolved again and every node
+the copy in the record when asked (--recorded-recipes, or a bundle whose signature --trust verified): that copy is
+code that came with the run, and a step may be handed the replayer's secrets. The request is resolved again and every node
 must get its recorded key; then the plan runs (reusing entries whose keys match) and the
 results are compared: accuracy must be equal, performance is shown as a ratio beside the
 host differences.
@@ -16,8 +17,8 @@ from .resolver import resolve
 from .words import plural
 
 
-def choose_recipes(record, settings):
-    """(index, notes): the local recipes if they are the recorded ones, else the record's copy."""
+def choose_recipes(record, settings, recorded_recipes=False):
+    """(index, notes): the local recipes if they are the recorded ones, else the record's copy if allowed."""
     local = {}
     try:
         local = {(r["name"], r["version"]): r["digest"] for r in settings.index().recipes}
@@ -28,6 +29,12 @@ def choose_recipes(record, settings):
     if not differing:
         return settings.index(), ["recipes: the local ones are the recorded ones"]
     snapshot = os.path.join(record["_dir"], records.SNAPSHOT_DIR, "recipes")
+    if not recorded_recipes:
+        raise MlrunError(f"the run's recipes differ from the local ones ({', '.join(differing)}): replaying it would "
+                         "run the copies its record holds, code that came with the run",
+                         hint="--recorded-recipes runs them if you trust where the run came from (a bundle signed by "
+                              "a key you trust: replay it with --trust ALLOWED_SIGNERS); or replay it with the "
+                              "mlrun version that made it")
     if not os.path.isdir(snapshot):
         raise MlrunError(f"the run's recipes differ locally ({', '.join(differing)}) and the record has no copy",
                          hint=f"expected the copy in {snapshot}")
@@ -41,9 +48,9 @@ def choose_recipes(record, settings):
     return index, notes
 
 
-def plan_again(record, settings, allow_differences=False):
+def plan_again(record, settings, allow_differences=False, recorded_recipes=False):
     """(plan, notes): the recorded request resolved again; raises if a node would differ from the record."""
-    index, notes = choose_recipes(record, settings)
+    index, notes = choose_recipes(record, settings, recorded_recipes)
     req = record.get("request")
     if not req:
         raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
@@ -102,9 +109,9 @@ def verdict(old, new):
     return lines, ok
 
 
-def replay(record, settings, runner, allow_differences=False, argv=None):
+def replay(record, settings, runner, allow_differences=False, argv=None, recorded_recipes=False):
     """Run the recorded plan again; returns (new record, notes, verdict lines, ok)."""
-    plan, notes = plan_again(record, settings, allow_differences)
+    plan, notes = plan_again(record, settings, allow_differences, recorded_recipes)
     try:
         new = runner.run(plan, argv=argv, extra={"replay_of": record.get("id"), "exact": not any(
             n.startswith("the replay cannot be exact") for n in notes)})

@@ -413,3 +413,27 @@ def test_without_ssh_keygen_signing_and_trust_fail_clearly_and_unsigned_checks_a
     assert nothing_imported(cache2, runs2)
     assert main(["--cache", cache2, "--runs", runs2, "import", signed.bundle]) == 0
     assert "signed, but not verified: ssh-keygen is not installed" in capsys.readouterr().out
+
+
+@needs_ssh_keygen
+def test_a_bundles_own_recipes_run_only_when_its_signer_is_trusted_or_it_is_asked(there):
+    """Recipes that differ here: the replay would run the copies the bundle carries. An unsigned bundle's (anyone
+    could have edited them, and a step gets the replayer's secrets) ran with a note only; now they are refused
+    unless --recorded-recipes asks for them, and a bundle whose signer --trust lists runs them."""
+    local = str(there.tmp / "recipes")
+    shutil.copytree(there.recipes, local)
+    path = os.path.join(local, "bench", "recipe.yaml")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace("run: echo bench", "run: echo changed here; echo bench"))
+
+    def replay(bundle, *args):
+        env = there.env(MLRUN_CACHE=there.cache2, MLRUN_RUNS=there.runs2, MLRUN_RECIPES=local)
+        return there.mlrun("replay", bundle, *args, env=env)
+    assert_user_error(replay(there.unsigned), 2, "the run's recipes differ from the local ones (bench)",
+                      "--recorded-recipes runs them if you trust where the run came from")
+    for bundle, args in ((there.bundle, ("--trust", there.trust_alice)), (there.unsigned, ("--recorded-recipes",))):
+        replayed = replay(bundle, *args)
+        assert replayed.returncode == 0, replayed.stderr
+        assert "recipe bench: the local one differs or is missing; using the recorded copy" in replayed.stdout

@@ -92,7 +92,12 @@ def test_replay_uses_the_recorded_recipes_when_the_local_ones_changed(bench):
     script = os.path.join(bench.recipes, "app", "score.sh")
     with open(script, "a") as f:
         f.write("echo changed locally\n")
-    replayed = bench.mlrun("replay", first)
+    # The record's copy is code that came with the run (from a bundle, a teammate's): never run unasked. Was: run,
+    # and handed the replayer's secrets, for any unsigned bundle whose recipes differed.
+    refused = bench.mlrun("replay", first)
+    assert_user_error(refused, 2, "the run's recipes differ from the local ones (app): replaying it would run the "
+                                  "copies its record holds", "--recorded-recipes runs them")
+    replayed = bench.mlrun("replay", first, "--recorded-recipes")
     assert replayed.returncode == 0, replayed.stderr
     assert "recipe app: the local one differs or is missing; using the recorded copy" in replayed.stdout
 
