@@ -5,7 +5,7 @@ all cached already, and of `bin/mlrun show cache` with 1000 entries, next to a b
 `python -c pass` start measured in the same run (compare ratios: machines are noisy).
 Goals (2-core machine): warm 12+-node run < 0.10 s, show cache with 1000 entries < 0.20 s.
 
-    .venv/bin/python bench/engine_overhead.py [--repeat 15]
+    .venv/bin/python -m bench.engine_overhead [--repeat 15]
 """
 import argparse
 import os

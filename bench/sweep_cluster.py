@@ -12,7 +12,7 @@
 Starts its clusters with tests/clusters.py (Ray from this Python's venv: requirements-cluster.txt; SLURM needs
 root and Debian's slurm-wlm and munge). The BERT part uses --cache (default: a fresh folder, built first).
 
-    .venv/bin/python bench/sweep_cluster.py [--points 8] [--cache DIR] [--skip-overhead|--skip-bert|--skip-slurm]
+    .venv/bin/python -m bench.sweep_cluster [--points 8] [--cache DIR] [--skip-overhead|--skip-bert|--skip-slurm]
 """
 import argparse
 import json

@@ -5,7 +5,7 @@ is a whole `mlrun run ... --json` process that finds its step in the cache, so t
 overhead. Printed next to the same 12 `mlrun` runs started one after another by a plain loop (no sweep), whose
 difference is what the sweep adds (planning every point, the record, the executor).
 
-    .venv/bin/python bench/sweep_overhead.py [--points 12] [--jobs N] [--on ray://HOST:PORT ...] [--cache DIR]
+    .venv/bin/python -m bench.sweep_overhead [--points 12] [--jobs N] [--on ray://HOST:PORT ...] [--cache DIR]
 
 Extra arguments (--on, --jobs, --slurm, --cpus) go to `mlrun sweep`; a cluster needs --cache and --runs on a
 folder its nodes share.

@@ -181,12 +181,19 @@ def describe(src, user, submitter, division, facts, short):
     required, meaningful = lists["SYSTEM_DESC_REQUIRED_FIELDS"], lists["SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS"]
     desc = dict(facts, division=division, submitter=submitter)
     desc.update({k: v for k, v in user.items() if k not in ("division", "submitter")})
-    missing = [k for k in required if k not in desc or (k in meaningful and desc[k] in ("", None))]
+    # Empty as the checker reads it (`not value`): "", null, 0, false, [] fail its "meaningful response" test.
+    empty = [k for k in required if k in desc and k in meaningful and not desc[k]]
+    missing = [k for k in required if k not in desc] + empty
     notes = []
     if missing and not short:
-        raise UsageError(f"the system description lacks {len(missing)} required field(s): {', '.join(missing)}",
-                         hint="give them in the --system YAML (field: value a line); mlrun filled what the machine "
-                              "tells: " + ", ".join(sorted(facts)))
+        lacks = [k for k in missing if k not in empty]
+        said = ([f"lacks {len(lacks)} required field(s): {', '.join(lacks)}"] if lacks else []) + \
+            ([f"gives {', '.join(f'{k}: {desc[k]!r}' for k in empty)}, which the checker takes for no answer"]
+             if empty else [])
+        raise UsageError(f"the system description {'; it '.join(said)}",
+                         hint="give them in the --system YAML (field: value a line; those the checker wants answered "
+                              "not empty nor 0, e.g. host_network_card_count: 1); mlrun filled what the machine tells: "
+                              + ", ".join(sorted(facts)))
     for k in missing:
         # status is checked against the rules' list: a rehearsal says "available" (and the notes say so)
         desc[k] = "available" if k == "status" else PLACEHOLDER

@@ -73,6 +73,30 @@ def test_missing_system_fields_are_one_error_naming_all_of_them():
         assert f" {field}," not in message and not message.endswith(field)
 
 
+YAML_FIELDS = {"status": "available", "system_name": "Box", "host_storage_type": "SSD", "host_memory_configuration": "1x24GB",
+               "host_processor_interconnect": "N/A", "host_networking": "N/A", "host_networking_topology": "N/A",
+               "cooling": "air", "hw_notes": "", "sw_notes": "", "host_network_card_count": 1, "system_type_detail": "VM"}
+
+
+def test_the_documented_system_yaml_is_complete_and_a_field_the_checker_reads_as_empty_is_refused():
+    """docs/submission.md's example YAML gives every field the machine cannot tell. A 0 where the checker wants an
+    answer passed, and the checker failed the submission after all its runs ('requires a meaningful response')."""
+    import re
+    facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
+    with open(os.path.join(ROOT, "docs", "submission.md")) as f:
+        example = re.search(r"```yaml\n(.*?)```", f.read(), re.S).group(1)
+    import yaml
+    assert yaml.safe_load(example) == YAML_FIELDS
+    desc, notes = system.describe(SHARED_SRC, YAML_FIELDS, "Team", "open", facts, short=False)
+    assert notes == [] and desc["host_network_card_count"] == 1
+    for value in (0, "", None, False):
+        with pytest.raises(UsageError) as err:
+            system.describe(SHARED_SRC, dict(YAML_FIELDS, host_network_card_count=value), "Team", "open", facts,
+                            short=False)
+        assert err.value.message == (f"the system description gives host_network_card_count: {value!r}, which the "
+                                     "checker takes for no answer")
+
+
 def test_machine_facts_and_user_fields_fill_the_description():
     facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
     desc, notes = system.describe(SHARED_SRC, {"system_name": "Box", "framework": "mine"}, "Team", "open", facts,
