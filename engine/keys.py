@@ -9,6 +9,8 @@ an old entry. The hashed material is kept so `mlrun explain` can say what differ
 import hashlib
 import json
 
+from .secrets import MASK
+
 KEY_SCHEMA = 1
 
 # Fields of a recipe that only document it, or only refuse values (an input's min, max and above: a value they
@@ -60,7 +62,9 @@ def material(recipe_digest_, node):
         "version": node.version,
         "variations": node.variations,
         "inputs": node.inputs,
-        "env": node.env,
+        # A secret --env override only grants access (a token, a password): it enters no key, so giving one builds
+        # nothing again (was: a token given once made every node of the plan, venvs too, another entry).
+        "env": {k: v for k, v in node.env.items() if v != MASK},
         "hash_env": node.hash_env,
         "deps": [[name, dep.key] for name, dep in node.deps],
     }
