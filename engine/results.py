@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import sys
+import textwrap
 import time
 
 from .errors import MlrunError, UsageError
@@ -366,13 +367,30 @@ def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=
         if fmt == "table":   # too many settings differ to show: leave some out, their variations back in the query
             width = shutil.get_terminal_size((100, 24)).columns
             columns, dropped = fit_columns(rows, columns, width)
+            said = show("query_rest", rows[0].get("query_rest")) if "query_rest" not in columns else None
             _query_rest(rows, [c for c in columns if c not in ("run", "query_rest", "mode_scenario", "headline",
                                                                 "status")])
+            if said is not None and varying(rows, ["query_rest"]):   # a variation left its column: the query differs
+                columns.insert(1, "query_rest")
+                shared = [x for x in shared if x != said]
+            common = _common_words(rows) if "query_rest" in columns else []
+            shared += [" ".join(common)] if common else []
     text = render(rows, columns, fmt)
-    if dropped:
-        text += _cut(f"{plural(len(dropped), 'more setting')} differ, not shown (--columns picks them, --csv has all): "
-                     + ", ".join(sorted(dropped)), width) + "\n"
+    if dropped:   # wrapped, not cut: the names are what --columns takes
+        text += "\n".join(textwrap.wrap(f"{plural(len(dropped), 'more setting')} differ, not shown (--columns picks "
+                                         "them, --csv has all): " + ", ".join(sorted(dropped)), width,
+                                         break_on_hyphens=False)) + "\n"
     return text + (f"every run listed: {', '.join(shared)}\n" if shared and fmt == "table" else "")
+
+
+def _common_words(rows):
+    """Take out of each row's query the words every listed run has (said once below the table): a query cut to
+    fit kept its first word and its end, and runs that differ by a variation in the middle looked alike."""
+    queries = [(row.get("query_rest") or "").split() for row in rows]
+    common = [w for w in queries[0] if all(w in q for q in queries[1:])] if len(rows) > 1 else []
+    for row, words in zip(rows, queries):
+        row["query_rest"] = " ".join(w for w in words if w not in common) or None
+    return common
 
 
 def headline(row):

@@ -215,10 +215,28 @@ def test_a_table_of_too_many_differing_settings_leaves_some_out_and_says_which(b
     table = bench.mlrun("runs", env=bench.env(COLUMNS="100")).stdout.splitlines()
     assert all(len(line) <= 100 for line in table), "\n".join(table)
     assert table[0].split()[:2] == ["RUN", "BATCH_SIZE"] and table[-1] == "every run listed: app bench, perf/Offline"
-    assert table[-2].startswith("9 more settings differ, not shown (--columns picks "
-                                                          "them, --csv has all): env.KNOB_NUMBER_10, env.")
+    # The names left out are wrapped to the width, never cut: they are what --columns takes
+    start = next(i for i, line in enumerate(table) if line.startswith("9 more settings differ"))
+    footer = " ".join(table[start:-1])
+    assert footer.startswith("9 more settings differ, not shown (--columns picks them, --csv has all): "
+                             "env.KNOB_NUMBER_10, env.") and footer.endswith("env.KNOB_NUMBER_9"), footer
     wide = bench.mlrun("runs", "--columns", "run,env.KNOB_NUMBER_3", env=bench.env(COLUMNS="100")).stdout
     assert "value-3" in wide
+
+
+def test_words_every_listed_run_has_leave_the_query_for_the_line_below(bench):
+    """A query cut to fit keeps its first word and its end: two runs that differ in a variation in its middle
+    looked alike ('app ... _cpu _random' for _onnxruntime and _deepsparse). The variations all listed runs share
+    are said once below the table."""
+    bench.recipe("app", APP.replace("slow:", "a-backend-of-a-long-name:"), files={"run.sh": RUN_SH})
+    for i, backend in enumerate(("_fast", "_a-backend-of-a-long-name")):
+        run(bench, f"app bench {backend} _cpu", f"--batch_size={i + 1}", f"--dep.model.layers={i + 2}",
+            f"--env.KNOB_ONE=value-{i}", f"--env.KNOB_TWO=value-{i}")
+    lines = bench.mlrun("runs", env=bench.env(COLUMNS="50")).stdout.splitlines()
+    assert lines[-1] == "every run listed: perf/Offline, app bench _cpu", lines
+    assert {line.split()[1][:3] for line in lines[1:3]} == {"_fa", "_a-"}, lines   # the first words differ
+    table = bench.mlrun("runs", "--columns", "run,query_rest,status", env=bench.env(COLUMNS="100")).stdout
+    assert "_cpu" in table   # columns asked for: the queries whole
 
 
 def test_a_record_that_cannot_be_read_is_said(bench):
