@@ -235,7 +235,7 @@ def test_words_every_listed_run_has_leave_the_query_for_the_line_below(bench):
     lines = bench.mlrun("runs", env=bench.env(COLUMNS="50")).stdout.splitlines()
     assert lines[-1] == "every run listed: perf/Offline, app bench _cpu", lines
     assert {line.split()[1][:3] for line in lines[1:3]} == {"_fa", "_a-"}, lines   # the first words differ
-    table = bench.mlrun("runs", "--columns", "run,query_rest,status", env=bench.env(COLUMNS="100")).stdout
+    table = bench.mlrun("runs", "--columns", "run,query,status", env=bench.env(COLUMNS="100")).stdout
     assert "_cpu" in table   # columns asked for: the queries whole
 
 
