@@ -320,8 +320,8 @@ class Resolver:
         for name, spec in recipe["inputs"].items():   # an input that applies only with some choices
             if spec.get("when") and inputs[name] not in (None, spec["default"]) \
                     and not _condition_holds(spec["when"], chosen, inputs):
-                raise ResolutionError(f"{recipe['name']}: --{name} applies only with {_readable(spec['when'])}",
-                                      hint=spec["help"] or None)
+                raise ResolutionError(f"{recipe['name']}: --{name} applies only with "
+                                      f"{_readable(_unmet(spec['when'], chosen, inputs))}", hint=spec["help"] or None)
             if not_a_multiple(name, inputs, spec):   # a rule between two inputs: known once both are
                 raise ResolutionError(f"{recipe['name']}: {not_a_multiple(name, inputs, spec)}",
                                       hint=spec["help"] or None)
@@ -503,6 +503,18 @@ def _condition_holds(condition, chosen, inputs):
     names = {v for v, _ in chosen} | {f"{v}.{p}" for v, p in chosen if p is not None}
     return all(any(_term_holds(t, condition, names, inputs) for t in word.split("|"))
                for word in condition.split())
+
+
+def _unmet(condition, chosen, inputs):
+    """The words of a `when:` condition that do not hold, with those about the same inputs (read together: 'other
+    than SingleStream or MultiStream'): what the message says is missing (the words that hold read as circular:
+    '--precision=tf32 applies only with ... or --precision=tf32')."""
+    def about(word):
+        return {m.group(1) for t in word.split("|") if (m := CONDITION_INPUT.match(t.lstrip("!")))}
+    words = condition.split()
+    failing = [w for w in words if not _condition_holds(w, chosen, inputs)]
+    named = set().union(*map(about, failing)) if failing else set()
+    return " ".join(w for w in words if w in failing or about(w) & named) or condition
 
 
 def _term_holds(term, condition, names, inputs):
