@@ -294,6 +294,30 @@ class Resolver:
             secret_env[name] = value
         return masked
 
+    def _deeper(self, error, recipe, applied):
+        """A --dep.NAME.KEY whose dep has no input KEY: name its own deps that have one (--dep.model.layers with
+        _int8-dynamic, whose model is the quantiser's: its source has --layers)."""
+        for key, name in applied.items():
+            if not error.message.startswith(f"{recipe['name']} has no input --{key} "):
+                continue
+            deps = list(recipe["deps"]) + [d for v in recipe["variations"].values() for d in v["deps"]]
+            have = []
+            for dep in deps:
+                if "{" in dep["query"]:
+                    continue
+                try:
+                    found = self.select(dep["query"], dep["version"])[0]
+                except ResolutionError:
+                    continue
+                label = dep["name"] or found["name"]
+                if key in found["inputs"] and label not in have:
+                    have.append(label)
+            if have:
+                return ResolutionError(error.message, hint=f"{recipe['name']}'s dep "
+                                       + " or ".join(f"'{d}'" for d in have) + f" takes --{key}: "
+                                       + " or ".join(f"--dep.{d}.{key}" for d in have))
+        return error
+
     def _overrides_of(self, dep_path):
         """The overrides that reach the dep at dep_path (its dep names from the root), plain names first so
         that a longer path wins over a shorter one."""
@@ -351,7 +375,9 @@ class Resolver:
                                    needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'",
                                    dep_path=dep_path + (dep_name,))
             except ResolutionError as error:
-                raise _as_typed(error, self.select(dquery, dversion)[0]["name"], applied) from None
+                selected = self.select(dquery, dversion)[0]
+                error = _as_typed(error, selected["name"], applied)
+                raise self._deeper(error, selected, applied) from None
             taken = dep["name"] or child.name
             if any(name == taken for name, _ in deps):
                 raise ResolutionError(f"{recipe['name']}: two deps named '{taken}' are both taken "
