@@ -13,7 +13,7 @@ Everything is installed by the recipes (venvs from PyPI, TensorRT's libraries fr
 without them needs --wheels DIR holding every wheel), so the first lines check that pip can reach a package
 index (or the wheel folder) and that nvidia-smi sees a GPU, and stop at once, saying why, when not.
 After --budget seconds no new step starts. The report, rewritten after each step so a killed run still leaves
-one: OUT/gpu_check.json and OUT/gpu_check.md (default OUT: $OUT, else ./gpu-check). Run records stay in
+one: OUT/gpu_check.json and OUT/gpu_check.md (default OUT: $OUT, else a new /tmp/gpu-check-* folder). Run records stay in
 OUT/../gpu-check-runs (or --runs). Accuracy of a random model means nothing: only the agreement is a check.
 
 --python PY runs the same steps without mlrun, with an interpreter that already holds what the GPU venvs would
@@ -28,6 +28,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -287,7 +288,8 @@ def _fig(value):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", required=True, help="folder with squad/dev-v1.1.json and bert-vocab/vocab.txt")
-    parser.add_argument("--out", default=os.environ.get("OUT") or os.path.join(os.getcwd(), "gpu-check"))
+    # never the checkout (a run there left gpu-check/ among its files): $OUT, else a new folder under /tmp
+    parser.add_argument("--out", default=os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu-check-"))
     parser.add_argument("--runs", help="run records (default: OUT/../gpu-check-runs)")
     parser.add_argument("--cache", default=os.environ.get("MLRUN_CACHE") or "/tmp/mlrun-gpu-check-cache")
     parser.add_argument("--budget", type=float, default=480, help="seconds after which no new step starts")

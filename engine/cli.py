@@ -237,6 +237,9 @@ def split_extras(words):
         if not eq:
             if i + 1 < len(words) and not words[i + 1].startswith("--"):
                 value, i = words[i + 1], i + 1
+            elif name.startswith("env."):   # a flag alone is a boolean input's true: no variable is set so
+                raise UsageError(f"--{printable(name)} needs a value", hint=f"--{printable(name)}=VALUE "
+                                 f"(--{printable(name)}= sets it empty)")
             else:
                 value = "true"
         try:  # sys.argv holds bytes that are not UTF-8 as surrogate escapes: keys and records cannot hold them
@@ -272,7 +275,7 @@ their types, defaults and choices, the recipe's variations and its dependency na
   --dep.NAME.version=SPEC   the version constraint of dependency NAME (--dep.model.version='>=2')
   --dep.NAME.INPUT=VALUE    an input of dependency NAME's recipe (--dep.model.layers=2)
   --env.KEY=VALUE           set KEY in the environment of every step (part of every key: another value,
-                            another entry; a secret's value is never written down)
+                            another entry; a secret is never written down and enters no key)
   --tags=a,b,_x             CM's way to give the query (mlrun run script --tags=app,mlperf,bert works too)
 NAME is the name `mlrun plan QUERY` and `mlrun "QUERY" --help` print before each dependency; it reaches every
 dependency of that name. A/B reaches only dependency B of dependency A (--dep.backend/python.packages=...: the

@@ -2,7 +2,7 @@
 
 LoadGen plans a run's length from the expected speed the user states, and a run shorter than
 min_duration is INVALID:
-- Offline issues target_qps x min_duration samples in one query: a target below the real speed makes
+- Offline issues 1.1 x target_qps x min_duration samples in one query: a target below the real speed makes
   the run end early. The target is the measured QPS x MARGIN (an overestimate: the run lasts longer).
 - SingleStream generates queries for 2 x min_duration at target_latency each (and stops issuing at
   min_duration): a target over twice the real mean latency makes the run end early. The target is the
@@ -80,7 +80,7 @@ def settings_from(scenario, run_folder, run_id):
         found = {"inputs": {"target_qps": target}, "user_conf": [],
                  "figures": {"measured_qps": qps, "target_qps": target}}
         how = (f"a short {scenario} performance run ({run_id}) measured {qps:.3f} samples/s; target_qps = "
-               f"{qps:.3f} x {MARGIN} = {target} (LoadGen issues target_qps x min_duration samples: an "
+               f"{qps:.3f} x {MARGIN} = {target} (LoadGen issues 1.1 x target_qps x min_duration samples: an "
                f"overestimate keeps the run at least min_duration long)")
     else:
         mean_ms = int(values["Mean latency (ns)"]) / 1e6

@@ -36,6 +36,7 @@ def app(ws):
 @pytest.mark.parametrize("args,fragments", [
     (["--env.BAD-NAME=x"], ["--env.BAD-NAME", "'BAD-NAME' is not a valid environment variable name"]),
     (["--env.=x"], ["--env.", "'' is not a valid environment variable name"]),
+    (["--env.X"], ["--env.X needs a value", "--env.X=VALUE"]),   # was X=true, and another key for every node
     (["--env.1X=x"], ["'1X' is not a valid"]),
     (["--count=3", "--count=4"], ["--count is given twice: '3' and '4'"]),
     (["--count", "3", "--count=3"], ["--count is given twice"]),
@@ -43,7 +44,7 @@ def app(ws):
     (["--name=caf\udce9"], ["--name=caf\\xe9: not UTF-8 text"]),
     (["--env.X=caf\udce9"], ["--env.X=caf\\xe9: not UTF-8 text"]),
     (["--dep.m.tags=\udcff"], ["not UTF-8 text"]),
-], ids=["env-dash", "env-empty", "env-digit", "twice", "twice-same", "env-twice", "input-not-utf8", "env-not-utf8",
+], ids=["env-dash", "env-empty", "env-no-value", "env-digit", "twice", "twice-same", "env-twice", "input-not-utf8", "env-not-utf8",
         "dep-not-utf8"])
 def test_bad_extras_are_refused_before_anything_runs(app, args, fragments):
     for verb in (["run"], ["plan"]):
