@@ -131,7 +131,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
     elif search.upper / search.qps > 1 + tolerance:
         search.note = f"run budget spent before the bracket narrowed to {tolerance:.0%}"
     if check_fn and search.qps:
-        qps = search.qps
+        qps, lengthened = search.qps, False
         for _ in range(check_retries + 1):
             summary = check_fn(qps, learned["queries"])
             verdict, needed, reason = classify(summary, max_queries=math.inf)
@@ -139,7 +139,12 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
             if verdict == VALID:
                 search.qps = qps
                 break
-            if verdict == TOO_FEW:  # a lower target only makes a run of this length shorter still
+            if verdict == TOO_FEW and needed and needed > learned["queries"] and not lengthened:
+                # Once, the same target with the queries early stopping asked for (it counts them from this
+                # run's tail, which the short search runs did not see): a lower target would run shorter still.
+                learned["queries"], lengthened = needed, True
+                continue
+            if verdict == TOO_FEW:
                 search.note = ("the full-length run was too short for LoadGen's early stopping"
                                + (f" (it needs {needed} queries)" if needed else "") + ": lengthen it")
                 break

@@ -256,8 +256,19 @@ def test_the_full_length_check_steps_down_until_valid():
     assert sustained[1] == pytest.approx(62.0 * 0.95) and search.checked_valid and len(sustained) == 2
     assert search.checks[0]["completed_qps"] == 62.0
 
-    short = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, _: fake_summary(False, False, 100, 359))
-    assert short.checked_valid is False and len(short.checks) == 1 and "needs 459 queries" in short.note
+    # A check too short for early stopping runs once more with the queries it asked for (was: given up at once,
+    # 'lengthen it', though the queries needed were known); still too short after that, it says so.
+    asked = []
+
+    def too_short(qps, queries):
+        asked.append(queries)
+        return fake_summary(False, False, queries, 100)   # its tail keeps asking for 100 more
+    short = tuning.find_server_peak(run_fn, 80.0, check_fn=too_short)
+    assert asked == [EARLY_STOPPING_QUERIES, EARLY_STOPPING_QUERIES + 100]
+    assert short.checked_valid is False and len(short.checks) == 2 and "lengthen it" in short.note
+    lengthened = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, queries: fake_summary(
+        queries >= 600, False, queries, 600 - queries))
+    assert lengthened.checked_valid and [c["verdict"] for c in lengthened.checks] == [tuning.TOO_FEW, tuning.VALID]
 
 
 def test_checks_that_failed_while_other_processes_were_busy_say_so():
