@@ -801,12 +801,14 @@ def cmd_cache(args, extras, settings):
                      "old_format": old, "damaged": damaged, "not_entries": [p for p in strays if p not in damaged]})
     else:
         for meta, problems in bad:
-            print(f"CORRUPT {_rel(meta['path'])}")
+            copied = copy_damage_only(problems)   # its content verified: a copy that lost the file times
+            print(f"{'STAT ONLY' if copied else 'CORRUPT'} {_rel(meta['path'])}"
+                  + (": its content matches its digests, its file times do not (a copy?)" if copied else ""))
             for p in problems[:10]:
                 print(f"  {p}")
             if len(problems) > 10:
                 print(f"  ... and {len(problems) - 10} more")
-            print(f"  remove it: {removal_command(meta['path'])}")
+            print("  keep it: mlrun cache verify --reseal" if copied else f"  remove it: {removal_command(meta['path'])}")
         for path in old:
             print(f"OLD FORMAT {_rel(path)}: its files were checked; its metadata (.mlrun/) has no digest "
                   "(remove and rebuild it to cover that)")
@@ -817,7 +819,9 @@ def cmd_cache(args, extras, settings):
             else:
                 print(f"NOT AN ENTRY {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; mlrun never "
                       "uses it (move it out of the cache)")
-        print(f"{plural(len(entries), 'entry')} checked, {len(bad)} corrupt"
+        copies = sum(1 for m, problems in bad if copy_damage_only(problems))
+        print(f"{plural(len(entries), 'entry')} checked, {len(bad) - copies} corrupt"
+              + (f", {copies} with only their file times changed" if copies else "")
               + (f", {cache.resealed} resealed" if args.reseal else "")
               + (f", {len(old)} of the old format" if old else "")
               + (f", {len(damaged)} damaged" if damaged else "")

@@ -396,6 +396,10 @@ def test_a_cache_copied_without_times_is_resealed_after_verifying(ws, tmp_path):
     verify = ws.mlrun("cache", "verify", env=env)
     assert verify.returncode == 1 and "stat-damage: modified: sub/low.txt" in verify.stdout, verify.stdout
     assert "--reseal" in verify.stderr
+    # Each entry says which it is: the copied one is not offered for removal (was: CORRUPT and `rm`, like the other)
+    top_rel = os.path.relpath(os.path.join(copy, os.path.basename(entry_path(ws, "top"))), ws.root)
+    assert f"STAT ONLY {top_rel}: its content matches its digests, its file times do not (a copy?)\n" in verify.stdout
+    assert "keep it: mlrun cache verify --reseal" in verify.stdout and verify.stdout.count("CORRUPT") == 1
     top = os.path.join(copy, os.path.basename(entry_path(ws, "top")))
     os.chmod(top, 0o755)
     os.mkdir(os.path.join(top, "newdir"))   # no copy adds a folder: not resealed (was: accepted as good)
