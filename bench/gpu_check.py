@@ -289,7 +289,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mirror", required=True, help="folder with squad/dev-v1.1.json and bert-vocab/vocab.txt")
     # never the checkout (a run there left gpu-check/ among its files): $OUT, else a new folder under /tmp
-    parser.add_argument("--out", default=os.environ.get("OUT") or tempfile.mkdtemp(prefix="gpu-check-"))
+    parser.add_argument("--out", default=os.environ.get("OUT"))
     parser.add_argument("--runs", help="run records (default: OUT/../gpu-check-runs)")
     parser.add_argument("--cache", default=os.environ.get("MLRUN_CACHE") or "/tmp/mlrun-gpu-check-cache")
     parser.add_argument("--budget", type=float, default=480, help="seconds after which no new step starts")
@@ -304,7 +304,8 @@ def main(argv=None):
     parser.add_argument("--python", help="run the recipes' steps with this interpreter, without mlrun (see above)")
     parser.add_argument("--calibration-list", help="--python, int8: the MLPerf list of calibration features")
     args = parser.parse_args(argv)
-    args.out, args.mirror = os.path.abspath(args.out), os.path.abspath(args.mirror)
+    args.out = os.path.abspath(args.out or tempfile.mkdtemp(prefix="gpu-check-"))   # made once it will be used
+    args.mirror = os.path.abspath(args.mirror)
     if args.python and shutil.which(args.python):  # the steps run in --runs: a relative path must not move
         args.python = os.path.abspath(shutil.which(args.python))
     args.runs = os.path.abspath(args.runs or os.path.join(os.path.dirname(args.out), "gpu-check-runs"))

@@ -1009,7 +1009,8 @@ def cmd_replay(args, extras, settings):
         print(f"imported {ref}: {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present; "
               + _signature_note(info), file=sys.stderr)
         ref = info["run_dir"]
-        args.recorded_recipes = args.recorded_recipes or info["verified"]   # its signer vouches for its recipes
+        # its signer vouches for the recipes it carries, not for a run folder of that id that was here already
+        args.recorded_recipes = args.recorded_recipes or (info["verified"] and not info["run_existed"])
     elif args.trust:
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")

@@ -294,18 +294,25 @@ class Resolver:
             secret_env[name] = value
         return masked
 
-    def _deeper(self, error, recipe, applied):
+    def _deeper(self, error, recipe, requested, given, applied):
         """A --dep.NAME.KEY whose dep has no input KEY: name its own deps that have one (--dep.model.layers with
-        _int8-dynamic, whose model is the quantiser's: its source has --layers)."""
+        _int8-dynamic, whose model is the quantiser's: its source has --layers), of those this plan would take."""
         for key, name in applied.items():
             if not error.message.startswith(f"{recipe['name']} has no input --{key} "):
                 continue
-            deps = list(recipe["deps"]) + [d for v in recipe["variations"].values() for d in v["deps"]]
+            try:
+                chosen = self.choose_variations(recipe, requested)
+            except ResolutionError:
+                return error
+            inputs = {n: given.get(n, spec["default"]) for n, spec in recipe["inputs"].items()}
+            spec = _apply_variations(recipe, chosen)
             have = []
-            for dep in deps:
+            for dep in spec["deps"]:
                 if "{" in dep["query"]:
                     continue
                 try:
+                    if dep["when"] and not _condition_holds(dep["when"], chosen, inputs):
+                        continue   # not a dep of this plan: its input would not be reached
                     found = self.select(dep["query"], dep["version"])[0]
                 except ResolutionError:
                     continue
@@ -315,7 +322,8 @@ class Resolver:
             if have:
                 return ResolutionError(error.message, hint=f"{recipe['name']}'s dep "
                                        + " or ".join(f"'{d}'" for d in have) + f" takes --{key}: "
-                                       + " or ".join(f"--dep.{d}.{key}" for d in have))
+                                       + " or ".join(f"--dep.{d}.{key}" for d in have)
+                                       + (f"; {error.hint}" if error.hint else ""))
         return error
 
     def _overrides_of(self, dep_path):
@@ -375,9 +383,9 @@ class Resolver:
                                    needed_by=f"{recipe['name']} dep '{dep['name'] or dep['query']}'",
                                    dep_path=dep_path + (dep_name,))
             except ResolutionError as error:
-                selected = self.select(dquery, dversion)[0]
+                selected, requested = self.select(dquery, dversion)
                 error = _as_typed(error, selected["name"], applied)
-                raise self._deeper(error, selected, applied) from None
+                raise self._deeper(error, selected, requested, dinputs, applied) from None
             taken = dep["name"] or child.name
             if any(name == taken for name, _ in deps):
                 raise ResolutionError(f"{recipe['name']}: two deps named '{taken}' are both taken "
@@ -396,8 +404,11 @@ class Resolver:
                 secrets.remember(value)
                 secret_env.setdefault(k, value)
                 hash_env[k] = secrets.MASK
-            elif value is not None:
-                hash_env[k] = self._url_secrets(k, value, secret_env)
+            elif value is not None:   # a URL's secrets: as for a secret's name, an --env override of it wins
+                found = {}
+                hash_env[k] = self._url_secrets(k, value, found)
+                if k not in self.env_overrides:   # else the step gets the override (node.env), never the host's
+                    secret_env.update(found)
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
                     download=spec["download"],

@@ -14,9 +14,16 @@ MASK = "<redacted>"
 SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|KEY|CREDENTIAL|(^|_)(PASS|PAT|AUTH)(_|$)", re.I)
 # A URL's user info (https://user:PASSWORD@host: the password; https://TOKEN@host, as git tokens go: all of it) and
 # the values of its query parameters whose names say secret (?access_token=, &api_key=, &sig=, X-Amz-Signature).
-URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^/\s@?#]+)(@)", re.I)
-URL_PARAM = re.compile(r"([?&;]([^=&#\s/?]+)=)([^&#\s]+)")
-PARAM_NAME = re.compile(SECRET_NAME.pattern + r"|SIGNATURE|(^|_|-)SIG(_|-|$)", re.I)
+URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^/\s@]+)(@)", re.I)
+URL_PARAM = re.compile(r"([?&;]([^=&#\s/?]+)=)([^&#\s\"',]+)")
+# Whole parameter names (keyword=, max_tokens=, sort_key= are none): compared lower case, '-' as '_'.
+PARAM_NAMES = {"token", "access_token", "refresh_token", "id_token", "auth_token", "api_token", "private_token",
+               "auth", "key", "api_key", "apikey", "secret", "client_secret", "password", "passwd", "pwd", "sig",
+               "signature", "x_amz_signature", "x_amz_credential", "x_amz_security_token", "x_goog_signature",
+               "x_goog_credential"}
+# User info without a password is a token when it looks like one (https://ghp_...@github.com), not a user name
+# (ssh://git@github.com, http://proxyuser@proxy): 20 characters or more, or a token's prefix.
+TOKEN_USER = re.compile(r".{20,}|(ghp|gho|ghu|ghs|ghr|github_pat|glpat|hf|xox[a-z]|sk)[_-].+")
 # Shorter values are masked only where their name shows (a variable, an --env flag): replacing every
 # "abc" in a record would mangle it (and 8 random characters are not found in a key by chance).
 MIN_SCRUBBED = 8
@@ -61,8 +68,8 @@ def _scrub_text(text):
 
 
 def mask_urls(text):
-    """(text with the secrets of its URLs masked, [those secrets]): a password or token in a URL's user info, the
-    value of a query parameter named as a secret is (access_token, api_key, sig)."""
+    """(text with the secrets of its URLs masked, [those secrets]): a URL's password, its user info when that is
+    a token (TOKEN_USER), the value of a query parameter named as a secret is (PARAM_NAMES)."""
     if "://" not in text:
         return text, []
     found = []
@@ -70,13 +77,13 @@ def mask_urls(text):
     def user(m):
         name, colon, password = m.group(2).partition(":")
         secret = password if colon else name
-        if secret in ("", MASK):
+        if secret in ("", MASK) or not colon and not TOKEN_USER.fullmatch(name):
             return m.group(0)
         found.append(secret)
         return m.group(1) + (f"{name}:{MASK}" if colon else MASK) + m.group(3)
 
     def param(m):
-        if not PARAM_NAME.search(m.group(2)) or m.group(3) == MASK:
+        if m.group(2).lower().replace("-", "_") not in PARAM_NAMES or m.group(3) == MASK:
             return m.group(0)
         found.append(m.group(3))
         return m.group(1) + MASK

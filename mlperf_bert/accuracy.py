@@ -254,7 +254,7 @@ def score(features_dir, squad_json, log_path, predictions_path=None, questions=N
 def coverage_note(result):
     """The line that says which questions a score is over."""
     if result.get("note"):  # a model trained on part of the dev set: scored on the rest only
-        return f"scored {result['questions']} questions of the {result['note']}"   # the note says how many there are
+        return f"scored {result['questions']} questions ({result['note']})"   # the note says of how many
     if result["subset"]:
         return (f"scored {result['questions']} of {result['of']} questions: the log covers only these "
                 "(not an official figure)")

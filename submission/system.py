@@ -192,8 +192,8 @@ def describe(src, user, submitter, division, facts, short):
              if empty else [])
         raise UsageError(f"the system description {'; it '.join(said)}",
                          hint="give them in the --system YAML (field: value a line; those the checker wants answered "
-                              "not empty nor 0, e.g. host_network_card_count: 1); mlrun filled what the machine tells: "
-                              + ", ".join(sorted(facts)))
+                              "not empty nor 0: a true answer of 0 is written \"0\", quoted, as the checker takes it); "
+                              "mlrun filled what the machine tells: " + ", ".join(sorted(facts)))
     for k in missing:
         # status is checked against the rules' list: a rehearsal says "available" (and the notes say so)
         desc[k] = "available" if k == "status" else PLACEHOLDER

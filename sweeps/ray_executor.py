@@ -147,8 +147,9 @@ class RayExecutor(Executor):
                                 continue
                             task, _ = refs.pop(ref)
                             self._finish(remote.outcome(result, settings.runs, self.log_dir), task, seen, on_event)
-                        self._link_stopped(started, {t.point_id for t, _ in refs.values()}, by_id, settings, seen,
-                                           on_event)
+                        # only the points that started can hand an outcome over (a queued one never ran)
+                        self._link_stopped(started, {t.point_id for t, _ in refs.values()} & seen, by_id, settings,
+                                           seen, on_event)
             finally:
                 ray.shutdown()
 

@@ -428,12 +428,17 @@ def test_a_bundles_own_recipes_run_only_when_its_signer_is_trusted_or_it_is_aske
     with open(path, "w") as f:
         f.write(text.replace("run: echo bench", "run: echo changed here; echo bench"))
 
-    def replay(bundle, *args):
-        env = there.env(MLRUN_CACHE=there.cache2, MLRUN_RUNS=there.runs2, MLRUN_RECIPES=local)
+    def replay(bundle, runs, *args):
+        env = there.env(MLRUN_CACHE=there.cache2, MLRUN_RUNS=str(there.tmp / runs), MLRUN_RECIPES=local)
         return there.mlrun("replay", bundle, *args, env=env)
-    assert_user_error(replay(there.unsigned), 2, "the run's recipes differ from the local ones (bench)",
+    refused = "the run's recipes differ from the local ones (bench)"
+    assert_user_error(replay(there.unsigned, "a"), 2, refused,
                       "--recorded-recipes runs them if you trust where the run came from")
-    for bundle, args in ((there.bundle, ("--trust", there.trust_alice)), (there.unsigned, ("--recorded-recipes",))):
-        replayed = replay(bundle, *args)
+    for bundle, runs, args in ((there.bundle, "b", ("--trust", there.trust_alice)),
+                               (there.unsigned, "a", ("--recorded-recipes",))):
+        replayed = replay(bundle, runs, *args)
         assert replayed.returncode == 0, replayed.stderr
         assert "recipe bench: the local one differs or is missing; using the recorded copy" in replayed.stdout
+    # The signature vouches for the recipes its bundle carries, not for the run folder an unsigned import of the
+    # same run left here (whose copy the replay would run)
+    assert_user_error(replay(there.bundle, "a", "--trust", there.trust_alice), 2, refused)

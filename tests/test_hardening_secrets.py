@@ -234,5 +234,26 @@ def test_url_masking_keeps_what_is_no_secret():
     from engine import secrets
     assert secrets.mask_urls("https://h/x?X-Amz-Signature=abc&X-Amz-Date=1&sig=zz&q=key") == \
         (f"https://h/x?X-Amz-Signature={MASK}&X-Amz-Date=1&sig={MASK}&q=key", ["abc", "zz"])
-    for plain in ("https://host:8080/a@b", "git@github.com:o/r.git", "https://pypi.org/simple", "no url ?token=x"):
-        assert secrets.mask_urls(plain) == (plain, [])
+    for plain in ("https://host:8080/a@b", "git@github.com:o/r.git", "https://pypi.org/simple", "no url ?token=x",
+                  "ssh://git@github.com/o/r.git", "http://proxyuser@proxy:3128",   # user names, not tokens
+                  "https://h/d?keyword=large&max_tokens=5&sort_key=a&signature_version=4"):   # not secrets' names
+        assert secrets.mask_urls(plain) == (plain, []), plain
+    # A password may hold # and ?; a token as user info; a value ends before a quote or a comma (a JSON line)
+    assert secrets.mask_urls("https://u:pa#ss?1@h/x https://ghp_abc123@github.com/o") == \
+        (f"https://u:{MASK}@h/x https://{MASK}@github.com/o", ["pa#ss?1", "ghp_abc123"])
+    assert secrets.mask_urls('{"a": "https://h/x?sig=abc", "b": 1}') == (f'{{"a": "https://h/x?sig={MASK}", "b": 1}}', ["abc"])
+
+
+def test_an_env_override_of_a_hash_env_variable_wins_over_the_hosts_url_secret(ws):
+    """The host's HF_ENDPOINT with a password replaced an --env.HF_ENDPOINT given for one run (the step got the
+    host's, the key hashed the override's)."""
+    ws.recipe("e", """
+        tags: [e]
+        hash_env: [MY_URL]
+        run: printf %s "$MY_URL" > out.txt
+    """)
+    r = ws.mlrun("e", "--json", "--env.MY_URL=https://plain.example.org/y",
+                 env=ws.env(MY_URL="https://user:HostPassword_77@mirror.example.org/x"))
+    assert r.returncode == 0, r.stderr
+    with open(os.path.join(json.loads(r.stdout)["path"], "out.txt")) as f:
+        assert f.read() == "https://plain.example.org/y"
