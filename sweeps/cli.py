@@ -243,7 +243,9 @@ class Progress:
         head = "\x1b[2K" if self.tty else ""
         tail = f"  run {p['run']}" if p.get("run") else ""
         why = f": {p['error']}" if p["status"] != "ok" and p.get("error") else ""
-        print(f"{head}  {p['id']} {_describe(p['settings'])}: {p['status']}{why}{tail}", file=self.stream, flush=True)
+        from engine.secrets import scrub   # a URL's password in an axis' value is printed masked, as recorded
+        print(scrub(f"{head}  {p['id']} {_describe(p['settings'])}: {p['status']}{why}{tail}"), file=self.stream,
+              flush=True)
 
     def done(self):
         if self.tty:

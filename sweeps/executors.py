@@ -73,8 +73,9 @@ def executor(on, options):
     on = on or "local"
     kind = "ray" if on.startswith("ray:") else on   # ray://HOST:PORT (Ray Client), ray:HOST:PORT (the GCS)
     # Options of another executor would be dropped without a word: the person meant them for a cluster.
-    for option, applies in (("slurm", ("slurm",)), ("node_cache", ("ray", "slurm")), ("cpus", ("ray", "slurm"))):
-        if options.get(option) and kind not in applies:
+    for option, applies in (("slurm", ("slurm",)), ("node_cache", ("ray", "slurm")), ("cpus", ("ray", "slurm")),
+                            ("jobs", ("local",))):
+        if options.get(option) and kind not in applies and not (option == "jobs" and options[option] == 1):
             flag = "--" + option.replace("_", "-")
             raise UsageError(f"{flag} applies to --on {' or --on '.join(applies)}, not --on {on}",
                              hint=f"add --on {applies[0]}, or leave {flag} out")

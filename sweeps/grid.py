@@ -62,6 +62,14 @@ def classify(grid, recipe, inputs, deps, env):
                 raise _fixed_too(name)
             kinds[name] = "dep"
         elif name.startswith("env."):
+            from engine import secrets
+            from engine.recipe import ENV_RE
+            if not ENV_RE.match(name[4:]):   # as --env.NAME says it, before the record: not in every point
+                raise UsageError(f"--grid {name}: '{name[4:]}' is not a valid environment variable name",
+                                 hint="NAME of letters, digits and _ (not first a digit)")
+            if secrets.is_secret(name[4:]):   # its values would be printed, and it changes no key: one value it is
+                raise UsageError(f"--grid {name}: a secret is no grid axis (it changes nothing built, and a sweep "
+                                 "prints its points' values)", hint=f"give it once: --{name}=VALUE")
             if name[4:] in env:
                 raise _fixed_too(name)
             kinds[name] = "env"

@@ -236,12 +236,32 @@ def _reachable(address, timeout=10):
                          + (" (from RAY_ADDRESS)" if address == os.environ.get("RAY_ADDRESS") else ""),
                          hint="--on ray:HOST:6379 names the cluster's GCS port, --on ray://HOST:10001 its Ray Client "
                               "port; --on ray alone uses RAY_ADDRESS, else the cluster started on this machine")
+    hint = ("is the cluster up (`ray status`)? --on ray:HOST:PORT names its GCS port (6379 by default), "
+            "--on ray://HOST:PORT its Ray Client port (10001)")
     try:
-        socket.create_connection((host, int(port)), timeout=timeout).close()
+        with socket.create_connection((host, int(port)), timeout=timeout) as conn:
+            speaks = _speaks_grpc(conn)
     except OSError as e:
-        raise UsageError(f"cannot reach the Ray cluster at {address}{told}: {e.strerror or e}",
-                         hint="is the cluster up (`ray status`)? --on ray:HOST:PORT names its GCS port (6379 by "
-                              "default), --on ray://HOST:PORT its Ray Client port (10001)") from None
+        raise UsageError(f"cannot reach the Ray cluster at {address}{told}: {e.strerror or e}", hint=hint) from None
+    if not speaks:   # ray.init would wait on it for ever, printing Ray's warnings
+        raise UsageError(f"{address}{told} answers, but not as a Ray cluster (no gRPC server there)", hint=hint)
+
+
+def _speaks_grpc(conn, timeout=5):
+    """Whether what listens on conn is an HTTP/2 server, as Ray's GCS and client servers (gRPC) are: it answers
+    the client preface with a SETTINGS frame (type 4) at once."""
+    conn.settimeout(timeout)
+    conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    head = b""
+    try:
+        while len(head) < 9:
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except OSError:   # a timeout: nothing answered
+        return False
+    return head[3] == 4
 
 
 def _cpus_by_node(ray):

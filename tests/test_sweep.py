@@ -273,6 +273,12 @@ def test_a_point_s_command_runs_the_same_pasted_elsewhere(bench):
     (["--grid", "scenario=Offline,offline"], ["points with the same plan", "p000 (scenario=Offline) and p001 "
                                               "(scenario=offline)"]),
     (["--grid", "batch_size=-,1"], ["p000 (batch_size=-) and p001 (batch_size=1)"]),
+    # Each point failed on these (exit 1), and the record kept the axis
+    (["--grid", "env.1X=1,2"], ["--grid env.1X: '1X' is not a valid environment variable name"]),
+    # Printed in every point's line, and the record's masked value never equalled it again: no resume
+    (["--grid", "env.HF_TOKEN=hf_GridSecret1"], ["--grid env.HF_TOKEN: a secret is no grid axis",
+                                                "--env.HF_TOKEN=VALUE"]),
+    (["--grid", "batch_size=1", "--jobs", "2", "--on", "ray"], ["--jobs applies to --on local, not --on ray"]),
 ])
 def test_grid_mistakes_are_usage_errors_before_anything_runs(bench, args, fragments):
     result = bench.mlrun("sweep", "app bench", *args, "--name", "g")

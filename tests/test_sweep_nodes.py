@@ -104,6 +104,26 @@ def test_a_ray_cluster_that_is_not_there_is_said_at_once(ws):
     assert_user_error(result, 2, f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused")
 
 
+@pytest.mark.parametrize("on", ["ray:127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
+def test_an_address_that_answers_but_is_no_ray_cluster_is_said_in_seconds(ws, on):
+    """A port that takes connections but is no Ray head (another service, another process of Ray's): ray.init
+    waited on it for ever, printing Ray's GCS warnings (killed after minutes)."""
+    pytest.importorskip("ray")
+    import socket
+    import threading
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    accepted = []
+    threading.Thread(target=lambda: accepted.extend(listener.accept() for _ in range(2)), daemon=True).start()
+    try:
+        result = sweep_two_points(ws, "--on", on.format(port=port))
+    finally:
+        listener.close()
+    assert_user_error(result, 2, f"127.0.0.1:{port} answers, but not as a Ray cluster (no gRPC server there)")
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--slurm", "partition=cpu"], "--slurm applies to --on slurm, not --on local"),
     (["--node-cache", "local"], "--node-cache applies to --on ray or --on slurm, not --on local"),
