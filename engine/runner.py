@@ -403,7 +403,7 @@ def _write_rerun_script(meta_dir, argv):
 
 
 # `error: why`, as mlrun's own steps say it, or `prog.py: error: why`, as argparse does.
-ERROR_LINE = re.compile(r"(?:[\w.+/-]+: )?error: (.+)")
+ERROR_LINE = re.compile(r"(?:[\w.+/-]+: )?(?:error|ERROR): (.+)")   # ERROR: pip's ("No matching distribution ...")
 
 
 def _errors_said(lines):

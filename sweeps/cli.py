@@ -12,6 +12,7 @@ import time
 
 from engine import records, results, secrets
 from engine.errors import MlrunError, ResolutionError, UsageError
+from engine.words import plural
 
 from . import grid as gridlib, record, table
 from .executors import Task, executor
@@ -243,8 +244,8 @@ class Progress:
         head = "\x1b[2K" if self.tty else ""
         tail = f"  run {p['run']}" if p.get("run") else ""
         why = f": {p['error']}" if p["status"] != "ok" and p.get("error") else ""
-        from engine.secrets import scrub   # a URL's password in an axis' value is printed masked, as recorded
-        print(scrub(f"{head}  {p['id']} {_describe(p['settings'])}: {p['status']}{why}{tail}"), file=self.stream,
+        # a URL's password in an axis' value is printed masked, as it is recorded
+        print(secrets.scrub(f"{head}  {p['id']} {_describe(p['settings'])}: {p['status']}{why}{tail}"), file=self.stream,
               flush=True)
 
     def done(self):
@@ -274,17 +275,21 @@ def cmd_show(args, extras, settings):
 
 def cmd_list(args, extras, settings):
     _no_extras(extras, "sweep list")
-    rows = []
+    rows, unreadable = [], []
     for name in record.names(settings.runs):
         try:
             data = record.read(settings.runs, name)
         except MlrunError:
+            unreadable.append(name)   # said below, as `mlrun runs` says an unreadable run (was: left out silently)
             continue
         c = record.counts(data)
         rows.append({"name": name, "query": data.get("query"), "grid": " ".join(
             f"{k}={','.join(v)}" for k, v in data.get("grid", {}).items()), "points": len(data["points"]),
             "ok": c.get("ok", 0), "failed": c.get("failed", 0),
             "left": c.get("pending", 0) + c.get("running", 0) + c.get("interrupted", 0)})
+    if unreadable and _format(args) == "table":
+        print(f"{plural(len(unreadable), 'sweep record')} could not be read: {', '.join(unreadable)} "
+              f"(`mlrun sweep show {unreadable[0]}` says why)", file=sys.stderr)
     if not rows and _format(args) == "table":
         print(f"no sweeps in {record.sweeps_dir(settings.runs)}")
         return 0

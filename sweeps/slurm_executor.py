@@ -41,6 +41,7 @@ def parameters(given):
     parameters; an unknown name is a usage error."""
     from submitit.slurm.slurm import _get_default_parameters
     valid = set(_get_default_parameters()) - {"use_srun", "srun_args", "setup", "teardown", "folder"}
+    whole = _whole_number_parameters() - {"time"}   # time also takes SLURM's forms, checked below
     out = {}
     for name, value in (given or {}).items():
         name = name.strip().replace("-", "_")
@@ -53,8 +54,21 @@ def parameters(given):
         if name == "time" and not SLURM_TIME.fullmatch(value):  # sbatch would refuse it only at submission
             raise UsageError(f"--slurm time={value}: not a SLURM time limit",
                              hint="minutes (30), MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED")
+        if name in whole and not value.isdigit():   # submitit compared it with a number: a Python TypeError
+            raise UsageError(f"--slurm {name}={value}: expects a whole number")
         out[name] = int(value) if value.isdigit() else {"true": True, "false": False}.get(value.lower(), value)
     return out
+
+
+def _whole_number_parameters():
+    """The SLURM parameters submitit takes as numbers (typed int in its sbatch writer), and array_parallelism."""
+    import inspect
+    import typing
+
+    from submitit.slurm.slurm import _make_sbatch_string
+    numbers = (int, typing.Optional[int], "int", "tp.Optional[int]", "typing.Optional[int]")
+    return {"array_parallelism"} | {name for name, p in inspect.signature(_make_sbatch_string).parameters.items()
+                                    if p.annotation in numbers}
 
 
 def make(on, options):

@@ -204,6 +204,12 @@ def test_a_failed_step_that_says_why_is_quoted_in_the_error(ws):
     with pytest.raises(StepError) as info:
         run(ws, "bad")
     assert info.value.message == "step bad failed: exited with code 2"
+    # pip's way (a venv whose package set names a version that does not exist): was not quoted
+    ws.recipe("bad", "tags: bad\nrun: |\n  echo 'ERROR: No matching distribution found for onnxruntime==9.9.9'; exit 1\n")
+    with pytest.raises(StepError) as info:
+        run(ws, "bad")
+    assert info.value.message == ("step bad failed: exited with code 1: No matching distribution found for "
+                                  "onnxruntime==9.9.9")
 
 
 def test_failed_build_publishes_nothing_and_keeps_its_log(ws):

@@ -112,6 +112,12 @@ def test_a_2x2_sweep_records_every_point_and_shows_them_as_rows(bench):
     assert [r["point"] for r in json.loads(where.stdout)] == ["p002", "p003"]
     listed = bench.mlrun("sweeps")
     assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[:5] == ["bs", "4", "4", "0", "0"]
+    os.makedirs(os.path.join(bench.runs, "sweeps", "cut"))
+    with open(os.path.join(bench.runs, "sweeps", "cut", "sweep.json"), "w") as f:
+        f.write("{half")   # a record cut short: said, not left out of the list in silence
+    listed = bench.mlrun("sweeps")
+    assert listed.returncode == 0 and len(listed.stdout.splitlines()) == 2
+    assert "1 sweep record could not be read: cut (`mlrun sweep show cut` says why)" in listed.stderr
 
 
 @pytest.mark.slow

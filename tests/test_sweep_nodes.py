@@ -137,6 +137,8 @@ def test_cluster_options_without_their_cluster_are_refused_not_dropped(ws, flags
 @pytest.mark.parametrize("flags, path, message", [
     (["--slurm", "partition=cpu,tiem=30"], None, "unknown SLURM parameter 'tiem'; did you mean 'time'?"),
     (["--slurm", "time=abc"], None, "--slurm time=abc: not a SLURM time limit"),
+    # submitit compared it with a number: "'<' not supported between instances of 'str' and 'int'"
+    (["--slurm", "array_parallelism=abc"], None, "--slurm array_parallelism=abc: expects a whole number"),
     ([], "/nonexistent", "--on slurm: `sbatch` is not on PATH")])
 def test_slurm_usage_errors_come_before_anything_runs(ws, flags, path, message):
     pytest.importorskip("submitit")
