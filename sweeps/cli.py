@@ -122,16 +122,17 @@ def run_sweep(args, extras, settings):
     lock = record.hold(settings.runs, name)
     try:
         data = _merge(record.read(settings.runs, name), os.path.dirname(record.path(settings.runs, name)), name,
-                      args.query, request, grid, kinds, planned, args.rerun)
+                      args.query, request, grid, kinds, planned, args.rerun, settings.runs)
         tasks = [task for point_id, _, _, task in planned if record.point(data, point_id)["status"] == "pending"]
         skipped = len(planned) - len(tasks)
-        stale = data.pop("_stale", 0)
+        stale, lost = data.pop("_stale", 0), data.pop("_lost", 0)
         data["process"] = {"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}
         record.write(settings.runs, data)
         print(f"sweep {name}: {len(planned)} points, {len(tasks)} to run"
               + (f" on {args.on}" if args.on and args.on != "local" else "")
               + (f", {skipped} skipped (finished ok with the same plan; --rerun runs them again)" if skipped else "")
-              + (f"; {stale} left running by a sweep that stopped run again" if stale else ""), file=sys.stderr)
+              + (f"; {stale} left running by a sweep that stopped: run again" if stale else "")
+              + (f"; {lost} whose run record is gone: run again" if lost else ""), file=sys.stderr)
         if tasks:
             _execute(runner, tasks, settings, data)
     finally:
@@ -143,7 +144,7 @@ def run_sweep(args, extras, settings):
     return 1 if bad else 0
 
 
-def _merge(old, folder, name, query, request, grid, kinds, planned, rerun):
+def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_dir):
     """The sweep record to run: the old one's finished points kept when its query, request and grid match."""
     fresh = {"name": name, "query": query, "request": request, "grid": grid, "kinds": kinds, "points": []}
     if old is not None:
@@ -153,18 +154,21 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun):
             raise UsageError(f"sweep '{name}' exists with another " + "; ".join(differences),
                              hint=f"use another --name for a new sweep, or remove {folder} to start this one over")
     before = {p["id"]: p for p in (old or {}).get("points", [])}
-    stale = 0
+    stale = lost = 0
     for point_id, point_settings, plan_key, _ in planned:
         p = before.get(point_id) or {"id": point_id, "run": None, "error": None, "node": None}
         p.update(settings=point_settings)
         stale += p.get("status") == "running"  # we hold the sweep's lock: whoever ran it is gone
-        if rerun or p.get("status") != "ok" or p.get("plan_key") != plan_key:
+        # an ok point whose run was removed has no results left to show: run it again (was: skipped, empty)
+        gone = p.get("status") == "ok" and not os.path.isfile(os.path.join(runs_dir, str(p.get("run")), "run.json"))
+        lost += gone and not rerun
+        if rerun or gone or p.get("status") != "ok" or p.get("plan_key") != plan_key:
             if p.get("run"):
                 p.setdefault("history", []).append(p["run"])
             p.update(status="pending", run=None, error=None)
         p["plan_key"] = plan_key
         fresh["points"].append(p)
-    fresh["_stale"] = stale
+    fresh["_stale"], fresh["_lost"] = stale, lost
     return fresh
 
 

@@ -133,6 +133,13 @@ def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench
     assert rerun.returncode == 0 and "4 to run" in rerun.stderr
     points = sweep_record(bench, "again")["points"]
     assert all(p["history"] == [old["run"]] and p["run"] != old["run"] for p, old in zip(points, first["points"]))
+    # A point whose run was removed runs again (was: skipped, its results gone from the table in silence)
+    import shutil
+    shutil.rmtree(os.path.join(bench.runs, points[0]["run"]))
+    lost = bench.mlrun(*args)
+    assert lost.returncode == 0 and "1 to run, 3 skipped" in lost.stderr
+    assert "1 whose run record is gone: run again" in lost.stderr
+    assert os.path.isfile(os.path.join(bench.runs, sweep_record(bench, "again")["points"][0]["run"], "run.json"))
     # Another grid under the same name: an error naming what differs, nothing run.
     other = bench.mlrun("sweep", "app bench", "--grid", "batch_size=1,8", "--name", "again")
     assert_user_error(other, 2, "sweep 'again' exists with another grid", 'batch_size was ["1", "4"], now ["1", "8"]',
@@ -192,7 +199,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(bench, tmp_path):
     (tmp_path / "hold.2").unlink()
     resumed = bench.mlrun(*args)
     assert resumed.returncode == 0, resumed.stderr
-    assert "2 to run, 1 skipped" in resumed.stderr and "1 left running by a sweep that stopped run again" in resumed.stderr
+    assert "2 to run, 1 skipped" in resumed.stderr and "1 left running by a sweep that stopped: run again" in resumed.stderr
     points = sweep_record(bench, "k")["points"]
     assert [p["status"] for p in points] == ["ok"] * 3 and points[1]["run"] != runs[0]
 
