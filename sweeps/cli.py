@@ -86,7 +86,7 @@ def run_sweep(args, extras, settings):
     kinds = gridlib.classify(grid, recipe, inputs, deps, env)
     options = {"jobs": args.jobs, "cpus": args.cpus, "slurm": _key_values(args.slurm, "--slurm"),
                "node_cache": args.node_cache,
-               "log_dir": os.path.join(record.sweeps_dir(settings.runs), name, "logs")}
+               "log_dir": os.path.join(record.sweeps_dir(settings.runs), name, "logs"), "sweep": name}
     runner = executor(args.on, options)   # an unknown --on fails before anything is planned
     prober = settings.prober()
 

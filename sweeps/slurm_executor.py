@@ -12,13 +12,17 @@ exclusive job's process may use every core of its node.
 States come from `squeue --states=all` (SLURM keeps finished jobs there for MinJobAge, 5 min by default),
 not from sacct, so clusters without accounting work too. An array task that ends without an answer
 (cancelled, timed out, out of memory, node failure) leaves its point failed with SLURM's state and the tail
-of the job's log; Ctrl-C cancels the arrays (scancel), and their mlrun record their runs as interrupted.
+of the job's log; Ctrl-C cancels the arrays (scancel), and their mlrun record their runs as interrupted. The jobs
+are named mlrun-sweep-NAME-<runs folder's digest>: a sweep started again cancels those a killed one left.
 """
 import difflib
+import getpass
+import hashlib
 import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 
 from engine.errors import MlrunError, UsageError
@@ -84,6 +88,8 @@ class SlurmExecutor(Executor):
         self.params = dict(DEFAULTS, **parameters(options.get("slurm")))   # wrong names fail before any planning
         self.node_cache = options.get("node_cache")
         self.log_dir = options.get("log_dir")
+        self.sweep = options.get("sweep")   # its jobs are named by it unless --slurm job_name= names them
+        self.own_name = self.sweep is not None and "job_name" not in (options.get("slurm") or {})
 
     def check(self, tasks):
         if not shutil.which("sbatch"):
@@ -108,6 +114,10 @@ class SlurmExecutor(Executor):
         import cloudpickle   # submitit's pickler
         params = self.params
         self.check(tasks)
+        if self.own_name:   # this sweep's name and runs folder: no other sweep's jobs are named so
+            where = hashlib.sha256(os.path.abspath(settings.runs).encode()).hexdigest()[:8]
+            params = dict(params, job_name=f"mlrun-sweep-{self.sweep}-{where}")
+            self._cancel_leftovers(params["job_name"])
         with remote.Shared(settings, self.node_cache) as shared:
             remote.by_value(cloudpickle)
             env = remote.node_env(settings)
@@ -118,6 +128,20 @@ class SlurmExecutor(Executor):
                 arrays = sorted({job.job_id.split("_")[0] for job, _ in jobs.values() if not _answered(job)})
                 if arrays:   # interrupted: nothing of this sweep keeps running
                     subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
+
+    @staticmethod
+    def _cancel_leftovers(job_name):
+        """Cancel the jobs of a sweep of this name that was killed (kill -9: its arrays stayed queued and ran alone,
+        measuring beside the points run again). The sweep's lock is held: no live sweep has jobs of that name."""
+        try:
+            queued = subprocess.run(["squeue", "--noheader", "--name", job_name, "--user", getpass.getuser(),
+                                     "--format=%F"], capture_output=True, text=True, timeout=60).stdout.split()
+            if queued:
+                subprocess.run(["scancel", *sorted(set(queued))], capture_output=True, timeout=60)
+                print(f"cancelled {len(set(queued))} SLURM job(s) a stopped run of this sweep left queued or running",
+                      file=sys.stderr)
+        except (OSError, subprocess.TimeoutExpired):   # its points are run again anyway: nothing is lost
+            pass
 
     def _submit(self, submitit, tasks, settings, params, shared, env):
         groups = {}

@@ -113,3 +113,31 @@ def test_a_controller_that_does_not_answer_is_one_clear_error(tmp_path, monkeypa
         SlurmExecutor({}).check([])
     assert "SLURM's controller does not answer here: Slurmctld(primary) at" in info.value.message
     assert info.value.message.endswith("is DOWN") and "scontrol ping" in info.value.hint
+
+
+def test_a_killed_sweep_s_jobs_are_cancelled_when_it_is_started_again(slurm, ws, tmp_path):
+    """kill -9 of a sweep left its array queued and running on its own: its points measured beside the points
+    the resumed sweep ran again. The jobs carry the sweep's name (and its runs folder's): a new start of that
+    sweep cancels them first."""
+    import signal
+    import sys
+    from conftest import ROOT
+    marker = tmp_path / "first"
+    point_recipes(ws, run=f"if [ ! -e {marker} ]; then touch {marker}; sleep 120; fi; echo done > n.txt")
+    code = f"import sys; sys.path.insert(0, {ROOT!r}); from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = [sys.executable, "-c", code, "sweep", "point", "--grid", "n=0", "--name", "killed", "--on", "slurm",
+            "--slurm", "time=5"]
+    first = subprocess.Popen(argv, env=ws.env(), cwd=ws.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    def ours():
+        out = subprocess.run(["squeue", "--noheader", "--format=%F %j"], capture_output=True, text=True, timeout=10)
+        return [line.split()[0] for line in out.stdout.splitlines() if line.split()[1].startswith("mlrun-sweep-killed-")]
+    assert wait_for(lambda: marker.exists(), timeout=90), first.communicate(timeout=5)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    left = ours()
+    assert left, "the killed sweep's job should still be there"
+    again = subprocess.run(argv, env=ws.env(), cwd=ws.root, capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr
+    assert "cancelled 1 SLURM job(s) a stopped run of this sweep left queued or running" in again.stderr
+    assert not set(left) & set(ours())
