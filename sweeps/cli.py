@@ -59,8 +59,11 @@ def cmd_sweep(args, extras, settings):
         from .plot import cmd_plot   # its options (--x, --y, --by, -o) come in extras
         return cmd_plot(args, extras, settings)
     if args.sweep_name:
-        raise UsageError(f"unexpected argument '{args.sweep_name}'",
-                         hint="inputs are --NAME=VALUE (with '='), the query one quoted argument")
+        from engine.words import did_you_mean
+        near = did_you_mean(args.query, ["show", "list", "plot"]) if " " not in args.query else ""
+        raise UsageError(f"unexpected argument '{args.sweep_name}'" + near,
+                         hint="inputs are --NAME=VALUE (with '='), the query one quoted argument; "
+                              "the verbs are sweep show NAME, sweep list, sweep plot NAME")
     for flag in ("jobs", "cpus"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag} {getattr(args, flag)}: give 1 or more")
@@ -279,6 +282,9 @@ def cmd_show(args, extras, settings):
 
 def cmd_list(args, extras, settings):
     _no_extras(extras, "sweep list")
+    if args.sweep_name:
+        raise UsageError(f"sweep list takes no NAME (was given '{args.sweep_name}')",
+                         hint=f"mlrun sweep show {args.sweep_name} shows one sweep")
     rows, unreadable = [], []
     for name in record.names(settings.runs):
         try:

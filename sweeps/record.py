@@ -24,9 +24,12 @@ def sweeps_dir(runs_dir):
     return os.path.join(runs_dir, SWEEPS_DIR)
 
 
-def check_name(name):
-    if not NAME_RE.match(name or "") or len(name) > 100:
-        raise UsageError(f"--name {name!r}: a sweep name is letters, digits, '.', '_' and '-' (not first)",
+def check_name(name, said="--name {!r}"):
+    """name, if it can name a sweep (said: how the person gave it, for the message)."""
+    if len(name or "") > 100:
+        raise UsageError(f"{said.format(name[:40] + '...')}: a sweep name is at most 100 characters")
+    if not NAME_RE.match(name or ""):
+        raise UsageError(f"{said.format(name)}: a sweep name is letters, digits, '.', '_' and '-' (not first)",
                          hint="e.g. --name bs-threads")
     return name
 

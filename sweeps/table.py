@@ -16,7 +16,7 @@ from .grid import NOT_GIVEN
 
 def load(settings, name):
     """The sweep record `name` (a usage error listing the sweeps there are when there is none)."""
-    data = record.read(settings.runs, record.check_name(name))
+    data = record.read(settings.runs, record.check_name(name, said="sweep {!r}"))
     if data is None:
         there = record.names(settings.runs)
         raise UsageError(f"no sweep '{name}' in {record.sweeps_dir(settings.runs)}",

@@ -316,6 +316,12 @@ def test_sweep_usage_errors(bench):
     assert_user_error(bench.mlrun("sweep", "show"), 2, "needs a NAME")
     both = bench.mlrun("sweep", "show", "one", "--csv", "--json")
     assert both.returncode == 2 and "--json: not allowed with argument --csv" in both.stderr
+    # As typed (was: the verb misspelled gave no suggestion, the name was "--name", `list NAME` ignored NAME)
+    assert_user_error(bench.mlrun("sweep", "shwo", "one"), 2, "unexpected argument 'one' (did you mean show?)")
+    assert_user_error(bench.mlrun("sweep", "show", "../one"), 2, "sweep '../one': a sweep name is letters")
+    assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "x" * 300), 2,
+                      "a sweep name is at most 100 characters")
+    assert_user_error(bench.mlrun("sweep", "list", "one"), 2, "sweep list takes no NAME (was given 'one')")
 
 
 def overlapping(points):
