@@ -2,8 +2,9 @@
 
 A secret is the value of a variable whose name says so (TOKEN, SECRET, PASSWORD, KEY,
 CREDENTIAL, or a word PASS, PAT or AUTH of it: DB_PASS, GH_PAT), however it arrives: `--env.NAME=VALUE`, a host variable a recipe passes
-(`pass_env`) or hashes (`hash_env`). The resolver puts MASK in the node (so the key
-records that a secret was given, not which one) and remembers the value here; every
+(`pass_env`) or hashes (`hash_env`). The resolver puts MASK in the node (a key holds no secret: an --env one
+not at all, keys.material leaves it out; a hash_env one as MASK, its recipe says it matters) and remembers the
+value here; every
 writer of records, entries, logs and scripts passes its text through `scrub`, which also masks the
 secrets of any URL (https://user:PASSWORD@host, https://TOKEN@host, ?access_token=...: HF_ENDPOINT, a proxy, an
 index). A variable of any name whose value holds such a URL is a secret too, in the node as the URL masked.
