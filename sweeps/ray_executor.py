@@ -17,8 +17,9 @@ import threading
 import time
 from collections import deque
 
-from engine.errors import UsageError
+from engine.errors import MlrunError, UsageError
 from engine.guard import STOP_SIGNALS, Interrupted
+from engine.words import plural
 
 from . import node, remote
 from .executors import Executor
@@ -71,7 +72,10 @@ class RayExecutor(Executor):
         from ray.util.queue import Queue
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
         with remote.Shared(settings, self.node_cache) as shared:
-            self._connect(ray)
+            context = self._connect(ray)
+            # The head's GCS, asked every few seconds: once it is gone Ray ends this process in 60 s (exit 1, the
+            # points left 'running'); seen first, the sweep says so and the points that had not started stay pending.
+            gcs = getattr(context, "address_info", {}).get("gcs_address") if context is not None else None
             try:
                 remote.by_value(ray.cloudpickle)
                 started = Queue(actor_options={"num_cpus": 0})   # workers say when a point starts
@@ -99,8 +103,12 @@ class RayExecutor(Executor):
                 try:
                     while refs or measuring:
                         stop.check()
+                        gone = None
                         if time.monotonic() - checked > NODES_EVERY_S:
-                            nodes, checked = _cpus_by_node(ray), time.monotonic()
+                            if gcs and not _listening(gcs):
+                                gone = ClusterGone(f"its head at {gcs} stopped answering")
+                            else:
+                                nodes, checked = _cpus_by_node(ray), time.monotonic()
                         for node_id in [n for n in nodes if n not in busy]:
                             if not measuring:
                                 break
@@ -115,15 +123,25 @@ class RayExecutor(Executor):
                             measuring.clear()
                             break
                         try:
+                            if gone:
+                                raise gone
                             ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
                             news = started.get_nowait_batch(started.qsize())
-                        except ray.exceptions.RayError as e:   # the cluster went (its head stopped)
-                            why = f"the Ray cluster went while it ran ({type(e).__name__})"
-                            for task, node_id in list(refs.values()) + [(t, None) for t in measuring]:
-                                yield self._finish(remote.lost(task, node_id or "-", why, log_dir=self.log_dir),
+                        except (ray.exceptions.RayError, ClusterGone) as e:   # the cluster went (its head stopped)
+                            said = str(e) if isinstance(e, ClusterGone) else type(e).__name__
+                            why = f"the Ray cluster went while it ran ({said})"
+                            for task, node_id in [(t, n) for t, n in refs.values() if t.point_id in seen]:
+                                yield self._finish(remote.lost(task, (node_id or "-")[:8], why, log_dir=self.log_dir),
                                                    task, seen, on_event)
+                            # the points that had not started stay pending (were: failed, as if they had run)
+                            unstarted = [t for t, _ in refs.values() if t.point_id not in seen] + list(measuring)
                             refs.clear()
                             measuring.clear()
+                            if unstarted:
+                                raise MlrunError(f"the Ray cluster went while the sweep ran ({said}); "
+                                                 f"{plural(len(unstarted), 'point')} that had not started stay pending",
+                                                 hint="start the cluster again and run the same command: the sweep "
+                                                      "goes on from there")
                             break
                         for point_id, where in (n for n in news if isinstance(n, tuple)):
                             if point_id not in seen:
@@ -177,6 +195,20 @@ class RayExecutor(Executor):
             on_event("started", task, None)
         on_event("finished", task, outcome)
         return outcome
+
+
+class ClusterGone(Exception):
+    """The cluster's head stopped answering while the sweep ran."""
+
+
+def _listening(address, timeout=2):
+    """Whether something takes connections at HOST:PORT."""
+    host, _, port = address.rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _stop_handlers():

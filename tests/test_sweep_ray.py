@@ -178,3 +178,31 @@ def test_sigterm_stops_a_ray_sweep_as_it_stops_a_local_one(cluster, ws, tmp_path
     # The point names its run (a cancelled Ray task returns nothing: the worker handed the outcome over),
     # which its mlrun recorded interrupted.
     assert point["run"] and json.load(open(os.path.join(ws.runs, point["run"], "run.json")))["status"] == "interrupted"
+
+
+def test_a_cluster_that_goes_leaves_the_points_not_started_pending(ws, tmp_path):
+    """Its head stopped while a point ran: that point failed with the reason, and the points that had not started
+    were marked failed too ('the Ray cluster went while it ran'), though nothing of theirs ran. Now they stay
+    pending, said in one error, and the same command resumes them."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    pid_file = tmp_path / "pid"
+    point_recipes(ws, run=f"echo $$ > {pid_file}; sleep 60")
+    own = RayCluster(tmp_path / "ray")
+    try:
+        own.add_node()   # one CPU: one point at a time, the other queued
+        code = f"import sys; sys.path.insert(0, {ROOT!r}); from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+        sweep = subprocess.Popen([sys.executable, "-c", code, "sweep", "point", "--grid", "n=0,1", "--name", "gone",
+                                  "--on", f"ray:{own.address}"], env=ws.env(), cwd=ws.root,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert wait_for(pid_file.exists, timeout=90)
+        own.stop()
+        _, err = sweep.communicate(timeout=120)
+    finally:
+        assert own.stop(), f"Ray processes left: {own.left()}"
+    assert sweep.returncode == 2, err
+    assert "the Ray cluster went while the sweep ran" in err and "1 point that had not started stay pending" in err
+    points = json.load(open(os.path.join(ws.runs, "sweeps", "gone", "sweep.json")))["points"]
+    assert [p["status"] for p in points] == ["failed", "pending"], points
+    assert len(points[0]["node"]) <= 12, points[0]   # a short node name, not Ray's 56-character id
