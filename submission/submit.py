@@ -107,6 +107,16 @@ def parse(query, words):
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", opts.submitter):
         raise UsageError(f"--submitter {opts.submitter!r}: letters, digits, _ . + - only, starting with a letter or "
                          "digit (it names a folder of the tree)")
+    if len(opts.submitter) > 64:   # it names the archive too: 250 letters failed when packing, after every run
+        raise UsageError(f"--submitter {opts.submitter[:20]}...: at most 64 characters (it names folders and the "
+                         "archive)")
+    if "questions" in inputs:   # scores a subset: never a submission's accuracy (a rehearsal passed with it)
+        raise UsageError("--questions scores a chosen subset of the dev set: a submission's accuracy run scores all "
+                         "10833 features", hint="leave it out")
+    if "user_conf" in inputs and opts.division == "closed":
+        raise UsageError("--user_conf in the closed division: mlrun submit sets each run's LoadGen settings itself, "
+                         "and a user.conf could change what the rules fix (durations, sample counts)",
+                         hint="leave it out, or use --division=open")
     if not opts.output:
         opts.output = os.path.join("submissions", opts.submitter)
     return opts, inputs, deps, env
@@ -144,11 +154,13 @@ class Submission:
                 state = json.load(f)
         except FileNotFoundError:
             # Building replaces tree/, accuracy-logs/ and work/: only in a folder a submission made, or a new one
-            if os.path.isdir(self.dir) and os.listdir(self.dir):
+            if os.path.isdir(self.dir) and set(os.listdir(self.dir)) - {LOCK}:
                 raise UsageError(f"{self.dir} holds files and no state.json: it is no submission folder mlrun "
                                  "made, and building one there would replace its tree/, accuracy-logs/ and work/",
                                  hint="give -o a new or empty folder") from None
             return {"runs": {}, "comparisons": []}
+        except NotADirectoryError:
+            raise UsageError(f"-o {self.dir}: a file, not a folder", hint="give -o a new or empty folder") from None
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot read the submission state {self.state_path}: {e}",
                              hint="remove it to start over (finished runs stay in runs/)") from None
@@ -193,7 +205,8 @@ class Submission:
             self.model = {"official": True, "what": f"the official {official} BERT-Large ONNX model"}
         else:
             source = root.inputs.get("model") or ("_random" if "random" in root.variations else
-                                                   f"_{official} with --dep.model overrides")
+                                                   f"_{official} with --dep.model overrides" if official else
+                                                   model.label if model else "no model")
             self.model = {"official": False, "what": f"not the official model ({source})"}
         weights = next((n for n in plan.nodes if n.name.startswith("get-ml-model")), None)
         self.model["weights"] = root.inputs.get("model") or (weights.label + "".join(
@@ -287,7 +300,10 @@ class Submission:
 
     def fingerprint(self, plan):
         # numbered: several nodes may share a label (the venvs)
-        return {"plan": {f"{i} {n.label}": n.key for i, n in enumerate(plan.nodes, 1)}, "request": plan.request,
+        # a secret --env override (a token) changes nothing built, as it enters no key: nor whether a run is reused
+        request = {**plan.request, "env_overrides": {k: v for k, v in (plan.request.get("env_overrides") or {}).items()
+                                                     if v != secrets.MASK}}
+        return {"plan": {f"{i} {n.label}": n.key for i, n in enumerate(plan.nodes, 1)}, "request": request,
                 "host": self.host}
 
     def status(self, name, plan):
@@ -424,9 +440,32 @@ class Submission:
         return done
 
 
+LOCK = ".submit.lock"
+
+
+def _hold(folder):
+    """The folder's lock, held until this process ends: two submits into one -o ran every run twice at once, each
+    measuring the other's load, and the last to finish wrote state.json."""
+    from filelock import FileLock, Timeout
+    if os.path.isfile(folder):
+        raise UsageError(f"-o {folder}: a file, not a folder", hint="give -o a new or empty folder")
+    try:
+        os.makedirs(folder, exist_ok=True)
+        lock = FileLock(os.path.join(folder, LOCK))
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise UsageError(f"another mlrun submit is using {folder}",
+                         hint="wait for it to finish (the same command then resumes), or give another -o") from None
+    except OSError as e:
+        raise UsageError(f"-o {folder}: {e.strerror or e}") from None
+    return lock
+
+
 def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=False):
     from . import tree
+    lock = None if plan_only else _hold(os.path.abspath(opts.output))   # before its state is read
     sub = Submission(opts, inputs, deps, env, settings, verbose)
+    sub.lock = lock
     sub.check_request()
     sub.sources()
     sub.system()

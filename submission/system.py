@@ -177,10 +177,20 @@ def describe(src, user, submitter, division, facts, short):
     A required field that neither gives is an error listing all of them (with --short they are filled
     with a placeholder and named in the notes: a rehearsal cannot be submitted anyway).
     """
-    lists = checker_lists(src, "SYSTEM_DESC_REQUIRED_FIELDS", "SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS")
+    lists = checker_lists(src, "SYSTEM_DESC_REQUIRED_FIELDS", "SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS",
+                          "VALID_AVAILABILITIES")
     required, meaningful = lists["SYSTEM_DESC_REQUIRED_FIELDS"], lists["SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS"]
     desc = dict(facts, division=division, submitter=submitter)
     desc.update({k: v for k, v in user.items() if k not in ("division", "submitter")})
+    # What the checker refuses only after every run: a status not among the rules' words, a name that is no text
+    if "status" in user and str(user["status"]).lower() not in lists["VALID_AVAILABILITIES"]:
+        raise UsageError(f"the system description gives status: {user['status']!r}, not one the rules take",
+                         hint="status is one of " + ", ".join(lists["VALID_AVAILABILITIES"]))
+    for key in ("system_name", "system_id"):
+        if key in user and (isinstance(user[key], bool) or not isinstance(user[key], (str, int, float))
+                            or not str(user[key]).strip()):
+            raise UsageError(f"the system description gives {key}: {user[key]!r}, which names no system",
+                             hint=f'write it as text, quoted where YAML would read it otherwise ({key}: "My box")')
     # Empty as the checker reads it (`not value`): "", null, 0, false, [] fail its "meaningful response" test.
     empty = [k for k in required if k in desc and k in meaningful and not desc[k]]
     missing = [k for k in required if k not in desc] + empty

@@ -182,14 +182,17 @@ def finish(sub, root):
                            out_dir=os.path.join(sub.dir, "check"))
     sub.say("")
     sub.say(report(result))
-    archive = pack.pack(root, os.path.join(sub.dir, f"{sub.opts.submitter}-{sub.opts.division}.tar.gz"))
+    # A tree the checker refuses is not packed: an archive beside a FAILED verdict could be uploaded all the same
+    archive = pack.pack(root, os.path.join(sub.dir, f"{sub.opts.submitter}-{sub.opts.division}.tar.gz")) \
+        if result.ok else None
     verdict = {"ok": result.ok, "summary": result.summary, "errors": result.errors,
                "short_run_errors": result.short_run_errors, "warnings": result.warnings, "table": result.table,
                "log": result.log, "archive": archive, "tree": root, "short": sub.opts.short}
     write_json(os.path.join(sub.dir, "verdict.json"), verdict)
     sub.state["verdict"] = {k: verdict[k] for k in ("ok", "summary", "archive")}
     sub.save()
-    sub.say(f"tree: {root}\narchive: {archive}\nfull accuracy logs: {os.path.join(sub.dir, 'accuracy-logs')}")
+    sub.say(f"tree: {root}\narchive: {archive or 'none (the checker refused the tree)'}\n"
+            f"full accuracy logs: {os.path.join(sub.dir, 'accuracy-logs')}")
     if sub.opts.short:
         sub.say("--short: a rehearsal of the whole structure; this result CANNOT be submitted.")
     if not result.ok:

@@ -97,6 +97,41 @@ def test_the_documented_system_yaml_is_complete_and_a_field_the_checker_reads_as
                                      "checker takes for no answer")
 
 
+@pytest.mark.parametrize("field, value, fragment", [
+    ("status", "bogus", "gives status: 'bogus', not one the rules take"),   # the checker refused it after every run
+    ("system_name", True, "gives system_name: True, which names no system"),   # YAML's yes: system "True"
+    ("system_name", ["a", "b"], "which names no system"),
+    ("system_name", "  ", "which names no system"),
+])
+def test_system_fields_the_checker_would_refuse_are_refused_before_any_run(field, value, fragment):
+    facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
+    with pytest.raises(UsageError) as err:
+        system.describe(SHARED_SRC, dict(YAML_FIELDS, **{field: value}), "Team", "open", facts, short=True)
+    assert fragment in err.value.message
+
+
+def test_one_submit_at_a_time_in_one_output_folder(tmp_path):
+    """Two submits into one -o ran every run twice at once (each measuring the other), the last wrote state.json."""
+    import subprocess
+    import sys
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from filelock import FileLock; "
+                               "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(60)",
+                               str(tmp_path / submit.LOCK)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError) as err:
+            submit._hold(str(tmp_path))
+        assert err.value.message == f"another mlrun submit is using {tmp_path}"
+    finally:
+        holder.kill()
+        holder.wait()
+    submit._hold(str(tmp_path)).release()   # free again
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UsageError, match="a file, not a folder"):
+        submit._hold(str(afile))
+
+
 def test_machine_facts_and_user_fields_fill_the_description():
     facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
     desc, notes = system.describe(SHARED_SRC, {"system_name": "Box", "framework": "mine"}, "Team", "open", facts,
@@ -114,6 +149,10 @@ def test_machine_facts_and_user_fields_fill_the_description():
     (["--mode=accuracy"], "sets --mode itself"),
     (["--division=semi"], "invalid choice"),
     (["--scenario=Offline"], "sets --scenario itself"),   # was taken as --scenarios (an abbreviation)
+    # These passed and a rehearsal said OK: a subset scored, a user.conf overriding what the rules fix
+    (["--questions=/tmp/q.json"], "--questions scores a chosen subset of the dev set"),
+    (["--division=closed", "--user_conf=/tmp/u.conf"], "--user_conf in the closed division"),
+    (["--submitter=" + "A" * 65], "at most 64 characters"),   # failed packing, after every run
 ])
 def test_bad_requests_are_usage_errors(words, fragment):
     base = ["--submitter=Team", "--division=open"]
