@@ -79,7 +79,7 @@ def report(result):
 
 
 SUBMIT_HELP = """mlrun submit QUERY --submitter=NAME --division=open|closed [--system=FILE.yaml]
-    [--scenarios=SingleStream,Offline] [--benchmarks=bert-99[,bert-99.9]] [--short] [--rerun] [-o DIR]
+    [--scenarios=SingleStream,Offline] [--benchmarks=bert-99[,bert-99.9]] [--short] [--rerun | --rerun-busy] [-o DIR]
     [--inference-src DIR] [any app input, --dep.* or --env.* as for a run]
 mlrun plan submit QUERY ...   the same words: every run the submission needs, done or to run; no benchmark runs"""
 

@@ -77,6 +77,7 @@ def parser():
     p.add_argument("--benchmarks", default="bert-99")
     p.add_argument("--short", action="store_true")
     p.add_argument("--rerun", action="store_true")
+    p.add_argument("--rerun-busy", action="store_true")   # only the runs measured while the machine was busy
     p.add_argument("-o", "--output", metavar="DIR")
     p.add_argument("--inference-src", metavar="DIR")
     return p
@@ -313,6 +314,8 @@ class Submission:
             return "to run", ["not run yet"]
         if self.opts.rerun:
             return "to run", ["--rerun"]
+        if self.opts.rerun_busy and entry.get("busy"):
+            return "to run", [f"--rerun-busy: measured while {entry['busy']}"]
         try:
             record = records.load(os.path.join(self.settings.runs, entry["run"], "run.json"))
         except MlrunError:
@@ -360,9 +363,12 @@ class Submission:
         entry = {"run": record["id"], "folder": record["steps"][-1]["path"], "inputs": inputs,
                  "command": secrets.scrub_argv(command), "fingerprint": self.fingerprint(plan),
                  "finished": time.time()}
+        busy = _busy(entry["folder"]) if not name.endswith("/accuracy") else None
+        if busy:   # its speed goes into the tree (or sets a target): said now and in the verdict
+            entry["busy"] = busy
         self.state["runs"][name] = entry
         self.save()   # after every finished run: a crash later keeps it
-        self.say(f"  {name}: done, run {record['id']}")
+        self.say(f"  {name}: done, run {record['id']}" + (f"; MEASURED ON A BUSY MACHINE: {busy}" if busy else ""))
         return entry
 
     def places(self):
@@ -441,6 +447,18 @@ class Submission:
 
 
 LOCK = ".submit.lock"
+
+
+def _busy(folder):
+    """What other processes took while a performance run measured, when the run calls the machine busy; else None."""
+    try:
+        with open(os.path.join(folder, "summary.json")) as f:
+            load = json.load(f).get("other_load") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not load.get("busy"):
+        return None
+    return f"other processes took {load.get('share', 0):.0%} of the {load.get('cpus', '?')} CPUs"
 
 
 def _hold(folder):

@@ -187,12 +187,18 @@ def finish(sub, root):
         if result.ok else None
     verdict = {"ok": result.ok, "summary": result.summary, "errors": result.errors,
                "short_run_errors": result.short_run_errors, "warnings": result.warnings, "table": result.table,
-               "log": result.log, "archive": archive, "tree": root, "short": sub.opts.short}
+               "log": result.log, "archive": archive, "tree": root, "short": sub.opts.short,
+               "busy": {name: e["busy"] for name, e in sub.state["runs"].items() if e.get("busy")}}
     write_json(os.path.join(sub.dir, "verdict.json"), verdict)
     sub.state["verdict"] = {k: verdict[k] for k in ("ok", "summary", "archive")}
     sub.save()
     sub.say(f"tree: {root}\narchive: {archive or 'none (the checker refused the tree)'}\n"
             f"full accuracy logs: {os.path.join(sub.dir, 'accuracy-logs')}")
+    busy = {name: e["busy"] for name, e in sub.state["runs"].items() if e.get("busy")}
+    if busy:   # the figures (or the targets they set) are not this machine's
+        sub.say(f"{len(busy)} run(s) measured while the machine was busy: " + "; ".join(
+            f"{name} ({why})" for name, why in sorted(busy.items())) + ". Their figures are not this machine's: "
+            "run the same command with --rerun-busy on a quiet machine (only those runs run again).")
     if sub.opts.short:
         sub.say("--short: a rehearsal of the whole structure; this result CANNOT be submitted.")
     if not result.ok:

@@ -291,3 +291,26 @@ def test_measurements_say_the_engines_precision(query, inputs, weights, transfor
                           opts=SimpleNamespace(query=query, division="closed"), framework="f", loadgen="6.0.17")
     got = tree.measurements(sub)
     assert got["weight_data_types"] == weights and got["weight_transformations"].startswith(transform)
+
+
+def test_a_run_measured_on_a_busy_machine_is_said_and_run_again_alone_when_asked(tmp_path):
+    """submit said nothing of it: the busy run's speed went into the tree, or set a target."""
+    import types
+    runs, folder = tmp_path / "runs", tmp_path / "runs" / "R1" / "app-mlperf-bert"
+    folder.mkdir(parents=True)
+    (runs / "R1" / "run.json").write_text(json.dumps({"id": "R1", "status": "ok", "steps": []}))
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
+        (folder / name).write_text("x")
+    (folder / "summary.json").write_text(json.dumps({"other_load": {"busy": True, "share": 0.44, "cpus": 2}}))
+    assert submit._busy(str(folder)) == "other processes took 44% of the 2 CPUs"
+    (tmp_path / "quiet").mkdir()
+    (tmp_path / "quiet" / "summary.json").write_text(json.dumps({"other_load": {"busy": False, "share": 0.01}}))
+    assert submit._busy(str(tmp_path / "quiet")) is None and submit._busy(str(tmp_path / "none")) is None
+    for words, status in (([], "done"), (["--rerun-busy"], "to run")):
+        opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub"),
+                                                *words])[0]
+        sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
+        sub.fingerprint = lambda plan: {"plan": {}, "request": {}, "host": {}}
+        sub.state["runs"]["Offline/performance"] = {"run": "R1", "folder": str(folder), "busy": submit._busy(
+            str(folder)), "fingerprint": {"plan": {}, "request": {}, "host": {}}}
+        assert sub.status("Offline/performance", plan=None)[0] == status
