@@ -37,6 +37,8 @@ SHORT_RUN = [re.compile(p) for p in (
 # compares timings within 10-20 %, which a run of seconds cannot hold: short-run only in a result whose
 # runs the checker also found short, a real error anywhere else.
 SHORT_RUN_IF_SHORT = [re.compile(r"^Compliance test performance check in .* failed")]      # compliance_check
+# The checker's accuracy verdict (checks/accuracy_check.py), logged as a WARNING before its ERROR line.
+ACCURACY_NOT_MET = re.compile(r"accuracy not met")
 SCENARIO_DIR = re.compile(r"(?:^|/)(closed|open|network)/([^/]+)/results/([^/]+)/([^/]+)/([^/]+)(?:/|$)")
 # The metric the checker reports per scenario (constants.RESULT_FIELD_NEW, v6.1) and its unit.
 METRICS = {"Offline": ("result_samples_per_second", 1, "samples/s"),
@@ -158,6 +160,15 @@ def interpret(text, code, short):
         r = re.match(r"^Results=(\d+), NoResults=(\d+)", message)
         if r:
             results = int(r[1]) + int(r[2])
+        if level == "WARNING" and ACCURACY_NOT_MET.search(message):
+            # the cause of its "Some accuracy checks failed" (a warning in the checker's log): listed with the
+            # errors (a rehearsal's short score with the short-run complaints), never hidden among the warnings
+            (short_errors if short else errors).append(message)
+            if block:
+                block[1] += 1
+                if not short:
+                    verdicts[block[0]] = "errors"
+            continue
         if level == "WARNING":
             warnings.append(message)
         if level not in ("ERROR", "CRITICAL"):
