@@ -70,12 +70,18 @@ def default_out_dir(tree_dir):
     return os.path.join(os.path.dirname(tree_dir), os.path.basename(tree_dir) + "-check")
 
 
-def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
-    """Run the official checker of src_dir (an `inference/` tree) on tree_dir; save and return what it found."""
+def need_folder(tree_dir):
+    """tree_dir made absolute, if it is a folder (a usage error saying what it is, if not)."""
     tree_dir = os.path.abspath(tree_dir)
     if not os.path.isdir(tree_dir):
-        raise UsageError(f"{tree_dir}: no such folder", hint="give the submission tree: the folder holding "
-                                                            "closed/, open/ or network/")
+        raise UsageError(f"{tree_dir}: " + ("a file, not a folder" if os.path.exists(tree_dir) else "no such folder"),
+                         hint="give the submission tree: the folder holding closed/, open/ or network/")
+    return tree_dir
+
+
+def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
+    """Run the official checker of src_dir (an `inference/` tree) on tree_dir; save and return what it found."""
+    tree_dir = need_folder(tree_dir)
     src_dir = os.path.abspath(src_dir)
     if not os.path.isfile(os.path.join(src_dir, *CHECKER.split(".")[1:]) + ".py"):
         raise UsageError(f"{src_dir} holds no submission checker (tools/submission/submission_checker/main.py)")

@@ -10,9 +10,7 @@ from . import checker, official
 
 def cmd_check(args, extras, settings):
     """mlrun check submission DIR: the official checker's verdict, its errors and the results table."""
-    if not os.path.isdir(args.dir):
-        raise UsageError(f"{os.path.abspath(args.dir)}: no such folder",
-                         hint="give the submission tree: the folder holding closed/, open/ or network/")
+    checker.need_folder(args.dir)   # before the checker's sources are fetched
     _tree_below(args.dir)
     src = official.sources(settings, path=args.inference_src)
     result = checker.check(src, args.dir, version=args.version, short=args.short, out_dir=args.out)

@@ -36,6 +36,8 @@ def listing(root):
 
 def test_a_missing_tree_is_a_usage_error(mlrun, tmp_path):
     assert_user_error(mlrun("check", "submission", str(tmp_path / "nope")), 2, "no such folder")
+    (tmp_path / "afile").write_text("x")   # said "no such folder" of a file that is there
+    assert_user_error(mlrun("check", "submission", str(tmp_path / "afile")), 2, "afile: a file, not a folder")
 
 
 def test_an_empty_tree_is_no_submission(mlrun, tmp_path):
