@@ -267,6 +267,7 @@ def split_extras(words):
 
 
 GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
+RESUMABLE = ("sweep", "submit")   # verbs whose finished parts a new start of the same command reuses
 GLOBAL_OPTIONS = GLOBAL_WITH_VALUE + ("--verbose", "--help", "--version")
 RUN_EPILOG = """Any other --NAME=VALUE is an input of the queried recipe: `mlrun "QUERY" --help` lists them with
 their types, defaults and choices, the recipe's variations and its dependency names.
@@ -355,7 +356,9 @@ def main(argv=None):
     except MlrunError as e:
         return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
     except KeyboardInterrupt as e:
-        print(f"mlrun: interrupted by {signal_name(e)}; nothing half-built was published", file=sys.stderr)
+        print(f"mlrun: interrupted by {signal_name(e)}; nothing half-built was published"
+              + ("; the same command goes on from where it stopped" if args.verb in RESUMABLE else ""),
+              file=sys.stderr)
         return 128 + getattr(e, "signum", 2)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     except BrokenPipeError:
         return 0

@@ -173,6 +173,7 @@ def test_sigterm_stops_a_ray_sweep_as_it_stops_a_local_one(cluster, ws, tmp_path
     _, err = sweep.communicate(timeout=90)
     assert sweep.returncode == 143, err
     assert "mlrun: interrupted by SIGTERM" in err and "SIGTERM received" not in err, err
+    assert "the same command goes on from where it stopped" in err, err   # a sweep resumes
     [point] = json.load(open(record))["points"]
     assert point["status"] == "interrupted"
     # The point names its run (a cancelled Ray task returns nothing: the worker handed the outcome over),
