@@ -12,7 +12,7 @@ import time
 
 from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors, printable
 from .settings import Settings
-from . import usage
+from . import streams, usage
 from .usage import Parser, cm_tags
 from .words import did_you_mean, plural
 from .recipe import show_number
@@ -302,8 +302,12 @@ def verb_at(argv):
 
 
 def main(argv=None):
-    argv = list(sys.argv[1:] if argv is None else argv)
-    _closed_streams_to_devnull()
+    streams.closed_to_devnull()
+    with streams.outliving_readers():
+        return _main(list(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv):
     try:
         argv = with_verb(cm_tags(argv, VERBS, GLOBAL_WITH_VALUE))
         at = verb_at(argv)
@@ -417,16 +421,6 @@ def _recipe_help(parser, argv):
     run_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
     print(recipe_help.render(settings.index(), args.query, extras, run_parser))
     return 0
-
-
-def _closed_streams_to_devnull():
-    """Started with stdin or stdout closed (`<&-`, `>&-`): Python has None there, and every read, isatty and
-    print failed ('NoneType' has no attribute). Closed reads as empty and writes go nowhere, as /dev/null does;
-    a step started then gets /dev/null too, not a descriptor some other file took."""
-    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(os.devnull, mode))
-            os.dup2(getattr(sys, name).fileno(), {"stdin": 0, "stdout": 1, "stderr": 2}[name])
 
 
 def _not_a_file(path):

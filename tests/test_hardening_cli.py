@@ -205,6 +205,25 @@ def test_a_closed_stdin_or_stdout_is_read_as_empty_and_written_nowhere(ws, argv,
         assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.parametrize("stream", ["stdout", "both"])
+def test_a_reader_that_goes_away_does_not_stop_the_build(ws, stream):
+    """`mlrun run QUERY | head -1`: the next write raised BrokenPipeError, which stopped the step half-way
+    (nothing published, the run an error) while mlrun said nothing and exited 0."""
+    from conftest import MLRUN
+    ws.recipe("pp", "tags: [pp]\nrun: echo first; sleep 0.5; for i in $(seq 3000); do echo line $i; done; "
+                    "echo done > out.txt\n")
+    both = " 2>&1" if stream == "both" else ""
+    result = subprocess.run(["bash", "-c", f'"$0" "$@"{both} | head -1; exit ${{PIPESTATUS[0]}}', MLRUN, "pp"],
+                            env=ws.env(), cwd=ws.root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and "Traceback" not in result.stderr, result
+    [name] = ws.entries()
+    entry = os.path.join(ws.cache, name)
+    assert open(os.path.join(entry, "out.txt")).read() == "done\n"
+    assert "line 3000" in open(os.path.join(entry, ".mlrun", "build.log")).read()   # the log has what went nowhere
+    assert ws.mlrun("runs", "--json").returncode == 0 and '"ok"' in ws.mlrun("runs", "--json").stdout
+
+
 @pytest.mark.parametrize("argv, message", [
     (("--cache", "", "show", "cache"), "--cache is empty"),       # was the checkout's cache/, silently
     (("--runs", "", "runs"), "--runs is empty"),

@@ -1,0 +1,62 @@
+"""mlrun's own stdin, stdout and stderr, made safe for the ways people start it.
+
+Closed at start (`<&-`, `>&-`): Python has None there, and every read, isatty and print failed. A reader
+that goes away (`mlrun run QUERY | head -1`): each later write raised BrokenPipeError, which stopped the
+build in the middle (nothing published, the run an error) while mlrun said nothing and exited 0.
+"""
+import io
+import os
+import sys
+
+
+def closed_to_devnull():
+    """Closed reads as empty and writes go nowhere, as /dev/null does; a step started then gets /dev/null too,
+    not a descriptor some other file took."""
+    for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, mode))
+            os.dup2(getattr(sys, name).fileno(), {"stdin": 0, "stdout": 1, "stderr": 2}[name])
+
+
+class _Outlived(io.FileIO):
+    """An output descriptor whose reader may go: from then on what is written goes to /dev/null and the work goes
+    on (its steps' logs keep their output); the exit status stays the work's own."""
+
+    def write(self, b):
+        try:
+            return super().write(b)
+        except BrokenPipeError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.fileno())
+            os.close(null)
+            return memoryview(b).nbytes
+
+
+class outliving_readers:
+    """Within it, sys.stdout and sys.stderr (the process's own, not a test's capture) outlive their readers."""
+
+    def __enter__(self):
+        self.saved = {}
+        for name in ("stdout", "stderr"):
+            stream = getattr(sys, name)
+            if stream is not getattr(sys, f"__{name}__"):
+                continue   # replaced by a caller (a test's capture, a devnull for a closed one): theirs to keep
+            try:
+                fd = stream.fileno()
+            except (OSError, ValueError, io.UnsupportedOperation):
+                continue
+            stream.flush()
+            self.saved[name] = stream
+            setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(_Outlived(fd, "w", closefd=False)),
+                                                encoding=stream.encoding, errors=stream.errors,
+                                                line_buffering=stream.line_buffering or name == "stderr"))
+        return self
+
+    def __exit__(self, *exc):
+        for name, stream in self.saved.items():
+            try:
+                getattr(sys, name).flush()
+            except (OSError, ValueError):
+                pass
+            setattr(sys, name, stream)
+        return False
