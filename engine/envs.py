@@ -3,7 +3,8 @@
 Order: a minimal base taken from the host, the host variables the recipe hashes,
 the exports of its dependencies (dep by dep in the listed order, each after its
 own deps, so a later dep wins), the recipe's own env with the command line's
---env.KEY=VALUE merged over it by the resolver (so they are part of the key),
+--env.KEY=VALUE merged over it by the resolver (so they are part of the key; expanded as a whole, see
+expand_own),
 and last what mlrun itself provides (MLRUN_ENTRY, MLRUN_RECIPE_DIR, inputs).
 The result is recorded with the step.
 """
@@ -23,6 +24,26 @@ def expand(value, env):
     return _REF.sub(lambda m: env.get(m.group(1), ""), value)
 
 
+def expand_own(values, env, literal=()):
+    """A recipe's own variables expanded as a whole: ${B} in A is B's value from the same mapping wherever B is
+    written (keys hash the mapping sorted, so the order it is written in must not change what a step gets: it
+    did, under the same key); ${A} in A itself is the value before (PATH: "${PATH}:/x"). literal: keys whose
+    values stay as given (secrets). Raises ValueError naming a cycle (A: ${B}, B: ${A})."""
+    done = {}
+
+    def value_of(key, path):
+        if key not in done:
+            if key in path:
+                raise ValueError(" -> ".join(path[path.index(key):] + [key]))
+            done[key] = values[key] if key in literal else _REF.sub(
+                lambda m: (value_of(m.group(1), path + [key]) if m.group(1) in values and m.group(1) != key
+                           else env.get(m.group(1), "")), values[key])
+        return done[key]
+    for key in values:
+        value_of(key, [])
+    return done
+
+
 def placeholders(value, entry, recipe_dir=None):
     value = value.replace("{entry}", entry)
     return value.replace("{recipe}", recipe_dir) if recipe_dir else value
@@ -31,14 +52,13 @@ def placeholders(value, entry, recipe_dir=None):
 def apply_exports(env, exports, entry):
     """Add one dependency's exports; `{entry}` is its folder, resolved now so caches can move."""
     for key, value in exports.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict):   # paths first: a plain export may name them, wherever it is written
             front = [placeholders(p, entry) for p in value.get("prepend", [])]
             back = [placeholders(p, entry) for p in value.get("append", [])]
             # A path already listed moves rather than repeats (shared deps apply more than once).
             middle = [p for p in env.get(key, "").split(os.pathsep) if p and p not in front + back]
             env[key] = os.pathsep.join(front + middle + back)
-        else:
-            env[key] = expand(placeholders(value, entry), env)
+    env.update(expand_own({k: placeholders(v, entry) for k, v in exports.items() if not isinstance(v, dict)}, env))
     return env
 
 
@@ -65,8 +85,8 @@ def step_env(node, chain, host, entry, recipe_dir, mirror=None):
     env["MLRUN_PYTHON"] = sys.executable  # a venv dep overrides it with its own interpreter
     for dep, folder in chain:
         apply_exports(env, dep.exports, folder)
-    for key, value in node.env.items():
-        env[key] = real[key] if key in real else expand(placeholders(value, entry, recipe_dir), env)
+    own = {k: real[k] if k in real else placeholders(v, entry, recipe_dir) for k, v in node.env.items()}
+    env.update(expand_own(own, env, literal=real))
     env.update(input_env(node))
     env["MLRUN_ENTRY"] = entry
     env["MLRUN_RECIPE_DIR"] = recipe_dir

@@ -8,7 +8,7 @@ filled in), its inputs, its dependencies and its cache key fixed.
 import os
 import re
 
-from . import keys, secrets
+from . import envs, keys, secrets
 from .errors import ResolutionError
 from .recipe import CONDITION_INPUT, PASSED_INPUT, convert_input, not_a_multiple, out_of_bounds
 
@@ -409,8 +409,16 @@ class Resolver:
                 hash_env[k] = self._url_secrets(k, value, found)
                 if k not in self.env_overrides:   # else the step gets the override (node.env), never the host's
                     secret_env.update(found)
+        env = {**spec["env"], **self.env_overrides}
+        for what, values in (("env", env), ("exports", spec["exports"])):
+            try:   # its variables expand as a whole (envs.expand_own): one that refers back to itself has no value
+                envs.expand_own({k: v for k, v in values.items() if isinstance(v, str)}, {}, literal=self.secret_env)
+            except ValueError as cycle:
+                raise ResolutionError(f"{recipe['name']}: its {what} variables refer to each other in a circle: "
+                                      f"{cycle}", hint="a variable may name itself (PATH: \"${PATH}:/x\": the value "
+                                      "before), not another that names it back") from None
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
-                    inputs=inputs, env={**spec["env"], **self.env_overrides}, exports=spec["exports"],
+                    inputs=inputs, env=env, exports=spec["exports"],
                     download=spec["download"],
                     run=spec["run"], cache=recipe["cache"], deps=deps, recipe_path=recipe.get("path", ""),
                     recipe_files=recipe.get("files"),

@@ -116,6 +116,33 @@ def test_env_order(chain):
     assert env["MLRUN_PYTHON"] == "/opt/low/python"
 
 
+@pytest.mark.parametrize("order", ["b-first", "a-first"])
+def test_own_variables_expand_whatever_order_they_are_written_in(ws, order):
+    """Keys hash env and exports sorted: `B: ${A}-b` written above `A: one` gave B '-b' under the key that
+    gives 'one-b' when written below, so an entry built one way was reused for the other."""
+    b, a = 'B: "${A}-b"', 'A: "one"'
+    first, second = (b, a) if order == "b-first" else (a, b)
+    ws.recipe("dep", f"tags: dep\nexports:\n  Y: \"${{X}}-y\"\n  X: x\n  P: {{prepend: [p]}}\n"
+                     "  Q: \"${P}\"\nrun: \"true\"\n")
+    ws.recipe("own", f"tags: own\ndeps: [dep]\nenv:\n  {first}\n  {second}\n  PATH: \"${{PATH}}:/own\"\n"
+                     f"run: {DUMP_ENV}\n")
+    record = run(ws, "own", host_env=dict(os.environ, PATH="/usr/bin"))
+    env = read_env(os.path.join({s["recipe"]: s["path"] for s in record["steps"]}["own"], "env.txt"))
+    assert (env["A"], env["B"], env["Y"], env["Q"]) == ("one", "one-b", "x-y", "p")
+    assert env["PATH"] == "/usr/bin:/own"   # a variable naming itself: the value before
+
+
+def test_variables_that_name_each_other_in_a_circle_are_refused_with_the_circle(ws):
+    from engine import ResolutionError
+    ws.recipe("loop", 'tags: loop\nenv:\n  B: "${A}-b"\n  A: "${C}"\n  C: "${B}"\nrun: "true"\n')
+    with pytest.raises(ResolutionError, match=r"loop: its env variables refer to each other in a circle: "
+                                              r"B -> A -> C -> B"):
+        resolve(ws.index(), "loop")
+    ws.recipe("over", 'tags: over\nenv:\n  B: "${A}-b"\nrun: "true"\n')
+    with pytest.raises(ResolutionError, match="circle: B -> A -> B"):   # --env.A='${B}' closes one
+        resolve(ws.index(), "over", env_overrides={"A": "${B}"})
+
+
 def test_default_python_is_mlruns_own(ws):
     ws.recipe("a", f"tags: a\nrun: {DUMP_ENV}\n")
     record = run(ws, "a")
