@@ -8,6 +8,7 @@ MemoryIndex takes recipe data directly, for tests and embedding.
 import hashlib
 import json
 import os
+import re
 import stat
 
 from . import keys
@@ -18,7 +19,10 @@ from .recipe import SCHEMA_VERSION, normalize
 INDEX_FORMAT = 1
 SCHEMA_CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
                for f in ("recipe.py", "keys.py", "index.py", "yamlfile.py")]
-SKIP_FILES = {"recipe.yaml", "__pycache__", ".pytest_cache"}
+SKIP_FILES = {"__pycache__", ".pytest_cache", ".git", ".hg", ".svn"}   # folders no step's output depends on
+# Files likewise: documentation, compiled Python, and what editors and file browsers leave beside what they open
+# (vim's .x.swp, emacs's x~ and .#x, macOS's .DS_Store): each made the recipe another digest, a rebuild.
+SKIP_FILE = re.compile(r".*\.(md|pyc|sw[a-p])|.*~|\.#.*|#.*#|\.DS_Store")
 
 
 class MemoryIndex:
@@ -35,7 +39,8 @@ class MemoryIndex:
 
 class RecipeIndex:
     def __init__(self, dirs, state_dir=None, check_deps=True):
-        self.dirs = [os.path.abspath(d) for d in dirs]
+        # A folder given twice (--recipes d --recipes d/) is read once: its recipes are not defined twice.
+        self.dirs = list({os.path.realpath(d): os.path.abspath(d) for d in reversed(dirs)}.values())[::-1]
         self.state_dir = state_dir
         # A run's copy of its recipes holds only those it used: deps it did not take may be absent.
         self.check_deps = check_deps
@@ -67,7 +72,8 @@ class RecipeIndex:
         items = [[p, os.stat(p).st_mtime_ns, os.stat(p).st_size] for p in SCHEMA_CODE]
         for d in self.dirs:
             if not os.path.isdir(d):
-                raise ResolutionError(f"recipe folder {d} does not exist",
+                raise ResolutionError(f"recipe folder {d} " + ("is not a folder" if os.path.exists(d) else
+                                                               "does not exist"),
                                       hint="set --recipes DIR or MLRUN_RECIPES to folders that hold recipes")
             for entry in sorted(os.scandir(d), key=lambda e: e.name):
                 recipe_yaml = os.path.join(entry.path, "recipe.yaml")
@@ -81,7 +87,9 @@ class RecipeIndex:
     def _parse_all(self, fingerprint):
         from . import yamlfile  # the YAML parser is only needed when a recipe changed
         recipes, sources, seen = [], [], {}
-        for path in [p for p, _, _ in fingerprint if os.path.basename(p) == "recipe.yaml" and p not in SCHEMA_CODE]:
+        # DIR/NAME/recipe.yaml only: one deeper is a file of recipe NAME (a vendored tool's own recipe.yaml)
+        for path in [p for p, _, _ in fingerprint if os.path.basename(p) == "recipe.yaml"
+                     and os.path.dirname(os.path.dirname(p)) in self.dirs]:
             folder = os.path.dirname(path)
             data, lines = yamlfile.load(path)
             recipe = normalize(data, path, lines, os.path.basename(folder))
@@ -159,13 +167,22 @@ def check_dep_queries(index):
 
 
 def _recipe_files(folder, with_yaml=False):
+    """The files a recipe's digest covers: all in its folder, through links to folders too (a linked tools/
+    folder was left out, and an edit there reused the old entry), but for its recipe.yaml and SKIP_FILE."""
     out = []
-    for root, dirs, files in os.walk(folder):
+    top = os.path.join(folder, "recipe.yaml")
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        if root != folder and os.path.islink(root):
+            target, holder = os.path.realpath(root), os.path.realpath(os.path.dirname(root))
+            if holder == target or holder.startswith(target + os.sep):
+                raise RecipeError(f"{root} is a link to a folder it is in (a loop)", top,
+                                  hint="link to the files or folders the step needs, not to one that holds the link")
         dirs[:] = sorted(d for d in dirs if d not in SKIP_FILES)
         for name in sorted(files):
-            if (name == "recipe.yaml" and not with_yaml) or name.endswith((".md", ".pyc")):
+            path = os.path.join(root, name)
+            if (path == top and not with_yaml) or SKIP_FILE.fullmatch(name):
                 continue
-            out.append(os.path.join(root, name))
+            out.append(path)
     return out
 
 

@@ -146,6 +146,53 @@ def test_fifo_as_recipe_yaml_is_a_recipe_error(ws):
     assert_user_error(ws.mlrun("find", timeout=30), 2, "recipe.yaml", "FIFO")
 
 
+def _digest(ws, name):
+    return next(r["digest"] for r in ws.index().recipes if r["name"] == name)
+
+
+def test_files_behind_a_link_to_a_folder_are_in_the_digest(ws, tmp_path):
+    """os.walk did not go into a linked tools/ folder: an edit there reused the entry built before it."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "s.sh").write_text("echo v1\n")
+    _write(ws, "tags: a\nrun: bash {recipe}/tools/s.sh > out.txt\n", "a")
+    os.symlink(shared, os.path.join(ws.recipes, "a", "tools"))
+    before = _digest(ws, "a")
+    (shared / "s.sh").write_text("echo v2\n")
+    assert _digest(ws, "a") != before
+    os.symlink("..", os.path.join(ws.recipes, "a", "up"))   # a loop: said, not walked for ever
+    assert_user_error(ws.mlrun("find", timeout=30), 2, os.path.join(ws.recipes, "a", "up"),
+                      "is a link to a folder it is in (a loop)")
+
+
+def test_editor_leftovers_and_version_control_folders_are_not_in_the_digest(ws):
+    _write(ws, "tags: a\nrun: echo hi\n", "a")
+    before = _digest(ws, "a")
+    for name in (".recipe.yaml.swp", "run.sh~", ".#run.sh", "#run.sh#", ".DS_Store", ".git/HEAD"):
+        ws.write(os.path.join(ws.recipes, "a", name), "x")
+    assert _digest(ws, "a") == before
+    ws.write(os.path.join(ws.recipes, "a", "run.sh"), "x")   # any other file counts
+    assert _digest(ws, "a") != before
+
+
+def test_a_recipe_yaml_deeper_in_a_recipe_folder_is_one_of_its_files_not_a_recipe(ws):
+    """DIR/tool/vendor/recipe.yaml (a vendored tool's own, not mlrun's) was loaded as a recipe, and its
+    unknown keys stopped every command."""
+    _write(ws, "tags: tool\nrun: echo hi\n", "tool")
+    before = _digest(ws, "tool")
+    ws.write(os.path.join(ws.recipes, "tool", "vendor", "recipe.yaml"), "package: {name: foo}\n")
+    assert [r["name"] for r in ws.index().recipes] == ["tool"]
+    assert _digest(ws, "tool") != before   # a file the step may read, like any other
+
+
+def test_a_recipe_folder_given_twice_is_read_once(ws):
+    _write(ws, "tags: a\nrun: echo hi\n", "a")
+    result = ws.mlrun("--recipes", ws.recipes, "--recipes", ws.recipes + "/", "plan", "a")
+    assert result.returncode == 0, result.stderr   # was 'recipe a 0 is also defined in' the same file
+    assert_user_error(ws.mlrun("--recipes", os.path.join(ws.recipes, "a", "recipe.yaml"), "plan", "a"), 2,
+                      "recipe.yaml is not a folder")
+
+
 @pytest.mark.parametrize("make,fragment", [
     (lambda p: os.mkdir(p), "is a folder, not a regular file"),
     (lambda p: os.symlink("gone.yaml", p), "a symbolic link to nothing"),
