@@ -40,6 +40,15 @@ class _Checker:
     def __init__(self, path, lines):
         self.path, self.lines = path, lines
 
+    def as_written(self, value, where, what):
+        """value, unless YAML read it as another than what the recipe wrote (yamlfile.Lines) where text is
+        meant: 0755 became 493 and 1.10 became 1.1 in a step's variable, and no became False, in silence."""
+        text = getattr(self.lines, "written", {}).get(tuple(where))
+        if text is not None:
+            self.fail(where, f"{what} is written {text} without quotes, which YAML reads as {value!r}",
+                      f'quote it: "{text}"')
+        return value
+
     def fail(self, where, message, hint=None):
         # Fall back to the nearest enclosing key that has a line.
         line = None
@@ -92,6 +101,7 @@ class _Checker:
         for key, val in value.items():
             if not ENV_RE.match(str(key)):
                 self.fail(list(where) + [key], f"'{key}' is not a valid environment variable name")
+            self.as_written(val, list(where) + [key], f"{what} value of {key}")
             if isinstance(val, bool) or not isinstance(val, (str, int, float)):
                 self.fail(list(where) + [key], f"{what} value of {key} must be a string or number")
             out[key] = str(val)
@@ -108,7 +118,7 @@ class _Checker:
                 self.keys(val, {"prepend", "append"}, here, f"exports.{key}")
                 out[key] = {k: self.str_list(v, here + [k], f"exports.{key}.{k}") for k, v in val.items()}
             elif isinstance(val, (str, int, float)) and not isinstance(val, bool):
-                out[key] = str(val)
+                out[key] = str(self.as_written(val, here, f"exports.{key}"))
             else:
                 self.fail(here, f"exports.{key} must be a string or a mapping with prepend/append lists")
         return out
@@ -210,6 +220,11 @@ class _Checker:
             if kind not in INPUT_TYPES:
                 self.fail(here + ["type"], f"input type '{kind}' is not one of {', '.join(INPUT_TYPES)}")
             default = spec.get("default")
+            if kind in ("str", "path"):   # text: a value YAML read as another is refused, as for env
+                shorthand = not isinstance(value[name], dict)
+                self.as_written(default, here + ([] if shorthand else ["default"]), f"the default of input '{name}'")
+                for i, choice in enumerate(spec.get("choices") or []):
+                    self.as_written(choice, here + ["choices", i], f"choice {choice!r} of input '{name}'")
             if default is not None:
                 default = convert_input(name, kind, default, lambda msg: self.fail(here + ["default"], msg))
             choices = spec.get("choices")

@@ -60,10 +60,27 @@ def _convert(node, path, lines, file):
         return items
     # Scalars: let PyYAML's safe constructor apply its usual typing (ints, bools, null).
     try:
-        return yaml.SafeLoader("").construct_object(node)
+        value = yaml.SafeLoader("").construct_object(node)
     except yaml.constructor.ConstructorError:
         raise RecipeError(f"YAML tag '{node.tag}' is not allowed in a recipe (recipes are plain data)",
                           file, node.start_mark.line + 1) from None
+    if isinstance(value, (bool, int, float)) and node.style is None and as_text(value) != node.value:
+        lines.written[path] = node.value   # 0755 read as 493, 1.10 as 1.1, 12:30 as 750, no as False
+    return value
+
+
+def as_text(value):
+    """A YAML number or boolean as text, as a recipe's text value holds it."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+
+class Lines(dict):
+    """{path: line}, and in .written the text of each plain scalar that YAML read as another value (0755 as
+    493): where a recipe wants text, that value is refused with what was written (see recipe._Checker)."""
+
+    def __init__(self):
+        super().__init__()
+        self.written = {}
 
 
 def load(path):
@@ -89,7 +106,7 @@ def load(path):
     finally:
         if loader:
             loader.dispose()
-    lines = {}
+    lines = Lines()
     if node is None:
         return {}, lines
     return _convert(node, (), lines, path), lines

@@ -56,12 +56,31 @@ CASES = [
     ("variation-description-list", "tags: a\nvariations:\n  x:\n    description: [a, b]\n", 4,
      "description must be text, not a list"),
     ("help-mapping", "tags: a\ninputs:\n  n:\n    help: {use: this}\n", 4, "help must be text, not a mapping"),
+    # YAML 1.1 reads these plain words as numbers and booleans: where text is meant, what was written is refused
+    # (a step got MODE=493, VER=1.1, T=750, a default False, in silence)
+    ("env-octal", "tags: a\nenv:\n  MODE: 0755\n", 3, 'env value of MODE is written 0755 without quotes, which '
+                                                   'YAML reads as 493'),
+    ("env-version", "tags: a\nvariations:\n  x: {env: {VER: 1.10}}\n", 3, "which YAML reads as 1.1"),
+    ("env-sexagesimal", "tags: a\nenv: {T: 12:30}\n", 2, "which YAML reads as 750"),
+    ("env-no", "tags: a\nenv: {ON: no}\n", 2, "written no without quotes, which YAML reads as False"),
+    ("export-hex", "tags: a\nexports: {N: 0x10}\n", 2, "exports.N is written 0x10 without quotes"),
+    ("str-default-no", "tags: a\ninputs:\n  s: {default: no}\n", 3, "the default of input 's' is written no"),
+    ("str-default-short", "tags: a\ninputs:\n  v: 1.20\n", 3, "the default of input 'v' is written 1.20"),
+    ("path-choice", "tags: a\ninputs:\n  p: {type: path, choices: [a, 1.10]}\n", 3, "choice 1.1 of input 'p'"),
 ]
 
 
 @pytest.mark.parametrize("text,line,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_recipe_error_names_file_and_line(ws, text, line, fragment):
     assert_recipe_error(ws, text, line, fragment)
+
+
+def test_numbers_written_as_read_are_taken_as_text(ws):
+    _write(ws, "tags: a\nenv: {N: 10, F: 0.5, T: 'no'}\ninputs:\n  s: {default: 10}\n  b: {type: bool, default: no}\n"
+               "  f: {type: float, default: 1.10}\n", "a")
+    [recipe] = ws.index().recipes
+    assert recipe["env"] == {"N": "10", "F": "0.5", "T": "no"}
+    assert [recipe["inputs"][n]["default"] for n in "sbf"] == ["10", False, 1.1]
 
 
 def test_alias_bomb_is_refused_at_once(ws):
