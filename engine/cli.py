@@ -529,6 +529,8 @@ def cmd_plan(args, extras, settings):
             status = d["status"]
             where = (f"in the mirror: {_rel(d['path'])}" if status == "present" else
                      f"the mirror's copy differs ({_rel(d['path'])}): {d['url']}" if status == "corrupt" else
+                     f"in the mirror ({_rel(d['path'])}), but the recipe's size is not its size: correct "
+                     "download.size" if status == "wrong size" else
                      f"not in the mirror: {d['url']}" if status == "missing" else d["url"])
             print(f"  {d['name']}  {_size(d['size']) if d['size'] else '?'}  {where}")
     return 0
@@ -866,7 +868,7 @@ def cmd_mirror(args, extras, settings):
         if absent:
             print(f"{plural(len(absent), 'file')} not in the mirror: fetch them where there is a network "
                   "(mlrun mirror fetch QUERY -o DIR, or the URLs above), then mlrun mirror add FILE...")
-    return 0 if all(r["status"] != "corrupt" for r in rows) else 1
+    return 0 if all(r["status"] not in ("corrupt", "wrong size") for r in rows) else 1
 
 
 def _mirror_fetch(args, extras, settings, index_path):

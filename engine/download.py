@@ -106,6 +106,10 @@ def _verify(path, source, algo, expected, size, got=None):
                 f"checksum mismatch for {source}: expected {algo} {expected}, got {algo} {got}",
                 hint="the file changed upstream or arrived corrupt; if the new file is "
                      "trusted, update the checksum in the recipe")
+        if size is not None and os.path.getsize(path) != size:   # the right file: the recipe's size is wrong
+            raise DownloadError(f"the recipe's download.size for {source} is {size} bytes; the file, whose {algo} "
+                                f"matches, has {os.path.getsize(path)}", hint="correct download.size in the recipe "
+                                "(or leave it out: the checksum decides)", exit_code=2)
     elif size is not None and os.path.getsize(path) != size:
         got_size = os.path.getsize(path)
         _remove(path)
@@ -117,6 +121,8 @@ def _from_mirror(mirror, dest_path, part_path, algo, expected, size, index_path)
     from engine import mirror as mirrors
 
     found = mirrors.find(mirror, size=size, index_path=index_path, **{algo: expected})
+    if not found and size is not None:   # the declared size picks the files to hash; a wrong one is said (_verify)
+        found = mirrors.find(mirror, index_path=index_path, **{algo: expected})
     if not found:
         return False
     _remove(part_path)

@@ -188,6 +188,8 @@ def _check_one(item, files, by_file_name, index):
     same_name = by_file_name.get(file_name, [])
     if sha256 or md5:
         path = _lookup(files, index, sha256, md5, size)
+        if not path and size is not None and _lookup(files, index, sha256, md5, None):   # its checksum decides
+            return _row(item, name, "wrong size", _lookup(files, index, sha256, md5, None))
     else:  # without a checksum only the name (and size, if declared) can be audited
         path = next((p for p, st in same_name if size is None or st.st_size == size), None)
     if path:
@@ -201,8 +203,8 @@ def check(mirror_dir, wanted, *, index_path=None):
 
     wanted: dicts with url, file, sha256, md5, size as recipes declare them,
     plus an optional display name. Returns one {name, status, path, url, file, size, sha256, md5} per item,
-    status being present, missing, or corrupt (a file of that name whose
-    content differs).
+    status being present, missing, corrupt (a file of that name whose
+    content differs) or wrong size (the file is there: the recipe's declared size is not its size).
     """
     files, index = _scan(mirror_dir, index_path)
     by_file_name = {}

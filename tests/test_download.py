@@ -142,6 +142,21 @@ def test_gives_up_after_retries_on_500(server, tmp_path):
     assert len(server.requests) == FAST["retries"] + 1
 
 
+@pytest.mark.parametrize("from_mirror", [False, True])
+def test_a_wrong_declared_size_of_the_right_file_is_the_recipe_s_error(server, tmp_path, from_mirror):
+    """The checksum decides which file it is; a size that is not its size was ignored online, and offline made
+    the mirror's right copy 'differ' and the run say the mirror had no file with that checksum."""
+    mirror = _mirror_with_data(tmp_path) if from_mirror else None
+    url = f"{server.url}/data.bin" if not from_mirror else "http://127.0.0.1:9/data.bin"   # offline: nothing there
+    with pytest.raises(DownloadError) as err:
+        download.fetch(url, tmp_path / "data.bin", sha256=SHA256, size=5000000, mirror=mirror,
+                       index_path=tmp_path / "index.json", **FAST)
+    assert f"download.size for {mirror / 'a' / 'b' / 'renamed.bin' if from_mirror else url} is 5000000 bytes; " \
+           f"the file, whose sha256 matches, has {len(DATA)}" in str(err.value)
+    assert err.value.exit_code == 2 and "correct download.size in the recipe" in err.value.hint
+    assert not (tmp_path / "data.bin").exists()
+
+
 def _mirror_with_data(tmp_path):
     mirror = tmp_path / "mirror"
     (mirror / "a" / "b").mkdir(parents=True)

@@ -133,6 +133,7 @@ def test_check_reports_present_missing_corrupt(tree, tmp_path):
         {"file": "gone.bin", "sha256": _sha(b"gone")},
         {"file": "b.txt", "size": 6},
         {"file": "b.txt", "md5": hashlib.md5(b"bravo!").hexdigest(), "size": 6},
+        {"file": "b.txt", "md5": hashlib.md5(b"bravo!").hexdigest(), "size": 5000},   # the recipe's size is wrong
     ]
     rows = mirror.check(tree, wanted, index_path=tmp_path / "index.json")
     assert [{k: r[k] for k in ("name", "status", "path")} for r in rows] == [
@@ -141,6 +142,7 @@ def test_check_reports_present_missing_corrupt(tree, tmp_path):
         {"name": "gone.bin", "status": "missing", "path": None},
         {"name": "b.txt", "status": "present", "path": str(tree / "b.txt")},
         {"name": "b.txt", "status": "present", "path": str(tree / "b.txt")},
+        {"name": "b.txt", "status": "wrong size", "path": str(tree / "b.txt")},   # was 'corrupt' (the file is right)
     ]
     # What a user needs to fetch a file elsewhere comes with every row: URL, size, checksum.
     assert {k: rows[1][k] for k in ("url", "file", "size", "sha256", "md5")} == {
