@@ -24,7 +24,7 @@ import types
 import zlib
 
 from . import integrity, signing
-from .cache import ENTRY_FILE, META_DIR, entry_problems, few, group_readable, read_entry, removal_command
+from .cache import ENTRY_FILE, META_DIR, entry_problems, few, filed_as, group_readable, read_entry, removal_command
 from .errors import MlrunError, UsageError
 from .records import status
 
@@ -350,9 +350,8 @@ def _verify_entry(folder, name, bundle):
     meta = read_entry(folder)
     if meta is None:
         raise _refuse(bundle, what, f"{META_DIR}/{ENTRY_FILE} is missing or unreadable")
-    expected = f"{meta.get('recipe')}-{str(meta.get('key'))[:16]}"
-    if name != expected:
-        raise _refuse(bundle, what, f"its {ENTRY_FILE} belongs to the entry {expected}")
+    if name != filed_as(meta):
+        raise _refuse(bundle, what, f"its {ENTRY_FILE} belongs to the entry {filed_as(meta)}")
     problems = entry_problems(folder, meta)   # the check `mlrun cache verify` makes
     if problems:
         raise _refuse(bundle, what, f"its files or metadata do not match its digests ({few(problems)})")

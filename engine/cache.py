@@ -55,6 +55,11 @@ class Cache:
         path = self.path(node)
         if not os.path.isfile(os.path.join(path, META_DIR, ENTRY_FILE)):
             return None
+        meta = read_entry(path)
+        if meta is not None and meta["key"] != node.key:   # an entry copied or renamed onto this key's folder
+            raise DamagedEntry(f"the cache entry {path} holds {filed_as(meta)}, not this key ({node.key[:16]}); "
+                               "it is not used", hint=f"remove it with `{removal_command(path)}`; the next run rebuilds "
+                               "it (copy or move entries whole, under their own names)")
         problems = integrity.stat_problems(path)
         if problems:
             raise DamagedEntry(f"the cache entry {path} changed after it was published ({few(problems)}); "
@@ -247,6 +252,8 @@ class Cache:
                 if not os.path.lexists(os.path.join(meta["path"], META_DIR, ENTRY_FILE)):
                     continue   # removed (mlrun rm, gc) while it was checked: nothing left to verify
                 raise
+            if filed_as(meta) != os.path.basename(meta["path"]):   # runs would take it for another key's
+                problems.insert(0, f"misfiled: its {ENTRY_FILE} belongs to the entry {filed_as(meta)}")
             flagged = {_subject(p) for p in problems}   # a changed file is not listed twice
             problems += [f"stat-damage: {p}" for p in integrity.stat_problems(meta["path"])
                          if _subject(p) not in flagged]
@@ -266,13 +273,21 @@ class Cache:
                 left.append((meta, problems))
         return left
 
-    def remove(self, entries):
-        """Delete entries; refuses anything that is not a direct child entry of this cache."""
+    def removable(self, entries):
+        """Refuse anything that is not a direct child entry of this cache, named as entries are (`rm cache PATH`
+        takes the path's folder as the cache: a person's own copy of an entry, renamed, went)."""
         for meta in entries:  # check them all before deleting any
             path = os.path.realpath(meta["path"])
-            if os.path.dirname(path) != os.path.realpath(self.root) or (
+            if os.path.dirname(path) != os.path.realpath(self.root) or not re.fullmatch(
+                    ENTRY_NAME, os.path.basename(path)) or (
                     read_entry(path) is None and not (meta.get("damaged") and self.is_damaged(path))):
-                raise MlrunError(f"refusing to delete {meta['path']}: it is not an entry of the cache {self.root}")
+                raise MlrunError(f"refusing to delete {meta['path']}: it is not an entry of the cache {self.root}",
+                                 hint="mlrun removes only the folders it made in a cache (<recipe>-<16 hex digits>); "
+                                      "remove another yourself")
+
+    def remove(self, entries):
+        """Delete entries (see removable)."""
+        self.removable(entries)
         for meta in entries:
             self._discard(os.path.realpath(meta["path"]))
 
@@ -280,6 +295,7 @@ class Cache:
         """remove(), refusing while a running mlrun uses any of them (holds its use lock): the run would end
         with a false "a step changed its dependency". Their use locks are held, exclusive, while they go."""
         held, busy = [], []
+        self.removable(entries)   # before a use lock is made: no .locks/ in a folder that is no cache
         try:
             for meta in entries:
                 try:
@@ -315,6 +331,11 @@ def _subject(problem):
 
 def few(problems, n=3):
     return ", ".join(problems[:n]) + (f" and {len(problems) - n} more" if len(problems) > n else "")
+
+
+def filed_as(meta):
+    """The folder name an entry's metadata gives it (ResolvedNode.entry_name): <recipe>-<key[:16]>."""
+    return f"{meta.get('recipe')}-{str(meta.get('key'))[:16]}"
 
 
 def entry_digest(meta):

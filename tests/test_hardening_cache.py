@@ -166,6 +166,26 @@ def test_a_damaged_entry_is_refused_naming_it_and_the_command_that_removes_it(ws
     assert ws.mlrun("cache", "verify").returncode == 0
 
 
+def test_an_entry_copied_onto_another_key_s_folder_is_refused_and_verify_says_misfiled(ws):
+    """cp -a of the n=2 entry to the n=1 folder: a run of n=1 took it as cached, verify found nothing."""
+    ws.recipe("m", "tags: m\ninputs:\n  n: {type: int, default: 1}\nrun: echo $MLRUN_INPUT_N > n.txt\n")
+    for n in ("1", "2"):
+        assert ws.mlrun("m", f"--n={n}").returncode == 0
+    one, two = (next(os.path.join(ws.cache, e) for e in ws.entries() if open(os.path.join(ws.cache, e, "n.txt"))
+                     .read() == f"{n}\n") for n in "12")
+    import subprocess
+    from engine.cache import remove_tree
+    remove_tree(one)
+    subprocess.run(["cp", "-a", two, one], check=True)   # times kept: its stat signature holds
+    err = assert_user_error(ws.mlrun("m", "--n=1"), 2, f"the cache entry {one} holds {os.path.basename(two)}, "
+                            f"not this key ({os.path.basename(one)[-16:]}); it is not used")
+    assert f"mlrun rm cache {one} -y" in err
+    verify = ws.mlrun("cache", "verify")
+    assert verify.returncode == 1 and f"misfiled: its entry.json belongs to the entry {os.path.basename(two)}" \
+        in verify.stdout, verify.stdout
+    assert "1 corrupt, 0 resealed" in ws.mlrun("cache", "verify", "--reseal").stdout   # no copy of its own
+
+
 def test_rm_cache_takes_an_entry_name_or_path(ws):
     two_steps(ws)
     built(ws)
@@ -174,6 +194,20 @@ def test_rm_cache_takes_an_entry_name_or_path(ws):
     assert by_name.returncode == 0 and not os.path.exists(low) and os.path.exists(top), by_name.stderr
     other = ws.mlrun("rm", "cache", top, "-y", env=ws.env(MLRUN_CACHE=ws.path("elsewhere")))
     assert other.returncode == 0 and not os.path.exists(top), other.stderr   # a path names its own cache
+
+
+def test_rm_cache_path_refuses_a_folder_not_named_as_an_entry(ws, tmp_path):
+    """A person's own copy of an entry (cp -a ... keep/golden): rm cache PATH took its folder as a cache, deleted
+    the copy and left .locks/ and .tmp/ there."""
+    import subprocess
+    two_steps(ws)
+    built(ws)
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    subprocess.run(["cp", "-a", entry_path(ws, "low"), str(keep / "golden")], check=True)
+    assert_user_error(ws.mlrun("rm", "cache", str(keep / "golden"), "-y"), 2,
+                      f"refusing to delete {keep / 'golden'}: it is not an entry of the cache {keep}")
+    assert sorted(os.listdir(keep)) == ["golden"]
 
 
 def test_a_step_that_writes_into_its_dependency_fails_naming_that_entry(ws):
