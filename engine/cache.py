@@ -239,7 +239,12 @@ class Cache:
         folder = os.path.join(self.root, ".failed")
         if not os.path.isdir(folder):
             return []
-        return sorted((os.path.join(folder, n, "build.log") for n in os.listdir(folder)), key=os.path.getmtime)
+        def when(log):   # a kept folder without its log (a full disk as it was kept): the folder's time
+            try:
+                return os.path.getmtime(log if os.path.exists(log) else os.path.dirname(log))
+            except OSError:
+                return 0   # removed meanwhile
+        return sorted((os.path.join(folder, n, "build.log") for n in os.listdir(folder)), key=when)
 
     def verify(self, entries=None):
         """Re-hash each entry (files and metadata) and compare its stat signature:

@@ -673,8 +673,11 @@ def cmd_show(args, extras, settings):
                     for path in paths:
                         print(f"  {path}")
             print(f"\n--- last build log: {logs[-1]} ({kinds[logs[-1]]}) ---")
-            with open(logs[-1], errors="replace") as f:
-                sys.stdout.write(f.read()[-8000:])
+            try:
+                with open(logs[-1], errors="replace") as f:
+                    sys.stdout.write(f.read()[-8000:])
+            except FileNotFoundError:   # kept when the disk was full, or removed meanwhile
+                print(f"(no log there: {os.listdir(os.path.dirname(logs[-1])) if os.path.isdir(os.path.dirname(logs[-1])) else 'removed'})")
             print("\n(remove them with: mlrun rm failed -y)")
         return 0
     recipes = cache_view.recipes_by_name(settings)

@@ -142,7 +142,12 @@ def _clone_or_copy(src, dst):
             return
         except OSError:
             pass
-    shutil.copyfile(src, dst)
+    try:
+        shutil.copyfile(src, dst)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:   # copyfile names the file read first: the one that could not be written
+            e.filename, e.filename2 = dst, None
+        raise
 
 
 def _range_start_total(response):

@@ -221,16 +221,16 @@ class Runner:
         argv = envs.command(node, env, folder, recipe_dir) if node.run else None
         meta_dir = os.path.join(folder, META_DIR)
         log_path = os.path.join(meta_dir, "build.log")
-        with open(os.path.join(meta_dir, "env.sh"), "w") as f:
-            f.write(envs.env_file(env, node.pass_env or ()))
-        _write_rerun_script(meta_dir, argv)
         started = time.time()
         live = self.verbose or (is_root and self.stream_root)
         # A step whose output shows live gets its line first; others get one line when done.
         self.reporter.step(i, total, node, "building" if node.cache else "running", final=live and bool(argv),
                            log=log_path)
-        open(log_path, "ab").close()  # a kept failure always has its log, even one that never ran a command
         try:
+            open(log_path, "ab").close()  # a kept failure always has its log, even one that never ran a command
+            # within the try: a full disk here is a build that failed (set aside), not a leftover in .tmp
+            _write_file(os.path.join(meta_dir, "env.sh"), envs.env_file(env, node.pass_env or ()))
+            _write_rerun_script(meta_dir, argv)
             for item in node.download:
                 self._download(item, folder)
             if argv:
@@ -397,9 +397,18 @@ def _write_rerun_script(meta_dir, argv):
             'cd "$MLRUN_ENTRY" || { echo "command.sh: cannot enter $MLRUN_ENTRY" >&2; exit 1; }\n')
     body += ("exec " + " ".join(shlex.quote(a) for a in argv) + "\n") if argv else "# (download only: no command)\n"
     path = os.path.join(meta_dir, "command.sh")
-    with open(path, "w") as f:
-        f.write(secrets.scrub(body))  # a secret expanded into argv is left for the user to put back
+    _write_file(path, secrets.scrub(body))  # a secret expanded into argv is left for the user to put back
     os.chmod(path, 0o755)
+
+
+def _write_file(path, text):
+    """Write text to path; an OSError names the path (a full disk fails in write(), which names none)."""
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+    except OSError as e:
+        e.filename = e.filename or path
+        raise
 
 
 # `error: why`, as mlrun's own steps say it, or `prog.py: error: why`, as argparse does.

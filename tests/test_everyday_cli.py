@@ -256,6 +256,19 @@ def test_show_failed_tells_interrupted_from_failed_and_rm_failed(app, tmp_path):
     assert "no failed builds" in app.mlrun("show", "failed").stdout
 
 
+def test_show_and_rm_failed_take_a_kept_folder_without_its_log(app):
+    """Kept when the disk was full (env.sh failed before build.log was made): both verbs failed with 'cannot use
+    .../build.log: No such file or directory', and only gc --older-than 0s (every unused entry too) cleared it."""
+    kept = os.path.join(app.cache, ".failed", "app-0123456789abcdef-20261204-101010-killed")
+    os.makedirs(kept)
+    open(os.path.join(kept, "env.sh"), "w").close()
+    shown = app.mlrun("show", "failed")
+    assert shown.returncode == 0 and "(no log there: ['env.sh'])" in shown.stdout, shown.stderr
+    assert app.mlrun("show", "failed", "--json").returncode == 0
+    removed = app.mlrun("rm", "failed", "-y")
+    assert removed.returncode == 0 and not os.path.exists(kept), removed.stderr
+
+
 # -- mirrors for air-gapped machines ---------------------------------------------------------------------
 
 
