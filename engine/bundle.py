@@ -44,9 +44,10 @@ def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
     record = _read_record(run_dir)
     run_id = record["id"]
     entries = _used_entries(record, cache) if with_cache else []
-    if _inside(out_path, run_dir):
-        raise MlrunError(f"cannot write the bundle {out_path} inside the run folder it exports",
-                         hint="write it somewhere else, e.g. the current folder")
+    for folder, what in ((run_dir, "the run folder it exports"), (os.path.realpath(cache.root), "the cache")):
+        if _inside(out_path, folder):   # in the cache it lands in an entry (damaged: runs refuse it) or its .tmp
+            raise MlrunError(f"cannot write the bundle {out_path} inside {what}",
+                             hint="write it somewhere else, e.g. the current folder")
     if os.path.exists(out_path) and not os.path.isfile(out_path):   # os.replace would swap /dev/null for a file
         raise UsageError(f"cannot write the bundle to {out_path}: it exists and is not a file",
                          hint="give a file name for the .tar.gz, e.g. -o run.tar.gz")
@@ -82,8 +83,9 @@ def _read_record(run_dir):
     except (OSError, ValueError):
         raise MlrunError(f"{run_dir} is not a run folder: it has no readable run.json",
                          hint="runs live in runs/<id>/ (or $MLRUN_RUNS); pass one of those folders") from None
-    if not isinstance(record, dict) or not _plain_name(record.get("id")):
-        raise MlrunError(f"{run_dir}/run.json has no valid run id", hint="is it a run record written by mlrun?")
+    if not isinstance(record, dict) or not _plain_name(record.get("id")) or not isinstance(record.get("steps"), list):
+        raise MlrunError(f"{run_dir}/run.json is not an mlrun run record (no valid run id or steps)",
+                         hint="is it a run record written by mlrun? (`mlrun runs show` reads it)")
     return record
 
 
@@ -196,9 +198,12 @@ def import_bundle(path, cache, runs_dir, trust=None):
             _check_places(cache, entries, runs_dir, run_id)   # likewise: an import stopped half-way said nothing
             added, present, damaged = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
             run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
+            # A run of that id here already is kept: whether it is the bundle's decides what a replay compares with
+            run_same = run_existed and _same_tree(staged_run, run_dir)
         finally:
             cache.drop_temp(tmp)
-    return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "added": added, "present": present,
+    return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "run_same": run_same,
+            "added": added, "present": present,
             "damaged_here": damaged,
             "signed": signature is not None, "signed_by": signed_by, "verified": bool(trust)}
 
@@ -339,8 +344,8 @@ def _verify_run(folder, run_id, bundle):
             record = json.load(f)
     except (OSError, ValueError):
         record = None
-    if not isinstance(record, dict) or record.get("id") != run_id:
-        raise _refuse(bundle, f"run {run_id}", "its run.json is unreadable or names another run")
+    if not isinstance(record, dict) or record.get("id") != run_id or not isinstance(record.get("steps"), list):
+        raise _refuse(bundle, f"run {run_id}", "its run.json is unreadable, no run record or names another run")
     _check_links(folder, bundle, f"run {run_id}")
 
 
@@ -403,6 +408,13 @@ def _check_places(cache, names, runs_dir, run_id):
     if os.path.lexists(final) and not os.path.isfile(os.path.join(final, "run.json")):
         raise MlrunError(f"cannot import the run {run_id}: {final} exists but holds no run record; nothing was "
                          "imported", hint="move it out of the runs folder, then import again")
+    if not os.path.lexists(final):   # a read-only runs folder: said before the entries are published, not after
+        existing = os.path.abspath(runs_dir)
+        while not os.path.exists(existing):
+            existing = os.path.dirname(existing)
+        if not os.access(existing, os.W_OK):
+            raise MlrunError(f"cannot import the run {run_id}: the runs folder {existing} cannot be written; nothing "
+                             "was imported", hint="point --runs (or MLRUN_RUNS) at a writable folder")
 
 
 def _not_an_entry(name, final):
@@ -427,6 +439,17 @@ def _place_run(staged, runs_dir, run_id):
     finally:
         shutil.rmtree(landing, ignore_errors=True)
     return final, False
+
+
+def _same_tree(a, b):
+    """Whether folders a and b hold the same files with the same bytes."""
+    import filecmp
+
+    def files(root):
+        return sorted(os.path.relpath(os.path.join(d, f), root) for d, _, names in os.walk(root) for f in names)
+    names = files(a)
+    return names == files(b) and all(filecmp.cmp(os.path.join(a, n), os.path.join(b, n), shallow=False)
+                                     for n in names)
 
 
 def _inside(path, folder):

@@ -1005,14 +1005,21 @@ def cmd_replay(args, extras, settings):
     from .cache import Cache
     from .runner import Runner
     ref = args.run
-    if ref.endswith((".tar.gz", ".tgz")) and os.path.isfile(ref):
+    if ref.endswith((".tar.gz", ".tgz")) or os.path.isfile(ref) and not ref.endswith(".json"):   # a bundle
         from . import bundle
+        if not os.path.isfile(ref):
+            raise UsageError(_not_a_file(ref), hint="replay takes a run id, a run folder, a run.json or a bundle "
+                                                    "made by mlrun export")
         info = bundle.import_bundle(ref, Cache(settings.cache), settings.runs, trust=args.trust)
         print(f"imported {ref}: {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present; "
               + _signature_note(info), file=sys.stderr)
         ref = info["run_dir"]
-        # its signer vouches for the recipes it carries, not for a run folder of that id that was here already
-        args.recorded_recipes = args.recorded_recipes or (info["verified"] and not info["run_existed"])
+        if info["run_existed"] and not info["run_same"]:   # the replay would compare with that one, not the bundle's
+            raise UsageError(f"a run {info['run_id']} is here already and is not the bundle's ({ref}): the replay "
+                             "would compare with it", hint=f"replay the bundle with another runs folder (mlrun --runs "
+                             f"DIR replay {args.run}), or move {ref} away")
+        # its signer vouches for the recipes it carries (the run here is byte for byte the bundle's)
+        args.recorded_recipes = args.recorded_recipes or info["verified"]
     elif args.trust:
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")

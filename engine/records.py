@@ -152,6 +152,8 @@ def find(runs_dir, ref):
     if os.path.isfile(os.path.join(ref, "run.json")):
         return os.path.abspath(os.path.join(ref, "run.json"))
     ids = [i for i in list_ids(runs_dir) if i.startswith(ref)]
+    if ref in ids:   # a whole id wins over the longer ones it begins (ID beside a copy ID.bak)
+        ids = [ref]
     if len(ids) == 1:
         return os.path.join(runs_dir, ids[0], "run.json")
     if not ids:

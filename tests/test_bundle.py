@@ -121,6 +121,16 @@ def test_export_without_cache_holds_only_the_run_folder(made):
     assert {f"run/{made.run_id}/run.json", f"run/{made.run_id}/bench/result.txt"} <= set(members)
     with pytest.raises(MlrunError, match="inside the run folder it exports"):
         export_run(made.run_dir, made.cache_obj(), os.path.join(made.run_dir, "me.tar.gz"))
+    entry = os.path.join(made.cache_obj().root, made.entry["app"])   # was written there: the entry damaged
+    with pytest.raises(MlrunError, match="inside the cache"):
+        export_run(made.run_dir, made.cache_obj(), os.path.join(entry, "me.tar.gz"), with_cache=True)
+    assert made.cache_obj().verify() == []
+    other = made.path("runs", "X")   # what runs show, diff and replay refuse, export refused not
+    os.makedirs(other)
+    with open(os.path.join(other, "run.json"), "w") as f:
+        f.write('{"id": "x"}')
+    with pytest.raises(MlrunError, match="run.json is not an mlrun run record"):
+        export_run(other, made.cache_obj(), made.path("x.tar.gz"))
 
 
 def test_export_with_cache_adds_each_entry_whole_in_a_stable_order(made):
@@ -206,7 +216,7 @@ def test_import_publishes_entries_and_the_run_then_nothing_is_rebuilt(made):
     for entry in made.entry.values():   # imported counts as used now, not when it was built elsewhere
         path = os.path.join(made.cache2.root, entry)
         assert gc.last_used(read_entry(path), gc._use_lock(made.cache2, path)) >= before
-    assert result == {"run_id": made.run_id, "run_dir": os.path.join(made.runs2, made.run_id), "run_existed": False,
+    assert result == {"run_id": made.run_id, "run_dir": os.path.join(made.runs2, made.run_id), "run_existed": False, "run_same": False,
                       "added": [made.entry["app"], made.entry["base"]], "present": [], "damaged_here": [],
                       "signed": False, "signed_by": None, "verified": False}
     assert published(made.cache2) == sorted(made.entry.values())

@@ -1,4 +1,5 @@
 """Bundles, hardened: links that cannot travel are refused at export; SSH-signed bundles (real ssh-keygen)."""
+import json
 import os
 import shutil
 import subprocess
@@ -439,6 +440,17 @@ def test_a_bundles_own_recipes_run_only_when_its_signer_is_trusted_or_it_is_aske
         replayed = replay(bundle, runs, *args)
         assert replayed.returncode == 0, replayed.stderr
         assert "recipe bench: the local one differs or is missing; using the recorded copy" in replayed.stdout
-    # The signature vouches for the recipes its bundle carries, not for the run folder an unsigned import of the
-    # same run left here (whose copy the replay would run)
-    assert_user_error(replay(there.bundle, "a", "--trust", there.trust_alice), 2, refused)
+    # The run folder an unsigned import left here is, byte for byte, the signed bundle's: its signer vouches for it
+    # (a second replay of a trusted bundle was refused, its hint to do what had just been done)
+    again = replay(there.bundle, "a", "--trust", there.trust_alice)
+    assert again.returncode == 0 and "using the recorded copy" in again.stdout, again.stderr
+    # One changed here is not the bundle's: the signature does not vouch for it, and the replay would compare with
+    # it (was: compared in silence with the local record)
+    [run_id] = {json.load(open(os.path.join(there.tmp, "a", r, "run.json"))).get("replay_of")
+                for r in os.listdir(there.tmp / "a")} - {None}
+    snapshot = os.path.join(there.tmp, "a", run_id, "snapshot", "recipes", "bench", "recipe.yaml")
+    os.chmod(snapshot, 0o644)
+    with open(snapshot, "a") as f:
+        f.write("# changed here\n")
+    assert_user_error(replay(there.bundle, "a", "--trust", there.trust_alice), 2,
+                      f"a run {run_id} is here already and is not the bundle's", "mlrun --runs DIR replay")

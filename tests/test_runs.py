@@ -1,6 +1,7 @@
 """Run records, `mlrun runs`, `mlrun diff` and `mlrun replay`, through bin/mlrun on small recipes."""
 import json
 import os
+import shutil
 
 import pytest
 
@@ -75,6 +76,11 @@ def test_runs_lists_and_shows(bench):
     assert "query: app bench" in shown.stdout and "packages of tool" in shown.stdout
     assert json.loads(bench.mlrun("runs", "--json").stdout)[0]["run"] == first
     assert_user_error(bench.mlrun("runs", "show", "nope"), 2, "no run 'nope'")
+    shutil.copytree(os.path.join(bench.runs, first), os.path.join(bench.runs, first + ".bak"))
+    assert bench.mlrun("runs", "show", first).returncode == 0   # a whole id is no prefix of its copy's
+    assert_user_error(bench.mlrun("runs", "show", first[:15]), 2, f"'{first[:15]}' names 2 runs")
+    for ref in ("gone.tar.gz", "gone.tgz"):   # was taken as a run id: 'no run', or with --trust 'a local run'
+        assert_user_error(bench.mlrun("replay", ref, "--trust", "x"), 2, f"no such file: {ref}")
 
 
 def test_replay_on_the_same_machine_reuses_every_node_and_equals(bench):
