@@ -18,7 +18,7 @@ def plan(a, b):
     """Nodes by label: only in A, only in B, or with other keys (and the hashed fields that differ)."""
     (na, ua), (nb, ub) = recorded_steps(a), recorded_steps(b)
     rows = []
-    for label in sorted(set(na) | set(nb)):
+    for label in list(na) + [x for x in nb if x not in na]:   # plan order: a dependency's rows come above
         sa, sb = na.get(label), nb.get(label)
         if sa is None or sb is None:
             rows.append((f"step {label}", "present" if sa else "not reached" if label in ua else "absent",
@@ -65,12 +65,14 @@ def recipes(a, b):
 
 
 def packages(a, b):
-    """Package versions that differ, across all venvs of each run."""
+    """Package versions that differ: each package's versions over all venvs of each run (a plan's venvs are not
+    matched one to one; merged into one, the last venv's version hid another's: 1.22.1 in the model's venv)."""
     def flat(record):
         out = {}
         for pkgs in records.packages(record).values():
-            out.update(pkgs)
-        return out
+            for name, version in pkgs.items():
+                out.setdefault(name, set()).add(version)
+        return {name: ", ".join(sorted(versions)) for name, versions in out.items()}
     pa, pb = flat(a), flat(b)
     return [(f"package {name}", pa.get(name, "absent"), pb.get(name, "absent"))
             for name in sorted(set(pa) | set(pb)) if pa.get(name) != pb.get(name)]

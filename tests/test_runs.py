@@ -162,6 +162,31 @@ def test_diff_names_the_differences(bench):
     assert_user_error(bench.mlrun("diff", a, "no-such-run"), 2, "no-such-run")
 
 
+def test_diff_of_packages_sees_every_venv():
+    """Two venvs merged into one dict: the backend's 1.23.2 hid the model's 1.22.1, and diff said nothing."""
+    from engine import compare
+
+    def record(*venvs):
+        return {"steps": [{"label": "get-python-venv _onnxruntime", "key": str(i) * 64,
+                           "record": {"packages": [f"onnxruntime=={v}", "numpy==2.3.4"]}} for i, v in enumerate(venvs)]}
+    assert compare.packages(record("1.23.2"), record("1.22.1", "1.23.2")) == [
+        ("package onnxruntime", "1.23.2", "1.22.1, 1.23.2")]
+    assert compare.packages(record("1.23.2", "1.23.2"), record("1.23.2")) == []
+
+
+def test_diff_says_a_dependency_s_difference_above_its_dependents():
+    """Rows went by label: 'step app: its dependencies differ (see above)' came above the venv's probe.python."""
+    from engine import compare
+
+    def record(python):
+        venv = {"recipe": "venv", "key": python * 64, "node": {"material": {"probes": {"python": python}}}}
+        app = {"recipe": "app", "key": python.upper() * 64,
+               "node": {"material": {"deps": [["python", python * 64]]}}}
+        return {"steps": [venv, app]}
+    rows = [what for what, _, _ in compare.plan(record("a"), record("b"))]
+    assert rows == ["step venv: probes.python", "step app: its dependencies differ (see above)"]
+
+
 def test_replay_of_a_run_that_stopped_early_runs_the_rest(ws, tmp_path):
     """A run that failed at its second venv-like step: replay said '... _a: not in the recorded plan' and
     '... _a: in the recorded plan, not in this one' at once (steps named without the rest of the plan), then
