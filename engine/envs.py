@@ -83,6 +83,10 @@ def step_env(node, chain, host, entry, recipe_dir, mirror=None):
     if mirror:
         env["MLRUN_MIRROR"] = mirror  # steps that fetch by themselves look there first, like mlrun does
     env["MLRUN_PYTHON"] = sys.executable  # a venv dep overrides it with its own interpreter
+    # Imports write no bytecode beside what they import: as root they rewrote the stale .pyc files of a venv entry
+    # copied without its file times (read-only modes do not stop root), and the step failed for changing its dep.
+    # pip still compiles what it installs (compileall ignores this), so a venv's .pyc files are made as before.
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
     for dep, folder in chain:
         apply_exports(env, dep.exports, folder)
     own = {k: real[k] if k in real else placeholders(v, entry, recipe_dir) for k, v in node.env.items()}

@@ -451,6 +451,26 @@ def test_a_cache_copied_without_times_is_resealed_after_verifying(ws, tmp_path):
     assert ws.mlrun("cache", "verify", env=env).returncode == 0
 
 
+def test_a_resealed_copy_of_a_python_entry_serves_its_dependents(ws, tmp_path):
+    """The copy gave mod.py a new time, its .pyc went stale, and a dependent importing it rewrote the .pyc inside
+    the read-only entry (root ignores modes): 'it changed the cache entry of its dependency' after --reseal."""
+    import shutil
+    ws.recipe("lib", "tags: lib\nexports: {PYTHONPATH: '{entry}'}\n"
+                     "run: echo 'X = 1' > mod.py; python3 -m py_compile mod.py\n")
+    ws.recipe("use", "tags: use\ndeps: [lib]\nrun: python3 -c 'import mod; print(mod.X)' > x.txt\n")
+    assert ws.mlrun("lib").returncode == 0
+    copy = str(tmp_path / "copy")
+    shutil.copytree(ws.cache, copy, copy_function=shutil.copy)   # new file times
+    [lib] = [os.path.join(copy, e) for e in os.listdir(copy) if e.startswith("lib-")]
+    later = time.time() + 100   # as a copy made later (within the same second the .pyc still matched)
+    os.utime(os.path.join(lib, "mod.py"), (later, later))
+    env = ws.env(MLRUN_CACHE=copy)
+    assert ws.mlrun("cache", "verify", "--reseal", env=env).returncode == 0
+    used = ws.mlrun("use", env=env)
+    assert used.returncode == 0, used.stderr
+    assert ws.mlrun("cache", "verify", env=env).returncode == 0
+
+
 def test_rm_refuses_an_entry_a_running_mlrun_uses(ws, tmp_path):
     """rm removed it under the run, which then failed with 'it changed the cache entry of its dependency'."""
     from conftest import kill_group, wait_for
