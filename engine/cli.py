@@ -267,7 +267,8 @@ def split_extras(words):
 
 
 GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
-RESUMABLE = ("sweep", "submit")   # verbs whose finished parts a new start of the same command reuses
+RESUMABLE = ("sweep", "submit")
+INSPECTING_CACHE = ("show", "rm", "gc", "cache")   # verbs that look into a cache: one given must be there   # verbs whose finished parts a new start of the same command reuses
 GLOBAL_OPTIONS = GLOBAL_WITH_VALUE + ("--verbose", "--help", "--version")
 RUN_EPILOG = """Any other --NAME=VALUE is an input of the queried recipe: `mlrun "QUERY" --help` lists them with
 their types, defaults and choices, the recipe's variations and its dependency names.
@@ -350,6 +351,10 @@ def _main(argv):
                 if os.path.exists(path) and not os.path.isdir(path):   # before anything is built or published
                     raise UsageError(f"the {what} folder {path} is not a folder",
                                      hint=f"check {flag} (or MLRUN_{what.upper()})")
+            if args.verb in INSPECTING_CACHE and args.cache and not os.path.exists(settings.cache):
+                # a typo on the command line: it was made, and said to hold nothing (MLRUN_CACHE may name one to be)
+                raise UsageError(f"the cache folder {settings.cache} does not exist",
+                                 hint="check --cache (or MLRUN_CACHE)")
             if settings.mirror and not os.path.isdir(settings.mirror) and not (
                     args.verb == "mirror" and args.action == "add"):   # add makes it; elsewhere a typo
                 raise UsageError(f"the mirror folder {settings.mirror} "

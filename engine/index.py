@@ -133,6 +133,8 @@ class RecipeIndex:
         path = self._stored_path()
         if not path:
             return
+        if not os.path.isdir(os.path.dirname(self.state_dir)):
+            return   # no cache yet: reading recipes makes none (`show cache` of a typo made the folder)
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             tmp = f"{path}.{os.getpid()}.tmp"

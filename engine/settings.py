@@ -18,13 +18,17 @@ class Settings:
     @classmethod
     def from_env(cls, environ=None, cache=None, runs=None, recipes=None, mirror=None):
         environ = os.environ if environ is None else environ
+        for name in ("MLRUN_CACHE", "MLRUN_RUNS", "MLRUN_MIRROR", "MLRUN_RECIPES"):
+            if environ.get(name) and not environ[name].strip():   # else a folder named ' ' in the checkout
+                from .errors import UsageError
+                raise UsageError(f"{name} is blank ({environ[name]!r})", hint=f"unset {name}, or set it to a folder")
         s = cls()
         if recipes or environ.get("MLRUN_RECIPES"):
-            s.recipes = list(recipes or environ["MLRUN_RECIPES"].split(os.pathsep))
-        s.cache = os.path.abspath(cache or environ.get("MLRUN_CACHE") or s.cache)
-        s.runs = os.path.abspath(runs or environ.get("MLRUN_RUNS") or s.runs)
+            s.recipes = [_path(r) for r in (recipes or environ["MLRUN_RECIPES"].split(os.pathsep))]
+        s.cache = _path(cache or environ.get("MLRUN_CACHE") or s.cache)
+        s.runs = _path(runs or environ.get("MLRUN_RUNS") or s.runs)
         mirror = mirror or environ.get("MLRUN_MIRROR")
-        s.mirror = os.path.abspath(mirror) if mirror else None
+        s.mirror = _path(mirror) if mirror else None
         return s
 
     def index(self):
@@ -34,3 +38,9 @@ class Settings:
     def prober(self):
         from .probes import Prober
         return Prober(self.cache)
+
+
+def _path(path):
+    """Absolute, with a leading ~ made the home folder: the shell leaves --cache=~/x as it is (a folder '~' was
+    made in the current one)."""
+    return os.path.abspath(os.path.expanduser(path))

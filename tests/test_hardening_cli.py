@@ -224,6 +224,25 @@ def test_a_reader_that_goes_away_does_not_stop_the_build(ws, stream):
     assert ws.mlrun("runs", "--json").returncode == 0 and '"ok"' in ws.mlrun("runs", "--json").stdout
 
 
+def test_a_cache_to_inspect_must_be_there_and_paths_take_a_leading_tilde(ws, tmp_path):
+    """show/rm cache --cache /typo made the folder and said it held nothing; MLRUN_CACHE=' ' made a folder ' ';
+    --cache=~/x (the shell leaves ~ after =) made a folder '~' in the current one."""
+    missing = str(tmp_path / "typo" / "cache")
+    for argv in (("show", "cache"), ("rm", "cache", "x", "-y"), ("gc",), ("cache", "verify")):
+        assert_user_error(ws.mlrun("--cache", missing, *argv), 2, f"the cache folder {missing} does not exist")
+    assert not os.path.exists(tmp_path / "typo")
+    for argv in (("show", "cache"), ("rm", "cache", "x", "-y"), ("gc",), ("cache", "verify")):   # one to be: kept so
+        assert ws.mlrun(*argv, env=ws.env(MLRUN_CACHE=missing)).returncode == 0
+    assert not os.path.exists(tmp_path / "typo")
+    assert_user_error(ws.mlrun("show", "cache", env=ws.env(MLRUN_CACHE=" ")), 2, "MLRUN_CACHE is blank (' ')")
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    result = ws.mlrun("--cache=~/c", "a", env=ws.env(HOME=str(home)), cwd=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(home / "c") and not os.path.exists(tmp_path / "~")
+
+
 @pytest.mark.parametrize("argv, message", [
     (("--cache", "", "show", "cache"), "--cache is empty"),       # was the checkout's cache/, silently
     (("--runs", "", "runs"), "--runs is empty"),
