@@ -56,6 +56,10 @@ class _Index:
             del self.entries[p]
         self.dirty = self.dirty or bool(gone)
 
+    def forget(self, path):
+        """Drop one file's digests: found damaged (bit rot keeps size and time), it is hashed again."""
+        self.dirty = self.entries.pop(path, None) is not None or self.dirty
+
     def save(self):
         if not (self.path and self.dirty):
             return
@@ -129,6 +133,13 @@ def find(mirror_dir, *, sha256=None, md5=None, size=None, index_path=None):
         return _lookup(files, index, sha256, md5, size)
     finally:
         index.save()
+
+
+def forget(path, index_path):
+    """A mirror file whose content was found not to be what the index holds: its next lookup hashes it."""
+    index = _Index(index_path)
+    index.forget(os.path.abspath(path))
+    index.save()
 
 
 def _copy_in(src, dest):

@@ -175,6 +175,28 @@ def test_mirror_hit_makes_no_request(server, tmp_path, checksum):
     assert server.requests == []
 
 
+def test_a_mirror_copy_gone_bad_under_its_indexed_digest_is_said_and_hashed_again(server, tmp_path):
+    """Bit rot keeps size and time: the index still said the file matched, the run failed with 'the file changed
+    upstream ... update the checksum in the recipe', and mirror check kept calling it present."""
+    mirror = _mirror_with_data(tmp_path)
+    index = tmp_path / "index.json"
+    download.fetch("http://127.0.0.1:9/data.bin", tmp_path / "a.bin", sha256=SHA256, mirror=mirror,
+                   index_path=index, **FAST)
+    path = mirror / "a" / "b" / "renamed.bin"
+    st = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(1000)
+        f.write(bytes([DATA[1000] ^ 1]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(DownloadError) as err:
+        download.fetch("http://127.0.0.1:9/data.bin", tmp_path / "b.bin", sha256=SHA256, mirror=mirror,
+                       index_path=index, **FAST)
+    assert str(err.value).startswith(f"the mirror's copy {path} is damaged: expected sha256 {SHA256}, got")
+    assert "mlrun mirror add" in err.value.hint and "update the checksum" not in err.value.hint
+    from engine import mirror as mirrors
+    assert mirrors.find(mirror, sha256=SHA256, index_path=index) is None   # hashed again: not the file
+
+
 def test_mirror_hit_copies_never_links(server, tmp_path):
     """A copy (a clone where the file system shares blocks), never the mirror's own inode."""
     mirror = _mirror_with_data(tmp_path)
