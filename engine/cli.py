@@ -856,7 +856,7 @@ def cmd_mirror(args, extras, settings):
         missing = [f for f in args.files if not os.path.isfile(f)]
         if missing:
             raise UsageError(_not_a_file(missing[0]), hint="mirror add takes files (the downloads a recipe declares)")
-        done = mirror.add(settings.mirror, args.files, wanted)
+        done = mirror.add(settings.mirror, args.files, wanted, index_path=index_path)
         for src, dest, sha, status in done:
             print(f"{status:<13} {src}" + (f" -> {dest}" if status == "added" else f" (as {dest})" if dest else
                                           f" (sha256 {sha[:16]}: no recipe declares this file; not copied)"))

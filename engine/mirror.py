@@ -64,8 +64,11 @@ class _Index:
         if not (self.path and self.dirty):
             return
         folder = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mirror-index-", suffix=".tmp")
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mirror-index-", suffix=".tmp")
+        except OSError:
+            return   # a cache that cannot be written (read-only, full) costs the hashing again, nothing more
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump({"version": INDEX_VERSION, "files": self.entries}, f)
@@ -156,7 +159,7 @@ def _copy_in(src, dest):
         raise
 
 
-def add(mirror_dir, files, wanted=None):
+def add(mirror_dir, files, wanted=None, index_path=None):
     """Copy `files` into the mirror; return one (src, dest, sha256, status) per file, status one of
     "added", "already there" (the same content is in the mirror; dest is that file) or "not needed"
     (no item of `wanted`, the downloads recipes declare, has its checksum; not copied; dest None).
@@ -165,6 +168,7 @@ def add(mirror_dir, files, wanted=None):
     to a subfolder named by its sha256 prefix.
     """
     out = []
+    held, index = _scan(mirror_dir, index_path)   # matched by checksum at any depth, as lookups do
     for src in files:
         if not os.path.isfile(src):
             raise MlrunError(f"mirror add: {src} is not a file")
@@ -173,6 +177,10 @@ def add(mirror_dir, files, wanted=None):
         if wanted is not None and not any(_matches(digests, _norm(w.get("sha256")), _norm(w.get("md5")))
                                           for w in wanted if w.get("sha256") or w.get("md5")):
             out.append((src, None, sha256, "not needed"))
+            continue
+        there = _lookup(held, index, sha256, None, os.path.getsize(src))   # only files of its size are hashed
+        if there:   # in a subfolder or under another name: a second copy of a 1.3 GB model was made
+            out.append((src, there, sha256, "already there"))
             continue
         name = os.path.basename(src)
         for dest in (os.path.join(mirror_dir, name), os.path.join(mirror_dir, sha256[:16], name)):
@@ -183,6 +191,7 @@ def add(mirror_dir, files, wanted=None):
             if file_digest(dest) == sha256:
                 out.append((src, dest, sha256, "already there"))
                 break  # same content already in the mirror
+    index.save()
     return out
 
 

@@ -123,6 +123,15 @@ def test_add_keeps_names_and_never_overwrites(tmp_path):
     assert mirror.add(root, [src / "data.bin"], wanted) == [(src / "data.bin", None, _sha(b"one"), "not needed")]
     with pytest.raises(MlrunError):
         mirror.add(root, [src / "nope"])
+    # The same content under another name or deeper is there already (a second copy was made of it)
+    (src / "renamed.bin").write_bytes(b"one")
+    (root / "deep").mkdir()
+    (root / "deep" / "kept.bin").write_bytes(b"three")
+    (src / "kept.bin").write_bytes(b"three")
+    assert mirror.add(root, [src / "renamed.bin", src / "kept.bin"]) == [
+        (src / "renamed.bin", str(root / "data.bin"), _sha(b"one"), "already there"),
+        (src / "kept.bin", str(root / "deep" / "kept.bin"), _sha(b"three"), "already there")]
+    assert not (root / "renamed.bin").exists() and not (root / "kept.bin").exists()
 
 
 def test_check_reports_present_missing_corrupt(tree, tmp_path):
