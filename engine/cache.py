@@ -61,10 +61,12 @@ class Cache:
                                "it is not used", hint=f"remove it with `{removal_command(path)}`; the next run rebuilds "
                                "it (copy or move entries whole, under their own names)")
         problems = integrity.stat_problems(path)
-        if problems:
+        if problems:   # --reseal is offered where a copy may be the cause: times changed, nothing added or gone
+            copied = copy_damage_only([f"stat-damage: {p}" for p in problems])
             raise DamagedEntry(f"the cache entry {path} changed after it was published ({few(problems)}); "
                                "it is not used", hint=f"remove it with `{removal_command(path)}`; the next run rebuilds "
-                               "it (a cache copied without its file times: `mlrun cache verify --reseal`)")
+                               "it" + (" (a cache copied without its file times: `mlrun cache verify --reseal`)"
+                                       if copied else ""))
         return path
 
     def lock(self, node):
@@ -310,7 +312,8 @@ class Cache:
                 (held.append(fd) if fd is not None else busy.append(os.path.basename(meta["path"])))
             if busy:
                 raise MlrunError(f"{few(busy)} {'is' if len(busy) == 1 else 'are'} in use by a running mlrun; "
-                                 "nothing was removed", hint="remove it once that run ends (`mlrun runs` shows it)")
+                                 "nothing was removed", hint=f"remove {'it' if len(busy) == 1 else 'them'} once "
+                                 "that run ends (`mlrun runs` shows it)")
             self.remove(entries)
         finally:
             for fd in held:

@@ -835,10 +835,11 @@ def cmd_cache(args, extras, settings):
               + (f", {len(strays) - len(damaged)} not {'an entry' if len(strays) - len(damaged) == 1 else 'entries'}"
                  if len(strays) > len(damaged) else ""))
         if bad:
-            print("hint: remove each corrupt entry with the command shown; the next run rebuilds it"
-                  + ("; entries with only stat-damage (a copy that did not keep file times) are kept by "
-                     "`mlrun cache verify --reseal`" if any(copy_damage_only(problems) for m, problems in bad)
-                     else ""), file=sys.stderr)
+            keep = ("entries with only their file times changed (a copy that did not keep them) are kept by "
+                    "`mlrun cache verify --reseal`") if copies else ""
+            print("hint: " + ("; ".join(x for x in ("remove each corrupt entry with the command shown; the next run "
+                                                    "rebuilds it" if len(bad) > copies else "", keep) if x)),
+                  file=sys.stderr)
     return 1 if bad or strays else 0
 
 

@@ -158,6 +158,7 @@ def test_a_damaged_entry_is_refused_naming_it_and_the_command_that_removes_it(ws
     err = assert_user_error(result, 2, f"the cache entry {root} changed after it was published", shown)
     command = err.split("remove it with `", 1)[1].split("`", 1)[0]
     assert command == f"mlrun rm cache {root} -y"
+    assert ("cache verify --reseal" in err) == shown.startswith("modified"), err   # a copy adds and loses nothing
     assert ws.mlrun("plan", "top").returncode == 2   # nothing reuses it
     removed = ws.mlrun(*shlex.split(command)[1:])
     assert removed.returncode == 0, removed.stderr
