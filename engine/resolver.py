@@ -370,10 +370,11 @@ class Resolver:
             dquery, dversion, dinputs = dep["query"], dep["version"], _dep_inputs(dep["inputs"], inputs)
             # An unnamed dep answers to the name of the recipe it selects, as `mlrun plan` shows it.
             dep_name = dep["name"] or self.select(dep["query"], dep["version"])[0]["name"]
-            applied = {}   # input -> the --dep NAME that set it
+            applied, tagged = {}, {}   # input -> the --dep NAME that set it; likewise a variation its tags added
             for name in self._overrides_of(dep_path + (dep_name,)):
                 override = self.dep_overrides[name]
                 self.used_overrides.add(name)
+                tagged.update({_var_base(w[1:]): name for w in override.get("tags", "").split() if w.startswith("_")})
                 dquery = self._with_tags(dquery, dversion, override.get("tags", "").split())
                 dversion = override.get("version", dversion)
                 dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
@@ -385,6 +386,11 @@ class Resolver:
             except ResolutionError as error:
                 selected, requested = self.select(dquery, dversion)
                 error = _as_typed(error, selected["name"], applied)
+                if tagged and error.message.startswith(f"{selected['name']}: _"):   # a conflict: who asked for each
+                    said = re.sub(r"_([\w.+-]+) \(the query\)", lambda m: f"_{m.group(1)} (--dep.{tagged[m.group(1)]}"
+                                  ".tags)" if m.group(1) in tagged else f"_{m.group(1)} ({recipe['name']}'s query "
+                                  f"of its dep '{dep_name}')", error.message)
+                    error = ResolutionError(said, hint=error.hint)
                 raise self._deeper(error, selected, requested, dinputs, applied) from None
             taken = dep["name"] or child.name
             if any(name == taken for name, _ in deps):
