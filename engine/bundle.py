@@ -241,8 +241,9 @@ def _check_signature(tar, member, trust, bundle):
         return key
     who = signing.principal(message, signature, trust)
     if who is None:
-        raise _refuse(bundle, "its signature", f"it was made by the {key}, which {trust} does not list",
-                      hint=untrusted)
+        problem = signing.allowed_signers_problem(trust)   # the file's own mistake, where it shows one
+        raise _refuse(bundle, "its signature", f"it was made by the {key}, which {trust} does not list"
+                      + (f" ({problem})" if problem else ""), hint=untrusted)
     return f"{who} ({key})"
 
 

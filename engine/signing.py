@@ -51,8 +51,8 @@ def sign(message, key):
     if "passphrase" in said and not interactive:
         raise MlrunError(f"cannot sign with {key}: it is protected by a passphrase and mlrun runs without a "
                          "terminal to ask for it",
-                         hint=f"load the key into ssh-agent (ssh-add {key}) and sign with its public half: "
-                              f"--sign {key}.pub")
+                         hint=f"load the key into ssh-agent (ssh-add {key.removesuffix('.pub')}) and sign with its "
+                              f"public half: --sign {key if key.endswith('.pub') else key + '.pub'}")
     raise MlrunError(f"ssh-keygen could not sign with {key}: {said}",
                      hint="--sign takes an SSH private key, or a public key whose private half ssh-agent holds")
 
@@ -73,6 +73,31 @@ def principal(message, signature, allowed_signers):
         return None
     verified = _check(["-Y", "verify", "-n", NAMESPACE, "-f", allowed_signers, "-I", names[0]], message, signature)
     return names[0] if verified.returncode == 0 else None
+
+
+def allowed_signers_problem(path):
+    """Why an allowed_signers file may list no one that ssh-keygen finds, as its lines show it, or None: empty,
+    a bare public key (no principal before it: a .pub file given as it is), a line of another form, a key limited
+    to namespaces other than mlrun's (git's namespaces="git")."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = [(n, line.strip()) for n, line in enumerate(f, 1) if line.strip() and not line.startswith("#")]
+    except OSError as e:
+        return f"it cannot be read ({e.strerror})"
+    if not lines:
+        return "it lists no one (it is empty)"
+    for n, line in lines:
+        fields = line.split()
+        if re.match(r"(ssh-|ecdsa-|sk-)", fields[0]):
+            return (f"its line {n} is a public key without the principal before it (a .pub file as it is): write "
+                    f"'NAME@EXAMPLE.COM {fields[0]} ...'")
+        if len(fields) < 3 or not any(re.match(r"(ssh-|ecdsa-|sk-)", f) for f in fields[1:]):
+            return f"its line {n} is not 'PRINCIPALS [OPTIONS] KEYTYPE KEY'"
+        spaces = re.search(r'namespaces="([^"]*)"', line)
+        if spaces and NAMESPACE not in spaces[1].split(","):
+            return (f'its line {n} allows its key only for namespaces="{spaces[1]}": add {NAMESPACE} (the namespace '
+                    "mlrun signs bundles in) or leave the option out")
+    return None
 
 
 def _check(args, message, signature):

@@ -181,6 +181,23 @@ def test_a_key_the_trust_file_does_not_list_is_refused(there):
 
 
 @needs_ssh_keygen
+@pytest.mark.parametrize("text, said", [
+    ("", "it lists no one (it is empty)"),
+    ("garbage line\n", "its line 1 is not 'PRINCIPALS [OPTIONS] KEYTYPE KEY'"),
+    ("{public}\n", "its line 1 is a public key without the principal before it"),
+    ('alice@example.com namespaces="git" {public}\n', 'allows its key only for namespaces="git": add mlrun-bundle'),
+], ids=["empty", "garbage", "bare-key", "git-namespace"])
+def test_a_trust_file_that_lists_no_one_says_why(there, text, said):
+    """Each said only that the file did not list the key: a .pub given as it is, or git's namespaces="git" line,
+    holds the key."""
+    with open(there.alice + ".pub") as f:
+        public = f.read().strip()
+    trust = str(there.tmp / "allowed")
+    Workspace.write(trust, text.format(public=public))
+    assert_refused(there, import_(there, there.bundle, "--trust", trust), f"which {trust} does not list", said)
+
+
+@needs_ssh_keygen
 def test_an_unsigned_bundle_is_refused_under_trust(there):
     result = import_(there, there.unsigned, "--trust", there.trust_alice)
     assert_refused(there, result, "it is not signed, and --trust accepts only signed bundles", "--sign")
