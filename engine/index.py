@@ -102,7 +102,8 @@ class RecipeIndex:
             for i, rel in enumerate(recipe["sources"]):
                 src = os.path.normpath(os.path.join(folder, rel))
                 if not os.path.isfile(src):
-                    raise RecipeError(f"source file '{rel}' does not exist", path,
+                    raise RecipeError(f"source '{rel}' is a folder, not a file" if os.path.isdir(src) else
+                                      f"source file '{rel}' does not exist", path,
                                       recipe["lines"].get(f"sources/{i}"))
                 files[rel] = file_digest(src)
                 st = os.stat(src)

@@ -404,7 +404,8 @@ def normalize(data, path, lines, default_name):
             if tag.startswith("_") or not tag[:1].isalnum():
                 c.fail([key], f"{what} must start with a letter or digit (a leading _ marks a variation)")
             if not NAME_RE.match(tag):
-                c.fail([key], f"{what} may hold letters, digits, _ . + - only (a query splits words at spaces)")
+                c.fail([key], f"{what} may hold ASCII letters, digits, _ . + - only"
+                       + (" (a query splits words at spaces)" if " " in tag else ""))
     variations = c.expect(data.get("variations", {}), dict, ["variations"], "variations")
     defaults = {}
     for vname, spec in variations.items():

@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from conftest import assert_user_error
 from engine import RecipeError
 from engine.index import RecipeIndex
 from engine.recipe import normalize
@@ -91,7 +92,9 @@ CASES = [
      "condition '_int8' names an unknown variation '_int8'"),
     ("when-unknown-input", "tags: a\nvariations:\n  v:\n    deps:\n      - query: a\n        when: mode=x\n", 6,
      "condition 'mode=x' names an unknown input 'mode'"),
-    ("tag-with-space", "tags: [get, 'a b']\n", 1, "tag 'a b' may hold letters, digits, _ . + - only"),
+    ("tag-with-space", "tags: [get, 'a b']\n", 1, "tag 'a b' may hold ASCII letters, digits, _ . + - only (a query "
+                                                 "splits words at spaces)"),
+    ("tag-not-ascii", "tags: [get, Émile]\n", 1, "tag 'Émile' may hold ASCII letters, digits, _ . + - only"),
     ("run-a-number", "tags: a\nrun: 5\n", 2, "run must be str or list, not int (5)"),
     ("version-a-float", "tags: a\nversion: 1.10\n", 2, "version is written as a number, which YAML reads as 1.1"),
     ("dep-input-unknown", "tags: a\ninputs:\n  who: {}\ndeps:\n  - query: b\n    inputs:\n      word: '{input.wh}'\n",
@@ -162,6 +165,18 @@ def test_same_recipe_defined_twice(ws, tmp_path):
     (other / "recipe.yaml").write_text("name: a\ntags: a\nversion: '1.0'\n")
     with pytest.raises(RecipeError, match="recipe a 1.0 is also defined in"):
         RecipeIndex([ws.recipes, str(tmp_path / "more")]).recipes
+
+
+def test_a_source_that_is_a_folder_is_said_to_be_one(ws):
+    path = _write(ws, "tags: a\nsources: [sub]\n")
+    os.mkdir(os.path.join(os.path.dirname(path), "sub"))
+    with pytest.raises(RecipeError, match="source 'sub' is a folder, not a file"):   # was: does not exist
+        RecipeIndex([ws.recipes]).recipes
+
+
+def test_find_in_folders_without_recipes_says_so(ws):
+    os.makedirs(ws.recipes, exist_ok=True)
+    assert_user_error(ws.mlrun("find"), 2, f"no recipes in {ws.recipes}")   # was "no recipe matches ''"
 
 
 def test_missing_recipe_folder_is_a_user_error(tmp_path):
