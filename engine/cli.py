@@ -513,7 +513,8 @@ def cmd_plan(args, extras, settings):
 
     def show(node, depth, dep_name):
         name = f"{dep_name}: " if dep_name and dep_name != node.name else ""
-        inputs = " ".join(f"--{k}={v}" for k, v in node.inputs.items() if v is not None)
+        inputs = " ".join(f"--{k}={str(v).lower() if isinstance(v, bool) else v}"   # as typed: --flag=true
+                          for k, v in node.inputs.items() if v is not None)
         line = f"{'  ' * depth}{name}{node.label} {node.version} [{node.key[:12]}] {status[node.key]}"
         if node.key in shown:
             print(line + " (see above)")

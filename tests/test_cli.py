@@ -307,6 +307,8 @@ def test_plan_runs_nothing(app):
     assert lines[3].startswith("    python 3.11.9 [") and lines[3].endswith("build")
     assert ran(app) == [] and app.entries() == []
     assert not os.path.exists(app.runs)
+    app.recipe("flagged", "tags: flagged\ninputs:\n  fast: {type: bool, default: false}\n")
+    assert app.mlrun("plan", "flagged").stdout.splitlines()[1].endswith("build  --fast=false")   # as typed, not False
     as_json = json.loads(app.mlrun("plan", "app _cuda", "--json").stdout)
     assert [n["status"] for n in as_json["nodes"]] == ["build"] * 3
     assert app.entries() == []
