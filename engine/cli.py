@@ -893,6 +893,8 @@ def _mirror_fetch(args, extras, settings, index_path):
         raise UsageError("mlrun mirror fetch needs one QUERY", hint='mlrun mirror fetch "app mlperf bert" -o DIR')
     if not args.output:
         raise UsageError("mlrun mirror fetch needs -o DIR, the folder to download into")
+    if os.path.exists(args.output) and not os.path.isdir(args.output):   # was 'cannot write into X: File exists'
+        raise UsageError(f"-o {args.output} is not a folder", hint="mirror fetch downloads into a folder: -o DIR")
     args.query = args.files[0]
     plan = _resolve(args, extras, settings)
     items = mirror.plan_downloads(plan)

@@ -331,6 +331,8 @@ def test_mirror_fetch_then_plan_and_run_offline_from_it(thing, server, tmp_path)
     server.files.clear()   # the network gone: the run takes the file from the carried folder
     assert thing.mlrun("get thing", f"--mirror={out}").returncode == 0 and len(server.requests) == 1
     one_line(thing.mlrun("mirror", "fetch", "get thing"), 2, "needs -o DIR")
+    one_line(thing.mlrun("mirror", "fetch", "get thing", "-o", str(out / "data.json")), 2,
+             f"-o {out / 'data.json'} is not a folder")   # was 'cannot write into ...: File exists'
 
 
 def test_huggingface_model_from_the_mirror(tmp_path):
