@@ -55,7 +55,9 @@ def find(cache, runs_dir, older_than=None, now=None):
             item = ("build leftover", os.path.join(tmp, name), cache.lock_path(build[1] + ".lock"), False)
         else:
             continue
-        if not _owned(item[2]):
+        # still there once its lock is free: a removal or import that ended meanwhile left nothing (it was said
+        # to be an 'interrupted removal' of 0 B)
+        if not _owned(item[2]) and os.path.lexists(item[1]):
             items.append(Item(*item[:3], unlink_lock=item[3]))
     locks = os.path.join(cache.root, ".locks", "tmp")
     for name in _names(locks):   # the owner died between deleting its folder and its lock
