@@ -176,6 +176,7 @@ def save(args, answers):
     if args.out:
         path = Path(args.out, "qa.json")
         path.with_suffix(".tmp").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
+                                                                "model_name": args.model_name,
                                                                 "backend": args.backend}}, indent=1) + "\n")
         os.replace(path.with_suffix(".tmp"), path)
 
@@ -192,6 +193,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     parser.add_argument("--out", help="write the answers here as JSON (qa.json: the run's results)")
     parser.add_argument("--dynamic-model-cache", help="where a fixed-384 model's dynamic-axis copy is kept")
+    parser.add_argument("--model-name", help="what the model is, as its recipe names it (bert-random: said first)")
     args = parser.parse_args(argv)
     try:
         if (args.passage is None) == (args.passage_file is None):
@@ -206,6 +208,9 @@ def main(argv=None):
         questions = questions_from(args)
         answerer = Answerer(args.model, args.vocab, args.backend, args.threads, work_dir=args.dynamic_model_cache or args.out or ".")
         passage = Passage(text, answerer.tokenizer)
+        if args.model_name == "bert-random":   # its answers look like answers: say what they are worth, once
+            print("note: a random-weight model (_random): plumbing only, its answers and scores mean nothing",
+                  file=out, flush=True)
         answers = []
         from_stdin = args.question is None and not args.question_file
         # Several questions read from a file or a pipe: each answer says its question (a person at the
@@ -215,9 +220,11 @@ def main(argv=None):
             try:
                 result = answerer.answer(passage, question)
             except UsageError as error:
-                if not from_stdin:
+                if args.question is not None:
                     raise
-                print(f"skipped: {error.message}", file=out, flush=True)   # one bad line ends no session
+                # one bad line ends no session, from a file as from standard input (a file's ended it, exit 2, with
+                # the questions after it unanswered and the run an error)
+                print(f"skipped: {error.message}", file=out, flush=True)
                 continue
             answers.append(result)
             if echo:
@@ -228,6 +235,8 @@ def main(argv=None):
         if from_stdin and not answers:
             raise UsageError("no question was read from standard input",
                              hint="type questions, one a line; or --question=TEXT / --question-file=FILE")
+        if args.question_file and not answers:
+            raise UsageError(f"no question of {args.question_file} could be answered (each was skipped, above)")
         save(args, answers)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)

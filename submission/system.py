@@ -15,9 +15,16 @@ CONSTANTS = os.path.join("tools", "submission", "submission_checker", "constants
 PLACEHOLDER = "not given (--short rehearsal)"
 
 
+# The system types the checker takes (its system check's list, in code, not among its constants) and the key each
+# has in MODEL_CONFIG: both orders of the two are one (required-scenarios-datacenter-edge).
+SYSTEM_TYPES = {"datacenter": "datacenter", "edge": "edge", "datacenter,edge": "datacenter-edge",
+                "edge,datacenter": "datacenter-edge"}
+
+
 def checker_scenarios(src, round_, system_type, benchmark):
     """(required, optional) scenarios of benchmark on a system_type system in the checker's MODEL_CONFIG of
     round_ (read as literals, not imported; the config holds expressions elsewhere, so only these entries)."""
+    system_type = SYSTEM_TYPES.get(system_type, system_type)
     path, tree = _constants(src, "scenario lists")
 
     def entry(node, key):
@@ -186,6 +193,9 @@ def describe(src, user, submitter, division, facts, short):
     if "status" in user and str(user["status"]).lower() not in lists["VALID_AVAILABILITIES"]:
         raise UsageError(f"the system description gives status: {user['status']!r}, not one the rules take",
                          hint="status is one of " + ", ".join(lists["VALID_AVAILABILITIES"]))
+    if "system_type" in user and str(user["system_type"]) not in SYSTEM_TYPES:   # the checker: after every run
+        raise UsageError(f"the system description gives system_type: {user['system_type']!r}, not one the checker "
+                         "takes", hint="system_type is one of " + ", ".join(SYSTEM_TYPES))
     for key in ("system_name", "system_id"):
         if key in user and (isinstance(user[key], bool) or not isinstance(user[key], (str, int, float))
                             or not str(user[key]).strip()):

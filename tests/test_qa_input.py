@@ -63,6 +63,27 @@ def test_bad_lines_of_a_session_are_skipped_and_said(model, tmp_path, monkeypatc
     assert "skipped: not UTF-8 text" in out.out + out.err
 
 
+def test_a_bad_line_of_a_question_file_is_skipped_as_one_of_standard_input(model, tmp_path, monkeypatch, capsys):
+    """It ended the session, exit 2, the questions after it unanswered and the run an error."""
+    questions = tmp_path / "questions.txt"
+    questions.write_text("Who?\n\u200b\nWhat?\n")
+    code, answers = ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", f"--question-file={questions}")
+    assert code == 0 and [a["question"] for a in answers] == ["Who?", "What?"]
+    assert "skipped: the question '\\u200b' has no words the model reads" in capsys.readouterr().out
+    questions.write_text("\u200b\n")   # none answered: said
+    code, _ = ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", f"--question-file={questions}")
+    assert code == 2 and f"no question of {questions} could be answered" in capsys.readouterr().err
+
+
+def test_a_random_model_s_answers_are_said_to_mean_nothing(model, tmp_path, monkeypatch, capsys):
+    code, _ = ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", "--question=Who?", "--model-name=bert-random")
+    assert code == 0 and "note: a random-weight model (_random): plumbing only, its answers and scores mean nothing" \
+        in capsys.readouterr().out
+    assert json.loads((tmp_path / "qa.json").read_text())["qa"]["model_name"] == "bert-random"
+    ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", "--question=Who?", "--model-name=minilm-squad")
+    assert "note:" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("stdin, args, message", [
     ("", [f"--passage={PASSAGE}"], "no question was read from standard input"),   # was exit 0, no answer
     ("Who?\n", ["--passage=\x00\x01\x02"], "the passage is empty"),                 # was 'answer: empty'

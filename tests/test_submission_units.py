@@ -102,6 +102,7 @@ def test_the_documented_system_yaml_is_complete_and_a_field_the_checker_reads_as
     ("system_name", True, "gives system_name: True, which names no system"),   # YAML's yes: system "True"
     ("system_name", ["a", "b"], "which names no system"),
     ("system_name", "  ", "which names no system"),
+    ("system_type", "bogus", "gives system_type: 'bogus', not one the checker takes"),   # likewise, any division
 ])
 def test_system_fields_the_checker_would_refuse_are_refused_before_any_run(field, value, fragment):
     facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
@@ -314,3 +315,12 @@ def test_a_run_measured_on_a_busy_machine_is_said_and_run_again_alone_when_asked
         sub.state["runs"]["Offline/performance"] = {"run": "R1", "folder": str(folder), "busy": submit._busy(
             str(folder)), "fingerprint": {"plan": {}, "request": {}, "host": {}}}
         assert sub.status("Offline/performance", plan=None)[0] == status
+
+
+@pytest.mark.parametrize("kind", ["datacenter,edge", "edge,datacenter"])
+def test_a_system_of_both_types_has_the_checker_s_datacenter_edge_scenarios(kind):
+    """Both spellings the checker takes: looked up as 'required-scenarios-datacenter,edge', which is no key, and a
+    closed bert-99 submission was refused as taking no results from such a system."""
+    required, optional = system.checker_scenarios(SHARED_SRC, "v6.1", kind, "bert-99")
+    assert (required, optional) == system.checker_scenarios(SHARED_SRC, "v6.1", "datacenter-edge", "bert-99")
+    assert sorted(required) == ["Offline", "SingleStream"]
