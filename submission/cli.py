@@ -12,6 +12,9 @@ def cmd_check(args, extras, settings):
     """mlrun check submission DIR: the official checker's verdict, its errors and the results table."""
     checker.need_folder(args.dir)   # before the checker's sources are fetched
     _tree_below(args.dir)
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):   # was 'cannot use X: File exists'
+        raise UsageError(f"--out {args.out} is a file, not a folder", hint="--out names the folder for the checker's "
+                                                                           "log, table and JSON")
     src = official.sources(settings, path=args.inference_src)
     result = checker.check(src, args.dir, version=args.version, short=args.short, out_dir=args.out)
     if args.json:
@@ -82,12 +85,35 @@ SUBMIT_HELP = """mlrun submit QUERY --submitter=NAME --division=open|closed [--s
 mlrun plan submit QUERY ...   the same words: every run the submission needs, done or to run; no benchmark runs"""
 
 
+# Flags and app inputs whose value is a path: the tree's READMEs give the command to run from the checkout, so
+# each is written absolute (a relative --system=mysys.yaml, given elsewhere, was not found there).
+PATH_FLAGS = ("--system", "-o", "--output", "--inference-src", "--cache", "--runs", "--mirror", "--recipes",
+              "--model", "--user_conf", "--audit_config", "--questions")
+
+
+def _from_anywhere(argv):
+    out, i = [], 0
+    while i < len(argv):
+        word = argv[i]
+        flag, eq, value = word.partition("=")
+        if flag in PATH_FLAGS and eq and value and ":" not in value.split("/")[0]:   # zoo:, hf: are no paths
+            word = f"{flag}={os.path.abspath(os.path.expanduser(value))}"
+        elif word in PATH_FLAGS and i + 1 < len(argv) and ":" not in argv[i + 1].split("/")[0]:
+            out.append(word)
+            i += 1
+            word = os.path.abspath(os.path.expanduser(argv[i]))
+        out.append(word)
+        i += 1
+    return out
+
+
 def cmd_submit(args, extras, settings, plan_only=False):
     from . import submit
     opts, inputs, deps, env = submit.parse(args.query, extras)
     if not plan_only:
         from engine.secrets import scrub_argv
-        sub_argv = ["bin/mlrun"] + sys.argv[1:]
-        opts.argv = scrub_argv(sub_argv)
+        given = any(w in ("-o", "--output") or w.startswith(("-o=", "--output=")) for w in sys.argv[1:])
+        opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(sys.argv[1:])   # -o: its state is where it resumes
+                               + ([] if given else ["-o", os.path.abspath(opts.output)]))
     return submit.run_submission(opts, inputs, deps, env, settings, plan_only=plan_only,
                                  verbose=getattr(args, "verbose", False))

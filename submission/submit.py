@@ -96,6 +96,9 @@ def parse(query, words):
     from engine.cli import split_extras
     p = _Parser(prog="mlrun submit", add_help=False, parents=[parser()])
     opts, rest = p.parse_known_args(words)
+    if opts.rerun and opts.rerun_busy:   # --rerun runs every run again: --rerun-busy was ignored in silence
+        raise UsageError("--rerun and --rerun-busy: give one", hint="--rerun runs every run again, --rerun-busy only "
+                                                                 "those measured while the machine was busy")
     inputs, deps, env = split_extras(rest)
     taken = sorted(k for k in inputs if k in CONTROLLED)
     if taken:

@@ -131,6 +131,7 @@ def test_short_submission_tree_and_checker(ws, completed):
         assert "TEST PASS" in (d / "TEST01" / "verify_accuracy.txt").read_text()   # deterministic responses
         readme = (d / "README.md").read_text()
         assert "bin/mlrun submit" in readme and "target_" in readme and "Settings search" in readme
+        assert f"--system={ws.root / 'system.yaml'}" in readme   # given as system.yaml: run from the checkout too
         # the runs' commands name the cache and mirror they ran with: pasted, they run the same
         assert f"bin/mlrun --cache {ws.root / 'cache'} --runs {ws.root / 'runs'} --mirror " in readme, readme
     # the full accuracy logs stay outside the tree; no run folder but TEST01's saw an audit.config

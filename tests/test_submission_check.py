@@ -124,6 +124,9 @@ def test_bad_options_are_usage_errors(mlrun, tmp_path):
     tree = make_tree(str(tmp_path / "sub"))
     assert_user_error(mlrun("check", "submission", tree, "--version", "v0.1"), 2, "refused the command line")
     assert_user_error(mlrun("check", "submission", tree, "--out", os.path.join(tree, "x")), 2, "inside the tree")
+    (tmp_path / "afile").write_text("")
+    assert_user_error(mlrun("check", "submission", tree, "--out", str(tmp_path / "afile")), 2,
+                      f"--out {tmp_path / 'afile'} is a file, not a folder")
     (tmp_path / "nosrc").mkdir()
     result = mlrun("check", "submission", tree, "--inference-src", str(tmp_path / "nosrc"), src=False)
     assert_user_error(result, 2, "lacks tools/submission/submission_checker/main.py")

@@ -315,6 +315,8 @@ def test_a_run_measured_on_a_busy_machine_is_said_and_run_again_alone_when_asked
         sub.state["runs"]["Offline/performance"] = {"run": "R1", "folder": str(folder), "busy": submit._busy(
             str(folder)), "fingerprint": {"plan": {}, "request": {}, "host": {}}}
         assert sub.status("Offline/performance", plan=None)[0] == status
+    with pytest.raises(UsageError, match="--rerun and --rerun-busy: give one"):   # --rerun-busy was ignored
+        submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "--rerun", "--rerun-busy"])
 
 
 @pytest.mark.parametrize("kind", ["datacenter,edge", "edge,datacenter"])
@@ -324,3 +326,14 @@ def test_a_system_of_both_types_has_the_checker_s_datacenter_edge_scenarios(kind
     required, optional = system.checker_scenarios(SHARED_SRC, "v6.1", kind, "bert-99")
     assert (required, optional) == system.checker_scenarios(SHARED_SRC, "v6.1", "datacenter-edge", "bert-99")
     assert sorted(required) == ["Offline", "SingleStream"]
+
+
+def test_the_command_the_tree_gives_runs_from_the_checkout(tmp_path, monkeypatch):
+    """Its READMEs say to run it from the checkout: a relative --system=mysys.yaml given elsewhere was not found
+    there, and without -o it wrote another folder (the resume state lost)."""
+    from submission import cli as submission_cli
+    monkeypatch.chdir(tmp_path)
+    argv = submission_cli._from_anywhere(["submit", "q", "--system=mysys.yaml", "-o", "out", "--model=zoo:a/b",
+                                          "--user_conf", "u.conf", "--count=5", "--mirror=/abs"])
+    assert argv == ["submit", "q", f"--system={tmp_path}/mysys.yaml", "-o", f"{tmp_path}/out", "--model=zoo:a/b",
+                    "--user_conf", f"{tmp_path}/u.conf", "--count=5", "--mirror=/abs"]
