@@ -89,13 +89,13 @@ def build_parser(only=None):
     parser.add_argument("--version", action=usage.VersionAction, help="mlrun's version (and git describe in a checkout)")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
 
-    def verb(name, help_, query=None, json_=False):
+    def verb(name, help_, query=None, json_=False, example="get dataset squad _validation"):
         if only and name != only:
             return argparse.ArgumentParser(add_help=False)  # a throwaway: this verb is not the one asked
         p = sub.add_parser(name, help=help_, description=help_)
         _common(p)
         if query == "required":
-            p.add_argument("query", help='tags and _variations, e.g. "get dataset squad _validation"')
+            p.add_argument("query", help=f'tags and _variations, e.g. "{example}"')
         elif query == "optional":
             p.add_argument("query", nargs="?", default="", help="only entries whose tags and variations match")
         if json_:
@@ -173,7 +173,8 @@ def build_parser(only=None):
                         "came with the run; a bundle verified by --trust needs no flag)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("submit", "an MLPerf submission of QUERY: settings search, accuracy, performance and TEST01 runs "
-                       "per scenario (resumable), the official tree, checker and archive", "required")
+                       "per scenario (resumable), the official tree, checker and archive", "required",
+             example="app mlperf bert _onnxruntime _cpu")
     if only in (None, "submit"):
         from submission.cli import SUBMIT_HELP
         p.epilog = SUBMIT_HELP
