@@ -127,8 +127,9 @@ def parse_columns(text):
 # -- output ---------------------------------------------------------------------------------
 
 
-def render(rows, columns, fmt="table", width=None):
-    """rows (dicts) as text in one of FORMATS; table and markdown show values short, CSV and JSON as they are."""
+def render(rows, columns, fmt="table", width=None, whole=()):
+    """rows (dicts) as text in one of FORMATS; table and markdown show values short, CSV and JSON as they are.
+    whole: columns a table never cuts (a sweep's grid values: cut, two points read alike)."""
     if fmt == "json":
         return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str) + "\n"
     if fmt == "csv":
@@ -136,7 +137,8 @@ def render(rows, columns, fmt="table", width=None):
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
         for r in rows:
-            writer.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+            writer.writerow(["" if r.get(c) is None else str(r[c]).lower() if isinstance(r.get(c), bool) else r.get(c)
+                             for c in columns])   # true/false, as the table and the command line write them
         return out.getvalue()
     cells = [[_cell(c, r) for c in columns] for r in rows]
     if fmt == "markdown":
@@ -150,7 +152,7 @@ def render(rows, columns, fmt="table", width=None):
     width = width or shutil.get_terminal_size((100, 24)).columns
     numeric = _numeric(rows, columns)
     header = [label(c, columns) for c in columns]
-    widths = _fit([max(len(x) for x in col) for col in zip(header, *cells)], columns, width, numeric)
+    widths = _fit([max(len(x) for x in col) for col in zip(header, *cells)], columns, width, list(numeric) + list(whole))
     lines = []
     for row in [header] + cells:
         lines.append("  ".join((_cut(x, w, c.startswith("query"), c == "error").rjust(w)
@@ -213,7 +215,9 @@ def _fit(widths, columns, width, numeric=(), gentle=False):
     QUERY_WIDTH, other values READABLE)."""
     widths = list(widths)
     total = sum(widths) + 2 * (len(widths) - 1)
-    preferred = [i for name in SHRINKABLE for i, c in enumerate(columns) if c == name or c.startswith(name + ".")]
+    # numeric: columns never cut (figures, and a caller's `whole`)
+    preferred = [i for name in SHRINKABLE for i, c in enumerate(columns)
+                 if (c == name or c.startswith(name + ".")) and c not in numeric]
     others = [i for i, c in enumerate(columns) if i not in preferred and c not in KEEP_WHOLE and c not in numeric]
     # The query says what ran: it keeps room for its first word and its end ("app ... _cpu _random") until
     # paths, messages and the other columns are as narrow as they go.

@@ -276,15 +276,21 @@ def cmd_show(args, extras, settings):
         raise UsageError("mlrun sweep show needs a NAME", hint="`mlrun sweep list` lists the sweeps")
     _no_extras(extras, "sweep show")
     data = table.load(settings, args.sweep_name)
-    rows = table.rows(settings, args.sweep_name, data)
+    fmt = _format(args)
+    # scripts get values as the runs have them (a setting not given: the run's own, not "- (1)")
+    rows = table.rows(settings, args.sweep_name, data, shown=fmt not in ("csv", "json"))
     conditions = results.parse_where(args.where)
     given = results.parse_columns(args.columns)
     results.check_fields([f for f, _, _ in conditions] + given, rows, f"sweep '{data['name']}'")
     rows = [r for r in rows if results.matches(r, conditions)]
     columns = given or table.columns(data, rows)
-    if not given and _format(args) in ("csv", "json"):  # scripts get every field, the table's first
+    if not given and fmt in ("csv", "json"):  # scripts get every field, the table's first
         columns = list(dict.fromkeys(columns + [k for r in rows for k in r]))
-    sys.stdout.write(results.render(rows, columns, _format(args)))
+    below = fmt == "table" and not given and "error" in columns   # whole, under the table: cut, it said "...uff"
+    sys.stdout.write(results.render(rows, [c for c in columns if not (below and c == "error")], fmt,
+                                    whole=list(data["grid"])))
+    if below:
+        print("errors:\n" + "\n".join(f"  {r['point']}: {r['error']}" for r in rows if r.get("error")))
     return 0
 
 

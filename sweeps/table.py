@@ -25,7 +25,8 @@ def load(settings, name):
     return data
 
 
-def rows(settings, name, data=None):
+def rows(settings, name, data=None, shown=True):
+    """shown: a setting not given reads "- (VALUE)" for people; else VALUE, as its run had it (None: unknown)."""
     data = data or load(settings, name)
     kinds = data.get("kinds") or {}
     out = []
@@ -42,7 +43,10 @@ def rows(settings, name, data=None):
         for field, value in point["settings"].items():   # not given: say so, and what the run had
             if value == NOT_GIVEN:
                 had = row.get(field)
-                row[field] = NOT_GIVEN if had in (None, NOT_GIVEN) else f"{NOT_GIVEN} ({had})"
+                if not shown:
+                    row[field] = None if had == NOT_GIVEN else had
+                else:
+                    row[field] = NOT_GIVEN if had in (None, NOT_GIVEN) else f"{NOT_GIVEN} ({had})"
         row["point_status"] = point["status"]
         row["error"] = point.get("error") or row.get("error")
         row["node"] = point.get("node")

@@ -299,3 +299,16 @@ def test_a_narrow_table_cuts_paths_and_other_columns_before_the_query():
              "failed: exited with code 2: model.onnx has a fixed sequence length 16; the features are 384 long"}]
     [head, line] = render(rows, ["point", "point_status", "error"], width=60).splitlines()
     assert line.endswith("; the features are 384 long") and "  ..." in line and len(line) <= 60, line
+
+
+def test_a_table_never_cuts_the_columns_it_is_told_to_keep_whole():
+    """sweep show cut both package values of a grid to 'onn...': its two points read alike."""
+    from engine import results
+    rows = [{"point": f"p00{i}", "dep.backend/python.packages": f"onnxruntime==1.2{i}.2", "scenario": "SingleStream",
+             "error": "x" * 80} for i in (2, 3)]
+    columns = ["point", "dep.backend/python.packages", "scenario", "error"]
+    cut = results.render(rows, columns, width=30)
+    kept = results.render(rows, columns, width=30, whole=["dep.backend/python.packages", "scenario"])
+    assert "onnxruntime==1.22.2" not in cut
+    assert "onnxruntime==1.22.2" in kept and "onnxruntime==1.23.2" in kept and "SingleStream" in kept
+    assert "true,false" in results.render([{"a": True, "b": False}], ["a", "b"], fmt="csv").replace("\n", ",")
