@@ -164,10 +164,10 @@ def render(rows, columns, fmt="table", width=None, whole=()):
 
 def _cell(column, row):
     text = show(column, row.get(column))
-    return text + _short_mark(row) if column == "result" and row.get(column) else text
+    return text + short_mark(row) if column == "result" and row.get(column) else text
 
 
-def _short_mark(row):
+def short_mark(row):
     # A --count run's VALID is no figure to submit: say so where people read it (CSV and JSON keep LoadGen's word).
     return " (short)" if row.get("short") is True else ""
 
@@ -411,7 +411,7 @@ def headline(row):
         if row.get(pct) is not None:
             parts.append(f"{pct.split('_')[1]} {show('', row[pct])} ms")
     if row.get("result"):
-        parts.append(row["result"] + _short_mark(row))
+        parts.append(row["result"] + short_mark(row))
     elif parts:
-        parts[-1] += _short_mark(row)
+        parts[-1] += short_mark(row)
     return " ".join(parts) or None

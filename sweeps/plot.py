@@ -195,10 +195,26 @@ def caption(c):
 def figure(c, title, size=DEFAULT_SIZE):
     """The matplotlib Figure of a Chart (no pyplot: nothing global, the Agg canvas)."""
     try:
+        from matplotlib import rc_context
         from matplotlib.figure import Figure
     except ImportError:
         raise MlrunError("plots need matplotlib, which is not installed",
                          hint="install mlrun's requirements: .venv/bin/pip install -r requirements.txt") from None
+    # Text as written: a $ in a value ($ORIGIN/lib, a price) started matplotlib's math mode, which failed on it
+    # (a ValueError: no plot, no report) or drew it as symbols. Many series: 20 colours in 3 line styles, not 10
+    # colours repeated.
+    many = len(c.series) > 10
+    with rc_context({"text.parse_math": False, **({"axes.prop_cycle": _many_colours()} if many else {})}):
+        return _figure(c, title, size, Figure)
+
+
+def _many_colours():
+    from cycler import cycler
+    from matplotlib import colormaps
+    return cycler(linestyle=["-", "--", ":"]) * cycler(color=list(colormaps["tab20"].colors))   # 60 that differ
+
+
+def _figure(c, title, size, Figure):
     fig = Figure(figsize=(size[0] / DPI, size[1] / DPI), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     if c.kind == "line":
@@ -236,7 +252,9 @@ def figure(c, title, size=DEFAULT_SIZE):
     ax.grid(True, alpha=0.3)
     if c.kind == "bar" and min((p[1] for pts in c.series.values() for p in pts), default=0) >= 0:
         ax.set_ylim(bottom=0)
-    if len(c.series) > 1 or c.by:
+    if len(c.series) > 6:   # beside the axes, in columns: inside, a long legend hid the title and the points
+        ax.legend(title=c.by, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), ncols=1 + len(c.series) // 16)
+    elif len(c.series) > 1 or c.by:
         ax.legend(title=c.by, fontsize=9)
     note = caption(c)
     if note:
@@ -273,8 +291,11 @@ def _best_xy(c):
 
 def png(fig, c):
     """The PNG bytes of a figure, with the chart's summary as the text chunk 'mlrun' (JSON)."""
+    import warnings
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": "mlrun", "mlrun": json.dumps(c.summary())})
+    with warnings.catch_warnings():   # a crowded layout draws as it can; its UserWarning said nothing to act on
+        warnings.simplefilter("ignore", UserWarning)
+        fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": "mlrun", "mlrun": json.dumps(c.summary())})
     return buf.getvalue()
 
 

@@ -15,7 +15,7 @@ from collections import Counter
 
 from engine import records
 from engine.errors import MlrunError
-from engine.results import RESULT_FIELDS, present, show, varying
+from engine.results import RESULT_FIELDS, present, short_mark, show, varying
 
 from . import plot
 
@@ -103,8 +103,9 @@ def plots(record, rows):
     for x, y, by in choices:
         try:
             c, data = plot.render(record, rows, x, y, by, size=PLOT_SIZE)
-        except MlrunError as err:
-            figs.append(f'<p class="note">No plot of {e(y)} against {e(x)}: {e(err.message)}</p>')
+        except Exception as err:   # one plot that cannot be drawn leaves the page, and its other plots, whole
+            said = err.message if isinstance(err, MlrunError) else f"unexpected {type(err).__name__}: {err}"
+            figs.append(f'<p class="note">No plot of {e(y)} against {e(x)}: {e(said)}</p>')
             continue
         what = f"{y} against {x}" + (f", one series per {by}" if by else "")
         best = f"; best: {plot.best_where(c)} = {show(y, c.best['y'])}" if c.best else ""
@@ -130,7 +131,8 @@ def points_table(anchor, rows, axes, runs):
             value = r.get(col)
             num = plot.number(value)
             cls = "num best" if col in best and num == best[col] and status == "ok" else "num"
-            cells.append(f'<td class="{cls}">{e(show(col, value))}</td>')
+            mark = short_mark(r) if col == "result" and value else ""   # as sweep show: no figure to submit
+            cells.append(f'<td class="{cls}">{e(show(col, value) + mark)}</td>')
         error = str(r.get("error") or "")
         first = error.splitlines()[0] if error else ""
         cells.append(f"<td>{e(r.get('run') or '-')}</td>")

@@ -141,6 +141,36 @@ def test_default_y_is_f1_for_accuracy_points():
     assert (c.x, c.y, c.kind, c.best["point"]) == ("batch_size", "f1", "line", "p001")
 
 
+def test_text_with_dollars_is_drawn_as_written_and_many_series_get_their_own_colours():
+    """A $ started matplotlib's math mode: '$\\foo{' failed (no plot, no report), '$ORIGIN/lib' went italic."""
+    data, rows = sweep_data()
+    data["request"]["env_overrides"] = {"A": "$ORIGIN/lib", "B": "$\\foo{"}
+    for r in rows:
+        r["backend"] = "$\\alpha$ " + r["backend"]
+    c, png = plot.render(data, rows, x="batch_size", by="backend")
+    assert_picture(png_info(png)[0], plot.DEFAULT_SIZE)
+    fig = plot.figure(c, plot.title_lines(data["name"], data["query"], plot.fixed_settings(data), 960),
+                      plot.DEFAULT_SIZE)
+    texts = [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+    assert any("env.A=$ORIGIN/lib" in t for t in texts) and all(not t.get_parse_math() for t in fig.texts)
+    many = [dict(r, backend=f"b{i}", point_status="ok", samples_per_second=1.0 + i) for i, r in
+            enumerate(rows * 4)]
+    c, _ = plot.render(data, many, x="batch_size", by="backend")
+    fig = plot.figure(c, "t", plot.DEFAULT_SIZE)
+    looks = {(str(line.get_color()), line.get_linestyle())
+             for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")}
+    assert len(c.series) > 20 and len(looks) == len(c.series)   # was 10 colours, repeated
+
+
+def test_the_report_marks_short_runs_and_keeps_its_page_when_a_plot_fails(monkeypatch):
+    data, rows = sweep_data()
+    rows[0]["short"] = True
+    table = report.points_table("s", rows, ["batch_size", "backend"], {})
+    assert '<td class="num">VALID (short)</td>' in table and table.count("(short)") == 1   # was plain VALID
+    monkeypatch.setattr(plot, "render", lambda *a, **k: 1 / 0)
+    assert "No plot of samples_per_second against batch_size: unexpected ZeroDivisionError" in report.plots(data, rows)
+
+
 def test_unknown_field_and_nothing_to_plot_are_clear_errors():
     data, rows = sweep_data()
     with pytest.raises(UsageError) as e:
