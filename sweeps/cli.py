@@ -143,7 +143,7 @@ def run_sweep(args, extras, settings):
               + (f" on {args.on}" if args.on and args.on != "local" else "")
               + (f", {skipped} skipped (finished ok with the same plan; --rerun runs them again)" if skipped else "")
               + (f"; {stale} left running by a sweep that stopped: run again" if stale else "")
-              + (f"; {lost} whose run record is gone: run again" if lost else ""), file=sys.stderr)
+              + (f"; {lost} whose run record is gone or unreadable: run again" if lost else ""), file=sys.stderr)
         if tasks:
             _execute(runner, tasks, settings, data)
     finally:
@@ -153,6 +153,14 @@ def run_sweep(args, extras, settings):
     print(f"sweep {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
           + f"; `mlrun sweep show {name}` shows the table", file=sys.stderr)
     return 1 if bad else 0
+
+
+def _readable_run(runs_dir, run_id):
+    try:
+        records.load(os.path.join(runs_dir, str(run_id), "run.json"))
+        return True
+    except MlrunError:
+        return False
 
 
 def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_dir):
@@ -170,8 +178,9 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_
         p = before.get(point_id) or {"id": point_id, "run": None, "error": None, "node": None}
         p.update(settings=point_settings)
         stale += p.get("status") == "running"  # we hold the sweep's lock: whoever ran it is gone
-        # an ok point whose run was removed has no results left to show: run it again (was: skipped, empty)
-        gone = p.get("status") == "ok" and not os.path.isfile(os.path.join(runs_dir, str(p.get("run")), "run.json"))
+        # an ok point whose run was removed, or whose record cannot be read, has no results left to show: run it
+        # again (was: skipped, empty)
+        gone = p.get("status") == "ok" and not _readable_run(runs_dir, p.get("run"))
         lost += gone and not rerun
         if rerun or gone or p.get("status") != "ok" or p.get("plan_key") != plan_key:
             if p.get("run"):

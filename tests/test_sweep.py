@@ -138,8 +138,12 @@ def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench
     shutil.rmtree(os.path.join(bench.runs, points[0]["run"]))
     lost = bench.mlrun(*args)
     assert lost.returncode == 0 and "1 to run, 3 skipped" in lost.stderr
-    assert "1 whose run record is gone: run again" in lost.stderr
+    assert "1 whose run record is gone or unreadable: run again" in lost.stderr
     assert os.path.isfile(os.path.join(bench.runs, sweep_record(bench, "again")["points"][0]["run"], "run.json"))
+    with open(os.path.join(bench.runs, points[1]["run"], "run.json"), "w") as f:
+        f.write('{"status": "ok", "results": [1,2')   # unreadable: counted ok, its results gone without a word
+    damaged = bench.mlrun(*args)
+    assert damaged.returncode == 0 and "1 to run, 3 skipped" in damaged.stderr, damaged.stderr
     # Another grid under the same name: an error naming what differs, nothing run.
     other = bench.mlrun("sweep", "app bench", "--grid", "batch_size=1,8", "--name", "again")
     assert_user_error(other, 2, "sweep 'again' exists with another grid", 'batch_size was ["1", "4"], now ["1", "8"]',
