@@ -88,6 +88,20 @@ def hold(runs_dir, name):
     return lock
 
 
+def held(runs_dir, name):
+    """Whether an mlrun sweep runs this sweep now (holds its sweep.lock)."""
+    from filelock import FileLock, Timeout
+    lock = FileLock(os.path.join(os.path.dirname(path(runs_dir, name)), "sweep.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    except OSError:   # a runs folder this user cannot lock in: say nothing either way
+        return True
+    lock.release()
+    return False
+
+
 def point(data, point_id):
     return next(p for p in data["points"] if p["id"] == point_id)
 

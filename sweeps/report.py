@@ -30,7 +30,7 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-al
 td.why { white-space: normal; min-width: 12em; max-width: 36em; }
 th { background: #f3f3f3; white-space: normal; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.best { font-weight: bold; background: #fff7d6; }
-.ok { color: #17702a; } .failed, .error, .interrupted { color: #b00020; } .pending, .running { color: #777; }
+.ok { color: #17702a; } .failed, .error, .interrupted, .stopped { color: #b00020; } .pending, .running { color: #777; }
 dl.fixed { display: grid; grid-template-columns: max-content auto; gap: 2px 12px; }
 dl.fixed dt { font-weight: bold; } dl.fixed dd { margin: 0; font-family: monospace; }
 code, pre { font-family: ui-monospace, monospace; font-size: 12px; }

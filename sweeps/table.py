@@ -22,6 +22,11 @@ def load(settings, name):
         raise UsageError(f"no sweep '{name}' in {record.sweeps_dir(settings.runs)}",
                          hint=f"the sweeps there are: {', '.join(there)}" if there else
                          "none yet: mlrun sweep QUERY --grid NAME=V1,V2 --name NAME makes one")
+    running = [p for p in data["points"] if p["status"] == "running"]
+    if running and not record.held(settings.runs, name):   # its sweep was killed (SIGKILL, a node gone)
+        for p in running:
+            p.update(status="stopped", error=p.get("error") or "its sweep stopped while it ran (killed?); the same "
+                                                                 "sweep command runs it again")
     return data
 
 

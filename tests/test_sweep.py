@@ -195,6 +195,9 @@ def test_a_killed_sweep_resumes_where_it_stopped(bench, tmp_path):
         proc.wait(timeout=10)
         points = sweep_record(bench, "k")["points"]
         assert [p["status"] for p in points] == ["ok", "running", "pending"]
+        # shown as stopped, no sweep holding it (was 'running' for ever in show, list and report)
+        shown = json.loads(bench.mlrun("sweep", "show", "k", "--json").stdout)
+        assert shown[1]["point_status"] == "stopped" and "the same sweep command runs it again" in shown[1]["error"]
         # The point's mlrun got SIGTERM when the sweep died: its run ends interrupted, nothing is left running.
         runs = [n for n in os.listdir(bench.runs) if n != "sweeps" and n != points[0]["run"]]
         assert len(runs) == 1
