@@ -283,7 +283,7 @@ class Progress:
 def cmd_show(args, extras, settings):
     if not args.sweep_name:
         raise UsageError("mlrun sweep show needs a NAME", hint="`mlrun sweep list` lists the sweeps")
-    _no_extras(extras, "sweep show")
+    _no_extras(extras, "sweep show", args)
     data = table.load(settings, args.sweep_name)
     fmt = _format(args)
     # scripts get values as the runs have them (a setting not given: the run's own, not "- (1)")
@@ -304,7 +304,7 @@ def cmd_show(args, extras, settings):
 
 
 def cmd_list(args, extras, settings):
-    _no_extras(extras, "sweep list")
+    _no_extras(extras, "sweep list", args)
     if args.sweep_name:
         raise UsageError(f"sweep list takes no NAME (was given '{args.sweep_name}')",
                          hint=f"mlrun sweep show {args.sweep_name} shows one sweep")
@@ -341,9 +341,21 @@ def _format(args):
     return chosen[0] if chosen else "table"
 
 
-def _no_extras(extras, verb):
+# Options of running a sweep, with the value each has when not given: sweep show and list refuse them (a
+# `sweep show s1 --grid bs=1` read like a filter and showed every point).
+RUNNING_OPTIONS = {"grid": None, "name": None, "rerun": False, "jobs": 1, "on": None, "slurm": None, "cpus": None,
+                   "node_cache": None}
+
+
+def _no_extras(extras, verb, args=None):
     if extras:
         raise UsageError(f"unexpected argument(s) for '{verb}': {' '.join(extras)}", hint=f"see mlrun {verb} --help")
+    given = [f"--{k.replace('_', '-')}" for k, default in RUNNING_OPTIONS.items()
+             if args is not None and getattr(args, k, default) != default]
+    if given:
+        raise UsageError(f"{', '.join(given)}: options of running a sweep, not of `mlrun {verb}`",
+                         hint="--where FIELD=VALUE picks points; --columns, --csv, --json, --markdown shape the table"
+                         if verb == "sweep show" else f"see mlrun {verb} --help")
 
 
 def _describe(settings):

@@ -324,10 +324,17 @@ def fixed_settings(record):
     return fixed
 
 
+def plotted_axes(rows, grid):
+    """The grid axes that vary among the points that ran ok (those plotted): fail=false,true varies among all
+    points, and was drawn as one bar group."""
+    ok = [r for r in rows if r.get("point_status") == "ok"]
+    return varying(ok, list(grid)) or varying(rows, list(grid))
+
+
 def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
     """(Chart, PNG bytes) of one plot of a sweep record and its rows; usage errors for bad fields."""
     name, grid = record.get("name", "?"), record.get("grid") or {}
-    x = x or next(iter(varying(rows, list(grid)) or list(grid)), None)
+    x = x or next(iter(plotted_axes(rows, grid) or list(grid)), None)
     if x is None:
         raise UsageError(f"sweep {name}: say which field goes on the x axis (--x FIELD)",
                          hint="fields there are: " + ", ".join(fields(rows)))

@@ -14,8 +14,8 @@ import time
 from collections import Counter
 
 from engine import records
-from engine.errors import MlrunError
-from engine.results import RESULT_FIELDS, present, short_mark, show, varying
+from engine.errors import MlrunError, UsageError
+from engine.results import RESULT_FIELDS, present, short_mark, show
 
 from . import plot
 
@@ -52,7 +52,7 @@ def e(value):
 
 def plot_choices(record, rows):
     """[(x, y, by)]: each main result against each grid axis that varies, by the next such axis."""
-    axes = varying(rows, list(record.get("grid") or {}))
+    axes = plot.plotted_axes(rows, record.get("grid") or {})
     ys = [y for y in ("samples_per_second", "f1") if any(plot.number(r.get(y)) is not None for r in rows)]
     ys = ys or [y for y in [plot.default_y(rows)] if y]
     return [(x, y, next((a for a in axes if a != x), None)) for y in ys for x in axes]
@@ -216,6 +216,11 @@ def add_arguments(p):
 
 
 def cmd_report(args, extras, settings):
+    if args.output == "-" or not args.output.strip():   # was a file named '-' in the current folder
+        raise UsageError(f"report -o {args.output!r}: name the page's file, e.g. -o sweeps.html",
+                         hint="the page is one self-contained HTML file")
+    if os.path.isdir(args.output):
+        raise UsageError(f"report -o {args.output} is a folder: name the page's file, e.g. -o sweeps.html")
     size = write(settings, args.names, args.output)
     print(f"wrote {args.output} ({size / 1024:.0f} KB): {', '.join(dict.fromkeys(args.names))}; "
           "one file, opens in any browser without a server")

@@ -331,6 +331,10 @@ def test_sweep_usage_errors(bench):
     assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "x" * 300), 2,
                       "a sweep name is at most 100 characters")
     assert_user_error(bench.mlrun("sweep", "list", "one"), 2, "sweep list takes no NAME (was given 'one')")
+    # Options of running one are refused, not ignored (--grid read like a filter and every point showed)
+    assert_user_error(bench.mlrun("sweep", "show", "one", "--grid", "batch_size=1", "--jobs", "2"), 2,
+                      "--grid, --jobs: options of running a sweep, not of `mlrun sweep show`", "--where FIELD=VALUE")
+    assert_user_error(bench.mlrun("sweep", "list", "--rerun"), 2, "--rerun: options of running a sweep")
 
 
 def overlapping(points):

@@ -171,6 +171,16 @@ def test_the_report_marks_short_runs_and_keeps_its_page_when_a_plot_fails(monkey
     assert "No plot of samples_per_second against batch_size: unexpected ZeroDivisionError" in report.plots(data, rows)
 
 
+def test_the_default_x_axis_varies_among_the_points_that_ran():
+    """fail=false,true with threads=1,2: fail varied among all points, and was drawn as one bar group."""
+    rows = [{"point": f"p{i}", "point_status": "failed" if fail else "ok", "fail": fail, "threads": t,
+             "samples_per_second": None if fail else 10.0 * t} for i, (fail, t) in
+            enumerate((f, t) for f in (False, True) for t in (1, 2))]
+    data = {"name": "f1", "grid": {"fail": ["false", "true"], "threads": ["1", "2"]}}
+    assert plot.render(data, rows)[0].x == "threads"
+    assert [x for x, _, _ in report.plot_choices(data, rows)] == ["threads"]
+
+
 def test_unknown_field_and_nothing_to_plot_are_clear_errors():
     data, rows = sweep_data()
     with pytest.raises(UsageError) as e:
@@ -312,6 +322,8 @@ def test_sweep_plot_of_a_real_sweep(swept, tmp_path):
                       "cannot write the plot")
     assert_user_error(swept("sweep", "plot", "bs-seq", "-o", str(tmp_path / "y.txt")), 2,
                       "it writes a PNG; name the file .png")   # was: a PNG written as y.txt
+    assert_user_error(swept("report", "bs-seq", "-o", "-"), 2, "report -o '-': name the page's file")
+    assert not os.path.exists(os.path.join(swept.root, "-"))   # was written there
 
 
 @pytest.mark.slow
