@@ -82,10 +82,8 @@ def from_os_error(e, operation, path=None):
     given = [path] if path is not None else [p for p in (e.filename, e.filename2) if p is not None]
     paths = " -> ".join(printable(p) for p in given)
     hint = {errno.ENOSPC: "the disk is full: free space, or point --cache/--runs (or -o) at another disk",
-            errno.EROFS: "that file system is read-only: point --cache, --runs, --mirror or -o (whichever names it) "
-                         "at a writable folder",
-            errno.EACCES: "no permission: point --cache, --runs, --mirror or -o (whichever names it) at a folder "
-                          "you may write",
+            errno.EROFS: "that file system is read-only: point --cache/--runs at a writable folder",
+            errno.EACCES: "no permission: point --cache/--runs at a folder you may write",
             errno.ENOTDIR: "a part of that path is a file, not a folder",
             errno.EISDIR: "that path is a folder: name a file"}.get(e.errno)
     return MlrunError(f"{operation}{' ' + paths if paths else ''}: {e.strerror or e}", hint)
