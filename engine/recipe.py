@@ -445,10 +445,15 @@ def normalize(data, path, lines, default_name):
         recipe["variations"][base_name] = v
     for vname, v in recipe["variations"].items():
         for i, b in enumerate(v["base"]):
-            if b.lstrip("_") not in recipe["variations"]:
-                c.fail(["variations", vname + (PARAM_SUFFIX if v["param"] else ""), "base", i],
-                       f"variation '{vname}' has an unknown base variation '{b}'",
+            name, dot, value = b.lstrip("_").partition(".")
+            known = recipe["variations"].get(name if dot else b.lstrip("_"))
+            here = ["variations", vname + (PARAM_SUFFIX if v["param"] else ""), "base", i]
+            if known is None:
+                c.fail(here, f"variation '{vname}' has an unknown base variation '{b}'",
                        f"known variations: {', '.join(sorted(recipe['variations']))}")
+            if bool(dot) != bool(known["param"]) or (dot and not value):   # as a query takes it: _bs.8, _fp32
+                c.fail(here, f"variation '{vname}': base '{b}' " + (f"needs a value, like {name}.8" if known["param"]
+                                                                    else f"takes no value ({name})"))
         v["base"] = [b.lstrip("_") for b in v["base"]]
         for i, b in enumerate(v["conflicts"]):
             if b.lstrip("_") not in recipe["variations"]:

@@ -67,6 +67,10 @@ CASES = [
     ("str-default-no", "tags: a\ninputs:\n  s: {default: no}\n", 3, "the default of input 's' is written no"),
     ("str-default-short", "tags: a\ninputs:\n  v: 1.20\n", 3, "the default of input 'v' is written 1.20"),
     ("path-choice", "tags: a\ninputs:\n  p: {type: path, choices: [a, 1.10]}\n", 3, "choice 1.1 of input 'p'"),
+    ("base-param-no-value", "tags: a\nvariations:\n  bs.#: {}\n  big: {base: [bs]}\n", 4,
+     "variation 'big': base 'bs' needs a value, like bs.8"),
+    ("base-plain-with-value", "tags: a\nvariations:\n  x: {}\n  big: {base: [x.2]}\n", 4,
+     "variation 'big': base 'x.2' takes no value (x)"),
 ]
 
 
