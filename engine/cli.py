@@ -15,7 +15,7 @@ from .settings import Settings
 from . import streams, usage
 from .usage import Parser, cm_tags
 from .words import did_you_mean, plural
-from .recipe import show_number
+from .recipe import FLAG_ALONE, show_number
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
          "diff", "gc", "check", "submit", "sweep", "sweeps", "report")
@@ -242,7 +242,7 @@ def split_extras(words):
                 raise UsageError(f"--{printable(name)} needs a value", hint=f"--{printable(name)}=VALUE "
                                  f"(--{printable(name)}= sets it empty)")
             else:
-                value = "true"
+                value = FLAG_ALONE   # true for a boolean input; any other says it needs a value
         try:  # sys.argv holds bytes that are not UTF-8 as surrogate escapes: keys and records cannot hold them
             (name + value).encode()
         except UnicodeEncodeError:
@@ -323,6 +323,11 @@ def _main(argv):
         if any(a in ("-h", "--help") for a in argv) and (asked, sub) in (("plan", "submit"), ("sweep", "plot")):
             return _sub_help(asked, sub)   # their own options, not the verb's
         args, extras = parser.parse_known_args(argv)
+        for flag in ("--cache", "--runs", "--mirror"):   # before and after the verb: two parsers, each saw one
+            said = [w.split("=", 1)[1] if w.startswith(flag + "=") else nxt
+                    for w, nxt in zip(argv, argv[1:] + [None]) if w == flag or w.startswith(flag + "=")]
+            if len(said) > 1:
+                raise UsageError(f"{flag} is given twice: {said[0]!r} and {said[1]!r}", hint=f"give {flag} once")
         if args.verb and extras and not _takes_extras(args) and not any(e.startswith("-") for e in extras):
             args, extras = _intermixed(parser, argv[at + 1:], args, extras)   # `rm cache -y QUERY`
         if not args.verb:
@@ -364,6 +369,7 @@ def _main(argv):
                                  hint="check the path given by --mirror or MLRUN_MIRROR")
             return VERB_FUNCS[args.verb](args, extras, settings) or 0
     except MlrunError as e:
+        e = usage.option_typo_hint(e, GLOBAL_OPTIONS + tuple(_options_of(parser, args.verb)))
         return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
     except KeyboardInterrupt as e:
         print(f"mlrun: interrupted by {signal_name(e)}; nothing half-built was published"
@@ -396,7 +402,8 @@ def _intermixed(parser, verb_argv, args, extras):
     stops filling them at the first option); the first pass's result when that does not help."""
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.verb]
     try:
-        again, left = sub.parse_known_intermixed_args(verb_argv, namespace=argparse.Namespace(**vars(args)))
+        fresh = argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "_given_once"})   # seen again
+        again, left = sub.parse_known_intermixed_args(verb_argv, namespace=fresh)
     except (TypeError, SystemExit):
         return args, extras
     return (again, left) if len(left) < len(extras) else (args, extras)

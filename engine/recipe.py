@@ -34,6 +34,14 @@ PASSED_INPUT = re.compile(r"\{input\.([A-Za-z_][A-Za-z0-9_]*)\}")   # a dep inpu
 CONDITION_INPUT = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(!?=)([^=]*)$")
 
 
+class _FlagAlone(str):
+    """The value of an input flag given alone (--fast): true for a boolean input; for any other, a value that was
+    never typed (--name alone went on as the text 'true')."""
+
+
+FLAG_ALONE = _FlagAlone("true")
+
+
 class _Checker:
     """Carries the file and line map so every check can point at its line."""
 

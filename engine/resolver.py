@@ -10,7 +10,7 @@ import re
 
 from . import envs, keys, secrets
 from .errors import ResolutionError
-from .recipe import CONDITION_INPUT, PASSED_INPUT, convert_input, not_a_multiple, out_of_bounds
+from .recipe import CONDITION_INPUT, FLAG_ALONE, PASSED_INPUT, convert_input, not_a_multiple, out_of_bounds
 
 SPECIAL_OVERRIDES = {"tags", "version"}
 # A path input may also name a model elsewhere (zoo:STUB, hf:ORG/NAME): kept as given, not a local file.
@@ -483,6 +483,11 @@ def input_value(recipe, name, value):
 
     def fail(msg):
         raise ResolutionError(f"{recipe['name']}: {msg}")
+    if value is FLAG_ALONE and spec["type"] != "bool":
+        kind = {"int": "a whole number", "float": "a number", "path": "a path"}.get(spec["type"], "text")
+        raise ResolutionError(f"{recipe['name']}: input '{name}' needs a value ({kind}; a flag alone is only a "
+                              "boolean input's true)", hint=f"--{name}=VALUE" + (
+                                  f": one of {', '.join(map(str, spec['choices']))}" if spec["choices"] else ""))
     value = convert_input(name, spec["type"], value, fail)
     if spec["choices"] is not None and value is not None and value not in spec["choices"]:
         # Choices are matched whatever their case (--scenario=offline is Offline) when that names one.
@@ -587,15 +592,15 @@ def _term_holds(term, condition, names, inputs):
 def _as_typed(error, recipe_name, applied):
     """An error about a dep's input that a --dep.NAME.KEY override set names the flag as it was typed
     (--dep.model.layers=0, not get-ml-model-bert's --layers=0)."""
+    message = error.message
     for key, name in applied.items():
-        if error.message.startswith(f"{recipe_name} has no input --{key}"):   # did-you-mean and hint kept
-            return ResolutionError(error.message.replace(f"--{key}", f"--{key} (--dep.{name}.{key})", 1),
-                                   hint=error.hint)
-        for said in (f"--{key}=", f"input '{key}'"):
-            if error.message.startswith(f"{recipe_name}: ") and said in error.message:
+        if message.startswith(f"{recipe_name} has no input --{key}"):   # did-you-mean and hint kept
+            return ResolutionError(message.replace(f"--{key}", f"--{key} (--dep.{name}.{key})", 1), hint=error.hint)
+        for said in (f"--{key}=", f"input '{key}'"):   # every input the message names (a multiple of another)
+            if message.startswith(f"{recipe_name}: ") and re.search(rf"(?<![\w./-]){re.escape(said)}", message):
                 typed = f"--dep.{name}.{key}=" if said.endswith("=") else f"input '{key}' (--dep.{name}.{key})"
-                return ResolutionError(error.message.replace(said, typed, 1), hint=error.hint)
-    return error
+                message = re.sub(rf"(?<![\w./-]){re.escape(said)}", typed.replace("\\", "\\\\"), message, count=1)
+    return error if message == error.message else ResolutionError(message, hint=error.hint)
 
 
 def _readable(condition):

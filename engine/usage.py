@@ -11,8 +11,28 @@ from .errors import ResolutionError, UsageError
 from .words import did_you_mean, nearest
 
 
+class _Once(argparse._StoreAction):
+    """An option of one value given twice is refused, as inputs are (--cache A --cache B used B in silence)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        given = namespace.__dict__.setdefault("_given_once", {})
+        if self.dest in given and option_string:   # positionals: argparse may fill them more than once
+            raise UsageError(f"{option_string} is given twice: {given[self.dest]!r} and {values!r}",
+                             hint=f"give {option_string} once")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a mistake raises UsageError (one line and a hint) instead of printing usage and exiting."""
+    """argparse, but a mistake raises UsageError (one line and a hint) instead of printing usage and exiting;
+    an option is never taken from a prefix of its name (--cach was --cache, --js was --json, in silence), and
+    one of one value is given once."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        for name in (None, "store"):   # the registry argument groups share: their options too
+            self.register("action", name, _Once)
 
     def error(self, message):
         verb = self.prog
@@ -130,6 +150,16 @@ def verb_typo_hint(error, query, verbs):
     if close:
         error.hint = f"'{query}' is near the verb {close[0]}: mlrun {close[0]} ..." + (
             f"; {error.hint}" if error.hint else "")
+    return error
+
+
+def option_typo_hint(error, options):
+    """`--mirorr DIR` after a query is taken as an input of its recipe ('has no input --mirorr', the hint listing
+    the recipe's inputs): where it is near one of mlrun's own options, say that one."""
+    m = re.match(r"\S+ has no input (--[\w.-]+)$", error.message) if isinstance(error, ResolutionError) else None
+    close = did_you_mean(m[1], options) if m else ""
+    if close:
+        error.message += close.replace("(did you mean", "(an option of mlrun: did you mean", 1)
     return error
 
 

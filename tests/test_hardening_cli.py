@@ -52,6 +52,25 @@ def test_bad_extras_are_refused_before_anything_runs(app, args, fragments):
     assert not os.path.exists(app.runs) and app.entries() == []
 
 
+@pytest.mark.parametrize("argv, fragments", [
+    (["--cache", "a", "--cache", "b", "plan", "app"], ["--cache is given twice: 'a' and 'b'"]),   # b, in silence
+    (["--cache=a", "plan", "app", "--cache=b"], ["--cache is given twice: 'a' and 'b'"]),
+    (["runs", "--columns", "run", "--columns", "status"], ["--columns is given twice: 'run' and 'status'"]),
+    (["plan", "app", "--cach", "x"], ["app has no input --cach (an option of mlrun: did you mean --cache?)"]),
+    (["plan", "app", "--js"], ["app has no input --js (an option of mlrun: did you mean --json?)"]),   # was --json
+    (["plan", "app", "--name"], ["app: input 'name' needs a value (text; a flag alone is only a boolean input's "
+                                 "true)", "--name=VALUE"]),   # went on as the text 'true'
+    (["plan", "app", "--count", "--json"], ["input 'count' needs a value (a whole number"]),   # was 'got true' 
+], ids=["cache-twice", "cache-before-and-after", "columns-twice", "prefix-of-cache", "prefix-of-json", "bare-name",
+        "bare-count"])
+def test_options_are_taken_whole_and_once(app, argv, fragments):
+    one_line(app.mlrun(*argv), 2, *fragments)
+    assert app.entries() == []
+    # options between a verb's words are parsed twice by argparse: once given is once (not 'given twice')
+    os.makedirs(app.cache, exist_ok=True)
+    assert app.mlrun("show", "cache", "--cache", app.cache, "--json", "app").returncode == 0
+
+
 @pytest.mark.parametrize("variable", ["CC", "SOME_TOKEN"])
 def test_host_variable_that_is_not_utf8(ws, variable):
     ws.recipe("a", "tags: a\nhash_env: [CC]\npass_env: [SOME_TOKEN]\nrun: echo hi > hi.txt\n")
