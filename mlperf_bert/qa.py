@@ -197,7 +197,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if (args.passage is None) == (args.passage_file is None):
-            raise UsageError("give the passage once: --passage=TEXT or --passage-file=FILE")
+            raise UsageError(("no passage given" if args.passage is None else "the passage is given twice")
+                             + ": --passage=TEXT or --passage-file=FILE, one of them")
         if args.question is not None and args.question_file:
             raise UsageError("give --question or --question-file, not both")
         text = args.passage if args.passage is not None else read_text(args.passage_file, "passage file")

@@ -141,7 +141,8 @@ def test_a_long_passage_is_windowed_as_the_benchmark_does(qa, model):
 @pytest.mark.parametrize("args, message", [
     (["--passage=   ", "--question=Who?"], "the passage is empty"),
     ([f"--passage={PASSAGE}", "--question= "], "the question is empty"),
-    (["--question=Who?"], "give the passage once: --passage=TEXT or --passage-file=FILE"),
+    (["--question=Who?"], "no passage given: --passage=TEXT or --passage-file=FILE, one of them"),   # was 'once'
+    ([f"--passage={PASSAGE}", "--passage_file=/etc/hostname", "--question=Who?"], "the passage is given twice"),
     (["--passage-file=/nonexistent/article.txt"], "/nonexistent/article.txt"),
 ])
 def test_bad_input_is_one_error_and_exit_2(qa, model, args, message):
