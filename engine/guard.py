@@ -4,7 +4,8 @@ mlrun runs each step through this guard (`python -I -S guard.py PARENT RECORD --
 guard starts the step in a new session, so the step and everything it starts (bash -> python,
 background jobs) form one process group, and writes that group's identity to RECORD before the
 step runs. It kills the whole group when the step's command exits (jobs it left behind included),
-when it is told to stop (SIGTERM, SIGINT, SIGHUP), and when mlrun dies, even of SIGKILL: the
+when it is told to stop (SIGTERM, SIGINT, SIGHUP: passed on to the group first, which has GRACE seconds to clean
+up), and when mlrun dies, even of SIGKILL: the
 kernel sends the guard SIGTERM then (PR_SET_PDEATHSIG; set on the guard, not the step, because
 it only reaches a direct child). Should the guard be killed together with mlrun, the next mlrun
 that takes the entry's lock reads RECORD and kills what is left (`kill_recorded`).
@@ -21,6 +22,7 @@ import sys
 
 RECORD = "pid.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+GRACE = 5   # seconds a stopped step has to clean up before its group is killed (mlrun waits 10 for the guard)
 
 
 # -- who a process is ----------------------------------------------------------------------
@@ -210,6 +212,15 @@ def main(argv):
         code = proc.wait()
     except _Stop as e:
         code = -e.signum
+        for s in STOP_SIGNALS:   # a second stop does not cut the grace short
+            signal.signal(s, signal.SIG_IGN)
+        # The step's own cleanup first (a trap on EXIT, pip's hooks): killed at once, pyenv's rehash lock stayed
+        # behind and every later pip install on the machine waited 60 s and failed. Then what is left is killed.
+        try:
+            os.killpg(proc.pid, e.signum)
+            proc.wait(timeout=GRACE)
+        except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+            pass
     finally:
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)

@@ -126,6 +126,42 @@ def test_a_stop_signal_acts_as_ctrl_c(looper, sig, code):
     assert "interrupted" in looper.mlrun("runs").stdout
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stopped_step_cleans_up_before_its_group_is_killed(ws, tmp_path, sig):
+    """It was killed at once: a step's trap on EXIT never ran (pyenv's rehash lock stayed behind for every later
+    pip install on the machine). And one that ignores the signal is still killed after the grace."""
+    lock, started = tmp_path / "host.lock", tmp_path / "started"
+    ws.recipe("trapper", f"""\
+        tags: trapper
+        run: |
+          echo $$ > {lock}
+          trap 'rm -f {lock}' EXIT
+          touch {started}
+          sleep 60
+        """)
+    proc = ws.popen("trapper")
+    try:
+        assert wait_for(started.exists, timeout=30)
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 128 + sig and not lock.exists()
+    finally:
+        kill_group(proc)
+    pidfile = tmp_path / "stubborn.pid"   # one that ignores it: killed once the grace is over
+    ws.recipe("stubborn", f"tags: stubborn\nrun: trap '' TERM INT HUP; sh -c 'trap \\\"\\\" TERM INT HUP; echo $$ > "
+                          f"{pidfile}; exec sleep 120'\n")
+    proc = ws.popen("stubborn")
+    try:
+        assert wait_for(pidfile.exists, timeout=30) and wait_for(lambda: pidfile.read_text().strip(), timeout=10)
+        began = time.time()
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 128 + sig and time.time() - began < 20
+        assert wait_for(lambda: not running(int(pidfile.read_text())), timeout=10)
+    finally:
+        kill_group(proc)
+
+
 def test_a_background_job_does_not_outlive_its_step(ws, tmp_path):
     """A job a step leaves behind would hold mlrun on its output pipe and write into the published entry."""
     pidfile = tmp_path / "job.pid"
