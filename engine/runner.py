@@ -311,13 +311,20 @@ class Runner:
             except OSError as e:
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}") from None
             try:
-                for line in proc.stdout:
+                last = b"\n"
+                for line in _lines(proc):
                     line = secrets.scrub_bytes(line)
                     log.write(line)
                     log.flush()   # the log is what a person follows (tail -f) while a long step runs
                     # An interactive step's error: and hint: lines become mlrun's own error (below), said once.
                     if live and not (interactive and line.startswith((b"error: ", b"hint: "))):
                         sys.stdout.buffer.write(line)
+                        sys.stdout.flush()
+                    last = line
+                if not last.endswith((b"\n", b"\r")):   # its last line unended: mlrun's own lines start on their own
+                    log.write(b"\n")
+                    if live:
+                        sys.stdout.buffer.write(b"\n")
                         sys.stdout.flush()
                 code = proc.wait()
             except BaseException:  # interrupted, or the log could not be written: stop the step first
@@ -340,6 +347,39 @@ class Runner:
             raise StepError(describe_exit(code) + " (this machine cannot run it: see the log)", exit_code=2)
         if code != 0:
             raise StepError(describe_exit(code))
+
+
+LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
+
+
+def _lines(proc):
+    """The step's output as lines (ended by \\n or \\r, a progress bar's), until its guard has exited: then what
+    the pipe holds, and no more. Read to EOF, a process that left the step's group (setsid, a daemon) held the
+    build until it exited; a line without an end grew in memory (200 MB of \\r-less output took 440 MB)."""
+    import select
+    fd, pending, left = proc.stdout.fileno(), b"", None
+    while left is None or left > 0:
+        if left is None and proc.poll() is not None:
+            left = 64   # reads of what it wrote before it ended (a pipe holds far less than 64 of them)
+        if not select.select([fd], [], [], 0 if left is not None else 0.5)[0]:
+            if left is not None:
+                break
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        left = None if left is None else left - 1
+        pending += chunk
+        while pending:
+            end = min((i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1)
+            if end < 0 and len(pending) >= LINE_MOST:
+                end = LINE_MOST - 1
+            if end < 0:
+                break
+            yield pending[:end + 1]
+            pending = pending[end + 1:]
+    if pending:
+        yield pending
 
 
 def root_facts(node):

@@ -162,6 +162,41 @@ def test_a_stopped_step_cleans_up_before_its_group_is_killed(ws, tmp_path, sig):
         kill_group(proc)
 
 
+def test_a_process_that_left_the_step_s_group_does_not_hold_the_build(ws, tmp_path):
+    """setsid sleep 60 &: mlrun read the step's output until that daemon closed it, 60 s for a 0.5-s step."""
+    pidfile = tmp_path / "daemon.pid"
+    ws.recipe("daemon", f"tags: daemon\nrun: |\n  setsid sh -c 'echo $$ > {pidfile}; exec sleep 60' &\n"
+                        "  sleep 0.5\n  echo ok > x\n")
+    try:
+        began = time.time()
+        result = ws.mlrun("daemon", timeout=60)
+        assert result.returncode == 0 and time.time() - began < 30, result.stderr
+    finally:
+        if pidfile.exists():
+            kill_pid(int(pidfile.read_text()))
+
+
+def test_output_lines_are_passed_on_in_bounded_pieces_and_an_unended_one_is_ended(ws, tmp_path):
+    """A line without an end was held whole (200 MB of \\r-less output took 440 MB); a last line without one ran
+    into mlrun's own ('...reason XYZmlrun: exited with code 4')."""
+    import io
+    from engine import runner
+    out = tmp_path / "out"   # what a step wrote before it ended (a file: as a pipe, writing it first would block)
+    out.write_bytes(b"a" * (runner.LINE_MOST + 10) + b"\rbar 1\rbar 2\ndone")
+
+    class Done:
+        stdout = io.FileIO(out)
+
+        def poll(self):
+            return 0
+    pieces = list(runner._lines(Done()))
+    assert [len(p) for p in pieces[:2]] == [runner.LINE_MOST, 10 + 1] and pieces[2:] == [b"bar 1\r", b"bar 2\n",
+                                                                                        b"done"]
+    ws.recipe("nonl", "tags: nonl\nrun: printf 'reason XYZ'; exit 4\n")
+    result = ws.mlrun("nonl")
+    assert result.returncode == 1 and "reason XYZ\n" in result.stderr and "XYZmlrun" not in result.stderr
+
+
 def test_a_background_job_does_not_outlive_its_step(ws, tmp_path):
     """A job a step leaves behind would hold mlrun on its output pipe and write into the published entry."""
     pidfile = tmp_path / "job.pid"
