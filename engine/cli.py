@@ -268,8 +268,14 @@ def split_extras(words):
 
 
 GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
-RESUMABLE = ("sweep", "submit")
-INSPECTING_CACHE = ("show", "rm", "gc", "cache")   # verbs that look into a cache: one given must be there   # verbs whose finished parts a new start of the same command reuses
+RESUMABLE = ("sweep", "submit")   # verbs whose finished parts a new start of the same command reuses
+INSPECTING_CACHE = ("show", "rm", "gc", "cache")   # verbs that look into a cache: one given must be there
+# What an interrupted verb that builds nothing left (it said "nothing half-built was published" of a removal)
+INTERRUPTED = {"rm": "what it was removing may be half gone: the same command finishes it",
+               "gc": "what it was removing may be half gone: mlrun gc again finishes it",
+               "import": "the entries published before it stopped stay; import again to add the rest",
+               "export": "no bundle was written",
+               "cache": "what it checked or resealed before it stopped stays as it is"}
 GLOBAL_OPTIONS = GLOBAL_WITH_VALUE + ("--verbose", "--help", "--version")
 RUN_EPILOG = """Any other --NAME=VALUE is an input of the queried recipe: `mlrun "QUERY" --help` lists them with
 their types, defaults and choices, the recipe's variations and its dependency names.
@@ -372,7 +378,7 @@ def _main(argv):
         e = usage.option_typo_hint(e, GLOBAL_OPTIONS + tuple(_options_of(parser, args.verb)))
         return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
     except KeyboardInterrupt as e:
-        print(f"mlrun: interrupted by {signal_name(e)}; nothing half-built was published"
+        print(f"mlrun: interrupted by {signal_name(e)}; " + INTERRUPTED.get(args.verb, "nothing half-built was published")
               + ("; the same command goes on from where it stopped" if args.verb in RESUMABLE else ""),
               file=sys.stderr)
         return 128 + getattr(e, "signum", 2)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP

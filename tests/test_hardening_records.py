@@ -95,6 +95,25 @@ def test_an_unexpected_exception_ends_the_record_as_error(ws, monkeypatch):
     assert record["finished"] >= record["started"]
 
 
+@pytest.mark.parametrize("verb, argv, said", [
+    ("rm", ["rm", "cache", "--all", "-y"], "what it was removing may be half gone: the same command finishes it"),
+    ("export", ["export", "x", "-o", "x.tar.gz"], "no bundle was written"),
+    ("run", ["a"], "nothing half-built was published"),
+])
+def test_an_interrupted_verb_says_what_it_left(ws, monkeypatch, capsys, verb, argv, said):
+    """An interrupted rm said 'nothing half-built was published' of an entry already out of sight."""
+    from engine.guard import Interrupted
+
+    def stopped(*args):
+        raise Interrupted(signal.SIGINT)
+    monkeypatch.setitem(cli.VERB_FUNCS, verb, stopped)
+    for key, value in ws.env().items():
+        monkeypatch.setenv(key, value)
+    os.makedirs(ws.cache, exist_ok=True)
+    assert cli.main(argv) == 130
+    assert capsys.readouterr().err == f"mlrun: interrupted by SIGINT; {said}\n"
+
+
 def test_the_cli_reports_an_unexpected_exception_in_one_line(ws, monkeypatch, capsys):
     ws.recipe("a", "tags: a\nrun: echo a > a.txt\nrecord: {results: a.txt}\n")
     monkeypatch.setattr(records, "collect", lambda folder, wanted, strict=False: {}["no such key"])
