@@ -81,10 +81,14 @@ def near_tags(entries, query):
     """Tags of the entries near a word of the query that none of them has: the word inside a tag
     (model: ml-model) or a tag a typo away (bret: bert)."""
     from .words import nearest
-    words, _ = parse_query(query)
+    words, variations = parse_query(query)
     have = sorted({t for m in entries for t in m.get("tags", [])})
-    return sorted({t for word in words if word not in have
+    near = sorted({t for word in words if word not in have
                    for t in [t for t in have if word in t] + nearest(word, have)})
+    # likewise a variation (_randm: _random), after the tags
+    chosen = sorted({"_" + v.split(".")[0] for m in entries for v in m.get("variations", [])})
+    return near + sorted({v for word in variations if "_" + word.split(".")[0] not in chosen
+                          for v in nearest("_" + word.split(".")[0], chosen)})
 
 
 def to_remove(cache, word, recipes, confirmed):

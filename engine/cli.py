@@ -726,9 +726,11 @@ def cmd_show(args, extras, settings):
     return 0
 
 
-def _print_near(tags, verb):
-    if tags:
-        print(f"no entry has that tag; tags near it: {', '.join(tags)} (e.g. mlrun {verb} {tags[0]})")
+def _print_near(words, verb):
+    for what, near in (("tag", [w for w in words if not w.startswith("_")]),
+                       ("variation", [w for w in words if w.startswith("_")])):   # _randm: _random
+        if near:
+            print(f"no entry has that {what}; {what}s near it: {', '.join(near)} (e.g. mlrun {verb} {near[0]})")
 
 
 def cmd_rm(args, extras, settings):

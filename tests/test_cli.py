@@ -377,6 +377,9 @@ def test_show_cache(app):
         "no entry has that tag; tags near it: ml-model, mlperf (e.g. mlrun show cache ml-model)"
     assert "tags near it: bert (e.g. mlrun rm cache bert)" in app.mlrun("rm", "cache", "bret").stdout
     assert "near" not in app.mlrun("show", "cache", "nothing").stdout
+    assert app.mlrun("show", "cache", "model _in8").stdout.splitlines()[-1] == \
+        "no entry has that variation; variations near it: _int8 (e.g. mlrun show cache _int8)"   # was nothing
+    assert "variations near it: _int8" in app.mlrun("rm", "cache", "_in8", "-y").stdout
     assert len(app.entries()) == 4
 
 
