@@ -295,6 +295,9 @@ class Cache:
     def remove(self, entries):
         """Delete entries (see removable)."""
         self.removable(entries)
+        self._discard_all(entries)
+
+    def _discard_all(self, entries):
         for meta in entries:
             self._discard(os.path.realpath(meta["path"]))
 
@@ -314,7 +317,7 @@ class Cache:
                 raise MlrunError(f"{few(busy)} {'is' if len(busy) == 1 else 'are'} in use by a running mlrun; "
                                  "nothing was removed", hint=f"remove {'it' if len(busy) == 1 else 'them'} once "
                                  "that run ends (`mlrun runs` shows it)")
-            self.remove(entries)
+            self._discard_all(entries)   # checked by removable() above
         finally:
             for fd in held:
                 os.close(fd)

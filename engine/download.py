@@ -129,14 +129,14 @@ def _from_mirror(mirror, dest_path, part_path, algo, expected, size, index_path)
     # A copy, never a hard link: sealing the entry would make the person's mirror file read-only, and an
     # edit or a touch of it would change a published entry. A clone shares the blocks where the file system can.
     _clone_or_copy(found, part_path)
-    try:
-        _verify(part_path, found, algo, expected, size)
-    except DownloadError as e:
-        if not e.message.startswith("checksum mismatch"):
-            raise
-        mirrors.forget(found, index_path)   # its indexed digest held, its bytes did not: hashed anew next time
-        raise DownloadError(f"the mirror's copy {found} is damaged: {e.message.split(': ', 1)[1]}", hint="put a good copy there (mlrun mirror add FILE) or "
-                            "remove it; mlrun mirror check hashes it again") from None
+    got = file_digest(part_path, algo)
+    if got != expected:   # its indexed digest held, its bytes did not (bit rot): hashed anew next time
+        _remove(part_path)
+        mirrors.forget(found, index_path)
+        raise DownloadError(f"the mirror's copy {found} is damaged: expected {algo} {expected}, got {algo} {got}",
+                            hint="put a good copy there (mlrun mirror add FILE) or remove it; mlrun mirror check "
+                                 "hashes it again")
+    _verify(part_path, found, algo, expected, size, got=got)   # the size the recipe declares
     os.replace(part_path, dest_path)
     return True
 

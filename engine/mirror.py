@@ -208,8 +208,9 @@ def _check_one(item, files, by_file_name, index):
     same_name = by_file_name.get(file_name, [])
     if sha256 or md5:
         path = _lookup(files, index, sha256, md5, size)
-        if not path and size is not None and _lookup(files, index, sha256, md5, None):   # its checksum decides
-            return _row(item, name, "wrong size", _lookup(files, index, sha256, md5, None))
+        unsized = _lookup(files, index, sha256, md5, None) if not path and size is not None else None
+        if unsized:   # its checksum decides: the file is there, the recipe's size is not its size
+            return _row(item, name, "wrong size", unsized)
     else:  # without a checksum only the name (and size, if declared) can be audited
         path = next((p for p, st in same_name if size is None or st.st_size == size), None)
     if path:

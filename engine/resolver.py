@@ -597,9 +597,9 @@ def _as_typed(error, recipe_name, applied):
         if message.startswith(f"{recipe_name} has no input --{key}"):   # did-you-mean and hint kept
             return ResolutionError(message.replace(f"--{key}", f"--{key} (--dep.{name}.{key})", 1), hint=error.hint)
         for said in (f"--{key}=", f"input '{key}'"):   # every input the message names (a multiple of another)
-            if message.startswith(f"{recipe_name}: ") and re.search(rf"(?<![\w./-]){re.escape(said)}", message):
+            if message.startswith(f"{recipe_name}: "):
                 typed = f"--dep.{name}.{key}=" if said.endswith("=") else f"input '{key}' (--dep.{name}.{key})"
-                message = re.sub(rf"(?<![\w./-]){re.escape(said)}", typed.replace("\\", "\\\\"), message, count=1)
+                message = re.sub(rf"(?<![\w./-]){re.escape(said)}", lambda _: typed, message, count=1)
     return error if message == error.message else ResolutionError(message, hint=error.hint)
 
 

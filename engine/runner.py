@@ -370,14 +370,16 @@ def _lines(proc):
             break
         left = None if left is None else left - 1
         pending += chunk
-        while pending:
-            end = min((i for i in (pending.find(b"\n"), pending.find(b"\r")) if i >= 0), default=-1)
-            if end < 0 and len(pending) >= LINE_MOST:
-                end = LINE_MOST - 1
+        start = 0   # lines are cut by position; the rest is kept once per read (slicing each line off copied it)
+        while start < len(pending):
+            end = min((i for i in (pending.find(b"\n", start), pending.find(b"\r", start)) if i >= 0), default=-1)
+            if end < 0 and len(pending) - start >= LINE_MOST:
+                end = start + LINE_MOST - 1
             if end < 0:
                 break
-            yield pending[:end + 1]
-            pending = pending[end + 1:]
+            yield pending[start:end + 1]
+            start = end + 1
+        pending = pending[start:]
     if pending:
         yield pending
 

@@ -185,16 +185,15 @@ def finish(sub, root):
     # A tree the checker refuses is not packed: an archive beside a FAILED verdict could be uploaded all the same
     archive = pack.pack(root, os.path.join(sub.dir, f"{sub.opts.submitter}-{sub.opts.division}.tar.gz")) \
         if result.ok else None
+    busy = {name: e["busy"] for name, e in sub.state["runs"].items() if e.get("busy")}
     verdict = {"ok": result.ok, "summary": result.summary, "errors": result.errors,
                "short_run_errors": result.short_run_errors, "warnings": result.warnings, "table": result.table,
-               "log": result.log, "archive": archive, "tree": root, "short": sub.opts.short,
-               "busy": {name: e["busy"] for name, e in sub.state["runs"].items() if e.get("busy")}}
+               "log": result.log, "archive": archive, "tree": root, "short": sub.opts.short, "busy": busy}
     write_json(os.path.join(sub.dir, "verdict.json"), verdict)
     sub.state["verdict"] = {k: verdict[k] for k in ("ok", "summary", "archive")}
     sub.save()
     sub.say(f"tree: {root}\narchive: {archive or 'none (the checker refused the tree)'}\n"
             f"full accuracy logs: {os.path.join(sub.dir, 'accuracy-logs')}")
-    busy = {name: e["busy"] for name, e in sub.state["runs"].items() if e.get("busy")}
     if busy:   # the figures (or the targets they set) are not this machine's
         sub.say(f"{len(busy)} run(s) measured while the machine was busy: " + "; ".join(
             f"{name} ({why})" for name, why in sorted(busy.items())) + ". Their figures are not this machine's: "
