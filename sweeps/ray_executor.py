@@ -26,6 +26,7 @@ from .executors import Executor
 
 POLL_S = 0.5
 NODES_EVERY_S = 5.0
+ASK_S = 10.0   # seconds the queue of started points may take to answer before the head is asked whether it is there
 STOP_LINK_S = 5.0   # how long a stopped sweep waits for its cancelled points' outcomes to reach the queue
 
 
@@ -79,6 +80,7 @@ class RayExecutor(Executor):
             try:
                 remote.by_value(ray.cloudpickle)
                 started = Queue(actor_options={"num_cpus": 0})   # workers say when a point starts
+                ray.get(started.actor.qsize.remote())   # up before any point starts: news sent earlier waited unread
                 fn = ray.remote(node.run_point)
                 env = remote.node_env(settings)
                 # Ray sets OMP_NUM_THREADS to a task's CPUs: a benchmark must see the machine as a local run does
@@ -126,7 +128,7 @@ class RayExecutor(Executor):
                             if gone:
                                 raise gone
                             ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-                            news = started.get_nowait_batch(started.qsize())
+                            news = _started_news(ray, started, gcs)
                         except (ray.exceptions.RayError, ClusterGone) as e:   # the cluster went (its head stopped)
                             said = str(e) if isinstance(e, ClusterGone) else type(e).__name__
                             why = f"the Ray cluster went while it ran ({said})"
@@ -199,6 +201,19 @@ class RayExecutor(Executor):
 
 class ClusterGone(Exception):
     """The cluster's head stopped answering while the sweep ran."""
+
+
+def _started_news(ray, started, gcs):
+    """What the workers said since the last look (the points that started), asked with a time limit: a call to
+    the queue's actor waited without end once the head was gone, until Ray ended this process after 60 s (exit 1,
+    the points left 'running'), before the head check could see it."""
+    try:
+        count = ray.get(started.actor.qsize.remote(), timeout=ASK_S)
+        return ray.get(started.actor.get_nowait_batch.remote(count), timeout=ASK_S) if count else []
+    except ray.exceptions.GetTimeoutError:
+        if gcs and not _listening(gcs):
+            raise ClusterGone(f"its head at {gcs} stopped answering") from None
+        return []   # a slow answer from a cluster that is there: asked again at the next poll
 
 
 def _listening(address, timeout=2):
