@@ -81,6 +81,9 @@ class RayExecutor(Executor):
                 remote.by_value(ray.cloudpickle)
                 started = Queue(actor_options={"num_cpus": 0})   # workers say when a point starts
                 ray.get(started.actor.qsize.remote())   # up before any point starts: news sent earlier waited unread
+                # one get always waits at the queue, beside the tasks: a start is known the moment it is said (read
+                # every half second, one said just before the head went was lost and its point called not started)
+                waiting = started.actor.get.remote()
                 fn = ray.remote(node.run_point)
                 env = remote.node_env(settings)
                 # Ray sets OMP_NUM_THREADS to a task's CPUs: a benchmark must see the machine as a local run does
@@ -127,8 +130,12 @@ class RayExecutor(Executor):
                         try:
                             if gone:
                                 raise gone
-                            ready, _ = ray.wait(list(refs), num_returns=1, timeout=POLL_S)
-                            news = _started_news(ray, started, gcs)
+                            ready, _ = ray.wait([*refs, waiting], num_returns=1, timeout=POLL_S)
+                            news = []
+                            if waiting in ready:
+                                ready.remove(waiting)
+                                news = [ray.get(waiting, timeout=ASK_S), *_started_news(ray, started, gcs)]
+                                waiting = started.actor.get.remote()
                         except (ray.exceptions.RayError, ClusterGone) as e:   # the cluster went (its head stopped)
                             said = str(e) if isinstance(e, ClusterGone) else type(e).__name__
                             why = f"the Ray cluster went while it ran ({said})"
@@ -168,18 +175,20 @@ class RayExecutor(Executor):
                             task, _ = refs.pop(ref)
                             self._finish(remote.outcome(result, settings.runs, self.log_dir), task, seen, on_event)
                         # only the points that started can hand an outcome over (a queued one never ran)
-                        self._link_stopped(started, {t.point_id for t, _ in refs.values()} & seen, by_id, settings,
-                                           seen, on_event)
+                        self._link_stopped(ray, started, waiting, {t.point_id for t, _ in refs.values()} & seen,
+                                           by_id, settings, seen, on_event)
             finally:
                 ray.shutdown()
 
-    def _link_stopped(self, queue, stopped, by_id, settings, seen, on_event):
+    def _link_stopped(self, ray, queue, waiting, stopped, by_id, settings, seen, on_event):
         """The outcomes the cancelled points handed over (node.run_point's on_stop): each stopped point is linked
         to its run, recorded interrupted by its mlrun. One whose worker died unheard stays 'the sweep was stopped'."""
         deadline = time.monotonic() + STOP_LINK_S   # the workers' puts may reach the queue after their tasks end
         while stopped and time.monotonic() < deadline:
             try:
                 items = queue.get_nowait_batch(queue.qsize())
+                if waiting is not None and ray.wait([waiting], timeout=0)[0]:   # the waiting get took one
+                    items, waiting = [ray.get(waiting, timeout=ASK_S), *items], None
             except Exception:   # the queue's actor went with the cluster: nothing more to link
                 return
             for item in items:
