@@ -1,8 +1,9 @@
 """python -m mlperf_bert.harness: run a BERT QA ONNX model under MLPerf LoadGen and report.
 
-Backends: onnxruntime (one session, any length the model allows) or deepsparse (an engine per
-sequence-length bucket, compiled before LoadGen starts; Server runs DeepSparse's multi-stream
-scheduler with a worker per stream). Both give the same responses: float32 (L, 2) per sample.
+Backends: onnxruntime (one session, any length the model allows), openvino (on the CPU, fp32 or bf16, one
+stream per instance, any length) or deepsparse (an engine per sequence-length bucket, compiled before LoadGen
+starts; Server runs DeepSparse's multi-stream scheduler with a worker per stream); tensorrt on a GPU. All give
+the same responses: float32 (L, 2) per sample.
 Writes into RUN_DIR: user.conf (the settings chosen here, then the user's own lines),
 LoadGen's mlperf_log_* files, accuracy.txt (accuracy mode) and summary.json.
 """
@@ -27,7 +28,10 @@ from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
 SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
 MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.PerformanceOnly}
-BACKENDS = ("onnxruntime", "deepsparse", "tensorrt")
+BACKENDS = ("onnxruntime", "deepsparse", "tensorrt", "openvino")
+INSTANCE_BACKENDS = ("onnxruntime", "openvino")   # instances and threads by mlperf_bert.parallelism's rule
+# What each device (or CPU backend) runs: the GPU's from mlperf_bert.gpu; OpenVINO on the CPU fp32 or bf16.
+DEVICE_PRECISIONS = {**gpu.DEVICE_PRECISIONS, "openvino": ("fp32", "bf16")}
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 # --count N runs exactly N samples: no minimum duration, so the query count alone ends the test (a
@@ -90,16 +94,17 @@ def parse_args(argv):
                         "(default: onnxruntime)")
     parser.add_argument("--device", default="cpu", choices=list(gpu.DEVICE_PROVIDERS), help="onnxruntime: "
                         "the CPU, or the GPU through the CUDA or the TensorRT provider (default: cpu)")
-    parser.add_argument("--precision", default="fp32", choices=gpu.PRECISIONS, help="fp32 (strict: no "
-                        "TF32 on a GPU), tf32 (onnxruntime's CUDA provider, TensorRT), fp16 (TensorRT), int8 (native "
-                        "TensorRT); the CPU runs the model's own (default: fp32)")
+    parser.add_argument("--precision", default="fp32", choices=(*gpu.PRECISIONS, "bf16"), help="fp32 "
+                        "(strict: no TF32 on a GPU), tf32 (onnxruntime's CUDA provider, TensorRT), fp16 (TensorRT), "
+                        "int8 (native TensorRT), bf16 (OpenVINO on a CPU with AMX or AVX512_BF16); onnxruntime on "
+                        "the CPU runs the model's own (default: fp32)")
     parser.add_argument("--engine", help="native TensorRT: the engine file (get-tensorrt-engine-bert)")
     parser.add_argument("--trt-cache", help="TensorRT provider: its engine cache folder "
                         "(get-onnxruntime-trt-cache-bert), built for --buckets and --batch-size")
     parser.add_argument("--threads", type=_count(1), help="onnxruntime intra-op threads per instance, "
                         "deepsparse cores (default: by the scenario's rule, mlperf_bert.parallelism)")
     parser.add_argument("--instances", type=_count(1), help="onnxruntime sessions run at once, each pinned to "
-                        "its own cores (default: by the scenario's rule)")
+                        "its own cores; openvino streams (default: by the scenario's rule)")
     parser.add_argument("--spin", action=argparse.BooleanOptionalAction, help="onnxruntime intra-op threads "
                         "spin between operators (default: off; measured in mlperf_bert.parallelism)")
     parser.add_argument("--batch-pad", type=_count(0), default=0, metavar="TOKENS", help="with --batch-size: "
@@ -152,20 +157,22 @@ def parse_args(argv):
         parser.error(f"--peak-tolerance must be between 0 and 1, not {args.peak_tolerance}")
     if args.find_peak and args.target_qps is not None:
         parser.error("--find-peak finds the target QPS: leave out --target-qps")
-    if args.backend != "onnxruntime" and (args.instances is not None or args.spin is not None):
-        parser.error("--instances and --spin apply to --backend onnxruntime")
+    if args.backend not in INSTANCE_BACKENDS and args.instances is not None:
+        parser.error("--instances applies to --backend onnxruntime or openvino")
+    if args.backend != "onnxruntime" and args.spin is not None:
+        parser.error("--spin applies to --backend onnxruntime")
     if args.backend != "onnxruntime" and args.device != "cpu" and args.backend != "tensorrt":
         parser.error(f"--device {args.device} applies to --backend onnxruntime")
     if args.backend == "tensorrt" and not args.engine:
         parser.error("--backend tensorrt needs --engine FILE")
     if args.device == "tensorrt-ep" and not args.trt_cache:
         parser.error("--device tensorrt-ep needs --trt-cache DIR")
-    device = "tensorrt" if args.backend == "tensorrt" else args.device
-    if args.precision not in gpu.DEVICE_PRECISIONS[device]:
-        where = [f"--device {d}" if d != "tensorrt" else "--backend tensorrt"
-                 for d, runs in gpu.DEVICE_PRECISIONS.items() if args.precision in runs]
+    device = args.backend if args.backend in ("tensorrt", "openvino") else args.device
+    if args.precision not in DEVICE_PRECISIONS[device]:
+        where = [f"--device {d}" if d not in ("tensorrt", "openvino") else f"--backend {d}"
+                 for d, runs in DEVICE_PRECISIONS.items() if args.precision in runs]
         parser.error(f"--precision {args.precision} applies to {' or '.join(where)}; {device} runs "
-                     f"{' or '.join(gpu.DEVICE_PRECISIONS[device])}")
+                     f"{' or '.join(DEVICE_PRECISIONS[device])}")
     for option in ("user_conf", "audit_config", "squad", "questions"):
         path = getattr(args, option)
         if path is not None and not os.path.isfile(path):
@@ -222,9 +229,9 @@ def run(args):
             else args.buckets
     buckets = seq_plan.parse_buckets(args.buckets)
     work_dir = args.dynamic_model_cache or run_dir
-    if args.backend == "onnxruntime":
-        inference, views, pins, chosen_parallelism, measured_qps = _ort_instances(args, features, buckets,
-                                                                                   work_dir, total)
+    if args.backend in INSTANCE_BACKENDS:
+        inference, views, pins, chosen_parallelism, measured_qps = _instances(args, features, buckets,
+                                                                              work_dir, total)
         workers = len(views)
     else:
         backend, plan, workers = _backend(args, buckets, work_dir)
@@ -336,31 +343,23 @@ def _added_width(requested, plan):
             f"{max(map(int, asked))} run there")
 
 
-def _ort_instances(args, features, buckets, work_dir, total):
-    """(inference, views, pins, Parallelism, warm-up samples/s): onnxruntime sessions by the scenario's rule
-    (mlperf_bert.parallelism), warmed up. Server's rule needs a measurement: one instance on all cores is
-    warmed up first, and the sessions are made again when its estimate of a full-length sample allows more."""
-    from mlperf_bert.ort_backend import OrtBackend
+def _instances(args, features, buckets, work_dir, total):
+    """(inference, views, pins, Parallelism, warm-up samples/s): onnxruntime sessions or OpenVINO streams by the
+    scenario's rule (mlperf_bert.parallelism), warmed up. Server's rule needs a measurement: one instance on all
+    cores is warmed up first, and the instances are made again when its estimate of a full-length sample allows
+    more."""
     model_path, plan = seq_plan.prepare(args.model, buckets, work_dir)
     inference = QaInference(None, features, plan, args.batch_size, args.batch_pad)
     overrides = {"instances": args.instances, "threads": args.threads, "spin": args.spin}
     if args.device != "cpu":  # one session feeds the GPU; its CPU threads only launch work
         overrides["instances"] = 1
-    providers = gpu.ort_providers(args.device, args.precision, args.trt_cache,
-                                  gpu.trt_profiles(plan.buckets or (seq_plan.FEATURE_WIDTH,), [args.batch_size]),
-                                  model_adapter.inspect(model_path).input_names)
-
-    gpu.before_session(providers)
-
-    def start(chosen):
-        pins = list(chosen.cores) or [()] * chosen.instances
-        views = [inference.on(OrtBackend(model_path, chosen.threads, providers=providers, spin=chosen.spin,
-                                         cores=pin)) for pin in pins]
-        for view in views:  # onnxruntime falls back to the CPU with only a log line: never run so silently
-            gpu.check_session(view.backend.session, providers)
-        return views, pins, _warm_up(views[0], total, views, pins)
-
+    if args.backend == "openvino":
+        start = _ov_start(args, model_path, inference, total)
+    else:
+        start = _ort_start(args, model_path, plan, inference, total)
     chosen = parallelism.choose(args.scenario, **overrides)
+    if args.backend == "openvino":   # its streams, not our pins (recorded so: no cores listed)
+        chosen = dataclasses.replace(chosen, cores=(), rule=chosen.rule + "; OpenVINO places its streams")
     if args.device != "cpu":  # the one session is this rule's, not the person's --instances
         chosen = dataclasses.replace(chosen, rule="GPU: one session feeds it", overridden=tuple(
             name for name in chosen.overridden if name != "instances" or args.instances is not None))
@@ -374,8 +373,41 @@ def _ort_instances(args, features, buckets, work_dir, total):
                                    latency_bound_s=bound_s, **overrides)
         if (tuned.instances, tuned.threads) != (chosen.instances, chosen.threads):
             views, pins, measured_qps = start(tuned)
-        chosen = tuned
+        chosen = tuned if args.backend != "openvino" else dataclasses.replace(
+            tuned, cores=(), rule=tuned.rule + "; OpenVINO places its streams")
     return views[0], views, pins, chosen, measured_qps
+
+
+def _ort_start(args, model_path, plan, inference, total):
+    """start(Parallelism) -> (views, pins, warm-up samples/s): a pinned onnxruntime session per instance."""
+    from mlperf_bert.ort_backend import OrtBackend
+    providers = gpu.ort_providers(args.device, args.precision, args.trt_cache,
+                                  gpu.trt_profiles(plan.buckets or (seq_plan.FEATURE_WIDTH,), [args.batch_size]),
+                                  model_adapter.inspect(model_path).input_names)
+
+    gpu.before_session(providers)
+
+    def start(chosen):
+        pins = list(chosen.cores) or [()] * chosen.instances
+        views = [inference.on(OrtBackend(model_path, chosen.threads, providers=providers, spin=chosen.spin,
+                                         cores=pin)) for pin in pins]
+        for view in views:  # onnxruntime falls back to the CPU with only a log line: never run so silently
+            gpu.check_session(view.backend.session, providers)
+        return views, pins, _warm_up(views[0], total, views, pins)
+    return start
+
+
+def _ov_start(args, model_path, inference, total):
+    """start(Parallelism) -> (views, pins, warm-up samples/s): the model compiled for one OpenVINO stream per
+    instance, an infer request each; the workers stay unpinned (OpenVINO pins its streams' threads)."""
+    from mlperf_bert.ov_backend import OvModel
+
+    def start(chosen):
+        model = OvModel(model_path, chosen.instances, chosen.threads, args.precision)
+        views = [inference.on(model.request()) for _ in range(chosen.instances)]
+        pins = [()] * chosen.instances
+        return views, pins, _warm_up(views[0], total, views, pins)
+    return start
 
 
 def _backend(args, buckets, work_dir):
@@ -599,9 +631,13 @@ def format_summary(summary):
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
     if summary.get("gpu"):
         lines.append(f"  GPU: {gpu.describe(summary['gpu'])}; {summary['device']}, {summary['precision']}")
+    if summary.get("backend") == "openvino" and (ov := summary.get("openvino")):
+        lines.append(f"  OpenVINO {ov['version'].split('-')[0]}: {summary['precision']}, {ov['streams']} stream(s), "
+                     f"{ov['threads']} thread(s) in all")
     if par := summary.get("parallelism"):
-        lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s), spinning "
-                     f"{'on' if par['spin'] else 'off'} (rule: {par['rule']}"
+        spinning = f", spinning {'on' if par['spin'] else 'off'}" if summary.get("backend", "onnxruntime") == "onnxruntime" else ""
+        lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s){spinning} "
+                     f"(rule: {par['rule']}"
                      + (f"; set by --{', --'.join(par['overridden'])})" if par["overridden"] else ")"))
         if par["instances"] * par["threads"] > par.get("available", 0) > 0:
             lines.append(f"    {par['instances'] * par['threads']} threads on the {par['available']} cores this run "

@@ -251,8 +251,8 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--scenario=Server", "--find_peak", "--target_qps=5"],
      "--find_peak applies only with no --target_qps"),   # only what does not hold (--scenario=Server was given)
     (["--scenario=Server", "--streams=2"], "--streams applies only with _deepsparse\n"),
-    (["--precision=fp16"], "--precision applies only with (_cuda or _tensorrt or _tensorrt-ep) and (_tensorrt or "
-                           "_tensorrt-ep or --precision=tf32)"),   # words of alternatives
+    (["--precision=fp16"], "--precision applies only with (_cuda or _tensorrt or _tensorrt-ep or _openvino) and "
+                           "(_tensorrt or _tensorrt-ep or --precision=tf32 or --precision=bf16)"),   # words of alternatives
     (["--buckets=128;256"], "--buckets=128;256 is not of the form the input takes"),
     (["--model=zoo:"], "app-mlperf-bert: --model=zoo: is not of the form the input takes"),   # failed in its step
 ])

@@ -49,6 +49,8 @@ def test_required_system_fields_come_from_the_official_checker():
     ("app mlperf bert _onnxruntime _cpu _random", "onnxruntime==1.22.1 tqdm==4.67.1", "onnxruntime 1.22.1"),
     ("app mlperf bert _onnxruntime _cpu _random", "onnx==1.18.0", "onnxruntime 1.23.2"),
     ("app mlperf bert _deepsparse _random", None, "deepsparse 1.8.0"),
+    # OpenVINO runs the model, whatever onnxruntime the venv under its layer holds
+    ("app mlperf bert _openvino _random", "onnxruntime==1.22.1 tqdm==4.67.1", "openvino 2026.4.1"),
 ])
 def test_the_framework_named_is_the_runtime_the_venv_installs(tmp_path, query, packages, expected):
     # Another onnxruntime (--dep.python.packages) must not be described as the recipe's 1.23.2.

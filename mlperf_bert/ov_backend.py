@@ -1,0 +1,93 @@
+"""OpenVINO on the CPU for a BERT QA model: one compiled model, a stream per instance, each instance its own
+infer request; batches [B, L] in, start/end logits [B, L] out.
+
+Precision is explicit: OpenVINO's own default on a CPU with AMX or AVX512_BF16 is bf16, so fp32 is asked for as
+f32 (the same answers as onnxruntime within 4e-6), and bf16 only where the CPU multiplies bf16 (elsewhere OpenVINO
+would run f32 and the run would say bf16). What ran is read back from the compiled model and recorded.
+"""
+import numpy as np
+import openvino as ov
+
+from engine.errors import MlrunError, StepError
+from mlperf_bert import model_adapter
+
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}   # mlrun's word: OpenVINO's INFERENCE_PRECISION_HINT
+
+
+class CpuCannot(MlrunError):
+    """This CPU cannot run what was asked (bf16 without AMX or AVX512_BF16)."""
+    exit_code = 78   # sysexits EX_CONFIG, as gpu.GpuUnavailable: the runner makes it mlrun's exit 2
+
+
+class OvModel:
+    """The model compiled once for `instances` streams of `threads` threads each; request() gives each
+    instance its infer request (OpenVINO places the streams on the cores itself)."""
+
+    def __init__(self, model_path, instances, threads, precision="fp32"):
+        self.io = model_adapter.inspect(model_path)
+        self.model_path = model_path
+        core = ov.Core()
+        self.capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+        if precision == "bf16" and "BF16" not in self.capabilities:
+            raise CpuCannot("--precision bf16: this CPU does not multiply bf16 (no AMX or AVX512_BF16; OpenVINO "
+                             f"reports {', '.join(self.capabilities)}), so OpenVINO would run fp32 instead",
+                             hint="leave out --precision (fp32), or run on a CPU with AMX or AVX512_BF16")
+        config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "NUM_STREAMS": instances,
+                  "INFERENCE_NUM_THREADS": instances * threads,
+                  "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT"}
+        try:
+            self.compiled = core.compile_model(str(model_path), "CPU", config)
+        except Exception as error:   # OpenVINO raises RuntimeError for anything it cannot read or compile
+            raise StepError(f"OpenVINO cannot compile {model_path}: {_first_line(error)}",
+                            hint="it reads standard ONNX operators: a graph fused by onnxruntime (Attention, "
+                                 "SkipLayerNormalization) runs on _onnxruntime only") from None
+        self.streams = int(self.compiled.get_property("NUM_STREAMS"))
+        self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        ran = self.compiled.get_property("INFERENCE_PRECISION_HINT")   # an ov.Type: f32, bf16
+        self.precision = ran.to_string() if hasattr(ran, "to_string") else str(ran)
+        if self.precision != PRECISIONS[precision]:   # never a run that says one precision and ran another
+            raise StepError(f"OpenVINO compiled the model for {self.precision}, not the {precision} asked for")
+        self._outputs = [self.io.start] if self.io.end is None else [self.io.start, self.io.end]
+
+    def request(self):
+        return OvBackend(self)
+
+    def describe(self):
+        return {"version": ov.get_version(), "precision": self.precision, "streams": self.streams,
+                "threads": self.threads, "cpu_capabilities": self.capabilities}
+
+
+class OvBackend:
+    """One instance: its own infer request on the shared compiled model, run by one caller at a time."""
+
+    def __init__(self, model):
+        self.model = model
+        self.io = model.io
+        self.threads = max(1, model.threads // max(model.streams, 1))   # per instance, as onnxruntime's
+        self._request = model.compiled.create_infer_request()
+        self._outputs = [model.compiled.output(name) for name in model._outputs]
+
+    def describe(self):
+        return self.model.describe()
+
+    def run(self, ids, mask, segments):
+        """Return (start, end) float32 [B, L] for int arrays [B, L]."""
+        feeds = {name: np.asarray(array, dtype=self.io.input_dtype)
+                 for name, array in zip(self.io.input_names, (ids, mask, segments))}
+        try:
+            results = self._request.infer(feeds)
+        except Exception as error:
+            raise StepError(f"OpenVINO failed on a batch of shape {list(np.shape(ids))}: "
+                            f"{_first_line(error)}") from None
+        outputs = [results[output] for output in self._outputs]
+        if self.io.end is None:
+            start, end = outputs[0][..., 0], outputs[0][..., 1]
+        else:
+            start, end = outputs
+        return (np.ascontiguousarray(start, dtype=np.float32), np.ascontiguousarray(end, dtype=np.float32))
+
+
+def _first_line(error, limit=300):
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = next((line for line in lines if "Exception from" not in line), lines[0] if lines else type(error).__name__)
+    return text[:limit]

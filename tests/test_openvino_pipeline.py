@@ -1,0 +1,129 @@
+"""The BERT benchmark on the OpenVINO backend through the real recipes and bin/mlrun, offline.
+
+Like tests/test_deepsparse_pipeline.py: the mirror ../shared/data gives the SQuAD dev set and vocab, the model is a
+tiny random-weight BERT built by its recipe, and the module shares one cache folder started from the warm seed
+(the onnxruntime venv is there; the OpenVINO layer over it is a pip install of one wheel).
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import TINY_MODEL, offline_mlrun, step_dir
+
+QUERY = "app mlperf bert _openvino _cpu _random"
+ORT_QUERY = "app mlperf bert _onnxruntime _cpu _random"
+COUNT = 20
+
+
+def _cpu_multiplies_bf16():
+    flags = open("/proc/cpuinfo").read().split()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@pytest.fixture(scope="module")
+def ov(tmp_path_factory, bert_seed):
+    return offline_mlrun(tmp_path_factory.mktemp("openvino-pipeline"), seed=bert_seed.cache)
+
+
+def _step(result, recipe):
+    return next(s for s in json.loads(result.stdout)["steps"] if s["recipe"] == recipe)
+
+
+def _logits(run_dir):
+    """{qsl_idx: float32 (L, 2)} of an accuracy run."""
+    return {r["qsl_idx"]: np.frombuffer(bytes.fromhex(r["data"]), np.float32).reshape(-1, 2)
+            for r in json.load(open(os.path.join(run_dir, "mlperf_log_accuracy.json")))}
+
+
+def _summary(result):
+    return json.load(open(os.path.join(step_dir(result), "summary.json")))
+
+
+@pytest.fixture(scope="module")
+def accuracy_run(ov):
+    result = ov(QUERY, "--mode=accuracy", f"--count={COUNT}", *TINY_MODEL, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_fp32_gives_onnxruntimes_answers_on_the_same_model(ov, accuracy_run):
+    """fp32 is asked for as f32 (OpenVINO's own default on a CPU with AMX is bf16): the logits of every sample
+    within 1e-4 of onnxruntime's on the same model entry, each at its real length (measured: 2.6e-6)."""
+    summary = _summary(accuracy_run)
+    assert summary["backend"] == "openvino" and summary["precision"] == "fp32"
+    assert summary["openvino"]["precision"] == "f32" and summary["openvino"]["version"].startswith("2026.4.1")
+    assert summary["samples_completed"] == COUNT and set(summary["accuracy"]) >= {"exact_match", "f1"}
+    assert summary["sequence_handling"].startswith("exact lengths")
+    assert "OpenVINO 2026.4.1: fp32" in accuracy_run.stderr + accuracy_run.stdout or \
+        "OpenVINO 2026.4.1: fp32" in open(os.path.join(step_dir(accuracy_run), ".mlrun", "build.log")).read()
+    ort = ov(ORT_QUERY, "--mode=accuracy", f"--count={COUNT}", *TINY_MODEL, "--json")
+    assert ort.returncode == 0, ort.stderr[-3000:]
+    assert _step(ort, "get-ml-model-bert")["path"] == _step(accuracy_run, "get-ml-model-bert")["path"]
+    ours, theirs = _logits(step_dir(accuracy_run)), _logits(step_dir(ort))
+    assert sorted(ours) == sorted(theirs) == list(range(COUNT))
+    for index in ours:
+        assert ours[index].shape == theirs[index].shape, index   # the same (real) length
+        assert float(np.abs(ours[index] - theirs[index]).max()) < 1e-4, index
+
+
+def test_the_backend_is_a_layer_over_the_onnxruntime_venv(ov, accuracy_run):
+    """One venv for the model tools and the runtime beside it: the layer entry holds openvino pinned, its record
+    lists what was installed, and nothing in it names the folder it was built in (the cache can move)."""
+    layer = _step(accuracy_run, "get-backend-openvino")["path"]
+    assert os.path.isdir(os.path.join(layer, "site", "openvino"))
+    packages = open(os.path.join(layer, "packages.txt")).read().split()
+    assert "openvino==2026.4.1" in packages and all("==" in p for p in packages)
+    cache = os.path.dirname(layer)
+    for folder, _, files in os.walk(os.path.join(layer, "site")):   # what the step installed (mlrun's own record
+        for name in files:                                            # in entry.json says where it was built)
+            if name.endswith((".txt", ".json", ".py", "RECORD", "INSTALLER", ".pth")):
+                assert cache not in open(os.path.join(folder, name), errors="replace").read(), name
+    venvs = [s["label"] for s in json.loads(accuracy_run.stdout)["steps"] if s["recipe"] == "get-python-venv"]
+    assert sorted(venvs) == ["get-python-venv _numpy", "get-python-venv _onnxruntime"]   # no venv of its own
+
+
+def test_bf16_runs_where_the_cpu_multiplies_it_and_is_refused_elsewhere(ov, accuracy_run):
+    """--precision=bf16: on a CPU with AMX or AVX512_BF16 it runs and records bf16 (logits near fp32's, not equal:
+    bf16 keeps 8 bits of mantissa; 0.03 apart measured on this model); elsewhere it stops with exit 2 before
+    LoadGen starts (OpenVINO would quietly run f32 and the run would say bf16)."""
+    result = ov(QUERY, "--precision=bf16", "--mode=accuracy", f"--count={COUNT}", *TINY_MODEL, "--json")
+    if not _cpu_multiplies_bf16():
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "does not multiply bf16" in result.stderr and "Traceback" not in result.stderr
+        return
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(result)
+    assert summary["precision"] == "bf16" and summary["openvino"]["precision"] == "bf16"
+    fp32, bf16 = _logits(step_dir(accuracy_run)), _logits(step_dir(result))
+    worst = max(float(np.abs(fp32[i] - bf16[i]).max()) for i in fp32)
+    assert 0 < worst < 0.5, worst
+
+
+def test_instances_and_threads_are_openvino_streams(ov, accuracy_run):
+    """--instances/--threads set the streams and their threads, recorded as OpenVINO compiled them."""
+    result = ov(QUERY, "--mode=performance", "--count=16", "--instances=1", "--threads=2", *TINY_MODEL, "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = _summary(result)
+    assert summary["openvino"]["streams"] == 1 and summary["openvino"]["threads"] == 2
+    assert summary["parallelism"]["instances"] == 1 and summary["parallelism"]["threads"] == 2
+    assert summary["parallelism"]["overridden"] == ["instances", "threads"]
+    assert summary["parallelism"]["cores"] == []   # OpenVINO pins its streams; nothing of ours claims to
+    assert summary["loadgen"]["metric"]["Samples per second"] > 0
+
+
+@pytest.mark.parametrize("query, flags, said", [
+    ("_openvino _int8-dynamic", [], "_openvino (the query) cannot go with _int8-dynamic"),
+    ("_openvino _cuda", [], "cannot go with"),
+    ("_onnxruntime", ["--precision=bf16"], "--precision applies only with"),
+    ("_deepsparse", ["--precision=bf16"], "--precision applies only with"),
+    ("_openvino", ["--precision=fp16"], "--precision applies only with"),
+    ("_openvino", ["--precision=tf32"], "--precision applies only with"),
+    ("_openvino", ["--spin"], "--spin"),
+    ("_deepsparse", ["--instances=2"], "--instances"),
+])
+def test_what_openvino_does_not_run_is_refused_before_anything_is_built(ov, query, flags, said):
+    result = ov("plan", f"app mlperf bert _random {query}", *flags)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert said in result.stderr and "Traceback" not in result.stderr
