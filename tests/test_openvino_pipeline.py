@@ -42,6 +42,12 @@ def _summary(result):
 
 
 @pytest.fixture(scope="module")
+def planner(tmp_path_factory):
+    """An empty cache: plans only (what is refused is refused before anything is built)."""
+    return offline_mlrun(tmp_path_factory.mktemp("openvino-plans"))
+
+
+@pytest.fixture(scope="module")
 def accuracy_run(ov):
     result = ov(QUERY, "--mode=accuracy", f"--count={COUNT}", *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -123,7 +129,54 @@ def test_instances_and_threads_are_openvino_streams(ov, accuracy_run):
     ("_openvino", ["--spin"], "--spin"),
     ("_deepsparse", ["--instances=2"], "--instances"),
 ])
-def test_what_openvino_does_not_run_is_refused_before_anything_is_built(ov, query, flags, said):
-    result = ov("plan", f"app mlperf bert _random {query}", *flags)
+def test_what_openvino_does_not_run_is_refused_before_anything_is_built(planner, query, flags, said):
+    result = planner("plan", f"app mlperf bert _random {query}", *flags)
     assert result.returncode == 2, result.stdout + result.stderr
     assert said in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--backend", "openvino", "--spin"], "--spin applies to --backend onnxruntime"),
+    (["--backend", "deepsparse", "--instances", "2"], "--instances applies to --backend onnxruntime or openvino"),
+    (["--precision", "bf16"], "--precision bf16 applies to --backend openvino; cpu runs fp32"),
+    (["--backend", "openvino", "--precision", "fp16"],
+     "--precision fp16 applies to --device tensorrt-ep or --backend tensorrt; openvino runs fp32 or bf16"),
+    (["--backend", "openvino", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
+])
+def test_the_harness_refuses_openvino_flags_that_do_not_go_together(flags, message, capsys):
+    from mlperf_bert import harness
+    with pytest.raises(SystemExit) as caught:
+        harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Offline",
+                            "--mode", "accuracy", *flags])
+    assert caught.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures(ov, accuracy_run, tmp_path):
+    """bench/openvino_peak.py from the repo's venv (no openvino there) runs again under the backend's
+    interpreter, found by `bin/mlrun "get backend openvino"` in the cache it is given."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env["MLRUN_CACHE"] = str(ov.root / "cache")
+    result = subprocess.run([sys.executable, "-m", "bench.openvino_peak", "--layers", "2", "--hidden", "64",
+                             "--heads", "2", "--samples", "4", "--repeats", "1", "--peak-seconds", "0.05",
+                             "--scratch", str(tmp_path)], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.startswith("OpenVINO 2026.4.1") and "GEMM peak, onnxruntime fp32:" in out, out
+    rows = [line for line in out.splitlines() if line.startswith(("onnxruntime fp32,", "OpenVINO"))
+            and "passes" in line]
+    names = {line.split("  ")[0] for line in rows}
+    expected = {f"{name}, {layout}" for name in ("onnxruntime fp32", "OpenVINO fp32")
+                for layout in ("Offline", "all cores")}
+    if _cpu_multiplies_bf16():
+        expected |= {"OpenVINO bf16, Offline", "OpenVINO bf16, all cores"}
+        assert "GEMM peak, OpenVINO bf16:" in out
+    else:
+        assert "does not multiply bf16" in out
+    assert names == expected, out
+    for line in rows:
+        if line.startswith("OpenVINO fp32"):
+            assert " 4/4 " in line, line   # fp32: onnxruntime's answers

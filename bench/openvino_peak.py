@@ -1,0 +1,173 @@
+"""OpenVINO beside onnxruntime: the machine's GEMM peak per precision, and the model work each backend achieves.
+
+    python -m bench.openvino_peak [--samples 64] [--repeats 3] [--layers 12 --hidden 768 --heads 12]
+
+From an interpreter without openvino (the repo's .venv) it runs itself again under the OpenVINO backend's: the
+onnxruntime venv with the backend entry's site folder first on PYTHONPATH (`bin/mlrun "get backend openvino"`
+builds or finds both).
+
+1. GEMM peak on all cores, best of the shapes of bench.machine_peak: onnxruntime MatMul (fp32), OpenVINO MatMul
+   compiled for f32 and for bf16 (on a CPU with AMX or AVX512_BF16: what --precision=bf16 multiplies with).
+2. The same random BERT-shaped model (bench.harness's, made dynamic as the app does) over the same real SQuAD
+   samples, each at its real length, shortest first, as the app's Offline layout (one instance per core:
+   onnxruntime sessions pinned to their core, OpenVINO streams) and as one instance on all cores:
+   onnxruntime fp32, OpenVINO f32, OpenVINO bf16. Passes alternate, --repeats rounds, best pass counts.
+   Achieved GFLOP/s by bench.machine_peak.model_flops (its docstring has the formula), against the peak of the
+   precision the pass multiplies in.
+3. Answers: the share of samples whose argmax start and end equal onnxruntime fp32's, and the largest logit
+   difference (a random model's logits are near ties: bf16 flips many; that says nothing of accuracy, which
+   docs/performance.md gives for a trained model).
+"""
+import os
+import tempfile
+import time
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+try:
+    import openvino as ov
+except ImportError:   # the repo's venv: main() runs this again under the backend's interpreter
+    ov = None
+
+from bench.harness import fixed_model, model_args, sample_features
+from bench.machine_peak import PEAK_SHAPES, gemm_peak, model_flops
+from mlperf_bert import parallelism, seq_plan
+from mlperf_bert.ort_backend import OrtBackend
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def again_under_the_backend(argv):
+    """Run this script again with the OpenVINO backend's interpreter and site folder, as mlrun builds them."""
+    plan = subprocess.run([str(REPO / "bin" / "mlrun"), "get backend openvino", "--json"], capture_output=True,
+                          text=True)
+    if plan.returncode != 0:
+        sys.exit(f"bench.openvino_peak: `bin/mlrun \"get backend openvino\"` failed (exit {plan.returncode}):\n"
+                 + plan.stderr[-2000:])
+    result = json.loads(plan.stdout)
+    venv = next(step["path"] for step in result["steps"] if step["recipe"] == "get-python-venv")
+    python = os.path.join(venv, "bin", "python")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([result["exports"]["PYTHONPATH"], str(REPO)]))
+    os.execve(python, [python, "-m", "bench.openvino_peak", *argv], env)
+from mlperf_bert.sut import QaInference, run_on_instances
+
+
+def ov_gemm_peak(precision, threads, seconds_per_shape):
+    """Best GFLOP/s of an OpenVINO MatMul (f32 or bf16 compute) over bench.machine_peak's shapes."""
+    core, best = ov.Core(), 0.0
+    for m, k, n in PEAK_SHAPES:
+        feed = {"a": np.random.default_rng(1).standard_normal((m, k), dtype=np.float32)}
+        with tempfile.TemporaryDirectory() as scratch:   # the one-node graph onnxruntime's peak runs
+            path = os.path.join(scratch, "gemm.onnx")
+            onnx.save(_matmul_model(m, k, n), path)
+            compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                        "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1})
+        ran = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        if ran != precision:   # OpenVINO runs f32 where the CPU does not multiply bf16: no peak to call bf16
+            raise RuntimeError(f"OpenVINO compiled the GEMM for {ran}: this CPU does not multiply {precision}")
+        request = compiled.create_infer_request()
+        request.infer(feed)
+        deadline, fastest = time.perf_counter() + seconds_per_shape, float("inf")
+        while time.perf_counter() < deadline:
+            started = time.perf_counter()
+            request.infer(feed)
+            fastest = min(fastest, time.perf_counter() - started)
+        best = max(best, 2 * m * k * n / fastest / 1e9)
+    return best
+
+
+def _matmul_model(m, k, n):
+    weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n), dtype=np.float32), "b")
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])], [weight])
+    opsets = [helper.make_opsetid("", 17)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+
+
+def contenders(model, features, plan, cores):
+    """{name: (views, pins)}: each backend and precision in the Offline layout and on all cores."""
+    offline = parallelism.choose("Offline", cores)
+    base = QaInference(None, features, plan)
+    out = {}
+    for layout, (instances, threads) in {"Offline": (offline.instances, offline.threads),
+                                         "all cores": (1, len(cores))}.items():
+        pins = list(parallelism.split_cores(cores, instances, threads)) or [()] * instances
+        out[f"onnxruntime fp32, {layout}"] = ([base.on(OrtBackend(model, threads, spin=False, cores=pin))
+                                               for pin in pins], pins)
+        for precision in ("fp32", "bf16"):
+            try:
+                from mlperf_bert.ov_backend import OvModel
+                compiled = OvModel(model, instances, threads, precision)
+            except Exception as error:   # bf16 on a CPU without it: said, and left out
+                print(f"OpenVINO {precision}: {error}")
+                continue
+            out[f"OpenVINO {precision}, {layout}"] = ([base.on(compiled.request()) for _ in range(instances)],
+                                                      [()] * instances)
+    return out
+
+
+def timed(views, pins, indices):
+    started = time.perf_counter()
+    run_on_instances(views, pins, indices)
+    return time.perf_counter() - started
+
+
+def answers(view, indices):
+    return {indices[p]: r for batch in view.responses(indices) for p, r in batch}
+
+
+def main(argv=None):
+    parser = model_args(__doc__.splitlines()[0], 64, 3)
+    parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape (default 2)")
+    args = parser.parse_args(argv)
+    if ov is None:
+        again_under_the_backend(sys.argv[1:] if argv is None else argv)
+    from mlperf_bert.ov_backend import OvModel   # noqa: F401 (needs openvino)
+    cache = args.scratch
+    cache.mkdir(parents=True, exist_ok=True)
+    model, plan = seq_plan.prepare(str(fixed_model(args, cache)), "auto", cache)
+    features, indices, where = sample_features(args.samples, args.seed, cache)
+    cores = parallelism.available_cores()
+    lengths = [int(features.lengths[i]) for i in indices]
+    work = sum(model_flops(length, args.layers, args.hidden, 4 * args.hidden) for length in lengths)
+    print(f"OpenVINO {ov.get_version()}; {len(indices)} samples, {where}, mean real length "
+          f"{np.mean(lengths):.1f}, {work / len(indices) / 1e9:.2f} GFLOP each; {len(cores)} cores")
+    peaks = {"onnxruntime fp32": gemm_peak(False, len(cores), PEAK_SHAPES, args.peak_seconds)[0],
+             "OpenVINO fp32": ov_gemm_peak("f32", len(cores), args.peak_seconds)}
+    try:
+        peaks["OpenVINO bf16"] = ov_gemm_peak("bf16", len(cores), args.peak_seconds)
+    except Exception as error:
+        print(f"OpenVINO bf16 GEMM: {error}")
+    for name, value in peaks.items():
+        print(f"GEMM peak, {name}: {value:.1f} GFLOP/s")
+    runs = contenders(model, features, plan, cores)
+    for views, pins in runs.values():   # warm: every length once (OpenVINO prepares each new shape)
+        timed(views, pins, indices)
+    seconds = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, (views, pins) in runs.items():
+            seconds[name].append(timed(views, pins, indices))
+    reference = answers(runs["onnxruntime fp32, all cores"][0][0], indices)
+    print(f"{'backend, layout':32} {'samples/s':>10} {'GFLOP/s':>9} {'of peak':>8} {'same':>6} {'max diff':>9}")
+    for name, (views, _) in runs.items():
+        best = min(seconds[name])
+        got = answers(views[0], indices)
+        same = sum(int(np.argmax(got[i][:, 0]) == np.argmax(reference[i][:, 0]) and
+                       np.argmax(got[i][:, 1]) == np.argmax(reference[i][:, 1])) for i in indices)
+        diff = max(float(np.abs(got[i] - reference[i]).max()) for i in indices)
+        peak = peaks.get(" ".join(name.split(",")[0].split()[:2]))
+        share = f"{work / best / 1e9 / peak:.1%}" if peak else "-"
+        print(f"{name:32} {len(indices) / best:10.3f} {work / best / 1e9:9.1f} {share:>8} "
+              f"{same:>3}/{len(indices):<2} {diff:9.2g}   passes {[round(len(indices) / s, 2) for s in seconds[name]]}")
+
+
+if __name__ == "__main__":
+    main()
