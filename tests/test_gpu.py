@@ -250,8 +250,15 @@ def test_calibration_indices_are_checked_against_the_features(tmp_path):
     (["--device", "tensorrt-ep", "--trt-cache", "c", "--precision", "int8"],
      "--precision int8 applies to --backend tensorrt; tensorrt-ep runs fp32 or tf32 or fp16"),
     (["--backend", "deepsparse", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
+    # the CPU backends' own (OpenVINO: tests/test_openvino_pipeline.py)
+    (["--backend", "openvino", "--spin"], "--spin applies to --backend onnxruntime"),
+    (["--backend", "deepsparse", "--instances", "2"], "--instances applies to --backend onnxruntime or openvino"),
+    (["--precision", "bf16"], "--precision bf16 applies to --backend openvino; cpu runs fp32"),
+    (["--backend", "openvino", "--precision", "fp16"],
+     "--precision fp16 applies to --device tensorrt-ep or --backend tensorrt; openvino runs fp32 or bf16"),
+    (["--backend", "openvino", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
 ])
-def test_harness_refuses_gpu_flags_that_do_not_go_together(flags, message, capsys):
+def test_harness_refuses_device_and_backend_flags_that_do_not_go_together(flags, message, capsys):
     """(--device cuda --precision tf32 is taken: the first test below)"""
     from mlperf_bert import harness
     with pytest.raises(SystemExit) as caught:

@@ -135,22 +135,6 @@ def test_what_openvino_does_not_run_is_refused_before_anything_is_built(planner,
     assert said in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--backend", "openvino", "--spin"], "--spin applies to --backend onnxruntime"),
-    (["--backend", "deepsparse", "--instances", "2"], "--instances applies to --backend onnxruntime or openvino"),
-    (["--precision", "bf16"], "--precision bf16 applies to --backend openvino; cpu runs fp32"),
-    (["--backend", "openvino", "--precision", "fp16"],
-     "--precision fp16 applies to --device tensorrt-ep or --backend tensorrt; openvino runs fp32 or bf16"),
-    (["--backend", "openvino", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
-])
-def test_the_harness_refuses_openvino_flags_that_do_not_go_together(flags, message, capsys):
-    from mlperf_bert import harness
-    with pytest.raises(SystemExit) as caught:
-        harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Offline",
-                            "--mode", "accuracy", *flags])
-    assert caught.value.code == 2 and message in capsys.readouterr().err
-
-
 def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures(ov, accuracy_run, tmp_path):
     """bench/openvino_peak.py from the repo's venv (no openvino there) runs again under the backend's
     interpreter, found by `bin/mlrun "get backend openvino"` in the cache it is given."""
