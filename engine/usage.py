@@ -111,6 +111,13 @@ def cm_tags(argv, verbs=(), global_with_value=()):
         query = out.pop(converted)
         # the bare words, not the values of global options (`mlrun --cache DIR run script --tags=...`)
         bare = [j for j, w in enumerate(out) if not w.startswith("-") and not (j and out[j - 1] in global_with_value)]
+        # A quoted query beside --tags: two queries (it read 'unexpected argument', as if it were not one). A bare
+        # word after `--name` is that option's value (`--mode accuracy`), not a query.
+        given = [out[j] for j in bare if out[j] not in verbs and out[j] != "script"
+                 and not (j and out[j - 1].startswith("--") and "=" not in out[j - 1])]
+        if given:
+            raise UsageError(f"the query is given twice: as '{given[0]}' and as --tags={query.replace(' ', ',')}",
+                             hint="give one of them: the quoted query, or --tags=a,b,_x")
         # `mlrun run script --tags=...`: CM names its automation; mlrun's query is the tags alone.
         script = next((j for j in bare[:2] if out[j] == "script"), None)
         if script is not None:

@@ -172,11 +172,17 @@ def test_cm_tags_are_the_same_query(app):
     ran = app.mlrun("run", "script", "--tags=app,mlperf,bert,_cuda", "--mode=accuracy", "--json")
     assert ran.returncode == 0, ran.stderr
     assert open(os.path.join(json.loads(ran.stdout)["path"], "result.txt")).read() == "accuracy Offline\n"
-    assert cm_tags(["run", "script", "--tags=a,b", "--dep.m.tags=_x"]) == ["run", "a b", "--dep.m.tags=_x"]
+    assert cm_tags(["run", "script", "--tags=a,b", "--dep.m.tags=_x"], ("run",)) == ["run", "a b", "--dep.m.tags=_x"]
     # after global options with values (was: `script` kept, 'unexpected argument')
     assert cm_tags(["--cache", "c", "--runs", "r", "run", "script", "--tags=a,b"], ("run",), ("--cache", "--runs")) \
         == ["--cache", "c", "--runs", "r", "run", "a b"]
     one_line(app.mlrun("plan", "--tags="), 2, "--tags= is empty")
+    # a quoted query and --tags: two queries (was: "unexpected argument 'app mlperf bert'", a query is one argument)
+    for argv in (["app mlperf bert", "--tags=app,mlperf,bert"], ["plan", "app mlperf bert", "--tags=app,mlperf,bert"],
+                 ["run", "script", "app mlperf bert", "--tags", "app,mlperf,bert"]):
+        one_line(app.mlrun(*argv), 2, "the query is given twice: as 'app mlperf bert' and as --tags=app,mlperf,bert")
+    # an option's value is no query
+    assert cm_tags(["plan", "--tags=a,b", "--mode", "accuracy"], ("plan",)) == ["plan", "a b", "--mode", "accuracy"]
 
 
 def test_tag_aliases_find_the_recipe_and_change_no_key(app):
