@@ -352,8 +352,11 @@ class Resolver:
         for name, spec in recipe["inputs"].items():   # an input that applies only with some choices
             if spec.get("when") and inputs[name] not in (None, spec["default"]) \
                     and not _condition_holds(spec["when"], chosen, inputs):
-                raise ResolutionError(f"{recipe['name']}: --{name} applies only with "
-                                      f"{_readable(_unmet(spec['when'], chosen, inputs))}", hint=spec["help"] or None)
+                unmet = _unmet(spec["when"], chosen, inputs)
+                value, needs = _value_rule(unmet, name)
+                said = f"--{name}={value} applies only with {_readable(needs)}" if needs else \
+                    f"--{name} applies only with {_readable(unmet)}"
+                raise ResolutionError(f"{recipe['name']}: {said}", hint=spec["help"] or None)
             if not_a_multiple(name, inputs, spec):   # a rule between two inputs: known once both are
                 raise ResolutionError(f"{recipe['name']}: {not_a_multiple(name, inputs, spec)}",
                                       hint=spec["help"] or None)
@@ -567,10 +570,12 @@ def _unmet(condition, chosen, inputs):
     '--precision=tf32 applies only with ... or --precision=tf32')."""
     def about(word):
         return {m.group(1) for t in word.split("|") if (m := CONDITION_INPUT.match(t.lstrip("!")))}
+    def plain(word):   # only input terms: a word that also names variations holds apart ('fp16 needs _trt')
+        return all(CONDITION_INPUT.match(t.lstrip("!")) for t in word.split("|"))
     words = condition.split()
     failing = [w for w in words if not _condition_holds(w, chosen, inputs)]
     named = set().union(*map(about, failing)) if failing else set()
-    return " ".join(w for w in words if w in failing or about(w) & named) or condition
+    return " ".join(w for w in words if w in failing or plain(w) and about(w) & named) or condition
 
 
 def _term_holds(term, condition, names, inputs):
@@ -601,6 +606,18 @@ def _as_typed(error, recipe_name, applied):
                 typed = f"--dep.{name}.{key}=" if said.endswith("=") else f"input '{key}' (--dep.{name}.{key})"
                 message = re.sub(rf"(?<![\w./-]){re.escape(said)}", lambda _: typed, message, count=1)
     return error if message == error.message else ResolutionError(message, hint=error.hint)
+
+
+def _value_rule(condition, name):
+    """(value, what it needs) of a rule of the input's own value among the words that fail, `name!=value|_x|_y`
+    ('--precision=fp16 applies only with _trt or _trt-ep'): the most particular thing to say; else (None, None)."""
+    for word in condition.split():
+        terms = word.split("|")
+        own = [m for t in terms if (m := CONDITION_INPUT.match(t)) and m.group(1) == name and m.group(2) == "!="]
+        rest = [t for t in terms if t.startswith(("_", "!_"))]
+        if len(own) == 1 and rest and len(own) + len(rest) == len(terms):
+            return own[0].group(3), "|".join(rest)
+    return None, None
 
 
 def _readable(condition):

@@ -38,23 +38,30 @@ class OvModel:
         try:
             self.compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as error:   # OpenVINO raises RuntimeError for anything it cannot read or compile
-            raise StepError(f"OpenVINO cannot compile {model_path}: {_first_line(error)}",
-                            hint="it reads standard ONNX operators: a graph fused by onnxruntime (Attention, "
-                                 "SkipLayerNormalization) runs on _onnxruntime only") from None
+            raise StepError(f"OpenVINO cannot compile {model_path}: {_reason(error)}",
+                            hint="_onnxruntime may run it (OpenVINO's ONNX reader lacks some operators)") from None
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
+        # OpenVINO grants at most the cores it may use: 4 instances asked for on 2 cores ran as 2 streams, and the
+        # run said 4 (onnxruntime's extra sessions take turns on the cores; OpenVINO's requests would wait)
+        if (self.streams, self.threads) != (instances, instances * threads):
+            raise CpuCannot(f"OpenVINO compiled {self.streams} stream(s) with {self.threads} thread(s) in all, not "
+                            f"the {instances} x {threads} asked for: it uses at most the cores this run may use",
+                            hint=f"--instances and --threads within the cores (instances x threads <= "
+                                 f"{max(self.threads, 1)} here), or leave them out for the scenario's rule")
         ran = self.compiled.get_property("INFERENCE_PRECISION_HINT")   # an ov.Type: f32, bf16
         self.precision = ran.to_string() if hasattr(ran, "to_string") else str(ran)
         if self.precision != PRECISIONS[precision]:   # never a run that says one precision and ran another
             raise StepError(f"OpenVINO compiled the model for {self.precision}, not the {precision} asked for")
+        self.asked = precision
         self._outputs = [self.io.start] if self.io.end is None else [self.io.start, self.io.end]
 
     def request(self):
         return OvBackend(self)
 
     def describe(self):
-        return {"version": ov.get_version(), "precision": self.precision, "streams": self.streams,
-                "threads": self.threads, "cpu_capabilities": self.capabilities}
+        return {"version": ov.get_version(), "precision": self.asked, "inference_precision_hint": self.precision,
+                "streams": self.streams, "threads": self.threads, "cpu_capabilities": self.capabilities}
 
 
 class OvBackend:
@@ -77,8 +84,7 @@ class OvBackend:
         try:
             results = self._request.infer(feeds)
         except Exception as error:
-            raise StepError(f"OpenVINO failed on a batch of shape {list(np.shape(ids))}: "
-                            f"{_first_line(error)}") from None
+            raise StepError(f"OpenVINO failed on a batch of shape {list(np.shape(ids))}: {_reason(error)}") from None
         outputs = [results[output] for output in self._outputs]
         if self.io.end is None:
             start, end = outputs[0][..., 0], outputs[0][..., 1]
@@ -87,7 +93,10 @@ class OvBackend:
         return (np.ascontiguousarray(start, dtype=np.float32), np.ascontiguousarray(end, dtype=np.float32))
 
 
-def _first_line(error, limit=300):
+def _reason(error, limit=400):
+    """What OpenVINO says went wrong, without where in its sources: its messages open with 'Exception from
+    FILE:LINE:' and 'Check '...' failed at FILE:LINE:' lines, and the reason follows them."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = next((line for line in lines if "Exception from" not in line), lines[0] if lines else type(error).__name__)
-    return text[:limit]
+    told = [line for line in lines if not line.startswith("Exception from")
+            and not (line.startswith("Check '") and " failed at " in line)]
+    return " ".join(told or lines or [type(error).__name__])[:limit]

@@ -46,13 +46,16 @@ def _official(sub, script, args, cwd, what):
 def measurements(sub):
     model = sub.model["what"]
     random = "random" in model or "_random" in sub.opts.query
-    # A TensorRT engine's precision (--precision) is the weights' too; tf32 keeps fp32 weights
-    precision = str(sub.inputs.get("precision") or "fp32")
-    engine = precision if precision in ("fp16", "int8") else None
+    # A TensorRT engine's precision (--precision) is the weights' too, as is OpenVINO's bf16 (it converts the fp32
+    # weights when it compiles the model); tf32 keeps fp32 weights
+    precision = str(sub.inputs.get("precision") or "fp32").lower()
+    engine = precision if precision in ("fp16", "int8", "bf16") else None
     weights = "int8" if "int8" in sub.opts.query or engine == "int8" else engine or "fp32"
     transform = {"fp16": "converted to fp16 by TensorRT's engine builder",
                  "int8": "quantized to int8 by TensorRT's engine builder (entropy calibration on the MLPerf "
-                         "calibration set)"}.get(engine, "none")
+                         "calibration set)",
+                 "bf16": "converted to bf16 by OpenVINO when it compiles the model (INFERENCE_PRECISION_HINT "
+                         "bf16)"}.get(engine, "none")
     return {
         "starting_weights_filename": sub.model.get("weights", model),
         "retraining": "no",

@@ -59,7 +59,8 @@ def test_fp32_gives_onnxruntimes_answers_on_the_same_model(ov, accuracy_run):
     within 1e-4 of onnxruntime's on the same model entry, each at its real length (measured: 2.6e-6)."""
     summary = _summary(accuracy_run)
     assert summary["backend"] == "openvino" and summary["precision"] == "fp32"
-    assert summary["openvino"]["precision"] == "f32" and summary["openvino"]["version"].startswith("2026.4.1")
+    assert summary["openvino"]["precision"] == "fp32" and summary["openvino"]["inference_precision_hint"] == "f32"
+    assert summary["openvino"]["version"].startswith("2026.4.1")
     assert summary["samples_completed"] == COUNT and set(summary["accuracy"]) >= {"exact_match", "f1"}
     assert summary["sequence_handling"].startswith("exact lengths")
     assert "OpenVINO 2026.4.1: fp32" in accuracy_run.stderr + accuracy_run.stdout or \
@@ -101,7 +102,7 @@ def test_bf16_runs_where_the_cpu_multiplies_it_and_is_refused_elsewhere(ov, accu
         return
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(result)
-    assert summary["precision"] == "bf16" and summary["openvino"]["precision"] == "bf16"
+    assert summary["precision"] == "bf16" and summary["openvino"]["inference_precision_hint"] == "bf16"
     fp32, bf16 = _logits(step_dir(accuracy_run)), _logits(step_dir(result))
     worst = max(float(np.abs(fp32[i] - bf16[i]).max()) for i in fp32)
     assert 0 < worst < 0.5, worst
@@ -119,13 +120,39 @@ def test_instances_and_threads_are_openvino_streams(ov, accuracy_run):
     assert summary["loadgen"]["metric"]["Samples per second"] > 0
 
 
+def test_more_instances_than_openvino_grants_are_refused_not_recorded_as_run(ov, accuracy_run):
+    """OpenVINO compiles at most the cores it may use: --instances=4 --threads=3 on 2 cores ran 2 streams of 1
+    thread while the run recorded and printed 4 x 3 (and warned that 12 threads take turns)."""
+    cores = len(os.sched_getaffinity(0))
+    result = ov(QUERY, "--mode=performance", "--count=8", f"--instances={2 * cores}", "--threads=1", *TINY_MODEL)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"not the {2 * cores} x 1 asked for" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_model_openvino_cannot_read_is_refused_with_its_reason(ov, accuracy_run, tmp_path):
+    """OpenVINO's message opens with where in its sources it failed ("Check 'false' failed at ...cpp:151:"), which
+    was all the error said; the reason that follows (the operator it cannot convert) is what is shown now."""
+    import onnx
+    model = onnx.load(os.path.join(_step(accuracy_run, "get-ml-model-bert")["path"], "model.onnx"))
+    node = next(n for n in model.graph.node if n.op_type == "Add")
+    node.op_type, node.domain = "Frobnicate", "my.custom"
+    model.opset_import.append(onnx.helper.make_opsetid("my.custom", 1))
+    onnx.save(model, tmp_path / "custom.onnx")
+    result = ov("app mlperf bert _openvino _cpu", f"--model={tmp_path / 'custom.onnx'}", "--mode=accuracy",
+                "--count=4")
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "No conversion rule found for operations: my.custom.Frobnicate" in result.stderr
+    assert "failed at src/" not in result.stderr and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("query, flags, said", [
     ("_openvino _int8-dynamic", [], "_openvino (the query) cannot go with _int8-dynamic"),
     ("_openvino _cuda", [], "cannot go with"),
-    ("_onnxruntime", ["--precision=bf16"], "--precision applies only with"),
-    ("_deepsparse", ["--precision=bf16"], "--precision applies only with"),
-    ("_openvino", ["--precision=fp16"], "--precision applies only with"),
-    ("_openvino", ["--precision=tf32"], "--precision applies only with"),
+    ("_onnxruntime", ["--precision=bf16"], "--precision=bf16 applies only with _openvino\n"),
+    ("_deepsparse", ["--precision=bf16"], "--precision=bf16 applies only with _openvino\n"),
+    ("_openvino", ["--precision=fp16"], "--precision=fp16 applies only with _tensorrt or _tensorrt-ep\n"),
+    ("_openvino", ["--precision=tf32"], "--precision=tf32 applies only with _cuda or _tensorrt-ep\n"),
+    ("_openvino", ["--precision=int8"], "--precision=int8 applies only with _tensorrt\n"),
     ("_openvino", ["--spin"], "--spin"),
     ("_deepsparse", ["--instances=2"], "--instances"),
 ])

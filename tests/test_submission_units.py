@@ -285,6 +285,9 @@ def test_a_system_file_that_is_not_text_is_a_usage_error(tmp_path):
     ("app mlperf bert _onnxruntime _cuda", {"precision": "tf32"}, "fp32", "none"),
     ("app mlperf bert _tensorrt", {"precision": "fp16"}, "fp16", "converted to fp16 by TensorRT"),
     ("app mlperf bert _tensorrt", {"precision": "int8"}, "int8", "quantized to int8 by TensorRT"),
+    ("app mlperf bert _openvino", {"precision": "bf16"}, "bf16", "converted to bf16 by OpenVINO"),   # was fp32, none
+    ("app mlperf bert _openvino", {"precision": "BF16"}, "bf16", "converted to bf16 by OpenVINO"),   # as typed
+    ("app mlperf bert _openvino", {}, "fp32", "none"),
 ])
 def test_measurements_say_the_engines_precision(query, inputs, weights, transform):
     """weight_data_types came from the query's words alone: a TensorRT fp16 engine was described as fp32."""
