@@ -11,20 +11,21 @@ builds or finds both).
 2. The same random BERT-shaped model (bench.harness's, made dynamic as the app does) over the same real SQuAD
    samples, each at its real length, shortest first, as the app's Offline layout (one instance per core:
    onnxruntime sessions pinned to their core, OpenVINO streams) and as one instance on all cores:
-   onnxruntime fp32, OpenVINO f32, OpenVINO bf16. Passes alternate, --repeats rounds, best pass counts.
-   Achieved GFLOP/s by bench.machine_peak.model_flops (its docstring has the formula), against the peak of the
-   precision the pass multiplies in.
+   onnxruntime fp32, onnxruntime int8 (quantised as _int8-dynamic does on this CPU), OpenVINO f32, OpenVINO bf16;
+   and the reference SUT design (bench.harness.reference_pass: a thread per sample, each padded to 384, the
+   fixed-384 model, default threads) for the "vs ref" column. Passes alternate, --repeats rounds, best pass
+   counts. Achieved GFLOP/s by bench.machine_peak.model_flops (its docstring has the formula), against the peak
+   of the precision the pass multiplies in (int8's is bench.machine_peak's to measure).
 3. Answers: the share of samples whose argmax start and end equal onnxruntime fp32's, and the largest logit
    difference (a random model's logits are near ties: bf16 flips many; that says nothing of accuracy, which
    docs/performance.md gives for a trained model).
 """
-import os
-import tempfile
-import time
-
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,8 @@ try:
 except ImportError:   # the repo's venv: main() runs this again under the backend's interpreter
     ov = None
 
-from bench.harness import fixed_model, model_args, sample_features
-from bench.machine_peak import PEAK_SHAPES, gemm_peak, model_flops
+from bench.harness import fixed_model, model_args, reference_pass, sample_features
+from bench.machine_peak import PEAK_SHAPES, gemm_peak, model_flops, quantized
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 
@@ -92,7 +93,7 @@ def _matmul_model(m, k, n):
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
-def contenders(model, features, plan, cores):
+def contenders(model, int8_model, features, plan, cores):
     """{name: (views, pins)}: each backend and precision in the Offline layout and on all cores."""
     offline = parallelism.choose("Offline", cores)
     base = QaInference(None, features, plan)
@@ -100,8 +101,9 @@ def contenders(model, features, plan, cores):
     for layout, (instances, threads) in {"Offline": (offline.instances, offline.threads),
                                          "all cores": (1, len(cores))}.items():
         pins = list(parallelism.split_cores(cores, instances, threads)) or [()] * instances
-        out[f"onnxruntime fp32, {layout}"] = ([base.on(OrtBackend(model, threads, spin=False, cores=pin))
-                                               for pin in pins], pins)
+        for name, path in (("onnxruntime fp32", model), ("onnxruntime int8", int8_model)):
+            out[f"{name}, {layout}"] = ([base.on(OrtBackend(path, threads, spin=False, cores=pin)) for pin in pins],
+                                        pins)
         for precision in ("fp32", "bf16"):
             try:
                 from mlperf_bert.ov_backend import OvModel
@@ -133,7 +135,9 @@ def main(argv=None):
     from mlperf_bert.ov_backend import OvModel   # noqa: F401 (needs openvino)
     cache = args.scratch
     cache.mkdir(parents=True, exist_ok=True)
-    model, plan = seq_plan.prepare(str(fixed_model(args, cache)), "auto", cache)
+    fixed = str(fixed_model(args, cache))
+    model, plan = seq_plan.prepare(fixed, "auto", cache)
+    int8_model, _ = quantized(model, cache)
     features, indices, where = sample_features(args.samples, args.seed, cache)
     cores = parallelism.available_cores()
     lengths = [int(features.lengths[i]) for i in indices]
@@ -148,25 +152,35 @@ def main(argv=None):
         print(f"OpenVINO bf16 GEMM: {error}")
     for name, value in peaks.items():
         print(f"GEMM peak, {name}: {value:.1f} GFLOP/s")
-    runs = contenders(model, features, plan, cores)
+    runs = contenders(model, int8_model, features, plan, cores)
     for views, pins in runs.values():   # warm: every length once (OpenVINO prepares each new shape)
         timed(views, pins, indices)
+    reference = OrtBackend(fixed)
+    reference_pass(reference, features, indices[:2])
     seconds = {name: [] for name in runs}
+    seconds["reference SUT design"] = []
     for _ in range(args.repeats):
         for name, (views, pins) in runs.items():
             seconds[name].append(timed(views, pins, indices))
-    reference = answers(runs["onnxruntime fp32, all cores"][0][0], indices)
-    print(f"{'backend, layout':32} {'samples/s':>10} {'GFLOP/s':>9} {'of peak':>8} {'same':>6} {'max diff':>9}")
-    for name, (views, _) in runs.items():
+        seconds["reference SUT design"].append(reference_pass(reference, features, indices))
+    reference_rate = len(indices) / min(seconds["reference SUT design"])
+    fp32 = answers(runs["onnxruntime fp32, all cores"][0][0], indices)
+    print(f"{'backend, layout':32} {'samples/s':>10} {'vs ref':>7} {'GFLOP/s':>9} {'of peak':>8} {'same':>7} "
+          f"{'max diff':>9}")
+    for name in seconds:
         best = min(seconds[name])
-        got = answers(views[0], indices)
-        same = sum(int(np.argmax(got[i][:, 0]) == np.argmax(reference[i][:, 0]) and
-                       np.argmax(got[i][:, 1]) == np.argmax(reference[i][:, 1])) for i in indices)
-        diff = max(float(np.abs(got[i] - reference[i]).max()) for i in indices)
+        same = diff = "-"
+        if name in runs:   # the reference pads to 384: its logits are of other lengths
+            got = answers(runs[name][0][0], indices)
+            agree = sum(int(np.argmax(got[i][:, 0]) == np.argmax(fp32[i][:, 0])
+                            and np.argmax(got[i][:, 1]) == np.argmax(fp32[i][:, 1])) for i in indices)
+            same = f"{agree}/{len(indices)}"
+            diff = f"{max(float(np.abs(got[i] - fp32[i]).max()) for i in indices):.2g}"
         peak = peaks.get(" ".join(name.split(",")[0].split()[:2]))
         share = f"{work / best / 1e9 / peak:.1%}" if peak else "-"
-        print(f"{name:32} {len(indices) / best:10.3f} {work / best / 1e9:9.1f} {share:>8} "
-              f"{same:>3}/{len(indices):<2} {diff:9.2g}   passes {[round(len(indices) / s, 2) for s in seconds[name]]}")
+        print(f"{name:32} {len(indices) / best:10.3f} {len(indices) / best / reference_rate:6.1f}x "
+              f"{work / best / 1e9:9.1f} {share:>8} {same:>7} {diff:>9}   passes "
+              f"{[round(len(indices) / s, 2) for s in seconds[name]]}")
 
 
 if __name__ == "__main__":

@@ -177,11 +177,11 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert out.startswith("OpenVINO 2026.4.1") and "GEMM peak, onnxruntime fp32:" in out, out
-    rows = [line for line in out.splitlines() if line.startswith(("onnxruntime fp32,", "OpenVINO"))
+    rows = [line for line in out.splitlines() if line.startswith(("onnxruntime", "OpenVINO", "reference"))
             and "passes" in line]
     names = {line.split("  ")[0] for line in rows}
-    expected = {f"{name}, {layout}" for name in ("onnxruntime fp32", "OpenVINO fp32")
-                for layout in ("Offline", "all cores")}
+    expected = {f"{name}, {layout}" for name in ("onnxruntime fp32", "onnxruntime int8", "OpenVINO fp32")
+                for layout in ("Offline", "all cores")} | {"reference SUT design"}
     if _cpu_multiplies_bf16():
         expected |= {"OpenVINO bf16, Offline", "OpenVINO bf16, all cores"}
         assert "GEMM peak, OpenVINO bf16:" in out
@@ -189,5 +189,7 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
         assert "does not multiply bf16" in out
     assert names == expected, out
     for line in rows:
+        assert "x " in line, line   # its speed against the reference design's, in the same rounds
         if line.startswith("OpenVINO fp32"):
             assert " 4/4 " in line, line   # fp32: onnxruntime's answers
+    assert " 1.0x " in next(line for line in rows if line.startswith("reference SUT design"))
