@@ -74,9 +74,9 @@ class Windows:
 
 
 class Answerer:
-    def __init__(self, model, vocab, backend="onnxruntime", threads=None, work_dir="."):
+    def __init__(self, model, vocab, backend="onnxruntime", threads=None, work_dir=".", precision="fp32"):
         self.tokenizer = FullTokenizer(vocab)
-        self.backend, self.plan = make_backend(model, backend, threads, work_dir)
+        self.backend, self.plan = make_backend(model, backend, threads, work_dir, precision)
 
     def answer(self, passage, question):
         """{"question", "answer", "score", "latency_ms", "windows"} for one question."""
@@ -100,7 +100,7 @@ class Answerer:
                 "windows": len(features)}
 
 
-def make_backend(model, backend, threads, work_dir):
+def make_backend(model, backend, threads, work_dir, precision="fp32"):
     """(backend, SeqPlan): the benchmark's backends, each sample at its own length where the model allows."""
     from mlperf_bert import seq_plan
     if backend == "deepsparse":
@@ -110,8 +110,12 @@ def make_backend(model, backend, threads, work_dir):
                                               progress=ds_backend.progress_line)
         engine.warm_up(ds_backend.progress_line)
         return engine, plan
-    from mlperf_bert.ort_backend import OrtBackend
     model_path, plan = seq_plan.prepare(model, "auto", work_dir)
+    if backend == "openvino":   # one stream on all cores (or --threads): one question's windows at a time
+        from mlperf_bert.ort_backend import available_cores
+        from mlperf_bert.ov_backend import OvModel
+        return OvModel(model_path, 1, threads or available_cores(), precision).request(), plan
+    from mlperf_bert.ort_backend import OrtBackend
     return OrtBackend(model_path, threads), plan
 
 
@@ -177,7 +181,8 @@ def save(args, answers):
         path = Path(args.out, "qa.json")
         path.with_suffix(".tmp").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
                                                                 "model_name": args.model_name,
-                                                                "backend": args.backend}}, indent=1) + "\n")
+                                                                "backend": args.backend,
+                                                                "precision": args.precision}}, indent=1) + "\n")
         os.replace(path.with_suffix(".tmp"), path)
 
 
@@ -189,12 +194,16 @@ def main(argv=None):
     parser.add_argument("--passage-file", help="a file holding the passage")
     parser.add_argument("--question", help="one question (else --question-file, else standard input)")
     parser.add_argument("--question-file", help="questions, one a line")
-    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "deepsparse"))
+    parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "deepsparse", "openvino"))
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="openvino: bf16 on a CPU "
+                        "with AMX or AVX512_BF16 (default: fp32)")
     parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     parser.add_argument("--out", help="write the answers here as JSON (qa.json: the run's results)")
     parser.add_argument("--dynamic-model-cache", help="where a fixed-384 model's dynamic-axis copy is kept")
     parser.add_argument("--model-name", help="what the model is, as its recipe names it (bert-random: said first)")
     args = parser.parse_args(argv)
+    if args.precision != "fp32" and args.backend != "openvino":
+        parser.error(f"--precision {args.precision} applies to --backend openvino")
     try:
         if (args.passage is None) == (args.passage_file is None):
             raise UsageError(("no passage given" if args.passage is None else "the passage is given twice")
@@ -207,7 +216,8 @@ def main(argv=None):
         args.terminal = _terminal() if args.question is None and not args.question_file else None
         out = args.terminal or sys.stdout
         questions = questions_from(args)
-        answerer = Answerer(args.model, args.vocab, args.backend, args.threads, work_dir=args.dynamic_model_cache or args.out or ".")
+        answerer = Answerer(args.model, args.vocab, args.backend, args.threads,
+                            work_dir=args.dynamic_model_cache or args.out or ".", precision=args.precision)
         passage = Passage(text, answerer.tokenizer)
         if args.model_name == "bert-random":   # its answers look like answers: say what they are worth, once
             print("note: a random-weight model (_random): plumbing only, its answers and scores mean nothing",

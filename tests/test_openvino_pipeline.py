@@ -193,3 +193,22 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
         if line.startswith("OpenVINO fp32"):
             assert " 4/4 " in line, line   # fp32: onnxruntime's answers
     assert " 1.0x " in next(line for line in rows if line.startswith("reference SUT design"))
+
+
+def test_the_question_answering_app_runs_on_openvino_too(ov, accuracy_run, tmp_path):
+    """app bert qa _openvino answers as onnxruntime does on the same model (fp32), and records the precision;
+    --precision=bf16 is OpenVINO's (said before anything runs elsewhere)."""
+    passage = tmp_path / "passage.txt"
+    passage.write_text("The Normans were a people who in the 10th and 11th centuries gave their name to Normandy, "
+                       "a region in France. They were descended from Norse raiders.\n")
+    answers = {}
+    for backend in ("_onnxruntime", "_openvino"):
+        result = ov(f"app bert qa {backend} _random", f"--passage-file={passage}", "--question=Where is Normandy?",
+                    *TINY_MODEL, "--json")
+        assert result.returncode == 0, result.stderr[-2000:]
+        qa = json.load(open(os.path.join(step_dir(result), "qa.json")))["qa"]
+        assert qa["backend"] == backend[1:] and qa["precision"] == "fp32"
+        answers[backend] = qa["answers"][0]["answer"]
+    assert answers["_openvino"] == answers["_onnxruntime"]
+    refused = ov("app bert qa _random", "--precision=bf16", f"--passage-file={passage}", "--question=x", *TINY_MODEL)
+    assert refused.returncode == 2 and "--precision=bf16 applies only with _openvino" in refused.stderr
