@@ -277,6 +277,9 @@ INTERRUPTED = {"rm": "what it was removing may be half gone: the same command fi
                "export": "no bundle was written",
                "cache": "what it checked or resealed before it stopped stays as it is"}
 GLOBAL_OPTIONS = GLOBAL_WITH_VALUE + ("--verbose", "--help", "--version")
+# mlrun's options that take no value, wherever they stand (a word after one is no value of it)
+FLAGS = ("--verbose", "-v", "--json", "--yes", "-y", "--dry-run", "--all", "--csv", "--markdown", "--with-cache",
+         "--short", "--rerun", "--rerun-busy", "--reseal", "--allow-differences", "--recorded-recipes", "--help", "-h", "--version")
 RUN_EPILOG = """Any other --NAME=VALUE is an input of the queried recipe: `mlrun "QUERY" --help` lists them with
 their types, defaults and choices, the recipe's variations and its dependency names.
   --dep.NAME.tags=_x        add variations (or tags) to the query of dependency NAME, each replacing the query's
@@ -317,7 +320,7 @@ def main(argv=None):
 
 def _main(argv):
     try:
-        argv = with_verb(cm_tags(argv, VERBS, GLOBAL_WITH_VALUE))
+        argv = with_verb(cm_tags(argv, VERBS, GLOBAL_WITH_VALUE, FLAGS))
         at = verb_at(argv)
         asked = argv[at] if at < len(argv) else None
         parser = build_parser(only=asked if asked in VERBS else None)

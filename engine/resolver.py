@@ -353,8 +353,8 @@ class Resolver:
             if spec.get("when") and inputs[name] not in (None, spec["default"]) \
                     and not _condition_holds(spec["when"], chosen, inputs):
                 unmet = _unmet(spec["when"], chosen, inputs)
-                value, needs = _value_rule(unmet, name)
-                said = f"--{name}={value} applies only with {_readable(needs)}" if needs else \
+                needs = _value_rule(unmet, name)
+                said = f"--{name}={_typed(inputs[name])} applies only with {_readable(needs)}" if needs else \
                     f"--{name} applies only with {_readable(unmet)}"
                 raise ResolutionError(f"{recipe['name']}: {said}", hint=spec["help"] or None)
             if not_a_multiple(name, inputs, spec):   # a rule between two inputs: known once both are
@@ -601,23 +601,33 @@ def _as_typed(error, recipe_name, applied):
     for key, name in applied.items():
         if message.startswith(f"{recipe_name} has no input --{key}"):   # did-you-mean and hint kept
             return ResolutionError(message.replace(f"--{key}", f"--{key} (--dep.{name}.{key})", 1), hint=error.hint)
-        for said in (f"--{key}=", f"input '{key}'"):   # every input the message names (a multiple of another)
-            if message.startswith(f"{recipe_name}: "):
-                typed = f"--dep.{name}.{key}=" if said.endswith("=") else f"input '{key}' (--dep.{name}.{key})"
-                message = re.sub(rf"(?<![\w./-]){re.escape(said)}", lambda _: typed, message, count=1)
+        if message.startswith(f"{recipe_name}: "):   # every input the message names (a multiple of another, the
+            # inputs of a when: rule: '--dep.bench.streams applies only with --dep.bench.scenario=Server')
+            message = re.sub(rf"(?<![\w./-])--{re.escape(key)}(?![\w-])", f"--dep.{name}.{key}", message)
+            message = re.sub(rf"(?<![\w./-])input '{re.escape(key)}'", f"input '{key}' (--dep.{name}.{key})",
+                             message, count=1)
     return error if message == error.message else ResolutionError(message, hint=error.hint)
 
 
+def _typed(value):
+    """An input's value as a flag gives it (true, not True)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
 def _value_rule(condition, name):
-    """(value, what it needs) of a rule of the input's own value among the words that fail, `name!=value|_x|_y`
-    ('--precision=fp16 applies only with _trt or _trt-ep'): the most particular thing to say; else (None, None)."""
-    for word in condition.split():
+    """The variations a rule of the input's own value needs (`name!=fp16|_x|_y`, `name=tf32|_x`), when such a rule
+    is among the words that fail and the others fail only for want of one of them: said as '--precision=fp16
+    applies only with _x or _y' (the rule read as 'other than fp16 or _x' or '--precision=tf32 or _x' was circular);
+    else None."""
+    words = condition.split()
+    for word in words:
         terms = word.split("|")
-        own = [m for t in terms if (m := CONDITION_INPUT.match(t)) and m.group(1) == name and m.group(2) == "!="]
+        own = [t for t in terms if (m := CONDITION_INPUT.match(t)) and m.group(1) == name]
         rest = [t for t in terms if t.startswith(("_", "!_"))]
-        if len(own) == 1 and rest and len(own) + len(rest) == len(terms):
-            return own[0].group(3), "|".join(rest)
-    return None, None
+        if len(own) == 1 and rest and len(own) + len(rest) == len(terms) and \
+                all(set(other.split("|")) & set(rest) for other in words if other != word):
+            return "|".join(rest)
+    return None
 
 
 def _readable(condition):

@@ -85,16 +85,19 @@ def version():
     return text
 
 
-def cm_tags(argv, verbs=(), global_with_value=()):
+def cm_tags(argv, verbs=(), global_with_value=(), flags=()):
     """CM's habit `--tags=app,mlperf,bert,_cpu` (and `run script --tags=...`) as the query "app mlperf bert _cpu".
 
     The comma list becomes one query argument where --tags stood; `script` (CM's automation name) before
-    it is dropped. --dep.NAME.tags is a dependency override and stays as it is.
+    it is dropped. --dep.NAME.tags is a dependency override and stays as it is. flags: mlrun's options that take
+    no value (the word after one is no option's value).
     """
     out, i, converted = [], 0, None
     while i < len(argv):
         word = argv[i]
-        if word == "--tags" and i + 1 < len(argv):
+        if word == "--tags":   # its value is the next word, never the option after it (--tags --mirror DIR)
+            if i + 1 == len(argv) or argv[i + 1].startswith("-"):
+                raise UsageError("--tags needs a value", hint="write --tags=app,mlperf,bert")
             word, i = "--tags=" + argv[i + 1], i + 1
         if word.startswith("--tags="):
             if converted is not None:
@@ -111,10 +114,11 @@ def cm_tags(argv, verbs=(), global_with_value=()):
         query = out.pop(converted)
         # the bare words, not the values of global options (`mlrun --cache DIR run script --tags=...`)
         bare = [j for j, w in enumerate(out) if not w.startswith("-") and not (j and out[j - 1] in global_with_value)]
-        # A quoted query beside --tags: two queries (it read 'unexpected argument', as if it were not one). A bare
-        # word after `--name` is that option's value (`--mode accuracy`), not a query.
-        given = [out[j] for j in bare if out[j] not in verbs and out[j] != "script"
-                 and not (j and out[j - 1].startswith("--") and "=" not in out[j - 1])]
+        # A quoted query beside --tags: two queries (it read 'unexpected argument', as if it were not one). A query
+        # of words, that is: a verb's own word (mirror fetch, show failed, sweep show NAME) is one word. A word after
+        # an option that takes a value is that value (`--question "Who is it?"`).
+        given = [out[j] for j in bare if len(out[j].split()) > 1
+                 and not (j and out[j - 1].startswith("-") and "=" not in out[j - 1] and out[j - 1] not in flags)]
         if given:
             raise UsageError(f"the query is given twice: as '{given[0]}' and as --tags={query.replace(' ', ',')}",
                              hint="give one of them: the quoted query, or --tags=a,b,_x")

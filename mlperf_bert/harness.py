@@ -635,7 +635,8 @@ def format_summary(summary):
         lines.append(f"  OpenVINO {ov['version'].split('-')[0]}: {summary['precision']}, {ov['streams']} stream(s), "
                      f"{ov['threads']} thread(s) in all")
     if par := summary.get("parallelism"):
-        spinning = f", spinning {'on' if par['spin'] else 'off'}" if summary.get("backend", "onnxruntime") == "onnxruntime" else ""
+        ort = summary.get("backend", "onnxruntime") == "onnxruntime"   # spinning is onnxruntime's
+        spinning = f", spinning {'on' if par['spin'] else 'off'}" if ort else ""
         lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s){spinning} "
                      f"(rule: {par['rule']}"
                      + (f"; set by --{', --'.join(par['overridden'])})" if par["overridden"] else ")"))

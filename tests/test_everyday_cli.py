@@ -181,8 +181,33 @@ def test_cm_tags_are_the_same_query(app):
     for argv in (["app mlperf bert", "--tags=app,mlperf,bert"], ["plan", "app mlperf bert", "--tags=app,mlperf,bert"],
                  ["run", "script", "app mlperf bert", "--tags", "app,mlperf,bert"]):
         one_line(app.mlrun(*argv), 2, "the query is given twice: as 'app mlperf bert' and as --tags=app,mlperf,bert")
-    # an option's value is no query
+    # an option's value is no query, a verb's own word neither (was: 'given twice: as fetch', 'as failed')
     assert cm_tags(["plan", "--tags=a,b", "--mode", "accuracy"], ("plan",)) == ["plan", "a b", "--mode", "accuracy"]
+    assert cm_tags(["run", "--tags=a,b", "--question", "Who is it?"], ("run",)) == ["run", "a b", "--question",
+                                                                                    "Who is it?"]
+    assert cm_tags(["mirror", "fetch", "--tags=a,b", "-o", "d"], ("mirror",)) == ["mirror", "fetch", "a b", "-o", "d"]
+    one_line(app.mlrun("show", "failed", "--tags=a,b"), 2, "mlrun show failed takes no QUERY")
+    # after a flag that takes no value, a quoted query is one (was: 'unexpected argument')
+    one_line(app.mlrun("plan", "--json", "app mlperf bert", "--tags=app,mlperf,bert"), 2, "the query is given twice")
+    one_line(app.mlrun("plan", "--tags", "--json"), 2, "--tags needs a value")   # was: --tags=--json
+
+
+def test_the_flags_cm_tags_knows_are_mlruns_flags():
+    """engine.cli.FLAGS (options that take no value, for cm_tags) holds every flag of mlrun's verbs."""
+    import argparse
+    from engine import cli
+    parser = cli.build_parser()
+    found = set()
+
+    def walk(p):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    walk(sub)
+            elif action.nargs == 0:
+                found.update(action.option_strings)
+    walk(parser)
+    assert found and found <= set(cli.FLAGS), sorted(found - set(cli.FLAGS))
 
 
 def test_tag_aliases_find_the_recipe_and_change_no_key(app):

@@ -151,7 +151,7 @@ def test_a_model_openvino_cannot_read_is_refused_with_its_reason(ov, accuracy_ru
     ("_onnxruntime", ["--precision=bf16"], "--precision=bf16 applies only with _openvino\n"),
     ("_deepsparse", ["--precision=bf16"], "--precision=bf16 applies only with _openvino\n"),
     ("_openvino", ["--precision=fp16"], "--precision=fp16 applies only with _tensorrt or _tensorrt-ep\n"),
-    ("_openvino", ["--precision=tf32"], "--precision=tf32 applies only with _cuda or _tensorrt-ep\n"),
+    ("_openvino", ["--precision=tf32"], "--precision=tf32 applies only with _cuda or _tensorrt or _tensorrt-ep\n"),
     ("_openvino", ["--precision=int8"], "--precision=int8 applies only with _tensorrt\n"),
     ("_openvino", ["--spin"], "--spin"),
     ("_deepsparse", ["--instances=2"], "--instances"),
