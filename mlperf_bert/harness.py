@@ -357,9 +357,11 @@ def _instances(args, features, buckets, work_dir, total):
         start = _ov_start(args, model_path, inference, total)
     else:
         start = _ort_start(args, model_path, plan, inference, total)
-    chosen = parallelism.choose(args.scenario, **overrides)
-    if args.backend == "openvino":   # its streams, not our pins (recorded so: no cores listed)
-        chosen = dataclasses.replace(chosen, cores=(), rule=chosen.rule + "; OpenVINO places its streams")
+
+    def placed(choice):   # OpenVINO's streams, not our pins (recorded so: no cores listed)
+        return choice if args.backend != "openvino" else dataclasses.replace(
+            choice, cores=(), rule=choice.rule + "; OpenVINO places its streams")
+    chosen = placed(parallelism.choose(args.scenario, **overrides))
     if args.device != "cpu":  # the one session is this rule's, not the person's --instances
         chosen = dataclasses.replace(chosen, rule="GPU: one session feeds it", overridden=tuple(
             name for name in chosen.overridden if name != "instances" or args.instances is not None))
@@ -373,8 +375,7 @@ def _instances(args, features, buckets, work_dir, total):
                                    latency_bound_s=bound_s, **overrides)
         if (tuned.instances, tuned.threads) != (chosen.instances, chosen.threads):
             views, pins, measured_qps = start(tuned)
-        chosen = tuned if args.backend != "openvino" else dataclasses.replace(
-            tuned, cores=(), rule=tuned.rule + "; OpenVINO places its streams")
+        chosen = placed(tuned)
     return views[0], views, pins, chosen, measured_qps
 
 

@@ -25,7 +25,6 @@ class OvModel:
 
     def __init__(self, model_path, instances, threads, precision="fp32"):
         self.io = model_adapter.inspect(model_path)
-        self.model_path = model_path
         core = ov.Core()
         self.capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         if precision == "bf16" and "BF16" not in self.capabilities:
@@ -86,6 +85,8 @@ class OvBackend:
         except Exception as error:
             raise StepError(f"OpenVINO failed on a batch of shape {list(np.shape(ids))}: {_reason(error)}") from None
         outputs = [results[output] for output in self._outputs]
+        # as OrtBackend.run does; not shared from there: ort_backend.py is a source of the model recipes, and
+        # editing it would change every model entry's key
         if self.io.end is None:
             start, end = outputs[0][..., 0], outputs[0][..., 1]
         else:
