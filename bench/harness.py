@@ -46,8 +46,11 @@ def default_scratch():
     if os.environ.get("MLRUN_BENCH_SCRATCH"):
         return Path(os.environ["MLRUN_BENCH_SCRATCH"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlrun-bench"
-SQUAD = REPO.parent / "shared/data/squad/dev-v1.1.json"
-VOCAB = REPO.parent / "shared/data/bert-vocab/vocab.txt"
+# The data as mlrun's mirror lays it out: $MLRUN_MIRROR where set (a checkout anywhere), else ../shared/data
+DATA = Path(os.environ.get("MLRUN_MIRROR") or REPO.parent / "shared/data")
+SQUAD = DATA / "squad/dev-v1.1.json"
+VOCAB = DATA / "bert-vocab/vocab.txt"
+FEATURES = 10833   # SQuAD v1.1 dev features at 384 (docs/mlperf-bert.md): no sample set is larger
 # Section 3 of docs/mlperf-bert.md: real lengths have median 164 and p90 272; a log-normal
 # with those two quantiles (mean 177 against the documented 178.5) stands in without the data.
 DOCUMENTED_MEDIAN, DOCUMENTED_P90, Z90 = 164, 272, 1.2816
@@ -75,8 +78,15 @@ def fixed_model(args, cache):
     # Named by the builder's code too: a cache made by an older random_model must not be reused.
     builder = file_digest(random_model.__file__)[:8]
     path = cache / f"bert_{args.layers}x{args.hidden}x{args.heads}_seq384_seed{args.seed}_{builder}.onnx"
-    if not path.is_file():
-        onnx.save(random_model.build(args.layers, args.hidden, args.heads, seq=384, seed=args.seed), path)
+    if path.is_file():
+        try:
+            onnx.load(str(path), load_external_data=False)
+            return path
+        except Exception:   # a save cut short (Ctrl-C, a full disk) left it unreadable: made again
+            pass
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")   # written whole, then renamed
+    onnx.save(random_model.build(args.layers, args.hidden, args.heads, seq=384, seed=args.seed), scratch)
+    os.replace(scratch, path)
     return path
 
 
@@ -119,14 +129,40 @@ def agreement(first, second, lengths):
     return same, worst
 
 
+def _between(low, high=None):
+    """argparse type: an int from low to high (a count of 0 divided by zero, a negative one failed in numpy, one
+    of 10^8 asked numpy for 286 GB: each a traceback)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < low or high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be {low} to {high}, not {value}" if high is not None
+                                             else f"must be at least {low}, not {value}")
+        return value
+    return parse
+
+
+class BenchParser(argparse.ArgumentParser):
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        if parsed.hidden % parsed.heads:
+            self.error(f"--hidden {parsed.hidden} is not a multiple of --heads {parsed.heads}")
+        if parsed.scratch.exists() and not parsed.scratch.is_dir():
+            self.error(f"--scratch {parsed.scratch}: not a folder")
+        return parsed
+
+
 def model_args(description, samples, repeats):
     """The parser every bench script starts from: how many samples and passes, and the model's shape."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--samples", type=int, default=samples)
-    parser.add_argument("--repeats", type=int, default=repeats)
-    parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--hidden", type=int, default=768)
-    parser.add_argument("--heads", type=int, default=12)
+    parser = BenchParser(description=description)
+    parser.add_argument("--samples", type=_between(min(samples, 1), FEATURES), default=samples,
+                        help=f"samples per pass (1 to {FEATURES}; default {samples})")
+    parser.add_argument("--repeats", type=_between(1), default=repeats, help=f"passes of each (default {repeats})")
+    parser.add_argument("--layers", type=_between(1), default=12)
+    parser.add_argument("--hidden", type=_between(1), default=768)
+    parser.add_argument("--heads", type=_between(1), default=12)
     parser.add_argument("--seed", type=int, default=0, help="model weights and sample choice")
     parser.add_argument("--scratch", type=Path, default=default_scratch(), help="models and features kept here "
                         "between runs (default: $MLRUN_BENCH_SCRATCH, else $XDG_CACHE_HOME/mlrun-bench)")

@@ -128,8 +128,10 @@ def answers(view, indices):
 
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 64, 3)
-    parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape (default 2)")
+    parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape, above 0 (default 2)")
     args = parser.parse_args(argv)
+    if not args.peak_seconds > 0:   # 0 printed a peak of 0.0 GFLOP/s and no shares
+        parser.error(f"--peak-seconds must be above 0, not {args.peak_seconds}")
     if ov is None:
         again_under_the_backend(sys.argv[1:] if argv is None else argv)
     from mlperf_bert.ov_backend import OvModel   # noqa: F401 (needs openvino)
@@ -184,4 +186,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from bench.entry import run
+    run(main)
