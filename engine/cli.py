@@ -295,9 +295,13 @@ backend's venv, not the model's or the features')."""
 
 
 def with_verb(argv):
-    """Insert the default verb `run` before a query; global options may come first."""
-    usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
+    """Insert the default verb `run` before a query; global options may come first. `mlrun help [WHAT]` is
+    `mlrun [WHAT] --help` (it was "no recipe matches 'help'")."""
     argv = list(argv)
+    i = verb_at(argv)
+    if argv[i:i + 1] == ["help"]:
+        argv = argv[:i] + argv[i + 1:] + ["--help"]
+    usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
     i = verb_at(argv)
     if i < len(argv) and argv[i] not in VERBS:
         argv.insert(i, "run")

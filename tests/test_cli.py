@@ -83,6 +83,15 @@ def test_help(ws):
         assert verb in result.stdout
 
 
+def test_help_as_a_word_is_the_help_asked_for(ws):
+    """`mlrun help` said "no recipe matches 'help'"; now it is `mlrun --help`, and `mlrun help WHAT` is
+    `mlrun WHAT --help` (a verb's, a query's)."""
+    assert ws.mlrun("help").stdout == ws.mlrun("--help").stdout
+    shown = ws.mlrun("help", "plan")
+    assert shown.returncode == 0 and shown.stdout == ws.mlrun("plan", "--help").stdout
+    assert ws.mlrun("--cache", "C", "help", "sweep").stdout.startswith("usage: mlrun sweep")
+
+
 @pytest.mark.parametrize("verb", VERBS)
 def test_help_of_each_verb(ws, verb):
     result = ws.mlrun(verb, "--help")
