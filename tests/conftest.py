@@ -100,6 +100,12 @@ def step_dir(result):
     return json.loads(result.stdout)["path"]
 
 
+def step_of(result, recipe):
+    """The first step of `recipe` in a run's `mlrun --json` output ({recipe, label, key, status, seconds, path})."""
+    import json
+    return next(s for s in json.loads(result.stdout)["steps"] if s["recipe"] == recipe)
+
+
 class Workspace:
     def __init__(self, root):
         self.root = str(root)

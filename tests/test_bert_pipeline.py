@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import MLRUN, TINY_MODEL, assert_user_error, offline_mlrun, step_dir
+from conftest import MLRUN, TINY_MODEL, assert_user_error, offline_mlrun, step_dir, step_of
 
 QUERY = "app mlperf bert _onnxruntime _cpu _random"
 
@@ -76,7 +76,7 @@ def test_performance_mode_each_scenario(bert, accuracy_run, scenario):
 
 
 def test_local_model_file_instead_of_the_model_recipe(bert, accuracy_run):
-    model = next(s["path"] for s in json.loads(accuracy_run.stdout)["steps"] if s["recipe"] == "get-ml-model-bert")
+    model = step_of(accuracy_run, "get-ml-model-bert")["path"]
     # The file is a model entry keyed by its content: a copy elsewhere reuses it, nothing lands in the run folder.
     copy = os.path.join(bert.root, "elsewhere.onnx")
     shutil.copyfile(os.path.join(model, "model.onnx"), copy)

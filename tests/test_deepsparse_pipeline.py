@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from conftest import TINY_MODEL, offline_mlrun, step_dir
+from conftest import TINY_MODEL, offline_mlrun, step_dir, step_of
 
 QUERY = "app mlperf bert _deepsparse _cpu _random"
 ORT_QUERY = "app mlperf bert _onnxruntime _cpu _random"
@@ -21,10 +21,6 @@ COUNT = 20
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory, bert_seed):
     return offline_mlrun(tmp_path_factory.mktemp("deepsparse-pipeline"), seed=bert_seed.cache)
-
-
-def _step(result, recipe):
-    return next(s for s in json.loads(result.stdout)["steps"] if s["recipe"] == recipe)
 
 
 def _log(run_dir):
@@ -49,7 +45,7 @@ def test_accuracy_mode_20_samples(accuracy_run):
     assert engines["scheduler"] == "single_stream"
     assert '"exact_match"' in open(os.path.join(run_dir, "accuracy.txt")).read()
     # Each response is float32 (bucket, 2): its length is the smallest bucket that holds the sample.
-    features = _step(accuracy_run, "get-dataset-squad-features")["path"]
+    features = step_of(accuracy_run, "get-dataset-squad-features")["path"]
     import numpy as np
     lengths = np.load(os.path.join(features, "lengths.npy"))[:COUNT]
     log = _log(run_dir)
@@ -76,8 +72,8 @@ def test_same_answers_as_onnxruntime_on_the_same_model(ds, accuracy_run):
     from mlperf_bert import accuracy, squad_features
     result = ds(ORT_QUERY, "--mode=accuracy", f"--count={COUNT}", "--buckets=128,192,256,384", *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert _step(result, "get-ml-model-bert")["path"] == _step(accuracy_run, "get-ml-model-bert")["path"]
-    features = squad_features.load(_step(accuracy_run, "get-dataset-squad-features")["path"])
+    assert step_of(result, "get-ml-model-bert")["path"] == step_of(accuracy_run, "get-ml-model-bert")["path"]
+    features = squad_features.load(step_of(accuracy_run, "get-dataset-squad-features")["path"])
     texts = {}
     for name, run in (("deepsparse", accuracy_run), ("onnxruntime", result)):
         log = os.path.join(step_dir(run), "mlperf_log_accuracy.json")

@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import TINY_MODEL, offline_mlrun, step_dir
+from conftest import TINY_MODEL, offline_mlrun, step_dir, step_of
 
 QUERY = "app mlperf bert _openvino _cpu _random"
 ORT_QUERY = "app mlperf bert _onnxruntime _cpu _random"
@@ -25,10 +25,6 @@ def _cpu_multiplies_bf16():
 @pytest.fixture(scope="module")
 def ov(tmp_path_factory, bert_seed):
     return offline_mlrun(tmp_path_factory.mktemp("openvino-pipeline"), seed=bert_seed.cache)
-
-
-def _step(result, recipe):
-    return next(s for s in json.loads(result.stdout)["steps"] if s["recipe"] == recipe)
 
 
 def _logits(run_dir):
@@ -67,7 +63,7 @@ def test_fp32_gives_onnxruntimes_answers_on_the_same_model(ov, accuracy_run):
         "OpenVINO 2026.4.1: fp32" in open(os.path.join(step_dir(accuracy_run), ".mlrun", "build.log")).read()
     ort = ov(ORT_QUERY, "--mode=accuracy", f"--count={COUNT}", *TINY_MODEL, "--json")
     assert ort.returncode == 0, ort.stderr[-3000:]
-    assert _step(ort, "get-ml-model-bert")["path"] == _step(accuracy_run, "get-ml-model-bert")["path"]
+    assert step_of(ort, "get-ml-model-bert")["path"] == step_of(accuracy_run, "get-ml-model-bert")["path"]
     ours, theirs = _logits(step_dir(accuracy_run)), _logits(step_dir(ort))
     assert sorted(ours) == sorted(theirs) == list(range(COUNT))
     for index in ours:
@@ -78,7 +74,7 @@ def test_fp32_gives_onnxruntimes_answers_on_the_same_model(ov, accuracy_run):
 def test_the_backend_is_a_layer_over_the_onnxruntime_venv(ov, accuracy_run):
     """One venv for the model tools and the runtime beside it: the layer entry holds openvino pinned, its record
     lists what was installed, and nothing in it names the folder it was built in (the cache can move)."""
-    layer = _step(accuracy_run, "get-backend-openvino")["path"]
+    layer = step_of(accuracy_run, "get-backend-openvino")["path"]
     assert os.path.isdir(os.path.join(layer, "site", "openvino"))
     packages = open(os.path.join(layer, "packages.txt")).read().split()
     assert "openvino==2026.4.1" in packages and all("==" in p for p in packages)
@@ -133,7 +129,7 @@ def test_a_model_openvino_cannot_read_is_refused_with_its_reason(ov, accuracy_ru
     """OpenVINO's message opens with where in its sources it failed ("Check 'false' failed at ...cpp:151:"), which
     was all the error said; the reason that follows (the operator it cannot convert) is what is shown now."""
     import onnx
-    model = onnx.load(os.path.join(_step(accuracy_run, "get-ml-model-bert")["path"], "model.onnx"))
+    model = onnx.load(os.path.join(step_of(accuracy_run, "get-ml-model-bert")["path"], "model.onnx"))
     node = next(n for n in model.graph.node if n.op_type == "Add")
     node.op_type, node.domain = "Frobnicate", "my.custom"
     model.opset_import.append(onnx.helper.make_opsetid("my.custom", 1))
