@@ -131,11 +131,21 @@ class RayExecutor(Executor):
                             if gone:
                                 raise gone
                             ready, _ = ray.wait([*refs, waiting], num_returns=1, timeout=POLL_S)
-                            news = []
                             if waiting in ready:
                                 ready.remove(waiting)
                                 news = [ray.get(waiting, timeout=ASK_S), *_started_news(ray, started, gcs)]
                                 waiting = started.actor.get.remote()
+                                for point_id, where in (n for n in news if isinstance(n, tuple)):
+                                    if point_id not in seen:
+                                        seen.add(point_id)
+                                        on_event("started", by_id[point_id], None)
+                            # a queued point ended by Ray's error as its node went down never ran: when the head
+                            # went too, it stays pending (it was failed, as if it had run)
+                            died = [e for e in (_ray_error(ray, r) for r in ready if refs[r][0].point_id not in seen)
+                                    if e is not None]
+                            went = _went(gcs, died) if died else None
+                            if went:
+                                raise ClusterGone(went)
                         except (ray.exceptions.RayError, ClusterGone) as e:   # the cluster went (its head stopped)
                             said = str(e) if isinstance(e, ClusterGone) else type(e).__name__
                             why = f"the Ray cluster went while it ran ({said})"
@@ -152,10 +162,6 @@ class RayExecutor(Executor):
                                                  hint="start the cluster again and run the same command: the sweep "
                                                       "goes on from there")
                             break
-                        for point_id, where in (n for n in news if isinstance(n, tuple)):
-                            if point_id not in seen:
-                                seen.add(point_id)
-                                on_event("started", by_id[point_id], None)
                         for ref in ready:
                             task, node_id = refs.pop(ref)
                             busy.discard(node_id)
@@ -223,6 +229,31 @@ def _started_news(ray, started, gcs):
         if gcs and not _listening(gcs):
             raise ClusterGone(f"its head at {gcs} stopped answering") from None
         return []   # a slow answer from a cluster that is there: asked again at the next poll
+
+
+def _ray_error(ray, ref):
+    """The Ray error a finished task ended with (its worker or node died, it was cancelled...), else None."""
+    try:
+        ray.get(ref, timeout=ASK_S)
+    except ray.exceptions.RayError as e:
+        return e
+    return None
+
+
+def _went(gcs, errors, within=ASK_S):
+    """How the cluster went, given the Ray errors its tasks just ended with, or None while it is there: a driver
+    whose own raylet died has lost it; else the head's port is asked for a while (a node's death is told before
+    the head's port closes)."""
+    if any(type(e).__name__ == "LocalRayletDiedError" for e in errors):
+        return "the Ray node of this machine died"
+    deadline = time.monotonic() + within
+    while gcs:
+        if not _listening(gcs, timeout=1):
+            return f"its head at {gcs} stopped answering"
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(POLL_S)
+    return None
 
 
 def _listening(address, timeout=2):
