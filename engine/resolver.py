@@ -354,8 +354,11 @@ class Resolver:
                     and not _condition_holds(spec["when"], chosen, inputs):
                 unmet = _unmet(spec["when"], chosen, inputs)
                 needs = _value_rule(unmet, name)
-                said = f"--{name}={_typed(inputs[name])} applies only with {_readable(needs)}" if needs else \
-                    f"--{name} applies only with {_readable(unmet)}"
+                said = f"--{name} applies only with {_readable(unmet)}"
+                if needs and all(t.startswith("!_") for t in needs.split("|")):   # not read as 'no _a or no _b'
+                    said = f"--{name}={_typed(inputs[name])} cannot go with {' and '.join(needs.split('|')).replace('!', '')}"
+                elif needs:
+                    said = f"--{name}={_typed(inputs[name])} applies only with {_readable(needs)}"
                 raise ResolutionError(f"{recipe['name']}: {said}", hint=spec["help"] or None)
             if not_a_multiple(name, inputs, spec):   # a rule between two inputs: known once both are
                 raise ResolutionError(f"{recipe['name']}: {not_a_multiple(name, inputs, spec)}",

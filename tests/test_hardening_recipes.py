@@ -275,7 +275,7 @@ def test_engine_backends_refuse_exact_lengths_before_their_venv_and_engines(tmp_
     mlrun = offline_mlrun(tmp_path)
     result = mlrun(f"app mlperf bert {backend} _random", "--buckets=exact", timeout=60)
     # the rule that fails, said as what the value needs (was: all three backends' rules, as alternatives)
-    assert_user_error(result, 2, f"--buckets=exact applies only with no {backend}\n", "not _deepsparse, _tensorrt or")
+    assert_user_error(result, 2, f"--buckets=exact cannot go with {backend}\n", "not _deepsparse, _tensorrt or")
     assert not (tmp_path / "runs").exists()
 
 
