@@ -3,15 +3,17 @@
     python -m bench.openvino_peak [--samples 64] [--repeats 3] [--layers 12 --hidden 768 --heads 12]
 
 From an interpreter without openvino (the repo's .venv) it runs itself again under the OpenVINO backend's: the
-onnxruntime venv with the backend entry's site folder first on PYTHONPATH (`bin/mlrun "get backend openvino"`
-builds or finds both).
+onnxruntime venv with the backend entry's site folder and NNCF's first on PYTHONPATH (`bin/mlrun "get backend
+openvino"` and `bin/mlrun "get nncf"` build or find them).
 
 1. GEMM peak on all cores, best of the shapes of bench.machine_peak: onnxruntime MatMul (fp32), OpenVINO MatMul
-   compiled for f32 and for bf16 (on a CPU with AMX or AVX512_BF16: what --precision=bf16 multiplies with).
+   compiled for f32, int8 (NNCF's QDQ form) and bf16 (on a CPU with AMX or AVX512_BF16: what --precision=bf16
+   multiplies with).
 2. The same random BERT-shaped model (bench.harness's, made dynamic as the app does) over the same real SQuAD
    samples, each at its real length, shortest first, as the app's Offline layout (one instance per core:
    onnxruntime sessions pinned to their core, OpenVINO streams) and as one instance on all cores:
-   onnxruntime fp32, onnxruntime int8 (quantised as _int8-dynamic does on this CPU), OpenVINO f32, OpenVINO bf16;
+   onnxruntime fp32, onnxruntime int8 (quantised as _int8-dynamic does on this CPU), OpenVINO f32, OpenVINO int8
+   (NNCF's static int8 as `_openvino --precision=int8` runs it, calibrated on 100 other features), OpenVINO bf16;
    and the reference SUT design (bench.harness.reference_pass: a thread per sample, each padded to 384, the
    fixed-384 model, default threads) for the "vs ref" column. Passes alternate, --repeats rounds, best pass
    counts. Achieved GFLOP/s by bench.machine_peak.model_flops (its docstring has the formula), against the peak
@@ -41,38 +43,61 @@ from bench.harness import fixed_model, model_args, reference_pass, sample_featur
 from bench.machine_peak import PEAK_SHAPES, gemm_peak, model_flops, quantized
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
+from mlperf_bert.sut import QaInference, run_on_instances
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def again_under_the_backend(argv):
-    """Run this script again with the OpenVINO backend's interpreter and site folder, as mlrun builds them."""
-    plan = subprocess.run([str(REPO / "bin" / "mlrun"), "get backend openvino", "--json"], capture_output=True,
-                          text=True)
-    if plan.returncode != 0:
-        sys.exit(f"bench.openvino_peak: `bin/mlrun \"get backend openvino\"` failed (exit {plan.returncode}):\n"
-                 + plan.stderr[-2000:])
-    result = json.loads(plan.stdout)
+    """Run this script again with the OpenVINO backend's interpreter and site folder, and NNCF's (for the int8
+    model), as mlrun builds them: both are layers over the same venv."""
+    paths = []
+    for query in ("get backend openvino", "get nncf"):
+        plan = subprocess.run([str(REPO / "bin" / "mlrun"), query, "--json"], capture_output=True, text=True)
+        if plan.returncode != 0:
+            sys.exit(f"bench.openvino_peak: `bin/mlrun \"{query}\"` failed (exit {plan.returncode}):\n"
+                     + plan.stderr[-2000:])
+        result = json.loads(plan.stdout)
+        paths.append(result["exports"]["PYTHONPATH"])
     venv = next(step["path"] for step in result["steps"] if step["recipe"] == "get-python-venv")
     python = os.path.join(venv, "bin", "python")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([result["exports"]["PYTHONPATH"], str(REPO)]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, str(REPO)]))
     os.execve(python, [python, "-m", "bench.openvino_peak", *argv], env)
-from mlperf_bert.sut import QaInference, run_on_instances
+
+
+def nncf_int8(model, features, timed, cache, seed):
+    """NNCF's static int8 of the model as `get ml-model bert int8-nncf` makes it, calibrated on 100 features the
+    timed samples are not among (the official calibration list is not offline); its path."""
+    from mlperf_bert import nncf_quantize
+    out = Path(cache) / f"{Path(model).stem}.int8-nncf-seed{seed}.onnx"
+    if not out.is_file():
+        rng = np.random.default_rng(seed + 1)
+        others = sorted(set(range(len(features.lengths))) - set(timed))
+        rows = sorted(rng.choice(others, min(100, len(others)), replace=False).tolist())
+        scratch = out.with_name(f".{out.name}.{os.getpid()}")   # written whole, then renamed
+        nncf_quantize.quantize_model(model, str(scratch), features, rows)
+        os.replace(scratch, out)
+    return str(out)
 
 
 def ov_gemm_peak(precision, threads, seconds_per_shape):
-    """Best GFLOP/s of an OpenVINO MatMul (f32 or bf16 compute) over bench.machine_peak's shapes."""
+    """Best GFLOP/s (GOP/s for int8) of an OpenVINO MatMul over bench.machine_peak's shapes: f32 or bf16 compute,
+    or int8 (the QuantizeLinear/DequantizeLinear pairs NNCF writes around a MatMul, which OpenVINO compiles into
+    an int8 kernel, as in the int8 model)."""
+    from mlperf_bert.ov_backend import int8_ops
     core, best = ov.Core(), 0.0
     for m, k, n in PEAK_SHAPES:
         feed = {"a": np.random.default_rng(1).standard_normal((m, k), dtype=np.float32)}
         with tempfile.TemporaryDirectory() as scratch:   # the one-node graph onnxruntime's peak runs
             path = os.path.join(scratch, "gemm.onnx")
-            onnx.save(_matmul_model(m, k, n), path)
-            compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+            onnx.save(_matmul_model(m, k, n) if precision != "int8" else _int8_matmul_model(m, k, n), path)
+            compiled = core.compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": precision.replace("int8", "f32"),
                                                         "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1})
         ran = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        if ran != precision:   # OpenVINO runs f32 where the CPU does not multiply bf16: no peak to call bf16
+        if ran != precision.replace("int8", "f32"):   # OpenVINO runs f32 where the CPU does not multiply bf16
             raise RuntimeError(f"OpenVINO compiled the GEMM for {ran}: this CPU does not multiply {precision}")
+        if precision == "int8" and not int8_ops(compiled):
+            raise RuntimeError("OpenVINO compiled the int8 GEMM without an int8 kernel")
         request = compiled.create_infer_request()
         request.infer(feed)
         deadline, fastest = time.perf_counter() + seconds_per_shape, float("inf")
@@ -84,6 +109,23 @@ def ov_gemm_peak(precision, threads, seconds_per_shape):
     return best
 
 
+def _int8_matmul_model(m, k, n):
+    """y = a @ b with a quantised to int8 on the way in and b stored int8, in NNCF's QDQ form."""
+    weight = numpy_helper.from_array(np.random.default_rng(0).integers(-127, 128, (k, n), dtype=np.int8), "b")
+    scales = [numpy_helper.from_array(np.array(value, dtype=np.float32), name) for name, value in
+              (("sa", 0.05), ("sb", 0.01))]
+    zero = numpy_helper.from_array(np.array(0, dtype=np.int8), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["a", "sa", "z"], ["aq"]),
+             helper.make_node("DequantizeLinear", ["aq", "sa", "z"], ["ad"]),
+             helper.make_node("DequantizeLinear", ["b", "sb", "z"], ["bd"]),
+             helper.make_node("MatMul", ["ad", "bd"], ["y"])]
+    graph = helper.make_graph(nodes, "gemm_int8", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
+                              [weight, zero, *scales])
+    opsets = [helper.make_opsetid("", 17)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
+
+
 def _matmul_model(m, k, n):
     weight = numpy_helper.from_array(np.random.default_rng(0).standard_normal((k, n), dtype=np.float32), "b")
     graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["y"])], "gemm",
@@ -93,7 +135,7 @@ def _matmul_model(m, k, n):
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
-def contenders(model, int8_model, features, plan, cores):
+def contenders(model, int8_model, ov_int8_model, features, plan, cores):
     """{name: (views, pins)}: each backend and precision in the Offline layout and on all cores."""
     from mlperf_bert.ov_backend import OvModel   # here: the module imports openvino, which .venv lacks
     offline = parallelism.choose("Offline", cores)
@@ -105,9 +147,9 @@ def contenders(model, int8_model, features, plan, cores):
         for name, path in (("onnxruntime fp32", model), ("onnxruntime int8", int8_model)):
             out[f"{name}, {layout}"] = ([base.on(OrtBackend(path, threads, spin=False, cores=pin)) for pin in pins],
                                         pins)
-        for precision in ("fp32", "bf16"):
+        for precision, path in (("fp32", model), ("int8", ov_int8_model), ("bf16", model)):
             try:
-                compiled = OvModel(model, instances, threads, precision)
+                compiled = OvModel(path, instances, threads, precision)
             except Exception as error:   # bf16 on a CPU without it: said, and left out
                 print(f"OpenVINO {precision}: {error}")
                 continue
@@ -147,13 +189,14 @@ def main(argv=None):
           f"{np.mean(lengths):.1f}, {work / len(indices) / 1e9:.2f} GFLOP each; {len(cores)} cores")
     peaks = {"onnxruntime fp32": gemm_peak(False, len(cores), PEAK_SHAPES, args.peak_seconds)[0],
              "OpenVINO fp32": ov_gemm_peak("f32", len(cores), args.peak_seconds)}
-    try:
-        peaks["OpenVINO bf16"] = ov_gemm_peak("bf16", len(cores), args.peak_seconds)
-    except Exception as error:
-        print(f"OpenVINO bf16 GEMM: {error}")
+    for precision in ("int8", "bf16"):
+        try:
+            peaks[f"OpenVINO {precision}"] = ov_gemm_peak(precision, len(cores), args.peak_seconds)
+        except Exception as error:
+            print(f"OpenVINO {precision} GEMM: {error}")
     for name, value in peaks.items():
-        print(f"GEMM peak, {name}: {value:.1f} GFLOP/s")
-    runs = contenders(model, int8_model, features, plan, cores)
+        print(f"GEMM peak, {name}: {value:.1f} {'GOP/s' if 'int8' in name else 'GFLOP/s'}")
+    runs = contenders(model, int8_model, nncf_int8(model, features, indices, cache, args.seed), features, plan, cores)
     for views, pins in runs.values():   # warm: every length once (OpenVINO prepares each new shape)
         timed(views, pins, indices)
     reference = OrtBackend(fixed)

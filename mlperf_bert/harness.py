@@ -1,6 +1,6 @@
 """python -m mlperf_bert.harness: run a BERT QA ONNX model under MLPerf LoadGen and report.
 
-Backends: onnxruntime (one session, any length the model allows), openvino (on the CPU, fp32 or bf16, one
+Backends: onnxruntime (one session, any length the model allows), openvino (on the CPU, fp32, int8 or bf16, one
 stream per instance, any length) or deepsparse (an engine per sequence-length bucket, compiled before LoadGen
 starts; Server runs DeepSparse's multi-stream scheduler with a worker per stream); tensorrt on a GPU. All give
 the same responses: float32 (L, 2) per sample.
@@ -30,8 +30,8 @@ SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "Singl
 MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.PerformanceOnly}
 BACKENDS = ("onnxruntime", "deepsparse", "tensorrt", "openvino")
 INSTANCE_BACKENDS = ("onnxruntime", "openvino")   # instances and threads by mlperf_bert.parallelism's rule
-# What each device (or CPU backend) runs: the GPU's from mlperf_bert.gpu; OpenVINO on the CPU fp32 or bf16.
-DEVICE_PRECISIONS = {**gpu.DEVICE_PRECISIONS, "openvino": ("fp32", "bf16")}
+# What each device (or CPU backend) runs: the GPU's from mlperf_bert.gpu; OpenVINO on the CPU fp32, int8 or bf16.
+DEVICE_PRECISIONS = {**gpu.DEVICE_PRECISIONS, "openvino": ("fp32", "int8", "bf16")}
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 # --count N runs exactly N samples: no minimum duration, so the query count alone ends the test (a
@@ -96,7 +96,8 @@ def parse_args(argv):
                         "the CPU, or the GPU through the CUDA or the TensorRT provider (default: cpu)")
     parser.add_argument("--precision", default="fp32", choices=(*gpu.PRECISIONS, "bf16"), help="fp32 "
                         "(strict: no TF32 on a GPU), tf32 (onnxruntime's CUDA provider, TensorRT), fp16 (TensorRT), "
-                        "int8 (native TensorRT), bf16 (OpenVINO on a CPU with AMX or AVX512_BF16); onnxruntime on "
+                        "int8 (native TensorRT; OpenVINO on a model quantised by NNCF), bf16 (OpenVINO on a CPU with AMX or "
+                        "AVX512_BF16); onnxruntime on "
                         "the CPU runs the model's own (default: fp32)")
     parser.add_argument("--engine", help="native TensorRT: the engine file (get-tensorrt-engine-bert)")
     parser.add_argument("--trt-cache", help="TensorRT provider: its engine cache folder "
@@ -633,8 +634,9 @@ def format_summary(summary):
     if summary.get("gpu"):
         lines.append(f"  GPU: {gpu.describe(summary['gpu'])}; {summary['device']}, {summary['precision']}")
     if summary.get("backend") == "openvino" and (ov := summary.get("openvino")):
-        lines.append(f"  OpenVINO {ov['version'].split('-')[0]}: {summary['precision']}, {ov['streams']} stream(s), "
-                     f"{ov['threads']} thread(s) in all")
+        int8 = f" ({ov['int8_operators']} operators int8, the rest f32)" if summary["precision"] == "int8" else ""
+        lines.append(f"  OpenVINO {ov['version'].split('-')[0]}: {summary['precision']}{int8}, {ov['streams']} "
+                     f"stream(s), {ov['threads']} thread(s) in all")
     if par := summary.get("parallelism"):
         ort = summary.get("backend", "onnxruntime") == "onnxruntime"   # spinning is onnxruntime's
         spinning = f", spinning {'on' if par['spin'] else 'off'}" if ort else ""

@@ -3,7 +3,9 @@ infer request; batches [B, L] in, start/end logits [B, L] out.
 
 Precision is explicit: OpenVINO's own default on a CPU with AMX or AVX512_BF16 is bf16, so fp32 is asked for as
 f32 (the same answers as onnxruntime within 4e-6), and bf16 only where the CPU multiplies bf16 (elsewhere OpenVINO
-would run f32 and the run would say bf16). What ran is read back from the compiled model and recorded.
+would run f32 and the run would say bf16). int8 is a model quantised by NNCF (get ml-model bert int8-nncf),
+compiled f32 outside its int8 operators, and refused when OpenVINO compiles none of them int8. What ran is read
+back from the compiled model and recorded.
 """
 import numpy as np
 import openvino as ov
@@ -11,7 +13,11 @@ import openvino as ov
 from engine.errors import MlrunError, StepError
 from mlperf_bert import model_adapter
 
-PRECISIONS = {"fp32": "f32", "bf16": "bf16"}   # mlrun's word: OpenVINO's INFERENCE_PRECISION_HINT
+# mlrun's word: OpenVINO's INFERENCE_PRECISION_HINT. int8 is the model's (NNCF's Quantize/Dequantize pairs, which
+# OpenVINO compiles into int8 kernels); the operators left outside them run f32, as --precision=fp32's do.
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+INT8 = ("i8", "u8")
+COMPUTE = ("FullyConnected", "MatMul", "Convolution", "Subgraph")   # what multiplies, in OpenVINO's runtime graph
 
 
 class CpuCannot(MlrunError):
@@ -52,6 +58,13 @@ class OvModel:
         self.precision = ran.to_string() if hasattr(ran, "to_string") else str(ran)
         if self.precision != PRECISIONS[precision]:   # never a run that says one precision and ran another
             raise StepError(f"OpenVINO compiled the model for {self.precision}, not the {precision} asked for")
+        # int8 only where OpenVINO compiled int8 kernels: an fp32 model would run fp32 and the run would say int8
+        self.int8_ops = int8_ops(self.compiled)
+        if precision == "int8" and not self.int8_ops:
+            raise StepError(f"--precision int8: {model_path} has no int8 operators OpenVINO runs (it is not "
+                            "quantised), so it would run fp32",
+                            hint="_openvino --precision=int8 quantises the chosen model with NNCF first "
+                                 "(get ml-model bert int8-nncf); a --model file must be the fp32 one")
         self.asked = precision
         self._outputs = [self.io.start] if self.io.end is None else [self.io.start, self.io.end]
 
@@ -60,6 +73,7 @@ class OvModel:
 
     def describe(self):
         return {"version": ov.get_version(), "precision": self.asked, "inference_precision_hint": self.precision,
+                "int8_operators": self.int8_ops,
                 "streams": self.streams, "threads": self.threads, "cpu_capabilities": self.capabilities}
 
 
@@ -92,6 +106,17 @@ class OvBackend:
         else:
             start, end = outputs
         return (np.ascontiguousarray(start, dtype=np.float32), np.ascontiguousarray(end, dtype=np.float32))
+
+
+def int8_ops(compiled):
+    """How many of the compiled model's multiplying operators run in int8 (OpenVINO's runtime graph says)."""
+    count = 0
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) in COMPUTE \
+                and info["runtimePrecision"].astype(str) in INT8:
+            count += 1
+    return count
 
 
 def _reason(error, limit=400):

@@ -52,7 +52,9 @@ def measurements(sub):
     engine = precision if precision in ("fp16", "int8", "bf16") else None
     weights = "int8" if "int8" in sub.opts.query or engine == "int8" else engine or "fp32"
     transform = {"fp16": "converted to fp16 by TensorRT's engine builder",
-                 "int8": "quantized to int8 by TensorRT's engine builder (entropy calibration on the MLPerf "
+                 "int8": "quantized to int8 by NNCF post-training quantization (SmoothQuant, calibration on the "
+                         "MLPerf calibration set); run by OpenVINO" if sub.framework.startswith("openvino") else
+                         "quantized to int8 by TensorRT's engine builder (entropy calibration on the MLPerf "
                          "calibration set)",
                  "bf16": "converted to bf16 by OpenVINO when it compiles the model (INFERENCE_PRECISION_HINT "
                          "bf16)"}.get(engine, "none")

@@ -248,14 +248,14 @@ def test_calibration_indices_are_checked_against_the_features(tmp_path):
     (["--precision", "tf32"], "--precision tf32 applies to --device cuda or --device tensorrt-ep or --backend "
                               "tensorrt; cpu runs fp32"),
     (["--device", "tensorrt-ep", "--trt-cache", "c", "--precision", "int8"],
-     "--precision int8 applies to --backend tensorrt; tensorrt-ep runs fp32 or tf32 or fp16"),
+     "--precision int8 applies to --backend tensorrt or --backend openvino; tensorrt-ep runs fp32 or tf32 or fp16"),
     (["--backend", "deepsparse", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
     # the CPU backends' own (OpenVINO: tests/test_openvino_pipeline.py)
     (["--backend", "openvino", "--spin"], "--spin applies to --backend onnxruntime"),
     (["--backend", "deepsparse", "--instances", "2"], "--instances applies to --backend onnxruntime or openvino"),
     (["--precision", "bf16"], "--precision bf16 applies to --backend openvino; cpu runs fp32"),
     (["--backend", "openvino", "--precision", "fp16"],
-     "--precision fp16 applies to --device tensorrt-ep or --backend tensorrt; openvino runs fp32 or bf16"),
+     "--precision fp16 applies to --device tensorrt-ep or --backend tensorrt; openvino runs fp32 or int8 or bf16"),
     (["--backend", "openvino", "--device", "cuda"], "--device cuda applies to --backend onnxruntime"),
 ])
 def test_harness_refuses_device_and_backend_flags_that_do_not_go_together(flags, message, capsys):

@@ -148,7 +148,7 @@ def test_a_model_openvino_cannot_read_is_refused_with_its_reason(ov, accuracy_ru
     ("_deepsparse", ["--precision=bf16"], "--precision=bf16 applies only with _openvino\n"),
     ("_openvino", ["--precision=fp16"], "--precision=fp16 applies only with _tensorrt or _tensorrt-ep\n"),
     ("_openvino", ["--precision=tf32"], "--precision=tf32 applies only with _cuda or _tensorrt or _tensorrt-ep\n"),
-    ("_openvino", ["--precision=int8"], "--precision=int8 applies only with _tensorrt\n"),
+    ("_onnxruntime", ["--precision=int8"], "--precision=int8 applies only with _tensorrt or _openvino\n"),
     ("_openvino", ["--spin"], "--spin"),
     ("_deepsparse", ["--instances=2"], "--instances"),
 ])
@@ -156,6 +156,13 @@ def test_what_openvino_does_not_run_is_refused_before_anything_is_built(planner,
     result = planner("plan", f"app mlperf bert _random {query}", *flags)
     assert result.returncode == 2, result.stdout + result.stderr
     assert said in result.stderr and "Traceback" not in result.stderr
+
+
+def test_int8_of_the_official_int8_model_is_refused_before_anything_is_built(planner):
+    """_openvino --precision=int8 quantises an fp32 model; the official int8 one (_int8) is quantised already."""
+    result = planner("plan", "app mlperf bert _openvino _int8", "--precision=int8")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "--precision=int8 cannot go with _openvino and _int8\n" in result.stderr
 
 
 def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures(ov, accuracy_run, tmp_path):
@@ -173,10 +180,12 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert out.startswith("OpenVINO 2026.4.1") and "GEMM peak, onnxruntime fp32:" in out, out
+    assert "GEMM peak, OpenVINO int8:" in out and " GOP/s" in out, out   # NNCF's QDQ MatMul, an int8 kernel
     rows = [line for line in out.splitlines() if line.startswith(("onnxruntime", "OpenVINO", "reference"))
             and "passes" in line]
     names = {line.split("  ")[0] for line in rows}
-    expected = {f"{name}, {layout}" for name in ("onnxruntime fp32", "onnxruntime int8", "OpenVINO fp32")
+    expected = {f"{name}, {layout}" for name in ("onnxruntime fp32", "onnxruntime int8", "OpenVINO fp32",
+                                                 "OpenVINO int8")
                 for layout in ("Offline", "all cores")} | {"reference SUT design"}
     if _cpu_multiplies_bf16():
         expected |= {"OpenVINO bf16, Offline", "OpenVINO bf16, all cores"}
@@ -208,3 +217,74 @@ def test_the_question_answering_app_runs_on_openvino_too(ov, accuracy_run, tmp_p
     assert answers["_openvino"] == answers["_onnxruntime"]
     refused = ov("app bert qa _random", "--precision=bf16", f"--passage-file={passage}", "--question=x", *TINY_MODEL)
     assert refused.returncode == 2 and "--precision=bf16 applies only with _openvino" in refused.stderr
+
+
+# -- int8: NNCF's static int8 of the chosen model -------------------------------------------------------------
+
+TINY_SOURCE = [arg.replace("--dep.model.", "--dep.source.") for arg in TINY_MODEL]
+
+
+@pytest.fixture(scope="module")
+def calibration_mirror(tmp_path_factory):
+    """The shared data beside a calibration list (the official one is not offline: 100 indices chosen here)."""
+    from conftest import SHARED_DATA
+    mirror = tmp_path_factory.mktemp("calibration-mirror")
+    for name in os.listdir(SHARED_DATA):
+        os.symlink(os.path.join(SHARED_DATA, name), mirror / name)
+    rows = np.random.default_rng(3).choice(10833, 100, replace=False)
+    (mirror / "bert_calibration_features.txt").write_text("".join(f"{row}\n" for row in sorted(rows)))
+    return mirror
+
+
+@pytest.fixture(scope="module")
+def int8_run(ov, accuracy_run, calibration_mirror):
+    result = ov(QUERY, "--precision=int8", "--mode=accuracy", f"--count={COUNT}", *TINY_SOURCE,
+                f"--mirror={calibration_mirror}", "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+def test_int8_runs_nncfs_int8_of_the_same_model_calibrated_on_the_list(ov, accuracy_run, int8_run):
+    """--precision=int8: the fp32 model the fp32 run used, quantised by NNCF on the 100 listed features at their
+    real lengths, its axis still dynamic; OpenVINO runs its MatMuls int8 (counted in what it compiled) and the
+    rest f32; the logits stay near fp32's (measured 0.02-0.1 on this tiny random model; 0.5 allowed)."""
+    summary = _summary(int8_run)
+    assert summary["precision"] == "int8" and summary["openvino"]["inference_precision_hint"] == "f32"
+    assert summary["openvino"]["int8_operators"] >= 2 * 4   # per layer: Q, K, V, output, two FFN MatMuls
+    model = step_of(int8_run, "get-ml-model-bert-int8-nncf")["path"]
+    facts = json.load(open(os.path.join(model, "quantization.json")))
+    assert facts["calibration"]["features"] == 100 and facts["calibration"]["left_out_held_out"] == 0
+    assert facts["seq_axis"] == "dynamic" and facts["quantize_nodes"] > 0 and facts["nncf"] == "3.4.0"
+    assert step_of(int8_run, "get-ml-model-bert")["path"] == step_of(accuracy_run, "get-ml-model-bert")["path"]
+    fp32, int8 = _logits(step_dir(accuracy_run)), _logits(step_dir(int8_run))
+    assert sorted(int8) == sorted(fp32)
+    worst = max(float(np.abs(fp32[i] - int8[i]).max()) for i in fp32)
+    assert 0 < worst < 0.5, worst
+    assert "int8 (" in int8_run.stderr + open(os.path.join(step_dir(int8_run), ".mlrun", "build.log")).read()
+
+
+def test_the_nncf_layer_is_pinned_and_names_no_build_folder(int8_run):
+    layer = step_of(int8_run, "get-nncf")["path"]
+    packages = open(os.path.join(layer, "packages.txt")).read().split()
+    assert "nncf==3.4.0" in packages and all("==" in p for p in packages)
+    cache = os.path.dirname(layer)
+    for folder, _, files in os.walk(os.path.join(layer, "site")):
+        for name in files:
+            if name.endswith((".txt", ".json", "RECORD", "INSTALLER", ".pth")):
+                assert cache not in open(os.path.join(folder, name), errors="replace").read(), name
+
+
+def test_int8_is_refused_on_a_model_openvino_does_not_run_int8(ov, accuracy_run, int8_run):
+    """The harness asked for int8 with an fp32 model (what --model of a plain file into the harness would do): OpenVINO
+    would run it all f32 and the run would say int8; it stops instead, saying why."""
+    import subprocess
+    from conftest import ROOT
+    layer = step_of(int8_run, "get-backend-openvino")["path"]
+    venv = next(s for s in json.loads(int8_run.stdout)["steps"] if s["label"] == "get-python-venv _onnxruntime")
+    python = os.path.join(venv["path"], "bin", "python")
+    fp32 = os.path.join(step_of(accuracy_run, "get-ml-model-bert")["path"], "model.onnx")
+    code = ("from mlperf_bert.ov_backend import OvModel\nfrom engine.errors import MlrunError\n"
+            f"try:\n    OvModel({fp32!r}, 1, 1, 'int8')\nexcept MlrunError as e:\n    print('refused:', e)\n")
+    result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
+                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(layer, "site"), ROOT])))
+    assert "refused: --precision int8:" in result.stdout and "not quantised" in result.stdout, result

@@ -192,6 +192,30 @@ def test_app_uses_the_int8_model_of_its_chosen_source(tmp_path, models):
     assert (source.name, source.variations) == ("get-ml-model-bert", ["file"])
 
 
+@pytest.mark.parametrize("query, source, variations", [
+    ("app mlperf bert _openvino _random", "get-ml-model-bert", ["random"]),
+    ("app mlperf bert _openvino _minilm-squad", "get-ml-model-bert-minilm-squad", ["minilm-squad"]),
+    ("app mlperf bert _openvino", "get-ml-model-bert-large", ["onnx", "fp32"]),   # the official fp32 model
+    ("app mlperf bert _openvino FILE", "get-ml-model-bert", ["file"]),
+])
+def test_openvino_int8_runs_nncfs_int8_of_the_model_the_run_names(tmp_path, models, query, source, variations):
+    """--precision=int8 with _openvino: the model dep is the NNCF int8 entry of the fp32 model the run would use,
+    calibrated on the features and the calibration list; the same NNCF layer over the backend's venv."""
+    inputs = {"precision": "int8"}
+    if query.endswith(" FILE"):
+        query, inputs["model"] = query[:-len(" FILE")], models["fixed"]
+    plan = _plan(tmp_path, query, inputs)
+    model = dict(plan.root.deps)["model"]
+    deps = dict(model.deps)
+    assert model.name == "get-ml-model-bert-int8-nncf" and model.exports["MLRUN_MODEL_NAME"] == "int8-nncf"
+    assert (deps["source"].name, deps["source"].variations) == (source, variations)
+    assert {"features", "calibration-list", "nncf"} <= set(deps)
+    backend = _node(_plan(tmp_path, "get backend onnxruntime _cpu"), "get-python-venv").key
+    assert dict(deps["nncf"].deps)["python"].key == backend
+    fp32 = dict(_plan(tmp_path, query, {k: v for k, v in inputs.items() if k != "precision"}).root.deps)["model"]
+    assert fp32.key == deps["source"].key   # the fp32 run's model, quantised
+
+
 @pytest.mark.parametrize("query, inputs", [
     ("app mlperf bert _onnxruntime _cpu _random _int8-dynamic", {}),
     ("app mlperf bert _onnxruntime _cpu _int8-dynamic", {}),                 # the official model, quantised
@@ -243,3 +267,34 @@ def test_a_missing_model_file_is_one_clear_error(tmp_path):
         _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": str(tmp_path / "nope.onnx")})
     zoo = _plan(tmp_path, "get ml-model bert int8-dynamic", {"model": "zoo:nlp/a/b/c/d/e/f"})
     assert _node(zoo, INT8).inputs["model"] == "zoo:nlp/a/b/c/d/e/f" and not _node(zoo, INT8).contents
+
+
+# -- NNCF's static int8: the calibration features ------------------------------------------------------------------
+
+def _three_features():
+    from types import SimpleNamespace
+    return SimpleNamespace(lengths=np.array([100, 200, 300]), examples=[{"qas_id": "q0"}, {"qas_id": "q1"}],
+                           features=[{"example_index": 0}, {"example_index": 1}, {"example_index": 1}])
+
+
+def test_calibration_is_the_listed_features_outside_the_held_out_questions(tmp_path):
+    """A model scored on held-out questions (the MiniLM one) is never calibrated on their features."""
+    from mlperf_bert import nncf_quantize
+    listed = tmp_path / "list.txt"
+    listed.write_text("0\n2\n")
+    assert nncf_quantize.calibration_rows(_three_features(), listed) == ([0, 2], [])
+    held = tmp_path / "heldout.json"
+    held.write_text(json.dumps({"question_ids": ["q1"]}))
+    assert nncf_quantize.calibration_rows(_three_features(), listed, held) == ([0], [2])
+    held.write_text(json.dumps({"question_ids": ["q0", "q1"]}))
+    with pytest.raises(nncf_quantize.UsageError, match="every feature of the calibration list"):
+        nncf_quantize.calibration_rows(_three_features(), listed, held)
+
+
+@pytest.mark.parametrize("text", ["0\n7\n", "zero\n", ""])
+def test_a_calibration_list_outside_the_features_is_refused(tmp_path, text):
+    from mlperf_bert import nncf_quantize
+    listed = tmp_path / "list.txt"
+    listed.write_text(text)
+    with pytest.raises(nncf_quantize.UsageError, match="calibration list"):
+        nncf_quantize.calibration_rows(_three_features(), listed)

@@ -288,13 +288,15 @@ def test_a_system_file_that_is_not_text_is_a_usage_error(tmp_path):
     ("app mlperf bert _openvino", {"precision": "bf16"}, "bf16", "converted to bf16 by OpenVINO"),   # was fp32, none
     ("app mlperf bert _openvino", {"precision": "BF16"}, "bf16", "converted to bf16 by OpenVINO"),   # as typed
     ("app mlperf bert _openvino", {}, "fp32", "none"),
+    ("app mlperf bert _openvino", {"precision": "int8"}, "int8", "quantized to int8 by NNCF"),   # not TensorRT
 ])
 def test_measurements_say_the_engines_precision(query, inputs, weights, transform):
     """weight_data_types came from the query's words alone: a TensorRT fp16 engine was described as fp32."""
     from types import SimpleNamespace
     from submission import tree
     sub = SimpleNamespace(model={"what": "the official fp32 BERT-Large ONNX model"}, inputs=inputs,
-                          opts=SimpleNamespace(query=query, division="closed"), framework="f", loadgen="6.0.17")
+                          opts=SimpleNamespace(query=query, division="closed"), loadgen="6.0.17",
+                          framework="openvino 2026.4.1" if "_openvino" in query else "onnxruntime 1.23.2")
     got = tree.measurements(sub)
     assert got["weight_data_types"] == weights and got["weight_transformations"].startswith(transform)
 
