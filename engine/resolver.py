@@ -355,7 +355,9 @@ class Resolver:
                 unmet = _unmet(spec["when"], chosen, inputs)
                 needs = _value_rule(unmet, name)
                 said = f"--{name} applies only with {_readable(unmet)}"
-                if needs and all(t.startswith("!_") for t in needs.split("|")):   # not read as 'no _a or no _b'
+                if all(word.startswith("!_") and "|" not in word for word in unmet.split()):   # not 'no _x'
+                    said = f"--{name} cannot go with {' and '.join(word[1:] for word in unmet.split())}"
+                elif needs and all(t.startswith("!_") for t in needs.split("|")):   # not read as 'no _a or no _b'
                     said = f"--{name}={_typed(inputs[name])} cannot go with {' and '.join(needs.split('|')).replace('!', '')}"
                 elif needs:
                     said = f"--{name}={_typed(inputs[name])} applies only with {_readable(needs)}"

@@ -1,7 +1,8 @@
 """python -m mlperf_bert.nncf_quantize: static int8 of a BERT QA ONNX model by NNCF, calibrated on real features.
 
 NNCF's post-training quantisation (nncf.quantize, ModelType.TRANSFORMER: SmoothQuant, then int8 inputs to the
-MatMuls with scales from the calibration statistics, then fast bias correction) over the dynamic-axis copy of the
+MatMuls with weights, scales from the calibration statistics, then fast bias correction; the attention's MatMuls of
+two activations stay f32) over the dynamic-axis copy of the
 source (made first, or found in the source's --dynamic-cache), so the int8 model keeps the real-length axis. The
 calibration samples are the features the MLPerf calibration list names, each at its real length; for a model
 that names held-out questions (--heldout), only those of its other questions. The written model is ONNX with
@@ -20,6 +21,13 @@ import numpy as np
 
 from engine.errors import MlrunError, StepError, UsageError
 from mlperf_bert import heldout, model_adapter, quantize, seq_plan, squad_features
+
+QUANTISED = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
+             "DynamicQuantizeMatMul", "QAttention")
+class QuantisedAlready(UsageError):
+    """The source given is int8 already: the person's input, not the step, is at fault."""
+    exit_code = 78   # sysexits EX_CONFIG, as gpu.GpuUnavailable: the runner makes it mlrun's exit 2
+
 
 SETTINGS = {"model_type": "TRANSFORMER", "preset": "PERFORMANCE (symmetric activations and weights)",
             "fast_bias_correction": True}
@@ -54,6 +62,12 @@ def quantize_model(src, dst, features, rows, dynamic_cache=None):
     with tempfile.TemporaryDirectory(dir=os.path.dirname(os.path.abspath(dst))) as scratch:
         cache = dynamic_cache if dynamic_cache and os.path.isdir(dynamic_cache) else scratch
         fp32, plan = seq_plan.prepare(src, "auto", cache)
+        model = onnx.load(fp32)
+        quantised = sum(node.op_type in QUANTISED for node in model.graph.node)
+        if quantised:   # NNCF would calibrate for minutes, then fail on it with an AttributeError
+            raise QuantisedAlready(f"the source model is quantised already ({quantised} int8 operators): NNCF makes int8 "
+                             "of an fp32 model", hint="give the fp32 model, or run this one as it is: _openvino "
+                                                      "without --precision=int8 runs its int8 operators int8")
         io = model_adapter.inspect(fp32)
         width = io.seq_len   # None: each sample at its real length; a model that cannot be made dynamic: 384
 
@@ -63,7 +77,6 @@ def quantize_model(src, dst, features, rows, dynamic_cache=None):
             return {name: np.asarray(array[row:row + 1, :n], dtype=io.input_dtype)
                     for name, array in zip(io.input_names, arrays)}
         try:
-            model = onnx.load(fp32)
             int8 = nncf.quantize(model, nncf.Dataset(rows, sample), model_type=nncf.ModelType.TRANSFORMER,
                                  preset=nncf.QuantizationPreset.PERFORMANCE, subset_size=len(rows),
                                  fast_bias_correction=True)
@@ -89,7 +102,11 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="folder for model.onnx and quantization.json")
     args = parser.parse_args(argv)
     try:
-        import nncf
+        try:
+            import nncf
+        except ImportError as error:
+            raise UsageError(f"NNCF cannot be imported here ({error})",
+                             hint='bin/mlrun "get ml-model bert int8-nncf" runs this with NNCF\'s layer on the path')
         features = squad_features.load(args.features)
         rows, left_out = calibration_rows(features, args.calibration_list, args.heldout)
         os.makedirs(args.out, exist_ok=True)

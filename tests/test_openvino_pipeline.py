@@ -288,3 +288,41 @@ def test_int8_is_refused_on_a_model_openvino_does_not_run_int8(ov, accuracy_run,
     result = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120,
                             env=dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(layer, "site"), ROOT])))
     assert "refused: --precision int8:" in result.stdout and "not quantised" in result.stdout, result
+
+
+def test_a_quantised_model_is_not_quantised_again_and_runs_its_int8_as_it_is(ov, int8_run, calibration_mirror):
+    """--model=an int8 model with --precision=int8: NNCF calibrated for minutes, then failed with an AttributeError
+    naming the cache's copy; now refused at once (exit 2). Run as it is (no --precision), its int8 operators are
+    counted and said beside the fp32 asked for the rest."""
+    int8_file = os.path.join(step_of(int8_run, "get-ml-model-bert-int8-nncf")["path"], "model.onnx")
+    again = ov("app mlperf bert _openvino _cpu", "--precision=int8", f"--model={int8_file}", "--mode=accuracy",
+               "--count=4", f"--mirror={calibration_mirror}")
+    assert again.returncode == 2, again.stderr[-2000:]
+    assert "the source model is quantised already" in again.stderr and "Traceback" not in again.stderr
+    as_is = ov("app mlperf bert _openvino _cpu", f"--model={int8_file}", "--mode=accuracy", "--count=4", "--json")
+    assert as_is.returncode == 0, as_is.stderr[-2000:]
+    summary = _summary(as_is)
+    assert summary["precision"] == "fp32" and summary["openvino"]["int8_operators"] > 0
+    said = as_is.stderr + open(os.path.join(step_dir(as_is), ".mlrun", "build.log")).read()
+    assert "OpenVINO 2026.4.1: fp32 (" in said and "operators int8, the rest f32)" in said
+
+
+def test_the_quantiser_without_nncf_says_so(tmp_path):
+    import subprocess
+    import sys
+    from conftest import ROOT
+    result = subprocess.run([sys.executable, "-m", "mlperf_bert.nncf_quantize", "--model", "m.onnx", "--features",
+                             str(tmp_path), "--calibration-list", "l.txt", "--out", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "NNCF cannot be imported here" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("variation", ["_random", "_minilm-squad", "_int8", "_fp32"])
+def test_a_model_file_beside_a_model_variation_is_refused(planner, variation):
+    """--model=FILE with _random: the fp32 run used the file and dropped _random unsaid, and --precision=int8
+    quantised the full-size random model instead of the file (the run recorded the file)."""
+    from conftest import ROOT
+    result = planner("plan", f"app mlperf bert _openvino {variation}", f"--model={os.path.join(ROOT, 'README.md')}")
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert f"--model cannot go with {variation}\n" in result.stderr
