@@ -2,7 +2,7 @@
 
 A recipe declares `probe: {NAME: [program, args...]}` (e.g. which interpreter `python3` is).
 Each probe runs before anything is built, in the environment the step will start from (the
-host's base variables, `hash_env`, `pass_env`, the inputs; not its dependencies' exports);
+host's base variables, `hash_env`, `pass_env`, the inputs, MLRUN_MIRROR; not its dependencies' exports);
 its output goes into the node's key material, so `plan`, `explain` and the entry show it.
 
 Outputs are remembered in `cache/.index/probes.json`, keyed by the program's resolved path
@@ -25,8 +25,9 @@ DIGESTS_FORMAT = 1
 class Prober:
     """Runs probes for the resolver; `root` (a cache folder) holds the memo and is where they run."""
 
-    def __init__(self, root=None):
+    def __init__(self, root=None, mirror=None):
         self.root = root
+        self.mirror = mirror   # a step's MLRUN_MIRROR: a probe may read what the step will take from there
         self.memo_path = os.path.join(root, ".index", "probes.json") if root else None
         self.digests_path = os.path.join(root, ".index", "file-digests.json") if root else None
         self._memo = None
@@ -39,6 +40,8 @@ class Prober:
         env.update({k: v for k, v in node.hash_env.items() if v is not None})
         env.update({k: node.secret_env[k] for k in node.hash_env if k in (node.secret_env or {})})
         env.update(envs.input_env(node))
+        if self.mirror:
+            env["MLRUN_MIRROR"] = self.mirror
         # {recipe}: a probe may run a script kept in its recipe's folder.
         folder = os.path.dirname(node.recipe_path or "") or "."
         return {name: self._output(node, name, [envs.expand(a.replace("{recipe}", folder), env) for a in argv], env)

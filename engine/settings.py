@@ -37,7 +37,7 @@ class Settings:
 
     def prober(self):
         from .probes import Prober
-        return Prober(self.cache)
+        return Prober(self.cache, self.mirror)
 
 
 def _path(path):

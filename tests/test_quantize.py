@@ -298,3 +298,27 @@ def test_a_calibration_list_outside_the_features_is_refused(tmp_path, text):
     listed.write_text(text)
     with pytest.raises(nncf_quantize.UsageError, match="calibration list"):
         nncf_quantize.calibration_rows(_three_features(), listed)
+
+
+def test_a_mirrors_calibration_list_is_keyed_by_its_content(tmp_path):
+    """A changed list in the mirror (the official one put in place of a stand-in) reused the entry of the old one,
+    and the int8 model calibrated on it: the calibration entry's url and (empty) --sha256 were all its key."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    listed = mirror / "bert_calibration_features.txt"
+
+    def keys():
+        settings = Settings.from_env(environ={"MLRUN_RECIPES": os.path.join(ROOT, "recipes"), "MLRUN_MIRROR": str(mirror),
+                                              "MLRUN_CACHE": str(tmp_path / "cache")})
+        plan = resolve(settings.index(), "app mlperf bert _openvino _random", inputs={"precision": "int8"},
+                       host_env=dict(os.environ), prober=settings.prober())
+        calibration = _node(plan, "get-dataset-squad-calibration")
+        return calibration.key, _node(plan, "get-ml-model-bert-int8-nncf").key, calibration.probes["mirror_list"]
+    listed.write_text("".join(f"{i}\n" for i in range(100)))
+    first = keys()
+    assert first[2].startswith("mirror copy sha256 ") and keys() == first   # the same file: the same keys
+    listed.write_text("".join(f"{i}\n" for i in range(1, 101)))
+    second = keys()
+    assert second[0] != first[0] and second[1] != first[1]
+    listed.unlink()
+    assert keys()[2] == "none in the mirror"
