@@ -198,7 +198,7 @@ def test_a_cluster_that_goes_leaves_the_points_not_started_pending(ws, tmp_path)
                                   "--on", f"ray:{own.address}"], env=ws.env(), cwd=ws.root,
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert wait_for(pid_file.exists, timeout=90)
-        own.stop()
+        own.kill()
         _, err = sweep.communicate(timeout=120)
     finally:
         assert own.stop(), f"Ray processes left: {own.left()}"
