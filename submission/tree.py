@@ -1,6 +1,7 @@
 """The submission tree (official v6.x layout), built from finished runs, then checked and packed.
 
-<out>/tree/<division>/<submitter>/{systems/<system>.json, src/, documentation/,
+<out>/tree/<division>/<submitter>/{systems/<system>.json, src/,
+documentation/{README.md, calibration.md},
 results/<system>/<benchmark>/<scenario>/{measurements.json, user.conf, README.md, accuracy/,
 performance/run_1/, TEST01/}}. The full accuracy logs stay outside the tree (<out>/accuracy-logs/,
 the official truncate_accuracy_log.py's backup, and each run folder).
@@ -14,6 +15,8 @@ import sys
 
 from engine.cache import write_json as _write_json
 from engine.errors import StepError
+
+from . import weights
 
 LOGS = ("mlperf_log_summary.txt", "mlperf_log_detail.txt")
 
@@ -43,27 +46,23 @@ def _official(sub, script, args, cwd, what):
     return proc.stdout
 
 
-def measurements(sub):
+def _random_weights(sub):
+    return "random" in sub.model["what"] or "_random" in sub.opts.query
+
+
+def measurements(sub, steps=None):
+    """measurements.json; steps: the performance run's steps (weights.run_steps), whose records tell how the
+    weights were made (a TensorRT or OpenVINO engine's precision is the weights' too; tf32 keeps fp32 weights)."""
     model = sub.model["what"]
-    random = "random" in model or "_random" in sub.opts.query
-    # A TensorRT engine's precision (--precision) is the weights' too, as is OpenVINO's bf16 (it converts the fp32
-    # weights when it compiles the model); tf32 keeps fp32 weights
-    precision = str(sub.inputs.get("precision") or "fp32").lower()
-    engine = precision if precision in ("fp16", "int8", "bf16") else None
-    weights = "int8" if "int8" in sub.opts.query or engine == "int8" else engine or "fp32"
-    transform = {"fp16": "converted to fp16 by TensorRT's engine builder",
-                 "int8": "quantized to int8 by NNCF post-training quantization (SmoothQuant, calibration on the "
-                         "MLPerf calibration set); run by OpenVINO" if sub.framework.startswith("openvino") else
-                         "quantized to int8 by TensorRT's engine builder (entropy calibration on the MLPerf "
-                         "calibration set)",
-                 "bf16": "converted to bf16 by OpenVINO when it compiles the model (INFERENCE_PRECISION_HINT "
-                         "bf16)"}.get(engine, "none")
+    random = _random_weights(sub)
+    kind, transform, _ = weights.describe(sub, steps or {})
     return {
         "starting_weights_filename": sub.model.get("weights", model),
         "retraining": "no",
         "input_data_types": "int64",
-        "weight_data_types": weights,
-        "weight_transformations": "random weights, no training (plumbing only)" if random else transform,
+        "weight_data_types": kind,
+        "weight_transformations": "random weights, no training (plumbing only)" + (
+            f"; {transform}" if transform != "none" else "") if random else transform,
         "division": sub.opts.division, "framework": sub.framework, "loadgen": sub.loadgen,
     }
 
@@ -102,7 +101,8 @@ def build(sub, done):
     top = os.path.join(root, sub.opts.division, sub.opts.submitter)
     write_json(os.path.join(top, "systems", f"{sub.system_id}.json"), sub.system_desc)
     _src(sub, top, done)
-    _documentation(sub, top)
+    steps = weights.run_steps(done[(sub.opts.scenario_list[0], "performance")]["folder"])
+    _documentation(sub, top, steps)
     for benchmark in sub.opts.benchmark_list:
         for scenario in sub.opts.scenario_list:
             d = os.path.join(top, "results", sub.system_id, benchmark, scenario)
@@ -114,7 +114,7 @@ def build(sub, done):
                 f.write(score)
             _copy(perf, LOGS, os.path.join(d, "performance", "run_1"))
             shutil.copy2(os.path.join(perf, "user.conf"), os.path.join(d, "user.conf"))
-            write_json(os.path.join(d, "measurements.json"), measurements(sub))
+            write_json(os.path.join(d, "measurements.json"), measurements(sub, steps))
             with open(os.path.join(d, "README.md"), "w") as f:
                 f.write(readme(sub, benchmark, scenario, done))
             _test01(sub, d, test01, f"{benchmark}-{scenario}")
@@ -168,7 +168,7 @@ def _src(sub, top, done):
                 f"Backend: {sub.framework}; MLPerf LoadGen {sub.loadgen} (PyPI mlcommons-loadgen).\n")
 
 
-def _documentation(sub, top):
+def _documentation(sub, top, steps):
     d = os.path.join(top, "documentation")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "README.md"), "w") as f:
@@ -176,6 +176,12 @@ def _documentation(sub, top):
                 "scenario's README.md for the exact commands and the settings search). Model: "
                 f"{sub.model['what']}.\n" + ("\n**--short rehearsal: not a submittable result.**\n"
                                              if sub.opts.short else ""))
+    # documentation/calibration.md: one of the two places the rules' calibration description may be
+    kind, _, text = weights.describe(sub, steps)
+    if _random_weights(sub):
+        text = "Random weights, no training (plumbing only). " + text
+    with open(os.path.join(d, "calibration.md"), "w") as f:
+        f.write(f"# {sub.opts.submitter}: calibration\n\nWeights: {kind}. {text}\n")
 
 
 def finish(sub, root):

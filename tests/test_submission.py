@@ -119,6 +119,9 @@ def test_short_submission_tree_and_checker(ws, completed):
     system = json.loads((top / "systems" / "CI_box.json").read_text())
     assert system["division"] == "open" and system["host_processor_core_count"] and system["framework"]
     assert (top / "src" / "mlperf_bert" / "harness.py").is_file()
+    calibration = (top / "documentation" / "calibration.md").read_text()   # where the rules want it described
+    assert "Weights: fp32. Random weights, no training (plumbing only). No quantization and no calibration" \
+        in calibration, calibration
     for scenario in ("SingleStream", "Offline"):
         d = top / "results" / "CI_box" / "bert-99" / scenario
         for rel in ("measurements.json", "user.conf", "README.md", "accuracy/accuracy.txt",

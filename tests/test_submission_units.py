@@ -282,6 +282,7 @@ def test_a_system_file_that_is_not_text_is_a_usage_error(tmp_path):
 @pytest.mark.parametrize("query, inputs, weights, transform", [
     ("app mlperf bert _onnxruntime _cpu", {}, "fp32", "none"),
     ("app mlperf bert _onnxruntime _cpu _int8", {}, "int8", "none"),
+    ("app mlperf bert _onnxruntime _cpu _int8-dynamic", {}, "int8", "quantized to int8 by onnxruntime's dynamic"),
     ("app mlperf bert _onnxruntime _cuda", {"precision": "tf32"}, "fp32", "none"),
     ("app mlperf bert _tensorrt", {"precision": "fp16"}, "fp16", "converted to fp16 by TensorRT"),
     ("app mlperf bert _tensorrt", {"precision": "int8"}, "int8", "quantized to int8 by TensorRT"),
@@ -299,6 +300,66 @@ def test_measurements_say_the_engines_precision(query, inputs, weights, transfor
                           framework="openvino 2026.4.1" if "_openvino" in query else "onnxruntime 1.23.2")
     got = tree.measurements(sub)
     assert got["weight_data_types"] == weights and got["weight_transformations"].startswith(transform)
+
+
+def _run_with(tmp_path, steps):
+    """An app folder of a run whose record holds these steps."""
+    run = tmp_path / "run"
+    (run / "app-mlperf-bert").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"steps": steps}))
+    return str(run / "app-mlperf-bert")
+
+
+@pytest.mark.parametrize("source, verified, said", [
+    ("/home/me/mirror/bert_calibration_features.txt", False, "a local mirror's copy, sha256 ab12"),
+    ("https://raw.githubusercontent.com/mlcommons/inference/b66003e1/calibration/SQuAD-v1.1/"
+     "bert_calibration_features.txt", True, "downloaded from the MLCommons inference repository"),
+    ("https://example.org/my-list.txt", False, "downloaded from https://example.org/my-list.txt"),
+])
+def test_the_calibration_is_described_as_the_run_recorded_it(tmp_path, source, verified, said):
+    """NNCF and TensorRT int8 said 'calibration on the MLPerf calibration set' whatever list the mirror held, and
+    the tree had no calibration.md (the rules want one; the checker before v6.0 refused a closed tree without)."""
+    from types import SimpleNamespace
+    from submission import tree, weights
+    calibration = {"recipe": "get-dataset-squad-calibration", "path": str(tmp_path / "gone"),
+                   "record": {"calibration": {"source": source, "sha256": "ab12", "verified": verified}}}
+    nncf = {"recipe": "get-ml-model-bert-int8-nncf", "path": str(tmp_path / "gone"), "record": {"quantization": {
+        "nncf": "3.4.0", "settings": {"model_type": "TRANSFORMER"},
+        "calibration": {"features": 98, "mean_length": 171.5, "left_out_held_out": 2}}}}
+    steps = weights.run_steps(_run_with(tmp_path, [calibration, nncf]))
+    sub = SimpleNamespace(model={"what": "the official fp32 BERT-Large ONNX model"}, inputs={"precision": "int8"},
+                          opts=SimpleNamespace(query="app mlperf bert _openvino", division="closed"),
+                          loadgen="6.0.17", framework="openvino 2026.4.1")
+    got = tree.measurements(sub, steps)["weight_transformations"]
+    assert got.startswith("quantized to int8 by NNCF 3.4.0") and said in got and "MLPerf calibration set" not in got
+    assert ("not checked" in got) != verified, got
+    kind, _, text = weights.describe(sub, steps)
+    assert kind == "int8" and "98 features (mean length 171.5" in text and "2 left out" in text and said in text
+    # TensorRT's int8 engine: the same list, its calibrator named
+    trt = SimpleNamespace(**{**vars(sub), "opts": SimpleNamespace(query="app mlperf bert _tensorrt", division="closed")})
+    got = tree.measurements(trt, {"get-dataset-squad-calibration": calibration})["weight_transformations"]
+    assert "IInt8EntropyCalibrator2" in got and said in got
+    # a record that cannot be read is said so, not called the MLPerf list
+    assert "not recorded" in tree.measurements(sub, weights.run_steps(str(tmp_path / "none" / "app")))[
+        "weight_transformations"]
+
+
+def test_dynamic_int8_weights_say_their_settings_and_no_calibration(tmp_path):
+    """The onnxruntime dynamic quantiser's int8 weights were described as 'none' (no transformation)."""
+    from types import SimpleNamespace
+    from submission import tree, weights
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    (entry / "quantization.json").write_text(json.dumps({"settings": {"per_channel": True, "reduce_range": False}}))
+    steps = weights.run_steps(_run_with(tmp_path, [{"recipe": "get-ml-model-bert-int8-dynamic",
+                                                    "path": str(entry)}]))
+    sub = SimpleNamespace(model={"what": "not the official model (/m.onnx)"}, inputs={},
+                          opts=SimpleNamespace(query="app mlperf bert _onnxruntime _cpu _int8-dynamic",
+                                               division="open"), loadgen="6.0.17", framework="onnxruntime 1.23.2")
+    got = tree.measurements(sub, steps)
+    assert got["weight_data_types"] == "int8"
+    assert "quantize_dynamic: per_channel=True, reduce_range=False" in got["weight_transformations"]
+    assert "No calibration" in weights.describe(sub, steps)[2]
 
 
 def test_a_run_measured_on_a_busy_machine_is_said_and_run_again_alone_when_asked(tmp_path):
