@@ -182,7 +182,9 @@ def save(args, answers):
         path.with_suffix(".tmp").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
                                                                 "model_name": args.model_name,
                                                                 "backend": args.backend,
-                                                                "precision": args.precision}}, indent=1) + "\n")
+                                                                "precision": args.precision,
+                                                                "openvino": getattr(args, "openvino", None)}},
+                                       indent=1) + "\n")
         os.replace(path.with_suffix(".tmp"), path)
 
 
@@ -195,12 +197,14 @@ def main(argv=None):
     parser.add_argument("--question", help="one question (else --question-file, else standard input)")
     parser.add_argument("--question-file", help="questions, one a line")
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "deepsparse", "openvino"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "bf16"), help="openvino: bf16 on a CPU "
-                        "with AMX or AVX512_BF16 (default: fp32)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8", "bf16"), help="openvino: int8 (a "
+                        "model quantised by NNCF), or bf16 on a CPU with AMX or AVX512_BF16 (default: fp32)")
     parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     parser.add_argument("--out", help="write the answers here as JSON (qa.json: the run's results)")
     parser.add_argument("--dynamic-model-cache", help="where a fixed-384 model's dynamic-axis copy is kept")
     parser.add_argument("--model-name", help="what the model is, as its recipe names it (bert-random: said first)")
+    parser.add_argument("--random", action="store_true", help="the model's weights are random, or quantised from "
+                        "random ones (said first)")
     args = parser.parse_args(argv)
     if args.precision != "fp32" and args.backend != "openvino":
         parser.error(f"--precision {args.precision} applies to --backend openvino")
@@ -219,7 +223,12 @@ def main(argv=None):
         answerer = Answerer(args.model, args.vocab, args.backend, args.threads,
                             work_dir=args.dynamic_model_cache or args.out or ".", precision=args.precision)
         passage = Passage(text, answerer.tokenizer)
-        if args.model_name == "bert-random":   # its answers look like answers: say what they are worth, once
+        if args.backend == "openvino":   # what OpenVINO compiled, as the benchmark says it (stderr: not an answer)
+            args.openvino = answerer.backend.describe()
+            int8 = args.openvino["int8_operators"]
+            print(f"OpenVINO {args.openvino['version'].split('-')[0]}: {args.precision}"
+                  + (f", {int8} operators int8" if int8 else ""), file=sys.stderr, flush=True)
+        if args.random or args.model_name == "bert-random":   # answers that look like answers: what they are worth
             print("note: a random-weight model (_random): plumbing only, its answers and scores mean nothing",
                   file=out, flush=True)
         answers = []

@@ -326,3 +326,27 @@ def test_a_model_file_beside_a_model_variation_is_refused(planner, variation):
     result = planner("plan", f"app mlperf bert _openvino {variation}", f"--model={os.path.join(ROOT, 'README.md')}")
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"--model cannot go with {variation}\n" in result.stderr
+
+
+def test_the_question_answering_app_runs_int8_too(ov, int8_run, calibration_mirror, tmp_path):
+    """app bert qa had no int8: --precision=int8 with _openvino runs NNCF's int8 of the chosen model (the benchmark's
+    entry, same source), _int8-dynamic onnxruntime's; a random source is said first, as its fp32 answers are."""
+    passage = tmp_path / "passage.txt"
+    passage.write_text("The Normans were a people who in the 10th and 11th centuries gave their name to Normandy, "
+                       "a region in France. They were descended from Norse raiders.\n")
+    asked = [f"--passage-file={passage}", "--question=Where is Normandy?", *TINY_SOURCE, "--json"]
+    for query, extra, model, precision in (("app bert qa _openvino _random", ["--precision=int8"], "int8-nncf", "int8"),
+                                           ("app bert qa _int8-dynamic _random", [], "int8-dynamic", "fp32")):
+        result = ov(query, *extra, *asked, f"--mirror={calibration_mirror}")
+        assert result.returncode == 0, result.stderr[-2000:]
+        qa = json.load(open(os.path.join(step_dir(result), "qa.json")))["qa"]
+        assert qa["model_name"] == model and qa["precision"] == precision and qa["answers"][0]["answer"]
+        said = result.stderr + open(os.path.join(step_dir(result), ".mlrun", "build.log")).read()
+        assert "a random-weight model (_random): plumbing only" in said
+        if model == "int8-nncf":
+            assert step_of(result, "get-ml-model-bert-int8-nncf")["path"] == \
+                step_of(int8_run, "get-ml-model-bert-int8-nncf")["path"]
+            assert "OpenVINO 2026.4.1: int8, " in said and " operators int8" in said
+            assert qa["openvino"]["int8_operators"] > 0
+    refused = ov("app bert qa _random", "--precision=int8", *asked)
+    assert refused.returncode == 2 and "--precision=int8 applies only with _openvino" in refused.stderr
