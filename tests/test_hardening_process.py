@@ -126,6 +126,7 @@ def test_a_stop_signal_acts_as_ctrl_c(looper, sig, code):
     assert "interrupted" in looper.mlrun("runs").stdout
 
 
+@pytest.mark.slow   # waits out the 5-s grace it checks
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_step_cleans_up_before_its_group_is_killed(ws, tmp_path, sig):
     """It was killed at once: a step's trap on EXIT never ran (pyenv's rehash lock stayed behind for every later

@@ -104,6 +104,7 @@ def test_a_ray_cluster_that_is_not_there_is_said_at_once(ws):
     assert_user_error(result, 2, f"cannot reach the Ray cluster at 127.0.0.1:{port}: Connection refused")
 
 
+@pytest.mark.slow   # waits out the refusal it checks (about 6 s)
 @pytest.mark.parametrize("on", ["ray:127.0.0.1:{port}", "ray://127.0.0.1:{port}"])
 def test_an_address_that_answers_but_is_no_ray_cluster_is_said_in_seconds(ws, on):
     """A port that takes connections but is no Ray head (another service, another process of Ray's): ray.init
