@@ -37,9 +37,26 @@ def common_packages(entries):
     return {r: frozenset(set.intersection(*s)) for r, s in sets.items() if len(s) > 1}
 
 
-def details(meta, recipes_by_name, common=None, width=48):
+# The dep an entry was made from (a quantised or fused model's fp32 source): its details are the entry's too
+MADE_FROM = ("source", "unfused")
+
+
+def details(meta, recipes_by_name, common=None, width=48, by_key=None):
     """The inputs of an entry that are not its recipe's defaults, in short: what tells it from its siblings
-    (common: common_packages() of the entries shown with it)."""
+    (common: common_packages() of the entries shown with it), then what it was made from (by_key: {key: meta}
+    of the cache; int8 models of two sources looked alike)."""
+    words = [_own(meta, recipes_by_name, common)]
+    deps = dict(((meta.get("node") or {}).get("deps") or []))
+    made_from = next((by_key[deps[n]] for n in MADE_FROM if deps.get(n) in (by_key or {})), None)
+    if made_from is not None:
+        source = " ".join("_" + v for v in made_from.get("variations", [])) or made_from.get("recipe", "?")
+        own = _own(made_from, recipes_by_name, common)
+        words = [w for w in words if w != "-"] + [f"from {source}" + (f" {own}" if own != "-" else "")]
+    out = "; ".join(words)
+    return out if len(out) <= width else out[:width - 3] + "..."
+
+
+def _own(meta, recipes_by_name, common):
     recipe = recipes_by_name.get(meta.get("recipe"))
     defaults = {k: s["default"] for k, s in recipe["inputs"].items()} if recipe else {}
     words = []
@@ -51,8 +68,7 @@ def details(meta, recipes_by_name, common=None, width=48):
         if name in ("path", "model") and os.sep in text:
             text = os.path.basename(text)
         words.append(f"{name}={text}" if name != "packages" else text)
-    out = "; ".join(words) or "-"
-    return out if len(out) <= width else out[:width - 3] + "..."
+    return "; ".join(words) or "-"
 
 
 def recipes_by_name(settings):

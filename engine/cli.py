@@ -712,11 +712,13 @@ def cmd_show(args, extras, settings):
             print("\n(remove them with: mlrun rm failed -y)")
         return 0
     recipes = cache_view.recipes_by_name(settings)
-    entries = cache_view.matching(cache.entries(), args.query, recipes)
+    everything = cache.entries()
+    entries = cache_view.matching(everything, args.query, recipes)
     common = cache_view.common_packages(entries)
+    by_key = {m.get("key"): m for m in everything}
     if args.json:
         _print_json([{k: m.get(k) for k in ("recipe", "version", "variations", "inputs", "key", "size", "files",
-                                             "finished", "path")} | {"details": cache_view.details(m, recipes, common)}
+                                             "finished", "path")} | {"details": cache_view.details(m, recipes, common, by_key=by_key)}
                      for m in entries])
         return 0
     if not entries:
@@ -725,7 +727,7 @@ def cmd_show(args, extras, settings):
         return 0
     now = time.time()
     rows = [(m.get("recipe", "?"), " ".join("_" + v for v in m.get("variations", [])) or "-",
-             cache_view.details(m, recipes, common), m.get("key", "")[:12], _size(m.get("size", 0)),
+             cache_view.details(m, recipes, common, by_key=by_key), m.get("key", "")[:12], _size(m.get("size", 0)),
              _age(now - m.get("finished", now)), _rel(m["path"]))
             for m in entries]
     _table(("RECIPE", "VARIATIONS", "DETAILS", "KEY", "SIZE", "AGE", "PATH"), rows)

@@ -397,3 +397,20 @@ def test_plan_of_one_node_says_one_node(app):
 def test_submission_scenarios_match_whatever_their_case():
     from submission import submit
     assert submit._names("offline,SINGLESTREAM", submit.SCENARIOS, "scenario") == ["Offline", "SingleStream"]
+
+
+def test_show_cache_says_what_a_quantised_or_fused_model_was_made_from():
+    """Two int8 models of differently sized sources both read '-' (their own inputs are the defaults)."""
+    from engine import cache_view
+    recipes = {"m": {"inputs": {"layers": {"default": "12"}, "heads": {"default": "12"}}},
+               "q": {"inputs": {"per_channel": {"default": "auto"}}}}
+    source = {"recipe": "m", "key": "k1", "variations": ["random"], "inputs": {"layers": "2", "heads": "12"}}
+    made = {"recipe": "q", "key": "k2", "variations": ["random"], "inputs": {"per_channel": "auto"},
+            "node": {"deps": [["python", "k0"], ["source", "k1"]]}}
+    fused = {"recipe": "q", "key": "k3", "variations": [], "inputs": {"per_channel": "true"},
+             "node": {"deps": [["unfused", "k1"]]}}
+    by_key = {m["key"]: m for m in (source, made, fused)}
+    assert cache_view.details(made, recipes, by_key=by_key) == "from _random layers=2"
+    assert cache_view.details(fused, recipes, by_key=by_key) == "per_channel=true; from _random layers=2"
+    assert cache_view.details(made, recipes) == "-"   # its source gone from the cache: its own inputs only
+    assert cache_view.details(source, recipes, by_key=by_key) == "layers=2"
