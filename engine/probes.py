@@ -58,7 +58,9 @@ class Prober:
         # Secret values never reach the memo, not even hashed.
         seen = {k: v for k, v in env.items() if not secrets.is_secret(k)}
         # A script among the arguments is part of what runs: an edited one is run again.
-        scripts = [[a, s.st_size, s.st_mtime_ns] for a in argv[1:] if os.path.isfile(a) for s in [os.stat(a)]]
+        # (ctime and inode too: `cp -p` or `rsync -a` of another file of the same size keeps size and mtime)
+        scripts = [[a, s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino] for a in argv[1:] if os.path.isfile(a)
+                   for s in [os.stat(a)]]
         # The host too: a cache shared by machines (NFS) must not hand one machine's CPU or Python to another.
         memo_key = hashlib.sha256(keys.canonical(
             [argv, program, st.st_size, st.st_mtime_ns, st.st_ino, seen, os.uname().nodename, scripts])).hexdigest()

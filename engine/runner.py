@@ -254,7 +254,7 @@ class Runner:
             # submission's run and the last line of a failed run give the cause, not only an exit code.
             said = _errors_said(tail)
             why = f": {said[-1][:300]}" if said and e.message.startswith("exited with code") else ""
-            # A step's own exit 78 (this machine cannot run it) stays 2; an unrecordable output is the step's fault.
+            # A step's own exit 78 (it refused this machine or request) stays 2; an unrecordable output is the step's fault.
             raise StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
                             exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code) from None
         except BaseException as e:
@@ -344,7 +344,8 @@ class Runner:
             raise UsageError(said[-1] if said else "the step refused its input (exit 2)",
                              hint=hints[-1] if hints else None)
         if code == EX_CONFIG:  # the step found this machine unable to run it (no GPU, no provider): exit 2
-            raise StepError(describe_exit(code) + " (this machine cannot run it: see the log)", exit_code=2)
+            raise StepError(describe_exit(code) + " (the step refused this machine or request: see the log)",
+                            exit_code=2)
         if code != 0:
             raise StepError(describe_exit(code))
 

@@ -128,7 +128,7 @@ def test_a_step_that_finds_the_machine_unfit_exits_2(ws):
         run: "echo 'error: no CUDAExecutionProvider' >&2; exit 78"
     """)
     result = ws.mlrun("unfit")
-    assert_user_error(result, 2, "exited with code 78", "this machine cannot run it")
+    assert_user_error(result, 2, "exited with code 78", "the step refused this machine or request")
 
 
 def test_provider_options_cover_the_profiles_asked(monkeypatch):

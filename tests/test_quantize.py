@@ -320,5 +320,13 @@ def test_a_mirrors_calibration_list_is_keyed_by_its_content(tmp_path):
     listed.write_text("".join(f"{i}\n" for i in range(1, 101)))
     second = keys()
     assert second[0] != first[0] and second[1] != first[1]
+    # another list of the same size given the old one's time (`cp -p`, `rsync -a`, `touch -r`): the probe's memo
+    # knew the file by its size and mtime and kept the old digest
+    stat = listed.stat()
+    listed.write_text("".join(f"{i}\n" for i in [*range(1, 100), 101]))
+    os.utime(listed, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert listed.stat().st_size == stat.st_size
+    third = keys()
+    assert third[0] not in (first[0], second[0]) and third[2] != second[2]
     listed.unlink()
     assert keys()[2] == "none in the mirror"
