@@ -125,13 +125,24 @@ def questions_from(args):
         if not args.question.strip():
             raise UsageError("the question is empty", hint='ask something: --question="Who ...?"')
         return iter([args.question])
-    if args.question_file:
-        lines = [line.strip() for line in read_text(args.question_file, "question file").splitlines()]
+    if args.question_file:   # a line that is not UTF-8 is skipped, as from a pipe (it ended the whole session)
+        text = read_text(args.question_file, "question file", errors="surrogateescape")
+        lines = [line.strip() for line in text.splitlines()]
         lines = [line for line in lines if line]
         if not lines:
             raise UsageError(f"no questions in {args.question_file}", hint="one question a line")
-        return iter(lines)
+        return (line for line in lines if _utf8(line, sys.stderr))
     return stdin_questions(args.terminal)
+
+
+def _utf8(line, out):
+    """Whether a line read with surrogateescape is UTF-8 text; one that is not is said skipped on `out`."""
+    try:
+        line.encode("utf-8")
+        return True
+    except UnicodeEncodeError:   # bytes that are not UTF-8 (surrogate-escaped): as --question refuses them
+        print(f"skipped: not UTF-8 text: {line.strip()!a}", file=out, flush=True)
+        return False
 
 
 def stdin_questions(prompt=None):
@@ -145,12 +156,7 @@ def stdin_questions(prompt=None):
             if prompt:
                 prompt.write("\n")
             return
-        try:
-            line.encode("utf-8")
-        except UnicodeEncodeError:   # bytes that are not UTF-8 (surrogate-escaped): as --question refuses them
-            print(f"skipped: not UTF-8 text: {line.strip()!a}", file=prompt or sys.stderr, flush=True)
-            continue
-        if line.strip():
+        if _utf8(line, prompt or sys.stderr) and line.strip():
             yield line.strip()
 
 
@@ -166,9 +172,9 @@ def _terminal():
         return sys.stderr
 
 
-def read_text(path, what):
+def read_text(path, what, errors="strict"):
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8", errors=errors)
     except FileNotFoundError:
         raise UsageError(f"{what} not found: {path}")
     except (OSError, UnicodeDecodeError) as error:
@@ -179,12 +185,12 @@ def save(args, answers):
     """qa.json (the run's results), replaced whole: a reader never sees half of it."""
     if args.out:
         path = Path(args.out, "qa.json")
-        path.with_suffix(".tmp").write_text(json.dumps({"qa": {"answers": answers, "model": args.model,
-                                                                "model_name": args.model_name,
-                                                                "backend": args.backend,
-                                                                "precision": args.precision,
-                                                                "openvino": getattr(args, "openvino", None)}},
-                                       indent=1) + "\n")
+        facts = {"answers": answers, "model": args.model, "model_name": args.model_name, "backend": args.backend,
+                 # what ran: _int8-dynamic's model is int8 whatever the backend was asked for
+                 "precision": "int8" if args.model_name == "int8-dynamic" else args.precision,
+                 "random_weights": args.random or args.model_name == "bert-random",
+                 "openvino": getattr(args, "openvino", None)}
+        path.with_suffix(".tmp").write_text(json.dumps({"qa": facts}, indent=1) + "\n")
         os.replace(path.with_suffix(".tmp"), path)
 
 

@@ -70,6 +70,10 @@ def test_a_bad_line_of_a_question_file_is_skipped_as_one_of_standard_input(model
     code, answers = ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", f"--question-file={questions}")
     assert code == 0 and [a["question"] for a in answers] == ["Who?", "What?"]
     assert "skipped: the question '\\u200b' has no words the model reads" in capsys.readouterr().out
+    questions.write_bytes(b"Who?\n\xff\xfe bad\nWhat?\n")   # not UTF-8: skipped as from a pipe (it ended the session)
+    code, answers = ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", f"--question-file={questions}")
+    assert code == 0 and [a["question"] for a in answers] == ["Who?", "What?"]
+    assert "skipped: not UTF-8 text: '\\udcff\\udcfe bad'" in capsys.readouterr().err
     questions.write_text("\u200b\n")   # none answered: said
     code, _ = ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", f"--question-file={questions}")
     assert code == 2 and f"no question of {questions} could be answered" in capsys.readouterr().err
