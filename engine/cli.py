@@ -718,7 +718,8 @@ def cmd_show(args, extras, settings):
     by_key = {m.get("key"): m for m in everything}
     if args.json:
         _print_json([{k: m.get(k) for k in ("recipe", "version", "variations", "inputs", "key", "size", "files",
-                                             "finished", "path")} | {"details": cache_view.details(m, recipes, common, by_key=by_key)}
+                                             "finished", "path")}
+                     | {"details": cache_view.details(m, recipes, common, by_key=by_key)}
                      for m in entries])
         return 0
     if not entries:

@@ -270,6 +270,7 @@ def run(args):
         "other_load": other_load.record(),
     }
     summary[args.backend] = inference.backend.describe()
+    summary["model_int8_operators"] = _int8_operators(args.model)
     if sut.error is not None:
         summary["error"] = f"inference failed: {sut.error}"
     elif args.mode == "accuracy":
@@ -332,6 +333,17 @@ def _load_features(folder):
         raise UsageError(f"features folder not found: {folder}",
                          hint="build it with: python -m mlperf_bert.squad_features --squad FILE --vocab FILE --out DIR")
     return squad_features.load(folder)
+
+
+def _int8_operators(path):
+    """The model file's int8 operators (0: fp32), so a submission can tell int8 weights it was given as a file;
+    None where the model cannot be read as ONNX here (a TensorRT engine's venv without onnx)."""
+    try:
+        import onnx
+        from mlperf_bert.quantize import quantised_ops
+        return quantised_ops(onnx.load(path, load_external_data=False))
+    except Exception:   # a fact for the record, never a reason to fail a finished run
+        return None
 
 
 def _added_width(requested, plan):

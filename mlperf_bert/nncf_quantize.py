@@ -22,12 +22,6 @@ import numpy as np
 from engine.errors import MlrunError, StepError, UsageError
 from mlperf_bert import heldout, model_adapter, quantize, seq_plan, squad_features
 
-QUANTISED = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
-             "DynamicQuantizeMatMul", "QAttention")
-class QuantisedAlready(UsageError):
-    """The source given is int8 already: the person's input, not the step, is at fault."""
-    exit_code = 78   # sysexits EX_CONFIG, as gpu.GpuUnavailable: the runner makes it mlrun's exit 2
-
 
 SETTINGS = {"model_type": "TRANSFORMER", "preset": "PERFORMANCE (symmetric activations and weights)",
             "fast_bias_correction": True}
@@ -63,11 +57,8 @@ def quantize_model(src, dst, features, rows, dynamic_cache=None):
         cache = dynamic_cache if dynamic_cache and os.path.isdir(dynamic_cache) else scratch
         fp32, plan = seq_plan.prepare(src, "auto", cache)
         model = onnx.load(fp32)
-        quantised = sum(node.op_type in QUANTISED for node in model.graph.node)
-        if quantised:   # NNCF would calibrate for minutes, then fail on it with an AttributeError
-            raise QuantisedAlready(f"the source model is quantised already ({quantised} int8 operators): NNCF makes int8 "
-                             "of an fp32 model", hint="give the fp32 model, or run this one as it is: _openvino "
-                                                      "without --precision=int8 runs its int8 operators int8")
+        # NNCF would calibrate for minutes, then fail on it with an AttributeError
+        quantize.refuse_quantised(model, "NNCF", "_openvino without --precision=int8 runs its int8 operators int8")
         io = model_adapter.inspect(fp32)
         width = io.seq_len   # None: each sample at its real length; a model that cannot be made dynamic: 384
 

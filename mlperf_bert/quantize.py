@@ -19,8 +19,31 @@ import tempfile
 
 import numpy as np
 
-from engine.errors import MlrunError, StepError
+from engine.errors import MlrunError, StepError, UsageError
 from mlperf_bert import model_adapter, seq_plan
+
+# The operators of a model quantised already, in QDQ, dynamic or QOperator form
+QUANTISED = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
+             "DynamicQuantizeMatMul", "QAttention")
+
+
+class QuantisedAlready(UsageError):
+    """The source given is int8 already: the person's input, not the step, is at fault."""
+    exit_code = 78   # sysexits EX_CONFIG, as gpu.GpuUnavailable: the runner makes it mlrun's exit 2
+
+
+def quantised_ops(model):
+    """How many of an ONNX model's (a ModelProto's) operators are int8 ones."""
+    return sum(node.op_type in QUANTISED for node in model.graph.node)
+
+
+def refuse_quantised(model, quantiser, as_it_is):
+    """Quantising an int8 model again made an int8 model recorded as made from an fp32 one (or failed late)."""
+    if count := quantised_ops(model):
+        raise QuantisedAlready(f"the source model is quantised already ({count} int8 operators): {quantiser} makes "
+                               "int8 of an fp32 model",
+                               hint=f"give the fp32 model, or run this one as it is: {as_it_is}")
+
 
 VNNI_FLAGS = frozenset(("avx512_vnni", "avx_vnni", "amx_int8"))
 WEIGHT_TYPES = ("QInt8", "QUInt8")
@@ -80,6 +103,8 @@ def quantize(src, dst, settings, dynamic_cache=None):
         # The source's dynamic-axis copy, from its entry when it made one, else made here.
         cache = dynamic_cache if dynamic_cache and os.path.isdir(dynamic_cache) else scratch
         fp32, plan = seq_plan.prepare(src, "auto", cache)
+        refuse_quantised(onnx.load(fp32, load_external_data=False), "onnxruntime's dynamic quantiser",
+                         "--model=FILE without _int8-dynamic runs its int8 operators as they are")
         try:
             quantize_dynamic(fp32, dst, per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
                              weight_type=getattr(QuantType, settings["weight_type"]),

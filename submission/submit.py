@@ -13,6 +13,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 import time
 
 from engine import records, secrets
@@ -203,6 +204,11 @@ class Submission:
                              hint='e.g. mlrun submit "app mlperf bert _onnxruntime _cpu" ...')
         # The official model is what the plan's model dep is (the app uses it when no model is named).
         model = dict(root.deps).get("model")
+        if model and model.name == "get-ml-model-bert-int8-nncf" and "source" not in self.deps:
+            # NNCF's int8 of the model the run would use: post-training quantisation calibrated on the calibration
+            # list, as TensorRT's int8 engines of the official model are (the closed division allows both)
+            model = dict(model.deps).get("source")
+            self.note_calibration(plan)
         official = next((v for v in model.variations if v in OFFICIAL_MODELS), None) \
             if model and model.name == "get-ml-model-bert-large" else None
         if official and not root.inputs.get("model") and not self.deps.get("model"):
@@ -212,6 +218,8 @@ class Submission:
                                                    f"_{official} with --dep.model overrides" if official else
                                                    model.label if model else "no model")
             self.model = {"official": False, "what": f"not the official model ({source})"}
+        if dict(root.deps).get("model") is not model:   # NNCF's int8 of it, above
+            self.model["then"] = ", made int8 by NNCF (post-training, calibrated)"
         weights = next((n for n in plan.nodes if n.name.startswith("get-ml-model")), None)
         self.model["weights"] = root.inputs.get("model") or (weights.label + "".join(
             f" {k}={v}" for k, v in sorted(weights.inputs.items()) if v not in (None, "")) if weights else "?")
@@ -231,6 +239,16 @@ class Submission:
         # facts replace them once a run has read them: gpu_facts_from_runs).
         self.gpu_probe = next((n.probes.get("gpu") for n in plan.nodes if n.name == "get-gpu-nvidia"), None)
         return plan
+
+    def note_calibration(self, plan):
+        """A closed submission calibrates on the MLPerf list: a mirror's copy mlrun cannot check is said before any
+        run (no official checksum is known offline; --dep.calibration-list.sha256 makes the step require one)."""
+        listed = next((n for n in plan.nodes if n.name == "get-dataset-squad-calibration"), None)
+        probe = (listed.probes.get("mirror_list") or "") if listed else ""
+        if self.opts.division == "closed" and probe.startswith("mirror copy") and not listed.inputs.get("sha256"):
+            self.say(f"note: the calibration list is the mirror's copy ({probe[len('mirror copy '):]}), which mlrun "
+                     "cannot check against the official one; the closed division wants the MLPerf list: compare it, "
+                     "or pass --dep.calibration-list.sha256=HEX")
 
     def sources(self):
         from . import official
@@ -405,7 +423,7 @@ class Submission:
                     searching.add(scenario)
                 shown = " ".join(f"--{k}={v}" for k, v in inputs.items())
                 rows.append((name, state if state == "to run" else f"done ({info['run']})", shown
-                             if state == "done" else f"{shown}  [{'; '.join(info)[:120]}]"))
+                             if state == "done" else f"{shown}  [{textwrap.shorten('; '.join(info), 120)}]"))
             if kind == "TEST01":
                 rows.append((f"{scenario}/TEST01-verification", "at the end", "official run_verification.py"))
         return rows
@@ -491,7 +509,8 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
     sub.sources()
     sub.system()
     sub.say(f"submission: {opts.division}/{opts.submitter}, system {sub.system_id}, round {ROUND}, "
-            f"{', '.join(opts.benchmark_list)}: {', '.join(opts.scenario_list)}; model: {sub.model['what']}; "
+            f"{', '.join(opts.benchmark_list)}: {', '.join(opts.scenario_list)}; model: {sub.model['what']}"
+            f"{sub.model.get('then', '')}; "
             f"LoadGen {sub.loadgen}" + ("; --short: a rehearsal, NOT submittable" if opts.short else ""))
     for note in sub.system_notes:
         sub.say(f"  note: {note}")

@@ -56,8 +56,9 @@ def describe(sub, steps):
     features = f"the features its calibration list names ({listed})" if listed else \
         "the features of the calibration list (not recorded in the run)"
     what = sub.model["what"]   # "the official ... model", or "not the official model (SOURCE)"
-    model = what if sub.model.get("official") else \
-        f"the fp32 model {what.removeprefix('not the official model ').removeprefix('(').removesuffix(')')}"
+    source = what.removeprefix("not the official model ").removeprefix("(").removesuffix(")")
+    model = what if sub.model.get("official") else f"the fp32 model {source}"
+    given = what if sub.model.get("official") else f"the model {source}"
     if "get-ml-model-bert-int8-nncf" in steps or (precision == "int8" and "_openvino" in query):
         q = _recorded(steps.get("get-ml-model-bert-int8-nncf", {}), "quantization", "quantization.json")
         cal = q.get("calibration", {})
@@ -66,8 +67,9 @@ def describe(sub, steps):
             else "the listed features"
         transform = (f"quantized to int8 by NNCF {q.get('nncf', '')} post-training quantization (SmoothQuant, "
                      f"static int8 activations), calibrated on {features}; run by OpenVINO").replace("NNCF  ", "NNCF ")
-        text = (f"The int8 model was made from {model} by NNCF's post-training quantization (`nncf.quantize`, "
-                f"settings {json.dumps(q.get('settings', {}))}), calibrated on {used} of {listed or 'the list'}. "
+        text = (f"The int8 model was made from {model} by NNCF {q.get('nncf', '(version not recorded)')} "
+                "post-training quantization (`nncf.quantize`: SmoothQuant, static int8 activations; settings "
+                f"{json.dumps(q.get('settings', {}))}), calibrated on {used} of {listed or 'the list'}. "
                 "No other data was used and nothing was retrained. The int8 model runs on OpenVINO.")
         return "int8", transform, text
     if precision == "int8":   # a TensorRT int8 engine of the fp32 model
@@ -87,10 +89,15 @@ def describe(sub, steps):
                 "calibration data was used.")
         return "int8", transform, text
     if "_int8" in query:
-        return "int8", "none", (f"No calibration by mlrun: {what} is the official int8 BERT-Large as MLCommons "
-                                "publishes it, run as it is.")
+        return "int8", "none", f"No calibration by mlrun: {given}, as MLCommons publishes it, run as it is."
+    # a model file given as it is, quantised before (the run counted its int8 operators)
+    ready = _recorded(steps.get("app-mlperf-bert", {}), "results", "summary.json").get("model_int8_operators")
+    if ready:
+        return "int8", f"none by mlrun: the model file given holds {ready} int8 operators (quantized before)", (
+            f"No calibration by mlrun: {given} holds {ready} int8 operators; it was quantized before mlrun ran it, "
+            "and how (calibration data, method) is not recorded by mlrun. Describe it here before submitting.")
     engine = {"fp16": "converted to fp16 by TensorRT's engine builder",
               "bf16": "converted to bf16 by OpenVINO when it compiles the model (INFERENCE_PRECISION_HINT bf16)"}
     if precision in engine:
-        return precision, engine[precision], f"No calibration: the fp32 weights of {what} were {engine[precision]}."
-    return "fp32", "none", f"No quantization and no calibration: the fp32 weights of {what} as given."
+        return precision, engine[precision], f"No calibration: the fp32 weights of {given} were {engine[precision]}."
+    return "fp32", "none", f"No quantization and no calibration: the fp32 weights of {given} as given."

@@ -155,6 +155,10 @@ def test_a_model_openvino_cannot_read_is_refused_with_its_reason(ov, accuracy_ru
     ("_deepsparse _int8-dynamic", [], "_deepsparse (the query) cannot go with _int8-dynamic"),
     ("qa: _deepsparse _int8-dynamic", [], "_deepsparse (the query) cannot go with _int8-dynamic"),
     ("qa: _openvino _int8-dynamic", [], "_openvino (the query) cannot go with _int8-dynamic"),
+    # a checksum not of 64 lower-case hex digits: refused at plan time (a typo failed the step, an upper-case
+    # one made a second calibration entry and int8 model)
+    ("_openvino", ["--precision=int8", "--dep.calibration-list.sha256=" + "AB" * 32],
+     "--dep.calibration-list.sha256=ABAB"),
 ])
 def test_what_openvino_does_not_run_is_refused_before_anything_is_built(planner, query, flags, said):
     app, query = ("app bert qa", query[4:]) if query.startswith("qa: ") else ("app mlperf bert", query)
@@ -341,13 +345,13 @@ def test_the_question_answering_app_runs_int8_too(ov, int8_run, calibration_mirr
                        "a region in France. They were descended from Norse raiders.\n")
     asked = [f"--passage-file={passage}", "--question=Where is Normandy?", *TINY_SOURCE, "--json"]
     for query, extra, model, precision in (("app bert qa _openvino _random", ["--precision=int8"], "int8-nncf", "int8"),
-                                           ("app bert qa _int8-dynamic _random", [], "int8-dynamic", "fp32")):
+                                           ("app bert qa _int8-dynamic _random", [], "int8-dynamic", "int8")):
         result = ov(query, *extra, *asked, f"--mirror={calibration_mirror}")
         assert result.returncode == 0, result.stderr[-2000:]
         qa = json.load(open(os.path.join(step_dir(result), "qa.json")))["qa"]
         assert qa["model_name"] == model and qa["precision"] == precision and qa["answers"][0]["answer"]
         said = result.stderr + open(os.path.join(step_dir(result), ".mlrun", "build.log")).read()
-        assert "a random-weight model (_random): plumbing only" in said
+        assert "a random-weight model (_random): plumbing only" in said and qa["random_weights"]
         if model == "int8-nncf":
             assert step_of(result, "get-ml-model-bert-int8-nncf")["path"] == \
                 step_of(int8_run, "get-ml-model-bert-int8-nncf")["path"]

@@ -84,6 +84,15 @@ def test_int8_from_a_fixed_384_model_keeps_the_axis_dynamic_and_stays_close(mode
     assert record["vs_fp32"]["max_abs_logit_diff"] < INT8_TOLERANCE
 
 
+def test_an_int8_source_is_refused_not_quantised_again(models, tmp_path, capsys):
+    """_int8-dynamic of an int8 model went through, recorded as int8 made from an fp32 model (NNCF refused it)."""
+    code = quantize.main(["--model", models["fixed_int8"], "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 78 and "the source model is quantised already (" in err, err   # the runner's exit 2
+    assert "without _int8-dynamic runs its int8 operators as they are" in err
+    assert not (tmp_path / "model.onnx").exists()
+
+
 # -- the verdict: "cannot be made dynamic" vs "quantisation noise" ------------------------------------
 
 

@@ -405,3 +405,21 @@ def test_the_command_the_tree_gives_runs_from_the_checkout(tmp_path, monkeypatch
                                           "--user_conf", "u.conf", "--count=5", "--mirror=/abs"])
     assert argv == ["submit", "q", f"--system={tmp_path}/mysys.yaml", "-o", f"{tmp_path}/out", "--model=zoo:a/b",
                     "--user_conf", f"{tmp_path}/u.conf", "--count=5", "--mirror=/abs"]
+
+
+def test_an_int8_model_given_as_a_file_is_said_int8_quantised_before(tmp_path):
+    """--model=an int8 file was declared fp32, 'none', 'the fp32 weights of not the official model (...)'."""
+    from types import SimpleNamespace
+    from submission import tree, weights
+    app = {"recipe": "app-mlperf-bert", "path": str(tmp_path), "record": {"results": {"model_int8_operators": 15}}}
+    sub = SimpleNamespace(model={"what": "not the official model (/m/int8.onnx)"}, inputs={},
+                          opts=SimpleNamespace(query="app mlperf bert _openvino _cpu", division="open"),
+                          loadgen="6.0.17", framework="openvino 2026.4.1")
+    got = tree.measurements(sub, weights.run_steps(_run_with(tmp_path, [app])))
+    assert got["weight_data_types"] == "int8" and "holds 15 int8 operators" in got["weight_transformations"]
+    text = weights.describe(sub, {"app-mlperf-bert": app})[2]
+    assert text.startswith("No calibration by mlrun: the model /m/int8.onnx holds 15 int8 operators") and \
+        "Describe it here" in text
+    app["record"]["results"]["model_int8_operators"] = 0   # an fp32 file
+    kind, transform, text = weights.describe(sub, {"app-mlperf-bert": app})
+    assert (kind, transform) == ("fp32", "none") and "the fp32 weights of the model /m/int8.onnx as given" in text

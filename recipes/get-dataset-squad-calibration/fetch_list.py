@@ -32,8 +32,9 @@ def main():
         sys.exit(f"error: {source or url} is not a list of feature indices (one integer a line)")
     indices = [int(word) for word in words]
     if len(indices) != COUNT or len(set(indices)) != COUNT or max(indices) >= FEATURES:
-        sys.exit(f"error: {source or url} holds {len(indices)} indices ({len(set(indices))} distinct, largest "
-                 f"{max(indices, default=None)}), not {COUNT} distinct ones below {FEATURES}")
+        largest = f", largest {max(indices)}" if indices else ""
+        sys.exit(f"error: {source or url} holds {len(indices)} indices ({len(set(indices))} distinct{largest}), "
+                 f"not {COUNT} distinct ones below {FEATURES}")
     open(NAME, "wb").write(data)
     record = {"source": source or url, "sha256": digest, "verified": bool(wanted)}
     open("source.json", "w").write(json.dumps(record, indent=1) + "\n")
