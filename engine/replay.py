@@ -48,15 +48,9 @@ def choose_recipes(record, settings, recorded_recipes=False):
     return index, notes
 
 
-def plan_again(record, settings, allow_differences=False, recorded_recipes=False):
-    """(plan, notes): the recorded request resolved again; raises if a node would differ from the record."""
-    index, notes = choose_recipes(record, settings, recorded_recipes)
-    req = record.get("request")
-    if not req:
-        raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
-    plan = resolve(index, req["query"], inputs=req.get("inputs"), host_env=os.environ,
-                   dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
-                   prober=settings.prober())
+def plan_differences(record, plan):
+    """(differences, beyond): what in `plan` differs from the recorded run's plan, node by node, and the labels
+    of the nodes the recorded run stopped before (it failed or was interrupted)."""
     recorded, unreached = compare.recorded_steps(record)
     now = dict(zip(compare.step_ids([{"recipe": n.name} for n in plan.nodes]), plan.nodes))
     differences, beyond = [], []
@@ -72,15 +66,44 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
                     differences.append(f"{node.label}: {f} was {was!r}, now {new!r}")
     differences += [f"{step['label']}: in the recorded plan, not in this one"
                     for ident, step in recorded.items() if ident not in now]
+    return differences, beyond
+
+
+def plan_again(record, settings, allow_differences=False, recorded_recipes=False):
+    """(plan, notes): the recorded request resolved again; raises if a node would differ from the record."""
+    index, notes = choose_recipes(record, settings, recorded_recipes)
+    req = record.get("request")
+    if not req:
+        raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
+    plan = resolve(index, req["query"], inputs=req.get("inputs"), host_env=os.environ,
+                   dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
+                   prober=settings.prober())
+    differences, beyond = plan_differences(record, plan)
     if beyond:
         notes.append(f"the recorded run ({status(record)}) stopped before {plural(len(beyond), 'step')}: "
                      + ", ".join(beyond) + "; this replay runs them")
     if differences:
         message = "the replay cannot be exact:\n  " + "\n  ".join(differences)
+        hint = "--allow-differences runs it anyway and marks the replay inexact"
+        if any("mirror" in d for d in differences):   # a probe of what the mirror held (an unchecked list)
+            was = _recorded_mirror(record)
+            hint = (f"the run took a file from its mirror{f' ({was})' if was else ''}: replay with --mirror DIR "
+                    f"holding the same file; {hint}")
         if not allow_differences:
-            raise MlrunError(message, hint="--allow-differences runs it anyway and marks the replay inexact")
+            raise MlrunError(message, hint=hint)
         notes.append(message)
     return plan, notes
+
+
+def _recorded_mirror(record):
+    """The mirror the recorded run was given (--mirror, else MLRUN_MIRROR), or None."""
+    argv = [str(a) for a in record.get("argv") or []]
+    for i, arg in enumerate(argv):
+        if arg == "--mirror" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--mirror="):
+            return arg.split("=", 1)[1]
+    return ((record.get("host") or {}).get("env") or {}).get("MLRUN_MIRROR")
 
 
 def verdict(old, new):
@@ -116,6 +139,7 @@ def replay(record, settings, runner, allow_differences=False, argv=None, recorde
         new = runner.run(plan, argv=argv, extra={"replay_of": record.get("id"), "exact": not any(
             n.startswith("the replay cannot be exact") for n in notes)})
     except StepError as e:
-        raise StepError(f"the replay of run {record.get('id')} failed: {e.message}", hint=e.hint) from None
+        raise StepError(f"the replay of run {record.get('id')} failed: {e.message}", hint=e.hint,
+                        exit_code=e.exit_code) from None   # a refused request stays 2, as run directly
     lines, ok = verdict(record, new)
     return new, notes, lines, ok

@@ -8,6 +8,7 @@ left `running` by a sweep that died included; --rerun runs them all again.
 """
 import math
 import os
+import re
 import sys
 import time
 
@@ -98,7 +99,7 @@ def run_sweep(args, extras, settings):
     prober = settings.prober()
 
     # Every point's plan first: a point that cannot be planned is an error before anything runs.
-    planned, problems = [], []
+    planned, problems, plans = [], [], {}
     count = math.prod(len(values) for values in grid.values())
     if count > PLAN_NOTE_FROM:   # about 2 ms a plan: 10,000 points planned for 20 s with nothing on the screen
         print(f"sweep {name}: planning {count:,} points first (every point's plan before any runs; Ctrl-C stops)",
@@ -115,6 +116,7 @@ def run_sweep(args, extras, settings):
                     gpus=1 if any(v.split(".")[0] == "cuda" for v in root.variations) else 0,
                     measures=not root.cache and root.inputs.get("mode") != "accuracy")
         planned.append((point_id, point_settings, root.key, task))
+        plans[point_id] = plan
     if problems:
         raise ResolutionError(f"{len(problems)} of {len(problems) + len(planned)} points of sweep '{name}' cannot "
                               "be planned; nothing ran:\n  " + "\n  ".join(problems),
@@ -133,10 +135,10 @@ def run_sweep(args, extras, settings):
     lock = record.hold(settings.runs, name)
     try:
         data = _merge(record.read(settings.runs, name), os.path.dirname(record.path(settings.runs, name)), name,
-                      args.query, request, grid, kinds, planned, args.rerun, settings.runs)
+                      args.query, request, grid, kinds, planned, args.rerun, settings.runs, plans)
         tasks = [task for point_id, _, _, task in planned if record.point(data, point_id)["status"] == "pending"]
         skipped = len(planned) - len(tasks)
-        stale, lost = data.pop("_stale", 0), data.pop("_lost", 0)
+        stale, lost, changed = data.pop("_stale", 0), data.pop("_lost", 0), data.pop("_changed", [])
         data["process"] = {"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}
         record.write(settings.runs, data)
         print(f"sweep {name}: {len(planned)} points, {len(tasks)} to run"
@@ -144,6 +146,12 @@ def run_sweep(args, extras, settings):
               + (f", {skipped} skipped (finished ok with the same plan; --rerun runs them again)" if skipped else "")
               + (f"; {stale} left running by a sweep that stopped: run again" if stale else "")
               + (f"; {lost} whose run record is gone or unreadable: run again" if lost else ""), file=sys.stderr)
+        # an ok point run again because its plan changed says what changed (a sweep run again without the
+        # --mirror it had ran every int8 point again, which then failed offline, with no word of why)
+        for point_id, run_id, why in changed[:5]:
+            print(f"  {point_id} ran ok as {run_id}; its plan changed: {why}", file=sys.stderr)
+        if len(changed) > 5:
+            print(f"  ... and {len(changed) - 5} more points whose plans changed", file=sys.stderr)
         if tasks:
             _execute(runner, tasks, settings, data)
     finally:
@@ -163,7 +171,7 @@ def _readable_run(runs_dir, run_id):
         return False
 
 
-def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_dir):
+def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_dir, plans=None):
     """The sweep record to run: the old one's finished points kept when its query, request and grid match."""
     fresh = {"name": name, "query": query, "request": request, "grid": grid, "kinds": kinds, "points": []}
     if old is not None:
@@ -174,6 +182,7 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_
                              hint=f"use another --name for a new sweep, or remove {folder} to start this one over")
     before = {p["id"]: p for p in (old or {}).get("points", [])}
     stale = lost = 0
+    changed = []
     for point_id, point_settings, plan_key, _ in planned:
         p = before.get(point_id) or {"id": point_id, "run": None, "error": None, "node": None}
         p.update(settings=point_settings)
@@ -182,14 +191,29 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_
         # again (was: skipped, empty)
         gone = p.get("status") == "ok" and not _readable_run(runs_dir, p.get("run"))
         lost += gone and not rerun
+        if not (rerun or gone) and p.get("status") == "ok" and p.get("plan_key") != plan_key and plans:
+            changed.append((point_id, p.get("run"), _what_changed(runs_dir, p.get("run"), plans[point_id])))
         if rerun or gone or p.get("status") != "ok" or p.get("plan_key") != plan_key:
             if p.get("run"):
                 p.setdefault("history", []).append(p["run"])
             p.update(status="pending", run=None, error=None)
         p["plan_key"] = plan_key
         fresh["points"].append(p)
-    fresh["_stale"], fresh["_lost"] = stale, lost
+    fresh["_stale"], fresh["_lost"], fresh["_changed"] = stale, lost, changed
     return fresh
+
+
+def _what_changed(runs_dir, run_id, plan):
+    """The first way `plan` differs from the plan run_id ran (replay's comparison), in a line."""
+    from engine import replay
+    try:
+        differences, _ = replay.plan_differences(records.load(os.path.join(runs_dir, str(run_id), "run.json")), plan)
+    except MlrunError:
+        return "its record cannot be compared"
+    if not differences:
+        return "the recipes of the run differ"
+    first = re.sub(r"\b([0-9a-f]{12})[0-9a-f]{52}\b", r"\1", differences[0])   # digests as the tables show keys
+    return first + (f" (and {len(differences) - 1} more)" if len(differences) > 1 else "")
 
 
 def _execute(runner, tasks, settings, data):

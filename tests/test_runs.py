@@ -108,6 +108,38 @@ def test_replay_uses_the_recorded_recipes_when_the_local_ones_changed(bench):
     assert "recipe app: the local one differs or is missing; using the recorded copy" in replayed.stdout
 
 
+def test_a_replay_of_a_run_that_took_a_file_from_its_mirror_says_to_give_it(ws, tmp_path):
+    """An int8 run's calibration list is keyed by the mirror's copy (a probe): replayed without that mirror, even
+    from a bundle holding every entry, the hint offered only --allow-differences, which then downloads (offline:
+    fails)."""
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "list.txt").write_text("1\n2\n")
+    ws.recipe("listed", """\
+        tags: get listed
+        probe:
+          copy: [sh, -c, 'if [ -f "$1" ]; then echo "mirror copy $(cksum < "$1")"; else echo "none in the mirror"; fi',
+                 sh, "${MLRUN_MIRROR}/list.txt"]
+        run: echo ok > ok.txt
+        """)
+    first = run_json(ws, "get listed", "--mirror", str(mirror))["run"]
+    assert run_json(ws, "replay", first, "--mirror", str(mirror))["equal"] is True
+    refused = ws.mlrun("replay", first)
+    assert_user_error(refused, 2, "probe.copy was 'mirror copy", f"the run took a file from its mirror ({mirror}): "
+                      "replay with --mirror DIR holding the same file", "--allow-differences")
+
+
+def test_a_replayed_step_that_refuses_its_request_exits_2_as_run_directly(ws):
+    ws.recipe("picky", """\
+        tags: app picky
+        cache: false
+        run: 'echo "error: not on this machine" >&2; exit 78'
+        """)
+    assert_user_error(ws.mlrun("app picky"), 2, "not on this machine")
+    first = json.loads(ws.mlrun("runs", "--json").stdout)[0]["run"]
+    assert_user_error(ws.mlrun("replay", first), 2, "the replay of run", "not on this machine")   # it was exit 1
+
+
 def test_replay_that_cannot_be_exact_says_what_differs(bench):
     first = run_json(bench, "app bench", "--mode=accuracy", env=bench.env(TOOL_FLAVOUR="a"))["run"]
     refused = bench.mlrun("replay", first, env=bench.env(TOOL_FLAVOUR="b"))

@@ -179,6 +179,22 @@ def test_a_failing_point_is_recorded_and_the_others_run(bench):
     assert again.returncode == 1 and "2 to run, 2 skipped" in again.stderr
 
 
+def test_a_point_run_again_because_its_plan_changed_says_what_changed(bench):
+    """A sweep run again without the --mirror it had ran every int8 point again (their calibration list's key
+    changed), which then failed offline, with no word of why."""
+    args = ("sweep", "app bench", "--grid", "batch_size=1,2", "--name", "changed")
+    assert bench.mlrun(*args).returncode == 0
+    runs = [p["run"] for p in sweep_record(bench, "changed")["points"]]
+    with open(os.path.join(bench.recipes, "model", "recipe.yaml"), "a") as f:
+        f.write("version: '2'\n")
+    again = bench.mlrun(*args)
+    assert again.returncode == 0 and "2 to run" in again.stderr, again.stderr
+    said = f"  p000 ran ok as {runs[0]}; its plan changed: model: recipe_digest was '"
+    assert said in again.stderr and "(and 1 more)\n" in again.stderr, again.stderr
+    line = next(line for line in again.stderr.splitlines() if line.startswith(said))
+    assert len(line) < 140, line   # digests cut as the tables show keys
+
+
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_where_it_stopped(bench, tmp_path):
     hold = tmp_path / "hold"

@@ -22,8 +22,10 @@ def main():
             with urllib.request.urlopen(url, timeout=60) as response:
                 data = response.read()
         except OSError as error:
-            sys.exit(f"error: cannot download {url}: {error}" + (f" (and no {NAME} in the mirror {mirror})"
-                                                                  if mirror else "; offline, put it in a mirror folder"))
+            where = f"MIRROR/{NAME} or MIRROR/calibration/SQuAD-v1.1/{NAME}"
+            sys.exit(f"error: cannot download {url}: {error}" + (f" (and no {NAME} in the mirror {mirror}: put it at "
+                                                                  f"{where})" if mirror else
+                                                                  f"; offline, put it at {where} and give --mirror"))
     digest = hashlib.sha256(data).hexdigest()
     if wanted and digest != wanted:
         sys.exit(f"error: {source or url} has sha256 {digest}, not the {wanted} asked")
