@@ -26,9 +26,10 @@ def plan(a, b):
         elif sa["key"] != sb["key"]:
             ma, mb = sa["node"].get("material", {}), sb["node"].get("material", {})
             diffs = keys.differences(ma, mb) or [("key", sa["key"][:12], sb["key"][:12])]
-            rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f != "deps"]
-            if any(f == "deps" for f, _, _ in diffs):
-                rows.append((f"step {label}: its dependencies differ (see above)", "", ""))
+            rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f.split(".")[0] != "deps"]
+            deps = [f.split(".", 1)[1] for f, _, _ in diffs if f.startswith("deps.")]
+            if deps:
+                rows.append((f"step {label}: its dependencies differ: {', '.join(deps)} (see above)", "", ""))
     return rows
 
 

@@ -79,11 +79,17 @@ def key(material_):
     return hashlib.sha256(canonical(material_)).hexdigest()
 
 
+def _pairs(value):
+    return isinstance(value, list) and all(isinstance(p, list) and len(p) == 2 for p in value)
+
+
 def differences(a, b, prefix=""):
     """Paths where two materials differ, as (path, value in a, value in b)."""
     out = []
     for k in sorted(set(a) | set(b)):
         va, vb = a.get(k), b.get(k)
+        if k == "deps" and not prefix and _pairs(va) and _pairs(vb):   # [[name, key], ...]: by name
+            va, vb = dict(map(tuple, va)), dict(map(tuple, vb))
         if isinstance(va, dict) and isinstance(vb, dict):
             out += differences(va, vb, f"{prefix}{k}.")
         elif va != vb:

@@ -62,7 +62,7 @@ def plan_differences(record, plan):
             differences.append(f"{node.label}: not in the recorded plan")
         elif step["key"] != node.key:
             for f, was, new in keys.differences(step["node"].get("material", {}), node.material):
-                if f != "deps":
+                if f.split(".")[0] != "deps":   # the dependency's own node says what differs
                     differences.append(f"{node.label}: {f} was {was!r}, now {new!r}")
     differences += [f"{step['label']}: in the recorded plan, not in this one"
                     for ident, step in recorded.items() if ident not in now]

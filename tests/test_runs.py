@@ -216,7 +216,8 @@ def test_diff_says_a_dependency_s_difference_above_its_dependents():
                "node": {"material": {"deps": [["python", python * 64]]}}}
         return {"steps": [venv, app]}
     rows = [what for what, _, _ in compare.plan(record("a"), record("b"))]
-    assert rows == ["step venv: probes.python", "step app: its dependencies differ (see above)"]
+    # which dependency is named (int8 against fp32 said only 'its dependencies differ')
+    assert rows == ["step venv: probes.python", "step app: its dependencies differ: python (see above)"]
 
 
 def test_replay_of_a_run_that_stopped_early_runs_the_rest(ws, tmp_path):
