@@ -264,6 +264,8 @@ def run(args):
         "backend": args.backend, "workers": workers, "device": args.device if args.backend != "tensorrt" else "cuda",
         "precision": args.precision, "gpu": gpu_facts,
         "parallelism": chosen_parallelism.record() if chosen_parallelism else None,
+        # what ran, beside threads: a sweep's table and `runs --where` read an input left to the rule from here
+        "instances": chosen_parallelism.instances if chosen_parallelism else None,
         "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
         "warmup_qps": round(measured_qps, 3), "rate_pass": rate_pass, "settings": chosen,
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),

@@ -124,6 +124,7 @@ def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
                                   "--no-spin", "--batch-size", "4", "--batch-pad", "32")
     par = summary["parallelism"]
     assert (par["instances"], par["threads"], par["spin"]) == (2, 1, False)
+    assert summary["instances"] == 2   # beside threads: a sweep's `- (2)` for an input left to the rule
     assert par["overridden"] == ["instances", "threads", "spin"] and par["rule"].startswith("Offline")
     if len(os.sched_getaffinity(0)) >= 2:
         assert len(par["cores"]) == 2 and not set(par["cores"][0]) & set(par["cores"][1])
