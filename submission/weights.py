@@ -65,9 +65,10 @@ def describe(sub, steps):
         used = (f"{cal['features']} features (mean length {cal.get('mean_length')} tokens, each at its real "
                 f"length; {cal.get('left_out_held_out', 0)} left out as held-out questions)") if "features" in cal \
             else "the listed features"
-        transform = (f"quantized to int8 by NNCF {q.get('nncf', '')} post-training quantization (SmoothQuant, "
-                     f"static int8 activations), calibrated on {features}; run by OpenVINO").replace("NNCF  ", "NNCF ")
-        text = (f"The int8 model was made from {model} by NNCF {q.get('nncf', '(version not recorded)')} "
+        nncf = f"NNCF {q['nncf']}" if q.get("nncf") else "NNCF (version not recorded)"
+        transform = (f"quantized to int8 by {nncf} post-training quantization (SmoothQuant, static int8 "
+                     f"activations), calibrated on {features}; run by OpenVINO")
+        text = (f"The int8 model was made from {model} by {nncf} "
                 "post-training quantization (`nncf.quantize`: SmoothQuant, static int8 activations; settings "
                 f"{json.dumps(q.get('settings', {}))}), calibrated on {used} of {listed or 'the list'}. "
                 "No other data was used and nothing was retrained. The int8 model runs on OpenVINO.")

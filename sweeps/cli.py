@@ -171,7 +171,7 @@ def _readable_run(runs_dir, run_id):
         return False
 
 
-def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_dir, plans=None):
+def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_dir, plans):
     """The sweep record to run: the old one's finished points kept when its query, request and grid match."""
     fresh = {"name": name, "query": query, "request": request, "grid": grid, "kinds": kinds, "points": []}
     if old is not None:
@@ -191,7 +191,7 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_
         # again (was: skipped, empty)
         gone = p.get("status") == "ok" and not _readable_run(runs_dir, p.get("run"))
         lost += gone and not rerun
-        if not (rerun or gone) and p.get("status") == "ok" and p.get("plan_key") != plan_key and plans:
+        if not (rerun or gone) and p.get("status") == "ok" and p.get("plan_key") != plan_key:
             changed.append((point_id, p.get("run"), _what_changed(runs_dir, p.get("run"), plans[point_id])))
         if rerun or gone or p.get("status") != "ok" or p.get("plan_key") != plan_key:
             if p.get("run"):
