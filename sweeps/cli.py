@@ -9,6 +9,7 @@ left `running` by a sweep that died included; --rerun runs them all again.
 import math
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -324,6 +325,11 @@ def cmd_show(args, extras, settings):
                                     whole=list(data["grid"])))
     if below:
         print("errors:\n" + "\n".join(f"  {r['point']}: {r['error']}" for r in rows if r.get("error")))
+    if fmt == "table" and not given:   # what no column shows: an all-int8 sweep's table did not say int8
+        request = data.get("request") or {}
+        shared = gridlib.argv(data["query"], request.get("inputs") or {}, request.get("dep_overrides") or {},
+                              request.get("env_overrides") or {})[1:-1]
+        print(f"every point: {shlex.join(shared)} (and its grid's values)")
     return 0
 
 

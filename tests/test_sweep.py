@@ -107,7 +107,9 @@ def test_a_2x2_sweep_records_every_point_and_shows_them_as_rows(bench):
     assert markdown.splitlines() == ["| batch_size | samples_per_second |", "| ---: | ---: |", "| 1 | 100.0 |",
                                      "| 1 | 50.00 |", "| 4 | 400.0 |", "| 4 | 200.0 |"]
     table = bench.mlrun("sweep", "show", "bs").stdout.splitlines()
-    assert table[0].split()[:4] == ["POINT", "BATCH_SIZE", "LAYERS", "RESULT"] and len(table) == 5
+    assert table[0].split()[:4] == ["POINT", "BATCH_SIZE", "LAYERS", "RESULT"] and len(table) == 6
+    # what every point shares, no column shows (an all-int8 sweep's table did not say int8)
+    assert table[-1] == "every point: 'app bench' --mode=performance (and its grid's values)"
     where = bench.mlrun("sweep", "show", "bs", "--json", "--where", "samples_per_second>=200")
     assert [r["point"] for r in json.loads(where.stdout)] == ["p002", "p003"]
     listed = bench.mlrun("sweeps")
