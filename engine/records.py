@@ -24,6 +24,24 @@ PLACE_OPTIONS = (("MLRUN_CACHE", "--cache"), ("MLRUN_RUNS", "--runs"), ("MLRUN_R
                  ("MLRUN_MIRROR", "--mirror"))
 
 
+def _option_value(argv, option):
+    """The value given to `option` in argv (`--opt V` or `--opt=V`; "" when it ends argv), else None."""
+    for i, arg in enumerate(argv):
+        if arg == option:
+            return argv[i + 1] if i + 1 < len(argv) else ""
+        if arg.startswith(option + "="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def place(record, variable):
+    """The place (MLRUN_MIRROR, MLRUN_CACHE...) a run was given: its option on the command line, else the
+    variable it had; None if neither."""
+    option = dict(PLACE_OPTIONS)[variable]
+    given = _option_value([str(a) for a in record.get("argv") or []][1:], option)
+    return given if given is not None else ((record.get("host") or {}).get("env") or {}).get(variable)
+
+
 def command(record):
     """The run's command line as a shell takes it, with the places it had from MLRUN_* (a sweep's points get
     them so) written as options, so that it runs the same pasted elsewhere; None if none was recorded."""
@@ -33,8 +51,7 @@ def command(record):
     env = (record.get("host") or {}).get("env") or {}
     places = []
     for variable, option in PLACE_OPTIONS:
-        given = any(a == option or a.startswith(option + "=") for a in argv[1:])
-        if env.get(variable) and not given:
+        if env.get(variable) and _option_value(argv[1:], option) is None:
             for value in env[variable].split(os.pathsep) if option == "--recipes" else [env[variable]]:
                 places += [option, value]
     import shlex

@@ -86,24 +86,13 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
         message = "the replay cannot be exact:\n  " + "\n  ".join(differences)
         hint = "--allow-differences runs it anyway and marks the replay inexact"
         if any("mirror" in d for d in differences):   # a probe of what the mirror held (an unchecked list)
-            was = _recorded_mirror(record)
+            was = records.place(record, "MLRUN_MIRROR")
             hint = (f"the run took a file from its mirror{f' ({was})' if was else ''}: replay with --mirror DIR "
                     f"holding the same file; {hint}")
         if not allow_differences:
             raise MlrunError(message, hint=hint)
         notes.append(message)
     return plan, notes
-
-
-def _recorded_mirror(record):
-    """The mirror the recorded run was given (--mirror, else MLRUN_MIRROR), or None."""
-    argv = [str(a) for a in record.get("argv") or []]
-    for i, arg in enumerate(argv):
-        if arg == "--mirror" and i + 1 < len(argv):
-            return argv[i + 1]
-        if arg.startswith("--mirror="):
-            return arg.split("=", 1)[1]
-    return ((record.get("host") or {}).get("env") or {}).get("MLRUN_MIRROR")
 
 
 def verdict(old, new):

@@ -254,7 +254,8 @@ class Runner:
             # submission's run and the last line of a failed run give the cause, not only an exit code.
             said = _errors_said(tail)
             why = f": {said[-1][:300]}" if said and e.message.startswith("exited with code") else ""
-            # A step's own exit 78 (it refused this machine or request) stays 2; an unrecordable output is the step's fault.
+            # A step's own exit 78 (it refused this machine or request) stays 2; an unrecordable output is the
+            # step's fault.
             raise StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
                             exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code) from None
         except BaseException as e:
