@@ -129,7 +129,9 @@ def test_gc_stops_the_step_of_a_killed_build_before_removing_its_leftover(ws, tm
         step = int(marker.read_text())
         guards = [int(p) for p in os.listdir("/proc") if p.isdigit() and f"guard.py\0{proc.pid}\0" in _cmdline(p)]
         assert guards
-        for pid in [proc.pid] + guards:
+        # the guards first: mlrun's death sends a guard SIGTERM (PR_SET_PDEATHSIG) and it stops the step, so
+        # killing mlrun first let a guard stop the step before its own SIGKILL came (CI met it once)
+        for pid in guards + [proc.pid]:
             os.kill(pid, signal.SIGKILL)
         proc.wait(timeout=10)
         assert os.path.exists(f"/proc/{step}")   # the step runs on, unseen
