@@ -179,8 +179,8 @@ def build_parser(only=None):
         from submission.cli import SUBMIT_HELP
         p.epilog = SUBMIT_HELP
         p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results; exit 0 when "
-                     "nothing differs, 1 when something does, 2 on trouble (like diff(1))")
+    p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results, how each "
+                     "ran; exit 0 when nothing differs, 1 when something does, 2 on trouble (like diff(1))")
     p.add_argument("run_a")
     p.add_argument("run_b")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -1,4 +1,4 @@
-"""What differs between two runs: request, plan, recipes, packages, host, results.
+"""What differs between two runs: request, plan, recipes, packages, host, results, and how each ran.
 
 Used by `mlrun diff` and by `mlrun replay` (which compares its own run with the recorded one).
 Each function returns plain data: lists of (what, in A, in B) rows.
@@ -113,9 +113,26 @@ def results(a, b):
     return rows
 
 
+def ran(a, b):
+    """How each run ran, as its results say: the benchmark's own facts beside its figures (instances, the
+    precision its runtime compiled, how many operators ran int8, sequence handling) that differ. Facts are its
+    other scalar results that are not measurements (floats: a warm-up's rate, seconds of other load); an fp32
+    and an int8 run's request named the precision asked, not what ran."""
+    fa, fb = _facts(a), _facts(b)
+    return [(f"ran.{name}", fa.get(name, "absent"), fb.get(name, "absent"))
+            for name in list(fa) + [n for n in fb if n not in fa] if fa.get(name, "absent") != fb.get(name, "absent")]
+
+
+def _facts(record):
+    results = record.get("results")
+    others = {k: v for k, v in results.items() if k not in ("loadgen", "accuracy")} \
+        if isinstance(results, dict) else {}   # results() shows those
+    return {name: value for name, value in records.result_fields(others) if not isinstance(value, float)}
+
+
 def everything(a, b):
     return {"request": request(a, b), "plan": plan(a, b), "recipes": recipes(a, b), "packages": packages(a, b),
-            "host": host(a, b), "results": [row for row in results(a, b) if row[1] != row[2]]}
+            "host": host(a, b), "results": [row for row in results(a, b) if row[1] != row[2]], "ran": ran(a, b)}
 
 
 def ratio(x, y):

@@ -273,7 +273,7 @@ def flat(record):
            "host": (record.get("host") or {}).get("hostname")}
     out.update(flat_settings(record))
     results = record.get("results")
-    for name, value in _flat_results(results if isinstance(results, dict) else {}):
+    for name, value in result_fields(results if isinstance(results, dict) else {}):
         if out.get(name) is None:
             out[name] = value
     return out
@@ -324,7 +324,8 @@ def _slug(text):
     return re.sub(r"[^a-z0-9.]+", "_", text.lower().replace("(", "").replace(")", "")).strip("_")
 
 
-def _flat_results(results):
+def result_fields(results):
+    """(name, scalar value) of a run's results, as flat() names them."""
     loadgen = results.get("loadgen") if isinstance(results.get("loadgen"), dict) else {}
     if loadgen.get("result"):
         yield "result", loadgen["result"]

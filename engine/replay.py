@@ -96,7 +96,7 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
 
 
 def verdict(old, new):
-    """(lines, ok): accuracy must be equal; metrics as ratios; host and package differences listed."""
+    """(lines, ok): accuracy must be equal; metrics as ratios; host, how-it-ran and package differences listed."""
     lines, ok = [], True
     if status(old) != "ok":   # an interrupted or failed run has no results to hold the replay to
         return [f"the recorded run ended {status(old)}: no results to compare"], True
@@ -114,6 +114,10 @@ def verdict(old, new):
     if host:
         lines.append("host differences (performance is not comparable one to one):")
         lines += [f"  {what}: recorded {was!r}, here {now!r}" for what, was, now in host]
+    how = compare.ran(old, new)
+    if how:   # the same plan on another machine: the scenario's rule may choose other instances
+        lines.append("how it ran differs:")
+        lines += [f"  {what}: recorded {was!r}, here {now!r}" for what, was, now in how]
     pkgs = compare.packages(old, new)
     if pkgs:
         lines.append("package differences:")

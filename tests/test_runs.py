@@ -252,3 +252,26 @@ def test_replay_of_a_run_that_stopped_early_runs_the_rest(ws, tmp_path):
     again = json.loads(ws.mlrun("runs", "--json", "--last", "1").stdout)[0]["run"]
     diff = ws.mlrun("diff", first, again).stdout
     assert "not reached" in diff and "absent" not in diff, diff   # was: its first lib absent, then present
+
+
+def test_diff_and_replay_say_how_each_run_ran():
+    """An fp32 and an int8 OpenVINO run: diff compared their metrics and the precision asked, not what ran (the
+    operators compiled int8, the instances the rule chose); a warm-up's rate (a float) is a measurement, not a fact."""
+    from engine import compare, replay
+
+    def record(precision, int8_ops, instances, warmup):
+        return {"status": "ok", "results": {
+            "accuracy": {"f1": 50.0}, "loadgen": {"metric": {"samples per second": 10.0}, "result": "VALID"},
+            "model": f"/runs/{precision}/model.onnx", "warmup_qps": warmup, "sequence_handling": "exact lengths",
+            "openvino": {"precision": precision, "int8_operators": int8_ops, "streams": instances},
+            "parallelism": {"instances": instances, "rule": "Offline"}}}
+    fp32, int8 = record("fp32", 0, 2, 9.5), record("int8", 43, 1, 30.1)
+    assert compare.ran(fp32, int8) == [("ran.openvino.precision", "fp32", "int8"),
+                                       ("ran.openvino.int8_operators", 0, 43), ("ran.openvino.streams", 2, 1),
+                                       ("ran.parallelism.instances", 2, 1)]
+    assert compare.ran(fp32, record("fp32", 0, 2, 8.7)) == []   # model paths and warm-up rates are not facts
+    assert compare.ran(fp32, {"results": None})[0] == ("ran.sequence_handling", "exact lengths", "absent")
+    assert compare.everything(fp32, int8)["ran"] == compare.ran(fp32, int8)
+    lines, ok = replay.verdict(fp32, record("fp32", 0, 1, 9.5))
+    assert ok and lines[-3:] == ["how it ran differs:", "  ran.openvino.streams: recorded 2, here 1",
+                                 "  ran.parallelism.instances: recorded 2, here 1"]
