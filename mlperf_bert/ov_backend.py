@@ -7,6 +7,8 @@ would run f32 and the run would say bf16). int8 is a model quantised by NNCF (ge
 compiled f32 outside its int8 operators, and refused when OpenVINO compiles none of them int8. What ran is read
 back from the compiled model and recorded.
 """
+import os
+
 import numpy as np
 import openvino as ov
 
@@ -17,6 +19,8 @@ from mlperf_bert import model_adapter
 # OpenVINO compiles into int8 kernels); the operators left outside them run f32, as --precision=fp32's do.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
 INT8 = ("i8", "u8")
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) that keep bf16 kernels: the others stop below them
+BF16_ISAS = ("BF16", "FP16", "AMX", "AVX10", "ALL", "DEFAULT")
 COMPUTE = ("FullyConnected", "MatMul", "Convolution", "Subgraph")   # what multiplies, in OpenVINO's runtime graph
 
 
@@ -37,14 +41,23 @@ class OvModel:
             raise CpuCannot("--precision bf16: this CPU does not multiply bf16 (no AMX or AVX512_BF16; OpenVINO "
                              f"reports {', '.join(self.capabilities)}), so OpenVINO would run fp32 instead",
                              hint="leave out --precision (fp32), or run on a CPU with AMX or AVX512_BF16")
+        cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+        if precision == "bf16" and cap and not any(word in cap.upper() for word in BF16_ISAS):
+            # OpenVINO reports the CPU's bf16 all the same, then fails to compile ("primitive descriptors list is
+            # empty") with a hint about its ONNX reader
+            raise CpuCannot(f"--precision bf16: ONEDNN_MAX_CPU_ISA={cap} keeps OpenVINO's kernels below the CPU's "
+                            "bf16 instructions", hint="drop --env.ONEDNN_MAX_CPU_ISA (or unset it where you run "
+                                                      "mlrun), or leave out --precision (fp32)")
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "NUM_STREAMS": instances,
                   "INFERENCE_NUM_THREADS": instances * threads,
                   "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT"}
         try:
             self.compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as error:   # OpenVINO raises RuntimeError for anything it cannot read or compile
+            capped = f"ONEDNN_MAX_CPU_ISA={cap} is set: without it OpenVINO may compile it; else " if cap else ""
             raise StepError(f"OpenVINO cannot compile {model_path}: {_reason(error)}",
-                            hint="_onnxruntime may run it (OpenVINO's ONNX reader lacks some operators)") from None
+                            hint=f"{capped}_onnxruntime may run it (OpenVINO's ONNX reader lacks some operators)") \
+                from None
         self.streams = int(self.compiled.get_property("NUM_STREAMS"))
         self.threads = int(self.compiled.get_property("INFERENCE_NUM_THREADS"))
         # OpenVINO grants at most the cores it may use: 4 instances asked for on 2 cores ran as 2 streams, and the

@@ -104,6 +104,16 @@ def test_bf16_runs_where_the_cpu_multiplies_it_and_is_refused_elsewhere(ov, accu
     assert 0 < worst < 0.5, worst
 
 
+def test_bf16_under_an_isa_cap_below_it_is_refused_for_that_reason(ov, accuracy_run):
+    """ONEDNN_MAX_CPU_ISA=AVX2 on a bf16 CPU: OpenVINO still reported bf16, then failed to compile ("primitive
+    descriptors list is empty") and the hint blamed its ONNX reader (exit 1)."""
+    result = ov(QUERY, "--precision=bf16", "--env.ONEDNN_MAX_CPU_ISA=AVX2", "--mode=accuracy", f"--count={COUNT}",
+                *TINY_MODEL)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    said = "ONEDNN_MAX_CPU_ISA=AVX2 keeps OpenVINO" if _cpu_multiplies_bf16() else "does not multiply bf16"
+    assert said in result.stderr, result.stderr[-2000:]
+
+
 def test_instances_and_threads_are_openvino_streams(ov, accuracy_run):
     """--instances/--threads set the streams and their threads, recorded as OpenVINO compiled them."""
     result = ov(QUERY, "--mode=performance", "--count=16", "--instances=1", "--threads=2", *TINY_MODEL, "--json")
@@ -165,6 +175,37 @@ def test_what_openvino_does_not_run_is_refused_before_anything_is_built(planner,
     result = planner("plan", f"{app} _random {query}", *flags)
     assert result.returncode == 2, result.stdout + result.stderr
     assert said in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("app", ["app mlperf bert _openvino _random", "app bert qa _openvino _random"])
+def test_bf16_on_a_cpu_without_it_is_refused_before_anything_is_built(planner, app):
+    """On a fresh machine the refusal came when the step compiled the model, after the venv, the OpenVINO layer,
+    the model and the features were built. Now a probe of the CPU's flags (get cpu bf16) decides at plan time."""
+    result = planner("plan", app, "--precision=bf16")
+    if _cpu_multiplies_bf16():
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "get-cpu-bf16" in result.stdout and "bf16 instructions: " in result.stdout
+    else:
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "this CPU does not multiply bf16" in result.stderr and "Traceback" not in result.stderr
+    assert "get-cpu-bf16" not in planner("plan", app).stdout   # fp32 asks nothing of the CPU
+
+
+def test_the_bf16_probe_reads_the_cpu_flags(tmp_path):
+    import subprocess
+    probe = os.path.join(os.path.dirname(__file__), "..", "recipes", "get-cpu-bf16", "probe.sh")
+    flags = {"zen3": "fpu sse avx2 avx512f", "zen4": "avx2 avx512f avx512_bf16 avx512_vnni",
+             "sapphire": "avx512_bf16 amx_bf16 amx_tile amx_int8"}
+    said = {}
+    for name, line in flags.items():
+        (tmp_path / name).write_text(f"processor\t: 0\nflags\t\t: {line}\n\nprocessor\t: 1\nflags\t\t: {line}\n")
+        done = subprocess.run(["sh", probe, str(tmp_path / name)], capture_output=True, text=True)
+        said[name] = (done.returncode, done.stdout.strip(), done.stderr.strip()[:60])
+    assert said == {"zen3": (1, "", "--precision=bf16: this CPU does not multiply bf16 (no amx_bf"),
+                    "zen4": (0, "bf16 instructions: avx512_bf16", ""),
+                    "sapphire": (0, "bf16 instructions: amx_bf16 avx512_bf16", "")}
+    unknown = subprocess.run(["sh", probe, str(tmp_path / "none")], capture_output=True, text=True)
+    assert unknown.returncode == 0 and "OpenVINO checks it" in unknown.stdout
 
 
 def test_int8_of_the_official_int8_model_is_refused_before_anything_is_built(planner):
