@@ -21,7 +21,16 @@ openvino"` and `bin/mlrun "get nncf"` build or find them).
 3. Answers: the share of samples whose argmax start and end equal onnxruntime fp32's, and the largest logit
    difference (a random model's logits are near ties: bf16 flips many; that says nothing of accuracy, which
    docs/performance.md gives for a trained model).
+4. Where OpenVINO's time goes (--profile, on by default): its per-node counters (PERF_COUNT) over 16 of the
+   samples, one stream on all cores, for each precision: the share of the time per node type and the kernel
+   that ran it (its name ends in the precision it multiplied in), how much of the pass's wall time the counters
+   cover, and the rate the weight products (FullyConnected: the model's MatMuls with weights, whose FLOPs are the
+   formula's less attention's two products) reached inside their own kernels, against the GEMM peak of their
+   precision measured again right after the pass: how much of the distance to the peak is the products
+   themselves, how much the other nodes, and how much the time between nodes.
 """
+import collections
+import hashlib
 import json
 import os
 import subprocess
@@ -69,7 +78,9 @@ def nncf_int8(model, features, timed, cache, seed):
     """NNCF's static int8 of the model as `get ml-model bert int8-nncf` makes it, calibrated on 100 features the
     timed samples are not among (the official calibration list is not offline); its path."""
     from mlperf_bert import nncf_quantize
-    out = Path(cache) / f"{Path(model).stem}.int8-nncf-seed{seed}.onnx"
+    # named by the timed samples too: those are left out of its calibration
+    timed_digest = hashlib.sha256(json.dumps(sorted(timed)).encode()).hexdigest()[:8]
+    out = Path(cache) / f"{Path(model).stem}.int8-nncf-seed{seed}-{timed_digest}.onnx"
     if not out.is_file():
         rng = np.random.default_rng(seed + 1)
         others = sorted(set(range(len(features.lengths))) - set(timed))
@@ -158,6 +169,37 @@ def contenders(model, int8_model, ov_int8_model, features, plan, cores):
     return out
 
 
+def ov_profile(path, precision, features, plan, indices, threads):
+    """({(node type, kernel): seconds}, the pass's wall seconds) of OpenVINO running `path` over `indices` on one
+    stream of `threads`: its per-node counters (compiled with PERF_COUNT: a pass of its own, not a timed one)."""
+    from mlperf_bert import model_adapter
+    from mlperf_bert.ov_backend import PRECISIONS, OvBackend
+    io = model_adapter.inspect(path)
+    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
+                                                     "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
+                                                     "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True})
+    spent = collections.Counter()
+
+    class Counted(OvBackend):   # each batch's counters are read before the next infer replaces them
+        def run(self, *arrays):
+            out = super().run(*arrays)
+            for node in self._request.profiling_info:
+                if node.status == node.Status.EXECUTED:
+                    spent[node.node_type, node.exec_type] += node.real_time.total_seconds()
+            return out
+
+    model = type("Compiled", (), {"io": io, "compiled": compiled, "streams": 1, "threads": threads,
+                                  "_outputs": [io.start] if io.end is None else [io.start, io.end]})
+    inference = QaInference(Counted(model), features, plan)
+    for _ in inference.responses(indices):   # warm: OpenVINO prepares each new shape on its first inference
+        pass
+    spent.clear()
+    started = time.perf_counter()
+    for _ in inference.responses(indices):
+        pass
+    return spent, time.perf_counter() - started
+
+
 def timed(views, pins, indices):
     started = time.perf_counter()
     run_on_instances(views, pins, indices)
@@ -171,6 +213,8 @@ def answers(view, indices):
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 64, 3)
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape, above 0 (default 2)")
+    parser.add_argument("--no-profile", dest="profile", action="store_false", help="leave out where OpenVINO's "
+                        "time goes")
     args = parser.parse_args(argv)
     if not args.peak_seconds > 0:   # 0 printed a peak of 0.0 GFLOP/s and no shares
         parser.error(f"--peak-seconds must be above 0, not {args.peak_seconds}")
@@ -196,7 +240,8 @@ def main(argv=None):
             print(f"OpenVINO {precision} GEMM: {error}")
     for name, value in peaks.items():
         print(f"GEMM peak, {name}: {value:.1f} {'GOP/s' if 'int8' in name else 'GFLOP/s'}")
-    runs = contenders(model, int8_model, nncf_int8(model, features, indices, cache, args.seed), features, plan, cores)
+    ov_int8 = nncf_int8(model, features, indices, cache, args.seed)
+    runs = contenders(model, int8_model, ov_int8, features, plan, cores)
     for views, pins in runs.values():   # warm: every length once (OpenVINO prepares each new shape)
         timed(views, pins, indices)
     reference = OrtBackend(fixed)
@@ -225,7 +270,37 @@ def main(argv=None):
         print(f"{name:32} {len(indices) / best:10.3f} {len(indices) / best / reference_rate:6.1f}x "
               f"{work / best / 1e9:9.1f} {share:>8} {same:>7} {diff:>9}   passes "
               f"{[round(len(indices) / s, 2) for s in seconds[name]]}")
+    if args.profile:
+        report_profile(args, models={"fp32": model, "int8": ov_int8, "bf16": model}, peaks=peaks, features=features,
+                       plan=plan, sample=indices[::max(1, len(indices) // 16)][:16], threads=len(cores))
 
+
+def report_profile(args, models, peaks, features, plan, sample, threads):
+    print(f"where OpenVINO's time goes (its per-node counters, one stream on all cores, {len(sample)} samples; the "
+          "GEMM peak measured again right after each pass, as this machine's speed drifts):")
+    # the weight products' FLOPs: the formula's, less attention's QK^T and its product with V
+    lengths = [int(features.lengths[i]) for i in sample]
+    work = sum(model_flops(n, args.layers, args.hidden, 4 * args.hidden) for n in lengths)
+    weights = work - sum(args.layers * 2 * 2 * n * n * args.hidden for n in lengths)
+    for precision, path in models.items():
+        if f"OpenVINO {precision}" not in peaks:   # bf16 where the CPU has none: said above
+            continue
+        spent, wall = ov_profile(path, precision, features, plan, sample, threads)
+        peak = ov_gemm_peak(precision.replace("fp32", "f32"), threads, args.peak_seconds)
+        counted = sum(spent.values()) or 1.0
+        unit = "GOP/s" if precision == "int8" else "GFLOP/s"
+        print(f"  {precision}: the pass at {work / wall / 1e9:.1f} {unit}, {work / wall / 1e9 / peak:.1%} of the peak "
+              f"({peak:.1f}); by node type and kernel, share of the counted time:")
+        print("    " + ", ".join(f"{op} {kind} {100 * s / counted:.1f}%"
+                                 for (op, kind), s in sorted(spent.items(), key=lambda item: -item[1])
+                                 if s / counted >= 0.005))
+        # FullyConnected, FullyConnectedQuantizedLegacy (int8): the products with weights, QA head included
+        products = sum(s for (op, _), s in spent.items() if op.startswith("FullyConnected"))
+        rate = weights / products / 1e9 if products else 0.0
+        others, outside = (counted - products) / wall, (wall - counted) / wall
+        print(f"    the pass's wall time: the weight products {100 * products / wall:.1f}% (at {rate:.1f} {unit} in "
+              f"their kernels, {rate / peak:.1%} of the peak), the other nodes {100 * others:.1f}%, outside the "
+              f"nodes' counters {100 * outside:.1f}%")
 
 if __name__ == "__main__":
     from bench.entry import run

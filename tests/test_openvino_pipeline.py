@@ -6,6 +6,7 @@ tiny random-weight BERT built by its recipe, and the module shares one cache fol
 """
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -248,6 +249,13 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
         if line.startswith("OpenVINO fp32"):
             assert " 4/4 " in line, line   # fp32: onnxruntime's answers
     assert " 1.0x " in next(line for line in rows if line.startswith("reference SUT design"))
+    # where OpenVINO's time goes: per precision, the node types and kernels, and the pass's wall time split
+    profiled = [line.split(":")[0].strip() for line in out.splitlines()
+                if line.startswith("  ") and "the pass at" in line]
+    assert profiled == ["fp32", "int8", "bf16"][:3 if _cpu_multiplies_bf16() else 2], out
+    int8_nodes = out.split("  int8: the pass at")[1].splitlines()[1]
+    assert re.search(r"FullyConnected\w* \w+_[iu]8 \d", int8_nodes), out   # int8 kernels ran the weight products
+    assert out.count("the pass's wall time: the weight products ") == len(profiled), out
 
 
 def test_the_question_answering_app_runs_on_openvino_too(ov, accuracy_run, tmp_path):
