@@ -2,7 +2,8 @@
 
 A recipe declares `probe: {NAME: [program, args...]}` (e.g. which interpreter `python3` is).
 Each probe runs before anything is built, in the environment the step will start from (the
-host's base variables, `hash_env`, `pass_env`, the inputs, MLRUN_MIRROR; not its dependencies' exports);
+host's base variables, `hash_env`, `pass_env`, the `--env` overrides, the inputs, MLRUN_MIRROR; not its
+dependencies' exports);
 its output goes into the node's key material, so `plan`, `explain` and the entry show it.
 
 Outputs are remembered in `cache/.index/probes.json`, keyed by the program's resolved path
@@ -33,11 +34,13 @@ class Prober:
         self._memo = None
         self._digests = None
 
-    def __call__(self, node, spec, host):
-        """{probe name: output} for node, whose `spec` is its recipe's `probe` mapping."""
+    def __call__(self, node, spec, host, overrides=None):
+        """{probe name: output} for node, whose `spec` is its recipe's `probe` mapping; `overrides`: the --env
+        values every step gets (a probe of the CPU's bf16 saw no --env.ONEDNN_MAX_CPU_ISA that the step then met)."""
         env = {k: host[k] for k in envs.BASE_VARS if k in host}
         env.update({k: host[k] for k in node.pass_env or () if k in host})
         env.update({k: v for k, v in node.hash_env.items() if v is not None})
+        env.update({k: v for k, v in (overrides or {}).items() if k not in (node.secret_env or {})})
         env.update({k: node.secret_env[k] for k in node.hash_env if k in (node.secret_env or {})})
         env.update(envs.input_env(node))
         if self.mirror:

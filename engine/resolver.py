@@ -440,7 +440,8 @@ class Resolver:
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
                     secret_env=secret_env, interactive=recipe.get("interactive", False),
                     groups={v: recipe["variations"][v]["group"] for v, _ in chosen if recipe["variations"][v]["group"]})
-        node.probes = self.prober(node, recipe["probe"], self.host_env) if recipe.get("probe") else {}
+        node.probes = self.prober(node, recipe["probe"], self.host_env, self.env_overrides) \
+            if recipe.get("probe") else {}
         node.contents = _contents(recipe, inputs, self.prober)
         node.material = keys.material(recipe["digest"], node)
         node.key = keys.key(node.material)

@@ -44,17 +44,16 @@ class OvModel:
         cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
         if precision == "bf16" and cap and not any(word in cap.upper() for word in BF16_ISAS):
             # OpenVINO reports the CPU's bf16 all the same, then fails to compile ("primitive descriptors list is
-            # empty") with a hint about its ONNX reader
+            # empty") with a hint about its ONNX reader (get cpu bf16's probe refuses it at plan time already)
             raise CpuCannot(f"--precision bf16: ONEDNN_MAX_CPU_ISA={cap} keeps OpenVINO's kernels below the CPU's "
-                            "bf16 instructions", hint="drop --env.ONEDNN_MAX_CPU_ISA (or unset it where you run "
-                                                      "mlrun), or leave out --precision (fp32)")
+                            "bf16 instructions", hint="drop --env.ONEDNN_MAX_CPU_ISA, or leave out --precision (fp32)")
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "NUM_STREAMS": instances,
                   "INFERENCE_NUM_THREADS": instances * threads,
                   "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT"}
         try:
             self.compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as error:   # OpenVINO raises RuntimeError for anything it cannot read or compile
-            capped = f"ONEDNN_MAX_CPU_ISA={cap} is set: without it OpenVINO may compile it; else " if cap else ""
+            capped = f"--env.ONEDNN_MAX_CPU_ISA={cap} is set: without it OpenVINO may compile it; else " if cap else ""
             raise StepError(f"OpenVINO cannot compile {model_path}: {_reason(error)}",
                             hint=f"{capped}_onnxruntime may run it (OpenVINO's ONNX reader lacks some operators)") \
                 from None

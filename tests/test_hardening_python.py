@@ -241,3 +241,19 @@ def test_recipes_name_package_sets_so_dep_python_packages_only_adds(tmp_path):
         with pytest.raises(ResolutionError, match="NAME==VERSION each"):
             resolve(settings.index(), "get python venv _onnxruntime", inputs={"packages": loose},
                     host_env=dict(os.environ), prober=settings.prober())
+
+
+def test_a_probe_sees_the_env_overrides_the_step_will_get(ws):
+    """--env.X reaches every step; a probe did not see it (get cpu bf16 passed --env.ONEDNN_MAX_CPU_ISA=AVX2, and the
+    step then failed on it after everything was built). A secret given by --env is not handed to probes."""
+    ws.recipe("cap", """
+        tags: [cap]
+        probe: {cap: [sh, -c, 'echo "cap=${ONEDNN_MAX_CPU_ISA:-none} token=${API_TOKEN:-none}"']}
+        run: "true"
+    """)
+    def probed(*flags):
+        result = ws.mlrun("plan", "cap", "--json", *flags)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["nodes"][0]["probes"]["cap"]
+    assert probed() == "cap=none token=none"
+    assert probed("--env.ONEDNN_MAX_CPU_ISA=AVX2", "--env.API_TOKEN=s3cret") == "cap=AVX2 token=none"

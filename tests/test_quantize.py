@@ -181,8 +181,8 @@ def test_int8_key_holds_the_cpus_int8_instructions(tmp_path):
             super().__init__(None)
             self.answer = answer
 
-        def __call__(self, node, spec, host):
-            return {name: self.answer for name in spec} if node.name == INT8 else super().__call__(node, spec, host)
+        def __call__(self, node, spec, host, overrides=None):
+            return {name: self.answer for name in spec} if node.name == INT8 else super().__call__(node, spec, host, overrides)
     def key(answer):
         return _node(_plan(tmp_path, "get ml-model bert int8-dynamic _random", prober=FakeCpu(answer)), INT8)
     vnni, plain = key("int8 isa: avx512_vnni"), key("int8 isa:")

@@ -1,4 +1,5 @@
-# Probe of get-cpu-bf16: one line naming the CPU's bf16 instructions, or exit 1 with the reason on stderr.
+# Probe of get-cpu-bf16: one line naming the CPU's bf16 instructions, or exit 1 with the reason on stderr (a CPU
+# without them, or an ISA cap below them).
 # Linux's /proc/cpuinfo flags (or the file given, for tests); where there is none, OpenVINO's own report decides
 # when the step starts.
 cpuinfo=${1:-/proc/cpuinfo}
@@ -9,4 +10,11 @@ if [ -z "$found" ]; then
        "OpenVINO would run fp32 instead; leave out --precision (fp32), or run on a CPU with AMX or AVX512_BF16" >&2
   exit 1
 fi
+# oneDNN's ISA cap (--env.ONEDNN_MAX_CPU_ISA): below bf16, OpenVINO reported bf16 and then failed to compile
+case "${ONEDNN_MAX_CPU_ISA:-}" in
+  ""|*BF16*|*bf16*|*FP16*|*fp16*|*AMX*|*amx*|*AVX10*|*avx10*|ALL|all|DEFAULT|default) ;;
+  *) echo "--precision=bf16: --env.ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA keeps OpenVINO's kernels below the" \
+          "CPU's bf16 instructions (${found% }); drop --env.ONEDNN_MAX_CPU_ISA, or leave out --precision (fp32)" >&2
+     exit 1 ;;
+esac
 echo "bf16 instructions: ${found% }"
