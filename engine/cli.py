@@ -1086,8 +1086,11 @@ def cmd_diff(args, extras, settings):
     b = records.load(records.find(settings.runs, args.run_b))
     sections = compare.everything(a, b)
     differ = 1 if any(sections.values()) else 0  # like diff(1): 0 the same, 1 different, 2 trouble
+    def ratio(what, x, y):   # a metric's B/A, as replay shows it
+        return compare.ratio(x, y) if what.startswith("metric.") else None
     if args.json:
-        _print_json({name: [{"what": w, "a": x, "b": y} for w, x, y in rows] for name, rows in sections.items()})
+        _print_json({name: [{"what": w, "a": x, "b": y, **({"ratio": r} if (r := ratio(w, x, y)) is not None else {})}
+                            for w, x, y in rows] for name, rows in sections.items()})
         return differ
     print(f"A = {a['id']} ({a.get('query')})\nB = {b['id']} ({b.get('query')})")
     for name, rows in sections.items():
@@ -1095,7 +1098,9 @@ def cmd_diff(args, extras, settings):
             continue
         print(f"{name}:")
         for what, x, y in rows:
-            print(f"  {what}" if x == y == "" else f"  {what}: {_brief(x)} -> {_brief(y)}")
+            r = ratio(what, x, y)
+            print(f"  {what}" if x == y == "" else f"  {what}: {_brief(x)} -> {_brief(y)}"
+                  + (f" (B/A {r:.3f})" if r is not None else ""))
     if not differ:
         print("no differences")
     return differ

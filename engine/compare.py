@@ -3,9 +3,11 @@
 Used by `mlrun diff` and by `mlrun replay` (which compares its own run with the recorded one).
 Each function returns plain data: lists of (what, in A, in B) rows.
 """
+import re
+
 from . import keys, records
 
-HOST_FIELDS = ("cpu", "cores", "memory_gb", "os", "machine", "python")
+HOST_FIELDS = ("cpu", "cores", "cpus_allowed", "memory_gb", "os", "machine", "python")
 
 
 def request(a, b):
@@ -29,7 +31,7 @@ def plan(a, b):
             rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f.split(".")[0] != "deps"]
             deps = [f.split(".", 1)[1] for f, _, _ in diffs if f.startswith("deps.")]
             if deps:
-                rows.append((f"step {label}: its dependencies differ: {', '.join(deps)} (see above)", "", ""))
+                rows.append((f"step {label}: its dependencies differ: {', '.join(deps)} (see their rows)", "", ""))
     return rows
 
 
@@ -114,20 +116,34 @@ def results(a, b):
 
 
 def ran(a, b):
-    """How each run ran, as its results say: the benchmark's own facts beside its figures (instances, the
-    precision its runtime compiled, how many operators ran int8, sequence handling) that differ. Facts are its
-    other scalar results that are not measurements (floats: a warm-up's rate, seconds of other load); an fp32
-    and an int8 run's request named the precision asked, not what ran."""
-    fa, fb = _facts(a), _facts(b)
-    return [(f"ran.{name}", fa.get(name, "absent"), fb.get(name, "absent"))
-            for name in list(fa) + [n for n in fb if n not in fa] if fa.get(name, "absent") != fb.get(name, "absent")]
+    """How each run ran, as its results say: the benchmark's own facts beside its figures (instances a rule chose,
+    the precision its runtime compiled, how many operators ran int8, sequence handling) that differ. Facts are its
+    other scalar results, less measurements (floats: a warm-up's rate; a text that differs only in its numbers: a
+    rule's sentence quoting the warm-up) and echoes of a setting (a fact named as an input, of the same value: the
+    request and the plan say those)."""
+    (fa, ea), (fb, eb) = _facts(a), _facts(b)
+    fa, fb = ({k: v for k, v in facts.items() if k not in ea | eb} for facts in (fa, fb))
+    rows = []
+    for name in list(fa) + [n for n in fb if n not in fa]:
+        x, y = fa.get(name, "absent"), fb.get(name, "absent")
+        if x != y and not (isinstance(x, str) and isinstance(y, str) and _NUMBER.sub("#", x) == _NUMBER.sub("#", y)):
+            rows.append((f"ran.{name}", x, y))
+    return rows
+
+
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def _facts(record):
+    """({name: fact}, {names that echo a setting of this run})."""
     results = record.get("results")
     others = {k: v for k, v in results.items() if k not in ("loadgen", "accuracy")} \
         if isinstance(results, dict) else {}   # results() shows those
-    return {name: value for name, value in records.result_fields(others) if not isinstance(value, float)}
+    settings = records.flat_settings(record)
+    facts = {name: value for name, value in records.result_fields(others) if not isinstance(value, float)}
+    echoes = {name for name, value in facts.items()
+              if name.rsplit(".", 1)[-1] in settings and settings[name.rsplit(".", 1)[-1]] == value}
+    return facts, echoes
 
 
 def everything(a, b):

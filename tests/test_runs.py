@@ -178,7 +178,14 @@ def test_diff_and_replay_take_mlruns_folders_for_places_not_differences(bench):
 def test_diff_names_the_differences(bench):
     a = run_json(bench, "app bench", "--mode=accuracy")["run"]
     b = run_json(bench, "app bench _int8", "--mode=performance")["run"]
+    path = os.path.join(bench.runs, b, "run.json")   # B twice as fast: diff says the ratio, as replay does
+    record = json.load(open(path))
+    record["results"]["loadgen"]["metric"]["samples per second"] = 25.0
+    json.dump(record, open(path, "w"))
     out = bench.mlrun("diff", a, b)
+    assert "metric.samples per second: 12.5 -> 25.0 (B/A 2.000)" in out.stdout, out.stdout
+    assert {"what": "metric.samples per second", "a": 12.5, "b": 25.0, "ratio": 2.0} in \
+        json.loads(bench.mlrun("diff", a, b, "--json").stdout)["results"]
     assert out.returncode == 1, out.stderr   # like diff(1): 1 when the runs differ
     assert 'request.query: "app bench" -> "app bench _int8"' in out.stdout
     assert 'step app: variations: ["fp32"] -> ["int8"]' in out.stdout
@@ -217,7 +224,7 @@ def test_diff_says_a_dependency_s_difference_above_its_dependents():
         return {"steps": [venv, app]}
     rows = [what for what, _, _ in compare.plan(record("a"), record("b"))]
     # which dependency is named (int8 against fp32 said only 'its dependencies differ')
-    assert rows == ["step venv: probes.python", "step app: its dependencies differ: python (see above)"]
+    assert rows == ["step venv: probes.python", "step app: its dependencies differ: python (see their rows)"]
 
 
 def test_replay_of_a_run_that_stopped_early_runs_the_rest(ws, tmp_path):
@@ -266,6 +273,13 @@ def test_diff_and_replay_say_how_each_run_ran():
             "openvino": {"precision": precision, "int8_operators": int8_ops, "streams": instances},
             "parallelism": {"instances": instances, "rule": "Offline"}}}
     fp32, int8 = record("fp32", 0, 2, 9.5), record("int8", 43, 1, 30.1)
+    # a fact that echoes the setting asked (the request says it) and a rule's sentence quoting a measurement are not
+    # how it ran differently
+    asked = {**int8, "request": {"inputs": {"precision": "int8"}}}
+    asked["results"] = {**int8["results"], "rule": "Server: slowest warm-up sample 4.0 ms x 2 cores"}
+    again = {**fp32, "results": {**fp32["results"], "rule": "Server: slowest warm-up sample 3.8 ms x 2 cores"}}
+    assert [what for what, _, _ in compare.ran(again, asked)] == [
+        "ran.openvino.int8_operators", "ran.openvino.streams", "ran.parallelism.instances"]
     assert compare.ran(fp32, int8) == [("ran.openvino.precision", "fp32", "int8"),
                                        ("ran.openvino.int8_operators", 0, 43), ("ran.openvino.streams", 2, 1),
                                        ("ran.parallelism.instances", 2, 1)]
