@@ -24,6 +24,7 @@ argmax start and end of each sample's logits over its real tokens.
 """
 import argparse
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -71,7 +72,8 @@ def sample_features(count, seed, cache, real=True):
     lengths = np.clip(rng.lognormal(np.log(DOCUMENTED_MEDIAN), sigma, count), 16, seq_plan.FEATURE_WIDTH).astype(int)
     ids, mask, segments = model_adapter.probe_inputs(lengths, seq_plan.FEATURE_WIDTH, seed=seed)
     features = SimpleNamespace(input_ids=ids, input_mask=mask, segment_ids=segments, lengths=lengths)
-    return features, list(range(count)), "documented length distribution (SQuAD data not found or not asked for)"
+    why = "not asked for" if not real else f"no SQuAD data in {DATA}: set MLRUN_MIRROR to a mirror of it"
+    return features, list(range(count)), f"documented length distribution ({why})"
 
 
 def fixed_model(args, cache):
@@ -156,13 +158,16 @@ class BenchParser(argparse.ArgumentParser):
 
 def model_args(description, samples, repeats):
     """The parser every bench script starts from: how many samples and passes, and the model's shape."""
-    parser = BenchParser(description=description)
+    # named as it is run (python -m bench.NAME), not as argparse guesses from the file (openvino_peak.py)
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    parser = BenchParser(prog=f"python -m {spec.name}" if spec and spec.name.startswith("bench.") else None,
+                         description=description)
     parser.add_argument("--samples", type=_between(min(samples, 1), FEATURES), default=samples,
                         help=f"samples per pass (1 to {FEATURES}; default {samples})")
     parser.add_argument("--repeats", type=_between(1), default=repeats, help=f"passes of each (default {repeats})")
-    parser.add_argument("--layers", type=_between(1), default=12)
-    parser.add_argument("--hidden", type=_between(1), default=768)
-    parser.add_argument("--heads", type=_between(1), default=12)
+    parser.add_argument("--layers", type=_between(1), default=12, help="the random model's layers (default 12)")
+    parser.add_argument("--hidden", type=_between(1), default=768, help="its hidden size (default 768)")
+    parser.add_argument("--heads", type=_between(1), default=12, help="its attention heads (default 12)")
     parser.add_argument("--seed", type=int, default=0, help="model weights and sample choice")
     parser.add_argument("--scratch", type=Path, default=default_scratch(), help="models and features kept here "
                         "between runs (default: $MLRUN_BENCH_SCRATCH, else $XDG_CACHE_HOME/mlrun-bench)")
