@@ -146,7 +146,13 @@ def summary_text(scenario, checks, notes=(), latencies=(), params=()):
     ("Server", [("Early stopping satisfied", False)],
      ["Run unsuccessful.", "Processed 20 queries.", "Would need to run at least 356 more queries,"], [],
      [("target_qps", "40")],
-     [("Early stopping satisfied", "needs 356 more queries", "--count=376 or more")]),
+     [("Early stopping satisfied", "needs 356 more queries",
+       "--count=376 or more), or a lower --target-qps (now 40)")]),
+    # every query within the bound: only a longer run helps (it was told "a lower --target-qps so fewer are late")
+    ("Server", [("Early stopping satisfied", False)],
+     ["Run unsuccessful.", "Processed 50 queries.", "Would need to run at least 200 more queries,"], [],
+     [("target_qps", "303.3"), ("target_latency (ns)", "130000000"), ("Max latency (ns)", "9000000")],
+     [("Early stopping satisfied", "needs 200 more queries", "a longer run (--count=250 or more)")]),
     ("Offline", [("Some future check satisfied", False)], [], [], [],
      [("Some future check satisfied", "LoadGen's check 'Some future check satisfied' said NO", "see the notes")]),
 ])
@@ -157,6 +163,8 @@ def test_each_invalid_reason_in_words(tmp_path, scenario, checks, notes, latenci
     assert len(explanation) == len(expected)
     for item, (check, why, fix) in zip(explanation, expected):
         assert item["check"] == check and why in item["why"] and fix in item["fix"], item
+        if "Max latency (ns)" in dict(params):
+            assert "--target-qps" not in item["fix"], item
 
 
 def test_a_full_length_run_is_not_short(tmp_path):
