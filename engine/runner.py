@@ -345,8 +345,12 @@ class Runner:
             raise UsageError(said[-1] if said else "the step refused its input (exit 2)",
                              hint=hints[-1] if hints else None)
         if code == EX_CONFIG:  # the step found this machine unable to run it (no GPU, no provider): exit 2
-            raise StepError(describe_exit(code) + " (the step refused this machine or request: see the log)",
-                            exit_code=2)
+            # its own hint ends mlrun's error (it was buried in the step's output, under "hint: full log: ...")
+            tail = _tail(log_path)
+            hints = [line[len("hint: "):] for line in tail if line.startswith("hint: ")]
+            raise StepError(describe_exit(code) + " (the step refused this machine or request"
+                            + ("" if _errors_said(tail) else ": see the log") + ")",
+                            hint=hints[-1] if hints else None, exit_code=2)
         if code != 0:
             raise StepError(describe_exit(code))
 

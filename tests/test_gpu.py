@@ -125,10 +125,13 @@ def test_a_step_that_finds_the_machine_unfit_exits_2(ws):
     ws.recipe("unfit", """
         tags: [unfit]
         cache: false
-        run: "echo 'error: no CUDAExecutionProvider' >&2; exit 78"
+        run: "echo 'error: no CUDAExecutionProvider' >&2; echo 'hint: run _cpu' >&2; exit 78"
     """)
     result = ws.mlrun("unfit")
-    assert_user_error(result, 2, "exited with code 78", "the step refused this machine or request")
+    # the reason quoted, and the step's own hint last (it was 'hint: full log: ...', the step's one buried above)
+    assert_user_error(result, 2, "exited with code 78", "the step refused this machine or request)",
+                      "no CUDAExecutionProvider")
+    assert result.stderr.rstrip().endswith("hint: run _cpu"), result.stderr
 
 
 def test_provider_options_cover_the_profiles_asked(monkeypatch):
