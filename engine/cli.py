@@ -1097,6 +1097,12 @@ def cmd_diff(args, extras, settings):
         if not rows:
             continue
         print(f"{name}:")
+        if name == "packages":   # a venv only one run has: its packages on one line (NNCF's layer made 16 rows)
+            for side, only in (("A", [(w, x) for w, x, y in rows if y == "absent"]),
+                               ("B", [(w, y) for w, x, y in rows if x == "absent"])):
+                if len(only) > 3:
+                    print(f"  only in {side}: " + ", ".join(f"{w.split(' ', 1)[1]} {v}" for w, v in only))
+                    rows = [row for row in rows if row[0] not in {w for w, _ in only}]
         for what, x, y in rows:
             r = ratio(what, x, y)
             print(f"  {what}" if x == y == "" else f"  {what}: {_brief(x)} -> {_brief(y)}"

@@ -201,6 +201,22 @@ def test_diff_names_the_differences(bench):
     assert_user_error(bench.mlrun("diff", a, "no-such-run"), 2, "no-such-run")
 
 
+def test_diff_puts_the_packages_of_a_venv_only_one_run_has_on_one_line(bench):
+    """An OpenVINO int8 run against an fp32 one listed NNCF's layer package by package (16 lines)."""
+    a = run_json(bench, "app bench")["run"]
+    b = run_json(bench, "app bench")["run"]
+    path = os.path.join(bench.runs, b, "run.json")
+    record = json.load(open(path))
+    step = next(s for s in record["steps"] if isinstance((s.get("record") or {}).get("packages"), list))
+    step["record"]["packages"] += ["nncf==3.4.0", "networkx==3.4", "rich==14.0.0", "pydot==3.0.4", "numpy==2.3.5"]
+    json.dump(record, open(path, "w"))
+    out = bench.mlrun("diff", a, b).stdout
+    assert "  only in B: networkx 3.4, nncf 3.4.0, pydot 3.0.4, rich 14.0.0\n" in out, out
+    assert 'package numpy: "2.3.4" -> "2.3.5"' in out and "package nncf" not in out, out
+    rows = json.loads(bench.mlrun("diff", a, b, "--json").stdout)["packages"]   # --json keeps a row each
+    assert {"what": "package nncf", "a": "absent", "b": "3.4.0"} in rows
+
+
 def test_diff_of_packages_sees_every_venv():
     """Two venvs merged into one dict: the backend's 1.23.2 hid the model's 1.22.1, and diff said nothing."""
     from engine import compare
