@@ -267,7 +267,9 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
     assert profiled == ["fp32", "int8", "bf16"][:3 if _cpu_multiplies_bf16() else 2], out
     int8_nodes = out.split("  int8: the pass at")[1].splitlines()[1]
     assert re.search(r"FullyConnected\w* \w+_[iu]8 \d", int8_nodes), out   # int8 kernels ran the weight products
-    assert out.count("the pass's wall time: the weight products ") == len(profiled), out
+    # of the pass's wall time, or (where the counters sum above it, as they may on a tiny model) of the counted
+    assert out.count("the pass's wall time: the weight products ") + out.count(
+        "of the counted time: the weight products ") == len(profiled), out
 
 
 def test_the_question_answering_app_runs_on_openvino_too(ov, accuracy_run, tmp_path):
