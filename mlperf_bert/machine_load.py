@@ -86,9 +86,11 @@ class OtherLoad:
 
 def describe(record):
     """One line for the run's summary."""
+    # a run no longer than the span is its own worst span ("worst 5 s" of a 0.1-s run said nothing more)
+    worst = f"; worst {record['span_s']:g} s: {record['worst_span_share']:.0%}" \
+        if record["seconds"] > record["span_s"] else ""
     line = (f"other processes took {record['share']:.1%} of the {record['cpus']} CPUs over the run "
-            f"({record['other_cpu_s']:.2f} CPU-s in {record['seconds']:.1f} s; worst {record['span_s']:g} s: "
-            f"{record['worst_span_share']:.0%})")
+            f"({record['other_cpu_s']:.2f} CPU-s in {record['seconds']:.1f} s{worst})")
     if record["busy"]:
         line += ": a busy machine; throughput and latency measured now are not this machine's (run again quietly)"
     return line

@@ -35,6 +35,7 @@ def test_a_quiet_run_is_not_flagged_and_a_short_run_is_its_own_span():
     assert "busy" not in machine_load.describe(quiet)
     short = load_of([(0.0, 0.0), (2.0, 1.2)])   # 2 s: 1.2 CPU-s of 4 CPU-s
     assert short["worst_span_share"] == pytest.approx(0.3) and short["busy"]
+    assert "(1.20 CPU-s in 2.0 s)" in machine_load.describe(short)   # its own worst span: said once
     assert load_of([(0.0, 0.0)]) is None   # one sample: nothing to say
     # A 0.2-s run: 0.04 CPU-s is 10% of the machine but a few clock ticks: not flagged.
     assert not load_of([(0.0, 0.0), (0.2, 0.04)])["busy"]
