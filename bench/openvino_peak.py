@@ -175,12 +175,7 @@ def contenders(model, int8_model, ov_int8_model, features, plan, cores):
 def ov_profile(path, precision, features, plan, indices, threads):
     """({(node type, kernel): seconds}, the pass's wall seconds) of OpenVINO running `path` over `indices` on one
     stream of `threads`: its per-node counters (compiled with PERF_COUNT: a pass of its own, not a timed one)."""
-    from mlperf_bert import model_adapter
-    from mlperf_bert.ov_backend import PRECISIONS, OvBackend
-    io = model_adapter.inspect(path)
-    compiled = ov.Core().compile_model(path, "CPU", {"INFERENCE_PRECISION_HINT": PRECISIONS[precision],
-                                                     "NUM_STREAMS": 1, "INFERENCE_NUM_THREADS": threads,
-                                                     "PERFORMANCE_HINT": "LATENCY", "PERF_COUNT": True})
+    from mlperf_bert.ov_backend import OvBackend, OvModel
     spent = collections.Counter()
 
     class Counted(OvBackend):   # each batch's counters are read before the next infer replaces them
@@ -191,8 +186,7 @@ def ov_profile(path, precision, features, plan, indices, threads):
                     spent[node.node_type, node.exec_type] += node.real_time.total_seconds()
             return out
 
-    model = type("Compiled", (), {"io": io, "compiled": compiled, "streams": 1, "threads": threads,
-                                  "_outputs": [io.start] if io.end is None else [io.start, io.end]})
+    model = OvModel(path, 1, threads, precision, profile=True)
     inference = QaInference(Counted(model), features, plan)
     for _ in inference.responses(indices):   # warm: OpenVINO prepares each new shape on its first inference
         pass

@@ -31,7 +31,7 @@ class OvModel:
     """The model compiled once for `instances` streams of `threads` threads each; request() gives each
     instance its infer request (OpenVINO places the streams on the cores itself)."""
 
-    def __init__(self, model_path, instances, threads, precision="fp32"):
+    def __init__(self, model_path, instances, threads, precision="fp32", profile=False):
         self.io = model_adapter.inspect(model_path)
         core = ov.Core()
         self.capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
@@ -41,7 +41,8 @@ class OvModel:
                              hint="leave out --precision (fp32), or run on a CPU with AMX or AVX512_BF16")
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "NUM_STREAMS": instances,
                   "INFERENCE_NUM_THREADS": instances * threads,
-                  "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT"}
+                  "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT",
+                  "PERF_COUNT": profile}   # per-node counters (bench.openvino_peak's profile); off: they cost time
         try:
             self.compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as error:   # OpenVINO raises RuntimeError for anything it cannot read or compile
