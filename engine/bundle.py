@@ -26,7 +26,7 @@ import zlib
 from . import integrity, signing
 from .cache import ENTRY_FILE, META_DIR, entry_problems, few, filed_as, group_readable, read_entry, removal_command
 from .errors import MlrunError, UsageError
-from .records import status
+from .records import check_shape, status
 
 RUN_DIR, CACHE_DIR = "run", "cache"
 REUSED = ("cached", "built")   # statuses of the steps whose folder is a cache entry
@@ -206,6 +206,27 @@ def import_bundle(path, cache, runs_dir, trust=None):
             "added": added, "present": present,
             "damaged_here": damaged,
             "signed": signature is not None, "signed_by": signed_by, "verified": bool(trust)}
+
+
+def read_record(path):
+    """The run record a bundle carries, read without importing it (`mlrun diff` of a teammate's bundle); the run
+    folder is the bundle's first member, so a bundle with the cache entries is not read to its end."""
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                parts = member.name.split("/")
+                if len(parts) == 3 and parts[0] == RUN_DIR and parts[2] == "run.json" and member.isfile():
+                    record = json.load(tar.extractfile(member))
+                    break
+            else:
+                raise MlrunError(f"{path} holds no run record", hint="a bundle is a .tar.gz made by `mlrun export`")
+    except (OSError, tarfile.TarError, EOFError, zlib.error, ValueError) as e:
+        raise _unreadable(path, e) from None
+    if not isinstance(record, dict) or record.get("id") != parts[1] or not isinstance(record.get("steps"), list):
+        raise _refuse(path, f"run {parts[1]}", "its run.json is no run record or names another run")
+    check_shape(record, f"{path}: {member.name}")
+    record["_dir"] = os.path.abspath(path)
+    return record
 
 
 def _unreadable(bundle, error):

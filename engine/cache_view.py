@@ -68,6 +68,11 @@ def _own(meta, recipes_by_name, common):
         if name in ("path", "model") and os.sep in text:
             text = os.path.basename(text)
         words.append(f"{name}={text}" if name != "packages" else text)
+    # --env overrides: in the key, in no input (three venvs of other OMP_NUM_THREADS or ISA caps read alike)
+    declared = set((recipe or {}).get("env") or {}).union(
+        *[(v.get("env") or {}) for v in ((recipe or {}).get("variations") or {}).values()])
+    env = (meta.get("material") or {}).get("env") or {}
+    words += [f"env.{k}={v}" for k, v in sorted(env.items()) if recipe and k not in declared]
     return "; ".join(words) or "-"
 
 

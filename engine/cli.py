@@ -181,8 +181,9 @@ def build_parser(only=None):
         p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results, how each "
                      "ran; exit 0 when nothing differs, 1 when something does, 2 on trouble (like diff(1))")
-    p.add_argument("run_a")
-    p.add_argument("run_b")
+    p.add_argument("run_a", metavar="RUN_A", help="a run id (or a unique prefix), a run folder, a run.json or a "
+                                                  "bundle .tar.gz (read in place, not imported)")
+    p.add_argument("run_b", metavar="RUN_B", help="the run to compare with A: the same forms")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("check", "run the official MLPerf submission checker on a submission tree", json_=True)
     p.add_argument("what", choices=["submission"], metavar="submission", help="what to check")
@@ -947,6 +948,11 @@ def cmd_runs(args, extras, settings):
     if args.action == "show" or args.run:
         if not args.run:
             raise UsageError("mlrun runs show needs a RUN", hint="`mlrun runs` lists them")
+        listing = [f"--{f}" for f in ("csv", "markdown", "where", "columns", "status", "query", "last", "all")
+                   if getattr(args, f, None) not in (None, False, [])]
+        if listing:   # options of the list: silently ignored before
+            raise UsageError(f"mlrun runs show takes one run; {', '.join(listing)} choose runs and columns of the list",
+                             hint="`mlrun runs show RUN` (or --json), or `mlrun runs " + " ".join(listing) + " ...`")
         record = records.load(records.find(settings.runs, args.run))
         if args.json:
             _print_json({k: v for k, v in record.items() if k != "_dir"})
@@ -966,10 +972,14 @@ def _show_record(r):
     took = f"  ({r['finished'] - r.get('started', 0):.1f} s)" if r.get("finished") else ""
     when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(r.get('started', 0)))
     print(f"run {r['id']}  {records.status(r)}  {when}{took}")
-    print(f"  command: {records.command(r)}")
-    print(f"  query: {r.get('query')}  inputs: {req.get('inputs') or {}}"
-          + (f"  deps: {req['dep_overrides']}" if req.get("dep_overrides") else "")
-          + (f"  env: {req['env_overrides']}" if req.get("env_overrides") else ""))
+    print(f"  command: {records.command(r) or '(not recorded)'}")
+    # as the command line writes them (was Python's {'mode': 'accuracy'} and strict=False)
+    asked = [f"--{k}={_word(v)}" for k, v in (req.get("inputs") or {}).items()]
+    asked += [f"--dep.{dep}.{k}={_word(v)}" for dep, kv in (req.get("dep_overrides") or {}).items()
+              for k, v in (kv.items() if isinstance(kv, dict) else [])]
+    asked += [f"--env.{k}={_word(v)}" for k, v in (req.get("env_overrides") or {}).items()]
+    # the command line says what was asked where it was recorded
+    print(f"  query: {r.get('query')}" + (f"  asked: {' '.join(asked)}" if asked and not records.command(r) else ""))
     if r.get("status") == "running" and r.get("process"):
         print(f"  process: pid {r['process'].get('pid')} on {r['process'].get('host')}")
     if r.get("replay_of"):
@@ -977,7 +987,7 @@ def _show_record(r):
     if r.get("error"):
         print(f"  error: {r['error']}")
     settings = {k: v for k, v in records.flat_settings(r).items() if v is not None}
-    print("  settings: " + (" ".join(f"{k}={v}" for k, v in settings.items()) or "-"))
+    print("  settings: " + (" ".join(f"{k}={_word(v)}" for k, v in settings.items()) or "-"))
     print(f"  result: {records.headline(r.get('results'))}")
     stopped = next((s for s in r.get("steps") or [] if s.get("status") in ("failed", "interrupted", "error")), None)
     if stopped:
@@ -996,6 +1006,11 @@ def _show_record(r):
     recipes = sorted((r.get("recipes") or {}).items())
     print("  recipes: " + ", ".join(f"{name} {info.get('digest', '?')[:12]}" for name, info in recipes))
     print(f"  folder: {r['_dir']}")
+
+
+def _word(value):
+    """A setting as a command line gives it: true/false, not Python's True/False."""
+    return str(value).lower() if isinstance(value, bool) else "-" if value is None else str(value)
 
 
 def cmd_export(args, extras, settings):
@@ -1082,15 +1097,22 @@ def cmd_replay(args, extras, settings):
 
 def cmd_diff(args, extras, settings):
     from . import compare, records
-    a = records.load(records.find(settings.runs, args.run_a))
-    b = records.load(records.find(settings.runs, args.run_b))
+    def load(ref):   # a bundle too, read in place (replay takes one; diff of a teammate's run needed an import)
+        if ref.endswith((".tar.gz", ".tgz")) or os.path.isfile(ref) and not ref.endswith(".json"):
+            from .bundle import read_record
+            if not os.path.isfile(ref):
+                raise UsageError(_not_a_file(ref), hint="diff takes run ids, run folders, run.json files or bundles")
+            return read_record(ref)
+        return records.load(records.find(settings.runs, ref))
+    a, b = load(args.run_a), load(args.run_b)
     sections = compare.everything(a, b)
     differ = 1 if any(sections.values()) else 0  # like diff(1): 0 the same, 1 different, 2 trouble
     def ratio(what, x, y):   # a metric's B/A, as replay shows it
         return compare.ratio(x, y) if what.startswith("metric.") else None
     if args.json:
-        _print_json({name: [{"what": w, "a": x, "b": y, **({"ratio": r} if (r := ratio(w, x, y)) is not None else {})}
-                            for w, x, y in rows] for name, rows in sections.items()})
+        _print_json({"a": a["id"], "b": b["id"],
+                     **{name: [{"what": w, "a": x, "b": y, **({"ratio": r} if (r := ratio(w, x, y)) is not None else {})}
+                               for w, x, y in rows] for name, rows in sections.items()}})
         return differ
     print(f"A = {a['id']} ({a.get('query')})\nB = {b['id']} ({b.get('query')})")
     for name, rows in sections.items():
@@ -1098,14 +1120,14 @@ def cmd_diff(args, extras, settings):
             continue
         print(f"{name}:")
         if name == "packages":   # a venv only one run has: its packages on one line (NNCF's layer made 16 rows)
-            for side, only in (("A", [(w, x) for w, x, y in rows if y == "absent"]),
-                               ("B", [(w, y) for w, x, y in rows if x == "absent"])):
+            for side, only in (("A", [(w, x) for w, x, y in rows if y is None]),
+                               ("B", [(w, y) for w, x, y in rows if x is None])):
                 if len(only) > 3:
                     print(f"  only in {side}: " + ", ".join(f"{w.split(' ', 1)[1]} {v}" for w, v in only))
                     rows = [row for row in rows if row[0] not in {w for w, _ in only}]
         for what, x, y in rows:
             r = ratio(what, x, y)
-            print(f"  {what}" if x == y == "" else f"  {what}: {_brief(x)} -> {_brief(y)}"
+            print(f"  {what}" if x is None and y is None else f"  {what}: {_brief(x)} -> {_brief(y)}"
                   + (f" (B/A {r:.3f})" if r is not None else ""))
     if not differ:
         print("no differences")
@@ -1172,5 +1194,5 @@ def _rel(path):
 
 
 def _brief(value):
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 80 else text[:77] + "..."
+    from .compare import shown
+    return shown(value)

@@ -1,19 +1,30 @@
 """What differs between two runs: request, plan, recipes, packages, host, results, and how each ran.
 
 Used by `mlrun diff` and by `mlrun replay` (which compares its own run with the recorded one).
-Each function returns plain data: lists of (what, in A, in B) rows.
+Each function returns plain data: lists of (what, in A, in B) rows; None where a run has no such value
+(shown() writes it "absent", as every missing value reads in diff and replay).
 """
+import json
 import re
 
 from . import keys, records
+from .secrets import MASK
 
 HOST_FIELDS = ("cpu", "cores", "cpus_allowed", "memory_gb", "os", "machine", "python")
 
 
 def request(a, b):
+    """The query, and each input and override that differs (two whole dicts cut at 80 characters hid where)."""
     ra, rb = a.get("request") or {}, b.get("request") or {}
-    return [(f"request.{f}", ra.get(f), rb.get(f)) for f in ("query", "inputs", "dep_overrides", "env_overrides")
-            if ra.get(f) != rb.get(f)]
+    rows = []
+    for f in ("query", "inputs", "dep_overrides", "env_overrides"):
+        x, y = ra.get(f), rb.get(f)
+        if isinstance(x or {}, dict) and isinstance(y or {}, dict) and (x or y):
+            x, y = x or {}, y or {}
+            rows += [(f"request.{f}.{k}", x.get(k), y.get(k)) for k in dict.fromkeys([*x, *y]) if x.get(k) != y.get(k)]
+        elif x != y:
+            rows.append((f"request.{f}", x, y))
+    return rows
 
 
 def plan(a, b):
@@ -23,15 +34,15 @@ def plan(a, b):
     for label in list(na) + [x for x in nb if x not in na]:   # plan order: a dependency's rows come above
         sa, sb = na.get(label), nb.get(label)
         if sa is None or sb is None:
-            rows.append((f"step {label}", "present" if sa else "not reached" if label in ua else "absent",
-                         "present" if sb else "not reached" if label in ub else "absent"))
+            rows.append((f"step {label}", "present" if sa else "not reached" if label in ua else None,
+                         "present" if sb else "not reached" if label in ub else None))
         elif sa["key"] != sb["key"]:
             ma, mb = sa["node"].get("material", {}), sb["node"].get("material", {})
             diffs = keys.differences(ma, mb) or [("key", sa["key"][:12], sb["key"][:12])]
             rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f.split(".")[0] != "deps"]
             deps = [f.split(".", 1)[1] for f, _, _ in diffs if f.startswith("deps.")]
             if deps:
-                rows.append((f"step {label}: its dependencies differ: {', '.join(deps)} (see their rows)", "", ""))
+                rows.append((f"step {label}: its dependencies differ: {', '.join(deps)} (see their rows)", None, None))
     return rows
 
 
@@ -62,9 +73,10 @@ def step_ids(steps):
 
 def recipes(a, b):
     ra, rb = a.get("recipes") or {}, b.get("recipes") or {}
-    return [(f"recipe {name}", (ra.get(name) or {}).get("digest", "absent")[:16],
-             (rb.get(name) or {}).get("digest", "absent")[:16])
-            for name in sorted(set(ra) | set(rb)) if (ra.get(name) or {}).get("digest") != (rb.get(name) or {}).get("digest")]
+    def digest(recipes, name):
+        return ((recipes.get(name) or {}).get("digest") or "")[:16] or None
+    return [(f"recipe {name}", digest(ra, name), digest(rb, name))
+            for name in sorted(set(ra) | set(rb)) if digest(ra, name) != digest(rb, name)]
 
 
 def packages(a, b):
@@ -77,7 +89,7 @@ def packages(a, b):
                 out.setdefault(name, set()).add(version)
         return {name: ", ".join(sorted(versions)) for name, versions in out.items()}
     pa, pb = flat(a), flat(b)
-    return [(f"package {name}", pa.get(name, "absent"), pb.get(name, "absent"))
+    return [(f"package {name}", pa.get(name), pb.get(name))
             for name in sorted(set(pa) | set(pb)) if pa.get(name) != pb.get(name)]
 
 
@@ -93,8 +105,10 @@ def host(a, b):
     ga, gb = (a.get("results") or {}).get("gpu") or {}, (b.get("results") or {}).get("gpu") or {}
     rows += [(f"host.gpu.{k}", ga.get(k), gb.get(k)) for k in sorted(set(ga) | set(gb)) if ga.get(k) != gb.get(k)]
     ea, eb = ha.get("env", {}), hb.get("env", {})
+    # A secret's value is not recorded: set in one shell only (a replay needs it there, the run had it by --env),
+    # it is no difference that could explain a figure.
     rows += [(f"host.env.{k}", ea.get(k), eb.get(k)) for k in sorted(set(ea) | set(eb))
-             if ea.get(k) != eb.get(k) and k not in PLACES]
+             if ea.get(k) != eb.get(k) and k not in PLACES and MASK not in (ea.get(k), eb.get(k))]
     return rows
 
 
@@ -109,7 +123,8 @@ def results(a, b):
     ma, mb = (ra.get("loadgen") or {}).get("metric") or {}, (rb.get("loadgen") or {}).get("metric") or {}
     for name in sorted(set(ma) | set(mb)):
         rows.append((f"metric.{name}", ma.get(name), mb.get(name)))
-    va, vb = (ra.get("loadgen") or {}).get("result"), (rb.get("loadgen") or {}).get("result")
+    # an accuracy run's LoadGen result is "": no result, as a run without LoadGen has none
+    va, vb = (ra.get("loadgen") or {}).get("result") or None, (rb.get("loadgen") or {}).get("result") or None
     if va or vb:
         rows.append(("loadgen.result", va, vb))
     return rows
@@ -123,11 +138,21 @@ def ran(a, b):
     request and the plan say those)."""
     (fa, ea), (fb, eb) = _facts(a), _facts(b)
     fa, fb = ({k: v for k, v in facts.items() if k not in ea | eb} for facts in (fa, fb))
-    rows = []
+    # A fact that changed exactly as a setting asked did (--count 20 -> 40: LoadGen's min_query_count and
+    # performance_sample_count_override, the batches) is that setting under another name.
+    sa, sb = records.flat_settings(a), records.flat_settings(b)
+    asked = {(str(sa.get(k)), str(sb.get(k))) for k in set(sa) | set(sb) if sa.get(k) != sb.get(k)}
+    rows, seen = [], set()
     for name in list(fa) + [n for n in fb if n not in fa]:
-        x, y = fa.get(name, "absent"), fb.get(name, "absent")
-        if x != y and not (isinstance(x, str) and isinstance(y, str) and _NUMBER.sub("#", x) == _NUMBER.sub("#", y)):
-            rows.append((f"ran.{name}", x, y))
+        x, y = fa.get(name), fb.get(name)
+        if x == y or isinstance(x, str) and isinstance(y, str) and _NUMBER.sub("#", x) == _NUMBER.sub("#", y):
+            continue
+        # the same fact kept twice (threads and parallelism.threads): once
+        said = (name.rsplit(".", 1)[-1], x, y)
+        if (str(x), str(y)) in asked or said in seen:
+            continue
+        seen.add(said)
+        rows.append((f"ran.{name}", x, y))
     return rows
 
 
@@ -149,6 +174,14 @@ def _facts(record):
 def everything(a, b):
     return {"request": request(a, b), "plan": plan(a, b), "recipes": recipes(a, b), "packages": packages(a, b),
             "host": host(a, b), "results": [row for row in results(a, b) if row[1] != row[2]], "ran": ran(a, b)}
+
+
+def shown(value, width=80):
+    """A value as diff and replay write it: JSON (so "2" and 2 differ visibly), a missing one as absent."""
+    if value is None:
+        return "absent"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= width else text[:width - 3] + "..."
 
 
 def ratio(x, y):

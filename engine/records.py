@@ -185,16 +185,33 @@ def list_ids(runs_dir):
         return []
 
 
+# The fields every reader of a record indexes, and what each must be where present.
+SHAPE = {"steps": list, "planned": list, "argv": list, "request": dict, "root": dict, "host": dict,
+         "recipes": dict, "status": str, "id": str, "query": str}
+
+
 def load(path):
     try:
         with open(path) as f:
             record = json.load(f)
     except (OSError, ValueError) as e:
         raise MlrunError(f"cannot read run record {path}: {e}") from None
-    if not isinstance(record, dict) or "steps" not in record:
-        raise MlrunError(f"{path} is not an mlrun run record")
+    check_shape(record, path)
     record["_dir"] = os.path.dirname(os.path.abspath(path))
     return record
+
+
+def check_shape(record, path):
+    """A damaged or hand-edited record ("steps": 5) is one unreadable run, not a TypeError that ends the listing."""
+    if not isinstance(record, dict) or "steps" not in record:
+        raise MlrunError(f"{path} is not an mlrun run record")
+    for field, kinds in SHAPE.items():
+        value = record.get(field)
+        if value is not None and not isinstance(value, kinds):
+            raise MlrunError(f"{path} is not an mlrun run record: its {field} is {type(value).__name__} "
+                             f"{json.dumps(value, default=str)[:40]}")
+    if not all(isinstance(step, dict) for step in record["steps"]):
+        raise MlrunError(f"{path} is not an mlrun run record: a step of it is not an object")
 
 
 # -- what a record says, in a few words ----------------------------------------------------

@@ -12,6 +12,7 @@ import os
 from . import compare, keys, records
 from .errors import MlrunError, StepError
 from .index import RecipeIndex
+from .compare import shown
 from .records import status
 from .resolver import resolve
 from .words import plural
@@ -104,24 +105,24 @@ def verdict(old, new):
         if what.startswith("accuracy."):
             same = was == now
             ok = ok and same
-            lines.append(f"{what}: {now} ({'equal' if same else f'DIFFERS: recorded {was}'})")
+            lines.append(f"{what}: {shown(now)} ({'equal' if same else f'DIFFERS: recorded {shown(was)}'})")
         elif what.startswith("metric."):
             r = compare.ratio(was, now)
-            lines.append(f"{what}: {now} vs recorded {was}" + (f" (ratio {r:.3f})" if r is not None else ""))
+            lines.append(f"{what}: {shown(now)} vs recorded {shown(was)}" + (f" (ratio {r:.3f})" if r is not None else ""))
         else:
-            lines.append(f"{what}: {now} (recorded {was})")
+            lines.append(f"{what}: {shown(now)} (recorded {shown(was)})")
     host = compare.host(old, new)
     if host:
         lines.append("host differences (performance is not comparable one to one):")
-        lines += [f"  {what}: recorded {was!r}, here {now!r}" for what, was, now in host]
+        lines += [f"  {what}: recorded {shown(was)}, here {shown(now)}" for what, was, now in host]
     how = compare.ran(old, new)
     if how:   # the same plan on another machine: the scenario's rule may choose other instances
         lines.append("how it ran differs:")
-        lines += [f"  {what}: recorded {was!r}, here {now!r}" for what, was, now in how]
+        lines += [f"  {what}: recorded {shown(was)}, here {shown(now)}" for what, was, now in how]
     pkgs = compare.packages(old, new)
     if pkgs:
         lines.append("package differences:")
-        lines += [f"  {what}: recorded {was}, here {now}" for what, was, now in pkgs]
+        lines += [f"  {what}: recorded {shown(was)}, here {shown(now)}" for what, was, now in pkgs]
     return lines, ok
 
 

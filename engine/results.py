@@ -27,7 +27,8 @@ WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<)(.*)$"
 # Columns the table may shorten (with "...") to fit the terminal, most willing first; then any other
 # column but these, down to NARROW.
 SHRINKABLE = ("error", "reasons", "query", "query_rest", "sequence_handling", "model", "user_conf", "audit_config")
-KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline")
+KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline", "mode_scenario")   # perf/S... hid
+# SingleStream from Server
 NEVER_DROPPED = ("query", "query_rest", "mode_scenario", "error", "reasons")   # what ran and why it failed
 MIN_WIDTH, QUERY_WIDTH, NARROW, READABLE = 14, 24, 6, 10
 # Table headers for columns whose name says less than it could.
@@ -54,13 +55,20 @@ def parse_where(texts):
     return out
 
 
+# Fields docs/sweeps.md promises: no row has them until a run of that kind exists (no Offline performance run
+# yet: no samples_per_second), which is an empty column, not a misspelt name.
+DOCUMENTED = re.compile(r"(run|status|query|host|started|seconds|result|reasons|f1|exact_match|accuracy_\w+"
+                        r"|(completed_|scheduled_)?samples_per_second|latency_p\d+(_\d+)?_ms)")
+
+
 def check_fields(names, rows, what):
-    """A usage error for a field no row has (with the nearest names), unless there are no rows at all."""
+    """A usage error for a field no row has (with the nearest names), unless there are no rows at all or the
+    field is one every benchmark run may have."""
     if not rows:
         return
     known = set().union(*rows)
     for name in names:
-        if name not in known:
+        if name not in known and not DOCUMENTED.fullmatch(name):
             near = difflib.get_close_matches(name, sorted(known), n=3)
             raise UsageError(f"no field '{name}' in {what}",
                              hint=(f"did you mean {', '.join(near)}? " if near else "")
@@ -164,6 +172,8 @@ def render(rows, columns, fmt="table", width=None, whole=()):
 
 def _cell(column, row):
     text = show(column, row.get(column))
+    if column == "status" and row.get("replay_of"):   # the table said nothing of which runs were replays
+        return f"{text} (replay)"
     return text + short_mark(row) if column == "result" and row.get(column) else text
 
 
@@ -291,7 +301,7 @@ def run_rows(runs_dir, unreadable=None):
         row["mode_scenario"] = mode.replace("performance", "perf") or None
         if record.get("replay_of"):
             row["replay_of"] = record["replay_of"]
-        out.append((row, list(records.flat_settings(record))))
+        out.append((row, records.flat_settings(record)))
     return sorted(out, key=lambda item: item[0].get("started") or 0)   # ids of one second sort by chance
 
 
@@ -328,13 +338,15 @@ def run_columns(items, rows):
     """Default columns of `runs`, and what every listed run shares (said once, below the table): the run,
     its query and mode/scenario (unless all runs share them), the settings that differ, result, status."""
     chosen = {r["run"] for r in rows}
-    settings = []
-    for row, names in items:
+    settings, asked = [], []
+    for row, given in items:
         if row["run"] in chosen:
-            settings += [n for n in names if n not in settings and n not in ("mode", "scenario")]
+            settings += [n for n in given if n not in settings and n not in ("mode", "scenario")]
+            asked.append(given)
     # An override given to some runs only differs (absent = the recipe's own value); an input or group that
-    # runs of another recipe lack does not.
-    differ = [f for f in settings if varying(rows, [f], missing=f.startswith(("dep.", "env.")))]
+    # runs of another recipe lack does not. Settings as asked: an input no run set (--threads) whose result
+    # of the same name (the threads a rule chose) differs is no setting that differs.
+    differ = [f for f in settings if varying(asked, [f], missing=f.startswith(("dep.", "env.")))]
     _query_rest(rows, differ)
     shared = [c for c in present(rows, ["query_rest", "mode_scenario"]) if len(rows) > 1 and not varying(rows, [c])]
     columns = [c for c in ["run", "query_rest"] + present(rows, ["mode_scenario"]) if c not in shared]
@@ -381,7 +393,8 @@ def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=
             shared += [" ".join(common)] if common else []
     text = render(rows, columns, fmt)
     if dropped:   # wrapped, not cut: the names are what --columns takes
-        text += "\n".join(textwrap.wrap(f"{plural(len(dropped), 'more setting')} differ, not shown (--columns picks "
+        text += "\n".join(textwrap.wrap(f"{plural(len(dropped), 'more setting')} "
+                                         f"{'differs' if len(dropped) == 1 else 'differ'}, not shown (--columns picks "
                                          "them, --csv has all): " + ", ".join(sorted(dropped)), width,
                                          break_on_hyphens=False)) + "\n"
     return text + (f"every run listed: {', '.join(shared)}\n" if shared and fmt == "table" else "")

@@ -23,8 +23,10 @@ PARAM_NAMES = {"token", "access_token", "refresh_token", "id_token", "auth_token
                "signature", "x_amz_signature", "x_amz_credential", "x_amz_security_token", "x_goog_signature",
                "x_goog_credential"}
 # User info without a password is a token when it looks like one (https://ghp_...@github.com), not a user name
-# (ssh://git@github.com, http://proxyuser@proxy): 20 characters or more, or a token's prefix.
-TOKEN_USER = re.compile(r".{20,}|(ghp|gho|ghu|ghs|ghr|github_pat|glpat|hf|xox[a-z]|sk)[_-].+")
+# (ssh://git@github.com, http://proxyuser@proxy): 20 characters or more, a token's prefix, or 12 or more of
+# letters and digits mixed (a 15-character token was kept in a record).
+TOKEN_USER = re.compile(r".{20,}|(ghp|gho|ghu|ghs|ghr|github_pat|glpat|hf|xox[a-z]|sk)[_-].+"
+                        r"|(?=.*[0-9])(?=.*[A-Za-z]).{12,}")
 # Shorter values are masked only where their name shows (a variable, an --env flag): replacing every
 # "abc" in a record would mangle it (and 8 random characters are not found in a key by chance).
 MIN_SCRUBBED = 8

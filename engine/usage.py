@@ -11,6 +11,12 @@ from .errors import ResolutionError, UsageError
 from .words import did_you_mean, nearest
 
 
+# What a word another verb owns was meant for: `mlrun show run X` is `mlrun runs show X`.
+ELSEWHERE = {("mlrun show", "run"): "`mlrun runs show RUN` shows a run's record",
+             ("mlrun show", "runs"): "`mlrun runs` lists the runs",
+             ("mlrun show", "sweep"): "`mlrun sweep show NAME` shows a sweep"}
+
+
 class _Once(argparse._StoreAction):
     """An option of one value given twice is refused, as inputs are (--cache A --cache B used B in silence)."""
 
@@ -43,7 +49,8 @@ class Parser(argparse.ArgumentParser):
         if m:
             choices = [c.strip(" '") for c in m.group(3).split(",")]
             raise UsageError(f"{verb}: '{m.group(2)}' is not one of {', '.join(choices)}"
-                             + did_you_mean(m.group(2), choices), hint=f"{verb} --help")
+                             + did_you_mean(m.group(2), choices),
+                             hint=ELSEWHERE.get((verb, m.group(2)), f"{verb} --help"))
         raise UsageError(f"{verb}: {message}", hint=f"{verb} --help")
 
     def _describe(self, names):

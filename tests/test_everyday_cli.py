@@ -237,6 +237,10 @@ def test_show_cache_tells_venvs_apart_by_their_packages(app):
     assert details == ["onnx numpy", "onnxruntime tokenizers regex tqdm +1"]
     assert all(any(d in row for row in table) for d in details)
     assert app.mlrun("show", "cache", "ml-model").stdout.splitlines()[-1].startswith("1 entry,")
+    # entries of another --env read '-' alike (a user's trial: three venvs of OMP_NUM_THREADS and ISA caps)
+    assert app.mlrun("get ml-model bert", "--env.OMP_NUM_THREADS=1").returncode == 0
+    details = sorted(m["details"] for m in json.loads(app.mlrun("show", "cache", "ml-model", "--json").stdout))
+    assert details[0].startswith("-") and details[1].startswith("env.OMP_NUM_THREADS=1"), details
 
 
 @pytest.mark.slow

@@ -241,6 +241,9 @@ def test_url_masking_keeps_what_is_no_secret():
     # A password may hold # and ?; a token as user info; a value ends before a quote or a comma (a JSON line)
     assert secrets.mask_urls("https://u:pa#ss?1@h/x https://ghp_abc123@github.com/o") == \
         (f"https://u:{MASK}@h/x https://{MASK}@github.com/o", ["pa#ss?1", "ghp_abc123"])
+    # a shorter token: letters and digits mixed, 12 or more (a user's trial kept this one in run.json)
+    assert secrets.mask_urls("https://tok987654321xyz@host.example/p") == (f"https://{MASK}@host.example/p",
+                                                                          ["tok987654321xyz"])
     assert secrets.mask_urls('{"a": "https://h/x?sig=abc", "b": 1}') == (f'{{"a": "https://h/x?sig={MASK}", "b": 1}}', ["abc"])
 
 

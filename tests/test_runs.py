@@ -74,6 +74,17 @@ def test_runs_lists_and_shows(bench):
     shown = bench.mlrun("runs", "show", first[:15])
     assert shown.returncode == 0, shown.stderr
     assert "query: app bench" in shown.stdout and "packages of tool" in shown.stdout
+    # values as a command line gives them (was Python's {'mode': 'accuracy'}, strict=False, command: None)
+    assert "True" not in shown.stdout and "False" not in shown.stdout and "{'" not in shown.stdout, shown.stdout
+    path = os.path.join(bench.runs, first, "run.json")
+    record = json.load(open(path))
+    json.dump({**record, "argv": None, "request": {**record["request"], "inputs": {"mode": "accuracy", "x": True}}},
+              open(path, "w"))
+    shown = bench.mlrun("runs", "show", first).stdout
+    assert "command: (not recorded)" in shown and "asked: --mode=accuracy --x=true" in shown, shown
+    json.dump(record, open(path, "w"))
+    for flag in (["--csv"], ["--where", "mode=accuracy"], ["--last", "2"]):   # options of the list: were ignored
+        assert_user_error(bench.mlrun("runs", "show", first, *flag), 2, "mlrun runs show takes one run")
     assert json.loads(bench.mlrun("runs", "--json").stdout)[0]["run"] == first
     assert_user_error(bench.mlrun("runs", "show", "nope"), 2, "no run 'nope'")
     shutil.copytree(os.path.join(bench.runs, first), os.path.join(bench.runs, first + ".bak"))
@@ -91,6 +102,8 @@ def test_replay_on_the_same_machine_reuses_every_node_and_equals(bench):
     assert record_of(bench, replayed["run"])["replay_of"] == first
     text = bench.mlrun("replay", first)
     assert "accuracy.f1: 90.5 (equal)" in text.stdout and "ratio 1.000" in text.stdout
+    table = {line.split()[0]: line for line in bench.mlrun("runs").stdout.splitlines()[1:]}
+    assert table[replayed["run"]].endswith("ok (replay)") and table[first].endswith(" ok"), table   # was unmarked
 
 
 def test_replay_uses_the_recorded_recipes_when_the_local_ones_changed(bench):
@@ -196,6 +209,10 @@ def test_diff_names_the_differences(bench):
     assert as_json.returncode == 1
     as_json = json.loads(as_json.stdout)
     assert {"what": "step app: inputs.mode", "a": "accuracy", "b": "performance"} in as_json["plan"]
+    # which runs, and each input that differs on its own row (two whole dicts cut at 80 characters hid where)
+    assert (as_json["a"], as_json["b"]) == (a, b)
+    assert {"what": "request.inputs.mode", "a": "accuracy", "b": "performance"} in as_json["request"]
+    assert 'request.inputs.mode: "accuracy" -> "performance"' in out.stdout
     same = bench.mlrun("diff", a, a)
     assert "no differences" in same.stdout and same.returncode == 0
     assert_user_error(bench.mlrun("diff", a, "no-such-run"), 2, "no-such-run")
@@ -214,7 +231,7 @@ def test_diff_puts_the_packages_of_a_venv_only_one_run_has_on_one_line(bench):
     assert "  only in B: networkx 3.4, nncf 3.4.0, pydot 3.0.4, rich 14.0.0\n" in out, out
     assert 'package numpy: "2.3.4" -> "2.3.5"' in out and "package nncf" not in out, out
     rows = json.loads(bench.mlrun("diff", a, b, "--json").stdout)["packages"]   # --json keeps a row each
-    assert {"what": "package nncf", "a": "absent", "b": "3.4.0"} in rows
+    assert {"what": "package nncf", "a": None, "b": "3.4.0"} in rows   # missing: null, never a string
 
 
 def test_diff_of_packages_sees_every_venv():
@@ -274,7 +291,8 @@ def test_replay_of_a_run_that_stopped_early_runs_the_rest(ws, tmp_path):
     assert "no results to compare" in replayed.stdout, replayed.stdout
     again = json.loads(ws.mlrun("runs", "--json", "--last", "1").stdout)[0]["run"]
     diff = ws.mlrun("diff", first, again).stdout
-    assert "not reached" in diff and "absent" not in diff, diff   # was: its first lib absent, then present
+    assert "step app: \"not reached\" -> \"present\"" in diff and "step get" not in diff, diff   # was: its first lib absent, then present
+    assert "accuracy.f1: absent -> 1.0" in diff, diff   # a missing value reads "absent" (was null, "" or "absent")
 
 
 def test_diff_and_replay_say_how_each_run_ran():
@@ -300,8 +318,86 @@ def test_diff_and_replay_say_how_each_run_ran():
                                        ("ran.openvino.int8_operators", 0, 43), ("ran.openvino.streams", 2, 1),
                                        ("ran.parallelism.instances", 2, 1)]
     assert compare.ran(fp32, record("fp32", 0, 2, 8.7)) == []   # model paths and warm-up rates are not facts
-    assert compare.ran(fp32, {"results": None})[0] == ("ran.sequence_handling", "exact lengths", "absent")
+    assert compare.ran(fp32, {"results": None})[0] == ("ran.sequence_handling", "exact lengths", None)
     assert compare.everything(fp32, int8)["ran"] == compare.ran(fp32, int8)
     lines, ok = replay.verdict(fp32, record("fp32", 0, 1, 9.5))
     assert ok and lines[-3:] == ["how it ran differs:", "  ran.openvino.streams: recorded 2, here 1",
                                  "  ran.parallelism.instances: recorded 2, here 1"]
+
+
+@pytest.mark.parametrize("query, name, inputs", [
+    ("app mlperf bert _onnxruntime _random", "user_conf", {"mode": "accuracy"}),
+    ("app mlperf bert _onnxruntime _random", "audit_config", {"mode": "performance"}),
+    ("app mlperf bert _onnxruntime _random", "questions", {"mode": "accuracy"}),
+    ("app bert qa _random", "passage_file", {"question": "who?"}),
+    ("app bert qa _random", "question_file", {"passage": "a text"}),
+])
+def test_a_file_the_app_reads_is_in_its_key_by_content(tmp_path, query, name, inputs):
+    """An edited --user_conf at the same path gave the same key: `replay` said the run was exact, `diff` of the two
+    runs said 'no differences' (a user's trial)."""
+    from engine.resolver import resolve
+    from engine.settings import Settings
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    settings = Settings.from_env(environ={"MLRUN_RECIPES": os.path.join(root, "recipes"),
+                                          "MLRUN_CACHE": str(tmp_path / "cache")})
+    given = tmp_path / "given.txt"
+
+    def key():
+        plan = resolve(settings.index(), query, inputs={**inputs, name: str(given)}, host_env=dict(os.environ),
+                       prober=settings.prober())
+        return plan.root.key
+    given.write_text("min_query_count = 20\n")
+    first = key()
+    assert key() == first
+    given.write_text("min_query_count = 30\n")
+    assert key() != first
+
+
+def test_a_secret_set_in_one_shell_only_is_no_host_difference():
+    """A run given --env.HF_TOKEN, replayed with HF_TOKEN in the shell (replay needs it there): every replay listed
+    'host.env.HF_TOKEN: recorded None, here <redacted>' and diff of the two runs never came out clean."""
+    from engine import compare
+    from engine.secrets import MASK
+    run = {"host": {"cpu": "x", "env": {"OMP_NUM_THREADS": "2"}}}
+    replayed = {"host": {"cpu": "x", "env": {"OMP_NUM_THREADS": "2", "HF_TOKEN": MASK}}}
+    assert compare.host(run, replayed) == []
+    other = {"host": {"cpu": "x", "env": {"OMP_NUM_THREADS": "1", "HF_TOKEN": MASK}}}
+    assert compare.host(run, other) == [("host.env.OMP_NUM_THREADS", "2", "1")]
+
+
+def test_how_it_ran_leaves_out_a_settings_echo_under_another_name_and_a_fact_kept_twice():
+    """count 20 against 40 listed LoadGen's min_query_count, performance_sample_count_override and the batches (the
+    count under other names), and threads beside parallelism.threads (a user's trial)."""
+    from engine import compare
+
+    def record(count, threads):
+        return {"request": {"inputs": {"count": str(count)}}, "results": {
+            "threads": threads, "parallelism": {"threads": threads, "instances": 3 - threads},
+            "settings": {"min_query_count": count, "performance_sample_count_override": count},
+            "batching": {"batches": count}}}
+    assert compare.ran(record(20, 1), record(40, 2)) == [("ran.threads", 1, 2), ("ran.parallelism.instances", 2, 1)]
+    assert compare.ran(record(20, 1), record(20, 1)) == []
+
+
+def test_usage_errors_of_the_run_verbs_name_what_a_user_types(bench):
+    """`mlrun diff X` said 'needs run_b' (argparse's name); `mlrun show run X` pointed at show's help only."""
+    assert_user_error(bench.mlrun("diff", "x"), 2, "mlrun diff needs RUN_B")
+    assert_user_error(bench.mlrun("show", "run", "x"), 2, "hint: `mlrun runs show RUN` shows a run's record")
+
+
+def test_diff_reads_a_bundle_in_place(bench, tmp_path):
+    """replay took a teammate's bundle, diff said "no run 'X.tar.gz'": it had to be imported first."""
+    first = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    second = run_json(bench, "app bench _int8", "--mode=accuracy")["run"]
+    bundle = str(tmp_path / "first.tar.gz")
+    assert bench.mlrun("export", first, "-o", bundle).returncode == 0
+    shutil.rmtree(os.path.join(bench.runs, first))   # not imported by diff: read where it is
+    out = bench.mlrun("diff", bundle, second, "--json")
+    assert out.returncode == 1, out.stderr
+    said = json.loads(out.stdout)
+    assert (said["a"], said["b"]) == (first, second) and said["request"][0]["what"] == "request.query", said
+    assert not os.path.exists(os.path.join(bench.runs, first))
+    assert bench.mlrun("diff", bundle, bundle).returncode == 0
+    (tmp_path / "cut.tar.gz").write_bytes(open(bundle, "rb").read()[:200])
+    assert_user_error(bench.mlrun("diff", str(tmp_path / "cut.tar.gz"), second), 2, "cannot read the bundle")
+    assert_user_error(bench.mlrun("diff", str(tmp_path / "gone.tgz"), second), 2, "no such file")

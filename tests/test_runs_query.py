@@ -239,13 +239,23 @@ def test_words_every_listed_run_has_leave_the_query_for_the_line_below(bench):
     assert "_cpu" in table   # columns asked for: the queries whole
 
 
-def test_a_record_that_cannot_be_read_is_said(bench):
+@pytest.mark.parametrize("text", ["{half", '{"id": "x", "results": "oops", "steps": 5, "status": "ok"}',
+                                  '{"steps": [], "request": "a string", "status": "ok"}', '{"steps": [3]}'])
+def test_a_record_that_cannot_be_read_is_said(bench, text):
+    """A record of the wrong shape ("steps": 5) ended `runs`, `runs show` and `diff` with 'unexpected TypeError'."""
     first = run(bench, "app bench")["run"]
+    second = run(bench, "app bench")["run"]
     with open(os.path.join(bench.runs, first, "run.json"), "w") as f:
-        f.write("{half")
+        f.write(text)
     listed = bench.mlrun("runs")
     assert listed.returncode == 0 and f"1 run record could not be read: {first} (`mlrun runs show {first}`" \
         in listed.stderr, listed.stderr
+    assert second in listed.stdout
+    for verb in (["runs", "show", first], ["diff", first, second], ["replay", first]):
+        said = bench.mlrun(*verb)
+        assert_user_error(said, 2)
+        assert "unexpected" not in said.stderr and ("cannot read run record" in said.stderr
+                                                    or "is not an mlrun run record" in said.stderr), said.stderr
 
 
 def test_an_override_given_to_some_runs_only_makes_a_column(bench):
@@ -292,8 +302,9 @@ def test_a_narrow_table_cuts_paths_and_other_columns_before_the_query():
     rows = [{"run": "20261204-095210-51f5", "query_rest": "app mlperf bert _onnxruntime _cpu _random",
              "mode_scenario": "perf/Offline", "model": "random", "audit_config": "/tmp/subm/work/TEST01/audit.config",
              "headline": "31.30/s VALID (short)", "status": "ok"}]
-    [head, line] = render(rows, list(rows[0]), width=100).splitlines()
-    assert len(line) <= 100 and "app ... _cpu _random" in line and "/tm..." in line, line
+    [head, line] = render(rows, list(rows[0]), width=104).splitlines()
+    assert len(line) <= 104 and "app ... _cpu _random" in line and "/tm..." in line, line
+    assert "  perf/Offline  " in line, line   # whole: 'perf/S...' hid SingleStream from Server (a user's trial)
     # An error keeps its end, where a failed step's own words are (was: "step app-mlperf-bert _onn...")
     rows = [{"point": "p001", "point_status": "failed", "error": "step app-mlperf-bert _onnxruntime _cpu _random "
              "failed: exited with code 2: model.onnx has a fixed sequence length 16; the features are 384 long"}]
@@ -312,3 +323,25 @@ def test_a_table_never_cuts_the_columns_it_is_told_to_keep_whole():
     assert "onnxruntime==1.22.2" not in cut
     assert "onnxruntime==1.22.2" in kept and "onnxruntime==1.23.2" in kept and "SingleStream" in kept
     assert "true,false" in results.render([{"a": True, "b": False}], ["a", "b"], fmt="csv").replace("\n", ",")
+
+
+def test_a_documented_field_no_run_has_yet_is_an_empty_column_not_an_error(bench):
+    """README's own example (`--columns run,...,samples_per_second`) and the hint's `--where samples_per_second>100`
+    failed with "no field" until an Offline performance run existed (a user's trial)."""
+    first = run(bench, "app bench", "--mode=accuracy")["run"]
+    shown = bench.mlrun("runs", "--columns", "run,scheduled_samples_per_second,accuracy_met", "--csv")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == ["run,scheduled_samples_per_second,accuracy_met", f"{first},,"], shown.stdout
+    where = bench.mlrun("runs", "--where", "scheduled_samples_per_second>100", "--json")
+    assert where.returncode == 0 and json.loads(where.stdout) == [], where.stderr
+    assert_user_error(bench.mlrun("runs", "--columns", "samples_per_secnd"), 2, "no field 'samples_per_secnd'")
+
+
+def test_a_result_named_as_an_input_nobody_set_makes_no_settings_column():
+    """THREADS and INSTANCES (what the parallelism rule chose, in the results) took the table's room while the
+    settings that were asked and differed (count, --env) went to '4 more settings differ, not shown'."""
+    from engine.results import run_columns
+    items = [({"run": f"r{i}", "query": "app x", "threads": 3 - i, "count": 10 * i, "headline": "-", "status": "ok"},
+              {"threads": None, "count": str(10 * i)}) for i in (1, 2)]
+    columns, _ = run_columns(items, [row for row, _ in items])
+    assert "count" in columns and "threads" not in columns, columns
