@@ -23,6 +23,9 @@ processes on a shared machine hurts all alike. The last lines compare the backen
 argmax start and end of each sample's logits over its real tokens.
 """
 import argparse
+import contextlib
+import io
+import logging
 import os
 import sys
 import threading
@@ -55,6 +58,23 @@ FEATURES = 10833   # SQuAD v1.1 dev features at 384 (docs/mlperf-bert.md): no sa
 # Section 3 of docs/mlperf-bert.md: real lengths have median 164 and p90 272; a log-normal
 # with those two quantiles (mean 177 against the documented 178.5) stands in without the data.
 DOCUMENTED_MEDIAN, DOCUMENTED_P90, Z90 = 164, 272, 1.2816
+
+
+@contextlib.contextmanager
+def quietly(what):
+    """Say `what` on one line (stderr), and keep a library's own progress bars and warnings (NNCF's rich bars, the
+    quantiser's "consider pre-processing") out of the figures; shown whole only when it fails."""
+    print(f"{what}...", file=sys.stderr, flush=True)   # a note, not a figure: stdout holds those
+    said = io.StringIO()
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):
+            yield
+    except BaseException:
+        sys.stderr.write(said.getvalue())
+        raise
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def sample_features(count, seed, cache, real=True):

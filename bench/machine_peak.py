@@ -60,7 +60,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.harness import agreement, fixed_model, model_args, reference_pass, sample_features
+from bench.harness import agreement, fixed_model, model_args, quietly, reference_pass, sample_features
 from mlperf_bert import fusion, parallelism, quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference, run_on_instances
@@ -171,9 +171,11 @@ def quantized(source, cache):
     out_path = Path(cache) / f"{Path(source).stem}.int8-{tag}.onnx"
     if not out_path.is_file():
         # The fused graph's com.microsoft ops defeat ONNX shape inference: tensors of unknown type are float.
-        quantize_dynamic(str(source), str(out_path), per_channel=settings["per_channel"],
-                         reduce_range=settings["reduce_range"], weight_type=getattr(QuantType, settings["weight_type"]),
-                         extra_options={"DefaultTensorType": TensorProto.FLOAT})
+        with quietly(f"onnxruntime dynamic int8 of {Path(source).name} ({tag}), once into {cache}"):
+            quantize_dynamic(str(source), str(out_path), per_channel=settings["per_channel"],
+                             reduce_range=settings["reduce_range"],
+                             weight_type=getattr(QuantType, settings["weight_type"]),
+                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
     return str(out_path), settings
 
 

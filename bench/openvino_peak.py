@@ -48,7 +48,7 @@ try:
 except ImportError:   # the repo's venv: main() runs this again under the backend's interpreter
     ov = None
 
-from bench.harness import fixed_model, model_args, reference_pass, sample_features
+from bench.harness import fixed_model, model_args, quietly, reference_pass, sample_features
 from bench.machine_peak import PEAK_SHAPES, gemm_peak, model_flops, quantized
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
@@ -89,7 +89,9 @@ def nncf_int8(model, features, timed, cache, seed):
         else:   # no SQuAD data: every feature is timed; 100 others of the same length distribution
             calibration, rows, _ = sample_features(100, seed + 1, cache, real=False)
         scratch = out.with_name(f".{out.name}.{os.getpid()}")   # written whole, then renamed
-        nncf_quantize.quantize_model(model, str(scratch), calibration, rows)
+        with quietly(f"NNCF int8 of {Path(model).name}, calibrated on {len(rows)} features (a few minutes), once "
+                     f"into {cache}"):
+            nncf_quantize.quantize_model(model, str(scratch), calibration, rows)
         os.replace(scratch, out)
     return str(out)
 

@@ -242,6 +242,9 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert out.startswith("OpenVINO 2026.4.1") and "GEMM peak, onnxruntime fp32:" in out, out
+    # the quantisers' progress bars and warnings stay out of it: a line each on stderr says what is made
+    assert "Statistics collection" not in out + result.stderr and "pre-processing" not in result.stderr, result.stderr
+    assert "NNCF int8 of " in result.stderr and "onnxruntime dynamic int8 of " in result.stderr, result.stderr
     assert ("real SQuAD dev features" if data == "squad" else "no SQuAD data in ") in out.splitlines()[0], out
     assert "GEMM peak, OpenVINO int8:" in out and " GOP/s" in out, out   # NNCF's QDQ MatMul, an int8 kernel
     rows = [line for line in out.splitlines() if line.startswith(("onnxruntime", "OpenVINO", "reference"))
