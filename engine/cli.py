@@ -177,7 +177,10 @@ def build_parser(only=None):
              example="app mlperf bert _onnxruntime _cpu")
     if only in (None, "submit"):
         from submission.cli import SUBMIT_HELP
-        p.epilog = SUBMIT_HELP
+        from submission.submit import options_help
+        p.usage = ("mlrun submit [-h] [--cache DIR] [--runs DIR] [--recipes DIR] [--mirror DIR] [-v] QUERY "
+                   "--submitter=NAME --division=open|closed [submission options] [app inputs, --dep.*, --env.*]")
+        p.epilog = SUBMIT_HELP + "\n\n" + options_help()   # parsed by submission/, listed here (were in the text only)
         p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results, how each "
                      "ran; exit 0 when nothing differs, 1 when something does, 2 on trouble (like diff(1))")
@@ -387,7 +390,8 @@ def _main(argv):
         return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
     except KeyboardInterrupt as e:
         print(f"mlrun: interrupted by {signal_name(e)}; " + INTERRUPTED.get(args.verb, "nothing half-built was published")
-              + ("; the same command goes on from where it stopped" if args.verb in RESUMABLE else ""),
+              + (f"; {getattr(e, 'resume', 'the same command goes on from where it stopped')}"
+                 if args.verb in RESUMABLE else ""),
               file=sys.stderr)
         return 128 + getattr(e, "signum", 2)  # the shell's convention: 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP
     except BrokenPipeError:

@@ -3,7 +3,8 @@ import json
 import os
 import sys
 
-from engine.errors import UsageError
+from engine import usage
+from engine.errors import ResolutionError, UsageError
 
 from . import checker, official
 
@@ -63,8 +64,13 @@ def report(result):
                "a full-length run has none of these; with --short they are listed apart")
         lines.append(f"short-run complaints ({len(result.short_run_errors)}, {why}):")
         lines += ["  - " + e.replace("\n", "\n    ") for e in result.short_run_errors]
-    if result.warnings:
-        lines.append(f"warnings: {len(result.warnings)} (in the log)")
+    scores = [w for w in result.warnings if checker.ACCURACY_NOT_MET.search(w)]
+    if scores:   # open division: accepted, but a reader must see it (the closed division would refuse it)
+        lines.append(f"accuracy below the benchmark's target ({len(scores)}; the open division accepts it, "
+                     "the closed would not):")
+        lines += ["  - " + w for w in scores]
+    if len(result.warnings) > len(scores):
+        lines.append(f"warnings: {len(result.warnings) - len(scores)}" + (" more" if scores else "") + " (in the log)")
     lines += ["", checker.format_table(result.table), "",
               f"saved in {result.out_dir}: checker.log, summary.csv, table.txt, check.json"]
     if not result.ok:
@@ -115,5 +121,14 @@ def cmd_submit(args, extras, settings, plan_only=False):
         given = any(w in ("-o", "--output") or w.startswith(("-o=", "--output=")) for w in sys.argv[1:])
         opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(sys.argv[1:])   # -o: its state is where it resumes
                                + ([] if given else ["-o", os.path.abspath(opts.output)]))
-    return submit.run_submission(opts, inputs, deps, env, settings, plan_only=plan_only,
-                                 verbose=getattr(args, "verbose", False))
+    try:
+        return submit.run_submission(opts, inputs, deps, env, settings, plan_only=plan_only,
+                                     verbose=getattr(args, "verbose", False))
+    except ResolutionError as e:   # --sytem: taken for an app input; near a submission option, say which
+        raise usage.option_typo_hint(e, usage.options_of(submit.parser())) from None
+    except KeyboardInterrupt as e:
+        if opts.rerun or opts.rerun_busy:   # "the same command" would start every run (or busy one) again
+            flag = "--rerun" if opts.rerun else "--rerun-busy"
+            e.resume = (f"the runs redone so far are kept: the same command without {flag} goes on from where it "
+                        f"stopped (it reuses the runs not yet redone); with {flag} it starts again")
+        raise

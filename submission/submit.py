@@ -8,7 +8,7 @@ the host); a rerun of the same command reuses a finished run only when its finge
 bert-99 and bert-99.9 run the same model with the same settings: they share the runs (only the
 accuracy target differs), each gets its own folder in the tree.
 """
-import argparse
+import difflib
 import json
 import os
 import re
@@ -70,33 +70,49 @@ class _Quiet(RunReporter):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="mlrun submit", add_help=False)
-    p.add_argument("--submitter", required=True)
-    p.add_argument("--division", required=True, choices=["open", "closed"], type=str.lower)
-    p.add_argument("--system", metavar="FILE.yaml")
-    p.add_argument("--scenarios", default=",".join(REQUIRED_SCENARIOS))
-    p.add_argument("--benchmarks", default="bert-99")
-    p.add_argument("--short", action="store_true")
-    p.add_argument("--rerun", action="store_true")
-    p.add_argument("--rerun-busy", action="store_true")   # only the runs measured while the machine was busy
-    p.add_argument("-o", "--output", metavar="DIR")
-    p.add_argument("--inference-src", metavar="DIR")
+    """The submission's own options (each once, never from a prefix: --scenario=Offline is no --scenarios)."""
+    from engine.usage import Parser
+    p = Parser(prog="mlrun submit", add_help=False)
+    p.add_argument("--submitter", metavar="NAME", help="your organisation: it names the tree's folders and the archive")
+    p.add_argument("--division", choices=["open", "closed"], type=str.lower,
+                   help="closed: the official model, rules' settings; open: any model (accuracy not held to the target)")
+    p.add_argument("--system", metavar="FILE.yaml", help="the system description's fields you alone know (the rest "
+                                                         "is read from this machine)")
+    p.add_argument("--scenarios", metavar="A,B", default=",".join(REQUIRED_SCENARIOS),
+                   help=f"scenarios to run (default {','.join(REQUIRED_SCENARIOS)}; also {', '.join(SCENARIOS[2:])})")
+    p.add_argument("--benchmarks", metavar="A,B", default="bert-99",
+                   help="bert-99 (default), bert-99.9, or both: they share the runs")
+    p.add_argument("--short", action="store_true", help="a rehearsal of the whole structure in minutes: NOT "
+                                                         "submittable, its archive named so")
+    p.add_argument("--rerun", action="store_true", help="run every run again (else finished ones are reused)")
+    p.add_argument("--rerun-busy", action="store_true", help="run again only the runs measured while the machine was "
+                                                             "busy")
+    p.add_argument("-o", "--output", metavar="DIR", help="the submission folder (default submissions/SUBMITTER): "
+                                                         "state, tree, checker output, archive")
+    p.add_argument("--inference-src", metavar="DIR", help="a local clone of mlcommons/inference (else fetched)")
     return p
 
 
-class _Parser(argparse.ArgumentParser):
-    def __init__(self, **kwargs):   # no abbreviations: --scenario=Offline is no --scenarios
-        super().__init__(allow_abbrev=False, **kwargs)
-
-    def error(self, message):
-        raise UsageError(f"mlrun submit: {message}", hint="mlrun submit --help")
+def options_help():
+    """The submission's options with their help, as `mlrun submit --help` lists them."""
+    p = parser()
+    formatter = p._get_formatter()
+    formatter.start_section("submission options")
+    formatter.add_arguments(p._actions)
+    formatter.end_section()
+    return formatter.format_help()
 
 
 def parse(query, words):
     """(options, inputs, dep overrides, env overrides) of `mlrun submit QUERY WORDS...`."""
     from engine.cli import split_extras
-    p = _Parser(prog="mlrun submit", add_help=False, parents=[parser()])
-    opts, rest = p.parse_known_args(words)
+    opts, rest = parser().parse_known_args(words)
+    near = [w.split("=", 1)[0] for w in rest if w.startswith("--") and not w.startswith(("--dep.", "--env."))]
+    for flag, value in (("--submitter", opts.submitter), ("--division", opts.division)):
+        if value is None:   # said with the misspelt flag beside it (was: "required: --submitter" only)
+            typo = next((w for w in near if difflib.get_close_matches(w, [flag], n=1, cutoff=0.8)), None)
+            raise UsageError(f"mlrun submit needs {flag}" + (f" ({typo} is given: did you mean {flag}?)" if typo else ""),
+                             hint="mlrun submit --help lists the submission's options")
     if opts.rerun and opts.rerun_busy:   # --rerun runs every run again: --rerun-busy was ignored in silence
         raise UsageError("--rerun and --rerun-busy: give one", hint="--rerun runs every run again, --rerun-busy only "
                                                                  "those measured while the machine was busy")
@@ -104,7 +120,8 @@ def parse(query, words):
     taken = sorted(k for k in inputs if k in CONTROLLED)
     if taken:
         raise UsageError(f"mlrun submit sets --{', --'.join(taken)} itself for each run",
-                         hint="leave them out; the plan shows each run's settings")
+                         hint=("--scenarios=A,B chooses the scenarios; " if "scenario" in taken else "")
+                         + "leave them out; the plan shows each run's settings")
     opts.query = query
     opts.scenario_list = _names(opts.scenarios, SCENARIOS, "scenario")
     opts.benchmark_list = _names(opts.benchmarks, BENCHMARKS, "benchmark")
@@ -154,6 +171,15 @@ class Submission:
     # -- state ---------------------------------------------------------------------------------
 
     def _load_state(self):
+        # Inside another submission's folder: its next submit removes our state with its tree/, and the checker
+        # finds our files in its tree (a user's trial: -o submissions/A/tree/open/sub)
+        parent = os.path.dirname(self.dir)
+        while parent != os.path.dirname(parent):
+            if os.path.isfile(os.path.join(parent, "state.json")) and os.path.isdir(os.path.join(parent, "tree")):
+                raise UsageError(f"-o {self.dir} is inside the submission folder {parent}: its next submit rebuilds "
+                                 "what is there, and its checker would read this one's files",
+                                 hint="give -o a folder outside it, e.g. submissions/OTHER")
+            parent = os.path.dirname(parent)
         try:
             with open(self.state_path) as f:
                 state = json.load(f)
@@ -170,7 +196,7 @@ class Submission:
             raise UsageError(f"cannot read the submission state {self.state_path}: {e}",
                              hint="remove it to start over (finished runs stay in runs/)") from None
         if not isinstance(state, dict) or not isinstance(state.get("runs"), dict):
-            raise UsageError(f"the submission state {self.state_path} is not one mlrun wrote (no 'runs')",
+            raise UsageError(f"the submission state {self.state_path} is not one mlrun wrote (no 'runs' mapping)",
                              hint="remove it to start over (finished runs stay in runs/)")
         return state
 
@@ -348,15 +374,19 @@ class Submission:
         gone = [f for f in needed if not os.path.isfile(os.path.join(entry.get("folder") or "", f))]
         if gone:
             return "to run", [f"its run {entry['run']} lacks {', '.join(gone)} now"]
-        now = self.fingerprint(plan)
-        differs = []
-        for part in ("plan", "request", "host"):
-            old = entry["fingerprint"].get(part, {})
-            changed = [key for key in sorted(set(old) | set(now[part])) if old.get(key) != now[part].get(key)]
-            if part == "plan" and changed:   # node keys say only that a node changed: name the nodes
-                differs.append(f"plan: {len(changed)} node key(s) changed ({', '.join(changed)})")
-            else:
-                differs += [f"{part} {key}: {old.get(key)!r} -> {now[part].get(key)!r}" for key in changed]
+        from engine import compare
+        now, was = self.fingerprint(plan), entry["fingerprint"]
+        # what was asked first, each input on its own (was a Python dict cut at 200 characters: --threads=1 or a
+        # dropped --short never named), then the host, then the nodes whose keys changed because of them
+        differs = [f"{what}: {compare.shown(x)} -> {compare.shown(y)}"
+                   for what, x, y in compare.request({"request": was.get("request") or {}}, {"request": now["request"]})]
+        old = was.get("host") or {}
+        differs += [f"host {key}: {compare.shown(old.get(key))} -> {compare.shown(now['host'].get(key))}"
+                    for key in sorted(set(old) | set(now["host"])) if old.get(key) != now["host"].get(key)]
+        old = was.get("plan") or {}
+        changed = [key for key in sorted(set(old) | set(now["plan"])) if old.get(key) != now["plan"].get(key)]
+        if changed:   # node keys say only that a node changed: name the nodes
+            differs.append(f"plan: {len(changed)} node key(s) changed ({', '.join(changed)})")
         return ("done", entry) if not differs else ("to run", differs)
 
     def run(self, name, inputs, query=None):
@@ -523,6 +553,7 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
         for name, state, detail in rows:
             sub.say(f"  {name:<{width}}  {state:<28} {detail}")
         return 0
+    tree.forget(sub)
     sub.say("runs:")
     done = sub.execute()
     if sub.device != "cpu":

@@ -196,6 +196,14 @@ def describe(src, user, submitter, division, facts, short):
     if "system_type" in user and str(user["system_type"]) not in SYSTEM_TYPES:   # the checker: after every run
         raise UsageError(f"the system description gives system_type: {user['system_type']!r}, not one the checker "
                          "takes", hint="system_type is one of " + ", ".join(SYSTEM_TYPES))
+    # is_network: the checker reads it as text ("true".lower(); a YAML true stopped it with an exception) and wants
+    # the network division's fields beside a true one; mlrun submits a local SUT, closed or open
+    if "is_network" in user and str(user["is_network"]).lower() != "false":
+        raise UsageError(f"the system description gives is_network: {user['is_network']!r}: mlrun submits a SUT on this "
+                         "machine (closed or open division), not the network division's", hint='leave is_network out, '
+                         'or write is_network: "false"')
+    if isinstance(user.get("is_network"), bool):
+        desc["is_network"] = "false"   # as the checker reads it: a string
     for key in ("system_name", "system_id"):
         if key in user and (isinstance(user[key], bool) or not isinstance(user[key], (str, int, float))
                             or not str(user[key]).strip()):

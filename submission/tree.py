@@ -85,18 +85,31 @@ def readme(sub, benchmark, scenario, done):
     return "\n".join(lines)
 
 
+def archive_name(opts):
+    """A rehearsal's archive says so in its name: under the real one it could be uploaded by mistake."""
+    return f"{opts.submitter}-{opts.division}" + ("-short-rehearsal" if opts.short else "") + ".tar.gz"
+
+
+def forget(sub):
+    """Remove the last tree, its verdict and its archive before any run: a submit interrupted among new runs
+    left them beside a state.json that names other runs (verdict.json said ok), and another --submitter's archive
+    stayed beside this one's."""
+    for path in (os.path.join(sub.dir, "tree"), os.path.join(sub.dir, "accuracy-logs"),
+                 os.path.join(sub.dir, "work", "verify")):
+        shutil.rmtree(path, ignore_errors=True)   # rebuilt from the runs each time
+    last = (sub.state.pop("verdict", None) or {}).get("archive")
+    names = {"verdict.json", archive_name(sub.opts), *(os.path.basename(last) for last in [last] if last)}
+    for name in names | {f"{name}.sha1" for name in names if name.endswith(".tar.gz")}:
+        if os.path.lexists(os.path.join(sub.dir, name)):
+            os.remove(os.path.join(sub.dir, name))
+    sub.save()
+
+
 def build(sub, done):
     """Write the tree; returns its root (the checker's --input)."""
     root = os.path.join(sub.dir, "tree")
     backup = os.path.join(sub.dir, "accuracy-logs")
-    for path in (root, backup, os.path.join(sub.dir, "work", "verify")):
-        shutil.rmtree(path, ignore_errors=True)   # rebuilt from the runs each time
-    # The last verdict and archive are of the tree just removed: gone too, so a rebuild that fails leaves none
-    sub.state.pop("verdict", None)
-    for name in ("verdict.json", f"{sub.opts.submitter}-{sub.opts.division}.tar.gz",
-                 f"{sub.opts.submitter}-{sub.opts.division}.tar.gz.sha1"):
-        if os.path.lexists(os.path.join(sub.dir, name)):
-            os.remove(os.path.join(sub.dir, name))
+    forget(sub)   # done before the runs too; again, so a rebuild that fails leaves no verdict or archive
     os.makedirs(os.path.join(sub.dir, "logs"), exist_ok=True)
     top = os.path.join(root, sub.opts.division, sub.opts.submitter)
     write_json(os.path.join(top, "systems", f"{sub.system_id}.json"), sub.system_desc)
@@ -194,8 +207,7 @@ def finish(sub, root):
     sub.say("")
     sub.say(report(result))
     # A tree the checker refuses is not packed: an archive beside a FAILED verdict could be uploaded all the same
-    archive = pack.pack(root, os.path.join(sub.dir, f"{sub.opts.submitter}-{sub.opts.division}.tar.gz")) \
-        if result.ok else None
+    archive = pack.pack(root, os.path.join(sub.dir, archive_name(sub.opts))) if result.ok else None
     busy = {name: e["busy"] for name, e in sub.state["runs"].items() if e.get("busy")}
     verdict = {"ok": result.ok, "summary": result.summary, "errors": result.errors,
                "short_run_errors": result.short_run_errors, "warnings": result.warnings, "table": result.table,

@@ -261,3 +261,28 @@ def test_test01_falls_back_to_baseline_and_compliance_accuracy(ws, completed, tm
     assert files == ["accuracy.txt", "baseline_accuracy.txt", "compliance_accuracy.txt", "mlperf_log_accuracy.json"]
     for name in ("baseline_accuracy.txt", "compliance_accuracy.txt"):
         assert '"f1"' in (scenario / "TEST01" / "accuracy" / name).read_text()
+
+
+def test_an_interrupted_rerun_leaves_no_old_verdict_and_says_how_to_go_on(ws, completed):
+    """After Ctrl-C in `submit --rerun`: verdict.json ("ok": true), the tree and the archive of the last submit stayed
+    beside a state.json naming other runs, and the advice was "the same command goes on from where it stopped",
+    which with --rerun starts every run again (a user's trial)."""
+    root = completed_root(completed)
+    archive = json.loads((root / "verdict.json").read_text())["archive"]
+    assert os.path.basename(archive) == "Team-open-short-rehearsal.tar.gz"   # a rehearsal's, named so
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env.update(MLRUN_CACHE=str(ws.root / "cache"), MLRUN_RUNS=str(ws.root / "runs"),
+               MLRUN_MIRROR=os.path.join(os.path.dirname(ROOT), "shared", "data"))
+    proc = subprocess.Popen([MLRUN, *submit_args(ws.root, "--short", "--rerun")], env=env, cwd=str(ws.root),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        assert wait_for(lambda: not (root / "verdict.json").exists(), timeout=300, interval=0.05), "verdict kept"
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "the same command without --rerun goes on from where it stopped" in err, err
+    assert not os.path.exists(archive) and not (root / "tree").exists() and not (root / "verdict.json").exists()
+    assert "verdict" not in json.loads((root / "state.json").read_text())

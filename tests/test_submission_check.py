@@ -86,9 +86,12 @@ def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_p
     saved = json.load(open(out / "check.json"))
     # a rehearsal's score missing the target is said among its short-run complaints (was: among the warnings only,
     # its "Some accuracy checks failed" dropped as explained by the coverage complaint)
-    assert saved["ok"] and saved["short"] and len(saved["short_run_errors"]) == 8 and not saved["errors"]
-    assert sum("accuracy not met" in e for e in saved["short_run_errors"]) == 2
-    assert "accuracy not met: expected=89.96" in full.stdout and "errors (2" in full.stdout   # a full check: errors
+    # the open division takes any accuracy: the checker warns and accepts (mlrun failed open trees it accepted);
+    # said apart, never counted among the errors (the closed division's case: test_interpret_...)
+    assert saved["ok"] and saved["short"] and len(saved["short_run_errors"]) == 6 and not saved["errors"]
+    assert sum("accuracy not met" in w for w in saved["warnings"]) == 2
+    assert "errors (" not in full.stdout and "accuracy below the benchmark's target (2; the open division accepts " \
+        "it, the closed would not):\n  - " in full.stdout and "accuracy not met: expected=89.96" in full.stdout
     assert [(r["scenario"], r["checker"]) for r in saved["table"]] == [("Offline", "short-run"),
                                                                        ("SingleStream", "short-run")]
     assert "SUMMARY: submission has errors" in open(out / "checker.log").read()
@@ -202,10 +205,14 @@ def test_interpret_sorts_blocks_and_drops_follow_on_lines():
                ("INFO", "Results=0, NoResults=2, Power Results=0"),
                ("ERROR", "SUMMARY: submission has errors"))
     result = interpret(text, 1, short=True)
-    assert result.short_run_errors == [SHORT[3], "accuracy not met"]   # never only a warning
+    # the open division takes any accuracy: a warning, as the checker logs it (and then accepts the tree)
+    assert result.short_run_errors == [SHORT[3]] and result.warnings == ["accuracy not met"]
+    closed = interpret(text.replace("/open/", "/closed/"), 1, short=True)
+    assert closed.short_run_errors == [SHORT[3].replace("/open/", "/closed/"), "accuracy not met"]   # never a warning
+    assert closed.warnings == []
     assert result.errors == [f"{other} contains errors:", "FromConfig called twice\nsecond line of it",
                              "Some measurement checks Checks failed for: /t/m"]
-    assert result.warnings == [] and result.summary == "SUMMARY: submission has errors"
+    assert result.summary == "SUMMARY: submission has errors"
     assert not result.ok
     assert result.table == {("open", "T", "s", "bert-99", "Offline"): "short-run",
                             ("open", "T", "s", "bert-99", "SingleStream"): "errors"}

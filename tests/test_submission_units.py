@@ -105,12 +105,21 @@ def test_the_documented_system_yaml_is_complete_and_a_field_the_checker_reads_as
     ("system_name", ["a", "b"], "which names no system"),
     ("system_name", "  ", "which names no system"),
     ("system_type", "bogus", "gives system_type: 'bogus', not one the checker takes"),   # likewise, any division
+    # the checker wants the network division's fields beside it, and stops with an exception on a YAML true
+    ("is_network", "true", "gives is_network: 'true': mlrun submits a SUT on this machine"),
+    ("is_network", True, "gives is_network: True"),
 ])
 def test_system_fields_the_checker_would_refuse_are_refused_before_any_run(field, value, fragment):
     facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
     with pytest.raises(UsageError) as err:
         system.describe(SHARED_SRC, dict(YAML_FIELDS, **{field: value}), "Team", "open", facts, short=True)
     assert fragment in err.value.message
+
+
+def test_a_false_is_network_is_written_as_the_checker_reads_it():
+    facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
+    desc, _ = system.describe(SHARED_SRC, dict(YAML_FIELDS, is_network=False), "Team", "closed", facts, short=True)
+    assert desc["is_network"] == "false"   # a YAML false: a bool, which the checker's .lower() stops on
 
 
 def test_one_submit_at_a_time_in_one_output_folder(tmp_path):
@@ -146,21 +155,33 @@ def test_machine_facts_and_user_fields_fill_the_description():
     assert system.system_id(desc) == "Box"
 
 
+def test_a_missing_required_option_names_a_misspelt_one_beside_it():
+    with pytest.raises(UsageError, match=r"needs --submitter \(--submiter is given: did you mean --submitter\?\)"):
+        submit.parse("app mlperf bert", ["--submiter=T", "--division=open"])
+    with pytest.raises(UsageError) as err:
+        submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "--scenario=Offline"])
+    assert "--scenarios=A,B chooses the scenarios" in err.value.hint
+
+
 @pytest.mark.parametrize("words, fragment", [
     (["--scenarios=Offline,Bogus"], "unknown scenario(s): Bogus"),
     (["--benchmarks=bert-98"], "unknown benchmark(s): bert-98"),
     (["--mode=accuracy"], "sets --mode itself"),
-    (["--division=semi"], "invalid choice"),
+    (["--division=semi"], "'semi' is not one of open, closed"),
     (["--scenario=Offline"], "sets --scenario itself"),   # was taken as --scenarios (an abbreviation)
+    # last one won in silence; app inputs given twice were refused already
+    (["--division=open", "--division=closed"], "--division is given twice: 'open' and 'closed'"),
+    (["--submitter=Other"], "--submitter is given twice"),
     # These passed and a rehearsal said OK: a subset scored, a user.conf overriding what the rules fix
     (["--questions=/tmp/q.json"], "--questions scores a chosen subset of the dev set"),
     (["--division=closed", "--user_conf=/tmp/u.conf"], "--user_conf in the closed division"),
     (["--submitter=" + "A" * 65], "at most 64 characters"),   # failed packing, after every run
 ])
 def test_bad_requests_are_usage_errors(words, fragment):
-    base = ["--submitter=Team", "--division=open"]
+    base = ([] if any(w.startswith("--submitter") for w in words) and "--submitter=Other" not in words
+            else ["--submitter=Team"]) + ([] if any(w.startswith("--division") for w in words) else ["--division=open"])
     with pytest.raises(UsageError) as err:
-        submit.parse("app mlperf bert", base + words if "--division=semi" not in words else ["--submitter=T"] + words)
+        submit.parse("app mlperf bert", base + words)
     assert fragment in err.value.message
 
 
@@ -260,17 +281,66 @@ def test_a_finished_run_whose_files_went_is_run_again(tmp_path):
     assert sub.status("Offline/accuracy", plan=None) == ("to run", ["its run R1 lacks mlperf_log_accuracy.json now"])
 
 
+def _finished_run(tmp_path):
+    """(runs folder, run folder) of a finished run R1 with the logs the tree copies."""
+    runs, folder = tmp_path / "runs", tmp_path / "runs" / "R1" / "app-mlperf-bert"
+    folder.mkdir(parents=True)
+    (runs / "R1" / "run.json").write_text(json.dumps({"id": "R1", "status": "ok", "steps": []}))
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
+        (folder / name).write_text("x")
+    return runs, folder
+
+
+def test_why_a_run_is_done_again_names_each_input_that_changed(tmp_path):
+    """It said "request inputs: {'mode': 'performance', [..." cut at 200 characters: --threads=1 never named."""
+    import types
+    runs, folder = _finished_run(tmp_path)
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub")])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
+    sub.host = {"cores": 2}
+    inputs = {"mode": "performance", "scenario": "Offline", "count": 256, "min_duration": 10000, "target_qps": 40.5}
+    node = types.SimpleNamespace(label="app-mlperf-bert _onnxruntime", key="k1")
+    plan = types.SimpleNamespace(nodes=[node], request={"query": "app", "inputs": inputs})
+    sub.state["runs"]["Offline/performance"] = {"run": "R1", "folder": str(folder), "fingerprint": sub.fingerprint(plan)}
+    assert sub.status("Offline/performance", plan)[0] == "done"
+    node.key = "k2"
+    plan.request = {"query": "app", "inputs": {**inputs, "threads": "1"}}
+    assert sub.status("Offline/performance", plan) == ("to run", [
+        'request.inputs.threads: absent -> "1"', "plan: 1 node key(s) changed (1 app-mlperf-bert _onnxruntime)"])
+
+
 def test_a_rebuild_of_the_tree_first_removes_the_last_verdict_and_archive(tmp_path):
     """A rebuild that failed left verdict.json 'ok: true' and the old archive beside a half-built tree."""
     import types
     from submission import tree
-    for name in ("verdict.json", "T-open.tar.gz", "T-open.tar.gz.sha1"):
+    for name in ("verdict.json", "T-open.tar.gz", "T-open.tar.gz.sha1", "Old-open.tar.gz", "Old-open.tar.gz.sha1"):
         (tmp_path / name).write_text("old")
-    sub = types.SimpleNamespace(dir=str(tmp_path), opts=types.SimpleNamespace(submitter="T", division="open"),
-                                state={"verdict": {"ok": True}}, system_id="box", system_desc={})
+    sub = types.SimpleNamespace(dir=str(tmp_path), opts=types.SimpleNamespace(submitter="T", division="open",
+                                                                              short=False),
+                                state={"verdict": {"ok": True, "archive": str(tmp_path / "Old-open.tar.gz")}},
+                                system_id="box", system_desc={}, save=lambda: None)
     with pytest.raises(Exception):   # this sub has nothing to build from: the build stops after its start
         tree.build(sub, done={})
+    # another --submitter's archive into the same -o went too (it stayed beside this one's)
     assert sorted(os.listdir(tmp_path)) == ["logs", "tree"] and "verdict" not in sub.state
+
+
+def test_a_rehearsals_archive_says_so_in_its_name():
+    """--short packed MyTeam-open.tar.gz, the real name, for a tree the checker says has errors."""
+    from submission import tree
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "--short"])[0]
+    assert tree.archive_name(opts) == "T-open-short-rehearsal.tar.gz"
+    assert tree.archive_name(submit.parse("app mlperf bert", ["--submitter=T", "--division=open"])[0]) == "T-open.tar.gz"
+
+
+def test_an_output_folder_inside_another_submission_is_refused(tmp_path):
+    other = tmp_path / "A"
+    (other / "tree" / "open").mkdir(parents=True)
+    (other / "state.json").write_text('{"runs": {}}')
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(other / "tree" / "open" / "s")])[0]
+    with pytest.raises(UsageError, match=f"is inside the submission folder {other}"):
+        submit.Submission(opts, {}, {}, {}, settings=None)
+    assert not (other / "tree" / "open" / "s").exists()
 
 
 def test_a_system_file_that_is_not_text_is_a_usage_error(tmp_path):
@@ -365,11 +435,7 @@ def test_dynamic_int8_weights_say_their_settings_and_no_calibration(tmp_path):
 def test_a_run_measured_on_a_busy_machine_is_said_and_run_again_alone_when_asked(tmp_path):
     """submit said nothing of it: the busy run's speed went into the tree, or set a target."""
     import types
-    runs, folder = tmp_path / "runs", tmp_path / "runs" / "R1" / "app-mlperf-bert"
-    folder.mkdir(parents=True)
-    (runs / "R1" / "run.json").write_text(json.dumps({"id": "R1", "status": "ok", "steps": []}))
-    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt"):
-        (folder / name).write_text("x")
+    runs, folder = _finished_run(tmp_path)
     (folder / "summary.json").write_text(json.dumps({"other_load": {"busy": True, "share": 0.44, "cpus": 2}}))
     assert submit._busy(str(folder)) == "other processes took 44% of the 2 CPUs"
     (tmp_path / "quiet").mkdir()
