@@ -10,9 +10,9 @@ host differences.
 import os
 
 from . import compare, keys, records
+from .compare import shown
 from .errors import MlrunError, StepError
 from .index import RecipeIndex
-from .compare import shown
 from .records import status
 from .resolver import resolve
 from .words import plural

@@ -27,8 +27,8 @@ WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<)(.*)$"
 # Columns the table may shorten (with "...") to fit the terminal, most willing first; then any other
 # column but these, down to NARROW.
 SHRINKABLE = ("error", "reasons", "query", "query_rest", "sequence_handling", "model", "user_conf", "audit_config")
-KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline", "mode_scenario")   # perf/S... hid
-# SingleStream from Server
+# mode_scenario: cut to 'perf/S...', SingleStream and Server read alike
+KEEP_WHOLE = ("run", "point", "status", "point_status", "result", "headline", "mode_scenario")
 NEVER_DROPPED = ("query", "query_rest", "mode_scenario", "error", "reasons")   # what ran and why it failed
 MIN_WIDTH, QUERY_WIDTH, NARROW, READABLE = 14, 24, 6, 10
 # Table headers for columns whose name says less than it could.
