@@ -351,6 +351,11 @@ def test_a_file_the_app_reads_is_in_its_key_by_content(tmp_path, query, name, in
     assert key() == first
     given.write_text("min_query_count = 30\n")
     assert key() != first
+    # a folder is refused at once, never hashed whole first (--passage_file=/usr/lib took 37 s to be refused)
+    from engine.errors import ResolutionError
+    with pytest.raises(ResolutionError, match="is a folder, not a file"):
+        resolve(settings.index(), query, inputs={**inputs, name: str(tmp_path)}, host_env=dict(os.environ),
+                prober=settings.prober())
 
 
 def test_a_secret_set_in_one_shell_only_is_no_host_difference():
