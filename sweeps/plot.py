@@ -6,7 +6,8 @@ axis that varies, so no two points are ever averaged into one mark. Units come f
 `_per_second` samples/s, `_ms` ms, `_ns` ns, `seconds` s, `f1`/`exact_match` %. The best point is
 marked by the field's direction, also from its name: higher is better for throughput
 (`*_per_second`) and accuracy (`f1`, `exact_match`, `accuracy`), lower for latency and time
-(`*_ms`, `*_ns`, `*latency*`, `seconds`); a field of neither kind gets no best mark. Points that did
+(`*_ms`, `*_ns`, `*latency*`, `seconds`); a field of neither kind gets no best mark, nor do points that all
+tie. The best is a run LoadGen called VALID; where none is, the best INVALID one, its note saying so. Points that did
 not finish ok, or lack a value, are left out and counted in the caption.
 
 `chart()` decides (pure data, what tests check), `figure()` draws, `png()` writes the bytes with the
@@ -161,12 +162,20 @@ def chart(rows, x, y, by=None, grid=()):
                 c.series[label] = [(f"{xv} ({row.get('point')})", yv, row) for xv, yv, row in c.series[label]]
             c.categories = list(dict.fromkeys(p[0] for pts in c.series.values() for p in pts))
     best = direction(y)
-    if best and plotted:
-        candidates = [(yv, label, xv, row) for label, pts in c.series.items() for xv, yv, row in pts]
-        pick = (max if best == "max" else min)(candidates, key=lambda t: t[0])
+    candidates = [(yv, label, xv, row) for label, pts in c.series.items() for xv, yv, row in pts]
+    # The best of the runs LoadGen called VALID (an INVALID one was starred, nothing saying so); where every run is
+    # INVALID (short tuning runs), the best of those, said so; a tie is no best
+    valid = [t for t in candidates if not invalid(t[3])]
+    pool = valid or candidates
+    if best and len({t[0] for t in pool}) > 1:
+        pick = (max if best == "max" else min)(pool, key=lambda t: t[0])
         c.best = {"point": pick[3].get("point"), "series": pick[1], "x": pick[2], "y": pick[0],
-                  "direction": best}
+                  "direction": best, **({"invalid": True} if not valid else {})}
     return c
+
+
+def invalid(row):
+    return str(row.get("result") or "").upper() == "INVALID"
 
 
 def title_lines(name, query, fixed, width=DEFAULT_SIZE[0]):
@@ -242,7 +251,8 @@ def _figure(c, title, size, Figure):
         # The note stays inside the plot: left of a point in the right half, under a maximum, over a minimum.
         right = _rank(c) > 0.5
         high = c.best["direction"] == "max"
-        ax.annotate(f"best ({c.best['direction']}): {show(c.y, c.best['y'])}{' ' + u if u else ''}\n{best_where(c)}",
+        said = f"best ({c.best['direction']}{', every run INVALID' if c.best.get('invalid') else ''})"
+        ax.annotate(f"{said}: {show(c.y, c.best['y'])}{' ' + u if u else ''}\n{best_where(c)}",
                     xy=(bx, by_), xytext=(-14 if right else 14, -14 if high else 14), textcoords="offset points",
                     ha="right" if right else "left", va="top" if high else "bottom", fontsize=9, gid="best-note",
                     bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "grey"})
@@ -406,7 +416,8 @@ def cmd_plot(args, extras, settings):
     size = parse_size(opts.size)
     c, data = render(load(settings, opts.name), rows(settings, opts.name), opts.x, opts.y, opts.by, size)
     save(opts.output, data, "cannot write the plot")
-    best = f"; best: {best_where(c)} = {show(c.y, c.best['y'])}" if c.best else ""
+    best = f"; best: {best_where(c)} = {show(c.y, c.best['y'])}" + (" (every run INVALID)" if c.best.get("invalid")
+                                                                     else "") if c.best else ""
     print(f"wrote {opts.output}: {c.kind} chart of {c.y} against {c.x}"
           + (f" by {c.by}" if c.by else "") + f", {c.summary()['points']} point"
           + ("s" if c.summary()["points"] != 1 else "") + best)

@@ -305,10 +305,15 @@ def test_sweep_plot_of_a_real_sweep(swept, tmp_path):
     assert "left out: 2 failed (p001, p003)" in result.stdout
     img, info = png_info(out.read_bytes())
     assert_picture(img, (800, 500))
-    ok = {r["point"]: r["samples_per_second"] for r in swept.rows if r["point_status"] == "ok"}
+    # the best among the runs LoadGen called VALID (an INVALID one was starred, nothing saying so), else said INVALID
+    ran = [r for r in swept.rows if r["point_status"] == "ok"]
+    valid = [r for r in ran if r.get("result") != "INVALID"]
+    ok = {r["point"]: r["samples_per_second"] for r in valid or ran}
     best = max(ok, key=ok.get)
     assert info["kind"] == "line" and info["series"] == ["dynamic"] and info["points"] == 2
     assert info["best"]["point"] == best and info["best"]["y"] == ok[best]   # the measured figure, as recorded
+    assert info["best"].get("invalid", False) == (not valid)
+    assert ("(every run INVALID)" in result.stdout) == (not valid), result.stdout
     # x with one value among the points that ran: bars.
     result = swept("sweep", "plot", "bs-seq", "--x=dep.model.seq", "--by=batch_size", "-o", str(out))
     assert result.returncode == 0, result.stderr
@@ -364,3 +369,18 @@ def test_report_page_rendered_by_chromium(swept, tmp_path):
         assert expected.startswith("mlrun --cache ") and shlex.join(record["argv"][1:]) in expected
         assert expected in html.unescape(details)
     assert_picture(shot, (1400, 2400), background=0.95)
+
+
+def test_the_best_point_is_a_valid_run_and_a_tie_is_no_best():
+    """An INVALID run (455.7/s, short) got the star and the report's bold, nothing saying it was INVALID; points that
+    all scored 0 had one of them starred (a user's trial)."""
+    def row(point, x, y, result):
+        return {"point": point, "point_status": "ok", "threads": x, "samples_per_second": y, "result": result}
+    rows = [row("p000", 1, 300.0, "VALID"), row("p001", 2, 455.7, "INVALID"), row("p002", 4, 350.0, "VALID")]
+    assert plot.chart(rows, "threads", "samples_per_second").best["point"] == "p002"
+    assert report.best_values(rows, ["samples_per_second"]) == {"samples_per_second": 350.0}
+    every = plot.chart([{**r, "result": "INVALID"} for r in rows], "threads", "samples_per_second").best
+    assert every["point"] == "p001" and every["invalid"] is True   # short tuning runs: the best of them, said so
+    tied = [{**r, "samples_per_second": 0.0} for r in rows]
+    assert plot.chart(tied, "threads", "samples_per_second").best is None
+    assert report.best_values(tied, ["samples_per_second"]) == {}
