@@ -327,8 +327,8 @@ def cmd_show(args, extras, settings):
         print("errors:\n" + "\n".join(f"  {r['point']}: {r['error']}" for r in rows if r.get("error")))
     if fmt == "table" and not given:   # what no column shows: an all-int8 sweep's table did not say int8
         request = data.get("request") or {}
-        shared = gridlib.argv(data["query"], request.get("inputs") or {}, request.get("dep_overrides") or {},
-                              request.get("env_overrides") or {})[1:-1]
+        shared = gridlib.argv(table.shared_query(data, rows), request.get("inputs") or {},
+                              request.get("dep_overrides") or {}, request.get("env_overrides") or {})[1:-1]
         print(f"every point: {shlex.join(shared)} (and its grid's values)")
     return 0
 

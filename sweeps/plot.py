@@ -362,7 +362,8 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
     if not c.series:
         raise MlrunError(f"sweep {name}: no point to plot: {caption(c)}",
                          hint=f"mlrun sweep show {name} lists the points and their errors")
-    return c, png(figure(c, title_lines(name, record.get("query"), fixed_settings(record), size[0]), size), c)
+    from .table import shared_query
+    return c, png(figure(c, title_lines(name, shared_query(record, rows), fixed_settings(record), size[0]), size), c)
 
 
 def save(path, data, operation):

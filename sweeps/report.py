@@ -17,7 +17,7 @@ from engine import records
 from engine.errors import MlrunError, UsageError
 from engine.results import RESULT_FIELDS, present, short_mark, show
 
-from . import plot
+from . import plot, table
 
 RESULT_COLUMNS = RESULT_FIELDS + ("seconds",)
 PLOT_SIZE = (600, 400)   # two side by side on a laptop screen
@@ -85,7 +85,7 @@ def section(index, record, rows, runs):
     out = [f'<section id="{anchor}"><h2>sweep {e(name)}</h2>',
            f'<p>{len(rows)} points: ' + ", ".join(f'<span class="{e(s)}">{n} {e(s)}</span>'
                                                   for s, n in sorted(statuses.items())) + "</p>",
-           '<dl class="fixed">', f"<dt>query</dt><dd>{e(record.get('query', ''))}</dd>"]
+           '<dl class="fixed">', f"<dt>query</dt><dd>{e(table.shared_query(record, rows))}</dd>"]
     out += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in plot.fixed_settings(record).items()]
     out += [f"<dt>grid {e(k)}</dt><dd>{e(', '.join(map(str, v)))}</dd>" for k, v in grid.items() if len(v) > 1]
     out.append("</dl>")

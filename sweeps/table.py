@@ -59,6 +59,17 @@ def rows(settings, name, data=None, shown=True):
     return out
 
 
+def shared_query(data, rows=()):
+    """The sweep's query less the words its points do not all run: a grid over a variation group
+    (backend=_onnxruntime,_openvino) replaces the query's own one, and the title, the report and `sweep show`
+    said every point ran the query's _onnxruntime."""
+    kinds = data.get("kinds") or {}
+    gridded = {v for axis, values in (data.get("grid") or {}).items() if kinds.get(axis) == "variation"
+               for v in values}
+    ran = [set(r["query"].split()) for r in rows if r.get("query")]
+    return " ".join(w for w in (data.get("query") or "").split() if w not in gridded and all(w in q for q in ran))
+
+
 def columns(data, rows):
     """The point, the grid's fields, the results some row has, the point's status, its run, its error."""
     timed = [r for r in rows if r.get("scenario") != "Offline"]  # Offline latencies say nothing of a run

@@ -239,6 +239,12 @@ def test_a_variation_group_in_the_grid_replaces_the_query_s_variation(bench):
     rows = json.loads(bench.mlrun("sweep", "show", "be", "--json").stdout)
     assert [(r["backend"], r["device"], r["samples_per_second"]) for r in rows] == [("a", "cpu", 50.0),
                                                                                   ("b", "cpu", 100.0)]
+    # the query every point shares is said without the grid's group (was "every point: 'app bench _b _cpu'", in the
+    # plot's title and the report too, while half the points ran _a)
+    from sweeps import table
+    assert table.shared_query(data, rows) == "app bench _cpu"
+    assert bench.mlrun("sweep", "show", "be").stdout.splitlines()[-1] == "every point: 'app bench _cpu' (and its grid's values)"
+    assert table.shared_query({**data, "grid": {}, "kinds": {}}, [{"query": "app bench _a _cpu"}]) == "app bench _cpu"
 
 
 @pytest.mark.slow  # about 2.1 s on the 2-core EPYC
