@@ -40,8 +40,8 @@ def add_arguments(p, verb):
     p.add_argument("--name", help="the sweep's name: its record is runs/sweeps/NAME/sweep.json")
     p.add_argument("--rerun", action="store_true", help="run again the points that finished ok")
     p.add_argument("--jobs", type=int, default=1, metavar="N",
-                   help="local: points at once (performance points each pinned to its own cores; refused when "
-                        "there are fewer cores than N)")
+                   help="local: points at once, at most the number of points (performance points each pinned "
+                        "to its own cores; refused when there are fewer cores than that)")
     p.add_argument("--on", metavar="WHERE",
                    help="local (default), ray (RAY_ADDRESS), ray:HOST:PORT, ray://HOST:PORT, or slurm")
     p.add_argument("--slurm", metavar="KEY=VALUE,...", help="SLURM job options, e.g. partition=cpu,time=30")
@@ -64,10 +64,14 @@ def cmd_sweep(args, extras, settings):
     if args.query == "plot":
         from .plot import cmd_plot   # its options (--x, --y, --by, -o) come in extras
         return cmd_plot(args, extras, settings)
+    from engine.words import did_you_mean
+    near = did_you_mean(args.query, ["show", "list", "plot"]) if " " not in args.query else ""
+    if near:   # `sweep lsit` said "a sweep needs a --name", `sweep plto be` "unexpected argument 'be'"
+        raise UsageError(f"mlrun sweep {args.query}: no such verb{near}",
+                         hint="the verbs are sweep show NAME, sweep list, sweep plot NAME; a sweep is "
+                              "mlrun sweep QUERY --grid NAME=V1,V2 --name NAME")
     if args.sweep_name:
-        from engine.words import did_you_mean
-        near = did_you_mean(args.query, ["show", "list", "plot"]) if " " not in args.query else ""
-        raise UsageError(f"unexpected argument '{args.sweep_name}'" + near,
+        raise UsageError(f"unexpected argument '{args.sweep_name}'",
                          hint="inputs are --NAME=VALUE (with '='), the query one quoted argument; "
                               "the verbs are sweep show NAME, sweep list, sweep plot NAME")
     for flag in ("jobs", "cpus"):
@@ -86,8 +90,15 @@ def cmd_sweep(args, extras, settings):
 
 def run_sweep(args, extras, settings):
     from engine.cli import split_extras
+    from engine.words import did_you_mean
     from engine.resolver import Resolver, resolve
     name = record.check_name(args.name)
+    if not args.grid:   # --gird X was taken for an input: say which flag was meant
+        typo = next((w.split("=")[0] for w in extras if w.startswith("--") and w.split("=")[0] != "--grid"
+                     and did_you_mean(w.split("=")[0], ["--grid"])), None)
+        if typo:
+            raise UsageError(f"a sweep needs at least one --grid NAME=V1,V2 ({typo} is given: did you mean --grid?)",
+                             hint="e.g. mlrun sweep QUERY --grid batch_size=1,4 --name bs")
     inputs, deps, env = split_extras(extras)
     grid = gridlib.parse(args.grid)
     index = settings.index()
@@ -110,7 +121,7 @@ def run_sweep(args, extras, settings):
         try:
             plan = resolve(index, q, inputs=i, host_env=os.environ, dep_overrides=d, env_overrides=e, prober=prober)
         except MlrunError as error:
-            problems.append(f"{point_id} ({_describe(point_settings)}): {error.message}")
+            problems.append((f"{point_id} ({_describe(point_settings)})", error.message))
             continue
         root = plan.root
         task = Task(point_id=point_id, argv=gridlib.argv(q, i, d, e), cpus=args.cpus or 1,
@@ -118,9 +129,15 @@ def run_sweep(args, extras, settings):
                     measures=not root.cache and root.inputs.get("mode") != "accuracy")
         planned.append((point_id, point_settings, root.key, task))
         plans[point_id] = plan
-    if problems:
+    if problems:   # one line per reason: a misspelt fixed flag repeated the same line for every point
+        by_reason = {}
+        for point, reason in problems:
+            by_reason.setdefault(reason, []).append(point)
+        lines = [("every point" if len(points) == len(problems) + len(planned) else
+                  ", ".join(points[:4]) + (f" and {len(points) - 4} more" if len(points) > 4 else "")) + f": {reason}"
+                 for reason, points in by_reason.items()]
         raise ResolutionError(f"{len(problems)} of {len(problems) + len(planned)} points of sweep '{name}' cannot "
-                              "be planned; nothing ran:\n  " + "\n  ".join(problems),
+                              "be planned; nothing ran:\n  " + "\n  ".join(lines),
                               hint="fix the grid or the flags; `mlrun plan QUERY ...` shows one point's plan")
 
     seen, same = {}, []

@@ -314,6 +314,10 @@ def test_a_point_s_command_runs_the_same_pasted_elsewhere(bench):
     (["--grid", "batch_size=1,x,2.5"], ["2 of 3 points of sweep 'g' cannot be planned; nothing ran",
                                         "p001 (batch_size=x)", "p002 (batch_size=2.5)"]),
     (["--grid", "dep.nope.layers=1,2"], ["points of sweep 'g' cannot be planned", "--dep.nope.* names no dependency"]),
+    # one line for a reason every point shares (a misspelt fixed flag printed it for each of them)
+    (["--batch_sise=2", "--grid", "mode=accuracy,performance"], [
+        "2 of 2 points of sweep 'g' cannot be planned; nothing ran:\n  every point: app has no input "
+        "--batch_sise"]),
     (["--grid", "batch_size=1", "--jobs", "0"], ["--jobs 0: give 1 or more"]),
     (["--grid", "batch_size=1", "--cpus", "-1"], ["--cpus -1: give 1 or more"]),
     (["--grid", "scenario=Offline,offline"], ["points with the same plan", "p000 (scenario=Offline) and p001 "
@@ -350,7 +354,11 @@ def test_sweep_usage_errors(bench):
     both = bench.mlrun("sweep", "show", "one", "--csv", "--json")
     assert both.returncode == 2 and "--json: not allowed with argument --csv" in both.stderr
     # As typed (was: the verb misspelled gave no suggestion, the name was "--name", `list NAME` ignored NAME)
-    assert_user_error(bench.mlrun("sweep", "shwo", "one"), 2, "unexpected argument 'one' (did you mean show?)")
+    # a misspelt verb is said as one: `sweep lsit` said "a sweep needs a --name", `sweep plto one` named 'one'
+    assert_user_error(bench.mlrun("sweep", "shwo", "one"), 2, "mlrun sweep shwo: no such verb (did you mean show?)")
+    assert_user_error(bench.mlrun("sweep", "lsit"), 2, "mlrun sweep lsit: no such verb (did you mean list?)")
+    assert_user_error(bench.mlrun("sweep", "app bench", "--gird", "batch_size=1", "--name", "x"), 2,
+                      "(--gird is given: did you mean --grid?)")
     assert_user_error(bench.mlrun("sweep", "show", "../one"), 2, "sweep '../one': a sweep name is letters")
     assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "x" * 300), 2,
                       "a sweep name is at most 100 characters")
