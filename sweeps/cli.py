@@ -333,7 +333,11 @@ def cmd_show(args, extras, settings):
     conditions = results.parse_where(args.where)
     given = results.parse_columns(args.columns)
     results.check_fields([f for f, _, _ in conditions] + given, rows, f"sweep '{data['name']}'")
+    everything = rows
     rows = [r for r in rows if results.matches(r, conditions)]
+    if not rows and fmt == "table":   # an empty table said nothing (`runs` says "no runs that match")
+        print(f"no points of sweep '{data['name']}' match ({len(everything)} in all)")
+        return 0
     columns = given or table.columns(data, rows)
     if not given and fmt in ("csv", "json"):  # scripts get every field, the table's first
         columns = list(dict.fromkeys(columns + [k for r in rows for k in r]))

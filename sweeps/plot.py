@@ -88,7 +88,14 @@ def check_fields(rows, name, **chosen):
             near = difflib.get_close_matches(value, sorted(have), n=3)
             raise UsageError(f"sweep {name} has no field '{value}' (--{option})"
                              + (f"; did you mean {' or '.join(near)}?" if near else ""),
-                             hint="fields there are: " + ", ".join(sorted(have)))
+                             hint=_few("fields there are: ", sorted(have, key=lambda f: (f not in MAIN_RESULTS, f)),
+                                       name))
+
+
+def _few(what, names, sweep, most=12):
+    """A hint of a dozen names, not 90 on a 2,000-character line."""
+    return what + ", ".join(names[:most]) + (f" and {len(names) - most} more (`mlrun sweep show {sweep} --json` "
+                                             "has them all)" if len(names) > most else "")
 
 
 def default_y(rows):
@@ -167,7 +174,7 @@ def chart(rows, x, y, by=None, grid=()):
     # INVALID (short tuning runs), the best of those, said so; a tie is no best
     valid = [t for t in candidates if not invalid(t[3])]
     pool = valid or candidates
-    if best and len({t[0] for t in pool}) > 1:
+    if best and (len(pool) == 1 or len({t[0] for t in pool}) > 1):
         pick = (max if best == "max" else min)(pool, key=lambda t: t[0])
         c.best = {"point": pick[3].get("point"), "series": pick[1], "x": pick[2], "y": pick[0],
                   "direction": best, **({"invalid": True} if not valid else {})}
@@ -354,6 +361,9 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
                          + ", ".join(sorted({str(r.get('point_status')) for r in rows})) + ")",
                          hint=f"mlrun sweep show {name} lists the points and their errors")
     check_fields(rows, name, x=x, y=y, by=by)
+    if by is not None and by in (x, y):   # a series per value of the x axis itself: labelled 'threads=1, threads=1'
+        raise UsageError(f"sweep plot --by {by} is also --{'x' if by == x else 'y'}",
+                         hint="--by takes another field: one series per value of it")
     text = sorted({str(r[y]) for r in rows if r.get(y) not in (None, "") and number(r.get(y)) is None})
     if text and not any(number(r.get(y)) is not None for r in rows):
         raise UsageError(f"sweep {name}: --y {y} holds text ({', '.join(text[:3])}), and the y axis is a number",

@@ -66,7 +66,7 @@ def best_values(rows, columns):
     ok = [r for r in ok if not plot.invalid(r)] or ok
     for col in columns:
         values = [v for v in (plot.number(r.get(col)) for r in ok) if v is not None]
-        if len(set(values)) > 1 and plot.direction(col):
+        if (len(values) == 1 or len(set(values)) > 1) and plot.direction(col):
             out[col] = (max if plot.direction(col) == "max" else min)(values)
     return out
 
@@ -225,6 +225,9 @@ def cmd_report(args, extras, settings):
                          hint="the page is one self-contained HTML file")
     if os.path.isdir(args.output):
         raise UsageError(f"report -o {args.output} is a folder: name the page's file, e.g. -o sweeps.html")
+    if not args.output.lower().endswith((".html", ".htm")):   # HTML under .pdf misleads whoever opens it, as plot's
+        raise UsageError(f"report -o {args.output}: it writes an HTML page; name the file .html",
+                         hint="e.g. -o sweeps.html (a browser prints it to PDF)")
     size = write(settings, args.names, args.output)
     print(f"wrote {args.output} ({size / 1024:.0f} KB): {', '.join(dict.fromkeys(args.names))}; "
           "one file, opens in any browser without a server")

@@ -112,6 +112,8 @@ def test_a_2x2_sweep_records_every_point_and_shows_them_as_rows(bench):
     assert table[-1] == "every point: 'app bench' --mode=performance (and its grid's values)"
     where = bench.mlrun("sweep", "show", "bs", "--json", "--where", "samples_per_second>=200")
     assert [r["point"] for r in json.loads(where.stdout)] == ["p002", "p003"]
+    none = bench.mlrun("sweep", "show", "bs", "--where", "samples_per_second>9999")   # was an empty table, silent
+    assert none.returncode == 0 and none.stdout == "no points of sweep 'bs' match (4 in all)\n", none.stdout
     listed = bench.mlrun("sweeps")
     assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[:5] == ["bs", "4", "4", "0", "0"]
     os.makedirs(os.path.join(bench.runs, "sweeps", "cut"))

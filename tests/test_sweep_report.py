@@ -188,6 +188,14 @@ def test_unknown_field_and_nothing_to_plot_are_clear_errors():
     assert "no field 'batchsize' (--x); did you mean batch_size?" in e.value.message
     assert "batch_size" in e.value.hint
     assert "samples_per_second" in e.value.hint
+    # a dozen names, the results first (was every field, about 90, on one 2,000-character line)
+    many = [dict(r, **{f"extra_{i:02d}": 1 for i in range(40)}) for r in rows]
+    with pytest.raises(UsageError) as e:
+        plot.render(data, many, x="batchsize")
+    assert "samples_per_second" in e.value.hint.split(" extra_")[0] and len(e.value.hint) < 400, e.value.hint
+    assert " more (`mlrun sweep show " in e.value.hint
+    with pytest.raises(UsageError, match="sweep plot --by batch_size is also --x"):   # 'batch_size=1, batch_size=1'
+        plot.render(data, rows, x="batch_size", by="batch_size")
     failed = [dict(r, point_status="failed", samples_per_second=None, latency_p90_ms=None) for r in rows]
     with pytest.raises(MlrunError) as e:
         plot.render(data, failed, x="batch_size", y="samples_per_second")
@@ -328,6 +336,9 @@ def test_sweep_plot_of_a_real_sweep(swept, tmp_path):
     assert_user_error(swept("sweep", "plot", "bs-seq", "-o", str(tmp_path / "y.txt")), 2,
                       "it writes a PNG; name the file .png")   # was: a PNG written as y.txt
     assert_user_error(swept("report", "bs-seq", "-o", "-"), 2, "report -o '-': name the page's file")
+    assert_user_error(swept("report", "bs-seq", "-o", str(tmp_path / "r.pdf")), 2,
+                      "it writes an HTML page; name the file .html")   # was: HTML written as r.pdf
+    assert not (tmp_path / "r.pdf").exists()
     assert not os.path.exists(os.path.join(swept.root, "-"))   # was written there
 
 
@@ -381,6 +392,9 @@ def test_the_best_point_is_a_valid_run_and_a_tie_is_no_best():
     assert report.best_values(rows, ["samples_per_second"]) == {"samples_per_second": 350.0}
     every = plot.chart([{**r, "result": "INVALID"} for r in rows], "threads", "samples_per_second").best
     assert every["point"] == "p001" and every["invalid"] is True   # short tuning runs: the best of them, said so
+    one = rows[:2]   # the one VALID run is the best, slower or not (a lone candidate is no tie)
+    assert plot.chart(one, "threads", "samples_per_second").best["point"] == "p000"
+    assert report.best_values(one, ["samples_per_second"]) == {"samples_per_second": 300.0}
     tied = [{**r, "samples_per_second": 0.0} for r in rows]
     assert plot.chart(tied, "threads", "samples_per_second").best is None
     assert report.best_values(tied, ["samples_per_second"]) == {}
