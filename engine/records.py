@@ -253,7 +253,9 @@ def headline(results):
         parts.append(loadgen["result"] + short)
     elif parts:
         parts[-1] += short
-    return ", ".join(parts) or "-"
+    # a step with neither figure may say its own (the QA app: "2 answers"); `runs` said "-"
+    said = results.get("headline")
+    return ", ".join(parts) or (said if isinstance(said, str) and said else "-")
 
 
 def packages(record):

@@ -427,4 +427,4 @@ def headline(row):
         parts.append(row["result"] + short_mark(row))
     elif parts:
         parts[-1] += short_mark(row)
-    return " ".join(parts) or None
+    return " ".join(parts) or row.get("headline") or None   # else the step's own words ("2 answers"), if it said

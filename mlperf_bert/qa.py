@@ -190,7 +190,10 @@ def save(args, answers):
                  "precision": "int8" if args.model_name == "int8-dynamic" else args.precision,
                  "random_weights": args.random or args.model_name == "bert-random",
                  "openvino": getattr(args, "openvino", None)}
-        path.with_suffix(".tmp").write_text(json.dumps({"qa": facts}, indent=1) + "\n")
+        # headline: the line `mlrun runs` shows for this run (it has no accuracy nor LoadGen figures to show)
+        said = f"{len(answers)} answer{'s' if len(answers) != 1 else ''}" + (", random weights" if facts["random_weights"]
+                                                                             else "")
+        path.with_suffix(".tmp").write_text(json.dumps({"qa": facts, "headline": said}, indent=1) + "\n")
         os.replace(path.with_suffix(".tmp"), path)
 
 

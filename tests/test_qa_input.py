@@ -83,9 +83,16 @@ def test_a_random_model_s_answers_are_said_to_mean_nothing(model, tmp_path, monk
     code, _ = ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", "--question=Who?", "--model-name=bert-random")
     assert code == 0 and "note: a random-weight model (_random): plumbing only, its answers and scores mean nothing" \
         in capsys.readouterr().out
-    assert json.loads((tmp_path / "qa.json").read_text())["qa"]["model_name"] == "bert-random"
+    saved = json.loads((tmp_path / "qa.json").read_text())
+    assert saved["qa"]["model_name"] == "bert-random"
+    # the line `mlrun runs` and `runs show` give the run (they said "-")
+    from engine import records
+    assert saved["headline"] == "1 answer, random weights" == records.headline(saved)
+    from engine.results import headline
+    assert headline(records.flat({"steps": [], "results": saved})) == "1 answer, random weights"
     ask(model, tmp_path, monkeypatch, "", f"--passage={PASSAGE}", "--question=Who?", "--model-name=minilm-squad")
     assert "note:" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "qa.json").read_text())["headline"] == "1 answer"
 
 
 @pytest.mark.parametrize("stdin, args, message", [
