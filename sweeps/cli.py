@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shlex
+import signal
 import sys
 import time
 
@@ -276,12 +277,18 @@ def _finish(p, outcome, settings):
     if status not in ("ok", "failed", "interrupted"):
         status = "failed"   # 'error' (mlrun itself failed) and 'died' count as failed points
     if status != "ok" and not p.get("error"):
-        p["error"] = _last_error(outcome.stderr_tail) or f"mlrun exited with code {outcome.returncode}"
+        code = outcome.returncode
+        # a point killed by a signal before it said anything: the signal's name, not "code -15"
+        killed = f"mlrun was stopped by {signal.Signals(-code).name}" if code < 0 and -code in SIGNALS else None
+        p["error"] = _last_error(outcome.stderr_tail) or killed or f"mlrun exited with code {code}"
     p.update(status=status, run=outcome.run_id, node=outcome.node, seconds=outcome.seconds, log=outcome.log)
     if outcome.started:
         p["started"] = outcome.started   # when it really began (the event may have been seen later)
     if outcome.cores is not None:
         p["cores"] = outcome.cores
+
+
+SIGNALS = {int(s) for s in signal.Signals}
 
 
 def _last_error(tail):

@@ -486,3 +486,14 @@ def test_a_secret_given_to_every_point_is_in_no_sweep_file(bench):
     again = bench.mlrun("sweep", "app bench", f"--env.API_TOKEN={secret}", "--grid", "batch_size=1,2",
                         "--name", "secret")
     assert again.returncode == 0 and "2 skipped" in again.stderr
+
+
+def test_a_point_stopped_by_a_signal_before_it_said_anything_names_the_signal():
+    """'interrupted: mlrun exited with code -15' (a SIGTERM just as the point started; a user's trial)."""
+    import types
+    from sweeps import cli
+    point = {}
+    outcome = types.SimpleNamespace(run_id=None, returncode=-15, stderr_tail="", node="n", seconds=0.2, log=None,
+                                    started=None, cores=None)
+    cli._finish(point, outcome, types.SimpleNamespace(runs="/nonexistent"))
+    assert (point["status"], point["error"]) == ("interrupted", "mlrun was stopped by SIGTERM")
