@@ -8,7 +8,6 @@ the host); a rerun of the same command reuses a finished run only when its finge
 bert-99 and bert-99.9 run the same model with the same settings: they share the runs (only the
 accuracy target differs), each gets its own folder in the tree.
 """
-import difflib
 import json
 import os
 import re
@@ -106,11 +105,12 @@ def options_help():
 def parse(query, words):
     """(options, inputs, dep overrides, env overrides) of `mlrun submit QUERY WORDS...`."""
     from engine.cli import split_extras
+    from engine.words import did_you_mean
     opts, rest = parser().parse_known_args(words)
     near = [w.split("=", 1)[0] for w in rest if w.startswith("--") and not w.startswith(("--dep.", "--env."))]
     for flag, value in (("--submitter", opts.submitter), ("--division", opts.division)):
         if value is None:   # said with the misspelt flag beside it (was: "required: --submitter" only)
-            typo = next((w for w in near if difflib.get_close_matches(w, [flag], n=1, cutoff=0.8)), None)
+            typo = next((w for w in near if did_you_mean(w, [flag])), None)
             raise UsageError(f"mlrun submit needs {flag}" + (f" ({typo} is given: did you mean {flag}?)" if typo else ""),
                              hint="mlrun submit --help lists the submission's options")
     if opts.rerun and opts.rerun_busy:   # --rerun runs every run again: --rerun-busy was ignored in silence

@@ -98,7 +98,7 @@ def forget(sub):
                  os.path.join(sub.dir, "work", "verify")):
         shutil.rmtree(path, ignore_errors=True)   # rebuilt from the runs each time
     last = (sub.state.pop("verdict", None) or {}).get("archive")
-    names = {"verdict.json", archive_name(sub.opts), *(os.path.basename(last) for last in [last] if last)}
+    names = {"verdict.json", archive_name(sub.opts)} | ({os.path.basename(last)} if last else set())
     for name in names | {f"{name}.sha1" for name in names if name.endswith(".tar.gz")}:
         if os.path.lexists(os.path.join(sub.dir, name)):
             os.remove(os.path.join(sub.dir, name))
