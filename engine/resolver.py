@@ -490,8 +490,8 @@ def input_value(recipe, name, value):
     if spec is None:
         raise _no_such_input(recipe, name)
 
-    def fail(msg):
-        raise ResolutionError(f"{recipe['name']}: {msg}")
+    def fail(msg, hint=None):
+        raise ResolutionError(f"{recipe['name']}: {msg}", hint=hint)
     if value is FLAG_ALONE and spec["type"] != "bool":
         kind = {"int": "a whole number", "float": "a number", "path": "a path"}.get(spec["type"], "text")
         raise ResolutionError(f"{recipe['name']}: input '{name}' needs a value ({kind}; a flag alone is only a "
@@ -509,7 +509,11 @@ def input_value(recipe, name, value):
     if value is not None and out_of_bounds(name, value, spec):
         fail(out_of_bounds(name, value, spec))
     if spec.get("pattern") and value is not None and not re.fullmatch(spec["pattern"], str(value)):
-        fail(f"--{name}={value} is not of the form the input takes ({spec['help'] or 'pattern ' + spec['pattern']})")
+        # the pattern's plain words (auto|exact|...) are names a typo may be near: --buckets=exat
+        from .words import did_you_mean
+        words = [w for w in spec["pattern"].split("|") if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", w)]
+        fail(f"--{name}={value} is not of the form the input takes" + did_you_mean(str(value), words),
+             hint=spec["help"] or f"the pattern {spec['pattern']}")
     return value
 
 

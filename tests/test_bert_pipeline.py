@@ -107,6 +107,9 @@ def test_int8_dynamic_of_the_random_model(bert, accuracy_run):
     assert summary["model"] == os.path.join(int8, "model.onnx") and summary["samples_completed"] == 8
     assert summary["sequence_handling"].startswith("exact lengths")
     assert json.load(open(os.path.join(int8, "quantization.json")))["seq_axis"] == "dynamic"
+    # said in the run's lines (nothing told an int8 run from an fp32 one there)
+    said = result.stderr + open(os.path.join(step_dir(result), ".mlrun", "build.log")).read()
+    assert f"  model: int8, {summary['model_int8_operators']} quantised nodes run int8 (the rest fp32)" in said, said
 
 
 def test_process_accuracy_recipe_scores_the_log(bert, accuracy_run):

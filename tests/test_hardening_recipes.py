@@ -243,7 +243,7 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--dep.model.layers=0"], "get-ml-model-bert: --dep.model.layers=0 is below 1"),   # built a model of no layers
     (["--dep.model.ffn=-3"], "get-ml-model-bert: --dep.model.ffn=-3 is below 0"),   # as typed, not --ffn=-3
     (["--dep.model.hidden=100"], "get-ml-model-bert: --dep.model.hidden=100 is not a multiple of --heads=12"),
-    (["--buckets=500"], "--buckets=500 is not of the form the input takes (sequence lengths:"),
+    (["--buckets=500"], "--buckets=500 is not of the form the input takes\nhint: sequence lengths:"),
     # Flags that apply only with some choices (the harness refused them after every build, exit 1):
     (["--scenario=SingleStream", "--target_qps=5"],
      "--target_qps applies only with --scenario other than SingleStream or MultiStream"),
