@@ -265,7 +265,9 @@ class Resolver:
                 value = os.path.abspath(os.path.expanduser(value))
                 if not os.path.exists(value):
                     raise ResolutionError(f"{recipe['name']}: --{name}" + ("" if name in given else " (its default)")
-                                          + f": no such file or folder: {value}")
+                                          + f": no such file or folder: {value}",
+                                          hint=(f"--{name}: {spec['help']}" if spec["help"] else None)
+                                          or "a relative path is taken from the current folder")
                 if spec.get("file") and not os.path.isfile(value):   # a folder would be hashed whole first
                     raise ResolutionError(f"{recipe['name']}: --{name}: {value} is "
                                           + ("a folder" if os.path.isdir(value) else "not a regular file")

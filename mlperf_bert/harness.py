@@ -664,7 +664,10 @@ def format_summary(summary):
         spinning = f", spinning {'on' if par['spin'] else 'off'}" if ort else ""
         lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s){spinning} "
                      f"(rule: {par['rule']}"
-                     + (f"; set by --{', --'.join(par['overridden'])})" if par["overridden"] else ")"))
+                     + (f"; set by --{', --'.join(par['overridden'])}" if par["overridden"] else "")
+                     # --threads alone: the instances are as many as fit, not the rule's (2 of 1 core each -> 1 of 3)
+                     + (f": so {par['instances']} instance(s) of {par['threads']} on the {par.get('available')} cores"
+                        if "threads" in par["overridden"] and "instances" not in par["overridden"] else "") + ")")
         if par["instances"] * par["threads"] > par.get("available", 0) > 0:
             lines.append(f"    {par['instances'] * par['threads']} threads on the {par['available']} cores this run "
                          "may use: not pinned, they take turns on the cores")
@@ -682,9 +685,13 @@ def format_summary(summary):
         elif not summary.get("error"):
             lines.append("  accuracy: not scored (pass --squad FILE)")
     if peak := summary.get("find_peak"):
+        # a --count run's check is as short as the run (it said "full-length check VALID" of 2 s); a Server target
+        # above Offline's own rate is no steady state: said, not left as a figure to trust
+        above = " (above Offline's rate: a short or noisy measure)" if peak["server_vs_offline"] > 1 else ""
+        check = "check of the run's own short length" if summary.get("short") else "full-length check"
         lines.append(f"  find-peak: target {peak['qps']:.3f} QPS ({peak['server_vs_offline']:.1%} of Offline "
-                     f"{peak['offline_samples_per_second']:.3f} samples/s) after {len(peak['trials'])} short runs; "
-                     f"full-length check {'VALID' if peak['checked_valid'] else 'not VALID'}"
+                     f"{peak['offline_samples_per_second']:.3f} samples/s{above}) after {len(peak['trials'])} short "
+                     f"runs; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"
                      + (f" ({peak['note']})" if peak["note"] else ""))
     lines.append(f"  logs: {summary['run_dir']}")
     return "\n".join(lines)

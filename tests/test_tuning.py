@@ -142,6 +142,12 @@ def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
                              "--count", "8", "--min-duration", "0", "--instances", str(cores + 1))
     assert f"    {cores + 1} threads on the {cores} cores this run may use: not pinned" in crowded.stdout
     assert "not pinned" not in result.stdout
+    # --threads alone: the instances dropped from the rule's (one per core) to what fits, said so (a user's trial)
+    alone, summary = run_harness(files, tmp_path / "alone", "--scenario", "Offline", "--mode", "performance",
+                                 "--count", "8", "--min-duration", "0", "--threads", str(cores + 1))
+    assert summary["parallelism"]["instances"] == 1
+    assert (f"Offline: one instance per core ({cores}); set by --threads: so 1 instance(s) of {cores + 1} on the "
+            f"{cores} cores)") in alone.stdout, alone.stdout
 
 
 # -- batching of nearby lengths -------------------------------------------------------------------
@@ -334,6 +340,9 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
         assert max(trial["min_query_count"] for trial in peak["trials"][too_few[0] + 1:]) > 400, peak["trials"]
     assert "bert.Server.min_query_count" in (tmp_path / "run" / "user.conf").read_text()
     assert "find-peak: target" in result.stdout
+    # a --count run's check is as short as the run (it said "full-length check VALID" of 2 s)
+    assert "check of the run's own short length" in result.stdout and "full-length check" not in result.stdout
+    assert ("(above Offline's rate" in result.stdout) == (peak["server_vs_offline"] > 1), result.stdout
 
 
 def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, tmp_path):
