@@ -627,7 +627,8 @@ def _typed(value):
 
 
 def _value_rule(condition, name):
-    """The variations a rule of the input's own value needs (`name!=fp16|_x|_y`, `name=tf32|_x`), when such a rule
+    """The variations (or other inputs' values) a rule of the input's own value needs (`name!=fp16|_x|_y`,
+    `name=tf32|_x`, `name=0|other!=1`), when such a rule
     is among the words that fail and the others fail only for want of one of them: said as '--precision=fp16
     applies only with _x or _y' (the rule read as 'other than fp16 or _x' or '--precision=tf32 or _x' was circular);
     else None."""
@@ -635,7 +636,10 @@ def _value_rule(condition, name):
     for word in words:
         terms = word.split("|")
         own = [t for t in terms if (m := CONDITION_INPUT.match(t)) and m.group(1) == name]
-        rest = [t for t in terms if t.startswith(("_", "!_"))]
+        # the rest: variations, or another input's value (batch_pad=0|batch_size!=1: '--batch_pad=8 applies only
+        # with --batch_size other than 1', not '... only with --batch_pad=0 or ...')
+        rest = [t for t in terms if t.startswith(("_", "!_"))
+                or (m := CONDITION_INPUT.match(t)) and m.group(1) != name]
         if len(own) == 1 and rest and len(own) + len(rest) == len(terms) and \
                 all(set(other.split("|")) & set(rest) for other in words if other != word):
             return "|".join(rest)
