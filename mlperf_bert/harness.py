@@ -310,7 +310,10 @@ def find_peak(args):
         took = "an unknown number of" if alone_p99 is None else f"{alone_p99:.1f}"
         raise StepError(f"--find-peak: no Server target can be VALID: the slowest 1% of samples take {took} ms "
                         f"each even one at a time (SingleStream p99, {folder / 'singlestream'}), over the "
-                        f"{bound_ms:g} ms bound", hint="use a faster model (int8, fused) or more cores")
+                        f"{bound_ms:g} ms bound",
+                        hint=(f"--target_latency={args.target_latency:g} is the bound you set: raise it, or " if
+                              args.target_latency else "")
+                        + "run a faster model (_int8-dynamic, or _openvino --precision=int8) or on more cores")
     offline = tuning.short_run(args, folder / "offline", "Offline", args.peak_min_queries, args.peak_trial_ms,
                                target_latency=None)
     start_qps = offline["loadgen"]["metric"].get("Samples per second") or offline["warmup_qps"]

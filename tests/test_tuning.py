@@ -354,6 +354,9 @@ def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, t
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert "--find-peak: no Server target can be VALID" in result.stderr and "over the 0.001 ms bound" in result.stderr
+    # the bound is the user's own: the hint says so first (it named only a faster model, and 'fused', no variation)
+    assert "hint: --target_latency=0.001 is the bound you set: raise it, or run a faster model (_int8-dynamic" \
+        in result.stderr, result.stderr
     assert not (tmp_path / "run" / "find-peak" / "offline").exists()  # no search was started
 
 
