@@ -8,7 +8,7 @@ its output goes into the node's key material, so `plan`, `explain` and the entry
 
 Outputs are remembered in `cache/.index/probes.json`, keyed by the program's resolved path
 and stat, the arguments and that environment: the warm path stats a file instead of starting
-an interpreter. A program that picks what it runs from a file it reads (pyenv's global
+an interpreter; a probe declared `remember: false` (the GPU's) runs at every resolution. A program that picks what it runs from a file it reads (pyenv's global
 version file) is not seen changing: select with a variable the recipe passes, or a path.
 """
 import hashlib
@@ -47,8 +47,12 @@ class Prober:
             env["MLRUN_MIRROR"] = self.mirror
         # {recipe}: a probe may run a script kept in its recipe's folder.
         folder = os.path.dirname(node.recipe_path or "") or "."
-        return {name: self._output(node, name, [envs.expand(a.replace("{recipe}", folder), env) for a in argv], env)
-                for name, argv in sorted(spec.items())}
+        out = {}
+        for name, probe in sorted(spec.items()):
+            argv, remember = (probe["run"], probe.get("remember", True)) if isinstance(probe, dict) else (probe, True)
+            argv = [envs.expand(a.replace("{recipe}", folder), env) for a in argv]
+            out[name] = self._output(node, name, argv, env) if remember else self._run(node, name, argv, env)
+        return out
 
     def _output(self, node, name, argv, env):
         import shutil  # only recipes with probes pay for it

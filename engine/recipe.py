@@ -142,12 +142,23 @@ class _Checker:
         return dict(value)
 
     def probes(self, value, where):
-        """probe: {NAME: [argv]}: commands whose output is hashed into the key (argv, so the program is known)."""
+        """probe: {NAME: [argv]}: commands whose output is hashed into the key (argv, so the program is known);
+        {NAME: {run: [argv], remember: false}}: one run at every resolution, never remembered (a GPU's answer can
+        change with nothing on disk changing: another card, a dead driver)."""
         self.expect(value, dict, where, "probe")
-        for name, argv in value.items():
+        for name, spec in value.items():
             here = list(where) + [name]
             if not ENV_RE.match(str(name)):
                 self.fail(here, f"probe name '{name}' may hold letters, digits and _ only")
+            if isinstance(spec, dict):
+                unknown = set(spec) - {"run", "remember"}
+                if unknown or "run" not in spec:
+                    self.fail(here, f"probe.{name} takes run: [program, args...] and remember: true|false"
+                              + (f", not {', '.join(sorted(map(str, unknown)))}" if unknown else ""))
+                self.expect(spec.get("remember", True), bool, here + ["remember"], "remember")
+                argv = spec["run"]
+            else:
+                argv = spec
             if not self.str_list(argv, here, f"probe.{name}") or isinstance(argv, str):
                 self.fail(here, f"probe.{name} must be a non-empty list: the program, then its arguments")
         return dict(value)

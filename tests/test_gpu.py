@@ -66,6 +66,28 @@ def test_hidden_gpus_and_old_drivers_are_refused_with_the_reason(mlrun, tmp_path
     assert_user_error(result, 2, "driver 470.82.01 is too old", "525.60.13")
 
 
+def test_the_gpu_is_asked_at_every_plan_never_remembered(mlrun, tmp_path):
+    """A remembered answer outlived the card and the driver: after a swap to another GPU the plan kept the first
+    one's name (and so its engines' keys), and a driver that stopped answering was not refused (a user's trial)."""
+    bin_dir = tmp_path / "bin"
+    run = with_env(mlrun, PATH=f"{fake_smi(bin_dir)}:{os.environ['PATH']}")
+    first = run("plan", GPU_QUERIES[0][0])
+    assert first.returncode == 0 and "probe gpu: NVIDIA H200" in first.stdout, first.stderr
+    fake_smi(bin_dir, "NVIDIA A100-SXM4-80GB, 8.0, 81920, 580.159.03")   # the same file, another card
+    assert "probe gpu: NVIDIA A100-SXM4-80GB, compute capability 8.0" in run("plan", GPU_QUERIES[0][0]).stdout
+    (bin_dir / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed' >&2\nexit 9\n")
+    assert run("plan", GPU_QUERIES[0][0]).returncode == 2
+
+
+def test_a_probe_that_is_not_remembered_is_declared_so():
+    from engine.errors import RecipeError
+    from engine.recipe import normalize
+    with pytest.raises(RecipeError, match="probe.gpu takes run: \\[program, args...\\] and remember: true|false"):
+        normalize({"tags": ["x"], "probe": {"gpu": {"argv": ["nvidia-smi"]}}}, "recipe.yaml", {}, "x")
+    plain = normalize({"tags": ["x"], "probe": {"gpu": ["nvidia-smi"]}}, "recipe.yaml", {}, "x")
+    assert plain["probe"] == {"gpu": ["nvidia-smi"]}   # the list form keeps its normal form (and every key)
+
+
 def test_every_gpu_plan_resolves_with_a_gpu(mlrun, tmp_path):
     run = with_env(mlrun, PATH=f"{fake_smi(tmp_path / 'bin')}:{os.environ['PATH']}")
     wanted = {"_cuda": "get-backend-onnxruntime _cuda", "_tensorrt-ep": "get-onnxruntime-trt-cache-bert",
