@@ -381,11 +381,27 @@ class Resolver:
             # An unnamed dep answers to the name of the recipe it selects, as `mlrun plan` shows it.
             dep_name = dep["name"] or self.select(dep["query"], dep["version"])[0]["name"]
             applied, tagged = {}, {}   # input -> the --dep NAME that set it; likewise a variation its tags added
+            # the dep's inputs the person's own flags fill (--model=FILE: the model dep's path): an override of them,
+            # or tags that replace the variation those flags chose, ran another model than the one asked for
+            passed = {k: m.group(1) for k, v in dep["inputs"].items() if isinstance(v, str)
+                      and (m := PASSED_INPUT.fullmatch(v)) and given_inputs.get(m.group(1)) is not None}
             for name in self._overrides_of(dep_path + (dep_name,)):
                 override = self.dep_overrides[name]
                 self.used_overrides.add(name)
+                own = next(iter(sorted(set(passed.values()))), None)
+                clash = sorted(k for k in override if k in passed)
+                if clash:
+                    raise ResolutionError(f"--dep.{name}.{clash[0]} cannot go with --{passed[clash[0]]}: "
+                                          f"{recipe['name']} passes --{passed[clash[0]]} as that input",
+                                          hint=f"give --{passed[clash[0]]} alone")
                 tagged.update({_var_base(w[1:]): name for w in override.get("tags", "").split() if w.startswith("_")})
+                before = dquery
                 dquery = self._with_tags(dquery, dversion, override.get("tags", "").split())
+                dropped = [w for w in before.split() if w.startswith("_") and w not in dquery.split()]
+                if own and dropped:
+                    raise ResolutionError(f"--dep.{name}.tags={override['tags']} cannot go with --{own}: it would "
+                                          f"replace {' '.join(dropped)}, which --{own} chose",
+                                          hint=f"give --{own} alone, or leave it out and choose the model by tags")
                 dversion = override.get("version", dversion)
                 dinputs = {**dinputs, **{k: v for k, v in override.items() if k not in SPECIAL_OVERRIDES}}
                 applied.update({k: name for k in override if k not in SPECIAL_OVERRIDES})
