@@ -261,6 +261,10 @@ class Resolver:
             value = input_value(recipe, name, value)
             if value is None and spec.get("required"):
                 raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
+            if spec["type"] == "path" and value == "" and name in given:   # `--model=` fell back to the official
+                raise ResolutionError(f"{recipe['name']}: --{name}= is empty",   # model and its download
+                                      hint=f"give --{name}=PATH, or leave --{name} out"
+                                      + (f" ({spec['help']})" if spec["help"] else ""))
             if spec["type"] == "path" and value and not REFERENCE.match(value):
                 value = os.path.abspath(os.path.expanduser(value))
                 if not os.path.exists(value):
