@@ -120,6 +120,8 @@ def parse_args(argv):
                         "expected latency, Server latency bound (default: warm-up estimate; Server mlperf.conf)")
     parser.add_argument("--min-duration", type=_count(0), metavar="MS", help=f"minimum test duration "
                         f"(default: mlperf.conf; {SHORT_RUN_MIN_DURATION_MS} with --count)")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="the model's weights are random (or quantised from random ones): its score means nothing")
     parser.add_argument("--questions", help="run and score only these questions' features: a model's heldout.json "
                         "(mlperf_bert.heldout) or a JSON list of question ids")
     parser.add_argument("--user-conf", help="LoadGen user.conf lines to append (they win over this harness's)")
@@ -271,6 +273,7 @@ def run(args):
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
         "other_load": other_load.record(),
     }
+    summary["random_weights"] = args.random_weights
     summary[args.backend] = inference.backend.describe()
     summary["model_int8_operators"] = _int8_operators(args.model)
     if sut.error is not None:
@@ -682,8 +685,9 @@ def format_summary(summary):
         scored = summary.get("accuracy")
         if scored:
             figures = json.dumps({"exact_match": scored["exact_match"], "f1": scored["f1"]})
-            lines.append(f"  accuracy: {figures}  target F1 >= {TARGET_F1:.3f}: "
-                         f"{'met' if scored['met'] else 'not met'}")
+            lines.append(f"  accuracy: {figures}  " + (
+                "(a random-weight model: plumbing only, its score means nothing)" if summary.get("random_weights")
+                else f"target F1 >= {TARGET_F1:.3f}: {'met' if scored['met'] else 'not met'}"))
             lines.append(f"  ({accuracy.coverage_note(scored)})")
         elif not summary.get("error"):
             lines.append("  accuracy: not scored (pass --squad FILE)")

@@ -40,6 +40,10 @@ def test_accuracy_mode_20_samples(accuracy_run, bert_seed):
     assert set(summary["accuracy"]) >= {"exact_match", "f1"}
     accuracy_line = open(os.path.join(run_dir, "accuracy.txt")).read()
     assert '"exact_match"' in accuracy_line and '"f1"' in accuracy_line
+    # a random model's score is said to mean nothing, not held to the target (was "target F1 >= 89.965: not met")
+    said = accuracy_run.stderr + open(os.path.join(run_dir, ".mlrun", "build.log")).read()
+    assert summary["random_weights"] is True and "(a random-weight model: plumbing only, its score means nothing)" \
+        in said and "target F1 >=" not in said, said
     # The 20 responses of an accuracy run.
     log = json.load(open(os.path.join(run_dir, "mlperf_log_accuracy.json")))
     assert sorted(r["qsl_idx"] for r in log) == list(range(20))

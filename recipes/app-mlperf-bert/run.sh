@@ -21,6 +21,7 @@ case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin)
 [ -n "${MLRUN_INPUT_USER_CONF:-}" ] && args+=(--user-conf "$MLRUN_INPUT_USER_CONF")
 [ -n "${MLRUN_INPUT_AUDIT_CONFIG:-}" ] && args+=(--audit-config "$MLRUN_INPUT_AUDIT_CONFIG")
 [ -n "${MLRUN_INPUT_STREAMS:-}" ] && args+=(--streams "$MLRUN_INPUT_STREAMS")
+[ -n "${HARNESS_RANDOM:-}" ] && args+=(--random-weights)   # its score is said to mean nothing (its int8 copy's too)
 # A model trained on part of the dev set names its held-out questions (MLRUN_MODEL_HELDOUT): run and score only those.
 questions="${MLRUN_INPUT_QUESTIONS:-${MLRUN_MODEL_HELDOUT:-}}"
 [ -n "$questions" ] && args+=(--questions "$questions")
