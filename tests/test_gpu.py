@@ -401,3 +401,12 @@ def test_the_providers_engine_cache_gets_the_profiles_the_harness_asks(monkeypat
     assert asked == [(seq_plan.parse_buckets("128,256"), (8,))] and asked[0][0] == (128, 256, 384)
     assert gpu.main(["ort-trt-cache", "--model", "m", "--out", "o", "--buckets", "exact"]) == 2
     assert "--buckets must list lengths for TensorRT profiles" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("query", ["app mlperf bert _tensorrt", "app mlperf bert _tensorrt-ep"])
+def test_tensorrt_takes_a_model_file_not_a_zoo_or_hub_source(mlrun, tmp_path, query):
+    """zoo: and hf: planned no engine (its deps take the official model or a file), and the harness stopped on
+    'needs --engine FILE' after the multi-GB TensorRT venv (a user's trial)."""
+    run = with_env(mlrun, PATH=f"{fake_smi(tmp_path / 'bin')}:{os.environ['PATH']}")
+    for source in ("hf:org/tiny", "zoo:bert-base-wikipedia_bookcorpus-pruned90"):
+        assert_user_error(run("plan", query, f"--model={source}"), 2, f"--model={source} cannot go with _tensorrt")
