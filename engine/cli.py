@@ -326,6 +326,29 @@ def main(argv=None):
         return _main(list(sys.argv[1:] if argv is None else argv))
 
 
+def _check_place(what, path, flag, settings):
+    """Places that would damage what is there: a path not UTF-8 ('unexpected UnicodeEncodeError ... a bug'), a
+    cache inside a published entry (as root it wrote .index/ and a nested entry into it), runs inside the cache
+    (cache verify then called every run folder NOT AN ENTRY)."""
+    hint = f"check {flag} (or MLRUN_{what.upper()})"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UsageError(f"the {what} folder {path.encode('utf-8', 'surrogateescape')!r} is not UTF-8 text: mlrun "
+                         "writes its paths in records and logs", hint=hint) from None
+    real = os.path.realpath(path)
+    folder = real
+    while folder != os.path.dirname(folder):
+        if os.path.isfile(os.path.join(folder, ".mlrun", "entry.json")):
+            raise UsageError(f"the {what} folder {path} is inside the cache entry {folder}: entries are never "
+                             "written to", hint=hint)
+        folder = os.path.dirname(folder)
+    cache = os.path.realpath(settings.cache)
+    if what == "runs" and (real == cache or real.startswith(cache + os.sep)):
+        raise UsageError(f"the runs folder {path} is inside the cache {settings.cache}: run folders are no entries",
+                         hint="give --runs (or MLRUN_RUNS) a folder of its own")
+
+
 def _main(argv):
     try:
         argv = with_verb(cm_tags(argv, VERBS, GLOBAL_WITH_VALUE, FLAGS))
@@ -374,6 +397,7 @@ def _main(argv):
                 if os.path.exists(path) and not os.path.isdir(path):   # before anything is built or published
                     raise UsageError(f"the {what} folder {path} is not a folder",
                                      hint=f"check {flag} (or MLRUN_{what.upper()})")
+                _check_place(what, path, flag, settings)
             if args.verb in INSPECTING_CACHE and args.cache and not os.path.exists(settings.cache):
                 # a typo on the command line: it was made, and said to hold nothing (MLRUN_CACHE may name one to be)
                 raise UsageError(f"the cache folder {settings.cache} does not exist",

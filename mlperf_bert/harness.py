@@ -120,7 +120,7 @@ def parse_args(argv):
                         "expected latency, Server latency bound (default: warm-up estimate; Server mlperf.conf)")
     parser.add_argument("--min-duration", type=_count(0), metavar="MS", help=f"minimum test duration "
                         f"(default: mlperf.conf; {SHORT_RUN_MIN_DURATION_MS} with --count)")
-    parser.add_argument("--random-weights", action="store_true",
+    parser.add_argument("--random-weights", action=argparse.BooleanOptionalAction, default=False,
                         help="the model's weights are random (or quantised from random ones): its score means nothing")
     parser.add_argument("--questions", help="run and score only these questions' features: a model's heldout.json "
                         "(mlperf_bert.heldout) or a JSON list of question ids")

@@ -18,6 +18,21 @@ def one_line(result, code, *fragments):
     return err
 
 
+def test_places_that_would_damage_what_is_there_are_refused(ws, tmp_path):
+    """A cache inside a published entry (as root, mlrun wrote .index/ and a nested entry into it, and every later run
+    refused that entry), runs inside the cache (cache verify: NOT AN ENTRY), a path that is not UTF-8 ('unexpected
+    UnicodeEncodeError ... a bug in mlrun'): a user's trial."""
+    ws.recipe("a", "tags: a\nrun: echo hi > hi.txt\n")
+    assert ws.mlrun("a").returncode == 0
+    [entry] = [p for p in os.listdir(ws.cache) if p.startswith("a-")]
+    inside = os.path.join(ws.cache, entry)
+    before = sorted(os.listdir(inside))
+    one_line(ws.mlrun("--cache", inside, "a"), 2, f"the cache folder {inside} is inside the cache entry {inside}")
+    assert sorted(os.listdir(inside)) == before
+    one_line(ws.mlrun("--runs", os.path.join(ws.cache, "runs"), "a"), 2, "is inside the cache")
+    one_line(ws.mlrun("--cache", str(tmp_path).encode() + b"/\xff", "a"), 2, "is not UTF-8 text")
+
+
 @pytest.fixture
 def app(ws):
     ws.recipe("app", """\
