@@ -18,6 +18,7 @@ use them: the CLI imports this module and must start fast.
 
 import contextlib
 import errno
+import glob
 import hashlib
 import os
 import re
@@ -88,12 +89,21 @@ def _expected(sha256, md5):
     return None, None
 
 
-def _mirror_hint(algo, expected, mirror):
+def _mirror_hint(algo, expected, mirror, name=None):
     if not expected:
         return "no checksum is declared for this download, so a mirror cannot serve it"
     hint = (f"put a file with {algo} {expected} in a folder and pass --mirror DIR "
             f"or set MLRUN_MIRROR=DIR (mlrun mirror add FILE...)")
-    return f"mirror {mirror} has no file with {algo} {expected}; {hint}" if mirror else hint
+    if not mirror:
+        return hint
+    # a file of that name is there (its own folder or one below) but not with that checksum: damaged or another
+    # version, named (the hint said only that the mirror had no such file)
+    named = [p for p in [os.path.join(mirror, name or "")] + glob.glob(os.path.join(glob.escape(mirror), "*", name or ""))
+             if name and os.path.isfile(p)]
+    if named:
+        return (f"{named[0]} in the mirror is not the file asked for ({algo} {expected}): damaged or another version; "
+                f"replace it with the right one (mlrun mirror check lists what is wrong)")
+    return f"mirror {mirror} has no file with {algo} {expected}; {hint}"
 
 
 def _verify(path, source, algo, expected, size, got=None):
@@ -320,7 +330,8 @@ def fetch(url, dest_path, *, sha256=None, md5=None, size=None, mirror=None, prog
         with lock:  # another download of the same file finishes (or fails) first
             part = _Part(part_path, algo, size, kept)
             _download(url, part, size, os.path.basename(dest_path) if show else None,
-                      (retries, attempts, budget, backoff), timeout, _mirror_hint(algo, expected, mirror))
+                      (retries, attempts, budget, backoff), timeout,
+                      _mirror_hint(algo, expected, mirror, os.path.basename(dest_path)))
             _verify(part_path, url, algo, expected, size, got=part.hexdigest())
             shutil.move(part_path, dest_path)  # a rename, unless the cache is on another disk
             with contextlib.suppress(OSError):  # no longer shared once it is the build's own file

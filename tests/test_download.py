@@ -251,3 +251,21 @@ def test_module_import_does_not_load_requests_or_tqdm():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_mirror_file_of_the_right_name_and_wrong_bytes_is_named(tmp_path):
+    """A damaged dev-v1.1.json in the mirror (never indexed): the hint said the mirror had no file with that sha256,
+    not which file there was wrong (a user's trial)."""
+    mirror = tmp_path / "mirror"
+    (mirror / "squad").mkdir(parents=True)
+    bad = mirror / "squad" / "data.bin"
+    bad.write_bytes(DATA[:-1] + bytes([DATA[-1] ^ 1]))
+    with pytest.raises(DownloadError) as err:
+        download.fetch("http://127.0.0.1:9/data.bin", tmp_path / "cache" / "data.bin", sha256=SHA256, mirror=mirror,
+                       index_path=tmp_path / "index.json", **FAST)
+    assert err.value.hint.startswith(f"{bad} in the mirror is not the file asked for (sha256 {SHA256})"), err.value.hint
+    bad.unlink()   # no file of that name: the hint as before
+    with pytest.raises(DownloadError) as err:
+        download.fetch("http://127.0.0.1:9/data.bin", tmp_path / "cache" / "data.bin", sha256=SHA256, mirror=mirror,
+                       index_path=tmp_path / "index.json", **FAST)
+    assert err.value.hint.startswith(f"mirror {mirror} has no file with sha256 {SHA256}"), err.value.hint
