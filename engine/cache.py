@@ -233,7 +233,8 @@ class Cache:
     @staticmethod
     def is_damaged(path):
         """A folder named as an entry whose entry.json is missing or unreadable: an entry gone bad (removable by
-        `mlrun rm cache PATH`; the next build of it replaces it), unlike any other folder."""
+        `mlrun rm cache PATH`; the next build of it replaces one whose entry.json is gone, a run refuses one whose
+        entry.json is unreadable), unlike any other folder."""
         return bool(re.fullmatch(ENTRY_NAME, os.path.basename(path))) and os.path.isdir(path) \
             and read_entry(path) is None
 

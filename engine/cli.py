@@ -880,9 +880,12 @@ def cmd_cache(args, extras, settings):
             print(f"OLD FORMAT {_rel(path)}: its files were checked; its metadata (.mlrun/) has no digest "
                   "(remove and rebuild it to cover that)")
         for path in strays:
-            if path in damaged:   # named as an entry: the next build of that entry replaces it
-                print(f"DAMAGED {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; it is not used, "
-                      f"and the next build of it replaces it\n  remove it: {removal_command(path)}")
+            if path in damaged:   # named as an entry: rebuilt when its entry.json is gone, else refused by runs
+                there = os.path.exists(os.path.join(path, ".mlrun", ENTRY_FILE))
+                print(f"DAMAGED {_rel(path)}: its .mlrun/{ENTRY_FILE} is "
+                      + ("unreadable; it is not used, and a run that needs it stops until it is removed" if there
+                         else "missing; it is not used, and the next build of it replaces it")
+                      + f"\n  remove it: {removal_command(path)}")
             else:
                 print(f"NOT AN ENTRY {_rel(path)}: its .mlrun/{ENTRY_FILE} is missing or unreadable; mlrun never "
                       "uses it (move it out of the cache)")
