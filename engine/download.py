@@ -98,8 +98,8 @@ def _mirror_hint(algo, expected, mirror, name=None):
         return hint
     # a file of that name is there (its own folder or one below) but not with that checksum: damaged or another
     # version, named (the hint said only that the mirror had no such file)
-    named = [p for p in [os.path.join(mirror, name or "")] + glob.glob(os.path.join(glob.escape(mirror), "*", name or ""))
-             if name and os.path.isfile(p)]
+    named = [p for p in [os.path.join(mirror, name), *glob.glob(os.path.join(glob.escape(mirror), "*", glob.escape(name)))]
+             if os.path.isfile(p)] if name else []
     if named:
         return (f"{named[0]} in the mirror is not the file asked for ({algo} {expected}): damaged or another version; "
                 f"replace it with the right one (mlrun mirror check lists what is wrong)")

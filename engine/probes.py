@@ -8,8 +8,9 @@ its output goes into the node's key material, so `plan`, `explain` and the entry
 
 Outputs are remembered in `cache/.index/probes.json`, keyed by the program's resolved path
 and stat, the arguments and that environment: the warm path stats a file instead of starting
-an interpreter; a probe declared `remember: false` (the GPU's) runs at every resolution. A program that picks what it runs from a file it reads (pyenv's global
-version file) is not seen changing: select with a variable the recipe passes, or a path.
+an interpreter; a probe declared `remember: false` (the GPU's) runs at every resolution. A program
+that picks what it runs from a file it reads (pyenv's global version file) is not seen changing:
+select with a variable the recipe passes, or a path.
 """
 import hashlib
 import json

@@ -389,10 +389,10 @@ class Resolver:
             # or tags that replace the variation those flags chose, ran another model than the one asked for
             passed = {k: m.group(1) for k, v in dep["inputs"].items() if isinstance(v, str)
                       and (m := PASSED_INPUT.fullmatch(v)) and given_inputs.get(m.group(1)) is not None}
+            own = min(passed.values(), default=None)   # the flag named when tags would replace its choice
             for name in self._overrides_of(dep_path + (dep_name,)):
                 override = self.dep_overrides[name]
                 self.used_overrides.add(name)
-                own = next(iter(sorted(set(passed.values()))), None)
                 clash = sorted(k for k in override if k in passed)
                 if clash:
                     raise ResolutionError(f"--dep.{name}.{clash[0]} cannot go with --{passed[clash[0]]}: "
