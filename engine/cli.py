@@ -1085,12 +1085,17 @@ def _signature_note(info):
         "not signed: its origin was not verified"
 
 
+def _is_bundle(ref):
+    """A RUN argument that names a bundle (replay imports it, diff reads it in place), not a run id or folder."""
+    return ref.endswith((".tar.gz", ".tgz")) or os.path.isfile(ref) and not ref.endswith(".json")
+
+
 def cmd_replay(args, extras, settings):
     from . import records, replay
     from .cache import Cache
     from .runner import Runner
     ref = args.run
-    if ref.endswith((".tar.gz", ".tgz")) or os.path.isfile(ref) and not ref.endswith(".json"):   # a bundle
+    if _is_bundle(ref):
         from . import bundle
         if not os.path.isfile(ref):
             raise UsageError(_not_a_file(ref), hint="replay takes a run id, a run folder, a run.json or a bundle "
@@ -1129,7 +1134,7 @@ def cmd_replay(args, extras, settings):
 def cmd_diff(args, extras, settings):
     from . import compare, records
     def load(ref):   # a bundle too, read in place (replay takes one; diff of a teammate's run needed an import)
-        if ref.endswith((".tar.gz", ".tgz")) or os.path.isfile(ref) and not ref.endswith(".json"):
+        if _is_bundle(ref):
             from .bundle import read_record
             if not os.path.isfile(ref):
                 raise UsageError(_not_a_file(ref), hint="diff takes run ids, run folders, run.json files or bundles")

@@ -136,11 +136,11 @@ def ran(a, b):
     other scalar results, less measurements (floats: a warm-up's rate; a text that differs only in its numbers: a
     rule's sentence quoting the warm-up) and echoes of a setting (a fact named as an input, of the same value: the
     request and the plan say those)."""
-    (fa, ea), (fb, eb) = _facts(a), _facts(b)
+    sa, sb = records.flat_settings(a), records.flat_settings(b)
+    (fa, ea), (fb, eb) = _facts(a, sa), _facts(b, sb)
     fa, fb = ({k: v for k, v in facts.items() if k not in ea | eb} for facts in (fa, fb))
     # A fact that changed exactly as a setting asked did (--count 20 -> 40: LoadGen's min_query_count and
     # performance_sample_count_override, the batches) is that setting under another name.
-    sa, sb = records.flat_settings(a), records.flat_settings(b)
     asked = {(str(sa.get(k)), str(sb.get(k))) for k in set(sa) | set(sb) if sa.get(k) != sb.get(k)}
     rows, seen = [], set()
     for name in list(fa) + [n for n in fb if n not in fa]:
@@ -159,12 +159,11 @@ def ran(a, b):
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
-def _facts(record):
-    """({name: fact}, {names that echo a setting of this run})."""
+def _facts(record, settings):
+    """({name: fact}, {names that echo one of `settings`, the run's flat settings})."""
     results = record.get("results")
     others = {k: v for k, v in results.items() if k not in ("loadgen", "accuracy")} \
         if isinstance(results, dict) else {}   # results() shows those
-    settings = records.flat_settings(record)
     facts = {name: value for name, value in records.result_fields(others) if not isinstance(value, float)}
     echoes = {name for name, value in facts.items()
               if name.rsplit(".", 1)[-1] in settings and settings[name.rsplit(".", 1)[-1]] == value}
