@@ -204,7 +204,7 @@ def _rows_options(p):
     """Output options of the verbs that print rows of flat fields (runs, sweep show)."""
     p.add_argument("--where", action="append", metavar="FIELD=VALUE",
                    help="only rows where FIELD=VALUE (also !=, >, <, >=, <=), repeatable; e.g. backend=deepsparse")
-    p.add_argument("--columns", metavar="a,b,c", help="these fields (docs/sweeps.md lists them)")
+    p.add_argument("--columns", metavar="a,b,c", help="these fields (docs/sweeps.md lists them; the table's RESULT column is `headline`, `result` is LoadGen's VALID/INVALID)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="machine-readable output (the flat fields)")
     g.add_argument("--csv", action="store_true", help="CSV with a header row")
@@ -933,10 +933,14 @@ def cmd_mirror(args, extras, settings):
     else:
         _table(("STATUS", "DOWNLOAD", "SIZE", "WHERE", "CHECKSUM"),
                [(r["status"], r["name"], _size(r["size"]) if r["size"] else "?",
-                 _rel(r["path"]) if r["status"] == "present" else r["url"],
+                 _rel(r["path"]) if r.get("path") else r["url"],   # a damaged file by its path: the one to replace
                  "" if r["status"] == "present" else f"sha256:{r['sha256']}" if r["sha256"] else f"md5:{r['md5']}")
                 for r in rows])
-        absent = [r for r in rows if r["status"] != "present"]
+        for r in rows:
+            if r["status"] == "corrupt":
+                print(f"corrupt: {_rel(r['path'])} is not the file {r['name']} declares: download {r['url']} "
+                      "again and mlrun mirror add it (the damaged copy can go)")
+        absent = [r for r in rows if r["status"] == "missing"]
         if absent:
             print(f"{plural(len(absent), 'file')} not in the mirror: fetch them where there is a network "
                   "(mlrun mirror fetch QUERY -o DIR, or the URLs above), then mlrun mirror add FILE...")
@@ -959,10 +963,16 @@ def _mirror_fetch(args, extras, settings, index_path):
     with os_errors("cannot write into", args.output):
         done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
             url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
-    for item, path, status in done:
-        print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
-    print(f"{plural(len(done), 'file')} of the plan of '{plan.query}' in {args.output}"
-          f" ({sum(1 for d in done if d[2] == 'fetched')} fetched); carry it over and pass it as --mirror DIR")
+    failed = [d for d in done if d[2] == "failed"]
+    for item, path, status, error in done:
+        if error:
+            print(f"{status:<13} {item['name']}  {item['url']}\n{'':<14}{error.message}")
+        else:
+            print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
+    print(f"{plural(len(done) - len(failed), 'file')} of the plan of '{plan.query}' in {args.output}"
+          f" ({sum(1 for d in done if d[2] == 'fetched')} fetched)"
+          + (f"; {len(failed)} failed (above): run it again to fetch them, the others are kept" if failed else
+             "; carry it over and pass it as --mirror DIR"))
     from .resolver import REFERENCE
     noted = set()
     for node in plan.nodes:   # models named by reference (hf:, zoo:) are fetched by their step, not declared
@@ -971,7 +981,7 @@ def _mirror_fetch(args, extras, settings, index_path):
                 noted.add(value)
                 print(f"note: {node.label} --{name}={value} is fetched by its step, not a declared download: "
                       "put its files in the mirror yourself (docs/mirrors.md)")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_runs(args, extras, settings):

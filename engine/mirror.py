@@ -264,8 +264,11 @@ def fetch_into(folder, items, fetch, index_path=None):
     """Download each item (url, file, checksum) into `folder`, a mirror to carry to an offline machine.
 
     fetch(url, dest, sha256=, md5=, size=) downloads and verifies (engine.download.fetch). A file whose
-    checksum the folder already holds is not fetched again. Returns [(item, path, "fetched" | "already there")].
+    checksum the folder already holds is not fetched again. A failed download does not stop the others (a
+    mirror carried over half-filled is worth more than none): returns [(item, path, "fetched" | "already
+    there" | "failed", error or None)].
     """
+    from .errors import DownloadError
     os.makedirs(folder, exist_ok=True)
     out = []
     for item in items:
@@ -273,11 +276,15 @@ def fetch_into(folder, items, fetch, index_path=None):
         there = find(folder, sha256=sha256, md5=md5, size=item.get("size"), index_path=index_path) \
             if (sha256 or md5) else None
         if there:
-            out.append((item, there, "already there"))
+            out.append((item, there, "already there", None))
             continue
         dest = os.path.join(folder, item["file"])
         if os.path.exists(dest):   # another file of that name: keep both, as `mirror add` does
             dest = os.path.join(folder, (sha256 or md5)[:16], item["file"])
-        fetch(item["url"], dest, sha256=sha256, md5=md5, size=item.get("size"))
-        out.append((item, dest, "fetched"))
+        try:
+            fetch(item["url"], dest, sha256=sha256, md5=md5, size=item.get("size"))
+        except DownloadError as e:
+            out.append((item, dest, "failed", e))
+            continue
+        out.append((item, dest, "fetched", None))
     return out

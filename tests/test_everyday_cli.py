@@ -328,6 +328,19 @@ def test_mirror_check_gives_url_size_and_checksum(thing, server, tmp_path):
     assert item["url"] == f"{server.url}/data.json" and item["sha256"] == SHA and item["size"] == len(PAYLOAD)
 
 
+def test_mirror_check_names_a_damaged_file_by_its_path(thing, server, tmp_path):
+    """It printed the URL, not which file in the mirror was damaged."""
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "data.json").write_bytes(b"not the payload")
+    check = thing.mlrun("mirror", "check", f"--mirror={tmp_path / 'm'}")
+    assert check.returncode == 1, check.stdout + check.stderr
+    row = next(line for line in check.stdout.splitlines() if line.startswith("corrupt "))
+    assert "  m/data.json  " in row and f"sha256:{SHA}" in row   # said relative to the working folder
+    assert (f"corrupt: m/data.json is not the file get-thing: data.json declares: download "
+            f"{server.url}/data.json again") in check.stdout
+    assert "not in the mirror" not in check.stdout   # it is there, damaged
+
+
 def test_a_mistyped_mirror_is_an_error_at_once(thing, server, tmp_path):
     one_line(thing.mlrun("get thing", f"--mirror={tmp_path / 'nope'}"), 2, f"the mirror folder {tmp_path / 'nope'}")
     one_line(thing.mlrun("plan", "get thing", env=thing.env(MLRUN_MIRROR=tmp_path / "nope")), 2,
@@ -368,6 +381,26 @@ def test_mirror_fetch_then_plan_and_run_offline_from_it(thing, server, tmp_path)
     one_line(thing.mlrun("mirror", "fetch", "get thing"), 2, "needs -o DIR")
     one_line(thing.mlrun("mirror", "fetch", "get thing", "-o", str(out / "data.json")), 2,
              f"-o {out / 'data.json'} is not a folder")   # was 'cannot write into ...: File exists'
+
+
+def test_mirror_fetch_goes_on_past_a_failed_download_and_names_it(thing, server, tmp_path):
+    """It stopped at the first failure (exit 1), the files after it never fetched and nothing listed."""
+    thing.recipe("get-gone", f"""
+        tags: [get, gone]
+        download: {{url: "{server.url}/gone.json", file: gone.json, sha256: "{'0' * 64}"}}
+        """)
+    thing.recipe("get-both", """
+        tags: [get, both]
+        deps: [{name: gone, query: get gone}, {name: thing, query: get thing}]
+        run: "true"
+        """)
+    out = tmp_path / "carry"
+    fetched = thing.mlrun("mirror", "fetch", "get both", "-o", str(out))
+    assert fetched.returncode == 1, fetched.stdout + fetched.stderr
+    assert (out / "data.json").read_bytes() == PAYLOAD   # planned after the failed one
+    assert f"failed        get-gone: gone.json  {server.url}/gone.json" in fetched.stdout
+    assert "HTTP 404" in fetched.stdout and "fetched       get-thing: data.json" in fetched.stdout
+    assert "1 file of the plan of 'get both'" in fetched.stdout and "1 failed (above): run it again" in fetched.stdout
 
 
 def test_huggingface_model_from_the_mirror(tmp_path):

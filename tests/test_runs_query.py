@@ -345,3 +345,10 @@ def test_a_result_named_as_an_input_nobody_set_makes_no_settings_column():
               {"threads": None, "count": str(10 * i)}) for i in (1, 2)]
     columns, _ = run_columns(items, [row for row, _ in items])
     assert "count" in columns and "threads" not in columns, columns
+
+
+def test_headline_and_result_asked_together_are_two_headers():
+    """`--columns run,headline,result` printed two columns both headed RESULT."""
+    from engine.results import label
+    assert label("headline") == "RESULT" and label("result", ("headline", "result")) == "RESULT"
+    assert label("headline", ("headline", "result")) == "HEADLINE"
