@@ -374,6 +374,8 @@ def _instances(args, features, buckets, work_dir, total):
     overrides = {"instances": args.instances, "threads": args.threads, "spin": args.spin}
     if args.device != "cpu":  # one session feeds the GPU; its CPU threads only launch work
         overrides["instances"] = 1
+    elif args.backend == "onnxruntime":   # each session its own weights (OpenVINO's streams share theirs)
+        overrides["fit"] = _sessions_that_fit(model_path, args.instances)
     if args.backend == "openvino":
         start = _ov_start(args, model_path, inference, total)
     else:
@@ -398,6 +400,22 @@ def _instances(args, features, buckets, work_dir, total):
             views, pins, measured_qps = start(tuned)
         chosen = placed(tuned)
     return views[0], views, pins, chosen, measured_qps
+
+
+def _sessions_that_fit(model_path, asked):
+    """How many onnxruntime sessions of the model the memory holds (None: unknown); more --instances refused
+    here, before any is made, rather than the kernel killing the run part-way."""
+    size, available = os.path.getsize(model_path), parallelism.memory_available()
+    fit = parallelism.instances_in_memory(size, available)
+    if asked and fit is not None and asked > fit:
+        raise UsageError(
+            f"--instances={asked}: each onnxruntime session holds its own copy of the model's weights (about "
+            f"{size * parallelism.SESSION_MEMORY_SHARE / 1e6:,.0f} MB of {model_path}), so {asked} need about "
+            f"{asked * size * parallelism.SESSION_MEMORY_SHARE / 1e9:,.1f} GB; {available / 1e9:,.1f} GB of memory "
+            f"is available: {fit} fit", hint=f"--instances={fit} or fewer, or leave --instances out (the rule keeps "
+                                              "to what fits)",
+            exit_code=78)   # sysexits EX_CONFIG, as ov_backend.CpuCannot: the runner makes it mlrun's exit 2
+    return fit
 
 
 def _ort_start(args, model_path, plan, inference, total):

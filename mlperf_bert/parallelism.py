@@ -21,12 +21,18 @@ contended, so spinning is off unless asked for):
       (latency first).
 Every choice can be overridden (--instances, --threads per instance, --spin/--no-spin); the
 choice, what was overridden and why are recorded in the run's summary.json.
+
+Memory: each onnxruntime session holds its own copy of the weights (measured: 1.09-1.15x the model file per
+session, a 90 MB and a 436 MB model), so the rule makes no more instances than the memory available holds at
+SESSION_MEMORY_SHARE x the file each, and more asked for with --instances are refused before any is made (a
+BERT-Large run on a many-core machine was killed by the kernel instead).
 """
 import os
 from dataclasses import asdict, dataclass, field
 
 LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
 SERVER_BOUND_SHARE = 0.5  # Server many-instance rule: the slowest sample on one instance within half the bound
+SESSION_MEMORY_SHARE = 1.2  # an onnxruntime session's memory, as a share of its model file (1.15 measured, above)
 
 
 def available_cores():
@@ -52,6 +58,32 @@ class Parallelism:
         return record
 
 
+def memory_available():
+    """Bytes this process may still use: the kernel's MemAvailable, within a cgroup's limit (None: unknown)."""
+    found = []
+    try:
+        with open("/proc/meminfo") as f:
+            found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:   # cgroup v2 (a container or a SLURM job): its limit less what it uses
+        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
+            cap = limit.read().strip()
+            if cap != "max":
+                found.append(int(cap) - int(used.read().strip()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def instances_in_memory(model_bytes, available):
+    """How many sessions of a model file of `model_bytes` fit in `available` bytes (None: no known limit;
+    at least 1: one session is the run's own, whatever the estimate)."""
+    if not available or not model_bytes:
+        return None
+    return max(1, int(available // (model_bytes * SESSION_MEMORY_SHARE)))
+
+
 def split_cores(cores, instances, threads):
     """`instances` disjoint groups of `threads` cores each, or () when they do not fit (not pinned)."""
     if instances * threads > len(cores) or instances == 1 and threads == len(cores):
@@ -60,11 +92,13 @@ def split_cores(cores, instances, threads):
 
 
 def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, server_slowest_s=None,
-           latency_bound_s=None):
+           latency_bound_s=None, fit=None):
     """The Parallelism for `scenario` by the rule above, with any of instances/threads/spin given.
 
     server_slowest_s: Server only, the slowest warm-up sample's seconds on all cores (None: not
-    measured yet, so the latency-first choice); latency_bound_s: the Server latency bound.
+    measured yet, so the latency-first choice); latency_bound_s: the Server latency bound; fit: how many
+    instances memory holds (instances_in_memory; None: no limit): the rule makes no more (--instances is the
+    person's, checked by the caller).
     """
     cores = list(cores or available_cores())
     count = len(cores)
@@ -83,6 +117,8 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
             f"slowest warm-up sample {server_slowest_s * 1000:.1f} ms x {count} cores > "
             f"{SERVER_BOUND_SHARE:.0%} of the {(latency_bound_s or 0) * 1000:.0f} ms bound")
         rule = f"Server: one instance on all {count} cores (latency first: {why})"
+    if fit is not None and rule_instances > fit:
+        rule_instances, rule = fit, f"{rule}; {fit} of them fit in the memory available"
     overridden = tuple(name for name, value in (("instances", instances), ("threads", threads), ("spin", spin))
                        if value is not None)
     # --threads alone: the rule's instances, as many as fit with that many threads each.
