@@ -454,10 +454,9 @@ def _flatten(value, prefix=""):
     return out
 
 
-def _brief(value):
-    import json
-    text = json.dumps(value, default=str)
-    return text if len(text) <= 100 else text[:97] + "..."
+def _brief(value):   # as diff and replay write a value: a missing one is "absent" (it read null here)
+    from engine.compare import shown
+    return shown(value, width=100)
 
 
 def _key_values(text, flag):

@@ -151,9 +151,9 @@ def test_the_same_sweep_again_skips_finished_points_and_rerun_repeats_them(bench
     # Another grid under the same name: an error naming what differs, nothing run.
     other = bench.mlrun("sweep", "app bench", "--grid", "batch_size=1,8", "--name", "again")
     assert_user_error(other, 2, "sweep 'again' exists with another grid", 'batch_size was ["1", "4"], now ["1", "8"]',
-                      'dep.model.layers was ["1", "2"], now null', "another --name")
+                      'dep.model.layers was ["1", "2"], now absent', "another --name")
     other = bench.mlrun("sweep", "app bench", "--scenario=SingleStream", *GRID, "--name", "again")
-    assert_user_error(other, 2, "sweep 'again' exists with another request: inputs.scenario was null, now "
+    assert_user_error(other, 2, "sweep 'again' exists with another request: inputs.scenario was absent, now "
                       '"SingleStream"')   # the value that differs (was: two dumps cut before it)
     # The same flags in another order number the points otherwise: refused (was: points re-run, false history).
     other = bench.mlrun("sweep", "app bench", *GRID[2:], *GRID[:2], "--name", "again")
