@@ -163,8 +163,9 @@ def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
     assert 1 <= batching["mean_batch"] <= 4 and 0 <= batching["padding_fraction"] < 1
     assert "parallelism: 2 instance(s) x 1 thread(s), spinning off" in result.stdout
     assert "batching: mean batch" in result.stdout
-    _, default = run_harness(files, tmp_path / "single", "--scenario", "SingleStream", "--mode", "performance",
-                             "--count", "8", "--min-duration", "0")
+    single, default = run_harness(files, tmp_path / "single", "--scenario", "SingleStream", "--mode", "performance",
+                                  "--count", "8", "--min-duration", "0", "--batch-size", "2")
+    assert "SingleStream sends one sample per query: --batch_size does nothing there" in single.stdout   # was unsaid
     assert default["parallelism"]["instances"] == 1 and default["parallelism"]["overridden"] == []
     assert default["parallelism"]["threads"] == len(os.sched_getaffinity(0))
     cores = len(os.sched_getaffinity(0))
