@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -276,6 +277,7 @@ def run(args):
     summary["random_weights"] = args.random_weights
     summary[args.backend] = inference.backend.describe()
     summary["model_int8_operators"] = _int8_operators(args.model)
+    summary["model_source"] = model_source(args.model)
     if sut.error is not None:
         summary["error"] = f"inference failed: {sut.error}"
     elif args.mode == "accuracy":
@@ -637,6 +639,29 @@ def _score(args, run_dir):
             "target_f1": round(TARGET_F1, 5), "met": result["f1"] >= TARGET_F1}
 
 
+def model_source(model_path):
+    """Where a Hugging Face model came from (its entry's source.json: repo, revision asked, commit got), or None."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(model_path)), "source.json")) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("source") != "huggingface":
+        return None
+    return {key: record.get(key) for key in ("repo", "revision", "commit", "from")}
+
+
+def model_source_line(source):
+    """The line that says which commit of a Hugging Face repo ran: unpinned, it is the first fetch's for good."""
+    commit = source.get("commit") or "unknown"
+    line = f"  model: hf:{source['repo']}@{source['revision']}, commit {commit} (from {source['from']})"
+    if not re.fullmatch(r"[0-9a-f]{40}", source.get("revision") or ""):
+        line += (f"\n    not pinned: its cache entry keeps the commit its first fetch resolved, whatever the repo "
+                 f"holds now; pin it (--model=hf:{source['repo']}@{commit}) for the same model on every machine, "
+                 "or `mlrun rm cache` the entry to fetch the newest")
+    return line
+
+
 def count_note(summary):
     """Why a --count run did more samples than asked (MultiStream's whole queries, --min-duration), or ""."""
     count, done = summary.get("count"), summary["samples_completed"]
@@ -669,6 +694,8 @@ def format_summary(summary):
     if summary["mode"] == "performance" and summary.get("other_load"):
         lines.append(f"  machine: {machine_load.describe(summary['other_load'])}")
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
+    if summary.get("model_source"):
+        lines.append(model_source_line(summary["model_source"]))
     if summary.get("gpu"):
         lines.append(f"  GPU: {gpu.describe(summary['gpu'])}; {summary['device']}, {summary['precision']}")
     if summary.get("backend") == "openvino" and (ov := summary.get("openvino")):

@@ -397,6 +397,15 @@ def test_huggingface_download_then_offline_from_the_warm_cache(tmp_path, hub, ti
     again = json.loads((tmp_path / "b" / "source.json").read_text())
     assert again["commit"] == commit and again["sha256"] == record["sha256"]
     assert "HF_HUB_OFFLINE is set" in offline.stdout
+    # A run of it says which commit ran, and that an unpinned repo stays at its first fetch's (it said nothing).
+    from mlperf_bert import harness
+    source = harness.model_source(tmp_path / "a" / "model.onnx")
+    assert source == {"repo": "org/tiny-squad", "revision": "main", "commit": commit, "from": "the Hub"}
+    line = harness.model_source_line(source)
+    assert line.startswith(f"  model: hf:org/tiny-squad@main, commit {commit} (from the Hub)\n    not pinned: its "
+                           "cache entry keeps the commit its first fetch resolved") and f"@{commit})" in line
+    assert "not pinned" not in harness.model_source_line(dict(source, revision=commit))
+    assert harness.model_source(tmp_path / "nowhere" / "model.onnx") is None
 
     # The hub gone (a closed port) and no HF_HUB_OFFLINE: the cache still serves, like huggingface_hub does.
     gone = _fetch_hf(tmp_path, tmp_path / "c", "--repo", f"org/tiny-squad@{commit}", HF_ENDPOINT="http://127.0.0.1:9")
