@@ -453,6 +453,14 @@ class Resolver:
                 raise ResolutionError(f"{recipe['name']}: its {what} variables refer to each other in a circle: "
                                       f"{cycle}", hint="a variable may name itself (PATH: \"${PATH}:/x\": the value "
                                       "before), not another that names it back") from None
+        for dep_name, child in deps:
+            if recipe["cache"] and not child.cache and child.exports:
+                # its exports name a run's folder: the entry would keep the first run's output for good
+                raise ResolutionError(
+                    f"{recipe['name']} is cached but its dep '{dep_name}' ({child.name}) is not (cache: false): that "
+                    "dep runs again in every run, and an entry built from its output would be reused after the "
+                    "output changed", hint=f"give {recipe['name']} 'cache: false' too, or make {child.name} a "
+                                           "cached recipe")
         node = Node(name=recipe["name"], version=recipe["version"], tags=recipe["tags"], variations=variations,
                     inputs=inputs, env=env, exports=spec["exports"],
                     download=spec["download"],
