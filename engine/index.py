@@ -16,7 +16,7 @@ from .digests import file_digest
 from .errors import RecipeError, ResolutionError
 from .recipe import SCHEMA_VERSION, normalize
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2   # 2: ctime and inode in the fingerprint
 SCHEMA_CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
                for f in ("recipe.py", "keys.py", "index.py", "yamlfile.py")]
 SKIP_FILES = {"__pycache__", ".pytest_cache", ".git", ".hg", ".svn"}   # folders no step's output depends on
@@ -65,11 +65,12 @@ class RecipeIndex:
         return recipes
 
     def _fingerprint(self):
-        """(path, mtime, size) of every file in every recipe folder: cheap to take, changes with any edit.
+        """(path, mtime, size, ctime, inode) of every file in every recipe folder: cheap to take, changes with any
+        edit (ctime and inode too: `cp -p`, `rsync -a` or `touch -r` of a same-size edit keep size and mtime).
 
         The engine's own schema code counts too: an mlrun upgrade re-reads the recipes.
         """
-        items = [[p, os.stat(p).st_mtime_ns, os.stat(p).st_size] for p in SCHEMA_CODE]
+        items = [[p, *_signature(os.stat(p))] for p in SCHEMA_CODE]
         for d in self.dirs:
             if not os.path.isdir(d):
                 raise ResolutionError(f"recipe folder {d} " + ("is not a folder" if os.path.exists(d) else
@@ -80,15 +81,14 @@ class RecipeIndex:
                 if entry.is_dir() and os.path.lexists(recipe_yaml):
                     _stat_file(recipe_yaml)  # a folder or a dangling link there must not make the recipe vanish
                     for path in _recipe_files(entry.path, with_yaml=True):
-                        st = _stat_file(path)
-                        items.append([path, st.st_mtime_ns, st.st_size])
+                        items.append([path, *_signature(_stat_file(path))])
         return items
 
     def _parse_all(self, fingerprint):
         from . import yamlfile  # the YAML parser is only needed when a recipe changed
         recipes, sources, seen = [], [], {}
         # DIR/NAME/recipe.yaml only: one deeper is a file of recipe NAME (a vendored tool's own recipe.yaml)
-        for path in [p for p, _, _ in fingerprint if os.path.basename(p) == "recipe.yaml"
+        for path in [p for p, *_ in fingerprint if os.path.basename(p) == "recipe.yaml"
                      and os.path.dirname(os.path.dirname(p)) in self.dirs]:
             folder = os.path.dirname(path)
             data, lines = yamlfile.load(path)
@@ -106,8 +106,7 @@ class RecipeIndex:
                                       f"source file '{rel}' does not exist", path,
                                       recipe["lines"].get(f"sources/{i}"))
                 files[rel] = file_digest(src)
-                st = os.stat(src)
-                sources.append([src, st.st_mtime_ns, st.st_size])
+                sources.append([src, *_signature(os.stat(src))])
             recipe["digest"] = keys.recipe_digest(recipe, files)
             recipe["files"] = files   # after the digest: entries keep it so `explain` can name a changed file
             recipes.append(recipe)
@@ -202,8 +201,12 @@ def _stat_file(path):
     return st
 
 
+def _signature(st):
+    return [st.st_mtime_ns, st.st_size, st.st_ctime_ns, st.st_ino]
+
+
 def _sources_unchanged(sources):
     try:
-        return all([os.stat(p).st_mtime_ns, os.stat(p).st_size] == [m, s] for p, m, s in sources)
+        return all(_signature(os.stat(p)) == signature for p, *signature in sources)
     except OSError:
         return False

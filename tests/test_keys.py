@@ -219,6 +219,22 @@ def test_the_stored_recipe_index_sees_a_changed_script(thing):
     assert folder_key(thing, state=True) == folder_key(thing)
 
 
+def test_the_stored_recipe_index_sees_a_same_size_edit_that_kept_the_files_time(ws):
+    """`cp -p`, `rsync -a`, `touch -r`: size and mtime as before, the old entry reused with the old script."""
+    ws.write(ws.path("shared", "lib.py"), "X = 1\n")
+    ws.recipe("thing", RECIPE + "sources: [../../shared/lib.py]\n", files={"build.sh": "echo v1 > out\n"})
+    k = folder_key(ws, state=True)
+    for path, text in ((ws.path("recipes", "thing", "build.sh"), "echo v2 > out\n"),
+                       (ws.path("shared", "lib.py"), "X = 2\n")):
+        before = os.stat(path)
+        ws.write(path, text)
+        os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+        assert os.stat(path).st_size == before.st_size and os.stat(path).st_mtime_ns == before.st_mtime_ns
+        changed = folder_key(ws, state=True)
+        assert changed != k and changed == folder_key(ws)
+        k = changed
+
+
 def test_a_changed_hash_env_variable_changes_the_key(ws):
     ws.recipe("thing", RECIPE + "hash_env: [CC, CFLAGS]\n", files={"build.sh": "true\n"})
     k = folder_key(ws, host_env={"CC": "gcc"})
