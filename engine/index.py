@@ -163,6 +163,10 @@ def check_dep_queries(index):
                 for name, value in dep["inputs"].items():
                     if not (isinstance(value, str) and "{input." in value):  # else known only when resolving
                         input_value(found, name, value)
+                    text = dep.get("written", {}).get(name)
+                    if text is not None and found["inputs"].get(name, {}).get("type", "str") in ("str", "path"):
+                        raise ResolutionError(f"input {name} is written {text} without quotes, which YAML reads as "
+                                              f"{value!r}", hint=f'quote it: {name}: "{text}"')
             except ResolutionError as e:
                 line = dep.get("line") or recipe["lines"].get(where)
                 raise RecipeError(f"dep '{dep['query']}': {e.message}", recipe["path"], line, e.hint) from None

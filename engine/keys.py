@@ -16,7 +16,7 @@ KEY_SCHEMA = 1
 # Fields of a recipe that only document it, or only refuse values (an input's min, max and above: a value they
 # take builds what it built before): editing them never changes a key.
 COSMETIC = ("description", "help", "path", "lines", "line", "digest", "record", "aliases", "min", "max", "above",
-            "multiple_of", "file")
+            "multiple_of", "file", "written")
 # Mappings whose keys are names the recipe's author chose (an input may be called `path`): never cosmetic.
 NAMED = ("inputs", "variations", "env", "exports")
 

@@ -25,6 +25,9 @@ BOUND_KEYS = ("min", "max", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
 INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
 
+# mlrun run's own options (engine/cli.py) and the prefixes of its --dep./--env. flags: an input of one of these
+# names took its default whatever was given (--cache=X moved the cache instead)
+RESERVED_INPUTS = ("cache", "runs", "recipes", "mirror", "verbose", "json", "help", "version", "tags", "dep", "env")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A parametric variation is declared as "name.#" and chosen as "_name.VALUE".
@@ -166,7 +169,11 @@ class _Checker:
     def run(self, value, where):
         if isinstance(value, str):
             return value
-        return self.str_list(value, where, "run")
+        argv = self.str_list(value, where, "run")
+        if not argv or not argv[0].strip():   # it failed at run time: "cannot start : Permission denied"
+            self.fail(where, "run as a list needs the program first, not " + ("nothing" if not argv else "''"),
+                      'run: [python3, "{recipe}/build.py"], or a bash script as text')
+        return argv
 
     def downloads(self, value, where):
         items = value if isinstance(value, list) else [value]
@@ -179,9 +186,17 @@ class _Checker:
                     self.fail(here, f"download needs '{req}'")
             if "sha256" not in item and "md5" not in item:
                 self.fail(here, "download needs a checksum (sha256, or md5 where only that is published)")
+            for algo in ("sha256", "md5"):   # all digits: YAML made a number of it
+                if isinstance(item.get(algo), int) and not isinstance(item.get(algo), bool):
+                    self.fail(here + [algo], f"download.{algo} is written as a number, which YAML reads as "
+                                             f"{item[algo]}", f'quote it: {algo}: "..."')
             for k in ("url", "file", "sha256", "md5"):
                 if k in item:
                     self.expect(item[k], str, here + [k], f"download.{k}")
+            if not re.match(r"https?://", item["url"], re.I):   # requests said "No connection adapters were found"
+                self.fail(here + ["url"], f"download.url {item['url']!r} is not http:// or https://: mlrun downloads "
+                                          "those only", "a file already on this machine is a `type: path` input "
+                                          "(content: true keys it by its bytes), or goes in the mirror")
             for algo, length in (("sha256", 64), ("md5", 32)):
                 if algo in item and not re.fullmatch(f"[0-9a-fA-F]{{{length}}}", item[algo]):
                     self.fail(here + [algo], f"download.{algo} must be {length} hex digits (quote it in YAML)")
@@ -189,6 +204,9 @@ class _Checker:
                 self.fail(here + ["file"], "download.file must be a plain file name")
             if "size" in item:
                 self.expect(item["size"], int, here + ["size"], "download.size")
+            if any(o["file"] == item["file"] for o in out):   # the second overwrote the first, in silence
+                self.fail(here + ["file"], f"two downloads are saved as {item['file']}",
+                          "give each its own file name")
             out.append(dict(item))
         return out
 
@@ -211,6 +229,11 @@ class _Checker:
             if "inputs" in dep:
                 self.expect(dep["inputs"], dict, here + ["inputs"], "dep inputs")
                 norm["inputs"] = {k: v for k, v in dep["inputs"].items()}
+                # what YAML retyped (1.10 read as 1.1): refused where the dep's input is text (index.check_dep_queries)
+                written = {k: self.lines.written[tuple(here + ["inputs", k])] for k in norm["inputs"]
+                           if tuple(here + ["inputs", k]) in getattr(self.lines, "written", {})}
+                if written:
+                    norm["written"] = written
             norm["line"] = self.lines.get(tuple(here))
             out.append(norm)
         # Deps of one name are alternatives: each needs its own `when` (the resolver checks they never overlap).
@@ -230,6 +253,9 @@ class _Checker:
             here = list(where) + [name]
             if not ENV_RE.match(name):
                 self.fail(here, f"input name '{name}' must be a valid identifier")
+            if name in RESERVED_INPUTS:
+                self.fail(here, f"input name '{name}' is mlrun's own option (--{name}): no command line could set it",
+                          "give the input another name")
             if spec is None:
                 spec = {}
             elif not isinstance(spec, dict):
@@ -249,6 +275,9 @@ class _Checker:
             choices = spec.get("choices")
             if choices is not None:
                 self.expect(choices, list, here + ["choices"], "choices")
+                if not choices:   # no value could be given: "--a=1 is not one of " (nothing)
+                    self.fail(here + ["choices"], f"input '{name}' has an empty list of choices",
+                              "list the values it takes, or leave choices out")
                 choices = [convert_input(name, kind, c, lambda msg: self.fail(here + ["choices"], msg))
                            for c in choices]
                 if default is not None and default not in choices:
@@ -372,6 +401,15 @@ def convert_input(name, kind, value, fail):
         fail(f"input '{name}' expects {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
 
 
+def _is_version(text):
+    from packaging.version import InvalidVersion, Version   # only when recipes are read, not on the warm path
+    try:
+        Version(text)
+        return True
+    except InvalidVersion:
+        return False
+
+
 def normalize(data, path, lines, default_name):
     """Check one recipe's data and return its normal form (raises RecipeError)."""
     c = _Checker(path, lines)
@@ -389,6 +427,9 @@ def normalize(data, path, lines, default_name):
     if isinstance(version, float):   # YAML made a number of it: 1.10 is 1.1 and would satisfy no '>=1.10'
         c.fail(["version"], f"version is written as a number, which YAML reads as {version!r} (1.10 becomes 1.1)",
                "quote it: version: \"1.10\"")
+    if not _is_version(str(version)):   # deps compare it by PEP 440: 'banana' satisfied no constraint, unsaid
+        c.fail(["version"], f"version {str(version)!r} is not a version deps can compare (PEP 440)",
+               'like version: "1.0", "2.3.1" or "1.0+local"')
     recipe = {
         "name": name,
         "description": c.text(data.get("description"), ["description"], "description").strip(),

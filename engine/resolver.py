@@ -146,12 +146,23 @@ class Resolver:
     def select(self, query, version=None):
         """The one recipe a query names (raises ResolutionError with the reason otherwise)."""
         tags, variations = parse_query(query)
+        if not tags and not variations:   # it matched every recipe, listed as "matches 26 recipes"
+            raise ResolutionError("an empty query names no recipe", hint="tags and _variations, e.g. "
+                                  "'get dataset squad _validation'; `mlrun find` lists the recipes")
         recipes = self.index.recipes
         matches = [r for r in recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]
         if not matches:
             raise ResolutionError(f"no recipe matches '{query}'", hint=self._closest(tags))
         if variations and len(matches) > 1:
             with_all = [r for r in matches if all(_var_base(v) in r["variations"] for v in variations)]
+            unknown = [v for v in variations if not any(_var_base(v) in r["variations"] for r in matches)]
+            if unknown:   # a misspelt variation: it said "matches 3 recipes: add a tag or a variation"
+                from .words import did_you_mean
+                known = sorted({"_" + k for r in matches for k in r["variations"]})
+                raise ResolutionError(
+                    (f"none of the {len(matches)} recipes '{' '.join(tags)}' matches" if tags else "no recipe")
+                    + f" has a variation '_{unknown[0]}'" + did_you_mean("_" + _var_base(unknown[0]), known),
+                    hint=f"their variations: {', '.join(known) or 'none'}")
             matches = with_all or matches
         if version:
             fitting = [r for r in matches if _version_ok(r["version"], version)]
@@ -259,8 +270,9 @@ class Resolver:
         for name, spec in declared.items():
             value = given.get(name, spec["default"])
             value = input_value(recipe, name, value)
-            if value is None and spec.get("required"):
-                raise ResolutionError(f"{recipe['name']} needs --{name}", hint=spec["help"] or None)
+            if value in (None, "") and spec.get("required"):   # `--who=` planned an empty value
+                raise ResolutionError(f"{recipe['name']} needs --{name}" + ("" if value is None else ", not empty"),
+                                      hint=spec["help"] or None)
             if spec["type"] == "path" and value == "" and name in given:   # `--model=` fell back to the official
                 raise ResolutionError(f"{recipe['name']}: --{name}= is empty",   # model and its download
                                       hint=f"give --{name}=PATH, or leave --{name} out"

@@ -121,7 +121,7 @@ def test_cosmetic_fields_keep_the_key(path, value):
     assert key_of(changed(path, value)) == key_of()
 
 
-@pytest.mark.parametrize("name", ["path", "help", "description"])
+@pytest.mark.parametrize("name", ["path", "record", "description", "written"])
 def test_user_chosen_names_that_look_cosmetic_are_hashed(name):
     """An input or variation *named* like a cosmetic field is still part of the key."""
     recipe = {"tags": "t", "inputs": {name: {"default": "x", "env": "ONE"}},

@@ -85,7 +85,7 @@ CASES = [
      "a parametric variation cannot be a default"),
     ("download-without-checksum", "tags: a\ndownload:\n  url: https://example.org/f\n  file: f\n", 2,
      "download needs a checksum"),
-    ("download-file-with-slash", "tags: a\ndownload:\n  url: u\n  file: ../f\n  sha256: \"" + "ab" * 32 + "\"\n", 4,
+    ("download-file-with-slash", "tags: a\ndownload:\n  url: https://x/f\n  file: ../f\n  sha256: \"" + "ab" * 32 + "\"\n", 4,
      "download.file must be a plain file name"),
     ("dep-without-query", "tags: a\ndeps:\n  - name: x\n", 3, "a dep needs a 'query'"),
     ("when-unknown-variation", "tags: a\ndeps:\n  - query: a\n    when: _int8\n", 4,
@@ -105,6 +105,20 @@ CASES = [
     ("export-unknown-key", "tags: a\nexports:\n  P: {prepend: a, before: b}\n", 3,
      "unknown key 'before' in exports.P"),
     ("missing-source", "tags: a\nsources:\n  - ../nope.py\n", 3, "source file '../nope.py' does not exist"),
+    # From a recipe author's trial: each was accepted and went wrong later, or in silence
+    ("input-named-as-an-option", "tags: a\ninputs:\n  n: {}\n  cache: {default: '1'}\n", 4,
+     "input name 'cache' is mlrun's own option (--cache): no command line could set it"),
+    ("download-same-file-twice", "tags: a\ndownload:\n  - {url: https://x/a, file: d.txt, sha256: \"" + "ab" * 32
+     + "\"}\n  - {url: https://x/b, file: d.txt, sha256: \"" + "cd" * 32 + "\"}\n", 4, "two downloads are saved as d.txt"),
+    ("download-not-http", "tags: a\ndownload:\n  url: file:///etc/passwd\n  file: f\n  sha256: \"" + "ab" * 32 + "\"\n",
+     3, "download.url 'file:///etc/passwd' is not http:// or https://"),
+    ("download-sha-a-number", "tags: a\ndownload:\n  url: https://x/f\n  file: f\n  sha256: 1234\n", 5,
+     "download.sha256 is written as a number, which YAML reads as 1234"),
+    ("run-empty-program", "tags: a\nrun: ['']\n", 2, "run as a list needs the program first, not ''"),
+    ("run-empty-list", "tags: a\nrun: []\n", 2, "run as a list needs the program first, not nothing"),
+    ("input-choices-empty", "tags: a\ninputs:\n  m:\n    choices: []\n", 4, "input 'm' has an empty list of choices"),
+    ("version-not-a-version", "tags: a\nversion: banana\n", 2, "version 'banana' is not a version deps can compare"),
+    ("version-empty", "tags: a\nversion: ''\n", 2, "version '' is not a version deps can compare"),
 ]
 
 
@@ -137,7 +151,8 @@ def assert_recipe_error(ws, text, line, fragment):
 # -- deps are checked against the other recipes when loading -------------------------------------
 
 
-DEP_TARGET = "tags: get model\nvariations:\n  fp32: {group: p, default: true}\n  int8: {group: p}\n"
+DEP_TARGET = ("tags: get model\nvariations:\n  fp32: {group: p, default: true}\n  int8: {group: p}\n"
+              "inputs:\n  ver: {default: '1.0'}\n  scale: {type: float, default: 1}\n")
 
 
 @pytest.mark.parametrize("text,line,fragment", [
@@ -148,7 +163,11 @@ DEP_TARGET = "tags: get model\nvariations:\n  fp32: {group: p, default: true}\n 
     ("tags: app\ndeps:\n  - query: get modle\n", 3, "dep 'get modle': no recipe matches 'get modle'"),
     ("tags: app\ndeps:\n  - query: get model\n    version: '>=2'\n", 3,
      "no recipe for 'get model' satisfies version >=2"),
-], ids=["unknown-variation", "variation-dep-group-conflict", "no-such-recipe", "version-unsatisfied"])
+    # YAML read 1.10 as 1.1 and the step got --ver=1.1, in silence (a float input takes it as the number it is)
+    ("tags: app\ndeps:\n  - query: get model\n    inputs: {scale: 1.10, ver: 1.10}\n", 3,
+     "input ver is written 1.10 without quotes, which YAML reads as 1.1"),
+], ids=["unknown-variation", "variation-dep-group-conflict", "no-such-recipe", "version-unsatisfied",
+        "dep-text-input-retyped"])
 def test_dep_query_errors_name_the_dep_line(ws, text, line, fragment):
     ws.recipe("model", DEP_TARGET)
     path = _write(ws, text, "app")
