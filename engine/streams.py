@@ -20,15 +20,23 @@ def closed_to_devnull():
 
 class _Outlived(io.FileIO):
     """An output descriptor whose reader may go: from then on what is written goes to /dev/null and the work goes
-    on (its steps' logs keep their output); the exit status stays the work's own."""
+    on (its steps' logs keep their output); the exit status stays the work's own. So for any write error: a
+    terminal hung up (EIO), a redirect onto a full disk (ENOSPC), a descriptor that is not writable (EBADF) made
+    a finished benchmark's run an error, its results unrecorded; losing the console loses only the console."""
 
     def write(self, b):
         try:
             return super().write(b)
-        except BrokenPipeError:
+        except OSError as e:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, self.fileno())
             os.close(null)
+            if not isinstance(e, BrokenPipeError) and self.fileno() != 2:   # say it once where it may still show
+                try:
+                    os.write(2, f"mlrun: cannot write to its output ({e.strerror}): the rest of it goes nowhere; "
+                                "the work goes on and its record keeps the results\n".encode())
+                except OSError:
+                    pass
             return memoryview(b).nbytes
 
 
@@ -47,8 +55,10 @@ class outliving_readers:
                 continue
             stream.flush()
             self.saved[name] = stream
+            # a console that cannot show a character (PYTHONIOENCODING=ascii, a latin-1 terminal) gets it escaped:
+            # a run with a non-ASCII path ended "unexpected UnicodeEncodeError" after it had succeeded
             setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(_Outlived(fd, "w", closefd=False)),
-                                                encoding=stream.encoding, errors=stream.errors,
+                                                encoding=stream.encoding, errors="backslashreplace",
                                                 line_buffering=stream.line_buffering or name == "stderr"))
         return self
 

@@ -258,6 +258,32 @@ def test_a_reader_that_goes_away_does_not_stop_the_build(ws, stream):
     assert ws.mlrun("runs", "--json").returncode == 0 and '"ok"' in ws.mlrun("runs", "--json").stdout
 
 
+def test_an_output_that_cannot_be_written_loses_only_the_output(ws, tmp_path):
+    """stdout onto a full disk (/dev/full: ENOSPC), like a hung-up terminal (EIO): the run was recorded as an
+    error with its results lost, though the work had finished."""
+    from conftest import MLRUN
+    ws.recipe("pp", "tags: [pp]\nrun: for i in $(seq 300); do echo line $i; done; echo done > out.txt\n")
+    result = subprocess.run(["bash", "-c", '"$0" "$@" > /dev/full', MLRUN, "pp"], env=ws.env(), cwd=ws.root,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "mlrun: cannot write to its output (No space left on device): the rest of it goes nowhere" in result.stderr
+    assert "Traceback" not in result.stderr
+    [name] = ws.entries()
+    assert open(os.path.join(ws.cache, name, "out.txt")).read() == "done\n"
+    assert '"ok"' in ws.mlrun("runs", "--json").stdout
+
+
+def test_a_console_that_cannot_show_a_character_gets_it_escaped(ws, tmp_path):
+    """PYTHONIOENCODING=ascii and a runs folder named in other letters: the run succeeded, then mlrun ended
+    'unexpected UnicodeEncodeError ... a bug in mlrun' (exit 2), its last lines lost."""
+    ws.recipe("a", "tags: a\ncache: false\nrun: echo a > a.txt\n")   # its folder in the runs: a path shown
+    runs = tmp_path / "rünß"
+    result = ws.mlrun("a", env=ws.env(PYTHONIOENCODING="ascii", MLRUN_RUNS=str(runs)))
+    assert result.returncode == 0, result.stderr
+    shown = ws.mlrun("runs", env=ws.env(PYTHONIOENCODING="ascii", MLRUN_RUNS=str(runs)))
+    assert shown.returncode == 0 and "UnicodeEncodeError" not in shown.stderr, shown.stderr
+
+
 def test_a_cache_to_inspect_must_be_there_and_paths_take_a_leading_tilde(ws, tmp_path):
     """show/rm cache --cache /typo made the folder and said it held nothing; MLRUN_CACHE=' ' made a folder ' ';
     --cache=~/x (the shell leaves ~ after =) made a folder '~' in the current one."""
