@@ -85,5 +85,8 @@ def from_os_error(e, operation, path=None):
             errno.EROFS: "that file system is read-only: point --cache/--runs at a writable folder",
             errno.EACCES: "no permission: point --cache/--runs at a folder you may write",
             errno.ENOTDIR: "a part of that path is a file, not a folder",
-            errno.EISDIR: "that path is a folder: name a file"}.get(e.errno)
+            errno.EISDIR: "that path is a folder: name a file",
+            errno.EMFILE: "this process may open too few files (ulimit -n): raise the limit and run again",
+            errno.ENFILE: "the system has too many files open: run again when fewer are",
+            errno.ENOMEM: "out of memory: free some, or raise the limit (ulimit -v, the container's)"}.get(e.errno)
     return MlrunError(f"{operation}{' ' + paths if paths else ''}: {e.strerror or e}", hint)

@@ -9,6 +9,8 @@ import json
 import os
 import stat
 
+from .errors import from_os_error, os_errors
+
 STAT_FILE = "stat.json"   # in the entry's .mlrun/; not part of the signature itself
 STAT_REL = ".mlrun/" + STAT_FILE
 WRITE_BITS = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
@@ -56,9 +58,10 @@ def reseal(root):
 def _record(root):
     path = os.path.join(root, STAT_REL)
     recorded = {"format": 1, "signature": signature(root)}   # before its own file (and .tmp) exists
-    with open(path + ".tmp", "w") as f:
-        json.dump(recorded, f, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    with os_errors("cannot write", path + ".tmp"):   # a full disk named no file ("mlrun run: cannot use")
+        with open(path + ".tmp", "w") as f:
+            json.dump(recorded, f, sort_keys=True)
+        os.replace(path + ".tmp", path)
 
 
 def read_only(folder):
@@ -73,8 +76,10 @@ def stat_problems(root):
             recorded = json.load(f)["signature"]
     except FileNotFoundError:
         return [] if _old_format(root) else [f"missing: {STAT_REL}"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (IsADirectoryError, ValueError, KeyError, TypeError):
         return [f"modified: {STAT_REL}"]
+    except OSError as e:   # too many open files, EIO...: this process's trouble, not a changed entry to remove
+        raise from_os_error(e, "cannot read", os.path.join(root, STAT_REL)) from None
     now = signature(root)
     if now == recorded:
         return []

@@ -519,3 +519,24 @@ def test_a_recipe_file_edited_while_its_step_runs_publishes_nothing(ws, tmp_path
     assert result.returncode == 0, result.stderr
     [entry] = ws.entries("scripted")
     assert open(os.path.join(ws.cache, entry, "out.txt")).read() == "v2\n"
+
+
+def test_too_many_open_files_is_no_changed_entry(ws, monkeypatch):
+    """With `ulimit -n` low, opening stat.json failed (EMFILE) and the intact shared entry was said to be
+    changed, with a hint to remove it."""
+    import errno
+    from engine import integrity
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    assert ws.mlrun("a").returncode == 0
+    [name] = ws.entries()
+    root = os.path.join(ws.cache, name)
+
+    def no_more_files(path, *args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files", path)
+    monkeypatch.setattr(integrity, "open", no_more_files, raising=False)
+    with pytest.raises(MlrunError) as e:
+        integrity.stat_problems(root)
+    assert e.value.message == f"cannot read {root}/.mlrun/stat.json: Too many open files"
+    assert "ulimit -n" in e.value.hint and "rm cache" not in str(e.value)
+    monkeypatch.undo()
+    assert integrity.stat_problems(root) == []
