@@ -187,7 +187,8 @@ def list_ids(runs_dir):
 
 # The fields every reader of a record indexes, and what each must be where present.
 SHAPE = {"steps": list, "planned": list, "argv": list, "request": dict, "root": dict, "host": dict,
-         "recipes": dict, "status": str, "id": str, "query": str}
+         "recipes": dict, "status": str, "id": str, "query": str, "started": (int, float), "finished": (int, float),
+         "results": dict, "packages": dict, "exports": dict, "process": dict, "replay_of": str}
 
 
 def load(path):

@@ -240,7 +240,10 @@ def test_words_every_listed_run_has_leave_the_query_for_the_line_below(bench):
 
 
 @pytest.mark.parametrize("text", ["{half", '{"id": "x", "results": "oops", "steps": 5, "status": "ok"}',
-                                  '{"steps": [], "request": "a string", "status": "ok"}', '{"steps": [3]}'])
+                                  '{"steps": [], "request": "a string", "status": "ok"}', '{"steps": [3]}',
+                                  # an imported bundle's hand-edited record ended the listing ('float' - 'str')
+                                  '{"steps": [], "status": "ok", "started": "yesterday", "finished": 5.0}',
+                                  '{"steps": [], "status": "ok", "packages": [1, 2]}'])
 def test_a_record_that_cannot_be_read_is_said(bench, text):
     """A record of the wrong shape ("steps": 5) ended `runs`, `runs show` and `diff` with 'unexpected TypeError'."""
     first = run(bench, "app bench")["run"]
