@@ -351,8 +351,10 @@ class Runner:
             raise StepError(describe_exit(code) + " (the step refused this machine or request"
                             + ("" if _errors_said(tail) else ": see the log") + ")",
                             hint=hints[-1] if hints else None, exit_code=2)
-        if code != 0:
-            raise StepError(describe_exit(code))
+        if code != 0:   # SIGKILL, or a shell's 137 for a child so killed: most often the kernel out of memory
+            raise StepError(describe_exit(code), hint="SIGKILL, when nobody sent it, is the kernel's out-of-memory "
+                            "killer (dmesg says so) or a container's or job's memory limit: fewer --instances, or more "
+                            "memory" if code in (-signal.SIGKILL, 128 + signal.SIGKILL) else None)
 
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces

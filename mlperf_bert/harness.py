@@ -21,7 +21,7 @@ from pathlib import Path
 
 import mlperf_loadgen as lg
 
-from engine.errors import MlrunError, StepError, UsageError
+from engine.errors import MlrunError, StepError, UsageError, from_os_error
 from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
                          seq_plan, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
@@ -191,6 +191,13 @@ def main(argv=None):
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:   # a full disk writing summary.json was a traceback and "exited with code 1"
+        print(f"error: {from_os_error(error, 'cannot use')}", file=sys.stderr)
+        return 78   # sysexits EX_CONFIG: this machine's trouble, mlrun's exit 2 (engine.runner.EX_CONFIG)
+    except MemoryError:   # ulimit -v or a container's limit: a traceback, twice, said nothing of memory
+        print("error: out of memory while it ran\nhint: fewer --instances, a smaller --batch_size, or more memory "
+              "for the run (ulimit -v, the container's or the job's limit)", file=sys.stderr)
+        return 78
     print(format_summary(summary))
     if summary.get("error"):
         print(f"error: {summary['error']}", file=sys.stderr)

@@ -284,3 +284,13 @@ def test_a_signal_ignored_when_mlrun_started_stays_ignored(ws, tmp_path):
         kill_group(proc)
     assert proc.returncode == 0, err
     assert ws.entries("waiter")
+
+
+def test_a_step_killed_by_sigkill_names_the_likely_out_of_memory_killer(ws):
+    """An OOM kill said only 'killed by SIGKILL' (or a shell's 'exited with code 137'), nothing of memory."""
+    ws.recipe("oom", "tags: oom\nrun: 'echo before; kill -KILL $$'\n")
+    ws.recipe("oom-child", "tags: oom-child\nrun: 'bash -c \"kill -KILL \\$\\$\"; echo unreached'\n")
+    for query, said in (("oom", "killed by SIGKILL"), ("oom-child", "exited with code 137")):
+        result = ws.mlrun(query)
+        assert result.returncode == 1 and said in result.stderr, result.stderr
+        assert "hint: SIGKILL, when nobody sent it, is the kernel's out-of-memory killer" in result.stderr

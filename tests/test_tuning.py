@@ -119,6 +119,19 @@ def test_more_instances_than_memory_holds_are_refused_before_any_is_made(files, 
     assert "Traceback" not in result.stderr
 
 
+def test_a_file_the_harness_cannot_write_is_named_not_a_traceback(files, tmp_path):
+    """A full runs disk when summary.json was written: a traceback, twice, and 'exited with code 1'."""
+    (tmp_path / "run" / "summary.json").mkdir(parents=True)   # unwritable as a file, as a full disk's would be
+    command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features), "--model",
+               str(files.model), "--out", str(tmp_path / "run"), "--scenario", "SingleStream", "--mode", "performance",
+               "--count", "4", "--min-duration", "0"]
+    result = subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 78, result.stdout + result.stderr   # mlrun's exit 2 (the runner's EX_CONFIG)
+    assert f"error: cannot use {tmp_path / 'run' / 'summary.json'}: Is a directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_instances_run_at_once_each_on_its_own_core(files):
     """Two real sessions, one per core: each worker runs on its pinned core, and their runs overlap in time."""
     seen = []
