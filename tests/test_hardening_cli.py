@@ -3,6 +3,7 @@
 Exit 1 stays for a step that failed; a usage or environment problem (a bad flag, a full or read-only
 disk, a cache that is a file) is exit 2 with one line naming the operation and the path.
 """
+import json
 import os
 import subprocess
 
@@ -327,3 +328,17 @@ def test_what_a_path_is_not_is_said_as_it_is(ws, argv, message):
 def test_show_failed_takes_no_query_as_rm_failed(ws):
     """`show failed nosuch` ignored the word and showed every log (rm failed refused it already)."""
     assert_user_error(ws.mlrun("show", "failed", "nosuch"), 2, "mlrun show failed takes no QUERY")
+
+
+def test_without_path_steps_and_probes_get_the_systems_default(ws):
+    """`env -i`: python3 was started with no PATH to find itself by, a probe recorded the working folder as
+    its prefix (a new key) and the venv build failed, exit 1."""
+    ws.recipe("p", "tags: p\nprobe: {where: [python3, -c, 'import sys; print(sys.prefix)']}\n"
+                   "run: 'command -v python3 > p.txt'\n")
+    env = {k: v for k, v in ws.env().items() if k != "PATH"}
+    result = ws.mlrun("p", "--json", env=env, cwd=ws.root)
+    assert result.returncode == 0, result.stderr
+    entry = json.loads(result.stdout)["path"]
+    assert open(os.path.join(entry, "p.txt")).read().strip() in ("/usr/bin/python3", "/bin/python3")
+    probed = json.loads(open(os.path.join(entry, ".mlrun", "entry.json")).read())["material"]["probe"]["where"]
+    assert probed.startswith("/usr") and probed != ws.root, probed
