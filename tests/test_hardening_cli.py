@@ -333,7 +333,7 @@ def test_show_failed_takes_no_query_as_rm_failed(ws):
 def test_without_path_steps_and_probes_get_the_systems_default(ws):
     """`env -i`: python3 was started with no PATH to find itself by, a probe recorded the working folder as
     its prefix (a new key) and the venv build failed, exit 1."""
-    ws.recipe("p", "tags: p\nprobe: {where: [python3, -c, 'import sys; print(sys.prefix)']}\n"
+    ws.recipe("p", "tags: p\nprobe: {where: [python3, -c, 'import os, sys; print(os.path.realpath(sys.executable))']}\n"
                    "run: 'command -v python3 > p.txt'\n")
     env = {k: v for k, v in ws.env().items() if k != "PATH"}
     result = ws.mlrun("p", "--json", env=env, cwd=ws.root)
