@@ -392,6 +392,9 @@ def _main(argv):
                 if value is not None and not value.strip():   # else taken as not given: the checkout's folder
                     raise UsageError(f"{flag} is empty", hint="give -o the path to write" if flag == "-o"
                                      else f"give {flag} a folder, or leave it out")
+                if value == "-":   # not standard output: a file named '-' appeared in the current folder
+                    raise UsageError(f"{flag} - would be a file or folder named '-': mlrun writes nothing to "
+                                     "standard output this way", hint=f"give {flag} a path (./- if you mean that name)")
             if args.recipes is not None and not all(r.strip() for r in args.recipes):
                 raise UsageError("--recipes is empty", hint="give --recipes a folder, or leave it out")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)

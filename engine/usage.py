@@ -51,7 +51,12 @@ class Parser(argparse.ArgumentParser):
             raise UsageError(f"{verb}: '{m.group(2)}' is not one of {', '.join(choices)}"
                              + did_you_mean(m.group(2), choices),
                              hint=ELSEWHERE.get((verb, m.group(2)), f"{verb} --help"))
-        raise UsageError(f"{verb}: {message}", hint=f"{verb} --help")
+        m = re.match(r"argument (\S+): expected one argument", message)
+        if m:   # a value that starts with '-' (--runs -dash) is read as another option
+            flag = m.group(1).split("/")[-1]
+            raise UsageError(f"{verb + ' ' if verb != 'mlrun' else ''}{flag} needs a value",
+                             hint=f"a value that starts with '-' is written {flag}=VALUE; {verb} --help")
+        raise UsageError(message if verb == "mlrun" else f"{verb}: {message}", hint=f"{verb} --help")   # "mlrun: error: mlrun: ..."
 
     def _describe(self, names):
         """'cache|failed, FILE' -> 'what to do: cache or failed' (the first missing one is what matters)."""

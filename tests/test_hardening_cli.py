@@ -353,3 +353,13 @@ def test_a_copy_across_disks_that_fails_says_its_first_file_and_reason():
     assert e.message == "mlrun import: cannot use /runs/x/0 (and 299 more files): No space left on device"
     assert e.hint.startswith("the disk is full")
     assert from_os_error(shutil.Error([("/a", "/b", "odd")]), "cannot use").message == "cannot use /b: odd"
+
+
+def test_an_option_value_that_starts_with_a_dash_and_o_dash(ws):
+    """`--runs -dash` said 'mlrun: error: mlrun: argument --runs: expected one argument'; `export -o -` wrote a
+    file named '-' in the current folder."""
+    assert_user_error(ws.mlrun("--runs", "-dash", "runs"), 2, "mlrun: error: --runs needs a value",
+                      "written --runs=VALUE")
+    assert "mlrun: error: mlrun:" not in ws.mlrun("--runs", "-dash", "runs").stderr
+    assert_user_error(ws.mlrun("export", "x", "-o", "-", cwd=ws.root), 2, "-o - would be a file or folder named '-'")
+    assert not os.path.exists(os.path.join(ws.root, "-"))
