@@ -426,7 +426,8 @@ def _main(argv):
     except BrokenPipeError:
         return 0
     except OSError as e:  # the file system refused (a cache folder that is a file, a full disk...): no traceback
-        return main_error(from_os_error(e, f"mlrun {args.verb}: cannot use"))
+        from .oserrors import explain
+        return main_error(explain(e, f"mlrun {args.verb}: cannot use"))
     except Exception as e:  # a bug: still one line (the run record keeps it too); -v shows where
         from .runner import describe_error
         if args.verbose:

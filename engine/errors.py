@@ -79,22 +79,11 @@ class os_errors:
 
 def from_os_error(e, operation, path=None):
     """An OSError the file system raised as a usage/environment error: the operation, the path, the reason."""
-    import shutil
-    failures = e.args[0] if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) else None
-    if failures and all(isinstance(f, tuple) and len(f) == 3 for f in failures):
-        # a copy across disks (shutil.move, copytree) gathers each file's failure: one line of 11 KB was printed
-        _, dst, why = failures[0]
-        code = next((c for c in (errno.ENOSPC, errno.EROFS, errno.EACCES) if f"[Errno {c}]" in str(why)), None)
-        more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
-        return from_os_error(OSError(code, os.strerror(code) if code else str(why)), operation, f"{dst}{more}")
     given = [path] if path is not None else [p for p in (e.filename, e.filename2) if p is not None]
     paths = " -> ".join(printable(p) for p in given)
     hint = {errno.ENOSPC: "the disk is full: free space, or point --cache/--runs (or -o) at another disk",
             errno.EROFS: "that file system is read-only: point --cache/--runs at a writable folder",
             errno.EACCES: "no permission: point --cache/--runs at a folder you may write",
             errno.ENOTDIR: "a part of that path is a file, not a folder",
-            errno.EISDIR: "that path is a folder: name a file",
-            errno.EMFILE: "this process may open too few files (ulimit -n): raise the limit and run again",
-            errno.ENFILE: "the system has too many files open: run again when fewer are",
-            errno.ENOMEM: "out of memory: free some, or raise the limit (ulimit -v, the container's)"}.get(e.errno)
+            errno.EISDIR: "that path is a folder: name a file"}.get(e.errno)
     return MlrunError(f"{operation}{' ' + paths if paths else ''}: {e.strerror or e}", hint)

@@ -9,7 +9,8 @@ import json
 import os
 import stat
 
-from .errors import from_os_error, os_errors
+from .errors import os_errors
+from .oserrors import explain
 
 STAT_FILE = "stat.json"   # in the entry's .mlrun/; not part of the signature itself
 STAT_REL = ".mlrun/" + STAT_FILE
@@ -79,7 +80,7 @@ def stat_problems(root):
     except (IsADirectoryError, ValueError, KeyError, TypeError):
         return [f"modified: {STAT_REL}"]
     except OSError as e:   # too many open files, EIO...: this process's trouble, not a changed entry to remove
-        raise from_os_error(e, "cannot read", os.path.join(root, STAT_REL)) from None
+        raise explain(e, "cannot read", os.path.join(root, STAT_REL)) from None
     now = signature(root)
     if now == recorded:
         return []

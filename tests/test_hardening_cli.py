@@ -347,7 +347,7 @@ def test_without_path_steps_and_probes_get_the_systems_default(ws):
 def test_a_copy_across_disks_that_fails_says_its_first_file_and_reason():
     """`import` into a full runs folder on another disk: shutil.move's gathered failures, 11 KB on one line."""
     import shutil
-    from engine.errors import from_os_error
+    from engine.oserrors import explain as from_os_error
     failures = [(f"/tmp/a/{i}", f"/runs/x/{i}", f"[Errno 28] No space left on device: '/runs/x/{i}'") for i in range(300)]
     e = from_os_error(shutil.Error(failures), "mlrun import: cannot use")
     assert e.message == "mlrun import: cannot use /runs/x/0 (and 299 more files): No space left on device"

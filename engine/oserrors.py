@@ -1,0 +1,30 @@
+"""OS errors said as the person can act on them, beyond errors.from_os_error: a copy's gathered failures, and
+limits of the process (open files, memory).
+
+Its own module, not engine/errors.py: the BERT recipes hash errors.py as a source, so a hint's words there
+would give every feature and model entry another key.
+"""
+import errno
+import os
+import shutil
+
+from .errors import from_os_error
+
+LIMIT_HINTS = {errno.EMFILE: "this process may open too few files (ulimit -n): raise the limit and run again",
+               errno.ENFILE: "the system has too many files open: run again when fewer are",
+               errno.ENOMEM: "out of memory: free some, or raise the limit (ulimit -v, the container's)"}
+
+
+def explain(e, operation, path=None):
+    """The MlrunError (exit 2) for an OSError: the operation, the path, the reason and a hint."""
+    failures = e.args[0] if isinstance(e, shutil.Error) and e.args and isinstance(e.args[0], list) else None
+    if failures and all(isinstance(f, tuple) and len(f) == 3 for f in failures):
+        # a copy across disks (shutil.move, copytree) gathers each file's failure: one line of 11 KB was printed
+        _, dst, why = failures[0]
+        code = next((c for c in (errno.ENOSPC, errno.EROFS, errno.EACCES) if f"[Errno {c}]" in str(why)), None)
+        more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
+        return explain(OSError(code, os.strerror(code) if code else str(why)), operation, f"{dst}{more}")
+    error = from_os_error(e, operation, path)
+    if error.hint is None and e.errno in LIMIT_HINTS:
+        error.hint = LIMIT_HINTS[e.errno]
+    return error
