@@ -10,7 +10,7 @@ import re
 from . import keys, records
 from .secrets import MASK
 
-HOST_FIELDS = ("cpu", "cores", "cpus_allowed", "memory_gb", "os", "machine", "python")
+HOST_FIELDS = ("cpu", "cores", "cpus_allowed", "cpu_quota", "memory_gb", "os", "machine", "python")
 
 
 def request(a, b):

@@ -27,8 +27,11 @@ session, a 90 MB and a 436 MB model), so the rule makes no more instances than t
 SESSION_MEMORY_SHARE x the file each, and more asked for with --instances are refused before any is made (a
 BERT-Large run on a many-core machine was killed by the kernel instead).
 """
+import math
 import os
 from dataclasses import asdict, dataclass, field
+
+from engine import cgroups
 
 LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
 SERVER_BOUND_SHARE = 0.5  # Server many-instance rule: the slowest sample on one instance within half the bound
@@ -36,8 +39,11 @@ SESSION_MEMORY_SHARE = 1.2  # an onnxruntime session's memory, as a share of its
 
 
 def available_cores():
-    """The cores this process may run on, sorted."""
-    return sorted(os.sched_getaffinity(0))
+    """The cores this process may run on, sorted; under a CPU quota (docker --cpus=0.5) only as many as it allows,
+    rounded up (the rule made one instance per core of the affinity, each throttled, and said nothing)."""
+    cores = sorted(os.sched_getaffinity(0))
+    quota = cgroups.cpu_quota()
+    return cores[:max(1, math.ceil(quota))] if quota else cores
 
 
 @dataclass(frozen=True)
@@ -48,7 +54,8 @@ class Parallelism:
     cores: tuple = ()                # per instance: the cores it is pinned to (empty: not pinned)
     rule: str = ""
     overridden: tuple = field(default=())
-    available: int = 0               # the cores this process may use
+    available: int = 0               # the cores this process may use (a CPU quota's, rounded up, when less)
+    cpu_quota: float = None          # CPUs a cgroup's quota allows (docker --cpus), None without one
 
     def record(self):
         """What summary.json holds."""
@@ -66,14 +73,8 @@ def memory_available():
             found += [int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:")]
     except (OSError, ValueError, IndexError):
         pass
-    try:   # cgroup v2 (a container or a SLURM job): its limit less what it uses
-        with open("/sys/fs/cgroup/memory.max") as limit, open("/sys/fs/cgroup/memory.current") as used:
-            cap = limit.read().strip()
-            if cap != "max":
-                found.append(int(cap) - int(used.read().strip()))
-    except (OSError, ValueError):
-        pass
-    return min(found) if found else None
+    left = cgroups.memory_left()   # a container's or a job's limit, less what it uses
+    return min(found + ([left] if left is not None else [])) if found or left is not None else None
 
 
 def instances_in_memory(model_bytes, available):
@@ -100,6 +101,7 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
     instances memory holds (instances_in_memory; None: no limit): the rule makes no more (--instances is the
     person's, checked by the caller).
     """
+    quota = cgroups.cpu_quota() if cores is None else None
     cores = list(cores or available_cores())
     count = len(cores)
     if scenario in LATENCY_SCENARIOS:
@@ -117,6 +119,8 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
             f"slowest warm-up sample {server_slowest_s * 1000:.1f} ms x {count} cores > "
             f"{SERVER_BOUND_SHARE:.0%} of the {(latency_bound_s or 0) * 1000:.0f} ms bound")
         rule = f"Server: one instance on all {count} cores (latency first: {why})"
+    if quota:   # said: the cores counted are the quota's, not the machine's
+        rule += f"; a CPU quota of {quota:g} CPUs allows {count} of the {len(os.sched_getaffinity(0))} cores"
     if fit is not None and rule_instances > fit:
         rule_instances, rule = fit, f"{rule}; {fit} of them fit in the memory available"
     overridden = tuple(name for name, value in (("instances", instances), ("threads", threads), ("spin", spin))
@@ -126,7 +130,7 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
     chosen_threads = threads or max(1, count // chosen_instances)
     chosen_spin = bool(spin)  # off unless asked for (measured above)
     return Parallelism(chosen_instances, chosen_threads, chosen_spin,
-                       split_cores(cores, chosen_instances, chosen_threads), rule, overridden, count)
+                       split_cores(cores, chosen_instances, chosen_threads), rule, overridden, count, quota)
 
 
 def pin_current_thread(cores):
