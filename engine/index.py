@@ -13,7 +13,7 @@ import stat
 
 from . import keys
 from .digests import file_digest
-from .errors import RecipeError, ResolutionError
+from .errors import MlrunError, RecipeError, ResolutionError
 from .recipe import SCHEMA_VERSION, normalize
 
 INDEX_FORMAT = 2   # 2: ctime and inode in the fingerprint
@@ -169,7 +169,31 @@ def check_dep_queries(index):
                                               f"{value!r}", hint=f'quote it: {name}: "{text}"')
             except ResolutionError as e:
                 line = dep.get("line") or recipe["lines"].get(where)
-                raise RecipeError(f"dep '{dep['query']}': {e.message}", recipe["path"], line, e.hint) from None
+                raise RecipeError(f"dep '{dep['query']}': {e.message}", recipe["path"], line,
+                                  _dep_hint(index, e, dep["query"])) from None
+
+
+def _dep_hint(index, error, query):
+    """Every command reads every recipe folder, so `mlrun find` (the resolver's hint) failed the same way."""
+    from .settings import CHECKOUT
+    shipped = os.path.realpath(os.path.join(CHECKOUT, "recipes"))
+    if error.message.startswith("no recipe matches") and os.path.isdir(shipped) and \
+            shipped not in {os.path.realpath(d) for d in index.dirs} and _matches_in(shipped, query):
+        return (f"the recipe folders are {', '.join(index.dirs)}: --recipes (or MLRUN_RECIPES) replaces mlrun's own "
+                f"{shipped}; name it too (--recipes {shipped} --recipes DIR, or MLRUN_RECIPES={shipped}:DIR)")
+    near = (error.hint or "").replace("; `mlrun find TAG` lists recipes", "").replace("`mlrun find TAG` lists recipes", "")
+    return (f"{near}; " if near else "") + "every command reads every recipe in the recipe folders: mend this dep, " \
+        "or move its recipe out of them while it is unfinished"
+
+
+def _matches_in(folder, query):
+    """Whether a recipe of `folder` answers `query` (an error's hint only: never raises)."""
+    from .resolver import Resolver
+    try:
+        Resolver(RecipeIndex([folder], check_deps=False)).select(query)
+        return True
+    except MlrunError:
+        return False
 
 
 def _recipe_files(folder, with_yaml=False):

@@ -177,6 +177,21 @@ def test_dep_query_errors_name_the_dep_line(ws, text, line, fragment):
     assert (info.value.path, info.value.line) == (path, line)
 
 
+def test_a_dep_that_names_no_recipe_says_why_every_command_fails(ws):
+    """An unfinished recipe in the folders stops every command; the hint said `mlrun find TAG`, which failed the
+    same way. A folder given alone replaces mlrun's own recipes: a dep on one of those said only 'unknown tag'."""
+    ws.recipe("wip", "tags: wip\ndeps: [{query: get bert vocab}]\nrun: 'true'\n")
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert "--recipes (or MLRUN_RECIPES) replaces mlrun's own" in info.value.hint
+    ws.recipe("wip", "tags: wip\ndeps: [{query: get modle}]\nrun: 'true'\n")
+    ws.recipe("model", "tags: get model\n")
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert info.value.hint == ("unknown tag 'modle' (did you mean model?); every command reads every recipe in the "
+                               "recipe folders: mend this dep, or move its recipe out of them while it is unfinished")
+
+
 def test_same_recipe_defined_twice(ws, tmp_path):
     ws.recipe("a", "tags: a\nversion: '1.0'\n")
     other = tmp_path / "more" / "a2"
