@@ -107,9 +107,26 @@ def command(node, env, entry, recipe_dir):
     return [expand(placeholders(arg, entry, recipe_dir), env) for arg in node.run]
 
 
-def env_file(env, passed=()):
-    """A sourceable shell file that recreates env (secrets and pass_env variables left for the user to set)."""
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(secrets.redacted(env, passed).items()))
+def env_file(env, passed=(), folder=None, final=None):
+    """A sourceable shell file that recreates env (secrets and pass_env variables left for the user to set).
+
+    A value that names the step's folder ({entry}) names $MLRUN_ENTRY instead, which command.sh sets to the
+    folder it re-runs in (else the entry's published place): it named the temporary build folder, gone since.
+    """
+    lines = []
+    for k, v in sorted(secrets.redacted(env, passed).items(), key=lambda kv: (kv[0] != "MLRUN_ENTRY", kv[0])):
+        if folder and k == "MLRUN_ENTRY":   # first: the others may name it
+            lines.append(f'export MLRUN_ENTRY="${{MLRUN_ENTRY:-{_in_double_quotes(final or folder)}}}"\n')
+        elif folder and isinstance(v, str) and folder in v:
+            lines.append(f'export {k}="' + "${MLRUN_ENTRY}".join(_in_double_quotes(part) for part in v.split(folder))
+                         + '"\n')
+        else:
+            lines.append(f"export {k}={shlex.quote(v)}\n")
+    return "".join(lines)
+
+
+def _in_double_quotes(text):
+    return re.sub(r'([\\"$`])', r"\\\1", text)
 
 
 def dependency_chain(node, folders):

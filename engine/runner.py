@@ -229,7 +229,7 @@ class Runner:
         try:
             open(log_path, "ab").close()  # a kept failure always has its log, even one that never ran a command
             # within the try: a full disk here is a build that failed (set aside), not a leftover in .tmp
-            _write_file(os.path.join(meta_dir, "env.sh"), envs.env_file(env, node.pass_env or ()))
+            _write_file(os.path.join(meta_dir, "env.sh"), envs.env_file(env, node.pass_env or (), folder, final))
             _write_rerun_script(meta_dir, argv)
             for item in node.download:
                 self._download(item, folder)
@@ -442,8 +442,8 @@ def _write_rerun_script(meta_dir, argv):
     import shlex
     body = ("#!/usr/bin/env bash\n# Re-run this step by hand: same environment, same command.\n"
             "# Run it in a scratch folder: cached entries are immutable.\n"
-            'here="$(cd "$(dirname "$0")" && pwd)"\nset -a; . "$here/env.sh"; set +a\n'
-            'export MLRUN_ENTRY="${1:-$PWD}"\n'
+            'here="$(cd "$(dirname "$0")" && pwd)"\nexport MLRUN_ENTRY="${1:-$PWD}"\n'
+            'set -a; . "$here/env.sh"; set +a\n'
             'cd "$MLRUN_ENTRY" || { echo "command.sh: cannot enter $MLRUN_ENTRY" >&2; exit 1; }\n')
     body += ("exec " + " ".join(shlex.quote(a) for a in argv) + "\n") if argv else "# (download only: no command)\n"
     path = os.path.join(meta_dir, "command.sh")

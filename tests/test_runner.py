@@ -373,3 +373,21 @@ def test_a_publish_that_fails_with_its_cache_root_says_why_publishing_failed(ws,
         run(ws, "a")
     assert info.value.filename.startswith(os.path.join(ws.cache, ".tmp")) and ".failed" not in str(info.value)
     assert ws.entries() == []
+
+
+def test_a_value_naming_the_entry_reruns_by_hand_in_the_folder_given(ws, tmp_path):
+    """env: {OUT: "{entry}/out.txt"} was kept as the temporary build folder's path, gone after publishing:
+    command.sh failed 'No such file or directory'."""
+    ws.recipe("e", 'tags: e\nenv:\n  OUT: "{entry}/out $x.txt"\nrun: echo built > "$OUT"\n')
+    entry = run(ws, "e")["steps"][-1]["path"]
+    assert open(os.path.join(entry, "out $x.txt")).read() == "built\n"
+    env_sh = open(os.path.join(entry, ".mlrun", "env.sh")).read()
+    assert ".tmp" not in env_sh and env_sh.startswith(f'export MLRUN_ENTRY="${{MLRUN_ENTRY:-{entry}}}"\n')
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    subprocess.run([os.path.join(entry, ".mlrun", "command.sh"), str(scratch)], check=True,
+                   env={"PATH": os.environ["PATH"]}, capture_output=True)
+    assert (scratch / "out $x.txt").read_text() == "built\n"
+    sourced = subprocess.run(["bash", "-c", f'. "{entry}/.mlrun/env.sh"; echo "$OUT"'], capture_output=True,
+                             text=True, env={"PATH": os.environ["PATH"]})
+    assert sourced.stdout == f"{entry}/out $x.txt\n"   # sourced alone: the published entry
