@@ -80,7 +80,7 @@ class RecipeIndex:
                 recipe_yaml = os.path.join(entry.path, "recipe.yaml")
                 if entry.is_dir() and os.path.lexists(recipe_yaml):
                     _stat_file(recipe_yaml)  # a folder or a dangling link there must not make the recipe vanish
-                    for path in _recipe_files(entry.path, with_yaml=True):
+                    for path in recipe_files(entry.path, with_yaml=True):
                         items.append([path, *_signature(_stat_file(path))])
         return items
 
@@ -98,7 +98,7 @@ class RecipeIndex:
                 raise RecipeError(f"recipe {recipe['name']} {recipe['version']} is also defined in {seen[ident]}",
                                   path, 1, "give one of them another name or version")
             seen[ident] = path
-            files = {os.path.relpath(p, folder): file_digest(p) for p in _recipe_files(folder)}
+            files = {os.path.relpath(p, folder): file_digest(p) for p in recipe_files(folder)}
             for i, rel in enumerate(recipe["sources"]):
                 src = os.path.normpath(os.path.join(folder, rel))
                 if not os.path.isfile(src):
@@ -196,7 +196,7 @@ def _matches_in(folder, query):
         return False
 
 
-def _recipe_files(folder, with_yaml=False):
+def recipe_files(folder, with_yaml=False):
     """The files a recipe's digest covers: all in its folder, through links to folders too (a linked tools/
     folder was left out, and an edit there reused the old entry), but for its recipe.yaml and SKIP_FILE."""
     out = []

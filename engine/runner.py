@@ -201,7 +201,9 @@ class Runner:
                 log = self._set_aside(build_dir, node) or os.path.join(build_dir, META_DIR, "build.log")
                 raise StepError(f"step {node.label}: {few(changed)} of its recipe changed while it was built; "
                                 "what it built may not be what its key says, so nothing was published",
-                                hint=f"run again: the plan then hashes the files as they are (log: {log})")
+                                hint="if the step writes into its recipe's folder ($MLRUN_RECIPE_DIR), make it write "
+                                     "into its entry (its working folder) instead, or every build fails so; if you "
+                                     f"edited the recipe meanwhile, run again (log: {log})")
             try:
                 path = self.cache.publish(build_dir, node, meta)
             except BaseException as e:   # a signal or a full disk while hashing: no leftover in .tmp
@@ -401,13 +403,21 @@ def root_facts(node):
 def _changed_recipe_files(node):
     """The files of node's recipe (its scripts, its sources) whose content is no longer what its key hashed."""
     folder, changed = os.path.dirname(node.recipe_path), []
-    for rel, digest in sorted((node.recipe_files or {}).items()):
+    if node.recipe_files is None or not node.recipe_path:   # a recipe held in memory (tests): no folder
+        return changed
+    for rel, digest in sorted(node.recipe_files.items()):
         try:
             same = digests.file_digest(os.path.normpath(os.path.join(folder, rel))) == digest
         except OSError:
             same = False
         if not same:
             changed.append(rel)
+    from .index import recipe_files   # a file the step made there (it was published, the next build failed)
+    try:
+        changed += [f"{rel} (new)" for rel in sorted(os.path.relpath(p, folder) for p in recipe_files(folder))
+                    if rel not in node.recipe_files]
+    except MlrunError:
+        pass   # a loop or an odd file made meanwhile: the next plan says so
     return changed
 
 

@@ -540,3 +540,13 @@ def test_too_many_open_files_is_no_changed_entry(ws, monkeypatch):
     assert "ulimit -n" in e.value.hint and "rm cache" not in str(e.value)
     monkeypatch.undo()
     assert integrity.stat_problems(root) == []
+
+
+def test_a_step_that_writes_into_its_recipe_folder_is_caught_at_its_first_build(ws):
+    """A new file there was not seen: the first build was published, and every later one failed with 'changed
+    while it was built' and the hint to run again, which failed the same way."""
+    ws.recipe("stamp", 'tags: stamp\nrun: date +%s%N > "$MLRUN_RECIPE_DIR/stamp.txt"; echo out > out.txt\n')
+    result = ws.mlrun("stamp")
+    assert_user_error(result, 1, "stamp.txt (new) of its recipe changed while it was built", "nothing was published",
+                      "if the step writes into its recipe's folder ($MLRUN_RECIPE_DIR), make it write into its entry")
+    assert ws.entries("stamp") == []
