@@ -137,6 +137,10 @@ class Runner:
                         step["record"] = records.collect(step["path"], node.record, strict=True)
                     except ValueError as e:   # results nobody can read are a failed step, not an ok run
                         raise StepError(f"step {node.label}: {e}", hint=f"its folder: {step['path']}") from None
+                    unwritten = [name for field, name in node.record.items() if field not in step["record"]]
+                    if unwritten:   # a misspelt name under record: went unnoticed, the record empty
+                        self.reporter.line(f"note: {node.label} wrote no {', '.join(unwritten)}, which its recipe "
+                                           "records (record:): the run's record holds nothing of it")
             record["status"] = "ok"
         except StepError as e:
             record["status"], record["error"] = "failed", e.message

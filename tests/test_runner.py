@@ -391,3 +391,12 @@ def test_a_value_naming_the_entry_reruns_by_hand_in_the_folder_given(ws, tmp_pat
     sourced = subprocess.run(["bash", "-c", f'. "{entry}/.mlrun/env.sh"; echo "$OUT"'], capture_output=True,
                              text=True, env={"PATH": os.environ["PATH"]})
     assert sourced.stdout == f"{entry}/out $x.txt\n"   # sourced alone: the published entry
+
+
+def test_a_recorded_file_the_step_did_not_write_is_said(ws):
+    """`record: {packages: missing.txt}`: exit 0 and an empty record, nothing said of the misspelt name."""
+    ws.recipe("r", "tags: r\nrecord: {packages: pkgs.txt, version: missing.txt}\nrun: echo a==1 > pkgs.txt\n")
+    result = ws.mlrun("r")
+    assert result.returncode == 0, result.stderr
+    assert "note: r wrote no missing.txt, which its recipe records (record:)" in result.stdout + result.stderr
+    assert "pkgs.txt" not in (result.stdout + result.stderr).split("note:")[-1]
