@@ -103,6 +103,7 @@ def diamond(ws, counters, sleep=0.3):
                      "exports: {APP_OUT: '{entry}/out.txt'}\n")
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_racing_processes_build_each_entry_exactly_once(ws, tmp_path):
     counters = tmp_path / "counters"
     diamond(ws, counters)

@@ -101,6 +101,7 @@ def test_gc_removes_what_nobody_owns_and_says_how_much_it_freed(litter):
     assert ws.mlrun("gc", "-y").stdout.strip() == "nothing to remove"
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_gc_never_touches_a_build_in_progress(ws, tmp_path):
     marker = tmp_path / "started"
     ws.recipe("slow", f"tags: slow\nrun: echo $$ > {marker}; sleep 1; echo done > out.txt\n")

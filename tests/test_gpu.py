@@ -57,6 +57,7 @@ def test_gpu_variation_without_gpu_fails_before_anything_is_built(mlrun, tmp_pat
     assert not [n for n in (os.listdir(cache) if cache.exists() else []) if not n.startswith(".")]
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_hidden_gpus_and_old_drivers_are_refused_with_the_reason(mlrun, tmp_path):
     smi = fake_smi(tmp_path / "bin")
     hidden = with_env(mlrun, PATH=f"{smi}:{os.environ['PATH']}", CUDA_VISIBLE_DEVICES="")
@@ -66,6 +67,7 @@ def test_hidden_gpus_and_old_drivers_are_refused_with_the_reason(mlrun, tmp_path
     assert_user_error(result, 2, "driver 470.82.01 is too old", "525.60.13")
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_the_gpu_is_asked_at_every_plan_never_remembered(mlrun, tmp_path):
     """A remembered answer outlived the card and the driver: after a swap to another GPU the plan kept the first
     one's name (and so its engines' keys), and a driver that stopped answering was not refused (a user's trial)."""
@@ -88,6 +90,7 @@ def test_a_probe_that_is_not_remembered_is_declared_so():
     assert plain["probe"] == {"gpu": ["nvidia-smi"]}   # the list form keeps its normal form (and every key)
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_every_gpu_plan_resolves_with_a_gpu(mlrun, tmp_path):
     run = with_env(mlrun, PATH=f"{fake_smi(tmp_path / 'bin')}:{os.environ['PATH']}")
     wanted = {"_cuda": "get-backend-onnxruntime _cuda", "_tensorrt-ep": "get-onnxruntime-trt-cache-bert",
@@ -113,6 +116,7 @@ def _engine_key(tmp_path, smi, **inputs):
     return plan.nodes[-1].key
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_engine_keys_follow_precision_profiles_and_gpu_model(tmp_path):
     h200 = fake_smi(tmp_path / "a")
     h100 = fake_smi(tmp_path / "b", "NVIDIA H100 80GB HBM3, 9.0, 81559, 580.159.03")

@@ -221,6 +221,7 @@ def flipped(src, dst, offset):
     return dst
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 @needs_ssh_keygen
 @pytest.mark.parametrize("which, args", [("bundle", ("--trust", "alice")), ("bundle", ()), ("unsigned", ())])
 def test_any_flipped_byte_of_the_compressed_stream_is_refused(there, which, args):

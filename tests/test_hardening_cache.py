@@ -496,6 +496,7 @@ def test_rm_refuses_an_entry_a_running_mlrun_uses(ws, tmp_path):
     assert ws.mlrun("rm", "cache", "get tool", "-y").returncode == 0 and not ws.entries("tool")
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_a_recipe_file_edited_while_its_step_runs_publishes_nothing(ws, tmp_path):
     """The key hashes the recipe's files when the plan is made, the step runs them as they are later: an edit in
     between published v2 under v1's key, for ever (cache verify could not see it)."""

@@ -90,6 +90,7 @@ def test_link_dropping_every_100_kb_still_completes(server, tmp_path):
     assert _offsets(server) == list(range(0, len(DATA), KB100))
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_two_downloads_of_one_file_do_not_mix_their_bytes(server, tmp_path):
     server.piece, server.pace = 64 * 1024, 0.01  # slow enough for the two to overlap
     partial = tmp_path / "partial"

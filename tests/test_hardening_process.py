@@ -163,6 +163,7 @@ def test_a_stopped_step_cleans_up_before_its_group_is_killed(ws, tmp_path, sig):
         kill_group(proc)
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_a_process_that_left_the_step_s_group_does_not_hold_the_build(ws, tmp_path):
     """setsid sleep 60 &: mlrun read the step's output until that daemon closed it, 60 s for a 0.5-s step."""
     pidfile = tmp_path / "daemon.pid"

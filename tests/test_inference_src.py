@@ -45,6 +45,7 @@ def test_local_copy_lands_in_inference_with_its_digest(mlrun):
     assert meta["material"]["inputs"]["path"] == "sha256:" + content_digest(SHARED_SRC)
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_an_edited_copy_gets_a_new_key(mlrun, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(SHARED_SRC, copy)

@@ -338,6 +338,7 @@ def test_pass_env_reaches_the_step_unhashed_and_secrets_are_never_written(ws, tm
                 assert "hf_secret" not in open(os.path.join(root, name), errors="replace").read(), name
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
 def test_a_long_step_says_it_is_under_way_where_no_terminal_shows_it(ws):
     """In a log file (CI, a batch job) a step's line came only when it ended: minutes of nothing looked hung.
     Now it says every HEARTBEAT_S (here 0.2 s) that it is still building, with its log; never after it ended."""
