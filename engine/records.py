@@ -114,8 +114,8 @@ def snapshot_recipes(plan, run_dir):
     try:
         _snapshot(plan, target, out)
     except OSError as e:  # a full disk, say; copytree gathers its failures, the first one says why
-        why = e.args[0][0][2] if isinstance(e, shutil.Error) else e
-        raise MlrunError(f"cannot copy the recipes into the run record: {why}") from None
+        from .oserrors import explain
+        raise explain(e, "cannot copy the recipes into the run record:") from None
     return out
 
 

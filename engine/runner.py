@@ -5,6 +5,7 @@ published by rename; a node with `cache: false` (a benchmark run) runs in the
 run folder `runs/<id>/<recipe>/`. Every step leaves the exact command and
 environment beside its log so a person can re-run it by hand.
 """
+import json
 import os
 import re
 import signal
@@ -106,13 +107,17 @@ class Runner:
         record_path = os.path.join(run_dir, "run.json")
         try:
             write_json(record_path, record)
-        except OSError as e:  # nothing ran yet: leave no folder without a record
+            self.first_record = json.dumps(record, default=str)   # on disk, indented: a compact fallback fits there
+            record["recipes"] = records.snapshot_recipes(plan, run_dir)
+        except (OSError, MlrunError) as e:  # nothing ran yet: leave no folder (it showed 'died' for ever)
             import shutil
             shutil.rmtree(run_dir, ignore_errors=True)
-            raise MlrunError(f"cannot write the run record {record_path}: {e.strerror or e}") from None
+            if isinstance(e, MlrunError):
+                raise
+            from .oserrors import explain
+            raise explain(e, "cannot write the run record", record_path) from None
         total = len(plan.nodes)
         try:
-            record["recipes"] = records.snapshot_recipes(plan, run_dir)
             for i, node in enumerate(plan.nodes, 1):
                 step = {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
                 record["steps"].append(step)
@@ -170,9 +175,27 @@ class Runner:
             write_json(path, record)
         except OSError as e:
             problem = f"cannot write the run record {path}: {e.strerror or e}"
+            self._write_in_place(path, record)
             if record["status"] == "ok":
                 raise MlrunError(problem, hint="the run succeeded; only its record is missing or incomplete") from None
             self.reporter.line(f"mlrun: {problem}")
+
+    def _write_in_place(self, path, record):
+        """On a full disk, the first record with how the run ended, over the old one's own blocks (a new file
+        needs space): `mlrun runs` showed a finished run as 'died' for ever."""
+        first = json.loads(getattr(self, "first_record", "null") or "null")
+        if not first:
+            return
+        first.update({k: record.get(k) for k in ("status", "error", "finished") if k in record},
+                     record_incomplete="the disk was full when the run ended: its steps and results are not here")
+        text = json.dumps(secrets.scrub(first), separators=(",", ":"), default=str).encode()   # compact: it fits
+        try:
+            if len(text) <= os.path.getsize(path):
+                with open(path, "r+b") as f:
+                    f.write(text)
+                    f.truncate()
+        except OSError:
+            pass
 
     def exports(self, node):
         """The root's exports resolved against its folder: what the run produced."""

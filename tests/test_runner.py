@@ -10,6 +10,7 @@ import time
 import pytest
 
 from engine import Cache, StepError, resolve
+from engine.errors import MlrunError
 from engine.runner import Runner, RunReporter
 
 
@@ -401,3 +402,39 @@ def test_a_recorded_file_the_step_did_not_write_is_said(ws):
     assert result.returncode == 0, result.stderr
     assert "note: r wrote no missing.txt, which its recipe records (record:)" in result.stdout + result.stderr
     assert "pkgs.txt" not in (result.stdout + result.stderr).split("note:")[-1]
+
+
+def test_a_runs_folder_full_at_the_start_leaves_no_folder(ws, monkeypatch):
+    """The recipes' copy failed (a full disk) after run.json was written: the folder stayed, 'died' for ever."""
+    import shutil
+    from engine import records
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+
+    def full(*args, **kwargs):
+        raise shutil.Error([("/r/a/recipe.yaml", "/runs/x/recipe.yaml", "[Errno 28] No space left on device")])
+    monkeypatch.setattr(records, "_snapshot", full)
+    with pytest.raises(MlrunError) as e:
+        run(ws, "a")
+    assert "cannot copy the recipes into the run record: /runs/x/recipe.yaml: No space left on device" in e.value.message
+    assert e.value.hint.startswith("the disk is full")
+    assert (not os.path.exists(ws.runs) or os.listdir(ws.runs) == []) and ws.entries() == []
+
+
+def test_a_runs_folder_full_at_the_end_keeps_how_the_run_ended(ws, monkeypatch):
+    """The final record could not be written: run.json said 'running', and `mlrun runs` showed 'died' for ever."""
+    import errno
+    from engine import runner as runner_module
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    real = runner_module.write_json
+
+    def full_at_the_end(path, value, **kwargs):
+        if path.endswith("run.json") and value.get("status") != "running":
+            raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
+        return real(path, value, **kwargs)
+    monkeypatch.setattr(runner_module, "write_json", full_at_the_end)
+    with pytest.raises(MlrunError, match="the run succeeded; only its record is missing"):
+        run(ws, "a")
+    [run_id] = os.listdir(ws.runs)
+    kept = json.load(open(os.path.join(ws.runs, run_id, "run.json")))
+    assert kept["status"] == "ok" and kept["finished"] >= kept["started"] and "disk was full" in kept["record_incomplete"]
+    assert ws.mlrun("runs", "--json").stdout.count('"ok"') == 1
