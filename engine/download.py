@@ -329,9 +329,12 @@ def fetch(url, dest_path, *, sha256=None, md5=None, size=None, mirror=None, prog
         show = sys.stderr.isatty() if progress is None else progress
         with lock:  # another download of the same file finishes (or fails) first
             part = _Part(part_path, algo, size, kept)
-            _download(url, part, size, os.path.basename(dest_path) if show else None,
-                      (retries, attempts, budget, backoff), timeout,
-                      _mirror_hint(algo, expected, mirror, os.path.basename(dest_path)))
+            # a kept part that is the whole file already (a run that failed after it, on a wrong size) needs no
+            # network: the next run without one said "cannot download ... 20 of ? bytes received, kept"
+            if not (part.size and expected and part.hexdigest() == expected):
+                _download(url, part, size, os.path.basename(dest_path) if show else None,
+                          (retries, attempts, budget, backoff), timeout,
+                          _mirror_hint(algo, expected, mirror, os.path.basename(dest_path)))
             _verify(part_path, url, algo, expected, size, got=part.hexdigest())
             shutil.move(part_path, dest_path)  # a rename, unless the cache is on another disk
             with contextlib.suppress(OSError):  # no longer shared once it is the build's own file

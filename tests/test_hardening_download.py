@@ -35,6 +35,17 @@ def _offsets(server):
     return [int(re.fullmatch(r"bytes=(\d+)-", r["range"])[1]) if r["range"] else 0 for r in server.requests]
 
 
+def test_a_kept_part_that_is_the_whole_file_needs_no_network(tmp_path):
+    """A run failed after the whole file came (its recipe's size was wrong): the next run, offline, said
+    'cannot download ... kept for the next run to resume' though the bytes were all there."""
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / f"sha256-{SHA256}.part").write_bytes(DATA)
+    dest = tmp_path / "data.bin"
+    download.fetch("http://127.0.0.1:9/data.bin", dest, sha256=SHA256, partial_dir=partial, **FAST)   # port 9: closed
+    assert dest.read_bytes() == DATA and not (partial / f"sha256-{SHA256}.part").exists()
+
+
 def test_server_that_drops_and_misanswers_range_is_given_up_on(server, tmp_path):
     # Each body is cut after 1.5 MB, and a Range request gets the file from 0 under a wrong Content-Range:
     # the client refills the same first bytes, which used to count as progress and reset the retries.
