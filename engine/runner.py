@@ -359,6 +359,7 @@ class Runner:
                 code = proc.wait()
             except BaseException:  # interrupted, or the log could not be written: stop the step first
                 guard.stop(proc, record)
+                _drain(proc, log)   # what its cleanup said (a trap on EXIT) belongs in the log too
                 raise
             finally:
                 proc.stdout.close()
@@ -387,6 +388,21 @@ class Runner:
 
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
+
+
+def _drain(proc, log):
+    """Whatever a stopped step's pipe still holds, into its log (never raises: the stop is what matters)."""
+    import select
+    try:
+        fd = proc.stdout.fileno()
+        while select.select([fd], [], [], 0)[0]:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            log.write(secrets.scrub_bytes(chunk))
+        log.flush()
+    except (OSError, ValueError):
+        pass
 
 
 def _lines(proc):

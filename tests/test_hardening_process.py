@@ -126,6 +126,25 @@ def test_a_stop_signal_acts_as_ctrl_c(looper, sig, code):
     assert "interrupted" in looper.mlrun("runs").stdout
 
 
+def test_what_a_stopped_step_says_while_cleaning_up_is_in_its_log(ws, tmp_path):
+    """A trap on EXIT ran, but its words were not in the interrupted build's log (the pipe was not read again)."""
+    started = tmp_path / "started"
+    ws.recipe("cleaner", f"tags: cleaner\nrun: |\n  trap 'echo cleaning up; echo cleaned' EXIT\n  echo started\n"
+                         f"  touch {started}\n  sleep 60\n")
+    proc = ws.popen("cleaner")
+    try:
+        assert wait_for(started.exists, timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+        assert proc.returncode == 130
+    finally:
+        kill_group(proc)
+    [log] = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(ws.cache, ".failed"))
+             for name in names if name == "build.log"]
+    text = open(log).read()
+    assert "started\n" in text and "cleaning up\ncleaned\n" in text, text
+
+
 @pytest.mark.slow   # waits out the 5-s grace it checks
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_step_cleans_up_before_its_group_is_killed(ws, tmp_path, sig):
