@@ -78,8 +78,10 @@ class _Checker:
         self.expect(mapping, dict, where, what)
         for key in mapping:
             if key not in allowed:
+                from .words import did_you_mean
                 close = ", ".join(sorted(allowed))
-                self.fail(list(where) + [key], f"unknown key '{key}' in {what}", f"allowed keys: {close}")
+                self.fail(list(where) + [key], f"unknown key '{key}' in {what}" + did_you_mean(str(key), allowed),
+                          f"allowed keys: {close}")
         return mapping
 
     def str_list(self, value, where, what):

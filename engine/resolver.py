@@ -132,7 +132,11 @@ class Resolver:
         root = self._node(query, None, inputs or {}, path=[], needed_by="the command line", dep_path=())
         unused = set(self.dep_overrides) - self.used_overrides
         if unused:
-            raise ResolutionError(f"--dep.{sorted(unused)[0]}.* names no dependency in the plan of '{query}'",
+            from .words import did_you_mean
+            first = sorted(unused)[0]
+            names = sorted({name for node in self.nodes.values() for name, _ in node.deps})
+            raise ResolutionError(f"--dep.{first}.* names no dependency in the plan of '{query}'"
+                                  + ("" if "/" in first else did_you_mean(first, names)),
                                   hint="`mlrun plan QUERY` shows the dependency names")
         order = []
         self._order(root, order, set())

@@ -18,7 +18,7 @@ CASES = [
     ("duplicate-key", "tags: a\nrun: x\ntags: b\n", 3, "duplicate key 'tags'"),
     ("not-a-mapping", "- tags\n- run\n", None, "a recipe must be a mapping"),
     ("no-tags", "description: nothing\nrun: true\n", None, "a recipe needs 'tags'"),
-    ("unknown-top-key", "tags: a\n\nrunn: echo\n", 3, "unknown key 'runn' in a recipe"),
+    ("unknown-top-key", "tags: a\n\nrunn: echo\n", 3, "unknown key 'runn' in a recipe (did you mean run?)"),
     ("unknown-variation-key", "tags: a\nvariations:\n  x:\n    env: {A: '1'}\n    defualt: true\n", 5,
      "unknown key 'defualt' in variation 'x'"),
     ("unknown-dep-key", "tags: a\ndeps:\n  - query: a\n    tag: x\n", 4, "unknown key 'tag' in a dep"),
