@@ -227,7 +227,8 @@ class _Checker:
                 if k in dep:
                     norm[k] = self.expect(dep[k], str, here + [k], f"dep {k}")
             if norm["name"] is not None and not NAME_RE.match(norm["name"]):
-                self.fail(here + ["name"], f"dep name '{norm['name']}' may hold letters, digits, _ . + - only")
+                self.fail(here + ["name"], f"dep name '{norm['name']}' must start with a letter or digit and may hold "
+                                           "letters, digits, _ . + - only")
             if "inputs" in dep:
                 self.expect(dep["inputs"], dict, here + ["inputs"], "dep inputs")
                 norm["inputs"] = {k: v for k, v in dep["inputs"].items()}
@@ -420,7 +421,8 @@ def normalize(data, path, lines, default_name):
     c.keys(data, TOP_KEYS, [], "a recipe")
     name = c.expect(data.get("name", default_name), str, ["name"], "name")
     if not NAME_RE.match(name):
-        c.fail(["name"], f"recipe name '{name}' may hold letters, digits, _ . + - only")
+        c.fail(["name"], f"recipe name '{name}' must start with a letter or digit and may hold letters, digits, "
+                         "_ . + - only")
     if "tags" not in data:
         c.fail([], "a recipe needs 'tags' (the words a query uses to find it)")
     version = data.get("version", "0")

@@ -5,9 +5,11 @@ published by rename; a node with `cache: false` (a benchmark run) runs in the
 run folder `runs/<id>/<recipe>/`. Every step leaves the exact command and
 environment beside its log so a person can re-run it by hand.
 """
+import errno
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
@@ -331,7 +333,7 @@ class Runner:
         import subprocess  # only steps that run pay for the import
         record = os.path.join(os.path.dirname(log_path), guard.RECORD)
         with open(log_path, "ab") as log:
-            log.write(secrets.scrub(f"$ {' '.join(argv)}\n").encode())
+            log.write(secrets.scrub(f"$ {shlex.join(argv)}\n").encode())   # as a shell would take it back
             log.flush()
             try:  # through a guard: the step and all it starts die with mlrun, even of SIGKILL; the guard in
                 # a session of its own, so that a SIGKILL to mlrun's process group (timeout -s KILL) spares it
@@ -339,7 +341,9 @@ class Runner:
                                         stdin=None if interactive else subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as e:
-                raise StepError(f"cannot start {argv[0]}: {e.strerror}") from None
+                raise StepError(f"cannot start {argv[0]}: {e.strerror}", hint=(
+                    "the step's environment and command line together pass the system's limit (getconf ARG_MAX): "
+                    "a smaller env, or a file the step reads") if e.errno == errno.E2BIG else None) from None
             try:
                 last = b"\n"
                 for line in _lines(proc):

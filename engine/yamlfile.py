@@ -99,7 +99,9 @@ def load(path):
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
-        raise RecipeError(f"YAML syntax error: {e.problem or e.context}", path, line) from None
+        said = str(e.problem or e.context)
+        raise RecipeError(f"YAML syntax error: {said}", path, line,
+                          "indent with spaces: YAML takes no tabs there" if "\\t" in said or "\t" in said else None) from None
     except yaml.reader.ReaderError as e:  # a control character such as NUL
         raise RecipeError(f"character U+{e.character:04X} is not allowed in YAML text", path,
                           text.count("\n", 0, e.position) + 1) from None

@@ -177,6 +177,17 @@ def test_dep_query_errors_name_the_dep_line(ws, text, line, fragment):
     assert (info.value.path, info.value.line) == (path, line)
 
 
+def test_small_recipe_mistakes_get_a_hint(ws):
+    """A tab gave YAML's raw words; a name of dots was said to hold characters it may hold."""
+    _write(ws, "tags: a\nenv:\n\tX: 1\n")
+    with pytest.raises(RecipeError) as info:
+        RecipeIndex([ws.recipes]).recipes
+    assert info.value.hint == "indent with spaces: YAML takes no tabs there"
+    _write(ws, "name: ..\ntags: a\n")
+    with pytest.raises(RecipeError, match="recipe name '..' must start with a letter or digit"):
+        RecipeIndex([ws.recipes]).recipes
+
+
 def test_a_dep_that_names_no_recipe_says_why_every_command_fails(ws):
     """An unfinished recipe in the folders stops every command; the hint said `mlrun find TAG`, which failed the
     same way. A folder given alone replaces mlrun's own recipes: a dep on one of those said only 'unknown tag'."""

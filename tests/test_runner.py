@@ -438,3 +438,10 @@ def test_a_runs_folder_full_at_the_end_keeps_how_the_run_ended(ws, monkeypatch):
     kept = json.load(open(os.path.join(ws.runs, run_id, "run.json")))
     assert kept["status"] == "ok" and kept["finished"] >= kept["started"] and "disk was full" in kept["record_incomplete"]
     assert ws.mlrun("runs", "--json").stdout.count('"ok"') == 1
+
+
+def test_the_build_log_writes_the_command_as_a_shell_takes_it_back(ws):
+    ws.recipe("q", "tags: q\nrun: echo \"working\" > out.txt\n")
+    entry = run(ws, "q")["steps"][-1]["path"]
+    first = open(os.path.join(entry, ".mlrun", "build.log")).readline()
+    assert first == "$ bash -e -o pipefail -c 'echo \"working\" > out.txt'\n", first   # was unquoted
