@@ -397,6 +397,12 @@ def _main(argv):
                                      "standard output this way", hint=f"give {flag} a path (./- if you mean that name)")
             if args.recipes is not None and not all(r.strip() for r in args.recipes):
                 raise UsageError("--recipes is empty", hint="give --recipes a folder, or leave it out")
+            tmp = os.environ.get("TMPDIR")
+            if args.verb in ("run", "sweep", "submit", "replay") and tmp and not (
+                    os.path.isdir(tmp) and os.access(tmp, os.W_OK | os.X_OK)):   # steps' mktemp failed, exit 1
+                raise UsageError(f"TMPDIR={tmp} is not a folder this process may write" if os.path.exists(tmp) else
+                                 f"TMPDIR={tmp} does not exist", hint="steps make their temporary files there: "
+                                 "set TMPDIR to a writable folder, or unset it")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
             for what, path, flag in (("cache", settings.cache, "--cache"), ("runs", settings.runs, "--runs")):
                 if os.path.exists(path) and not os.path.isdir(path):   # before anything is built or published

@@ -45,10 +45,14 @@ class RunReporter:
         if not final:
             if tty:
                 print(text, end="\r", file=self.stream, flush=True)
+                self._shown = len(text)
             elif self.heartbeat:
                 self._start_heartbeat(f"[{i}/{total}] {node.label:<48} {status}", log)
             return
-        print(("\x1b[2K" if tty else "") + text, file=self.stream, flush=True)
+        if tty and os.environ.get("TERM") == "dumb":   # no escape codes there: spaces cover the line under way
+            text = text.ljust(getattr(self, "_shown", 0))
+        print(("\x1b[2K" if tty and os.environ.get("TERM") != "dumb" else "") + text, file=self.stream, flush=True)
+        self._shown = 0
 
     def _start_heartbeat(self, head, log):
         stop, started = threading.Event(), time.time()
@@ -385,6 +389,11 @@ class Runner:
             raise StepError(describe_exit(code) + " (the step refused this machine or request"
                             + ("" if _errors_said(tail) else ": see the log") + ")",
                             hint=hints[-1] if hints else None, exit_code=2)
+        if code != 0 and any(m in line for line in _tail(log_path) for m in FULL_DISK):
+            # pip (or any tool) stopped by a full disk: this machine's trouble, exit 2, not the step's own failure
+            raise StepError(describe_exit(code) + " (its output says the disk is full)", exit_code=2,
+                            hint="free some space (the cache's disk, or TMPDIR's), or use a cache on another disk "
+                                 "(--cache DIR or MLRUN_CACHE=DIR), and run again")
         if code != 0:   # SIGKILL, or a shell's 137 for a child so killed: most often the kernel out of memory
             raise StepError(describe_exit(code), hint="SIGKILL, when nobody sent it, is the kernel's out-of-memory "
                             "killer (dmesg says so) or a container's or job's memory limit: fewer --instances, or more "
@@ -392,6 +401,7 @@ class Runner:
 
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
+FULL_DISK = ("No space left on device", "[Errno 28]", "Disk quota exceeded")   # strerror(ENOSPC), (EDQUOT)
 
 
 def _drain(proc, log):

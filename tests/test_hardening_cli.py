@@ -363,3 +363,13 @@ def test_an_option_value_that_starts_with_a_dash_and_o_dash(ws):
     assert "mlrun: error: mlrun:" not in ws.mlrun("--runs", "-dash", "runs").stderr
     assert_user_error(ws.mlrun("export", "x", "-o", "-", cwd=ws.root), 2, "-o - would be a file or folder named '-'")
     assert not os.path.exists(os.path.join(ws.root, "-"))
+
+
+def test_a_tmpdir_that_cannot_be_used_is_said_before_anything_runs(ws, tmp_path):
+    """TMPDIR=/nonexistent: a venv build failed 'exited with code 1', mktemp's reason only in the log."""
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    assert_user_error(ws.mlrun("a", env=ws.env(TMPDIR=str(tmp_path / "nowhere"))), 2,
+                      f"TMPDIR={tmp_path / 'nowhere'} does not exist", "set TMPDIR to a writable folder")
+    (tmp_path / "file").write_text("")
+    assert_user_error(ws.mlrun("a", env=ws.env(TMPDIR=str(tmp_path / "file"))), 2, "is not a folder this process")
+    assert ws.entries() == [] and ws.mlrun("runs", env=ws.env(TMPDIR=str(tmp_path / "nowhere"))).returncode == 0

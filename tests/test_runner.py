@@ -445,3 +445,34 @@ def test_the_build_log_writes_the_command_as_a_shell_takes_it_back(ws):
     entry = run(ws, "q")["steps"][-1]["path"]
     first = open(os.path.join(entry, ".mlrun", "build.log")).readline()
     assert first == "$ bash -e -o pipefail -c 'echo \"working\" > out.txt'\n", first   # was unquoted
+
+
+def test_a_dumb_terminal_gets_no_escape_codes(monkeypatch):
+    """TERM=dumb showed '\\x1b[2K' before every step's line."""
+    from types import SimpleNamespace
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    node = SimpleNamespace(label="get thing")
+    for term, escaped in (("dumb", False), ("xterm", True)):
+        monkeypatch.setenv("TERM", term)
+        out = Tty()
+        reporter = RunReporter(out, heartbeat=0)
+        reporter.step(1, 1, node, "building a long while", final=False)
+        reporter.step(1, 1, node, "built")
+        assert ("\x1b" in out.getvalue()) == escaped
+        building, built = out.getvalue().split("\r")
+        assert built.replace("\x1b[2K", "").startswith("[1/1] get thing")
+        if not escaped:   # spaces cover what the longer line under way showed
+            assert len(built.rstrip("\n")) >= len(building)
+
+
+def test_a_step_stopped_by_a_full_disk_is_the_machines_trouble(ws):
+    """pip on a full disk: 'ERROR: ... [Errno 28] No space left on device', and mlrun's exit 1 (a step failed)."""
+    ws.recipe("pipfull", "tags: pipfull\nrun: |\n  echo 'ERROR: Could not install packages due to an OSError: "
+                         "[Errno 28] No space left on device' >&2\n  exit 1\n")
+    result = ws.mlrun("pipfull")
+    assert result.returncode == 2, result.stderr
+    assert "exited with code 1 (its output says the disk is full)" in result.stderr
+    assert "hint: free some space" in result.stderr
