@@ -220,9 +220,6 @@ def add_arguments(p):
 
 
 def cmd_report(args, extras, settings):
-    if args.output == "-" or not args.output.strip():   # was a file named '-' in the current folder
-        raise UsageError(f"report -o {args.output!r}: name the page's file, e.g. -o sweeps.html",
-                         hint="the page is one self-contained HTML file")
     if os.path.isdir(args.output):
         raise UsageError(f"report -o {args.output} is a folder: name the page's file, e.g. -o sweeps.html")
     if not args.output.lower().endswith((".html", ".htm")):   # HTML under .pdf misleads whoever opens it, as plot's

@@ -335,7 +335,7 @@ def test_sweep_plot_of_a_real_sweep(swept, tmp_path):
                       "cannot write the plot")
     assert_user_error(swept("sweep", "plot", "bs-seq", "-o", str(tmp_path / "y.txt")), 2,
                       "it writes a PNG; name the file .png")   # was: a PNG written as y.txt
-    assert_user_error(swept("report", "bs-seq", "-o", "-"), 2, "report -o '-': name the page's file")
+    assert_user_error(swept("report", "bs-seq", "-o", "-"), 2, "-o - would be a file or folder named '-'")
     assert_user_error(swept("report", "bs-seq", "-o", str(tmp_path / "r.pdf")), 2,
                       "it writes an HTML page; name the file .html")   # was: HTML written as r.pdf
     assert not (tmp_path / "r.pdf").exists()
