@@ -181,7 +181,7 @@ def _dep_hint(index, error, query):
             shipped not in {os.path.realpath(d) for d in index.dirs} and _matches_in(shipped, query):
         return (f"the recipe folders are {', '.join(index.dirs)}: --recipes (or MLRUN_RECIPES) replaces mlrun's own "
                 f"{shipped}; name it too (--recipes {shipped} --recipes DIR, or MLRUN_RECIPES={shipped}:DIR)")
-    near = (error.hint or "").replace("; `mlrun find TAG` lists recipes", "").replace("`mlrun find TAG` lists recipes", "")
+    near = (error.hint or "").removesuffix("`mlrun find TAG` lists recipes").rstrip("; ")
     return (f"{near}; " if near else "") + "every command reads every recipe in the recipe folders: mend this dep, " \
         "or move its recipe out of them while it is unfinished"
 

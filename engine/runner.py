@@ -31,6 +31,7 @@ class RunReporter:
         self.heartbeat = self.HEARTBEAT_S if heartbeat is None else heartbeat
         self._beating = None   # stops the heartbeat of the step under way
         self._printing = threading.Lock()   # a beat is one whole line, never cut by the step's next line
+        self._shown = 0   # the width of a terminal's line under way, which the final one replaces
 
     def line(self, text):
         self.stop_heartbeat()
@@ -50,8 +51,10 @@ class RunReporter:
                 self._start_heartbeat(f"[{i}/{total}] {node.label:<48} {status}", log)
             return
         if tty and os.environ.get("TERM") == "dumb":   # no escape codes there: spaces cover the line under way
-            text = text.ljust(getattr(self, "_shown", 0))
-        print(("\x1b[2K" if tty and os.environ.get("TERM") != "dumb" else "") + text, file=self.stream, flush=True)
+            text = text.ljust(self._shown)
+        elif tty:
+            text = "\x1b[2K" + text
+        print(text, file=self.stream, flush=True)
         self._shown = 0
 
     def _start_heartbeat(self, head, log):
@@ -90,6 +93,7 @@ class Runner:
         self.host = dict(os.environ if host_env is None else host_env)
         self.stream_root = stream_root   # show the last step's output live (the benchmark)
         self.folders = {}                # node key -> its folder (entry or run folder)
+        self.first_record = None         # run.json as first written: its space holds a full disk's last word
 
     def run(self, plan, argv=None, extra=None):
         """Run every node; returns the run record (also written to runs/<id>/run.json, with `extra`)."""
@@ -189,9 +193,9 @@ class Runner:
     def _write_in_place(self, path, record):
         """On a full disk, the first record with how the run ended, over the old one's own blocks (a new file
         needs space): `mlrun runs` showed a finished run as 'died' for ever."""
-        first = json.loads(getattr(self, "first_record", "null") or "null")
-        if not first:
+        if not self.first_record:
             return
+        first = json.loads(self.first_record)
         first.update({k: record.get(k) for k in ("status", "error", "finished") if k in record},
                      record_incomplete="the disk was full when the run ended: its steps and results are not here")
         text = json.dumps(secrets.scrub(first), separators=(",", ":"), default=str).encode()   # compact: it fits
