@@ -10,7 +10,7 @@ import os
 import sys
 import time
 
-from .errors import MlrunError, StepError, UsageError, from_os_error, os_errors, printable
+from .errors import MlrunError, StepError, UsageError, printable
 from .settings import Settings
 from . import streams, usage
 from .usage import Parser, cm_tags
@@ -972,7 +972,8 @@ def _mirror_fetch(args, extras, settings, index_path):
     args.query = args.files[0]
     plan = _resolve(args, extras, settings)
     items = mirror.plan_downloads(plan)
-    with os_errors("cannot write into", args.output):
+    from .oserrors import output_errors
+    with output_errors("cannot write into", args.output):
         done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
             url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
     failed = [d for d in done if d[2] == "failed"]
@@ -1070,7 +1071,8 @@ def cmd_export(args, extras, settings):
     from . import bundle, records
     from .cache import Cache
     run_dir = os.path.dirname(records.find(settings.runs, args.run))
-    with os_errors("cannot write the bundle", args.output):
+    from .oserrors import output_errors
+    with output_errors("cannot write the bundle", args.output):
         info = bundle.export_run(run_dir, Cache(settings.cache), args.output, with_cache=args.with_cache,
                                  sign=args.sign)
     print(f"wrote {args.output}: run {info.get('run_id', os.path.basename(run_dir))}"

@@ -28,3 +28,22 @@ def explain(e, operation, path=None):
     if error.hint is None and e.errno in LIMIT_HINTS:
         error.hint = LIMIT_HINTS[e.errno]
     return error
+
+
+class output_errors:
+    """`with output_errors(operation, path):` as errors.os_errors, for a file the person named with -o: its hint
+    speaks of -o (errors.from_os_error's read-only hint told them to move --cache/--runs)."""
+
+    def __init__(self, operation, path, flag="-o"):
+        self.operation, self.path, self.flag = operation, path, flag
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, traceback):
+        if isinstance(e, OSError):
+            error = explain(e, self.operation, self.path)
+            if e.errno in (errno.EROFS, errno.EACCES, errno.ENOSPC):
+                error.hint = (f"give {self.flag} a path on a disk with room" if e.errno == errno.ENOSPC else
+                              f"give {self.flag} a path you may write")
+            raise error from None

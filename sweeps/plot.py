@@ -22,7 +22,8 @@ import os
 import textwrap
 from dataclasses import dataclass, field
 
-from engine.errors import MlrunError, UsageError, os_errors
+from engine.errors import MlrunError, UsageError
+from engine.oserrors import output_errors
 from engine.results import show, varying
 
 DPI = 100
@@ -378,7 +379,7 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
 
 def save(path, data, operation):
     """Write bytes through a temporary file and a rename: a reader never sees half a file."""
-    with os_errors(operation, path):
+    with output_errors(operation, path):
         tmp = f"{path}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as f:

@@ -373,3 +373,17 @@ def test_a_tmpdir_that_cannot_be_used_is_said_before_anything_runs(ws, tmp_path)
     (tmp_path / "file").write_text("")
     assert_user_error(ws.mlrun("a", env=ws.env(TMPDIR=str(tmp_path / "file"))), 2, "is not a folder this process")
     assert ws.entries() == [] and ws.mlrun("runs", env=ws.env(TMPDIR=str(tmp_path / "nowhere"))).returncode == 0
+
+
+def test_a_file_named_by_o_that_cannot_be_written_gets_an_o_hint():
+    """export/report/plot -o onto a read-only place were told to point --cache/--runs at a writable folder."""
+    import errno
+    from engine.errors import MlrunError
+    from engine.oserrors import output_errors
+    for code, hint in ((errno.EROFS, "give -o a path you may write"), (errno.EACCES, "give -o a path you may write"),
+                       (errno.ENOSPC, "give -o a path on a disk with room")):
+        with pytest.raises(MlrunError) as e:
+            with output_errors("cannot write the bundle", "/ro/b.tar.gz"):
+                raise OSError(code, os.strerror(code))
+        assert e.value.message == f"cannot write the bundle /ro/b.tar.gz: {os.strerror(code)}"
+        assert e.value.hint == hint and "--cache" not in e.value.hint
