@@ -368,6 +368,10 @@ def _verify_run(folder, run_id, bundle):
         record = None
     if not isinstance(record, dict) or record.get("id") != run_id or not isinstance(record.get("steps"), list):
         raise _refuse(bundle, f"run {run_id}", "its run.json is unreadable, no run record or names another run")
+    try:   # a record every reader here would refuse ("started": "yesterday") is not imported to be refused later
+        check_shape(record, "run.json")
+    except MlrunError as e:
+        raise _refuse(bundle, f"run {run_id}", e.message.replace("run.json is not an mlrun run record: ", "")) from None
     _check_links(folder, bundle, f"run {run_id}")
 
 

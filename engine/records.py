@@ -194,6 +194,9 @@ SHAPE = {"steps": list, "planned": list, "argv": list, "request": dict, "root": 
          "results": dict, "packages": dict, "exports": dict, "process": dict, "replay_of": str}
 
 
+TIMES = ("started", "finished")   # epoch seconds
+
+
 def load(path):
     try:
         with open(path) as f:
@@ -211,7 +214,8 @@ def check_shape(record, path):
         raise MlrunError(f"{path} is not an mlrun run record")
     for field, kinds in SHAPE.items():
         value = record.get(field)
-        if value is not None and not isinstance(value, kinds):
+        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds
+                                  or field in TIMES and not 0 <= value < 1e11):   # NaN, Infinity, 1e20: no time
             raise MlrunError(f"{path} is not an mlrun run record: its {field} is {type(value).__name__} "
                              f"{json.dumps(value, default=str)[:40]}")
     if not all(isinstance(step, dict) for step in record["steps"]):

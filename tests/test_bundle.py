@@ -505,3 +505,15 @@ def test_the_cli_reports_a_refusal_as_one_paragraph(shared, tmp_path):
     result = ws.mlrun("import", bad, env=ws.env(MLRUN_CACHE=shared.cache2.root, MLRUN_RUNS=shared.runs2))
     err = assert_user_error(result, 2, "refusing to import", "/passwd", "'/etc/passwd'")
     assert len(err.strip().splitlines()) == 2 and published(shared.cache2) == []
+
+
+@pytest.mark.parametrize("field, value", [("started", "yesterday"), ("packages", ["a"]), ("finished", float("nan"))])
+def test_import_refuses_a_run_record_no_reader_here_could_read(shared, field, value):
+    """Imported, exit 0; then `mlrun runs` listed it as a record that could not be read, diff and replay refused."""
+    def edit(items, shared):
+        item = find(items, f"run/{shared.run_id}/run.json")
+        item[1] = json.dumps(dict(json.loads(item[1]), **{field: value})).encode()
+    bad = rewrite(shared.bundle, shared.path("bad.tar.gz"), edit, shared)
+    with pytest.raises(MlrunError, match=f"refusing to import .*: run {shared.run_id}: its {field} is"):
+        import_bundle(bad, shared.cache2, shared.runs2)
+    assert shared.cache2.entries() == [] and not os.path.exists(os.path.join(shared.runs2, shared.run_id))
