@@ -393,11 +393,13 @@ class Runner:
             raise StepError(describe_exit(code) + " (the step refused this machine or request"
                             + ("" if _errors_said(tail) else ": see the log") + ")",
                             hint=hints[-1] if hints else None, exit_code=2)
-        if code != 0 and any(m in line for line in _tail(log_path) for m in FULL_DISK):
-            # pip (or any tool) stopped by a full disk: this machine's trouble, exit 2, not the step's own failure
-            raise StepError(describe_exit(code) + " (its output says the disk is full)", exit_code=2,
-                            hint="free some space (the cache's disk, or TMPDIR's), or use a cache on another disk "
-                                 "(--cache DIR or MLRUN_CACHE=DIR), and run again")
+        last = _last_word(_tail(log_path)) if code != 0 else ""
+        if any(m in last for m in FULL_DISK):
+            # pip (or any tool) stopped by a full disk: this machine's trouble, exit 2, not the step's own failure.
+            # Only its last word counts: a warning on the way ("could not write the http cache") is not the cause.
+            raise StepError(describe_exit(code) + f" (the disk is full: {last.strip()[:200]})", exit_code=2,
+                            hint="free some space on the disk that line names (the cache's, the runs folder's or "
+                                 "TMPDIR's), or move that folder to another disk (--cache/--runs DIR), and run again")
         if code != 0:   # SIGKILL, or a shell's 137 for a child so killed: most often the kernel out of memory
             raise StepError(describe_exit(code), hint="SIGKILL, when nobody sent it, is the kernel's out-of-memory "
                             "killer (dmesg says so) or a container's or job's memory limit: fewer --instances, or more "
@@ -406,6 +408,12 @@ class Runner:
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
 FULL_DISK = ("No space left on device", "[Errno 28]", "Disk quota exceeded")   # strerror(ENOSPC), (EDQUOT)
+
+
+def _last_word(tail):
+    """What a failed step said last: its last error line (error:, ERROR:), else its last line with text."""
+    said = _errors_said(tail)
+    return said[-1] if said else next((line for line in reversed(tail) if line.strip()), "")
 
 
 def _drain(proc, log):

@@ -6,6 +6,8 @@ e.g. ("variations", "int8", "env") -> 14.
 Aliases (*name) are refused and nesting is bounded: 284 bytes of nested aliases
 expand to gigabytes, and thousands of nested brackets exhaust the Python stack.
 """
+import datetime
+
 import yaml
 
 from .errors import RecipeError
@@ -64,6 +66,9 @@ def _convert(node, path, lines, file):
     except yaml.constructor.ConstructorError:
         raise RecipeError(f"YAML tag '{node.tag}' is not allowed in a recipe (recipes are plain data)",
                           file, node.start_mark.line + 1) from None
+    if isinstance(value, datetime.date):   # 2024-01-01 unquoted: a date object no key or record can hold
+        raise RecipeError(f"{node.value} is written without quotes, which YAML reads as a date", file,
+                          node.start_mark.line + 1, f'quote it: "{node.value}"')
     if isinstance(value, (bool, int, float)) and node.style is None and as_text(value) != node.value:
         lines.written[path] = node.value   # 0755 read as 493, 1.10 as 1.1, 12:30 as 750, no as False
     return value

@@ -119,6 +119,10 @@ CASES = [
     ("input-choices-empty", "tags: a\ninputs:\n  m:\n    choices: []\n", 4, "input 'm' has an empty list of choices"),
     ("version-not-a-version", "tags: a\nversion: banana\n", 2, "version 'banana' is not a version deps can compare"),
     ("version-empty", "tags: a\nversion: ''\n", 2, "version '' is not a version deps can compare"),
+    # a date object ended every command with 'unexpected TypeError: Object of type date is not JSON serializable'
+    ("dep-input-a-date", "tags: a\ndeps:\n  - query: a\n    inputs: {ver: 2024-01-01}\n", 4,
+     "2024-01-01 is written without quotes, which YAML reads as a date"),
+    ("env-a-date", "tags: a\nenv:\n  V: 2024-01-01\n", 3, "2024-01-01 is written without quotes"),
 ]
 
 

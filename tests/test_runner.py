@@ -474,5 +474,11 @@ def test_a_step_stopped_by_a_full_disk_is_the_machines_trouble(ws):
                          "[Errno 28] No space left on device' >&2\n  exit 1\n")
     result = ws.mlrun("pipfull")
     assert result.returncode == 2, result.stderr
-    assert "exited with code 1 (its output says the disk is full)" in result.stderr
-    assert "hint: free some space" in result.stderr
+    assert "exited with code 1 (the disk is full: Could not install packages due to an OSError: [Errno 28] No " \
+        "space left on device)" in result.stderr
+    assert "hint: free some space on the disk that line names" in result.stderr
+    # A full disk mentioned on the way is not the cause: the step's own failure stays a failed step (exit 1).
+    ws.recipe("warned", "tags: warned\nrun: |\n  echo 'WARNING: could not write the http cache: [Errno 28] No space "
+                        "left on device (ignored)'\n  echo 'error: accuracy 0.1 below 0.9'\n  exit 1\n")
+    result = ws.mlrun("warned")
+    assert result.returncode == 1 and "accuracy 0.1 below 0.9" in result.stderr and "disk is full" not in result.stderr
