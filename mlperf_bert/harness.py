@@ -21,7 +21,8 @@ from pathlib import Path
 
 import mlperf_loadgen as lg
 
-from engine.errors import MlrunError, StepError, UsageError, from_os_error
+from engine.errors import MlrunError, StepError, UsageError
+from engine.oserrors import explain
 from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
                          seq_plan, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
@@ -184,6 +185,15 @@ def parse_args(argv):
     return args
 
 
+def _write_text(path, text):
+    """Path.write_text, whose OSError names the file even when write() fails (a full disk names none)."""
+    try:
+        Path(path).write_text(text)
+    except OSError as e:
+        e.filename = e.filename or str(path)
+        raise
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -192,11 +202,15 @@ def main(argv=None):
         print(f"error: {error}", file=sys.stderr)
         return error.exit_code
     except OSError as error:   # a full disk writing summary.json was a traceback and "exited with code 1"
-        print(f"error: {from_os_error(error, 'cannot use')}", file=sys.stderr)
+        print(f"error: {explain(error, 'cannot use')}", file=sys.stderr)
         return 78   # sysexits EX_CONFIG: this machine's trouble, mlrun's exit 2 (engine.runner.EX_CONFIG)
-    except MemoryError:   # ulimit -v or a container's limit: a traceback, twice, said nothing of memory
-        print("error: out of memory while it ran\nhint: fewer --instances, a smaller --batch_size, or more memory "
-              "for the run (ulimit -v, the container's or the job's limit)", file=sys.stderr)
+    except (MemoryError, RuntimeError) as error:
+        # ulimit -v or a container's limit: a traceback, twice, said nothing of memory; LoadGen's threads that
+        # cannot start raise RuntimeError "Resource temporarily unavailable"
+        if isinstance(error, RuntimeError) and "Resource temporarily unavailable" not in str(error):
+            raise
+        print("error: out of memory (or of threads) while it ran\nhint: fewer --instances, a smaller --batch_size, "
+              "or more memory for the run (ulimit -v, the container's or the job's limit)", file=sys.stderr)
         return 78
     print(format_summary(summary))
     if summary.get("error"):
@@ -258,7 +272,7 @@ def run(args):
     inference.stats.reset()
     conf_lines, chosen = settings_lines(args, total, measured_qps)
     user_conf = run_dir / "user.conf"
-    user_conf.write_text("\n".join(conf_lines) + "\n")
+    _write_text(user_conf, "\n".join(conf_lines) + "\n")
 
     sut = LoadGenSut(inference, total, total, workers, views, pins)
     try:
@@ -296,7 +310,7 @@ def run(args):
     summary["count"] = args.count
     summary["short"] = bool(summary["loadgen"]["short_because"]) if args.mode == "performance" else \
         total < available
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _write_text(run_dir / "summary.json", json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -341,7 +355,7 @@ def find_peak(args):
     summary["find_peak"] = {**search.record(), "offline_samples_per_second": round(start_qps, 3),
                             "singlestream_p99_ms": alone_p99,
                             "server_vs_offline": round(search.qps / start_qps, 4), "runs": str(folder)}
-    summary_path.write_text(json.dumps(summary, indent=1) + "\n")
+    _write_text(summary_path, json.dumps(summary, indent=1) + "\n")
     return summary
 
 
@@ -640,7 +654,7 @@ def _score(args, run_dir):
     result = accuracy.score(args.features, args.squad, str(log_path), questions=args.questions)
     figures = {"exact_match": result["exact_match"], "f1": result["f1"]}
     log_hash = hashlib.sha256(log_path.read_bytes()).hexdigest()
-    (run_dir / "accuracy.txt").write_text(f"{json.dumps(figures)}\nhash={log_hash}\n")
+    _write_text(run_dir / "accuracy.txt", f"{json.dumps(figures)}\nhash={log_hash}\n")
     return {**figures, "questions": result["questions"], "of": result["of"], "subset": result["subset"],
             **({"note": result["note"]} if "note" in result else {}),
             "target_f1": round(TARGET_F1, 5), "met": result["f1"] >= TARGET_F1}

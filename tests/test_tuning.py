@@ -132,6 +132,14 @@ def test_a_file_the_harness_cannot_write_is_named_not_a_traceback(files, tmp_pat
     assert "Traceback" not in result.stderr
 
 
+def test_a_write_that_fails_in_write_names_its_file():
+    """A full disk fails in write(), whose OSError names no file: 'cannot use: No space left on device'."""
+    from mlperf_bert import harness
+    with pytest.raises(OSError) as e:
+        harness._write_text("/dev/full", "x" * 10000)
+    assert e.value.filename == "/dev/full"
+
+
 def test_instances_run_at_once_each_on_its_own_core(files):
     """Two real sessions, one per core: each worker runs on its pinned core, and their runs overlap in time."""
     seen = []
