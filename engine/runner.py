@@ -348,10 +348,13 @@ class Runner:
                 proc = subprocess.Popen(guard.command(argv, record), env=env, cwd=cwd,
                                         stdin=None if interactive else subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-            except OSError as e:
-                raise StepError(f"cannot start {argv[0]}: {e.strerror}", hint=(
+            except OSError as e:   # a limit of this machine or process (open files, memory, ARG_MAX): exit 2
+                from .oserrors import LIMIT_HINTS
+                limit = LIMIT_HINTS.get(e.errno) or (
                     "the step's environment and command line together pass the system's limit (getconf ARG_MAX): "
-                    "a smaller env, or a file the step reads") if e.errno == errno.E2BIG else None) from None
+                    "a smaller env, or a file the step reads" if e.errno == errno.E2BIG else None)
+                raise StepError(f"cannot start {argv[0]}: {e.strerror}", hint=limit,
+                                exit_code=2 if limit else StepError.exit_code) from None
             try:
                 last = b"\n"
                 for line in _lines(proc):
@@ -521,9 +524,10 @@ def _write_rerun_script(meta_dir, argv):
     import shlex
     body = ("#!/usr/bin/env bash\n# Re-run this step by hand: same environment, same command.\n"
             "# Run it in a scratch folder: cached entries are immutable.\n"
-            'here="$(cd "$(dirname "$0")" && pwd)"\nexport MLRUN_ENTRY="${1:-$PWD}"\n'
-            'set -a; . "$here/env.sh"; set +a\n'
-            'cd "$MLRUN_ENTRY" || { echo "command.sh: cannot enter $MLRUN_ENTRY" >&2; exit 1; }\n')
+            'here="$(cd "$(dirname "$0")" && pwd)"\n'
+            'cd "${1:-$PWD}" || { echo "command.sh: cannot enter ${1:-$PWD}" >&2; exit 1; }\n'
+            'export MLRUN_ENTRY="$PWD"   # absolute: a relative DIR named another folder once inside it\n'
+            'set -a; . "$here/env.sh"; set +a\n')
     body += ("exec " + " ".join(shlex.quote(a) for a in argv) + "\n") if argv else "# (download only: no command)\n"
     path = os.path.join(meta_dir, "command.sh")
     _write_file(path, secrets.scrub(body))  # a secret expanded into argv is left for the user to put back

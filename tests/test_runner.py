@@ -390,6 +390,10 @@ def test_a_value_naming_the_entry_reruns_by_hand_in_the_folder_given(ws, tmp_pat
     subprocess.run([os.path.join(entry, ".mlrun", "command.sh"), str(scratch)], check=True,
                    env={"PATH": os.environ["PATH"]}, capture_output=True)
     assert (scratch / "out $x.txt").read_text() == "built\n"
+    (tmp_path / "rel").mkdir()   # a relative DIR: it named another folder once inside it
+    subprocess.run(["bash", os.path.join(entry, ".mlrun", "command.sh"), "rel"], check=True, cwd=tmp_path,
+                   env={"PATH": os.environ["PATH"]}, capture_output=True)
+    assert (tmp_path / "rel" / "out $x.txt").read_text() == "built\n"
     sourced = subprocess.run(["bash", "-c", f'. "{entry}/.mlrun/env.sh"; echo "$OUT"'], capture_output=True,
                              text=True, env={"PATH": os.environ["PATH"]})
     assert sourced.stdout == f"{entry}/out $x.txt\n"   # sourced alone: the published entry
@@ -482,3 +486,18 @@ def test_a_step_stopped_by_a_full_disk_is_the_machines_trouble(ws):
                         "left on device (ignored)'\n  echo 'error: accuracy 0.1 below 0.9'\n  exit 1\n")
     result = ws.mlrun("warned")
     assert result.returncode == 1 and "accuracy 0.1 below 0.9" in result.stderr and "disk is full" not in result.stderr
+
+
+def test_a_step_that_cannot_start_for_a_limit_is_the_machines_trouble(ws, monkeypatch):
+    """`ulimit -n` low: 'cannot start bash: Too many open files', exit 1 as a failed step, no hint."""
+    import errno
+    import subprocess
+
+    def no_more_files(*args, **kwargs):
+        raise OSError(errno.EMFILE, "Too many open files")
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    monkeypatch.setattr(subprocess, "Popen", no_more_files)
+    with pytest.raises(StepError) as e:
+        run(ws, "a")
+    assert "cannot start bash: Too many open files" in e.value.message and e.value.exit_code == 2
+    assert "ulimit -n" in e.value.hint
