@@ -398,7 +398,7 @@ def _main(argv):
             if args.recipes is not None and not all(r.strip() for r in args.recipes):
                 raise UsageError("--recipes is empty", hint="give --recipes a folder, or leave it out")
             tmp = os.environ.get("TMPDIR")
-            if args.verb in ("run", "sweep", "submit", "replay") and tmp and not (
+            if _runs_steps(args) and tmp and not (
                     os.path.isdir(tmp) and os.access(tmp, os.W_OK | os.X_OK)):   # steps' mktemp failed, exit 1
                 raise UsageError(f"TMPDIR={tmp} is not a folder this process may write" if os.path.exists(tmp) else
                                  f"TMPDIR={tmp} does not exist", hint="steps make their temporary files there: "
@@ -419,7 +419,11 @@ def _main(argv):
                                  + ("is not a folder" if os.path.exists(settings.mirror) else "does not exist")
                                  + (" (from $MLRUN_MIRROR)" if not args.mirror else ""),
                                  hint="check the path given by --mirror or MLRUN_MIRROR")
-            return VERB_FUNCS[args.verb](args, extras, settings) or 0
+            if not _only_prints(args):
+                streams.going_on = "; the work goes on and its record keeps the results"
+            code = VERB_FUNCS[args.verb](args, extras, settings) or 0
+            sys.stdout.flush()   # a write that fails, fails now: while its exit code can still say so
+            return 1 if code == 0 and streams.lost and _only_prints(args) else code   # what it was for, lost
     except MlrunError as e:
         e = usage.option_typo_hint(e, GLOBAL_OPTIONS + tuple(_options_of(parser, args.verb)))
         return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
@@ -440,6 +444,19 @@ def _main(argv):
             import traceback
             traceback.print_exc()
         return main_error(MlrunError(f"unexpected {describe_error(e)}", hint="this is a bug in mlrun; -v shows the traceback"))
+
+
+def _runs_steps(args):
+    """Verbs that run steps (TMPDIR is theirs); sweep's list, show and plot read what ran."""
+    return args.verb in ("run", "submit", "replay") or (
+        args.verb == "sweep" and getattr(args, "query", None) not in ("list", "ls", "show", "plot"))
+
+
+def _only_prints(args):
+    """Verbs whose output is all they do: with it lost (a full disk, a closed terminal) they failed."""
+    return args.verb in ("runs", "find", "show", "plan", "explain", "diff", "sweeps", "cache") or (
+        args.verb == "mirror" and getattr(args, "action", None) == "check") or (
+        args.verb == "sweep" and getattr(args, "query", None) in ("list", "ls", "show"))
 
 
 def _takes_extras(args):

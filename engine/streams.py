@@ -25,19 +25,26 @@ class _Outlived(io.FileIO):
     a finished benchmark's run an error, its results unrecorded; losing the console loses only the console."""
 
     def write(self, b):
+        global lost
         try:
             return super().write(b)
         except OSError as e:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, self.fileno())
             os.close(null)
+            if not isinstance(e, BrokenPipeError):   # a reader that went (| head) took what it wanted: no loss
+                lost = lost or e.strerror or str(e)
             if not isinstance(e, BrokenPipeError) and self.fileno() != 2:   # say it once where it may still show
                 try:
-                    os.write(2, f"mlrun: cannot write to its output ({e.strerror}): the rest of it goes nowhere; "
-                                "the work goes on and its record keeps the results\n".encode())
+                    os.write(2, f"mlrun: cannot write to its output ({e.strerror}): the rest of it goes nowhere"
+                                f"{going_on}\n".encode())
                 except OSError:
                     pass
             return memoryview(b).nbytes
+
+
+lost = None   # why mlrun's output went nowhere, once it did: a verb that only prints has then failed (cli)
+going_on = ""   # what the note adds for a verb that does work: "; the run goes on ..." (set by cli)
 
 
 class outliving_readers:

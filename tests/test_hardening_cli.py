@@ -373,6 +373,7 @@ def test_a_tmpdir_that_cannot_be_used_is_said_before_anything_runs(ws, tmp_path)
     (tmp_path / "file").write_text("")
     assert_user_error(ws.mlrun("a", env=ws.env(TMPDIR=str(tmp_path / "file"))), 2, "is not a folder this process")
     assert ws.entries() == [] and ws.mlrun("runs", env=ws.env(TMPDIR=str(tmp_path / "nowhere"))).returncode == 0
+    assert ws.mlrun("sweep", "list", env=ws.env(TMPDIR=str(tmp_path / "nowhere"))).returncode == 0   # reads only
 
 
 def test_a_file_named_by_o_that_cannot_be_written_gets_an_o_hint():
@@ -387,3 +388,17 @@ def test_a_file_named_by_o_that_cannot_be_written_gets_an_o_hint():
                 raise OSError(code, os.strerror(code))
         assert e.value.message == f"cannot write the bundle /ro/b.tar.gz: {os.strerror(code)}"
         assert e.value.hint == hint and "--cache" not in e.value.hint
+
+
+def test_a_verb_that_only_prints_fails_when_its_output_is_lost(ws):
+    """`mlrun runs > /dev/full` exited 0 with its whole output lost, and the note said a record kept the results."""
+    from conftest import MLRUN
+    ws.recipe("x", "tags: x\nrun: echo x > x.txt\n")
+    for argv in (["runs"], ["find", "x"]):
+        result = subprocess.run(["bash", "-c", '"$0" "$@" > /dev/full', MLRUN, *argv], env=ws.env(), cwd=ws.root,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1, (argv, result.stderr)
+        assert result.stderr.startswith("mlrun: cannot write to its output (No space left on device): the rest of "
+                                        "it goes nowhere\n"), result.stderr
+    assert subprocess.run(["bash", "-c", '"$0" "$@" > /dev/full', MLRUN, "x"], env=ws.env(), cwd=ws.root,
+                          capture_output=True, timeout=60).returncode == 0
