@@ -15,6 +15,7 @@ held shared by every mlrun whose plan uses the entry (its mtime: the last use),
 `tmp/<name>.lock` held by the process that owns `.tmp/<name>`. `mlrun gc`
 removes only what it can lock.
 """
+import contextlib
 import json
 import os
 import re
@@ -478,5 +479,7 @@ def write_json(path, value, sort_keys=False):
             f.write("\n")
     except OSError as e:
         e.filename = e.filename or tmp  # a failed write names no file (a full disk): say which
+        with contextlib.suppress(OSError):   # no half-written leftover beside the file
+            os.remove(tmp)
         raise
     os.replace(tmp, path)

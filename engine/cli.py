@@ -1057,6 +1057,8 @@ def _show_record(r):
         print(f"  replay of: {r['replay_of']} ({'exact' if r.get('exact') else 'INEXACT'})")
     if r.get("error"):
         print(f"  error: {r['error']}")
+    if r.get("record_incomplete"):   # its steps and results were not written: not "not run"
+        print(f"  record incomplete: {r['record_incomplete']}")
     settings = {k: v for k, v in records.flat_settings(r).items() if v is not None}
     print("  settings: " + (" ".join(f"{k}={_word(v)}" for k, v in settings.items()) or "-"))
     print(f"  result: {records.headline(r.get('results'))}")
@@ -1071,7 +1073,7 @@ def _show_record(r):
         print(f"    {s['label']:<48} {s.get('status', '?'):<11} {s.get('seconds', 0):>8.1f} s  "
               f"[{s['key'][:12]}] {s['node'].get('version', '')}")
     for label in (r.get("planned") or [])[len(r.get("steps") or []):]:  # never reached: the run stopped before
-        print(f"    {label:<48} not run")
+        print(f"    {label:<48} {'not recorded' if r.get('record_incomplete') else 'not run'}")
     for venv, pkgs in (r.get("packages") or {}).items():
         print(f"  packages of {venv}: " + ", ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))
     recipes = sorted((r.get("recipes") or {}).items())

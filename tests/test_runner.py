@@ -442,6 +442,8 @@ def test_a_runs_folder_full_at_the_end_keeps_how_the_run_ended(ws, monkeypatch):
     kept = json.load(open(os.path.join(ws.runs, run_id, "run.json")))
     assert kept["status"] == "ok" and kept["finished"] >= kept["started"] and "disk was full" in kept["record_incomplete"]
     assert ws.mlrun("runs", "--json").stdout.count('"ok"') == 1
+    shown = ws.mlrun("runs", "show", run_id).stdout
+    assert "record incomplete: the disk was full" in shown and "not recorded" in shown and "not run" not in shown
 
 
 def test_the_build_log_writes_the_command_as_a_shell_takes_it_back(ws):
@@ -501,3 +503,16 @@ def test_a_step_that_cannot_start_for_a_limit_is_the_machines_trouble(ws, monkey
         run(ws, "a")
     assert "cannot start bash: Too many open files" in e.value.message and e.value.exit_code == 2
     assert "ulimit -n" in e.value.hint
+
+
+def test_a_json_write_that_fails_leaves_no_tmp_file(tmp_path, monkeypatch):
+    """A full disk left run.json.tmp and step.json.tmp (0 bytes) beside the records."""
+    import errno
+    from engine import cache as cache_module
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(cache_module.json, "dump", full)
+    with pytest.raises(OSError) as e:
+        cache_module.write_json(str(tmp_path / "run.json"), {"a": 1})
+    assert e.value.filename == str(tmp_path / "run.json.tmp") and os.listdir(tmp_path) == []
