@@ -322,7 +322,7 @@ def verb_at(argv):
 
 def main(argv=None):
     streams.closed_to_devnull()
-    if "PATH" not in os.environ:   # `env -i`: the shell's own default, as execvp takes it (python3 had no prefix
+    if not os.environ.get("PATH"):   # `env -i`: the shell's own default, as execvp takes it (python3 had no prefix
         os.environ["PATH"] = os.confstr("CS_PATH") or os.defpath   # found and the venv build failed, exit 1)
     with streams.outliving_readers():
         return _main(list(sys.argv[1:] if argv is None else argv))

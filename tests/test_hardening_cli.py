@@ -338,6 +338,8 @@ def test_without_path_steps_and_probes_get_the_systems_default(ws):
     env = {k: v for k, v in ws.env().items() if k != "PATH"}
     result = ws.mlrun("p", "--json", env=env, cwd=ws.root)
     assert result.returncode == 0, result.stderr
+    empty = ws.mlrun("p", env=dict(env, PATH=""), cwd=ws.root)   # empty: as unset (the launcher found no dirname)
+    assert empty.returncode == 0 and "Traceback" not in empty.stderr, empty.stderr
     entry = json.loads(result.stdout)["path"]
     assert open(os.path.join(entry, "p.txt")).read().strip() in ("/usr/bin/python3", "/bin/python3")
     probed = json.loads(open(os.path.join(entry, ".mlrun", "entry.json")).read())["material"]["probe"]["where"]
