@@ -173,14 +173,21 @@ def check_dep_queries(index):
                                   _dep_hint(index, e, dep["query"])) from None
 
 
-def _dep_hint(index, error, query):
-    """Every command reads every recipe folder, so `mlrun find` (the resolver's hint) failed the same way."""
+def shipped_hint(dirs, query):
+    """Where the recipe folders leave out mlrun's own and one of those would answer `query`: how to name both
+    (--recipes DIR alone replaces them, and a query of theirs said only 'unknown tag'); else None."""
     from .settings import CHECKOUT
     shipped = os.path.realpath(os.path.join(CHECKOUT, "recipes"))
-    if error.message.startswith("no recipe matches") and os.path.isdir(shipped) and \
-            shipped not in {os.path.realpath(d) for d in index.dirs} and _matches_in(shipped, query):
-        return (f"the recipe folders are {', '.join(index.dirs)}: --recipes (or MLRUN_RECIPES) replaces mlrun's own "
+    if os.path.isdir(shipped) and shipped not in {os.path.realpath(d) for d in dirs} and _matches_in(shipped, query):
+        return (f"the recipe folders are {', '.join(dirs)}: --recipes (or MLRUN_RECIPES) replaces mlrun's own "
                 f"{shipped}; name it too (--recipes {shipped} --recipes DIR, or MLRUN_RECIPES={shipped}:DIR)")
+    return None
+
+
+def _dep_hint(index, error, query):
+    """Every command reads every recipe folder, so `mlrun find` (the resolver's hint) failed the same way."""
+    if error.message.startswith("no recipe matches") and (hint := shipped_hint(index.dirs, query)):
+        return hint
     near = (error.hint or "").removesuffix("`mlrun find TAG` lists recipes").rstrip("; ")
     return (f"{near}; " if near else "") + "every command reads every recipe in the recipe folders: mend this dep, " \
         "or move its recipe out of them while it is unfinished"

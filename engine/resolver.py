@@ -156,7 +156,10 @@ class Resolver:
         recipes = self.index.recipes
         matches = [r for r in recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]
         if not matches:
-            raise ResolutionError(f"no recipe matches '{query}'", hint=self._closest(tags))
+            from .index import shipped_hint
+            dirs = getattr(self.index, "dirs", None)   # folders (a RecipeIndex), not recipes held in memory
+            raise ResolutionError(f"no recipe matches '{query}'",
+                                  hint=dirs and shipped_hint(dirs, query) or self._closest(tags))
         if variations and len(matches) > 1:
             with_all = [r for r in matches if all(_var_base(v) in r["variations"] for v in variations)]
             unknown = [v for v in variations if not any(_var_base(v) in r["variations"] for r in matches)]

@@ -199,6 +199,9 @@ def test_a_dep_that_names_no_recipe_says_why_every_command_fails(ws):
     with pytest.raises(RecipeError) as info:
         RecipeIndex([ws.recipes]).recipes
     assert "--recipes (or MLRUN_RECIPES) replaces mlrun's own" in info.value.hint
+    ws.recipe("wip", "tags: wip\nrun: 'true'\n")   # a query of the command line, as a dep's
+    result = ws.mlrun("plan", "get bert vocab")
+    assert result.returncode == 2 and "--recipes (or MLRUN_RECIPES) replaces mlrun's own" in result.stderr
     ws.recipe("wip", "tags: wip\ndeps: [{query: get modle}]\nrun: 'true'\n")
     ws.recipe("model", "tags: get model\n")
     with pytest.raises(RecipeError) as info:
