@@ -24,8 +24,10 @@ choice, what was overridden and why are recorded in the run's summary.json.
 
 Memory: each onnxruntime session holds its own copy of the weights (measured: 1.09-1.15x the model file per
 session, a 90 MB and a 436 MB model), so the rule makes no more instances than the memory available holds at
-SESSION_MEMORY_SHARE x the file each, and more asked for with --instances are refused before any is made (a
-BERT-Large run on a many-core machine was killed by the kernel instead).
+SESSION_MEMORY_SHARE x the file and SESSION_MEMORY_EXTRA each, with MEMORY_KEPT of it left to the run, and more
+asked for with --instances are refused before any is made (a BERT-Large run on a many-core machine was killed by
+the kernel instead; under a 700 MB limit the estimate without the extra and the share kept allowed 32 sessions of
+a 21 MB model where 15 were killed).
 """
 import math
 import os
@@ -36,6 +38,8 @@ from engine import cgroups
 LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
 SERVER_BOUND_SHARE = 0.5  # Server many-instance rule: the slowest sample on one instance within half the bound
 SESSION_MEMORY_SHARE = 1.2  # an onnxruntime session's memory, as a share of its model file (1.15 measured, above)
+SESSION_MEMORY_EXTRA = 20e6  # and its own threads, arena and buffers (a 21 MB model took about 40 MB a session)
+MEMORY_KEPT = 0.15  # of the memory available, left to the run itself (LoadGen, features, its own growth)
 
 
 def available_cores():
@@ -82,7 +86,12 @@ def instances_in_memory(model_bytes, available):
     at least 1: one session is the run's own, whatever the estimate)."""
     if not available or not model_bytes:
         return None
-    return max(1, int(available // (model_bytes * SESSION_MEMORY_SHARE)))
+    return max(1, int(available * (1 - MEMORY_KEPT) // session_bytes(model_bytes)))
+
+
+def session_bytes(model_bytes):
+    """The memory one onnxruntime session of a model file of `model_bytes` takes, estimated."""
+    return model_bytes * SESSION_MEMORY_SHARE + SESSION_MEMORY_EXTRA
 
 
 def split_cores(cores, instances, threads):

@@ -98,7 +98,7 @@ def test_the_rule_makes_no_more_sessions_than_memory_holds():
     assert capped.rule == "Offline: one instance per core (8); 3 of them fit in the memory available"
     assert parallelism.choose("Offline", cores, fit=8).rule == "Offline: one instance per core (8)"
     assert parallelism.choose("Offline", cores, fit=1).threads == 8   # one session on all the cores
-    assert parallelism.instances_in_memory(1_000_000_000, 25e9) == 20   # 1.2 GB a session
+    assert parallelism.instances_in_memory(1_000_000_000, 25e9) == 17   # 1.22 GB a session, 15% kept
     assert parallelism.instances_in_memory(1_000_000_000, 0.5e9) == 1   # one is the run's own, whatever the estimate
     assert parallelism.instances_in_memory(1_000_000_000, None) is None
     assert parallelism.memory_available() > 0
@@ -106,7 +106,7 @@ def test_the_rule_makes_no_more_sessions_than_memory_holds():
 
 def test_more_instances_than_memory_holds_are_refused_before_any_is_made(files, tmp_path):
     size = files.dynamic.stat().st_size
-    if 4096 * size * parallelism.SESSION_MEMORY_SHARE <= parallelism.memory_available():
+    if 4096 * parallelism.session_bytes(size) <= parallelism.memory_available():
         pytest.skip("this machine's memory holds 4096 sessions of the tiny model")
     command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features), "--model",
                str(files.model), "--out", str(tmp_path / "run"), "--scenario", "Offline", "--mode", "performance",
@@ -115,7 +115,8 @@ def test_more_instances_than_memory_holds_are_refused_before_any_is_made(files, 
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 78, result.stdout + result.stderr   # mlrun's exit 2 (the runner's EX_CONFIG)
     assert "--instances=4096: each onnxruntime session holds its own copy of the model's weights" in result.stderr
-    assert "GB of memory is available: " in result.stderr and "hint: --instances=" in result.stderr
+    assert "GB of memory is available, 15% of it kept for the run: " in result.stderr
+    assert "hint: --instances=" in result.stderr
     assert "Traceback" not in result.stderr
 
 
