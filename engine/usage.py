@@ -55,7 +55,8 @@ class Parser(argparse.ArgumentParser):
         if m:   # a value that starts with '-' (--runs -dash) is read as another option
             flag = m.group(1).split("/")[-1]
             raise UsageError(f"{verb + ' ' if verb != 'mlrun' else ''}{flag} needs a value",
-                             hint=f"a value that starts with '-' is written {flag}=VALUE; {verb} --help")
+                             hint=f"give {flag} a value (one that starts with '-' is written {flag}=VALUE); "
+                                  f"{verb} --help")
         raise UsageError(message if verb == "mlrun" else f"{verb}: {message}", hint=f"{verb} --help")   # "mlrun: error: mlrun: ..."
 
     def _describe(self, names):

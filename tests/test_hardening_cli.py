@@ -361,7 +361,7 @@ def test_an_option_value_that_starts_with_a_dash_and_o_dash(ws):
     """`--runs -dash` said 'mlrun: error: mlrun: argument --runs: expected one argument'; `export -o -` wrote a
     file named '-' in the current folder."""
     assert_user_error(ws.mlrun("--runs", "-dash", "runs"), 2, "mlrun: error: --runs needs a value",
-                      "written --runs=VALUE")
+                      "(one that starts with '-' is written --runs=VALUE)")
     assert "mlrun: error: mlrun:" not in ws.mlrun("--runs", "-dash", "runs").stderr
     assert_user_error(ws.mlrun("export", "x", "-o", "-", cwd=ws.root), 2, "-o - would be a file or folder named '-'")
     assert not os.path.exists(os.path.join(ws.root, "-"))
