@@ -2,7 +2,7 @@
 the CPU quota, which the cores this process may run on do not show, and the memory left under a limit.
 
 Version 2 (one hierarchy, cpu.max, memory.max) and version 1 (a hierarchy per controller, cpu.cfs_quota_us,
-memory.limit_in_bytes). Only the process's own group is read, not its parents'.
+memory.limit_in_bytes). The process's own group and its parents are read: the smallest limit holds.
 """
 import os
 
@@ -37,27 +37,42 @@ def _read(*candidates):
 
 
 def _places(root, mount, path):
-    # inside a container the group's path may not exist under the mount, which is then the group itself
-    return [os.path.join(root, mount, path.lstrip("/")), os.path.join(root, mount)]
+    """The group's folder and its parents' up to the mount (inside a container the group's path may not exist
+    under the mount, which is then the group itself), each once."""
+    parts = [p for p in path.split("/") if p]
+    places = [os.path.join(root, mount, *parts[:n]) for n in range(len(parts), -1, -1)]
+    return [p for p in dict.fromkeys(places) if os.path.isdir(p)]
+
+
+def _smallest(values):
+    values = [v for v in values if v is not None]
+    return min(values) if values else None
+
+
+def _quota_v1(folder):
+    try:
+        quota, period = int(_read(os.path.join(folder, "cpu.cfs_quota_us"))), \
+            int(_read(os.path.join(folder, "cpu.cfs_period_us")))
+        return quota / period if quota > 0 and period > 0 else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _quota_v2(folder):
+    try:
+        quota, period = _read(os.path.join(folder, "cpu.max")).split()
+        return int(quota) / int(period) if quota != "max" and int(period) > 0 else None
+    except (AttributeError, ValueError):
+        return None
 
 
 def cpu_quota(root=ROOT, proc="/proc/self/cgroup"):
-    """The CPUs the group's quota allows (0.5 for docker --cpus=0.5), or None without one."""
+    """The CPUs the quotas of the group and its parents allow (0.5 for docker --cpus=0.5), or None without one."""
     groups = _groups(proc)
     if "cpu" in groups:
-        quota = _read(*[os.path.join(p, "cpu.cfs_quota_us") for p in _places(root, "cpu", groups["cpu"])])
-        period = _read(*[os.path.join(p, "cpu.cfs_period_us") for p in _places(root, "cpu", groups["cpu"])])
-        try:
-            return int(quota) / int(period) if int(quota) > 0 and int(period) > 0 else None
-        except (TypeError, ValueError):
-            return None
+        return _smallest(_quota_v1(p) for p in _places(root, "cpu", groups["cpu"]))
     if "" in groups:
-        text = _read(*[os.path.join(p, "cpu.max") for p in _places(root, "", groups[""])])
-        try:
-            quota, period = text.split()
-            return int(quota) / int(period) if quota != "max" and int(period) > 0 else None
-        except (AttributeError, ValueError):
-            return None
+        return _smallest(_quota_v2(p) for p in _places(root, "", groups[""]))
     return None
 
 
@@ -69,13 +84,14 @@ def memory_left(root=ROOT, proc="/proc/self/cgroup"):
                                                       ("", "", "memory.max", "memory.current")):
         if controller not in groups:
             continue
-        places = _places(root, mount, groups[controller])
-        limit, used = _read(*[os.path.join(p, limit_file) for p in places]), \
-            _read(*[os.path.join(p, usage_file) for p in places])
-        try:
-            if limit in (None, "max") or int(limit) >= UNLIMITED_V1:
+        left = []
+        for place in _places(root, mount, groups[controller]):   # each level's limit less what it holds
+            limit, used = _read(os.path.join(place, limit_file)), _read(os.path.join(place, usage_file))
+            try:
+                if limit not in (None, "max") and int(limit) < UNLIMITED_V1:
+                    left.append(int(limit) - int(used or 0))
+            except ValueError:
                 continue
-            return int(limit) - int(used or 0)
-        except ValueError:
-            continue
+        if left:
+            return min(left)
     return None

@@ -55,3 +55,16 @@ def test_the_rule_counts_the_cores_a_quota_allows(monkeypatch):
     assert parallelism.choose("Offline").instances == 3
     monkeypatch.setattr(cgroups, "cpu_quota", lambda *a: None)
     assert parallelism.choose("Offline").instances == 4 and "quota" not in parallelism.choose("Offline").rule
+
+
+def test_a_parents_limit_holds_for_its_children(tmp_path):
+    """A quota set on the parent (mltest) of the process's group (mltest/child) was not seen."""
+    root, proc = _tree(tmp_path, {"cpu/mltest/cpu.cfs_quota_us": "50000\n", "cpu/mltest/cpu.cfs_period_us": "100000\n",
+                                  "cpu/mltest/child/cpu.cfs_quota_us": "-1\n",
+                                  "cpu/mltest/child/cpu.cfs_period_us": "100000\n",
+                                  "memory/mltest/memory.limit_in_bytes": "1000\n",
+                                  "memory/mltest/memory.usage_in_bytes": "400\n",
+                                  "memory/mltest/child/memory.limit_in_bytes": "9223372036854771712\n",
+                                  "memory/mltest/child/memory.usage_in_bytes": "100\n"},
+                       "4:memory:/mltest/child\n1:cpu:/mltest/child\n")
+    assert cgroups.cpu_quota(root, proc) == 0.5 and cgroups.memory_left(root, proc) == 600
