@@ -45,6 +45,11 @@ SERVER_LATENCY_BOUND_MS = 130  # mlperf.conf's bert Server p99 bound
 # were VALID (p99 84 ms); the full-length run at that target had p99 23.7 s, the machine completing 379/s.
 PEAK_TRIAL_MS, PEAK_TRIAL_MS_SHORT, PEAK_MIN_QUERIES = 20000, 2000, 256
 RATE_PASS_S = 0.5   # Offline's rate pass (_offline_rate), twice
+# Offline's target over the rate pass: OpenVINO's pass reads lower than what LoadGen then measures (0.85-0.95x,
+# onnxruntime's 0.96-1.03x, six and five --count=100 runs of the tiny model; 0.61-0.93x before a pass of few samples
+# was repeated), and a target read low ends the run before its minimum duration: INVALID. A target read high only
+# lengthens the run by as much.
+RATE_MARGIN = {"openvino": 1.1}
 # LoadGen's memory per query it generates (Offline: per sample of its one query): 330-650 bytes measured
 # with LoadGen 6.0.17 (SingleStream 340, Offline 480, Server 610, MultiStream 660); the largest, rounded up.
 SCHEDULE_BYTES_PER_QUERY = 700
@@ -272,8 +277,10 @@ def run(args):
     if args.scenario == "Offline" and args.mode == "performance" and args.target_qps is None and sized_by_target:
         measured_qps, samples = _offline_rate(views, pins, total, measured_qps)
         rate_pass = {"samples": samples, "samples_per_second": round(measured_qps, 3)}
+        if args.backend in RATE_MARGIN:
+            rate_pass["margin"] = RATE_MARGIN[args.backend]
     inference.stats.reset()
-    conf_lines, chosen = settings_lines(args, total, measured_qps)
+    conf_lines, chosen = settings_lines(args, total, measured_qps * ((rate_pass or {}).get("margin") or 1))
     user_conf = run_dir / "user.conf"
     _write_text(user_conf, "\n".join(conf_lines) + "\n")
 
@@ -527,6 +534,9 @@ def _offline_rate(views, pins, total, settled_qps):
     blocks = max(1, count // batch)
     starts = {block * max(total - batch, 0) // max(blocks - 1, 1) for block in range(blocks)}
     indices = sorted({by_length[i] for start in starts for i in range(start, min(start + batch, total))})
+    # a few samples (a --count run's) timed again until the pass lasts about RATE_PASS_S: 100 samples of a tiny
+    # model took 0.1 s, the threads' start-up weighed on it, and OpenVINO's read 0.61x of LoadGen's rate
+    indices *= min(20, max(1, math.ceil(settled_qps * RATE_PASS_S / len(indices))))
     seconds = []
     for _ in range(2):
         started = time.perf_counter()

@@ -264,9 +264,15 @@ def test_offline_rate_times_a_second_pass_over_a_spread_of_the_loaded_samples():
     assert harness._offline_rate([view], [()], total=1000, settled_qps=40.0)[1] == 20
     assert sorted(lengths[i] for i in view.passes[1]) == [
         n + k for n in (0, 249, 498, 747, 996) for k in range(4)]
-    view = View([5, 3, 4])
-    assert harness._offline_rate([view], [()], total=3, settled_qps=1e6)[1] == 3   # never more than loaded
+    view = View([5, 3, 4])   # never more than loaded, but a pass of few samples repeated to last about 0.5 s
+    assert harness._offline_rate([view], [()], total=3, settled_qps=4.0)[1] == 3
     assert view.passes == [[0, 1, 2]] * 2
+    view = View([5, 3, 4])   # (100 samples of a tiny model took 0.1 s: OpenVINO's read 0.61x of LoadGen's rate)
+    assert harness._offline_rate([view], [()], total=3, settled_qps=30.0)[1] == 15
+    assert view.passes == [[0, 1, 2] * 5] * 2
+    view = View([5, 3, 4])
+    assert harness._offline_rate([view], [()], total=3, settled_qps=1e6)[1] == 60   # at most 20 times
+    assert view.passes == [[0, 1, 2] * 20] * 2
 
 
 def test_offline_target_has_a_margin_and_find_peak_says_why_it_is_for_server_only(capsys):

@@ -119,7 +119,8 @@ def test_bf16_under_an_isa_cap_below_it_is_refused_before_anything_is_built(plan
 
 def test_instances_and_threads_are_openvino_streams(ov, accuracy_run):
     """--instances/--threads set the streams and their threads, recorded as OpenVINO compiled them."""
-    result = ov(QUERY, "--mode=performance", "--count=16", "--instances=1", "--threads=2", *TINY_MODEL, "--json")
+    result = ov(QUERY, "--mode=performance", "--count=16", "--min_duration=500", "--instances=1", "--threads=2",
+                *TINY_MODEL, "--json")
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(result)
     assert summary["openvino"]["streams"] == 1 and summary["openvino"]["threads"] == 2
@@ -127,6 +128,10 @@ def test_instances_and_threads_are_openvino_streams(ov, accuracy_run):
     assert summary["parallelism"]["overridden"] == ["instances", "threads"]
     assert summary["parallelism"]["cores"] == []   # OpenVINO pins its streams; nothing of ours claims to
     assert summary["loadgen"]["metric"]["Samples per second"] > 0
+    # its Offline target: 1.1 x the rate pass, which reads OpenVINO low (1 short run in 3 was INVALID)
+    assert summary["rate_pass"]["margin"] == 1.1
+    assert summary["settings"]["target_qps"] == pytest.approx(1.1 * 1.1 * summary["rate_pass"]["samples_per_second"],
+                                                              rel=0.01)
 
 
 def test_more_instances_than_openvino_grants_are_refused_not_recorded_as_run(ov, accuracy_run):
