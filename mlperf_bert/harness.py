@@ -336,7 +336,7 @@ def find_peak(args):
     from mlperf_bert import tuning
     run_dir = Path(args.out).resolve()
     folder = run_dir / "find-peak"
-    bound_ms = args.target_latency or SERVER_LATENCY_BOUND_MS
+    bound_ms = server_bound_ms(args)
     if args.peak_trial_ms is None:
         args.peak_trial_ms = PEAK_TRIAL_MS_SHORT if args.count else PEAK_TRIAL_MS
     alone = tuning.short_run(args, folder / "singlestream", "SingleStream", args.peak_min_queries,
@@ -422,8 +422,9 @@ def _instances(args, features, buckets, work_dir, total):
         chosen = dataclasses.replace(chosen, rule="GPU: one session feeds it", overridden=tuple(
             name for name in chosen.overridden if name != "instances" or args.instances is not None))
     views, pins, measured_qps = start(chosen)
-    if args.scenario == "Server" and args.instances is None and args.threads is None:
-        bound_s = (args.target_latency or SERVER_LATENCY_BOUND_MS) / 1000
+    # --threads alone keeps the measured rule: as many instances of that many threads as the load allows
+    if args.scenario == "Server" and args.instances is None:
+        bound_s = server_bound_ms(args) / 1000
         indices = _warm_up_indices(total, len(views))
         tokens = sum(plan.run_length(inference.lengths[index]) for index in indices)
         seconds_per_token = len(indices) / measured_qps / tokens  # one instance on all cores: one sample at a time
@@ -569,26 +570,52 @@ def settings_lines(args, total, measured_qps):
     elif args.scenario in ("SingleStream", "MultiStream"):
         chosen["target_latency"] = round(1000 * per_query / measured_qps, 3)
 
-    user_lines = Path(args.user_conf).read_text().splitlines() if args.user_conf else []
-    overridden = _keys_set(user_lines, args.scenario)
-    chosen = {key: value for key, value in chosen.items() if key not in overridden}
+    user_lines = _user_lines(args)
+    users = _values_set(user_lines, args.scenario)
+    chosen = {key: value for key, value in chosen.items() if key not in users}
     lines = ["# chosen by mlperf_bert.harness"]
     lines += [f"{MODEL_KEY}.{args.scenario}.{key} = {value}" for key, value in chosen.items()]
     if user_lines:
         lines += [f"# from {args.user_conf}"] + user_lines
-    return lines, chosen
+    # recorded whole: what the user.conf set too (diff showed only its digest, the record left its values out)
+    return lines, {**chosen, **users}
 
 
-def _keys_set(lines, scenario):
-    """Setting names the user.conf lines set for this model and scenario (wildcards included)."""
-    keys = set()
+def server_bound_ms(args):
+    """The p99 bound LoadGen will hold a Server run to: --target_latency, else the user.conf's (the rule and
+    find-peak's pre-check used 130 ms where a user.conf said 10), else the benchmark's."""
+    users = _values_set(_user_lines(args), "Server").get("target_latency")
+    return args.target_latency or (users if isinstance(users, (int, float)) and users > 0 else None) \
+        or SERVER_LATENCY_BOUND_MS
+
+
+def _user_lines(args):
+    return Path(args.user_conf).read_text().splitlines() if args.user_conf else []
+
+
+def _values_set(lines, scenario):
+    """{setting: value} the user.conf lines set for this model and scenario, wildcards included: the most
+    specific line wins (bert.Server. over bert.*. over *.Server. over *.*.), then the last."""
+    found = {}
     for line in lines:
-        name, sep, _ = line.partition("=")
+        name, sep, value = line.partition("=")
         parts = name.strip().split(".")
         if sep and not line.lstrip().startswith("#") and len(parts) == 3 \
                 and parts[0] in (MODEL_KEY, "*") and parts[1] in (scenario, "*"):
-            keys.add(parts[2])
-    return keys
+            rank = (parts[0] == MODEL_KEY) * 2 + (parts[1] == scenario)
+            if rank >= found.get(parts[2], (-1, None))[0]:
+                found[parts[2]] = (rank, _number(value.strip()))
+    return {key: value for key, (_, value) in found.items()}
+
+
+def _number(text):
+    """A user.conf value as the number it is (a figure to compare in diff), else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
 
 
 def _start_test(sut, args, user_conf, run_dir, total):

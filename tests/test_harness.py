@@ -178,15 +178,32 @@ def test_short_run_settings_and_user_conf_lines_win(tmp_path):
     args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server",
                                "--mode", "performance", "--count", "20", "--user-conf", str(user_conf)])
     lines, chosen = harness.settings_lines(args, total=20, measured_qps=100.0)
+    # what the user.conf set is recorded too (diff showed only its digest): as the number it is
     assert chosen == {"performance_sample_count_override": 20, "min_query_count": 20,
-                      "min_duration": harness.SHORT_RUN_MIN_DURATION_MS}
-    assert "bert.Server.min_query_count = 20" in lines
+                      "min_duration": harness.SHORT_RUN_MIN_DURATION_MS, "target_qps": 7}
+    assert "bert.Server.min_query_count = 20" in lines and "bert.Server.target_qps = 7" not in lines
     assert lines[-2:] == ["*.Server.target_qps = 7", "# bert.Server.min_duration = 5"]
 
     args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "MultiStream",
                                "--mode", "performance", "--count", "20"])
     chosen = harness.settings_lines(args, total=20, measured_qps=100.0)[1]
     assert chosen["min_query_count"] == 3 and chosen["target_latency"] == 80  # 8 samples at 100/s
+
+
+def test_the_user_confs_settings_the_most_specific_line_wins_and_the_server_bound_is_theirs(tmp_path):
+    """A user.conf's bert.Server.target_latency = 10: the rule and find-peak's pre-check held the run to 130 ms."""
+    lines = ["*.*.target_qps = 1", "bert.Server.target_qps = 5", "*.Server.target_qps = 3", "bert.*.min_duration = 9",
+             "# bert.Server.target_latency = 99", "bert.Offline.target_qps = 8", "bert.Server.target_latency = 10",
+             "bert.Server.mode = x.5"]
+    assert harness._values_set(lines, "Server") == {"target_qps": 5, "min_duration": 9, "target_latency": 10,
+                                                    "mode": "x.5"}
+    conf = tmp_path / "mine.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    base = ["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server", "--mode", "performance"]
+    assert harness.server_bound_ms(harness.parse_args(base + ["--user-conf", str(conf)])) == 10
+    assert harness.server_bound_ms(harness.parse_args(base + ["--user-conf", str(conf), "--target-latency", "20"])) \
+        == 20
+    assert harness.server_bound_ms(harness.parse_args(base)) == harness.SERVER_LATENCY_BOUND_MS
 
 
 def test_summary_parser_reports_why_a_run_is_invalid(tmp_path):

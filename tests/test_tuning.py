@@ -141,6 +141,17 @@ def test_a_write_that_fails_in_write_names_its_file():
     assert e.value.filename == "/dev/full"
 
 
+@pytest.mark.slow   # a Server run of its own
+def test_server_with_threads_alone_keeps_the_measured_rule(files, tmp_path):
+    """--threads=1 in Server ran one instance (the rule left 'not measured') and a core idle; Offline kept two."""
+    cores = len(os.sched_getaffinity(0))
+    result, summary = run_harness(files, tmp_path / "run", "--scenario", "Server", "--mode", "performance",
+                                  "--count", "16", "--min-duration", "0", "--threads", "1")
+    par = summary["parallelism"]
+    assert par["threads"] == 1 and par["overridden"] == ["threads"]
+    assert par["instances"] == cores and par["rule"].startswith(f"Server: one instance per core ({cores})"), par
+
+
 def test_instances_run_at_once_each_on_its_own_core(files):
     """Two real sessions, one per core: each worker runs on its pinned core, and their runs overlap in time."""
     seen = []
