@@ -364,7 +364,9 @@ def find_peak(args):
     summary = json.loads(summary_path.read_text())
     summary["find_peak"] = {**search.record(), "offline_samples_per_second": round(start_qps, 3),
                             "singlestream_p99_ms": alone_p99,
-                            "server_vs_offline": round(search.qps / start_qps, 4), "runs": str(folder)}
+                            # of the target the run ran at: a check stepped down from the search's found, or missed
+                            "server_vs_offline": round((search.checked_qps or search.qps) / start_qps, 4),
+                            "runs": str(folder)}
     _write_text(summary_path, json.dumps(summary, indent=1) + "\n")
     return summary
 
@@ -805,9 +807,12 @@ def format_summary(summary):
         # above Offline's own rate is no steady state: said, not left as a figure to trust
         above = " (above Offline's rate: a short or noisy measure)" if peak["server_vs_offline"] > 1 else ""
         check = "check of the run's own short length" if summary.get("short") else "full-length check"
-        lines.append(f"  find-peak: target {peak['qps']:.3f} QPS ({peak['server_vs_offline']:.1%} of Offline "
+        ran = peak.get("checked_qps") or peak["qps"]   # it printed the search's 950.7 of a run at 458.2
+        lines.append(f"  find-peak: target {ran:.3f} QPS ({peak['server_vs_offline']:.1%} of Offline "
                      f"{peak['offline_samples_per_second']:.3f} samples/s{above}) after {len(peak['trials'])} short "
-                     f"runs; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"
+                     f"runs" + (f" found {peak['qps']:.3f} and {len(peak['checks'])} checks stepped down"
+                                if ran < peak["qps"] else "")
+                     + f"; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"
                      + (f" ({peak['note']})" if peak["note"] else ""))
     lines.append(f"  logs: {summary['run_dir']}")
     return "\n".join(lines)

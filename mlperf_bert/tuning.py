@@ -67,6 +67,7 @@ class PeakSearch:
     trials: list = field(default_factory=list)   # every short run, in order
     checks: list = field(default_factory=list)   # the full-length checks, in order
     checked_valid: bool | None = None             # None: no full-length check was run
+    checked_qps: float | None = None              # the last check's target: what the run ran at (qps: the search's)
     note: str = ""
 
     def record(self):
@@ -150,6 +151,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
                 break
             qps = step_down(qps, summary, tolerance)
         search.checked_valid = verdict == VALID
+        search.checked_qps = round(search.checks[-1]["target_qps"], 3)
         if verdict == TOO_HIGH:
             search.note = (search.note + "; " if search.note else "") + "no full-length check was VALID"
             busy = [str(n) for n, check in enumerate(search.checks, 1) if (check["other_load"] or {}).get("busy")]

@@ -313,6 +313,7 @@ def test_the_full_length_check_steps_down_until_valid():
     search = tuning.find_server_peak(run_fn, 80.0, tolerance=0.05, check_fn=check_fn)
     assert search.checked_valid and search.qps <= 92.0 and len(checks) >= 2
     assert [check["verdict"] for check in search.checks][-1] == tuning.VALID
+    assert search.checked_qps == round(search.qps, 3)
 
     # A check that completed far fewer samples per second than its target (a backlog, not a tail): the next
     # target starts below what it completed, not one tolerance step down.
@@ -350,6 +351,8 @@ def test_checks_that_failed_while_other_processes_were_busy_say_so():
         return {**fake_summary(False, True, 50000, 0), "other_load": next(loads)}
     search = tuning.find_server_peak(run_fn, 80.0, tolerance=0.05, check_fn=check_fn, check_retries=2)
     assert search.checked_valid is False and len(search.checks) == 3
+    # what the run ran at is the last check's target, not the search's (it printed 950.7 of a run at 458.2)
+    assert search.checked_qps == search.checks[-1]["target_qps"] < search.qps
     assert search.checks[1]["other_load"] == {"busy": True, "share": 0.2}
     assert "no full-length check was VALID; other processes were busy during check 2 " in search.note
     assert "quiet machine" in search.note
