@@ -205,7 +205,9 @@ def main(argv=None):
         summary = find_peak(args) if args.find_peak else run(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        # the person's request refused (a schedule LoadGen cannot hold, a bad user.conf): mlrun's exit 2, through
+        # the runner's EX_CONFIG (a step's own exit 2 reads as a failed step, exit 1)
+        return 78 if isinstance(error, UsageError) and error.exit_code == UsageError.exit_code else error.exit_code
     except OSError as error:   # a full disk writing summary.json was a traceback and "exited with code 1"
         print(f"error: {explain(error, 'cannot use')}", file=sys.stderr)
         return 78   # sysexits EX_CONFIG: this machine's trouble, mlrun's exit 2 (engine.runner.EX_CONFIG)
@@ -660,7 +662,7 @@ def _check_schedule(settings, scenario, accuracy):
         latency_ns = (settings.multi_stream_expected_latency_ns if scenario == "MultiStream"
                       else settings.single_stream_expected_latency_ns)
         entries = 2 * settings.min_duration_ms * 1e6 / max(latency_ns, 1)
-        why = f"expected latency {latency_ns / 1e6:g} ms, queries for twice min_duration"
+        why = f"expected latency {latency_ns / 1e6:.6g} ms ({latency_ns:g} ns), queries for twice min_duration"
     if settings.max_query_count:
         entries = min(entries, settings.max_query_count)
     entries = max(entries, settings.min_query_count)
