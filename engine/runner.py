@@ -115,19 +115,22 @@ class Runner:
         self.record = record  # the caller's view of a run that raised (`run --json` still names it)
         # Written first: however this run ends, even killed, its folder holds a record `mlrun runs` can judge.
         record_path = os.path.join(run_dir, "run.json")
+        import shutil
         try:
             write_json(record_path, record)
             self.first_record = json.dumps(record, default=str)   # on disk, indented: a compact fallback fits there
-            record["recipes"] = records.snapshot_recipes(plan, run_dir)
-        except (OSError, MlrunError) as e:  # nothing ran yet: leave no folder (it showed 'died' for ever)
-            import shutil
+        except OSError as e:  # nothing ran yet: leave no folder without a record
             shutil.rmtree(run_dir, ignore_errors=True)
-            if isinstance(e, MlrunError):
-                raise
             from .oserrors import explain
             raise explain(e, "cannot write the run record", record_path) from None
         total = len(plan.nodes)
         try:
+            try:
+                record["recipes"] = records.snapshot_recipes(plan, run_dir)
+            except MlrunError:   # a full disk before any step ran: no folder left (it showed 'died' for ever)
+                shutil.rmtree(run_dir, ignore_errors=True)
+                record_path = None
+                raise
             for i, node in enumerate(plan.nodes, 1):
                 step = {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
                 record["steps"].append(step)
@@ -174,7 +177,8 @@ class Runner:
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
             self.cache.release_uses()
-            self._write_record(record_path, record)
+            if record_path:   # (a Ctrl-C while the recipes were copied: an interrupted run, recorded so)
+                self._write_record(record_path, record)
         record["run_dir"] = run_dir
         record["exports"] = self.exports(plan.root)
         return record

@@ -792,8 +792,8 @@ def format_summary(summary):
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
                      f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']})"
                      # accepted (a sweep may cross scenarios with batch sizes), never silently
-                     + ("; SingleStream sends one sample per query: --batch_size does nothing there"
-                        if summary["scenario"] == "SingleStream" else ""))
+                     + (f"; {summary['scenario']} sends one sample per query, run as it comes: --batch_size does "
+                        "nothing there" if summary["scenario"] in ("SingleStream", "Server") else ""))
     if summary["mode"] == "accuracy":
         scored = summary.get("accuracy")
         if scored:

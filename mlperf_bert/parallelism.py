@@ -137,7 +137,9 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
     # --threads alone: the rule's instances, as many as fit with that many threads each.
     chosen_instances = instances or (max(1, min(rule_instances, count // threads)) if threads else rule_instances)
     chosen_threads = threads or max(1, count // chosen_instances)
-    chosen_spin = bool(spin)  # off unless asked for (measured above)
+    chosen_spin = bool(spin) and chosen_threads > 1   # off unless asked for (measured above)
+    if spin and chosen_threads == 1:   # recorded "spinning on" with no pool thread to spin (same CPU time)
+        rule += "; --spin does nothing with 1 thread per instance: no pool threads to spin"
     return Parallelism(chosen_instances, chosen_threads, chosen_spin,
                        split_cores(cores, chosen_instances, chosen_threads), rule, overridden, count, quota)
 

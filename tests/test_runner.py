@@ -516,3 +516,17 @@ def test_a_json_write_that_fails_leaves_no_tmp_file(tmp_path, monkeypatch):
     with pytest.raises(OSError) as e:
         cache_module.write_json(str(tmp_path / "run.json"), {"a": 1})
     assert e.value.filename == str(tmp_path / "run.json.tmp") and os.listdir(tmp_path) == []
+
+
+def test_a_stop_while_the_recipes_are_copied_is_an_interrupted_run(ws, monkeypatch):
+    """A SIGTERM then (a sweep's point stopped early) left run.json at 'running', shown 'died' for ever."""
+    from engine import records
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    monkeypatch.setattr(records, "_snapshot", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run(ws, "a")
+    [run_id] = os.listdir(ws.runs)
+    assert json.load(open(os.path.join(ws.runs, run_id, "run.json")))["status"] == "interrupted"

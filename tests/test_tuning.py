@@ -79,8 +79,12 @@ def test_overrides_win_and_are_recorded():
     assert (two.instances, two.threads, two.cores, two.overridden) == (2, 2, ((0, 1), (2, 3)), ("instances",))
     assert parallelism.choose("Offline", cores, threads=2).instances == 2   # as many as fit
     assert parallelism.choose("SingleStream", cores, threads=2).instances == 1
-    spun = parallelism.choose("Offline", cores, spin=True)
+    spun = parallelism.choose("SingleStream", cores, spin=True)
     assert spun.spin is True and spun.record()["overridden"] == ["spin"]
+    # one thread per instance (Offline's rule): no pool thread to spin, recorded "spinning on" with the same CPU time
+    alone = parallelism.choose("Offline", cores, spin=True)
+    assert alone.spin is False and alone.record()["overridden"] == ["spin"]
+    assert alone.rule.endswith("; --spin does nothing with 1 thread per instance: no pool threads to spin")
     eight = parallelism.choose("Offline", cores, instances=8)
     assert eight.cores == () and eight.record()["available"] == 4  # oversubscribed: not pinned, and said so
     assert session_config(2, False, (2, 3)) == {"session.intra_op.allow_spinning": "0",
@@ -198,7 +202,8 @@ def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
     assert "batching: mean batch" in result.stdout
     single, default = run_harness(files, tmp_path / "single", "--scenario", "SingleStream", "--mode", "performance",
                                   "--count", "8", "--min-duration", "0", "--batch-size", "2")
-    assert "SingleStream sends one sample per query: --batch_size does nothing there" in single.stdout   # was unsaid
+    assert "SingleStream sends one sample per query, run as it comes: --batch_size does nothing there" \
+        in single.stdout   # was unsaid (and in Server: mean batch 1.0 of 4)
     assert default["parallelism"]["instances"] == 1 and default["parallelism"]["overridden"] == []
     assert default["parallelism"]["threads"] == len(os.sched_getaffinity(0))
     cores = len(os.sched_getaffinity(0))
