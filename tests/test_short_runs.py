@@ -148,6 +148,12 @@ def summary_text(scenario, checks, notes=(), latencies=(), params=()):
      [("target_qps", "40")],
      [("Early stopping satisfied", "needs 356 more queries",
        "--count=376 or more), or a lower --target-qps (now 40)")]),
+    # past --count's most (the features there are): a longer --min-duration (it said --count=607114, refused)
+    ("Server", [("Early stopping satisfied", False)],
+     ["Run unsuccessful.", "Processed 6000 queries.", "Would need to run at least 601114 more queries,"], [],
+     [("target_qps", "2000")],
+     [("Early stopping satisfied", "needs 601114 more queries",
+       "a longer run (--min-duration=303557 or more: 607114 queries at 2000/s), or a lower --target-qps")]),
     # every query within the bound: only a longer run helps (it was told "a lower --target-qps so fewer are late")
     ("Server", [("Early stopping satisfied", False)],
      ["Run unsuccessful.", "Processed 50 queries.", "Would need to run at least 200 more queries,"], [],
