@@ -62,9 +62,9 @@ def best_values(rows, columns):
     """{column: the best value among ok points} for the columns whose name gives a direction: of the VALID runs
     where there are any (an INVALID one was bold as best), never a value every point ties at."""
     out = {}
-    ok = [r for r in rows if r.get("point_status") == "ok"]
-    ok = [r for r in ok if not plot.invalid(r)] or ok
     for col in columns:
+        ok = [r for r in rows if r.get("point_status") == "ok" and plot.ranked(r, col)]
+        ok = [r for r in ok if not plot.invalid(r)] or ok
         values = [v for v in (plot.number(r.get(col)) for r in ok) if v is not None]
         if (len(values) == 1 or len(set(values)) > 1) and plot.direction(col):
             out[col] = (max if plot.direction(col) == "max" else min)(values)
@@ -132,8 +132,9 @@ def points_table(anchor, rows, axes, runs):
         for col in results:
             value = r.get(col)
             num = plot.number(value)
-            cls = "num best" if col in best and num == best[col] and status == "ok" \
-                and not (plot.invalid(r) and any(not plot.invalid(x) for x in rows if x.get("point_status") == "ok")) \
+            cls = "num best" if col in best and num == best[col] and status == "ok" and plot.ranked(r, col) \
+                and not (plot.invalid(r) and any(not plot.invalid(x) for x in rows
+                                                 if x.get("point_status") == "ok" and plot.ranked(x, col))) \
                 else "num"
             mark = short_mark(r) if col == "result" and value else ""   # as sweep show: no figure to submit
             cells.append(f'<td class="{cls}">{e(show(col, value) + mark)}</td>')

@@ -398,3 +398,11 @@ def test_the_best_point_is_a_valid_run_and_a_tie_is_no_best():
     tied = [{**r, "samples_per_second": 0.0} for r in rows]
     assert plot.chart(tied, "threads", "samples_per_second").best is None
     assert report.best_values(tied, ["samples_per_second"]) == {}
+    # An Offline run's latency is no figure to rank (it starred Offline's 1137 ms over Server's 3.95)
+    mixed = [{"point": "p000", "point_status": "ok", "scenario": "Offline", "latency_p99_ms": 1137.0, "result": "VALID"},
+             {"point": "p001", "point_status": "ok", "scenario": "Server", "latency_p99_ms": 3.95, "result": "INVALID"},
+             {"point": "p002", "point_status": "ok", "scenario": "Server", "latency_p99_ms": 5.1, "result": "INVALID"}]
+    best = plot.chart(mixed, "point", "latency_p99_ms").best   # Offline's was the one VALID run: starred
+    assert best["point"] == "p001" and best["invalid"] is True
+    assert report.best_values(mixed[:1] + mixed[2:], ["latency_p99_ms"]) == {"latency_p99_ms": 5.1}
+    assert report.best_values(mixed[:1], ["latency_p99_ms"]) == {}
