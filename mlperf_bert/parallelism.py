@@ -105,7 +105,8 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
            latency_bound_s=None, fit=None):
     """The Parallelism for `scenario` by the rule above, with any of instances/threads/spin given.
 
-    server_slowest_s: Server only, the slowest warm-up sample's seconds on all cores (None: not
+    server_slowest_s: Server only, a full-length (384-token) sample's seconds on all cores, estimated from the
+    warm-up's time per token (None: not
     measured yet, so the latency-first choice); latency_bound_s: the Server latency bound; fit: how many
     instances memory holds (instances_in_memory; None: no limit): the rule makes no more (--instances is the
     person's, checked by the caller).
@@ -120,13 +121,14 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
     elif server_slowest_s is not None and latency_bound_s \
             and server_slowest_s * count <= SERVER_BOUND_SHARE * latency_bound_s:
         rule_instances = count
-        rule = (f"Server: one instance per core ({count}): slowest warm-up sample {server_slowest_s * 1000:.1f} ms "
-                f"x {count} cores <= {SERVER_BOUND_SHARE:.0%} of the {latency_bound_s * 1000:.0f} ms bound")
+        rule = (f"Server: one instance per core ({count}): a 384-token sample (from the warm-up) "
+                f"{server_slowest_s * 1000:.1f} ms "
+                f"x {count} cores <= {SERVER_BOUND_SHARE:.0%} of the {latency_bound_s * 1000:g} ms bound")
     else:
         rule_instances = 1
         why = "not measured" if server_slowest_s is None else (
-            f"slowest warm-up sample {server_slowest_s * 1000:.1f} ms x {count} cores > "
-            f"{SERVER_BOUND_SHARE:.0%} of the {(latency_bound_s or 0) * 1000:.0f} ms bound")
+            f"a 384-token sample (from the warm-up) {server_slowest_s * 1000:.1f} ms x {count} cores > "
+            f"{SERVER_BOUND_SHARE:.0%} of the {(latency_bound_s or 0) * 1000:g} ms bound")
         rule = f"Server: one instance on all {count} cores (latency first: {why})"
     if quota:   # said: the cores counted are the quota's, not the machine's
         rule += f"; a CPU quota of {quota:g} CPUs allows {count} of the {len(os.sched_getaffinity(0))} cores"
