@@ -153,7 +153,10 @@ class SlurmExecutor(Executor):
             kind = {"exclusive": True} if measures else {"cpus_per_task": max(1, cpus)}
             if gpus:
                 kind["gpus_per_node"] = gpus
-            ex.update_parameters(**dict(params, **kind, use_srun=False))
+            # --no-requeue: a job requeued after a node failure ran its point again, alone and unrecorded, after the
+            # sweep had ended; the sweep itself runs a point again where one was lost
+            extra = dict(params.get("additional_parameters") or {}, no_requeue=True)
+            ex.update_parameters(**dict(params, **kind, use_srun=False, additional_parameters=extra))
             try:
                 submitted = ex.map_array(node.run_point, [shared.spec(t, env) for t in group])
             except Exception as e:   # sbatch refused (a partition that does not exist, a time over the limit...)

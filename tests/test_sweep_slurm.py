@@ -91,6 +91,8 @@ def test_measuring_points_run_exclusive_and_a_cancelled_job_is_recorded(slurm, w
     script = open(next(os.path.join(r, f) for r, _, fs in os.walk(os.path.join(ws.runs, ".slurm"))
                        for f in fs if f.endswith("_submission.sh"))).read()
     assert "#SBATCH --exclusive" in script
+    # never requeued: after a node failure the job ran its point again, alone and unrecorded, the sweep ended
+    assert "#SBATCH --no-requeue" in script
     assert json.load(open(os.path.join(ws.runs, o.run_id, "run.json")))["status"] == "interrupted"
 
 
