@@ -108,6 +108,11 @@ class SlurmExecutor(Executor):
                                  f"{said[-1] if said else 'scontrol ping failed'}",
                                  hint="is slurmctld up (`scontrol ping`, `sinfo`)? SLURM_CONF names the slurm.conf "
                                       "to use; or run the sweep with --on ray or the local executor")
+        wanting = max((t.cpus for t in tasks if not t.measures), default=0)
+        most = _most_cpus(self.params.get("partition")) if wanting > 1 else None
+        if most is not None and wanting > most:   # its jobs stayed pending for ever, the sweep saying nothing
+            raise UsageError(f"--cpus {wanting}: no node of SLURM's {self.params.get('partition') or 'partitions'} "
+                             f"has that many CPUs (the most: {most})", hint=f"--cpus {most} or fewer (`sinfo`)")
 
     def run(self, tasks, settings, on_event):
         submitit = remote.need("submitit", "--on slurm")
@@ -198,6 +203,17 @@ class SlurmExecutor(Executor):
                 yield outcome
             if left:
                 time.sleep(POLL_S)
+
+
+def _most_cpus(partition=None):
+    """The most CPUs a node of the partition (all, without one) has, by sinfo; None when sinfo does not say."""
+    try:
+        said = subprocess.run(["sinfo", "--noheader", "--format=%c", *(["--partition", partition] if partition else [])],
+                              capture_output=True, text=True, timeout=30)
+        counts = [int(x.rstrip("+")) for x in said.stdout.split() if x.rstrip("+").isdigit()]
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return max(counts) if said.returncode == 0 and counts else None
 
 
 def _answered(job):

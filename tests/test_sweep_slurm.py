@@ -143,3 +143,15 @@ def test_a_killed_sweep_s_jobs_are_cancelled_when_it_is_started_again(slurm, ws,
     assert again.returncode == 0, again.stderr
     assert "cancelled 1 SLURM job(s) a stopped run of this sweep left queued or running" in again.stderr
     assert not set(left) & set(ours())
+
+
+def test_more_cpus_than_any_node_has_are_refused_before_any_job(slurm, ws):
+    """--cpus 64 on nodes of 2: the array stayed pending (PartitionConfig) for ever, the sweep saying nothing."""
+    from sweeps.slurm_executor import SlurmExecutor, _most_cpus
+    from engine.errors import UsageError
+    most = _most_cpus()
+    assert most and most >= 1
+    with pytest.raises(UsageError, match=f"--cpus {most + 1}: no node of SLURM's partitions has that many CPUs "
+                                         f"\\(the most: {most}\\)"):
+        SlurmExecutor({"slurm": {"time": "5"}}).check([task(0, cpus=most + 1)])
+    SlurmExecutor({"slurm": {"time": "5"}}).check([task(0, cpus=most)])   # what a node has: fine
