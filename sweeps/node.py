@@ -67,6 +67,13 @@ def run_point(spec, on_start=None, on_stop=None):
     """Run one point's mlrun on this node; its outcome as a dict (remote.outcome reads it). Cancelled, it stops
     mlrun (which records its run interrupted) and hands the outcome to on_stop before raising: a cancelled Ray
     task returns nothing, and the sweep links the stopped point to its run from there."""
+    if on_stop is not None and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        # Ray cancels a task as a Ctrl-C (interrupt_main), which a node started with SIGINT ignored (`ray start &`
+        # from a script) never saw: the point ran on after the sweep stopped
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        except ValueError:   # not the worker's main thread: nothing to restore here
+            pass
     t0 = time.time()
     node = node_name()
     out = {"point_id": spec["point_id"], "node": node, "started": t0, "returncode": 2, "run_id": None, "stderr": "",

@@ -145,3 +145,17 @@ def test_slurm_usage_errors_come_before_anything_runs(ws, flags, path, message):
     pytest.importorskip("submitit")
     result = sweep_two_points(ws, "--on", "slurm", *flags, env=ws.env(**({"PATH": path} if path else {})))
     assert_user_error(result, 2, message)
+
+
+def test_a_ray_point_can_be_cancelled_on_a_node_that_ignores_ctrl_c(tmp_path):
+    """Ray cancels a task as a Ctrl-C (interrupt_main); a node started with SIGINT ignored (`ray start &` from a
+    script) never saw it, and the point ran on after the sweep stopped."""
+    code = (f"import signal, sys; sys.path.insert(0, {ROOT!r}); signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "from sweeps import node\n"
+            f"spec = {{'point_id': 'p000', 'cache_marker': {str(tmp_path / 'none')!r}, 'cache': 'c'}}\n"
+            "node.run_point(spec, on_start=lambda item: None, on_stop=lambda item: None)\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN); node.run_point(spec)   # SLURM's: no cancel to take\n"
+            "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["True", "True"], result.stdout + result.stderr
