@@ -281,6 +281,10 @@ def _finish(p, outcome, settings):
         # a point killed by a signal before it said anything: the signal's name, not "code -15"
         killed = f"mlrun was stopped by {signal.Signals(-code).name}" if code < 0 and -code in SIGNALS else None
         p["error"] = _last_error(outcome.stderr_tail) or killed or f"mlrun exited with code {code}"
+    cluster = re.search(r"SLURM job \S+ ended [A-Z_]+", outcome.stderr_tail or "")
+    if status != "ok" and cluster and cluster.group(0) not in (p.get("error") or ""):
+        # why SLURM stopped it (TIMEOUT, CANCELLED): the run's own record says only "interrupted by SIGTERM"
+        p["error"] = f"{p.get('error') or 'stopped'} ({cluster.group(0)})"
     p.update(status=status, run=outcome.run_id, node=outcome.node, seconds=outcome.seconds, log=outcome.log)
     if outcome.started:
         p["started"] = outcome.started   # when it really began (the event may have been seen later)

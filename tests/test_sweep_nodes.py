@@ -159,3 +159,21 @@ def test_a_ray_point_can_be_cancelled_on_a_node_that_ignores_ctrl_c(tmp_path):
             "print(signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.stdout.split() == ["True", "True"], result.stdout + result.stderr
+
+
+def test_a_point_slurm_stopped_says_why_beside_its_runs_words(tmp_path):
+    """A SLURM time-out or scancel read only 'interrupted by SIGTERM' (the run's record), not the job's end."""
+    from types import SimpleNamespace
+    from sweeps import cli as sweep_cli
+    from sweeps.executors import Outcome
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"id": "r1", "steps": [], "status": "interrupted",
+                                              "error": "interrupted by SIGTERM"}))
+    p = {}
+    tail = "mlrun: interrupted by SIGTERM\nmlrun: error: SLURM job 23_0 ended TIMEOUT\n"
+    sweep_cli._finish(p, Outcome("p000", 143, run_id="r1", stderr_tail=tail), SimpleNamespace(runs=str(tmp_path / "runs")))
+    assert (p["status"], p["error"]) == ("interrupted", "interrupted by SIGTERM (SLURM job 23_0 ended TIMEOUT)")
+    p = {}   # no record: the job's end is already the last error said, not twice
+    sweep_cli._finish(p, Outcome("p000", 143, stderr_tail=tail), SimpleNamespace(runs=str(tmp_path / "runs")))
+    assert p["error"] == "SLURM job 23_0 ended TIMEOUT"
