@@ -10,6 +10,7 @@ import math
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import time
@@ -153,7 +154,8 @@ def run_sweep(args, extras, settings):
     request = {"inputs": inputs, "dep_overrides": deps, "env_overrides": secrets.redacted(env)}
     lock = record.hold(settings.runs, name)
     try:
-        data = _merge(record.read(settings.runs, name), os.path.dirname(record.path(settings.runs, name)), name,
+        old = record.read(settings.runs, name)
+        data = _merge(old, os.path.dirname(record.path(settings.runs, name)), name,
                       args.query, request, grid, kinds, planned, args.rerun, settings.runs, plans)
         tasks = [task for point_id, _, _, task in planned if record.point(data, point_id)["status"] == "pending"]
         skipped = len(planned) - len(tasks)
@@ -172,7 +174,15 @@ def run_sweep(args, extras, settings):
         if len(changed) > 5:
             print(f"  ... and {len(changed) - 5} more points whose plans changed", file=sys.stderr)
         if tasks:
-            _execute(runner, tasks, settings, data)
+            try:
+                _execute(runner, tasks, settings, data)
+            except MlrunError:
+                if old is None and not any(p.get("run") or p.get("status") != "pending" for p in data["points"]):
+                    # nothing could start (sbatch refused, no Ray cluster there): a new sweep leaves no record, which
+                    # `sweep list` showed and which refused the name with another grid
+                    lock.release()
+                    shutil.rmtree(os.path.dirname(record.path(settings.runs, name)), ignore_errors=True)
+                raise
     finally:
         lock.release()
     counts = record.counts(data)

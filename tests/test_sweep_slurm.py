@@ -54,6 +54,24 @@ def test_sweep_on_slurm_from_the_command_line(slurm, ws, monkeypatch, capsys):
         assert "point" in open(p["log"]).read()
 
 
+def test_a_sweep_whose_jobs_sbatch_refuses_leaves_no_record(slurm, ws, monkeypatch, capsys):
+    """sbatch refused (a partition that does not exist): the new sweep's record stayed with every point pending,
+    `sweep list` showed it, and the name was refused with another grid."""
+    from engine.cli import main
+    point_recipes(ws)
+    for name, value in ws.env().items():
+        if name.startswith("MLRUN_"):
+            monkeypatch.setenv(name, value)
+    code = main(["sweep", "point", "--grid", "n=0", "--name", "nope", "--on", "slurm", "--slurm",
+                 "time=5,partition=nosuch"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sbatch refused" in err, err
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "nope"))
+    code, err, data = sweep_here(ws, monkeypatch, capsys, "point", "--grid", "n=0,1", "--name", "nope", "--on",
+                                 "slurm", "--slurm", "time=5")   # the name is free for another grid
+    assert code == 0 and [p["status"] for p in data["points"]] == ["ok", "ok"], err
+
+
 def test_two_points_as_one_job_array(slurm, ws):
     point_recipes(ws)
     outcomes, events = run_points(ws, [task(0), task(1)])
