@@ -120,7 +120,8 @@ def build_parser(only=None):
     p.add_argument("--all", action="store_true", help="every entry")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = verb("gc", "remove what no running mlrun owns: leftovers of killed builds, imports and removals, run folders "
-                   "without a record, partial downloads and failed build logs older than --older-than (default 7d); "
+                   "without a record, partial downloads and failed build logs older than --older-than (default 7d), "
+                   "killed cluster sweeps' marker files older than 30 days; "
                    "with --older-than, also cache entries unused that long (never one a running mlrun uses)")
     p.add_argument("--older-than", metavar="AGE", help="30d, 12h, 90m, 2w: also remove cache entries unused that long")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")

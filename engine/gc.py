@@ -22,6 +22,8 @@ BUILD = re.compile(rf"({ENTRY})\.\d+")                                 # Cache.n
 TEMP = re.compile(rf"(import-|rm-{ENTRY}\.)\d+-[0-9a-f]{{8}}")          # Cache.new_temp_dir
 FAILED = re.compile(rf"{ENTRY}-\d{{8}}-\d{{6}}(-[a-z]+)?(-\d+)?")       # Cache.keep_failed
 PARTIAL = re.compile(r"[a-z0-9]+-[0-9a-f]{32,128}\.part(\.lock)?")    # download._kept_part
+SWEEP_MARKER = re.compile(r"\.sweep-[0-9a-f]{32}")   # sweeps.remote.Shared's: a SIGKILLed sweep left them
+MARKER_AGE = 30 * 86400   # a cluster sweep's nodes look for its markers while it runs: long sweeps keep theirs
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
@@ -74,6 +76,8 @@ def find(cache, runs_dir, older_than=None, now=None):
                    lambda name, path: RUN_ID.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path)
                       and not os.path.exists(os.path.join(path, "run.json")))
     items += _aged("killed run import", runs_dir, RECORDLESS_AGE, now, lambda name, path: name.startswith(".import-"))
+    for folder in (cache.root, runs_dir):
+        items += _aged("sweep marker", folder, max(age, MARKER_AGE), now, lambda name, path: SWEEP_MARKER.fullmatch(name))
     if older_than is not None:
         for meta in cache.entries():
             use = _use_lock(cache, meta["path"])

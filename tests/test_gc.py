@@ -59,8 +59,12 @@ def litter(ws):
                item(os.path.join(c, ".failed", "a-0123456789abcdef-20200101-000000"), "build.log", age=8 * DAY),
                item(os.path.join(r, ".import-20200101-000000-abcd.99"), "run.json", 5, age=DAY),
                item(os.path.join(r, "20200101-000000-dead"), "app/log.txt", 7, age=DAY),
-               item(os.path.join(c, ".locks", "tmp", "import-1-0000dead.lock"), size=0)]   # its folder is gone
+               item(os.path.join(c, ".locks", "tmp", "import-1-0000dead.lock"), size=0),   # its folder is gone
+               # a SIGKILLed cluster sweep's markers (a live sweep's, younger than 30 days, stay)
+               item(os.path.join(c, ".sweep-" + "ab" * 16), size=32, age=31 * DAY),
+               item(os.path.join(r, ".sweep-" + "cd" * 16), size=32, age=31 * DAY)]
     ws.kept = [item(os.path.join(c, ".partial", "sha256-" + "0123abcd" * 8 + ".part"), size=3000, age=DAY),
+               item(os.path.join(c, ".sweep-" + "ef" * 16), size=32, age=8 * DAY),
                # what a --cache that is not (only) mlrun's holds: names mlrun never gives (were deleted)
                item(os.path.join(c, ".tmp", "project.v2"), "notes.txt", 5, age=8 * DAY),
                item(os.path.join(c, ".tmp", "notes.txt"), size=5, age=8 * DAY),
@@ -93,7 +97,8 @@ def test_gc_removes_what_nobody_owns_and_says_how_much_it_freed(litter):
     freed = result.stdout.splitlines()[-1]
     for kind in ("1 build leftover (1000 B)", "1 interrupted removal (20 B)", "1 killed import (2.0 KB)",
                  "1 partial download (2.9 KB)",
-                 "1 failed build log (10 B)", "1 run without a record (7 B)", "1 killed run import (5 B)"):
+                 "1 failed build log (10 B)", "1 run without a record (7 B)", "1 killed run import (5 B)",
+                 "2 sweep markers (64 B)"):
         assert kind in freed, freed
     assert os.listdir(os.path.join(ws.cache, ".locks", "tmp")) == []   # the import's lock went with it
     assert sorted(n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.endswith(".lock")) == [
