@@ -33,6 +33,7 @@ from .executors import Executor
 POLL_S = 1.0
 GRACE_S = 10.0      # a finished job's result file may take this long to show on a shared file system
 DEFAULTS = {"time": 60, "job_name": "mlrun-sweep"}
+STOP_LINK_S = 20   # after a stop, how long the sweep waits for its cancelled points' answers (each names its run)
 # sbatch --time's forms (man sbatch)
 SLURM_TIME = re.compile(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}|UNLIMITED|INFINITE", re.IGNORECASE)
 RUNNING = ("RUNNING", "COMPLETING", "STAGE_OUT")
@@ -89,6 +90,7 @@ class SlurmExecutor(Executor):
         self.node_cache = options.get("node_cache")
         self.log_dir = options.get("log_dir")
         self.sweep = options.get("sweep")   # its jobs are named by it unless --slurm job_name= names them
+        self._started = set()   # the jobs seen running: after a stop, their answers link their points to their runs
         self.own_name = self.sweep is not None and "job_name" not in (options.get("slurm") or {})
 
     def check(self, tasks):
@@ -130,9 +132,21 @@ class SlurmExecutor(Executor):
             try:
                 yield from self._watch(submitit, jobs, settings.runs, on_event)
             finally:
-                arrays = sorted({job.job_id.split("_")[0] for job, _ in jobs.values() if not _answered(job)})
+                unanswered = {job_id: pair for job_id, pair in jobs.items() if not _answered(pair[0])}
+                arrays = sorted({job_id.split("_")[0] for job_id in unanswered})
                 if arrays:   # interrupted: nothing of this sweep keeps running
                     subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
+                # a point that ran got SLURM's SIGTERM, recorded its run interrupted and answered: linked to it (its
+                # point said only 'the sweep was stopped', no run, as a Ray point does not)
+                running = {job_id: pair for job_id, pair in unanswered.items() if job_id in self._started}
+                deadline = time.monotonic() + STOP_LINK_S
+                while running and time.monotonic() < deadline:
+                    for job_id, (job, task) in list(running.items()):
+                        if _answered(job):
+                            del running[job_id]
+                            on_event("finished", task, _result(submitit, job, task, "", settings.runs, self.log_dir))
+                    if running:
+                        time.sleep(0.5)
 
     @staticmethod
     def _cancel_leftovers(job_name):
@@ -174,7 +188,7 @@ class SlurmExecutor(Executor):
         return jobs
 
     def _watch(self, submitit, jobs, runs, on_event):
-        left, started, ended_at = dict(jobs), set(), {}
+        left, started, ended_at = dict(jobs), self._started, {}
         while left:
             states = _squeue(sorted({j.split("_")[0] for j in left}))
             for job_id, (job, task) in list(left.items()):

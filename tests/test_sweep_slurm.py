@@ -10,6 +10,7 @@ import os
 import re
 import socket
 import subprocess
+import time
 
 import pytest
 
@@ -70,6 +71,32 @@ def test_a_sweep_whose_jobs_sbatch_refuses_leaves_no_record(slurm, ws, monkeypat
     code, err, data = sweep_here(ws, monkeypatch, capsys, "point", "--grid", "n=0,1", "--name", "nope", "--on",
                                  "slurm", "--slurm", "time=5")   # the name is free for another grid
     assert code == 0 and [p["status"] for p in data["points"]] == ["ok", "ok"], err
+
+
+def test_a_stopped_slurm_sweep_links_its_running_point_to_its_run(slurm, ws, tmp_path):
+    """Ctrl-C: the point that ran recorded its run interrupted, but the sweep said only 'the sweep was stopped',
+    no run (a Ray sweep links it)."""
+    import signal
+    import sys
+    from conftest import ROOT
+    marker = tmp_path / "began"
+    point_recipes(ws, run=f"touch {marker}; sleep 120")
+    code = f"import sys; sys.path.insert(0, {ROOT!r}); from engine.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen([sys.executable, "-c", code, "sweep", "point", "--grid", "n=0", "--name", "stop",
+                             "--on", "slurm", "--slurm", "time=5"], env=ws.env(), cwd=ws.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: marker.exists(), timeout=90)
+        time.sleep(1)   # the sweep has seen the job run
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    [p] = json.load(open(os.path.join(ws.runs, "sweeps", "stop", "sweep.json")))["points"]
+    assert p["status"] == "interrupted" and p["run"], p
+    assert json.load(open(os.path.join(ws.runs, p["run"], "run.json")))["status"] == "interrupted"
 
 
 def test_two_points_as_one_job_array(slurm, ws):
