@@ -205,7 +205,8 @@ def _rows_options(p):
     """Output options of the verbs that print rows of flat fields (runs, sweep show)."""
     p.add_argument("--where", action="append", metavar="FIELD=VALUE",
                    help="only rows where FIELD=VALUE (also !=, >, <, >=, <=), repeatable; e.g. backend=deepsparse")
-    p.add_argument("--columns", metavar="a,b,c", help="these fields (docs/sweeps.md lists them; `result` is LoadGen's VALID/INVALID, and runs' RESULT column is `headline`)")
+    p.add_argument("--columns", metavar="a,b,c", help="these fields (docs/sweeps.md lists them; `result` is LoadGen's "
+                                                      "VALID/INVALID, and runs' RESULT column is `headline`)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true", help="machine-readable output (the flat fields)")
     g.add_argument("--csv", action="store_true", help="CSV with a header row")

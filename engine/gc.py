@@ -77,7 +77,8 @@ def find(cache, runs_dir, older_than=None, now=None):
                       and not os.path.exists(os.path.join(path, "run.json")))
     items += _aged("killed run import", runs_dir, RECORDLESS_AGE, now, lambda name, path: name.startswith(".import-"))
     for folder in (cache.root, runs_dir):
-        items += _aged("sweep marker", folder, max(age, MARKER_AGE), now, lambda name, path: SWEEP_MARKER.fullmatch(name))
+        items += _aged("sweep marker", folder, max(age, MARKER_AGE), now,
+                       lambda name, path: SWEEP_MARKER.fullmatch(name))
     if older_than is not None:
         for meta in cache.entries():
             use = _use_lock(cache, meta["path"])

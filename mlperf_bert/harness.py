@@ -450,8 +450,8 @@ def _sessions_that_fit(model_path, asked):
             f"--instances={asked}: each onnxruntime session holds its own copy of the model's weights (about "
             f"{parallelism.session_bytes(size) / 1e6:,.0f} MB with {model_path}), so {asked} need about "
             f"{asked * parallelism.session_bytes(size) / 1e9:,.1f} GB; {available / 1e9:,.1f} GB of memory "
-            f"is available, {parallelism.MEMORY_KEPT:.0%} of it kept for the run: {fit} fit", hint=f"--instances={fit} or fewer, or leave --instances out (the rule keeps "
-                                              "to what fits)",
+            f"is available, {parallelism.MEMORY_KEPT:.0%} of it kept for the run: {fit} fit",
+            hint=f"--instances={fit} or fewer, or leave --instances out (the rule keeps to what fits)",
             exit_code=78)   # sysexits EX_CONFIG, as ov_backend.CpuCannot: the runner makes it mlrun's exit 2
     return fit
 

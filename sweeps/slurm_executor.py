@@ -222,7 +222,8 @@ class SlurmExecutor(Executor):
 def _most_cpus(partition=None):
     """The most CPUs a node of the partition (all, without one) has, by sinfo; None when sinfo does not say."""
     try:
-        said = subprocess.run(["sinfo", "--noheader", "--format=%c", *(["--partition", partition] if partition else [])],
+        said = subprocess.run(["sinfo", "--noheader", "--format=%c",
+                               *(["--partition", partition] if partition else [])],
                               capture_output=True, text=True, timeout=30)
         counts = [int(x.rstrip("+")) for x in said.stdout.split() if x.rstrip("+").isdigit()]
     except (OSError, subprocess.TimeoutExpired):
