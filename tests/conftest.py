@@ -54,6 +54,8 @@ def pytest_sessionstart(session):
     # wait in vain. They start mlrun as a terminal's foreground job is started.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:   # under nohup: the SIGHUP test waited in vain too
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
     if not hasattr(session.config, "workerinput"):
         import compileall
         for package in ("engine", "sweeps", "submission", "mlperf_bert", "bench"):
