@@ -8,7 +8,7 @@ import errno
 import os
 import shutil
 
-from .errors import from_os_error
+from .errors import from_os_error, os_errors
 
 LIMIT_HINTS = {errno.EMFILE: "this process may open too few files (ulimit -n): raise the limit and run again",
                errno.ENFILE: "the system has too many files open: run again when fewer are",
@@ -30,15 +30,13 @@ def explain(e, operation, path=None):
     return error
 
 
-class output_errors:
+class output_errors(os_errors):
     """`with output_errors(operation, path):` as errors.os_errors, for a file the person named with -o: its hint
     speaks of -o (errors.from_os_error's read-only hint told them to move --cache/--runs)."""
 
     def __init__(self, operation, path, flag="-o"):
-        self.operation, self.path, self.flag = operation, path, flag
-
-    def __enter__(self):
-        return self
+        super().__init__(operation, path)
+        self.flag = flag
 
     def __exit__(self, kind, e, traceback):
         if isinstance(e, OSError):

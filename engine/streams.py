@@ -34,12 +34,12 @@ class _Outlived(io.FileIO):
             os.close(null)
             if not isinstance(e, BrokenPipeError):   # a reader that went (| head) took what it wanted: no loss
                 lost = lost or e.strerror or str(e)
-            if not isinstance(e, BrokenPipeError) and self.fileno() != 2:   # say it once where it may still show
-                try:
-                    os.write(2, f"mlrun: cannot write to its output ({e.strerror}): the rest of it goes nowhere"
-                                f"{going_on}\n".encode())
-                except OSError:
-                    pass
+                if self.fileno() != 2:   # say it once where it may still show
+                    try:
+                        os.write(2, f"mlrun: cannot write to its output ({e.strerror}): the rest of it goes nowhere"
+                                    f"{going_on}\n".encode())
+                    except OSError:
+                        pass
             return memoryview(b).nbytes
 
 

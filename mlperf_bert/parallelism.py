@@ -45,8 +45,10 @@ MEMORY_KEPT = 0.15  # of the memory available, left to the run itself (LoadGen, 
 def available_cores():
     """The cores this process may run on, sorted; under a CPU quota (docker --cpus=0.5) only as many as it allows,
     rounded up (the rule made one instance per core of the affinity, each throttled, and said nothing)."""
-    cores = sorted(os.sched_getaffinity(0))
-    quota = cgroups.cpu_quota()
+    return _within_quota(sorted(os.sched_getaffinity(0)), cgroups.cpu_quota())
+
+
+def _within_quota(cores, quota):
     return cores[:max(1, math.ceil(quota))] if quota else cores
 
 
@@ -111,8 +113,8 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
     instances memory holds (instances_in_memory; None: no limit): the rule makes no more (--instances is the
     person's, checked by the caller).
     """
-    quota = cgroups.cpu_quota() if cores is None else None
-    cores = list(cores or available_cores())
+    quota = None if cores else cgroups.cpu_quota()   # read once: for the cores and for the rule's words
+    cores = list(cores) if cores else _within_quota(sorted(os.sched_getaffinity(0)), quota)
     count = len(cores)
     if scenario in LATENCY_SCENARIOS:
         rule_instances, rule = 1, f"{scenario}: one instance on all {count} cores (latency)"
