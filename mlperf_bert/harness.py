@@ -26,6 +26,7 @@ from engine.oserrors import explain
 from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
                          seq_plan, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
+from mlperf_bert.user_conf import check as check_user_conf, values_set as conf_values_set
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
 SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
@@ -202,6 +203,8 @@ def _write_text(path, text):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.user_conf:   # before the model loads: LoadGen drops a misspelt key or `key=value` unsaid
+            check_user_conf(args.user_conf)
         summary = find_peak(args) if args.find_peak else run(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -575,7 +578,7 @@ def settings_lines(args, total, measured_qps):
         chosen["target_latency"] = round(1000 * per_query / measured_qps, 3)
 
     user_lines = _user_lines(args)
-    users = _values_set(user_lines, args.scenario)
+    users = conf_values_set(user_lines, args.scenario)
     chosen = {key: value for key, value in chosen.items() if key not in users}
     lines = ["# chosen by mlperf_bert.harness"]
     lines += [f"{MODEL_KEY}.{args.scenario}.{key} = {value}" for key, value in chosen.items()]
@@ -588,38 +591,13 @@ def settings_lines(args, total, measured_qps):
 def server_bound_ms(args):
     """The p99 bound LoadGen will hold a Server run to: --target_latency, else the user.conf's (the rule and
     find-peak's pre-check used 130 ms where a user.conf said 10), else the benchmark's."""
-    users = _values_set(_user_lines(args), "Server").get("target_latency")
+    users = conf_values_set(_user_lines(args), "Server").get("target_latency")
     return args.target_latency or (users if isinstance(users, (int, float)) and users > 0 else None) \
         or SERVER_LATENCY_BOUND_MS
 
 
 def _user_lines(args):
     return Path(args.user_conf).read_text().splitlines() if args.user_conf else []
-
-
-def _values_set(lines, scenario):
-    """{setting: value} the user.conf lines set for this model and scenario, wildcards included: the most
-    specific line wins (bert.Server. over bert.*. over *.Server. over *.*.), then the last."""
-    found = {}
-    for line in lines:
-        name, sep, value = line.partition("=")
-        parts = name.strip().split(".")
-        if sep and not line.lstrip().startswith("#") and len(parts) == 3 \
-                and parts[0] in (MODEL_KEY, "*") and parts[1] in (scenario, "*"):
-            rank = (parts[0] == MODEL_KEY) * 2 + (parts[1] == scenario)
-            if rank >= found.get(parts[2], (-1, None))[0]:
-                found[parts[2]] = (rank, _number(value.strip()))
-    return {key: value for key, (_, value) in found.items()}
-
-
-def _number(text):
-    """A user.conf value as the number it is (a figure to compare in diff), else the text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            continue
-    return text
 
 
 def _start_test(sut, args, user_conf, run_dir, total):

@@ -16,7 +16,7 @@ import onnxruntime
 import pytest
 
 from engine.errors import UsageError
-from mlperf_bert import harness, loadgen_summary, random_model, seq_plan, squad_features
+from mlperf_bert import harness, loadgen_summary, random_model, seq_plan, squad_features, user_conf
 from mlperf_bert.model_adapter import make_seq_dynamic, probe_inputs
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.seq_plan import SeqPlan
@@ -195,8 +195,8 @@ def test_the_user_confs_settings_the_most_specific_line_wins_and_the_server_boun
     lines = ["*.*.target_qps = 1", "bert.Server.target_qps = 5", "*.Server.target_qps = 3", "bert.*.min_duration = 9",
              "# bert.Server.target_latency = 99", "bert.Offline.target_qps = 8", "bert.Server.target_latency = 10",
              "bert.Server.mode = x.5"]
-    assert harness._values_set(lines, "Server") == {"target_qps": 5, "min_duration": 9, "target_latency": 10,
-                                                    "mode": "x.5"}
+    assert user_conf.values_set(lines, "Server") == {"target_qps": 5, "min_duration": 9, "target_latency": 10,
+                                                     "mode": "x.5"}
     conf = tmp_path / "mine.conf"
     conf.write_text("\n".join(lines) + "\n")
     base = ["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server", "--mode", "performance"]

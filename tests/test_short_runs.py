@@ -385,6 +385,17 @@ def test_an_expected_latency_from_user_conf_that_would_exhaust_memory_stops_the_
     assert summary is None
 
 
+def test_a_user_conf_line_loadgen_would_drop_unsaid_is_refused_before_the_run(files, tmp_path):
+    # Before: `target_qsp` and `key=value` were ignored by LoadGen without a word, and the record said they ran.
+    conf = tmp_path / "mine.conf"
+    conf.write_text("bert.Offline.target_qsp = 10\nbert.Offline.min_duration=100\n")
+    result, summary = harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance",
+                              "--user-conf", str(conf))
+    assert result.returncode == 78, result.stderr   # the runner's EX_CONFIG: mlrun's exit 2
+    assert f"user.conf {conf}: line 1 " in result.stderr and "did you mean 'target_qps'" in result.stderr
+    assert "line 2 " in result.stderr and summary is None and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("flag", ["--target-qps", "--target-latency"])
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf"])
 def test_a_rate_or_latency_must_be_a_number_above_zero(flag, value, capsys):

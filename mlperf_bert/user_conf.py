@@ -1,0 +1,128 @@
+"""A user's LoadGen user.conf: read as LoadGen reads it, refused where LoadGen would drop a line unsaid.
+
+LoadGen's parser (TestSettings::FromConfig, LoadGen 6.0) splits each line at whitespace and wants
+`MODEL.SCENARIO.KEY = NUMBER`. Without a word it ignores `key=value` written without spaces, `key =` with no
+value, a key it does not know (`target_qsp`), a scenario spelt otherwise (`offline`), a key the scenario does not
+read (Offline's `target_latency`), another model's line (`bert-99.`: the harness names the model `bert`), and in
+a user.conf the seeds it takes from mlperf.conf only; it rejects `#note` and a comment after a value with
+"LoadGen rejected user.conf", no line named. Each of those is refused here, with the user's file and line, before
+the model loads; and a run records the values LoadGen will really use (`values_set`).
+"""
+import difflib
+import re
+from pathlib import Path
+
+from engine.errors import UsageError
+
+MODEL = "bert"  # the model name the harness gives LoadGen
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+# key: the scenarios LoadGen reads it for (None: every scenario)
+KEYS = {
+    **dict.fromkeys(("min_duration", "max_duration", "min_query_count", "max_query_count",
+                     "performance_sample_count_override", "accuracy_sample_count_override", "print_timestamps",
+                     "performance_issue_unique", "performance_issue_same", "performance_issue_same_index",
+                     "sample_concatenate_permutation", "accuracy_log_rng_seed", "accuracy_log_sampling_target",
+                     "use_token_latencies", "infer_token_latencies", "token_latency_scaling_factor")),
+    "target_qps": ("Server", "Offline"),
+    "target_latency": ("SingleStream", "MultiStream", "Server"),
+    "target_latency_percentile": ("SingleStream", "MultiStream", "Server"),
+    "samples_per_query": ("MultiStream",),
+    "coalesce_queries": ("Server",), "max_async_queries": ("Server",),
+    "ttft_latency": ("Server",), "tpot_latency": ("Server",),
+}
+# read from mlperf.conf only: a user.conf's line is ignored
+MLPERF_CONF_ONLY = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed", "accuracy_log_probability",
+                    "test05", "test05_qsl_rng_seed", "test05_sample_index_rng_seed", "test05_schedule_rng_seed")
+SET_BY_MLRUN = {"mode": "--mode"}  # the harness sets it after reading the file: the line would do nothing
+
+
+def problems(text):
+    """What LoadGen would ignore or reject in a user.conf's text, one 'line N: ...' each."""
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        words = line.split()
+        if not words or words[0] == "#":
+            continue
+        problem = _problem(words)
+        if problem:
+            found.append(f"line {number} ({line.strip()[:80]}): {problem}")
+    return found
+
+
+def _problem(words):
+    if words[0].startswith("#"):
+        return "LoadGen takes a comment only after a lone '#' and a space ('# note')"
+    if len(words) < 3 or words[1] != "=":
+        return "LoadGen reads 'MODEL.SCENARIO.KEY = VALUE', spaces around the '=' (this line would be ignored)" \
+            if "=" in "".join(words) else "not 'MODEL.SCENARIO.KEY = VALUE'"
+    if len(words) > 3:
+        return "one value after '=', nothing after it (LoadGen refuses a comment there)"
+    if number(words[2]) is None:
+        return f"{words[2]!r} is not a number"
+    parts = words[0].split(".")
+    if len(parts) != 3:
+        return "the key must be MODEL.SCENARIO.KEY"
+    model, scenario, key = parts
+    if model not in (MODEL, "*"):
+        return f"model {model!r}: this harness's LoadGen reads lines of model '{MODEL}' or '*' only " \
+               f"(write {MODEL}.{scenario}.{key})"
+    if scenario not in SCENARIOS + ("*",):
+        return f"no scenario {scenario!r}{_did_you_mean(scenario, SCENARIOS)} (or '*')"
+    if key in SET_BY_MLRUN:
+        return f"mlrun sets LoadGen's {key}: give {SET_BY_MLRUN[key]}"
+    if key in MLPERF_CONF_ONLY:
+        return f"LoadGen reads {key} from mlperf.conf only: in a user.conf it is ignored"
+    if key not in KEYS:
+        return f"LoadGen has no setting {key!r}{_did_you_mean(key, list(KEYS))}"
+    if scenario != "*" and KEYS[key] and scenario not in KEYS[key]:
+        return f"LoadGen reads {key} for {', '.join(KEYS[key])} only: for {scenario} it is ignored"
+    return None
+
+
+def _did_you_mean(word, choices):
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6) \
+        or [c for c in choices if c.lower() == word.lower()]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check(path):
+    """Refuse a user.conf LoadGen would read otherwise than it says (exit 2, every line named)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"user.conf {path} is not UTF-8 text") from None
+    found = problems(text)
+    if found:
+        raise UsageError(f"user.conf {path}: " + "; ".join(found),
+                         hint="LoadGen would drop or refuse these lines; its keys are in mlperf.conf and "
+                              "docs/mlperf-bert.md")
+
+
+def values_set(lines, scenario):
+    """{setting: value} the user.conf lines set for this scenario, as LoadGen looks them up: MODEL.SCENARIO.
+    first, then *.SCENARIO., then MODEL.*., then *.*. (a scenario's line beats the model's wildcard line);
+    for one key, the last line."""
+    found = {}
+    for line in lines:
+        words = line.split()
+        if len(words) != 3 or words[1] != "=" or words[0].startswith("#"):
+            continue   # a line LoadGen would not read (check() refuses those in a user's file)
+        parts = words[0].split(".")
+        if len(parts) == 3 and parts[0] in (MODEL, "*") and parts[1] in (scenario, "*"):
+            rank = (parts[1] == scenario) * 2 + (parts[0] == MODEL)
+            if rank >= found.get(parts[2], (-1, None))[0]:
+                value = number(words[2])
+                found[parts[2]] = (rank, words[2] if value is None else value)
+    return {key: value for key, (_, value) in found.items()}
+
+
+def number(text):
+    """The number LoadGen reads in text (C's strtoul with base 0, else strtod, the whole word), else None."""
+    if re.fullmatch(r"[+-]?0[0-7]+", text):
+        return int(text, 8)
+    for parse in (lambda t: int(t, 0), float):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return None

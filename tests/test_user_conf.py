@@ -1,0 +1,84 @@
+"""A user's user.conf is read as LoadGen reads it: each line LoadGen would drop unsaid or reject is refused,
+and the values recorded are the ones LoadGen uses. Every case is checked against the real LoadGen too."""
+import mlperf_loadgen as lg
+import pytest
+
+from engine.errors import UsageError
+from mlperf_bert import user_conf
+
+SETTINGS = [name for name in dir(lg.TestSettings) if not name.startswith("_") and name != "FromConfig"]
+
+
+def loadgen_reads(tmp_path, text, scenario):
+    """(LoadGen's return code, the settings it changed) for a user.conf holding text."""
+    path = tmp_path / "user.conf"
+    path.write_text(text)
+    settings, default = lg.TestSettings(), lg.TestSettings()
+    rc = settings.FromConfig(str(path), "bert", scenario)
+    return rc, {name: getattr(settings, name) for name in SETTINGS
+                if str(getattr(settings, name)) != str(getattr(default, name))}
+
+
+# (line, scenario, LoadGen reads it, mlrun's refusal says)
+CASES = [
+    ("bert.Offline.target_qps = 10", "Offline", True, None),
+    ("  *.Offline.target_qps   =  10  ", "Offline", True, None),
+    ("bert.Offline.min_duration = 0x10", "Offline", True, None),
+    ("bert.Server.max_async_queries = 3", "Server", True, None),
+    ("bert.*.target_latency = 5", "Server", True, None),
+    ("bert.Offline.target_qps=10", "Offline", False, "spaces around the '='"),
+    ("bert.Offline.target_qps =", "Offline", False, "spaces around the '='"),
+    ("bert.Offline.target_qsp = 10", "Offline", False, "did you mean 'target_qps'"),
+    ("bert.offline.target_qps = 10", "Offline", False, "did you mean 'Offline'"),
+    ("bert-99.Offline.target_qps = 10", "Offline", False, "model 'bert-99'"),
+    ("bert.Offline.target_latency = 10", "Offline", False, "for Offline it is ignored"),
+    ("bert.SingleStream.target_qps = 10", "SingleStream", False, "for SingleStream it is ignored"),
+    ("bert.Server.qsl_rng_seed = 3", "Server", False, "mlperf.conf only"),
+    ("bert.Offline.target_qps = ten", "Offline", False, "not a number"),
+    ("#note here", "Offline", False, "lone '#'"),
+    ("bert.Offline.target_qps = 10 # mine", "Offline", False, "nothing after it"),
+]
+
+
+@pytest.mark.parametrize("line,scenario,read,said", CASES)
+def test_a_line_is_refused_exactly_when_loadgen_would_not_read_it(tmp_path, line, scenario, read, said):
+    rc, changed = loadgen_reads(tmp_path, line + "\n", scenario)
+    assert (rc == 0 and bool(changed)) == read, (rc, changed)   # the table says what LoadGen does
+    found = user_conf.problems(line + "\n# a comment\n\n")
+    if read:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith("line 1 (") and said in found[0]
+
+
+def test_lines_loadgen_reads_otherwise_than_they_look_are_refused_too(tmp_path):
+    rc, changed = loadgen_reads(tmp_path, "bert.Server.mode = 1\n", "Server")
+    assert rc == 0 and "mode" in changed   # LoadGen reads it; the harness then sets the mode it was given
+    assert "give --mode" in user_conf.problems("bert.Server.mode = 1")[0]
+    rc, changed = loadgen_reads(tmp_path, "bert.Offline.target_qps = 10 20\n", "Offline")
+    assert rc == 0 and changed == {"offline_expected_qps": 20}   # the last word, unsaid
+    assert "one value" in user_conf.problems("bert.Offline.target_qps = 10 20")[0]
+
+
+def test_the_values_recorded_are_the_ones_loadgen_uses(tmp_path):
+    """A scenario's wildcard line beats the model's wildcard line (the record said 5 where LoadGen ran 3)."""
+    text = "bert.*.target_qps = 5\n*.Offline.target_qps = 3\n*.*.min_duration = 7\nbert.*.min_duration = 9\n" \
+           "bert.Offline.min_query_count = 0x10\n"
+    rc, changed = loadgen_reads(tmp_path, text, "Offline")
+    assert rc == 0 and changed["offline_expected_qps"] == 3 and changed["min_duration_ms"] == 9
+    assert user_conf.values_set(text.splitlines(), "Offline") == {"target_qps": 3, "min_duration": 9,
+                                                                  "min_query_count": 16}
+
+
+def test_check_names_the_file_and_every_line(tmp_path):
+    path = tmp_path / "mine.conf"
+    path.write_text("bert.Offline.target_qsp = 10\nbert.Offline.min_duration = 100\nbert.Server.target_qps=3\n")
+    with pytest.raises(UsageError) as caught:
+        user_conf.check(path)
+    message = str(caught.value)
+    assert str(path) in message and "line 1 " in message and "line 3 " in message and "line 2 " not in message
+    path.write_bytes(b"bert.Offline.target_qps = 1\xff\n")
+    with pytest.raises(UsageError, match="not UTF-8"):
+        user_conf.check(path)
+    path.write_text("# mine\nbert.Offline.target_qps = 10\n")
+    user_conf.check(path)
