@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -24,7 +25,7 @@ import types
 import zlib
 
 from . import integrity, signing
-from .cache import ENTRY_FILE, META_DIR, entry_problems, few, filed_as, group_readable, read_entry, removal_command
+from .cache import ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed_as, group_readable, read_entry, removal_command
 from .errors import MlrunError, UsageError
 from .records import check_shape, status
 
@@ -308,6 +309,9 @@ def _check_members(members, bundle):
         parts = rel.split("/")
         if any("/".join(parts[:i]) in links for i in range(3, len(parts))):
             raise _refuse(bundle, f"member {rel!r}", "lies under a symlink")
+    for name in entries:   # else a folder `mlrun rm` and gc take for none of the cache's
+        if not re.fullmatch(ENTRY_NAME, name):
+            raise _refuse(bundle, f"cache entry {name!r}", "not named as mlrun names entries (RECIPE-KEY16)")
     if len(runs) != 1:
         raise _refuse(bundle, "its content", f"{len(runs)} run folders where a bundle holds exactly one")
     run_id = runs.pop()

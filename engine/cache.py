@@ -472,7 +472,7 @@ def read_entry(path):
 
 def write_json(path, value, sort_keys=False):
     """Readable JSON, written to a temporary file then renamed: a reader never sees half of it; no secret in it."""
-    tmp = path + ".tmp"
+    tmp = f"{path}.{os.getpid()}.tmp"   # its own: two mlruns writing one shared .index file renamed each other's half
     try:
         with open(tmp, "w") as f:
             json.dump(secrets.scrub(value), f, indent=1, sort_keys=sort_keys, default=str)

@@ -67,8 +67,17 @@ def find(cache, runs_dir, older_than=None, now=None):
         if name.endswith(".lock") and TEMP.fullmatch(name[:-5]) and not os.path.lexists(os.path.join(tmp, name[:-5])) \
                 and not _owned(lock):
             items.append(Item("stale lock", lock, lock, unlink_lock=True))
-    items += _aged("partial download", os.path.join(cache.root, ".partial"), age, now,
-                   lambda name, path: PARTIAL.fullmatch(name))
+    for item in _aged("partial download", os.path.join(cache.root, ".partial"), age, now,
+                      lambda name, path: PARTIAL.fullmatch(name)):
+        # a .part is a live download's while its lock is held (the lock's mtime is when it was taken, hours ago
+        # for a long download: gc removed it by age, and a second download appended to the same .part)
+        if not item.path.endswith(".lock"):
+            item.lock = item.path + ".lock"
+        elif os.path.lexists(item.path[:-5]) or _owned(item.path):
+            continue   # goes with its .part, or held
+        else:
+            item.lock, item.unlink_lock = item.path, True
+        items.append(item)
     items += _aged("failed build log", os.path.join(cache.root, ".failed"), age, now,
                    lambda name, path: FAILED.fullmatch(name))
     items += _aged("run without a record", runs_dir, RECORDLESS_AGE, now,

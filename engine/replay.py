@@ -29,17 +29,25 @@ def choose_recipes(record, settings, recorded_recipes=False):
                  if local.get((name, rec["version"])) != rec["digest"]]
     if not differing:
         return settings.index(), ["recipes: the local ones are the recorded ones"]
-    snapshot = os.path.join(record["_dir"], records.SNAPSHOT_DIR, "recipes")
+    snapshot = os.path.join(record["_dir"], records.SNAPSHOT_DIR)
+    # the copy keeps each recipe folder's own name (a run with --recipes DIR has snapshot/DIR/..., not recipes/)
+    folders = sorted({os.path.dirname(os.path.normpath(os.path.join(record["_dir"], rec["snapshot"])))
+                      for rec in record["recipes"].values() if isinstance(rec.get("snapshot"), str)}) \
+        or [os.path.join(snapshot, "recipes")]
     if not recorded_recipes:
         raise MlrunError(f"the run's recipes differ from the local ones ({', '.join(differing)}): replaying it would "
                          "run the copies its record holds, code that came with the run",
                          hint="--recorded-recipes runs them if you trust where the run came from (a bundle signed by "
                               "a key you trust: replay it with --trust ALLOWED_SIGNERS); or replay it with the "
                               "mlrun version that made it")
-    if not os.path.isdir(snapshot):
+    outside = [f for f in folders if os.path.relpath(f, snapshot).startswith("..")]
+    if outside:   # the record was edited: its copy must be the run folder's own
+        raise MlrunError(f"the record names a copy of its recipes outside its run folder ({outside[0]})",
+                         hint="the run folder was changed after the run")
+    if not all(os.path.isdir(f) for f in folders):
         raise MlrunError(f"the run's recipes differ locally ({', '.join(differing)}) and the record has no copy",
-                         hint=f"expected the copy in {snapshot}")
-    index = RecipeIndex([snapshot], check_deps=False)
+                         hint=f"expected the copy in {' and '.join(folders)}")
+    index = RecipeIndex(folders, check_deps=False)
     copied = {r["name"]: r["digest"] for r in index.recipes}
     for name, rec in record["recipes"].items():
         if copied.get(name) != rec["digest"]:

@@ -187,8 +187,12 @@ class Resolver:
             listing = "; ".join(f"{r['name']} (tags: {' '.join(r['tags'])})" for r in matches)
             raise ResolutionError(f"'{query}' matches {len(matches)} recipes: {listing}",
                                   hint="add a tag or a variation that only one of them has")
-        # Several versions of one recipe: take the newest that fits.
-        return max(matches, key=lambda r: _version_tuple(r["version"])), variations
+        if len(matches) == 1:
+            return matches[0], variations
+        # Several versions of one recipe: the newest that fits, by PEP 440 (recipes are checked to be such): split
+        # on dots, 1.0 against 1.0rc1 was "unexpected TypeError", and 2.0.dev1 was taken over 2.0.
+        from packaging.version import Version
+        return max(matches, key=lambda r: Version(r["version"])), variations
 
     def _with_tags(self, query, version, words):
         """A dep's query with --dep.NAME.tags added: a variation there replaces the query's one of the same group
@@ -729,10 +733,6 @@ def _dep_inputs(spec, parent_inputs):
                     continue
         out[k] = v
     return out
-
-
-def _version_tuple(version):
-    return tuple(int(p) if p.isdigit() else p for p in re.split(r"[.+-]", version))
 
 
 def _version_ok(version, constraint):

@@ -124,6 +124,7 @@ class Runner:
             from .oserrors import explain
             raise explain(e, "cannot write the run record", record_path) from None
         total = len(plan.nodes)
+        folders = step_folders(plan)
         try:
             try:
                 record["recipes"] = records.snapshot_recipes(plan, run_dir)
@@ -139,7 +140,7 @@ class Runner:
                 if node.cache:
                     step["status"], self.folders[node.key] = self._cached_or_build(node, i, total, is_root)
                 else:
-                    folder = os.path.join(run_dir, node.name)
+                    folder = os.path.join(run_dir, folders[node.key])
                     try:
                         meta = self._build(node, folder, i, total, is_root)
                     except StepError:  # a step may fail on its results (--strict): they are still the run's
@@ -221,6 +222,7 @@ class Runner:
         self.cache.use(node)   # before the lookup: `mlrun gc` never removes an entry a run uses
         path = self.cache.lookup(node)
         if path:
+            _check_downloads(node, path)
             self.reporter.step(i, total, node, "cached", _short(path))
             return "cached", path
         lock = self.cache.lock(node)
@@ -233,6 +235,7 @@ class Runner:
         try:
             path = self.cache.lookup(node)  # built by the process we waited for
             if path:
+                _check_downloads(node, path)
                 self.reporter.step(i, total, node, "cached", "(built by another mlrun) " + _short(path))
                 return "cached", path
             build_dir = self.cache.new_build_dir(node)
@@ -415,6 +418,28 @@ class Runner:
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
 FULL_DISK = ("No space left on device", "[Errno 28]", "Disk quota exceeded")   # strerror(ENOSPC), (EDQUOT)
+
+
+def _check_downloads(node, path):
+    """A download's file name is not in the key (keys of entries users hold would change): an entry built before
+    its recipe renamed the file holds the old name, and a step reading the new one failed with 'No such file'."""
+    missing = [item["file"] for item in node.download if not os.path.lexists(os.path.join(path, item["file"]))]
+    if missing:
+        raise MlrunError(f"{node.label}: its entry {path} holds no {few(missing)}, which its recipe downloads: it was "
+                         "built when the recipe named the download otherwise (a download's name is not part of "
+                         "the key)", hint=f"remove the entry ({removal_command(path)}) and run again")
+
+
+def step_folders(plan):
+    """Each `cache: false` step's folder in the run: its recipe's name, unless two steps of the run are of one
+    recipe (variations: they wrote one folder, the second's output read as both) or the name is the run's own
+    (`snapshot`: the copy of its recipes): then NAME-KEY8."""
+    names = [node.name for node in plan.nodes if not node.cache]
+    return {node.key: node.name if names.count(node.name) == 1 and node.name not in RUN_OWN_NAMES
+            else f"{node.name}-{node.key[:8]}" for node in plan.nodes if not node.cache}
+
+
+RUN_OWN_NAMES = (records.SNAPSHOT_DIR, "run.json")
 
 
 def _last_word(tail):

@@ -425,6 +425,14 @@ def rename_entry(items, shared):
             info.name = new + info.name[len(old):]
 
 
+def rename_entry_not_hex(items, shared):
+    """An entry and its entry.json agreeing on a key that is no key: imported, a folder rm and gc ignored."""
+    old, new = f"cache/{shared.entry['app']}", "cache/app-zzzzzzzzzzzzzzzz"
+    for item in items:
+        if item[0].name == old or item[0].name.startswith(old + "/"):
+            item[0].name = new + item[0].name[len(old):]
+
+
 def add_second_run(items, shared):
     items.append(reg("run/evil/run.json", b'{"id": "evil"}'))
 
@@ -447,6 +455,7 @@ TAMPERS = [   # (edit, what the message must say; {app}, {base}, {run} stand for
     (bad_files_digest, ["cache entry {app}", "files_digest"]),
     (rename_entry, ["cache entry app-0000000000000000", "belongs to the entry {app}"]),
     (add_second_run, ["2 run folders"]),
+    (rename_entry_not_hex, ["cache entry 'app-zzzzzzzzzzzzzzzz'", "not named as mlrun names entries"]),
 ]
 
 

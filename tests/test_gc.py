@@ -190,6 +190,27 @@ def use_files_aged(ws, seconds):
             aged(os.path.join(folder, name), seconds)
 
 
+def test_gc_leaves_a_partial_download_whose_lock_is_held_however_old(ws):
+    """A download's lock file keeps the mtime of when it was taken: gc --older-than 1h removed the lock of a
+    download running for hours, and a second download then appended to the same .part."""
+    partial = os.path.join(ws.cache, ".partial")
+    part = put(os.path.join(partial, "sha256-" + "ab" * 32 + ".part"), 100, age=3 * DAY)
+    lock = put(part + ".lock", 0, age=3 * DAY)
+    lone = put(os.path.join(partial, "sha256-" + "cd" * 32 + ".part.lock"), 0, age=3 * DAY)
+    cache = Cache(ws.cache)
+    fd = flock(lock, wait=False)   # the live download
+    try:
+        found = gc.find(cache, ws.runs, older_than=3600)
+        assert [i.path for i in found if i.kind == "partial download"] == [part, lone]
+        removed, skipped = gc.remove(cache, found, older_than=3600)
+        assert os.path.exists(part) and os.path.exists(lock) and not os.path.exists(lone)
+        assert part in [i.path for i in skipped]
+    finally:
+        os.close(fd)
+    removed, skipped = gc.remove(cache, gc.find(cache, ws.runs, older_than=3600), older_than=3600)
+    assert part in [i.path for i in removed] and not os.path.exists(part)
+
+
 def test_gc_older_than_removes_unused_entries_but_never_one_a_running_mlrun_holds(ws, tmp_path):
     gate = tmp_path / "gate"
     chain(ws, gate)

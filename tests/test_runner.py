@@ -204,6 +204,44 @@ def test_uncached_step_runs_every_time_in_the_run_folder(ws, tmp_path):
     assert ws.entries() == ws.entries("lib")   # nothing of bench is in the cache
 
 
+def test_two_uncached_steps_of_one_recipe_each_get_their_own_folder(ws):
+    """Variations _a and _b of one cache:false recipe wrote one folder: the second's output read as both."""
+    ws.recipe("bench", """\
+        tags: bench
+        cache: false
+        variations:
+          a: {env: {WORD: a}, exports: {A_OUT: "{entry}/out.txt"}}
+          b: {env: {WORD: b}, exports: {B_OUT: "{entry}/out.txt"}}
+        run: echo $WORD > out.txt
+        """)
+    ws.recipe("both", "tags: both\ncache: false\ndeps: [{name: a, query: 'bench _a'}, {name: b, query: 'bench _b'}]\nrun: echo $(cat $A_OUT) $(cat $B_OUT) > seen\n")
+    ws.recipe("snapshot", "tags: snap\ncache: false\nrun: ls > seen\n")
+    record = run(ws, "both")
+    a, b, both = (step["path"] for step in record["steps"])
+    assert len({a, b}) == 2 and os.path.basename(a).startswith("bench-")
+    assert open(os.path.join(both, "seen")).read() == "a b\n" and both == os.path.join(record["run_dir"], "both")
+    # a recipe named as the run's copy of its recipes runs beside it, not inside it
+    record = run(ws, "snap")
+    assert os.path.basename(record["steps"][0]["path"]).startswith("snapshot-")
+    assert open(os.path.join(record["steps"][0]["path"], "seen")).read() == "seen\n"   # no recipe copies
+
+
+def test_an_entry_built_before_its_download_was_renamed_is_named(ws, server):
+    """A download's file name is not in the key: the old entry was reused and the step reading it failed with
+    'No such file'."""
+    import hashlib
+    server.files["/a.txt"] = b"words\n"
+    digest = hashlib.sha256(b"words\n").hexdigest()
+    text = 'tags: dl\ndownload: {url: "%s/a.txt", file: %s, sha256: "%s"}\n'
+    ws.recipe("dl", text % (server.url, "a.txt", digest))
+    run(ws, "dl")
+    ws.recipe("dl", text % (server.url, "b.txt", digest))
+    with pytest.raises(MlrunError) as refused:
+        run(ws, "dl")
+    assert "holds no b.txt, which its recipe downloads" in refused.value.message
+    assert "mlrun rm cache" in refused.value.hint and refused.value.exit_code == 2
+
+
 FAILING = """\
 tags: bad
 run: |
@@ -515,7 +553,17 @@ def test_a_json_write_that_fails_leaves_no_tmp_file(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module.json, "dump", full)
     with pytest.raises(OSError) as e:
         cache_module.write_json(str(tmp_path / "run.json"), {"a": 1})
-    assert e.value.filename == str(tmp_path / "run.json.tmp") and os.listdir(tmp_path) == []
+    assert e.value.filename == str(tmp_path / f"run.json.{os.getpid()}.tmp") and os.listdir(tmp_path) == []
+
+
+def test_a_json_write_leaves_another_writers_temporary_file_alone(tmp_path):
+    """Two mlruns writing one shared .index file used one name for their temporary file: each could rename the
+    other's half-written one into place."""
+    from engine.cache import write_json
+    other = tmp_path / "probes.json.tmp"
+    other.write_text('{"half": ')   # another process is writing it now
+    write_json(str(tmp_path / "probes.json"), {"a": 1})
+    assert other.read_text() == '{"half": ' and json.loads((tmp_path / "probes.json").read_text()) == {"a": 1}
 
 
 def test_a_stop_while_the_recipes_are_copied_is_an_interrupted_run(ws, monkeypatch):

@@ -121,6 +121,26 @@ def test_replay_uses_the_recorded_recipes_when_the_local_ones_changed(bench):
     assert "recipe app: the local one differs or is missing; using the recorded copy" in replayed.stdout
 
 
+def test_replay_finds_the_recorded_copy_of_recipes_from_a_folder_of_another_name(bench):
+    """A run with --recipes DIR keeps its copy in snapshot/DIR/: replay looked in snapshot/recipes/ only."""
+    mine = os.path.join(bench.root, "team-recipes")
+    os.rename(bench.recipes, mine)
+    first = run_json(bench, "--recipes", mine, "app bench", "--mode=accuracy")["run"]
+    assert os.path.isdir(os.path.join(bench.runs, first, "snapshot", "team-recipes", "app"))
+    with open(os.path.join(mine, "app", "score.sh"), "a") as f:
+        f.write("echo changed locally\n")
+    replayed = bench.mlrun("--recipes", mine, "replay", first, "--recorded-recipes")
+    assert replayed.returncode == 0, replayed.stderr
+    assert "recipe app: the local one differs or is missing; using the recorded copy" in replayed.stdout
+    # a record edited to name a copy elsewhere is refused
+    path = os.path.join(bench.runs, first, "run.json")
+    record = json.load(open(path))
+    record["recipes"]["app"]["snapshot"] = "../../elsewhere/app"
+    json.dump(record, open(path, "w"))
+    assert_user_error(bench.mlrun("--recipes", mine, "replay", first, "--recorded-recipes"), 2,
+                      "outside its run folder")
+
+
 def test_a_replay_of_a_run_that_took_a_file_from_its_mirror_says_to_give_it(ws, tmp_path):
     """An int8 run's calibration list is keyed by the mirror's copy (a probe): replayed without that mirror, even
     from a bundle holding every entry, the hint offered only --allow-differences, which then downloads (offline:
