@@ -127,16 +127,38 @@ def _unpack(data, run_id, node_runs, runs):
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             tar.extractall(staging, filter="data")   # refuses links out of the folder, absolute names
-        record_path = os.path.join(staging, run_id, "run.json")
-        with open(record_path) as f:
-            record = json.load(f)
-        with open(record_path + ".tmp", "w") as f:
-            json.dump(_moved(record, os.path.join(node_runs, run_id), final), f, indent=1)
-            f.write("\n")
-        os.replace(record_path + ".tmp", record_path)
+        _repoint(os.path.join(staging, run_id), node_runs, runs)   # its folder there is runs/RUN_ID here
         os.rename(os.path.join(staging, run_id), final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _repoint(folder, old, new):
+    """The run's files that name the node's scratch runs folder (old) name this one (new): the record, each step's
+    summary and step.json, env.sh and command.sh (`command.sh DIR` sourced the node's env.sh, gone with its scratch
+    folder)."""
+    import shlex
+    plain = shlex.quote(old) == old and shlex.quote(new) == new   # else a shell file's quoting would change
+    for parent, dirs, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(parent, name)
+            if os.path.islink(path) or not (name.endswith(".json") or (plain and name.endswith(".sh"))):
+                continue
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+            if old not in text:
+                continue
+            if name.endswith(".sh"):
+                text = text.replace(old, new)
+            else:
+                try:
+                    text = json.dumps(_moved(json.loads(text), old, new), indent=1) + "\n"
+                except ValueError:
+                    continue   # not JSON after all: left as written
+            with open(path + ".tmp", "w", encoding="utf-8", errors="surrogateescape") as f:
+                f.write(text)
+            shutil.copymode(path, path + ".tmp")
+            os.replace(path + ".tmp", path)
 
 
 def _moved(value, old, new):

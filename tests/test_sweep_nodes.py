@@ -46,6 +46,12 @@ def test_a_node_without_the_runs_folder_sends_the_run_back(ws, tmp_path):
     assert record["steps"][0]["path"].startswith(str(tmp_path / "node-cache"))   # the node's own cache
     assert "point" in open(outcome.log).read()
     assert not [n for n in os.listdir(ws.runs) if n.startswith(".")]   # no staging folder, no marker left
+    # its summary, step.json, env.sh and command.sh name the copy here, not the node's scratch folder (gone)
+    for folder, dirs, files in os.walk(os.path.join(ws.runs, outcome.run_id)):
+        for name in files:
+            if name.endswith((".json", ".sh")):
+                assert result["node_runs"] not in open(os.path.join(folder, name)).read(), name
+    assert os.path.join(ws.runs, outcome.run_id) in open(os.path.join(step["path"], ".mlrun", "env.sh")).read()
 
 
 def test_a_node_that_does_not_see_the_shared_cache_says_so(ws):
