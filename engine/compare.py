@@ -147,6 +147,9 @@ def ran(a, b):
         x, y = fa.get(name), fb.get(name)
         if x == y or isinstance(x, str) and isinstance(y, str) and _NUMBER.sub("#", x) == _NUMBER.sub("#", y):
             continue
+        # a fact an older record kept only under another name (instances, before as parallelism.instances alone)
+        if x is None and _kept_as(fa, fb, name, y) or y is None and _kept_as(fb, fa, name, x):
+            continue
         # the same fact kept twice (threads and parallelism.threads): once
         said = (name.rsplit(".", 1)[-1], x, y)
         if (str(x), str(y)) in asked or said in seen:
@@ -157,6 +160,13 @@ def ran(a, b):
 
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _kept_as(facts, others, name, value):
+    """Whether facts hold name's fact under another name ending alike: of value, or one the other run has too
+    (that row says how they differ)."""
+    last = name.rsplit(".", 1)[-1]
+    return any(k != name and k.rsplit(".", 1)[-1] == last and (v == value or k in others) for k, v in facts.items())
 
 
 def _facts(record, settings):

@@ -25,14 +25,17 @@ def choose_recipes(record, settings, recorded_recipes=False):
         local = {(r["name"], r["version"]): r["digest"] for r in settings.index().recipes}
     except MlrunError:
         pass  # a broken local checkout is one more reason to use the recorded copy
-    differing = [name for name, rec in (record.get("recipes") or {}).items()
-                 if local.get((name, rec["version"])) != rec["digest"]]
+    snapshot = os.path.join(record["_dir"], records.SNAPSHOT_DIR)
+    recorded = record.get("recipes") or _copied_recipes(record, snapshot)
+    if not recorded and record.get("planned"):
+        raise MlrunError("the record names none of the recipes its run used, and its folder holds no copy of them: "
+                         "whether the local ones are the same cannot be told", hint="replay a run that got further")
+    differing = [name for name, rec in recorded.items() if local.get((name, rec["version"])) != rec["digest"]]
     if not differing:
         return settings.index(), ["recipes: the local ones are the recorded ones"]
-    snapshot = os.path.join(record["_dir"], records.SNAPSHOT_DIR)
     # the copy keeps each recipe folder's own name (a run with --recipes DIR has snapshot/DIR/..., not recipes/)
     folders = sorted({os.path.dirname(os.path.normpath(os.path.join(record["_dir"], rec["snapshot"])))
-                      for rec in record["recipes"].values() if isinstance(rec.get("snapshot"), str)}) \
+                      for rec in recorded.values() if isinstance(rec.get("snapshot"), str)}) \
         or [os.path.join(snapshot, "recipes")]
     if not recorded_recipes:
         raise MlrunError(f"the run's recipes differ from the local ones ({', '.join(differing)}): replaying it would "
@@ -49,12 +52,32 @@ def choose_recipes(record, settings, recorded_recipes=False):
                          hint=f"expected the copy in {' and '.join(folders)}")
     index = RecipeIndex(folders, check_deps=False)
     copied = {r["name"]: r["digest"] for r in index.recipes}
-    for name, rec in record["recipes"].items():
+    for name, rec in recorded.items():
         if copied.get(name) != rec["digest"]:
             raise MlrunError(f"the record's copy of recipe {name} does not match its recorded digest",
                              hint="the run folder was changed after the run")
     notes = [f"recipe {name}: the local one differs or is missing; using the recorded copy" for name in differing]
     return index, notes
+
+
+def _copied_recipes(record, snapshot):
+    """{name: {version, digest, snapshot}} of the recipes a run's folder holds copies of: a run killed before its end
+    by an mlrun that recorded them only then has "recipes": {} beside its copy."""
+    folders = []
+    for name in sorted(os.listdir(snapshot)) if os.path.isdir(snapshot) else ():
+        folder = os.path.join(snapshot, name)
+        if os.path.isdir(folder) and any(os.path.isfile(os.path.join(folder, child, "recipe.yaml"))
+                                         for child in os.listdir(folder)):
+            folders.append(folder)
+    if not folders:
+        return {}
+    try:
+        index = RecipeIndex(folders, check_deps=False)
+    except MlrunError:
+        return {}
+    return {r["name"]: {"version": r["version"], "digest": r["digest"],
+                        "snapshot": os.path.relpath(os.path.dirname(r["path"]), record["_dir"])}
+            for r in index.recipes}
 
 
 def plan_differences(record, plan):

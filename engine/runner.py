@@ -128,6 +128,13 @@ class Runner:
         try:
             try:
                 record["recipes"] = records.snapshot_recipes(plan, run_dir)
+                # on disk at once: a run killed later (SIGKILL, a node lost) kept "recipes": {}, and its replay after
+                # a `git pull` said "the local ones are the recorded ones" and ran the new ones as exact
+                try:
+                    write_json(record_path, record)
+                    self.first_record = json.dumps(record, default=str)
+                except OSError:
+                    pass   # a full disk: the first record stands, and the end says how the run ended
             except MlrunError:   # a full disk before any step ran: no folder left (it showed 'died' for ever)
                 shutil.rmtree(run_dir, ignore_errors=True)
                 record_path = None

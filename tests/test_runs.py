@@ -121,6 +121,27 @@ def test_replay_uses_the_recorded_recipes_when_the_local_ones_changed(bench):
     assert "recipe app: the local one differs or is missing; using the recorded copy" in replayed.stdout
 
 
+def test_a_run_killed_mid_step_has_its_recipes_recorded_and_its_replay_sees_them_changed(bench, tmp_path):
+    """run.json named the recipes only at the run's end: a run SIGKILLed kept "recipes": {}, and its replay after a
+    `git pull` said "the local ones are the recorded ones" and ran the new recipes, marked exact."""
+    from conftest import kill_group, wait_for
+    started = tmp_path / "started"
+    bench.recipe("slow", f"tags: slow\ncache: false\ndeps: [{{name: tool, query: get tool}}]\n"
+                         f"run: touch {started}; sleep 60\n")
+    proc = bench.popen("slow")
+    assert wait_for(started.exists, timeout=60)
+    kill_group(proc)
+    [run_id] = [n for n in os.listdir(bench.runs) if not n.startswith(".")]
+    record = record_of(bench, run_id)
+    assert record["status"] == "running" and sorted(record["recipes"]) == ["slow", "tool"]
+    bench.recipe("slow", f"tags: slow\ncache: false\ndeps: [{{name: tool, query: get tool}}]\nrun: sleep 61\n")
+    assert_user_error(bench.mlrun("replay", run_id), 2, "the run's recipes differ from the local ones (slow)")
+    # a record made before this fix: no recipes named, its folder's copy read instead
+    path = os.path.join(bench.runs, run_id, "run.json")
+    json.dump({**record, "recipes": {}}, open(path, "w"))
+    assert_user_error(bench.mlrun("replay", run_id), 2, "the run's recipes differ from the local ones (slow)")
+
+
 def test_replay_finds_the_recorded_copy_of_recipes_from_a_folder_of_another_name(bench):
     """A run with --recipes DIR keeps its copy in snapshot/DIR/: replay looked in snapshot/recipes/ only."""
     mine = os.path.join(bench.root, "team-recipes")
@@ -343,6 +364,11 @@ def test_diff_and_replay_say_how_each_run_ran():
     lines, ok = replay.verdict(fp32, record("fp32", 0, 1, 9.5))
     assert ok and lines[-3:] == ["how it ran differs:", "  ran.openvino.streams: recorded 2, here 1",
                                  "  ran.parallelism.instances: recorded 2, here 1"]
+    # a record made before `instances` was kept beside parallelism.instances: not "absent -> 2" (an upgrade's diff)
+    newer = {**fp32, "results": {**fp32["results"], "instances": 2}}
+    assert compare.ran(fp32, newer) == [] and compare.ran(newer, fp32) == []
+    assert compare.ran(fp32, {**int8, "results": {**int8["results"], "instances": 1}})[-1] == \
+        ("ran.parallelism.instances", 2, 1)
 
 
 @pytest.mark.parametrize("query, name, inputs", [
