@@ -44,6 +44,7 @@ class Cache:
         self.root = os.path.abspath(root)
         self._held = {}   # lock file path -> fd of the use and temp-folder locks this process holds
         self.resealed = 0   # entries the last reseal() recorded anew
+        self.unreadable = []   # [(path, why)] the last verify() could not read
 
     # -- paths ---------------------------------------------------------------
 
@@ -55,6 +56,10 @@ class Cache:
         one changed since (its stat signature differs) raises DamagedEntry."""
         path = self.path(node)
         if not os.path.isfile(os.path.join(path, META_DIR, ENTRY_FILE)):
+            if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
+                # a teammate's entry made private: it was rebuilt, then failed "Operation not permitted"
+                raise MlrunError(f"the cache entry {path} is not readable by you (owner: {owner(path)})",
+                                 hint="its owner can make it readable to the group (chmod -R g+rX), or remove it")
             return None
         meta = read_entry(path)
         if meta is not None and meta["key"] != node.key:   # an entry copied or renamed onto this key's folder
@@ -79,8 +84,8 @@ class Cache:
         """The path of a lock file under .locks/ (its folder made, shared with the group, when missing)."""
         folder = os.path.dirname(os.path.join(self.root, ".locks", name))
         if not os.path.isdir(folder):
-            _shared_dir(os.path.join(self.root, ".locks"))
-            _shared_dir(folder)
+            shared_dir(os.path.join(self.root, ".locks"))
+            shared_dir(folder)
         return os.path.join(self.root, ".locks", name)
 
     def use_lock(self, entry_name):
@@ -112,7 +117,7 @@ class Cache:
         """A fresh path .tmp/<prefix><pid>-<random> owned (locked) by this process until drop_temp;
         `mlrun gc` removes it only once nobody holds that lock (a killed import, a killed removal)."""
         tmp_root = os.path.join(self.root, ".tmp")
-        _shared_dir(tmp_root)
+        shared_dir(tmp_root)
         name = f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
         lock = self.lock_path(f"tmp/{name}.lock")
         self._held[lock] = flock(lock)   # before the folder exists: gc never sees it unowned
@@ -131,7 +136,7 @@ class Cache:
     def partial_dir(self):
         """Where unfinished downloads are kept, by checksum, so the next run resumes them."""
         path = os.path.join(self.root, ".partial")
-        _shared_dir(path)
+        shared_dir(path)
         return path
 
     # -- building --------------------------------------------------------------
@@ -140,17 +145,26 @@ class Cache:
         """A fresh temporary folder for a build; call with the entry's lock held."""
         from . import guard
         tmp_root = os.path.join(self.root, ".tmp")
-        _shared_dir(tmp_root)
+        shared_dir(tmp_root)
         # Leftovers of a killed build of this entry: no mlrun owns them while we hold the lock, but its
         # step may still run (guard killed too), so that is killed first. The log goes where `mlrun show
         # failed` looks, the rest is deleted.
         for name in os.listdir(tmp_root):
             if name.startswith(node.entry_name + "."):
                 leftover = os.path.join(tmp_root, name)
-                guard.kill_recorded(os.path.join(leftover, META_DIR, guard.RECORD))
-                self.keep_failed(leftover, node, why="killed")
+                try:
+                    guard.kill_recorded(os.path.join(leftover, META_DIR, guard.RECORD))
+                    self.keep_failed(leftover, node, why="killed")
+                except OSError:
+                    # a teammate's killed build, made under a umask that keeps the group out: this build, in a
+                    # folder of its own name, needs nothing of it (every build of the entry failed "cannot use
+                    # build.log: Permission denied"); its owner's `mlrun gc` removes it
+                    continue
         path = os.path.join(tmp_root, f"{node.entry_name}.{os.getpid()}")
         os.makedirs(os.path.join(path, META_DIR))
+        for folder in (path, os.path.join(path, META_DIR)):   # a teammate can set its log aside if it is killed
+            with contextlib.suppress(OSError):
+                os.chmod(folder, 0o2775)
         return path
 
     def publish(self, build_dir, node, meta):
@@ -196,7 +210,7 @@ class Cache:
         n = 1
         while os.path.exists(failed):  # failed again within the same second: never move into the older one
             failed, n = f"{base}-{n}", n + 1
-        os.makedirs(os.path.dirname(failed), exist_ok=True)
+        shared_dir(os.path.dirname(failed))   # the group's, as .tmp/ is: a teammate's failed logs were lost
         for folder in (build_dir, os.path.join(build_dir, META_DIR)):   # a step may have made them read-only
             integrity.writable(folder)
         shutil.move(os.path.join(build_dir, META_DIR), failed)
@@ -232,6 +246,11 @@ class Cache:
                       and os.path.isdir(os.path.join(self.root, n)) and read_entry(os.path.join(self.root, n)) is None)
 
     @staticmethod
+    def private(path):
+        """A folder of the cache this user may not enter or read (a teammate's, made private): not damaged."""
+        return os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK)
+
+    @staticmethod
     def is_damaged(path):
         """A folder named as an entry whose entry.json is missing or unreadable: an entry gone bad (removable by
         `mlrun rm cache PATH`; the next build of it replaces one whose entry.json is gone, a run refuses one whose
@@ -250,13 +269,27 @@ class Cache:
                 return 0   # removed meanwhile
         return sorted((os.path.join(folder, n, "build.log") for n in os.listdir(folder)), key=when)
 
+    def remove_failed(self, logs):
+        """Delete the folders of failed_logs(); those it could not (a teammate's) are named, the rest go."""
+        for log in logs:
+            remove_tree(os.path.dirname(log))
+        left = [os.path.dirname(log) for log in logs if os.path.lexists(os.path.dirname(log))]
+        if left:   # rmtree ignores errors: it said "removed" of a teammate's folder the group may not write
+            raise MlrunError(f"could not remove {few([f'{p} (owner: {owner(p)})' for p in left])}"
+                             + (f"; the other {len(logs) - len(left)} removed" if len(left) < len(logs) else ""),
+                             hint="its owner (or root) can remove it")
+
     def verify(self, entries=None):
         """Re-hash each entry (files and metadata) and compare its stat signature:
         [(meta, [problems])] for the entries that do not match."""
         bad = []
+        self.unreadable = []   # [(path, why)]: a teammate's files this user may not read, not checked
         for meta in entries if entries is not None else self.entries():
             try:
                 problems = entry_problems(meta["path"], meta)
+            except PermissionError as e:   # the first such file ended the whole check
+                self.unreadable.append((meta["path"], f"{e.strerror}: {e.filename} (owner: {owner(e.filename)})"))
+                continue
             except MlrunError:
                 if not os.path.lexists(os.path.join(meta["path"], META_DIR, ENTRY_FILE)):
                     continue   # removed (mlrun rm, gc) while it was checked: nothing left to verify
@@ -300,8 +333,17 @@ class Cache:
         self._discard_all(entries)
 
     def _discard_all(self, entries):
-        for meta in entries:
-            self._discard(os.path.realpath(meta["path"]))
+        failed = []
+        for meta in entries:   # all it can: `rm` stopped at a teammate's entry, saying nothing of those removed
+            path = os.path.realpath(meta["path"])
+            try:
+                self._discard(path)
+            except OSError as e:
+                failed.append(f"{os.path.basename(path)} (owner: {owner(path)}: {e.strerror or e})")
+        if failed:
+            done = len(entries) - len(failed)
+            raise MlrunError(f"could not remove {few(failed)}" + (f"; the other {done} removed" if done else ""),
+                             hint="a sealed entry is removed by the user who built it (or root)")
 
     def remove_unused(self, entries):
         """remove(), refusing while a running mlrun uses any of them (holds its use lock): the run would end
@@ -404,7 +446,20 @@ def file_problems(path, recorded, skip=UNDIGESTED):
     return problems
 
 
-def _shared_dir(path):
+def owner(path):
+    """The user name that owns path (its uid when the name is unknown here)."""
+    import pwd
+    try:
+        uid = os.lstat(path).st_uid
+    except OSError:
+        return "unknown"
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def shared_dir(path):
     """A cache folder other users of the group can also create files in."""
     if not os.path.isdir(path):
         os.makedirs(path, exist_ok=True)
@@ -437,7 +492,9 @@ def flock(path, shared=False, wait=True):
     import fcntl
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
-    except PermissionError:   # another user's lock file that the group may not write: flock needs no write
+    except PermissionError as denied:   # another user's lock file that the group may not write: flock needs no write
+        if not os.path.lexists(path):
+            raise denied from None   # no lock to read: this folder is not writable ("No such file" said otherwise)
         fd = os.open(path, os.O_RDONLY)
     try:
         if os.fstat(fd).st_mode & 0o664 != 0o664:   # the umask took the group's write bit

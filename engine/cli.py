@@ -805,15 +805,14 @@ def _print_near(words, verb):
 
 def cmd_rm(args, extras, settings):
     from . import cache_view
-    from .cache import Cache, remove_tree
+    from .cache import Cache
     cache = Cache(settings.cache)
     if args.what == "failed":   # the kept logs of failed, interrupted and killed builds
         if args.query:
             raise UsageError("mlrun rm failed takes no QUERY: it removes every kept log of a failed build")
         logs = cache.failed_logs()
         return _remove_listed(args, [f"{cache_view.failed_kind(p):<11} {_rel(os.path.dirname(p))}" for p in logs],
-                              plural(len(logs), "failed build log"),
-                              lambda: [remove_tree(os.path.dirname(p)) for p in logs])
+                              plural(len(logs), "failed build log"), lambda: cache.remove_failed(logs))
     if args.all == bool(args.query):
         raise UsageError("say which entries: mlrun rm cache QUERY|ENTRY|KEY, or mlrun rm cache --all")
     if args.all:
@@ -880,8 +879,8 @@ def cmd_gc(args, extras, settings):
     print(f"freed {_size(sum(i.bytes for i in removed))}"
           + (": " + ", ".join(f"{plural(n, kind)} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
     if skipped:
-        print(f"skipped {len(skipped)} (in use again since, or not removable now): "
-              + ", ".join(_rel(i.path) for i in skipped))
+        print(f"skipped {len(skipped)}: " + ", ".join(f"{_rel(i.path)} ({i.why or 'not removable now'})"
+                                                      for i in skipped))
     return 0
 
 
@@ -893,11 +892,18 @@ def cmd_cache(args, extras, settings):
     bad = cache.reseal(entries) if args.reseal else cache.verify(entries)
     old = [m["path"] for m in entries if not entry_meta_covered(m)]
     strays = cache.strays()   # an entry whose metadata went is no entry any more: said, not skipped
+    from .cache import owner
+    # a teammate's entry or file this user may not read: not checked, never called damaged (nor "remove it")
+    unreadable = cache.unreadable + [(p, f"not readable by you (owner: {owner(p)})") for p in strays if cache.private(p)]
+    strays = [p for p in strays if not cache.private(p)]
     damaged = [p for p in strays if cache.is_damaged(p)]
     if args.json:
         _print_json({"checked": len(entries), "bad": [{"path": m["path"], "problems": p} for m, p in bad],
-                     "old_format": old, "damaged": damaged, "not_entries": [p for p in strays if p not in damaged]})
+                     "old_format": old, "damaged": damaged, "not_entries": [p for p in strays if p not in damaged],
+                     "unreadable": [{"path": p, "why": why} for p, why in unreadable]})
     else:
+        for path, why in unreadable:
+            print(f"UNREADABLE {_rel(path)}: {why}; not checked")
         for meta, problems in bad:
             copied = copy_damage_only(problems)   # its content verified: a copy that lost the file times
             print(f"{'STAT ONLY' if copied else 'CORRUPT'} {_rel(meta['path'])}"
@@ -926,6 +932,7 @@ def cmd_cache(args, extras, settings):
               + (f", {cache.resealed} resealed" if args.reseal else "")
               + (f", {len(old)} of the old format" if old else "")
               + (f", {len(damaged)} damaged" if damaged else "")
+              + (f", {len(unreadable)} not readable by you" if unreadable else "")
               + (f", {len(strays) - len(damaged)} not {'an entry' if len(strays) - len(damaged) == 1 else 'entries'}"
                  if len(strays) > len(damaged) else ""))
         if bad:
@@ -934,7 +941,7 @@ def cmd_cache(args, extras, settings):
             print("hint: " + ("; ".join(x for x in ("remove each corrupt entry with the command shown; the next run "
                                                     "rebuilds it" if len(bad) > copies else "", keep) if x)),
                   file=sys.stderr)
-    return 1 if bad or strays else 0
+    return 1 if bad or strays else 2 if unreadable else 0
 
 
 def cmd_mirror(args, extras, settings):

@@ -11,7 +11,7 @@ import os
 import re
 import time
 
-from .cache import ENTRY_NAME as ENTRY, flock, read_entry, remove_tree
+from .cache import ENTRY_NAME as ENTRY, flock, owner, read_entry, remove_tree
 from .errors import MlrunError, UsageError
 
 DEFAULT_AGE = 7 * 86400
@@ -33,6 +33,7 @@ class Item:
     def __init__(self, kind, path, lock=None, entry=False, unlink_lock=False):
         self.kind, self.path, self.lock, self.entry, self.unlink_lock = kind, path, lock, entry, unlink_lock
         self.bytes = tree_size(path)
+        self.why = None   # why it was skipped
 
 
 def parse_age(text):
@@ -101,18 +102,32 @@ def remove(cache, items, older_than=None, now=None):
     returns (removed items, skipped items)."""
     removed, skipped = [], []
     for item in items:
-        fd = flock(item.lock, wait=False) if item.lock else None
+        try:
+            fd = flock(item.lock, wait=False) if item.lock else None
+        except OSError as e:   # a lock of a folder this user may not write in
+            item.why = f"not removable by you: {e.strerror or e}"
+            skipped.append(item)
+            continue
         if item.lock and fd is None:
-            skipped.append(item)   # an owner came back since gc looked
+            item.why = "in use again since"   # an owner came back since gc looked
+            skipped.append(item)
             continue
         try:
             meta = read_entry(item.path) if item.entry else None
             if item.entry and (meta is None or (time.time() if now is None else now) - last_used(meta, item.lock)
                                < older_than):
+                item.why = "used since"
                 skipped.append(item)   # used (or removed) since gc looked
                 continue
-            _delete(cache, item, meta)
-            (skipped if os.path.lexists(item.path) else removed).append(item)   # e.g. a file still open on NFS
+            try:
+                _delete(cache, item, meta)
+            except MlrunError as e:   # a teammate's: the rest still goes (gc stopped at the first of them)
+                item.why = e.message
+                skipped.append(item)
+                continue
+            if os.path.lexists(item.path):   # a teammate's leftover under a umask that keeps the group out
+                item.why = f"not removable by you (owner: {owner(item.path)})"
+            (skipped if os.path.lexists(item.path) else removed).append(item)
         finally:
             if fd is not None:
                 os.close(fd)
@@ -120,11 +135,11 @@ def remove(cache, items, older_than=None, now=None):
 
 
 def _delete(cache, item, meta):
-    if item.kind == "build leftover":   # its mlrun was killed, its step may run on: stopped first
-        from . import guard
-        from .cache import META_DIR
-        guard.kill_recorded(os.path.join(item.path, META_DIR, guard.RECORD))
     try:
+        if item.kind == "build leftover":   # its mlrun was killed, its step may run on: stopped first
+            from . import guard
+            from .cache import META_DIR
+            guard.kill_recorded(os.path.join(item.path, META_DIR, guard.RECORD))
         if meta:
             cache.remove([meta])
         elif item.path != item.lock:

@@ -136,7 +136,8 @@ class RecipeIndex:
         if not os.path.isdir(os.path.dirname(self.state_dir)):
             return   # no cache yet: reading recipes makes none (`show cache` of a typo made the folder)
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            from .cache import shared_dir
+            shared_dir(os.path.dirname(path))   # the group's: teammates' runs store and read theirs there too
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
                 json.dump({"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA], "fingerprint": fingerprint,

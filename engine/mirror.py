@@ -70,6 +70,7 @@ class _Index:
         except OSError:
             return   # a cache that cannot be written (read-only, full) costs the hashing again, nothing more
         try:
+            os.fchmod(fd, 0o664)   # mkstemp's 0600: a teammate sharing the cache hashed every mirror file again
             with os.fdopen(fd, "w") as f:
                 json.dump({"version": INDEX_VERSION, "files": self.entries}, f)
             os.replace(tmp, self.path)  # readers never see a half-written index

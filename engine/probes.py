@@ -124,9 +124,9 @@ class Prober:
     def _write(path, format_, outputs):
         if not path:
             return
-        from .cache import write_json
+        from .cache import shared_dir, write_json
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
+            shared_dir(os.path.dirname(path))
             write_json(path, {"format": format_, "outputs": outputs}, sort_keys=True)
         except OSError:
             pass  # a read-only cache: probes are simply run again next time

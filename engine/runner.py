@@ -97,10 +97,12 @@ class Runner:
 
     def run(self, plan, argv=None, extra=None):
         """Run every node; returns the run record (also written to runs/<id>/run.json, with `extra`)."""
+        from .cache import shared_dir
         while True:
             run_id = new_run_id()
             run_dir = os.path.join(self.runs_dir, run_id)
             try:
+                shared_dir(self.runs_dir)   # the group's, as the cache: a teammate's runs go there too
                 os.makedirs(run_dir)
                 break
             except FileExistsError:  # another mlrun started in the same second and drew the same suffix
@@ -237,6 +239,8 @@ class Runner:
         try:
             lock.acquire(timeout=1)
         except Timeout:
+            if not getattr(self.reporter, "stream", sys.stderr).isatty():   # a batch log showed nothing for a minute
+                self.reporter.line(f"[{i}/{total}] {node.label}: waiting: another mlrun is building it")
             self.reporter.step(i, total, node, "waiting", "another mlrun is building it", final=False)
             lock.acquire()
         try:

@@ -67,9 +67,17 @@ def write(runs_dir, data):
     from engine.cache import write_json
     p = path(runs_dir, data["name"])
     with os_errors("cannot write the sweep record", p):
-        os.makedirs(os.path.dirname(p), exist_ok=True)
+        _make(os.path.dirname(p))
         with FileLock(p + ".lock"):
             write_json(p, data)
+
+
+def _make(folder):
+    """A sweep's folder, in runs/sweeps/ made the group's as the cache's folders are: made under one teammate's
+    umask, the next one's sweep could not be created there."""
+    from engine.cache import shared_dir
+    shared_dir(os.path.dirname(folder))
+    os.makedirs(folder, exist_ok=True)
 
 
 def hold(runs_dir, name):
@@ -77,7 +85,7 @@ def hold(runs_dir, name):
     from filelock import FileLock, Timeout
     folder = os.path.dirname(path(runs_dir, name))
     with os_errors("cannot create the sweep folder", folder):
-        os.makedirs(folder, exist_ok=True)
+        _make(folder)
     lock = FileLock(os.path.join(folder, "sweep.lock"))
     try:
         lock.acquire(timeout=0)

@@ -127,6 +127,21 @@ def test_racing_processes_build_each_entry_exactly_once(ws, tmp_path):
     assert ws.mlrun("cache", "verify").returncode == 0
 
 
+def test_a_run_waiting_for_another_mlrun_says_so_at_once_in_a_log(ws, tmp_path):
+    """Without a terminal (a batch job's log) the 'waiting' line showed only after a minute: it looked hung."""
+    started = tmp_path / "started"
+    ws.recipe("slow", f"tags: slow\nrun: touch {started}; sleep 3; echo done > out.txt\n")
+    first = ws.popen("slow")
+    try:
+        assert wait_for(started.exists, timeout=30)
+        second = ws.mlrun("slow")
+    finally:
+        first.communicate(timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "slow: waiting: another mlrun is building it" in second.stderr
+    assert "(built by another mlrun)" in second.stderr
+
+
 # -- SIGKILL mid-build ----------------------------------------------------------------------------
 
 

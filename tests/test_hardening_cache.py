@@ -120,6 +120,114 @@ def test_a_non_root_user_cannot_write_into_an_entry_yet_mlrun_still_deletes_what
     assert as_nobody(public_tmp, job) == (0, "")
 
 
+def test_the_runs_folder_and_its_sweeps_folder_are_the_groups_whatever_the_umask(tmp_path):
+    """runs/sweeps/ made under one teammate's umask 022: the next one's sweep could not be created there."""
+    from sweeps import record
+    index = MemoryIndex({"a": {"tags": "a", "cache": False, "run": "true"}})
+    old = os.umask(0o022)
+    try:
+        Runner(Cache(str(tmp_path / "cache")), str(tmp_path / "runs"), reporter=RunReporter(io.StringIO())).run(
+            resolve(index, "a"), argv=["mlrun"])
+        record.hold(str(tmp_path / "runs"), "mine").release()
+    finally:
+        os.umask(old)
+    for folder in ("runs", "runs/sweeps"):
+        assert stat.S_IMODE(os.stat(tmp_path / folder).st_mode) == 0o2775, folder
+
+
+@needs_root
+def test_a_teammates_killed_build_and_failed_logs_block_nobody(public_tmp):
+    """A team's cache (setgid, the group's): a teammate's killed build made under umask 022 failed every later build
+    of the entry ("cannot use build.log: Permission denied"), gc said it was "in use", and `rm failed` said it removed
+    a teammate's log it could not."""
+    from engine import gc
+    team = os.path.join(public_tmp, "cache")
+    os.makedirs(team)
+    os.chown(team, 0, 65534)   # the group of the user nobody: the team
+    os.chmod(team, 0o2775)
+    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}, "bad": {"tags": "bad", "run": "exit 3"}})
+    cache, node = Cache(team), resolve(index, "a").root
+    old = os.umask(0o022)
+    try:
+        with cache.lock(node):   # root's build, killed: its folders keep the group out
+            build = cache.new_build_dir(node)
+            os.makedirs(os.path.join(build, "venv", "lib"))
+            open(os.path.join(build, ".mlrun", "build.log"), "w").close()
+            for folder in (build, os.path.join(build, ".mlrun")):
+                os.chmod(folder, 0o755)   # as an mlrun before this fix made them
+        quiet = RunReporter(io.StringIO())
+        with pytest.raises(MlrunError):
+            Runner(cache, os.path.join(public_tmp, "root-runs"), reporter=quiet).run(resolve(index, "bad"),
+                                                                                   argv=["mlrun"])
+    finally:
+        os.umask(old)
+    [log] = cache.failed_logs()
+    os.chmod(os.path.dirname(log), 0o755)   # as an mlrun before this fix left a failed build's log
+
+    def job():   # (the step itself is not run: nobody cannot read the venv mlrun runs it with here)
+        with Cache(team).lock(node):
+            mine = Cache(team).new_build_dir(node)
+        out = "" if os.stat(mine).st_mode & 0o2775 == 0o2775 else "a build folder the group cannot write"
+        os.rmdir(os.path.join(mine, ".mlrun"))
+        os.rmdir(mine)
+        removed, skipped = gc.remove(Cache(team), gc.find(Cache(team), os.path.join(public_tmp, "runs")))
+        out += "" if [i.why for i in skipped] == ["not removable by you (owner: root)"] else f"gc: {skipped}"
+        try:
+            Cache(team).remove_failed(Cache(team).failed_logs())
+            out += "rm failed said nothing"
+        except MlrunError as e:
+            out += "" if "(owner: root)" in e.message else e.message
+        return out
+    got = as_nobody(public_tmp, job)
+    assert got == (0, ""), got[1]
+
+
+@needs_root
+def test_a_teammates_private_entry_is_said_so_and_rm_goes_on_past_it(public_tmp):
+    """An entry its builder made private was called damaged and rebuilt, then "Operation not permitted"; rm stopped
+    at a teammate's entry, saying nothing of those it had removed; a lock in a folder the user may not write was
+    "No such file or directory"."""
+    from engine.cache import flock
+    team = os.path.join(public_tmp, "cache")
+    os.makedirs(team)
+    os.chown(team, 0, 65534)
+    os.chmod(team, 0o2775)
+    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}, "b": {"tags": "b", "run": "echo b > out.txt"}})
+    quiet = RunReporter(io.StringIO())
+    for query in ("a", "b"):
+        Runner(Cache(team), os.path.join(public_tmp, "runs"), reporter=quiet).run(resolve(index, query), argv=["m"])
+    private = Cache(team).path(resolve(index, "a").root)
+    os.chmod(private, 0o700)
+    shared = Cache(team).path(resolve(index, "b").root)
+    os.chmod(os.path.join(shared, "out.txt"), 0o600)
+
+    def job():
+        out = ""
+        cache = Cache(team)   # `cache verify` stopped at the first file it could not read, called it damaged
+        out += "" if cache.verify() == [] and [p for p, _ in cache.unreadable] == [shared] else f"{cache.unreadable}; "
+        out += "" if Cache.private(private) and cache.strays() == [private] else "private not told; "
+        try:
+            Cache(team).lookup(resolve(index, "a").root)
+            out += "a private entry looked up as none; "
+        except MlrunError as e:
+            out += "" if "is not readable by you (owner: root)" in e.message else e.message
+        try:
+            Cache(team).remove(Cache(team).entries())
+            out += "rm said nothing; "
+        except MlrunError as e:
+            out += "" if "could not remove b-" in e.message and "(owner: root" in e.message else e.message
+        try:
+            flock(os.path.join(public_tmp, "root-only", "lock"))   # a folder nobody may not create files in
+        except PermissionError:
+            pass
+        except OSError as e:
+            out += f"flock: {e}"
+        return out
+    os.makedirs(os.path.join(public_tmp, "root-only"), mode=0o755)
+    got = as_nobody(public_tmp, job)
+    assert got == (0, ""), got[1]
+
+
 @needs_root
 def test_a_cache_the_user_may_only_read_still_serves_cached_runs(public_tmp):
     index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}})

@@ -63,6 +63,7 @@ def test_index_makes_second_lookup_hash_nothing(tree, tmp_path, hashed):
     assert len(hashed) == 3
     entries = json.loads(index.read_text())["files"]
     assert entries[str(tree / "a.txt")]["sha256"] == _sha(b"alpha")
+    assert index.stat().st_mode & 0o040   # the group's to read: mkstemp's 0600 made teammates hash it all again
 
     hashed.clear()
     assert mirror.find(tree, sha256=_sha(b"bravo!"), index_path=index) == str(tree / "b.txt")
