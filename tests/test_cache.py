@@ -127,10 +127,11 @@ def test_racing_processes_build_each_entry_exactly_once(ws, tmp_path):
     assert ws.mlrun("cache", "verify").returncode == 0
 
 
+@pytest.mark.slow   # a build of 2 s to wait for
 def test_a_run_waiting_for_another_mlrun_says_so_at_once_in_a_log(ws, tmp_path):
     """Without a terminal (a batch job's log) the 'waiting' line showed only after a minute: it looked hung."""
     started = tmp_path / "started"
-    ws.recipe("slow", f"tags: slow\nrun: touch {started}; sleep 3; echo done > out.txt\n")
+    ws.recipe("slow", f"tags: slow\nrun: touch {started}; sleep 2; echo done > out.txt\n")
     first = ws.popen("slow")
     try:
         assert wait_for(started.exists, timeout=30)
