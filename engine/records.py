@@ -177,8 +177,24 @@ def find(runs_dir, ref):
     if len(ids) == 1:
         return os.path.join(runs_dir, ids[0], "run.json")
     if not ids:
+        private = _private_runs(runs_dir, ref)
+        if private:   # a teammate's run made under umask 077: "no run" sent them looking elsewhere
+            from .cache import owner
+            raise UsageError(f"run {private[0]} in {runs_dir} is not readable by you (owner: "
+                             f"{owner(os.path.join(runs_dir, private[0]))})",
+                             hint="its owner can make it readable to the group (chmod -R g+rX)")
         raise UsageError(f"no run '{ref}' in {runs_dir}", hint="`mlrun runs` lists the recorded runs")
     raise UsageError(f"'{ref}' names {len(ids)} runs: {', '.join(ids[:5])}", hint="give more of the id")
+
+
+def _private_runs(runs_dir, ref):
+    """Folders under runs_dir whose names start with ref that this user may not read into."""
+    try:
+        names = os.listdir(runs_dir)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.startswith(ref) and os.path.isdir(os.path.join(runs_dir, n))
+                  and not os.access(os.path.join(runs_dir, n), os.R_OK | os.X_OK))
 
 
 def list_ids(runs_dir):

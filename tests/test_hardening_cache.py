@@ -200,6 +200,9 @@ def test_a_teammates_private_entry_is_said_so_and_rm_goes_on_past_it(public_tmp)
     os.chmod(private, 0o700)
     shared = Cache(team).path(resolve(index, "b").root)
     os.chmod(os.path.join(shared, "out.txt"), 0o600)
+    runs = os.path.join(public_tmp, "runs")
+    hidden = sorted(os.listdir(runs))[0]
+    os.chmod(os.path.join(runs, hidden), 0o700)   # a run made under umask 077: it was "no run"
 
     def job():
         out = ""
@@ -216,6 +219,12 @@ def test_a_teammates_private_entry_is_said_so_and_rm_goes_on_past_it(public_tmp)
             out += "rm said nothing; "
         except MlrunError as e:
             out += "" if "could not remove b-" in e.message and "(owner: root" in e.message else e.message
+        from engine import records
+        try:
+            records.find(runs, hidden)
+            out += "a private run found; "
+        except MlrunError as e:
+            out += "" if "is not readable by you (owner: root)" in e.message else e.message
         try:
             flock(os.path.join(public_tmp, "root-only", "lock"))   # a folder nobody may not create files in
         except PermissionError:
