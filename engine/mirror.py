@@ -37,13 +37,16 @@ class _Index:
 
     def known(self, path, st):
         entry = self.entries.get(path)
-        return bool(entry) and entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns
+        # ctime and inode too: a file replaced by `cp -p` (same size and time) kept the old one's digest
+        return bool(entry) and entry["size"] == st.st_size and entry["mtime_ns"] == st.st_mtime_ns \
+            and entry.get("ctime_ns") == st.st_ctime_ns and entry.get("ino") == st.st_ino
 
     def digests(self, path, st):
         """{sha256, md5} of a file, hashing it only if it changed since indexed."""
         if self.known(path, st):
             return self.entries[path]
-        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, **file_digests(path)}
+        entry = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns, "ino": st.st_ino,
+                 **file_digests(path)}
         self.entries[path] = entry
         self.dirty = True
         return entry

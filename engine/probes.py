@@ -71,7 +71,8 @@ class Prober:
                    for s in [os.stat(a)]]
         # The host too: a cache shared by machines (NFS) must not hand one machine's CPU or Python to another.
         memo_key = hashlib.sha256(keys.canonical(
-            [argv, program, st.st_size, st.st_mtime_ns, st.st_ino, seen, os.uname().nodename, scripts])).hexdigest()
+            [argv, program, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, seen, os.uname().nodename,
+             scripts])).hexdigest()
         memo = self._load()
         if memo_key not in memo:
             memo[memo_key] = self._run(node, name, argv, env)

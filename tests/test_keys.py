@@ -235,6 +235,27 @@ def test_the_stored_recipe_index_sees_a_same_size_edit_that_kept_the_files_time(
         k = changed
 
 
+def test_a_probe_program_edited_to_the_same_size_and_time_is_run_again(ws):
+    """The probe memo keyed its program by size, mtime and inode: an in-place edit that kept the time (`touch -r`)
+    reused the old program's answer, and the key with it."""
+    from engine.probes import Prober
+    tool = ws.path("bin", "which-isa")
+    ws.write(tool, "#!/bin/sh\necho avx2\n")
+    os.chmod(tool, 0o755)
+    ws.recipe("thing", RECIPE + f"probe: {{isa: [{tool}]}}\n", files={"build.sh": "true\n"})
+    prober = Prober(ws.path("cache"))
+
+    def probed_key():
+        return resolve(RecipeIndex([ws.recipes]), "get thing", prober=prober, host_env=os.environ).root.key
+    k = probed_key()
+    before = os.stat(tool)
+    with open(tool, "r+") as f:   # in place: the same inode
+        f.write("#!/bin/sh\necho avx5\n")
+    os.utime(tool, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert os.stat(tool).st_ino == before.st_ino and os.stat(tool).st_mtime_ns == before.st_mtime_ns
+    assert probed_key() != k
+
+
 def test_a_changed_hash_env_variable_changes_the_key(ws):
     ws.recipe("thing", RECIPE + "hash_env: [CC, CFLAGS]\n", files={"build.sh": "true\n"})
     k = folder_key(ws, host_env={"CC": "gcc"})

@@ -76,6 +76,14 @@ def test_index_makes_second_lookup_hash_nothing(tree, tmp_path, hashed):
     assert hashed == [str(tree / "a.txt")]
     assert str(tree / "b.txt") not in json.loads(index.read_text())["files"]
 
+    # replaced by a file of the same size and time (`cp -p`, `rsync -a`): hashed again, not taken for the old one
+    hashed.clear()
+    before = os.stat(tree / "a.txt")
+    (tree / "new.txt").write_bytes(b"ALPHA, EDITED")
+    os.utime(tree / "new.txt", ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(tree / "new.txt", tree / "a.txt")
+    assert mirror.find(tree, sha256=_sha(b"ALPHA, EDITED"), index_path=index) == str(tree / "a.txt")
+
 
 def test_garbage_index_is_rebuilt(tree, tmp_path):
     index = tmp_path / "index.json"
