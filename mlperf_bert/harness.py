@@ -307,7 +307,7 @@ def run(args):
         "instances": chosen_parallelism.instances if chosen_parallelism else None,
         "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
         "warmup_qps": round(measured_qps, 3), "rate_pass": rate_pass, "settings": chosen,
-        "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt"),
+        "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available),
         "other_load": other_load.record(),
     }
     summary["random_weights"] = args.random_weights

@@ -61,13 +61,14 @@ INVALID_REASONS = (
 COUNT_MOST = 10833   # the features of the SQuAD dev set: --count's most
 
 
-def parse(path):
+def parse(path, features=COUNT_MOST):
     """{"scenario", "mode", "result", "reasons", "explanation", "metric": {name: value}, "latency_ms": {"p50": ms,
     ...}, "short_because"}.
 
     Latencies are in ms (a metric named "... (ns)" in LoadGen is renamed "... (ms)").
     reasons: for an INVALID result, the checks that said NO and LoadGen's notes below them; explanation: the
     same in words with the flag to change (explain); short_because: why the run is too short to submit.
+    features: how many the run could load (a --questions subset has fewer): --count's most, in the advice.
     """
     try:
         lines = path.read_text().splitlines()
@@ -97,7 +98,8 @@ def parse(path):
             latency_ms[f"p{match.group(1)}{'.' + decimals if decimals else ''}"] = int(value) / 1e6
     return {"scenario": scenario, "mode": values.get("Mode", ""), "result": result,
             "reasons": failed_checks + notes if result != "VALID" else [],
-            "explanation": explain(scenario, failed_checks, notes, values, latency_ms) if result != "VALID" else [],
+            "explanation": explain(scenario, failed_checks, notes, values, latency_ms, features)
+            if result != "VALID" else [],
             "metric": metric, "latency_ms": latency_ms,
             "short_because": short_because(scenario, values)}
 
@@ -116,9 +118,9 @@ def short_because(scenario, values):
     return lines
 
 
-def explain(scenario, failed_checks, notes, values, latency_ms):
+def explain(scenario, failed_checks, notes, values, latency_ms, features=COUNT_MOST):
     """[{"check", "why", "fix"}] for each check LoadGen said NO to (INVALID_REASONS), in words."""
-    facts = _facts(scenario, notes, values, latency_ms)
+    facts = _facts(scenario, notes, values, latency_ms, features)
     out = []
     for failed in failed_checks:
         check = failed.rsplit(":", 1)[0].strip()
@@ -131,7 +133,7 @@ def explain(scenario, failed_checks, notes, values, latency_ms):
     return out
 
 
-def _facts(scenario, notes, values, latency_ms):
+def _facts(scenario, notes, values, latency_ms, features=COUNT_MOST):
     """The numbers INVALID_REASONS speak of, from the summary's parameters and notes (absent ones stay out)."""
     text = " ".join(notes)
     facts = {}
@@ -177,9 +179,9 @@ def _facts(scenario, notes, values, latency_ms):
         count = facts["count"]   # --count=607114, which is refused)
         qps = float(facts.get("target_qps", 0) or 0)
         also = " (with --min-duration, a longer run)" if scenario != "Server" else ""   # Server's says "a longer run"
-        facts["longer"] = f"--count={count} or more{also}" if count <= COUNT_MOST else (
+        facts["longer"] = f"--count={count} or more{also}" if count <= features else (
             f"--min-duration={math.ceil(count / qps * 1000)} or more: {count} queries at {qps:g}/s" if qps else
-            f"a longer --min-duration: {count} queries, past --count's {COUNT_MOST}")
+            f"a longer --min-duration: {count} queries, past the {features} features --count can take")
     return facts
 
 

@@ -68,7 +68,8 @@ class QaInference:
         if workers <= 1 or len(items) <= 1:
             return [list(items)]
         ordered = sorted(items, key=lambda item: self.lengths[index(item)])
-        size = max(self.batch_size, math.ceil(len(ordered) / (workers * CHUNKS_PER_WORKER)))
+        # a multiple of the batch: 339 samples in batches of 8 ended every chunk in a partial batch
+        size = self.batch_size * max(1, math.ceil(len(ordered) / (workers * CHUNKS_PER_WORKER * self.batch_size)))
         return [ordered[start:start + size] for start in range(0, len(ordered), size)]
 
     def _cut(self, index):

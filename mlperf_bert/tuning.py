@@ -209,6 +209,8 @@ def run_harness(argv, out_dir):
 
 def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):
     """A harness run of `scenario` in out_dir lasting trial_ms and min_queries queries; its summary.json."""
+    if scenario != "Server":   # Server's own option: the SingleStream and Offline runs refused it, and the search
+        changes.setdefault("streams", None)   # of deepsparse --streams always failed
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     conf = out_dir / "search.conf"  # the user's lines, then the short run's length (later lines win)

@@ -92,12 +92,13 @@ def test_an_invalid_short_run_explains_itself_and_strict_fails_it(files, tmp_pat
                               "--count", "8", "--strict")
     assert result.returncode == 1, result.stderr
     assert summary["loadgen"]["result"] == "INVALID" and summary["short"] is True   # the summary is still there
-    assert summary["loadgen"]["explanation"] == [{
-        "check": "Early stopping satisfied",
-        "why": "early stopping needs at least 64 queries to bound the p90 latency; this run issued 8",
-        "fix": "--count=64 or more (with --min-duration, a longer run)"}]
+    [item] = summary["loadgen"]["explanation"]
+    assert item["check"] == "Early stopping satisfied"
+    assert item["why"] == "early stopping needs at least 64 queries to bound the p90 latency; this run issued 8"
+    # 64 is more than the features this folder has (40 questions): a longer run, never a --count it refuses
+    assert re.fullmatch(r"--min-duration=\d+ or more: 64 queries at [\d.]+/s", item["fix"]), item["fix"]
     assert "    why: early stopping needs at least 64 queries" in result.stdout
-    assert "    fix: --count=64 or more" in result.stdout
+    assert "    fix: --min-duration=" in result.stdout
     assert result.stderr.strip().splitlines()[-1].startswith(
         "error: --strict: the performance result is INVALID: early stopping needs at least 64 queries")
 
@@ -171,6 +172,17 @@ def test_each_invalid_reason_in_words(tmp_path, scenario, checks, notes, latenci
         assert item["check"] == check and why in item["why"] and fix in item["fix"], item
         if "Max latency (ns)" in dict(params):
             assert "--target-qps" not in item["fix"], item
+
+
+def test_the_count_advised_is_within_the_features_the_run_has(tmp_path):
+    """A --questions subset of 40 features was told --count=459, which the harness then refused."""
+    path = tmp_path / "mlperf_log_summary.txt"
+    path.write_text(summary_text("Server", [("Early stopping satisfied", False)],
+                                 ["Run unsuccessful.", "Processed 40 queries.", "Would need to run at least 419 more queries,"],
+                                 [], [("target_qps", "20")]))
+    assert "--count=459 or more" in loadgen_summary.parse(path)["explanation"][0]["fix"]
+    fix = loadgen_summary.parse(path, features=40)["explanation"][0]["fix"]
+    assert "--count" not in fix and "--min-duration=22950 or more: 459 queries at 20/s" in fix
 
 
 def test_a_full_length_run_is_not_short(tmp_path):

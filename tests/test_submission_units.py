@@ -242,6 +242,16 @@ def test_server_measurement_is_find_peak_and_its_target_is_the_one_found(tmp_pat
     assert "7 short runs" in found["how"] and "91.7% of Offline" in found["how"] and "RUN4" in found["how"]
     again = search.retry_settings("Server", found, folder, "RUN5")
     assert again["inputs"] == {"target_qps": 54.075} and "RUN5" in again["how"]   # 60.083 x 0.9
+    # every full-length check missed the bound: the run starts where they stepped down to, not at the search's
+    # target they showed INVALID; a retry never asks more than the failed run completed
+    peak.update(checked_valid=False, checked_qps=51.2)
+    (tmp_path / "summary.json").write_text(json.dumps({"find_peak": peak}))
+    found = search.settings_from("Server", folder, "RUN7")
+    assert found["inputs"] == {"target_qps": 51.2} and "checks stepped down to 51.2 QPS" in found["how"]
+    (tmp_path / "slow").mkdir()
+    slow = _run_folder(tmp_path / "slow", ["Scenario : Server", "Completed samples per second : 40.5"])
+    again = search.retry_settings("Server", found, slow, "RUN8")
+    assert again["inputs"] == {"target_qps": 40.5} and "it completed" in again["how"]
 
 
 def test_server_measurement_without_a_peak_search_is_a_step_error(tmp_path):
@@ -279,6 +289,42 @@ def test_a_finished_run_whose_files_went_is_run_again(tmp_path):
     sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
     sub.state["runs"]["Offline/accuracy"] = {"run": "R1", "folder": str(folder), "fingerprint": {}}
     assert sub.status("Offline/accuracy", plan=None) == ("to run", ["its run R1 lacks mlperf_log_accuracy.json now"])
+
+
+def test_a_test01_scoring_run_is_reused_by_its_own_files(tmp_path):
+    """TEST01's baseline and compliance scoring runs write accuracy.txt, no LoadGen logs: every resume ran them
+    again, 'lacks mlperf_log_summary.txt, mlperf_log_detail.txt'."""
+    import types
+    runs, folder = tmp_path / "runs", tmp_path / "runs" / "R1" / "process-mlperf-accuracy-squad"
+    folder.mkdir(parents=True)
+    (runs / "R1" / "run.json").write_text(json.dumps({"id": "R1", "status": "ok", "steps": []}))
+    (folder / "accuracy.txt").write_text("{\"exact_match\": 1, \"f1\": 2}\n")
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub")])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
+    sub.host = {}
+    plan = types.SimpleNamespace(nodes=[], request={"query": "process mlperf accuracy squad", "inputs": {}})
+    for name in ("Offline/TEST01-baseline_accuracy", "Offline/TEST01-compliance_accuracy"):
+        sub.state["runs"][name] = {"run": "R1", "folder": str(folder), "fingerprint": sub.fingerprint(plan)}
+        assert sub.status(name, plan)[0] == "done"
+    (folder / "accuracy.txt").unlink()
+    assert sub.status(name, plan) == ("to run", ["its run R1 lacks accuracy.txt now"])
+
+
+def test_the_scoring_recipe_keys_its_log_by_content(tmp_path):
+    """The baseline log is written anew at one path by each TEST01 run: a stale score would be reused by path."""
+    from engine.resolver import resolve
+    from engine.settings import Settings
+    settings = Settings.from_env(environ={"MLRUN_RECIPES": os.path.join(ROOT, "recipes"),
+                                          "MLRUN_CACHE": str(tmp_path / "cache")})
+    log = tmp_path / "mlperf_log_accuracy_baseline.json"
+
+    def key():
+        return resolve(settings.index(), "process mlperf accuracy squad", inputs={"log": str(log)},
+                       host_env=dict(os.environ), prober=settings.prober()).root.key
+    log.write_text("[]")
+    first = key()
+    log.write_text('[{"seq_id": 0, "qsl_idx": 0, "data": "00"}]')
+    assert key() != first
 
 
 def _finished_run(tmp_path):

@@ -229,6 +229,15 @@ def test_batches_of_nearby_lengths():
     assert EXACT.batches(lengths, 2, pad=100) == [[1, 3], [2, 0], [4]]
 
 
+def test_the_chunks_of_several_workers_are_whole_batches():
+    """339 samples a chunk in batches of 8: every chunk ended in a partial batch (Offline, several instances)."""
+    backend = SimpleNamespace(io=SimpleNamespace(input_dtype=np.int64))
+    inference = QaInference(backend, synthetic_features([10 + i % 300 for i in range(10833)]), EXACT, batch_size=8)
+    chunks = inference.chunks(list(range(10833)), workers=4)
+    assert all(len(chunk) % 8 == 0 for chunk in chunks[:-1]) and sum(map(len, chunks)) == 10833
+    assert len(chunks) >= 4 * 7   # still about CHUNKS_PER_WORKER each
+
+
 def test_padding_to_a_batch_keeps_each_answer(files):
     lengths = [30, 33, 37, 120, 126, 200]
     features = synthetic_features(lengths)
@@ -381,6 +390,21 @@ def test_classify_reads_a_real_loadgen_summary(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_server_only_option_stays_out_of_find_peaks_singlestream_and_offline_runs(tmp_path, monkeypatch):
+    """deepsparse --streams went into find-peak's SingleStream run, which refused it: the search always failed."""
+    from mlperf_bert import harness
+    args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server", "--mode",
+                               "performance", "--backend", "deepsparse", "--streams", "2", "--find-peak"])
+    seen = []
+    monkeypatch.setattr(tuning, "run_harness", lambda argv, out: seen.append(argv) or {})
+    tuning.short_run(args, tmp_path / "s", "SingleStream", 10, 100, target_latency=None, target_qps=None)
+    tuning.short_run(args, tmp_path / "o", "Offline", 10, 100, target_latency=None)
+    tuning.short_run(args, tmp_path / "v", "Server", 10, 100, target_qps=5)
+    assert "--streams" not in seen[0] and "--streams" not in seen[1] and "--streams" in seen[2]
+    for argv in seen:   # each one a command line the harness takes
+        harness.parse_args(argv + ["--out", "x"])
+
+
 def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     """Short runs (--count 40, 300 ms each, 50% tolerance, starting with 400 queries: early stopping asks
     for more), then the run's own short length as the check, given the queries the search learned."""
