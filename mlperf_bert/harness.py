@@ -191,6 +191,11 @@ def parse_args(argv):
     return args
 
 
+def _dtype_name(dtype):
+    """'int64' of np.int64 or np.dtype('int64')."""
+    return getattr(dtype, "name", None) if not isinstance(dtype, type) else dtype.__name__
+
+
 def _write_text(path, text):
     """Path.write_text, whose OSError names the file even when write() fails (a full disk names none)."""
     try:
@@ -302,6 +307,9 @@ def run(args):
         "threads": inference.backend.threads,
         "backend": args.backend, "workers": workers, "device": args.device if args.backend != "tensorrt" else "cuda",
         "precision": args.precision, "gpu": gpu_facts,
+        # a model fed int32 says so (measurements.json); int64, the official model's, is left unsaid: a diff with a
+        # run recorded before showed no "absent -> int64"
+        **({"input_dtype": dtype} if (dtype := _dtype_name(inference.backend.io.input_dtype)) != "int64" else {}),
         "parallelism": chosen_parallelism.record() if chosen_parallelism else None,
         # what ran, beside threads: a sweep's table and `runs --where` read an input left to the rule from here
         "instances": chosen_parallelism.instances if chosen_parallelism else None,

@@ -59,7 +59,9 @@ def measurements(sub, steps=None):
     return {
         "starting_weights_filename": sub.model.get("weights", model),
         "retraining": "no",
-        "input_data_types": "int64",
+        # as the run fed the model (its summary; int64 before it said so): a model taking int32 was misdescribed
+        "input_data_types": ((steps or {}).get("app-mlperf-bert", {}).get("record") or {}).get("results", {})
+        .get("input_dtype") or "int64",
         "weight_data_types": kind,
         "weight_transformations": "random weights, no training (plumbing only)" + (
             f"; {transform}" if transform != "none" else "") if random else transform,

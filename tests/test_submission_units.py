@@ -416,6 +416,18 @@ def test_measurements_say_the_engines_precision(query, inputs, weights, transfor
                           framework="openvino 2026.4.1" if "_openvino" in query else "onnxruntime 1.23.2")
     got = tree.measurements(sub)
     assert got["weight_data_types"] == weights and got["weight_transformations"].startswith(transform)
+    assert got["input_data_types"] == "int64"
+
+
+def test_measurements_say_the_input_type_the_model_was_fed():
+    """input_data_types was "int64" whatever ran: a model taking int32 inputs was misdescribed."""
+    from types import SimpleNamespace
+    from submission import tree
+    sub = SimpleNamespace(model={"what": "the official fp32 BERT-Large ONNX model"}, inputs={},
+                          opts=SimpleNamespace(query="app mlperf bert _onnxruntime _cpu", division="closed"),
+                          loadgen="6.0.17", framework="onnxruntime 1.23.2")
+    steps = {"app-mlperf-bert": {"record": {"results": {"input_dtype": "int32"}}}}
+    assert tree.measurements(sub, steps)["input_data_types"] == "int32"
 
 
 def _run_with(tmp_path, steps):
