@@ -8,6 +8,7 @@ user's cache (never inside the mirror, which may be read-only), keyed by
 absolute path and invalidated by size and mtime_ns.
 """
 
+import errno
 import json
 import os
 import shutil
@@ -189,7 +190,14 @@ def add(mirror_dir, files, wanted=None, index_path=None):
         name = os.path.basename(src)
         for dest in (os.path.join(mirror_dir, name), os.path.join(mirror_dir, sha256[:16], name)):
             if not os.path.exists(dest):
-                _copy_in(src, dest)
+                try:
+                    _copy_in(src, dest)
+                except OSError as e:   # a read-only mirror was told to point --cache/--runs elsewhere
+                    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+                        raise
+                    raise MlrunError(f"cannot add {src} to the mirror {mirror_dir}: {e.strerror}",
+                                     hint="add into a mirror folder you may write (--mirror DIR), then use that "
+                                          "folder read-only where it runs") from None
                 out.append((src, dest, sha256, "added"))
                 break
             if file_digest(dest) == sha256:
@@ -203,6 +211,11 @@ def _row(item, name, status, path=None):
     """What a user needs to fetch a file elsewhere: its URL, size and checksum, beside where it is here."""
     return {"name": name, "status": status, "path": path, "url": item.get("url"), "file": item.get("file"),
             "size": item.get("size"), "sha256": _norm(item.get("sha256")), "md5": _norm(item.get("md5"))}
+
+
+# Folders of the mirror laid out by a model source's own rules (docs/mirrors.md), not by declared downloads: their
+# files are never taken by name for a download that went bad ("corrupt ... the damaged copy can go" of a Hub model).
+OWN_LAYOUTS = ("huggingface", "sparsezoo")
 
 
 def _check_one(item, files, by_file_name, index):
@@ -233,8 +246,10 @@ def check(mirror_dir, wanted, *, index_path=None):
     """
     files, index = _scan(mirror_dir, index_path)
     by_file_name = {}
+    own = tuple(os.path.join(os.path.abspath(mirror_dir), d) + os.sep for d in OWN_LAYOUTS)
     for path, st in files:
-        by_file_name.setdefault(os.path.basename(path), []).append((path, st))
+        if not os.path.abspath(path).startswith(own):   # a Hub model's model.onnx is no declared model.onnx gone bad
+            by_file_name.setdefault(os.path.basename(path), []).append((path, st))
     try:
         return [_check_one(item, files, by_file_name, index) for item in wanted]
     finally:

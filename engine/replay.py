@@ -107,7 +107,8 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
     req = record.get("request")
     if not req:
         raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
-    plan = resolve(index, req["query"], inputs=req.get("inputs"), host_env=os.environ,
+    inputs = _inputs_here(record, req.get("inputs") or {}, settings, notes)
+    plan = resolve(index, req["query"], inputs=inputs, host_env=os.environ,
                    dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
                    prober=settings.prober())
     differences, beyond = plan_differences(record, plan)
@@ -125,6 +126,32 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
             raise MlrunError(message, hint=hint)
         notes.append(message)
     return plan, notes
+
+
+def _inputs_here(record, inputs, settings, notes):
+    """The request's inputs with each file it named inside the recording machine's cache taken from this cache's
+    entry of the same name (same key: same content; a TEST01 run's audit.config was "no such file" on another
+    machine, from a bundle that carried the entry); a file of the person's that is not here is said so."""
+    roots = {os.path.dirname(step["path"]) for step in record.get("steps") or []
+             if isinstance(step, dict) and step.get("status") in ("built", "cached") and isinstance(step.get("path"), str)}
+    out = dict(inputs)
+    for name, value in inputs.items():
+        if not (isinstance(value, str) and os.path.isabs(value)) or os.path.exists(value):
+            continue
+        there = [os.path.join(settings.cache, os.path.relpath(value, root)) for root in roots
+                 if value.startswith(root.rstrip(os.sep) + os.sep)]
+        if there and os.path.exists(there[0]):
+            out[name] = there[0]
+            notes.append(f"--{name}: {value} of the recording machine's cache is {there[0]} here")
+            continue
+        root = (record.get("root") or {}).get("recipe")
+        recorded = next((((step.get("node") or {}).get("material") or {}).get("inputs", {}).get(name)
+                         for step in record.get("steps") or [] if isinstance(step, dict) and step.get("recipe") == root),
+                        None)
+        content = f" (its content: {recorded})" if isinstance(recorded, str) and recorded.startswith("sha256:") else ""
+        raise MlrunError(f"--{name}: {value}, a file the run read where it ran, is not on this machine",
+                         hint=f"put a copy there{content} and replay again")
+    return out
 
 
 def verdict(old, new):

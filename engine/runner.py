@@ -298,6 +298,10 @@ class Runner:
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)
+            masked = secrets.mask_files(folder, env, skip={META_DIR})
+            if masked:   # a model source's record kept HF_ENDPOINT's password, and a bundle carried it
+                self.reporter.line(f"note: {node.label} wrote a secret of its environment into {few(masked)}: "
+                                   "masked there (mlrun keeps no secret in what it stores)")
         except (StepError, UnrecordableFileError) as e:
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(secrets.scrub(f"mlrun: {e.message}\n"))

@@ -9,6 +9,7 @@ writer of records, entries, logs and scripts passes its text through `scrub`, wh
 secrets of any URL (https://user:PASSWORD@host, https://TOKEN@host, ?access_token=...: HF_ENDPOINT, a proxy, an
 index). A variable of any name whose value holds such a URL is a secret too, in the node as the URL masked.
 """
+import os
 import re
 
 MASK = "<redacted>"
@@ -109,3 +110,62 @@ def scrub_argv(argv):
 def redacted(env, also=()):
     """env as it may be written down: secret-named variables and those in `also` (pass_env) masked."""
     return {k: (MASK if is_secret(k) or k in also else scrub(v)) for k, v in env.items()}
+
+
+# A step's text outputs searched for the secrets of its environment (its entry or run folder is kept, and a bundle
+# carries it): what a person reads or a tool parses, never a model's weights.
+TEXT_SUFFIXES = (".json", ".txt", ".yaml", ".yml", ".cfg", ".ini", ".conf", ".toml", ".sh", ".env", ".md", ".log",
+                 ".csv", ".html")
+TEXT_MOST = 4 << 20
+
+
+def step_secrets(env):
+    """[(secret text, its masked form)] of a step's environment: secret-named values, and the secret parts of
+    URLs in any variable (a password in HF_ENDPOINT)."""
+    pairs = {value: MASK for key, value in env.items()
+             if is_secret(key) and isinstance(value, str) and len(value) >= MIN_SCRUBBED and value != MASK}
+    for value in env.values():
+        for m in URL_USER.finditer(value if isinstance(value, str) else ""):
+            masked = mask_urls(m.group(0))[0]
+            if masked != m.group(0):
+                pairs[m.group(0)] = masked
+        for m in URL_PARAM.finditer(value if isinstance(value, str) and "://" in value else ""):
+            masked = mask_urls("x://" + m.group(0))[0][4:]
+            if masked != m.group(0):
+                pairs[m.group(0)] = masked
+    return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
+
+
+def mask_files(folder, env, skip=()):
+    """Mask in folder's text files (TEXT_SUFFIXES, up to TEXT_MOST bytes) the secrets of the step's env; returns the
+    files changed, relative. A model source's record kept HF_ENDPOINT's password, and `export --with-cache` the
+    same."""
+    import stat
+    pairs = [(secret.encode(), masked.encode()) for secret, masked in step_secrets(env)]
+    changed = []
+    if not pairs:
+        return changed
+    for parent, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if os.path.relpath(os.path.join(parent, d), folder) not in skip]
+        for name in files:
+            path = os.path.join(parent, name)
+            try:
+                st = os.lstat(path)
+                if not (name.lower().endswith(TEXT_SUFFIXES) and stat.S_ISREG(st.st_mode) and st.st_size <= TEXT_MOST):
+                    continue
+                with open(path, "rb") as f:
+                    data = f.read()
+                masked = data
+                for secret, mask in pairs:
+                    masked = masked.replace(secret, mask)
+                if masked == data:
+                    continue
+                os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)   # a step may have made it read-only
+                with open(path, "wb") as f:
+                    f.write(masked)
+                os.chmod(path, stat.S_IMODE(st.st_mode))
+                changed.append(os.path.relpath(path, folder))
+            except OSError:
+                continue   # unreadable to mlrun: nothing it can mask
+    return changed
+

@@ -707,9 +707,12 @@ def model_source_line(source):
     commit = source.get("commit") or "unknown"
     line = f"  model: hf:{source['repo']}@{source['revision']}, commit {commit} (from {source['from']})"
     if not re.fullmatch(r"[0-9a-f]{40}", source.get("revision") or ""):
+        # a mirror's copy names no commit: pinning "@unknown" failed, so the mirror's own folder is the pin
+        pin = f"pin it (--model=hf:{source['repo']}@{commit})" if source.get("commit") else \
+            f"pin it (a commit, --model=hf:{source['repo']}@REV, with the mirror's copy in huggingface/{source['repo']}@REV/)"
         line += (f"\n    not pinned: its cache entry keeps the commit its first fetch resolved, whatever the repo "
-                 f"holds now; pin it (--model=hf:{source['repo']}@{commit}) for the same model on every machine, "
-                 "or `mlrun rm cache` the entry to fetch the newest")
+                 f"holds now; {pin} for the same model on every machine, or `mlrun rm cache` the entry to fetch the "
+                 "newest")
     return line
 
 

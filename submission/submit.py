@@ -370,6 +370,9 @@ class Submission:
             return "to run", [f"its run {entry['run']} is gone from {self.settings.runs}"]
         if record.get("status") != "ok":
             return "to run", [f"its run {entry['run']} did not finish ({records.status(record)})"]
+        here = os.path.join(self.settings.runs, entry["run"], os.path.basename(entry.get("folder") or ""))
+        if entry.get("folder") and not os.path.isdir(entry["folder"]) and os.path.isdir(here):
+            entry["folder"] = here   # the runs folder moved (or came from a teammate): every run was done again
         # the files the tree copies: one removed since would stop the tree after every run (exit 2)
         needed = LOG_FILES + (ACCURACY_FILES if name.endswith("/accuracy") else ())
         if SCORING.search(name):   # TEST01's scoring of a log: no LoadGen ran (it ran again on every resume)

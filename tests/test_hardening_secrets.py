@@ -213,6 +213,40 @@ def test_url_secrets_of_any_variable_stay_out_of_keys_and_files_and_reach_the_st
                                                   "HUB": f"https://hub.example.com/api?x=1&access_token={MASK}"}
 
 
+def test_a_secret_a_step_writes_into_its_entry_or_run_folder_is_masked_there(ws):
+    """A model source's record (source.json) kept HF_ENDPOINT's password, and `export --with-cache` carried it."""
+    ws.recipe("src", """
+        tags: [src]
+        pass_env: [HUB_URL, MY_TOKEN]
+        run: |
+          printf '{"endpoint": "%s", "token": "%s"}\\n' "$HUB_URL" "$MY_TOKEN" > source.json
+          printf 'weights %s' "$MY_TOKEN" > model.bin
+    """)
+    ws.recipe("app", """
+        tags: [app]
+        cache: false
+        pass_env: [HUB_URL]
+        deps: [src]
+        run: echo "$HUB_URL" > summary.txt
+    """)
+    env = ws.env(HUB_URL="http://hubuser:HubPassw0rd99@127.0.0.1:9/x?access_token=ParamTok3n42", MY_TOKEN="tok-Secret-4242")
+    r = ws.mlrun("app", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "masked there" in r.stderr
+    out = json.loads(r.stdout)
+    [entry] = ws.entries("src")
+    source = json.load(open(os.path.join(ws.cache, entry, "source.json")))
+    assert source == {"endpoint": f"http://hubuser:{MASK}@127.0.0.1:9/x?access_token={MASK}", "token": MASK}
+    assert open(os.path.join(ws.cache, entry, "model.bin")).read() == "weights tok-Secret-4242"   # no text: as made
+    assert "HubPassw0rd99" not in open(os.path.join(out["path"], "summary.txt")).read()
+    assert ws.mlrun("cache", "verify").returncode == 0   # masked before it was sealed
+    bundle = os.path.join(ws.root, "run.tar.gz")
+    assert ws.mlrun("export", out["run"], "-o", bundle, "--with-cache").returncode == 0
+    with tarfile.open(bundle) as tar:
+        data = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile() and not m.name.endswith(".bin"))
+    assert b"HubPassw0rd99" not in data and b"ParamTok3n42" not in data and b"tok-Secret-4242" not in data
+
+
 def test_a_replayed_url_secret_takes_the_url_from_the_host_when_it_is_the_same_url():
     from engine.errors import ResolutionError
     from engine.index import MemoryIndex

@@ -107,6 +107,22 @@ def test_read_only_mirror(tree, tmp_path):
             p.chmod(stat.S_IRWXU)
 
 
+def test_adding_to_a_read_only_mirror_says_so(tmp_path, monkeypatch):
+    """It said "point --cache/--runs at a writable folder": the mirror was the read-only one."""
+    import errno
+    from engine.errors import MlrunError
+    (tmp_path / "data.bin").write_bytes(b"one")
+    (tmp_path / "mirror").mkdir()
+
+    def read_only(src, dest):
+        raise OSError(errno.EROFS, "Read-only file system", dest)
+    monkeypatch.setattr(mirror, "_copy_in", read_only)
+    with pytest.raises(MlrunError) as refused:
+        mirror.add(str(tmp_path / "mirror"), [str(tmp_path / "data.bin")])
+    assert "to the mirror" in refused.value.message and "Read-only file system" in refused.value.message
+    assert "--mirror DIR" in refused.value.hint and "--cache" not in refused.value.hint
+
+
 def test_add_keeps_names_and_never_overwrites(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -166,3 +182,7 @@ def test_check_reports_present_missing_corrupt(tree, tmp_path):
     assert {k: rows[1][k] for k in ("url", "file", "size", "sha256", "md5")} == {
         "url": "https://x/a.txt", "file": None, "size": None, "sha256": _sha(b"a different alpha"), "md5": None}
     assert rows[4]["md5"] == hashlib.md5(b"bravo!").hexdigest() and rows[4]["size"] == 6
+    # a Hub model laid out as docs/mirrors.md says is no declared gone.bin gone bad ("the damaged copy can go")
+    (tree / "huggingface" / "acme" / "tiny").mkdir(parents=True)
+    (tree / "huggingface" / "acme" / "tiny" / "gone.bin").write_bytes(b"a hub file")
+    assert mirror.check(tree, wanted[2:3], index_path=tmp_path / "index.json")[0]["status"] == "missing"

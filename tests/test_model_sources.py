@@ -405,6 +405,9 @@ def test_huggingface_download_then_offline_from_the_warm_cache(tmp_path, hub, ti
     assert line.startswith(f"  model: hf:org/tiny-squad@main, commit {commit} (from the Hub)\n    not pinned: its "
                            "cache entry keeps the commit its first fetch resolved") and f"@{commit})" in line
     assert "not pinned" not in harness.model_source_line(dict(source, revision=commit))
+    # a mirror's copy names no commit: it offered "--model=hf:org/tiny-squad@unknown", which then failed
+    mirrored = harness.model_source_line(dict(source, commit=None, **{"from": "mirror /m/huggingface/org/tiny-squad"}))
+    assert "commit unknown" in mirrored and "@unknown" not in mirrored and "huggingface/org/tiny-squad@REV/" in mirrored
     assert harness.model_source(tmp_path / "nowhere" / "model.onnx") is None
 
     # The hub gone (a closed port) and no HF_HUB_OFFLINE: the cache still serves, like huggingface_hub does.

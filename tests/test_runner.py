@@ -359,21 +359,21 @@ def test_pass_env_reaches_the_step_unhashed_and_secrets_are_never_written(ws, tm
     ws.recipe("fetch", """\
         tags: fetch
         pass_env: [HF_TOKEN, HF_HOME]
-        run: echo "$HF_TOKEN $HF_HOME ${MLRUN_MIRROR:-none}" > seen.txt
-        """)
+        run: echo "$HF_TOKEN $HF_HOME ${MLRUN_MIRROR:-none}" > seen.dat
+        """)   # (.dat: no text file mlrun masks secrets in, so the test sees what the step saw)
     mirror = str(tmp_path / "mirror")
     os.makedirs(mirror)
     first = ws.mlrun("fetch", "--json", f"--mirror={mirror}", env=ws.env(HF_TOKEN="hf_secret", HF_HOME="/h1"))
     assert first.returncode == 0, first.stderr
     path = json.loads(first.stdout)["path"]
-    assert open(os.path.join(path, "seen.txt")).read() == f"hf_secret /h1 {mirror}\n"
+    assert open(os.path.join(path, "seen.dat")).read() == f"hf_secret /h1 {mirror}\n"
     # Not hashed: another token or HF_HOME reuses the entry.
     again = ws.mlrun("fetch", "--json", env=ws.env(HF_TOKEN="other", HF_HOME="/h2"))
     assert json.loads(again.stdout)["steps"][0]["status"] == "cached"
     # Never written down: not in the entry's metadata, env file, nor the run record.
     for root, _, files in os.walk(ws.root):
         for name in files:
-            if name.endswith((".json", ".sh", ".log")) and "seen.txt" not in name:
+            if name.endswith((".json", ".sh", ".log")):
                 assert "hf_secret" not in open(os.path.join(root, name), errors="replace").read(), name
 
 

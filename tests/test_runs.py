@@ -142,6 +142,35 @@ def test_a_run_killed_mid_step_has_its_recipes_recorded_and_its_replay_sees_them
     assert_user_error(bench.mlrun("replay", run_id), 2, "the run's recipes differ from the local ones (slow)")
 
 
+def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_own(ws, tmp_path):
+    """A TEST01 run's --audit_config named a file in the recording machine's cache: replayed elsewhere (a bundle
+    that carried the entry) it was "no such file"; a file of the person's that is not here is said so."""
+    import shutil
+    ws.recipe("conf", "tags: get conf\nrun: echo 'x = 1' > audit.config\n")
+    ws.recipe("app", """\
+        tags: app reads
+        cache: false
+        inputs:
+          conf: {type: path, file: true, content: true}
+          mine: {type: path, file: true, content: true}
+        deps: [{name: conf, query: get conf}]
+        run: cat "$MLRUN_INPUT_CONF" "$MLRUN_INPUT_MINE" > seen.txt
+        """)
+    built = run_json(ws, "get conf")
+    conf = os.path.join(built["path"], "audit.config")
+    mine = tmp_path / "mine.txt"
+    mine.write_text("y = 2\n")
+    ran = run_json(ws, "app reads", f"--conf={conf}", f"--mine={mine}")["run"]
+    shutil.move(ws.cache, str(tmp_path / "elsewhere"))   # this machine's cache lies elsewhere: same entries
+    env = ws.env(MLRUN_CACHE=str(tmp_path / "elsewhere"))
+    replayed = ws.mlrun("replay", ran, env=env)
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"of the recording machine's cache is {tmp_path / 'elsewhere'}" in replayed.stdout
+    mine.unlink()
+    assert_user_error(ws.mlrun("replay", ran, env=env), 2, f"--mine: {mine}, a file the run read where it ran, "
+                      "is not on this machine", "put a copy there (its content: sha256:")
+
+
 def test_replay_finds_the_recorded_copy_of_recipes_from_a_folder_of_another_name(bench):
     """A run with --recipes DIR keeps its copy in snapshot/DIR/: replay looked in snapshot/recipes/ only."""
     mine = os.path.join(bench.root, "team-recipes")

@@ -310,6 +310,21 @@ def test_a_test01_scoring_run_is_reused_by_its_own_files(tmp_path):
     assert sub.status(name, plan) == ("to run", ["its run R1 lacks accuracy.txt now"])
 
 
+def test_a_run_is_reused_from_a_runs_folder_that_moved(tmp_path):
+    """state.json keeps each run's folder: after `mv runs runs-moved` every run was done again, 'lacks ... now'."""
+    import shutil
+    import types
+    runs, folder = _finished_run(tmp_path)
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub")])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(tmp_path / "moved")))
+    sub.host = {}
+    plan = types.SimpleNamespace(nodes=[], request={"query": "app", "inputs": {}})
+    sub.state["runs"]["Offline/performance"] = {"run": "R1", "folder": str(folder), "fingerprint": sub.fingerprint(plan)}
+    shutil.move(str(runs), str(tmp_path / "moved"))
+    status, entry = sub.status("Offline/performance", plan)
+    assert status == "done" and entry["folder"] == str(tmp_path / "moved" / "R1" / "app-mlperf-bert")
+
+
 def test_the_scoring_recipe_keys_its_log_by_content(tmp_path):
     """The baseline log is written anew at one path by each TEST01 run: a stale score would be reused by path."""
     from engine.resolver import resolve
