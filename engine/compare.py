@@ -113,21 +113,39 @@ def host(a, b):
 
 
 def results(a, b):
-    """Accuracy figures and LoadGen metrics side by side (with B/A ratios for metrics)."""
-    ra, rb = a.get("results") or {}, b.get("results") or {}
+    """Accuracy figures and LoadGen metrics side by side (with B/A ratios for metrics); a benchmark whose results
+    have neither (a recipe's own `results:` JSON) gets its own figures compared, by name (`figure.NAME`)."""
+    ra, rb = _mapping(a.get("results")), _mapping(b.get("results"))
     rows = []
-    acc_a, acc_b = ra.get("accuracy") or {}, rb.get("accuracy") or {}
-    for f in ("exact_match", "f1"):
-        if f in acc_a or f in acc_b:
-            rows.append((f"accuracy.{f}", acc_a.get(f), acc_b.get(f)))
-    ma, mb = (ra.get("loadgen") or {}).get("metric") or {}, (rb.get("loadgen") or {}).get("metric") or {}
+    acc_a, acc_b = ra.get("accuracy"), rb.get("accuracy")
+    if isinstance(acc_a, dict) or isinstance(acc_b, dict):
+        acc_a, acc_b = _mapping(acc_a), _mapping(acc_b)
+        for f in ("exact_match", "f1"):
+            if f in acc_a or f in acc_b:
+                rows.append((f"accuracy.{f}", acc_a.get(f), acc_b.get(f)))
+    elif acc_a is not None or acc_b is not None:   # a plain figure named accuracy ended diff "unexpected TypeError"
+        rows.append(("accuracy", acc_a, acc_b))
+    la, lb = _mapping(ra.get("loadgen")), _mapping(rb.get("loadgen"))
+    ma, mb = _mapping(la.get("metric")), _mapping(lb.get("metric"))
     for name in sorted(set(ma) | set(mb)):
         rows.append((f"metric.{name}", ma.get(name), mb.get(name)))
     # an accuracy run's LoadGen result is "": no result, as a run without LoadGen has none
-    va, vb = (ra.get("loadgen") or {}).get("result") or None, (rb.get("loadgen") or {}).get("result") or None
+    va, vb = la.get("result") or None, lb.get("result") or None
     if va or vb:
         rows.append(("loadgen.result", va, vb))
+    if not (la or lb or isinstance(acc_a, dict) or isinstance(acc_b, dict)):
+        # another benchmark's figures (samples_per_second, top1): diff and replay compared none of them
+        fa, fb = (dict(records.result_fields(r)) for r in (ra, rb))
+        for name in [n for n in fa if n in fb or n not in fb] + [n for n in fb if n not in fa]:
+            x, y = fa.get(name), fb.get(name)
+            if name == "accuracy" or not any(isinstance(v, float) or name == "result" for v in (x, y)):
+                continue
+            rows.append(("result" if name == "result" else f"figure.{name}", x, y))
     return rows
+
+
+def _mapping(value):
+    return value if isinstance(value, dict) else {}
 
 
 def ran(a, b):

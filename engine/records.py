@@ -154,11 +154,15 @@ def collect(folder, wanted, strict=False):
         if name.endswith(".json"):
             try:
                 out[field] = json.loads(text)
-                continue
             except ValueError as e:
                 if strict:
                     raise ValueError(f"its {field} file {name} is not JSON ({e})") from None
-        out[field] = text.splitlines()
+        if field not in out:
+            out[field] = text.splitlines()
+        if strict and field == "results" and not isinstance(out[field], dict):
+            # `[1, 2]` ran `ok`, then its run vanished from `mlrun runs` ("could not be read")
+            raise ValueError(f"its results file {name} holds {type(out[field]).__name__} {str(out[field])[:60]}, "
+                             "where a JSON object of its figures is needed")
     return out
 
 
@@ -262,24 +266,32 @@ def status(record):
 
 
 def headline(results):
-    """A short result: accuracy, or throughput/latency and VALID/INVALID."""
+    """A short result: accuracy, or throughput/latency and VALID/INVALID; a benchmark of another shape: what
+    `mlrun runs` shows of its figures (it said "-", or crashed on an F1 without EM, a figure that was text)."""
     if not isinstance(results, dict):
         return "-"
     parts = []
     accuracy = results.get("accuracy")
     if isinstance(accuracy, dict) and "f1" in accuracy:
-        parts.append(f"F1 {accuracy['f1']:.3f} EM {accuracy['exact_match']:.3f}")
-    loadgen = results.get("loadgen") or {}
-    for name, value in (loadgen.get("metric") or {}).items():
-        parts.append(f"{name} {value:.3f}")
+        parts.append(f"F1 {_figure(accuracy['f1'])} EM {_figure(accuracy.get('exact_match'))}")
+    loadgen = results.get("loadgen") if isinstance(results.get("loadgen"), dict) else {}
+    metric = loadgen.get("metric") if isinstance(loadgen.get("metric"), dict) else {}
+    for name, value in metric.items():
+        parts.append(f"{name} {_figure(value)}")
     short = " (short)" if results.get("short") else ""  # a --count run: not a figure to submit
     if loadgen.get("result"):
-        parts.append(loadgen["result"] + short)
+        parts.append(str(loadgen["result"]) + short)
     elif parts:
         parts[-1] += short
-    # a step with neither figure may say its own (the QA app: "2 answers"); `runs` said "-"
-    said = results.get("headline")
-    return ", ".join(parts) or (said if isinstance(said, str) and said else "-")
+    if parts:
+        return ", ".join(parts)
+    from .results import headline as row_headline   # the flat figures `runs` reads (samples_per_second, result)
+    return row_headline(dict(result_fields(results))) or "-"
+
+
+def _figure(value):
+    return f"{value:.3f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else \
+        "-" if value is None else str(value)
 
 
 def packages(record):
@@ -307,7 +319,8 @@ def flat(record):
     variation without `_`; groupless ones in `variations`); then the results: result (VALID/INVALID),
     samples_per_second (and the other LoadGen metrics, units in the name), latency_pNN_ms, f1, exact_match,
     accuracy_*, and the benchmark's other scalar figures (nested ones dotted: parallelism.instances), where
-    no setting of that name was given. docs/sweeps.md lists them.
+    no setting of that name was given; a figure named as one of the run's own fields or a sweep's (seconds,
+    host, point) as results.NAME. docs/sweeps.md lists them.
     """
     out = {"run": record.get("id"), "status": status(record), "query": record.get("query"),
            "started": record.get("started"),
@@ -317,9 +330,16 @@ def flat(record):
     out.update(flat_settings(record))
     results = record.get("results")
     for name, value in result_fields(results if isinstance(results, dict) else {}):
+        if name in ROW_OWN:   # a recipe's own `seconds` or `point` silently gave way to the run's, or took the sweep's
+            name = f"results.{name}"
         if out.get(name) is None:
             out[name] = value
     return out
+
+
+# Fields a run's row (flat) or a sweep's (sweeps.table) has of its own.
+ROW_OWN = ("run", "status", "query", "started", "seconds", "host", "point", "point_status", "node", "mode_scenario",
+           "query_rest", "replay_of")
 
 
 def flat_settings(record):
@@ -372,26 +392,37 @@ def result_fields(results):
     loadgen = results.get("loadgen") if isinstance(results.get("loadgen"), dict) else {}
     if loadgen.get("result"):
         yield "result", loadgen["result"]
-    for name, value in (loadgen.get("metric") or {}).items():
+    for name, value in _items(loadgen.get("metric")):
         if "percentile latency" not in name:  # the same figure as latency_pNN_ms below
             yield _slug(name), value
-    for pct, ms in (loadgen.get("latency_ms") or {}).items():
-        yield f"latency_{pct.replace('.', '_')}_ms", ms
+    for pct, ms in _items(loadgen.get("latency_ms")):
+        yield f"latency_{str(pct).replace('.', '_')}_ms", ms
     if loadgen.get("reasons"):
-        yield "reasons", "; ".join(map(str, loadgen["reasons"]))
-    accuracy = results.get("accuracy") if isinstance(results.get("accuracy"), dict) else {}
-    for name, value in accuracy.items():
+        yield "reasons", "; ".join(map(str, loadgen["reasons"])) if isinstance(loadgen["reasons"], list) \
+            else str(loadgen["reasons"])
+    accuracy = results.get("accuracy")
+    for name, value in _items(accuracy):
         if isinstance(value, (str, int, float, bool)) or value is None:
             yield (name if name in ("f1", "exact_match") else f"accuracy_{name}"), value
+    if isinstance(accuracy, (str, int, float, bool)):
+        yield "accuracy", accuracy   # a plain figure of that name (another benchmark's): it vanished
     for name, value in results.items():
-        if name in ("loadgen", "accuracy") or name in _RESULT_PATHS:
-            continue
-        if isinstance(value, dict):
-            for sub, v in value.items():
-                if v is None or isinstance(v, (str, int, float, bool)):
-                    yield f"{name}.{sub}", v
-        elif value is None or isinstance(value, (str, int, float, bool)):
-            yield name, value
+        if name in ("loadgen", "accuracy") or name in _RESULT_PATHS and isinstance(value, str):
+            continue   # (the BERT summary's paths: a figure of that name is kept)
+        yield from _dotted(name, value)
+
+
+def _items(value):
+    return value.items() if isinstance(value, dict) else ()
+
+
+def _dotted(name, value):
+    """(name, scalar) of value, a dict's at any depth by dotted names (a.b.c); lists left out."""
+    if isinstance(value, dict):
+        for sub, v in value.items():
+            yield from _dotted(f"{name}.{sub}", v)
+    elif value is None or isinstance(value, (str, int, float, bool)):
+        yield name, value
 
 
 def _variation_groups(record):

@@ -160,11 +160,11 @@ def verdict(old, new):
     if status(old) != "ok":   # an interrupted or failed run has no results to hold the replay to
         return [f"the recorded run ended {status(old)}: no results to compare"], True
     for what, was, now in compare.results(old, new):
-        if what.startswith("accuracy."):
+        if what == "accuracy" or what.startswith("accuracy."):
             same = was == now
             ok = ok and same
             lines.append(f"{what}: {shown(now)} ({'equal' if same else f'DIFFERS: recorded {shown(was)}'})")
-        elif what.startswith("metric."):
+        elif what.startswith(("metric.", "figure.")):
             r = compare.ratio(was, now)
             lines.append(f"{what}: {shown(now)} vs recorded {shown(was)}" + (f" (ratio {r:.3f})" if r is not None else ""))
         else:

@@ -423,8 +423,8 @@ def headline(row):
         pct = "latency_p90_ms" if row.get("scenario") == "SingleStream" else "latency_p99_ms"
         if row.get(pct) is not None:
             parts.append(f"{pct.split('_')[1]} {show('', row[pct])} ms")
-    if row.get("result"):
-        parts.append(row["result"] + short_mark(row))
+    if row.get("result"):   # a recipe's own `result` may be true or 5: one such run ended `runs` for every run
+        parts.append(str(row["result"]) + short_mark(row))
     elif parts:
         parts[-1] += short_mark(row)
     return " ".join(parts) or row.get("headline") or None   # else the step's own words ("2 answers"), if it said

@@ -228,3 +228,60 @@ def test_process_mlperf_accuracy_squad_records_its_accuracy_as_the_runs_results(
     assert run_id not in ws.mlrun("runs").stdout  # a helper command: listed with --all
     row = [line for line in ws.mlrun("runs", "--all").stdout.splitlines() if line.startswith(run_id)][0]
     assert f"F1 {show('f1', accuracy['f1'])} EM {show('exact_match', accuracy['exact_match'])}" in row
+
+
+def test_a_results_file_that_is_no_object_fails_the_step(ws):
+    """`[1, 2]` ran `ok`, then its run vanished from `mlrun runs` ("1 run record could not be read")."""
+    ws.recipe("np", "tags: np\ncache: false\nrun: echo '[1, 2]' > summary.json\nrecord: {results: summary.json}\n")
+    assert_user_error(ws.mlrun("np"), 1, "step np: its results file summary.json holds list [1, 2], where a JSON "
+                                         "object of its figures is needed")
+
+
+SHAPES = """\
+tags: app shape
+cache: false
+inputs:
+  data: {default: "{}"}
+run: printf '%s' "$MLRUN_INPUT_DATA" > results.json
+record: {results: results.json}
+"""
+
+
+@pytest.mark.parametrize("data", [
+    '{"samples_per_second": 4.0, "result": true}',    # `runs` ended "unexpected TypeError" for every run
+    '{"loadgen": {"result": 5, "metric": "fast"}}',
+    '{"accuracy": {"f1": 90.5}}',                     # `runs show`: "unexpected KeyError: 'exact_match'"
+    '{"accuracy": {"f1": "n/a", "exact_match": 1}}',  # "Unknown format code 'f'"
+    '{"accuracy": 91.0, "seconds": 3, "point": 7, "features": 128, "a": {"b": {"c": 1}}}',
+])
+def test_results_of_another_shape_are_shown_by_every_reader(ws, data):
+    """A benchmark added as recipes wrote results not shaped as BERT's: one of them broke `runs` for every run,
+    `runs show`, `diff` and `replay` crashed, and figures vanished from the rows."""
+    ws.recipe("shape", SHAPES)
+    first = ws.mlrun("app shape", "--json", "--data={}")
+    second = ws.mlrun("app shape", "--json", f"--data={data}")
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    a, b = (json.loads(r.stdout)["run"] for r in (first, second))
+    for args in (["runs"], ["runs", "--json"], ["runs", "show", b], ["diff", a, b], ["replay", b]):
+        result = ws.mlrun(*args)
+        assert "unexpected" not in result.stderr and "Traceback" not in result.stderr, (args, result.stderr)
+        assert result.returncode in (0, 1), (args, result.stderr)
+
+
+def test_a_benchmarks_own_figures_are_rows_diff_and_replay_compare(ws):
+    ws.recipe("shape", SHAPES)
+    runs = [json.loads(ws.mlrun("app shape", "--json", f"--data={data}").stdout)["run"] for data in (
+        '{"samples_per_second": 3.0, "accuracy": 91.0, "seconds": 3, "point": 7, "a": {"b": {"c": 1}}}',
+        '{"samples_per_second": 6.0, "accuracy": 92.0, "seconds": 3, "point": 7, "a": {"b": {"c": 1}}}')]
+    rows = {row["run"]: row for row in json.loads(ws.mlrun("runs", "--json").stdout)}
+    row = rows[runs[0]]
+    assert (row["accuracy"], row["results.seconds"], row["results.point"], row["a.b.c"]) == (91.0, 3, 7, 1)
+    shown = ws.mlrun("runs", "show", runs[0]).stdout
+    assert "result: 3.00/s" in shown, shown
+    diff = ws.mlrun("diff", *runs)
+    assert diff.returncode == 1 and "accuracy" in diff.stdout and "figure.samples_per_second" in diff.stdout, diff.stdout
+    replayed = ws.mlrun("replay", runs[0])   # its figures are held to the record: they were not compared at all
+    assert replayed.returncode == 0, replayed.stderr
+    assert "accuracy: 91.0 (equal)" in replayed.stdout, replayed.stdout
+    assert "figure.samples_per_second: 3.0 vs recorded 3.0 (ratio 1.000)" in replayed.stdout, replayed.stdout
+
