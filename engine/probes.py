@@ -15,6 +15,7 @@ select with a variable the recipe passes, or a path.
 import hashlib
 import json
 import os
+import re
 
 from . import envs, keys, secrets
 from .errors import ResolutionError
@@ -51,15 +52,23 @@ class Prober:
         out = {}
         for name, probe in sorted(spec.items()):
             argv, remember = (probe["run"], probe.get("remember", True)) if isinstance(probe, dict) else (probe, True)
-            argv = [envs.expand(a.replace("{recipe}", folder), env) for a in argv]
-            out[name] = self._output(node, name, argv, env) if remember else self._run(node, name, argv, env)
+            written, argv = argv[0], [envs.expand(a.replace("{recipe}", folder), env) for a in argv]
+            out[name] = self._output(node, name, argv, env, written) if remember else self._run(node, name, argv, env)
         return out
 
-    def _output(self, node, name, argv, env):
+    def _output(self, node, name, argv, env, written=None):
         import shutil  # only recipes with probes pay for it
         program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
         if not program:
-            raise ResolutionError(f"{node.name}: probe '{name}' cannot start {argv[0]}: not found on PATH",
+            where = node.name
+            lead = re.match(r"\$\{?(\w+)\}?", written or "")
+            if lead and not env.get(lead.group(1)):   # "cannot start : not found on PATH" said nothing of it
+                raise ResolutionError(f"{where}: probe '{name}' names its program as {written}, which is "
+                                      f"{argv[0] or 'empty'} where probes run",
+                                      hint="a probe gets the host's environment, its pass_env, hash_env and inputs, "
+                                           "not a step's (no MLRUN_PYTHON, no dep's exports): name a program on PATH")
+            why = "no such file" if os.sep in argv[0] else "not found on PATH"
+            raise ResolutionError(f"{where}: probe '{name}' cannot start {argv[0]}: {why}",
                                   hint=f"{node.name} needs it before anything runs; install it or pass a path")
         program = os.path.realpath(program)
         st = os.stat(program)
@@ -72,7 +81,7 @@ class Prober:
         # The host too: a cache shared by machines (NFS) must not hand one machine's CPU or Python to another.
         memo_key = hashlib.sha256(keys.canonical(
             [argv, program, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, seen, os.uname().nodename,
-             scripts])).hexdigest()
+             scripts, _cpus()])).hexdigest()
         memo = self._load()
         if memo_key not in memo:
             memo[memo_key] = self._run(node, name, argv, env)
@@ -131,6 +140,15 @@ class Prober:
             write_json(path, {"format": format_, "outputs": outputs}, sort_keys=True)
         except OSError:
             pass  # a read-only cache: probes are simply run again next time
+
+
+def _cpus():
+    """The cores this process may use: a probe of them (nproc) under `taskset -c 0` was remembered for every later
+    plan, and the reverse (a sweep pins its points' workers)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 def _read_memo(path, format_):

@@ -323,6 +323,13 @@ class Resolver:
             secret_env[name] = value
         return masked
 
+    def _taken_name(self, dep):
+        """The name a dep is taken under: its own, else its recipe's (None if its query names none now)."""
+        try:
+            return dep["name"] or self.select(dep["query"], dep["version"])[0]["name"]
+        except ResolutionError:
+            return None
+
     def _deeper(self, error, recipe, requested, given, applied):
         """A --dep.NAME.KEY whose dep has no input KEY: name its own deps that have one (--dep.model.layers with
         _int8-dynamic, whose model is the quantiser's: its source has --layers), of those this plan would take."""
@@ -439,6 +446,12 @@ class Resolver:
             except ResolutionError as error:
                 selected, requested = self.select(dquery, dversion)
                 error = _as_typed(error, selected["name"], applied)
+                for key, template in (dep.get("inputs") or {}).items():   # it named neither the parent nor its line
+                    if isinstance(template, str) and "{input." in template and key not in applied and \
+                            re.match(rf"{re.escape(selected['name'])}: (input '{re.escape(key)}'|--{re.escape(key)}\b)",
+                                     error.message):
+                        error = ResolutionError(f"{error.message} (passed by {recipe['name']}'s dep '{dep_name}' as "
+                                                f"{template}: {recipe.get('path')}:{dep.get('line')})", hint=error.hint)
                 if tagged and error.message.startswith(f"{selected['name']}: _"):   # a conflict: who asked for each
                     said = re.sub(r"_([\w.+-]+) \(the query\)", lambda m: f"_{m.group(1)} (--dep.{tagged[m.group(1)]}"
                                   ".tags)" if m.group(1) in tagged else f"_{m.group(1)} ({recipe['name']}'s query "
@@ -479,8 +492,10 @@ class Resolver:
         for dep_name, child in deps:
             if recipe["cache"] and not child.cache and child.exports:
                 # its exports name a run's folder: the entry would keep the first run's output for good
+                line = next((d.get("line") for d in spec["deps"] if self._taken_name(d) == dep_name), None)
+                where = f"{recipe.get('path')}:{line}: " if recipe.get("path") and line else ""
                 raise ResolutionError(
-                    f"{recipe['name']} is cached but its dep '{dep_name}' ({child.name}) is not (cache: false): that "
+                    f"{where}{recipe['name']} is cached but its dep '{dep_name}' ({child.name}) is not (cache: false): that "
                     "dep runs again in every run, and an entry built from its output would be reused after the "
                     "output changed", hint=f"give {recipe['name']} 'cache: false' too, or make {child.name} a "
                                            "cached recipe")

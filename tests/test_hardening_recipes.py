@@ -301,3 +301,19 @@ def test_the_buckets_pattern_takes_what_the_harness_takes():
         except MlrunError:
             taken = False
         assert bool(re.fullmatch(pattern, value)) == taken or value in ("+5", "1_0", "\u0663"), value
+
+
+def test_a_dep_input_a_parent_passed_and_a_cached_recipe_on_an_uncached_dep_name_the_file_and_line(ws):
+    """'child: input 'size' expects an int, got 'fast'' named neither the parent nor its line; the refusal of a
+    cached recipe on a cache: false dep had no file:line, though recipes.md lists it among those refused so."""
+    ws.recipe("child", "tags: [get, child]\ninputs:\n  size: {type: int, default: 1}\nrun: 'true'\n")
+    ws.recipe("parent", "tags: [app, parent]\ncache: false\ninputs:\n  mode: {default: fast}\n"
+                        "deps:\n  - {name: child, query: get child, inputs: {size: '{input.mode}'}}\nrun: 'true'\n")
+    parent = os.path.join(ws.recipes, "parent", "recipe.yaml")
+    assert_user_error(ws.mlrun("plan", "app parent"), 2, "child: input 'size' expects an int, got 'fast' (passed by "
+                      f"parent's dep 'child' as {{input.mode}}: {parent}:6)")
+    ws.recipe("y", "tags: [get, y]\ncache: false\nexports: {Y: '{entry}/y'}\nrun: 'true'\n")
+    ws.recipe("x", "tags: [get, x]\ndeps:\n  - get child\n  - {name: why, query: get y}\nrun: 'true'\n")
+    assert_user_error(ws.mlrun("plan", "get x"), 2, f"{os.path.join(ws.recipes, 'x', 'recipe.yaml')}:4: x is cached "
+                      "but its dep 'why' (y) is not (cache: false)")
+

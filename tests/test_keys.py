@@ -256,6 +256,32 @@ def test_a_probe_program_edited_to_the_same_size_and_time_is_run_again(ws):
     assert probed_key() != k
 
 
+def test_a_probe_of_the_cores_is_asked_again_under_another_affinity(ws):
+    """`taskset -c 0 mlrun plan` remembered nproc's 1 for every later plan (a sweep pins its points' workers)."""
+    from engine.errors import ResolutionError
+    from engine.probes import Prober
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two cores to pin to one")
+    ws.recipe("thing", RECIPE + "probe: {cpus: [nproc]}\n", files={"build.sh": "true\n"})
+    prober = Prober(ws.path("cache"))
+
+    def probed():
+        return resolve(RecipeIndex([ws.recipes]), "get thing", prober=prober, host_env=os.environ).root.probes["cpus"]
+    everything = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(everything)})
+        assert probed() == "1"
+    finally:
+        os.sched_setaffinity(0, everything)
+    assert probed() == str(len(everything))
+    # a program named by a variable empty where probes run: "cannot start : not found on PATH" said nothing of it
+    ws.recipe("thing", RECIPE + "probe: {py: ['${MLRUN_PYTHON}', '-V']}\n", files={"build.sh": "true\n"})
+    with pytest.raises(ResolutionError) as refused:
+        probed()
+    assert "names its program as ${MLRUN_PYTHON}, which is empty where probes run" in refused.value.message
+    assert "not a step's (no MLRUN_PYTHON" in refused.value.hint
+
+
 def test_a_changed_hash_env_variable_changes_the_key(ws):
     ws.recipe("thing", RECIPE + "hash_env: [CC, CFLAGS]\n", files={"build.sh": "true\n"})
     k = folder_key(ws, host_env={"CC": "gcc"})
