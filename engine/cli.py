@@ -609,8 +609,10 @@ def cmd_plan(args, extras, settings):
     show(plan.root, 0, None)
     if downloads:
         size = sum(d["size"] or 0 for d in downloads)
+        unsized = sum(1 for d in downloads if d["size"] is None)   # "5 files, 269 B" where 4 declared no size
         print(f"downloads of the nodes to build: {plural(len(downloads), 'file')}"
-              + (f", {_size(size)}" if size else "") + (f" (mirror {settings.mirror})" if settings.mirror else
+              + (f", {_size(size)}" + (f" and {unsized} of unknown size" if unsized else "") if size else "")
+              + (f" (mirror {settings.mirror})" if settings.mirror else
                                                         " (no mirror given: from their URLs)"))
         for d in downloads:
             status = d["status"]

@@ -361,6 +361,18 @@ def test_mirror_add_says_what_it_did_with_each_file(thing, tmp_path):
     assert "already there" in again.stdout and "0 files added" in again.stdout
 
 
+def test_the_plans_download_total_says_what_it_leaves_out(ws):
+    """'2 files, 100 B' where one of the two declared no size."""
+    ws.recipe("two", """\
+        tags: two
+        download:
+          - {url: "http://127.0.0.1:9/a.bin", file: a.bin, size: 100, sha256: "%s"}
+          - {url: "http://127.0.0.1:9/b.bin", file: b.bin, sha256: "%s"}
+        """ % ("a" * 64, "b" * 64))
+    plan = ws.mlrun("plan", "two")
+    assert "downloads of the nodes to build: 2 files, 100 B and 1 of unknown size" in plan.stdout, plan.stdout
+
+
 def test_mirror_fetch_then_plan_and_run_offline_from_it(thing, server, tmp_path):
     out = tmp_path / "carry"
     plan = thing.mlrun("plan", "get thing")
