@@ -76,8 +76,8 @@ def find(cache, runs_dir, older_than=None, now=None):
             item.lock = item.path + ".lock"
         elif os.path.lexists(item.path[:-5]) or _owned(item.path):
             continue   # goes with its .part, or held
-        else:
-            item.lock, item.unlink_lock = item.path, True
+        else:   # a finished download's lock: no partial download (a 0 B "partial download" of every fetch)
+            item.kind, item.lock, item.unlink_lock = "download lock", item.path, True
         items.append(item)
     items += _aged("failed build log", os.path.join(cache.root, ".failed"), age, now,
                    lambda name, path: FAILED.fullmatch(name))

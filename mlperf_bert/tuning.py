@@ -204,7 +204,10 @@ def run_harness(argv, out_dir):
     if not summary_path.is_file():
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise StepError(f"a --find-peak run in {out_dir} failed (exit {result.returncode}): {last}")
-    return json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text())
+    if summary.get("error"):   # samples that failed return fast: LoadGen's VALID would push the search up
+        raise StepError(f"a --find-peak run in {out_dir} failed: {summary['error']}")
+    return summary
 
 
 def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):

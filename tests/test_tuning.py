@@ -405,6 +405,21 @@ def test_a_server_only_option_stays_out_of_find_peaks_singlestream_and_offline_r
         harness.parse_args(argv + ["--out", "x"])
 
 
+def test_a_search_run_whose_inference_failed_stops_the_search(tmp_path, monkeypatch):
+    """Its samples returned at once: judged on LoadGen's VALID alone, it pushed the search up."""
+    from engine.errors import StepError
+
+    def fake_run(argv, capture_output, text):
+        out = Path(argv[argv.index("--out") + 1])
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps({"error": "inference failed: out of memory",
+                                                      "loadgen": {"result": "VALID"}}))
+        return SimpleNamespace(returncode=1, stderr="")
+    monkeypatch.setattr(tuning.subprocess, "run", fake_run)
+    with pytest.raises(StepError, match="failed: inference failed: out of memory"):
+        tuning.run_harness(["--scenario", "Server"], tmp_path / "trial")
+
+
 def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     """Short runs (--count 40, 300 ms each, 50% tolerance, starting with 400 queries: early stopping asks
     for more), then the run's own short length as the check, given the queries the search learned."""
