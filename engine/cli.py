@@ -372,6 +372,10 @@ def _main(argv):
                     for w, nxt in zip(argv, argv[1:] + [None]) if w == flag or w.startswith(flag + "=")]
             if len(said) > 1:
                 raise UsageError(f"{flag} is given twice: {said[0]!r} and {said[1]!r}", hint=f"give {flag} once")
+        recipes = [w.split("=", 1)[1] if w.startswith("--recipes=") else nxt
+                   for w, nxt in zip(argv, argv[1:] + [None]) if w == "--recipes" or w.startswith("--recipes=")]
+        if len(recipes) > len(args.recipes or []):   # repeatable: the verb's parser dropped those given before it
+            args.recipes = recipes
         if args.verb and extras and not _takes_extras(args) and not any(e.startswith("-") for e in extras):
             args, extras = _intermixed(parser, argv[at + 1:], args, extras)   # `rm cache -y QUERY`
         if not args.verb:
@@ -852,7 +856,12 @@ def _confirmed(args, what):
         return True
     if not sys.stdin.isatty():
         raise UsageError(f"{what} would be removed; pass -y to confirm without a prompt")
-    if input(f"remove {what}? [y/N] ").strip().lower() in ("y", "yes"):
+    try:
+        answer = input(f"remove {what}? [y/N] ")
+    except EOFError:   # Ctrl-D: "unexpected EOFError ... a bug in mlrun"
+        answer = ""
+        print()
+    if answer.strip().lower() in ("y", "yes"):
         return True
     print("nothing removed")
     return False
@@ -961,6 +970,9 @@ def cmd_mirror(args, extras, settings):
         if missing:
             raise UsageError(_not_a_file(missing[0]), hint="mirror add takes files (the downloads a recipe declares)")
         done = mirror.add(settings.mirror, args.files, wanted, index_path=index_path)
+        if args.json:   # accepted and ignored before: plain lines
+            _print_json([{"file": src, "status": status, "path": dest, "sha256": sha} for src, dest, sha, status in done])
+            return 0
         for src, dest, sha, status in done:
             print(f"{status:<13} {src}" + (f" -> {dest}" if status == "added" else f" (as {dest})" if dest else
                                           f" (sha256 {sha[:16]}: no recipe declares this file; not copied)"))
@@ -1005,6 +1017,10 @@ def _mirror_fetch(args, extras, settings, index_path):
         done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
             url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
     failed = [d for d in done if d[2] == "failed"]
+    if args.json:
+        _print_json([{"name": item["name"], "url": item["url"], "status": status, "path": path,
+                      "error": error.message if error else None} for item, path, status, error in done])
+        return 1 if failed else 0
     for item, path, status, error in done:
         if error:
             print(f"{status:<13} {item['name']}  {item['url']}\n{'':<14}{error.message}")
@@ -1254,7 +1270,8 @@ VERB_FUNCS = {"run": cmd_run, "plan": cmd_plan, "explain": cmd_explain, "find": 
 
 
 def _print_json(value):
-    json.dump(value, sys.stdout, indent=1, default=str)
+    from .results import json_safe
+    json.dump(json_safe(value), sys.stdout, indent=1, default=str, allow_nan=False)
     sys.stdout.write("\n")
 
 

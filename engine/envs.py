@@ -120,6 +120,9 @@ def env_file(env, passed=(), folder=None, final=None):
         elif folder and isinstance(v, str) and folder in v:
             lines.append(f'export {k}="' + "${MLRUN_ENTRY}".join(_in_double_quotes(part) for part in v.split(folder))
                          + '"\n')
+        elif isinstance(v, str) and secrets.MASK in v:   # exported as '<redacted>', it overwrote the user's own value
+            lines.append(f"# {k}: not written here (a secret, or passed from your environment): export it in your "
+                         "shell\n")
         else:
             lines.append(f"export {k}={shlex.quote(v)}\n")
     return "".join(lines)

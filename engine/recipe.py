@@ -264,7 +264,7 @@ class _Checker:
             elif not isinstance(spec, dict):
                 spec = {"default": spec}  # shorthand: `count: 10`
             self.keys(spec, INPUT_KEYS, here, f"input '{name}'")
-            kind = spec.get("type", "str")
+            kind = self.expect(spec.get("type", "str"), str, here + ["type"], "type")   # [int] was "unhashable"
             if kind not in INPUT_TYPES:
                 self.fail(here + ["type"], f"input type '{kind}' is not one of {', '.join(INPUT_TYPES)}")
             default = spec.get("default")
@@ -311,7 +311,7 @@ class _Checker:
                                                       and multiple > 0):
                     self.fail(here + ["multiple_of"], "multiple_of: a whole number above 0, or another input's name")
                 bounds["multiple_of"] = multiple
-            env_name = spec.get("env", "MLRUN_INPUT_" + name.upper())
+            env_name = self.expect(spec.get("env", "MLRUN_INPUT_" + name.upper()), str, here + ["env"], "env")
             if not ENV_RE.match(env_name):
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
             required = self.expect(spec.get("required", False), bool, here + ["required"], "required")

@@ -327,7 +327,8 @@ def flat(record):
            "seconds": round(record["finished"] - record["started"], 3)
            if record.get("finished") and record.get("started") else None,
            "host": (record.get("host") or {}).get("hostname")}
-    out.update(flat_settings(record))
+    for name, value in flat_settings(record).items():   # an input named status or host took the run's own
+        out[f"input.{name}" if name in RUN_FIELDS else name] = value
     results = record.get("results")
     for name, value in result_fields(results if isinstance(results, dict) else {}):
         if name in ROW_OWN:   # a recipe's own `seconds` or `point` silently gave way to the run's, or took the sweep's
@@ -337,6 +338,7 @@ def flat(record):
     return out
 
 
+RUN_FIELDS = ("run", "status", "query", "started", "seconds", "host")   # flat's own, first
 # Fields a run's row (flat) or a sweep's (sweeps.table) has of its own.
 ROW_OWN = ("run", "status", "query", "started", "seconds", "host", "point", "point_status", "node", "mode_scenario",
            "query_rest", "replay_of")

@@ -23,7 +23,7 @@ from .words import did_you_mean, plural
 RESULT_FIELDS = ("result", "samples_per_second", "completed_samples_per_second", "latency_p50_ms",
                  "latency_p90_ms", "latency_p99_ms", "f1", "exact_match")
 FORMATS = ("table", "csv", "markdown", "json")
-WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-]*)\s*(!=|>=|<=|=|>|<)(.*)$")
+WHERE_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_.\-/]*)\s*(!=|>=|<=|=|>|<)(.*)$")   # dep.A/B.KEY too
 # Columns the table may shorten (with "...") to fit the terminal, most willing first; then any other
 # column but these, down to NARROW.
 SHRINKABLE = ("error", "reasons", "query", "query_rest", "sequence_handling", "model", "user_conf", "audit_config")
@@ -135,11 +135,23 @@ def parse_columns(text):
 # -- output ---------------------------------------------------------------------------------
 
 
+def json_safe(value):
+    """value with each NaN or infinity as text: bare NaN (a step's summary may hold one) is not JSON, and a strict
+    reader of `runs --json` refused it."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def render(rows, columns, fmt="table", width=None, whole=()):
     """rows (dicts) as text in one of FORMATS; table and markdown show values short, CSV and JSON as they are.
     whole: columns a table never cuts (a sweep's grid values: cut, two points read alike)."""
     if fmt == "json":
-        return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1, default=str) + "\n"
+        return json.dumps(json_safe([{c: r.get(c) for c in columns} for r in rows]), indent=1, default=str) + "\n"
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -295,8 +307,13 @@ def run_rows(runs_dir, unreadable=None):
             if unreadable is not None:
                 unreadable.append(run_id)
             continue
-        row = records.flat(record)
-        row["headline"] = headline(row)
+        try:
+            row = records.flat(record)
+            row["headline"] = headline(row)
+        except (TypeError, ValueError, AttributeError, KeyError):   # damaged below the top (an imported record):
+            if unreadable is not None:                               # one such record ended `runs` for every run
+                unreadable.append(run_id)
+            continue
         mode = "/".join(str(row[k]) for k in ("mode", "scenario") if row.get(k))
         row["mode_scenario"] = mode.replace("performance", "perf") or None
         if record.get("replay_of"):

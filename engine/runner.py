@@ -287,7 +287,7 @@ class Runner:
             open(log_path, "ab").close()  # a kept failure always has its log, even one that never ran a command
             # within the try: a full disk here is a build that failed (set aside), not a leftover in .tmp
             _write_file(os.path.join(meta_dir, "env.sh"), envs.env_file(env, node.pass_env or (), folder, final))
-            _write_rerun_script(meta_dir, argv)
+            _write_rerun_script(meta_dir, argv, folder)
             for item in node.download:
                 self._download(item, folder)
             if argv:
@@ -564,15 +564,23 @@ def describe_exit(code):
     return f"exited with code {code}"
 
 
-def _write_rerun_script(meta_dir, argv):
+def _write_rerun_script(meta_dir, argv, folder=None):
     import shlex
+
+    def word(arg, script):   # {entry} in `run:` named the build's folder: `command.sh DIR` wrote there, not in DIR
+        if not folder or folder not in arg:
+            return shlex.quote(arg)
+        if script:   # bash -c's text: its own shell expands the variable, as it took the path
+            return shlex.quote(arg.replace(folder, "${MLRUN_ENTRY}"))
+        return '"${MLRUN_ENTRY}"'.join(shlex.quote(part) if part else "" for part in arg.split(folder))
     body = ("#!/usr/bin/env bash\n# Re-run this step by hand: same environment, same command.\n"
             "# Run it in a scratch folder: cached entries are immutable.\n"
             'here="$(cd "$(dirname "$0")" && pwd)"\n'
             'cd "${1:-$PWD}" || { echo "command.sh: cannot enter ${1:-$PWD}" >&2; exit 1; }\n'
             'export MLRUN_ENTRY="$PWD"   # absolute: a relative DIR named another folder once inside it\n'
             'set -a; . "$here/env.sh"; set +a\n')
-    body += ("exec " + " ".join(shlex.quote(a) for a in argv) + "\n") if argv else "# (download only: no command)\n"
+    body += ("exec " + " ".join(word(a, i > 0 and argv[i - 1] == "-c") for i, a in enumerate(argv)) + "\n") \
+        if argv else "# (download only: no command)\n"
     path = os.path.join(meta_dir, "command.sh")
     _write_file(path, secrets.scrub(body))  # a secret expanded into argv is left for the user to put back
     os.chmod(path, 0o755)

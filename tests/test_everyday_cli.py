@@ -4,10 +4,12 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import assert_user_error, wait_for
+from conftest import ROOT, assert_user_error, wait_for
 from engine.version import __version__
 from engine.usage import cm_tags
 from engine.words import did_you_mean, nearest, plural
@@ -384,6 +386,11 @@ def test_mirror_fetch_then_plan_and_run_offline_from_it(thing, server, tmp_path)
     assert "fetched       get-thing: data.json" in fetched.stdout
     again = thing.mlrun("mirror", "fetch", "get thing", "-o", str(out))
     assert "already there" in again.stdout and len(server.requests) == 1
+    [row] = json.loads(thing.mlrun("mirror", "fetch", "get thing", "-o", str(out), "--json").stdout)   # was lines
+    assert (row["name"], row["status"], row["error"]) == ("get-thing: data.json", "already there", None)
+    [row] = json.loads(thing.mlrun("mirror", "add", str(out / "data.json"), f"--mirror={tmp_path / 'm2'}",
+                                   "--json").stdout)
+    assert row["status"] == "added" and row["path"] == str(tmp_path / "m2" / "data.json")
     plan = thing.mlrun("plan", "get thing", f"--mirror={out}")
     assert "get-thing: data.json  16.6 KB  in the mirror: carry/data.json" in plan.stdout
     [row] = json.loads(thing.mlrun("plan", "get thing", f"--mirror={out}", "--json").stdout)["downloads"]
@@ -463,3 +470,35 @@ def test_show_cache_says_what_a_quantised_or_fused_model_was_made_from():
     assert cache_view.details(fused, recipes, by_key=by_key) == "per_channel=true; from _random layers=2"
     assert cache_view.details(made, recipes) == "-"   # its source gone from the cache: its own inputs only
     assert cache_view.details(source, recipes, by_key=by_key) == "layers=2"
+
+
+def test_mlrun_through_a_symlink_and_ctrl_d_at_its_prompt(ws, tmp_path):
+    """~/bin/mlrun -> the checkout's: "No module named 'engine'"; Ctrl-D at rm's [y/N]: "unexpected EOFError"."""
+    import pty
+    link = tmp_path / "bin" / "mlrun"
+    link.parent.mkdir()
+    link.symlink_to(os.path.join(ROOT, "bin", "mlrun"))
+    version = subprocess.run([str(link), "--version"], capture_output=True, text=True, env=ws.env())
+    assert version.returncode == 0 and version.stdout.startswith("mlrun "), version.stderr
+    ws.recipe("a", "tags: a\nrun: 'true'\n")
+    assert ws.mlrun("a").returncode == 0
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(link), "rm", "cache", "a"], stdin=follower, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ws.env())
+    os.close(follower)
+    time.sleep(0.5)
+    os.write(leader, b"\x04")
+    out, err = proc.communicate(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0 and "nothing removed" in out and "unexpected" not in err, (out, err)
+    assert ws.entries("a")
+
+
+def test_recipes_given_before_and_after_the_verb_are_both_read(ws, tmp_path):
+    """--recipes is repeatable: the verb's parser dropped the folder given before it."""
+    for folder, name in (("one", "first"), ("two", "second")):
+        os.makedirs(tmp_path / folder / name)
+        (tmp_path / folder / name / "recipe.yaml").write_text(f"tags: [{name}]\nrun: 'true'\n")
+    found = ws.mlrun("--recipes", str(tmp_path / "one"), "find", f"--recipes={tmp_path / 'two'}")
+    assert found.returncode == 0 and "first 0" in found.stdout and "second 0" in found.stdout, found.stdout
+

@@ -285,3 +285,32 @@ def test_a_benchmarks_own_figures_are_rows_diff_and_replay_compare(ws):
     assert "accuracy: 91.0 (equal)" in replayed.stdout, replayed.stdout
     assert "figure.samples_per_second: 3.0 vs recorded 3.0 (ratio 1.000)" in replayed.stdout, replayed.stdout
 
+
+def test_json_output_is_json_whatever_a_step_recorded(ws):
+    """A result NaN reached `runs --json` as a bare NaN, which a strict reader refuses."""
+    ws.recipe("shape", SHAPES)
+    ran = ws.mlrun("app shape", "--json", '--data={"weird": NaN, "rate": Infinity}')
+    assert ran.returncode == 0, ran.stderr
+    json.loads(ran.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in run --json"))
+    listed = ws.mlrun("runs", "--json")
+    [row] = json.loads(listed.stdout, parse_constant=lambda c: pytest.fail(f"bare {c} in runs --json"))
+    assert (row["weird"], row["rate"]) == ("nan", "inf")
+
+
+def test_an_input_named_as_a_runs_own_field_and_a_record_damaged_deep_inside(ws):
+    """An input named status took the run's status in `runs` (--status ok found nothing); a record whose request
+    held a list for its inputs (an edited import) ended `runs` "unexpected TypeError" for every run."""
+    ws.recipe("clash", "tags: [demo, clash]\ncache: false\ninputs:\n  status: {default: draft}\n"
+                       "  host: {default: example.org}\nrun: 'true'\n")
+    first = json.loads(ws.mlrun("demo clash", "--json").stdout)["run"]
+    [row] = json.loads(ws.mlrun("runs", "--json").stdout)
+    assert row["status"] == "ok" and row["input.status"] == "draft" and row["input.host"] == "example.org"
+    assert first in ws.mlrun("runs", "--status", "ok").stdout
+    second = json.loads(ws.mlrun("demo clash", "--json").stdout)["run"]
+    path = os.path.join(ws.runs, second, "run.json")
+    record = json.load(open(path))
+    json.dump({**record, "request": {**record["request"], "inputs": [1]}}, open(path, "w"))
+    listed = ws.mlrun("runs")
+    assert listed.returncode == 0 and first in listed.stdout and "unexpected" not in listed.stderr, listed.stderr
+    assert "could not be read" in listed.stdout + listed.stderr
+

@@ -53,6 +53,8 @@ CASES = [
      "default: --n=0 is below 1, the least value it takes"),
     ("input-default-not-above", "tags: a\ninputs:\n  q:\n    type: float\n    default: 0\n    above: 0\n", 5,
      "default: --q=0 is not above 0"),
+    ("input-type-list", "tags: a\ninputs:\n  n:\n    type: [int]\n", 4, "type must be str, not list"),   # "unhashable"
+    ("input-env-number", "tags: a\ninputs:\n  n:\n    env: 5\n", 4, "env must be str, not int"),
     ("input-multiple-of-float", "tags: a\ninputs:\n  q:\n    type: float\n    multiple_of: 2\n", 5,
      "multiple_of: needs type int (input 'q' is float)"),
     ("input-multiple-of-zero", "tags: a\ninputs:\n  n:\n    type: int\n    multiple_of: 0\n", 5,

@@ -437,6 +437,25 @@ def test_a_value_naming_the_entry_reruns_by_hand_in_the_folder_given(ws, tmp_pat
     assert sourced.stdout == f"{entry}/out $x.txt\n"   # sourced alone: the published entry
 
 
+@pytest.mark.parametrize("cache", [True, False])
+def test_command_sh_reruns_a_run_naming_its_entry_in_the_folder_given(ws, tmp_path, cache):
+    """`run: echo hi > {entry}/out.txt`: command.sh DIR wrote into the build folder (gone: 'No such file'), and
+    for a cache: false step appended to the recorded run's own output; pass_env and secret values were exported
+    as '<redacted>' over the user's own."""
+    ws.recipe("e", f"tags: e\ncache: {str(cache).lower()}\npass_env: [MYDIR]\n"
+                   "run: echo \"hi $MYDIR\" > \"{entry}/out.txt\"\n")
+    step = run(ws, "e", host_env={**os.environ, "MYDIR": "/data"})["steps"][-1]["path"]
+    assert open(os.path.join(step, "out.txt")).read() == "hi /data\n"
+    scratch = tmp_path / "scratch dir"
+    scratch.mkdir()
+    done = subprocess.run([os.path.join(step, ".mlrun", "command.sh"), str(scratch)], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"], "MYDIR": "/mine"})
+    assert done.returncode == 0, done.stderr
+    assert (scratch / "out.txt").read_text() == "hi /mine\n"
+    assert open(os.path.join(step, "out.txt")).read() == "hi /data\n"   # the recorded output as it was
+    assert "# MYDIR: not written here" in open(os.path.join(step, ".mlrun", "env.sh")).read()
+
+
 def test_a_recorded_file_the_step_did_not_write_is_said(ws):
     """`record: {packages: missing.txt}`: exit 0 and an empty record, nothing said of the misspelt name."""
     ws.recipe("r", "tags: r\nrecord: {packages: pkgs.txt, version: missing.txt}\nrun: echo a==1 > pkgs.txt\n")

@@ -297,6 +297,7 @@ def test_render_and_where_units():
     assert render(rows, ["a", "b", "c", "d", "e"], "markdown").splitlines()[2] == "| 1 | x\\|y | - | 1235 | true |"
     assert json.loads(render(rows, ["c", "d"], "json")) == [{"c": None, "d": 1234.5678}]
     assert parse_where(["a>=2", "b = x "]) == [("a", ">=", "2"), ("b", "=", "x")]
+    assert parse_where(["dep.mid/kid.size=7"]) == [("dep.mid/kid.size", "=", "7")]   # a dep of a dep: was refused
 
 
 def test_a_narrow_table_cuts_paths_and_other_columns_before_the_query():
