@@ -148,7 +148,8 @@ def build_parser(only=None):
     p.add_argument("--query", metavar="TEXT", help="only runs whose query has these words (tags, _variations)")
     p.add_argument("--all", action="store_true", help="also helper commands (get ..., process ...)")
     for name, help_ in (("sweep", "run every point of a grid of QUERY's inputs, dependency inputs and variation "
-                                  "groups, or: sweep show NAME, sweep list"), ("sweeps", "list the sweeps")):
+                                  "groups, or: sweep show NAME, sweep list, sweep best NAME (its best point and the "
+                                  "submit command that runs it)"), ("sweeps", "list the sweeps")):
         p = verb(name, help_)
         if only in (None, name):   # the options live in sweeps/: import it only for its own verbs
             _sweep_options(p, name)
@@ -455,7 +456,7 @@ def _main(argv):
 def _runs_steps(args):
     """Verbs that run steps (TMPDIR is theirs); sweep's list, show and plot read what ran."""
     return args.verb in ("run", "submit", "replay") or (
-        args.verb == "sweep" and getattr(args, "query", None) not in ("list", "ls", "show", "plot"))
+        args.verb == "sweep" and getattr(args, "query", None) not in ("list", "ls", "show", "plot", "best"))
 
 
 def _only_prints(args):

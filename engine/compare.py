@@ -21,7 +21,9 @@ def request(a, b):
         x, y = ra.get(f), rb.get(f)
         if isinstance(x or {}, dict) and isinstance(y or {}, dict) and (x or y):
             x, y = x or {}, y or {}
-            rows += [(f"request.{f}.{k}", x.get(k), y.get(k)) for k in dict.fromkeys([*x, *y]) if x.get(k) != y.get(k)]
+            # as typed: a submission's count 32 and the command line's "32" are one value (diff exited 1)
+            rows += [(f"request.{f}.{k}", x.get(k), y.get(k)) for k in dict.fromkeys([*x, *y])
+                     if records.typed(x.get(k)) != records.typed(y.get(k))]
         elif x != y:
             rows.append((f"request.{f}", x, y))
     return rows
@@ -138,6 +140,9 @@ def results(a, b):
         fa, fb = (dict(records.result_fields(r)) for r in (ra, rb))
         for name in [n for n in fa if n in fb or n not in fb] + [n for n in fb if n not in fa]:
             x, y = fa.get(name), fb.get(name)
+            if name in ("f1", "exact_match"):   # accuracy wherever it is kept: `runs` shows it so
+                rows.append((f"accuracy.{name}", x, y))
+                continue
             if name == "accuracy" or not any(isinstance(v, float) or name == "result" for v in (x, y)):
                 continue
             rows.append(("result" if name == "result" else f"figure.{name}", x, y))
@@ -163,7 +168,7 @@ def ran(a, b):
     rows, seen = [], set()
     for name in list(fa) + [n for n in fb if n not in fa]:
         x, y = fa.get(name), fb.get(name)
-        if x == y or isinstance(x, str) and isinstance(y, str) and _NUMBER.sub("#", x) == _NUMBER.sub("#", y):
+        if same(x, y) or isinstance(x, str) and isinstance(y, str) and _NUMBER.sub("#", x) == _NUMBER.sub("#", y):
             continue
         # a fact an older record kept only under another name (instances, before as parallelism.instances alone)
         if x is None and _kept_as(fa, fb, name, y) or y is None and _kept_as(fb, fa, name, x):
@@ -180,6 +185,11 @@ def ran(a, b):
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
+def same(x, y):
+    """Equal, NaN included (a run diffed with itself said 'f1: NaN -> NaN')."""
+    return x == y or isinstance(x, float) and isinstance(y, float) and x != x and y != y
+
+
 def _kept_as(facts, others, name, value):
     """Whether facts hold name's fact under another name ending alike: of value, or one the other run has too
     (that row says how they differ)."""
@@ -192,7 +202,9 @@ def _facts(record, settings):
     results = record.get("results")
     others = {k: v for k, v in results.items() if k not in ("loadgen", "accuracy")} \
         if isinstance(results, dict) else {}   # results() shows those
-    facts = {name: value for name, value in records.result_fields(others) if not isinstance(value, float)}
+    # floats are measurements, but a setting the run ran with is one whatever its type (a user.conf's 2.5 QPS)
+    facts = {name: value for name, value in records.result_fields(others)
+             if not isinstance(value, float) or name.startswith("settings.")}
     echoes = {name for name, value in facts.items()
               if name.rsplit(".", 1)[-1] in settings and settings[name.rsplit(".", 1)[-1]] == value}
     return facts, echoes
@@ -200,7 +212,7 @@ def _facts(record, settings):
 
 def everything(a, b):
     return {"request": request(a, b), "plan": plan(a, b), "recipes": recipes(a, b), "packages": packages(a, b),
-            "host": host(a, b), "results": [row for row in results(a, b) if row[1] != row[2]], "ran": ran(a, b)}
+            "host": host(a, b), "results": [row for row in results(a, b) if not same(row[1], row[2])], "ran": ran(a, b)}
 
 
 def shown(value, width=80):

@@ -74,6 +74,8 @@ def find(cache, runs_dir, older_than=None, now=None):
         # for a long download: gc removed it by age, and a second download appended to the same .part)
         if not item.path.endswith(".lock"):
             item.lock = item.path + ".lock"
+            if _owned(item.lock):
+                continue   # a live download's: it was listed as "would free", then "in use again since"
         elif os.path.lexists(item.path[:-5]) or _owned(item.path):
             continue   # goes with its .part, or held
         else:   # a finished download's lock: no partial download (a 0 B "partial download" of every fetch)

@@ -93,11 +93,13 @@ class RecipeIndex:
             folder = os.path.dirname(path)
             data, lines = yamlfile.load(path)
             recipe = normalize(data, path, lines, os.path.basename(folder))
-            ident = (recipe["name"], recipe["version"])
+            from packaging.version import Version   # 1.0 and 1.0.0 are one version (PEP 440): one was taken unsaid
+            ident = (recipe["name"], Version(recipe["version"]))
             if ident in seen:
-                raise RecipeError(f"recipe {recipe['name']} {recipe['version']} is also defined in {seen[ident]}",
-                                  path, 1, "give one of them another name or version")
-            seen[ident] = path
+                raise RecipeError(f"recipe {recipe['name']} {recipe['version']} is also defined in {seen[ident][0]}"
+                                  + (f" (as version {seen[ident][1]}, the same)" if seen[ident][1] != recipe["version"]
+                                     else ""), path, 1, "give one of them another name or version")
+            seen[ident] = (path, recipe["version"])
             files = {os.path.relpath(p, folder): file_digest(p) for p in recipe_files(folder)}
             for i, rel in enumerate(recipe["sources"]):
                 src = os.path.normpath(os.path.join(folder, rel))

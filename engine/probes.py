@@ -53,22 +53,22 @@ class Prober:
         for name, probe in sorted(spec.items()):
             argv, remember = (probe["run"], probe.get("remember", True)) if isinstance(probe, dict) else (probe, True)
             written, argv = argv[0], [envs.expand(a.replace("{recipe}", folder), env) for a in argv]
-            out[name] = self._output(node, name, argv, env, written) if remember else self._run(node, name, argv, env)
-        return out
-
-    def _output(self, node, name, argv, env, written=None):
-        import shutil  # only recipes with probes pay for it
-        program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
-        if not program:
-            where = node.name
-            lead = re.match(r"\$\{?(\w+)\}?", written or "")
+            lead = re.match(r"\$\{?(\w+)\}?", written)
             if lead and not env.get(lead.group(1)):   # "cannot start : not found on PATH" said nothing of it
-                raise ResolutionError(f"{where}: probe '{name}' names its program as {written}, which is "
+                raise ResolutionError(f"{node.name}: probe '{name}' names its program as {written}, which is "
                                       f"{argv[0] or 'empty'} where probes run",
                                       hint="a probe gets the host's environment, its pass_env, hash_env and inputs, "
                                            "not a step's (no MLRUN_PYTHON, no dep's exports): name a program on PATH")
-            why = "no such file" if os.sep in argv[0] else "not found on PATH"
-            raise ResolutionError(f"{where}: probe '{name}' cannot start {argv[0]}: {why}",
+            out[name] = self._output(node, name, argv, env) if remember else self._run(node, name, argv, env)
+        return out
+
+    def _output(self, node, name, argv, env):
+        import shutil  # only recipes with probes pay for it
+        program = shutil.which(argv[0], path=env.get("PATH", os.defpath))
+        if not program:
+            why = ("a folder" if os.path.isdir(argv[0]) else "not executable" if os.path.exists(argv[0])
+                   else "no such file") if os.sep in argv[0] else "not found on PATH"
+            raise ResolutionError(f"{node.name}: probe '{name}' cannot start {argv[0]}: {why}",
                                   hint=f"{node.name} needs it before anything runs; install it or pass a path")
         program = os.path.realpath(program)
         st = os.stat(program)

@@ -326,7 +326,8 @@ def flat(record):
            "started": record.get("started"),
            "seconds": round(record["finished"] - record["started"], 3)
            if record.get("finished") and record.get("started") else None,
-           "host": (record.get("host") or {}).get("hostname")}
+           "host": (record.get("host") or {}).get("hostname"),
+           "error": record.get("error")}   # the run's own: a recipe's `error` result read as the point's failure
     for name, value in flat_settings(record).items():   # an input named status or host took the run's own
         out[f"input.{name}" if name in RUN_FIELDS else name] = value
     results = record.get("results")
@@ -338,10 +339,10 @@ def flat(record):
     return out
 
 
-RUN_FIELDS = ("run", "status", "query", "started", "seconds", "host")   # flat's own, first
+RUN_FIELDS = ("run", "status", "query", "started", "seconds", "host", "error")   # flat's own, first
 # Fields a run's row (flat) or a sweep's (sweeps.table) has of its own.
-ROW_OWN = ("run", "status", "query", "started", "seconds", "host", "point", "point_status", "node", "mode_scenario",
-           "query_rest", "replay_of")
+ROW_OWN = ("run", "status", "query", "started", "seconds", "host", "error", "point", "point_status", "node",
+           "mode_scenario", "query_rest", "replay_of")
 
 
 def flat_settings(record):

@@ -107,7 +107,10 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
     req = record.get("request")
     if not req:
         raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
-    inputs = _inputs_here(record, req.get("inputs") or {}, settings, notes)
+    root = (record.get("root") or {}).get("recipe")
+    spec = next((r["inputs"] for r in index.recipes if r["name"] == root), {})
+    paths = {name for name, i in spec.items() if i.get("type") == "path"}
+    inputs = _inputs_here(record, req.get("inputs") or {}, settings, notes, paths)
     plan = resolve(index, req["query"], inputs=inputs, host_env=os.environ,
                    dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
                    prober=settings.prober())
@@ -128,7 +131,7 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
     return plan, notes
 
 
-def _inputs_here(record, inputs, settings, notes):
+def _inputs_here(record, inputs, settings, notes, paths=()):
     """The request's inputs with each file it named inside the recording machine's cache taken from this cache's
     entry of the same name (same key: same content; a TEST01 run's audit.config was "no such file" on another
     machine, from a bundle that carried the entry); a file of the person's that is not here is said so."""
@@ -136,6 +139,13 @@ def _inputs_here(record, inputs, settings, notes):
              if isinstance(step, dict) and step.get("status") in ("built", "cached") and isinstance(step.get("path"), str)}
     out = dict(inputs)
     for name, value in inputs.items():
+        if name in paths and isinstance(value, str) and value and not os.path.isabs(value) \
+                and not os.path.exists(value) and isinstance(record.get("cwd"), str):
+            value = os.path.join(record["cwd"], value)   # given relative where it ran: "no such file" from elsewhere
+            if os.path.exists(value):
+                out[name] = value
+                notes.append(f"--{name}: {inputs[name]} is {value}, relative to where the run was started")
+                continue
         if not (isinstance(value, str) and os.path.isabs(value)) or os.path.exists(value):
             continue
         there = [os.path.join(settings.cache, os.path.relpath(value, root)) for root in roots
@@ -161,7 +171,7 @@ def verdict(old, new):
         return [f"the recorded run ended {status(old)}: no results to compare"], True
     for what, was, now in compare.results(old, new):
         if what == "accuracy" or what.startswith("accuracy."):
-            same = was == now
+            same = compare.same(was, now)
             ok = ok and same
             lines.append(f"{what}: {shown(now)} ({'equal' if same else f'DIFFERS: recorded {shown(was)}'})")
         elif what.startswith(("metric.", "figure.")):

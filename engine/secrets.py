@@ -113,9 +113,8 @@ def redacted(env, also=()):
 
 
 # A step's text outputs searched for the secrets of its environment (its entry or run folder is kept, and a bundle
-# carries it): what a person reads or a tool parses, never a model's weights.
-TEXT_SUFFIXES = (".json", ".txt", ".yaml", ".yml", ".cfg", ".ini", ".conf", ".toml", ".sh", ".env", ".md", ".log",
-                 ".csv", ".html")
+# carries it): any file up to TEXT_MOST bytes without a NUL byte (text by any name: README, token, conf.py), never
+# a model's weights.
 TEXT_MOST = 4 << 20
 
 
@@ -137,7 +136,7 @@ def step_secrets(env):
 
 
 def mask_files(folder, env, skip=()):
-    """Mask in folder's text files (TEXT_SUFFIXES, up to TEXT_MOST bytes) the secrets of the step's env; returns the
+    """Mask in folder's text files (up to TEXT_MOST bytes, no NUL byte) the secrets of the step's env; returns the
     files changed, relative. A model source's record kept HF_ENDPOINT's password, and `export --with-cache` the
     same."""
     import stat
@@ -151,10 +150,12 @@ def mask_files(folder, env, skip=()):
             path = os.path.join(parent, name)
             try:
                 st = os.lstat(path)
-                if not (name.lower().endswith(TEXT_SUFFIXES) and stat.S_ISREG(st.st_mode) and st.st_size <= TEXT_MOST):
+                if not (stat.S_ISREG(st.st_mode) and st.st_size <= TEXT_MOST):
                     continue
                 with open(path, "rb") as f:
                     data = f.read()
+                if b"\0" in data:   # a binary file: weights, a compiled library
+                    continue
                 masked = data
                 for secret, mask in pairs:
                     masked = masked.replace(secret, mask)

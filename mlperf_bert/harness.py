@@ -26,7 +26,7 @@ from engine.oserrors import explain
 from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
                          seq_plan, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
-from mlperf_bert.user_conf import check as check_user_conf, values_set as conf_values_set
+from mlperf_bert.user_conf import check as check_user_conf, conflicts as conf_conflicts, values_set as conf_values_set
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
 SCENARIOS = {name: getattr(lg.TestScenario, name) for name in ("Offline", "SingleStream", "MultiStream", "Server")}
@@ -210,6 +210,10 @@ def main(argv=None):
     try:
         if args.user_conf:   # before the model loads: LoadGen drops a misspelt key or `key=value` unsaid
             check_user_conf(args.user_conf)
+            both = conf_conflicts(_user_lines(args), args.scenario, args)
+            if both:
+                raise UsageError(f"{'; '.join(both)}: give each setting one way", hint="the user.conf's line would "
+                                 "win unsaid (find-peak's every trial ran at its rate, and never ended)")
         summary = find_peak(args) if args.find_peak else run(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -210,6 +210,9 @@ def run_harness(argv, out_dir):
     return summary
 
 
+TRIAL_KEYS = ("min_duration", "min_query_count", "target_qps")   # a short run's own settings
+
+
 def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):
     """A harness run of `scenario` in out_dir lasting trial_ms and min_queries queries; its summary.json."""
     if scenario != "Server":   # Server's own option: the SingleStream and Offline runs refused it, and the search
@@ -217,8 +220,10 @@ def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     conf = out_dir / "search.conf"  # the user's lines, then the short run's length (later lines win)
-    user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
-    conf.write_text(user_lines + f"\nbert.{scenario}.min_query_count = {min_queries}\n")
+    user_lines = Path(args.user_conf).read_text().splitlines() if args.user_conf else []
+    # less what the short run sets itself: the user's min_duration made every trial as long as a full run
+    kept = [line for line in user_lines if line.split("=")[0].strip().rsplit(".", 1)[-1] not in TRIAL_KEYS]
+    conf.write_text("\n".join(kept) + f"\nbert.{scenario}.min_query_count = {min_queries}\n")
     return run_harness(harness_argv(args, scenario=scenario, user_conf=str(conf), min_duration=trial_ms, out=None,
                                     **changes), out_dir)
 

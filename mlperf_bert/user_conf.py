@@ -34,6 +34,15 @@ KEYS = {
 MLPERF_CONF_ONLY = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed", "accuracy_log_probability",
                     "test05", "test05_qsl_rng_seed", "test05_sample_index_rng_seed", "test05_schedule_rng_seed")
 SET_BY_MLRUN = {"mode": "--mode"}  # the harness sets it after reading the file: the line would do nothing
+# Read by C's strtoull (a whole number; "5e1" is 5, "1.5" is 1); Server's target_latency too (whole ms), the rest by
+# strtod.
+WHOLE = {"min_duration", "max_duration", "min_query_count", "max_query_count", "performance_sample_count_override",
+         "accuracy_sample_count_override", "print_timestamps", "performance_issue_unique", "performance_issue_same",
+         "performance_issue_same_index", "sample_concatenate_permutation", "coalesce_queries", "max_async_queries",
+         "samples_per_query", "accuracy_log_sampling_target", "accuracy_log_rng_seed", "use_token_latencies",
+         "infer_token_latencies", "token_latency_scaling_factor", "ttft_latency", "tpot_latency"}
+# The harness's options that LoadGen reads as these keys: given both ways, one of them was silently dropped.
+OPTION_KEYS = {"target_qps": "--target_qps", "target_latency": "--target_latency", "min_duration": "--min_duration"}
 
 
 def problems(text):
@@ -52,6 +61,8 @@ def problems(text):
 def _problem(words):
     if words[0].startswith("#"):
         return "LoadGen takes a comment only after a lone '#' and a space ('# note')"
+    if len(words) == 2 and words[1] == "=":
+        return "no value after '=' (LoadGen ignores the line)"
     if len(words) < 3 or words[1] != "=":
         return "LoadGen reads 'MODEL.SCENARIO.KEY = VALUE', spaces around the '=' (this line would be ignored)" \
             if "=" in "".join(words) else "not 'MODEL.SCENARIO.KEY = VALUE'"
@@ -76,7 +87,20 @@ def _problem(words):
         return f"LoadGen has no setting {key!r}{_did_you_mean(key, list(KEYS))}"
     if scenario != "*" and KEYS[key] and scenario not in KEYS[key]:
         return f"LoadGen reads {key} for {', '.join(KEYS[key])} only: for {scenario} it is ignored"
+    whole = key in WHOLE or key == "target_latency" and scenario in ("Server", "*")
+    if whole and not isinstance(number(words[2]), int):
+        return (f"LoadGen reads {key}" + (" for Server" if key == "target_latency" else "") + " as a whole number: "
+                f"{words[2]} would be {_whole_part(words[2])}")
     return None
+
+
+def _whole_part(text):
+    """What C's strtoull makes of text: the digits it starts with (5e1 -> 5, 1.5 -> 1, 1_000 -> 1)."""
+    match = re.match(r"\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    if not match:
+        return 0
+    digits = match.group(1)
+    return int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8) if digits.startswith("0") else int(digits)
 
 
 def _did_you_mean(word, choices):
@@ -94,8 +118,8 @@ def check(path):
     found = problems(text)
     if found:
         raise UsageError(f"user.conf {path}: " + "; ".join(found),
-                         hint="LoadGen would drop or refuse these lines; its keys are in mlperf.conf and "
-                              "docs/mlperf-bert.md")
+                         hint="LoadGen would drop, misread or refuse these lines (docs/results.md: your own LoadGen "
+                              "settings; its keys are those of mlperf.conf)")
 
 
 def values_set(lines, scenario):
@@ -118,6 +142,8 @@ def values_set(lines, scenario):
 
 def number(text):
     """The number LoadGen reads in text (C's strtoul with base 0, else strtod, the whole word), else None."""
+    if "_" in text:   # Python takes 1_000; C does not (LoadGen rejected the file, no line named)
+        return None
     if re.fullmatch(r"[+-]?0[0-7]+", text):
         return int(text, 8)
     for parse in (lambda t: int(t, 0), float):
@@ -126,3 +152,15 @@ def number(text):
         except ValueError:
             continue
     return None
+
+
+def conflicts(lines, scenario, args):
+    """What a harness option and the user.conf both set for this scenario (the user.conf's line won unsaid), and
+    find-peak beside a user.conf target_qps (every trial ran at the file's rate: the search never ended)."""
+    values = values_set(lines, scenario)
+    out = [f"{flag} and the user.conf's {key} = {values[key]}" for key, flag in OPTION_KEYS.items()
+           if getattr(args, key, None) is not None and key in values]
+    if getattr(args, "find_peak", False) and "target_qps" in values:
+        out.append(f"--find_peak searches target_qps, which the user.conf sets ({values['target_qps']})")
+    return out
+

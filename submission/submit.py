@@ -558,6 +558,10 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
                 "the archive")
         for name, state, detail in rows:
             sub.say(f"  {name:<{width}}  {state:<28} {detail}")
+        yours = [f"--{k}={v}" for k, v in inputs.items()] + [f"--dep.{d}.{k}={v}" for d, kv in deps.items()
+                                                             for k, v in kv.items()]
+        if yours:   # the lines above list only what submit sets itself: the tuned flags were nowhere
+            sub.say(f"every run also gets your {' '.join(yours)}")
         return 0
     tree.forget(sub)
     sub.say("runs:")

@@ -66,16 +66,18 @@ def cmd_sweep(args, extras, settings):
     if args.query == "plot":
         from .plot import cmd_plot   # its options (--x, --y, --by, -o) come in extras
         return cmd_plot(args, extras, settings)
+    if args.query == "best":
+        return cmd_best(args, extras, settings)
     from engine.words import did_you_mean
-    near = did_you_mean(args.query, ["show", "list", "plot"]) if " " not in args.query else ""
+    near = did_you_mean(args.query, ["show", "list", "plot", "best"]) if " " not in args.query else ""
     if near:   # `sweep lsit` said "a sweep needs a --name", `sweep plto be` "unexpected argument 'be'"
         raise UsageError(f"mlrun sweep {args.query}: no such verb{near}",
-                         hint="the verbs are sweep show NAME, sweep list, sweep plot NAME; a sweep is "
-                              "mlrun sweep QUERY --grid NAME=V1,V2 --name NAME")
+                         hint="the verbs are sweep show NAME, sweep list, sweep plot NAME, sweep best NAME; a "
+                              "sweep is mlrun sweep QUERY --grid NAME=V1,V2 --name NAME")
     if args.sweep_name:
         raise UsageError(f"unexpected argument '{args.sweep_name}'",
                          hint="inputs are --NAME=VALUE (with '='), the query one quoted argument; "
-                              "the verbs are sweep show NAME, sweep list, sweep plot NAME")
+                              "the verbs are sweep show NAME, sweep list, sweep plot NAME, sweep best NAME")
     for flag in ("jobs", "cpus"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
             raise UsageError(f"--{flag} {getattr(args, flag)}: give 1 or more")
@@ -373,6 +375,71 @@ def cmd_show(args, extras, settings):
                               request.get("dep_overrides") or {}, request.get("env_overrides") or {})[1:-1]
         print(f"every point: {shlex.join(shared)} (and its grid's values)")
     return 0
+
+
+def cmd_best(args, extras, settings):
+    """sweep best NAME [--y FIELD]: the best VALID point by the sweep's main result (or FIELD), said with what may
+    make it noise (a busy machine, cores pinned), and the `mlrun submit` command that runs its settings (they were
+    retyped by hand, the backend of the grid forgotten)."""
+    from . import plot
+    if not args.sweep_name:
+        raise UsageError("mlrun sweep best needs a NAME", hint="`mlrun sweep list` lists the sweeps")
+    rest, y = list(extras), None
+    if rest[:1] == ["--y"] and len(rest) > 1:
+        y, rest = rest[1], rest[2:]
+    elif rest and rest[0].startswith("--y="):
+        y, rest = rest[0][4:], rest[1:]
+    _no_extras(rest, "sweep best", args)
+    data = table.load(settings, args.sweep_name)
+    rows = table.rows(settings, args.sweep_name, data, shown=False)
+    y = y or plot.default_y(rows)
+    if not y or not plot.direction(y):
+        raise UsageError(f"sweep '{data['name']}': {'no point has a result to rank' if not y else y + ' says not whether more is better'}",
+                         hint="--y FIELD names one that does (samples_per_second, completed_samples_per_second, f1, "
+                              "a latency)")
+    ok = [r for r in rows if r.get("point_status") == "ok" and plot.ranked(r, y) and plot.number(r.get(y)) is not None]
+    if not ok:
+        offline = any(r.get("point_status") == "ok" and plot.number(r.get(y)) is not None for r in rows)
+        raise UsageError(f"sweep '{data['name']}': " + (f"an Offline run's {y} means nothing (one query of every "
+                         "sample): it ranks no point" if offline else f"no point that ended ok has {y}"),
+                         hint=f"mlrun sweep show {data['name']}")
+    valid = [r for r in ok if not plot.invalid(r)]
+    best = (max if plot.direction(y) == "max" else min)(valid or ok, key=lambda r: plot.number(r[y]))
+    run = records.load(os.path.join(settings.runs, best["run"], "run.json"))
+    print(f"best of sweep '{data['name']}' by {y} ({'higher' if plot.direction(y) == 'max' else 'lower'} is better), "
+          f"among its {'VALID points' if valid else 'points (every one INVALID)'}: {best['point']} = "
+          f"{results.show(y, best[y])} (run {best['run']})")
+    grid = {k: best.get(k) for k in data.get("grid") or {}}
+    print("  its grid values: " + ", ".join(f"{k}={v}" for k, v in grid.items()))
+    for warning in _best_warnings(best, run, ok, y):
+        print(f"  note: {warning}")
+    request = run.get("request") or {}
+    from submission.submit import CONTROLLED
+    inputs = {k: v for k, v in (request.get("inputs") or {}).items()
+              if k not in CONTROLLED + ("find_peak", "strict", "peak_tolerance")}
+    argv = gridlib.argv(request.get("query") or "", inputs, request.get("dep_overrides") or {},
+                        request.get("env_overrides") or {})[1:-1]
+    print("submit what it ran (a submission runs these settings in every scenario it measures):\n  "
+          + shlex.join(["mlrun", "submit", *argv, "--submitter=YOUR_TEAM", "--division=open"]))
+    return 0
+
+
+def _best_warnings(best, run, ok, y):
+    """What may make the best point noise: a busy machine while it ran, fewer cores than the machine has, a
+    second measurement of the same settings far from it."""
+    out = []
+    if best.get("other_load.busy"):
+        out.append("it was measured while other processes were busy (other_load): run the sweep again on a quiet "
+                   "machine (`--rerun`) before you trust the ranking")
+    host = run.get("host") or {}
+    allowed, cores = host.get("cpus_allowed"), host.get("cores")
+    if isinstance(allowed, list) and isinstance(cores, int) and len(allowed) < cores:
+        out.append(f"it ran on {len(allowed)} of the machine's {cores} cores (a sweep's --jobs pins each point): a "
+                   "submission runs on all of them")
+    busy = sum(1 for r in ok if r.get("other_load.busy"))
+    if busy and not best.get("other_load.busy"):
+        out.append(f"{busy} of the {len(ok)} points were measured on a busy machine")
+    return out
 
 
 def cmd_list(args, extras, settings):

@@ -68,7 +68,7 @@ def write(runs_dir, data):
     p = path(runs_dir, data["name"])
     with os_errors("cannot write the sweep record", p):
         _make(os.path.dirname(p))
-        with FileLock(p + ".lock"):
+        with FileLock(p + ".lock", mode=0o664):
             write_json(p, data)
 
 
@@ -77,7 +77,7 @@ def _make(folder):
     umask, the next one's sweep could not be created there."""
     from engine.cache import shared_dir
     shared_dir(os.path.dirname(folder))
-    os.makedirs(folder, exist_ok=True)
+    shared_dir(folder)   # a teammate resumes or extends it: its lock and record are the group's too
 
 
 def hold(runs_dir, name):
@@ -86,7 +86,7 @@ def hold(runs_dir, name):
     folder = os.path.dirname(path(runs_dir, name))
     with os_errors("cannot create the sweep folder", folder):
         _make(folder)
-    lock = FileLock(os.path.join(folder, "sweep.lock"))
+    lock = FileLock(os.path.join(folder, "sweep.lock"), mode=0o664)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -99,7 +99,7 @@ def hold(runs_dir, name):
 def held(runs_dir, name):
     """Whether an mlrun sweep runs this sweep now (holds its sweep.lock)."""
     from filelock import FileLock, Timeout
-    lock = FileLock(os.path.join(os.path.dirname(path(runs_dir, name)), "sweep.lock"))
+    lock = FileLock(os.path.join(os.path.dirname(path(runs_dir, name)), "sweep.lock"), mode=0o664)
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -53,7 +53,8 @@ def e(value):
 def plot_choices(record, rows):
     """[(x, y, by)]: each main result against each grid axis that varies, by the next such axis."""
     axes = plot.plotted_axes(rows, record.get("grid") or {})
-    ys = [y for y in ("samples_per_second", "f1") if any(plot.number(r.get(y)) is not None for r in rows)]
+    ys = [y for y in ("samples_per_second", "completed_samples_per_second", "f1")
+          if any(plot.number(r.get(y)) is not None for r in rows)]
     ys = ys or [y for y in [plot.default_y(rows)] if y]
     return [(x, y, next((a for a in axes if a != x), None)) for y in ys for x in axes]
 

@@ -200,12 +200,11 @@ def test_gc_leaves_a_partial_download_whose_lock_is_held_however_old(ws):
     cache = Cache(ws.cache)
     fd = flock(lock, wait=False)   # the live download
     try:
-        found = gc.find(cache, ws.runs, older_than=3600)
-        assert [i.path for i in found if i.kind == "partial download"] == [part]
+        found = gc.find(cache, ws.runs, older_than=3600)   # not even listed: "would free", then "in use again"
+        assert [i.path for i in found if i.kind == "partial download"] == []
         assert [i.path for i in found if i.kind == "download lock"] == [lone]
-        removed, skipped = gc.remove(cache, found, older_than=3600)
+        gc.remove(cache, found, older_than=3600)
         assert os.path.exists(part) and os.path.exists(lock) and not os.path.exists(lone)
-        assert part in [i.path for i in skipped]
     finally:
         os.close(fd)
     removed, skipped = gc.remove(cache, gc.find(cache, ws.runs, older_than=3600), older_than=3600)

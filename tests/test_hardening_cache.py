@@ -131,8 +131,9 @@ def test_the_runs_folder_and_its_sweeps_folder_are_the_groups_whatever_the_umask
         record.hold(str(tmp_path / "runs"), "mine").release()
     finally:
         os.umask(old)
-    for folder in ("runs", "runs/sweeps"):
+    for folder in ("runs", "runs/sweeps", "runs/sweeps/mine"):   # a teammate resumes it: "sweep.lock: denied"
         assert stat.S_IMODE(os.stat(tmp_path / folder).st_mode) == 0o2775, folder
+    assert stat.S_IMODE(os.stat(tmp_path / "runs/sweeps/mine/sweep.lock").st_mode) & 0o060 == 0o060
 
 
 @needs_root

@@ -317,3 +317,11 @@ def test_a_dep_input_a_parent_passed_and_a_cached_recipe_on_an_uncached_dep_name
     assert_user_error(ws.mlrun("plan", "get x"), 2, f"{os.path.join(ws.recipes, 'x', 'recipe.yaml')}:4: x is cached "
                       "but its dep 'why' (y) is not (cache: false)")
 
+
+def test_two_recipes_of_one_name_at_versions_pep440_holds_equal_are_refused(ws):
+    """1.0 and 1.0.0 are one version: one of the two was taken without a word."""
+    ws.recipe("a", "name: vv\nversion: '1.0'\ntags: [get, vv]\nrun: 'true'\n")
+    ws.recipe("b", "name: vv\nversion: '1.0.0'\ntags: [get, vv]\nrun: 'echo'\n")
+    assert_user_error(ws.mlrun("plan", "get vv"), 2, "recipe vv 1.0.0 is also defined in",
+                      "(as version 1.0, the same)")
+

@@ -271,11 +271,12 @@ def test_results_of_another_shape_are_shown_by_every_reader(ws, data):
 def test_a_benchmarks_own_figures_are_rows_diff_and_replay_compare(ws):
     ws.recipe("shape", SHAPES)
     runs = [json.loads(ws.mlrun("app shape", "--json", f"--data={data}").stdout)["run"] for data in (
-        '{"samples_per_second": 3.0, "accuracy": 91.0, "seconds": 3, "point": 7, "a": {"b": {"c": 1}}}',
+        '{"samples_per_second": 3.0, "accuracy": 91.0, "seconds": 3, "point": 7, "a": {"b": {"c": 1}}, "error": "e"}',
         '{"samples_per_second": 6.0, "accuracy": 92.0, "seconds": 3, "point": 7, "a": {"b": {"c": 1}}}')]
     rows = {row["run"]: row for row in json.loads(ws.mlrun("runs", "--json").stdout)}
     row = rows[runs[0]]
     assert (row["accuracy"], row["results.seconds"], row["results.point"], row["a.b.c"]) == (91.0, 3, 7, 1)
+    assert row["error"] is None   # the run's own: a result named error read as the sweep point's failure
     shown = ws.mlrun("runs", "show", runs[0]).stdout
     assert "result: 3.00/s" in shown, shown
     diff = ws.mlrun("diff", *runs)

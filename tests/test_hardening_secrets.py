@@ -220,7 +220,8 @@ def test_a_secret_a_step_writes_into_its_entry_or_run_folder_is_masked_there(ws)
         pass_env: [HUB_URL, MY_TOKEN]
         run: |
           printf '{"endpoint": "%s", "token": "%s"}\\n' "$HUB_URL" "$MY_TOKEN" > source.json
-          printf 'weights %s' "$MY_TOKEN" > model.bin
+          printf 'weights\\0%s' "$MY_TOKEN" > model.bin
+          for f in README token conf.py notes.jsonl; do echo "t=$MY_TOKEN" > $f; done
     """)
     ws.recipe("app", """
         tags: [app]
@@ -237,7 +238,9 @@ def test_a_secret_a_step_writes_into_its_entry_or_run_folder_is_masked_there(ws)
     [entry] = ws.entries("src")
     source = json.load(open(os.path.join(ws.cache, entry, "source.json")))
     assert source == {"endpoint": f"http://hubuser:{MASK}@127.0.0.1:9/x?access_token={MASK}", "token": MASK}
-    assert open(os.path.join(ws.cache, entry, "model.bin")).read() == "weights tok-Secret-4242"   # no text: as made
+    assert open(os.path.join(ws.cache, entry, "model.bin")).read() == "weights\0tok-Secret-4242"   # no text: as made
+    for name in ("README", "token", "conf.py", "notes.jsonl"):   # text by any name (only .json, .txt, ... were)
+        assert open(os.path.join(ws.cache, entry, name)).read() == f"t={MASK}\n", name
     assert "HubPassw0rd99" not in open(os.path.join(out["path"], "summary.txt")).read()
     assert ws.mlrun("cache", "verify").returncode == 0   # masked before it was sealed
     bundle = os.path.join(ws.root, "run.tar.gz")

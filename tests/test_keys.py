@@ -280,6 +280,14 @@ def test_a_probe_of_the_cores_is_asked_again_under_another_affinity(ws):
         probed()
     assert "names its program as ${MLRUN_PYTHON}, which is empty where probes run" in refused.value.message
     assert "not a step's (no MLRUN_PYTHON" in refused.value.hint
+    ws.recipe("thing", RECIPE + "probe: {v: {run: ['${NOPE_VAR}', '--version'], remember: false}}\n",
+              files={"build.sh": "true\n"})   # asked anew each time: it said "cannot start: Permission denied"
+    with pytest.raises(ResolutionError, match="names its program as \\$\\{NOPE_VAR\\}, which is empty"):
+        probed()
+    for program, why in ((ws.root, "a folder"), (ws.path("recipes", "thing", "build.sh"), "not executable")):
+        ws.recipe("thing", RECIPE + f"probe: {{v: [{program}]}}\n", files={"build.sh": "true\n"})
+        with pytest.raises(ResolutionError, match=f"cannot start {program}: {why}"):
+            probed()
 
 
 def test_a_changed_hash_env_variable_changes_the_key(ws):

@@ -359,14 +359,16 @@ def test_pass_env_reaches_the_step_unhashed_and_secrets_are_never_written(ws, tm
     ws.recipe("fetch", """\
         tags: fetch
         pass_env: [HF_TOKEN, HF_HOME]
-        run: echo "$HF_TOKEN $HF_HOME ${MLRUN_MIRROR:-none}" > seen.dat
-        """)   # (.dat: no text file mlrun masks secrets in, so the test sees what the step saw)
+        run: echo "$(printf %s "$HF_TOKEN" | sha256sum | cut -c1-16) $HF_HOME ${MLRUN_MIRROR:-none}" > seen.txt
+        """)   # (its hash: a secret written into a step's text output is masked there)
     mirror = str(tmp_path / "mirror")
     os.makedirs(mirror)
     first = ws.mlrun("fetch", "--json", f"--mirror={mirror}", env=ws.env(HF_TOKEN="hf_secret", HF_HOME="/h1"))
     assert first.returncode == 0, first.stderr
     path = json.loads(first.stdout)["path"]
-    assert open(os.path.join(path, "seen.dat")).read() == f"hf_secret /h1 {mirror}\n"
+    import hashlib
+    token = hashlib.sha256(b"hf_secret").hexdigest()[:16]
+    assert open(os.path.join(path, "seen.txt")).read() == f"{token} /h1 {mirror}\n"
     # Not hashed: another token or HF_HOME reuses the entry.
     again = ws.mlrun("fetch", "--json", env=ws.env(HF_TOKEN="other", HF_HOME="/h2"))
     assert json.loads(again.stdout)["steps"][0]["status"] == "cached"

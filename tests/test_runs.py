@@ -166,6 +166,14 @@ def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_o
     replayed = ws.mlrun("replay", ran, env=env)
     assert replayed.returncode == 0, replayed.stderr
     assert f"of the recording machine's cache is {tmp_path / 'elsewhere'}" in replayed.stdout
+    # given relative where it ran: "no such file" replayed from another folder
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "theirs.txt").write_text("y = 2\n")
+    relative = json.loads(ws.mlrun("app reads", f"--conf={tmp_path / 'elsewhere' / os.path.relpath(conf, ws.cache)}",
+                                   "--mine=theirs.txt", "--json", env=env, cwd=str(tmp_path / "sub")).stdout)["run"]
+    replayed = ws.mlrun("replay", relative, env=env)
+    assert replayed.returncode == 0 and f"--mine: theirs.txt is {tmp_path / 'sub' / 'theirs.txt'}, relative to where " \
+        "the run was started" in replayed.stdout, replayed.stdout + replayed.stderr
     mine.unlink()
     assert_user_error(ws.mlrun("replay", ran, env=env), 2, f"--mine: {mine}, a file the run read where it ran, "
                       "is not on this machine", "put a copy there (its content: sha256:")
@@ -398,6 +406,19 @@ def test_diff_and_replay_say_how_each_run_ran():
     assert compare.ran(fp32, newer) == [] and compare.ran(newer, fp32) == []
     assert compare.ran(fp32, {**int8, "results": {**int8["results"], "instances": 1}})[-1] == \
         ("ran.parallelism.instances", 2, 1)
+
+
+def test_diff_compares_values_as_typed_settings_as_facts_and_nan_as_itself():
+    """A submission's count 32 against a typed "32" exited 1; user.conf's 2.5 against 4.5 QPS was no difference (a
+    float: "a measurement"); a lone f1 was a performance figure; a run against itself said 'NaN -> NaN'."""
+    from engine import compare
+    a = {"request": {"inputs": {"count": 32, "min_duration": 1000}}, "results": {"settings": {"target_qps": 2.5}}}
+    b = {"request": {"inputs": {"count": "32", "min_duration": "1000"}}, "results": {"settings": {"target_qps": 4.5}}}
+    assert compare.request(a, b) == []
+    assert compare.ran(a, b) == [("ran.settings.target_qps", 2.5, 4.5)]
+    x, y = ({"results": {"f1": f1, "rate": float("nan")}} for f1 in (8.7, 8.1))
+    assert ("accuracy.f1", 8.7, 8.1) in compare.results(x, y)
+    assert compare.everything(x, x)["results"] == []
 
 
 @pytest.mark.parametrize("query, name, inputs", [

@@ -406,6 +406,10 @@ def test_a_user_conf_line_loadgen_would_drop_unsaid_is_refused_before_the_run(fi
     assert result.returncode == 78, result.stderr   # the runner's EX_CONFIG: mlrun's exit 2
     assert f"user.conf {conf}: line 1 " in result.stderr and "did you mean 'target_qps'" in result.stderr
     assert "line 2 " in result.stderr and summary is None and not (tmp_path / "run").exists()
+    conf.write_text("bert.Offline.target_qps = 50\n")   # LoadGen ran 50 where `runs` showed the option's 100
+    result, summary = harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance",
+                              "--user-conf", str(conf), "--target-qps", "100")
+    assert result.returncode == 78 and "--target_qps and the user.conf's target_qps = 50" in result.stderr
 
 
 @pytest.mark.parametrize("flag", ["--target-qps", "--target-latency"])

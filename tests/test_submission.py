@@ -211,6 +211,8 @@ def test_closed_division_takes_the_official_model_named_or_not(ws, tmp_path):
         assert result.returncode == 0, result.stderr
         assert "official fp32" in result.stdout + result.stderr, result.stdout
         assert ("made int8 by NNCF" in result.stdout) == bool(extra), result.stdout
+        # the lines list what submit sets itself: the flags given (tuned) were nowhere
+        assert ("every run also gets your --precision=int8" in result.stdout) == bool(extra), result.stdout
     # Scenarios the checker refuses for closed bert-99 on an edge system: before any run (was: after all of them)
     for scenarios, said in (("SingleStream,Offline,MultiStream", "the checker refuses MultiStream"),
                             ("Offline", "missing SingleStream")):

@@ -249,6 +249,26 @@ def test_a_variation_group_in_the_grid_replaces_the_query_s_variation(bench):
     assert table.shared_query({**data, "grid": {}, "kinds": {}}, [{"query": "app bench _a _cpu"}]) == "app bench _cpu"
 
 
+@pytest.mark.slow   # a sweep of 4 points
+def test_sweep_best_names_the_best_valid_point_and_the_submit_command_that_runs_it(bench):
+    """Carrying a sweep's best point into `submit` was retyping every flag, its grid's backend forgotten."""
+    result = bench.mlrun("sweep", "app bench _cpu", "--mode=performance", "--scenario=Offline", "--fail_on=9",
+                         "--grid", "backend=_a,_b", "--grid", "batch_size=1,4", "--name", "tune")
+    assert result.returncode == 0, result.stderr
+    best = bench.mlrun("sweep", "best", "tune")
+    assert best.returncode == 0, best.stderr
+    lines = best.stdout.splitlines()
+    assert lines[0].startswith("best of sweep 'tune' by samples_per_second (higher is better), among its VALID "
+                               "points: p003 = 400") and "its grid values: backend=b, batch_size=4" in best.stdout
+    command = lines[-1].strip()
+    assert command == "mlrun submit 'app bench _cpu _b' --fail_on=9 --batch_size=4 --submitter=YOUR_TEAM " \
+                      "--division=open", command   # no --mode, --scenario: submit sets them
+    assert_user_error(bench.mlrun("sweep", "best", "tune", "--y", "latency_p50_ms"), 2,
+                      "an Offline run's latency_p50_ms means nothing")
+    assert_user_error(bench.mlrun("sweep", "best", "tune", "--y=batch_size"), 2, "batch_size says not whether")
+    assert_user_error(bench.mlrun("sweep", "best"), 2, "mlrun sweep best needs a NAME")
+
+
 @pytest.mark.slow  # about 2.1 s on the 2-core EPYC
 def test_the_grid_value_dash_is_not_given(bench):
     """`-` runs the point without the flag: the input's default, no override, the variable unset, the group's

@@ -141,6 +141,19 @@ def test_default_y_is_f1_for_accuracy_points():
     assert (c.x, c.y, c.kind, c.best["point"]) == ("batch_size", "f1", "line", "p001")
 
 
+def test_a_server_sweeps_best_is_the_point_that_completed_most_not_the_least_loaded():
+    """Ranked by p90 latency, the point that carried 82 samples/s was "best" over one that carried 400."""
+    rows = [{"point": "p000", "point_status": "ok", "mode": "performance", "scenario": "Server", "instances": 1,
+             "completed_samples_per_second": 400.1, "latency_p90_ms": 30.0, "result": "VALID"},
+            {"point": "p001", "point_status": "ok", "mode": "performance", "scenario": "Server", "instances": 2,
+             "completed_samples_per_second": 82.0, "latency_p90_ms": 12.9, "result": "VALID"}]
+    c, _ = plot.render({"name": "srv", "grid": {"instances": ["1", "2"]}}, rows)
+    assert (c.y, c.best["point"]) == ("completed_samples_per_second", "p000")
+    from sweeps import report
+    assert [y for _, y, _ in report.plot_choices({"grid": {"instances": ["1", "2"]}}, rows)] == \
+        ["completed_samples_per_second"]
+
+
 def test_text_with_dollars_is_drawn_as_written_and_many_series_get_their_own_colours():
     """A $ started matplotlib's math mode: '$\\foo{' failed (no plot, no report), '$ORIGIN/lib' went italic."""
     data, rows = sweep_data()

@@ -405,6 +405,20 @@ def test_a_server_only_option_stays_out_of_find_peaks_singlestream_and_offline_r
         harness.parse_args(argv + ["--out", "x"])
 
 
+def test_a_short_search_run_sets_its_own_length_over_the_user_confs(tmp_path, monkeypatch):
+    """A user.conf's min_duration made every trial as long as a full run (its line won over the trial's)."""
+    from mlperf_bert import harness
+    conf = tmp_path / "mine.conf"
+    conf.write_text("bert.Server.min_duration = 600000\n*.*.min_query_count = 5000\nbert.Server.max_duration = 9000\n")
+    args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server", "--mode",
+                               "performance", "--find-peak", "--user-conf", str(conf)])
+    monkeypatch.setattr(tuning, "run_harness", lambda argv, out: {})
+    tuning.short_run(args, tmp_path / "t", "Server", 64, 500, target_qps=5)
+    written = (tmp_path / "t" / "search.conf").read_text()
+    assert "600000" not in written and "5000" not in written and "bert.Server.max_duration = 9000" in written
+    assert written.endswith("bert.Server.min_query_count = 64\n")
+
+
 def test_a_search_run_whose_inference_failed_stops_the_search(tmp_path, monkeypatch):
     """Its samples returned at once: judged on LoadGen's VALID alone, it pushed the search up."""
     from engine.errors import StepError

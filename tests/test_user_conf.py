@@ -27,7 +27,6 @@ CASES = [
     ("bert.Server.max_async_queries = 3", "Server", True, None),
     ("bert.*.target_latency = 5", "Server", True, None),
     ("bert.Offline.target_qps=10", "Offline", False, "spaces around the '='"),
-    ("bert.Offline.target_qps =", "Offline", False, "spaces around the '='"),
     ("bert.Offline.target_qsp = 10", "Offline", False, "did you mean 'target_qps'"),
     ("bert.offline.target_qps = 10", "Offline", False, "did you mean 'Offline'"),
     ("bert-99.Offline.target_qps = 10", "Offline", False, "model 'bert-99'"),
@@ -36,6 +35,8 @@ CASES = [
     ("bert.Server.qsl_rng_seed = 3", "Server", False, "mlperf.conf only"),
     ("bert.Offline.target_qps = ten", "Offline", False, "not a number"),
     ("#note here", "Offline", False, "lone '#'"),
+    ("bert.Offline.target_qps =", "Offline", False, "no value after '='"),
+    ("bert.Offline.min_query_count = 1_000", "Offline", False, "not a number"),   # LoadGen rejects, no line named
     ("bert.Offline.target_qps = 10 # mine", "Offline", False, "nothing after it"),
 ]
 
@@ -82,3 +83,29 @@ def test_check_names_the_file_and_every_line(tmp_path):
         user_conf.check(path)
     path.write_text("# mine\nbert.Offline.target_qps = 10\n")
     user_conf.check(path)
+
+
+def test_a_whole_number_key_given_otherwise_is_refused_with_what_loadgen_would_read(tmp_path):
+    """`min_query_count = 5e1`: LoadGen ran 5, the record said 50.0."""
+    rc, changed = loadgen_reads(tmp_path, "bert.Offline.min_query_count = 5e1\n", "Offline")
+    assert rc == 0 and changed["min_query_count"] == 5
+    assert "as a whole number: 5e1 would be 5" in user_conf.problems("bert.Offline.min_query_count = 5e1")[0]
+    rc, changed = loadgen_reads(tmp_path, "bert.Server.target_latency = 10.5\n", "Server")
+    assert changed["server_target_latency_ns"] == 10_000_000   # whole ms
+    assert "10.5 would be 10" in user_conf.problems("bert.Server.target_latency = 10.5")[0]
+    assert user_conf.problems("bert.SingleStream.target_latency = 10.5\nbert.Offline.target_qps = 5e1") == []
+
+
+def test_an_option_and_the_user_conf_setting_one_key_conflict():
+    """--target_qps=100 beside a user.conf's 50: LoadGen ran 50 and `runs` showed 100; --find_peak beside a
+    user.conf target_qps ran every trial at the file's rate and never ended."""
+    from types import SimpleNamespace
+    lines = ["bert.Offline.target_qps = 50", "*.Server.target_qps = 30", "bert.*.min_duration = 1000"]
+    args = SimpleNamespace(target_qps=100, target_latency=None, min_duration=None, find_peak=False)
+    assert user_conf.conflicts(lines, "Offline", args) == ["--target_qps and the user.conf's target_qps = 50"]
+    args = SimpleNamespace(target_qps=None, target_latency=None, min_duration=500, find_peak=True)
+    assert user_conf.conflicts(lines, "Server", args) == [
+        "--min_duration and the user.conf's min_duration = 1000",
+        "--find_peak searches target_qps, which the user.conf sets (30)"]
+    assert user_conf.conflicts(lines, "SingleStream", SimpleNamespace(target_latency=5, min_duration=None)) == []
+
