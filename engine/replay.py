@@ -148,15 +148,20 @@ def _inputs_here(record, inputs, settings, notes, paths=()):
                 continue
         if not (isinstance(value, str) and os.path.isabs(value)) or os.path.exists(value):
             continue
-        there = [os.path.join(settings.cache, os.path.relpath(value, root)) for root in roots
-                 if value.startswith(root.rstrip(os.sep) + os.sep)]
-        if there and os.path.exists(there[0]):
-            out[name] = there[0]
-            notes.append(f"--{name}: {value} of the recording machine's cache is {there[0]} here")
+        root = next((r for r in roots if value.startswith(r.rstrip(os.sep) + os.sep)), None)
+        if root:   # a file of the recording machine's cache: this cache's entry of the same key, if it has it
+            here = os.path.join(settings.cache, os.path.relpath(value, root))
+            if not os.path.exists(here):
+                raise MlrunError(f"--{name}: {value} is a file of the recording machine's cache entry "
+                                 f"{os.path.relpath(value, root).split(os.sep)[0]}, which this cache does not hold",
+                                 hint="import the run's bundle made with --with-cache (it carries the entry), or "
+                                      "build that entry here, then replay again")
+            out[name] = here
+            notes.append(f"--{name}: {value} of the recording machine's cache is {here} here")
             continue
-        root = (record.get("root") or {}).get("recipe")
+        app = (record.get("root") or {}).get("recipe")
         recorded = next((((step.get("node") or {}).get("material") or {}).get("inputs", {}).get(name)
-                         for step in record.get("steps") or [] if isinstance(step, dict) and step.get("recipe") == root),
+                         for step in record.get("steps") or [] if isinstance(step, dict) and step.get("recipe") == app),
                         None)
         content = f" (its content: {recorded})" if isinstance(recorded, str) and recorded.startswith("sha256:") else ""
         raise MlrunError(f"--{name}: {value}, a file the run read where it ran, is not on this machine",

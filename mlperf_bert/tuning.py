@@ -150,6 +150,11 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
                                + (f" (it needs {needed} queries)" if needed else "") + ": lengthen it")
                 break
             qps = step_down(qps, summary, tolerance)
+        else:
+            if verdict == TOO_FEW and not search.note:   # the last check only needed more queries: it said nothing
+                search.note = ("the last full-length check was too short for LoadGen's early stopping"
+                               + (f" (it needs {needed} queries)" if needed else "") + " and the checks' budget was "
+                               "spent: run it again with a longer --min_duration")
         search.checked_valid = verdict == VALID
         search.checked_qps = round(search.checks[-1]["target_qps"], 3)
         if verdict == TOO_HIGH:

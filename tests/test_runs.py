@@ -177,6 +177,11 @@ def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_o
     mine.unlink()
     assert_user_error(ws.mlrun("replay", ran, env=env), 2, f"--mine: {mine}, a file the run read where it ran, "
                       "is not on this machine", "put a copy there (its content: sha256:")
+    os.rename(tmp_path / "elsewhere", tmp_path / "gone")   # nor an entry of this cache of that name
+    mine.write_text("y = 2\n")
+    assert_user_error(ws.mlrun("replay", ran, env=ws.env(MLRUN_CACHE=str(tmp_path / "empty"))), 2,
+                      "is a file of the recording machine's cache entry conf-", "which this cache does not hold",
+                      "import the run's bundle made with --with-cache")
 
 
 def test_replay_finds_the_recorded_copy_of_recipes_from_a_folder_of_another_name(bench):

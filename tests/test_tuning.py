@@ -355,6 +355,10 @@ def test_the_full_length_check_steps_down_until_valid():
     lengthened = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, queries: fake_summary(
         queries >= 600, False, queries, 600 - queries))
     assert lengthened.checked_valid and [c["verdict"] for c in lengthened.checks] == [tuning.TOO_FEW, tuning.VALID]
+    # the budget spent on a check that only needed more queries: it ended INVALID with no note at all
+    seq = iter([fake_summary(False, True, 600, 0)] * 3 + [fake_summary(False, False, 600, 50)])
+    spent = tuning.find_server_peak(run_fn, 80.0, check_fn=lambda qps, queries: next(seq), check_retries=3)
+    assert spent.checks[-1]["verdict"] == tuning.TOO_FEW and "the checks' budget was spent" in spent.note
 
 
 def test_checks_that_failed_while_other_processes_were_busy_say_so():
