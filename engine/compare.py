@@ -23,10 +23,15 @@ def request(a, b):
             x, y = x or {}, y or {}
             # as typed: a submission's count 32 and the command line's "32" are one value (diff exited 1)
             rows += [(f"request.{f}.{k}", x.get(k), y.get(k)) for k in dict.fromkeys([*x, *y])
-                     if records.typed(x.get(k)) != records.typed(y.get(k))]
+                     if _typed_deep(x.get(k)) != _typed_deep(y.get(k))]
         elif x != y:
             rows.append((f"request.{f}", x, y))
     return rows
+
+
+def _typed_deep(value):
+    """records.typed of a value, and of each value of a dep's overrides ({layers: "2"} and {layers: "+2"})."""
+    return {k: _typed_deep(v) for k, v in value.items()} if isinstance(value, dict) else records.typed(value)
 
 
 def plan(a, b):
@@ -202,9 +207,10 @@ def _facts(record, settings):
     results = record.get("results")
     others = {k: v for k, v in results.items() if k not in ("loadgen", "accuracy")} \
         if isinstance(results, dict) else {}   # results() shows those
-    # floats are measurements, but a setting the run ran with is one whatever its type (a user.conf's 2.5 QPS)
+    # floats are measurements, but what a user.conf set is a setting whatever its type (its 2.5 QPS); the
+    # harness's own chosen target (settings.target_qps) is measured anew each run: not a fact
     facts = {name: value for name, value in records.result_fields(others)
-             if not isinstance(value, float) or name.startswith("settings.")}
+             if not isinstance(value, float) or name.startswith("user_settings.")}
     echoes = {name for name, value in facts.items()
               if name.rsplit(".", 1)[-1] in settings and settings[name.rsplit(".", 1)[-1]] == value}
     return facts, echoes

@@ -137,11 +137,15 @@ def _inputs_here(record, inputs, settings, notes, paths=()):
     machine, from a bundle that carried the entry); a file of the person's that is not here is said so."""
     roots = {os.path.dirname(step["path"]) for step in record.get("steps") or []
              if isinstance(step, dict) and step.get("status") in ("built", "cached") and isinstance(step.get("path"), str)}
+    given = records.place(record, "MLRUN_CACHE")   # a run with no cached step named its cache only so
+    if isinstance(given, str) and os.path.isabs(given):
+        roots.add(os.path.normpath(given))
     out = dict(inputs)
     for name, value in inputs.items():
         if name in paths and isinstance(value, str) and value and not os.path.isabs(value) \
-                and not os.path.exists(value) and isinstance(record.get("cwd"), str):
-            value = os.path.join(record["cwd"], value)   # given relative where it ran: "no such file" from elsewhere
+                and isinstance(record.get("cwd"), str):
+            # given relative where it ran: from elsewhere "no such file", or another file of that name taken
+            value = os.path.join(record["cwd"], value)
             if os.path.exists(value):
                 out[name] = value
                 notes.append(f"--{name}: {inputs[name]} is {value}, relative to where the run was started")

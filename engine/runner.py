@@ -303,6 +303,7 @@ class Runner:
                 self.reporter.line(f"note: {node.label} wrote a secret of its environment into {few(masked)}: "
                                    "masked there (mlrun keeps no secret in what it stores)")
         except (StepError, UnrecordableFileError) as e:
+            _mask_quietly(folder, env)   # a failed uncached step's folder stays in the run, and `export` carries it
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(secrets.scrub(f"mlrun: {e.message}\n"))
             seconds = time.time() - started
@@ -321,6 +322,7 @@ class Runner:
                             exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code) from None
         except BaseException as e:
             self.reporter.stop_heartbeat()
+            _mask_quietly(folder, env)
             if final:
                 self._set_aside(folder, node, e)
             raise
@@ -433,6 +435,14 @@ class Runner:
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
 FULL_DISK = ("No space left on device", "[Errno 28]", "Disk quota exceeded")   # strerror(ENOSPC), (EDQUOT)
+
+
+def _mask_quietly(folder, env):
+    """secrets.mask_files on the way out of a step that failed or was stopped: no note, never a second error."""
+    try:
+        secrets.mask_files(folder, env, skip={META_DIR})
+    except Exception:   # noqa: BLE001  (the step's own failure is the one to report)
+        pass
 
 
 def _check_downloads(node, path):
@@ -579,8 +589,9 @@ def _write_rerun_script(meta_dir, argv, folder=None):
             'cd "${1:-$PWD}" || { echo "command.sh: cannot enter ${1:-$PWD}" >&2; exit 1; }\n'
             'export MLRUN_ENTRY="$PWD"   # absolute: a relative DIR named another folder once inside it\n'
             'set -a; . "$here/env.sh"; set +a\n')
-    body += ("exec " + " ".join(word(a, i > 0 and argv[i - 1] == "-c") for i, a in enumerate(argv)) + "\n") \
-        if argv else "# (download only: no command)\n"
+    shell = bool(argv) and os.path.basename(argv[0]) in ("bash", "sh", "dash", "zsh", "ksh")   # python -c is not
+    body += ("exec " + " ".join(word(a, shell and i > 0 and argv[i - 1] == "-c") for i, a in enumerate(argv))
+             + "\n") if argv else "# (download only: no command)\n"
     path = os.path.join(meta_dir, "command.sh")
     _write_file(path, secrets.scrub(body))  # a secret expanded into argv is left for the user to put back
     os.chmod(path, 0o755)

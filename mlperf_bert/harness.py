@@ -212,8 +212,10 @@ def main(argv=None):
             check_user_conf(args.user_conf)
             both = conf_conflicts(_user_lines(args), args.scenario, args)
             if both:
-                raise UsageError(f"{'; '.join(both)}: give each setting one way", hint="the user.conf's line would "
-                                 "win unsaid (find-peak's every trial ran at its rate, and never ended)")
+                raise UsageError(f"{'; '.join(both)}: give each setting one way",
+                                 hint="the user.conf's line would win unsaid" + (
+                                     " (find-peak's every trial ran at its rate, and never ended)"
+                                     if args.find_peak else ""))
         summary = find_peak(args) if args.find_peak else run(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -319,6 +321,8 @@ def run(args):
         "instances": chosen_parallelism.instances if chosen_parallelism else None,
         "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
         "warmup_qps": round(measured_qps, 3), "rate_pass": rate_pass, "settings": chosen,
+        # what the user.conf set, apart: diff compares these whatever their type (a chosen target is a measurement)
+        **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available),
         "other_load": other_load.record(),
     }
@@ -725,6 +729,9 @@ def count_note(summary):
     count, done = summary.get("count"), summary["samples_completed"]
     if not count or done <= count:
         return ""
+    asked = (summary.get("user_settings") or {}).get("min_query_count")
+    if isinstance(asked, int) and asked > count:   # it said "LoadGen added queries to fill --min-duration"
+        return f" (--count {count}: your user.conf's min_query_count {asked})"
     why = (f"whole MultiStream queries of {MULTISTREAM_SAMPLES_PER_QUERY}" if summary["scenario"] == "MultiStream"
            and done == math.ceil(count / MULTISTREAM_SAMPLES_PER_QUERY) * MULTISTREAM_SAMPLES_PER_QUERY
            # its check runs at least the queries early stopping asked for in the search (tuning.check_run)

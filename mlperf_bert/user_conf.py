@@ -88,6 +88,8 @@ def _problem(words):
     if scenario != "*" and KEYS[key] and scenario not in KEYS[key]:
         return f"LoadGen reads {key} for {', '.join(KEYS[key])} only: for {scenario} it is ignored"
     whole = key in WHOLE or key == "target_latency" and scenario in ("Server", "*")
+    if whole and isinstance(number(words[2]), int) and number(words[2]) < 0:   # strtoull wraps it round
+        return f"LoadGen reads {key} as a number of no sign: {words[2]} would be {number(words[2]) % 2 ** 64}"
     if whole and not isinstance(number(words[2]), int):
         return (f"LoadGen reads {key}" + (" for Server" if key == "target_latency" else "") + " as a whole number: "
                 f"{words[2]} would be {_whole_part(words[2])}")

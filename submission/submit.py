@@ -11,6 +11,7 @@ accuracy target differs), each gets its own folder in the tree.
 import json
 import os
 import re
+import shlex
 import sys
 import textwrap
 import time
@@ -559,9 +560,10 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
         for name, state, detail in rows:
             sub.say(f"  {name:<{width}}  {state:<28} {detail}")
         yours = [f"--{k}={v}" for k, v in inputs.items()] + [f"--dep.{d}.{k}={v}" for d, kv in deps.items()
-                                                             for k, v in kv.items()]
+                                                             for k, v in kv.items()] \
+            + [f"--env.{k}={v}" for k, v in secrets.scrub(env).items()]
         if yours:   # the lines above list only what submit sets itself: the tuned flags were nowhere
-            sub.say(f"every run also gets your {' '.join(yours)}")
+            sub.say(f"every run also gets your {shlex.join(yours)}")
         return 0
     tree.forget(sub)
     sub.say("runs:")

@@ -382,16 +382,22 @@ def cmd_best(args, extras, settings):
     make it noise (a busy machine, cores pinned), and the `mlrun submit` command that runs its settings (they were
     retyped by hand, the backend of the grid forgotten)."""
     from . import plot
+    rest, y = list(extras), None
+    while rest and rest[0] in ("--y",) and len(rest) > 1 or rest and rest[0].startswith("--y="):
+        y, rest = (rest[1], rest[2:]) if rest[0] == "--y" else (rest[0][4:], rest[1:])
+    if not args.sweep_name and rest and not rest[0].startswith("-"):   # `sweep best --y=f1 NAME`
+        args.sweep_name, rest = rest[0], rest[1:]
     if not args.sweep_name:
         raise UsageError("mlrun sweep best needs a NAME", hint="`mlrun sweep list` lists the sweeps")
-    rest, y = list(extras), None
-    if rest[:1] == ["--y"] and len(rest) > 1:
-        y, rest = rest[1], rest[2:]
-    elif rest and rest[0].startswith("--y="):
-        y, rest = rest[0][4:], rest[1:]
+    fmt = _format(args)
+    if fmt not in ("table", "json"):
+        raise UsageError(f"sweep best prints text or --json, not --{fmt}")
     _no_extras(rest, "sweep best", args)
     data = table.load(settings, args.sweep_name)
     rows = table.rows(settings, args.sweep_name, data, shown=False)
+    if rows and not any(r.get("point_status") == "ok" for r in rows):   # "no point has a result to rank"
+        raise UsageError(f"no point of sweep '{data['name']}' ended ok ({len(rows)} in all)",
+                         hint=f"`mlrun sweep show {data['name']}` says why each failed")
     y = y or plot.default_y(rows)
     if not y or not plot.direction(y):
         raise UsageError(f"sweep '{data['name']}': {'no point has a result to rank' if not y else y + ' says not whether more is better'}",
@@ -406,6 +412,8 @@ def cmd_best(args, extras, settings):
     valid = [r for r in ok if not plot.invalid(r)]
     best = (max if plot.direction(y) == "max" else min)(valid or ok, key=lambda r: plot.number(r[y]))
     run = records.load(os.path.join(settings.runs, best["run"], "run.json"))
+    if fmt == "json":
+        return _best_json(data, best, run, ok, y, bool(valid))
     print(f"best of sweep '{data['name']}' by {y} ({'higher' if plot.direction(y) == 'max' else 'lower'} is better), "
           f"among its {'VALID points' if valid else 'points (every one INVALID)'}: {best['point']} = "
           f"{results.show(y, best[y])} (run {best['run']})")
@@ -413,15 +421,41 @@ def cmd_best(args, extras, settings):
     print("  its grid values: " + ", ".join(f"{k}={v}" for k, v in grid.items()))
     for warning in _best_warnings(best, run, ok, y):
         print(f"  note: {warning}")
+    if not valid:   # the most overloaded point of an all-INVALID Server sweep was offered for submission
+        print("no submit command: no point is VALID (a submission needs VALID runs); see `mlrun sweep show "
+              f"{data['name']}` for why")
+        return 1
+    print("submit what it ran (a submission runs these settings in every scenario it measures; with a system "
+          "description of yours, and --inference-src DIR offline):\n  " + shlex.join(_submit_argv(best, run)))
+    return 0
+
+
+def _best_json(data, best, run, ok, y, valid):
+    from engine.cli import _print_json
+    from . import plot
+    _print_json({"sweep": data["name"], "by": y, "direction": plot.direction(y), "valid": valid,
+                 "point": best["point"], "run": best["run"], "value": best[y],
+                 "grid": {k: best.get(k) for k in data.get("grid") or {}},
+                 "notes": _best_warnings(best, run, ok, y), "submit": _submit_argv(best, run) if valid else None})
+    return 0 if valid else 1
+
+
+def _submit_argv(best, run):
+    """`mlrun submit ...` of a point's run: its query and settings, less what submit sets for each run."""
     request = run.get("request") or {}
     from submission.submit import CONTROLLED
     inputs = {k: v for k, v in (request.get("inputs") or {}).items()
               if k not in CONTROLLED + ("find_peak", "strict", "peak_tolerance")}
     argv = gridlib.argv(request.get("query") or "", inputs, request.get("dep_overrides") or {},
                         request.get("env_overrides") or {})[1:-1]
-    print("submit what it ran (a submission runs these settings in every scenario it measures):\n  "
-          + shlex.join(["mlrun", "submit", *argv, "--submitter=YOUR_TEAM", "--division=open"]))
-    return 0
+    scenario = (request.get("inputs") or {}).get("scenario") or best.get("scenario")
+    places = []   # where it ran from (a sweep's points get them as MLRUN_*): offline, the mirror above all
+    for variable, option in records.PLACE_OPTIONS:
+        value = records.place(run, variable)
+        if value and variable != "MLRUN_RUNS":
+            places += [f"{option}={v}" for v in (value.split(os.pathsep) if option == "--recipes" else [value])]
+    return ["mlrun", *places, "submit", *argv] + ([f"--scenarios={scenario}"] if scenario else []) \
+        + ["--submitter=YOUR_TEAM", "--division=open", "--system=SYSTEM.yaml"]
 
 
 def _best_warnings(best, run, ok, y):

@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from engine.cache import shared_dir
 from engine.errors import UsageError
 from engine.settings import CHECKOUT
 
@@ -173,7 +174,7 @@ class LocalExecutor(Executor):
         slots = self.slots(tasks)
         env = settings_env(settings)
         if self.log_dir:
-            os.makedirs(self.log_dir, exist_ok=True)
+            shared_dir(self.log_dir)   # a teammate resuming the sweep writes there
         todo, events = queue.Queue(), queue.Queue()
         for t in tasks:
             todo.put(t)

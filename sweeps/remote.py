@@ -11,6 +11,7 @@ import shutil
 import tarfile
 import uuid
 
+from engine.cache import shared_dir
 from engine.errors import UsageError
 from engine.settings import CHECKOUT
 
@@ -111,7 +112,7 @@ def lost(task, node_name, reason, seconds=0.0, log_dir=None):
 def _log(log_dir, point_id, text):
     if not log_dir:
         return None
-    os.makedirs(log_dir, exist_ok=True)
+    shared_dir(log_dir)   # a teammate resuming the sweep writes there
     path = os.path.join(log_dir, f"{point_id}.log")
     with open(path, "w") as f:
         f.write(text)

@@ -480,6 +480,10 @@ def test_mlrun_through_a_symlink_and_ctrl_d_at_its_prompt(ws, tmp_path):
     link.symlink_to(os.path.join(ROOT, "bin", "mlrun"))
     version = subprocess.run([str(link), "--version"], capture_output=True, text=True, env=ws.env())
     assert version.returncode == 0 and version.stdout.startswith("mlrun "), version.stderr
+    (tmp_path / "bindir").symlink_to(os.path.join(ROOT, "bin"))   # a symlinked bin/ folder: its .. was not the checkout
+    version = subprocess.run([str(tmp_path / "bindir" / "mlrun"), "--version"], capture_output=True, text=True,
+                             env=ws.env())
+    assert version.returncode == 0 and version.stdout.startswith("mlrun "), version.stderr
     ws.recipe("a", "tags: a\nrun: 'true'\n")
     assert ws.mlrun("a").returncode == 0
     leader, follower = pty.openpty()

@@ -250,6 +250,17 @@ def test_a_secret_a_step_writes_into_its_entry_or_run_folder_is_masked_there(ws)
     assert b"HubPassw0rd99" not in data and b"ParamTok3n42" not in data and b"tok-Secret-4242" not in data
 
 
+def test_a_secret_a_failing_step_wrote_is_masked_too(ws):
+    """Masking ran only after a step succeeded: a failed uncached step's folder (kept in the run, carried by
+    `export`) held the token."""
+    ws.recipe("fails", "tags: [fails]\ncache: false\npass_env: [MY_TOKEN]\n"
+                       "run: echo \"token=$MY_TOKEN\" > leaked.txt; exit 1\n")
+    r = ws.mlrun("fails", "--json", env=ws.env(MY_TOKEN="tok-Failing-4242"))
+    assert r.returncode == 1
+    [run_id] = [n for n in os.listdir(ws.runs) if not n.startswith(".")]
+    assert open(os.path.join(ws.runs, run_id, "fails", "leaked.txt")).read() == f"token={MASK}\n"
+
+
 def test_a_replayed_url_secret_takes_the_url_from_the_host_when_it_is_the_same_url():
     from engine.errors import ResolutionError
     from engine.index import MemoryIndex

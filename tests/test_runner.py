@@ -458,6 +458,17 @@ def test_command_sh_reruns_a_run_naming_its_entry_in_the_folder_given(ws, tmp_pa
     assert "# MYDIR: not written here" in open(os.path.join(step, ".mlrun", "env.sh")).read()
 
 
+def test_command_sh_leaves_another_programs_c_argument_as_it_is(ws, tmp_path):
+    """`python3 -c "open('{entry}/x.txt')..."` got ${MLRUN_ENTRY} in single quotes: python opened that name."""
+    ws.recipe("p", "tags: p\nrun: [python3, -c, \"open('{entry}/x.txt', 'w').write('1')\"]\n")
+    entry = run(ws, "p")["steps"][-1]["path"]
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    done = subprocess.run([os.path.join(entry, ".mlrun", "command.sh"), str(scratch)], capture_output=True, text=True,
+                          env={"PATH": os.environ["PATH"]})
+    assert done.returncode == 0 and (scratch / "x.txt").read_text() == "1", done.stderr
+
+
 def test_a_recorded_file_the_step_did_not_write_is_said(ws):
     """`record: {packages: missing.txt}`: exit 0 and an empty record, nothing said of the misspelt name."""
     ws.recipe("r", "tags: r\nrecord: {packages: pkgs.txt, version: missing.txt}\nrun: echo a==1 > pkgs.txt\n")

@@ -171,6 +171,7 @@ def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_o
     (tmp_path / "sub" / "theirs.txt").write_text("y = 2\n")
     relative = json.loads(ws.mlrun("app reads", f"--conf={tmp_path / 'elsewhere' / os.path.relpath(conf, ws.cache)}",
                                    "--mine=theirs.txt", "--json", env=env, cwd=str(tmp_path / "sub")).stdout)["run"]
+    (tmp_path / "theirs.txt").write_text("another file of that name, here\n")   # it was taken: "cannot be exact"
     replayed = ws.mlrun("replay", relative, env=env)
     assert replayed.returncode == 0 and f"--mine: theirs.txt is {tmp_path / 'sub' / 'theirs.txt'}, relative to where " \
         "the run was started" in replayed.stdout, replayed.stdout + replayed.stderr
@@ -417,10 +418,14 @@ def test_diff_compares_values_as_typed_settings_as_facts_and_nan_as_itself():
     """A submission's count 32 against a typed "32" exited 1; user.conf's 2.5 against 4.5 QPS was no difference (a
     float: "a measurement"); a lone f1 was a performance figure; a run against itself said 'NaN -> NaN'."""
     from engine import compare
-    a = {"request": {"inputs": {"count": 32, "min_duration": 1000}}, "results": {"settings": {"target_qps": 2.5}}}
-    b = {"request": {"inputs": {"count": "32", "min_duration": "1000"}}, "results": {"settings": {"target_qps": 4.5}}}
+    a = {"request": {"inputs": {"count": 32, "min_duration": 1000}, "dep_overrides": {"model": {"layers": "2"}}},
+         "results": {"settings": {"target_qps": 200.4}, "user_settings": {"target_qps": 2.5}}}
+    b = {"request": {"inputs": {"count": "32", "min_duration": "1000"}, "dep_overrides": {"model": {"layers": "+2"}}},
+         "results": {"settings": {"target_qps": 350.7}, "user_settings": {"target_qps": 4.5}}}
     assert compare.request(a, b) == []
-    assert compare.ran(a, b) == [("ran.settings.target_qps", 2.5, 4.5)]
+    # the user.conf's is a setting; the harness's own target, measured anew each run, is not (two identical runs
+    # differed by it)
+    assert compare.ran(a, b) == [("ran.user_settings.target_qps", 2.5, 4.5)]
     x, y = ({"results": {"f1": f1, "rate": float("nan")}} for f1 in (8.7, 8.1))
     assert ("accuracy.f1", 8.7, 8.1) in compare.results(x, y)
     assert compare.everything(x, x)["results"] == []

@@ -261,12 +261,20 @@ def test_sweep_best_names_the_best_valid_point_and_the_submit_command_that_runs_
     assert lines[0].startswith("best of sweep 'tune' by samples_per_second (higher is better), among its VALID "
                                "points: p003 = 400") and "its grid values: backend=b, batch_size=4" in best.stdout
     command = lines[-1].strip()
-    assert command == "mlrun submit 'app bench _cpu _b' --fail_on=9 --batch_size=4 --submitter=YOUR_TEAM " \
-                      "--division=open", command   # no --mode, --scenario: submit sets them
+    assert command.endswith("submit 'app bench _cpu _b' --fail_on=9 --batch_size=4 --scenarios=Offline "
+                            "--submitter=YOUR_TEAM --division=open --system=SYSTEM.yaml"), command   # no --mode
+    assert command.startswith(f"mlrun --cache={bench.cache} --recipes={bench.recipes} submit "), command
     assert_user_error(bench.mlrun("sweep", "best", "tune", "--y", "latency_p50_ms"), 2,
                       "an Offline run's latency_p50_ms means nothing")
     assert_user_error(bench.mlrun("sweep", "best", "tune", "--y=batch_size"), 2, "batch_size says not whether")
     assert_user_error(bench.mlrun("sweep", "best"), 2, "mlrun sweep best needs a NAME")
+    same = bench.mlrun("sweep", "best", "--y=samples_per_second", "tune")   # the option before NAME: "needs a NAME"
+    assert same.returncode == 0 and same.stdout == best.stdout, same.stderr
+    as_json = json.loads(bench.mlrun("sweep", "best", "tune", "--json").stdout)   # was plain text
+    assert (as_json["point"], as_json["valid"], as_json["submit"][-2]) == ("p003", True, "--division=open")
+    failed = bench.mlrun("sweep", "app bench _cpu", "--fail_on=1", "--grid", "batch_size=1", "--name", "broken")
+    assert failed.returncode == 1
+    assert_user_error(bench.mlrun("sweep", "best", "broken"), 2, "no point of sweep 'broken' ended ok (1 in all)")
 
 
 @pytest.mark.slow  # about 2.1 s on the 2-core EPYC

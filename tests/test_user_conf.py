@@ -94,6 +94,9 @@ def test_a_whole_number_key_given_otherwise_is_refused_with_what_loadgen_would_r
     assert changed["server_target_latency_ns"] == 10_000_000   # whole ms
     assert "10.5 would be 10" in user_conf.problems("bert.Server.target_latency = 10.5")[0]
     assert user_conf.problems("bert.SingleStream.target_latency = 10.5\nbert.Offline.target_qps = 5e1") == []
+    rc, changed = loadgen_reads(tmp_path, "bert.Offline.min_query_count = -5\n", "Offline")
+    assert changed["min_query_count"] == 2 ** 64 - 5   # and later "LoadGen would generate 18,446,... samples"
+    assert "-5 would be 18446744073709551611" in user_conf.problems("bert.Offline.min_query_count = -5")[0]
 
 
 def test_an_option_and_the_user_conf_setting_one_key_conflict():
@@ -108,4 +111,12 @@ def test_an_option_and_the_user_conf_setting_one_key_conflict():
         "--min_duration and the user.conf's min_duration = 1000",
         "--find_peak searches target_qps, which the user.conf sets (30)"]
     assert user_conf.conflicts(lines, "SingleStream", SimpleNamespace(target_latency=5, min_duration=None)) == []
+
+
+def test_a_count_the_user_conf_raised_says_so():
+    """'32 samples completed (--count 20: LoadGen added queries to fill --min-duration)' with no min_duration."""
+    from mlperf_bert import harness
+    note = harness.count_note({"count": 20, "samples_completed": 32, "scenario": "Offline",
+                               "user_settings": {"min_query_count": 32}})
+    assert note == " (--count 20: your user.conf's min_query_count 32)"
 
