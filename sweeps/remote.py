@@ -128,14 +128,15 @@ def _unpack(data, run_id, node_runs, runs):
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
             tar.extractall(staging, filter="data")   # refuses links out of the folder, absolute names
-        _repoint(os.path.join(staging, run_id), node_runs, runs)   # its folder there is runs/RUN_ID here
+        # its folder there is runs/RUN_ID here (the record keeps where the node's mlrun wrote: its MLRUN_RUNS)
+        _repoint(os.path.join(staging, run_id), os.path.join(node_runs, run_id), final)
         os.rename(os.path.join(staging, run_id), final)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _repoint(folder, old, new):
-    """The run's files that name the node's scratch runs folder (old) name this one (new): the record, each step's
+    """The run's files that name its folder on the node (old) name its copy here (new): the record, each step's
     summary and step.json, env.sh and command.sh (`command.sh DIR` sourced the node's env.sh, gone with its scratch
     folder)."""
     import shlex

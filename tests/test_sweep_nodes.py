@@ -50,7 +50,7 @@ def test_a_node_without_the_runs_folder_sends_the_run_back(ws, tmp_path):
     for folder, dirs, files in os.walk(os.path.join(ws.runs, outcome.run_id)):
         for name in files:
             if name.endswith((".json", ".sh")):
-                assert result["node_runs"] not in open(os.path.join(folder, name)).read(), name
+                assert os.path.join(result["node_runs"], outcome.run_id) not in open(os.path.join(folder, name)).read(), name
     assert os.path.join(ws.runs, outcome.run_id) in open(os.path.join(step["path"], ".mlrun", "env.sh")).read()
 
 
