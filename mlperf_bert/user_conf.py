@@ -32,7 +32,8 @@ KEYS = {
 }
 # read from mlperf.conf only: a user.conf's line is ignored
 MLPERF_CONF_ONLY = ("qsl_rng_seed", "sample_index_rng_seed", "schedule_rng_seed", "accuracy_log_probability",
-                    "test05", "test05_qsl_rng_seed", "test05_sample_index_rng_seed", "test05_schedule_rng_seed")
+                    "test05", "test05_qsl_rng_seed", "test05_sample_index_rng_seed", "test05_schedule_rng_seed",
+                    "target_duration")   # mlperf.conf's own; a user.conf's changed nothing (LoadGen 6.0.17)
 SET_BY_MLRUN = {"mode": "--mode"}  # the harness sets it after reading the file: the line would do nothing
 # Read by C's strtoull (a whole number; "5e1" is 5, "1.5" is 1); Server's target_latency too (whole ms), the rest by
 # strtod.

@@ -9,6 +9,15 @@ from mlperf_bert import user_conf
 SETTINGS = [name for name in dir(lg.TestSettings) if not name.startswith("_") and name != "FromConfig"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def loadgen_read_once(tmp_path_factory):
+    """A process's first FromConfig also applies LoadGen's own mlperf.conf: done once here, so that the cases see
+    only what their line does, whatever order they run in."""
+    empty = tmp_path_factory.mktemp("conf") / "empty.conf"
+    empty.write_text("")
+    lg.TestSettings().FromConfig(str(empty), "bert", "Server")
+
+
 def loadgen_reads(tmp_path, text, scenario):
     """(LoadGen's return code, the settings it changed) for a user.conf holding text."""
     path = tmp_path / "user.conf"
@@ -33,6 +42,7 @@ CASES = [
     ("bert.Offline.target_latency = 10", "Offline", False, "for Offline it is ignored"),
     ("bert.SingleStream.target_qps = 10", "SingleStream", False, "for SingleStream it is ignored"),
     ("bert.Server.qsl_rng_seed = 3", "Server", False, "mlperf.conf only"),
+    ("bert.Server.target_duration = 5000", "Server", False, "mlperf.conf only"),   # a line of mlperf.conf's
     ("bert.Offline.target_qps = ten", "Offline", False, "not a number"),
     ("#note here", "Offline", False, "lone '#'"),
     ("bert.Offline.target_qps =", "Offline", False, "no value after '='"),
