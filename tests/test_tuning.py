@@ -438,6 +438,7 @@ def test_a_search_run_whose_inference_failed_stops_the_search(tmp_path, monkeypa
         tuning.run_harness(["--scenario", "Server"], tmp_path / "trial")
 
 
+@pytest.mark.slow   # about 5 s: a whole search
 def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     """Short runs (--count 40, 300 ms each, 50% tolerance, starting with 400 queries: early stopping asks
     for more), then the run's own short length as the check, given the queries the search learned."""
