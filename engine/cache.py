@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import threading
 import time
 
 from . import digests, integrity, secrets
@@ -533,7 +534,8 @@ def read_entry(path):
 
 def write_json(path, value, sort_keys=False):
     """Readable JSON, written to a temporary file then renamed: a reader never sees half of it; no secret in it."""
-    tmp = f"{path}.{os.getpid()}.tmp"   # its own: two mlruns writing one shared .index file renamed each other's half
+    # its own: two mlruns (or two threads of a sweep) writing one shared file renamed each other's half
+    tmp = f"{path}.{os.getpid()}-{threading.get_ident()}.tmp"
     try:
         with open(tmp, "w") as f:
             json.dump(secrets.scrub(value), f, indent=1, sort_keys=sort_keys, default=str)

@@ -150,8 +150,8 @@ def _inputs_here(record, inputs, settings, notes, paths=()):
                 out[name] = value
                 notes.append(f"--{name}: {inputs[name]} is {value}, relative to where the run was started")
                 continue
-        if not (isinstance(value, str) and os.path.isabs(value)) or os.path.exists(value):
-            continue
+        if name not in paths or not (isinstance(value, str) and os.path.isabs(value)) or os.path.exists(value):
+            continue   # a text input (--label=/api/v1) is no file, wherever it ran
         root = next((r for r in roots if value.startswith(r.rstrip(os.sep) + os.sep)), None)
         if root:   # a file of the recording machine's cache: this cache's entry of the same key, if it has it
             here = os.path.join(settings.cache, os.path.relpath(value, root))

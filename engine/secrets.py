@@ -13,7 +13,10 @@ import os
 import re
 
 MASK = "<redacted>"
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSW(OR)?D|PASSPHRASE|KEY|CREDENTIAL|(^|_)(PASS|PAT|AUTH)(_|$)", re.I)
+SECRET_NAME = re.compile(r"TOKEN(?!IZ)|SECRET|PASSW(OR)?D|PASSPHRASE|KEY|CREDENTIAL|(^|_)(PASS|PAT|AUTH)(_|$)", re.I)
+# ...unless it names where one is kept (HF_TOKEN_PATH, PASSWORD_FILE, a KEY_DIR): a place, which a step's outputs
+# may name (masking a tokenizer's folder in its config broke the entry).
+PLACE_NAME = re.compile(r"_(PATH|FILE|DIR|DIRECTORY|HOME|CACHE)$", re.I)
 # A URL's user info (https://user:PASSWORD@host: the password; https://TOKEN@host, as git tokens go: all of it) and
 # the values of its query parameters whose names say secret (?access_token=, &api_key=, &sig=, X-Amz-Signature).
 URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^/\s@]+)(@)", re.I)
@@ -36,7 +39,7 @@ _values = set()
 
 
 def is_secret(name):
-    return bool(SECRET_NAME.search(name))
+    return bool(SECRET_NAME.search(name)) and not PLACE_NAME.search(name)
 
 
 def remember(value):
@@ -161,10 +164,17 @@ def mask_files(folder, env, skip=()):
                     masked = masked.replace(secret, mask)
                 if masked == data:
                     continue
-                os.chmod(path, stat.S_IMODE(st.st_mode) | stat.S_IWUSR)   # a step may have made it read-only
-                with open(path, "wb") as f:
-                    f.write(masked)
-                os.chmod(path, stat.S_IMODE(st.st_mode))
+                # A new file in its place: written in place, a hard link's other name (a user's file, a dep's
+                # entry) was masked too.
+                tmp = os.path.join(parent, f".mlrun-mask-{os.getpid()}-{name}"[:255])
+                try:
+                    with open(tmp, "wb") as f:
+                        f.write(masked)
+                    os.chmod(tmp, stat.S_IMODE(st.st_mode))
+                    os.replace(tmp, path)
+                finally:
+                    if os.path.lexists(tmp):
+                        os.unlink(tmp)
                 changed.append(os.path.relpath(path, folder))
             except OSError:
                 continue   # unreadable to mlrun: nothing it can mask

@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.errors import StepError
+from mlperf_bert.user_conf import values_set as conf_values_set
 
 VALID, TOO_HIGH, TOO_FEW = "valid", "too high", "too few queries"
 LATENCY_CHECK = "Performance constraints satisfied: NO"
@@ -240,7 +241,10 @@ def check_run(args, run_dir, target_qps, learned_queries):
     if args.count and learned_queries > args.count:
         conf = Path(run_dir) / "find-peak" / "check.conf"
         user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
-        conf.write_text(f"bert.Server.min_query_count = {learned_queries}\n" + user_lines)
+        # LoadGen takes bert.Server. before a user's *.Server. or bert.*. line: write ours only where none is set
+        ours = "" if "min_query_count" in conf_values_set(user_lines.splitlines(), "Server") \
+            else f"bert.Server.min_query_count = {learned_queries}\n"
+        conf.write_text(ours + user_lines)
         argv = harness_argv(args, target_qps=round(target_qps, 3), user_conf=str(conf), out=None)
     return loadgen_and_load(run_harness(argv, run_dir))
 

@@ -46,14 +46,25 @@ WHOLE = {"min_duration", "max_duration", "min_query_count", "max_query_count", "
 OPTION_KEYS = {"target_qps": "--target_qps", "target_latency": "--target_latency", "min_duration": "--min_duration"}
 
 
+# LoadGen splits a line with C's isspace: ASCII white space only (a no-break space is part of a word there).
+_SPACES = re.compile(r"[ \t\n\v\f\r]+")
+
+
+def _words(line):
+    return [word for word in _SPACES.split(line) if word]
+
+
 def problems(text):
     """What LoadGen would ignore or reject in a user.conf's text, one 'line N: ...' each."""
     found = []
     for number, line in enumerate(text.splitlines(), 1):
-        words = line.split()
+        words = _words(line)
         if not words or words[0] == "#":
             continue
         problem = _problem(words)
+        odd = sorted({f"U+{ord(c):04X}" for c in line if c.isspace() and not _SPACES.match(c)})
+        if problem and odd:   # invisible: say what LoadGen saw
+            problem += f" (it holds {', '.join(odd)}, a space LoadGen does not take as one: write a plain space)"
         if problem:
             found.append(f"line {number} ({line.strip()[:80]}): {problem}")
     return found
@@ -70,7 +81,7 @@ def _problem(words):
     if len(words) > 3:
         return "one value after '=', nothing after it (LoadGen refuses a comment there)"
     if number(words[2]) is None:
-        return f"{words[2]!r} is not a number"
+        return f"{words[2]!r} is not a number (LoadGen refuses the file)"
     parts = words[0].split(".")
     if len(parts) != 3:
         return "the key must be MODEL.SCENARIO.KEY"
@@ -89,17 +100,23 @@ def _problem(words):
     if scenario != "*" and KEYS[key] and scenario not in KEYS[key]:
         return f"LoadGen reads {key} for {', '.join(KEYS[key])} only: for {scenario} it is ignored"
     whole = key in WHOLE or key == "target_latency" and scenario in ("Server", "*")
-    if whole and isinstance(number(words[2]), int) and number(words[2]) < 0:   # strtoull wraps it round
-        return f"LoadGen reads {key} as a number of no sign: {words[2]} would be {number(words[2]) % 2 ** 64}"
-    if whole and not isinstance(number(words[2]), int):
+    value = words[2]
+    if whole and re.fullmatch(r"-[0-9]+", value):   # strtoull wraps it round
+        return f"LoadGen reads {key} as a number of no sign: {value} would be {int(value) % 2 ** 64}"
+    if whole and re.fullmatch(r"\+?0[0-7]+", value):   # C's base 0: a leading zero is octal
+        return f"LoadGen reads {value} as an octal number: {key} would be {int(value, 8)} (write it without the 0)"
+    if whole and not WHOLE_WORD.fullmatch(value):
         return (f"LoadGen reads {key}" + (" for Server" if key == "target_latency" else "") + " as a whole number: "
                 f"{words[2]} would be {_whole_part(words[2])}")
     return None
 
 
+WHOLE_WORD = re.compile(r"\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+
+
 def _whole_part(text):
     """What C's strtoull makes of text: the digits it starts with (5e1 -> 5, 1.5 -> 1, 1_000 -> 1)."""
-    match = re.match(r"\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)", text)
+    match = WHOLE_WORD.match(text)
     if not match:
         return 0
     digits = match.group(1)
@@ -131,30 +148,33 @@ def values_set(lines, scenario):
     for one key, the last line."""
     found = {}
     for line in lines:
-        words = line.split()
+        words = _words(line)
         if len(words) != 3 or words[1] != "=" or words[0].startswith("#"):
             continue   # a line LoadGen would not read (check() refuses those in a user's file)
         parts = words[0].split(".")
         if len(parts) == 3 and parts[0] in (MODEL, "*") and parts[1] in (scenario, "*"):
             rank = (parts[1] == scenario) * 2 + (parts[0] == MODEL)
             if rank >= found.get(parts[2], (-1, None))[0]:
-                value = number(words[2])
+                whole = parts[2] in WHOLE or parts[2] == "target_latency" and scenario == "Server"
+                value = number(words[2], whole)
                 found[parts[2]] = (rank, words[2] if value is None else value)
     return {key: value for key, (_, value) in found.items()}
 
 
-def number(text):
-    """The number LoadGen reads in text (C's strtoul with base 0, else strtod, the whole word), else None."""
-    if "_" in text:   # Python takes 1_000; C does not (LoadGen rejected the file, no line named)
+def number(text, whole=False):
+    """The number LoadGen reads in text, else None (LoadGen refuses a word C's strtod does not read whole).
+    whole: a key read by strtoull with base 0 (010 is 8, 0x10 16, 5e1 5, -5 2**64-5); else by strtod (010 is 10,
+    0x1p4 16)."""
+    if not text.isascii() or "_" in text:   # Python reads 1_000 and Arabic digits; C does not
         return None
-    if re.fullmatch(r"[+-]?0[0-7]+", text):
-        return int(text, 8)
-    for parse in (lambda t: int(t, 0), float):
-        try:
-            return parse(text)
-        except ValueError:
-            continue
-    return None
+    try:
+        value = float.fromhex(text) if re.match(r"[+-]?0[xX]", text) else float(text)
+    except ValueError:
+        return None
+    if whole:
+        part = _whole_part(text.lstrip("-"))
+        return (-part) % 2 ** 64 if text.startswith("-") else part
+    return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else value
 
 
 def conflicts(lines, scenario, args):

@@ -130,8 +130,10 @@ def test_the_runs_folder_and_its_sweeps_folder_are_the_groups_whatever_the_umask
             resolve(index, "a"), argv=["mlrun"])
         record.hold(str(tmp_path / "runs"), "mine").release()
         Cache(str(tmp_path / "new-cache")).partial_dir()   # the cache folder itself: builds are renamed into it
+        record.hold(str(tmp_path / "runs-by-a-sweep"), "first").release()   # a sweep the first to make runs/
     finally:
         os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "runs-by-a-sweep").st_mode) == 0o2775
     assert stat.S_IMODE(os.stat(tmp_path / "new-cache").st_mode) == 0o2775
     for folder in ("runs", "runs/sweeps", "runs/sweeps/mine"):   # a teammate resumes it: "sweep.lock: denied"
         assert stat.S_IMODE(os.stat(tmp_path / folder).st_mode) == 0o2775, folder

@@ -308,3 +308,40 @@ def test_an_env_override_of_a_hash_env_variable_wins_over_the_hosts_url_secret(w
     assert r.returncode == 0, r.stderr
     with open(os.path.join(json.loads(r.stdout)["path"], "out.txt")) as f:
         assert f.read() == "https://plain.example.org/y"
+
+
+def test_masking_never_writes_through_a_hard_link_out_of_the_step(ws, tmp_path):
+    """A step that hard-linked a user's file (or a dep's entry file) into its folder: masking rewrote the shared
+    inode, and the user's own read-only file outside the cache lost its text."""
+    mine = tmp_path / "mynotes.txt"
+    mine.write_text("my token is abcdefgh12345678\n")
+    mine.chmod(0o444)
+    ws.recipe("linker", f"tags: [linker]\npass_env: [MY_TOKEN]\nrun: ln {mine} notes.txt\n")
+    r = ws.mlrun("linker", "--json", env=ws.env(MY_TOKEN="abcdefgh12345678"))
+    assert r.returncode == 0, r.stderr
+    assert mine.read_text() == "my token is abcdefgh12345678\n" and oct(mine.stat().st_mode & 0o777) == "0o444"
+    [entry] = ws.entries("linker")
+    kept = os.path.join(ws.cache, entry, "notes.txt")
+    assert open(kept).read() == f"my token is {MASK}\n" and os.stat(kept).st_nlink == 1
+    assert not [n for n in os.listdir(os.path.join(ws.cache, entry)) if n.startswith(".mlrun-mask")]
+    assert ws.mlrun("cache", "verify").returncode == 0
+
+
+def test_a_place_or_a_tokenizer_named_variable_is_no_secret(ws):
+    """A dep's export MLRUN_TOKENIZER_DIR (a cache path: TOKEN in its name) was masked in the config a step wrote,
+    and the entry named '<redacted>' for its tokenizer; HF_TOKEN_PATH names a file, not the token."""
+    from engine import secrets
+    assert not secrets.is_secret("MLRUN_TOKENIZER_DIR") and not secrets.is_secret("HF_TOKEN_PATH")
+    assert not secrets.is_secret("DB_PASSWORD_FILE") and not secrets.is_secret("TOKENIZER")
+    assert secrets.is_secret("HF_TOKEN") and secrets.is_secret("MY_API_KEY") and secrets.is_secret("TOKENS")
+    ws.recipe("get-tok", "tags: [get, tok]\nrun: mkdir -p tok && echo hello > tok/vocab.txt\n"
+                         "exports: {MLRUN_TOKENIZER_DIR: \"{entry}/tok\"}\n")
+    ws.recipe("use-tok", "tags: [use, tok]\ndeps: [{name: tok, query: get tok}]\n"
+                         "run: |\n  printf '{\"tokenizer\": \"%s\"}' \"$MLRUN_TOKENIZER_DIR\" > config.json\n")
+    r = ws.mlrun("use tok", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "masked there" not in r.stderr
+    [entry] = ws.entries("use-tok")
+    [dep] = ws.entries("get-tok")
+    config = json.load(open(os.path.join(ws.cache, entry, "config.json")))
+    assert config == {"tokenizer": os.path.join(ws.cache, dep, "tok")}

@@ -185,6 +185,14 @@ def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_o
                       "import the run's bundle made with --with-cache")
 
 
+def test_a_text_input_that_looks_like_a_path_is_no_file_to_replay(ws):
+    """--label=/api/v1/predict (type: str) was refused as 'a file the run read where it ran'."""
+    ws.recipe("echo", "tags: [echo]\ncache: false\ninputs:\n  label: {type: str, default: x}\nrun: 'true'\n")
+    ran = run_json(ws, "echo", "--label=/api/v1/predict")["run"]
+    replayed = ws.mlrun("replay", ran)
+    assert replayed.returncode == 0, replayed.stderr
+
+
 def test_replay_finds_the_recorded_copy_of_recipes_from_a_folder_of_another_name(bench):
     """A run with --recipes DIR keeps its copy in snapshot/DIR/: replay looked in snapshot/recipes/ only."""
     mine = os.path.join(bench.root, "team-recipes")

@@ -508,3 +508,20 @@ def test_the_app_recipe_passes_the_inputs_on(tmp_path, inputs, expected):
     assert result.returncode == 0, result.stderr
     words = result.stdout.split()
     assert words[words.index("onnxruntime") + 1:] == expected
+
+
+def test_the_full_length_check_keeps_a_user_confs_query_count_whatever_its_line(tmp_path, monkeypatch):
+    """Its bert.Server. line beat a user's *.Server. one by LoadGen's order: the user's count was overridden."""
+    from mlperf_bert import harness
+    conf = tmp_path / "mine.conf"
+    argv = ["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server", "--mode", "performance",
+            "--find-peak", "--count", "40", "--user-conf", str(conf)]
+    monkeypatch.setattr(tuning, "run_harness", lambda argv, out: {"loadgen": {}})
+    (tmp_path / "run" / "find-peak").mkdir(parents=True)
+    check = tmp_path / "run" / "find-peak" / "check.conf"
+    for mine, ours in (("*.Server.min_query_count = 100\n", False), ("bert.*.min_query_count = 100\n", False),
+                       ("bert.Server.min_duration = 100\n", True), ("", True)):
+        conf.write_text(mine)
+        tuning.check_run(harness.parse_args(argv), tmp_path / "run", 5.0, 400)
+        assert ("bert.Server.min_query_count = 400" in check.read_text()) == ours, mine
+        assert check.read_text().endswith(mine)

@@ -48,6 +48,11 @@ CASES = [
     ("bert.Offline.target_qps =", "Offline", False, "no value after '='"),
     ("bert.Offline.min_query_count = 1_000", "Offline", False, "not a number"),   # LoadGen rejects, no line named
     ("bert.Offline.target_qps = 10 # mine", "Offline", False, "nothing after it"),
+    # LoadGen splits at ASCII spaces only: the line was dropped unsaid, and the record said 123
+    ("bert.Offline.target_qps\u00a0=\u00a0123", "Offline", False, "U+00A0, a space LoadGen does not take"),
+    ("bert.Offline.target_qps = 0b101", "Offline", False, "not a number"),   # Python's int(t, 0) took them
+    ("bert.Offline.min_query_count = 0o17", "Offline", False, "not a number"),
+    ("bert.Offline.target_qps = 0x1p4", "Offline", True, None),   # strtod's hex float: 16
 ]
 
 
@@ -79,6 +84,22 @@ def test_the_values_recorded_are_the_ones_loadgen_uses(tmp_path):
     assert rc == 0 and changed["offline_expected_qps"] == 3 and changed["min_duration_ms"] == 9
     assert user_conf.values_set(text.splitlines(), "Offline") == {"target_qps": 3, "min_duration": 9,
                                                                   "min_query_count": 16}
+
+
+def test_numbers_are_read_by_the_function_loadgen_reads_their_key_with(tmp_path):
+    """strtod for target_qps (010 is 10: the record said 8), strtoull base 0 for whole-number keys (010 is 8)."""
+    text = "bert.Offline.target_qps = 010\nbert.Offline.min_duration = 0x1p4\nbert.Offline.max_duration = 0x10\n"
+    rc, changed = loadgen_reads(tmp_path, text, "Offline")
+    assert rc == 0 and changed["offline_expected_qps"] == 10 and changed["max_duration_ms"] == 16
+    assert user_conf.values_set(text.splitlines(), "Offline") == {"target_qps": 10, "min_duration": 1,
+                                                                  "max_duration": 16}
+    rc, changed = loadgen_reads(tmp_path, "bert.Offline.target_qps = 0x1p4\n", "Offline")
+    assert changed["offline_expected_qps"] == user_conf.values_set(["bert.Offline.target_qps = 0x1p4"],
+                                                                   "Offline")["target_qps"] == 16
+    rc, changed = loadgen_reads(tmp_path, "bert.Offline.min_query_count = 010\n", "Offline")
+    assert changed["min_query_count"] == 8
+    assert "as an octal number: min_query_count would be 8" in \
+        user_conf.problems("bert.Offline.min_query_count = 010")[0]
 
 
 def test_check_names_the_file_and_every_line(tmp_path):
