@@ -210,22 +210,33 @@ def import_bundle(path, cache, runs_dir, trust=None):
 
 
 def read_record(path):
-    """The run record a bundle carries, read without importing it (`mlrun diff` of a teammate's bundle); the run
-    folder is the bundle's first member, so a bundle with the cache entries is not read to its end."""
+    """The run record a bundle carries, read without importing it (`mlrun diff` of a teammate's bundle). The run
+    folder is the bundle's first part: it is read and checked whole as import checks it (a cut or tampered bundle
+    read as "no differences"), the cache entries after it are not read."""
+    record, run_members = None, []
     try:
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:
                 parts = member.name.split("/")
+                if parts[0] != RUN_DIR and run_members:
+                    break   # the cache entries (or the signature): import reads and checks those
+                run_members.append(member)
                 if len(parts) == 3 and parts[0] == RUN_DIR and parts[2] == "run.json" and member.isfile():
-                    record = json.load(tar.extractfile(member))
-                    break
+                    run_id = parts[1]
+                    try:
+                        record = json.loads(tar.extractfile(member).read().decode())
+                    except ValueError:   # not UTF-8 JSON (it said "'utf-16-le' codec can't decode ...")
+                        raise _refuse(path, f"run {run_id}", "its run.json is no JSON text", verb="read") from None
             else:
-                raise MlrunError(f"{path} holds no run record", hint="a bundle is a .tar.gz made by `mlrun export`")
+                _stream_digest(tar, 0, path)   # only the run: read to its end, gzip's CRC says if it is whole
     except (OSError, tarfile.TarError, EOFError, zlib.error, ValueError) as e:
         raise _unreadable(path, e) from None
-    if not isinstance(record, dict) or record.get("id") != parts[1] or not isinstance(record.get("steps"), list):
-        raise _refuse(path, f"run {parts[1]}", "its run.json is no run record or names another run")
-    check_shape(record, f"{path}: {member.name}")
+    if record is None:
+        raise MlrunError(f"{path} holds no run record", hint="a bundle is a .tar.gz made by `mlrun export`")
+    _check_members(run_members, path, verb="read")
+    if not isinstance(record, dict) or record.get("id") != run_id or not isinstance(record.get("steps"), list):
+        raise _refuse(path, f"run {run_id}", "its run.json is no run record or names another run", verb="read")
+    check_shape(record, f"{path}: {RUN_DIR}/{run_id}/run.json")
     record["_dir"] = os.path.abspath(path)
     return record
 
@@ -235,8 +246,8 @@ def _unreadable(bundle, error):
                       hint="a bundle is a .tar.gz made by `mlrun export`; this one may be truncated or corrupt")
 
 
-def _refuse(bundle, what, problem, hint=TAMPERED):
-    return MlrunError(f"refusing to import {bundle}: {what}: {problem}", hint=hint)
+def _refuse(bundle, what, problem, hint=TAMPERED, verb="import"):
+    return MlrunError(f"refusing to {verb} {bundle}: {what}: {problem}", hint=hint)
 
 
 def _check_signature(tar, member, trust, bundle):
@@ -288,7 +299,7 @@ def _stream_digest(tar, length, bundle):
     return h.hexdigest()
 
 
-def _check_members(members, bundle):
+def _check_members(members, bundle, verb="import"):
     """Refuse the archive unless every member is a plain file, folder or inward symlink of one run and
     of cache entries; returns (run id, sorted entry names)."""
     seen, links, runs, entries = set(), set(), set(), set()
@@ -296,10 +307,10 @@ def _check_members(members, bundle):
         parts = [p for p in m.name.split("/") if p not in ("", ".")]
         problem = _member_problem(m, parts)
         if problem:
-            raise _refuse(bundle, f"member {m.name!r}", problem)
+            raise _refuse(bundle, f"member {m.name!r}", problem, verb=verb)
         rel = "/".join(parts)
         if rel in seen:   # a second copy would silently replace the first on extraction
-            raise _refuse(bundle, f"member {m.name!r}", "appears twice")
+            raise _refuse(bundle, f"member {m.name!r}", "appears twice", verb=verb)
         seen.add(rel)
         if m.issym():
             links.add(rel)
@@ -308,15 +319,17 @@ def _check_members(members, bundle):
     for rel in seen:   # nothing may be written through a symlink
         parts = rel.split("/")
         if any("/".join(parts[:i]) in links for i in range(3, len(parts))):
-            raise _refuse(bundle, f"member {rel!r}", "lies under a symlink")
+            raise _refuse(bundle, f"member {rel!r}", "lies under a symlink", verb=verb)
     for name in entries:   # else a folder `mlrun rm` and gc take for none of the cache's
         if not re.fullmatch(ENTRY_NAME, name):
-            raise _refuse(bundle, f"cache entry {name!r}", "not named as mlrun names entries (RECIPE-KEY16)")
+            raise _refuse(bundle, f"cache entry {name!r}", "not named as mlrun names entries (RECIPE-KEY16)",
+                          verb=verb)
     if len(runs) != 1:
-        raise _refuse(bundle, "its content", f"{len(runs)} run folders where a bundle holds exactly one")
+        raise _refuse(bundle, "its content", f"{len(runs)} run folders where a bundle holds exactly one",
+                      verb=verb)
     run_id = runs.pop()
     if f"{RUN_DIR}/{run_id}/run.json" not in seen:
-        raise _refuse(bundle, f"run {run_id}", "it has no run.json")
+        raise _refuse(bundle, f"run {run_id}", "it has no run.json", verb=verb)
     return run_id, sorted(entries)
 
 

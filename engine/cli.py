@@ -7,6 +7,7 @@ recipe and resolution errors, 1 for a step that failed; never a traceback.
 import argparse
 import json
 import os
+import re
 import sys
 import time
 
@@ -306,6 +307,12 @@ def with_verb(argv):
     `mlrun [WHAT] --help` (it was "no recipe matches 'help'")."""
     argv = list(argv)
     i = verb_at(argv)
+    if "--" in argv[:i]:   # `mlrun -- QUERY`: the options end there (it said "'--' is not one of run")
+        j = argv.index("--")
+        argv = argv[:j] + argv[j + 1:]
+        if j < len(argv) and argv[j] not in VERBS:
+            argv.insert(j, "run")
+        return argv
     if argv[i:i + 1] == ["help"]:
         argv = argv[:i] + argv[i + 1:] + ["--help"]
     usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
@@ -328,7 +335,12 @@ def main(argv=None):
     if not os.environ.get("PATH"):   # `env -i`: the shell's own default, as execvp takes it (python3 had no prefix
         os.environ["PATH"] = os.confstr("CS_PATH") or os.defpath   # found and the venv build failed, exit 1)
     with streams.outliving_readers():
-        return _main(list(sys.argv[1:] if argv is None else argv))
+        try:
+            return _main(list(sys.argv[1:] if argv is None else argv))
+        except SystemExit as e:   # argparse's --help: it only prints, and what it printed was lost (it exited 0)
+            sys.stdout.flush()
+            code = 0 if e.code is None else e.code if isinstance(e.code, int) else 2
+            return 1 if code == 0 and streams.lost else code
 
 
 def _check_place(what, path, flag, settings):
@@ -450,6 +462,8 @@ def _main(argv):
         if args.verbose:
             import traceback
             traceback.print_exc()
+        if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] not in OWN_PACKAGES:
+            return main_error(usage.missing_requirement(e))   # mlrun's environment, not a bug of its code
         return main_error(MlrunError(f"unexpected {describe_error(e)}", hint="this is a bug in mlrun; -v shows the traceback"))
 
 
@@ -525,12 +539,21 @@ def _not_a_file(path):
     return f"no such file: {path}"
 
 
+OWN_PACKAGES = ("engine", "mlperf_bert", "sweeps", "submission", "bench")
+
+
 def main_error(e):
     """Print an MlrunError as one paragraph and an optional hint; return its exit code."""
-    print(f"mlrun: error: {e.message}", file=sys.stderr)
+    print(f"mlrun: error: {_cut_long_words(e.message)}", file=sys.stderr)
     if e.hint:
-        print(f"hint: {e.hint}", file=sys.stderr)
+        print(f"hint: {_cut_long_words(e.hint)}", file=sys.stderr)
     return e.exit_code
+
+
+def _cut_long_words(text, most=1000):
+    """An error echoes what it was given: a 100,000-character query filled the screen twice (a path stays whole)."""
+    return re.sub(r"[^\s'\";,]{%d,}" % (most + 1),
+                  lambda m: f"{m.group(0)[:100]}...({len(m.group(0))} characters)", text)
 
 
 # -- verbs ------------------------------------------------------------------------
@@ -820,7 +843,10 @@ def cmd_rm(args, extras, settings):
         logs = cache.failed_logs()
         return _remove_listed(args, [f"{cache_view.failed_kind(p):<11} {_rel(os.path.dirname(p))}" for p in logs],
                               plural(len(logs), "failed build log"), lambda: cache.remove_failed(logs))
-    if args.all == bool(args.query):
+    if args.all and args.query:
+        raise UsageError(f"mlrun rm cache takes QUERY|ENTRY|KEY or --all, not both ({args.query!r} and "
+                         "--all)", hint="leave out --all to remove what the query names")
+    if not args.all and not args.query:
         raise UsageError("say which entries: mlrun rm cache QUERY|ENTRY|KEY, or mlrun rm cache --all")
     if args.all:
         entries, named = cache.entries(), False

@@ -25,6 +25,10 @@ def explain(e, operation, path=None):
         more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
         return explain(OSError(code, os.strerror(code) if code else str(why)), operation, f"{dst}{more}")
     error = from_os_error(e, operation, path)
+    target = path if isinstance(path, str) else e.filename if isinstance(e.filename, str) else None
+    if e.errno == errno.EACCES and target and os.path.isfile(target) and not os.access(target, os.R_OK):
+        # a file to read (a recipe, a user.conf): moving --cache/--runs, as the hint for writing says, changes nothing
+        error.hint = "no permission to read that file: its owner may let you (chmod a+r), or use a copy you may read"
     if error.hint is None and e.errno in LIMIT_HINTS:
         error.hint = LIMIT_HINTS[e.errno]
     return error

@@ -331,7 +331,9 @@ def select_runs(items, where=(), status=None, query=None, last=None, helpers=Fal
         raise UsageError(f"--last {last}: give a number of runs, 1 or more")
     rows = [r for r, _ in items]
     check_fields([f for f, _, _ in where], rows, "the runs")
-    wanted_status = {s.strip().lower() for s in status.split(",")} if status else None
+    if status is not None and not status.replace(",", "").strip():   # --status= read as no filter: every run listed
+        raise UsageError("--status is empty", hint="statuses: " + ", ".join(RUN_STATUSES))
+    wanted_status = {s.strip().lower() for s in status.split(",") if s.strip()} if status else None
     unknown = sorted((wanted_status or set()) - set(RUN_STATUSES))
     if unknown:   # a typo must not read as "no runs"
         raise UsageError(f"--status {unknown[0]}: not a run status" + did_you_mean(unknown[0], RUN_STATUSES),

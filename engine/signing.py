@@ -25,9 +25,11 @@ def require(key=None, allowed_signers=None):
     """Fail now, before any long work, when ssh-keygen or the given key or allowed_signers file is missing."""
     _ssh_keygen()
     if key and not os.path.isfile(key):
-        raise UsageError(f"--sign {key}: no such key file", hint="give an SSH private key, e.g. ~/.ssh/id_ed25519")
+        raise UsageError(f"--sign {key}: " + ("a folder, not a key file" if os.path.isdir(key) else "no such key file"),
+                         hint="give an SSH private key, e.g. ~/.ssh/id_ed25519")
     if allowed_signers and not os.path.isfile(allowed_signers):
-        raise UsageError(f"--trust {allowed_signers}: no such file",
+        raise UsageError(f"--trust {allowed_signers}: "
+                         + ("a folder, not a file" if os.path.isdir(allowed_signers) else "no such file"),
                          hint="give an allowed_signers file (the format git uses: PRINCIPAL KEYTYPE KEY a line)")
 
 
@@ -53,6 +55,10 @@ def sign(message, key):
                          "terminal to ask for it",
                          hint=f"load the key into ssh-agent (ssh-add {key.removesuffix('.pub')}) and sign with its "
                               f"public half: --sign {key if key.endswith('.pub') else key + '.pub'}")
+    if "Couldn't load" in said:   # "Couldn't load public key README.md: No such file or directory", of a file there
+        raise MlrunError(f"--sign {key}: not an SSH key ssh-keygen can read (it said: {said})",
+                         hint="--sign takes an SSH private key (e.g. ~/.ssh/id_ed25519), or a public key whose private "
+                              "half ssh-agent holds")
     raise MlrunError(f"ssh-keygen could not sign with {key}: {said}",
                      hint="--sign takes an SSH private key, or a public key whose private half ssh-agent holds")
 

@@ -12,10 +12,14 @@ import sys
 def closed_to_devnull():
     """Closed reads as empty and writes go nowhere, as /dev/null does; a step started then gets /dev/null too,
     not a descriptor some other file took."""
+    global lost
     for name, mode in (("stdin", "r"), ("stdout", "w"), ("stderr", "w")):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, mode))
             os.dup2(getattr(sys, name).fileno(), {"stdin": 0, "stdout": 1, "stderr": 2}[name])
+            if name == "stdout":   # as a write that failed: a verb that only prints has failed (it exited 0)
+                lost = "standard output is closed"
+                sys.stderr.write("mlrun: its standard output is closed: what it prints goes nowhere\n")
 
 
 class _Outlived(io.FileIO):

@@ -6,8 +6,9 @@ exits; here they become one UsageError line naming what is missing and the neare
 import argparse
 import os
 import re
+import sys
 
-from .errors import ResolutionError, UsageError
+from .errors import MlrunError, ResolutionError, UsageError
 from .words import did_you_mean, nearest
 
 
@@ -196,3 +197,16 @@ def options_of(parser):
             for sub in action.choices.values():
                 out.update(options_of(sub))
     return sorted(out)
+
+
+def missing_requirement(error):
+    """A package of requirements.txt this Python lacks (a teammate ran the checkout's bin/mlrun, whose .venv was
+    made by root in a folder they may not enter: bin/mlrun fell back to python3 and said it was a bug of mlrun)."""
+    venv = os.environ.get("MLRUN_VENV_UNUSABLE")
+    why = f"; the checkout's {venv} cannot be run by this user, so {sys.executable} ran mlrun" if venv else ""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return MlrunError(f"mlrun's requirements are not installed for {sys.executable} (No module named "
+                      f"'{error.name}'){why}",
+                      hint="install them: python3 -m venv .venv && .venv/bin/pip install -r "
+                           f"{os.path.join(root, 'requirements.txt')} (README: Install)"
+                           + (", or let this user run the existing one" if venv else ""))

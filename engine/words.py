@@ -47,7 +47,8 @@ def nearest(word, choices, most=3):
     """The choices closest to word by edit distance, only those within a third of its length (at least 1,
     at most 3 edits), the closest first: no suggestion is better than an unrelated one."""
     limit = min(3, max(1, len(word) // 3))
-    scored = sorted((distance(word, c), c) for c in set(choices) if c != word)
+    # a length further off than the limit is further off in edits too: a 100,000-character word took minutes
+    scored = sorted((distance(word, c), c) for c in set(choices) if c != word and abs(len(c) - len(word)) <= limit)
     best = [(d, c) for d, c in scored if d <= limit]
     if not best:   # a prefix is a near word too: "onnx" for onnxruntime
         best = [(0, c) for c in sorted(set(choices)) if len(word) >= 3 and c.startswith(word)]

@@ -4,6 +4,7 @@ import os
 import sys
 
 from engine import usage
+from engine.words import plural
 from engine.errors import ResolutionError, UsageError
 
 from . import checker, official
@@ -12,10 +13,11 @@ from . import checker, official
 def cmd_check(args, extras, settings):
     """mlrun check submission DIR: the official checker's verdict, its errors and the results table."""
     checker.need_folder(args.dir)   # before the checker's sources are fetched
-    _tree_below(args.dir)
     if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):   # was 'cannot use X: File exists'
         raise UsageError(f"--out {args.out} is a file, not a folder", hint="--out names the folder for the checker's "
                                                                            "log, table and JSON")
+    official.given_copy(args.inference_src)   # every option said at once, not after the tree was mended
+    _tree_below(args.dir)
     src = official.sources(settings, path=args.inference_src)
     result = checker.check(src, args.dir, version=args.version, short=args.short, out_dir=args.out)
     if args.json:
@@ -55,7 +57,9 @@ def _tree_below(path):
 
 def report(result):
     """The verdict, the complaints and the table, as printed (and saved in table.txt's folder)."""
-    lines = [f"official submission checker ({result.version}): {result.summary or 'no summary line'}"]
+    lines = [f"official submission checker ({result.version}): {result.summary or 'no summary line'}"
+             + (" (its own line; what it misses, listed below, fails the tree)"
+                if result.errors and "looks OK" in (result.summary or "") else "")]
     if result.errors:
         lines.append(f"errors ({len(result.errors)}):")
         lines += ["  - " + e.replace("\n", "\n    ") for e in result.errors]
@@ -74,7 +78,8 @@ def report(result):
     lines += ["", checker.format_table(result.table), "",
               f"saved in {result.out_dir}: checker.log, summary.csv, table.txt, check.json"]
     if not result.ok:
-        lines.append("verdict: FAILED: the checker found errors")
+        lines.append(f"verdict: FAILED: {plural(len(result.errors), 'error')} (listed above)" if result.errors
+                     else "verdict: FAILED: the checker found errors")
     elif result.short_run_errors:
         lines.append("verdict: OK as a short rehearsal only: this tree cannot be submitted "
                      "(the short runs break the rules listed above)")

@@ -365,6 +365,8 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
     if x is None:
         raise UsageError(f"sweep {name}: say which field goes on the x axis (--x FIELD)",
                          hint="fields there are: " + ", ".join(fields(rows)))
+    if y is None:   # a bad --x (or --by) said first: "no point has a result" sent the user to the points
+        check_fields(rows, name, x=x, by=by)
     y = y or default_y(rows)
     if y is None:
         raise MlrunError(f"sweep {name}: no point has a result to plot ({len(rows)} points: "

@@ -407,6 +407,7 @@ def test_rm_cache(app):
     assert len(app.entries("model")) == 1 and len(app.entries()) == 3
     assert "nothing to remove" in app.mlrun("rm", "cache", "model _int8", "-y").stdout
     one_paragraph(app.mlrun("rm", "cache"), 2, "say which entries")
+    one_paragraph(app.mlrun("rm", "cache", "x", "--all", "-y"), 2, "not both")   # it said "say which entries"
     rebuilt = app.mlrun("app")
     assert set(status_lines(rebuilt.stderr).values()) == {"cached"}
     assert app.mlrun("rm", "cache", "--all", "-y").returncode == 0
@@ -453,3 +454,11 @@ def test_a_cache_or_runs_place_that_is_a_file_and_a_folder_given_to_import(ws):
         what = "cache" if "MLRUN_CACHE" in env else "runs"
         assert_user_error(ws.mlrun(*args, env=ws.env(**env)), 2, f"the {what} folder {a_file} is not a folder")
     assert_user_error(ws.mlrun("import", ws.root), 2, f"{ws.root} is a folder, not a file", "a bundle is the .tar.gz")
+
+
+def test_a_double_dash_ends_the_options():
+    """`mlrun -- QUERY` said "'--' is not one of run"."""
+    from engine.cli import with_verb
+    assert with_verb(["--", "get bert vocab"]) == ["run", "get bert vocab"]
+    assert with_verb(["--cache", "c", "--", "plan", "x"]) == ["--cache", "c", "plan", "x"]
+    assert with_verb(["plan", "--", "x"]) == ["plan", "--", "x"]   # after the verb: argparse's own

@@ -325,6 +325,15 @@ def test_trust_and_key_files_that_do_not_exist(there):
     assert_user_error(there.mlrun("export", there.run_id, "-o", out, "--sign", str(there.tmp / "nokey")), 2,
                       "no such key file")
     assert not os.path.exists(out)
+    # a folder was "no such key file", a file that is no key ssh-keygen's "Couldn't load public key" alone
+    assert_user_error(import_(there, there.bundle, "--trust", str(there.tmp)), 2, "--trust", "a folder, not a file")
+    assert_user_error(there.mlrun("export", there.run_id, "-o", out, "--sign", str(there.tmp)), 2,
+                      "a folder, not a key file")
+    notakey = there.tmp / "notes.txt"
+    notakey.write_text("hello\n")
+    assert_user_error(there.mlrun("export", there.run_id, "-o", out, "--sign", str(notakey)), 2,
+                      f"--sign {notakey}: not an SSH key ssh-keygen can read", "--sign takes an SSH private key")
+    assert not os.path.exists(out)
 
 
 @needs_ssh_keygen

@@ -236,8 +236,8 @@ def test_a_closed_stdin_or_stdout_is_read_as_empty_and_written_nowhere(ws, argv,
     assert "unexpected" not in result.stderr and "Traceback" not in result.stderr, result.stderr
     if closed == "stdin":   # no terminal to ask on: said, nothing removed
         assert_user_error(result, 2, "pass -y to confirm without a prompt")
-    else:
-        assert result.returncode == 0, result.stderr
+    else:   # a verb that only prints, its output lost: said, and failed (as onto a full disk)
+        assert result.returncode == 1 and "standard output is closed" in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("stream", ["stdout", "both"])
@@ -404,3 +404,62 @@ def test_a_verb_that_only_prints_fails_when_its_output_is_lost(ws):
                                         "it goes nowhere\n"), result.stderr
     assert subprocess.run(["bash", "-c", '"$0" "$@" > /dev/full', MLRUN, "x"], env=ws.env(), cwd=ws.root,
                           capture_output=True, timeout=60).returncode == 0
+    # --help's text lost, and a standard output closed (>&-): both exited 0, nothing shown
+    for redirect, argv, code in (("> /dev/full", ["--help"], 1), ("> /dev/full", ["runs", "--help"], 1),
+                                 (">&-", ["runs"], 1), (">&-", ["x"], 0)):
+        result = subprocess.run(["bash", "-c", f'"$0" "$@" {redirect}', MLRUN, *argv], env=ws.env(), cwd=ws.root,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == code, (redirect, argv, result.stderr)
+        assert "goes nowhere" in result.stderr, (redirect, argv, result.stderr)
+
+
+def test_a_huge_query_is_answered_at_once_and_echoed_cut(ws, monkeypatch):
+    """A 100,000-character query: "did you mean" measured its edit distance to every tag (minutes), and the error
+    printed it whole, twice."""
+    from engine import words
+    measured = []
+    real = words.distance
+    monkeypatch.setattr(words, "distance", lambda a, b: measured.append(b) or real(a, b))
+    assert words.nearest("a" * 100_000, ["bert", "onnxruntime", "squad"]) == [] and measured == []
+    assert words.nearest("bret", ["bert", "onnxruntime"]) == ["bert"] and measured == ["bert"]
+    ws.recipe("app", "tags: [app]\nrun: 'true'\n")
+    r = ws.mlrun("plan", "x" * 100_000)
+    assert r.returncode == 2 and len(r.stderr) < 1000, len(r.stderr)
+    assert "xxx...(100000 characters)" in r.stderr and "mlrun find TAG" in r.stderr
+
+
+def test_a_missing_requirement_is_an_environment_error_not_a_bug(ws, monkeypatch, capsys):
+    """A teammate whose python3 lacked `packaging` (the checkout's .venv was root's, under /root/.pyenv) was told
+    "unexpected ModuleNotFoundError ... this is a bug in mlrun"."""
+    from engine import cli
+    monkeypatch.setenv("MLRUN_CACHE", ws.cache)
+    monkeypatch.setenv("MLRUN_RUNS", ws.runs)
+
+    def missing(*_):
+        raise ModuleNotFoundError("No module named 'packaging'", name="packaging")
+    monkeypatch.setitem(cli.VERB_FUNCS, "runs", missing)
+    monkeypatch.setenv("MLRUN_VENV_UNUSABLE", "/x/.venv/bin/python")
+    assert cli.main(["runs"]) == 2
+    err = capsys.readouterr().err
+    assert "requirements are not installed" in err and "No module named 'packaging'" in err, err
+    assert "/x/.venv/bin/python cannot be run by this user" in err and "pip install -r" in err and "bug" not in err
+
+    def own(*_):
+        raise ModuleNotFoundError("No module named 'engine.nothing'", name="engine.nothing")
+    monkeypatch.setitem(cli.VERB_FUNCS, "runs", own)
+    assert cli.main(["runs"]) == 2 and "this is a bug in mlrun" in capsys.readouterr().err
+
+
+def test_a_file_one_may_not_read_is_no_cache_problem(tmp_path, monkeypatch):
+    """A teammate's recipe.yaml of mode 600: 'hint: no permission: point --cache/--runs at a folder you may
+    write', which changes nothing."""
+    import errno
+    from engine import oserrors
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("tags: [x]\n")
+    monkeypatch.setattr(oserrors.os, "access", lambda path, mode: False)   # as a user other than its owner
+    error = oserrors.explain(PermissionError(errno.EACCES, "Permission denied", str(recipe)), "mlrun find: cannot use")
+    assert error.message == f"mlrun find: cannot use {recipe}: Permission denied"
+    assert error.hint.startswith("no permission to read that file") and "--cache" not in error.hint
+    error = oserrors.explain(PermissionError(errno.EACCES, "Permission denied", str(tmp_path)), "cannot write")
+    assert "--cache/--runs" in error.hint   # a folder to write in: as before

@@ -1,4 +1,5 @@
 """Run records, `mlrun runs`, `mlrun diff` and `mlrun replay`, through bin/mlrun on small recipes."""
+import io
 import json
 import os
 import shutil
@@ -520,3 +521,15 @@ def test_diff_reads_a_bundle_in_place(bench, tmp_path):
     (tmp_path / "cut.tar.gz").write_bytes(open(bundle, "rb").read()[:200])
     assert_user_error(bench.mlrun("diff", str(tmp_path / "cut.tar.gz"), second), 2, "cannot read the bundle")
     assert_user_error(bench.mlrun("diff", str(tmp_path / "gone.tgz"), second), 2, "no such file")
+    # cut after its run.json, or a member import refuses: it said "no differences" (exit 0)
+    data = open(bundle, "rb").read()
+    (tmp_path / "half.tar.gz").write_bytes(data[:len(data) // 2])
+    assert_user_error(bench.mlrun("diff", str(tmp_path / "half.tar.gz"), bundle), 2, "cannot read the bundle")
+    import tarfile
+    with tarfile.open(bundle) as tar, tarfile.open(tmp_path / "bad.tar.gz", "w:gz") as out:
+        for member in tar.getmembers():
+            out.addfile(member, tar.extractfile(member) if member.isfile() else None)
+        evil = tarfile.TarInfo(f"run/{first}/../../evil.txt")
+        out.addfile(evil, io.BytesIO(b""))
+    assert_user_error(bench.mlrun("diff", str(tmp_path / "bad.tar.gz"), bundle), 2,
+                      f"refusing to read {tmp_path / 'bad.tar.gz'}", "'..'")

@@ -169,6 +169,8 @@ def test_runs_filters(history):
     assert_user_error(ws.mlrun("runs", "--where", "=2"), 2, "write FIELD=VALUE")
     assert_user_error(ws.mlrun("runs", "--last", "0"), 2, "--last 0: give a number of runs")
     assert_user_error(ws.mlrun("runs", "--status", "ok,faild"), 2, "--status faild: not a run status (did you mean failed?)")
+    assert_user_error(ws.mlrun("runs", "--status="), 2, "--status is empty")   # it listed every run, exit 0
+    assert_user_error(ws.mlrun("runs", "--status", " , "), 2, "--status is empty")
     assert_user_error(ws.mlrun("runs", "--columns", "batchsize"), 2, "no field 'batchsize'", "did you mean batch_size")
 
 

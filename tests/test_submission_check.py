@@ -47,6 +47,14 @@ def test_an_empty_tree_is_no_submission(mlrun, tmp_path):
     result = mlrun("check", "submission", str(tmp_path / "empty"), src=False, MLRUN_CACHE=str(tmp_path / "cache"))
     assert_user_error(result, 2, "holds no submission: no closed/, open/ or network/ folder")
     assert not (tmp_path / "cache").exists()   # nothing fetched
+    # a bad option is said first: it was said only once the tree had a division folder
+    (tmp_path / "afile").write_text("x")
+    for option, said in (("--inference-src", "--inference-src /nonexistent-copy: no such folder"),
+                         ("--out", "is a file, not a folder")):
+        value = "/nonexistent-copy" if option == "--inference-src" else str(tmp_path / "afile")
+        result = mlrun("check", "submission", str(tmp_path / "empty"), option, value, src=False,
+                       MLRUN_CACHE=str(tmp_path / "cache"))
+        assert_user_error(result, 2, said)
 
 
 def test_the_folder_above_the_tree_names_the_tree(mlrun, tmp_path):
@@ -292,3 +300,14 @@ def test_a_failed_test01_performance_comparison_is_short_run_only_in_a_short_res
     full = run()   # full-length runs: TEST01's comparison failing is a real error
     assert not full.ok and full.errors == [failed]
     assert full.table == {("open", "T", "s", "bert-99", "Offline"): "errors"}
+
+
+def test_the_headline_never_says_ok_over_a_failed_verdict():
+    """A tree holding only closed/: 'SUMMARY: submission looks OK' headed a FAILED verdict, unexplained."""
+    from submission.checker import CheckResult
+    from submission.cli import report
+    result = CheckResult(ok=False, errors=["the checker found no results in this tree"], short_run_errors=[],
+                         warnings=[], table=[], log="", summary="SUMMARY: submission looks OK", version="v6.1")
+    text = report(result)
+    assert "looks OK (its own line; what it misses, listed below, fails the tree)" in text
+    assert text.endswith("verdict: FAILED: 1 error (listed above)")

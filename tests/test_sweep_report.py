@@ -213,6 +213,10 @@ def test_unknown_field_and_nothing_to_plot_are_clear_errors():
     with pytest.raises(MlrunError) as e:
         plot.render(data, failed, x="batch_size", y="samples_per_second")
     assert "no point to plot" in e.value.message and "6 failed" in e.value.message
+    with pytest.raises(UsageError, match="no field 'nosuch' \\(--x\\)"):   # it said "no point has a result to plot"
+        plot.render(data, failed, x="nosuch")
+    with pytest.raises(MlrunError, match="no point has a result to plot"):   # a good --x: the points' problem
+        plot.render(data, failed, x="batch_size")
     texts = [dict(r, backend="onnxruntime") for r in rows]   # was: 'no point to plot: left out: 6 no backend'
     with pytest.raises(UsageError, match="--y backend holds text \\(onnxruntime\\), and the y axis is a number"):
         plot.render(data, texts, x="batch_size", y="backend")
