@@ -432,6 +432,14 @@ def _main(argv):
                 # a typo on the command line: it was made, and said to hold nothing (MLRUN_CACHE may name one to be)
                 raise UsageError(f"the cache folder {settings.cache} does not exist",
                                  hint="check --cache (or MLRUN_CACHE)")
+            given = args.mirror or os.environ.get("MLRUN_MIRROR") or ""
+            if "://" in given:   # it was taken for a folder, and the error printed the URL's password
+                from .secrets import mask_urls
+                raise UsageError(f"the mirror is a folder, not a URL: {mask_urls(given)[0]}"
+                                 + ("" if args.mirror else " (from $MLRUN_MIRROR)"),
+                                 hint="fill a folder with the files (mlrun mirror add FILE..., or mirror fetch on a "
+                                      "machine with access) and give --mirror that folder; a server can share one "
+                                      "over NFS")
             if settings.mirror and not os.path.isdir(settings.mirror) and not (
                     args.verb == "mirror" and args.action == "add"):   # add makes it; elsewhere a typo
                 raise UsageError(f"the mirror folder {settings.mirror} "

@@ -5,6 +5,7 @@ Each function returns plain data: lists of (what, in A, in B) rows; None where a
 (shown() writes it "absent", as every missing value reads in diff and replay).
 """
 import json
+import os
 import re
 
 from . import keys, records
@@ -23,10 +24,25 @@ def request(a, b):
             x, y = x or {}, y or {}
             # as typed: a submission's count 32 and the command line's "32" are one value (diff exited 1)
             rows += [(f"request.{f}.{k}", x.get(k), y.get(k)) for k in dict.fromkeys([*x, *y])
-                     if _typed_deep(x.get(k)) != _typed_deep(y.get(k))]
+                     if _typed_deep(x.get(k)) != _typed_deep(y.get(k))
+                     and not (f == "inputs" and _one_file(a, x.get(k), b, y.get(k)))]
         elif x != y:
             rows.append((f"request.{f}", x, y))
     return rows
+
+
+def _one_file(a, x, b, y):
+    """x of run a and y of run b name one file: the same place from each run's folder (../my.conf and its replay's
+    /home/me/my.conf: diff exited 1 over an exact replay), or an exact replay's own taking of the recorded file from
+    this machine's place (its cache); what the file held is in each step's key, compared apart."""
+    if not (isinstance(x, str) and isinstance(y, str)):
+        return False
+    if x and y and os.path.normpath(os.path.join(str(a.get("cwd") or ""), x)) == \
+            os.path.normpath(os.path.join(str(b.get("cwd") or ""), y)):
+        return True
+    exact_replay = (b.get("replay_of") == a.get("id") and b.get("exact")) or \
+        (a.get("replay_of") == b.get("id") and a.get("exact"))
+    return bool(exact_replay) and os.path.basename(x) == os.path.basename(y)
 
 
 def _typed_deep(value):
@@ -114,8 +130,10 @@ def host(a, b):
     ea, eb = ha.get("env", {}), hb.get("env", {})
     # A secret's value is not recorded: set in one shell only (a replay needs it there, the run had it by --env),
     # it is no difference that could explain a figure.
+    # Nor one the runs gave by --env.NAME: that wins over the host's (a replay asks for a masked one in its shell).
+    given = {k for r in (a, b) for k in _mapping(_mapping(r.get("request")).get("env_overrides"))}
     rows += [(f"host.env.{k}", ea.get(k), eb.get(k)) for k in sorted(set(ea) | set(eb))
-             if ea.get(k) != eb.get(k) and k not in PLACES and MASK not in (ea.get(k), eb.get(k))]
+             if ea.get(k) != eb.get(k) and k not in PLACES and MASK not in (ea.get(k), eb.get(k)) and k not in given]
     return rows
 
 

@@ -105,13 +105,14 @@ class Resolver:
         # --env.KEY=VALUE: every step's env, after the recipe's own; part of each key, as it changes the build.
         # A secret is hashed and recorded as the mask: the key says one was given, never which.
         self.env_overrides, self.secret_env = {}, {}
+        missing = self._secrets_not_here(env_overrides or {})
+        if missing:   # all of them at once: a replay asked for one at a time, three failures for three
+            raise ResolutionError("; ".join(missing), hint="e.g. " + "; ".join(
+                f"export {m.split()[0].removeprefix('--env.')}=..." for m in missing))
         for name, value in (env_overrides or {}).items():
             if secrets.is_secret(name):
-                if value == secrets.MASK:  # a replayed record: the secret comes from the host again
-                    if not self.host_env.get(name):   # never the mask itself, as if it were the secret
-                        raise ResolutionError(f"--env.{name} was given a secret, which the record does not keep; "
-                                              f"set {name} here to run it again", hint=f"e.g. export {name}=...")
-                    value = self.host_env[name]
+                if value == secrets.MASK:  # a replayed record: the secret comes from the host again (said above
+                    value = self.host_env[name]   # when it is not set: never the mask itself, as if the secret)
                 secrets.remember(value)
                 self.secret_env[name], value = value, secrets.MASK
             else:   # a URL with a password or token: the node holds it masked, as it is recorded
@@ -303,6 +304,19 @@ class Resolver:
         return values
 
     # -- graph ------------------------------------------------------------------
+
+    def _secrets_not_here(self, env_overrides):
+        """What a replayed record's masked --env values need from this shell and do not find, one line each."""
+        out = []
+        for name, value in env_overrides.items():
+            if secrets.is_secret(name) and value == secrets.MASK and not self.host_env.get(name):
+                out.append(f"--env.{name} was given a secret, which the record does not keep; set {name} here to "
+                           "run it again")
+            elif not secrets.is_secret(name) and isinstance(value, str) and secrets.MASK in value \
+                    and secrets.mask_urls(self.host_env.get(name, ""))[0] != value:
+                out.append(f"--env.{name} held a URL with a password or token, which the record does not keep; set "
+                           f"{name} here to that URL with it to run it again (the record has {name}={value})")
+        return out
 
     def _url_secrets(self, name, value, secret_env):
         """value with the secrets of its URLs masked (secrets.mask_urls), the real one put in secret_env[name]. A

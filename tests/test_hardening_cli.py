@@ -320,6 +320,9 @@ def test_empty_values_are_refused_not_taken_as_not_given(ws, argv, message):
     (("export", "x", "-o", ""), "-o is empty"),                        # was "... /cwd: it exists and is not a file"
     (("report", "s1", "-o", ""), "-o is empty"),
     (("--mirror", "/etc/hostname", "runs"), "the mirror folder /etc/hostname is not a folder"),   # "does not exist"
+    # a URL was taken for a folder of the current one, and its password printed
+    (("--mirror", "http://user:pw12345678@127.0.0.1:9/", "runs"),
+     "the mirror is a folder, not a URL: http://user:<redacted>@127.0.0.1:9/"),
 ])
 def test_what_a_path_is_not_is_said_as_it_is(ws, argv, message):
     assert_user_error(ws.mlrun(*argv), 2, message)

@@ -170,6 +170,14 @@ def test_a_replayed_mask_takes_the_secret_from_the_host():
     with pytest.raises(ResolutionError, match="--env.HF_TOKEN was given a secret, which the record does not keep; "
                                               "set HF_TOKEN here"):
         resolve(index, "r", env_overrides=given.request["env_overrides"], host_env={})
+    # every one missing said at once (a replay asked for one at a time: three failures for three)
+    many = resolve(index, "r", env_overrides={"HF_TOKEN": "hf_GivenOnTheCommandLine", "MY_PASSWORD": "pw-Given-123",
+                                              "HF_ENDPOINT": "http://user:UrlPass_4242@127.0.0.1:9/"})
+    with pytest.raises(ResolutionError) as caught:
+        resolve(index, "r", env_overrides=many.request["env_overrides"], host_env={"HF_TOKEN": "hf_FromHost1"})
+    assert "HF_TOKEN" not in caught.value.message.split(";")[0]
+    assert "set MY_PASSWORD here" in caught.value.message and "set HF_ENDPOINT here" in caught.value.message
+    assert "export MY_PASSWORD=...; export HF_ENDPOINT=..." in caught.value.hint
 
 
 URL_SECRETS = {   # variable: (URL with a secret, what it was written as before: in keys, records, env.sh, bundles)
@@ -345,3 +353,13 @@ def test_a_place_or_a_tokenizer_named_variable_is_no_secret(ws):
     [dep] = ws.entries("get-tok")
     config = json.load(open(os.path.join(ws.cache, entry, "config.json")))
     assert config == {"tokenizer": os.path.join(ws.cache, dep, "tok")}
+
+
+def test_a_variable_the_run_gave_by_env_is_no_host_difference():
+    """The replay asked for HF_ENDPOINT in its shell (the run had it by --env), then listed it as a host
+    difference: 'host.env.HF_ENDPOINT: recorded absent, here "http://user:<redacted>@..."'."""
+    from engine import compare
+    recorded = {"host": {"env": {}}, "request": {"env_overrides": {"HF_ENDPOINT": f"http://user:{MASK}@h/"}}}
+    replayed = {"host": {"env": {"HF_ENDPOINT": f"http://user:{MASK}@h/", "CXX": "g++"}},
+                "request": {"env_overrides": {"HF_ENDPOINT": f"http://user:{MASK}@h/"}}}
+    assert compare.host(recorded, replayed) == [("host.env.CXX", None, "g++")]

@@ -176,6 +176,10 @@ def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_o
     replayed = ws.mlrun("replay", relative, env=env)
     assert replayed.returncode == 0 and f"--mine: theirs.txt is {tmp_path / 'sub' / 'theirs.txt'}, relative to where " \
         "the run was started" in replayed.stdout, replayed.stdout + replayed.stderr
+    # the exact replay is no difference of its run's request: diff said "request.inputs.mine: theirs.txt -> /..."
+    again = json.loads(ws.mlrun("replay", relative, "--json", env=env).stdout)["run"]
+    same = ws.mlrun("diff", relative, again, "--json", env=env)
+    assert not [d for d in json.loads(same.stdout)["request"] if d["what"].startswith("request.inputs")], same.stdout
     mine.unlink()
     assert_user_error(ws.mlrun("replay", ran, env=env), 2, f"--mine: {mine}, a file the run read where it ran, "
                       "is not on this machine", "put a copy there (its content: sha256:")
