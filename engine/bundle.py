@@ -43,6 +43,16 @@ def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
     the SSH key sign when given."""
     run_dir, out_path = os.path.realpath(run_dir), os.path.realpath(out_path)   # runs/latest may be a link
     record = _read_record(run_dir)
+    if status(record) == "running":   # its steps not recorded yet: imported, it read as died, every step "not run"
+        raise MlrunError(f"run {record['id']} is still running: its record is not written until it ends",
+                         hint="export it once it has ended (mlrun runs shows its status)")
+    try:
+        return _export(record, run_dir, cache, out_path, with_cache, sign)
+    finally:
+        cache.release_uses()
+
+
+def _export(record, run_dir, cache, out_path, with_cache, sign):
     run_id = record["id"]
     entries = _used_entries(record, cache) if with_cache else []
     for folder, what in ((run_dir, "the run folder it exports"), (os.path.realpath(cache.root), "the cache")):
@@ -54,6 +64,7 @@ def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
                          hint="give a file name for the .tar.gz, e.g. -o run.tar.gz")
     if sign:
         signing.require(key=sign)
+    _drop_killed_parts(out_path)
     part = f"{out_path}.{os.getpid()}.part"   # a killed export never leaves a truncated bundle behind
     try:
         # gzip's own default level: a 530 MB venv packs in 15 s instead of 45 s at Python's level 9, 1% larger.
@@ -69,12 +80,37 @@ def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
                     info = tarfile.TarInfo(SIGNATURE)
                     info.size, info.mode, info.mtime = len(signature), 0o644, int(time.time())
                     tar.addfile(info, io.BytesIO(signature))
+        replaced = os.path.isfile(out_path)
         os.replace(part, out_path)
     finally:
         if os.path.exists(part):
             os.remove(part)
     return {"run_id": run_id, "path": out_path, "entries": entries, "bytes": size, "status": status(record),
-            "archive_bytes": os.path.getsize(out_path)}
+            "archive_bytes": os.path.getsize(out_path), "replaced": replaced}
+
+
+def _drop_killed_parts(out_path):
+    """The .part files of exports to out_path whose process is gone (SIGKILL: no cleanup ran); hundreds of MB each."""
+    folder, base = os.path.split(out_path)
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return
+    for name in names:
+        m = re.fullmatch(re.escape(base) + r"\.(\d+)\.part", name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue   # its export is running
+        except (ProcessLookupError, OverflowError):
+            pass
+        except OSError:
+            continue   # another user's: alive
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
 
 
 def _read_record(run_dir):
@@ -97,6 +133,8 @@ def _used_entries(record, cache):
         if step.get("status") not in REUSED:
             continue
         name = os.path.basename(step.get("path") or "")
+        if name:   # held until the bundle is written: rm and gc leave it (an entry removed under it failed the export)
+            cache.use_entry(name)
         if not name or read_entry(os.path.join(cache.root, name)) is None:
             raise MlrunError(f"the cache entry {name or '?'} of step {step.get('label')} of run {record['id']} "
                              f"is not in the cache {cache.root}",

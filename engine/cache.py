@@ -98,8 +98,12 @@ class Cache:
         """Hold the entry's use lock (shared) until release_uses, and note now as its last use.
 
         Take it before looking the entry up: `mlrun gc` removes an entry only under this lock, exclusive."""
+        self.use_entry(node.entry_name)
+
+    def use_entry(self, entry_name):
+        """use() by the entry's name (an export reading it: `rm` removed it under the export)."""
         try:
-            path = self.use_lock(node.entry_name)
+            path = self.use_lock(entry_name)
             if path in self._held:
                 return
             fd = flock(path, shared=True)
@@ -171,6 +175,18 @@ class Cache:
             with contextlib.suppress(OSError):
                 os.chmod(folder, 0o2775)
         return path
+
+    def builder(self, node):
+        """' (pid N, since HH:MM:SS; its log: PATH)' of the process building node's entry now, from its build folder
+        (.tmp/ENTRY.PID); '' when none is (a removal or an import holds the lock, briefly)."""
+        tmp_root = os.path.join(self.root, ".tmp")
+        try:
+            names = [n for n in os.listdir(tmp_root) if re.fullmatch(re.escape(node.entry_name) + r"\.\d+", n)]
+            folder = os.path.join(tmp_root, max(names, key=lambda n: os.path.getmtime(os.path.join(tmp_root, n))))
+            since = time.strftime("%H:%M:%S", time.localtime(os.path.getmtime(folder)))
+        except (OSError, ValueError):
+            return ""
+        return f" (pid {folder.rsplit('.', 1)[1]}, since {since}; its log: {os.path.join(folder, META_DIR, 'build.log')})"
 
     def publish(self, build_dir, node, meta):
         """Record what the build produced, seal it read-only, then rename it into place (atomic on one
@@ -295,10 +311,12 @@ class Cache:
             except PermissionError as e:   # the first such file ended the whole check
                 self.unreadable.append((meta["path"], f"{e.strerror}: {e.filename} (owner: {owner(e.filename)})"))
                 continue
-            except MlrunError:
+            except (MlrunError, FileNotFoundError):
                 if not os.path.lexists(os.path.join(meta["path"], META_DIR, ENTRY_FILE)):
                     continue   # removed (mlrun rm, gc) while it was checked: nothing left to verify
                 raise
+            if problems and not os.path.lexists(os.path.join(meta["path"], META_DIR, ENTRY_FILE)):
+                continue   # removed while it was walked: its files "missing", not damage
             if filed_as(meta) != os.path.basename(meta["path"]):   # runs would take it for another key's
                 problems.insert(0, f"misfiled: its {ENTRY_FILE} belongs to the entry {filed_as(meta)}")
             flagged = {_subject(p) for p in problems}   # a changed file is not listed twice

@@ -1134,8 +1134,11 @@ def _show_record(r):
     for s in r.get("steps") or []:
         print(f"    {s['label']:<48} {s.get('status', '?'):<11} {s.get('seconds', 0):>8.1f} s  "
               f"[{s['key'][:12]}] {s['node'].get('version', '')}")
-    for label in (r.get("planned") or [])[len(r.get("steps") or []):]:  # never reached: the run stopped before
-        print(f"    {label:<48} {'not recorded' if r.get('record_incomplete') else 'not run'}")
+    # never reached: the run stopped before; a record still 'running' (live, or killed: died) writes its steps at
+    # its end only: their state is unknown, not "not run" (8 of 9 were built)
+    unknown = r.get("record_incomplete") or records.status(r) in ("running", "died", "running?")
+    for label in (r.get("planned") or [])[len(r.get("steps") or []):]:
+        print(f"    {label:<48} {'not recorded' if unknown else 'not run'}")
     for venv, pkgs in (r.get("packages") or {}).items():
         print(f"  packages of {venv}: " + ", ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))
     recipes = sorted((r.get("recipes") or {}).items())
@@ -1159,6 +1162,7 @@ def cmd_export(args, extras, settings):
     print(f"wrote {args.output}: run {info.get('run_id', os.path.basename(run_dir))}"
           + (f" with {plural(len(info.get('entries', [])), 'cache entry')}" if args.with_cache else " (record and logs)")
           + (", signed" if args.sign else "")
+          + (" (it replaced the file that was there)" if info.get("replaced") else "")
           + (f" (the run {info['status']} before it recorded the steps it used)"   # a SIGKILL leaves none
              if args.with_cache and not info.get("entries") and info.get("status") in ("died", "running?") else ""))
     return 0

@@ -239,9 +239,10 @@ class Runner:
         try:
             lock.acquire(timeout=1)
         except Timeout:
+            who = self.cache.builder(node)   # which process, and its log: a stopped one held it unsaid
             if not getattr(self.reporter, "stream", sys.stderr).isatty():   # a batch log showed nothing for a minute
-                self.reporter.line(f"[{i}/{total}] {node.label}: waiting: another mlrun is building it")
-            self.reporter.step(i, total, node, "waiting", "another mlrun is building it", final=False)
+                self.reporter.line(f"[{i}/{total}] {node.label}: waiting: another mlrun is building it{who}")
+            self.reporter.step(i, total, node, "waiting", "another mlrun is building it" + who, final=False)
             lock.acquire()
         try:
             path = self.cache.lookup(node)  # built by the process we waited for

@@ -283,16 +283,20 @@ def _finish(p, outcome, settings):
             status, p["error"] = records.status(run), run.get("error")
         except MlrunError as e:
             p["error"] = e.message
-    if status is None or status == "running":   # no record, or one that never ended
-        status = "ok" if outcome.returncode == 0 else \
-            "interrupted" if outcome.returncode in INTERRUPTED_CODES or outcome.returncode < 0 else "failed"
+    code = outcome.returncode
+    if status is None or status in ("running", "died"):   # no record, or one that never ended
+        # SIGKILL is no stop of the sweep's (those are SIGINT, SIGTERM): the kernel's out-of-memory killer, a user
+        status = "ok" if code == 0 else "interrupted" if code in INTERRUPTED_CODES or (
+            code < 0 and -code != signal.SIGKILL) else "failed"
     if status not in ("ok", "failed", "interrupted"):
         status = "failed"   # 'error' (mlrun itself failed) and 'died' count as failed points
     if status != "ok" and not p.get("error"):
-        code = outcome.returncode
-        # a point killed by a signal before it said anything: the signal's name, not "code -15"
-        killed = f"mlrun was stopped by {signal.Signals(-code).name}" if code < 0 and -code in SIGNALS else None
-        p["error"] = _last_error(outcome.stderr_tail) or killed or f"mlrun exited with code {code}"
+        # a point killed by a signal: the signal's name, not "code -15" nor its last progress line
+        killed = (f"mlrun was stopped by {signal.Signals(-code).name}"
+                  + (" (the kernel's out-of-memory killer sends it: see dmesg)" if code == -signal.SIGKILL else "")
+                  ) if code < 0 and -code in SIGNALS else None
+        p["error"] = _last_error(outcome.stderr_tail, errors_only=bool(killed)) or killed or \
+            f"mlrun exited with code {code}"
     cluster = re.search(r"SLURM job \S+ ended [A-Z_]+", outcome.stderr_tail or "")
     if status != "ok" and cluster and cluster.group(0) not in (p.get("error") or ""):
         # why SLURM stopped it (TIMEOUT, CANCELLED): the run's own record says only "interrupted by SIGTERM"
@@ -307,10 +311,10 @@ def _finish(p, outcome, settings):
 SIGNALS = {int(s) for s in signal.Signals}
 
 
-def _last_error(tail):
+def _last_error(tail, errors_only=False):
     lines = [line for line in (tail or "").splitlines() if line.strip()]
     errors = [line[len("mlrun: error: "):] for line in lines if line.startswith("mlrun: error: ")]
-    return errors[-1] if errors else (lines[-1] if lines else None)
+    return errors[-1] if errors else (lines[-1] if lines and not errors_only else None)
 
 
 class Progress:

@@ -115,6 +115,23 @@ def run_id_of(stdout):
     return value.get("run") if isinstance(value, dict) else None
 
 
+def run_of_process(runs_dir, pid, since):
+    """The id of the run a process (pid) started in runs_dir since then: its record names it from its start."""
+    try:
+        names = [n for n in os.listdir(runs_dir) if os.path.getmtime(os.path.join(runs_dir, n)) >= since - 1]
+    except (OSError, TypeError):
+        return None
+    for name in sorted(names, reverse=True):
+        try:
+            with open(os.path.join(runs_dir, name, "run.json")) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            continue
+        if isinstance(record, dict) and (record.get("process") or {}).get("pid") == pid:
+            return record.get("id", name)
+    return None
+
+
 def run_mlrun(task, env, cores=None, log_path=None, started_proc=None):
     """Run one task as an mlrun process here; its Outcome. cores: pin it (and all it starts) to these.
 
@@ -138,7 +155,10 @@ def run_mlrun(task, env, cores=None, log_path=None, started_proc=None):
             err.seek(max(0, os.fstat(err.fileno()).st_size - TAIL_CHARS))
             errors = err.read()
             err.close()
-    return Outcome(point_id=task.point_id, returncode=proc.returncode, run_id=run_id_of(out.decode(errors="replace")),
+    run_id = run_id_of(out.decode(errors="replace"))
+    if run_id is None and proc.returncode < 0:   # killed (SIGKILL, out of memory) before it printed its run
+        run_id = run_of_process(env.get("MLRUN_RUNS"), proc.pid, started)
+    return Outcome(point_id=task.point_id, returncode=proc.returncode, run_id=run_id,
                    node=os.uname().nodename, seconds=time.time() - started,
                    stderr_tail=errors.decode(errors="replace")[-TAIL_CHARS:], cores=list(cores) if cores else None,
                    started=started, log=log_path)

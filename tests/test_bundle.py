@@ -175,6 +175,47 @@ def test_export_of_a_run_whose_entry_is_gone_names_it(made):
     assert export(made, with_cache=False)["entries"] == []   # the run alone still exports
 
 
+def test_an_entry_being_exported_is_in_use_and_a_killed_exports_part_goes(made, monkeypatch):
+    """`rm cache` during `export --with-cache` removed an entry under it ("cannot write the bundle ...: No such file
+    or directory"); a SIGKILLed export's .part (hundreds of MB) stayed for good."""
+    from engine import bundle
+    import subprocess
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = made.path(f"run.tar.gz.{gone.pid}.part")   # its process is no more
+    open(killed, "w").close()
+    seen = []
+    real = bundle._add_tree
+
+    def add_tree(tar, path, arcname, what, root=None):
+        if not seen:
+            seen.append(made.mlrun("rm", "cache", made.entry["app"], "-y"))
+        return real(tar, path, arcname, what, root)
+    monkeypatch.setattr(bundle, "_add_tree", add_tree)
+    out = export(made)
+    assert_user_error(seen[0], 2, "in use")
+    assert sorted(out["entries"]) == sorted(made.entry.values()) and not os.path.exists(killed)
+    assert made.mlrun("rm", "cache", made.entry["app"], "-y").returncode == 0   # released once written
+
+
+def test_a_run_still_running_is_not_exported_and_a_replaced_bundle_is_said(made):
+    """Exported while running: 0 entries, and imported it read as died, every step 'not run'; `-o` over another
+    bundle replaced it unsaid."""
+    import json
+    from engine import guard
+    out = made.mlrun("export", made.run_id, "-o", made.path("first.tar.gz"))
+    assert out.returncode == 0 and "replaced" not in out.stdout
+    again = made.mlrun("export", made.run_id, "-o", made.path("first.tar.gz"))
+    assert again.returncode == 0 and "(it replaced the file that was there)" in again.stdout
+    path = os.path.join(made.run_dir, "run.json")
+    record = json.load(open(path))
+    record.update(status="running", process=guard.identity(os.getpid()))   # this process: alive
+    json.dump(record, open(path, "w"))
+    assert_user_error(made.mlrun("export", made.run_id, "-o", made.path("live.tar.gz")), 2,
+                      f"run {made.run_id} is still running", "export it once it has ended")
+    assert not os.path.exists(made.path("live.tar.gz"))
+
+
 def test_export_refuses_a_damaged_entry_and_a_place_that_is_not_a_file(made):
     """A damaged entry was packed, and its receiver told the bundle was tampered with; -o /dev/null replaced
     /dev/null with a regular file (os.replace)."""

@@ -62,6 +62,28 @@ def test_verify_finds_changed_missing_and_added_files(tmp_path):
     assert problems == ["changed: a.txt", "missing: b.txt", "added: new.txt"]
 
 
+def test_verify_passes_over_an_entry_removed_while_it_is_checked(tmp_path, monkeypatch):
+    """`rm cache` during `cache verify`: "cannot use .../x.pyc: No such file or directory" (exit 2) ended the check of
+    every entry; an entry gone between two of its folders would read as damaged, its files "missing"."""
+    from engine import cache as cache_module
+    cache = Cache(tmp_path / "cache")
+    gone = publish(cache, node_of("a"), {"f": "gone"})
+    keep = publish(cache, node_of("b"), {"f": "keep"})
+    real = cache_module.entry_problems
+
+    def removed_midway(path, meta, then):
+        if path != gone:
+            return real(path, meta)
+        cache.remove([meta])
+        if then == "raise":
+            raise FileNotFoundError(2, "No such file or directory", os.path.join(path, "x.pyc"))
+        return ["missing: f"]
+    for then in ("raise", "missing"):
+        gone = publish(cache, node_of("a"), {"f": "gone"})
+        monkeypatch.setattr(cache_module, "entry_problems", lambda path, meta: removed_midway(path, meta, then))
+        assert cache.verify() == [] and os.path.exists(keep)
+
+
 def test_remove_deletes_entries_and_nothing_else(tmp_path):
     cache = Cache(tmp_path / "cache")
     keep = publish(cache, node_of("b"), {"f": "keep"})
@@ -140,6 +162,8 @@ def test_a_run_waiting_for_another_mlrun_says_so_at_once_in_a_log(ws, tmp_path):
         first.communicate(timeout=60)
     assert second.returncode == 0, second.stderr
     assert "slow: waiting: another mlrun is building it" in second.stderr
+    # which one, and where its log is: a stopped builder (SIGSTOP) held it unsaid
+    assert f"(pid {first.pid}, since " in second.stderr and "; its log: " in second.stderr, second.stderr
     assert "(built by another mlrun)" in second.stderr
 
 

@@ -68,6 +68,7 @@ def test_a_record_is_written_at_the_start_and_a_sigkilled_run_shows_as_died(ws, 
     assert json.loads(ws.mlrun("runs", "--json").stdout)[0]["status"] == "died"
     shown = ws.mlrun("runs", "show", record["id"])
     assert f"run {record['id']}  died" in shown.stdout and f"pid {proc.pid}" in shown.stdout
+    assert "not recorded" in shown.stdout and "not run" not in shown.stdout   # its steps' state is unknown
     # Its bundle says why it holds no entries (was: "with 0 cache entries", nothing more)
     exported = ws.mlrun("export", record["id"], "-o", str(tmp_path / "died.tar.gz"), "--with-cache")
     assert "with 0 cache entries (the run died before it recorded the steps it used)" in exported.stdout

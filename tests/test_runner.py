@@ -585,7 +585,9 @@ def test_a_json_write_that_fails_leaves_no_tmp_file(tmp_path, monkeypatch):
     monkeypatch.setattr(cache_module.json, "dump", full)
     with pytest.raises(OSError) as e:
         cache_module.write_json(str(tmp_path / "run.json"), {"a": 1})
-    assert e.value.filename == str(tmp_path / f"run.json.{os.getpid()}.tmp") and os.listdir(tmp_path) == []
+    import threading   # its own name: this process's and thread's (a sweep's threads write one record too)
+    assert e.value.filename == str(tmp_path / f"run.json.{os.getpid()}-{threading.get_ident()}.tmp")
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_json_write_leaves_another_writers_temporary_file_alone(tmp_path):

@@ -232,6 +232,28 @@ def test_a_killed_sweep_resumes_where_it_stopped(bench, tmp_path):
     assert [p["status"] for p in points] == ["ok"] * 3 and points[1]["run"] != runs[0]
 
 
+def test_a_point_whose_mlrun_was_sigkilled_failed_and_links_its_run(bench, tmp_path):
+    """Killed by SIGKILL (the out-of-memory killer): 'interrupted', a progress line as its error, no run."""
+    hold = tmp_path / "hold"
+    (tmp_path / "hold.2").write_text("")
+    proc = bench.popen("sweep", "app bench", f"--hold={hold}", "--grid", "dep.model.layers=2", "--name", "oom")
+    try:
+        def live_run():
+            found = [n for n in os.listdir(bench.runs) if os.path.isfile(os.path.join(bench.runs, n, "run.json"))] \
+                if os.path.isdir(bench.runs) else []
+            return found and run_record(bench, found[0])
+        assert wait_for(live_run, timeout=30)
+        record = live_run()
+        os.kill(record["process"]["pid"], signal.SIGKILL)
+        assert proc.wait(timeout=30) == 1
+    finally:
+        kill_group(proc)
+        (tmp_path / "hold.2").unlink()
+    [point] = sweep_record(bench, "oom")["points"]
+    assert point["status"] == "failed" and point["run"] == record["id"], point
+    assert point["error"].startswith("mlrun was stopped by SIGKILL (the kernel's out-of-memory killer"), point
+
+
 def test_a_variation_group_in_the_grid_replaces_the_query_s_variation(bench):
     result = bench.mlrun("sweep", "app bench _b _cpu", "--grid", "backend=_a,_b", "--name", "be")
     assert result.returncode == 0, result.stderr
