@@ -72,6 +72,8 @@ def _export(record, run_dir, cache, out_path, with_cache, sign):
             stream = _Hashing(gz)
             with tarfile.open(fileobj=stream, mode="w") as tar:
                 size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}", f"run {run_id}")
+                for label, log in _kept_logs(record, run_dir, cache):   # a teammate auditing it got one line
+                    size += _add_tree(tar, log, f"{RUN_DIR}/{run_id}/{FAILED_LOGS}/{label}.log", f"run {run_id}")
                 for name in entries:
                     size += _add_tree(tar, os.path.join(cache.root, name), f"{CACHE_DIR}/{name}",
                                       f"the cache entry {name}")
@@ -87,6 +89,21 @@ def _export(record, run_dir, cache, out_path, with_cache, sign):
             os.remove(part)
     return {"run_id": run_id, "path": out_path, "entries": entries, "bytes": size, "status": status(record),
             "archive_bytes": os.path.getsize(out_path), "replaced": replaced}
+
+
+FAILED_LOGS = "failed-logs"   # in a bundle's run folder: the logs of its failed cached steps, kept in the cache
+
+
+def _kept_logs(record, run_dir, cache):
+    """[(step label, its log)] of the run's failed steps whose log the cache keeps (.failed/), not its own folder."""
+    out = []
+    for step in record.get("steps") or []:
+        log = step.get("log") if isinstance(step, dict) else None
+        if isinstance(log, str) and os.path.isfile(log) and not _inside(os.path.realpath(log), run_dir) \
+                and _inside(os.path.realpath(log), os.path.realpath(cache.root)) \
+                and not os.path.exists(os.path.join(run_dir, FAILED_LOGS)):
+            out.append((re.sub(r"[^A-Za-z0-9_.-]+", "_", str(step.get("label") or "step")), log))
+    return out
 
 
 def _drop_killed_parts(out_path):

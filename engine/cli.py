@@ -1126,10 +1126,11 @@ def _show_record(r):
     print(f"  result: {records.headline(r.get('results'))}")
     stopped = next((s for s in r.get("steps") or [] if s.get("status") in ("failed", "interrupted", "error")), None)
     if stopped:
-        print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s")
+        print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s"
+              + (f" (log: {stopped['log']})" if isinstance(stopped.get("log"), str) else ""))
     host = r.get("host") or {}
     print(f"  host: {host.get('cpu')}, {host.get('cores')} cores, {host.get('memory_gb')} GB, {host.get('os')}, "
-          f"Python {host.get('python')}")
+          f"Python {host.get('python')}" + (f", mlrun {r['mlrun']}" if r.get("mlrun") else ""))
     print("  plan:")
     for s in r.get("steps") or []:
         print(f"    {s['label']:<48} {s.get('status', '?'):<11} {s.get('seconds', 0):>8.1f} s  "
@@ -1223,6 +1224,12 @@ def cmd_replay(args, extras, settings):
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
     record = records.load(records.find(settings.runs, ref))
+    was = None if settings.mirror else records.place(record, "MLRUN_MIRROR")
+    if isinstance(was, str) and was:   # the run's own mirror, where it is here too: it went to the network (exit 1)
+        here = os.path.normpath(os.path.join(str(record.get("cwd") or ""), was))
+        if os.path.isdir(here):
+            settings.mirror = here
+            print(f"replay: the run's mirror {here} is used (--mirror DIR gives another)", file=sys.stderr)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
                     stream_root=not args.json)
     new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,

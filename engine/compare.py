@@ -98,8 +98,17 @@ def recipes(a, b):
     ra, rb = a.get("recipes") or {}, b.get("recipes") or {}
     def digest(recipes, name):
         return ((recipes.get(name) or {}).get("digest") or "")[:16] or None
-    return [(f"recipe {name}", digest(ra, name), digest(rb, name))
-            for name in sorted(set(ra) | set(rb)) if digest(ra, name) != digest(rb, name)]
+    rows = []
+    for name in sorted(set(ra) | set(rb)):
+        if digest(ra, name) != digest(rb, name):
+            fa, fb = ((r.get(name) or {}).get("files") for r in (ra, rb))
+            changed = sorted(f for f in set(fa) | set(fb) if fa.get(f) != fb.get(f)) \
+                if isinstance(fa, dict) and isinstance(fb, dict) else []
+            what = f"recipe {name}" + (f" (files that differ: {', '.join(changed[:8])}"
+                                        + (f" and {len(changed) - 8} more" if len(changed) > 8 else "") + ")"
+                                        if changed else "")
+            rows.append((what, digest(ra, name), digest(rb, name)))
+    return rows
 
 
 def packages(a, b):
@@ -127,6 +136,8 @@ def host(a, b):
     # A GPU run's facts (NVML) are in its results: model, memory, driver, CUDA, compute capability.
     ga, gb = (a.get("results") or {}).get("gpu") or {}, (b.get("results") or {}).get("gpu") or {}
     rows += [(f"host.gpu.{k}", ga.get(k), gb.get(k)) for k in sorted(set(ga) | set(gb)) if ga.get(k) != gb.get(k)]
+    if a.get("mlrun") and b.get("mlrun") and a["mlrun"] != b["mlrun"]:   # older records name none
+        rows.append(("mlrun", a["mlrun"], b["mlrun"]))
     ea, eb = ha.get("env", {}), hb.get("env", {})
     # A secret's value is not recorded: set in one shell only (a replay needs it there, the run had it by --env),
     # it is no difference that could explain a figure.

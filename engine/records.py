@@ -136,7 +136,17 @@ def _snapshot(plan, target, out):
             os.makedirs(os.path.dirname(os.path.join(target, src_rel)), exist_ok=True)
             shutil.copy2(src, os.path.join(target, src_rel))
         out[node.name] = {"version": node.version, "digest": node.material["recipe_digest"],
-                          "snapshot": os.path.join(SNAPSHOT_DIR, rel)}
+                          "snapshot": os.path.join(SNAPSHOT_DIR, rel), "files": _file_digests(folder, node.sources)}
+
+
+def _file_digests(folder, sources):
+    """{file as the recipe names it: its sha256's first 16 digits}: `diff` of two runs whose recipe differs names the
+    files that do (it said only the recipe's two digests; a bundle is read without its copy of the recipes)."""
+    from .digests import file_digest
+    from .index import recipe_files
+    paths = {os.path.relpath(p, folder): p for p in recipe_files(folder, with_yaml=True)}
+    paths.update({source: os.path.normpath(os.path.join(folder, source)) for source in sources})
+    return {rel: file_digest(path)[:16] for rel, path in sorted(paths.items()) if os.path.isfile(path)}
 
 
 def collect(folder, wanted, strict=False):

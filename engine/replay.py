@@ -42,7 +42,8 @@ def choose_recipes(record, settings, recorded_recipes=False):
                          "run the copies its record holds, code that came with the run",
                          hint="--recorded-recipes runs them if you trust where the run came from (a bundle signed by "
                               "a key you trust: replay it with --trust ALLOWED_SIGNERS); or replay it with the "
-                              "mlrun version that made it")
+                              "mlrun version that made it"
+                              + (f" (mlrun {record['mlrun']})" if isinstance(record.get("mlrun"), str) else ""))
     outside = [f for f in folders if os.path.relpath(f, snapshot).startswith("..")]
     if outside:   # the record was edited: its copy must be the run folder's own
         raise MlrunError(f"the record names a copy of its recipes outside its run folder ({outside[0]})",
@@ -80,9 +81,11 @@ def _copied_recipes(record, snapshot):
             for r in index.recipes}
 
 
-def plan_differences(record, plan):
+def plan_differences(record, plan, mapped=()):
     """(differences, beyond): what in `plan` differs from the recorded run's plan, node by node, and the labels
-    of the nodes the recorded run stopped before (it failed or was interrupted)."""
+    of the nodes the recorded run stopped before (it failed or was interrupted). mapped: the root's file inputs this
+    replay found here under another path (the same file, or its content): their path is no difference."""
+    same_file = {f"inputs.{name}" for name in mapped}
     recorded, unreached = compare.recorded_steps(record)
     now = dict(zip(compare.step_ids([{"recipe": n.name} for n in plan.nodes]), plan.nodes))
     differences, beyond = [], []
@@ -94,6 +97,8 @@ def plan_differences(record, plan):
             differences.append(f"{node.label}: not in the recorded plan")
         elif step["key"] != node.key:
             for f, was, new in keys.differences(step["node"].get("material", {}), node.material):
+                if f in same_file and node is plan.root:
+                    continue
                 if f.split(".")[0] != "deps":   # the dependency's own node says what differs
                     differences.append(f"{node.label}: {f} was {was!r}, now {new!r}")
     differences += [f"{step['label']}: in the recorded plan, not in this one"
@@ -114,7 +119,8 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
     plan = resolve(index, req["query"], inputs=inputs, host_env=os.environ,
                    dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
                    prober=settings.prober())
-    differences, beyond = plan_differences(record, plan)
+    mapped = [name for name, value in inputs.items() if value != (req.get("inputs") or {}).get(name)]
+    differences, beyond = plan_differences(record, plan, mapped)
     if beyond:
         notes.append(f"the recorded run ({status(record)}) stopped before {plural(len(beyond), 'step')}: "
                      + ", ".join(beyond) + "; this replay runs them")
@@ -129,6 +135,47 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
             raise MlrunError(message, hint=hint)
         notes.append(message)
     return plan, notes
+
+
+def _recorded_content(record, name, value):
+    """'sha256:...' of the file the run's input `name` named (value, made absolute): the app's own input's, else that
+    of a step given the same file (--model=FILE reaches the model's step as its input `path`), else None."""
+    app = (record.get("root") or {}).get("recipe")
+    cwd = record.get("cwd") if isinstance(record.get("cwd"), str) else ""
+    for step in record.get("steps") or []:
+        node = step.get("node") if isinstance(step, dict) else None
+        if not isinstance(node, dict):
+            continue
+        material = (node.get("material") or {}).get("inputs") or {}
+        given = node.get("inputs") or {}
+        names = [name] if step.get("recipe") == app else \
+            [k for k, v in given.items() if isinstance(v, str) and os.path.normpath(os.path.join(cwd, v)) == value]
+        for k in names:
+            if isinstance(material.get(k), str) and material[k].startswith("sha256:"):
+                return material[k]
+    return None
+
+
+def _entry_file_of(record, settings, content):
+    """A file of this cache's entries of the run's steps whose sha256 is content ('sha256:...'), else None."""
+    if not content:
+        return None
+    import json
+    from .cache import FILES_FILE, META_DIR
+    digest = content.removeprefix("sha256:")
+    for step in record.get("steps") or []:
+        if not (isinstance(step, dict) and step.get("status") in ("built", "cached") and isinstance(step.get("path"), str)):
+            continue
+        entry = os.path.join(settings.cache, os.path.basename(step["path"]))
+        try:
+            with open(os.path.join(entry, META_DIR, FILES_FILE)) as f:
+                files = json.load(f)
+        except (OSError, ValueError):
+            continue
+        found = next((rel for rel, d in sorted(files.items()) if d == digest), None) if isinstance(files, dict) else None
+        if found and os.path.isfile(os.path.join(entry, found)):
+            return os.path.join(entry, found)
+    return None
 
 
 def _inputs_here(record, inputs, settings, notes, paths=()):
@@ -163,11 +210,14 @@ def _inputs_here(record, inputs, settings, notes, paths=()):
             out[name] = here
             notes.append(f"--{name}: {value} of the recording machine's cache is {here} here")
             continue
-        app = (record.get("root") or {}).get("recipe")
-        recorded = next((((step.get("node") or {}).get("material") or {}).get("inputs", {}).get(name)
-                         for step in record.get("steps") or [] if isinstance(step, dict) and step.get("recipe") == app),
-                        None)
-        content = f" (its content: {recorded})" if isinstance(recorded, str) and recorded.startswith("sha256:") else ""
+        recorded = _recorded_content(record, name, value)
+        same = _entry_file_of(record, settings, recorded)
+        if same:   # a bundle made --with-cache carries the entry made from it: the file itself is not needed
+            out[name] = same
+            notes.append(f"--{name}: {value} is not on this machine; {same} of this cache holds its content "
+                         f"({recorded})")
+            continue
+        content = f" (its content: {recorded})" if recorded else ""
         raise MlrunError(f"--{name}: {value}, a file the run read where it ran, is not on this machine",
                          hint=f"put a copy there{content} and replay again")
     return out

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 
-from . import digests, envs, guard, integrity, records, secrets
+from . import digests, envs, guard, integrity, records, secrets, usage
 from .cache import META_DIR, few, removal_command, write_json
 from .errors import MlrunError, StepError, UnrecordableFileError, UsageError
 
@@ -110,6 +110,8 @@ class Runner:
         record = {"format": records.RECORD_FORMAT, "id": run_id, "argv": secrets.scrub_argv(argv or sys.argv),
                   "query": plan.query, "request": plan.request, "cwd": os.getcwd(), "started": time.time(),
                   "status": "running", "process": guard.identity(os.getpid()), "host": records.host_facts(),
+                  # which mlrun made it: a replay refused for changed recipes says which one to replay it with
+                  "mlrun": usage.recorded_version(),
                   "recipes": {}, **(extra or {}), "steps": [],
                   # What was asked, whole, from the start: a run that fails early keeps its mode and scenario,
                   # and `runs show` lists the steps it never reached.
@@ -172,6 +174,8 @@ class Runner:
             record["status"] = "ok"
         except StepError as e:
             record["status"], record["error"] = "failed", e.message
+            if getattr(e, "log", None) and record["steps"] and "status" not in record["steps"][-1]:
+                record["steps"][-1]["log"] = e.log
             raise
         except KeyboardInterrupt as e:
             record["status"], record["error"] = "interrupted", f"interrupted by {guard.signal_name(e)}"
@@ -319,8 +323,10 @@ class Runner:
             why = f": {said[-1][:300]}" if said and e.message.startswith("exited with code") else ""
             # A step's own exit 78 (it refused this machine or request) stays 2; an unrecordable output is the
             # step's fault.
-            raise StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
-                            exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code) from None
+            failed = StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
+                               exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code)
+            failed.log = kept   # the run's record names it: `export` carries a kept log (.failed/) with the run
+            raise failed from None
         except BaseException as e:
             self.reporter.stop_heartbeat()
             _mask_quietly(folder, env)

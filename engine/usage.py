@@ -99,6 +99,30 @@ def version():
     return text
 
 
+def recorded_version():
+    """'0.12.0 (commit 9721d03)': mlrun's version and its checkout's commit, read from .git's files (a run records it;
+    git describe would cost every run a process start). The version alone outside a git checkout."""
+    from .version import __version__
+    from .settings import CHECKOUT
+    git = os.path.join(CHECKOUT, ".git")
+    try:
+        with open(os.path.join(git, "HEAD")) as f:
+            head = f.read().strip()
+        if head.startswith("ref: "):
+            ref = head[5:]
+            try:
+                with open(os.path.join(git, ref)) as f:
+                    head = f.read().strip()
+            except FileNotFoundError:   # packed by git gc
+                with open(os.path.join(git, "packed-refs")) as f:
+                    head = next(line.split()[0] for line in f if line.rstrip().endswith(" " + ref))
+        if re.fullmatch(r"[0-9a-f]{40,64}", head):
+            return f"{__version__} (commit {head[:12]})"
+    except (OSError, StopIteration, UnicodeDecodeError):
+        pass   # no checkout (a copy, a wheel), or a worktree's .git file: the version alone
+    return __version__
+
+
 def cm_tags(argv, verbs=(), global_with_value=(), flags=()):
     """CM's habit `--tags=app,mlperf,bert,_cpu` (and `run script --tags=...`) as the query "app mlperf bert _cpu".
 

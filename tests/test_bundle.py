@@ -567,3 +567,27 @@ def test_import_refuses_a_run_record_no_reader_here_could_read(shared, field, va
     with pytest.raises(MlrunError, match=f"refusing to import .*: run {shared.run_id}: its {field} is"):
         import_bundle(bad, shared.cache2, shared.runs2)
     assert shared.cache2.entries() == [] and not os.path.exists(os.path.join(shared.runs2, shared.run_id))
+
+
+def test_a_failed_runs_bundle_carries_the_log_its_cache_kept(ws, tmp_path):
+    """The failed cached step's log lies in the cache's .failed/: the bundle held run.json alone ('record and
+    logs'), and a teammate auditing the failure got one error line."""
+    import json
+    import tarfile
+    ws.recipe("broken", "tags: [broken]\nrun: 'echo \"the weights are torn\"; exit 3'\n")
+    failed = ws.mlrun("broken", "--json")
+    assert failed.returncode == 1
+    run_id = json.loads(failed.stdout)["run"]
+    record = json.load(open(os.path.join(ws.runs, run_id, "run.json")))
+    kept = record["steps"][-1]["log"]
+    assert "/.failed/" in kept and os.path.isfile(kept)
+    assert f"(log: {kept})" in ws.mlrun("runs", "show", run_id).stdout
+    out = tmp_path / "failed.tar.gz"
+    assert ws.mlrun("export", run_id, "-o", str(out)).returncode == 0
+    with tarfile.open(out) as tar:
+        log = tar.extractfile(f"run/{run_id}/failed-logs/broken.log").read().decode()
+    assert "the weights are torn" in log
+    cache2, runs2 = tmp_path / "cache2", tmp_path / "runs2"
+    imported = ws.mlrun("import", str(out), env=ws.env(MLRUN_CACHE=str(cache2), MLRUN_RUNS=str(runs2)))
+    assert imported.returncode == 0, imported.stderr
+    assert "the weights are torn" in (runs2 / run_id / "failed-logs" / "broken.log").read_text()

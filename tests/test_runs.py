@@ -190,6 +190,49 @@ def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_o
                       "import the run's bundle made with --with-cache")
 
 
+def test_a_run_records_the_mlrun_that_made_it(bench):
+    """A replay refused for changed recipes said "replay it with the mlrun version that made it": no record said
+    which one."""
+    from engine.version import __version__
+    first = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    second = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    made = record_of(bench, first)["mlrun"]
+    assert made.startswith(__version__ + " (commit ") or made == __version__, made
+    assert f"mlrun {made}" in bench.mlrun("runs", "show", first).stdout
+    path = os.path.join(bench.runs, second, "run.json")
+    record = record_of(bench, second)
+    json.dump(dict(record, mlrun="0.1.0 (commit 0123456789ab)"), open(path, "w"))
+    shown = bench.mlrun("diff", first, second)
+    assert "mlrun" in shown.stdout and "0123456789ab" in shown.stdout, shown.stdout
+    with open(os.path.join(bench.recipes, "app", "score.sh"), "a") as f:
+        f.write("echo changed locally\n")
+    assert_user_error(bench.mlrun("replay", second), 2, "or replay it with the mlrun version that made it "
+                                                        "(mlrun 0.1.0 (commit 0123456789ab))")
+    # which of the recipe's files changed, not its two digests only
+    third = run_json(bench, "app bench", "--mode=accuracy")["run"]
+    assert "recipe app (files that differ: score.sh)" in bench.mlrun("diff", first, third).stdout
+
+
+def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_path):
+    """--model=FILE: the bundle made --with-cache carried the model's entry, yet the replay wanted the file at the
+    recording machine's path, and named no sha256 (the model step held it, not the app's)."""
+    ws.recipe("get-m", "tags: [get, m]\ninputs:\n  path: {type: path, file: true, content: true}\n"
+                       "run: cp \"$MLRUN_INPUT_PATH\" model.onnx\n")
+    ws.recipe("app-m", "tags: [app, m]\ncache: false\ninputs:\n  model: {type: path, file: true}\n"
+                       "deps: [{name: m, query: get m, inputs: {path: \"{input.model}\"}}]\nrun: 'true'\n")
+    mine = tmp_path / "mine.onnx"
+    mine.write_text("weights 42\n")
+    ran = run_json(ws, "app m", f"--model={mine}")["run"]
+    mine.unlink()
+    replayed = ws.mlrun("replay", ran)
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"--model: {mine} is not on this machine; " in replayed.stdout and "model.onnx of this cache holds its " \
+        "content (sha256:" in replayed.stdout, replayed.stdout
+    ws.mlrun("rm", "cache", "--all", "-y")
+    assert_user_error(ws.mlrun("replay", ran), 2, f"--model: {mine}, a file the run read where it ran, is not on "
+                      "this machine", "put a copy there (its content: sha256:")
+
+
 def test_a_text_input_that_looks_like_a_path_is_no_file_to_replay(ws):
     """--label=/api/v1/predict (type: str) was refused as 'a file the run read where it ran'."""
     ws.recipe("echo", "tags: [echo]\ncache: false\ninputs:\n  label: {type: str, default: x}\nrun: 'true'\n")
@@ -234,6 +277,11 @@ def test_a_replay_of_a_run_that_took_a_file_from_its_mirror_says_to_give_it(ws, 
         """)
     first = run_json(ws, "get listed", "--mirror", str(mirror))["run"]
     assert run_json(ws, "replay", first, "--mirror", str(mirror))["equal"] is True
+    # not given: the run's own mirror, where it is here too (the replay went to the network)
+    taken = ws.mlrun("replay", first, "--json")
+    assert taken.returncode == 0 and json.loads(taken.stdout)["equal"] is True, taken.stderr
+    assert f"replay: the run's mirror {mirror} is used (--mirror DIR gives another)" in taken.stderr
+    os.rename(mirror, tmp_path / "moved")
     refused = ws.mlrun("replay", first)
     assert_user_error(refused, 2, "probe.copy was 'mirror copy", f"the run took a file from its mirror ({mirror}): "
                       "replay with --mirror DIR holding the same file", "--allow-differences")
