@@ -100,7 +100,10 @@ def plan_differences(record, plan, mapped=()):
                 if f in same_file and node is plan.root:
                     continue
                 if f.split(".")[0] != "deps":   # the dependency's own node says what differs
-                    differences.append(f"{node.label}: {f} was {was!r}, now {new!r}")
+                    file = (node.inputs or {}).get(f[len("inputs."):]) if f.startswith("inputs.") else None
+                    changed = f" (the file {file} holds other bytes than the run read)" if isinstance(file, str) \
+                        and all(isinstance(v, str) and v.startswith("sha256:") for v in (was, new)) else ""
+                    differences.append(f"{node.label}: {f} was {was!r}, now {new!r}{changed}")
     differences += [f"{step['label']}: in the recorded plan, not in this one"
                     for ident, step in recorded.items() if ident not in now]
     return differences, beyond

@@ -223,6 +223,8 @@ def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_pat
     mine = tmp_path / "mine.onnx"
     mine.write_text("weights 42\n")
     ran = run_json(ws, "app m", f"--model={mine}")["run"]
+    mine.write_text("weights 43\n")   # changed since: said which file, not two digests alone
+    assert_user_error(ws.mlrun("replay", ran), 2, f"(the file {mine} holds other bytes than the run read)")
     mine.unlink()
     replayed = ws.mlrun("replay", ran)
     assert replayed.returncode == 0, replayed.stderr
