@@ -132,8 +132,12 @@ def test_short_submission_tree_and_checker(ws, completed):
         accuracy = (d / "accuracy" / "accuracy.txt").read_text()
         assert '"f1"' in accuracy and "hash=" in accuracy
         assert "TEST PASS" in (d / "TEST01" / "verify_accuracy.txt").read_text()   # deterministic responses
+        # TEST01's accuracy log truncated too (no accuracy.txt there: the script left it whole, 12 MB, and said ERROR)
+        assert "hash=" in (d / "TEST01" / "accuracy" / "accuracy.txt").read_text()
+        assert (d / "TEST01" / "accuracy" / "mlperf_log_accuracy.json").stat().st_size < 10 * 1024
         readme = (d / "README.md").read_text()
         assert "bin/mlrun submit" in readme and "target_" in readme and "Settings search" in readme
+        assert "Made by mlrun 0." in readme   # which mlrun: a teammate on another commit could not tell
         assert f"--system={ws.root / 'system.yaml'}" in readme   # given as system.yaml: run from the checkout too
         # the runs' commands name the cache and mirror they ran with: pasted, they run the same
         assert f"bin/mlrun --cache {ws.root / 'cache'} --runs {ws.root / 'runs'} --mirror " in readme, readme

@@ -562,3 +562,51 @@ def test_an_int8_model_given_as_a_file_is_said_int8_quantised_before(tmp_path):
     app["record"]["results"]["model_int8_operators"] = 0   # an fp32 file
     kind, transform, text = weights.describe(sub, {"app-mlperf-bert": app})
     assert (kind, transform) == ("fp32", "none") and "the fp32 weights of the model /m/int8.onnx as given" in text
+
+
+def test_a_failed_test01_performance_check_fails_a_full_submission(tmp_path, monkeypatch):
+    """The open division's checker skips compliance: a TEST01 33% faster than the performance run (the machine's
+    load changed) got 'verdict: OK' and a packed archive."""
+    import types
+    from engine.errors import StepError
+    from submission import checker, pack, tree
+    scenario = tmp_path / "Offline"
+    (scenario / "TEST01" / "accuracy").mkdir(parents=True)
+    (scenario / "TEST01" / "verify_performance.txt").write_text(
+        "Reference score = 989.935\nTest score = 1479.03\nTEST FAIL: Test score invalid\n")
+    monkeypatch.setattr(tree, "_official", lambda *a, **k: "Accuracy check pass: True\nPerformance check pass: False\n")
+    said = []
+    for short in (True, False):
+        sub = types.SimpleNamespace(dir=str(tmp_path / "out"), tree_errors=[], compliance_failures=[], say=said.append,
+                                    opts=types.SimpleNamespace(short=short, submitter="T", division="open"),
+                                    src="src", state={"runs": {}}, save=lambda: None)
+        os.makedirs(sub.dir, exist_ok=True)
+        tree._test01(sub, str(scenario), "run", "bert-99-Offline")
+        assert sub.compliance_failures == ["TEST01 bert-99-Offline: the performance check failed (Reference score = "
+                                           "989.935; Test score = 1479.03; TEST FAIL: Test score invalid): the "
+                                           "TEST01 run's speed is not within 10% of the performance run's"]
+        monkeypatch.setattr(checker, "check", lambda *a, **k: checker.CheckResult(
+            ok=True, errors=[], short_run_errors=[], warnings=[], table=[], log="log",
+            summary="SUMMARY: submission looks OK"))
+        monkeypatch.setattr(pack, "pack", lambda root, out: out)
+        if short:   # a rehearsal's TEST01 only rehearses: listed apart
+            assert tree.finish(sub, str(tmp_path)) == 0
+            verdict = json.load(open(os.path.join(sub.dir, "verdict.json")))
+            assert verdict["ok"] and verdict["short_run_errors"] == sub.compliance_failures
+        else:
+            with pytest.raises(StepError, match="TEST01's performance check failed") as caught:
+                tree.finish(sub, str(tmp_path))
+            assert "--rerun-busy" in caught.value.hint
+            verdict = json.load(open(os.path.join(sub.dir, "verdict.json")))
+            assert not verdict["ok"] and verdict["archive"] is None and verdict["errors"] == sub.compliance_failures
+
+
+def test_server_is_refused_once_a_singlestream_search_shows_it_cannot_be_valid():
+    """A sample alone took 700 ms: Server's search failed only after SingleStream's and Offline's runs."""
+    from engine.errors import StepError
+    slow = {"figures": {"measured_mean_latency_ms": 700.754}}
+    with pytest.raises(StepError, match="one sample alone takes 700.8 ms .* over Server's 130 ms bound") as caught:
+        submit.server_possible("SingleStream", slow, "r1", ["SingleStream", "Offline", "Server"])
+    assert "--scenarios=SingleStream,Offline" in caught.value.hint
+    submit.server_possible("SingleStream", slow, "r1", ["SingleStream", "Offline"])   # no Server asked
+    submit.server_possible("SingleStream", {"figures": {"measured_mean_latency_ms": 12.0}}, "r1", ["Server"])
