@@ -77,6 +77,8 @@ def readme(sub, benchmark, scenario, done):
     from engine.usage import recorded_version
     lines += [f"Made by mlrun {recorded_version()} with one command (from the mlrun checkout):", "", "```",
               shlex.join(sub.state.get("argv", ["mlrun", "submit", sub.opts.query])), "```", "",
+              *(["Its `--system` file is kept beside the tree as `system.yaml` (its fields are in "
+                 f"`systems/{sub.system_id}.json`).", ""] if sub.opts.system else []),
               "Each run below is a normal mlrun run; re-run one exactly with `bin/mlrun replay RUN`, or by hand:", ""]
     for kind in ("search", "accuracy", "performance", "TEST01"):
         entry = done[(scenario, kind)] if kind != "search" else sub.state["runs"][f"{scenario}/search"]

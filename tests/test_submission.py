@@ -139,6 +139,7 @@ def test_short_submission_tree_and_checker(ws, completed):
         assert "bin/mlrun submit" in readme and "target_" in readme and "Settings search" in readme
         assert "Made by mlrun 0." in readme   # which mlrun: a teammate on another commit could not tell
         assert f"--system={ws.root / 'system.yaml'}" in readme   # given as system.yaml: run from the checkout too
+        assert "kept beside the tree as `system.yaml`" in readme and (root / "system.yaml").read_text() == SYSTEM
         # the runs' commands name the cache and mirror they ran with: pasted, they run the same
         assert f"bin/mlrun --cache {ws.root / 'cache'} --runs {ws.root / 'runs'} --mirror " in readme, readme
     # the full accuracy logs stay outside the tree; no run folder but TEST01's saw an audit.config
