@@ -100,8 +100,9 @@ class Cache:
         Take it before looking the entry up: `mlrun gc` removes an entry only under this lock, exclusive."""
         self.use_entry(node.entry_name)
 
-    def use_entry(self, entry_name):
-        """use() by the entry's name (an export reading it: `rm` removed it under the export)."""
+    def use_entry(self, entry_name, touch=True):
+        """use() by the entry's name (an export reading it: `rm` removed it under the export); touch: note now as
+        its last use (an export is none: gc's age of an old entry stays)."""
         try:
             path = self.use_lock(entry_name)
             if path in self._held:
@@ -110,7 +111,8 @@ class Cache:
         except OSError:
             return   # a cache this user may only read: using it must still work (unprotected from gc)
         try:
-            os.utime(fd)   # the last-used time, kept outside the read-only entry
+            if touch:
+                os.utime(fd)   # the last-used time, kept outside the read-only entry
         except OSError:
             pass   # another user's use file: their lock still protects the entry
         self._held[path] = fd
@@ -383,7 +385,7 @@ class Cache:
             if busy:
                 raise MlrunError(f"{few(busy)} {'is' if len(busy) == 1 else 'are'} in use by a running mlrun; "
                                  "nothing was removed", hint=f"remove {'it' if len(busy) == 1 else 'them'} once "
-                                 "that run ends (`mlrun runs` shows it)")
+                                 "that mlrun ends (a run: `mlrun runs` shows it; or an export, a sweep)")
             self._discard_all(entries)   # checked by removable() above
         finally:
             for fd in held:

@@ -403,8 +403,12 @@ def _main(argv):
     try:
         with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
             if extras and not _takes_extras(args):
+                first = extras[0].split("=")[0]
+                if first in _options_of(parser, args.verb):   # `mlrun --json runs`: it said "did you mean --json?"
+                    raise UsageError(f"{first} is an option of '{args.verb}': give it after the verb",
+                                     hint=f"mlrun {args.verb} {first} ...")
                 raise UsageError(f"unexpected argument(s) for '{args.verb}': {' '.join(extras)}"
-                                 + did_you_mean(extras[0].split("=")[0], _options_of(parser, args.verb)),
+                                 + did_you_mean(first, _options_of(parser, args.verb)),
                                  hint=f"see mlrun {args.verb} --help")
             for flag, value in (("--cache", args.cache), ("--runs", args.runs), ("--mirror", args.mirror),
                                 ("-o", getattr(args, "output", None))):
@@ -560,7 +564,7 @@ def main_error(e):
 
 def _cut_long_words(text, most=1000):
     """An error echoes what it was given: a 100,000-character query filled the screen twice (a path stays whole)."""
-    return re.sub(r"[^\s'\";,]{%d,}" % (most + 1),
+    return re.sub(r"[^\s'\";,/]{%d,}" % (most + 1),
                   lambda m: f"{m.group(0)[:100]}...({len(m.group(0))} characters)", text)
 
 
@@ -1126,8 +1130,13 @@ def _show_record(r):
     print(f"  result: {records.headline(r.get('results'))}")
     stopped = next((s for s in r.get("steps") or [] if s.get("status") in ("failed", "interrupted", "error")), None)
     if stopped:
+        log = stopped.get("log") if isinstance(stopped.get("log"), str) else None
+        if log and not os.path.isfile(log) and isinstance(r.get("_dir"), str):   # imported: the bundle's copy
+            from .bundle import FAILED_LOGS, failed_log_name
+            carried = os.path.join(r["_dir"], FAILED_LOGS, failed_log_name(stopped["label"]))
+            log = carried if os.path.isfile(carried) else f"{log}, not on this machine"
         print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s"
-              + (f" (log: {stopped['log']})" if isinstance(stopped.get("log"), str) else ""))
+              + (f" (log: {log})" if log else ""))
     host = r.get("host") or {}
     print(f"  host: {host.get('cpu')}, {host.get('cores')} cores, {host.get('memory_gb')} GB, {host.get('os')}, "
           f"Python {host.get('python')}" + (f", mlrun {r['mlrun']}" if r.get("mlrun") else ""))

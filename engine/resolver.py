@@ -110,7 +110,8 @@ class Resolver:
             raise ResolutionError("; ".join(missing), hint="e.g. " + "; ".join(
                 f"export {m.split()[0].removeprefix('--env.')}=..." for m in missing))
         for name, value in (env_overrides or {}).items():
-            if secrets.is_secret(name):
+            # a masked value is a secret whatever its name: a record made when the name counted as one (HF_TOKEN_PATH)
+            if secrets.is_secret(name) or value == secrets.MASK:
                 if value == secrets.MASK:  # a replayed record: the secret comes from the host again (said above
                     value = self.host_env[name]   # when it is not set: never the mask itself, as if the secret)
                 secrets.remember(value)
@@ -309,10 +310,11 @@ class Resolver:
         """What a replayed record's masked --env values need from this shell and do not find, one line each."""
         out = []
         for name, value in env_overrides.items():
-            if secrets.is_secret(name) and value == secrets.MASK and not self.host_env.get(name):
+            if value == secrets.MASK and not self.host_env.get(name):
                 out.append(f"--env.{name} was given a secret, which the record does not keep; set {name} here to "
                            "run it again")
-            elif not secrets.is_secret(name) and isinstance(value, str) and secrets.MASK in value \
+            elif not secrets.is_secret(name) and isinstance(value, str) and value != secrets.MASK \
+                    and secrets.MASK in value \
                     and secrets.mask_urls(self.host_env.get(name, ""))[0] != value:
                 out.append(f"--env.{name} held a URL with a password or token, which the record does not keep; set "
                            f"{name} here to that URL with it to run it again (the record has {name}={value})")

@@ -303,7 +303,13 @@ class Runner:
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)
-            masked = secrets.mask_files(folder, env, skip={META_DIR})
+            unmasked = []
+            masked = secrets.mask_files(folder, env, skip={META_DIR}, unmasked=unmasked)
+            if unmasked:   # published, the entry (and a bundle of it) would carry the secret
+                raise StepError(f"{node.label} wrote a secret of its environment into {few([f for f, _ in unmasked])}, "
+                                f"which mlrun could not mask ({unmasked[0][1]}): nothing was published",
+                                hint="make the step leave its files and folders writable by its user, or write no "
+                                     "secret into them")
             if masked:   # a model source's record kept HF_ENDPOINT's password, and a bundle carried it
                 self.reporter.line(f"note: {node.label} wrote a secret of its environment into {few(masked)}: "
                                    "masked there (mlrun keeps no secret in what it stores)")

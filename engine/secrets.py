@@ -9,6 +9,7 @@ writer of records, entries, logs and scripts passes its text through `scrub`, wh
 secrets of any URL (https://user:PASSWORD@host, https://TOKEN@host, ?access_token=...: HF_ENDPOINT, a proxy, an
 index). A variable of any name whose value holds such a URL is a secret too, in the node as the URL masked.
 """
+import contextlib
 import os
 import re
 
@@ -138,10 +139,10 @@ def step_secrets(env):
     return sorted(pairs.items(), key=lambda pair: -len(pair[0]))
 
 
-def mask_files(folder, env, skip=()):
+def mask_files(folder, env, skip=(), unmasked=None):
     """Mask in folder's text files (up to TEXT_MOST bytes, no NUL byte) the secrets of the step's env; returns the
     files changed, relative. A model source's record kept HF_ENDPOINT's password, and `export --with-cache` the
-    same."""
+    same. unmasked: a list that gets (file, why) of each file holding one that could not be masked."""
     import stat
     pairs = [(secret.encode(), masked.encode()) for secret, masked in step_secrets(env)]
     changed = []
@@ -167,14 +168,22 @@ def mask_files(folder, env, skip=()):
                 # A new file in its place: written in place, a hard link's other name (a user's file, a dep's
                 # entry) was masked too.
                 tmp = os.path.join(parent, f".mlrun-mask-{os.getpid()}-{name}"[:255])
+                mode = os.stat(parent).st_mode
                 try:
+                    os.chmod(parent, stat.S_IMODE(mode) | stat.S_IWUSR | stat.S_IXUSR)   # a step's read-only folder
                     with open(tmp, "wb") as f:
                         f.write(masked)
                     os.chmod(tmp, stat.S_IMODE(st.st_mode))
                     os.replace(tmp, path)
+                except OSError as e:   # the secret stays: said, never skipped in silence
+                    if unmasked is not None:
+                        unmasked.append((os.path.relpath(path, folder), e.strerror or str(e)))
+                    continue
                 finally:
                     if os.path.lexists(tmp):
                         os.unlink(tmp)
+                    with contextlib.suppress(OSError):
+                        os.chmod(parent, stat.S_IMODE(mode))
                 changed.append(os.path.relpath(path, folder))
             except OSError:
                 continue   # unreadable to mlrun: nothing it can mask

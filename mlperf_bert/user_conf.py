@@ -101,8 +101,11 @@ def _problem(words):
         return f"LoadGen reads {key} for {', '.join(KEYS[key])} only: for {scenario} it is ignored"
     whole = key in WHOLE or key == "target_latency" and scenario in ("Server", "*")
     value = words[2]
-    if whole and re.fullmatch(r"-[0-9]+", value):   # strtoull wraps it round
-        return f"LoadGen reads {key} as a number of no sign: {value} would be {int(value) % 2 ** 64}"
+    if whole and re.fullmatch(r"-(0[xX][0-9a-fA-F]+|[0-9]+)", value):   # strtoull wraps it round
+        return f"LoadGen reads {key} as a number of no sign: {value} would be {number(value, True)}"
+    if whole and WHOLE_WORD.fullmatch(value) and number(value, True) == MOST:   # strtoull's ceiling
+        return f"LoadGen reads {key} as at most {MOST}: {value} would be {MOST}" if _whole_part(value, clamp=False) \
+            > MOST else None
     if whole and re.fullmatch(r"\+?0[0-7]+", value):   # C's base 0: a leading zero is octal
         return f"LoadGen reads {value} as an octal number: {key} would be {int(value, 8)} (write it without the 0)"
     if whole and not WHOLE_WORD.fullmatch(value):
@@ -114,13 +117,17 @@ def _problem(words):
 WHOLE_WORD = re.compile(r"\+?(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
 
 
-def _whole_part(text):
-    """What C's strtoull makes of text: the digits it starts with (5e1 -> 5, 1.5 -> 1, 1_000 -> 1)."""
+MOST = 2 ** 64 - 1   # strtoull's ERANGE value: a larger number is read as this
+
+
+def _whole_part(text, clamp=True):
+    """What C's strtoull makes of text: the digits it starts with (5e1 -> 5, 1.5 -> 1, 1_000 -> 1), at most MOST."""
     match = WHOLE_WORD.match(text)
     if not match:
         return 0
     digits = match.group(1)
-    return int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8) if digits.startswith("0") else int(digits)
+    value = int(digits, 16) if digits[:2].lower() == "0x" else int(digits, 8) if digits.startswith("0") else int(digits)
+    return min(value, MOST) if clamp else value
 
 
 def _did_you_mean(word, choices):
@@ -172,7 +179,9 @@ def number(text, whole=False):
     except ValueError:
         return None
     if whole:
-        part = _whole_part(text.lstrip("-"))
+        part = _whole_part(text.lstrip("+-"), clamp=False)
+        if part > MOST:   # out of range: ULLONG_MAX, whatever the sign
+            return MOST
         return (-part) % 2 ** 64 if text.startswith("-") else part
     return int(text) if re.fullmatch(r"[+-]?[0-9]+", text) else value
 

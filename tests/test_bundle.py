@@ -182,7 +182,9 @@ def test_an_entry_being_exported_is_in_use_and_a_killed_exports_part_goes(made, 
     import subprocess
     gone = subprocess.Popen(["true"])
     gone.wait()
-    killed = made.path(f"run.tar.gz.{gone.pid}.part")   # its process is no more
+    killed = made.path(f"run.tar.gz.{bundle._where()}-{gone.pid}.part")   # its process is no more
+    elsewhere = made.path(f"run.tar.gz.0badf00d-{gone.pid}.part")   # another host's or container's: its pid means
+    open(elsewhere, "w").close()                                     # nothing here
     open(killed, "w").close()
     seen = []
     real = bundle._add_tree
@@ -195,6 +197,7 @@ def test_an_entry_being_exported_is_in_use_and_a_killed_exports_part_goes(made, 
     out = export(made)
     assert_user_error(seen[0], 2, "in use")
     assert sorted(out["entries"]) == sorted(made.entry.values()) and not os.path.exists(killed)
+    assert os.path.exists(elsewhere)
     assert made.mlrun("rm", "cache", made.entry["app"], "-y").returncode == 0   # released once written
 
 
@@ -591,3 +594,6 @@ def test_a_failed_runs_bundle_carries_the_log_its_cache_kept(ws, tmp_path):
     imported = ws.mlrun("import", str(out), env=ws.env(MLRUN_CACHE=str(cache2), MLRUN_RUNS=str(runs2)))
     assert imported.returncode == 0, imported.stderr
     assert "the weights are torn" in (runs2 / run_id / "failed-logs" / "broken.log").read_text()
+    os.rename(os.path.dirname(kept), str(tmp_path / "moved"))   # the recording machine's copy is not here
+    shown = ws.mlrun("runs", "show", run_id, env=ws.env(MLRUN_CACHE=str(cache2), MLRUN_RUNS=str(runs2)))
+    assert f"(log: {runs2 / run_id / 'failed-logs' / 'broken.log'})" in shown.stdout, shown.stdout

@@ -462,3 +462,9 @@ def test_a_double_dash_ends_the_options():
     assert with_verb(["--", "get bert vocab"]) == ["run", "get bert vocab"]
     assert with_verb(["--cache", "c", "--", "plan", "x"]) == ["--cache", "c", "plan", "x"]
     assert with_verb(["plan", "--", "x"]) == ["plan", "--", "x"]   # after the verb: argparse's own
+
+
+def test_a_verbs_option_given_before_the_verb_is_said_so(app):
+    """`mlrun --json runs` said "unexpected argument(s) for 'runs': --json (did you mean --json?)"."""
+    one_paragraph(app.mlrun("--json", "runs"), 2, "--json is an option of 'runs': give it after the verb")
+    one_paragraph(app.mlrun("--json", "app"), 2, "--json is an option of mlrun: give it after the query")

@@ -429,6 +429,9 @@ def test_a_huge_query_is_answered_at_once_and_echoed_cut(ws, monkeypatch):
     r = ws.mlrun("plan", "x" * 100_000)
     assert r.returncode == 2 and len(r.stderr) < 1000, len(r.stderr)
     assert "xxx...(100000 characters)" in r.stderr and "mlrun find TAG" in r.stderr
+    deep = "/tmp/" + "/".join(["d" * 200] * 6)   # a path stays whole, however long
+    r = ws.mlrun("--mirror", deep, "runs")
+    assert r.returncode == 2 and f"the mirror folder {deep} does not exist" in r.stderr, r.stderr
 
 
 def test_a_missing_requirement_is_an_environment_error_not_a_bug(ws, monkeypatch, capsys):

@@ -363,3 +363,35 @@ def test_a_variable_the_run_gave_by_env_is_no_host_difference():
     replayed = {"host": {"env": {"HF_ENDPOINT": f"http://user:{MASK}@h/", "CXX": "g++"}},
                 "request": {"env_overrides": {"HF_ENDPOINT": f"http://user:{MASK}@h/"}}}
     assert compare.host(recorded, replayed) == [("host.env.CXX", None, "g++")]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not __import__("shutil").which("setpriv"),
+                    reason="drops root's file-permission override with setpriv")
+def test_a_secret_in_a_read_only_folder_of_the_step_is_masked_too(ws):
+    """`cp -r` out of a sealed entry keeps its folders read-only: masking by a new file renamed into place failed
+    there (Permission denied) and the secret was published in the cache, unsaid."""
+    import subprocess
+    from conftest import MLRUN
+    ws.recipe("rodir", "tags: [rodir]\npass_env: [MY_TOKEN]\n"
+                       "run: mkdir d && echo \"token=$MY_TOKEN\" > d/x.txt && chmod 555 d\n")
+    # as a user whose folder modes hold (root's DAC override dropped)
+    r = subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", MLRUN, "rodir"],
+                       env=ws.env(MY_TOKEN="abcdefgh12345678"), cwd=ws.root, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0 and "masked there" in r.stderr, r.stderr
+    [entry] = ws.entries("rodir")
+    assert open(os.path.join(ws.cache, entry, "d", "x.txt")).read() == f"token={MASK}\n"
+
+
+def test_a_record_that_masked_a_name_no_longer_secret_replays_from_the_host():
+    """HF_TOKEN_PATH counted as a secret when the run was made (<redacted> in its record): its replay said it "held
+    a URL with a password or token"."""
+    from engine.index import MemoryIndex
+    from engine.resolver import resolve
+    index = MemoryIndex({"r": {"tags": ["r"], "run": "true"}})
+    again = resolve(index, "r", env_overrides={"HF_TOKEN_PATH": MASK}, host_env={"HF_TOKEN_PATH": "/home/me/tok"})
+    assert again.root.secret_env == {"HF_TOKEN_PATH": "/home/me/tok"}
+    from engine.errors import ResolutionError
+    with pytest.raises(ResolutionError, match="--env.HF_TOKEN_PATH was given a secret, which the record does not "
+                                              "keep; set HF_TOKEN_PATH here"):
+        resolve(index, "r", env_overrides={"HF_TOKEN_PATH": MASK}, host_env={})

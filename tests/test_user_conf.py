@@ -151,3 +151,14 @@ def test_a_count_the_user_conf_raised_says_so():
                                "user_settings": {"min_query_count": 32}})
     assert note == " (--count 20: your user.conf's min_query_count 32)"
 
+
+
+@pytest.mark.parametrize("value", ["-010", "-0x10", "99999999999999999999999", "-99999999999999999999999"])
+def test_a_whole_number_out_of_its_range_is_refused_with_what_loadgen_reads(tmp_path, value):
+    """-010 was said to be ...606 (LoadGen: ...608), -0x10 to be 0, a number past 2**64 recorded as given."""
+    rc, changed = loadgen_reads(tmp_path, f"bert.Offline.min_query_count = {value}\n", "Offline")
+    assert rc == 0
+    [problem] = user_conf.problems(f"bert.Offline.min_query_count = {value}")
+    assert problem.endswith(f"{value} would be {changed['min_query_count']}"), problem
+    assert user_conf.values_set([f"bert.Offline.min_query_count = {value}"], "Offline") == \
+        {"min_query_count": changed["min_query_count"]}
