@@ -280,30 +280,29 @@ def import_bundle(path, cache, runs_dir, trust=None):
 
 
 def read_record(path):
-    """The run record a bundle carries, read without importing it (`mlrun diff` of a teammate's bundle). The run
-    folder is the bundle's first part: it is read and checked whole as import checks it (a cut or tampered bundle
-    read as "no differences"), the cache entries after it are not read."""
-    record, run_members = None, []
+    """The run record a bundle carries, read without importing it (`mlrun diff` of a teammate's bundle), after the
+    checks import makes before it extracts: the whole stream (gzip's CRC), every member's name and kind, and a
+    signature that must match (a cut, tampered or re-signed bundle read as "no differences")."""
     try:
-        with tarfile.open(path, "r:gz") as tar:
-            for member in tar:
-                parts = member.name.split("/")
-                if parts[0] != RUN_DIR and run_members:
-                    break   # the cache entries (or the signature): import reads and checks those
-                run_members.append(member)
-                if len(parts) == 3 and parts[0] == RUN_DIR and parts[2] == "run.json" and member.isfile():
-                    run_id = parts[1]
-                    try:
-                        record = json.loads(tar.extractfile(member).read().decode())
-                    except ValueError:   # not UTF-8 JSON (it said "'utf-16-le' codec can't decode ...")
-                        raise _refuse(path, f"run {run_id}", "its run.json is no JSON text", verb="read") from None
-            else:
-                _stream_digest(tar, 0, path)   # only the run: read to its end, gzip's CRC says if it is whole
-    except (OSError, tarfile.TarError, EOFError, zlib.error, ValueError) as e:
+        tar = tarfile.open(path, "r:gz")
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise _unreadable(path, e) from None
-    if record is None:
-        raise MlrunError(f"{path} holds no run record", hint="a bundle is a .tar.gz made by `mlrun export`")
-    _check_members(run_members, path, verb="read")
+    with tar:
+        try:
+            members = tar.getmembers()
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
+            raise _unreadable(path, e) from None
+        _stream_digest(tar, 0, path)
+        signature = members.pop() if members and members[-1].name == SIGNATURE else None
+        run_id, _ = _check_members(members, path, verb="read")
+        _check_signature(tar, signature, None, path, verb="read")
+        member = tar.getmember(f"{RUN_DIR}/{run_id}/run.json")
+        try:
+            record = json.loads(tar.extractfile(member).read().decode())
+        except ValueError:   # not UTF-8 JSON (it said "'utf-16-le' codec can't decode ...")
+            raise _refuse(path, f"run {run_id}", "its run.json is no JSON text", verb="read") from None
+        except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
+            raise _unreadable(path, e) from None
     if not isinstance(record, dict) or record.get("id") != run_id or not isinstance(record.get("steps"), list):
         raise _refuse(path, f"run {run_id}", "its run.json is no run record or names another run", verb="read")
     check_shape(record, f"{path}: {RUN_DIR}/{run_id}/run.json")
@@ -320,7 +319,7 @@ def _refuse(bundle, what, problem, hint=TAMPERED, verb="import"):
     return MlrunError(f"refusing to {verb} {bundle}: {what}: {problem}", hint=hint)
 
 
-def _check_signature(tar, member, trust, bundle):
+def _check_signature(tar, member, trust, bundle, verb="import"):
     """Who signed the bundle ('alice@example.com (ED25519 key SHA256:...)' when trust lists the key, else
     the key alone), or None when it is unsigned, or unchecked for want of ssh-keygen and of trust.
     Refuses a bad signature, and with trust, an unsigned bundle or a key trust does not list."""
@@ -331,7 +330,7 @@ def _check_signature(tar, member, trust, bundle):
                           hint=untrusted)
         return None
     if not member.isreg() or member.size > 64 * 1024:
-        raise _refuse(bundle, f"member {member.name!r}", "not an SSH signature")
+        raise _refuse(bundle, f"member {member.name!r}", "not an SSH signature", verb=verb)
     if not trust and not signing.available():
         return None
     signature = tar.extractfile(member).read()
@@ -339,7 +338,7 @@ def _check_signature(tar, member, trust, bundle):
     key = signing.signer(message, signature)
     if key is None:
         raise _refuse(bundle, "its signature", "it does not match the bundle's content, which was changed after "
-                      "it was signed")
+                      "it was signed", verb=verb)
     if not trust:
         return key
     who = signing.principal(message, signature, trust)

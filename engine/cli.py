@@ -489,7 +489,8 @@ def _only_prints(args):
     """Verbs whose output is all they do: with it lost (a full disk, a closed terminal) they failed."""
     return args.verb in ("runs", "find", "show", "plan", "explain", "diff", "sweeps", "cache") or (
         args.verb == "mirror" and getattr(args, "action", None) == "check") or (
-        args.verb == "sweep" and getattr(args, "query", None) in ("list", "ls", "show"))
+        args.verb == "sweep" and getattr(args, "query", None) in ("list", "ls", "show", "best")) or (
+        args.verb == "gc" and getattr(args, "dry_run", False))   # it said "the work goes on" and exited 0
 
 
 def _takes_extras(args):
@@ -564,8 +565,10 @@ def main_error(e):
 
 def _cut_long_words(text, most=1000):
     """An error echoes what it was given: a 100,000-character query filled the screen twice (a path stays whole)."""
-    return re.sub(r"[^\s'\";,/]{%d,}" % (most + 1),
+    text = re.sub(r"[^\s'\";,/]{%d,}" % (most + 1),
                   lambda m: f"{m.group(0)[:100]}...({len(m.group(0))} characters)", text)
+    # and the whole: a query of 1,000 long words came back twice, 197 KB
+    return text if len(text) <= 8 * most else f"{text[:4 * most]}...({len(text)} characters in all)"
 
 
 # -- verbs ------------------------------------------------------------------------

@@ -25,7 +25,7 @@ def request(a, b):
             # as typed: a submission's count 32 and the command line's "32" are one value (diff exited 1)
             rows += [(f"request.{f}.{k}", x.get(k), y.get(k)) for k in dict.fromkeys([*x, *y])
                      if _typed_deep(x.get(k)) != _typed_deep(y.get(k))
-                     and not (f == "inputs" and _one_file(a, x.get(k), b, y.get(k)))]
+                     and not (f == "inputs" and (_one_file(a, x.get(k), b, y.get(k)) or k in _replayed_files(a, b)))]
         elif x != y:
             rows.append((f"request.{f}", x, y))
     return rows
@@ -33,16 +33,23 @@ def request(a, b):
 
 def _one_file(a, x, b, y):
     """x of run a and y of run b name one file: the same place from each run's folder (../my.conf and its replay's
-    /home/me/my.conf: diff exited 1 over an exact replay), or an exact replay's own taking of the recorded file from
-    this machine's place (its cache); what the file held is in each step's key, compared apart."""
+    /home/me/my.conf: diff exited 1 over an exact replay); what the file held is in each step's key, compared
+    apart."""
     if not (isinstance(x, str) and isinstance(y, str)):
         return False
     if x and y and os.path.normpath(os.path.join(str(a.get("cwd") or ""), x)) == \
             os.path.normpath(os.path.join(str(b.get("cwd") or ""), y)):
         return True
-    exact_replay = (b.get("replay_of") == a.get("id") and b.get("exact")) or \
-        (a.get("replay_of") == b.get("id") and a.get("exact"))
-    return bool(exact_replay) and os.path.basename(x) == os.path.basename(y)
+    return False
+
+
+def _replayed_files(a, b):
+    """The file inputs an exact replay (of the other run) took from another path here: the same file, or an entry's
+    file of the same bytes (a --model=FILE run's model from a --with-cache bundle)."""
+    for run, of in ((b, a), (a, b)):
+        if run.get("replay_of") == of.get("id") and run.get("exact") and isinstance(run.get("replayed_files"), list):
+            return set(run["replayed_files"])
+    return set()
 
 
 def _typed_deep(value):
@@ -62,7 +69,9 @@ def plan(a, b):
         elif sa["key"] != sb["key"]:
             ma, mb = sa["node"].get("material", {}), sb["node"].get("material", {})
             diffs = keys.differences(ma, mb) or [("key", sa["key"][:12], sb["key"][:12])]
-            rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f.split(".")[0] != "deps"]
+            moved = {f"inputs.{k}" for k in _replayed_files(a, b)}   # the replay's own taking of a file: no difference
+            rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f.split(".")[0] != "deps" and not (
+                f in moved and not all(isinstance(v, str) and v.startswith("sha256:") for v in (x, y)))]
             deps = [f.split(".", 1)[1] for f, _, _ in diffs if f.startswith("deps.")]
             if deps:
                 rows.append((f"step {label}: its dependencies differ: {', '.join(deps)} (see their rows)", None, None))

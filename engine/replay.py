@@ -9,7 +9,7 @@ host differences.
 """
 import os
 
-from . import compare, keys, records
+from . import compare, keys, records, usage
 from .compare import shown
 from .errors import MlrunError, StepError
 from .index import RecipeIndex
@@ -43,7 +43,11 @@ def choose_recipes(record, settings, recorded_recipes=False):
                          hint="--recorded-recipes runs them if you trust where the run came from (a bundle signed by "
                               "a key you trust: replay it with --trust ALLOWED_SIGNERS); or replay it with the "
                               "mlrun version that made it"
-                              + (f" (mlrun {record['mlrun']})" if isinstance(record.get("mlrun"), str) else ""))
+                              + (f" (mlrun {record['mlrun']})" if isinstance(record.get("mlrun"), str) else "")
+                              if record.get("mlrun") != usage.recorded_version() else
+                              "--recorded-recipes runs them if you trust where the run came from (a bundle signed by "
+                              "a key you trust: replay it with --trust ALLOWED_SIGNERS); this mlrun made the run: "
+                              "the recipes (yours, or their sources) changed since")
     outside = [f for f in folders if os.path.relpath(f, snapshot).startswith("..")]
     if outside:   # the record was edited: its copy must be the run folder's own
         raise MlrunError(f"the record names a copy of its recipes outside its run folder ({outside[0]})",
@@ -124,6 +128,7 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
                    dep_overrides=req.get("dep_overrides"), env_overrides=req.get("env_overrides"),
                    prober=settings.prober())
     mapped = [name for name, value in inputs.items() if value != (req.get("inputs") or {}).get(name)]
+    plan.replayed_files = mapped   # recorded: `diff` of the run and this replay says no difference of their paths
     differences, beyond = plan_differences(record, plan, mapped)
     if beyond:
         notes.append(f"the recorded run ({status(record)}) stopped before {plural(len(beyond), 'step')}: "
@@ -262,7 +267,7 @@ def replay(record, settings, runner, allow_differences=False, argv=None, recorde
     plan, notes = plan_again(record, settings, allow_differences, recorded_recipes)
     try:
         new = runner.run(plan, argv=argv, extra={"replay_of": record.get("id"), "exact": not any(
-            n.startswith("the replay cannot be exact") for n in notes)})
+            n.startswith("the replay cannot be exact") for n in notes), "replayed_files": plan.replayed_files})
     except StepError as e:
         raise StepError(f"the replay of run {record.get('id')} failed: {e.message}", hint=e.hint,
                         exit_code=e.exit_code) from None   # a refused request stays 2, as run directly

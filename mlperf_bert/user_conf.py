@@ -9,7 +9,9 @@ a user.conf the seeds it takes from mlperf.conf only; it rejects `#note` and a c
 the model loads; and a run records the values LoadGen will really use (`values_set`).
 """
 import difflib
+import math
 import re
+import unicodedata
 from pathlib import Path
 
 from engine.errors import UsageError
@@ -62,9 +64,11 @@ def problems(text):
         if not words or words[0] == "#":
             continue
         problem = _problem(words)
-        odd = sorted({f"U+{ord(c):04X}" for c in line if c.isspace() and not _SPACES.match(c)})
-        if problem and odd:   # invisible: say what LoadGen saw
-            problem += f" (it holds {', '.join(odd)}, a space LoadGen does not take as one: write a plain space)"
+        odd = sorted({f"U+{ord(c):04X}" for c in line
+                      if c.isspace() and not _SPACES.match(c) or unicodedata.category(c) == "Cf"})
+        if problem and odd:   # invisible (a no-break space, a byte-order mark): say what LoadGen saw
+            problem += (f" (it holds {', '.join(odd)}, an invisible character LoadGen reads as part of a word: "
+                        "write plain text and spaces)")
         if problem:
             found.append(f"line {number} ({line.strip()[:80]}): {problem}")
     return found
@@ -101,6 +105,10 @@ def _problem(words):
         return f"LoadGen reads {key} for {', '.join(KEYS[key])} only: for {scenario} it is ignored"
     whole = key in WHOLE or key == "target_latency" and scenario in ("Server", "*")
     value = words[2]
+    if key in ("target_qps", "target_latency"):   # LoadGen takes nan, inf, 0, -5: the harness then failed or lied
+        read = number(value, whole)
+        if not (isinstance(read, (int, float)) and math.isfinite(read) and 0 < read < 2 ** 63):
+            return f"{value} is no {'rate' if key == 'target_qps' else 'latency'}: give a positive number"
     if whole and re.fullmatch(r"-(0[xX][0-9a-fA-F]+|[0-9]+)", value):   # strtoull wraps it round
         return f"LoadGen reads {key} as a number of no sign: {value} would be {number(value, True)}"
     if whole and WHOLE_WORD.fullmatch(value) and number(value, True) == MOST:   # strtoull's ceiling

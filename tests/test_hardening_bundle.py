@@ -268,6 +268,13 @@ def test_a_consistent_forgery_is_refused_under_trust(there):
                    "its signature: it does not match the bundle's content")
     # Even without --trust a signature that does not match is refused: the bundle was changed.
     assert_refused(there, import_(there, forged), "does not match the bundle's content")
+    # and diff, which reads it in place, refuses it too (it showed the forger's figures, and a cut --with-cache
+    # bundle read as "no differences")
+    assert_user_error(there.mlrun("diff", forged, there.bundle), 2, f"refusing to read {forged}",
+                      "does not match the bundle's content")
+    cut = there.tmp / "cut.tar.gz"
+    cut.write_bytes(open(there.bundle, "rb").read()[:-200])
+    assert_user_error(there.mlrun("diff", str(cut), there.bundle), 2, "cannot read the bundle")
 
     stripped = rewrite(there.bundle, str(there.tmp / "stripped.tar.gz"), strip_signature, there)
     assert_refused(there, import_(there, stripped, "--trust", there.trust_alice), "it is not signed")

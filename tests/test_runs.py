@@ -208,6 +208,9 @@ def test_a_run_records_the_mlrun_that_made_it(bench):
         f.write("echo changed locally\n")
     assert_user_error(bench.mlrun("replay", second), 2, "or replay it with the mlrun version that made it "
                                                         "(mlrun 0.1.0 (commit 0123456789ab))")
+    # made by this very mlrun: no other version to offer
+    assert_user_error(bench.mlrun("replay", first), 2, "this mlrun made the run: the recipes (yours, or their "
+                                                       "sources) changed since")
     # which of the recipe's files changed, not its two digests only
     third = run_json(bench, "app bench", "--mode=accuracy")["run"]
     assert "recipe app (files that differ: score.sh)" in bench.mlrun("diff", first, third).stdout
@@ -230,6 +233,10 @@ def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_pat
     assert replayed.returncode == 0, replayed.stderr
     assert f"--model: {mine} is not on this machine; " in replayed.stdout and "model.onnx of this cache holds its " \
         "content (sha256:" in replayed.stdout, replayed.stdout
+    # diff of the run and its exact replay: the model's path is no difference (it listed the request and the step)
+    again = json.loads(ws.mlrun("replay", ran, "--json").stdout)["run"]
+    same = json.loads(ws.mlrun("diff", ran, again, "--json").stdout)
+    assert not [d for d in same["request"] + same["plan"] if "model" in d["what"]], same
     ws.mlrun("rm", "cache", "--all", "-y")
     assert_user_error(ws.mlrun("replay", ran), 2, f"--model: {mine}, a file the run read where it ran, is not on "
                       "this machine", "put a copy there (its content: sha256:")

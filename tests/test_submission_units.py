@@ -566,39 +566,43 @@ def test_an_int8_model_given_as_a_file_is_said_int8_quantised_before(tmp_path):
 
 def test_a_failed_test01_performance_check_fails_a_full_submission(tmp_path, monkeypatch):
     """The open division's checker skips compliance: a TEST01 33% faster than the performance run (the machine's
-    load changed) got 'verdict: OK' and a packed archive."""
+    load changed) got 'verdict: OK' and a packed archive, from submit and from `check submission` alike."""
     import types
     from engine.errors import StepError
     from submission import checker, pack, tree
-    scenario = tmp_path / "Offline"
-    (scenario / "TEST01" / "accuracy").mkdir(parents=True)
-    (scenario / "TEST01" / "verify_performance.txt").write_text(
+    test01 = tmp_path / "tree" / "open" / "T" / "results" / "Box" / "bert-99" / "Offline" / "TEST01"
+    test01.mkdir(parents=True)
+    (test01 / "verify_performance.txt").write_text(
         "Reference score = 989.935\nTest score = 1479.03\nTEST FAIL: Test score invalid\n")
-    monkeypatch.setattr(tree, "_official", lambda *a, **k: "Accuracy check pass: True\nPerformance check pass: False\n")
-    said = []
+    failure = ("TEST01 bert-99-Offline (Box): the performance check failed (Reference score = 989.935; Test score = "
+               "1479.03; TEST FAIL: Test score invalid): the TEST01 run's speed is not within 10% of the "
+               "performance run's")
+    assert checker.open_compliance_failures(str(tmp_path / "tree")) == [failure]
+    closed = tmp_path / "tree2" / "closed" / "T" / "results" / "Box" / "bert-99" / "Offline" / "TEST01"
+    closed.mkdir(parents=True)   # the closed division's checker says it itself
+    (closed / "verify_performance.txt").write_text("TEST FAIL: Test score invalid\n")
+    assert checker.open_compliance_failures(str(tmp_path / "tree2")) == []
+    (test01 / "verify_performance.txt").write_text("Reference score = 989.935\nTest score = 990.1\nTEST PASS\n")
+    assert checker.open_compliance_failures(str(tmp_path / "tree")) == []
+
+    monkeypatch.setattr(pack, "pack", lambda root, out: out)
     for short in (True, False):
-        sub = types.SimpleNamespace(dir=str(tmp_path / "out"), tree_errors=[], compliance_failures=[], say=said.append,
+        sub = types.SimpleNamespace(dir=str(tmp_path / "out"), tree_errors=[], say=lambda line: None, src="src",
                                     opts=types.SimpleNamespace(short=short, submitter="T", division="open"),
-                                    src="src", state={"runs": {}}, save=lambda: None)
+                                    state={"runs": {}}, save=lambda: None)
         os.makedirs(sub.dir, exist_ok=True)
-        tree._test01(sub, str(scenario), "run", "bert-99-Offline")
-        assert sub.compliance_failures == ["TEST01 bert-99-Offline: the performance check failed (Reference score = "
-                                           "989.935; Test score = 1479.03; TEST FAIL: Test score invalid): the "
-                                           "TEST01 run's speed is not within 10% of the performance run's"]
-        monkeypatch.setattr(checker, "check", lambda *a, **k: checker.CheckResult(
-            ok=True, errors=[], short_run_errors=[], warnings=[], table=[], log="log",
-            summary="SUMMARY: submission looks OK"))
-        monkeypatch.setattr(pack, "pack", lambda root, out: out)
+        monkeypatch.setattr(checker, "check", lambda *a, short=False, **k: checker.CheckResult(
+            ok=short, errors=[] if short else [failure], short_run_errors=[failure] if short else [], warnings=[],
+            table=[], log="log", summary="SUMMARY: submission looks OK"))
         if short:   # a rehearsal's TEST01 only rehearses: listed apart
             assert tree.finish(sub, str(tmp_path)) == 0
-            verdict = json.load(open(os.path.join(sub.dir, "verdict.json")))
-            assert verdict["ok"] and verdict["short_run_errors"] == sub.compliance_failures
+            assert json.load(open(os.path.join(sub.dir, "verdict.json")))["ok"]
         else:
             with pytest.raises(StepError, match="TEST01's performance check failed") as caught:
                 tree.finish(sub, str(tmp_path))
             assert "--rerun-busy" in caught.value.hint
             verdict = json.load(open(os.path.join(sub.dir, "verdict.json")))
-            assert not verdict["ok"] and verdict["archive"] is None and verdict["errors"] == sub.compliance_failures
+            assert not verdict["ok"] and verdict["archive"] is None and verdict["errors"] == [failure]
 
 
 def test_server_is_refused_once_a_singlestream_search_shows_it_cannot_be_valid():

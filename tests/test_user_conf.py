@@ -49,7 +49,8 @@ CASES = [
     ("bert.Offline.min_query_count = 1_000", "Offline", False, "not a number"),   # LoadGen rejects, no line named
     ("bert.Offline.target_qps = 10 # mine", "Offline", False, "nothing after it"),
     # LoadGen splits at ASCII spaces only: the line was dropped unsaid, and the record said 123
-    ("bert.Offline.target_qps\u00a0=\u00a0123", "Offline", False, "U+00A0, a space LoadGen does not take"),
+    ("bert.Offline.target_qps\u00a0=\u00a0123", "Offline", False, "U+00A0, an invisible character LoadGen reads"),
+    ("\ufeffbert.Offline.target_qps = 123", "Offline", False, "U+FEFF, an invisible character"),   # a BOM
     ("bert.Offline.target_qps = 0b101", "Offline", False, "not a number"),   # Python's int(t, 0) took them
     ("bert.Offline.min_query_count = 0o17", "Offline", False, "not a number"),
     ("bert.Offline.target_qps = 0x1p4", "Offline", True, None),   # strtod's hex float: 16
@@ -162,3 +163,15 @@ def test_a_whole_number_out_of_its_range_is_refused_with_what_loadgen_reads(tmp_
     assert problem.endswith(f"{value} would be {changed['min_query_count']}"), problem
     assert user_conf.values_set([f"bert.Offline.min_query_count = {value}"], "Offline") == \
         {"min_query_count": changed["min_query_count"]}
+
+
+@pytest.mark.parametrize("line", ["bert.Offline.target_qps = nan", "bert.Server.target_qps = inf",
+                                  "bert.Offline.target_qps = 0", "bert.Offline.target_qps = -5",
+                                  "bert.SingleStream.target_latency = 0", "bert.Server.target_latency = -1"])
+def test_a_target_loadgen_takes_but_no_run_can_meet_is_refused(tmp_path, line):
+    """LoadGen read nan, inf, 0 and -5: the harness ended in a traceback (cannot convert float NaN to integer), or
+    ran and said VALID."""
+    rc, _ = loadgen_reads(tmp_path, line + "\n", line.split(".")[1])
+    assert rc == 0
+    [problem] = user_conf.problems(line)
+    assert "give a positive number" in problem or "number of no sign" in problem, problem
