@@ -2,7 +2,7 @@
 against mlperf_bert.ds_backend.StaticCopies (the weights written once as ONNX external data, a graph of a few
 KB per engine).
 
-    $(bin/mlrun "get backend deepsparse" --json | python3 -c \\
+    $(bin/mlrun "get python venv _deepsparse" --json | python3 -c \\
         'import json,sys; print(json.load(sys.stdin)["exports"]["MLRUN_PYTHON"])') -m bench.deepsparse_compile \\
         [--layers 24 --hidden 1024 --heads 16] [--buckets 128,192,256,384]
 

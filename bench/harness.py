@@ -5,7 +5,7 @@
 
 Both backends in one process needs an interpreter that has both: the deepsparse venv has
 onnxruntime too (the same version as the onnxruntime recipe's), so run it with that one:
-    $(bin/mlrun "get backend deepsparse" --json | python3 -c \
+    $(bin/mlrun "get python venv _deepsparse" --json | python3 -c \
         'import json,sys; print(json.load(sys.stdin)["exports"]["MLRUN_PYTHON"])') -m bench.harness
 
 All run a random-weight BERT model with the official fixed-384 I/O, in this process, on the

@@ -485,11 +485,21 @@ def owner(path):
 
 
 def shared_dir(path):
-    """A cache folder other users of the group can also create files in."""
-    if not os.path.isdir(path):
-        os.makedirs(path, exist_ok=True)
+    """A cache folder other users of the group can also create files in; so is each missing folder above it that
+    this makes (cache/ made by its .index/ first kept the umask's mode: a teammate's build could not be renamed in)."""
+    if os.path.isdir(path):
+        return
+    made, up = [], os.path.abspath(path)
+    while not os.path.exists(up):
+        made.append(up)
+        parent = os.path.dirname(up)
+        if parent == up:
+            break
+        up = parent
+    os.makedirs(path, exist_ok=True)
+    for folder in made:
         try:
-            os.chmod(path, 0o2775)
+            os.chmod(folder, 0o2775)
         except OSError:
             pass
 

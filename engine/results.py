@@ -47,7 +47,8 @@ def parse_where(texts):
         m = WHERE_RE.match(text)
         if not m:
             raise UsageError(f"--where {text!r}: write FIELD=VALUE (or !=, >, <, >=, <=)",
-                             hint="e.g. --where backend=deepsparse --where samples_per_second>100")
+                             hint="e.g. --where backend=deepsparse --where 'samples_per_second>100' (quoted: the shell takes > "
+                                  "for a redirect)")
         field, op, value = m[1], m[2], m[3].strip()
         if op in (">", "<", ">=", "<=") and _number(value) is None:
             raise UsageError(f"--where {text!r}: {op} compares numbers; {value!r} is not one")

@@ -43,6 +43,10 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message):
         verb = self.prog
+        typo = self._misspelt_option()
+        if typo and re.match(r"the following arguments are required|argument \S+: invalid choice", message):
+            # `runs --wher scenario=Offline`: "'scenario=Offline' is not one of show" blamed the value
+            raise UsageError(f"{verb}: unknown option {typo[0]} (did you mean {typo[1]}?)", hint=f"{verb} --help")
         m = re.match(r"the following arguments are required: (.*)", message)
         if m:
             raise UsageError(f"{verb} needs {self._describe(m.group(1))}", hint=f"{verb} --help")
@@ -59,6 +63,17 @@ class Parser(argparse.ArgumentParser):
                              hint=f"give {flag} a value (one that starts with '-' is written {flag}=VALUE); "
                                   f"{verb} --help")
         raise UsageError(message if verb == "mlrun" else f"{verb}: {message}", hint=f"{verb} --help")   # "mlrun: error: mlrun: ..."
+
+    def _misspelt_option(self):
+        """(word, option) of a --word on this command line that is none of this parser's options but near one."""
+        known = [o for o in self._option_string_actions if o.startswith("--")]
+        for word in sys.argv[1:]:
+            name = word.split("=")[0]
+            if name.startswith("--") and name != "--" and name not in known:
+                close = nearest(name, known)
+                if close:
+                    return name, close[0]
+        return None
 
     def _describe(self, names):
         """'cache|failed, FILE' -> 'what to do: cache or failed' (the first missing one is what matters)."""

@@ -133,6 +133,9 @@ def parse_args(argv):
     parser.add_argument("--questions", help="run and score only these questions' features: a model's heldout.json "
                         "(mlperf_bert.heldout) or a JSON list of question ids")
     parser.add_argument("--user-conf", help="LoadGen user.conf lines to append (they win over this harness's)")
+    # find-peak's full-length check of a --count run: the queries its search learned early stopping asks for (it
+    # was a user.conf of its own, recorded as the user's settings and blamed for the count)
+    parser.add_argument("--min-queries", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--audit-config", help="a compliance audit.config (e.g. TEST01) to run with; "
                         "none is used otherwise")
     parser.add_argument("--squad", help="dev-v1.1.json, to score accuracy mode")
@@ -208,6 +211,11 @@ def _write_text(path, text):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.scenario == "Server" and args.target_latency is not None and args.target_latency != int(
+                args.target_latency):   # LoadGen reads it in whole ms: 100.7 ran at 101, the rule judged by 100.7
+            raise UsageError(f"--target_latency {args.target_latency:g}: LoadGen reads Server's target_latency in "
+                             "whole milliseconds", hint=f"give {math.floor(args.target_latency)} or "
+                                                        f"{math.ceil(args.target_latency)}")
         if args.user_conf:   # before the model loads: LoadGen drops a misspelt key or `key=value` unsaid
             check_user_conf(args.user_conf)
             both = conf_conflicts(_user_lines(args), args.scenario, args)
@@ -288,7 +296,7 @@ def run(args):
         views, pins, chosen_parallelism = [inference] * workers, [()] * workers, None
         measured_qps = _warm_up(inference, total, views, pins)
     plan = inference.plan
-    rate_pass = None
+    rate_pass, warmup_qps = None, measured_qps   # the warm-up's own: the rate pass below replaces the target's base
     sized_by_target = args.min_duration != 0 and (args.min_duration is not None or not args.count)
     if args.scenario == "Offline" and args.mode == "performance" and args.target_qps is None and sized_by_target:
         measured_qps, samples = _offline_rate(views, pins, total, measured_qps)
@@ -320,7 +328,7 @@ def run(args):
         # what ran, beside threads: a sweep's table and `runs --where` read an input left to the rule from here
         "instances": chosen_parallelism.instances if chosen_parallelism else None,
         "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
-        "warmup_qps": round(measured_qps, 3), "rate_pass": rate_pass, "settings": chosen,
+        "warmup_qps": round(warmup_qps, 3), "rate_pass": rate_pass, "settings": chosen,
         # what the user.conf set, apart: diff compares these whatever their type (a chosen target is a measurement)
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available),
@@ -579,7 +587,8 @@ def settings_lines(args, total, measured_qps):
     if args.count or total < OFFICIAL_SAMPLE_COUNT:
         chosen["performance_sample_count_override"] = total
     if args.count:
-        chosen["min_query_count"] = total if args.scenario == "Offline" else math.ceil(total / per_query)
+        chosen["min_query_count"] = max(total if args.scenario == "Offline" else math.ceil(total / per_query),
+                                        getattr(args, "min_queries", None) or 0)
     if args.min_duration is not None or args.count:
         chosen["min_duration"] = args.min_duration if args.min_duration is not None else SHORT_RUN_MIN_DURATION_MS
     if args.scenario in ("Offline", "Server"):
@@ -805,19 +814,24 @@ def format_summary(summary):
         elif not summary.get("error"):
             lines.append("  accuracy: not scored (pass --squad FILE)")
     if peak := summary.get("find_peak"):
-        # a --count run's check is as short as the run (it said "full-length check VALID" of 2 s); a Server target
-        # above Offline's own rate is no steady state: said, not left as a figure to trust
-        above = " (above Offline's rate: a short or noisy measure)" if peak["server_vs_offline"] > 1 else ""
-        check = "check of the run's own short length" if summary.get("short") else "full-length check"
-        ran = peak.get("checked_qps") or peak["qps"]   # it printed the search's 950.7 of a run at 458.2
-        lines.append(f"  find-peak: target {ran:.3f} QPS ({peak['server_vs_offline']:.1%} of Offline "
-                     f"{peak['offline_samples_per_second']:.3f} samples/s{above}) after {len(peak['trials'])} short "
-                     f"runs" + (f" found {peak['qps']:.3f} and {len(peak['checks'])} checks stepped down"
-                                if ran < peak["qps"] else "")
-                     + f"; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"
-                     + (f" ({peak['note']})" if peak["note"] else ""))
+        lines.append(find_peak_line(peak, summary.get("short")))
     lines.append(f"  logs: {summary['run_dir']}")
     return "\n".join(lines)
+
+
+def find_peak_line(peak, short):
+    """The summary's find-peak line. A --count run's check is as short as the run (it said "full-length check
+    VALID" of 2 s); a Server target above Offline's own rate is no steady state: said, not left as a figure to
+    trust."""
+    above = " (above Offline's rate: a short or noisy measure)" if peak["server_vs_offline"] > 1 else ""
+    check = "check of the run's own short length" if short else "full-length check"
+    ran = peak.get("checked_qps") or peak["qps"]   # it printed the search's 950.7 of a run at 458.2
+    return (f"  find-peak: target {ran:.3f} QPS ({peak['server_vs_offline']:.1%} of Offline "
+            f"{peak['offline_samples_per_second']:.3f} samples/s{above}) after {len(peak['trials'])} short runs"
+            + (f" found {peak['qps']:.3f} and its checks stepped down"
+               if round(ran, 3) < round(peak["qps"], 3) else "")   # not of a rounding alone: re-runs at one target
+            + f"; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"
+            + (f" ({peak['note']})" if peak["note"] else ""))
 
 
 if __name__ == "__main__":

@@ -12,21 +12,33 @@ BUSY_SPAN_SHARE = 0.25  # ... or this share of it in some SPAN_S,
 BUSY_MIN_CPU_S = 0.5    # and at least this much in all (below it, a short run's clock-tick noise)
 
 
-def cpu_ticks():
-    """All CPUs' time since boot in clock ticks, /proc/stat's first line: [user, nice, system, idle, iowait,
-    irq, softirq, steal]; None where there is no /proc/stat."""
+def cpu_ticks(cpus=None):
+    """The CPUs' time since boot in clock ticks, [user, nice, system, idle, iowait, irq, softirq, steal]: all of
+    them (/proc/stat's first line), or the sum of those numbered in cpus; None where there is no /proc/stat."""
     try:
         with open("/proc/stat") as stat:
-            fields = stat.readline().split()
+            lines = [line.split() for line in stat if line.startswith("cpu")]
     except OSError:
         return None
-    return [int(value) for value in fields[1:9]] if fields and fields[0] == "cpu" else None
+    wanted = ["cpu"] if cpus is None else [f"cpu{n}" for n in cpus]
+    rows = [[int(value) for value in fields[1:9]] for fields in lines if fields and fields[0] in wanted]
+    return [sum(column) for column in zip(*rows)] if len(rows) == len(wanted) else None
 
 
-def machine_busy_s():
-    """Seconds of CPU time all CPUs spent busy since boot (all but idle and iowait), or None."""
-    ticks = cpu_ticks()
+def machine_busy_s(cpus=None):
+    """Seconds of CPU time the CPUs (all, or those numbered) spent busy since boot (all but idle and iowait)."""
+    ticks = cpu_ticks(cpus)
     return None if ticks is None else (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpus():
+    """The CPUs this process may run on, when it is pinned to some of the machine's (a sweep's --jobs point, taskset):
+    other processes on the others do not take its time. None: all of them."""
+    try:
+        mine = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+    return mine if len(mine) < (os.cpu_count() or len(mine)) else None
 
 
 def own_busy_s():
@@ -44,10 +56,12 @@ class OtherLoad:
         self.samples = []      # (time, other processes' CPU seconds so far)
         self._stop = threading.Event()
         self._thread = None
-        self.cpus = os.cpu_count() or 1
+        # pinned: its own CPUs only (the other point of a --jobs 2 sweep, on the other core, flagged every point busy)
+        self.pinned = own_cpus()
+        self.cpus = len(self.pinned) if self.pinned else os.cpu_count() or 1
 
     def _sample(self):
-        busy = machine_busy_s()
+        busy = machine_busy_s(self.pinned)
         if busy is not None:
             self.samples.append((time.monotonic(), busy - own_busy_s()))
 
@@ -79,7 +93,8 @@ class OtherLoad:
             later = next(((t, u) for t, u in self.samples[n + 1:] if t - when >= SPAN_S), None)
             if later:
                 worst = max(worst, (later[1] - used) / ((later[0] - when) * self.cpus))
-        return {"cpus": self.cpus, "seconds": round(seconds, 1), "other_cpu_s": round(other, 2),
+        return {"cpus": self.cpus, **({"pinned_to": self.pinned} if self.pinned else {}),
+                "seconds": round(seconds, 1), "other_cpu_s": round(other, 2),
                 "share": round(share, 4), "worst_span_share": round(max(worst, 0.0), 4), "span_s": SPAN_S,
                 "busy": other >= BUSY_MIN_CPU_S and (share >= BUSY_SHARE or worst >= BUSY_SPAN_SHARE)}
 
@@ -89,7 +104,9 @@ def describe(record):
     # a run no longer than the span is its own worst span ("worst 5 s" of a 0.1-s run said nothing more)
     worst = f"; worst {record['span_s']:g} s: {record['worst_span_share']:.0%}" \
         if record["seconds"] > record["span_s"] else ""
-    line = (f"other processes took {record['share']:.1%} of the {record['cpus']} CPUs over the run "
+    which = f"the {record['cpus']} CPUs" if not record.get("pinned_to") else \
+        f"the CPU{'s' if len(record['pinned_to']) > 1 else ''} it is pinned to ({','.join(map(str, record['pinned_to']))})"
+    line = (f"other processes took {record['share']:.1%} of {which} over the run "
             f"({record['other_cpu_s']:.2f} CPU-s in {record['seconds']:.1f} s{worst})")
     if record["busy"]:
         line += ": a busy machine; throughput and latency measured now are not this machine's (run again quietly)"

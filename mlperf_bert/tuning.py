@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from engine.errors import StepError
-from mlperf_bert.user_conf import values_set as conf_values_set
 
 VALID, TOO_HIGH, TOO_FEW = "valid", "too high", "too few queries"
 LATENCY_CHECK = "Performance constraints satisfied: NO"
@@ -237,15 +236,10 @@ def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):
 def check_run(args, run_dir, target_qps, learned_queries):
     """The full-length check: this run's own settings at target_qps, in run_dir. A short run (--count) gets at
     least the queries early stopping asked for in the search (a user.conf line of the user's still wins)."""
-    argv = harness_argv(args, target_qps=round(target_qps, 3), out=None)
-    if args.count and learned_queries > args.count:
-        conf = Path(run_dir) / "find-peak" / "check.conf"
-        user_lines = Path(args.user_conf).read_text() if args.user_conf else ""
-        # LoadGen takes bert.Server. before a user's *.Server. or bert.*. line: write ours only where none is set
-        ours = "" if "min_query_count" in conf_values_set(user_lines.splitlines(), "Server") \
-            else f"bert.Server.min_query_count = {learned_queries}\n"
-        conf.write_text(ours + user_lines)
-        argv = harness_argv(args, target_qps=round(target_qps, 3), user_conf=str(conf), out=None)
+    # the harness's own line: a user.conf line of the user's still wins (LoadGen takes bert.Server. before a user's
+    # *.Server. line, so the harness leaves out a key the user's lines set)
+    learned = learned_queries if args.count and learned_queries > args.count else None
+    argv = harness_argv(args, target_qps=round(target_qps, 3), min_queries=learned, out=None)
     return loadgen_and_load(run_harness(argv, run_dir))
 
 

@@ -30,9 +30,10 @@ def add_arguments(p, verb):
     if verb == "sweeps":
         p.set_defaults(query="list", sweep_name=None)
         return
-    p.add_argument("query", metavar="QUERY|show|list|plot",
+    p.add_argument("query", metavar="QUERY|show|list|plot|best",
                    help='the query every point runs, e.g. "app mlperf bert _onnxruntime _cpu _random"; '
-                        "or show NAME, or list, or plot NAME --x FIELD [--y FIELD] [--by FIELD] -o FILE.png")
+                        "or show NAME, or list, or plot NAME --x FIELD [--y FIELD] [--by FIELD] -o FILE.png, or best NAME "
+                        "[--y FIELD] [--json] (the best VALID point and the submit command that uses it)")
     p.add_argument("sweep_name", nargs="?", metavar="NAME", help="with show: the sweep to show")
     p.add_argument("--grid", action="append", metavar="NAME=V1,V2",
                    help="a dimension of the grid, repeatable: an input (batch_size=1,4), a dependency input "
@@ -421,7 +422,12 @@ def cmd_best(args, extras, settings):
     print(f"best of sweep '{data['name']}' by {y} ({'higher' if plot.direction(y) == 'max' else 'lower'} is better), "
           f"among its {'VALID points' if valid else 'points (every one INVALID)'}: {best['point']} = "
           f"{results.show(y, best[y])} (run {best['run']})")
-    grid = {k: best.get(k) for k in data.get("grid") or {}}
+    point = next((p for p in data["points"] if p["id"] == best["point"]), {})
+    given = point.get("settings") or {}
+    # a value not given ("-") is said so, with what its run had: it read as if set, like the next point's
+    grid = {k: best.get(k) if given.get(k) != table.NOT_GIVEN else
+            f"{table.NOT_GIVEN} ({best.get(k) if best.get(k) is not None else 'not given: its default'})"
+            for k in data.get("grid") or {}}
     print("  its grid values: " + ", ".join(f"{k}={v}" for k, v in grid.items()))
     for warning in _best_warnings(best, run, ok, y):
         print(f"  note: {warning}")

@@ -468,3 +468,13 @@ def test_a_verbs_option_given_before_the_verb_is_said_so(app):
     """`mlrun --json runs` said "unexpected argument(s) for 'runs': --json (did you mean --json?)"."""
     one_paragraph(app.mlrun("--json", "runs"), 2, "--json is an option of 'runs': give it after the verb")
     one_paragraph(app.mlrun("--json", "app"), 2, "--json is an option of mlrun: give it after the query")
+
+
+@pytest.mark.parametrize("argv, said", [
+    (("runs", "--wher", "scenario=Offline"), "mlrun runs: unknown option --wher (did you mean --where?)"),
+    (("runs", "--lst", "3"), "mlrun runs: unknown option --lst (did you mean --last?)"),
+    (("export", "x", "--outptu", "x.tgz"), "mlrun export: unknown option --outptu (did you mean --output?)"),
+])
+def test_a_misspelt_option_before_its_value_is_named_not_its_value(app, argv, said):
+    """`runs --wher scenario=Offline` said "'scenario=Offline' is not one of show"; `export --outptu` "needs -o"."""
+    one_paragraph(app.mlrun(*argv), 2, said)

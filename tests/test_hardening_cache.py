@@ -131,8 +131,11 @@ def test_the_runs_folder_and_its_sweeps_folder_are_the_groups_whatever_the_umask
         record.hold(str(tmp_path / "runs"), "mine").release()
         Cache(str(tmp_path / "new-cache")).partial_dir()   # the cache folder itself: builds are renamed into it
         record.hold(str(tmp_path / "runs-by-a-sweep"), "first").release()   # a sweep the first to make runs/
+        from engine.cache import shared_dir   # `plan` first: the probes' memo made cache/.index/ and cache/ with it
+        shared_dir(str(tmp_path / "planned-cache" / ".index"))
     finally:
         os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "planned-cache").st_mode) == 0o2775
     assert stat.S_IMODE(os.stat(tmp_path / "runs-by-a-sweep").st_mode) == 0o2775
     assert stat.S_IMODE(os.stat(tmp_path / "new-cache").st_mode) == 0o2775
     for folder in ("runs", "runs/sweeps", "runs/sweeps/mine"):   # a teammate resumes it: "sweep.lock: denied"

@@ -344,7 +344,8 @@ def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
                                                      "run there")
         # Its target (which sizes the query, given a min duration) is 1.1 x a rate pass, not the warm-up's.
         rate = summary["rate_pass"]
-        assert rate["samples"] >= 4 and summary["warmup_qps"] == rate["samples_per_second"]
+        assert rate["samples"] >= 4 and rate["samples_per_second"] > 0
+        assert summary["warmup_qps"] > 0   # the warm-up's own figure (it held the rate pass's: two names, one value)
         margin = loadgen_summary.OFFLINE_MARGIN
         assert abs(summary["settings"]["target_qps"] - rate["samples_per_second"] * margin) < 0.002
     else:

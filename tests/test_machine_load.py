@@ -57,10 +57,32 @@ def test_another_process_burning_a_core_is_counted_and_this_process_is_not():
 
 def test_this_processs_own_time_is_taken_out(monkeypatch):
     clock = iter(range(100))
-    monkeypatch.setattr(machine_load, "machine_busy_s", lambda: 2.0 * next(clock))   # 2 CPU-s a sample ...
+    monkeypatch.setattr(machine_load, "machine_busy_s", lambda cpus=None: 2.0 * next(clock))   # 2 CPU-s a sample ...
     monkeypatch.setattr(machine_load, "own_busy_s", lambda: 1.5 * len(load.samples))  # ... 1.5 of them ours
     load = machine_load.OtherLoad(interval=0.05)
     with load:
         time.sleep(0.3)
     record = load.record()
     assert record["other_cpu_s"] == pytest.approx(0.5 * (len(load.samples) - 1))
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs two CPUs")
+def test_a_pinned_run_counts_only_its_own_cpus(monkeypatch):
+    """A --jobs 2 sweep pins its points to a core each: the other point, on the other core, flagged every point
+    'busy' (other processes took 50% of the 2 CPUs), and `sweep best` said to run it all again."""
+    import os
+    cpus = list(range(os.cpu_count()))
+    whole, parts = machine_load.cpu_ticks(), [machine_load.cpu_ticks([n]) for n in cpus]
+    assert all(parts) and abs(sum(map(sum, parts)) - sum(whole)) < 100 * len(cpus)   # /proc/stat's cpuN lines
+    asked = []
+    monkeypatch.setattr(machine_load.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(machine_load, "machine_busy_s", lambda cpus=None: asked.append(cpus) or 1.0)
+    load = machine_load.OtherLoad(interval=0.05)
+    with load:
+        pass
+    assert load.cpus == 1 and set(map(tuple, asked)) == {(0,)}
+    load.samples = [(0.0, 0.0), (2.0, 0.2)]
+    line = machine_load.describe(load.record())
+    assert "of the CPU it is pinned to (0) over the run" in line
+    monkeypatch.setattr(machine_load.os, "sched_getaffinity", lambda pid: set(cpus))   # not pinned: all of them
+    assert machine_load.OtherLoad().cpus == len(cpus) and machine_load.own_cpus() is None

@@ -547,3 +547,13 @@ def test_a_point_stopped_by_a_signal_before_it_said_anything_names_the_signal():
                                     started=None, cores=None)
     cli._finish(point, outcome, types.SimpleNamespace(runs="/nonexistent"))
     assert (point["status"], point["error"]) == ("interrupted", "mlrun was stopped by SIGTERM")
+
+
+@pytest.mark.slow   # a sweep of 2 points
+def test_sweep_best_says_a_value_not_given_as_not_given(bench):
+    """Its grid values read 'dep.model.layers=2' for a point whose value was '-' (as if set, like the next)."""
+    assert bench.mlrun("sweep", "app bench _cpu", "--mode=performance", "--scenario=Offline", "--grid",
+                       "dep.model.layers=-,4", "--name", "dash").returncode == 0
+    best = bench.mlrun("sweep", "best", "dash")
+    assert best.returncode == 0 and "its grid values: dep.model.layers=- (not given: its default)" in best.stdout, \
+        best.stdout

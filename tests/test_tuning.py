@@ -479,13 +479,13 @@ def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, t
     command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features), "--model",
                str(files.model), "--out", str(tmp_path / "run"), "--scenario", "Server", "--mode", "performance",
                "--count", "8", "--find-peak", "--peak-trial-ms", "0", "--peak-min-queries", "16",
-               "--target-latency", "0.001"]  # a 1 microsecond bound: no sample meets it
+               "--target-latency", "1", "--buckets", "384"]  # 1 ms: no sample padded to 384 meets it
     result = subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert "--find-peak: no Server target can be VALID" in result.stderr and "over the 0.001 ms bound" in result.stderr
+    assert "--find-peak: no Server target can be VALID" in result.stderr and "over the 1 ms bound" in result.stderr
     # the bound is the user's own: the hint says so first (it named only a faster model, and 'fused', no variation)
-    assert "hint: --target_latency=0.001 is the bound you set: raise it, or run a faster model (_int8-dynamic" \
+    assert "hint: --target_latency=1 is the bound you set: raise it, or run a faster model (_int8-dynamic" \
         in result.stderr, result.stderr
     assert not (tmp_path / "run" / "find-peak" / "offline").exists()  # no search was started
 
@@ -511,17 +511,44 @@ def test_the_app_recipe_passes_the_inputs_on(tmp_path, inputs, expected):
 
 
 def test_the_full_length_check_keeps_a_user_confs_query_count_whatever_its_line(tmp_path, monkeypatch):
-    """Its bert.Server. line beat a user's *.Server. one by LoadGen's order: the user's count was overridden."""
+    """Its bert.Server. line beat a user's *.Server. one by LoadGen's order: the user's count was overridden; and it
+    was a user.conf of its own, recorded as the user's settings ('your user.conf's min_query_count 459')."""
     from mlperf_bert import harness
     conf = tmp_path / "mine.conf"
     argv = ["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server", "--mode", "performance",
             "--find-peak", "--count", "40", "--user-conf", str(conf)]
-    monkeypatch.setattr(tuning, "run_harness", lambda argv, out: {"loadgen": {}})
-    (tmp_path / "run" / "find-peak").mkdir(parents=True)
-    check = tmp_path / "run" / "find-peak" / "check.conf"
+    seen = []
+    monkeypatch.setattr(tuning, "run_harness", lambda argv, out: seen.append(argv) or {"loadgen": {}})
     for mine, ours in (("*.Server.min_query_count = 100\n", False), ("bert.*.min_query_count = 100\n", False),
                        ("bert.Server.min_duration = 100\n", True), ("", True)):
         conf.write_text(mine)
         tuning.check_run(harness.parse_args(argv), tmp_path / "run", 5.0, 400)
-        assert ("bert.Server.min_query_count = 400" in check.read_text()) == ours, mine
-        assert check.read_text().endswith(mine)
+        check = harness.parse_args(seen[-1] + ["--out", "x"])
+        assert check.user_conf == str(conf) and check.min_queries == 400   # the user's own file, as given
+        lines, chosen = harness.settings_lines(check, total=40, measured_qps=10.0)
+        assert ("bert.Server.min_query_count = 400" in lines) == ours, (mine, lines)
+    assert "--min-queries" not in harness.build_parser().format_help() if hasattr(harness, "build_parser") else True
+
+
+def test_the_summary_says_checks_stepped_down_only_when_they_did():
+    """A target rounded to 2277.058 below the search's 2277.0583 read as '2 checks stepped down' (they were re-runs
+    asking for more queries, at the same target)."""
+    from mlperf_bert import harness
+    peak = {"qps": 2277.058393, "checked_qps": 2277.058, "checks": [{}, {}], "trials": [{}] * 5,
+            "server_vs_offline": 0.9, "offline_samples_per_second": 2530.0, "checked_valid": True, "note": None}
+    line = harness.find_peak_line(peak, short=False)
+    assert "find-peak: target 2277.058 QPS" in line and "stepped down" not in line
+    assert "found 2277.058 and its checks stepped down" in harness.find_peak_line(dict(peak, checked_qps=2049.352),
+                                                                                   short=False)
+
+
+def test_a_server_target_latency_of_part_of_a_millisecond_is_refused(files, tmp_path):
+    """LoadGen reads Server's target_latency in whole ms: --target_latency=100.7 ran at 101 while the rule and
+    find-peak judged by 100.7 (and 0.001 ran at 1)."""
+    command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features), "--model",
+               str(files.model), "--out", str(tmp_path / "run"), "--scenario", "Server", "--mode", "performance",
+               "--count", "8", "--target-latency", "100.7"]
+    result = subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 78 and "--target_latency 100.7: LoadGen reads Server's target_latency in whole " \
+        "milliseconds" in result.stderr and "give 100 or 101" in result.stderr, result.stderr
