@@ -341,6 +341,7 @@ def test_find(app):
     assert ran(app) == []
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_explain_names_what_differs(app):
     assert app.mlrun("app", "--count=3").returncode == 0
     out = app.mlrun("explain", "app", "--count=4").stdout
@@ -369,6 +370,7 @@ def test_explain_names_what_differs(app):
 # -- the cache verbs ----------------------------------------------------------------------------------
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_show_cache(app):
     assert "no cache entries" in app.mlrun("show", "cache").stdout
     assert app.mlrun("app _batch_size.8").returncode == 0

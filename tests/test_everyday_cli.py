@@ -164,6 +164,7 @@ def test_choices_match_whatever_their_case_everywhere(app):
 # -- CM habits -------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_cm_tags_are_the_same_query(app):
     want = json.loads(app.mlrun("plan", "app mlperf bert _cuda", "--json").stdout)["nodes"][-1]["key"]
     for argv in (["plan", "--tags=app,mlperf,bert,_cuda", "--json"], ["--tags=app,mlperf,bert,_cuda", "plan", "--json"],

@@ -242,6 +242,7 @@ def _calibration(mlrun, tmp_path, text, *flags):
     return run("get dataset squad calibration", "--json", *flags)
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_calibration_list_is_checked_and_its_digest_recorded(mlrun, tmp_path):
     import hashlib
     text = "".join(f"{n}\n" for n in range(0, 10000, 100))

@@ -470,6 +470,7 @@ def test_the_benchmark_takes_zoo_and_hf_references():
     assert "torch==2.13.0" in _venv(nodes["get-ml-model-bert"])
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_entry_keys_follow_the_source_not_the_token_or_cache_folder():
     def key(query, inputs, **env):
         return _plan(query, inputs, host_env=env)[0]["get-ml-model-bert"].key

@@ -103,6 +103,7 @@ def test_an_invalid_short_run_explains_itself_and_strict_fails_it(files, tmp_pat
         "error: --strict: the performance result is INVALID: early stopping needs at least 64 queries")
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_strict_passes_a_valid_run_and_fails_an_accuracy_below_target(files, tmp_path):
     result, _ = harness(files, tmp_path / "perf", "--scenario", "Offline", "--mode", "performance", "--count", "8",
                         "--strict")

@@ -183,6 +183,7 @@ def test_a_failing_point_is_recorded_and_the_others_run(bench):
     assert again.returncode == 1 and "2 to run, 2 skipped" in again.stderr
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_a_point_run_again_because_its_plan_changed_says_what_changed(bench):
     """A sweep run again without the --mirror it had ran every int8 point again (their calibration list's key
     changed), which then failed offline, with no word of why."""
@@ -389,6 +390,7 @@ def test_grid_mistakes_are_usage_errors_before_anything_runs(bench, args, fragme
     assert not os.path.exists(os.path.join(bench.runs, "sweeps", "g", "sweep.json"))
 
 
+@pytest.mark.slow   # over 2 s on the EPYC
 def test_sweep_usage_errors(bench):
     assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1"), 2, "a sweep needs a --name")
     assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "../x"), 2,
