@@ -244,20 +244,9 @@ def import_bundle(path, cache, runs_dir, trust=None):
     trust: an allowed_signers file; then only a bundle signed by a key it lists is accepted."""
     if trust:
         signing.require(allowed_signers=trust)
-    try:
-        tar = tarfile.open(path, "r:gz")   # what export writes; one clear error for anything else
-    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:   # EOFError: cut within its first 500 bytes
-        raise _unreadable(path, e) from None
+    tar = _open(path)
     with tar:
-        try:
-            members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
-        except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
-            raise _unreadable(path, e) from None
-        # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not.
-        _stream_digest(tar, 0, path)
-        signature = members.pop() if members and members[-1].name == SIGNATURE else None
-        run_id, entries = _check_members(members, path)
-        signed_by = _check_signature(tar, signature, trust, path)   # before anything is extracted
+        members, signature, run_id, entries, signed_by = _checked(tar, path, trust)
         # In the cache's .tmp/ (same file system: publishing is a rename), locked so `mlrun gc` leaves it be.
         tmp = cache.new_temp_dir("import-")
         try:
@@ -283,19 +272,9 @@ def read_record(path):
     """The run record a bundle carries, read without importing it (`mlrun diff` of a teammate's bundle), after the
     checks import makes before it extracts: the whole stream (gzip's CRC), every member's name and kind, and a
     signature that must match (a cut, tampered or re-signed bundle read as "no differences")."""
-    try:
-        tar = tarfile.open(path, "r:gz")
-    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
-        raise _unreadable(path, e) from None
+    tar = _open(path)
     with tar:
-        try:
-            members = tar.getmembers()
-        except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
-            raise _unreadable(path, e) from None
-        _stream_digest(tar, 0, path)
-        signature = members.pop() if members and members[-1].name == SIGNATURE else None
-        run_id, _ = _check_members(members, path, verb="read")
-        _check_signature(tar, signature, None, path, verb="read")
+        run_id = _checked(tar, path, verb="read")[2]
         member = tar.getmember(f"{RUN_DIR}/{run_id}/run.json")
         try:
             record = json.loads(tar.extractfile(member).read().decode())
@@ -308,6 +287,29 @@ def read_record(path):
     check_shape(record, f"{path}: {RUN_DIR}/{run_id}/run.json")
     record["_dir"] = os.path.abspath(path)
     return record
+
+
+def _open(path):
+    """The bundle's tar stream: what export writes; one clear error for anything else."""
+    try:
+        return tarfile.open(path, "r:gz")
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:   # EOFError: cut within its first 500 bytes
+        raise _unreadable(path, e) from None
+
+
+def _checked(tar, path, trust=None, verb="import"):
+    """(members, signature member, run id, entry names, signer) once the whole bundle is checked, before anything
+    is extracted: every member's name and kind, the stream to its end, the signature (with trust, its signer)."""
+    try:
+        members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
+    except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
+        raise _unreadable(path, e) from None
+    # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not.
+    _stream_digest(tar, 0, path)
+    signature = members.pop() if members and members[-1].name == SIGNATURE else None
+    run_id, entries = _check_members(members, path, verb=verb)
+    signed_by = _check_signature(tar, signature, trust, path, verb=verb)
+    return members, signature, run_id, entries, signed_by
 
 
 def _unreadable(bundle, error):
