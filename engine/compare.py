@@ -43,6 +43,11 @@ def _one_file(a, x, b, y):
     return False
 
 
+def contents(was, now):
+    """Both values are a file's content digest (a `content: true` input): their difference is the file's bytes."""
+    return all(isinstance(v, str) and v.startswith("sha256:") for v in (was, now))
+
+
 def _replayed_files(a, b):
     """The file inputs an exact replay (of the other run) took from another path here: the same file, or an entry's
     file of the same bytes (a --model=FILE run's model from a --with-cache bundle)."""
@@ -71,7 +76,7 @@ def plan(a, b):
             diffs = keys.differences(ma, mb) or [("key", sa["key"][:12], sb["key"][:12])]
             moved = {f"inputs.{k}" for k in _replayed_files(a, b)}   # the replay's own taking of a file: no difference
             rows += [(f"step {label}: {f}", x, y) for f, x, y in diffs if f.split(".")[0] != "deps" and not (
-                f in moved and not all(isinstance(v, str) and v.startswith("sha256:") for v in (x, y)))]
+                f in moved and not contents(x, y))]
             deps = [f.split(".", 1)[1] for f, _, _ in diffs if f.startswith("deps.")]
             if deps:
                 rows.append((f"step {label}: its dependencies differ: {', '.join(deps)} (see their rows)", None, None))

@@ -101,13 +101,12 @@ def plan_differences(record, plan, mapped=()):
             differences.append(f"{node.label}: not in the recorded plan")
         elif step["key"] != node.key:
             for f, was, new in keys.differences(step["node"].get("material", {}), node.material):
-                if f in same_file and node is plan.root and not all(
-                        isinstance(v, str) and v.startswith("sha256:") for v in (was, new)):
+                if f in same_file and node is plan.root and not compare.contents(was, new):
                     continue   # its path only: what the file holds (content: true) still counts
                 if f.split(".")[0] != "deps":   # the dependency's own node says what differs
                     file = (node.inputs or {}).get(f[len("inputs."):]) if f.startswith("inputs.") else None
-                    changed = f" (the file {file} holds other bytes than the run read)" if isinstance(file, str) \
-                        and all(isinstance(v, str) and v.startswith("sha256:") for v in (was, new)) else ""
+                    changed = f" (the file {file} holds other bytes than the run read)" \
+                        if isinstance(file, str) and compare.contents(was, new) else ""
                     differences.append(f"{node.label}: {f} was {was!r}, now {new!r}{changed}")
     differences += [f"{step['label']}: in the recorded plan, not in this one"
                     for ident, step in recorded.items() if ident not in now]
