@@ -367,6 +367,7 @@ def _check_place(what, path, flag, settings):
 
 
 def _main(argv):
+    usage.ARGV = list(argv)   # a misspelt option is looked for in these (`runs --wher x=y`)
     try:
         argv = with_verb(cm_tags(argv, VERBS, GLOBAL_WITH_VALUE, FLAGS))
         at = verb_at(argv)

@@ -18,6 +18,9 @@ ELSEWHERE = {("mlrun show", "run"): "`mlrun runs show RUN` shows a run's record"
              ("mlrun show", "sweep"): "`mlrun sweep show NAME` shows a sweep"}
 
 
+
+ARGV = []   # the words of the command line being parsed (cli.main sets them)
+
 class _Once(argparse._StoreAction):
     """An option of one value given twice is refused, as inputs are (--cache A --cache B used B in silence)."""
 
@@ -64,10 +67,10 @@ class Parser(argparse.ArgumentParser):
                                   f"{verb} --help")
         raise UsageError(message if verb == "mlrun" else f"{verb}: {message}", hint=f"{verb} --help")   # "mlrun: error: mlrun: ..."
 
-    def _misspelt_option(self):
+    def _misspelt_option(self):   # ARGV: the command line cli.main parses (not a caller's sys.argv)
         """(word, option) of a --word on this command line that is none of this parser's options but near one."""
         known = [o for o in self._option_string_actions if o.startswith("--")]
-        for word in sys.argv[1:]:
+        for word in ARGV:
             name = word.split("=")[0]
             if name.startswith("--") and name != "--" and name not in known:
                 close = nearest(name, known)

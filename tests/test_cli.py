@@ -480,3 +480,14 @@ def test_a_verbs_option_given_before_the_verb_is_said_so(app):
 def test_a_misspelt_option_before_its_value_is_named_not_its_value(app, argv, said):
     """`runs --wher scenario=Offline` said "'scenario=Offline' is not one of show"; `export --outptu` "needs -o"."""
     one_paragraph(app.mlrun(*argv), 2, said)
+
+
+def test_a_misspelt_option_is_looked_for_in_the_command_line_parsed(ws, monkeypatch, capsys):
+    """In process (a sweep, a test), sys.argv is the caller's: the words looked in are those cli.main parses."""
+    from engine import cli
+    monkeypatch.setenv("MLRUN_RUNS", ws.runs)
+    monkeypatch.setattr("sys.argv", ["pytest", "--dryrun"])   # near gc's --dry-run: no business of this command
+    assert cli.main(["runs", "--wher", "x=y"]) == 2
+    assert "unknown option --wher (did you mean --where?)" in capsys.readouterr().err
+    assert cli.main(["gc", "bogus"]) == 2
+    assert "--dryrun" not in capsys.readouterr().err
