@@ -273,6 +273,13 @@ class _Checker:
                 self.as_written(default, here + ([] if shorthand else ["default"]), f"the default of input '{name}'")
                 for i, choice in enumerate(spec.get("choices") or []):
                     self.as_written(choice, here + ["choices", i], f"choice {choice!r} of input '{name}'")
+            if kind == "int" and isinstance(default, int) and not isinstance(default, bool):
+                shorthand = not isinstance(value[name], dict)
+                text = getattr(self.lines, "written", {}).get(tuple(here + ([] if shorthand else ["default"])))
+                if text is not None and re.fullmatch(r"[+-]?0[0-7]+", text):   # octal to YAML: 010 was 8, unsaid
+                    self.fail(here + ([] if shorthand else ["default"]),
+                              f"the default of input '{name}' is written {text}, which YAML reads as octal {default}",
+                              f"write {default} (or {int(text.lstrip('+-').lstrip('0'))})")
             if default is not None:
                 default = convert_input(name, kind, default, lambda msg: self.fail(here + ["default"], msg))
             choices = spec.get("choices")

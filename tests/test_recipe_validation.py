@@ -125,6 +125,9 @@ CASES = [
     ("dep-input-a-date", "tags: a\ndeps:\n  - query: a\n    inputs: {ver: 2024-01-01}\n", 4,
      "2024-01-01 is written without quotes, which YAML reads as a date"),
     ("env-a-date", "tags: a\nenv:\n  V: 2024-01-01\n", 3, "2024-01-01 is written without quotes"),
+    # an int input's default 010: YAML's octal 8, taken in silence (a str input's was refused)
+    ("int-default-octal", "tags: a\ninputs:\n  n: {type: int, default: 010}\n", 3,
+     "the default of input 'n' is written 010, which YAML reads as octal 8"),
 ]
 
 
