@@ -84,10 +84,7 @@ class Cache:
     def lock_path(self, name):
         """The path of a lock file under .locks/ (its folder made, shared with the group, when missing)."""
         folder = os.path.dirname(os.path.join(self.root, ".locks", name))
-        if not os.path.isdir(folder):
-            shared_dir(self.root)
-            shared_dir(os.path.join(self.root, ".locks"))
-            shared_dir(folder)
+        shared_dir(folder)   # and each missing folder above it: .locks/, the cache folder itself
         return os.path.join(self.root, ".locks", name)
 
     def use_lock(self, entry_name):
@@ -124,7 +121,6 @@ class Cache:
     def new_temp_dir(self, prefix, create=True):
         """A fresh path .tmp/<prefix><pid>-<random> owned (locked) by this process until drop_temp;
         `mlrun gc` removes it only once nobody holds that lock (a killed import, a killed removal)."""
-        shared_dir(self.root)   # the cache folder itself too: finished builds are renamed into it
         tmp_root = os.path.join(self.root, ".tmp")
         shared_dir(tmp_root)
         name = f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
@@ -144,7 +140,6 @@ class Cache:
 
     def partial_dir(self):
         """Where unfinished downloads are kept, by checksum, so the next run resumes them."""
-        shared_dir(self.root)   # the cache folder itself too: finished builds are renamed into it
         path = os.path.join(self.root, ".partial")
         shared_dir(path)
         return path
@@ -154,7 +149,6 @@ class Cache:
     def new_build_dir(self, node):
         """A fresh temporary folder for a build; call with the entry's lock held."""
         from . import guard
-        shared_dir(self.root)   # the cache folder itself too: finished builds are renamed into it
         tmp_root = os.path.join(self.root, ".tmp")
         shared_dir(tmp_root)
         # Leftovers of a killed build of this entry: no mlrun owns them while we hold the lock, but its

@@ -168,19 +168,14 @@ def _entry_file_of(record, settings, content):
     """A file of this cache's entries of the run's steps whose sha256 is content ('sha256:...'), else None."""
     if not content:
         return None
-    import json
-    from .cache import FILES_FILE, META_DIR
+    from .cache import recorded_files
     digest = content.removeprefix("sha256:")
     for step in record.get("steps") or []:
         if not (isinstance(step, dict) and step.get("status") in ("built", "cached") and isinstance(step.get("path"), str)):
             continue
         entry = os.path.join(settings.cache, os.path.basename(step["path"]))
-        try:
-            with open(os.path.join(entry, META_DIR, FILES_FILE)) as f:
-                files = json.load(f)
-        except (OSError, ValueError):
-            continue
-        found = next((rel for rel, d in sorted(files.items()) if d == digest), None) if isinstance(files, dict) else None
+        files = recorded_files(entry) or {}
+        found = next((rel for rel, d in sorted(files.items()) if d == digest), None)
         if found and os.path.isfile(os.path.join(entry, found)):
             return os.path.join(entry, found)
     return None

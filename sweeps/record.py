@@ -76,9 +76,7 @@ def _make(folder):
     """A sweep's folder, in runs/sweeps/ made the group's as the cache's folders are: made under one teammate's
     umask, the next one's sweep could not be created there."""
     from engine.cache import shared_dir
-    shared_dir(os.path.dirname(os.path.dirname(folder)))   # runs/ itself: made by a sweep first, it was the umask's
-    shared_dir(os.path.dirname(folder))
-    shared_dir(folder)   # a teammate resumes or extends it: its lock and record are the group's too
+    shared_dir(folder)   # with runs/sweeps/ and runs/ when it makes them: a teammate resumes or extends it
 
 
 def hold(runs_dir, name):
