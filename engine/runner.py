@@ -321,7 +321,8 @@ class Runner:
             kept = (self._set_aside(folder, node) or log_path) if final else log_path
             tail = _tail(kept)
             self.reporter.step(i, total, node, f"FAILED after {seconds:.1f} s", f"log: {kept}")
-            if tail:
+            # A live step's output was just shown where these lines go: its tail again said the error thrice.
+            if tail and not (live and _one_destination()):
                 self.reporter.line("    " + "\n    ".join(tail))
             # A step that said why (an `error: ` line, as mlrun's own steps do) is quoted: a sweep's point, a
             # submission's run and the last line of a failed run give the cause, not only an exit code.
@@ -645,6 +646,16 @@ def _short(path):
     except ValueError:
         return path
     return rel if not rel.startswith("../..") else path
+
+
+def _one_destination():
+    """Whether stdout (a live step's output) and stderr (mlrun's lines) go to the same place: a terminal, or
+    one file (2>&1). Apart (`2>err.log`), the failure's tail is all that stderr has of the cause."""
+    try:
+        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
 
 
 def _terminal():

@@ -338,6 +338,7 @@ def run(args):
     summary[args.backend] = inference.backend.describe()
     summary["model_int8_operators"] = int8_operators
     summary["model_source"] = model_source(args.model)
+    summary["model_fusion"] = model_fusion(args.model)
     if sut.error is not None:
         summary["error"] = f"inference failed: {sut.error}"
     elif args.mode == "accuracy":
@@ -508,6 +509,13 @@ def _ov_start(args, model_path, inference, total):
     from mlperf_bert.ov_backend import OvModel
 
     def start(chosen):
+        cores = len(os.sched_getaffinity(0))
+        if chosen.instances * chosen.threads > cores:   # OpenVINO grants no more: refused after the compile (a
+            from mlperf_bert.ov_backend import CpuCannot   # BERT-Large's takes its while), so said before it
+            raise CpuCannot(f"OpenVINO runs at most one thread per core this run may use ({cores}), not "
+                            f"the {chosen.instances} x {chosen.threads} asked for",
+                            hint=f"--instances and --threads within the cores (instances x threads <= {cores} "
+                                 "here), or leave them out for the scenario's rule")
         model = OvModel(model_path, chosen.instances, chosen.threads, args.precision)
         views = [inference.on(model.request()) for _ in range(chosen.instances)]
         pins = [()] * chosen.instances
@@ -719,6 +727,18 @@ def model_source(model_path):
     return {key: record.get(key) for key in ("repo", "revision", "commit", "from")}
 
 
+def model_fusion(model_path):
+    """Which fusions a fused model's entry applied (its fusion.json), or None: a fused run said so nowhere but in
+    its model entry's name."""
+    try:
+        with open(os.path.join(os.path.dirname(os.path.abspath(model_path)), "fusion.json")) as f:
+            facts = json.load(f)
+        return {"fused_operators": {name: count for name, count in facts["fused_operators"].items() if count},
+                "fully_optimized": bool(facts["fully_optimized"]), "check": facts.get("check")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):   # no fused model's entry
+        return None
+
+
 def model_source_line(source):
     """The line that says which commit of a Hugging Face repo ran: unpinned, it is the first fetch's for good."""
     commit = source.get("commit") or "unknown"
@@ -770,6 +790,9 @@ def format_summary(summary):
     lines.append(f"  sequence handling: {summary['sequence_handling']}")
     if summary.get("model_source"):
         lines.append(model_source_line(summary["model_source"]))
+    if fusion := summary.get("model_fusion"):
+        from mlperf_bert.fusion import describe
+        lines.append(f"  model: {describe(fusion)}")
     if summary.get("gpu"):
         lines.append(f"  GPU: {gpu.describe(summary['gpu'])}; {summary['device']}, {summary['precision']}")
     if summary.get("backend") == "openvino" and (ov := summary.get("openvino")):

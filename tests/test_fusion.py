@@ -182,6 +182,20 @@ def test_the_app_runs_a_fused_graph_with_one_flag(mlrun):
     assert "unfused: get-ml-model-bert-large _onnx _fp32" in text.stdout
 
 
+def test_a_fused_run_says_which_fusions_its_model_holds(mlrun):
+    """An int8 run's summary named it int8; a fused run said so only in its model entry's name."""
+    result = mlrun("app mlperf bert _onnxruntime _cpu _random", *TINY_MODEL, "--dep.model.tags=fused", "--count=8",
+                   "--json")
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(open(os.path.join(step_dir(result), "summary.json")).read())
+    fused = summary["model_fusion"]
+    assert fused["fully_optimized"] and fused["fused_operators"]["Attention"] == 2, fused
+    log = open(os.path.join(step_dir(result), ".mlrun", "build.log")).read()   # --json: the summary went there
+    assert "model: fused: EmbedLayerNormalization 1, Attention 2" in log
+    plain = mlrun("app mlperf bert _onnxruntime _cpu _random", *TINY_MODEL, "--count=8", "--json")
+    assert json.loads(open(os.path.join(step_dir(plain), "summary.json")).read())["model_fusion"] is None
+
+
 def test_fused_then_int8_and_a_model_file_fused(mlrun, tmp_path):
     # The two transforms compose through their model deps: int8 of the fused graph (the quantiser must be
     # told the type of the fused operators' tensors), and a --model=FILE fused like any other source.

@@ -141,6 +141,7 @@ def test_more_instances_than_openvino_grants_are_refused_not_recorded_as_run(ov,
     result = ov(QUERY, "--mode=performance", "--count=8", f"--instances={2 * cores}", "--threads=1", *TINY_MODEL)
     assert result.returncode == 2, result.stderr[-2000:]
     assert f"not the {2 * cores} x 1 asked for" in result.stderr and "Traceback" not in result.stderr
+    assert "one thread per core" in result.stderr   # said before the compile (a BERT-Large's takes its while)
 
 
 def test_a_model_openvino_cannot_read_is_refused_with_its_reason(ov, accuracy_run, tmp_path):

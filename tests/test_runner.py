@@ -12,6 +12,7 @@ import pytest
 from engine import Cache, StepError, resolve
 from engine.errors import MlrunError
 from engine.runner import Runner, RunReporter
+from conftest import MLRUN
 
 
 class Recorder(RunReporter):
@@ -612,3 +613,21 @@ def test_a_stop_while_the_recipes_are_copied_is_an_interrupted_run(ws, monkeypat
         run(ws, "a")
     [run_id] = os.listdir(ws.runs)
     assert json.load(open(os.path.join(ws.runs, run_id, "run.json")))["status"] == "interrupted"
+
+
+def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
+    """The benchmark's own output shows as it runs: its last lines were printed again under FAILED, and the
+    error a third time in mlrun's own line (OpenVINO's refusal of --instances, three times on one screen)."""
+    ws.recipe("top", "tags: top\ncache: false\nrun: |\n  echo 'error: the cause said once'; exit 1\n")
+    ws.recipe("dep", FAILING.replace("tags: bad", "tags: dep"))
+    def both(*args):   # stdout and stderr on one screen, as a terminal shows them
+        return subprocess.run([MLRUN, *args], env=ws.env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=60, cwd=ws.root)
+    result = both("top")
+    assert result.returncode == 1 and "Traceback" not in result.stdout
+    assert result.stdout.count("the cause said once") == 2, result.stdout
+    apart = ws.mlrun("top")   # `2>err.log`: the tail under FAILED is all stderr has of the cause
+    assert "\n    error: the cause said once\n" in apart.stderr and apart.stdout == "error: the cause said once\n"
+    ws.recipe("wrap", "tags: wrap\ndeps: [dep]\nrun: 'true'\n")
+    result = both("wrap")   # a dep's output was not shown: its last lines under FAILED, as before
+    assert result.returncode == 1 and result.stdout.count("the real cause") == 1
