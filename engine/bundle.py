@@ -25,7 +25,8 @@ import types
 import zlib
 
 from . import integrity, signing
-from .cache import ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed_as, group_readable, read_entry, removal_command
+from .cache import (ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed_as, group_readable, read_entry,
+                    removal_command, shared_dir)
 from .errors import MlrunError, UsageError
 from .records import check_shape, status
 
@@ -274,8 +275,9 @@ def read_record(path):
     signature that must match (a cut, tampered or re-signed bundle read as "no differences")."""
     tar = _open(path)
     with tar:
-        run_id = _checked(tar, path, verb="read")[2]
-        member = tar.getmember(f"{RUN_DIR}/{run_id}/run.json")
+        members, _, run_id = _checked(tar, path, verb="read")[:3]
+        # by its name as checked (`./run/ID/run.json` is a member's name too), never tar.getmember's exact one
+        member = next(m for m in members if _parts(m.name) == [RUN_DIR, run_id, "run.json"])
         try:
             record = json.loads(tar.extractfile(member).read().decode())
         except ValueError:   # not UTF-8 JSON (it said "'utf-16-le' codec can't decode ...")
@@ -374,8 +376,9 @@ def _check_members(members, bundle, verb="import"):
     """Refuse the archive unless every member is a plain file, folder or inward symlink of one run and
     of cache entries; returns (run id, sorted entry names)."""
     seen, links, runs, entries = set(), set(), set(), set()
+    files = set()
     for m in members:
-        parts = [p for p in m.name.split("/") if p not in ("", ".")]
+        parts = _parts(m.name)
         problem = _member_problem(m, parts)
         if problem:
             raise _refuse(bundle, f"member {m.name!r}", problem, verb=verb)
@@ -385,6 +388,8 @@ def _check_members(members, bundle, verb="import"):
         seen.add(rel)
         if m.issym():
             links.add(rel)
+        if m.isfile():
+            files.add(rel)
         if len(parts) > 1:
             (runs if parts[0] == RUN_DIR else entries).add(parts[1])
     for rel in seen:   # nothing may be written through a symlink
@@ -401,7 +406,14 @@ def _check_members(members, bundle, verb="import"):
     run_id = runs.pop()
     if f"{RUN_DIR}/{run_id}/run.json" not in seen:
         raise _refuse(bundle, f"run {run_id}", "it has no run.json", verb=verb)
+    if f"{RUN_DIR}/{run_id}/run.json" not in files:   # a folder or a link: diff read None ("a bug in mlrun")
+        raise _refuse(bundle, f"run {run_id}", "its run.json is no file", verb=verb)
     return run_id, sorted(entries)
+
+
+def _parts(name):
+    """A member's path split, without empty and '.' parts (`./run/ID/./run.json` is `run/ID/run.json`)."""
+    return [p for p in name.split("/") if p not in ("", ".")]
 
 
 def _member_problem(m, parts):
@@ -542,7 +554,7 @@ def _place_run(staged, runs_dir, run_id):
     final = os.path.join(runs_dir, run_id)
     if os.path.lexists(final):
         return final, True
-    os.makedirs(runs_dir, exist_ok=True)
+    shared_dir(runs_dir)   # the group's, as a run makes it: a teammate's runs go there too
     group_readable(staged)
     # Moved next to its final place first (a copy when runs_dir is on another file system), then
     # renamed, so a half-copied run never shows up under its id.

@@ -84,7 +84,7 @@ class Cache:
     def lock_path(self, name):
         """The path of a lock file under .locks/ (its folder made, shared with the group, when missing)."""
         folder = os.path.dirname(os.path.join(self.root, ".locks", name))
-        shared_dir(folder)   # and each missing folder above it: .locks/, the cache folder itself
+        shared_dir(folder, top=self.root)   # and each missing folder above it: .locks/, the cache folder itself
         return os.path.join(self.root, ".locks", name)
 
     def use_lock(self, entry_name):
@@ -122,7 +122,7 @@ class Cache:
         """A fresh path .tmp/<prefix><pid>-<random> owned (locked) by this process until drop_temp;
         `mlrun gc` removes it only once nobody holds that lock (a killed import, a killed removal)."""
         tmp_root = os.path.join(self.root, ".tmp")
-        shared_dir(tmp_root)
+        shared_dir(tmp_root, top=self.root)
         name = f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
         lock = self.lock_path(f"tmp/{name}.lock")
         self._held[lock] = flock(lock)   # before the folder exists: gc never sees it unowned
@@ -141,7 +141,7 @@ class Cache:
     def partial_dir(self):
         """Where unfinished downloads are kept, by checksum, so the next run resumes them."""
         path = os.path.join(self.root, ".partial")
-        shared_dir(path)
+        shared_dir(path, top=self.root)
         return path
 
     # -- building --------------------------------------------------------------
@@ -150,7 +150,7 @@ class Cache:
         """A fresh temporary folder for a build; call with the entry's lock held."""
         from . import guard
         tmp_root = os.path.join(self.root, ".tmp")
-        shared_dir(tmp_root)
+        shared_dir(tmp_root, top=self.root)
         # Leftovers of a killed build of this entry: no mlrun owns them while we hold the lock, but its
         # step may still run (guard killed too), so that is killed first. The log goes where `mlrun show
         # failed` looks, the rest is deleted.
@@ -227,7 +227,7 @@ class Cache:
         n = 1
         while os.path.exists(failed):  # failed again within the same second: never move into the older one
             failed, n = f"{base}-{n}", n + 1
-        shared_dir(os.path.dirname(failed))   # the group's, as .tmp/ is: a teammate's failed logs were lost
+        shared_dir(os.path.dirname(failed), top=self.root)   # the group's, as .tmp/ is: a teammate's failed logs were lost
         for folder in (build_dir, os.path.join(build_dir, META_DIR)):   # a step may have made them read-only
             integrity.writable(folder)
         shutil.move(os.path.join(build_dir, META_DIR), failed)
@@ -478,18 +478,19 @@ def owner(path):
         return str(uid)
 
 
-def shared_dir(path):
+def shared_dir(path, top=None):
     """A cache folder other users of the group can also create files in; so is each missing folder above it that
-    this makes (cache/ made by its .index/ first kept the umask's mode: a teammate's build could not be renamed in)."""
+    this makes up to `top`, mlrun's own place it lies in (cache/ made by its .index/ first kept the umask's mode: a
+    teammate's build could not be renamed in). Folders above `top` are the user's: `--cache ~/new/cache` opened
+    ~/new to the group."""
     if os.path.isdir(path):
         return
-    made, up = [], os.path.abspath(path)
-    while not os.path.exists(up):
+    path = os.path.abspath(path)
+    top = os.path.abspath(top or path)
+    made, up = [], path
+    while not os.path.exists(up) and (up == top or up.startswith(top.rstrip(os.sep) + os.sep)):
         made.append(up)
-        parent = os.path.dirname(up)
-        if parent == up:
-            break
-        up = parent
+        up = os.path.dirname(up)
     os.makedirs(path, exist_ok=True)
     for folder in made:
         try:

@@ -1137,8 +1137,11 @@ def _show_record(r):
         log = stopped.get("log") if isinstance(stopped.get("log"), str) else None
         if log and not os.path.isfile(log) and isinstance(r.get("_dir"), str):   # imported: the bundle's copy
             from .bundle import FAILED_LOGS, failed_log_name
-            carried = os.path.join(r["_dir"], FAILED_LOGS, failed_log_name(stopped["label"]))
-            log = carried if os.path.isfile(carried) else f"{log}, not on this machine"
+            # a cache's failed log comes as failed-logs/; an uncached step's was in the run folder, which came whole
+            within = log.partition(f"{os.sep}{r['id']}{os.sep}")[2]
+            carried = [os.path.join(r["_dir"], FAILED_LOGS, failed_log_name(stopped["label"])),
+                       *([os.path.join(r["_dir"], within)] if within else [])]
+            log = next((c for c in carried if os.path.isfile(c)), f"{log}, not on this machine")
         print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s"
               + (f" (log: {log})" if log else ""))
     host = r.get("host") or {}

@@ -139,7 +139,7 @@ class RecipeIndex:
             return   # no cache yet: reading recipes makes none (`show cache` of a typo made the folder)
         try:
             from .cache import shared_dir
-            shared_dir(os.path.dirname(path))   # the group's: teammates' runs store and read theirs there too
+            shared_dir(os.path.dirname(path), top=os.path.dirname(self.state_dir))   # the group's: teammates' runs store and read theirs there too
             tmp = f"{path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
                 json.dump({"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA], "fingerprint": fingerprint,

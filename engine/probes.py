@@ -136,7 +136,7 @@ class Prober:
             return
         from .cache import shared_dir, write_json
         try:
-            shared_dir(os.path.dirname(path))
+            shared_dir(os.path.dirname(path), top=os.path.dirname(os.path.dirname(path)))   # the cache's .index/
             write_json(path, {"format": format_, "outputs": outputs}, sort_keys=True)
         except OSError:
             pass  # a read-only cache: probes are simply run again next time

@@ -276,10 +276,12 @@ class _Checker:
             if kind == "int" and isinstance(default, int) and not isinstance(default, bool):
                 shorthand = not isinstance(value[name], dict)
                 text = getattr(self.lines, "written", {}).get(tuple(here + ([] if shorthand else ["default"])))
-                if text is not None and re.fullmatch(r"[+-]?0[0-7]+", text):   # octal to YAML: 010 was 8, unsaid
+                # octal to YAML (1.1, underscores too): 010 was 8, unsaid; 00 is 0 either way
+                if text is not None and re.fullmatch(r"[+-]?0[0-7_]+", text) and \
+                        int(text.replace("_", "")) != default:
                     self.fail(here + ([] if shorthand else ["default"]),
                               f"the default of input '{name}' is written {text}, which YAML reads as octal {default}",
-                              f"write {default} (or {int(text.lstrip('+-').lstrip('0'))})")
+                              f"write {default} (or {int(text.replace('_', ''))})")
             if default is not None:
                 default = convert_input(name, kind, default, lambda msg: self.fail(here + ["default"], msg))
             choices = spec.get("choices")

@@ -70,7 +70,7 @@ class Parser(argparse.ArgumentParser):
     def _misspelt_option(self):   # ARGV: the command line cli.main parses (not a caller's sys.argv)
         """(word, option) of a --word on this command line that is none of this parser's options but near one."""
         known = [o for o in self._option_string_actions if o.startswith("--")]
-        for word in ARGV:
+        for word in ARGV[:ARGV.index("--")] if "--" in ARGV else ARGV:   # after --, words are no options
             name = word.split("=")[0]
             if name.startswith("--") and name != "--" and name not in known:
                 close = nearest(name, known)

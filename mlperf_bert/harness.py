@@ -214,8 +214,8 @@ def main(argv=None):
         if args.scenario == "Server" and args.target_latency is not None and args.target_latency != int(
                 args.target_latency):   # LoadGen reads it in whole ms: 100.7 ran at 101, the rule judged by 100.7
             raise UsageError(f"--target_latency {args.target_latency:g}: LoadGen reads Server's target_latency in "
-                             "whole milliseconds", hint=f"give {math.floor(args.target_latency)} or "
-                                                        f"{math.ceil(args.target_latency)}")
+                             "whole milliseconds", hint=f"give {math.ceil(args.target_latency)}" if args.target_latency < 1
+                             else f"give {math.floor(args.target_latency)} or {math.ceil(args.target_latency)}")
         if args.user_conf:   # before the model loads: LoadGen drops a misspelt key or `key=value` unsaid
             check_user_conf(args.user_conf)
             both = conf_conflicts(_user_lines(args), args.scenario, args)

@@ -107,8 +107,10 @@ def _problem(words):
     value = words[2]
     if key in ("target_qps", "target_latency"):   # LoadGen takes nan, inf, 0, -5: the harness then failed or lied
         read = number(value, whole)
-        if not (isinstance(read, (int, float)) and math.isfinite(read) and 0 < read < 2 ** 63):
+        if not (isinstance(read, (int, float)) and math.isfinite(read) and 0 < read) or value.startswith("-"):
             return f"{value} is no {'rate' if key == 'target_qps' else 'latency'}: give a positive number"
+        if read >= 2 ** 63:   # a positive number, called "no positive number"
+            return f"{value} is past what LoadGen holds for {key} (below 2**63)"
     if whole and re.fullmatch(r"-(0[xX][0-9a-fA-F]+|[0-9]+)", value):   # strtoull wraps it round
         return f"LoadGen reads {key} as a number of no sign: {value} would be {number(value, True)}"
     if whole and WHOLE_WORD.fullmatch(value) and number(value, True) == MOST:   # strtoull's ceiling

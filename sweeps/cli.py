@@ -443,9 +443,13 @@ def cmd_best(args, extras, settings):
 def _best_json(data, best, run, ok, y, valid):
     from engine.cli import _print_json
     from . import plot
+    point = next((p for p in data["points"] if p["id"] == best["point"]), {})
+    given = point.get("settings") or {}
     _print_json({"sweep": data["name"], "by": y, "direction": plot.direction(y), "valid": valid,
                  "point": best["point"], "run": best["run"], "value": best[y],
                  "grid": {k: best.get(k) for k in data.get("grid") or {}},
+                 # grid values the point did not give ("-"): the run's own, not set (the text says so too)
+                 "not_given": [k for k in data.get("grid") or {} if given.get(k) == table.NOT_GIVEN],
                  "notes": _best_warnings(best, run, ok, y), "submit": _submit_argv(best, run) if valid else None})
     return 0 if valid else 1
 

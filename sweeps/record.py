@@ -76,7 +76,8 @@ def _make(folder):
     """A sweep's folder, in runs/sweeps/ made the group's as the cache's folders are: made under one teammate's
     umask, the next one's sweep could not be created there."""
     from engine.cache import shared_dir
-    shared_dir(folder)   # with runs/sweeps/ and runs/ when it makes them: a teammate resumes or extends it
+    # with runs/sweeps/ and runs/ when it makes them: a teammate resumes or extends it
+    shared_dir(folder, top=os.path.dirname(os.path.dirname(folder)))
 
 
 def hold(runs_dir, name):

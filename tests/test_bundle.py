@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import stat
 import tarfile
 import time
@@ -597,3 +598,19 @@ def test_a_failed_runs_bundle_carries_the_log_its_cache_kept(ws, tmp_path):
     os.rename(os.path.dirname(kept), str(tmp_path / "moved"))   # the recording machine's copy is not here
     shown = ws.mlrun("runs", "show", run_id, env=ws.env(MLRUN_CACHE=str(cache2), MLRUN_RUNS=str(runs2)))
     assert f"(log: {runs2 / run_id / 'failed-logs' / 'broken.log'})" in shown.stdout, shown.stdout
+
+
+def test_an_imported_failed_uncached_step_names_the_log_its_run_folder_brought(ws, tmp_path):
+    """An uncached step's log lies in its run folder, which the bundle carries whole: `runs show` looked in
+    failed-logs/ only and said the log was "not on this machine"."""
+    import json
+    ws.recipe("torn", "tags: [torn]\ncache: false\nrun: 'echo \"the weights are torn\"; exit 3'\n")
+    run_id = json.loads(ws.mlrun("torn", "--json").stdout)["run"]
+    out = tmp_path / "failed.tar.gz"
+    assert ws.mlrun("export", run_id, "-o", str(out)).returncode == 0
+    elsewhere = ws.env(MLRUN_CACHE=str(tmp_path / "cache2"), MLRUN_RUNS=str(tmp_path / "runs2"))
+    assert ws.mlrun("import", str(out), env=elsewhere).returncode == 0
+    shutil.rmtree(ws.runs)   # the recording machine's runs/ is not here
+    shown = ws.mlrun("runs", "show", run_id, env=elsewhere)
+    log = tmp_path / "runs2" / run_id / "torn" / ".mlrun" / "build.log"
+    assert f"(log: {log})" in shown.stdout and "the weights are torn" in log.read_text(), shown.stdout

@@ -489,5 +489,8 @@ def test_a_misspelt_option_is_looked_for_in_the_command_line_parsed(ws, monkeypa
     monkeypatch.setattr("sys.argv", ["pytest", "--dryrun"])   # near gc's --dry-run: no business of this command
     assert cli.main(["runs", "--wher", "x=y"]) == 2
     assert "unknown option --wher (did you mean --where?)" in capsys.readouterr().err
-    assert cli.main(["gc", "bogus"]) == 2
-    assert "--dryrun" not in capsys.readouterr().err
+    assert cli.main(["gc", "--older-than"]) == 2   # an error argparse's own parser says (a missing value)
+    err = capsys.readouterr().err
+    assert "--older-than" in err and "--dryrun" not in err, err
+    assert cli.main(["runs", "bogus", "--", "--jsn"]) == 2   # after --, a word is no option to blame
+    assert "--jsn (did you mean" not in capsys.readouterr().err

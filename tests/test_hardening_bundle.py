@@ -488,3 +488,33 @@ def test_a_bundles_own_recipes_run_only_when_its_signer_is_trusted_or_it_is_aske
         f.write("# changed here\n")
     assert_user_error(replay(there.bundle, "a", "--trust", there.trust_alice), 2,
                       f"a run {run_id} is here already and is not the bundle's", "mlrun --runs DIR replay")
+
+
+def _hand_made(path, members):
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, __import__("io").BytesIO(data))
+
+
+@pytest.mark.parametrize("members, said", [
+    ([("run", None), ("./run/r1", None), ("run/r1/./run.json", b'{"id": "r1", "steps": []}')], None),
+    ([("run", None), ("run/r1", None), ("run/r1/run.json", None)], "its run.json is no file"),
+])
+def test_diff_and_import_of_a_hand_made_bundle_say_what_is_wrong(ws, tmp_path, members, said):
+    """`./run/ID/run.json` is a name the checks take: diff then looked for the exact name (KeyError); a run.json
+    that is a folder read as None: both ended "this is a bug in mlrun"."""
+    bundle = tmp_path / "made.tar.gz"
+    _hand_made(bundle, members)
+    result = ws.mlrun("diff", str(bundle), str(bundle))
+    assert "bug in mlrun" not in result.stderr and "Traceback" not in result.stderr, result.stderr
+    if said:
+        assert_user_error(result, 2, said)
+        assert_user_error(ws.mlrun("import", str(bundle)), 2, said)
+    else:
+        assert result.returncode == 0 and "no differences" in result.stdout, result.stdout + result.stderr

@@ -131,10 +131,22 @@ def test_the_runs_folder_and_its_sweeps_folder_are_the_groups_whatever_the_umask
         record.hold(str(tmp_path / "runs"), "mine").release()
         Cache(str(tmp_path / "new-cache")).partial_dir()   # the cache folder itself: builds are renamed into it
         record.hold(str(tmp_path / "runs-by-a-sweep"), "first").release()   # a sweep the first to make runs/
-        from engine.cache import shared_dir   # `plan` first: the probes' memo made cache/.index/ and cache/ with it
-        shared_dir(str(tmp_path / "planned-cache" / ".index"))
+        from engine.probes import Prober   # `plan` first: the probes' memo made cache/.index/ and cache/ with it
+        Prober._write(str(tmp_path / "planned-cache" / ".index" / "probes.json"), 1, {})
+        # the user's own folders above a new cache are theirs: `--cache ~/new/cache` opened ~/new to the group
+        Cache(str(tmp_path / "home" / "new" / "cache")).partial_dir()
+        from engine.bundle import export_run, import_bundle
+        runs = tmp_path / "runs"
+        bundle = tmp_path / "a.tar.gz"
+        export_run(os.path.join(runs, next(n for n in os.listdir(runs) if n != "sweeps")),
+                   Cache(str(tmp_path / "cache")), str(bundle))
+        import_bundle(str(bundle), Cache(str(tmp_path / "imported-cache")), str(tmp_path / "imported-runs"))
     finally:
         os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "home" / "new" / "cache").st_mode) == 0o2775
+    for folder in ("home", "home/new"):
+        assert stat.S_IMODE(os.stat(tmp_path / folder).st_mode) == 0o755, folder
+    assert stat.S_IMODE(os.stat(tmp_path / "imported-runs").st_mode) == 0o2775   # `import` made it at 755
     assert stat.S_IMODE(os.stat(tmp_path / "planned-cache").st_mode) == 0o2775
     assert stat.S_IMODE(os.stat(tmp_path / "runs-by-a-sweep").st_mode) == 0o2775
     assert stat.S_IMODE(os.stat(tmp_path / "new-cache").st_mode) == 0o2775

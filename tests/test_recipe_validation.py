@@ -128,6 +128,10 @@ CASES = [
     # an int input's default 010: YAML's octal 8, taken in silence (a str input's was refused)
     ("int-default-octal", "tags: a\ninputs:\n  n: {type: int, default: 010}\n", 3,
      "the default of input 'n' is written 010, which YAML reads as octal 8"),
+    ("int-default-octal-negative", "tags: a\ninputs:\n  n: {type: int, default: -010}\n", 3,
+     "written -010, which YAML reads as octal -8"),
+    ("int-default-octal-underscore", "tags: a\ninputs:\n  n: {type: int, default: 0_10}\n", 3,
+     "written 0_10, which YAML reads as octal 8"),   # YAML 1.1's octal takes _: it was 8, unsaid
 ]
 
 
@@ -240,6 +244,16 @@ def test_missing_recipe_folder_is_a_user_error(tmp_path):
     from engine import MlrunError
     with pytest.raises(MlrunError, match="recipe folder .* does not exist"):
         RecipeIndex([str(tmp_path / "nowhere")]).recipes
+
+
+def test_an_int_default_of_zeros_is_zero_either_way(ws):
+    """00 is 0 to YAML and to a reader: it ended "unexpected ValueError" (the hint read int(''))."""
+    _write(ws, "tags: a\ninputs:\n  n: {type: int, default: 00}\n")
+    assert RecipeIndex([ws.recipes]).recipes[0]["inputs"]["n"]["default"] == 0
+    _write(ws, "tags: a\ninputs:\n  n: {type: int, default: -010}\n")
+    with pytest.raises(RecipeError) as info:   # the sign was dropped: "(or 10)"
+        RecipeIndex([ws.recipes]).recipes
+    assert info.value.hint == "write -8 (or -10)"
 
 
 @pytest.mark.parametrize("text,line", [

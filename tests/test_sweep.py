@@ -559,3 +559,5 @@ def test_sweep_best_says_a_value_not_given_as_not_given(bench):
     best = bench.mlrun("sweep", "best", "dash")
     assert best.returncode == 0 and "its grid values: dep.model.layers=- (not given: its default)" in best.stdout, \
         best.stdout
+    as_json = json.loads(bench.mlrun("sweep", "best", "dash", "--json").stdout)   # said in --json too
+    assert as_json["not_given"] == ["dep.model.layers"], as_json

@@ -175,3 +175,10 @@ def test_a_target_loadgen_takes_but_no_run_can_meet_is_refused(tmp_path, line):
     assert rc == 0
     [problem] = user_conf.problems(line)
     assert "give a positive number" in problem or "number of no sign" in problem, problem
+
+
+@pytest.mark.parametrize("line", ["bert.Server.target_latency = 9223372036854775808",
+                                  "bert.SingleStream.target_latency = 1e308"])
+def test_a_target_past_loadgens_range_is_not_called_negative(line):
+    [problem] = user_conf.problems(line)
+    assert "past what LoadGen holds" in problem and "positive" not in problem, problem
