@@ -104,7 +104,7 @@ class Cache:
             path = self.use_lock(entry_name)
             if path in self._held:
                 return
-            fd = flock(path, shared=True)
+            fd = flock(path, shared=True, no_use=not touch)
         except OSError:
             return   # a cache this user may only read: using it must still work (unprotected from gc)
         try:
@@ -371,18 +371,22 @@ class Cache:
         self.removable(entries)   # before a use lock is made: no .locks/ in a folder that is no cache
         try:
             for meta in entries:
+                use = self.use_lock(os.path.basename(meta["path"]))
                 try:
-                    fd = flock(self.use_lock(os.path.basename(meta["path"])), wait=False)
+                    fd = flock(use, wait=False, no_use=True)
                 except OSError:
                     continue   # a lock this user cannot open: removing will say what it can do
-                (held.append(fd) if fd is not None else busy.append(os.path.basename(meta["path"])))
+                (held.append((fd, use)) if fd is not None else busy.append(os.path.basename(meta["path"])))
             if busy:
                 raise MlrunError(f"{few(busy)} {'is' if len(busy) == 1 else 'are'} in use by a running mlrun; "
                                  "nothing was removed", hint=f"remove {'it' if len(busy) == 1 else 'them'} once "
                                  "that mlrun ends (a run: `mlrun runs` shows it; or an export, a sweep)")
             self._discard_all(entries)   # checked by removable() above
+            for _, use in held:   # no entry to use: .locks/ only grew
+                with contextlib.suppress(OSError):
+                    os.unlink(use)
         finally:
-            for fd in held:
+            for fd, _ in held:
                 os.close(fd)
 
 
@@ -515,11 +519,23 @@ def remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-def flock(path, shared=False, wait=True):
+def flock(path, shared=False, wait=True, no_use=False):
     """An fd holding a flock on path (created group-writable), or None when wait is False and it is taken.
+    no_use: a use file this makes says no use (time 0): gc and export take the lock, and gc read the time they
+    made as the entry's last use ("used since", skipped, its age reset).
 
     flock, unlike pids, works for processes of several users and hosts (NFS maps it to byte-range locks)."""
     import fcntl
+    if no_use:
+        try:
+            made = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+        except OSError:
+            pass   # there already (its time is a use's), or not ours to make: the open below says which
+        else:
+            try:
+                os.utime(made, (0, 0))
+            finally:
+                os.close(made)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
     except PermissionError as denied:   # another user's lock file that the group may not write: flock needs no write

@@ -287,7 +287,7 @@ INTERRUPTED = {"rm": "what it was removing may be half gone: the same command fi
 GLOBAL_OPTIONS = GLOBAL_WITH_VALUE + ("--verbose", "--help", "--version")
 # mlrun's options that take no value, wherever they stand (a word after one is no value of it)
 FLAGS = ("--verbose", "-v", "--json", "--yes", "-y", "--dry-run", "--all", "--csv", "--markdown", "--with-cache",
-         "--short", "--rerun", "--rerun-busy", "--reseal", "--allow-differences", "--recorded-recipes", "--help", "-h", "--version")
+         "--short", "--rerun", "--rerun-busy", "--replace", "--reseal", "--allow-differences", "--recorded-recipes", "--help", "-h", "--version")
 RUN_EPILOG = """Any other --NAME=VALUE is an input of the queried recipe: `mlrun "QUERY" --help` lists them with
 their types, defaults and choices, the recipe's variations and its dependency names.
   --dep.NAME.tags=_x        add variations (or tags) to the query of dependency NAME, each replacing the query's
@@ -932,9 +932,13 @@ def cmd_gc(args, extras, settings):
         kinds[i.kind] = (count + 1, size + i.bytes)
     print(f"freed {_size(sum(i.bytes for i in removed))}"
           + (": " + ", ".join(f"{plural(n, kind)} ({_size(b)})" for kind, (n, b) in kinds.items()) if kinds else ""))
-    if skipped:
-        print(f"skipped {len(skipped)}: " + ", ".join(f"{_rel(i.path)} ({i.why or 'not removable now'})"
-                                                      for i in skipped))
+    if skipped:   # by reason, a few of each: 468 paths made one line of 30 KB
+        from .cache import few
+        why = {}
+        for i in skipped:
+            why.setdefault(i.why or "not removable now", []).append(_rel(i.path))
+        print(f"skipped {len(skipped)}: " + "; ".join(f"{reason} ({len(paths)}): {few(paths)}"
+                                                      for reason, paths in why.items()))
     return 0
 
 

@@ -7,6 +7,7 @@ folder `.tmp/<name>` while `.locks/tmp/<name>.lock` is, an entry while any mlrun
 cannot take, and holds it while it deletes. What has no owner to ask goes by age: partial downloads
 and failed build logs (the age given, 7 days by default), run folders without a record (10 minutes).
 """
+import contextlib
 import os
 import re
 import time
@@ -105,7 +106,7 @@ def remove(cache, items, older_than=None, now=None):
     removed, skipped = [], []
     for item in items:
         try:
-            fd = flock(item.lock, wait=False) if item.lock else None
+            fd = flock(item.lock, wait=False, no_use=item.entry) if item.lock else None
         except OSError as e:   # a lock of a folder this user may not write in
             item.why = f"not removable by you: {e.strerror or e}"
             skipped.append(item)
@@ -144,6 +145,9 @@ def _delete(cache, item, meta):
             guard.kill_recorded(os.path.join(item.path, META_DIR, guard.RECORD))
         if meta:
             cache.remove([meta])
+            if item.lock and item.lock.endswith(".use") and not os.path.lexists(item.path):
+                with contextlib.suppress(OSError):   # no entry to use: .locks/ only grew
+                    os.unlink(item.lock)
         elif item.path != item.lock:
             remove_tree(item.path)
         if item.unlink_lock:   # named after a temp folder that is gone: nobody takes it again
@@ -154,11 +158,12 @@ def _delete(cache, item, meta):
 
 
 def last_used(meta, use_lock):
-    """When an entry was last used: its use file's mtime, else when it was built."""
+    """When an entry was last used: its use file's mtime, else (no use noted: none, or time 0) when it was built."""
     try:
-        return os.stat(use_lock).st_mtime
+        used = os.stat(use_lock).st_mtime
     except OSError:
-        return meta.get("finished") or 0
+        used = 0
+    return used or meta.get("finished") or 0
 
 
 def tree_size(path):

@@ -386,7 +386,7 @@ def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=
     unreadable = []
     items = run_rows(runs_dir, unreadable)
     rows = select_runs(items, parse_where(where), status, query, last, helpers)
-    if unreadable and fmt == "table":   # said, never silently left out
+    if unreadable:   # said on stderr, never silently left out (a script reading --json needs to know most)
         print(f"{plural(len(unreadable), 'run record')} could not be read: {', '.join(unreadable[:3])}"
               + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")
               + f" (`mlrun runs show {unreadable[0]}` says why)", file=sys.stderr)

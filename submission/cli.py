@@ -92,7 +92,8 @@ def report(result):
 
 SUBMIT_HELP = """mlrun submit QUERY --submitter=NAME --division=open|closed [--system=FILE.yaml]
     [--scenarios=SingleStream,Offline] [--benchmarks=bert-99[,bert-99.9]] [--short] [--rerun | --rerun-busy] [-o DIR]
-    [--inference-src DIR] [any app input, --dep.* or --env.* as for a run]
+    [--inference-src DIR] [--replace] [any app input, --dep.* or --env.* as for a run]
+    [--SCENARIO.INPUT=VALUE: an app input for one scenario's runs (--Offline.instances=2), over the one for all]
 mlrun plan submit QUERY ...   the same words: every run the submission needs, done or to run; no benchmark runs"""
 
 
@@ -107,7 +108,9 @@ def _from_anywhere(argv):
     while i < len(argv):
         word = argv[i]
         flag, eq, value = word.partition("=")
-        if flag in PATH_FLAGS and eq and value and ":" not in value.split("/")[0]:   # zoo:, hf: are no paths
+        scope, dot, name = flag[2:].partition(".")   # --Offline.user_conf=FILE: a path as --user_conf's is
+        if (f"--{name}" if dot and scope.lower() in ("singlestream", "multistream", "offline", "server") else flag) \
+                in PATH_FLAGS and eq and value and ":" not in value.split("/")[0]:   # zoo:, hf: are no paths
             word = f"{flag}={os.path.abspath(os.path.expanduser(value))}"
         elif word in PATH_FLAGS and i + 1 < len(argv) and ":" not in argv[i + 1].split("/")[0]:
             out.append(word)

@@ -89,6 +89,9 @@ def parser():
     p.add_argument("--rerun", action="store_true", help="run every run again (else finished ones are reused)")
     p.add_argument("--rerun-busy", action="store_true", help="run again only the runs measured while the machine was "
                                                              "busy")
+    p.add_argument("--replace", action="store_true", help="build this command's tree in place of the folder's last "
+                                                          "one where it holds another system or scenarios this "
+                                                          "command leaves out (their results go from the tree)")
     p.add_argument("-o", "--output", metavar="DIR", help="the submission folder (default submissions/SUBMITTER): "
                                                          "state, tree, checker output, archive")
     p.add_argument("--inference-src", metavar="DIR", help="a local clone of mlcommons/inference (else fetched)")
@@ -120,13 +123,19 @@ def parse(query, words):
         raise UsageError("--rerun and --rerun-busy: give one", hint="--rerun runs every run again, --rerun-busy only "
                                                                  "those measured while the machine was busy")
     inputs, deps, env = split_extras(rest)
-    taken = sorted(k for k in inputs if k in CONTROLLED)
+    opts.scenario_inputs = _scoped(inputs)
+    taken = sorted({k for k in [*inputs, *(k for kv in opts.scenario_inputs.values() for k in kv)] if k in CONTROLLED})
     if taken:
         raise UsageError(f"mlrun submit sets --{', --'.join(taken)} itself for each run",
                          hint=("--scenarios=A,B chooses the scenarios; " if "scenario" in taken else "")
                          + "leave them out; the plan shows each run's settings")
     opts.query = query
     opts.scenario_list = _names(opts.scenarios, SCENARIOS, "scenario")
+    left_out = [s for s in opts.scenario_inputs if s not in opts.scenario_list]
+    if left_out:   # set for runs that never happen: the person meant another scenario, or forgot --scenarios
+        raise UsageError(f"--{left_out[0]}.{next(iter(opts.scenario_inputs[left_out[0]]))}: {left_out[0]} is not "
+                         f"among the scenarios this submission runs ({', '.join(opts.scenario_list)})",
+                         hint="add it to --scenarios, or leave the flag out")
     opts.benchmark_list = _names(opts.benchmarks, BENCHMARKS, "benchmark")
     # A folder of the tree and of the default output: '..' wrote the tree over the current folder.
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", opts.submitter):
@@ -135,16 +144,30 @@ def parse(query, words):
     if len(opts.submitter) > 64:   # it names the archive too: 250 letters failed when packing, after every run
         raise UsageError(f"--submitter {opts.submitter[:20]}...: at most 64 characters (it names folders and the "
                          "archive)")
-    if "questions" in inputs:   # scores a subset: never a submission's accuracy (a rehearsal passed with it)
+    if "questions" in inputs or any("questions" in kv for kv in opts.scenario_inputs.values()):   # scores a subset: never a submission's accuracy (a rehearsal passed with it)
         raise UsageError("--questions scores a chosen subset of the dev set: a submission's accuracy run scores all "
                          "10833 features", hint="leave it out")
-    if "user_conf" in inputs and opts.division == "closed":
+    if opts.division == "closed" and ("user_conf" in inputs or any("user_conf" in kv
+                                                                      for kv in opts.scenario_inputs.values())):
         raise UsageError("--user_conf in the closed division: mlrun submit sets each run's LoadGen settings itself, "
                          "and a user.conf could change what the rules fix (durations, sample counts)",
                          hint="leave it out, or use --division=open")
     if not opts.output:
         opts.output = os.path.join("submissions", opts.submitter)
     return opts, inputs, deps, env
+
+
+def _scoped(inputs):
+    """Take --SCENARIO.INPUT=VALUE out of inputs: {scenario: {input: value}}, set for that scenario's runs only
+    (each scenario tuned apart: one flag set for all made --instances=1 for Offline rerun SingleStream's runs)."""
+    by_lower, scoped = {s.lower(): s for s in SCENARIOS}, {}
+    for key in [k for k in inputs if "." in k]:
+        head, _, name = key.partition(".")
+        if head.lower() not in by_lower or not name:
+            raise UsageError(f"--{key}: '{head}' is no scenario", hint="--SCENARIO.INPUT=VALUE sets an input for one "
+                             f"scenario's runs ({', '.join(SCENARIOS)}); --INPUT=VALUE sets it for all")
+        scoped.setdefault(by_lower[head.lower()], {})[name] = inputs.pop(key)
+    return scoped
 
 
 def _names(text, known, what):
@@ -209,14 +232,39 @@ class Submission:
 
     # -- resolving ------------------------------------------------------------------------------
 
+    def keeps_the_last_tree(self):
+        """Refuse, before anything is removed, a submit whose tree would drop what the folder's last one held:
+        another system's results (a second system given the same -o lost the first's tree, archive and runs' place
+        in it) or scenarios this command leaves out (--scenarios=Offline to redo one scenario dropped the others)."""
+        last = self.state.get("request") or {}
+        if getattr(self.opts, "replace", False) or not last or not os.path.isdir(os.path.join(self.dir, "tree")):
+            return
+        dropped = []
+        if self.state.get("system_id") not in (None, self.system_id):
+            dropped.append(f"system {self.state['system_id']}'s results (this command builds {self.system_id}'s)")
+        gone = [s for s in last.get("scenarios") or [] if s not in self.opts.scenario_list]
+        if gone and not dropped:
+            dropped.append(f"the {', '.join(gone)} results (this command runs {', '.join(self.opts.scenario_list)})")
+        if dropped:
+            raise UsageError(f"{self.dir} holds a submission whose tree this command would rebuild without "
+                             f"{dropped[0]}: a submit builds the tree of its own runs alone",
+                             hint="another system: give it its own -o (one system's tree per folder); one scenario "
+                                  "with other flags: keep every scenario and scope the flags (--Offline.instances=1; "
+                                  "the other scenarios' runs are reused); or --replace to build this one in its place")
+
     def resolve(self, extra, query=None):
         """The plan of the app with these inputs (or of another recipe's `query`, without the user's overrides)."""
         from engine.resolver import resolve
         if query:
             return resolve(self.settings.index(), query, inputs=extra, host_env=os.environ,
                            prober=self.settings.prober())
-        return resolve(self.settings.index(), self.opts.query, inputs={**self.inputs, **extra}, host_env=os.environ,
+        return resolve(self.settings.index(), self.opts.query, inputs=self.inputs_of(extra), host_env=os.environ,
                        dep_overrides=self.deps, env_overrides=self.env, prober=self.settings.prober())
+
+    def inputs_of(self, extra):
+        """A run's app inputs: the user's for every run, then theirs for its scenario, then the run's own."""
+        scoped = getattr(self.opts, "scenario_inputs", {}).get(extra.get("scenario"), {})
+        return {**self.inputs, **scoped, **extra}
 
     def check_request(self):
         """Everything that can be refused is refused here, before any run starts."""
@@ -413,7 +461,7 @@ class Submission:
         runner = Runner(Cache(self.settings.cache), self.settings.runs, reporter=_Quiet(), verbose=self.verbose,
                         mirror=self.settings.mirror, stream_root=self.verbose)
         argv = ["bin/mlrun", query or self.opts.query] + [
-            f"--{k}={v}" for k, v in {**({} if query else self.inputs), **inputs}.items()]
+            f"--{k}={v}" for k, v in (inputs if query else self.inputs_of(inputs)).items()]
         if not query:
             argv += [f"--dep.{d}.{k}={v}" for d, kv in self.deps.items() for k, v in kv.items()] \
                 + [f"--env.{k}={v}" for k, v in self.env.items()]
@@ -469,6 +517,7 @@ class Submission:
     def execute(self):
         self.state["argv"] = getattr(self.opts, "argv", None) or self.state.get("argv")
         self.state.update(request={"query": self.opts.query, "inputs": self.inputs, "deps": self.deps,
+                                   "scenario_inputs": getattr(self.opts, "scenario_inputs", {}),
                                    "env": secrets.redacted(self.env), "division": self.opts.division, "short": self.opts.short,
                                    "submitter": self.opts.submitter, "benchmarks": self.opts.benchmark_list,
                                    "scenarios": self.opts.scenario_list, "round": ROUND},
@@ -564,6 +613,7 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
             f"LoadGen {sub.loadgen}" + ("; --short: a rehearsal, NOT submittable" if opts.short else ""))
     for note in sub.system_notes:
         sub.say(f"  note: {note}")
+    sub.keeps_the_last_tree()
     if plan_only:
         rows = sub.plan_rows()
         width = max(len(r[0]) for r in rows)
@@ -572,7 +622,9 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
                 "the archive")
         for name, state, detail in rows:
             sub.say(f"  {name:<{width}}  {state:<28} {detail}")
-        yours = [f"--{k}={v}" for k, v in inputs.items()] + [f"--dep.{d}.{k}={v}" for d, kv in deps.items()
+        yours = [f"--{k}={v}" for k, v in inputs.items()] + [
+            f"--{scenario}.{k}={v}" for scenario, kv in opts.scenario_inputs.items() for k, v in kv.items()] \
+            + [f"--dep.{d}.{k}={v}" for d, kv in deps.items()
                                                              for k, v in kv.items()] \
             + [f"--env.{k}={v}" for k, v in secrets.scrub(env).items()]
         if yours:   # the lines above list only what submit sets itself: the tuned flags were nowhere

@@ -226,7 +226,9 @@ def finish(sub, root):
     sub.say(report(result))
     # A tree the checker refuses is not packed: an archive beside a FAILED verdict could be uploaded all the same
     archive = pack.pack(root, os.path.join(sub.dir, archive_name(sub.opts))) if result.ok else None
-    busy = {name: e["busy"] for name, e in sub.state["runs"].items() if e.get("busy")}
+    # the runs of this tree: a scenario of an earlier command is in the state, not in the tree
+    busy = {name: e["busy"] for name, e in sub.state["runs"].items()
+            if e.get("busy") and name.split("/")[0] in sub.opts.scenario_list}
     verdict = {"ok": result.ok, "summary": result.summary, "errors": result.errors,
                "short_run_errors": result.short_run_errors, "warnings": result.warnings, "table": result.table,
                "log": result.log, "archive": archive, "tree": root, "short": sub.opts.short, "busy": busy}

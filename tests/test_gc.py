@@ -1,5 +1,6 @@
 """`mlrun gc`: removes what no live process owns (decided by locks), says how much it freed, and with
 --older-than removes cache entries unused that long, never one a running mlrun holds."""
+import json
 import os
 import subprocess
 import sys
@@ -251,3 +252,30 @@ def test_gc_usage(ws):
     assert os.path.exists(os.path.join(ws.cache, ".tmp", "a-0123456789abcdef.4242"))
     assert ws.mlrun("gc", "--help").returncode == 0
     assert "mlrun gc" in ws.mlrun("--help").stdout
+
+
+def test_an_entry_with_no_use_noted_is_removed_as_listed_and_its_use_file_goes(ws):
+    """An entry whose use file is missing (a cache copied without .locks/, or used by one who could not write
+    there): gc's own lock made the file, whose time now read as a use: "skipped: used since", its age reset.
+    An export's lock made it too."""
+    ws.recipe("dep", "tags: dep\nrun: echo dep > out.txt\n")
+    ws.recipe("other", "tags: other\ncache: false\ndeps: [dep]\nrun: 'true'\n")
+    assert ws.mlrun("other").returncode == 0
+    [entry] = ws.entries()
+    use = os.path.join(ws.cache, ".locks", entry + ".use")
+    meta = os.path.join(ws.cache, entry, ".mlrun", "entry.json")
+    finished = json.load(open(meta))["finished"]
+    os.remove(use)
+    run_id = os.listdir(ws.runs)[0]
+    assert ws.mlrun("export", run_id, "-o", os.path.join(str(ws.root), "b.tar.gz"), "--with-cache").returncode == 0
+    assert os.stat(use).st_mtime == 0   # the export's lock notes no use
+    later = finished + 60 * DAY
+    found = gc.find(Cache(ws.cache), ws.runs, older_than=30 * DAY, now=later)
+    assert [i.kind for i in found if i.entry] == ["unused entry"]
+    os.remove(use)   # and with no use file at all: gc's own lock is no use either
+    removed, skipped = gc.remove(Cache(ws.cache), found, older_than=30 * DAY, now=later)
+    assert [i.path for i in removed if i.entry] == [os.path.join(ws.cache, entry)] and not skipped, skipped
+    assert not os.path.exists(use)   # .locks/ keeps no use file of an entry that is gone
+    assert ws.mlrun("other").returncode == 0 and os.path.exists(use)   # built again: used
+    assert ws.mlrun("rm", "cache", "dep", "-y").returncode == 0
+    assert not os.path.exists(use)   # rm too

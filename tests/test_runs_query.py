@@ -256,6 +256,8 @@ def test_a_record_that_cannot_be_read_is_said(bench, text):
     assert listed.returncode == 0 and f"1 run record could not be read: {first} (`mlrun runs show {first}`" \
         in listed.stderr, listed.stderr
     assert second in listed.stdout
+    as_json = bench.mlrun("runs", "--json")   # a script is who needs it most: its rows lacked it unsaid
+    assert f"1 run record could not be read: {first}" in as_json.stderr and json.loads(as_json.stdout)
     for verb in (["runs", "show", first], ["diff", first, second], ["replay", first]):
         said = bench.mlrun(*verb)
         assert_user_error(said, 2)

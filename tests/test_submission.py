@@ -295,3 +295,25 @@ def test_an_interrupted_rerun_leaves_no_old_verdict_and_says_how_to_go_on(ws, co
     assert "the same command without --rerun goes on from where it stopped" in err, err
     assert not os.path.exists(archive) and not (root / "tree").exists() and not (root / "verdict.json").exists()
     assert "verdict" not in json.loads((root / "state.json").read_text())
+
+
+def test_a_submit_that_would_drop_results_is_refused_and_a_scoped_flag_reuses_the_other_scenarios(ws, completed):
+    """A second system given the same -o lost the first's tree, archive and verdict, even when stopped after
+    4 s; --scenarios=Offline to redo one scenario dropped SingleStream from the tree; each unsaid."""
+    assert completed.returncode == 0
+    sub = ws.root / "sub"
+    (ws.root / "other.yaml").write_text(SYSTEM.replace("CI box", "Other box"))
+    other = [a if a != "--system=system.yaml" else "--system=other.yaml" for a in submit_args(ws.root, "--short")]
+    for args, said in ((other, "without system CI_box's results"),
+                       (submit_args(ws.root, "--short", "--scenarios=Offline"), "without the SingleStream results")):
+        for verb in (["plan"], []):
+            assert_user_error(ws(*verb, *args, timeout=300), 2, said, "--replace")
+        assert (sub / "tree").is_dir() and (sub / "verdict.json").is_file()   # nothing removed
+    assert ws("plan", *other, "--replace", timeout=300).returncode == 0
+    # one scenario with other flags: the other scenario's runs are reused
+    plan = ws("plan", *submit_args(ws.root, "--short", "--Offline.instances=1"), timeout=300)
+    assert plan.returncode == 0, plan.stderr
+    rows = {line.split()[0]: line for line in plan.stdout.splitlines() if line.startswith("  ") and "/" in line}
+    assert all("done (" in rows[f"SingleStream/{kind}"] for kind in ("search", "accuracy", "performance")), rows
+    assert "to run" in rows["Offline/search"] and 'instances: absent -> "1"' in rows["Offline/accuracy"], rows
+    assert "every run also gets your --Offline.instances=1" in plan.stdout

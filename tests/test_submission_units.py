@@ -176,6 +176,11 @@ def test_a_missing_required_option_names_a_misspelt_one_beside_it():
     (["--questions=/tmp/q.json"], "--questions scores a chosen subset of the dev set"),
     (["--division=closed", "--user_conf=/tmp/u.conf"], "--user_conf in the closed division"),
     (["--submitter=" + "A" * 65], "at most 64 characters"),   # failed packing, after every run
+    # scenario-scoped inputs: a scenario that is none, one not run, an input submit sets itself
+    (["--Ofline.instances=1"], "--Ofline.instances: 'Ofline' is no scenario"),
+    (["--Server.instances=2"], "Server is not among the scenarios this submission runs (SingleStream, Offline)"),
+    (["--Offline.target_qps=5"], "sets --target_qps itself"),
+    (["--Offline.questions=/tmp/q.json"], "--questions scores a chosen subset"),
 ])
 def test_bad_requests_are_usage_errors(words, fragment):
     base = ([] if any(w.startswith("--submitter") for w in words) and "--submitter=Other" not in words
@@ -614,3 +619,16 @@ def test_server_is_refused_once_a_singlestream_search_shows_it_cannot_be_valid()
     assert "--scenarios=SingleStream,Offline" in caught.value.hint
     submit.server_possible("SingleStream", slow, "r1", ["SingleStream", "Offline"])   # no Server asked
     submit.server_possible("SingleStream", {"figures": {"measured_mean_latency_ms": 12.0}}, "r1", ["Server"])
+
+
+def test_an_input_for_one_scenario_goes_to_its_runs_alone():
+    """One flag set for all: --instances=1 meant for Offline ran SingleStream's runs again too."""
+    opts, inputs, _, _ = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "--threads=2",
+                                                          "--offline.instances", "1", "--Offline.threads=1"])
+    assert inputs == {"threads": "2"} and opts.scenario_inputs == {"Offline": {"instances": "1", "threads": "1"}}
+    sub = submit.Submission.__new__(submit.Submission)
+    sub.opts, sub.inputs = opts, inputs
+    assert sub.inputs_of({"mode": "accuracy", "scenario": "Offline"}) == {"threads": "1", "instances": "1",
+                                                                          "mode": "accuracy", "scenario": "Offline"}
+    assert sub.inputs_of({"mode": "accuracy", "scenario": "SingleStream"}) == {"threads": "2", "mode": "accuracy",
+                                                                               "scenario": "SingleStream"}
