@@ -63,7 +63,14 @@ class Cache:
                                  hint="its owner can make it readable to the group (chmod -R g+rX), or remove it")
             return None
         meta = read_entry(path)
-        if meta is not None and meta["key"] != node.key:   # an entry copied or renamed onto this key's folder
+        if meta is None:   # the key cannot be checked: it was used, while `cache verify` said it is not
+            entry_file = os.path.join(path, META_DIR, ENTRY_FILE)
+            if not os.access(entry_file, os.R_OK):
+                raise MlrunError(f"the cache entry {path} is not readable by you (owner: {owner(entry_file)})",
+                                 hint="its owner can make it readable to the group (chmod -R g+rX), or remove it")
+            raise DamagedEntry(f"the cache entry {path} has a .mlrun/entry.json mlrun cannot read; it is not used",
+                               hint=f"remove it with `{removal_command(path)}`; the next run rebuilds it")
+        if meta["key"] != node.key:   # an entry copied or renamed onto this key's folder
             raise DamagedEntry(f"the cache entry {path} holds {filed_as(meta)}, not this key ({node.key[:16]}); "
                                "it is not used", hint=f"remove it with `{removal_command(path)}`; the next run rebuilds "
                                "it (copy or move entries whole, under their own names)")
@@ -393,7 +400,7 @@ class Cache:
 def copy_damage_only(problems):
     """Whether an entry's problems are only times and inodes changed (a copy that did not keep them), which
     `cache verify --reseal` records anew; a file or folder added or gone is no copy's doing."""
-    return all(p.startswith("stat-damage: modified: ") for p in problems)
+    return all(p.startswith("stat-damage: modified: ") and not p.endswith(" (its size)") for p in problems)
 
 
 def removal_command(path):

@@ -84,7 +84,9 @@ def stat_problems(root):
     now = signature(root)
     if now == recorded:
         return []
-    problems = [f"modified: {rel}" for rel in sorted(recorded) if rel in now and now[rel] != recorded[rel]]
+    # a size or kind that changed is said so: no copy changes it (the reseal hint is for times alone)
+    problems = [f"modified: {rel}" + ("" if now[rel].split()[:2] == recorded[rel].split()[:2] else " (its size)")
+                for rel in sorted(recorded) if rel in now and now[rel] != recorded[rel]]
     problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(now))]
     return problems + [f"added: {rel}" for rel in sorted(set(now) - set(recorded))]
 

@@ -323,6 +323,13 @@ class _Checker:
             env_name = self.expect(spec.get("env", "MLRUN_INPUT_" + name.upper()), str, here + ["env"], "env")
             if not ENV_RE.match(env_name):
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
+            if env_name in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR"):   # mlrun's own, set after: the value went unsaid
+                self.fail(here + ["env"], f"input '{name}' sets {env_name}, which mlrun sets itself for every step",
+                          "name another variable (env: MY_NAME), or leave env: out")
+            other = next((n for n in out if out[n]["env"] == env_name), None)
+            if other is not None:   # both in the key, one value reached the step
+                self.fail(here + ["env"] if "env" in spec else here, f"inputs '{other}' and '{name}' both set "
+                          f"{env_name}: the step would see one of the two values", "give one of them env: ANOTHER_NAME")
             required = self.expect(spec.get("required", False), bool, here + ["required"], "required")
             # content: a path input whose file's or folder's content goes into the key, not only its name
             content = self.expect(spec.get("content", False), bool, here + ["content"], "content")

@@ -159,14 +159,23 @@ def collect(folder, wanted, strict=False):
         try:
             with open(path) as f:
                 text = f.read()
+        except IsADirectoryError:   # it said "wrote no s.json"
+            if strict:
+                raise ValueError(f"its {field} file {name} is a folder") from None
+            continue
         except OSError:
+            continue
+        except UnicodeDecodeError:   # it said "'utf-8' codec can't decode byte 0xb7", naming no file
+            if strict:
+                raise ValueError(f"its {field} file {name} is not UTF-8 text") from None
             continue
         if name.endswith(".json"):
             try:
                 out[field] = json.loads(text)
-            except ValueError as e:
+            except (ValueError, RecursionError) as e:   # 100,000 nested brackets: "a bug in mlrun"
                 if strict:
-                    raise ValueError(f"its {field} file {name} is not JSON ({e})") from None
+                    raise ValueError(f"its {field} file {name} is not JSON "
+                                     f"({e if isinstance(e, ValueError) else 'nested too deep'})") from None
         if field not in out:
             out[field] = text.splitlines()
         if strict and field == "results" and not isinstance(out[field], dict):

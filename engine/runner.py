@@ -303,6 +303,11 @@ class Runner:
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)
+            if node.record:   # before it is published: an entry whose record cannot be read failed every run after
+                try:
+                    records.collect(folder, node.record, strict=True)
+                except ValueError as e:
+                    raise StepError(str(e), hint="the step's recipe says it writes it (record:)") from None
             unmasked = []
             masked = secrets.mask_files(folder, env, skip={META_DIR}, unmasked=unmasked)
             if unmasked:   # published, the entry (and a bundle of it) would carry the secret

@@ -49,6 +49,7 @@ def _convert(node, path, lines, file):
             if not isinstance(key_node, yaml.ScalarNode):
                 raise RecipeError("mapping keys must be plain strings", file, key_node.start_mark.line + 1)
             key = key_node.value
+            _text_a_step_can_hold(key, file, key_node)
             if key in out:
                 raise RecipeError(f"duplicate key '{key}'", file, key_node.start_mark.line + 1)
             lines[path + (key,)] = key_node.start_mark.line + 1
@@ -66,12 +67,27 @@ def _convert(node, path, lines, file):
     except yaml.constructor.ConstructorError:
         raise RecipeError(f"YAML tag '{node.tag}' is not allowed in a recipe (recipes are plain data)",
                           file, node.start_mark.line + 1) from None
+    if isinstance(value, str):
+        _text_a_step_can_hold(value, file, node)
     if isinstance(value, datetime.date):   # 2024-01-01 unquoted: a date object no key or record can hold
         raise RecipeError(f"{node.value} is written without quotes, which YAML reads as a date", file,
                           node.start_mark.line + 1, f'quote it: "{node.value}"')
     if isinstance(value, (bool, int, float)) and node.style is None and as_text(value) != node.value:
         lines.written[path] = node.value   # 0755 read as 493, 1.10 as 1.1, 12:30 as 750, no as False
     return value
+
+
+def _text_a_step_can_hold(text, file, node):
+    """An escape ("a\\0b", "\\ud800") gets past the reader's check of raw characters: plan passed, then the step's
+    environment ended "unexpected ValueError: embedded null byte" (a bug in mlrun)."""
+    if "\0" in text:
+        raise RecipeError("a NUL character (\\0) is not allowed in a recipe's text: no environment variable, "
+                          "argument or file name can hold it", file, node.start_mark.line + 1)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise RecipeError(f"character U+{ord(text[e.start]):04X} (a lone surrogate) is not allowed in a recipe's "
+                          "text: it is no character UTF-8 can write", file, node.start_mark.line + 1) from None
 
 
 def as_text(value):

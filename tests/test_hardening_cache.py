@@ -13,7 +13,7 @@ import filelock  # noqa: F401  (loaded before a test forks a child that cannot r
 import pytest
 
 from conftest import assert_user_error, kill_group, wait_for
-from engine import Cache, MemoryIndex, MlrunError, resolve
+from engine import Cache, MemoryIndex, MlrunError, integrity, resolve
 from engine.bundle import export_run, import_bundle
 from engine.runner import Runner, RunReporter
 
@@ -280,12 +280,14 @@ def test_a_cache_the_user_may_only_read_still_serves_cached_runs(public_tmp):
 
 
 @pytest.mark.parametrize("damage, shown", [
-    (lambda root: open(os.path.join(root, "out.txt"), "a").write("more"), "modified: out.txt"),
+    (lambda root: open(os.path.join(root, "out.txt"), "a").write("more"), "modified: out.txt (its size)"),
     (lambda root: open(os.path.join(root, "sub", "junk"), "w").write("j"), "added: sub/junk"),
     (lambda root: os.remove(os.path.join(root, "sub", "low.txt")), "missing: sub/low.txt"),
     (lambda root: os.utime(os.path.join(root, "out.txt"), (0, 0)), "modified: out.txt"),
     (lambda root: os.mkdir(os.path.join(root, "newdir")), "added: newdir"),
-], ids=["appended", "added", "removed", "touched", "new-folder"])
+    # its time kept: the size changed, which no copy does (the reseal hint was offered for it)
+    (lambda root: _keep_time(os.path.join(root, "out.txt"), lambda p: os.truncate(p, 1)), "modified: out.txt (its size)"),
+], ids=["appended", "added", "removed", "touched", "new-folder", "truncated"])
 def test_a_damaged_entry_is_refused_naming_it_and_the_command_that_removes_it(ws, damage, shown):
     two_steps(ws)
     built(ws)
@@ -295,13 +297,34 @@ def test_a_damaged_entry_is_refused_naming_it_and_the_command_that_removes_it(ws
     err = assert_user_error(result, 2, f"the cache entry {root} changed after it was published", shown)
     command = err.split("remove it with `", 1)[1].split("`", 1)[0]
     assert command == f"mlrun rm cache {root} -y"
-    assert ("cache verify --reseal" in err) == shown.startswith("modified"), err   # a copy adds and loses nothing
+    # a copy adds, loses and resizes nothing
+    assert ("cache verify --reseal" in err) == (shown.startswith("modified") and "size" not in shown), err
     assert ws.mlrun("plan", "top").returncode == 2   # nothing reuses it
     removed = ws.mlrun(*shlex.split(command)[1:])
     assert removed.returncode == 0, removed.stderr
     again = ws.mlrun("top")
     assert again.returncode == 0, again.stderr
     assert ws.mlrun("cache", "verify").returncode == 0
+
+
+def _keep_time(path, change):
+    st = os.stat(path)
+    change(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_an_entry_whose_entry_json_cannot_be_read_is_refused_as_verify_says(ws):
+    """A flipped byte in entry.json (size and time kept): run and plan used the entry, while `cache verify` said
+    "it is not used"."""
+    two_steps(ws)
+    built(ws)
+    root = entry_path(ws, "low")
+    meta = os.path.join(root, ".mlrun", "entry.json")
+    integrity.thaw(root)
+    _keep_time(meta, lambda p: open(p, "r+b").write(b"X"))
+    assert_user_error(ws.mlrun("top"), 2, f"the cache entry {root} has a .mlrun/entry.json mlrun cannot read",
+                      f"mlrun rm cache {root} -y")
+    assert "DAMAGED" in ws.mlrun("cache", "verify").stdout
 
 
 def test_an_entry_copied_onto_another_key_s_folder_is_refused_and_verify_says_misfiled(ws):

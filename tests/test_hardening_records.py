@@ -144,10 +144,30 @@ def test_a_results_file_that_is_not_json_fails_the_step(ws):
     """record: {results: summary.json} holding '{broken' ended ok with results ["{broken"]: no field, no word."""
     ws.recipe("np", "tags: np\ncache: false\nrun: echo '{broken' > summary.json\nrecord: {results: summary.json}\n")
     result = ws.mlrun("np")
-    assert_user_error(result, 1, "step np: its results file summary.json is not JSON (Expecting property name")
+    assert_user_error(result, 1, "step np failed: its results file summary.json is not JSON (Expecting property name")
     assert only_record(ws)["status"] == "failed"
     ws.recipe("np", "tags: np\ncache: false\nrun: |\n  echo '{\"ok\": 1}' > summary.json\nrecord: {results: summary.json}\n")
     assert ws.mlrun("np").returncode == 0
+
+
+@pytest.mark.parametrize("run, said", [
+    ("if [ -e ../../ok ]; then echo '{\"x\": 1}' > s.json; else echo '{\"x\":' > s.json; fi",
+     "its results file s.json is not JSON"),
+    ("if [ -e ../../ok ]; then echo '{}' > s.json; else mkdir s.json; fi", "its results file s.json is a folder"),
+    ("if [ -e ../../ok ]; then echo '{}' > s.json; else printf '\\xb7\\xff' > s.json; fi",
+     "its results file s.json is not UTF-8 text"),
+    ("if [ -e ../../ok ]; then echo '{}' > s.json; else python3 -c \"print('['*100000 + ']'*100000)\" > s.json; fi",
+     "its results file s.json is not JSON (nested too deep)"),
+])
+def test_a_cached_step_whose_record_cannot_be_read_publishes_nothing(ws, run, said):
+    """The record was read after the entry was published: every later run took the cached entry and failed on it
+    again, until `rm cache`; a folder said "wrote no s.json", bytes not UTF-8 and deep nesting named no file."""
+    ws.recipe("flaky", "tags: flaky\nrun: |\n  " + run + "\nrecord: {results: s.json}\n")
+    assert_user_error(ws.mlrun("flaky"), 1, f"step flaky failed: {said}")
+    assert ws.entries() == []
+    open(os.path.join(ws.cache, "ok"), "w").close()   # ../../ok from the build folder: the step's own fix
+    again = ws.mlrun("flaky")
+    assert again.returncode == 0 and "built in" in again.stderr, again.stderr
 
 
 def test_a_full_cache_disk_ends_the_record_as_error(ws):
@@ -234,7 +254,7 @@ def test_process_mlperf_accuracy_squad_records_its_accuracy_as_the_runs_results(
 def test_a_results_file_that_is_no_object_fails_the_step(ws):
     """`[1, 2]` ran `ok`, then its run vanished from `mlrun runs` ("1 run record could not be read")."""
     ws.recipe("np", "tags: np\ncache: false\nrun: echo '[1, 2]' > summary.json\nrecord: {results: summary.json}\n")
-    assert_user_error(ws.mlrun("np"), 1, "step np: its results file summary.json holds list [1, 2], where a JSON "
+    assert_user_error(ws.mlrun("np"), 1, "step np failed: its results file summary.json holds list [1, 2], where a JSON "
                                          "object of its figures is needed")
 
 

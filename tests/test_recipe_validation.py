@@ -128,6 +128,18 @@ CASES = [
     # an int input's default 010: YAML's octal 8, taken in silence (a str input's was refused)
     ("int-default-octal", "tags: a\ninputs:\n  n: {type: int, default: 010}\n", 3,
      "the default of input 'n' is written 010, which YAML reads as octal 8"),
+    # escapes past the reader's check of raw characters: plan passed, the run said "a bug in mlrun"
+    ("env-nul-escape", 'tags: a\nenv: {A: "a\\0b"}\n', 2, "a NUL character"),
+    ("run-nul-escape", 'tags: a\nrun:\n  - echo\n  - "\\0"\n', 4, "a NUL character"),
+    ("env-lone-surrogate", 'tags: a\nenv: {A: "\\ud800"}\n', 2, "U+D800 (a lone surrogate)"),
+    ("key-nul-escape", 'tags: a\nenv: {"A\\0": b}\n', 2, "a NUL character"),
+    # two inputs, one variable: two keys, one value seen by the step (MLRUN_INPUT_AB from ab and AB)
+    ("inputs-share-a-variable", "tags: a\ninputs:\n  ab: {default: x}\n  AB: {default: y}\n", 4,
+     "inputs 'ab' and 'AB' both set MLRUN_INPUT_AB"),
+    ("inputs-share-a-named-variable", "tags: a\ninputs:\n  s: {env: X}\n  t:\n    env: X\n", 5,
+     "inputs 's' and 't' both set X"),
+    ("input-sets-mlruns-own", "tags: a\ninputs:\n  s: {env: MLRUN_ENTRY}\n", 3,
+     "input 's' sets MLRUN_ENTRY, which mlrun sets itself"),
     ("int-default-octal-negative", "tags: a\ninputs:\n  n: {type: int, default: -010}\n", 3,
      "written -010, which YAML reads as octal -8"),
     ("int-default-octal-underscore", "tags: a\ninputs:\n  n: {type: int, default: 0_10}\n", 3,
