@@ -460,7 +460,8 @@ def _main(argv):
         e = usage.option_typo_hint(e, GLOBAL_OPTIONS + tuple(_options_of(parser, args.verb)))
         return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
     except KeyboardInterrupt as e:
-        print(f"mlrun: interrupted by {signal_name(e)}; " + INTERRUPTED.get(args.verb, "nothing half-built was published")
+        print(f"mlrun: interrupted by {signal_name(e)}; " + ("nothing removed: it stopped at its prompt" if getattr(
+                  e, "at_prompt", False) else INTERRUPTED.get(args.verb, "nothing half-built was published"))
               + (f"; {getattr(e, 'resume', 'the same command goes on from where it stopped')}"
                  if args.verb in RESUMABLE else ""),
               file=sys.stderr)
@@ -587,7 +588,7 @@ def cmd_run(args, extras, settings):
     from .runner import Runner
     plan = _resolve(args, extras, settings)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose,
-                    mirror=settings.mirror, stream_root=not args.json)
+                    mirror=settings.mirror, stream_root=not args.json, live_out=sys.stderr if args.json else None)
     try:
         record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
     except (MlrunError, KeyboardInterrupt):
@@ -622,6 +623,9 @@ def cmd_plan(args, extras, settings):
         if not extras or extras[0].startswith("-"):
             raise UsageError("mlrun plan submit needs a QUERY", hint='mlrun plan submit "app mlperf bert" ...')
         args.query = extras[0]
+        if getattr(args, "json", False):   # it printed text, exit 0, and a script's jq failed
+            raise UsageError("mlrun plan submit prints text only (no --json)",
+                             hint="leave --json out; the submission folder's state.json holds each run's state")
         return cmd_submit(args, extras[1:], settings, plan_only=True)
     plan = _resolve(args, extras, settings)
     cache = Cache(settings.cache)
@@ -899,11 +903,15 @@ def _confirmed(args, what):
         return True
     if not sys.stdin.isatty():
         raise UsageError(f"{what} would be removed; pass -y to confirm without a prompt")
-    try:
-        answer = input(f"remove {what}? [y/N] ")
-    except EOFError:   # Ctrl-D: "unexpected EOFError ... a bug in mlrun"
-        answer = ""
-        print()
+    try:   # on stderr: with stdout redirected (> gc.log) the prompt went there, and mlrun seemed to hang
+        print(f"remove {what}? [y/N] ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:   # Ctrl-D
+            print(file=sys.stderr)
+    except KeyboardInterrupt as e:   # nothing was removed yet: not "what it was removing may be half gone"
+        print(file=sys.stderr)
+        e.at_prompt = True
+        raise
     if answer.strip().lower() in ("y", "yes"):
         return True
     print("nothing removed")
@@ -1099,8 +1107,8 @@ def cmd_runs(args, extras, settings):
             raise UsageError(f"mlrun runs show takes one run; {', '.join(listing)} choose runs and columns of the list",
                              hint="`mlrun runs show RUN` (or --json), or `mlrun runs " + " ".join(listing) + " ...`")
         record = records.load(records.find(settings.runs, args.run))
-        if args.json:
-            _print_json({k: v for k, v in record.items() if k != "_dir"})
+        if args.json:   # the status as the text says it: a dead run's record says "running" (a poller waited)
+            _print_json({**{k: v for k, v in record.items() if k != "_dir"}, "status": records.status(record)})
             return 0
         _show_record(record)
         return 0
@@ -1251,7 +1259,7 @@ def cmd_replay(args, extras, settings):
             settings.mirror = here
             print(f"replay: the run's mirror {here} is used (--mirror DIR gives another)", file=sys.stderr)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
-                    stream_root=not args.json)
+                    stream_root=not args.json, live_out=sys.stderr if args.json else None)
     new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,
                                           argv=["mlrun"] + sys.argv[1:], recorded_recipes=args.recorded_recipes)
     reused = sum(1 for s in new["steps"] if s["status"] == "cached")

@@ -84,8 +84,10 @@ def new_run_id():   # gc.RUN_ID matches these names
 
 class Runner:
     def __init__(self, cache, runs_dir, reporter=None, verbose=False, mirror=None,
-                 host_env=None, stream_root=True):
+                 host_env=None, stream_root=True, live_out=None):
         self.cache = cache
+        # where a live step's output goes: stdout, or stderr where stdout is for --json alone (-v broke the JSON)
+        self.live_out = live_out
         self.runs_dir = os.path.abspath(runs_dir)
         self.reporter = reporter or RunReporter()
         self.verbose = verbose
@@ -143,6 +145,9 @@ class Runner:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 record_path = None
                 raise
+            for node in plan.nodes:   # every entry the plan names, from the start: gc removed one planned for a
+                if node.cache:        # later step while an earlier one built (it was rebuilt, or failed offline)
+                    self.cache.use(node)
             for i, node in enumerate(plan.nodes, 1):
                 step = {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
                 record["steps"].append(step)
@@ -327,7 +332,7 @@ class Runner:
             tail = _tail(kept)
             self.reporter.step(i, total, node, f"FAILED after {seconds:.1f} s", f"log: {kept}")
             # A live step's output was just shown where these lines go: its tail again said the error thrice.
-            if tail and not (live and _one_destination()):
+            if tail and not (live and _one_destination(self.live_out or sys.stdout)):
                 self.reporter.line("    " + "\n    ".join(tail))
             # A step that said why (an `error: ` line, as mlrun's own steps do) is quoted: a sweep's point, a
             # submission's run and the last line of a failed run give the cause, not only an exit code.
@@ -406,14 +411,15 @@ class Runner:
                     log.flush()   # the log is what a person follows (tail -f) while a long step runs
                     # An interactive step's error: and hint: lines become mlrun's own error (below), said once.
                     if live and not (interactive and line.startswith((b"error: ", b"hint: "))):
-                        sys.stdout.buffer.write(line)
-                        sys.stdout.flush()
+                        out = self.live_out or sys.stdout
+                        out.buffer.write(line)
+                        out.flush()
                     last = line
                 if not last.endswith((b"\n", b"\r")):   # its last line unended: mlrun's own lines start on their own
                     log.write(b"\n")
                     if live:
-                        sys.stdout.buffer.write(b"\n")
-                        sys.stdout.flush()
+                        (self.live_out or sys.stdout).buffer.write(b"\n")
+                        (self.live_out or sys.stdout).flush()
                 code = proc.wait()
             except BaseException:  # interrupted, or the log could not be written: stop the step first
                 guard.stop(proc, record)
@@ -653,11 +659,11 @@ def _short(path):
     return rel if not rel.startswith("../..") else path
 
 
-def _one_destination():
-    """Whether stdout (a live step's output) and stderr (mlrun's lines) go to the same place: a terminal, or
-    one file (2>&1). Apart (`2>err.log`), the failure's tail is all that stderr has of the cause."""
+def _one_destination(live_out):
+    """Whether a live step's output and stderr (mlrun's lines) go to the same place: a terminal, or one file
+    (2>&1). Apart (`2>err.log`), the failure's tail is all that stderr has of the cause."""
     try:
-        out, err = os.fstat(sys.stdout.fileno()), os.fstat(sys.stderr.fileno())
+        out, err = os.fstat(live_out.fileno()), os.fstat(sys.stderr.fileno())
     except (OSError, ValueError, AttributeError):
         return False
     return (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)

@@ -494,3 +494,21 @@ def test_a_misspelt_option_is_looked_for_in_the_command_line_parsed(ws, monkeypa
     assert "--older-than" in err and "--dryrun" not in err, err
     assert cli.main(["runs", "bogus", "--", "--jsn"]) == 2   # after --, a word is no option to blame
     assert "--jsn (did you mean" not in capsys.readouterr().err
+
+
+def test_json_output_stays_json_with_verbose_and_a_dead_runs_status_is_said(ws):
+    """--json -v: the steps' output came first on stdout (jq: parse error); runs show --json of a SIGKILLed run
+    said "running" where the text and the list said died (a poller waited for ever)."""
+    ws.recipe("talk", "tags: talk\ncache: false\nrun: echo 'the step talks'\n")
+    result = ws.mlrun("talk", "--json", "-v")
+    assert result.returncode == 0 and json.loads(result.stdout)["status"] == "ok", result.stdout
+    assert "the step talks" in result.stderr
+    run_id = json.loads(result.stdout)["run"]
+    path = os.path.join(ws.runs, run_id, "run.json")
+    record = json.load(open(path))
+    record.update(status="running", process=dict(record["process"], started=1))   # its mlrun is gone
+    json.dump(record, open(path, "w"))
+    listed = json.loads(ws.mlrun("runs", "--json", "--all").stdout)[0]["status"]
+    assert json.loads(ws.mlrun("runs", "show", run_id, "--json").stdout)["status"] == listed == "died"
+    assert_user_error(ws.mlrun("plan", "submit", "app mlperf bert", "--json", "--submitter=T", "--division=open"), 2,
+                      "mlrun plan submit prints text only (no --json)")   # it printed text, exit 0

@@ -496,6 +496,18 @@ def test_mlrun_through_a_symlink_and_ctrl_d_at_its_prompt(ws, tmp_path):
     out, err = proc.communicate(timeout=30)
     os.close(leader)
     assert proc.returncode == 0 and "nothing removed" in out and "unexpected" not in err, (out, err)
+    assert "remove 1 entry? [y/N]" in err and "[y/N]" not in out   # `> rm.log` hid the prompt: it seemed to hang
+    assert ws.entries("a")
+    # Ctrl-C at the prompt: nothing was removed ("what it was removing may be half gone" sent the person to rerun it)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([str(link), "rm", "cache", "a"], stdin=follower, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ws.env())
+    os.close(follower)
+    time.sleep(0.5)   # at its prompt
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 130 and "nothing removed: it stopped at its prompt" in err, (out, err)
     assert ws.entries("a")
 
 

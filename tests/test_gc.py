@@ -279,3 +279,27 @@ def test_an_entry_with_no_use_noted_is_removed_as_listed_and_its_use_file_goes(w
     assert ws.mlrun("other").returncode == 0 and os.path.exists(use)   # built again: used
     assert ws.mlrun("rm", "cache", "dep", "-y").returncode == 0
     assert not os.path.exists(use)   # rm too
+
+
+def test_gc_never_removes_an_entry_a_running_plan_reaches_later(ws, tmp_path):
+    """The use lock was taken as each step came: gc removed an entry planned for a later step while an earlier one
+    built, and the run rebuilt it (offline, a dataset's rebuild fails)."""
+    gate = tmp_path / "gate"
+    ws.recipe("later", "tags: later\nrun: echo later > out.txt\n")
+    ws.recipe("slow", f"tags: slow\nrun: touch {gate}.waiting; while [ ! -e {gate} ]; do sleep 0.05; done\n")
+    ws.recipe("top", "tags: top\ncache: false\ndeps: [slow, later]\nrun: 'true'\n")
+    assert ws.mlrun("later").returncode == 0
+    [later] = ws.entries("later")
+    proc = ws.popen("top")
+    try:
+        assert wait_for(lambda: os.path.exists(f"{gate}.waiting"))
+        use_files_aged(ws, 60 * DAY)
+        assert ws.mlrun("gc", "--older-than", "30d", "-y").returncode == 0
+        assert ws.entries("later") == [later]
+        gate.touch()
+        assert proc.wait(timeout=30) == 0, proc.stderr.read()
+    finally:
+        kill_group(proc)
+    [record] = [r for r in (json.load(open(os.path.join(ws.runs, n, "run.json"))) for n in os.listdir(ws.runs))
+                if r["query"] == "top"]
+    assert [s["status"] for s in record["steps"]] == ["built", "cached", "ran"], record["steps"]
