@@ -173,11 +173,15 @@ def _used_entries(record, cache):
                              f"is not in the cache {cache.root}",
                              hint="it was removed since (mlrun rm cache), or the run used another cache: "
                                   "pass that one with --cache, or export without the cache entries")
-        damage = integrity.stat_problems(os.path.join(cache.root, name))   # cheap: import would refuse it
+        # its stat signature, then its content (bit rot keeps size and time): import refused a damaged entry
+        # with "the bundle was not made by mlrun export, or was changed since"
+        damage = integrity.stat_problems(os.path.join(cache.root, name)) or \
+            entry_problems(os.path.join(cache.root, name))
         if damage:
             raise MlrunError(f"the cache entry {name} of step {step.get('label')} changed after it was published "
                              f"({few(damage)}): its receiver would refuse the bundle",
-                             hint=f"`{removal_command(os.path.join(cache.root, name))}` and a rerun rebuild it")
+                             hint=f"`{removal_command(os.path.join(cache.root, name))}` and a rerun rebuild it; "
+                                  "`mlrun cache verify` checks the other entries")
         names.add(name)
     return sorted(names)
 

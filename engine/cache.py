@@ -16,6 +16,7 @@ held shared by every mlrun whose plan uses the entry (its mtime: the last use),
 removes only what it can lock.
 """
 import contextlib
+import errno
 import json
 import os
 import re
@@ -23,7 +24,7 @@ import threading
 import time
 
 from . import digests, integrity, secrets
-from .errors import MlrunError
+from .errors import MlrunError, UnrecordableFileError, printable
 
 META_DIR = ".mlrun"
 ENTRY_FILE = "entry.json"
@@ -222,6 +223,10 @@ class Cache:
             os.rename(path, doomed)
         finally:
             self.drop_temp(doomed)
+        if os.path.lexists(doomed):   # "removed", its bytes still there (chattr +i, NFS's .nfsXXXX files)
+            raise OSError(errno.ENOTEMPTY, f"it is out of the cache, but not all of {doomed} could be deleted "
+                          "(an immutable file, or one a process holds open on NFS): mlrun gc deletes it once that "
+                          "is fixed")
 
     def keep_failed(self, build_dir, node, why="failed"):
         """Move a failed build's log and metadata aside (nothing is published) and return the log path."""
@@ -314,6 +319,10 @@ class Cache:
             except PermissionError as e:   # the first such file ended the whole check
                 self.unreadable.append((meta["path"], f"{e.strerror}: {e.filename} (owner: {owner(e.filename)})"))
                 continue
+            except UnrecordableFileError as e:   # a FIFO put in an entry ended the whole check, exit 2
+                rel = os.path.relpath(str(e.path), meta["path"]) if isinstance(e.path, str) else str(e.path)
+                bad.append((meta, [f"added: {printable(rel)} ({e.message.rsplit(': ', 1)[-1]})"]))
+                continue
             except (MlrunError, FileNotFoundError):
                 if not os.path.lexists(os.path.join(meta["path"], META_DIR, ENTRY_FILE)):
                     continue   # removed (mlrun rm, gc) while it was checked: nothing left to verify
@@ -359,17 +368,23 @@ class Cache:
         self._discard_all(entries)
 
     def _discard_all(self, entries):
-        failed = []
+        failed, errors = [], set()
         for meta in entries:   # all it can: `rm` stopped at a teammate's entry, saying nothing of those removed
             path = os.path.realpath(meta["path"])
             try:
                 self._discard(path)
             except OSError as e:
-                failed.append(f"{os.path.basename(path)} (owner: {owner(path)}: {e.strerror or e})")
+                whose = f"owner: {owner(path)}: " if os.path.lexists(path) else ""
+                failed.append(f"{os.path.basename(path)} ({whose}{e.strerror or e})")
+                errors.add(e.errno)
         if failed:
             done = len(entries) - len(failed)
+            # the hint for what happened: root was told to ask the builder on a read-only file system
+            hint = "the cache is on a read-only file system" if errno.EROFS in errors else \
+                "a sealed entry is removed by the user who built it (or root)" if errors & {errno.EPERM, errno.EACCES} \
+                else None
             raise MlrunError(f"could not remove {few(failed)}" + (f"; the other {done} removed" if done else ""),
-                             hint="a sealed entry is removed by the user who built it (or root)")
+                             hint=hint)
 
     def remove_unused(self, entries):
         """remove(), refusing while a running mlrun uses any of them (holds its use lock): the run would end

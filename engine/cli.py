@@ -1271,7 +1271,8 @@ def cmd_replay(args, extras, settings):
         for line in notes + lines:
             print(f"  {line}")
     if not ok:
-        raise StepError(f"the replay of {record['id']} gave a different accuracy", hint=f"mlrun diff {record['id']} {new['id']}")
+        raise StepError(f"the replay of {record['id']} gave a different accuracy", hint=f"mlrun diff {record['id']} {new['id']}; where "
+                        "nothing differs, a cache entry may have changed its bytes unseen: mlrun cache verify")
     return 0
 
 

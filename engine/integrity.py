@@ -102,6 +102,9 @@ def _old_format(root):
 def set_modes(root, frozen=False):
     """Let the group read every file (and enter every folder) of root; frozen: take every write bit away."""
     for folder, dirs, files in os.walk(root):
+        if frozen:   # before the folder loses its write bit
+            for f in files:
+                _own_copy(os.path.join(folder, f))
         for name in [folder] + [os.path.join(folder, f) for f in files]:
             st = os.lstat(name)
             if stat.S_ISLNK(st.st_mode):
@@ -110,6 +113,17 @@ def set_modes(root, frozen=False):
             mode = (st.st_mode | extra) & ~(WRITE_BITS if frozen else 0)
             if mode != st.st_mode:
                 os.chmod(name, stat.S_IMODE(mode))
+
+
+def _own_copy(path):
+    """A hard link to a file outside (a step's `ln /data/x x`) becomes the entry's own copy, times kept: sealing made
+    the person's file read-only, and the entry changed with it."""
+    st = os.lstat(path)
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        import shutil
+        tmp = f"{path}.mlrun-copy"
+        shutil.copy2(path, tmp)
+        os.replace(tmp, path)
 
 
 def thaw(root):

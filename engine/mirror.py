@@ -68,8 +68,9 @@ class _Index:
         if not (self.path and self.dirty):
             return
         folder = os.path.dirname(os.path.abspath(self.path))
-        try:
-            os.makedirs(folder, exist_ok=True)
+        try:   # the cache's .index/, the group's as the cache's own folders are (teammates' writes failed)
+            from .cache import shared_dir
+            shared_dir(folder, top=os.path.dirname(folder))
             fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mirror-index-", suffix=".tmp")
         except OSError:
             return   # a cache that cannot be written (read-only, full) costs the hashing again, nothing more

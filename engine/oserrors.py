@@ -43,6 +43,11 @@ class output_errors(os_errors):
         self.flag = flag
 
     def __exit__(self, kind, e, traceback):
+        read = e.filename if isinstance(e, OSError) and isinstance(e.filename, str) else None
+        if read and self.path and not os.path.abspath(read).startswith(os.path.abspath(self.path)):
+            # a file read on the way (an entry's file a teammate made private): "cannot write the bundle ...: give
+            # -o a path you may write" blamed the output
+            raise explain(e, "cannot read", read) from None
         if isinstance(e, OSError):
             error = explain(e, self.operation, self.path)
             if e.errno in (errno.EROFS, errno.EACCES, errno.ENOSPC):

@@ -231,6 +231,12 @@ def test_export_refuses_a_damaged_entry_and_a_place_that_is_not_a_file(made):
         export(made)
     assert f"the cache entry {made.entry['app']} of step" in e.value.message and "modified: out.txt" in e.value.message
     assert "mlrun rm cache" in e.value.hint and not any(n.startswith("run.tar.gz") for n in os.listdir(made.root))
+    # bit rot keeps size and time: the stat signature matches, the content does not (it was packed, and import
+    # said the bundle "was not made by mlrun export"); here the signature is made to match the changed file
+    integrity.reseal(app)
+    with pytest.raises(MlrunError) as e:
+        export(made)
+    assert "changed: out.txt" in e.value.message and "mlrun cache verify" in e.value.hint, e.value.message
     fifo = made.path("pipe")
     os.mkfifo(fifo)
     for place in (fifo, made.root):
@@ -614,3 +620,18 @@ def test_an_imported_failed_uncached_step_names_the_log_its_run_folder_brought(w
     shown = ws.mlrun("runs", "show", run_id, env=elsewhere)
     log = tmp_path / "runs2" / run_id / "torn" / ".mlrun" / "build.log"
     assert f"(log: {log})" in shown.stdout and "the weights are torn" in log.read_text(), shown.stdout
+
+
+def test_a_file_export_cannot_read_is_named_not_the_output(tmp_path):
+    """An entry's file a teammate made private: "cannot write the bundle OUT: Permission denied; give -o a path you
+    may write", while OUT was writable."""
+    from engine.oserrors import output_errors
+    out = str(tmp_path / "run.tar.gz")
+    with pytest.raises(MlrunError) as e:
+        with output_errors("cannot write the bundle", out):
+            raise PermissionError(13, "Permission denied", "/cache/get-bert-vocab-x/vocab.txt")
+    assert "cannot read /cache/get-bert-vocab-x/vocab.txt" in e.value.message and "-o" not in (e.value.hint or "")
+    with pytest.raises(MlrunError) as e:
+        with output_errors("cannot write the bundle", out):
+            raise PermissionError(13, "Permission denied", out + ".host-1.part")
+    assert "cannot write the bundle" in e.value.message and e.value.hint == "give -o a path you may write"

@@ -2,6 +2,7 @@
 import os
 import shutil
 import signal
+import stat
 import time
 
 import pytest
@@ -292,3 +293,54 @@ def test_entries_are_readable_by_the_group_whatever_the_umask(ws):
                       ("tool", stat.S_IRGRP | stat.S_IXGRP), (".mlrun/entry.json", stat.S_IRGRP)):
         assert os.stat(os.path.join(root, rel)).st_mode & want == want, rel
     assert os.stat(os.path.join(ws.cache, ".locks")).st_mode & stat.S_IWGRP
+
+
+def test_a_hard_link_to_a_file_outside_becomes_the_entrys_own_copy(ws, tmp_path):
+    """A step's `ln /data/x x`: sealing made the person's file read-only (and the entry shared its inode)."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("hi\n")
+    os.chmod(outside, 0o644)
+    ws.recipe("hl", f"tags: hl\nrun: ln {outside} h\n")
+    assert ws.mlrun("hl").returncode == 0
+    [entry] = ws.entries("hl")
+    copy = os.path.join(ws.cache, entry, "h")
+    assert stat.S_IMODE(os.stat(outside).st_mode) == 0o644 and os.stat(outside).st_nlink == 1
+    assert open(copy).read() == "hi\n" and os.stat(copy).st_ino != os.stat(outside).st_ino
+    assert ws.mlrun("cache", "verify").returncode == 0
+
+
+def test_rm_of_an_entry_whose_files_cannot_all_be_deleted_says_so(ws):
+    """An immutable file (or NFS's .nfsXXXX): rm said "removed 1 entry", exit 0, the bytes stayed in .tmp/, and gc
+    then blamed the owner."""
+    import subprocess
+    ws.recipe("keep", "tags: keep\nrun: echo x > x.txt\n")
+    assert ws.mlrun("keep").returncode == 0
+    [entry] = ws.entries("keep")
+    stuck = os.path.join(ws.cache, entry, "x.txt")
+    if subprocess.run(["chattr", "+i", stuck], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not possible here (not root, or the file system has no such flag)")
+    try:
+        result = ws.mlrun("rm", "cache", "keep", "-y")
+        err = assert_user_error(result, 2, f"could not remove {entry} (it is out of the cache, but not all of")
+        assert "mlrun gc deletes it once that is fixed" in err and "user who built it" not in err
+        assert ws.entries("keep") == []
+    finally:
+        for leftover in __import__("glob").glob(os.path.join(ws.cache, ".tmp", "*", "x.txt")):
+            subprocess.run(["chattr", "-i", leftover])
+    assert ws.mlrun("gc", "-y").returncode == 0 and not os.listdir(os.path.join(ws.cache, ".tmp"))
+
+
+def test_cache_verify_reports_a_fifo_in_an_entry_and_checks_the_others(ws):
+    """A FIFO put into an entry ended the whole check ("is a FIFO; only files..."), exit 2, no entry after it
+    checked and no command to remove it."""
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    ws.recipe("b", "tags: b\nrun: echo b > b.txt\n")
+    assert ws.mlrun("a").returncode == 0 and ws.mlrun("b").returncode == 0
+    [a] = ws.entries("a")
+    os.chmod(os.path.join(ws.cache, a), 0o755)
+    os.mkfifo(os.path.join(ws.cache, a, "pipe"))
+    result = ws.mlrun("cache", "verify")
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert "CORRUPT " in result.stdout, result.stdout
+    assert "added: pipe (is a FIFO" in result.stdout and "2 entries checked, 1 corrupt" in result.stdout, result.stdout
+    assert f"mlrun rm cache {os.path.join(ws.cache, a)} -y" in result.stdout
