@@ -112,6 +112,16 @@ def near_tags(entries, query):
                           for v in nearest("_" + word.split(".")[0], chosen)})
 
 
+def unknown_words(query, recipes):
+    """The query's tags and variations that no recipe has ([] where the recipes cannot be read: none known)."""
+    if not recipes:
+        return []
+    tags, variations = parse_query(query)
+    known = {t for name, r in recipes.items() for t in [name, *r.get("tags", ()), *r.get("aliases", ())]}
+    chosen = {v.split(".")[0] for r in recipes.values() for v in r.get("variations") or {}}
+    return [t for t in tags if t not in known] + [f"_{v}" for v in variations if v.split(".")[0] not in chosen]
+
+
 def to_remove(cache, word, recipes, confirmed):
     """The entries `rm cache WORD` means: a folder name or path, a key prefix, else a query as the resolver
     reads it. Several recipes left by a query: a UsageError listing them unless `confirmed` (-y)."""

@@ -278,6 +278,7 @@ def split_extras(words):
 GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
 RESUMABLE = ("sweep", "submit")   # verbs whose finished parts a new start of the same command reuses
 INSPECTING_CACHE = ("show", "rm", "gc", "cache")   # verbs that look into a cache: one given must be there
+INSPECTING_RUNS = ("runs", "diff", "export")   # likewise for a runs folder given (replay may make one)
 # What an interrupted verb that builds nothing left (it said "nothing half-built was published" of a removal)
 INTERRUPTED = {"rm": "what it was removing may be half gone: the same command finishes it",
                "gc": "what it was removing may be half gone: mlrun gc again finishes it",
@@ -433,6 +434,9 @@ def _main(argv):
                     raise UsageError(f"the {what} folder {path} is not a folder",
                                      hint=f"check {flag} (or MLRUN_{what.upper()})")
                 _check_place(what, path, flag, settings)
+            if args.verb in INSPECTING_RUNS and args.runs and not os.path.exists(settings.runs):
+                # a typo on the command line: `runs --json` printed [] and exit 0 (a CI job saw no runs, unsaid)
+                raise UsageError(f"the runs folder {settings.runs} does not exist", hint="check --runs (or MLRUN_RUNS)")
             if args.verb in INSPECTING_CACHE and args.cache and not os.path.exists(settings.cache):
                 # a typo on the command line: it was made, and said to hold nothing (MLRUN_CACHE may name one to be)
                 raise UsageError(f"the cache folder {settings.cache} does not exist",
@@ -826,6 +830,8 @@ def cmd_show(args, extras, settings):
     entries = cache_view.matching(everything, args.query, recipes)
     common = cache_view.common_packages(entries)
     by_key = {m.get("key"): m for m in everything}
+    if not entries and args.query:
+        _refuse_unknown(args.query, recipes, cache, "no entries")
     if args.json:
         _print_json([{k: m.get(k) for k in ("recipe", "version", "variations", "inputs", "key", "size", "files",
                                              "finished", "path")}
@@ -844,6 +850,16 @@ def cmd_show(args, extras, settings):
     _table(("RECIPE", "VARIATIONS", "DETAILS", "KEY", "SIZE", "AGE", "PATH"), rows)
     print(f"{plural(len(entries), 'entry')}, {_size(sum(m.get('size', 0) for m in entries))} in {cache.root}")
     return 0
+
+
+def _refuse_unknown(query, recipes, cache, outcome):
+    """A usage error for a query word no recipe has (exit 2, as find and plan say), with the tags near it."""
+    from . import cache_view
+    unknown = cache_view.unknown_words(query, recipes)
+    if unknown:
+        near = cache_view.near_tags(cache.entries(), " ".join(unknown))   # of the words no recipe has alone
+        raise UsageError(f"no recipe has {' or '.join(repr(w) for w in unknown)}: {outcome}",
+                         hint=f"near it: {', '.join(near)}" if near else "mlrun find lists the recipes' tags")
 
 
 def _print_near(words, verb):
@@ -875,6 +891,8 @@ def cmd_rm(args, extras, settings):
     if named:
         cache = Cache(os.path.dirname(entries[0]["path"]))
     if not entries:
+        if args.query:   # a typo no recipe knows: "nothing to remove", exit 0, and a cleanup script went on unaware
+            _refuse_unknown(args.query, cache_view.recipes_by_name(settings), cache, "nothing removed")
         print("nothing to remove")
         _print_near(cache_view.near_tags(cache.entries(), args.query) if args.query else [], "rm cache")
         return 0

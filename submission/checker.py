@@ -100,6 +100,8 @@ def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
     if code == 2 and "usage:" in text:   # the checker's own argparse refused an option (an unknown --version)
         raise UsageError(f"the submission checker refused the command line: {text.strip().splitlines()[-1]}")
     result = interpret(text, code, short)
+    result.errors = missing_files(tree_dir) + result.errors   # named first: the checker's words hid them
+    result.ok = result.ok and not result.errors
     failures = open_compliance_failures(tree_dir)   # the open division's checker skips compliance: said here
     if short:
         result.short_run_errors += failures
@@ -134,9 +136,39 @@ def open_compliance_failures(tree_dir):
         system, benchmark, scenario = path.split(os.sep)[-5:-2]
         said = "; ".join(line.strip() for line in lines if line.startswith(("Reference score", "Test score",
                                                                              "TEST FAIL"))) or "no verdict in it"
-        out.append(f"TEST01 {benchmark}-{scenario} ({system}): the performance check failed ({said}): the TEST01 "
-                   "run's speed is not within 10% of the performance run's")
+        # the cause as the script gives it: an INVALID run was blamed on speed too
+        why = ("a run it compares is INVALID (its detail log says why)" if "Invalid results" in said else
+               "the verification wrote no verdict" if said == "no verdict in it" else
+               "the TEST01 run's speed is not within 10% of the performance run's")
+        out.append(f"TEST01 {benchmark}-{scenario} ({system}): the performance check failed ({said}): {why}")
     return out
+
+
+def missing_files(tree_dir):
+    """Files a tree's results need that are missing, named: the checker then said "AttributeError: 'NoneType'
+    object has no attribute 'get'" (no system file) or "Execution occurred in running check" (no accuracy log)."""
+    import glob
+    out = []
+    for results in sorted(p for p in glob.glob(os.path.join(tree_dir, "*", "*", "results", "*")) if os.path.isdir(p)):
+        division, submitter, _, system = results.split(os.sep)[-4:]
+        described = os.path.join(tree_dir, division, submitter, "systems", f"{system}.json")
+        if not os.path.isfile(described):
+            out.append(f"{os.path.relpath(described, tree_dir)} is missing: the results of system {system} need "
+                       "its description")
+        for folder in sorted(glob.glob(os.path.join(results, "*", "*"))):
+            for rel in ("accuracy/mlperf_log_accuracy.json", "accuracy/accuracy.txt",
+                        "performance/run_1/mlperf_log_summary.txt", "performance/run_1/mlperf_log_detail.txt"):
+                if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, rel)):
+                    out.append(f"{os.path.relpath(os.path.join(folder, rel), tree_dir)} is missing")
+    return out
+
+
+def _once(messages):
+    """Each message once, with how many times it came (the checker says some once per scenario)."""
+    counts = {}
+    for m in messages:
+        counts[m] = counts.get(m, 0) + 1
+    return [m + (f" (x{n})" if n > 1 else "") for m, n in counts.items()]
 
 
 def _run(src_dir, tree_dir, version, log_path, csv_path, cwd):
@@ -252,6 +284,7 @@ def interpret(text, code, short):
         errors.append("the checker found no results in this tree (an empty tree is no submission): "
                       "expected DIVISION/SUBMITTER/results/SYSTEM/BENCHMARK/SCENARIO/")
     ok = not errors and (short or not short_errors)
+    errors, short_errors, warnings = _once(errors), _once(short_errors), _once(warnings)
     return CheckResult(ok=ok, errors=errors, short_run_errors=short_errors, warnings=warnings,
                        table=verdicts, log="", summary=summary)
 

@@ -385,15 +385,16 @@ def test_show_cache(app):
     assert int8["recipe"] == "model" and int8["inputs"] == {"layers": 2} and os.path.isdir(int8["path"])
     [bs] = json.loads(app.mlrun("show", "cache", "_batch_size", "--json").stdout)
     assert bs["variations"] == ["cpu", "batch_size.8"]
-    assert json.loads(app.mlrun("show", "cache", "nothing", "--json").stdout) == []
-    # A word that is no entry's tag: the tags near it (inside one, or a typo away), for show and rm alike.
-    assert app.mlrun("show", "cache", "ml").stdout.splitlines()[-1] == \
-        "no entry has that tag; tags near it: ml-model, mlperf (e.g. mlrun show cache ml-model)"
-    assert "tags near it: bert (e.g. mlrun rm cache bert)" in app.mlrun("rm", "cache", "bret").stdout
-    assert "near" not in app.mlrun("show", "cache", "nothing").stdout
-    assert app.mlrun("show", "cache", "model _in8").stdout.splitlines()[-1] == \
-        "no entry has that variation; variations near it: _int8 (e.g. mlrun show cache _int8)"   # was nothing
-    assert "variations near it: _int8" in app.mlrun("rm", "cache", "_in8", "-y").stdout
+    # a word no recipe has is a typo, as find and plan say (it listed nothing, exit 0)
+    assert_user_error(app.mlrun("show", "cache", "nothing", "--json"), 2, "no recipe has 'nothing'")
+    assert_user_error(app.mlrun("rm", "cache", "get ml-modle", "-y"), 2, "no recipe has 'ml-modle': nothing removed",
+                      "near it: ml-model")
+    # A word that is no recipe's tag: the entries' tags near it (inside one, or a typo away), for show and rm alike.
+    assert_user_error(app.mlrun("show", "cache", "ml"), 2, "hint: near it: ml-model, mlperf")
+    assert_user_error(app.mlrun("rm", "cache", "bret"), 2, "hint: near it: bert")
+    assert "hint: mlrun find lists the recipes' tags" in app.mlrun("show", "cache", "nothing").stderr
+    assert_user_error(app.mlrun("show", "cache", "model _in8"), 2, "no recipe has '_in8'", "near it: _int8")
+    assert_user_error(app.mlrun("rm", "cache", "_in8", "-y"), 2, "near it: _int8")
     assert len(app.entries()) == 4
 
 
@@ -512,3 +513,11 @@ def test_json_output_stays_json_with_verbose_and_a_dead_runs_status_is_said(ws):
     assert json.loads(ws.mlrun("runs", "show", run_id, "--json").stdout)["status"] == listed == "died"
     assert_user_error(ws.mlrun("plan", "submit", "app mlperf bert", "--json", "--submitter=T", "--division=open"), 2,
                       "mlrun plan submit prints text only (no --json)")   # it printed text, exit 0
+
+
+def test_a_runs_folder_given_that_does_not_exist_is_an_error_for_verbs_that_read_it(ws):
+    """`--runs /nonexistent runs --json` printed [] and exit 0: a CI job's typo went unseen (--cache said so)."""
+    missing = os.path.join(str(ws.root), "no-such-runs")
+    for verb in (["runs", "--json"], ["export", "x", "-o", "x.tgz"]):
+        assert_user_error(ws.mlrun("--runs", missing, *verb), 2, f"the runs folder {missing} does not exist")
+    assert not os.path.exists(missing)

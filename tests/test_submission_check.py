@@ -311,3 +311,36 @@ def test_the_headline_never_says_ok_over_a_failed_verdict():
     text = report(result)
     assert "looks OK (its own line; what it misses, listed below, fails the tree)" in text
     assert text.endswith("verdict: FAILED: 1 error (listed above)")
+
+
+def test_missing_files_are_named_not_left_to_the_checkers_exception(mlrun, tmp_path):
+    """No system file: "the checker stopped with an exception: AttributeError: 'NoneType' object has no attribute
+    'get'"; no accuracy log: "Execution occurred in running check": neither named the file."""
+    tree = make_tree(str(tmp_path / "sub"))
+    os.remove(os.path.join(tree, "open", "MyTeam", "systems", "sys1.json"))
+    os.remove(os.path.join(tree, "open", "MyTeam", "results", "sys1", "bert-99", "Offline", "accuracy",
+                           "mlperf_log_accuracy.json"))
+    result = mlrun("check", "submission", tree, "--short", "--json", "--out", str(tmp_path / "report"))
+    assert result.returncode == 1, result.stderr
+    errors = json.loads(result.stdout)["errors"]
+    assert errors[:2] == ["open/MyTeam/systems/sys1.json is missing: the results of system sys1 need its description",
+                          "open/MyTeam/results/sys1/bert-99/Offline/accuracy/mlperf_log_accuracy.json is missing"], errors
+
+
+def test_a_message_the_checker_repeats_per_scenario_is_listed_once_with_its_count():
+    from submission import checker
+    text = "\n".join(["[2026-01-01 00:00:00,000 main.py:10 ERROR] status is wrong"] * 2)
+    result = checker.interpret(text, 1, short=False)
+    assert result.errors == ["status is wrong (x2)"], result.errors
+
+
+def test_a_test01_check_that_failed_says_its_cause(tmp_path):
+    from submission import checker
+    folder = tmp_path / "open" / "T" / "results" / "s" / "bert-99" / "Offline" / "TEST01"
+    folder.mkdir(parents=True)
+    (folder / "verify_performance.txt").write_text("TEST FAIL: Invalid results in x/mlperf_log_detail.txt\n")
+    [said] = checker.open_compliance_failures(str(tmp_path))
+    assert said.endswith("a run it compares is INVALID (its detail log says why)") and "speed" not in said, said
+    (folder / "verify_performance.txt").write_text("garbage\n")
+    [said] = checker.open_compliance_failures(str(tmp_path))
+    assert said.endswith("the verification wrote no verdict"), said
