@@ -324,6 +324,8 @@ def _unreadable(bundle, error):
 
 
 def _refuse(bundle, what, problem, hint=TAMPERED, verb="import"):
+    if verb != "import" and hint:   # diff reads a bundle in place: "nothing was imported" said of no import
+        hint = hint.replace("; nothing was imported", "")
     return MlrunError(f"refusing to {verb} {bundle}: {what}: {problem}", hint=hint)
 
 

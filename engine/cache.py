@@ -223,10 +223,7 @@ class Cache:
             os.rename(path, doomed)
         finally:
             self.drop_temp(doomed)
-        if os.path.lexists(doomed):   # "removed", its bytes still there (chattr +i, NFS's .nfsXXXX files)
-            raise OSError(errno.ENOTEMPTY, f"it is out of the cache, but not all of {doomed} could be deleted "
-                          "(an immutable file, or one a process holds open on NFS): mlrun gc deletes it once that "
-                          "is fixed")
+        return doomed
 
     def keep_failed(self, build_dir, node, why="failed"):
         """Move a failed build's log and metadata aside (nothing is published) and return the log path."""
@@ -372,7 +369,10 @@ class Cache:
         for meta in entries:   # all it can: `rm` stopped at a teammate's entry, saying nothing of those removed
             path = os.path.realpath(meta["path"])
             try:
-                self._discard(path)
+                doomed = self._discard(path)
+                if os.path.lexists(doomed):   # "removed", its bytes still there (chattr +i, NFS's .nfsXXXX files)
+                    raise OSError(errno.ENOTEMPTY, f"it is out of the cache, but {what_stays(doomed)} could not be "
+                                  "deleted: mlrun gc deletes it once that is fixed")
             except OSError as e:
                 whose = f"owner: {owner(path)}: " if os.path.lexists(path) else ""
                 failed.append(f"{os.path.basename(path)} ({whose}{e.strerror or e})")
@@ -404,7 +404,7 @@ class Cache:
                                  "nothing was removed", hint=f"remove {'it' if len(busy) == 1 else 'them'} once "
                                  "that mlrun ends (a run: `mlrun runs` shows it; or an export, a sweep)")
             self._discard_all(entries)   # checked by removable() above
-            for _, use in held:   # no entry to use: .locks/ only grew
+            for _, use in held:   # under their locks: one waiting on one opens the path again (flock)
                 with contextlib.suppress(OSError):
                     os.unlink(use)
         finally:
@@ -491,6 +491,17 @@ def file_problems(path, recorded, skip=UNDIGESTED):
     return problems
 
 
+def what_stays(path):
+    """The first thing under a folder that could not be deleted, with its owner: "a teammate's", "immutable" or
+    "held open on NFS" were guesses."""
+    deepest = path
+    for folder, dirs, files in os.walk(path):
+        deepest = os.path.join(folder, (files or dirs or [""])[0]).rstrip(os.sep)
+        if files:
+            break
+    return f"{deepest} (owner: {owner(deepest)})"
+
+
 def owner(path):
     """The user name that owns path (its uid when the name is unknown here)."""
     import pwd
@@ -546,18 +557,36 @@ def flock(path, shared=False, wait=True, no_use=False):
     no_use: a use file this makes says no use (time 0): gc and export take the lock, and gc read the time they
     made as the entry's last use ("used since", skipped, its age reset).
 
+    The lock is of the file the path names once it is held: gc and rm unlink the use file of an entry they
+    removed, under its lock; one who opened it before then locks a file nobody will see, and opens the path again.
     flock, unlike pids, works for processes of several users and hosts (NFS maps it to byte-range locks)."""
-    import fcntl
-    if no_use:
+    while True:
+        fd = _flock_once(path, shared, wait, no_use)
+        if fd is None:
+            return None
         try:
-            made = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664)
+            same = os.path.samestat(os.fstat(fd), os.stat(path))
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+
+
+def _flock_once(path, shared, wait, no_use):
+    import fcntl
+    if no_use and not os.path.lexists(path):
+        # made whole under another name, then linked in: a run's use between a create and a utime lost its time
+        made = f"{path}.{os.getpid()}.new"
+        try:
+            os.close(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o664))
+            os.utime(made, (0, 0))
+            os.link(made, path)
         except OSError:
             pass   # there already (its time is a use's), or not ours to make: the open below says which
-        else:
-            try:
-                os.utime(made, (0, 0))
-            finally:
-                os.close(made)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(made)
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
     except PermissionError as denied:   # another user's lock file that the group may not write: flock needs no write

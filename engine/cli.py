@@ -891,7 +891,9 @@ def cmd_rm(args, extras, settings):
     if named:
         cache = Cache(os.path.dirname(entries[0]["path"]))
     if not entries:
-        if args.query:   # a typo no recipe knows: "nothing to remove", exit 0, and a cleanup script went on unaware
+        # a typo no recipe knows: "nothing to remove", exit 0, and a cleanup script went on unaware (a path or a
+        # key named nothing there: said so below, as before)
+        if args.query and os.sep not in args.query and not re.fullmatch(r"[0-9a-f]{4,64}", args.query):
             _refuse_unknown(args.query, cache_view.recipes_by_name(settings), cache, "nothing removed")
         print("nothing to remove")
         _print_near(cache_view.near_tags(cache.entries(), args.query) if args.query else [], "rm cache")
@@ -1126,7 +1128,10 @@ def cmd_runs(args, extras, settings):
                              hint="`mlrun runs show RUN` (or --json), or `mlrun runs " + " ".join(listing) + " ...`")
         record = records.load(records.find(settings.runs, args.run))
         if args.json:   # the status as the text says it: a dead run's record says "running" (a poller waited)
-            _print_json({**{k: v for k, v in record.items() if k != "_dir"}, "status": records.status(record)})
+            steps = [dict(s, log=_failed_log(record, s)) if isinstance(s, dict) and s.get("log") else s
+                     for s in record.get("steps") or []]   # an imported failed run's: the log that came with it
+            _print_json({**{k: v for k, v in record.items() if k != "_dir"}, "status": records.status(record),
+                         "steps": steps})
             return 0
         _show_record(record)
         return 0
@@ -1164,14 +1169,9 @@ def _show_record(r):
     print(f"  result: {records.headline(r.get('results'))}")
     stopped = next((s for s in r.get("steps") or [] if s.get("status") in ("failed", "interrupted", "error")), None)
     if stopped:
-        log = stopped.get("log") if isinstance(stopped.get("log"), str) else None
-        if log and not os.path.isfile(log) and isinstance(r.get("_dir"), str):   # imported: the bundle's copy
-            from .bundle import FAILED_LOGS, failed_log_name
-            # a cache's failed log comes as failed-logs/; an uncached step's was in the run folder, which came whole
-            within = log.partition(f"{os.sep}{r['id']}{os.sep}")[2]
-            carried = [os.path.join(r["_dir"], FAILED_LOGS, failed_log_name(stopped["label"])),
-                       *([os.path.join(r["_dir"], within)] if within else [])]
-            log = next((c for c in carried if os.path.isfile(c)), f"{log}, not on this machine")
+        log = _failed_log(r, stopped)
+        if log and not os.path.isfile(log):
+            log = f"{log}, not on this machine"
         print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s"
               + (f" (log: {log})" if log else ""))
     host = r.get("host") or {}
@@ -1191,6 +1191,19 @@ def _show_record(r):
     recipes = sorted((r.get("recipes") or {}).items())
     print("  recipes: " + ", ".join(f"{name} {info.get('digest', '?')[:12]}" for name, info in recipes))
     print(f"  folder: {r['_dir']}")
+
+
+def _failed_log(r, stopped):
+    """The log of a failed step: where it was recorded, else (an imported run) the copy the bundle brought."""
+    log = stopped.get("log") if isinstance(stopped.get("log"), str) else None
+    if log and not os.path.isfile(log) and isinstance(r.get("_dir"), str):
+        from .bundle import FAILED_LOGS, failed_log_name
+        # a cache's failed log comes as failed-logs/; an uncached step's was in the run folder, which came whole
+        within = log.partition(f"{os.sep}{r['id']}{os.sep}")[2]
+        carried = [os.path.join(r["_dir"], FAILED_LOGS, failed_log_name(stopped.get("label"))),
+                   *([os.path.join(r["_dir"], within)] if within else [])]
+        log = next((c for c in carried if os.path.isfile(c)), log)
+    return log
 
 
 def _word(value):

@@ -7,12 +7,11 @@ folder `.tmp/<name>` while `.locks/tmp/<name>.lock` is, an entry while any mlrun
 cannot take, and holds it while it deletes. What has no owner to ask goes by age: partial downloads
 and failed build logs (the age given, 7 days by default), run folders without a record (10 minutes).
 """
-import contextlib
 import os
 import re
 import time
 
-from .cache import ENTRY_NAME as ENTRY, flock, owner, read_entry, remove_tree
+from .cache import ENTRY_NAME as ENTRY, flock, read_entry, remove_tree, what_stays
 from .errors import MlrunError, UsageError
 
 DEFAULT_AGE = 7 * 86400
@@ -92,6 +91,10 @@ def find(cache, runs_dir, older_than=None, now=None):
     for folder in (cache.root, runs_dir):
         items += _aged("sweep marker", folder, max(age, MARKER_AGE), now,
                        lambda name, path: SWEEP_MARKER.fullmatch(name))
+    for name in _names(os.path.join(cache.root, ".locks")):   # a failed or removed entry's: .locks/ only grew
+        lock = os.path.join(cache.root, ".locks", name)
+        if name.endswith(".use") and not os.path.lexists(os.path.join(cache.root, name[:-4])) and not _owned(lock):
+            items.append(Item("use file of no entry", lock, lock, unlink_lock=True))
     if older_than is not None:
         for meta in cache.entries():
             use = _use_lock(cache, meta["path"])
@@ -129,7 +132,7 @@ def remove(cache, items, older_than=None, now=None):
                 skipped.append(item)
                 continue
             if os.path.lexists(item.path):   # a teammate's leftover under a umask that keeps the group out
-                item.why = f"not removable by you (owner: {owner(item.path)})"
+                item.why = f"not removable by you: {what_stays(item.path)}"
             (skipped if os.path.lexists(item.path) else removed).append(item)
         finally:
             if fd is not None:
@@ -145,9 +148,7 @@ def _delete(cache, item, meta):
             guard.kill_recorded(os.path.join(item.path, META_DIR, guard.RECORD))
         if meta:
             cache.remove([meta])
-            if item.lock and item.lock.endswith(".use") and not os.path.lexists(item.path):
-                with contextlib.suppress(OSError):   # no entry to use: .locks/ only grew
-                    os.unlink(item.lock)
+            os.unlink(item.lock)   # under its lock: one waiting on it opens the path again (cache.flock)
         elif item.path != item.lock:
             remove_tree(item.path)
         if item.unlink_lock:   # named after a temp folder that is gone: nobody takes it again

@@ -121,9 +121,16 @@ def _own_copy(path):
     st = os.lstat(path)
     if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
         import shutil
-        tmp = f"{path}.mlrun-copy"
-        shutil.copy2(path, tmp)
-        os.replace(tmp, path)
+        import tempfile
+        # a short name of its own: NAME.mlrun-copy took the step's own file of that name, or grew past NAME_MAX
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".mlrun-")
+        os.close(fd)
+        try:
+            shutil.copy2(path, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.lexists(tmp):
+                os.remove(tmp)
 
 
 def thaw(root):

@@ -89,19 +89,35 @@ class Prober:
         return memo[memo_key]
 
     def _run(self, node, name, argv, env):
+        import signal
         import subprocess  # only a probe not yet remembered pays for it
+        import tempfile
         what = f"{node.name}: probe '{name}' ({' '.join(argv)})"
-        try:
-            done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=TIMEOUT,
-                                  cwd=self.root if self.root and os.path.isdir(self.root) else None)
-        except subprocess.TimeoutExpired:
-            raise ResolutionError(f"{what} did not answer within {TIMEOUT} s") from None
-        except OSError as e:
-            raise ResolutionError(f"{what} cannot start: {e.strerror}") from None
-        out = done.stdout.decode(errors="replace").strip()
-        if done.returncode != 0 or not out:
-            err = done.stderr.decode(errors="replace").strip().splitlines()
-            raise ResolutionError(f"{what} failed ({'exit ' + str(done.returncode) if done.returncode else 'no output'})"
+        # Files, not pipes, and a session of its own killed once it exits: a job it left in the background held
+        # the pipe open (60 s, then "did not answer", though it had) and outlived mlrun.
+        with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
+            try:
+                proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                        cwd=self.root if self.root and os.path.isdir(self.root) else None,
+                                        start_new_session=True)
+            except OSError as e:
+                raise ResolutionError(f"{what} cannot start: {e.strerror}") from None
+            try:
+                code = proc.wait(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                raise ResolutionError(f"{what} did not answer within {TIMEOUT} s") from None
+            finally:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass   # nothing of it left
+                proc.wait()
+            stdout.seek(0)
+            stderr.seek(0)
+            out = stdout.read().decode(errors="replace").strip()
+            err = stderr.read().decode(errors="replace").strip().splitlines()
+        if code != 0 or not out:
+            raise ResolutionError(f"{what} failed ({'exit ' + str(code) if code else 'no output'})"
                                   + (f": {err[-1]}" if err else ""))
         return out
 

@@ -60,6 +60,15 @@ class _Checker:
                       f'quote it: "{text}"')
         return value
 
+    def not_octal(self, value, where, what):
+        """Refuse a number written in YAML 1.1's octal (010 is 8, 0_10 too; 00 is 0 either way): taken unsaid."""
+        if not isinstance(value, int) or isinstance(value, bool):
+            return
+        text = getattr(self.lines, "written", {}).get(tuple(where))
+        if text is not None and re.fullmatch(r"[+-]?0[0-7_]+", text) and int(text.replace("_", "")) != value:
+            self.fail(where, f"{what} is written {text}, which YAML reads as octal {value}",
+                      f"write {value} (or {int(text.replace('_', ''))})")
+
     def fail(self, where, message, hint=None):
         # Fall back to the nearest enclosing key that has a line.
         line = None
@@ -273,15 +282,13 @@ class _Checker:
                 self.as_written(default, here + ([] if shorthand else ["default"]), f"the default of input '{name}'")
                 for i, choice in enumerate(spec.get("choices") or []):
                     self.as_written(choice, here + ["choices", i], f"choice {choice!r} of input '{name}'")
-            if kind == "int" and isinstance(default, int) and not isinstance(default, bool):
+            if kind in ("int", "float"):   # a number's default, choices and bounds, as written
                 shorthand = not isinstance(value[name], dict)
-                text = getattr(self.lines, "written", {}).get(tuple(here + ([] if shorthand else ["default"])))
-                # octal to YAML (1.1, underscores too): 010 was 8, unsaid; 00 is 0 either way
-                if text is not None and re.fullmatch(r"[+-]?0[0-7_]+", text) and \
-                        int(text.replace("_", "")) != default:
-                    self.fail(here + ([] if shorthand else ["default"]),
-                              f"the default of input '{name}' is written {text}, which YAML reads as octal {default}",
-                              f"write {default} (or {int(text.replace('_', ''))})")
+                self.not_octal(default, here + ([] if shorthand else ["default"]), f"the default of input '{name}'")
+                for key in ("min", "max", "above"):
+                    self.not_octal(spec.get(key), here + [key], f"{key} of input '{name}'")
+                for i, choice in enumerate(spec.get("choices") or [] if isinstance(spec.get("choices"), list) else []):
+                    self.not_octal(choice, here + ["choices", i], f"choice {i + 1} of input '{name}'")
             if default is not None:
                 default = convert_input(name, kind, default, lambda msg: self.fail(here + ["default"], msg))
             choices = spec.get("choices")
@@ -420,6 +427,18 @@ def convert_input(name, kind, value, fail):
         fail(f"input '{name}' expects {'an' if kind == 'int' else 'a'} {kind}, got {value!r}")
 
 
+def _env_set_once(c, env, inputs, where):
+    """An env key that an input or mlrun itself sets: both in the key, one value reached the step, unsaid."""
+    by_input = {spec["env"]: name for name, spec in inputs.items()}
+    for key in env:
+        if key in by_input:
+            c.fail(where + [key], f"env {key} is set by input '{by_input[key]}' too: the step would see the input's "
+                   "value", f"set it by --{by_input[key]}=VALUE (or the input's default), or name another variable")
+        if key in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR"):
+            c.fail(where + [key], f"env {key} is mlrun's own, set for every step: this value would never reach it",
+                   "name another variable")
+
+
 def _is_version(text):
     from packaging.version import InvalidVersion, Version   # only when recipes are read, not on the warm path
     try:
@@ -472,6 +491,7 @@ def normalize(data, path, lines, default_name):
         "probe": c.probes(data.get("probe", {}), ["probe"]),
         "variations": {},
     }
+    _env_set_once(c, recipe["env"], recipe["inputs"], ["env"])
     # A command a person talks to (app bert qa): it reads mlrun's stdin; exit 2 is their usage error.
     # Only when set: other recipes' normal form, and so their digests, stay as they were.
     if c.expect(data.get("interactive", False), bool, ["interactive"], "interactive"):
@@ -510,6 +530,7 @@ def normalize(data, path, lines, default_name):
             "pass_env": c.env_names(spec.get("pass_env", []), here + ["pass_env"], "pass_env"),
             "param": vname.endswith(PARAM_SUFFIX),
         }
+        _env_set_once(c, v["env"], recipe["inputs"], here + ["env"])
         if v["default"]:
             if v["group"] is None:
                 c.fail(here + ["default"], f"variation '{vname}' is a default but has no group")

@@ -156,6 +156,15 @@ def collect(folder, wanted, strict=False):
     out = {}
     for field, name in wanted.items():
         path = os.path.join(folder, name)
+        real, inside = os.path.realpath(path), os.path.realpath(folder)
+        if strict and os.path.islink(path) and not (real + os.sep).startswith(inside + os.sep):
+            # read through the link, the entry's results changed with a file outside it (cache verify saw none)
+            raise ValueError(f"its {field} file {name} is a link out of its folder ({os.readlink(path)})"
+                             if os.path.exists(path) else f"its {field} file {name} is a link to nothing")
+        if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):   # reading a FIFO hangs
+            if strict:
+                raise ValueError(f"its {field} file {name} is no file (a FIFO, socket or device)")
+            continue
         try:
             with open(path) as f:
                 text = f.read()
@@ -207,7 +216,8 @@ def find(runs_dir, ref):
                              f"{owner(os.path.join(runs_dir, private[0]))})",
                              hint="its owner can make it readable to the group (chmod -R g+rX)")
         raise UsageError(f"no run '{ref}' in {runs_dir}", hint="`mlrun runs` lists the recorded runs")
-    raise UsageError(f"'{ref}' names {len(ids)} runs: {', '.join(ids[:5])}", hint="give more of the id")
+    raise UsageError(f"'{ref}' names {len(ids)} runs: {', '.join(ids[:5])}"
+                     + (f" and {len(ids) - 5} more" if len(ids) > 5 else ""), hint="give more of the id")
 
 
 def _private_runs(runs_dir, ref):

@@ -305,6 +305,10 @@ class Runner:
                 tty = live and _terminal()
                 self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
                               interactive=is_root and node.interactive)
+            if not os.path.isdir(meta_dir):   # `rm -rf .mlrun` or its own folder: an "environment" error, exit 2
+                os.makedirs(meta_dir, exist_ok=True)   # for the failure's log
+                raise StepError(f"it removed its own folder or its {META_DIR}/ (mlrun's records of the step)",
+                                hint="a step writes in its folder; it removes nothing mlrun made there")
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)

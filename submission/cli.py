@@ -112,7 +112,8 @@ def _from_anywhere(argv):
         if (f"--{name}" if dot and scope.lower() in ("singlestream", "multistream", "offline", "server") else flag) \
                 in PATH_FLAGS and eq and value and ":" not in value.split("/")[0]:   # zoo:, hf: are no paths
             word = f"{flag}={os.path.abspath(os.path.expanduser(value))}"
-        elif word in PATH_FLAGS and i + 1 < len(argv) and ":" not in argv[i + 1].split("/")[0]:
+        elif (f"--{name}" if dot and scope.lower() in ("singlestream", "multistream", "offline", "server") else word) \
+                in PATH_FLAGS and not eq and i + 1 < len(argv) and ":" not in argv[i + 1].split("/")[0]:
             out.append(word)
             i += 1
             word = os.path.abspath(os.path.expanduser(argv[i]))
@@ -127,8 +128,11 @@ def cmd_submit(args, extras, settings, plan_only=False):
     if not plan_only:
         from engine.secrets import scrub_argv
         given = any(w in ("-o", "--output") or w.startswith(("-o=", "--output=")) for w in sys.argv[1:])
+        # the places it ran with: pasted in another checkout, that one's cache/ and runs/ made every run anew
+        places = [f"{flag}={path}" for flag, path in (("--cache", settings.cache), ("--runs", settings.runs))
+                  if not any(w == flag or w.startswith(flag + "=") for w in sys.argv[1:])]
         opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(sys.argv[1:])   # -o: its state is where it resumes
-                               + ([] if given else ["-o", os.path.abspath(opts.output)]))
+                               + ([] if given else ["-o", os.path.abspath(opts.output)]) + places)
     try:
         return submit.run_submission(opts, inputs, deps, env, settings, plan_only=plan_only,
                                      verbose=getattr(args, "verbose", False))

@@ -163,10 +163,17 @@ def _scoped(inputs):
     by_lower, scoped = {s.lower(): s for s in SCENARIOS}, {}
     for key in [k for k in inputs if "." in k]:
         head, _, name = key.partition(".")
+        if head.lower() in by_lower and name.startswith(("dep.", "env.")):   # read as "no input --dep.model.layers"
+            raise UsageError(f"--{key}: a scenario's own flags are app inputs; --dep.* and --env.* go to every run",
+                             hint=f"--{name}=VALUE for all scenarios")
         if head.lower() not in by_lower or not name:
             raise UsageError(f"--{key}: '{head}' is no scenario", hint="--SCENARIO.INPUT=VALUE sets an input for one "
                              f"scenario's runs ({', '.join(SCENARIOS)}); --INPUT=VALUE sets it for all")
-        scoped.setdefault(by_lower[head.lower()], {})[name] = inputs.pop(key)
+        kv = scoped.setdefault(by_lower[head.lower()], {})
+        if name in kv:   # --Offline.threads=1 --offline.threads=2: the last won unsaid (--threads twice is refused)
+            raise UsageError(f"--{by_lower[head.lower()]}.{name} is given twice: {kv[name]!r} and {inputs[key]!r}",
+                             hint="give it once")
+        kv[name] = inputs.pop(key)
     return scoped
 
 
@@ -242,15 +249,37 @@ class Submission:
         dropped = []
         if self.state.get("system_id") not in (None, self.system_id):
             dropped.append(f"system {self.state['system_id']}'s results (this command builds {self.system_id}'s)")
-        gone = [s for s in last.get("scenarios") or [] if s not in self.opts.scenario_list]
-        if gone and not dropped:
-            dropped.append(f"the {', '.join(gone)} results (this command runs {', '.join(self.opts.scenario_list)})")
+        if last.get("submitter") not in (None, self.opts.submitter):
+            dropped.append(f"submitter {last['submitter']}'s tree and archive (this command builds "
+                           f"{self.opts.submitter}'s)")
+        gone = [s for s in last.get("scenarios") or [] if s not in self.opts.scenario_list] + \
+            [b for b in last.get("benchmarks") or [] if b not in self.opts.benchmark_list]
+        if gone:
+            dropped.append(f"the {', '.join(gone)} results (this command runs "
+                           f"{', '.join(self.opts.benchmark_list + self.opts.scenario_list)})")
+        if last.get("short") is False and self.opts.short:   # the same runs' places: hours of them redone after
+            dropped.append("its full-length runs (a --short rehearsal takes their places in state.json)")
         if dropped:
             raise UsageError(f"{self.dir} holds a submission whose tree this command would rebuild without "
-                             f"{dropped[0]}: a submit builds the tree of its own runs alone",
+                             f"{'; '.join(dropped)}: a submit builds the tree of its own runs alone",
                              hint="another system: give it its own -o (one system's tree per folder); one scenario "
                                   "with other flags: keep every scenario and scope the flags (--Offline.instances=1; "
                                   "the other scenarios' runs are reused); or --replace to build this one in its place")
+
+    def runs_here(self):
+        """Refuse a command whose runs folder is not the one this submission's runs are in, while that one is on
+        this machine: a teammate pasting the tree's command from another checkout redid every run ("gone") and
+        rebuilt the tree in this folder."""
+        for entry in (self.state.get("runs") or {}).values():
+            folder = entry.get("folder") if isinstance(entry, dict) else None
+            if not folder or os.path.isdir(os.path.join(self.settings.runs, str(entry.get("run")))):
+                continue
+            elsewhere = os.path.dirname(os.path.dirname(folder))
+            if os.path.isfile(os.path.join(elsewhere, str(entry.get("run")), "run.json")) and not self.opts.rerun:
+                raise UsageError(f"the runs of the submission in {self.dir} are in {elsewhere}, not in this "
+                                 f"command's runs folder {self.settings.runs}: every run would be done again",
+                                 hint=f"give --runs {elsewhere} (and the cache they used, --cache), or -o a folder "
+                                      "of your own")
 
     def resolve(self, extra, query=None):
         """The plan of the app with these inputs (or of another recipe's `query`, without the user's overrides)."""
@@ -258,8 +287,14 @@ class Submission:
         if query:
             return resolve(self.settings.index(), query, inputs=extra, host_env=os.environ,
                            prober=self.settings.prober())
-        return resolve(self.settings.index(), self.opts.query, inputs=self.inputs_of(extra), host_env=os.environ,
-                       dep_overrides=self.deps, env_overrides=self.env, prober=self.settings.prober())
+        try:
+            return resolve(self.settings.index(), self.opts.query, inputs=self.inputs_of(extra), host_env=os.environ,
+                           dep_overrides=self.deps, env_overrides=self.env, prober=self.settings.prober())
+        except MlrunError as e:   # a scoped input said as the person wrote it ("no input --instancez")
+            scenario = extra.get("scenario")
+            for name in getattr(self.opts, "scenario_inputs", {}).get(scenario, {}):
+                e.message = re.sub(rf"(?<![\w.])--{re.escape(name)}\b", f"--{scenario}.{name}", e.message)
+            raise
 
     def inputs_of(self, extra):
         """A run's app inputs: the user's for every run, then theirs for its scenario, then the run's own."""
@@ -614,6 +649,7 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
     for note in sub.system_notes:
         sub.say(f"  note: {note}")
     sub.keeps_the_last_tree()
+    sub.runs_here()
     if plan_only:
         rows = sub.plan_rows()
         width = max(len(r[0]) for r in rows)
@@ -622,13 +658,13 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
                 "the archive")
         for name, state, detail in rows:
             sub.say(f"  {name:<{width}}  {state:<28} {detail}")
-        yours = [f"--{k}={v}" for k, v in inputs.items()] + [
-            f"--{scenario}.{k}={v}" for scenario, kv in opts.scenario_inputs.items() for k, v in kv.items()] \
-            + [f"--dep.{d}.{k}={v}" for d, kv in deps.items()
+        yours = [f"--{k}={v}" for k, v in inputs.items()] + [f"--dep.{d}.{k}={v}" for d, kv in deps.items()
                                                              for k, v in kv.items()] \
             + [f"--env.{k}={v}" for k, v in secrets.scrub(env).items()]
         if yours:   # the lines above list only what submit sets itself: the tuned flags were nowhere
             sub.say(f"every run also gets your {shlex.join(yours)}")
+        for scenario, kv in opts.scenario_inputs.items():
+            sub.say(f"{scenario}'s runs also get your {shlex.join(f'--{k}={v}' for k, v in kv.items())}")
         return 0
     tree.forget(sub)
     kept = os.path.join(sub.dir, "system.yaml")

@@ -99,9 +99,12 @@ def forget(sub):
     """Remove the last tree, its verdict and its archive before any run: a submit interrupted among new runs
     left them beside a state.json that names other runs (verdict.json said ok), and another --submitter's archive
     stayed beside this one's."""
+    # rebuilt from the runs each time; the checker's findings on the last tree go with it (check/ said ok over a
+    # tree a failed resubmit had removed), and a `check submission`'s beside it (tree-check/)
     for path in (os.path.join(sub.dir, "tree"), os.path.join(sub.dir, "accuracy-logs"),
-                 os.path.join(sub.dir, "work", "verify")):
-        shutil.rmtree(path, ignore_errors=True)   # rebuilt from the runs each time
+                 os.path.join(sub.dir, "work", "verify"), os.path.join(sub.dir, "check"),
+                 os.path.join(sub.dir, "tree-check")):
+        shutil.rmtree(path, ignore_errors=True)
     last = (sub.state.pop("verdict", None) or {}).get("archive")
     names = {"verdict.json", archive_name(sub.opts)} | ({os.path.basename(last)} if last else set())
     for name in names | {f"{name}.sha1" for name in names if name.endswith(".tar.gz")}:

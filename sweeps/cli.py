@@ -403,6 +403,9 @@ def cmd_best(args, extras, settings):
     if rows and not any(r.get("point_status") == "ok" for r in rows):   # "no point has a result to rank"
         raise UsageError(f"no point of sweep '{data['name']}' ended ok ({len(rows)} in all)",
                          hint=f"`mlrun sweep show {data['name']}` says why each failed")
+    if y:   # a misspelt field: "samples_per_secnd says not whether more is better"
+        from engine.results import check_fields
+        check_fields([y], rows, f"sweep '{data['name']}'")
     y = y or plot.default_y(rows)
     if not y or not plot.direction(y):
         raise UsageError(f"sweep '{data['name']}': {'no point has a result to rank' if not y else y + ' says not whether more is better'}",
@@ -435,8 +438,9 @@ def cmd_best(args, extras, settings):
         print("no submit command: no point is VALID (a submission needs VALID runs); see `mlrun sweep show "
               f"{data['name']}` for why")
         return 1
-    print("submit what it ran (a submission runs these settings in every scenario it measures; with a system "
-          "description of yours, and --inference-src DIR offline):\n  " + shlex.join(_submit_argv(best, run)))
+    print("submit what it ran (its settings scoped to its scenario: combine the lines of several scenarios' sweeps, "
+          "widening --scenarios; with a system description of yours, and --inference-src DIR offline):\n  "
+          + shlex.join(_submit_argv(best, run)))
     return 0
 
 
@@ -460,15 +464,20 @@ def _submit_argv(best, run):
     from submission.submit import CONTROLLED
     inputs = {k: v for k, v in (request.get("inputs") or {}).items()
               if k not in CONTROLLED + ("find_peak", "strict", "peak_tolerance")}
-    argv = gridlib.argv(request.get("query") or "", inputs, request.get("dep_overrides") or {},
-                        request.get("env_overrides") or {})[1:-1]
     scenario = (request.get("inputs") or {}).get("scenario") or best.get("scenario")
+    # scoped to its scenario: the best points of several scenarios' sweeps then go into one submit as they are
+    argv = gridlib.argv(request.get("query") or "", {(f"{scenario}.{k}" if scenario else k): v
+                                                     for k, v in inputs.items()},
+                        request.get("dep_overrides") or {}, request.get("env_overrides") or {})[1:-1]
+    from engine.settings import Settings
+    default = Settings()
     places = []   # where it ran from (a sweep's points get them as MLRUN_*): offline, the mirror above all
     for variable, option in records.PLACE_OPTIONS:
         value = records.place(run, variable)
-        if value and variable != "MLRUN_RUNS":
+        usual = {"MLRUN_CACHE": default.cache, "MLRUN_RECIPES": os.pathsep.join(default.recipes)}.get(variable)
+        if value and variable != "MLRUN_RUNS" and value != usual:   # this checkout's own: said as it is
             places += [f"{option}={v}" for v in (value.split(os.pathsep) if option == "--recipes" else [value])]
-    return ["mlrun", *places, "submit", *argv] + ([f"--scenarios={scenario}"] if scenario else []) \
+    return ["bin/mlrun", *places, "submit", *argv] + ([f"--scenarios={scenario}"] if scenario else []) \
         + ["--submitter=YOUR_TEAM", "--division=open", "--system=SYSTEM.yaml"]
 
 
@@ -487,6 +496,14 @@ def _best_warnings(best, run, ok, y):
     busy = sum(1 for r in ok if r.get("other_load.busy"))
     if busy and not best.get("other_load.busy"):
         out.append(f"{busy} of the {len(ok)} points were measured on a busy machine")
+    # too short for the busy rule (it wants 0.5 CPU-s of others): a 0.1 s point ranked on noise, unsaid
+    span = [r.get("other_load.seconds") for r in ok if isinstance(r.get("other_load.seconds"), (int, float))]
+    if span and min(span) < 1:
+        out.append(f"some points measured for under a second (the shortest {min(span):.2f} s): too short to tell "
+                   "settings apart on a shared machine; run more samples (--count) before you trust the ranking")
+    shares = [r.get("other_load.share") for r in ok if isinstance(r.get("other_load.share"), (int, float))]
+    if shares and max(shares) >= 0.25 and not busy:
+        out.append(f"other processes took up to {max(shares):.0%} of the CPUs while points were measured")
     return out
 
 

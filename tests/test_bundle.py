@@ -620,6 +620,8 @@ def test_an_imported_failed_uncached_step_names_the_log_its_run_folder_brought(w
     shown = ws.mlrun("runs", "show", run_id, env=elsewhere)
     log = tmp_path / "runs2" / run_id / "torn" / ".mlrun" / "build.log"
     assert f"(log: {log})" in shown.stdout and "the weights are torn" in log.read_text(), shown.stdout
+    as_json = json.loads(ws.mlrun("runs", "show", run_id, "--json", env=elsewhere).stdout)
+    assert as_json["steps"][-1]["log"] == str(log)   # the JSON named the other machine's path
 
 
 def test_a_file_export_cannot_read_is_named_not_the_output(tmp_path):

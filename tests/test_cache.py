@@ -300,12 +300,16 @@ def test_a_hard_link_to_a_file_outside_becomes_the_entrys_own_copy(ws, tmp_path)
     outside = tmp_path / "outside.txt"
     outside.write_text("hi\n")
     os.chmod(outside, 0o644)
-    ws.recipe("hl", f"tags: hl\nrun: ln {outside} h\n")
-    assert ws.mlrun("hl").returncode == 0
+    # beside it, the step's own file of the name a fixed copy name took; and a name the longest a file may have
+    ws.recipe("hl", f"tags: hl\nrun: echo mine > h.mlrun-copy; ln {outside} h; ln {outside} {'a' * 250}\n")
+    result = ws.mlrun("hl")
+    assert result.returncode == 0, result.stderr
     [entry] = ws.entries("hl")
     copy = os.path.join(ws.cache, entry, "h")
     assert stat.S_IMODE(os.stat(outside).st_mode) == 0o644 and os.stat(outside).st_nlink == 1
     assert open(copy).read() == "hi\n" and os.stat(copy).st_ino != os.stat(outside).st_ino
+    assert open(copy + ".mlrun-copy").read() == "mine\n"
+    assert sorted(os.listdir(os.path.join(ws.cache, entry))) == [".mlrun", "a" * 250, "h", "h.mlrun-copy"]
     assert ws.mlrun("cache", "verify").returncode == 0
 
 
@@ -321,13 +325,26 @@ def test_rm_of_an_entry_whose_files_cannot_all_be_deleted_says_so(ws):
         pytest.skip("chattr +i is not possible here (not root, or the file system has no such flag)")
     try:
         result = ws.mlrun("rm", "cache", "keep", "-y")
-        err = assert_user_error(result, 2, f"could not remove {entry} (it is out of the cache, but not all of")
+        err = assert_user_error(result, 2, f"could not remove {entry} (it is out of the cache, but ", "x.txt (owner: root) "
+                                "could not be deleted")
         assert "mlrun gc deletes it once that is fixed" in err and "user who built it" not in err
         assert ws.entries("keep") == []
     finally:
         for leftover in __import__("glob").glob(os.path.join(ws.cache, ".tmp", "*", "x.txt")):
             subprocess.run(["chattr", "-i", leftover])
     assert ws.mlrun("gc", "-y").returncode == 0 and not os.listdir(os.path.join(ws.cache, ".tmp"))
+    # a build over a damaged leftover whose files cannot all go: the rename freed its place, the build goes on
+    assert ws.mlrun("keep").returncode == 0
+    [entry] = ws.entries("keep")
+    os.chmod(os.path.join(ws.cache, entry, ".mlrun"), 0o755)
+    os.remove(os.path.join(ws.cache, entry, ".mlrun", "entry.json"))
+    subprocess.run(["chattr", "+i", stuck.replace(os.path.basename(os.path.dirname(stuck)), entry)], check=True)
+    try:
+        rebuilt = ws.mlrun("keep")
+        assert rebuilt.returncode == 0 and "built in" in rebuilt.stderr, rebuilt.stderr
+    finally:
+        for leftover in __import__("glob").glob(os.path.join(ws.cache, ".tmp", "*", "x.txt")):
+            subprocess.run(["chattr", "-i", leftover])
 
 
 def test_cache_verify_reports_a_fifo_in_an_entry_and_checks_the_others(ws):

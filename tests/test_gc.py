@@ -254,7 +254,7 @@ def test_gc_usage(ws):
     assert "mlrun gc" in ws.mlrun("--help").stdout
 
 
-def test_an_entry_with_no_use_noted_is_removed_as_listed_and_its_use_file_goes(ws):
+def test_an_entry_with_no_use_noted_is_removed_as_listed(ws):
     """An entry whose use file is missing (a cache copied without .locks/, or used by one who could not write
     there): gc's own lock made the file, whose time now read as a use: "skipped: used since", its age reset.
     An export's lock made it too."""
@@ -279,6 +279,31 @@ def test_an_entry_with_no_use_noted_is_removed_as_listed_and_its_use_file_goes(w
     assert ws.mlrun("other").returncode == 0 and os.path.exists(use)   # built again: used
     assert ws.mlrun("rm", "cache", "dep", "-y").returncode == 0
     assert not os.path.exists(use)   # rm too
+    # a use file whose entry never was (its build failed) is gc's
+    ws.recipe("broken", "tags: broken\nrun: exit 3\n")
+    assert ws.mlrun("broken").returncode == 1
+    [stale] = [n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.startswith("broken-") and n.endswith(".use")]
+    assert "1 use file of no entry" in ws.mlrun("gc", "-y").stdout
+    assert not os.path.exists(os.path.join(ws.cache, ".locks", stale))
+
+
+def test_a_run_waiting_on_a_use_file_gc_unlinks_holds_the_one_the_path_names(ws):
+    """gc and rm unlink a removed entry's use file under its lock: a run blocked in flock then held a file nobody
+    saw, and the next rm removed the entry it had rebuilt under it."""
+    import threading
+    path = os.path.join(ws.cache, "a.use")
+    os.makedirs(ws.cache, exist_ok=True)
+    held = flock(path)   # gc's, exclusive
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(flock(path, shared=True)))
+    waiter.start()
+    time.sleep(0.2)
+    os.unlink(path)   # as gc does once the entry is gone
+    os.close(held)
+    waiter.join(timeout=10)
+    assert got and os.path.samestat(os.fstat(got[0]), os.stat(path))   # the file the path names now
+    assert flock(path, wait=False) is None   # and an rm after it sees it held
+    os.close(got[0])
 
 
 def test_gc_never_removes_an_entry_a_running_plan_reaches_later(ws, tmp_path):

@@ -7,10 +7,11 @@ recorded in the entry; and a remembered probe must not start the interpreter aga
 import json
 import os
 import stat
+import time
 
 import pytest
 
-from conftest import assert_user_error
+from conftest import assert_user_error, wait_for
 
 
 def write_exe(path, text):
@@ -257,3 +258,20 @@ def test_a_probe_sees_the_env_overrides_the_step_will_get(ws):
         return json.loads(result.stdout)["nodes"][0]["probes"]["cap"]
     assert probed() == "cap=none token=none"
     assert probed("--env.ONEDNN_MAX_CPU_ISA=AVX2", "--env.API_TOKEN=s3cret") == "cap=AVX2 token=none"
+
+
+def test_a_probe_that_leaves_a_job_in_the_background_answers_at_once_and_leaves_nothing(ws, tmp_path):
+    """`sleep 200 & echo x`: the job held the output pipe open, 60 s later "did not answer" (it had), and the sleep
+    outlived mlrun."""
+    marker = tmp_path / "bg-pid"
+    ws.recipe("bg", f"""
+        tags: [bg]
+        probe: {{p: [sh, -c, 'sleep 200 & echo $! > {marker}; echo x']}}
+        run: "true"
+    """)
+    started = time.time()
+    result = ws.mlrun("plan", "bg")
+    assert result.returncode == 0 and time.time() - started < 30, result.stderr
+    pid = int(marker.read_text())
+    assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
+                    open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=10)

@@ -140,6 +140,18 @@ CASES = [
      "inputs 's' and 't' both set X"),
     ("input-sets-mlruns-own", "tags: a\ninputs:\n  s: {env: MLRUN_ENTRY}\n", 3,
      "input 's' sets MLRUN_ENTRY, which mlrun sets itself"),
+    # a float's default, a bound and a choice written so: taken as 8 unsaid
+    ("float-default-octal", "tags: a\ninputs:\n  f: {type: float, default: 010}\n", 3,
+     "the default of input 'f' is written 010, which YAML reads as octal 8"),
+    ("int-min-octal", "tags: a\ninputs:\n  n:\n    type: int\n    min: 010\n", 5, "min of input 'n' is written 010"),
+    ("int-choice-octal", "tags: a\ninputs:\n  n:\n    type: int\n    choices: [12, 010]\n", 5,
+     "choice 2 of input 'n' is written 010, which YAML reads as octal 8"),
+    # an env key an input sets too, or mlrun itself: both in the key, one value reached the step
+    ("env-an-input-sets", "tags: a\ninputs:\n  x: {default: i, env: FOO}\nenv: {FOO: e}\n", 4,
+     "env FOO is set by input 'x' too"),
+    ("variation-env-an-input-sets", "tags: a\ninputs:\n  x: {default: i}\nvariations:\n  v:\n    env:\n"
+                                    "      MLRUN_INPUT_X: var\n", 7, "env MLRUN_INPUT_X is set by input 'x' too"),
+    ("env-mlruns-own", "tags: a\nenv: {MLRUN_ENTRY: /tmp/x}\n", 2, "env MLRUN_ENTRY is mlrun's own"),
     ("int-default-octal-negative", "tags: a\ninputs:\n  n: {type: int, default: -010}\n", 3,
      "written -010, which YAML reads as octal -8"),
     ("int-default-octal-underscore", "tags: a\ninputs:\n  n: {type: int, default: 0_10}\n", 3,

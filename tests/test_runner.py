@@ -631,3 +631,12 @@ def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
     ws.recipe("wrap", "tags: wrap\ndeps: [dep]\nrun: 'true'\n")
     result = both("wrap")   # a dep's output was not shown: its last lines under FAILED, as before
     assert result.returncode == 1 and result.stdout.count("the real cause") == 1
+
+
+@pytest.mark.parametrize("run, cached", [("rm -rf .mlrun", True), ('rm -rf "$PWD"', False), ("rm -rf .mlrun", False)])
+def test_a_step_that_removes_its_own_folder_failed_exit_1(ws, run, cached):
+    """It was "mlrun run: cannot use .../.mlrun/files.json...: No such file or directory", exit 2, no log."""
+    ws.recipe("rmself", f"tags: rmself\ncache: {str(cached).lower()}\nrun: {run}\n")
+    result = ws.mlrun("rmself")
+    assert result.returncode == 1 and "it removed its own folder or its .mlrun/" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and ws.entries() == []

@@ -181,6 +181,7 @@ def test_a_missing_required_option_names_a_misspelt_one_beside_it():
     (["--Server.instances=2"], "Server is not among the scenarios this submission runs (SingleStream, Offline)"),
     (["--Offline.target_qps=5"], "sets --target_qps itself"),
     (["--Offline.questions=/tmp/q.json"], "--questions scores a chosen subset"),
+    (["--Offline.dep.model.layers=3"], "a scenario's own flags are app inputs"),
 ])
 def test_bad_requests_are_usage_errors(words, fragment):
     base = ([] if any(w.startswith("--submitter") for w in words) and "--submitter=Other" not in words
@@ -632,3 +633,58 @@ def test_an_input_for_one_scenario_goes_to_its_runs_alone():
                                                                           "mode": "accuracy", "scenario": "Offline"}
     assert sub.inputs_of({"mode": "accuracy", "scenario": "SingleStream"}) == {"threads": "2", "mode": "accuracy",
                                                                                "scenario": "SingleStream"}
+
+
+def _last(tmp_path, request, **opts):
+    """A Submission over a folder whose last tree was built by `request`."""
+    import types
+    (tmp_path / "tree").mkdir(exist_ok=True)
+    sub = submit.Submission.__new__(submit.Submission)
+    sub.dir, sub.system_id = str(tmp_path), "Box"
+    sub.state = {"request": dict({"submitter": "T", "scenarios": ["SingleStream", "Offline"],
+                                  "benchmarks": ["bert-99"], "short": True}, **request), "system_id": "Box",
+                 "runs": {}}
+    sub.opts = types.SimpleNamespace(**dict(dict(submitter="T", scenario_list=["SingleStream", "Offline"],
+                                                 benchmark_list=["bert-99"], short=True, replace=False), **opts))
+    return sub
+
+
+@pytest.mark.parametrize("request_, opts, said", [
+    ({"benchmarks": ["bert-99", "bert-99.9"]}, {}, "without the bert-99.9 results"),
+    ({"submitter": "Other"}, {}, "without submitter Other's tree and archive"),
+    ({"short": False}, {}, "without its full-length runs (a --short rehearsal takes their places"),
+    ({}, {"scenario_list": ["Offline"]}, "without the SingleStream results"),
+])
+def test_a_submit_that_would_drop_what_the_last_tree_held_is_refused(tmp_path, request_, opts, said):
+    """A shrunk --benchmarks, another --submitter given the same -o, a rehearsal over a full submission: each
+    rebuilt the tree without what it held (and its archive), exit 0, unsaid."""
+    with pytest.raises(UsageError) as e:
+        _last(tmp_path, request_, **opts).keeps_the_last_tree()
+    assert said in e.value.message and "--replace" in e.value.hint
+    _last(tmp_path, request_, replace=True, **opts).keeps_the_last_tree()   # --replace: meant
+    _last(tmp_path, {}).keeps_the_last_tree()   # the same request: nothing dropped
+
+
+def test_a_scoped_input_given_twice_in_two_cases_is_refused():
+    with pytest.raises(UsageError, match=r"--Offline.threads is given twice: '1' and '2'"):
+        submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "--Offline.threads=1",
+                                         "--offline.threads=2"])
+
+
+def test_a_submission_whose_runs_are_in_another_runs_folder_is_refused_not_redone(tmp_path):
+    """The tree's command pasted in a teammate's checkout (its own runs/): every run was "gone" and done again,
+    and the tree in this folder rebuilt from the new ones."""
+    import types
+    theirs = tmp_path / "mine" / "runs"
+    (theirs / "20261205-000000-aaaa" / "app-mlperf-bert").mkdir(parents=True)
+    (theirs / "20261205-000000-aaaa" / "run.json").write_text("{}")
+    sub = _last(tmp_path, {}, rerun=False)
+    sub.state["runs"] = {"Offline/accuracy": {"run": "20261205-000000-aaaa",
+                                              "folder": str(theirs / "20261205-000000-aaaa" / "app-mlperf-bert")}}
+    sub.settings = types.SimpleNamespace(runs=str(tmp_path / "other-checkout" / "runs"))
+    with pytest.raises(UsageError) as e:
+        sub.runs_here()
+    assert f"are in {theirs}, not in this command's runs folder" in e.value.message
+    assert e.value.hint.startswith(f"give --runs {theirs}")
+    sub.settings.runs = str(theirs)
+    sub.runs_here()

@@ -284,9 +284,10 @@ def test_sweep_best_names_the_best_valid_point_and_the_submit_command_that_runs_
     assert lines[0].startswith("best of sweep 'tune' by samples_per_second (higher is better), among its VALID "
                                "points: p003 = 400") and "its grid values: backend=b, batch_size=4" in best.stdout
     command = lines[-1].strip()
-    assert command.endswith("submit 'app bench _cpu _b' --fail_on=9 --batch_size=4 --scenarios=Offline "
+    # its scenario's inputs scoped: several scenarios' best points go into one submit as they are
+    assert command.endswith("submit 'app bench _cpu _b' --Offline.fail_on=9 --Offline.batch_size=4 --scenarios=Offline "
                             "--submitter=YOUR_TEAM --division=open --system=SYSTEM.yaml"), command   # no --mode
-    assert command.startswith(f"mlrun --cache={bench.cache} --recipes={bench.recipes} submit "), command
+    assert command.startswith(f"bin/mlrun --cache={bench.cache} --recipes={bench.recipes} submit "), command
     assert_user_error(bench.mlrun("sweep", "best", "tune", "--y", "latency_p50_ms"), 2,
                       "an Offline run's latency_p50_ms means nothing")
     assert_user_error(bench.mlrun("sweep", "best", "tune", "--y=batch_size"), 2, "batch_size says not whether")
