@@ -209,8 +209,10 @@ def write(settings, names, out):
     sweeps = []
     for name in dict.fromkeys(names):
         data = load(settings, name)
-        rows = table_rows(settings, name, data)
-        sweeps.append((data, rows, run_records(settings.runs, rows)))
+        loaded = {}   # each point's record read once (the table's rows read them, then the report again)
+        rows = table_rows(settings, name, data, loaded=loaded)
+        sweeps.append((data, rows, {**run_records(settings.runs, [r for r in rows if r.get("run") not in loaded]),
+                                    **loaded}))
     data = scrub(page(sweeps)).encode()  # no secret this process knows in a file it writes
     plot.save(out, data, "cannot write the report")
     return len(data)

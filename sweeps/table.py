@@ -30,8 +30,9 @@ def load(settings, name):
     return data
 
 
-def rows(settings, name, data=None, shown=True):
-    """shown: a setting not given reads "- (VALUE)" for people; else VALUE, as its run had it (None: unknown)."""
+def rows(settings, name, data=None, shown=True, loaded=None):
+    """shown: a setting not given reads "- (VALUE)" for people; else VALUE, as its run had it (None: unknown).
+    loaded: a dict that gets {run id: its record, or None} of the records read (the report read each twice)."""
     data = data or load(settings, name)
     kinds = data.get("kinds") or {}
     out = []
@@ -42,9 +43,13 @@ def rows(settings, name, data=None, shown=True):
         if point.get("run"):
             try:
                 run = records.load(os.path.join(settings.runs, point["run"], "run.json"))
+                if loaded is not None:
+                    loaded[point["run"]] = run
                 row.update({k: v for k, v in records.flat(run).items() if k not in row or v is not None})
             except MlrunError as e:   # removed or damaged since: the point still shows
                 row["error"] = e.message
+                if loaded is not None:
+                    loaded[point["run"]] = None
         for field, value in point["settings"].items():   # not given: say so, and what the run had
             if value == NOT_GIVEN:
                 had = row.get(field)
