@@ -1395,6 +1395,9 @@ def _size(n):
 
 
 def _age(seconds):
+    if seconds < -60:   # made under a clock ahead of this one: "-96957650s"
+        return "future"
+    seconds = max(seconds, 0)
     for unit, span in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= span:
             return f"{seconds / span:.0f}{unit}"

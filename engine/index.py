@@ -103,10 +103,11 @@ class RecipeIndex:
             files = {os.path.relpath(p, folder): file_digest(p) for p in recipe_files(folder)}
             for i, rel in enumerate(recipe["sources"]):
                 src = os.path.normpath(os.path.join(folder, rel))
-                if not os.path.isfile(src):
+                if not os.path.isfile(src):   # /dev/zero or a FIFO was "does not exist" (and would hang the hashing)
                     raise RecipeError(f"source '{rel}' is a folder, not a file" if os.path.isdir(src) else
-                                      f"source file '{rel}' does not exist", path,
-                                      recipe["lines"].get(f"sources/{i}"))
+                                      f"source '{rel}' is no regular file (a FIFO, socket or device)"
+                                      if os.path.exists(src) else f"source file '{rel}' does not exist", path,
+                                      recipe["lines"].get(f"sources/{i}") or recipe["lines"].get("sources"))
                 files[rel] = file_digest(src)
                 sources.append([src, *_signature(os.stat(src))])
             recipe["digest"] = keys.recipe_digest(recipe, files)

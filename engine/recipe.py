@@ -317,6 +317,13 @@ class _Checker:
                 if kind not in ("int", "float"):
                     self.fail(here + [key], f"{key}: needs type int or float (input '{name}' is {kind})")
                 bounds[key] = convert_input(name, kind, spec[key], lambda msg: self.fail(here + [key], msg))
+            low = max((bounds[k] for k in ("min", "above") if k in bounds), default=None)
+            if low is not None and "max" in bounds and (bounds["max"] < low or "above" in bounds and
+                                                        bounds["max"] <= bounds["above"]):
+                self.fail(here + ["max"], f"input '{name}': no value is within its bounds "
+                          f"({', '.join(f'{k} {v}' for k, v in bounds.items())})")   # every value refused, unsaid
+            if choices is not None and len(set(map(str, choices))) < len(choices):
+                self.fail(here + ["choices"], f"input '{name}' lists a choice twice: {choices}")
             if default is not None and out_of_bounds(name, default, bounds):
                 self.fail(here + ["default"], f"default: {out_of_bounds(name, default, bounds)}")
             multiple = spec.get("multiple_of")

@@ -152,6 +152,11 @@ CASES = [
     ("variation-env-an-input-sets", "tags: a\ninputs:\n  x: {default: i}\nvariations:\n  v:\n    env:\n"
                                     "      MLRUN_INPUT_X: var\n", 7, "env MLRUN_INPUT_X is set by input 'x' too"),
     ("env-mlruns-own", "tags: a\nenv: {MLRUN_ENTRY: /tmp/x}\n", 2, "env MLRUN_ENTRY is mlrun's own"),
+    # bounds no value meets, a choice twice (taken unsaid)
+    ("bounds-crossed", "tags: a\ninputs:\n  n:\n    type: int\n    min: 5\n    max: 1\n", 6,
+     "input 'n': no value is within its bounds (min 5, max 1)"),
+    ("choice-twice", "tags: a\ninputs:\n  m:\n    choices: [x, x]\n", 4, "input 'm' lists a choice twice"),
+    ("sources-a-string-device", "tags: a\nsources: /dev/zero\n", 2, "source '/dev/zero' is no regular file"),
     ("int-default-octal-negative", "tags: a\ninputs:\n  n: {type: int, default: -010}\n", 3,
      "written -010, which YAML reads as octal -8"),
     ("int-default-octal-underscore", "tags: a\ninputs:\n  n: {type: int, default: 0_10}\n", 3,

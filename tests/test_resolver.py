@@ -131,3 +131,18 @@ def test_resolving_runs_nothing(tmp_path):
                "python": {"tags": "get python", "run": ["touch", str(marker)]}}
     resolve(MemoryIndex(recipes), "app")
     assert not marker.exists()
+
+
+def test_a_dependency_chain_too_deep_is_a_resolution_error_not_a_bug():
+    """1,200 recipes in a chain ended "unexpected RecursionError ... this is a bug in mlrun"."""
+    import sys
+    from engine import MemoryIndex, resolve
+    from engine.errors import ResolutionError
+    index = MemoryIndex({f"r{i}": {"tags": f"r{i}", "deps": [f"r{i + 1}"]} for i in range(1000)} | {"r1000": {"tags": "r1000"}})
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(300)   # the same error at a smaller depth, quickly
+    try:
+        with pytest.raises(ResolutionError, match="nested too deep"):
+            resolve(index, "r0")
+    finally:
+        sys.setrecursionlimit(limit)
