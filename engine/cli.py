@@ -1291,12 +1291,17 @@ def cmd_replay(args, extras, settings):
             print(f"replay: the run's mirror {here} is used (--mirror DIR gives another)", file=sys.stderr)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
                     stream_root=not args.json, live_out=sys.stderr if args.json else None)
-    new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,
-                                          argv=["mlrun"] + sys.argv[1:], recorded_recipes=args.recorded_recipes)
+    try:
+        new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,
+                                              argv=["mlrun"] + sys.argv[1:], recorded_recipes=args.recorded_recipes)
+    except (MlrunError, KeyboardInterrupt):
+        if args.json and getattr(runner, "record", None):   # as run --json: a script learns which run failed
+            _print_json({**_run_json(runner.record, runner.runs_dir), "replay_of": record["id"]})
+        raise
     reused = sum(1 for s in new["steps"] if s["status"] == "cached")
-    if args.json:
-        _print_json({"run": new["id"], "replay_of": record["id"], "notes": notes, "verdict": lines, "equal": ok,
-                     "steps": [{k: s[k] for k in ("label", "key", "status")} for s in new["steps"]]})
+    if args.json:   # run --json's fields (status, error, results...), and the replay's own
+        _print_json({**_run_json(new, runner.runs_dir), "replay_of": record["id"], "notes": notes, "verdict": lines,
+                     "equal": ok})
     else:
         print(f"replay of {record['id']} as run {new['id']}: {reused} of {plural(len(new['steps']), 'step')} reused")
         for line in notes + lines:

@@ -133,6 +133,10 @@ def cmd_submit(args, extras, settings, plan_only=False):
                   if not any(w == flag or w.startswith(flag + "=") for w in sys.argv[1:])]
         opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(sys.argv[1:])   # -o: its state is where it resumes
                                + ([] if given else ["-o", os.path.abspath(opts.output)]) + places)
+        if opts.system:   # the copy submit keeps beside the tree: the person's own file may move or change
+            kept = os.path.join(os.path.abspath(opts.output), "system.yaml")
+            opts.argv = [f"--system={kept}" if w.startswith("--system=") else w for w in opts.argv]
+            opts.argv = [kept if i and opts.argv[i - 1] == "--system" else w for i, w in enumerate(opts.argv)]
     try:
         return submit.run_submission(opts, inputs, deps, env, settings, plan_only=plan_only,
                                      verbose=getattr(args, "verbose", False))

@@ -441,8 +441,20 @@ class Submission:
                 "host": self.host}
 
     def status(self, name, plan):
-        """("done", entry) when the recorded run can be reused, else ("to run", reasons)."""
-        entry = self.state["runs"].get(name)
+        """("done", entry) when the recorded run can be reused, else ("to run", reasons). An earlier run of the
+        same name that matches is reused too (tuning back to a setting ran its hours of runs again)."""
+        state, why = self._status(name, plan, self.state["runs"].get(name))
+        if state == "done" or self.opts.rerun or not self.state["runs"].get(name):
+            return state, why
+        for earlier in reversed((self.state.get("history") or {}).get(name) or []):
+            if isinstance(earlier, dict) and earlier.get("run") != self.state["runs"][name].get("run"):
+                again, _ = self._status(name, plan, earlier)
+                if again == "done" and not (self.opts.rerun_busy and earlier.get("busy")):
+                    self.state["runs"][name] = earlier
+                    return "done", earlier
+        return state, why
+
+    def _status(self, name, plan, entry):
         if not entry:
             return "to run", ["not run yet"]
         if self.opts.rerun:
@@ -509,6 +521,9 @@ class Submission:
         if busy:   # its speed goes into the tree (or sets a target): said now and in the verdict
             entry["busy"] = busy
         self.state["runs"][name] = entry
+        # the runs of earlier settings, newest last: going back to one reuses its run
+        earlier = [e for e in (self.state.setdefault("history", {}).get(name) or []) if e.get("run") != entry["run"]]
+        self.state["history"][name] = (earlier + [entry])[-HISTORY:]
         self.save()   # after every finished run: a crash later keeps it
         self.say(f"  {name}: done, run {record['id']}" + (f"; MEASURED ON A BUSY MACHINE: {busy}" if busy else ""))
         return entry
@@ -542,6 +557,10 @@ class Submission:
                 state, info = self.status(name, self.resolve(inputs))
                 if kind == "search" and state == "to run":
                     searching.add(scenario)
+                elif kind == "search" and self.state.get("settings", {}).get(scenario, {}).get("search_run") != \
+                        info["run"]:   # an earlier search reused: the settings it set (in memory: a plan saves none)
+                    self.state.setdefault("settings", {})[scenario] = dict(
+                        search.settings_from(scenario, info["folder"], info["run"]), search_run=info["run"])
                 shown = " ".join(f"--{k}={v}" for k, v in inputs.items())
                 rows.append((name, state if state == "to run" else f"done ({info['run']})", shown
                              if state == "done" else f"{shown}  [{textwrap.shorten('; '.join(info), 120)}]"))
@@ -602,6 +621,7 @@ def server_possible(scenario, found, run_id, scenarios):
 
 
 LOCK = ".submit.lock"
+HISTORY = 10   # earlier runs kept per run name in state.json
 
 
 def _busy(folder):

@@ -100,6 +100,8 @@ def test_replay_on_the_same_machine_reuses_every_node_and_equals(bench):
     replayed = run_json(bench, "replay", first)
     assert replayed["equal"] is True and replayed["replay_of"] == first
     assert [s["status"] for s in replayed["steps"]] == ["cached", "ran"]
+    # run --json's shape (status, results...): a script reads both alike
+    assert replayed["status"] == "ok" and replayed["results"] == run_json(bench, "runs", "show", first)["results"]
     assert record_of(bench, replayed["run"])["replay_of"] == first
     text = bench.mlrun("replay", first)
     assert "accuracy.f1: 90.5 (equal)" in text.stdout and "ratio 1.000" in text.stdout
@@ -305,6 +307,9 @@ def test_a_replayed_step_that_refuses_its_request_exits_2_as_run_directly(ws):
     assert_user_error(ws.mlrun("app picky"), 2, "not on this machine")
     first = json.loads(ws.mlrun("runs", "--json").stdout)[0]["run"]
     assert_user_error(ws.mlrun("replay", first), 2, "the replay of run", "not on this machine")   # it was exit 1
+    failed = ws.mlrun("replay", first, "--json")   # as run --json: the failed run said (stdout was empty)
+    said = json.loads(failed.stdout)
+    assert failed.returncode == 2 and said["status"] == "failed" and said["replay_of"] == first, failed.stdout
 
 
 def test_replay_that_cannot_be_exact_says_what_differs(bench):

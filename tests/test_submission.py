@@ -138,7 +138,8 @@ def test_short_submission_tree_and_checker(ws, completed):
         readme = (d / "README.md").read_text()
         assert "bin/mlrun submit" in readme and "target_" in readme and "Settings search" in readme
         assert "Made by mlrun 0." in readme   # which mlrun: a teammate on another commit could not tell
-        assert f"--system={ws.root / 'system.yaml'}" in readme   # given as system.yaml: run from the checkout too
+        # the copy kept beside the tree (a path of the person's own file moved, or changed, with it)
+        assert f"--system={root / 'system.yaml'}" in readme and f"--runs={ws.root / 'runs'}" in readme
         assert "kept beside the tree as `system.yaml`" in readme and (root / "system.yaml").read_text() == SYSTEM
         # the runs' commands name the cache and mirror they ran with: pasted, they run the same
         assert f"bin/mlrun --cache {ws.root / 'cache'} --runs {ws.root / 'runs'} --mirror " in readme, readme
@@ -319,3 +320,11 @@ def test_a_submit_that_would_drop_results_is_refused_and_a_scoped_flag_reuses_th
     assert all("done (" in rows[f"SingleStream/{kind}"] for kind in ("search", "accuracy", "performance")), rows
     assert "to run" in rows["Offline/search"] and 'instances: absent -> "1"' in rows["Offline/accuracy"], rows
     assert "Offline's runs also get your --instances=1" in plan.stdout
+    # tuned back: the earlier settings' runs are reused (state.json kept one run per name: hours of runs again)
+    changed = ws(*submit_args(ws.root, "--short", "--Offline.instances=1"), timeout=900)
+    assert changed.returncode == 0, changed.stdout[-2000:] + changed.stderr[-2000:]
+    assert "SingleStream/accuracy: reused run" in changed.stdout and "Offline/accuracy: running again" in changed.stdout
+    back = ws("plan", *submit_args(ws.root, "--short"), timeout=300)
+    assert "(0 to run)" in back.stdout, back.stdout
+    again = ws(*submit_args(ws.root, "--short"), timeout=900)
+    assert again.returncode == 0 and "running" not in again.stdout.split("runs:")[1].split("tree:")[0], again.stdout
