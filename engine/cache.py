@@ -273,8 +273,11 @@ class Cache:
 
     @staticmethod
     def private(path):
-        """A folder of the cache this user may not enter or read (a teammate's, made private): not damaged."""
-        return os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK)
+        """A folder of the cache this user may not enter or read (a teammate's, made private, or its entry.json):
+        not damaged."""
+        meta = os.path.join(path, META_DIR, ENTRY_FILE)
+        return os.path.isdir(path) and (not os.access(path, os.R_OK | os.X_OK) or
+                                        os.path.lexists(meta) and not os.access(meta, os.R_OK))
 
     @staticmethod
     def is_damaged(path):
@@ -282,7 +285,7 @@ class Cache:
         `mlrun rm cache PATH`; the next build of it replaces one whose entry.json is gone, a run refuses one whose
         entry.json is unreadable), unlike any other folder."""
         return bool(re.fullmatch(ENTRY_NAME, os.path.basename(path))) and os.path.isdir(path) \
-            and read_entry(path) is None
+            and read_entry(path) is None and not Cache.private(path)
 
     def failed_logs(self):
         folder = os.path.join(self.root, ".failed")

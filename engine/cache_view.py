@@ -8,7 +8,7 @@ query's wins over one that only has them too). Failed builds are told apart from
 import os
 import re
 
-from .errors import UsageError
+from .errors import MlrunError, UsageError
 from .resolver import has_tags, parse_query
 from .words import plural
 
@@ -78,7 +78,6 @@ def _own(meta, recipes_by_name, common):
 
 def recipes_by_name(settings):
     """{name: recipe} of the configured recipe folders; {} when they cannot be read (the cache still shows)."""
-    from .errors import MlrunError
     try:
         return {r["name"]: r for r in settings.index().recipes}
     except MlrunError:
@@ -130,6 +129,10 @@ def to_remove(cache, word, recipes, confirmed):
     named = read_entry(path)
     if named:
         return [named], True
+    if os.path.isdir(path) and cache.private(path):   # a teammate's, made private: it was called damaged
+        from .cache import owner
+        raise MlrunError(f"the cache entry {path} is not readable by you (owner: {owner(path)})",
+                         hint="its owner removes it, or lets the group read it (chmod -R g+rX)")
     if os.path.dirname(os.path.realpath(path)) == os.path.realpath(cache.root) and cache.is_damaged(path):
         return [{"path": path, "recipe": "(damaged: its .mlrun/entry.json is missing or unreadable)",
                  "damaged": True}], True

@@ -29,6 +29,20 @@ def explain(e, operation, path=None):
     if e.errno == errno.EACCES and target and os.path.isfile(target) and not os.access(target, os.R_OK):
         # a file to read (a recipe, a user.conf): moving --cache/--runs, as the hint for writing says, changes nothing
         error.hint = "no permission to read that file: its owner may let you (chmod a+r), or use a copy you may read"
+    if e.errno in (errno.EACCES, errno.EPERM) and target and os.path.lexists(target):
+        # a teammate's lock file, folder or entry: whose it is, to ask (the hint said only "point --cache elsewhere")
+        import pwd
+        try:
+            uid = os.lstat(target).st_uid
+            who = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            who = str(uid)
+        except OSError:
+            who = None
+        if who is not None and uid != os.geteuid():
+            error.message += f" (owner: {who})"
+            error.hint = (f"ask {who} to let the group in (chmod g+rwX), or point --cache/--runs at a folder of "
+                          "your own")
     if error.hint is None and e.errno in LIMIT_HINTS:
         error.hint = LIMIT_HINTS[e.errno]
     return error

@@ -712,3 +712,39 @@ def test_a_step_that_writes_into_its_recipe_folder_is_caught_at_its_first_build(
     assert_user_error(result, 1, "stamp.txt (new) of its recipe changed while it was built", "nothing was published",
                       "if the step writes into its recipe's folder ($MLRUN_RECIPE_DIR), make it write into its entry")
     assert ws.entries("stamp") == []
+
+
+@needs_root
+def test_a_file_of_a_teammate_that_refuses_you_is_named_with_its_owner(tmp_path):
+    """A teammate's lock file at mode 600, a private folder of an entry: "Permission denied; point --cache/--runs
+    at a folder you may write", never whose it was."""
+    import errno
+    from engine.oserrors import explain
+    lock = tmp_path / "x.lock"
+    lock.write_text("")
+    os.chown(lock, 65534, 65534)
+    e = explain(PermissionError(errno.EACCES, "Permission denied", str(lock)), "cannot use")
+    assert e.message.endswith("Permission denied (owner: nobody)") and e.hint.startswith("ask nobody"), e.message
+    mine = tmp_path / "mine.lock"
+    mine.write_text("")
+    assert "owner" not in explain(PermissionError(errno.EACCES, "Permission denied", str(mine)), "cannot use").message
+
+
+@needs_root
+def test_rm_of_a_teammates_private_entry_says_whose_not_damaged(public_tmp):
+    """`rm cache PATH` of an entry whose entry.json a teammate made private listed it "(damaged: ...)"."""
+    from engine import cache_view
+    team = os.path.join(public_tmp, "cache")
+    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > a.txt"}})
+    Runner(Cache(team), os.path.join(public_tmp, "runs"), reporter=RunReporter(io.StringIO())).run(
+        resolve(index, "a"), argv=["mlrun"])
+    [entry] = [m["path"] for m in Cache(team).entries()]
+    os.chmod(os.path.join(entry, ".mlrun", "entry.json"), 0o400)
+
+    def job():
+        try:
+            cache_view.to_remove(Cache(team), entry, {}, True)
+            return "no error"
+        except MlrunError as e:
+            return "" if "is not readable by you (owner: root)" in e.message else e.message
+    assert as_nobody(public_tmp, job) == (0, "")
