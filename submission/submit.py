@@ -244,7 +244,7 @@ class Submission:
         another system's results (a second system given the same -o lost the first's tree, archive and runs' place
         in it) or scenarios this command leaves out (--scenarios=Offline to redo one scenario dropped the others)."""
         last = self.state.get("request") or {}
-        if getattr(self.opts, "replace", False) or not last or not os.path.isdir(os.path.join(self.dir, "tree")):
+        if not last or not os.path.isdir(os.path.join(self.dir, "tree")):
             return
         dropped = []
         if self.state.get("system_id") not in (None, self.system_id):
@@ -259,7 +259,9 @@ class Submission:
                            f"{', '.join(self.opts.benchmark_list + self.opts.scenario_list)})")
         if last.get("short") is False and self.opts.short:   # the same runs' places: hours of them redone after
             dropped.append("its full-length runs (a --short rehearsal takes their places in state.json)")
-        if dropped:
+        if dropped and getattr(self.opts, "replace", False):   # meant: said, as plan submit shows what runs
+            self.say(f"  note: --replace: the tree is rebuilt without {'; '.join(dropped)}")
+        elif dropped:
             raise UsageError(f"{self.dir} holds a submission whose tree this command would rebuild without "
                              f"{'; '.join(dropped)}: a submit builds the tree of its own runs alone",
                              hint="another system: give it its own -o (one system's tree per folder); one scenario "

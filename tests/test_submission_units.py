@@ -640,7 +640,7 @@ def _last(tmp_path, request, **opts):
     import types
     (tmp_path / "tree").mkdir(exist_ok=True)
     sub = submit.Submission.__new__(submit.Submission)
-    sub.dir, sub.system_id = str(tmp_path), "Box"
+    sub.dir, sub.system_id, sub.out = str(tmp_path), "Box", __import__("io").StringIO()
     sub.state = {"request": dict({"submitter": "T", "scenarios": ["SingleStream", "Offline"],
                                   "benchmarks": ["bert-99"], "short": True}, **request), "system_id": "Box",
                  "runs": {}}
@@ -661,7 +661,9 @@ def test_a_submit_that_would_drop_what_the_last_tree_held_is_refused(tmp_path, r
     with pytest.raises(UsageError) as e:
         _last(tmp_path, request_, **opts).keeps_the_last_tree()
     assert said in e.value.message and "--replace" in e.value.hint
-    _last(tmp_path, request_, replace=True, **opts).keeps_the_last_tree()   # --replace: meant
+    meant = _last(tmp_path, request_, replace=True, **opts)
+    meant.keeps_the_last_tree()   # --replace: meant, and said
+    assert said in meant.out.getvalue() and "note: --replace: the tree is rebuilt without" in meant.out.getvalue()
     _last(tmp_path, {}).keeps_the_last_tree()   # the same request: nothing dropped
 
 
