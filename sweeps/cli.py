@@ -266,6 +266,14 @@ def _execute(runner, tasks, settings, data):
     try:
         for _ in outcomes:
             pass
+    except KeyboardInterrupt as e:   # the points it stopped (SIGTERM, in the runner's cleanup): said as such
+        from engine.guard import signal_name
+        for p in data["points"]:
+            if p["status"] == "interrupted" and p.get("error") in ("interrupted by SIGTERM",
+                                                                   "mlrun was stopped by SIGTERM"):
+                p["error"] = f"the sweep was stopped by {signal_name(e)}, and stopped this point's run"
+        record.write(settings.runs, data)
+        raise
     finally:
         outcomes.close()   # interrupted: stops the points that still run (each records its run interrupted)
         progress.done()

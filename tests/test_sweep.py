@@ -562,3 +562,22 @@ def test_sweep_best_says_a_value_not_given_as_not_given(bench):
         best.stdout
     as_json = json.loads(bench.mlrun("sweep", "best", "dash", "--json").stdout)   # said in --json too
     assert as_json["not_given"] == ["dep.model.layers"], as_json
+
+
+def test_a_sweep_stopped_by_ctrl_c_says_so_of_its_running_point(ws, tmp_path):
+    """Ctrl-C on the sweep: its running point read "mlrun was stopped by SIGTERM" (the sweep's own stop)."""
+    marker = tmp_path / "began"
+    ws.recipe("point", f"tags: point\ncache: false\ninputs:\n  n: {{type: int, default: 0}}\n"
+                       f"run: touch {marker}; sleep 120\n")
+    proc = ws.popen("sweep", "point", "--grid", "n=0", "--name", "ctrlc")
+    try:
+        assert wait_for(lambda: marker.exists(), timeout=60)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 130, err
+    [p] = json.load(open(os.path.join(ws.runs, "sweeps", "ctrlc", "sweep.json")))["points"]
+    assert p["status"] == "interrupted" and p["error"] == "the sweep was stopped by SIGINT, and stopped this point's " \
+        "run", p
