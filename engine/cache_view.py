@@ -53,7 +53,7 @@ def details(meta, recipes_by_name, common=None, width=48, by_key=None):
         own = _own(made_from, recipes_by_name, common)
         words = [w for w in words if w != "-"] + [f"from {source}" + (f" {own}" if own != "-" else "")]
     out = "; ".join(words)
-    return out if len(out) <= width else out[:width - 3] + "..."
+    return out if width is None or len(out) <= width else out[:width - 3] + "..."
 
 
 def _own(meta, recipes_by_name, common):

@@ -44,6 +44,7 @@ EPILOG = """verbs:
                                         run every point of a grid (resumable: finished points are skipped)
   mlrun sweep show NAME [--csv|--json|--markdown] [--columns a,b]   one row per point: settings and results
   mlrun sweep list                      the sweeps there are (also: mlrun sweeps)
+  mlrun sweep best NAME [--y FIELD] [--json]   its best VALID point and the submit command that runs it
   mlrun sweep plot NAME --x FIELD [--y FIELD] [--by FIELD] -o FILE.png   the points as a PNG (line or bar chart)
   mlrun report NAME [NAME...] -o FILE.html   one self-contained page: settings, points, plots, each run's command
   mlrun export RUN -o FILE [--with-cache] [--sign KEY]   a run's record and logs (and the cache entries it used)
@@ -265,6 +266,10 @@ def split_extras(words):
             if not ENV_RE.match(name[4:]):
                 raise UsageError(f"--{name}: '{name[4:]}' is not a valid environment variable name",
                                  hint="write --env.NAME=VALUE, NAME of letters, digits and _ (not first a digit)")
+            if name[4:] in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR") or name[4:].startswith("MLRUN_INPUT_"):
+                # a new key, and the step saw the input's or mlrun's own value
+                raise UsageError(f"--{name}: mlrun sets {name[4:]} itself for each step",
+                                 hint="an input is set by --INPUT=VALUE" if "INPUT" in name else "leave it out")
             target, key = env, name[4:]
         else:
             target, key = inputs, name.replace("-", "_")
@@ -379,7 +384,9 @@ def _main(argv):
             if shown is not None:
                 return shown
         sub = next((w for w in argv[at + 1:] if not w.startswith("-")), None)
-        if any(a in ("-h", "--help") for a in argv) and (asked, sub) in (("plan", "submit"), ("sweep", "plot")):
+        if any(a in ("-h", "--help") for a in argv) and (asked, sub) in (("plan", "submit"), ("sweep", "plot"),
+                                                                          ("sweep", "show"), ("sweep", "list"),
+                                                                          ("sweep", "best")):
             return _sub_help(asked, sub)   # their own options, not the verb's
         args, extras = parser.parse_known_args(argv)
         for flag in ("--cache", "--runs", "--mirror"):   # before and after the verb: two parsers, each saw one
@@ -521,7 +528,11 @@ def _intermixed(parser, verb_argv, args, extras):
 
 
 def _sub_help(verb, sub):
-    """`plan submit --help` is submit's help; `sweep plot --help` the plot's options."""
+    """`plan submit --help` is submit's help; `sweep plot|show|list|best --help` their own options."""
+    if verb == "sweep" and sub != "plot":
+        from sweeps.cli import SUB_HELP
+        print(SUB_HELP[sub])
+        return 0
     if sub == "plot":
         from sweeps import plot
         p = argparse.ArgumentParser(prog="mlrun sweep plot", usage=plot.USAGE)
@@ -835,7 +846,7 @@ def cmd_show(args, extras, settings):
     if args.json:
         _print_json([{k: m.get(k) for k in ("recipe", "version", "variations", "inputs", "key", "size", "files",
                                              "finished", "path")}
-                     | {"details": cache_view.details(m, recipes, common, by_key=by_key)}
+                     | {"details": cache_view.details(m, recipes, common, width=None, by_key=by_key)}   # whole
                      for m in entries])
         return 0
     if not entries:
@@ -893,7 +904,8 @@ def cmd_rm(args, extras, settings):
     if not entries:
         # a typo no recipe knows: "nothing to remove", exit 0, and a cleanup script went on unaware (a path or a
         # key named nothing there: said so below, as before)
-        if args.query and os.sep not in args.query and not re.fullmatch(r"[0-9a-f]{4,64}", args.query):
+        from .cache import ENTRY_NAME   # an entry's name (RECIPE-KEY16) names no tags either
+        if args.query and os.sep not in args.query and not re.fullmatch(rf"[0-9a-f]{{4,64}}|{ENTRY_NAME}", args.query):
             _refuse_unknown(args.query, cache_view.recipes_by_name(settings), cache, "nothing removed")
         print("nothing to remove")
         _print_near(cache_view.near_tags(cache.entries(), args.query) if args.query else [], "rm cache")
@@ -1283,6 +1295,9 @@ def cmd_replay(args, extras, settings):
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
     record = records.load(records.find(settings.runs, ref))
+    if records.status(record) == "running":   # it ran a second copy beside it, then called the first "died"
+        raise UsageError(f"run {record['id']} is still running: its record is not written until it ends",
+                         hint="replay it once it has ended (mlrun runs shows its status)")
     was = None if settings.mirror else records.place(record, "MLRUN_MIRROR")
     if isinstance(was, str) and was:   # the run's own mirror, where it is here too: it went to the network (exit 1)
         here = os.path.normpath(os.path.join(str(record.get("cwd") or ""), was))

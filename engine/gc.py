@@ -94,7 +94,7 @@ def find(cache, runs_dir, older_than=None, now=None):
     for name in _names(os.path.join(cache.root, ".locks")):   # a failed or removed entry's: .locks/ only grew
         lock = os.path.join(cache.root, ".locks", name)
         if name.endswith(".use") and not os.path.lexists(os.path.join(cache.root, name[:-4])) and not _owned(lock):
-            items.append(Item("use file of no entry", lock, lock, unlink_lock=True))
+            items.append(Item("stale use file", lock, lock, unlink_lock=True))
     if older_than is not None:
         for meta in cache.entries():
             use = _use_lock(cache, meta["path"])
@@ -132,7 +132,8 @@ def remove(cache, items, older_than=None, now=None):
                 skipped.append(item)
                 continue
             if os.path.lexists(item.path):   # a teammate's leftover under a umask that keeps the group out
-                item.why = f"not removable by you: {what_stays(item.path)}"
+                mine = os.lstat(item.path).st_uid == os.geteuid()   # else: immutable, held open on NFS, ...
+                item.why = f"{'could not all be deleted' if mine else 'not removable by you'}: {what_stays(item.path)}"
             (skipped if os.path.lexists(item.path) else removed).append(item)
         finally:
             if fd is not None:

@@ -61,13 +61,17 @@ class _Checker:
         return value
 
     def not_octal(self, value, where, what):
-        """Refuse a number written in YAML 1.1's octal (010 is 8, 0_10 too; 00 is 0 either way): taken unsaid."""
-        if not isinstance(value, int) or isinstance(value, bool):
+        """Refuse a number written in YAML 1.1's octal (010 is 8, 0_10 too; 00 is 0 either way) or base 60 (1:30
+        is 90): taken unsaid."""
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             return
         text = getattr(self.lines, "written", {}).get(tuple(where))
         if text is not None and re.fullmatch(r"[+-]?0[0-7_]+", text) and int(text.replace("_", "")) != value:
             self.fail(where, f"{what} is written {text}, which YAML reads as octal {value}",
                       f"write {value} (or {int(text.replace('_', ''))})")
+        if text is not None and ":" in text:   # YAML 1.1's base 60: 1:30 was 90, unsaid
+            self.fail(where, f"{what} is written {text}, which YAML reads as {value} (base 60)",
+                      f"write {value}, or quote it if it is text")
 
     def fail(self, where, message, hint=None):
         # Fall back to the nearest enclosing key that has a line.

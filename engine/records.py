@@ -157,10 +157,12 @@ def collect(folder, wanted, strict=False):
     for field, name in wanted.items():
         path = os.path.join(folder, name)
         real, inside = os.path.realpath(path), os.path.realpath(folder)
-        if strict and os.path.islink(path) and not (real + os.sep).startswith(inside + os.sep):
-            # read through the link, the entry's results changed with a file outside it (cache verify saw none)
-            raise ValueError(f"its {field} file {name} is a link out of its folder ({os.readlink(path)})"
-                             if os.path.exists(path) else f"its {field} file {name} is a link to nothing")
+        if strict and os.path.islink(path) and not os.path.exists(path):
+            raise ValueError(f"its {field} file {name} is a link to nothing")
+        if strict and os.path.lexists(path) and not (real + os.sep).startswith(inside + os.sep):
+            # read through a link (the file's or a folder's on its way), the entry's results changed with a file
+            # outside it (cache verify saw none)
+            raise ValueError(f"its {field} file {name} lies out of its folder, through a link ({real})")
         if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):   # reading a FIFO hangs
             if strict:
                 raise ValueError(f"its {field} file {name} is no file (a FIFO, socket or device)")

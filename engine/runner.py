@@ -306,7 +306,10 @@ class Runner:
                 self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
                               interactive=is_root and node.interactive)
             if not os.path.isdir(meta_dir):   # `rm -rf .mlrun` or its own folder: an "environment" error, exit 2
-                os.makedirs(meta_dir, exist_ok=True)   # for the failure's log
+                for made in (folder, meta_dir):   # a file (or a link) in its place: gone, for the failure's log
+                    if os.path.lexists(made) and not os.path.isdir(made) or os.path.islink(made):
+                        os.remove(made)
+                os.makedirs(meta_dir, exist_ok=True)
                 raise StepError(f"it removed its own folder or its {META_DIR}/ (mlrun's records of the step)",
                                 hint="a step writes in its folder; it removes nothing mlrun made there")
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
@@ -434,7 +437,7 @@ class Runner:
                 guard.kill_recorded(record)  # the guard itself was killed: what it watched must not run on
                 try:
                     os.remove(record)
-                except FileNotFoundError:
+                except (FileNotFoundError, NotADirectoryError):   # gone with the step's folder (its own doing)
                     pass
         if code == 2 and interactive:  # the person's input was refused: their usage error, in the step's words
             tail = _tail(log_path)

@@ -155,6 +155,13 @@ def missing_files(tree_dir):
         if not os.path.isfile(described):
             out.append(f"{os.path.relpath(described, tree_dir)} is missing: the results of system {system} need "
                        "its description")
+        else:   # the checker stopped with "JSONDecodeError", naming no file
+            try:
+                with open(described) as f:
+                    if not isinstance(json.load(f), dict):
+                        raise ValueError("not an object")
+            except (OSError, ValueError) as e:
+                out.append(f"{os.path.relpath(described, tree_dir)} is no JSON object ({e})")
         for folder in sorted(glob.glob(os.path.join(results, "*", "*"))):
             for rel in ("accuracy/mlperf_log_accuracy.json", "accuracy/accuracy.txt",
                         "performance/run_1/mlperf_log_summary.txt", "performance/run_1/mlperf_log_detail.txt"):

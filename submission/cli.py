@@ -129,8 +129,12 @@ def cmd_submit(args, extras, settings, plan_only=False):
         from engine.secrets import scrub_argv
         given = any(w in ("-o", "--output") or w.startswith(("-o=", "--output=")) for w in sys.argv[1:])
         # the places it ran with: pasted in another checkout, that one's cache/ and runs/ made every run anew
-        places = [f"{flag}={path}" for flag, path in (("--cache", settings.cache), ("--runs", settings.runs))
-                  if not any(w == flag or w.startswith(flag + "=") for w in sys.argv[1:])]
+        from .official import ENV
+        given_src = os.environ.get(ENV)   # from the environment: pasted in a shell without it, it went to GitHub
+        places = [f"{flag}={path}" for flag, path in (("--cache", settings.cache), ("--runs", settings.runs),
+                                                      ("--mirror", settings.mirror),
+                                                      ("--inference-src", given_src and os.path.abspath(given_src)))
+                  if path and not any(w == flag or w.startswith(flag + "=") for w in sys.argv[1:])]
         opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(sys.argv[1:])   # -o: its state is where it resumes
                                + ([] if given else ["-o", os.path.abspath(opts.output)]) + places)
         if opts.system:   # the copy submit keeps beside the tree: the person's own file may move or change

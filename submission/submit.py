@@ -166,7 +166,9 @@ def _scoped(inputs):
         if head.lower() in by_lower and name.startswith(("dep.", "env.")):   # read as "no input --dep.model.layers"
             raise UsageError(f"--{key}: a scenario's own flags are app inputs; --dep.* and --env.* go to every run",
                              hint=f"--{name}=VALUE for all scenarios")
-        if head.lower() not in by_lower or not name:
+        if head.lower() in by_lower and not name:
+            raise UsageError(f"--{key}: give an input after the scenario", hint=f"--{head}.INPUT=VALUE")
+        if head.lower() not in by_lower:
             raise UsageError(f"--{key}: '{head}' is no scenario", hint="--SCENARIO.INPUT=VALUE sets an input for one "
                              f"scenario's runs ({', '.join(SCENARIOS)}); --INPUT=VALUE sets it for all")
         kv = scoped.setdefault(by_lower[head.lower()], {})
@@ -244,7 +246,7 @@ class Submission:
         another system's results (a second system given the same -o lost the first's tree, archive and runs' place
         in it) or scenarios this command leaves out (--scenarios=Offline to redo one scenario dropped the others)."""
         last = self.state.get("request") or {}
-        if not last or not os.path.isdir(os.path.join(self.dir, "tree")):
+        if not last:   # (a tree an interrupted submit removed: its state still holds what the folder is for)
             return
         dropped = []
         if self.state.get("system_id") not in (None, self.system_id):
@@ -296,7 +298,28 @@ class Submission:
             scenario = extra.get("scenario")
             for name in getattr(self.opts, "scenario_inputs", {}).get(scenario, {}):
                 e.message = re.sub(rf"(?<![\w.])--{re.escape(name)}\b", f"--{scenario}.{name}", e.message)
+                e.message = e.message.replace(f"input '{name}'", f"input '{name}' (--{scenario}.{name})")
+                if e.hint:
+                    e.hint = re.sub(rf"(?<![\w.])--{re.escape(name)}=", f"--{scenario}.{name}=", e.hint)
             raise
+
+    def check_user_conf(self):
+        """A --user_conf that sets what submit sets for its runs (a target, a duration), or that LoadGen would read
+        otherwise than it says, refused before any run: the harness refused it at the performance run, after the
+        search and the accuracy run over the whole dataset."""
+        from mlperf_bert import user_conf
+        for scenario in self.opts.scenario_list:
+            path = self.inputs_of({"scenario": scenario}).get("user_conf")
+            if not path:
+                continue
+            user_conf.check(path)   # a UsageError naming every line LoadGen would misread
+            with open(path, encoding="utf-8") as f:
+                values = user_conf.values_set(f.read().splitlines(), scenario)
+            taken = [f"{key} = {values[key]}" for key in user_conf.OPTION_KEYS if key in values]
+            if taken:
+                raise UsageError(f"--user_conf {path}: its {', '.join(taken)} for {scenario} is what submit sets "
+                                 "itself for that scenario's runs (its search finds it)",
+                                 hint="leave those lines out of the user.conf; the plan shows each run's settings")
 
     def inputs_of(self, extra):
         """A run's app inputs: the user's for every run, then theirs for its scenario, then the run's own."""
@@ -306,6 +329,7 @@ class Submission:
     def check_request(self):
         """Everything that can be refused is refused here, before any run starts."""
         self.user_system = system.read_yaml(self.opts.system)   # before fetching the sources, which may fail
+        self.check_user_conf()
         from engine.resolver import Resolver
         recipe, _ = Resolver(self.settings.index()).select(self.opts.query)   # the app, before its inputs are tried
         if recipe["name"] != "app-mlperf-bert":

@@ -56,6 +56,27 @@ def add_arguments(p, verb):
                 "every point. docs/sweeps.md describes grids, resuming and the fields of `sweep show`.")
 
 
+# `mlrun sweep show|list|best --help`: their own options (the sweep's, --grid --jobs --on..., were listed, and each
+# of those is refused there)
+SUB_HELP = {
+    "show": """usage: mlrun sweep show NAME [--where FIELD OP VALUE]... [--columns A,B] [--json|--csv|--markdown]
+
+One sweep's points: each point's status, grid values and its run's results (a table, or every field with
+--json/--csv). --where and --columns as for `mlrun runs` (docs/sweeps.md lists the fields).""",
+    "list": """usage: mlrun sweep list [--json|--csv|--markdown]     (also: mlrun sweeps)
+
+The sweeps of this runs folder: name, query, points done, left and failed.""",
+    "best": """usage: mlrun sweep best NAME [--y FIELD] [--json]
+
+The best point of a sweep among its VALID points (by samples_per_second; Server by completed_samples_per_second;
+SingleStream by latency_p90_ms; accuracy by f1; or FIELD), with notes when it may be noise, and the `bin/mlrun
+submit` command that runs it, its settings scoped to its scenario. Exit 1 when no point is VALID.
+  --y FIELD   rank by this field (its direction known: a rate higher, a latency lower)
+  --json      the point, its value, grid values (not_given: values the point left to the harness), notes and
+              the submit command as a list""",
+}
+
+
 PLAN_NOTE_FROM = 500   # points: a grid this large says it is being planned
 
 

@@ -218,6 +218,8 @@ def test_a_run_still_running_is_not_exported_and_a_replaced_bundle_is_said(made)
     assert_user_error(made.mlrun("export", made.run_id, "-o", made.path("live.tar.gz")), 2,
                       f"run {made.run_id} is still running", "export it once it has ended")
     assert not os.path.exists(made.path("live.tar.gz"))
+    # replay too: it ran a second copy beside the live one, then called the first "died"
+    assert_user_error(made.mlrun("replay", made.run_id), 2, f"run {made.run_id} is still running")
 
 
 def test_export_refuses_a_damaged_entry_and_a_place_that_is_not_a_file(made):

@@ -521,3 +521,17 @@ def test_a_runs_folder_given_that_does_not_exist_is_an_error_for_verbs_that_read
     for verb in (["runs", "--json"], ["export", "x", "-o", "x.tgz"]):
         assert_user_error(ws.mlrun("--runs", missing, *verb), 2, f"the runs folder {missing} does not exist")
     assert not os.path.exists(missing)
+
+
+@pytest.mark.parametrize("word", ["--env.MLRUN_INPUT_X=5", "--env.MLRUN_ENTRY=/tmp", "--env.MLRUN_RECIPE_DIR=/tmp"])
+def test_an_env_override_of_what_mlrun_sets_is_refused(ws, word):
+    """A new key, while the step saw the input's or mlrun's own value."""
+    ws.recipe("t", "tags: t\ninputs:\n  x: {type: int, default: 1}\nrun: echo $MLRUN_INPUT_X > ok.txt\n")
+    assert_user_error(ws.mlrun("t", word), 2, "mlrun sets", "itself for each step")
+
+
+def test_sweep_subcommands_have_their_own_help(ws):
+    """`sweep best --help` listed --grid --jobs --on..., each refused there, and not --y."""
+    for sub, has in (("best", "--y FIELD"), ("show", "--where FIELD OP VALUE"), ("list", "mlrun sweeps")):
+        shown = ws.mlrun("sweep", sub, "--help")
+        assert shown.returncode == 0 and has in shown.stdout and "--grid" not in shown.stdout, shown.stdout

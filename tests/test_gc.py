@@ -283,7 +283,7 @@ def test_an_entry_with_no_use_noted_is_removed_as_listed(ws):
     ws.recipe("broken", "tags: broken\nrun: exit 3\n")
     assert ws.mlrun("broken").returncode == 1
     [stale] = [n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.startswith("broken-") and n.endswith(".use")]
-    assert "1 use file of no entry" in ws.mlrun("gc", "-y").stdout
+    assert "1 stale use file" in ws.mlrun("gc", "-y").stdout
     assert not os.path.exists(os.path.join(ws.cache, ".locks", stale))
 
 

@@ -161,7 +161,12 @@ def test_a_results_file_that_is_not_json_fails_the_step(ws):
      "its results file s.json is not JSON (nested too deep)"),
     # read through a link out of the entry: its results changed with the outside file, cache verify saw nothing
     ("if [ -e ../../ok ]; then echo '{}' > s.json; else echo '{}' > ../../out.json; ln -s $PWD/../../out.json s.json; fi",
-     "its results file s.json is a link out of its folder"),
+     "its results file s.json lies out of its folder, through a link"),
+    # a folder on its way linked out, and a link to nothing inside
+    ("if [ -e ../../ok ]; then echo '{}' > s.json; else mkdir -p ../../o; echo '{}' > ../../o/s.json; "
+     "ln -s $PWD/../../o sub; ln -s sub/s.json s.json; fi", "its results file s.json lies out of its folder"),
+    ("if [ -e ../../ok ]; then echo '{}' > s.json; else ln -s nowhere s.json; fi",
+     "its results file s.json is a link to nothing"),
     ("if [ -e ../../ok ]; then echo '{}' > s.json; else ln -s /nonexistent/x.json s.json; fi",
      "its results file s.json is a link to nothing"),
 ])

@@ -633,7 +633,9 @@ def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
     assert result.returncode == 1 and result.stdout.count("the real cause") == 1
 
 
-@pytest.mark.parametrize("run, cached", [("rm -rf .mlrun", True), ('rm -rf "$PWD"', False), ("rm -rf .mlrun", False)])
+@pytest.mark.parametrize("run, cached", [("rm -rf .mlrun", True), ('rm -rf "$PWD"', False), ("rm -rf .mlrun", False),
+                                         ('d=$PWD; cd /; rm -rf "$d"; echo x > "$d"', True),
+                                         ('d=$PWD; cd /; rm -rf "$d"; echo x > "$d"', False)])
 def test_a_step_that_removes_its_own_folder_failed_exit_1(ws, run, cached):
     """It was "mlrun run: cannot use .../.mlrun/files.json...: No such file or directory", exit 2, no log."""
     ws.recipe("rmself", f"tags: rmself\ncache: {str(cached).lower()}\nrun: {run}\n")

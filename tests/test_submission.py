@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import MLRUN, ROOT, assert_user_error, kill_group, offline_mlrun, wait_for
+from conftest import MLRUN, ROOT, SHARED_DATA, assert_user_error, kill_group, offline_mlrun, wait_for
 
 QUERY = "app mlperf bert _onnxruntime _cpu _random"
 TINY = ["--dep.model.layers=2", "--dep.model.hidden=128", "--dep.model.heads=2"]
@@ -140,6 +140,7 @@ def test_short_submission_tree_and_checker(ws, completed):
         assert "Made by mlrun 0." in readme   # which mlrun: a teammate on another commit could not tell
         # the copy kept beside the tree (a path of the person's own file moved, or changed, with it)
         assert f"--system={root / 'system.yaml'}" in readme and f"--runs={ws.root / 'runs'}" in readme
+        assert f"--mirror={SHARED_DATA}" in readme   # given as MLRUN_MIRROR: pasted without it, it went online
         assert "kept beside the tree as `system.yaml`" in readme and (root / "system.yaml").read_text() == SYSTEM
         # the runs' commands name the cache and mirror they ran with: pasted, they run the same
         assert f"bin/mlrun --cache {ws.root / 'cache'} --runs {ws.root / 'runs'} --mirror " in readme, readme

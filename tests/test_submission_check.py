@@ -344,3 +344,12 @@ def test_a_test01_check_that_failed_says_its_cause(tmp_path):
     (folder / "verify_performance.txt").write_text("garbage\n")
     [said] = checker.open_compliance_failures(str(tmp_path))
     assert said.endswith("the verification wrote no verdict"), said
+
+
+def test_a_system_file_that_is_no_json_is_named(tmp_path):
+    from submission import checker
+    tree = make_tree(str(tmp_path / "sub"))
+    with open(os.path.join(tree, "open", "MyTeam", "systems", "sys1.json"), "w") as f:
+        f.write("{broken")
+    [said] = checker.missing_files(tree)
+    assert said.startswith("open/MyTeam/systems/sys1.json is no JSON object ("), said

@@ -638,7 +638,6 @@ def test_an_input_for_one_scenario_goes_to_its_runs_alone():
 def _last(tmp_path, request, **opts):
     """A Submission over a folder whose last tree was built by `request`."""
     import types
-    (tmp_path / "tree").mkdir(exist_ok=True)
     sub = submit.Submission.__new__(submit.Submission)
     sub.dir, sub.system_id, sub.out = str(tmp_path), "Box", __import__("io").StringIO()
     sub.state = {"request": dict({"submitter": "T", "scenarios": ["SingleStream", "Offline"],
@@ -690,3 +689,19 @@ def test_a_submission_whose_runs_are_in_another_runs_folder_is_refused_not_redon
     assert e.value.hint.startswith(f"give --runs {theirs}")
     sub.settings.runs = str(theirs)
     sub.runs_here()
+
+
+def test_a_user_conf_setting_what_submit_sets_is_refused_before_any_run(tmp_path):
+    """It was refused by the harness at the scenario's performance run, after its search and its accuracy run
+    over the whole dataset (hours of a real submission)."""
+    import types
+    conf = tmp_path / "user.conf"
+    conf.write_text("*.Offline.target_qps = 10\n")
+    sub = submit.Submission.__new__(submit.Submission)
+    sub.inputs = {}
+    sub.opts = types.SimpleNamespace(scenario_list=["SingleStream", "Offline"],
+                                     scenario_inputs={"Offline": {"user_conf": str(conf)}})
+    with pytest.raises(UsageError, match="its target_qps = 10 for Offline is what submit sets itself"):
+        sub.check_user_conf()
+    conf.write_text("*.Offline.min_query_count = 100\n")   # its own settings: taken
+    sub.check_user_conf()
