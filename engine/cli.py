@@ -283,7 +283,7 @@ def split_extras(words):
 GLOBAL_WITH_VALUE = ("--cache", "--runs", "--recipes", "--mirror")
 RESUMABLE = ("sweep", "submit")   # verbs whose finished parts a new start of the same command reuses
 INSPECTING_CACHE = ("show", "rm", "gc", "cache")   # verbs that look into a cache: one given must be there
-INSPECTING_RUNS = ("runs", "diff", "export")   # likewise for a runs folder given (replay may make one)
+INSPECTING_RUNS = ("runs", "diff", "export", "sweeps")   # likewise for a runs folder given (replay may make one)
 # What an interrupted verb that builds nothing left (it said "nothing half-built was published" of a removal)
 INTERRUPTED = {"rm": "what it was removing may be half gone: the same command finishes it",
                "gc": "what it was removing may be half gone: mlrun gc again finishes it",
@@ -441,7 +441,9 @@ def _main(argv):
                     raise UsageError(f"the {what} folder {path} is not a folder",
                                      hint=f"check {flag} (or MLRUN_{what.upper()})")
                 _check_place(what, path, flag, settings)
-            if args.verb in INSPECTING_RUNS and args.runs and not os.path.exists(settings.runs):
+            reads_runs = args.verb in INSPECTING_RUNS or args.verb == "sweep" and getattr(args, "query", None) in (
+                "list", "ls", "show", "best", "plot")
+            if reads_runs and args.runs and not os.path.exists(settings.runs):
                 # a typo on the command line: `runs --json` printed [] and exit 0 (a CI job saw no runs, unsaid)
                 raise UsageError(f"the runs folder {settings.runs} does not exist", hint="check --runs (or MLRUN_RUNS)")
             if args.verb in INSPECTING_CACHE and args.cache and not os.path.exists(settings.cache):

@@ -328,6 +328,10 @@ class _Checker:
                           f"({', '.join(f'{k} {v}' for k, v in bounds.items())})")   # every value refused, unsaid
             if choices is not None and len(set(map(str, choices))) < len(choices):
                 self.fail(here + ["choices"], f"input '{name}' lists a choice twice: {choices}")
+            for choice in choices or []:   # a choice no value check lets through: offered, then refused
+                if out_of_bounds(name, choice, bounds) or pattern is not None and not compiled.fullmatch(str(choice)):
+                    self.fail(here + ["choices"], f"input '{name}': its choice {choice!r} "
+                              + (out_of_bounds(name, choice, bounds) or f"does not match the pattern {pattern!r}"))
             if default is not None and out_of_bounds(name, default, bounds):
                 self.fail(here + ["default"], f"default: {out_of_bounds(name, default, bounds)}")
             multiple = spec.get("multiple_of")

@@ -518,7 +518,8 @@ def test_json_output_stays_json_with_verbose_and_a_dead_runs_status_is_said(ws):
 def test_a_runs_folder_given_that_does_not_exist_is_an_error_for_verbs_that_read_it(ws):
     """`--runs /nonexistent runs --json` printed [] and exit 0: a CI job's typo went unseen (--cache said so)."""
     missing = os.path.join(str(ws.root), "no-such-runs")
-    for verb in (["runs", "--json"], ["export", "x", "-o", "x.tgz"]):
+    for verb in (["runs", "--json"], ["export", "x", "-o", "x.tgz"], ["sweeps", "--json"], ["sweep", "list"],
+                 ["sweep", "show", "x"]):
         assert_user_error(ws.mlrun("--runs", missing, *verb), 2, f"the runs folder {missing} does not exist")
     assert not os.path.exists(missing)
 

@@ -155,6 +155,10 @@ CASES = [
     # bounds no value meets, a choice twice (taken unsaid)
     ("bounds-crossed", "tags: a\ninputs:\n  n:\n    type: int\n    min: 5\n    max: 1\n", 6,
      "input 'n': no value is within its bounds (min 5, max 1)"),
+    ("choice-out-of-bounds", "tags: a\ninputs:\n  n:\n    type: int\n    choices: [1, 5]\n    min: 2\n", 5,
+     "input 'n': its choice 1 "),
+    ("choice-not-the-pattern", "tags: a\ninputs:\n  m:\n    choices: [a, b]\n    pattern: c\n", 4,
+     "input 'm': its choice 'a' does not match the pattern 'c'"),
     ("choice-twice", "tags: a\ninputs:\n  m:\n    choices: [x, x]\n", 4, "input 'm' lists a choice twice"),
     ("sources-a-string-device", "tags: a\nsources: /dev/zero\n", 2, "source '/dev/zero' is no regular file"),
     ("int-default-base-60", "tags: a\ninputs:\n  x: {type: int, default: 1:30}\n", 3,
