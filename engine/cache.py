@@ -275,9 +275,9 @@ class Cache:
     def private(path):
         """A folder of the cache this user may not enter or read (a teammate's, made private, or its entry.json):
         not damaged."""
-        meta = os.path.join(path, META_DIR, ENTRY_FILE)
+        meta = os.path.join(path, META_DIR, ENTRY_FILE)   # (a link to nothing there is damage, not privacy)
         return os.path.isdir(path) and (not os.access(path, os.R_OK | os.X_OK) or
-                                        os.path.lexists(meta) and not os.access(meta, os.R_OK))
+                                        os.path.exists(meta) and not os.access(meta, os.R_OK))
 
     @staticmethod
     def is_damaged(path):

@@ -266,7 +266,8 @@ def split_extras(words):
             if not ENV_RE.match(name[4:]):
                 raise UsageError(f"--{name}: '{name[4:]}' is not a valid environment variable name",
                                  hint="write --env.NAME=VALUE, NAME of letters, digits and _ (not first a digit)")
-            if name[4:] in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR") or name[4:].startswith("MLRUN_INPUT_"):
+            from .envs import set_by_mlrun
+            if set_by_mlrun(name[4:]):
                 # a new key, and the step saw the input's or mlrun's own value
                 raise UsageError(f"--{name}: mlrun sets {name[4:]} itself for each step",
                                  hint="an input is set by --INPUT=VALUE" if "INPUT" in name else "leave it out")

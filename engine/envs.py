@@ -100,6 +100,12 @@ def step_env(node, chain, host, entry, recipe_dir, mirror=None):
     return env
 
 
+def set_by_mlrun(name):
+    """A variable mlrun sets itself for each step (an --env override of it made a new key while the step saw
+    mlrun's value)."""
+    return name in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR") or name.startswith("MLRUN_INPUT_")
+
+
 def command(node, env, entry, recipe_dir):
     """argv for the step: a string runs under bash with -e and pipefail, a list runs as is."""
     if isinstance(node.run, str):

@@ -91,6 +91,9 @@ def find(cache, runs_dir, older_than=None, now=None):
     for folder in (cache.root, runs_dir):
         items += _aged("sweep marker", folder, max(age, MARKER_AGE), now,
                        lambda name, path: SWEEP_MARKER.fullmatch(name))
+    # a use file a killed mlrun was making (flock's no_use: made whole, then linked in)
+    items += _aged("stale use file", os.path.join(cache.root, ".locks"), 3600, now,
+                   lambda name, path: re.fullmatch(r".+\.use\.\d+\.new", name))
     for name in _names(os.path.join(cache.root, ".locks")):   # a failed or removed entry's: .locks/ only grew
         lock = os.path.join(cache.root, ".locks", name)
         if name.endswith(".use") and not os.path.lexists(os.path.join(cache.root, name[:-4])) and not _owned(lock):
@@ -149,7 +152,10 @@ def _delete(cache, item, meta):
             guard.kill_recorded(os.path.join(item.path, META_DIR, guard.RECORD))
         if meta:
             cache.remove([meta])
-            os.unlink(item.lock)   # under its lock: one waiting on it opens the path again (cache.flock)
+            try:
+                os.unlink(item.lock)   # under its lock: one waiting on it opens the path again (cache.flock)
+            except OSError:
+                pass   # the entry is gone, as said; its use file goes with the next gc
         elif item.path != item.lock:
             remove_tree(item.path)
         if item.unlink_lock:   # named after a temp folder that is gone: nobody takes it again

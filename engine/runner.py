@@ -305,7 +305,9 @@ class Runner:
                 tty = live and _terminal()
                 self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
                               interactive=is_root and node.interactive)
-            if not os.path.isdir(meta_dir):   # `rm -rf .mlrun` or its own folder: an "environment" error, exit 2
+            # `rm -rf .mlrun`, its own folder, or a file or link put in its place: an "environment" error (exit 2),
+            # or a link published as the entry and the folder it names sealed read-only
+            if os.path.islink(folder) or os.path.islink(meta_dir) or not os.path.isdir(meta_dir):
                 for made in (folder, meta_dir):   # a file (or a link) in its place: gone, for the failure's log
                     if os.path.lexists(made) and not os.path.isdir(made) or os.path.islink(made):
                         os.remove(made)

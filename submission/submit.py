@@ -246,7 +246,8 @@ class Submission:
         another system's results (a second system given the same -o lost the first's tree, archive and runs' place
         in it) or scenarios this command leaves out (--scenarios=Offline to redo one scenario dropped the others)."""
         last = self.state.get("request") or {}
-        if not last:   # (a tree an interrupted submit removed: its state still holds what the folder is for)
+        built = self.state.get("built") or self.state.get("verdict") or os.path.isdir(os.path.join(self.dir, "tree"))
+        if not last or not built:   # a tree an interrupted submit removed counts; one never built drops nothing
             return
         dropped = []
         if self.state.get("system_id") not in (None, self.system_id):

@@ -219,6 +219,8 @@ def finish(sub, root):
     from . import checker, pack
     from .cli import report
     from .submit import ROUND
+    sub.state["built"] = True   # a tree was made here: a later submit that would drop what it held is refused
+    sub.save()
     result = checker.check(sub.src, root, version=ROUND, short=sub.opts.short,
                            out_dir=os.path.join(sub.dir, "check"))
     # an official script's ERROR, which the checker cannot see (checker.check adds the open division's TEST01)

@@ -59,10 +59,11 @@ def add_arguments(p, verb):
 # `mlrun sweep show|list|best --help`: their own options (the sweep's, --grid --jobs --on..., were listed, and each
 # of those is refused there)
 SUB_HELP = {
-    "show": """usage: mlrun sweep show NAME [--where FIELD OP VALUE]... [--columns A,B] [--json|--csv|--markdown]
+    "show": """usage: mlrun sweep show NAME [--where FIELD=VALUE]... [--columns A,B] [--json|--csv|--markdown]
 
 One sweep's points: each point's status, grid values and its run's results (a table, or every field with
---json/--csv). --where and --columns as for `mlrun runs` (docs/sweeps.md lists the fields).""",
+--json/--csv). --where (one word: FIELD=VALUE, or <, >, <=, >=, != between) and --columns as for `mlrun runs`
+(docs/sweeps.md lists the fields).""",
     "list": """usage: mlrun sweep list [--json|--csv|--markdown]     (also: mlrun sweeps)
 
 The sweeps of this runs folder: name, query, points done, left and failed.""",

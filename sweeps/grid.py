@@ -67,6 +67,10 @@ def classify(grid, recipe, inputs, deps, env):
             if not ENV_RE.match(name[4:]):   # as --env.NAME says it, before the record: not in every point
                 raise UsageError(f"--grid {name}: '{name[4:]}' is not a valid environment variable name",
                                  hint="NAME of letters, digits and _ (not first a digit)")
+            from engine.envs import set_by_mlrun
+            if set_by_mlrun(name[4:]):   # every point ran and failed on it (exit 1), after the sweep's record was made
+                raise UsageError(f"--grid {name}: mlrun sets {name[4:]} itself for each step",
+                                 hint="an input is a grid axis by its name: --grid INPUT=V1,V2")
             if secrets.is_secret(name[4:]):   # its values would be printed, and it changes no key: one value it is
                 raise UsageError(f"--grid {name}: a secret is no grid axis (it changes nothing built, and a sweep "
                                  "prints its points' values)", hint=f"give it once: --{name}=VALUE")

@@ -533,6 +533,6 @@ def test_an_env_override_of_what_mlrun_sets_is_refused(ws, word):
 
 def test_sweep_subcommands_have_their_own_help(ws):
     """`sweep best --help` listed --grid --jobs --on..., each refused there, and not --y."""
-    for sub, has in (("best", "--y FIELD"), ("show", "--where FIELD OP VALUE"), ("list", "mlrun sweeps")):
+    for sub, has in (("best", "--y FIELD"), ("show", "--where FIELD=VALUE"), ("list", "mlrun sweeps")):
         shown = ws.mlrun("sweep", sub, "--help")
         assert shown.returncode == 0 and has in shown.stdout and "--grid" not in shown.stdout, shown.stdout

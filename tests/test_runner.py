@@ -635,7 +635,10 @@ def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
 
 @pytest.mark.parametrize("run, cached", [("rm -rf .mlrun", True), ('rm -rf "$PWD"', False), ("rm -rf .mlrun", False),
                                          ('d=$PWD; cd /; rm -rf "$d"; echo x > "$d"', True),
-                                         ('d=$PWD; cd /; rm -rf "$d"; echo x > "$d"', False)])
+                                         ('d=$PWD; cd /; rm -rf "$d"; echo x > "$d"', False),
+                                         # a link in its place: published as the entry, the folder it named sealed
+                                         ('d=$PWD; o=$(dirname "$d")/../../out; mkdir -p "$o"; cp -a . "$o"/; cd /;'
+                                          ' rm -rf "$d"; ln -s "$o" "$d"', True)])
 def test_a_step_that_removes_its_own_folder_failed_exit_1(ws, run, cached):
     """It was "mlrun run: cannot use .../.mlrun/files.json...: No such file or directory", exit 2, no log."""
     ws.recipe("rmself", f"tags: rmself\ncache: {str(cached).lower()}\nrun: {run}\n")

@@ -642,7 +642,7 @@ def _last(tmp_path, request, **opts):
     sub.dir, sub.system_id, sub.out = str(tmp_path), "Box", __import__("io").StringIO()
     sub.state = {"request": dict({"submitter": "T", "scenarios": ["SingleStream", "Offline"],
                                   "benchmarks": ["bert-99"], "short": True}, **request), "system_id": "Box",
-                 "runs": {}}
+                 "runs": {}, "built": True}
     sub.opts = types.SimpleNamespace(**dict(dict(submitter="T", scenario_list=["SingleStream", "Offline"],
                                                  benchmark_list=["bert-99"], short=True, replace=False), **opts))
     return sub
@@ -664,6 +664,9 @@ def test_a_submit_that_would_drop_what_the_last_tree_held_is_refused(tmp_path, r
     meant.keeps_the_last_tree()   # --replace: meant, and said
     assert said in meant.out.getvalue() and "note: --replace: the tree is rebuilt without" in meant.out.getvalue()
     _last(tmp_path, {}).keeps_the_last_tree()   # the same request: nothing dropped
+    never = _last(tmp_path, request_, **opts)   # a first submit stopped before any tree: nothing to drop (a typo
+    del never.state["built"]                    # in --submitter could not be mended)
+    never.keeps_the_last_tree()
 
 
 def test_a_scoped_input_given_twice_in_two_cases_is_refused():

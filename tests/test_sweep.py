@@ -581,3 +581,11 @@ def test_a_sweep_stopped_by_ctrl_c_says_so_of_its_running_point(ws, tmp_path):
     [p] = json.load(open(os.path.join(ws.runs, "sweeps", "ctrlc", "sweep.json")))["points"]
     assert p["status"] == "interrupted" and p["error"] == "the sweep was stopped by SIGINT, and stopped this point's " \
         "run", p
+
+
+def test_a_grid_over_a_variable_mlrun_sets_is_refused_before_any_point(ws):
+    """--grid env.MLRUN_INPUT_N=7,8 ran every point, each failed on it (exit 1), a record of failures left."""
+    ws.recipe("b", "tags: b\ncache: false\ninputs:\n  n: {type: int, default: 1}\nrun: echo $MLRUN_INPUT_N\n")
+    assert_user_error(ws.mlrun("sweep", "b", "--grid", "env.MLRUN_INPUT_N=7,8", "--name", "e"), 2,
+                      "mlrun sets MLRUN_INPUT_N itself for each step")
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "e"))
