@@ -536,3 +536,24 @@ def test_sweep_subcommands_have_their_own_help(ws):
     for sub, has in (("best", "--y FIELD"), ("show", "--where FIELD=VALUE"), ("list", "mlrun sweeps")):
         shown = ws.mlrun("sweep", sub, "--help")
         assert shown.returncode == 0 and has in shown.stdout and "--grid" not in shown.stdout, shown.stdout
+
+
+def test_small_sayings_of_the_listings(tmp_path):
+    """An entry made under a clock ahead: AGE "-96957650s"; an ambiguous prefix of 57 runs listed 5, unsaid."""
+    from engine import cli, records
+    from engine.errors import MlrunError
+    assert cli._age(-1000) == "future" and cli._age(-5) == "0s" and cli._age(90) == "2m"
+    for n in range(7):
+        (tmp_path / f"20261205-19000{n}-abcd").mkdir()
+        (tmp_path / f"20261205-19000{n}-abcd" / "run.json").write_text("{}")
+    with pytest.raises(MlrunError, match=r"names 7 runs: .* and 2 more"):
+        records.find(str(tmp_path), "20261205-19")
+
+
+def test_sweep_best_notes_points_too_short_or_under_load_to_rank():
+    """0.1 s points under the busy rule's 0.5 CPU-s floor ranked on noise, no note."""
+    from sweeps.cli import _best_warnings
+    ok = [{"other_load.seconds": 0.1, "other_load.share": 0.43}, {"other_load.seconds": 0.2, "other_load.share": 0.6}]
+    notes = _best_warnings(ok[0], {}, ok, "samples_per_second")
+    assert any("under a second" in n for n in notes) and any("up to 60% of the CPUs" in n for n in notes), notes
+    assert _best_warnings({}, {}, [{"other_load.seconds": 12.0, "other_load.share": 0.05}], "x") == []
