@@ -103,7 +103,8 @@ def step_env(node, chain, host, entry, recipe_dir, mirror=None):
 def set_by_mlrun(name):
     """A variable mlrun sets itself for each step (an --env override of it made a new key while the step saw
     mlrun's value)."""
-    return name in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR") or name.startswith("MLRUN_INPUT_")
+    from .recipe import STEP_OWN_ENV
+    return name in STEP_OWN_ENV or name.startswith("MLRUN_INPUT_")
 
 
 def command(node, env, entry, recipe_dir):

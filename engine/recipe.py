@@ -27,6 +27,7 @@ INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str
 
 # mlrun run's own options (engine/cli.py) and the prefixes of its --dep./--env. flags: an input of one of these
 # names took its default whatever was given (--cache=X moved the cache instead)
+STEP_OWN_ENV = ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR")   # set by mlrun for every step, after all else
 RESERVED_INPUTS = ("cache", "runs", "recipes", "mirror", "verbose", "json", "help", "version", "tags", "dep", "env")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -345,7 +346,7 @@ class _Checker:
             env_name = self.expect(spec.get("env", "MLRUN_INPUT_" + name.upper()), str, here + ["env"], "env")
             if not ENV_RE.match(env_name):
                 self.fail(here + ["env"], f"'{env_name}' is not a valid environment variable name")
-            if env_name in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR"):   # mlrun's own, set after: the value went unsaid
+            if env_name in STEP_OWN_ENV:   # mlrun's own, set after: the value went unsaid
                 self.fail(here + ["env"], f"input '{name}' sets {env_name}, which mlrun sets itself for every step",
                           "name another variable (env: MY_NAME), or leave env: out")
             other = next((n for n in out if out[n]["env"] == env_name), None)
@@ -449,7 +450,7 @@ def _env_set_once(c, env, inputs, where):
         if key in by_input:
             c.fail(where + [key], f"env {key} is set by input '{by_input[key]}' too: the step would see the input's "
                    "value", f"set it by --{by_input[key]}=VALUE (or the input's default), or name another variable")
-        if key in ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR"):
+        if key in STEP_OWN_ENV:
             c.fail(where + [key], f"env {key} is mlrun's own, set for every step: this value would never reach it",
                    "name another variable")
 
