@@ -58,17 +58,13 @@ class Cache:
         one changed since (its stat signature differs) raises DamagedEntry."""
         path = self.path(node)
         if not os.path.isfile(os.path.join(path, META_DIR, ENTRY_FILE)):
-            if os.path.isdir(path) and not os.access(path, os.R_OK | os.X_OK):
-                # a teammate's entry made private: it was rebuilt, then failed "Operation not permitted"
-                raise MlrunError(f"the cache entry {path} is not readable by you (owner: {owner(path)})",
-                                 hint="its owner can make it readable to the group (chmod -R g+rX), or remove it")
+            if self.private(path):   # a teammate's entry made private: it was rebuilt, then failed "not permitted"
+                raise private_entry(path)
             return None
         meta = read_entry(path)
         if meta is None:   # the key cannot be checked: it was used, while `cache verify` said it is not
-            entry_file = os.path.join(path, META_DIR, ENTRY_FILE)
-            if not os.access(entry_file, os.R_OK):
-                raise MlrunError(f"the cache entry {path} is not readable by you (owner: {owner(entry_file)})",
-                                 hint="its owner can make it readable to the group (chmod -R g+rX), or remove it")
+            if self.private(path):
+                raise private_entry(path)
             raise DamagedEntry(f"the cache entry {path} has a .mlrun/entry.json mlrun cannot read; it is not used",
                                hint=f"remove it with `{removal_command(path)}`; the next run rebuilds it")
         if meta["key"] != node.key:   # an entry copied or renamed onto this key's folder
@@ -492,6 +488,14 @@ def file_problems(path, recorded, skip=UNDIGESTED):
     problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
     problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
     return problems
+
+
+def private_entry(path):
+    """The error for a teammate's entry this user may not read (its folder, or its entry.json), naming the owner."""
+    meta = os.path.join(path, META_DIR, ENTRY_FILE)
+    whose = meta if os.access(path, os.R_OK | os.X_OK) else path
+    return MlrunError(f"the cache entry {path} is not readable by you (owner: {owner(whose)})",
+                      hint="its owner can make it readable to the group (chmod -R g+rX), or remove it")
 
 
 def what_stays(path):

@@ -130,9 +130,8 @@ def to_remove(cache, word, recipes, confirmed):
     if named:
         return [named], True
     if os.path.isdir(path) and cache.private(path):   # a teammate's, made private: it was called damaged
-        from .cache import owner
-        raise MlrunError(f"the cache entry {path} is not readable by you (owner: {owner(path)})",
-                         hint="its owner removes it, or lets the group read it (chmod -R g+rX)")
+        from .cache import private_entry
+        raise private_entry(path)
     if os.path.dirname(os.path.realpath(path)) == os.path.realpath(cache.root) and cache.is_damaged(path):
         return [{"path": path, "recipe": "(damaged: its .mlrun/entry.json is missing or unreadable)",
                  "damaged": True}], True

@@ -901,7 +901,8 @@ def cmd_rm(args, extras, settings):
     if args.all:
         entries, named = cache.entries(), False
     else:
-        entries, named = cache_view.to_remove(cache, args.query, cache_view.recipes_by_name(settings), args.yes)
+        recipes = cache_view.recipes_by_name(settings)
+        entries, named = cache_view.to_remove(cache, args.query, recipes, args.yes)
     if named:
         cache = Cache(os.path.dirname(entries[0]["path"]))
     if not entries:
@@ -909,7 +910,7 @@ def cmd_rm(args, extras, settings):
         # key named nothing there: said so below, as before)
         from .cache import ENTRY_NAME   # an entry's name (RECIPE-KEY16) names no tags either
         if args.query and os.sep not in args.query and not re.fullmatch(rf"[0-9a-f]{{4,64}}|{ENTRY_NAME}", args.query):
-            _refuse_unknown(args.query, cache_view.recipes_by_name(settings), cache, "nothing removed")
+            _refuse_unknown(args.query, recipes, cache, "nothing removed")
         print("nothing to remove")
         _print_near(cache_view.near_tags(cache.entries(), args.query) if args.query else [], "rm cache")
         return 0
