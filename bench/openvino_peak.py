@@ -1,6 +1,7 @@
 """OpenVINO beside onnxruntime: the machine's GEMM peak per precision, and the model work each backend achieves.
 
     python -m bench.openvino_peak [--samples 64] [--repeats 3] [--layers 12 --hidden 768 --heads 12]
+                                  [--batch-size 1 --batch-pad 0]
 
 From an interpreter without openvino (the repo's .venv) it runs itself again under the OpenVINO backend's: the
 onnxruntime venv with the backend entry's site folder and NNCF's first on PYTHONPATH (`bin/mlrun "get backend
@@ -11,9 +12,11 @@ openvino"` and `bin/mlrun "get nncf"` build or find them).
    multiplies with).
 2. The same random BERT-shaped model (bench.harness's, made dynamic as the app does) over the same real SQuAD
    samples, each at its real length, shortest first, as the app's Offline layout (one instance per core:
-   onnxruntime sessions pinned to their core, OpenVINO streams) and as one instance on all cores:
+   onnxruntime sessions pinned to their core, OpenVINO streams; --batch-size/--batch-pad batch it as the app's
+   --batch_size/--batch_pad do) and as one instance on all cores:
    onnxruntime fp32, onnxruntime int8 (quantised as _int8-dynamic does on this CPU), OpenVINO f32, OpenVINO int8
-   (NNCF's static int8 as `_openvino --precision=int8` runs it, calibrated on 100 other features), OpenVINO bf16;
+   (NNCF's static int8 as `_openvino --precision=int8` runs it, calibrated on 100 other features), OpenVINO bf16,
+   OpenVINO int8-bf16 (the same int8 model, its other operators bf16: `--precision=int8-bf16`, against int8's peak);
    and the reference SUT design (bench.harness.reference_pass: a thread per sample, each padded to 384, the
    fixed-384 model, default threads) for the "vs ref" column. Passes alternate, --repeats rounds, best pass
    counts. Achieved GFLOP/s by bench.machine_peak.model_flops (its docstring has the formula), against the peak
@@ -48,7 +51,7 @@ try:
 except ImportError:   # the repo's venv: main() runs this again under the backend's interpreter
     ov = None
 
-from bench.harness import fixed_model, model_args, quietly, reference_pass, sample_features
+from bench.harness import _between, fixed_model, model_args, quietly, reference_pass, sample_features
 from bench.machine_peak import PEAK_SHAPES, gemm_peak, model_flops, quantized
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
@@ -151,19 +154,21 @@ def _matmul_model(m, k, n):
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
-def contenders(model, int8_model, ov_int8_model, features, plan, cores):
-    """{name: (views, pins)}: each backend and precision in the Offline layout and on all cores."""
+def contenders(model, int8_model, ov_int8_model, features, plan, cores, batch_size=1, batch_pad=0):
+    """{name: (views, pins)}: each backend and precision in the Offline layout (batches of `batch_size`, samples
+    within `batch_pad` tokens of each other, as the app's --batch_size/--batch_pad) and on all cores (batch 1)."""
     from mlperf_bert.ov_backend import OvModel   # here: the module imports openvino, which .venv lacks
     offline = parallelism.choose("Offline", cores)
-    base = QaInference(None, features, plan)
     out = {}
-    for layout, (instances, threads) in {"Offline": (offline.instances, offline.threads),
-                                         "all cores": (1, len(cores))}.items():
+    for layout, (instances, threads, batch) in {"Offline": (offline.instances, offline.threads, batch_size),
+                                                "all cores": (1, len(cores), 1)}.items():
+        base = QaInference(None, features, plan, batch, batch_pad if batch > 1 else 0)
         pins = list(parallelism.split_cores(cores, instances, threads)) or [()] * instances
         for name, path in (("onnxruntime fp32", model), ("onnxruntime int8", int8_model)):
             out[f"{name}, {layout}"] = ([base.on(OrtBackend(path, threads, spin=False, cores=pin)) for pin in pins],
                                         pins)
-        for precision, path in (("fp32", model), ("int8", ov_int8_model), ("bf16", model)):
+        for precision, path in (("fp32", model), ("int8", ov_int8_model), ("bf16", model),
+                                ("int8-bf16", ov_int8_model)):
             try:
                 compiled = OvModel(path, instances, threads, precision)
             except Exception as error:   # bf16 on a CPU without it: said, and left out
@@ -212,6 +217,10 @@ def answers(view, indices):
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 64, 3)
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape, above 0 (default 2)")
+    parser.add_argument("--batch-size", type=_between(1, 64), default=1, help="the Offline layout's batch size "
+                        "(default 1; on AMX 4 gave bf16 and int8 1.1-1.4x, fp32 nothing: docs/performance.md)")
+    parser.add_argument("--batch-pad", type=_between(0, 384), default=0, help="tokens a sample may be padded by to "
+                        "join a batch (default 0: one length per batch)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="leave out where OpenVINO's "
                         "time goes")
     args = parser.parse_args(argv)
@@ -240,7 +249,9 @@ def main(argv=None):
     for name, value in peaks.items():
         print(f"GEMM peak, {name}: {value:.1f} {'GOP/s' if 'int8' in name else 'GFLOP/s'}")
     ov_int8 = nncf_int8(model, features, indices, cache, args.seed)
-    runs = contenders(model, int8_model, ov_int8, features, plan, cores)
+    runs = contenders(model, int8_model, ov_int8, features, plan, cores, args.batch_size, args.batch_pad)
+    if args.batch_size > 1:
+        print(f"Offline layout: batches of up to {args.batch_size} samples within {args.batch_pad} tokens of each other")
     for views, pins in runs.values():   # warm: every length once (OpenVINO prepares each new shape)
         timed(views, pins, indices)
     reference = OrtBackend(fixed)
@@ -264,13 +275,15 @@ def main(argv=None):
                             and np.argmax(got[i][:, 1]) == np.argmax(fp32[i][:, 1])) for i in indices)
             same = f"{agree}/{len(indices)}"
             diff = f"{max(float(np.abs(got[i] - fp32[i]).max()) for i in indices):.2g}"
-        peak = peaks.get(" ".join(name.split(",")[0].split()[:2]))
+        # int8-bf16 against the int8 peak: its FLOPs counted as int8 operations, as int8's are
+        peak = peaks.get(" ".join(name.split(",")[0].split()[:2]).replace("int8-bf16", "int8"))
         share = f"{work / best / 1e9 / peak:.1%}" if peak else "-"
         print(f"{name:32} {len(indices) / best:10.3f} {len(indices) / best / reference_rate:6.1f}x "
               f"{work / best / 1e9:9.1f} {share:>8} {same:>7} {diff:>9}   passes "
               f"{[round(len(indices) / s, 2) for s in seconds[name]]}")
     if args.profile:
-        report_profile(args, models={"fp32": model, "int8": ov_int8, "bf16": model}, peaks=peaks, features=features,
+        report_profile(args, models={"fp32": model, "int8": ov_int8, "bf16": model, "int8-bf16": ov_int8}, peaks=peaks,
+                       features=features,
                        plan=plan, sample=indices[::max(1, len(indices) // 16)][:16], threads=len(cores))
 
 
@@ -283,12 +296,13 @@ def report_profile(args, models, peaks, features, plan, sample, threads):
     work = sum(model_flops(n, args.layers, args.hidden, 4 * args.hidden) for n in lengths)
     weights = work - sum(args.layers * 2 * 2 * n * n * args.hidden for n in lengths)
     for precision, path in models.items():
-        if f"OpenVINO {precision}" not in peaks:   # bf16 where the CPU has none: said above
+        if f"OpenVINO {precision.split('-')[-1]}" not in peaks:   # bf16 where the CPU has none: said above
             continue
         spent, wall = ov_profile(path, precision, features, plan, sample, threads)
-        peak = ov_gemm_peak(precision.replace("fp32", "f32"), threads, args.peak_seconds)
+        multiplies = precision.split("-")[0].replace("fp32", "f32")   # int8-bf16's weight products are int8
+        peak = ov_gemm_peak(multiplies, threads, args.peak_seconds)
         counted = sum(spent.values()) or 1.0
-        unit = "GOP/s" if precision == "int8" else "GFLOP/s"
+        unit = "GOP/s" if multiplies == "int8" else "GFLOP/s"
         print(f"  {precision}: the pass at {work / wall / 1e9:.1f} {unit}, {work / wall / 1e9 / peak:.1%} of the peak "
               f"({peak:.1f}); by node type and kernel, share of the counted time:")
         print("    " + ", ".join(f"{op} {kind} {100 * s / counted:.1f}%"

@@ -342,6 +342,15 @@ class _Checker:
                 if isinstance(multiple, bool) or not (isinstance(multiple, str) or isinstance(multiple, int)
                                                       and multiple > 0):
                     self.fail(here + ["multiple_of"], "multiple_of: a whole number above 0, or another input's name")
+                if isinstance(multiple, int):   # a number: its multiples meet the bounds and choices, or none is taken
+                    floor = max((bounds[k] + (k == "above") for k in ("min", "above") if k in bounds), default=None)
+                    if floor is not None and "max" in bounds and -(-floor // multiple) * multiple > bounds["max"]:
+                        self.fail(here + ["multiple_of"], f"input '{name}': no multiple of {multiple} is within its "
+                                  f"bounds ({', '.join(f'{k} {v}' for k, v in bounds.items())})")
+                    for choice in choices or []:
+                        if choice % multiple:
+                            self.fail(here + ["choices"], f"input '{name}': its choice {choice!r} is not a multiple "
+                                      f"of {multiple}")
                 bounds["multiple_of"] = multiple
             env_name = self.expect(spec.get("env", "MLRUN_INPUT_" + name.upper()), str, here + ["env"], "env")
             if not ENV_RE.match(env_name):

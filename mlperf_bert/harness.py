@@ -34,7 +34,7 @@ MODES = {"accuracy": lg.TestMode.AccuracyOnly, "performance": lg.TestMode.Perfor
 BACKENDS = ("onnxruntime", "deepsparse", "tensorrt", "openvino")
 INSTANCE_BACKENDS = ("onnxruntime", "openvino")   # instances and threads by mlperf_bert.parallelism's rule
 # What each device (or CPU backend) runs: the GPU's from mlperf_bert.gpu; OpenVINO on the CPU fp32, int8 or bf16.
-DEVICE_PRECISIONS = {**gpu.DEVICE_PRECISIONS, "openvino": ("fp32", "int8", "bf16")}
+DEVICE_PRECISIONS = {**gpu.DEVICE_PRECISIONS, "openvino": ("fp32", "int8", "bf16", "int8-bf16")}
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
 # --count N runs exactly N samples: no minimum duration, so the query count alone ends the test (a
@@ -102,10 +102,10 @@ def parse_args(argv):
                         "(default: onnxruntime)")
     parser.add_argument("--device", default="cpu", choices=list(gpu.DEVICE_PROVIDERS), help="onnxruntime: "
                         "the CPU, or the GPU through the CUDA or the TensorRT provider (default: cpu)")
-    parser.add_argument("--precision", default="fp32", choices=(*gpu.PRECISIONS, "bf16"), help="fp32 "
-                        "(strict: no TF32 on a GPU), tf32 (onnxruntime's CUDA provider, TensorRT), fp16 (TensorRT), "
-                        "int8 (native TensorRT; OpenVINO on a model quantised by NNCF), bf16 (OpenVINO on a CPU with AMX or "
-                        "AVX512_BF16); onnxruntime on "
+    parser.add_argument("--precision", default="fp32", choices=(*gpu.PRECISIONS, "bf16", "int8-bf16"),
+                        help="fp32 (strict: no TF32 on a GPU), tf32 (onnxruntime's CUDA provider, TensorRT), fp16 "
+                        "(TensorRT), int8 (native TensorRT; OpenVINO on a model quantised by NNCF), bf16 (OpenVINO on a "
+                        "CPU with AMX or AVX512_BF16), int8-bf16 (OpenVINO: NNCF's int8, the rest bf16); onnxruntime on "
                         "the CPU runs the model's own (default: fp32)")
     parser.add_argument("--engine", help="native TensorRT: the engine file (get-tensorrt-engine-bert)")
     parser.add_argument("--trt-cache", help="TensorRT provider: its engine cache folder "

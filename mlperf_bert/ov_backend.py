@@ -4,7 +4,7 @@ infer request; batches [B, L] in, start/end logits [B, L] out.
 Precision is explicit: OpenVINO's own default on a CPU with AMX or AVX512_BF16 is bf16, so fp32 is asked for as
 f32 (the same answers as onnxruntime within 4e-6), and bf16 only where the CPU multiplies bf16 (elsewhere OpenVINO
 would run f32 and the run would say bf16). int8 is a model quantised by NNCF (get ml-model bert int8-nncf),
-compiled f32 outside its int8 operators, and refused when OpenVINO compiles none of them int8. What ran is read
+compiled f32 outside its int8 operators (int8-bf16: bf16 there, where the CPU multiplies bf16), and refused when OpenVINO compiles none of them int8. What ran is read
 back from the compiled model and recorded.
 """
 import os
@@ -17,7 +17,9 @@ from mlperf_bert import model_adapter
 
 # mlrun's word: OpenVINO's INFERENCE_PRECISION_HINT. int8 is the model's (NNCF's Quantize/Dequantize pairs, which
 # OpenVINO compiles into int8 kernels); the operators left outside them run f32, as --precision=fp32's do.
-PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32"}
+PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32", "int8-bf16": "bf16"}
+# int8-bf16: the int8 model with the rest bf16 (on AMX 0.98-1.14x int8 with the rest f32; docs/performance.md)
+QUANTISED = ("int8", "int8-bf16")
 INT8 = ("i8", "u8")
 COMPUTE = ("FullyConnected", "MatMul", "Convolution", "Subgraph")   # what multiplies, in OpenVINO's runtime graph
 
@@ -35,10 +37,11 @@ class OvModel:
         self.io = model_adapter.inspect(model_path)
         core = ov.Core()
         self.capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
-        if precision == "bf16" and "BF16" not in self.capabilities:
-            raise CpuCannot("--precision bf16: this CPU does not multiply bf16 (no AMX or AVX512_BF16; OpenVINO "
-                             f"reports {', '.join(self.capabilities)}), so OpenVINO would run fp32 instead",
-                             hint="leave out --precision (fp32), or run on a CPU with AMX or AVX512_BF16")
+        if PRECISIONS[precision] == "bf16" and "BF16" not in self.capabilities:
+            raise CpuCannot(f"--precision {precision}: this CPU does not multiply bf16 (no AMX or AVX512_BF16; "
+                            f"OpenVINO reports {', '.join(self.capabilities)}), so OpenVINO would run fp32 instead",
+                            hint=("--precision=int8 (the rest fp32)" if precision in QUANTISED else
+                                  "leave out --precision (fp32)") + ", or run on a CPU with AMX or AVX512_BF16")
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "NUM_STREAMS": instances,
                   "INFERENCE_NUM_THREADS": instances * threads,
                   "PERFORMANCE_HINT": "LATENCY" if instances == 1 else "THROUGHPUT",
@@ -67,10 +70,10 @@ class OvModel:
             raise StepError(f"OpenVINO compiled the model for {self.precision}, not the {precision} asked for")
         # int8 only where OpenVINO compiled int8 kernels: an fp32 model would run fp32 and the run would say int8
         self.int8_ops = int8_ops(self.compiled)
-        if precision == "int8" and not self.int8_ops:
-            raise StepError(f"--precision int8: {model_path} has no int8 operators OpenVINO runs (it is not "
+        if precision in QUANTISED and not self.int8_ops:
+            raise StepError(f"--precision {precision}: {model_path} has no int8 operators OpenVINO runs (it is not "
                             "quantised), so it would run fp32",
-                            hint="_openvino --precision=int8 quantises the chosen model with NNCF first "
+                            hint=f"_openvino --precision={precision} quantises the chosen model with NNCF first "
                                  "(get ml-model bert int8-nncf); a --model file must be the fp32 one")
         self.asked = precision
         self._outputs = [self.io.start] if self.io.end is None else [self.io.start, self.io.end]

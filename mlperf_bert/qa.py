@@ -206,8 +206,9 @@ def main(argv=None):
     parser.add_argument("--question", help="one question (else --question-file, else standard input)")
     parser.add_argument("--question-file", help="questions, one a line")
     parser.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "deepsparse", "openvino"))
-    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8", "bf16"), help="openvino: int8 (a "
-                        "model quantised by NNCF), or bf16 on a CPU with AMX or AVX512_BF16 (default: fp32)")
+    parser.add_argument("--precision", default="fp32", choices=("fp32", "int8", "bf16", "int8-bf16"), help="openvino: "
+                        "int8 (a model quantised by NNCF), or bf16 on a CPU with AMX or AVX512_BF16, or int8-bf16 (both: "
+                        "the int8 model's other operators bf16) (default: fp32)")
     parser.add_argument("--threads", type=int, help="inference threads (default: all cores)")
     parser.add_argument("--out", help="write the answers here as JSON (qa.json: the run's results)")
     parser.add_argument("--dynamic-model-cache", help="where a fixed-384 model's dynamic-axis copy is kept")

@@ -59,20 +59,22 @@ def describe(sub, steps):
     source = what.removeprefix("not the official model ").removeprefix("(").removesuffix(")")
     model = what if sub.model.get("official") else f"the fp32 model {source}"
     given = what if sub.model.get("official") else f"the model {source}"
-    if "get-ml-model-bert-int8-nncf" in steps or (precision == "int8" and "_openvino" in query):
+    if "get-ml-model-bert-int8-nncf" in steps or (precision in ("int8", "int8-bf16") and "_openvino" in query):
         q = _recorded(steps.get("get-ml-model-bert-int8-nncf", {}), "quantization", "quantization.json")
         cal = q.get("calibration", {})
         used = (f"{cal['features']} features (mean length {cal.get('mean_length')} tokens, each at its real "
                 f"length; {cal.get('left_out_held_out', 0)} left out as held-out questions)") if "features" in cal \
             else "the listed features"
         nncf = f"NNCF {q['nncf']}" if q.get("nncf") else "NNCF (version not recorded)"
+        # int8-bf16: the operators NNCF left unquantised run bf16 (OpenVINO's hint), so their weights are bf16's
+        rest = " (its other operators in bf16: INFERENCE_PRECISION_HINT bf16)" if precision == "int8-bf16" else ""
         transform = (f"quantized to int8 by {nncf} post-training quantization (SmoothQuant, static int8 "
-                     f"activations), calibrated on {features}; run by OpenVINO")
+                     f"activations), calibrated on {features}; run by OpenVINO{rest}")
         text = (f"The int8 model was made from {model} by {nncf} "
                 "post-training quantization (`nncf.quantize`: SmoothQuant, static int8 activations; settings "
                 f"{json.dumps(q.get('settings', {}))}), calibrated on {used} of {listed or 'the list'}. "
-                "No other data was used and nothing was retrained. The int8 model runs on OpenVINO.")
-        return "int8", transform, text
+                f"No other data was used and nothing was retrained. The int8 model runs on OpenVINO{rest}.")
+        return "int8, bf16" if rest else "int8", transform, text
     if precision == "int8":   # a TensorRT int8 engine of the fp32 model
         transform = (f"quantized to int8 by TensorRT's engine builder (entropy calibration, IInt8EntropyCalibrator2, "
                      f"on {features})")

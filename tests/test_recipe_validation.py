@@ -160,6 +160,11 @@ CASES = [
     ("choice-not-the-pattern", "tags: a\ninputs:\n  m:\n    choices: [a, b]\n    pattern: c\n", 4,
      "input 'm': its choice 'a' does not match the pattern 'c'"),
     ("choice-twice", "tags: a\ninputs:\n  m:\n    choices: [x, x]\n", 4, "input 'm' lists a choice twice"),
+    # a multiple_of no value within the bounds meets, a choice that is no multiple (each refused at every value)
+    ("multiple-of-past-bounds", "tags: a\ninputs:\n  n:\n    type: int\n    above: 16\n    max: 31\n"
+                                "    multiple_of: 16\n", 7, "input 'n': no multiple of 16 is within its bounds"),
+    ("multiple-of-choice", "tags: a\ninputs:\n  n:\n    type: int\n    choices: [8, 12]\n    multiple_of: 8\n", 5,
+     "input 'n': its choice 12 is not a multiple of 8"),
     ("sources-a-string-device", "tags: a\nsources: /dev/zero\n", 2, "source '/dev/zero' is no regular file"),
     ("int-default-base-60", "tags: a\ninputs:\n  x: {type: int, default: 1:30}\n", 3,
      "the default of input 'x' is written 1:30, which YAML reads as 90 (base 60)"),

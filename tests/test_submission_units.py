@@ -484,6 +484,11 @@ def test_the_calibration_is_described_as_the_run_recorded_it(tmp_path, source, v
     assert ("not checked" in got) != verified, got
     kind, _, text = weights.describe(sub, steps)
     assert kind == "int8" and "98 features (mean length 171.5" in text and "2 left out" in text and said in text
+    # int8-bf16: the same int8 model, the operators NNCF left unquantised run bf16: both named
+    both = SimpleNamespace(**{**vars(sub), "inputs": {"precision": "int8-bf16"}})
+    kind, transform, text = weights.describe(both, steps)
+    assert kind == "int8, bf16" and transform.endswith("run by OpenVINO (its other operators in bf16: "
+                                                       "INFERENCE_PRECISION_HINT bf16)") and "bf16" in text
     # TensorRT's int8 engine: the same list, its calibrator named
     trt = SimpleNamespace(**{**vars(sub), "opts": SimpleNamespace(query="app mlperf bert _tensorrt", division="closed")})
     got = tree.measurements(trt, {"get-dataset-squad-calibration": calibration})["weight_transformations"]
