@@ -218,12 +218,14 @@ def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 64, 3)
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape, above 0 (default 2)")
     parser.add_argument("--batch-size", type=_between(1, 64), default=1, help="the Offline layout's batch size "
-                        "(default 1; on AMX 4 gave bf16 and int8 1.1-1.4x, fp32 nothing: docs/performance.md)")
+                        "(default 1; on AMX 4 gave bf16 1.21-1.36x, int8 1.04-1.15x, fp32 nothing: docs/performance.md)")
     parser.add_argument("--batch-pad", type=_between(0, 384), default=0, help="tokens a sample may be padded by to "
                         "join a batch (default 0: one length per batch)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="leave out where OpenVINO's "
                         "time goes")
     args = parser.parse_args(argv)
+    if args.batch_pad and args.batch_size == 1:   # ignored unsaid; the app refuses it too
+        parser.error("--batch-pad applies only with --batch-size above 1 (a pad joins samples into a batch)")
     if not args.peak_seconds > 0:   # 0 printed a peak of 0.0 GFLOP/s and no shares
         parser.error(f"--peak-seconds must be above 0, not {args.peak_seconds}")
     if ov is None:

@@ -18,7 +18,8 @@ from mlperf_bert import model_adapter
 # mlrun's word: OpenVINO's INFERENCE_PRECISION_HINT. int8 is the model's (NNCF's Quantize/Dequantize pairs, which
 # OpenVINO compiles into int8 kernels); the operators left outside them run f32, as --precision=fp32's do.
 PRECISIONS = {"fp32": "f32", "bf16": "bf16", "int8": "f32", "int8-bf16": "bf16"}
-# int8-bf16: the int8 model with the rest bf16 (on AMX 0.98-1.14x int8 with the rest f32; docs/performance.md)
+# int8-bf16: the int8 model with the rest bf16 (on AMX 0.98-1.14x int8 with the rest f32 at batch 4, 0.94-1.22x at
+# batch 1; docs/performance.md)
 QUANTISED = ("int8", "int8-bf16")
 INT8 = ("i8", "u8")
 COMPUTE = ("FullyConnected", "MatMul", "Convolution", "Subgraph")   # what multiplies, in OpenVINO's runtime graph
@@ -38,9 +39,11 @@ class OvModel:
         core = ov.Core()
         self.capabilities = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
         if PRECISIONS[precision] == "bf16" and "BF16" not in self.capabilities:
+            quantised = precision in QUANTISED
+            would = "run the operators outside its int8 ones fp32" if quantised else "run fp32"
             raise CpuCannot(f"--precision {precision}: this CPU does not multiply bf16 (no AMX or AVX512_BF16; "
-                            f"OpenVINO reports {', '.join(self.capabilities)}), so OpenVINO would run fp32 instead",
-                            hint=("--precision=int8 (the rest fp32)" if precision in QUANTISED else
+                            f"OpenVINO reports {', '.join(self.capabilities)}), so OpenVINO would {would} instead",
+                            hint=("use --precision=int8 (the rest fp32)" if quantised else
                                   "leave out --precision (fp32)") + ", or run on a CPU with AMX or AVX512_BF16")
         config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "NUM_STREAMS": instances,
                   "INFERENCE_NUM_THREADS": instances * threads,

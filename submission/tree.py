@@ -50,12 +50,13 @@ def _random_weights(sub):
     return "random" in sub.model["what"] or "_random" in sub.opts.query
 
 
-def measurements(sub, steps=None):
-    """measurements.json; steps: the performance run's steps (weights.run_steps), whose records tell how the
-    weights were made (a TensorRT or OpenVINO engine's precision is the weights' too; tf32 keeps fp32 weights)."""
+def measurements(sub, steps=None, scenario=None):
+    """measurements.json of a scenario; steps: its performance run's steps (weights.run_steps), whose records tell
+    how the weights were made (a TensorRT or OpenVINO engine's precision is the weights' too; tf32 keeps fp32
+    weights)."""
     model = sub.model["what"]
     random = _random_weights(sub)
-    kind, transform, _ = weights.describe(sub, steps or {})
+    kind, transform, _ = weights.describe(sub, steps or {}, scenario)
     return {
         "starting_weights_filename": sub.model.get("weights", model),
         "retraining": "no",
@@ -123,7 +124,9 @@ def build(sub, done):
     top = os.path.join(root, sub.opts.division, sub.opts.submitter)
     write_json(os.path.join(top, "systems", f"{sub.system_id}.json"), sub.system_desc)
     _src(sub, top, done)
-    steps = weights.run_steps(done[(sub.opts.scenario_list[0], "performance")]["folder"])
+    # each scenario's weights as its runs made them (--Offline.precision=int8-bf16 beside another's int8)
+    steps = {scenario: weights.run_steps(done[(scenario, "performance")]["folder"])
+             for scenario in sub.opts.scenario_list}
     _documentation(sub, top, steps)
     for benchmark in sub.opts.benchmark_list:
         for scenario in sub.opts.scenario_list:
@@ -136,7 +139,7 @@ def build(sub, done):
                 f.write(score)
             _copy(perf, LOGS, os.path.join(d, "performance", "run_1"))
             shutil.copy2(os.path.join(perf, "user.conf"), os.path.join(d, "user.conf"))
-            write_json(os.path.join(d, "measurements.json"), measurements(sub, steps))
+            write_json(os.path.join(d, "measurements.json"), measurements(sub, steps[scenario], scenario))
             with open(os.path.join(d, "README.md"), "w") as f:
                 f.write(readme(sub, benchmark, scenario, done))
             _test01(sub, d, test01, f"{benchmark}-{scenario}")
@@ -206,12 +209,16 @@ def _documentation(sub, top, steps):
                 "scenario's README.md for the exact commands and the settings search). Model: "
                 f"{sub.model['what']}.\n" + ("\n**--short rehearsal: not a submittable result.**\n"
                                              if sub.opts.short else ""))
-    # documentation/calibration.md: one of the two places the rules' calibration description may be
-    kind, _, text = weights.describe(sub, steps)
-    if _random_weights(sub):
-        text = "Random weights, no training (plumbing only). " + text
+    # documentation/calibration.md: one of the two places the rules' calibration description may be; scenarios
+    # whose weights were made apart (a precision given to one) each said, named
+    told = {}
+    for scenario, its_steps in steps.items():
+        told.setdefault(weights.describe(sub, its_steps, scenario)[::2], []).append(scenario)
+    random = "Random weights, no training (plumbing only). " if _random_weights(sub) else ""
+    lines = [f"Weights: {kind}. {random}{text}" if len(told) == 1 else
+             f"{', '.join(scenarios)}: weights {kind}. {random}{text}" for (kind, text), scenarios in told.items()]
     with open(os.path.join(d, "calibration.md"), "w") as f:
-        f.write(f"# {sub.opts.submitter}: calibration\n\nWeights: {kind}. {text}\n")
+        f.write(f"# {sub.opts.submitter}: calibration\n\n" + "\n\n".join(lines) + "\n")
 
 
 def finish(sub, root):

@@ -48,9 +48,16 @@ def calibration_list(steps):
     return f"bert_calibration_features.txt, {where}, sha256 {got.get('sha256', 'not recorded')}, {checked}"
 
 
-def describe(sub, steps):
-    """(weight_data_types, weight_transformations, the text of calibration.md) of the submission's runs."""
-    precision = str(sub.inputs.get("precision") or "fp32").lower()
+def precision_of(sub, scenario=None):
+    """The --precision a scenario's runs were given: its own (--Offline.precision=int8-bf16), else everyone's."""
+    scoped = (getattr(sub.opts, "scenario_inputs", None) or {}).get(scenario) or {}
+    return str(scoped.get("precision") or sub.inputs.get("precision") or "fp32").lower()
+
+
+def describe(sub, steps, scenario=None):
+    """(weight_data_types, weight_transformations, the text of calibration.md) of a scenario's runs (None: the
+    precision given to every scenario)."""
+    precision = precision_of(sub, scenario)
     query = sub.opts.query.split()
     listed = calibration_list(steps)
     features = f"the features its calibration list names ({listed})" if listed else \

@@ -234,7 +234,11 @@ def test_int8_of_the_official_int8_model_is_refused_before_anything_is_built(pla
     assert result.returncode == 2, result.stdout + result.stderr
     assert "--precision=int8 cannot go with _openvino and _int8\n" in result.stderr
     both = planner("plan", "app mlperf bert _openvino _int8", "--precision=int8-bf16")   # the same model, its rest bf16
-    assert both.returncode == 2 and "--precision=int8-bf16 cannot go with _int8\n" in both.stderr
+    assert both.returncode == 2 and "--precision=int8-bf16 cannot go with _openvino and _int8\n" in both.stderr
+    for query in ("app mlperf bert _int8", "app mlperf bert _deepsparse _int8"):   # the whole rule was printed
+        elsewhere = planner("plan", query, "--precision=int8-bf16")
+        assert elsewhere.returncode == 2, elsewhere.stdout + elsewhere.stderr
+        assert "--precision=int8-bf16 applies only with _openvino\n" in elsewhere.stderr, elsewhere.stderr
 
 
 @pytest.mark.parametrize("data", ["squad", pytest.param("none", marks=pytest.mark.slow)])
@@ -359,7 +363,7 @@ def test_int8_runs_nncfs_int8_of_the_same_model_calibrated_on_the_list(ov, accur
 
 def test_int8_bf16_runs_the_same_int8_model_with_its_other_operators_bf16(ov, int8_run, calibration_mirror):
     """--precision=int8-bf16: NNCF's int8 model of int8's run (the same entry, not quantised again), compiled bf16
-    outside its int8 operators (on AMX 0.98-1.14x int8 with f32 there; docs/performance.md). Where the CPU does not
+    outside its int8 operators (on AMX 0.98-1.14x int8 with f32 there, batched; docs/performance.md). Where the CPU does not
     multiply bf16 it is refused before LoadGen starts, as bf16 is. Its logits: near int8's (bf16 keeps 8 bits of
     mantissa: measured 0.02 apart on this tiny model; 0.5 allowed, as int8's from fp32)."""
     result = ov(QUERY, "--precision=int8-bf16", "--mode=accuracy", f"--count={COUNT}", *TINY_SOURCE,

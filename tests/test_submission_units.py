@@ -489,6 +489,16 @@ def test_the_calibration_is_described_as_the_run_recorded_it(tmp_path, source, v
     kind, transform, text = weights.describe(both, steps)
     assert kind == "int8, bf16" and transform.endswith("run by OpenVINO (its other operators in bf16: "
                                                        "INFERENCE_PRECISION_HINT bf16)") and "bf16" in text
+    # given to one scenario (as `sweep best` prints it): that scenario's measurements and calibration.md say so (the
+    # submission said int8 of every scenario, from the precision given to all)
+    scoped = SimpleNamespace(**{**vars(sub), "opts": SimpleNamespace(**{**vars(sub.opts), "submitter": "T", "short": False,
+                                                                        "scenario_inputs": {"Offline": {
+                                                                            "precision": "int8-bf16"}}})})
+    assert tree.measurements(scoped, steps, "Offline")["weight_data_types"] == "int8, bf16"
+    assert tree.measurements(scoped, steps, "SingleStream")["weight_data_types"] == "int8"
+    tree._documentation(scoped, str(tmp_path / "top"), {"Offline": steps, "SingleStream": steps})
+    told = (tmp_path / "top" / "documentation" / "calibration.md").read_text()
+    assert "\n\nOffline: weights int8, bf16. The int8 model" in told and "\n\nSingleStream: weights int8. " in told, told
     # TensorRT's int8 engine: the same list, its calibrator named
     trt = SimpleNamespace(**{**vars(sub), "opts": SimpleNamespace(query="app mlperf bert _tensorrt", division="closed")})
     got = tree.measurements(trt, {"get-dataset-squad-calibration": calibration})["weight_transformations"]

@@ -4,12 +4,15 @@
 # when the step starts.
 cpuinfo=${1:-/proc/cpuinfo}
 asked=${MLRUN_INPUT_PRECISION:-bf16}   # as the person wrote it; int8 is the same model with the rest fp32
-case "$asked" in int8-bf16) instead="--precision=int8 (the rest fp32)" ;; *) instead="leave out --precision (fp32)" ;; esac
+case "$asked" in
+  int8-bf16) would="run the operators outside its int8 ones fp32"; instead="use --precision=int8 (the rest fp32)" ;;
+  *) would="run fp32"; instead="leave out --precision (fp32)" ;;
+esac
 [ -r "$cpuinfo" ] || { echo "bf16: not known here (no $cpuinfo): OpenVINO checks it"; exit 0; }
 found=$(tr ' \t' '\n\n' < "$cpuinfo" | grep -xE 'amx_bf16|avx512_bf16' | sort -u | tr '\n' ' ')
 if [ -z "$found" ]; then
   echo "--precision=$asked: this CPU does not multiply bf16 (no amx_bf16 or avx512_bf16 among its flags), so" \
-       "OpenVINO would run fp32 instead; $instead, or run on a CPU with AMX or AVX512_BF16" >&2
+       "OpenVINO would $would instead; $instead, or run on a CPU with AMX or AVX512_BF16" >&2
   exit 1
 fi
 # oneDNN's ISA cap (--env.ONEDNN_MAX_CPU_ISA): below bf16, OpenVINO reported bf16 and then failed to compile
