@@ -337,6 +337,8 @@ class Submission:
             raise UsageError(f"mlrun submit runs the BERT benchmark app; '{self.opts.query}' is {recipe['name']}",
                              hint='e.g. mlrun submit "app mlperf bert _onnxruntime _cpu" ...')
         plan = self.resolve({"mode": "accuracy", "scenario": self.opts.scenario_list[0]})
+        for scenario in self.opts.scenario_list[1:]:   # with its own inputs: refused after the first one's runs
+            self.resolve({"mode": "accuracy", "scenario": scenario})
         root = plan.root
         if root.name != "app-mlperf-bert":
             raise UsageError(f"mlrun submit runs the BERT benchmark app; '{self.opts.query}' is {root.name}",

@@ -98,14 +98,19 @@ def describe(sub, steps, scenario=None):
                 f"({settings}); each activation's scale is computed at run time from the input itself, so no "
                 "calibration data was used.")
         return "int8", transform, text
+    # a model quantised before, run with --precision=bf16 on OpenVINO: its other operators bf16 (int8-bf16's case)
+    bf16 = precision == "bf16" and "_openvino" in query
+    kind, rest = ("int8, bf16", "; run by OpenVINO with its other operators in bf16 (INFERENCE_PRECISION_HINT "
+                  "bf16)") if bf16 else ("int8", "")
     if "_int8" in query:
-        return "int8", "none", f"No calibration by mlrun: {given}, as MLCommons publishes it, run as it is."
+        return kind, "none" if not bf16 else rest[2:], \
+            f"No calibration by mlrun: {given}, as MLCommons publishes it, run as it is{rest}."
     # a model file given as it is, quantised before (the run counted its int8 operators)
     ready = _recorded(steps.get("app-mlperf-bert", {}), "results", "summary.json").get("model_int8_operators")
     if ready:
-        return "int8", f"none by mlrun: the model file given holds {ready} int8 operators (quantized before)", (
-            f"No calibration by mlrun: {given} holds {ready} int8 operators; it was quantized before mlrun ran it, "
-            "and how (calibration data, method) is not recorded by mlrun. Describe it here before submitting.")
+        return kind, f"none by mlrun: the model file given holds {ready} int8 operators (quantized before){rest}", (
+            f"No calibration by mlrun: {given} holds {ready} int8 operators; it was quantized before mlrun ran "
+            f"it{rest}, and how (calibration data, method) is not recorded by mlrun. Describe it here before submitting.")
     engine = {"fp16": "converted to fp16 by TensorRT's engine builder",
               "bf16": "converted to bf16 by OpenVINO when it compiles the model (INFERENCE_PRECISION_HINT bf16)"}
     if precision in engine:

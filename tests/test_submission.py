@@ -230,6 +230,16 @@ def test_closed_division_takes_the_official_model_named_or_not(ws, tmp_path):
                           "Offline, and no other", said)
 
 
+def test_a_later_scenarios_own_input_is_refused_before_any_run(ws, tmp_path):
+    """--Offline.precision=bf16 (onnxruntime runs no bf16): the first scenario's four runs ran, then it was
+    refused; now every scenario's plan is made before any run."""
+    before = app_runs(ws.root)
+    result = ws(*submit_args(tmp_path, "--short", "--scenarios=SingleStream,Offline", "--Offline.precision=bf16"),
+                timeout=120)
+    assert_user_error(result, 2, "--Offline.precision=bf16 applies only with _openvino")
+    assert app_runs(ws.root) == before
+
+
 def test_missing_system_fields_listed_at_once_before_any_run(ws, tmp_path):
     before = app_runs(ws.root)
     (tmp_path / "partial.yaml").write_text("system_name: Box\ncooling: air\n")

@@ -499,6 +499,13 @@ def test_the_calibration_is_described_as_the_run_recorded_it(tmp_path, source, v
     tree._documentation(scoped, str(tmp_path / "top"), {"Offline": steps, "SingleStream": steps})
     told = (tmp_path / "top" / "documentation" / "calibration.md").read_text()
     assert "\n\nOffline: weights int8, bf16. The int8 model" in told and "\n\nSingleStream: weights int8. " in told, told
+    # the official int8 model run with --precision=bf16 on OpenVINO: its other operators bf16, said (it said int8)
+    official = SimpleNamespace(**{**vars(sub), "inputs": {"precision": "bf16"},
+                                  "opts": SimpleNamespace(query="app mlperf bert _openvino _int8", division="closed")})
+    kind, transform, text = weights.describe(official, {})
+    assert kind == "int8, bf16" and transform.startswith("run by OpenVINO with its other operators in bf16"), transform
+    assert text.endswith("run as it is; run by OpenVINO with its other operators in bf16 (INFERENCE_PRECISION_HINT "
+                         "bf16)."), text
     # TensorRT's int8 engine: the same list, its calibrator named
     trt = SimpleNamespace(**{**vars(sub), "opts": SimpleNamespace(query="app mlperf bert _tensorrt", division="closed")})
     got = tree.measurements(trt, {"get-dataset-squad-calibration": calibration})["weight_transformations"]
