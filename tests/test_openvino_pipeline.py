@@ -224,6 +224,12 @@ def test_the_bf16_probe_reads_the_cpu_flags(tmp_path):
     capped = subprocess.run(["sh", probe, str(tmp_path / "zen4")], capture_output=True, text=True,
                             env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"})
     assert capped.returncode == 1 and "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI keeps OpenVINO" in capped.stderr
+    # int8-bf16 named as asked, and what it would run instead: its rest fp32, not the whole model (it said fp32)
+    both = subprocess.run(["sh", probe, str(tmp_path / "zen3")], capture_output=True, text=True,
+                          env={**os.environ, "MLRUN_INPUT_PRECISION": "int8-bf16"})
+    assert both.returncode == 1 and both.stderr.startswith("--precision=int8-bf16: this CPU does not multiply bf16")
+    assert "would run the operators outside its int8 ones fp32 instead; use --precision=int8 (the rest fp32)" \
+        in both.stderr, both.stderr
     unknown = subprocess.run(["sh", probe, str(tmp_path / "none")], capture_output=True, text=True)
     assert unknown.returncode == 0 and "OpenVINO checks it" in unknown.stdout
 
