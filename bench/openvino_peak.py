@@ -284,9 +284,9 @@ def main(argv=None):
               f"{work / best / 1e9:9.1f} {share:>8} {same:>7} {diff:>9}   passes "
               f"{[round(len(indices) / s, 2) for s in seconds[name]]}")
     if args.profile:
-        report_profile(args, models={"fp32": model, "int8": ov_int8, "bf16": model, "int8-bf16": ov_int8}, peaks=peaks,
-                       features=features,
-                       plan=plan, sample=indices[::max(1, len(indices) // 16)][:16], threads=len(cores))
+        report_profile(args, models={"fp32": model, "int8": ov_int8, "bf16": model, "int8-bf16": ov_int8},
+                       peaks=peaks, features=features, plan=plan, sample=indices[::max(1, len(indices) // 16)][:16],
+                       threads=len(cores))
 
 
 def report_profile(args, models, peaks, features, plan, sample, threads):

@@ -4,8 +4,8 @@ infer request; batches [B, L] in, start/end logits [B, L] out.
 Precision is explicit: OpenVINO's own default on a CPU with AMX or AVX512_BF16 is bf16, so fp32 is asked for as
 f32 (the same answers as onnxruntime within 4e-6), and bf16 only where the CPU multiplies bf16 (elsewhere OpenVINO
 would run f32 and the run would say bf16). int8 is a model quantised by NNCF (get ml-model bert int8-nncf),
-compiled f32 outside its int8 operators (int8-bf16: bf16 there, where the CPU multiplies bf16), and refused when OpenVINO compiles none of them int8. What ran is read
-back from the compiled model and recorded.
+compiled f32 outside its int8 operators (int8-bf16: bf16 there, where the CPU multiplies bf16), and refused when
+OpenVINO compiles none of them int8. What ran is read back from the compiled model and recorded.
 """
 import os
 

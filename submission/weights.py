@@ -110,7 +110,8 @@ def describe(sub, steps, scenario=None):
     if ready:
         return kind, f"none by mlrun: the model file given holds {ready} int8 operators (quantized before){rest}", (
             f"No calibration by mlrun: {given} holds {ready} int8 operators; it was quantized before mlrun ran "
-            f"it{rest}, and how (calibration data, method) is not recorded by mlrun. Describe it here before submitting.")
+            f"it{rest}, and how (calibration data, method) is not recorded by mlrun. Describe it here before "
+            "submitting.")
     engine = {"fp16": "converted to fp16 by TensorRT's engine builder",
               "bf16": "converted to bf16 by OpenVINO when it compiles the model (INFERENCE_PRECISION_HINT bf16)"}
     if precision in engine:
