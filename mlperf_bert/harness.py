@@ -102,7 +102,7 @@ def parse_args(argv):
                         "(default: onnxruntime)")
     parser.add_argument("--device", default="cpu", choices=list(gpu.DEVICE_PROVIDERS), help="onnxruntime: "
                         "the CPU, or the GPU through the CUDA or the TensorRT provider (default: cpu)")
-    parser.add_argument("--precision", default="fp32", choices=(*gpu.PRECISIONS, "bf16", "int8-bf16"),
+    parser.add_argument("--precision", default="fp32", choices=tuple(dict.fromkeys(p for ps in DEVICE_PRECISIONS.values() for p in ps)),
                         help="fp32 (strict: no TF32 on a GPU), tf32 (onnxruntime's CUDA provider, TensorRT), fp16 "
                         "(TensorRT), int8 (native TensorRT; OpenVINO on a model quantised by NNCF), bf16 (OpenVINO on a "
                         "CPU with AMX or AVX512_BF16), int8-bf16 (OpenVINO: NNCF's int8, the rest bf16); onnxruntime on "
