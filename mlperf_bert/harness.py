@@ -23,7 +23,7 @@ import mlperf_loadgen as lg
 
 from engine.errors import MlrunError, StepError, UsageError
 from engine.oserrors import explain
-from mlperf_bert import (accuracy, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
+from mlperf_bert import (accuracy, batching, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
                          seq_plan, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
 from mlperf_bert.user_conf import check as check_user_conf, conflicts as conf_conflicts, values_set as conf_values_set
@@ -97,7 +97,8 @@ def parse_args(argv):
                         "N are issued (MultiStream: whole queries of 8, so N rounded up to a multiple of 8; with "
                         "--min-duration, at least N: LoadGen adds queries to fill the duration); never valid "
                         "for a submission")
-    parser.add_argument("--batch-size", type=_count(1), default=1, help="samples of one run length per session run")
+    parser.add_argument("--batch-size", type=_count(1), help="samples per session run, of one run length or within "
+                        "--batch-pad tokens (default: by the scenario's rule, mlperf_bert.batching)")
     parser.add_argument("--backend", default="onnxruntime", choices=BACKENDS, help="inference runtime "
                         "(default: onnxruntime)")
     parser.add_argument("--device", default="cpu", choices=list(gpu.DEVICE_PROVIDERS), help="onnxruntime: "
@@ -116,9 +117,9 @@ def parse_args(argv):
                         "its own cores; openvino streams (default: by the scenario's rule)")
     parser.add_argument("--spin", action=argparse.BooleanOptionalAction, help="onnxruntime intra-op threads "
                         "spin between operators (default: off; measured in mlperf_bert.parallelism)")
-    parser.add_argument("--batch-pad", type=_count(0), default=0, metavar="TOKENS", help="with --batch-size: "
+    parser.add_argument("--batch-pad", type=_count(0), metavar="TOKENS", help="with --batch-size: "
                         "pad a sample by up to TOKENS masked tokens to join a batch of nearby lengths (default 0: "
-                        "only equal run lengths batch)")
+                        "only equal run lengths batch; without --batch-size, the rule's)")
     parser.add_argument("--streams", type=_count(1), help="deepsparse Server: requests run at once by the "
                         "multi-stream scheduler, one worker each (default: 2, or one per 4 cores)")
     parser.add_argument("--target-qps", type=_positive, help="Offline expected / Server target QPS "
@@ -224,6 +225,7 @@ def main(argv=None):
                                  hint="the user.conf's line would win unsaid" + (
                                      " (find-peak's every trial ran at its rate, and never ended)"
                                      if args.find_peak else ""))
+        _batching(args)   # chosen once: find-peak's short runs (given it as flags) and its final run batch alike
         summary = find_peak(args) if args.find_peak else run(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -266,6 +268,7 @@ def run(args):
     # read before any session is made: its whole model in memory beside the sessions raised the run's peak by the
     # model's size (a 1.6 GB limit killed a run of one 415 MB model's two sessions)
     int8_operators = _int8_operators(args.model)
+    _batching(args)
     features = heldout.restrict(_load_features(args.features), args.questions)
     available = len(features.lengths)
     if args.count and args.count > available:
@@ -327,7 +330,7 @@ def run(args):
         "parallelism": chosen_parallelism.record() if chosen_parallelism else None,
         # what ran, beside threads: a sweep's table and `runs --where` read an input left to the rule from here
         "instances": chosen_parallelism.instances if chosen_parallelism else None,
-        "batching": {"batch_size": args.batch_size, "pad_tokens": args.batch_pad, **inference.stats.record()},
+        "batching": {**_batching(args).record(), **inference.stats.record()},
         "warmup_qps": round(warmup_qps, 3), "rate_pass": rate_pass, "settings": chosen,
         # what the user.conf set, apart: diff compares these whatever their type (a chosen target is a measurement)
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
@@ -399,6 +402,16 @@ def find_peak(args):
                             "runs": str(folder)}
     _write_text(summary_path, json.dumps(summary, indent=1) + "\n")
     return summary
+
+
+def _batching(args):
+    """The run's batching (mlperf_bert.batching's rule, or --batch-size/--batch-pad as given), chosen on the first
+    call and set in args.batch_size and args.batch_pad."""
+    if getattr(args, "batching", None) is None:
+        args.batching = batching.choose(args.scenario, args.backend, args.precision, size=args.batch_size,
+                                        pad=args.batch_pad)
+        args.batch_size, args.batch_pad = args.batching.size, args.batching.pad
+    return args.batching
 
 
 def _load_features(folder):
@@ -819,10 +832,15 @@ def format_summary(summary):
         if par["instances"] * par["threads"] > par.get("available", 0) > 0:
             lines.append(f"    {par['instances'] * par['threads']} threads on the {par['available']} cores this run "
                          "may use: not pinned, they take turns on the cores")
+    batching = summary["batching"]
+    if summary["batch_size"] == 1 and "batch_pad" in batching.get("overridden", ()) and batching["pad_tokens"]:
+        lines.append(f"  batching: one sample per call (rule: {batching['rule']}): --batch_pad does nothing there")
     if summary["batch_size"] > 1:
-        batching = summary["batching"]
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
-                     f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']})"
+                     f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']}; "
+                     + ("set by --batch_size" if batching.get("rule", "given") == "given" else
+                        f"rule: {batching['rule']}"
+                        + ("; the pad set by --batch_pad" if "batch_pad" in batching["overridden"] else "")) + ")"
                      # accepted (a sweep may cross scenarios with batch sizes), never silently
                      + (f"; {summary['scenario']} sends one sample per query, run as it comes: --batch_size does "
                         "nothing there" if summary["scenario"] in ("SingleStream", "Server") else ""))

@@ -189,8 +189,9 @@ def harness_argv(args, **changes):
     values = {**vars(args), **changes}
     argv = []
     for name, value in values.items():
-        if value is None or name in ("find_peak", "strict") or name.startswith("peak_"):
-            continue  # the search's runs are judged by the search; --strict judges only its outcome
+        if value is None or name in ("find_peak", "strict", "batching") or name.startswith("peak_"):
+            continue  # the search's runs are judged by the search; --strict judges only its outcome; batching
+            # is the harness's choice, passed on as --batch-size and --batch-pad
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + name.replace("_", "-"))

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import TINY_MODEL, offline_mlrun, step_dir, step_of
+from mlperf_bert import batching
 
 QUERY = "app mlperf bert _openvino _cpu _random"
 ORT_QUERY = "app mlperf bert _onnxruntime _cpu _random"
@@ -100,6 +101,13 @@ def test_bf16_runs_where_the_cpu_multiplies_it_and_is_refused_elsewhere(ov, accu
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(result)
     assert summary["precision"] == "bf16" and summary["openvino"]["inference_precision_hint"] == "bf16"
+    # Offline, no --batch_size: the rule's batches on this CPU (4 within 16 tokens with AMX, else one sample)
+    rule = batching.choose("Offline", "openvino", "bf16")
+    assert {key: summary["batching"][key] for key in ("batch_size", "pad_tokens", "rule")} == \
+        {"batch_size": rule.size, "pad_tokens": rule.pad, "rule": rule.rule}
+    assert (summary["batching"]["mean_batch"] > 1) == (rule.size > 1), summary["batching"]
+    assert _summary(accuracy_run)["batching"]["rule"] == "Offline, openvino fp32: one sample per call (it ran no " \
+                                                          "faster batched)"
     fp32, bf16 = _logits(step_dir(accuracy_run)), _logits(step_dir(result))
     worst = max(float(np.abs(fp32[i] - bf16[i]).max()) for i in fp32)
     assert 0 < worst < 0.5, worst

@@ -198,23 +198,34 @@ def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
     batching = summary["batching"]
     assert batching["batch_size"] == 4 and batching["pad_tokens"] == 32 and batching["batches"] >= 4
     assert 1 <= batching["mean_batch"] <= 4 and 0 <= batching["padding_fraction"] < 1
+    assert batching["rule"] == "given" and batching["overridden"] == ["batch_size", "batch_pad"]
     assert "parallelism: 2 instance(s) x 1 thread(s), spinning off" in result.stdout
-    assert "batching: mean batch" in result.stdout
+    assert "batching: mean batch" in result.stdout and "(pad <= 32; set by --batch_size)" in result.stdout
     single, default = run_harness(files, tmp_path / "single", "--scenario", "SingleStream", "--mode", "performance",
                                   "--count", "8", "--min-duration", "0", "--batch-size", "2")
     assert "SingleStream sends one sample per query, run as it comes: --batch_size does nothing there" \
         in single.stdout   # was unsaid (and in Server: mean batch 1.0 of 4)
     assert default["parallelism"]["instances"] == 1 and default["parallelism"]["overridden"] == []
     assert default["parallelism"]["threads"] == len(os.sched_getaffinity(0))
+    assert default["batch_size"] == 2 and default["batching"]["overridden"] == ["batch_size"]
     cores = len(os.sched_getaffinity(0))
-    crowded, _ = run_harness(files, tmp_path / "crowded", "--scenario", "Offline", "--mode", "performance",
-                             "--count", "8", "--min-duration", "0", "--instances", str(cores + 1))
+    crowded, padded = run_harness(files, tmp_path / "crowded", "--scenario", "Offline", "--mode", "performance",
+                                  "--count", "8", "--min-duration", "0", "--instances", str(cores + 1),
+                                  "--batch-pad", "8")
     assert f"    {cores + 1} threads on the {cores} cores this run may use: not pinned" in crowded.stdout
+    # a pad alone where the rule runs one sample per call: recorded as given, and said to do nothing
+    assert padded["batch_size"] == 1 and padded["batching"]["pad_tokens"] == 8
+    assert "batching: one sample per call (rule: Offline, onnxruntime fp32: one sample per call (the rule batches " \
+        "OpenVINO's int8, bf16 and int8-bf16 on AMX alone" in crowded.stdout \
+        and "): --batch_pad does nothing there" in crowded.stdout
     assert "not pinned" not in result.stdout
     # --threads alone: the instances dropped from the rule's (one per core) to what fits, said so (a user's trial)
     alone, summary = run_harness(files, tmp_path / "alone", "--scenario", "Offline", "--mode", "performance",
                                  "--count", "8", "--min-duration", "0", "--threads", str(cores + 1))
     assert summary["parallelism"]["instances"] == 1
+    # left out: the batching rule's (one sample per call but for OpenVINO's AMX precisions), recorded as the rule's
+    assert summary["batch_size"] == 1 and summary["batching"]["overridden"] == [] and summary["batching"]["rule"] \
+        .startswith("Offline, onnxruntime fp32: one sample per call") and "batching:" not in alone.stdout
     assert (f"Offline: one instance per core ({cores}); set by --threads: so 1 instance(s) of {cores + 1} on the "
             f"{cores} cores)") in alone.stdout, alone.stdout
 
@@ -491,17 +502,17 @@ def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, t
 
 
 @pytest.mark.parametrize("inputs, expected", [
-    ({}, ["--batch-pad", "0", "--device", "cpu"]),
-    ({"INSTANCES": "2", "THREADS": "1", "SPIN": "false", "BATCH_PAD": "8", "FIND_PEAK": "true"},
-     ["--batch-pad", "8", "--threads", "1", "--instances", "2", "--no-spin", "--find-peak", "--device", "cpu"]),
-    ({"SPIN": "true", "FIND_PEAK": "false"}, ["--batch-pad", "0", "--spin", "--device", "cpu"]),
+    ({}, ["--device", "cpu"]),   # batch size and pad left out: the harness's rule (mlperf_bert.batching)
+    ({"INSTANCES": "2", "THREADS": "1", "SPIN": "false", "BATCH_SIZE": "4", "BATCH_PAD": "8", "FIND_PEAK": "true"},
+     ["--batch-size", "4", "--batch-pad", "8", "--threads", "1", "--instances", "2", "--no-spin", "--find-peak",
+      "--device", "cpu"]),
+    ({"SPIN": "true", "FIND_PEAK": "false", "BATCH_PAD": "0"}, ["--batch-pad", "0", "--spin", "--device", "cpu"]),
 ])
 def test_the_app_recipe_passes_the_inputs_on(tmp_path, inputs, expected):
     """run.sh turns the recipe's inputs (MLRUN_INPUT_*) into harness flags; echo stands in for Python."""
     env = {"PATH": os.environ["PATH"], "MLRUN_BACKEND": "onnxruntime", "HARNESS_BACKEND": "onnxruntime",
            "MLRUN_PYTHON": "echo", "SQUAD_FEATURES": "f", "SQUAD_FILE": "s", "MLRUN_MODEL": "m",
-           "MLRUN_INPUT_SCENARIO": "Server", "MLRUN_INPUT_MODE": "performance", "MLRUN_INPUT_BATCH_SIZE": "1",
-           "MLRUN_INPUT_BUCKETS": "auto", "MLRUN_INPUT_BATCH_PAD": "0",
+           "MLRUN_INPUT_SCENARIO": "Server", "MLRUN_INPUT_MODE": "performance", "MLRUN_INPUT_BUCKETS": "auto",
            **{f"MLRUN_INPUT_{name}": value for name, value in inputs.items()}}
     result = subprocess.run(["bash", str(ROOT / "recipes" / "app-mlperf-bert" / "run.sh")], env=env, cwd=tmp_path,
                             capture_output=True, text=True, timeout=30)

@@ -7,9 +7,11 @@ if [ "${MLRUN_BACKEND:-}" != "$HARNESS_BACKEND" ]; then
 fi
 # Every model, --model=FILE included, is a model recipe's entry (MLRUN_MODEL).
 args=(--features "$SQUAD_FEATURES" --squad "$SQUAD_FILE" --model "$MLRUN_MODEL" --out .
-      --scenario "$MLRUN_INPUT_SCENARIO" --mode "$MLRUN_INPUT_MODE" --batch-size "$MLRUN_INPUT_BATCH_SIZE"
-      --buckets "$MLRUN_INPUT_BUCKETS" --backend "$HARNESS_BACKEND" --batch-pad "$MLRUN_INPUT_BATCH_PAD")
+      --scenario "$MLRUN_INPUT_SCENARIO" --mode "$MLRUN_INPUT_MODE"
+      --buckets "$MLRUN_INPUT_BUCKETS" --backend "$HARNESS_BACKEND")
 [ -n "${MLRUN_INPUT_COUNT:-}" ] && args+=(--count "$MLRUN_INPUT_COUNT")
+[ -n "${MLRUN_INPUT_BATCH_SIZE:-}" ] && args+=(--batch-size "$MLRUN_INPUT_BATCH_SIZE")   # else the rule's
+[ -n "${MLRUN_INPUT_BATCH_PAD:-}" ] && args+=(--batch-pad "$MLRUN_INPUT_BATCH_PAD")
 [ -n "${MLRUN_INPUT_THREADS:-}" ] && args+=(--threads "$MLRUN_INPUT_THREADS")
 [ -n "${MLRUN_INPUT_INSTANCES:-}" ] && args+=(--instances "$MLRUN_INPUT_INSTANCES")
 case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin) ;; esac

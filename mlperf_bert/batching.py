@@ -1,0 +1,82 @@
+"""How many samples one inference call takes, and how far their lengths may differ, chosen per scenario, backend,
+precision and CPU when --batch_size is left out.
+
+The rule (measured through the app, `bin/mlrun "app mlperf bert _openvino _cpu _random" --precision=P
+--count=512` with and without `--batch_size=4 --batch_pad=16`: BERT-Base shape, real SQuAD lengths, Offline, the
+Xeon with AMX, 2 cores, December 6, three alternating rounds; docs/performance.md, "The batch rule"):
+  Offline, OpenVINO, a precision AMX multiplies (int8, bf16, int8-bf16) on a CPU with AMX for it: batches of up
+      to SIZE samples whose lengths differ by at most PAD tokens (padded, masked: the same answers). AMX
+      multiplies tiles of 16 rows; one short sample gives a weight product few rows for each pass over its
+      weights, and a batch gives it more: bf16 ran 1.34-1.52x its batch-1 runs, int8 1.07-1.17x, int8-bf16
+      1.15-1.29x.
+  Anything else: one sample per call.
+      fp32 gained nothing (OpenVINO 0.98-1.09x in the same rounds; onnxruntime within noise, bench.parallelism);
+      SingleStream and Server send one sample per query, run as it comes; MultiStream's query of 8 samples runs
+      on one instance, latency first (not measured batched: left at one); a CPU without AMX (AVX512_BF16 or
+      VNNI alone) or under an ISA cap below it was not measured batched; DeepSparse compiles an engine per
+      batch size, and TensorRT engines are built for theirs (their recipes' default, 1).
+--batch_size (with --batch_pad, 0 unless given) overrides the rule; --batch_pad alone replaces the rule's pad where
+the rule batches (a sweep over precisions may give one pad to all) and does nothing where it runs one sample per
+call, which the run says. What was chosen and why is recorded in the run's summary.json ("batching") and said in its
+summary.
+"""
+import os
+from dataclasses import asdict, dataclass, field
+
+SIZE, PAD = 4, 16   # the measured choice (docs/performance.md: 2, 4 and 8 within 8, 16 and 32 tokens)
+AMX_FLAGS = {"int8": {"amx_int8"}, "bf16": {"amx_bf16"}, "int8-bf16": {"amx_int8", "amx_bf16"}}
+# oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA, which OpenVINO's CPU kernels honour): the values that leave AMX in reach
+UNCAPPED = ("", "ALL", "DEFAULT")
+
+
+@dataclass(frozen=True)
+class Batching:
+    size: int
+    pad: int
+    rule: str
+    overridden: tuple = field(default=())
+
+    def record(self):
+        """What summary.json's "batching" holds (beside the run's own counts)."""
+        return {"batch_size": self.size, "pad_tokens": self.pad, "rule": self.rule, "overridden": list(self.overridden)}
+
+
+def cpu_flags(path="/proc/cpuinfo"):
+    """The CPU's feature flags (an empty set where there is no /proc/cpuinfo: the rule then batches nothing)."""
+    try:
+        with open(path) as f:
+            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    except OSError:
+        return set()
+
+
+def choose(scenario, backend, precision, *, size=None, pad=None, flags=None, isa_cap=None):
+    """The Batching for a run: --batch_size/--batch_pad as given (None: left to the rule above). flags: the
+    CPU's (None: this machine's); isa_cap: oneDNN's ISA cap (None: this process's ONEDNN_MAX_CPU_ISA)."""
+    overridden = (("batch_size",) if size is not None else ()) + (("batch_pad",) if pad is not None else ())
+    if size is not None:
+        return Batching(size, pad or 0, "given", overridden)
+    chosen = _rule(scenario, backend, precision, cpu_flags() if flags is None else flags,
+                   os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap)
+    # a pad given alone: the rule's batches, within the pad given (recorded as given at one sample per call)
+    return Batching(chosen.size, chosen.pad if pad is None else pad, chosen.rule, overridden)
+
+
+def _rule(scenario, backend, precision, flags, isa_cap):
+    one = f"{scenario}, {backend} {precision}: one sample per call"
+    if scenario != "Offline":
+        return Batching(1, 0, f"{one} (Offline alone batches by the rule)")
+    if backend != "openvino":
+        return Batching(1, 0, f"{one} (the rule batches OpenVINO's int8, bf16 and int8-bf16 on AMX alone, where "
+                              "batches were measured faster)")
+    if precision not in AMX_FLAGS:
+        return Batching(1, 0, f"{one} (it ran no faster batched)")
+    missing = sorted(AMX_FLAGS[precision] - flags)
+    if missing:
+        return Batching(1, 0, f"{one} (no {' or '.join(missing)} among the CPU's flags; batching was measured "
+                              "on AMX only)")
+    if isa_cap.upper() not in UNCAPPED and "AMX" not in isa_cap.upper():
+        return Batching(1, 0, f"{one} (ONEDNN_MAX_CPU_ISA={isa_cap} keeps the kernels below AMX; batching was "
+                              "measured on AMX only)")
+    return Batching(SIZE, PAD, f"Offline, OpenVINO {precision} on AMX: batches of up to {SIZE} samples within "
+                               f"{PAD} tokens")
