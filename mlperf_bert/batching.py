@@ -23,7 +23,7 @@ summary.
 import os
 from dataclasses import asdict, dataclass, field
 
-SIZE, PAD = 4, 16   # the measured choice (docs/performance.md: 2, 4 and 8 within 8, 16 and 32 tokens)
+SIZE, PAD = 4, 16   # measured against batch 1 (batch 8 within 32 was no better on December 5: docs/performance.md)
 AMX_FLAGS = {"int8": {"amx_int8"}, "bf16": {"amx_bf16"}, "int8-bf16": {"amx_int8", "amx_bf16"}}
 # oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA, which OpenVINO's CPU kernels honour): the values that leave AMX in reach
 UNCAPPED = ("", "ALL", "DEFAULT")

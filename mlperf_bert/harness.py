@@ -321,6 +321,7 @@ def run(args):
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
         "sequence_handling": plan.description + _added_width(args.buckets, plan), "batch_size": args.batch_size,
+        "batch_pad": args.batch_pad,   # beside batch_size: a sweep's table and `runs --where` read the rule's here
         "threads": inference.backend.threads,
         "backend": args.backend, "workers": workers, "device": args.device if args.backend != "tensorrt" else "cuda",
         "precision": args.precision, "gpu": gpu_facts,
