@@ -58,8 +58,11 @@ def choose(scenario, backend, precision, *, size=None, pad=None, flags=None, isa
         return Batching(size, pad or 0, "given", overridden)
     chosen = _rule(scenario, backend, precision, cpu_flags() if flags is None else flags,
                    os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap)
-    # a pad given alone: the rule's batches, within the pad given (recorded as given at one sample per call)
-    return Batching(chosen.size, chosen.pad if pad is None else pad, chosen.rule, overridden)
+    if chosen.size == 1:   # a pad given alone is recorded, and said to do nothing
+        return Batching(1, pad or 0, chosen.rule, overridden)
+    # a pad given alone: the rule's batch size, within the pad given
+    within = f"within {PAD} tokens" if pad is None else f"within {pad} tokens (--batch_pad)"
+    return Batching(chosen.size, chosen.pad if pad is None else pad, f"{chosen.rule} {within}", overridden)
 
 
 def _rule(scenario, backend, precision, flags, isa_cap):
@@ -78,5 +81,4 @@ def _rule(scenario, backend, precision, flags, isa_cap):
     if isa_cap.upper() not in UNCAPPED and "AMX" not in isa_cap.upper():
         return Batching(1, 0, f"{one} (ONEDNN_MAX_CPU_ISA={isa_cap} keeps the kernels below AMX; batching was "
                               "measured on AMX only)")
-    return Batching(SIZE, PAD, f"Offline, OpenVINO {precision} on AMX: batches of up to {SIZE} samples within "
-                               f"{PAD} tokens")
+    return Batching(SIZE, PAD, f"Offline, OpenVINO {precision} on AMX: batches of up to {SIZE} samples")

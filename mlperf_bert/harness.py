@@ -835,13 +835,12 @@ def format_summary(summary):
                          "may use: not pinned, they take turns on the cores")
     batching = summary["batching"]
     if summary["batch_size"] == 1 and "batch_pad" in batching.get("overridden", ()) and batching["pad_tokens"]:
-        lines.append(f"  batching: one sample per call (rule: {batching['rule']}): --batch_pad does nothing there")
+        lines.append(f"  batching: --batch_pad={batching['pad_tokens']} does nothing here (rule: {batching['rule']})")
     if summary["batch_size"] > 1:
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
                      f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']}; "
                      + ("set by --batch_size" if batching.get("rule", "given") == "given" else
-                        f"rule: {batching['rule']}"
-                        + ("; the pad set by --batch_pad" if "batch_pad" in batching["overridden"] else "")) + ")"
+                        f"rule: {batching['rule']}") + ")"
                      # accepted (a sweep may cross scenarios with batch sizes), never silently
                      + (f"; {summary['scenario']} sends one sample per query, run as it comes: --batch_size does "
                         "nothing there" if summary["scenario"] in ("SingleStream", "Server") else ""))

@@ -30,7 +30,8 @@ CASES = [
     (("Offline", "openvino", "int8", AMX, "", 1, None), (1, 0, "given")),
     (("Offline", "onnxruntime", "fp32", set(), "", 8, 32), (8, 32, "given")),
     # a pad alone: the rule's size, the pad given
-    (("Offline", "openvino", "bf16", AMX, "", None, 32), (4, 32, "Offline, OpenVINO bf16 on AMX")),
+    (("Offline", "openvino", "bf16", AMX, "", None, 32),
+     (4, 32, "Offline, OpenVINO bf16 on AMX: batches of up to 4 samples within 32 tokens (--batch_pad)")),
     (("Offline", "onnxruntime", "fp32", AMX, "", None, 8), (1, 8, "Offline, onnxruntime fp32: one sample")),
 ]
 
