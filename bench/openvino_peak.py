@@ -1,7 +1,7 @@
 """OpenVINO beside onnxruntime: the machine's GEMM peak per precision, and the model work each backend achieves.
 
     python -m bench.openvino_peak [--samples 64] [--repeats 3] [--layers 12 --hidden 768 --heads 12]
-                                  [--batch-size 1 --batch-pad 0]
+                                  [--batch-size N --batch-pad TOKENS]
 
 From an interpreter without openvino (the repo's .venv) it runs itself again under the OpenVINO backend's: the
 onnxruntime venv with the backend entry's site folder and NNCF's first on PYTHONPATH (`bin/mlrun "get backend
@@ -12,8 +12,10 @@ openvino"` and `bin/mlrun "get nncf"` build or find them).
    multiplies with).
 2. The same random BERT-shaped model (bench.harness's, made dynamic as the app does) over the same real SQuAD
    samples, each at its real length, shortest first, as the app's Offline layout (one instance per core:
-   onnxruntime sessions pinned to their core, OpenVINO streams; --batch-size/--batch-pad batch it as the app's
-   --batch_size/--batch_pad do) and as one instance on all cores:
+   onnxruntime sessions pinned to their core, OpenVINO streams; each backend and precision batched as the app
+   batches it with --batch_size left out (mlperf_bert.batching's rule: on AMX OpenVINO's int8, bf16 and int8-bf16
+   by 4 within 16 tokens), or by --batch-size/--batch-pad as the app's --batch_size/--batch_pad do) and as one
+   instance on all cores (one sample per call):
    onnxruntime fp32, onnxruntime int8 (quantised as _int8-dynamic does on this CPU), OpenVINO f32, OpenVINO int8
    (NNCF's static int8 as `_openvino --precision=int8` runs it, calibrated on 100 other features), OpenVINO bf16,
    OpenVINO int8-bf16 (the same int8 model, its other operators bf16: `--precision=int8-bf16`, against int8's peak);
@@ -53,7 +55,7 @@ except ImportError:   # the repo's venv: main() runs this again under the backen
 
 from bench.harness import _between, fixed_model, model_args, quietly, reference_pass, sample_features
 from bench.machine_peak import PEAK_SHAPES, gemm_peak, model_flops, quantized
-from mlperf_bert import parallelism, seq_plan
+from mlperf_bert import batching, parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference, run_on_instances
 
@@ -154,19 +156,26 @@ def _matmul_model(m, k, n):
     return helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
 
 
-def contenders(model, int8_model, ov_int8_model, features, plan, cores, batch_size=1, batch_pad=0):
-    """{name: (views, pins)}: each backend and precision in the Offline layout (batches of `batch_size`, samples
-    within `batch_pad` tokens of each other, as the app's --batch_size/--batch_pad) and on all cores (batch 1)."""
+def contenders(model, int8_model, ov_int8_model, features, plan, cores, batch_size=None, batch_pad=None):
+    """({name: (views, pins)}, {name: Batching}): each backend and precision in the Offline layout, batched as the
+    app batches it (mlperf_bert.batching: the rule's, or `batch_size` samples within `batch_pad` tokens of each
+    other as the app's --batch_size/--batch_pad), and on all cores (one sample per call)."""
     from mlperf_bert.ov_backend import OvModel   # here: the module imports openvino, which .venv lacks
     offline = parallelism.choose("Offline", cores)
-    out = {}
-    for layout, (instances, threads, batch) in {"Offline": (offline.instances, offline.threads, batch_size),
-                                                "all cores": (1, len(cores), 1)}.items():
-        base = QaInference(None, features, plan, batch, batch_pad if batch > 1 else 0)
+    out, batched = {}, {}
+    for layout, (instances, threads) in {"Offline": (offline.instances, offline.threads),
+                                         "all cores": (1, len(cores))}.items():
         pins = list(parallelism.split_cores(cores, instances, threads)) or [()] * instances
-        for name, path in (("onnxruntime fp32", model), ("onnxruntime int8", int8_model)):
-            out[f"{name}, {layout}"] = ([base.on(OrtBackend(path, threads, spin=False, cores=pin)) for pin in pins],
-                                        pins)
+
+        def base(backend, precision):
+            chosen = batching.choose("Offline", backend, precision, size=batch_size, pad=batch_pad) \
+                if layout == "Offline" else batching.Batching(1, 0, "one sample per call")
+            batched[f"{'onnxruntime' if backend == 'onnxruntime' else 'OpenVINO'} {precision}, {layout}"] = chosen
+            return QaInference(None, features, plan, chosen.size, chosen.pad if chosen.size > 1 else 0)
+        for precision, path in (("fp32", model), ("int8", int8_model)):
+            view = base("onnxruntime", precision)
+            out[f"onnxruntime {precision}, {layout}"] = (
+                [view.on(OrtBackend(path, threads, spin=False, cores=pin)) for pin in pins], pins)
         for precision, path in (("fp32", model), ("int8", ov_int8_model), ("bf16", model),
                                 ("int8-bf16", ov_int8_model)):
             try:
@@ -174,9 +183,10 @@ def contenders(model, int8_model, ov_int8_model, features, plan, cores, batch_si
             except Exception as error:   # bf16 on a CPU without it: said, and left out
                 print(f"OpenVINO {precision}: {error}")
                 continue
-            out[f"OpenVINO {precision}, {layout}"] = ([base.on(compiled.request()) for _ in range(instances)],
+            view = base("openvino", precision)
+            out[f"OpenVINO {precision}, {layout}"] = ([view.on(compiled.request()) for _ in range(instances)],
                                                       [()] * instances)
-    return out
+    return out, {name: chosen for name, chosen in batched.items() if name in out}
 
 
 def ov_profile(path, precision, features, plan, indices, threads):
@@ -217,10 +227,11 @@ def answers(view, indices):
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 64, 3)
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape, above 0 (default 2)")
-    parser.add_argument("--batch-size", type=_between(1, 64), default=1, help="the Offline layout's batch size "
-                        "(default 1; on AMX 4 gave bf16 1.21-1.36x, int8 1.04-1.15x, fp32 nothing: docs/performance.md)")
-    parser.add_argument("--batch-pad", type=_between(0, 384), default=0, help="tokens a sample may be padded by to "
-                        "join a batch (default 0: one length per batch)")
+    parser.add_argument("--batch-size", type=_between(1, 64), help="the Offline layout's batch size for every "
+                        "backend and precision (default: the app's rule per precision, mlperf_bert.batching: on AMX "
+                        "OpenVINO's int8, bf16 and int8-bf16 by 4, the others 1; docs/performance.md)")
+    parser.add_argument("--batch-pad", type=_between(0, 384), help="tokens a sample may be padded by to join a "
+                        "batch (default 0 with --batch-size, else the rule's)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="leave out where OpenVINO's "
                         "time goes")
     args = parser.parse_args(argv)
@@ -251,9 +262,11 @@ def main(argv=None):
     for name, value in peaks.items():
         print(f"GEMM peak, {name}: {value:.1f} {'GOP/s' if 'int8' in name else 'GFLOP/s'}")
     ov_int8 = nncf_int8(model, features, indices, cache, args.seed)
-    runs = contenders(model, int8_model, ov_int8, features, plan, cores, args.batch_size, args.batch_pad)
-    if args.batch_size > 1:
-        print(f"Offline layout: batches of up to {args.batch_size} samples within {args.batch_pad} tokens of each other")
+    runs, batched = contenders(model, int8_model, ov_int8, features, plan, cores, args.batch_size, args.batch_pad)
+    for name, chosen in batched.items():   # what the app would batch (or the flags): said beside the figures
+        if chosen.size > 1:
+            by = "--batch-size" if chosen.rule == "given" else "the app's batch rule"
+            print(f"{name}: batches of up to {chosen.size} samples within {chosen.pad} tokens of each other ({by})")
     for views, pins in runs.values():   # warm: every length once (OpenVINO prepares each new shape)
         timed(views, pins, indices)
     reference = OrtBackend(fixed)

@@ -34,7 +34,8 @@ def test_bench_arguments_are_checked_before_anything_runs(script, flags, said):
 def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a_file(tmp_path):
     result = _bench("bench.openvino_peak", "--peak-seconds", "0")   # was: a peak of 0.0 GFLOP/s, shares '-'
     assert result.returncode == 2 and "--peak-seconds must be above 0, not 0.0" in result.stderr
-    result = _bench("bench.openvino_peak", "--batch-pad", "16")   # was: ignored unsaid at batch 1 (the app refuses it)
+    # was: ignored unsaid at batch 1 (the app refuses it); a pad alone goes with the rule's batches, as the app's
+    result = _bench("bench.openvino_peak", "--batch-size", "1", "--batch-pad", "16")
     assert result.returncode == 2 and "--batch-pad applies only with --batch-size above 1" in result.stderr
     (tmp_path / "file").write_text("")
     result = _bench("bench.openvino_peak", "--scratch", str(tmp_path / "file"))   # was: FileExistsError

@@ -275,8 +275,10 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    # the Offline layout batched as the app's --batch_size/--batch_pad do (padded samples: the same answers)
-    assert "Offline layout: batches of up to 2 samples within 384 tokens of each other" in out, out
+    # the Offline layout batched as the app's --batch_size/--batch_pad do (padded samples: the same answers), every
+    # backend and precision alike; one instance on all cores one sample per call
+    assert "OpenVINO fp32, Offline: batches of up to 2 samples within 384 tokens of each other (--batch-size)\n" \
+        in out and "onnxruntime int8, Offline: batches of up to 2" in out and "all cores: batches" not in out, out
     assert out.startswith("OpenVINO 2026.4.1") and "GEMM peak, onnxruntime fp32:" in out, out
     # the quantisers' progress bars and warnings stay out of it: a line each on stderr says what is made
     assert "Statistics collection" not in out + result.stderr and "pre-processing" not in result.stderr, result.stderr
