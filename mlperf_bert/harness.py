@@ -835,7 +835,8 @@ def format_summary(summary):
                          "may use: not pinned, they take turns on the cores")
     batching = summary["batching"]
     if summary["batch_size"] == 1 and "batch_pad" in batching.get("overridden", ()) and batching["pad_tokens"]:
-        lines.append(f"  batching: --batch_pad={batching['pad_tokens']} does nothing here (rule: {batching['rule']})")
+        why = "at --batch_size=1" if batching["rule"] == "given" else f"rule: {batching['rule']}"
+        lines.append(f"  batching: --batch_pad={batching['pad_tokens']} does nothing here ({why})")
     if summary["batch_size"] > 1:
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
                      f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']}; "
