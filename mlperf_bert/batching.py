@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass, field
 
 SIZE, PAD = 4, 16   # measured against batch 1 (batch 8 within 32 was no better on December 5: docs/performance.md)
 AMX_FLAGS = {"int8": {"amx_int8"}, "bf16": {"amx_bf16"}, "int8-bf16": {"amx_int8", "amx_bf16"}}
+# a model with int8 operators of its own runs them int8 whatever --precision says of the rest
+QUANTISED_AS = {"fp32": "int8", "bf16": "int8-bf16"}
 # oneDNN's ISA cap (ONEDNN_MAX_CPU_ISA, which OpenVINO's CPU kernels honour): the values that leave AMX in reach
 UNCAPPED = ("", "ALL", "DEFAULT")
 
@@ -50,12 +52,16 @@ def cpu_flags(path="/proc/cpuinfo"):
         return set()
 
 
-def choose(scenario, backend, precision, *, size=None, pad=None, flags=None, isa_cap=None):
-    """The Batching for a run: --batch_size/--batch_pad as given (None: left to the rule above). flags: the
-    CPU's (None: this machine's); isa_cap: oneDNN's ISA cap (None: this process's ONEDNN_MAX_CPU_ISA)."""
+def choose(scenario, backend, precision, *, size=None, pad=None, quantised=False, flags=None, isa_cap=None):
+    """The Batching for a run: --batch_size/--batch_pad as given (None: left to the rule above). quantised: the
+    model holds int8 operators of its own (the official int8 model, an _int8-dynamic or a --model int8 file), so
+    fp32 runs them int8 and bf16 is int8-bf16. flags: the CPU's (None: this machine's); isa_cap: oneDNN's ISA cap
+    (None: this process's ONEDNN_MAX_CPU_ISA)."""
     overridden = (("batch_size",) if size is not None else ()) + (("batch_pad",) if pad is not None else ())
     if size is not None:
         return Batching(size, pad or 0, "given", overridden)
+    if quantised and precision in QUANTISED_AS:
+        precision = f"{QUANTISED_AS[precision]} (an int8 model)"
     chosen = _rule(scenario, backend, precision, cpu_flags() if flags is None else flags,
                    os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap)
     if chosen.size == 1:   # a pad given alone is recorded, and said to do nothing
@@ -65,8 +71,9 @@ def choose(scenario, backend, precision, *, size=None, pad=None, flags=None, isa
     return Batching(chosen.size, chosen.pad if pad is None else pad, f"{chosen.rule} {within}", overridden)
 
 
-def _rule(scenario, backend, precision, flags, isa_cap):
-    one = f"{scenario}, {backend} {precision}: one sample per call"
+def _rule(scenario, backend, label, flags, isa_cap):
+    one = f"{scenario}, {backend} {label}: one sample per call"
+    precision = label.split()[0]
     if scenario != "Offline":
         return Batching(1, 0, f"{one} (Offline alone batches by the rule)")
     if backend != "openvino":
@@ -81,4 +88,4 @@ def _rule(scenario, backend, precision, flags, isa_cap):
     if isa_cap.upper() not in UNCAPPED and "AMX" not in isa_cap.upper():
         return Batching(1, 0, f"{one} (ONEDNN_MAX_CPU_ISA={isa_cap} keeps the kernels below AMX; batching was "
                               "measured on AMX only)")
-    return Batching(SIZE, PAD, f"Offline, OpenVINO {precision} on AMX: batches of up to {SIZE} samples")
+    return Batching(SIZE, PAD, f"Offline, OpenVINO {label} on AMX: batches of up to {SIZE} samples")

@@ -37,6 +37,7 @@ INSTANCE_BACKENDS = ("onnxruntime", "openvino")   # instances and threads by mlp
 DEVICE_PRECISIONS = {**gpu.DEVICE_PRECISIONS, "openvino": ("fp32", "int8", "bf16", "int8-bf16")}
 OFFICIAL_SAMPLE_COUNT = 10833  # mlperf.conf's performance_sample_count for bert
 MULTISTREAM_SAMPLES_PER_QUERY = 8
+ONE_SAMPLE_SCENARIOS = ("SingleStream", "Server")   # LoadGen's queries carry one sample: nothing to batch
 # --count N runs exactly N samples: no minimum duration, so the query count alone ends the test (a
 # duration would make LoadGen issue target_qps x duration samples in Offline, not N).
 SHORT_RUN_MIN_DURATION_MS = 0
@@ -225,7 +226,6 @@ def main(argv=None):
                                  hint="the user.conf's line would win unsaid" + (
                                      " (find-peak's every trial ran at its rate, and never ended)"
                                      if args.find_peak else ""))
-        _batching(args)   # chosen once: find-peak's short runs (given it as flags) and its final run batch alike
         summary = find_peak(args) if args.find_peak else run(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -268,7 +268,9 @@ def run(args):
     # read before any session is made: its whole model in memory beside the sessions raised the run's peak by the
     # model's size (a 1.6 GB limit killed a run of one 415 MB model's two sessions)
     int8_operators = _int8_operators(args.model)
-    _batching(args)
+    # find-peak's short runs choose their own (each its scenario's): the flags stay as the person gave them
+    args.batching = batching.choose(args.scenario, args.backend, args.precision, size=args.batch_size,
+                                    pad=args.batch_pad, quantised=bool(int8_operators))
     features = heldout.restrict(_load_features(args.features), args.questions)
     available = len(features.lengths)
     if args.count and args.count > available:
@@ -295,7 +297,7 @@ def run(args):
         workers = len(views)
     else:
         backend, plan, workers = _backend(args, buckets, work_dir)
-        inference = QaInference(backend, features, plan, args.batch_size, args.batch_pad)
+        inference = QaInference(backend, features, plan, *_per_call(args))
         views, pins, chosen_parallelism = [inference] * workers, [()] * workers, None
         measured_qps = _warm_up(inference, total, views, pins)
     plan = inference.plan
@@ -320,8 +322,9 @@ def run(args):
     summary = {
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
-        "sequence_handling": plan.description + _added_width(args.buckets, plan), "batch_size": args.batch_size,
-        "batch_pad": args.batch_pad,   # beside batch_size: a sweep's table and `runs --where` read the rule's here
+        "sequence_handling": plan.description + _added_width(args.buckets, plan), "batch_size": args.batching.size,
+        # beside batch_size, what ran: a sweep's table and `runs --where` read the rule's choice here
+        "batch_pad": args.batching.pad if args.batching.size > 1 else 0,
         "threads": inference.backend.threads,
         "backend": args.backend, "workers": workers, "device": args.device if args.backend != "tensorrt" else "cuda",
         "precision": args.precision, "gpu": gpu_facts,
@@ -331,7 +334,7 @@ def run(args):
         "parallelism": chosen_parallelism.record() if chosen_parallelism else None,
         # what ran, beside threads: a sweep's table and `runs --where` read an input left to the rule from here
         "instances": chosen_parallelism.instances if chosen_parallelism else None,
-        "batching": {**_batching(args).record(), **inference.stats.record()},
+        "batching": {**args.batching.record(), **inference.stats.record()},
         "warmup_qps": round(warmup_qps, 3), "rate_pass": rate_pass, "settings": chosen,
         # what the user.conf set, apart: diff compares these whatever their type (a chosen target is a measurement)
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
@@ -405,14 +408,13 @@ def find_peak(args):
     return summary
 
 
-def _batching(args):
-    """The run's batching (mlperf_bert.batching's rule, or --batch-size/--batch-pad as given), chosen on the first
-    call and set in args.batch_size and args.batch_pad."""
-    if getattr(args, "batching", None) is None:
-        args.batching = batching.choose(args.scenario, args.backend, args.precision, size=args.batch_size,
-                                        pad=args.batch_pad)
-        args.batch_size, args.batch_pad = args.batching.size, args.batching.pad
-    return args.batching
+def _per_call(args):
+    """(batch size, pad) the inference runs at: the run's batching (args.batching), but one sample per call where
+    LoadGen's queries carry one (SingleStream, Server): a warm-up batched by --batch_size set Server's target from
+    a rate its one-sample queries never reach."""
+    if args.scenario in ONE_SAMPLE_SCENARIOS or args.batching.size == 1:
+        return 1, 0
+    return args.batching.size, args.batching.pad
 
 
 def _load_features(folder):
@@ -449,7 +451,7 @@ def _instances(args, features, buckets, work_dir, total):
     cores is warmed up first, and the instances are made again when its estimate of a full-length sample allows
     more."""
     model_path, plan = seq_plan.prepare(args.model, buckets, work_dir)
-    inference = QaInference(None, features, plan, args.batch_size, args.batch_pad)
+    inference = QaInference(None, features, plan, *_per_call(args))
     overrides = {"instances": args.instances, "threads": args.threads, "spin": args.spin}
     if args.device != "cpu":  # one session feeds the GPU; its CPU threads only launch work
         overrides["instances"] = 1
@@ -502,7 +504,7 @@ def _ort_start(args, model_path, plan, inference, total):
     """start(Parallelism) -> (views, pins, warm-up samples/s): a pinned onnxruntime session per instance."""
     from mlperf_bert.ort_backend import OrtBackend
     providers = gpu.ort_providers(args.device, args.precision, args.trt_cache,
-                                  gpu.trt_profiles(plan.buckets or (seq_plan.FEATURE_WIDTH,), [args.batch_size]),
+                                  gpu.trt_profiles(plan.buckets or (seq_plan.FEATURE_WIDTH,), [args.batching.size]),
                                   model_adapter.inspect(model_path).input_names)
 
     gpu.before_session(providers)
@@ -548,7 +550,7 @@ def _backend(args, buckets, work_dir):
     model_path, plan = ds_backend.prepare(args.model, buckets, work_dir)
     scheduler = "multi_stream" if args.scenario == "Server" else "single_stream"
     backend = ds_backend.DeepSparseBackend(model_path, plan.buckets, ds_backend.batch_sizes_for(
-        args.scenario, args.batch_size), args.threads, scheduler, args.streams, progress=ds_backend.progress_line)
+        args.scenario, args.batching.size), args.threads, scheduler, args.streams, progress=ds_backend.progress_line)
     backend.warm_up(ds_backend.progress_line)
     return backend, plan, backend.streams
 
@@ -837,6 +839,9 @@ def format_summary(summary):
     if summary["batch_size"] == 1 and "batch_pad" in batching.get("overridden", ()) and batching["pad_tokens"]:
         why = "at --batch_size=1" if batching["rule"] == "given" else f"rule: {batching['rule']}"
         lines.append(f"  batching: --batch_pad={batching['pad_tokens']} does nothing here ({why})")
+    elif summary["batch_size"] == 1 and batching.get("rule", "given") != "given" and summary["scenario"] == "Offline" \
+            and summary.get("backend") == "openvino":   # where the rule may batch, why it did not (an ISA cap, fp32)
+        lines.append(f"  batching: {batching['rule']}")
     if summary["batch_size"] > 1:
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
                      f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']}; "
@@ -844,7 +849,7 @@ def format_summary(summary):
                         f"rule: {batching['rule']}") + ")"
                      # accepted (a sweep may cross scenarios with batch sizes), never silently
                      + (f"; {summary['scenario']} sends one sample per query, run as it comes: --batch_size does "
-                        "nothing there" if summary["scenario"] in ("SingleStream", "Server") else ""))
+                        "nothing there" if summary["scenario"] in ONE_SAMPLE_SCENARIOS else ""))
     if summary["mode"] == "accuracy":
         scored = summary.get("accuracy")
         if scored:

@@ -161,11 +161,29 @@ def _test01(sub, scenario_dir, test01_run, label):
                     f"TEST01-{label}")
     sub.say(f"  TEST01 {label}: " + "; ".join(line for line in out.splitlines() if "check pass" in line))
     if "Accuracy check pass: True" not in out:
+        if why := _batched(test01_run):
+            sub.say(f"    {why}")
         _test01_baseline(sub, scenario_dir, test01_run, label)
     else:   # the truncation script wants one here to hash the log (else it left TEST01's, 12 MB, whole)
         with open(os.path.join(scenario_dir, "TEST01", "accuracy", "accuracy.txt"), "w") as f:
             f.write("TEST01 in deterministic mode: its responses equal the accuracy run's (../verify_accuracy.txt)\n")
 
+
+
+def _batched(run_dir):
+    """Why a TEST01 run's responses differ from the accuracy run's where its samples ran in batches (formed anew
+    in each run: a sample's logits differ in float noise with its batch); None where they ran alone."""
+    try:
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            batching = json.load(f).get("batching") or {}
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(batching.get("mean_batch"), (int, float)) or batching["mean_batch"] <= 1:
+        return None
+    return (f"its samples ran in batches of up to {batching.get('batch_size')} (padded by up to "
+            f"{batching.get('pad_tokens')} tokens), formed anew in each run, so their logits differ from the accuracy "
+            "run's in float noise: the TEST01 README's fallback (baseline against compliance accuracy) decides "
+            "(--batch_size=1 runs each sample alone)")
 
 
 def _test01_baseline(sub, scenario_dir, test01_run, label):

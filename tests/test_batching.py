@@ -54,3 +54,16 @@ def test_the_cpu_flags_are_read_from_cpuinfo(tmp_path):
                        "flags\t\t: fpu avx512_bf16 amx_int8\n")
     assert batching.cpu_flags(str(cpuinfo)) == {"fpu", "avx512_bf16", "amx_int8"}
     assert batching.cpu_flags(str(tmp_path / "none")) == set()   # no /proc/cpuinfo: the rule batches nothing
+
+
+@pytest.mark.parametrize("backend, precision, expected", [
+    # the official int8 model, an int8 --model file: fp32 runs its int8 operators int8, bf16 is int8-bf16
+    ("openvino", "fp32", (4, "Offline, OpenVINO int8 (an int8 model) on AMX: batches of up to 4 samples within 16")),
+    ("openvino", "bf16", (4, "Offline, OpenVINO int8-bf16 (an int8 model) on AMX")),
+    ("openvino", "int8", (4, "Offline, OpenVINO int8 on AMX")),   # NNCF's model: int8 as asked
+    ("onnxruntime", "fp32", (1, "Offline, onnxruntime int8 (an int8 model): one sample per call")),   # _int8-dynamic
+])
+def test_a_model_that_is_int8_already_is_batched_as_int8(backend, precision, expected):
+    """The rule read only --precision: the official int8 model on OpenVINO was 'fp32: it ran no faster batched'."""
+    chosen = batching.choose("Offline", backend, precision, quantised=True, flags=AMX, isa_cap="")
+    assert chosen.size == expected[0] and chosen.rule.startswith(expected[1]), chosen.rule

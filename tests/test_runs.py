@@ -470,9 +470,18 @@ def test_diff_and_replay_say_how_each_run_ran():
     # how it ran differently
     asked = {**int8, "request": {"inputs": {"precision": "int8"}}}
     asked["results"] = {**int8["results"], "rule": "Server: slowest warm-up sample 4.0 ms x 2 cores"}
-    again = {**fp32, "results": {**fp32["results"], "rule": "Server: slowest warm-up sample 3.8 ms x 2 cores"}}
+    # (a real record's settings hold the inputs' defaults too: fp32 echoes there as well)
+    again = {**fp32, "request": {"inputs": {"precision": "fp32"}},
+             "results": {**fp32["results"], "rule": "Server: slowest warm-up sample 3.8 ms x 2 cores"}}
     assert [what for what, _, _ in compare.ran(again, asked)] == [
         "ran.openvino.int8_operators", "ran.openvino.streams", "ran.parallelism.instances"]
+    # an input with no default left to a rule in one run and given in the other: what the rule chose is said (the
+    # request's row said only "absent -> 1", and the rule's batch of 4 went unsaid)
+    ruled = {"status": "ok", "request": {"inputs": {}}, "results": {"batch_size": 4, "batching": {"batch_size": 4}}}
+    given = {"status": "ok", "request": {"inputs": {"batch_size": 1}},
+             "results": {"batch_size": 1, "batching": {"batch_size": 1}}}
+    assert compare.ran(ruled, given) == [("ran.batch_size", 4, 1)]
+    assert compare.ran({**ruled, "request": {"inputs": {"batch_size": 4}}}, given) == []   # both given: the request's row
     assert compare.ran(fp32, int8) == [("ran.openvino.precision", "fp32", "int8"),
                                        ("ran.openvino.int8_operators", 0, 43), ("ran.openvino.streams", 2, 1),
                                        ("ran.parallelism.instances", 2, 1)]

@@ -730,3 +730,16 @@ def test_a_user_conf_setting_what_submit_sets_is_refused_before_any_run(tmp_path
         sub.check_user_conf()
     conf.write_text("*.Offline.min_query_count = 100\n")   # its own settings: taken
     sub.check_user_conf()
+
+
+def test_a_test01_run_whose_samples_ran_in_batches_says_why_its_responses_differ(tmp_path):
+    """The default batching (Offline on OpenVINO's AMX precisions) forms batches anew in each run: TEST01's exact
+    check failed and fell back to the accuracy comparison, and nothing said why."""
+    from submission import tree
+    (tmp_path / "summary.json").write_text(json.dumps({"batching": {"batch_size": 4, "pad_tokens": 16,
+                                                                    "mean_batch": 3.556}}))
+    assert tree._batched(str(tmp_path)).startswith("its samples ran in batches of up to 4 (padded by up to 16 tokens)")
+    (tmp_path / "summary.json").write_text(json.dumps({"batching": {"batch_size": 4, "mean_batch": 1.0}}))
+    assert tree._batched(str(tmp_path)) is None   # one sample per call: no such reason
+    (tmp_path / "summary.json").write_text("[1]")
+    assert tree._batched(str(tmp_path)) is None and tree._batched(str(tmp_path / "gone")) is None

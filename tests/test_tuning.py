@@ -404,6 +404,18 @@ def test_classify_reads_a_real_loadgen_summary(tmp_path):
 
 
 @pytest.mark.slow
+def test_one_sample_scenarios_run_one_sample_per_call_whatever_the_batch_size():
+    """Server's warm-up ran batches of --batch_size, so its target was half of a rate its one-sample queries never
+    reach (and the summary said --batch_size did nothing there); MultiStream's queries of 8 and Offline batch."""
+    from mlperf_bert import batching, harness
+    given = batching.choose("Server", "openvino", "int8", size=4, pad=16)
+    for scenario, expected in (("Server", (1, 0)), ("SingleStream", (1, 0)), ("MultiStream", (4, 16)),
+                               ("Offline", (4, 16))):
+        assert harness._per_call(SimpleNamespace(scenario=scenario, batching=given)) == expected, scenario
+    alone = batching.choose("Offline", "openvino", "fp32", pad=16, flags=set())   # a pad at one sample: none
+    assert harness._per_call(SimpleNamespace(scenario="Offline", batching=alone)) == (1, 0)
+
+
 def test_a_server_only_option_stays_out_of_find_peaks_singlestream_and_offline_runs(tmp_path, monkeypatch):
     """deepsparse --streams went into find-peak's SingleStream run, which refused it: the search always failed."""
     from mlperf_bert import harness
@@ -458,6 +470,11 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
                                   timeout=300)
     peak = summary["find_peak"]
     assert peak["qps"] and peak["trials"] and peak["checks"], peak
+    # no batch flags given: the check (and every short run) batched by its own scenario's rule, recorded so (the
+    # search passed its own choice on as flags, and the summary said --batch_size and --batch_pad were given)
+    assert summary["batching"]["overridden"] == [] and summary["batching"]["rule"].startswith("Server,"), summary
+    offline = json.loads((tmp_path / "run" / "find-peak" / "offline" / "summary.json").read_text())
+    assert offline["batching"]["overridden"] == [] and offline["batching"]["rule"].startswith("Offline,")
     assert all(trial["verdict"] in (tuning.VALID, tuning.TOO_HIGH, tuning.TOO_FEW) for trial in peak["trials"])
     valid = [trial["target_qps"] for trial in peak["trials"] if trial["verdict"] == tuning.VALID]
     assert valid and peak["qps"] <= max(valid) + 1e-3
