@@ -14,7 +14,7 @@ openvino"` and `bin/mlrun "get nncf"` build or find them).
    samples, each at its real length, shortest first, as the app's Offline layout (one instance per core:
    onnxruntime sessions pinned to their core, OpenVINO streams; each backend and precision batched as the app
    batches it with --batch_size left out (mlperf_bert.batching's rule: on AMX OpenVINO's int8, bf16 and int8-bf16
-   by 4 within 16 tokens), or by --batch-size/--batch-pad as the app's --batch_size/--batch_pad do) and as one
+   by 8 within 16 tokens), or by --batch-size/--batch-pad as the app's --batch_size/--batch_pad do) and as one
    instance on all cores (one sample per call):
    onnxruntime fp32, onnxruntime int8 (quantised as _int8-dynamic does on this CPU), OpenVINO f32, OpenVINO int8
    (NNCF's static int8 as `_openvino --precision=int8` runs it, calibrated on 100 other features), OpenVINO bf16,
@@ -229,7 +229,7 @@ def main(argv=None):
     parser.add_argument("--peak-seconds", type=float, default=2.0, help="seconds per GEMM shape, above 0 (default 2)")
     parser.add_argument("--batch-size", type=_between(1, 64), help="the Offline layout's batch size for every "
                         "backend and precision (default: the app's rule per precision, mlperf_bert.batching: on AMX "
-                        "OpenVINO's int8, bf16 and int8-bf16 by 4, the others 1; docs/performance.md)")
+                        "OpenVINO's int8, bf16 and int8-bf16 by 8, the others 1; docs/performance.md)")
     parser.add_argument("--batch-pad", type=_between(0, 384), help="tokens a sample may be padded by to join a "
                         "batch (default 0 with --batch-size, else the rule's)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="leave out where OpenVINO's "

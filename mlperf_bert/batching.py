@@ -7,8 +7,9 @@ Xeon with AMX, 2 cores, December 6, three alternating rounds; docs/performance.m
   Offline, OpenVINO, a precision AMX multiplies (int8, bf16, int8-bf16) on a CPU with AMX for it: batches of up
       to SIZE samples whose lengths differ by at most PAD tokens (padded, masked: the same answers). AMX
       multiplies tiles of 16 rows; one short sample gives a weight product few rows for each pass over its
-      weights, and a batch gives it more: bf16 ran 1.34-1.52x its batch-1 runs, int8 1.07-1.17x, int8-bf16
-      1.15-1.29x.
+      weights, and a batch gives it more: at 4 within 16 tokens bf16 ran 1.34-1.52x its batch-1 runs, int8
+      1.07-1.17x, int8-bf16 1.15-1.29x; 8 ran int8 1.08-1.24x and bf16 1.02-1.14x 4's (int8-bf16 0.96-1.12x, and
+      1.09-1.26x in another run).
   Anything else: one sample per call.
       fp32 gained nothing (OpenVINO 0.98-1.09x in the same rounds; onnxruntime within noise, bench.parallelism);
       SingleStream and Server send one sample per query, run as it comes; MultiStream's query of 8 samples runs
@@ -23,7 +24,8 @@ summary.
 import os
 from dataclasses import asdict, dataclass, field
 
-SIZE, PAD = 4, 16   # measured against batch 1 (batch 8 within 32 was no better on December 5: docs/performance.md)
+# measured against batch 1 (4 within 16) and 8 against 4 (within 16 tokens; within 32 no better): docs/performance.md
+SIZE, PAD = 8, 16
 AMX_FLAGS = {"int8": {"amx_int8"}, "bf16": {"amx_bf16"}, "int8-bf16": {"amx_int8", "amx_bf16"}}
 # a model with int8 operators of its own runs them int8 whatever --precision says of the rest
 QUANTISED_AS = {"fp32": "int8", "bf16": "int8-bf16"}

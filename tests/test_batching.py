@@ -10,10 +10,10 @@ ZEN4 = {"avx512f", "avx512_bf16", "avx512_vnni"}   # bf16 and VNNI without AMX: 
 CASES = [
     # what was measured faster batched: Offline, OpenVINO's AMX precisions on AMX
     (("Offline", "openvino", "int8-bf16", AMX, "", None, None),
-     (4, 16, "Offline, OpenVINO int8-bf16 on AMX: batches of up to 4 samples within 16 tokens")),
-    (("Offline", "openvino", "bf16", AMX, "", None, None), (4, 16, "Offline, OpenVINO bf16 on AMX")),
-    (("Offline", "openvino", "int8", AMX, "AVX512_CORE_AMX", None, None), (4, 16, "Offline, OpenVINO int8 on AMX")),
-    (("Offline", "openvino", "int8", AMX, "all", None, None), (4, 16, "Offline, OpenVINO int8 on AMX")),
+     (8, 16, "Offline, OpenVINO int8-bf16 on AMX: batches of up to 8 samples within 16 tokens")),
+    (("Offline", "openvino", "bf16", AMX, "", None, None), (8, 16, "Offline, OpenVINO bf16 on AMX")),
+    (("Offline", "openvino", "int8", AMX, "AVX512_CORE_AMX", None, None), (8, 16, "Offline, OpenVINO int8 on AMX")),
+    (("Offline", "openvino", "int8", AMX, "all", None, None), (8, 16, "Offline, OpenVINO int8 on AMX")),
     # everything else: one sample per call, and why
     (("Offline", "openvino", "fp32", AMX, "", None, None),
      (1, 0, "Offline, openvino fp32: one sample per call (it ran no faster batched)")),
@@ -31,7 +31,7 @@ CASES = [
     (("Offline", "onnxruntime", "fp32", set(), "", 8, 32), (8, 32, "given")),
     # a pad alone: the rule's size, the pad given
     (("Offline", "openvino", "bf16", AMX, "", None, 32),
-     (4, 32, "Offline, OpenVINO bf16 on AMX: batches of up to 4 samples within 32 tokens (--batch_pad)")),
+     (8, 32, "Offline, OpenVINO bf16 on AMX: batches of up to 8 samples within 32 tokens (--batch_pad)")),
     (("Offline", "onnxruntime", "fp32", AMX, "", None, 8), (1, 8, "Offline, onnxruntime fp32: one sample")),
 ]
 
@@ -58,9 +58,9 @@ def test_the_cpu_flags_are_read_from_cpuinfo(tmp_path):
 
 @pytest.mark.parametrize("backend, precision, expected", [
     # the official int8 model, an int8 --model file: fp32 runs its int8 operators int8, bf16 is int8-bf16
-    ("openvino", "fp32", (4, "Offline, OpenVINO int8 (an int8 model) on AMX: batches of up to 4 samples within 16")),
-    ("openvino", "bf16", (4, "Offline, OpenVINO int8-bf16 (an int8 model) on AMX")),
-    ("openvino", "int8", (4, "Offline, OpenVINO int8 on AMX")),   # NNCF's model: int8 as asked
+    ("openvino", "fp32", (8, "Offline, OpenVINO int8 (an int8 model) on AMX: batches of up to 8 samples within 16")),
+    ("openvino", "bf16", (8, "Offline, OpenVINO int8-bf16 (an int8 model) on AMX")),
+    ("openvino", "int8", (8, "Offline, OpenVINO int8 on AMX")),   # NNCF's model: int8 as asked
     ("onnxruntime", "fp32", (1, "Offline, onnxruntime int8 (an int8 model): one sample per call")),   # _int8-dynamic
 ])
 def test_a_model_that_is_int8_already_is_batched_as_int8(backend, precision, expected):

@@ -101,7 +101,7 @@ def test_bf16_runs_where_the_cpu_multiplies_it_and_is_refused_elsewhere(ov, accu
     assert result.returncode == 0, result.stderr[-3000:]
     summary = _summary(result)
     assert summary["precision"] == "bf16" and summary["openvino"]["inference_precision_hint"] == "bf16"
-    # Offline, no --batch_size: the rule's batches on this CPU (4 within 16 tokens with AMX, else one sample)
+    # Offline, no --batch_size: the rule's batches on this CPU (8 within 16 tokens with AMX, else one sample)
     rule = batching.choose("Offline", "openvino", "bf16")
     assert {key: summary["batching"][key] for key in ("batch_size", "pad_tokens", "rule")} == \
         {"batch_size": rule.size, "pad_tokens": rule.pad, "rule": rule.rule}
