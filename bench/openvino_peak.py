@@ -167,15 +167,14 @@ def contenders(model, int8_model, ov_int8_model, features, plan, cores, batch_si
                                          "all cores": (1, len(cores))}.items():
         pins = list(parallelism.split_cores(cores, instances, threads)) or [()] * instances
 
-        def base(backend, precision):
+        def base(backend, precision):   # (the samples batched as the app would, how)
             chosen = batching.choose("Offline", backend, precision, size=batch_size, pad=batch_pad) \
                 if layout == "Offline" else batching.Batching(1, 0, "one sample per call")
-            batched[f"{'onnxruntime' if backend == 'onnxruntime' else 'OpenVINO'} {precision}, {layout}"] = chosen
-            return QaInference(None, features, plan, chosen.size, chosen.pad if chosen.size > 1 else 0)
+            return QaInference(None, features, plan, chosen.size, chosen.pad if chosen.size > 1 else 0), chosen
         for precision, path in (("fp32", model), ("int8", int8_model)):
-            view = base("onnxruntime", precision)
-            out[f"onnxruntime {precision}, {layout}"] = (
-                [view.on(OrtBackend(path, threads, spin=False, cores=pin)) for pin in pins], pins)
+            name = f"onnxruntime {precision}, {layout}"
+            view, batched[name] = base("onnxruntime", precision)
+            out[name] = ([view.on(OrtBackend(path, threads, spin=False, cores=pin)) for pin in pins], pins)
         for precision, path in (("fp32", model), ("int8", ov_int8_model), ("bf16", model),
                                 ("int8-bf16", ov_int8_model)):
             try:
@@ -183,10 +182,10 @@ def contenders(model, int8_model, ov_int8_model, features, plan, cores, batch_si
             except Exception as error:   # bf16 on a CPU without it: said, and left out
                 print(f"OpenVINO {precision}: {error}")
                 continue
-            view = base("openvino", precision)
-            out[f"OpenVINO {precision}, {layout}"] = ([view.on(compiled.request()) for _ in range(instances)],
-                                                      [()] * instances)
-    return out, {name: chosen for name, chosen in batched.items() if name in out}
+            name = f"OpenVINO {precision}, {layout}"
+            view, batched[name] = base("openvino", precision)
+            out[name] = ([view.on(compiled.request()) for _ in range(instances)], [()] * instances)
+    return out, batched
 
 
 def ov_profile(path, precision, features, plan, indices, threads):

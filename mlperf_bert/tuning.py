@@ -191,7 +191,7 @@ def harness_argv(args, **changes):
     for name, value in values.items():
         if value is None or name in ("find_peak", "strict", "batching") or name.startswith("peak_"):
             continue  # the search's runs are judged by the search; --strict judges only its outcome; batching
-            # is the harness's choice, passed on as --batch-size and --batch-pad
+            # is a run's own choice (mlperf_bert.batching), not a flag: each short run makes its own
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             argv.append(flag if value else "--no-" + name.replace("_", "-"))
