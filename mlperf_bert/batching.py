@@ -22,7 +22,10 @@ call, which the run says. What was chosen and why is recorded in the run's summa
 summary.
 """
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+
+# the quantiser's reader (an empty set where there is no /proc/cpuinfo: the rule then batches nothing)
+from mlperf_bert.quantize import cpu_flags
 
 # measured against batch 1 (4 within 16) and 8 against 4 (within 16 tokens; within 32 no better): docs/performance.md
 SIZE, PAD = 8, 16
@@ -45,15 +48,6 @@ class Batching:
         return {"batch_size": self.size, "pad_tokens": self.pad, "rule": self.rule, "overridden": list(self.overridden)}
 
 
-def cpu_flags(path="/proc/cpuinfo"):
-    """The CPU's feature flags (an empty set where there is no /proc/cpuinfo: the rule then batches nothing)."""
-    try:
-        with open(path) as f:
-            return {flag for line in f if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
-    except OSError:
-        return set()
-
-
 def choose(scenario, backend, precision, *, size=None, pad=None, quantised=False, flags=None, isa_cap=None):
     """The Batching for a run: --batch_size/--batch_pad as given (None: left to the rule above). quantised: the
     model holds int8 operators of its own (the official int8 model, an _int8-dynamic or a --model int8 file), so
@@ -62,32 +56,32 @@ def choose(scenario, backend, precision, *, size=None, pad=None, quantised=False
     overridden = (("batch_size",) if size is not None else ()) + (("batch_pad",) if pad is not None else ())
     if size is not None:
         return Batching(size, pad or 0, "given", overridden)
+    label = precision
     if quantised and precision in QUANTISED_AS:
-        precision = f"{QUANTISED_AS[precision]} (an int8 model)"
-    chosen = _rule(scenario, backend, precision, cpu_flags() if flags is None else flags,
-                   os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap)
-    if chosen.size == 1:   # a pad given alone is recorded, and said to do nothing
-        return Batching(1, pad or 0, chosen.rule, overridden)
+        precision = QUANTISED_AS[precision]
+        label = f"{precision} (an int8 model)"
+    size, rule = _rule(scenario, backend, precision, label, cpu_flags() if flags is None else flags,
+                       os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap)
+    if size == 1:   # a pad given alone is recorded, and said to do nothing
+        return Batching(1, pad or 0, rule, overridden)
     # a pad given alone: the rule's batch size, within the pad given
     within = f"within {PAD} tokens" if pad is None else f"within {pad} tokens (--batch_pad)"
-    return Batching(chosen.size, chosen.pad if pad is None else pad, f"{chosen.rule} {within}", overridden)
+    return Batching(size, PAD if pad is None else pad, f"{rule} {within}", overridden)
 
 
-def _rule(scenario, backend, label, flags, isa_cap):
+def _rule(scenario, backend, precision, label, flags, isa_cap):
+    """(samples per call, why) by the rule above; label: the precision as the run's words say it."""
     one = f"{scenario}, {backend} {label}: one sample per call"
-    precision = label.split()[0]
     if scenario != "Offline":
-        return Batching(1, 0, f"{one} (Offline alone batches by the rule)")
+        return 1, f"{one} (Offline alone batches by the rule)"
     if backend != "openvino":
-        return Batching(1, 0, f"{one} (the rule batches OpenVINO's int8, bf16 and int8-bf16 on AMX alone, where "
-                              "batches were measured faster)")
+        return 1, (f"{one} (the rule batches OpenVINO's int8, bf16 and int8-bf16 on AMX alone, where batches were "
+                   "measured faster)")
     if precision not in AMX_FLAGS:
-        return Batching(1, 0, f"{one} (it ran no faster batched)")
+        return 1, f"{one} (it ran no faster batched)"
     missing = sorted(AMX_FLAGS[precision] - flags)
     if missing:
-        return Batching(1, 0, f"{one} (no {' or '.join(missing)} among the CPU's flags; batching was measured "
-                              "on AMX only)")
+        return 1, f"{one} (no {' or '.join(missing)} among the CPU's flags; batching was measured on AMX only)"
     if isa_cap.upper() not in UNCAPPED and "AMX" not in isa_cap.upper():
-        return Batching(1, 0, f"{one} (ONEDNN_MAX_CPU_ISA={isa_cap} keeps the kernels below AMX; batching was "
-                              "measured on AMX only)")
-    return Batching(SIZE, PAD, f"Offline, OpenVINO {label} on AMX: batches of up to {SIZE} samples")
+        return 1, f"{one} (ONEDNN_MAX_CPU_ISA={isa_cap} keeps the kernels below AMX; batching was measured on AMX only)"
+    return SIZE, f"Offline, OpenVINO {label} on AMX: batches of up to {SIZE} samples"
