@@ -67,6 +67,9 @@ def _own(meta, recipes_by_name, common):
             if name == "packages" or PIN.match(str(value)) else str(value)
         if name in ("path", "model") and os.sep in text:
             text = os.path.basename(text)
+        keyed = ((meta.get("material") or {}).get("inputs") or {}).get(name)
+        if isinstance(keyed, str) and keyed.startswith("sha256:") and keyed != value:
+            text += f" ({keyed[:19]})"   # a content-keyed file: nine --model entries all read path=model.onnx
         words.append(f"{name}={text}" if name != "packages" else text)
     # --env overrides: in the key, in no input (three venvs of other OMP_NUM_THREADS or ISA caps read alike)
     declared = set((recipe or {}).get("env") or {}).union(

@@ -304,8 +304,9 @@ class Resolver:
                                           or "a relative path is taken from the current folder")
                 if spec.get("file") and not os.path.isfile(value):   # a folder would be hashed whole first
                     raise ResolutionError(f"{recipe['name']}: --{name}: {value} is "
-                                          + ("a folder" if os.path.isdir(value) else "not a regular file")
-                                          + ", not a file", hint=spec["help"] or None)
+                                          + ("a folder, not a file" if os.path.isdir(value) else
+                                             "not a regular file (a device, a pipe or a socket)"),
+                                          hint=spec["help"] or None)
             values[name] = value
         return values
 

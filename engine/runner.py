@@ -269,6 +269,14 @@ class Runner:
                                 hint="if the step writes into its recipe's folder ($MLRUN_RECIPE_DIR), make it write "
                                      "into its entry (its working folder) instead, or every build fails so; if you "
                                      f"edited the recipe meanwhile, run again (log: {log})")
+            moved = _changed_contents(node)
+            if moved:   # a sweep plans every point first: the file may be re-exported long before a step reads it
+                log = self._set_aside(build_dir, node) or os.path.join(build_dir, META_DIR, "build.log")
+                raise StepError(f"step {node.label}: {few(moved)} changed after mlrun planned it (its content is "
+                                "no longer what the key holds), so what the step read may not be that content: "
+                                "nothing was published",
+                                hint=f"run again once the file stays as it is: the plan keys it by its bytes, and "
+                                     f"the step reads it later (log: {log})")
             try:
                 path = self.cache.publish(build_dir, node, meta)
             except BaseException as e:   # a signal or a full disk while hashing: no leftover in .tmp
@@ -578,6 +586,20 @@ def _changed_recipe_files(node):
                     if rel not in node.recipe_files]
     except MlrunError:
         pass   # a loop or an odd file made meanwhile: the next plan says so
+    return changed
+
+
+def _changed_contents(node):
+    """The `content: true` inputs (a --model file) whose file or folder no longer holds the bytes the key hashed."""
+    changed = []
+    for name, digest in sorted((getattr(node, "contents", None) or {}).items()):
+        path = node.inputs.get(name)
+        try:
+            same = digests.content_digest(path) == digest
+        except (OSError, MlrunError):
+            same = False
+        if not same:
+            changed.append(f"--{name} {path}")
     return changed
 
 

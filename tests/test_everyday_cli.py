@@ -519,3 +519,16 @@ def test_recipes_given_before_and_after_the_verb_are_both_read(ws, tmp_path):
     found = ws.mlrun("--recipes", str(tmp_path / "one"), "find", f"--recipes={tmp_path / 'two'}")
     assert found.returncode == 0 and "first 0" in found.stdout and "second 0" in found.stdout, found.stdout
 
+
+
+def test_show_cache_tells_content_keyed_files_apart():
+    """Nine --model=FILE entries all read path=model.onnx: the key's digest of the bytes is what tells them apart."""
+    from engine import cache_view
+    recipes = {"m": {"inputs": {"path": {"default": None}}}}
+    digest = "sha256:" + "ab12" * 16
+    entry = {"recipe": "m", "key": "k1", "variations": ["file"], "inputs": {"path": "/home/me/models/model.onnx"},
+             "material": {"inputs": {"path": digest}}}
+    assert cache_view.details(entry, recipes) == "path=model.onnx (sha256:ab12ab12ab12)"
+    made = {"recipe": "q", "key": "k2", "variations": [], "inputs": {}, "node": {"deps": [["source", "k1"]]}}
+    assert cache_view.details(made, {**recipes, "q": {"inputs": {}}}, by_key={"k1": entry}, width=None) \
+        == "from _file path=model.onnx (sha256:ab12ab12ab12)"

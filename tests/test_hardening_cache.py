@@ -683,6 +683,32 @@ def test_a_recipe_file_edited_while_its_step_runs_publishes_nothing(ws, tmp_path
     assert open(os.path.join(ws.cache, entry, "out.txt")).read() == "v2\n"
 
 
+@pytest.mark.slow   # a second or more: left out of the quick loop, run by CI
+def test_a_content_keyed_file_replaced_while_its_step_runs_publishes_nothing(ws, tmp_path):
+    """--model=FILE is keyed by the file's bytes when the plan is made, and its step reads the file later (a sweep
+    plans every point first): a file re-exported in between was filed under the old bytes' key, and a copy of the
+    old file elsewhere then reused the new one's entry."""
+    marker = tmp_path / "started"
+    ws.recipe("get-m", "tags: [get, m]\ninputs:\n  path: {type: path, file: true, content: true}\n"
+                       f"run: touch {marker}; sleep 1; cp \"$MLRUN_INPUT_PATH\" model.onnx\n")
+    mine = tmp_path / "mine.onnx"
+    mine.write_text("weights 1\n")
+    proc = ws.popen("get m", f"--path={mine}")
+    try:
+        assert wait_for(marker.exists)
+        (tmp_path / "new.onnx").write_text("weights 2\n")
+        os.replace(tmp_path / "new.onnx", mine)   # as an exporter writes: a new file moved into place
+        _, err = proc.communicate(timeout=60)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 1 and f"--path {mine} changed after mlrun planned it" in err, err
+    assert "nothing was published" in err and "run again once the file stays as it is" in err
+    assert "Traceback" not in err and ws.entries("get-m") == []
+    assert ws.mlrun("get m", f"--path={mine}").returncode == 0   # again: keyed by, and holding, the new bytes
+    [entry] = ws.entries("get-m")
+    assert open(os.path.join(ws.cache, entry, "model.onnx")).read() == "weights 2\n"
+
+
 def test_too_many_open_files_is_no_changed_entry(ws, monkeypatch):
     """With `ulimit -n` low, opening stat.json failed (EMFILE) and the intact shared entry was said to be
     changed, with a hint to remove it."""

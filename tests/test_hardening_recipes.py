@@ -236,6 +236,7 @@ def test_recipe_yaml_that_is_no_file_does_not_vanish(ws, make, fragment):
     (["--count=10834"], "--count=10834 is above 10833, the most it takes"),   # SQuAD's features: failed in the step
     (["--model=/tmp"], "app-mlperf-bert: --model: /tmp is a folder, not a file"),   # hashed whole first: minutes
     (["--user_conf=/tmp"], "app-mlperf-bert: --user_conf: /tmp is a folder, not a file"),   # failed in the step
+    (["--model=/dev/null"], "--model: /dev/null is not a regular file (a device, a pipe or a socket)\n"),   # ", not a file"
     (["--min_duration=-5"], "app-mlperf-bert: --min_duration=-5 is below 0"),
     (["--target_qps=-1"], "app-mlperf-bert: --target_qps=-1 is not above 0"),      # LoadGen ran it at 1 QPS, VALID
     (["--scenario=SingleStream", "--target_latency=0"], "--target_latency=0 is not above 0"),   # LoadGen: OOM
