@@ -139,7 +139,27 @@ def fetch_sparsezoo(stub_text, out, mirror=None, known=None):
         origin = "sparsezoo"
         _copy_model(onnx_path, out, move=True)
         shutil.rmtree(download, ignore_errors=True)
+    _check_quantised(os.path.join(out, MODEL_FILE), stub, origin)
     return _describe(out, {"source": "sparsezoo", "stub": stub.stub, "from": origin})
+
+
+# the operators a quantised ONNX model runs int8 with (QDQ pairs, integer products, onnxruntime's fused ones)
+INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
+            "ConvInteger", "QLinearConv", "QAttention", "DynamicQuantizeMatMul", "QGemm"}
+
+
+def _check_quantised(path, stub, origin):
+    """A stub that names a quantised model (its tag says _quant, as every known one does) whose file has no int8
+    operator is not that model: a mirror's fp32 file was taken as pruned80_quant, under its key for every user."""
+    if "quant" not in stub.stub.rsplit("/", 1)[-1].lower():
+        return
+    import onnx
+    ops = {node.op_type for node in onnx.load(path, load_external_data=False).graph.node}
+    if not ops & INT8_OPS:
+        raise MlrunError(f"{stub} names a quantised model, but the file from {origin} has no int8 operator "
+                         f"({', '.join(sorted(INT8_OPS)[:3])}, ...): it is not that model",
+                         hint="put the stub's own model.onnx (SparseZoo's deployment/model.onnx) there, or use "
+                              "--model=FILE for a model of your own")
 
 
 def _first_archive(folder, out):
@@ -544,6 +564,44 @@ def export_with_transformers(folder, dest, opset=17, probe_length=48):
 # -- both ------------------------------------------------------------------------------------------
 
 
+def external_data(onnx_path):
+    """The files an ONNX model's tensors keep their data in ("location", relative to its folder), in the order met;
+    [] for a model whose weights are inside it."""
+    import onnx
+    model = onnx.load(onnx_path, load_external_data=False)
+    found = []
+
+    def tensors(graph):   # initializers, and the tensors of node attributes (Constant's), subgraphs included
+        yield from graph.initializer
+        for node in graph.node:
+            for attribute in node.attribute:
+                if attribute.HasField("t"):
+                    yield attribute.t
+                yield from attribute.tensors
+                for sub in ([attribute.g] if attribute.HasField("g") else []) + list(attribute.graphs):
+                    yield from tensors(sub)
+    for tensor in tensors(model.graph):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            location = next((entry.value for entry in tensor.external_data if entry.key == "location"), None)
+            if location and location not in found:
+                found.append(location)
+    return found
+
+
+def refuse_external_data(path):
+    """A --model file is keyed by its own bytes: weights kept in other files would not be (a file of other weights
+    beside the same .onnx reused the first one's entry; a dynamic-axis copy left them behind, an entry no run could
+    load). Refused before anything is made, with the fix."""
+    files = external_data(path)
+    if files:
+        raise MlrunError(f"{path} keeps its weights in other files ({', '.join(files[:3])}"
+                         + (f" and {len(files) - 3} more" if len(files) > 3 else "") + "): mlrun keys a --model "
+                         "file by its own bytes, so other weights beside it would reuse this one's entry",
+                         hint="save it as one file: python -c \"import onnx; onnx.save(onnx.load('IN.onnx'), "
+                              "'OUT.onnx')\" (models under 2 GB), then pass OUT.onnx",
+                         exit_code=78)   # sysexits EX_CONFIG: the runner makes it mlrun's exit 2
+
+
 def _copy_model(onnx_path, out, data_files=None, move=False):
     """onnx_path -> out/model.onnx; external data files keep their names beside it."""
     dest = os.path.join(out, MODEL_FILE)
@@ -552,6 +610,9 @@ def _copy_model(onnx_path, out, data_files=None, move=False):
         stem = os.path.basename(onnx_path)[:-len(".onnx")]
         data_files = [os.path.join(folder, n) for n in sorted(os.listdir(folder))
                       if n.startswith(stem) and n.endswith(ONNX_DATA_SUFFIXES)]
+    # and those its tensors name, whatever their names (w.data was left behind: an entry no run could load)
+    data_files += [os.path.join(folder, n) for n in external_data(onnx_path)
+                   if os.path.join(folder, n) not in data_files and os.path.isfile(os.path.join(folder, n))]
     for src, name in [(onnx_path, MODEL_FILE)] + [(d, os.path.basename(d)) for d in data_files]:
         target = os.path.join(out, name)
         if move:
@@ -567,6 +628,12 @@ def _describe(out, record):
     from mlperf_bert import model_adapter
 
     path = os.path.join(out, MODEL_FILE)
+    missing = [name for name in external_data(path) if not os.path.isfile(os.path.join(out, name))]
+    if missing:   # published, it failed every run ("No such file or directory [.../w.data]")
+        raise MlrunError(f"the model's tensors keep their data in {', '.join(missing)}, which its source "
+                         f"({record.get('stub') or record.get('repo')}) did not provide beside it",
+                         hint="put those files beside the model (in the mirror folder), or save the model as one "
+                              "file")
     io = model_adapter.inspect(path)
     record = dict(record)
     record["model"] = MODEL_FILE
@@ -601,9 +668,13 @@ def main(argv=None):
                     help="mirror folder holding huggingface/ORG/NAME[@REV]/ (default: $MLRUN_MIRROR)")
     for p in (zoo, hf):
         p.add_argument("--out", required=True, help="output folder")
+    local = sub.add_parser("file", help="check a local ONNX model (--model=FILE) before its entry is made")
+    local.add_argument("--path", required=True, help="the model file")
     args = parser.parse_args(argv)
     try:
-        if args.source == "sparsezoo":
+        if args.source == "file":
+            refuse_external_data(args.path)
+        elif args.source == "sparsezoo":
             fetch_sparsezoo(args.stub, args.out, mirror=args.mirror or None, known=args.known or None)
         else:
             fetch_huggingface(args.repo, args.out, revision=args.revision or None, export=args.export,

@@ -39,6 +39,16 @@ def tiny_hf_model(tmp_path_factory):
     return path.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def tiny_zoo_model(tmp_path_factory, tiny_hf_model):
+    """The tiny model quantised (onnxruntime's dynamic int8), as the known stubs (..._quant) are."""
+    from onnxruntime.quantization import quantize_dynamic
+    folder = tmp_path_factory.mktemp("zoo")
+    (folder / "fp32.onnx").write_bytes(tiny_hf_model)
+    quantize_dynamic(str(folder / "fp32.onnx"), str(folder / "model.onnx"))
+    return (folder / "model.onnx").read_bytes()
+
+
 # -- SparseZoo: stubs, mirror, offline ---------------------------------------------------------------
 
 
@@ -119,7 +129,7 @@ def _zoo(monkeypatch, model_class):
 
 
 @pytest.mark.parametrize("layout", ["deployment/model.onnx", "model.onnx", "model.onnx.tar.gz"])
-def test_sparsezoo_model_from_the_mirror(tmp_path, monkeypatch, tiny_hf_model, layout):
+def test_sparsezoo_model_from_the_mirror(tmp_path, monkeypatch, tiny_zoo_model, layout):
     monkeypatch.setitem(sys.modules, "sparsezoo", _NoZoo("sparsezoo"))
     folder = tmp_path / "mirror" / "sparsezoo" / STUB_PATH
     target = folder / layout
@@ -127,24 +137,66 @@ def test_sparsezoo_model_from_the_mirror(tmp_path, monkeypatch, tiny_hf_model, l
     if layout.endswith(".tar.gz"):
         with tarfile.open(target, "w:gz") as tar:
             info = tarfile.TarInfo("model/model.onnx")
-            info.size = len(tiny_hf_model)
-            tar.addfile(info, io.BytesIO(tiny_hf_model))
+            info.size = len(tiny_zoo_model)
+            tar.addfile(info, io.BytesIO(tiny_zoo_model))
     else:
-        target.write_bytes(tiny_hf_model)
+        target.write_bytes(tiny_zoo_model)
         (folder / "README.md").write_text("model card\n")
     out = tmp_path / "entry"
     record = model_sources.fetch_sparsezoo(STUB, str(out), mirror=str(tmp_path / "mirror"))
     # The model's own bytes: SparseZoo models are used as published; the harness maps their names.
-    assert (out / "model.onnx").read_bytes() == tiny_hf_model
+    assert (out / "model.onnx").read_bytes() == tiny_zoo_model
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "source.json"]
     assert record == json.loads((out / "source.json").read_text())
     assert record["stub"] == STUB and record["from"] == f"mirror {folder}"
     assert record["inputs"] == {"ids": "input_ids", "mask": "attention_mask", "segments": "token_type_ids"}
     assert record["seq_len"] == 384
-    assert record["sha256"]["model.onnx"] == hashlib.sha256(tiny_hf_model).hexdigest()
+    assert record["sha256"]["model.onnx"] == hashlib.sha256(tiny_zoo_model).hexdigest()
 
 
-def test_sparsezoo_download_keeps_only_the_model(tmp_path, monkeypatch, tiny_hf_model):
+def _with_external_data(model_bytes, folder, location="w.data"):
+    """A copy of the model in folder/model.onnx whose weights sit in folder/<location>, as onnx.save writes it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model = onnx.load_from_string(model_bytes)
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location=location, size_threshold=1024)
+    return folder / "model.onnx"
+
+
+def test_a_model_file_with_external_data_is_refused(tmp_path, tiny_zoo_model):
+    """--model=FILE is keyed by the .onnx bytes: other weights in w.data beside the same file reused the first one's
+    entry, and a dynamic-axis model's entry was published without w.data (every run then failed to load it)."""
+    path = _with_external_data(tiny_zoo_model, tmp_path / "split")
+    assert model_sources.external_data(str(path)) == ["w.data"]
+    with pytest.raises(MlrunError) as refused:
+        model_sources.refuse_external_data(str(path))
+    assert refused.value.exit_code == 78 and "keeps its weights in other files (w.data)" in refused.value.message
+    assert "onnx.save(onnx.load('IN.onnx'), 'OUT.onnx')" in refused.value.hint
+    whole = tmp_path / "whole.onnx"
+    whole.write_bytes(tiny_zoo_model)
+    model_sources.refuse_external_data(str(whole))   # one file: nothing to say
+    assert model_sources.external_data(str(whole)) == []
+    step = subprocess.run([sys.executable, "-m", "mlperf_bert.model_sources", "file", "--path", str(path)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert step.returncode == 78 and step.stderr.startswith(f"error: {path} keeps its weights"), step.stderr
+
+
+def test_a_mirrored_model_takes_the_data_files_its_tensors_name(tmp_path, monkeypatch, tiny_zoo_model):
+    """A mirror folder's model.onnx with w.data (a name not of the model.onnx_data kind) was copied alone: a
+    published entry that no run could load."""
+    monkeypatch.setitem(sys.modules, "sparsezoo", _NoZoo("sparsezoo"))
+    folder = tmp_path / "mirror" / "sparsezoo" / STUB_PATH
+    _with_external_data(tiny_zoo_model, folder)
+    out = tmp_path / "entry"
+    record = model_sources.fetch_sparsezoo(STUB, str(out), mirror=str(tmp_path / "mirror"))
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "source.json", "w.data"]
+    assert set(record["sha256"]) == {"model.onnx", "w.data"}
+    (folder / "w.data").unlink()   # named by the model, not there: said, nothing described as made
+    with pytest.raises(MlrunError, match=r"keep their data in w.data, which its source \(zoo:"):
+        model_sources.fetch_sparsezoo(STUB, str(tmp_path / "entry2"), mirror=str(tmp_path / "mirror"))
+
+
+def test_sparsezoo_download_keeps_only_the_model(tmp_path, monkeypatch, tiny_zoo_model):
     calls = []
 
     class Model:  # the part of sparsezoo.Model the fetch uses
@@ -161,7 +213,7 @@ def test_sparsezoo_download_keeps_only_the_model(tmp_path, monkeypatch, tiny_hf_
                 def path(self):
                     os.makedirs(folder, exist_ok=True)
                     with open(os.path.join(folder, "model.onnx"), "wb") as f:
-                        f.write(tiny_hf_model)
+                        f.write(tiny_zoo_model)
                     return os.path.join(folder, "model.onnx")
             return File()
     _zoo(monkeypatch, Model)
@@ -497,3 +549,19 @@ def test_known_stubs_are_variations_with_their_expected_f1():
     nodes, _ = _plan("get ml-model bert _obert-large-pruned95-quant")
     assert "sparsezoo" in nodes["get-ml-model-bert"].variations
     assert "sparsezoo==1.8.1" in _venv(nodes["get-ml-model-bert"])
+
+
+def test_a_quantised_stub_whose_file_has_no_int8_operator_is_refused(tmp_path, monkeypatch, tiny_hf_model):
+    """A 2-layer fp32 random model in the mirror's folder of pruned80_quant became that stub's entry, for every
+    user of the cache."""
+    monkeypatch.setitem(sys.modules, "sparsezoo", _NoZoo("sparsezoo"))
+    folder = tmp_path / "mirror" / "sparsezoo" / STUB_PATH
+    folder.mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(tiny_hf_model)
+    with pytest.raises(MlrunError, match=r"names a quantised model, but the file from mirror .* has no int8 operator"):
+        model_sources.fetch_sparsezoo(STUB, str(tmp_path / "entry"), mirror=str(tmp_path / "mirror"))
+    plain = "zoo:nlp/question_answering/bert-base/pytorch/huggingface/squad/pruned90-none"   # no _quant: fp32 is fine
+    other = tmp_path / "mirror" / "sparsezoo" / plain[len("zoo:"):]
+    other.mkdir(parents=True)
+    (other / "model.onnx").write_bytes(tiny_hf_model)
+    assert model_sources.fetch_sparsezoo(plain, str(tmp_path / "plain"), mirror=str(tmp_path / "mirror"))["stub"] == plain
