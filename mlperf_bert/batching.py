@@ -36,6 +36,22 @@ QUANTISED_AS = {"fp32": "int8", "bf16": "int8-bf16"}
 UNCAPPED = ("", "ALL", "DEFAULT")
 
 
+def ran_precision(backend, precision, quantised):
+    """The precision a run is recorded at: an int8 model (the official _int8, a --model file) runs its int8 operators
+    int8 on OpenVINO whatever --precision says of the rest (int8; with bf16, int8-bf16), as the rule above counts it
+    (a run of one was recorded fp32, and `runs --where precision=int8` missed it)."""
+    return QUANTISED_AS.get(precision, precision) if backend == "openvino" and quantised else precision
+
+
+def isa_limit():
+    """oneDNN's ISA cap as "NAME=VALUE" ("" where none): ONEDNN_MAX_CPU_ISA, else its older name DNNL_MAX_CPU_ISA
+    (oneDNN reads both, the first winning; a cap under the second name batched "on AMX")."""
+    for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"):
+        if os.environ.get(name):
+            return f"{name}={os.environ[name]}"
+    return ""
+
+
 @dataclass(frozen=True)
 class Batching:
     size: int
@@ -51,8 +67,8 @@ class Batching:
 def choose(scenario, backend, precision, *, size=None, pad=None, quantised=False, flags=None, isa_cap=None):
     """The Batching for a run: --batch_size/--batch_pad as given (None: left to the rule above). quantised: the
     model holds int8 operators of its own (the official int8 model, an _int8-dynamic or a --model int8 file), so
-    fp32 runs them int8 and bf16 is int8-bf16. flags: the CPU's (None: this machine's); isa_cap: oneDNN's ISA cap
-    (None: this process's ONEDNN_MAX_CPU_ISA)."""
+    fp32 runs them int8 and bf16 is int8-bf16. flags: the CPU's (None: this machine's); isa_cap: oneDNN's ISA cap,
+    "NAME=VALUE" or a bare value (None: this process's, isa_limit())."""
     overridden = (("batch_size",) if size is not None else ()) + (("batch_pad",) if pad is not None else ())
     if size is not None:
         return Batching(size, pad or 0, "given", overridden)
@@ -61,7 +77,7 @@ def choose(scenario, backend, precision, *, size=None, pad=None, quantised=False
         precision = QUANTISED_AS[precision]
         label = f"{precision} (an int8 model)"
     size, rule = _rule(scenario, backend, precision, label, cpu_flags() if flags is None else flags,
-                       os.environ.get("ONEDNN_MAX_CPU_ISA", "") if isa_cap is None else isa_cap)
+                       isa_limit() if isa_cap is None else isa_cap)
     if size == 1:   # a pad given alone is recorded, and said to do nothing
         return Batching(1, pad or 0, rule, overridden)
     # a pad given alone: the rule's batch size, within the pad given
@@ -82,6 +98,8 @@ def _rule(scenario, backend, precision, label, flags, isa_cap):
     missing = sorted(AMX_FLAGS[precision] - flags)
     if missing:
         return 1, f"{one} (no {' or '.join(missing)} among the CPU's flags; batching was measured on AMX only)"
-    if isa_cap.upper() not in UNCAPPED and "AMX" not in isa_cap.upper():
-        return 1, f"{one} (ONEDNN_MAX_CPU_ISA={isa_cap} keeps the kernels below AMX; batching was measured on AMX only)"
+    name, _, value = isa_cap.rpartition("=")   # a bare value (tests, callers of old) is ONEDNN_MAX_CPU_ISA's
+    if value.upper() not in UNCAPPED and "AMX" not in value.upper():
+        return 1, (f"{one} ({name or 'ONEDNN_MAX_CPU_ISA'}={value} keeps the kernels below AMX; batching was "
+                   "measured on AMX only)")
     return SIZE, f"Offline, OpenVINO {label} on AMX: batches of up to {SIZE} samples"

@@ -25,7 +25,7 @@ from engine.errors import MlrunError, StepError, UsageError
 from engine.oserrors import explain
 from mlperf_bert import (accuracy, batching, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
                          seq_plan, squad_features, warmup)
-from mlperf_bert.sut import LoadGenSut, QaInference, run_on_instances
+from mlperf_bert.sut import LoadGenSut, QaInference, on_each, run_on_instances
 from mlperf_bert.user_conf import check as check_user_conf, conflicts as conf_conflicts, values_set as conf_values_set
 
 MODEL_KEY = "bert"  # LoadGen's mlperf.conf key for bert-99 and bert-99.9
@@ -65,6 +65,7 @@ NOTHING_TO_SEARCH = {   # why --find-peak is for Server only (LoadGen 6.0: loadg
 NOTHING_TO_SEARCH["MultiStream"] = NOTHING_TO_SEARCH["SingleStream"]
 SERVER_LOAD_FRACTION = 0.5  # default Server target: half the measured throughput, to meet the latency bound
 WARMUP_SAMPLES = 4
+SHAPE_WARM_MAX_S = 30   # _warm_shapes: at most this long (BERT-Base int8-bf16, 173 lengths: 4.5-7 s)
 WARMUP_PASSES, WARMUP_MAX_PASSES = 3, 12   # timed passes over them: settled ones, and at most
 RUN_OUTPUTS = ("user.conf", "mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
                "mlperf_log_trace.json", "accuracy.txt", "summary.json")
@@ -301,6 +302,7 @@ def run(args):
         views, pins, chosen_parallelism = [inference] * workers, [()] * workers, None
         measured_qps = _warm_up(inference, total, views, pins)
     plan = inference.plan
+    shapes = _warm_shapes(args, views, pins, total, measured_qps)
     rate_pass, warmup_qps = None, measured_qps   # the warm-up's own: the rate pass below replaces the target's base
     sized_by_target = args.min_duration != 0 and (args.min_duration is not None or not args.count)
     if args.scenario == "Offline" and args.mode == "performance" and args.target_qps is None and sized_by_target:
@@ -322,12 +324,13 @@ def run(args):
     summary = {
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
-        "sequence_handling": plan.description + _added_width(args.buckets, plan), "batch_size": args.batching.size,
-        # beside batch_size, what ran: a sweep's table and `runs --where` read the rule's choice here
-        "batch_pad": args.batching.pad if args.batching.size > 1 else 0,
+        "sequence_handling": plan.description + _added_width(args.buckets, plan),
+        # what ran (SingleStream and Server one sample per call whatever --batch_size said; `batching` holds what was
+        # asked or chosen): a sweep's table and `runs --where` read the rule's choice here
+        "batch_size": inference.batch_size, "batch_pad": inference.batch_pad if inference.batch_size > 1 else 0,
         "threads": inference.backend.threads,
         "backend": args.backend, "workers": workers, "device": args.device if args.backend != "tensorrt" else "cuda",
-        "precision": args.precision, "gpu": gpu_facts,
+        "precision": batching.ran_precision(args.backend, args.precision, bool(int8_operators)), "gpu": gpu_facts,
         # a model fed int32 says so (measurements.json); int64, the official model's, is left unsaid: a diff with a
         # run recorded before showed no "absent -> int64"
         **({"input_dtype": dtype} if (dtype := _dtype_name(inference.backend.io.input_dtype)) != "int64" else {}),
@@ -335,7 +338,7 @@ def run(args):
         # what ran, beside threads: a sweep's table and `runs --where` read an input left to the rule from here
         "instances": chosen_parallelism.instances if chosen_parallelism else None,
         "batching": {**args.batching.record(), **inference.stats.record()},
-        "warmup_qps": round(warmup_qps, 3), "rate_pass": rate_pass, "settings": chosen,
+        "warmup_qps": round(warmup_qps, 3), "shape_warm_up": shapes, "rate_pass": rate_pass, "settings": chosen,
         # what the user.conf set, apart: diff compares these whatever their type (a chosen target is a measurement)
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available),
@@ -387,8 +390,10 @@ def find_peak(args):
                         hint=(f"--target_latency={args.target_latency:g} is the bound you set: raise it, or " if
                               args.target_latency else "")
                         + "run a faster model (_int8-dynamic, or _openvino --precision=int8) or on more cores")
+    # at one sample per call, as Server's queries run: Offline batched by the rule (OpenVINO on AMX) started the
+    # search at a rate Server cannot reach, and its first three runs were spent coming down from it
     offline = tuning.short_run(args, folder / "offline", "Offline", args.peak_min_queries, args.peak_trial_ms,
-                               target_latency=None)
+                               target_latency=None, batch_size=1, batch_pad=None)
     start_qps = offline["loadgen"]["metric"].get("Samples per second") or offline["warmup_qps"]
     search = tuning.find_server_peak(
         tuning.harness_run_fn(args, folder, args.peak_trial_ms), start_qps, tolerance=args.peak_tolerance,
@@ -573,6 +578,34 @@ def _warm_up(inference, total, views=None, pins=None):
     settling = warmup.until_settled(lambda: run_on_instances(views, pins, indices), window=WARMUP_PASSES,
                                     max_calls=WARMUP_MAX_PASSES)
     return len(indices) / max(settling.seconds, 1e-9)
+
+
+def _warm_shapes(args, views, pins, total, measured_qps):
+    """OpenVINO prepares its kernels for an input shape the first time it meets it: 1.2x to 2.8x that call's later
+    time (BERT-Base int8-bf16 on the Xeon with AMX, December 6; 1.06x for BERT-Base f32). A full-length run meets
+    each length in its first seconds; a short one (find-peak's search runs, each a process of its own, a --count
+    run) met them all while LoadGen timed it: search runs at 18 QPS missed the bound that 35 QPS met warmed up
+    (docs/performance.md). So each run length among the loaded samples runs once on every instance before LoadGen
+    starts, where one sample runs per call (a batch's shape depends on the queries that form it), unless that
+    would take over SHAPE_WARM_MAX_S (the warm-up's rate says how long: a slow model, whose first calls cost it
+    relatively little). Performance runs only: accuracy runs each sample once anyway.
+    Returns {"lengths": N, "seconds": S}, {"lengths": N, "skipped": why}, or None."""
+    if args.backend != "openvino" or args.mode != "performance" or views[0].batch_size != 1:
+        return None
+    plan, lengths = views[0].plan, views[0].lengths
+    first = {}
+    for index in range(total):
+        first.setdefault(plan.run_length(lengths[index]), index)
+    indices = list(first.values())
+    warmed = _warm_up_indices(total, len(views))
+    mean_tokens = sum(plan.run_length(lengths[i]) for i in warmed) / max(len(warmed), 1)
+    per_token = len(views) / max(measured_qps, 1e-9) / max(mean_tokens, 1)   # one instance's seconds per token
+    estimate = 2 * per_token * sum(first)   # each instance runs every length, its first calls up to twice as long
+    if estimate > SHAPE_WARM_MAX_S:
+        return {"lengths": len(indices), "skipped": f"it would take about {estimate:.0f} s"}
+    started = time.perf_counter()
+    on_each(views, pins, lambda view: [None for _ in view.responses(indices)])   # every instance, all at once
+    return {"lengths": len(indices), "seconds": round(time.perf_counter() - started, 2)}
 
 
 def _offline_rate(views, pins, total, settled_qps):
@@ -818,8 +851,12 @@ def format_summary(summary):
         int8 = f" ({ov['int8_operators']} operators compiled int8" \
             + (f" of the model's {quantised} quantised nodes" if quantised else "") \
             + f", the rest {ov['inference_precision_hint']})" if ov.get("int8_operators") else ""
+        warmed = summary.get("shape_warm_up")
+        warmed = "" if not warmed else \
+            f"; each of the {warmed['lengths']} input lengths run once first ({warmed['seconds']:.1f} s)" \
+            if "seconds" in warmed else f"; its {warmed['lengths']} input lengths not run first ({warmed['skipped']})"
         lines.append(f"  OpenVINO {ov['version'].split('-')[0]}: {summary['precision']}{int8}, {ov['streams']} "
-                     f"stream(s), {ov['threads']} thread(s) in all")
+                     f"stream(s), {ov['threads']} thread(s) in all{warmed}")
     elif summary.get("model_int8_operators"):   # onnxruntime's int8 (_int8-dynamic, a QDQ file): said nowhere
         lines.append(f"  model: int8, {summary['model_int8_operators']} quantised nodes run int8 "
                      f"(the rest {summary['precision']})")
@@ -836,20 +873,22 @@ def format_summary(summary):
             lines.append(f"    {par['instances'] * par['threads']} threads on the {par['available']} cores this run "
                          "may use: not pinned, they take turns on the cores")
     batching = summary["batching"]
-    if summary["batch_size"] == 1 and "batch_pad" in batching.get("overridden", ()) and batching["pad_tokens"]:
+    asked = batching.get("batch_size", summary["batch_size"])
+    if summary["scenario"] in ONE_SAMPLE_SCENARIOS and asked > 1:   # accepted (a sweep may cross scenarios), not silently
+        lines.append(f"  batching: {summary['scenario']} sends one sample per query, run as it comes: "
+                     f"--batch_size={asked} does nothing there")
+    elif summary["batch_size"] == 1 and "batch_pad" in batching.get("overridden", ()) and batching["pad_tokens"]:
         why = "at --batch_size=1" if batching["rule"] == "given" else f"rule: {batching['rule']}"
         lines.append(f"  batching: --batch_pad={batching['pad_tokens']} does nothing here ({why})")
-    elif summary["batch_size"] == 1 and batching.get("rule", "given") != "given" and summary["scenario"] == "Offline" \
-            and summary.get("backend") == "openvino":   # where the rule may batch, why it did not (an ISA cap, fp32)
-        lines.append(f"  batching: {batching['rule']}")
+    elif summary["batch_size"] == 1 and summary["scenario"] == "Offline" and summary.get("backend") == "openvino":
+        # where the rule may batch, why it did not (an ISA cap, fp32, or the person's --batch_size=1)
+        lines.append("  batching: " + (batching["rule"] if batching.get("rule", "given") != "given" else
+                                       "one sample per call (--batch_size=1)"))
     if summary["batch_size"] > 1:
         lines.append(f"  batching: mean batch {batching['mean_batch']} of {batching['batch_size']}, padding "
                      f"{batching['padding_fraction']:.1%} of the tokens run (pad <= {batching['pad_tokens']}; "
                      + ("set by --batch_size" if batching.get("rule", "given") == "given" else
-                        f"rule: {batching['rule']}") + ")"
-                     # accepted (a sweep may cross scenarios with batch sizes), never silently
-                     + (f"; {summary['scenario']} sends one sample per query, run as it comes: --batch_size does "
-                        "nothing there" if summary["scenario"] in ONE_SAMPLE_SCENARIOS else ""))
+                        f"rule: {batching['rule']}") + ")")
     if summary["mode"] == "accuracy":
         scored = summary.get("accuracy")
         if scored:
@@ -874,7 +913,8 @@ def find_peak_line(peak, short):
     check = "check of the run's own short length" if short else "full-length check"
     ran = peak.get("checked_qps") or peak["qps"]   # it printed the search's 950.7 of a run at 458.2
     return (f"  find-peak: target {ran:.3f} QPS ({peak['server_vs_offline']:.1%} of Offline "
-            f"{peak['offline_samples_per_second']:.3f} samples/s{above}) after {len(peak['trials'])} short runs"
+            f"{peak['offline_samples_per_second']:.3f} samples/s at one sample per call{above}) after "
+            f"{len(peak['trials'])} short runs"
             + (f" found {peak['qps']:.3f} and its checks stepped down"
                if round(ran, 3) < round(peak["qps"], 3) else "")   # not of a rounding alone: re-runs at one target
             + f"; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"

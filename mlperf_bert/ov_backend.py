@@ -53,8 +53,9 @@ class OvModel:
             self.compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as error:   # OpenVINO raises RuntimeError for anything it cannot read or compile
             # an ISA cap below what was asked (bf16 under AVX2) fails here too; get cpu bf16 refuses that at plan time
-            cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-            capped = f"--env.ONEDNN_MAX_CPU_ISA={cap} is set: without it OpenVINO may compile it; else " if cap else ""
+            cap = next((f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
+                        if os.environ.get(name)), None)   # oneDNN's cap, by either of its names
+            capped = f"--env.{cap} is set: without it OpenVINO may compile it; else " if cap else ""
             raise StepError(f"OpenVINO cannot compile {model_path}: {_reason(error)}",
                             hint=f"{capped}_onnxruntime may run it (OpenVINO's ONNX reader lacks some operators)") \
                 from None

@@ -116,21 +116,30 @@ def run_on_instances(views, pins, indices):
     chunks = queue.SimpleQueue()
     for chunk in views[0].chunks(list(indices), len(views)):
         chunks.put(chunk)
+
+    def work(view):
+        while True:
+            try:
+                chunk = chunks.get_nowait()
+            except queue.Empty:
+                return
+            for _ in view.responses(chunk):
+                pass
+    on_each(views, pins, work)
+
+
+def on_each(views, pins, work):
+    """work(view) for every instance at once, each in a thread pinned to its cores (pins); raise the first error
+    in the caller's thread."""
     errors = []
 
-    def work(view, cores):
+    def run(view, cores):
         parallelism.pin_current_thread(cores)
         try:
-            while True:
-                try:
-                    chunk = chunks.get_nowait()
-                except queue.Empty:
-                    return
-                for _ in view.responses(chunk):
-                    pass
+            work(view)
         except Exception as error:
             errors.append(error)
-    threads = [threading.Thread(target=work, args=pair) for pair in zip(views, pins)]
+    threads = [threading.Thread(target=run, args=pair) for pair in zip(views, pins)]
     for thread in threads:
         thread.start()
     for thread in threads:

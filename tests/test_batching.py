@@ -26,6 +26,10 @@ CASES = [
     (("Offline", "openvino", "int8-bf16", AMX - {"amx_int8"}, "", None, None), (1, 0, "(no amx_int8 among")),
     (("Offline", "openvino", "int8", AMX, "AVX512_CORE_BF16", None, None),
      (1, 0, "(ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 keeps the kernels below AMX")),
+    # oneDNN's older name for the cap: it batched "on AMX" under it
+    (("Offline", "openvino", "bf16", AMX, "DNNL_MAX_CPU_ISA=AVX512_CORE_BF16", None, None),
+     (1, 0, "(DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 keeps the kernels below AMX")),
+    (("Offline", "openvino", "bf16", AMX, "DNNL_MAX_CPU_ISA=AVX512_CORE_AMX", None, None), (8, 16, "on AMX")),
     # given: the person's, whatever the rule would say
     (("Offline", "openvino", "int8", AMX, "", 1, None), (1, 0, "given")),
     (("Offline", "onnxruntime", "fp32", set(), "", 8, 32), (8, 32, "given")),
@@ -67,3 +71,22 @@ def test_a_model_that_is_int8_already_is_batched_as_int8(backend, precision, exp
     """The rule read only --precision: the official int8 model on OpenVINO was 'fp32: it ran no faster batched'."""
     chosen = batching.choose("Offline", backend, precision, quantised=True, flags=AMX, isa_cap="")
     assert chosen.size == expected[0] and chosen.rule.startswith(expected[1]), chosen.rule
+
+
+def test_the_cap_is_read_by_either_of_its_names(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "AVX2")
+    assert batching.isa_limit() == "DNNL_MAX_CPU_ISA=AVX2"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")   # oneDNN: the newer name wins
+    assert batching.isa_limit() == "ONEDNN_MAX_CPU_ISA=AVX512_CORE_AMX"
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert batching.isa_limit() == ""
+
+
+@pytest.mark.parametrize("backend, precision, quantised, expected", [
+    ("openvino", "fp32", True, "int8"), ("openvino", "bf16", True, "int8-bf16"), ("openvino", "int8", True, "int8"),
+    ("openvino", "fp32", False, "fp32"), ("onnxruntime", "fp32", True, "fp32"), ("tensorrt", "int8", True, "int8")])
+def test_an_int8_model_on_openvino_is_recorded_int8(backend, precision, quantised, expected):
+    """An int8 --model file on OpenVINO was recorded fp32 (runs, --where) while its batch rule said int8."""
+    assert batching.ran_precision(backend, precision, quantised) == expected

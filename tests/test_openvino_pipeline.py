@@ -236,6 +236,17 @@ def test_the_bf16_probe_reads_the_cpu_flags(tmp_path):
     capped = subprocess.run(["sh", probe, str(tmp_path / "zen4")], capture_output=True, text=True,
                             env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"})
     assert capped.returncode == 1 and "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI keeps OpenVINO" in capped.stderr
+
+    def under(**env):
+        clean = {k: v for k, v in os.environ.items() if not k.endswith("_MAX_CPU_ISA")}
+        return subprocess.run(["sh", probe, str(tmp_path / "zen4")], capture_output=True, text=True,
+                              env={**clean, **env})
+    # oneDNN's older name: it went through, and the step failed to compile (exit 1, "OpenVINO's ONNX reader")
+    older = under(DNNL_MAX_CPU_ISA="avx2")
+    assert older.returncode == 1 and "--env.DNNL_MAX_CPU_ISA=avx2 keeps OpenVINO" in older.stderr, older.stderr
+    assert under(DNNL_MAX_CPU_ISA="AVX2", ONEDNN_MAX_CPU_ISA="AVX512_CORE_BF16").returncode == 0   # the newer wins
+    bogus = under(ONEDNN_MAX_CPU_ISA="bogus")   # was said to keep the kernels below bf16
+    assert bogus.returncode == 1 and "--env.ONEDNN_MAX_CPU_ISA=bogus is not one of oneDNN's ISA names" in bogus.stderr
     # int8-bf16 named as asked, and what it would run instead: its rest fp32, not the whole model (it said fp32)
     both = subprocess.run(["sh", probe, str(tmp_path / "zen3")], capture_output=True, text=True,
                           env={**os.environ, "MLRUN_INPUT_PRECISION": "int8-bf16"})
@@ -307,6 +318,12 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
         if line.startswith("OpenVINO fp32"):
             assert " 4/4 " in line, line   # fp32: onnxruntime's answers
     assert " 1.0x " in next(line for line in rows if line.startswith("reference SUT design"))
+    # each share of a peak twice: the pass's own runtime's GEMM, and onnxruntime's (the measure), which
+    # has no bf16 kernel: bf16 passes get one
+    assert "GEMM peak, onnxruntime int8:" in out and " of peak  of ort " in out, out
+    for line in rows:
+        want = 0 if line.startswith("reference") else 1 if line.startswith("OpenVINO bf16") else 2
+        assert line.count("%") == want, line
     # where OpenVINO's time goes: per precision, the node types and kernels, and the pass's wall time split
     profiled = [line.split(":")[0].strip() for line in out.splitlines()
                 if line.startswith("  ") and "the pass at" in line]
@@ -443,9 +460,11 @@ def test_a_quantised_model_is_not_quantised_again_and_runs_its_int8_as_it_is(ov,
     as_is = ov("app mlperf bert _openvino _cpu", f"--model={int8_file}", "--mode=accuracy", "--count=4", "--json")
     assert as_is.returncode == 0, as_is.stderr[-2000:]
     summary = _summary(as_is)
-    assert summary["precision"] == "fp32" and summary["openvino"]["int8_operators"] > 0
+    # recorded as what ran: int8 (it read fp32, and `runs --where precision=int8` missed it, while its batch rule
+    # and a submission said int8)
+    assert summary["precision"] == "int8" and summary["openvino"]["int8_operators"] > 0
     said = as_is.stderr + open(os.path.join(step_dir(as_is), ".mlrun", "build.log")).read()
-    assert "OpenVINO 2026.4.1: fp32 (" in said and "the rest f32)" in said
+    assert "OpenVINO 2026.4.1: int8 (" in said and "the rest f32)" in said
     # both counts, told apart (a user's trial: 15 said, 42 recorded, nothing to tell them apart)
     assert f"operators compiled int8 of the model's {summary['model_int8_operators']} quantised nodes" in said, said
 

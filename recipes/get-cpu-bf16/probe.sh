@@ -15,11 +15,18 @@ if [ -z "$found" ]; then
        "OpenVINO would $would instead; $instead, or run on a CPU with AMX or AVX512_BF16" >&2
   exit 1
 fi
-# oneDNN's ISA cap (--env.ONEDNN_MAX_CPU_ISA): below bf16, OpenVINO reported bf16 and then failed to compile
-case "${ONEDNN_MAX_CPU_ISA:-}" in
-  ""|*BF16*|*bf16*|*FP16*|*fp16*|*AMX*|*amx*|*AVX10*|*avx10*|ALL|all|DEFAULT|default) ;;
-  *) echo "--precision=$asked: --env.ONEDNN_MAX_CPU_ISA=$ONEDNN_MAX_CPU_ISA keeps OpenVINO's kernels below the" \
-          "CPU's bf16 instructions (${found% }); drop --env.ONEDNN_MAX_CPU_ISA, or $instead" >&2
+# oneDNN's ISA cap (--env.ONEDNN_MAX_CPU_ISA, or its older name DNNL_MAX_CPU_ISA, which the first overrides): below
+# bf16, OpenVINO reported bf16 and then failed to compile
+if [ -n "${ONEDNN_MAX_CPU_ISA:-}" ]; then var=ONEDNN_MAX_CPU_ISA; cap=$ONEDNN_MAX_CPU_ISA
+else var=DNNL_MAX_CPU_ISA; cap=${DNNL_MAX_CPU_ISA:-}; fi
+case "$(echo "$cap" | tr a-z A-Z)" in
+  ""|*BF16*|*FP16*|*AMX*|AVX10*|ALL|DEFAULT) ;;
+  SSE41|AVX|AVX2|AVX2_VNNI|AVX2_VNNI_2|AVX512_CORE|AVX512_CORE_VNNI)
+     echo "--precision=$asked: --env.$var=$cap keeps OpenVINO's kernels below the CPU's bf16 instructions" \
+          "(${found% }); drop --env.$var, or $instead" >&2
+     exit 1 ;;
+  *) echo "--precision=$asked: --env.$var=$cap is not one of oneDNN's ISA names (SSE41, AVX, AVX2, AVX2_VNNI," \
+          "AVX512_CORE, AVX512_CORE_VNNI, AVX512_CORE_BF16, AVX512_CORE_FP16, AVX512_CORE_AMX, ALL, ...)" >&2
      exit 1 ;;
 esac
 echo "bf16 instructions: ${found% }"
