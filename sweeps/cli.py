@@ -163,9 +163,14 @@ def run_sweep(args, extras, settings):
         lines = [("every point" if len(points) == len(problems) + len(planned) else
                   ", ".join(points[:4]) + (f" and {len(points) - 4} more" if len(points) > 4 else "")) + f": {reason}"
                  for reason, points in by_reason.items()]
+        apart = any(" has no input --" in reason for reason in by_reason) and planned
         raise ResolutionError(f"{len(problems)} of {len(problems) + len(planned)} points of sweep '{name}' cannot "
                               "be planned; nothing ran:\n  " + "\n  ".join(lines),
-                              hint="fix the grid or the flags; `mlrun plan QUERY ...` shows one point's plan")
+                              hint=("a --dep.NAME.* flag goes to every point, and these points' NAME is another "
+                                    "recipe (a grid over --precision where int8 quantises the model first): sweep "
+                                    "them apart, or give that dependency once as a file the points share (the BERT "
+                                    "app's --model=FILE); " if apart else "")
+                              + "fix the grid or the flags; `mlrun plan QUERY ...` shows one point's plan")
 
     seen, same = {}, []
     for point_id, point_settings, key, _ in planned:   # offline,Offline or -,DEFAULT: one plan measured twice

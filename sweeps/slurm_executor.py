@@ -32,6 +32,10 @@ from .executors import Executor
 
 POLL_S = 1.0
 GRACE_S = 10.0      # a finished job's result file may take this long to show on a shared file system
+# squeue unanswered this long (slurmctld stopped): the sweep stops, exit 2 (it waited silently for ever); a busy
+# controller answers within SLURM's own MessageTimeout (10 s by default) several times over
+CONTROLLER_LOST_S = 180.0
+FOLDER_ID = "folder-id"   # runs/.slurm/folder-id: the runs folder's name in its jobs' names, whatever path reaches it
 DEFAULTS = {"time": 60, "job_name": "mlrun-sweep"}
 STOP_LINK_S = 20   # after a stop, how long the sweep waits for its cancelled points' answers (each names its run)
 # sbatch --time's forms (man sbatch)
@@ -91,6 +95,7 @@ class SlurmExecutor(Executor):
         self.log_dir = options.get("log_dir")
         self.sweep = options.get("sweep")   # its jobs are named by it unless --slurm job_name= names them
         self._started = set()   # the jobs seen running: after a stop, their answers link their points to their runs
+        self._reported = set()   # the jobs whose outcome was given: one answered meanwhile is given on a stop
         self.own_name = self.sweep is not None and "job_name" not in (options.get("slurm") or {})
 
     def check(self, tasks):
@@ -122,8 +127,7 @@ class SlurmExecutor(Executor):
         params = self.params
         self.check(tasks)
         if self.own_name:   # this sweep's name and runs folder: no other sweep's jobs are named so
-            where = hashlib.sha256(os.path.abspath(settings.runs).encode()).hexdigest()[:8]
-            params = dict(params, job_name=f"mlrun-sweep-{self.sweep}-{where}")
+            params = dict(params, job_name=f"mlrun-sweep-{self.sweep}-{_folder_id(settings.runs)}")
             self._cancel_leftovers(params["job_name"])
         with remote.Shared(settings, self.node_cache) as shared:
             remote.by_value(cloudpickle)
@@ -132,10 +136,19 @@ class SlurmExecutor(Executor):
             try:
                 yield from self._watch(submitit, jobs, settings.runs, on_event)
             finally:
+                # answered, not yet reported (a stop between a job's answer and its turn): its point is what it ran
+                # (it was recorded interrupted, no run, and a resume ran it again)
+                for job_id, (job, task) in jobs.items():
+                    if job_id not in self._reported and _answered(job):
+                        self._reported.add(job_id)
+                        on_event("finished", task, _result(submitit, job, task, "", settings.runs, self.log_dir))
                 unanswered = {job_id: pair for job_id, pair in jobs.items() if not _answered(pair[0])}
                 arrays = sorted({job_id.split("_")[0] for job_id in unanswered})
                 if arrays:   # interrupted: nothing of this sweep keeps running
-                    subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
+                    try:
+                        subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
+                    except (OSError, subprocess.TimeoutExpired):   # no controller: nothing runs them either
+                        pass
                 # a point that ran got SLURM's SIGTERM, recorded its run interrupted and answered: linked to it (its
                 # point said only 'the sweep was stopped', no run, as a Ray point does not)
                 running = {job_id: pair for job_id, pair in unanswered.items() if job_id in self._started}
@@ -144,6 +157,7 @@ class SlurmExecutor(Executor):
                     for job_id, (job, task) in list(running.items()):
                         if _answered(job):
                             del running[job_id]
+                            self._reported.add(job_id)
                             on_event("finished", task, _result(submitit, job, task, "", settings.runs, self.log_dir))
                     if running:
                         time.sleep(0.5)
@@ -189,8 +203,18 @@ class SlurmExecutor(Executor):
 
     def _watch(self, submitit, jobs, runs, on_event):
         left, started, ended_at = dict(jobs), self._started, {}
+        answered_at = time.monotonic()   # squeue's last answer
         while left:
             states = _squeue(sorted({j.split("_")[0] for j in left}))
+            if states is not None:
+                answered_at = time.monotonic()
+            elif time.monotonic() - answered_at > CONTROLLER_LOST_S and not any(_answered(j) for j, _ in left.values()):
+                points = ", ".join(sorted(task.point_id for _, task in left.values()))
+                raise UsageError(f"SLURM's controller has not answered squeue for {CONTROLLER_LOST_S:.0f} s "
+                                 f"({_squeue.why or 'no answer'}): points {points} have no answer, and none can "
+                                 "come while it is down",
+                                 hint="check `scontrol ping`; once it answers, run the same sweep again: it runs "
+                                      "what has no result")
             for job_id, (job, task) in list(left.items()):
                 state, where = (states or {}).get(job_id, (None, ""))
                 if job_id not in started and (state in RUNNING or state in ENDED or _answered(job)):
@@ -213,6 +237,7 @@ class SlurmExecutor(Executor):
                 else:
                     continue
                 del left[job_id]
+                self._reported.add(job_id)
                 on_event("finished", task, outcome)
                 yield outcome
             if left:
@@ -244,22 +269,50 @@ def _result(submitit, job, task, where, runs, log_dir):
                            f"{lines[-1] if lines else type(e).__name__}", log_dir=log_dir)
 
 
+def _folder_id(runs):
+    """A name of the runs folder kept in it (runs/.slurm/folder-id), the same from every path and mount that reaches
+    it: its absolute path's digest named it, and a sweep killed under another spelling (a symlink, another login
+    node's mount) left its jobs running beside the points run again."""
+    path = os.path.join(runs, ".slurm", FOLDER_ID)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(path, "x") as f:   # the first sweep of this folder names it; a racing one reads its name
+            f.write(hashlib.sha256(os.urandom(16)).hexdigest()[:8] + "\n")
+    except FileExistsError:
+        pass
+    for _ in range(50):   # written by a racing sweep a moment ago
+        with open(path) as f:
+            name = f.read().strip()
+        if re.fullmatch(r"[0-9a-f]{8}", name):
+            return name
+        time.sleep(0.1)
+    raise MlrunError(f"{path} does not hold a folder name (8 hex digits)", hint=f"remove {path}: a new one is made")
+
+
 def _squeue(arrays):
     """{array task id "12_3": (state, node)} for the jobs SLURM still lists, finished ones included;
-    None when squeue did not answer (slurmctld busy): nothing is concluded from that round."""
+    None when squeue did not answer (slurmctld busy): nothing is concluded from that round (why: _squeue.why)."""
+    _squeue.why = None
     try:
         done = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N",
                                "--jobs=" + ",".join(arrays)], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _squeue.why = f"squeue: {e}"
         return None
     if done.returncode != 0:
-        return {} if "Invalid job id" in done.stderr else None   # every array already forgotten
+        if "Invalid job id" in done.stderr:
+            return {}   # every array already forgotten
+        _squeue.why = (done.stderr.strip().splitlines() or [f"squeue exited with {done.returncode}"])[-1]
+        return None
     states = {}
     for line in done.stdout.splitlines():
         parts = line.strip().split("|")
         if len(parts) == 3:
             states[parts[0]] = (parts[1], parts[2])
     return states
+
+
+_squeue.why = None
 
 
 def _log_tail(job):

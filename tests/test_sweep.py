@@ -589,3 +589,16 @@ def test_a_grid_over_a_variable_mlrun_sets_is_refused_before_any_point(ws):
     assert_user_error(ws.mlrun("sweep", "b", "--grid", "env.MLRUN_INPUT_N=7,8", "--name", "e"), 2,
                       "mlrun sets MLRUN_INPUT_N itself for each step")
     assert not os.path.exists(os.path.join(ws.runs, "sweeps", "e"))
+
+
+def test_a_dep_flag_that_some_points_cannot_take_says_how_to_sweep_them(ws):
+    """A grid over --precision: fp32 points take --dep.model.layers, int8 points quantise another model recipe
+    that has none, and the hint said only "fix the grid or the flags" (no one set of flags fits both)."""
+    ws.recipe("get-thing-a", "tags: [get, thing, a]\ninputs:\n  layers: {type: int, default: 12}\nrun: 'true'\n")
+    ws.recipe("get-thing-b", "tags: [get, thing, b]\nrun: 'true'\n")
+    ws.recipe("app-x", "tags: [app, x]\ncache: false\ninputs:\n  kind: {default: a, choices: [a, b]}\n"
+                       "deps:\n  - {name: thing, query: get thing a, when: kind=a}\n"
+                       "  - {name: thing, query: get thing b, when: kind=b}\nrun: 'true'\n")
+    result = ws.mlrun("sweep", "app x", "--grid", "kind=a,b", "--dep.thing.layers=2", "--name", "mixed")
+    assert_user_error(result, 2, "1 of 2 points of sweep 'mixed' cannot be planned", "has no input --layers",
+                      "a --dep.NAME.* flag goes to every point", "sweep them apart")

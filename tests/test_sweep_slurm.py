@@ -162,6 +162,45 @@ def test_a_controller_that_does_not_answer_is_one_clear_error(tmp_path, monkeypa
     assert info.value.message.endswith("is DOWN") and "scontrol ping" in info.value.hint
 
 
+def test_a_controller_that_stops_mid_sweep_ends_the_sweep_with_one_clear_error(monkeypatch, tmp_path):
+    """slurmctld killed while points were pending: the sweep waited silently for ever (squeue unanswered is
+    "nothing concluded", with no deadline). Needs no SLURM: squeue is made to fail."""
+    import types
+    from engine.errors import UsageError
+    from sweeps import slurm_executor
+
+    def unanswered(arrays):
+        slurm_executor._squeue.why = "slurm_load_jobs error: Unable to contact slurm controller (connect failure)"
+        return None
+    monkeypatch.setattr(slurm_executor, "_squeue", unanswered)
+    monkeypatch.setattr(slurm_executor, "CONTROLLER_LOST_S", 0.3)
+    monkeypatch.setattr(slurm_executor, "POLL_S", 0.05)
+    job = types.SimpleNamespace(job_id="7_0", paths=types.SimpleNamespace(result_pickle=tmp_path / "none.pkl"))
+    executor = slurm_executor.SlurmExecutor({})
+    started = time.monotonic()
+    with pytest.raises(UsageError) as info:
+        list(executor._watch(None, {"7_0": (job, task(2))}, str(tmp_path), lambda *a: None))
+    assert time.monotonic() - started < 10
+    assert "SLURM's controller has not answered squeue for 0 s (slurm_load_jobs error: Unable to contact slurm " \
+        "controller (connect failure)): points p002 have no answer" in info.value.message
+    assert "scontrol ping" in info.value.hint and "run the same sweep again" in info.value.hint
+
+
+def test_the_jobs_name_the_runs_folder_the_same_by_every_path(tmp_path):
+    """Named by the absolute path's digest, a killed sweep's jobs under a symlinked (or otherwise mounted) runs
+    folder were not cancelled by the same sweep started by another path: each point measured twice."""
+    from sweeps.slurm_executor import _folder_id
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (tmp_path / "link").symlink_to(runs)
+    first = _folder_id(str(runs))
+    assert re.fullmatch(r"[0-9a-f]{8}", first)
+    assert _folder_id(str(tmp_path / "link")) == first == (runs / ".slurm" / "folder-id").read_text().strip()
+    other = tmp_path / "other"
+    other.mkdir()
+    assert _folder_id(str(other)) != first
+
+
 def test_a_killed_sweep_s_jobs_are_cancelled_when_it_is_started_again(slurm, ws, tmp_path):
     """kill -9 of a sweep left its array queued and running on its own: its points measured beside the points
     the resumed sweep ran again. The jobs carry the sweep's name (and its runs folder's): a new start of that
