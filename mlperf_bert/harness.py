@@ -865,10 +865,8 @@ def format_summary(summary):
         spinning = f", spinning {'on' if par['spin'] else 'off'}" if ort else ""
         lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s){spinning} "
                      f"(rule: {par['rule']}"
-                     + (f"; set by --{', --'.join(par['overridden'])}" if par["overridden"] else "")
-                     # --threads alone: the instances are as many as fit, not the rule's (2 of 1 core each -> 1 of 3)
-                     + (f": so {par['instances']} instance(s) of {par['threads']} on the {par.get('available')} cores"
-                        if "threads" in par["overridden"] and "instances" not in par["overridden"] else "") + ")")
+                     # --threads alone: the instances are as many as fit, not the rule's: its text says so
+                     + (f"; set by --{', --'.join(par['overridden'])}" if par["overridden"] else "") + ")")
         if par["instances"] * par["threads"] > par.get("available", 0) > 0:
             lines.append(f"    {par['instances'] * par['threads']} threads on the {par['available']} cores this run "
                          "may use: not pinned, they take turns on the cores")

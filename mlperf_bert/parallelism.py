@@ -140,6 +140,8 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
                        if value is not None)
     # --threads alone: the rule's instances, as many as fit with that many threads each.
     chosen_instances = instances or (max(1, min(rule_instances, count // threads)) if threads else rule_instances)
+    if not instances and threads and chosen_instances != rule_instances:   # a report showed the rule's (2) beside 1
+        rule += f"; --threads={threads}: {chosen_instances} instance(s) of {threads} on the {count} cores"
     chosen_threads = threads or max(1, count // chosen_instances)
     chosen_spin = bool(spin) and chosen_threads > 1   # off unless asked for (measured above)
     if spin and chosen_threads == 1:   # recorded "spinning on" with no pool thread to spin (same CPU time)

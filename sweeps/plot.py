@@ -196,9 +196,9 @@ def invalid(row):
 
 
 def title_lines(name, query, fixed, width=DEFAULT_SIZE[0]):
-    """The title: the sweep's name and query, then its fixed settings, wrapped to the picture's width (about
-    7 pixels a character at 10 points), at most 4 lines."""
-    chars = max(int((width - 20) / 7), 40)
+    """The title: the sweep's name and query, then its fixed settings, wrapped to the picture's width (8.5 pixels
+    a character at 10 points: at 7 a line of settings ran 60 pixels past a 960-pixel picture), at most 4 lines."""
+    chars = max(int((width - 20) / 8.5), 40)
     lines = textwrap.wrap(f"sweep {name}" + (f": {query}" if query else ""), chars) \
         + textwrap.wrap(" ".join(f"{k}={v}" for k, v in fixed.items()), chars)
     if len(lines) > 4:

@@ -423,3 +423,19 @@ def test_the_best_point_is_a_valid_run_and_a_tie_is_no_best():
     assert best["point"] == "p001" and best["invalid"] is True
     assert report.best_values(mixed[:1] + mixed[2:], ["latency_p99_ms"]) == {"latency_p99_ms": 5.1}
     assert report.best_values(mixed[:1], ["latency_p99_ms"]) == {}
+
+
+def test_a_long_title_stays_inside_the_picture():
+    """Wrapped at 7 pixels a character, a line of fixed settings ran 60 pixels past a 960-pixel picture (the title
+    of a cluster sweep ended at 'dep.model.h')."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    data, rows = sweep_data()
+    fixed = {"dep.model.layers": "2", "dep.model.hidden": "64", "dep.model.heads": "2", "count": "20",
+             "mirror": "../shared/data", "mode": "performance", "scenario": "SingleStream", "min_duration": "8000",
+             "cache": "/work/main/cache"}
+    c, _ = plot.render(data, rows, x="batch_size", by="backend")
+    fig = plot.figure(c, plot.title_lines("rayint", "app mlperf bert _onnxruntime _cpu _random", fixed, 960),
+                      plot.DEFAULT_SIZE)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    assert fig._suptitle.get_window_extent(canvas.get_renderer()).x1 <= fig.bbox.width

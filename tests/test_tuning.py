@@ -228,8 +228,11 @@ def test_a_run_records_its_parallelism_and_batching(files, tmp_path):
     # left out: the batching rule's (one sample per call but for OpenVINO's AMX precisions), recorded as the rule's
     assert summary["batch_size"] == 1 and summary["batching"]["overridden"] == [] and summary["batching"]["rule"] \
         .startswith("Offline, onnxruntime fp32: one sample per call") and "batching:" not in alone.stdout
-    assert (f"Offline: one instance per core ({cores}); set by --threads: so 1 instance(s) of {cores + 1} on the "
-            f"{cores} cores)") in alone.stdout, alone.stdout
+    # in the rule's own text (summary.json, a sweep's report): it said "one instance per core (2)" beside 1
+    assert (f"Offline: one instance per core ({cores}); --threads={cores + 1}: 1 instance(s) of {cores + 1} on the "
+            f"{cores} cores; set by --threads)") in alone.stdout, alone.stdout
+    assert summary["parallelism"]["rule"].endswith(f"--threads={cores + 1}: 1 instance(s) of {cores + 1} on the "
+                                                   f"{cores} cores")
 
 
 # -- batching of nearby lengths -------------------------------------------------------------------
