@@ -15,6 +15,7 @@ not from sacct, so clusters without accounting work too. An array task that ends
 of the job's log; Ctrl-C cancels the arrays (scancel), and their mlrun record their runs as interrupted. The jobs
 are named mlrun-sweep-NAME-<runs folder's digest>: a sweep started again cancels those a killed one left.
 """
+import contextlib
 import difflib
 import getpass
 import hashlib
@@ -23,7 +24,9 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+import types
 
 from engine.errors import MlrunError, UsageError
 
@@ -191,10 +194,12 @@ class SlurmExecutor(Executor):
             extra = dict(params.get("additional_parameters") or {}, no_requeue=True)
             ex.update_parameters(**dict(params, **kind, use_srun=False, additional_parameters=extra))
             try:
-                submitted = ex.map_array(node.run_point, [shared.spec(t, env) for t in group])
+                with _stderr_kept() as said:   # sbatch's own lines went to the terminal, then again in mlrun's
+                    submitted = ex.map_array(node.run_point, [shared.spec(t, env) for t in group])
             except Exception as e:   # sbatch refused (a partition that does not exist, a time over the limit...)
                 why = getattr(e, "stderr", None) or getattr(e, "output", None) or str(e)
                 why = why.decode() if isinstance(why, bytes) else str(why)
+                why = why if why.strip() else said.text
                 raise MlrunError(f"sbatch refused the job array of {len(group)} point(s): "
                                  f"{why.strip().splitlines()[-1]}",
                                  hint="check --slurm (partition, time, account) against `sinfo`") from None
@@ -242,6 +247,25 @@ class SlurmExecutor(Executor):
                 yield outcome
             if left:
                 time.sleep(POLL_S)
+
+
+@contextlib.contextmanager
+def _stderr_kept():
+    """What is written to this process's stderr (fd 2: submitit lets sbatch's through) kept, not shown; the
+    holder's .text has it once the block ends."""
+    holder = types.SimpleNamespace(text="")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield holder
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            holder.text = kept.read().decode(errors="replace")
 
 
 def _most_cpus(partition=None):

@@ -68,6 +68,11 @@ def test_a_sweep_whose_jobs_sbatch_refuses_leaves_no_record(slurm, ws, monkeypat
     err = capsys.readouterr().err
     assert code == 2 and "sbatch refused" in err, err
     assert not os.path.exists(os.path.join(ws.runs, "sweeps", "nope"))
+    # sbatch's own lines are mlrun's one error, not printed before it as well (submitit let them through)
+    alone = ws.mlrun("sweep", "point", "--grid", "n=0", "--name", "nope", "--on", "slurm", "--slurm",
+                     "time=5,partition=nosuch")
+    assert alone.returncode == 2 and "mlrun: error: sbatch refused" in alone.stderr, alone.stderr
+    assert not [line for line in alone.stderr.splitlines() if line.startswith("sbatch:")], alone.stderr
     code, err, data = sweep_here(ws, monkeypatch, capsys, "point", "--grid", "n=0,1", "--name", "nope", "--on",
                                  "slurm", "--slurm", "time=5")   # the name is free for another grid
     assert code == 0 and [p["status"] for p in data["points"]] == ["ok", "ok"], err
