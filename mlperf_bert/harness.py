@@ -582,8 +582,8 @@ def _warm_up(inference, total, views=None, pins=None):
 
 def _warm_shapes(args, views, pins, total, measured_qps):
     """OpenVINO prepares its kernels for an input shape the first time it meets it: 1.4x to 2.8x that call's later
-    time on a shared machine, 20.8 against 17.1 ms a call on average on a quiet one (BERT-Base int8-bf16 on the Xeon
-    with AMX, December 6; +6% in f32). A full-length run meets each length in its first seconds; a short one
+    time on a shared machine; on a quiet one a first pass over 512 samples of 173 lengths ran 20.8 ms a call, the
+    second 17.1 (BERT-Base int8-bf16 on the Xeon with AMX, December 6; +6% in f32). A full-length run meets each length in its first seconds; a short one
     (find-peak's search runs, each a process of its own, a --count run) met them all while LoadGen timed it: a
     search run at 37.3 QPS missed the bound (p99 181 ms) that 34.5 QPS met warmed up (91-106 ms;
     docs/performance.md). So each run length among the loaded samples runs once on every instance before LoadGen
