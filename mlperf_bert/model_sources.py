@@ -143,7 +143,9 @@ def fetch_sparsezoo(stub_text, out, mirror=None, known=None):
     return _describe(out, {"source": "sparsezoo", "stub": stub.stub, "from": origin})
 
 
-# the operators a quantised ONNX model runs int8 with (QDQ pairs, integer products, onnxruntime's fused ones)
+# the operators a quantised ONNX model runs int8 with (QDQ pairs, integer products, onnxruntime's fused ones): a
+# superset of quantize.QUANTISED, kept here because importing quantize makes every recipe that imports this
+# module source it and seq_plan, the MiniLM trainer's too (a new key: every trained model trained again)
 INT8_OPS = {"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
             "ConvInteger", "QLinearConv", "QAttention", "DynamicQuantizeMatMul", "QGemm"}
 

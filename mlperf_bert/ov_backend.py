@@ -7,13 +7,12 @@ would run f32 and the run would say bf16). int8 is a model quantised by NNCF (ge
 compiled f32 outside its int8 operators (int8-bf16: bf16 there, where the CPU multiplies bf16), and refused when
 OpenVINO compiles none of them int8. What ran is read back from the compiled model and recorded.
 """
-import os
 
 import numpy as np
 import openvino as ov
 
 from engine.errors import MlrunError, StepError
-from mlperf_bert import model_adapter
+from mlperf_bert import batching, model_adapter
 
 # mlrun's word: OpenVINO's INFERENCE_PRECISION_HINT. int8 is the model's (NNCF's Quantize/Dequantize pairs, which
 # OpenVINO compiles into int8 kernels); the operators left outside them run f32, as --precision=fp32's do.
@@ -53,8 +52,7 @@ class OvModel:
             self.compiled = core.compile_model(str(model_path), "CPU", config)
         except Exception as error:   # OpenVINO raises RuntimeError for anything it cannot read or compile
             # an ISA cap below what was asked (bf16 under AVX2) fails here too; get cpu bf16 refuses that at plan time
-            cap = next((f"{name}={os.environ[name]}" for name in ("ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA")
-                        if os.environ.get(name)), None)   # oneDNN's cap, by either of its names
+            cap = batching.isa_limit()   # oneDNN's cap, by either of its names
             capped = f"--env.{cap} is set: without it OpenVINO may compile it; else " if cap else ""
             raise StepError(f"OpenVINO cannot compile {model_path}: {_reason(error)}",
                             hint=f"{capped}_onnxruntime may run it (OpenVINO's ONNX reader lacks some operators)") \
