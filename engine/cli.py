@@ -577,8 +577,9 @@ OWN_PACKAGES = ("engine", "mlperf_bert", "sweeps", "submission", "bench")
 
 def main_error(e):
     """Print an MlrunError as one paragraph and an optional hint; return its exit code."""
-    print(f"mlrun: error: {_cut_long_words(e.message)}", file=sys.stderr)
-    if e.hint:
+    # a failed step whose error was shown live just above: named once, not quoted again (engine.runner)
+    print(f"mlrun: error: {_cut_long_words(getattr(e, 'on_screen', None) or e.message)}", file=sys.stderr)
+    if e.hint and not getattr(e, "hint_on_screen", False):
         print(f"hint: {_cut_long_words(e.hint)}", file=sys.stderr)
     return e.exit_code
 
@@ -1183,6 +1184,9 @@ def _show_record(r):
     settings = {k: v for k, v in records.flat_settings(r).items() if v is not None}
     print("  settings: " + (" ".join(f"{k}={_word(v)}" for k, v in settings.items()) or "-"))
     print(f"  result: {records.headline(r.get('results'))}")
+    how = (r.get("results") or {}).get("how_it_ran") if isinstance(r.get("results"), dict) else None
+    if isinstance(how, list) and how:   # a step's own lines of how it ran (instances, batches a rule chose)
+        print("  how it ran:\n" + "\n".join("    " + str(line).replace("\n", "\n    ") for line in how))
     stopped = next((s for s in r.get("steps") or [] if s.get("status") in ("failed", "interrupted", "error")), None)
     if stopped:
         log = _failed_log(r, stopped)

@@ -360,6 +360,10 @@ class Runner:
             failed = StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
                                exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code)
             failed.log = kept   # the run's record names it: `export` carries a kept log (.failed/) with the run
+            if why and live and _one_destination(self.live_out or sys.stdout):
+                # its error and hint were just shown, live, above mlrun's line: said once (the record keeps it whole)
+                failed.on_screen = f"step {node.label} failed, as it said above: {e.message}"
+                failed.hint_on_screen = bool(e.hint) and f"hint: {e.hint}" in tail
             raise failed from None
         except BaseException as e:
             self.reporter.stop_heartbeat()

@@ -17,7 +17,8 @@ bisects (geometric middle) until the highest valid and the lowest not-valid targ
 The found target is the highest valid one. A full-length check (check_fn) follows when given: if it
 misses the bound, the target steps down by `tolerance` (or to `tolerance` below the rate the check
 completed, when that is lower: the machine did not sustain the target) and is checked again, at most
-`check_retries` times; if it is only too short for early stopping, a lower target cannot help and the note says so.
+`check_retries` times; if it is only too short for early stopping, it runs once more with the queries early
+stopping asked for, and if still undecided steps down as for a miss, each check at least as long as the last asked.
 Every run is recorded in PeakSearch.trials and PeakSearch.checks; the harness keeps each check's
 LoadGen logs in find-peak/check-NN (kept_checks), since every check writes the run folder's.
 """
@@ -69,6 +70,7 @@ class PeakSearch:
     checked_valid: bool | None = None             # None: no full-length check was run
     checked_qps: float | None = None              # the last check's target: what the run ran at (qps: the search's)
     note: str = ""
+    queries: int = 0                              # the queries early stopping asked for: every later run's least
 
     def record(self):
         return asdict(self)
@@ -131,39 +133,48 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
         search.note = f"every target up to {search.qps:.3g} QPS was valid (run budget spent)"
     elif search.upper / search.qps > 1 + tolerance:
         search.note = f"run budget spent before the bracket narrowed to {tolerance:.0%}"
+    search.queries = learned["queries"]
     if check_fn and search.qps:
-        qps, lengthened = search.qps, False
-        for _ in range(check_retries + 1):
-            summary = check_fn(qps, learned["queries"])
-            verdict, needed, reason = classify(summary, max_queries=math.inf)
-            search.checks.append(_run_record(qps, verdict, reason, summary))
-            if verdict == VALID:
-                search.qps = qps
-                break
-            if verdict == TOO_FEW and needed and needed > learned["queries"] and not lengthened:
-                # Once, the same target with the queries early stopping asked for (it counts them from this
-                # run's tail, which the short search runs did not see): a lower target would run shorter still.
-                learned["queries"], lengthened = needed, True
-                continue
-            if verdict == TOO_FEW:
-                search.note = ("the full-length run was too short for LoadGen's early stopping"
-                               + (f" (it needs {needed} queries)" if needed else "") + ": lengthen it")
-                break
-            qps = step_down(qps, summary, tolerance)
-        else:
-            if verdict == TOO_FEW and not search.note:   # the last check only needed more queries: it said nothing
-                search.note = ("the last full-length check was too short for LoadGen's early stopping"
-                               + (f" (it needs {needed} queries)" if needed else "") + " and the checks' budget was "
-                               "spent: run it again with a longer --min_duration")
-        search.checked_valid = verdict == VALID
-        search.checked_qps = round(search.checks[-1]["target_qps"], 3)
-        if verdict == TOO_HIGH:
-            search.note = (search.note + "; " if search.note else "") + "no full-length check was VALID"
-            busy = [str(n) for n, check in enumerate(search.checks, 1) if (check["other_load"] or {}).get("busy")]
-            if busy:   # someone else's work, not the target, may have sunk them
-                search.note += (f"; other processes were busy during check {', '.join(busy)} (checks[].other_load):"
-                                " run it again on a quiet machine")
+        check_peak(search, check_fn, check_retries)
     return search
+
+
+def check_peak(search, check_fn, check_retries=3):
+    """The full-length checks of a search's found target (see the module's doc), recorded in the search."""
+    learned, tolerance = {"queries": search.queries}, search.tolerance
+    qps, lengthened = search.qps, False
+    for _ in range(check_retries + 1):
+        summary = check_fn(qps, learned["queries"])
+        verdict, needed, reason = classify(summary, max_queries=math.inf)
+        search.checks.append(_run_record(qps, verdict, reason, summary))
+        if verdict == VALID:
+            search.qps = qps
+            break
+        if verdict == TOO_FEW and needed and needed > learned["queries"] and not lengthened:
+            # Once, the same target with the queries early stopping asked for (it counts them from this
+            # run's tail, which the short search runs did not see): a lower target would run shorter still.
+            learned["queries"], lengthened = needed, True
+            continue
+        if verdict == TOO_FEW:
+            # lengthened once and still undecided: its tail sits at the bound and early stopping asks for more
+            # each time (1453 queries at a p99 of 124 ms asked for 1874); a step down has fewer late queries.
+            # It gave up here, "lengthen it", with a VALID target 5% lower in reach.
+            learned["queries"] = max(learned["queries"], needed or 0)
+        qps = step_down(qps, summary, tolerance)
+    else:
+        if verdict == TOO_FEW and not search.note:   # the last check only needed more queries: it said nothing
+            search.note = ("the last full-length check was too short for LoadGen's early stopping"
+                           + (f" (it needs {needed} queries)" if needed else "") + " and the checks' budget was "
+                           "spent: run it again with a longer --min_duration")
+    search.checked_valid = verdict == VALID
+    search.checked_qps = round(search.checks[-1]["target_qps"], 3)
+    if verdict == TOO_HIGH:
+        search.note = (search.note + "; " if search.note else "") + "no full-length check was VALID"
+        busy = [str(n) for n, check in enumerate(search.checks, 1) if (check["other_load"] or {}).get("busy")]
+        if busy:   # someone else's work, not the target, may have sunk them
+            search.note += (f"; other processes were busy during check {', '.join(busy)} (checks[].other_load):"
+                            " run it again on a quiet machine")
+    search.queries = learned["queries"]
 
 
 def _run_record(qps, verdict, reason, summary, **extra):
@@ -234,13 +245,13 @@ def short_run(args, out_dir, scenario, min_queries, trial_ms, **changes):
                                     **changes), out_dir)
 
 
-def check_run(args, run_dir, target_qps, learned_queries):
+def check_run(args, run_dir, target_qps, learned_queries, **changes):
     """The full-length check: this run's own settings at target_qps, in run_dir. A short run (--count) gets at
     least the queries early stopping asked for in the search (a user.conf line of the user's still wins)."""
     # the harness's own line: a user.conf line of the user's still wins (LoadGen takes bert.Server. before a user's
     # *.Server. line, so the harness leaves out a key the user's lines set)
     learned = learned_queries if args.count and learned_queries > args.count else None
-    argv = harness_argv(args, target_qps=round(target_qps, 3), min_queries=learned, out=None)
+    argv = harness_argv(args, target_qps=round(target_qps, 3), min_queries=learned, out=None, **changes)
     return loadgen_and_load(run_harness(argv, run_dir))
 
 
@@ -268,12 +279,13 @@ def kept_checks(check_fn, run_dir, folder):
     return check
 
 
-def harness_run_fn(args, folder, trial_ms):
-    """run_fn for find_server_peak: a short harness Server run per call, in folder/trial-NN."""
+def harness_run_fn(args, folder, trial_ms, **changes):
+    """run_fn for find_server_peak: a short harness Server run per call, in folder/trial-NN (changes: options of
+    its own, as a layout the search tries)."""
     counter = iter(range(1, 10**6))
 
     def run_fn(target_qps, min_queries):
         trial = Path(folder) / f"trial-{next(counter):02d}"
         return loadgen_and_load(short_run(args, trial, "Server", min_queries, trial_ms,
-                                          target_qps=round(target_qps, 3)))
+                                          target_qps=round(target_qps, 3), **changes))
     return run_fn

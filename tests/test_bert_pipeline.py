@@ -77,6 +77,13 @@ def test_performance_mode_each_scenario(bert, accuracy_run, scenario):
     text = open(os.path.join(run_dir, "mlperf_log_summary.txt")).read()
     assert f"Scenario : {scenario}" in text and "Result is :" in text
     assert not os.path.exists(os.path.join(run_dir, "audit.config"))
+    # how it ran: the summary's own lines, kept in summary.json and shown by `runs show` (it showed none of them)
+    how = summary["how_it_ran"]
+    assert how[0].startswith("sequence handling: ") and any(line.startswith("parallelism: ") for line in how), how
+    said = open(os.path.join(run_dir, ".mlrun", "build.log")).read()
+    assert all("  " + line in said for line in how), (how, said)
+    shown = bert("runs", "show", json.loads(result.stdout)["run"])
+    assert shown.returncode == 0 and "  how it ran:\n    sequence handling: " in shown.stdout, shown.stdout
 
 
 def test_local_model_file_instead_of_the_model_recipe(bert, accuracy_run):

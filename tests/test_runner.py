@@ -12,7 +12,7 @@ import pytest
 from engine import Cache, StepError, resolve
 from engine.errors import MlrunError
 from engine.runner import Runner, RunReporter
-from conftest import MLRUN
+from conftest import MLRUN, assert_user_error
 
 
 class Recorder(RunReporter):
@@ -617,7 +617,8 @@ def test_a_stop_while_the_recipes_are_copied_is_an_interrupted_run(ws, monkeypat
 
 def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
     """The benchmark's own output shows as it runs: its last lines were printed again under FAILED, and the
-    error a third time in mlrun's own line (OpenVINO's refusal of --instances, three times on one screen)."""
+    error a third time in mlrun's own line (OpenVINO's refusal of --instances, three times on one screen), then
+    twice; mlrun's line now names the step and its exit, and points above."""
     ws.recipe("top", "tags: top\ncache: false\nrun: |\n  echo 'error: the cause said once'; exit 1\n")
     ws.recipe("dep", FAILING.replace("tags: bad", "tags: dep"))
     def both(*args):   # stdout and stderr on one screen, as a terminal shows them
@@ -625,7 +626,8 @@ def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
                               stderr=subprocess.STDOUT, text=True, timeout=60, cwd=ws.root)
     result = both("top")
     assert result.returncode == 1 and "Traceback" not in result.stdout
-    assert result.stdout.count("the cause said once") == 2, result.stdout
+    assert result.stdout.count("the cause said once") == 1, result.stdout
+    assert "mlrun: error: step top failed, as it said above: exited with code 1" in result.stdout, result.stdout
     apart = ws.mlrun("top")   # `2>err.log`: the tail under FAILED is all stderr has of the cause
     assert "\n    error: the cause said once\n" in apart.stderr and apart.stdout == "error: the cause said once\n"
     ws.recipe("wrap", "tags: wrap\ndeps: [dep]\nrun: 'true'\n")
@@ -645,3 +647,26 @@ def test_a_step_that_removes_its_own_folder_failed_exit_1(ws, run, cached):
     result = ws.mlrun("rmself")
     assert result.returncode == 1 and "it removed its own folder or its .mlrun/" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and ws.entries() == []
+
+
+def test_a_live_steps_own_error_is_said_once_where_its_output_shows(ws):
+    """A step that refused its request (exit 78) printed its error and hint live, then mlrun's error quoted both
+    again: the same text twice on one screen. Where its output went elsewhere (2>err.log), the quote stays."""
+    ws.recipe("app", """\
+        tags: app refuses
+        cache: false
+        run: |
+          echo 'error: OpenVINO runs at most 2 threads'; echo 'hint: --instances within the cores'; exit 78
+        """)
+    together = subprocess.run([MLRUN, "app refuses"], env=ws.env(), cwd=ws.root, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert together.returncode == 2 and "Traceback" not in together.stdout, together.stdout
+    assert together.stdout.count("OpenVINO runs at most 2 threads") == 1, together.stdout
+    assert together.stdout.count("--instances within the cores") == 1, together.stdout
+    assert "mlrun: error: step app failed, as it said above: exited with code 78 (the step refused this " \
+           "machine or request)" in together.stdout, together.stdout
+    apart = ws.mlrun("app refuses")   # stdout and stderr to two pipes: stderr alone has mlrun's line
+    assert_user_error(apart, 2, "failed: exited with code 78 (the step refused this machine or request): OpenVINO "
+                                "runs at most 2 threads", "hint: --instances within the cores")
+    record = json.loads(ws.mlrun("runs", "show", "--json", os.listdir(ws.runs)[0]).stdout)
+    assert "OpenVINO runs at most 2 threads" in record["error"]   # the record keeps the cause whole

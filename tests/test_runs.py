@@ -83,6 +83,16 @@ def test_runs_lists_and_shows(bench):
               open(path, "w"))
     shown = bench.mlrun("runs", "show", first).stdout
     assert "command: (not recorded)" in shown and "asked: --mode=accuracy --x=true" in shown, shown
+    assert "how it ran:" not in shown   # results without lines of how it ran: no heading
+    # a step's own lines of how it ran (the BERT app's instances, batching, find-peak) under their heading, a line
+    # of two lines indented as one; not a column of `runs` (a list)
+    how = ["parallelism: 1 instance(s) x 2 thread(s) (rule: Server: one instance on all 2 cores)",
+           "model: hf:x@main\n  not pinned: ..."]
+    json.dump({**record, "results": {**record["results"], "how_it_ran": how}}, open(path, "w"))
+    shown = bench.mlrun("runs", "show", first).stdout
+    assert ("  how it ran:\n    parallelism: 1 instance(s) x 2 thread(s) (rule: Server: one instance on all 2 cores)\n"
+            "    model: hf:x@main\n      not pinned: ...\n") in shown, shown
+    assert "how_it_ran" not in bench.mlrun("runs", "--csv").stdout
     json.dump(record, open(path, "w"))
     for flag in (["--csv"], ["--where", "mode=accuracy"], ["--last", "2"]):   # options of the list: were ignored
         assert_user_error(bench.mlrun("runs", "show", first, *flag), 2, "mlrun runs show takes one run")
