@@ -412,11 +412,21 @@ def find_peak(args):
         searches.append((layout, changes, runs, tuning.find_server_peak(
             tuning.harness_run_fn(args, runs, args.peak_trial_ms, **changes), start_qps,
             tolerance=args.peak_tolerance, min_queries=args.peak_min_queries)))
-    layout, changes, runs, search = max(searches, key=lambda item: item[3].qps or 0)   # the first on a tie
-    if search.qps is None:
-        raise StepError(f"--find-peak: {search.note} (runs in {folder})")
-    tuning.check_peak(search, tuning.kept_checks(
-        lambda qps, queries: tuning.check_run(args, run_dir, qps, queries, **changes), run_dir, folder))
+    # the faster search's target is checked first; where none of its checks is VALID, the next layout's (short runs'
+    # p99s are noisy: a search found 62.3 QPS one per core against 50.2 on both cores, and its checks missed down
+    # to 51.5)
+    ranked = sorted((item for item in searches if item[3].qps), key=lambda item: -item[3].qps)   # the first on a tie
+    if not ranked:
+        raise StepError(f"--find-peak: {searches[0][3].note} (runs in {folder})")
+    changes = {}   # the layout being checked: every check writes the run folder, kept in check-NN in turn
+    check_fn = tuning.kept_checks(lambda qps, queries: tuning.check_run(args, run_dir, qps, queries, **changes),
+                                  run_dir, folder)
+    for layout, own, runs, search in ranked:
+        changes.clear()
+        changes.update(own)
+        tuning.check_peak(search, check_fn)
+        if search.checked_valid:
+            break
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary["find_peak"] = {**search.record(), "offline_samples_per_second": round(start_qps, 3),
@@ -426,14 +436,16 @@ def find_peak(args):
                             "runs": str(folder),
                             "layouts": [{"instances": item[0][0], "threads": item[0][1], "qps": item[3].qps,
                                          "upper": item[3].upper, "short_runs": len(item[3].trials),
+                                         "checks": len(item[3].checks), "checked_valid": item[3].checked_valid,
                                          "note": item[3].note, "runs": str(item[2])}
                                         for item in searches if item[0]]}
     if layout:   # the check's rule said "a layout the search tries": what chose it
-        others = "; ".join(f"{_layout_words(item[0])} " + (f"{item[3].qps:.3f}" if item[3].qps else "none VALID")
-                           for item in searches if item[0] != layout)
-        summary["parallelism"]["rule"] = (
-            f"Server: {_layout_words(layout)}, the faster layout in --find-peak's search ({search.qps:.3f} QPS "
-            f"found, against {others})" + ("; OpenVINO places its streams" if args.backend == "openvino" else ""))
+        found = "; ".join(f"{_layout_words(item[0])} " + (f"{item[3].qps:.3f}" if item[3].qps else "none VALID")
+                          for item in searches)
+        why = "the faster layout in --find-peak's search" if layout == ranked[0][0] else \
+            f"--find-peak's checks of {_layout_words(ranked[0][0])} found none VALID"
+        summary["parallelism"]["rule"] = (f"Server: {_layout_words(layout)}, {why} (QPS found: {found})"
+                                          + ("; OpenVINO places its streams" if args.backend == "openvino" else ""))
     _write_summary(summary_path, summary)
     return summary
 
