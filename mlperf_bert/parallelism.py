@@ -16,10 +16,10 @@ contended, so spinning is off unless asked for):
       operator, and short samples make small operators, so independent samples on separate cores
       do more work per second than every core on one sample (measured: see the doc).
   Server: instances by load. A sample's latency on one core is about `cores` times its latency
-      on all of them: when the warm-up's slowest sample, so scaled, stays within 65% of the latency
+      on all of them: when the warm-up's slowest sample, so scaled, stays within 75% of the latency
       bound, Server runs as Offline (throughput at peak load); otherwise one instance on all cores
-      (latency first). 65%, not half: OpenVINO's int8-bf16 BERT-Base on the Xeon, whose estimate read
-      2 x 36.9-41.0 ms (57-63%) in four runs, had the lower tail one instance per core: p99 97-132 ms at 45 and 52 QPS
+      (latency first). 75%, not half: OpenVINO's int8-bf16 BERT-Base on the Xeon, whose estimate read
+      2 x 36.9-44.1 ms (57-68%: it follows the machine's speed) in five runs, had the lower tail one instance per core: p99 97-132 ms at 45 and 52 QPS
       (2000 queries, two rounds) against 117-252 ms on both cores, and 151.6 ms at 40 QPS over 600 s
       against 197.7 and 298.0; --find-peak measures both layouts.
 Every choice can be overridden (--instances, --threads per instance, --spin/--no-spin); the
@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass, field
 from engine import cgroups
 
 LATENCY_SCENARIOS = ("SingleStream", "MultiStream")
-SERVER_BOUND_SHARE = 0.65  # Server many-instance rule: the slowest sample on one instance within 65% of the bound
+SERVER_BOUND_SHARE = 0.75  # Server many-instance rule: the slowest sample on one instance within 75% of the bound
 SESSION_MEMORY_SHARE = 1.2  # an onnxruntime session's memory, as a share of its model file (1.15 measured, above)
 SESSION_MEMORY_EXTRA = 20e6  # and its own threads, arena and buffers (a 21 MB model took about 40 MB a session)
 MEMORY_KEPT = 0.15  # of the memory available, left to the run itself (LoadGen, features, its own growth)

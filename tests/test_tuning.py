@@ -66,14 +66,14 @@ def test_the_rule_per_scenario():
     assert offline.cores == ((0,), (1,), (2,), (3,)) and offline.overridden == ()
     # Server: latency first until measured; one instance per core when a full-length sample on one core
     # (4 x 10 ms, or 2 x 37-40 ms: OpenVINO's int8-bf16 BERT-Base, whose tail was lower one per core) stays within
-    # 65% of the 130 ms bound, not when it does not (4 x 25 ms).
+    # 75% of the 130 ms bound, not when it does not (4 x 25 ms).
     assert parallelism.choose("Server", cores).instances == 1
     assert parallelism.choose("Server", cores, server_slowest_s=0.010, latency_bound_s=0.130).instances == 4
-    for estimate in (0.0369, 0.0398, 0.041):   # estimates OpenVINO's int8-bf16 BERT-Base got (57-63%)
+    for estimate in (0.0369, 0.0398, 0.041, 0.0441):   # estimates OpenVINO's int8-bf16 BERT-Base got (57-68%)
         assert parallelism.choose("Server", [0, 1], server_slowest_s=estimate, latency_bound_s=0.130).instances == 2
     slow = parallelism.choose("Server", cores, server_slowest_s=0.025, latency_bound_s=0.130)
     assert (slow.instances, slow.threads, slow.spin) == (1, 4, False)
-    assert "25.0 ms x 4 cores > 65% of the 130 ms bound" in slow.rule
+    assert "25.0 ms x 4 cores > 75% of the 130 ms bound" in slow.rule
 
 
 def test_overrides_win_and_are_recorded():
