@@ -948,7 +948,7 @@ def how_lines(summary):
     if par := summary.get("parallelism"):
         ort = summary.get("backend", "onnxruntime") == "onnxruntime"   # spinning is onnxruntime's
         spinning = f", spinning {'on' if par['spin'] else 'off'}" if ort else ""
-        lines.append(f"  parallelism: {par['instances']} instance(s) x {par['threads']} thread(s){spinning} "
+        lines.append(f"  parallelism: {_layout_words((par['instances'], par['threads']))}{spinning} "
                      f"(rule: {par['rule']}"
                      # --threads alone: the instances are as many as fit, not the rule's: its text says so
                      + (f"; set by --{', --'.join(par['overridden'])}" if par["overridden"] else "") + ")")

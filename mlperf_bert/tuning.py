@@ -141,26 +141,25 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
 
 def check_peak(search, check_fn, check_retries=3):
     """The full-length checks of a search's found target (see the module's doc), recorded in the search."""
-    learned, tolerance = {"queries": search.queries}, search.tolerance
-    qps, lengthened = search.qps, False
+    queries, qps, lengthened = search.queries, search.qps, False
     for _ in range(check_retries + 1):
-        summary = check_fn(qps, learned["queries"])
+        summary = check_fn(qps, queries)
         verdict, needed, reason = classify(summary, max_queries=math.inf)
         search.checks.append(_run_record(qps, verdict, reason, summary))
         if verdict == VALID:
             search.qps = qps
             break
-        if verdict == TOO_FEW and needed and needed > learned["queries"] and not lengthened:
+        if verdict == TOO_FEW and needed and needed > queries and not lengthened:
             # Once, the same target with the queries early stopping asked for (it counts them from this
             # run's tail, which the short search runs did not see): a lower target would run shorter still.
-            learned["queries"], lengthened = needed, True
+            queries, lengthened = needed, True
             continue
         if verdict == TOO_FEW:
             # lengthened once and still undecided: its tail sits at the bound and early stopping asks for more
             # each time (1453 queries at a p99 of 124 ms asked for 1874); a step down has fewer late queries.
             # It gave up here, "lengthen it", with a VALID target 5% lower in reach.
-            learned["queries"] = max(learned["queries"], needed or 0)
-        qps = step_down(qps, summary, tolerance)
+            queries = max(queries, needed or 0)
+        qps = step_down(qps, summary, search.tolerance)
     else:
         if verdict == TOO_FEW and not search.note:   # the last check only needed more queries: it said nothing
             search.note = ("the last full-length check was too short for LoadGen's early stopping"
@@ -174,7 +173,7 @@ def check_peak(search, check_fn, check_retries=3):
         if busy:   # someone else's work, not the target, may have sunk them
             search.note += (f"; other processes were busy during check {', '.join(busy)} (checks[].other_load):"
                             " run it again on a quiet machine")
-    search.queries = learned["queries"]
+    search.queries = queries
 
 
 def _run_record(qps, verdict, reason, summary, **extra):
