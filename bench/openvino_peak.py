@@ -64,21 +64,21 @@ from mlperf_bert.sut import QaInference, run_on_instances
 REPO = Path(__file__).resolve().parent.parent
 
 
-def again_under_the_backend(argv):
+def again_under_the_backend(argv, module="bench.openvino_peak"):
     """Run this script again with the OpenVINO backend's interpreter and site folder, and NNCF's (for the int8
     model), as mlrun builds them: both are layers over the same venv."""
     paths = []
     for query in ("get backend openvino", "get nncf"):
         plan = subprocess.run([str(REPO / "bin" / "mlrun"), query, "--json"], capture_output=True, text=True)
         if plan.returncode != 0:
-            sys.exit(f"bench.openvino_peak: `bin/mlrun \"{query}\"` failed (exit {plan.returncode}):\n"
+            sys.exit(f"{module}: `bin/mlrun \"{query}\"` failed (exit {plan.returncode}):\n"
                      + plan.stderr[-2000:])
         result = json.loads(plan.stdout)
         paths.append(result["exports"]["PYTHONPATH"])
     venv = next(step["path"] for step in result["steps"] if step["recipe"] == "get-python-venv")
     python = os.path.join(venv, "bin", "python")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([*paths, str(REPO)]))
-    os.execve(python, [python, "-m", "bench.openvino_peak", *argv], env)
+    os.execve(python, [python, "-m", module, *argv], env)
 
 
 def nncf_int8(model, features, timed, cache, seed):

@@ -137,6 +137,19 @@ def measure(cores, shape, seconds):
     return [np.asarray(ends) - started for ends in ends_per_core], steal
 
 
+def load_saved(path):
+    """(cores, shape, seconds, each core's run ends, steal ticks or None) from a --save file; ValueError if it
+    is not one."""
+    try:
+        saved = np.load(path)
+        cores, shape, seconds = list(saved["cores"]), tuple(saved["shape"]), float(saved["seconds"])
+        ends_per_core = [saved[f"core_{n}"] for n in range(len(cores))]
+        steal = None if int(saved["steal"]) < 0 else int(saved["steal"])
+    except (OSError, ValueError, KeyError) as e:   # missing, unreadable, or not one of --save's files
+        raise ValueError(f"cannot read saved run times ({e}); write them with --save FILE.npz") from None
+    return cores, shape, seconds, ends_per_core, steal
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=600.0, help="how long (Server's minimum run: 600 s)")
@@ -154,12 +167,9 @@ def main(argv=None):
         parser.error(f"--loads: fractions such as 0.6,0.7, not {args.loads!r}")
     if args.load:
         try:
-            saved = np.load(args.load)
-            cores, shape, seconds = list(saved["cores"]), tuple(saved["shape"]), float(saved["seconds"])
-            ends_per_core = [saved[f"core_{n}"] for n in range(len(cores))]
-            steal = None if int(saved["steal"]) < 0 else int(saved["steal"])
-        except (OSError, ValueError, KeyError) as e:   # missing, unreadable, or not one of --save's files
-            parser.error(f"--load {args.load}: cannot read saved run times ({e}); write them with --save FILE.npz")
+            cores, shape, seconds, ends_per_core, steal = load_saved(args.load)
+        except ValueError as e:
+            parser.error(f"--load {args.load}: {e}")
     else:
         cores, shape, seconds = parallelism.available_cores(), tuple(int(v) for v in args.shape.split(",")), args.seconds
     print(f"{len(cores)} cores {list(cores)}, each running MatMul {shape[0]}x{shape[1]} by {shape[1]}x{shape[2]} "

@@ -317,7 +317,9 @@ def run(args):
     user_conf = run_dir / "user.conf"
     _write_text(user_conf, "\n".join(conf_lines) + "\n")
 
-    sut = LoadGenSut(inference, total, total, workers, views, pins)
+    # Server's latency tail: where each sample's time in the SUT went (queue or run), said beside LoadGen's
+    sut = LoadGenSut(inference, total, total, workers, views, pins,
+                     timed=args.scenario == "Server" and args.mode == "performance")
     try:
         with machine_load.OtherLoad() as other_load:   # how quiet the machine was while LoadGen measured
             _start_test(sut, args, user_conf, run_dir, total)
@@ -345,6 +347,7 @@ def run(args):
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available),
         "other_load": other_load.record(),
+        "sut_times": sut.times.record() if sut.times else None,
     }
     summary["random_weights"] = args.random_weights
     summary[args.backend] = inference.backend.describe()
@@ -891,6 +894,8 @@ def format_summary(summary):
         lines.append(f"  {name}: {value:.3f}")
     if loadgen["latency_ms"] and summary["scenario"] != "Offline":  # Offline latencies mean nothing
         lines.append("  latency (ms): " + ", ".join(f"{pct} {ms:.2f}" for pct, ms in loadgen["latency_ms"].items()))
+    if times := summary.get("sut_times"):
+        lines.append("  " + sut_times_line(times))
     if summary.get("error"):
         lines.append("  result: FAILED (the error follows)")
     elif summary["mode"] == "performance":
@@ -914,6 +919,15 @@ def format_summary(summary):
     lines += ["  " + line for line in how_lines(summary)]
     lines.append(f"  logs: {summary['run_dir']}")
     return "\n".join(lines)
+
+
+def sut_times_line(times):
+    """Where Server's latency went inside the SUT: the queue or the run, and which of them made its slowest 1%."""
+    waited, ran, slowest = times["waited_ms"], times["ran_ms"], times["slowest_1pct"]
+    return (f"in the SUT (ms): waited for a worker p50 {waited['p50']:.1f}, p99 {waited['p99']:.1f}; ran p50 "
+            f"{ran['p50']:.1f}, p99 {ran['p99']:.1f}, max {ran['max']:.1f}; its slowest 1% waited "
+            f"{slowest['waited_share']:.0%} of their time and ran {slowest['ran_ms_mean']:.1f} ms on average "
+            f"(mean length {slowest['mean_length']:.0f} tokens, all {times['mean_length']:.0f})")
 
 
 def how_lines(summary):

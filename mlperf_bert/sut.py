@@ -12,6 +12,7 @@ import copy
 import math
 import queue
 import threading
+import time
 
 import numpy as np
 
@@ -148,6 +149,50 @@ def on_each(views, pins, work):
         raise errors[0]
 
 
+class QueryTimes:
+    """Where each sample's time inside the SUT went: waiting in the queue for a worker, and running (its batch's
+    call, from the end of the worker's previous batch of the same query, or from when the worker took it). For
+    Server, whose p99 bound a tail of either can break: the cure differs (a lower target or another layout for
+    waits, a faster model for long runs). LoadGen's latency also holds its own time before and after the SUT."""
+
+    def __init__(self, lengths):
+        self.lengths = lengths
+        self.issued = {}   # sample id -> perf_counter when LoadGen handed it over
+        self.rows = []     # (waited s, ran s, sample index); list.append is atomic under the GIL
+
+    def issue(self, samples):
+        now = time.perf_counter()
+        for sample_id, _ in samples:
+            self.issued[sample_id] = now
+
+    def done(self, samples, started, ended):
+        for sample_id, index in samples:
+            self.rows.append((started - self.issued.pop(sample_id, started), ended - started, index))
+
+    def record(self):
+        """Percentiles in ms of waited, ran and both; and the slowest 1% (by both): the share of their time spent
+        waiting, and their mean real length beside all samples'."""
+        if not self.rows:
+            return None
+        rows = np.array(self.rows)
+        waited, ran = rows[:, 0] * 1e3, rows[:, 1] * 1e3
+        both = waited + ran
+        lengths = self.lengths[rows[:, 2].astype(int)]
+        slowest = np.argsort(both)[-max(1, len(rows) // 100):]
+        share = float(waited[slowest].sum() / max(both[slowest].sum(), 1e-9))
+
+        def percentiles(values):
+            return {name: round(float(np.percentile(values, q)), 2)
+                    for name, q in (("p50", 50), ("p90", 90), ("p99", 99), ("max", 100))}
+        return {"samples": len(rows), "waited_ms": percentiles(waited), "ran_ms": percentiles(ran),
+                "in_sut_ms": percentiles(both),
+                "slowest_1pct": {"samples": len(slowest),
+                                 "waited_share": round(share, 3),
+                                 "ran_ms_mean": round(float(ran[slowest].mean()), 2),
+                                 "mean_length": round(float(lengths[slowest].mean()), 1)},
+                "mean_length": round(float(lengths.mean()), 1)}
+
+
 class LoadGenSut:
     """A LoadGen QSL and SUT whose queries are queued to `workers` worker threads (default one).
 
@@ -157,10 +202,11 @@ class LoadGenSut:
     empty, so LoadGen ends the test instead of waiting forever.
     """
 
-    def __init__(self, inference, total_count, performance_count, workers=1, views=None, pins=None):
+    def __init__(self, inference, total_count, performance_count, workers=1, views=None, pins=None, timed=False):
         import mlperf_loadgen as lg  # here: QaInference alone (bench/harness.py) runs without LoadGen
         self._lg = lg
         self.inference = inference
+        self.times = QueryTimes(inference.lengths) if timed else None   # timed: where each sample's time went
         self.completed = 0
         self.error = None
         self._lock = threading.Lock()
@@ -177,6 +223,8 @@ class LoadGenSut:
 
     def _issue(self, query_samples):
         samples = [(sample.id, sample.index) for sample in query_samples]
+        if self.times:
+            self.times.issue(samples)
         for chunk in self.inference.chunks(samples, len(self._workers), index=lambda sample: sample[1]):
             self._queue.put(chunk)
 
@@ -188,6 +236,7 @@ class LoadGenSut:
         inference = self._views[number]
         while (samples := self._queue.get()) is not None:
             pending = dict(enumerate(samples))  # position -> (sample id, index), not yet completed
+            started = time.perf_counter()
             if self.error is None:
                 try:
                     for batch in inference.responses([index for _, index in samples]):
@@ -195,6 +244,10 @@ class LoadGenSut:
                         lg.QuerySamplesComplete([lg.QuerySampleResponse(samples[position][0], response.ctypes.data,
                                                                         response.nbytes)
                                                  for position, response in batch])
+                        if self.times:
+                            ended = time.perf_counter()
+                            self.times.done([samples[position] for position, _ in batch], started, ended)
+                            started = ended
                         for position, _ in batch:
                             del pending[position]
                         with self._lock:

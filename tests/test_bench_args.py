@@ -15,7 +15,8 @@ def _bench(*args, env=None):
                           env=env)
 
 
-@pytest.mark.parametrize("script", ["bench.openvino_peak", "bench.machine_peak", "bench.quantized"])
+@pytest.mark.parametrize("script", ["bench.openvino_peak", "bench.machine_peak", "bench.quantized",
+                                    "bench.server_ceiling"])
 @pytest.mark.parametrize("flags, said", [
     (["--samples", "0"], "--samples: must be 1 to 10833, not 0"),              # was: ZeroDivisionError
     (["--samples", "-3"], "--samples: must be 1 to 10833, not -3"),            # was: numpy's negative dimensions

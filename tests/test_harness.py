@@ -350,6 +350,38 @@ def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
         assert abs(summary["settings"]["target_qps"] - rate["samples_per_second"] * margin) < 0.002
     else:
         assert summary["rate_pass"] is None
+    # Server: where each sample's time in the SUT went (waiting for a worker, running), beside LoadGen's latency
+    times = summary["sut_times"]
+    if scenario == "Server":
+        assert times["samples"] == summary["samples_completed"], times
+        for part in ("waited_ms", "ran_ms", "in_sut_ms"):
+            assert 0 <= times[part]["p50"] <= times[part]["p99"] <= times[part]["max"], times
+        assert times["ran_ms"]["p50"] > 0 and 0 <= times["slowest_1pct"]["waited_share"] <= 1, times
+        # LoadGen's latency of a sample holds its time in the SUT, and so its percentiles hold the SUT's
+        for pct in ("p50", "p99"):
+            assert times["in_sut_ms"][pct] <= summary["loadgen"]["latency_ms"][pct] + 0.5, (times, summary["loadgen"])
+        assert "  in the SUT (ms): waited for a worker p50 " in result.stdout and "its slowest 1% waited " in \
+            result.stdout, result.stdout
+    else:
+        assert times is None and "in the SUT" not in result.stdout
+
+
+def test_query_times_say_how_long_each_sample_waited_and_ran():
+    from mlperf_bert.sut import QueryTimes
+    times = QueryTimes(np.array([100, 384, 50]))
+    times.issued = {1: 0.0, 2: 0.0}   # two samples handed over at 0 s
+    times.done([(1, 0)], 0.0, 0.010)    # the first ran at once for 10 ms
+    times.done([(2, 1)], 0.010, 0.090)  # the second waited for it, then ran 80 ms
+    assert times.rows == [(0.0, 0.010, 0), (0.010, 0.080, 1)] and not times.issued
+    record = times.record()
+    assert record["samples"] == 2 and record["ran_ms"]["max"] == 80.0 and record["waited_ms"]["max"] == 10.0
+    assert record["in_sut_ms"]["max"] == 90.0 and record["mean_length"] == 242.0
+    # its slowest 1% (at least one sample): the second, 10 of its 90 ms waiting, 384 tokens
+    assert record["slowest_1pct"] == {"samples": 1, "waited_share": 0.111, "ran_ms_mean": 80.0, "mean_length": 384.0}
+    assert harness.sut_times_line(record) == (
+        "in the SUT (ms): waited for a worker p50 5.0, p99 9.9; ran p50 45.0, p99 79.3, max 80.0; its slowest 1% "
+        "waited 11% of their time and ran 80.0 ms on average (mean length 384 tokens, all 242)")
+    assert QueryTimes(np.array([1])).record() is None
 
 
 def test_a_model_that_cannot_be_made_dynamic_runs_at_384_and_says_so(files, tmp_path):

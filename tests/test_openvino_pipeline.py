@@ -335,6 +335,25 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
         "of the counted time: the weight products ") == len(profiled), out
 
 
+@pytest.mark.slow
+def test_the_server_ceiling_bench_runs_openvino_under_the_backend(ov, accuracy_run, tmp_path):
+    """bench/server_ceiling.py --backend openvino from the repo's venv runs again under the backend's interpreter,
+    as bench.openvino_peak does, and times OpenVINO's streams in both Server layouts."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
+    env["MLRUN_CACHE"] = str(ov.root / "cache")
+    result = subprocess.run([sys.executable, "-m", "bench.server_ceiling", "--backend", "openvino", "--layers", "1",
+                             "--hidden", "32", "--heads", "2", "--samples", "4", "--repeats", "1", "--seconds", "10",
+                             "--loads", "0.5", "--scratch", str(tmp_path / "scratch")],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.startswith("openvino fp32, BERT 1 layers x 32 x 2 heads"), out
+    assert "one instance on all cores (1 x " in out and "  one instance on all cores: highest target holding " in out
+
+
 def test_the_question_answering_app_runs_on_openvino_too(ov, accuracy_run, tmp_path):
     """app bert qa _openvino answers as onnxruntime does on the same model (fp32), and records the precision;
     --precision=bf16 is OpenVINO's (said before anything runs elsewhere)."""

@@ -1,0 +1,84 @@
+"""bench/server_ceiling.py: the highest Server target a model's measured service times allow on a steady machine
+(its fit, its queue model and bisection, and a smoke run on a tiny model)."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bench import server_ceiling, steadiness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_fit_gives_back_a_quadratic_time_of_the_length():
+    lengths = np.array([20, 60, 100, 180, 260, 384])
+    seconds = 0.002 + 1e-4 * lengths + 2e-7 * lengths ** 2
+    t, residual = server_ceiling.fit(lengths, seconds)
+    assert residual < 1e-9
+    assert t(384) == pytest.approx(0.002 + 0.0384 + 2e-7 * 384 ** 2)
+    assert t(np.array([0]))[0] == pytest.approx(0.002)
+
+
+def test_the_highest_target_holds_the_bound_and_a_step_more_does_not():
+    times = np.full(1000, 0.040)   # every query 40 ms: one worker serves 25/s flat out
+    queries = server_ceiling.Queries(times, most_qps=25, seconds=600, seed=0)
+    ceiling = server_ceiling.highest_qps(queries, offline=25, workers=1)
+    assert 0 < ceiling < 25
+    assert queries.p99(ceiling, 1) <= steadiness.BOUND_S < queries.p99(ceiling + 0.1, 1)
+    # exponential times (M/M/1): the time in the system is exponential with rate mu - lambda, so its p99 is
+    # ln(100) / (25 - 12.5) = 368 ms at half the load of 40-ms queries
+    exponential = server_ceiling.Queries(np.random.default_rng(5).exponential(0.040, 200000), 25, 3600, seed=2)
+    assert exponential.p99(12.5, 1) == pytest.approx(np.log(100) / 12.5, rel=0.06)
+    # the same Offline rate from two workers of twice the time each (one instance per core, each half as fast):
+    # each query takes 80 ms of the 130, so less waiting fits and the ceiling is lower
+    slow = server_ceiling.Queries(times * 2, most_qps=25, seconds=600, seed=0)
+    assert 0 < server_ceiling.highest_qps(slow, offline=25, workers=2) < ceiling
+    # a query longer than the bound on its own: no target holds it
+    assert server_ceiling.highest_qps(server_ceiling.Queries(np.full(10, 0.2), 5, 60, 0), 5, 1) == 0.0
+
+
+def test_measured_speeds_from_a_steadiness_file_cost_what_their_slow_spell_costs(tmp_path):
+    steady = [0.01 * n for n in range(60001)]   # 10-ms runs for 600 s
+    spell = [0.01 * n for n in range(10001)] + [100 + 0.04 * n for n in range(1, 2501)] + \
+        [200 + 0.01 * n for n in range(1, 40001)]   # 100 s at a quarter of the speed
+    path = tmp_path / "speeds.npz"
+    np.savez(path, cores=[0, 1], shape=(177, 768, 3072), seconds=600.0, steal=-1,
+             core_0=np.array(steady), core_1=np.array(spell))
+    times = np.full(1000, 0.030)
+    queries = server_ceiling.Queries(times, most_qps=60, seconds=600, seed=1)
+    per_core = server_ceiling.speeds(str(path), 2)
+    assert queries.p99(30, 2) < 0.1 < queries.p99(30, 2, per_core)
+    together = server_ceiling.speeds(str(path), 1)   # one worker: both cores' runs as one
+    assert together[0].mean == pytest.approx(600 / (60000 + 60000 - 7500), rel=0.01)
+    assert server_ceiling.speeds(str(path), 4) is None   # more instances than the file has cores
+
+
+@pytest.mark.parametrize("flags, said", [
+    (["--precision", "bf16"], "--precision bf16: onnxruntime runs fp32, int8"),
+    (["--loads", "0.5,lots"], "--loads: fractions such as 0.6,0.7, not '0.5,lots'"),
+    (["--speeds", "/nonexistent/speeds.npz"], "--speeds /nonexistent/speeds.npz: cannot read saved run times"),
+    (["--seconds", "0"], "--seconds: must be at least 1, not 0"),
+])
+def test_its_arguments_are_checked_before_anything_runs(flags, said):
+    result = subprocess.run([sys.executable, "-m", "bench.server_ceiling", *flags], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2 and said in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_smoke_run_on_a_tiny_model_prints_both_layouts_and_their_ceilings(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "bench.server_ceiling", "--layers", "1", "--hidden", "32",
+                             "--heads", "2", "--samples", "6", "--repeats", "1", "--seconds", "20",
+                             "--loads", "0.5,0.9", "--scratch", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.startswith("onnxruntime fp32, BERT 1 layers x 32 x 2 heads (random weights); 6 samples timed, "), out
+    layouts = ["one instance on all cores"] + (["one instance per core"] if len(os.sched_getaffinity(0)) > 1 else [])
+    for name in layouts:
+        assert f"{name} (" in out and "a sample of 384 tokens " in out and "samples/s one sample per call" in out, out
+        assert f"  {name}, 50% of its Offline (" in out and f"  {name}, 90% of its Offline (" in out, out
+        assert f"  {name}: highest target holding the bound " in out and "of the faster layout's (" in out, out
