@@ -123,6 +123,8 @@ def choose(scenario, cores=None, *, instances=None, threads=None, spin=None, ser
         rule_instances, rule = 1, f"{scenario}: one instance on all {count} cores (latency)"
     elif scenario == "Offline":
         rule_instances, rule = count, f"Offline: one instance per core ({count})"
+    elif server_slowest_s is None and instances:   # the harness estimates only where the rule chooses
+        rule_instances, rule = instances, "Server: --instances given, so the rule's estimate was not made"
     elif server_slowest_s is not None and latency_bound_s \
             and server_slowest_s * count <= SERVER_BOUND_SHARE * latency_bound_s:
         rule_instances = count

@@ -88,6 +88,11 @@ def test_overrides_win_and_are_recorded():
     alone = parallelism.choose("Offline", cores, spin=True)
     assert alone.spin is False and alone.record()["overridden"] == ["spin"]
     assert alone.rule.endswith("; --spin does nothing with 1 thread per instance: no pool threads to spin")
+    # Server with --instances: the harness makes no estimate, and the rule says so (it said "one instance on all 2
+    # cores (latency first: not measured)" beside a run of 2 instances)
+    given = parallelism.choose("Server", [0, 1], instances=2, threads=1)
+    assert (given.instances, given.threads, given.overridden) == (2, 1, ("instances", "threads"))
+    assert given.rule == "Server: --instances given, so the rule's estimate was not made"
     eight = parallelism.choose("Offline", cores, instances=8)
     assert eight.cores == () and eight.record()["available"] == 4  # oversubscribed: not pinned, and said so
     assert session_config(2, False, (2, 3)) == {"session.intra_op.allow_spinning": "0",
