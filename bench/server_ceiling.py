@@ -16,10 +16,11 @@ target can go below Offline's rate is a matter of queueing as much as of speed. 
    its square) gives each of the dev set's 10,833 features its time.
 2. Offline per layout, one sample per call: cores / mean t (one per core) or 1 / mean t (all cores).
 3. Server on a steady machine: Poisson queries over --seconds, each a feature drawn at random, served first come,
-   first served from one queue by one worker per instance (as mlperf_bert.sut serves them;
-   bench.steadiness.server_latencies), the same queries (seeded) at every load: the p99 at --loads x the layout's
-   Offline, and the highest target whose p99 holds the bound (bisection to 0.1 QPS), as a share of the faster
-   layout's Offline. The p99 only grows with the load for the same queries, so the bisection is well defined.
+   first served from one queue by one worker per instance (as mlperf_bert.sut serves them; mlperf_bert.queueing,
+   which a Server run also uses to say its own), the same queries (seeded) at every load: the p99 at --loads x the
+   layout's Offline, and the highest target whose p99 holds the bound (bisection to 0.1% of the layout's Offline),
+   as a share of the faster layout's Offline. The p99 only grows with the load for the same queries, so the
+   bisection is well defined.
    With --speeds FILE.npz (written by `python -m bench.steadiness --save`), the same queries again at the speeds
    that machine's cores ran at (bench.steadiness.MeasuredCore; all cores' runs together for the one instance on
    all cores): what its slow spells cost.
@@ -36,9 +37,10 @@ import numpy as np
 
 from bench.harness import _between, fixed_model, model_args, quietly, sample_features
 from bench.machine_peak import quantized
-from bench.steadiness import BOUND_S, MeasuredCore, server_latencies
+from bench.steadiness import BOUND_S, MeasuredCore
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
+from mlperf_bert.queueing import Queries, fit, highest_qps
 from mlperf_bert.sut import QaInference, on_each
 
 PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "int8", "bf16", "int8-bf16")}
@@ -91,44 +93,6 @@ def service_times(views, pins, indices, repeats):
     for _ in range(repeats):
         each_once(lambda index, took: seconds[index].append(took))
     return {index: float(np.median(took)) for index, took in seconds.items()}
-
-
-def fit(lengths, seconds):
-    """(t(L) as a function, the fit's relative RMS residual): least squares of a + b L + c L^2."""
-    coefficients = np.polyfit(lengths, seconds, 2)
-    predicted = np.polyval(coefficients, lengths)
-    residual = float(np.sqrt(np.mean((predicted - seconds) ** 2)) / np.mean(seconds))
-    return (lambda length: np.maximum(np.polyval(coefficients, length), 1e-6)), residual
-
-
-class Queries:
-    """Poisson queries over `seconds`, each a feature drawn at random, the same draws at every rate: unit
-    exponential gaps divided by the rate."""
-
-    def __init__(self, times, most_qps, seconds, seed):
-        rng = np.random.default_rng(seed)
-        count = int(most_qps * seconds * 1.2) + 100
-        self.gaps = rng.exponential(1.0, count)
-        self.times = times[rng.integers(0, len(times), count)]
-        self.seconds = seconds
-
-    def p99(self, qps, workers, cores=None):
-        arrivals = np.cumsum(self.gaps / qps)
-        kept = arrivals < self.seconds
-        mean = float(self.times.mean())
-        latencies = server_latencies(arrivals[kept], self.times[kept] / mean, mean, cores or [None] * workers)
-        return float(np.percentile(latencies, 99))
-
-
-def highest_qps(queries, offline, workers, cores=None, step=0.1):
-    """The highest target (to `step` QPS) whose p99 holds the bound, between 0 and the layout's Offline rate."""
-    low, high = 0.0, offline
-    if queries.p99(step, workers, cores) > BOUND_S:
-        return 0.0
-    while high - low > step:
-        middle = (low + high) / 2
-        low, high = (middle, high) if queries.p99(middle, workers, cores) <= BOUND_S else (low, middle)
-    return low
 
 
 def speeds(path, workers):
@@ -201,7 +165,7 @@ def main(argv=None):
         contenders = layouts(args.backend, args.precision, path, features, plan, cores)
     for name, (views, pins) in contenders.items():
         seconds = service_times(views, pins, timed, args.repeats)
-        t, residual = fit(lengths[timed], np.array([seconds[i] for i in timed]))
+        t, residual, _ = fit(lengths[timed], np.array([seconds[i] for i in timed]))
         times = t(lengths)
         offline = len(views) / times.mean()
         found[name] = (times, offline, len(views))
@@ -224,11 +188,11 @@ def main(argv=None):
             if measured:
                 line += f", {queries.p99(load * offline, workers, measured) * 1e3:.0f} ms at the measured speeds"
             print(line)
-        ceiling = highest_qps(queries, offline, workers)
+        ceiling = highest_qps(queries, offline, workers, BOUND_S)
         line = f"  {name}: highest target holding the bound {ceiling:.1f} QPS, {ceiling / offline:.1%} of its " \
                f"Offline, {ceiling / best_offline:.1%} of the faster layout's ({best_offline:.2f} samples/s)"
         if measured:
-            at_speeds = highest_qps(queries, offline, workers, measured)
+            at_speeds = highest_qps(queries, offline, workers, BOUND_S, measured)
             line += f"; at the measured speeds {at_speeds:.1f} QPS ({at_speeds / best_offline:.1%})"
         print(line)
 

@@ -32,6 +32,7 @@ import numpy as np
 
 from bench import machine_peak
 from mlperf_bert import machine_load, parallelism
+from mlperf_bert.queueing import server_latencies
 
 BOUND_S = 0.130   # BERT Server's p99 latency bound
 
@@ -85,20 +86,6 @@ class MeasuredCore:
         if target > self.runs[-1]:
             return self.ends[-1] + (target - self.runs[-1]) * self.mean
         return float(np.interp(target, self.runs, self.ends))
-
-
-def server_latencies(arrivals, sizes, service_s, cores):
-    """Latency (s) of each query of a Server SUT: one worker per core taking queries first come, first served
-    from one queue (as mlperf_bert.sut does). A query of size s is s * service_s of work at the mean speed:
-    that long on a steady core (None), on a MeasuredCore s * service_s / its mean run time runs' worth."""
-    free = [0.0] * len(cores)
-    latencies = np.empty(len(arrivals))
-    for n, (arrival, size) in enumerate(zip(arrivals, sizes)):
-        worker = min(range(len(free)), key=free.__getitem__)
-        start, core = max(arrival, free[worker]), cores[worker]
-        free[worker] = start + size * service_s if core is None else core.finish(start, size * service_s / core.mean)
-        latencies[n] = free[worker] - arrival
-    return latencies
 
 
 def server_p99(load, seconds, service_s, cores, size_cv, seed=0):

@@ -24,7 +24,7 @@ import mlperf_loadgen as lg
 from engine.errors import MlrunError, StepError, UsageError
 from engine.oserrors import explain
 from mlperf_bert import (accuracy, batching, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
-                         seq_plan, squad_features, warmup)
+                         queueing, seq_plan, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, on_each, run_on_instances
 from mlperf_bert.user_conf import check as check_user_conf, conflicts as conf_conflicts, values_set as conf_values_set
 
@@ -347,7 +347,7 @@ def run(args):
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
         "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available),
         "other_load": other_load.record(),
-        "sut_times": sut.times.record() if sut.times else None,
+        "sut_times": _sut_times(sut, args, total, workers),
     }
     summary["random_weights"] = args.random_weights
     summary[args.backend] = inference.backend.describe()
@@ -896,6 +896,8 @@ def format_summary(summary):
         lines.append("  latency (ms): " + ", ".join(f"{pct} {ms:.2f}" for pct, ms in loadgen["latency_ms"].items()))
     if times := summary.get("sut_times"):
         lines.append("  " + sut_times_line(times))
+        if ceiling := times.get("steady_ceiling"):
+            lines.append("  " + steady_ceiling_line(ceiling, (summary.get("settings") or {}).get("target_qps")))
     if summary.get("error"):
         lines.append("  result: FAILED (the error follows)")
     elif summary["mode"] == "performance":
@@ -921,6 +923,18 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
+def _sut_times(sut, args, total, workers):
+    """Where a Server run's samples spent their time in the SUT (mlperf_bert.sut.QueryTimes), and what its own run
+    times allow on a machine that never slows down: its workers serving the loaded samples first come, first
+    served (mlperf_bert.queueing; about half a second)."""
+    times = sut.times.record() if sut.times else None
+    if times:
+        bound_ms = server_bound_ms(args)
+        ceiling = queueing.steady_ceiling(sut.times.rows, sut.times.lengths, range(total), workers, bound_ms / 1000)
+        times["steady_ceiling"] = ceiling and {**ceiling, "bound_ms": bound_ms, "workers": workers}
+    return times
+
+
 def sut_times_line(times):
     """Where Server's latency went inside the SUT: the queue or the run, and which of them made its slowest 1%."""
     waited, ran, slowest = times["waited_ms"], times["ran_ms"], times["slowest_1pct"]
@@ -928,6 +942,15 @@ def sut_times_line(times):
             f"{ran['p50']:.1f}, p99 {ran['p99']:.1f}, max {ran['max']:.1f}; its slowest 1% waited "
             f"{slowest['waited_share']:.0%} of their time and ran {slowest['ran_ms_mean']:.1f} ms on average "
             f"(mean length {slowest['mean_length']:.0f} tokens, all {times['mean_length']:.0f})")
+
+
+def steady_ceiling_line(ceiling, target):
+    """What the run's own run times allow on a steady machine: how far its target could go by queueing alone."""
+    held = (f"would hold the {ceiling['bound_ms']:g} ms bound to {ceiling['qps']:.3f} QPS"
+            if ceiling["qps"] else f"would hold the {ceiling['bound_ms']:g} ms bound at no target")
+    return (f"queueing: with these run times, a machine that never slowed down {held} ({ceiling['workers']} "
+            f"worker(s) first come, first served, {ceiling['capacity_qps']:.3f} samples/s flat out"
+            + (f"; this run's target {target:g}" if isinstance(target, (int, float)) else "") + ")")
 
 
 def how_lines(summary):

@@ -362,6 +362,11 @@ def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
             assert times["in_sut_ms"][pct] <= summary["loadgen"]["latency_ms"][pct] + 0.5, (times, summary["loadgen"])
         assert "  in the SUT (ms): waited for a worker p50 " in result.stdout and "its slowest 1% waited " in \
             result.stdout, result.stdout
+        # what its own run times allow on a steady machine (200 QPS over 0.3 s: enough samples, of enough lengths)
+        ceiling = times["steady_ceiling"]
+        assert 0 < ceiling["qps"] <= ceiling["capacity_qps"] and ceiling["bound_ms"] == 130, ceiling
+        assert ceiling["workers"] == summary["workers"] and "  queueing: with these run times, a machine " in \
+            result.stdout, result.stdout
     else:
         assert times is None and "in the SUT" not in result.stdout
 
