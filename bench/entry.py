@@ -1,5 +1,6 @@
 """How a bench script ends: its figures printed, or one error line and its hint with mlrun's exit code
-(a usage error is 2), never a traceback for what the person can fix; Ctrl-C says so and exits 130."""
+(a usage error is 2, as is this machine refusing the request: a step's 78 is mlrun's 2), never a traceback for
+what the person can fix; Ctrl-C says so and exits 130."""
 import sys
 
 from engine.errors import MlrunError
@@ -15,5 +16,6 @@ def run(main):
         print(f"error: {error.message}", file=sys.stderr)
         if error.hint:
             print(f"hint: {error.hint}", file=sys.stderr)
-        code = error.exit_code
+        # sysexits' EX_CONFIG (bf16 asked of a CPU without it): mlrun's runner makes it 2, and so does a bench
+        code = 2 if error.exit_code == 78 else error.exit_code
     sys.exit(code or 0)

@@ -106,3 +106,8 @@ def test_a_bench_script_s_usage_error_is_one_line_and_exit_2():
                              "def main():\n    raise UsageError('--x needs y', hint='give y')\nrun(main)"],
                             capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert (result.returncode, result.stderr) == (2, "error: --x needs y\nhint: give y\n")
+    # this machine refusing the request (OpenVINO's CpuCannot, a step's 78) is mlrun's 2 here too, not 78
+    refused = subprocess.run([sys.executable, "-c", "from bench.entry import run\nfrom engine.errors import MlrunError\n"
+                              "def main():\n    raise MlrunError('no bf16 here', hint='fp32', exit_code=78)\nrun(main)"],
+                             capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert (refused.returncode, refused.stderr) == (2, "error: no bf16 here\nhint: fp32\n")
