@@ -95,10 +95,10 @@ def service_times(views, pins, indices, repeats):
     return {index: float(np.median(took)) for index, took in seconds.items()}
 
 
-def speeds(path, workers):
-    """MeasuredCores from a bench.steadiness --save file: one per core, or all cores' runs as one."""
-    from bench.steadiness import load_saved
-    cores, _, _, ends_per_core, _ = load_saved(path)
+def speeds(saved, workers):
+    """MeasuredCores from a bench.steadiness --save file (its load_saved tuple): one per core, or all cores' runs
+    as one; None where it has fewer cores than workers."""
+    cores, _, _, ends_per_core, _ = saved
     if workers == 1:
         return [MeasuredCore(np.sort(np.concatenate([ends[1:] for ends in ends_per_core])))]
     if len(cores) < workers:
@@ -124,10 +124,11 @@ def main(argv=None):
         loads = [float(value) for value in args.loads.split(",")]
     except ValueError:
         parser.error(f"--loads: fractions such as 0.6,0.7, not {args.loads!r}")
+    saved = None
     if args.speeds:
         from bench.steadiness import load_saved
         try:
-            load_saved(args.speeds)
+            saved = load_saved(args.speeds)
         except ValueError as error:
             parser.error(f"--speeds {args.speeds}: {error}")
     if args.backend == "openvino":
@@ -165,7 +166,7 @@ def main(argv=None):
         contenders = layouts(args.backend, args.precision, path, features, plan, cores)
     for name, (views, pins) in contenders.items():
         seconds = service_times(views, pins, timed, args.repeats)
-        t, residual, _ = fit(lengths[timed], np.array([seconds[i] for i in timed]))
+        t, residual = fit(lengths[timed], np.array([seconds[i] for i in timed]))
         times = t(lengths)
         offline = len(views) / times.mean()
         found[name] = (times, offline, len(views))
@@ -179,7 +180,7 @@ def main(argv=None):
                                                                else ""))
     for name, (times, offline, workers) in found.items():
         queries = Queries(times, best_offline, args.seconds, args.seed)
-        measured = speeds(args.speeds, workers) if args.speeds else None
+        measured = speeds(saved, workers) if saved else None
         if args.speeds and measured is None:
             print(f"  {name}: {args.speeds} has fewer cores than its {workers} instances; steady machine only")
         for load in loads:

@@ -30,12 +30,12 @@ def server_latencies(arrivals, sizes, service_s, cores):
 
 
 def fit(lengths, seconds):
-    """(t(L) as a function, the fit's relative RMS residual, its coefficients): least squares of a + b L + c L^2
-    (the weight products grow with the length L, attention with its square)."""
+    """(t(L) as a function, the fit's relative RMS residual): least squares of a + b L + c L^2 (the weight products
+    grow with the length L, attention with its square)."""
     coefficients = np.polyfit(lengths, seconds, 2)
     predicted = np.polyval(coefficients, lengths)
     residual = float(np.sqrt(np.mean((predicted - seconds) ** 2)) / np.mean(seconds))
-    return (lambda length: np.maximum(np.polyval(coefficients, length), 1e-6)), residual, coefficients
+    return (lambda length: np.maximum(np.polyval(coefficients, length), 1e-6)), residual
 
 
 class Queries:
@@ -80,7 +80,7 @@ def steady_ceiling(rows, lengths, loaded, workers, bound_s, seed=0):
     ran_lengths = np.asarray(lengths)[[int(row[2]) for row in rows]]
     if len(ran) < MIN_SAMPLES or len(set(ran_lengths.tolist())) < MIN_LENGTHS:
         return None
-    t, residual, _ = fit(ran_lengths, ran)
+    t, residual = fit(ran_lengths, ran)
     times = t(np.asarray(lengths)[loaded])
     capacity = workers / float(times.mean())
     queries = Queries(times, capacity, SIMULATED_QUERIES / capacity, seed)

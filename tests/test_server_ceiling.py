@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_the_fit_gives_back_a_quadratic_time_of_the_length():
     lengths = np.array([20, 60, 100, 180, 260, 384])
     seconds = 0.002 + 1e-4 * lengths + 2e-7 * lengths ** 2
-    t, residual, _ = queueing.fit(lengths, seconds)
+    t, residual = queueing.fit(lengths, seconds)
     assert residual < 1e-9
     assert t(384) == pytest.approx(0.002 + 0.0384 + 2e-7 * 384 ** 2)
     assert t(np.array([0]))[0] == pytest.approx(0.002)
@@ -49,11 +49,12 @@ def test_measured_speeds_from_a_steadiness_file_cost_what_their_slow_spell_costs
              core_0=np.array(steady), core_1=np.array(spell))
     times = np.full(1000, 0.030)
     queries = queueing.Queries(times, most_qps=60, seconds=600, seed=1)
-    per_core = server_ceiling.speeds(str(path), 2)
+    saved = steadiness.load_saved(str(path))
+    per_core = server_ceiling.speeds(saved, 2)
     assert queries.p99(30, 2) < 0.1 < queries.p99(30, 2, per_core)
-    together = server_ceiling.speeds(str(path), 1)   # one worker: both cores' runs as one
+    together = server_ceiling.speeds(saved, 1)   # one worker: both cores' runs as one
     assert together[0].mean == pytest.approx(600 / (60000 + 60000 - 7500), rel=0.01)
-    assert server_ceiling.speeds(str(path), 4) is None   # more instances than the file has cores
+    assert server_ceiling.speeds(saved, 4) is None   # more instances than the file has cores
 
 
 @pytest.mark.parametrize("flags, said", [
