@@ -29,7 +29,6 @@ A steady machine is the best case: a real one dips (docs/performance.md, bench.s
 Server run meets its dips, so a VALID target is at most the steady ceiling. From an interpreter without openvino
 (the repo's .venv), --backend openvino runs itself again under the backend's interpreter, as bench.openvino_peak.
 """
-import queue
 import sys
 import time
 
@@ -41,7 +40,7 @@ from bench.steadiness import BOUND_S, MeasuredCore
 from mlperf_bert import parallelism, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.queueing import Queries, fit, highest_qps
-from mlperf_bert.sut import QaInference, on_each
+from mlperf_bert.sut import QaInference, on_each, on_each_item
 
 PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "int8", "bf16", "int8-bf16")}
 
@@ -67,31 +66,21 @@ def layouts(backend, precision, path, features, plan, cores):
 
 def service_times(views, pins, indices, repeats):
     """{index: median seconds of one call} with every instance busy at once, pulling samples from one queue."""
-    def each_once(record):
-        todo = queue.SimpleQueue()
-        for index in indices:
-            todo.put(index)
+    seconds = {index: [] for index in indices}
 
-        def work(view):
-            while True:
-                try:
-                    index = todo.get_nowait()
-                except queue.Empty:
-                    return
-                started = time.perf_counter()
-                for _ in view.responses([index]):
-                    pass
-                record(index, time.perf_counter() - started)
-        on_each(views, pins, work)
+    def timed(view, index):
+        started = time.perf_counter()
+        for _ in view.responses([index]):
+            pass
+        seconds[index].append(time.perf_counter() - started)
 
     def warm(view):   # every length once on every instance, untimed
         for _ in view.responses(list(indices)):
             pass
     for view, pin in zip(views, pins):
         on_each([view], [pin], warm)
-    seconds = {index: [] for index in indices}
     for _ in range(repeats):
-        each_once(lambda index, took: seconds[index].append(took))
+        on_each_item(views, pins, indices, timed)
     return {index: float(np.median(took)) for index, took in seconds.items()}
 
 

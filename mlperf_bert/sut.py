@@ -114,19 +114,27 @@ def run_on_instances(views, pins, indices):
         for _ in views[0].responses(list(indices)):
             pass
         return
-    chunks = queue.SimpleQueue()
-    for chunk in views[0].chunks(list(indices), len(views)):
-        chunks.put(chunk)
+    def run(view, chunk):
+        for _ in view.responses(chunk):
+            pass
+    on_each_item(views, pins, views[0].chunks(list(indices), len(views)), run)
 
-    def work(view):
+
+def on_each_item(views, pins, items, work):
+    """work(view, item) for each of items, every instance (in its pinned thread, as on_each) taking the next one
+    from one queue until none is left; raise the first error in the caller's thread."""
+    todo = queue.SimpleQueue()
+    for item in items:
+        todo.put(item)
+
+    def drain(view):
         while True:
             try:
-                chunk = chunks.get_nowait()
+                item = todo.get_nowait()
             except queue.Empty:
                 return
-            for _ in view.responses(chunk):
-                pass
-    on_each(views, pins, work)
+            work(view, item)
+    on_each(views, pins, drain)
 
 
 def on_each(views, pins, work):
