@@ -325,6 +325,7 @@ def run(args):
             _start_test(sut, args, user_conf, run_dir, total)
     finally:
         sut.close()
+    loadgen = loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available)
     summary = {
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,
@@ -345,9 +346,8 @@ def run(args):
         "warmup_qps": round(warmup_qps, 3), "shape_warm_up": shapes, "rate_pass": rate_pass, "settings": chosen,
         # what the user.conf set, apart: diff compares these whatever their type (a chosen target is a measurement)
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
-        "loadgen": loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available),
-        "other_load": other_load.record(),
-        "sut_times": _sut_times(sut, args, total, workers),
+        "loadgen": loadgen, "other_load": other_load.record(),
+        "sut_times": _sut_times(sut, args, total, workers, loadgen),
     }
     summary["random_weights"] = args.random_weights
     summary[args.backend] = inference.backend.describe()
@@ -923,14 +923,17 @@ def format_summary(summary):
     return "\n".join(lines)
 
 
-def _sut_times(sut, args, total, workers):
+def _sut_times(sut, args, total, workers, loadgen):
     """Where a Server run's samples spent their time in the SUT (mlperf_bert.sut.QueryTimes), and what its own run
     times allow on a machine that never slows down: its workers serving the loaded samples first come, first
-    served (mlperf_bert.queueing; about half a second)."""
+    served (mlperf_bert.queueing; about half a second), and on one slowed just enough to give the p99 LoadGen
+    measured (what --find-peak aims its next run by)."""
     times = sut.times.record() if sut.times else None
     if times:
-        bound_ms = server_bound_ms(args)
-        ceiling = queueing.steady_ceiling(sut.times.rows, sut.times.lengths, range(total), workers, bound_ms / 1000)
+        bound_ms, p99_ms = server_bound_ms(args), loadgen["latency_ms"].get("p99")
+        ceiling = queueing.steady_ceiling(sut.times.rows, sut.times.lengths, range(total), workers, bound_ms / 1000,
+                                          (loadgen["metric"].get("Scheduled samples per second"),
+                                           p99_ms and p99_ms / 1000))
         times["steady_ceiling"] = ceiling and {**ceiling, "bound_ms": bound_ms, "workers": workers}
     return times
 
@@ -950,7 +953,10 @@ def steady_ceiling_line(ceiling, target):
             if ceiling["qps"] else f"would hold the {ceiling['bound_ms']:g} ms bound at no target")
     return (f"queueing: with these run times, a machine that never slowed down {held} ({ceiling['workers']} "
             f"worker(s) first come, first served, {ceiling['capacity_qps']:.3f} samples/s flat out"
-            + (f"; this run's target {target:g}" if isinstance(target, (int, float)) else "") + ")")
+            + (f"; this run's target {target:g}" if isinstance(target, (int, float)) else "") + ")"
+            + (f"; one running every sample {matched['slower']:.3f}x slower, as this run's p99 says, to "
+               f"{matched['qps']:.3f} QPS"
+               if (matched := ceiling.get("matched")) else ""))
 
 
 def how_lines(summary):

@@ -50,32 +50,35 @@ class Queries:
         self.times = np.asarray(times, dtype=float)[rng.integers(0, len(times), count)]
         self.seconds = seconds
 
-    def p99(self, qps, workers, cores=None):
+    def p99(self, qps, workers, cores=None, slower=1.0):
+        """The p99 (s) at `qps`, every query's time `slower` times its drawn one."""
         arrivals = np.cumsum(self.gaps / qps)
         kept = arrivals < self.seconds
         kept[:MIN_QUERIES] = True   # a rate too low for `seconds` to hold any: still a p99 of something
         mean = float(self.times.mean())
-        latencies = server_latencies(arrivals[kept], self.times[kept] / mean, mean, cores or [None] * workers)
+        latencies = server_latencies(arrivals[kept], self.times[kept] / mean, mean * slower,
+                                     cores or [None] * workers)
         return float(np.percentile(latencies, 99))
 
 
-def highest_qps(queries, capacity, workers, bound_s, cores=None):
+def highest_qps(queries, capacity, workers, bound_s, cores=None, slower=1.0):
     """The highest target (to 0.1% of `capacity`, the workers' rate flat out) whose p99 holds bound_s; 0.0 if
     none does."""
     step = capacity / 1000
     low, high = 0.0, capacity
-    if queries.p99(step, workers, cores) > bound_s:
+    if queries.p99(step, workers, cores, slower) > bound_s:
         return 0.0
     while high - low > step:
         middle = (low + high) / 2
-        low, high = (middle, high) if queries.p99(middle, workers, cores) <= bound_s else (low, middle)
+        low, high = (middle, high) if queries.p99(middle, workers, cores, slower) <= bound_s else (low, middle)
     return low
 
 
-def steady_ceiling(rows, lengths, loaded, workers, bound_s, seed=0):
+def steady_ceiling(rows, lengths, loaded, workers, bound_s, measured=None, seed=0):
     """What a run's own samples say: {"qps", "capacity_qps", "fit_residual"} for a machine that never slows down,
     its `workers` serving queries drawn from the `loaded` samples (indices into `lengths`) at the times a fit of
-    the run's (ran seconds, sample index) rows gives their lengths; None with too few samples or lengths."""
+    the run's (ran seconds, sample index) rows gives their lengths; None with too few samples or lengths. With
+    `measured`, the run's (scheduled QPS, p99 s): "matched" too, matched_ceiling's."""
     ran = np.array([row[1] for row in rows], dtype=float)
     ran_lengths = np.asarray(lengths)[[int(row[2]) for row in rows]]
     if len(ran) < MIN_SAMPLES or len(set(ran_lengths.tolist())) < MIN_LENGTHS:
@@ -84,5 +87,25 @@ def steady_ceiling(rows, lengths, loaded, workers, bound_s, seed=0):
     times = t(np.asarray(lengths)[loaded])
     capacity = workers / float(times.mean())
     queries = Queries(times, capacity, SIMULATED_QUERIES / capacity, seed)
-    return {"qps": round(highest_qps(queries, capacity, workers, bound_s), 3),
-            "capacity_qps": round(capacity, 3), "fit_residual": round(residual, 3)}
+    ceiling = {"qps": round(highest_qps(queries, capacity, workers, bound_s), 3),
+               "capacity_qps": round(capacity, 3), "fit_residual": round(residual, 3)}
+    if measured:
+        ceiling["matched"] = matched_ceiling(queries, capacity, workers, bound_s, *measured)
+    return ceiling
+
+
+def matched_ceiling(queries, capacity, workers, bound_s, qps, p99_s):
+    """The target the queue model says holds bound_s on a machine slowed just enough to give the p99 measured at
+    `qps` (p99_s): {"slower": the factor on every run time, "qps"}; None where no factor gives it (the run was
+    overloaded: its p99 grew with its length, not the queue's steady state; or the machine beat the model).
+    A Server run's tail is the machine's dips as well as its queue: the steady ceiling overshot this Xeon's VALID
+    target by 25% (42.8 against 31.9 QPS), and matching a run's p99 is what --find-peak aims its next run by."""
+    if not qps or not p99_s or qps <= 0 or p99_s <= 0:
+        return None
+    low, high = 0.5, 0.98 * capacity / qps   # past `high` the queue grows without end at this rate
+    if high <= low or queries.p99(qps, workers, slower=low) > p99_s or queries.p99(qps, workers, slower=high) < p99_s:
+        return None
+    while high / low > 1.002:
+        middle = (low * high) ** 0.5
+        low, high = (middle, high) if queries.p99(qps, workers, slower=middle) <= p99_s else (low, middle)
+    return {"slower": round(low, 3), "qps": round(highest_qps(queries, capacity / low, workers, bound_s, slower=low), 3)}

@@ -115,3 +115,32 @@ def test_the_summary_says_the_steady_ceiling_beside_the_target():
         "(2 worker(s) first come, first served, 66.400 samples/s flat out; this run's target 33)")
     assert harness.steady_ceiling_line({**ceiling, "qps": 0.0}, None).endswith(
         "would hold the 130 ms bound at no target (2 worker(s) first come, first served, 66.400 samples/s flat out)")
+    matched = {**ceiling, "matched": {"slower": 1.1234, "qps": 31.5}}
+    assert harness.steady_ceiling_line(matched, 33.0).endswith(
+        "this run's target 33); one running every sample 1.123x slower, as this run's p99 says, to 31.500 QPS")
+
+
+def test_a_runs_p99_matched_gives_the_slowdown_back_and_an_overloaded_run_none():
+    """steady_ceiling(measured=(qps, p99)): the slowdown of every run time at which the queue model gives the p99
+    measured at that rate, and the target holding the bound at it (what --find-peak aims its next run by)."""
+    lengths = np.array([40, 80, 120, 160, 200, 240, 280, 320, 384] * 20)
+    times = 0.002 + 1e-4 * lengths
+    rows = [(0.0, float(t), n) for n, t in enumerate(times)]
+    steady = queueing.steady_ceiling(rows, lengths, range(len(lengths)), 2, 0.130)
+    assert "matched" not in steady
+    capacity = steady["capacity_qps"]
+    queries = queueing.Queries(times, capacity, queueing.SIMULATED_QUERIES / capacity)
+    rate = 0.6 * capacity
+    for slower in (0.8, 1.0, 1.25):
+        p99 = queries.p99(rate, 2, slower=slower)
+        matched = queueing.steady_ceiling(rows, lengths, range(len(lengths)), 2, 0.130, (rate, p99))["matched"]
+        assert matched["slower"] == pytest.approx(slower, rel=0.005)
+        assert matched["qps"] == pytest.approx(queueing.highest_qps(queries, capacity / slower, 2, 0.130,
+                                                                    slower=slower), rel=0.01)
+    slow, fast = (queueing.steady_ceiling(rows, lengths, range(len(lengths)), 2, 0.130, (rate, p99))["matched"]
+                  for p99 in (0.120, 0.060))
+    assert slow["qps"] < steady["qps"] < fast["qps"]   # a slower machine holds less than a steady one
+    # a p99 past what any slowdown gives at this rate without the queue growing all run, or below what half the
+    # run times give, a rate no half-as-long run times serve, or no p99 at all: no match
+    for measured in ((rate, 50.0), (rate, 1e-4), (rate, None), (None, 0.1), (2.5 * capacity, 0.5)):
+        assert queueing.steady_ceiling(rows, lengths, range(len(lengths)), 2, 0.130, measured)["matched"] is None

@@ -3,6 +3,7 @@
 Models are tiny random BERTs (2 layers, hidden 64); LoadGen runs are short and in subprocesses.
 """
 import json
+import math
 import os
 import subprocess
 import sys
@@ -427,6 +428,88 @@ def test_classify_reads_a_real_loadgen_summary(tmp_path):
     text = path.read_text().replace("Performance constraints satisfied : NO", "Performance constraints satisfied : Yes")
     path.write_text(text.replace("256897", "419").replace("2572", "40"))
     assert tuning.classify(loadgen_summary.parse(path), 4096)[:2] == (tuning.TOO_FEW, 459)
+
+
+# (processed, "would need at least N more") of real LoadGen Server logs at p99 (OpenVINO int8-bf16 BERT-Base's
+# --find-peak on the Xeon), and the late queries they say
+LOADGEN_EARLY_STOPPING = [(325, 134, 0), (459, 203, 1), (550, 112, 1), (662, 176, 2), (838, 163, 3),
+                          (1001, 306, 5), (1307, 146, 6), (1157, 987, 11), (1453, 1086, 14), (2539, 259, 16),
+                          (2144, 781, 17), (2798, 1614, 29)]
+
+
+def test_early_stopping_counts_as_loadgens_logs_do():
+    for processed, more, late in LOADGEN_EARLY_STOPPING:
+        assert tuning.early_stopping_queries(late) == processed + more
+        assert tuning.late_queries(processed, more) == late
+    assert tuning.late_queries(325, 135) is None   # a total no count of late queries gives: another rule
+    assert tuning.late_queries(1397, 143698) is None   # an overloaded run's: not worth counting
+    assert tuning.early_stopping_queries(0, percentile=90.0) < tuning.early_stopping_queries(0)
+    # a share of late queries under 1% passes given enough queries, one at 1% or over never
+    assert tuning.queries_to_pass(0.004, 0) == tuning.early_stopping_queries(6) == 1453 and \
+        0.004 * tuning.early_stopping_queries(5) > 5
+    assert tuning.queries_to_pass(0.01, 0, most=10**5) is None and tuning.queries_to_pass(0.008, 0) is None
+
+
+@pytest.mark.parametrize("processed, more, late, expected", [
+    (40, 419, 0, 459),      # nothing late in 40 queries: LoadGen's least
+    (550, 112, 1, 1307),    # 1 late in 550 (2 taken): 1307 queries pass at 0.36% (LoadGen asked for 662)
+    (662, 176, 2, 1736),
+    (1157, 987, 11, 4096),  # 12 of 1157 is over 1%: the most allowed, the run that decides
+    (100, 562, 1, 662),     # one late query of 100: no more than 4x its queries, LoadGen's least above that
+])
+def test_a_run_too_short_for_early_stopping_runs_again_with_what_its_share_of_late_queries_needs(
+        processed, more, late, expected):
+    verdict, queries, reason = tuning.classify(fake_summary(False, False, processed, more), 4096)
+    assert (verdict, queries) == (tuning.TOO_FEW, expected)
+    assert f"{late} of its {processed} queries over the bound, {expected} queries next" in reason
+    # the full-length check takes LoadGen's own count (no budget to cap a share's estimate), and a count no number
+    # of late queries gives (another LoadGen's rule) too
+    assert tuning.classify(fake_summary(False, False, processed, more), math.inf)[:2] == (tuning.TOO_FEW,
+                                                                                           processed + more)
+    assert tuning.classify(fake_summary(False, False, processed, more + 1), 4096)[1] == processed + more + 1
+
+
+def aimed_server(peak, aim=lambda qps: 137.0, ceiling=1.3):
+    """fake_server whose runs say where the queue model puts the peak (the harness's sut_times.steady_ceiling):
+    `aim(qps)` matched to a run's p99, none for a run at over twice the peak (overloaded); the steady machine's
+    ceiling, `ceiling` x the peak."""
+    run_fn, calls = fake_server(peak)
+
+    def aimed(qps, queries):
+        matched = {"slower": 1.1, "qps": aim(qps)} if qps < 2 * peak else None
+        return {**run_fn(qps, queries), "steady_ceiling": {"qps": ceiling * peak, "matched": matched}}
+    return aimed, calls
+
+
+@pytest.mark.parametrize("start", [50.0, 300.0, 1000.0])
+def test_the_search_aims_where_the_queue_model_puts_the_peak_and_stops_trusting_a_wrong_one(start):
+    plain = tuning.find_server_peak(fake_server(137.0)[0], start, tolerance=0.05, min_queries=459)
+    aimed = tuning.find_server_peak(aimed_server(137.0)[0], start, tolerance=0.05, min_queries=459)
+    for search in (plain, aimed):
+        assert 137.0 / 1.05 <= search.qps <= 137.0 < search.upper <= search.qps * 1.05
+    assert len(aimed.trials) <= 4 < len(plain.trials), (aimed.trials, plain.trials)
+    assert aimed.trials[1]["ceiling_qps"] == pytest.approx(1.3 * 137) and aimed.trials[-1]["aim_qps"] == 137.0
+    # an aim a little off (3% high, then low) still takes fewer runs than none
+    wobbly = tuning.find_server_peak(aimed_server(137.0, aim=lambda qps: 137.0 * (1.03 if qps > 137 else 0.97))[0],
+                                     start, tolerance=0.05, min_queries=459)
+    assert 137.0 / 1.05 <= wobbly.qps <= 137.0 and len(wobbly.trials) < len(plain.trials)
+    # An aim three times too high or too low: the run it sent far off, two on the wrong side of it, then plain
+    # bracketing (a model that keeps saying "just above the highest valid" would otherwise climb a tolerance step
+    # a run)
+    for wrong in (lambda qps: 3 * 137.0, lambda qps: 137.0 / 3):
+        search = tuning.find_server_peak(aimed_server(137.0, aim=wrong)[0], start, tolerance=0.05, min_queries=459)
+        assert 137.0 / 1.05 <= search.qps <= 137.0 and len(search.trials) <= len(plain.trials) + 3
+
+
+def test_a_miss_goes_down_to_just_under_the_steady_ceiling_where_that_is_below_half():
+    """An overloaded first run (no p99 to match) says the steady machine's ceiling: where it is below half the
+    target, the next run goes just under it, not to half (a model of 384-token samples at half the bound)."""
+    run_fn, calls = aimed_server(20.0, aim=lambda qps: 20.0, ceiling=1.2)
+    tuning.find_server_peak(run_fn, 200.0, tolerance=0.05, min_queries=459)
+    assert calls[1][0] == pytest.approx(24.0 * 0.975)
+    run_fn, calls = aimed_server(137.0, ceiling=4.0)   # a ceiling above half: halved, as without one
+    tuning.find_server_peak(run_fn, 1000.0, tolerance=0.05, min_queries=459)
+    assert calls[1][0] == 500.0
 
 
 @pytest.mark.slow
