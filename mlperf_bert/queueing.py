@@ -12,6 +12,7 @@ MIN_SAMPLES = 30   # a run with fewer (a --count test) gives no fit worth simula
 MIN_LENGTHS = 5
 MIN_QUERIES = 100
 SIMULATED_QUERIES = 20000   # about a 600-s run at 33 QPS; the p99 of 20,000 moves by a few percent between seeds
+OVERLOADED = 3   # a p99 over 3 times the bound: a backlog's, no slowdown to match (matched_ceiling)
 
 
 def server_latencies(arrivals, sizes, service_s, cores):
@@ -96,11 +97,12 @@ def steady_ceiling(rows, lengths, loaded, workers, bound_s, measured=None, seed=
 
 def matched_ceiling(queries, capacity, workers, bound_s, qps, p99_s):
     """The target the queue model says holds bound_s on a machine slowed just enough to give the p99 measured at
-    `qps` (p99_s): {"slower": the factor on every run time, "qps"}; None where no factor gives it (the run was
-    overloaded: its p99 grew with its length, not the queue's steady state; or the machine beat the model).
+    `qps` (p99_s): {"slower": the factor on every run time, "qps"}; None where no factor gives it (the machine
+    beat the model), or where the p99 is over 3 times the bound: an overloaded run's, grown with its length
+    (4.7 s in a 20-s run at Offline's rate), not a queue's steady state that a slowdown gives.
     A Server run's tail is the machine's dips as well as its queue: the steady ceiling overshot this Xeon's VALID
     target by 25% (42.8 against 31.9 QPS), and matching a run's p99 is what --find-peak aims its next run by."""
-    if not qps or not p99_s or qps <= 0 or p99_s <= 0:
+    if not qps or not p99_s or qps <= 0 or p99_s <= 0 or p99_s > OVERLOADED * bound_s:
         return None
     low, high = 0.5, 0.98 * capacity / qps   # past `high` the queue grows without end at this rate
     if high <= low or queries.p99(qps, workers, slower=low) > p99_s or queries.p99(qps, workers, slower=high) < p99_s:
