@@ -439,6 +439,8 @@ def find_peak(args):
                             "runs": str(folder),
                             "layouts": [{"instances": item[0][0], "threads": item[0][1], "qps": item[3].qps,
                                          "upper": item[3].upper, "short_runs": len(item[3].trials),
+                                         "aimed_runs": sum(trial.get("aimed_at") is not None
+                                                           for trial in item[3].trials),
                                          "checks": len(item[3].checks), "checked_valid": item[3].checked_valid,
                                          "note": item[3].note, "runs": str(item[2])}
                                         for item in searches if item[0]]}
@@ -1031,10 +1033,18 @@ def find_peak_line(peak, short):
             f"{peak['offline_samples_per_second']:.3f} samples/s at one sample per call{above}) after "
             + (f"{sum(item['short_runs'] for item in peak['layouts'])} short runs over {len(peak['layouts'])} layouts"
                if peak.get("layouts") else f"{len(peak['trials'])} short runs")
+            + (f" ({aimed} aimed by the queue model)" if (aimed := _aimed_runs(peak)) else "")
             + (f" found {peak['qps']:.3f} and its checks stepped down"
                if round(ran, 3) < round(peak["qps"], 3) else "")   # not of a rounding alone: re-runs at one target
             + f"; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"
             + (f" ({peak['note']})" if peak["note"] else ""))
+
+
+def _aimed_runs(peak):
+    """How many of a find-peak's short runs the queue model aimed (mlperf_bert.tuning.next_target)."""
+    if peak.get("layouts"):
+        return sum(item.get("aimed_runs") or 0 for item in peak["layouts"])
+    return sum(trial.get("aimed_at") is not None for trial in peak["trials"])
 
 
 if __name__ == "__main__":

@@ -170,7 +170,10 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
 
     qps, aimed = float(start_qps), None
     while True:
+        first = len(search.trials)
         valid = is_valid(qps)
+        for trial in search.trials[first:]:
+            trial["aimed_at"] = aimed   # the queue model's aim that set this target, None where plain bracketing did
         if valid:
             search.qps = qps
         else:

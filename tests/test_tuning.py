@@ -489,6 +489,8 @@ def test_the_search_aims_where_the_queue_model_puts_the_peak_and_stops_trusting_
         assert 137.0 / 1.05 <= search.qps <= 137.0 < search.upper <= search.qps * 1.05
     assert len(aimed.trials) <= 4 < len(plain.trials), (aimed.trials, plain.trials)
     assert aimed.trials[1]["ceiling_qps"] == pytest.approx(1.3 * 137) and aimed.trials[-1]["aim_qps"] == 137.0
+    assert aimed.trials[0]["aimed_at"] is None and aimed.trials[-1]["aimed_at"] == 137.0
+    assert all(trial["aimed_at"] is None for trial in plain.trials)
     # an aim a little off (3% high, then low) still takes fewer runs than none
     wobbly = tuning.find_server_peak(aimed_server(137.0, aim=lambda qps: 137.0 * (1.03 if qps > 137 else 0.97))[0],
                                      start, tolerance=0.05, min_queries=459)
@@ -758,6 +760,13 @@ def test_the_summary_says_checks_stepped_down_only_when_they_did():
     assert "find-peak: target 2277.058 QPS" in line and "stepped down" not in line
     assert "found 2277.058 and its checks stepped down" in harness.find_peak_line(dict(peak, checked_qps=2049.352),
                                                                                    short=False)
+    # the runs the queue model aimed are counted, per layout where there are layouts; none aimed, nothing said
+    assert "after 5 short runs; full-length" in line and "aimed" not in line
+    aimed = dict(peak, trials=[{"aimed_at": None}, {"aimed_at": 40.1}, {"aimed_at": 33.0}, {}, {"aimed_at": None}])
+    assert "after 5 short runs (2 aimed by the queue model); full-length check VALID" in harness.find_peak_line(
+        aimed, short=False)
+    layouts = dict(peak, layouts=[{"short_runs": 6, "aimed_runs": 3}, {"short_runs": 4, "aimed_runs": 1}])
+    assert "after 10 short runs over 2 layouts (4 aimed by the queue model)" in harness.find_peak_line(layouts, False)
 
 
 def test_a_server_target_latency_of_part_of_a_millisecond_is_refused(files, tmp_path):
