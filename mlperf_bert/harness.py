@@ -438,6 +438,7 @@ def find_peak(args):
                             "server_vs_offline": round((search.checked_qps or search.qps) / start_qps, 4),
                             "runs": str(folder),
                             "layouts": [{"instances": item[0][0], "threads": item[0][1], "qps": item[3].qps,
+                                         "found": item[3].found,
                                          "upper": item[3].upper, "short_runs": len(item[3].trials),
                                          "aimed_runs": sum(trial.get("aimed_at") is not None
                                                            for trial in item[3].trials),
@@ -445,7 +446,9 @@ def find_peak(args):
                                          "note": item[3].note, "runs": str(item[2])}
                                         for item in searches if item[0]]}
     if layout:   # the check's rule said "a layout the search tries": what chose it
-        found = "; ".join(f"{_layout_words(item[0])} " + (f"{item[3].qps:.3f}" if item[3].qps else "none VALID")
+        # the searches' own targets, which ranked them (a check's step-down of the faster read as "found" less
+        # than the other, beside "the faster layout")
+        found = "; ".join(f"{_layout_words(item[0])} " + (f"{item[3].found:.3f}" if item[3].found else "none VALID")
                           for item in searches)
         why = "the faster layout in --find-peak's search" if layout == ranked[0][0] else \
             f"--find-peak's checks of {_layout_words(ranked[0][0])} found none VALID"
@@ -1034,8 +1037,8 @@ def find_peak_line(peak, short):
             + (f"{sum(item['short_runs'] for item in peak['layouts'])} short runs over {len(peak['layouts'])} layouts"
                if peak.get("layouts") else f"{len(peak['trials'])} short runs")
             + (f" ({aimed} aimed by the queue model)" if (aimed := _aimed_runs(peak)) else "")
-            + (f" found {peak['qps']:.3f} and its checks stepped down"
-               if round(ran, 3) < round(peak["qps"], 3) else "")   # not of a rounding alone: re-runs at one target
+            + (f" found {found:.3f} and its checks stepped down"   # not of a rounding alone: re-runs at one target
+               if round(ran, 3) < round(found := peak.get("found") or peak["qps"], 3) else "")
             + f"; {check} {'VALID' if peak['checked_valid'] else 'not VALID'}"
             + (f" ({peak['note']})" if peak["note"] else ""))
 

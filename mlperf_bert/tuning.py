@@ -122,7 +122,7 @@ def queries_to_pass(share, late, percentile=99.0, most=4096):
 
 @dataclass
 class PeakSearch:
-    qps: float | None               # the highest target found valid (None: none was)
+    qps: float | None               # the highest target found valid (None: none was); after checks, the VALID one
     upper: float | None             # the lowest target found not valid (None: none was)
     tolerance: float
     trials: list = field(default_factory=list)   # every short run, in order
@@ -131,6 +131,7 @@ class PeakSearch:
     checked_qps: float | None = None              # the last check's target: what the run ran at (qps: the search's)
     note: str = ""
     queries: int = 0                              # the queries early stopping asked for: every later run's least
+    found: float | None = None                    # the search's own highest valid target, before any check
 
     def record(self):
         return asdict(self)
@@ -192,7 +193,7 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
         search.note = f"every target up to {search.qps:.3g} QPS was valid (run budget spent)"
     elif search.upper / search.qps > 1 + tolerance:
         search.note = f"run budget spent before the bracket narrowed to {tolerance:.0%}"
-    search.queries = learned["queries"]
+    search.queries, search.found = learned["queries"], search.qps
     if check_fn and search.qps:
         check_peak(search, check_fn, check_retries)
     return search

@@ -71,9 +71,10 @@ def settings_from(scenario, run_folder, run_id):
         found = {"inputs": {"target_qps": target}, "user_conf": [],
                  "figures": {"target_qps": target, "offline_samples_per_second": offline,
                              "short_runs": len(peak.get("trials", [])), "checked_valid": peak.get("checked_valid")}}
+        searched = round(peak.get("found") or peak["qps"], 3)   # the search's own, before its checks stepped down
         how = (f"--find-peak in a Server run ({run_id}): the highest target VALID over {len(peak.get('trials', []))} "
-               f"short runs that respect LoadGen's early stopping is {round(peak['qps'], 3)} QPS"
-               + (f", its full-length checks stepped down to {target} QPS" if target != round(peak["qps"], 3) else "")
+               f"short runs that respect LoadGen's early stopping is {searched} QPS"
+               + (f", its full-length checks stepped down to {target} QPS" if target != searched else "")
                + (f" ({target / offline:.1%} of Offline {offline:.3f} samples/s)" if offline else "")
                + f"; its check run {'was VALID' if peak.get('checked_valid') else 'was not VALID'}"
                + (f" ({peak['note']})" if peak.get("note") else ""))

@@ -254,6 +254,12 @@ def test_server_measurement_is_find_peak_and_its_target_is_the_one_found(tmp_pat
     (tmp_path / "summary.json").write_text(json.dumps({"find_peak": peak}))
     found = search.settings_from("Server", folder, "RUN7")
     assert found["inputs"] == {"target_qps": 51.2} and "checks stepped down to 51.2 QPS" in found["how"]
+    # and where the checks stepped down to a VALID one (the search's target kept as "found", "qps" the VALID one)
+    peak.update(checked_valid=True, checked_qps=55.5, qps=55.5, found=60.0834)
+    (tmp_path / "summary.json").write_text(json.dumps({"find_peak": peak}))
+    stepped = search.settings_from("Server", folder, "RUN9")
+    assert stepped["inputs"] == {"target_qps": 55.5} and "short runs that respect LoadGen's early stopping is " \
+        "60.083 QPS, its full-length checks stepped down to 55.5 QPS" in stepped["how"], stepped["how"]
     (tmp_path / "slow").mkdir()
     slow = _run_folder(tmp_path / "slow", ["Scenario : Server", "Completed samples per second : 40.5"])
     again = search.retry_settings("Server", found, slow, "RUN8")

@@ -578,9 +578,9 @@ def test_find_peak_searches_both_layouts_only_where_the_rule_would_choose(monkey
     assert layouts() == [None]
 
 
-def test_find_peak_checks_the_next_layout_when_every_check_of_the_faster_one_misses(tmp_path, monkeypatch):
-    """Short runs' p99s are noisy: a search found 62.3 QPS one per core against 50.2 on both cores, and every check
-    of 62.3 stepped down missing. The slower layout's target is checked next, and the run says which ran and why."""
+def mocked_find_peak(tmp_path, monkeypatch, check_run):
+    """harness.find_peak over two layouts whose searches found 50.2 QPS (1x2) and 62.3 (2x1), each check answered by
+    check_run(layout, qps) -> LoadGen summary; (its summary, the checks run as (layout, qps))."""
     from mlperf_bert import harness
     monkeypatch.setattr(parallelism, "available_cores", lambda: [0, 1])
     args = harness.parse_args(["--features", "f", "--model", "m", "--out", str(tmp_path), "--scenario", "Server",
@@ -590,22 +590,31 @@ def test_find_peak_checks_the_next_layout_when_every_check_of_the_faster_one_mis
     monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes: changes["searched_layout"])
     found = {"1x2": 50.2, "2x1": 62.3}
     monkeypatch.setattr(tuning, "find_server_peak", lambda layout, start, **k: tuning.PeakSearch(
-        found[layout], found[layout] * 1.05, 0.05, trials=[{}] * 7, queries=459))
+        found[layout], found[layout] * 1.05, 0.05, trials=[{}] * 7, queries=459, found=found[layout]))
     checked = []
 
-    def check_run(args, run_dir, qps, queries, **changes):
+    def check(args, run_dir, qps, queries, **changes):
         checked.append((changes["searched_layout"], round(qps, 1)))
-        if changes["searched_layout"] == "1x2":
-            return {"result": "VALID", "reasons": [], "latency_ms": {"p99": 100.0}, "metric": {}, "other_load": None}
-        return {"result": "INVALID", "reasons": ["Performance constraints satisfied: NO"], "latency_ms": {"p99": 170.0},
-                "metric": {}, "other_load": None}
-    monkeypatch.setattr(tuning, "check_run", check_run)
+        return {**check_run(changes["searched_layout"], qps), "other_load": None}
+    monkeypatch.setattr(tuning, "check_run", check)
     (tmp_path / "summary.json").write_text(json.dumps({
         "scenario": "Server", "mode": "performance", "sequence_handling": "exact", "backend": "openvino",
         "batch_size": 1, "batching": {"batch_size": 1, "pad_tokens": 0, "rule": "r", "overridden": []},
         "parallelism": {"instances": 1, "threads": 2, "spin": False, "rule": "x", "overridden": [], "available": 2},
         "short": True}))
-    summary = harness.find_peak(args)
+    return harness.find_peak(args), checked
+
+
+VALID_CHECK = {"result": "VALID", "reasons": [], "latency_ms": {"p99": 100.0}, "metric": {}}
+MISSED_CHECK = {"result": "INVALID", "reasons": ["Performance constraints satisfied: NO"], "latency_ms": {"p99": 170.0},
+                "metric": {}}
+
+
+def test_find_peak_checks_the_next_layout_when_every_check_of_the_faster_one_misses(tmp_path, monkeypatch):
+    """Short runs' p99s are noisy: a search found 62.3 QPS one per core against 50.2 on both cores, and every check
+    of 62.3 stepped down missing. The slower layout's target is checked next, and the run says which ran and why."""
+    summary, checked = mocked_find_peak(tmp_path, monkeypatch,
+                                        lambda layout, qps: VALID_CHECK if layout == "1x2" else MISSED_CHECK)
     assert [layout for layout, _ in checked] == ["2x1"] * 4 + ["1x2"] and checked[-1] == ("1x2", 50.2), checked
     peak = summary["find_peak"]
     assert peak["checked_valid"] and peak["checked_qps"] == 50.2
@@ -614,6 +623,24 @@ def test_find_peak_checks_the_next_layout_when_every_check_of_the_faster_one_mis
         "Server: 1 instance(s) x 2 thread(s), --find-peak's checks of 2 instance(s) x 1 thread(s) found none VALID "
         "(QPS found: 1 instance(s) x 2 thread(s) 50.200; 2 instance(s) x 1 thread(s) 62.300)"), summary["parallelism"]
     assert "14 short runs over 2 layouts" in summary["how_it_ran"][-1], summary["how_it_ran"]
+
+
+def test_a_faster_layout_whose_checks_stepped_down_is_still_said_to_have_found_its_searchs_target(
+        tmp_path, monkeypatch):
+    """The faster layout's checks stepped down to a VALID target below the other layout's found: the rule said
+    "QPS found: 1x2 <stepped-down>; 2x1 <the other's>" beside "the faster layout" (a busy machine's test run)."""
+    backlog = {**MISSED_CHECK, "metric": {tuning.COMPLETED: 45.0}}   # it completed 45 a second: the next at 42.75
+    summary, checked = mocked_find_peak(tmp_path, monkeypatch,
+                                        lambda layout, qps: VALID_CHECK if qps < 45 else backlog)
+    assert checked == [("2x1", 62.3), ("2x1", 42.8)], checked
+    peak = summary["find_peak"]
+    assert peak["checked_valid"] and peak["qps"] == peak["checked_qps"] < 45 and peak["found"] == 62.3
+    assert [(item["found"], item["checked_valid"]) for item in peak["layouts"]] == [(50.2, None), (62.3, True)]
+    assert summary["parallelism"]["rule"].startswith(
+        "Server: 2 instance(s) x 1 thread(s), the faster layout in --find-peak's search "
+        "(QPS found: 1 instance(s) x 2 thread(s) 50.200; 2 instance(s) x 1 thread(s) 62.300)"), summary["parallelism"]
+    assert f"target {peak['checked_qps']:.3f} QPS" in summary["how_it_ran"][-1]
+    assert "found 62.300 and its checks stepped down" in summary["how_it_ran"][-1], summary["how_it_ran"]
 
 
 def test_a_search_run_whose_inference_failed_stops_the_search(tmp_path, monkeypatch):
@@ -679,9 +706,10 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
         trial = json.loads((Path(peak["layouts"][1]["runs"]) / "trial-01" / "summary.json").read_text())
         assert trial["parallelism"]["rule"].startswith(
             f"Server: {cores} instance(s) x 1 thread(s), a layout --find-peak's search tries"), trial["parallelism"]
-        faster = max(peak["layouts"], key=lambda item: item["qps"] or 0)
+        # the faster by its search (a check may step its target down below the other's)
+        faster = max(peak["layouts"], key=lambda item: item["found"] or 0)
         # checked fastest first: the run ran the first VALID one, else the last checked
-        ranked = sorted((item for item in peak["layouts"] if item["qps"]), key=lambda item: -item["qps"])
+        ranked = sorted((item for item in peak["layouts"] if item["found"]), key=lambda item: -item["found"])
         ran = next((item for item in ranked if item["checked_valid"]), [item for item in ranked if item["checks"]][-1])
         assert faster["checks"] and (summary["parallelism"]["instances"], summary["parallelism"]["threads"]) == \
             (ran["instances"], ran["threads"]) and summary["parallelism"]["overridden"] == [], peak["layouts"]
