@@ -44,9 +44,16 @@ def export_run(run_dir, cache, out_path, with_cache=False, sign=None):
     the SSH key sign when given."""
     run_dir, out_path = os.path.realpath(run_dir), os.path.realpath(out_path)   # runs/latest may be a link
     record = _read_record(run_dir)
-    if status(record) == "running":   # its steps not recorded yet: imported, it read as died, every step "not run"
+    now = status(record)
+    if now == "running":   # its steps not recorded yet: imported, it read as died, every step "not run"
         raise MlrunError(f"run {record['id']} is still running: its record is not written until it ends",
                          hint="export it once it has ended (mlrun runs shows its status)")
+    if now == "running?":   # another host's run in a shared runs folder: this one cannot tell live from died
+        host = (record.get("process") or {}).get("host") or record.get("host") or "the host that ran it"
+        raise MlrunError(f"run {record['id']} may still be running on {host}: its record is not written until it "
+                         "ends, and only that host can tell whether its mlrun is alive",
+                         hint=f"export it on {host} (a run that died exports there, shown as died), or once "
+                              "`mlrun runs` there shows it ended")
     try:
         return _export(record, run_dir, cache, out_path, with_cache, sign)
     finally:
@@ -182,6 +189,12 @@ def _used_entries(record, cache):
                              f"({few(damage)}): its receiver would refuse the bundle",
                              hint=f"`{removal_command(os.path.join(cache.root, name))}` and a rerun rebuild it; "
                                   "`mlrun cache verify` checks the other entries")
+        built = step.get("entry_digest")
+        if built and (read_entry(os.path.join(cache.root, name)) or {}).get("entry_digest") != built:
+            raise MlrunError(f"the cache entry {name} of step {step.get('label')} was rebuilt after run "
+                             f"{record['id']} used it: the bundle would carry another build than the run's",
+                             hint="export without --with-cache (the receiver builds the entry from the recipes the "
+                                  "bundle carries), or rerun and export the new run")
         names.add(name)
     return sorted(names)
 

@@ -16,7 +16,7 @@ import threading
 import time
 
 from . import digests, envs, guard, integrity, records, secrets, usage
-from .cache import META_DIR, few, removal_command, write_json
+from .cache import META_DIR, few, read_entry, removal_command, write_json
 from .errors import MlrunError, StepError, UnrecordableFileError, UsageError
 
 TAIL_LINES = 20
@@ -155,6 +155,10 @@ class Runner:
                 is_root = i == total
                 if node.cache:
                     step["status"], self.folders[node.key] = self._cached_or_build(node, i, total, is_root)
+                    # which build of the key: `export --with-cache` packed a rebuild (same key, other files) as this
+                    built = read_entry(self.folders[node.key]) or {}
+                    if built.get("entry_digest"):
+                        step["entry_digest"] = built["entry_digest"]
                 else:
                     folder = os.path.join(run_dir, folders[node.key])
                     try:
@@ -178,7 +182,9 @@ class Runner:
                                            "records (record:): the run's record holds nothing of it")
             record["status"] = "ok"
         except StepError as e:
-            record["status"], record["error"] = "failed", e.message
+            # exit 2 (a step refusing this machine or request, a full disk, a limit): not carried out, as mlrun's
+            # own exit code says; exit 1: the step ran and failed
+            record["status"], record["error"] = "failed" if e.exit_code == 1 else "error", e.message
             if getattr(e, "log", None) and record["steps"] and "status" not in record["steps"][-1]:
                 record["steps"][-1]["log"] = e.log
             raise

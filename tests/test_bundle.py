@@ -218,6 +218,15 @@ def test_a_run_still_running_is_not_exported_and_a_replaced_bundle_is_said(made)
     assert_user_error(made.mlrun("export", made.run_id, "-o", made.path("live.tar.gz")), 2,
                       f"run {made.run_id} is still running", "export it once it has ended")
     assert not os.path.exists(made.path("live.tar.gz"))
+    # recorded by another host (a shared runs folder): this one cannot tell live from died, and exported it
+    record["process"] = dict(record["process"], host="node7")
+    json.dump(record, open(path, "w"))
+    assert json.loads(made.mlrun("runs", "--json").stdout)[0]["status"] == "running?"
+    assert_user_error(made.mlrun("export", made.run_id, "-o", made.path("live.tar.gz")), 2,
+                      f"run {made.run_id} may still be running on node7", "export it on node7")
+    assert not os.path.exists(made.path("live.tar.gz"))
+    record["process"] = guard.identity(os.getpid())
+    json.dump(record, open(path, "w"))
     # replay too: it ran a second copy beside the live one, then called the first "died"
     assert_user_error(made.mlrun("replay", made.run_id), 2, f"run {made.run_id} is still running")
 
@@ -639,3 +648,23 @@ def test_a_file_export_cannot_read_is_named_not_the_output(tmp_path):
         with output_errors("cannot write the bundle", out):
             raise PermissionError(13, "Permission denied", out + ".host-1.part")
     assert "cannot write the bundle" in e.value.message and e.value.hint == "give -o a path you may write"
+
+
+def test_export_with_cache_refuses_an_entry_rebuilt_since_the_run(made):
+    """`mlrun rm cache` and a rerun rebuild an entry under the same key: the bundle packed the rebuild as the
+    build the run used. The run's steps record which build they used (entry_digest)."""
+    import json
+    steps = json.load(open(os.path.join(made.run_dir, "run.json")))["steps"]
+    used = {s["recipe"]: s.get("entry_digest") for s in steps}
+    app = os.path.join(made.cache, made.entry["app"])
+    assert used["app"] == read_entry(app)["entry_digest"] and "entry_digest" not in [
+        k for s in steps if s["status"] == "ran" for k in s]   # the run folder's step is no entry
+    assert made.mlrun("rm", "cache", made.entry["app"], "-y").returncode == 0
+    assert made.mlrun("bench").returncode == 0   # the same key, built again
+    assert read_entry(app)["entry_digest"] != used["app"]
+    with pytest.raises(MlrunError) as e:
+        export(made)
+    assert f"the cache entry {made.entry['app']} of step app was rebuilt after run {made.run_id}" in \
+        e.value.message and "export without --with-cache" in e.value.hint
+    assert not any(n.startswith("run.tar.gz") for n in os.listdir(made.root))
+    assert export(made, with_cache=False)["entries"] == []   # without the entries it goes

@@ -670,3 +670,5 @@ def test_a_live_steps_own_error_is_said_once_where_its_output_shows(ws):
                                 "runs at most 2 threads", "hint: --instances within the cores")
     record = json.loads(ws.mlrun("runs", "show", "--json", os.listdir(ws.runs)[0]).stdout)
     assert "OpenVINO runs at most 2 threads" in record["error"]   # the record keeps the cause whole
+    # not carried out (exit 2), as `mlrun runs --status error` finds it: it was recorded `failed`, mlrun's exit 1's word
+    assert record["status"] == "error" and record["steps"][-1]["status"] == "error", record

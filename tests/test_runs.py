@@ -319,7 +319,7 @@ def test_a_replayed_step_that_refuses_its_request_exits_2_as_run_directly(ws):
     assert_user_error(ws.mlrun("replay", first), 2, "the replay of run", "not on this machine")   # it was exit 1
     failed = ws.mlrun("replay", first, "--json")   # as run --json: the failed run said (stdout was empty)
     said = json.loads(failed.stdout)
-    assert failed.returncode == 2 and said["status"] == "failed" and said["replay_of"] == first, failed.stdout
+    assert failed.returncode == 2 and said["status"] == "error" and said["replay_of"] == first, failed.stdout
 
 
 def test_replay_that_cannot_be_exact_says_what_differs(bench):
