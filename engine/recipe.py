@@ -8,6 +8,8 @@ Schema reference: docs/recipes.md.
 import math
 import re
 
+import regex
+
 from .errors import RecipeError
 from .words import did_you_mean
 
@@ -87,6 +89,12 @@ class _Checker:
             names = " or ".join(t.__name__ for t in _as_tuple(types))
             self.fail(where, f"{what} must be {names}, not {type(value).__name__} ({value!r})")
         return value
+
+    def matches(self, pattern, value, where):
+        try:
+            return pattern_matches(pattern, value)
+        except PatternTooSlow as e:
+            self.fail(where, e.message, e.hint)
 
     def keys(self, mapping, allowed, where, what):
         self.expect(mapping, dict, where, what)
@@ -310,10 +318,10 @@ class _Checker:
             if pattern is not None:
                 self.expect(pattern, str, here + ["pattern"], "pattern")
                 try:
-                    compiled = re.compile(pattern)
-                except re.error as error:
+                    regex.compile(pattern)
+                except regex.error as error:
                     self.fail(here + ["pattern"], f"pattern is not a valid regular expression: {error}")
-                if default is not None and not compiled.fullmatch(str(default)):
+                if default is not None and not self.matches(pattern, default, here + ["default"]):
                     self.fail(here + ["default"], f"default {default!r} does not match the pattern {pattern!r}")
             bounds = {}
             for key in BOUND_KEYS:
@@ -330,7 +338,8 @@ class _Checker:
             if choices is not None and len(set(map(str, choices))) < len(choices):
                 self.fail(here + ["choices"], f"input '{name}' lists a choice twice: {choices}")
             for choice in choices or []:   # a choice no value check lets through: offered, then refused
-                if out_of_bounds(name, choice, bounds) or pattern is not None and not compiled.fullmatch(str(choice)):
+                if out_of_bounds(name, choice, bounds) or pattern is not None and not self.matches(
+                        pattern, choice, here + ["choices"]):
                     self.fail(here + ["choices"], f"input '{name}': its choice {choice!r} "
                               + (out_of_bounds(name, choice, bounds) or f"does not match the pattern {pattern!r}"))
             if default is not None and out_of_bounds(name, default, bounds):
@@ -400,6 +409,26 @@ def _as_tuple(types):
 def show_number(number):
     """0 and 0.5, not 0.0."""
     return str(int(number)) if isinstance(number, float) and number.is_integer() else str(number)
+
+
+PATTERN_SECONDS = 1.0   # a value's match never takes this long unless the pattern backtracks without end
+
+
+class PatternTooSlow(RecipeError):
+    def __init__(self, pattern, value):
+        super().__init__(f"the pattern {pattern!r} takes over {PATTERN_SECONDS:g} s to match {value!r}: it "
+                         "backtracks without end (nested repeats such as (a|aa)+ over a long value)",
+                         hint="the recipe's author can write it without repeats inside repeats; meanwhile give "
+                              "a value that matches it early, or a shorter one")
+
+
+def pattern_matches(pattern, value):
+    """Whether str(value) matches pattern whole. Python's re has no time limit: a recipe's pattern that
+    backtracks hung mlrun on a person's value; the regex module stops at a time-out."""
+    try:
+        return regex.fullmatch(pattern, str(value), timeout=PATTERN_SECONDS) is not None
+    except TimeoutError:
+        raise PatternTooSlow(pattern, value) from None
 
 
 def out_of_bounds(name, value, spec):

@@ -10,7 +10,8 @@ import re
 
 from . import envs, keys, secrets
 from .errors import ResolutionError
-from .recipe import CONDITION_INPUT, FLAG_ALONE, PASSED_INPUT, convert_input, not_a_multiple, out_of_bounds
+from .recipe import (CONDITION_INPUT, FLAG_ALONE, PASSED_INPUT, convert_input, not_a_multiple, out_of_bounds,
+                     PatternTooSlow, pattern_matches)
 
 SPECIAL_OVERRIDES = {"tags", "version"}
 # A path input may also name a model elsewhere (zoo:STUB, hf:ORG/NAME): kept as given, not a local file.
@@ -598,7 +599,11 @@ def input_value(recipe, name, value):
              + did_you_mean(str(value), [str(c) for c in spec["choices"]]))
     if value is not None and out_of_bounds(name, value, spec):
         fail(out_of_bounds(name, value, spec))
-    if spec.get("pattern") and value is not None and not re.fullmatch(spec["pattern"], str(value)):
+    try:
+        unmatched = spec.get("pattern") and value is not None and not pattern_matches(spec["pattern"], value)
+    except PatternTooSlow as e:   # the recipe's fault (exit 2), said of the flag that met it
+        fail(f"--{name}: {e.message}", hint=e.hint)
+    if unmatched:
         # the pattern's plain words (auto|exact|...) are names a typo may be near: --buckets=exat
         from .words import did_you_mean
         words = [w for w in spec["pattern"].split("|") if re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", w)]

@@ -44,6 +44,8 @@ CASES = [
     ("input-pattern-not-a-regex", "tags: a\ninputs:\n  p:\n    pattern: 'a('\n", 4,
      "pattern is not a valid regular expression"),
     ("input-pattern-not-text", "tags: a\ninputs:\n  p:\n    pattern: [a]\n", 4, "pattern must be str"),
+    ("input-default-backtracks", "tags: a\ninputs:\n  p:\n    default: " + "a" * 58 + "b\n    pattern: '(a|aa)+c?'\n",
+     4, "the pattern '(a|aa)+c?' takes over 1 s to match"),   # re hung loading the recipe
     ("input-default-not-of-the-pattern", "tags: a\ninputs:\n  p:\n    default: b1\n    pattern: '[a-z]+'\n", 4,
      "default 'b1' does not match the pattern '[a-z]+'"),
     ("input-min-on-text", "tags: a\ninputs:\n  p:\n    min: 1\n", 4, "min: needs type int or float (input 'p' is str)"),
