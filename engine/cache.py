@@ -81,15 +81,31 @@ class Cache:
         return path
 
     def lock(self, node):
-        from filelock import FileLock  # only builds pay for the import
         # Group-writable lock files: several users' processes may share one cache (e.g. on NFS).
-        return FileLock(self.lock_path(node.entry_name + ".lock"), mode=0o664)
+        return path_lock(self.lock_path(node.entry_name + ".lock"))
 
     def lock_path(self, name):
         """The path of a lock file under .locks/ (its folder made, shared with the group, when missing)."""
         folder = os.path.dirname(os.path.join(self.root, ".locks", name))
         shared_dir(folder, top=self.root)   # and each missing folder above it: .locks/, the cache folder itself
         return os.path.join(self.root, ".locks", name)
+
+    def drop_build_lock(self, entry_name):
+        """Unlink a removed entry's build lock unless a builder holds it (.locks/ only grew): under the lock,
+        which builders take by path_lock."""
+        path = os.path.join(self.root, ".locks", entry_name + ".lock")
+        try:
+            fd = flock(path, wait=False) if os.path.lexists(path) else None
+        except OSError:
+            return   # not this user's to take: gc names it later
+        if fd is not None:
+            try:
+                if not os.path.lexists(os.path.join(self.root, entry_name)):
+                    os.unlink(path)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
 
     def use_lock(self, entry_name):
         """The lock a running mlrun holds (shared) on an entry it uses; gc and rm take it exclusive."""
@@ -406,6 +422,8 @@ class Cache:
             for _, use in held:   # under their locks: one waiting on one opens the path again (flock)
                 with contextlib.suppress(OSError):
                     os.unlink(use)
+            for meta in entries:
+                self.drop_build_lock(os.path.basename(meta["path"]))
         finally:
             for fd, _ in held:
                 os.close(fd)
@@ -557,6 +575,33 @@ def remove_tree(path):
         return
     integrity.thaw(path)
     shutil.rmtree(path, ignore_errors=True)
+
+
+_PathLock = None
+
+
+def path_lock(path):
+    """A filelock.FileLock (group-writable) that, once held, holds the file its path names. gc unlinks a lock
+    file nobody holds, under its lock; filelock polls by opening the path anew, so one that opened the file
+    just before the unlink could lock the unlinked file while the next builder locked the new one. As flock()
+    below, it checks and tries again."""
+    global _PathLock
+    if _PathLock is None:
+        from filelock import FileLock   # only builds and downloads pay for the import
+
+        class _PathLock(FileLock):
+            def _acquire(self):
+                super()._acquire()
+                fd = self._context.lock_file_fd
+                if fd is None:
+                    return   # taken: filelock polls again
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.lock_file))
+                except FileNotFoundError:
+                    same = False
+                if not same:
+                    self._release()   # not held: the next poll opens the path's own file
+    return _PathLock(path, mode=0o664)
 
 
 def flock(path, shared=False, wait=True, no_use=False):

@@ -281,12 +281,12 @@ def _download(url, part, size, label, limits, timeout, hint):
 
 def _kept_part(partial_dir, algo, expected):
     """The .part file kept across runs for this checksum, and the lock that gives it to one download."""
-    from filelock import FileLock
+    from .cache import path_lock
     path = os.path.join(partial_dir, f"{algo}-{expected}.part")
     if not os.path.exists(path):  # group-writable: in a shared cache another user's run may resume it
         open(path, "ab").close()
         os.chmod(path, 0o664)
-    return path, FileLock(path + ".lock", mode=0o664)
+    return path, path_lock(path + ".lock")   # gc unlinks a finished download's lock
 
 
 def _write_error(e, url, path, part):

@@ -55,7 +55,9 @@ def find(cache, runs_dir, older_than=None, now=None):
             kind = "killed import" if name.startswith("import-") else "interrupted removal"
             item = (kind, os.path.join(tmp, name), cache.lock_path(f"tmp/{name}.lock"), True)
         elif build := BUILD.fullmatch(name):   # <entry>.<pid>: a build killed before it could publish
-            item = ("build leftover", os.path.join(tmp, name), cache.lock_path(build[1] + ".lock"), False)
+            # its lock goes with it when no entry was published under it (held while deleting: path_lock)
+            item = ("build leftover", os.path.join(tmp, name), cache.lock_path(build[1] + ".lock"),
+                    not os.path.lexists(os.path.join(cache.root, build[1])))
         else:
             continue
         # still there once its lock is free: a removal or import that ended meanwhile left nothing (it was said
@@ -94,10 +96,16 @@ def find(cache, runs_dir, older_than=None, now=None):
     # a use file a killed mlrun was making (flock's no_use: made whole, then linked in)
     items += _aged("stale use file", os.path.join(cache.root, ".locks"), 3600, now,
                    lambda name, path: re.fullmatch(r".+\.use\.\d+\.new", name))
+    building = {m[1] for m in map(BUILD.fullmatch, _names(tmp)) if m}
     for name in _names(os.path.join(cache.root, ".locks")):   # a failed or removed entry's: .locks/ only grew
         lock = os.path.join(cache.root, ".locks", name)
         if name.endswith(".use") and not os.path.lexists(os.path.join(cache.root, name[:-4])) and not _owned(lock):
             items.append(Item("stale use file", lock, lock, unlink_lock=True))
+        # an entry's build lock once no entry and no build is there; unlinked under its lock, which builders
+        # take by cache.path_lock (it tries again when the file it locked is no longer the path's)
+        elif name.endswith(".lock") and re.fullmatch(ENTRY, name[:-5]) and name[:-5] not in building and \
+                not os.path.lexists(os.path.join(cache.root, name[:-5])) and not _owned(lock):
+            items.append(Item("stale build lock", lock, lock, unlink_lock=True))
     if older_than is not None:
         for meta in cache.entries():
             use = _use_lock(cache, meta["path"])
@@ -156,6 +164,7 @@ def _delete(cache, item, meta):
                 os.unlink(item.lock)   # under its lock: one waiting on it opens the path again (cache.flock)
             except OSError:
                 pass   # the entry is gone, as said; its use file goes with the next gc
+            cache.drop_build_lock(os.path.basename(item.path))
         elif item.path != item.lock:
             remove_tree(item.path)
         if item.unlink_lock:   # named after a temp folder that is gone: nobody takes it again

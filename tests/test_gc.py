@@ -102,8 +102,8 @@ def test_gc_removes_what_nobody_owns_and_says_how_much_it_freed(litter):
                  "2 sweep markers (64 B)"):
         assert kind in freed, freed
     assert os.listdir(os.path.join(ws.cache, ".locks", "tmp")) == []   # the import's lock went with it
-    assert sorted(n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.endswith(".lock")) == [
-        "a-0123456789abcdef.lock"]   # no lock made for the person's files (notes.lock, project.lock were)
+    # no lock made for the person's files (notes.lock, project.lock were); the leftover's went with it (no entry)
+    assert [n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.endswith(".lock")] == []
     assert ws.mlrun("gc", "-y").stdout.strip() == "nothing to remove"
 
 
@@ -278,13 +278,45 @@ def test_an_entry_with_no_use_noted_is_removed_as_listed(ws):
     assert not os.path.exists(use)   # .locks/ keeps no use file of an entry that is gone
     assert ws.mlrun("other").returncode == 0 and os.path.exists(use)   # built again: used
     assert ws.mlrun("rm", "cache", "dep", "-y").returncode == 0
-    assert not os.path.exists(use)   # rm too
+    assert not os.path.exists(use) and not os.path.exists(use[:-4] + ".lock")   # rm too, and its build lock
     # a use file whose entry never was (its build failed) is gc's
     ws.recipe("broken", "tags: broken\nrun: exit 3\n")
     assert ws.mlrun("broken").returncode == 1
     [stale] = [n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.startswith("broken-") and n.endswith(".use")]
-    assert "1 stale use file" in ws.mlrun("gc", "-y").stdout
+    said = ws.mlrun("gc", "-y").stdout
+    assert "1 stale use file" in said and "1 stale build lock" in said, said   # the failed build's
     assert not os.path.exists(os.path.join(ws.cache, ".locks", stale))
+    assert sorted(n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n != "tmp") == \
+        sorted(e + x for e in ws.entries() for x in (".lock", ".use"))   # .locks/ only grew: now two per entry
+    assert ws.mlrun("broken").returncode == 1 and ws.mlrun("rm", "cache", "other", "-y").returncode in (0, 2)
+    assert ws.mlrun("other").returncode == 0   # builds after its lock went
+
+
+@pytest.mark.parametrize("lock_class", ["path_lock", "FileLock"])
+def test_a_build_lock_gc_unlinks_between_its_open_and_its_lock_is_taken_again(tmp_path, monkeypatch, lock_class):
+    """filelock opens the path, then locks: a gc unlinking the file between the two left the builder holding a
+    file nobody sees, and the next builder locked the new one (two builds of one entry). path_lock takes it
+    again; filelock's own FileLock does not (this test's own check)."""
+    from filelock import FileLock, _unix
+    from engine.cache import path_lock
+    path = tmp_path / "e-0123456789abcdef.lock"
+    path.write_text("")
+    real, calls = _unix.fcntl.flock, []
+
+    def unlinked_first(fd, op):
+        if not calls:
+            os.unlink(path)   # gc's unlink, under its lock, between this open and this flock
+        calls.append(op)
+        return real(fd, op)
+    monkeypatch.setattr(_unix.fcntl, "flock", unlinked_first)
+    lock = path_lock(str(path)) if lock_class == "path_lock" else FileLock(str(path), mode=0o664)
+    lock.acquire(timeout=5)
+    try:
+        fd = lock._context.lock_file_fd
+        holds_the_paths = path.exists() and os.path.samestat(os.fstat(fd), os.stat(path))
+        assert holds_the_paths == (lock_class == "path_lock")
+    finally:
+        lock.release()
 
 
 def test_a_run_waiting_on_a_use_file_gc_unlinks_holds_the_one_the_path_names(ws):
