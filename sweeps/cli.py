@@ -285,6 +285,9 @@ def _execute(runner, tasks, settings, data):
             p.update(status="running", started=time.time())
         else:
             _finish(p, outcome, settings)
+            stop = sys.exc_info()[1]   # the executor's cleanup after the sweep's own stop: its line says which
+            if isinstance(stop, KeyboardInterrupt):
+                _stopped_by_sweep(p, stop)
             progress.finished(p)
         record.write(settings.runs, data)
         progress.show()
@@ -294,11 +297,8 @@ def _execute(runner, tasks, settings, data):
         for _ in outcomes:
             pass
     except KeyboardInterrupt as e:   # the points it stopped (SIGTERM, in the runner's cleanup): said as such
-        from engine.guard import signal_name
         for p in data["points"]:
-            if p["status"] == "interrupted" and p.get("error") in ("interrupted by SIGTERM",
-                                                                   "mlrun was stopped by SIGTERM"):
-                p["error"] = f"the sweep was stopped by {signal_name(e)}, and stopped this point's run"
+            _stopped_by_sweep(p, e)
         record.write(settings.runs, data)
         raise
     finally:
@@ -309,6 +309,13 @@ def _execute(runner, tasks, settings, data):
             p.update(status="interrupted", error="the sweep was stopped")
         if stopped:
             record.write(settings.runs, data)
+
+
+def _stopped_by_sweep(p, stop):
+    """A point whose run the sweep's own stop ended (its SIGTERM to the run) reads so, with the sweep's signal."""
+    from engine.guard import signal_name
+    if p["status"] == "interrupted" and p.get("error") in ("interrupted by SIGTERM", "mlrun was stopped by SIGTERM"):
+        p["error"] = f"the sweep was stopped by {signal_name(stop)}, and stopped this point's run"
 
 
 def _finish(p, outcome, settings):

@@ -89,11 +89,11 @@ def run_point(spec, on_start=None, on_stop=None):
     env = dict(os.environ, **spec.get("env", {}), MLRUN_CACHE=os.path.expanduser(spec["cache"]), MLRUN_RUNS=runs)
     for name in spec.get("env_drop", ()):
         env.pop(name, None)
-    if on_start is not None:
-        on_start((spec["point_id"], node))
     proc = subprocess.Popen([spec["mlrun"], *spec["argv"]], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=_die_with_parent)
+    if on_start is not None:   # with mlrun's pid: a worker that dies answers nothing, and its run is found by it
+        on_start((spec["point_id"], node, proc.pid if shared_runs else None))
     try:
         while True:   # back in Python each second: Ray's cancel (a KeyboardInterrupt) waits for that, not a C call
             try:
@@ -133,8 +133,9 @@ def _run_id(stdout):
         return None
 
 
-def _run_of_process(runs, pid, since):
-    """The run that process pid started (a failed run prints no JSON): its record names its process."""
+def _run_of_process(runs, pid, since, host=None):
+    """The run that process pid (of host, by default this one) started (a failed run prints no JSON): its record
+    names its process."""
     try:
         names = os.listdir(runs)
     except OSError:
@@ -148,7 +149,7 @@ def _run_of_process(runs, pid, since):
         except (OSError, ValueError):
             continue
         process = record.get("process") or {}
-        if process.get("pid") == pid and process.get("host") == os.uname().nodename:
+        if process.get("pid") == pid and process.get("host") == (host or os.uname().nodename):
             return record.get("id")
     return None
 

@@ -104,6 +104,7 @@ class RayExecutor(Executor):
                                      f"{most})", hint=f"--cpus {most} or fewer")
                 refs = {submit(t, num_cpus=t.cpus): (t, None) for t in tasks if not t.measures}
                 measuring, busy, seen = deque(t for t in tasks if t.measures), set(), set()
+                mlruns = {}   # point id: (host, pid, when heard) of its mlrun
                 stop = _Deferred()
                 try:
                     while refs or measuring:
@@ -131,11 +132,16 @@ class RayExecutor(Executor):
                             if gone:
                                 raise gone
                             ready, _ = ray.wait([*refs, waiting], num_returns=1, timeout=POLL_S)
-                            if waiting in ready:
-                                ready.remove(waiting)
+                            # news first: a point that ended (its worker died) may have said just before that it
+                            # started, and which mlrun ran it
+                            if waiting in ready or ready and ray.wait([waiting], timeout=0)[0]:
+                                if waiting in ready:
+                                    ready.remove(waiting)
                                 news = [ray.get(waiting, timeout=ASK_S), *_started_news(ray, started, gcs)]
                                 waiting = started.actor.get.remote()
-                                for point_id, where in (n for n in news if isinstance(n, tuple)):
+                                for point_id, where, *pid in (n for n in news if isinstance(n, tuple)):
+                                    if pid and pid[0]:   # its mlrun, writing in this runs folder
+                                        mlruns[point_id] = (where.split("@")[0], pid[0], time.time())
                                     if point_id not in seen:
                                         seen.add(point_id)
                                         on_event("started", by_id[point_id], None)
@@ -165,7 +171,8 @@ class RayExecutor(Executor):
                         for ref in ready:
                             task, node_id = refs.pop(ref)
                             busy.discard(node_id)
-                            outcome = _outcome(ray, ref, task, node_id, settings.runs, self.log_dir)
+                            outcome = _outcome(ray, ref, task, node_id, settings.runs, self.log_dir,
+                                               mlruns.get(task.point_id))
                             yield self._finish(outcome, task, seen, on_event)
                 finally:
                     stop.close()
@@ -356,11 +363,13 @@ def _cpus_by_node(ray):
             if n.get("Alive") and n["Resources"].get("CPU", 0) >= 1}
 
 
-def _outcome(ray, ref, task, node_id, runs, log_dir):
+def _outcome(ray, ref, task, node_id, runs, log_dir, mlrun=None):
     try:
         return remote.outcome(ray.get(ref), runs, log_dir)
     except ray.exceptions.RayError as e:   # the worker or its node died, the task was cancelled...
         reason = str(e).strip().splitlines()
+        # its run, where the worker's mlrun wrote in this runs folder (the point named none: its link was lost)
+        run_id = node._run_of_process(runs, mlrun[1], mlrun[2] - 60, host=mlrun[0]) if mlrun else None
         return remote.lost(task, node_id[:8] if node_id else "-",
                            f"the Ray task of point {task.point_id} failed: {type(e).__name__}: "
-                           f"{reason[-1] if reason else ''}", log_dir=log_dir)
+                           f"{reason[-1] if reason else ''}", log_dir=log_dir, run_id=run_id)

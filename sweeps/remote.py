@@ -101,11 +101,11 @@ def outcome(result, runs, log_dir=None):
                    started=result.get("started", 0.0), log=_log(log_dir, result["point_id"], result["stderr"]))
 
 
-def lost(task, node_name, reason, seconds=0.0, log_dir=None):
+def lost(task, node_name, reason, seconds=0.0, log_dir=None, run_id=None):
     """The Outcome of a point whose worker or job ended without an answer (died, cancelled, timed out):
-    failed (exit 1), with the reason as its error."""
+    failed (exit 1), with the reason as its error; run_id: its run, where it could be found without one."""
     text = f"mlrun: error: {reason}\n"
-    return Outcome(point_id=task.point_id, returncode=1, run_id=None, node=node_name, seconds=seconds,
+    return Outcome(point_id=task.point_id, returncode=1, run_id=run_id, node=node_name, seconds=seconds,
                    stderr_tail=text, log=_log(log_dir, task.point_id, text))
 
 

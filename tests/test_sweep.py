@@ -581,6 +581,9 @@ def test_a_sweep_stopped_by_ctrl_c_says_so_of_its_running_point(ws, tmp_path):
     [p] = json.load(open(os.path.join(ws.runs, "sweeps", "ctrlc", "sweep.json")))["points"]
     assert p["status"] == "interrupted" and p["error"] == "the sweep was stopped by SIGINT, and stopped this point's " \
         "run", p
+    # the live line as well (it said "interrupted by SIGTERM", the sweep's own stop of the run)
+    assert "p000 n=0: interrupted: the sweep was stopped by SIGINT, and stopped this point's run" in err, err
+    assert "SIGTERM" not in err, err
 
 
 def test_a_grid_over_a_variable_mlrun_sets_is_refused_before_any_point(ws):
