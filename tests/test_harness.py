@@ -187,7 +187,7 @@ def test_short_run_settings_and_user_conf_lines_win(tmp_path):
     args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "MultiStream",
                                "--mode", "performance", "--count", "20"])
     chosen = harness.settings_lines(args, total=20, measured_qps=100.0)[1]
-    assert chosen["min_query_count"] == 3 and chosen["target_latency"] == 80  # 8 samples at 100/s
+    assert chosen["min_query_count"] == 3 and chosen["target_latency"] == 40  # 8 samples at 100/s, halved
 
 
 def test_the_user_confs_settings_the_most_specific_line_wins_and_the_server_bound_is_theirs(tmp_path):
@@ -301,13 +301,13 @@ def test_offline_target_has_a_margin_and_find_peak_says_why_it_is_for_server_onl
     # LoadGen reads SingleStream's and MultiStream's target_latency as real ms (a sub-ms model rounded up to
     # 1 ms could be over the 2x its generated queries allow), Server's as whole ms.
     args = harness.parse_args(base + ["--scenario", "SingleStream"])
-    assert harness.settings_lines(args, total=10833, measured_qps=2500.0)[1]["target_latency"] == 0.4
+    assert harness.settings_lines(args, total=10833, measured_qps=2500.0)[1]["target_latency"] == 0.2
     args = harness.parse_args(base + ["--scenario", "MultiStream", "--target-latency", "0.35"])
     assert harness.settings_lines(args, total=10833, measured_qps=1.0)[1]["target_latency"] == 0.35
     args = harness.parse_args(base + ["--scenario", "Server", "--target-latency", "99.2"])
     assert harness.settings_lines(args, total=10833, measured_qps=1.0)[1]["target_latency"] == 100
     for scenario, why in (("Offline", "the expected rate that sizes its query is measured"),
-                          ("MultiStream", "VALID up to 2x the real latency")):
+                          ("MultiStream", "VALID up to 4x the real latency")):
         with pytest.raises(SystemExit) as exit_:
             harness.parse_args(base + ["--scenario", scenario, "--find-peak"])
         err = capsys.readouterr().err
