@@ -413,13 +413,18 @@ def find_peak(args):
     start_qps = offline["loadgen"]["metric"].get("Samples per second") or offline["warmup_qps"]
     # each layout its own search (the rule's estimate chose one instance on both cores for OpenVINO's int8-bf16
     # BERT-Base, where one per core held the bound at 52 QPS against a p99 of 223 ms: docs/performance.md)
-    searches = []
+    # The next layout starts at the best target found so far, and stops there when that run is not VALID: its whole
+    # search (341-827 s on the Xeon) decided only which layout is faster. Where every check of the faster misses,
+    # a layout stopped so goes on searching then (below).
+    searches, best = [], None
     for layout in _peak_layouts(args):
         changes = {"searched_layout": f"{layout[0]}x{layout[1]}"} if layout else {}
         runs = folder / changes["searched_layout"] if layout else folder
+        run_fn = tuning.harness_run_fn(args, runs, args.peak_trial_ms, **changes)
         searches.append((layout, changes, runs, tuning.find_server_peak(
-            tuning.harness_run_fn(args, runs, args.peak_trial_ms, **changes), start_qps,
-            tolerance=args.peak_tolerance, min_queries=args.peak_min_queries)))
+            run_fn, start_qps, tolerance=args.peak_tolerance, min_queries=args.peak_min_queries, challenge=best),
+            run_fn))
+        best = max(best or 0, searches[-1][3].qps or 0) or None
     # the faster search's target is checked first; where none of its checks is VALID, the next layout's (short runs'
     # p99s are noisy: a search found 62.3 QPS one per core against 50.2 on both cores, and its checks missed down
     # to 51.5)
@@ -429,12 +434,22 @@ def find_peak(args):
     changes = {}   # the layout being checked: every check writes the run folder, kept in check-NN in turn
     check_fn = tuning.kept_checks(lambda qps, queries: tuning.check_run(args, run_dir, qps, queries, **changes),
                                   run_dir, folder)
-    for layout, own, runs, search in ranked:
+    checking = list(ranked)
+    while checking:
+        layout, own, runs, search, _ = checking.pop(0)
         changes.clear()
         changes.update(own)
         tuning.check_peak(search, check_fn)
         if search.checked_valid:
             break
+        if not checking:   # the layouts stopped at the faster one's target: their own search, then their check
+            for item in searches:
+                if item[3].lost_challenge:
+                    tuning.find_server_peak(item[4], start_qps, tolerance=args.peak_tolerance,
+                                            min_queries=args.peak_min_queries, resume=item[3])
+                    if item[3].qps:
+                        checking.append(item)
+            checking.sort(key=lambda item: -item[3].qps)
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text())
     summary["find_peak"] = {**search.record(), "offline_samples_per_second": round(start_qps, 3),
@@ -448,13 +463,15 @@ def find_peak(args):
                                          "aimed_runs": sum(trial.get("aimed_at") is not None
                                                            for trial in item[3].trials),
                                          "checks": len(item[3].checks), "checked_valid": item[3].checked_valid,
+                                         "challenge": item[3].challenge, "lost_challenge": item[3].lost_challenge,
                                          "note": item[3].note, "runs": str(item[2])}
                                         for item in searches if item[0]]}
     if layout:   # the check's rule said "a layout the search tries": what chose it
         # the searches' own targets, which ranked them (a check's step-down of the faster read as "found" less
         # than the other, beside "the faster layout")
-        found = "; ".join(f"{_layout_words(item[0])} " + (f"{item[3].found:.3f}" if item[3].found else "none VALID")
-                          for item in searches)
+        found = "; ".join(f"{_layout_words(item[0])} " + (
+            f"{item[3].found:.3f}" if item[3].found else f"not VALID at the other's {item[3].challenge:.3f}, searched "
+            "no further" if item[3].lost_challenge else "none VALID") for item in searches)
         why = "the faster layout in --find-peak's search" if layout == ranked[0][0] else \
             f"--find-peak's checks of {_layout_words(ranked[0][0])} found none VALID"
         summary["parallelism"]["rule"] = (f"Server: {_layout_words(layout)}, {why} (QPS found: {found})"

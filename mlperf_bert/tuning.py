@@ -16,7 +16,8 @@ bisects (geometric middle) until the highest valid and the lowest not-valid targ
 `tolerance` of each other (never halving below floor x start_qps: a run at a low rate is long). Where a
 run says where the queue model puts its peak (next_target), the next run goes just under that instead,
 until two such runs came out on the other side of it; a run too short for early stopping runs again
-with the queries its share of late queries needs (classify).
+with the queries its share of late queries needs (classify). A search that challenges another's target
+(another layout's) starts there and stops when that first run is not valid.
 The found target is the highest valid one. A full-length check (check_fn) follows when given: if it
 misses the bound, the target steps down by `tolerance` (or to `tolerance` below the rate the check
 completed, when that is lower: the machine did not sustain the target) and is checked again, at most
@@ -132,19 +133,24 @@ class PeakSearch:
     note: str = ""
     queries: int = 0                              # the queries early stopping asked for: every later run's least
     found: float | None = None                    # the search's own highest valid target, before any check
+    challenge: float | None = None                # where it started: the target another layout's search found
+    lost_challenge: bool = False                  # not valid there: it stopped (resume= goes on from it)
 
     def record(self):
         return asdict(self)
 
 
 def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_queries=4096, growth=1.5,
-                     max_runs=24, floor=1 / 16, check_fn=None, check_retries=3):
+                     max_runs=24, floor=1 / 16, check_fn=None, check_retries=3, challenge=None, resume=None):
     """The PeakSearch for run_fn (see the module's doc); start_qps: a first guess, e.g. Offline samples/s.
-    The target is never halved below floor x start_qps (a run at a low rate takes long: its queries / rate)."""
+    The target is never halved below floor x start_qps (a run at a low rate takes long: its queries / rate).
+    challenge: a target another search found (another layout's): the first run is there, and where it is not
+    valid the search stops (`lost_challenge`): this one cannot beat it. resume: such a search, to go on from."""
     if not start_qps or start_qps <= 0:
         raise ValueError(f"start_qps must be positive, not {start_qps!r}")
-    search = PeakSearch(None, None, tolerance)
-    learned = {"queries": min_queries}  # what early stopping asked for once, every later run starts with
+    search = resume or PeakSearch(None, None, tolerance, challenge=challenge)
+    search.lost_challenge, search.note = False, ""
+    learned = {"queries": max(min_queries, search.queries)}  # what early stopping asked for once, later runs start with
     wrong = 0   # aimed runs that came out on the other side of their aim: after two, no more aiming
 
     def runs_left():
@@ -169,8 +175,13 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
                 return False
             queries = next_queries
 
-    qps, aimed = float(start_qps), None
-    while True:
+    def next_one():
+        last = search.trials[-1]
+        return next_target(search.qps, search.upper, last["aim_qps"] if wrong < 2 else None,
+                           last["ceiling_qps"], tolerance, growth, start_qps * floor)
+
+    qps, aimed = next_one() if resume else (float(challenge or start_qps), None)
+    while qps is not None:
         first = len(search.trials)
         valid = is_valid(qps)
         for trial in search.trials[first:]:
@@ -180,14 +191,15 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
         else:
             search.upper = qps
         wrong += aimed is not None and valid != (qps <= aimed)   # one may be the machine's noise; two, the model
+        if challenge and not resume and first == 0 and not valid:
+            search.lost_challenge = True
+            break
         if (search.qps and search.upper and search.upper / search.qps <= 1 + tolerance) or not runs_left():
             break
-        last = search.trials[-1]
-        qps, aimed = next_target(search.qps, search.upper, last["aim_qps"] if wrong < 2 else None,
-                                 last["ceiling_qps"], tolerance, growth, start_qps * floor)
-        if qps is None:
-            break
-    if search.qps is None:
+        qps, aimed = next_one()
+    if search.lost_challenge:
+        search.note = f"not valid at {challenge:.3g} QPS, the other layout's target: searched no further"
+    elif search.qps is None:
         search.note = f"no target down to {min(t['target_qps'] for t in search.trials):.3g} QPS was valid"
     elif search.upper is None:
         search.note = f"every target up to {search.qps:.3g} QPS was valid (run budget spent)"

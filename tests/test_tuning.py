@@ -332,6 +332,25 @@ def test_find_peak_brackets_the_boundary_within_its_tolerance(start):
     assert len(search.trials) <= 24
 
 
+def test_a_challenge_stops_at_once_where_the_other_target_is_not_valid_and_resumes_from_there():
+    """The second layout's whole search (341-827 s on the Xeon) only decided which layout was faster. Challenging
+    the first's target: one target (and its early-stopping reruns) where it cannot beat it; where it can, its own
+    peak as a plain search finds it; resumed after a loss, its peak without a run above the lost target."""
+    slower, calls = fake_server(peak=40.0)
+    lost = tuning.find_server_peak(slower, 100.0, tolerance=0.05, min_queries=64, challenge=50.0)
+    assert lost.lost_challenge and lost.qps is None and lost.upper == 50.0 and lost.challenge == 50.0
+    assert {qps for qps, _ in calls} == {50.0} and "not valid at 50 QPS, the other layout's target" in lost.note
+    plain_runs = len(tuning.find_server_peak(fake_server(peak=40.0)[0], 100.0, tolerance=0.05, min_queries=64).trials)
+    assert len(lost.trials) < plain_runs, (len(lost.trials), plain_runs)
+    calls.clear()
+    tuning.find_server_peak(slower, 100.0, tolerance=0.05, min_queries=64, resume=lost)
+    assert not lost.lost_challenge and 40.0 / 1.05 <= lost.qps <= 40.0 and lost.found == lost.qps and not lost.note
+    assert max(qps for qps, _ in calls) < 50.0 and lost.trials[0]["target_qps"] == 50.0   # the lost run kept
+    faster, calls = fake_server(peak=60.0)
+    won = tuning.find_server_peak(faster, 100.0, tolerance=0.05, min_queries=64, challenge=50.0)
+    assert not won.lost_challenge and 60.0 / 1.05 <= won.qps <= 60.0 and calls[0][0] == 50.0
+
+
 def test_find_peak_when_early_stopping_asks_too_much_or_nothing_is_valid():
     def run_fn(qps, queries):
         return fake_summary(False, False, queries, 100000)  # never enough: undecidable
@@ -578,7 +597,7 @@ def test_find_peak_searches_both_layouts_only_where_the_rule_would_choose(monkey
     assert layouts() == [None]
 
 
-def mocked_find_peak(tmp_path, monkeypatch, check_run):
+def mocked_find_peak(tmp_path, monkeypatch, check_run, search=True):
     """harness.find_peak over two layouts whose searches found 50.2 QPS (1x2) and 62.3 (2x1), each check answered by
     check_run(layout, qps) -> LoadGen summary; (its summary, the checks run as (layout, qps))."""
     from mlperf_bert import harness
@@ -587,10 +606,12 @@ def mocked_find_peak(tmp_path, monkeypatch, check_run):
                                "--mode", "performance", "--find-peak", "--count", "64", "--backend", "openvino"])
     monkeypatch.setattr(tuning, "short_run", lambda *a, **k: {"loadgen": {"latency_ms": {"p99": 40.0}, "metric": {
         "Samples per second": 70.0}}, "warmup_qps": 70.0})
-    monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes: changes["searched_layout"])
-    found = {"1x2": 50.2, "2x1": 62.3}
-    monkeypatch.setattr(tuning, "find_server_peak", lambda layout, start, **k: tuning.PeakSearch(
-        found[layout], found[layout] * 1.05, 0.05, trials=[{}] * 7, queries=459, found=found[layout]))
+    if search:   # else the caller's
+        monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes:
+                            changes["searched_layout"])
+        found = {"1x2": 50.2, "2x1": 62.3}
+        monkeypatch.setattr(tuning, "find_server_peak", lambda layout, start, **k: tuning.PeakSearch(
+            found[layout], found[layout] * 1.05, 0.05, trials=[{}] * 7, queries=459, found=found[layout]))
     checked = []
 
     def check(args, run_dir, qps, queries, **changes):
@@ -811,3 +832,53 @@ def test_a_server_target_latency_of_part_of_a_millisecond_is_refused(files, tmp_
     result = subprocess.run(command, cwd=files.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 78 and "hint: give 1\n" in result.stderr, result.stderr
+
+
+def challenged_find_peak(tmp_path, monkeypatch, check_run, peaks):
+    """harness.find_peak over two layouts, each searched for real against a fake server of its own peak
+    (1x2 first, then 2x1 challenging its target); (its summary, the checks run, each layout's calls)."""
+    from mlperf_bert import harness
+    servers = {layout: fake_server(peak) for layout, peak in peaks.items()}
+    monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes:
+                        servers[changes["searched_layout"]][0])
+    monkeypatch.setattr(tuning, "find_server_peak", REAL_FIND_SERVER_PEAK)
+    summary, checked = mocked_find_peak(tmp_path, monkeypatch, check_run, search=False)
+    return summary, checked, {layout: calls for layout, (_, calls) in servers.items()}
+
+
+REAL_FIND_SERVER_PEAK = tuning.find_server_peak
+
+
+def test_find_peak_stops_the_second_layout_at_the_first_ones_target_where_it_is_slower(tmp_path, monkeypatch):
+    summary, checked, calls = challenged_find_peak(tmp_path, monkeypatch, lambda layout, qps: VALID_CHECK,
+                                                   {"1x2": 50.0, "2x1": 40.0})
+    peak = summary["find_peak"]
+    first, second = peak["layouts"]
+    assert 50.0 / 1.05 <= first["found"] <= 50.0 and checked == [("1x2", round(first["found"], 1))]
+    assert second["lost_challenge"] and second["challenge"] == first["found"] and second["found"] is None
+    assert {qps for qps, _ in calls["2x1"]} == {first["found"]}   # one target: its early-stopping reruns only
+    assert peak["checked_valid"] and f"2 instance(s) x 1 thread(s) not VALID at the other's {first['found']:.3f}, " \
+        "searched no further" in summary["parallelism"]["rule"], summary["parallelism"]["rule"]
+
+
+def test_a_layout_stopped_at_the_other_ones_target_searches_on_when_every_check_of_that_one_misses(
+        tmp_path, monkeypatch):
+    summary, checked, calls = challenged_find_peak(
+        tmp_path, monkeypatch, lambda layout, qps: VALID_CHECK if layout == "2x1" else MISSED_CHECK,
+        {"1x2": 50.0, "2x1": 40.0})
+    peak = summary["find_peak"]
+    first, second = peak["layouts"]
+    assert [layout for layout, _ in checked] == ["1x2"] * 4 + ["2x1"], checked
+    assert not second["lost_challenge"] and 40.0 / 1.05 <= second["found"] <= 40.0 and second["checked_valid"]
+    assert max(qps for qps, _ in calls["2x1"][1:]) < first["found"]   # resumed below the target it lost at
+    assert peak["checked_valid"] and peak["checked_qps"] == round(second["found"], 3)
+    assert summary["parallelism"]["rule"].startswith("Server: 2 instance(s) x 1 thread(s), --find-peak's checks of "
+                                                     "1 instance(s) x 2 thread(s) found none VALID")
+
+
+def test_a_faster_second_layout_wins_its_challenge_and_is_checked_first(tmp_path, monkeypatch):
+    summary, checked, calls = challenged_find_peak(tmp_path, monkeypatch, lambda layout, qps: VALID_CHECK,
+                                                   {"1x2": 40.0, "2x1": 60.0})
+    first, second = summary["find_peak"]["layouts"]
+    assert not second["lost_challenge"] and 60.0 / 1.05 <= second["found"] <= 60.0
+    assert calls["2x1"][0][0] == first["found"] and checked == [("2x1", round(second["found"], 1))]
