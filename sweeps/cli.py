@@ -332,7 +332,7 @@ def _finish(p, outcome, settings):
         status = "ok" if code == 0 else "interrupted" if code in INTERRUPTED_CODES or (
             code < 0 and -code != signal.SIGKILL) else "failed"
     if status not in ("ok", "failed", "interrupted"):
-        status = "failed"   # 'error' (mlrun itself failed) and 'died' count as failed points
+        status = "failed"   # 'error' (not carried out: mlrun's exit 2) and 'died' count as failed points
     if status != "ok" and not p.get("error"):
         # a point killed by a signal: the signal's name, not "code -15" nor its last progress line
         killed = (f"mlrun was stopped by {signal.Signals(-code).name}"
