@@ -597,14 +597,15 @@ def test_find_peak_searches_both_layouts_only_where_the_rule_would_choose(monkey
     assert layouts() == [None]
 
 
-def mocked_find_peak(tmp_path, monkeypatch, check_run, search=True):
+def mocked_find_peak(tmp_path, monkeypatch, check_run, search=True, alone_p99=60.0):
     """harness.find_peak over two layouts whose searches found 50.2 QPS (1x2) and 62.3 (2x1), each check answered by
-    check_run(layout, qps) -> LoadGen summary; (its summary, the checks run as (layout, qps))."""
+    check_run(layout, qps) -> LoadGen summary; (its summary, the checks run as (layout, qps)). alone_p99: the
+    SingleStream run's (60 ms: x 2 cores over 75% of the 130 ms bound, so 1x2 is searched first)."""
     from mlperf_bert import harness
     monkeypatch.setattr(parallelism, "available_cores", lambda: [0, 1])
     args = harness.parse_args(["--features", "f", "--model", "m", "--out", str(tmp_path), "--scenario", "Server",
                                "--mode", "performance", "--find-peak", "--count", "64", "--backend", "openvino"])
-    monkeypatch.setattr(tuning, "short_run", lambda *a, **k: {"loadgen": {"latency_ms": {"p99": 40.0}, "metric": {
+    monkeypatch.setattr(tuning, "short_run", lambda *a, **k: {"loadgen": {"latency_ms": {"p99": alone_p99}, "metric": {
         "Samples per second": 70.0}}, "warmup_qps": 70.0})
     if search:   # else the caller's
         monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes:
@@ -721,10 +722,17 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     assert "find-peak: target" in result.stdout
     cores = len(parallelism.available_cores())
     if cores > 1:   # both layouts searched, each in a folder of its own; the check ran the faster, said so
-        assert [(item["instances"], item["threads"]) for item in peak["layouts"]] == [(1, cores), (cores, 1)]
+        # one per core first where SingleStream's p99 x the cores keeps within 75% of the bound; the other then
+        # starts at its target (and may stop there)
+        order = [(1, cores), (cores, 1)]
+        if peak["singlestream_p99_ms"] * cores <= parallelism.SERVER_BOUND_SHARE * 130:
+            order.reverse()
+        assert [(item["instances"], item["threads"]) for item in peak["layouts"]] == order
+        assert peak["layouts"][1]["challenge"] == peak["layouts"][0]["found"]
         for item in peak["layouts"]:
             assert (Path(item["runs"]) / "trial-01" / "summary.json").is_file(), item
-        trial = json.loads((Path(peak["layouts"][1]["runs"]) / "trial-01" / "summary.json").read_text())
+        per_core = next(item for item in peak["layouts"] if item["instances"] == cores)
+        trial = json.loads((Path(per_core["runs"]) / "trial-01" / "summary.json").read_text())
         assert trial["parallelism"]["rule"].startswith(
             f"Server: {cores} instance(s) x 1 thread(s), a layout --find-peak's search tries"), trial["parallelism"]
         # the faster by its search (a check may step its target down below the other's)
@@ -834,15 +842,16 @@ def test_a_server_target_latency_of_part_of_a_millisecond_is_refused(files, tmp_
     assert result.returncode == 78 and "hint: give 1\n" in result.stderr, result.stderr
 
 
-def challenged_find_peak(tmp_path, monkeypatch, check_run, peaks):
+def challenged_find_peak(tmp_path, monkeypatch, check_run, peaks, alone_p99=60.0):
     """harness.find_peak over two layouts, each searched for real against a fake server of its own peak
-    (1x2 first, then 2x1 challenging its target); (its summary, the checks run, each layout's calls)."""
+    (1x2 first, then 2x1 challenging its target, unless alone_p99 puts 2x1 first); (its summary, the checks run,
+    each layout's calls)."""
     from mlperf_bert import harness
     servers = {layout: fake_server(peak) for layout, peak in peaks.items()}
     monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes:
                         servers[changes["searched_layout"]][0])
     monkeypatch.setattr(tuning, "find_server_peak", REAL_FIND_SERVER_PEAK)
-    summary, checked = mocked_find_peak(tmp_path, monkeypatch, check_run, search=False)
+    summary, checked = mocked_find_peak(tmp_path, monkeypatch, check_run, search=False, alone_p99=alone_p99)
     return summary, checked, {layout: calls for layout, (_, calls) in servers.items()}
 
 
@@ -882,3 +891,20 @@ def test_a_faster_second_layout_wins_its_challenge_and_is_checked_first(tmp_path
     first, second = summary["find_peak"]["layouts"]
     assert not second["lost_challenge"] and 60.0 / 1.05 <= second["found"] <= 60.0
     assert calls["2x1"][0][0] == first["found"] and checked == [("2x1", round(second["found"], 1))]
+
+
+def test_one_instance_per_core_is_searched_first_where_its_samples_keep_within_the_bound(tmp_path, monkeypatch):
+    """SingleStream's p99 on both cores 40 ms: about 80 ms on one core, within 75% of the 130-ms bound. One per core
+    (the faster in every search measured) is searched first, and one instance on both cores, slower, stops at its
+    target after one target's runs (searched first, it took 4-6 short runs on the EPYC, then the other 3-6 more)."""
+    summary, checked, calls = challenged_find_peak(tmp_path, monkeypatch, lambda layout, qps: VALID_CHECK,
+                                                   {"1x2": 40.0, "2x1": 60.0}, alone_p99=40.0)
+    first, second = summary["find_peak"]["layouts"]
+    assert (first["instances"], second["instances"]) == (2, 1), summary["find_peak"]["layouts"]
+    assert second["lost_challenge"] and {qps for qps, _ in calls["1x2"]} == {first["found"]}
+    assert checked == [("2x1", round(first["found"], 1))]
+    from mlperf_bert import harness
+    args = harness.parse_args(["--features", "f", "--model", "m", "--out", "o", "--scenario", "Server",
+                               "--mode", "performance", "--find-peak", "--backend", "openvino"])
+    assert harness._peak_layouts(args, 40.0, 130) == [(2, 1), (1, 2)]
+    assert harness._peak_layouts(args, 49.0, 130) == [(1, 2), (2, 1)] == harness._peak_layouts(args)
