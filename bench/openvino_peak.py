@@ -84,10 +84,12 @@ def again_under_the_backend(argv, module="bench.openvino_peak"):
 def nncf_int8(model, features, timed, cache, seed):
     """NNCF's static int8 of the model as `get ml-model bert int8-nncf` makes it, calibrated on 100 features the
     timed samples are not among (the official calibration list is not offline); its path."""
-    from mlperf_bert import nncf_quantize
-    # named by the timed samples too (those are left out of its calibration), and by the features drawn from
+    from mlperf_bert import nncf_quantize, quantize
+    # named by the timed samples too (those are left out of its calibration), and by the features drawn from; and
+    # by NNCF's overflow fix, which this CPU's int8 instructions choose (a cache copied from another machine)
+    fix = nncf_quantize.overflow_fix(quantize.cpu_flags())[0]
     timed_digest = hashlib.sha256(json.dumps([sorted(timed), len(features.lengths)]).encode()).hexdigest()[:8]
-    out = Path(cache) / f"{Path(model).stem}.int8-nncf-seed{seed}-{timed_digest}.onnx"
+    out = Path(cache) / f"{Path(model).stem}.int8-nncf-seed{seed}-{timed_digest}-{fix}.onnx"
     if not out.is_file():
         others = sorted(set(range(len(features.lengths))) - set(timed))
         if others:
@@ -98,7 +100,7 @@ def nncf_int8(model, features, timed, cache, seed):
         scratch = out.with_name(f".{out.name}.{os.getpid()}")   # written whole, then renamed
         with quietly(f"NNCF int8 of {Path(model).name}, calibrated on {len(rows)} features (a few minutes), once "
                      f"into {cache}"):
-            nncf_quantize.quantize_model(model, str(scratch), calibration, rows)
+            nncf_quantize.quantize_model(model, str(scratch), calibration, rows, fix=fix)
         os.replace(scratch, out)
     return str(out)
 

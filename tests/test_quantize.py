@@ -175,20 +175,32 @@ def test_int8_key_changes_with_the_source_and_each_setting(tmp_path):
     assert dict(official.deps)["source"].name == "get-ml-model-bert-large" and official.key != base
 
 
-def test_int8_key_holds_the_cpus_int8_instructions(tmp_path):
+@pytest.mark.parametrize("query, recipe", [("get ml-model bert int8-dynamic _random", INT8),
+                                           ("get ml-model bert int8-nncf _random", "get-ml-model-bert-int8-nncf")])
+def test_int8_key_holds_the_cpus_int8_instructions(tmp_path, query, recipe):
+    """Both quantisers choose by the CPU's int8 instructions (reduce_range; NNCF's overflow_fix): a model made on a
+    VNNI machine is not the one an AVX2 machine needs (NNCF's was taken from the same key on both)."""
     class FakeCpu(Prober):
         def __init__(self, answer):
             super().__init__(None)
             self.answer = answer
 
         def __call__(self, node, spec, host, overrides=None):
-            return {name: self.answer for name in spec} if node.name == INT8 else super().__call__(node, spec, host, overrides)
+            return {name: self.answer for name in spec} if node.name == recipe else super().__call__(node, spec, host, overrides)
     def key(answer):
-        return _node(_plan(tmp_path, "get ml-model bert int8-dynamic _random", prober=FakeCpu(answer)), INT8)
+        return _node(_plan(tmp_path, query, prober=FakeCpu(answer)), recipe)
     vnni, plain = key("int8 isa: avx512_vnni"), key("int8 isa:")
     assert vnni.key != plain.key and vnni.material["probe"] == {"cpu_int8": "int8 isa: avx512_vnni"}
-    real = _node(_plan(tmp_path, "get ml-model bert int8-dynamic _random"), INT8).probes["cpu_int8"]
+    real = _node(_plan(tmp_path, query), recipe).probes["cpu_int8"]
     assert real.startswith("int8 isa:")
+
+
+def test_nncfs_overflow_fix_follows_the_cpu():
+    from mlperf_bert import nncf_quantize
+    assert nncf_quantize.overflow_fix({"avx2", "avx512f"})[0] == "enable"   # u8s8 sums saturate: half range
+    assert nncf_quantize.overflow_fix({"avx2", "avx_vnni"})[0] == "first_layer_only"   # NNCF's own default
+    assert nncf_quantize.overflow_fix({"amx_int8"})[0] == "first_layer_only"
+    assert "amx_int8" in nncf_quantize.overflow_fix({"amx_int8", "avx512_vnni"})[1]
 
 
 def test_app_uses_the_int8_model_of_its_chosen_source(tmp_path, models):
