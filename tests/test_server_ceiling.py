@@ -120,6 +120,7 @@ def test_the_summary_says_the_steady_ceiling_beside_the_target():
         "this run's target 33); one running every sample 1.123x slower, as this run's p99 says, to 31.500 QPS")
 
 
+@pytest.mark.slow   # 6 s on the EPYC: out of the quick loop
 def test_a_runs_p99_matched_gives_the_slowdown_back_and_an_overloaded_run_none():
     """steady_ceiling(measured=(qps, p99)): the slowdown of every run time at which the queue model gives the p99
     measured at that rate, and the target holding the bound at it (what --find-peak aims its next run by)."""

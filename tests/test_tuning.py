@@ -456,6 +456,7 @@ LOADGEN_EARLY_STOPPING = [(325, 134, 0), (459, 203, 1), (550, 112, 1), (662, 176
                           (2144, 781, 17), (2798, 1614, 29)]
 
 
+@pytest.mark.slow   # 10 s on the EPYC: out of the quick loop
 def test_early_stopping_counts_as_loadgens_logs_do():
     for processed, more, late in LOADGEN_EARLY_STOPPING:
         assert tuning.early_stopping_queries(late) == processed + more
