@@ -175,22 +175,23 @@ def _used_entries(record, cache):
         name = os.path.basename(step.get("path") or "")
         if name:   # held until the bundle is written: rm and gc leave it (an entry removed under it failed the export)
             cache.use_entry(name, touch=False)
-        if not name or read_entry(os.path.join(cache.root, name)) is None:
+        path = os.path.join(cache.root, name)
+        meta = read_entry(path) if name else None   # read once: the checks below and the build it is
+        if meta is None:
             raise MlrunError(f"the cache entry {name or '?'} of step {step.get('label')} of run {record['id']} "
                              f"is not in the cache {cache.root}",
                              hint="it was removed since (mlrun rm cache), or the run used another cache: "
                                   "pass that one with --cache, or export without the cache entries")
         # its stat signature, then its content (bit rot keeps size and time): import refused a damaged entry
         # with "the bundle was not made by mlrun export, or was changed since"
-        damage = integrity.stat_problems(os.path.join(cache.root, name)) or \
-            entry_problems(os.path.join(cache.root, name))
+        damage = integrity.stat_problems(path) or entry_problems(path, meta)
         if damage:
             raise MlrunError(f"the cache entry {name} of step {step.get('label')} changed after it was published "
                              f"({few(damage)}): its receiver would refuse the bundle",
-                             hint=f"`{removal_command(os.path.join(cache.root, name))}` and a rerun rebuild it; "
+                             hint=f"`{removal_command(path)}` and a rerun rebuild it; "
                                   "`mlrun cache verify` checks the other entries")
         built = step.get("entry_digest")
-        if built and (read_entry(os.path.join(cache.root, name)) or {}).get("entry_digest") != built:
+        if built and meta.get("entry_digest") != built:
             raise MlrunError(f"the cache entry {name} of step {step.get('label')} was rebuilt after run "
                              f"{record['id']} used it: the bundle would carry another build than the run's",
                              hint="export without --with-cache (the receiver builds the entry from the recipes the "

@@ -48,13 +48,14 @@ def find(cache, runs_dir, older_than=None, now=None):
     """What gc would remove now: [Item]. Cache entries only with older_than (seconds unused)."""
     now = time.time() if now is None else now
     age = DEFAULT_AGE if older_than is None else older_than
-    items = []
+    items, building = [], set()   # building: entries with a build folder, whose lock goes with it, not alone
     tmp = os.path.join(cache.root, ".tmp")
     for name in _names(tmp):
         if TEMP.fullmatch(name):
             kind = "killed import" if name.startswith("import-") else "interrupted removal"
             item = (kind, os.path.join(tmp, name), cache.lock_path(f"tmp/{name}.lock"), True)
         elif build := BUILD.fullmatch(name):   # <entry>.<pid>: a build killed before it could publish
+            building.add(build[1])
             # its lock goes with it when no entry was published under it (held while deleting: path_lock)
             item = ("build leftover", os.path.join(tmp, name), cache.lock_path(build[1] + ".lock"),
                     not os.path.lexists(os.path.join(cache.root, build[1])))
@@ -96,7 +97,6 @@ def find(cache, runs_dir, older_than=None, now=None):
     # a use file a killed mlrun was making (flock's no_use: made whole, then linked in)
     items += _aged("stale use file", os.path.join(cache.root, ".locks"), 3600, now,
                    lambda name, path: re.fullmatch(r".+\.use\.\d+\.new", name))
-    building = {m[1] for m in map(BUILD.fullmatch, _names(tmp)) if m}
     for name in _names(os.path.join(cache.root, ".locks")):   # a failed or removed entry's: .locks/ only grew
         lock = os.path.join(cache.root, ".locks", name)
         if name.endswith(".use") and not os.path.lexists(os.path.join(cache.root, name[:-4])) and not _owned(lock):

@@ -416,14 +416,15 @@ def find_peak(args):
     # The next layout starts at the best target found so far, and stops there when that run is not VALID: its whole
     # search (341-827 s on the Xeon) decided only which layout is faster. Where every check of the faster misses,
     # a layout stopped so goes on searching then (below).
+    def peak_search(run_fn, **how):   # each layout's, and a stopped one's resumed
+        return tuning.find_server_peak(run_fn, start_qps, tolerance=args.peak_tolerance,
+                                       min_queries=args.peak_min_queries, **how)
     searches, best = [], None
     for layout in _peak_layouts(args, alone_p99, bound_ms):
         changes = {"searched_layout": f"{layout[0]}x{layout[1]}"} if layout else {}
         runs = folder / changes["searched_layout"] if layout else folder
         run_fn = tuning.harness_run_fn(args, runs, args.peak_trial_ms, **changes)
-        searches.append((layout, changes, runs, tuning.find_server_peak(
-            run_fn, start_qps, tolerance=args.peak_tolerance, min_queries=args.peak_min_queries, challenge=best),
-            run_fn))
+        searches.append((layout, changes, runs, peak_search(run_fn, challenge=best), run_fn))
         best = max(best or 0, searches[-1][3].qps or 0) or None
     # the faster search's target is checked first; where none of its checks is VALID, the next layout's (short runs'
     # p99s are noisy: a search found 62.3 QPS one per core against 50.2 on both cores, and its checks missed down
@@ -445,8 +446,7 @@ def find_peak(args):
         if not checking:   # the layouts stopped at the faster one's target: their own search, then their check
             for item in searches:
                 if item[3].lost_challenge:
-                    tuning.find_server_peak(item[4], start_qps, tolerance=args.peak_tolerance,
-                                            min_queries=args.peak_min_queries, resume=item[3])
+                    peak_search(item[4], resume=item[3])
                     if item[3].qps:
                         checking.append(item)
             checking.sort(key=lambda item: -item[3].qps)
