@@ -577,31 +577,36 @@ def remove_tree(path):
     shutil.rmtree(path, ignore_errors=True)
 
 
-_PathLock = None
+class path_lock:
+    """An exclusive lock of the file at path (made group-writable), for builds and downloads: `with`, or
+    acquire(timeout=) and release(). flock() below takes it, so once held it is of the file the path names
+    (gc unlinks a build lock nobody holds, under its lock; one who opened the path just before then locked a file
+    nobody sees while the next builder locked the new one). Not filelock's FileLock: its import (asyncio's) was
+    40 ms of every mlrun that builds, and checking which file it held reached into its private fields."""
 
+    def __init__(self, path):
+        self.path, self.fd = path, None
 
-def path_lock(path):
-    """A filelock.FileLock (group-writable) that, once held, holds the file its path names. gc unlinks a lock
-    file nobody holds, under its lock; filelock polls by opening the path anew, so one that opened the file
-    just before the unlink could lock the unlinked file while the next builder locked the new one. As flock()
-    below, it checks and tries again."""
-    global _PathLock
-    if _PathLock is None:
-        from filelock import FileLock   # only builds and downloads pay for the import
+    def acquire(self, timeout=None):
+        """True once held: at once, or within timeout seconds (None: however long it takes), else False."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.fd = flock(self.path, wait=deadline is None)
+            if self.fd is not None or time.monotonic() >= deadline:
+                return self.fd is not None
+            time.sleep(0.05)
 
-        class _PathLock(FileLock):
-            def _acquire(self):
-                super()._acquire()
-                fd = self._context.lock_file_fd
-                if fd is None:
-                    return   # taken: filelock polls again
-                try:
-                    same = os.path.samestat(os.fstat(fd), os.stat(self.lock_file))
-                except FileNotFoundError:
-                    same = False
-                if not same:
-                    self._release()   # not held: the next poll opens the path's own file
-    return _PathLock(path, mode=0o664)
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
 
 
 def flock(path, shared=False, wait=True, no_use=False):

@@ -12,7 +12,7 @@ download; a lock beside it keeps two downloads of one file apart. The checksum
 is verified before the .part file is moved, so `dest` only ever holds a
 verified file.
 
-requests, urllib3, tqdm and filelock are imported inside the functions that
+requests, urllib3 and tqdm are imported inside the functions that
 use them: the CLI imports this module and must start fast.
 """
 

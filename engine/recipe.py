@@ -8,8 +8,6 @@ Schema reference: docs/recipes.md.
 import math
 import re
 
-import regex
-
 from .errors import RecipeError
 from .words import did_you_mean
 
@@ -317,6 +315,7 @@ class _Checker:
             pattern = spec.get("pattern")
             if pattern is not None:
                 self.expect(pattern, str, here + ["pattern"], "pattern")
+                import regex   # here and in pattern_matches: 20 ms of every mlrun start, needed once a recipe changed
                 try:
                     regex.compile(pattern)
                 except regex.error as error:
@@ -425,6 +424,7 @@ class PatternTooSlow(RecipeError):
 def pattern_matches(pattern, value):
     """Whether str(value) matches pattern whole. Python's re has no time limit: a recipe's pattern that
     backtracks hung mlrun on a person's value; the regex module stops at a time-out."""
+    import regex
     try:
         return regex.fullmatch(pattern, str(value), timeout=PATTERN_SECONDS) is not None
     except TimeoutError:

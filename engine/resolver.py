@@ -288,7 +288,7 @@ class Resolver:
         values = {}
         for name, spec in declared.items():
             value = given.get(name, spec["default"])
-            value = input_value(recipe, name, value)
+            value = input_value(recipe, name, value, is_default=name not in given)
             if value in (None, "") and spec.get("required"):   # `--who=` planned an empty value
                 raise ResolutionError(f"{recipe['name']} needs --{name}" + ("" if value is None else ", not empty"),
                                       hint=spec["help"] or None)
@@ -575,8 +575,11 @@ def resolve(index, query, inputs=None, reporter=None, host_env=None, dep_overrid
     return Resolver(index, reporter, host_env, dep_overrides, env_overrides, prober).resolve(query, inputs)
 
 
-def input_value(recipe, name, value):
-    """A value given for one of recipe's inputs, converted to its type and checked against its choices."""
+def input_value(recipe, name, value, is_default=False):
+    """A value given for one of recipe's inputs, converted to its type and checked against its choices.
+
+    A default met its pattern when the recipe was read: not matched again (the regex module's import is a fifth
+    of a warm mlrun start)."""
     spec = recipe["inputs"].get(name)
     if spec is None:
         raise _no_such_input(recipe, name)
@@ -600,7 +603,8 @@ def input_value(recipe, name, value):
     if value is not None and out_of_bounds(name, value, spec):
         fail(out_of_bounds(name, value, spec))
     try:
-        unmatched = spec.get("pattern") and value is not None and not pattern_matches(spec["pattern"], value)
+        unmatched = (spec.get("pattern") and value is not None and not is_default
+                     and not pattern_matches(spec["pattern"], value))
     except PatternTooSlow as e:   # the recipe's fault (exit 2), said of the flag that met it
         fail(f"--{name}: {e.message}", hint=e.hint)
     if unmatched:

@@ -250,10 +250,7 @@ class Runner:
             self.reporter.step(i, total, node, "cached", _short(path))
             return "cached", path
         lock = self.cache.lock(node)
-        from filelock import Timeout
-        try:
-            lock.acquire(timeout=1)
-        except Timeout:
+        if not lock.acquire(timeout=1):
             who = self.cache.builder(node)   # which process, and its log: a stopped one held it unsaid
             if not getattr(self.reporter, "stream", sys.stderr).isatty():   # a batch log showed nothing for a minute
                 self.reporter.line(f"[{i}/{total}] {node.label}: waiting: another mlrun is building it{who}")

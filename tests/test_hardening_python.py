@@ -275,3 +275,17 @@ def test_a_probe_that_leaves_a_job_in_the_background_answers_at_once_and_leaves_
     pid = int(marker.read_text())
     assert wait_for(lambda: not os.path.exists(f"/proc/{pid}") or
                     open(f"/proc/{pid}/stat").read().split()[2] == "Z", timeout=10)
+
+
+def test_a_probes_exit_is_seen_at_once_and_one_that_does_not_answer_is_given_up_at_its_limit():
+    """Probes are waited for on a pidfd (Popen.wait with a time limit polls: a 15-ms probe was seen after 30-60 ms)."""
+    import subprocess
+    from engine import probes
+    slow = subprocess.Popen(["sleep", "5"])
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        probes._wait(slow, 0.2)
+    assert 0.2 <= time.monotonic() - started < 3
+    slow.kill()
+    slow.wait()
+    assert probes._wait(subprocess.Popen(["sh", "-c", "exit 3"]), 5) == 3

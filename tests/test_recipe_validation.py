@@ -2,6 +2,7 @@
 import os
 
 import pytest
+import yaml
 
 from conftest import assert_user_error
 from engine import RecipeError
@@ -133,7 +134,8 @@ CASES = [
     # escapes past the reader's check of raw characters: plan passed, the run said "a bug in mlrun"
     ("env-nul-escape", 'tags: a\nenv: {A: "a\\0b"}\n', 2, "a NUL character"),
     ("run-nul-escape", 'tags: a\nrun:\n  - echo\n  - "\\0"\n', 4, "a NUL character"),
-    ("env-lone-surrogate", 'tags: a\nenv: {A: "\\ud800"}\n', 2, "U+D800 (a lone surrogate)"),
+    ("env-lone-surrogate", 'tags: a\nenv: {A: "\\ud800"}\n', 2,   # libyaml refuses the escape itself
+     "found invalid Unicode character escape code" if yaml.__with_libyaml__ else "U+D800 (a lone surrogate)"),
     ("key-nul-escape", 'tags: a\nenv: {"A\\0": b}\n', 2, "a NUL character"),
     # two inputs, one variable: two keys, one value seen by the step (MLRUN_INPUT_AB from ab and AB)
     ("inputs-share-a-variable", "tags: a\ninputs:\n  ab: {default: x}\n  AB: {default: y}\n", 4,
