@@ -35,7 +35,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 MLRUN = os.path.join(ROOT, "bin", "mlrun")
 SHAPES = {"large": ["--dep.model.layers=24", "--dep.model.hidden=1024", "--dep.model.heads=16"],
-          "base": ["--dep.model.layers=12", "--dep.model.hidden=768", "--dep.model.heads=12"]}
+          "base": ["--dep.model.layers=12", "--dep.model.hidden=768", "--dep.model.heads=12"],
+          # a smoke run's (the tests'): every row's plumbing, no figure worth reading
+          "tiny": ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]}
 GPU_BACKENDS = [("onnxruntime _cuda", "fp32", "_onnxruntime _cuda"),
                 ("onnxruntime _cuda", "tf32", "_onnxruntime _cuda"),
                 ("tensorrt", "fp16", "_tensorrt"),
@@ -293,7 +295,7 @@ def main(argv=None):
     parser.add_argument("--runs", help="run records (default: OUT/../gpu-check-runs)")
     parser.add_argument("--cache", default=os.environ.get("MLRUN_CACHE") or "/tmp/mlrun-gpu-check-cache")
     parser.add_argument("--budget", type=float, default=480, help="seconds after which no new step starts")
-    parser.add_argument("--shapes", default="large", help="large, base or large,base")
+    parser.add_argument("--shapes", default="large", help="large, base or large,base (tiny: a smoke run)")
     parser.add_argument("--samples", type=int, default=200, help="samples of the accuracy runs")
     parser.add_argument("--batch-size", type=int, default=16, help="samples per inference call (engine profiles)")
     parser.add_argument("--batch-pad", type=int, default=0, help="masked tokens a sample may be padded by to "
@@ -304,6 +306,9 @@ def main(argv=None):
     parser.add_argument("--python", help="run the recipes' steps with this interpreter, without mlrun (see above)")
     parser.add_argument("--calibration-list", help="--python, int8: the MLPerf list of calibration features")
     args = parser.parse_args(argv)
+    unknown = [shape for shape in args.shapes.split(",") if shape not in SHAPES]
+    if unknown:   # a KeyError once the GPU rows began
+        parser.error(f"--shapes: {', '.join(unknown)} is none of {', '.join(SHAPES)}")
     args.out = os.path.abspath(args.out or tempfile.mkdtemp(prefix="gpu-check-"))   # made once it will be used
     args.mirror = os.path.abspath(args.mirror)
     if args.python and shutil.which(args.python):  # the steps run in --runs: a relative path must not move

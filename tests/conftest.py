@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import re
+import shutil
 import sys
 import textwrap
 import threading
@@ -56,10 +57,35 @@ def pytest_sessionstart(session):
         signal.signal(signal.SIGINT, signal.default_int_handler)
     if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:   # under nohup: the SIGHUP test waited in vain too
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    _python3_itself()
     if not hasattr(session.config, "workerinput"):
         import compileall
         for package in ("engine", "sweeps", "submission", "mlperf_bert", "bench"):
             compileall.compile_dir(os.path.join(ROOT, package), quiet=1)
+
+
+def _python3_itself():
+    """Put the interpreter pyenv's `python3` shim runs first on PATH (the same one: asked of the shim). The shim is
+    a script that runs `pyenv exec`, 170 ms a start where the interpreter takes 15: the BERT recipes' probes ask
+    python3 which it is in every test's fresh cache, and a venv's build starts it five times. The tests of pyenv
+    itself put their own shims first."""
+    shim = shutil.which("python3")
+    if not shim or os.sep + "shims" + os.sep not in shim:
+        return
+    real = subprocess.run([shim, "-c", "import sys; print(sys.executable)"], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL).stdout.strip()
+    if real and os.path.dirname(real) != os.path.dirname(shim) and os.access(real, os.X_OK):
+        os.environ["PATH"] = os.path.dirname(real) + os.pathsep + os.environ["PATH"]
+
+
+# The files that take a minute or more (2-core EPYC, whole suite), longest first. pytest-xdist hands whole files to
+# its two workers in collection order (pytest.ini turns off its own order, by number of tests, which started the
+# 4-minute QA module of 10 tests last, alone on one worker at the end). The QA module's fixture builds the BERT seed
+# while the other worker starts on Ray, which needs none.
+LONGEST_FIRST = ["test_qa_model.py", "test_sweep_ray.py", "test_tuning.py", "test_openvino_pipeline.py",
+                 "test_bert_pipeline.py", "test_deepsparse_pipeline.py", "test_sweep.py", "test_submission.py",
+                 "test_gpu.py", "test_server_ceiling.py", "test_accuracy.py", "test_sweep_report.py",
+                 "test_sweep_slurm.py"]
 
 
 def pytest_collection_modifyitems(items):
@@ -67,6 +93,8 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "bert_seed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: each file's own order kept
 
 
 @pytest.fixture(scope="session")

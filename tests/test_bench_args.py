@@ -43,6 +43,11 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     assert result.returncode == 2 and "not a folder" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_the_gpu_check_refuses_a_shape_it_does_not_have():
+    result = _bench("bench.gpu_check", "--mirror", ".", "--shapes", "large,huge")   # was: a KeyError mid-check
+    assert result.returncode == 2 and "--shapes: huge is none of large, base, tiny" in result.stderr, result.stderr
+
+
 def test_a_model_file_cut_short_is_made_again(tmp_path):
     """onnx.save wrote the file in place: one cut short was reused, and every later run failed on it until the
     person found and removed it. Now it is written whole and renamed, and an unreadable one is made again."""

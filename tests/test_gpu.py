@@ -343,7 +343,7 @@ def test_gpu_check_without_mlrun_runs_the_recipes_steps_and_reports_each_row(tmp
     env.pop("NVIDIA_TF32_OVERRIDE", None)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "gpu_check.py"), "--python", sys.executable,
                              "--mirror", SHARED_DATA, "--out", str(tmp_path / "out"), "--runs", str(tmp_path / "runs"),
-                             "--shapes", "base", "--samples", "2", "--offline-count", "4", "--singlestream-count", "2"],
+                             "--shapes", "tiny", "--samples", "2", "--offline-count", "4", "--singlestream-count", "2"],
                             env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
@@ -351,7 +351,7 @@ def test_gpu_check_without_mlrun_runs_the_recipes_steps_and_reports_each_row(tmp
     assert list(rows) == [("onnxruntime _cpu", "fp32"), ("onnxruntime _cuda", "fp32"), ("onnxruntime _cuda", "tf32"),
                           ("tensorrt", "fp16"), ("onnxruntime _tensorrt-ep", "fp16"), ("tensorrt", "int8")]
     assert rows[("onnxruntime _cpu", "fp32")]["error"] is None
-    summary = json.loads((tmp_path / "runs" / "01-base-onnxruntime-cpu-fp32-accuracy-Offline" / "summary.json")
+    summary = json.loads((tmp_path / "runs" / "01-tiny-onnxruntime-cpu-fp32-accuracy-Offline" / "summary.json")
                          .read_text())
     assert summary["samples_completed"] == 2 and summary["device"] == "cpu"
     for key in (("onnxruntime _cuda", "fp32"), ("onnxruntime _cuda", "tf32")):
@@ -360,7 +360,7 @@ def test_gpu_check_without_mlrun_runs_the_recipes_steps_and_reports_each_row(tmp
     assert "TensorrtExecutionProvider" in rows[("onnxruntime _tensorrt-ep", "fp16")]["error"]
     assert "needs --calibration-list" in rows[("tensorrt", "int8")]["error"]
     assert "Traceback" not in json.dumps(report) + result.stdout
-    assert "| base | onnxruntime _cuda | tf32 |" in (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "| tiny | onnxruntime _cuda | tf32 |" in (tmp_path / "out" / "gpu_check.md").read_text()
 
 
 def test_an_engine_tensorrt_cannot_load_is_said_with_tensorrts_version(tmp_path, monkeypatch):
