@@ -379,3 +379,38 @@ def test_empty_file_is_reported(ws):
     with pytest.raises(RecipeError) as info:
         RecipeIndex([ws.recipes]).recipes
     assert info.value.path == path and "needs 'tags'" in info.value.message
+
+
+def test_libyaml_and_pyyamls_python_reader_read_every_recipe_alike(monkeypatch, tmp_path):
+    """Recipes are read by libyaml where PyYAML has it (ten times faster), by PyYAML's Python reader where not: the
+    same data, lines and written texts of every recipe and YAML file here (the plain scalars' style is '' in one,
+    None in the other: a 0755 read as 493 is said either way)."""
+    import glob
+    import importlib.util
+    import sys
+    from conftest import ROOT
+    from engine import yamlfile
+    assert yamlfile._Parser is yaml._yaml.CParser   # the fast one, where PyYAML has it (its wheels do)
+    monkeypatch.setitem(sys.modules, "yaml._yaml", None)   # a PyYAML without libyaml
+    spec = importlib.util.spec_from_file_location("engine._yamlfile_python", yamlfile.__file__)
+    python = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(python)
+    assert python._Parser is not yaml._yaml.CParser
+
+    def read(module, path):
+        try:
+            data, lines = module.load(path)
+        except RecipeError as e:
+            return "error", e.line
+        return data, dict(lines), lines.written
+    files = glob.glob(os.path.join(ROOT, "recipes", "*", "recipe.yaml")) + \
+        glob.glob(os.path.join(ROOT, "tests", "**", "*.yaml"), recursive=True)
+    assert len(files) > 50
+    for text in ["tags: a\nmode: 0755\nv: 1.10\n", "tags: a\nenv:\n\tX: 1\n", "a: &x 1\nb: *x\n",
+                 "a: " + "[" * 60 + "]" * 60 + "\n", 'a: "\\0"\n', "a: [1, 2\n"]:
+        files.append(str(tmp_path / f"{len(files)}.yaml"))
+        with open(files[-1], "w") as f:
+            f.write(text)
+    for path in files:
+        assert read(yamlfile, path) == read(python, path), path
+    assert read(yamlfile, files[-6])[2] == {("mode",): "0755", ("v",): "1.10"}
