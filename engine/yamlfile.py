@@ -52,7 +52,7 @@ class _Loader(yaml.composer.Composer, _Parser, yaml.resolver.Resolver):
             self.depth -= 1
 
 
-def _convert(node, path, lines, file, scalars=None):
+def _convert(node, path, lines, file, scalars):
     # A recipe is plain data: an explicit tag (!!python/..., !custom) is refused, never constructed.
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)) and node.tag not in _PLAIN_TAGS:
         raise RecipeError(f"YAML tag '{node.tag}' is not allowed in a recipe (recipes are plain data)",
@@ -77,7 +77,7 @@ def _convert(node, path, lines, file, scalars=None):
         return items
     # Scalars: let PyYAML's safe constructor apply its usual typing (ints, bools, null).
     try:
-        value = (scalars or yaml.constructor.SafeConstructor()).construct_object(node)
+        value = scalars.construct_object(node)   # one SafeConstructor a file, not a SafeLoader a scalar
     except yaml.constructor.ConstructorError:
         raise RecipeError(f"YAML tag '{node.tag}' is not allowed in a recipe (recipes are plain data)",
                           file, node.start_mark.line + 1) from None
