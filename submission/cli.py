@@ -91,7 +91,7 @@ def report(result):
 
 
 SUBMIT_HELP = """mlrun submit QUERY --submitter=NAME --division=open|closed [--system=FILE.yaml]
-    [--scenarios=SingleStream,Offline] [--benchmarks=bert-99[,bert-99.9]] [--short] [--rerun | --rerun-busy] [-o DIR]
+    [--scenarios=SingleStream,Offline] [--benchmarks=bert-99[,bert-99.9]] [--short] [--rerun[=RUNS] | --rerun-busy] [-o DIR]
     [--inference-src DIR] [--replace] [any app input, --dep.* or --env.* as for a run]
     [--SCENARIO.INPUT=VALUE: an app input for one scenario's runs (--Offline.instances=2), over the one for all]
 mlrun plan submit QUERY ...   the same words: every run the submission needs, done or to run; no benchmark runs"""
@@ -147,8 +147,8 @@ def cmd_submit(args, extras, settings, plan_only=False):
     except ResolutionError as e:   # --sytem: taken for an app input; near a submission option, say which
         raise usage.option_typo_hint(e, usage.options_of(submit.parser())) from None
     except KeyboardInterrupt as e:
-        if opts.rerun or opts.rerun_busy:   # "the same command" would start every run (or busy one) again
-            flag = "--rerun" if opts.rerun else "--rerun-busy"
+        if opts.rerun or opts.rerun_busy or opts.rerun_names:   # "the same command" would start them again
+            flag = "--rerun" if opts.rerun else "--rerun-busy" if opts.rerun_busy else "--rerun=..."
             e.resume = (f"the runs redone so far are kept: the same command without {flag} goes on from where it "
                         f"stopped (it reuses the runs not yet redone); with {flag} it starts again")
         raise

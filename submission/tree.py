@@ -8,6 +8,7 @@ the official truncate_accuracy_log.py's backup, and each run folder).
 """
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -274,9 +275,13 @@ def finish(sub, root):
     if sub.opts.short:
         sub.say("--short: a rehearsal of the whole structure; this result CANNOT be submitted.")
     if test01 and len(test01) == len(result.errors):   # TEST01 alone failed it
+        # submit ran TEST01 once more already: the performance run may be the one off, so both run again
+        scenarios = sorted({m.group(1) for e in test01 for m in [re.match(r"TEST01 \S+?-(\w+) \(", e)] if m})
+        runs = ",".join(f"{s}/{kind}" for s in scenarios for kind in ("performance", "TEST01"))
         raise StepError("TEST01's performance check failed: the machine's load changed between the performance run "
                         "and TEST01's", hint="run the same command again on a quiet machine: with --rerun-busy if a "
-                        "run above was measured busy (only those run again), else --rerun")
+                        "run above was measured busy (only those run again), else "
+                        + (f"--rerun={runs} (only those run again)" if runs else "--rerun"))
     if not result.ok:
         raise StepError("the official checker found errors in the submission", hint=f"see {result.log}")
     return 0

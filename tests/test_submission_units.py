@@ -1,5 +1,6 @@
 """The parts of `mlrun submit` that need no run: settings search arithmetic, the system description, parsing."""
 import json
+import re
 import os
 
 import pytest
@@ -634,7 +635,8 @@ def test_a_failed_test01_performance_check_fails_a_full_submission(tmp_path, mon
         else:
             with pytest.raises(StepError, match="TEST01's performance check failed") as caught:
                 tree.finish(sub, str(tmp_path))
-            assert "--rerun-busy" in caught.value.hint
+            assert "--rerun-busy" in caught.value.hint   # else the failing scenario's two runs alone, not all
+            assert "else --rerun=Offline/performance,Offline/TEST01 (only those run again)" in caught.value.hint
             verdict = json.load(open(os.path.join(sub.dir, "verdict.json")))
             assert not verdict["ok"] and verdict["archive"] is None and verdict["errors"] == [failure]
 
@@ -749,3 +751,122 @@ def test_a_test01_run_whose_samples_ran_in_batches_says_why_its_responses_differ
     assert tree._batched(str(tmp_path)) is None   # one sample per call: no such reason
     (tmp_path / "summary.json").write_text("[1]")
     assert tree._batched(str(tmp_path)) is None and tree._batched(str(tmp_path / "gone")) is None
+
+
+@pytest.mark.parametrize("words, rerun, names", [
+    (["--rerun"], True, set()),
+    (["--rerun", "--short"], True, set()),   # the next flag is not taken for its runs
+    (["--rerun=offline/test01,singlestream"], False,
+     {"Offline/TEST01", "SingleStream/search", "SingleStream/accuracy", "SingleStream/performance",
+      "SingleStream/TEST01"}),
+    ([], False, set()),
+])
+def test_rerun_takes_the_runs_or_scenarios_to_run_again(tmp_path, words, rerun, names):
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "s"), *words])[0]
+    assert (opts.rerun, opts.rerun_names) == (rerun, names)
+
+
+@pytest.mark.parametrize("value, fragment", [
+    ("Server/TEST01", "Server/TEST01 is no run of this submission"),   # Server is not among --scenarios
+    ("Offline/perf", "Offline/perf is no run"),
+    ("", "(nothing) is no run"),
+])
+def test_rerun_of_a_run_this_submission_has_not_is_a_usage_error(value, fragment):
+    with pytest.raises(UsageError, match=re.escape(fragment)) as caught:
+        submit.parse("app mlperf bert", ["--submitter=T", "--division=open", f"--rerun={value}"])
+    assert "Offline/TEST01" not in caught.value.hint and "search, accuracy, performance, TEST01" in caught.value.hint
+
+
+def test_a_scoped_rerun_runs_those_runs_again_and_reuses_the_others(tmp_path):
+    import types
+    runs, folder = _finished_run(tmp_path)
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub"),
+                                            "--rerun=Offline/performance,Offline/TEST01"])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
+    sub.fingerprint = lambda plan: {"plan": {}, "request": {}, "host": {}}
+    for name in ("Offline/search", "Offline/performance", "Offline/TEST01"):
+        sub.state["runs"][name] = {"run": "R1", "folder": str(folder), "fingerprint": sub.fingerprint(None)}
+    assert [sub.status(name, None)[0] for name in ("Offline/search", "Offline/performance", "Offline/TEST01")] == \
+        ["done", "to run", "to run"]
+
+
+def _detail_log(folder, scenario, score, validity="VALID"):
+    folder.mkdir(parents=True, exist_ok=True)
+    field = {"Offline": "result_samples_per_second", "SingleStream": "early_stopping_latency_ss"}[scenario]
+    items = {"effective_scenario": scenario, field: score, "result_validity": validity}
+    meta = {"is_error": False, "is_warning": False}
+    (folder / "mlperf_log_detail.txt").write_text(
+        "".join(f':::MLLOG {json.dumps({"key": k, "value": v, "metadata": meta})}\n' for k, v in items.items()))
+    return str(folder)
+
+
+def test_a_test01_run_off_the_performance_runs_speed_runs_once_more_as_soon_as_both_ran(tmp_path):
+    """A TEST01 run 33% faster than the performance run (the machine's load changed between them) failed the
+    verification after every scenario's runs, and the hint's --rerun ran every run again: submit now asks the
+    official verify_performance.py as soon as both ran and runs TEST01 once more; a retry that fails too is not
+    retried again, and its message names the two runs to redo."""
+    import types
+    said, ran = [], []
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub")])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(tmp_path / "runs")))
+    sub.src, sub.say = SHARED_SRC, said.append
+    sub.run_inputs = lambda scenario, kind: {"scenario": scenario}
+    speeds = iter([1479.03, 1001.2])   # the first retry too fast still, then within 10%
+
+    def run(name, inputs, again=None, mark=None):
+        ran.append((name, again, mark))
+        run_id = f"T{len(ran) + 1}"
+        return {"run": run_id, "folder": _detail_log(tmp_path / run_id, "Offline", next(speeds)), **(mark or {})}
+    sub.run = run
+    perf = {"run": "P1", "folder": _detail_log(tmp_path / "P1", "Offline", 989.935)}
+    fast = {"run": "T1", "folder": _detail_log(tmp_path / "T1", "Offline", 1479.03)}
+    done = {("Offline", "performance"): perf, ("Offline", "TEST01"): fast}
+    again = sub.test01_speed_checked("Offline", done)
+    assert ran == [("Offline/TEST01", "run T1's speed was not within the margin of performance run P1's",
+                    {"retry_of": "T1", "against": "P1"})]
+    assert again["run"] == "T2" and again["retry_of"] == "T1"
+    assert "Offline/TEST01 run T1: TEST01 scored 1479.03 against the performance run's 989.935 (official " \
+           "verify_performance.py: TEST FAIL); TEST01 once more" in said[0], said
+    assert "again: the verification will fail; on a quiet machine, --rerun=Offline/performance,Offline/TEST01 " \
+           "runs both again" in said[1], said
+    assert os.path.isfile(tmp_path / "sub" / "logs" / "TEST01-speed-T1.log")
+    # the retry failed too: the same command resumes with it, and does not retry it again
+    done[("Offline", "TEST01")] = again
+    assert sub.test01_speed_checked("Offline", done) is again and len(ran) == 1
+    assert "(itself a retry)" in said[-1]
+    # against a new performance run (--rerun=Offline/performance), the failing TEST01 may be retried once
+    done[("Offline", "performance")] = dict(perf, run="P2")
+    passed = sub.test01_speed_checked("Offline", done)
+    assert passed["run"] == "T3" and "its speed is within the margin" in said[-1], said
+    # within the margin, or runs it cannot compare (an INVALID one: the verification says why), nothing runs
+    done[("Offline", "TEST01")] = {"run": "T9", "folder": _detail_log(tmp_path / "T9", "Offline", 1050.0)}
+    assert sub.test01_speed_checked("Offline", done)["run"] == "T9"
+    done[("Offline", "TEST01")] = {"run": "T8", "folder": _detail_log(tmp_path / "T8", "Offline", 2000.0, "INVALID")}
+    assert sub.test01_speed_checked("Offline", done)["run"] == "T8" and len(ran) == 2
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_submit_checks_test01s_speed_after_each_scenarios_runs_of_full_length_only(tmp_path, monkeypatch, short):
+    import types
+    monkeypatch.setattr(search, "settings_from", lambda scenario, folder, run: {"how": "measured", "inputs": {},
+                                                                                 "figures": {}})
+    monkeypatch.setattr(search, "summary_values", lambda folder: {"Result is": "VALID"})
+    monkeypatch.setattr(search, "loadgen_seeds", lambda folder: {})
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub"),
+                                            "--scenarios=Offline", *(["--short"] if short else [])])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(tmp_path / "runs")))
+    sub.src, sub.say, sub.save, sub.system_id = SHARED_SRC, lambda line: None, lambda: None, "box"
+    sub.loadgen = "6.0.17"
+    scores = {"Offline/performance": [989.9], "Offline/TEST01": [1479.0, 1001.0]}
+    ran = []
+
+    def run(name, inputs, again=None, mark=None):
+        ran.append(name)
+        score = scores[name].pop(0) if name in scores else 1.0
+        return {"run": f"R{len(ran)}", "folder": _detail_log(tmp_path / f"R{len(ran)}", "Offline", score),
+                **(mark or {})}
+    sub.run = run
+    done = sub.execute()
+    assert ran == ["Offline/search", "Offline/accuracy", "Offline/performance", "Offline/TEST01"] + \
+        ([] if short else ["Offline/TEST01"])
+    assert done[("Offline", "TEST01")]["run"] == ("R4" if short else "R5")
