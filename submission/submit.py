@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import textwrap
 import time
@@ -690,20 +689,16 @@ class Submission:
         """What the official compliance/TEST01/verify_performance.py says of a TEST01 run's speed against the
         performance run's when it fails the margin; None when it passes or cannot compare them (an INVALID run:
         the verification after the runs says so)."""
-        script = os.path.join(self.src, "compliance", "TEST01", "verify_performance.py")
+        from .tree import _official
+        script = os.path.join("compliance", "TEST01", "verify_performance.py")
         logs = [os.path.join(entry.get("folder") or "", "mlperf_log_detail.txt") for entry in (perf, test01)]
-        if not os.path.isfile(script) or not all(os.path.isfile(log) for log in logs):
+        if not os.path.isfile(os.path.join(self.src, script)) or not all(os.path.isfile(log) for log in logs):
             return None
-        cmd = [sys.executable, "-B", script, "-r", logs[0], "-t", logs[1]]
-        try:   # -B and the variable: nothing may be written into the sealed sources entry
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
-                                  env=dict(os.environ, PYTHONDONTWRITEBYTECODE="1"))
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        out = proc.stdout + proc.stderr
         os.makedirs(os.path.join(self.dir, "logs"), exist_ok=True)
-        with open(os.path.join(self.dir, "logs", f"TEST01-speed-{test01['run']}.log"), "w") as f:
-            f.write(f"$ {shlex.join(cmd)}\n{out}")
+        try:
+            out = _official(self, script, ["-r", logs[0], "-t", logs[1]], self.dir, f"TEST01-speed-{test01['run']}")
+        except StepError:   # it exits 1 on an INVALID run, which the verification after the runs names
+            return None
         if "TEST FAIL: Test score invalid" not in out:
             return None
         scores = dict(re.findall(r"^(Reference|Test) score = (\S+)", out, re.M))
