@@ -199,6 +199,16 @@ def test_a_non_interactive_step_gets_no_stdin(ws):
     assert result.returncode == 0 and "no input" in result.stdout and "secret" not in result.stdout
 
 
+@pytest.mark.parametrize("value, said", [("67", "--seq_length=67 is below 68"), ("513", "--seq_length=513 is above 512")])
+def test_a_training_window_too_short_or_long_is_refused_by_the_plan(ws, value, said):
+    """Below 68 tokens the question fills the window (its step refused it, exit 1, after the venv's build); the
+    bound is checked when the plan is made, nothing built (the recipe's real file, its keys as before)."""
+    env = ws.env(MLRUN_RECIPES=os.path.join(os.path.dirname(MLRUN), "..", "recipes"))
+    assert_user_error(ws.mlrun("plan", "get ml-model bert _minilm-squad", f"--seq_length={value}", env=env), 2, said)
+    assert ws.mlrun("plan", "get ml-model bert _minilm-squad", "--seq_length=68", env=env).returncode == 0
+    assert not os.path.exists(ws.path("cache")) or not ws.entries()
+
+
 @pytest.mark.parametrize("flag, value, message", [("--threads", "-1", "--threads must be 0 (every core) or more"),
                                                    ("--epochs", "0", "--epochs must be at least 1")])
 def test_training_settings_out_of_range_are_one_line_and_exit_2(flag, value, message, capsys):
