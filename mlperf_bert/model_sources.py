@@ -14,7 +14,8 @@ model.onnx.tar.gz) or just a model.onnx. Only without one is the `sparsezoo` pac
 
 Hugging Face: a mirror folder is looked at first too, `<mirror>/huggingface/ORG/NAME/` (or
 `ORG/NAME@REV/` for a pinned revision) holding the repo's files as the Hub lists them; it is used with
-no network and without huggingface_hub. Otherwise
+no network and without huggingface_hub, each file checked against the digest and commit `hf download
+--local-dir` recorded beside it (check_mirror_copy). Otherwise
 `huggingface_hub` downloads into its own cache (HF_HOME, HF_HUB_CACHE), honours
 HF_ENDPOINT, HF_HUB_OFFLINE and the token (HF_TOKEN or `hf auth login`), and falls back to that
 cache when the Hub cannot be reached. An ONNX file of the repo is used when there is one, with its
@@ -339,8 +340,68 @@ def mirror_hf_folder(mirror, repo, rev=None):
 
 
 def _folder_files(folder):
-    return sorted(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
-                  for root, _, names in os.walk(folder) for name in names)
+    """The repo's files in a folder, without `hf download --local-dir`'s own records (.cache/huggingface/)."""
+    files = sorted(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/")
+                   for root, _, names in os.walk(folder) for name in names)
+    return [f for f in files if not f.startswith(".cache/huggingface/")]
+
+
+def _git_blob_sha1(path):
+    """The id git (and the Hub's ETag of a file kept in git, not LFS) gives a file's content."""
+    import hashlib
+    h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_mirror_copy(folder, files, label, rev):
+    """Check a mirror folder's files against the records `hf download --local-dir` left beside them.
+
+    For each file it downloaded, huggingface_hub keeps .cache/huggingface/download/<file>.metadata: the commit,
+    then the Hub's ETag (the sha256 of a file kept in LFS, the git blob id of one kept in git), then a time.
+    A file whose bytes are not those (truncated or changed by a copy) would be this repo's cache entry for every
+    run; a file of another commit than a pinned one, another revision's. Returns (the commit the records name, or
+    None, {file: "sha256" | "git-sha1" | "no record"}); raises StepError on a difference."""
+    record_dir = os.path.join(folder, ".cache", "huggingface", "download")
+    commits, checked = set(), {}
+    for name in files:
+        try:
+            with open(os.path.join(record_dir, *name.split("/")) + ".metadata") as f:
+                commit, etag = f.readline().strip(), f.readline().strip().strip('"')
+        except (FileNotFoundError, NotADirectoryError):
+            checked[name] = "no record"
+            continue
+        except (OSError, UnicodeDecodeError) as error:
+            raise StepError(f"{label}: the mirror's download record of {name} cannot be read ({error})") from None
+        path = os.path.join(folder, *name.split("/"))
+        if re.fullmatch(r"[0-9a-f]{64}", etag):
+            kind, actual = "sha256", file_digest(path)
+        elif re.fullmatch(r"[0-9a-f]{40}", etag):
+            kind, actual = "git-sha1", _git_blob_sha1(path)
+        else:
+            checked[name] = "no record"   # an ETag of another form: nothing to compare with
+            continue
+        if actual != etag:
+            raise StepError(f"{label}: the mirror's {name} is not the file hf download fetched ({kind} {actual[:16]}, "
+                            f"its download record says {etag[:16]}): truncated or changed since",
+                            hint=f"download it again into the mirror: hf download {label[len('hf:'):].split('@')[0]} "
+                                 f"{name} --local-dir {folder}" + (f" --revision {rev}" if rev else ""))
+        checked[name] = kind
+        if re.fullmatch(r"[0-9a-f]{40}", commit):
+            commits.add(commit)
+    if len(commits) > 1:
+        raise StepError(f"{label}: the mirror folder {folder} holds files of {len(commits)} commits "
+                        f"({', '.join(sorted(c[:12] for c in commits))}): not one revision of the repo",
+                        hint=f"download the repo again into an empty folder: hf download {label[len('hf:'):]} "
+                             "--local-dir FOLDER")
+    commit = commits.pop() if commits else None
+    if commit and re.fullmatch(r"[0-9a-f]{40}", rev or "") and commit != rev:
+        raise StepError(f"{label}: the mirror folder {folder} holds commit {commit[:12]}'s files, not {rev[:12]}'s",
+                        hint=f"download that commit into it: hf download {label[len('hf:'):].split('@')[0]} "
+                             f"--revision {rev} --local-dir {folder}")
+    return commit, checked
 
 
 def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, mirror=None):
@@ -356,10 +417,16 @@ def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, 
         files = _folder_files(mirrored)
         label = f"hf:{repo}" + (f"@{rev}" if rev else "")
         onnx_name, wanted_files = _files_to_use(files, wanted, export, label, repo_text)
+        recorded, checked = check_mirror_copy(mirrored, wanted_files, label, rev)
+        unchecked = [name for name, kind in checked.items() if kind == "no record"]
+        if unchecked:
+            print(f"{label}: no hf download record of {', '.join(unchecked)} in the mirror "
+                  "(.cache/huggingface/download/): taken as it is, unchecked", flush=True)
         how = _model_from_folder(mirrored, out, onnx_name, wanted_files)
-        commit = rev if re.fullmatch(r"[0-9a-f]{40}", rev or "") else None
+        commit = rev if re.fullmatch(r"[0-9a-f]{40}", rev or "") else recorded
         return _describe(out, {"source": "huggingface", "repo": repo, "revision": rev or "main", "commit": commit,
-                               "from": f"mirror {mirrored}", "files": wanted_files, "how": how})
+                               "from": f"mirror {mirrored}", "files": wanted_files, "how": how,
+                               "checked": checked})
     # No telemetry and no agent-registry request to the Hub from a build step.
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:

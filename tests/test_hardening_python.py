@@ -7,6 +7,7 @@ recorded in the entry; and a remembered probe must not start the interpreter aga
 import json
 import os
 import stat
+import subprocess
 import time
 
 import pytest
@@ -191,6 +192,59 @@ def test_the_venv_recipe_installs_its_named_set_and_the_packages_asked(ws):
     constraints = open(seen).read()
     assert "protobuf==" not in constraints and "flatbuffers==" in constraints
     assert len(ws.entries("get-python-venv")) == 4
+
+
+def _wheel_with_a_console_script(folder):
+    """hello_cli 1.0, a wheel whose console script `hello-cli` prints a line (pip installs it offline)."""
+    import base64
+    import hashlib
+    import zipfile
+
+    def digest(data):
+        return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    info = "hello_cli-1.0.dist-info/"
+    files = {"hello_cli.py": b"def main():\n    print('hello from the console script')\n",
+             info + "METADATA": b"Metadata-Version: 2.1\nName: hello-cli\nVersion: 1.0\n",
+             info + "WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+             info + "entry_points.txt": b"[console_scripts]\nhello-cli = hello_cli:main\n"}
+    record = "".join(f"{name},{digest(data)},{len(data)}\n" for name, data in files.items()) + info + "RECORD,,\n"
+    os.makedirs(folder, exist_ok=True)
+    with zipfile.ZipFile(os.path.join(folder, "hello_cli-1.0-py3-none-any.whl"), "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(name, data)
+        wheel.writestr(info + "RECORD", record)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cache_dir", ["cache", os.path.join("a cache", "x" * 90)])
+def test_a_venvs_console_scripts_run_from_the_published_entry_and_after_the_cache_moves(ws, cache_dir):
+    """pip writes a console script's first line as the build folder's python, or (a path with a space or longer
+    than a #! line may be) as its sh trampoline naming that folder on the second line: the recipe's relocation
+    rewrote only the first form, so in such a cache `bin/pip`-like scripts of every entry named a folder that
+    was gone. Real pip installs a local wheel (offline: the interpreter given sets PIP_NO_INDEX, PIP_FIND_LINKS)."""
+    import shutil
+    import sys
+    wheels = ws.path("wheels")
+    _wheel_with_a_console_script(wheels)
+    python = ws.path("python-offline")
+    real = shutil.which("python3") or sys.executable
+    write_exe(python, f'#!/bin/sh\nexport PIP_NO_INDEX=1 PIP_FIND_LINKS="{wheels}"\nexec "{real}" "$@"\n')
+    repo_recipes = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+    cache = ws.path(cache_dir)
+    r = ws.mlrun("get python venv", f"--python={python}", "--packages=hello-cli==1.0", "--json",
+                 env=ws.env(MLRUN_RECIPES=repo_recipes, MLRUN_CACHE=cache), timeout=180)
+    assert r.returncode == 0, r.stderr
+    entry = json.loads(r.stdout)["path"]
+    script = os.path.join(entry, "bin", "hello-cli")
+    with open(script) as f:
+        assert "/.tmp/" not in f.read(300)   # no build folder named, in either form
+    run = subprocess.run([script], capture_output=True, text=True, timeout=60)
+    assert (run.returncode, run.stdout) == (0, "hello from the console script\n"), run.stderr
+    moved = ws.path("moved cache")
+    os.rename(cache, moved)
+    run = subprocess.run([os.path.join(moved, os.path.relpath(script, cache))], capture_output=True, text=True,
+                         timeout=60)
+    assert (run.returncode, run.stdout) == (0, "hello from the console script\n"), run.stderr
 
 
 def _venv_deps(recipe):

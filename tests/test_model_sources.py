@@ -359,7 +359,10 @@ class _Hub(BaseHTTPRequestHandler):
             data = repo["files"].get(m[3])
             if data is None:
                 return self._send(404, b"", head, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit})
-            self._send(200, data, head, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(data).hexdigest()}"',
+            # The Hub's ETag: a file kept in LFS (the models) its sha256, a file kept in git its git blob id.
+            etag = hashlib.sha256(data).hexdigest() if m[3].endswith(".onnx") else \
+                hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+            self._send(200, data, head, {"X-Repo-Commit": commit, "ETag": f'"{etag}"',
                                          "Content-Type": "application/octet-stream"})
             return
         self._send(404, b"", head, {})
@@ -466,6 +469,67 @@ def test_huggingface_download_then_offline_from_the_warm_cache(tmp_path, hub, ti
     gone = _fetch_hf(tmp_path, tmp_path / "c", "--repo", f"org/tiny-squad@{commit}", HF_ENDPOINT="http://127.0.0.1:9")
     assert gone.returncode == 0, gone.stderr
     assert json.loads((tmp_path / "c" / "source.json").read_text())["sha256"] == record["sha256"]
+
+
+def _hf_download(tmp_path, hub, *args):
+    """The `hf` CLI of huggingface_hub against the stand-in Hub, as a user fills a mirror on a connected machine."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "MLRUN_"))}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home-cli"), HF_HUB_DISABLE_TELEMETRY="1")
+    result = subprocess.run([sys.executable, "-c", "from huggingface_hub.cli.hf import main; main()", "download",
+                             *args], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_a_mirror_filled_by_hf_download_is_checked_against_its_download_records(tmp_path, hub, tiny_hf_model):
+    """The mirror's copy of a repo was taken as it was: a truncated model (a copy to the cluster cut short) became
+    that repo's cache entry for every run. `hf download --local-dir` records each file's commit and the Hub's ETag
+    (sha256 of an LFS file, git blob id of another) beside it: the step checks them, and records the commit."""
+    pytest.importorskip("huggingface_hub")
+    files = {"onnx/model.onnx": tiny_hf_model, "config.json": b'{"model_type": "bert"}\n', "README.md": b"# tiny\n"}
+    commit = hub.add("org/tiny-squad", files)
+    mirror = tmp_path / "mirror"
+    folder = mirror / "huggingface" / "org" / "tiny-squad"
+    _hf_download(tmp_path, hub, "org/tiny-squad", "--local-dir", str(folder))
+    assert (folder / ".cache" / "huggingface" / "download" / "onnx" / "model.onnx.metadata").is_file()
+
+    ok = _fetch_hf(tmp_path, tmp_path / "a", "--repo", "hf:org/tiny-squad", "--mirror", str(mirror))
+    assert ok.returncode == 0, ok.stderr
+    record = json.loads((tmp_path / "a" / "source.json").read_text())
+    # the commit the records name (a mirror's copy said "commit unknown"), the model checked by its sha256
+    assert record["commit"] == commit and record["checked"] == {"onnx/model.onnx": "sha256"}
+    assert record["files"] == ["onnx/model.onnx"] and "unchecked" not in ok.stdout
+    # a git-kept file (config.json, as _export takes it) is checked by its git blob id
+    assert model_sources.check_mirror_copy(str(folder), ["config.json"], "hf:org/tiny-squad", None) == \
+        (commit, {"config.json": "git-sha1"})
+
+    # A pinned revision whose folder holds another commit's files.
+    pinned = mirror / "huggingface" / "org" / f"tiny-squad@{'0' * 40}"
+    _hf_download(tmp_path, hub, "org/tiny-squad", "--local-dir", str(pinned))
+    other = _fetch_hf(tmp_path, tmp_path / "p", "--repo", f"hf:org/tiny-squad@{'0' * 40}", "--mirror", str(mirror))
+    assert other.returncode == 1 and f"holds commit {commit[:12]}'s files, not {'0' * 12}'s" in other.stderr
+    assert "--revision " + "0" * 40 in other.stderr and "Traceback" not in other.stderr
+
+    # One byte changed, then the file cut short: refused, naming the file, both digests and how to fetch it again.
+    model = folder / "onnx" / "model.onnx"
+    for damaged in (tiny_hf_model[:-1] + bytes([tiny_hf_model[-1] ^ 1]), tiny_hf_model[: len(tiny_hf_model) // 2]):
+        model.write_bytes(damaged)
+        bad = _fetch_hf(tmp_path, tmp_path / "b", "--repo", "hf:org/tiny-squad", "--mirror", str(mirror))
+        assert bad.returncode == 1 and "the mirror's onnx/model.onnx is not the file hf download fetched" in bad.stderr
+        assert hashlib.sha256(damaged).hexdigest()[:16] in bad.stderr
+        assert hashlib.sha256(tiny_hf_model).hexdigest()[:16] in bad.stderr
+        assert f"hf download org/tiny-squad onnx/model.onnx --local-dir {folder}" in bad.stderr
+        assert not (tmp_path / "b" / "source.json").exists() and "Traceback" not in bad.stderr
+
+    # Files copied another way (no records): taken as they are, and the build log says so.
+    model.write_bytes(tiny_hf_model)
+    plain = mirror / "huggingface" / "org" / "plain"
+    (plain / "onnx").mkdir(parents=True)
+    (plain / "onnx" / "model.onnx").write_bytes(tiny_hf_model)
+    copied = _fetch_hf(tmp_path, tmp_path / "c", "--repo", "hf:org/plain", "--mirror", str(mirror))
+    assert copied.returncode == 0, copied.stderr
+    assert "no hf download record of onnx/model.onnx in the mirror" in copied.stdout
+    assert json.loads((tmp_path / "c" / "source.json").read_text())["checked"] == {"onnx/model.onnx": "no record"}
 
 
 def test_huggingface_offline_without_a_cache_says_so(tmp_path, hub):

@@ -1,19 +1,43 @@
-"""Make a venv's console scripts relocatable: pip wrote the build folder's absolute path in their #! line.
+"""Make a venv's console scripts relocatable: pip wrote the build folder's absolute path into them.
 
-The replacement is pip's own trampoline, valid as both sh and Python: it runs the python beside the script.
+pip writes `#!BUILD/bin/python`, or, where that line would not work (a path with a space, or longer than a
+kernel reads of a #! line), its trampoline, valid as both sh and Python:
+    #!/bin/sh
+    '''exec' "BUILD/bin/python" "$0" "$@"
+    ' '''
+Both headers are replaced with the same trampoline running the python beside the script.
 """
 import os
 import sys
 
 TRAMPOLINE = b"#!/bin/sh\n'''exec' \"$(dirname -- \"$(realpath -- \"$0\")\")\"/python \"$0\" \"$@\"\n' '''\n"
 
-build = os.path.abspath(sys.argv[1]).encode()
-for name in sorted(os.listdir(os.path.join(sys.argv[1], "bin"))):
-    path = os.path.join(sys.argv[1], "bin", name)
-    if os.path.islink(path) or not os.path.isfile(path):
-        continue
-    with open(path, "rb") as f:
-        first, rest = f.readline(), f.read()
+
+def header_end(text, build):
+    """How many bytes of text are a header naming the build folder (0: none, leave the file alone)."""
+    first, _, rest = text.partition(b"\n")
     if first.startswith(b"#!") and build in first:
-        with open(path, "wb") as f:
-            f.write(TRAMPOLINE + rest)
+        return len(first) + 1
+    second, _, rest = rest.partition(b"\n")
+    third = rest.split(b"\n", 1)[0]
+    if first == b"#!/bin/sh" and second.startswith(b"'''exec' ") and build in second and third == b"' '''":
+        return len(first) + len(second) + len(third) + 3
+    return 0
+
+
+def main(folder):
+    build = os.path.abspath(folder).encode()
+    for name in sorted(os.listdir(os.path.join(folder, "bin"))):
+        path = os.path.join(folder, "bin", name)
+        if os.path.islink(path) or not os.path.isfile(path):
+            continue
+        with open(path, "rb") as f:
+            text = f.read()
+        end = header_end(text, build)
+        if end:
+            with open(path, "wb") as f:
+                f.write(TRAMPOLINE + text[end:])
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
