@@ -107,12 +107,17 @@ def forget(sub):
                  os.path.join(sub.dir, "work", "verify"), os.path.join(sub.dir, "check"),
                  os.path.join(sub.dir, "tree-check")):
         shutil.rmtree(path, ignore_errors=True)
-    last = (sub.state.pop("verdict", None) or {}).get("archive")
-    names = {"verdict.json", archive_name(sub.opts)} | ({os.path.basename(last)} if last else set())
-    for name in names | {f"{name}.sha1" for name in names if name.endswith(".tar.gz")}:
+    last = (sub.state.get("verdict") or {}).get("archive")
+    names = {archive_name(sub.opts)} | ({os.path.basename(last)} if last else set())
+    # The archives, then the state without its verdict, then verdict.json: a Ctrl-C just after verdict.json went
+    # found the verdict still in state.json (it was saved last).
+    for name in names | {f"{name}.sha1" for name in names}:
         if os.path.lexists(os.path.join(sub.dir, name)):
             os.remove(os.path.join(sub.dir, name))
+    sub.state.pop("verdict", None)
     sub.save()
+    if os.path.lexists(os.path.join(sub.dir, "verdict.json")):
+        os.remove(os.path.join(sub.dir, "verdict.json"))
 
 
 def build(sub, done):

@@ -399,6 +399,30 @@ def test_a_rebuild_of_the_tree_first_removes_the_last_verdict_and_archive(tmp_pa
     assert sorted(os.listdir(tmp_path)) == ["logs", "tree"] and "verdict" not in sub.state
 
 
+def test_a_ctrl_c_as_the_verdict_goes_leaves_a_state_without_it(tmp_path, monkeypatch):
+    """Ctrl-C just after verdict.json was removed left state.json with the verdict (it was saved after the
+    removals): interrupted there now, the saved state has none."""
+    import types
+    from submission import tree
+    (tmp_path / "verdict.json").write_text("{}")
+    (tmp_path / "T-open.tar.gz").write_text("old")
+    saved = []
+    sub = types.SimpleNamespace(dir=str(tmp_path), opts=types.SimpleNamespace(submitter="T", division="open",
+                                                                              short=False),
+                                state={"verdict": {"ok": True, "archive": str(tmp_path / "T-open.tar.gz")}})
+    sub.save = lambda: saved.append(json.loads(json.dumps(sub.state)))
+    real_remove = os.remove
+
+    def remove(path):
+        real_remove(path)
+        if os.path.basename(path) == "verdict.json":
+            raise KeyboardInterrupt
+    monkeypatch.setattr(os, "remove", remove)
+    with pytest.raises(KeyboardInterrupt):
+        tree.forget(sub)
+    assert saved == [{}] and not os.listdir(tmp_path)
+
+
 def test_a_rehearsals_archive_says_so_in_its_name():
     """--short packed MyTeam-open.tar.gz, the real name, for a tree the checker says has errors."""
     from submission import tree
