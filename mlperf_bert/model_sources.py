@@ -367,6 +367,11 @@ def check_mirror_copy(folder, files, label, rev):
     record_dir = os.path.join(folder, ".cache", "huggingface", "download")
     commits, checked = set(), {}
     for name in files:
+        path = os.path.join(folder, *name.split("/"))
+        if not os.path.isfile(path):   # a link to nothing (a copy that kept links to a cache it left behind)
+            raise StepError(f"{label}: the mirror's {name} is " + ("a link to nothing" if os.path.islink(path) else
+                                                                   "not a file") + f" ({path})",
+                            hint="copy the repo's files themselves into the mirror folder (cp -L, rsync -L)")
         try:
             with open(os.path.join(record_dir, *name.split("/")) + ".metadata") as f:
                 commit, etag = f.readline().strip(), f.readline().strip().strip('"')
@@ -375,14 +380,15 @@ def check_mirror_copy(folder, files, label, rev):
             continue
         except (OSError, UnicodeDecodeError) as error:
             raise StepError(f"{label}: the mirror's download record of {name} cannot be read ({error})") from None
-        path = os.path.join(folder, *name.split("/"))
-        if re.fullmatch(r"[0-9a-f]{64}", etag):
-            kind, actual = "sha256", file_digest(path)
-        elif re.fullmatch(r"[0-9a-f]{40}", etag):
-            kind, actual = "git-sha1", _git_blob_sha1(path)
-        else:
+        kind = "sha256" if re.fullmatch(r"[0-9a-f]{64}", etag) else "git-sha1" if re.fullmatch(r"[0-9a-f]{40}", etag) \
+            else None
+        if kind is None:
             checked[name] = "no record"   # an ETag of another form: nothing to compare with
             continue
+        try:
+            actual = file_digest(path) if kind == "sha256" else _git_blob_sha1(path)
+        except OSError as error:
+            raise StepError(f"{label}: the mirror's {name} cannot be read ({error.strerror or error})") from None
         if actual != etag:
             raise StepError(f"{label}: the mirror's {name} is not the file hf download fetched ({kind} {actual[:16]}, "
                             f"its download record says {etag[:16]}): truncated or changed since",

@@ -530,6 +530,12 @@ def test_a_mirror_filled_by_hf_download_is_checked_against_its_download_records(
     assert copied.returncode == 0, copied.stderr
     assert "no hf download record of onnx/model.onnx in the mirror" in copied.stdout
     assert json.loads((tmp_path / "c" / "source.json").read_text())["checked"] == {"onnx/model.onnx": "no record"}
+    # A copy that kept the links into a Hugging Face cache it left behind: said, not a traceback.
+    (plain / "onnx" / "model.onnx").unlink()
+    (plain / "onnx" / "model.onnx").symlink_to(tmp_path / "left-behind" / "blob")
+    linked = _fetch_hf(tmp_path, tmp_path / "d", "--repo", "hf:org/plain", "--mirror", str(mirror))
+    assert linked.returncode == 1 and "the mirror's onnx/model.onnx is a link to nothing" in linked.stderr
+    assert "cp -L" in linked.stderr and "Traceback" not in linked.stderr
 
 
 def test_huggingface_offline_without_a_cache_says_so(tmp_path, hub):
