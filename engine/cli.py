@@ -743,7 +743,7 @@ def cmd_explain(args, extras, settings):
             print(f"  nearest entry: {_rel(item['nearest'])}; what differs (entry -> now):")
             for d in item["differences"]:
                 print(f"    {d['field']}: {_brief(d['entry'])} -> {_brief(d['now'])}"
-                      + ("  (a dependency will be rebuilt, see above)" if d["field"].startswith("deps.") else "")
+                      + ("  (a dependency's key changed, see above)" if d["field"].startswith("deps.") else "")
                       + (f"  (recipe files {item['recipe_files']})" if d["field"] == "recipe_digest"
                          and item.get("recipe_files") else ""))
     return 0

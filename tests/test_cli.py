@@ -351,9 +351,9 @@ def test_explain_names_what_differs(app):
     assert 'variations: ["cpu"] -> ["cuda"]' in out
     out = app.mlrun("explain", "app", "--dep.model.tags=_int8").stdout
     assert "model _int8: build" in out and "env.PREC" in out and "variations" in out
-    assert "(a dependency will be rebuilt, see above)" in out
+    assert "(a dependency's key changed, see above)" in out
     # by name and key (the list of all deps, cut, showed the same start on both sides)
-    assert re.search(r"deps\.model: \"[0-9a-f]{64}\" -> \"[0-9a-f]{64}\"  \(a dependency will be rebuilt", out), out
+    assert re.search(r"deps\.model: \"[0-9a-f]{64}\" -> \"[0-9a-f]{64}\"  \(a dependency.s key changed", out), out
     report = json.loads(app.mlrun("explain", "app", "--count=4", "--json").stdout)
     assert report[-1]["differences"] == [{"field": "inputs.count", "entry": 3, "now": 4}]
     fresh = app.mlrun("explain", "get python", "--cache", app.path("empty-cache")).stdout
