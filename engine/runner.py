@@ -246,6 +246,7 @@ class Runner:
         self.cache.use(node)   # before the lookup: `mlrun gc` never removes an entry a run uses
         path = self.cache.lookup(node)
         if path:
+            _check_downloads(node, path)
             self.reporter.step(i, total, node, "cached", _short(path))
             return "cached", path
         lock = self.cache.lock(node)
@@ -258,6 +259,7 @@ class Runner:
         try:
             path = self.cache.lookup(node)  # built by the process we waited for
             if path:
+                _check_downloads(node, path)
                 self.reporter.step(i, total, node, "cached", "(built by another mlrun) " + _short(path))
                 return "cached", path
             build_dir = self.cache.new_build_dir(node)
@@ -490,6 +492,16 @@ def _mask_quietly(folder, env):
         secrets.mask_files(folder, env, skip={META_DIR})
     except Exception:   # noqa: BLE001  (the step's own failure is the one to report)
         pass
+
+
+def _check_downloads(node, path):
+    """A download's file name is not in the key (keys of entries users hold would change): an entry built before
+    its recipe renamed the file holds the old name, and a step reading the new one failed with 'No such file'."""
+    missing = [item["file"] for item in node.download if not os.path.lexists(os.path.join(path, item["file"]))]
+    if missing:
+        raise MlrunError(f"{node.label}: its entry {path} holds no {few(missing)}, which its recipe downloads: it was "
+                         "built when the recipe named the download otherwise (a download's name is not part of "
+                         "the key)", hint=f"remove the entry ({removal_command(path)}) and run again")
 
 
 def step_folders(plan):

@@ -227,19 +227,20 @@ def test_two_uncached_steps_of_one_recipe_each_get_their_own_folder(ws):
     assert open(os.path.join(record["steps"][0]["path"], "seen")).read() == "seen\n"   # no recipe copies
 
 
-def test_a_renamed_download_is_another_entry(ws, server):
-    """A download's file name was not in the key: the old entry was reused and the step reading it failed with
-    'No such file' (then mlrun named the entry to remove). Since 0.13.0 the name is keyed: another entry."""
+def test_an_entry_built_before_its_download_was_renamed_is_named(ws, server):
+    """A download's file name is not in the key: the old entry was reused and the step reading it failed with
+    'No such file'."""
     import hashlib
     server.files["/a.txt"] = b"words\n"
     digest = hashlib.sha256(b"words\n").hexdigest()
-    text = 'tags: dl\ndownload: {url: "%s/a.txt", file: %s, sha256: "%s"}\nexports: {D: "{entry}"}\n'
+    text = 'tags: dl\ndownload: {url: "%s/a.txt", file: %s, sha256: "%s"}\n'
     ws.recipe("dl", text % (server.url, "a.txt", digest))
-    first = run(ws, "dl")["exports"]["D"]
+    run(ws, "dl")
     ws.recipe("dl", text % (server.url, "b.txt", digest))
-    second = run(ws, "dl")["exports"]["D"]
-    assert open(os.path.join(second, "b.txt")).read() == "words\n" and os.path.exists(os.path.join(first, "a.txt"))
-    assert len(ws.entries("dl")) == 2
+    with pytest.raises(MlrunError) as refused:
+        run(ws, "dl")
+    assert "holds no b.txt, which its recipe downloads" in refused.value.message
+    assert "mlrun rm cache" in refused.value.hint and refused.value.exit_code == 2
 
 
 FAILING = """\
