@@ -16,10 +16,7 @@ KEY_SCHEMA = 1
 # Fields of a recipe that only document it, or only refuse values (an input's min, max and above: a value they
 # take builds what it built before): editing them never changes a key.
 COSMETIC = ("description", "help", "path", "lines", "line", "digest", "record", "aliases", "min", "max", "above",
-            "multiple_of", "written")
-# An input's fields that only refuse values, cosmetic there alone: a download's `file` names the file it makes
-# (was cosmetic everywhere: a renamed download reused the entry holding the old name).
-INPUT_COSMETIC = ("file", "choices", "pattern", "required")
+            "multiple_of", "file", "written")
 # Mappings whose keys are names the recipe's author chose (an input may be called `path`): never cosmetic.
 NAMED = ("inputs", "variations", "env", "exports")
 
@@ -29,14 +26,10 @@ def canonical(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def strip_cosmetic(value, within=None):
-    """value without its cosmetic fields; within: the NAMED field value is (its keys are names), or "input" (one
-    input's fields)."""
+def strip_cosmetic(value, named=False):
     if isinstance(value, dict):
-        if within in NAMED:
-            return {k: strip_cosmetic(v, "input" if within == "inputs" else None) for k, v in value.items()}
-        drop = COSMETIC + INPUT_COSMETIC if within == "input" else COSMETIC
-        return {k: strip_cosmetic(v, k if k in NAMED else None) for k, v in value.items() if k not in drop}
+        return {k: strip_cosmetic(v, not named and k in NAMED) for k, v in value.items()
+                if named or k not in COSMETIC}
     if isinstance(value, list):
         return [strip_cosmetic(v) for v in value]
     return value

@@ -95,7 +95,6 @@ CHANGES = {
     "dep query": dict(recipes=changed(["app", "deps", 0, "name"], "weights")),
     "dep recipe run": dict(recipes=changed(["model", "run"], ["python", "make.py", "--fast"])),
     "dep download checksum": dict(recipes=changed(["model", "download", 0, "sha256"], "bb" * 32)),
-    "dep download file name": dict(recipes=changed(["model", "download", 0, "file"], "model.onnx")),
     "dep input default": dict(recipes=changed(["model", "inputs", "layers", "default"], 24)),
 }
 
@@ -117,11 +116,7 @@ def test_all_changed_keys_are_distinct():
     (["app", "inputs", "count", "min"], 1),     # bounds only refuse values: one they take builds the same
     (["app", "inputs", "count", "above"], 0),
     (["app", "inputs", "count", "multiple_of"], 1),
-    (["app", "inputs", "mode", "choices"], ["fast", "slow"]),   # choices, pattern, required: they only refuse too
-    (["app", "inputs", "mode", "pattern"], "[a-z]+"),
-    (["app", "inputs", "mode", "required"], True),
-], ids=["description", "variation-description", "input-help", "input-min", "input-above", "input-multiple-of",
-        "input-choices", "input-pattern", "input-required"])
+], ids=["description", "variation-description", "input-help", "input-min", "input-above", "input-multiple-of"])
 def test_cosmetic_fields_keep_the_key(path, value):
     assert key_of(changed(path, value)) == key_of()
 
