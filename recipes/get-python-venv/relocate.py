@@ -1,7 +1,7 @@
 """Make a venv's console scripts relocatable: pip wrote the build folder's absolute path into them.
 
-pip writes `#!BUILD/bin/python`, or, where that line would not work (a path with a space, or longer than a
-kernel reads of a #! line), its trampoline, valid as both sh and Python:
+pip writes `#!BUILD/bin/python`, or, where that line would not work (a path with a space, or one longer than
+the 127 bytes a kernel reads of a #! line), its trampoline, valid as both sh and Python:
     #!/bin/sh
     '''exec' "BUILD/bin/python" "$0" "$@"
     ' '''
