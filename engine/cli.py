@@ -1105,31 +1105,39 @@ def _mirror_fetch(args, extras, settings, index_path):
     plan = _resolve(args, extras, settings)
     items = mirror.plan_downloads(plan)
     from .oserrors import output_errors
+    from .resolver import REFERENCE
+    # models named by reference: a Hub repo is fetched as `hf download` lays it out, the others are noted
+    refs = sorted({(node.label, name, value) for node in plan.nodes for name, value in node.inputs.items()
+                   if isinstance(value, str) and REFERENCE.match(value)}, key=lambda r: r[2])
     with output_errors("cannot write into", args.output):
         done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
             url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
-    failed = [d for d in done if d[2] == "failed"]
+        hub = {value: mirror.fetch_hub_repo(args.output, value) for _, _, value in refs
+               if mirror.HUB_REFERENCE.fullmatch(value)}
+    failed = [d for d in done if d[2] == "failed"] + [h for h in hub.values() if h[1] == "failed"]
     if args.json:
         _print_json([{"name": item["name"], "url": item["url"], "status": status, "path": path,
-                      "error": error.message if error else None} for item, path, status, error in done])
+                      "error": error.message if error else None} for item, path, status, error in done]
+                    + [{"name": ref, "url": None, "status": status, "path": path, "error": error}
+                       for ref, (path, status, error) in hub.items()])
         return 1 if failed else 0
     for item, path, status, error in done:
         if error:
             print(f"{status:<13} {item['name']}  {item['url']}\n{'':<14}{error.message}")
         else:
             print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
-    print(f"{plural(len(done) - len(failed), 'file')} of the plan of '{plan.query}' in {args.output}"
-          f" ({sum(1 for d in done if d[2] == 'fetched')} fetched)"
+    for ref, (path, status, error) in hub.items():
+        print(f"{status:<13} {ref}  {_rel(path)}" + (f"\n{'':<14}{error}" if error else ""))
+    print(f"{plural(len(done) + len(hub) - len(failed), 'file')} of the plan of '{plan.query}' in {args.output}"
+          f" ({sum(1 for d in done if d[2] == 'fetched') + sum(1 for h in hub.values() if h[1] == 'fetched')} fetched)"
           + (f"; {len(failed)} failed (above): run it again to fetch them, the others are kept" if failed else
              "; carry it over and pass it as --mirror DIR"))
-    from .resolver import REFERENCE
-    noted = set()
-    for node in plan.nodes:   # models named by reference (hf:, zoo:) are fetched by their step, not declared
-        for name, value in node.inputs.items():
-            if isinstance(value, str) and REFERENCE.match(value) and value not in noted:
-                noted.add(value)
-                print(f"note: {node.label} --{name}={value} is fetched by its step, not a declared download: "
-                      "put its files in the mirror yourself (docs/mirrors.md)")
+    noted = set(hub)
+    for label, name, value in refs:   # one note a model (the app's --model and its model's --stub name one)
+        if value not in noted:
+            noted.add(value)
+            print(f"note: {label} --{name}={value} is fetched by its step, not a declared download: "
+                  "put its files in the mirror yourself (docs/mirrors.md)")
     return 1 if failed else 0
 
 

@@ -11,6 +11,7 @@ absolute path and invalidated by size and mtime_ns.
 import errno
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -308,3 +309,41 @@ def fetch_into(folder, items, fetch, index_path=None):
             continue
         out.append((item, dest, "fetched", None))
     return out
+
+
+# hf:ORG/NAME[@REV], as --model and the model recipes take it (the step's own parser says more of a bad one)
+HUB_REFERENCE = re.compile(r"hf:([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@([\w./-]+))?")
+
+
+def hub_folder(folder, reference):
+    """Where a mirror keeps a Hugging Face repo (docs/mirrors.md): huggingface/ORG/NAME, NAME@REV when pinned."""
+    m = HUB_REFERENCE.fullmatch(reference)
+    return os.path.join(folder, "huggingface", *m[1].split("/")) + (f"@{m[2]}" if m[2] else "")
+
+
+def fetch_hub_repo(folder, reference):
+    """A Hugging Face repo into the mirror folder as `hf download ORG/NAME --local-dir` lays it out: its files, and
+    beside them (.cache/huggingface/download/) the commit and digest of each, which the model step checks on the
+    offline machine. huggingface_hub honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE as usual; it writes no token
+    there. Returns (path, "fetched" | "failed", error message or None)."""
+    m = HUB_REFERENCE.fullmatch(reference)
+    dest = hub_folder(folder, reference)
+    if not m:
+        return dest, "failed", f"{reference} is not hf:ORG/NAME[@REVISION]"
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        return dest, "failed", "huggingface_hub is not installed in mlrun's Python (pip install -r requirements.txt)"
+    # a first fetch goes to NAME.partial (kept to resume), then is renamed: the offline machine's step takes a
+    # folder of that name as the whole repo; a folder already there is brought up to date in place
+    target = dest if os.path.isdir(dest) else dest + ".partial"
+    try:
+        snapshot_download(m[1], revision=m[2], local_dir=target)
+        if target != dest:
+            os.replace(target, dest)
+    except Exception as error:   # noqa: BLE001  (not found, gated, offline, refused: said, the other files go on)
+        from huggingface_hub import constants
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        return dest, "failed", f"from {constants.ENDPOINT}: {type(error).__name__}: {lines[0] if lines else error}"
+    return dest, "fetched", None

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 import onnx
 import pytest
 
-from conftest import ROOT
+from conftest import MLRUN, ROOT, SHARED_DATA
 from engine.errors import MlrunError, ResolutionError
 from engine.index import RecipeIndex
 from engine.resolver import resolve
@@ -536,6 +536,54 @@ def test_a_mirror_filled_by_hf_download_is_checked_against_its_download_records(
     linked = _fetch_hf(tmp_path, tmp_path / "d", "--repo", "hf:org/plain", "--mirror", str(mirror))
     assert linked.returncode == 1 and "the mirror's onnx/model.onnx is a link to nothing" in linked.stderr
     assert "cp -L" in linked.stderr and "Traceback" not in linked.stderr
+
+
+@pytest.mark.slow
+def test_mirror_fetch_takes_a_hub_model_of_the_plan_and_the_offline_step_checks_it(tmp_path, hub, tiny_hf_model):
+    """`mirror fetch` said of --model=hf:ORG/NAME "put its files in the mirror yourself": it now fetches the repo
+    as `hf download --local-dir` lays it out (its download records beside it), and the model step on the offline
+    side takes and checks that copy. A repo it cannot fetch is said, exit 1, leaving no folder of its name."""
+    pytest.importorskip("huggingface_hub")
+    commit = hub.add("org/tiny-squad", {"onnx/model.onnx": tiny_hf_model, "config.json": b"{}\n"})
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "MLRUN_"))}
+    env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN="hf_secret_token_123",
+               MLRUN_CACHE=str(tmp_path / "cache"), MLRUN_RUNS=str(tmp_path / "runs"), MLRUN_MIRROR=SHARED_DATA)
+    out = tmp_path / "carry"
+
+    def fetch(*refs):
+        return subprocess.run([MLRUN, "mirror", "fetch", "app mlperf bert _onnxruntime _cpu", *refs, "-o", str(out)],
+                              env=env, capture_output=True, text=True, timeout=120)
+    done = fetch("--model=hf:org/tiny-squad")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folder = out / "huggingface" / "org" / "tiny-squad"
+    assert f"fetched       hf:org/tiny-squad  {folder}" in done.stdout and "put its files" not in done.stdout
+    assert (folder / "onnx" / "model.onnx").read_bytes() == tiny_hf_model and (folder / "config.json").exists()
+    assert not (folder.parent / "tiny-squad.partial").exists()
+    assert {r["authorization"] for r in hub.requests} == {"Bearer hf_secret_token_123"}
+    for root, _, names in os.walk(out):   # the token reached the Hub, and no file of the mirror
+        for name in names:
+            assert b"hf_secret_token_123" not in open(os.path.join(root, name), "rb").read(), name
+
+    # The offline machine: the model step takes the copy, checked against its records, and names its commit.
+    offline = _fetch_hf(tmp_path, tmp_path / "entry", "--repo", "hf:org/tiny-squad", "--mirror", str(out),
+                        HF_HUB_OFFLINE="1")
+    assert offline.returncode == 0, offline.stderr
+    record = json.loads((tmp_path / "entry" / "source.json").read_text())
+    assert record["commit"] == commit and record["checked"] == {"onnx/model.onnx": "sha256"}
+
+    # Again: brought up to date in place. A repo the Hub does not have: said, exit 1, no folder of its name.
+    again = fetch("--model=hf:org/tiny-squad")
+    assert again.returncode == 0 and (folder / "onnx" / "model.onnx").read_bytes() == tiny_hf_model, again.stdout
+    missing = fetch("--model=hf:org/nothing@v2")
+    assert missing.returncode == 1 and "failed        hf:org/nothing@v2" in missing.stdout, missing.stdout
+    assert "RepositoryNotFoundError" in missing.stdout and "1 failed (above)" in missing.stdout
+    assert not (out / "huggingface" / "org" / "nothing@v2").exists() and "Traceback" not in missing.stderr
+    zoo = fetch("--model=zoo:nlp/question_answering/obert-base/pytorch/huggingface/squad/pruned90_quant-none")
+    assert zoo.returncode == 0 and zoo.stdout.count("note: ") == 1 and "put its files in the mirror" in zoo.stdout
+    listed = json.loads(subprocess.run([MLRUN, "mirror", "fetch", "app mlperf bert _onnxruntime _cpu",
+                                        "--model=hf:org/tiny-squad", "-o", str(out), "--json"], env=env,
+                                       capture_output=True, text=True, timeout=120).stdout)
+    assert {"name": "hf:org/tiny-squad", "url": None, "status": "fetched", "path": str(folder), "error": None} in listed
 
 
 def test_huggingface_offline_without_a_cache_says_so(tmp_path, hub):
