@@ -313,6 +313,9 @@ def fetch_into(folder, items, fetch, index_path=None):
 
 # hf:ORG/NAME[@REV], as --model and the model recipes take it (the step's own parser says more of a bad one)
 HUB_REFERENCE = re.compile(r"hf:([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@([\w./-]+))?")
+# Weights for frameworks no step reads (TensorFlow, Flax, Rust, TF Lite, Core ML), 1.3 GB each of BERT-Large's:
+# the steps take a repo's ONNX file, or its config and PyTorch/safetensors weights to export.
+HUB_SKIPPED = ["*.h5", "*.msgpack", "*.ot", "*.tflite", "*.mlmodel", "*.mlpackage/*", "coreml/*"]
 
 
 def hub_folder(folder, reference):
@@ -322,7 +325,8 @@ def hub_folder(folder, reference):
 
 
 def fetch_hub_repo(folder, reference):
-    """A Hugging Face repo into the mirror folder as `hf download ORG/NAME --local-dir` lays it out: its files, and
+    """A Hugging Face repo into the mirror folder as `hf download ORG/NAME --local-dir` lays it out: its files (but
+    HUB_SKIPPED's), and
     beside them (.cache/huggingface/download/) the commit and digest of each, which the model step checks on the
     offline machine. huggingface_hub honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE as usual; it writes no token
     there. Returns (path, "fetched" | "failed", error message or None)."""
@@ -339,7 +343,7 @@ def fetch_hub_repo(folder, reference):
     # folder of that name as the whole repo; a folder already there is brought up to date in place
     target = dest if os.path.isdir(dest) else dest + ".partial"
     try:
-        snapshot_download(m[1], revision=m[2], local_dir=target)
+        snapshot_download(m[1], revision=m[2], local_dir=target, ignore_patterns=HUB_SKIPPED)
         if target != dest:
             os.replace(target, dest)
     except Exception as error:   # noqa: BLE001  (not found, gated, offline, refused: said, the other files go on)

@@ -544,7 +544,8 @@ def test_mirror_fetch_takes_a_hub_model_of_the_plan_and_the_offline_step_checks_
     as `hf download --local-dir` lays it out (its download records beside it), and the model step on the offline
     side takes and checks that copy. A repo it cannot fetch is said, exit 1, leaving no folder of its name."""
     pytest.importorskip("huggingface_hub")
-    commit = hub.add("org/tiny-squad", {"onnx/model.onnx": tiny_hf_model, "config.json": b"{}\n"})
+    commit = hub.add("org/tiny-squad", {"onnx/model.onnx": tiny_hf_model, "config.json": b"{}\n",
+                                        "tf_model.h5": b"TensorFlow weights", "flax_model.msgpack": b"Flax weights"})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGINGFACE", "MLRUN_"))}
     env.update(HF_ENDPOINT=hub.url, HF_HOME=str(tmp_path / "hf-home"), HF_TOKEN="hf_secret_token_123",
                MLRUN_CACHE=str(tmp_path / "cache"), MLRUN_RUNS=str(tmp_path / "runs"), MLRUN_MIRROR=SHARED_DATA)
@@ -559,6 +560,7 @@ def test_mirror_fetch_takes_a_hub_model_of_the_plan_and_the_offline_step_checks_
     assert f"fetched       hf:org/tiny-squad  {folder}" in done.stdout and "put its files" not in done.stdout
     assert (folder / "onnx" / "model.onnx").read_bytes() == tiny_hf_model and (folder / "config.json").exists()
     assert not (folder.parent / "tiny-squad.partial").exists()
+    assert not (folder / "tf_model.h5").exists() and not (folder / "flax_model.msgpack").exists()   # no step reads
     assert {r["authorization"] for r in hub.requests} == {"Bearer hf_secret_token_123"}
     for root, _, names in os.walk(out):   # the token reached the Hub, and no file of the mirror
         for name in names:
