@@ -135,7 +135,8 @@ def build_parser(only=None):
                         "changed (a copy that did not keep them)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("mirror", "fill (add FILE...) or audit (check) the download mirror given by --mirror or $MLRUN_MIRROR; "
-                       "fetch QUERY -o DIR: download every file QUERY's plan needs into DIR (on a connected machine)")
+                       "fetch QUERY -o DIR: download every file QUERY's plan needs, and its hf: models, into DIR "
+                       "(on a connected machine)")
     p.add_argument("action", choices=["add", "check", "fetch"], metavar="add|check|fetch", help="what to do")
     p.add_argument("files", nargs="*", metavar="FILE|QUERY")
     p.add_argument("-o", "--output", metavar="DIR", help="fetch: the folder to download into (a mirror to carry over)")
