@@ -1128,7 +1128,7 @@ def _mirror_fetch(args, extras, settings, index_path):
         else:
             print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
     for ref, (path, status, error) in hub.items():
-        print(f"{status:<13} {ref}  {_rel(path)}" + (f"\n{'':<14}{error}" if error else ""))
+        print(f"{status:<13} {ref}" + (f"  {_rel(path)}" if path else "") + (f"\n{'':<14}{error}" if error else ""))
     print(f"{plural(len(done) + len(hub) - len(failed), 'file')} of the plan of '{plan.query}' in {args.output}"
           f" ({sum(1 for d in done if d[2] == 'fetched') + sum(1 for h in hub.values() if h[1] == 'fetched')} fetched)"
           + (f"; {len(failed)} failed (above): run it again to fetch them, the others are kept" if failed else

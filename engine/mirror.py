@@ -311,8 +311,8 @@ def fetch_into(folder, items, fetch, index_path=None):
     return out
 
 
-# hf:ORG/NAME[@REV], as --model and the model recipes take it (the step's own parser says more of a bad one)
-HUB_REFERENCE = re.compile(r"hf:([A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*)(?:@([\w./-]+))?")
+# hf:[ORG/]NAME[@REV], as --model and the model recipes take it (the step's own parser says more of a bad one)
+HUB_REFERENCE = re.compile(r"hf:((?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*)(?:@([\w./-]+))?")
 # Weights for frameworks no step reads (TensorFlow, Flax, Rust, TF Lite, Core ML), 1.3 GB each of BERT-Large's:
 # the steps take a repo's ONNX file, or its config and PyTorch/safetensors weights to export.
 HUB_SKIPPED = ["*.h5", "*.msgpack", "*.ot", "*.tflite", "*.mlmodel", "*.mlpackage/*", "coreml/*"]
@@ -331,9 +331,9 @@ def fetch_hub_repo(folder, reference):
     offline machine. huggingface_hub honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE as usual; it writes no token
     there. Returns (path, "fetched" | "failed", error message or None)."""
     m = HUB_REFERENCE.fullmatch(reference)
+    if not m or ".." in (m[2] or "").split("/"):   # a revision of ../.. would put the repo outside DIR
+        return None, "failed", f"{reference} is not hf:ORG/NAME[@REVISION]"
     dest = hub_folder(folder, reference)
-    if not m:
-        return dest, "failed", f"{reference} is not hf:ORG/NAME[@REVISION]"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
         from huggingface_hub import snapshot_download

@@ -256,7 +256,10 @@ def parse_repo(text, revision=None):
     if rev and revision and rev != revision:
         raise MlrunError(f"two revisions for {repo}: @{rev} in the name and --revision={revision}",
                          hint="give one")
-    return repo, rev or revision
+    rev = rev or revision
+    if rev and (rev.startswith("/") or ".." in rev.split("/")):   # the mirror's NAME@REV folder: never outside it
+        raise MlrunError(f"not a revision of {repo}: {rev!r}", hint="give a branch, a tag or a commit of the repo")
+    return repo, rev
 
 
 def choose_onnx(files, wanted=None):

@@ -272,6 +272,8 @@ def test_repo_names_parse(text, revision, want):
     ("hf:org/../x", None, "not a Hugging Face model repo"),
     ("hf:org/name@", None, "nothing after @"),
     ("hf:org/name@v1", "v2", "two revisions"),
+    ("hf:org/name@../../../tmp", None, "not a revision of org/name"),   # the mirror folder NAME@REV went outside it
+    ("org/name", "/etc", "not a revision of org/name"),
 ])
 def test_bad_repo_names_are_refused(text, revision, fragment):
     with pytest.raises(MlrunError, match=fragment):
@@ -582,6 +584,9 @@ def test_mirror_fetch_takes_a_hub_model_of_the_plan_and_the_offline_step_checks_
     assert not (out / "huggingface" / "org" / "nothing@v2").exists() and "Traceback" not in missing.stderr
     zoo = fetch("--model=zoo:nlp/question_answering/obert-base/pytorch/huggingface/squad/pruned90_quant-none")
     assert zoo.returncode == 0 and zoo.stdout.count("note: ") == 1 and "put its files in the mirror" in zoo.stdout
+    canonical = fetch("--model=hf:bert-base-uncased")   # a repo of no org, as the oldest ones are named
+    assert f"failed        hf:bert-base-uncased  {out / 'huggingface' / 'bert-base-uncased'}\n" in canonical.stdout
+    assert canonical.returncode == 1 and "Traceback" not in canonical.stderr
     listed = json.loads(subprocess.run([MLRUN, "mirror", "fetch", "app mlperf bert _onnxruntime _cpu",
                                         "--model=hf:org/tiny-squad", "-o", str(out), "--json"], env=env,
                                        capture_output=True, text=True, timeout=120).stdout)
