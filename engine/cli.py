@@ -1108,8 +1108,11 @@ def _mirror_fetch(args, extras, settings, index_path):
     from .oserrors import output_errors
     from .resolver import REFERENCE
     # models named by reference: a Hub repo is fetched as `hf download` lays it out, the others are noted
-    refs = sorted({(node.label, name, value) for node in plan.nodes for name, value in node.inputs.items()
+    refs = sorted({(node.label, name, mirror.hub_reference(value, node.inputs.get("revision")))
+                   for node in plan.nodes for name, value in node.inputs.items()
                    if isinstance(value, str) and REFERENCE.match(value)}, key=lambda r: r[2])
+    pinned = {value.split("@")[0] for _, _, value in refs if "@" in value}
+    refs = [r for r in refs if "@" in r[2] or r[2] not in pinned]   # the app's --model=hf:X, pinned by its model
     with output_errors("cannot write into", args.output):
         done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
             url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)

@@ -318,6 +318,13 @@ HUB_REFERENCE = re.compile(r"hf:((?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*)(?:@
 HUB_SKIPPED = ["*.h5", "*.msgpack", "*.ot", "*.tflite", "*.mlmodel", "*.mlpackage/*", "coreml/*"]
 
 
+def hub_reference(value, revision=None):
+    """The hf: reference a node's input names, pinned by the node's own `revision` input (the model recipes' and
+    `hf download`'s word) when the reference has no @REV: the step looks in NAME@REV then."""
+    m = HUB_REFERENCE.fullmatch(value)
+    return f"{value}@{revision}" if m and not m[2] and isinstance(revision, str) and revision.strip() else value
+
+
 def hub_folder(folder, reference):
     """Where a mirror keeps a Hugging Face repo (docs/mirrors.md): huggingface/ORG/NAME, NAME@REV when pinned."""
     m = HUB_REFERENCE.fullmatch(reference)
@@ -326,12 +333,11 @@ def hub_folder(folder, reference):
 
 def fetch_hub_repo(folder, reference):
     """A Hugging Face repo into the mirror folder as `hf download ORG/NAME --local-dir` lays it out: its files (but
-    HUB_SKIPPED's), and
-    beside them (.cache/huggingface/download/) the commit and digest of each, which the model step checks on the
-    offline machine. huggingface_hub honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE as usual; it writes no token
-    there. Returns (path, "fetched" | "failed", error message or None)."""
+    HUB_SKIPPED's) and beside them (.cache/huggingface/download/) the commit and digest of each, which the model
+    step checks on the offline machine. huggingface_hub honours HF_ENDPOINT, HF_TOKEN and HF_HUB_OFFLINE as usual;
+    it writes no token there. Returns (path, "fetched" | "failed", error message or None)."""
     m = HUB_REFERENCE.fullmatch(reference)
-    if not m or ".." in (m[2] or "").split("/"):   # a revision of ../.. would put the repo outside DIR
+    if not m or (m[2] or "").startswith("/") or ".." in (m[2] or "").split("/"):   # NAME@../..: outside DIR
         return None, "failed", f"{reference} is not hf:ORG/NAME[@REVISION]"
     dest = hub_folder(folder, reference)
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")

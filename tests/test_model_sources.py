@@ -575,6 +575,14 @@ def test_mirror_fetch_takes_a_hub_model_of_the_plan_and_the_offline_step_checks_
     record = json.loads((tmp_path / "entry" / "source.json").read_text())
     assert record["commit"] == commit and record["checked"] == {"onnx/model.onnx": "sha256"}
 
+    # Pinned by the model's --revision (not @REV): fetched into NAME@REV, where the step looks, and only there.
+    pinned = fetch("--model=hf:org/tiny-squad", f"--dep.model.revision={commit}")
+    assert pinned.returncode == 0 and pinned.stdout.count("hf:org/tiny-squad") == 1, pinned.stdout
+    offline = _fetch_hf(tmp_path, tmp_path / "pinned", "--repo", "hf:org/tiny-squad", "--revision", commit,
+                        "--mirror", str(out), HF_HUB_OFFLINE="1")
+    assert offline.returncode == 0 and f"tiny-squad@{commit}" in json.loads(
+        (tmp_path / "pinned" / "source.json").read_text())["from"], offline.stderr
+
     # Again: brought up to date in place. A repo the Hub does not have: said, exit 1, no folder of its name.
     again = fetch("--model=hf:org/tiny-squad")
     assert again.returncode == 0 and (folder / "onnx" / "model.onnx").read_bytes() == tiny_hf_model, again.stdout
