@@ -651,6 +651,7 @@ def cmd_plan(args, extras, settings):
     cache = Cache(settings.cache)
     status = {n.key: ("cached" if cache.lookup(n) else "build") if n.cache else "run" for n in plan.nodes}
     downloads = _plan_downloads(plan, status, settings)
+    building = {k for k, s in status.items() if s != "cached"}
     if args.json:
         _print_json({"query": plan.query, "nodes": [dict(n.to_dict(), status=status[n.key],
                                                          path=cache.path(n) if n.cache else None)
@@ -690,7 +691,22 @@ def cmd_plan(args, extras, settings):
                      "download.size" if status == "wrong size" else
                      f"not in the mirror: {d['url']}" if status == "missing" else d["url"])
             print(f"  {d['name']}  {_size(d['size']) if d['size'] else '?'}  {where}")
+    _plan_hub_models(plan, building, settings)
     return 0
+
+
+def _plan_hub_models(plan, building, settings):
+    """The Hub models the nodes to build fetch, and whether the mirror holds each (offline, the step needs it)."""
+    from . import mirror
+    refs = mirror.hub_references(plan, only=building)
+    if refs and settings.mirror:
+        print(f"Hugging Face models of the nodes to build (mirror {settings.mirror}):")
+        for ref in refs:
+            folder, files, recorded = mirror.hub_in_mirror(settings.mirror, ref)
+            print(f"  {ref}  " + (f"not in the mirror ({_rel(folder)}): fetched from the Hub (offline: mlrun mirror "
+                                  "fetch QUERY -o DIR on a connected machine)" if files is None else
+                                  f"in the mirror: {_rel(folder)} ({plural(files, 'file')}, "
+                                  f"{recorded} with hf download's record to check)"))
 
 
 def _plan_downloads(plan, status, settings):
@@ -1108,16 +1124,12 @@ def _mirror_fetch(args, extras, settings, index_path):
     from .oserrors import output_errors
     from .resolver import REFERENCE
     # models named by reference: a Hub repo is fetched as `hf download` lays it out, the others are noted
-    refs = sorted({(node.label, name, mirror.hub_reference(value, node.inputs.get("revision")))
-                   for node in plan.nodes for name, value in node.inputs.items()
+    refs = sorted({(node.label, name, value) for node in plan.nodes for name, value in node.inputs.items()
                    if isinstance(value, str) and REFERENCE.match(value)}, key=lambda r: r[2])
-    pinned = {value.split("@")[0] for _, _, value in refs if "@" in value}
-    refs = [r for r in refs if "@" in r[2] or r[2] not in pinned]   # the app's --model=hf:X, pinned by its model
     with output_errors("cannot write into", args.output):
         done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
             url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
-        hub = {value: mirror.fetch_hub_repo(args.output, value) for _, _, value in refs
-               if mirror.HUB_REFERENCE.fullmatch(value)}
+        hub = {ref: mirror.fetch_hub_repo(args.output, ref) for ref in mirror.hub_references(plan)}
     failed = [d for d in done if d[2] == "failed"] + [h for h in hub.values() if h[1] == "failed"]
     if args.json:
         _print_json([{"name": item["name"], "url": item["url"], "status": status, "path": path,
@@ -1136,9 +1148,9 @@ def _mirror_fetch(args, extras, settings, index_path):
           f" ({sum(1 for d in done if d[2] == 'fetched') + sum(1 for h in hub.values() if h[1] == 'fetched')} fetched)"
           + (f"; {len(failed)} failed (above): run it again to fetch them, the others are kept" if failed else
              "; carry it over and pass it as --mirror DIR"))
-    noted = set(hub)
+    noted = set()
     for label, name, value in refs:   # one note a model (the app's --model and its model's --stub name one)
-        if value not in noted:
+        if value not in noted and not mirror.HUB_REFERENCE.fullmatch(value):
             noted.add(value)
             print(f"note: {label} --{name}={value} is fetched by its step, not a declared download: "
                   "put its files in the mirror yourself (docs/mirrors.md)")

@@ -357,3 +357,27 @@ def fetch_hub_repo(folder, reference):
         lines = [line for line in str(error).splitlines() if line.strip()]
         return dest, "failed", f"from {constants.ENDPOINT}: {type(error).__name__}: {lines[0] if lines else error}"
     return dest, "fetched", None
+
+
+def hub_references(plan, only=None):
+    """The hf: references of a plan's nodes (only those whose key is in `only`, when given), each once: a node's
+    own `revision` pins one written without @REV, and an unpinned one the same repo's pinned one stands for (the
+    app's --model=hf:X beside its model's repo=hf:X with revision=V) goes."""
+    refs = {hub_reference(value, node.inputs.get("revision")) for node in plan.nodes
+            if only is None or node.key in only for value in node.inputs.values()
+            if isinstance(value, str) and HUB_REFERENCE.fullmatch(value)}
+    pinned = {ref.split("@")[0] for ref in refs if "@" in ref}
+    return sorted(ref for ref in refs if "@" in ref or ref not in pinned)
+
+
+def hub_in_mirror(mirror_dir, reference):
+    """(folder, its file count, how many of them `hf download` recorded) of a Hub repo in the mirror, or (folder,
+    None, 0) where the mirror has no folder for it."""
+    folder = hub_folder(mirror_dir, reference)
+    if not os.path.isdir(folder):
+        return folder, None, 0
+    files = [os.path.relpath(os.path.join(root, n), folder) for root, _, names in os.walk(folder) for n in names]
+    repo_files = [f for f in files if not f.startswith(os.path.join(".cache", "huggingface") + os.sep)]
+    records = os.path.join(folder, ".cache", "huggingface", "download")
+    recorded = sum(1 for f in repo_files if os.path.isfile(os.path.join(records, f + ".metadata")))
+    return folder, len(repo_files), recorded

@@ -575,6 +575,17 @@ def test_mirror_fetch_takes_a_hub_model_of_the_plan_and_the_offline_step_checks_
     record = json.loads((tmp_path / "entry" / "source.json").read_text())
     assert record["commit"] == commit and record["checked"] == {"onnx/model.onnx": "sha256"}
 
+    # `plan` says which Hub models the mirror holds, before anything runs.
+    plan = subprocess.run([MLRUN, "plan", "app mlperf bert _onnxruntime _cpu", "--model=hf:org/tiny-squad",
+                           "--mirror", str(out)], env=env, capture_output=True, text=True, timeout=60)
+    assert f"  hf:org/tiny-squad  in the mirror: {folder} (2 files, 2 with hf download's record to check)" \
+        in plan.stdout, plan.stdout + plan.stderr
+    plan = subprocess.run([MLRUN, "plan", "app mlperf bert _onnxruntime _cpu", "--model=hf:org/other",
+                           "--dep.model.revision=v3", "--mirror", str(out)], env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert f"  hf:org/other@v3  not in the mirror ({out / 'huggingface' / 'org' / 'other@v3'}): fetched from the " \
+        "Hub" in plan.stdout and plan.stdout.count("\n  hf:org/other") == 1, plan.stdout + plan.stderr
+
     # Pinned by the model's --revision (not @REV): fetched into NAME@REV, where the step looks, and only there.
     pinned = fetch("--model=hf:org/tiny-squad", f"--dep.model.revision={commit}")
     assert pinned.returncode == 0 and pinned.stdout.count("hf:org/tiny-squad") == 1, pinned.stdout
