@@ -77,8 +77,11 @@ GOOD_STUBS = [STUB, "zoo:bert-large-squad_wikipedia_bookcorpus-pruned80.4block_q
               "zoo:nlp/question_answering/mobilebert-none/pytorch/huggingface/squad/14layer_pruned50_quant-none-vnni"]
 BAD_STUBS = ["zoo:", "zoo:a/b", "zoo:nlp/../../../etc/passwd/x/y/z", "zoo:nlp/qa/bert/pytorch/hf/squad/tag?recipe=x",
              "zoo:a b", "zoo:..", "zoo:nlp/x"]
-GOOD_REPOS = ["hf:org/name", "hf:org/name@main", "hf:bert-base-uncased", "hf:o.rg/na_me@v1.0-rc"]
-BAD_REPOS = ["hf:", "hf:a/b/c", "hf:org--x/name", "hf:org/../x", "hf:org/name@", "hf:/name", "hf:org/"]
+GOOD_REPOS = ["hf:org/name", "hf:org/name@main", "hf:bert-base-uncased", "hf:o.rg/na_me@v1.0-rc",
+              "hf:org/name@refs/pr/1", "hf:org/name@v1..2"]
+# a revision of .. or from / put the mirror's NAME@REV folder outside the mirror
+BAD_REPOS = ["hf:", "hf:a/b/c", "hf:org--x/name", "hf:org/../x", "hf:org/name@", "hf:/name", "hf:org/",
+             "hf:org/name@../../x", "hf:org/name@a/..", "hf:org/name@/etc"]
 
 
 @pytest.mark.parametrize("app", ["app-mlperf-bert", "app-bert-qa"])
