@@ -34,7 +34,7 @@ import sys
 import tarfile
 from dataclasses import dataclass
 
-from engine.digests import file_digest
+from engine.digests import file_digest, hash_into
 from engine.errors import MlrunError, StepError
 
 OFFICIAL_INPUTS = ("input_ids", "input_mask", "segment_ids")
@@ -353,13 +353,11 @@ def _git_blob_sha1(path):
     """The id git (and the Hub's ETag of a file kept in git, not LFS) gives a file's content."""
     import hashlib
     h = hashlib.sha1(b"blob %d\0" % os.path.getsize(path))
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    hash_into(path, [h])
     return h.hexdigest()
 
 
-def check_mirror_copy(folder, files, label, rev):
+def check_mirror_copy(folder, files, repo, rev):
     """Check a mirror folder's files against the records `hf download --local-dir` left beside them.
 
     For each file it downloaded, huggingface_hub keeps .cache/huggingface/download/<file>.metadata: the commit,
@@ -367,6 +365,8 @@ def check_mirror_copy(folder, files, label, rev):
     A file whose bytes are not those (truncated or changed by a copy) would be this repo's cache entry for every
     run; a file of another commit than a pinned one, another revision's. Returns (the commit the records name, or
     None, {file: "sha256" | "git-sha1" | "no record"}); raises StepError on a difference."""
+    label = f"hf:{repo}" + (f"@{rev}" if rev else "")
+    again = f" --revision {rev}" if rev else ""
     record_dir = os.path.join(folder, ".cache", "huggingface", "download")
     commits, checked = set(), {}
     for name in files:
@@ -395,21 +395,20 @@ def check_mirror_copy(folder, files, label, rev):
         if actual != etag:
             raise StepError(f"{label}: the mirror's {name} is not the file hf download fetched ({kind} {actual[:16]}, "
                             f"its download record says {etag[:16]}): truncated or changed since",
-                            hint=f"download it again into the mirror: hf download {label[len('hf:'):].split('@')[0]} "
-                                 f"{name} --local-dir {folder}" + (f" --revision {rev}" if rev else ""))
+                            hint=f"download it again into the mirror: hf download {repo} {name} --local-dir {folder}"
+                                 + again)
         checked[name] = kind
         if re.fullmatch(r"[0-9a-f]{40}", commit):
             commits.add(commit)
     if len(commits) > 1:
         raise StepError(f"{label}: the mirror folder {folder} holds files of {len(commits)} commits "
                         f"({', '.join(sorted(c[:12] for c in commits))}): not one revision of the repo",
-                        hint=f"download the repo again into an empty folder: hf download {label[len('hf:'):]} "
+                        hint=f"download the repo again into an empty folder: hf download {repo}{again} "
                              "--local-dir FOLDER")
     commit = commits.pop() if commits else None
     if commit and re.fullmatch(r"[0-9a-f]{40}", rev or "") and commit != rev:
         raise StepError(f"{label}: the mirror folder {folder} holds commit {commit[:12]}'s files, not {rev[:12]}'s",
-                        hint=f"download that commit into it: hf download {label[len('hf:'):].split('@')[0]} "
-                             f"--revision {rev} --local-dir {folder}")
+                        hint=f"download that commit into it: hf download {repo}{again} --local-dir {folder}")
     return commit, checked
 
 
@@ -426,7 +425,7 @@ def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, 
         files = _folder_files(mirrored)
         label = f"hf:{repo}" + (f"@{rev}" if rev else "")
         onnx_name, wanted_files = _files_to_use(files, wanted, export, label, repo_text)
-        recorded, checked = check_mirror_copy(mirrored, wanted_files, label, rev)
+        recorded, checked = check_mirror_copy(mirrored, wanted_files, repo, rev)
         unchecked = [name for name, kind in checked.items() if kind == "no record"]
         if unchecked:
             print(f"{label}: no hf download record of {', '.join(unchecked)} in the mirror "

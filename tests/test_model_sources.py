@@ -505,7 +505,7 @@ def test_a_mirror_filled_by_hf_download_is_checked_against_its_download_records(
     assert record["commit"] == commit and record["checked"] == {"onnx/model.onnx": "sha256"}
     assert record["files"] == ["onnx/model.onnx"] and "unchecked" not in ok.stdout
     # a git-kept file (config.json, as _export takes it) is checked by its git blob id
-    assert model_sources.check_mirror_copy(str(folder), ["config.json"], "hf:org/tiny-squad", None) == \
+    assert model_sources.check_mirror_copy(str(folder), ["config.json"], "org/tiny-squad", None) == \
         (commit, {"config.json": "git-sha1"})
 
     # A pinned revision whose folder holds another commit's files.
