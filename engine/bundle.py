@@ -77,8 +77,9 @@ def _export(record, run_dir, cache, out_path, with_cache, sign):
     # host or container writing the same folder over NFS had its live export's part removed)
     part = f"{out_path}.{_where()}-{os.getpid()}.part"
     try:
-        # gzip's own default level: a 530 MB venv packs in 15 s instead of 45 s at Python's level 9, 1% larger.
-        with open(part, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6) as gz:
+        # Level 1: a run's 500 MB of entries (venvs, LoadGen, features) packed in 11 s to 136 MB, against 24 s and
+        # 119 MB at gzip's default 6 (and 45 s at Python's 9): faster end to end on any link over about 10 Mbit/s.
+        with open(part, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
             stream = _Hashing(gz)
             with tarfile.open(fileobj=stream, mode="w") as tar:
                 size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}", f"run {run_id}")

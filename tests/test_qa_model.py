@@ -1,6 +1,6 @@
 """The MiniLM QA model trained offline by its recipe, held-out scoring, its int8 copy, and `app bert qa`.
 
-One quick model (300 questions, one epoch, 128-token windows) is trained through the real recipe in a
+One quick model (200 questions, one epoch, 128-token windows, batches of 16 at twice the default rate) is trained through the real recipe in a
 cache shared by this module (the torch venv is built once); it answers better than chance, not well.
 Accuracy here is over held-out questions only and never the official figure.
 """
@@ -13,8 +13,11 @@ import pytest
 
 from conftest import MLRUN, TINY_MODEL, assert_user_error, offline_mlrun, step_dir
 
-# threads=1: the other xdist worker keeps the other core busy; measured there, 1 thread trains in 92 s, 2 in 121 s.
-QUICK = {"max_questions": "300", "seq_length": "128", "epochs": "1", "threads": "1"}
+# threads=1: the other xdist worker keeps the other core busy; measured there, 1 thread trains in 92 s, 2 in 121 s
+# (300 questions at the default batch and rate). 200 questions in batches of 16 at 3e-4 train in 37 s on an idle
+# EPYC (300 took 78) and score held-out F1 10.3 against 9.48 (the random model's 4.04; the margin asked is 3).
+QUICK = {"max_questions": "200", "seq_length": "128", "epochs": "1", "threads": "1", "batch_size": "16",
+         "learning_rate": "0.0003"}
 MODEL_QUERY = "get ml-model bert _minilm-squad"
 APP = "app mlperf bert _onnxruntime _cpu"
 COUNT = "--count=120"
@@ -54,12 +57,12 @@ def test_the_entry_records_the_split_the_training_and_an_official_onnx(model):
     split = json.load(open(os.path.join(model, "split.json")))
     assert split["train"]["articles"] == list(range(24)) and split["heldout"]["articles"] == list(range(24, 48))
     assert not set(split["train"]["question_ids"]) & set(split["heldout"]["question_ids"])
-    assert split["trained_questions"] == 300
+    assert split["trained_questions"] == 200
     heldout = json.load(open(os.path.join(model, "heldout.json")))
     assert heldout["question_ids"] == split["heldout"]["question_ids"] and "NOT the official" in heldout["note"]
     training = json.load(open(os.path.join(model, "training.json")))
-    assert training["settings"]["questions"] == 300 and training["settings"]["seq_length"] == 128
-    assert training["settings"]["threads"] == 1
+    assert training["settings"]["questions"] == 200 and training["settings"]["seq_length"] == 128
+    assert training["settings"]["threads"] == 1 and training["settings"]["batch_size"] == 16
     assert training["loss_curve"] and training["training_seconds"] > 0
     assert set(training["versions"]) == {"torch", "transformers"} and "+cpu" in training["versions"]["torch"]
     graph = onnx.load(os.path.join(model, "model.onnx"), load_external_data=False).graph
