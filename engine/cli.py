@@ -692,6 +692,7 @@ def cmd_plan(args, extras, settings):
                      f"not in the mirror: {d['url']}" if status == "missing" else d["url"])
             print(f"  {d['name']}  {_size(d['size']) if d['size'] else '?'}  {where}")
     _plan_hub_models(plan, building, settings)
+    _plan_by_name(plan, building, settings)
     return 0
 
 
@@ -707,6 +708,19 @@ def _plan_hub_models(plan, building, settings):
                                   "fetch QUERY -o DIR on a connected machine)" if files is None else
                                   f"in the mirror: {_rel(folder)} ({plural(files, 'file')}, "
                                   f"{recorded} with hf download's record to check)"))
+
+
+def _plan_by_name(plan, building, settings):
+    """The files the nodes to build take from a mirror by path (no checksum declared), and whether it holds each."""
+    from . import mirror
+    items = mirror.by_name(plan, only=building)
+    if items and settings.mirror:
+        print(f"files taken from the mirror by path (mirror {settings.mirror}):")
+        for item in items:
+            there = os.path.join(settings.mirror, *item["path"].split("/"))
+            print(f"  {item['name']}  " + (f"in the mirror: {_rel(there)}" if os.path.isfile(there) else
+                                            f"not in the mirror ({_rel(there)}): downloaded from {item['url']} "
+                                            "(offline: mlrun mirror fetch QUERY -o DIR on a connected machine)"))
 
 
 def _plan_downloads(plan, status, settings):
@@ -1129,6 +1143,10 @@ def _mirror_fetch(args, extras, settings, index_path):
     with output_errors("cannot write into", args.output):
         done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
             url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
+        # files a step takes from a mirror by path (the calibration list): where the step looks
+        by_name = mirror.by_name(plan)
+        done += mirror.fetch_by_name(args.output, by_name, lambda url, dest, **kw: fetch(
+            url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw))
         hub = {ref: mirror.fetch_hub_repo(args.output, ref) for ref in mirror.hub_references(plan)}
     failed = [d for d in done if d[2] == "failed"] + [h for h in hub.values() if h[1] == "failed"]
     if args.json:
@@ -1150,7 +1168,8 @@ def _mirror_fetch(args, extras, settings, index_path):
              "; carry it over and pass it as --mirror DIR"))
     noted = set()
     for label, name, value in refs:   # one note a model (the app's --model and its model's --stub name one)
-        if value not in noted and not mirror.HUB_REFERENCE.fullmatch(value):
+        if value not in noted and not mirror.HUB_REFERENCE.fullmatch(value) \
+                and value not in {item["url"] for item in by_name}:   # fetched above
             noted.add(value)
             print(f"note: {label} --{name}={value} is fetched by its step, not a declared download: "
                   "put its files in the mirror yourself (docs/mirrors.md)")

@@ -311,6 +311,47 @@ def fetch_into(folder, items, fetch, index_path=None):
     return out
 
 
+def by_name(plan, only=None):
+    """The files a plan's nodes take from a mirror by their path there (recipe `mirror_files`, no checksum declared:
+    the calibration list), each once: {name, url, path, sha256}, ${VAR} expanded with the node's variables."""
+    from .envs import expand
+    out, seen = [], set()
+    for node in plan.nodes:
+        if only is not None and node.key not in only:
+            continue
+        env = {**{k: v for k, v in (node.env or {}).items() if isinstance(v, str)},
+               **{var: "" if node.inputs.get(name) is None else str(node.inputs[name])
+                  for name, var in (node.input_vars or {}).items() if var}}
+        for item in node.mirror_files or []:
+            url, sha256 = expand(item["url"], env), _norm(expand(item.get("sha256", ""), env))
+            if (item["path"], url) not in seen:
+                seen.add((item["path"], url))
+                out.append({"name": f"{node.name}: {item['path']}", "url": url, "path": item["path"],
+                            "sha256": sha256})
+    return out
+
+
+def fetch_by_name(folder, items, fetch):
+    """Each by_name() item's url to its path in `folder`: kept when there (a sha256 given: when it matches), else
+    fetched (a failed one does not stop the others). Returns [(item, path, "fetched" | "already there" | "failed",
+    error or None)], as fetch_into."""
+    from .digests import file_digest
+    from .errors import DownloadError
+    out = []
+    for item in items:
+        dest = os.path.join(folder, *item["path"].split("/"))
+        if os.path.isfile(dest) and (not item["sha256"] or file_digest(dest) == item["sha256"]):
+            out.append((item, dest, "already there", None))
+            continue
+        try:
+            fetch(item["url"], dest, sha256=item["sha256"])
+        except DownloadError as e:
+            out.append((item, dest, "failed", e))
+            continue
+        out.append((item, dest, "fetched", None))
+    return out
+
+
 # hf:[ORG/]NAME[@REV], as --model and the model recipes take it (the step's own parser says more of a bad one)
 HUB_REFERENCE = re.compile(r"hf:((?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*)(?:@([\w./-]+))?")
 # Weights for frameworks no step reads (TensorFlow, Flax, Rust, TF Lite, Core ML), 1.3 GB each of BERT-Large's:

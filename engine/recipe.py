@@ -14,7 +14,8 @@ from .words import did_you_mean
 SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "inputs", "env", "hash_env", "pass_env",
-            "exports", "variations", "deps", "download", "run", "sources", "record", "probe", "interactive"}
+            "exports", "variations", "deps", "download", "run", "sources", "record", "probe", "interactive",
+            "mirror_files"}
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
@@ -23,6 +24,7 @@ INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "max", "above", "m
 # Bounds of a number input: `min` the least value it takes, `max` the most, `above` a value it must exceed.
 BOUND_KEYS = ("min", "max", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
+MIRROR_FILE_KEYS = {"url", "path", "sha256"}
 INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
 
 # mlrun run's own options (engine/cli.py) and the prefixes of its --dep./--env. flags: an input of one of these
@@ -231,6 +233,28 @@ class _Checker:
                           "give each its own file name")
             out.append(dict(item))
         return out
+
+    def mirror_files(self, value, where):
+        """mirror_files: [{url, path, sha256?}]: files the step takes from a mirror by their path there (no checksum
+        known, so not a declared download); `mlrun mirror fetch` puts each url's file at its path. ${VAR} in url
+        and sha256 are the step's variables (an input's MLRUN_INPUT_X), expanded when a plan is made."""
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            here = list(where) + ([i] if isinstance(value, list) else [])
+            self.keys(item, MIRROR_FILE_KEYS, here, "mirror_files")
+            for req in ("url", "path"):
+                if req not in item:
+                    self.fail(here, f"mirror_files needs '{req}'")
+            for k in MIRROR_FILE_KEYS & set(item):
+                self.expect(item[k], str, here + [k], f"mirror_files.{k}")
+            if not re.match(r"(https?://|\$\{)", item["url"], re.I):
+                self.fail(here + ["url"], f"mirror_files.url {item['url']!r} is not http:// or https:// (or an "
+                                          "input's ${MLRUN_INPUT_X})")
+            parts = item["path"].split("/")
+            if item["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):   # it would lie outside
+                self.fail(here + ["path"], f"mirror_files.path {item['path']!r} is not a relative path inside the "
+                                           "mirror", "e.g. path: calibration/list.txt")
+        return [dict(item) for item in items]
 
     def deps(self, value, where):
         self.expect(value, list, where, "deps")
@@ -546,6 +570,8 @@ def normalize(data, path, lines, default_name):
         "variations": {},
     }
     _env_set_once(c, recipe["env"], recipe["inputs"], ["env"])
+    if "mirror_files" in data:   # only when set (cosmetic in keys: it changes no artifact, only what a mirror holds)
+        recipe["mirror_files"] = c.mirror_files(data["mirror_files"], ["mirror_files"])
     # A command a person talks to (app bert qa): it reads mlrun's stdin; exit 2 is their usage error.
     # Only when set: other recipes' normal form, and so their digests, stay as they were.
     if c.expect(data.get("interactive", False), bool, ["interactive"], "interactive"):

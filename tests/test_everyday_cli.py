@@ -423,6 +423,84 @@ def test_mirror_fetch_goes_on_past_a_failed_download_and_names_it(thing, server,
     assert "1 file of the plan of 'get both'" in fetched.stdout and "1 failed (above): run it again" in fetched.stdout
 
 
+def test_mirror_fetch_puts_a_file_a_step_takes_by_path_where_the_step_looks(ws, server, tmp_path):
+    """A file with no checksum known (the calibration list) is not a declared download: `mirror fetch` said of it
+    "put its files in the mirror yourself". A recipe's mirror_files says where its step looks: fetched there."""
+    server.files["/list.txt"] = b"one\n"
+    ws.recipe("get-listed", f"""
+        tags: [get, listed]
+        inputs:
+          url: {{default: "{server.url}/list.txt"}}
+          sha256: {{default: ""}}
+        mirror_files:
+          - {{url: "${{MLRUN_INPUT_URL}}", path: lists/list.txt, sha256: "${{MLRUN_INPUT_SHA256}}"}}
+        run: "true"
+        """)
+    before = ws.mlrun("plan", "get listed", "--json")
+    out = tmp_path / "carry"
+    fetched = ws.mlrun("mirror", "fetch", "get listed", "-o", str(out))
+    assert fetched.returncode == 0, fetched.stdout + fetched.stderr
+    assert (out / "lists" / "list.txt").read_bytes() == b"one\n" and len(server.requests) == 1
+    assert "fetched       get-listed: lists/list.txt  4 B  " in fetched.stdout and "note:" not in fetched.stdout
+    again = ws.mlrun("mirror", "fetch", "get listed", "-o", str(out))
+    assert "already there" in again.stdout and len(server.requests) == 1
+    # a sha256 asked that the copy there does not have: fetched again; one the server's file does not have fails,
+    # and the copy there is kept
+    server.files["/list.txt"] = b"two\n"
+    two = hashlib.sha256(b"two\n").hexdigest()
+    assert "fetched " in ws.mlrun("mirror", "fetch", "get listed", f"--sha256={two}", "-o", str(out)).stdout
+    bad = ws.mlrun("mirror", "fetch", "get listed", f"--sha256={'0' * 64}", "-o", str(out), "--json")
+    [row] = json.loads(bad.stdout)
+    assert bad.returncode == 1 and row["status"] == "failed" and row["path"] == str(out / "lists" / "list.txt")
+    assert "sha256" in row["error"] and (out / "lists" / "list.txt").read_bytes() == b"two\n"
+    # the plan says whether a mirror holds it, and the file is in no key (the step's probe keys what it takes)
+    assert "  get-listed: lists/list.txt  in the mirror: carry/lists/list.txt" in \
+        ws.mlrun("plan", "get listed", f"--mirror={out}", cwd=str(tmp_path)).stdout
+    (tmp_path / "empty").mkdir()
+    assert (f"  get-listed: lists/list.txt  not in the mirror (empty/lists/list.txt): downloaded from "
+            f"{server.url}/list.txt (offline: mlrun mirror fetch") in \
+        ws.mlrun("plan", "get listed", f"--mirror={tmp_path / 'empty'}", cwd=str(tmp_path)).stdout
+    recipe = os.path.join(ws.recipes, "get-listed", "recipe.yaml")
+    with open(recipe) as f:
+        text = f.read()
+    with open(recipe, "w") as f:
+        f.write(text.replace("path: lists/list.txt", "path: lists/other.txt"))
+    assert json.loads(ws.mlrun("plan", "get listed", "--json").stdout)["nodes"][0]["key"] == \
+        json.loads(before.stdout)["nodes"][0]["key"]
+
+
+@pytest.mark.parametrize("item, error", [
+    ('{url: "http://h/x", path: ../x}', "mirror_files.path '../x' is not a relative path inside the mirror"),
+    ('{url: "http://h/x", path: /etc/x}', "mirror_files.path '/etc/x' is not a relative path inside the mirror"),
+    ('{url: "ftp://h/x", path: x}', "mirror_files.url 'ftp://h/x' is not http:// or https://"),
+    ('{url: "http://h/x"}', "mirror_files needs 'path'"),
+    ('{url: "http://h/x", path: x, md5: "0"}', "md5"),
+])
+def test_a_bad_mirror_files_item_is_a_recipe_error(ws, item, error):
+    ws.recipe("get-listed", f"""
+        tags: [get, listed]
+        mirror_files: [{item}]
+        run: "true"
+        """)
+    one_line(ws.mlrun("plan", "get listed"), 2, error)
+
+
+def test_the_calibration_list_goes_into_a_mirror_and_the_offline_step_takes_it(server, tmp_path):
+    """The real recipe: `mirror fetch` puts the list where its step looks, and the step builds from it offline."""
+    from conftest import offline_mlrun
+    server.files["/list.txt"] = "".join(f"{i * 97}\n" for i in range(100)).encode()
+    mlrun, out = offline_mlrun(tmp_path), tmp_path / "carry"
+    fetched = mlrun("mirror", "fetch", "get dataset squad calibration", f"--url={server.url}/list.txt", "-o", str(out))
+    assert fetched.returncode == 0 and "note:" not in fetched.stdout, fetched.stdout + fetched.stderr
+    listed = out / "calibration" / "SQuAD-v1.1" / "bert_calibration_features.txt"
+    assert listed.read_bytes() == server.files["/list.txt"]
+    server.files.clear()   # no network: the step takes the carried copy
+    built = mlrun("get dataset squad calibration", f"--mirror={out}", "--json")
+    assert built.returncode == 0, built.stderr
+    source = json.load(open(os.path.join(json.loads(built.stdout)["path"], "source.json")))
+    assert source["source"] == str(listed) and source["sha256"] == hashlib.sha256(listed.read_bytes()).hexdigest()
+
+
 def test_huggingface_model_from_the_mirror(tmp_path):
     onnx = pytest.importorskip("onnx")
     from mlperf_bert import model_sources, random_model
