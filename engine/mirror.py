@@ -343,6 +343,10 @@ def fetch_by_name(folder, items, fetch):
         if os.path.isfile(dest) and (not item["sha256"] or file_digest(dest) == item["sha256"]):
             out.append((item, dest, "already there", None))
             continue
+        if os.path.lexists(dest) and not os.path.isfile(dest):   # a move would put the file inside a folder
+            out.append((item, dest, "failed", DownloadError(f"{dest} is there and is not a file, which the step "
+                                                            "would not take: remove it and fetch again")))
+            continue
         try:
             fetch(item["url"], dest, sha256=item["sha256"])
         except DownloadError as e:

@@ -453,6 +453,12 @@ def test_mirror_fetch_puts_a_file_a_step_takes_by_path_where_the_step_looks(ws, 
     [row] = json.loads(bad.stdout)
     assert bad.returncode == 1 and row["status"] == "failed" and row["path"] == str(out / "lists" / "list.txt")
     assert "sha256" in row["error"] and (out / "lists" / "list.txt").read_bytes() == b"two\n"
+    # a folder where the file goes: said (the download was moved into it, and said fetched)
+    blocked = tmp_path / "blocked"
+    (blocked / "lists" / "list.txt").mkdir(parents=True)
+    refused = ws.mlrun("mirror", "fetch", "get listed", "-o", str(blocked))
+    assert refused.returncode == 1 and "is there and is not a file" in refused.stdout, refused.stdout
+    assert os.listdir(blocked / "lists" / "list.txt") == []
     # the plan says whether a mirror holds it, and the file is in no key (the step's probe keys what it takes)
     assert "  get-listed: lists/list.txt  in the mirror: carry/lists/list.txt" in \
         ws.mlrun("plan", "get listed", f"--mirror={out}", cwd=str(tmp_path)).stdout
