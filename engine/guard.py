@@ -138,7 +138,12 @@ def signal_name(interrupt):
 
 
 class stop_signals_interrupt:
-    """Inside, SIGTERM, SIGHUP and SIGINT raise Interrupted; after one, the rest are ignored while mlrun cleans up."""
+    """Inside, SIGTERM, SIGHUP and SIGINT raise Interrupted; after one, the rest are ignored while mlrun cleans up.
+
+    Python runs a signal's handler wherever the main thread is, a finalizer included (an import lock's weakref
+    callback), and drops what a finalizer raises ("Exception ignored in ..."): that Ctrl-C was lost, with the
+    other stop signals already ignored, and the run went on, deaf to every later one. Such an Interrupted is
+    delivered again, to the main flow (the next signal comes from a thread a moment later)."""
 
     def __enter__(self):
         try:  # a signal ignored when mlrun started stays ignored (nohup, a background job of a script)
@@ -146,16 +151,31 @@ class stop_signals_interrupt:
                            if signal.getsignal(s) != signal.SIG_IGN}
         except ValueError:  # not the main thread: signals are not ours to handle
             self.before = {}
+        self.hook = sys.unraisablehook
+        if self.before:
+            sys.unraisablehook = self._dropped
 
     def __exit__(self, *exc):
         for s, handler in self.before.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        if self.before:
+            sys.unraisablehook = self.hook
 
     @staticmethod
     def _interrupt(signum, frame):
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
         raise Interrupted(signum)
+
+    def _dropped(self, unraisable):
+        if not isinstance(unraisable.exc_value, Interrupted):
+            return self.hook(unraisable)
+        import threading
+        for s in self.before:   # armed again: it was the first, and what follows it is the main flow's to take
+            signal.signal(s, self._interrupt)
+        # at the main thread, whose wait it breaks (sent to the process, any thread not blocking it may take it)
+        threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident,
+                                                    unraisable.exc_value.signum)).start()
 
 
 # -- the guard itself ------------------------------------------------------------------------
