@@ -1140,13 +1140,15 @@ def _mirror_fetch(args, extras, settings, index_path):
     # models named by reference: a Hub repo is fetched as `hf download` lays it out, the others are noted
     refs = sorted({(node.label, name, value) for node in plan.nodes for name, value in node.inputs.items()
                    if isinstance(value, str) and REFERENCE.match(value)}, key=lambda r: r[2])
+
+    def get(url, dest, **checks):   # one download, the same for declared files and files by path
+        return fetch(url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **checks)
+
     with output_errors("cannot write into", args.output):
-        done = mirror.fetch_into(args.output, items, lambda url, dest, **kw: fetch(
-            url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw), index_path=index_path)
+        done = mirror.fetch_into(args.output, items, get, index_path=index_path)
         # files a step takes from a mirror by path (the calibration list): where the step looks
         by_name = mirror.by_name(plan)
-        done += mirror.fetch_by_name(args.output, by_name, lambda url, dest, **kw: fetch(
-            url, dest, mirror=settings.mirror, index_path=index_path, partial_dir=None, **kw))
+        done += mirror.fetch_by_name(args.output, by_name, get)
         hub = {ref: mirror.fetch_hub_repo(args.output, ref) for ref in mirror.hub_references(plan)}
     failed = [d for d in done if d[2] == "failed"] + [h for h in hub.values() if h[1] == "failed"]
     if args.json:

@@ -1,7 +1,8 @@
 """The MiniLM QA model trained offline by its recipe, held-out scoring, its int8 copy, and `app bert qa`.
 
-One quick model (200 questions, one epoch, 128-token windows, batches of 16 at twice the default rate) is trained through the real recipe in a
-cache shared by this module (the torch venv is built once); it answers better than chance, not well.
+One quick model (200 questions, one epoch, 128-token windows, batches of 16 at twice the default rate) is
+trained through the real recipe in a cache shared by this module (the torch venv is built once); it answers
+better than chance, not well.
 Accuracy here is over held-out questions only and never the official figure.
 """
 import json
