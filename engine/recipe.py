@@ -199,15 +199,19 @@ class _Checker:
                       'run: [python3, "{recipe}/build.py"], or a bash script as text')
         return argv
 
-    def downloads(self, value, where):
-        items = value if isinstance(value, list) else [value]
-        out = []
-        for i, item in enumerate(items):
+    def items(self, value, where, allowed, required, what):
+        """One item or a list of them (downloads, mirror_files): each with its place, its keys checked."""
+        for i, item in enumerate(value if isinstance(value, list) else [value]):
             here = list(where) + ([i] if isinstance(value, list) else [])
-            self.keys(item, DOWNLOAD_KEYS, here, "download")
-            for req in ("url", "file"):
+            self.keys(item, allowed, here, what)
+            for req in required:
                 if req not in item:
-                    self.fail(here, f"download needs '{req}'")
+                    self.fail(here, f"{what} needs '{req}'")
+            yield here, item
+
+    def downloads(self, value, where):
+        out = []
+        for here, item in self.items(value, where, DOWNLOAD_KEYS, ("url", "file"), "download"):
             if "sha256" not in item and "md5" not in item:
                 self.fail(here, "download needs a checksum (sha256, or md5 where only that is published)")
             for algo in ("sha256", "md5"):   # all digits: YAML made a number of it
@@ -238,13 +242,8 @@ class _Checker:
         """mirror_files: [{url, path, sha256?}]: files the step takes from a mirror by their path there (no checksum
         known, so not a declared download); `mlrun mirror fetch` puts each url's file at its path. ${VAR} in url
         and sha256 are the step's variables (an input's MLRUN_INPUT_X), expanded when a plan is made."""
-        items = value if isinstance(value, list) else [value]
-        for i, item in enumerate(items):
-            here = list(where) + ([i] if isinstance(value, list) else [])
-            self.keys(item, MIRROR_FILE_KEYS, here, "mirror_files")
-            for req in ("url", "path"):
-                if req not in item:
-                    self.fail(here, f"mirror_files needs '{req}'")
+        out = []
+        for here, item in self.items(value, where, MIRROR_FILE_KEYS, ("url", "path"), "mirror_files"):
             for k in MIRROR_FILE_KEYS & set(item):
                 self.expect(item[k], str, here + [k], f"mirror_files.{k}")
             if not re.match(r"(https?://|\$\{)", item["url"], re.I):
@@ -254,7 +253,8 @@ class _Checker:
             if item["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):   # it would lie outside
                 self.fail(here + ["path"], f"mirror_files.path {item['path']!r} is not a relative path inside the "
                                            "mirror", "e.g. path: calibration/list.txt")
-        return [dict(item) for item in items]
+            out.append(dict(item))
+        return out
 
     def deps(self, value, where):
         self.expect(value, list, where, "deps")

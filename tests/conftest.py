@@ -31,8 +31,8 @@ def offline_mlrun(root, seed=None):
     The BERT pipeline modules share one per module: their venvs take a minute of pip installs. seed (the
     `bert_seed` fixture) starts the cache as a copy of a warm one: the module's own folder, built once a session.
     """
-    if seed:   # cp -a keeps the file times the entries' stat signatures record (seed: bert_seed.cache)
-        subprocess.run(["cp", "-a", seed, str(root / "cache")], check=True)
+    if seed:
+        seed_copy(seed, root / "cache")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLRUN_")}
     env.update(MLRUN_CACHE=str(root / "cache"), MLRUN_RUNS=str(root / "runs"), MLRUN_MIRROR=SHARED_DATA)
 
@@ -42,6 +42,29 @@ def offline_mlrun(root, seed=None):
                               cwd=str(root), **feed)
     mlrun.root = root
     return mlrun
+
+
+def seed_copy(seed, dest):
+    """A cache starting as seed (bert_seed.cache): its entries hard-linked, the rest copied. An entry is published
+    read-only and never written again (a rebuild or a reseal replaces files by rename), so its 500 MB of venvs and
+    features can be shared; a copy took 5 s of each module's start. The cache's own files (.locks, whose times
+    say when an entry was last used, .index) are each module's own. cp -a keeps the file times the entries' stat
+    signatures record."""
+    os.mkdir(dest)
+    shutil.copystat(seed, dest)
+    for item in os.scandir(seed):
+        subprocess.run(["cp", "-a", *(() if item.name.startswith(".") else ("--link",)), item.path, str(dest)],
+                       check=True)
+
+
+def bench_scratch(cache, scratch):
+    """A bench's --scratch folder whose SQuAD features are those of `cache` (a seeded one): the scripts convert the
+    dev set into their scratch folder once (12 s beside the other worker) with the function the entry is built by,
+    from the same mirror (the test of bench.server_ceiling's smoke run converts its own)."""
+    [entry] = [e.path for e in os.scandir(cache) if e.name.startswith("get-dataset-squad-features-")]
+    os.makedirs(scratch)
+    subprocess.run(["cp", "-a", "--link", entry, os.path.join(scratch, "features")], check=True)
+    return str(scratch)
 
 
 def pytest_sessionstart(session):
@@ -95,6 +118,27 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: each file's own order kept
+
+
+@pytest.fixture(scope="session")
+def features_dir(tmp_path_factory):
+    """The full dev set's features (test_accuracy.py, test_squad_features.py), built once a test run: under
+    pytest-xdist by the first worker to get here, in the folder the workers share, under a lock (each worker
+    converted it again, 12 s beside the other)."""
+    from filelock import FileLock
+    from mlperf_bert import squad_features
+    squad, vocab = os.path.join(SHARED_DATA, "squad", "dev-v1.1.json"), os.path.join(SHARED_DATA, "bert-vocab",
+                                                                                    "vocab.txt")
+    if not (os.path.isfile(squad) and os.path.isfile(vocab)):
+        pytest.skip(f"SQuAD dev set and vocab not in {SHARED_DATA}")
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent   # the run's folder, above each worker's own
+    out = shared / "squad_features_full"
+    with FileLock(str(shared / "squad_features_full.lock")):
+        if not (out / "digest.json").is_file():
+            squad_features.build(squad, vocab, out)
+    return out
 
 
 @pytest.fixture(scope="session")

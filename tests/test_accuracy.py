@@ -22,20 +22,6 @@ ALL_MINUS_TEN = {"exact_match": 0.6717123935666982, "f1": 1.9178409403828267, "q
                  "subset": False}
 
 
-@pytest.fixture(scope="session")
-def features_dir(tmp_path_factory):
-    """Full dev-set features, built once per session.
-
-    test_squad_features.py has the same fixture on the same folder: whichever runs first builds it.
-    """
-    if not (SQUAD.is_file() and VOCAB.is_file()):
-        pytest.skip(f"SQuAD dev set and vocab not in {DATA}")
-    out = tmp_path_factory.getbasetemp() / "squad_features_full"
-    if not (out / "digest.json").is_file():
-        squad_features.build(SQUAD, VOCAB, out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def small_dir(tmp_path_factory):
     """First 20 questions only: for cheap end-to-end checks."""

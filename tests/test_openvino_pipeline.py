@@ -11,7 +11,7 @@ import re
 import numpy as np
 import pytest
 
-from conftest import TINY_MODEL, offline_mlrun, step_dir, step_of
+from conftest import TINY_MODEL, bench_scratch, offline_mlrun, step_dir, step_of
 from mlperf_bert import batching
 
 QUERY = "app mlperf bert _openvino _cpu _random"
@@ -286,7 +286,8 @@ def test_the_openvino_bench_runs_itself_under_the_backend_and_prints_its_figures
         env["MLRUN_MIRROR"] = str(tmp_path / "empty-mirror")
     result = subprocess.run([sys.executable, "-m", "bench.openvino_peak", "--layers", "2", "--hidden", "64",
                              "--heads", "2", "--samples", "4", "--repeats", "1", "--peak-seconds", "0.05",
-                             "--scratch", str(tmp_path / "scratch"), "--batch-size", "2", "--batch-pad", "384"],
+                             "--scratch", bench_scratch(ov.root / "cache", tmp_path / "scratch"), "--batch-size", "2",
+                             "--batch-pad", "384"],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
@@ -346,7 +347,7 @@ def test_the_server_ceiling_bench_runs_openvino_under_the_backend(ov, accuracy_r
     env["MLRUN_CACHE"] = str(ov.root / "cache")
     result = subprocess.run([sys.executable, "-m", "bench.server_ceiling", "--backend", "openvino", "--layers", "1",
                              "--hidden", "32", "--heads", "2", "--samples", "4", "--repeats", "1", "--seconds", "10",
-                             "--loads", "0.5", "--scratch", str(tmp_path / "scratch")],
+                             "--loads", "0.5", "--scratch", bench_scratch(ov.root / "cache", tmp_path / "scratch")],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout

@@ -26,20 +26,6 @@ REFERENCE_DIGEST = {
 }
 
 
-@pytest.fixture(scope="session")
-def features_dir(tmp_path_factory):
-    """Full dev-set features, built once per session.
-
-    test_accuracy.py has the same fixture on the same folder: whichever runs first builds it.
-    """
-    if not (SQUAD.is_file() and VOCAB.is_file()):
-        pytest.skip(f"SQuAD dev set and vocab not in {DATA}")
-    out = tmp_path_factory.getbasetemp() / "squad_features_full"
-    if not (out / "digest.json").is_file():
-        squad_features.build(SQUAD, VOCAB, out)
-    return out
-
-
 @pytest.fixture(scope="module")
 def full(features_dir):
     return squad_features.load(features_dir)
