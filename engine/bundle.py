@@ -325,8 +325,9 @@ def _checked(tar, path, trust=None, verb="import"):
         members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
     except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise _unreadable(path, e) from None
-    # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not.
-    _stream_digest(tar, 0, path)
+    # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not. From
+    # where getmembers stopped: gzip's CRC runs on from the stream's start (a seek to 0 decompressed it all again).
+    _stream_digest(tar, None, path)
     signature = members.pop() if members and members[-1].name == SIGNATURE else None
     run_id, entries = _check_members(members, path, verb=verb)
     signed_by = _check_signature(tar, signature, trust, path, verb=verb)
@@ -376,10 +377,11 @@ def _check_signature(tar, member, trust, bundle, verb="import"):
 
 def _stream_digest(tar, length, bundle):
     """sha256 of the first length bytes of the uncompressed tar stream, read from the very file object the
-    extraction reads; then to its end, so that gzip checks its CRC."""
+    extraction reads; then to its end, so that gzip checks its CRC. length None: on from where the stream is."""
     stream, h = tar.fileobj, hashlib.sha256()
     try:
-        stream.seek(0)
+        if length is not None:
+            stream.seek(0)
         while length:
             chunk = stream.read(min(1 << 20, length))
             if not chunk:

@@ -1102,24 +1102,36 @@ def cmd_mirror(args, extras, settings):
         added = sum(1 for d in done if d[3] == "added")
         print(f"{plural(added, 'file')} added to {settings.mirror}")
         return 0
-    rows = mirror.check(settings.mirror, wanted, index_path=index_path)
+    # and the files steps take by their path in the mirror (recipe mirror_files: the calibration list)
+    rows = mirror.check(settings.mirror, wanted, index_path=index_path) + mirror.check_by_name(
+        settings.mirror, mirror.declared_by_name(settings.index().recipes))
     if args.json:
         _print_json(rows)
     else:
         _table(("STATUS", "DOWNLOAD", "SIZE", "WHERE", "CHECKSUM"),
                [(r["status"], r["name"], _size(r["size"]) if r["size"] else "?",
-                 _rel(r["path"]) if r.get("path") else r["url"],   # a damaged file by its path: the one to replace
-                 "" if r["status"] == "present" else f"sha256:{r['sha256']}" if r["sha256"] else f"md5:{r['md5']}")
+                 _rel(r["path"]) if r.get("path") else r["url"] or "?",   # a damaged file by its path: to replace
+                 "" if r["status"] == "present" else f"sha256:{r['sha256']}" if r["sha256"] else
+                 f"md5:{r['md5']}" if r["md5"] else "none known")
                 for r in rows])
         for r in rows:
-            if r["status"] == "corrupt":
+            if r["status"] == "corrupt" and "mirror_path" in r:
+                print(f"corrupt: {_rel(r['path'])} is not the file {r['name']} asks for" +
+                      (f" (sha256 {r['sha256']})" if r["sha256"] else ": it is not a file") +
+                      f": download {r['url'] or 'it'} to that path again")
+            elif r["status"] == "corrupt":
                 print(f"corrupt: {_rel(r['path'])} is not the file {r['name']} declares: download {r['url']} "
                       "again and mlrun mirror add it (the damaged copy can go)")
-        absent = [r for r in rows if r["status"] == "missing"]
+        absent = [r for r in rows if r["status"] == "missing" and "mirror_path" not in r]
         if absent:
             print(f"{plural(len(absent), 'file')} not in the mirror: fetch them where there is a network "
                   "(mlrun mirror fetch QUERY -o DIR, or the URLs above), then mlrun mirror add FILE...")
-    return 0 if all(r["status"] not in ("corrupt", "wrong size") for r in rows) else 1
+        for r in rows:
+            if r["status"] == "missing" and "mirror_path" in r:   # mirror add would not put it at its path
+                print(f"not in the mirror: {r['mirror_path']} ({r['name'].split(':')[0]} takes it by that path): "
+                      f"mlrun mirror fetch QUERY -o DIR puts it there, or download {r['url'] or 'it'} to "
+                      f"{_rel(os.path.join(settings.mirror, r['mirror_path']))}")
+    return 0 if all(r["status"] not in ("corrupt", "wrong size", "unreadable") for r in rows) else 1
 
 
 def _mirror_fetch(args, extras, settings, index_path):

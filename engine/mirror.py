@@ -331,6 +331,40 @@ def by_name(plan, only=None):
     return out
 
 
+def declared_by_name(recipes):
+    """Every recipe's `mirror_files` for `mirror check` (no plan: ${VAR} in url and sha256 expanded with the inputs'
+    defaults and the recipe's own strings, as a plan with no flags would), each as by_name() gives it."""
+    from .envs import expand
+    out = []
+    for r in recipes:
+        env = {**{k: v for k, v in (r.get("env") or {}).items() if isinstance(v, str)},
+               **{s["env"]: "" if s.get("default") is None else str(s["default"]) for s in r["inputs"].values()}}
+        for item in r.get("mirror_files") or []:
+            out.append({"name": f"{r['name']}: {item['path']}", "url": expand(item["url"], env) or None,
+                        "path": item["path"], "sha256": _norm(expand(item.get("sha256", ""), env))})
+    return out
+
+
+def check_by_name(mirror_dir, items):
+    """Audit by_name()/declared_by_name() items: check()'s rows, found by their path in the mirror (present; corrupt:
+    another file there, by its sha256 where one is given, or a folder; missing; unreadable), with mirror_path added."""
+    from .digests import file_digest
+    rows = []
+    for item in items:
+        where = os.path.join(mirror_dir, *item["path"].split("/"))
+        here = os.path.isfile(where)
+        try:
+            status = "missing" if not os.path.lexists(where) else "corrupt" if not here or (
+                item["sha256"] and file_digest(where) != item["sha256"]) else "present"
+        except OSError:   # a file this user cannot read: the step could not either
+            status = "unreadable"
+        rows.append({"name": item["name"], "status": status, "path": None if status == "missing" else where,
+                     "url": item["url"], "file": os.path.basename(item["path"]),
+                     "size": os.path.getsize(where) if here else None, "sha256": item["sha256"] or None, "md5": None,
+                     "mirror_path": item["path"]})
+    return rows
+
+
 def fetch_by_name(folder, items, fetch):
     """Each by_name() item's url to its path in `folder`: kept when there (a sha256 given: when it matches), else
     fetched (a failed one does not stop the others). Returns [(item, path, "fetched" | "already there" | "failed",

@@ -3,6 +3,7 @@ mirrors for air-gapped machines, plurals. Through bin/mlrun on tiny recipes: not
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -473,6 +474,47 @@ def test_mirror_fetch_puts_a_file_a_step_takes_by_path_where_the_step_looks(ws, 
         f.write(text.replace("path: lists/list.txt", "path: lists/other.txt"))
     assert json.loads(ws.mlrun("plan", "get listed", "--json").stdout)["nodes"][0]["key"] == \
         json.loads(before.stdout)["nodes"][0]["key"]
+
+
+def test_mirror_check_audits_the_files_steps_take_by_path(ws, tmp_path):
+    """`mirror check` (every recipe, no plan) lists mirror_files too, found by their path: ${VAR} expanded with the
+    inputs' defaults; a sha256 given decides; a folder in its place is no file; `mirror add` cannot place them."""
+    good = hashlib.sha256(b"one\n").hexdigest()
+    ws.recipe("get-listed", f"""
+        tags: [get, listed]
+        inputs:
+          url: {{default: "http://127.0.0.1:9/list.txt"}}
+        mirror_files:
+          - {{url: "${{MLRUN_INPUT_URL}}", path: lists/list.txt}}
+          - {{url: "http://127.0.0.1:9/pinned.txt", path: pinned.txt, sha256: "{good}"}}
+        run: "true"
+        """)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    missing = ws.mlrun("mirror", "check", f"--mirror={mirror}")
+    assert missing.returncode == 0, missing.stdout + missing.stderr
+    assert re.search(r"missing +get-listed: lists/list.txt +\? +http://127.0.0.1:9/list.txt +none known\n",
+                     missing.stdout), missing.stdout
+    assert (f"not in the mirror: lists/list.txt (get-listed takes it by that path): mlrun mirror fetch QUERY -o DIR "
+            "puts it there, or download http://127.0.0.1:9/list.txt to mirror/lists/list.txt") in missing.stdout
+    assert "mirror add" not in missing.stdout   # it would not put them at their paths
+    (mirror / "lists").mkdir()
+    (mirror / "lists" / "list.txt").write_bytes(b"anything\n")   # no checksum known: there is enough
+    (mirror / "pinned.txt").write_bytes(b"two\n")
+    bad = ws.mlrun("mirror", "check", f"--mirror={mirror}", "--json")
+    rows = {r["name"]: r for r in json.loads(bad.stdout)}
+    assert bad.returncode == 1 and rows["get-listed: lists/list.txt"]["status"] == "present"
+    assert rows["get-listed: lists/list.txt"]["mirror_path"] == "lists/list.txt"
+    assert rows["get-listed: pinned.txt"]["status"] == "corrupt" and rows["get-listed: pinned.txt"]["sha256"] == good
+    text = ws.mlrun("mirror", "check", f"--mirror={mirror}").stdout
+    assert f"corrupt: mirror/pinned.txt is not the file get-listed: pinned.txt asks for (sha256 {good}): " \
+           "download http://127.0.0.1:9/pinned.txt to that path again" in text, text
+    (mirror / "pinned.txt").write_bytes(b"one\n")
+    assert ws.mlrun("mirror", "check", f"--mirror={mirror}").returncode == 0
+    (mirror / "lists" / "list.txt").unlink()
+    (mirror / "lists" / "list.txt").mkdir()
+    folder = ws.mlrun("mirror", "check", f"--mirror={mirror}")
+    assert folder.returncode == 1 and "lists/list.txt asks for: it is not a file" in folder.stdout, folder.stdout
 
 
 @pytest.mark.parametrize("item, error", [
