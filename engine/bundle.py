@@ -19,6 +19,8 @@ import json
 import os
 import re
 import shutil
+import stat
+import sys
 import tarfile
 import time
 import types
@@ -81,13 +83,18 @@ def _export(record, run_dir, cache, out_path, with_cache, sign):
         # 119 MB at gzip's default 6 (and 45 s at Python's 9): faster end to end on any link over about 10 Mbit/s.
         with open(part, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
             stream = _Hashing(gz)
+            logs = _kept_logs(record, run_dir, cache)
+            trees = [run_dir] + [log for _, log in logs] + [os.path.join(cache.root, name) for name in entries]
             with tarfile.open(fileobj=stream, mode="w") as tar:
-                size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}", f"run {run_id}")
-                for label, log in _kept_logs(record, run_dir, cache):   # a teammate auditing it got one line
-                    size += _add_tree(tar, log, f"{RUN_DIR}/{run_id}/{FAILED_LOGS}/{label}", f"run {run_id}")
-                for name in entries:
-                    size += _add_tree(tar, os.path.join(cache.root, name), f"{CACHE_DIR}/{name}",
-                                      f"the cache entry {name}")
+                # gone before ssh-keygen asks for a passphrase
+                with _Bar(f"packing {os.path.basename(out_path)}", lambda: sum(map(_tree_bytes, trees))) as bar:
+                    size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}", f"run {run_id}", bar=bar)
+                    for label, log in logs:   # a teammate auditing it got one line
+                        size += _add_tree(tar, log, f"{RUN_DIR}/{run_id}/{FAILED_LOGS}/{label}", f"run {run_id}",
+                                          bar=bar)
+                    for name in entries:
+                        size += _add_tree(tar, os.path.join(cache.root, name), f"{CACHE_DIR}/{name}",
+                                          f"the cache entry {name}", bar=bar)
                 if sign:
                     signature = signing.sign(_signed_message(stream.sha256.hexdigest()), sign)
                     info = tarfile.TarInfo(SIGNATURE)
@@ -220,7 +227,7 @@ def _signed_message(tar_sha256):
     return f"mlrun bundle: sha256 of the tar stream before its signature {tar_sha256}\n".encode()
 
 
-def _add_tree(tar, path, arcname, what, root=None):
+def _add_tree(tar, path, arcname, what, root=None, bar=None):
     """Add path under arcname, children in sorted order; returns the bytes of file content added.
 
     Refuses what `mlrun import` would refuse (an absolute or outward symlink, a fifo...), naming it,
@@ -241,12 +248,75 @@ def _add_tree(tar, path, arcname, what, root=None):
                          hint=_UNEXPORTABLE[arcname.startswith(CACHE_DIR + "/")])
     if info.isreg():
         with open(path, "rb") as f:
-            tar.addfile(info, f)
+            tar.addfile(info, bar.reader(f) if bar else f)
         return info.size
     tar.addfile(info)   # symlinks stay symlinks: gettarinfo does not follow them
     if not info.isdir():
         return 0
-    return sum(_add_tree(tar, os.path.join(path, n), f"{arcname}/{n}", what, root) for n in sorted(os.listdir(path)))
+    return sum(_add_tree(tar, os.path.join(path, n), f"{arcname}/{n}", what, root, bar)
+               for n in sorted(os.listdir(path)))
+
+
+def _tree_bytes(path):
+    """The bytes of the regular files under path (what _add_tree adds of it)."""
+    if not os.path.isdir(path) or os.path.islink(path):
+        return os.path.getsize(path) if os.path.isfile(path) and not os.path.islink(path) else 0
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            st = os.lstat(os.path.join(folder, name))
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
+class _Bar:
+    """A progress bar on stderr where it is a terminal (tqdm, as downloads draw theirs), else nothing at all: a
+    2 GB bundle packed or unpacked for a minute in silence. total: a function, called only for a terminal."""
+
+    def __init__(self, label, total, unit="B"):
+        self.bar = None
+        if sys.stderr is not None and sys.stderr.isatty():
+            from tqdm import tqdm
+            self.bar = tqdm(total=total(), desc=label, unit=unit, unit_scale=unit == "B", unit_divisor=1024,
+                            file=sys.stderr, leave=False)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+
+    def add(self, n):
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def to(self, where):
+        """Move on to where() (asked only when a bar is drawn)."""
+        if self.bar is not None and where() > self.bar.n:
+            self.bar.update(where() - self.bar.n)
+
+    def counted(self, members):
+        """tar members, each counted by its size as it is handed on (to extractall)."""
+        for m in members:
+            self.add(m.size if m.isreg() else 0)
+            yield m
+
+    def reader(self, f):
+        """f, counting what is read of it (tarfile copies a file in 16 KB reads)."""
+        return f if self.bar is None else _Counted(f, self.bar)
+
+
+class _Counted:
+    """A file being read, its bytes counted on a tqdm bar."""
+
+    def __init__(self, f, bar):
+        self.f, self.bar = f, bar
+
+    def read(self, n=-1):
+        data = self.f.read(n)
+        self.bar.update(len(data))
+        return data
 
 
 _UNEXPORTABLE = {   # hint, by whether the culprit is in a cache entry
@@ -270,11 +340,14 @@ def import_bundle(path, cache, runs_dir, trust=None):
         # In the cache's .tmp/ (same file system: publishing is a rename), locked so `mlrun gc` leaves it be.
         tmp = cache.new_temp_dir("import-")
         try:
-            _extract(tar, members, tmp, path)
+            with _Bar("unpacking", lambda: sum(m.size for m in members if m.isreg())) as bar:
+                _extract(tar, members, tmp, path, bar)
             staged_run = os.path.join(tmp, RUN_DIR, run_id)
             _verify_run(staged_run, run_id, path)
-            for name in entries:   # all of them before publishing any
-                _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path)
+            with _Bar("verifying entries", lambda: len(entries), unit=" entries") as bar:
+                for name in entries:   # all of them before publishing any
+                    _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path)
+                    bar.add(1)
             _check_places(cache, entries, runs_dir, run_id)   # likewise: an import stopped half-way said nothing
             added, present, damaged = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
             run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
@@ -321,8 +394,12 @@ def _open(path):
 def _checked(tar, path, trust=None, verb="import"):
     """(members, signature member, run id, entry names, signer) once the whole bundle is checked, before anything
     is extracted: every member's name and kind, the stream to its end, the signature (with trust, its signer)."""
-    try:
-        members = tar.getmembers()   # reads the whole index: nothing is extracted before all is checked
+    try:   # reads the whole index: nothing is extracted before all is checked
+        with _Bar(f"checking {os.path.basename(path)}", lambda: os.path.getsize(path)) as bar:
+            members = []
+            for member in tar:   # as getmembers(), with the compressed bytes read so far shown
+                members.append(member)
+                bar.to(tar.fileobj.fileobj.tell)
     except (OSError, EOFError, zlib.error, tarfile.TarError) as e:
         raise _unreadable(path, e) from None
     # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not. From
@@ -466,16 +543,16 @@ def _member_problem(m, parts):
     return None
 
 
-def _extract(tar, members, dest, bundle):
+def _extract(tar, members, dest, bundle, bar):
     try:
         if hasattr(tarfile, "data_filter"):   # Python 3.11.4+: a second guard behind our own checks
-            tar.extractall(dest, members, filter="data")
+            tar.extractall(dest, bar.counted(members), filter="data")
         else:   # our checks passed; still extract plain, owner-writable modes and no foreign owners
             for m in members:
                 if not m.issym():
                     m.mode = m.mode & 0o755 | (0o700 if m.isdir() else 0o600)
                 m.uid, m.gid, m.uname, m.gname = os.getuid(), os.getgid(), "", ""
-            tar.extractall(dest, members)
+            tar.extractall(dest, bar.counted(members))
     except getattr(tarfile, "FilterError", ()) as e:
         raise _refuse(bundle, f"member {e.tarinfo.name!r}", str(e)) from None
     except (OSError, EOFError, zlib.error, tarfile.TarError) as e:

@@ -67,6 +67,38 @@ def bench_scratch(cache, scratch):
     return str(scratch)
 
 
+def at_a_terminal(argv, env, answer=None, cwd=None, timeout=60):
+    """(exit status, all it wrote) of argv run with a pseudo-terminal as its stdin and terminal; answer: typed at
+    the first passphrase prompt."""
+    import pty
+    import select
+    pid, fd = pty.fork()
+    if pid == 0:   # the child: exec at once
+        if cwd:
+            os.chdir(cwd)
+        os.execve(argv[0], argv, env)
+    out, typed, deadline = b"", False, time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.2)[0]:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:   # the child is gone
+                    break
+                if not data:
+                    break
+                out += data
+                if answer is not None and b"passphrase" in out and not typed:
+                    os.write(fd, answer.encode() + b"\n")
+                    typed = True
+    finally:
+        if time.monotonic() >= deadline:
+            os.kill(pid, 9)
+        status = os.waitpid(pid, 0)[1]
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+
+
 def pytest_sessionstart(session):
     """Byte-compile mlrun's own modules once (the pytest process, not each worker): every test starts bin/mlrun,
     and where PYTHONDONTWRITEBYTECODE is set each start would compile them again (40 ms of a 120 ms start).

@@ -3,6 +3,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import tarfile
@@ -190,10 +191,10 @@ def test_an_entry_being_exported_is_in_use_and_a_killed_exports_part_goes(made, 
     seen = []
     real = bundle._add_tree
 
-    def add_tree(tar, path, arcname, what, root=None):
+    def add_tree(tar, path, arcname, what, root=None, bar=None):
         if not seen:
             seen.append(made.mlrun("rm", "cache", made.entry["app"], "-y"))
-        return real(tar, path, arcname, what, root)
+        return real(tar, path, arcname, what, root, bar)
     monkeypatch.setattr(bundle, "_add_tree", add_tree)
     out = export(made)
     assert_user_error(seen[0], 2, "in use")
@@ -668,3 +669,31 @@ def test_export_with_cache_refuses_an_entry_rebuilt_since_the_run(made):
         e.value.message and "export without --with-cache" in e.value.hint
     assert not any(n.startswith("run.tar.gz") for n in os.listdir(made.root))
     assert export(made, with_cache=False)["entries"] == []   # without the entries it goes
+
+
+def test_export_and_import_show_progress_on_a_terminal_only(ws, tmp_path):
+    """A 2 GB bundle was packed or unpacked for a minute with nothing on the screen: on a terminal, bars say what
+    is done (packing, checking, unpacking, verifying); piped or logged, the output is what it was."""
+    from conftest import MLRUN, at_a_terminal
+    ws.recipe("blob", """\
+        tags: get blob
+        run: head -c 3000000 /dev/urandom > blob.bin
+        """)
+    assert ws.mlrun("get blob").returncode == 0
+    [run_id] = os.listdir(ws.runs)
+    bundle = str(tmp_path / "x.tar.gz")
+    code, screen = at_a_terminal([MLRUN, "export", run_id, "-o", bundle, "--with-cache"], ws.env(), cwd=ws.root)
+    # its total: the blob's 3,000,000 bytes and the run's and entry's small files, in MiB
+    assert code == 0 and re.search(r"packing x\.tar\.gz: +\d+%.*/2\.\d\dM", screen) and "wrote " in screen, screen
+    other = ws.env(MLRUN_CACHE=tmp_path / "c2", MLRUN_RUNS=tmp_path / "r2")
+    code, screen = at_a_terminal([MLRUN, "import", bundle], other, cwd=ws.root)
+    assert code == 0 and "1 cache entry added" in screen, screen
+    assert "checking x.tar.gz" in screen and "unpacking" in screen and "verifying entries" in screen, screen
+    assert "Traceback" not in screen
+    # not a terminal: no bar, in stdout or stderr
+    piped = ws.mlrun("export", run_id, "-o", str(tmp_path / "y.tar.gz"), "--with-cache")
+    assert piped.returncode == 0 and "packing" not in piped.stdout + piped.stderr, piped.stderr
+    again = ws.mlrun("import", str(tmp_path / "y.tar.gz"), env=ws.env(MLRUN_CACHE=tmp_path / "c3",
+                                                                        MLRUN_RUNS=tmp_path / "r3"))
+    assert again.returncode == 0 and not {"checking", "unpacking", "verifying"} & set(
+        (again.stdout + again.stderr).split()), again.stdout + again.stderr

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from conftest import MLRUN, ROOT, Workspace, assert_user_error
+from conftest import MLRUN, ROOT, Workspace, assert_user_error, at_a_terminal
 from test_bundle import find, make_run, published, restamp, rewrite
 
 needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
@@ -350,36 +350,6 @@ def test_a_key_with_a_passphrase_fails_at_once_without_a_terminal(there):
     result = there.mlrun("export", there.run_id, "-o", out, "--sign", str(there.tmp / "locked"), timeout=60)
     assert_user_error(result, 2, "protected by a passphrase", "ssh-add", "--sign " + str(there.tmp / "locked.pub"))
     assert not [n for n in os.listdir(there.tmp) if n.startswith("x.tar.gz")]
-
-
-def at_a_terminal(argv, env, answer, timeout=60):
-    """Run argv with a pseudo-terminal as its stdin and terminal; type answer at the first passphrase prompt."""
-    import pty
-    import select
-    import time
-    pid, fd = pty.fork()
-    if pid == 0:   # the child: exec at once
-        os.execve(argv[0], argv, env)
-    out, typed, deadline = b"", False, time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if select.select([fd], [], [], 0.2)[0]:
-                try:
-                    data = os.read(fd, 4096)
-                except OSError:   # the child is gone
-                    break
-                if not data:
-                    break
-                out += data
-                if b"passphrase" in out and not typed:
-                    os.write(fd, answer.encode() + b"\n")
-                    typed = True
-    finally:
-        if time.monotonic() >= deadline:
-            os.kill(pid, 9)
-        status = os.waitpid(pid, 0)[1]
-        os.close(fd)
-    return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
 
 
 @needs_ssh_keygen
