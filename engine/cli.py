@@ -730,10 +730,13 @@ def _plan_by_name(plan, building, settings):
     if items and settings.mirror:
         print(f"files taken from the mirror by path (mirror {settings.mirror}):")
         for item in items:
-            there = os.path.join(settings.mirror, *item["path"].split("/"))
-            print(f"  {item['name']}  " + (f"in the mirror: {_rel(there)}" if os.path.isfile(there) else
-                                            f"not in the mirror ({_rel(there)}): downloaded from {item['url']} "
-                                            "(offline: mlrun mirror fetch QUERY -o DIR on a connected machine)"))
+            status, there = mirror.found_by_name(settings.mirror, item)
+            where = os.path.join(settings.mirror, *item["path"].split("/"))
+            print(f"  {item['name']}  " + (
+                f"in the mirror: {_rel(there)}" if status == "present" else
+                f"in the mirror but {status}: {_rel(there)}" if there else
+                f"not in the mirror ({_rel(where)}): downloaded from {item['url']} (offline: mlrun mirror fetch QUERY "
+                "-o DIR on a connected machine)"))
 
 
 def _plan_downloads(plan, status, settings):

@@ -327,7 +327,7 @@ def by_name(plan, only=None):
             if (item["path"], url) not in seen:
                 seen.add((item["path"], url))
                 out.append({"name": f"{node.name}: {item['path']}", "url": url, "path": item["path"],
-                            "sha256": sha256})
+                            "also": item.get("also", []), "sha256": sha256})
     return out
 
 
@@ -341,41 +341,55 @@ def declared_by_name(recipes):
                **{s["env"]: "" if s.get("default") is None else str(s["default"]) for s in r["inputs"].values()}}
         for item in r.get("mirror_files") or []:
             out.append({"name": f"{r['name']}: {item['path']}", "url": expand(item["url"], env) or None,
-                        "path": item["path"], "sha256": _norm(expand(item.get("sha256", ""), env))})
+                        "path": item["path"], "also": item.get("also", []),
+                        "sha256": _norm(expand(item.get("sha256", ""), env))})
     return out
 
 
 def check_by_name(mirror_dir, items):
     """Audit by_name()/declared_by_name() items: check()'s rows, found by their path in the mirror (present; corrupt:
     another file there, by its sha256 where one is given, or a folder; missing; unreadable), with mirror_path added."""
-    from .digests import file_digest
     rows = []
     for item in items:
-        where = os.path.join(mirror_dir, *item["path"].split("/"))
-        here = os.path.isfile(where)
-        try:
-            status = "missing" if not os.path.lexists(where) else "corrupt" if not here or (
-                item["sha256"] and file_digest(where) != item["sha256"]) else "present"
-        except OSError:   # a file this user cannot read: the step could not either
-            status = "unreadable"
-        rows.append({"name": item["name"], "status": status, "path": None if status == "missing" else where,
-                     "url": item["url"], "file": os.path.basename(item["path"]),
-                     "size": os.path.getsize(where) if here else None, "sha256": item["sha256"] or None, "md5": None,
-                     "mirror_path": item["path"]})
+        status, where = found_by_name(mirror_dir, item)
+        rows.append({"name": item["name"], "status": status, "path": where, "url": item["url"],
+                     "file": os.path.basename(item["path"]),
+                     "size": os.path.getsize(where) if status == "present" else None,
+                     "sha256": item["sha256"] or None, "md5": None, "mirror_path": item["path"]})
     return rows
 
 
+def found_by_name(mirror_dir, item):
+    """(status, path) of a by_name() item in mirror_dir, as its step finds it: the first file at its `also` paths
+    (looked at first) or its path is the one taken, "present" (with its sha256 where one is given) or "corrupt";
+    "unreadable"; no file: "corrupt" for something else at its path (a folder), else ("missing", None)."""
+    for rel in list(item.get("also") or []) + [item["path"]]:
+        where = os.path.join(mirror_dir, *rel.split("/"))
+        if os.path.isfile(where):
+            try:
+                return ("present" if not item["sha256"] or file_digest(where) == item["sha256"] else "corrupt"), where
+            except OSError:   # a file this user cannot read: the step could not either
+                return "unreadable", where
+    where = os.path.join(mirror_dir, *item["path"].split("/"))
+    return ("corrupt", where) if os.path.lexists(where) else ("missing", None)
+
+
 def fetch_by_name(folder, items, fetch):
-    """Each by_name() item's url to its path in `folder`: kept when there (a sha256 given: when it matches), else
-    fetched (a failed one does not stop the others). Returns [(item, path, "fetched" | "already there" | "failed",
-    error or None)], as fetch_into."""
-    from .digests import file_digest
+    """Each by_name() item's url to its path in `folder`: kept when the step would find it there (found_by_name),
+    else fetched (a failed one does not stop the others). Returns [(item, path, "fetched" | "already there" |
+    "failed", error or None)], as fetch_into."""
     from .errors import DownloadError
     out = []
     for item in items:
         dest = os.path.join(folder, *item["path"].split("/"))
-        if os.path.isfile(dest) and (not item["sha256"] or file_digest(dest) == item["sha256"]):
-            out.append((item, dest, "already there", None))
+        status, there = found_by_name(folder, item)
+        if status == "present":   # at its path, or where else the step takes it
+            out.append((item, there, "already there", None))
+            continue
+        if there and there != dest:   # a file the step takes before the one fetched would be
+            out.append((item, there, "failed", DownloadError(f"{there} is what the step takes (before {dest}), and "
+                                                             "it is not the file asked for: remove it and fetch "
+                                                             "again")))
             continue
         if os.path.lexists(dest) and not os.path.isfile(dest):   # a move would put the file inside a folder
             out.append((item, dest, "failed", DownloadError(f"{dest} is there and is not a file, which the step "

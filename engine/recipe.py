@@ -24,7 +24,7 @@ INPUT_KEYS = {"type", "default", "choices", "pattern", "min", "max", "above", "m
 # Bounds of a number input: `min` the least value it takes, `max` the most, `above` a value it must exceed.
 BOUND_KEYS = ("min", "max", "above")
 DOWNLOAD_KEYS = {"url", "file", "sha256", "md5", "size"}
-MIRROR_FILE_KEYS = {"url", "path", "sha256"}
+MIRROR_FILE_KEYS = {"url", "path", "sha256", "also"}
 INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str}
 
 # mlrun run's own options (engine/cli.py) and the prefixes of its --dep./--env. flags: an input of one of these
@@ -239,21 +239,27 @@ class _Checker:
         return out
 
     def mirror_files(self, value, where):
-        """mirror_files: [{url, path, sha256?}]: files the step takes from a mirror by their path there (no checksum
-        known, so not a declared download); `mlrun mirror fetch` puts each url's file at its path. ${VAR} in url
-        and sha256 are the step's variables (an input's MLRUN_INPUT_X), expanded when a plan is made."""
+        """mirror_files: [{url, path, sha256?, also?}]: files the step takes from a mirror by their path there (no
+        checksum known, so not a declared download); `mlrun mirror fetch` puts each url's file at its path; also:
+        other paths where the step takes it too. ${VAR} in url and sha256 are the step's variables (an input's
+        MLRUN_INPUT_X), expanded when a plan is made."""
         out = []
         for here, item in self.items(value, where, MIRROR_FILE_KEYS, ("url", "path"), "mirror_files"):
-            for k in MIRROR_FILE_KEYS & set(item):
+            for k in MIRROR_FILE_KEYS & set(item) - {"also"}:
                 self.expect(item[k], str, here + [k], f"mirror_files.{k}")
             if not re.match(r"(https?://|\$\{)", item["url"], re.I):
                 self.fail(here + ["url"], f"mirror_files.url {item['url']!r} is not http:// or https:// (or an "
                                           "input's ${MLRUN_INPUT_X})")
-            parts = item["path"].split("/")
-            if item["path"].startswith("/") or any(p in ("", ".", "..") for p in parts):   # it would lie outside
-                self.fail(here + ["path"], f"mirror_files.path {item['path']!r} is not a relative path inside the "
-                                           "mirror", "e.g. path: calibration/list.txt")
-            out.append(dict(item))
+            also = item.get("also", [])
+            self.expect(also, list, here + ["also"], "mirror_files.also")
+            for i, path in [(None, item["path"])] + list(enumerate(also)):
+                at = here + (["path"] if i is None else ["also", i])
+                name = "mirror_files." + ("path" if i is None else "also")
+                self.expect(path, str, at, name)
+                if path.startswith("/") or any(p in ("", ".", "..") for p in path.split("/")):   # it would lie outside
+                    self.fail(at, f"{name} {path!r} is not a relative path inside the mirror",
+                              "e.g. path: calibration/list.txt")
+            out.append(dict(item, also=list(also)))
         return out
 
     def deps(self, value, where):

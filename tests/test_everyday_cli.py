@@ -517,12 +517,51 @@ def test_mirror_check_audits_the_files_steps_take_by_path(ws, tmp_path):
     assert folder.returncode == 1 and "lists/list.txt asks for: it is not a file" in folder.stdout, folder.stdout
 
 
+def test_a_mirror_file_the_step_also_takes_elsewhere_is_found_there(ws, server, tmp_path):
+    """`also`: paths the step looks at before `path` (the calibration list's older place, the mirror's top): the
+    first file there is the one it takes, for `mirror check`, `plan` and `mirror fetch` alike."""
+    server.files["/list.txt"] = b"one\n"
+    good = hashlib.sha256(b"one\n").hexdigest()
+    ws.recipe("get-listed", f"""
+        tags: [get, listed]
+        inputs:
+          sha256: {{default: ""}}
+        mirror_files:
+          - {{url: "{server.url}/list.txt", path: lists/list.txt, sha256: "${{MLRUN_INPUT_SHA256}}", also: [list.txt]}}
+        run: "true"
+        """)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "list.txt").write_bytes(b"one\n")
+    [row] = [r for r in json.loads(ws.mlrun("mirror", "check", f"--mirror={mirror}", "--json").stdout)
+             if r.get("mirror_path")]
+    assert row["status"] == "present" and row["path"] == str(mirror / "list.txt"), row
+    assert "  get-listed: lists/list.txt  in the mirror: mirror/list.txt" in \
+        ws.mlrun("plan", "get listed", f"--mirror={mirror}", cwd=str(tmp_path)).stdout
+    kept = ws.mlrun("mirror", "fetch", "get listed", "-o", str(mirror))
+    assert kept.returncode == 0 and "already there" in kept.stdout and not server.requests, kept.stdout
+    assert not (mirror / "lists").exists()
+    # the file taken first is not the one asked for: fetching the other would change nothing, said so
+    (mirror / "list.txt").write_bytes(b"two\n")
+    refused = ws.mlrun("mirror", "fetch", "get listed", f"--sha256={good}", "-o", str(mirror))
+    assert refused.returncode == 1 and f"{mirror}/list.txt is what the step takes (before " in refused.stdout, \
+        refused.stdout
+    assert not server.requests and not (mirror / "lists").exists()
+    assert "in the mirror but corrupt: mirror/list.txt" in \
+        ws.mlrun("plan", "get listed", f"--sha256={good}", f"--mirror={mirror}", cwd=str(tmp_path)).stdout
+    (mirror / "list.txt").unlink()
+    fetched = ws.mlrun("mirror", "fetch", "get listed", f"--sha256={good}", "-o", str(mirror))
+    assert fetched.returncode == 0 and (mirror / "lists" / "list.txt").read_bytes() == b"one\n", fetched.stdout
+
+
 @pytest.mark.parametrize("item, error", [
     ('{url: "http://h/x", path: ../x}', "mirror_files.path '../x' is not a relative path inside the mirror"),
     ('{url: "http://h/x", path: /etc/x}', "mirror_files.path '/etc/x' is not a relative path inside the mirror"),
     ('{url: "ftp://h/x", path: x}', "mirror_files.url 'ftp://h/x' is not http:// or https://"),
     ('{url: "http://h/x"}', "mirror_files needs 'path'"),
     ('{url: "http://h/x", path: x, md5: "0"}', "md5"),
+    ('{url: "http://h/x", path: x, also: [../y]}', "mirror_files.also '../y' is not a relative path inside the mirror"),
+    ('{url: "http://h/x", path: x, also: y}', "mirror_files.also"),
 ])
 def test_a_bad_mirror_files_item_is_a_recipe_error(ws, item, error):
     ws.recipe("get-listed", f"""
