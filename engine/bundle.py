@@ -293,8 +293,10 @@ class _Bar:
 
     def to(self, where):
         """Move on to where() (asked only when a bar is drawn)."""
-        if self.bar is not None and where() > self.bar.n:
-            self.bar.update(where() - self.bar.n)
+        if self.bar is not None:
+            n = where()
+            if n > self.bar.n:
+                self.bar.update(n - self.bar.n)
 
     def counted(self, members):
         """tar members, each counted by its size as it is handed on (to extractall)."""

@@ -810,20 +810,21 @@ def _file_changes(was, now):
 def cmd_find(args, extras, settings):
     from .resolver import has_tags, parse_query
     tags, variations = parse_query(args.query)
-    recipes = [r for r in settings.index().recipes
+    index = settings.index()   # once: each call loads the recipe index again
+    recipes = [r for r in index.recipes
                if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))
                and all(v.split(".")[0] in r["variations"] for v in variations)]
-    if not settings.index().recipes:   # was "no recipe matches ''": no single recipe has all of these tags
+    if not index.recipes:   # was "no recipe matches ''": no single recipe has all of these tags
         raise MlrunError(f"no recipes in {', '.join(settings.recipes)}",
                          hint="a recipe is DIR/NAME/recipe.yaml (docs/recipes.md); --recipes DIR or MLRUN_RECIPES "
                               "names the folders")
     if not recipes:
         from .resolver import Resolver
-        tagged = [r for r in settings.index().recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]
+        tagged = [r for r in index.recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]
         known = {"_" + v.split(".")[0] for r in tagged for v in r["variations"]}
         hint = "; ".join(f"no variation _{v}{did_you_mean('_' + v, known)}" for v in variations
                          if "_" + v.split(".")[0] not in known) if tagged else \
-            Resolver(settings.index())._closest(tags).replace("mlrun find TAG", "mlrun find")
+            Resolver(index)._closest(tags).replace("mlrun find TAG", "mlrun find")
         raise MlrunError(f"no recipe matches '{args.query}'", hint=hint or None)
     recipes.sort(key=lambda r: (r["name"], r["version"]))
     if args.json:
@@ -1101,7 +1102,8 @@ def cmd_mirror(args, extras, settings):
         return _mirror_fetch(args, extras, settings, index_path)
     if not settings.mirror:
         raise UsageError("no mirror folder given", hint="pass --mirror DIR or set MLRUN_MIRROR=DIR")
-    wanted = mirror.declared(settings.index().recipes)
+    recipes = settings.index().recipes
+    wanted = mirror.declared(recipes)
     if args.action == "add":
         if not args.files:
             raise UsageError("mlrun mirror add needs one or more FILEs")
@@ -1120,7 +1122,7 @@ def cmd_mirror(args, extras, settings):
         return 0
     # and the files steps take by their path in the mirror (recipe mirror_files: the calibration list)
     rows = mirror.check(settings.mirror, wanted, index_path=index_path) + mirror.check_by_name(
-        settings.mirror, mirror.declared_by_name(settings.index().recipes))
+        settings.mirror, mirror.declared_by_name(recipes))
     if args.json:
         _print_json(rows)
     else:
