@@ -152,6 +152,12 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: each file's own order kept
 
 
+def run_folder(tmp_path_factory):
+    """The folder every worker of this test run shares (under pytest-xdist, above each worker's own)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
 def features_dir(tmp_path_factory):
     """The full dev set's features (test_accuracy.py, test_squad_features.py), built once a test run: under
@@ -163,9 +169,7 @@ def features_dir(tmp_path_factory):
                                                                                     "vocab.txt")
     if not (os.path.isfile(squad) and os.path.isfile(vocab)):
         pytest.skip(f"SQuAD dev set and vocab not in {SHARED_DATA}")
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent   # the run's folder, above each worker's own
+    shared = run_folder(tmp_path_factory)
     out = shared / "squad_features_full"
     with FileLock(str(shared / "squad_features_full.lock")):
         if not (out / "digest.json").is_file():
@@ -184,9 +188,7 @@ def bert_seed(tmp_path_factory):
     import json
     from types import SimpleNamespace
     from filelock import FileLock
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent   # the run's folder, above each worker's own
+    shared = run_folder(tmp_path_factory)
     root, done = shared / "bert-seed", shared / "bert-seed.json"
     with FileLock(str(shared / "bert-seed.lock")):
         if not done.exists():
