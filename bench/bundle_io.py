@@ -1,0 +1,101 @@
+"""Sharing a run: how long `mlrun export --with-cache` and `mlrun import` take, against one plain read of the
+bundle (gzip decompressing its stream to the end, nothing written), measured in the same run.
+
+A BERT-Large bundle with its cache is gigabytes, and each pass over its stream decompresses all of it: the figure
+to watch is import / one read (how many times the import pays for the stream), unsigned and signed, and the same of
+`mlrun diff BUNDLE ...` (read_record: the bundle checked in place, its run record read). A throwaway SSH key
+(ssh-keygen, in a scratch folder) signs the second bundle; the import trusts it as a teammate's key would be.
+
+    .venv/bin/python -m bench.bundle_io [--run RUN_DIR] [--repeat 2]
+
+RUN_DIR defaults to the newest run under runs/ (the README's main command makes one); its cache is MLRUN_CACHE
+or ./cache.
+"""
+import argparse
+import gzip
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from engine.bundle import export_run, import_bundle, read_record   # noqa: E402
+from engine.cache import Cache   # noqa: E402
+
+
+def newest_run(runs):
+    names = sorted(n for n in os.listdir(runs) if os.path.isfile(os.path.join(runs, n, "run.json")))
+    if not names:
+        sys.exit(f"no run under {runs}: run the README's main command first, or give --run")
+    return os.path.join(runs, names[-1])
+
+
+def one_read(path):
+    """Seconds to decompress the bundle's whole stream once (what any import must do at least)."""
+    start = time.perf_counter()
+    with gzip.open(path, "rb") as f:
+        while f.read(1 << 20):
+            pass
+    return time.perf_counter() - start
+
+
+def timed(function, *args):
+    start = time.perf_counter()
+    function(*args)
+    return time.perf_counter() - start
+
+
+def timed_import(bundle, scratch, trust=None):
+    shutil.rmtree(scratch, ignore_errors=True)
+    os.makedirs(scratch)
+    start = time.perf_counter()
+    info = import_bundle(bundle, Cache(os.path.join(scratch, "cache")), os.path.join(scratch, "runs"), trust=trust)
+    seconds = time.perf_counter() - start
+    shutil.rmtree(scratch, ignore_errors=True)   # its files are read-only entries: rmtree copes (owner's folders)
+    return seconds, len(info["added"])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", help="the run folder to export (default: the newest under runs/)")
+    parser.add_argument("--repeat", type=int, default=2, help="imports of each bundle (best taken)")
+    parser.add_argument("--scratch", help="where the bundles and imports go (default: a temporary folder)")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    run_dir = os.path.abspath(args.run or newest_run(os.path.join(ROOT, "runs")))
+    cache = Cache(os.environ.get("MLRUN_CACHE") or os.path.join(ROOT, "cache"))
+    scratch = tempfile.mkdtemp(prefix="bundle-io-", dir=args.scratch)
+    try:
+        key = os.path.join(scratch, "key")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", key], check=True)
+        trust = os.path.join(scratch, "allowed_signers")
+        with open(key + ".pub") as f, open(trust, "w") as out:
+            out.write("bench@example.com " + " ".join(f.read().split()[:2]) + "\n")
+        rows = []
+        for label, sign in (("unsigned", None), ("signed", key)):
+            path = os.path.join(scratch, f"{label}.tar.gz")
+            start = time.perf_counter()
+            info = export_run(run_dir, cache, path, with_cache=True, sign=sign)
+            export_s = time.perf_counter() - start
+            read_s = min(one_read(path) for _ in range(args.repeat))
+            import_s, added = min(timed_import(path, os.path.join(scratch, "imported"), trust if sign else None)
+                                  for _ in range(args.repeat))
+            diff_s = min(timed(read_record, path) for _ in range(args.repeat))
+            rows.append((label, os.path.getsize(path), added, export_s, read_s, import_s, diff_s))
+        print(f"run {os.path.basename(run_dir)}, best of {args.repeat}")
+        print(f"{'bundle':<9} {'MB':>7} {'entries':>7} {'export s':>9} {'one read s':>10} {'import s':>9} "
+              f"{'import / read':>13} {'diff s':>7} {'diff / read':>11}")
+        for label, size, added, export_s, read_s, import_s, diff_s in rows:
+            print(f"{label:<9} {size / 1e6:>7.1f} {added:>7} {export_s:>9.2f} {read_s:>10.2f} {import_s:>9.2f} "
+                  f"{import_s / read_s:>13.2f} {diff_s:>7.2f} {diff_s / read_s:>11.2f}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
