@@ -25,6 +25,7 @@ sys.path.insert(0, ROOT)
 
 from engine.bundle import export_run, import_bundle, read_record   # noqa: E402
 from engine.cache import Cache   # noqa: E402
+from engine.errors import MlrunError   # noqa: E402
 
 
 def newest_run(runs):
@@ -59,6 +60,22 @@ def timed_import(bundle, scratch, trust=None):
     return seconds, len(info["added"])
 
 
+def measure(run_dir, cache, scratch, key, trust, repeat):
+    """(label, bundle bytes, entries added, export s, one read s, import s, diff s) of each bundle, best of repeat."""
+    rows = []
+    for label, sign in (("unsigned", None), ("signed", key)):
+        path = os.path.join(scratch, f"{label}.tar.gz")
+        start = time.perf_counter()
+        export_run(run_dir, cache, path, with_cache=True, sign=sign)
+        export_s = time.perf_counter() - start
+        read_s = min(one_read(path) for _ in range(repeat))
+        import_s, added = min(timed_import(path, os.path.join(scratch, "imported"), trust if sign else None)
+                              for _ in range(repeat))
+        diff_s = min(timed(read_record, path) for _ in range(repeat))
+        rows.append((label, os.path.getsize(path), added, export_s, read_s, import_s, diff_s))
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="the run folder to export (default: the newest under runs/)")
@@ -68,6 +85,12 @@ def main(argv=None):
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     run_dir = os.path.abspath(args.run or newest_run(os.path.join(ROOT, "runs")))
+    if not os.path.isfile(os.path.join(run_dir, "run.json")):
+        parser.error(f"--run {args.run}: no run record (run.json) there")
+    if args.scratch and not os.path.isdir(args.scratch):
+        parser.error(f"--scratch {args.scratch}: not a folder")
+    if shutil.which("ssh-keygen") is None:
+        parser.exit(2, "bundle_io: needs ssh-keygen to sign the second bundle (Debian: openssh-client)\n")
     cache = Cache(os.environ.get("MLRUN_CACHE") or os.path.join(ROOT, "cache"))
     scratch = tempfile.mkdtemp(prefix="bundle-io-", dir=args.scratch)
     try:
@@ -76,17 +99,10 @@ def main(argv=None):
         trust = os.path.join(scratch, "allowed_signers")
         with open(key + ".pub") as f, open(trust, "w") as out:
             out.write("bench@example.com " + " ".join(f.read().split()[:2]) + "\n")
-        rows = []
-        for label, sign in (("unsigned", None), ("signed", key)):
-            path = os.path.join(scratch, f"{label}.tar.gz")
-            start = time.perf_counter()
-            info = export_run(run_dir, cache, path, with_cache=True, sign=sign)
-            export_s = time.perf_counter() - start
-            read_s = min(one_read(path) for _ in range(args.repeat))
-            import_s, added = min(timed_import(path, os.path.join(scratch, "imported"), trust if sign else None)
-                                  for _ in range(args.repeat))
-            diff_s = min(timed(read_record, path) for _ in range(args.repeat))
-            rows.append((label, os.path.getsize(path), added, export_s, read_s, import_s, diff_s))
+        try:
+            rows = measure(run_dir, cache, scratch, key, trust, args.repeat)
+        except MlrunError as e:   # a run still running, a cache without its entries: said, not a traceback
+            parser.exit(e.exit_code, f"bundle_io: {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else ""))
         print(f"run {os.path.basename(run_dir)}, best of {args.repeat}")
         print(f"{'bundle':<9} {'MB':>7} {'entries':>7} {'export s':>9} {'one read s':>10} {'import s':>9} "
               f"{'import / read':>13} {'diff s':>7} {'diff / read':>11}")

@@ -708,3 +708,38 @@ def test_export_and_import_show_progress_on_a_terminal_only(ws, tmp_path):
                                                                         MLRUN_RUNS=tmp_path / "r3"))
     assert again.returncode == 0 and not {"checking", "unpacking", "verifying"} & set(
         (again.stdout + again.stderr).split()), again.stdout + again.stderr
+
+
+@pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs ssh-keygen (Debian: openssh-client)")
+def test_the_bundle_bench_measures_a_run_and_says_what_is_wrong(ws, tmp_path):
+    """bench/bundle_io.py as a person runs it: a row for each bundle with its figures; a bad --run, --repeat or
+    --scratch, and a cache without the run's entries, each a line and exit 2, no traceback."""
+    import subprocess
+    import sys
+    from conftest import ROOT
+    ws.recipe("blob", """\
+        tags: get blob
+        run: head -c 300000 /dev/urandom > blob.bin
+        """)
+    assert ws.mlrun("get blob").returncode == 0
+    [run_id] = os.listdir(ws.runs)
+    run_dir = os.path.join(ws.runs, run_id)
+
+    def bench(*args, cache=ws.cache):
+        env = dict(ws.env(), MLRUN_CACHE=str(cache))
+        return subprocess.run([sys.executable, "-m", "bench.bundle_io", *args], capture_output=True, text=True,
+                              cwd=ROOT, env=env, timeout=120)
+    done = bench("--run", run_dir, "--repeat", "1", "--scratch", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    rows = {line.split()[0]: line.split() for line in done.stdout.splitlines()[2:]}
+    assert sorted(rows) == ["signed", "unsigned"] and all(row[2] == "1" for row in rows.values()), done.stdout
+    assert all(float(row[6]) > 0 and float(row[8]) > 0 and min(map(float, row[3:])) >= 0 for row in rows.values())
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("bundle-io-")]   # its scratch removed
+    for args, said in [(["--run", str(tmp_path / "nowhere")], "no run record"),
+                       (["--run", run_dir, "--repeat", "0"], "--repeat must be at least 1"),
+                       (["--run", run_dir, "--scratch", str(tmp_path / "nowhere")], "not a folder")]:
+        result = bench(*args)
+        assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+    result = bench("--run", run_dir, "--repeat", "1", cache=tmp_path / "empty-cache")
+    assert result.returncode == 2 and "bundle_io: " in result.stderr and "Traceback" not in result.stderr, \
+        result.stderr
