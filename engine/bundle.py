@@ -82,8 +82,9 @@ def _export(record, run_dir, cache, out_path, with_cache, sign):
     part = f"{out_path}.{_where()}-{os.getpid()}.part"
     try:
         # Level 1: a run's 500 MB of entries (venvs, LoadGen, features) packed in 11 s to 136 MB, against 24 s and
-        # 119 MB at gzip's default 6 (and 45 s at Python's 9): faster end to end on any link over about 10 Mbit/s.
-        with open(part, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
+        # 119 MB at zlib's default 6 (and 45 s at Python's 9): faster end to end on any link over about 10 Mbit/s.
+        # ISA-L's level 1 is as small again, and 11x as fast as zlib's (_gzip).
+        with open(part, "wb") as raw, _gzip()[0].GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
             stream = _Hashing(gz)
             logs = _kept_logs(record, run_dir, cache)
             trees = [run_dir] + [log for _, log in logs] + [os.path.join(cache.root, name) for name in entries]
@@ -208,6 +209,18 @@ def _used_entries(record, cache):
                                   "bundle carries), or rerun and export the new run")
         names.add(name)
     return sorted(names)
+
+
+def _gzip():
+    """(gzip module, the errors its reading raises): ISA-L's (python-isal, in requirements.txt) where it is
+    installed, else Python's. The same format either way, each reads the other's; at level 1 ISA-L packed the
+    uncompressed stream of the README run's bundle 11x as fast as zlib (1.4 s against 15.9 s for 600 MB, the same
+    size) and reads it back in 1.5 s against 2.6 s."""
+    try:
+        from isal import igzip, isal_zlib
+        return igzip, (OSError, EOFError, zlib.error, isal_zlib.error)
+    except ImportError:
+        return gzip, (OSError, EOFError, zlib.error)
 
 
 class _Hashing:
@@ -389,7 +402,8 @@ def _read(path, trust=None, verb="import", dest=None):
         raise _unreadable(path, e) from None
     label = f"{'unpacking' if dest else 'checking'} {os.path.basename(path)}"
     with raw, _Bar(label, lambda: os.fstat(raw.fileno()).st_size) as bar:
-        stream = _Tapped(gzip.GzipFile(fileobj=raw, mode="rb"), check.hashing)
+        module, errors = _gzip()
+        stream = _Tapped(module.GzipFile(fileobj=raw, mode="rb"), check.hashing, errors)
         try:
             with tarfile.open(fileobj=stream, mode="r:", copybufsize=_Tapped.CHUNK) as tar:
                 members = check.walk(tar, stream, bar, raw.tell, keep_run_json=dest is None)
@@ -426,14 +440,14 @@ class _Tapped:
     CHUNK = 1 << 20
     HOLD = 1 << 21
 
-    def __init__(self, f, hashing):
-        self.f, self.hashing, self.pos = f, hashing, 0
+    def __init__(self, f, hashing, errors):
+        self.f, self.hashing, self.pos, self.errors = f, hashing, 0, errors
         self.sha256, self.hashed, self.held = hashlib.sha256(), 0, bytearray()
 
     def read(self, n=-1):
         try:
             data = self.f.read(n)
-        except (OSError, EOFError, zlib.error) as e:
+        except self.errors as e:
             raise _Broken(e) from None
         self.pos += len(data)
         if self.hashing:

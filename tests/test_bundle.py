@@ -743,3 +743,25 @@ def test_the_bundle_bench_measures_a_run_and_says_what_is_wrong(ws, tmp_path):
     result = bench("--run", run_dir, "--repeat", "1", cache=tmp_path / "empty-cache")
     assert result.returncode == 2 and "bundle_io: " in result.stderr and "Traceback" not in result.stderr, \
         result.stderr
+
+
+def test_bundles_packed_by_either_gzip_are_read_by_the_other(made, monkeypatch):
+    """ISA-L's gzip (python-isal, in requirements.txt) packs and reads bundles where it is installed, Python's where
+    it is not: the same format, so a teammate's bundle imports whichever made it, and damage is refused by both."""
+    import gzip
+    import zlib
+    from engine import bundle
+    isal_gzip, python_gzip = bundle._gzip(), (gzip, (OSError, EOFError, zlib.error))
+    assert isal_gzip[0].__name__ == "isal.igzip"
+    for i, (packer, reader) in enumerate([(isal_gzip, python_gzip), (python_gzip, isal_gzip)]):
+        monkeypatch.setattr(bundle, "_gzip", lambda: packer)
+        path = export(made, name=f"{i}.tar.gz")["path"]
+        monkeypatch.setattr(bundle, "_gzip", lambda: reader)
+        info = import_bundle(path, Cache(made.path(f"cache-{i}")), made.path(f"runs-{i}"))
+        assert info["added"] == sorted(made.entry.values()) and info["run_id"] == made.run_id
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        data[len(data) // 2] ^= 0xFF   # in the deflate stream: the reader's own error, said as a bad bundle
+        bad = Workspace.write(made.path(f"bad-{i}.tar.gz"), bytes(data))
+        with pytest.raises(MlrunError, match="cannot read the bundle|refusing to import"):
+            import_bundle(bad, Cache(made.path(f"cache-bad-{i}")), made.path(f"runs-bad-{i}"))

@@ -313,6 +313,11 @@ class _CountedFile:
         self.read_bytes += len(data)
         return data
 
+    def readinto(self, buffer):   # ISA-L's gzip reads this way
+        n = self.f.readinto(buffer)
+        self.read_bytes += n or 0
+        return n
+
     def seek(self, offset, whence=0):
         self.seeks.append((offset, whence))
         return self.f.seek(offset, whence)
