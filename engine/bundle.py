@@ -85,7 +85,7 @@ def _export(record, run_dir, cache, out_path, with_cache, sign):
         # 119 MB at zlib's default 6 (and 45 s at Python's 9): faster end to end on any link over about 10 Mbit/s.
         # ISA-L's level 1 is as small again, and 11x as fast as zlib's (_gzip).
         with open(part, "wb") as raw, _gzip()[0].GzipFile(fileobj=raw, mode="wb", compresslevel=1) as gz:
-            stream = _Hashing(gz)
+            stream = _Hashing(gz, hashing=bool(sign))
             logs = _kept_logs(record, run_dir, cache)
             trees = [run_dir] + [log for _, log in logs] + [os.path.join(cache.root, name) for name in entries]
             with tarfile.open(fileobj=stream, mode="w") as tar:
@@ -224,13 +224,15 @@ def _gzip():
 
 
 class _Hashing:
-    """A write-only file passing what it gets on to f, hashing it: the uncompressed tar stream."""
+    """A write-only file passing what it gets on to f, hashing it when it is to be signed: the uncompressed tar
+    stream (1.3 s of a BERT bundle's export, for nothing when it is not signed)."""
 
-    def __init__(self, f):
-        self.f, self.sha256, self.size = f, hashlib.sha256(), 0
+    def __init__(self, f, hashing=True):
+        self.f, self.sha256, self.size, self.hashing = f, hashlib.sha256(), 0, hashing
 
     def write(self, data):
-        self.sha256.update(data)
+        if self.hashing:
+            self.sha256.update(data)
         self.size += len(data)
         return self.f.write(data)
 
