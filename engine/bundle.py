@@ -542,14 +542,15 @@ class _Members:
             raise self.refuse(f"member {m.name!r}", "appears twice")
         self.seen.add(rel)
         # nothing may be written through a symlink, whichever of the two comes first
-        if any("/".join(parts[:i]) in self.links for i in range(3, len(parts))):
-            raise self.refuse(f"member {rel!r}", "lies under a symlink")
+        for i in range(3, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in self.links:
+                raise self.refuse(f"member {rel!r}", "lies under a symlink")
+            self.under.setdefault(folder, rel)
         if m.issym():
             if rel in self.under:
                 raise self.refuse(f"member {self.under[rel]!r}", "lies under a symlink")
             self.links.add(rel)
-        for i in range(3, len(parts)):
-            self.under.setdefault("/".join(parts[:i]), rel)
         if m.isfile():
             self.files.add(rel)
         if len(parts) > 1:
