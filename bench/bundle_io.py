@@ -28,20 +28,18 @@ from engine.errors import MlrunError   # noqa: E402
 
 
 def newest_run(runs):
-    names = sorted(n for n in os.listdir(runs) if os.path.isfile(os.path.join(runs, n, "run.json")))
-    if not names:
-        sys.exit(f"no run under {runs}: run the README's main command first, or give --run")
-    return os.path.join(runs, names[-1])
+    """The newest run folder under runs, or None."""
+    names = sorted(n for n in os.listdir(runs) if os.path.isfile(os.path.join(runs, n, "run.json"))) \
+        if os.path.isdir(runs) else []
+    return os.path.join(runs, names[-1]) if names else None
 
 
 def one_read(path):
-    """Seconds to decompress the bundle's whole stream once, with the gzip import reads it with (what any import
-    must do at least)."""
-    start = time.perf_counter()
+    """Decompress the bundle's whole stream once, with the gzip import reads it with (what any import must do at
+    least)."""
     with open(path, "rb") as raw, _gzip().read(raw) as f:
         while f.read(1 << 20):
             pass
-    return time.perf_counter() - start
 
 
 def timed(function, *args):
@@ -67,7 +65,7 @@ def measure(run_dir, cache, scratch, key, trust, repeat):
         path = os.path.join(scratch, f"{label}.tar.gz")
         # best of repeat too: the first also reads the entries' files from disk where they are not in memory
         export_s = min(timed(export_run, run_dir, cache, path, True, sign) for _ in range(repeat))
-        read_s = min(one_read(path) for _ in range(repeat))
+        read_s = min(timed(one_read, path) for _ in range(repeat))
         import_s, added = min(timed_import(path, os.path.join(scratch, "imported"), trust if sign else None)
                               for _ in range(repeat))
         diff_s = min(timed(read_record, path) for _ in range(repeat))
@@ -84,7 +82,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    run_dir = os.path.abspath(args.run or newest_run(os.path.join(ROOT, "runs")))
+    run_dir = args.run or newest_run(os.path.join(ROOT, "runs"))
+    if run_dir is None:
+        parser.error(f"no run under {os.path.join(ROOT, 'runs')}: run the README's main command first, or give --run")
+    run_dir = os.path.abspath(run_dir)
     if not os.path.isfile(os.path.join(run_dir, "run.json")):
         parser.error(f"--run {args.run}: no run record (run.json) there")
     if args.scratch and not os.path.isdir(args.scratch):

@@ -578,9 +578,9 @@ class _Members:
         self.run_id = next(iter(self.runs))
         self.entries = sorted(self.entries)
         if f"{RUN_DIR}/{self.run_id}/run.json" not in self.seen:
-            raise _refuse(self.bundle, f"run {self.run_id}", "it has no run.json", verb=self.verb)
+            raise self.refuse(f"run {self.run_id}", "it has no run.json")
         if f"{RUN_DIR}/{self.run_id}/run.json" not in self.files:   # a folder or a link: diff read None ("a bug")
-            raise _refuse(self.bundle, f"run {self.run_id}", "its run.json is no file", verb=self.verb)
+            raise self.refuse(f"run {self.run_id}", "its run.json is no file")
 
 
 def _unreadable(bundle, error):
