@@ -1279,8 +1279,13 @@ def _show_record(r):
     # never reached: the run stopped before; a record still 'running' (live, or killed: died) writes its steps at
     # its end only: their state is unknown, not "not run" (8 of 9 were built)
     unknown = r.get("record_incomplete") or records.status(r) in ("running", "died", "running?")
+    meanwhile = [m.get("label") for m in r.get("built_meanwhile") or [] if isinstance(m, dict)]
     for label in (r.get("planned") or [])[len(r.get("steps") or []):]:
-        print(f"    {label:<48} {'not recorded' if unknown else 'not run'}")
+        if label in meanwhile:   # built while it waited for another mlrun's build, before it stopped
+            meanwhile.remove(label)
+            print(f"    {label:<48} built while waiting")
+        else:
+            print(f"    {label:<48} {'not recorded' if unknown else 'not run'}")
     for venv, pkgs in (r.get("packages") or {}).items():
         print(f"  packages of {venv}: " + ", ".join(f"{k}=={v}" for k, v in sorted(pkgs.items())))
     recipes = sorted((r.get("recipes") or {}).items())

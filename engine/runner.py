@@ -3,7 +3,8 @@
 A cacheable node is built in a temporary folder under its entry lock and
 published by rename; a node with `cache: false` (a benchmark run) runs in the
 run folder `runs/<id>/<recipe>/`. Every step leaves the exact command and
-environment beside its log so a person can re-run it by hand.
+environment beside its log so a person can re-run it by hand. While another
+mlrun builds a node, the run builds later nodes that are ready (_build_aside).
 """
 import errno
 import json
@@ -148,13 +149,27 @@ class Runner:
             for node in plan.nodes:   # every entry the plan names, from the start: gc removed one planned for a
                 if node.cache:        # later step while an earlier one built (it was rebuilt, or failed offline)
                     self.cache.use(node)
+            self._nodes, self._aside, self._built_aside = plan.nodes, None, {}
             for i, node in enumerate(plan.nodes, 1):
                 step = {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
                 record["steps"].append(step)
                 t0 = time.time()
                 is_root = i == total
                 if node.cache:
-                    step["status"], self.folders[node.key] = self._cached_or_build(node, i, total, is_root)
+                    aside = self._built_aside.pop(node.key, None)
+                    if aside:   # built while this run waited for another mlrun's build of an earlier node
+                        step["status"], self.folders[node.key] = "built", aside["path"]
+                        t0 = time.time() - aside["seconds"]
+                    else:
+                        try:
+                            step["status"], self.folders[node.key] = self._cached_or_build(node, i, total, is_root)
+                        except BaseException:
+                            if self._aside:   # what failed (or was stopped): a later node, built while this one waited
+                                aside_node, started = self._aside
+                                step.update(status="waiting", seconds=round(started - t0, 3))
+                                record["steps"] += self._steps_to(node, aside_node)   # the plan's order kept
+                                t0 = started
+                            raise
                     # which build of the key: `export --with-cache` packed a rebuild (same key, other files) as this
                     built = read_entry(self.folders[node.key]) or {}
                     if built.get("entry_digest"):
@@ -199,6 +214,10 @@ class Runner:
             if record["steps"] and "status" not in record["steps"][-1]:  # the step that failed or was stopped
                 record["steps"][-1].update(status=record["status"],
                                            seconds=round(record["finished"] - t0, 3))
+            ahead = [{"label": n.label, "key": n.key, "seconds": a["seconds"], "path": a["path"]}
+                     for n in plan.nodes for a in [getattr(self, "_built_aside", {}).get(n.key)] if a]
+            if ahead:   # built while it waited, and published, but after the step it stopped at: not "not run"
+                record["built_meanwhile"] = ahead
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
             self.cache.release_uses()
@@ -250,45 +269,97 @@ class Runner:
             self.reporter.step(i, total, node, "cached", _short(path))
             return "cached", path
         lock = self.cache.lock(node)
-        if not lock.acquire(timeout=1):
+        held = lock.acquire(timeout=0)
+        # Another mlrun builds it: meanwhile, later nodes whose deps are done and which nobody builds (Spack's
+        # rule), so runs started together on one cache build their plans side by side, not one after the other.
+        while not held and self._build_aside(node, total):
+            held = lock.acquire(timeout=0)
+        if not held and not lock.acquire(timeout=1):
             who = self.cache.builder(node)   # which process, and its log: a stopped one held it unsaid
             if not getattr(self.reporter, "stream", sys.stderr).isatty():   # a batch log showed nothing for a minute
                 self.reporter.line(f"[{i}/{total}] {node.label}: waiting: another mlrun is building it{who}")
             self.reporter.step(i, total, node, "waiting", "another mlrun is building it" + who, final=False)
             lock.acquire()
         try:
-            path = self.cache.lookup(node)  # built by the process we waited for
-            if path:
-                _check_downloads(node, path)
-                self.reporter.step(i, total, node, "cached", "(built by another mlrun) " + _short(path))
-                return "cached", path
-            build_dir = self.cache.new_build_dir(node)
-            meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
-            changed = _changed_recipe_files(node)
-            if changed:   # the step ran files other than the key hashed: its output is not that key's
-                log = self._set_aside(build_dir, node) or os.path.join(build_dir, META_DIR, "build.log")
-                raise StepError(f"step {node.label}: {few(changed)} of its recipe changed while it was built; "
-                                "what it built may not be what its key says, so nothing was published",
-                                hint="if the step writes into its recipe's folder ($MLRUN_RECIPE_DIR), make it write "
-                                     "into its entry (its working folder) instead, or every build fails so; if you "
-                                     f"edited the recipe meanwhile, run again (log: {log})")
-            moved = _changed_contents(node)
-            if moved:   # a sweep plans every point first: the file may be re-exported long before a step reads it
-                log = self._set_aside(build_dir, node) or os.path.join(build_dir, META_DIR, "build.log")
-                raise StepError(f"step {node.label}: {few(moved)} changed after mlrun planned it (its content is "
-                                "no longer what the key holds), so what the step read may not be that content: "
-                                "nothing was published",
-                                hint=f"run again once the file stays as it is: the plan keys it by its bytes, and "
-                                     f"the step reads it later (log: {log})")
-            try:
-                path = self.cache.publish(build_dir, node, meta)
-            except BaseException as e:   # a signal or a full disk while hashing: no leftover in .tmp
-                self._set_aside(build_dir, node, e)
-                raise
-            self.reporter.step(i, total, node, f"built in {time.time() - meta['started']:.1f} s", _short(path))
-            return "built", path
+            return self._build_held(node, i, total, is_root)
         finally:
             lock.release()
+
+    def _build_aside(self, waiting_for, total):
+        """Build one later node of the plan that can be built now: every dep done, not in the cache, its lock free
+        (taken without waiting: this run holds no other lock meanwhile, so two runs never wait on each other).
+        True if one was built."""
+        for j, node in enumerate(self._nodes, 1):
+            if (not node.cache or node.interactive or node.key in self.folders
+                    or not all(dep.key in self.folders for _, dep in node.deps)):
+                continue
+            path = self.cache.lookup(node)
+            if path:   # another mlrun built it meanwhile: nodes after it may be ready now (its step says cached)
+                self.folders[node.key] = path
+                continue
+            lock = self.cache.lock(node)
+            if not lock.acquire(timeout=0):
+                continue
+            self._aside = (node, time.time())
+            try:
+                status, path = self._build_held(node, j, total, False,
+                                                note=f"(while another mlrun builds {waiting_for.label})")
+            finally:
+                lock.release()
+            self.folders[node.key] = path
+            if status == "built":
+                self._built_aside[node.key] = {"path": path, "seconds": round(time.time() - self._aside[1], 3)}
+            self._aside = None
+            return True
+        return False
+
+    def _steps_to(self, waited, failed):
+        """The steps after `waited` up to `failed` (a node built meanwhile that failed): each as far as it got."""
+        nodes = self._nodes[self._nodes.index(waited) + 1:self._nodes.index(failed) + 1]
+        steps = [{"recipe": n.name, "label": n.label, "key": n.key, "node": n.to_dict()} for n in nodes]
+        for n, step in zip(nodes[:-1], steps):
+            aside = self._built_aside.pop(n.key, None)
+            if aside:
+                step.update(status="built", path=aside["path"], seconds=aside["seconds"])
+            elif n.key in self.folders:
+                step.update(status="cached", path=self.folders[n.key], seconds=0.0)
+            else:
+                step.update(status="not run")
+        return steps
+
+    def _build_held(self, node, i, total, is_root, note=""):
+        """Build node under its lock (held by the caller), unless another mlrun built it first."""
+        path = self.cache.lookup(node)  # built by the process we waited for
+        if path:
+            _check_downloads(node, path)
+            self.reporter.step(i, total, node, "cached", "(built by another mlrun) " + _short(path))
+            return "cached", path
+        build_dir = self.cache.new_build_dir(node)
+        meta = self._build(node, build_dir, i, total, is_root, final=self.cache.path(node))
+        changed = _changed_recipe_files(node)
+        if changed:   # the step ran files other than the key hashed: its output is not that key's
+            log = self._set_aside(build_dir, node) or os.path.join(build_dir, META_DIR, "build.log")
+            raise StepError(f"step {node.label}: {few(changed)} of its recipe changed while it was built; "
+                            "what it built may not be what its key says, so nothing was published",
+                            hint="if the step writes into its recipe's folder ($MLRUN_RECIPE_DIR), make it write "
+                                 "into its entry (its working folder) instead, or every build fails so; if you "
+                                 f"edited the recipe meanwhile, run again (log: {log})")
+        moved = _changed_contents(node)
+        if moved:   # a sweep plans every point first: the file may be re-exported long before a step reads it
+            log = self._set_aside(build_dir, node) or os.path.join(build_dir, META_DIR, "build.log")
+            raise StepError(f"step {node.label}: {few(moved)} changed after mlrun planned it (its content is "
+                            "no longer what the key holds), so what the step read may not be that content: "
+                            "nothing was published",
+                            hint=f"run again once the file stays as it is: the plan keys it by its bytes, and "
+                                 f"the step reads it later (log: {log})")
+        try:
+            path = self.cache.publish(build_dir, node, meta)
+        except BaseException as e:   # a signal or a full disk while hashing: no leftover in .tmp
+            self._set_aside(build_dir, node, e)
+            raise
+        self.reporter.step(i, total, node, f"built in {time.time() - meta['started']:.1f} s",
+                          " ".join(filter(None, (_short(path), note))))
+        return "built", path
 
     def _build(self, node, folder, i, total, is_root, final=None):
         """Fetch downloads and run the command in folder; returns the step's metadata."""

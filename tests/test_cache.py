@@ -1,13 +1,17 @@
 """The cache: publishing, verifying, removing; racing processes; a build killed with SIGKILL; a moved cache."""
+import json
 import os
+import re
 import shutil
 import signal
 import stat
+import subprocess
+import sys
 import time
 
 import pytest
 
-from conftest import assert_user_error, kill_group, wait_for
+from conftest import ROOT, assert_user_error, kill_group, wait_for
 from engine import Cache, MemoryIndex, MlrunError, resolve
 
 
@@ -166,6 +170,90 @@ def test_a_run_waiting_for_another_mlrun_says_so_at_once_in_a_log(ws, tmp_path):
     # which one, and where its log is: a stopped builder (SIGSTOP) held it unsaid
     assert f"(pid {first.pid}, since " in second.stderr and "; its log: " in second.stderr, second.stderr
     assert "(built by another mlrun)" in second.stderr
+
+
+def side_by_side(ws, tmp_path, other_run="echo other > out.txt", slow_end="echo s > out.txt"):
+    """slow builds until the test opens its gate; app needs slow, then other, which needs neither."""
+    started, gate = tmp_path / "started", tmp_path / "gate"
+    ws.recipe("slow", f"tags: slow\nrun: |\n  touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done\n"
+                      f"  {slow_end}\nexports: {{SLOW_OUT: '{{entry}}/out.txt'}}\n")
+    ws.recipe("other", f"tags: other\nrun: |\n  if [ -e {gate} ]; then echo after; else echo before; fi > when.txt\n"
+                       f"  {other_run}\n")
+    ws.recipe("app", "tags: app\ncache: false\ndeps: [slow, other]\nrun: cat $SLOW_OUT\n")
+    first = ws.popen("slow")
+    assert wait_for(started.exists, timeout=30)
+    return first, gate
+
+
+def test_a_run_waiting_for_another_mlruns_build_builds_its_other_nodes_meanwhile(ws, tmp_path):
+    """Spack's rule: while another mlrun builds X, build something else first. The second run built nothing
+    until the first was done with slow, then built other: two runs on one cache took the sum of their builds."""
+    first, gate = side_by_side(ws, tmp_path)
+    try:
+        second = ws.popen("app", "--json")
+        other = lambda: ws.entries("other")   # noqa: E731
+        assert wait_for(other, timeout=30), "other was not built while slow was being built"
+        assert first.poll() is None and second.poll() is None   # both still waiting on the gate
+        gate.touch()
+        out, err = second.communicate(timeout=60)
+        first.communicate(timeout=60)
+    finally:
+        gate.touch()
+        for p in (first, second):
+            if p.poll() is None:
+                kill_group(p)
+    assert second.returncode == 0, err
+    assert first.returncode == 0
+    entry = os.path.join(ws.cache, other()[0])
+    assert open(os.path.join(entry, "when.txt")).read() == "before\n"   # built before slow was done
+    assert "[2/3] other" in err and "(while another mlrun builds slow)" in err, err
+    assert err.index("(while another mlrun builds slow)") < err.index("(built by another mlrun)"), err
+    steps = {s["recipe"]: s for s in json.loads(out)["steps"]}
+    assert [s["recipe"] for s in json.loads(out)["steps"]] == ["slow", "other", "app"]   # the plan's order, kept
+    assert steps["slow"]["status"] == "cached" and steps["other"]["status"] == "built"
+    assert steps["other"]["path"] == entry and steps["other"]["seconds"] < 30
+    assert len(ws.entries()) == 2 and ws.mlrun("cache", "verify").returncode == 0
+
+
+def test_a_node_that_fails_while_another_mlrun_builds_is_the_runs_failed_step(ws, tmp_path):
+    first, gate = side_by_side(ws, tmp_path, other_run="echo 'error: no other today' >&2; exit 3")
+    try:
+        second = ws.mlrun("app", timeout=60)   # fails in other, while slow is still being built
+        assert first.poll() is None
+    finally:
+        gate.touch()
+        first.communicate(timeout=60)
+    assert_user_error(second, 1, "other", "no other today")
+    assert ws.entries() == [e for e in ws.entries() if e.startswith("slow-")] and ws.entries()
+    records = [json.load(open(os.path.join(ws.runs, r, "run.json"))) for r in os.listdir(ws.runs)]
+    record = next(r for r in records if r["query"] == "app")
+    assert record["status"] == "failed"
+    # in the plan's order: slow, which another mlrun was building, then other, which failed meanwhile
+    assert [(s["recipe"], s["status"]) for s in record["steps"]] == [("slow", "waiting"), ("other", "failed")]
+    assert record["steps"][1]["seconds"] < 30 and "no other today" in record["error"]
+    shown = ws.mlrun("runs", "show", record["id"]).stdout
+    assert "waiting" in shown and "failed at step other" in shown and "app" in shown.split("plan:")[1], shown
+
+
+def test_a_node_built_meanwhile_is_in_the_record_of_a_run_that_fails_before_reaching_it(ws, tmp_path):
+    # slow fails, for the first run and then for this one, which builds it once the first let go of it
+    first, gate = side_by_side(ws, tmp_path, slow_end="echo 'error: slow broke' >&2; exit 4")
+    try:
+        second = ws.popen("app")
+        assert wait_for(lambda: ws.entries("other"), timeout=30)
+        gate.touch()
+        out, err = second.communicate(timeout=60)
+    finally:
+        gate.touch()
+        first.communicate(timeout=60)
+    assert second.returncode == 1 and "slow broke" in err, err
+    record = next(r for r in (json.load(open(os.path.join(ws.runs, d, "run.json"))) for d in os.listdir(ws.runs))
+                  if r["query"] == "app")
+    assert [(s["recipe"], s["status"]) for s in record["steps"]] == [("slow", "failed")]
+    [built] = record["built_meanwhile"]
+    assert built["label"] == "other" and built["path"] == os.path.join(ws.cache, ws.entries("other")[0])
+    shown = ws.mlrun("runs", "show", record["id"]).stdout
+    assert re.search(r"other +built while waiting", shown) and re.search(r"app +not run", shown), shown
 
 
 # -- SIGKILL mid-build ----------------------------------------------------------------------------
@@ -361,3 +449,19 @@ def test_cache_verify_reports_a_fifo_in_an_entry_and_checks_the_others(ws):
     assert "CORRUPT " in result.stdout, result.stdout
     assert "added: pipe (is a FIFO" in result.stdout and "2 entries checked, 1 corrupt" in result.stdout, result.stdout
     assert f"mlrun rm cache {os.path.join(ws.cache, a)} -y" in result.stdout
+
+
+def test_the_concurrent_builds_bench_prints_its_figures_and_refuses_what_it_cannot_measure():
+    def bench(*args):
+        return subprocess.run([sys.executable, "-m", "bench.concurrent_builds", *args], capture_output=True,
+                              text=True, cwd=ROOT, timeout=120)
+    result = bench("--nodes", "3", "--seconds", "0.2", "--processes", "2", "--repeat", "1")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "3 steps of 0.2 s each under one root, new cache each time, median of 1:"
+    assert re.match(r"  1 mlrun together: +[\d.]+ s \(min [\d.]+\)  1\.00x the time alone  entries built: 4$", lines[1])
+    assert re.match(r"  2 mlrun together: +[\d.]+ s .* entries built: 4$", lines[2]), lines
+    for args, said in ((["--processes", "1"], "each count at least 2"), (["--nodes", "0"], "must be above 0"),
+                       (["--seconds", "x"], "not a number: 'x'")):
+        result = bench(*args)
+        assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
