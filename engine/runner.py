@@ -79,6 +79,11 @@ class RunReporter:
                 pass
 
 
+def _new_step(node):
+    """A step of the run record, before it runs: the node it is and, once it ends, status, path, seconds."""
+    return {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
+
+
 def new_run_id():   # gc.RUN_ID matches these names
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
@@ -151,7 +156,7 @@ class Runner:
                     self.cache.use(node)
             self._nodes, self._aside, self._built_aside = plan.nodes, None, {}
             for i, node in enumerate(plan.nodes, 1):
-                step = {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
+                step = _new_step(node)
                 record["steps"].append(step)
                 t0 = time.time()
                 is_root = i == total
@@ -316,7 +321,7 @@ class Runner:
     def _steps_to(self, waited, failed):
         """The steps after `waited` up to `failed` (a node built meanwhile that failed): each as far as it got."""
         nodes = self._nodes[self._nodes.index(waited) + 1:self._nodes.index(failed) + 1]
-        steps = [{"recipe": n.name, "label": n.label, "key": n.key, "node": n.to_dict()} for n in nodes]
+        steps = [_new_step(n) for n in nodes]
         for n, step in zip(nodes[:-1], steps):
             aside = self._built_aside.pop(n.key, None)
             if aside:
