@@ -192,6 +192,24 @@ class Cache:
                 os.chmod(folder, 0o2775)
         return path
 
+    def being_built(self, node):
+        """True while another process holds node's build lock (a build; an rm or import, briefly). A shared lock
+        tried without waiting and let go at once: `plan` makes no lock file and holds none."""
+        import fcntl
+        try:
+            fd = os.open(os.path.join(self.root, ".locks", node.entry_name + ".lock"), os.O_RDONLY)
+        except OSError:   # no lock file (nobody built it in this cache yet), or one this user may not read
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        finally:
+            os.close(fd)   # the shared lock, if taken, goes with it
+
     def builder(self, node):
         """' (pid N, since HH:MM:SS; its log: PATH)' of the process building node's entry now, from its build folder
         (.tmp/ENTRY.PID); '' when none is (a removal or an import holds the lock, briefly)."""

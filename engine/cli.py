@@ -665,9 +665,12 @@ def cmd_plan(args, extras, settings):
     status = {n.key: ("cached" if cache.lookup(n) else "build") if n.cache else "run" for n in plan.nodes}
     downloads = _plan_downloads(plan, status, settings)
     building = {k for k, s in status.items() if s != "cached"}
+    # a teammate's run (a sweep's point) building it now: this plan's run would wait for it, or build around it
+    elsewhere = {n.key for n in plan.nodes if status[n.key] == "build" and cache.being_built(n)}
     if args.json:
         _print_json({"query": plan.query, "nodes": [dict(n.to_dict(), status=status[n.key],
-                                                         path=cache.path(n) if n.cache else None)
+                                                         path=cache.path(n) if n.cache else None,
+                                                         **({"being_built": True} if n.key in elsewhere else {}))
                                                     for n in plan.nodes], "downloads": downloads})
         return 0
     todo = sum(1 for s in status.values() if s != "cached")
@@ -679,6 +682,8 @@ def cmd_plan(args, extras, settings):
         inputs = " ".join(f"--{k}={str(v).lower() if isinstance(v, bool) else v}"   # as typed: --flag=true
                           for k, v in node.inputs.items() if v is not None)
         line = f"{'  ' * depth}{name}{node.label} {node.version} [{node.key[:12]}] {status[node.key]}"
+        if node.key in elsewhere:
+            line += f"  another mlrun is building it now{cache.builder(node)}"
         if node.key in shown:
             print(line + " (see above)")
             return

@@ -215,6 +215,25 @@ def test_a_run_waiting_for_another_mlruns_build_builds_its_other_nodes_meanwhile
     assert len(ws.entries()) == 2 and ws.mlrun("cache", "verify").returncode == 0
 
 
+def test_plan_says_which_node_another_mlrun_is_building_now_and_makes_no_lock(ws, tmp_path):
+    first, gate = side_by_side(ws, tmp_path)
+    try:
+        shown = ws.mlrun("plan", "app")
+        nodes = json.loads(ws.mlrun("plan", "app", "--json").stdout)["nodes"]
+    finally:
+        gate.touch()
+        first.communicate(timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    line = next(s for s in shown.stdout.splitlines() if s.strip().startswith("slow "))
+    assert re.search(rf"build  another mlrun is building it now \(pid {first.pid}, since [\d:]+; its log: ", line), line
+    assert "another mlrun" not in next(s for s in shown.stdout.splitlines() if s.strip().startswith("other "))
+    assert {n["name"]: n.get("being_built") for n in nodes} == {"slow": True, "other": None, "app": None}
+    assert sorted(os.listdir(os.path.join(ws.cache, ".locks"))) == sorted(
+        n for n in os.listdir(os.path.join(ws.cache, ".locks")) if n.startswith("slow-"))   # plan made no lock
+    after = ws.mlrun("plan", "app").stdout
+    assert "another mlrun" not in after and re.search(r"slow \S+ \[\w+\] cached", after), after
+
+
 def test_a_node_that_fails_while_another_mlrun_builds_is_the_runs_failed_step(ws, tmp_path):
     first, gate = side_by_side(ws, tmp_path, other_run="echo 'error: no other today' >&2; exit 3")
     try:
