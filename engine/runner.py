@@ -137,6 +137,8 @@ class Runner:
             raise explain(e, "cannot write the run record", record_path) from None
         total = len(plan.nodes)
         folders = step_folders(plan)
+        # this run's nodes built while it waited (_build_aside), and the one under way: none left from an earlier run
+        self._nodes, self._aside, self._built_aside = plan.nodes, None, {}
         try:
             try:
                 record["recipes"] = records.snapshot_recipes(plan, run_dir)
@@ -154,7 +156,6 @@ class Runner:
             for node in plan.nodes:   # every entry the plan names, from the start: gc removed one planned for a
                 if node.cache:        # later step while an earlier one built (it was rebuilt, or failed offline)
                     self.cache.use(node)
-            self._nodes, self._aside, self._built_aside = plan.nodes, None, {}
             for i, node in enumerate(plan.nodes, 1):
                 step = _new_step(node)
                 record["steps"].append(step)
@@ -220,7 +221,7 @@ class Runner:
                 record["steps"][-1].update(status=record["status"],
                                            seconds=round(record["finished"] - t0, 3))
             ahead = [{"label": n.label, "key": n.key, "seconds": a["seconds"], "path": a["path"]}
-                     for n in plan.nodes for a in [getattr(self, "_built_aside", {}).get(n.key)] if a]
+                     for n in plan.nodes for a in [self._built_aside.get(n.key)] if a]
             if ahead:   # built while it waited, and published, but after the step it stopped at: not "not run"
                 record["built_meanwhile"] = ahead
             record["packages"] = records.packages(record)

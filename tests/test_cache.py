@@ -185,6 +185,12 @@ def side_by_side(ws, tmp_path, other_run="echo other > out.txt", slow_end="echo 
     return first, gate
 
 
+def app_record(ws):
+    """The run record of the run of `app` (the other run in the workspace built slow)."""
+    records = [json.load(open(os.path.join(ws.runs, r, "run.json"))) for r in os.listdir(ws.runs)]
+    return next(r for r in records if r["query"] == "app")
+
+
 def test_a_run_waiting_for_another_mlruns_build_builds_its_other_nodes_meanwhile(ws, tmp_path):
     """Spack's rule: while another mlrun builds X, build something else first. The second run built nothing
     until the first was done with slow, then built other: two runs on one cache took the sum of their builds."""
@@ -244,8 +250,7 @@ def test_a_node_that_fails_while_another_mlrun_builds_is_the_runs_failed_step(ws
         first.communicate(timeout=60)
     assert_user_error(second, 1, "other", "no other today")
     assert ws.entries() == [e for e in ws.entries() if e.startswith("slow-")] and ws.entries()
-    records = [json.load(open(os.path.join(ws.runs, r, "run.json"))) for r in os.listdir(ws.runs)]
-    record = next(r for r in records if r["query"] == "app")
+    record = app_record(ws)
     assert record["status"] == "failed"
     # in the plan's order: slow, which another mlrun was building, then other, which failed meanwhile
     assert [(s["recipe"], s["status"]) for s in record["steps"]] == [("slow", "waiting"), ("other", "failed")]
@@ -266,8 +271,7 @@ def test_a_node_built_meanwhile_is_in_the_record_of_a_run_that_fails_before_reac
         gate.touch()
         first.communicate(timeout=60)
     assert second.returncode == 1 and "slow broke" in err, err
-    record = next(r for r in (json.load(open(os.path.join(ws.runs, d, "run.json"))) for d in os.listdir(ws.runs))
-                  if r["query"] == "app")
+    record = app_record(ws)
     assert [(s["recipe"], s["status"]) for s in record["steps"]] == [("slow", "failed")]
     [built] = record["built_meanwhile"]
     assert built["label"] == "other" and built["path"] == os.path.join(ws.cache, ws.entries("other")[0])
