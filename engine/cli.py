@@ -63,7 +63,7 @@ Inputs of the queried recipe are flags: --mode=accuracy. A dependency can be cha
 --dep.model.tags=_int8, --dep.model.version='>=2', --dep.model.INPUT=VALUE (--dep.A/B.*: dependency B of
 dependency A only). --env.KEY=VALUE
 overrides a step's environment. Exit codes: 0 ok, 1 a step failed, 2 usage/recipe/resolution error.
-Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR.
+Environment: MLRUN_CACHE, MLRUN_RUNS, MLRUN_RECIPES, MLRUN_MIRROR, MLRUN_JOBS.
 Ctrl-C, SIGTERM and SIGHUP stop the step (all it started), record the run as interrupted and
 exit 128 + the signal: 130, 143, 129."""
 
@@ -81,6 +81,28 @@ def _common(parser, top=False):
                    **given_only)
     parser.add_argument("-v", "--verbose", action="store_true", help="show every step's output and more detail",
                         **given_only)
+
+
+def _jobs_option(p):
+    p.add_argument("--jobs", metavar="N", help="cache entries built at once (default 2, or $MLRUN_JOBS; 1: one after "
+                   "another); a benchmark step always runs alone")
+
+
+def _jobs(args):
+    """--jobs, else $MLRUN_JOBS, else the runner's default: a whole number from 1."""
+    from .runner import JOBS
+    given, where = (args.jobs, "--jobs") if getattr(args, "jobs", None) is not None else \
+        (os.environ.get("MLRUN_JOBS"), "MLRUN_JOBS")
+    if given is None or given == "" and where == "MLRUN_JOBS":
+        return JOBS
+    try:
+        jobs = int(given)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UsageError(f"{where} {given!r}: give a whole number of entries built at once, 1 or more",
+                         hint="--jobs 1 builds one entry after another")
+    return jobs
 
 
 class _NotBuilt:
@@ -118,6 +140,7 @@ def build_parser(only=None):
         return p
 
     p = verb("run", "resolve QUERY, build what is missing and run it (the default verb)", "required", True)
+    _jobs_option(p)
     p.epilog = RUN_EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("plan", "print the whole plan of QUERY; nothing runs", "required", True)
@@ -184,6 +207,7 @@ def build_parser(only=None):
     p = verb("replay", "re-run exactly the plan a run recorded, then compare its results with the record's")
     p.add_argument("run", help="a run id, a run folder, a run.json, or a bundle .tar.gz (imported first)")
     _trust(p)
+    _jobs_option(p)
     p.add_argument("--allow-differences", action="store_true",
                    help="run even when the plan cannot be the recorded one (the replay is marked inexact)")
     p.add_argument("--recorded-recipes", action="store_true",
@@ -619,8 +643,9 @@ def _resolve(args, extras, settings):
 def cmd_run(args, extras, settings):
     from .cache import Cache
     from .runner import Runner
+    jobs = _jobs(args)   # a bad --jobs said before the plan is made
     plan = _resolve(args, extras, settings)
-    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose,
+    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, jobs=jobs,
                     mirror=settings.mirror, stream_root=not args.json, live_out=sys.stderr if args.json else None)
     try:
         record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
@@ -1285,10 +1310,15 @@ def _show_record(r):
     # its end only: their state is unknown, not "not run" (8 of 9 were built)
     unknown = r.get("record_incomplete") or records.status(r) in ("running", "died", "running?")
     meanwhile = [m.get("label") for m in r.get("built_meanwhile") or [] if isinstance(m, dict)]
+    ended = {m.get("label"): m for m in r.get("failed_meanwhile") or [] if isinstance(m, dict)}
     for label in (r.get("planned") or [])[len(r.get("steps") or []):]:
-        if label in meanwhile:   # built while it waited for another mlrun's build, before it stopped
+        if label in meanwhile:   # built while it waited for another mlrun's build, or alongside, before it stopped
             meanwhile.remove(label)
-            print(f"    {label:<48} built while waiting")
+            print(f"    {label:<48} built meanwhile")
+        elif label in ended:     # built alongside when the run stopped: stopped with it, or failed
+            stopped = ended.pop(label)
+            print(f"    {label:<48} {str(stopped.get('status')):<11} {stopped.get('seconds') or 0:>8.1f} s  (built "
+                  "alongside: " + ("stopped with the run)" if stopped.get("status") == "interrupted" else "failed)"))
         else:
             print(f"    {label:<48} {'not recorded' if unknown else 'not run'}")
     for venv, pkgs in (r.get("packages") or {}).items():
@@ -1368,7 +1398,7 @@ def cmd_replay(args, extras, settings):
     from . import records, replay
     from .cache import Cache
     from .runner import Runner
-    ref = args.run
+    ref, jobs = args.run, _jobs(args)
     if _is_bundle(ref):
         from . import bundle
         if not os.path.isfile(ref):
@@ -1398,7 +1428,7 @@ def cmd_replay(args, extras, settings):
             settings.mirror = here
             print(f"replay: the run's mirror {here} is used (--mirror DIR gives another)", file=sys.stderr)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
-                    stream_root=not args.json, live_out=sys.stderr if args.json else None)
+                    jobs=jobs, stream_root=not args.json, live_out=sys.stderr if args.json else None)
     try:
         new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,
                                               argv=["mlrun"] + sys.argv[1:], recorded_recipes=args.recorded_recipes)

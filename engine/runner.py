@@ -3,8 +3,10 @@
 A cacheable node is built in a temporary folder under its entry lock and
 published by rename; a node with `cache: false` (a benchmark run) runs in the
 run folder `runs/<id>/<recipe>/`. Every step leaves the exact command and
-environment beside its log so a person can re-run it by hand. While another
-mlrun builds a node, the run builds later nodes that are ready (_build_aside).
+environment beside its log so a person can re-run it by hand. While the run
+builds a node, up to `jobs - 1` threads build later nodes that are ready
+(_build_alongside: a download beside a pip install); while another mlrun builds
+a node, the run builds later nodes that are ready (_build_aside).
 """
 import errno
 import json
@@ -30,24 +32,33 @@ class RunReporter:
     def __init__(self, stream=None, heartbeat=None):
         self.stream = stream or sys.stderr
         self.heartbeat = self.HEARTBEAT_S if heartbeat is None else heartbeat
-        self._beating = None   # stops the heartbeat of the step under way
-        self._printing = threading.Lock()   # a beat is one whole line, never cut by the step's next line
+        self._beating = {}   # thread -> the event that stops the heartbeat of its step under way
+        # a line is printed whole, never cut by a beat or by a step built alongside (re-entered by stop_heartbeat)
+        self._printing = threading.RLock()
         self._shown = 0   # the width of a terminal's line under way, which the final one replaces
+        self._under_way = {}   # thread -> its terminal line under way: shown again below another step's final line
 
     def line(self, text):
-        self.stop_heartbeat()
-        print(text, file=self.stream, flush=True)
+        with self._printing:
+            self.stop_heartbeat()
+            print(text, file=self.stream, flush=True)
 
     def step(self, i, total, node, status, detail="", final=True, log=None):
         """One line per step; a not-yet-final line ('building') only shows on a terminal, then is overwritten.
         Elsewhere (a log file, CI, a batch job) a step still under way says so every minute, with its log."""
+        with self._printing:
+            self._step(i, total, node, status, detail, final, log)
+
+    def _step(self, i, total, node, status, detail, final, log):
         self.stop_heartbeat()
+        self._under_way.pop(threading.get_ident(), None)
         text = f"[{i}/{total}] {node.label:<48} {status}{'  ' + detail if detail else ''}"
         tty = self.stream.isatty()
         if not final:
             if tty:
                 print(text, end="\r", file=self.stream, flush=True)
                 self._shown = len(text)
+                self._under_way[threading.get_ident()] = text
             elif self.heartbeat:
                 self._start_heartbeat(f"[{i}/{total}] {node.label:<48} {status}", log)
             return
@@ -57,10 +68,14 @@ class RunReporter:
             text = "\x1b[2K" + text
         print(text, file=self.stream, flush=True)
         self._shown = 0
+        if tty and self._under_way:   # a step built alongside ended: the line of one still under way, again
+            again = list(self._under_way.values())[-1]
+            print(again, end="\r", file=self.stream, flush=True)
+            self._shown = len(again)
 
     def _start_heartbeat(self, head, log):
         stop, started = threading.Event(), time.time()
-        self._beating = stop
+        self._beating[threading.get_ident()] = stop
 
         def beat():
             while not stop.wait(self.heartbeat):
@@ -72,9 +87,11 @@ class RunReporter:
         threading.Thread(target=beat, name="mlrun-heartbeat", daemon=True).start()
 
     def stop_heartbeat(self):
-        if self._beating is not None:
-            self._beating.set()
-            self._beating = None
+        """Stop the heartbeat of this thread's step (a step built alongside has its own)."""
+        self._under_way.pop(threading.get_ident(), None)
+        stop = self._beating.pop(threading.get_ident(), None)
+        if stop is not None:
+            stop.set()
             with self._printing:   # a beat being printed ends first
                 pass
 
@@ -84,14 +101,63 @@ def _new_step(node):
     return {"recipe": node.name, "label": node.label, "key": node.key, "node": node.to_dict()}
 
 
+class Failed:
+    """A node built alongside that failed: its error is the run's when the run reaches the node."""
+
+    def __init__(self, node, error, seconds):
+        self.node, self.error, self.seconds = node, error, seconds
+
+
+class Alongside:
+    """The state of a run's builds alongside its main thread, shared under one lock."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.idle = threading.Condition(self.lock)   # notified as each thread ends
+        self.threads = 0         # threads building alongside now
+        self.ends = {}           # node key -> set once its build alongside has ended (built, failed or stopped)
+        self.failed = {}         # node key -> Failed
+        self.building = None     # the main thread's node: never picked alongside
+        self.paused = False      # a run-folder step runs: nothing new starts
+        self.closed = False      # the run is ending: nothing new starts
+        self.halt = threading.Event()   # stop the steps under way (Ctrl-C)
+
+    def claim(self, node):
+        """The main thread's next node: never picked alongside from now (its lock would look taken by another
+        mlrun). If a thread builds it alongside now, the event that says its build ended; else None."""
+        with self.lock:
+            end = self.ends.get(node.key)
+            if end is None:
+                self.building = node.key
+            return None if end is None or end.is_set() else end
+
+    def first_failed(self, nodes):
+        with self.lock:
+            return next((self.failed[n.key] for n in nodes if n.key in self.failed), None)
+
+    def settle(self, timeout=None):
+        """Until no thread builds alongside (each ends when nothing is ready; none starts meanwhile)."""
+        with self.idle:
+            self.paused = True
+            self.idle.wait_for(lambda: self.threads == 0, timeout)
+            self.paused = False
+
+
+_alongside = threading.local()   # .active in a thread building alongside
+
+
+JOBS = 2   # steps built at once by default: a download or a pip install waits on the network and disk most of its time
+
+
 def new_run_id():   # gc.RUN_ID matches these names
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 
 
 class Runner:
     def __init__(self, cache, runs_dir, reporter=None, verbose=False, mirror=None,
-                 host_env=None, stream_root=True, live_out=None):
+                 host_env=None, stream_root=True, live_out=None, jobs=JOBS):
         self.cache = cache
+        self.jobs = jobs   # cache entries built at once: the main thread's and up to jobs - 1 alongside
         # where a live step's output goes: stdout, or stderr where stdout is for --json alone (-v broke the JSON)
         self.live_out = live_out
         self.runs_dir = os.path.abspath(runs_dir)
@@ -102,6 +168,7 @@ class Runner:
         self.stream_root = stream_root   # show the last step's output live (the benchmark)
         self.folders = {}                # node key -> its folder (entry or run folder)
         self.first_record = None         # run.json as first written: its space holds a full disk's last word
+        self._along = Alongside()
 
     def run(self, plan, argv=None, extra=None):
         """Run every node; returns the run record (also written to runs/<id>/run.json, with `extra`)."""
@@ -137,8 +204,10 @@ class Runner:
             raise explain(e, "cannot write the run record", record_path) from None
         total = len(plan.nodes)
         folders = step_folders(plan)
-        # this run's nodes built while it waited (_build_aside), and the one under way: none left from an earlier run
+        # this run's nodes built while it waited (_build_aside) or alongside, and the one under way: none left from
+        # an earlier run
         self._nodes, self._aside, self._built_aside = plan.nodes, None, {}
+        self._along = Alongside()
         try:
             try:
                 record["recipes"] = records.snapshot_recipes(plan, run_dir)
@@ -157,6 +226,21 @@ class Runner:
                 if node.cache:        # later step while an earlier one built (it was rebuilt, or failed offline)
                     self.cache.use(node)
             for i, node in enumerate(plan.nodes, 1):
+                end = self._along.claim(node)
+                while end and not end.is_set():   # built alongside now: the run builds another ready node meanwhile
+                    with self._along.lock:
+                        picked = self._next_alongside()
+                    if picked:
+                        self._build_picked(*picked, total)
+                        continue
+                    if getattr(self.reporter, "stream", sys.stderr).isatty():   # its line was overwritten since
+                        self.reporter.step(i, total, node, "building", "(alongside)", final=False)
+                    end.wait()
+                failed = self._along.first_failed(plan.nodes)
+                if failed:   # a step built alongside failed: the run stops there, the plan's order kept
+                    record["steps"] += self._steps_between(i - 1, failed.node)
+                    t0 = time.time() - failed.seconds   # its own time, to its failure
+                    raise failed.error
                 step = _new_step(node)
                 record["steps"].append(step)
                 t0 = time.time()
@@ -173,7 +257,7 @@ class Runner:
                             if self._aside:   # what failed (or was stopped): a later node, built while this one waited
                                 aside_node, started = self._aside
                                 step.update(status="waiting", seconds=round(started - t0, 3))
-                                record["steps"] += self._steps_to(node, aside_node)   # the plan's order kept
+                                record["steps"] += self._steps_between(i, aside_node)   # the plan's order kept
                                 t0 = started
                             raise
                     # which build of the key: `export --with-cache` packed a rebuild (same key, other files) as this
@@ -181,6 +265,7 @@ class Runner:
                     if built.get("entry_digest"):
                         step["entry_digest"] = built["entry_digest"]
                 else:
+                    self._along.settle()   # a run-folder step (a benchmark) runs alone: nothing built beside it
                     folder = os.path.join(run_dir, folders[node.key])
                     try:
                         meta = self._build(node, folder, i, total, is_root)
@@ -216,6 +301,7 @@ class Runner:
             record["status"], record["error"] = "error", describe_error(e)
             raise
         finally:
+            self._end_alongside(record["status"])
             record["finished"] = time.time()
             if record["steps"] and "status" not in record["steps"][-1]:  # the step that failed or was stopped
                 record["steps"][-1].update(status=record["status"],
@@ -224,6 +310,11 @@ class Runner:
                      for n in plan.nodes for a in [self._built_aside.get(n.key)] if a]
             if ahead:   # built while it waited, and published, but after the step it stopped at: not "not run"
                 record["built_meanwhile"] = ahead
+            steps = {step["key"] for step in record["steps"]}
+            ended = [{"label": n.label, "key": n.key, "status": _stopped_why(f.error), "seconds": round(f.seconds, 3)}
+                     for n in plan.nodes for f in [self._along.failed.get(n.key)] if f and n.key not in steps]
+            if ended:   # built alongside, and stopped with the run (Ctrl-C) or failed as it ended: not "not run"
+                record["failed_meanwhile"] = ended
             record["packages"] = records.packages(record)
             record["results"] = (record["steps"][-1].get("record") or {}).get("results") if record["steps"] else None
             self.cache.release_uses()
@@ -287,6 +378,7 @@ class Runner:
             self.reporter.step(i, total, node, "waiting", "another mlrun is building it" + who, final=False)
             lock.acquire()
         try:
+            self._start_alongside(total)
             return self._build_held(node, i, total, is_root)
         finally:
             lock.release()
@@ -319,9 +411,109 @@ class Runner:
             return True
         return False
 
-    def _steps_to(self, waited, failed):
-        """The steps after `waited` up to `failed` (a node built meanwhile that failed): each as far as it got."""
-        nodes = self._nodes[self._nodes.index(waited) + 1:self._nodes.index(failed) + 1]
+    def _start_alongside(self, total):
+        """While the main thread builds its node, up to jobs - 1 threads build later nodes that are ready."""
+        along = self._along
+        with along.lock:
+            if along.closed or along.failed or along.paused:
+                return
+            for _ in range(self.jobs - 1 - along.threads):
+                along.threads += 1
+                threading.Thread(target=self._build_alongside, args=(total,), name="mlrun-alongside",
+                                 daemon=True).start()
+
+    def _next_alongside(self):
+        """A later node ready to build now (its lock taken without waiting), or None. Under along.lock."""
+        along = self._along
+        if along.closed or along.failed or along.paused:
+            return None
+        for j, node in enumerate(self._nodes, 1):
+            if (not node.cache or node.interactive or node.key in self.folders or node.key == along.building
+                    or node.key in along.ends or not all(dep.key in self.folders for _, dep in node.deps)):
+                continue
+            path = self.cache.lookup(node)
+            if path:   # in the cache already (its step says cached when the run reaches it): nodes after it may be ready
+                self.folders[node.key] = path
+                continue
+            lock = self.cache.lock(node)
+            if lock.acquire(timeout=0):   # (taken: another mlrun builds it, or this run's main thread)
+                along.ends[node.key] = threading.Event()
+                return j, node, lock
+        return None
+
+    def _build_alongside(self, total):
+        """A thread building ready nodes of the plan, one after another, until none is ready. Its steps' output
+        goes to their logs (shown whole once a step ends, with -v), a download draws no bar."""
+        along = self._along
+        _alongside.active = True
+        try:
+            while True:
+                with along.lock:
+                    picked = self._next_alongside()
+                if picked is None or not self._build_picked(*picked, total):
+                    return
+        finally:
+            with along.lock:
+                along.threads -= 1
+                along.idle.notify_all()
+
+    def _build_picked(self, j, node, lock, total):
+        """Build a node picked by _next_alongside (its lock held); False if it failed (or was stopped)."""
+        along, started = self._along, time.time()
+        try:
+            status, path = self._build_held(node, j, total, False, note="(alongside)")
+        except BaseException as e:   # its failure is the run's when the run reaches it; nothing new starts
+            with along.lock:
+                along.failed[node.key] = Failed(node, e, time.time() - started)
+            if isinstance(e, KeyboardInterrupt) and not getattr(_alongside, "active", False):
+                raise   # Ctrl-C in the main thread (built while it waited): the run stops
+            return False
+        else:   # before its end is set: the run, waiting for it, finds it built
+            with along.lock:
+                if status == "built":
+                    self._built_aside[node.key] = {"path": path, "seconds": round(time.time() - started, 3)}
+                self.folders[node.key] = path
+            return True
+        finally:
+            lock.release()
+            along.ends[node.key].set()
+
+    def _show_output(self, i, total, node, log_path):
+        """-v: a step built alongside shows its output once it ends, whole (never mixed with another's)."""
+        try:
+            with open(log_path, "rb") as f:
+                text = f.read().split(b"\n", 1)[-1]   # the output, after the command mlrun wrote first
+        except OSError:
+            return
+        out = self.live_out or sys.stdout
+        with self.reporter._printing:
+            self.reporter.step(i, total, node, "output (built alongside):")
+            out.buffer.write(text)
+            out.flush()
+
+    def _end_alongside(self, status):
+        """The run ends: steps built alongside end first. A failure waits for them (their work is kept, as make's
+        "waiting for unfinished jobs"); a stop (Ctrl-C) stops them."""
+        along = self._along
+        with along.lock:
+            along.closed = True
+            running = [n.label for n in self._nodes if n.key in along.ends and not along.ends[n.key].is_set()]
+        if not running:
+            return
+        if status != "interrupted":
+            self.reporter.line(f"waiting for the steps built alongside to end: {', '.join(running)}")
+            try:
+                along.settle()
+                return
+            except KeyboardInterrupt:
+                pass
+        along.halt.set()   # each such step is stopped by its own thread (its guard), and set aside
+        along.settle(timeout=guard.GRACE + 15)
+
+    def _steps_between(self, start, failed):
+        """The steps of plan nodes from index `start` up to `failed` (a node built meanwhile or alongside that
+        failed), each as far as it got; the failed one's status is the run's."""
+        nodes = self._nodes[start:self._nodes.index(failed) + 1]
         steps = [_new_step(n) for n in nodes]
         for n, step in zip(nodes[:-1], steps):
             aside = self._built_aside.pop(n.key, None)
@@ -377,7 +569,8 @@ class Runner:
         meta_dir = os.path.join(folder, META_DIR)
         log_path = os.path.join(meta_dir, "build.log")
         started = time.time()
-        live = self.verbose or (is_root and self.stream_root)
+        alongside = getattr(_alongside, "active", False)
+        live = not alongside and (self.verbose or (is_root and self.stream_root))
         # A step whose output shows live gets its line first; others get one line when done.
         self.reporter.step(i, total, node, "building" if node.cache else "running", final=live and bool(argv),
                            log=log_path)
@@ -387,12 +580,14 @@ class Runner:
             _write_file(os.path.join(meta_dir, "env.sh"), envs.env_file(env, node.pass_env or (), folder, final))
             _write_rerun_script(meta_dir, argv, folder)
             for item in node.download:
-                self._download(item, folder)
+                self._download(item, folder, progress=False if alongside else None)   # one bar: the main step's
             if argv:
                 # A live step may draw progress on mlrun's terminal: its own output is a pipe into the log.
                 tty = live and _terminal()
                 self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
-                              interactive=is_root and node.interactive)
+                              interactive=is_root and node.interactive, stop=self._along.halt if alongside else None)
+                if alongside and self.verbose:
+                    self._show_output(i, total, node, log_path)
             # `rm -rf .mlrun`, its own folder, or a file or link put in its place: an "environment" error (exit 2),
             # or a link published as the entry and the folder it names sealed read-only
             if os.path.islink(folder) or os.path.islink(meta_dir) or not os.path.isdir(meta_dir):
@@ -480,13 +675,13 @@ class Runner:
                                 hint=f"a step writes only into its own folder ($MLRUN_ENTRY); "
                                      f"remove the damaged entry with `{removal_command(folder)}`")
 
-    def _download(self, item, folder):
+    def _download(self, item, folder, progress=None):
         from .download import fetch  # requests is only imported when something is downloaded
         fetch(item["url"], os.path.join(folder, item["file"]), sha256=item.get("sha256"), md5=item.get("md5"),
-              size=item.get("size"), mirror=self.mirror, partial_dir=self.cache.partial_dir(),
+              size=item.get("size"), mirror=self.mirror, partial_dir=self.cache.partial_dir(), progress=progress,
               index_path=os.path.join(self.cache.root, ".index", "mirror-hashes.json"))
 
-    def _execute(self, argv, env, cwd, log_path, live, interactive=False):
+    def _execute(self, argv, env, cwd, log_path, live, interactive=False, stop=None):
         import subprocess  # only steps that run pay for the import
         record = os.path.join(os.path.dirname(log_path), guard.RECORD)
         with open(log_path, "ab") as log:
@@ -506,7 +701,7 @@ class Runner:
                                 exit_code=2 if limit else StepError.exit_code) from None
             try:
                 last = b"\n"
-                for line in _lines(proc):
+                for line in _lines(proc, stop):
                     line = secrets.scrub_bytes(line)
                     log.write(line)
                     log.flush()   # the log is what a person follows (tail -f) while a long step runs
@@ -614,13 +809,15 @@ def _drain(proc, log):
         pass
 
 
-def _lines(proc):
+def _lines(proc, stop=None):
     """The step's output as lines (ended by \\n or \\r, a progress bar's), until its guard has exited: then what
     the pipe holds, and no more. Read to EOF, a process that left the step's group (setsid, a daemon) held the
     build until it exited; a line without an end grew in memory (200 MB of \\r-less output took 440 MB)."""
     import select
     fd, pending, left = proc.stdout.fileno(), b"", None
     while left is None or left > 0:
+        if stop is not None and stop.is_set():   # a step built alongside, when the run is stopped (its thread's)
+            raise guard.Interrupted(signal.SIGINT)
         if left is None and proc.poll() is not None:
             left = 64   # reads of what it wrote before it ended (a pipe holds far less than 64 of them)
         if not select.select([fd], [], [], 0 if left is not None else 0.5)[0]:

@@ -276,7 +276,7 @@ def test_a_node_built_meanwhile_is_in_the_record_of_a_run_that_fails_before_reac
     [built] = record["built_meanwhile"]
     assert built["label"] == "other" and built["path"] == os.path.join(ws.cache, ws.entries("other")[0])
     shown = ws.mlrun("runs", "show", record["id"]).stdout
-    assert re.search(r"other +built while waiting", shown) and re.search(r"app +not run", shown), shown
+    assert re.search(r"other +built meanwhile", shown) and re.search(r"app +not run", shown), shown
 
 
 # -- SIGKILL mid-build ----------------------------------------------------------------------------
@@ -478,13 +478,15 @@ def test_the_concurrent_builds_bench_prints_its_figures_and_refuses_what_it_cann
     def bench(*args):
         return subprocess.run([sys.executable, "-m", "bench.concurrent_builds", *args], capture_output=True,
                               text=True, cwd=ROOT, timeout=120)
-    result = bench("--nodes", "3", "--seconds", "0.2", "--processes", "2", "--repeat", "1")
+    result = bench("--nodes", "3", "--seconds", "0.2", "--jobs", "2", "--processes", "2", "--repeat", "1")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0] == "3 steps of 0.2 s each under one root, new cache each time, median of 1:"
-    assert re.match(r"  1 mlrun together: +[\d.]+ s \(min [\d.]+\)  1\.00x the time alone  entries built: 4$", lines[1])
-    assert re.match(r"  2 mlrun together: +[\d.]+ s .* entries built: 4$", lines[2]), lines
+    assert re.match(r"  one mlrun --jobs 1 +[\d.]+ s \(min [\d.]+\)  1\.00x the time of one entry after another  "
+                    r"entries built: 4$", lines[1]), lines
+    assert re.match(r"  one mlrun --jobs 2 +[\d.]+ s .* entries built: 4$", lines[2]), lines
+    assert re.match(r"  2 mlrun together \(--jobs 1 each\) +[\d.]+ s .* entries built: 4$", lines[3]), lines
     for args, said in ((["--processes", "1"], "each count at least 2"), (["--nodes", "0"], "must be above 0"),
-                       (["--seconds", "x"], "not a number: 'x'")):
+                       (["--seconds", "x"], "not a number: 'x'"), (["--jobs", "0"], "each count at least 1")):
         result = bench(*args)
         assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
