@@ -247,8 +247,8 @@ class Runner:
                 is_root = i == total
                 if node.cache:
                     aside = self._built_aside.pop(node.key, None)
-                    if aside:   # built while this run waited for another mlrun's build of an earlier node
-                        step["status"], self.folders[node.key] = "built", aside["path"]
+                    if aside:   # built while this run waited for another mlrun's build of an earlier node, or alongside
+                        step["status"], self.folders[node.key] = aside.get("status", "built"), aside["path"]
                         t0 = time.time() - aside["seconds"]
                     else:
                         try:
@@ -307,7 +307,7 @@ class Runner:
                 record["steps"][-1].update(status=record["status"],
                                            seconds=round(record["finished"] - t0, 3))
             ahead = [{"label": n.label, "key": n.key, "seconds": a["seconds"], "path": a["path"]}
-                     for n in plan.nodes for a in [self._built_aside.get(n.key)] if a]
+                     for n in plan.nodes for a in [self._built_aside.get(n.key)] if a and "status" not in a]
             if ahead:   # built while it waited, and published, but after the step it stopped at: not "not run"
                 record["built_meanwhile"] = ahead
             steps = {step["key"] for step in record["steps"]}
@@ -469,9 +469,9 @@ class Runner:
                 raise   # Ctrl-C in the main thread (built while it waited): the run stops
             return False
         else:   # before its end is set: the run, waiting for it, finds it built
-            with along.lock:
-                if status == "built":
-                    self._built_aside[node.key] = {"path": path, "seconds": round(time.time() - started, 3)}
+            with along.lock:   # (cached: another mlrun built it meanwhile, as its line said; said once)
+                self._built_aside[node.key] = {"path": path, "seconds": round(time.time() - started, 3),
+                                               **({} if status == "built" else {"status": status})}
                 self.folders[node.key] = path
             return True
         finally:
@@ -518,7 +518,7 @@ class Runner:
         for n, step in zip(nodes[:-1], steps):
             aside = self._built_aside.pop(n.key, None)
             if aside:
-                step.update(status="built", path=aside["path"], seconds=aside["seconds"])
+                step.update(status=aside.get("status", "built"), path=aside["path"], seconds=aside["seconds"])
             elif n.key in self.folders:
                 step.update(status="cached", path=self.folders[n.key], seconds=0.0)
             else:
