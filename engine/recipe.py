@@ -15,7 +15,7 @@ SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "inputs", "env", "hash_env", "pass_env",
             "exports", "variations", "deps", "download", "run", "sources", "record", "probe", "interactive",
-            "mirror_files"}
+            "mirror_files", "alone"}
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
@@ -584,6 +584,10 @@ def normalize(data, path, lines, default_name):
         if recipe["cache"]:
             c.fail(["interactive"], "an interactive step reads its input at run time: it needs 'cache: false'")
         recipe["interactive"] = True
+    # A step that measures while it builds (TensorRT times its tactics) is built with nothing beside it (--jobs).
+    # Only when set, and cosmetic in keys: saying so changes no artifact's key.
+    if c.expect(data.get("alone", False), bool, ["alone"], "alone"):
+        recipe["alone"] = True
     for key in ("tags", "aliases"):
         for tag in recipe[key]:
             what = f"{'alias' if key == 'aliases' else 'tag'} '{tag}'"

@@ -246,6 +246,8 @@ class Runner:
                 t0 = time.time()
                 is_root = i == total
                 if node.cache:
+                    if node.alone:   # it measures while it builds: nothing built beside it
+                        self._along.settle()
                     aside = self._built_aside.pop(node.key, None)
                     if aside:   # built while this run waited for another mlrun's build of an earlier node, or alongside
                         step["status"], self.folders[node.key] = aside.get("status", "built"), aside["path"]
@@ -378,7 +380,8 @@ class Runner:
             self.reporter.step(i, total, node, "waiting", "another mlrun is building it" + who, final=False)
             lock.acquire()
         try:
-            self._start_alongside(total)
+            if not node.alone:
+                self._start_alongside(total)
             return self._build_held(node, i, total, is_root)
         finally:
             lock.release()
@@ -428,7 +431,8 @@ class Runner:
         if along.closed or along.failed or along.paused:
             return None
         for j, node in enumerate(self._nodes, 1):
-            if (not node.cache or node.interactive or node.key in self.folders or node.key == along.building
+            if (not node.cache or node.interactive or node.alone or node.key in self.folders
+                    or node.key == along.building
                     or node.key in along.ends or not all(dep.key in self.folders for _, dep in node.deps)):
                 continue
             path = self.cache.lookup(node)

@@ -149,3 +149,45 @@ def test_replay_builds_at_once_too_and_takes_jobs(ws, tmp_path):
     again = ws.mlrun("replay", run, "--jobs", "2")
     assert again.returncode == 0, again.stderr
     assert "(alongside)" in again.stderr
+
+
+def measuring_plan(ws, tmp_path, alone):
+    """t checks that nothing is built beside it; s and u would be, were it not alone."""
+    running = "touch {d}/{me}.running; {work}; rm {d}/{me}.running"
+    ws.recipe("c", "tags: c\nrun: sleep 0.3; echo c > c.txt\n")
+    ws.recipe("t", f"tags: t\n{'alone: true' if alone else ''}\nrun: |\n"
+                   f"  {running.format(d=tmp_path, me='t', work='sleep 1')}\n"
+                   f"  for other in s u; do if [ -e {tmp_path}/$other.running ]; then\n"
+                   "    echo \"error: $other was built beside t\" >&2; exit 6; fi; done\n  echo t > t.txt\n")
+    for me in ("s", "u"):
+        ws.recipe(me, f"tags: {me}\nrun: |\n  {running.format(d=tmp_path, me=me, work='sleep 1.5')}\n"
+                      f"  echo {me} > {me}.txt\n")
+    ws.recipe("app", "tags: app\ncache: false\ndeps: [c, t, s, u]\nrun: echo app\n")
+
+
+def test_a_step_whose_recipe_says_alone_is_built_with_nothing_beside_it(ws, tmp_path):
+    """TensorRT picks its kernels by timing them: its recipes say `alone: true`, and nothing is built beside."""
+    measuring_plan(ws, tmp_path, alone=True)
+    result = ws.mlrun("app", "--json")
+    assert result.returncode == 0, result.stderr
+    steps = json.loads(result.stdout)["steps"]
+    assert [(s["recipe"], s["status"]) for s in steps] == [("c", "built"), ("t", "built"), ("s", "built"),
+                                                           ("u", "built"), ("app", "ran")]
+    assert "(alongside)" in result.stderr.split("[3/5] s")[1].splitlines()[0], result.stderr   # s was, beside c
+    assert "(alongside)" not in result.stderr.split("[2/5] t")[1].splitlines()[0], result.stderr
+    key = steps[1]["key"]
+    # not alone, t is built beside s: the test can fail; and `alone` is in no key (saying so rebuilds nothing)
+    other = ws.path("other")
+    os.makedirs(other)
+    ws2 = type(ws)(other)
+    measuring_plan(ws2, tmp_path, alone=False)
+    beside = ws2.mlrun("app")
+    assert_user_error(beside, 1, "was built beside t")
+    planned = json.loads(ws2.mlrun("plan", "t", "--json").stdout)["nodes"]
+    assert [n["key"] for n in planned] == [key]
+
+
+def test_alone_must_be_true_or_false(ws):
+    ws.recipe("t", "tags: t\nalone: sometimes\nrun: echo t\n")
+    result = ws.mlrun("plan", "t")
+    assert_user_error(result, 2, "recipe.yaml:2", "alone")
