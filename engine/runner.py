@@ -589,7 +589,8 @@ class Runner:
                 # A live step may draw progress on mlrun's terminal: its own output is a pipe into the log.
                 tty = live and _terminal()
                 self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
-                              interactive=is_root and node.interactive, stop=self._along.halt if alongside else None)
+                              interactive=is_root and node.interactive, stop=self._along.halt if alongside else None,
+                              beside=bool(final) and self.jobs > 1)
                 if alongside and self.verbose:
                     self._show_output(i, total, node, log_path)
             # `rm -rf .mlrun`, its own folder, or a file or link put in its place: an "environment" error (exit 2),
@@ -685,7 +686,8 @@ class Runner:
               size=item.get("size"), mirror=self.mirror, partial_dir=self.cache.partial_dir(), progress=progress,
               index_path=os.path.join(self.cache.root, ".index", "mirror-hashes.json"))
 
-    def _execute(self, argv, env, cwd, log_path, live, interactive=False, stop=None):
+    def _execute(self, argv, env, cwd, log_path, live, interactive=False, stop=None, beside=False):
+        """beside: other entries may have been built at the same time (--jobs), each holding its memory."""
         import subprocess  # only steps that run pay for the import
         record = os.path.join(os.path.dirname(log_path), guard.RECORD)
         with open(log_path, "ab") as log:
@@ -754,8 +756,9 @@ class Runner:
                                  "TMPDIR's), or move that folder to another disk (--cache/--runs DIR), and run again")
         if code != 0:   # SIGKILL, or a shell's 137 for a child so killed: most often the kernel out of memory
             raise StepError(describe_exit(code), hint="SIGKILL, when nobody sent it, is the kernel's out-of-memory "
-                            "killer (dmesg says so) or a container's or job's memory limit: fewer --instances, or more "
-                            "memory" if code in (-signal.SIGKILL, 128 + signal.SIGKILL) else None)
+                            "killer (dmesg says so) or a container's or job's memory limit: fewer --instances, "
+                            + ("--jobs 1 (one entry built at a time), " if beside else "") + "or more memory"
+                            if code in (-signal.SIGKILL, 128 + signal.SIGKILL) else None)
 
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces

@@ -315,6 +315,10 @@ def test_a_step_killed_by_sigkill_names_the_likely_out_of_memory_killer(ws):
         result = ws.mlrun(query)
         assert result.returncode == 1 and said in result.stderr, result.stderr
         assert "hint: SIGKILL, when nobody sent it, is the kernel's out-of-memory killer" in result.stderr
+        # entries may have been built at once, each holding its memory: one at a time is a way out
+        assert "fewer --instances, --jobs 1 (one entry built at a time), or more memory" in result.stderr
+    alone = ws.mlrun("oom", "--jobs", "1")
+    assert "fewer --instances, or more memory" in alone.stderr, alone.stderr
 
 
 def test_a_ctrl_c_that_lands_in_a_finalizer_still_stops_mlrun():
