@@ -435,14 +435,18 @@ class Runner:
                     or node.key == along.building
                     or node.key in along.ends or not all(dep.key in self.folders for _, dep in node.deps)):
                 continue
-            path = self.cache.lookup(node)
-            if path:   # in the cache already (its step says cached when the run reaches it): nodes after it may be ready
-                self.folders[node.key] = path
-                continue
-            lock = self.cache.lock(node)
-            if lock.acquire(timeout=0):   # (taken: another mlrun builds it, or this run's main thread)
-                along.ends[node.key] = threading.Event()
-                return j, node, lock
+            try:
+                path = self.cache.lookup(node)
+                if path:   # in the cache already (its step says cached when the run reaches it): later ones may be ready
+                    self.folders[node.key] = path
+                    continue
+                lock = self.cache.lock(node)
+                if not lock.acquire(timeout=0):   # taken: another mlrun builds it, or this run's main thread
+                    continue
+            except (OSError, MlrunError):   # a cache this user may only read, a teammate's private entry: the run
+                continue                    # says why when it reaches the node, in its own words
+            along.ends[node.key] = threading.Event()
+            return j, node, lock
         return None
 
     def _build_alongside(self, total):
