@@ -89,20 +89,8 @@ def _jobs_option(p):
 
 
 def _jobs(args):
-    """--jobs, else $MLRUN_JOBS, else the runner's default: a whole number from 1."""
-    from .runner import JOBS
-    given, where = (args.jobs, "--jobs") if getattr(args, "jobs", None) is not None else \
-        (os.environ.get("MLRUN_JOBS"), "MLRUN_JOBS")
-    if given is None or given == "" and where == "MLRUN_JOBS":
-        return JOBS
-    try:
-        jobs = int(given)
-    except ValueError:
-        jobs = 0
-    if jobs < 1:
-        raise UsageError(f"{where} {given!r}: give a whole number of entries built at once, 1 or more",
-                         hint="--jobs 1 builds one entry after another")
-    return jobs
+    from .runner import jobs_given
+    return jobs_given(getattr(args, "jobs", None))
 
 
 class _NotBuilt:

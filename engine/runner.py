@@ -149,6 +149,23 @@ _alongside = threading.local()   # .active in a thread building alongside
 JOBS = 2   # steps built at once by default: a download or a pip install waits on the network and disk most of its time
 
 
+def jobs_given(given, where="--jobs", environ=None):
+    """--jobs's value (None: not given), else $MLRUN_JOBS, else JOBS: a whole number from 1 (a usage error if not)."""
+    environ = os.environ if environ is None else environ
+    if given is None:
+        given, where = environ.get("MLRUN_JOBS") or None, "MLRUN_JOBS"
+    if given is None:
+        return JOBS
+    try:
+        jobs = int(given)
+    except ValueError:
+        jobs = 0
+    if jobs < 1:
+        raise UsageError(f"{where} {given!r}: give a whole number of entries built at once, 1 or more",
+                         hint="--jobs 1 builds one entry after another")
+    return jobs
+
+
 def new_run_id():   # gc.RUN_ID matches these names
     return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()
 

@@ -97,6 +97,8 @@ def parser():
     p.add_argument("-o", "--output", metavar="DIR", help="the submission folder (default submissions/SUBMITTER): "
                                                          "state, tree, checker output, archive")
     p.add_argument("--inference-src", metavar="DIR", help="a local clone of mlcommons/inference (else fetched)")
+    p.add_argument("--jobs", metavar="N", help="cache entries each run builds at once (default 2, or $MLRUN_JOBS); "
+                                               "no benchmark runs beside a build")
     return p
 
 
@@ -131,6 +133,8 @@ def parse(query, words):
         raise UsageError(f"mlrun submit sets --{', --'.join(taken)} itself for each run",
                          hint=("--scenarios=A,B chooses the scenarios; " if "scenario" in taken else "")
                          + "leave them out; the plan shows each run's settings")
+    from engine.runner import jobs_given
+    opts.jobs = jobs_given(opts.jobs)
     opts.query = query
     opts.scenario_list = _names(opts.scenarios, SCENARIOS, "scenario")
     left_out = [s for s in opts.scenario_inputs if s not in opts.scenario_list]
@@ -558,7 +562,7 @@ class Submission:
         again = [w for w in why if w != "not run yet"]   # a first run needs no reason
         self.say(f"  {name}: running" + (f" again ({'; '.join(again)[:200]})" if again else ""))
         runner = Runner(Cache(self.settings.cache), self.settings.runs, reporter=_Quiet(), verbose=self.verbose,
-                        mirror=self.settings.mirror, stream_root=self.verbose)
+                        mirror=self.settings.mirror, stream_root=self.verbose, jobs=self.opts.jobs)
         argv = ["bin/mlrun", query or self.opts.query] + [
             f"--{k}={v}" for k, v in (inputs if query else self.inputs_of(inputs)).items()]
         if not query:

@@ -183,6 +183,7 @@ def test_a_missing_required_option_names_a_misspelt_one_beside_it():
     (["--Offline.target_qps=5"], "sets --target_qps itself"),
     (["--Offline.questions=/tmp/q.json"], "--questions scores a chosen subset"),
     (["--Offline.dep.model.layers=3"], "a scenario's own flags are app inputs"),
+    (["--jobs=0"], "--jobs '0': give a whole number of entries built at once"),
 ])
 def test_bad_requests_are_usage_errors(words, fragment):
     base = ([] if any(w.startswith("--submitter") for w in words) and "--submitter=Other" not in words
@@ -190,6 +191,15 @@ def test_bad_requests_are_usage_errors(words, fragment):
     with pytest.raises(UsageError) as err:
         submit.parse("app mlperf bert", base + words)
     assert fragment in err.value.message
+
+
+def test_jobs_is_each_runs_entries_built_at_once(monkeypatch):
+    base = ["--submitter=Team", "--division=open"]
+    monkeypatch.delenv("MLRUN_JOBS", raising=False)
+    assert submit.parse("app mlperf bert", base)[0].jobs == 2
+    assert submit.parse("app mlperf bert", base + ["--jobs", "3"])[0].jobs == 3
+    monkeypatch.setenv("MLRUN_JOBS", "1")
+    assert submit.parse("app mlperf bert", base)[0].jobs == 1   # an app input named jobs it is not
 
 
 @pytest.mark.parametrize("name", ["..", ".", "a/b", "", "-x", "my team"])
