@@ -112,7 +112,9 @@ class Alongside:
     """The state of a run's builds alongside its main thread, shared under one lock."""
 
     def __init__(self):
-        self.lock = threading.Lock()
+        # re-entrant: a stop signal landing between a `with` block's acquire and its body leaves the main thread
+        # holding it (a Python race), and the run's end, which takes it again, must not hang on itself
+        self.lock = threading.RLock()
         self.idle = threading.Condition(self.lock)   # notified as each thread ends
         self.threads = 0         # threads building alongside now
         self.ends = {}           # node key -> set once its build alongside has ended (built, failed or stopped)
@@ -439,8 +441,12 @@ class Runner:
                 return
             for _ in range(self.jobs - 1 - along.threads):
                 along.threads += 1
-                threading.Thread(target=self._build_alongside, args=(total,), name="mlrun-alongside",
-                                 daemon=True).start()
+                try:
+                    threading.Thread(target=self._build_alongside, args=(total,), name="mlrun-alongside",
+                                     daemon=True).start()
+                except RuntimeError:   # "can't start new thread" (a container's pids limit): one entry at a time
+                    along.threads -= 1
+                    break
 
     def _next_alongside(self):
         """A later node ready to build now (its lock taken without waiting), or None. Under along.lock."""

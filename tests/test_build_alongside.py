@@ -191,3 +191,26 @@ def test_alone_must_be_true_or_false(ws):
     ws.recipe("t", "tags: t\nalone: sometimes\nrun: echo t\n")
     result = ws.mlrun("plan", "t")
     assert_user_error(result, 2, "recipe.yaml:2", "alone")
+
+
+def test_a_run_that_cannot_start_a_thread_builds_one_entry_at_a_time(tmp_path, monkeypatch):
+    """A container's pids limit: "can't start new thread". The run must neither fail nor wait for a thread that
+    never started (its benchmark step waits until nothing is built alongside)."""
+    import io
+    import threading
+    from engine import Cache, MemoryIndex, resolve
+    from engine.runner import Runner, RunReporter
+    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}, "b": {"tags": "b", "run": "echo b > out.txt"},
+                         "app": {"tags": "app", "cache": False, "deps": ["a", "b"], "run": "echo app"}})
+
+    def no_thread(self):
+        if self.name == "mlrun-alongside":
+            raise RuntimeError("can't start new thread")
+        return started(self)
+    started = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    out = io.StringIO()
+    record = Runner(Cache(str(tmp_path / "cache")), str(tmp_path / "runs"), reporter=RunReporter(out), jobs=4,
+                    stream_root=False).run(resolve(index, "app"), argv=["mlrun"])
+    assert [(s["recipe"], s["status"]) for s in record["steps"]] == [("a", "built"), ("b", "built"), ("app", "ran")]
+    assert "(alongside)" not in out.getvalue()
