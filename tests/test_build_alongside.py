@@ -165,6 +165,7 @@ def measuring_plan(ws, tmp_path, alone):
     ws.recipe("app", "tags: app\ncache: false\ndeps: [c, t, s, u]\nrun: echo app\n")
 
 
+@pytest.mark.slow
 def test_a_step_whose_recipe_says_alone_is_built_with_nothing_beside_it(ws, tmp_path):
     """TensorRT picks its kernels by timing them: its recipes say `alone: true`, and nothing is built beside."""
     measuring_plan(ws, tmp_path, alone=True)
