@@ -511,16 +511,16 @@ class Runner:
 
     def _show_output(self, i, total, node, log_path):
         """-v: a step built alongside shows its output once it ends, whole (never mixed with another's)."""
+        import shutil
+        out = self.live_out or sys.stdout
         try:
-            with open(log_path, "rb") as f:
-                text = f.read().split(b"\n", 1)[-1]   # the output, after the command mlrun wrote first
+            with open(log_path, "rb") as f, self.reporter._printing:
+                f.readline()   # the command, which mlrun wrote first; then the output, copied (it may be large)
+                self.reporter.step(i, total, node, "output (built alongside):")
+                shutil.copyfileobj(f, out.buffer)
+                out.flush()
         except OSError:
             return
-        out = self.live_out or sys.stdout
-        with self.reporter._printing:
-            self.reporter.step(i, total, node, "output (built alongside):")
-            out.buffer.write(text)
-            out.flush()
 
     def _end_alongside(self, status):
         """The run ends: steps built alongside end first. A failure waits for them (their work is kept, as make's
