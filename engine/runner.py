@@ -407,11 +407,11 @@ class Runner:
 
     def _build_aside(self, waiting_for, total):
         """Build one later node of the plan that can be built now: every dep done, not in the cache, its lock free
-        (taken without waiting: this run holds no other lock meanwhile, so two runs never wait on each other).
+        (taken without waiting, as every lock but the one a run waits for: two runs never wait on each other).
         True if one was built."""
         for j, node in enumerate(self._nodes, 1):
-            if (not node.cache or node.interactive or node.key in self.folders
-                    or not all(dep.key in self.folders for _, dep in node.deps)):
+            if (not node.cache or node.interactive or node.alone or node.key in self.folders
+                    or not all(dep.key in self.folders for _, dep in node.deps)):   # (alone: another mlrun builds)
                 continue
             path = self.cache.lookup(node)
             if path:   # another mlrun built it meanwhile: nodes after it may be ready now (its step says cached)

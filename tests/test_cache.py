@@ -172,13 +172,13 @@ def test_a_run_waiting_for_another_mlrun_says_so_at_once_in_a_log(ws, tmp_path):
     assert "(built by another mlrun)" in second.stderr
 
 
-def side_by_side(ws, tmp_path, other_run="echo other > out.txt", slow_end="echo s > out.txt"):
+def side_by_side(ws, tmp_path, other_run="echo other > out.txt", slow_end="echo s > out.txt", other_alone=False):
     """slow builds until the test opens its gate; app needs slow, then other, which needs neither."""
     started, gate = tmp_path / "started", tmp_path / "gate"
     ws.recipe("slow", f"tags: slow\nrun: |\n  touch {started}; while [ ! -e {gate} ]; do sleep 0.05; done\n"
                       f"  {slow_end}\nexports: {{SLOW_OUT: '{{entry}}/out.txt'}}\n")
-    ws.recipe("other", f"tags: other\nrun: |\n  if [ -e {gate} ]; then echo after; else echo before; fi > when.txt\n"
-                       f"  {other_run}\n")
+    ws.recipe("other", f"tags: other\n{'alone: true' if other_alone else ''}\nrun: |\n"
+                       f"  if [ -e {gate} ]; then echo after; else echo before; fi > when.txt\n  {other_run}\n")
     ws.recipe("app", "tags: app\ncache: false\ndeps: [slow, other]\nrun: cat $SLOW_OUT\n")
     first = ws.popen("slow")
     assert wait_for(started.exists, timeout=30)
@@ -219,6 +219,26 @@ def test_a_run_waiting_for_another_mlruns_build_builds_its_other_nodes_meanwhile
     assert steps["slow"]["status"] == "cached" and steps["other"]["status"] == "built"
     assert steps["other"]["path"] == entry and steps["other"]["seconds"] < 30
     assert len(ws.entries()) == 2 and ws.mlrun("cache", "verify").returncode == 0
+
+
+def test_a_node_whose_recipe_says_alone_is_not_built_while_another_mlrun_builds(ws, tmp_path):
+    """alone: true (it measures while it builds): never built meanwhile, beside another mlrun's build."""
+    first, gate = side_by_side(ws, tmp_path, other_alone=True)
+    try:
+        second = ws.popen("app")
+        assert not wait_for(lambda: ws.entries("other"), timeout=1.5)   # not built meanwhile (it was, before)
+        assert second.poll() is None   # waiting for slow
+        gate.touch()
+        out, err = second.communicate(timeout=60)
+        first.communicate(timeout=60)
+    finally:
+        gate.touch()
+        for p in (first, second):
+            if p.poll() is None:
+                kill_group(p)
+    assert second.returncode == 0, err
+    assert "(while another mlrun builds" not in err, err
+    assert open(os.path.join(ws.cache, ws.entries("other")[0], "when.txt")).read() == "after\n"
 
 
 def test_plan_says_which_node_another_mlrun_is_building_now_and_makes_no_lock(ws, tmp_path):
