@@ -185,6 +185,24 @@ def side_by_side(ws, tmp_path, other_run="echo other > out.txt", slow_end="echo 
     return first, gate
 
 
+def while_first_builds(ws, first, gate, meanwhile, *args):
+    """A second mlrun (args) started while the first holds slow; meanwhile(second) before the gate opens; then
+    both end (killed if a check failed): (second, its stdout, its stderr)."""
+    second = None
+    try:
+        second = ws.popen(*args)
+        meanwhile(second)
+        gate.touch()
+        out, err = second.communicate(timeout=60)
+        first.communicate(timeout=60)
+    finally:
+        gate.touch()
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                kill_group(p)
+    return second, out, err
+
+
 def app_record(ws):
     """The run record of the run of `app` (the other run in the workspace built slow)."""
     records = [json.load(open(os.path.join(ws.runs, r, "run.json"))) for r in os.listdir(ws.runs)]
@@ -195,19 +213,12 @@ def test_a_run_waiting_for_another_mlruns_build_builds_its_other_nodes_meanwhile
     """Spack's rule: while another mlrun builds X, build something else first. The second run built nothing
     until the first was done with slow, then built other: two runs on one cache took the sum of their builds."""
     first, gate = side_by_side(ws, tmp_path)
-    try:
-        second = ws.popen("app", "--json")
-        other = lambda: ws.entries("other")   # noqa: E731
+    other = lambda: ws.entries("other")   # noqa: E731
+
+    def meanwhile(second):
         assert wait_for(other, timeout=30), "other was not built while slow was being built"
         assert first.poll() is None and second.poll() is None   # both still waiting on the gate
-        gate.touch()
-        out, err = second.communicate(timeout=60)
-        first.communicate(timeout=60)
-    finally:
-        gate.touch()
-        for p in (first, second):
-            if p.poll() is None:
-                kill_group(p)
+    second, out, err = while_first_builds(ws, first, gate, meanwhile, "app", "--json")
     assert second.returncode == 0, err
     assert first.returncode == 0
     entry = os.path.join(ws.cache, other()[0])
@@ -224,18 +235,11 @@ def test_a_run_waiting_for_another_mlruns_build_builds_its_other_nodes_meanwhile
 def test_a_node_whose_recipe_says_alone_is_not_built_while_another_mlrun_builds(ws, tmp_path):
     """alone: true (it measures while it builds): never built meanwhile, beside another mlrun's build."""
     first, gate = side_by_side(ws, tmp_path, other_alone=True)
-    try:
-        second = ws.popen("app")
+
+    def meanwhile(second):
         assert not wait_for(lambda: ws.entries("other"), timeout=1.5)   # not built meanwhile (it was, before)
         assert second.poll() is None   # waiting for slow
-        gate.touch()
-        out, err = second.communicate(timeout=60)
-        first.communicate(timeout=60)
-    finally:
-        gate.touch()
-        for p in (first, second):
-            if p.poll() is None:
-                kill_group(p)
+    second, out, err = while_first_builds(ws, first, gate, meanwhile, "app")
     assert second.returncode == 0, err
     assert "(while another mlrun builds" not in err, err
     assert open(os.path.join(ws.cache, ws.entries("other")[0], "when.txt")).read() == "after\n"
