@@ -116,9 +116,10 @@ FAILED_LOGS = "failed-logs"   # in a bundle's run folder: the logs of its failed
 
 
 def _kept_logs(record, run_dir, cache):
-    """[(step label, its log)] of the run's failed steps whose log the cache keeps (.failed/), not its own folder."""
+    """[(step label, its log)] of the run's failed steps whose log the cache keeps (.failed/), not its own folder:
+    its failed step's, and those of steps built alongside that failed as it ended (failed_meanwhile)."""
     out = []
-    for step in record.get("steps") or []:
+    for step in (record.get("steps") or []) + (record.get("failed_meanwhile") or []):
         log = step.get("log") if isinstance(step, dict) else None
         if isinstance(log, str) and os.path.isfile(log) and not _inside(os.path.realpath(log), run_dir) \
                 and _inside(os.path.realpath(log), os.path.realpath(cache.root)) \

@@ -1238,10 +1238,11 @@ def cmd_runs(args, extras, settings):
                              hint="`mlrun runs show RUN` (or --json), or `mlrun runs " + " ".join(listing) + " ...`")
         record = records.load(records.find(settings.runs, args.run))
         if args.json:   # the status as the text says it: a dead run's record says "running" (a poller waited)
-            steps = [dict(s, log=_failed_log(record, s)) if isinstance(s, dict) and s.get("log") else s
-                     for s in record.get("steps") or []]   # an imported failed run's: the log that came with it
+            steps, ended = ([dict(s, log=_failed_log(record, s)) if isinstance(s, dict) and s.get("log") else s
+                             for s in record.get(field) or []]   # an imported failed run's: the log that came with it
+                            for field in ("steps", "failed_meanwhile"))
             _print_json({**{k: v for k, v in record.items() if k != "_dir"}, "status": records.status(record),
-                         "steps": steps})
+                         "steps": steps, **({"failed_meanwhile": ended} if ended else {})})
             return 0
         _show_record(record)
         return 0
@@ -1305,8 +1306,10 @@ def _show_record(r):
             print(f"    {label:<48} built meanwhile")
         elif label in ended:     # built alongside when the run stopped: stopped with it, or failed
             stopped = ended.pop(label)
+            log = _failed_log(r, stopped)
             print(f"    {label:<48} {str(stopped.get('status')):<11} {stopped.get('seconds') or 0:>8.1f} s  (built "
-                  "alongside: " + ("stopped with the run)" if stopped.get("status") == "interrupted" else "failed)"))
+                  "alongside: " + ("stopped with the run" if stopped.get("status") == "interrupted" else "failed")
+                  + (f"; log: {log})" if log else ")"))
         else:
             print(f"    {label:<48} {'not recorded' if unknown else 'not run'}")
     for venv, pkgs in (r.get("packages") or {}).items():

@@ -332,7 +332,8 @@ class Runner:
             if ahead:   # built while it waited, and published, but after the step it stopped at: not "not run"
                 record["built_meanwhile"] = ahead
             steps = {step["key"] for step in record["steps"]}
-            ended = [{"label": n.label, "key": n.key, "status": _stopped_why(f.error), "seconds": round(f.seconds, 3)}
+            ended = [{"label": n.label, "key": n.key, "status": _stopped_why(f.error), "seconds": round(f.seconds, 3),
+                      **({"log": f.error.log} if isinstance(getattr(f.error, "log", None), str) else {})}
                      for n in plan.nodes for f in [self._along.failed.get(n.key)] if f and n.key not in steps]
             if ended:   # built alongside, and stopped with the run (Ctrl-C) or failed as it ended: not "not run"
                 record["failed_meanwhile"] = ended

@@ -215,3 +215,29 @@ def test_a_run_that_cannot_start_a_thread_builds_one_entry_at_a_time(tmp_path, m
                     stream_root=False).run(resolve(index, "app"), argv=["mlrun"])
     assert [(s["recipe"], s["status"]) for s in record["steps"]] == [("a", "built"), ("b", "built"), ("app", "ran")]
     assert "(alongside)" not in out.getvalue()
+
+
+def test_a_step_alongside_that_fails_as_the_run_ends_keeps_its_log_in_the_record_and_the_bundle(ws, tmp_path):
+    """The run's own step failed first; b, built alongside, failed while the run waited for it: its log is named
+    (failed_meanwhile) and travels in `export`, as the failed step's does."""
+    pair(ws, tmp_path, a_then=f"touch {tmp_path}/a.failed; echo 'error: a is broken' >&2; exit 3",
+         b_then=f"while [ ! -e {tmp_path}/a.failed ]; do sleep 0.05; done; echo 'b broke too' >&2; exit 4")
+    result = ws.mlrun("app")
+    assert_user_error(result, 1, "step a failed")
+    record = record_of(ws, result)
+    [ended] = record["failed_meanwhile"]
+    assert ended["label"] == "b" and ended["status"] == "failed" and "b broke too" in open(ended["log"]).read()
+    shown = ws.mlrun("runs", "show", record["id"]).stdout
+    assert f"(built alongside: failed; log: {ended['log']})" in shown, shown
+    bundle = tmp_path / "run.tar.gz"
+    assert ws.mlrun("export", record["id"], "-o", str(bundle)).returncode == 0
+    elsewhere = ws.env(MLRUN_CACHE=str(tmp_path / "cache2"), MLRUN_RUNS=str(tmp_path / "runs2"))
+    imported = ws.mlrun("import", str(bundle), env=elsewhere)
+    assert imported.returncode == 0, imported.stderr
+    carried = tmp_path / "runs2" / record["id"] / "failed-logs" / "b.log"
+    assert "b broke too" in carried.read_text()
+    os.rename(os.path.dirname(ended["log"]), str(tmp_path / "moved"))   # the recording machine's copy is not here
+    shown = ws.mlrun("runs", "show", record["id"], env=elsewhere).stdout
+    assert f"(built alongside: failed; log: {carried})" in shown, shown
+    as_json = json.loads(ws.mlrun("runs", "show", record["id"], "--json", env=elsewhere).stdout)
+    assert as_json["failed_meanwhile"][0]["log"] == str(carried)
