@@ -151,11 +151,11 @@ _alongside = threading.local()   # .active in a thread building alongside
 JOBS = 2   # steps built at once by default: a download or a pip install waits on the network and disk most of its time
 
 
-def jobs_given(given, where="--jobs", environ=None):
+def jobs_given(given):
     """--jobs's value (None: not given), else $MLRUN_JOBS, else JOBS: a whole number from 1 (a usage error if not)."""
-    environ = os.environ if environ is None else environ
+    where = "--jobs"
     if given is None:
-        given, where = environ.get("MLRUN_JOBS") or None, "MLRUN_JOBS"
+        given, where = os.environ.get("MLRUN_JOBS") or None, "MLRUN_JOBS"
     if given is None:
         return JOBS
     try:
@@ -411,8 +411,7 @@ class Runner:
         (taken without waiting, as every lock but the one a run waits for: two runs never wait on each other).
         True if one was built."""
         for j, node in enumerate(self._nodes, 1):
-            if (not node.cache or node.interactive or node.alone or node.key in self.folders
-                    or not all(dep.key in self.folders for _, dep in node.deps)):   # (alone: another mlrun builds)
+            if not self._ready(node):   # (alone too: another mlrun builds now)
                 continue
             path = self.cache.lookup(node)
             if path:   # another mlrun built it meanwhile: nodes after it may be ready now (its step says cached)
@@ -433,6 +432,12 @@ class Runner:
             self._aside = None
             return True
         return False
+
+    def _ready(self, node):
+        """A node that may be built ahead of the run's own: cached, neither interactive nor alone (measuring while
+        it builds), not done yet, and every dep done."""
+        return (node.cache and not node.interactive and not node.alone and node.key not in self.folders
+                and all(dep.key in self.folders for _, dep in node.deps))
 
     def _start_alongside(self, total):
         """While the main thread builds its node, up to jobs - 1 threads build later nodes that are ready."""
@@ -455,9 +460,7 @@ class Runner:
         if along.closed or along.failed or along.paused:
             return None
         for j, node in enumerate(self._nodes, 1):
-            if (not node.cache or node.interactive or node.alone or node.key in self.folders
-                    or node.key == along.building
-                    or node.key in along.ends or not all(dep.key in self.folders for _, dep in node.deps)):
+            if not self._ready(node) or node.key == along.building or node.key in along.ends:
                 continue
             try:
                 path = self.cache.lookup(node)
