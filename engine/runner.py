@@ -407,31 +407,43 @@ class Runner:
             lock.release()
 
     def _build_aside(self, waiting_for, total):
-        """Build one later node of the plan that can be built now: every dep done, not in the cache, its lock free
-        (taken without waiting, as every lock but the one a run waits for: two runs never wait on each other).
-        True if one was built."""
+        """Build one later node of the plan that can be built now (_pick_ready). True if one was built."""
+        picked = self._pick_ready()   # (not an alone node: another mlrun builds now)
+        if picked is None:
+            return False
+        j, node, lock = picked
+        self._aside = (node, time.time())
+        try:
+            status, path = self._build_held(node, j, total, False,
+                                            note=f"(while another mlrun builds {waiting_for.label})")
+        finally:
+            lock.release()
+        self.folders[node.key] = path
+        if status == "built":
+            self._built_aside[node.key] = {"path": path, "seconds": round(time.time() - self._aside[1], 3)}
+        self._aside = None
+        return True
+
+    def _pick_ready(self, skip=()):
+        """The first later node that can be built now, its lock taken: (index, node, lock), or None. Ready
+        (_ready), not in the cache (one found there counts as done: nodes after it may be ready now; its step says
+        cached when the run reaches it), its lock free: taken without waiting, as every lock but the one a run
+        waits for (two runs never wait on each other; a taken one is another mlrun's build or this run's own)."""
         for j, node in enumerate(self._nodes, 1):
-            if not self._ready(node):   # (alone too: another mlrun builds now)
+            if not self._ready(node) or node.key in skip:
                 continue
-            path = self.cache.lookup(node)
-            if path:   # another mlrun built it meanwhile: nodes after it may be ready now (its step says cached)
-                self.folders[node.key] = path
-                continue
-            lock = self.cache.lock(node)
-            if not lock.acquire(timeout=0):
-                continue
-            self._aside = (node, time.time())
             try:
-                status, path = self._build_held(node, j, total, False,
-                                                note=f"(while another mlrun builds {waiting_for.label})")
-            finally:
-                lock.release()
-            self.folders[node.key] = path
-            if status == "built":
-                self._built_aside[node.key] = {"path": path, "seconds": round(time.time() - self._aside[1], 3)}
-            self._aside = None
-            return True
-        return False
+                path = self.cache.lookup(node)
+                if path:
+                    self.folders[node.key] = path
+                    continue
+                lock = self.cache.lock(node)
+                if not lock.acquire(timeout=0):
+                    continue
+            except (OSError, MlrunError):   # a cache this user may only read, a teammate's private entry: the run
+                continue                    # says why when it reaches the node, in its own words
+            return j, node, lock
+        return None
 
     def _ready(self, node):
         """A node that may be built ahead of the run's own: cached, neither interactive nor alone (measuring while
@@ -455,26 +467,14 @@ class Runner:
                     break
 
     def _next_alongside(self):
-        """A later node ready to build now (its lock taken without waiting), or None. Under along.lock."""
+        """A later node ready to build now (_pick_ready) that no thread builds, or None. Under along.lock."""
         along = self._along
         if along.closed or along.failed or along.paused:
             return None
-        for j, node in enumerate(self._nodes, 1):
-            if not self._ready(node) or node.key == along.building or node.key in along.ends:
-                continue
-            try:
-                path = self.cache.lookup(node)
-                if path:   # in the cache already (its step says cached when the run reaches it): later ones may be ready
-                    self.folders[node.key] = path
-                    continue
-                lock = self.cache.lock(node)
-                if not lock.acquire(timeout=0):   # taken: another mlrun builds it, or this run's main thread
-                    continue
-            except (OSError, MlrunError):   # a cache this user may only read, a teammate's private entry: the run
-                continue                    # says why when it reaches the node, in its own words
-            along.ends[node.key] = threading.Event()
-            return j, node, lock
-        return None
+        picked = self._pick_ready(skip={along.building, *along.ends})
+        if picked:
+            along.ends[picked[1].key] = threading.Event()
+        return picked
 
     def _build_alongside(self, total):
         """A thread building ready nodes of the plan, one after another, until none is ready. Its steps' output
