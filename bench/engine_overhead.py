@@ -6,7 +6,7 @@ one small step, and of the first `plan` of the BERT benchmark in a new cache (it
 read, their probes run: what a new cache folder, an edited recipe or a test pays), next
 to a bare `python -c pass` start measured in the same run (compare ratios: machines are
 noisy). Goals (2-core machine): warm 12+-node run < 0.10 s, show cache with 1000 entries
-< 0.20 s.
+< 0.20 s. Also `mlrun runs` over the runs those builds recorded, with and without the rows it keeps.
 
     .venv/bin/python -m bench.engine_overhead [--repeat 15]
 """
@@ -93,6 +93,11 @@ def main():
         count = len([n for n in os.listdir(env["MLRUN_CACHE"]) if not n.startswith(".")])
         show = timed([MLRUN, "show", "cache"], env, args.repeat)
         build = timed(None, env, args.repeat, before=lambda i: [MLRUN, f"many _n.{args.entries + i}"])
+        # the runs recorded so far (one per entry built): listed reading every record, then with the rows kept
+        runs = len([n for n in os.listdir(env["MLRUN_RUNS"]) if not n.startswith(".")])
+        memo = os.path.join(env["MLRUN_RUNS"], ".index")
+        cold = timed([MLRUN, "runs"], env, args.repeat, before=lambda i: shutil.rmtree(memo, ignore_errors=True))
+        kept = timed([MLRUN, "runs"], env, args.repeat)
         # the real recipes in a new cache each time: nothing read or probed before
         bert = dict(env, MLRUN_RECIPES=os.path.join(ROOT, "recipes"), MLRUN_CACHE=os.path.join(tmp, "fresh"))
         fresh = timed([MLRUN, "plan", "app mlperf bert _onnxruntime _cpu _random"], bert, args.repeat,
@@ -104,6 +109,10 @@ def main():
           f"  ({show[0] / bare[0]:.1f}x bare; goal < 0.20 s)")
     print(f"a run building one small step:       median {build[0]:.3f} s  min {build[1]:.3f} s"
           f"  ({build[0] / bare[0]:.1f}x bare)")
+    print(f"runs, {runs} runs, every record read:    median {cold[0]:.3f} s  min {cold[1]:.3f} s"
+          f"  ({cold[0] / bare[0]:.1f}x bare)")
+    print(f"runs, {runs} runs, rows kept:            median {kept[0]:.3f} s  min {kept[1]:.3f} s"
+          f"  ({kept[0] / bare[0]:.1f}x bare; {cold[0] / kept[0]:.1f}x faster)")
     print(f"first plan of the BERT app, new cache: median {fresh[0]:.3f} s  min {fresh[1]:.3f} s"
           f"  ({fresh[0] / bare[0]:.1f}x bare)")
 

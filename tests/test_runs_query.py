@@ -360,3 +360,65 @@ def test_headline_and_result_asked_together_are_two_headers():
     from engine.results import label
     assert label("headline") == "RESULT" and label("result", ("headline", "result")) == "RESULT"
     assert label("headline", ("headline", "result")) == "HEADLINE"
+
+
+def _memo(ws):
+    return os.path.join(ws.runs, ".index", f"rows-{os.getuid()}.json")
+
+
+def test_runs_remembers_each_finished_runs_row_until_its_record_changes(bench):
+    """`runs` read every record each time (2 s for 3,000 runs): a finished run's row is kept per user, with its
+    record's identity (inode, size, mtime), and read again once that changes."""
+    first, second = run(bench, "app bench")["run"], run(bench, "app bench _slow")["run"]
+    listed = rows_of(bench)
+    assert [r["samples_per_second"] for r in listed] == [200.5, 50]
+    memo = _memo(bench)
+    assert os.stat(memo).st_mode & 0o777 == 0o600   # a teammate's private run never shows through it
+    assert rows_of(bench) == listed and bench.mlrun("runs").stdout == bench.mlrun("runs").stdout
+    # The same identity: the row kept is the row shown (the record is not read).
+    path = os.path.join(bench.runs, first, "run.json")
+    st, text = os.stat(path), open(path).read()
+    changed = text.replace('"Samples per second": 200.5', '"Samples per second": 300.5')
+    assert changed != text and len(changed) == len(text)
+    with open(path, "r+") as f:
+        f.write(changed)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert [r["samples_per_second"] for r in rows_of(bench)] == [200.5, 50]
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))   # rewritten: read again
+    assert [r["samples_per_second"] for r in rows_of(bench)] == [300.5, 50]
+    # A run removed leaves the memo; a memo of another version, or damaged, is read past and written again.
+    import shutil
+    shutil.rmtree(os.path.join(bench.runs, second))
+    assert [r["run"] for r in rows_of(bench)] == [first] and list(json.load(open(memo))["rows"]) == [first]
+    for text in ('{"version": "0.0.1", "rows": {"%s": {"stat": [], "row": {}, "settings": {}}}}' % first,
+                 "{not json", '{"version": "x", "rows": [1]}', "[]"):
+        with open(memo, "w") as f:
+            f.write(text)
+        assert [r["samples_per_second"] for r in rows_of(bench)] == [300.5]
+        assert list(json.load(open(memo))["rows"]) == [first]
+
+
+def test_a_running_runs_row_is_never_kept_its_death_shows(bench, tmp_path):
+    """A record that says running is its process's state, asked each time: kept, a run killed by SIGKILL would
+    stay `running` in `runs`."""
+    wait = tmp_path / "wait"
+    wait.write_text("")
+    proc = bench.popen("app bench", f"--wait={wait}")
+    try:
+        assert wait_for(lambda: os.path.isdir(bench.runs) and any(
+            os.path.isdir(os.path.join(bench.runs, r, "app")) for r in os.listdir(bench.runs)), timeout=30)
+        assert [r["status"] for r in rows_of(bench)] == ["running"]
+    finally:
+        kill_group(proc)
+        proc.communicate(timeout=30)
+    assert [r["status"] for r in rows_of(bench)] == ["died"]
+
+
+def test_runs_lists_without_its_memo_where_it_cannot_write_one(bench):
+    """A runs folder this user may only read (a teammate's), or a full disk: every record is read, nothing said."""
+    first = run(bench, "app bench")["run"]
+    with open(os.path.join(bench.runs, ".index"), "w") as f:   # not a folder: the memo cannot be written there
+        f.write("")
+    result = bench.mlrun("runs")
+    assert result.returncode == 0 and first in result.stdout and not result.stderr, result.stderr
+    assert set(os.listdir(bench.runs)) == {first, ".index"}   # no temporary file left
