@@ -388,10 +388,12 @@ class RowsMemo:
         tmp = f"{self.path}.{os.getpid()}.tmp"
         try:
             from .cache import shared_dir
+            from .secrets import scrub
             shared_dir(folder)   # teammates sharing the runs folder keep their own file there
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump({"version": self.version, "rows": self.seen}, f, separators=(",", ":"), default=str)
+            with os.fdopen(fd, "w") as f:   # (scrubbed as every file mlrun writes: a record put there by hand)
+                json.dump(scrub({"version": self.version, "rows": self.seen}), f, separators=(",", ":"),
+                          default=str)
             os.replace(tmp, self.path)
         except OSError:   # a runs folder this user may only read, a full disk: the records are read next time too
             with contextlib.suppress(OSError):

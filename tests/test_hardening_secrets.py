@@ -84,11 +84,13 @@ def test_no_secret_in_any_file_or_bundle_and_the_step_saw_them(tok_ws):
     bundle = os.path.join(ws.root, "run.tar.gz")
     r = ws.mlrun("export", out["run"], "-o", bundle, "--with-cache")
     assert r.returncode == 0, r.stderr
+    assert ws.mlrun("runs").returncode == 0   # the rows it keeps (runs/.index/) are written too
     written = list(files_under(ws.cache, ws.runs))
     with tarfile.open(bundle) as tar:
         written += [(f"bundle:{m.name}", tar.extractfile(m).read()) for m in tar.getmembers() if m.isfile()]
     names = {os.path.basename(p) for p, _ in written}
-    assert {"entry.json", "files.json", "env.sh", "command.sh", "build.log", "run.json", "step.json"} <= names
+    assert {"entry.json", "files.json", "env.sh", "command.sh", "build.log", "run.json", "step.json",
+            f"rows-{os.getuid()}.json"} <= names
     leaks = [(path, s) for path, data in written for s in ALL if s.encode() in data]
     assert not leaks, leaks
     # The short one is masked wherever its name shows: argv (--env.DB_PASSWORD=...), env, overrides.
