@@ -356,6 +356,8 @@ class RowsMemo:
             with open(self.path) as f:
                 kept = json.load(f)
             kept = kept["rows"] if kept.get("version") == self.version else {}
+        except FileNotFoundError:   # none yet: written once there is a row to keep
+            kept = {}
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
             kept = None
         self.changed = not isinstance(kept, dict)   # a damaged memo is written again

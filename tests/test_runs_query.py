@@ -422,3 +422,9 @@ def test_runs_lists_without_its_memo_where_it_cannot_write_one(bench):
     result = bench.mlrun("runs")
     assert result.returncode == 0 and first in result.stdout and not result.stderr, result.stderr
     assert set(os.listdir(bench.runs)) == {first, ".index"}   # no temporary file left
+
+
+def test_listing_an_empty_runs_folder_writes_nothing_there(ws):
+    os.makedirs(ws.runs)
+    result = ws.mlrun("runs")
+    assert result.returncode == 0 and "no runs in" in result.stdout and os.listdir(ws.runs) == []
