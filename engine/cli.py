@@ -167,7 +167,8 @@ def build_parser(only=None):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("runs", "list past runs, or show one run's record (runs show RUN)")
     p.add_argument("action", nargs="?", choices=["show"], metavar="show", help="show one run's record")
-    p.add_argument("run", nargs="?", help="a run id (or a unique prefix), a run folder or a run.json")
+    p.add_argument("run", nargs="?", help="a run id (or a unique prefix), last (the newest run `runs` lists; "
+                                                 "last~N: the Nth before it), a run folder or a run.json")
     _rows_options(p)
     p.add_argument("--last", type=int, metavar="N", help="the N most recent runs (after the filters)")
     p.add_argument("--status", metavar="S[,S]", help="only runs with this status: ok, failed, interrupted, error, "
@@ -184,7 +185,8 @@ def build_parser(only=None):
     if only in (None, "report"):
         _report_options(p)
     p = verb("export", "bundle a run's record and logs (and with --with-cache every cache entry it used)")
-    p.add_argument("run", help="a run id (or a unique prefix), a run folder or a run.json")
+    p.add_argument("run", help="a run id (or a unique prefix), last (the newest run `runs` lists; "
+                                                 "last~N: the Nth before it), a run folder or a run.json")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tar.gz to write")
     p.add_argument("--with-cache", action="store_true", help="include the cache entries the run used")
     p.add_argument("--sign", metavar="KEY", help="sign the bundle with this SSH key (a private key, or a public key "
@@ -193,7 +195,8 @@ def build_parser(only=None):
     p.add_argument("bundle", help="a .tar.gz made by mlrun export")
     _trust(p)
     p = verb("replay", "re-run exactly the plan a run recorded, then compare its results with the record's")
-    p.add_argument("run", help="a run id, a run folder, a run.json, or a bundle .tar.gz (imported first)")
+    p.add_argument("run", help="a run id, last (or last~N), a run folder, a run.json, or a bundle .tar.gz "
+                                      "(imported first)")
     _trust(p)
     _jobs_option(p)
     p.add_argument("--allow-differences", action="store_true",
@@ -214,8 +217,8 @@ def build_parser(only=None):
         p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("diff", "what differs between two runs: request, plan, recipes, packages, host, results, how each "
                      "ran; exit 0 when nothing differs, 1 when something does, 2 on trouble (like diff(1))")
-    p.add_argument("run_a", metavar="RUN_A", help="a run id (or a unique prefix), a run folder, a run.json or a "
-                                                  "bundle .tar.gz (read in place, not imported)")
+    p.add_argument("run_a", metavar="RUN_A", help="a run id (or a unique prefix), last (or last~N), a run folder, a "
+                                                  "run.json or a bundle .tar.gz (read in place, not imported)")
     p.add_argument("run_b", metavar="RUN_B", help="the run to compare with A: the same forms")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("check", "run the official MLPerf submission checker on a submission tree", json_=True)

@@ -7,6 +7,7 @@ copy of every recipe used (`runs/<id>/recipes/`, laid out like the checkout so r
 """
 import json
 import os
+import re
 import shutil
 import sys
 
@@ -205,6 +206,9 @@ def find(runs_dir, ref):
         return os.path.abspath(ref)
     if os.path.isfile(os.path.join(ref, "run.json")):
         return os.path.abspath(os.path.join(ref, "run.json"))
+    last = LAST.fullmatch(ref)
+    if last:   # no run id starts with a letter
+        return _last(runs_dir, ref, int(last[1] or 0))
     ids = [i for i in list_ids(runs_dir) if i.startswith(ref)]
     if ref in ids:   # a whole id wins over the longer ones it begins (ID beside a copy ID.bak)
         ids = [ref]
@@ -217,9 +221,24 @@ def find(runs_dir, ref):
             raise UsageError(f"run {private[0]} in {runs_dir} is not readable by you (owner: "
                              f"{owner(os.path.join(runs_dir, private[0]))})",
                              hint="its owner can make it readable to the group (chmod -R g+rX)")
-        raise UsageError(f"no run '{ref}' in {runs_dir}", hint="`mlrun runs` lists the recorded runs")
+        raise UsageError(f"no run '{ref}' in {runs_dir}", hint="`mlrun runs` lists the recorded runs; `last` "
+                                                               "names the newest it lists, last~1 the one before")
     raise UsageError(f"'{ref}' names {len(ids)} runs: {', '.join(ids[:5])}"
                      + (f" and {len(ids) - 5} more" if len(ids) > 5 else ""), hint="give more of the id")
+
+
+LAST = re.compile(r"last(?:~(\d+))?")
+
+
+def _last(runs_dir, ref, back):
+    """`last` is the newest run `mlrun runs` lists (helper commands such as `get ...` are not), last~N the Nth
+    before it: the run a user just saw at the bottom of the listing."""
+    from .results import run_rows, select_runs
+    rows = select_runs(run_rows(runs_dir))
+    if back >= len(rows):
+        raise UsageError(f"no run '{ref}' in {runs_dir}: `mlrun runs` lists {len(rows)}",
+                         hint="last is the newest run `mlrun runs` lists, last~1 the one before it")
+    return os.path.join(runs_dir, rows[-1 - back]["run"], "run.json")
 
 
 def _private_runs(runs_dir, ref):

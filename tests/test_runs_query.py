@@ -428,3 +428,19 @@ def test_listing_an_empty_runs_folder_writes_nothing_there(ws):
     os.makedirs(ws.runs)
     result = ws.mlrun("runs")
     assert result.returncode == 0 and "no runs in" in result.stdout and os.listdir(ws.runs) == []
+
+
+def test_last_names_the_newest_run_the_listing_shows(history):
+    """`last` (and last~N) for RUN: the run a user just saw at the bottom of `mlrun runs`, helpers left out as
+    there (the newest record here is `get model`'s)."""
+    ws, ids = history
+    shown = ws.mlrun("runs", "show", "last")
+    assert shown.returncode == 0 and shown.stdout.startswith(f"run {ids[3]} "), shown.stdout
+    assert ws.mlrun("runs", "show", "last~2").stdout.startswith(f"run {ids[1]} ")
+    compared = json.loads(ws.mlrun("diff", "last~1", "last", "--json").stdout)
+    assert (compared["a"], compared["b"]) == (ids[2], ids[3])
+    replayed = ws.mlrun("replay", "last", "--json")
+    assert replayed.returncode == 0 and json.loads(replayed.stdout)["replay_of"] == ids[3], replayed.stderr
+    assert ws.mlrun("runs", "show", "last").stdout.startswith(f"run {json.loads(replayed.stdout)['run']} ")
+    assert_user_error(ws.mlrun("runs", "show", "last~5"), 2, "no run 'last~5'", "`mlrun runs` lists 5")
+    assert_user_error(ws.mlrun("runs", "show", "latest"), 2, "no run 'latest'", "`last` names the newest")
