@@ -98,6 +98,15 @@ def main():
         memo = os.path.join(env["MLRUN_RUNS"], ".index")
         cold = timed([MLRUN, "runs"], env, args.repeat, before=lambda i: shutil.rmtree(memo, ignore_errors=True))
         kept = timed([MLRUN, "runs"], env, args.repeat)
+        # the same graph among 1,000 more recipes (a large recipe collection): its plan, the index read once
+        crowd = os.path.join(tmp, "crowd")
+        for i in range(1000):
+            os.makedirs(os.path.join(crowd, f"other-{i}"))
+            with open(os.path.join(crowd, f"other-{i}", "recipe.yaml"), "w") as f:
+                f.write(f"tags: [other, o{i}]\nrun: echo {i} > n.txt\n")
+        crowded = dict(env, MLRUN_RECIPES=os.pathsep.join([recipes, crowd]))
+        subprocess.run([MLRUN, "plan", "bench root"], env=crowded, check=True, stdout=subprocess.DEVNULL)
+        among = timed([MLRUN, "plan", "bench root"], crowded, args.repeat)
         # the real recipes in a new cache each time: nothing read or probed before
         bert = dict(env, MLRUN_RECIPES=os.path.join(ROOT, "recipes"), MLRUN_CACHE=os.path.join(tmp, "fresh"))
         fresh = timed([MLRUN, "plan", "app mlperf bert _onnxruntime _cpu _random"], bert, args.repeat,
@@ -113,6 +122,8 @@ def main():
           f"  ({cold[0] / bare[0]:.1f}x bare)")
     print(f"runs, {runs} runs, rows kept:            median {kept[0]:.3f} s  min {kept[1]:.3f} s"
           f"  ({kept[0] / bare[0]:.1f}x bare; {cold[0] / kept[0]:.1f}x faster)")
+    print(f"plan of that graph among 1,000 more recipes: median {among[0]:.3f} s  min {among[1]:.3f} s"
+          f"  ({among[0] / bare[0]:.1f}x bare)")
     print(f"first plan of the BERT app, new cache: median {fresh[0]:.3f} s  min {fresh[1]:.3f} s"
           f"  ({fresh[0] / bare[0]:.1f}x bare)")
 
