@@ -171,6 +171,8 @@ def build_parser(only=None):
                                                  "last~N: the Nth before it), a run folder or a run.json")
     _rows_options(p)
     p.add_argument("--last", type=int, metavar="N", help="the N most recent runs (after the filters)")
+    p.add_argument("--since", metavar="AGE|DATE", help="only runs started within AGE (12h, 2d) or since DATE "
+                                                       "(2026-12-01, 2026-12-01T09:30: local time)")
     p.add_argument("--status", metavar="S[,S]", help="only runs with this status: ok, failed, interrupted, error, "
                                                      "running, died")
     p.add_argument("--query", metavar="TEXT", help="only runs whose query has these words (tags, _variations)")
@@ -1234,7 +1236,8 @@ def cmd_runs(args, extras, settings):
     if args.action == "show" or args.run:
         if not args.run:
             raise UsageError("mlrun runs show needs a RUN", hint="`mlrun runs` lists them")
-        listing = [f"--{f}" for f in ("csv", "markdown", "where", "columns", "status", "query", "last", "all")
+        listing = [f"--{f}" for f in ("csv", "markdown", "where", "columns", "status", "query", "last", "since",
+                                      "all")
                    if getattr(args, f, None) not in (None, False, [])]
         if listing:   # options of the list: silently ignored before
             raise UsageError(f"mlrun runs show takes one run; {', '.join(listing)} choose runs and columns of the list",
@@ -1248,7 +1251,7 @@ def cmd_runs(args, extras, settings):
     from .results import runs_text
     fmt = next((f for f in ("json", "csv", "markdown") if getattr(args, f)), "table")
     sys.stdout.write(runs_text(settings.runs, args.where, args.columns, fmt, args.status, args.query, args.last,
-                               args.all))
+                               args.all, args.since))
     return 0
 
 

@@ -36,11 +36,11 @@ class Item:
         self.why = None   # why it was skipped
 
 
-def parse_age(text):
+def parse_age(text, flag="--older-than"):
     """'30d', '12h', '90m', '45s', '2w' -> seconds."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
     if not m:
-        raise UsageError(f"--older-than {text!r}: write a number and a unit", hint="e.g. 30d, 12h, 90m, 2w")
+        raise UsageError(f"{flag} {text!r}: write a number and a unit", hint="e.g. 30d, 12h, 90m, 2w")
     return float(m[1]) * UNITS[m[2]]
 
 

@@ -405,8 +405,25 @@ class RowsMemo:
 RUN_STATUSES = ("ok", "failed", "interrupted", "error", "running", "died", "running?")   # records.status()
 
 
-def select_runs(items, where=(), status=None, query=None, last=None, helpers=False):
-    """The rows that pass the filters: helpers (get ..., process ...) only when asked, the last N."""
+def since_time(text, now=None):
+    """--since: an age (12h, 2d, as gc's --older-than) or a local date or time (2026-12-01, 2026-12-01T09:30,
+    2026-12-01 09:30) -> epoch seconds."""
+    import datetime
+    from .gc import parse_age
+    try:
+        return (time.time() if now is None else now) - parse_age(text, "--since")
+    except UsageError:
+        pass
+    try:
+        return datetime.datetime.fromisoformat(text.strip()).timestamp()
+    except ValueError:
+        raise UsageError(f"--since {text!r}: an age or a date", hint="e.g. --since 12h, --since 2d, --since 2026-12-01 "
+                         "or --since 2026-12-01T09:30 (local time)") from None
+
+
+def select_runs(items, where=(), status=None, query=None, last=None, helpers=False, since=None):
+    """The rows that pass the filters: helpers (get ..., process ...) only when asked, those started since then
+    (epoch seconds), the last N."""
     if last is not None and last < 1:
         raise UsageError(f"--last {last}: give a number of runs, 1 or more")
     rows = [r for r, _ in items]
@@ -425,6 +442,8 @@ def select_runs(items, where=(), status=None, query=None, last=None, helpers=Fal
         if not helpers and not words and asked[:1] and asked[0] in HELPER_WORDS:
             continue
         if wanted_status and str(row.get("status")).lower() not in wanted_status:
+            continue
+        if since is not None and not (isinstance(row.get("started"), (int, float)) and row["started"] >= since):
             continue
         if any(w not in asked and w.lstrip("_") not in [a.lstrip("_") for a in asked] for w in words):
             continue
@@ -460,11 +479,13 @@ def _query_rest(rows, shown_columns):
                                      or not w.startswith("_")) or None
 
 
-def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=None, last=None, helpers=False):
+def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=None, last=None, helpers=False,
+              since=None):
     """`mlrun runs`: the runs that pass the filters, as a table (default columns) or as CSV/JSON/Markdown."""
+    since = since_time(since) if since is not None else None   # said before any record is read
     unreadable = []
     items = run_rows(runs_dir, unreadable)
-    rows = select_runs(items, parse_where(where), status, query, last, helpers)
+    rows = select_runs(items, parse_where(where), status, query, last, helpers, since)
     if unreadable:   # said on stderr, never silently left out (a script reading --json needs to know most)
         print(f"{plural(len(unreadable), 'run record')} could not be read: {', '.join(unreadable[:3])}"
               + (f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else "")

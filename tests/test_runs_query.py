@@ -444,3 +444,23 @@ def test_last_names_the_newest_run_the_listing_shows(history):
     assert ws.mlrun("runs", "show", "last").stdout.startswith(f"run {json.loads(replayed.stdout)['run']} ")
     assert_user_error(ws.mlrun("runs", "show", "last~5"), 2, "no run 'last~5'", "`mlrun runs` lists 5")
     assert_user_error(ws.mlrun("runs", "show", "latest"), 2, "no run 'latest'", "`last` names the newest")
+
+
+def test_since_keeps_the_runs_started_within_an_age_or_since_a_date(bench):
+    import datetime
+    import time
+    old, new = run(bench, "app bench")["run"], run(bench, "app bench _slow")["run"]
+    path = os.path.join(bench.runs, old, "run.json")
+    record = json.load(open(path))
+    record["started"] -= 3 * 86400   # three days ago (the listing reads the record again: it changed)
+    with open(path, "w") as f:
+        json.dump(record, f)
+    assert [r["run"] for r in rows_of(bench, "--since", "1d")] == [new]
+    assert [r["run"] for r in rows_of(bench, "--since", "4d")] == [old, new]
+    between = datetime.datetime.fromtimestamp(time.time() - 86400).isoformat(timespec="minutes")
+    assert [r["run"] for r in rows_of(bench, "--since", between)] == [new]
+    day = datetime.date.fromtimestamp(record["started"]).isoformat()
+    assert [r["run"] for r in rows_of(bench, "--since", day)] == [old, new]
+    assert_user_error(bench.mlrun("runs", "--since", "yesterday"), 2, "--since 'yesterday': an age or a date",
+                      "2026-12-01T09:30")
+    assert_user_error(bench.mlrun("runs", "show", new, "--since", "1d"), 2, "--since")
