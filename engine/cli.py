@@ -38,8 +38,8 @@ EPILOG = """verbs:
   mlrun mirror add FILE... | check      fill or audit a download mirror (for air-gapped machines)
   mlrun mirror fetch QUERY -o DIR       download every file QUERY's plan needs into DIR, to carry over
   mlrun runs [show RUN]                 past runs: id, query, the settings that differ, result, status
-                                        (--where F=V, --columns a,b, --last N, --status S, --query Q, --all,
-                                        --json/--csv/--markdown)
+                                        (--where F=V, --columns a,b, --last N, --since 2d, --status S, --query Q,
+                                        --all, --json/--csv/--markdown; RUN: an id, last, last~1)
   mlrun sweep QUERY [--INPUT=V ...] --grid NAME=V1,V2 ... --name NAME [--rerun] [--jobs N] [--on local|ray|slurm]
                                         run every point of a grid (resumable: finished points are skipped)
   mlrun sweep show NAME [--csv|--json|--markdown] [--columns a,b]   one row per point: settings and results
