@@ -321,12 +321,8 @@ def run_rows(runs_dir, unreadable=None):
                 record = records.load(path)
                 row = records.flat(record)
                 row["headline"] = headline(row)
-            except MlrunError:
-                if unreadable is not None:
-                    unreadable.append(run_id)
-                continue
-            except (TypeError, ValueError, AttributeError, KeyError):   # damaged below the top (an imported
-                if unreadable is not None:                               # record): one such ended `runs` for all
+            except (MlrunError, TypeError, ValueError, AttributeError, KeyError):   # (the others: damaged below
+                if unreadable is not None:   # the top, an imported record: one such ended `runs` for every run)
                     unreadable.append(run_id)
                 continue
             mode = "/".join(str(row[k]) for k in ("mode", "scenario") if row.get(k))
@@ -405,13 +401,13 @@ class RowsMemo:
 RUN_STATUSES = ("ok", "failed", "interrupted", "error", "running", "died", "running?")   # records.status()
 
 
-def since_time(text, now=None):
+def since_time(text):
     """--since: an age (12h, 2d, as gc's --older-than) or a local date or time (2026-12-01, 2026-12-01T09:30,
     2026-12-01 09:30) -> epoch seconds."""
     import datetime
     from .gc import parse_age
     try:
-        return (time.time() if now is None else now) - parse_age(text, "--since")
+        return time.time() - parse_age(text, "--since")
     except UsageError:
         pass
     try:
