@@ -39,8 +39,8 @@ def together(count, recipes, cache, runs, jobs=1):
     """Wall time of `count` mlrun processes started at once, until the last ends; every entry built once."""
     env = dict(os.environ, MLRUN_RECIPES=recipes, MLRUN_CACHE=cache, MLRUN_RUNS=runs)
     t0 = time.perf_counter()
-    procs = [subprocess.Popen([MLRUN, "root", "--json", "--jobs", str(jobs)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in range(count)]
+    procs = [subprocess.Popen([MLRUN, "root", "--json", "--jobs", str(jobs)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(count)]
     outs = [p.communicate() for p in procs]
     wall = time.perf_counter() - t0
     built = []

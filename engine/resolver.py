@@ -545,8 +545,8 @@ class Resolver:
                     recipe_files=recipe.get("files"),
                     hash_env=hash_env, input_vars={n: s["env"] for n, s in recipe["inputs"].items()},
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
-                    secret_env=secret_env, interactive=recipe.get("interactive", False), alone=recipe.get("alone", False),
-                    mirror_files=recipe.get("mirror_files", []),
+                    secret_env=secret_env, interactive=recipe.get("interactive", False),
+                    alone=recipe.get("alone", False), mirror_files=recipe.get("mirror_files", []),
                     groups={v: recipe["variations"][v]["group"] for v, _ in chosen if recipe["variations"][v]["group"]})
         node.probes = self.prober(node, recipe["probe"], self.host_env, self.env_overrides) \
             if recipe.get("probe") else {}
