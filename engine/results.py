@@ -314,27 +314,39 @@ def run_rows(runs_dir, unreadable=None):
     from . import records
     memo, out = RowsMemo(runs_dir), []
     for run_id in records.list_ids(runs_dir):
-        path = os.path.join(runs_dir, run_id, "run.json")
-        item = memo.get(run_id, path)
-        if item is None:
-            try:
-                record = records.load(path)
-                row = records.flat(record)
-                row["headline"] = headline(row)
-            except (MlrunError, TypeError, ValueError, AttributeError, KeyError):   # (the others: damaged below
-                if unreadable is not None:   # the top, an imported record: one such ended `runs` for every run)
-                    unreadable.append(run_id)
-                continue
-            mode = "/".join(str(row[k]) for k in ("mode", "scenario") if row.get(k))
-            row["mode_scenario"] = mode.replace("performance", "perf") or None
-            if record.get("replay_of"):
-                row["replay_of"] = record["replay_of"]
-            item = (row, records.flat_settings(record))
-            if record.get("status") != "running":   # a running one's status is its process's, asked each time
-                memo.put(run_id, item)
-        out.append(item)
+        try:
+            out.append(run_row(runs_dir, run_id, memo))
+        except UNREADABLE:   # (the others: damaged below the top, an imported record: one ended `runs` for all)
+            if unreadable is not None:
+                unreadable.append(run_id)
     memo.save()
     return sorted(out, key=lambda item: item[0].get("started") or 0)   # ids of one second sort by chance
+
+
+# What reading a record can raise: MlrunError for one missing or no record, the others for one damaged below its top
+UNREADABLE = (MlrunError, TypeError, ValueError, AttributeError, KeyError)
+ROW_EXTRAS = ("headline", "mode_scenario", "replay_of")   # what a run's row holds beyond records.flat's fields
+
+
+def run_row(runs_dir, run_id, memo):
+    """(flat row, names of its settings) of one run: the memo's while its record is unchanged, else read (and
+    remembered unless the run still runs). Raises one of UNREADABLE."""
+    from . import records
+    path = os.path.join(runs_dir, run_id, "run.json")
+    item = memo.get(run_id, path)
+    if item is not None:
+        return item
+    record = records.load(path)
+    row = records.flat(record)
+    row["headline"] = headline(row)
+    mode = "/".join(str(row[k]) for k in ("mode", "scenario") if row.get(k))
+    row["mode_scenario"] = mode.replace("performance", "perf") or None
+    if record.get("replay_of"):
+        row["replay_of"] = record["replay_of"]
+    item = (row, records.flat_settings(record))
+    if record.get("status") != "running":   # a running one's status is its process's, asked each time
+        memo.put(run_id, item)
+    return item
 
 
 class RowsMemo:

@@ -220,7 +220,7 @@ def test_a_killed_sweep_resumes_where_it_stopped(bench, tmp_path):
         shown = json.loads(bench.mlrun("sweep", "show", "k", "--json").stdout)
         assert shown[1]["point_status"] == "stopped" and "the same sweep command runs it again" in shown[1]["error"]
         # The point's mlrun got SIGTERM when the sweep died: its run ends interrupted, nothing is left running.
-        runs = [n for n in os.listdir(bench.runs) if n != "sweeps" and n != points[0]["run"]]
+        runs = [n for n in os.listdir(bench.runs) if n not in ("sweeps", ".index", points[0]["run"])]   # (.index: rows)
         assert len(runs) == 1
         assert wait_for(lambda: run_record(bench, runs[0])["status"] == "interrupted", timeout=30)
     finally:
@@ -562,6 +562,39 @@ def test_sweep_best_says_a_value_not_given_as_not_given(bench):
         best.stdout
     as_json = json.loads(bench.mlrun("sweep", "best", "dash", "--json").stdout)   # said in --json too
     assert as_json["not_given"] == ["dep.model.layers"], as_json
+
+
+def test_sweep_show_takes_the_rows_runs_keeps_and_a_damaged_record_is_its_points_error(bench):
+    """`sweep show` read each point's record (1,000 points: 0.5 s): it takes the rows `runs` keeps, read again
+    once a record changes; a record damaged below its top ended it "unexpected TypeError ... a bug"."""
+    assert bench.mlrun("sweep", "app bench _cpu", "--mode=performance", "--scenario=Offline", "--grid",
+                       "batch_size=1,4", "--name", "kept").returncode == 0
+    shown = json.loads(bench.mlrun("sweep", "show", "kept", "--json").stdout)
+    assert [r["samples_per_second"] for r in shown] == [50, 200], shown
+    memo = os.path.join(bench.runs, ".index", f"rows-{os.getuid()}.json")
+    assert set(json.load(open(memo))["rows"]) == {r["run"] for r in shown}
+    assert not {"headline", "mode_scenario"} & set(shown[0])   # the listing's own fields stay the listing's
+    path = os.path.join(bench.runs, shown[1]["run"], "run.json")
+    st, text = os.stat(path), open(path).read()
+    changed = text.replace('"Samples per second": 200', '"Samples per second": 300')
+    assert changed != text and len(changed) == len(text)
+    with open(path, "r+") as f:
+        f.write(changed)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))   # the same identity: the row kept is shown
+    assert [r["samples_per_second"] for r in json.loads(bench.mlrun("sweep", "show", "kept", "--json").stdout)] \
+        == [50, 200]
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))   # rewritten: read again
+    assert [r["samples_per_second"] for r in json.loads(bench.mlrun("sweep", "show", "kept", "--json").stdout)] \
+        == [50, 300]
+    record = json.loads(changed)
+    record["request"]["inputs"] = [1]   # passes the record's top-level checks; reading its settings failed
+    with open(path, "w") as f:
+        json.dump(record, f)
+    result = bench.mlrun("sweep", "show", "kept")
+    assert result.returncode == 0 and f"p001: run record {path} is damaged" in result.stdout, result.stdout
+    assert "bug" not in result.stdout + result.stderr, result.stderr
+    report = bench.mlrun("report", "kept", "-o", os.path.join(bench.runs, "kept.html"))
+    assert report.returncode == 0, report.stderr
 
 
 def test_a_sweep_stopped_by_ctrl_c_says_so_of_its_running_point(ws, tmp_path):
