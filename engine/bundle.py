@@ -175,6 +175,7 @@ def _read_record(run_dir):
     if not isinstance(record, dict) or not _plain_name(record.get("id")) or not isinstance(record.get("steps"), list):
         raise MlrunError(f"{run_dir}/run.json is not an mlrun run record (no valid run id or steps)",
                          hint="is it a run record written by mlrun? (`mlrun runs show` reads it)")
+    check_shape(record, f"{run_dir}/run.json")   # below its top too ("failed_meanwhile": 5 was a TypeError)
     return record
 
 

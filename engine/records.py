@@ -278,18 +278,47 @@ def load(path):
     return record
 
 
+# Below the top: what the readers (runs show, diff, replay, a sweep's rows) take as it comes
+PART_SHAPES = {"request": {"query": str, "inputs": dict, "dep_overrides": dict, "env_overrides": dict},
+               "root": {"recipe": str, "label": str, "key": str, "inputs": dict, "variations": list, "groups": dict}}
+STEP_SHAPE = {"recipe": str, "label": str, "key": str, "status": str, "path": str, "log": str, "version": str,
+              "seconds": (int, float), "started": (int, float), "finished": (int, float), "node": dict, "inputs": dict,
+              "exports": dict, "env": dict, "record": dict, "material": dict, "tags": list, "variations": list,
+              "command": list}
+NODE_SHAPE = {"inputs": dict, "env": dict, "exports": dict, "tags": list, "variations": list, "deps": list}
+MAPS_OF_OBJECTS = ("recipes", "packages")   # {recipe or venv: {...}}
+
+
 def check_shape(record, path):
-    """A damaged or hand-edited record ("steps": 5) is one unreadable run, not a TypeError that ends the listing."""
+    """A damaged or hand-edited record ("steps": 5) is one unreadable run, not a TypeError that ends the listing
+    (or `runs show`, `diff`: "unexpected TypeError ... a bug in mlrun" for a step whose key was a number)."""
     if not isinstance(record, dict) or "steps" not in record:
         raise MlrunError(f"{path} is not an mlrun run record")
-    for field, kinds in SHAPE.items():
-        value = record.get(field)
-        if value is not None and (not isinstance(value, kinds) or isinstance(value, bool) and bool not in kinds
-                                  or field in TIMES and not 0 <= value < 1e11):   # NaN, Infinity, 1e20: no time
-            raise MlrunError(f"{path} is not an mlrun run record: its {field} is {type(value).__name__} "
-                             f"{json.dumps(value, default=str)[:40]}")
-    if not all(isinstance(step, dict) for step in record["steps"]):
-        raise MlrunError(f"{path} is not an mlrun run record: a step of it is not an object")
+    _check_fields(record, SHAPE, path, "")
+    for field in MAPS_OF_OBJECTS:
+        bad = next((k for k, v in (record.get(field) or {}).items() if not isinstance(v, dict)), None)
+        if bad is not None:
+            raise MlrunError(f"{path} is not an mlrun run record: its {field}: {bad} is no object")
+    for part, shape in PART_SHAPES.items():
+        _check_fields(record.get(part) or {}, shape, path, f"{part}.")
+    for field in ("steps", "built_meanwhile", "failed_meanwhile"):
+        steps = record.get(field) or []
+        if not isinstance(steps, list) or not all(isinstance(step, dict) for step in steps):
+            raise MlrunError(f"{path} is not an mlrun run record: a step of it is not an object")
+        for step in steps:
+            if not all(isinstance(step.get(k), str) for k in ("label", "key")):   # every step the runner writes
+                raise MlrunError(f"{path} is not an mlrun run record: a step of it has no label or key as text")
+            _check_fields(step, STEP_SHAPE, path, "step's ")
+            _check_fields(step.get("node") or {}, NODE_SHAPE, path, "step's node.")
+
+
+def _check_fields(value, shape, path, where):
+    for field, kinds in shape.items():
+        item = value.get(field)
+        if item is not None and (not isinstance(item, kinds) or isinstance(item, bool) and bool not in kinds
+                                 or field in TIMES and not 0 <= item < 1e11):   # NaN, Infinity, 1e20: no time
+            raise MlrunError(f"{path} is not an mlrun run record: its {where}{field} is {type(item).__name__} "
+                             f"{json.dumps(item, default=str)[:40]}")
 
 
 # -- what a record says, in a few words ----------------------------------------------------

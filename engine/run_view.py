@@ -47,15 +47,15 @@ def show(r):
         log = failed_log(r, stopped)
         if log and not os.path.isfile(log):
             log = f"{log}, not on this machine"
-        print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds', 0):.1f} s"
+        print(f"  {stopped['status']} at step {stopped['label']} after {stopped.get('seconds') or 0:.1f} s"
               + (f" (log: {log})" if log else ""))
     host = r.get("host") or {}
     print(f"  host: {host.get('cpu')}, {host.get('cores')} cores, {host.get('memory_gb')} GB, {host.get('os')}, "
           f"Python {host.get('python')}" + (f", mlrun {r['mlrun']}" if r.get("mlrun") else ""))
     print("  plan:")
     for s in r.get("steps") or []:
-        print(f"    {s['label']:<48} {s.get('status', '?'):<11} {s.get('seconds', 0):>8.1f} s  "
-              f"[{s['key'][:12]}] {s['node'].get('version', '')}")
+        print(f"    {s.get('label') or '?':<48} {str(s.get('status') or '?'):<11} {s.get('seconds') or 0:>8.1f} s  "
+              f"[{(s.get('key') or '?')[:12]}] {(s.get('node') or {}).get('version', '')}")
     # never reached: the run stopped before; a record still 'running' (live, or killed: died) writes its steps at
     # its end only: their state is unknown, not "not run" (8 of 9 were built)
     unknown = r.get("record_incomplete") or records.status(r) in ("running", "died", "running?")

@@ -349,6 +349,41 @@ def test_an_input_named_as_a_runs_own_field_and_a_record_damaged_deep_inside(ws)
 
 
 
+# A record damaged below its top (an edited import, a bad disk): each said "unexpected ... a bug in mlrun" in
+# `runs show`, `diff` or `export` (and a sweep's rows), now one unreadable run with what is wrong
+DAMAGED = [
+    ("request.inputs is list", lambda r: r["request"].update(inputs=[1])),
+    ("request.dep_overrides is int", lambda r: r["request"].update(dep_overrides=5)),
+    ("no label or key as text", lambda r: r["steps"][0].update(key=5)),
+    ("step's seconds is str", lambda r: r["steps"][0].update(seconds="x")),
+    ("step's node.inputs is list", lambda r: r["steps"][0]["node"].update(inputs=[1])),
+    ("has no label or key as text", lambda r: r["steps"][0].pop("key")),
+    ("its recipes: ", lambda r: r["recipes"].update(a=5)),
+    ("its packages: ", lambda r: r.update(packages={"a": 5})),
+    ("a step of it is not an object", lambda r: r.update(failed_meanwhile=5)),
+]
+
+
+@pytest.mark.slow  # about 2.2 s on the 2-core EPYC
+def test_a_record_damaged_below_its_top_is_said_by_every_reader(ws):
+    ws.recipe("plain", "tags: [demo, plain]\ncache: false\ninputs:\n  n: {default: 1}\nrun: 'true'\n")
+    good = json.loads(ws.mlrun("demo plain", "--json").stdout)["run"]
+    bad = json.loads(ws.mlrun("demo plain", "--n=2", "--json").stdout)["run"]
+    path = os.path.join(ws.runs, bad, "run.json")
+    original = json.load(open(path))
+    for said, damage in DAMAGED:
+        record = json.loads(json.dumps(original))
+        damage(record)
+        json.dump(record, open(path, "w"))
+        for argv in (("runs", "show", bad), ("runs", "show", bad, "--json"), ("diff", good, bad),
+                     ("export", bad, "-o", os.path.join(ws.root, "b.tar.gz"))):
+            result = ws.mlrun(*argv)
+            assert result.returncode == 2 and "not an mlrun run record" in result.stderr and said in result.stderr \
+                and "bug" not in result.stderr, (said, argv, result.stderr)
+        listed = ws.mlrun("runs")
+        assert listed.returncode == 0 and good in listed.stdout and f"could not be read: {bad}" in listed.stderr, said
+
+
 def test_an_uncached_steps_record_file_that_is_a_fifo_fails_it_without_a_hang(ws):
     ws.recipe("fifo", "tags: fifo\ncache: false\nrun: mkfifo s.json\nrecord: {results: s.json}\n")
     assert_user_error(ws.mlrun("fifo"), 1, "its results file s.json is no file (a FIFO")
