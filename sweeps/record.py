@@ -56,9 +56,45 @@ def read(runs_dir, name):
         return None
     except (OSError, ValueError) as e:
         raise MlrunError(f"cannot read the sweep record {p}: {e}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list):
-        raise MlrunError(f"{p} is not an mlrun sweep record")
+    check_shape(data, p)
     return data
+
+
+# What the readers (show, list, best, plot, report, a resumed sweep) take as it comes: a hand-edited or damaged
+# record ("settings": [1], a point without a status) said "unexpected ... a bug in mlrun", and `sweep list` so
+# for every sweep
+SHAPE = {"name": str, "query": str, "request": dict, "grid": dict, "kinds": dict, "process": dict}
+REQUEST_SHAPE = {"inputs": dict, "dep_overrides": dict, "env_overrides": dict}
+POINT_SHAPE = {"id": str, "settings": dict, "status": str, "run": str, "error": str, "plan_key": str, "node": str,
+               "cores": list, "seconds": (int, float)}
+
+
+def check_shape(data, p):
+    def wrong(what):
+        return MlrunError(f"{p} is not an mlrun sweep record: {what}",
+                          hint="was it edited by hand? `mlrun sweep QUERY ... --name NAME` with another name starts "
+                               "afresh; the runs of its points are in `mlrun runs`")
+
+    if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not isinstance(data.get("grid"), dict):
+        raise wrong("it has no points or grid")
+    for fields, shape, where in [(data, SHAPE, "its "), (data.get("request") or {}, REQUEST_SHAPE, "its request.")] + [
+            (point, POINT_SHAPE, "a point's ") for point in data["points"] if isinstance(point, dict)]:
+        for field, kinds in shape.items():
+            value = fields.get(field)
+            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
+                raise wrong(f"{where}{field} is {type(value).__name__} {json.dumps(value, default=str)[:40]}")
+    if not all(isinstance(point, dict) and point.get("id") and point.get("status") and "settings" in point
+               for point in data["points"]):
+        raise wrong("a point of it is no object with an id, a status and settings")
+    texts = [("its grid", v) for values in data["grid"].values() for v in (values if isinstance(values, list) else [0])]
+    texts += [("its kinds", v) for v in (data.get("kinds") or {}).values()]
+    texts += [("a point's settings", v) for point in data["points"] for v in point["settings"].values()]
+    bad = next((where for where, v in texts if not isinstance(v, str)), None)
+    if bad:
+        raise wrong(f"a value in {bad} is no text")
+    run = next((pt["run"] for pt in data["points"] if pt.get("run") and not NAME_RE.match(pt["run"])), None)
+    if run:   # a path ('../..') read a record outside the runs folder
+        raise wrong(f"a point's run {run!r} is no run id")
 
 
 def write(runs_dir, data):

@@ -598,6 +598,44 @@ def test_sweep_show_takes_the_rows_runs_keeps_and_a_damaged_record_is_its_points
     assert report.returncode == 0, report.stderr
 
 
+# A sweep record edited by hand or damaged: each said "unexpected ... a bug in mlrun", `sweep list` for every sweep
+DAMAGED_SWEEPS = [
+    ("a point's settings is list", lambda d: d["points"][0].update(settings=[1])),
+    ("a point's run is int", lambda d: d["points"][0].update(run=5)),
+    ("a point's run '../..' is no run id", lambda d: d["points"][0].update(run="../..")),
+    ("a point of it is no object", lambda d: d["points"].append(5)),
+    ("a point of it is no object with an id, a status", lambda d: d["points"][0].pop("status")),
+    ("it has no points or grid", lambda d: d.pop("grid")),
+    ("a value in its grid is no text", lambda d: d["grid"].update(batch_size=[1, 4])),
+    ("its kinds is list", lambda d: d.update(kinds=[1])),
+    ("its request.inputs is list", lambda d: d["request"].update(inputs=[1])),
+    ("its query is int", lambda d: d.update(query=5)),
+]
+
+
+@pytest.mark.slow  # about 4 s on the 2-core EPYC
+def test_a_damaged_sweep_record_is_said_and_the_other_sweeps_still_list(bench):
+    for name in ("good", "bad"):
+        assert bench.mlrun("sweep", "app bench _cpu", "--mode=performance", "--scenario=Offline", "--grid",
+                           "batch_size=1,4", "--name", name).returncode == 0
+    path = os.path.join(bench.runs, "sweeps", "bad", "sweep.json")
+    original = open(path).read()
+    for said, damage in DAMAGED_SWEEPS:
+        data = json.loads(original)
+        damage(data)
+        with open(path, "w") as f:
+            f.write(json.dumps(data))
+        for argv in (("sweep", "show", "bad"), ("sweep", "best", "bad"), ("report", "bad", "-o", path + ".html"),
+                     ("sweep", "app bench _cpu", "--grid", "batch_size=1,4", "--name", "bad")):
+            result = bench.mlrun(*argv)
+            assert result.returncode == 2 and "is not an mlrun sweep record" in result.stderr \
+                and said in result.stderr and "bug" not in result.stderr, (said, argv, result.stderr)
+        listed = bench.mlrun("sweep", "list")
+        assert listed.returncode == 0 and "good" in listed.stdout and "1 sweep record could not be read: bad" \
+            in listed.stderr, (said, listed.stderr)
+    assert open(path).read() == json.dumps(data)   # the sweep run on it wrote nothing over it: it stays as found
+
+
 def test_a_sweep_stopped_by_ctrl_c_says_so_of_its_running_point(ws, tmp_path):
     """Ctrl-C on the sweep: its running point read "mlrun was stopped by SIGTERM" (the sweep's own stop)."""
     marker = tmp_path / "began"
