@@ -695,8 +695,17 @@ def read_entry(path):
     if not (isinstance(meta, dict) and isinstance(meta.get("key"), str) and isinstance(meta.get("recipe"), str)
             and isinstance(meta.get("finished"), (int, float))):
         return None
+    if any(meta.get(field) is not None and (not isinstance(meta[field], kinds) or isinstance(meta[field], bool))
+           for field, kinds in ENTRY_SHAPE.items()):   # `show cache` said "unexpected TypeError ... a bug"
+        return None
     meta["path"] = path
     return meta
+
+
+# The other fields the readers (show cache, rm cache, explain, gc) take as they come
+ENTRY_SHAPE = {"tags": list, "variations": list, "inputs": dict, "node": dict, "exports": dict, "env": dict,
+               "material": dict, "version": str, "size": int, "files": int, "seconds": (int, float),
+               "started": (int, float), "entry_digest": str, "files_digest": str}
 
 
 def write_json(path, value, sort_keys=False):

@@ -328,6 +328,27 @@ def test_an_entry_whose_entry_json_cannot_be_read_is_refused_as_verify_says(ws):
     assert "DAMAGED" in ws.mlrun("cache", "verify").stdout
 
 
+@pytest.mark.parametrize("field,value", [("tags", 5), ("size", "x"), ("inputs", [1]), ("node", 5)])
+def test_an_entry_json_of_other_types_is_an_entry_gone_bad_for_every_reader(ws, field, value):
+    """entry.json edited with a type mlrun never writes there: `show cache` and `rm cache QUERY` said "unexpected
+    TypeError ... a bug in mlrun"; now the entry is one whose entry.json cannot be read, as verify says."""
+    two_steps(ws)
+    built(ws)
+    root = entry_path(ws, "low")
+    meta = os.path.join(root, ".mlrun", "entry.json")
+    integrity.thaw(root)
+    data = json.load(open(meta))
+    data[field] = value
+    json.dump(data, open(meta, "w"))
+    for argv in (("show", "cache"), ("show", "cache", "--json"), ("show", "cache", "low")):
+        result = ws.mlrun(*argv)
+        assert result.returncode == 0 and root not in result.stdout and "bug" not in result.stderr, result.stderr
+    assert_user_error(ws.mlrun("top"), 2, f"the cache entry {root} has a .mlrun/entry.json mlrun cannot read")
+    assert "DAMAGED" in ws.mlrun("cache", "verify").stdout
+    removed = ws.mlrun("rm", "cache", root, "-y")
+    assert removed.returncode == 0 and not os.path.exists(root), removed.stderr
+
+
 def test_an_entry_copied_onto_another_key_s_folder_is_refused_and_verify_says_misfiled(ws):
     """cp -a of the n=2 entry to the n=1 folder: a run of n=1 took it as cached, verify found nothing."""
     ws.recipe("m", "tags: m\ninputs:\n  n: {type: int, default: 1}\nrun: echo $MLRUN_INPUT_N > n.txt\n")
