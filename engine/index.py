@@ -16,7 +16,7 @@ from .digests import file_digest
 from .errors import MlrunError, RecipeError, ResolutionError
 from .recipe import SCHEMA_VERSION, normalize
 
-INDEX_FORMAT = 2   # 2: ctime and inode in the fingerprint
+INDEX_FORMAT = 3   # 2: ctime and inode in the fingerprint; 3: a first line with the body's sha256
 SCHEMA_CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
                for f in ("recipe.py", "keys.py", "index.py", "yamlfile.py")]
 SKIP_FILES = {"__pycache__", ".pytest_cache", ".git", ".hg", ".svn"}   # folders no step's output depends on
@@ -122,15 +122,19 @@ class RecipeIndex:
         return os.path.join(self.state_dir, f"recipes-{tag}.json")
 
     def _read_stored(self):
+        """The stored index, or None: missing, of another format, or not as written (its body's sha256 differs:
+        an edited or damaged copy said "unexpected TypeError ... a bug" in every plan; the recipes are read again)."""
         path = self._stored_path()
         try:
-            with open(path) as f:
-                stored = json.load(f)
+            with open(path, "rb") as f:
+                head, body = json.loads(f.readline()), f.read()
+            if head != {"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA],
+                        "sha256": hashlib.sha256(body).hexdigest()}:
+                return None
+            stored = json.loads(body)
         except (TypeError, OSError, ValueError):
             return None
-        if stored.get("format") != [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA]:
-            return None
-        return stored
+        return stored if isinstance(stored, dict) else None
 
     def _store(self, fingerprint, recipes, sources):
         path = self._stored_path()
@@ -142,9 +146,10 @@ class RecipeIndex:
             from .cache import shared_dir
             shared_dir(os.path.dirname(path), top=os.path.dirname(self.state_dir))   # the group's: teammates' runs store and read theirs there too
             tmp = f"{path}.{os.getpid()}.tmp"
-            with open(tmp, "w") as f:
-                json.dump({"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA], "fingerprint": fingerprint,
-                           "sources": sources, "recipes": recipes}, f)
+            body = json.dumps({"fingerprint": fingerprint, "sources": sources, "recipes": recipes}).encode()
+            with open(tmp, "wb") as f:   # a line saying its format and the sha256 of the body that follows
+                f.write(json.dumps({"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA],
+                                    "sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n" + body)
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only cache only costs speed

@@ -219,6 +219,26 @@ def test_the_stored_recipe_index_sees_a_changed_script(thing):
     assert folder_key(thing, state=True) == folder_key(thing)
 
 
+def test_a_stored_recipe_index_edited_or_damaged_is_read_past(thing):
+    """Its recipes edited to other types (a tag list a number) said "unexpected TypeError ... a bug" in every plan;
+    the stored body's sha256 now tells, and the recipes are read again (and stored anew)."""
+    import glob
+    import json
+    k = folder_key(thing, state=True)
+    [path] = glob.glob(os.path.join(thing.root, "state", "recipes-*.json"))
+    head, body = open(path, "rb").read().split(b"\n", 1)
+    for damage in (lambda d: d["recipes"][0].update(tags=5), lambda d: d.update(recipes=[5]),
+                   lambda d: d.update(sources=[5])):
+        data = json.loads(body)
+        damage(data)
+        open(path, "wb").write(head + b"\n" + json.dumps(data).encode())
+        assert folder_key(thing, state=True) == k
+        assert open(path, "rb").read() == head + b"\n" + body   # stored again as it was
+    for text in (b"", b"{}\n", b"[1]\n" + body, head):
+        open(path, "wb").write(text)
+        assert folder_key(thing, state=True) == k
+
+
 def test_the_stored_recipe_index_sees_a_same_size_edit_that_kept_the_files_time(ws):
     """`cp -p`, `rsync -a`, `touch -r`: size and mtime as before, the old entry reused with the old script."""
     ws.write(ws.path("shared", "lib.py"), "X = 1\n")
