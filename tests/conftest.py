@@ -4,6 +4,7 @@
 folder and a runs folder, with helpers to write recipes and to run the real
 entry point bin/mlrun on them as a subprocess.
 """
+import json
 import os
 import signal
 import subprocess
@@ -295,6 +296,14 @@ def assert_user_error(result, code, *fragments):
     for fragment in fragments:
         assert fragment in err, f"{fragment!r} not in stderr:\n{err}"
     return err
+
+
+def kept_rows(ws):
+    """The rows `mlrun runs` keeps for this user (RUNS/.index/rows-UID.json: a line with the version and the
+    sha256 of the JSON that follows), {run id: {"stat", "row", "settings"}}."""
+    with open(os.path.join(ws.runs, ".index", f"rows-{os.getuid()}.json"), "rb") as f:
+        f.readline()
+        return json.loads(f.read())
 
 
 def wait_for(predicate, timeout=20.0, interval=0.02):

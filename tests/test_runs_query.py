@@ -9,7 +9,7 @@ import signal
 import pytest
 
 from bench_app import APP_HEAD
-from conftest import assert_user_error, kill_group, wait_for
+from conftest import assert_user_error, kept_rows, kill_group, wait_for
 from engine import records
 from engine.results import _cut, parse_where, render
 
@@ -389,13 +389,21 @@ def test_runs_remembers_each_finished_runs_row_until_its_record_changes(bench):
     # A run removed leaves the memo; a memo of another version, or damaged, is read past and written again.
     import shutil
     shutil.rmtree(os.path.join(bench.runs, second))
-    assert [r["run"] for r in rows_of(bench)] == [first] and list(json.load(open(memo))["rows"]) == [first]
+    assert [r["run"] for r in rows_of(bench)] == [first] and list(kept_rows(bench)) == [first]
     for text in ('{"version": "0.0.1", "rows": {"%s": {"stat": [], "row": {}, "settings": {}}}}' % first,
                  "{not json", '{"version": "x", "rows": [1]}', "[]"):
         with open(memo, "w") as f:
             f.write(text)
         assert [r["samples_per_second"] for r in rows_of(bench)] == [300.5]
-        assert list(json.load(open(memo))["rows"]) == [first]
+        assert list(kept_rows(bench)) == [first]
+    # Edited by hand below its first line (a started time as text said "unexpected TypeError ... a bug"): read past
+    head, body = open(memo, "rb").read().split(b"\n", 1)
+    rows = json.loads(body)
+    rows[first]["row"]["started"] = "x"
+    open(memo, "wb").write(head + b"\n" + json.dumps(rows).encode())
+    listed = bench.mlrun("runs")
+    assert listed.returncode == 0 and first in listed.stdout and not listed.stderr, listed.stderr
+    assert kept_rows(bench)[first]["row"]["started"] != "x"
 
 
 def test_a_running_runs_row_is_never_kept_its_death_shows(bench, tmp_path):

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bench_app import APP_HEAD
-from conftest import MLRUN, TINY_MODEL, assert_user_error, kill_group, offline_mlrun, wait_for
+from conftest import MLRUN, TINY_MODEL, assert_user_error, kept_rows, kill_group, offline_mlrun, wait_for
 
 APP = APP_HEAD + """\
   fail_on: {type: int, default: 0, help: "fail when batch_size is this"}
@@ -571,8 +571,7 @@ def test_sweep_show_takes_the_rows_runs_keeps_and_a_damaged_record_is_its_points
                        "batch_size=1,4", "--name", "kept").returncode == 0
     shown = json.loads(bench.mlrun("sweep", "show", "kept", "--json").stdout)
     assert [r["samples_per_second"] for r in shown] == [50, 200], shown
-    memo = os.path.join(bench.runs, ".index", f"rows-{os.getuid()}.json")
-    assert set(json.load(open(memo))["rows"]) == {r["run"] for r in shown}
+    assert set(kept_rows(bench)) == {r["run"] for r in shown}
     assert not {"headline", "mode_scenario"} & set(shown[0])   # the listing's own fields stay the listing's
     path = os.path.join(bench.runs, shown[1]["run"], "run.json")
     st, text = os.stat(path), open(path).read()
