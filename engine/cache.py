@@ -25,6 +25,7 @@ import time
 
 from . import digests, integrity, secrets
 from .errors import MlrunError, UnrecordableFileError, printable
+from .shapes import mistyped
 
 META_DIR = ".mlrun"
 ENTRY_FILE = "entry.json"
@@ -695,8 +696,7 @@ def read_entry(path):
     if not (isinstance(meta, dict) and isinstance(meta.get("key"), str) and isinstance(meta.get("recipe"), str)
             and isinstance(meta.get("finished"), (int, float))):
         return None
-    if any(meta.get(field) is not None and (not isinstance(meta[field], kinds) or isinstance(meta[field], bool))
-           for field, kinds in ENTRY_SHAPE.items()):   # `show cache` said "unexpected TypeError ... a bug"
+    if mistyped(meta, ENTRY_SHAPE):   # `show cache` said "unexpected TypeError ... a bug"
         return None
     meta["path"] = path
     return meta

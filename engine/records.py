@@ -12,8 +12,9 @@ import shutil
 import sys
 
 from . import cgroups
-from .secrets import redacted
 from .errors import MlrunError, UsageError
+from .secrets import redacted
+from .shapes import mistyped, said
 
 RECORD_FORMAT = 2
 SNAPSHOT_DIR = "snapshot"
@@ -313,12 +314,9 @@ def check_shape(record, path):
 
 
 def _check_fields(value, shape, path, where):
-    for field, kinds in shape.items():
-        item = value.get(field)
-        if item is not None and (not isinstance(item, kinds) or isinstance(item, bool) and bool not in kinds
-                                 or field in TIMES and not 0 <= item < 1e11):   # NaN, Infinity, 1e20: no time
-            raise MlrunError(f"{path} is not an mlrun run record: its {where}{field} is {type(item).__name__} "
-                             f"{json.dumps(item, default=str)[:40]}")
+    wrong = mistyped(value, shape, TIMES)
+    if wrong:
+        raise MlrunError(f"{path} is not an mlrun run record: its {where}{said(*wrong)}")
 
 
 # -- what a record says, in a few words ----------------------------------------------------

@@ -19,6 +19,7 @@ import time
 from engine import records, secrets, usage
 from engine.cache import Cache, write_json
 from engine.errors import MlrunError, StepError, UsageError
+from engine.shapes import mistyped, said
 from engine.runner import RunReporter
 from engine.words import plural
 
@@ -254,6 +255,10 @@ class Submission:
                              hint="remove it to start over (finished runs stay in runs/)") from None
         if not isinstance(state, dict) or not isinstance(state.get("runs"), dict):
             raise UsageError(f"the submission state {self.state_path} is not one mlrun wrote (no 'runs' mapping)",
+                             hint="remove it to start over (finished runs stay in runs/)")
+        mistake = _state_mistake(state)
+        if mistake:   # edited by hand or damaged: it said "unexpected TypeError ... a bug in mlrun"
+            raise UsageError(f"the submission state {self.state_path} is not one mlrun wrote: {mistake}",
                              hint="remove it to start over (finished runs stay in runs/)")
         return state
 
@@ -798,3 +803,41 @@ def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=F
         sub.system_desc = system.with_run_gpu_facts(sub.system_desc, system.read_yaml(opts.system), done)
     result = tree.build(sub, done)
     return tree.finish(sub, result)
+
+
+# What the submit reads back from state.json as it comes
+STATE_SHAPE = {"runs": dict, "comparisons": list, "argv": list, "request": dict, "host": dict, "system_id": str,
+               "mlrun": str, "settings": dict, "history": dict, "loadgen": dict, "built": bool, "verdict": dict}
+STATE_PARTS = {"request": {"query": str, "inputs": dict, "deps": dict, "scenario_inputs": dict, "env": dict,
+                           "division": str, "short": bool, "submitter": str, "benchmarks": list, "scenarios": list,
+                           "round": str},
+               "verdict": {"ok": bool, "summary": str, "archive": str}, "loadgen": {"version": str, "seeds": dict}}
+STATE_RUN = {"run": str, "folder": str, "inputs": dict, "command": list, "fingerprint": dict,
+             "finished": (int, float), "busy": str}
+STATE_FINGERPRINT = {"plan": dict, "request": dict, "host": dict}
+STATE_SETTINGS = {"inputs": dict, "user_conf": list, "figures": dict, "how": str}
+
+
+def _state_mistake(state):
+    """What in a submission's state.json is not as mlrun writes it, in words, or None."""
+    wrong = mistyped(state, STATE_SHAPE)
+    if wrong:
+        return "its " + said(*wrong)
+    checks = [(state.get(k) or {}, shape, f"its {k}.") for k, shape in STATE_PARTS.items()]
+    runs = list((state.get("runs") or {}).items()) + [
+        (name, item) for name, items in (state.get("history") or {}).items()
+        for item in (items if isinstance(items, list) else [items])]
+    for name, item in runs:
+        if not isinstance(item, dict):
+            return f"its run {name} is no object"
+        checks += [(item, STATE_RUN, f"its run {name}'s "), (item.get("fingerprint") or {}, STATE_FINGERPRINT,
+                                                            f"its run {name}'s fingerprint.")]
+    for scenario, chosen in (state.get("settings") or {}).items():
+        if not isinstance(chosen, dict):
+            return f"its settings of {scenario} are no object"
+        checks.append((chosen, STATE_SETTINGS, f"its settings of {scenario}: "))
+    for obj, shape, where in checks:
+        wrong = mistyped(obj, shape)
+        if wrong:
+            return where + said(*wrong)
+    return None

@@ -14,6 +14,7 @@ import os
 import re
 
 from engine.errors import MlrunError, UsageError, os_errors
+from engine.shapes import mistyped, said
 
 SWEEPS_DIR = "sweeps"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -75,14 +76,13 @@ def check_shape(data, p):
                           hint="was it edited by hand? `mlrun sweep QUERY ... --name NAME` with another name starts "
                                "afresh; the runs of its points are in `mlrun runs`")
 
-    if not isinstance(data, dict) or not isinstance(data.get("points"), list) or not isinstance(data.get("grid"), dict):
+    if not (isinstance(data, dict) and isinstance(data.get("points"), list) and isinstance(data.get("grid"), dict)):
         raise wrong("it has no points or grid")
     for fields, shape, where in [(data, SHAPE, "its "), (data.get("request") or {}, REQUEST_SHAPE, "its request.")] + [
             (point, POINT_SHAPE, "a point's ") for point in data["points"] if isinstance(point, dict)]:
-        for field, kinds in shape.items():
-            value = fields.get(field)
-            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)):
-                raise wrong(f"{where}{field} is {type(value).__name__} {json.dumps(value, default=str)[:40]}")
+        mistake = mistyped(fields, shape)
+        if mistake:
+            raise wrong(where + said(*mistake))
     if not all(isinstance(point, dict) and point.get("id") and point.get("status") and "settings" in point
                for point in data["points"]):
         raise wrong("a point of it is no object with an id, a status and settings")

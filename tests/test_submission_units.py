@@ -231,6 +231,39 @@ def test_output_folder_that_no_submission_made_is_refused(tmp_path):
     assert (tmp_path / "tree" / "notes.txt").read_text() == "mine"
 
 
+GOOD_STATE = {"runs": {"Offline/search": {"run": "R1", "folder": "/f", "inputs": {}, "command": ["bin/mlrun"],
+                                           "fingerprint": {"plan": {}, "request": {}, "host": {}}, "finished": 1.0}},
+              "comparisons": [], "request": {"scenarios": ["Offline"], "submitter": "T", "short": True},
+              "settings": {"Offline": {"inputs": {}, "user_conf": [], "figures": {}, "how": "x"}},
+              "history": {"Offline/search": []}, "built": True, "verdict": {"ok": True, "summary": "s"}}
+DAMAGED_STATES = [   # (what is said, the damage): each said "unexpected ... a bug in mlrun" in submit and plan submit
+    ("its run Offline/search is no object", lambda d: d["runs"].update({"Offline/search": 5})),
+    ("its run Offline/search's run is int 5", lambda d: d["runs"]["Offline/search"].update(run=5)),
+    ("its run Offline/search's fingerprint.plan is int", lambda d: d["runs"]["Offline/search"]["fingerprint"].update(
+        plan=5)),
+    ("its request.scenarios is int", lambda d: d["request"].update(scenarios=5)),
+    ("its request is int", lambda d: d.update(request=5)),
+    ("its settings is int", lambda d: d.update(settings=5)),
+    ("its settings of Offline are no object", lambda d: d["settings"].update(Offline=5)),
+    ("its history is int", lambda d: d.update(history=5)),
+    ("its run Offline/search is no object", lambda d: d["history"].update({"Offline/search": [5]})),
+    ("its verdict.ok is str", lambda d: d["verdict"].update(ok="x")),
+]
+
+
+def test_a_state_edited_to_other_types_is_refused_with_what_is_wrong(tmp_path):
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path)])[0]
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps(GOOD_STATE))
+    assert submit.Submission(opts, {}, {}, {}, settings=None).state == GOOD_STATE
+    for said, damage in DAMAGED_STATES:
+        data = json.loads(json.dumps(GOOD_STATE))
+        damage(data)
+        state.write_text(json.dumps(data))
+        with pytest.raises(UsageError, match=re.escape(f"is not one mlrun wrote: {said}")):
+            submit.Submission(opts, {}, {}, {}, settings=None)
+
+
 def test_defaults_are_the_required_scenarios_of_bert_99():
     opts, inputs, deps, env = submit.parse("app mlperf bert", ["--submitter=Team", "--division=open",
                                                                "--dep.model.layers=2", "--threads=2"])
