@@ -986,9 +986,23 @@ def _write_file(path, text):
 ERROR_LINE = re.compile(r"(?:[\w.+/-]+: )?(?:error|ERROR): (.+)")   # ERROR: pip's ("No matching distribution ...")
 
 
+# A Python program that died of an exception ends its traceback so: `google.protobuf.message.DecodeError: ...`
+EXCEPTION_LINE = re.compile(r"(?:[A-Za-z_]\w*\.)*([A-Za-z_]\w*(?:Error|Exception|Failure|Fault)): (.+)")
+
+
 def _errors_said(lines):
-    """What a step's own error lines say, in order."""
-    return [m[1] for m in map(ERROR_LINE.fullmatch, lines) if m]
+    """What a step's own error lines say, in order; else the exception a Python step died of (its traceback's last
+    line: "step ... failed: exited with code 1" said nothing of a --model file that was no ONNX)."""
+    said = [m[1] for m in map(ERROR_LINE.fullmatch, lines) if m]
+    if said:
+        return said
+    # the first such line after the last traceback (its stdout, flushed at exit, may come after it)
+    header = max((i for i, line in enumerate(lines) if line == "Traceback (most recent call last):"), default=-1)
+    died = [m for m in map(EXCEPTION_LINE.fullmatch, lines[header + 1:]) if m]
+    if not died:
+        return []
+    last = died[0] if header >= 0 else died[-1]
+    return [f"{last[1]}: {last[2]}"]
 
 
 def _tail(path):

@@ -277,6 +277,14 @@ def test_a_failed_step_that_says_why_is_quoted_in_the_error(ws):
         run(ws, "bad")
     assert info.value.message == ("step bad failed: exited with code 1: No matching distribution found for "
                                   "onnxruntime==9.9.9")
+    # a Python step that died of an exception: its traceback's last line (a --model file that was no ONNX said
+    # only "exited with code 1"); an exception the step caught and printed on the way is not the cause
+    ws.recipe("bad", "tags: bad\nrun: |\n  python3 -c 'print(\"KeyError: was handled\")\n"
+              "  import json; json.loads(\"{x\")'\n")
+    with pytest.raises(StepError) as info:
+        run(ws, "bad")
+    assert info.value.message == ("step bad failed: exited with code 1: JSONDecodeError: Expecting property name "
+                                  "enclosed in double quotes: line 1 column 2 (char 1)"), info.value.message
 
 
 def test_failed_build_publishes_nothing_and_keeps_its_log(ws):
