@@ -30,6 +30,7 @@ def record_of(ws, result):
     return json.load(open(os.path.join(ws.runs, run, "run.json")))
 
 
+@pytest.mark.slow  # about 1.5 s on the 2-core EPYC
 def test_independent_entries_of_one_run_are_built_at_once_in_the_plans_order(ws, tmp_path):
     pair(ws, tmp_path)
     result = ws.mlrun("app", "--json")
@@ -46,6 +47,7 @@ def test_independent_entries_of_one_run_are_built_at_once_in_the_plans_order(ws,
     assert_user_error(serial, 1, "step a failed", "b never started while a was built")
 
 
+@pytest.mark.slow  # about 1.8 s on the 2-core EPYC
 def test_a_benchmark_step_never_runs_beside_a_build(ws, tmp_path):
     """m (a run-folder step, as a benchmark is) waits until the entry built alongside is done."""
     ws.recipe("c", f"tags: c\nrun: |\n  while [ ! -e {tmp_path}/s.running ]; do sleep 0.05; done\n  echo c > c.txt\n")
@@ -78,6 +80,7 @@ def test_a_step_built_alongside_that_fails_is_the_runs_failed_step(ws, tmp_path)
     assert "failed at step b" in shown and re.search(r"app +not run", shown), shown
 
 
+@pytest.mark.slow  # about 1.2 s on the 2-core EPYC
 def test_a_failed_step_waits_for_the_steps_built_alongside_and_keeps_them(ws, tmp_path):
     pair(ws, tmp_path, a_then="echo 'error: a is broken' >&2; exit 3", b_then="sleep 1; echo b > out.txt")
     result = ws.mlrun("app")

@@ -232,6 +232,7 @@ def test_a_run_waiting_for_another_mlruns_build_builds_its_other_nodes_meanwhile
     assert len(ws.entries()) == 2 and ws.mlrun("cache", "verify").returncode == 0
 
 
+@pytest.mark.slow  # about 1.8 s on the 2-core EPYC
 def test_a_node_whose_recipe_says_alone_is_not_built_while_another_mlrun_builds(ws, tmp_path):
     """alone: true (it measures while it builds): never built meanwhile, beside another mlrun's build."""
     first, gate = side_by_side(ws, tmp_path, other_alone=True)
@@ -498,6 +499,7 @@ def test_cache_verify_reports_a_fifo_in_an_entry_and_checks_the_others(ws):
     assert f"mlrun rm cache {os.path.join(ws.cache, a)} -y" in result.stdout
 
 
+@pytest.mark.slow  # about 2.4 s on the 2-core EPYC
 def test_the_concurrent_builds_bench_prints_its_figures_and_refuses_what_it_cannot_measure():
     def bench(*args):
         return subprocess.run([sys.executable, "-m", "bench.concurrent_builds", *args], capture_output=True,

@@ -424,6 +424,7 @@ def test_mirror_fetch_goes_on_past_a_failed_download_and_names_it(thing, server,
     assert "1 file of the plan of 'get both'" in fetched.stdout and "1 failed (above): run it again" in fetched.stdout
 
 
+@pytest.mark.slow  # about 1.1 s on the 2-core EPYC
 def test_mirror_fetch_puts_a_file_a_step_takes_by_path_where_the_step_looks(ws, server, tmp_path):
     """A file with no checksum known (the calibration list) is not a declared download: `mirror fetch` said of it
     "put its files in the mirror yourself". A recipe's mirror_files says where its step looks: fetched there."""
@@ -638,6 +639,7 @@ def test_show_cache_says_what_a_quantised_or_fused_model_was_made_from():
     assert cache_view.details(source, recipes, by_key=by_key) == "layers=2"
 
 
+@pytest.mark.slow  # about 1.3 s on the 2-core EPYC
 def test_mlrun_through_a_symlink_and_ctrl_d_at_its_prompt(ws, tmp_path):
     """~/bin/mlrun -> the checkout's: "No module named 'engine'"; Ctrl-D at rm's [y/N]: "unexpected EOFError"."""
     import pty

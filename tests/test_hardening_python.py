@@ -84,6 +84,7 @@ def test_another_interpreter_is_another_entry_and_explain_names_it(ws, pyenv):
 @pytest.mark.parametrize("query, probe", [("get python venv", "python"),
                                           # it reused a 3.11 module under 3.12: the run failed to import it
                                           ("get mlperf loadgen", "abi")])
+@pytest.mark.slow  # about 1.3 s on the 2-core EPYC
 def test_the_recipes_built_for_an_interpreter_key_the_one_pyenv_selects(ws, pyenv, query, probe):
     """The real get-python-venv and get-mlperf-loadgen recipes, resolved only (nothing is built): PYENV_VERSION
     picks the Python."""

@@ -170,6 +170,7 @@ def test_a_results_file_that_is_not_json_fails_the_step(ws):
     ("if [ -e ../../ok ]; then echo '{}' > s.json; else ln -s /nonexistent/x.json s.json; fi",
      "its results file s.json is a link to nothing"),
 ])
+@pytest.mark.slow  # about 1.0 s each on the 2-core EPYC
 def test_a_cached_step_whose_record_cannot_be_read_publishes_nothing(ws, run, said):
     """The record was read after the entry was published: every later run took the cached entry and failed on it
     again, until `rm cache`; a folder said "wrote no s.json", bytes not UTF-8 and deep nesting named no file."""
@@ -286,6 +287,7 @@ record: {results: results.json}
     '{"accuracy": {"f1": "n/a", "exact_match": 1}}',  # "Unknown format code 'f'"
     '{"accuracy": 91.0, "seconds": 3, "point": 7, "features": 128, "a": {"b": {"c": 1}}}',
 ])
+@pytest.mark.slow  # about 1.0 s each on the 2-core EPYC
 def test_results_of_another_shape_are_shown_by_every_reader(ws, data):
     """A benchmark added as recipes wrote results not shaped as BERT's: one of them broke `runs` for every run,
     `runs show`, `diff` and `replay` crashed, and figures vanished from the rows."""

@@ -315,10 +315,10 @@ def test_offline_target_has_a_margin_and_find_peak_says_why_it_is_for_server_onl
 
 
 @pytest.mark.parametrize("scenario, extra", [
-    ("Offline", ["--batch-size", "4", "--buckets", "128,256"]),
+    pytest.param("Offline", ["--batch-size", "4", "--buckets", "128,256"], marks=pytest.mark.slow),   # about 1.8 s
     ("SingleStream", []),
     ("MultiStream", []),
-    ("Server", ["--target-qps", "200"]),
+    pytest.param("Server", ["--target-qps", "200"], marks=pytest.mark.slow),   # about 1.7 s on the 2-core EPYC
 ])
 def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):
     out = tmp_path / "run"

@@ -625,6 +625,7 @@ def test_huggingface_offline_without_a_cache_says_so(tmp_path, hub):
     assert hub.requests == []
 
 
+@pytest.mark.slow  # about 1.1 s on the 2-core EPYC
 def test_huggingface_errors_name_the_repo(tmp_path, hub):
     pytest.importorskip("huggingface_hub")
     hub.add("org/weights-only", {"config.json": b"{}", "model.safetensors": b"weights"})

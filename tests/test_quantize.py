@@ -60,6 +60,7 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
 # -- the quantised model ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # about 1.2 s on the 2-core EPYC
 def test_int8_from_a_fixed_384_model_keeps_the_axis_dynamic_and_stays_close(models, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("flags\t: avx2 avx512f\n")   # no VNNI: reduce_range chosen

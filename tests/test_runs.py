@@ -532,6 +532,7 @@ def test_diff_compares_values_as_typed_settings_as_facts_and_nan_as_itself():
     ("app bert qa _random", "passage_file", {"question": "who?"}),
     ("app bert qa _random", "question_file", {"passage": "a text"}),
 ])
+@pytest.mark.slow  # about 0.9 s on the 2-core EPYC
 def test_a_file_the_app_reads_is_in_its_key_by_content(tmp_path, query, name, inputs):
     """An edited --user_conf at the same path gave the same key: `replay` said the run was exact, `diff` of the two
     runs said 'no differences' (a user's trial)."""

@@ -246,6 +246,7 @@ def test_words_every_listed_run_has_leave_the_query_for_the_line_below(bench):
                                   # an imported bundle's hand-edited record ended the listing ('float' - 'str')
                                   '{"steps": [], "status": "ok", "started": "yesterday", "finished": 5.0}',
                                   '{"steps": [], "status": "ok", "packages": [1, 2]}'])
+@pytest.mark.slow  # about 1.0 s each on the 2-core EPYC
 def test_a_record_that_cannot_be_read_is_said(bench, text):
     """A record of the wrong shape ("steps": 5) ended `runs`, `runs show` and `diff` with 'unexpected TypeError'."""
     first = run(bench, "app bench")["run"]
@@ -366,6 +367,7 @@ def _memo(ws):
     return os.path.join(ws.runs, ".index", f"rows-{os.getuid()}.json")
 
 
+@pytest.mark.slow  # about 0.9 s on the 2-core EPYC
 def test_runs_remembers_each_finished_runs_row_until_its_record_changes(bench):
     """`runs` read every record each time (2 s for 3,000 runs): a finished run's row is kept per user, with its
     record's identity (inode, size, mtime), and read again once that changes."""
@@ -438,6 +440,7 @@ def test_listing_an_empty_runs_folder_writes_nothing_there(ws):
     assert result.returncode == 0 and "no runs in" in result.stdout and os.listdir(ws.runs) == []
 
 
+@pytest.mark.slow  # about 1.2 s on the 2-core EPYC
 def test_last_names_the_newest_run_the_listing_shows(history):
     """`last` (and last~N) for RUN: the run a user just saw at the bottom of `mlrun runs`, helpers left out as
     there (the newest record here is `get model`'s)."""

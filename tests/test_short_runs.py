@@ -198,6 +198,7 @@ def test_a_full_length_run_is_not_short(tmp_path):
 
 # -- progress: on the user's terminal only ---------------------------------------------------------------
 
+@pytest.mark.slow  # about 1.0 s on the 2-core EPYC
 def test_progress_is_drawn_on_the_named_terminal_never_in_the_output(files, tmp_path):
     screen = tmp_path / "screen"   # stands in for the terminal mlrun names in MLRUN_PROGRESS
     result, _ = harness(files, tmp_path / "run", "--scenario", "Offline", "--mode", "performance", "--count", "20",
@@ -436,6 +437,7 @@ def test_why_a_count_run_did_more_samples_names_the_real_cause():
         " (--count 20: whole MultiStream queries of 8)")
 
 
+@pytest.mark.slow  # about 0.9 s each on the 2-core EPYC
 @pytest.mark.parametrize("margin, valid", [(None, True), (1, False)])
 def test_a_singlestream_warm_up_read_3x_slow_still_gives_a_valid_run(tmp_path, monkeypatch, margin, valid):
     """Real LoadGen, a SUT answering in 2 ms, a warm-up that read 6 ms (a busy spell): LoadGen generated queries
