@@ -353,3 +353,18 @@ def test_a_system_file_that_is_no_json_is_named(tmp_path):
         f.write("{broken")
     [said] = checker.missing_files(tree)
     assert said.startswith("open/MyTeam/systems/sys1.json is no JSON object ("), said
+
+
+def test_a_hand_edited_log_line_of_another_shape_is_shown_not_a_bug(tmp_path):
+    """A detail log whose result_validity was a number (or a line no object) ended `check submission` with
+    'unexpected TypeError: object of type int has no len()' when the table was drawn."""
+    from submission import checker
+    tree = make_tree(str(tmp_path / "sub"))
+    detail = os.path.join(tree, "open", "MyTeam", "results", "sys1", "bert-99", "Offline", "performance", "run_1",
+                          "mlperf_log_detail.txt")
+    text = open(detail).read()
+    with open(detail, "w") as f:
+        f.write(':::MLLOG [1]\n:::MLLOG {"key": "result_validity", "value": 5}\n' + text)
+    [row] = [r for r in checker.table(tree, {}) if r["scenario"] == "Offline"]
+    assert row["valid"] == "5"
+    assert "5" in checker.format_table([row]).splitlines()[1].split()
