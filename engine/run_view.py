@@ -54,8 +54,8 @@ def show(r):
           f"Python {host.get('python')}" + (f", mlrun {r['mlrun']}" if r.get("mlrun") else ""))
     print("  plan:")
     for s in r.get("steps") or []:
-        print(f"    {s.get('label') or '?':<48} {str(s.get('status') or '?'):<11} {s.get('seconds') or 0:>8.1f} s  "
-              f"[{(s.get('key') or '?')[:12]}] {(s.get('node') or {}).get('version', '')}")
+        print(f"    {s['label']:<48} {str(s.get('status') or '?'):<11} {s.get('seconds') or 0:>8.1f} s  "
+              f"[{s['key'][:12]}] {(s.get('node') or {}).get('version', '')}")
     # never reached: the run stopped before; a record still 'running' (live, or killed: died) writes its steps at
     # its end only: their state is unknown, not "not run" (8 of 9 were built)
     unknown = r.get("record_incomplete") or records.status(r) in ("running", "died", "running?")

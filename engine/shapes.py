@@ -19,5 +19,5 @@ def mistyped(obj, shape, times=()):
 
 
 def said(field, value):
-    """'its FIELD is TYPE VALUE', the words of a mistyped field."""
+    """'FIELD is TYPE VALUE', the words of a mistyped field."""
     return f"{field} is {type(value).__name__} {json.dumps(value, default=str)[:40]}"

@@ -19,8 +19,8 @@ import time
 from engine import records, secrets, usage
 from engine.cache import Cache, write_json
 from engine.errors import MlrunError, StepError, UsageError
-from engine.shapes import mistyped, said
 from engine.runner import RunReporter
+from engine.shapes import mistyped, said
 from engine.words import plural
 
 from . import search, system

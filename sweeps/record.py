@@ -86,7 +86,10 @@ def check_shape(data, p):
     if not all(isinstance(point, dict) and point.get("id") and point.get("status") and "settings" in point
                for point in data["points"]):
         raise wrong("a point of it is no object with an id, a status and settings")
-    texts = [("its grid", v) for values in data["grid"].values() for v in (values if isinstance(values, list) else [0])]
+    listless = next((axis for axis, values in data["grid"].items() if not isinstance(values, list)), None)
+    if listless is not None:
+        raise wrong(f"its grid's {listless} is no list of values")
+    texts = [("its grid", v) for values in data["grid"].values() for v in values]
     texts += [("its kinds", v) for v in (data.get("kinds") or {}).values()]
     texts += [("a point's settings", v) for point in data["points"] for v in point["settings"].values()]
     bad = next((where for where, v in texts if not isinstance(v, str)), None)

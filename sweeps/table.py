@@ -46,7 +46,7 @@ def rows(settings, name, data=None, shown=True, loaded=None):
                 if memo is not None:
                     flat = {k: v for k, v in results.run_row(settings.runs, point["run"], memo)[0].items()
                             if k not in results.ROW_EXTRAS}
-                else:   # the report wants the whole record
+                else:   # the report wants the whole record (None: it could not be read)
                     loaded[point["run"]] = None
                     loaded[point["run"]] = run = records.load(os.path.join(settings.runs, point["run"], "run.json"))
                     flat = records.flat(run)

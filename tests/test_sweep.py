@@ -606,6 +606,7 @@ DAMAGED_SWEEPS = [
     ("a point of it is no object with an id, a status", lambda d: d["points"][0].pop("status")),
     ("it has no points or grid", lambda d: d.pop("grid")),
     ("a value in its grid is no text", lambda d: d["grid"].update(batch_size=[1, 4])),
+    ("its grid's batch_size is no list of values", lambda d: d["grid"].update(batch_size="1,4")),
     ("its kinds is list", lambda d: d.update(kinds=[1])),
     ("its request.inputs is list", lambda d: d["request"].update(inputs=[1])),
     ("its query is int", lambda d: d.update(query=5)),
