@@ -117,8 +117,8 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
     """(plan, notes): the recorded request resolved again; raises if a node would differ from the record."""
     index, notes = choose_recipes(record, settings, recorded_recipes)
     req = record.get("request")
-    if not req:
-        raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun)")
+    if not req or not req.get("query"):   # (one edited without its query said "unexpected KeyError ... a bug")
+        raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun, or edited)")
     root = (record.get("root") or {}).get("recipe")
     spec = next((r["inputs"] for r in index.recipes if r["name"] == root), {})
     paths = {name for name, i in spec.items() if i.get("type") == "path"}

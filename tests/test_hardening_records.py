@@ -384,6 +384,10 @@ def test_a_record_damaged_below_its_top_is_said_by_every_reader(ws):
                 and "bug" not in result.stderr, (said, argv, result.stderr)
         listed = ws.mlrun("runs")
         assert listed.returncode == 0 and good in listed.stdout and f"could not be read: {bad}" in listed.stderr, said
+    record = json.loads(json.dumps(original))
+    del record["request"]["query"]   # replay: "unexpected KeyError: 'query'"
+    json.dump(record, open(path, "w"))
+    assert_user_error(ws.mlrun("replay", bad), 2, f"run {bad} has no request to replay")
 
 
 def test_an_uncached_steps_record_file_that_is_a_fifo_fails_it_without_a_hang(ws):
