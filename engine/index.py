@@ -6,7 +6,6 @@ file changed: the warm path then never imports YAML nor re-hashes a script.
 MemoryIndex takes recipe data directly, for tests and embedding.
 """
 import hashlib
-import json
 import os
 import re
 import stat
@@ -15,6 +14,7 @@ from . import keys
 from .digests import file_digest
 from .errors import MlrunError, RecipeError, ResolutionError
 from .recipe import SCHEMA_VERSION, normalize
+from .shapes import seal, unseal
 
 INDEX_FORMAT = 3   # 2: ctime and inode in the fingerprint; 3: a first line with the body's sha256
 SCHEMA_CODE = [os.path.join(os.path.dirname(os.path.abspath(__file__)), f)
@@ -127,14 +127,12 @@ class RecipeIndex:
         path = self._stored_path()
         try:
             with open(path, "rb") as f:
-                head, body = json.loads(f.readline()), f.read()
-            if head != {"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA],
-                        "sha256": hashlib.sha256(body).hexdigest()}:
-                return None
-            stored = json.loads(body)
+                head, stored = unseal(f)
         except (TypeError, OSError, ValueError):
             return None
-        return stored if isinstance(stored, dict) else None
+        if head.get("format") != [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA] or not isinstance(stored, dict):
+            return None
+        return stored
 
     def _store(self, fingerprint, recipes, sources):
         path = self._stored_path()
@@ -146,10 +144,9 @@ class RecipeIndex:
             from .cache import shared_dir
             shared_dir(os.path.dirname(path), top=os.path.dirname(self.state_dir))   # the group's: teammates' runs store and read theirs there too
             tmp = f"{path}.{os.getpid()}.tmp"
-            body = json.dumps({"fingerprint": fingerprint, "sources": sources, "recipes": recipes}).encode()
-            with open(tmp, "wb") as f:   # a line saying its format and the sha256 of the body that follows
-                f.write(json.dumps({"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA],
-                                    "sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n" + body)
+            with open(tmp, "wb") as f:
+                f.write(seal({"format": [INDEX_FORMAT, SCHEMA_VERSION, keys.KEY_SCHEMA]},
+                             {"fingerprint": fingerprint, "sources": sources, "recipes": recipes}))
             os.replace(tmp, path)
         except OSError:
             pass  # a read-only cache only costs speed

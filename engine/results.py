@@ -7,7 +7,6 @@ variation may be written with or without its `_` (backend=_deepsparse matches ba
 import contextlib
 import csv
 import difflib
-import hashlib
 import io
 import json
 import math
@@ -19,6 +18,7 @@ import textwrap
 import time
 
 from .errors import MlrunError, UsageError
+from .shapes import seal, unseal
 from .words import did_you_mean, plural
 
 # Results worth a column when any row has them, in this order.
@@ -361,13 +361,10 @@ class RowsMemo:
         self.version = __version__
         self.path = os.path.join(runs_dir, ".index", f"rows-{os.getuid()}.json")
         self.seen, self.stats = {}, {}
-        try:   # a line with the version and the sha256 of the rows that follow: an edited copy ("started": "x")
-            with open(self.path, "rb") as f:   # said "unexpected TypeError ... a bug"; it is read past
-                head, body = json.loads(f.readline()), f.read()
-            if head.get("version") != self.version:
-                kept = {}
-            else:
-                kept = json.loads(body) if head.get("sha256") == hashlib.sha256(body).hexdigest() else None
+        try:   # sealed: an edited copy ("started": "x") said "unexpected TypeError ... a bug"; it is read past
+            with open(self.path, "rb") as f:
+                head, kept = unseal(f)
+            kept = kept if head.get("version") == self.version else {}
         except FileNotFoundError:   # none yet: written once there is a row to keep
             kept = {}
         except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -404,12 +401,9 @@ class RowsMemo:
             from .cache import shared_dir
             from .secrets import scrub
             shared_dir(folder)   # teammates sharing the runs folder keep their own file there
-            # (scrubbed as every file mlrun writes: a record put there by hand)
-            body = json.dumps(scrub(self.seen), separators=(",", ":"), default=str).encode()
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(json.dumps({"version": self.version, "sha256": hashlib.sha256(body).hexdigest()}).encode()
-                        + b"\n" + body)
+            with os.fdopen(fd, "wb") as f:   # (scrubbed as every file mlrun writes: a record put there by hand)
+                f.write(seal({"version": self.version}, scrub(self.seen), separators=(",", ":"), default=str))
             os.replace(tmp, self.path)
         except OSError:   # a runs folder this user may only read, a full disk: the records are read next time too
             with contextlib.suppress(OSError):

@@ -1,6 +1,8 @@
 """Checks of the JSON files mlrun reads back (run and sweep records, entry.json, a submission's state): a file
 edited by hand or damaged holds a value of another type where the readers take one as it comes, and said
-"unexpected TypeError ... a bug in mlrun". Each reader says what is wrong instead, or reads past the file."""
+"unexpected TypeError ... a bug in mlrun". Each reader says what is wrong instead, or reads past the file; the
+indexes mlrun keeps are sealed with the sha256 of what they hold."""
+import hashlib
 import json
 
 
@@ -21,3 +23,19 @@ def mistyped(obj, shape, times=()):
 def said(field, value):
     """'FIELD is TYPE VALUE', the words of a mistyped field."""
     return f"{field} is {type(value).__name__} {json.dumps(value, default=str)[:40]}"
+
+
+def seal(head, value, **dumps):
+    """The bytes of an index mlrun keeps (the recipes it read, the rows `runs` lists): a first line, head with the
+    sha256 of the JSON that follows, then that JSON. A copy edited or damaged is told by unseal."""
+    body = json.dumps(value, **dumps).encode()
+    return json.dumps({**head, "sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n" + body
+
+
+def unseal(f):
+    """(head, value) of a file seal wrote, read from f (binary); value None where the body is not as sealed.
+    Raises ValueError (or TypeError) for a file of another form."""
+    head, body = json.loads(f.readline()), f.read()
+    if not isinstance(head, dict):
+        raise ValueError("no head line")
+    return head, json.loads(body) if head.get("sha256") == hashlib.sha256(body).hexdigest() else None
