@@ -8,7 +8,7 @@ from . import records
 def as_json(record):
     """`runs show RUN --json`: the record with its status as the text says it (a dead run's record says "running":
     a poller waited), and an imported failed run's logs where they came."""
-    steps, ended = ([dict(s, log=failed_log(record, s)) if isinstance(s, dict) and s.get("log") else s
+    steps, ended = ([dict(s, log=failed_log(record, s)) if s.get("log") else s
                      for s in record.get(field) or []] for field in ("steps", "failed_meanwhile"))
     return {**{k: v for k, v in record.items() if k != "_dir"}, "status": records.status(record), "steps": steps,
             **({"failed_meanwhile": ended} if ended else {})}
@@ -59,8 +59,8 @@ def show(r):
     # never reached: the run stopped before; a record still 'running' (live, or killed: died) writes its steps at
     # its end only: their state is unknown, not "not run" (8 of 9 were built)
     unknown = r.get("record_incomplete") or records.status(r) in ("running", "died", "running?")
-    meanwhile = [m.get("label") for m in r.get("built_meanwhile") or [] if isinstance(m, dict)]
-    ended = {m.get("label"): m for m in r.get("failed_meanwhile") or [] if isinstance(m, dict)}
+    meanwhile = [m["label"] for m in r.get("built_meanwhile") or []]   # objects with a label: records.check_shape
+    ended = {m["label"]: m for m in r.get("failed_meanwhile") or []}
     for label in (r.get("planned") or [])[len(r.get("steps") or []):]:
         if label in meanwhile:   # built while it waited for another mlrun's build, or alongside, before it stopped
             meanwhile.remove(label)
