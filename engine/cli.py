@@ -461,6 +461,8 @@ def _main(argv):
                                      "standard output this way", hint=f"give {flag} a path (./- if you mean that name)")
             if args.recipes is not None and not all(r.strip() for r in args.recipes):
                 raise UsageError("--recipes is empty", hint="give --recipes a folder, or leave it out")
+            if _runs_steps(args):
+                os.getcwd()   # removed under the shell: said now (oserrors.explain), not as a point's or step's failure
             tmp = os.environ.get("TMPDIR")
             if _runs_steps(args) and tmp and not (
                     os.path.isdir(tmp) and os.access(tmp, os.W_OK | os.X_OK)):   # steps' mktemp failed, exit 1

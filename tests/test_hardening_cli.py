@@ -381,6 +381,29 @@ def test_a_tmpdir_that_cannot_be_used_is_said_before_anything_runs(ws, tmp_path)
     assert ws.mlrun("sweep", "list", env=ws.env(TMPDIR=str(tmp_path / "nowhere"))).returncode == 0   # reads only
 
 
+def test_a_current_folder_removed_under_the_shell_is_said(ws, tmp_path):
+    """A shell left in a folder that was removed: a run said "mlrun run: cannot use: No such file or directory", a
+    sweep recorded each point "failed: [Errno 2] ...", `export -o x.tgz` blamed x.tgz."""
+    import shlex
+    from conftest import MLRUN
+    ws.recipe("a", "tags: a\nrun: echo a > a.txt\n")
+    assert ws.mlrun("a").returncode == 0
+
+    def in_removed_folder(*args):
+        gone = tmp_path / "gone"
+        gone.mkdir()
+        line = f"cd {shlex.quote(str(gone))} && rmdir . 2>/dev/null || rmdir {shlex.quote(str(gone))}; exec " + \
+            " ".join(map(shlex.quote, [MLRUN, *args]))
+        return subprocess.run(["bash", "-c", line], env=ws.env(), capture_output=True, text=True, timeout=60)
+    for args in (["a"], ["sweep", "a", "--grid", "env.X=1", "--name", "s"], ["export", "last", "-o", "x.tgz"],
+                 ["show", "cache"]):
+        one_line(in_removed_folder(*args), 2, "the current folder no longer exists",
+                 "cd to a folder that exists and run the command again")
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))   # nothing recorded as failed
+    assert in_removed_folder("runs").returncode == 0   # what needs no folder of its own still works
+    assert in_removed_folder("export", "last", "-o", str(tmp_path / "b.tgz")).returncode == 0
+
+
 def test_a_file_named_by_o_that_cannot_be_written_gets_an_o_hint():
     """export/report/plot -o onto a read-only place were told to point --cache/--runs at a writable folder."""
     import errno
