@@ -367,7 +367,7 @@ class RowsMemo:
             kept = kept if head.get("version") == self.version else {}
         except FileNotFoundError:   # none yet: written once there is a row to keep
             kept = {}
-        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        except (OSError, ValueError, TypeError):   # unseal's errors for a file of another form
             kept = None
         self.changed = not isinstance(kept, dict)   # a damaged memo is written again
         self.kept = kept if isinstance(kept, dict) else {}
