@@ -30,7 +30,10 @@ INPUT_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "path": str
 # mlrun run's own options (engine/cli.py) and the prefixes of its --dep./--env. flags: an input of one of these
 # names took its default whatever was given (--cache=X moved the cache instead)
 STEP_OWN_ENV = ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR")   # set by mlrun for every step, after all else
-RESERVED_INPUTS = ("cache", "runs", "recipes", "mirror", "verbose", "json", "help", "version", "tags", "dep", "env")
+# the options of the verbs that take a query's inputs (run, plan, explain; tests/test_recipe_validation.py checks it):
+# `--jobs=7` went to run's option, the step ran with its default while `plan` showed 7
+RESERVED_INPUTS = ("cache", "runs", "recipes", "mirror", "verbose", "json", "help", "version", "tags", "dep", "env",
+                   "jobs")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A parametric variation is declared as "name.#" and chosen as "_name.VALUE".

@@ -113,6 +113,8 @@ CASES = [
     # From a recipe author's trial: each was accepted and went wrong later, or in silence
     ("input-named-as-an-option", "tags: a\ninputs:\n  n: {}\n  cache: {default: '1'}\n", 4,
      "input name 'cache' is mlrun's own option (--cache): no command line could set it"),
+    ("input-named-as-runs-option", "tags: a\ninputs:\n  jobs: {type: int, default: 1}\n", 3,
+     "input name 'jobs' is mlrun's own option (--jobs)"),   # run took it, the step its default; plan showed 7
     ("download-same-file-twice", "tags: a\ndownload:\n  - {url: https://x/a, file: d.txt, sha256: \"" + "ab" * 32
      + "\"}\n  - {url: https://x/b, file: d.txt, sha256: \"" + "cd" * 32 + "\"}\n", 4, "two downloads are saved as d.txt"),
     ("download-not-http", "tags: a\ndownload:\n  url: file:///etc/passwd\n  file: f\n  sha256: \"" + "ab" * 32 + "\"\n",
@@ -414,3 +416,15 @@ def test_libyaml_and_pyyamls_python_reader_read_every_recipe_alike(monkeypatch, 
     for path in files:
         assert read(yamlfile, path) == read(python, path), path
     assert read(yamlfile, files[-6])[2] == {("mode",): "0755", ("v",): "1.10"}
+
+
+def test_every_option_of_the_verbs_that_take_inputs_is_reserved():
+    """An input named as an option of run, plan or explain is set by no command line (run's --jobs took `--jobs=7`
+    and the step ran with its default, while plan, without that option, showed 7)."""
+    from engine.cli import build_parser
+    from engine.recipe import RESERVED_INPUTS
+    [verbs] = [a for a in build_parser()._actions if a.dest == "verb"]
+    for verb in ("run", "plan", "explain"):
+        names = {o[2:].replace("-", "_") for a in verbs.choices[verb]._actions for o in a.option_strings
+                 if o.startswith("--")}
+        assert names <= set(RESERVED_INPUTS), (verb, names - set(RESERVED_INPUTS))
