@@ -461,8 +461,11 @@ def _main(argv):
                                      "standard output this way", hint=f"give {flag} a path (./- if you mean that name)")
             if args.recipes is not None and not all(r.strip() for r in args.recipes):
                 raise UsageError("--recipes is empty", hint="give --recipes a folder, or leave it out")
-            if _runs_steps(args):
-                os.getcwd()   # removed under the shell: said now (oserrors.explain), not as a point's or step's failure
+            try:
+                os.getcwd()
+            except FileNotFoundError:   # "mlrun run: cannot use: No such file or directory", a sweep's points failed
+                raise UsageError("the current folder no longer exists (it was removed or replaced after this shell "
+                                 "entered it)", hint="cd to a folder that exists and run the command again") from None
             tmp = os.environ.get("TMPDIR")
             if _runs_steps(args) and tmp and not (
                     os.path.isdir(tmp) and os.access(tmp, os.W_OK | os.X_OK)):   # steps' mktemp failed, exit 1

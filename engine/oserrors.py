@@ -8,7 +8,7 @@ import errno
 import os
 import shutil
 
-from .errors import MlrunError, from_os_error, os_errors
+from .errors import from_os_error, os_errors
 
 LIMIT_HINTS = {errno.EMFILE: "this process may open too few files (ulimit -n): raise the limit and run again",
                errno.ENFILE: "the system has too many files open: run again when fewer are",
@@ -24,11 +24,6 @@ def explain(e, operation, path=None):
         code = next((c for c in (errno.ENOSPC, errno.EROFS, errno.EACCES) if f"[Errno {c}]" in str(why)), None)
         more = f" (and {len(failures) - 1} more files)" if len(failures) > 1 else ""
         return explain(OSError(code, os.strerror(code) if code else str(why)), operation, f"{dst}{more}")
-    relative = not os.path.isabs(path if isinstance(path, str) else e.filename if isinstance(e.filename, str) else "")
-    if e.errno == errno.ENOENT and relative and _cwd_gone():
-        # os.getcwd() and the relative paths read from it: "mlrun run: cannot use: No such file or directory"
-        return MlrunError("the current folder no longer exists (it was removed or replaced after this shell "
-                          "entered it)", hint="cd to a folder that exists and run the command again")
     error = from_os_error(e, operation, path)
     target = path if isinstance(path, str) else e.filename if isinstance(e.filename, str) else None
     if e.errno == errno.EACCES and target and os.path.isfile(target) and not os.access(target, os.R_OK):
@@ -73,11 +68,3 @@ class output_errors(os_errors):
                 error.hint = (f"give {self.flag} a path on a disk with room" if e.errno == errno.ENOSPC else
                               f"give {self.flag} a path you may write")
             raise error from None
-
-
-def _cwd_gone():
-    try:
-        os.getcwd()
-        return False
-    except FileNotFoundError:
-        return True

@@ -396,12 +396,11 @@ def test_a_current_folder_removed_under_the_shell_is_said(ws, tmp_path):
             " ".join(map(shlex.quote, [MLRUN, *args]))
         return subprocess.run(["bash", "-c", line], env=ws.env(), capture_output=True, text=True, timeout=60)
     for args in (["a"], ["sweep", "a", "--grid", "env.X=1", "--name", "s"], ["export", "last", "-o", "x.tgz"],
-                 ["show", "cache"]):
+                 ["show", "cache"], ["runs"]):
         one_line(in_removed_folder(*args), 2, "the current folder no longer exists",
                  "cd to a folder that exists and run the command again")
     assert not os.path.exists(os.path.join(ws.runs, "sweeps", "s"))   # nothing recorded as failed
-    assert in_removed_folder("runs").returncode == 0   # what needs no folder of its own still works
-    assert in_removed_folder("export", "last", "-o", str(tmp_path / "b.tgz")).returncode == 0
+    assert in_removed_folder("--version").returncode == 0
 
 
 def test_a_file_named_by_o_that_cannot_be_written_gets_an_o_hint():
