@@ -254,11 +254,14 @@ class Resolver:
         while True:
             while todo:
                 self._take(recipe, chosen, why, *todo.pop(0), todo)
-            # Groups nobody chose get their default (and the default's bases, in the next round).
+            # A group nobody chose gets its default, one group at a time in the recipe's order, each with its
+            # bases before the next: a default's base may choose in another group (all at once, that group's
+            # default was added too and the recipe's plain query was refused as a clash)
             taken = {recipe["variations"][v]["group"] for v in chosen}
             todo = [(v, "default") for v, s in recipe["variations"].items() if s["default"] and s["group"] not in taken]
             if not todo:
                 break
+            del todo[1:]
         for v in chosen:
             clash = next((c for c in recipe["variations"][v].get("conflicts", []) if c in chosen), None)
             if clash:
