@@ -654,10 +654,38 @@ def normalize(data, path, lines, default_name):
                 c.fail(["variations", vname + (PARAM_SUFFIX if v["param"] else ""), "conflicts", i],
                        f"variation '{vname}' conflicts with an unknown variation '{b}'")
         v["conflicts"] = [b.lstrip("_") for b in v["conflicts"]]
+    for vname, v in recipe["variations"].items():
+        _check_choosable(c, recipe["variations"], vname, v)
     _check_conditions(c, recipe)
     recipe["path"] = path
     recipe["lines"] = {"/".join(map(str, k)): v for k, v in lines.items() if len(k) <= 3}
     return recipe
+
+
+def _check_choosable(c, variations, vname, v):
+    """A variation whose bases (followed through) hold two of one group, or one it or they conflict with, could
+    never be chosen: every query of it failed at resolution, naming neither the file nor the line."""
+    here = ["variations", vname + (PARAM_SUFFIX if v["param"] else "")]
+    brings, todo = {vname: None}, [(b.partition(".")[0], vname) for b in v["base"]]
+    while todo:
+        name, by = todo.pop(0)
+        if name not in brings:
+            brings[name] = by
+            todo += [(b.partition(".")[0], name) for b in variations[name]["base"]]
+    said = {n: f"'{n}'" if n == vname else f"its base '{n}'" if by == vname else f"'{n}' (base of '{by}')"
+            for n, by in brings.items()}
+    groups = {}
+    for name in brings:
+        group = variations[name]["group"]
+        if group is not None and groups.setdefault(group, name) != name:
+            c.fail(here + ["base"], f"variation '{vname}' can never be chosen: {said[groups[group]]} and "
+                                    f"{said[name]} are both in group '{group}'")
+    for name in brings:
+        clash = next((x for x in variations[name]["conflicts"] if x in brings), None)
+        if clash is not None:
+            c.fail(here + ["conflicts" if name == vname else "base"],
+                   f"variation '{vname}' can never be chosen: {said[name]} conflicts with "
+                   + ("itself" if clash == name else said[clash]))
 
 
 def _check_conditions(c, recipe):

@@ -115,6 +115,18 @@ CASES = [
      "input name 'cache' is mlrun's own option (--cache): no command line could set it"),
     ("input-named-as-runs-option", "tags: a\ninputs:\n  jobs: {type: int, default: 1}\n", 3,
      "input name 'jobs' is mlrun's own option (--jobs)"),   # run took it, the step its default; plan showed 7
+    # variations no query could choose: each query of them failed at resolution, naming no file or line
+    ("variation-base-in-its-group", "tags: a\nvariations:\n  x: {group: g, base: [y]}\n  y: {group: g}\n", 3,
+     "variation 'x' can never be chosen: 'x' and its base 'y' are both in group 'g'"),
+    ("variation-conflicts-with-itself", "tags: a\nvariations:\n  x: {conflicts: [x]}\n", 3,
+     "variation 'x' can never be chosen: 'x' conflicts with itself"),
+    ("variation-conflicts-with-its-base", "tags: a\nvariations:\n  x: {base: [y], conflicts: [_y]}\n  y: {}\n", 3,
+     "variation 'x' can never be chosen: 'x' conflicts with its base 'y'"),
+    ("variation-bases-two-of-a-group", "tags: a\nvariations:\n  x: {base: [y]}\n  y: {base: [c]}\n  c: {group: g}\n"
+     "  d: {group: g}\n  e: {base: [x, d]}\n", 7,
+     "variation 'e' can never be chosen: its base 'd' and 'c' (base of 'y') are both in group 'g'"),
+    ("variation-base-conflicts-with-another", "tags: a\nvariations:\n  x: {base: [y, z]}\n  y: {conflicts: [z]}\n"
+     "  z: {}\n", 3, "variation 'x' can never be chosen: its base 'y' conflicts with its base 'z'"),
     ("download-same-file-twice", "tags: a\ndownload:\n  - {url: https://x/a, file: d.txt, sha256: \"" + "ab" * 32
      + "\"}\n  - {url: https://x/b, file: d.txt, sha256: \"" + "cd" * 32 + "\"}\n", 4, "two downloads are saved as d.txt"),
     ("download-not-http", "tags: a\ndownload:\n  url: file:///etc/passwd\n  file: f\n  sha256: \"" + "ab" * 32 + "\"\n",
