@@ -315,7 +315,8 @@ class Resolver:
                 raise ResolutionError(f"{recipe['name']}: --{name}= is empty",   # model and its download
                                       hint=f"give --{name}=PATH, or leave --{name} out"
                                       + (f" ({spec['help']})" if spec["help"] else ""))
-            if spec["type"] == "path" and value and not REFERENCE.match(value):
+            if spec["type"] == "path" and value and (not REFERENCE.match(value) or os.path.lexists(value)):
+                # a file here named model:v2.onnx is that file, not a reference (it was kept as text, unhashed)
                 value = os.path.abspath(os.path.expanduser(value))
                 if not os.path.exists(value):
                     raise ResolutionError(f"{recipe['name']}: --{name}" + ("" if name in given else " (its default)")

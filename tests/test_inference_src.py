@@ -143,6 +143,31 @@ def test_content_input_of_a_file_hashes_its_bytes(ws, tmp_path):
     assert key() == key()   # unset: nothing to hash
 
 
+def test_a_file_here_whose_name_looks_like_a_reference_is_that_file(ws):
+    """`--file=model:v2.onnx` with that file in the current folder was kept as a reference (zoo:STUB, hf:ORG/NAME):
+    not made absolute, not hashed, and the step, run in its own folder, found no such file."""
+    ws.recipe("use-file", """
+        tags: [use, file]
+        inputs:
+          file: {type: path, content: true}
+        run: cat "$MLRUN_INPUT_FILE" > copy.txt
+        """)
+    import pathlib
+    here = pathlib.Path(ws.root)
+    (here / "model:v2.txt").write_text("one\n")
+
+    def plan(value):
+        result = ws.mlrun("plan", "use file", f"--file={value}", "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)["nodes"][-1]
+    node = plan("model:v2.txt")
+    assert node["inputs"]["file"] == str(here / "model:v2.txt")
+    (here / "model:v2.txt").write_text("two\n")
+    assert plan("model:v2.txt")["key"] != node["key"]   # its bytes are in the key
+    assert plan("zoo:nlp/x")["inputs"]["file"] == "zoo:nlp/x"   # no such file: a reference, as before
+    assert ws.mlrun("use file", "--file=model:v2.txt").returncode == 0
+
+
 def test_content_needs_a_path_input(ws):
     path = ws.recipe("bad", """
         tags: [bad]
