@@ -392,7 +392,11 @@ class RowsMemo:
             self.seen[run_id] = {"stat": self.stats[run_id], "row": item[0], "settings": item[1]}
             self.changed = True
 
-    def save(self):
+    def save(self, every_run=True):
+        """every_run: this reader asked for every run (`runs`), so the rows it did not see are of runs gone; a
+        reader of some (a sweep's points) keeps the others' (it wrote its own alone, and `runs` read each again)."""
+        if not every_run:
+            self.seen = {**self.kept, **self.seen}
         if not self.changed and self.seen.keys() == self.kept.keys():
             return
         folder = os.path.dirname(self.path)

@@ -66,7 +66,7 @@ def rows(settings, name, data=None, shown=True, loaded=None):
         row["node"] = point.get("node")
         out.append(row)
     if memo is not None:
-        memo.save()
+        memo.save(every_run=False)
     return out
 
 

@@ -572,6 +572,11 @@ def test_sweep_show_takes_the_rows_runs_keeps_and_a_damaged_record_is_its_points
     shown = json.loads(bench.mlrun("sweep", "show", "kept", "--json").stdout)
     assert [r["samples_per_second"] for r in shown] == [50, 200], shown
     assert set(kept_rows(bench)) == {r["run"] for r in shown}
+    assert bench.mlrun("app bench _cpu", "--mode=performance", "--scenario=Offline").returncode == 0
+    assert bench.mlrun("runs").returncode == 0
+    every = set(kept_rows(bench))
+    assert len(every) == 3 and bench.mlrun("sweep", "show", "kept").returncode == 0
+    assert set(kept_rows(bench)) == every   # it kept its points' rows alone: `runs` then read every record again
     assert not {"headline", "mode_scenario"} & set(shown[0])   # the listing's own fields stay the listing's
     path = os.path.join(bench.runs, shown[1]["run"], "run.json")
     st, text = os.stat(path), open(path).read()
