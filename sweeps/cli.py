@@ -398,13 +398,19 @@ def cmd_show(args, extras, settings):
     _no_extras(extras, "sweep show", args)
     data = table.load(settings, args.sweep_name)
     fmt = _format(args)
-    # scripts get values as the runs have them (a setting not given: the run's own, not "- (1)")
-    rows = table.rows(settings, args.sweep_name, data, shown=fmt not in ("csv", "json"))
+    # picked by the values the runs had, in every format (the table's "- (1)" missed --where threads=1, as --csv
+    # did not); `FIELD=-` picks the points that left FIELD to mlrun
+    rows = table.rows(settings, args.sweep_name, data, shown=False)
     conditions = results.parse_where(args.where)
     given = results.parse_columns(args.columns)
     results.check_fields([f for f, _, _ in conditions] + given, rows, f"sweep '{data['name']}'")
     everything = rows
-    rows = [r for r in rows if results.matches(r, conditions)]
+    dash = [c for c in conditions if c[2] == gridlib.NOT_GIVEN and c[1] in ("=", "!=")]
+    plain = [c for c in conditions if c not in dash]
+    rows = [r for r in rows if results.matches(r, plain)
+            and all((f in table.not_given(data, r)) == (op == "=") for f, op, _ in dash)]
+    if fmt not in ("csv", "json"):   # scripts get values as the runs have them, not "- (1)"
+        rows = table.for_people(data, rows)
     if not rows and fmt == "table":   # an empty table said nothing (`runs` says "no runs that match")
         print(f"no points of sweep '{data['name']}' match ({len(everything)} in all)")
         return 0

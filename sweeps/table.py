@@ -31,7 +31,8 @@ def load(settings, name):
 
 
 def rows(settings, name, data=None, shown=True, loaded=None):
-    """shown: a setting not given reads "- (VALUE)" for people; else VALUE, as its run had it (None: unknown).
+    """shown: a setting not given reads "- (VALUE)" for people (for_people); else VALUE, as its run had it (None:
+    unknown).
     loaded: a dict that gets {run id: its record, or None} of the records read (the report read each twice)."""
     data = data or load(settings, name)
     kinds = data.get("kinds") or {}
@@ -54,20 +55,30 @@ def rows(settings, name, data=None, shown=True, loaded=None):
             except results.UNREADABLE as e:   # removed or damaged since: the point still shows
                 row["error"] = e.message if isinstance(e, MlrunError) else (   # damaged below its top: it said "a bug"
                     f"run record {os.path.join(settings.runs, point['run'], 'run.json')} is damaged: {e}")
-        for field, value in point["settings"].items():   # not given: say so, and what the run had
-            if value == NOT_GIVEN:
-                had = row.get(field)
-                if not shown:
-                    row[field] = None if had == NOT_GIVEN else had
-                else:
-                    row[field] = NOT_GIVEN if had in (None, NOT_GIVEN) else f"{NOT_GIVEN} ({had})"
+        for field, value in point["settings"].items():   # not given: the value its run had
+            if value == NOT_GIVEN and row.get(field) == NOT_GIVEN:
+                row[field] = None
         row["point_status"] = point["status"]
         row["error"] = point.get("error") or row.get("error")
         row["node"] = point.get("node")
         out.append(row)
     if memo is not None:
         memo.save(every_run=False)
-    return out
+    return for_people(data, out) if shown else out
+
+
+def not_given(data, row):
+    """The grid's fields its point left to mlrun (the value `-`)."""
+    point = next((p for p in data["points"] if p["id"] == row["point"]), {"settings": {}})
+    return [f for f, value in point["settings"].items() if value == NOT_GIVEN]
+
+
+def for_people(data, rows):
+    """Rows as people read them: a setting not given reads "- (VALUE)", what its run had (`-` alone: unknown)."""
+    for row in rows:
+        for field in not_given(data, row):
+            row[field] = NOT_GIVEN if row.get(field) is None else f"{NOT_GIVEN} ({row[field]})"
+    return rows
 
 
 def shared_query(data, rows=()):

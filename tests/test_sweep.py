@@ -682,3 +682,22 @@ def test_a_dep_flag_that_some_points_cannot_take_says_how_to_sweep_them(ws):
     result = ws.mlrun("sweep", "app x", "--grid", "kind=a,b", "--dep.thing.layers=2", "--name", "mixed")
     assert_user_error(result, 2, "1 of 2 points of sweep 'mixed' cannot be planned", "has no input --layers",
                       "a --dep.NAME.* flag goes to every point", "sweep them apart")
+
+
+@pytest.mark.slow   # a sweep of 2 points
+def test_sweep_show_where_picks_by_the_runs_values_in_every_format_and_dash_picks_the_points_not_given(bench):
+    """`--where threads=1` left out the table's `- (1)` points and kept them in --csv; `--where threads=-` matched
+    nothing (a user's trial)."""
+    assert bench.mlrun("sweep", "app bench _cpu", "--mode=performance", "--scenario=Offline", "--grid",
+                       "batch_size=-,4", "--name", "pick").returncode == 0
+
+    def picked(where, *fmt):
+        result = bench.mlrun("sweep", "show", "pick", "--where", where, *fmt)
+        assert result.returncode == 0, result.stderr
+        if fmt == ("--json",):
+            return [r["point"] for r in json.loads(result.stdout)]
+        return [line.split()[0].split(",")[0] for line in result.stdout.splitlines()[1:] if line.startswith("p0")]
+    for where, points in (("batch_size=1", ["p000"]), ("batch_size=-", ["p000"]), ("batch_size!=-", ["p001"]),
+                          ("batch_size=4", ["p001"])):
+        assert picked(where) == picked(where, "--csv") == picked(where, "--json") == points, where
+    assert "- (1)" in bench.mlrun("sweep", "show", "pick", "--where", "batch_size=1").stdout
