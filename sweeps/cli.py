@@ -71,7 +71,8 @@ The sweeps of this runs folder: name, query, points done, left and failed.""",
 
 The best point of a sweep among its VALID points (by samples_per_second; Server by completed_samples_per_second;
 SingleStream by latency_p90_ms; accuracy by f1; or FIELD), with notes when it may be noise, and the `bin/mlrun
-submit` command that runs it, its settings scoped to its scenario. Exit 1 when no point is VALID.
+submit` command that runs it, its settings scoped to its scenario. Exit 1 when no point is VALID, none ended
+ok, or every point ties (no best, as the plot and report have none).
   --y FIELD   rank by this field (its direction known: a rate higher, a latency lower)
   --json      the point, its value, grid values (not_given: values the point left to the harness), notes and
               the submit command as a list""",
@@ -449,8 +450,8 @@ def cmd_best(args, extras, settings):
     data = table.load(settings, args.sweep_name)
     rows = table.rows(settings, args.sweep_name, data, shown=False)
     if rows and not any(r.get("point_status") == "ok" for r in rows):   # "no point has a result to rank"
-        raise UsageError(f"no point of sweep '{data['name']}' ended ok ({len(rows)} in all)",
-                         hint=f"`mlrun sweep show {data['name']}` says why each failed")
+        raise MlrunError(f"no point of sweep '{data['name']}' ended ok ({len(rows)} in all)",   # their steps failed
+                         hint=f"`mlrun sweep show {data['name']}` says why each failed", exit_code=1)
     if y:   # a misspelt field: "samples_per_secnd says not whether more is better"
         from engine.results import check_fields
         check_fields([y], rows, f"sweep '{data['name']}'")
@@ -466,13 +467,25 @@ def cmd_best(args, extras, settings):
                          "sample): it ranks no point" if offline else f"no point that ended ok has {y}"),
                          hint=f"mlrun sweep show {data['name']}")
     valid = [r for r in ok if not plot.invalid(r)]
-    best = (max if plot.direction(y) == "max" else min)(valid or ok, key=lambda r: plot.number(r[y]))
+    judged = any(r.get("result") for r in ok)   # LoadGen said VALID or INVALID (an accuracy run: neither)
+    pool = valid or ok
+    if len(pool) > 1 and len({plot.number(r[y]) for r in pool}) == 1:   # as the plot and the report: no best
+        message = (f"sweep '{data['name']}': no best by {y}: its {len(pool)} {'VALID ' if judged and valid else ''}"
+                   f"points all have {results.show(y, pool[0][y])}")
+        if fmt == "json":
+            from engine.cli import _print_json
+            _print_json({"sweep": data["name"], "by": y, "direction": plot.direction(y), "point": None,
+                         "tie": [r["point"] for r in pool], "value": pool[0][y], "submit": None})
+        else:
+            print(message + f"; `mlrun sweep show {data['name']}` shows them")
+        return 1
+    best = (max if plot.direction(y) == "max" else min)(pool, key=lambda r: plot.number(r[y]))
     run = records.load(os.path.join(settings.runs, best["run"], "run.json"))
     if fmt == "json":
-        return _best_json(data, best, run, ok, y, bool(valid))
+        return _best_json(data, best, run, ok, y, bool(valid) if judged else None)
+    among = ("VALID points" if valid else "points (every one INVALID)") if judged else "points"
     print(f"best of sweep '{data['name']}' by {y} ({'higher' if plot.direction(y) == 'max' else 'lower'} is better), "
-          f"among its {'VALID points' if valid else 'points (every one INVALID)'}: {best['point']} = "
-          f"{results.show(y, best[y])} (run {best['run']})")
+          f"among its {among}: {best['point']} = {results.show(y, best[y])} (run {best['run']})")
     point = next((p for p in data["points"] if p["id"] == best["point"]), {})
     given = point.get("settings") or {}
     # a value not given ("-") is said so, with what its run had: it read as if set, like the next point's
@@ -502,8 +515,9 @@ def _best_json(data, best, run, ok, y, valid):
                  "grid": {k: best.get(k) for k in data.get("grid") or {}},
                  # grid values the point did not give ("-"): the run's own, not set (the text says so too)
                  "not_given": [k for k in data.get("grid") or {} if given.get(k) == table.NOT_GIVEN],
-                 "notes": _best_warnings(best, run, ok, y), "submit": _submit_argv(best, run) if valid else None})
-    return 0 if valid else 1
+                 "notes": _best_warnings(best, run, ok, y),
+                 "submit": _submit_argv(best, run) if valid is not False else None})
+    return 1 if valid is False else 0
 
 
 def _submit_argv(best, run):
@@ -533,6 +547,8 @@ def _best_warnings(best, run, ok, y):
     """What may make the best point noise: a busy machine while it ran, fewer cores than the machine has, a
     second measurement of the same settings far from it."""
     out = []
+    if re.fullmatch(r"f1|exact_match|accuracy.*", y):   # a score: the machine's load and a run's length change none
+        return out
     if best.get("other_load.busy"):
         out.append("it was measured while other processes were busy (other_load): run the sweep again on a quiet "
                    "machine (`--rerun`) before you trust the ranking")

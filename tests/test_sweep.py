@@ -298,7 +298,24 @@ def test_sweep_best_names_the_best_valid_point_and_the_submit_command_that_runs_
     assert (as_json["point"], as_json["valid"], as_json["submit"][-2]) == ("p003", True, "--division=open")
     failed = bench.mlrun("sweep", "app bench _cpu", "--fail_on=1", "--grid", "batch_size=1", "--name", "broken")
     assert failed.returncode == 1
-    assert_user_error(bench.mlrun("sweep", "best", "broken"), 2, "no point of sweep 'broken' ended ok (1 in all)")
+    assert_user_error(bench.mlrun("sweep", "best", "broken"), 1, "no point of sweep 'broken' ended ok (1 in all)")
+    # every point ties: no best, as the plot and the report have none (it named the first one best)
+    assert bench.mlrun("sweep", "app bench _cpu", "--mode=performance", "--scenario=Offline", "--grid",
+                       "env.X_FLAVOUR=a,b", "--name", "tie").returncode == 0
+    tie = bench.mlrun("sweep", "best", "tie")
+    assert tie.returncode == 1 and tie.stdout.startswith("sweep 'tie': no best by samples_per_second: its 2 VALID "
+                                                         "points all have 50.0"), tie.stdout
+    as_json = json.loads(bench.mlrun("sweep", "best", "tie", "--json").stdout)
+    assert (as_json["point"], as_json["tie"], as_json["submit"]) == (None, ["p000", "p001"], None)
+    # a score's best gets no notes of the machine's load or a run's length (they change no F1)
+    assert bench.mlrun("sweep", "app bench _cpu", "--mode=accuracy", "--grid", "dep.model.layers=1,2", "--name",
+                       "acc").returncode == 0
+    acc = bench.mlrun("sweep", "best", "acc")
+    assert acc.returncode == 0 and "p000 = 89.00" in acc.stdout, acc.stdout
+    from sweeps.cli import _best_warnings
+    short = [{"other_load.seconds": 0.0, "other_load.share": 0.93, "other_load.busy": True}] * 2
+    assert _best_warnings(short[0], {}, short, "f1") == _best_warnings(short[0], {}, short, "exact_match") == []
+    assert len(_best_warnings(short[0], {}, short, "samples_per_second")) == 2   # a speed's: as before
 
 
 @pytest.mark.slow  # about 2.1 s on the 2-core EPYC
