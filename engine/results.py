@@ -510,19 +510,25 @@ def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=
         return (f"no runs{' that match' if items else ''} in {runs_dir}"
                 + ("" if helpers or not items else " (helper commands like `get ...` show with --all)") + "\n")
     shared, dropped = [], []
-    if not columns:
+    default = not columns
+    if default:
         columns, shared = run_columns(items, rows)
-        if fmt == "table":   # too many settings differ to show: leave some out, their variations back in the query
-            width = shutil.get_terminal_size((100, 24)).columns
-            columns, dropped = fit_columns(rows, columns, width)
-            said = show("query_rest", rows[0].get("query_rest")) if "query_rest" not in columns else None
-            _query_rest(rows, [c for c in columns if c not in ("run", "query_rest", "mode_scenario", "headline",
-                                                                "status")])
-            if said is not None and varying(rows, ["query_rest"]):   # a variation left its column: the query differs
-                columns.insert(1, "query_rest")
-                shared = [x for x in shared if x != said]
-            common = _common_words(rows) if "query_rest" in columns else []
-            shared += [" ".join(common)] if common else []
+    if fmt in ("table", "markdown"):   # a setting a run left to mlrun reads "- (1)", as in `sweep show` (a column
+        asked = {row["run"]: given for row, given in items}   # of 1s stood for "1" asked and "-" alike)
+        rows = [{**r, **{k: f"- ({show(k, r[k])})" for k, v in asked.get(r["run"], {}).items()
+                         if v is None and r.get(k) is not None}} for r in rows]
+    if default and fmt == "table":   # too many settings differ to show: leave some out, their variations back in
+        # the query
+        width = shutil.get_terminal_size((100, 24)).columns
+        columns, dropped = fit_columns(rows, columns, width)
+        said = show("query_rest", rows[0].get("query_rest")) if "query_rest" not in columns else None
+        _query_rest(rows, [c for c in columns if c not in ("run", "query_rest", "mode_scenario", "headline",
+                                                            "status")])
+        if said is not None and varying(rows, ["query_rest"]):   # a variation left its column: the query differs
+            columns.insert(1, "query_rest")
+            shared = [x for x in shared if x != said]
+        common = _common_words(rows) if "query_rest" in columns else []
+        shared += [" ".join(common)] if common else []
     text = render(rows, columns, fmt)
     if dropped:   # wrapped, not cut: the names are what --columns takes
         text += "\n".join(textwrap.wrap(f"{plural(len(dropped), 'more setting')} "

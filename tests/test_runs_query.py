@@ -278,6 +278,22 @@ def test_an_override_given_to_some_runs_only_makes_a_column(bench):
     assert rows[first][1:3] == ["12", "-"] and rows[second][1:3] == ["-", "PASSIVE"], table
 
 
+def test_an_input_a_run_left_to_the_recipe_reads_as_not_given_with_what_it_had(bench):
+    """A column of 2s: one run asked --threads=2, the other left it to the rule (which chose 2); the column said
+    the settings differ and showed them alike. As `sweep show`: `- (2)`, in the table and Markdown, not in --csv."""
+    bench.recipe("ruled", "tags: app ruled\ncache: false\ninputs:\n  threads: {type: int, help: 'default: a rule'}\n"
+                          "run: |\n  echo '{\"threads\": 2}' > summary.json\nrecord: {results: summary.json}\n")
+    first = run(bench, "app ruled", "--threads=2")["run"]
+    second = run(bench, "app ruled")["run"]
+    table = bench.mlrun("runs", env=bench.env(COLUMNS="120")).stdout.splitlines()
+    assert table[0].split()[1] == "THREADS", table
+    rows = {line.split()[0]: line.split() for line in table[1:-1]}
+    assert rows[first][1] == "2" and rows[second][1:3] == ["-", "(2)"], table
+    markdown = bench.mlrun("runs", "--markdown").stdout
+    assert f"| {second} | - (2) |" in markdown and f"| {first} | 2 |" in markdown, markdown
+    assert [r["threads"] for r in csv.DictReader(io.StringIO(bench.mlrun("runs", "--csv").stdout))] == ["2", "2"]
+
+
 def test_runs_csv_and_markdown_share_the_rows(history):
     ws, ids = history
     rows = list(csv.DictReader(io.StringIO(ws.mlrun("runs", "--csv").stdout)))
