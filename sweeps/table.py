@@ -53,8 +53,10 @@ def rows(settings, name, data=None, shown=True, loaded=None):
                     flat = records.flat(run)
                 row.update({k: v for k, v in flat.items() if k not in row or v is not None})
             except results.UNREADABLE as e:   # removed or damaged since: the point still shows
-                row["error"] = e.message if isinstance(e, MlrunError) else (   # damaged below its top: it said "a bug"
-                    f"run record {os.path.join(settings.runs, point['run'], 'run.json')} is damaged: {e}")
+                path = os.path.join(settings.runs, point["run"], "run.json")
+                row["error"] = (f"its run {point['run']} is gone (no {path}): the sweep's command runs the point "
+                                "again" if not os.path.lexists(path) else e.message if isinstance(e, MlrunError)
+                                else f"run record {path} is damaged: {e}")   # below its top: it said "a bug"
         for field, value in point["settings"].items():   # not given: the value its run had
             if value == NOT_GIVEN and row.get(field) == NOT_GIVEN:
                 row[field] = None

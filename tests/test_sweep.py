@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -617,6 +618,8 @@ def test_sweep_show_takes_the_rows_runs_keeps_and_a_damaged_record_is_its_points
     assert "bug" not in result.stdout + result.stderr, result.stderr
     report = bench.mlrun("report", "kept", "-o", os.path.join(bench.runs, "kept.html"))
     assert report.returncode == 0, report.stderr
+    shutil.rmtree(os.path.join(bench.runs, shown[0]["run"]))   # removed: said so, and what brings it back
+    assert f"p000: its run {shown[0]['run']} is gone (no " in bench.mlrun("sweep", "show", "kept").stdout
 
 
 # A sweep record edited by hand or damaged: each said "unexpected ... a bug in mlrun", `sweep list` for every sweep
