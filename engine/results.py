@@ -52,6 +52,10 @@ def parse_where(texts):
                              hint="e.g. --where backend=deepsparse --where 'samples_per_second>100' (quoted: the shell takes > "
                                   "for a redirect)")
         field, op, value = m[1], m[2], m[3].strip()
+        if value[:1] in ("=", "<", ">") and op in ("=", "!=", "<", ">"):   # batch_size==1, =>1: matched nothing, unsaid
+            raise UsageError(f"--where {text!r}: one operator between the field and the value", hint="FIELD=VALUE, "
+                             "FIELD!=VALUE, or FIELD>=N, FIELD<=N, FIELD>N, FIELD<N (quoted: the shell takes > for "
+                             "a redirect)")
         if op in (">", "<", ">=", "<=") and _number(value) is None:
             raise UsageError(f"--where {text!r}: {op} compares numbers; {value!r} is not one")
         out.append((field, op, value))

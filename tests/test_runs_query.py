@@ -11,6 +11,7 @@ import pytest
 from bench_app import APP_HEAD
 from conftest import assert_user_error, kept_rows, kill_group, wait_for
 from engine import records
+from engine.errors import UsageError
 from engine.results import _cut, parse_where, render
 
 APP = APP_HEAD + """\
@@ -319,6 +320,10 @@ def test_render_and_where_units():
     assert json.loads(render(rows, ["c", "d"], "json")) == [{"c": None, "d": 1234.5678}]
     assert parse_where(["a>=2", "b = x "]) == [("a", ">=", "2"), ("b", "=", "x")]
     assert parse_where(["dep.mid/kid.size=7"]) == [("dep.mid/kid.size", "=", "7")]   # a dep of a dep: was refused
+    for typo in ("batch_size==1", "batch_size=>1", "batch_size=<1", "a!==1", "a<>1"):   # each matched nothing, unsaid
+        with pytest.raises(UsageError, match="one operator between the field and the value"):
+            parse_where([typo])
+    assert parse_where(["a!=1", "a<=1", "q=x=y"]) == [("a", "!=", "1"), ("a", "<=", "1"), ("q", "=", "x=y")]
 
 
 def test_a_narrow_table_cuts_paths_and_other_columns_before_the_query():
