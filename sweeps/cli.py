@@ -439,6 +439,8 @@ def cmd_best(args, extras, settings):
     rest, y = list(extras), None
     while rest and rest[0] in ("--y",) and len(rest) > 1 or rest and rest[0].startswith("--y="):
         y, rest = (rest[1], rest[2:]) if rest[0] == "--y" else (rest[0][4:], rest[1:])
+    if rest[:1] == ["--y"] or y == "":   # it said "unexpected argument(s) for 'sweep best': --y"; --y= ranked by
+        raise UsageError("sweep best --y needs a FIELD", hint="e.g. --y f1, --y latency_p99_ms")   # the default
     if not args.sweep_name and rest and not rest[0].startswith("-"):   # `sweep best --y=f1 NAME`
         args.sweep_name, rest = rest[0], rest[1:]
     if not args.sweep_name:

@@ -293,6 +293,8 @@ def test_sweep_best_names_the_best_valid_point_and_the_submit_command_that_runs_
                       "an Offline run's latency_p50_ms means nothing")
     assert_user_error(bench.mlrun("sweep", "best", "tune", "--y=batch_size"), 2, "batch_size says not whether")
     assert_user_error(bench.mlrun("sweep", "best"), 2, "mlrun sweep best needs a NAME")
+    for empty in (["--y"], ["--y="]):   # "unexpected argument(s) ...: --y"; --y= ranked by the default
+        assert_user_error(bench.mlrun("sweep", "best", "tune", *empty), 2, "sweep best --y needs a FIELD")
     same = bench.mlrun("sweep", "best", "--y=samples_per_second", "tune")   # the option before NAME: "needs a NAME"
     assert same.returncode == 0 and same.stdout == best.stdout, same.stderr
     as_json = json.loads(bench.mlrun("sweep", "best", "tune", "--json").stdout)   # was plain text
