@@ -214,7 +214,8 @@ def short_mark(row):
 def label(column, columns=()):
     """A table header: short, units kept (samples_per_second: SAMPLES/S, latency_p99_ms: P99 MS, dep.model.layers:
     LAYERS unless another column has that last word)."""
-    if column in LABELS and not (column == "headline" and "result" in columns):   # two RESULTs told apart
+    if column in LABELS and not (column == "headline" and "result" in columns) and not (
+            column == "point_status" and "status" in columns):   # two RESULTs, two STATUSes told apart
         return LABELS[column]
     m = re.fullmatch(r"latency_(p[0-9_]+)_ms", column)
     if m:
@@ -224,7 +225,7 @@ def label(column, columns=()):
     if column.startswith("dep."):
         last = column.rsplit(".", 1)[1]
         alone = sum(c.rsplit(".", 1)[-1] == last for c in columns) == 1
-        return (last if alone else column[4:]).upper()
+        return (last if alone and "/" not in column else column[4:]).upper()   # a dep of a dep: which one
     return column.upper()
 
 

@@ -143,7 +143,8 @@ def chart(rows, x, y, by=None, grid=()):
         point = r.get("point", "?")
         if r.get("point_status") != "ok":
             left_out.append((point, r.get("point_status") or "no status"))
-        elif r.get("error"):   # an ok point's run record removed or damaged since (it said "no samples_per_second")
+        elif r.get("run") and r.get("error"):   # an ok point's run record removed or damaged since (it said "no
+            # samples_per_second")
             left_out.append((point, "its run record unreadable"))
         elif number(r.get(y)) is None:   # a text value is not missing: it is no number to draw
             left_out.append((point, f"no {y}" if r.get(y) in (None, "") else f"{y} is no number"))

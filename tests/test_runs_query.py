@@ -382,6 +382,11 @@ def test_headline_and_result_asked_together_are_two_headers():
     from engine.results import label
     assert label("headline") == "RESULT" and label("result", ("headline", "result")) == "RESULT"
     assert label("headline", ("headline", "result")) == "HEADLINE"
+    # a sweep's two statuses (the point's and its run's) were both STATUS; a dep of a dep's key said not which dep
+    assert label("point_status", ("point", "point_status", "status")) == "POINT_STATUS"
+    assert label("point_status", ("point", "point_status")) == "STATUS"
+    assert label("dep.model.layers", ("dep.model.layers",)) == "LAYERS"
+    assert label("dep.features/python.python", ("dep.features/python.python",)) == "FEATURES/PYTHON.PYTHON"
 
 
 def _memo(ws):

@@ -401,7 +401,7 @@ def test_report_page_rendered_by_chromium(swept, tmp_path):
 
 def test_an_ok_point_whose_run_record_is_gone_is_left_out_for_that():
     """It was left out as having "no samples_per_second" (its record removed after the sweep: a user's trial)."""
-    rows = [{"point": "p000", "point_status": "ok", "threads": 1, "error": "its run 2026 is gone"},
+    rows = [{"point": "p000", "point_status": "ok", "threads": 1, "run": "2026", "error": "its run 2026 is gone"},
             {"point": "p001", "point_status": "ok", "threads": 2, "samples_per_second": 5.0}]
     assert plot.chart(rows, "threads", "samples_per_second").left_out == [("p000", "its run record unreadable")]
 
