@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 import time
 
@@ -1332,6 +1333,10 @@ def cmd_replay(args, extras, settings):
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
     record = records.load(records.find(settings.runs, ref))
+    # how `diff` finds the recorded run: its id where it is in the runs folder, else its folder (a copy elsewhere:
+    # the id named no run here, or another run of that id)
+    named = record["id"] if os.path.realpath(record["_dir"]) == os.path.realpath(
+        os.path.join(settings.runs, record["id"])) else shlex.quote(record["_dir"])
     if records.status(record) == "running":   # it ran a second copy beside it, then called the first "died"
         raise UsageError(f"run {record['id']} is still running: its record is not written until it ends",
                          hint="replay it once it has ended (mlrun runs shows its status)")
@@ -1341,6 +1346,9 @@ def cmd_replay(args, extras, settings):
         if os.path.isdir(here):
             settings.mirror = here
             print(f"replay: the run's mirror {here} is used (--mirror DIR gives another)", file=sys.stderr)
+        else:   # offline, the downloads then failed with no word of the mirror the run had
+            print(f"replay: the run's mirror {here} is not here: what is not in the cache is downloaded (--mirror "
+                  "DIR gives one)", file=sys.stderr)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
                     jobs=jobs, stream_root=not args.json, live_out=sys.stderr if args.json else None)
     try:
@@ -1359,7 +1367,7 @@ def cmd_replay(args, extras, settings):
         for line in notes + lines:
             print(f"  {line}")
     if not ok:
-        raise StepError(f"the replay of {record['id']} gave a different accuracy", hint=f"mlrun diff {record['id']} {new['id']}; where "
+        raise StepError(f"the replay of {record['id']} gave a different accuracy", hint=f"mlrun diff {named} {new['id']}; where "
                         "nothing differs, a cache entry may have changed its bytes unseen: mlrun cache verify")
     return 0
 

@@ -304,6 +304,7 @@ def test_a_replay_of_a_run_that_took_a_file_from_its_mirror_says_to_give_it(ws, 
     assert f"replay: the run's mirror {mirror} is used (--mirror DIR gives another)" in taken.stderr
     os.rename(mirror, tmp_path / "moved")
     refused = ws.mlrun("replay", first)
+    assert f"replay: the run's mirror {mirror} is not here: what is not in the cache is downloaded" in refused.stderr
     assert_user_error(refused, 2, "probe.copy was 'mirror copy", f"the run took a file from its mirror ({mirror}): "
                       "replay with --mirror DIR holding the same file", "--allow-differences")
 
@@ -339,8 +340,13 @@ def test_replay_reports_a_changed_accuracy(bench):
     with open(os.path.join(bench.runs, first, "run.json"), "w") as f:
         json.dump(r, f)
     result = bench.mlrun("replay", first)
-    assert_user_error(result, 1, "gave a different accuracy")
+    assert_user_error(result, 1, "gave a different accuracy", f"hint: mlrun diff {first} ")
     assert "DIFFERS: recorded 91.0" in result.stdout
+    # a copy elsewhere: the hint's diff reads that copy (it named the id: no such run, or the untouched original)
+    copy = os.path.join(bench.root, "copy of it")
+    shutil.copytree(os.path.join(bench.runs, first), copy)
+    result = bench.mlrun("replay", os.path.join(copy, "run.json"))
+    assert_user_error(result, 1, "gave a different accuracy", f"hint: mlrun diff '{copy}' ")
 
 
 def test_diff_and_replay_take_mlruns_folders_for_places_not_differences(bench):
