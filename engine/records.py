@@ -419,7 +419,7 @@ def flat(record):
 RUN_FIELDS = ("run", "status", "query", "started", "seconds", "host", "error")   # flat's own, first
 # Fields a run's row (flat) or a sweep's (sweeps.table) has of its own.
 ROW_OWN = ("run", "status", "query", "started", "seconds", "host", "error", "point", "point_status", "node",
-           "mode_scenario", "query_rest", "replay_of")
+           "mode_scenario", "query_rest", "replay_of", "replay_exact")
 
 
 def flat_settings(record):

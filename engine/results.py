@@ -202,7 +202,7 @@ def render(rows, columns, fmt="table", width=None, whole=()):
 def _cell(column, row):
     text = show(column, row.get(column))
     if column == "status" and row.get("replay_of"):   # the table said nothing of which runs were replays
-        return f"{text} (replay)"
+        return f"{text} ({'replay' if row.get('replay_exact') is not False else 'inexact replay'})"
     return text + short_mark(row) if column == "result" and row.get(column) else text
 
 
@@ -331,7 +331,7 @@ def run_rows(runs_dir, unreadable=None):
 
 # What reading a record can raise: MlrunError for one missing or no record, the others for one damaged below its top
 UNREADABLE = (MlrunError, TypeError, ValueError, AttributeError, KeyError)
-ROW_EXTRAS = ("headline", "mode_scenario", "replay_of")   # what a run's row holds beyond records.flat's fields
+ROW_EXTRAS = ("headline", "mode_scenario", "replay_of", "replay_exact")   # what a run's row holds beyond records.flat's fields
 
 
 def run_row(runs_dir, run_id, memo):
@@ -349,6 +349,7 @@ def run_row(runs_dir, run_id, memo):
     row["mode_scenario"] = mode.replace("performance", "perf") or None
     if record.get("replay_of"):
         row["replay_of"] = record["replay_of"]
+        row["replay_exact"] = record.get("exact") is not False   # --allow-differences: marked inexact
     item = (row, records.flat_settings(record))
     if record.get("status") != "running":   # a running one's status is its process's, asked each time
         memo.put(run_id, item)

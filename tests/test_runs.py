@@ -117,6 +117,7 @@ def test_replay_on_the_same_machine_reuses_every_node_and_equals(bench):
     assert "accuracy.f1: 90.5 (equal)" in text.stdout and "ratio 1.000" in text.stdout
     table = {line.split()[0]: line for line in bench.mlrun("runs").stdout.splitlines()[1:]}
     assert table[replayed["run"]].endswith("ok (replay)") and table[first].endswith(" ok"), table   # was unmarked
+    assert json.loads(bench.mlrun("runs", "--json").stdout)[-1]["replay_exact"] is True
 
 
 def test_replay_uses_the_recorded_recipes_when_the_local_ones_changed(bench):
@@ -331,6 +332,11 @@ def test_replay_that_cannot_be_exact_says_what_differs(bench):
     anyway = run_json(bench, "replay", first, "--allow-differences", env=bench.env(TOOL_FLAVOUR="b"))
     assert any("cannot be exact" in note for note in anyway["notes"])
     assert record_of(bench, anyway["run"])["exact"] is False
+    # `runs` marks it inexact (it read "ok (replay)" as an exact one), and says so to scripts
+    table = {line.split()[0]: line for line in bench.mlrun("runs").stdout.splitlines()[1:]}
+    assert table[anyway["run"]].endswith("ok (inexact replay)"), table
+    rows = {r["run"]: r for r in json.loads(bench.mlrun("runs", "--json").stdout)}
+    assert (rows[anyway["run"]]["replay_of"], rows[anyway["run"]]["replay_exact"]) == (first, False)
 
 
 def test_replay_reports_a_changed_accuracy(bench):
