@@ -1284,14 +1284,20 @@ def cmd_import(args, extras, settings):
     if not os.path.isfile(args.bundle):
         raise UsageError(_not_a_file(args.bundle), hint="a bundle is the .tar.gz `mlrun export` writes")
     info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs, trust=args.trust)
-    print(f"imported run {info['run_id']} into {info['run_dir']}"
-          + (" (that run was here already: left as it was)" if info.get("run_existed") else "")
+    other = info.get("run_existed") and not info.get("run_same")   # an id taken by another run (a copied folder)
+    print(("imported the bundle's cache entries, not its run (below)" if other else
+           f"imported run {info['run_id']} into {info['run_dir']}")
+          + (" (that run was here already: left as it was)" if info.get("run_existed") and not other else "")
           + f": {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present")
     print(_signature_note(info))
     for name in info.get("damaged_here", []):   # kept (entries are never replaced), but not silently
         path = os.path.join(settings.cache, name)
         print(f"warning: the entry {name} already here was changed since it was published; the bundle's copy was "
               f"not used: `{removal_command(path)}`, then import again", file=sys.stderr)
+    if other:   # it said "that run was here already: left as it was", exit 0, and `runs` showed the other run
+        raise UsageError(f"a run {info['run_id']} is here already and is not the bundle's ({info['run_dir']}): left "
+                         "as it was, the bundle's run not imported", hint="import the bundle into another runs folder "
+                         f"(mlrun --runs DIR import {args.bundle}), or move {info['run_dir']} away and import again")
     return 0
 
 

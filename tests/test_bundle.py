@@ -586,6 +586,20 @@ def test_the_cli_reports_a_refusal_as_one_paragraph(shared, tmp_path):
     assert len(err.strip().splitlines()) == 2 and published(shared.cache2) == []
 
 
+def test_the_cli_says_a_run_of_the_bundles_id_here_is_another_run(shared, tmp_path):
+    """It said "imported run ... (that run was here already: left as it was)", exit 0, and `runs` showed the other
+    run (a run folder copied under that id; replay of the bundle said the truth)."""
+    os.makedirs(os.path.join(shared.runs2, shared.run_id))
+    with open(os.path.join(shared.runs2, shared.run_id, "run.json"), "w") as f:
+        json.dump({"id": shared.run_id, "query": "another", "status": "ok", "steps": []}, f)
+    ws = Workspace(tmp_path)
+    result = ws.mlrun("import", shared.bundle, env=ws.env(MLRUN_CACHE=shared.cache2.root, MLRUN_RUNS=shared.runs2))
+    assert_user_error(result, 2, f"a run {shared.run_id} is here already and is not the bundle's", "left as it was, "
+                      "the bundle's run not imported", "mlrun --runs DIR import")
+    assert result.stdout.startswith("imported the bundle's cache entries, not its run (below): 2 cache entries added")
+    assert json.load(open(os.path.join(shared.runs2, shared.run_id, "run.json")))["query"] == "another"
+
+
 @pytest.mark.parametrize("field, value", [("started", "yesterday"), ("packages", ["a"]), ("finished", float("nan"))])
 def test_import_refuses_a_run_record_no_reader_here_could_read(shared, field, value):
     """Imported, exit 0; then `mlrun runs` listed it as a record that could not be read, diff and replay refused."""
