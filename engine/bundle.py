@@ -166,16 +166,20 @@ def _drop_killed_parts(out_path):
 
 
 def _read_record(run_dir):
+    path = os.path.join(run_dir, "run.json")
     try:
-        with open(os.path.join(run_dir, "run.json")) as f:
+        with open(path) as f:
             record = json.load(f)
-    except (OSError, ValueError):
-        raise MlrunError(f"{run_dir} is not a run folder: it has no readable run.json",
+    except FileNotFoundError:
+        raise MlrunError(f"{run_dir} is not a run folder: it has no run.json",
                          hint="runs live in runs/<id>/ (or $MLRUN_RUNS); pass one of those folders") from None
+    except (OSError, ValueError) as e:   # as the other verbs say it (was "not a run folder", in a run folder)
+        raise MlrunError(f"cannot read run record {path}: {e}") from None
+    if isinstance(record, dict) and "steps" in record:   # what is wrong, as `runs show` says it ("its steps is str")
+        check_shape(record, path)
     if not isinstance(record, dict) or not _plain_name(record.get("id")) or not isinstance(record.get("steps"), list):
         raise MlrunError(f"{run_dir}/run.json is not an mlrun run record (no valid run id or steps)",
                          hint="is it a run record written by mlrun? (`mlrun runs show` reads it)")
-    check_shape(record, f"{run_dir}/run.json")   # below its top too ("failed_meanwhile": 5 was a TypeError)
     return record
 
 

@@ -261,6 +261,16 @@ def test_export_refuses_a_damaged_entry_and_a_place_that_is_not_a_file(made):
 def test_export_of_a_folder_that_is_not_a_run(tmp_path):
     with pytest.raises(MlrunError, match="not a run folder"):
         export_run(tmp_path, Cache(tmp_path / "cache"), tmp_path / "x.tar.gz")
+    # a run folder whose record is damaged is said as the other verbs say it (was "not a run folder", whose hint
+    # sent the user to runs/<id>/, where it was; and "no valid run id or steps" for steps that were text)
+    run_dir = tmp_path / "runs" / "20261207-120000-abcd"
+    run_dir.mkdir(parents=True)
+    for text, said in (('{"id": "x", "steps": ', "cannot read run record .*run.json: Expecting value"),
+                       ('{"id": "x", "steps": "oops"}', "not an mlrun run record: its steps is str \"oops\"")):
+        (run_dir / "run.json").write_text(text)
+        with pytest.raises(MlrunError, match=said) as e:
+            export_run(run_dir, Cache(tmp_path / "cache"), tmp_path / "x.tar.gz")
+        assert e.value.hint is None
 
 
 # -- import ----------------------------------------------------------------------------------------
