@@ -222,6 +222,13 @@ def find(runs_dir, ref):
             raise UsageError(f"run {private[0]} in {runs_dir} is not readable by you (owner: "
                              f"{owner(os.path.join(runs_dir, private[0]))})",
                              hint="its owner can make it readable to the group (chmod -R g+rX)")
+        if os.path.isdir(ref):   # a folder here, not a run's: it said "no run 'DIR' in RUNS"
+            raise UsageError(f"{ref} is a folder but no run folder: it has no run.json",
+                             hint="a run folder is runs/<id>/ (or $MLRUN_RUNS/<id>/); `mlrun runs` lists the runs")
+        if os.path.isfile(ref) and ref.endswith((".tar.gz", ".tgz")):   # a bundle, to a verb that reads none
+            raise UsageError(f"{ref} is a bundle: this verb takes a run here (an id, last, a run folder or a "
+                             "run.json)", hint=f"mlrun import {ref} adds its run here; diff and replay read a "
+                                                "bundle in place")
         raise UsageError(f"no run '{ref}' in {runs_dir}", hint="`mlrun runs` lists the recorded runs; `last` "
                                                                "names the newest it lists, last~1 the one before")
     raise UsageError(f"'{ref}' names {len(ids)} runs: {', '.join(ids[:5])}"

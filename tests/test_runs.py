@@ -98,6 +98,12 @@ def test_runs_lists_and_shows(bench):
         assert_user_error(bench.mlrun("runs", "show", first, *flag), 2, "mlrun runs show takes one run")
     assert json.loads(bench.mlrun("runs", "--json").stdout)[0]["run"] == first
     assert_user_error(bench.mlrun("runs", "show", "nope"), 2, "no run 'nope'")
+    # a folder that is no run's, a bundle to a verb that reads none: each was "no run 'X' in RUNS"
+    os.makedirs(os.path.join(bench.root, "some folder"))
+    assert_user_error(bench.mlrun("diff", "some folder", first), 2, "some folder is a folder but no run folder")
+    assert bench.mlrun("export", first, "-o", "b.tar.gz").returncode == 0
+    for args in (["runs", "show", "b.tar.gz"], ["export", "b.tar.gz", "-o", "c.tar.gz"]):
+        assert_user_error(bench.mlrun(*args), 2, "b.tar.gz is a bundle", "mlrun import b.tar.gz")
     shutil.copytree(os.path.join(bench.runs, first), os.path.join(bench.runs, first + ".bak"))
     assert bench.mlrun("runs", "show", first).returncode == 0   # a whole id is no prefix of its copy's
     assert_user_error(bench.mlrun("runs", "show", first[:15]), 2, f"'{first[:15]}' names 2 runs")
