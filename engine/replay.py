@@ -129,7 +129,10 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
     mapped = [name for name, value in inputs.items() if value != (req.get("inputs") or {}).get(name)]
     plan.replayed_files = mapped   # recorded: `diff` of the run and this replay says no difference of their paths
     differences, beyond = plan_differences(record, plan, mapped)
-    if beyond:
+    if beyond and not record.get("steps"):   # killed before it wrote its steps (died): how far it got is unknown
+        notes.append(f"the recorded run ({status(record)}) kept no step's outcome: how far it got is unknown; this "
+                     "replay runs each step its cache lacks")
+    elif beyond:
         notes.append(f"the recorded run ({status(record)}) stopped before {plural(len(beyond), 'step')}: "
                      + ", ".join(beyond) + "; this replay runs them")
     if differences:

@@ -49,8 +49,8 @@ def fill(folder):
 
 
 def test_a_record_is_written_at_the_start_and_a_sigkilled_run_shows_as_died(ws, tmp_path):
-    started = tmp_path / "started"
-    ws.recipe("slow", f"tags: slow\ncache: false\nrun: 'touch {started}; sleep 60'\n")
+    started, quick = tmp_path / "started", tmp_path / "quick"
+    ws.recipe("slow", f"tags: slow\ncache: false\nrun: 'touch {started}; [ -e {quick} ] || sleep 60'\n")
     proc = ws.popen("slow")
     try:
         assert wait_for(started.exists, timeout=30), proc.stderr.read() if proc.poll() is not None else ""
@@ -72,6 +72,11 @@ def test_a_record_is_written_at_the_start_and_a_sigkilled_run_shows_as_died(ws, 
     # Its bundle says why it holds no entries (was: "with 0 cache entries", nothing more)
     exported = ws.mlrun("export", record["id"], "-o", str(tmp_path / "died.tar.gz"), "--with-cache")
     assert "with 0 cache entries (the run died before it recorded the steps it used)" in exported.stdout
+    # its replay says how far it got is unknown (it said the run "stopped before 1 step", which it had reached)
+    quick.write_text("")
+    replayed = ws.mlrun("replay", record["id"])
+    assert "the recorded run (died) kept no step's outcome: how far it got is unknown" in replayed.stdout, \
+        replayed.stdout + replayed.stderr
 
 
 def test_a_record_from_another_machine_is_not_judged_here():
