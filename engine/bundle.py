@@ -729,10 +729,11 @@ def _publish_entries(cache, staged, names):
     for name in names:
         final = os.path.join(cache.root, name)
         with cache.lock(types.SimpleNamespace(entry_name=name)):
-            if read_entry(final) is not None:   # entries are immutable: never replace one
+            here = read_entry(final)
+            if here is not None:   # entries are immutable: never replace one
                 present.append(name)
-                if integrity.stat_problems(final):   # but say so when the one here was changed since
-                    damaged.append(name)
+                if integrity.stat_problems(final) or _content_differs(final, here):   # but say so when the one
+                    damaged.append(name)   # here changed since (a flipped byte passed: "already present", used)
                 continue
             if os.path.lexists(final):   # put there since _check_places looked
                 raise _not_an_entry(name, final)
@@ -744,6 +745,15 @@ def _publish_entries(cache, staged, names):
         cache.use(types.SimpleNamespace(entry_name=name))
     cache.release_uses()
     return added, present, damaged
+
+
+def _content_differs(path, meta):
+    """Whether an entry here no longer holds the bytes it was published with (`cache verify`'s re-hash): the
+    bundle's copy, verified, is at hand to say so; one this user may not read is not judged."""
+    try:
+        return bool(entry_problems(path, meta))
+    except (OSError, MlrunError):
+        return False
 
 
 def _check_places(cache, names, runs_dir, run_id):

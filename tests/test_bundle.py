@@ -333,6 +333,21 @@ def test_importing_twice_leaves_what_is_there_untouched(shared):
     assert import_bundle(shared.bundle, shared.cache2, shared.runs2)["damaged_here"] == [shared.entry["app"]]
 
 
+def test_an_entry_here_whose_bytes_changed_unseen_is_said_on_import(shared):
+    """A byte flipped with its size and time kept: counted "already present", the import said all was well, and
+    the replay used it (cache verify said CORRUPT)."""
+    import_bundle(shared.bundle, shared.cache2, shared.runs2)
+    path = os.path.join(shared.cache2.root, shared.entry["app"], "out.txt")
+    st, data = os.stat(path), open(path, "rb").read()
+    os.chmod(path, 0o644)
+    with open(path, "wb") as f:
+        f.write(bytes([data[0] ^ 1]) + data[1:])
+    os.chmod(path, st.st_mode)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert not integrity.stat_problems(os.path.dirname(path))   # unseen by the stat signature
+    assert import_bundle(shared.bundle, shared.cache2, shared.runs2)["damaged_here"] == [shared.entry["app"]]
+
+
 def test_import_adds_only_the_missing_entries(shared):
     import_bundle(shared.bundle, shared.cache2, shared.runs2)
     shared.cache2.remove([m for m in shared.cache2.entries() if shared.entry["app"] in m["path"]])
