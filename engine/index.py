@@ -154,7 +154,7 @@ class RecipeIndex:
 
 def check_dep_queries(index):
     """Every dep query must name one recipe and only variations it has: report file and line now."""
-    from .resolver import Resolver, input_value
+    from .resolver import Resolver
     resolver = Resolver(index)
     for recipe in index.recipes:
         deps = [(d, f"deps/{i}") for i, d in enumerate(recipe["deps"])]
@@ -162,17 +162,9 @@ def check_dep_queries(index):
             deps += [(d, f"variations/{vname}") for d in v["deps"]]
         for dep, where in deps:
             if "{" in dep["query"]:
-                continue  # holds a parametric value, known only when chosen
+                continue  # holds a parametric value, known only when chosen (checked then: Resolver.check_dep)
             try:
-                found, requested = resolver.select(dep["query"], dep["version"])
-                resolver.choose_variations(found, requested)
-                for name, value in dep["inputs"].items():
-                    if not (isinstance(value, str) and "{input." in value):  # else known only when resolving
-                        input_value(found, name, value)
-                    text = dep.get("written", {}).get(name)
-                    if text is not None and found["inputs"].get(name, {}).get("type", "str") in ("str", "path"):
-                        raise ResolutionError(f"input {name} is written {text} without quotes, which YAML reads as "
-                                              f"{value!r}", hint=f'quote it: {name}: "{text}"')
+                resolver.check_dep(dep, dep["query"])
             except ResolutionError as e:
                 line = dep.get("line") or recipe["lines"].get(where)
                 raise RecipeError(f"dep '{dep['query']}': {e.message}", recipe["path"], line,

@@ -9,7 +9,7 @@ import os
 import re
 
 from . import envs, keys, secrets
-from .errors import ResolutionError
+from .errors import RecipeError, ResolutionError
 from .recipe import (CONDITION_INPUT, FLAG_ALONE, PASSED_INPUT, convert_input, not_a_multiple, out_of_bounds,
                      PatternTooSlow, pattern_matches)
 
@@ -246,6 +246,19 @@ class Resolver:
 
     # -- variations and inputs -------------------------------------------------
 
+    def check_dep(self, dep, query):
+        """That a dep's query (dep["query"], or what a parametric variation made of it) names one recipe and only
+        variations and inputs it has; a ResolutionError says what is wrong."""
+        found, requested = self.select(query, dep["version"])
+        self.choose_variations(found, requested)
+        for name, value in dep["inputs"].items():
+            if not (isinstance(value, str) and "{input." in value):  # else known only when resolving
+                input_value(found, name, value)
+            text = dep.get("written", {}).get(name)
+            if text is not None and found["inputs"].get(name, {}).get("type", "str") in ("str", "path"):
+                raise ResolutionError(f"input {name} is written {text} without quotes, which YAML reads as "
+                                      f"{value!r}", hint=f'quote it: {name}: "{text}"')
+
     def choose_variations(self, recipe, requested):
         """Requested words plus their bases plus group defaults, checked for conflicts."""
         chosen = {}        # variation name -> param value (None for plain ones)
@@ -454,6 +467,12 @@ class Resolver:
         for dep in spec["deps"]:
             if dep["when"] and not _condition_holds(dep["when"], chosen, inputs):
                 continue
+            if dep.get("template"):   # a parametric variation's: its mistakes named no file or line (at load it is
+                try:                  # not checked: its value is known only now)
+                    self.check_dep(dep, dep["query"])
+                except ResolutionError as e:
+                    raise RecipeError(f"dep '{dep['template']}' (here '{dep['query']}'): {e.message}",
+                                      recipe["path"], dep.get("line"), e.hint) from None
             dquery, dversion, dinputs = dep["query"], dep["version"], _dep_inputs(dep["inputs"], inputs)
             # An unnamed dep answers to the name of the recipe it selects, as `mlrun plan` shows it.
             dep_name = dep["name"] or self.select(dep["query"], dep["version"])[0]["name"]
@@ -673,7 +692,8 @@ def _apply_variations(recipe, chosen):
         env.update({k: sub(val) for k, val in v["env"].items()})
         exports.update(v["exports"])
         for dep in v["deps"]:
-            dep = {**dep, "query": sub(dep["query"])}
+            dep = {**dep, "query": sub(dep["query"]),   # a template's mistakes are said with its line (_node)
+                   **({"template": dep["query"]} if param is not None and "{value}" in dep["query"] else {})}
             # A variation's dep with the same name replaces the recipe's one.
             deps = [d for d in deps if not (dep["name"] and d["name"] == dep["name"])] + [dep]
         if v["download"] is not None:

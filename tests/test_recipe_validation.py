@@ -249,6 +249,21 @@ def test_dep_query_errors_name_the_dep_line(ws, text, line, fragment):
     assert (info.value.path, info.value.line) == (path, line)
 
 
+@pytest.mark.parametrize("query,inputs,fragment", [
+    ("get modle _n.{value}", "{}", "dep 'get modle _n.{value}' (here 'get modle _n.3'): no recipe matches"),
+    ("get model _n.{value}", "{}", "(here 'get model _n.3'): recipe model has no variation '_n.3'"),
+    ("get model", "{bogus: '{value}'}", "dep 'get model': model has no input --bogus"),   # checked at load
+    ("get model _fp32 _n{value}", "{}", "recipe model has no variation '_n3'"),
+])
+def test_a_parametric_variations_dep_names_its_line_when_its_value_is_known(ws, query, inputs, fragment):
+    """Not checked at load (its value is known only when chosen), it failed at resolution naming no file or line:
+    "no recipe matches 'get modle _n.3'", a query the user never typed."""
+    ws.recipe("model", DEP_TARGET)
+    path = _write(ws, f"tags: app\nvariations:\n  n.#:\n    deps:\n      - query: {query}\n"
+                      f"        inputs: {inputs}\n", "app")
+    assert_user_error(ws.mlrun("plan", "app _n.3"), 2, f"{path}:5: dep '{query}'", fragment)
+
+
 def test_small_recipe_mistakes_get_a_hint(ws):
     """A tab gave YAML's raw words; a name of dots was said to hold characters it may hold."""
     _write(ws, "tags: a\nenv:\n\tX: 1\n")
