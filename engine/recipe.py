@@ -656,6 +656,7 @@ def normalize(data, path, lines, default_name):
         v["conflicts"] = [b.lstrip("_") for b in v["conflicts"]]
     for vname, v in recipe["variations"].items():
         _check_choosable(c, recipe["variations"], vname, v)
+    _check_placeholders(c, recipe)
     _check_conditions(c, recipe)
     recipe["path"] = path
     recipe["lines"] = {"/".join(map(str, k)): v for k, v in lines.items() if len(k) <= 3}
@@ -686,6 +687,56 @@ def _check_choosable(c, variations, vname, v):
             c.fail(here + ["conflicts" if name == vname else "base"],
                    f"variation '{vname}' can never be chosen: {said[name]} conflicts with "
                    + ("itself" if clash == name else said[clash]))
+
+
+def _texts(part, where):
+    """(place, text) of each text of a recipe or variation the step gets: env, exports, run, deps' queries and
+    inputs."""
+    for key, value in part["env"].items():
+        yield where + ["env", key], value
+    for key, value in part["exports"].items():
+        for i, text in enumerate(value.get("prepend", []) + value.get("append", []) if isinstance(value, dict)
+                                 else [value]):
+            yield where + ["exports", key] + ([i] if isinstance(value, dict) else []), text
+    run = part["run"]
+    for i, text in enumerate([run] if isinstance(run, str) else run or []):
+        yield where + ["run"] + ([i] if isinstance(run, list) else []), text
+    for i, dep in enumerate(part["deps"]):
+        yield where + ["deps", i], dep["query"]
+        for name, value in dep["inputs"].items():
+            if isinstance(value, str):
+                yield where + ["deps", i, "inputs", name], value
+
+
+PLACEHOLDER = re.compile(r"(?<!\$)\{(value|recipe|input\.\w+)\}")
+
+
+def _check_placeholders(c, recipe):
+    """A placeholder where nothing replaces it reached the step as written ("v={value}", "TOOLS={recipe}/tools"):
+    {value} is a parametric variation's (its env, exports, run and dep queries), {recipe} is the recipe's folder
+    in env, run and probes (an export is read by other steps: it names {entry}, the entry's own files), and
+    {input.NAME} passes an input to a dep alone."""
+    parts = [(recipe, [], False)] + [(v, ["variations", name + (PARAM_SUFFIX if v["param"] else "")], v["param"])
+                                     for name, v in recipe["variations"].items()]
+    for part, where, param in parts:
+        for here, text in _texts(part, where):
+            for m in PLACEHOLDER.finditer(text):
+                kind = here[len(where)]
+                dep_input = kind == "deps" and len(here) > len(where) + 2
+                if m[1] == "value" and param and dep_input:
+                    c.fail(here, "{value} is not replaced in a dep's inputs: here it would stay as written",
+                           "pass it in the dep's query (a parametric variation of the dep: _NAME.{value})")
+                if m[1] == "value" and not param:
+                    c.fail(here, "{value} is replaced only in a parametric variation (NAME.#): its env, exports, "
+                                 "run and dep queries; here it would stay as written",
+                           "declare the variation as NAME.# and choose it as _NAME.VALUE")
+                if m[1] == "recipe" and kind == "exports":
+                    c.fail(here, "{recipe} is not replaced in exports: the steps that read them have their own "
+                                 "folder", "copy what they need into the entry and export {entry}/...")
+                if m[1].startswith("input.") and not dep_input:
+                    c.fail(here, f"{{{m[1]}}} passes an input to a dep (a dep input of that value alone); here it "
+                                 "would stay as written", f"a step reads its input as $MLRUN_INPUT_"
+                                 f"{m[1][len('input.'):].upper()} (run:)")
 
 
 def _check_conditions(c, recipe):

@@ -690,7 +690,8 @@ def _apply_variations(recipe, chosen):
         v = recipe["variations"][vname]
         sub = (lambda s, p=param: s.replace("{value}", p)) if param is not None else (lambda s: s)
         env.update({k: sub(val) for k, val in v["env"].items()})
-        exports.update(v["exports"])
+        exports.update({k: {side: [sub(t) for t in texts] for side, texts in val.items()} if isinstance(val, dict)
+                        else sub(val) for k, val in v["exports"].items()})
         for dep in v["deps"]:
             dep = {**dep, "query": sub(dep["query"]),   # a template's mistakes are said with its line (_node)
                    **({"template": dep["query"]} if param is not None and "{value}" in dep["query"] else {})}
@@ -699,7 +700,7 @@ def _apply_variations(recipe, chosen):
         if v["download"] is not None:
             download = v["download"]
         if v["run"] is not None:
-            run = v["run"]
+            run = sub(v["run"]) if isinstance(v["run"], str) else [sub(word) for word in v["run"]]
         hash_env += [k for k in v.get("hash_env", []) if k not in hash_env]
         pass_env += [k for k in v.get("pass_env", []) if k not in pass_env]
     return {"env": env, "exports": exports, "deps": deps, "download": download, "run": run,

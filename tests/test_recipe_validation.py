@@ -252,7 +252,6 @@ def test_dep_query_errors_name_the_dep_line(ws, text, line, fragment):
 @pytest.mark.parametrize("query,inputs,fragment", [
     ("get modle _n.{value}", "{}", "dep 'get modle _n.{value}' (here 'get modle _n.3'): no recipe matches"),
     ("get model _n.{value}", "{}", "(here 'get model _n.3'): recipe model has no variation '_n.3'"),
-    ("get model", "{bogus: '{value}'}", "dep 'get model': model has no input --bogus"),   # checked at load
     ("get model _fp32 _n{value}", "{}", "recipe model has no variation '_n3'"),
 ])
 def test_a_parametric_variations_dep_names_its_line_when_its_value_is_known(ws, query, inputs, fragment):
@@ -262,6 +261,33 @@ def test_a_parametric_variations_dep_names_its_line_when_its_value_is_known(ws, 
     path = _write(ws, f"tags: app\nvariations:\n  n.#:\n    deps:\n      - query: {query}\n"
                       f"        inputs: {inputs}\n", "app")
     assert_user_error(ws.mlrun("plan", "app _n.3"), 2, f"{path}:5: dep '{query}'", fragment)
+
+
+@pytest.mark.parametrize("text,line,fragment", [
+    ("tags: a\nrun: echo {value}\n", 2, "{value} is replaced only in a parametric variation"),
+    ("tags: a\nvariations:\n  v:\n    env: {X: '{value}'}\n", 4, "{value} is replaced only in a parametric"),
+    ("tags: a\nvariations:\n  v.#:\n    deps:\n      - query: b\n        inputs: {w: '{value}'}\n", 6,
+     "{value} is not replaced in a dep's inputs"),
+    ("tags: a\nexports:\n  TOOLS: '{recipe}/tools'\n", 3, "{recipe} is not replaced in exports"),
+    ("tags: a\nexports:\n  P: {prepend: ['{recipe}/lib']}\n", 3, "{recipe} is not replaced in exports"),
+    ("tags: a\ninputs:\n  n: {}\nenv: {N: '{input.n}'}\n", 4, "{input.n} passes an input to a dep"),
+])
+def test_a_placeholder_where_nothing_replaces_it_is_refused(ws, text, line, fragment):
+    """Each reached the step as written ("v={value}", "TOOLS={recipe}/tools", "N={input.n}"): a user's trial."""
+    assert_recipe_error(ws, text, line, fragment)
+
+
+def test_a_parametric_variations_value_fills_its_run_and_exports(ws):
+    """They kept "{value}" as written; its env and dep queries had it."""
+    ws.recipe("tool", "tags: tool\nvariations:\n  bs.#:\n    exports: {BS: 'bs={value}', P: {prepend: ['/x{value}']}}\n"
+                      "    run: [sh, -c, 'echo {value} > v.txt']\n")
+    ws.recipe("user", "tags: user\ncache: false\ndeps: [tool _bs.8]\nrun: 'echo \"$BS $P\" > seen.txt'\n")
+    result = ws.mlrun("user", "-v")
+    assert result.returncode == 0, result.stderr
+    [entry] = ws.entries("tool")
+    assert open(os.path.join(ws.cache, entry, "v.txt")).read() == "8\n"
+    [seen] = [os.path.join(d, "seen.txt") for d, _, files in os.walk(ws.runs) if "seen.txt" in files]
+    assert open(seen).read().startswith("bs=8 /x8")
 
 
 def test_small_recipe_mistakes_get_a_hint(ws):
