@@ -327,7 +327,7 @@ def by_name(plan, only=None):
             if (item["path"], url) not in seen:
                 seen.add((item["path"], url))
                 out.append({"name": f"{node.name}: {item['path']}", "url": url, "path": item["path"],
-                            "also": item.get("also", []), "sha256": sha256})
+                            "also": item.get("also", []), "sha256": sha256, "url_as_written": item["url"]})
     return out
 
 
@@ -394,6 +394,11 @@ def fetch_by_name(folder, items, fetch):
         if os.path.lexists(dest) and not os.path.isfile(dest):   # a move would put the file inside a folder
             out.append((item, dest, "failed", DownloadError(f"{dest} is there and is not a file, which the step "
                                                             "would not take: remove it and fetch again")))
+            continue
+        if not item["url"]:   # an input's variable not set: "cannot download : Invalid URL ''", then "run it again"
+            out.append((item, dest, "failed", DownloadError(
+                f"its url {item.get('url_as_written')} is empty in this plan: the input that gives it is not set; "
+                "give it (QUERY --help lists the inputs), then fetch again")))
             continue
         try:
             fetch(item["url"], dest, sha256=item["sha256"])

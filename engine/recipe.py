@@ -581,6 +581,15 @@ def normalize(data, path, lines, default_name):
     _env_set_once(c, recipe["env"], recipe["inputs"], ["env"])
     if "mirror_files" in data:   # only when set (cosmetic in keys: it changes no artifact, only what a mirror holds)
         recipe["mirror_files"] = c.mirror_files(data["mirror_files"], ["mirror_files"])
+        known = {spec["env"] for spec in recipe["inputs"].values()} | set(recipe["env"])
+        for i, item in enumerate(recipe["mirror_files"]):
+            for k in ("url", "sha256"):
+                for var in re.findall(r"\$\{(\w+)\}", item.get(k, "")):
+                    if var not in known:   # an empty url, planned; mirror fetch then "Invalid URL ''"
+                        c.fail(["mirror_files"] + ([i] if isinstance(data["mirror_files"], list) else []) + [k],
+                               f"mirror_files.{k} names ${{{var}}}, which is no input's variable nor in this "
+                               "recipe's env", f"declare the input whose variable it is (inputs: {{url: {{}}}} "
+                               "is MLRUN_INPUT_URL)")
     # A command a person talks to (app bert qa): it reads mlrun's stdin; exit 2 is their usage error.
     # Only when set: other recipes' normal form, and so their digests, stay as they were.
     if c.expect(data.get("interactive", False), bool, ["interactive"], "interactive"):

@@ -461,6 +461,10 @@ def test_mirror_fetch_puts_a_file_a_step_takes_by_path_where_the_step_looks(ws, 
     refused = ws.mlrun("mirror", "fetch", "get listed", "-o", str(blocked))
     assert refused.returncode == 1 and "is there and is not a file" in refused.stdout, refused.stdout
     assert os.listdir(blocked / "lists" / "list.txt") == []
+    # its url's input left empty: said so (was "cannot download : Invalid URL ''", then "run it again")
+    empty = ws.mlrun("mirror", "fetch", "get listed", "--url=", "-o", str(tmp_path / "e"))
+    assert empty.returncode == 1 and "its url ${MLRUN_INPUT_URL} is empty in this plan: the input that gives it is " \
+        "not set" in empty.stdout, empty.stdout
     # the plan says whether a mirror holds it, and the file is in no key (the step's probe keys what it takes)
     assert "  get-listed: lists/list.txt  in the mirror: carry/lists/list.txt" in \
         ws.mlrun("plan", "get listed", f"--mirror={out}", cwd=str(tmp_path)).stdout
@@ -563,6 +567,10 @@ def test_a_mirror_file_the_step_also_takes_elsewhere_is_found_there(ws, server, 
     ('{url: "http://h/x", path: x, md5: "0"}', "md5"),
     ('{url: "http://h/x", path: x, also: [../y]}', "mirror_files.also '../y' is not a relative path inside the mirror"),
     ('{url: "http://h/x", path: x, also: y}', "mirror_files.also"),
+    # an input not declared: planned an empty url; mirror fetch then "cannot download : Invalid URL ''"
+    ('{url: "${MLRUN_INPUT_URL}", path: x}', "mirror_files.url names ${MLRUN_INPUT_URL}, which is no input's "
+                                             "variable nor in this recipe's env"),
+    ('{url: "http://h/x", path: x, sha256: "${SUM}"}', "mirror_files.sha256 names ${SUM}"),
 ])
 def test_a_bad_mirror_files_item_is_a_recipe_error(ws, item, error):
     ws.recipe("get-listed", f"""
