@@ -844,9 +844,10 @@ def cmd_find(args, extras, settings):
                if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))
                and all(v.split(".")[0] in r["variations"] for v in variations)]
     if not index.recipes:   # was "no recipe matches ''": no single recipe has all of these tags
-        raise MlrunError(f"no recipes in {', '.join(settings.recipes)}",
-                         hint="a recipe is DIR/NAME/recipe.yaml (docs/recipes.md); --recipes DIR or MLRUN_RECIPES "
-                              "names the folders")
+        from .index import layout_hint
+        raise MlrunError(f"no recipes in {', '.join(settings.recipes)}", hint=layout_hint(index.dirs) or
+                         "a recipe is DIR/NAME/recipe.yaml (docs/recipes.md); --recipes DIR or MLRUN_RECIPES names "
+                         "the folders")
     if not recipes:
         from .resolver import Resolver
         tagged = [r for r in index.recipes if has_tags(tags, r["tags"], r["name"], r.get("aliases", ()))]

@@ -182,6 +182,25 @@ def shipped_hint(dirs, query):
     return None
 
 
+def layout_hint(dirs):
+    """What in the recipe folders' layout hides recipes (a query said only "no recipe matches"): a folder that is
+    a recipe's own (its recipe.yaml directly inside), a recipe.yml, a folder with no recipe; else None."""
+    for d in dirs:
+        if os.path.isfile(os.path.join(d, "recipe.yaml")):
+            return (f"{d} is a recipe's own folder: --recipes (or MLRUN_RECIPES) names the folder that holds recipe "
+                    f"folders ({os.path.dirname(os.path.abspath(d))})")
+        try:
+            names = sorted(os.listdir(d))
+        except OSError:
+            continue
+        yml = [n for n in names if os.path.isfile(os.path.join(d, n, "recipe.yml"))]
+        if yml:
+            return f"{os.path.join(d, yml[0], 'recipe.yml')}: a recipe is read from recipe.yaml (rename it)"
+        if not any(os.path.isfile(os.path.join(d, n, "recipe.yaml")) for n in names):
+            return f"no recipes in {d}: a recipe is {d}/NAME/recipe.yaml (docs/recipes.md)"
+    return None
+
+
 def _dep_hint(index, error, query):
     """Every command reads every recipe folder, so `mlrun find` (the resolver's hint) failed the same way."""
     if error.message.startswith("no recipe matches") and (hint := shipped_hint(index.dirs, query)):

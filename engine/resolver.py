@@ -180,10 +180,11 @@ class Resolver:
                                   "'get dataset squad _validation'; `mlrun find` lists the recipes")
         matches = self._named(tags)
         if not matches:
-            from .index import shipped_hint
+            from .index import layout_hint, shipped_hint
             dirs = getattr(self.index, "dirs", None)   # folders (a RecipeIndex), not recipes held in memory
-            raise ResolutionError(f"no recipe matches '{query}'",
-                                  hint=dirs and shipped_hint(dirs, query) or self._closest(tags))
+            closest = self._closest(tags)   # a near tag first; else what in the folders hides recipes, if anything
+            raise ResolutionError(f"no recipe matches '{query}'", hint=dirs and (shipped_hint(dirs, query) or (
+                "did you mean" not in closest and layout_hint(dirs))) or closest)
         if variations and len(matches) > 1:
             with_all = [r for r in matches if all(_var_base(v) in r["variations"] for v in variations)]
             unknown = [v for v in variations if not any(_var_base(v) in r["variations"] for r in matches)]

@@ -338,6 +338,13 @@ def test_a_source_that_is_a_folder_is_said_to_be_one(ws):
 def test_find_in_folders_without_recipes_says_so(ws):
     os.makedirs(ws.recipes, exist_ok=True)
     assert_user_error(ws.mlrun("find"), 2, f"no recipes in {ws.recipes}")   # was "no recipe matches ''"
+    # plan and run said only "no recipe matches 'x'": what in the folders hides the recipe, as find says it
+    assert_user_error(ws.mlrun("plan", "x"), 2, "no recipe matches 'x'", f"no recipes in {ws.recipes}: a recipe is")
+    own = ws.recipe("x", "tags: x\nrun: echo\n")
+    assert_user_error(ws.mlrun("--recipes", os.path.dirname(own), "plan", "x"), 2, "is a recipe's own folder")
+    os.rename(own, own[:-len("yaml")] + "yml")
+    assert_user_error(ws.mlrun("plan", "x"), 2, "x/recipe.yml: a recipe is read from recipe.yaml (rename it)")
+    assert_user_error(ws.mlrun("find"), 2, "x/recipe.yml: a recipe is read from recipe.yaml")
 
 
 def test_missing_recipe_folder_is_a_user_error(tmp_path):
