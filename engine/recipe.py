@@ -727,6 +727,13 @@ def _check_placeholders(c, recipe):
     {input.NAME} passes an input to a dep alone."""
     parts = [(recipe, [], False)] + [(v, ["variations", name + (PARAM_SUFFIX if v["param"] else "")], v["param"])
                                      for name, v in recipe["variations"].items()]
+    inputs = {spec["env"] for spec in recipe["inputs"].values()}
+    for part, where, _ in parts:   # env is set before the inputs: "${MLRUN_INPUT_N}-x" was "-x", unsaid
+        for key, value in part["env"].items():
+            named = next((v for v in re.findall(r"\$\{(\w+)\}", value) if v in inputs), None)
+            if named:
+                c.fail(where + ["env", key], f"env {key} names ${{{named}}}, an input's variable, which is set after "
+                                             "env: it would be empty here", "read it in run: (a step has it there)")
     for part, where, param in parts:
         for here, text in _texts(part, where):
             for m in PLACEHOLDER.finditer(text):

@@ -271,6 +271,8 @@ def test_a_parametric_variations_dep_names_its_line_when_its_value_is_known(ws, 
     ("tags: a\nexports:\n  TOOLS: '{recipe}/tools'\n", 3, "{recipe} is not replaced in exports"),
     ("tags: a\nexports:\n  P: {prepend: ['{recipe}/lib']}\n", 3, "{recipe} is not replaced in exports"),
     ("tags: a\ninputs:\n  n: {}\nenv: {N: '{input.n}'}\n", 4, "{input.n} passes an input to a dep"),
+    ("tags: a\ninputs:\n  n: {}\nenv:\n  D: '${E}-${MLRUN_INPUT_N}'\n", 5,
+     "env D names ${MLRUN_INPUT_N}, an input's variable, which is set after env: it would be empty here"),
 ])
 def test_a_placeholder_where_nothing_replaces_it_is_refused(ws, text, line, fragment):
     """Each reached the step as written ("v={value}", "TOOLS={recipe}/tools", "N={input.n}"): a user's trial."""
