@@ -277,8 +277,8 @@ class _Checker:
                 self.fail(here, "a dep needs a 'query' (tags and variations, e.g. 'get python venv')")
             norm = {"name": None, "query": None, "version": None, "when": None, "inputs": {}}
             for k in ("name", "query", "version", "when"):
-                if k in dep:
-                    norm[k] = self.expect(dep[k], str, here + [k], f"dep {k}")
+                if k in dep:   # `name: off` was "must be str, not bool (False)": quote it, as elsewhere
+                    norm[k] = self.expect(self.as_written(dep[k], here + [k], f"dep {k}"), str, here + [k], f"dep {k}")
             if norm["name"] is not None and not NAME_RE.match(norm["name"]):
                 self.fail(here + ["name"], f"dep name '{norm['name']}' must start with a letter or digit and may hold "
                                            "letters, digits, _ . + - only")

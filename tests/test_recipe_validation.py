@@ -113,6 +113,8 @@ CASES = [
     # From a recipe author's trial: each was accepted and went wrong later, or in silence
     ("input-named-as-an-option", "tags: a\ninputs:\n  n: {}\n  cache: {default: '1'}\n", 4,
      "input name 'cache' is mlrun's own option (--cache): no command line could set it"),
+    ("dep-name-read-as-bool", "tags: a\ndeps:\n  - {name: off, query: b}\n", 3,
+     "dep name is written off without quotes, which YAML reads as False"),   # was "must be str, not bool (False)"
     ("input-named-as-runs-option", "tags: a\ninputs:\n  jobs: {type: int, default: 1}\n", 3,
      "input name 'jobs' is mlrun's own option (--jobs)"),   # run took it, the step its default; plan showed 7
     # variations no query could choose: each query of them failed at resolution, naming no file or line
