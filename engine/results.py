@@ -301,6 +301,8 @@ def show(column, value):
         return time.strftime("%Y-%m-%d %H:%M", time.localtime(value))
     if isinstance(value, bool):
         return str(value).lower()
+    if column in ("f1", "exact_match") and isinstance(value, (int, float)) and math.isfinite(value):
+        return f"{value:.2f}"   # a score of 0 read "0" beside "12.00" in one column
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)
@@ -557,7 +559,7 @@ def _common_words(rows):
 def headline(row):
     """A run's result in a few words: F1/EM, samples/s or the latency percentile, VALID/INVALID."""
     if row.get("f1") is not None:   # an accuracy run: its LoadGen figures say nothing of speed
-        return f"F1 {show('', row['f1'])} EM {show('', row.get('exact_match'))}"
+        return f"F1 {show('f1', row['f1'])} EM {show('exact_match', row.get('exact_match'))}"
     parts = []
     if row.get("samples_per_second") is not None:
         parts.append(f"{show('', row['samples_per_second'])}/s")

@@ -561,7 +561,7 @@ def _best_warnings(best, run, ok, y):
                    "submission runs on all of them")
     busy = sum(1 for r in ok if r.get("other_load.busy"))
     if busy and not best.get("other_load.busy"):
-        out.append(f"{busy} of the {len(ok)} points were measured on a busy machine")
+        out.append(f"{busy} of the {len(ok)} points {'was' if busy == 1 else 'were'} measured on a busy machine")
     # too short for the busy rule (it wants 0.5 CPU-s of others): a 0.1 s point ranked on noise, unsaid
     span = [r.get("other_load.seconds") for r in ok if isinstance(r.get("other_load.seconds"), (int, float))]
     if span and min(span) < 1:

@@ -293,6 +293,12 @@ def _figure(c, title, size, Figure):
     return fig
 
 
+def best_said(c):
+    """'; best: WHERE = VALUE' (and that every run was INVALID), as the plot's caption ends; '' without a best."""
+    return f"; best: {best_where(c)} = {show(c.y, c.best['y'])}" + (
+        " (every run INVALID)" if c.best.get("invalid") else "") if c.best else ""
+
+
 def best_where(c):
     """'p004: batch_size=4, backend=deepsparse': the best point and its settings."""
     where = [f"{c.x}={show(c.x, c.best['x'])}"]
@@ -379,6 +385,8 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
     if by is not None and by in (x, y):   # a series per value of the x axis itself: labelled 'threads=1, threads=1'
         raise UsageError(f"sweep plot --by {by} is also --{'x' if by == x else 'y'}",
                          hint="--by takes another field: one series per value of it")
+    if x == y:   # a diagonal of the x values, "best" its largest
+        raise UsageError(f"sweep plot --x {x} is also --y", hint="--y takes a result, such as samples_per_second")
     text = sorted({str(r[y]) for r in rows if r.get(y) not in (None, "") and number(r.get(y)) is None})
     if text and not any(number(r.get(y)) is not None for r in rows):
         raise UsageError(f"sweep {name}: --y {y} holds text ({', '.join(text[:3])}), and the y axis is a number",
@@ -442,11 +450,9 @@ def cmd_plot(args, extras, settings):
     size = parse_size(opts.size)
     c, data = render(load(settings, opts.name), rows(settings, opts.name), opts.x, opts.y, opts.by, size)
     save(opts.output, data, "cannot write the plot")
-    best = f"; best: {best_where(c)} = {show(c.y, c.best['y'])}" + (" (every run INVALID)" if c.best.get("invalid")
-                                                                     else "") if c.best else ""
     print(f"wrote {opts.output}: {c.kind} chart of {c.y} against {c.x}"
           + (f" by {c.by}" if c.by else "") + f", {c.summary()['points']} point"
-          + ("s" if c.summary()["points"] != 1 else "") + best)
+          + ("s" if c.summary()["points"] != 1 else "") + best_said(c))
     if c.left_out:
         print(caption(c))
     return 0

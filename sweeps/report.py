@@ -111,7 +111,7 @@ def plots(record, rows):
             figs.append(f'<p class="note">No plot of {e(y)} against {e(x)}: {e(said)}</p>')
             continue
         what = f"{y} against {x}" + (f", one series per {by}" if by else "")
-        best = f"; best: {plot.best_where(c)} = {show(y, c.best['y'])}" if c.best else ""
+        best = plot.best_said(c)   # with "(every run INVALID)", as `sweep plot` says it (the page left it out)
         uri = "data:image/png;base64," + base64.b64encode(data).decode()
         w, h = PLOT_SIZE
         figs.append(f'<figure style="width: {w}px"><img src="{uri}" width="{w}" height="{h}" alt="{e(what)}">'

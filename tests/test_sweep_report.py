@@ -209,6 +209,8 @@ def test_unknown_field_and_nothing_to_plot_are_clear_errors():
     assert " more (`mlrun sweep show " in e.value.hint
     with pytest.raises(UsageError, match="sweep plot --by batch_size is also --x"):   # 'batch_size=1, batch_size=1'
         plot.render(data, rows, x="batch_size", by="batch_size")
+    with pytest.raises(UsageError, match="sweep plot --x batch_size is also --y"):   # a diagonal, "best" its largest
+        plot.render(data, rows, x="batch_size", y="batch_size")
     failed = [dict(r, point_status="failed", samples_per_second=None, latency_p90_ms=None) for r in rows]
     with pytest.raises(MlrunError) as e:
         plot.render(data, failed, x="batch_size", y="samples_per_second")
@@ -404,6 +406,14 @@ def test_an_ok_point_whose_run_record_is_gone_is_left_out_for_that():
     rows = [{"point": "p000", "point_status": "ok", "threads": 1, "run": "2026", "error": "its run 2026 is gone"},
             {"point": "p001", "point_status": "ok", "threads": 2, "samples_per_second": 5.0}]
     assert plot.chart(rows, "threads", "samples_per_second").left_out == [("p000", "its run record unreadable")]
+
+
+def test_the_report_says_a_best_of_invalid_runs_as_the_plot_does():
+    """The page's caption left out "(every run INVALID)", which `sweep plot` said (a user's trial)."""
+    data, rows = sweep_data(fail=())
+    html_text = report.plots(data, [dict(r, result="INVALID") for r in rows])
+    assert "(every run INVALID)</figcaption>" in html_text
+    assert "INVALID)</figcaption>" not in report.plots(data, rows)
 
 
 def test_the_best_point_is_a_valid_run_and_a_tie_is_no_best():
