@@ -804,9 +804,11 @@ def cmd_explain(args, extras, settings):
                 diffs, nearest = min(candidates, key=lambda c: len(c[0]))
                 item.update(status="build", nearest=nearest["path"],
                             differences=[{"field": f, "entry": a, "now": b} for f, a, b in diffs])
-                files = _file_changes(nearest.get("recipe_files"), node.recipe_files)
-                if files and any(f == "recipe_digest" for f, _, _ in diffs):
-                    item["recipe_files"] = files
+                was = nearest.get("recipe_files", {} if not node.recipe_files else None)   # none kept: none had
+                files = _file_changes(was, node.recipe_files)
+                if any(f == "recipe_digest" for f, _, _ in diffs) and (files or None not in (was, node.recipe_files)):
+                    # the same files: recipe.yaml itself changed (two digests alone said not what)
+                    item["recipe_files"] = files or "the same: recipe.yaml changed, or a source it names"
         report.append(item)
     if args.json:
         _print_json(report)
@@ -828,7 +830,7 @@ def cmd_explain(args, extras, settings):
 def _file_changes(was, now):
     """'changed: run.sh; added: x.py' between two {relative path: digest} of a recipe's files; None when the
     entry kept none (built before mlrun recorded them) or they are the same (recipe.yaml changed)."""
-    if not was or not now:
+    if was is None or now is None:
         return None
     parts = [(what, sorted(names)) for what, names in (
         ("changed", [n for n in now if n in was and was[n] != now[n]]), ("added", set(now) - set(was)),

@@ -365,6 +365,12 @@ def test_explain_names_what_differs(app):
     app.write(os.path.join(app.recipes, "python", "extra.txt"), "x\n")
     out = app.mlrun("explain", "get python").stdout
     assert "(recipe files changed: setup.sh; added: extra.txt)" in out, out
+    # recipe.yaml itself: said so (two digests alone said not what)
+    assert app.mlrun("get python").returncode == 0
+    path = os.path.join(app.recipes, "python", "recipe.yaml")
+    app.write(path, open(path).read() + "\n# edited\nenv: {EDITED: '1'}\n")
+    out = app.mlrun("explain", "get python").stdout
+    assert "(recipe files the same: recipe.yaml changed, or a source it names)" in out, out
 
 
 # -- the cache verbs ----------------------------------------------------------------------------------
