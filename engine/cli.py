@@ -1376,8 +1376,9 @@ def cmd_replay(args, extras, settings):
         for line in notes + lines:
             print(f"  {line}")
     if not ok:
-        raise StepError(f"the replay of {record['id']} gave a different accuracy", hint=f"mlrun diff {named} {new['id']}; where "
-                        "nothing differs, a cache entry may have changed its bytes unseen: mlrun cache verify")
+        raise StepError(f"the replay of {record['id']} gave a different accuracy",
+                        hint=f"mlrun diff {named} {new['id']}; where nothing differs, a cache entry may have changed "
+                             "its bytes unseen: mlrun cache verify")
     return 0
 
 

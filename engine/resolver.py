@@ -300,8 +300,8 @@ class Resolver:
             raise ResolutionError(f"variation '_{base}' of {recipe['name']} takes no value (got _{word})")
         if base in chosen:
             if chosen[base] != param:
-                raise ResolutionError(f"{recipe['name']}: _{base}.{chosen[base]} ({why[base]}) and _{word} ({asked_by}) "
-                                      "both chosen")
+                raise ResolutionError(f"{recipe['name']}: _{base}.{chosen[base]} ({why[base]}) and _{word} "
+                                      f"({asked_by}) both chosen")
             return
         group = spec["group"]
         other = group and next((o for o in chosen if recipe["variations"][o]["group"] == group), None)

@@ -333,7 +333,8 @@ def run_rows(runs_dir, unreadable=None):
 
 # What reading a record can raise: MlrunError for one missing or no record, the others for one damaged below its top
 UNREADABLE = (MlrunError, TypeError, ValueError, AttributeError, KeyError)
-ROW_EXTRAS = ("headline", "mode_scenario", "replay_of", "replay_exact")   # what a run's row holds beyond records.flat's fields
+# what a run's row holds beyond records.flat's fields
+ROW_EXTRAS = ("headline", "mode_scenario", "replay_of", "replay_exact")
 
 
 def run_row(runs_dir, run_id, memo):
