@@ -279,6 +279,9 @@ class Submission:
         dropped = []
         if self.state.get("system_id") not in (None, self.system_id):
             dropped.append(f"system {self.state['system_id']}'s results (this command builds {self.system_id}'s)")
+        if last.get("division") not in (None, self.opts.division):   # --division=closed after open: gone unsaid
+            dropped.append(f"the {last['division']} division's tree and archive (this command builds the "
+                           f"{self.opts.division} one)")
         if last.get("submitter") not in (None, self.opts.submitter):
             dropped.append(f"submitter {last['submitter']}'s tree and archive (this command builds "
                            f"{self.opts.submitter}'s)")

@@ -737,10 +737,11 @@ def _last(tmp_path, request, **opts):
     import types
     sub = submit.Submission.__new__(submit.Submission)
     sub.dir, sub.system_id, sub.out = str(tmp_path), "Box", __import__("io").StringIO()
-    sub.state = {"request": dict({"submitter": "T", "scenarios": ["SingleStream", "Offline"],
+    sub.state = {"request": dict({"submitter": "T", "division": "open", "scenarios": ["SingleStream", "Offline"],
                                   "benchmarks": ["bert-99"], "short": True}, **request), "system_id": "Box",
                  "runs": {}, "built": True}
-    sub.opts = types.SimpleNamespace(**dict(dict(submitter="T", scenario_list=["SingleStream", "Offline"],
+    sub.opts = types.SimpleNamespace(**dict(dict(submitter="T", division="open",
+                                                 scenario_list=["SingleStream", "Offline"],
                                                  benchmark_list=["bert-99"], short=True, replace=False), **opts))
     return sub
 
@@ -748,6 +749,7 @@ def _last(tmp_path, request, **opts):
 @pytest.mark.parametrize("request_, opts, said", [
     ({"benchmarks": ["bert-99", "bert-99.9"]}, {}, "without the bert-99.9 results"),
     ({"submitter": "Other"}, {}, "without submitter Other's tree and archive"),
+    ({"division": "closed"}, {}, "without the closed division's tree and archive"),   # removed unsaid
     ({"short": False}, {}, "without its full-length runs (a --short rehearsal takes their places"),
     ({}, {"scenario_list": ["Offline"]}, "without the SingleStream results"),
 ])
