@@ -122,6 +122,23 @@ def _from_anywhere(argv):
     return out
 
 
+def _without_reruns(argv, query):
+    """The command less --rerun[=RUNS] and --rerun-busy: the tree's README gives it as the command that makes the
+    submission again, and pasted with --rerun=Offline it ran every Offline run anew (new measurements)."""
+    out, skip = [], False
+    for i, word in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if word in ("--rerun", "--rerun-busy") or word.startswith("--rerun="):
+            # `--rerun Offline`: its value is the next word (argparse's nargs="?")
+            skip = word == "--rerun" and i + 1 < len(argv) and not argv[i + 1].startswith("-") and \
+                argv[i + 1] != query
+            continue
+        out.append(word)
+    return out
+
+
 def cmd_submit(args, extras, settings, plan_only=False):
     from . import submit
     opts, inputs, deps, env = submit.parse(args.query, extras)
@@ -135,7 +152,7 @@ def cmd_submit(args, extras, settings, plan_only=False):
                                                       ("--mirror", settings.mirror),
                                                       ("--inference-src", given_src and os.path.abspath(given_src)))
                   if path and not any(w == flag or w.startswith(flag + "=") for w in sys.argv[1:])]
-        opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(sys.argv[1:])   # -o: its state is where it resumes
+        opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(_without_reruns(sys.argv[1:], args.query))   # -o: its state
                                + ([] if given else ["-o", os.path.abspath(opts.output)]) + places)
         if opts.system:   # the copy submit keeps beside the tree: the person's own file may move or change
             kept = os.path.join(os.path.abspath(opts.output), "system.yaml")

@@ -648,6 +648,16 @@ def test_the_command_the_tree_gives_runs_from_the_checkout(tmp_path, monkeypatch
                     "--user_conf", f"{tmp_path}/u.conf", "--count=5", "--mirror=/abs"]
 
 
+def test_the_command_the_tree_gives_runs_no_run_again():
+    """Its READMEs gave the last submit's command with --rerun=Offline as the one that makes the submission: pasted,
+    every Offline run was done anew (at full length 20-30 minutes, new measurements in place of the submitted)."""
+    from submission.cli import _without_reruns
+    q = "app mlperf bert"
+    for rerun in (["--rerun=Offline"], ["--rerun", "Offline"], ["--rerun"], ["--rerun-busy"]):
+        assert _without_reruns(["submit", q, *rerun, "-o", "d"], q) == ["submit", q, "-o", "d"], rerun
+    assert _without_reruns(["submit", "--rerun", q, "--short"], q) == ["submit", q, "--short"]   # the query stays
+
+
 def test_an_int8_model_given_as_a_file_is_said_int8_quantised_before(tmp_path):
     """--model=an int8 file was declared fp32, 'none', 'the fp32 weights of not the official model (...)'."""
     from types import SimpleNamespace
