@@ -243,23 +243,23 @@ class Submission:
                 state = json.load(f)
         except FileNotFoundError:
             # Building replaces tree/, accuracy-logs/ and work/: only in a folder a submission made, or a new one
-            if os.path.isdir(self.dir) and set(os.listdir(self.dir)) - {LOCK}:
+            if os.path.isdir(self.dir) and not _made_by_submit(os.listdir(self.dir)):
                 raise UsageError(f"{self.dir} holds files and no state.json: it is no submission folder mlrun "
                                  "made, and building one there would replace its tree/, accuracy-logs/ and work/",
                                  hint="give -o a new or empty folder") from None
-            return {"runs": {}, "comparisons": []}
+            return {"runs": {}, "comparisons": []}   # new, or one whose state.json was removed: every run anew
         except NotADirectoryError:
             raise UsageError(f"-o {self.dir}: a file, not a folder", hint="give -o a new or empty folder") from None
         except (OSError, ValueError) as e:
             raise UsageError(f"cannot read the submission state {self.state_path}: {e}",
-                             hint="remove it to start over (finished runs stay in runs/)") from None
+                             hint=STATE_LOST) from None
         if not isinstance(state, dict) or not isinstance(state.get("runs"), dict):
             raise UsageError(f"the submission state {self.state_path} is not one mlrun wrote (no 'runs' mapping)",
-                             hint="remove it to start over (finished runs stay in runs/)")
+                             hint=STATE_LOST)
         mistake = _state_mistake(state)
         if mistake:   # edited by hand or damaged: it said "unexpected TypeError ... a bug in mlrun"
             raise UsageError(f"the submission state {self.state_path} is not one mlrun wrote: {mistake}",
-                             hint="remove it to start over (finished runs stay in runs/)")
+                             hint=STATE_LOST)
         return state
 
     def save(self):
@@ -730,6 +730,20 @@ def server_possible(scenario, found, run_id, scenarios):
 
 
 LOCK = ".submit.lock"
+# What a submit writes into its folder: one whose state.json went (damaged, removed) is still its own to build in
+MADE = {"state.json", "tree", "tree-check", "accuracy-logs", "work", "logs", "check", "system.yaml", "verdict.json",
+        LOCK}
+# A damaged state.json: said it "remove it to start over", and the folder was then "no submission folder mlrun made"
+STATE_LOST = ("remove it to start over in this folder: every run is done again (the state ties the runs in runs/ "
+              "to this submission; they stay there)")
+
+
+def _made_by_submit(names):
+    """Whether a folder holding these names (and no state.json) is empty or one a submit made: only names a submit
+    writes, with one only it writes among them (a folder of a person's own work/ and logs/ is not)."""
+    names = set(names) - {LOCK}
+    return not names or all(n in MADE or n.endswith((".tar.gz", ".tar.gz.sha1")) for n in names) and bool(
+        names & {"tree-check", "accuracy-logs", "verdict.json"})
 HISTORY = 10   # earlier runs kept per run name in state.json
 
 

@@ -231,6 +231,28 @@ def test_output_folder_that_no_submission_made_is_refused(tmp_path):
     assert (tmp_path / "tree" / "notes.txt").read_text() == "mine"
 
 
+def test_a_submission_folder_whose_damaged_state_was_removed_as_told_starts_over(tmp_path):
+    """The hint of a damaged state.json said "remove it to start over"; done, the folder was "no submission folder
+    mlrun made" (a dead end). One a submit made starts over; a person's folder of the same names still is refused."""
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path)])[0]
+    for name in ("tree", "tree-check", "accuracy-logs", "work", "logs", "check"):
+        (tmp_path / name).mkdir()
+    for name in ("system.yaml", "verdict.json", "T-open.tar.gz", "T-open.tar.gz.sha1", "state.json"):
+        (tmp_path / name).write_text("{bad")
+    with pytest.raises(UsageError) as e:
+        submit.Submission(opts, {}, {}, {}, settings=None)
+    assert e.value.hint.startswith("remove it to start over in this folder: every run is done again")
+    (tmp_path / "state.json").unlink()
+    assert submit.Submission(opts, {}, {}, {}, settings=None).state == {"runs": {}, "comparisons": []}
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("work", "logs"):   # a person's own: no name only a submit writes
+        (mine / name).mkdir()
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(mine)])[0]
+    with pytest.raises(UsageError, match="holds files and no state.json"):
+        submit.Submission(opts, {}, {}, {}, settings=None)
+
+
 GOOD_STATE = {"runs": {"Offline/search": {"run": "R1", "folder": "/f", "inputs": {}, "command": ["bin/mlrun"],
                                            "fingerprint": {"plan": {}, "request": {}, "host": {}}, "finished": 1.0}},
               "comparisons": [], "request": {"scenarios": ["Offline"], "submitter": "T", "short": True},
