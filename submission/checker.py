@@ -102,13 +102,24 @@ def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
     result = interpret(text, code, short)
     result.errors = missing_files(tree_dir) + result.errors   # named first: the checker's words hid them
     result.ok = result.ok and not result.errors
-    failures = open_compliance_failures(tree_dir)   # the open division's checker skips compliance: said here
+    failed = []
+    failures = open_compliance_failures(tree_dir, failed)   # the open division's checker skips compliance: said here
+    result.table = table(tree_dir, result.table)
+    # an INVALID performance run: the v6.1 checker passes it (its validity check is True either way), and the
+    # table mlrun shows beside an OK verdict read INVALID
+    invalid = [r for r in result.table if r["valid"] == "INVALID"]
+    failures += [f"{r['division']}/{r['system']}/{r['benchmark']}/{r['scenario']}: its performance run is INVALID "
+                 "(result_validity in its mlperf_log_detail.txt; the official checker passes it, the rules do not)"
+                 for r in invalid]
+    failed += [tuple(r[k] for k in ("division", "submitter", "system", "benchmark", "scenario")) for r in invalid]
     if short:
         result.short_run_errors += failures
     elif failures:
         result.errors += failures
         result.ok = False
-    result.table = table(tree_dir, result.table)
+        for row in result.table:   # its verdict read "short-run" beside a real error of that result
+            if tuple(row[k] for k in ("division", "submitter", "system", "benchmark", "scenario")) in failed:
+                row["checker"] = "errors"
     result.log, result.out_dir, result.short, result.version = log_path, out_dir, short, version
     with open(os.path.join(out_dir, "table.txt"), "w") as f:
         f.write(format_table(result.table) + "\n")
@@ -118,10 +129,11 @@ def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
     return result
 
 
-def open_compliance_failures(tree_dir):
+def open_compliance_failures(tree_dir, where=None):
     """TEST01 performance verifications that failed in the open division, whose checker skips compliance
     ("Compliance tests not needed for open division"): it said OK over a TEST01 run 33% faster than the
-    performance run (the machine's load changed between them)."""
+    performance run (the machine's load changed between them). where: a list that gets each failure's result
+    (division, submitter, system, benchmark, scenario)."""
     import glob
     out = []
     pattern = os.path.join(tree_dir, "open", "*", "results", "*", "*", "*", "TEST01", "verify_performance.txt")
@@ -133,7 +145,9 @@ def open_compliance_failures(tree_dir):
             continue
         if any(line.strip() == "TEST PASS" for line in lines):
             continue
-        system, benchmark, scenario = path.split(os.sep)[-5:-2]
+        submitter, _, system, benchmark, scenario = path.split(os.sep)[-7:-2]
+        if where is not None:
+            where.append(("open", submitter, system, benchmark, scenario))
         said = "; ".join(line.strip() for line in lines if line.startswith(("Reference score", "Test score",
                                                                              "TEST FAIL"))) or "no verdict in it"
         # the cause as the script gives it: an INVALID run was blamed on speed too

@@ -65,7 +65,7 @@ def report(result):
         lines += ["  - " + e.replace("\n", "\n    ") for e in result.errors]
     if result.short_run_errors:
         why = ("expected in a --short rehearsal" if result.short else
-               "a full-length run has none of these; with --short they are listed apart")
+               "errors of this tree: a full-length run has none of these; --short lists them apart")
         lines.append(f"short-run complaints ({len(result.short_run_errors)}, {why}):")
         lines += ["  - " + e.replace("\n", "\n    ") for e in result.short_run_errors]
     scores = [w for w in result.warnings if checker.ACCURACY_NOT_MET.search(w)]
@@ -77,8 +77,9 @@ def report(result):
         lines.append(f"warnings: {len(result.warnings) - len(scores)}" + (" more" if scores else "") + " (in the log)")
     lines += ["", checker.format_table(result.table), "",
               f"saved in {result.out_dir}: checker.log, summary.csv, table.txt, check.json"]
-    if not result.ok:
-        lines.append(f"verdict: FAILED: {plural(len(result.errors), 'error')} (listed above)" if result.errors
+    if not result.ok:   # without --short the short-run complaints fail it too: counted ("1 error" beside 6 more)
+        count = len(result.errors) + (0 if result.short else len(result.short_run_errors))
+        lines.append(f"verdict: FAILED: {plural(count, 'error')} (listed above)" if count
                      else "verdict: FAILED: the checker found errors")
     elif result.short_run_errors:
         lines.append("verdict: OK as a short rehearsal only: this tree cannot be submitted "

@@ -77,7 +77,7 @@ def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_p
     before = listing(tree)
     full = mlrun("check", "submission", tree)
     assert full.returncode == 1, full.stdout + full.stderr
-    assert "short-run complaints (6" in full.stdout and "verdict: FAILED" in full.stdout
+    assert "short-run complaints (6" in full.stdout and "verdict: FAILED: 6 errors" in full.stdout   # said "1 error"
     short = mlrun("check", "submission", tree, "--short")
     assert short.returncode == 0, short.stdout + short.stderr
     assert "errors (" not in short.stdout
@@ -98,11 +98,29 @@ def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_p
     # said apart, never counted among the errors (the closed division's case: test_interpret_...)
     assert saved["ok"] and saved["short"] and len(saved["short_run_errors"]) == 6 and not saved["errors"]
     assert sum("accuracy not met" in w for w in saved["warnings"]) == 2
-    assert "errors (" not in full.stdout and "accuracy below the benchmark's target (2; the open division accepts " \
+    assert "\nerrors (" not in full.stdout and "accuracy below the benchmark's target (2; the open division accepts " \
         "it, the closed would not):\n  - " in full.stdout and "accuracy not met: expected=89.96" in full.stdout
     assert [(r["scenario"], r["checker"]) for r in saved["table"]] == [("Offline", "short-run"),
                                                                        ("SingleStream", "short-run")]
     assert "SUMMARY: submission has errors" in open(out / "checker.log").read()
+
+
+def test_an_invalid_performance_run_fails_the_tree_the_checker_passes(mlrun, tmp_path):
+    """The v6.1 checker's validity check is True either way: a tree whose table read INVALID got 'verdict: OK'."""
+    tree = make_tree(str(tmp_path / "sub"))
+    [detail] = [os.path.join(d, "mlperf_log_detail.txt") for d, _, fs in os.walk(tree)
+                if "mlperf_log_detail.txt" in fs and d.endswith(os.path.join("Offline", "performance", "run_1"))]
+    text = open(detail).read()
+    assert '"result_validity", "value": "VALID"' in text
+    with open(detail, "w") as f:
+        f.write(text.replace('"result_validity", "value": "VALID"', '"result_validity", "value": "INVALID"'))
+    full = mlrun("check", "submission", tree)
+    assert full.returncode == 1 and "bert-99/Offline: its performance run is INVALID" in full.stdout, full.stdout
+    saved = json.load(open(tmp_path / "sub-check" / "check.json"))
+    assert [(r["scenario"], r["checker"]) for r in saved["table"]] == [("Offline", "errors"),
+                                                                       ("SingleStream", "short-run")]
+    short = mlrun("check", "submission", tree, "--short")   # listed with what a rehearsal's short runs break
+    assert short.returncode == 0 and "its performance run is INVALID" in short.stdout.split("short-run complaints")[1]
 
 
 def test_other_errors_fail_even_a_rehearsal(mlrun, tmp_path):
