@@ -188,6 +188,16 @@ def describe(src, user, submitter, division, facts, short):
                           "VALID_AVAILABILITIES")
     required, meaningful = lists["SYSTEM_DESC_REQUIRED_FIELDS"], lists["SYSTEM_DESC_MEANINGFUL_RESPONSE_REQUIRED_FIELDS"]
     desc = dict(facts, division=division, submitter=submitter)
+    for key, flag in (("division", division), ("submitter", submitter)):   # the flag's, unsaid ("wins on conflict")
+        if key in user and str(user[key]) != flag:
+            raise UsageError(f"the system description gives {key}: {user[key]!r}, and --{key}={flag}: the flag "
+                             "decides", hint=f"leave {key} out of the --system YAML (or give --{key}={user[key]})")
+    from engine.words import did_you_mean
+    for key in user:   # coolng: copied into the system file, the real field missing or the machine's
+        near = did_you_mean(key, required) if key not in required and key not in facts else ""
+        if near:
+            raise UsageError(f"the system description gives {key}, which is no field the checker reads{near}",
+                             hint="the fields are the checker's SYSTEM_DESC_REQUIRED_FIELDS (docs/submission.md)")
     desc.update({k: v for k, v in user.items() if k not in ("division", "submitter")})
     # What the checker refuses only after every run: a status not among the rules' words, a name that is no text
     if "status" in user and str(user["status"]).lower() not in lists["VALID_AVAILABILITIES"]:

@@ -109,12 +109,23 @@ def test_the_documented_system_yaml_is_complete_and_a_field_the_checker_reads_as
     # the checker wants the network division's fields beside it, and stops with an exception on a YAML true
     ("is_network", "true", "gives is_network: 'true': mlrun submits a SUT on this machine"),
     ("is_network", True, "gives is_network: True"),
+    # the flags' own: ignored in silence (the docs said the YAML wins)
+    ("division", "closed", "gives division: 'closed', and --division=open: the flag decides"),
+    ("submitter", "Someone", "gives submitter: 'Someone', and --submitter=Team: the flag decides"),
+    ("coolng", "water", "gives coolng, which is no field the checker reads (did you mean cooling?)"),   # copied
 ])
 def test_system_fields_the_checker_would_refuse_are_refused_before_any_run(field, value, fragment):
     facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
     with pytest.raises(UsageError) as err:
         system.describe(SHARED_SRC, dict(YAML_FIELDS, **{field: value}), "Team", "open", facts, short=True)
     assert fragment in err.value.message
+
+
+def test_the_flags_own_fields_agreeing_and_fields_of_ones_own_pass():
+    facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
+    desc, _ = system.describe(SHARED_SRC, dict(YAML_FIELDS, division="open", submitter="Team", my_notes="x"), "Team",
+                              "open", facts, short=True)
+    assert (desc["division"], desc["submitter"], desc["my_notes"]) == ("open", "Team", "x")
 
 
 def test_a_false_is_network_is_written_as_the_checker_reads_it():
