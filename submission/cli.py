@@ -142,7 +142,7 @@ def _without_reruns(argv, query):
 
 def cmd_submit(args, extras, settings, plan_only=False):
     from . import submit
-    opts, inputs, deps, env = submit.parse(args.query, extras)
+    opts, inputs, deps, env = submit.parse(args.query, extras, "plan submit" if plan_only else "submit")
     if not plan_only:
         from engine.secrets import scrub_argv
         given = any(w in ("-o", "--output") or w.startswith(("-o=", "--output=")) for w in sys.argv[1:])

@@ -113,8 +113,8 @@ def options_help():
     return formatter.format_help()
 
 
-def parse(query, words):
-    """(options, inputs, dep overrides, env overrides) of `mlrun submit QUERY WORDS...`."""
+def parse(query, words, verb="submit"):
+    """(options, inputs, dep overrides, env overrides) of `mlrun submit QUERY WORDS...` (verb: `plan submit`)."""
     from engine.cli import split_extras
     from engine.words import did_you_mean
     opts, rest = parser().parse_known_args(words)
@@ -122,8 +122,8 @@ def parse(query, words):
     for flag, value in (("--submitter", opts.submitter), ("--division", opts.division)):
         if value is None:   # said with the misspelt flag beside it (was: "required: --submitter" only)
             typo = next((w for w in near if did_you_mean(w, [flag])), None)
-            raise UsageError(f"mlrun submit needs {flag}" + (f" ({typo} is given: did you mean {flag}?)" if typo else ""),
-                             hint="mlrun submit --help lists the submission's options")
+            raise UsageError(f"mlrun {verb} needs {flag}" + (f" ({typo} is given: did you mean {flag}?)" if typo else
+                                                             ""), hint=f"mlrun {verb} --help lists its options")
     if opts.rerun and opts.rerun_busy:   # --rerun runs every run again: --rerun-busy was ignored in silence
         raise UsageError("--rerun and --rerun-busy: give one", hint="--rerun runs every run again, --rerun-busy only "
                                                                  "those measured while the machine was busy")
@@ -328,6 +328,9 @@ class Submission:
         except MlrunError as e:   # a scoped input said as the person wrote it ("no input --instancez")
             scenario = extra.get("scenario")
             for name in getattr(self.opts, "scenario_inputs", {}).get(scenario, {}):
+                if f"--{name} " in e.message + " ":   # the misspelt scoped one: its suggestion scoped too
+                    e.message = re.sub(r"\(did you mean --([\w-]+)\?\)", rf"(did you mean --{scenario}.\1?)",
+                                       e.message)
                 e.message = re.sub(rf"(?<![\w.])--{re.escape(name)}\b", f"--{scenario}.{name}", e.message)
                 e.message = e.message.replace(f"input '{name}'", f"input '{name}' (--{scenario}.{name})")
                 if e.hint:

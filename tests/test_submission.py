@@ -238,6 +238,9 @@ def test_a_later_scenarios_own_input_is_refused_before_any_run(ws, tmp_path):
                 timeout=120)
     assert_user_error(result, 2, "--Offline.precision=bf16 applies only with _openvino")
     assert app_runs(ws.root) == before
+    # a misspelt scoped one: its suggestion scoped too (it said "did you mean --instances?")
+    result = ws(*submit_args(tmp_path, "--short", "--Offline.instancez=2"), timeout=120)
+    assert_user_error(result, 2, "has no input --Offline.instancez (did you mean --Offline.instances?)")
 
 
 def test_missing_system_fields_listed_at_once_before_any_run(ws, tmp_path):
