@@ -193,8 +193,9 @@ def describe(src, user, submitter, division, facts, short):
             raise UsageError(f"the system description gives {key}: {user[key]!r}, and --{key}={flag}: the flag "
                              "decides", hint=f"leave {key} out of the --system YAML (or give --{key}={user[key]})")
     from engine.words import did_you_mean
-    for key in user:   # coolng: copied into the system file, the real field missing or the machine's
-        near = did_you_mean(key, required) if key not in required and key not in facts else ""
+    unanswered = [k for k in required if k not in user and k not in facts]
+    for key in user:   # coolng: copied into the system file, and "lacks cooling" said nothing of it
+        near = did_you_mean(key, unanswered) if key not in required and key not in facts else ""
         if near:
             raise UsageError(f"the system description gives {key}, which is no field the checker reads{near}",
                              hint="the fields are the checker's SYSTEM_DESC_REQUIRED_FIELDS (docs/submission.md)")

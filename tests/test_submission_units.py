@@ -112,13 +112,21 @@ def test_the_documented_system_yaml_is_complete_and_a_field_the_checker_reads_as
     # the flags' own: ignored in silence (the docs said the YAML wins)
     ("division", "closed", "gives division: 'closed', and --division=open: the flag decides"),
     ("submitter", "Someone", "gives submitter: 'Someone', and --submitter=Team: the flag decides"),
-    ("coolng", "water", "gives coolng, which is no field the checker reads (did you mean cooling?)"),   # copied
 ])
 def test_system_fields_the_checker_would_refuse_are_refused_before_any_run(field, value, fragment):
     facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
     with pytest.raises(UsageError) as err:
         system.describe(SHARED_SRC, dict(YAML_FIELDS, **{field: value}), "Team", "open", facts, short=True)
     assert fragment in err.value.message
+
+
+def test_a_field_named_near_one_the_description_lacks_says_which():
+    """coolng: copied into the system file, and the error named only the cooling it lacked."""
+    facts = system.machine_facts("/", "onnxruntime 1.23.2", "Python 3.11")
+    fields = {k: v for k, v in YAML_FIELDS.items() if k != "cooling"}
+    with pytest.raises(UsageError) as err:
+        system.describe(SHARED_SRC, dict(fields, coolng="water"), "Team", "open", facts, short=True)
+    assert "gives coolng, which is no field the checker reads (did you mean cooling?)" in err.value.message
 
 
 def test_the_flags_own_fields_agreeing_and_fields_of_ones_own_pass():
