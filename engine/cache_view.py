@@ -124,9 +124,10 @@ def unknown_words(query, recipes):
     return [t for t in tags if t not in known] + [f"_{v}" for v in variations if v.split(".")[0] not in chosen]
 
 
-def to_remove(cache, word, recipes, confirmed):
+def to_remove(cache, word, recipes, confirmed, left_out=None):
     """The entries `rm cache WORD` means: a folder name or path, a key prefix, else a query as the resolver
-    reads it. Several recipes left by a query: a UsageError listing them unless `confirmed` (-y)."""
+    reads it. Several recipes left by a query: a UsageError listing them unless `confirmed` (-y). left_out: a list
+    that gets the recipes whose entries `show cache WORD` lists and the query's exact tags leave out."""
     from .cache import read_entry
     path = os.path.abspath(word) if os.sep in word else os.path.join(cache.root, word)
     named = read_entry(path)
@@ -151,6 +152,8 @@ def to_remove(cache, word, recipes, confirmed):
         exact = [m for m in found if set(m.get("tags", [])) <= set(tags) | set(
             (recipes.get(m.get("recipe")) or {}).get("aliases", ()))]
         if len({m.get("recipe") for m in exact}) == 1:
+            if left_out is not None:
+                left_out += [n for n in names if n != exact[0].get("recipe")]
             return exact, False
         if not confirmed:
             raise UsageError(f"'{word}' matches entries of {plural(len(names), 'recipe')}: {', '.join(names)}",

@@ -982,8 +982,12 @@ def cmd_rm(args, extras, settings):
     if args.all:
         entries, named = cache.entries(), False
     else:
-        recipes = cache_view.recipes_by_name(settings)
-        entries, named = cache_view.to_remove(cache, args.query, recipes, args.yes)
+        recipes, left_out = cache_view.recipes_by_name(settings), []
+        entries, named = cache_view.to_remove(cache, args.query, recipes, args.yes, left_out)
+        if left_out:   # `show cache QUERY` lists them too: checked there, removed here, unsaid
+            print(f"note: '{args.query}' names {entries[0].get('recipe')} as a query does; the entries of "
+                  f"{', '.join(left_out)}, which `show cache` lists too, stay (name them to remove them)",
+                  file=sys.stderr)
     if named:
         cache = Cache(os.path.dirname(entries[0]["path"]))
     if not entries:
