@@ -238,11 +238,19 @@ class Resolver:
         recipes = self.index.recipes
         known = {t for r in recipes for t in r["tags"] + r.get("aliases", [])} | {r["name"] for r in recipes}
         hints = []
+        others = [r for r in recipes if has_tags([t for t in tags if t in known], r["tags"], r["name"],
+                                                 r.get("aliases", ()))]
         for t in tags:
-            if t not in known:
+            if t not in known and any(_var_base(t) in r["variations"] for r in others):   # the _ forgotten
+                hints.append(f"unknown tag '{t}' (did you mean the variation _{t}?)")
+            elif t not in known:
                 hints.append(f"unknown tag '{t}'" + did_you_mean(t, known))
         if not hints:
-            hints.append("no single recipe has all of these tags together")
+            as_variation = [t for t in tags if any(
+                _var_base(t) in r["variations"] for r in recipes
+                if has_tags([o for o in tags if o != t], r["tags"], r["name"], r.get("aliases", ())))]
+            hints.append("no single recipe has all of these tags together" + (
+                f" (did you mean the variation _{as_variation[0]}?)" if as_variation else ""))
         return "; ".join(hints) + "; `mlrun find TAG` lists recipes"
 
     # -- variations and inputs -------------------------------------------------
