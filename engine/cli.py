@@ -414,8 +414,9 @@ def _main(argv):
         parser = build_parser(only=asked if asked in VERBS else None)
         if asked == "run" and any(a in ("-h", "--help") for a in argv):
             shown = _recipe_help(parser, [a for a in argv if a not in ("-h", "--help")])
-            if shown is not None:
-                return shown
+            if shown is not None:   # only prints: lost (a full disk, a closed terminal), it failed (it said 0)
+                sys.stdout.flush()
+                return 1 if shown == 0 and streams.lost else shown
         sub = next((w for w in argv[at + 1:] if not w.startswith("-")), None)
         if any(a in ("-h", "--help") for a in argv) and (asked, sub) in (("plan", "submit"), ("sweep", "plot"),
                                                                           ("sweep", "show"), ("sweep", "list"),

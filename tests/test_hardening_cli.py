@@ -431,7 +431,8 @@ def test_a_verb_that_only_prints_fails_when_its_output_is_lost(ws):
                           capture_output=True, timeout=60).returncode == 0
     # --help's text lost, and a standard output closed (>&-): both exited 0, nothing shown
     for redirect, argv, code in (("> /dev/full", ["--help"], 1), ("> /dev/full", ["runs", "--help"], 1),
-                                 (">&-", ["runs"], 1), (">&-", ["x"], 0), (">&-", ["gc", "--dry-run"], 1)):
+                                 (">&-", ["runs"], 1), (">&-", ["x"], 0), (">&-", ["gc", "--dry-run"], 1),
+                                 ("> /dev/full", ["x", "--help"], 1), (">&-", ["help", "x"], 1)):   # a recipe's: 0
         result = subprocess.run(["bash", "-c", f'"$0" "$@" {redirect}', MLRUN, *argv], env=ws.env(), cwd=ws.root,
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == code, (redirect, argv, result.stderr)
