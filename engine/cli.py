@@ -355,10 +355,36 @@ def with_verb(argv):
     if argv[i:i + 1] == ["help"]:
         argv = argv[:i] + argv[i + 1:] + ["--help"]
     usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
+    _no_verb_option_first(argv)
     i = verb_at(argv)
     if i < len(argv) and argv[i] not in VERBS:
         argv.insert(i, "run")
     return argv
+
+
+def _no_verb_option_first(argv):
+    """`mlrun --jobs 2 QUERY`, `mlrun --mode accuracy plan QUERY`: an option of a verb (or an input) with its value
+    before the verb: the value was taken for the verb or the query ("no recipe matches '2'", "unexpected argument
+    'QUERY'")."""
+    i = 0
+    while i < len(argv) and argv[i].startswith("-"):
+        word = argv[i]
+        if word in GLOBAL_WITH_VALUE:
+            i += 2
+            continue
+        if word.startswith("--") and "=" not in word and word not in GLOBAL_OPTIONS and i + 1 < len(argv) \
+                and argv[i + 1] not in VERBS and not argv[i + 1].startswith("-"):
+            subs = next(a for a in build_parser()._actions if a.dest == "verb").choices   # only now: every verb's
+            kinds = {v: [a.nargs == 0 for a in sub._actions if word in a.option_strings] for v, sub in subs.items()}
+            takes = [v for v, flags in kinds.items() if flags and not flags[0]]
+            if any(kinds.values()) and not takes:
+                return   # a flag (--json) before a query: said later, as before
+            raise UsageError(f"{word} {argv[i + 1]} comes before the verb"
+                             + (f": {word} is an option of {', '.join(takes)}" if takes else
+                                ": a recipe's inputs go after its query"),
+                             hint=f"give it after the verb and its query: mlrun VERB QUERY {word}={argv[i + 1]} "
+                                  "(mlrun's own options alone go first: --cache, --runs, --recipes, --mirror, -v)")
+        i += 1
 
 
 def verb_at(argv):

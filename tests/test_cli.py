@@ -477,6 +477,12 @@ def test_a_verbs_option_given_before_the_verb_is_said_so(app):
     """`mlrun --json runs` said "unexpected argument(s) for 'runs': --json (did you mean --json?)"."""
     one_paragraph(app.mlrun("--json", "runs"), 2, "--json is an option of 'runs': give it after the verb")
     one_paragraph(app.mlrun("--json", "app"), 2, "--json is an option of mlrun: give it after the query")
+    # with its value apart: the value was taken for the query or the verb ("no recipe matches '2'", "unexpected
+    # argument 'app'")
+    for argv, said in ((["--jobs", "2", "app"], "--jobs 2 comes before the verb: --jobs is an option of run"),
+                       (["--jobs", "1", "plan", "app"], "--jobs 1 comes before the verb: --jobs is an option of run"),
+                       (["--count", "3", "plan", "app"], "--count 3 comes before the verb: a recipe's inputs go after")):
+        one_paragraph(app.mlrun(*argv), 2, said, "mlrun VERB QUERY")
 
 
 @pytest.mark.parametrize("argv, said", [
