@@ -12,12 +12,12 @@ import shlex
 import sys
 import time
 
-from .errors import MlrunError, StepError, UsageError, printable
+from .errors import MlrunError, ResolutionError, StepError, UsageError, printable
 from .settings import Settings
 from . import streams, usage
 from .usage import Parser, cm_tags
 from .words import did_you_mean, plural
-from .recipe import FLAG_ALONE, show_number
+from .recipe import FLAG_ALONE, RESERVED_INPUTS, show_number
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
          "diff", "gc", "check", "submit", "sweep", "sweeps", "report")
@@ -536,6 +536,9 @@ def _main(argv):
             return 1 if code == 0 and streams.lost and _only_prints(args) else code   # what it was for, lost
     except MlrunError as e:
         e = usage.option_typo_hint(e, GLOBAL_OPTIONS + tuple(_options_of(parser, args.verb)))
+        own = re.match(r"\S+ has no input --([\w-]+)$", e.message) if isinstance(e, ResolutionError) else None
+        if own and own[1] in RESERVED_INPUTS:   # `plan QUERY --jobs 2`: blamed on the recipe ("it accepts: none")
+            e.message += f" (--{own[1]} is an option of other verbs than '{args.verb}': mlrun {args.verb} --help)"
         return main_error(usage.verb_typo_hint(e, getattr(args, "query", None) if args.verb == "run" else None, VERBS))
     except KeyboardInterrupt as e:
         print(f"mlrun: interrupted by {signal_name(e)}; " + ("nothing removed: it stopped at its prompt" if getattr(
