@@ -5,6 +5,7 @@ Errors are MlrunError: one paragraph and a hint on stderr, exit 2 for usage,
 recipe and resolution errors, 1 for a step that failed; never a traceback.
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -952,6 +953,14 @@ def cmd_show(args, extras, settings):
         return 0
     recipes = cache_view.recipes_by_name(settings)
     everything = cache.entries()
+    listed = {os.path.basename(m["path"]) for m in everything}
+    with contextlib.suppress(OSError):   # a damaged entry.json: left out unsaid (cache verify said DAMAGED)
+        gone_bad = sorted(n for n in os.listdir(cache.root) if not n.startswith(".") and n not in listed
+                          and os.path.isdir(os.path.join(cache.root, n)))
+        if gone_bad and not args.query:
+            print(f"note: {plural(len(gone_bad), 'folder')} of the cache {'is' if len(gone_bad) == 1 else 'are'} no "
+                  f"readable entry (not listed): {', '.join(gone_bad[:3])}{' ...' if len(gone_bad) > 3 else ''}; "
+                  "`mlrun cache verify` says why", file=sys.stderr)
     entries = cache_view.matching(everything, args.query, recipes)
     common = cache_view.common_packages(entries)
     by_key = {m.get("key"): m for m in everything}

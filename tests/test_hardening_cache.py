@@ -343,6 +343,9 @@ def test_an_entry_json_of_other_types_is_an_entry_gone_bad_for_every_reader(ws, 
     for argv in (("show", "cache"), ("show", "cache", "--json"), ("show", "cache", "low")):
         result = ws.mlrun(*argv)
         assert result.returncode == 0 and root not in result.stdout and "bug" not in result.stderr, result.stderr
+        # the listing says it left one out (it went unsaid; only cache verify told)
+        assert ("note: 1 folder of the cache is no readable entry (not listed): "
+                f"{os.path.basename(root)}") in result.stderr or argv[-1] == "low", result.stderr
     assert_user_error(ws.mlrun("top"), 2, f"the cache entry {root} has a .mlrun/entry.json mlrun cannot read")
     assert "DAMAGED" in ws.mlrun("cache", "verify").stdout
     removed = ws.mlrun("rm", "cache", root, "-y")
