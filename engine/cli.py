@@ -1175,6 +1175,13 @@ def cmd_mirror(args, extras, settings):
     index_path = os.path.join(settings.cache, ".index", "mirror-hashes.json")
     if args.action == "fetch":
         return _mirror_fetch(args, extras, settings, index_path)
+    if args.output:   # -o is fetch's: `mirror add F -o DIR` added to --mirror, -o ignored
+        raise UsageError(f"mirror {args.action} takes no -o: it works in the mirror folder (--mirror DIR)",
+                         hint="-o DIR is mirror fetch's: the folder it downloads into")
+    if args.action == "check" and args.files:   # `mirror check QUERY` audited every recipe's files, unsaid
+        raise UsageError(f"mirror check takes no QUERY or FILE ({args.files[0]!r}): it audits the files of every "
+                         "recipe", hint="mlrun plan QUERY --mirror DIR says which of a query's downloads the mirror "
+                                        "holds")
     if not settings.mirror:
         raise UsageError("no mirror folder given", hint="pass --mirror DIR or set MLRUN_MIRROR=DIR")
     recipes = settings.index().recipes

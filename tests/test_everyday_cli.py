@@ -353,6 +353,14 @@ def test_a_mistyped_mirror_is_an_error_at_once(thing, server, tmp_path):
     one_line(thing.mlrun("plan", "get thing", env=thing.env(MLRUN_MIRROR=tmp_path / "nope")), 2,
              "does not exist (from $MLRUN_MIRROR)")
     assert server.requests == []
+    # words a verb would ignore: `mirror check QUERY` audited every recipe, `mirror add F -o DIR` added to --mirror
+    (tmp_path / "m").mkdir()
+    one_line(thing.mlrun("mirror", "check", "get thing", f"--mirror={tmp_path / 'm'}"), 2,
+             "mirror check takes no QUERY or FILE ('get thing')")
+    (tmp_path / "f").write_text("x")
+    one_line(thing.mlrun("mirror", "add", str(tmp_path / "f"), "-o", str(tmp_path / "o"),
+                         f"--mirror={tmp_path / 'm'}"), 2, "mirror add takes no -o")
+    assert os.listdir(tmp_path / "m") == []
 
 
 def test_mirror_add_says_what_it_did_with_each_file(thing, tmp_path):
