@@ -519,7 +519,14 @@ class Runner:
         out = self.live_out or sys.stdout
         try:
             with open(log_path, "rb") as f, self.reporter._printing:
-                f.readline()   # the command, which mlrun wrote first; then the output, copied (it may be large)
+                header = f.readline()   # the command, which mlrun wrote first; then the output (it may be large)
+                while header:   # a `run:` script of several lines spans as many, inside its quotes: shown as output
+                    try:
+                        shlex.split(header.decode(errors="replace"))
+                        break
+                    except ValueError:   # its quotes not closed yet
+                        more = f.readline()
+                        header = more and header + more
                 self.reporter.step(i, total, node, "output (built alongside):")
                 shutil.copyfileobj(f, out.buffer)
                 out.flush()

@@ -128,6 +128,8 @@ def test_verbose_shows_a_step_built_alongside_whole_once_it_ends(ws, tmp_path):
     assert out[out.index("b1"):out.index("b1") + 3] == ["b1", "b2", "b3"], out   # never cut by a's lines
     assert {"a1", "a2", "a3"} <= set(out)
     assert "[2/3] b                                                output (built alongside):" in result.stderr
+    # its command, a script of several lines, is no output: its second line on were shown as if they were
+    assert not [line for line in out if line.lstrip().startswith(("for i in", "[ -e", "touch", "'"))], out
 
 
 @pytest.mark.parametrize("args, env, said", [
