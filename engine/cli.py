@@ -133,13 +133,19 @@ def build_parser(only=None):
     _jobs_option(p)
     p.epilog = RUN_EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p = verb("plan", "print the whole plan of QUERY; nothing runs", "required", True)
-    p = verb("explain", "say why each node of QUERY's plan will be built: what differs from the nearest entry",
-             "required", True)
+    for name, help_ in (("plan", "print the whole plan of QUERY; nothing runs"),
+                        ("explain", "say why each node of QUERY's plan will be built: what differs from the nearest "
+                                    "entry")):   # their help said nothing of the inputs, --dep.* and --env.* they take
+        p = verb(name, help_, "required", True)
+        p.epilog = RUN_EPILOG.replace("(mlrun run script", f"(mlrun {name} script")
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
     p = verb("find", "list the recipes matching QUERY with their variations, inputs and deps", "optional", True)
+    if p is not _NOT_BUILT:
+        next(a for a in p._actions if a.dest == "query").help = "only recipes whose tags and variations match"
     p = verb("show", "show cache entries or failed build logs")
     p.add_argument("what", choices=["cache", "failed"], metavar="cache|failed", help="what to show")
-    p.add_argument("query", nargs="?", default="")
+    p.add_argument("query", nargs="?", default="", help="show cache QUERY: only the entries whose tags and "
+                                                        "variations match")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("rm", "remove cache entries matching QUERY, one ENTRY (its folder name, path or key prefix), or --all; "
                    "rm failed: the logs of failed and interrupted builds")
@@ -354,6 +360,10 @@ def with_verb(argv):
             argv.insert(j, "run")
         return argv
     if argv[i:i + 1] == ["help"]:
+        what = argv[i + 1] if i + 1 < len(argv) else None
+        if what and what not in VERBS and " " not in what and usage.nearest(what, VERBS):   # `help pln`: it said
+            raise UsageError(f"unknown verb '{what}'{did_you_mean(what, VERBS)}",   # "no recipe matches 'pln'"
+                             hint=f"mlrun help {usage.nearest(what, VERBS)[0]}; a query is one quoted argument")
         argv = argv[:i] + argv[i + 1:] + ["--help"]
     usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
     _no_verb_option_first(argv)

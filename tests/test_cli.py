@@ -91,6 +91,13 @@ def test_help_as_a_word_is_the_help_asked_for(ws):
     shown = ws.mlrun("help", "plan")
     assert shown.returncode == 0 and shown.stdout == ws.mlrun("plan", "--help").stdout
     assert ws.mlrun("--cache", "C", "help", "sweep").stdout.startswith("usage: mlrun sweep")
+    # a misspelt verb: said as `mlrun pln x` says it (was "no recipe matches 'pln'")
+    assert_user_error(ws.mlrun("help", "pln"), 2, "unknown verb 'pln' (did you mean plan?)")
+    # the help of plan and explain says what they take beside QUERY, find's QUERY picks recipes, show's entries
+    for verb in ("plan", "explain"):
+        assert "--dep.NAME.INPUT=VALUE" in ws.mlrun(verb, "--help").stdout
+    assert "only recipes whose tags" in ws.mlrun("find", "--help").stdout
+    assert "show cache QUERY: only the entries" in ws.mlrun("show", "--help").stdout
 
 
 @pytest.mark.parametrize("verb", VERBS)
