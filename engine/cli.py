@@ -1286,9 +1286,13 @@ def _mirror_fetch(args, extras, settings, index_path):
             print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
     for ref, (path, status, error) in hub.items():
         print(f"{status:<13} {ref}" + (f"  {_rel(path)}" if path else "") + (f"\n{'':<14}{error}" if error else ""))
+    # a file whose bytes are not the ones asked: another try fetches the same ("run it again" could not help)
+    mismatch = any(len(f) == 4 and "checksum mismatch" in str(getattr(f[3], "message", "")) for f in failed)
+    again = "a checksum mismatch is the server's file, not the network: no try again mends it; " if mismatch else \
+        "run it again to fetch them, "
     print(f"{plural(len(done) + len(hub) - len(failed), 'file')} of the plan of '{plan.query}' in {args.output}"
           f" ({sum(1 for d in done if d[2] == 'fetched') + sum(1 for h in hub.values() if h[1] == 'fetched')} fetched)"
-          + (f"; {len(failed)} failed (above): run it again to fetch them, the others are kept" if failed else
+          + (f"; {len(failed)} failed (above): {again}the others are kept" if failed else
              "; carry it over and pass it as --mirror DIR"))
     noted = set()
     for label, name, value in refs:   # one note a model (the app's --model and its model's --stub name one)

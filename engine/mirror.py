@@ -8,6 +8,7 @@ user's cache (never inside the mirror, which may be read-only), keyed by
 absolute path and invalidated by size and mtime_ns.
 """
 
+import contextlib
 import errno
 import json
 import os
@@ -305,6 +306,9 @@ def fetch_into(folder, items, fetch, index_path=None):
         try:
             fetch(item["url"], dest, sha256=sha256, md5=md5, size=item.get("size"))
         except DownloadError as e:
+            if os.path.dirname(dest) != folder:   # the folder made beside a file of that name: not left empty
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(dest))
             out.append((item, dest, "failed", e))
             continue
         out.append((item, dest, "fetched", None))

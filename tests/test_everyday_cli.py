@@ -433,6 +433,14 @@ def test_mirror_fetch_goes_on_past_a_failed_download_and_names_it(thing, server,
     assert f"failed        get-gone: gone.json  {server.url}/gone.json" in fetched.stdout
     assert "HTTP 404" in fetched.stdout and "fetched       get-thing: data.json" in fetched.stdout
     assert "1 file of the plan of 'get both'" in fetched.stdout and "1 failed (above): run it again" in fetched.stdout
+    # the server's file is not the one asked (a checksum mismatch): "run it again" could not mend it; and the folder
+    # made beside another file of that name was left empty
+    server.files["/gone.json"] = b"other bytes"
+    (out / "gone.json").write_bytes(b"a file of that name")
+    mismatch = thing.mlrun("mirror", "fetch", "get both", "-o", str(out))
+    assert mismatch.returncode == 1 and "checksum mismatch" in mismatch.stdout, mismatch.stdout
+    assert "no try again mends it" in mismatch.stdout and "run it again" not in mismatch.stdout, mismatch.stdout
+    assert sorted(os.listdir(out)) == ["data.json", "gone.json"], os.listdir(out)
 
 
 @pytest.mark.slow  # about 1.1 s on the 2-core EPYC
