@@ -186,7 +186,8 @@ def add(mirror_dir, files, wanted=None, index_path=None):
                                           for w in wanted if w.get("sha256") or w.get("md5")):
             out.append((src, None, sha256, "not needed"))
             continue
-        there = _lookup(held, index, sha256, None, os.path.getsize(src))   # only files of its size are hashed
+        there = _lookup(held, index, sha256, None, os.path.getsize(src)) or next(   # only files of its size hashed
+            (dest for _, dest, sha, status in out if status == "added" and sha == sha256), None)   # (or this call's)
         if there:   # in a subfolder or under another name: a second copy of a 1.3 GB model was made
             out.append((src, there, sha256, "already there"))
             continue

@@ -374,6 +374,12 @@ def test_mirror_add_says_what_it_did_with_each_file(thing, tmp_path):
     assert "1 file added" in first.stdout and not (mirror / "other.txt").exists()
     again = thing.mlrun("mirror", "add", str(tmp_path / "data.json"), f"--mirror={mirror}")
     assert "already there" in again.stdout and "0 files added" in again.stdout
+    # the same bytes twice in one call: one copy (it made two, a later call said "already there")
+    (tmp_path / "copy.json").write_bytes(PAYLOAD)
+    fresh = tmp_path / "m2"
+    both = thing.mlrun("mirror", "add", str(tmp_path / "data.json"), str(tmp_path / "copy.json"), f"--mirror={fresh}")
+    assert "1 file added" in both.stdout and os.listdir(fresh) == ["data.json"], both.stdout
+    assert f"already there {tmp_path / 'copy.json'} (as {fresh / 'data.json'})" in both.stdout, both.stdout
 
 
 def test_the_plans_download_total_says_what_it_leaves_out(ws):
