@@ -32,6 +32,7 @@ def test_bench_arguments_are_checked_before_anything_runs(script, flags, said):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # about 0.9 s on the 2-core EPYC
 def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a_file(tmp_path):
     result = _bench("bench.openvino_peak", "--peak-seconds", "0")   # was: a peak of 0.0 GFLOP/s, shares '-'
     assert result.returncode == 2 and "--peak-seconds must be above 0, not 0.0" in result.stderr

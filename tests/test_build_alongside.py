@@ -119,6 +119,7 @@ def test_ctrl_c_stops_every_step_built_at_once(ws, tmp_path):
     assert re.search(r"b +interrupted .*\(built alongside: stopped with the run\)", shown), shown
 
 
+@pytest.mark.slow  # about 0.8 s on the 2-core EPYC
 def test_verbose_shows_a_step_built_alongside_whole_once_it_ends(ws, tmp_path):
     lines = "for x in 1 2 3; do echo {me}$x; sleep 0.2; done; echo {me} > out.txt"
     pair(ws, tmp_path, a_then=lines, b_then=lines)

@@ -394,6 +394,7 @@ def test_the_plans_download_total_says_what_it_leaves_out(ws):
     assert "downloads of the nodes to build: 2 files, 100 B and 1 of unknown size" in plan.stdout, plan.stdout
 
 
+@pytest.mark.slow  # about 0.8 s on the 2-core EPYC
 def test_mirror_fetch_then_plan_and_run_offline_from_it(thing, server, tmp_path):
     out = tmp_path / "carry"
     plan = thing.mlrun("plan", "get thing")

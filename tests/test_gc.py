@@ -254,6 +254,7 @@ def test_gc_usage(ws):
     assert "mlrun gc" in ws.mlrun("--help").stdout
 
 
+@pytest.mark.slow  # about 0.9 s on the 2-core EPYC
 def test_an_entry_with_no_use_noted_is_removed_as_listed(ws):
     """An entry whose use file is missing (a cache copied without .locks/, or used by one who could not write
     there): gc's own lock made the file, whose time now read as a use: "skipped: used since", its age reset.

@@ -226,6 +226,7 @@ SQUAD = os.path.join(SHARED_DATA, "squad", "dev-v1.1.json")
 VOCAB = os.path.join(SHARED_DATA, "bert-vocab", "vocab.txt")
 
 
+@pytest.mark.slow  # about 0.8 s on the 2-core EPYC
 def test_process_mlperf_accuracy_squad_records_its_accuracy_as_the_runs_results(ws, tmp_path):
     """The real recipe's command and `record:`, on features of 20 questions (its own deps need a venv build)."""
     import numpy as np

@@ -67,6 +67,7 @@ def test_run_record_holds_request_plan_recipes_packages_host_results(bench):
     assert r["steps"][0]["seconds"] >= 0
 
 
+@pytest.mark.slow  # about 1.0 s on the 2-core EPYC
 def test_runs_lists_and_shows(bench):
     first = run_json(bench, "app bench", "--mode=accuracy")["run"]
     listed = bench.mlrun("runs")
@@ -162,6 +163,7 @@ def test_a_run_killed_mid_step_has_its_recipes_recorded_and_its_replay_sees_them
     assert_user_error(bench.mlrun("replay", run_id), 2, "the run's recipes differ from the local ones (slow)")
 
 
+@pytest.mark.slow  # about 0.8 s on the 2-core EPYC
 def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_own(ws, tmp_path):
     """A TEST01 run's --audit_config named a file in the recording machine's cache: replayed elsewhere (a bundle
     that carried the entry) it was "no such file"; a file of the person's that is not here is said so."""
@@ -609,6 +611,7 @@ def test_usage_errors_of_the_run_verbs_name_what_a_user_types(bench):
     assert_user_error(bench.mlrun("show", "run", "x"), 2, "hint: `mlrun runs show RUN` shows a run's record")
 
 
+@pytest.mark.slow  # about 0.8 s on the 2-core EPYC
 def test_diff_reads_a_bundle_in_place(bench, tmp_path):
     """replay took a teammate's bundle, diff said "no run 'X.tar.gz'": it had to be imported first."""
     first = run_json(bench, "app bench", "--mode=accuracy")["run"]

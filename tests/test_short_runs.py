@@ -212,6 +212,7 @@ def test_progress_is_drawn_on_the_named_terminal_never_in_the_output(files, tmp_
     assert "sample/s" not in result.stdout + result.stderr
 
 
+@pytest.mark.slow  # about 0.9 s on the 2-core EPYC
 def test_without_a_bar_a_long_test_says_where_it_is_once_a_minute(monkeypatch, tmp_path):
     """CI or a batch job has no terminal: a 600-s Server run printed nothing until its summary. Now a line every
     LOG_EVERY_S (here 0.1 s) on the harness's output, which is the step's log; none once the test ended."""

@@ -72,6 +72,7 @@ def test_the_folder_above_the_tree_names_the_tree(mlrun, tmp_path):
     assert not any(p.name.endswith("-check") for p in (tmp_path / "sub" / "tree").iterdir())
 
 
+@pytest.mark.slow  # about 0.8 s on the 2-core EPYC
 def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_path):
     tree = make_tree(str(tmp_path / "sub"))
     before = listing(tree)

@@ -584,6 +584,7 @@ def test_sweep_best_says_a_value_not_given_as_not_given(bench):
     assert as_json["not_given"] == ["dep.model.layers"], as_json
 
 
+@pytest.mark.slow  # about 2.0 s on the 2-core EPYC
 def test_sweep_show_takes_the_rows_runs_keeps_and_a_damaged_record_is_its_points_error(bench):
     """`sweep show` read each point's record (1,000 points: 0.5 s): it takes the rows `runs` keeps, read again
     once a record changes; a record damaged below its top ended it "unexpected TypeError ... a bug"."""
@@ -663,6 +664,7 @@ def test_a_damaged_sweep_record_is_said_and_the_other_sweeps_still_list(bench):
     assert open(path).read() == json.dumps(data)   # the sweep run on it wrote nothing over it: it stays as found
 
 
+@pytest.mark.slow  # about 0.8 s on the 2-core EPYC
 def test_a_sweep_stopped_by_ctrl_c_says_so_of_its_running_point(ws, tmp_path):
     """Ctrl-C on the sweep: its running point read "mlrun was stopped by SIGTERM" (the sweep's own stop)."""
     marker = tmp_path / "began"
