@@ -111,14 +111,14 @@ def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
     failures += [f"{r['division']}/{r['system']}/{r['benchmark']}/{r['scenario']}: its performance run is INVALID "
                  "(result_validity in its mlperf_log_detail.txt; the official checker passes it, the rules do not)"
                  for r in invalid]
-    failed += [tuple(r[k] for k in ("division", "submitter", "system", "benchmark", "scenario")) for r in invalid]
+    failed += [_result_of(r) for r in invalid]
     if short:
         result.short_run_errors += failures
     elif failures:
         result.errors += failures
         result.ok = False
         for row in result.table:   # its verdict read "short-run" beside a real error of that result
-            if tuple(row[k] for k in ("division", "submitter", "system", "benchmark", "scenario")) in failed:
+            if _result_of(row) in failed:
                 row["checker"] = "errors"
     result.log, result.out_dir, result.short, result.version = log_path, out_dir, short, version
     with open(os.path.join(out_dir, "table.txt"), "w") as f:
@@ -127,6 +127,12 @@ def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
         json.dump(dict(result.to_dict(), tree=tree_dir, sources=src_dir), f, indent=1)
         f.write("\n")
     return result
+
+
+def _result_of(row):
+    """A table row's result folder, as the checker's verdicts name it (division, submitter, system, benchmark,
+    scenario)."""
+    return tuple(row[k] for k in ("division", "submitter", "system", "benchmark", "scenario"))
 
 
 def open_compliance_failures(tree_dir, where=None):
