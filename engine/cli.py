@@ -542,7 +542,8 @@ def _main(argv):
                                  hint="check the path given by --mirror or MLRUN_MIRROR")
             if not _only_prints(args):
                 streams.going_on = "; the work goes on and its record keeps the results"
-            code = VERB_FUNCS[args.verb](args, extras, settings) or 0
+            with _scrubbed_stdout(args.verb in ("plan", "explain")):   # they print inputs as given
+                code = VERB_FUNCS[args.verb](args, extras, settings) or 0
             sys.stdout.flush()   # a write that fails, fails now: while its exit code can still say so
             return 1 if code == 0 and streams.lost and _only_prints(args) else code   # what it was for, lost
     except MlrunError as e:
@@ -656,10 +657,53 @@ OWN_PACKAGES = ("engine", "mlperf_bert", "sweeps", "submission", "bench")
 def main_error(e):
     """Print an MlrunError as one paragraph and an optional hint; return its exit code."""
     # a failed step whose error was shown live just above: named once, not quoted again (engine.runner)
-    print(f"mlrun: error: {_cut_long_words(getattr(e, 'on_screen', None) or e.message)}", file=sys.stderr)
+    print(f"mlrun: error: {_cut_long_words(_no_secrets(getattr(e, 'on_screen', None) or e.message))}", file=sys.stderr)
     if e.hint and not getattr(e, "hint_on_screen", False):
-        print(f"hint: {_cut_long_words(e.hint)}", file=sys.stderr)
+        print(f"hint: {_cut_long_words(_no_secrets(e.hint))}", file=sys.stderr)
     return e.exit_code
+
+
+@contextlib.contextmanager
+def _scrubbed_stdout(wanted):
+    """What plan and explain print (an input's value as given: --url=https://user:PASSWORD@host, also in --json,
+    which a person saves in a file) with its secrets masked, as every file mlrun writes has them."""
+    if not wanted:
+        yield
+        return
+    from .secrets import scrub
+
+    class Scrubbed:
+        def __init__(self, out):
+            self.out = out
+
+        def write(self, text):
+            return self.out.write(scrub(text))
+
+        def __getattr__(self, name):
+            return getattr(self.out, name)
+    was = sys.stdout
+    sys.stdout = Scrubbed(was)
+    try:
+        yield
+    finally:
+        sys.stdout = was
+
+
+def _no_secrets(text):
+    """An error echoes what it was given: `--env.HF_TOKEN is given twice: 'hf_...' and 'hf_...'`, a URL's password
+    in an input of the wrong type, went to the terminal (and a CI log) as typed. The --env.SECRET values of the
+    command line and every URL's secrets are masked, as in the files mlrun writes."""
+    from . import secrets
+    words = usage.ARGV or []
+    for i, word in enumerate(words):
+        name, eq, value = word.partition("=")
+        if not eq and i + 1 < len(words):
+            value = words[i + 1]
+        if name.startswith("--env.") and secrets.is_secret(name[len("--env."):]) and value:
+            # a short one only where it stands as a value ('abc', =abc): every "a" of the message was masked
+            text = text.replace(value, secrets.MASK) if len(value) >= secrets.MIN_SCRUBBED else re.sub(
+                rf"(?<=[='\"]){re.escape(value)}(?=['\"\s]|$)", secrets.MASK, text)
+    return secrets.scrub(text)
 
 
 def _cut_long_words(text, most=1000):

@@ -9,7 +9,7 @@ an old entry. The hashed material is kept so `mlrun explain` can say what differ
 import hashlib
 import json
 
-from .secrets import MASK
+from .secrets import MASK, mask_urls
 
 KEY_SCHEMA = 1
 
@@ -63,7 +63,9 @@ def material(recipe_digest_, node):
         "recipe_digest": recipe_digest_,
         "version": node.version,
         "variations": node.variations,
-        "inputs": node.inputs,
+        # a URL's password or token in an input grants access, as a secret --env does: masked, another token is
+        # the same entry (it built every node again, and a replay, given the record's mask, another key)
+        "inputs": {k: mask_urls(v)[0] if isinstance(v, str) else v for k, v in node.inputs.items()},
         # A secret --env override only grants access (a token, a password): it enters no key, so giving one builds
         # nothing again (was: a token given once made every node of the plan, venvs too, another entry).
         "env": {k: v for k, v in node.env.items() if v != MASK},
@@ -73,7 +75,7 @@ def material(recipe_digest_, node):
     if node.probes:  # only then: recipes without probes keep their keys
         out["probe"] = node.probes
     if node.contents:  # `content: true` path inputs: keyed by their content, not by where they lie
-        out["inputs"] = {**node.inputs, **{name: "sha256:" + d for name, d in node.contents.items()}}
+        out["inputs"] = {**out["inputs"], **{name: "sha256:" + d for name, d in node.contents.items()}}
     return out
 
 

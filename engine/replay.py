@@ -119,6 +119,17 @@ def plan_again(record, settings, allow_differences=False, recorded_recipes=False
     req = record.get("request")
     if not req or not req.get("query"):   # (one edited without its query said "unexpected KeyError ... a bug")
         raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun, or edited)")
+    # an input's secret (a URL's password) is masked in the record: the step would get "<redacted>" as the value,
+    # under the recorded key (a key holds no secret), and the replay called exact
+    from .secrets import MASK
+    masked = [f"--{name}={value}" for name, value in (req.get("inputs") or {}).items()
+              if isinstance(value, str) and MASK in value] + [
+        f"--dep.{dep}.{name}={value}" for dep, given in (req.get("dep_overrides") or {}).items()
+        if isinstance(given, dict) for name, value in given.items() if isinstance(value, str) and MASK in value]
+    if masked:
+        raise MlrunError(f"run {record.get('id')} was given a secret its record does not keep ({', '.join(masked)}): "
+                         "a replay cannot give its steps what they had", hint="run its command again with the "
+                         "secret filled in (mlrun runs show RUN prints the command)")
     root = (record.get("root") or {}).get("recipe")
     spec = next((r["inputs"] for r in index.recipes if r["name"] == root), {})
     paths = {name for name, i in spec.items() if i.get("type") == "path"}

@@ -235,8 +235,11 @@ def _merge(old, folder, name, query, request, grid, kinds, planned, rerun, runs_
     """The sweep record to run: the old one's finished points kept when its query, request and grid match."""
     fresh = {"name": name, "query": query, "request": request, "grid": grid, "kinds": kinds, "points": []}
     if old is not None:
-        differences = [_difference(what, old.get(what), fresh[what])
-                       for what in ("query", "grid", "request") if not _same(what, old.get(what), fresh[what])]
+        # the record holds them scrubbed (a grid of URLs with passwords): compared so, and said so (it was "exists
+        # with another grid" for the same command, the secrets printed)
+        now = {what: secrets.scrub(fresh[what]) for what in ("query", "grid", "request")}
+        differences = [_difference(what, old.get(what), now[what])
+                       for what in ("query", "grid", "request") if not _same(what, old.get(what), now[what])]
         if differences:
             raise UsageError(f"sweep '{name}' exists with another " + "; ".join(differences),
                              hint=f"use another --name for a new sweep, or remove {folder} to start this one over")

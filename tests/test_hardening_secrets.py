@@ -223,6 +223,39 @@ def test_url_secrets_of_any_variable_stay_out_of_keys_and_files_and_reach_the_st
                                                   "HUB": f"https://hub.example.com/api?x=1&access_token={MASK}"}
 
 
+def test_a_url_secret_given_as_an_input_enters_no_key_no_output_and_no_replay(ws):
+    """An input's URL password: each one another key (a rotated token built everything again), plan and explain
+    printed it, an error echoed it, a sweep of it could not resume (its record scrubbed, compared raw), and a replay
+    gave the step the literal "<redacted>", called exact (a user's trial)."""
+    ws.recipe("inp", """
+        tags: [inp]
+        inputs:
+          url: {default: "https://example.org/x"}
+        run: printf %s "$MLRUN_INPUT_URL" | sha256sum | cut -c1-16 > seen.txt
+    """)
+    ws.recipe("pt", "tags: [pt]\ncache: false\ninputs:\n  url: {}\nrun: echo hi > out.txt\n")
+    one, two = "https://alice:InputPw_1111111111@h.example/p", "https://alice:InputPw_2222222222@h.example/p"
+    plans = [ws.mlrun("plan", "inp", f"--url={url}", "--json") for url in (one, two)]
+    assert [json.loads(p.stdout)["nodes"][-1]["key"] for p in plans][0] == \
+        json.loads(plans[1].stdout)["nodes"][-1]["key"]   # another password: the same entry
+    shown = [ws.mlrun("plan", "inp", f"--url={one}"), ws.mlrun("explain", "inp", f"--url={one}"), plans[0],
+             ws.mlrun("plan", "inp", "--env.HF_TOKEN=hf_TwiceTokenAAAA1", "--env.HF_TOKEN=hf_TwiceTokenBBBB2"),
+             ws.mlrun("plan", "inp", f"--url={one}", f"--url={two}")]
+    assert not [s.args for s in shown if "InputPw" in s.stdout + s.stderr or "TwiceToken" in s.stdout + s.stderr]
+    assert f"--url=https://alice:{MASK}@h.example/p" in shown[0].stdout
+    run = ws.mlrun("inp", f"--url={one}", "--json")
+    assert run.returncode == 0, run.stderr
+    assert open(os.path.join(json.loads(run.stdout)["path"], "seen.txt")).read().strip() == sha(one)[:16]
+    refused = ws.mlrun("replay", json.loads(run.stdout)["run"])
+    assert refused.returncode == 2 and "was given a secret its record does not keep (--url=https://alice:" \
+        f"{MASK}@h.example/p)" in refused.stderr, refused.stderr
+    grid = ["--grid", "url=https://u:SweepPw_AAAA1111@h/,https://u:SweepPw_BBBB2222@k/", "--name", "s"]
+    assert ws.mlrun("sweep", "pt", *grid).returncode == 0
+    again = ws.mlrun("sweep", "pt", *grid)   # resumed: it said "exists with another grid", the secrets printed
+    assert again.returncode == 0 and "2 skipped" in again.stderr and "SweepPw" not in again.stderr, again.stderr
+    assert not [p for p, data in files_under(ws.cache, ws.runs) if b"InputPw" in data or b"SweepPw" in data]
+
+
 def test_a_secret_a_step_writes_into_its_entry_or_run_folder_is_masked_there(ws):
     """A model source's record (source.json) kept HF_ENDPOINT's password, and `export --with-cache` carried it."""
     ws.recipe("src", """
