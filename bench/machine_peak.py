@@ -60,7 +60,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.harness import agreement, fixed_model, model_args, quietly, reference_pass, sample_features
+from bench.harness import _between, agreement, fixed_model, model_args, quietly, reference_pass, sample_features
 from mlperf_bert import fusion, parallelism, quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference, run_on_instances
@@ -222,16 +222,24 @@ def op_shares(model, features, plan, indices, threads, scratch):
 
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 256, 2)
-    parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
-    parser.add_argument("--peak-seconds", type=float, default=1.5, help="time spent on each GEMM shape, each time")
-    parser.add_argument("--batch-size", type=int, default=1, help="the Offline layout's batch size")
-    parser.add_argument("--batch-pad", type=int, default=0, help="the Offline layout's pad (tokens)")
+    # bounds said at once (a batch of 0 or a peak of 0 s ended in a ZeroDivisionError after every pass, a batch of
+    # -3 ran no sample and printed 614% of the peak), as openvino_peak says them
+    parser.add_argument("--threads", type=_between(1, 4096), help="intra-op threads (default: all cores)")
+    parser.add_argument("--peak-seconds", type=float, default=1.5, help="time spent on each GEMM shape, each time "
+                        "(above 0)")
+    parser.add_argument("--batch-size", type=_between(1, 64), default=1, help="the Offline layout's batch size")
+    parser.add_argument("--batch-pad", type=_between(0, 384), default=0, help="the Offline layout's pad (tokens; "
+                        "with --batch-size above 1)")
     parser.add_argument("--no-profile", dest="profile", action="store_false", help="leave out where the time goes")
     parser.add_argument("--reference", action="store_true", help="also time the reference SUT design each round "
                         "(slow: about 3.5 samples/s on 2 quiet cores for BERT-Base)")
     parser.add_argument("--quick", action="store_true", help="smoke run: a 2-layer hidden-64 model, 8 samples of "
                         "the documented length distribution, small GEMMs, one repeat (figures mean nothing)")
     args = parser.parse_args(argv)
+    if not args.peak_seconds > 0:
+        parser.error(f"--peak-seconds must be above 0, not {args.peak_seconds}")
+    if args.batch_pad and args.batch_size == 1:   # ignored unsaid; the app refuses it too
+        parser.error("--batch-pad applies only with --batch-size above 1")
     if args.quick:
         args.samples, args.repeats, args.layers, args.hidden, args.heads = 8, 1, 2, 64, 2
         args.peak_seconds = 0.2

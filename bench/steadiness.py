@@ -24,6 +24,7 @@ fixed amount of the work a Server run does, with nothing else in the way). Print
 """
 import argparse
 import os
+import re
 import statistics
 import threading
 import time
@@ -147,11 +148,27 @@ def main(argv=None):
     parser.add_argument("--loads", default="0.6,0.7,0.8,0.9", help="Server loads (fractions of the mean speed)")
     parser.add_argument("--save", metavar="FILE.npz", help="also write the measured run times there")
     parser.add_argument("--load", metavar="FILE.npz", help="analyse run times saved by --save, measure nothing")
+    parser.prog = "python -m bench.steadiness"
     args = parser.parse_args(argv)
     try:
         loads = [float(value) for value in args.loads.split(",")]
     except ValueError:
         parser.error(f"--loads: fractions such as 0.6,0.7, not {args.loads!r}")
+    # said at once (each was a traceback, some after the whole measurement: 10 minutes at the default)
+    if not all(0 < load < 1 for load in loads):
+        parser.error(f"--loads: fractions above 0 and below 1, not {args.loads!r}")
+    for name in ("seconds", "window", "size_cv"):
+        if not getattr(args, name) > 0:
+            parser.error(f"--{name.replace('_', '-')} must be above 0, not {getattr(args, name)}")
+    if not re.fullmatch(r"[1-9]\d*,[1-9]\d*,[1-9]\d*", args.shape):
+        parser.error(f"--shape: M,K,N, three whole numbers above 0, not {args.shape!r}")
+    if args.load and args.save:   # it wrote nothing, unsaid
+        parser.error("--save writes a measurement and --load measures nothing: give one")
+    if args.save:   # checked before measuring: a folder missing ended the run after it, nothing kept
+        args.save = args.save if args.save.endswith(".npz") else args.save + ".npz"   # numpy's own name for it
+        folder = os.path.dirname(os.path.abspath(args.save))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            parser.error(f"--save {args.save}: {folder} is no folder this process may write")
     if args.load:
         try:
             cores, shape, seconds, ends_per_core, steal = load_saved(args.load)
@@ -159,6 +176,8 @@ def main(argv=None):
             parser.error(f"--load {args.load}: {e}")
     else:
         cores, shape, seconds = parallelism.available_cores(), tuple(int(v) for v in args.shape.split(",")), args.seconds
+    if not args.window * 4 <= seconds:   # "no median for empty data"
+        parser.error(f"--window {args.window:g} s leaves too few windows in {seconds:g} s of run times (4 at least)")
     print(f"{len(cores)} cores {list(cores)}, each running MatMul {shape[0]}x{shape[1]} by {shape[1]}x{shape[2]} "
           f"single-thread for {seconds:g} s; windows of {args.window:g} s" + (f" (from {args.load})" if args.load else ""))
     if not args.load:

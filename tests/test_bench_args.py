@@ -44,6 +44,30 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     assert result.returncode == 2 and "not a folder" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("script, flags, said", [
+    # each ran every pass first, then a ZeroDivisionError (batch 0, a peak of 0 s), or printed 614% of the peak
+    # (batch -3), or ignored the pad at batch 1
+    ("bench.machine_peak", ["--batch-size", "0"], "--batch-size: must be 1 to 64, not 0"),
+    ("bench.machine_peak", ["--batch-size", "-3"], "--batch-size: must be 1 to 64, not -3"),
+    ("bench.machine_peak", ["--peak-seconds", "0"], "--peak-seconds must be above 0, not 0.0"),
+    ("bench.machine_peak", ["--batch-pad", "16"], "--batch-pad applies only with --batch-size above 1"),
+    ("bench.machine_peak", ["--threads", "-2"], "--threads: must be 1 to 4096, not -2"),
+    # each a traceback (ZeroDivisionError, StatisticsError, IndexError), some after the whole measurement
+    ("bench.steadiness", ["--window", "0"], "--window must be above 0"),
+    ("bench.steadiness", ["--seconds", "1", "--window", "5"], "--window 5 s leaves too few windows in 1 s"),
+    ("bench.steadiness", ["--size-cv", "0"], "--size-cv must be above 0"),
+    ("bench.steadiness", ["--loads", "0"], "--loads: fractions above 0 and below 1, not '0'"),
+    ("bench.steadiness", ["--shape", "177,768"], "--shape: M,K,N, three whole numbers above 0"),
+    ("bench.steadiness", ["--seconds", "0"], "--seconds must be above 0"),
+    ("bench.steadiness", ["--save", "/nonexistent/x.npz"], "--save /nonexistent/x.npz: /nonexistent is no folder"),
+    ("bench.steadiness", ["--load", "a.npz", "--save", "b.npz"], "--save writes a measurement and --load"),
+])
+def test_a_bench_refuses_what_it_would_fail_on_after_measuring(script, flags, said):
+    result = _bench(script, *flags)
+    assert result.returncode == 2 and said in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 def test_the_gpu_check_refuses_a_shape_it_does_not_have():
     result = _bench("bench.gpu_check", "--mirror", ".", "--shapes", "large,huge")   # was: a KeyError mid-check
     assert result.returncode == 2 and "--shapes: huge is none of large, base, tiny" in result.stderr, result.stderr
