@@ -59,7 +59,7 @@ def positive(kind):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
+        if not value > 0:   # nan passed `value <= 0`: the steps then failed on "sleep nan"
             raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
         return value
     return parse

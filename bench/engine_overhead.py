@@ -19,6 +19,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a file too
+from bench.args import between as _between  # noqa: E402
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLRUN = os.path.join(ROOT, "bin", "mlrun")
 LAYERS = 4  # a diamond-rich graph: 1 root + 4 layers of 3 + 1 leaf = 14 recipes
@@ -75,8 +79,9 @@ def fill_cache(env, count):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeat", type=int, default=15)
-    ap.add_argument("--entries", type=int, default=1000)
+    # 0 ended in "no median for empty data" (a traceback)
+    ap.add_argument("--repeat", type=_between(1), default=15, help="times each command is timed (the median)")
+    ap.add_argument("--entries", type=_between(1), default=1000, help="cache entries and runs made to list")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         recipes = os.path.join(tmp, "recipes")

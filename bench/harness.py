@@ -36,6 +36,7 @@ from types import SimpleNamespace
 import numpy as np
 import onnx
 
+from bench.args import between as _between   # (openvino_peak, machine_peak and server_ceiling take it from here)
 from engine.digests import file_digest
 from mlperf_bert import model_adapter, random_model, seq_plan, squad_features
 from mlperf_bert.ort_backend import OrtBackend
@@ -149,21 +150,6 @@ def agreement(first, second, lengths):
         same += bool((a[:n].argmax(axis=0) == b[:n].argmax(axis=0)).all())
         worst = max(worst, float(np.abs(a[:n] - b[:n]).max()))
     return same, worst
-
-
-def _between(low, high=None):
-    """argparse type: an int from low to high (a count of 0 divided by zero, a negative one failed in numpy, one
-    of 10^8 asked numpy for 286 GB: each a traceback)."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < low or high is not None and value > high:
-            raise argparse.ArgumentTypeError(f"must be {low} to {high}, not {value}" if high is not None
-                                             else f"must be at least {low}, not {value}")
-        return value
-    return parse
 
 
 class BenchParser(argparse.ArgumentParser):

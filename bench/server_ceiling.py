@@ -113,6 +113,10 @@ def main(argv=None):
         loads = [float(value) for value in args.loads.split(",")]
     except ValueError:
         parser.error(f"--loads: fractions such as 0.6,0.7, not {args.loads!r}")
+    if not all(0 < load < 1 for load in loads):   # 0 printed p99 nan, -1 a QPS of -2625
+        parser.error(f"--loads: fractions above 0 and below 1, not {args.loads!r}")
+    if args.samples < 4:   # one sample: a line fitted through one point, "residual 0.0%", 5x off
+        parser.error(f"--samples {args.samples}: the service time's fit against length needs 4 samples at least")
     saved = None
     if args.speeds:
         from bench.steadiness import load_saved

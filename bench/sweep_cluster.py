@@ -23,8 +23,10 @@ import sys
 import tempfile
 import time
 
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+from bench.args import between as _between  # noqa: E402 (run as a file too: the path first)
 MLRUN = os.path.join(ROOT, "bin", "mlrun")
 TINY_MODEL = ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]
 BERT = "app mlperf bert _onnxruntime _cpu _random"
@@ -135,7 +137,7 @@ def bert_sweeps(tmp, cache):
 
 def main_():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--points", type=int, default=8)
+    ap.add_argument("--points", type=_between(1), default=8, help="points of each sweep (0: a traceback)")
     ap.add_argument("--cache", help="the cache for the BERT sweeps (default: a fresh one)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-bert", action="store_true")

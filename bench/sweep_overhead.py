@@ -17,6 +17,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # run as a file too
+from bench.args import between as _between  # noqa: E402
+
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MLRUN = os.path.join(ROOT, "bin", "mlrun")
 RECIPE = "tags: [noop]\nversion: '1.0'\ninputs:\n  n: {type: int, default: 0}\nrun: echo \"$MLRUN_INPUT_N\" > n.txt\n"
@@ -24,7 +28,8 @@ RECIPE = "tags: [noop]\nversion: '1.0'\ninputs:\n  n: {type: int, default: 0}\nr
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--points", type=int, default=12)
+    parser.add_argument("--points", type=_between(1), default=12, help="points of the sweep (0 made an empty grid "
+                        "mlrun refused)")
     parser.add_argument("--cache", help="cache folder (default: a temporary one)")
     parser.add_argument("--runs", help="runs folder (default: a temporary one)")
     args, sweep_args = parser.parse_known_args(argv)

@@ -61,6 +61,14 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     ("bench.steadiness", ["--seconds", "0"], "--seconds must be above 0"),
     ("bench.steadiness", ["--save", "/nonexistent/x.npz"], "--save /nonexistent/x.npz: /nonexistent is no folder"),
     ("bench.steadiness", ["--load", "a.npz", "--save", "b.npz"], "--save writes a measurement and --load"),
+    # a line fitted through one sample ("residual 0.0%", 5x off), a load of 0 (p99 nan) or -1 (a negative QPS)
+    ("bench.server_ceiling", ["--samples", "1"], "--samples 1: the service time's fit against length needs 4"),
+    ("bench.server_ceiling", ["--loads", "-1"], "--loads: fractions above 0 and below 1, not '-1'"),
+    # a count of 0: "no median for empty data", "mean requires at least one data point", mlrun's own refusal (exit 1)
+    ("bench.engine_overhead", ["--repeat", "0"], "--repeat: must be at least 1, not 0"),
+    ("bench.sweep_cluster", ["--points", "0"], "--points: must be at least 1, not 0"),
+    ("bench.sweep_overhead", ["--points", "0"], "--points: must be at least 1, not 0"),
+    ("bench.concurrent_builds", ["--seconds", "nan"], "--seconds: must be above 0, not nan"),
 ])
 def test_a_bench_refuses_what_it_would_fail_on_after_measuring(script, flags, said):
     result = _bench(script, *flags)
