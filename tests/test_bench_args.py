@@ -27,6 +27,10 @@ def _bench(*args, env=None):
     (["--samples", "x"], "--samples: not a whole number: 'x'"),
 ])
 def test_bench_arguments_are_checked_before_anything_runs(script, flags, said):
+    _refused(script, flags, said)
+
+
+def _refused(script, flags, said):
     result = _bench(script, *flags)
     assert result.returncode == 2 and said in result.stderr, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
@@ -71,9 +75,7 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     ("bench.concurrent_builds", ["--seconds", "nan"], "--seconds: must be above 0, not nan"),
 ])
 def test_a_bench_refuses_what_it_would_fail_on_after_measuring(script, flags, said):
-    result = _bench(script, *flags)
-    assert result.returncode == 2 and said in result.stderr, result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
+    _refused(script, flags, said)
 
 
 def test_the_gpu_check_refuses_a_shape_it_does_not_have():
