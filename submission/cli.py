@@ -153,7 +153,8 @@ def cmd_submit(args, extras, settings, plan_only=False):
                                                       ("--mirror", settings.mirror),
                                                       ("--inference-src", given_src and os.path.abspath(given_src)))
                   if path and not any(w == flag or w.startswith(flag + "=") for w in sys.argv[1:])]
-        opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(_without_reruns(sys.argv[1:], args.query))   # -o: its state
+        # -o: its state is where it resumes
+        opts.argv = scrub_argv(["bin/mlrun"] + _from_anywhere(_without_reruns(sys.argv[1:], args.query))
                                + ([] if given else ["-o", os.path.abspath(opts.output)]) + places)
         if opts.system:   # the copy submit keeps beside the tree: the person's own file may move or change
             kept = os.path.join(os.path.abspath(opts.output), "system.yaml")

@@ -488,7 +488,8 @@ def test_a_verbs_option_given_before_the_verb_is_said_so(app):
     # argument 'app'")
     for argv, said in ((["--jobs", "2", "app"], "--jobs 2 comes before the verb: --jobs is an option of run"),
                        (["--jobs", "1", "plan", "app"], "--jobs 1 comes before the verb: --jobs is an option of run"),
-                       (["--count", "3", "plan", "app"], "--count 3 comes before the verb: a recipe's inputs go after")):
+                       (["--count", "3", "plan", "app"],
+                        "--count 3 comes before the verb: a recipe's inputs go after")):
         one_paragraph(app.mlrun(*argv), 2, said, "mlrun VERB QUERY")
     # after the query of a verb without it: blamed on the recipe ("has no input --jobs; it accepts: ...")
     one_paragraph(app.mlrun("plan", "app", "--jobs", "2"), 2, "(--jobs is an option of other verbs than 'plan'")
