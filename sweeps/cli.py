@@ -411,8 +411,9 @@ def cmd_show(args, extras, settings):
     everything = rows
     dash = [c for c in conditions if c[2] == gridlib.NOT_GIVEN and c[1] in ("=", "!=")]
     plain = [c for c in conditions if c not in dash]
+    left = table.not_given(data)
     rows = [r for r in rows if results.matches(r, plain)
-            and all((f in table.not_given(data, r)) == (op == "=") for f, op, _ in dash)]
+            and all((f in left.get(r["point"], [])) == (op == "=") for f, op, _ in dash)]
     if fmt not in ("csv", "json"):   # scripts get values as the runs have them, not "- (1)"
         rows = table.for_people(data, rows)
     if not rows and fmt == "table":   # an empty table said nothing (`runs` says "no runs that match")
