@@ -690,20 +690,8 @@ def _scrubbed_stdout(wanted):
 
 
 def _no_secrets(text):
-    """An error echoes what it was given: `--env.HF_TOKEN is given twice: 'hf_...' and 'hf_...'`, a URL's password
-    in an input of the wrong type, went to the terminal (and a CI log) as typed. The --env.SECRET values of the
-    command line and every URL's secrets are masked, as in the files mlrun writes."""
-    from . import secrets
-    words = usage.ARGV or []
-    for i, word in enumerate(words):
-        name, eq, value = word.partition("=")
-        if not eq and i + 1 < len(words):
-            value = words[i + 1]
-        if name.startswith("--env.") and secrets.is_secret(name[len("--env."):]) and value:
-            # a short one only where it stands as a value ('abc', =abc): every "a" of the message was masked
-            text = text.replace(value, secrets.MASK) if len(value) >= secrets.MIN_SCRUBBED else re.sub(
-                rf"(?<=[='\"]){re.escape(value)}(?=['\"\s]|$)", secrets.MASK, text)
-    return secrets.scrub(text)
+    from .secrets import scrub_message
+    return scrub_message(text, usage.ARGV or [])
 
 
 def _cut_long_words(text, most=1000):

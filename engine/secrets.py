@@ -111,6 +111,21 @@ def scrub_argv(argv):
     return out
 
 
+def scrub_message(text, argv):
+    """An error's text as printed: it echoes what it was given (`--env.HF_TOKEN is given twice: 'hf_...' and
+    'hf_...'`, a URL's password in an input of the wrong type), so the --env.SECRET values of the command line argv
+    (as scrub_argv finds them) and every URL's secrets are masked, as in the files mlrun writes."""
+    for i, word in enumerate(argv):
+        name, eq, value = word.partition("=")
+        if not eq and i + 1 < len(argv):
+            value = argv[i + 1]
+        if name.startswith("--env.") and is_secret(name[len("--env."):]) and value:
+            # a short one only where it stands as a value ('abc', =abc): every "a" of the message was masked
+            text = text.replace(value, MASK) if len(value) >= MIN_SCRUBBED else re.sub(
+                rf"(?<=[='\"]){re.escape(value)}(?=['\"\s]|$)", MASK, text)
+    return scrub(text)
+
+
 def redacted(env, also=()):
     """env as it may be written down: secret-named variables and those in `also` (pass_env) masked."""
     return {k: (MASK if is_secret(k) or k in also else scrub(v)) for k, v in env.items()}
