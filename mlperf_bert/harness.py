@@ -354,7 +354,8 @@ def run(args):
             _start_test(sut, args, user_conf, run_dir, total)
     finally:
         sut.close()
-    loadgen = loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available)
+    loadgen = loadgen_summary.parse(run_dir / "mlperf_log_summary.txt", features=available,
+                                    user_settings=conf_values_set(_user_lines(args), args.scenario))
     summary = {
         "scenario": args.scenario, "mode": args.mode, "model": os.path.abspath(args.model),
         "features": os.path.abspath(args.features), "run_dir": str(run_dir), "samples_completed": sut.completed,

@@ -43,25 +43,26 @@ INVALID_REASONS = (
      "the run ended before its minimum duration ({min_duration_ms} ms): LoadGen generates queries for twice "
      "min_duration at target_latency each, and they ran more than twice as fast",
      "lower --target-latency (now {target_latency_ms} ms)"),
+    # Server schedules max(min_query_count, target_qps x min_duration) queries: short of min_duration only where a
+    # user.conf cap stops it (a higher target QPS, LoadGen's own advice and once ours, makes it shorter still)
     ("Min duration satisfied", ("Server",),
-     "the queries were scheduled over less than the minimum duration ({min_duration_ms} ms)",
-     "raise --target-qps (now {target_qps}) or --count"),
+     "the queries were scheduled over less than the minimum duration ({min_duration_ms} ms){server_short_why}",
+     "{server_short_fix}"),
     ("Min queries satisfied", ALL,
-     "the test ended before min_query_count queries were issued (mlperf_log_detail.txt says why)",
-     "look for errors in mlperf_log_detail.txt"),
+     "the test ended before min_query_count queries were issued{few_queries_why}", "{few_queries_fix}"),
     ("Early stopping satisfied", ("SingleStream", "MultiStream"),
      "early stopping needs at least {need} queries to bound the p{percentile} latency; this run issued {queries}",
-     "{longer}"),
+     "{longer}{uncap}"),
     ("Early stopping satisfied", ("Server",),
      "early stopping needs {more} more queries, all within the bound, to show the p{percentile} latency is met",
-     "a longer run ({longer}){or_lower_qps}"),
+     "a longer run ({longer}){uncap}{or_lower_qps}"),
 )
 
 
 COUNT_MOST = 10833   # the features of the SQuAD dev set: --count's most
 
 
-def parse(path, features=COUNT_MOST):
+def parse(path, features=COUNT_MOST, user_settings=()):
     """{"scenario", "mode", "result", "reasons", "explanation", "metric": {name: value}, "latency_ms": {"p50": ms,
     ...}, "short_because"}.
 
@@ -69,6 +70,8 @@ def parse(path, features=COUNT_MOST):
     reasons: for an INVALID result, the checks that said NO and LoadGen's notes below them; explanation: the
     same in words with the flag to change (explain); short_because: why the run is too short to submit.
     features: how many the run could load (a --questions subset has fewer): --count's most, in the advice.
+    user_settings: the settings the run's --user_conf gave: the advice names its line, not the flag (which the
+    harness refuses beside it).
     """
     try:
         lines = path.read_text().splitlines()
@@ -98,7 +101,7 @@ def parse(path, features=COUNT_MOST):
             latency_ms[f"p{match.group(1)}{'.' + decimals if decimals else ''}"] = int(value) / 1e6
     return {"scenario": scenario, "mode": values.get("Mode", ""), "result": result,
             "reasons": failed_checks + notes if result != "VALID" else [],
-            "explanation": explain(scenario, failed_checks, notes, values, latency_ms, features)
+            "explanation": explain(scenario, failed_checks, notes, values, latency_ms, features, user_settings)
             if result != "VALID" else [],
             "metric": metric, "latency_ms": latency_ms,
             "short_because": short_because(scenario, values)}
@@ -118,7 +121,11 @@ def short_because(scenario, values):
     return lines
 
 
-def explain(scenario, failed_checks, notes, values, latency_ms, features=COUNT_MOST):
+# The flags the advice names, and the user.conf setting each is ("--min-duration=N" reads "min_duration = N").
+FLAG_SETTINGS = {"--target-qps": "target_qps", "--target-latency": "target_latency", "--min-duration": "min_duration"}
+
+
+def explain(scenario, failed_checks, notes, values, latency_ms, features=COUNT_MOST, user_settings=()):
     """[{"check", "why", "fix"}] for each check LoadGen said NO to (INVALID_REASONS), in words."""
     facts = _facts(scenario, notes, values, latency_ms, features)
     out = []
@@ -126,7 +133,12 @@ def explain(scenario, failed_checks, notes, values, latency_ms, features=COUNT_M
         check = failed.rsplit(":", 1)[0].strip()
         for name, scenarios, why, fix in INVALID_REASONS:
             if name == check and scenario in scenarios:
-                out.append({"check": check, "why": _fill(why, facts), "fix": _fill(fix, facts)})
+                fix = _fill(fix, facts)
+                for flag, key in FLAG_SETTINGS.items():
+                    if key in user_settings:
+                        fix = re.sub(re.escape(flag) + "(=?)", lambda m, key=key: f"your --user_conf's {key}"
+                                     + (" = " if m.group(1) else ""), fix)
+                out.append({"check": check, "why": _fill(why, facts), "fix": fix})
                 break
         else:
             out.append({"check": check, "why": f"LoadGen's check '{check}' said NO", "fix": "see the notes"})
@@ -175,6 +187,7 @@ def _facts(scenario, notes, values, latency_ms, features=COUNT_MOST):
         facts["count"] = facts["queries"] + facts["more"]
     elif "need" in facts:
         facts["count"] = facts["need"] * int(float(values.get("samples_per_query", 1)))
+    _capped(facts, values)
     if "count" in facts:   # --count stops at the features there are: past it, a longer --min-duration (it said
         count = facts["count"]   # --count=607114, which is refused)
         qps = float(facts.get("target_qps", 0) or 0)
@@ -183,6 +196,35 @@ def _facts(scenario, notes, values, latency_ms, features=COUNT_MOST):
             f"--min-duration={math.ceil(count / qps * 1000)} or more: {count} queries at {qps:g}/s" if qps else
             f"a longer --min-duration: {count} queries, past the {features} features --count can take")
     return facts
+
+
+def _capped(facts, values):
+    """What a user.conf's max_query_count (or max_duration) did to a run: the "why" and "fix" the Server
+    min-duration, min-queries and early-stopping reasons add (the harness itself sets neither)."""
+    def number(name):
+        try:
+            return float(values[name])
+        except (KeyError, ValueError):
+            return 0
+    cap, least, qps = int(number("max_query_count")), int(number("min_query_count")), number("target_qps")
+    min_ms, max_ms = number("min_duration (ms)"), number("max_duration (ms)")
+    facts.update(server_short_why="", server_short_fix="see mlperf_log_detail.txt for why the schedule was short",
+                 few_queries_why=" (mlperf_log_detail.txt says why)", few_queries_fix="look for errors in "
+                 "mlperf_log_detail.txt", uncap="")
+    if cap and qps and min_ms and cap < qps * min_ms / 1000:
+        facts["server_short_why"] = f": max_query_count {cap} stops the schedule at {cap} queries, " \
+                                    f"{cap / qps * 1000:.0f} ms at {qps:g}/s"
+        facts["server_short_fix"] = f"raise or remove max_query_count (your --user_conf), or lower --target-qps " \
+                                    f"(now {qps:g}) to {math.floor(cap / min_ms * 1e6) / 1000:g} or below"
+    elif max_ms and min_ms and max_ms < min_ms:
+        facts["server_short_why"] = f": max_duration {max_ms:g} ms ends it first"
+        facts["server_short_fix"] = f"raise or remove max_duration (your --user_conf) to {min_ms:g} ms or more"
+    if cap and least and cap < least:
+        facts["few_queries_why"] = f": max_query_count {cap} is below min_query_count {least}"
+        facts["few_queries_fix"] = f"raise max_query_count (your --user_conf) to {least} or more, or remove it"
+    wanted = facts["queries"] + facts["more"] if "more" in facts and "queries" in facts else facts.get("need", 0)
+    if cap and wanted > cap:   # a longer --count or --min-duration alone still stops at the cap
+        facts["uncap"] = f", with max_query_count {wanted} or more (your --user_conf stops it at {cap})"
 
 
 def _fill(template, facts):

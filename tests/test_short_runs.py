@@ -161,6 +161,19 @@ def summary_text(scenario, checks, notes=(), latencies=(), params=()):
      ["Run unsuccessful.", "Processed 50 queries.", "Would need to run at least 200 more queries,"], [],
      [("target_qps", "303.3"), ("target_latency (ns)", "130000000"), ("Max latency (ns)", "9000000")],
      [("Early stopping satisfied", "needs 200 more queries", "a longer run (--count=250 or more)")]),
+    # a user.conf's max_query_count stops Server's schedule: a higher target QPS (the advice given) shortens it more
+    ("Server", [("Min duration satisfied", False), ("Min queries satisfied", False), ("Early stopping satisfied", False)],
+     ["Run unsuccessful.", "Processed 20 queries.", "Would need to run at least 439 more queries,"], [],
+     [("target_qps", "50"), ("min_duration (ms)", "2000"), ("min_query_count", "100"), ("max_query_count", "20")],
+     [("Min duration satisfied", "max_query_count 20 stops the schedule at 20 queries, 400 ms at 50/s",
+       "raise or remove max_query_count (your --user_conf), or lower --target-qps (now 50) to 10 or below"),
+      ("Min queries satisfied", "max_query_count 20 is below min_query_count 100",
+       "raise max_query_count (your --user_conf) to 100 or more"),
+      ("Early stopping satisfied", "needs 439 more queries",
+       "(--count=459 or more), with max_query_count 459 or more (your --user_conf stops it at 20)")]),
+    ("Server", [("Min duration satisfied", False)], [], [],
+     [("target_qps", "50"), ("min_duration (ms)", "2000"), ("max_duration (ms)", "1000")],
+     [("Min duration satisfied", "max_duration 1000 ms ends it first", "raise or remove max_duration")]),
     ("Offline", [("Some future check satisfied", False)], [], [], [],
      [("Some future check satisfied", "LoadGen's check 'Some future check satisfied' said NO", "see the notes")]),
 ])
@@ -173,6 +186,22 @@ def test_each_invalid_reason_in_words(tmp_path, scenario, checks, notes, latenci
         assert item["check"] == check and why in item["why"] and fix in item["fix"], item
         if "Max latency (ns)" in dict(params):
             assert "--target-qps" not in item["fix"], item
+
+
+def test_the_advice_names_the_user_conf_line_that_set_a_value(tmp_path):
+    """A target_qps from --user_conf was told "raise --target-qps (now 10)", which the harness then refused
+    beside the file's line ("give each setting one way")."""
+    path = tmp_path / "mlperf_log_summary.txt"
+    path.write_text(summary_text("Offline", [("Min duration satisfied", False)], [], [],
+                                 [("Samples per second", "142"), ("target_qps", "10"), ("min_duration (ms)", "100")]))
+    assert "raise --target-qps (now 10)" in loadgen_summary.parse(path)["explanation"][0]["fix"]
+    fix = loadgen_summary.parse(path, user_settings={"target_qps": 10})["explanation"][0]["fix"]
+    assert fix.startswith("raise your --user_conf's target_qps (now 10) to 156.2") and "--target-qps" not in fix
+    path.write_text(summary_text("Server", [("Early stopping satisfied", False)],
+                                 ["Run unsuccessful.", "Processed 6000 queries.", "Would need to run at least 601114 more queries,"],
+                                 [], [("target_qps", "2000")]))
+    fix = loadgen_summary.parse(path, user_settings={"min_duration": 100})["explanation"][0]["fix"]
+    assert "your --user_conf's min_duration = 303557 or more" in fix and "lower --target-qps" in fix
 
 
 def test_the_count_advised_is_within_the_features_the_run_has(tmp_path):
