@@ -198,7 +198,7 @@ class Cache:
         tried without waiting and let go at once: `plan` makes no lock file and holds none."""
         import fcntl
         try:
-            fd = os.open(os.path.join(self.root, ".locks", node.entry_name + ".lock"), os.O_RDONLY)
+            fd = os.open(os.path.join(self.root, ".locks", node.entry_name + ".lock"), os.O_RDONLY | os.O_NOFOLLOW)
         except OSError:   # no lock file (nobody built it in this cache yet), or one this user may not read
             return False
         try:
@@ -655,7 +655,7 @@ def _flock_once(path, shared, wait, no_use):
         # made whole under another name, then linked in: a run's use between a create and a utime lost its time
         made = f"{path}.{os.getpid()}.new"
         try:
-            os.close(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o664))
+            os.close(os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o664))   # EXCL: follows no link
             os.utime(made, (0, 0))
             os.link(made, path)
         except OSError:
@@ -663,12 +663,21 @@ def _flock_once(path, shared, wait, no_use):
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(made)
+    # .locks/ is the group's to write: a link a teammate put there must not make this user create, chmod or
+    # touch the file it names (O_NOFOLLOW; the link is refused, never followed)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
-    except PermissionError as denied:   # another user's lock file that the group may not write: flock needs no write
-        if not os.path.lexists(path):
-            raise denied from None   # no lock to read: this folder is not writable ("No such file" said otherwise)
-        fd = os.open(path, os.O_RDONLY)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o664)
+        except PermissionError as denied:   # another user's lock file the group may not write: flock needs no write
+            if not os.path.lexists(path):
+                raise denied from None   # no lock to read: this folder is not writable ("No such file" said otherwise)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise MlrunError(f"{path} is a symbolic link, not a lock file: mlrun follows no link in the cache's "
+                             ".locks/ (one there may be another user's, naming a file of yours)",
+                             hint=f"remove it (rm {path}) and run again") from None
+        raise
     try:
         if os.fstat(fd).st_mode & 0o664 != 0o664:   # the umask took the group's write bit
             try:

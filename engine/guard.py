@@ -80,9 +80,15 @@ def alive(ident):
 def kill_recorded(path):
     """Kill the process group recorded in `path` if it still runs here; a missing record is fine."""
     try:
-        with open(path) as f:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd) as f:
+            owner = os.fstat(f.fileno()).st_uid
             rec = json.load(f)
         pgid = int(rec["pid"])
+        # A build folder is the group's to make (the cache is shared): a record another user wrote naming a
+        # process that is not theirs would have this user (root above all) kill it. Their own leftovers only.
+        if os.stat(f"/proc/{pgid}").st_uid != owner:
+            return
     except (OSError, ValueError, TypeError, KeyError):
         return
     here = machine()

@@ -120,6 +120,67 @@ def test_a_non_root_user_cannot_write_into_an_entry_yet_mlrun_still_deletes_what
     assert as_nobody(public_tmp, job) == (0, "")
 
 
+@needs_root
+def test_a_teammates_link_in_locks_is_refused_never_followed(public_tmp):
+    """.locks/ is the group's to write: a link a teammate put there made root create a file where it named
+    (mode 664), and chmod and touch an existing one of root's."""
+    cache = Cache(os.path.join(public_tmp, "cache"))
+    node = resolve(MemoryIndex({"a": {"tags": "a"}}), "a").root
+    cache.lock_path("x")   # .locks/ made, the group's
+    os.chmod(cache.root, 0o777)
+    os.chmod(os.path.join(cache.root, ".locks"), 0o777)
+    secret = os.path.join(public_tmp, "roots")
+    os.mkdir(secret, 0o700)
+    mine = os.path.join(secret, "mine")
+    with open(mine, "w") as f:
+        f.write("root's")
+    os.chmod(mine, 0o600)
+    os.utime(mine, (1e9, 1e9))
+
+    def job():
+        os.symlink(os.path.join(secret, "planted"), os.path.join(cache.root, ".locks", node.entry_name + ".lock"))
+        os.symlink(mine, os.path.join(cache.root, ".locks", node.entry_name + ".use"))
+    assert as_nobody(public_tmp, job) == (0, "")
+    with pytest.raises(MlrunError) as error:
+        with cache.lock(node):
+            pass
+    assert "is a symbolic link, not a lock file" in error.value.message and "rm " in error.value.hint
+    with pytest.raises(MlrunError):
+        cache.use(node)
+    assert not os.path.lexists(os.path.join(secret, "planted"))
+    assert stat.S_IMODE(os.stat(mine).st_mode) == 0o600 and os.stat(mine).st_mtime == 1e9
+
+
+@needs_root
+def test_gc_kills_no_process_a_teammates_record_names_but_their_own(public_tmp):
+    """A build folder is the group's to make: a pid.json a teammate wrote naming root's process had root's gc
+    (or the entry's next build) SIGKILL that process's group."""
+    import json
+    import signal
+    import subprocess
+    from engine import guard
+    victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        record = os.path.join(public_tmp, guard.RECORD)
+        with open(record, "w") as f:
+            json.dump(guard.identity(victim.pid), f)
+        os.chown(record, 65534, 65534)
+        guard.kill_recorded(record)
+        time.sleep(0.1)
+        assert victim.poll() is None, "killed root's process on a teammate's record"
+        link = os.path.join(public_tmp, "link.json")
+        os.chown(record, 0, 0)
+        os.symlink(record, link)
+        guard.kill_recorded(link)   # a link to root's own record: not a record of this folder's
+        time.sleep(0.1)
+        assert victim.poll() is None, "followed a link to another record"
+        guard.kill_recorded(record)
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        victim.kill()
+        victim.wait(timeout=10)
+
+
 def test_the_runs_folder_and_its_sweeps_folder_are_the_groups_whatever_the_umask(tmp_path):
     """runs/sweeps/ made under one teammate's umask 022: the next one's sweep could not be created there."""
     from sweeps import record
