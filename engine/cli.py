@@ -1276,6 +1276,10 @@ def cmd_mirror(args, extras, settings):
     return 0 if all(r["status"] not in ("corrupt", "wrong size", "unreadable") for r in rows) else 1
 
 
+# Failures another try of `mirror fetch` meets again: the server's own answer, not the network's.
+LASTING_FAILURE = re.compile(r"checksum mismatch|HTTP 4\d\d|\b40[134] Client Error|NotFoundError|redirects")
+
+
 def _mirror_fetch(args, extras, settings, index_path):
     """mirror fetch QUERY -o DIR: every declared download of QUERY's plan, into DIR (a mirror to carry over)."""
     from . import mirror
@@ -1318,10 +1322,14 @@ def _mirror_fetch(args, extras, settings, index_path):
             print(f"{status:<13} {item['name']}  {_size(os.path.getsize(path))}  {_rel(path)}")
     for ref, (path, status, error) in hub.items():
         print(f"{status:<13} {ref}" + (f"  {_rel(path)}" if path else "") + (f"\n{'':<14}{error}" if error else ""))
-    # a file whose bytes are not the ones asked: another try fetches the same ("run it again" could not help)
-    mismatch = any(len(f) == 4 and "checksum mismatch" in str(getattr(f[3], "message", "")) for f in failed)
-    again = "a checksum mismatch is the server's file, not the network: no try again mends it; " if mismatch else \
-        "run it again to fetch them, "
+    # a file whose bytes are not the ones asked, a 404, a revision the Hub has not: another try fetches the same
+    # ("run it again" could not help); a network that failed may do better
+    why = [str(getattr(f[-1], "message", f[-1])) for f in failed]
+    lasting = [w for w in why if LASTING_FAILURE.search(w)]
+    again = "run it again to fetch them, " if len(lasting) < len(why) else \
+        "a checksum mismatch is the server's file, not the network: no try again mends it; " \
+        if all("checksum mismatch" in w for w in lasting) else \
+        "what the server answered (above), not the network: no try again mends it; "
     print(f"{plural(len(done) + len(hub) - len(failed), 'file')} of the plan of '{plan.query}' in {args.output}"
           f" ({sum(1 for d in done if d[2] == 'fetched') + sum(1 for h in hub.values() if h[1] == 'fetched')} fetched)"
           + (f"; {len(failed)} failed (above): {again}the others are kept" if failed else
@@ -1331,8 +1339,9 @@ def _mirror_fetch(args, extras, settings, index_path):
         if value not in noted and not mirror.HUB_REFERENCE.fullmatch(value) \
                 and value not in {item["url"] for item in by_name}:   # fetched above
             noted.add(value)
+            where = f" ({args.output}/sparsezoo/{value[4:]}/)" if value.startswith("zoo:") else ""
             print(f"note: {label} --{name}={value} is fetched by its step, not a declared download: "
-                  "put its files in the mirror yourself (docs/mirrors.md)")
+                  f"put its files in the mirror yourself{where} (docs/mirrors.md)")
     return 1 if failed else 0
 
 

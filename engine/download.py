@@ -96,10 +96,10 @@ def _mirror_hint(algo, expected, mirror, name=None):
             f"or set MLRUN_MIRROR=DIR (mlrun mirror add FILE...)")
     if not mirror:
         return hint
-    # a file of that name is there (its own folder or one below) but not with that checksum: damaged or another
-    # version, named (the hint said only that the mirror had no such file)
-    named = [p for p in [os.path.join(mirror, name), *glob.glob(os.path.join(glob.escape(mirror), "*", glob.escape(name)))]
-             if os.path.isfile(p)] if name else []
+    # a file of that name is there (at any depth, as the mirror is searched) but not with that checksum: damaged
+    # or another version, named (the hint said only that the mirror had no such file); the shallowest first
+    named = sorted((p for p in glob.glob(os.path.join(glob.escape(mirror), "**", glob.escape(name)), recursive=True)
+                    if os.path.isfile(p)), key=lambda p: (p.count(os.sep), p)) if name else []
     if named:
         return (f"{named[0]} in the mirror is not the file asked for ({algo} {expected}): damaged or another version; "
                 f"replace it with the right one (mlrun mirror check lists what is wrong)")
@@ -228,9 +228,14 @@ def _attempt(session, url, part, size, label, timeout):
             while chunk := r.raw.read1(CHUNK, decode_content=True):
                 part.append(f, chunk)
                 bar.update(len(chunk))
+                if size is not None and part.size > size:   # a server that never stops filled the disk (3.4 GB
+                    f.truncate(0)                            # in 25 s for a file of 3 MB)
+                    part.reset()
+                    raise _Fatal(f"the server sent more than the {size} bytes the recipe declares")
         except urllib3.exceptions.ProtocolError as e:
             raise _Transient("connection lost") from e
-    if total and part.size < total:
+    # the declared size where the server gave no length: a body cut short is resumed, not hashed as the file
+    if part.total and part.size < part.total:
         raise _Transient("connection closed early")
 
 
@@ -276,7 +281,7 @@ def _download(url, part, size, label, limits, timeout, hint):
             except _Fatal as e:
                 raise DownloadError(f"{e} for {url}", hint=hint) from e
             except requests.RequestException as e:  # invalid URL, too many redirects...
-                raise DownloadError(f"cannot download {url}: {e}") from e
+                raise DownloadError(f"cannot download {url}: {e}", hint=hint) from e   # the mirror serves it too
 
 
 def _kept_part(partial_dir, algo, expected):

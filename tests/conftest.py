@@ -356,7 +356,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {shown}-{len(data) - 1}/{len(data)}")
             start = shown
         body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
+        if not srv.no_length:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if n == 0 and srv.drop_after is not None:
             body = body[:srv.drop_after]  # then the connection closes: a short body
@@ -367,6 +368,8 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body[i:i + srv.piece])
                 self.wfile.flush()
                 time.sleep(srv.pace)
+            while srv.endless:   # a broken server that never stops sending (the client must)
+                self.wfile.write(b"x" * srv.piece)
         except ConnectionError:  # the client went away (killed, or gave up): nothing to serve
             pass
 
@@ -385,7 +388,9 @@ def server():
     Knobs: fail_first (answer 500 that many times), drop_after (cut the first body after N bytes),
     ignore_range (answer 200 to Range requests), drop_every (cut every body after N bytes),
     wrong_range (answer Range requests with the whole file and a Content-Range from 0),
-    pace (sleep that many seconds after each `piece` bytes sent), limit (answer 404 from that request on).
+    pace (sleep that many seconds after each `piece` bytes sent), limit (answer 404 from that request on),
+    no_length (send no Content-Length: the body ends when the connection closes), endless (send bytes after the
+    file until the client goes).
     """
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
@@ -393,6 +398,7 @@ def server():
     srv.requests, srv.files = [], {}
     srv.fail_first, srv.drop_after, srv.ignore_range = 0, None, False
     srv.drop_every, srv.wrong_range, srv.pace, srv.piece, srv.limit = None, False, 0, 1 << 20, None
+    srv.no_length = srv.endless = False
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, args=(0.01,), daemon=True)
     thread.start()

@@ -269,6 +269,14 @@ def test_a_mirror_file_of_the_right_name_and_wrong_bytes_is_named(tmp_path):
         download.fetch("http://127.0.0.1:9/data.bin", tmp_path / "cache" / "data.bin", sha256=SHA256, mirror=mirror,
                        index_path=tmp_path / "index.json", **FAST)
     assert err.value.hint.startswith(f"{bad} in the mirror is not the file asked for (sha256 {SHA256})"), err.value.hint
+    deep = mirror / "a" / "b" / "data.bin"   # two folders down, as the mirror is searched: it was "has no file"
+    deep.parent.mkdir(parents=True)
+    bad.rename(deep)
+    with pytest.raises(DownloadError) as err:
+        download.fetch("http://127.0.0.1:9/data.bin", tmp_path / "cache" / "data.bin", sha256=SHA256, mirror=mirror,
+                       index_path=tmp_path / "index.json", **FAST)
+    assert err.value.hint.startswith(f"{deep} in the mirror is not the file asked for"), err.value.hint
+    bad = deep
     bad.unlink()   # no file of that name: the hint as before
     with pytest.raises(DownloadError) as err:
         download.fetch("http://127.0.0.1:9/data.bin", tmp_path / "cache" / "data.bin", sha256=SHA256, mirror=mirror,

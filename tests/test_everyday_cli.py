@@ -439,7 +439,9 @@ def test_mirror_fetch_goes_on_past_a_failed_download_and_names_it(thing, server,
     assert (out / "data.json").read_bytes() == PAYLOAD   # planned after the failed one
     assert f"failed        get-gone: gone.json  {server.url}/gone.json" in fetched.stdout
     assert "HTTP 404" in fetched.stdout and "fetched       get-thing: data.json" in fetched.stdout
-    assert "1 file of the plan of 'get both'" in fetched.stdout and "1 failed (above): run it again" in fetched.stdout
+    # a 404 is the server's answer: another try meets it again (it said "run it again to fetch them")
+    assert "1 file of the plan of 'get both'" in fetched.stdout and "1 failed (above): what the server answered " \
+        "(above), not the network: no try again mends it" in fetched.stdout, fetched.stdout
     # the server's file is not the one asked (a checksum mismatch): "run it again" could not mend it; and the folder
     # made beside another file of that name was left empty
     server.files["/gone.json"] = b"other bytes"

@@ -60,6 +60,27 @@ def test_server_that_drops_and_misanswers_range_is_given_up_on(server, tmp_path)
     assert len(server.requests) <= 2 * (FAST["retries"] + 1)
 
 
+def test_a_body_cut_short_without_a_length_is_resumed_by_the_declared_size(server, tmp_path):
+    """No Content-Length and the link dropped: the third of the file that came was hashed as the whole file
+    ("checksum mismatch ... the file changed upstream: update the checksum"), and its bytes thrown away."""
+    server.no_length, server.drop_after = True, KB100
+    dest = tmp_path / "data.bin"
+    download.fetch(f"{server.url}/data.bin", dest, sha256=SHA256, size=len(DATA), **FAST)
+    assert dest.read_bytes() == DATA and _offsets(server) == [0, KB100]
+
+
+def test_a_server_that_never_stops_sending_is_stopped_at_the_declared_size(server, tmp_path):
+    """It filled the disk: 3.4 GB in 25 s for a file declared 3 MB, no end until killed."""
+    server.endless, server.no_length = True, True
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    with pytest.raises(DownloadError) as err:
+        download.fetch(f"{server.url}/data.bin", tmp_path / "data.bin", sha256=SHA256, size=len(DATA),
+                       partial_dir=partial, **FAST)
+    assert f"the server sent more than the {len(DATA)} bytes the recipe declares" in err.value.message
+    assert sum(p.stat().st_size for p in partial.iterdir()) == 0 and len(server.requests) == 1
+
+
 def test_attempts_in_all_are_bounded_and_their_bytes_kept_for_the_next_run(server, tmp_path):
     server.drop_every = KB100  # every attempt brings new bytes, so only the total bounds it
     partial = tmp_path / "partial"
