@@ -335,9 +335,14 @@ class Cache:
             remove_tree(os.path.dirname(log))
         left = [os.path.dirname(log) for log in logs if os.path.lexists(os.path.dirname(log))]
         if left:   # rmtree ignores errors: it said "removed" of a teammate's folder the group may not write
+            try:   # root, on a read-only file system, was told to ask the owner (root)
+                read_only = bool(os.statvfs(left[0]).f_flag & os.ST_RDONLY)
+            except OSError:
+                read_only = False
             raise MlrunError(f"could not remove {few([f'{p} (owner: {owner(p)})' for p in left])}"
                              + (f"; the other {len(logs) - len(left)} removed" if len(left) < len(logs) else ""),
-                             hint="its owner (or root) can remove it")
+                             hint="the cache is on a read-only file system" if read_only else
+                             "its owner (or root) can remove it")
 
     def verify(self, entries=None):
         """Re-hash each entry (files and metadata) and compare its stat signature:
@@ -346,7 +351,9 @@ class Cache:
         self.unreadable = []   # [(path, why)]: a teammate's files this user may not read, not checked
         for meta in entries if entries is not None else self.entries():
             try:
+                _readable_throughout(meta["path"])   # the digests' walk passes over a folder it cannot list
                 problems = entry_problems(meta["path"], meta)
+                stat_damage = integrity.stat_problems(meta["path"])
             except PermissionError as e:   # the first such file ended the whole check
                 self.unreadable.append((meta["path"], f"{e.strerror}: {e.filename} (owner: {owner(e.filename)})"))
                 continue
@@ -363,8 +370,7 @@ class Cache:
             if filed_as(meta) != os.path.basename(meta["path"]):   # runs would take it for another key's
                 problems.insert(0, f"misfiled: its {ENTRY_FILE} belongs to the entry {filed_as(meta)}")
             flagged = {_subject(p) for p in problems}   # a changed file is not listed twice
-            problems += [f"stat-damage: {p}" for p in integrity.stat_problems(meta["path"])
-                         if _subject(p) not in flagged]
+            problems += [f"stat-damage: {p}" for p in stat_damage if _subject(p) not in flagged]
             if problems:
                 bad.append((meta, problems))
         return bad
@@ -389,9 +395,12 @@ class Cache:
             if os.path.dirname(path) != os.path.realpath(self.root) or not re.fullmatch(
                     ENTRY_NAME, os.path.basename(path)) or (
                     read_entry(path) is None and not (meta.get("damaged") and self.is_damaged(path))):
-                raise MlrunError(f"refusing to delete {meta['path']}: it is not an entry of the cache {self.root}",
-                                 hint="mlrun removes only the folders it made in a cache (<recipe>-<16 hex digits>); "
-                                      "remove another yourself")
+                link = os.path.islink(meta["path"].rstrip(os.sep))
+                raise MlrunError(f"refusing to delete {meta['path']}: it is " + (
+                    f"a symbolic link to {path}, not an entry of the cache {self.root}" if link else
+                    f"not an entry of the cache {self.root}"), hint=f"remove the link, not what it names: "
+                    f"{removal_command(meta['path'])}" if link else "mlrun removes only the folders it made in a "
+                    "cache (<recipe>-<16 hex digits>); remove another yourself")
 
     def remove(self, entries):
         """Delete entries (see removable)."""
@@ -454,9 +463,22 @@ def copy_damage_only(problems):
     return all(p.startswith("stat-damage: modified: ") and not p.endswith(" (its size)") for p in problems)
 
 
+def _readable_throughout(path):
+    """Raise PermissionError for the first folder of the entry this user cannot list (a teammate's chmod 700:
+    the digests' walk passed over it, its files read "missing", and the stat check ended `cache verify`)."""
+    def refused(error):
+        if isinstance(error, PermissionError):
+            raise error
+    for _ in os.walk(path, onerror=refused):
+        pass
+
+
 def removal_command(path):
-    """The command that removes the entry at path, whatever cache is configured."""
+    """The command that removes the entry at path, whatever cache is configured; a link put in the cache in an
+    entry's place: the link (rm cache refuses it, and would not remove what it names)."""
     import shlex
+    if os.path.islink(path.rstrip(os.sep)):
+        return f"rm {shlex.quote(path.rstrip(os.sep))}"
     return f"mlrun rm cache {shlex.quote(path)} -y"
 
 
@@ -567,6 +589,10 @@ def shared_dir(path, top=None):
     if os.path.isdir(path):
         return
     path = os.path.abspath(path)
+    if os.path.lexists(path):   # a file or a dangling link where mlrun's folder goes: "cannot use .locks: File exists"
+        what = "a link to nothing" if os.path.islink(path) else "a file"
+        raise MlrunError(f"{path} is {what}, not the folder mlrun keeps there",
+                         hint=f"move it away (mv {path} {path}.old) and run again")
     top = os.path.abspath(top or path)
     made, up = [], path
     while not os.path.exists(up) and (up == top or up.startswith(top.rstrip(os.sep) + os.sep)):

@@ -61,7 +61,9 @@ def _own(meta, recipes_by_name, common):
     defaults = {k: s["default"] for k, s in recipe["inputs"].items()} if recipe else {}
     words = []
     for name, value in (meta.get("inputs") or {}).items():
-        if value in (None, "", False) or (name in defaults and value == defaults[name]):
+        # 0 is a value (`in (None, "", False)` took it for False: secs=0 and secs=3 entries both read "-")
+        if value is None or value == "" or (value is False and not defaults.get(name)) or \
+                (name in defaults and value == defaults[name]):
             continue
         text = _short_packages(value, (common or {}).get(meta.get("recipe"), frozenset())) \
             if name == "packages" or PIN.match(str(value)) else str(value)

@@ -39,8 +39,13 @@ class Item:
 def parse_age(text, flag="--older-than"):
     """'30d', '12h', '90m', '45s', '2w' -> seconds."""
     m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhdw])", text.strip())
-    if not m:
-        raise UsageError(f"{flag} {text!r}: write a number and a unit", hint="e.g. 30d, 12h, 90m, 2w")
+    if not m:   # say what is wrong with what was written ("-1d" and "1y" were both "write a number and a unit")
+        near = re.fullmatch(r"([-+]?)(\d+(?:\.\d+)?)(\s*)([a-zA-Z]*)", text.strip())
+        why = "write a number and a unit" if not near else "an age is not negative" if near[1] == "-" else \
+            "no unit (s, m, h, d or w)" if not near[4] else \
+            f"{near[4]!r} is no unit (s, m, h, d or w)" if near[4] not in UNITS else \
+            f"write it as {near[2]}{near[4]}"
+        raise UsageError(f"{flag} {text!r}: {why}", hint="e.g. 30d, 12h, 90m, 2w")
     return float(m[1]) * UNITS[m[2]]
 
 
@@ -206,13 +211,24 @@ def _use_lock(cache, entry_path):
 
 def _owned(lock):
     """Whether a live process holds this lock (an absent lock file: nobody does)."""
+    import fcntl
     if not os.path.exists(lock):
         return False
-    fd = flock(lock, wait=False)
-    if fd is None:
+    try:   # looking needs no write: a read-only cache's `gc --dry-run` failed here ("Read-only file system")
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        fd = flock(lock, wait=False)   # what it says (a link, a file this user may not read) is said there
+        if fd is None:
+            return True
+        os.close(fd)
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
         return True
-    os.close(fd)
-    return False
+    finally:
+        os.close(fd)
 
 
 def _aged(kind, folder, age, now, wanted=lambda name, path: True):

@@ -673,6 +673,11 @@ def test_show_cache_says_what_a_quantised_or_fused_model_was_made_from():
     assert cache_view.details(fused, recipes, by_key=by_key) == "per_channel=true; from _random layers=2"
     assert cache_view.details(made, recipes) == "-"   # its source gone from the cache: its own inputs only
     assert cache_view.details(source, recipes, by_key=by_key) == "layers=2"
+    # 0 is a value: secs=0 and secs=3 entries read alike ("-"), 0 taken for False
+    recipes = {"t": {"inputs": {"secs": {"default": 5}, "quiet": {"default": True}, "loud": {"default": False}}}}
+    assert cache_view.details({"recipe": "t", "key": "k", "variations": [], "inputs": {"secs": 0}}, recipes) == "secs=0"
+    assert cache_view.details({"recipe": "t", "key": "k", "variations": [],
+                               "inputs": {"secs": 5, "quiet": False, "loud": False}}, recipes) == "quiet=False"
 
 
 @pytest.mark.slow  # about 1.3 s on the 2-core EPYC

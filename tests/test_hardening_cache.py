@@ -274,14 +274,19 @@ def test_a_teammates_private_entry_is_said_so_and_rm_goes_on_past_it(public_tmp)
     os.makedirs(team)
     os.chown(team, 0, 65534)
     os.chmod(team, 0o2775)
-    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}, "b": {"tags": "b", "run": "echo b > out.txt"}})
+    index = MemoryIndex({"a": {"tags": "a", "run": "echo a > out.txt"}, "b": {"tags": "b", "run": "echo b > out.txt"},
+                         "c": {"tags": "c", "run": "mkdir sub; echo c > sub/f"}})
     quiet = RunReporter(io.StringIO())
-    for query in ("a", "b"):
+    for query in ("a", "b", "c"):
         Runner(Cache(team), os.path.join(public_tmp, "runs"), reporter=quiet).run(resolve(index, query), argv=["m"])
     private = Cache(team).path(resolve(index, "a").root)
     os.chmod(private, 0o700)
     shared = Cache(team).path(resolve(index, "b").root)
     os.chmod(os.path.join(shared, "out.txt"), 0o600)
+    # a folder in an entry the teammate cannot list: verify ended at it (exit 2, no other entry said), and the
+    # digests' walk, which passes over it, would have called the entry's files there missing
+    deep = Cache(team).path(resolve(index, "c").root)
+    os.chmod(os.path.join(deep, "sub"), 0o700)
     runs = os.path.join(public_tmp, "runs")
     hidden = sorted(os.listdir(runs))[0]
     os.chmod(os.path.join(runs, hidden), 0o700)   # a run made under umask 077: it was "no run"
@@ -289,7 +294,8 @@ def test_a_teammates_private_entry_is_said_so_and_rm_goes_on_past_it(public_tmp)
     def job():
         out = ""
         cache = Cache(team)   # `cache verify` stopped at the first file it could not read, called it damaged
-        out += "" if cache.verify() == [] and [p for p, _ in cache.unreadable] == [shared] else f"{cache.unreadable}; "
+        out += "" if cache.verify() == [] and sorted(p for p, _ in cache.unreadable) == sorted([shared, deep]) \
+            else f"{cache.unreadable}; "
         out += "" if Cache.private(private) and cache.strays() == [private] else "private not told; "
         try:
             Cache(team).lookup(resolve(index, "a").root)
@@ -300,7 +306,8 @@ def test_a_teammates_private_entry_is_said_so_and_rm_goes_on_past_it(public_tmp)
             Cache(team).remove(Cache(team).entries())
             out += "rm said nothing; "
         except MlrunError as e:
-            out += "" if "could not remove b-" in e.message and "(owner: root" in e.message else e.message
+            out += "" if "could not remove " in e.message and " b-" in e.message and "(owner: root" in e.message \
+                else e.message
         from engine import records
         try:
             records.find(runs, hidden)
@@ -431,6 +438,24 @@ def test_an_entry_copied_onto_another_key_s_folder_is_refused_and_verify_says_mi
     assert verify.returncode == 1 and f"misfiled: its entry.json belongs to the entry {os.path.basename(two)}" \
         in verify.stdout, verify.stdout
     assert "1 corrupt, 0 resealed" in ws.mlrun("cache", "verify", "--reseal").stdout   # no copy of its own
+
+
+def test_an_entry_linked_in_from_elsewhere_is_told_removed_as_a_link(ws, tmp_path):
+    """verify said "remove it: mlrun rm cache LINK -y", which then refused it ("not an entry of the cache")."""
+    import subprocess
+    ws.recipe("m", "tags: m\ninputs:\n  n: {type: int, default: 1}\nrun: echo $MLRUN_INPUT_N > n.txt\n")
+    assert ws.mlrun("m").returncode == 0
+    [entry] = ws.entries()
+    outside = str(tmp_path / "moved")
+    subprocess.run(["cp", "-a", os.path.join(ws.cache, entry), outside], check=True)
+    link = os.path.join(ws.cache, entry[:-16] + "1" * 16)
+    os.symlink(outside, link)
+    verify = ws.mlrun("cache", "verify")
+    assert verify.returncode == 1 and f"remove it: rm {link}\n" in verify.stdout, verify.stdout
+    assert_user_error(ws.mlrun("rm", "cache", link, "-y"), 2, f"it is a symbolic link to {outside}, not an entry",
+                      f"remove the link, not what it names: rm {link}")
+    os.unlink(link)
+    assert ws.mlrun("cache", "verify").returncode == 0 and os.path.isdir(outside)
 
 
 def test_rm_cache_takes_an_entry_name_or_path(ws):

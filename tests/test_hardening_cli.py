@@ -179,6 +179,25 @@ def test_read_only_cache(ws, mount):
     one_line(ws.mlrun("--cache", str(cache), "a"), 2, str(cache), "Read-only file system", "read-only")
 
 
+def test_a_read_only_cache_is_looked_at_and_said_read_only(ws, mount):
+    """gc --dry-run only looks, yet failed on the read-only cache's lock files ("Read-only file system"); rm failed
+    told root to ask the owner (root); a .locks/ that is a file was "cannot use .locks: File exists"."""
+    ws.recipe("a", "tags: a\nrun: echo hi > hi.txt\n")
+    ws.recipe("bad", "tags: bad\nrun: exit 3\n")
+    cache = mount("size=1m")
+    assert ws.mlrun("--cache", str(cache), "a").returncode == 0 and ws.mlrun("--cache", str(cache), "bad").returncode == 1
+    assert subprocess.run(["mount", "-o", "remount,ro", str(cache)], timeout=30).returncode == 0
+    looked = ws.mlrun("--cache", str(cache), "gc", "--older-than", "0s", "--dry-run")
+    assert looked.returncode == 0 and "would free" in looked.stdout, looked.stdout + looked.stderr
+    assert_user_error(ws.mlrun("--cache", str(cache), "rm", "failed", "-y"), 2, "could not remove",
+                      "the cache is on a read-only file system")
+    other = ws.cache + "-other"
+    os.makedirs(other)
+    open(os.path.join(other, ".locks"), "w").close()
+    one_line(ws.mlrun("--cache", other, "a"), 2, f"{other}/.locks is a file, not the folder mlrun keeps there",
+             f"mv {other}/.locks {other}/.locks.old")
+
+
 def test_full_disk(ws, mount):
     # The step fills the disk, then mlrun must write the entry's metadata there.
     ws.recipe("a", "tags: a\nrun: head -c 2000000 /dev/zero > big || true\n")
@@ -309,6 +328,10 @@ def test_a_cache_to_inspect_must_be_there_and_paths_take_a_leading_tilde(ws, tmp
     (("--runs", "", "runs"), "--runs is empty"),
     (("--mirror", " ", "runs"), "--mirror is empty"),
     (("gc", "--older-than", ""), "--older-than '': write a number and a unit"),   # was taken as not given
+    # what is wrong, said (each was "write a number and a unit", given one)
+    (("gc", "--older-than=-1d"), "--older-than '-1d': an age is not negative"),
+    (("gc", "--older-than", "1y"), "--older-than '1y': 'y' is no unit (s, m, h, d or w)"),
+    (("gc", "--older-than", "30"), "--older-than '30': no unit (s, m, h, d or w)"),
 ])
 def test_empty_values_are_refused_not_taken_as_not_given(ws, argv, message):
     assert_user_error(ws.mlrun(*argv), 2, message)
