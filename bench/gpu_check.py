@@ -51,12 +51,18 @@ def say(text):
     print(f"[{time.monotonic() - STARTED:6.0f} s] {text}", flush=True)
 
 
+SMI_TIMEOUT = 30   # seconds nvidia-smi has to answer, as the get-gpu-nvidia probe gives it
+
+
 def preflight(args):
     """None when the machine can run the check, else why not."""
     if shutil.which("nvidia-smi") is None:
         return "no nvidia-smi: this machine has no NVIDIA driver"
-    done = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                          capture_output=True, text=True, timeout=30)
+    try:   # a hung driver: said, as the probe recipe says it (it was a TimeoutExpired traceback, no report)
+        done = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=SMI_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return f"nvidia-smi did not answer within {SMI_TIMEOUT:g} s: the driver hangs (see dmesg, or reset the GPU)"
     if done.returncode:
         return f"nvidia-smi fails: {(done.stdout + done.stderr).strip()[:200]}"
     say(f"GPU: {done.stdout.strip()}")
@@ -64,8 +70,11 @@ def preflight(args):
         return None if shutil.which(args.python) else f"--python {args.python}: not found"
     if args.wheels:
         return None if os.path.isdir(args.wheels) else f"--wheels {args.wheels}: no such folder"
-    probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", "/tmp/gpu-check-pip",
-                            "nvidia-ml-py==13.580.82"], capture_output=True, text=True, timeout=60)
+    try:
+        probe = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", "/tmp/gpu-check-pip",
+                                "nvidia-ml-py==13.580.82"], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        probe = subprocess.CompletedProcess([], 1, "", "")
     if probe.returncode:
         return ("pip cannot reach a package index, and the GPU venvs (onnxruntime-gpu ~300 MB, the CUDA/cuDNN "
                 "wheels, TensorRT ~2 GB) are installed from it: give --wheels DIR holding them all "

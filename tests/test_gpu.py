@@ -332,6 +332,24 @@ def test_tensorrt_missing_is_a_clear_error_not_a_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_gpu_check_says_a_hung_nvidia_smi(tmp_path, monkeypatch):
+    """A hung driver: a TimeoutExpired traceback after 30 s and no report (gpu.md: it stops at once saying why)."""
+    import importlib.util
+    import types
+    from conftest import ROOT
+    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(ROOT, "bench", "gpu_check.py"))
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    hung = tmp_path / "bin"
+    hung.mkdir()
+    (hung / "nvidia-smi").write_text("#!/bin/sh\nexec sleep 30\n")
+    (hung / "nvidia-smi").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{hung}:{os.environ['PATH']}")
+    monkeypatch.setattr(gpu_check, "SMI_TIMEOUT", 0.5)
+    why = gpu_check.preflight(types.SimpleNamespace(python=None, wheels=None))
+    assert why == "nvidia-smi did not answer within 0.5 s: the driver hangs (see dmesg, or reset the GPU)"
+
+
 @pytest.mark.slow
 def test_gpu_check_without_mlrun_runs_the_recipes_steps_and_reports_each_row(tmp_path):
     """bench/gpu_check.py --python (how it ran on the H200, which has no package index): the CPU reference runs
