@@ -8,6 +8,7 @@ the host); a rerun of the same command reuses a finished run only when its finge
 bert-99 and bert-99.9 run the same model with the same settings: they share the runs (only the
 accuracy target differs), each gets its own folder in the tree.
 """
+import contextlib
 import json
 import os
 import re
@@ -768,10 +769,15 @@ def _hold(folder):
     from filelock import FileLock, Timeout
     if os.path.isfile(folder):
         raise UsageError(f"-o {folder}: a file, not a folder", hint="give -o a new or empty folder")
+    made, up = [], folder
+    while not os.path.lexists(up) and os.path.dirname(up) != up:
+        made.append(up)
+        up = os.path.dirname(up)
     try:
         os.makedirs(folder, exist_ok=True)
         lock = FileLock(os.path.join(folder, LOCK))
         lock.acquire(timeout=0)
+        lock.made = made   # the folders this made: a refused submit leaves none of them (it left ./submissions/Z)
     except Timeout:
         raise UsageError(f"another mlrun submit is using {folder}",
                          hint="wait for it to finish (the same command then resumes), or give another -o") from None
@@ -781,8 +787,22 @@ def _hold(folder):
 
 
 def run_submission(opts, inputs, deps, env, settings, plan_only=False, verbose=False):
-    from . import tree
     lock = None if plan_only else _hold(os.path.abspath(opts.output))   # before its state is read
+    try:
+        return _submission(opts, inputs, deps, env, settings, plan_only, verbose, lock)
+    except BaseException:
+        folder = os.path.abspath(opts.output)
+        with contextlib.suppress(OSError):
+            if lock is not None and set(os.listdir(folder)) <= {LOCK}:   # refused before it wrote a thing
+                lock.release()
+                os.unlink(os.path.join(folder, LOCK))
+                for made in lock.made:   # the deepest first
+                    os.rmdir(made)
+        raise
+
+
+def _submission(opts, inputs, deps, env, settings, plan_only, verbose, lock):
+    from . import tree
     sub = Submission(opts, inputs, deps, env, settings, verbose)
     sub.lock = lock
     sub.check_request()

@@ -196,6 +196,7 @@ def test_refused_before_any_run(ws, tmp_path, extra, fragment):
     result = ws(*[a if a != str(ws.root / "sub") else str(tmp_path / "sub") for a in args], timeout=120)
     assert_user_error(result, 2, fragment)
     assert app_runs(ws.root) == before
+    assert not (tmp_path / "sub").exists()   # it left -o made, holding .submit.lock
 
 
 def test_a_system_file_that_is_not_yaml_is_refused_before_the_sources_are_fetched(ws, tmp_path):
