@@ -299,7 +299,15 @@ def strict_failure(summary):
 def run(args):
     # read before any session is made: its whole model in memory beside the sessions raised the run's peak by the
     # model's size (a 1.6 GB limit killed a run of one 415 MB model's two sessions)
-    int8_operators = _int8_operators(args.model)
+    int8_operators, dynamic = _int8_operators(args.model)
+    if dynamic and args.backend in ("openvino", "deepsparse"):   # as the recipe refuses _int8-dynamic there: a
+        # --model file of the same graph ran in OpenVINO at a fifth of its speed, recorded int8; DeepSparse crashed
+        why = "OpenVINO runs it at a fifth of its onnxruntime speed" if args.backend == "openvino" else \
+            "DeepSparse cannot run it (its engine crashes)"
+        raise UsageError(f"{args.model} is onnxruntime's dynamic int8 graph ({dynamic} DynamicQuantizeLinear/"
+                         f"MatMulInteger nodes): {why}",
+                         hint="run it with _onnxruntime, or give this backend the fp32 model" + (
+                             " (--precision=int8 quantises it for OpenVINO)" if args.backend == "openvino" else ""))
     # find-peak's short runs choose their own (each its scenario's): the flags stay as the person gave them
     args.batching = batching.choose(args.scenario, args.backend, args.precision, size=args.batch_size,
                                     pad=args.batch_pad, quantised=bool(int8_operators))
@@ -549,15 +557,21 @@ def _load_features(folder):
     return squad_features.load(folder)
 
 
+# onnxruntime's own int8 operators (its dynamic quantiser's graph), which the other CPU runtimes cannot run well
+ORT_INT8_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QAttention")
+
+
 def _int8_operators(path):
-    """The model file's int8 operators (0: fp32), so a submission can tell int8 weights it was given as a file;
-    None where the model cannot be read as ONNX here (a TensorRT engine's venv without onnx)."""
+    """(the model file's int8 operators (0: fp32), so a submission can tell int8 weights it was given as a file,
+    how many of them are onnxruntime's own); None, 0 where the model cannot be read as ONNX here (a TensorRT engine's
+    venv without onnx)."""
     try:
         import onnx
         from mlperf_bert.quantize import quantised_ops
-        return quantised_ops(onnx.load(path, load_external_data=False))
+        model = onnx.load(path, load_external_data=False)
+        return quantised_ops(model), sum(node.op_type in ORT_INT8_OPS for node in model.graph.node)
     except Exception:   # a fact for the record, never a reason to fail a finished run
-        return None
+        return None, 0
 
 
 def _added_width(requested, plan):
