@@ -420,6 +420,8 @@ def flat(record):
             name = f"results.{name}"
         if out.get(name) is None:
             out[name] = value
+        elif out[name] != value and f"results.{name}" not in out:   # what ran beside what was asked: an int8
+            out[f"results.{name}"] = value   # --model file's run read precision fp32 (the input's), and only that
     return out
 
 

@@ -87,6 +87,18 @@ def test_flat_of_an_ok_run_has_settings_and_results_with_units(bench):
     assert out["flat"]["samples_per_second"] == 50 and out["flat"]["run"] == out["run"]
 
 
+def test_a_figure_that_differs_from_its_setting_is_kept_beside_it(ws):
+    """An int8 --model file's run records precision int8 in its summary; its row read fp32 (the input's default), and
+    `runs --where precision=int8` left it out with nothing to find it by."""
+    ws.recipe("app", "tags: app\ninputs:\n  precision: {default: fp32}\n  n: {type: int, default: 3}\n"
+              "run: 'printf %s \"{\\\"precision\\\": \\\"int8\\\", \\\"n\\\": 3}\" > summary.json'\n"
+              "record: {results: summary.json}\n")
+    row = flat_of(ws, run(ws, "app")["run"])
+    assert (row["precision"], row["results.precision"], row["n"]) == ("fp32", "int8", 3) and "results.n" not in row
+    listed = ws.mlrun("runs", "--where", "results.precision=int8", "--columns", "precision,results.precision")
+    assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[-2:] == ["fp32", "int8"], listed.stdout
+
+
 def test_a_run_that_fails_before_its_last_step_keeps_what_was_asked(bench):
     out = run(bench, "app bench", "--mode=accuracy", "--scenario=SingleStream", "--dep.model.broken=true", code=1)
     record = records.load(os.path.join(bench.runs, out["run"], "run.json"))
