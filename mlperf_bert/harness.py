@@ -438,7 +438,7 @@ def find_peak(args):
                         f"{bound_ms:g} ms bound",
                         hint=(f"--target_latency={args.target_latency:g} is the bound you set: raise it, or " if
                               args.target_latency else "")
-                        + "run a faster model (_int8-dynamic, or _openvino --precision=int8) or on more cores")
+                        + f"run {_faster_model(args)}on more cores")
     # at one sample per call, as Server's queries run: Offline batched by the rule (OpenVINO on AMX) started the
     # search at a rate Server cannot reach, and its first three runs were spent coming down from it
     offline = tuning.short_run(args, folder / "offline", "Offline", args.peak_min_queries, args.peak_trial_ms,
@@ -559,6 +559,15 @@ def _load_features(folder):
 
 # onnxruntime's own int8 operators (its dynamic quantiser's graph), which the other CPU runtimes cannot run well
 ORT_INT8_OPS = ("DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QAttention")
+
+
+def _faster_model(args):
+    """find-peak's advice where even one sample at a time is over the bound: an int8 model this backend runs, where
+    the run's is not one (it named _int8-dynamic to DeepSparse and OpenVINO, which refuse it, and to int8 runs)."""
+    if args.precision in ("int8", "int8-bf16") or (_int8_operators(args.model)[0] or 0):
+        return ""
+    return {"onnxruntime": "an int8 model (_int8-dynamic) or ", "openvino": "an int8 model (--precision=int8) or ",
+            "deepsparse": "a sparse or int8 model (--model=zoo:...) or "}.get(args.backend, "")
 
 
 def _int8_operators(path):
