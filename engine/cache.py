@@ -88,7 +88,7 @@ class Cache:
     def lock_path(self, name):
         """The path of a lock file under .locks/ (its folder made, shared with the group, when missing)."""
         folder = os.path.dirname(os.path.join(self.root, ".locks", name))
-        shared_dir(folder, top=self.root)   # and each missing folder above it: .locks/, the cache folder itself
+        shared_dir(folder, top=self.root, said=True)   # and each missing folder above it: .locks/, the cache folder
         return os.path.join(self.root, ".locks", name)
 
     def drop_build_lock(self, entry_name):
@@ -143,7 +143,7 @@ class Cache:
         """A fresh path .tmp/<prefix><pid>-<random> owned (locked) by this process until drop_temp;
         `mlrun gc` removes it only once nobody holds that lock (a killed import, a killed removal)."""
         tmp_root = os.path.join(self.root, ".tmp")
-        shared_dir(tmp_root, top=self.root)
+        shared_dir(tmp_root, top=self.root, said=True)
         name = f"{prefix}{os.getpid()}-{os.urandom(4).hex()}"
         lock = self.lock_path(f"tmp/{name}.lock")
         self._held[lock] = flock(lock)   # before the folder exists: gc never sees it unowned
@@ -171,7 +171,7 @@ class Cache:
         """A fresh temporary folder for a build; call with the entry's lock held."""
         from . import guard
         tmp_root = os.path.join(self.root, ".tmp")
-        shared_dir(tmp_root, top=self.root)
+        shared_dir(tmp_root, top=self.root, said=True)
         # Leftovers of a killed build of this entry: no mlrun owns them while we hold the lock, but its
         # step may still run (guard killed too), so that is killed first. The log goes where `mlrun show
         # failed` looks, the rest is deleted.
@@ -581,15 +581,16 @@ def owner(path):
         return str(uid)
 
 
-def shared_dir(path, top=None):
+def shared_dir(path, top=None, said=False):
     """A cache folder other users of the group can also create files in; so is each missing folder above it that
     this makes up to `top`, mlrun's own place it lies in (cache/ made by its .index/ first kept the umask's mode: a
     teammate's build could not be renamed in). Folders above `top` are the user's: `--cache ~/new/cache` opened
-    ~/new to the group."""
+    ~/new to the group. said: a file where the folder goes is an error that says so (the cache's own folders;
+    a memo's folder is skipped quietly by its caller's OSError)."""
     if os.path.isdir(path):
         return
     path = os.path.abspath(path)
-    if os.path.lexists(path):   # a file or a dangling link where mlrun's folder goes: "cannot use .locks: File exists"
+    if said and os.path.lexists(path):   # a file or a dangling link where it goes: "cannot use .locks: File exists"
         what = "a link to nothing" if os.path.islink(path) else "a file"
         raise MlrunError(f"{path} is {what}, not the folder mlrun keeps there",
                          hint=f"move it away (mv {path} {path}.old) and run again")
