@@ -192,6 +192,7 @@ class DeepSparseBackend:
         feeds = (self.io.ids, self.io.mask, self.io.segments)
         self._feed_order = [feeds.index(name) for name in inputs]  # graph input i <- our array
         self._outputs = [outputs.index(self.io.start)] + ([] if self.io.end is None else [outputs.index(self.io.end)])
+        asked = streams if scheduler == "multi_stream" else None
         if scheduler == "multi_stream" and not streams:
             streams = default_streams(self.threads)
         if compile_fn is None:
@@ -215,6 +216,11 @@ class DeepSparseBackend:
             progress(f"deepsparse: {len(shapes)} engines compiled in {self.compile_seconds:.1f} s, {self.threads} "
                      f"cores; {self.supported_ops():.0%} of the graph's operators run on DeepSparse's own kernels")
         self.streams = (getattr(first, "num_streams", None) or streams) if scheduler == "multi_stream" else 1
+        if asked and self.streams < asked:   # DeepSparse caps them at its cores, with a warning of its own only: the
+            # run went on with fewer, recorded as run, the number asked nowhere (OpenVINO's streams are refused so)
+            raise UsageError(f"--streams {asked}: DeepSparse runs {self.streams} stream(s) on the {self.threads} "
+                             f"core(s) it was given", hint=f"give --streams={self.streams} or fewer, or more cores "
+                             "(--threads)")
 
     def _deepsparse_compiler(self, n_inputs, streams):
         deepsparse = import_deepsparse()

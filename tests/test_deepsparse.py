@@ -183,6 +183,12 @@ def test_backend_compiles_before_running_and_never_while_running(models):
 def test_multi_stream_backend_reports_its_streams(models):
     backend = DeepSparseBackend(str(models.dynamic), (128,), scheduler="multi_stream", compile_fn=fake_compiler([]))
     assert backend.streams == 2 and backend.describe()["scheduler"] == "multi_stream"
+    # more streams than the engine runs: it ran with fewer, the number asked recorded nowhere
+    with pytest.raises(UsageError, match=r"--streams 3: DeepSparse runs 2 stream\(s\) on the 1 core\(s\)"):
+        DeepSparseBackend(str(models.dynamic), (128,), threads=1, scheduler="multi_stream", streams=3,
+                          compile_fn=fake_compiler([]))
+    assert DeepSparseBackend(str(models.dynamic), (128,), scheduler="multi_stream", streams=2,
+                             compile_fn=fake_compiler([])).streams == 2
     with pytest.raises(UsageError, match="scheduler"):
         DeepSparseBackend(str(models.dynamic), (128,), scheduler="elastic", compile_fn=fake_compiler([]))
 
