@@ -6,6 +6,7 @@ runs/sweeps/NAME/sweep.json as it goes. Run again, it skips the points whose run
 plan key (the root node's key: recipes, inputs, variations and every dependency), and runs the rest, a point
 left `running` by a sweep that died included; --rerun runs them all again.
 """
+import copy
 import math
 import os
 import re
@@ -186,6 +187,7 @@ def run_sweep(args, extras, settings):
     lock = record.hold(settings.runs, name)
     try:
         old = record.read(settings.runs, name)
+        before = copy.deepcopy(old)   # _merge builds on it in place
         data = _merge(old, os.path.dirname(record.path(settings.runs, name)), name,
                       args.query, request, grid, kinds, planned, args.rerun, settings.runs, plans)
         tasks = [task for point_id, _, _, task in planned if record.point(data, point_id)["status"] == "pending"]
@@ -208,11 +210,19 @@ def run_sweep(args, extras, settings):
             try:
                 _execute(runner, tasks, settings, data)
             except MlrunError:
-                if old is None and not any(p.get("run") or p.get("status") != "pending" for p in data["points"]):
+                ids = {task.point_id for task in tasks}
+                started = any(p.get("run") or p.get("status") != "pending" for p in data["points"]
+                              if p.get("id") in ids)
+                if old is None and not started and not any(p.get("run") or p.get("status") != "pending"
+                                                           for p in data["points"]):
                     # nothing could start (sbatch refused, no Ray cluster there): a new sweep leaves no record, which
                     # `sweep list` showed and which refused the name with another grid
                     lock.release()
                     shutil.rmtree(os.path.dirname(record.path(settings.runs, name)), ignore_errors=True)
+                elif old is not None and not started:
+                    # refused before any point started (--cpus no node has, a --node-cache it cannot use): the record
+                    # as it was, so the command put right does not run again what --rerun had set pending
+                    record.write(settings.runs, before)
                 raise
     finally:
         lock.release()

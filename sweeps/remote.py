@@ -7,7 +7,9 @@ record's paths are made to point at the copy.
 import io
 import json
 import os
+import shlex
 import shutil
+import sys
 import tarfile
 import uuid
 
@@ -29,7 +31,8 @@ def need(module, what):
         return importlib.import_module(module)
     except ImportError:
         raise UsageError(f"{what} needs the Python package `{module}`, which is not installed",
-                         hint=f"pip install -r {REQUIREMENTS}  (the pinned ray and submitit)") from None
+                         hint=f"{shlex.quote(sys.executable)} -m pip install -r {REQUIREMENTS}  (the pinned ray and "
+                              "submitit, into the Python mlrun runs with: a plain `pip` may install elsewhere)") from None
 
 
 def by_value(pickler):

@@ -63,6 +63,11 @@ def parameters(given):
                              + (f"; did you mean '{close[0]}'?" if close else ""),
                              hint="known: " + ", ".join(sorted(valid)))
         value = str(value).strip()
+        if name == "additional_parameters":   # a mapping, which KEY=VALUE cannot give ("unexpected ValueError")
+            raise UsageError("--slurm additional_parameters takes a mapping of sbatch options, which --slurm "
+                             "KEY=VALUE cannot give", hint="name the sbatch option itself: --slurm "
+                             "partition=...,constraint=...,qos=... (those of `known` below), or set it in the "
+                             "partition's defaults; known: " + ", ".join(sorted(valid - {name})))
         if name == "time" and not SLURM_TIME.fullmatch(value):  # sbatch would refuse it only at submission
             raise UsageError(f"--slurm time={value}: not a SLURM time limit",
                              hint="minutes (30), MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS or UNLIMITED")
@@ -164,6 +169,10 @@ class SlurmExecutor(Executor):
                             on_event("finished", task, _result(submitit, job, task, "", settings.runs, self.log_dir))
                     if running:
                         time.sleep(0.5)
+                # the pickled specs hold --env secrets in plain text, kept for ever (no requeue needs them again)
+                for job, _ in jobs.values():
+                    with contextlib.suppress(OSError):
+                        os.unlink(job.paths.submitted_pickle)
 
     @staticmethod
     def _cancel_leftovers(job_name):
@@ -197,12 +206,19 @@ class SlurmExecutor(Executor):
                 with _stderr_kept() as said:   # sbatch's own lines went to the terminal, then again in mlrun's
                     submitted = ex.map_array(node.run_point, [shared.spec(t, env) for t in group])
             except Exception as e:   # sbatch refused (a partition that does not exist, a time over the limit...)
+                arrays = sorted({job_id.split("_")[0] for job_id in jobs})
+                if arrays:   # the arrays it took before stay queued, then run unwatched: cancelled
+                    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                        subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
                 why = getattr(e, "stderr", None) or getattr(e, "output", None) or str(e)
                 why = why.decode() if isinstance(why, bytes) else str(why)
                 why = why if why.strip() else said.text
                 raise MlrunError(f"sbatch refused the job array of {len(group)} point(s): "
                                  f"{why.strip().splitlines()[-1]}",
                                  hint="check --slurm (partition, time, account) against `sinfo`") from None
+            for job in submitted:   # it holds the point's command line, an --env.TOKEN's value in it: this user's
+                with contextlib.suppress(OSError):
+                    os.chmod(job.paths.submitted_pickle, 0o600)
             jobs.update({job.job_id: (job, task) for job, task in zip(submitted, group)})
         return jobs
 

@@ -146,6 +146,8 @@ def test_cluster_options_without_their_cluster_are_refused_not_dropped(ws, flags
     (["--slurm", "time=abc"], None, "--slurm time=abc: not a SLURM time limit"),
     # submitit compared it with a number: "'<' not supported between instances of 'str' and 'int'"
     (["--slurm", "array_parallelism=abc"], None, "--slurm array_parallelism=abc: expects a whole number"),
+    # "unexpected ValueError ... a bug in mlrun", and the new sweep's record left holding the name
+    (["--slurm", "additional_parameters=x"], None, "--slurm additional_parameters takes a mapping of sbatch options"),
     ([], "/nonexistent", "--on slurm: `sbatch` is not on PATH")])
 def test_slurm_usage_errors_come_before_anything_runs(ws, flags, path, message):
     pytest.importorskip("submitit")
@@ -183,3 +185,13 @@ def test_a_point_slurm_stopped_says_why_beside_its_runs_words(tmp_path):
     p = {}   # no record: the job's end is already the last error said, not twice
     sweep_cli._finish(p, Outcome("p000", 143, stderr_tail=tail), SimpleNamespace(runs=str(tmp_path / "runs")))
     assert p["error"] == "SLURM job 23_0 ended TIMEOUT"
+
+
+def test_a_missing_cluster_package_is_installed_into_mlruns_own_python():
+    """The hint said `pip install -r ...`: a plain pip installs outside the .venv mlrun runs with (a user's trial)."""
+    from engine.errors import UsageError
+    from sweeps import remote
+    with pytest.raises(UsageError) as error:
+        remote.need("no_such_cluster_package", "--on ray")
+    assert error.value.hint.startswith(f"{sys.executable} -m pip install -r ") and "requirements-cluster.txt" in \
+        error.value.hint, error.value.hint

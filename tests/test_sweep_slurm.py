@@ -46,8 +46,13 @@ def run_points(ws, tasks, slurm=(("time", "5"),), events=None):
 def test_sweep_on_slurm_from_the_command_line(slurm, ws, monkeypatch, capsys):
     point_recipes(ws)
     code, err, data = sweep_here(ws, monkeypatch, capsys, "point", "--grid", "n=0,1", "--name", "two",
-                                 "--on", "slurm", "--slurm", "time=5,job-name=mlrun-test")
+                                 "--on", "slurm", "--slurm", "time=5,job-name=mlrun-test",
+                                 "--env.MY_TOKEN=supersecret123456")
     assert code == 0 and "sweep two: 2 ok" in err, err
+    # the secret was kept in plain text in submitit's pickle of each point (runs/.slurm/N/N_submitted.pkl, 0644)
+    holding = [os.path.join(r, f) for r, _, fs in os.walk(ws.runs) for f in fs
+               if b"supersecret123456" in open(os.path.join(r, f), "rb").read()]
+    assert holding == [], holding
     for p in data["points"]:
         assert p["status"] == "ok" and p["node"].startswith(socket.gethostname()), p
         record = json.load(open(os.path.join(ws.runs, p["run"], "run.json")))
@@ -76,6 +81,15 @@ def test_a_sweep_whose_jobs_sbatch_refuses_leaves_no_record(slurm, ws, monkeypat
     code, err, data = sweep_here(ws, monkeypatch, capsys, "point", "--grid", "n=0,1", "--name", "nope", "--on",
                                  "slurm", "--slurm", "time=5")   # the name is free for another grid
     assert code == 0 and [p["status"] for p in data["points"]] == ["ok", "ok"], err
+    # refused with --rerun on a sweep that has a record: it was left with every ok point pending, so the command put
+    # right without --rerun ran them all again
+    runs = [p["run"] for p in data["points"]]
+    again = ws.mlrun("sweep", "point", "--grid", "n=0,1", "--name", "nope", "--on", "slurm", "--slurm",
+                     "time=5,partition=nosuch", "--rerun")
+    assert again.returncode == 2 and "sbatch refused" in again.stderr, again.stderr
+    with open(os.path.join(ws.runs, "sweeps", "nope", "sweep.json")) as f:
+        kept = json.load(f)
+    assert [(p["status"], p["run"]) for p in kept["points"]] == [("ok", run) for run in runs], kept["points"]
 
 
 def test_a_stopped_slurm_sweep_links_its_running_point_to_its_run(slurm, ws, tmp_path):
