@@ -168,7 +168,8 @@ def read_yaml(path):
         with open(path, encoding="utf-8") as f:
             data = yaml.safe_load(f)
     except OSError as e:
-        raise UsageError(f"--system {path}: {e.strerror}") from None
+        raise UsageError(f"--system {path}: {e.strerror}", hint="docs/submission.md lists the fields of a system "
+                         "description and gives one whole (copy it and fill in this machine)") from None
     except UnicodeDecodeError as e:
         raise UsageError(f"--system {path}: not UTF-8 text (byte {e.object[e.start]:#04x} at {e.start})") from None
     except yaml.YAMLError as e:

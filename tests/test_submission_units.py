@@ -990,3 +990,11 @@ def test_submit_checks_test01s_speed_after_each_scenarios_runs_of_full_length_on
     assert ran == ["Offline/search", "Offline/accuracy", "Offline/performance", "Offline/TEST01"] + \
         ([] if short else ["Offline/TEST01"])
     assert done[("Offline", "TEST01")]["run"] == ("R4" if short else "R5")
+
+
+def test_a_system_file_that_is_not_there_points_at_the_fields(tmp_path):
+    """--system my-system.yaml, the README's name, before it is written: "No such file or directory", no more."""
+    from submission import system
+    with pytest.raises(UsageError) as error:
+        system.read_yaml(str(tmp_path / "my-system.yaml"))
+    assert "No such file or directory" in error.value.message and "docs/submission.md" in error.value.hint
