@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import MlrunError
+from engine.errors import MlrunError, UsageError
 from mlperf_bert import heldout
 from mlperf_bert.squad_features import MAX_SEQ_LENGTH, load, read_json
 from mlperf_bert.tokenization import BasicTokenizer
@@ -273,6 +273,8 @@ def main(argv=None):
     parser.add_argument("--questions", help="the run answered only these questions (a model's heldout.json)")
     args = parser.parse_args(argv)
     try:
+        if args.questions is None:
+            _refuse_a_subsets_log(args.log)
         result = score(args.features, args.squad, args.log, args.predictions, args.questions)
         print(json.dumps({"exact_match": result["exact_match"], "f1": result["f1"]}))
         if args.summary:
@@ -280,8 +282,24 @@ def main(argv=None):
         print(coverage_note(result), file=sys.stderr)
     except MlrunError as e:
         print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        # the person's request refused: mlrun's exit 2 through the runner's EX_CONFIG (a step's exit 2 is a failure)
+        return 78 if isinstance(e, UsageError) and e.exit_code == UsageError.exit_code else e.exit_code
     return 0
+
+
+def _refuse_a_subsets_log(log):
+    """A log of a run over some questions only (a trained model's held-out ones) counts its samples within them:
+    scored against the whole dev set, it gave another figure (F1 4.05 for 7.48), exit 0. Its summary.json says."""
+    try:
+        with open(Path(log).parent / "summary.json") as f:
+            accuracy = (json.load(f).get("accuracy") or {})
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(accuracy, dict) and accuracy.get("note"):
+        raise UsageError(f"{log} is of a run over chosen questions only ({accuracy['note']}): its samples count "
+                         "within them, and against the whole dev set they score other questions",
+                         hint="give the same question list: --questions=FILE (a trained model's heldout.json, in its "
+                              "cache entry)")
 
 
 if __name__ == "__main__":

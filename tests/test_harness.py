@@ -463,3 +463,17 @@ def test_a_run_reads_each_model_file_once_for_its_tensor_names(tmp_path, monkeyp
         onnx.save(random_model.build(**TINY, seq=384), str(path))   # another model in its place
         assert model_adapter.inspect(str(path)).seq_len == 384 and len(reads) == 2
     assert model_adapter.inspect is plain
+
+
+def test_a_question_list_holding_questions_the_model_learned_is_refused(tmp_path):
+    """A trained model's own training questions given as --questions were scored (F1 21.3 against 7.5 held out), the
+    figure called "5 chosen questions of the dev set"."""
+    from engine.errors import UsageError
+    from mlperf_bert import harness as h
+    (tmp_path / "heldout.json").write_text(json.dumps({"question_ids": ["a", "b", "c"], "note": "held out"}))
+    (tmp_path / "mine.json").write_text(json.dumps(["a", "x", "y"]))
+    (tmp_path / "fine.json").write_text(json.dumps(["a", "c"]))
+    with pytest.raises(UsageError) as error:
+        h._refuse_learned_questions(str(tmp_path / "mine.json"), str(tmp_path / "heldout.json"))
+    assert "2 of its 3 questions are among those the model was trained on" in error.value.message
+    h._refuse_learned_questions(str(tmp_path / "fine.json"), str(tmp_path / "heldout.json"))

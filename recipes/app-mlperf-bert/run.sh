@@ -27,6 +27,8 @@ case "${MLRUN_INPUT_SPIN:-}" in true) args+=(--spin) ;; false) args+=(--no-spin)
 # A model trained on part of the dev set names its held-out questions (MLRUN_MODEL_HELDOUT): run and score only those.
 questions="${MLRUN_INPUT_QUESTIONS:-${MLRUN_MODEL_HELDOUT:-}}"
 [ -n "$questions" ] && args+=(--questions "$questions")
+# your own list beside such a model: the harness checks it holds none of the questions the model learned
+[ -n "${MLRUN_INPUT_QUESTIONS:-}" ] && [ -n "${MLRUN_MODEL_HELDOUT:-}" ] && args+=(--model-heldout "$MLRUN_MODEL_HELDOUT")
 # GPU variations: the device the backend recipe was built for, the precision, and the TensorRT engine entry.
 [ "$HARNESS_BACKEND" = onnxruntime ] && args+=(--device "${MLRUN_DEVICE:-cpu}")
 [ "${MLRUN_INPUT_PRECISION:-fp32}" != fp32 ] && args+=(--precision "$MLRUN_INPUT_PRECISION")
