@@ -172,6 +172,7 @@ def test_a_model_openvino_cannot_read_is_refused_with_its_reason(ov, accuracy_ru
     assert "failed at src/" not in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow   # an app run: over 0.75 s
 def test_onnxruntimes_int8_graph_given_as_a_file_is_refused_as_its_variation_is(ov, accuracy_run, tmp_path):
     """`_openvino _int8-dynamic` is refused; the same graph as --model=FILE ran at a fifth of its speed, recorded
     int8 (DeepSparse's engine crashed on it: the same check)."""
