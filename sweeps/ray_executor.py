@@ -171,8 +171,19 @@ class RayExecutor(Executor):
                         for ref in ready:
                             task, node_id = refs.pop(ref)
                             busy.discard(node_id)
+                            error = _ray_error(ray, ref) if task.point_id not in seen else None
+                            if task.measures and node_id and type(error).__name__ in NODE_GONE:
+                                # sent to a node that died before the point started: it never ran; another node
+                                # takes it (it was failed, "node ... doesn't exist any more", the head free)
+                                nodes.pop(node_id, None)
+                                checked = 0   # the nodes asked again now, not in NODES_EVERY_S
+                                measuring.appendleft(task)
+                                continue
                             outcome = _outcome(ray, ref, task, node_id, settings.runs, self.log_dir,
                                                mlruns.get(task.point_id))
+                            if task.measures and node_id and type(error).__name__ == "NodeDiedError":
+                                nodes.pop(node_id, None)   # no measuring point is sent there again
+                                checked = 0
                             yield self._finish(outcome, task, seen, on_event)
                 finally:
                     stop.close()
@@ -236,6 +247,10 @@ def _started_news(ray, started, gcs):
         if gcs and not _listening(gcs):
             raise ClusterGone(f"its head at {gcs} stopped answering") from None
         return []   # a slow answer from a cluster that is there: asked again at the next poll
+
+
+# A task's errors that say its node went before it ran (a measuring point sent there by node affinity)
+NODE_GONE = ("TaskUnschedulableError", "NodeDiedError")
 
 
 def _ray_error(ray, ref):

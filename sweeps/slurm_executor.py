@@ -112,11 +112,17 @@ class SlurmExecutor(Executor):
                              "(a login node), or use --on ray / the local executor")
         # SLURM's commands without a controller print pages of their own errors and sbatch's last line blamed
         # --slurm: ask the controller first, quietly.
+        conf = os.environ.get("SLURM_CONF")
+        if conf and not os.path.isfile(conf):   # scontrol then waited 30 s, and that was all it was said to be
+            raise UsageError(f"--on slurm: SLURM_CONF={conf} names no file", hint="point SLURM_CONF at the cluster's "
+                             "slurm.conf (`scontrol show config` on a login node says which), or unset it")
         if shutil.which("scontrol"):
             try:
                 ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=30)
-            except subprocess.TimeoutExpired:
-                ping = subprocess.CompletedProcess([], 1, "", "`scontrol ping` did not answer in 30 s")
+            except subprocess.TimeoutExpired as late:   # what it said before it was stopped says why
+                said = "".join(x.decode(errors="replace") if isinstance(x, bytes) else x
+                               for x in (late.stdout or "", late.stderr or ""))
+                ping = subprocess.CompletedProcess([], 1, "", said + "\n`scontrol ping` did not answer in 30 s")
             said = [x.strip() for x in (ping.stdout + ping.stderr).splitlines() if x.strip() and x[0] != "*"]
             if ping.returncode != 0 and not any(x.endswith(" is UP") for x in said):   # a backup down is fine
                 raise UsageError(f"--on slurm: SLURM's controller does not answer here: "
@@ -236,6 +242,15 @@ class SlurmExecutor(Executor):
                                  "come while it is down",
                                  hint="check `scontrol ping`; once it answers, run the same sweep again: it runs "
                                       "what has no result")
+            reasons = getattr(_squeue, "reasons", {})
+            stuck = {job_id: reasons.get(job_id) for job_id in left if (states or {}).get(job_id, ("",))[0]
+                     == "PENDING" and reasons.get(job_id) in NEVER_RUNS}
+            if stuck:
+                reason = next(iter(stuck.values()))
+                points = ", ".join(sorted(left[job_id][1].point_id for job_id in stuck))
+                raise UsageError(f"SLURM keeps the jobs of points {points} pending for ever: {reason} "
+                                 f"({NEVER_RUNS[reason]})", hint="change --slurm to what the partition allows "
+                                 "(`sinfo`, `scontrol show partition`) and run the same sweep again")
             for job_id, (job, task) in list(left.items()):
                 state, where = (states or {}).get(job_id, (None, ""))
                 if job_id not in started and (state in RUNNING or state in ENDED or _answered(job)):
@@ -334,7 +349,7 @@ def _squeue(arrays):
     None when squeue did not answer (slurmctld busy): nothing is concluded from that round (why: _squeue.why)."""
     _squeue.why = None
     try:
-        done = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N",
+        done = subprocess.run(["squeue", "--noheader", "--array", "--states=all", "--format=%i|%T|%N|%r",
                                "--jobs=" + ",".join(arrays)], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as e:
         _squeue.why = f"squeue: {e}"
@@ -344,15 +359,38 @@ def _squeue(arrays):
             return {}   # every array already forgotten
         _squeue.why = (done.stderr.strip().splitlines() or [f"squeue exited with {done.returncode}"])[-1]
         return None
-    states = {}
+    states, _squeue.reasons = {}, {}
     for line in done.stdout.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == 3:
+        if len(parts) == 4:
             states[parts[0]] = (parts[1], parts[2])
+            _squeue.reasons[parts[0]] = parts[3]
     return states
 
 
 _squeue.why = None
+_squeue.reasons = {}   # array task id: why SLURM keeps it pending (squeue's %r)
+
+# Why SLURM keeps a job pending that no wait mends (squeue %r): the sweep said nothing, for ever (--slurm nodes=2 on a
+# partition of one node)
+NEVER_RUNS = {"PartitionNodeLimit": "the partition has fewer nodes, or smaller ones, than the job asks (--slurm nodes, "
+                                    "--cpus)",
+              "PartitionTimeLimit": "--slurm time is over the partition's limit",
+              "BadConstraints": "no node has what --slurm constraint asks", "InvalidAccount": "--slurm account",
+              "InvalidQOS": "--slurm qos", "QOSMaxNodePerJobLimit": "the QOS's most nodes per job",
+              "QOSMaxCpuPerJobLimit": "the QOS's most CPUs per job",
+              "QOSMaxWallDurationPerJobLimit": "the QOS's most time per job"}
+_squeue.reasons = {}   # array task id: why SLURM keeps it pending (squeue's %r)
+
+# Why SLURM keeps a job pending that no wait mends (squeue %r): the sweep said nothing, for ever (--slurm nodes=2 on a
+# partition of one node)
+NEVER_RUNS = {"PartitionNodeLimit": "the partition has fewer nodes, or smaller ones, than the job asks (--slurm nodes, "
+                                    "--cpus)",
+              "PartitionTimeLimit": "--slurm time is over the partition's limit",
+              "BadConstraints": "no node has what --slurm constraint asks", "InvalidAccount": "--slurm account",
+              "InvalidQOS": "--slurm qos", "QOSMaxNodePerJobLimit": "the QOS's most nodes per job",
+              "QOSMaxCpuPerJobLimit": "the QOS's most CPUs per job",
+              "QOSMaxWallDurationPerJobLimit": "the QOS's most time per job"}
 
 
 def _log_tail(job):

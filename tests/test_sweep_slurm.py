@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import wait_for
+from conftest import assert_user_error, wait_for
 from clusters import ClusterUnavailable, OneNodeSlurm, point_recipes, settings_of, sweep_here, task
 
 pytest.importorskip("submitit", reason="the SLURM executor's tests need requirements-cluster.txt installed")
@@ -179,6 +179,11 @@ def test_a_controller_that_does_not_answer_is_one_clear_error(tmp_path, monkeypa
         SlurmExecutor({}).check([])
     assert "SLURM's controller does not answer here: Slurmctld(primary) at" in info.value.message
     assert info.value.message.endswith("is DOWN") and "scontrol ping" in info.value.hint
+    # a SLURM_CONF naming no file: scontrol waited 30 s, then "did not answer", not why
+    monkeypatch.setenv("SLURM_CONF", str(tmp_path / "nonexistent.conf"))
+    with pytest.raises(UsageError) as info:
+        SlurmExecutor({}).check([])
+    assert info.value.message == f"--on slurm: SLURM_CONF={tmp_path / 'nonexistent.conf'} names no file"
 
 
 def test_a_controller_that_stops_mid_sweep_ends_the_sweep_with_one_clear_error(monkeypatch, tmp_path):
@@ -258,3 +263,16 @@ def test_more_cpus_than_any_node_has_are_refused_before_any_job(slurm, ws):
                                          f"\\(the most: {most}\\)"):
         SlurmExecutor({"slurm": {"time": "5"}}).check([task(0, cpus=most + 1)])
     SlurmExecutor({"slurm": {"time": "5"}}).check([task(0, cpus=most)])   # what a node has: fine
+
+
+def test_a_job_slurm_keeps_pending_for_ever_ends_the_sweep_saying_why(slurm, ws):
+    """--slurm nodes=2 on a partition of one node: squeue said PENDING (PartitionNodeLimit), the sweep nothing, until
+    it was killed."""
+    point_recipes(ws)
+    result = ws.mlrun("sweep", "point", "--grid", "n=0", "--name", "two-nodes", "--on", "slurm", "--slurm",
+                      "time=5,nodes=2", timeout=120)
+    assert_user_error(result, 2, "SLURM keeps the jobs of points p000 pending for ever: PartitionNodeLimit",
+                      "change --slurm to what the partition allows")
+    names = subprocess.run(["squeue", "--noheader", "--format=%j|%T"], capture_output=True, text=True, timeout=10)
+    assert not [line for line in names.stdout.splitlines() if "two-nodes" in line and "PENDING" in line], names.stdout
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "two-nodes"))   # nothing started: no record left
