@@ -380,17 +380,6 @@ NEVER_RUNS = {"PartitionNodeLimit": "the partition has fewer nodes, or smaller o
               "InvalidQOS": "--slurm qos", "QOSMaxNodePerJobLimit": "the QOS's most nodes per job",
               "QOSMaxCpuPerJobLimit": "the QOS's most CPUs per job",
               "QOSMaxWallDurationPerJobLimit": "the QOS's most time per job"}
-_squeue.reasons = {}   # array task id: why SLURM keeps it pending (squeue's %r)
-
-# Why SLURM keeps a job pending that no wait mends (squeue %r): the sweep said nothing, for ever (--slurm nodes=2 on a
-# partition of one node)
-NEVER_RUNS = {"PartitionNodeLimit": "the partition has fewer nodes, or smaller ones, than the job asks (--slurm nodes, "
-                                    "--cpus)",
-              "PartitionTimeLimit": "--slurm time is over the partition's limit",
-              "BadConstraints": "no node has what --slurm constraint asks", "InvalidAccount": "--slurm account",
-              "InvalidQOS": "--slurm qos", "QOSMaxNodePerJobLimit": "the QOS's most nodes per job",
-              "QOSMaxCpuPerJobLimit": "the QOS's most CPUs per job",
-              "QOSMaxWallDurationPerJobLimit": "the QOS's most time per job"}
 
 
 def _log_tail(job):
