@@ -71,6 +71,9 @@ class Executor:
 
 def executor(on, options):
     """The executor `--on` names (None: local)."""
+    if on is not None and not on.strip() or on in ("ray:", "ray://"):   # ran locally, or on RAY_ADDRESS's, unsaid
+        raise UsageError(f"--on {on!r}: " + ("no address after it" if on else "empty"),
+                         hint="use --on local, ray, ray://HOST:PORT, ray:HOST:PORT or slurm")
     on = on or "local"
     kind = "ray" if on.startswith("ray:") else on   # ray://HOST:PORT (Ray Client), ray:HOST:PORT (the GCS)
     # Options of another executor would be dropped without a word: the person meant them for a cluster.

@@ -64,9 +64,14 @@ class RayExecutor(Executor):
                 return context
             except (ConnectionError, RuntimeError, ValueError) as e:
                 if attempt == 1:
+                    # something answers there (_reachable said so): a cluster's other port, named in the other form
+                    # (the hint said "start one" of a cluster that was up)
+                    other = "the Ray Client port (10001 by default) is written ray://HOST:PORT; " \
+                        if not address.startswith("ray://") else \
+                        "the GCS port (6379 by default) is written ray:HOST:PORT (or RAY_ADDRESS); "
                     raise UsageError(f"cannot reach the Ray cluster at {address}: {str(e).strip().splitlines()[0]}",
-                                     hint="start one (`ray start --head`), then --on ray (RAY_ADDRESS), "
-                                          "--on ray:HOST:6379 or --on ray://HOST:10001") from None
+                                     hint=f"{other}no cluster yet: start one (`ray start --head`), then --on ray "
+                                          "(RAY_ADDRESS), --on ray:HOST:6379 or --on ray://HOST:10001") from None
 
     def run(self, tasks, settings, on_event):
         ray = remote.need("ray", "--on ray")

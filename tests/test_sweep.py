@@ -418,6 +418,10 @@ def test_sweep_usage_errors(bench):
                       "a sweep name is letters")
     assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "x", "--on", "moon"),
                       2, "--on moon: not an executor")
+    # an empty --on ran locally, "ray:" on RAY_ADDRESS's cluster, each without a word
+    for on, said in (("", "--on '': empty"), ("ray:", "--on 'ray:': no address after it")):
+        assert_user_error(bench.mlrun("sweep", "app bench", "--grid", "batch_size=1", "--name", "x", f"--on={on}"),
+                          2, said)
     assert_user_error(bench.mlrun("sweep", "app bench", "more", "--grid", "batch_size=1", "--name", "x"), 2,
                       "unexpected argument 'more'")
     assert_user_error(bench.mlrun("sweep", "show", "nope"), 2, "no sweep 'nope'", "none yet")
