@@ -103,7 +103,8 @@ def main(argv=None):
         try:
             rows = measure(run_dir, cache, scratch, key, trust, args.repeat)
         except MlrunError as e:   # a run still running, a cache without its entries: said, not a traceback
-            parser.exit(e.exit_code, f"bundle_io: {e.message}\n" + (f"hint: {e.hint}\n" if e.hint else ""))
+            hint = (e.hint or "").replace("--cache", "MLRUN_CACHE")   # this script's cache is MLRUN_CACHE's
+            parser.exit(e.exit_code, f"bundle_io: {e.message}\n" + (f"hint: {hint}\n" if hint else ""))
         print(f"run {os.path.basename(run_dir)}, best of {args.repeat}")
         print(f"{'bundle':<9} {'MB':>7} {'entries':>7} {'export s':>9} {'one read s':>10} {'import s':>9} "
               f"{'import / read':>13} {'diff s':>7} {'diff / read':>11}")

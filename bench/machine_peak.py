@@ -241,9 +241,11 @@ def main(argv=None):
         parser.error(f"--peak-seconds must be above 0, not {args.peak_seconds}")
     if args.batch_pad and args.batch_size == 1:   # ignored unsaid; the app refuses it too
         parser.error("--batch-pad applies only with --batch-size above 1")
-    if args.quick:
-        args.samples, args.repeats, args.layers, args.hidden, args.heads = 8, 1, 2, 64, 2
-        args.peak_seconds = 0.2
+    if args.quick:   # the smoke run's sizes where none was given (they replaced --samples 32 and the like unsaid)
+        for name, value in (("samples", 8), ("repeats", 1), ("layers", 2), ("hidden", 64), ("heads", 2),
+                            ("peak_seconds", 0.2)):
+            if getattr(args, name) == parser.get_default(name):
+                setattr(args, name, value)
     cores = parallelism.available_cores()
     threads = args.threads or len(cores)
     cache = args.scratch

@@ -11,6 +11,7 @@ Extra arguments (--on, --jobs, --slurm, --cpus) go to `mlrun sweep`; a cluster n
 folder its nodes share.
 """
 import argparse
+import difflib
 import os
 import subprocess
 import sys
@@ -33,6 +34,10 @@ def main(argv=None):
     parser.add_argument("--cache", help="cache folder (default: a temporary one)")
     parser.add_argument("--runs", help="runs folder (default: a temporary one)")
     args, sweep_args = parser.parse_known_args(argv)
+    for arg in sweep_args:   # the rest goes to `mlrun sweep`: a misspelt option of this script went there too
+        near = difflib.get_close_matches(arg.split("=")[0], ["--points", "--cache", "--runs"], n=1, cutoff=0.75)
+        if arg.startswith("--") and near:
+            parser.error(f"{arg}: did you mean {near[0]}? (options this script does not take go to `mlrun sweep`)")
     with tempfile.TemporaryDirectory(prefix="sweep-overhead-") as tmp:
         os.makedirs(os.path.join(tmp, "recipes", "noop"))
         with open(os.path.join(tmp, "recipes", "noop", "recipe.yaml"), "w") as f:

@@ -72,6 +72,8 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     ("bench.engine_overhead", ["--repeat", "0"], "--repeat: must be at least 1, not 0"),
     ("bench.sweep_cluster", ["--points", "0"], "--points: must be at least 1, not 0"),
     ("bench.sweep_overhead", ["--points", "0"], "--points: must be at least 1, not 0"),
+    # passed on to `mlrun sweep`, which said "unexpected argument" after the script's own setup
+    ("bench.sweep_overhead", ["--pionts", "5"], "--pionts: did you mean --points?"),
     ("bench.concurrent_builds", ["--seconds", "nan"], "--seconds: must be above 0, not nan"),
 ])
 def test_a_bench_refuses_what_it_would_fail_on_after_measuring(script, flags, said):

@@ -218,8 +218,9 @@ def test_fused_then_int8_and_a_model_file_fused(mlrun, tmp_path):
 
 @pytest.mark.slow
 def test_machine_peak_quick_run_prints_its_figures(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "bench.machine_peak", "--quick", "--scratch", str(tmp_path)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=180)
+    # --samples given beside --quick is kept (the smoke run's 8 replaced it unsaid)
+    result = subprocess.run([sys.executable, "-m", "bench.machine_peak", "--quick", "--samples", "6", "--scratch",
+                             str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
     assert "fp32 MatMul:" in out and "int8 MatMulInteger:" in out
@@ -234,9 +235,9 @@ def test_machine_peak_quick_run_prints_its_figures(tmp_path):
     one_view = "layout Offline: 1 session(s)" in out
     for name, line in rows.items():  # samples/s, median, speed-up, GFLOP/s, % of peak, same answers out of 8
         assert "x " in line and "%" in line, line
-        assert ("/8" in line) == (name.endswith("all cores") or one_view), line
-        assert ("/8" in line) != ("not compared: this layout keeps no answers" in line), line
-    assert " 8/8" in rows["fp32 fused, all cores"]  # fusion keeps every answer
+        assert ("/6" in line) == (name.endswith("all cores") or one_view), line
+        assert ("/6" in line) != ("not compared: this layout keeps no answers" in line), line
+    assert " 6/6" in rows["fp32 fused, all cores"]  # fusion keeps every answer
     cores = len(os.sched_getaffinity(0))
     assert "the model's weight GEMMs alone at the mean length" in out
     assert (f"fp32, 1 thread(s) x {cores} cores" if cores > 1 else "fp32, 1 thread(s):") in out, out
