@@ -290,9 +290,11 @@ class Runner:
                     folder = os.path.join(run_dir, folders[node.key])
                     try:
                         meta = self._build(node, folder, i, total, is_root)
-                    except StepError:  # a step may fail on its results (--strict): they are still the run's
-                        if node.record:
-                            step["record"] = records.collect(folder, node.record)
+                    except (StepError, KeyboardInterrupt):   # a step may fail on its results (--strict), or be
+                        # stopped having written some (a QA session's answers so far): they are still the run's
+                        if node.record:   # half-written results are none (a record of them could not be read)
+                            step["record"] = {field: value for field, value in records.collect(folder, node.record)
+                                              .items() if field != "results" or isinstance(value, dict)}
                         raise
                     write_json(os.path.join(folder, META_DIR, "step.json"), meta)
                     step["status"], self.folders[node.key] = "ran", folder

@@ -139,6 +139,26 @@ def test_an_interrupted_run_is_flat_too(bench, tmp_path):
     assert [s["status"] for s in record["steps"]] == ["built", "interrupted"]
     listed = json.loads(bench.mlrun("runs", "--status", "interrupted", "--json").stdout)
     assert [r["run"] for r in listed] == [run_id]
+    assert record["results"] is None   # it wrote none before it was stopped
+
+
+@pytest.mark.parametrize("written, results", [('{"answers": 2}', {"answers": 2}),
+                                              ('{"answ', None)])   # cut mid-write: none, the record still readable
+def test_what_a_stopped_step_wrote_of_its_results_is_the_runs(ws, tmp_path, written, results):
+    """A QA session stopped by Ctrl-C keeps the answers so far in qa.json; the record had none (`runs`: RESULT -)."""
+    ws.recipe("talk", "tags: talk\ncache: false\nrun: bash \"{recipe}/run.sh\"\nrecord: {results: qa.json}\n",
+              files={"run.sh": f"echo '{written}' > qa.json; touch started; sleep 60\n"})
+    proc = ws.popen("talk")
+    try:
+        assert wait_for(lambda: os.path.isdir(ws.runs) and any(
+            os.path.exists(os.path.join(ws.runs, r, "talk", "started")) for r in os.listdir(ws.runs)), timeout=30)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)
+    finally:
+        kill_group(proc)
+    (run_id,) = os.listdir(ws.runs)
+    record = records.load(os.path.join(ws.runs, run_id, "run.json"))
+    assert record["status"] == "interrupted" and record["results"] == results, record
 
 
 @pytest.fixture
