@@ -433,6 +433,11 @@ def _read(path, trust=None, verb="import", dest=None):
                         pass
                 else:
                     _extract(tar, members, dest, path)
+                # tarfile ends at a header it cannot read as it ends at the archive's end (zero blocks): a tar cut
+                # or damaged inside a whole gzip stream imported its first half, exit 0
+                if stream.last_block != bytes(tarfile.BLOCKSIZE):
+                    raise _Broken(tarfile.ReadError(f"the archive ends at a damaged or missing header at byte "
+                                                    f"{tar.offset}, not at its end marker"))
             # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not
             while stream.read(_Tapped.CHUNK):
                 pass
@@ -470,12 +475,15 @@ class _Tapped:
     def __init__(self, f, hashing, errors):
         self.f, self.hashing, self.pos, self.errors = f, hashing, 0, errors
         self.sha256, self.hashed, self.held = hashlib.sha256(), 0, bytearray()
+        self.last_block = None
 
     def read(self, n=-1):
         try:
             data = self.f.read(n)
         except self.errors as e:
             raise _Broken(e) from None
+        if n == tarfile.BLOCKSIZE:   # a header, or the archive's end: tarfile reads both a block at a time
+            self.last_block = data
         self.pos += len(data)
         if self.hashing:
             self.held += data

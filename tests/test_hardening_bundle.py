@@ -547,3 +547,24 @@ def test_diff_and_import_of_a_hand_made_bundle_say_what_is_wrong(ws, tmp_path, m
         assert_user_error(ws.mlrun("import", str(bundle)), 2, said)
     else:
         assert result.returncode == 0 and "no differences" in result.stdout, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("damage", ["cut", "bad-header"])
+def test_a_tar_cut_or_damaged_inside_a_whole_gzip_stream_is_refused(there, damage):
+    """tarfile ends at a header it cannot read as at the archive's end: a bundle cut at a header (or one with a header
+    damaged) but gzipped whole imported its first members, "0 cache entries added", exit 0."""
+    import gzip
+    import io
+    raw = gzip.decompress(open(there.unsigned, "rb").read())
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        offsets = [m.offset for m in tar]
+    middle = offsets[len(offsets) // 2]
+    if damage == "cut":
+        raw = raw[:middle]
+    else:   # a byte of its name changed: the header's checksum no longer holds
+        raw = raw[:middle] + bytes([raw[middle] ^ 1]) + raw[middle + 1:]
+    bundle = there.tmp / f"{damage}.tar.gz"
+    bundle.write_bytes(gzip.compress(raw))
+    assert_user_error(import_(there, str(bundle)), 2, f"cannot read the bundle {bundle}: the archive ends at a "
+                      f"damaged or missing header at byte {middle}, not at its end marker", "truncated or corrupt")
+    assert nothing_imported(there.cache2, there.runs2)
