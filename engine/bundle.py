@@ -31,7 +31,8 @@ import zlib
 from . import integrity, signing
 from .cache import (ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed_as, group_readable, read_entry,
                     removal_command, shared_dir)
-from .errors import MlrunError, UsageError
+from .errors import MlrunError, UsageError, printable
+from .gc import RUN_ID
 from .records import check_shape, status
 
 RUN_DIR, CACHE_DIR = "run", "cache"
@@ -397,8 +398,9 @@ def read_record(path):
     run_id = read.run_id
     try:
         record = json.loads(read.run_json.decode())
-    except ValueError:   # not UTF-8 JSON (it said "'utf-16-le' codec can't decode ...")
-        raise _refuse(path, f"run {run_id}", "its run.json is no JSON text", verb="read") from None
+    except (ValueError, RecursionError):   # not UTF-8 JSON (it said "'utf-16-le' codec can't decode ..."), or
+        # nested deeper than Python reads
+        raise _refuse(path, f"run {run_id}", "its run.json is no JSON text mlrun reads", verb="read") from None
     if not isinstance(record, dict) or record.get("id") != run_id or not isinstance(record.get("steps"), list):
         raise _refuse(path, f"run {run_id}", "its run.json is no run record or names another run", verb="read")
     check_shape(record, f"{path}: {RUN_DIR}/{run_id}/run.json")
@@ -569,6 +571,10 @@ class _Members:
             self.files.add(rel)
         if len(parts) > 1:
             if parts[0] == RUN_DIR:
+                if not RUN_ID.fullmatch(parts[1]):   # printed raw by import and runs (an escape sequence cleared the
+                    # screen), or read as a word `runs show` takes (`last`)
+                    raise self.refuse(f"run {printable(parts[1])!r}", "not named as mlrun names runs "
+                                      "(YYYYMMDD-HHMMSS-xxxx)")
                 self.runs.add(parts[1])
                 if len(self.runs) > 1:
                     raise self.refuse("its content", f"{len(self.runs)} run folders where a bundle holds exactly one")
@@ -640,6 +646,9 @@ def _parts(name):
     return [p for p in name.split("/") if p not in ("", ".")]
 
 
+MOST_DEPTH = 64   # path components of a member (a venv's deepest file lies about 20 down)
+
+
 def _member_problem(m, parts):
     """What is wrong with one member (parts: its path split, without empty and '.' parts), or None."""
     if m.name.startswith("/"):
@@ -650,6 +659,8 @@ def _member_problem(m, parts):
         return f"outside {RUN_DIR}/ and {CACHE_DIR}/"
     if len(parts) > 1 and parts[1].startswith("."):
         return "hidden run or entry name"
+    if len(parts) > MOST_DEPTH:   # 1,500 folders deep: 66 s, then a RecursionError in import and in every later gc
+        return f"{len(parts)} folders deep, more than a run or an entry holds ({MOST_DEPTH})"
     if m.islnk():
         return "hard link"
     if m.ischr() or m.isblk() or m.isfifo():
@@ -694,7 +705,7 @@ def _verify_run(folder, run_id, bundle):
     try:
         with open(os.path.join(folder, "run.json")) as f:
             record = json.load(f)
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):   # 100,000 lists deep: "unexpected RecursionError ... a bug"
         record = None
     if not isinstance(record, dict) or record.get("id") != run_id or not isinstance(record.get("steps"), list):
         raise _refuse(bundle, f"run {run_id}", "its run.json is unreadable, no run record or names another run")

@@ -528,7 +528,7 @@ def rename_entry_not_hex(items, shared):
 
 
 def add_second_run(items, shared):
-    items.append(reg("run/evil/run.json", b'{"id": "evil"}'))
+    items.append(reg("run/20260101-000000-0e71/run.json", b'{"id": "20260101-000000-0e71"}'))
 
 
 TAMPERS = [   # (edit, what the message must say; {app}, {base}, {run} stand for the names)

@@ -531,9 +531,25 @@ def _hand_made(path, members):
                 tar.addfile(info, __import__("io").BytesIO(data))
 
 
+R1 = "20261207-120000-00a1"
+
+
 @pytest.mark.parametrize("members, said", [
-    ([("run", None), ("./run/r1", None), ("run/r1/./run.json", b'{"id": "r1", "steps": []}')], None),
-    ([("run", None), ("run/r1", None), ("run/r1/run.json", None)], "its run.json is no file"),
+    ([("run", None), (f"./run/{R1}", None), (f"run/{R1}/./run.json", b'{"id": "%s", "steps": []}' % R1.encode())],
+     None),
+    ([("run", None), (f"run/{R1}", None), (f"run/{R1}/run.json", None)], "its run.json is no file"),
+    # printed raw by import and runs (the escape cleared the screen); `last` read as the newest run by runs show
+    ([("run", None), ("run/x\x1b[2Jy", None), ("run/x\x1b[2Jy/run.json", b'{"id": "x\x1b[2Jy", "steps": []}')],
+     "run 'x\\x1b[2Jy': not named as mlrun names runs (YYYYMMDD-HHMMSS-xxxx)"),
+    ([("run", None), ("run/last", None), ("run/last/run.json", b'{"id": "last", "steps": []}')],
+     "run 'last': not named as mlrun names runs"),
+    # 1,500 folders deep: 66 s, then "unexpected RecursionError" in import and in every gc after it
+    ([("run", None), (f"run/{R1}", None), (f"run/{R1}/run.json", b'{"id": "%s", "steps": []}' % R1.encode()),
+      (f"run/{R1}/" + "/".join(["a"] * 70), None)], "72 folders deep, more than a run or an entry holds (64)"),
+    # nested 100,000 lists deep: "unexpected RecursionError ... a bug in mlrun"
+    ([("run", None), (f"run/{R1}", None),
+      (f"run/{R1}/run.json", b'{"id": "%s", "steps": [], "x": %s%s}' % (R1.encode(), b"[" * 100000, b"]" * 100000))],
+     "its run.json is"),
 ])
 def test_diff_and_import_of_a_hand_made_bundle_say_what_is_wrong(ws, tmp_path, members, said):
     """`./run/ID/run.json` is a name the checks take: diff then looked for the exact name (KeyError); a run.json
