@@ -85,11 +85,11 @@ def kill_recorded(path):
             owner = os.fstat(f.fileno()).st_uid
             rec = json.load(f)
         pgid = int(rec["pid"])
-        # A build folder is the group's to make (the cache is shared): a record another user wrote naming a
-        # process that is not theirs would have this user (root above all) kill it. Their own leftovers only.
-        if os.stat(f"/proc/{pgid}").st_uid != owner:
-            return
     except (OSError, ValueError, TypeError, KeyError):
+        return
+    # A build folder is the group's to make (the cache is shared): a record another user wrote naming a process
+    # that is not theirs would have this user (root above all) kill it. Their own leftovers only.
+    if any(uid != owner for uid in _group_owners(pgid)):
         return
     here = machine()
     if not here["boot"] or any(rec.get(k) != here[k] for k in here):
@@ -98,6 +98,20 @@ def kill_recorded(path):
     if started is not None and started != rec.get("started"):
         return  # the leader's pid is another process's now: its group is gone (a live group's id is never reused)
     _kill_group(pgid)
+
+
+def _group_owners(pgid):
+    """The owners of the processes in the group pgid (its leader may have exited, its jobs left running)."""
+    owners = set()
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = _read(f"/proc/{name}/stat")
+            try:
+                if stat and int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+                    owners.add(os.stat(f"/proc/{name}").st_uid)
+            except (IndexError, ValueError, OSError):   # gone meanwhile
+                continue
+    return owners
 
 
 def _kill_group(pgid):

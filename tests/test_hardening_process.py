@@ -4,6 +4,7 @@ Each test runs the real bin/mlrun on a step whose grandchild (bash -> python) ke
 writing into its folder, then stops mlrun one way or another and checks that nothing it started
 is left running.
 """
+import contextlib
 import glob
 import json
 import os
@@ -267,6 +268,24 @@ def test_kill_recorded_spares_a_reused_pid_and_other_machines(tmp_path):
     finally:
         victim.kill()
         victim.wait(timeout=10)
+
+
+def test_kill_recorded_kills_the_jobs_a_gone_leader_left(tmp_path):
+    """The step's shell gone, its background job left running: the group is still killed (an owner check that asked
+    the leader's /proc entry spared it)."""
+    proc = subprocess.Popen(["sh", "-c", "sleep 300 & echo $!; sleep 0.3"], start_new_session=True,
+                            stdout=subprocess.PIPE, text=True)
+    record = tmp_path / guard.RECORD
+    record.write_text(json.dumps(guard.identity(proc.pid)))
+    job = int(proc.stdout.readline())
+    proc.wait(timeout=10)
+    try:
+        assert guard.running(job)
+        guard.kill_recorded(str(record))
+        assert wait_for(lambda: not guard.running(job), timeout=10), "the left job still runs"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(job, signal.SIGKILL)
 
 
 def test_the_guard_runs_isolated_from_the_steps_python_settings(ws, tmp_path):
