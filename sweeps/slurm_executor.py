@@ -134,6 +134,13 @@ class SlurmExecutor(Executor):
         if most is not None and wanting > most:   # its jobs stayed pending for ever, the sweep saying nothing
             raise UsageError(f"--cpus {wanting}: no node of SLURM's {self.params.get('partition') or 'partitions'} "
                              f"has that many CPUs (the most: {most})", hint=f"--cpus {most} or fewer (`sinfo`)")
+        nodes = self.params.get("nodes")
+        have = _node_count(self.params.get("partition")) if isinstance(nodes, int) and nodes > 1 else None
+        if have is not None and nodes > have:   # pending for ever (PartitionNodeLimit), the sweep saying nothing
+            part = self.params.get("partition")
+            raise UsageError(f"--slurm nodes={nodes}: SLURM's " + (f"partition {part} has" if part else
+                             "partitions have") + f" {have} node(s) in all", hint=f"--slurm nodes={have} "
+                             "or fewer (`sinfo`), or another partition")
 
     def run(self, tasks, settings, on_event):
         submitit = remote.need("submitit", "--on slurm")
@@ -301,14 +308,28 @@ def _stderr_kept():
 
 def _most_cpus(partition=None):
     """The most CPUs a node of the partition (all, without one) has, by sinfo; None when sinfo does not say."""
+    counts = _sinfo("%c", partition)
+    return max(counts) if counts else None
+
+
+def _node_count(partition=None):
+    """The nodes of the partition (all, without one) in any state, by sinfo; None when sinfo does not say."""
+    names = _sinfo("%N", partition, ["--Node"])   # a node per line (one in two partitions is one node)
+    return len(set(names)) if names else None
+
+
+def _sinfo(field, partition, more=()):
     try:
-        said = subprocess.run(["sinfo", "--noheader", "--format=%c",
+        said = subprocess.run(["sinfo", "--noheader", *more, f"--format={field}",
                                *(["--partition", partition] if partition else [])],
                               capture_output=True, text=True, timeout=30)
-        counts = [int(x.rstrip("+")) for x in said.stdout.split() if x.rstrip("+").isdigit()]
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return max(counts) if said.returncode == 0 and counts else None
+    if said.returncode != 0:
+        return None
+    if field == "%N":
+        return said.stdout.split()
+    return [int(x.rstrip("+")) for x in said.stdout.split() if x.rstrip("+").isdigit()]
 
 
 def _answered(job):
@@ -371,11 +392,11 @@ def _squeue(arrays):
 _squeue.why = None
 _squeue.reasons = {}   # array task id: why SLURM keeps it pending (squeue's %r)
 
-# Why SLURM keeps a job pending that no wait mends (squeue %r): the sweep said nothing, for ever (--slurm nodes=2 on a
-# partition of one node)
-NEVER_RUNS = {"PartitionNodeLimit": "the partition has fewer nodes, or smaller ones, than the job asks (--slurm nodes, "
-                                    "--cpus)",
-              "PartitionTimeLimit": "--slurm time is over the partition's limit",
+# Why SLURM keeps a job pending that no wait mends (squeue %r): the sweep said nothing, for ever (--slurm time over
+# the partition's limit)
+# (not PartitionNodeLimit: SLURM says it too while the nodes are down or drained, which passes; more nodes than the
+# partition has are refused before any job, by sinfo)
+NEVER_RUNS = {"PartitionTimeLimit": "--slurm time is over the partition's limit",
               "BadConstraints": "no node has what --slurm constraint asks", "InvalidAccount": "--slurm account",
               "InvalidQOS": "--slurm qos", "QOSMaxNodePerJobLimit": "the QOS's most nodes per job",
               "QOSMaxCpuPerJobLimit": "the QOS's most CPUs per job",

@@ -266,13 +266,16 @@ def test_more_cpus_than_any_node_has_are_refused_before_any_job(slurm, ws):
 
 
 def test_a_job_slurm_keeps_pending_for_ever_ends_the_sweep_saying_why(slurm, ws):
-    """--slurm nodes=2 on a partition of one node: squeue said PENDING (PartitionNodeLimit), the sweep nothing, until
-    it was killed."""
+    """A time over the partition's limit: squeue said PENDING (PartitionTimeLimit), the sweep nothing, until it was
+    killed; --slurm nodes=2 on a partition of one node likewise (PartitionNodeLimit), now refused before any job."""
     point_recipes(ws)
-    result = ws.mlrun("sweep", "point", "--grid", "n=0", "--name", "two-nodes", "--on", "slurm", "--slurm",
-                      "time=5,nodes=2", timeout=120)
-    assert_user_error(result, 2, "SLURM keeps the jobs of points p000 pending for ever: PartitionNodeLimit",
+    result = ws.mlrun("sweep", "point", "--grid", "n=0", "--name", "too-long", "--on", "slurm", "--slurm",
+                      "partition=short,time=5", timeout=120)
+    assert_user_error(result, 2, "SLURM keeps the jobs of points p000 pending for ever: PartitionTimeLimit",
                       "change --slurm to what the partition allows")
     names = subprocess.run(["squeue", "--noheader", "--format=%j|%T"], capture_output=True, text=True, timeout=10)
-    assert not [line for line in names.stdout.splitlines() if "two-nodes" in line and "PENDING" in line], names.stdout
-    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "two-nodes"))   # nothing started: no record left
+    assert not [line for line in names.stdout.splitlines() if "too-long" in line and "PENDING" in line], names.stdout
+    assert not os.path.exists(os.path.join(ws.runs, "sweeps", "too-long"))   # nothing started: no record left
+    result = ws.mlrun("sweep", "point", "--grid", "n=0", "--name", "two-nodes", "--on", "slurm", "--slurm",
+                      "time=5,nodes=2", timeout=120)
+    assert_user_error(result, 2, "--slurm nodes=2: SLURM's partitions have 1 node(s) in all", "--slurm nodes=1 or fewer")
