@@ -166,7 +166,7 @@ def summary_text(scenario, checks, notes=(), latencies=(), params=()):
      ["Run unsuccessful.", "Processed 20 queries.", "Would need to run at least 439 more queries,"], [],
      [("target_qps", "50"), ("min_duration (ms)", "2000"), ("min_query_count", "100"), ("max_query_count", "20")],
      [("Min duration satisfied", "max_query_count 20 stops the schedule at 20 queries, 400 ms at 50/s",
-       "raise or remove max_query_count (your --user_conf), or lower --target-qps (now 50) to 10 or below"),
+       "raise or remove max_query_count (your --user_conf), or lower --target-qps (now 50) to 8 or below"),
       ("Min queries satisfied", "max_query_count 20 is below min_query_count 100",
        "raise max_query_count (your --user_conf) to 100 or more"),
       ("Early stopping satisfied", "needs 439 more queries",
