@@ -1277,7 +1277,8 @@ def cmd_mirror(args, extras, settings):
 
 
 # Failures another try of `mirror fetch` meets again: the server's own answer, not the network's.
-LASTING_FAILURE = re.compile(r"checksum mismatch|HTTP 4\d\d|\b40[134] Client Error|NotFoundError|redirects")
+# (not 408 or 429: a time-out or a rate limit, which a try later mends)
+LASTING_FAILURE = re.compile(r"checksum mismatch|HTTP 4(?!08|29)\d\d|\b40[134] Client Error|NotFoundError|redirects")
 
 
 def _mirror_fetch(args, extras, settings, index_path):

@@ -452,6 +452,13 @@ def test_mirror_fetch_goes_on_past_a_failed_download_and_names_it(thing, server,
     assert sorted(os.listdir(out)) == ["data.json", "gone.json"], os.listdir(out)
 
 
+def test_mirror_fetch_calls_a_rate_limit_or_time_out_worth_another_try():
+    """429 and 408 were taken for the server's lasting answer ("no try again mends it"): a try later is the fix."""
+    from engine.cli import LASTING_FAILURE
+    assert [bool(LASTING_FAILURE.search(f"HTTP {code} x")) for code in (404, 401, 403, 410, 429, 408)] == \
+        [True, True, True, True, False, False]
+
+
 @pytest.mark.slow  # about 1.1 s on the 2-core EPYC
 def test_mirror_fetch_puts_a_file_a_step_takes_by_path_where_the_step_looks(ws, server, tmp_path):
     """A file with no checksum known (the calibration list) is not a declared download: `mirror fetch` said of it
