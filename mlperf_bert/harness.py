@@ -581,6 +581,8 @@ def _faster_model(args):
     the run's is not one (it named _int8-dynamic to DeepSparse and OpenVINO, which refuse it, and to int8 runs)."""
     if args.precision in ("int8", "int8-bf16") or (_int8_operators(args.model)[0] or 0):
         return ""
+    if args.backend == "tensorrt" or getattr(args, "device", "cpu") != "cpu":   # a GPU: _int8-dynamic is refused there
+        return "a TensorRT int8 engine (_tensorrt --precision=int8) or "
     return {"onnxruntime": "an int8 model (_int8-dynamic) or ", "openvino": "an int8 model (--precision=int8) or ",
             "deepsparse": "a sparse or int8 model (--model=zoo:...) or "}.get(args.backend, "")
 

@@ -766,10 +766,12 @@ def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, t
     # an int8 model, or a backend that refuses _int8-dynamic: no int8 advice it cannot take (it named _int8-dynamic)
     from mlperf_bert import harness
     from types import SimpleNamespace
-    for backend, precision, said in (("openvino", "fp32", "an int8 model (--precision=int8) or "),
-                                     ("openvino", "int8", ""), ("onnxruntime", "fp32", "an int8 model (_int8-dynamic) or ")):
-        assert harness._faster_model(SimpleNamespace(backend=backend, precision=precision, model=str(files.model))) \
-            == said
+    for backend, device, precision, said in (
+            ("openvino", "cpu", "fp32", "an int8 model (--precision=int8) or "), ("openvino", "cpu", "int8", ""),
+            ("onnxruntime", "cpu", "fp32", "an int8 model (_int8-dynamic) or "),
+            ("onnxruntime", "tensorrt-ep", "fp16", "a TensorRT int8 engine (_tensorrt --precision=int8) or ")):
+        assert harness._faster_model(SimpleNamespace(backend=backend, device=device, precision=precision,
+                                                     model=str(files.model))) == said
     assert not (tmp_path / "run" / "find-peak" / "offline").exists()  # no search was started
 
 
