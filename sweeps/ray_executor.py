@@ -176,8 +176,8 @@ class RayExecutor(Executor):
                         for ref in ready:
                             task, node_id = refs.pop(ref)
                             busy.discard(node_id)
-                            error = _ray_error(ray, ref) if task.point_id not in seen else None
-                            if task.measures and node_id and type(error).__name__ in NODE_GONE:
+                            error = _ray_error(ray, ref) if task.measures and node_id else None
+                            if task.point_id not in seen and type(error).__name__ in NODE_GONE:
                                 # sent to a node that died before the point started: it never ran; another node
                                 # takes it (it was failed, "node ... doesn't exist any more", the head free)
                                 nodes.pop(node_id, None)
@@ -186,7 +186,7 @@ class RayExecutor(Executor):
                                 continue
                             outcome = _outcome(ray, ref, task, node_id, settings.runs, self.log_dir,
                                                mlruns.get(task.point_id))
-                            if task.measures and node_id and type(error).__name__ == "NodeDiedError":
+                            if type(error).__name__ == "NodeDiedError":   # died under a point that ran
                                 nodes.pop(node_id, None)   # no measuring point is sent there again
                                 checked = 0
                             yield self._finish(outcome, task, seen, on_event)

@@ -182,10 +182,7 @@ class SlurmExecutor(Executor):
                             on_event("finished", task, _result(submitit, job, task, "", settings.runs, self.log_dir))
                     if running:
                         time.sleep(0.5)
-                # the pickled specs hold --env secrets in plain text, kept for ever (no requeue needs them again)
-                for job, _ in jobs.values():
-                    with contextlib.suppress(OSError):
-                        os.unlink(job.paths.submitted_pickle)
+                _forget_specs(job for job, _ in jobs.values())
 
     @staticmethod
     def _cancel_leftovers(job_name):
@@ -223,6 +220,7 @@ class SlurmExecutor(Executor):
                 if arrays:   # the arrays it took before stay queued, then run unwatched: cancelled
                     with contextlib.suppress(OSError, subprocess.TimeoutExpired):
                         subprocess.run(["scancel", *arrays], capture_output=True, timeout=60)
+                _forget_specs(job for job, _ in jobs.values())
                 why = getattr(e, "stderr", None) or getattr(e, "output", None) or str(e)
                 why = why.decode() if isinstance(why, bytes) else str(why)
                 why = why if why.strip() else said.text
@@ -304,6 +302,14 @@ def _stderr_kept():
             os.close(saved)
             kept.seek(0)
             holder.text = kept.read().decode(errors="replace")
+
+
+def _forget_specs(jobs):
+    """The pickled specs hold --env secrets in plain text, kept for ever: removed once their jobs need them no more
+    (no requeue: --no-requeue)."""
+    for job in jobs:
+        with contextlib.suppress(OSError):
+            os.unlink(job.paths.submitted_pickle)
 
 
 def _most_cpus(partition=None):
