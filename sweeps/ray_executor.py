@@ -127,7 +127,7 @@ class RayExecutor(Executor):
                             strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
                             refs[submit(task, num_cpus=nodes[node_id], scheduling_strategy=strategy)] = (task, node_id)
                             busy.add(node_id)
-                        if measuring and not refs and not nodes:
+                        if measuring and not refs and not nodes and not gone:   # (gone: they stay pending)
                             for task in measuring:
                                 lost = remote.lost(task, "-", "no Ray node with CPUs is left", log_dir=self.log_dir)
                                 yield self._finish(lost, task, seen, on_event)
