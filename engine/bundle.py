@@ -28,7 +28,7 @@ import time
 import types
 import zlib
 
-from . import integrity, signing
+from . import integrity, keys, signing
 from .cache import (ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed_as, group_readable, read_entry,
                     removal_command, shared_dir)
 from .errors import MlrunError, UsageError, printable
@@ -373,12 +373,13 @@ def import_bundle(path, cache, runs_dir, trust=None):
         run_id, entries = read.run_id, read.entries
         staged_run = os.path.join(tmp, RUN_DIR, run_id)
         _verify_run(staged_run, run_id, path)
+        used = _entries_of(os.path.join(staged_run, "run.json"))
         with _Bar("verifying entries", lambda: len(entries), unit=" entries") as bar:
             for name in entries:   # all of them before publishing any
-                _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path)
+                _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path, used)
                 bar.add(1)
         _check_places(cache, entries, runs_dir, run_id)   # likewise: an import stopped half-way said nothing
-        added, present, damaged = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
+        added, present, damaged, other = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
         run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
         # A run of that id here already is kept: whether it is the bundle's decides what a replay compares with
         run_same = run_existed and _same_tree(staged_run, run_dir)
@@ -386,7 +387,7 @@ def import_bundle(path, cache, runs_dir, trust=None):
         cache.drop_temp(tmp)
     return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "run_same": run_same,
             "added": added, "present": present,
-            "damaged_here": damaged,
+            "damaged_here": damaged, "other_build_here": other,
             "signed": read.signature is not None, "signed_by": read.signed_by, "verified": bool(trust)}
 
 
@@ -716,14 +717,31 @@ def _verify_run(folder, run_id, bundle):
     _check_links(folder, bundle, f"run {run_id}")
 
 
-def _verify_entry(folder, name, bundle):
-    """Refuse unless the entry's files are exactly those its files.json lists, and its metadata agrees."""
+def _entries_of(run_json):
+    """{entry name: the build's entry_digest (or None)} of the entries the run's steps used, as export packs them."""
+    with open(run_json) as f:
+        record = json.load(f)
+    return {os.path.basename(step.get("path") or ""): step.get("entry_digest") for step in record["steps"]
+            if isinstance(step, dict) and step.get("status") in REUSED and isinstance(step.get("path"), str)}
+
+
+def _verify_entry(folder, name, bundle, used=None):
+    """Refuse unless the entry's files are exactly those its files.json lists, and its metadata agrees: its key is
+    its material's, and a step of the run used it, that build (used: _entries_of; None: not checked)."""
     what = f"cache entry {name}"
     meta = read_entry(folder)
     if meta is None:
         raise _refuse(bundle, what, f"{META_DIR}/{ENTRY_FILE} is missing or unreadable")
     if name != filed_as(meta):
         raise _refuse(bundle, what, f"its {ENTRY_FILE} belongs to the entry {filed_as(meta)}")
+    # what export packs, and nothing else: an entry no step used, or a key that is not its material's, was
+    # published and served later runs (any bytes under any key)
+    if used is not None and name not in used:
+        raise _refuse(bundle, what, "no step of the run used it")
+    if not isinstance(meta.get("material"), dict) or keys.key(meta["material"]) != meta["key"]:
+        raise _refuse(bundle, what, "its key is not the key of what it records it was built from (its material)")
+    if used and used.get(name) and meta.get("entry_digest") != used[name]:
+        raise _refuse(bundle, what, "another build than the one the run used (its entry_digest)")
     problems = entry_problems(folder, meta)   # the check `mlrun cache verify` makes
     if problems:
         raise _refuse(bundle, what, f"its files or metadata do not match its digests ({few(problems)})")
@@ -744,7 +762,7 @@ def _check_links(folder, bundle, what):
 def _publish_entries(cache, staged, names):
     """Rename each verified entry into the cache under its lock; returns (added, present, damaged) names, damaged
     those present here that changed since they were published."""
-    added, present, damaged = [], [], []
+    added, present, damaged, other = [], [], [], []
     for name in names:
         final = os.path.join(cache.root, name)
         with cache.lock(types.SimpleNamespace(entry_name=name)):
@@ -753,6 +771,8 @@ def _publish_entries(cache, staged, names):
                 present.append(name)
                 if integrity.stat_problems(final) or _content_differs(final, here):   # but say so when the one
                     damaged.append(name)   # here changed since (a flipped byte passed: "already present", used)
+                elif here.get("entry_digest") != (read_entry(os.path.join(staged, name)) or {}).get("entry_digest"):
+                    other.append(name)   # another build of the key (a signed bundle's replay used it, unsaid)
                 continue
             if os.path.lexists(final):   # put there since _check_places looked
                 raise _not_an_entry(name, final)
@@ -763,7 +783,7 @@ def _publish_entries(cache, staged, names):
     for name in added + present:
         cache.use(types.SimpleNamespace(entry_name=name))
     cache.release_uses()
-    return added, present, damaged
+    return added, present, damaged, other
 
 
 def _content_differs(path, meta):

@@ -212,8 +212,9 @@ def build_parser(only=None):
     p.add_argument("--allow-differences", action="store_true",
                    help="run even when the plan cannot be the recorded one (the replay is marked inexact)")
     p.add_argument("--recorded-recipes", action="store_true",
-                   help="where the local recipes differ from the run's, run the copies its record holds (code that "
-                        "came with the run; a bundle verified by --trust needs no flag)")
+                   help="where the local recipes differ from the run's, run the copies its record holds, and a "
+                        "bundle's --env/--dep settings (code that came with the run; a bundle verified by --trust "
+                        "needs no flag)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("submit", "an MLPerf submission of QUERY: settings search, accuracy, performance and TEST01 runs "
                        "per scenario (resumable), the official tree, checker and archive", "required",
@@ -1389,7 +1390,7 @@ def cmd_export(args, extras, settings):
 
 def cmd_import(args, extras, settings):
     from . import bundle
-    from .cache import Cache, removal_command
+    from .cache import Cache
     if not os.path.isfile(args.bundle):
         raise UsageError(_not_a_file(args.bundle), hint="a bundle is the .tar.gz `mlrun export` writes")
     info = bundle.import_bundle(args.bundle, Cache(settings.cache), settings.runs, trust=args.trust)
@@ -1399,15 +1400,49 @@ def cmd_import(args, extras, settings):
           + (" (that run was here already: left as it was)" if info.get("run_existed") and not other else "")
           + f": {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present")
     print(_signature_note(info))
-    for name in info.get("damaged_here", []):   # kept (entries are never replaced), but not silently
-        path = os.path.join(settings.cache, name)
-        print(f"warning: the entry {name} already here was changed since it was published; the bundle's copy was "
-              f"not used: `{removal_command(path)}`, then import again", file=sys.stderr)
+    _entries_here_said(info, settings)
     if other:   # it said "that run was here already: left as it was", exit 0, and `runs` showed the other run
         raise UsageError(f"a run {info['run_id']} is here already and is not the bundle's ({info['run_dir']}): left "
                          "as it was, the bundle's run not imported", hint="import the bundle into another runs folder "
                          f"(mlrun --runs DIR import {args.bundle}), or move {info['run_dir']} away and import again")
     return 0
+
+
+# A bundle's recorded --dep.NAME.tags: variations of the local recipes, no code of their own
+CARRIED_TAGS = re.compile(r"\s*_?[\w.-]+(\s+_?[\w.-]+)*\s*")
+
+
+def _data(value):
+    """Whether a setting a bundle carries is a number or a boolean (--dep.model.layers=2, OMP_NUM_THREADS=1): data,
+    where text may be a command (BASH_ENV, a package to install, an interpreter)."""
+    text = str(value).strip().lower()
+    if text in ("true", "false"):
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _entries_here_said(info, settings, replay=None):
+    """Entries the bundle has that are here already, changed since or another build: kept (entries are never
+    replaced), but not silently; a signed bundle's replay refuses to run on another build than the signed one."""
+    from .cache import few, removal_command
+    for name in info.get("damaged_here", []):
+        path = os.path.join(settings.cache, name)
+        print(f"warning: the entry {name} already here was changed since it was published; the bundle's copy was "
+              f"not used: `{removal_command(path)}`, then import again", file=sys.stderr)
+    other = info.get("other_build_here", [])
+    if other and replay and info.get("verified"):
+        raise UsageError(f"{few(other)} here {'is' if len(other) == 1 else 'are'} another build than the signed "
+                         "bundle's: the replay would use the one here, which its signer does not vouch for",
+                         hint=f"`{removal_command(os.path.join(settings.cache, other[0]))}`" + (
+                             " (and the others)" if len(other) > 1 else "") + f", then mlrun replay {replay} again")
+    for name in other:
+        print(f"note: the entry {name} here is another build than the bundle's (its entry_digest differs): the one "
+              f"here is kept and used (`{removal_command(os.path.join(settings.cache, name))}` takes the bundle's "
+              "on the next import)", file=sys.stderr)
 
 
 def _signature_note(info):
@@ -1429,7 +1464,8 @@ def cmd_replay(args, extras, settings):
     from .cache import Cache
     from .runner import Runner
     ref, jobs = args.run, _jobs(args)
-    if _is_bundle(ref):
+    carried = _is_bundle(ref)
+    if carried:
         from . import bundle
         if not os.path.isfile(ref):
             raise UsageError(_not_a_file(ref), hint="replay takes a run id, a run folder, a run.json or a bundle "
@@ -1438,6 +1474,8 @@ def cmd_replay(args, extras, settings):
         print(f"imported {ref}: {plural(len(info['added']), 'cache entry')} added, {len(info['present'])} already present; "
               + _signature_note(info), file=sys.stderr)
         ref = info["run_dir"]
+        _entries_here_said(info, settings, replay=shlex.join([args.run] + (["--trust", args.trust] if args.trust
+                                                                             else [])))
         if info["run_existed"] and not info["run_same"]:   # the replay would compare with that one, not the bundle's
             raise UsageError(f"a run {info['run_id']} is here already and is not the bundle's ({ref}): the replay "
                              "would compare with it", hint=f"replay the bundle with another runs folder (mlrun --runs "
@@ -1448,6 +1486,17 @@ def cmd_replay(args, extras, settings):
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
     record = records.load(records.find(settings.runs, ref))
+    request = record.get("request") or {}
+    overrides = [f"--env.{k}={v}" for k, v in (request.get("env_overrides") or {}).items() if not _data(v)] + \
+        [f"--dep.{d}.{k}={v}" for d, kv in (request.get("dep_overrides") or {}).items() for k, v in kv.items()
+         if not (_data(v) or k == "tags" and CARRIED_TAGS.fullmatch(str(v)))]
+    if carried and overrides and not args.recorded_recipes:
+        # as a bundle's own recipes: each reached every step (--env.BASH_ENV=$(...) ran its command here, exit 0)
+        from . import secrets
+        raise UsageError(f"the run sets {shlex.join(secrets.scrub_argv(overrides))}: settings that came with the "
+                         "bundle, which run code here (an --env.BASH_ENV or a --dep.*.packages is a command)",
+                         hint="--recorded-recipes runs them if you trust where the run came from (a bundle signed "
+                              "by a key --trust lists needs no flag)")
     # how `diff` finds the recorded run: its id where it is in the runs folder, else its folder (a copy elsewhere:
     # the id named no run here, or another run of that id)
     named = record["id"] if os.path.realpath(record["_dir"]) == os.path.realpath(

@@ -291,6 +291,7 @@ def test_import_publishes_entries_and_the_run_then_nothing_is_rebuilt(made):
         assert gc.last_used(read_entry(path), gc._use_lock(made.cache2, path)) >= before
     assert result == {"run_id": made.run_id, "run_dir": os.path.join(made.runs2, made.run_id), "run_existed": False, "run_same": False,
                       "added": [made.entry["app"], made.entry["base"]], "present": [], "damaged_here": [],
+                      "other_build_here": [],
                       "signed": False, "signed_by": None, "verified": False}
     assert published(made.cache2) == sorted(made.entry.values())
     assert made.cache2.verify() == []
@@ -422,6 +423,13 @@ def restamp(items, entry):
     meta_item = find(items, prefix + ".mlrun/entry.json")
     meta = dict(json.loads(meta_item[1]), files_digest=digests.summary(files))
     meta_item[1] = json.dumps(dict(meta, entry_digest=entry_digest(meta))).encode()
+    # and the run's record of the build it used (import refuses an entry of another build than the record names)
+    record_item = next(item for item in items if item[0].name.startswith("run/") and item[0].name.endswith("/run.json"))
+    record = json.loads(record_item[1])
+    for step in record["steps"]:
+        if os.path.basename(step.get("path") or "") == entry and step.get("entry_digest"):
+            step["entry_digest"] = entry_digest(meta)
+    record_item[1] = json.dumps(record).encode()
 
 
 def rewrite(src, dst, edit, shared):
@@ -440,6 +448,39 @@ def rewrite(src, dst, edit, shared):
 def change_a_byte(items, shared):
     item = find(items, f"cache/{shared.entry['app']}/out.txt")
     item[1] = b"X" + item[1][1:]
+
+
+def forge_beside_the_record(items, shared):
+    """A consistent forgery of the entry alone: the run's record still names the build it used."""
+    item = find(items, f"cache/{shared.entry['app']}/out.txt")
+    item[1] = b"forged\n"
+    record_item = next(i for i in items if i[0].name.endswith("/run.json"))
+    kept = record_item[1]
+    restamp(items, shared.entry["app"])
+    record_item[1] = kept
+
+
+def _run_record(items, edit):
+    item = next(i for i in items if i[0].name.startswith("run/") and i[0].name.endswith("/run.json"))
+    record = json.loads(item[1])
+    edit(record)
+    item[1] = json.dumps(record).encode()
+
+
+def drop_the_step_that_used_base(items, shared):
+    """An entry no step of the run used: it was published and served later runs."""
+    def edit(record):
+        record["steps"] = [s for s in record["steps"] if os.path.basename(s.get("path") or "") != shared.entry["base"]]
+    _run_record(items, edit)
+
+
+def material_of_another_key(items, shared):
+    """entry.json's material edited (and its digests made to agree): its key is not the key of that material."""
+    item = find(items, f"cache/{shared.entry['base']}/.mlrun/entry.json")
+    meta = json.loads(item[1])
+    meta["material"] = dict(meta["material"], forged=True)
+    item[1] = json.dumps(meta).encode()
+    restamp(items, shared.entry["base"])
 
 
 def add_parent_member(items, shared):
@@ -551,6 +592,9 @@ TAMPERS = [   # (edit, what the message must say; {app}, {base}, {run} stand for
     (rename_entry, ["cache entry app-0000000000000000", "belongs to the entry {app}"]),
     (add_second_run, ["2 run folders"]),
     (rename_entry_not_hex, ["cache entry 'app-zzzzzzzzzzzzzzzz'", "not named as mlrun names entries"]),
+    (forge_beside_the_record, ["cache entry {app}", "another build than the one the run used"]),
+    (drop_the_step_that_used_base, ["cache entry {base}", "no step of the run used it"]),
+    (material_of_another_key, ["cache entry {base}", "its key is not the key of what it records it was built from"]),
 ]
 
 

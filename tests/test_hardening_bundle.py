@@ -584,3 +584,49 @@ def test_a_tar_cut_or_damaged_inside_a_whole_gzip_stream_is_refused(there, damag
     assert_user_error(import_(there, str(bundle)), 2, f"cannot read the bundle {bundle}: the archive ends at a "
                       f"damaged or missing header at byte {middle}, not at its end marker", "truncated or corrupt")
     assert nothing_imported(there.cache2, there.runs2)
+
+
+def test_a_bundles_env_and_dep_settings_run_only_when_trusted_or_asked(ws, tmp_path):
+    """--env.BASH_ENV=$(...) recorded in a teammate's unsigned bundle ran its command here on replay, exit 0: the
+    settings a bundle carries are code, as its recipes are."""
+    ws.recipe("low", "tags: low\ninputs:\n  n: {type: int, default: 1}\n  label: {default: a}\n"
+              "run: echo $MLRUN_INPUT_N > n.txt\n")
+    ws.recipe("top", "tags: top\ncache: false\ndeps: [low]\nrun: echo \"$GREETING\" > out.txt\n")
+    made = ws.mlrun("top", "--env.GREETING=hi", "--dep.low.n=2", "--dep.low.label=b", "--env.OMP_NUM_THREADS=1",
+                    "--json")
+    assert made.returncode == 0, made.stderr
+    bundle = str(tmp_path / "b.tar.gz")
+    assert ws.mlrun("export", json.loads(made.stdout)["run"], "-o", bundle).returncode == 0
+    elsewhere = ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r2"))
+    assert_user_error(ws.mlrun("replay", bundle, env=elsewhere), 2,
+                      "the run sets --env.GREETING=hi --dep.low.label=b: settings that came with the bundle",
+                      "--recorded-recipes runs them if you trust where the run came from")
+    replayed = ws.mlrun("replay", bundle, "--recorded-recipes", env=elsewhere)
+    assert replayed.returncode == 0, replayed.stderr
+
+
+@needs_ssh_keygen
+def test_another_build_here_of_a_bundles_entry_is_said_and_a_signed_replay_refuses_it(ws, tmp_path):
+    """An entry here of the same key, another build (a poisoned import, or a rebuild that differs): "1 already
+    present", and a --trust replay of the signed bundle ran on it, the signature vouching for bytes it never saw."""
+    ws.recipe("use", "tags: use\ncache: false\ndeps: [noise]\nrun: cat $NOISE_OUT > got.txt\n")
+    ws.recipe("noise", "tags: noise\nexports: {NOISE_OUT: '{entry}/out.txt'}\nrun: head -c 16 /dev/urandom | od -x "
+              "> out.txt\n")
+    made = ws.mlrun("use", "--json")
+    assert made.returncode == 0, made.stderr
+    key = tmp_path / "alice"
+    public = keygen(key, "alice@example.com")
+    trust = tmp_path / "alice.allowed"
+    trust.write_text(f"alice@example.com {public}\n")
+    bundle = str(tmp_path / "b.tar.gz")
+    assert ws.mlrun("export", json.loads(made.stdout)["run"], "-o", bundle, "--with-cache", "--sign",
+                    str(key)).returncode == 0
+    elsewhere = ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r2"))
+    assert ws.mlrun("noise", env=elsewhere).returncode == 0   # the same key built here: other bytes
+    imported = ws.mlrun("import", bundle, env=elsewhere)
+    assert imported.returncode == 0 and "is another build than the bundle's (its entry_digest differs)" in \
+        imported.stderr, imported.stderr
+    assert_user_error(ws.mlrun("replay", bundle, "--trust", str(trust),
+                               env=ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r3"))), 2,
+                      "here is another build than the signed bundle's: the replay would use the one here",
+                      f"then mlrun replay {bundle} --trust {trust} again")
