@@ -71,7 +71,7 @@ class Executor:
 
 def executor(on, options):
     """The executor `--on` names (None: local)."""
-    if on is not None and not on.strip() or on in ("ray:", "ray://"):   # ran locally, or on RAY_ADDRESS's, unsaid
+    if on is not None and not on.strip() or on == "ray:":   # ran locally, or on RAY_ADDRESS's cluster, unsaid
         raise UsageError(f"--on {on!r}: " + ("no address after it" if on else "empty"),
                          hint="use --on local, ray, ray://HOST:PORT, ray:HOST:PORT or slurm")
     on = on or "local"
