@@ -474,6 +474,7 @@ class _Tapped:
     most). tarfile reads it as a file, not in its stream mode, which copies what it holds at each read."""
     CHUNK = 1 << 20
     HOLD = 1 << 21
+    MOST = 1 << 26   # one read: a pax header, a long name, run.json (the signature is 64 KB at most)
 
     def __init__(self, f, hashing, errors):
         self.f, self.hashing, self.pos, self.errors = f, hashing, 0, errors
@@ -481,6 +482,9 @@ class _Tapped:
         self.last_block = None
 
     def read(self, n=-1):
+        if n is not None and n > self.MOST:   # members' data come in CHUNKs: one read this large is a header's
+            # (a pax record of 500 MB in a bundle of 490 KB took 1.5 GB; 5 MB would take 15)
+            raise _Broken(tarfile.ReadError(f"a header or run.json of {n} bytes, more than a bundle holds"))
         try:
             data = self.f.read(n)
         except self.errors as e:
@@ -538,7 +542,8 @@ class _Members:
         for m in tar:
             bar.to(where)
             if self.signature_member is not None:   # the signature is the last member: one before more is a stray
-                raise self.refuse(f"member {self.signature_member.name!r}", f"outside {RUN_DIR}/ and {CACHE_DIR}/")
+                raise self.refuse(f"member {self.signature_member.name!r}", f"not the last member ({m.name!r} "
+                                  "follows it): a signature ends the bundle")
             if m.name == SIGNATURE:
                 self.take_signature(tar, m, stream)
                 continue

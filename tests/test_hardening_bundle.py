@@ -357,7 +357,7 @@ def test_a_signature_that_is_not_the_last_member_is_refused(there):
     def move_first(items, shared):
         items.insert(0, items.pop())
     moved = rewrite(there.bundle, str(there.tmp / "moved.tar.gz"), move_first, there)
-    assert_refused(there, import_(there, moved), "'mlrun-signature.sig'", "outside run/ and cache/")
+    assert_refused(there, import_(there, moved), "'mlrun-signature.sig'", "not the last member (", "follows it)")
 
 
 @needs_ssh_keygen
@@ -630,3 +630,18 @@ def test_another_build_here_of_a_bundles_entry_is_said_and_a_signed_replay_refus
                                env=ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r3"))), 2,
                       "here is another build than the signed bundle's: the replay would use the one here",
                       f"then mlrun replay {bundle} --trust {trust} again")
+
+
+def test_a_huge_header_is_refused_before_it_is_read(ws, tmp_path):
+    """A pax record of 500 MB in a bundle of 490 KB was read whole (1.5 GB at its peak; 5 MB would take 15 GB)."""
+    import gzip
+    import io
+    info = tarfile.TarInfo("././@PaxHeader")
+    info.type, info.size = tarfile.XHDTYPE, 200 * 1024 * 1024
+    raw = io.BytesIO()
+    raw.write(info.tobuf(tarfile.USTAR_FORMAT))
+    raw.write(b"0" * 1024)   # its first bytes: the read of the rest is what is refused
+    bundle = tmp_path / "pax.tar.gz"
+    bundle.write_bytes(gzip.compress(raw.getvalue()))
+    assert_user_error(ws.mlrun("import", str(bundle)), 2, f"cannot read the bundle {bundle}: a header or run.json of "
+                      f"{200 * 1024 * 1024} bytes, more than a bundle holds")
