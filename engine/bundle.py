@@ -28,9 +28,9 @@ import time
 import types
 import zlib
 
-from . import integrity, keys, signing
+from . import integrity, keys, secrets, signing
 from .cache import (ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed_as, group_readable, read_entry,
-                    removal_command, shared_dir)
+                    removal_command, shared_dir, write_json)
 from .errors import MlrunError, UsageError, printable
 from .gc import RUN_ID
 from .records import check_shape, status
@@ -373,21 +373,24 @@ def import_bundle(path, cache, runs_dir, trust=None):
         run_id, entries = read.run_id, read.entries
         staged_run = os.path.join(tmp, RUN_DIR, run_id)
         _verify_run(staged_run, run_id, path)
-        used = _entries_of(os.path.join(staged_run, "run.json"))
+        used, unchecked = _entries_of(os.path.join(staged_run, "run.json")), []
         with _Bar("verifying entries", lambda: len(entries), unit=" entries") as bar:
             for name in entries:   # all of them before publishing any
-                _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path, used)
+                if _verify_entry(os.path.join(tmp, CACHE_DIR, name), name, path, used):
+                    unchecked.append(name)
                 bar.add(1)
         _check_places(cache, entries, runs_dir, run_id)   # likewise: an import stopped half-way said nothing
         added, present, damaged, other = _publish_entries(cache, os.path.join(tmp, CACHE_DIR), entries)
         run_dir, run_existed = _place_run(staged_run, runs_dir, run_id)
+        if not run_existed:   # a replay by its id is a replay of the bundle: its settings are as carried
+            _mark_imported(runs_dir, run_id, path, read.signed_by if trust else None)
         # A run of that id here already is kept: whether it is the bundle's decides what a replay compares with
         run_same = run_existed and _same_tree(staged_run, run_dir)
     finally:
         cache.drop_temp(tmp)
     return {"run_id": run_id, "run_dir": run_dir, "run_existed": run_existed, "run_same": run_same,
             "added": added, "present": present,
-            "damaged_here": damaged, "other_build_here": other,
+            "damaged_here": damaged, "other_build_here": other, "key_unchecked": unchecked,
             "signed": read.signature is not None, "signed_by": read.signed_by, "verified": bool(trust)}
 
 
@@ -743,7 +746,9 @@ def _verify_entry(folder, name, bundle, used=None):
     # published and served later runs (any bytes under any key)
     if used is not None and name not in used:
         raise _refuse(bundle, what, "no step of the run used it")
-    if not isinstance(meta.get("material"), dict) or keys.key(meta["material"]) != meta["key"]:
+    # (material that held a secret is written masked, keyed before: its key cannot be checked here)
+    masked = secrets.MASK in json.dumps(meta.get("material"))
+    if not isinstance(meta.get("material"), dict) or not masked and keys.key(meta["material"]) != meta["key"]:
         raise _refuse(bundle, what, "its key is not the key of what it records it was built from (its material)")
     if used and used.get(name) and meta.get("entry_digest") != used[name]:
         raise _refuse(bundle, what, "another build than the one the run used (its entry_digest)")
@@ -751,6 +756,7 @@ def _verify_entry(folder, name, bundle, used=None):
     if problems:
         raise _refuse(bundle, what, f"its files or metadata do not match its digests ({few(problems)})")
     _check_links(folder, bundle, what)
+    return masked
 
 
 def _check_links(folder, bundle, what):
@@ -841,6 +847,27 @@ def _place_run(staged, runs_dir, run_id):
     finally:
         shutil.rmtree(landing, ignore_errors=True)
     return final, False
+
+
+IMPORTED = os.path.join(".index", "imported")   # runs/.index/imported/<run id>.json: the bundle a run came in, and
+# whether its signer was trusted (beside the runs memo: one hidden folder in runs/)
+
+
+def _mark_imported(runs_dir, run_id, bundle, verified_by):
+    folder = os.path.join(runs_dir, IMPORTED)
+    shared_dir(folder)
+    write_json(os.path.join(folder, f"{run_id}.json"), {"bundle": os.path.abspath(bundle), "verified": bool(
+        verified_by), "signed_by": verified_by, "imported": time.time()})
+
+
+def import_mark(runs_dir, run_id):
+    """What import left of the run run_id here (a dict), or None for a run made here."""
+    try:
+        with open(os.path.join(runs_dir, IMPORTED, f"{run_id}.json")) as f:
+            mark = json.load(f)
+    except (OSError, ValueError, TypeError):
+        return None
+    return mark if isinstance(mark, dict) else None
 
 
 def _same_tree(a, b):

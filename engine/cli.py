@@ -1412,11 +1412,33 @@ def cmd_import(args, extras, settings):
 CARRIED_TAGS = re.compile(r"\s*_?[\w.-]+(\s+_?[\w.-]+)*\s*")
 
 
-def _data(value):
-    """Whether a setting a bundle carries is a number or a boolean (--dep.model.layers=2, OMP_NUM_THREADS=1): data,
-    where text may be a command (BASH_ENV, a package to install, an interpreter)."""
+def _root_inputs(settings, record):
+    """{input: spec} of the local recipe of the recorded root ({} where there is none)."""
+    from .cache_view import recipes_by_name
+    recipe = recipes_by_name(settings).get((record.get("root") or {}).get("recipe")) or {}
+    return {name: spec for name, spec in (recipe.get("inputs") or {}).items() if isinstance(spec, dict)}
+
+
+def _imported_unverified(runs_dir, record):
+    """Whether the run came here in a bundle whose signature was not verified (import leaves that word in
+    runs/.index/imported/): a replay by its id is a replay of what the bundle carries."""
+    from .bundle import import_mark
+    mark = import_mark(runs_dir, record.get("id"))
+    return mark is not None and not mark.get("verified")
+
+
+def _data(value, spec=None):
+    """Whether a setting a bundle carries is a number, a boolean, empty or a masked secret (--dep.model.layers=2,
+    OMP_NUM_THREADS=1, HF_TOKEN=<redacted>: the replay takes the receiver's own), one of its input's choices or
+    default, or a file read by content: data, where text may be a command (BASH_ENV, a package to install, an
+    interpreter)."""
+    from .secrets import MASK
+    spec = spec or {}
+    if value in (spec.get("choices") or ()) or value == spec.get("default") or \
+            spec.get("type") in ("int", "float", "bool") or spec.get("type") == "path" and spec.get("content"):
+        return True
     text = str(value).strip().lower()
-    if text in ("true", "false"):
+    if text in ("true", "false", "", MASK):
         return True
     try:
         float(text)
@@ -1443,6 +1465,10 @@ def _entries_here_said(info, settings, replay=None):
         print(f"note: the entry {name} here is another build than the bundle's (its entry_digest differs): the one "
               f"here is kept and used (`{removal_command(os.path.join(settings.cache, name))}` takes the bundle's "
               "on the next import)", file=sys.stderr)
+    for name in info.get("key_unchecked", []):
+        print(f"note: the entry {name} records what it was built from with a secret masked: its key could not be "
+              "checked against it" + ("" if info.get("verified") else " (a bundle signed by a key --trust lists "
+                                      "vouches for it)"), file=sys.stderr)
 
 
 def _signature_note(info):
@@ -1487,7 +1513,10 @@ def cmd_replay(args, extras, settings):
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
     record = records.load(records.find(settings.runs, ref))
     request = record.get("request") or {}
-    overrides = [f"--env.{k}={v}" for k, v in (request.get("env_overrides") or {}).items() if not _data(v)] + \
+    carried = carried or _imported_unverified(settings.runs, record)
+    specs = _root_inputs(settings, record) if carried else {}
+    overrides = [f"--{k}={v}" for k, v in (request.get("inputs") or {}).items() if not _data(v, specs.get(k))] + \
+        [f"--env.{k}={v}" for k, v in (request.get("env_overrides") or {}).items() if not _data(v)] + \
         [f"--dep.{d}.{k}={v}" for d, kv in (request.get("dep_overrides") or {}).items() for k, v in kv.items()
          if not (_data(v) or k == "tags" and CARRIED_TAGS.fullmatch(str(v)))]
     if carried and overrides and not args.recorded_recipes:

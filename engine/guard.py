@@ -88,8 +88,10 @@ def kill_recorded(path):
     except (OSError, ValueError, TypeError, KeyError):
         return
     # A build folder is the group's to make (the cache is shared): a record another user wrote naming a process
-    # that is not theirs would have this user (root above all) kill it. Their own leftovers only.
-    if any(uid != owner for uid in _group_owners(pgid)):
+    # that is not theirs would have this user (root above all) kill it. Their own leftovers only; a group of no
+    # process seen here is nothing to kill (pid 0 killed the caller's own group, -5 was an EINVAL traceback).
+    owners = _group_owners(pgid) if pgid > 1 else set()
+    if not owners or any(uid != owner for uid in owners):
         return
     here = machine()
     if not here["boot"] or any(rec.get(k) != here[k] for k in here):
@@ -117,7 +119,7 @@ def _group_owners(pgid):
 def _kill_group(pgid):
     try:
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
+    except OSError:   # gone, not ours, or no such group id
         pass
 
 

@@ -135,12 +135,12 @@ class SlurmExecutor(Executor):
             raise UsageError(f"--cpus {wanting}: no node of SLURM's {self.params.get('partition') or 'partitions'} "
                              f"has that many CPUs (the most: {most})", hint=f"--cpus {most} or fewer (`sinfo`)")
         nodes = self.params.get("nodes")
-        have = _node_count(self.params.get("partition")) if isinstance(nodes, int) and nodes > 1 else None
+        have = _most_nodes(self.params.get("partition")) if isinstance(nodes, int) and nodes > 1 else None
         if have is not None and nodes > have:   # pending for ever (PartitionNodeLimit), the sweep saying nothing
             part = self.params.get("partition")
-            raise UsageError(f"--slurm nodes={nodes}: SLURM's " + (f"partition {part} has" if part else
-                             "partitions have") + f" {have} node(s) in all", hint=f"--slurm nodes={have} "
-                             "or fewer (`sinfo`), or another partition")
+            raise UsageError(f"--slurm nodes={nodes}: a job of SLURM's " + (f"partition {part}" if part else
+                             "default partition") + f" has {have} node(s) at most (its nodes, or its MaxNodes)",
+                             hint=f"--slurm nodes={have} or fewer (`sinfo`), or another partition")
 
     def run(self, tasks, settings, on_event):
         submitit = remote.need("submitit", "--on slurm")
@@ -318,10 +318,24 @@ def _most_cpus(partition=None):
     return max(counts) if counts else None
 
 
-def _node_count(partition=None):
-    """The nodes of the partition (all, without one) in any state, by sinfo; None when sinfo does not say."""
-    names = _sinfo("%N", partition, ["--Node"])   # a node per line (one in two partitions is one node)
-    return len(set(names)) if names else None
+def _most_nodes(partition=None):
+    """The most nodes a job may have in the partition (without one: the default partition, where sbatch puts it):
+    its nodes in any state, or its MaxNodes where fewer (sinfo %s); None when sinfo does not say."""
+    if partition is None:
+        names = _sinfo("%P", None)
+        default = [name.rstrip("*") for name in names or () if name.endswith("*")]
+        if len(default) != 1:
+            return None
+        partition = default[0]
+    nodes = _sinfo("%N", partition, ["--Node"])   # a node per line
+    if not nodes:
+        return None
+    most = len(set(nodes))
+    for size in _sinfo("%s", partition) or ():   # "infinite", "1-2" or "2"
+        top = size.rsplit("-", 1)[-1]
+        if top.isdigit():
+            most = min(most, int(top))
+    return most
 
 
 def _sinfo(field, partition, more=()):
@@ -333,7 +347,7 @@ def _sinfo(field, partition, more=()):
         return None
     if said.returncode != 0:
         return None
-    if field == "%N":
+    if field in ("%N", "%P", "%s"):   # names and sizes as sinfo writes them
         return said.stdout.split()
     return [int(x.rstrip("+")) for x in said.stdout.split() if x.rstrip("+").isdigit()]
 

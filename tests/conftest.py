@@ -405,3 +405,8 @@ def server():
     yield srv
     srv.shutdown()
     srv.server_close()
+
+
+def run_ids(runs):
+    """The runs in a runs folder (its hidden .index/, the memo and what import notes, left out)."""
+    return sorted(r for r in os.listdir(runs) if not r.startswith("."))

@@ -12,7 +12,7 @@ import types
 
 import pytest
 
-from conftest import Workspace, assert_user_error
+from conftest import Workspace, assert_user_error, run_ids
 from engine import Cache, MlrunError, digests, gc, integrity
 from engine.bundle import export_run, import_bundle
 from engine.cache import UNDIGESTED, entry_digest, read_entry
@@ -291,7 +291,7 @@ def test_import_publishes_entries_and_the_run_then_nothing_is_rebuilt(made):
         assert gc.last_used(read_entry(path), gc._use_lock(made.cache2, path)) >= before
     assert result == {"run_id": made.run_id, "run_dir": os.path.join(made.runs2, made.run_id), "run_existed": False, "run_same": False,
                       "added": [made.entry["app"], made.entry["base"]], "present": [], "damaged_here": [],
-                      "other_build_here": [],
+                      "other_build_here": [], "key_unchecked": [],
                       "signed": False, "signed_by": None, "verified": False}
     assert published(made.cache2) == sorted(made.entry.values())
     assert made.cache2.verify() == []
@@ -314,7 +314,7 @@ def test_import_publishes_entries_and_the_run_then_nothing_is_rebuilt(made):
 
 def test_import_of_a_run_without_entries(made):
     result = import_bundle(export(made, with_cache=False)["path"], made.cache2, made.runs2)
-    assert result["added"] == result["present"] == [] and os.listdir(made.runs2) == [made.run_id]
+    assert result["added"] == result["present"] == [] and run_ids(made.runs2) == [made.run_id]
     assert published(made.cache2) == []
 
 
@@ -324,7 +324,7 @@ def test_importing_twice_leaves_what_is_there_untouched(shared):
     before = os.stat(app).st_ino, tree(app)
     result = import_bundle(shared.bundle, shared.cache2, shared.runs2)
     assert result["added"] == [] and result["present"] == [shared.entry["app"], shared.entry["base"]]
-    assert result["run_existed"] is True and os.listdir(shared.runs2) == [shared.run_id]
+    assert result["run_existed"] is True and run_ids(shared.runs2) == [shared.run_id]
     assert (os.stat(app).st_ino, tree(app)) == before
     assert os.listdir(os.path.join(shared.cache2.root, ".tmp")) == [] and result["damaged_here"] == []
     # One changed here since: still not replaced, but said (was: counted as present, nothing more)

@@ -7,7 +7,7 @@ import tarfile
 
 import pytest
 
-from conftest import MLRUN, ROOT, Workspace, assert_user_error, at_a_terminal
+from conftest import MLRUN, ROOT, Workspace, assert_user_error, at_a_terminal, run_ids
 from test_bundle import find, make_run, published, restamp, rewrite
 
 needs_ssh_keygen = pytest.mark.skipif(shutil.which("ssh-keygen") is None,
@@ -171,7 +171,7 @@ def test_a_bundle_signed_by_a_trusted_key_imports(there):
     assert "signed by alice@example.com (ED25519 key SHA256:" in result.stdout
     assert "a signer the --trust file lists" in result.stdout
     assert published_names(there.cache2) == sorted(there.entry.values())
-    assert os.listdir(there.runs2) == [there.run_id]
+    assert run_ids(there.runs2) == [there.run_id]
 
 
 def published_names(cache):
@@ -510,7 +510,7 @@ def test_a_bundles_own_recipes_run_only_when_its_signer_is_trusted_or_it_is_aske
     # One changed here is not the bundle's: the signature does not vouch for it, and the replay would compare with
     # it (was: compared in silence with the local record)
     [run_id] = {json.load(open(os.path.join(there.tmp, "a", r, "run.json"))).get("replay_of")
-                for r in os.listdir(there.tmp / "a")} - {None}
+                for r in run_ids(there.tmp / "a")} - {None}
     snapshot = os.path.join(there.tmp, "a", run_id, "snapshot", "recipes", "bench", "recipe.yaml")
     os.chmod(snapshot, 0o644)
     with open(snapshot, "a") as f:
@@ -601,8 +601,27 @@ def test_a_bundles_env_and_dep_settings_run_only_when_trusted_or_asked(ws, tmp_p
     assert_user_error(ws.mlrun("replay", bundle, env=elsewhere), 2,
                       "the run sets --env.GREETING=hi --dep.low.label=b: settings that came with the bundle",
                       "--recorded-recipes runs them if you trust where the run came from")
+    # nor by its id once imported (the refused replay had imported it: `replay last` then ran it)
+    [run_id] = [r for r in os.listdir(tmp_path / "r2") if not r.startswith(".")]
+    assert_user_error(ws.mlrun("replay", run_id, env=elsewhere), 2, "the run sets --env.GREETING=hi")
     replayed = ws.mlrun("replay", bundle, "--recorded-recipes", env=elsewhere)
     assert replayed.returncode == 0, replayed.stderr
+    # a secret the bundle carries masked, an empty value, a choice or a number of the root's own inputs: data
+    ws.recipe("quiet", "tags: quiet\ncache: false\ninputs:\n  mode: {default: a, choices: [a, b]}\n  k: {type: int, "
+              "default: 1}\nrun: echo ok > out.txt\n")
+    made = ws.mlrun("quiet", "--mode=b", "--k=3", "--env.HF_TOKEN=abcdefgh123", "--env.EMPTY=", "--json")
+    assert made.returncode == 0, made.stderr
+    assert ws.mlrun("export", json.loads(made.stdout)["run"], "-o", bundle + "2").returncode == 0
+    replayed = ws.mlrun("replay", bundle + "2", env=ws.env(MLRUN_CACHE=str(tmp_path / "c3"),
+                                                          MLRUN_RUNS=str(tmp_path / "r3"), HF_TOKEN="abcdefgh123"))
+    assert replayed.returncode == 0, replayed.stderr
+    # the root's own text input: as a --dep one (--word=$(id) ran, the same as --dep.lib.word refused)
+    ws.recipe("say", "tags: say\ncache: false\ninputs:\n  word: {default: hi}\nrun: echo \"$MLRUN_INPUT_WORD\" > out.txt\n")
+    made = ws.mlrun("say", "--word=$(id)", "--json")
+    assert ws.mlrun("export", json.loads(made.stdout)["run"], "-o", bundle + "3").returncode == 0
+    assert_user_error(ws.mlrun("replay", bundle + "3", env=ws.env(MLRUN_CACHE=str(tmp_path / "c4"),
+                                                                  MLRUN_RUNS=str(tmp_path / "r4"))), 2,
+                      "the run sets '--word=$(id)'")
 
 
 @needs_ssh_keygen
@@ -645,3 +664,18 @@ def test_a_huge_header_is_refused_before_it_is_read(ws, tmp_path):
     bundle.write_bytes(gzip.compress(raw.getvalue()))
     assert_user_error(ws.mlrun("import", str(bundle)), 2, f"cannot read the bundle {bundle}: a header or run.json of "
                       f"{200 * 1024 * 1024} bytes, more than a bundle holds")
+
+
+def test_an_entry_whose_material_held_a_secret_imports_with_a_note(ws, tmp_path):
+    """Its material is written masked and was keyed before: "its key is not the key of what it records ... not made
+    by mlrun export" refused a real export."""
+    ws.recipe("lib", "tags: lib\ninputs:\n  word: {default: a}\nrun: echo x > out.txt\n")
+    ws.recipe("top", "tags: top\ncache: false\ndeps: [{name: lib, query: lib}]\nrun: echo ok > out.txt\n")
+    made = ws.mlrun("top", "--env.MY_TOKEN=hello123456", "--dep.lib.word=hello123456", "--json")
+    assert made.returncode == 0, made.stderr
+    bundle = str(tmp_path / "b.tar.gz")
+    exported = ws.mlrun("export", json.loads(made.stdout)["run"], "-o", bundle, "--with-cache")
+    assert exported.returncode == 0, exported.stderr
+    imported = ws.mlrun("import", bundle, env=ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r2")))
+    assert imported.returncode == 0 and "1 cache entry added" in imported.stdout, imported.stderr
+    assert "records what it was built from with a secret masked: its key could not be checked" in imported.stderr

@@ -270,6 +270,14 @@ def test_kill_recorded_spares_a_reused_pid_and_other_machines(tmp_path):
         victim.wait(timeout=10)
 
 
+@pytest.mark.parametrize("pid", [0, -5, 1])
+def test_kill_recorded_kills_nothing_for_a_record_of_no_group(tmp_path, pid):
+    """pid 0 killed the caller's own process group; -5 was an EINVAL traceback in gc and the cache's lock path."""
+    record = tmp_path / guard.RECORD
+    record.write_text(json.dumps({**guard.identity(os.getpid()), "pid": pid}))
+    guard.kill_recorded(str(record))   # this test still runs: nothing was killed, nothing raised
+
+
 def test_kill_recorded_kills_the_jobs_a_gone_leader_left(tmp_path):
     """The step's shell gone, its background job left running: the group is still killed (an owner check that asked
     the leader's /proc entry spared it)."""

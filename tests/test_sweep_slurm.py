@@ -278,4 +278,7 @@ def test_a_job_slurm_keeps_pending_for_ever_ends_the_sweep_saying_why(slurm, ws)
     assert not os.path.exists(os.path.join(ws.runs, "sweeps", "too-long"))   # nothing started: no record left
     result = ws.mlrun("sweep", "point", "--grid", "n=0", "--name", "two-nodes", "--on", "slurm", "--slurm",
                       "time=5,nodes=2", timeout=120)
-    assert_user_error(result, 2, "--slurm nodes=2: SLURM's partitions have 1 node(s) in all", "--slurm nodes=1 or fewer")
+    assert_user_error(result, 2, "--slurm nodes=2: a job of SLURM's default partition has 1 node(s) at most",
+                      "--slurm nodes=1 or fewer")
+    from sweeps.slurm_executor import _most_nodes
+    assert _most_nodes("short") == _most_nodes() == 1 and _most_nodes("nosuch") is None
