@@ -428,7 +428,7 @@ def _read(path, trust=None, verb="import", dest=None):
         raise _unreadable(path, e) from None
     label = f"{'unpacking' if dest else 'checking'} {os.path.basename(path)}"
     with raw, _Bar(label, lambda: os.fstat(raw.fileno()).st_size) as bar:
-        packed, unpacked = _gzip(), None
+        packed, unpacked, read_whole = _gzip(), None, False
         try:
             unpacked = packed.read(raw)   # closed below in any case: ISA-L's reads on a thread until it is
             stream = _Tapped(unpacked, check.hashing, packed.errors)
@@ -447,6 +447,7 @@ def _read(path, trust=None, verb="import", dest=None):
             # tarfile takes a damaged header for the archive's end: gzip's CRC, read to the end, says it is not
             while stream.read(_Tapped.CHUNK):
                 pass
+            read_whole = True
         except _Broken as e:
             raise _unreadable(path, e.error) from None
         except (OSError, EOFError, zlib.error, tarfile.ReadError) as e:   # a gzip stream whose tar is cut
@@ -455,8 +456,9 @@ def _read(path, trust=None, verb="import", dest=None):
             try:
                 if unpacked is not None:
                     unpacked.close()
-            except packed.errors:   # what stopped the read said it already
-                pass
+            except packed.errors as e:   # what stopped the read said it already; where nothing did, ISA-L's
+                if read_whole:           # reading thread may say only now what it met (rarely, a flipped byte)
+                    raise _unreadable(path, e) from None
     check.finish()
     check.signed_by = _check_signature(check, trust, path, verb=verb)
     return check

@@ -761,6 +761,7 @@ def test_export_with_cache_refuses_an_entry_rebuilt_since_the_run(made):
     assert export(made, with_cache=False)["entries"] == []   # without the entries it goes
 
 
+@pytest.mark.slow   # about 0.7 s on the EPYC
 def test_export_and_import_show_progress_on_a_terminal_only(ws, tmp_path):
     """A 2 GB bundle was packed or unpacked for a minute with nothing on the screen: on a terminal, bars say what
     is done (packing; unpacking, which checks each member on the way, and verifying; checking, where diff reads a

@@ -411,6 +411,7 @@ def test_show_cache(app):
     assert len(app.entries()) == 4
 
 
+@pytest.mark.slow   # over 0.75 s on the EPYC
 def test_rm_cache(app):
     assert app.mlrun("app").returncode == 0
     assert app.mlrun("get ml-model bert _int8").returncode == 0

@@ -479,6 +479,7 @@ def test_without_ssh_keygen_signing_and_trust_fail_clearly_and_unsigned_checks_a
     assert "signed, but not verified: ssh-keygen is not installed" in capsys.readouterr().out
 
 
+@pytest.mark.slow   # over 0.75 s on the EPYC
 @needs_ssh_keygen
 def test_a_bundles_own_recipes_run_only_when_its_signer_is_trusted_or_it_is_asked(there):
     """Recipes that differ here: the replay would run the copies the bundle carries. An unsigned bundle's (anyone
@@ -586,6 +587,7 @@ def test_a_tar_cut_or_damaged_inside_a_whole_gzip_stream_is_refused(there, damag
     assert nothing_imported(there.cache2, there.runs2)
 
 
+@pytest.mark.slow   # about 1.2 s on the EPYC
 def test_a_bundles_env_and_dep_settings_run_only_when_trusted_or_asked(ws, tmp_path):
     """--env.BASH_ENV=$(...) recorded in a teammate's unsigned bundle ran its command here on replay, exit 0: the
     settings a bundle carries are code, as its recipes are."""

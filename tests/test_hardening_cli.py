@@ -259,6 +259,7 @@ def test_a_closed_stdin_or_stdout_is_read_as_empty_and_written_nowhere(ws, argv,
         assert result.returncode == 1 and "standard output is closed" in result.stderr, result.stderr
 
 
+@pytest.mark.slow   # about 0.76 s each on the EPYC
 @pytest.mark.parametrize("stream", ["stdout", "both"])
 def test_a_reader_that_goes_away_does_not_stop_the_build(ws, stream):
     """`mlrun run QUERY | head -1`: the next write raised BrokenPipeError, which stopped the step half-way

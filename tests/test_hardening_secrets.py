@@ -223,6 +223,7 @@ def test_url_secrets_of_any_variable_stay_out_of_keys_and_files_and_reach_the_st
                                                   "HUB": f"https://hub.example.com/api?x=1&access_token={MASK}"}
 
 
+@pytest.mark.slow   # about 1.3 s on the EPYC
 def test_a_url_secret_given_as_an_input_enters_no_key_no_output_and_no_replay(ws):
     """An input's URL password: each one another key (a rotated token built everything again), plan and explain
     printed it, an error echoed it, a sweep of it could not resume (its record scrubbed, compared raw), and a replay

@@ -316,8 +316,8 @@ def test_offline_target_has_a_margin_and_find_peak_says_why_it_is_for_server_onl
 
 @pytest.mark.parametrize("scenario, extra", [
     pytest.param("Offline", ["--batch-size", "4", "--buckets", "128,256"], marks=pytest.mark.slow),   # about 1.8 s
-    ("SingleStream", []),
-    ("MultiStream", []),
+    pytest.param("SingleStream", [], marks=pytest.mark.slow),   # about 0.8 s
+    pytest.param("MultiStream", [], marks=pytest.mark.slow),   # about 0.85 s
     pytest.param("Server", ["--target-qps", "200"], marks=pytest.mark.slow),   # about 1.7 s on the 2-core EPYC
 ])
 def test_performance_run_in_each_scenario(files, tmp_path, scenario, extra):

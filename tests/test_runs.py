@@ -211,6 +211,7 @@ def test_replay_on_another_machine_takes_a_file_of_the_recorded_cache_from_its_o
                       "import the run's bundle made with --with-cache")
 
 
+@pytest.mark.slow   # about 0.7 s on the EPYC
 def test_a_run_records_the_mlrun_that_made_it(bench):
     """A replay refused for changed recipes said "replay it with the mlrun version that made it": no record said
     which one."""

@@ -515,6 +515,7 @@ def test_last_names_the_newest_run_the_listing_shows(history):
     assert_user_error(ws.mlrun("runs", "show", "latest"), 2, "no run 'latest'", "`last` names the newest")
 
 
+@pytest.mark.slow   # about 0.7 s on the EPYC
 def test_since_keeps_the_runs_started_within_an_age_or_since_a_date(bench):
     import datetime
     import time

@@ -106,6 +106,7 @@ def test_a_short_tree_fails_without_short_and_passes_as_a_rehearsal(mlrun, tmp_p
     assert "SUMMARY: submission has errors" in open(out / "checker.log").read()
 
 
+@pytest.mark.slow   # about 0.8 s on the EPYC
 def test_an_invalid_performance_run_fails_the_tree_the_checker_passes(mlrun, tmp_path):
     """The v6.1 checker's validity check is True either way: a tree whose table read INVALID got 'verdict: OK'."""
     tree = make_tree(str(tmp_path / "sub"))

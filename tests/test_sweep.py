@@ -256,6 +256,7 @@ def test_a_point_whose_mlrun_was_sigkilled_failed_and_links_its_run(bench, tmp_p
     assert point["error"].startswith("mlrun was stopped by SIGKILL (the kernel's out-of-memory killer"), point
 
 
+@pytest.mark.slow   # about 0.7 s on the EPYC
 def test_a_variation_group_in_the_grid_replaces_the_query_s_variation(bench):
     result = bench.mlrun("sweep", "app bench _b _cpu", "--grid", "backend=_a,_b", "--name", "be")
     assert result.returncode == 0, result.stderr

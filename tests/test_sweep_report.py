@@ -76,6 +76,7 @@ def test_units_and_directions_come_from_field_names():
                                         "batch_size")] == ["max", "max", "max", "min", "min", None]
 
 
+@pytest.mark.slow   # about 0.7 s on the EPYC
 def test_line_plot_png_with_series_best_point_and_left_out_caption():
     data, rows = sweep_data()
     c, png = plot.render(data, rows, x="batch_size", by="backend", size=(640, 400))
