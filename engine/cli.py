@@ -1408,45 +1408,6 @@ def cmd_import(args, extras, settings):
     return 0
 
 
-# A bundle's recorded --dep.NAME.tags: variations of the local recipes, no code of their own
-CARRIED_TAGS = re.compile(r"\s*_?[\w.-]+(\s+_?[\w.-]+)*\s*")
-
-
-def _root_inputs(settings, record):
-    """{input: spec} of the local recipe of the recorded root ({} where there is none)."""
-    from .cache_view import recipes_by_name
-    recipe = recipes_by_name(settings).get((record.get("root") or {}).get("recipe")) or {}
-    return {name: spec for name, spec in (recipe.get("inputs") or {}).items() if isinstance(spec, dict)}
-
-
-def _imported_unverified(runs_dir, record):
-    """Whether the run came here in a bundle whose signature was not verified (import leaves that word in
-    runs/.index/imported/): a replay by its id is a replay of what the bundle carries."""
-    from .bundle import import_mark
-    mark = import_mark(runs_dir, record.get("id"))
-    return mark is not None and not mark.get("verified")
-
-
-def _data(value, spec=None):
-    """Whether a setting a bundle carries is a number, a boolean, empty or a masked secret (--dep.model.layers=2,
-    OMP_NUM_THREADS=1, HF_TOKEN=<redacted>: the replay takes the receiver's own), one of its input's choices or
-    default, or a file read by content: data, where text may be a command (BASH_ENV, a package to install, an
-    interpreter)."""
-    from .secrets import MASK
-    spec = spec or {}
-    if value in (spec.get("choices") or ()) or value == spec.get("default") or \
-            spec.get("type") in ("int", "float", "bool") or spec.get("type") == "path" and spec.get("content"):
-        return True
-    text = str(value).strip().lower()
-    if text in ("true", "false", "", MASK):
-        return True
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
 def _entries_here_said(info, settings, replay=None):
     """Entries the bundle has that are here already, changed since or another build: kept (entries are never
     replaced), but not silently; a signed bundle's replay refuses to run on another build than the signed one."""
@@ -1512,20 +1473,8 @@ def cmd_replay(args, extras, settings):
         raise UsageError("--trust checks a bundle's signature; this replay is of a local run",
                          hint="replay the bundle itself: mlrun replay FILE.tar.gz --trust ALLOWED_SIGNERS")
     record = records.load(records.find(settings.runs, ref))
-    request = record.get("request") or {}
-    carried = carried or _imported_unverified(settings.runs, record)
-    specs = _root_inputs(settings, record) if carried else {}
-    overrides = [f"--{k}={v}" for k, v in (request.get("inputs") or {}).items() if not _data(v, specs.get(k))] + \
-        [f"--env.{k}={v}" for k, v in (request.get("env_overrides") or {}).items() if not _data(v)] + \
-        [f"--dep.{d}.{k}={v}" for d, kv in (request.get("dep_overrides") or {}).items() for k, v in kv.items()
-         if not (_data(v) or k == "tags" and CARRIED_TAGS.fullmatch(str(v)))]
-    if carried and overrides and not args.recorded_recipes:
-        # as a bundle's own recipes: each reached every step (--env.BASH_ENV=$(...) ran its command here, exit 0)
-        from . import secrets
-        raise UsageError(f"the run sets {shlex.join(secrets.scrub_argv(overrides))}: settings that came with the "
-                         "bundle, which run code here (an --env.BASH_ENV or a --dep.*.packages is a command)",
-                         hint="--recorded-recipes runs them if you trust where the run came from (a bundle signed "
-                              "by a key --trust lists needs no flag)")
+    if not args.recorded_recipes:   # a bundle's settings are code as its recipes are (replay.refuse_carried_settings)
+        replay.refuse_carried_settings(record, settings, carried)
     # how `diff` finds the recorded run: its id where it is in the runs folder, else its folder (a copy elsewhere:
     # the id named no run here, or another run of that id)
     named = record["id"] if os.path.realpath(record["_dir"]) == os.path.realpath(

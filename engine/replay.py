@@ -8,10 +8,12 @@ results are compared: accuracy must be equal, performance is shown as a ratio be
 host differences.
 """
 import os
+import re
+import shlex
 
-from . import compare, keys, records, usage
+from . import compare, keys, records, secrets, usage
 from .compare import shown
-from .errors import MlrunError, StepError
+from .errors import MlrunError, StepError, UsageError
 from .index import RecipeIndex
 from .records import status
 from .resolver import resolve
@@ -281,3 +283,62 @@ def replay(record, settings, runner, allow_differences=False, argv=None, recorde
                         exit_code=e.exit_code) from None   # a refused request stays 2, as run directly
     lines, ok = verdict(record, new)
     return new, notes, lines, ok
+
+
+# -- what a bundle carries beside its recipes --------------------------------------------------------------------
+
+# A bundle's recorded --dep.NAME.tags: variations of the local recipes, no code of their own
+CARRIED_TAGS = re.compile(r"\s*_?[\w.-]+(\s+_?[\w.-]+)*\s*")
+
+
+def _root_inputs(settings, record):
+    """{input: spec} of the local recipe of the recorded root ({} where there is none)."""
+    from .cache_view import recipes_by_name
+    recipe = recipes_by_name(settings).get((record.get("root") or {}).get("recipe")) or {}
+    return {name: spec for name, spec in (recipe.get("inputs") or {}).items() if isinstance(spec, dict)}
+
+
+def _imported_unverified(runs_dir, record):
+    """Whether the run came here in a bundle whose signature was not verified (import leaves that word in
+    runs/.index/imported/): a replay by its id is a replay of what the bundle carries."""
+    from .bundle import import_mark
+    mark = import_mark(runs_dir, record.get("id"))
+    return mark is not None and not mark.get("verified")
+
+
+def _data(value, spec=None):
+    """Whether a setting a bundle carries is a number, a boolean, empty or a masked secret (--dep.model.layers=2,
+    OMP_NUM_THREADS=1, HF_TOKEN=<redacted>: the replay takes the receiver's own), one of its input's choices or
+    default, or a file read by content: data, where text may be a command (BASH_ENV, a package to install, an
+    interpreter)."""
+    spec = spec or {}
+    if value in (spec.get("choices") or ()) or value == spec.get("default") or \
+            spec.get("type") in ("int", "float", "bool") or spec.get("type") == "path" and spec.get("content"):
+        return True
+    text = str(value).strip().lower()
+    if text in ("true", "false", "", secrets.MASK):
+        return True
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def refuse_carried_settings(record, settings, from_bundle):
+    """Refuse to replay the settings a run that came in an unverified bundle carries (the bundle replayed itself, or its
+    run by id once imported) where they are not data (_data): each reached every step (--env.BASH_ENV=$(...) ran its
+    command here, exit 0), as the bundle's own recipes would; --recorded-recipes or a --trust signature runs them."""
+    if not (from_bundle or _imported_unverified(settings.runs, record)):
+        return
+    request = record.get("request") or {}
+    specs = _root_inputs(settings, record)
+    carried = [f"--{k}={v}" for k, v in (request.get("inputs") or {}).items() if not _data(v, specs.get(k))] + \
+        [f"--env.{k}={v}" for k, v in (request.get("env_overrides") or {}).items() if not _data(v)] + \
+        [f"--dep.{d}.{k}={v}" for d, kv in (request.get("dep_overrides") or {}).items() for k, v in kv.items()
+         if not (_data(v) or k == "tags" and CARRIED_TAGS.fullmatch(str(v)))]
+    if carried:
+        raise UsageError(f"the run sets {shlex.join(secrets.scrub_argv(carried))}: settings that came with the "
+                         "bundle, which run code here (an --env.BASH_ENV or a --dep.*.packages is a command)",
+                         hint="--recorded-recipes runs them if you trust where the run came from (a bundle signed "
+                              "by a key --trust lists needs no flag)")
