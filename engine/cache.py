@@ -196,20 +196,7 @@ class Cache:
     def being_built(self, node):
         """True while another process holds node's build lock (a build; an rm or import, briefly). A shared lock
         tried without waiting and let go at once: `plan` makes no lock file and holds none."""
-        import fcntl
-        try:
-            fd = os.open(os.path.join(self.root, ".locks", node.entry_name + ".lock"), os.O_RDONLY | os.O_NOFOLLOW)
-        except OSError:   # no lock file (nobody built it in this cache yet), or one this user may not read
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            return False
-        except BlockingIOError:
-            return True
-        except OSError:
-            return False
-        finally:
-            os.close(fd)   # the shared lock, if taken, goes with it
+        return bool(lock_held(os.path.join(self.root, ".locks", node.entry_name + ".lock")))
 
     def builder(self, node):
         """' (pid N, since HH:MM:SS; its log: PATH)' of the process building node's entry now, from its build folder
@@ -674,6 +661,26 @@ def flock(path, shared=False, wait=True, no_use=False):
         if same:
             return fd
         os.close(fd)
+
+
+def lock_held(path, exclusive=False):
+    """Whether another process holds a lock on path that a shared (exclusive: any) lock, tried without waiting,
+    meets; None where the file cannot be opened for reading (none there, a link, another user's). Read-only: it
+    makes no file and changes none (`plan`, and `gc --dry-run` on a read-only cache, only look)."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)   # the lock, if taken, goes with it
 
 
 def _flock_once(path, shared, wait, no_use):

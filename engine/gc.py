@@ -11,7 +11,7 @@ import os
 import re
 import time
 
-from .cache import ENTRY_NAME as ENTRY, flock, read_entry, remove_tree, what_stays
+from .cache import ENTRY_NAME as ENTRY, flock, lock_held, read_entry, remove_tree, what_stays
 from .errors import MlrunError, UsageError
 
 DEFAULT_AGE = 7 * 86400
@@ -211,24 +211,16 @@ def _use_lock(cache, entry_path):
 
 def _owned(lock):
     """Whether a live process holds this lock (an absent lock file: nobody does)."""
-    import fcntl
     if not os.path.exists(lock):
         return False
-    try:   # looking needs no write: a read-only cache's `gc --dry-run` failed here ("Read-only file system")
-        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        fd = flock(lock, wait=False)   # what it says (a link, a file this user may not read) is said there
-        if fd is None:
-            return True
-        os.close(fd)
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return False
-    except BlockingIOError:
+    held = lock_held(lock, exclusive=True)   # looking needs no write: a read-only cache's `gc --dry-run` failed
+    if held is not None:                     # here ("Read-only file system")
+        return held
+    fd = flock(lock, wait=False)   # what it says (a link, a file this user may not read) is said there
+    if fd is None:
         return True
-    finally:
-        os.close(fd)
+    os.close(fd)
+    return False
 
 
 def _aged(kind, folder, age, now, wanted=lambda name, path: True):
