@@ -45,19 +45,24 @@ def machine():
     return {"host": os.uname().nodename, "boot": _read("/proc/sys/kernel/random/boot_id"), "pid_ns": ns}
 
 
+def _stat_fields(pid):
+    """/proc/PID/stat's fields after the command's name (the state is [0]), or [] when there is no such process."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[1].split() if stat and ")" in stat else []
+
+
 def start_time(pid):
     """The process's start time (clock ticks since boot), or None when there is no such process."""
-    stat = _read(f"/proc/{pid}/stat")
     try:
-        return int(stat.rsplit(")", 1)[1].split()[19])
-    except (AttributeError, IndexError, ValueError):
+        return int(_stat_fields(pid)[19])
+    except (IndexError, ValueError):
         return None
 
 
 def running(pid):
     """Whether the process runs (a zombie has exited; only its parent has not collected it yet)."""
-    stat = _read(f"/proc/{pid}/stat")
-    return bool(stat) and stat.rsplit(")", 1)[1].split()[0] != "Z"
+    fields = _stat_fields(pid)
+    return bool(fields) and fields[0] != "Z"
 
 
 def identity(pid):
@@ -107,9 +112,8 @@ def _group_owners(pgid):
     owners = set()
     for name in os.listdir("/proc"):
         if name.isdigit():
-            stat = _read(f"/proc/{name}/stat")
             try:
-                if stat and int(stat.rsplit(")", 1)[1].split()[2]) == pgid:
+                if int(_stat_fields(name)[2]) == pgid:
                     owners.add(os.stat(f"/proc/{name}").st_uid)
             except (IndexError, ValueError, OSError):   # gone meanwhile
                 continue
