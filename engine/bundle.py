@@ -187,10 +187,7 @@ def _read_record(run_dir):
 def _used_entries(record, cache):
     """Sorted names of the entries the run's cached and built steps used; each must be in cache."""
     names = set()
-    for step in record.get("steps") or []:
-        if step.get("status") not in REUSED:
-            continue
-        name = os.path.basename(step.get("path") or "")
+    for name, step in _step_entries(record):
         if name:   # held until the bundle is written: rm and gc leave it (an entry removed under it failed the export)
             cache.use_entry(name, touch=False)
         path = os.path.join(cache.root, name)
@@ -727,12 +724,19 @@ def _verify_run(folder, run_id, bundle):
     _check_links(folder, bundle, f"run {run_id}")
 
 
+def _step_entries(record):
+    """(entry name, step) of each step whose folder is a cache entry (built or reused): what export packs."""
+    for step in record.get("steps") or []:
+        if isinstance(step, dict) and step.get("status") in REUSED:
+            path = step.get("path")
+            yield os.path.basename(path if isinstance(path, str) else ""), step
+
+
 def _entries_of(run_json):
-    """{entry name: the build's entry_digest (or None)} of the entries the run's steps used, as export packs them."""
+    """{entry name: the build's entry_digest (or None)} of the entries the run's steps used (_step_entries)."""
     with open(run_json) as f:
         record = json.load(f)
-    return {os.path.basename(step.get("path") or ""): step.get("entry_digest") for step in record["steps"]
-            if isinstance(step, dict) and step.get("status") in REUSED and isinstance(step.get("path"), str)}
+    return {name: step.get("entry_digest") for name, step in _step_entries(record) if name}
 
 
 def _verify_entry(folder, name, bundle, used=None):
