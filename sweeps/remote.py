@@ -32,7 +32,8 @@ def need(module, what):
     except ImportError:
         raise UsageError(f"{what} needs the Python package `{module}`, which is not installed",
                          hint=f"{shlex.quote(sys.executable)} -m pip install -r {REQUIREMENTS}  (the pinned ray and "
-                              "submitit, into the Python mlrun runs with: a plain `pip` may install elsewhere)") from None
+                              "submitit, into the Python mlrun runs with: a plain `pip` may install elsewhere)"
+                         ) from None
 
 
 def by_value(pickler):
