@@ -210,16 +210,15 @@ def run_sweep(args, extras, settings):
             try:
                 _execute(runner, tasks, settings, data)
             except MlrunError:
-                ids = {task.point_id for task in tasks}
+                ids = {task.point_id for task in tasks}   # a new sweep's tasks are all its points
                 started = any(p.get("run") or p.get("status") != "pending" for p in data["points"]
                               if p.get("id") in ids)
-                if old is None and not started and not any(p.get("run") or p.get("status") != "pending"
-                                                           for p in data["points"]):
+                if old is None and not started:
                     # nothing could start (sbatch refused, no Ray cluster there): a new sweep leaves no record, which
                     # `sweep list` showed and which refused the name with another grid
                     lock.release()
                     shutil.rmtree(os.path.dirname(record.path(settings.runs, name)), ignore_errors=True)
-                elif old is not None and not started:
+                elif not started:
                     # refused before any point started (--cpus no node has, a --node-cache it cannot use): the record
                     # as it was, so the command put right does not run again what --rerun had set pending
                     record.write(settings.runs, before)
