@@ -314,7 +314,7 @@ def _forget_specs(jobs):
 
 def _most_cpus(partition=None):
     """The most CPUs a node of the partition (all, without one) has, by sinfo; None when sinfo does not say."""
-    counts = _sinfo("%c", partition)
+    counts = [int(x.rstrip("+")) for x in _sinfo("%c", partition) or () if x.rstrip("+").isdigit()]
     return max(counts) if counts else None
 
 
@@ -345,11 +345,7 @@ def _sinfo(field, partition, more=()):
                               capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    if said.returncode != 0:
-        return None
-    if field in ("%N", "%P", "%s"):   # names and sizes as sinfo writes them
-        return said.stdout.split()
-    return [int(x.rstrip("+")) for x in said.stdout.split() if x.rstrip("+").isdigit()]
+    return said.stdout.split() if said.returncode == 0 else None   # the words as sinfo writes them
 
 
 def _answered(job):
