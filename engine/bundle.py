@@ -34,6 +34,7 @@ from .cache import (ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed
 from .errors import MlrunError, UsageError, printable
 from .gc import RUN_ID
 from .records import check_shape, status
+from .words import size_words
 
 RUN_DIR, CACHE_DIR = "run", "cache"
 REUSED = ("cached", "built")   # statuses of the steps whose folder is a cache entry
@@ -419,6 +420,8 @@ def _read(path, trust=None, verb="import", dest=None):
     dest is a private staging folder that the caller removes when this raises, so what a refused bundle wrote
     there never reaches the cache or the runs."""
     check = _Members(path, verb, hashing=bool(trust) or signing.available())
+    if dest:
+        check.room = _room(dest)
     try:
         raw = open(path, "rb")
     except OSError as e:
@@ -535,6 +538,7 @@ class _Members:
         self.under = {}   # each folder path some member lies in -> the first such member
         self.signature = self.signature_member = self.digest = self.run_json = self.signed_by = None
         self.run_id = None
+        self.room, self.unpacked = None, 0   # bytes the import may write; bytes its members declare so far
 
     def refuse(self, what, problem):
         return _refuse(self.bundle, what, problem, verb=self.verb)
@@ -577,6 +581,13 @@ class _Members:
             self.links.add(rel)
         if m.isfile():
             self.files.add(rel)
+            self.unpacked += m.size
+            if self.room is not None and self.unpacked > self.room[0]:
+                # A 1 MB bundle of zeros unpacked 1 GiB: refused at the header that would pass the room, before
+                # its bytes are written (a full disk would stop every other job on it too)
+                raise MlrunError(f"cannot import {self.bundle}: it unpacks to more than {self.room[1]}",
+                                 hint="free space there (`mlrun gc`), or import into another cache (--cache DIR); "
+                                      "nothing was imported")
         if len(parts) > 1:
             if parts[0] == RUN_DIR:
                 if not RUN_ID.fullmatch(parts[1]):   # printed raw by import and runs (an escape sequence cleared the
@@ -609,6 +620,18 @@ class _Members:
             raise self.refuse(f"run {self.run_id}", "it has no run.json")
         if f"{RUN_DIR}/{self.run_id}/run.json" not in self.files:   # a folder or a link: diff read None ("a bug")
             raise self.refuse(f"run {self.run_id}", "its run.json is no file")
+
+
+def _room(dest):
+    """(bytes an import into dest may unpack, its words): the file system's free space less a reserve of 5% of
+    its size, at most 1 GiB, kept for the runs and builds that share it."""
+    try:
+        fs = os.statvfs(dest)
+    except OSError:   # unknowable: the extraction's own error says a full disk
+        return None
+    free, size = fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+    room = max(0, free - min(size // 20, 1 << 30))
+    return room, f"the {size_words(room)} this file system can spare ({size_words(free)} free, less a reserve)"
 
 
 def _unreadable(bundle, error):

@@ -17,7 +17,7 @@ from .errors import MlrunError, ResolutionError, StepError, UsageError, printabl
 from .settings import Settings
 from . import streams, usage
 from .usage import Parser, cm_tags
-from .words import did_you_mean, plural
+from .words import did_you_mean, plural, size_words as _size
 from .recipe import FLAG_ALONE, RESERVED_INPUTS, show_number
 
 VERBS = ("run", "plan", "show", "rm", "cache", "find", "explain", "mirror", "runs", "export", "import", "replay",
@@ -1593,13 +1593,6 @@ def _table(header, rows):
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     for row in [header] + list(rows):
         print("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip())
-
-
-def _size(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
 
 
 def _age(seconds):

@@ -1,4 +1,4 @@
-"""Words in messages: counts with the right plural, and the nearest right word for a typo.
+"""Words in messages: counts with the right plural, sizes, and the nearest right word for a typo.
 
 One place for both, so every message says "1 entry", "2 entries" and every "did you mean" is chosen
 the same way (edit distance, not similarity of unrelated words).
@@ -26,6 +26,14 @@ def plural_form(word):
     if last.endswith("y") and last[-2:-1] not in "aeiou":
         return word[:-1] + "ies"
     return word + "s"
+
+
+def size_words(n):
+    """'512 B', '3.4 MB', '1.2 GB' (1024-based)."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def distance(a, b):

@@ -681,3 +681,22 @@ def test_an_entry_whose_material_held_a_secret_imports_with_a_note(ws, tmp_path)
     imported = ws.mlrun("import", bundle, env=ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r2")))
     assert imported.returncode == 0 and "1 cache entry added" in imported.stdout, imported.stderr
     assert "records what it was built from with a secret masked: its key could not be checked" in imported.stderr
+
+
+def test_a_bundle_that_unpacks_to_more_than_the_disk_can_spare_is_refused_before_it_is_written(ws, tmp_path):
+    """A 1 MB bundle of a 1 GiB zero file imported (it would have filled the disk): each member's declared size
+    counts against the cache's free space, checked at its header before its bytes are written."""
+    import gzip
+    import io
+    raw = io.BytesIO()
+    for name, size in ((f"run/{R1}/run.json", 512), (f"cache/a-{'0' * 16}/big", 1 << 60)):
+        info = tarfile.TarInfo(name)
+        info.size = size
+        raw.write(info.tobuf(tarfile.GNU_FORMAT))
+        raw.write(b"0" * 512)   # the big one's first bytes only: its header is what is refused
+    bundle = tmp_path / "bomb.tar.gz"
+    bundle.write_bytes(gzip.compress(raw.getvalue()))
+    result = ws.mlrun("import", str(bundle))
+    assert_user_error(result, 2, f"cannot import {bundle}: it unpacks to more than the ", "this file system can spare",
+                      "--cache DIR", "nothing was imported")
+    assert nothing_imported(ws.cache, ws.runs)
