@@ -342,7 +342,8 @@ their types, defaults and choices, the recipe's variations and its dependency na
   --dep.NAME.version=SPEC   the version constraint of dependency NAME (--dep.model.version='>=2')
   --dep.NAME.INPUT=VALUE    an input of dependency NAME's recipe (--dep.model.layers=2)
   --env.KEY=VALUE           set KEY in the environment of every step (part of every key: another value,
-                            another entry; a secret is never written down and enters no key)
+                            another entry; a secret, by its name (TOKEN, KEY, SECRET,
+                            PASSWORD...), is never written down and enters no key)
   --tags=a,b,_x             CM's way to give the query (mlrun run script --tags=app,mlperf,bert works too)
 NAME is the name `mlrun plan QUERY` and `mlrun "QUERY" --help` print before each dependency; it reaches every
 dependency of that name. A/B reaches only dependency B of dependency A (--dep.backend/python.packages=...: the
@@ -514,9 +515,11 @@ def _main(argv):
                                  "set TMPDIR to a writable folder, or unset it")
             settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
             for what, path, flag in (("cache", settings.cache, "--cache"), ("runs", settings.runs, "--runs")):
-                if os.path.exists(path) and not os.path.isdir(path):   # before anything is built or published
-                    raise UsageError(f"the {what} folder {path} is not a folder",
-                                     hint=f"check {flag} (or MLRUN_{what.upper()})")
+                if os.path.lexists(path) and not os.path.isdir(path):   # before anything is built or published
+                    # (a link to nothing: the run looped for ever on makedirs' FileExistsError)
+                    raise UsageError(f"the {what} folder {path} is "
+                                     + (f"a link to nothing ({os.readlink(path)})" if os.path.islink(path)
+                                        else "not a folder"), hint=f"check {flag} (or MLRUN_{what.upper()})")
                 _check_place(what, path, flag, settings)
             reads_runs = args.verb in INSPECTING_RUNS or args.verb == "sweep" and getattr(args, "query", None) in (
                 "list", "ls", "show", "best", "plot")

@@ -73,7 +73,8 @@ def identity(pid):
 def alive(ident):
     """True or False for a process recorded on this machine, None when that cannot be decided here."""
     here = machine()
-    if not here["boot"] or ident.get("host") != here["host"] or not ident.get("started"):
+    if not here["boot"] or ident.get("host") != here["host"] or not ident.get("started") \
+            or not isinstance(ident.get("pid"), int):   # a damaged record: `runs show` ended "KeyError: 'pid'"
         return None
     if ident.get("boot") != here["boot"]:
         return False  # the machine rebooted since

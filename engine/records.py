@@ -122,12 +122,18 @@ def snapshot_recipes(plan, run_dir):
 
 
 def _snapshot(plan, target, out):
+    # Each checkout (root) whose recipes the plan uses is copied as laid out; the second and later ones each under
+    # a folder of its own (two `--recipes` folders both named recipes/ with a recipe a/ each: the second copy
+    # overwrote the first, and its replay was refused as "changed after the run").
+    roots = {}
     for node in plan.nodes:
         if node.name in out or not node.recipe_path or not os.path.isfile(node.recipe_path):
             continue
         folder = os.path.dirname(node.recipe_path)
         root = os.path.dirname(os.path.dirname(folder))
-        rel = os.path.relpath(folder, root)
+        rel = os.path.join(roots.setdefault(root, f".root{len(roots) + 1}" if roots else ""),
+                           os.path.relpath(folder, root))
+        root_target = os.path.join(target, roots[root])
         shutil.copytree(folder, os.path.join(target, rel), ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
                         dirs_exist_ok=True)
         for source in node.sources:
@@ -135,8 +141,8 @@ def _snapshot(plan, target, out):
             src_rel = os.path.relpath(src, root)
             if src_rel.startswith(".."):
                 continue  # outside the checkout: its digest is still in the key
-            os.makedirs(os.path.dirname(os.path.join(target, src_rel)), exist_ok=True)
-            shutil.copy2(src, os.path.join(target, src_rel))
+            os.makedirs(os.path.dirname(os.path.join(root_target, src_rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(root_target, src_rel))
         out[node.name] = {"version": node.version, "digest": node.material["recipe_digest"],
                           "snapshot": os.path.join(SNAPSHOT_DIR, rel), "files": _file_digests(folder, node.sources)}
 
@@ -385,7 +391,8 @@ def packages(record):
         lines = (step.get("record") or {}).get("packages")
         if isinstance(lines, list):
             out[f"{step['label']} [{step['key'][:12]}]"] = dict(
-                line.split("==", 1) for line in lines if "==" in line)
+                line.split("==", 1) for line in lines if isinstance(line, str) and "==" in line)   # a recipe's
+    # own file may hold other JSON ([1, 2]: a TypeError in the run's `finally` left its record "running")
     return out
 
 

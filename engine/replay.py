@@ -71,8 +71,9 @@ def _copied_recipes(record, snapshot):
     """{name: {version, digest, snapshot}} of the recipes a run's folder holds copies of: a run killed before its end
     by an mlrun that recorded them only then has "recipes": {} beside its copy."""
     folders = []
-    for name in sorted(os.listdir(snapshot)) if os.path.isdir(snapshot) else ():
-        folder = os.path.join(snapshot, name)
+    tops = [snapshot] + sorted(os.path.join(snapshot, n) for n in (os.listdir(snapshot) if os.path.isdir(snapshot)
+                                                                    else ()) if n.startswith(".root"))
+    for folder in (os.path.join(top, name) for top in tops for name in sorted(os.listdir(top))):
         if os.path.isdir(folder) and any(os.path.isfile(os.path.join(folder, child, "recipe.yaml"))
                                          for child in os.listdir(folder)):
             folders.append(folder)

@@ -192,11 +192,11 @@ class Runner:
     def run(self, plan, argv=None, extra=None):
         """Run every node; returns the run record (also written to runs/<id>/run.json, with `extra`)."""
         from .cache import shared_dir
+        shared_dir(self.runs_dir, said=True)   # the group's, as the cache: a teammate's runs go there too
         while True:
             run_id = new_run_id()
             run_dir = os.path.join(self.runs_dir, run_id)
             try:
-                shared_dir(self.runs_dir)   # the group's, as the cache: a teammate's runs go there too
                 os.makedirs(run_dir)
                 break
             except FileExistsError:  # another mlrun started in the same second and drew the same suffix

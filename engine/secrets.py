@@ -14,7 +14,11 @@ import os
 import re
 
 MASK = "<redacted>"
-SECRET_NAME = re.compile(r"TOKEN(?!IZ)|SECRET|PASSW(OR)?D|PASSPHRASE|KEY|CREDENTIAL|(^|_)(PASS|PAT|AUTH)(_|$)", re.I)
+# A count of tokens (MAX_TOKENS, MAX_NEW_TOKENS), a KEYBOARD or an AUTH_MODE is none: masked, its value entered no
+# key, and another value reused what the first had built.
+SECRET_NAME = re.compile(r"(?<!MAX_)(?<!MIN_)(?<!NUM_)(?<!NEW_)TOKEN(?!IZ)|SECRET|PASSW(OR)?D|PASSPHRASE"
+                         r"|KEY(?!BOARD|WORD|FRAME|STROKE|MAP)|CREDENTIAL"
+                         r"|(^|_)(PASS|PAT|AUTH)(_|$)(?!(MODE|TYPE|METHOD|LEVEL)$)", re.I)
 # ...unless it names where one is kept (HF_TOKEN_PATH, PASSWORD_FILE, a KEY_DIR): a place, which a step's outputs
 # may name (masking a tokenizer's folder in its config broke the entry).
 PLACE_NAME = re.compile(r"_(PATH|FILE|DIR|DIRECTORY|HOME|CACHE)$", re.I)

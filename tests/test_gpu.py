@@ -104,14 +104,14 @@ def test_every_gpu_plan_resolves_with_a_gpu(mlrun, tmp_path):
         assert wanted[word] in result.stdout, result.stdout
 
 
-def _engine_key(tmp_path, smi, **inputs):
-    """The key of the random model's engine, resolved in this process (as `mlrun plan` does) on a host whose
-    nvidia-smi is `smi`."""
+def _engine_key(tmp_path, smi, query="get tensorrt engine bert _random", **inputs):
+    """The key of the random model's engine (or query's), resolved in this process (as `mlrun plan` does) on a host
+    whose nvidia-smi is `smi`."""
     from engine.resolver import resolve
     from engine.settings import Settings
     host = {**os.environ, "PATH": f"{smi}:{os.environ['PATH']}"}
     settings = Settings.from_env(environ={"MLRUN_CACHE": str(tmp_path / "cache"), "MLRUN_RUNS": str(tmp_path)})
-    plan = resolve(settings.index(), "get tensorrt engine bert _random", inputs=inputs, host_env=host,
+    plan = resolve(settings.index(), query, inputs=inputs, host_env=host,
                    prober=settings.prober())
     return plan.nodes[-1].key
 
@@ -126,6 +126,22 @@ def test_engine_keys_follow_precision_profiles_and_gpu_model(tmp_path):
               _engine_key(tmp_path, h200, batch_size="8"), _engine_key(tmp_path, h200, buckets="128,384"),
               _engine_key(tmp_path, h100)]
     assert len({base, *others}) == 6
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("query,inputs", [("get tensorrt engine bert", {"precision": "fp16"}),
+                                          ("get tensorrt calibration bert", {}),
+                                          ("get tensorrt engine onnxruntime bert", {"precision": "fp16"})])
+def test_a_model_files_builds_are_keyed_by_its_content_not_its_path(tmp_path, query, inputs):
+    """The same bytes at two paths (or through a link) built the engine again: minutes each."""
+    h200 = fake_smi(tmp_path / "a")
+    for name, text in (("m1/model.onnx", "same"), ("m2/model.onnx", "same"), ("m3/model.onnx", "other")):
+        (tmp_path / name).parent.mkdir()
+        (tmp_path / name).write_text(text)
+    (tmp_path / "m2" / "link.onnx").symlink_to(tmp_path / "m1" / "model.onnx")
+    keys = [_engine_key(tmp_path, h200, query, model=str(tmp_path / m), **inputs)
+            for m in ("m1/model.onnx", "m2/model.onnx", "m2/link.onnx", "m3/model.onnx")]
+    assert keys[0] == keys[1] == keys[2] != keys[3]
 
 
 def test_onnxruntime_without_the_cuda_provider_says_which_it_has(tmp_path, monkeypatch):

@@ -153,6 +153,16 @@ def test_cache_that_is_a_file(ws, tmp_path):
              "a part of that path is a file")
 
 
+@pytest.mark.parametrize("flag", ["--runs", "--cache"])
+def test_runs_or_cache_that_is_a_link_to_nothing(ws, tmp_path, flag):
+    """A runs folder that is a dangling link looped for ever (makedirs' FileExistsError read as an id drawn twice)."""
+    ws.recipe("a", "tags: a\ncache: false\nrun: echo hi\n")
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "nowhere")
+    result = ws.mlrun(flag, str(link), "a", timeout=60)
+    one_line(result, 2, f"folder {link} is a link to nothing ({tmp_path / 'nowhere'})", flag)
+
+
 @pytest.fixture
 def mount(tmp_path):
     """mount(options) -> a fresh tmpfs folder; unmounted at teardown. Skips where mounting is refused."""

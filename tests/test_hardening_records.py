@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, SHARED_DATA, assert_user_error, kill_group, wait_for
+from conftest import ROOT, SHARED_DATA, assert_user_error, kill_group, run_ids, wait_for
 from engine import Cache, cli, records, resolve
 from engine.runner import Runner, RunReporter
 from engine.results import show
@@ -399,3 +399,37 @@ def test_a_record_damaged_below_its_top_is_said_by_every_reader(ws):
 def test_an_uncached_steps_record_file_that_is_a_fifo_fails_it_without_a_hang(ws):
     ws.recipe("fifo", "tags: fifo\ncache: false\nrun: mkfifo s.json\nrecord: {results: s.json}\n")
     assert_user_error(ws.mlrun("fifo"), 1, "its results file s.json is no file (a FIFO")
+
+
+def test_a_running_record_whose_process_lacks_its_pid_is_shown(ws):
+    """`runs show` ended "unexpected KeyError: 'pid' ... a bug" (the record's process is asked whether it runs)."""
+    ws.recipe("plain", "tags: [demo, plain]\ncache: false\nrun: 'true'\n")
+    run = json.loads(ws.mlrun("demo plain", "--json").stdout)["run"]
+    path = os.path.join(ws.runs, run, "run.json")
+    record = json.load(open(path))
+    record["status"] = "running"
+    del record["process"]["pid"]
+    json.dump(record, open(path, "w"))
+    for argv in (("runs", "show", run), ("runs",)):
+        result = ws.mlrun(*argv)
+        assert result.returncode == 0 and "bug" not in result.stderr and run in result.stdout, result.stderr
+
+
+@pytest.mark.slow
+def test_two_recipe_folders_of_the_same_name_are_copied_apart_and_replay(ws):
+    """Both --recipes folders named recipes/, each with a recipe folder a/: the second copy overwrote the first, and
+    the replay with the recorded recipes was refused ("the run folder was changed after the run")."""
+    other = os.path.join(ws.root, "other", "recipes")
+    ws.recipe("a", "tags: a\ncache: false\nrun: echo one\n")
+    ws.write(os.path.join(other, "a", "recipe.yaml"), "name: a-other\ntags: b\ncache: false\nrun: echo two\n")
+    ws.write(os.path.join(other, "top", "recipe.yaml"),
+             "tags: top\ncache: false\ndeps: [{query: a}, {query: b}]\nrun: echo top\n")
+    first = ws.mlrun("--recipes", ws.recipes, "--recipes", other, "top")
+    assert first.returncode == 0, first.stderr
+    run = run_ids(ws.runs)[-1]
+    record = json.load(open(os.path.join(ws.runs, run, "run.json")))
+    assert record["recipes"]["a"]["snapshot"] != record["recipes"]["a-other"]["snapshot"]
+    ws.write(os.path.join(other, "a", "recipe.yaml"), "name: a-other\ntags: b\ncache: false\nrun: echo three\n")
+    replayed = ws.mlrun("--recipes", ws.recipes, "--recipes", other, "replay", run, "--recorded-recipes")
+    assert replayed.returncode == 0 and "recipe a-other: the local one differs or is missing; using the recorded " \
+        "copy" in replayed.stdout, replayed.stderr

@@ -378,6 +378,11 @@ def test_a_place_or_a_tokenizer_named_variable_is_no_secret(ws):
     assert not secrets.is_secret("MLRUN_TOKENIZER_DIR") and not secrets.is_secret("HF_TOKEN_PATH")
     assert not secrets.is_secret("DB_PASSWORD_FILE") and not secrets.is_secret("TOKENIZER")
     assert secrets.is_secret("HF_TOKEN") and secrets.is_secret("MY_API_KEY") and secrets.is_secret("TOKENS")
+    for name in ("MAX_TOKENS", "max_new_tokens", "NUM_TOKENS", "KEYBOARD", "AUTH_MODE"):   # masked: out of the key
+        assert not secrets.is_secret(name), name
+    for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "GITHUB_TOKEN", "SORT_KEY", "AUTH", "GIT_PAT",
+                 "AUTH_TOKEN", "PGPASSWORD", "OPT_PASS"):
+        assert secrets.is_secret(name), name
     ws.recipe("get-tok", "tags: [get, tok]\nrun: mkdir -p tok && echo hello > tok/vocab.txt\n"
                          "exports: {MLRUN_TOKENIZER_DIR: \"{entry}/tok\"}\n")
     ws.recipe("use-tok", "tags: [use, tok]\ndeps: [{name: tok, query: get tok}]\n"

@@ -26,6 +26,12 @@ def local_imports(path):
                 for candidate in (name.replace(".", "/") + ".py", name.replace(".", "/") + "/__init__.py"):
                     if os.path.isfile(os.path.join(ROOT, candidate)):
                         out.add(candidate)
+                        # importing a.b runs a/__init__.py first (engine/__init__.py was missing from 11 recipes)
+                        parent = os.path.dirname(candidate)
+                        while parent:
+                            if os.path.isfile(os.path.join(ROOT, parent, "__init__.py")):
+                                out.add(f"{parent}/__init__.py")
+                            parent = os.path.dirname(parent)
     return out
 
 
@@ -59,5 +65,5 @@ def test_sources_cover_what_the_step_imports(recipe):
     if scripts == listed:
         return
     assert entry_points, f"{recipe['name']} lists sources but runs no mlperf_bert or submission module"
-    needed = closure(entry_points)
+    needed = closure(entry_points | {f"{p.split('/')[0]}/__init__.py" for p in entry_points})
     assert needed <= listed, f"{recipe['name']}: add to sources: {sorted(needed - listed)}"

@@ -12,7 +12,7 @@ import pytest
 from engine import Cache, StepError, resolve
 from engine.errors import MlrunError
 from engine.runner import Runner, RunReporter
-from conftest import MLRUN, assert_user_error
+from conftest import MLRUN, assert_user_error, run_ids
 
 
 class Recorder(RunReporter):
@@ -485,6 +485,17 @@ def test_a_recorded_file_the_step_did_not_write_is_said(ws):
     assert result.returncode == 0, result.stderr
     assert "note: r wrote no missing.txt, which its recipe records (record:)" in result.stdout + result.stderr
     assert "pkgs.txt" not in (result.stdout + result.stderr).split("note:")[-1]
+
+
+def test_recorded_packages_that_are_not_lines_of_text_leave_a_finished_record(ws):
+    """A packages file of JSON numbers: a TypeError in the run's `finally` ("a bug", exit 2), the record left
+    "running" (`runs`: died)."""
+    ws.recipe("pk", "tags: pk\ncache: false\nrecord: {packages: packages.json}\n"
+                    "run: echo '[1, \"a==1\"]' > packages.json\n")
+    result = ws.mlrun("pk")
+    assert result.returncode == 0, result.stderr
+    record = json.load(open(os.path.join(ws.runs, run_ids(ws.runs)[-1], "run.json")))
+    assert record["status"] == "ok" and list(record["packages"].values()) == [{"a": "1"}]
 
 
 def test_a_runs_folder_full_at_the_start_leaves_no_folder(ws, monkeypatch):
