@@ -254,7 +254,9 @@ def score(features_dir, squad_json, log_path, predictions_path=None, questions=N
 def coverage_note(result):
     """The line that says which questions a score is over."""
     if result.get("note"):  # a model trained on part of the dev set: scored on the rest only
-        return f"scored {result['questions']} questions ({result['note']})"   # the note says of how many
+        # (a --count run scored 200 of them: it said "scored 200 questions (... 4874 questions ...)")
+        of = f" of {result['of']}" if result.get("subset") else ""
+        return f"scored {result['questions']}{of} questions ({result['note']})"
     if result["subset"]:
         return (f"scored {result['questions']} of {result['of']} questions: the log covers only these "
                 "(not an official figure)")

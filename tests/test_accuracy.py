@@ -276,3 +276,13 @@ def test_evaluate_max_over_gold_and_average_over_all():
     assert result["f1"] == pytest.approx(100 * (1 + 0.5) / 3)
     with pytest.raises(MlrunError):
         accuracy.evaluate([], {})
+
+
+def test_a_subset_of_chosen_questions_says_of_how_many():
+    """A --count run over the held-out questions said "scored 200 questions (... 4874 questions ...)"."""
+    from mlperf_bert.accuracy import coverage_note
+    note = "held-out articles 24-47 of the dev set, 4874 questions"
+    assert coverage_note({"questions": 200, "of": 4874, "subset": True, "note": note}) == \
+        f"scored 200 of 4874 questions ({note})"
+    assert coverage_note({"questions": 4874, "of": 4874, "subset": False, "note": note}) == \
+        f"scored 4874 questions ({note})"
