@@ -148,10 +148,12 @@ def build_parser(only=None):
                                                         "variations match")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("rm", "remove cache entries matching QUERY, one ENTRY (its folder name, path or key prefix), or --all; "
-                   "rm failed: the logs of failed and interrupted builds")
-    p.add_argument("what", choices=["cache", "failed"], metavar="cache|failed", help="what to remove")
-    p.add_argument("query", nargs="?", default="", metavar="QUERY|ENTRY")
+                   "rm failed: the logs of failed and interrupted builds; rm run RUN (an id, last) or "
+                   "--older-than AGE: run folders (never one still running)")
+    p.add_argument("what", choices=["cache", "failed", "run"], metavar="cache|failed|run", help="what to remove")
+    p.add_argument("query", nargs="?", default="", metavar="QUERY|ENTRY|RUN")
     p.add_argument("--all", action="store_true", help="every entry")
+    p.add_argument("--older-than", metavar="AGE", help="rm run: every run started longer ago than AGE (30d, 12h)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask for confirmation")
     p = verb("gc", "remove what no running mlrun owns: leftovers of killed builds, imports and removals, run folders "
                    "without a record, partial downloads and failed build logs older than --older-than (default 7d), "
@@ -1052,6 +1054,11 @@ def _print_near(words, verb):
 def cmd_rm(args, extras, settings):
     from . import cache_view
     from .cache import Cache
+    if args.what == "run":
+        return _remove_runs(args, settings)
+    if args.older_than is not None:
+        raise UsageError(f"rm {args.what} takes no --older-than", hint="mlrun gc --older-than AGE removes the cache "
+                                                                        "entries unused that long")
     cache = Cache(settings.cache)
     if args.what == "failed":   # the kept logs of failed, interrupted and killed builds
         if args.query:
@@ -1087,6 +1094,20 @@ def cmd_rm(args, extras, settings):
     return _remove_listed(args, [f"{m.get('recipe')} {' '.join('_' + v for v in m.get('variations', []))} "
                                  f"{_rel(m['path'])}" for m in entries],
                           plural(len(entries), "entry"), lambda: cache.remove_unused(entries))
+
+
+def _remove_runs(args, settings):
+    from . import gc, records
+    if bool(args.query) == (args.older_than is not None) or args.all:
+        raise UsageError("say which runs: mlrun rm run RUN (an id, last, last~N), or mlrun rm run --older-than AGE")
+    older = gc.parse_age(args.older_than) if args.older_than is not None else None
+    runs, live = records.to_remove(settings.runs, args.query or None, older)
+    if live:
+        print(f"note: {plural(len(live), 'run')} of that age still {'runs' if len(live) == 1 else 'run'} and "
+              f"{'stays' if len(live) == 1 else 'stay'}: {', '.join(live[:3])}" + (" ..." if len(live) > 3 else ""),
+              file=sys.stderr)
+    return _remove_listed(args, [f"{run_id}  {_rel(folder)}" for run_id, folder in runs], plural(len(runs), "run"),
+                          lambda: [records.remove_run(settings.runs, run_id) for run_id, _ in runs])
 
 
 def _remove_listed(args, lines, what, remove):

@@ -96,6 +96,11 @@ def find(cache, runs_dir, older_than=None, now=None):
                    lambda name, path: RUN_ID.fullmatch(name) and os.path.isdir(path) and not os.path.islink(path)
                       and not os.path.exists(os.path.join(path, "run.json")))
     items += _aged("killed run import", runs_dir, RECORDLESS_AGE, now, lambda name, path: name.startswith(".import-"))
+    items += _aged("interrupted run removal", runs_dir, RECORDLESS_AGE, now,
+                   lambda name, path: re.fullmatch(rf"\.removing-{RUN_ID.pattern}\.\d+", name))
+    # `runs`' memo being written when it was killed (written whole in well under a second)
+    items += _aged("killed memo write", os.path.join(runs_dir, ".index"), RECORDLESS_AGE, now,
+                   lambda name, path: re.fullmatch(r"rows-\d+\.json\.\d+\.tmp", name))
     for folder in (cache.root, runs_dir):
         items += _aged("sweep marker", folder, max(age, MARKER_AGE), now,
                        lambda name, path: SWEEP_MARKER.fullmatch(name))

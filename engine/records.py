@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import sys
+import time
 
 from . import cgroups
 from .errors import MlrunError, UsageError
@@ -239,6 +240,48 @@ def find(runs_dir, ref):
                                                                "names the newest it lists, last~1 the one before")
     raise UsageError(f"'{ref}' names {len(ids)} runs: {', '.join(ids[:5])}"
                      + (f" and {len(ids) - 5} more" if len(ids) > 5 else ""), hint="give more of the id")
+
+
+def to_remove(runs_dir, ref=None, older_than=None, now=None):
+    """(runs `mlrun rm run` removes: [(id, folder)], ids left as they still run): REF's run, or each run started
+    more than older_than seconds ago. A run whose process still runs (or may, on another host) is never removed."""
+    if ref is not None:
+        path = find(runs_dir, ref)
+        if os.path.dirname(os.path.dirname(path)) != os.path.abspath(runs_dir):   # a run folder elsewhere
+            raise UsageError(f"{os.path.dirname(path)} is not a run of {runs_dir}",
+                             hint="rm run removes the runs of the runs folder: give its id")
+        paths = [path]
+    else:
+        cut = (time.time() if now is None else now) - older_than
+        paths = [os.path.join(runs_dir, i, "run.json") for i in list_ids(runs_dir)]
+    chosen, live = [], []
+    for path in paths:
+        run_id = os.path.basename(os.path.dirname(path))
+        try:
+            record = load(path)
+        except (MlrunError, TypeError, ValueError, AttributeError, KeyError):
+            record = None   # a damaged record: by its folder's age alone
+        started = record.get("started") if record else None
+        if ref is None and not (started if isinstance(started, (int, float)) else os.stat(path).st_mtime) < cut:
+            continue
+        now_status = status(record) if record else None
+        if now_status in ("running", "running?"):
+            live.append(run_id)
+            if ref is not None:
+                raise UsageError(f"run {run_id} is still running" + (
+                    "" if now_status == "running" else " on another host (so its record says: it cannot be asked "
+                    "from here)"), hint="stop it first; a run whose process died shows as `died` in `mlrun runs`")
+        else:
+            chosen.append((run_id, os.path.dirname(path)))
+    return chosen, live
+
+
+def remove_run(runs_dir, run_id):
+    """Moved aside in one rename, then deleted: a removal stopped half-way leaves no half run (gc ends it)."""
+    from .cache import remove_tree
+    aside = os.path.join(runs_dir, f".removing-{run_id}.{os.getpid()}")
+    os.rename(os.path.join(runs_dir, run_id), aside)
+    remove_tree(aside)
 
 
 LAST = re.compile(r"last(?:~(\d+))?")

@@ -7,6 +7,7 @@ variation may be written with or without its `_` (backend=_deepsparse matches ba
 import contextlib
 import csv
 import difflib
+import hashlib
 import io
 import json
 import math
@@ -354,7 +355,9 @@ def run_row(runs_dir, run_id, memo):
         row["replay_of"] = record["replay_of"]
         row["replay_exact"] = record.get("exact") is not False   # --allow-differences: marked inexact
     item = (row, records.flat_settings(record))
-    if record.get("status") != "running":   # a running one's status is its process's, asked each time
+    # a running one's status is its process's, asked each time; once it died it stays so (712 died runs were read
+    # again by every `runs`, half of its time among 7,000)
+    if record.get("status") != "running" or row.get("status") == "died":
         memo.put(run_id, item)
     return item
 
@@ -363,11 +366,17 @@ class RowsMemo:
     """The rows of finished runs, each kept with its record's identity (inode, size, mtime): a record rewritten
     (a replay's note, an import over it) is read again. One file per user under RUNS/.index/, readable by that
     user only (a teammate's private run must not show through it), written whole by rename; a runs folder this
-    user may not write into is simply read each time. Another mlrun version reads every record again."""
+    user may not write into is simply read each time. Another mlrun version, or another text of the code that makes
+    the rows (a checkout pulled between versions kept old rows beside new ones), reads every record again."""
 
     def __init__(self, runs_dir):
         from .version import __version__
-        self.version = __version__
+        from . import records
+        code = hashlib.sha256()
+        for module in (records, sys.modules[__name__]):
+            with open(module.__file__, "rb") as f:
+                code.update(f.read())
+        self.version = f"{__version__}+{code.hexdigest()[:16]}"
         self.path = os.path.join(runs_dir, ".index", f"rows-{os.getuid()}.json")
         self.seen, self.stats = {}, {}
         try:   # sealed: an edited copy ("started": "x") said "unexpected TypeError ... a bug"; it is read past
@@ -398,7 +407,10 @@ class RowsMemo:
 
     def put(self, run_id, item):
         if run_id in self.stats:   # the identity seen before the record was read: a change meanwhile reads again
-            self.seen[run_id] = {"stat": self.stats[run_id], "row": item[0], "settings": item[1]}
+            # scrubbed once, as it is kept (every file mlrun writes is: a record put there by hand): scrubbing every
+            # row at each save took most of a warm `runs` of thousands
+            from .secrets import scrub
+            self.seen[run_id] = scrub({"stat": self.stats[run_id], "row": item[0], "settings": item[1]})
             self.changed = True
 
     def save(self, every_run=True):
@@ -410,13 +422,14 @@ class RowsMemo:
             return
         folder = os.path.dirname(self.path)
         tmp = f"{self.path}.{os.getpid()}.tmp"
+        # made before the file is opened: a Ctrl-C while it was made left a partial .tmp file for ever
+        data = seal({"version": self.version}, self.seen, separators=(",", ":"), default=str)
         try:
             from .cache import shared_dir
-            from .secrets import scrub
             shared_dir(folder)   # teammates sharing the runs folder keep their own file there
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as f:   # (scrubbed as every file mlrun writes: a record put there by hand)
-                f.write(seal({"version": self.version}, scrub(self.seen), separators=(",", ":"), default=str))
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
             os.replace(tmp, self.path)
         except OSError:   # a runs folder this user may only read, a full disk: the records are read next time too
             with contextlib.suppress(OSError):

@@ -63,8 +63,11 @@ def litter(ws):
                item(os.path.join(c, ".locks", "tmp", "import-1-0000dead.lock"), size=0),   # its folder is gone
                # a SIGKILLed cluster sweep's markers (a live sweep's, younger than 30 days, stay)
                item(os.path.join(c, ".sweep-" + "ab" * 16), size=32, age=31 * DAY),
-               item(os.path.join(r, ".sweep-" + "cd" * 16), size=32, age=31 * DAY)]
-    ws.kept = [item(os.path.join(c, ".partial", "sha256-" + "0123abcd" * 8 + ".part"), size=3000, age=DAY),
+               item(os.path.join(r, ".sweep-" + "cd" * 16), size=32, age=31 * DAY),
+               # `runs` killed while it wrote its memo
+               item(os.path.join(r, ".index", "rows-0.json.4242.tmp"), size=11, age=DAY)]
+    ws.kept = [item(os.path.join(r, ".index", "rows-0.json.4343.tmp"), size=11),   # being written now
+               item(os.path.join(c, ".partial", "sha256-" + "0123abcd" * 8 + ".part"), size=3000, age=DAY),
                item(os.path.join(c, ".sweep-" + "ef" * 16), size=32, age=8 * DAY),
                # what a --cache that is not (only) mlrun's holds: names mlrun never gives (were deleted)
                item(os.path.join(c, ".tmp", "project.v2"), "notes.txt", 5, age=8 * DAY),
@@ -99,7 +102,7 @@ def test_gc_removes_what_nobody_owns_and_says_how_much_it_freed(litter):
     for kind in ("1 build leftover (1000 B)", "1 interrupted removal (20 B)", "1 killed import (2.0 KB)",
                  "1 partial download (2.9 KB)",
                  "1 failed build log (10 B)", "1 run without a record (7 B)", "1 killed run import (5 B)",
-                 "2 sweep markers (64 B)"):
+                 "2 sweep markers (64 B)", "1 killed memo write (11 B)"):
         assert kind in freed, freed
     assert os.listdir(os.path.join(ws.cache, ".locks", "tmp")) == []   # the import's lock went with it
     # no lock made for the person's files (notes.lock, project.lock were); the leftover's went with it (no entry)
