@@ -77,7 +77,9 @@ def check_fields(names, rows, what):
     known = set().union(*rows)
     for name in names:
         if name not in known and not DOCUMENTED.fullmatch(name):
-            near = difflib.get_close_matches(name, sorted(known), n=3)
+            # the column headed LAYERS is dep.model.layers: a field whose last part is the name is nearest
+            near = [k for k in sorted(known) if k.rsplit(".", 1)[-1].lower() == name.lower()][:3] \
+                or difflib.get_close_matches(name, sorted(known), n=3)
             raise UsageError(f"no field '{name}' in {what}",
                              hint=(f"did you mean {', '.join(near)}? " if near else "")
                              + "docs/sweeps.md lists the fields; --json shows a row's fields")

@@ -205,6 +205,9 @@ def test_runs_filters(history):
     assert_user_error(ws.mlrun("runs", "--status="), 2, "--status is empty")   # it listed every run, exit 0
     assert_user_error(ws.mlrun("runs", "--status", " , "), 2, "--status is empty")
     assert_user_error(ws.mlrun("runs", "--columns", "batchsize"), 2, "no field 'batchsize'", "did you mean batch_size")
+    # the column the table heads LAYERS (it found nothing near: difflib's ratio of 'layers' to the long name)
+    assert_user_error(ws.mlrun("runs", "--columns", "run,LAYERS"), 2, "no field 'LAYERS'",
+                      "did you mean dep.model.layers")
 
 
 @pytest.mark.slow
