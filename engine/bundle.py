@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import sys
 import tarfile
 import time
@@ -32,7 +31,7 @@ from . import integrity, keys, secrets, signing
 from .cache import (ENTRY_FILE, ENTRY_NAME, META_DIR, entry_problems, few, filed_as, group_readable, read_entry,
                     removal_command, shared_dir, write_json)
 from .errors import MlrunError, UsageError, printable
-from .gc import RUN_ID
+from .gc import RUN_ID, tree_size
 from .records import check_shape, status
 from .words import size_words
 
@@ -92,7 +91,7 @@ def _export(record, run_dir, cache, out_path, with_cache, sign):
             trees = [run_dir] + [log for _, log in logs] + [os.path.join(cache.root, name) for name in entries]
             with tarfile.open(fileobj=stream, mode="w") as tar:
                 # gone before ssh-keygen asks for a passphrase
-                with _Bar(f"packing {os.path.basename(out_path)}", lambda: sum(map(_tree_bytes, trees))) as bar:
+                with _Bar(f"packing {os.path.basename(out_path)}", lambda: sum(map(tree_size, trees))) as bar:
                     size = _add_tree(tar, run_dir, f"{RUN_DIR}/{run_id}", f"run {run_id}", bar=bar)
                     for label, log in logs:   # a teammate auditing it got one line
                         size += _add_tree(tar, log, f"{RUN_DIR}/{run_id}/{FAILED_LOGS}/{label}", f"run {run_id}",
@@ -289,18 +288,6 @@ def _add_tree(tar, path, arcname, what, root=None, bar=None):
         return 0
     return sum(_add_tree(tar, os.path.join(path, n), f"{arcname}/{n}", what, root, bar)
                for n in sorted(os.listdir(path)))
-
-
-def _tree_bytes(path):
-    """The bytes of the regular files under path (what _add_tree adds of it)."""
-    if not os.path.isdir(path) or os.path.islink(path):
-        return os.path.getsize(path) if os.path.isfile(path) and not os.path.islink(path) else 0
-    total = 0
-    for folder, _, files in os.walk(path):
-        for name in files:
-            st = os.lstat(os.path.join(folder, name))
-            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
-    return total
 
 
 class _Bar:

@@ -10,9 +10,9 @@ IRREGULAR = {"entry": "entries", "dependency": "dependencies", "recipe query": "
              "is": "are", "was": "were", "download": "downloads", "match": "matches", "this": "these"}
 
 
-def plural(n, word, many=None):
+def plural(n, word):
     """'1 entry', '3 entries', '0 nodes': the count and the word in the form the count needs."""
-    return f"{n} {word if n == 1 else many or plural_form(word)}"
+    return f"{n} {word if n == 1 else plural_form(word)}"
 
 
 def plural_form(word):

@@ -74,13 +74,6 @@ def split_batch(rows, batch_sizes):
     return parts
 
 
-def pad_response(response, width=FEATURE_WIDTH, value=-10000.0):
-    """A (L, 2) response as the accuracy step reads it: rows past L are `value` logits."""
-    padded = np.full((width, 2), value, np.float32)
-    padded[:len(response)] = response
-    return padded
-
-
 class EngineCache:
     """Compiled engines by shape (length, batch), each compiled once by compile_fn(length, batch)."""
 

@@ -344,7 +344,7 @@ def _finish(p, outcome, settings):
         # SIGKILL is no stop of the sweep's (those are SIGINT, SIGTERM): the kernel's out-of-memory killer, a user
         status = "ok" if code == 0 else "interrupted" if code in INTERRUPTED_CODES or (
             code < 0 and -code != signal.SIGKILL) else "failed"
-    if status not in ("ok", "failed", "interrupted"):
+    if status not in record.FINISHED:
         status = "failed"   # 'error' (not carried out: mlrun's exit 2) and 'died' count as failed points
     if status != "ok" and not p.get("error"):
         # a point killed by a signal: the signal's name, not "code -15" nor its last progress line

@@ -16,9 +16,7 @@ Measuring points never share cores: with --jobs N the local executor pins each w
 (os.sched_setaffinity before the point starts: mlrun and its benchmark inherit it) when any point measures;
 a machine with fewer cores than N is refused. Points that only compute accuracy run unpinned.
 """
-import ctypes
 import importlib
-import json
 import os
 import queue
 import signal
@@ -30,6 +28,8 @@ from dataclasses import dataclass
 from engine.cache import shared_dir
 from engine.errors import UsageError
 from engine.settings import CHECKOUT
+
+from .node import die_with_parent, run_id_of, run_of_process
 
 MLRUN = os.path.join(CHECKOUT, "bin", "mlrun")
 CLUSTER = {"ray": "sweeps.ray_executor", "slurm": "sweeps.slurm_executor"}
@@ -98,41 +98,15 @@ def executor(on, options):
     return module.make(on, options)
 
 
-def settings_env(settings, base=None):
+def settings_env(settings):
     """The environment of an mlrun child that uses the same cache, runs, recipes and mirror as `settings`."""
-    env = dict(os.environ if base is None else base)
+    env = dict(os.environ)
     env.update(MLRUN_CACHE=settings.cache, MLRUN_RUNS=settings.runs, MLRUN_RECIPES=os.pathsep.join(settings.recipes))
     if settings.mirror:
         env["MLRUN_MIRROR"] = settings.mirror
     else:
         env.pop("MLRUN_MIRROR", None)
     return env
-
-
-def run_id_of(stdout):
-    """The run id `mlrun run --json` printed (it prints one for a failed run too), or None."""
-    try:
-        value = json.loads(stdout)
-    except ValueError:
-        return None
-    return value.get("run") if isinstance(value, dict) else None
-
-
-def run_of_process(runs_dir, pid, since):
-    """The id of the run a process (pid) started in runs_dir since then: its record names it from its start."""
-    try:
-        names = [n for n in os.listdir(runs_dir) if os.path.getmtime(os.path.join(runs_dir, n)) >= since - 1]
-    except (OSError, TypeError):
-        return None
-    for name in sorted(names, reverse=True):
-        try:
-            with open(os.path.join(runs_dir, name, "run.json")) as f:
-                record = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if isinstance(record, dict) and (record.get("process") or {}).get("pid") == pid:
-            return record.get("id", name)
-    return None
 
 
 def run_mlrun(task, env, cores=None, log_path=None, started_proc=None):
@@ -142,7 +116,7 @@ def run_mlrun(task, env, cores=None, log_path=None, started_proc=None):
     stops its step, so no orphan goes on measuring beside the points of a resumed sweep.
     """
     def child_setup():
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        die_with_parent()
         if cores:
             os.sched_setaffinity(0, cores)
     started = time.time()

@@ -47,7 +47,7 @@ def _sees(marker):
         return False
 
 
-def _die_with_parent():
+def die_with_parent():
     """In the child: SIGTERM when the worker that started it dies (Ray kills workers by SIGKILL),
     so mlrun records its run as interrupted instead of running on unseen."""
     try:
@@ -91,7 +91,7 @@ def run_point(spec, on_start=None, on_stop=None):
         env.pop(name, None)
     proc = subprocess.Popen([spec["mlrun"], *spec["argv"]], env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=die_with_parent)
     if on_start is not None:   # with mlrun's pid: a worker that dies answers nothing, and its run is found by it
         on_start((spec["point_id"], node, proc.pid if shared_runs else None))
     try:
@@ -117,7 +117,7 @@ def run_point(spec, on_start=None, on_stop=None):
 def _ended(out, proc, stdout, stderr, runs, shared_runs, t0):
     """out completed with how mlrun ended: its run (packed when the runs folder is this node's own)."""
     out.update(returncode=proc.returncode, stderr=(stderr or "")[-LOG_CHARS:],
-               run_id=_run_id(stdout) or _run_of_process(runs, proc.pid, t0))
+               run_id=run_id_of(stdout) or run_of_process(runs, proc.pid, t0))
     if not shared_runs:
         if out["run_id"]:
             out["archive"], out["node_runs"] = _pack(os.path.join(runs, out["run_id"])), runs
@@ -126,14 +126,15 @@ def _ended(out, proc, stdout, stderr, runs, shared_runs, t0):
     return out
 
 
-def _run_id(stdout):
+def run_id_of(stdout):
+    """The run id `mlrun run --json` printed (it prints one for a failed run too), or None."""
     try:
         return json.loads(stdout).get("run")
     except (ValueError, AttributeError):
         return None
 
 
-def _run_of_process(runs, pid, since, host=None):
+def run_of_process(runs, pid, since, host=None):
     """The run that process pid (of host, by default this one) started (a failed run prints no JSON): its record
     names its process."""
     try:

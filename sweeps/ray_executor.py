@@ -389,7 +389,7 @@ def _outcome(ray, ref, task, node_id, runs, log_dir, mlrun=None):
     except ray.exceptions.RayError as e:   # the worker or its node died, the task was cancelled...
         reason = str(e).strip().splitlines()
         # its run, where the worker's mlrun wrote in this runs folder (the point named none: its link was lost)
-        run_id = node._run_of_process(runs, mlrun[1], mlrun[2] - 60, host=mlrun[0]) if mlrun else None
+        run_id = node.run_of_process(runs, mlrun[1], mlrun[2] - 60, host=mlrun[0]) if mlrun else None
         return remote.lost(task, node_id[:8] if node_id else "-",
                            f"the Ray task of point {task.point_id} failed: {type(e).__name__}: "
                            f"{reason[-1] if reason else ''}", log_dir=log_dir, run_id=run_id)
