@@ -20,9 +20,21 @@ import time
 
 from . import digests, envs, guard, integrity, records, secrets, usage
 from .cache import META_DIR, few, read_entry, removal_command, write_json
-from .errors import MlrunError, StepError, UnrecordableFileError, UsageError
+from .errors import MlrunError, StepError, UnrecordableFileError, UsageError, printable
 
 TAIL_LINES = 20
+LINE_SHOWN = 500   # characters of one line of a step's output that mlrun quotes (a 50 MB line printed 8 KB)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")   # all but tab
+
+
+def printable_line(text):
+    """Text of a step's (its output, a command line) as mlrun prints or records it itself: control characters
+    (escape sequences, BEL, backspace) as \\xNN, and bytes that are not UTF-8 too: they drove the terminal."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", printable(text))
+
+
+def _duration(seconds):
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min" if seconds < 7200 else f"{seconds / 3600:g} h"
 
 
 class RunReporter:
@@ -174,8 +186,9 @@ def new_run_id():   # gc.RUN_ID matches these names
 
 class Runner:
     def __init__(self, cache, runs_dir, reporter=None, verbose=False, mirror=None,
-                 host_env=None, stream_root=True, live_out=None, jobs=JOBS):
+                 host_env=None, stream_root=True, live_out=None, jobs=JOBS, timeout=None):
         self.cache = cache
+        self.timeout = timeout   # seconds each step's command may run (--timeout); a recipe's own, if smaller
         self.jobs = jobs   # cache entries built at once: the main thread's and up to jobs - 1 alongside
         # where a live step's output goes: stdout, or stderr where stdout is for --json alone (-v broke the JSON)
         self.live_out = live_out
@@ -630,7 +643,8 @@ class Runner:
                 tty = live and _terminal()
                 self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
                               interactive=is_root and node.interactive, stop=self._along.halt if alongside else None,
-                              beside=bool(final) and self.jobs > 1)
+                              beside=bool(final) and self.jobs > 1, label=node.label,
+                              timeout=min(filter(None, (self.timeout, node.timeout)), default=None))
                 if alongside and self.verbose:
                     self._show_output(i, total, node, log_path)
             # `rm -rf .mlrun`, its own folder, or a file or link put in its place: an "environment" error (exit 2),
@@ -677,7 +691,9 @@ class Runner:
             why = f": {said[-1][:300]}" if said and e.message.startswith("exited with code") else ""
             # A step's own exit 78 (it refused this machine or request) stays 2; an unrecordable output is the
             # step's fault.
-            failed = StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
+            # the log always named: a hint (SIGKILL's, a removed folder's) took its place
+            hint = f"{e.hint}; full log: {kept}" if e.hint and kept not in e.hint else e.hint or f"full log: {kept}"
+            failed = StepError(f"step {node.label} failed: {e.message}{why}", hint=hint,
                                exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code)
             failed.log = kept   # the run's record names it: `export` carries a kept log (.failed/) with the run
             if why and live and _one_destination(self.live_out or sys.stdout):
@@ -726,7 +742,8 @@ class Runner:
               size=item.get("size"), mirror=self.mirror, partial_dir=self.cache.partial_dir(), progress=progress,
               index_path=os.path.join(self.cache.root, ".index", "mirror-hashes.json"))
 
-    def _execute(self, argv, env, cwd, log_path, live, interactive=False, stop=None, beside=False):
+    def _execute(self, argv, env, cwd, log_path, live, interactive=False, stop=None, beside=False, label="",
+                 timeout=None):
         """beside: other entries may have been built at the same time (--jobs), each holding its memory."""
         import subprocess  # only steps that run pay for the import
         record = os.path.join(os.path.dirname(log_path), guard.RECORD)
@@ -745,9 +762,10 @@ class Runner:
                     "a smaller env, or a file the step reads" if e.errno == errno.E2BIG else None)
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}", hint=limit,
                                 exit_code=2 if limit else StepError.exit_code) from None
+            watch = _Watch(self.reporter, label, record, timeout)
             try:
                 last = b"\n"
-                for line in _lines(proc, stop):
+                for line in _lines(proc, stop, watch):
                     line = secrets.scrub_bytes(line)
                     log.write(line)
                     log.flush()   # the log is what a person follows (tail -f) while a long step runs
@@ -763,17 +781,24 @@ class Runner:
                         (self.live_out or sys.stdout).buffer.write(b"\n")
                         (self.live_out or sys.stdout).flush()
                 code = proc.wait()
-            except BaseException:  # interrupted, or the log could not be written: stop the step first
-                guard.stop(proc, record)
+            except BaseException as e:  # interrupted, timed out, or the log could not be written: stop the step
+                if isinstance(e, KeyboardInterrupt):   # steps built alongside stop now, within the same grace
+                    self._along.halt.set()
+                guard.stop(proc, record, getattr(e, "signum", signal.SIGINT if isinstance(e, KeyboardInterrupt)
+                                                 else signal.SIGTERM))
                 _drain(proc, log)   # what its cleanup said (a trap on EXIT) belongs in the log too
+                if isinstance(e, TimedOut):
+                    raise StepError(f"timed out after {_duration(timeout)} (its group was sent SIGTERM)") from None
                 raise
             finally:
                 proc.stdout.close()
                 guard.kill_recorded(record)  # the guard itself was killed: what it watched must not run on
-                try:
-                    os.remove(record)
-                except (FileNotFoundError, NotADirectoryError):   # gone with the step's folder (its own doing)
-                    pass
+                left = _read_left(record)
+        if code == 0 and left:   # a process it left would change the entry after it was published
+            more = f" and {left['count'] - 1} more" if left["count"] > 1 else ""
+            raise StepError(f"it left {left['count']} process{'es' if left['count'] > 1 else ''} running "
+                            f"({printable_line(left['command'])[:200]}){more}, killed as it ended",
+                            hint="a step waits for what it starts (wait, or stop its servers before it ends)")
         if code == 2 and interactive:  # the person's input was refused: their usage error, in the step's words
             tail = _tail(log_path)
             said = _errors_said(tail)
@@ -856,7 +881,54 @@ def _drain(proc, log):
         pass
 
 
-def _lines(proc, stop=None):
+class TimedOut(Exception):
+    """A step ran past its timeout."""
+
+
+class _Watch:
+    """Called while a step is silent: its timeout, and a step stopped (SIGSTOP, SIGTSTP) is said once."""
+
+    def __init__(self, reporter, label, record, timeout):
+        self.reporter, self.label, self.record = reporter, label, record
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.timeout, self.next_look, self.said = timeout, 0, None
+
+    def __call__(self):
+        now = time.monotonic()
+        if self.deadline and now > self.deadline:
+            raise TimedOut()
+        if now < self.next_look:
+            return
+        self.next_look = now + 2
+        try:
+            with open(self.record) as f:
+                pid = guard.stopped(int(json.load(f)["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if pid and pid != self.said:
+            self.reporter.line(f"step {self.label} is stopped: its process {pid} ({printable_line(guard.command_line(pid))[:100]}) "
+                               f"was sent SIGSTOP or SIGTSTP; `kill -CONT {pid}` resumes it"
+                               + (f" (its timeout, {_duration(self.timeout)}, still applies)" if self.timeout else ""))
+        self.said = pid
+
+
+def _read_left(record):
+    """What the guard says the step left running ({count, command}), or None; the file is removed."""
+    path = os.path.join(os.path.dirname(record), guard.LEFT)
+    try:
+        with open(path) as f:
+            left = json.load(f)
+        os.remove(path)
+    except (OSError, ValueError):
+        left = None
+    try:
+        os.remove(record)
+    except (FileNotFoundError, NotADirectoryError):   # gone with the step's folder (its own doing)
+        pass
+    return left if isinstance(left, dict) and left.get("count") else None
+
+
+def _lines(proc, stop=None, watch=None):
     """The step's output as lines (ended by \\n or \\r, a progress bar's), until its guard has exited: then what
     the pipe holds, and no more. Read to EOF, a process that left the step's group (setsid, a daemon) held the
     build until it exited; a line without an end grew in memory (200 MB of \\r-less output took 440 MB)."""
@@ -867,9 +939,13 @@ def _lines(proc, stop=None):
             raise guard.Interrupted(signal.SIGINT)
         if left is None and proc.poll() is not None:
             left = 64   # reads of what it wrote before it ended (a pipe holds far less than 64 of them)
+        if watch and watch.deadline and time.monotonic() > watch.deadline and left is None:
+            raise TimedOut()
         if not select.select([fd], [], [], 0 if left is not None else 0.5)[0]:
             if left is not None:
                 break
+            if watch:
+                watch()
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -1019,9 +1095,11 @@ def _tail(path):
         with open(path, "rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - 8192))
-            return f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
+            lines = f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
     except OSError:
         return []
+    return [printable_line(line[:LINE_SHOWN]) + (f"...({len(line)} characters)" if len(line) > LINE_SHOWN else "")
+            for line in lines]
 
 
 def _short(path):
