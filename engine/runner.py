@@ -650,12 +650,8 @@ class Runner:
             # `rm -rf .mlrun`, its own folder, or a file or link put in its place: an "environment" error (exit 2),
             # or a link published as the entry and the folder it names sealed read-only
             if os.path.islink(folder) or os.path.islink(meta_dir) or not os.path.isdir(meta_dir):
-                for made in (folder, meta_dir):   # a file (or a link) in its place: gone, for the failure's log
-                    if os.path.lexists(made) and not os.path.isdir(made) or os.path.islink(made):
-                        os.remove(made)
-                os.makedirs(meta_dir, exist_ok=True)
-                raise StepError(f"it removed its own folder or its {META_DIR}/ (mlrun's records of the step)",
-                                hint="a step writes in its folder; it removes nothing mlrun made there")
+                _make_again(folder, meta_dir)
+                raise StepError(REMOVED, hint="a step writes in its folder; it removes nothing mlrun made there")
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip={META_DIR})
             self._check_deps(node)
@@ -747,7 +743,7 @@ class Runner:
         """beside: other entries may have been built at the same time (--jobs), each holding its memory."""
         import subprocess  # only steps that run pay for the import
         record = os.path.join(os.path.dirname(log_path), guard.RECORD)
-        with open(log_path, "ab") as log:
+        with open(log_path, "a+b") as log:   # read too: the step may remove it (_keep_log)
             log.write(secrets.scrub(f"$ {shlex.join(argv)}\n").encode())   # as a shell would take it back
             log.flush()
             try:  # through a guard: the step and all it starts die with mlrun, even of SIGKILL; the guard in
@@ -794,6 +790,9 @@ class Runner:
                 proc.stdout.close()
                 guard.kill_recorded(record)  # the guard itself was killed: what it watched must not run on
                 left = _read_left(record)
+                gone = _keep_log(log, log_path, cwd)
+        if gone and code == 0:
+            raise StepError(REMOVED, hint="a step writes in its folder; it removes nothing mlrun made there")
         if code == 0 and left:   # a process it left would change the entry after it was published
             more = f" and {left['count'] - 1} more" if left["count"] > 1 else ""
             raise StepError(f"it left {left['count']} process{'es' if left['count'] > 1 else ''} running "
@@ -828,6 +827,37 @@ class Runner:
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
 FULL_DISK = ("No space left on device", "[Errno 28]", "Disk quota exceeded")   # strerror(ENOSPC), (EDQUOT)
+
+
+REMOVED = f"it removed its own folder, its {META_DIR}/ or its log (mlrun's records of the step)"
+
+
+def _make_again(folder, meta_dir):
+    """The step's folder and its META_DIR after the step removed them: a file (or a link) in their place, gone."""
+    for made in (folder, meta_dir):
+        if os.path.lexists(made) and not os.path.isdir(made) or os.path.islink(made):
+            os.remove(made)
+    os.makedirs(meta_dir, exist_ok=True)
+
+
+def _keep_log(log, log_path, folder):
+    """A step that removed its folder took its log with it: written again from the file mlrun still has open.
+    True if it was gone."""
+    try:
+        if os.path.samestat(os.stat(log_path), os.fstat(log.fileno())):
+            return False
+    except OSError:
+        pass
+    try:
+        import shutil
+        _make_again(folder, os.path.dirname(log_path))
+        log.flush()
+        log.seek(0)
+        with open(log_path, "wb") as again:
+            shutil.copyfileobj(log, again)
+    except OSError:
+        pass   # what cannot be written again is said by the step's failure
+    return True
 
 
 def _mask_quietly(folder, env):

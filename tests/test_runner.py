@@ -650,11 +650,15 @@ def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
                                          ('d=$PWD; o=$(dirname "$d")/../../out; mkdir -p "$o"; cp -a . "$o"/; cd /;'
                                           ' rm -rf "$d"; ln -s "$o" "$d"', True)])
 def test_a_step_that_removes_its_own_folder_failed_exit_1(ws, run, cached):
-    """It was "mlrun run: cannot use .../.mlrun/files.json...: No such file or directory", exit 2, no log."""
-    ws.recipe("rmself", f"tags: rmself\ncache: {str(cached).lower()}\nrun: {run}\n")
+    """It was "mlrun run: cannot use .../.mlrun/files.json...: No such file or directory", exit 2, no log; then its
+    kept log held only mlrun's line: what the step said went with its folder."""
+    ws.recipe("rmself", f"tags: rmself\ncache: {str(cached).lower()}\nrun: 'echo important output; {run}'\n")
     result = ws.mlrun("rmself")
-    assert result.returncode == 1 and "it removed its own folder or its .mlrun/" in result.stderr, result.stderr
+    assert result.returncode == 1 and "it removed its own folder, its .mlrun/ or its log" in result.stderr, \
+        result.stderr
     assert "Traceback" not in result.stderr and ws.entries() == []
+    log = re.search(r"full log: (\S+)", result.stderr)[1]
+    assert "important output" in open(log).read()
 
 
 def test_a_live_steps_own_error_is_said_once_where_its_output_shows(ws):
