@@ -19,7 +19,7 @@ import threading
 import time
 
 from . import digests, envs, guard, integrity, records, secrets, usage
-from .cache import META_DIR, few, read_entry, removal_command, write_json
+from .cache import META_DIR, UNDIGESTED, few, read_entry, removal_command, write_json
 from .errors import MlrunError, StepError, UnrecordableFileError, UsageError, printable
 
 TAIL_LINES = 20
@@ -653,7 +653,7 @@ class Runner:
                 _make_again(folder, meta_dir)
                 raise StepError(REMOVED, hint="a step writes in its folder; it removes nothing mlrun made there")
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
-                digests.check_tree(folder, skip={META_DIR})
+                digests.check_tree(folder, skip=UNDIGESTED)   # its .mlrun/ too: publishing hashes it
             self._check_deps(node)
             if node.record:   # before it is published: an entry whose record cannot be read failed every run after
                 try:
@@ -671,6 +671,9 @@ class Runner:
                 self.reporter.line(f"note: {node.label} wrote a secret of its environment into {few(masked)}: "
                                    "masked there (mlrun keeps no secret in what it stores)")
         except (StepError, UnrecordableFileError) as e:
+            if isinstance(e, UnrecordableFileError):   # named in the entry: its .tmp/ path is gone once set aside
+                rel = printable(os.path.relpath(e.path, folder))
+                e.message = f"{rel} in its folder{e.message[len(printable(e.path)):]}"
             _mask_quietly(folder, env)   # a failed uncached step's folder stays in the run, and `export` carries it
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(secrets.scrub(f"mlrun: {e.message}\n"))
