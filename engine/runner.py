@@ -939,7 +939,8 @@ class _Watch:
         except (OSError, ValueError, KeyError, TypeError):
             return
         if pid and pid != self.said:
-            self.reporter.line(f"step {self.label} is stopped: its process {pid} ({printable_line(guard.command_line(pid))[:100]}) "
+            command = printable_line(guard.command_line(pid))[:100]
+            self.reporter.line(f"step {self.label} is stopped: its process {pid} ({command}) "
                                f"was sent SIGSTOP or SIGTSTP; `kill -CONT {pid}` resumes it"
                                + (f" (its timeout, {_duration(self.timeout)}, still applies)" if self.timeout else ""))
         self.said = pid
@@ -1131,8 +1132,7 @@ def _tail(path):
             lines = f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
     except OSError:
         return []
-    return [printable_line(line[:LINE_SHOWN]) + (f"...({len(line)} characters)" if len(line) > LINE_SHOWN else "")
-            for line in lines]
+    return [printable_line(line[:LINE_SHOWN]) + ("...(cut)" if len(line) > LINE_SHOWN else "") for line in lines]
 
 
 def _short(path):

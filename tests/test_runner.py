@@ -684,3 +684,21 @@ def test_a_live_steps_own_error_is_said_once_where_its_output_shows(ws):
     assert "OpenVINO runs at most 2 threads" in record["error"]   # the record keeps the cause whole
     # not carried out (exit 2), as `mlrun runs --status error` finds it: it was recorded `failed`, mlrun's exit 1's word
     assert record["status"] == "error" and record["steps"][-1]["status"] == "error", record
+
+
+def test_control_bytes_and_long_lines_of_a_step_are_escaped_and_cut_in_what_mlrun_says(ws):
+    """ESC sequences, BEL, backspace and bytes that are not UTF-8 reached mlrun's error line, its tail of the log
+    and run.json; a 50 MB line of output was printed 8 KB long."""
+    ws.recipe("noisy", """\
+        tags: noisy
+        run: |
+          head -c 20000 /dev/zero | tr '\\0' a; echo
+          printf 'error: \\033[2J\\033]0;TITLE\\007red\\b \\377\\n'; exit 1
+        """)
+    result = subprocess.run([MLRUN, "noisy"], env=ws.env(), cwd=ws.root, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, errors="replace", timeout=60)   # stdout: its output, raw
+    assert result.returncode == 1 and "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "failed: exited with code 1: \\x1b[2J\\x1b]0;TITLE\\x07red\\x08 \ufffd" in result.stderr, result.stderr
+    assert max(map(len, result.stderr.splitlines())) < 1000 and "a...(cut)" in result.stderr
+    record = json.loads(ws.mlrun("runs", "show", "--json", os.listdir(ws.runs)[0]).stdout)
+    assert "\x1b" not in record["error"] and "\\x1b[2J" in record["error"]
