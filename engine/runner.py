@@ -822,8 +822,9 @@ class Runner:
                             hint="free some space on the disk that line names (the cache's, the runs folder's or "
                                  "TMPDIR's), or move that folder to another disk (--cache/--runs DIR), and run again")
         if code != 0:   # SIGKILL, or a shell's 137 for a child so killed: most often the kernel out of memory
-            raise StepError(describe_exit(code), hint="SIGKILL, when nobody sent it, is the kernel's out-of-memory "
-                            "killer (dmesg says so) or a container's or job's memory limit: fewer --instances, "
+            raise StepError(describe_exit(code), hint="SIGKILL: unless the step or someone sent it (kill -9), the "
+                            "kernel's out-of-memory killer (dmesg says so) or a container's or job's memory limit: "
+                            "fewer --instances, "
                             + ("--jobs 1 (one entry built at a time), " if beside else "") + "or more memory"
                             if code in (-signal.SIGKILL, 128 + signal.SIGKILL) else None)
 
@@ -1065,7 +1066,12 @@ def describe_exit(code):
         except ValueError:
             name = f"signal {-code}"
         return f"killed by {name}"
-    return f"exited with code {code}"
+    try:   # a shell's status for a child a signal killed (139: SIGSEGV), else 126/127 in words
+        died = f"128+{code - 128}: a process it ran died of {signal.Signals(code - 128).name}" if code > 128 else None
+    except ValueError:
+        died = None
+    why = died or {126: "a command it ran is not executable", 127: "a command it ran was not found"}.get(code)
+    return f"exited with code {code}" + (f" ({why})" if why else "")
 
 
 def _write_rerun_script(meta_dir, argv, folder=None):

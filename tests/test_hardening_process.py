@@ -257,6 +257,19 @@ def test_a_step_killed_by_a_signal_is_reported_so(ws):
     assert "killed by SIGSEGV" in result.stderr
 
 
+@pytest.mark.parametrize("run, said", [
+    ('sh -c "kill -SEGV \\$\\$"; echo unreached', "exited with code 139 (128+11: a process it ran died of SIGSEGV)"),
+    ("exit 126", "exited with code 126 (a command it ran is not executable)"),
+    ("no-such-command-here", "exited with code 127 (a command it ran was not found)"),
+    ("exit 3", "exited with code 3\nhint: full log"),
+])
+def test_a_shell_s_exit_status_is_said_in_words(ws, run, said):
+    """139, 141, 137... were bare numbers."""
+    ws.recipe("st", f"tags: st\nrun: '{run}'\n")
+    result = ws.mlrun("st")
+    assert result.returncode == 1 and f"step st failed: {said}" in result.stderr, result.stderr
+
+
 def test_kill_recorded_spares_a_reused_pid_and_other_machines(tmp_path):
     """Only the recorded process group is killed: not a new process that got its pid, not one elsewhere."""
     victim = subprocess.Popen(["sleep", "60"], start_new_session=True)
@@ -346,10 +359,13 @@ def test_a_step_killed_by_sigkill_names_the_likely_out_of_memory_killer(ws):
     """An OOM kill said only 'killed by SIGKILL' (or a shell's 'exited with code 137'), nothing of memory."""
     ws.recipe("oom", "tags: oom\nrun: 'echo before; kill -KILL $$'\n")
     ws.recipe("oom-child", "tags: oom-child\nrun: 'bash -c \"kill -KILL \\$\\$\"; echo unreached'\n")
-    for query, said in (("oom", "killed by SIGKILL"), ("oom-child", "exited with code 137")):
+    for query, said in (("oom", "killed by SIGKILL"),
+                        ("oom-child", "exited with code 137 (128+9: a process it ran died of SIGKILL)")):
         result = ws.mlrun(query)
         assert result.returncode == 1 and said in result.stderr, result.stderr
-        assert "hint: SIGKILL, when nobody sent it, is the kernel's out-of-memory killer" in result.stderr
+        # it may have killed itself: said so, not "when nobody sent it"; and the hint names the log still
+        assert "hint: SIGKILL: unless the step or someone sent it (kill -9), the kernel's out-of-memory killer" \
+            in result.stderr and "; full log: " in result.stderr
         # entries may have been built at once, each holding its memory: one at a time is a way out
         assert "fewer --instances, --jobs 1 (one entry built at a time), or more memory" in result.stderr
     alone = ws.mlrun("oom", "--jobs", "1")
