@@ -655,6 +655,10 @@ class Runner:
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
                 digests.check_tree(folder, skip=UNDIGESTED)   # its .mlrun/ too: publishing hashes it
             self._check_deps(node)
+            missing = _missing_exports(node, folder)
+            if missing:   # a typo, or a file the step failed to make: its users would find nothing there, unsaid
+                self.reporter.line(f"note: {node.label} exports " + ", ".join(f"{k} naming {p}" for k, p in missing)
+                                   + ", which it did not make" + (" (an entry never changes)" if final else ""))
             if node.record:   # before it is published: an entry whose record cannot be read failed every run after
                 try:
                     records.collect(folder, node.record, strict=True)
@@ -756,9 +760,7 @@ class Runner:
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as e:   # a limit of this machine or process (open files, memory, ARG_MAX): exit 2
                 from .oserrors import LIMIT_HINTS
-                limit = LIMIT_HINTS.get(e.errno) or (
-                    "the step's environment and command line together pass the system's limit (getconf ARG_MAX): "
-                    "a smaller env, or a file the step reads" if e.errno == errno.E2BIG else None)
+                limit = LIMIT_HINTS.get(e.errno) or (_too_long(argv, env) if e.errno == errno.E2BIG else None)
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}", hint=limit,
                                 exit_code=2 if limit else StepError.exit_code) from None
             watch = _Watch(self.reporter, label, record, timeout)
@@ -834,6 +836,31 @@ FULL_DISK = ("No space left on device", "[Errno 28]", "Disk quota exceeded")   #
 
 
 REMOVED = f"it removed its own folder, its {META_DIR}/ or its log (mlrun's records of the step)"
+
+
+STRING_MOST = 131072   # Linux's MAX_ARG_STRLEN: the most bytes of one argument or NAME=VALUE, whatever ARG_MAX is
+
+
+def _too_long(argv, env):
+    """E2BIG's hint: the argument or variable over MAX_ARG_STRLEN, else the whole over ARG_MAX."""
+    over = [f"the variable {k}" for k, v in env.items() if len(os.fsencode(f"{k}={v}")) >= STRING_MOST] + \
+        [f"argument {i} ({printable_line(a[:40])}...)" for i, a in enumerate(argv) if len(os.fsencode(a)) >= STRING_MOST]
+    if over:
+        return f"{over[0]} is over the system's limit for one argument or variable (MAX_ARG_STRLEN, " \
+               f"{STRING_MOST} bytes): pass it in a file the step reads"
+    return "the step's environment and command line together pass the system's limit (getconf ARG_MAX): " \
+           "a smaller env, or a file the step reads"
+
+
+def _missing_exports(node, folder):
+    """(export, path as written) for each path in the step's folder its exports name and it did not make."""
+    missing = []
+    for key, value in (node.exports or {}).items():
+        for path in (value.get("prepend", []) + value.get("append", []) if isinstance(value, dict) else [value]):
+            if isinstance(path, str) and path.startswith("{entry}") and os.pathsep not in path \
+                    and not os.path.lexists(envs.placeholders(path, folder)):
+                missing.append((key, path))
+    return missing
 
 
 def _make_again(folder, meta_dir):

@@ -452,3 +452,21 @@ def test_the_step_s_group_gets_the_very_signal_mlrun_got(ws, tmp_path, sig):
     finally:
         kill_group(proc)
     assert proc.returncode == 128 + sig and got.read_text().strip() == sig.name[3:]
+
+
+@pytest.mark.slow   # waits out the 5-s grace
+def test_ctrl_c_stops_steps_built_at_once_within_one_grace(ws, tmp_path):
+    """Two steps that ignore signals took 10.5 s: the second was stopped only once the first's grace was over."""
+    for name in ("deafa", "deafb"):
+        ws.recipe(name, f"tags: {name}\nrun: |\n  trap '' INT TERM HUP\n  touch {tmp_path}/{name}\n"
+                        "  sleep 400 & wait\n")
+    ws.recipe("both", "tags: both\ndeps: [deafa, deafb]\nrun: 'true'\n")
+    proc = ws.popen("both", "--jobs", "2")
+    try:
+        assert wait_for(lambda: all((tmp_path / n).exists() for n in ("deafa", "deafb")), timeout=30)
+        began = time.time()
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 130 and time.time() - began < 9
+    finally:
+        kill_group(proc)

@@ -702,3 +702,27 @@ def test_control_bytes_and_long_lines_of_a_step_are_escaped_and_cut_in_what_mlru
     assert max(map(len, result.stderr.splitlines())) < 1000 and "a...(cut)" in result.stderr
     record = json.loads(ws.mlrun("runs", "show", "--json", os.listdir(ws.runs)[0]).stdout)
     assert "\x1b" not in record["error"] and "\\x1b[2J" in record["error"]
+
+
+def test_an_export_naming_a_path_the_step_did_not_make_gets_a_note(ws):
+    """MY_FILE: "{entry}/missing.txt" passed silently; its users found nothing there."""
+    ws.recipe("exp", """\
+        tags: exp
+        run: 'echo x > real.txt'
+        exports:
+          MY_FILE: "{entry}/missing.txt"
+          REAL: "{entry}/real.txt"
+          MY_BIN: {prepend: ["{entry}/nobin"]}
+        """)
+    result = ws.mlrun("exp")
+    assert result.returncode == 0, result.stderr
+    assert "note: exp exports MY_FILE naming {entry}/missing.txt, MY_BIN naming {entry}/nobin, which it did not " \
+           "make" in result.stderr and "REAL" not in result.stderr
+
+
+def test_an_argument_or_variable_over_max_arg_strlen_is_named_with_that_limit(ws):
+    """One 140 KB variable got the hint 'getconf ARG_MAX' (2 MiB): the limit is 128 KiB a string."""
+    ws.recipe("big", "tags: big\nenv:\n  BIG: " + "a" * 140000 + "\nrun: 'true'\n")
+    result = ws.mlrun("big")
+    assert result.returncode == 2 and "the variable BIG is over the system's limit for one argument or variable " \
+                                      "(MAX_ARG_STRLEN, 131072 bytes)" in result.stderr, result.stderr[-2000:]
