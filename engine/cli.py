@@ -88,11 +88,23 @@ def _common(parser, top=False):
 def _jobs_option(p):
     p.add_argument("--jobs", metavar="N", help="cache entries built at once (default 2, or $MLRUN_JOBS; 1: one after "
                    "another); a benchmark step always runs alone")
+    p.add_argument("--timeout", metavar="DURATION", help="the longest any step's command may run (90s, 30m, 2h): "
+                   "then it is stopped and fails; a recipe's own timeout: applies if smaller")
 
 
 def _jobs(args):
     from .runner import jobs_given
     return jobs_given(getattr(args, "jobs", None))
+
+
+def _timeout(args):
+    """--timeout's seconds, or None (a usage error if it is no duration)."""
+    from .words import duration_seconds
+    given = getattr(args, "timeout", None)
+    seconds = duration_seconds(given)
+    if given is not None and not seconds:
+        raise UsageError(f"--timeout {given!r}: give a duration", hint="seconds, or e.g. 90s, 30m, 2h")
+    return seconds
 
 
 class _NotBuilt:
@@ -721,9 +733,9 @@ def _resolve(args, extras, settings):
 def cmd_run(args, extras, settings):
     from .cache import Cache
     from .runner import Runner
-    jobs = _jobs(args)   # a bad --jobs said before the plan is made
+    jobs, timeout = _jobs(args), _timeout(args)   # a bad --jobs said before the plan is made
     plan = _resolve(args, extras, settings)
-    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, jobs=jobs,
+    runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, jobs=jobs, timeout=timeout,
                     mirror=settings.mirror, stream_root=not args.json, live_out=sys.stderr if args.json else None)
     try:
         record = runner.run(plan, argv=["mlrun"] + sys.argv[1:])
@@ -1516,7 +1528,8 @@ def cmd_replay(args, extras, settings):
             print(f"replay: the run's mirror {here} is not here: what is not in the cache is downloaded (--mirror "
                   "DIR gives one)", file=sys.stderr)
     runner = Runner(Cache(settings.cache), settings.runs, verbose=args.verbose, mirror=settings.mirror,
-                    jobs=jobs, stream_root=not args.json, live_out=sys.stderr if args.json else None)
+                    jobs=jobs, timeout=_timeout(args), stream_root=not args.json,
+                    live_out=sys.stderr if args.json else None)
     try:
         new, notes, lines, ok = replay.replay(record, settings, runner, args.allow_differences,
                                               argv=["mlrun"] + sys.argv[1:], recorded_recipes=args.recorded_recipes)

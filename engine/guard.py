@@ -3,9 +3,11 @@
 mlrun runs each step through this guard (`python -I -S guard.py PARENT RECORD -- ARGV...`). The
 guard starts the step in a new session, so the step and everything it starts (bash -> python,
 background jobs) form one process group, and writes that group's identity to RECORD before the
-step runs. It kills the whole group when the step's command exits (jobs it left behind included),
-when it is told to stop (SIGTERM, SIGINT, SIGHUP: passed on to the group first, which has GRACE seconds to clean
-up), and when mlrun dies, even of SIGKILL: the
+step runs. It is a child subreaper (PR_SET_CHILD_SUBREAPER), so whatever the step starts stays its descendant,
+even a process that leaves the group (setsid, a daemon). When the step's command exits, every descendant still
+running is killed (TERM, LEFT_GRACE seconds, KILL) and named in LEFT beside RECORD: the step fails, as its entry
+must not change once published. It kills the group when it is told to stop (SIGTERM, SIGINT, SIGHUP: that very
+signal passed on to the group first, which has GRACE seconds to clean up), and when mlrun dies, even of SIGKILL: the
 kernel sends the guard SIGTERM then (PR_SET_PDEATHSIG; set on the guard, not the step, because
 it only reaches a direct child). Should the guard be killed together with mlrun, the next mlrun
 that takes the entry's lock reads RECORD and kills what is left (`kill_recorded`).
@@ -23,6 +25,8 @@ import sys
 RECORD = "pid.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE = 5   # seconds a stopped step has to clean up before its group is killed (mlrun waits 10 for the guard)
+LEFT = "left.json"   # beside RECORD: {"count": N, "command": one's command line} of what the step left running
+LEFT_GRACE = 1   # seconds a process the step left running has after SIGTERM
 
 
 # -- who a process is ----------------------------------------------------------------------
@@ -121,6 +125,83 @@ def _group_owners(pgid):
     return owners
 
 
+def _descendants(root):
+    """The pids of root's living descendants (zombies have exited), children before grandchildren."""
+    children = {}
+    for name in os.listdir("/proc"):
+        fields = _stat_fields(name) if name.isdigit() else []
+        if len(fields) > 1 and fields[0] != "Z":
+            children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [root]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def stopped(pgid):
+    """A pid of the group pgid that is stopped (SIGSTOP, SIGTSTP: state T), or None."""
+    for name in os.listdir("/proc"):
+        fields = _stat_fields(name) if name.isdigit() else []
+        if len(fields) > 2 and fields[0] == "T" and fields[2] == str(pgid):
+            return int(name)
+    return None
+
+
+def command_line(pid):
+    """A process's command line as one line ('' when gone)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _reap():
+    """Collect the guard's exited children (orphans reparented to it)."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+
+
+def _end_leftovers(record):
+    """Kill every descendant the step left running (TERM, LEFT_GRACE, KILL); name them in LEFT."""
+    import time
+    left = _descendants(os.getpid())
+    if not left:
+        return
+    info = {"count": len(left), "command": next(filter(None, map(command_line, left)), "")}
+    for pid in left:
+        _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + LEFT_GRACE
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        _reap()
+        left = _descendants(os.getpid())
+    for _ in range(100):   # killed ones' children, forked meanwhile, are found in the next round
+        if not left:
+            break
+        for pid in left:
+            _signal(pid, signal.SIGKILL)
+        _reap()
+        left = _descendants(os.getpid())
+    try:
+        with open(os.path.join(os.path.dirname(record), LEFT), "w") as f:
+            json.dump(info, f)
+    except OSError:   # its folder gone (the step removed it): its own failure is said then
+        pass
+
+
+def _signal(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+
+
 def _kill_group(pgid):
     try:
         os.killpg(pgid, signal.SIGKILL)
@@ -136,10 +217,11 @@ def command(argv, record):
     return [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), record, "--", *argv]
 
 
-def stop(proc, record):
-    """Stop a guarded step now: the guard kills the step's group; if the guard does not answer, kill both."""
+def stop(proc, record, signum=signal.SIGTERM):
+    """Stop a guarded step now: the guard passes signum on to the step's group, then kills it; if the guard does
+    not answer, kill both."""
     import subprocess
-    proc.terminate()
+    proc.send_signal(signum)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
@@ -218,10 +300,11 @@ def _on_stop(signum, frame):
     raise _Stop(signum)
 
 
-def _in_step(record, handled):
-    """In the step's process before it runs: default signals, and its group's identity on disk."""
-    for s in handled:
-        signal.signal(s, signal.SIG_DFL)
+def _in_step(record, ignored):
+    """In the step's process before it runs: default signals (but those ignored when mlrun started: nohup), and
+    its group's identity on disk."""
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN if s in ignored else signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     try:
         tmp = record + ".tmp"
@@ -238,25 +321,32 @@ def main(argv):
     parent, record, cmd = int(argv[1]), argv[2], argv[4:]
     # Until the step's pid is known a stop signal waits, so the step can never start unwatched.
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    # SIGTERM: mlrun's stop and its death; SIGINT, SIGHUP: a terminal's, unless ignored when we started (nohup).
-    handled = [s for s in STOP_SIGNALS if s == signal.SIGTERM or signal.getsignal(s) != signal.SIG_IGN]
-    for s in handled:
+    # All three: the guard, in a session of its own, gets only what mlrun passes on (what it got itself).
+    ignored = [s for s in STOP_SIGNALS if signal.getsignal(s) == signal.SIG_IGN]
+    for s in STOP_SIGNALS:
         signal.signal(s, _on_stop)
     try:
         import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: mlrun's death stops us
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: mlrun's death stops us
+        libc.prctl(36, 1)   # PR_SET_CHILD_SUBREAPER: what leaves the step's group is still reparented to us
     except (OSError, AttributeError):
         pass
     if os.getppid() != parent:
         return 1  # mlrun died before the guard could watch it
     try:
-        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=lambda: _in_step(record, handled))
+        proc = subprocess.Popen(cmd, start_new_session=True, preexec_fn=lambda: _in_step(record, ignored))
     except (OSError, subprocess.SubprocessError) as e:
         print(f"mlrun: cannot start {cmd[0]}: {getattr(e, 'strerror', None) or e}", file=sys.stderr)
         return 127
+    code = None
     try:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-        code = proc.wait()
+        while True:   # reaps the orphans reparented to us as they end, until the step's own process ends
+            pid, status = os.waitpid(-1, 0)
+            if pid == proc.pid:
+                code = proc.returncode = os.waitstatus_to_exitcode(status)
+                break
     except _Stop as e:
         code = -e.signum
         for s in STOP_SIGNALS:   # a second stop does not cut the grace short
@@ -265,14 +355,17 @@ def main(argv):
         # behind and every later pip install on the machine waited 60 s and failed. Then what is left is killed.
         try:
             os.killpg(proc.pid, e.signum)
+            os.killpg(proc.pid, signal.SIGCONT)   # a stopped process takes it too
             proc.wait(timeout=GRACE)
         except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
             pass
     finally:
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
-        _kill_group(proc.pid)  # what the step left running, or all of it when stopped
-    if code < 0:  # end as the step did, so mlrun can say which signal killed it
+        _end_leftovers(record)   # what the step left running, in its group or not
+        _kill_group(proc.pid)  # all of it when stopped
+        _reap()
+    if code is not None and code < 0:  # end as the step did, so mlrun can say which signal killed it
         if -code not in (signal.SIGKILL, signal.SIGSTOP):
             signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)

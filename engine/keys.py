@@ -16,9 +16,10 @@ KEY_SCHEMA = 1
 # Fields of a recipe that only document it, or only refuse values (an input's min, max and above: a value they
 # take builds what it built before): editing them never changes a key.
 COSMETIC = ("description", "help", "path", "lines", "line", "digest", "record", "aliases", "min", "max", "above",
-            "multiple_of", "file", "written", "mirror_files", "alone")
+            "multiple_of", "file", "written", "mirror_files", "alone", "timeout")
 # mirror_files (added in 0.13.1, in no recipe before it, so no earlier digest changes) only says what `mirror fetch`
-# puts in a mirror; the step's probe keys the copy it takes. alone (0.13.5) only says how the step is scheduled.
+# puts in a mirror; the step's probe keys the copy it takes. alone (0.13.5) only says how the step is scheduled,
+# timeout only how long it may run: a build that ends is the same build.
 # Mappings whose keys are names the recipe's author chose (an input may be called `path`): never cosmetic.
 NAMED = ("inputs", "variations", "env", "exports")
 

@@ -9,13 +9,13 @@ import math
 import re
 
 from .errors import RecipeError
-from .words import did_you_mean
+from .words import did_you_mean, duration_seconds
 
 SCHEMA_VERSION = 1
 
 TOP_KEYS = {"name", "description", "tags", "aliases", "version", "cache", "inputs", "env", "hash_env", "pass_env",
             "exports", "variations", "deps", "download", "run", "sources", "record", "probe", "interactive",
-            "mirror_files", "alone"}
+            "mirror_files", "alone", "timeout"}
 VARIATION_KEYS = {"description", "group", "default", "base", "conflicts", "env", "deps", "download", "run", "exports",
                   "hash_env", "pass_env"}
 DEP_KEYS = {"name", "query", "version", "when", "inputs"}
@@ -33,7 +33,7 @@ STEP_OWN_ENV = ("MLRUN_ENTRY", "MLRUN_RECIPE_DIR")   # set by mlrun for every st
 # the options of the verbs that take a query's inputs (run, plan, explain; tests/test_recipe_validation.py checks it):
 # `--jobs=7` went to run's option, the step ran with its default while `plan` showed 7
 RESERVED_INPUTS = ("cache", "runs", "recipes", "mirror", "verbose", "json", "help", "version", "tags", "dep", "env",
-                   "jobs")
+                   "jobs", "timeout")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A parametric variation is declared as "name.#" and chosen as "_name.VALUE".
@@ -103,7 +103,7 @@ class _Checker:
         self.expect(mapping, dict, where, what)
         for key in mapping:
             if key not in allowed:
-                from .words import did_you_mean
+                from .words import did_you_mean, duration_seconds
                 close = ", ".join(sorted(allowed))
                 self.fail(list(where) + [key], f"unknown key '{key}' in {what}" + did_you_mean(str(key), allowed),
                           f"allowed keys: {close}")
@@ -600,6 +600,10 @@ def normalize(data, path, lines, default_name):
     # Only when set, and cosmetic in keys: saying so changes no artifact's key.
     if c.expect(data.get("alone", False), bool, ["alone"], "alone"):
         recipe["alone"] = True
+    if "timeout" in data:   # seconds its command may run; not in the key (keys.COSMETIC): a build that ends is one
+        recipe["timeout"] = duration_seconds(data["timeout"])
+        if not recipe["timeout"]:
+            c.fail(["timeout"], f"timeout {data['timeout']!r} is no duration", "seconds, or e.g. 90s, 30m, 2h")
     for key in ("tags", "aliases"):
         for tag in recipe[key]:
             what = f"{'alias' if key == 'aliases' else 'tag'} '{tag}'"

@@ -41,7 +41,8 @@ class Node:
 
     FIELDS = ("name", "version", "tags", "variations", "inputs", "env", "exports", "download", "run", "cache",
               "deps", "key", "material", "recipe_path", "hash_env", "pass_env", "input_vars", "sources", "record",
-              "secret_env", "probes", "contents", "groups", "interactive", "recipe_files", "mirror_files", "alone")
+              "secret_env", "probes", "contents", "groups", "interactive", "recipe_files", "mirror_files", "alone",
+              "timeout")
 
     def __init__(self, **values):
         for f in self.FIELDS:
@@ -580,6 +581,7 @@ class Resolver:
                     sources=recipe["sources"], record=recipe.get("record", {}), pass_env=spec["pass_env"],
                     secret_env=secret_env, interactive=recipe.get("interactive", False),
                     alone=recipe.get("alone", False), mirror_files=recipe.get("mirror_files", []),
+                    timeout=recipe.get("timeout"),
                     groups={v: recipe["variations"][v]["group"] for v, _ in chosen if recipe["variations"][v]["group"]})
         node.probes = self.prober(node, recipe["probe"], self.host_env, self.env_overrides) \
             if recipe.get("probe") else {}

@@ -19,10 +19,22 @@ import threading
 import time
 
 from . import digests, envs, guard, integrity, records, secrets, usage
-from .cache import META_DIR, few, read_entry, removal_command, write_json
-from .errors import MlrunError, StepError, UnrecordableFileError, UsageError
+from .cache import META_DIR, UNDIGESTED, few, read_entry, removal_command, write_json
+from .errors import MlrunError, StepError, UnrecordableFileError, UsageError, printable
 
 TAIL_LINES = 20
+LINE_SHOWN = 500   # characters of one line of a step's output that mlrun quotes (a 50 MB line printed 8 KB)
+CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")   # all but tab
+
+
+def printable_line(text):
+    """Text of a step's (its output, a command line) as mlrun prints or records it itself: control characters
+    (escape sequences, BEL, backspace) as \\xNN, and bytes that are not UTF-8 too: they drove the terminal."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m[0]):02x}", printable(text))
+
+
+def _duration(seconds):
+    return f"{seconds:g} s" if seconds < 120 else f"{seconds / 60:g} min" if seconds < 7200 else f"{seconds / 3600:g} h"
 
 
 class RunReporter:
@@ -174,8 +186,9 @@ def new_run_id():   # gc.RUN_ID matches these names
 
 class Runner:
     def __init__(self, cache, runs_dir, reporter=None, verbose=False, mirror=None,
-                 host_env=None, stream_root=True, live_out=None, jobs=JOBS):
+                 host_env=None, stream_root=True, live_out=None, jobs=JOBS, timeout=None):
         self.cache = cache
+        self.timeout = timeout   # seconds each step's command may run (--timeout); a recipe's own, if smaller
         self.jobs = jobs   # cache entries built at once: the main thread's and up to jobs - 1 alongside
         # where a live step's output goes: stdout, or stderr where stdout is for --json alone (-v broke the JSON)
         self.live_out = live_out
@@ -630,21 +643,22 @@ class Runner:
                 tty = live and _terminal()
                 self._execute(argv, dict(env, MLRUN_PROGRESS=tty) if tty else env, folder, log_path, live,
                               interactive=is_root and node.interactive, stop=self._along.halt if alongside else None,
-                              beside=bool(final) and self.jobs > 1)
+                              beside=bool(final) and self.jobs > 1, label=node.label,
+                              timeout=min(filter(None, (self.timeout, node.timeout)), default=None))
                 if alongside and self.verbose:
                     self._show_output(i, total, node, log_path)
             # `rm -rf .mlrun`, its own folder, or a file or link put in its place: an "environment" error (exit 2),
             # or a link published as the entry and the folder it names sealed read-only
             if os.path.islink(folder) or os.path.islink(meta_dir) or not os.path.isdir(meta_dir):
-                for made in (folder, meta_dir):   # a file (or a link) in its place: gone, for the failure's log
-                    if os.path.lexists(made) and not os.path.isdir(made) or os.path.islink(made):
-                        os.remove(made)
-                os.makedirs(meta_dir, exist_ok=True)
-                raise StepError(f"it removed its own folder or its {META_DIR}/ (mlrun's records of the step)",
-                                hint="a step writes in its folder; it removes nothing mlrun made there")
+                _make_again(folder, meta_dir)
+                raise StepError(REMOVED, hint="a step writes in its folder; it removes nothing mlrun made there")
             if final:  # a FIFO would hang the hashing, a name that is not UTF-8 the records: fail the step
-                digests.check_tree(folder, skip={META_DIR})
+                digests.check_tree(folder, skip=UNDIGESTED)   # its .mlrun/ too: publishing hashes it
             self._check_deps(node)
+            missing = _missing_exports(node, folder)
+            if missing:   # a typo, or a file the step failed to make: its users would find nothing there, unsaid
+                self.reporter.line(f"note: {node.label} exports " + ", ".join(f"{k} naming {p}" for k, p in missing)
+                                   + ", which it did not make" + (" (an entry never changes)" if final else ""))
             if node.record:   # before it is published: an entry whose record cannot be read failed every run after
                 try:
                     records.collect(folder, node.record, strict=True)
@@ -661,6 +675,9 @@ class Runner:
                 self.reporter.line(f"note: {node.label} wrote a secret of its environment into {few(masked)}: "
                                    "masked there (mlrun keeps no secret in what it stores)")
         except (StepError, UnrecordableFileError) as e:
+            if isinstance(e, UnrecordableFileError):   # named in the entry: its .tmp/ path is gone once set aside
+                rel = printable(os.path.relpath(e.path, folder))
+                e.message = f"{rel} in its folder{e.message[len(printable(e.path)):]}"
             _mask_quietly(folder, env)   # a failed uncached step's folder stays in the run, and `export` carries it
             with open(log_path, "a") as log:  # the cause too: a failed download prints nothing of its own
                 log.write(secrets.scrub(f"mlrun: {e.message}\n"))
@@ -677,7 +694,9 @@ class Runner:
             why = f": {said[-1][:300]}" if said and e.message.startswith("exited with code") else ""
             # A step's own exit 78 (it refused this machine or request) stays 2; an unrecordable output is the
             # step's fault.
-            failed = StepError(f"step {node.label} failed: {e.message}{why}", hint=e.hint or f"full log: {kept}",
+            # the log always named: a hint (SIGKILL's, a removed folder's) took its place
+            hint = f"{e.hint}; full log: {kept}" if e.hint and kept not in e.hint else e.hint or f"full log: {kept}"
+            failed = StepError(f"step {node.label} failed: {e.message}{why}", hint=hint,
                                exit_code=e.exit_code if isinstance(e, StepError) else StepError.exit_code)
             failed.log = kept   # the run's record names it: `export` carries a kept log (.failed/) with the run
             if why and live and _one_destination(self.live_out or sys.stdout):
@@ -726,11 +745,12 @@ class Runner:
               size=item.get("size"), mirror=self.mirror, partial_dir=self.cache.partial_dir(), progress=progress,
               index_path=os.path.join(self.cache.root, ".index", "mirror-hashes.json"))
 
-    def _execute(self, argv, env, cwd, log_path, live, interactive=False, stop=None, beside=False):
+    def _execute(self, argv, env, cwd, log_path, live, interactive=False, stop=None, beside=False, label="",
+                 timeout=None):
         """beside: other entries may have been built at the same time (--jobs), each holding its memory."""
         import subprocess  # only steps that run pay for the import
         record = os.path.join(os.path.dirname(log_path), guard.RECORD)
-        with open(log_path, "ab") as log:
+        with open(log_path, "a+b") as log:   # read too: the step may remove it (_keep_log)
             log.write(secrets.scrub(f"$ {shlex.join(argv)}\n").encode())   # as a shell would take it back
             log.flush()
             try:  # through a guard: the step and all it starts die with mlrun, even of SIGKILL; the guard in
@@ -740,14 +760,13 @@ class Runner:
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
             except OSError as e:   # a limit of this machine or process (open files, memory, ARG_MAX): exit 2
                 from .oserrors import LIMIT_HINTS
-                limit = LIMIT_HINTS.get(e.errno) or (
-                    "the step's environment and command line together pass the system's limit (getconf ARG_MAX): "
-                    "a smaller env, or a file the step reads" if e.errno == errno.E2BIG else None)
+                limit = LIMIT_HINTS.get(e.errno) or (_too_long(argv, env) if e.errno == errno.E2BIG else None)
                 raise StepError(f"cannot start {argv[0]}: {e.strerror}", hint=limit,
                                 exit_code=2 if limit else StepError.exit_code) from None
+            watch = _Watch(self.reporter, label, record, timeout)
             try:
                 last = b"\n"
-                for line in _lines(proc, stop):
+                for line in _lines(proc, stop, watch):
                     line = secrets.scrub_bytes(line)
                     log.write(line)
                     log.flush()   # the log is what a person follows (tail -f) while a long step runs
@@ -763,17 +782,27 @@ class Runner:
                         (self.live_out or sys.stdout).buffer.write(b"\n")
                         (self.live_out or sys.stdout).flush()
                 code = proc.wait()
-            except BaseException:  # interrupted, or the log could not be written: stop the step first
-                guard.stop(proc, record)
+            except BaseException as e:  # interrupted, timed out, or the log could not be written: stop the step
+                if isinstance(e, KeyboardInterrupt):   # steps built alongside stop now, within the same grace
+                    self._along.halt.set()
+                guard.stop(proc, record, getattr(e, "signum", signal.SIGINT if isinstance(e, KeyboardInterrupt)
+                                                 else signal.SIGTERM))
                 _drain(proc, log)   # what its cleanup said (a trap on EXIT) belongs in the log too
+                if isinstance(e, TimedOut):
+                    raise StepError(f"timed out after {_duration(timeout)} (its group was sent SIGTERM)") from None
                 raise
             finally:
                 proc.stdout.close()
                 guard.kill_recorded(record)  # the guard itself was killed: what it watched must not run on
-                try:
-                    os.remove(record)
-                except (FileNotFoundError, NotADirectoryError):   # gone with the step's folder (its own doing)
-                    pass
+                left = _read_left(record)
+                gone = _keep_log(log, log_path, cwd)
+        if gone and code == 0:
+            raise StepError(REMOVED, hint="a step writes in its folder; it removes nothing mlrun made there")
+        if code == 0 and left:   # a process it left would change the entry after it was published
+            more = f" and {left['count'] - 1} more" if left["count"] > 1 else ""
+            raise StepError(f"it left {left['count']} process{'es' if left['count'] > 1 else ''} running "
+                            f"({printable_line(left['command'])[:200]}){more}, killed as it ended",
+                            hint="a step waits for what it starts (wait, or stop its servers before it ends)")
         if code == 2 and interactive:  # the person's input was refused: their usage error, in the step's words
             tail = _tail(log_path)
             said = _errors_said(tail)
@@ -795,14 +824,71 @@ class Runner:
                             hint="free some space on the disk that line names (the cache's, the runs folder's or "
                                  "TMPDIR's), or move that folder to another disk (--cache/--runs DIR), and run again")
         if code != 0:   # SIGKILL, or a shell's 137 for a child so killed: most often the kernel out of memory
-            raise StepError(describe_exit(code), hint="SIGKILL, when nobody sent it, is the kernel's out-of-memory "
-                            "killer (dmesg says so) or a container's or job's memory limit: fewer --instances, "
+            raise StepError(describe_exit(code), hint="SIGKILL: unless the step or someone sent it (kill -9), the "
+                            "kernel's out-of-memory killer (dmesg says so) or a container's or job's memory limit: "
+                            "fewer --instances, "
                             + ("--jobs 1 (one entry built at a time), " if beside else "") + "or more memory"
                             if code in (-signal.SIGKILL, 128 + signal.SIGKILL) else None)
 
 
 LINE_MOST = 1 << 20   # bytes of one output line held at once: a longer one is passed on in pieces
 FULL_DISK = ("No space left on device", "[Errno 28]", "Disk quota exceeded")   # strerror(ENOSPC), (EDQUOT)
+
+
+REMOVED = f"it removed its own folder, its {META_DIR}/ or its log (mlrun's records of the step)"
+
+
+STRING_MOST = 131072   # Linux's MAX_ARG_STRLEN: the most bytes of one argument or NAME=VALUE, whatever ARG_MAX is
+
+
+def _too_long(argv, env):
+    """E2BIG's hint: the argument or variable over MAX_ARG_STRLEN, else the whole over ARG_MAX."""
+    over = [f"the variable {k}" for k, v in env.items() if len(os.fsencode(f"{k}={v}")) >= STRING_MOST] + \
+        [f"argument {i} ({printable_line(a[:40])}...)" for i, a in enumerate(argv) if len(os.fsencode(a)) >= STRING_MOST]
+    if over:
+        return f"{over[0]} is over the system's limit for one argument or variable (MAX_ARG_STRLEN, " \
+               f"{STRING_MOST} bytes): pass it in a file the step reads"
+    return "the step's environment and command line together pass the system's limit (getconf ARG_MAX): " \
+           "a smaller env, or a file the step reads"
+
+
+def _missing_exports(node, folder):
+    """(export, path as written) for each path in the step's folder its exports name and it did not make."""
+    missing = []
+    for key, value in (node.exports or {}).items():
+        for path in (value.get("prepend", []) + value.get("append", []) if isinstance(value, dict) else [value]):
+            if isinstance(path, str) and path.startswith("{entry}") and os.pathsep not in path \
+                    and not os.path.lexists(envs.placeholders(path, folder)):
+                missing.append((key, path))
+    return missing
+
+
+def _make_again(folder, meta_dir):
+    """The step's folder and its META_DIR after the step removed them: a file (or a link) in their place, gone."""
+    for made in (folder, meta_dir):
+        if os.path.lexists(made) and not os.path.isdir(made) or os.path.islink(made):
+            os.remove(made)
+    os.makedirs(meta_dir, exist_ok=True)
+
+
+def _keep_log(log, log_path, folder):
+    """A step that removed its folder took its log with it: written again from the file mlrun still has open.
+    True if it was gone."""
+    try:
+        if os.path.samestat(os.stat(log_path), os.fstat(log.fileno())):
+            return False
+    except OSError:
+        pass
+    try:
+        import shutil
+        _make_again(folder, os.path.dirname(log_path))
+        log.flush()
+        log.seek(0)
+        with open(log_path, "wb") as again:
+            shutil.copyfileobj(log, again)
+    except OSError:
+        pass   # what cannot be written again is said by the step's failure
+    return True
 
 
 def _mask_quietly(folder, env):
@@ -856,7 +942,55 @@ def _drain(proc, log):
         pass
 
 
-def _lines(proc, stop=None):
+class TimedOut(Exception):
+    """A step ran past its timeout."""
+
+
+class _Watch:
+    """Called while a step is silent: its timeout, and a step stopped (SIGSTOP, SIGTSTP) is said once."""
+
+    def __init__(self, reporter, label, record, timeout):
+        self.reporter, self.label, self.record = reporter, label, record
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.timeout, self.next_look, self.said = timeout, 0, None
+
+    def __call__(self):
+        now = time.monotonic()
+        if self.deadline and now > self.deadline:
+            raise TimedOut()
+        if now < self.next_look:
+            return
+        self.next_look = now + 2
+        try:
+            with open(self.record) as f:
+                pid = guard.stopped(int(json.load(f)["pid"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        if pid and pid != self.said:
+            command = printable_line(guard.command_line(pid))[:100]
+            self.reporter.line(f"step {self.label} is stopped: its process {pid} ({command}) "
+                               f"was sent SIGSTOP or SIGTSTP; `kill -CONT {pid}` resumes it"
+                               + (f" (its timeout, {_duration(self.timeout)}, still applies)" if self.timeout else ""))
+        self.said = pid
+
+
+def _read_left(record):
+    """What the guard says the step left running ({count, command}), or None; the file is removed."""
+    path = os.path.join(os.path.dirname(record), guard.LEFT)
+    try:
+        with open(path) as f:
+            left = json.load(f)
+        os.remove(path)
+    except (OSError, ValueError):
+        left = None
+    try:
+        os.remove(record)
+    except (FileNotFoundError, NotADirectoryError):   # gone with the step's folder (its own doing)
+        pass
+    return left if isinstance(left, dict) and left.get("count") else None
+
+
+def _lines(proc, stop=None, watch=None):
     """The step's output as lines (ended by \\n or \\r, a progress bar's), until its guard has exited: then what
     the pipe holds, and no more. Read to EOF, a process that left the step's group (setsid, a daemon) held the
     build until it exited; a line without an end grew in memory (200 MB of \\r-less output took 440 MB)."""
@@ -867,9 +1001,13 @@ def _lines(proc, stop=None):
             raise guard.Interrupted(signal.SIGINT)
         if left is None and proc.poll() is not None:
             left = 64   # reads of what it wrote before it ended (a pipe holds far less than 64 of them)
+        if watch and watch.deadline and time.monotonic() > watch.deadline and left is None:
+            raise TimedOut()
         if not select.select([fd], [], [], 0 if left is not None else 0.5)[0]:
             if left is not None:
                 break
+            if watch:
+                watch()
             continue
         chunk = os.read(fd, 65536)
         if not chunk:
@@ -955,7 +1093,12 @@ def describe_exit(code):
         except ValueError:
             name = f"signal {-code}"
         return f"killed by {name}"
-    return f"exited with code {code}"
+    try:   # a shell's status for a child a signal killed (139: SIGSEGV), else 126/127 in words
+        died = f"128+{code - 128}: a process it ran died of {signal.Signals(code - 128).name}" if code > 128 else None
+    except ValueError:
+        died = None
+    why = died or {126: "a command it ran is not executable", 127: "a command it ran was not found"}.get(code)
+    return f"exited with code {code}" + (f" ({why})" if why else "")
 
 
 def _write_rerun_script(meta_dir, argv, folder=None):
@@ -1019,9 +1162,10 @@ def _tail(path):
         with open(path, "rb") as f:
             f.seek(0, 2)
             f.seek(max(0, f.tell() - 8192))
-            return f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
+            lines = f.read().decode(errors="replace").splitlines()[-TAIL_LINES:]
     except OSError:
         return []
+    return [printable_line(line[:LINE_SHOWN]) + ("...(cut)" if len(line) > LINE_SHOWN else "") for line in lines]
 
 
 def _short(path):

@@ -3,6 +3,7 @@
 One place for both, so every message says "1 entry", "2 entries" and every "did you mean" is chosen
 the same way (edit distance, not similarity of unrelated words).
 """
+import re
 
 # Plurals that are not the word + s (the last word of a phrase is the one that changes).
 IRREGULAR = {"entry": "entries", "dependency": "dependencies", "recipe query": "recipe queries",
@@ -69,3 +70,12 @@ def did_you_mean(word, choices):
     if not close:
         return ""
     return f" (did you mean {' or '.join(close) if len(close) <= 2 else ', '.join(close[:-1]) + ' or ' + close[-1]}?)"
+
+
+def duration_seconds(value):
+    """A timeout's seconds: a number of seconds, or text such as 90, 90s, 30m, 2h, 1d; None if it is none."""
+    if isinstance(value, bool) or value is None:
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", str(value).strip())
+    seconds = float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]] if m else 0
+    return seconds or None

@@ -661,11 +661,15 @@ def test_a_live_steps_failure_is_said_once_then_named_by_mlrun(ws):
                                          ('d=$PWD; o=$(dirname "$d")/../../out; mkdir -p "$o"; cp -a . "$o"/; cd /;'
                                           ' rm -rf "$d"; ln -s "$o" "$d"', True)])
 def test_a_step_that_removes_its_own_folder_failed_exit_1(ws, run, cached):
-    """It was "mlrun run: cannot use .../.mlrun/files.json...: No such file or directory", exit 2, no log."""
-    ws.recipe("rmself", f"tags: rmself\ncache: {str(cached).lower()}\nrun: {run}\n")
+    """It was "mlrun run: cannot use .../.mlrun/files.json...: No such file or directory", exit 2, no log; then its
+    kept log held only mlrun's line: what the step said went with its folder."""
+    ws.recipe("rmself", f"tags: rmself\ncache: {str(cached).lower()}\nrun: 'echo important output; {run}'\n")
     result = ws.mlrun("rmself")
-    assert result.returncode == 1 and "it removed its own folder or its .mlrun/" in result.stderr, result.stderr
+    assert result.returncode == 1 and "it removed its own folder, its .mlrun/ or its log" in result.stderr, \
+        result.stderr
     assert "Traceback" not in result.stderr and ws.entries() == []
+    log = re.search(r"full log: (\S+)", result.stderr)[1]
+    assert "important output" in open(log).read()
 
 
 def test_a_live_steps_own_error_is_said_once_where_its_output_shows(ws):
@@ -691,3 +695,45 @@ def test_a_live_steps_own_error_is_said_once_where_its_output_shows(ws):
     assert "OpenVINO runs at most 2 threads" in record["error"]   # the record keeps the cause whole
     # not carried out (exit 2), as `mlrun runs --status error` finds it: it was recorded `failed`, mlrun's exit 1's word
     assert record["status"] == "error" and record["steps"][-1]["status"] == "error", record
+
+
+def test_control_bytes_and_long_lines_of_a_step_are_escaped_and_cut_in_what_mlrun_says(ws):
+    """ESC sequences, BEL, backspace and bytes that are not UTF-8 reached mlrun's error line, its tail of the log
+    and run.json; a 50 MB line of output was printed 8 KB long."""
+    ws.recipe("noisy", """\
+        tags: noisy
+        run: |
+          head -c 20000 /dev/zero | tr '\\0' a; echo
+          printf 'error: \\033[2J\\033]0;TITLE\\007red\\b \\377\\n'; exit 1
+        """)
+    result = subprocess.run([MLRUN, "noisy"], env=ws.env(), cwd=ws.root, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, errors="replace", timeout=60)   # stdout: its output, raw
+    assert result.returncode == 1 and "\x1b" not in result.stderr and "\x07" not in result.stderr
+    assert "failed: exited with code 1: \\x1b[2J\\x1b]0;TITLE\\x07red\\x08 \ufffd" in result.stderr, result.stderr
+    assert max(map(len, result.stderr.splitlines())) < 1000 and "a...(cut)" in result.stderr
+    record = json.loads(ws.mlrun("runs", "show", "--json", os.listdir(ws.runs)[0]).stdout)
+    assert "\x1b" not in record["error"] and "\\x1b[2J" in record["error"]
+
+
+def test_an_export_naming_a_path_the_step_did_not_make_gets_a_note(ws):
+    """MY_FILE: "{entry}/missing.txt" passed silently; its users found nothing there."""
+    ws.recipe("exp", """\
+        tags: exp
+        run: 'echo x > real.txt'
+        exports:
+          MY_FILE: "{entry}/missing.txt"
+          REAL: "{entry}/real.txt"
+          MY_BIN: {prepend: ["{entry}/nobin"]}
+        """)
+    result = ws.mlrun("exp")
+    assert result.returncode == 0, result.stderr
+    assert "note: exp exports MY_FILE naming {entry}/missing.txt, MY_BIN naming {entry}/nobin, which it did not " \
+           "make" in result.stderr and "REAL" not in result.stderr
+
+
+def test_an_argument_or_variable_over_max_arg_strlen_is_named_with_that_limit(ws):
+    """One 140 KB variable got the hint 'getconf ARG_MAX' (2 MiB): the limit is 128 KiB a string."""
+    ws.recipe("big", "tags: big\nenv:\n  BIG: " + "a" * 140000 + "\nrun: 'true'\n")
+    result = ws.mlrun("big")
+    assert result.returncode == 2 and "the variable BIG is over the system's limit for one argument or variable " \
+                                      "(MAX_ARG_STRLEN, 131072 bytes)" in result.stderr, result.stderr[-2000:]
