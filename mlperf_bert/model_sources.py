@@ -35,7 +35,7 @@ import tarfile
 from dataclasses import dataclass
 
 from engine.digests import file_digest, hash_into
-from engine.errors import MlrunError, StepError
+from engine.errors import MlrunError, StepError, UsageError
 
 OFFICIAL_INPUTS = ("input_ids", "input_mask", "segment_ids")
 OFFICIAL_OUTPUTS = ("output_start_logits", "output_end_logits")
@@ -120,10 +120,12 @@ def _extract_onnx(archive, dest_dir):
 def fetch_sparsezoo(stub_text, out, mirror=None, known=None):
     """Put the SparseZoo model `stub_text` (or the known stub of a variation) into `out`; returns source.json's dict."""
     if stub_text and known and parse_stub(stub_text) != parse_stub(known):
-        raise MlrunError(f"--stub={stub_text} differs from the stub of the chosen variation ({known})",
+        raise UsageError(f"--stub={stub_text} differs from the stub of the chosen variation ({known})",
                          hint="give one or the other")
-    if not (stub_text or known):
-        raise MlrunError("a SparseZoo model needs --stub=zoo:...", hint=f"e.g. --stub={STUB_EXAMPLE}")
+    if not (stub_text or known):   # the person's request (exit 2 through the runner), not a failed download
+        raise UsageError("_sparsezoo needs --stub=zoo:... (the SparseZoo model to fetch), and none was given",
+                         hint=f"e.g. mlrun \"get ml-model bert _sparsezoo\" --stub={STUB_EXAMPLE}, a known model "
+                              "(_bert-large-pruned80-quant), or for the benchmark --model=zoo:STUB")
     stub = parse_stub(stub_text or known)
     os.makedirs(out, exist_ok=True)
     mirrored = mirror_folder(mirror, stub) if mirror else None
@@ -645,7 +647,7 @@ def external_data(onnx_path):
     """The files an ONNX model's tensors keep their data in ("location", relative to its folder), in the order met;
     [] for a model whose weights are inside it."""
     import onnx
-    model = onnx.load(onnx_path, load_external_data=False)
+    model = onnx_header(onnx_path)
     found = []
 
     def tensors(graph):   # initializers, and the tensors of node attributes (Constant's), subgraphs included
@@ -663,6 +665,27 @@ def external_data(onnx_path):
             if location and location not in found:
                 found.append(location)
     return found
+
+
+NOT_ONNX_HINT = ("give an ONNX file of a BERT question-answering model (as onnx.save or an exporter writes it), or "
+                 "zoo:STUB / hf:ORG/NAME for a SparseZoo or Hugging Face model")
+
+
+def onnx_header(path):
+    """The ONNX model at path, its external data not loaded; UsageError naming the file when it is not one (a text
+    file or random bytes were onnx's DecodeError traceback, exit 1; an empty file parses as an empty model)."""
+    import onnx
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:   # protobuf's DecodeError, and others, for bytes that are not a model
+        raise UsageError(f"{path} is not an ONNX model: onnx cannot parse it ({_first_line(error)})",
+                         hint=NOT_ONNX_HINT) from None
+    if not model.HasField("graph"):
+        raise UsageError(f"{path} is not an ONNX model: " + ("the file is empty" if os.path.getsize(path) == 0
+                                                              else "it holds no ONNX graph"), hint=NOT_ONNX_HINT)
+    return model
 
 
 def refuse_external_data(path):
@@ -758,7 +781,8 @@ def main(argv=None):
                               wanted=args.file or None, mirror=args.mirror or None)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        # the person's request refused: mlrun's exit 2 through the runner's EX_CONFIG (a step's exit 2 is a failure)
+        return 78 if isinstance(error, UsageError) and error.exit_code == UsageError.exit_code else error.exit_code
     return 0
 
 

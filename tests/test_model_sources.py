@@ -184,6 +184,21 @@ def test_a_model_file_with_external_data_is_refused(tmp_path, tiny_zoo_model):
     assert step.returncode == 78 and step.stderr.startswith(f"error: {path} keeps its weights"), step.stderr
 
 
+@pytest.mark.parametrize("content, why", [(b"just some text\n", "onnx cannot parse it"),
+                                          (bytes(range(256)) * 8, "onnx cannot parse it"),
+                                          (b"", "the file is empty")], ids=["text", "bytes", "empty"])
+def test_a_model_file_that_is_not_onnx_is_named_and_refused_as_a_usage_error(tmp_path, capsys, content, why):
+    """--model=FILE of a text file or random bytes printed onnx's DecodeError traceback (exit 1); an empty file
+    parsed as an empty model and failed later ("cannot map the inputs ... it has (none)")."""
+    path = tmp_path / "notes.onnx"
+    path.write_bytes(content)
+    code = model_sources.main(["file", "--path", str(path)])
+    err = capsys.readouterr().err
+    # 78: sysexits EX_CONFIG, which the runner makes mlrun's exit 2
+    assert code == 78 and err.startswith(f"error: {path} is not an ONNX model: {why}"), err
+    assert "hint: give an ONNX file of a BERT question-answering model" in err and "Traceback" not in err
+
+
 def test_a_mirrored_model_takes_the_data_files_its_tensors_name(tmp_path, monkeypatch, tiny_zoo_model):
     """A mirror folder's model.onnx with w.data (a name not of the model.onnx_data kind) was copied alone: a
     published entry that no run could load."""
@@ -251,6 +266,14 @@ def test_sparsezoo_stub_and_variation_must_agree(tmp_path):
         model_sources.fetch_sparsezoo(other, str(tmp_path), known=STUB)
     with pytest.raises(MlrunError, match="needs --stub"):
         model_sources.fetch_sparsezoo("", str(tmp_path))
+
+
+def test_sparsezoo_without_a_stub_is_a_usage_error(tmp_path, capsys):
+    """`get ml-model bert _sparsezoo` with no --stub: the step exited 2, a failed step for mlrun (exit 1)."""
+    code = model_sources.main(["sparsezoo", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 78 and err.startswith("error: _sparsezoo needs --stub=zoo:... (the SparseZoo model to fetch)"), err
+    assert f"hint: e.g. mlrun \"get ml-model bert _sparsezoo\" --stub={STUB}" in err
 
 
 # -- Hugging Face: names, file choice ---------------------------------------------------------------
