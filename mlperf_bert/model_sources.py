@@ -414,6 +414,26 @@ def check_mirror_copy(folder, files, repo, rev):
     return commit, checked
 
 
+def _recorded_names(folder):
+    """The files `hf download --local-dir` fetched into folder, by its records (.cache/huggingface/download/)."""
+    record_dir = os.path.join(folder, ".cache", "huggingface", "download")
+    return [os.path.relpath(os.path.join(root, name), record_dir).replace(os.sep, "/")[:-len(".metadata")]
+            for root, _, names in os.walk(record_dir) for name in names if name.endswith(".metadata")]
+
+
+def _refuse_missing_copies(folder, missing, repo, rev, label):
+    """A file the step needs, named by the mirror's download records but not in the folder (a copy that left it
+    behind): the error said the repo had no such file, as if the Hub lacked it."""
+    if missing:
+        names = ", ".join(missing)
+        raise StepError(f"{label}: the mirror folder {folder} lacks {names}, which its hf download records "
+                        "(.cache/huggingface/download/) name: an incomplete copy of the repo",
+                        hint=f"copy {'it' if len(missing) == 1 else 'them'} into {folder} again (cp -L, rsync -L), "
+                             "or fetch it there on a connected machine: mlrun mirror fetch \"QUERY\" -o MIRROR, or "
+                             f"hf download {repo} {' '.join(missing)} --local-dir {folder}"
+                             + (f" --revision {rev}" if rev else ""))
+
+
 def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, mirror=None):
     """Put hf:ORG/NAME[@REV] into `out` as an ONNX QA model with the official tensor names.
 
@@ -426,7 +446,10 @@ def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, 
         os.makedirs(out, exist_ok=True)
         files = _folder_files(mirrored)
         label = f"hf:{repo}" + (f"@{rev}" if rev else "")
-        onnx_name, wanted_files = _files_to_use(files, wanted, export, label, repo_text)
+        # the files hf download recorded count too: one missing from the copy is the mirror's lack, not the repo's
+        onnx_name, wanted_files = _files_to_use(sorted(set(files) | set(_recorded_names(mirrored))), wanted, export,
+                                                label, repo_text)
+        _refuse_missing_copies(mirrored, [name for name in wanted_files if name not in files], repo, rev, label)
         recorded, checked = check_mirror_copy(mirrored, wanted_files, repo, rev)
         unchecked = [name for name, kind in checked.items() if kind == "no record"]
         if unchecked:

@@ -566,6 +566,24 @@ def test_a_mirror_filled_by_hf_download_is_checked_against_its_download_records(
     assert "cp -L" in linked.stderr and "Traceback" not in linked.stderr
 
 
+def test_a_mirror_copy_missing_a_file_its_download_records_name_blames_the_mirror(tmp_path, capsys):
+    """A mirror folder filled by hf download, then copied without onnx/model.onnx: the error said the repo had
+    neither an ONNX file nor weights, as if the Hub lacked them."""
+    folder = tmp_path / "mirror" / "huggingface" / "org" / "tiny-squad"
+    records = folder / ".cache" / "huggingface" / "download"
+    (records / "onnx").mkdir(parents=True)
+    (folder / "README.md").write_text("# tiny\n")
+    for name in ("README.md", "onnx/model.onnx"):
+        (records / f"{name}.metadata").write_text(f"{'1' * 40}\n{'2' * 64}\n1700000000.0\n")
+    code = model_sources.main(["huggingface", "--repo", "hf:org/tiny-squad", "--mirror", str(tmp_path / "mirror"),
+                               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: hf:org/tiny-squad: the mirror folder {folder} lacks onnx/model.onnx, "
+                                        "which its hf download records"), err
+    assert "mlrun mirror fetch" in err and f"hf download org/tiny-squad onnx/model.onnx --local-dir {folder}" in err
+    assert "has neither an ONNX file" not in err and not (tmp_path / "o" / "source.json").exists()
+
+
 @pytest.mark.slow
 def test_mirror_fetch_takes_a_hub_model_of_the_plan_and_the_offline_step_checks_it(tmp_path, hub, tiny_hf_model):
     """`mirror fetch` said of --model=hf:ORG/NAME "put its files in the mirror yourself": it now fetches the repo
