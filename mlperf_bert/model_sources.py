@@ -657,6 +657,9 @@ def export_with_transformers(folder, dest, opset=17, probe_length=48):
         with torch.no_grad():
             want = [t.numpy() for t in wrapper(*(torch.from_numpy(a) for a in feeds))]
         got = session.run(list(OFFICIAL_OUTPUTS), dict(zip(OFFICIAL_INPUTS, feeds)))
+        if not all(np.isfinite(a).all() for a in got + want):   # NaN against NaN passed as "max difference 0"
+            raise StepError("the exported model's logits are not finite (NaN or inf) on the probe inputs: its "
+                            "weights are broken (a training that diverged?)")
         worst = max([worst] + [float(np.abs(g - w).max()) for g, w in zip(got, want)])
     if worst > 1e-3:
         raise StepError(f"the exported ONNX model differs from the PyTorch model by {worst:.3g} on the probe inputs")
