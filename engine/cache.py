@@ -528,11 +528,15 @@ def recorded_files(path):
 def file_problems(path, recorded, skip=UNDIGESTED):
     """How an entry's files differ from what it recorded: ["changed: x", "missing: y", "added: z"]
     (a changed file of .mlrun/ reads "edited metadata: .mlrun/x")."""
-    actual = digests.tree_digests(path, skip=skip)
+    specials = []   # a FIFO (socket, device) is said as such, and the check goes on: it hid the entry's other problems
+    actual = digests.tree_digests(path, skip=skip, specials=specials)
+    kinds = {rel: e.message.rsplit(": ", 1)[-1] for rel, e in specials}
     problems = [f"{'edited metadata' if rel.startswith(META_DIR + '/') else 'changed'}: {rel}"
-                for rel in sorted(recorded) if rel in actual and actual[rel] != recorded[rel]]
-    problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual))]
-    problems += [f"added: {rel}" for rel in sorted(set(actual) - set(recorded))]
+                + (f" ({kinds[rel]})" if rel in kinds else "")
+                for rel in sorted(recorded) if rel in kinds or rel in actual and actual[rel] != recorded[rel]]
+    problems += [f"missing: {rel}" for rel in sorted(set(recorded) - set(actual) - set(kinds))]
+    problems += [f"added: {rel}" + (f" ({kinds[rel]})" if rel in kinds else "")
+                 for rel in sorted((set(actual) | set(kinds)) - set(recorded))]
     return problems
 
 

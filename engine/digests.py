@@ -22,7 +22,9 @@ def check_kind(path, mode):
 
 
 def hash_into(path, hashers):
-    """Feed a file's bytes to each hasher, reading it once."""
+    """Feed a file's bytes to each hasher, reading it once. A FIFO is never opened: opening it for reading woke a
+    writer waiting on it (its kind is checked again once open: something put in its place meanwhile)."""
+    check_kind(path, os.stat(path).st_mode)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # opening a FIFO must not wait for a writer
     with open(fd, "rb") as f:
         check_kind(path, os.fstat(fd).st_mode)
@@ -42,8 +44,10 @@ def file_digest(path, algo="sha256"):
     return file_digests(path, (algo,))[algo]
 
 
-def walk(root, skip=()):
-    """(relative path, path, lstat) of everything under root but `skip`, sorted; refuses what cannot be recorded."""
+def walk(root, skip=(), specials=None):
+    """(relative path, path, lstat) of everything under root but `skip`, sorted; refuses what cannot be recorded.
+    specials: a list to append (relative path, UnrecordableFileError) to for each FIFO, socket or device, passed
+    over instead of refused (a check that goes on to the tree's other problems)."""
     for folder, dirs, files in os.walk(root):
         rel_folder = os.path.relpath(folder, root)
         dirs[:] = sorted(d for d in dirs if os.path.normpath(os.path.join(rel_folder, d)) not in skip)
@@ -54,7 +58,13 @@ def walk(root, skip=()):
                 continue
             _check_utf8(path, rel, "the name")
             st = os.lstat(path)
-            check_kind(path, st.st_mode)
+            try:
+                check_kind(path, st.st_mode)
+            except UnrecordableFileError as e:
+                if specials is None:
+                    raise
+                specials.append((rel, e))
+                continue
             if stat.S_ISLNK(st.st_mode):
                 _check_utf8(path, os.readlink(path), "the link's target")
             yield rel, path, st
@@ -73,10 +83,10 @@ def _check_utf8(path, text, what):
         raise UnrecordableFileError(path, f"{what} is not UTF-8 text") from None
 
 
-def tree_digests(root, skip=()):
-    """{relative path: digest} for every file under root; links are recorded by their target."""
+def tree_digests(root, skip=(), specials=None):
+    """{relative path: digest} for every file under root; links are recorded by their target (specials: see walk)."""
     out = {}
-    for rel, path, st in walk(root, skip):
+    for rel, path, st in walk(root, skip, specials):
         if stat.S_ISLNK(st.st_mode):
             out[rel] = "link:" + os.readlink(path)
         elif stat.S_ISREG(st.st_mode):

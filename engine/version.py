@@ -3,4 +3,4 @@
 Its own module, not engine/__init__.py: recipes hash that file as a source, and a version bump must
 not rebuild their entries.
 """
-__version__ = "0.14.0"
+__version__ = "0.15.0"

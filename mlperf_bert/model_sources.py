@@ -35,7 +35,7 @@ import tarfile
 from dataclasses import dataclass
 
 from engine.digests import file_digest, hash_into
-from engine.errors import MlrunError, StepError
+from engine.errors import MlrunError, StepError, UsageError
 
 OFFICIAL_INPUTS = ("input_ids", "input_mask", "segment_ids")
 OFFICIAL_OUTPUTS = ("output_start_logits", "output_end_logits")
@@ -120,10 +120,12 @@ def _extract_onnx(archive, dest_dir):
 def fetch_sparsezoo(stub_text, out, mirror=None, known=None):
     """Put the SparseZoo model `stub_text` (or the known stub of a variation) into `out`; returns source.json's dict."""
     if stub_text and known and parse_stub(stub_text) != parse_stub(known):
-        raise MlrunError(f"--stub={stub_text} differs from the stub of the chosen variation ({known})",
+        raise UsageError(f"--stub={stub_text} differs from the stub of the chosen variation ({known})",
                          hint="give one or the other")
-    if not (stub_text or known):
-        raise MlrunError("a SparseZoo model needs --stub=zoo:...", hint=f"e.g. --stub={STUB_EXAMPLE}")
+    if not (stub_text or known):   # the person's request (exit 2 through the runner), not a failed download
+        raise UsageError("_sparsezoo needs --stub=zoo:... (the SparseZoo model to fetch), and none was given",
+                         hint=f"e.g. mlrun \"get ml-model bert _sparsezoo\" --stub={STUB_EXAMPLE}, a known model "
+                              "(_bert-large-pruned80-quant), or for the benchmark --model=zoo:STUB")
     stub = parse_stub(stub_text or known)
     os.makedirs(out, exist_ok=True)
     mirrored = mirror_folder(mirror, stub) if mirror else None
@@ -412,6 +414,26 @@ def check_mirror_copy(folder, files, repo, rev):
     return commit, checked
 
 
+def _recorded_names(folder):
+    """The files `hf download --local-dir` fetched into folder, by its records (.cache/huggingface/download/)."""
+    record_dir = os.path.join(folder, ".cache", "huggingface", "download")
+    return [os.path.relpath(os.path.join(root, name), record_dir).replace(os.sep, "/")[:-len(".metadata")]
+            for root, _, names in os.walk(record_dir) for name in names if name.endswith(".metadata")]
+
+
+def _refuse_missing_copies(folder, missing, repo, rev, label):
+    """A file the step needs, named by the mirror's download records but not in the folder (a copy that left it
+    behind): the error said the repo had no such file, as if the Hub lacked it."""
+    if missing:
+        names = ", ".join(missing)
+        raise StepError(f"{label}: the mirror folder {folder} lacks {names}, which its hf download records "
+                        "(.cache/huggingface/download/) name: an incomplete copy of the repo",
+                        hint=f"copy {'it' if len(missing) == 1 else 'them'} into {folder} again (cp -L, rsync -L), "
+                             "or fetch it there on a connected machine: mlrun mirror fetch \"QUERY\" -o MIRROR, or "
+                             f"hf download {repo} {' '.join(missing)} --local-dir {folder}"
+                             + (f" --revision {rev}" if rev else ""))
+
+
 def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, mirror=None):
     """Put hf:ORG/NAME[@REV] into `out` as an ONNX QA model with the official tensor names.
 
@@ -424,7 +446,10 @@ def fetch_huggingface(repo_text, out, revision=None, export=False, wanted=None, 
         os.makedirs(out, exist_ok=True)
         files = _folder_files(mirrored)
         label = f"hf:{repo}" + (f"@{rev}" if rev else "")
-        onnx_name, wanted_files = _files_to_use(files, wanted, export, label, repo_text)
+        # the files hf download recorded count too: one missing from the copy is the mirror's lack, not the repo's
+        onnx_name, wanted_files = _files_to_use(sorted(set(files) | set(_recorded_names(mirrored))), wanted, export,
+                                                label, repo_text)
+        _refuse_missing_copies(mirrored, [name for name in wanted_files if name not in files], repo, rev, label)
         recorded, checked = check_mirror_copy(mirrored, wanted_files, repo, rev)
         unchecked = [name for name, kind in checked.items() if kind == "no record"]
         if unchecked:
@@ -632,6 +657,9 @@ def export_with_transformers(folder, dest, opset=17, probe_length=48):
         with torch.no_grad():
             want = [t.numpy() for t in wrapper(*(torch.from_numpy(a) for a in feeds))]
         got = session.run(list(OFFICIAL_OUTPUTS), dict(zip(OFFICIAL_INPUTS, feeds)))
+        if not all(np.isfinite(a).all() for a in got + want):   # NaN against NaN passed as "max difference 0"
+            raise StepError("the exported model's logits are not finite (NaN or inf) on the probe inputs: its "
+                            "weights are broken (a training that diverged?)")
         worst = max([worst] + [float(np.abs(g - w).max()) for g, w in zip(got, want)])
     if worst > 1e-3:
         raise StepError(f"the exported ONNX model differs from the PyTorch model by {worst:.3g} on the probe inputs")
@@ -645,7 +673,7 @@ def external_data(onnx_path):
     """The files an ONNX model's tensors keep their data in ("location", relative to its folder), in the order met;
     [] for a model whose weights are inside it."""
     import onnx
-    model = onnx.load(onnx_path, load_external_data=False)
+    model = onnx_header(onnx_path)
     found = []
 
     def tensors(graph):   # initializers, and the tensors of node attributes (Constant's), subgraphs included
@@ -663,6 +691,27 @@ def external_data(onnx_path):
             if location and location not in found:
                 found.append(location)
     return found
+
+
+NOT_ONNX_HINT = ("give an ONNX file of a BERT question-answering model (as onnx.save or an exporter writes it), or "
+                 "zoo:STUB / hf:ORG/NAME for a SparseZoo or Hugging Face model")
+
+
+def onnx_header(path):
+    """The ONNX model at path, its external data not loaded; UsageError naming the file when it is not one (a text
+    file or random bytes were onnx's DecodeError traceback, exit 1; an empty file parses as an empty model)."""
+    import onnx
+    try:
+        model = onnx.load(path, load_external_data=False)
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror or error}") from None
+    except Exception as error:   # protobuf's DecodeError, and others, for bytes that are not a model
+        raise UsageError(f"{path} is not an ONNX model: onnx cannot parse it ({_first_line(error)})",
+                         hint=NOT_ONNX_HINT) from None
+    if not model.HasField("graph"):
+        raise UsageError(f"{path} is not an ONNX model: " + ("the file is empty" if os.path.getsize(path) == 0
+                                                              else "it holds no ONNX graph"), hint=NOT_ONNX_HINT)
+    return model
 
 
 def refuse_external_data(path):
@@ -758,7 +807,8 @@ def main(argv=None):
                               wanted=args.file or None, mirror=args.mirror or None)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        # the person's request refused: mlrun's exit 2 through the runner's EX_CONFIG (a step's exit 2 is a failure)
+        return 78 if isinstance(error, UsageError) and error.exit_code == UsageError.exit_code else error.exit_code
     return 0
 
 

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from engine.errors import StepError
+from engine.errors import StepError, UsageError
 from mlperf_bert import model_adapter
 
 
@@ -34,7 +34,7 @@ class OrtBackend:
     """
 
     def __init__(self, model_path, threads=None, providers=None, quiet=False, spin=None, cores=(), profile_prefix=None):
-        self.io = model_adapter.inspect(model_path)
+        self.io, self.model_path = model_adapter.inspect(model_path), model_path
         self.seq_len = self.io.seq_len
         self.threads = threads or available_cores()
         options = ort.SessionOptions()
@@ -63,6 +63,11 @@ class OrtBackend:
 
     def run(self, ids, mask, segments):
         """Return (start, end) float32 [B, L] for int arrays [B, L]."""
+        if self.io.batch is not None and len(ids) != self.io.batch:   # onnxruntime's "invalid dimensions", exit 1
+            raise UsageError(f"{self.model_path} takes batches of exactly {self.io.batch} sample"
+                             f"{'s' if self.io.batch != 1 else ''} (its batch axis is fixed), and this run gave it "
+                             f"{len(ids)}", hint="run it with --batch_size=1" if self.io.batch == 1 else
+                             "export the model with a dynamic batch axis (mlrun's batches vary in size)")
         feeds = {name: np.asarray(array, dtype=self.io.input_dtype)
                  for name, array in zip(self.io.input_names, (ids, mask, segments))}
         try:

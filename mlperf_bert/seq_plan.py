@@ -82,8 +82,11 @@ def prepare(model_path, request, work_dir):
     if io.seq_len is None:
         return model_path, _plan_for_dynamic(request, "the model's sequence axis is dynamic")
     if io.seq_len != FEATURE_WIDTH:
-        raise MlrunError(f"{model_path} has a fixed sequence length {io.seq_len}; the features are "
-                         f"{FEATURE_WIDTH} long", hint="use a model whose sequence axis is 384 or dynamic")
+        # the person's choice of model (mlrun's exit 2), not a failed run
+        raise UsageError(f"{model_path} has a fixed sequence length {io.seq_len}; the features are "
+                         f"{FEATURE_WIDTH} long, so it cannot run them",
+                         hint=f"use a model whose sequence axis is {FEATURE_WIDTH} or dynamic (the random model: "
+                              f"--dep.model.seq={FEATURE_WIDTH} or leave --dep.model.seq out)")
     if request == (FEATURE_WIDTH,):
         return model_path, fixed_plan(FEATURE_WIDTH, "as requested")
     dynamic_path, reason = _dynamic_copy(model_path, Path(work_dir))
@@ -129,7 +132,8 @@ def main(argv=None):
         _prepare_ahead(args)
     except MlrunError as error:
         print(f"error: {error}", file=sys.stderr)
-        return error.exit_code
+        # the person's request refused: mlrun's exit 2 through the runner's EX_CONFIG (a step's exit 2 is a failure)
+        return 78 if isinstance(error, UsageError) and error.exit_code == UsageError.exit_code else error.exit_code
     return 0
 
 

@@ -67,6 +67,44 @@ def test_verify_finds_changed_missing_and_added_files(tmp_path):
     assert problems == ["changed: a.txt", "missing: b.txt", "added: new.txt"]
 
 
+def test_a_fifo_in_an_entry_hides_none_of_its_other_problems(tmp_path):
+    """The FIFO was the entry's one problem `cache verify` showed: a file changed and one removed beside it went
+    unsaid. A file replaced by a FIFO is said as such."""
+    cache = Cache(tmp_path / "cache")
+    path = publish(cache, node_of(), {"a.txt": "aaaa", "b.txt": "bbbb", "c.txt": "cccc"})
+    os.chmod(path, 0o755)
+    os.chmod(os.path.join(path, "a.txt"), 0o644)
+    with open(os.path.join(path, "a.txt"), "w") as f:
+        f.write("changed")
+    os.remove(os.path.join(path, "b.txt"))
+    os.remove(os.path.join(path, "c.txt"))
+    os.mkfifo(os.path.join(path, "c.txt"))
+    os.mkfifo(os.path.join(path, "pipe"))
+    [(meta, problems)] = cache.verify()
+    kind = "is a FIFO; only files, folders and links can be hashed or cached"
+    assert problems == ["changed: a.txt", f"changed: c.txt ({kind})", "missing: b.txt", f"added: pipe ({kind})"]
+
+
+def test_the_digests_never_open_a_fifo(tmp_path):
+    """hash_into opened a FIFO (non-blocking) before it found its kind: a writer waiting on it was woken."""
+    import threading
+
+    from engine import digests
+    from engine.errors import UnrecordableFileError
+    fifo = str(tmp_path / "pipe")
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True)   # waits for a reader
+    writer.start()
+    time.sleep(0.05)
+    with pytest.raises(UnrecordableFileError, match="pipe: is a FIFO"):
+        digests.file_digest(fifo)
+    writer.join(0.2)
+    woken = not writer.is_alive()
+    os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))   # let the writer go
+    writer.join(5)
+    assert not woken, "file_digest opened the FIFO"
+
+
 def test_verify_passes_over_an_entry_removed_while_it_is_checked(tmp_path, monkeypatch):
     """`rm cache` during `cache verify`: "cannot use .../x.pyc: No such file or directory" (exit 2) ended the check of
     every entry; an entry gone between two of its folders would read as damaged, its files "missing"."""
@@ -497,6 +535,7 @@ def test_cache_verify_reports_a_fifo_in_an_entry_and_checks_the_others(ws):
     assert "CORRUPT " in result.stdout, result.stdout
     assert "added: pipe (is a FIFO" in result.stdout and "2 entries checked, 1 corrupt" in result.stdout, result.stdout
     assert f"mlrun rm cache {os.path.join(ws.cache, a)} -y" in result.stdout
+
 
 
 @pytest.mark.slow  # about 2.4 s on the 2-core EPYC

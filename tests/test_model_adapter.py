@@ -4,7 +4,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engine.errors import MlrunError
+from engine.errors import MlrunError, UsageError
 from mlperf_bert import random_model
 from mlperf_bert.model_adapter import inspect, make_seq_dynamic, probe_inputs
 from mlperf_bert.ort_backend import OrtBackend
@@ -138,3 +138,51 @@ def test_seq_plan_cli_prepares_the_copy_the_harness_reuses(models, tmp_path):
     assert [p.suffix for p in refused.iterdir()] == [".not-dynamic"]
     path, plan = seq_plan.prepare(models["hardcoded"], "auto", refused)
     assert path == models["hardcoded"] and "FALLBACK" in plan.description
+
+
+def _batch_fixed_at(model, batch):
+    """random_model's graph with every input's and output's batch axis fixed (an exporter's static batch)."""
+    for value in list(model.graph.input) + list(model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = batch
+    return model
+
+
+def test_a_model_whose_batch_is_fixed_at_1_is_made_dynamic_and_refuses_bigger_batches_in_mlruns_words(tmp_path,
+                                                                                                       capsys):
+    """The dynamic-axis probe ran its two rows at once: onnxruntime's "Got invalid dimensions ... Expected: 1",
+    exit 1, for a model that runs at --batch_size=1; a run with --batch_size=2 failed with the same words."""
+    from mlperf_bert import seq_plan
+    path = str(tmp_path / "batch1.onnx")
+    onnx.save(_batch_fixed_at(random_model.build(**TINY, seq=384), 1), path)
+    assert inspect(path).batch == 1 and inspect(path).seq_len == 384
+    cache = tmp_path / "dynamic"
+    assert seq_plan.main(["--model", path, "--cache", str(cache)]) == 0
+    [made] = cache.iterdir()
+    assert made.name.endswith(".dynamic.onnx") and inspect(str(made)).batch == 1
+    backend = OrtBackend(str(made), threads=1)
+    start, _ = backend.run(*probe_inputs([30], 30))
+    assert start.shape == (1, 30)
+    with pytest.raises(UsageError) as refused:
+        backend.run(*probe_inputs([30, 20], 30))
+    assert refused.value.message == (f"{made} takes batches of exactly 1 sample (its batch axis is fixed), and this "
+                                     "run gave it 2") and refused.value.hint == "run it with --batch_size=1"
+    # fixed at 3, the probe's batches cannot run: the step's usage error (78, mlrun's exit 2), in mlrun's words
+    three = str(tmp_path / "batch3.onnx")
+    onnx.save(_batch_fixed_at(random_model.build(**TINY, seq=384), 3), three)
+    capsys.readouterr()
+    assert seq_plan.main(["--model", three, "--cache", str(tmp_path / "d3")]) == 78
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {three} takes batches of exactly 3 samples (its batch axis is fixed)"), err
+    assert "hint: export the model with a dynamic batch axis" in err
+
+
+def test_a_fixed_sequence_length_the_features_lack_is_a_usage_error(tmp_path):
+    """A fixed 128 axis (the random model's --dep.model.seq=128): the harness's exit 2 was a failed step (exit 1)."""
+    from mlperf_bert import seq_plan
+    path = str(tmp_path / "seq128.onnx")
+    onnx.save(random_model.build(**TINY, seq=128), path)
+    with pytest.raises(UsageError) as refused:
+        seq_plan.prepare(path, "auto", tmp_path / "dynamic")
+    assert refused.value.message == f"{path} has a fixed sequence length 128; the features are 384 long, so it " \
+                                    "cannot run them"
+    assert refused.value.hint.startswith("use a model whose sequence axis is 384 or dynamic")

@@ -184,6 +184,21 @@ def test_a_model_file_with_external_data_is_refused(tmp_path, tiny_zoo_model):
     assert step.returncode == 78 and step.stderr.startswith(f"error: {path} keeps its weights"), step.stderr
 
 
+@pytest.mark.parametrize("content, why", [(b"just some text\n", "onnx cannot parse it"),
+                                          (bytes(range(256)) * 8, "onnx cannot parse it"),
+                                          (b"", "the file is empty")], ids=["text", "bytes", "empty"])
+def test_a_model_file_that_is_not_onnx_is_named_and_refused_as_a_usage_error(tmp_path, capsys, content, why):
+    """--model=FILE of a text file or random bytes printed onnx's DecodeError traceback (exit 1); an empty file
+    parsed as an empty model and failed later ("cannot map the inputs ... it has (none)")."""
+    path = tmp_path / "notes.onnx"
+    path.write_bytes(content)
+    code = model_sources.main(["file", "--path", str(path)])
+    err = capsys.readouterr().err
+    # 78: sysexits EX_CONFIG, which the runner makes mlrun's exit 2
+    assert code == 78 and err.startswith(f"error: {path} is not an ONNX model: {why}"), err
+    assert "hint: give an ONNX file of a BERT question-answering model" in err and "Traceback" not in err
+
+
 def test_a_mirrored_model_takes_the_data_files_its_tensors_name(tmp_path, monkeypatch, tiny_zoo_model):
     """A mirror folder's model.onnx with w.data (a name not of the model.onnx_data kind) was copied alone: a
     published entry that no run could load."""
@@ -251,6 +266,14 @@ def test_sparsezoo_stub_and_variation_must_agree(tmp_path):
         model_sources.fetch_sparsezoo(other, str(tmp_path), known=STUB)
     with pytest.raises(MlrunError, match="needs --stub"):
         model_sources.fetch_sparsezoo("", str(tmp_path))
+
+
+def test_sparsezoo_without_a_stub_is_a_usage_error(tmp_path, capsys):
+    """`get ml-model bert _sparsezoo` with no --stub: the step exited 2, a failed step for mlrun (exit 1)."""
+    code = model_sources.main(["sparsezoo", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 78 and err.startswith("error: _sparsezoo needs --stub=zoo:... (the SparseZoo model to fetch)"), err
+    assert f"hint: e.g. mlrun \"get ml-model bert _sparsezoo\" --stub={STUB}" in err
 
 
 # -- Hugging Face: names, file choice ---------------------------------------------------------------
@@ -541,6 +564,24 @@ def test_a_mirror_filled_by_hf_download_is_checked_against_its_download_records(
     linked = _fetch_hf(tmp_path, tmp_path / "d", "--repo", "hf:org/plain", "--mirror", str(mirror))
     assert linked.returncode == 1 and "the mirror's onnx/model.onnx is a link to nothing" in linked.stderr
     assert "cp -L" in linked.stderr and "Traceback" not in linked.stderr
+
+
+def test_a_mirror_copy_missing_a_file_its_download_records_name_blames_the_mirror(tmp_path, capsys):
+    """A mirror folder filled by hf download, then copied without onnx/model.onnx: the error said the repo had
+    neither an ONNX file nor weights, as if the Hub lacked them."""
+    folder = tmp_path / "mirror" / "huggingface" / "org" / "tiny-squad"
+    records = folder / ".cache" / "huggingface" / "download"
+    (records / "onnx").mkdir(parents=True)
+    (folder / "README.md").write_text("# tiny\n")
+    for name in ("README.md", "onnx/model.onnx"):
+        (records / f"{name}.metadata").write_text(f"{'1' * 40}\n{'2' * 64}\n1700000000.0\n")
+    code = model_sources.main(["huggingface", "--repo", "hf:org/tiny-squad", "--mirror", str(tmp_path / "mirror"),
+                               "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"error: hf:org/tiny-squad: the mirror folder {folder} lacks onnx/model.onnx, "
+                                        "which its hf download records"), err
+    assert "mlrun mirror fetch" in err and f"hf download org/tiny-squad onnx/model.onnx --local-dir {folder}" in err
+    assert "has neither an ONNX file" not in err and not (tmp_path / "o" / "source.json").exists()
 
 
 @pytest.mark.slow

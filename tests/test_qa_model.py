@@ -172,6 +172,25 @@ def test_an_empty_question_file(qa, model, tmp_path):
     assert_user_error(result, 2, f"no questions in {empty}")
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("settings, said", [
+    # two steps: the loss is NaN at the second
+    ({"max_questions": "40", "batch_size": "16"}, "the training diverged: its loss is nan at step 2/"),
+    # one step (its loss finite, the weights after it huge): the export's check of the logits
+    ({"max_questions": "16", "batch_size": "64"}, "the exported model's logits are not finite (NaN or inf)"),
+], ids=["loss", "logits"])
+def test_a_training_that_diverges_fails_and_caches_nothing(qa, settings, said):
+    """An absurd learning rate trained to NaN, exported, "ONNX vs PyTorch max difference 0" (NaN against NaN), and
+    was cached as a success."""
+    args = {**QUICK, **settings, "learning_rate": "1e20"}
+    result = qa(MODEL_QUERY, *[f"--{name}={value}" for name, value in args.items()])
+    assert result.returncode == 1 and said in result.stderr, result.stderr[-3000:]
+    if "loss" in said:
+        assert "hint: a lower --learning_rate (this run's: 1e+20" in result.stderr
+    listed = qa("show", "cache", "get-ml-model-bert-minilm-squad", "--json")
+    assert not any(entry["inputs"].get("learning_rate") == 1e20 for entry in json.loads(listed.stdout or "[]"))
+
+
 # -- the engine's `interactive: true` (fast: no model) --------------------------------------------
 
 def test_an_interactive_step_reads_stdin_and_its_exit_2_is_a_usage_error(ws):
@@ -222,8 +241,45 @@ def test_a_training_window_too_short_or_long_is_refused_by_the_plan(ws, value, s
     assert not os.path.exists(ws.path("cache")) or not ws.entries()
 
 
+@pytest.mark.parametrize("value, said", [("--seed=4294967296", "--seed=4294967296 is above 4294967295"),
+                                         ("--seed=-1", "--seed=-1 is below 0"),
+                                         ("--threads=100000", "--threads=100000 is above 4096")])
+def test_a_seed_or_thread_count_out_of_range_is_refused_by_the_plan(ws, value, said):
+    """numpy's generator takes a 32-bit seed (2**32 failed after the features were built, a traceback, exit 1);
+    100000 torch threads segfaulted the step."""
+    env = ws.env(MLRUN_RECIPES=os.path.join(os.path.dirname(MLRUN), "..", "recipes"))
+    assert_user_error(ws.mlrun("plan", "get ml-model bert _minilm-squad", value, env=env), 2, said)
+    if value.startswith("--threads"):   # each bound itself is taken
+        assert ws.mlrun("plan", "get ml-model bert _minilm-squad", "--seed=4294967295", "--threads=4096",
+                        env=env).returncode == 0
+
+
+def test_the_training_bar_shows_on_the_terminal_mlrun_names(tmp_path, monkeypatch, capsys):
+    """mlrun pipes a step's stderr into its log, so the tqdm bar (drawn only when stderr was a terminal) never
+    showed through mlrun: it is drawn where MLRUN_PROGRESS says, as the benchmark's, and never in the log."""
+    from mlperf_bert import qa_train
+    screen = tmp_path / "screen"   # stands in for the terminal mlrun names
+    monkeypatch.setenv("MLRUN_PROGRESS", str(screen))
+    bar = qa_train.Progress(4)
+    for _ in range(4):
+        bar.update(1.5, 1)
+    bar.close()
+    drawn = screen.read_text()
+    assert "training" in drawn and "4/4" in drawn and "loss=1.500" in drawn, drawn
+    assert capsys.readouterr().out == ""
+    monkeypatch.delenv("MLRUN_PROGRESS")   # no terminal (a log, CI): lines, as before
+    bar = qa_train.Progress(2)
+    for _ in range(2):
+        bar.update(2.0, 1)
+    bar.close()
+    assert "training: step 2/2 epoch 1 loss 2.000" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("flag, value, message", [("--threads", "-1", "--threads must be 0 (every core) or more"),
-                                                   ("--epochs", "0", "--epochs must be at least 1")])
+                                                   ("--epochs", "0", "--epochs must be at least 1"),
+                                                   ("--threads", "100000", "--threads must be at most 4096"),
+                                                   ("--seed", "4294967296", "--seed must be within 0..4294967295"),
+                                                   ("--seed", "-1", "--seed must be within 0..4294967295")])
 def test_training_settings_out_of_range_are_one_line_and_exit_2(flag, value, message, capsys):
     from mlperf_bert import qa_train   # checked before torch is imported: this venv has no torch
     code = qa_train.main(["--wheel", "w.whl", "--squad", "dev.json", "--vocab", "vocab.txt", "--out", ".", flag, value])
