@@ -107,8 +107,31 @@ VCS_DIRS = (".git", ".hg", ".svn")
 
 
 def content_digest(path):
-    """sha256 of a file, or one digest over a folder's files and links (version-control folders at
-    its top left out): what a `content: true` input puts into a key."""
+    """sha256 of a file, or one digest over a folder's files (version-control folders at its top left out): what a
+    `content: true` input puts into a key."""
     if os.path.isdir(path):
-        return summary(tree_digests(path, skip=VCS_DIRS))
+        out = {}
+        _content_tree(path, "", out, [])
+        return summary(out)
     return file_digest(path)
+
+
+def _content_tree(folder, rel_folder, out, above):
+    """{relative path: digest} of the files a reader of the folder sees: links followed (a link was recorded by
+    its target's name: the linked content changed and the entry built from a copy of it was reused), a dangling
+    link by its target's name, a link back to a folder above it by its name (a loop)."""
+    above = above + [os.path.realpath(folder)]
+    for name in sorted(os.listdir(folder)):
+        path, rel = os.path.join(folder, name), os.path.join(rel_folder, name)
+        if rel in VCS_DIRS:
+            continue
+        _check_utf8(path, rel, "the name")
+        if os.path.isdir(path):
+            if os.path.realpath(path) in above:
+                out[rel] = "loop:" + os.readlink(path)
+            else:
+                _content_tree(path, rel, out, above)
+        elif os.path.exists(path):
+            out[rel] = file_digest(path)   # refuses a FIFO or device, as the walk did
+        else:
+            out[rel] = "link:" + os.readlink(path)

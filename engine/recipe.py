@@ -439,8 +439,9 @@ def _as_tuple(types):
 
 
 def show_number(number):
-    """0 and 0.5, not 0.0."""
-    return str(int(number)) if isinstance(number, float) and number.is_integer() else str(number)
+    """0 and 0.5, not 0.0 (and 1e+40, not its 41 digits)."""
+    return str(int(number)) if isinstance(number, float) and number.is_integer() and abs(number) < 1e16 \
+        else str(number)
 
 
 PATTERN_SECONDS = 1.0   # a value's match never takes this long unless the pattern backtracks without end

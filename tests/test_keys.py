@@ -337,3 +337,23 @@ def test_a_variations_hash_env_counts_only_when_chosen():
         return resolve(index, query, host_env={"HUB": hub}).root.key
     assert key("r", "a") == key("r", "b")
     assert key("r _hub", "a") != key("r _hub", "b")
+
+
+def test_a_content_folder_is_keyed_by_what_its_links_lead_to(tmp_path):
+    """A folder input whose part is a link elsewhere (inf/loadgen -> ext/loadgen): an edit of the linked file kept
+    the key (the link was hashed by its target's name), and the entry built from the old copy was reused."""
+    from engine.digests import content_digest
+    ext, folder = tmp_path / "ext", tmp_path / "inf"
+    (ext / "loadgen").mkdir(parents=True)
+    (ext / "loadgen" / "mlperf.conf").write_text("target_qps = 1.0\n")
+    (ext / "file.txt").write_text("a")
+    folder.mkdir()
+    (folder / "loadgen").symlink_to(ext / "loadgen")
+    (folder / "file.txt").symlink_to(ext / "file.txt")
+    (folder / "gone").symlink_to(tmp_path / "nowhere")   # by its target's name
+    (folder / "loop").symlink_to(folder)                 # a loop ends: by its name
+    first = content_digest(str(folder))
+    (ext / "loadgen" / "mlperf.conf").write_text("target_qps = 99999\n")
+    second = content_digest(str(folder))
+    (ext / "file.txt").write_text("b")
+    assert len({first, second, content_digest(str(folder))}) == 3

@@ -243,10 +243,11 @@ def test_a_training_window_too_short_or_long_is_refused_by_the_plan(ws, value, s
 
 @pytest.mark.parametrize("value, said", [("--seed=4294967296", "--seed=4294967296 is above 4294967295"),
                                          ("--seed=-1", "--seed=-1 is below 0"),
-                                         ("--threads=100000", "--threads=100000 is above 4096")])
+                                         ("--threads=100000", "--threads=100000 is above 4096"),
+                                         ("--learning_rate=1e40", "--learning_rate=1e+40 is above 1e+38")])
 def test_a_seed_or_thread_count_out_of_range_is_refused_by_the_plan(ws, value, said):
     """numpy's generator takes a 32-bit seed (2**32 failed after the features were built, a traceback, exit 1);
-    100000 torch threads segfaulted the step."""
+    100000 torch threads segfaulted the step; a learning rate above float32's range was torch's traceback."""
     env = ws.env(MLRUN_RECIPES=os.path.join(os.path.dirname(MLRUN), "..", "recipes"))
     assert_user_error(ws.mlrun("plan", "get ml-model bert _minilm-squad", value, env=env), 2, said)
     if value.startswith("--threads"):   # each bound itself is taken
