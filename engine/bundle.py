@@ -617,6 +617,8 @@ def _room(dest):
     except OSError:   # unknowable: the extraction's own error says a full disk
         return None
     free, size = fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+    if not size:   # a file system that reports no size (tmpfs size=0, some FUSE, 9p): unknowable
+        return None
     room = max(0, free - min(size // 20, 1 << 30))
     return room, f"the {size_words(room)} this file system can spare ({size_words(free)} free, less a reserve)"
 

@@ -149,7 +149,12 @@ class Cache:
         self._held[lock] = flock(lock)   # before the folder exists: gc never sees it unowned
         path = os.path.join(tmp_root, name)
         if create:
-            os.makedirs(path)
+            try:
+                os.makedirs(path)
+            except OSError:   # (a full disk): its lock, held and made for nothing, goes too
+                os.unlink(lock)
+                os.close(self._held.pop(lock))
+                raise
         return path
 
     def drop_temp(self, path):

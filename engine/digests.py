@@ -110,28 +110,42 @@ def content_digest(path):
     """sha256 of a file, or one digest over a folder's files (version-control folders at its top left out): what a
     `content: true` input puts into a key."""
     if os.path.isdir(path):
-        out = {}
-        _content_tree(path, "", out, [])
+        out, real = {}, os.path.realpath(path)
+        _content_tree(path, "", out, {real}, real)
         return summary(out)
     return file_digest(path)
 
 
-def _content_tree(folder, rel_folder, out, above):
+def _content_tree(folder, rel_folder, out, seen, top):
     """{relative path: digest} of the files a reader of the folder sees: links followed (a link was recorded by
-    its target's name: the linked content changed and the entry built from a copy of it was reused), a dangling
-    link by its target's name, a link back to a folder above it by its name (a loop)."""
-    above = above + [os.path.realpath(folder)]
+    its target's name: the linked content changed and the entry built from a copy of it was reused). A link is
+    recorded by its target's name where following it cannot be done or would not end: dangling, to a folder seen
+    already (a loop; links fanning out to one folder doubled the walk at each level), to a folder holding the
+    input (a link to /), or to what cannot be read or recorded (/proc, /dev)."""
     for name in sorted(os.listdir(folder)):
         path, rel = os.path.join(folder, name), os.path.join(rel_folder, name)
         if rel in VCS_DIRS:
             continue
         _check_utf8(path, rel, "the name")
-        if os.path.isdir(path):
-            if os.path.realpath(path) in above:
-                out[rel] = "loop:" + os.readlink(path)
+        link = os.path.islink(path)
+        real = os.path.realpath(path)
+        try:
+            if os.path.isdir(path):
+                if real in seen or top.startswith(real.rstrip(os.sep) + os.sep):
+                    out[rel] = "link:" + os.readlink(path)
+                    continue
+                seen.add(real)
+                if not link:
+                    _content_tree(path, rel, out, seen, top)
+                    continue
+                inner = {}
+                _content_tree(path, rel, inner, seen, top)   # all of it or, failing, the link's name
+                out.update(inner)
+            elif os.path.exists(path):
+                out[rel] = file_digest(path)   # refuses a FIFO or device in the folder itself, as the walk did
             else:
-                _content_tree(path, rel, out, above)
-        elif os.path.exists(path):
-            out[rel] = file_digest(path)   # refuses a FIFO or device, as the walk did
-        else:
+                out[rel] = "link:" + os.readlink(path)
+        except (OSError, UnrecordableFileError):
+            if not link:
+                raise
             out[rel] = "link:" + os.readlink(path)

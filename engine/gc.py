@@ -143,7 +143,7 @@ def remove(cache, items, older_than=None, now=None):
             meta = read_entry(item.path) if item.entry else None
             if item.entry and (meta is None or (time.time() if now is None else now) - last_used(meta, item.lock)
                                < older_than):
-                item.why = "used since"
+                item.why = "used since" if meta is not None else "removed meanwhile by another"
                 skipped.append(item)   # used (or removed) since gc looked
                 continue
             try:

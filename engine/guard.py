@@ -26,7 +26,7 @@ RECORD = "pid.json"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GRACE = 5   # seconds a stopped step has to clean up before its group is killed (mlrun waits 10 for the guard)
 LEFT = "left.json"   # beside RECORD: {"count": N, "command": one's command line} of what the step left running
-LEFT_GRACE = 1   # seconds a process the step left running has after SIGTERM
+LEFT_GRACE = 1   # seconds a process the step left running has to end by itself, then again after SIGTERM
 
 
 # -- who a process is ----------------------------------------------------------------------
@@ -171,6 +171,11 @@ def _end_leftovers(record):
     """Kill every descendant the step left running (TERM, LEFT_GRACE, KILL); name them in LEFT."""
     import time
     left = _descendants(os.getpid())
+    deadline = time.monotonic() + LEFT_GRACE
+    while left and time.monotonic() < deadline:   # ending by itself (bash's `>(tee log)` outlives bash a moment)
+        time.sleep(0.02)
+        _reap()
+        left = _descendants(os.getpid())
     if not left:
         return
     info = {"count": len(left), "command": next(filter(None, map(command_line, left)), "")}

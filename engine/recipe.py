@@ -103,7 +103,6 @@ class _Checker:
         self.expect(mapping, dict, where, what)
         for key in mapping:
             if key not in allowed:
-                from .words import did_you_mean, duration_seconds
                 close = ", ".join(sorted(allowed))
                 self.fail(list(where) + [key], f"unknown key '{key}' in {what}" + did_you_mean(str(key), allowed),
                           f"allowed keys: {close}")

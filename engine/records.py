@@ -247,7 +247,7 @@ def to_remove(runs_dir, ref=None, older_than=None, now=None):
     more than older_than seconds ago. A run whose process still runs (or may, on another host) is never removed."""
     if ref is not None:
         path = find(runs_dir, ref)
-        if os.path.dirname(os.path.dirname(path)) != os.path.abspath(runs_dir):   # a run folder elsewhere
+        if os.path.realpath(os.path.dirname(os.path.dirname(path))) != os.path.realpath(runs_dir):   # elsewhere
             raise UsageError(f"{os.path.dirname(path)} is not a run of {runs_dir}",
                              hint="rm run removes the runs of the runs folder: give its id")
         paths = [path]
@@ -265,6 +265,8 @@ def to_remove(runs_dir, ref=None, older_than=None, now=None):
         if ref is None and not (started if isinstance(started, (int, float)) else os.stat(path).st_mtime) < cut:
             continue
         now_status = status(record) if record else None
+        if now_status == "running?" and not _elsewhere(record.get("process")):
+            now_status = "died"   # no process to ask (an old or damaged record): it could never be removed
         if now_status in ("running", "running?"):
             live.append(run_id)
             if ref is not None:
@@ -276,11 +278,22 @@ def to_remove(runs_dir, ref=None, older_than=None, now=None):
     return chosen, live
 
 
+def _elsewhere(process):
+    """Whether a record's process may run on another host or container (status `running?` for another reason:
+    the record names none)."""
+    from .guard import machine
+    here = machine()
+    return isinstance(process, dict) and bool(process.get("host")) and (
+        process.get("host") != here["host"] or process.get("pid_ns") != here["pid_ns"])
+
+
 def remove_run(runs_dir, run_id):
-    """Moved aside in one rename, then deleted: a removal stopped half-way leaves no half run (gc ends it)."""
+    """Moved aside in one rename, its record first removed, then deleted: a removal stopped half-way leaves no
+    half run (gc ends it)."""
     from .cache import remove_tree
     aside = os.path.join(runs_dir, f".removing-{run_id}.{os.getpid()}")
     os.rename(os.path.join(runs_dir, run_id), aside)
+    os.remove(os.path.join(aside, "run.json"))
     remove_tree(aside)
 
 
@@ -310,7 +323,9 @@ def _private_runs(runs_dir, ref):
 
 def list_ids(runs_dir):
     try:
-        return sorted(n for n in os.listdir(runs_dir) if os.path.isfile(os.path.join(runs_dir, n, "run.json")))
+        # (not a dot's: .removing-ID.PID, a removal stopped half-way, showed as a second copy of its run)
+        return sorted(n for n in os.listdir(runs_dir)
+                      if not n.startswith(".") and os.path.isfile(os.path.join(runs_dir, n, "run.json")))
     except FileNotFoundError:
         return []
 

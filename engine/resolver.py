@@ -616,7 +616,9 @@ def _contents(recipe, inputs, prober):
             try:
                 out[name] = content_digest(value) if os.path.isdir(value) else prober.file_digest(value)
             except (OSError, MlrunError) as e:
-                raise ResolutionError(f"{recipe['name']}: --{name}: cannot read {value}: "
+                where = getattr(e, "filename", None)   # the part of the folder that could not be read
+                raise ResolutionError(f"{recipe['name']}: --{name}: cannot read {value}"
+                                      + (f" ({where})" if where and where != value else "") + ": "
                                       f"{getattr(e, 'strerror', None) or getattr(e, 'message', e)}") from None
     return out
 

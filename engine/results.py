@@ -373,9 +373,9 @@ class RowsMemo:
 
     def __init__(self, runs_dir):
         from .version import __version__
-        from . import records
+        from . import records, shapes
         code = hashlib.sha256()
-        for module in (records, sys.modules[__name__]):
+        for module in (records, shapes, sys.modules[__name__]):
             with open(module.__file__, "rb") as f:
                 code.update(f.read())
         self.version = f"{__version__}+{code.hexdigest()[:16]}"

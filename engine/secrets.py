@@ -14,14 +14,14 @@ import os
 import re
 
 MASK = "<redacted>"
-# A count of tokens (MAX_TOKENS, MAX_NEW_TOKENS), a KEYBOARD or an AUTH_MODE is none: masked, its value entered no
-# key, and another value reused what the first had built.
-SECRET_NAME = re.compile(r"(?<!MAX_)(?<!MIN_)(?<!NUM_)(?<!NEW_)TOKEN(?!IZ)|SECRET|PASSW(OR)?D|PASSPHRASE"
-                         r"|KEY(?!BOARD|WORD|FRAME|STROKE|MAP)|CREDENTIAL"
+# KEY and a plural TOKENS only as whole words of the name: a count of tokens (MAX_INPUT_TOKENS), a KEYBOARD, a
+# KEYCLOAK_URL or an AUTH_MODE is none (masked, its value entered no key: another value reused the first build).
+SECRET_NAME = re.compile(r"TOKEN(?!IZ|S(_|$))|^TOKENS$|SECRET|PASSW(OR)?D|PASSPHRASE|CREDENTIAL"
+                         r"|(^|_)(API_?|PRIVATE_?|ACCESS_?|SECRET_?)?KEYS?(_|$)|APIKEY"
                          r"|(^|_)(PASS|PAT|AUTH)(_|$)(?!(MODE|TYPE|METHOD|LEVEL)$)", re.I)
 # ...unless it names where one is kept (HF_TOKEN_PATH, PASSWORD_FILE, a KEY_DIR): a place, which a step's outputs
 # may name (masking a tokenizer's folder in its config broke the entry).
-PLACE_NAME = re.compile(r"_(PATH|FILE|DIR|DIRECTORY|HOME|CACHE)$", re.I)
+PLACE_NAME = re.compile(r"_(PATH|FILE|DIR|DIRECTORY|HOME|CACHE|SOCK)$", re.I)
 # A URL's user info (https://user:PASSWORD@host: the password; https://TOKEN@host, as git tokens go: all of it) and
 # the values of its query parameters whose names say secret (?access_token=, &api_key=, &sig=, X-Amz-Signature).
 URL_USER = re.compile(r"(\b[a-z][a-z0-9+.-]*://)([^/\s@]+)(@)", re.I)

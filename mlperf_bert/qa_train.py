@@ -258,6 +258,8 @@ def main(argv=None):
             raise UsageError(f"--seq-length must be within 68..512 (the question takes up to 67), not {args.seq_length}")
         if args.doc_stride < 1:
             raise UsageError(f"--doc-stride must be at least 1, not {args.doc_stride}")
+        if not args.learning_rate <= 1e38:   # float32's range (as the recipe says): 1e40 was torch's traceback
+            raise UsageError(f"--learning-rate must be at most 1e38, not {args.learning_rate:g}")
         if not args.learning_rate > 0 or args.max_questions < 0:
             raise UsageError("--learning-rate must be above 0 and --max-questions at least 0")
         run(args)

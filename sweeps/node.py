@@ -12,6 +12,7 @@ cache), `runs` (the submitting machine's runs folder) and `runs_marker` (a file 
 When the node sees the marker, the node shares that folder and mlrun writes its record there;
 otherwise mlrun writes into a scratch folder and the run folder travels back as a .tar.gz (bytes).
 """
+import ctypes
 import io
 import json
 import os
@@ -50,9 +51,8 @@ def _sees(marker):
 def die_with_parent():
     """In the child: SIGTERM when the worker that started it dies (Ray kills workers by SIGKILL),
     so mlrun records its run as interrupted instead of running on unseen."""
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    try:   # (ctypes imported before any fork: an import in a child forked from threads may wait for ever)
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG (musl's libc too)
     except (OSError, AttributeError):
         pass
 
@@ -149,8 +149,8 @@ def run_of_process(runs, pid, since, host=None):
                 record = json.load(f)
         except (OSError, ValueError):
             continue
-        process = record.get("process") or {}
-        if process.get("pid") == pid and process.get("host") == (host or os.uname().nodename):
+        process = record.get("process") if isinstance(record, dict) else None
+        if isinstance(process, dict) and process.get("pid") == pid and process.get("host") == (host or os.uname().nodename):
             return record.get("id")
     return None
 

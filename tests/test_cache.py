@@ -555,3 +555,19 @@ def test_the_concurrent_builds_bench_prints_its_figures_and_refuses_what_it_cann
                        (["--seconds", "x"], "not a number: 'x'"), (["--jobs", "0"], "each count at least 1")):
         result = bench(*args)
         assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_temp_folder_that_cannot_be_made_leaves_no_lock(tmp_path, monkeypatch):
+    """Its lock was taken, then makedirs failed (a full disk): the lock stayed held and its file stayed."""
+    from engine.cache import Cache
+    cache = Cache(str(tmp_path / "cache"))
+    made = os.makedirs
+
+    def full(path, *args, **kwargs):
+        if "import-" in os.path.basename(path):
+            raise OSError(28, "No space left on device")
+        return made(path, *args, **kwargs)
+    monkeypatch.setattr(os, "makedirs", full)
+    with pytest.raises(OSError):
+        cache.new_temp_dir("import-")
+    assert cache._held == {} and os.listdir(tmp_path / "cache" / ".locks" / "tmp") == []

@@ -378,10 +378,12 @@ def test_a_place_or_a_tokenizer_named_variable_is_no_secret(ws):
     assert not secrets.is_secret("MLRUN_TOKENIZER_DIR") and not secrets.is_secret("HF_TOKEN_PATH")
     assert not secrets.is_secret("DB_PASSWORD_FILE") and not secrets.is_secret("TOKENIZER")
     assert secrets.is_secret("HF_TOKEN") and secrets.is_secret("MY_API_KEY") and secrets.is_secret("TOKENS")
-    for name in ("MAX_TOKENS", "max_new_tokens", "NUM_TOKENS", "KEYBOARD", "AUTH_MODE"):   # masked: out of the key
+    for name in ("MAX_TOKENS", "max_new_tokens", "NUM_TOKENS", "MAX_INPUT_TOKENS", "MAX_TOTAL_TOKENS", "KEYBOARD",
+                 "AUTH_MODE", "MONKEY", "HOTKEY", "KEYCLOAK_URL", "SSH_AUTH_SOCK"):   # masked: out of the key
         assert not secrets.is_secret(name), name
     for name in ("AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "GITHUB_TOKEN", "SORT_KEY", "AUTH", "GIT_PAT",
-                 "AUTH_TOKEN", "PGPASSWORD", "OPT_PASS"):
+                 "AUTH_TOKEN", "PGPASSWORD", "OPT_PASS", "NEW_TOKEN", "GH_NEW_TOKEN", "X_MAX_TOKEN", "OPENAI_API_KEY",
+                 "APIKEY", "MY_APIKEY", "SSH_KEY", "SSH_KEYS", "NPM_TOKEN", "HF_TOKEN", "PRIVATEKEY", "SECRETKEY"):
         assert secrets.is_secret(name), name
     ws.recipe("get-tok", "tags: [get, tok]\nrun: mkdir -p tok && echo hello > tok/vocab.txt\n"
                          "exports: {MLRUN_TOKENIZER_DIR: \"{entry}/tok\"}\n")

@@ -357,3 +357,26 @@ def test_a_content_folder_is_keyed_by_what_its_links_lead_to(tmp_path):
     second = content_digest(str(folder))
     (ext / "file.txt").write_text("b")
     assert len({first, second, content_digest(str(folder))}) == 3
+
+
+def test_a_content_folder_whose_links_fan_out_or_lead_to_system_trees_is_read_once_and_ends(tmp_path):
+    """Links fanning out to one folder (d0 -> l1, l2 -> d1 ...) doubled the walk at each level: 23 levels took over
+    60 s; a link to /proc was 'Invalid argument', exit 2; a link to / walked the whole file system."""
+    import time
+    from engine.digests import content_digest
+    top = tmp_path / "top"
+    for level in range(24):
+        (tmp_path / f"d{level}").mkdir()
+        (tmp_path / f"d{level}" / "f").write_text(str(level))
+        if level:
+            for name in ("l1", "l2"):
+                (tmp_path / f"d{level - 1}" / name).symlink_to(tmp_path / f"d{level}")
+    top.mkdir()
+    (top / "tree").symlink_to(tmp_path / "d0")
+    for name, target in (("proc", "/proc"), ("dev", "/dev"), ("root", "/"), ("up", str(tmp_path))):
+        (top / name).symlink_to(target)
+    t0 = time.monotonic()
+    first = content_digest(str(top))
+    assert time.monotonic() - t0 < 10
+    (tmp_path / "d23" / "f").write_text("changed")
+    assert content_digest(str(top)) != first

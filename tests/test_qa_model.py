@@ -280,7 +280,8 @@ def test_the_training_bar_shows_on_the_terminal_mlrun_names(tmp_path, monkeypatc
                                                    ("--epochs", "0", "--epochs must be at least 1"),
                                                    ("--threads", "100000", "--threads must be at most 4096"),
                                                    ("--seed", "4294967296", "--seed must be within 0..4294967295"),
-                                                   ("--seed", "-1", "--seed must be within 0..4294967295")])
+                                                   ("--seed", "-1", "--seed must be within 0..4294967295"),
+                                                   ("--learning-rate", "1e+40", "--learning-rate must be at most 1e38")])
 def test_training_settings_out_of_range_are_one_line_and_exit_2(flag, value, message, capsys):
     from mlperf_bert import qa_train   # checked before torch is imported: this venv has no torch
     code = qa_train.main(["--wheel", "w.whl", "--squad", "dev.json", "--vocab", "vocab.txt", "--out", ".", flag, value])

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import os
+import shutil
 import signal
 
 import pytest
@@ -580,3 +581,17 @@ def test_rm_run_removes_runs_by_id_or_age_and_never_a_running_one(ws, tmp_path):
         proc.communicate(timeout=30)
     assert ws.mlrun("rm", "run", running, "-y").returncode == 0 and run_ids(ws.runs) == []   # died: removable
     assert ws.mlrun("gc", "--dry-run").stdout.strip() == "nothing to remove"
+    # a record that says running but names no process (an old or damaged one) is removable: it was never
+    assert ws.mlrun("a").returncode == 0
+    [old] = run_ids(ws.runs)
+    path = os.path.join(ws.runs, old, "run.json")
+    record = json.load(open(path))
+    record.update(status="running", process={})
+    json.dump(record, open(path, "w"))
+    assert ws.mlrun("rm", "run", old, "-y").returncode == 0 and run_ids(ws.runs) == []
+    # a removal stopped half-way is no second copy of its run
+    assert ws.mlrun("a").returncode == 0
+    [kept] = run_ids(ws.runs)
+    shutil.copytree(os.path.join(ws.runs, kept), os.path.join(ws.runs, f".removing-{kept}.4242"))
+    listed = ws.mlrun("runs", "--json")
+    assert [r["run"] for r in json.loads(listed.stdout)] == [kept]
