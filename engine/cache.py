@@ -586,7 +586,9 @@ def shared_dir(path, top=None, said=False):
     if os.path.isdir(path):
         return
     path = os.path.abspath(path)
-    if said and os.path.lexists(path):   # a file or a dangling link where it goes: "cannot use .locks: File exists"
+    # a file or a dangling link where it goes ("cannot use .locks: File exists"); isdir again: a step built alongside
+    # may have made the folder since the first look (it was said to be "a file")
+    if said and os.path.lexists(path) and not os.path.isdir(path):
         what = "a link to nothing" if os.path.islink(path) else "a file"
         raise MlrunError(f"{path} is {what}, not the folder mlrun keeps there",
                          hint=f"move it away (mv {path} {path}.old) and run again")

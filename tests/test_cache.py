@@ -571,3 +571,26 @@ def test_a_temp_folder_that_cannot_be_made_leaves_no_lock(tmp_path, monkeypatch)
     with pytest.raises(OSError):
         cache.new_temp_dir("import-")
     assert cache._held == {} and os.listdir(tmp_path / "cache" / ".locks" / "tmp") == []
+
+
+def test_a_cache_folder_made_meanwhile_by_a_step_alongside_is_no_file(tmp_path, monkeypatch):
+    """Two steps built at once both make cache/.tmp: the one that looked first (not there) and then found it there
+    said '.tmp is a file, not the folder mlrun keeps there' (exit 2 in CI)."""
+    from engine import cache
+    folder = tmp_path / ".tmp"
+    real_isdir, looks = os.path.isdir, []
+
+    def isdir(path):   # the first look sees nothing; the other step makes the folder right after it
+        looks.append(path)
+        if len(looks) == 1:
+            folder.mkdir()
+            return False
+        return real_isdir(path)
+    monkeypatch.setattr(os.path, "isdir", isdir)
+    cache.shared_dir(str(folder), said=True)
+    assert real_isdir(folder)
+    folder.rmdir()
+    folder.write_text("")   # a real file there is still said
+    monkeypatch.setattr(os.path, "isdir", real_isdir)
+    with pytest.raises(MlrunError, match="is a file, not the folder"):
+        cache.shared_dir(str(folder), said=True)

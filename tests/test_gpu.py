@@ -170,10 +170,12 @@ def test_a_step_that_finds_the_machine_unfit_exits_2(ws):
         run: "echo 'error: no CUDAExecutionProvider' >&2; echo 'hint: run _cpu' >&2; exit 78"
     """)
     result = ws.mlrun("unfit")
-    # the reason quoted, and the step's own hint last (it was 'hint: full log: ...', the step's one buried above)
+    # the reason quoted, and the step's own hint in the last line, before the log (it was 'hint: full log: ...',
+    # the step's one buried above)
     assert_user_error(result, 2, "exited with code 78", "the step refused this machine or request)",
                       "no CUDAExecutionProvider")
-    assert result.stderr.rstrip().endswith("hint: run _cpu"), result.stderr
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("hint: run _cpu; full log: ") and last.endswith("build.log"), result.stderr
 
 
 def test_provider_options_cover_the_profiles_asked(monkeypatch):
