@@ -426,7 +426,10 @@ def headline(results):
     metric = loadgen.get("metric") if isinstance(loadgen.get("metric"), dict) else {}
     for name, value in metric.items():
         parts.append(f"{name} {_figure(value)}")
-    short = " (short)" if results.get("short") else ""  # a --count run: not a figure to submit
+    # a --count run: not a figure to submit; another measurement on its cores: not the machine's figure
+    shared = isinstance(results.get("shared_cores"), dict) and results["shared_cores"].get("overlapped") is True
+    marks = ["short"] * bool(results.get("short")) + ["shared cores"] * shared
+    short = f" ({', '.join(marks)})" if marks else ""
     if loadgen.get("result"):
         parts.append(str(loadgen["result"]) + short)
     elif parts:

@@ -210,8 +210,12 @@ def _cell(column, row):
 
 
 def short_mark(row):
-    # A --count run's VALID is no figure to submit: say so where people read it (CSV and JSON keep LoadGen's word).
-    return " (short)" if row.get("short") is True else ""
+    """What a result is not, where people read it (CSV and JSON keep LoadGen's word and the fields): a --count run's
+    VALID is no figure to submit; one measured while another measurement ran on its cores is not the machine's."""
+    marks = ["short"] if row.get("short") is True else []
+    if row.get("shared_cores.overlapped") is True:
+        marks.append("shared cores")
+    return f" ({', '.join(marks)})" if marks else ""
 
 
 def label(column, columns=()):

@@ -24,7 +24,7 @@ import mlperf_loadgen as lg
 from engine.errors import MlrunError, StepError, UsageError
 from engine.oserrors import explain
 from mlperf_bert import (accuracy, batching, gpu, heldout, loadgen_summary, machine_load, model_adapter, parallelism,
-                         queueing, seq_plan, squad_features, warmup)
+                         queueing, seq_plan, shared_cores, squad_features, warmup)
 from mlperf_bert.sut import LoadGenSut, QaInference, on_each, run_on_instances
 from mlperf_bert.user_conf import check as check_user_conf, conflicts as conf_conflicts, values_set as conf_values_set
 
@@ -361,8 +361,11 @@ def run(args):
     # Server's latency tail: where each sample's time in the SUT went (queue or run), said beside LoadGen's
     sut = LoadGenSut(inference, total, total, workers, views, pins,
                      timed=args.scenario == "Server" and args.mode == "performance")
+    # another measurement on the same cores (a second user's run) halves both: announced and looked for while LoadGen
+    # measures (not in accuracy mode, whose figures no other run slows)
+    sharing = shared_cores.Announce(run_dir, args.scenario) if args.mode == "performance" else contextlib.nullcontext()
     try:
-        with machine_load.OtherLoad() as other_load:   # how quiet the machine was while LoadGen measured
+        with machine_load.OtherLoad() as other_load, sharing:   # how quiet the machine was while LoadGen measured
             _start_test(sut, args, user_conf, run_dir, total)
     finally:
         sut.close()
@@ -389,6 +392,7 @@ def run(args):
         # what the user.conf set, apart: diff compares these whatever their type (a chosen target is a measurement)
         **({"user_settings": conf_values_set(_user_lines(args), args.scenario)} if args.user_conf else {}),
         "loadgen": loadgen, "other_load": other_load.record(),
+        **({"shared_cores": sharing.record()} if args.mode == "performance" else {}),
         "sut_times": _sut_times(sut, args, total, workers, loadgen),
     }
     summary["random_weights"] = args.random_weights
@@ -1008,6 +1012,9 @@ def format_summary(summary):
             lines.append(f"    short: {'; '.join(loadgen['short_because'])}")
     if summary["mode"] == "performance" and summary.get("other_load"):
         lines.append(f"  machine: {machine_load.describe(summary['other_load'])}")
+    if summary["mode"] == "performance" and summary.get("shared_cores") and (
+            shared := shared_cores.describe(summary["shared_cores"])):
+        lines.append(f"  shared cores: {shared}")
     if summary["mode"] == "accuracy":
         scored = summary.get("accuracy")
         if scored:

@@ -755,9 +755,14 @@ def _busy(folder):
     """What other processes took while a performance run measured, when the run calls the machine busy; else None."""
     try:
         with open(os.path.join(folder, "summary.json")) as f:
-            load = json.load(f).get("other_load") or {}
+            summary = json.load(f)
+        load, shared = summary.get("other_load") or {}, summary.get("shared_cores") or {}
     except (OSError, ValueError, AttributeError):
         return None
+    if shared.get("overlapped") is True:   # another measurement on its cores: each ran at about half its speed
+        others = [o for o in shared.get("others") or [] if isinstance(o, dict)]
+        return "another measurement ran on its cores" + (f" (pid {', '.join(str(o.get('pid')) for o in others)})"
+                                                          if others else "")
     if not load.get("busy"):
         return None
     return f"other processes took {load.get('share', 0):.0%} of the {load.get('cpus', '?')} CPUs"

@@ -567,6 +567,9 @@ def _best_warnings(best, run, ok, y):
     if best.get("other_load.busy"):
         out.append("it was measured while other processes were busy (other_load): run the sweep again on a quiet "
                    "machine (`--rerun`) before you trust the ranking")
+    if best.get("shared_cores.overlapped") is True:
+        out.append("another measurement ran on its cores while it measured (shared_cores): run the sweep again when "
+                   "the machine is yours (`--rerun`) before you trust the ranking")
     host = run.get("host") or {}
     allowed, cores = host.get("cpus_allowed"), host.get("cores")
     if isinstance(allowed, list) and isinstance(cores, int) and len(allowed) < cores:

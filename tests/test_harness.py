@@ -439,7 +439,8 @@ def test_user_errors_are_one_clear_message(files, tmp_path, case, fragment):
     result = run_harness(files, out, "--scenario", "Offline", "--mode", "performance", "--count", "4",
                          model=model, features=features)
     # the person's request refused: the runner's EX_CONFIG, mlrun's exit 2; a model that cannot run: exit 2, a
-    # failed step for mlrun (exit 1)
+    # failed step for mlrun (exit 1). A --model FILE that cannot be mapped never gets here through mlrun: its model
+    # step refuses it first, a usage error (mlperf_bert/model_check.py, tests/test_model_sources.py)
     assert result.returncode == (78 if case in ("no_features", "audit_config") else 2), result.stderr
     assert result.stderr.startswith("error: ") and fragment in result.stderr.splitlines()[0]
     assert "Traceback" not in result.stderr

@@ -25,7 +25,7 @@ from conftest import MLRUN, ROOT, SHARED_DATA
 from engine.errors import MlrunError, ResolutionError
 from engine.index import RecipeIndex
 from engine.resolver import resolve
-from mlperf_bert import model_adapter, model_sources, random_model
+from mlperf_bert import model_adapter, model_check, model_sources, random_model
 
 STUB = "zoo:nlp/question_answering/bert-large/pytorch/huggingface/squad/pruned80_quant-none-vnni"
 STUB_PATH = STUB[len("zoo:"):]
@@ -197,6 +197,25 @@ def test_a_model_file_that_is_not_onnx_is_named_and_refused_as_a_usage_error(tmp
     # 78: sysexits EX_CONFIG, which the runner makes mlrun's exit 2
     assert code == 78 and err.startswith(f"error: {path} is not an ONNX model: {why}"), err
     assert "hint: give an ONNX file of a BERT question-answering model" in err and "Traceback" not in err
+
+
+def test_a_model_file_that_is_not_a_bert_qa_model_is_refused_as_a_usage_error(tmp_path, capsys, tiny_zoo_model):
+    """Inputs the harness cannot map: the model step failed (exit 1) in seq_plan; the step that first reads the file
+    refuses it now, with the same words (78: the runner's EX_CONFIG, mlrun's exit 2)."""
+    path = tmp_path / "odd.onnx"
+    graph = onnx.helper.make_graph(
+        [onnx.helper.make_node("Identity", ["tokens"], ["logits"])], "odd",
+        [onnx.helper.make_tensor_value_info("tokens", onnx.TensorProto.INT64, ["batch", 384])],
+        [onnx.helper.make_tensor_value_info("logits", onnx.TensorProto.INT64, ["batch", 384])])
+    onnx.save(onnx.helper.make_model(graph), path)
+    assert model_check.main(["--path", str(path)]) == 78
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot map the inputs of {path}: it has tokens[batch, 384]; expected ids: "), err
+    assert "\nhint: no input found for ids, mask, segments; give an ONNX file of a BERT question-answering" in err
+    assert len(err.splitlines()) == 2 and "Traceback" not in err
+    good = tmp_path / "good.onnx"
+    good.write_bytes(tiny_zoo_model)
+    assert model_check.main(["--path", str(good)]) == 0 and capsys.readouterr().err == ""
 
 
 def test_a_mirrored_model_takes_the_data_files_its_tensors_name(tmp_path, monkeypatch, tiny_zoo_model):

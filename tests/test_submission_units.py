@@ -657,6 +657,12 @@ def test_a_run_measured_on_a_busy_machine_is_said_and_run_again_alone_when_asked
     (tmp_path / "quiet").mkdir()
     (tmp_path / "quiet" / "summary.json").write_text(json.dumps({"other_load": {"busy": False, "share": 0.01}}))
     assert submit._busy(str(tmp_path / "quiet")) is None and submit._busy(str(tmp_path / "none")) is None
+    # another measurement on its cores (mlperf_bert.shared_cores), however quiet the rest of the machine was
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "summary.json").write_text(json.dumps({"other_load": {"busy": False, "share": 0.01},
+                                                                 "shared_cores": {"overlapped": True,
+                                                                                  "others": [{"pid": 41}]}}))
+    assert submit._busy(str(tmp_path / "shared")) == "another measurement ran on its cores (pid 41)"
     for words, status in (([], "done"), (["--rerun-busy"], "to run")):
         opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub"),
                                                 *words])[0]
