@@ -467,6 +467,32 @@ def test_why_a_run_is_done_again_names_each_input_that_changed(tmp_path):
         'request.inputs.threads: absent -> "1"', "plan: 1 node key(s) changed (1 app-mlperf-bert _onnxruntime)"])
 
 
+def test_a_state_entry_pointed_at_another_run_is_judged_by_that_runs_own_record(tmp_path):
+    """state.json's Offline/performance edited to name a run of another model (or mode, or machine), its fingerprint
+    left as it was: the run was reused "plan, request and host unchanged" and its logs went into the tree."""
+    import types
+    runs, folder = _finished_run(tmp_path)
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub")])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
+    sub.host = {k: "h" for k in submit.HOST_KEYS}
+    inputs = {"mode": "performance", "scenario": "Offline", "target_qps": 40.5}
+    plan = types.SimpleNamespace(nodes=[types.SimpleNamespace(label="get-ml-model-bert _random", key="m2")],
+                                 request={"query": "app", "inputs": inputs, "dep_overrides": {"model": {"layers": "2"}},
+                                          "env_overrides": {}})
+    sub.state["runs"]["Offline/performance"] = {"run": "R1", "folder": str(folder), "fingerprint": sub.fingerprint(plan)}
+    record = {"id": "R1", "status": "ok", "steps": [{"label": "get-ml-model-bert _random", "key": "m2"}],
+              "request": plan.request, "host": {**sub.host, "hostname": "vm"}}
+    (runs / "R1" / "run.json").write_text(json.dumps(record))
+    assert sub.status("Offline/performance", plan)[0] == "done"   # the run as state.json says
+    record.update(steps=[{"label": "get-ml-model-bert _random", "key": "m3"}],
+                  request={**plan.request, "dep_overrides": {"model": {"layers": "3"}}},
+                  host={**sub.host, "cpu": "another"})
+    (runs / "R1" / "run.json").write_text(json.dumps(record))
+    state, why = sub.status("Offline/performance", plan)
+    assert state == "to run" and 'request.dep_overrides.model: {"layers": "3"} -> {"layers": "2"}' in why, why
+    assert 'host cpu: "another" -> "h"' in why and any("1 get-ml-model-bert _random" in w for w in why)
+
+
 def test_a_rebuild_of_the_tree_first_removes_the_last_verdict_and_archive(tmp_path):
     """A rebuild that failed left verdict.json 'ok: true' and the old archive beside a half-built tree."""
     import types
