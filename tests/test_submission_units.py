@@ -493,6 +493,32 @@ def test_a_state_entry_pointed_at_another_run_is_judged_by_that_runs_own_record(
     assert 'host cpu: "another" -> "h"' in why and any("1 get-ml-model-bert _random" in w for w in why)
 
 
+def test_test01_is_verified_in_a_submission_folder_whose_path_has_spaces(tmp_path):
+    """run_verification.py joins its paths into shell commands unquoted: with -o "sp dir/sub one" both checks failed
+    on "unrecognized arguments: dir/sub one/..." and submit went on as if the SUT were not deterministic."""
+    import shutil
+    import types
+    from submission import tree
+    data = os.path.join(ROOT, "tests", "data", "loadgen", "offline-perf")
+    log = '[\n{"seq_id": 0, "qsl_idx": 0, "data": "0000803F"}\n]\n'
+    scenario_dir = tmp_path / "sp dir" / "sub one" / "tree" / "open" / "T" / "results" / "s" / "bert-99" / "Offline"
+    test01_run = tmp_path / "runs dir" / "R1" / "app-mlperf-bert"
+    for folder in (scenario_dir / "accuracy", scenario_dir / "performance" / "run_1", test01_run):
+        folder.mkdir(parents=True)
+    (scenario_dir / "accuracy" / "mlperf_log_accuracy.json").write_text(log)
+    (test01_run / "mlperf_log_accuracy.json").write_text(log)
+    for name in ("mlperf_log_detail.txt", "mlperf_log_summary.txt"):
+        shutil.copy(os.path.join(data, name), scenario_dir / "performance" / "run_1" / name)
+        shutil.copy(os.path.join(data, name), test01_run / name)
+    said = []
+    sub = types.SimpleNamespace(dir=str(tmp_path / "sp dir" / "sub one"), src=SHARED_SRC, say=said.append)
+    os.makedirs(os.path.join(sub.dir, "logs"))
+    tree._test01(sub, str(scenario_dir), str(test01_run), "bert-99-Offline")
+    assert said == ["  TEST01 bert-99-Offline: Accuracy check pass: True; Performance check pass: True"], said
+    assert "TEST PASS" in (scenario_dir / "TEST01" / "verify_performance.txt").read_text()
+    assert (scenario_dir / "TEST01" / "performance" / "run_1" / "mlperf_log_detail.txt").is_file()
+
+
 def test_a_rebuild_of_the_tree_first_removes_the_last_verdict_and_archive(tmp_path):
     """A rebuild that failed left verdict.json 'ok: true' and the old archive beside a half-built tree."""
     import types
