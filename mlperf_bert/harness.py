@@ -46,6 +46,7 @@ SERVER_LATENCY_BOUND_MS = 130  # mlperf.conf's bert Server p99 bound
 # what the machine sustains builds its backlog slowly. Measured (2 cores, 2-layer model): 2-s runs at 433 QPS
 # were VALID (p99 84 ms); the full-length run at that target had p99 23.7 s, the machine completing 379/s.
 PEAK_TRIAL_MS, PEAK_TRIAL_MS_SHORT, PEAK_MIN_QUERIES = 20000, 2000, 256
+PEAK_MOST = 2   # the highest target find-peak searches, times Offline's rate at one sample per call
 RATE_PASS_S = 0.5   # Offline's rate pass (_offline_rate), twice
 # Offline's target over the rate pass: OpenVINO's pass reads lower than what LoadGen then measures (0.85-0.95x,
 # onnxruntime's 0.96-1.03x, six and five --count=100 runs of the tiny model; 0.61-0.93x before a pass of few samples
@@ -457,9 +458,11 @@ def find_peak(args):
     # The next layout starts at the best target found so far, and stops there when that run is not VALID: its whole
     # search (341-827 s on the Xeon) decided only which layout is faster. Where every check of the faster misses,
     # a layout stopped so goes on searching then (below).
+    most = PEAK_MOST * start_qps   # no Server target is sustained above Offline's rate: the search goes no higher
+
     def peak_search(run_fn, **how):   # each layout's, and a stopped one's resumed
         return tuning.find_server_peak(run_fn, start_qps, tolerance=args.peak_tolerance,
-                                       min_queries=args.peak_min_queries, **how)
+                                       min_queries=args.peak_min_queries, most=most, **how)
     searches, best = [], None
     for layout in _peak_layouts(args, alone_p99, bound_ms):
         changes = {"searched_layout": f"{layout[0]}x{layout[1]}"} if layout else {}
@@ -473,6 +476,17 @@ def find_peak(args):
     ranked = sorted((item for item in searches if item[3].qps), key=lambda item: -item[3].qps)   # the first on a tie
     if not ranked:
         raise StepError(f"--find-peak: {searches[0][3].note} (runs in {folder})")
+    if ranked[0][3].upper is None and ranked[0][3].qps >= most:
+        # VALID at twice the rate the machine serves: the bound held no load back (a backlog is VALID under it), so
+        # the search has no peak, and a full-length check there would only queue what the machine cannot serve
+        done = max((trial.get("completed_qps") or 0 for item in searches for trial in item[3].trials), default=0)
+        raise StepError(f"--find-peak: every target up to {ranked[0][3].qps:.3f} QPS, {PEAK_MOST:g}x Offline's "
+                        f"{start_qps:.3f} samples/s, was VALID at the {bound_ms:g} ms bound: the bound never held the "
+                        f"load back (the runs completed at most {done:.3f} samples/s), so there is no peak to find "
+                        f"(runs in {folder})",
+                        hint=(f"--target_latency={args.target_latency:g} is the bound you set: give one the machine's "
+                              f"latency can reach (the rules' is {SERVER_LATENCY_BOUND_MS:g} ms), or "
+                              if args.target_latency else "") + "run at a target of your own: --target_qps=N")
     changes = {}   # the layout being checked: every check writes the run folder, kept in check-NN in turn
     check_fn = tuning.kept_checks(lambda qps, queries: tuning.check_run(args, run_dir, qps, queries, **changes),
                                   run_dir, folder)

@@ -141,9 +141,12 @@ class PeakSearch:
 
 
 def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_queries=4096, growth=1.5,
-                     max_runs=24, floor=1 / 16, check_fn=None, check_retries=3, challenge=None, resume=None):
+                     max_runs=24, floor=1 / 16, check_fn=None, check_retries=3, challenge=None, resume=None,
+                     most=None):
     """The PeakSearch for run_fn (see the module's doc); start_qps: a first guess, e.g. Offline samples/s.
-    The target is never halved below floor x start_qps (a run at a low rate takes long: its queries / rate).
+    The target is never halved below floor x start_qps (a run at a low rate takes long: its queries / rate), nor
+    raised above `most` QPS where given (a bound that never binds, --target_latency=100000000, found every target
+    VALID, each run longer than the last: over 5 minutes of runs on a 2-layer model with --count=32).
     challenge: a target another search found (another layout's): the first run is there, and where it is not
     valid the search stops (`lost_challenge`): this one cannot beat it. resume: such a search, to go on from."""
     if not start_qps or start_qps <= 0:
@@ -197,10 +200,16 @@ def find_server_peak(run_fn, start_qps, *, tolerance=0.05, min_queries=64, max_q
         if (search.qps and search.upper and search.upper / search.qps <= 1 + tolerance) or not runs_left():
             break
         qps, aimed = next_one()
+        if most and qps is not None and qps > most:
+            if search.qps is not None and search.qps >= most:
+                break
+            qps, aimed = most, None   # one run at the highest target searched
     if search.lost_challenge:
         search.note = f"not valid at {challenge:.3g} QPS, the other layout's target: searched no further"
     elif search.qps is None:
         search.note = f"no target down to {min(t['target_qps'] for t in search.trials):.3g} QPS was valid"
+    elif search.upper is None and most and search.qps >= most:
+        search.note = f"every target up to {search.qps:.3g} QPS was valid, the highest it searches"
     elif search.upper is None:
         search.note = f"every target up to {search.qps:.3g} QPS was valid (run budget spent)"
     elif search.upper / search.qps > 1 + tolerance:

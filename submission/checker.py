@@ -100,7 +100,8 @@ def check(src_dir, tree_dir, version="v6.1", short=False, out_dir=None):
     if code == 2 and "usage:" in text:   # the checker's own argparse refused an option (an unknown --version)
         raise UsageError(f"the submission checker refused the command line: {text.strip().splitlines()[-1]}")
     result = interpret(text, code, short)
-    result.errors = missing_files(tree_dir) + result.errors   # named first: the checker's words hid them
+    # named first: the checker's words hid them
+    result.errors = missing_files(tree_dir) + other_mode_logs(tree_dir) + result.errors
     result.ok = result.ok and not result.errors
     failed = []
     failures = open_compliance_failures(tree_dir, failed)   # the open division's checker skips compliance: said here
@@ -187,6 +188,27 @@ def missing_files(tree_dir):
                         "performance/run_1/mlperf_log_summary.txt", "performance/run_1/mlperf_log_detail.txt"):
                 if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, rel)):
                     out.append(f"{os.path.relpath(os.path.join(folder, rel), tree_dir)} is missing")
+    return out
+
+
+# Where each mode's LoadGen logs go in a result folder (submission_structure.md), and the mode LoadGen logs for them
+MODE_FOLDERS = (("accuracy", "AccuracyOnly"), ("performance/run_1", "PerformanceOnly"),
+                ("TEST01/performance/run_1", "PerformanceOnly"))
+
+
+def other_mode_logs(tree_dir):
+    """Detail logs of the other mode than their folder's, named: an accuracy run's logs copied into
+    performance/run_1 made the checker say only "Execution occurred in running check", and a performance run's in
+    accuracy/ it passed (it reads the score from accuracy.txt, the sample count from the log)."""
+    import glob
+    out = []
+    for folder in sorted(glob.glob(os.path.join(tree_dir, "*", "*", "results", "*", "*", "*"))):
+        for rel, mode in MODE_FOLDERS:
+            path = os.path.join(folder, *rel.split("/"), "mlperf_log_detail.txt")
+            found = _detail(path).get("effective_test_mode") if os.path.isfile(path) else None
+            if found is not None and found != mode:
+                out.append(f"{os.path.relpath(path, tree_dir)} is the log of a run in {_text(found)} mode "
+                           f"(effective_test_mode); {rel}/ is for {mode} logs")
     return out
 
 

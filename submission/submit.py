@@ -545,7 +545,9 @@ class Submission:
         if gone:
             return "to run", [f"its run {entry['run']} lacks {', '.join(gone)} now"]
         from engine import compare
-        now, was = self.fingerprint(plan), entry["fingerprint"]
+        # what the run's own record says it ran, over what state.json says of it: an entry pointed at another run
+        # (of another model, mode or machine) was reused as "plan, request and host unchanged"
+        now, was = self.fingerprint(plan), _recorded_fingerprint(record) or entry["fingerprint"]
         # what was asked first, each input on its own (was a Python dict cut at 200 characters: --threads=1 or a
         # dropped --short never named), then the host, then the nodes whose keys changed because of them
         differs = [f"{what}: {compare.shown(x)} -> {compare.shown(y)}"
@@ -720,6 +722,20 @@ class Submission:
         scores = dict(re.findall(r"^(Reference|Test) score = (\S+)", out, re.M))
         return (f"TEST01 scored {scores.get('Test', '?')} against the performance run's {scores.get('Reference', '?')}"
                 " (official verify_performance.py: TEST FAIL)")
+
+
+def _recorded_fingerprint(record):
+    """A run's fingerprint as its own record gives it (its steps' keys, its request, its host), or None where the
+    record lacks one of them."""
+    steps, request, host = record.get("steps"), record.get("request"), record.get("host")
+    if not isinstance(steps, list) or not isinstance(request, dict) or not isinstance(host, dict) or \
+            not all(isinstance(s, dict) and "label" in s and "key" in s for s in steps):
+        return None
+    env = request.get("env_overrides") or {}
+    request = {**request, "env_overrides": {k: v for k, v in env.items() if v != secrets.MASK}} \
+        if isinstance(env, dict) else request
+    return {"plan": {f"{i} {s['label']}": s["key"] for i, s in enumerate(steps, 1)}, "request": request,
+            "host": {k: host.get(k) for k in HOST_KEYS}}
 
 
 def server_possible(scenario, found, run_id, scenarios):

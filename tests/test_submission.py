@@ -165,16 +165,21 @@ def test_plan_shows_every_run_done_after_the_submission(ws, completed):
     # the searches run again: their settings are to come, not the last search's (was: --target_qps=... shown)
     line = next(x for x in again.stdout.splitlines() if x.strip().startswith("Offline/performance "))
     assert "settings come from the search" in line and "target_qps" not in line, line
-    # a run made on another host (here: its recorded core count differs) is not reused, and the plan says why
-    path = ws.root / "sub" / "state.json"
-    saved = path.read_text()
-    state = json.loads(saved)
-    state["runs"]["Offline/accuracy"]["fingerprint"]["host"]["cores"] = 999
-    path.write_text(json.dumps(state))
+    # a run made on another host (here: its record's core count differs) is not reused, and the plan says why (the
+    # run's own record, not state.json's copy of its fingerprint, says where it ran)
+    state = json.loads((ws.root / "sub" / "state.json").read_text())
+    path = os.path.join(os.path.dirname(state["runs"]["Offline/accuracy"]["folder"]), "run.json")
+    with open(path) as f:
+        saved = f.read()
+    record = json.loads(saved)
+    record["host"]["cores"] = 999
+    with open(path, "w") as f:
+        f.write(json.dumps(record))
     try:
         other = ws("plan", *submit_args(ws.root, "--short"))
     finally:
-        path.write_text(saved)
+        with open(path, "w") as f:
+            f.write(saved)
     line = next(x for x in other.stdout.splitlines() if x.strip().startswith("Offline/accuracy "))
     assert "to run" in line and "host cores: 999 ->" in line, line
     assert "(1 to run)" in other.stdout, other.stdout

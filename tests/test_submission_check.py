@@ -388,3 +388,23 @@ def test_a_hand_edited_log_line_of_another_shape_is_shown_not_a_bug(tmp_path):
     [row] = [r for r in checker.table(tree, {}) if r["scenario"] == "Offline"]
     assert row["valid"] == "5"
     assert "5" in checker.format_table([row]).splitlines()[1].split()
+
+
+def test_logs_of_the_other_mode_are_named(tmp_path):
+    """An accuracy run's logs copied into performance/run_1: the checker said only "Execution occurred in running
+    check ... get_performance_metric_check"; a performance run's in accuracy/: it passed the tree."""
+    import shutil
+    from submission import checker
+    tree = make_tree(str(tmp_path / "sub"))
+    assert checker.other_mode_logs(tree) == []
+    result = os.path.join(tree, "open", "MyTeam", "results", "sys1", "bert-99")
+    for name in ("mlperf_log_detail.txt", "mlperf_log_summary.txt"):
+        shutil.copy(os.path.join(result, "Offline", "accuracy", name), os.path.join(result, "Offline", "performance",
+                                                                                     "run_1", name))
+        shutil.copy(os.path.join(result, "SingleStream", "performance", "run_1", name),
+                    os.path.join(result, "SingleStream", "accuracy", name))
+    assert checker.other_mode_logs(tree) == [
+        "open/MyTeam/results/sys1/bert-99/Offline/performance/run_1/mlperf_log_detail.txt is the log of a run in "
+        "AccuracyOnly mode (effective_test_mode); performance/run_1/ is for PerformanceOnly logs",
+        "open/MyTeam/results/sys1/bert-99/SingleStream/accuracy/mlperf_log_detail.txt is the log of a run in "
+        "PerformanceOnly mode (effective_test_mode); accuracy/ is for AccuracyOnly logs"]

@@ -467,6 +467,58 @@ def test_why_a_run_is_done_again_names_each_input_that_changed(tmp_path):
         'request.inputs.threads: absent -> "1"', "plan: 1 node key(s) changed (1 app-mlperf-bert _onnxruntime)"])
 
 
+def test_a_state_entry_pointed_at_another_run_is_judged_by_that_runs_own_record(tmp_path):
+    """state.json's Offline/performance edited to name a run of another model (or mode, or machine), its fingerprint
+    left as it was: the run was reused "plan, request and host unchanged" and its logs went into the tree."""
+    import types
+    runs, folder = _finished_run(tmp_path)
+    opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub")])[0]
+    sub = submit.Submission(opts, {}, {}, {}, settings=types.SimpleNamespace(runs=str(runs)))
+    sub.host = {k: "h" for k in submit.HOST_KEYS}
+    inputs = {"mode": "performance", "scenario": "Offline", "target_qps": 40.5}
+    plan = types.SimpleNamespace(nodes=[types.SimpleNamespace(label="get-ml-model-bert _random", key="m2")],
+                                 request={"query": "app", "inputs": inputs, "dep_overrides": {"model": {"layers": "2"}},
+                                          "env_overrides": {}})
+    sub.state["runs"]["Offline/performance"] = {"run": "R1", "folder": str(folder), "fingerprint": sub.fingerprint(plan)}
+    record = {"id": "R1", "status": "ok", "steps": [{"label": "get-ml-model-bert _random", "key": "m2"}],
+              "request": plan.request, "host": {**sub.host, "hostname": "vm"}}
+    (runs / "R1" / "run.json").write_text(json.dumps(record))
+    assert sub.status("Offline/performance", plan)[0] == "done"   # the run as state.json says
+    record.update(steps=[{"label": "get-ml-model-bert _random", "key": "m3"}],
+                  request={**plan.request, "dep_overrides": {"model": {"layers": "3"}}},
+                  host={**sub.host, "cpu": "another"})
+    (runs / "R1" / "run.json").write_text(json.dumps(record))
+    state, why = sub.status("Offline/performance", plan)
+    assert state == "to run" and 'request.dep_overrides.model: {"layers": "3"} -> {"layers": "2"}' in why, why
+    assert 'host cpu: "another" -> "h"' in why and any("1 get-ml-model-bert _random" in w for w in why)
+
+
+def test_test01_is_verified_in_a_submission_folder_whose_path_has_spaces(tmp_path):
+    """run_verification.py joins its paths into shell commands unquoted: with -o "sp dir/sub one" both checks failed
+    on "unrecognized arguments: dir/sub one/..." and submit went on as if the SUT were not deterministic."""
+    import shutil
+    import types
+    from submission import tree
+    data = os.path.join(ROOT, "tests", "data", "loadgen", "offline-perf")
+    log = '[\n{"seq_id": 0, "qsl_idx": 0, "data": "0000803F"}\n]\n'
+    scenario_dir = tmp_path / "sp dir" / "sub one" / "tree" / "open" / "T" / "results" / "s" / "bert-99" / "Offline"
+    test01_run = tmp_path / "runs dir" / "R1" / "app-mlperf-bert"
+    for folder in (scenario_dir / "accuracy", scenario_dir / "performance" / "run_1", test01_run):
+        folder.mkdir(parents=True)
+    (scenario_dir / "accuracy" / "mlperf_log_accuracy.json").write_text(log)
+    (test01_run / "mlperf_log_accuracy.json").write_text(log)
+    for name in ("mlperf_log_detail.txt", "mlperf_log_summary.txt"):
+        shutil.copy(os.path.join(data, name), scenario_dir / "performance" / "run_1" / name)
+        shutil.copy(os.path.join(data, name), test01_run / name)
+    said = []
+    sub = types.SimpleNamespace(dir=str(tmp_path / "sp dir" / "sub one"), src=SHARED_SRC, say=said.append)
+    os.makedirs(os.path.join(sub.dir, "logs"))
+    tree._test01(sub, str(scenario_dir), str(test01_run), "bert-99-Offline")
+    assert said == ["  TEST01 bert-99-Offline: Accuracy check pass: True; Performance check pass: True"], said
+    assert "TEST PASS" in (scenario_dir / "TEST01" / "verify_performance.txt").read_text()
+    assert (scenario_dir / "TEST01" / "performance" / "run_1" / "mlperf_log_detail.txt").is_file()
+
+
 def test_a_rebuild_of_the_tree_first_removes_the_last_verdict_and_archive(tmp_path):
     """A rebuild that failed left verdict.json 'ok: true' and the old archive beside a half-built tree."""
     import types

@@ -666,6 +666,33 @@ def test_a_faster_layout_whose_checks_stepped_down_is_still_said_to_have_found_i
     assert "found 62.300 and its checks stepped down" in summary["how_it_ran"][-1], summary["how_it_ran"]
 
 
+def test_a_search_goes_no_higher_than_its_most(monkeypatch):
+    """A bound that never binds (--target_latency=100000000): every target VALID, the search went up 1.5x a run for
+    its 24 runs, each longer than the last (over 5 minutes on a 2-layer model with --count=32)."""
+    calls = []
+
+    def always_valid(qps, queries):
+        calls.append(qps)
+        return fake_summary(True, False, queries, 0)
+    search = tuning.find_server_peak(always_valid, 100.0, tolerance=0.05, min_queries=64, most=200.0)
+    assert calls == [100.0, 150.0, 200.0] and search.qps == 200.0 and search.upper is None
+    assert search.note == "every target up to 200 QPS was valid, the highest it searches"
+    aimed = tuning.find_server_peak(fake_server(peak=137.0)[0], 100.0, tolerance=0.05, min_queries=64, most=200.0)
+    assert 137.0 / 1.05 <= aimed.qps <= 137.0 and not aimed.note   # a peak under it: found as before
+
+
+def test_find_peak_where_every_target_up_to_twice_offline_is_valid_says_the_bound_never_binds(tmp_path, monkeypatch):
+    """No peak to find: said at once, with no full-length check at a target the machine cannot serve."""
+    from engine.errors import StepError
+    backlog = {"result": "VALID", "reasons": [], "latency_ms": {"p99": 5000.0}, "metric": {tuning.COMPLETED: 71.5}}
+    monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes: lambda qps, q: backlog)
+    with pytest.raises(StepError, match=r"every target up to 140\.000 QPS, 2x Offline's 70\.000 samples/s, was VALID "
+                                        r"at the 130 ms bound: the bound never held the load back \(the runs completed "
+                                        r"at most 71\.500 samples/s\), so there is no peak to find") as e:
+        mocked_find_peak(tmp_path, monkeypatch, lambda layout, qps: VALID_CHECK, search=False)
+    assert "--target_qps=N" in e.value.hint
+
+
 def test_a_search_run_whose_inference_failed_stops_the_search(tmp_path, monkeypatch):
     """Its samples returned at once: judged on LoadGen's VALID alone, it pushed the search up."""
     from engine.errors import StepError
