@@ -362,8 +362,10 @@ def main(argv):
             os.killpg(proc.pid, e.signum)
             os.killpg(proc.pid, signal.SIGCONT)   # a stopped process takes it too
             proc.wait(timeout=GRACE)
-        except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+        except (ProcessLookupError, PermissionError):
             pass
+        except subprocess.TimeoutExpired:   # its grace is over: no LEFT_GRACE more (twice: 7 s, not 5)
+            _kill_group(proc.pid)
     finally:
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)
