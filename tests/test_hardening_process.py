@@ -494,3 +494,18 @@ def test_a_step_that_outlives_its_grace_is_killed_when_the_grace_ends(tmp_path):
     finally:
         kill_group(proc)
         guard.kill_recorded(record)
+
+
+def test_a_step_that_runs_mlrun_on_its_own_entry_fails_instead_of_waiting_for_itself(ws):
+    """A recipe whose step ran its own query (or one that needs its entry) waited for good on the lock its own
+    build held."""
+    from conftest import MLRUN
+    ws.recipe("selfcall", f"tags: selfcall\nrun: {MLRUN} selfcall --recipes {ws.recipes} --cache {ws.cache} "
+                          f"--runs {ws.runs}\n")
+    proc = ws.popen("selfcall")
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 1 and "selfcall is being built by the step that runs this mlrun" in err, err
+    assert not ws.entries("selfcall")
