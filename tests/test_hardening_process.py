@@ -422,6 +422,13 @@ def test_a_timeout_that_is_no_duration_is_refused_and_enters_no_key(ws):
     assert result.returncode == 2 and "--timeout '-1'" in result.stderr
 
 
+def test_a_timeout_of_more_digits_than_a_float_holds_is_no_duration():
+    """400 digits made an infinite timeout, said as 'inf h' while the step was stopped."""
+    from engine.words import duration_seconds
+    assert duration_seconds("9" * 400) is None and duration_seconds(10 ** 400) is None
+    assert duration_seconds(10 ** 300) == 1e300 and duration_seconds("2.5m") == 150
+
+
 @pytest.mark.slow   # waits for its timeout
 def test_a_stopped_step_is_said_to_be_stopped_with_how_to_resume_it(ws):
     """echo pausing; kill -STOP $$ hung mlrun with nothing said."""
