@@ -1005,8 +1005,9 @@ def cmd_show(args, extras, settings):
                         print(f"  {path}")
             print(f"\n--- last build log: {logs[-1]} ({kinds[logs[-1]]}) ---")
             try:
+                from .runner import printable_line   # escaped as the FAILED tail: they drove the terminal
                 with open(logs[-1], errors="replace") as f:
-                    sys.stdout.write(f.read()[-8000:])
+                    sys.stdout.write("\n".join(map(printable_line, f.read()[-8000:].split("\n"))))
             except FileNotFoundError:   # kept when the disk was full, or removed meanwhile
                 print(f"(no log there: {os.listdir(os.path.dirname(logs[-1])) if os.path.isdir(os.path.dirname(logs[-1])) else 'removed'})")
             print("\n(remove them with: mlrun rm failed -y)")

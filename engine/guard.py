@@ -222,6 +222,21 @@ def command(argv, record):
     return [sys.executable, "-I", "-S", os.path.abspath(__file__), str(os.getpid()), record, "--", *argv]
 
 
+def records_above():
+    """The RECORDs of the guards this process runs under (mlrun run by a step): each is an ancestor's argv."""
+    records, pid = [], os.getppid()
+    while pid > 1:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                args = [os.fsdecode(a) for a in f.read().split(b"\0")]
+            pid = int(_stat_fields(pid)[1])
+        except (OSError, IndexError, ValueError):
+            break
+        if args[1:3] == ["-I", "-S"] and args[3].endswith(os.sep + "guard.py") and args[6:7] == ["--"]:
+            records.append(args[5])
+    return records
+
+
 def stop(proc, record, signum=signal.SIGTERM):
     """Stop a guarded step now: the guard passes signum on to the step's group, then kills it; if the guard does
     not answer, kill both."""
@@ -362,8 +377,10 @@ def main(argv):
             os.killpg(proc.pid, e.signum)
             os.killpg(proc.pid, signal.SIGCONT)   # a stopped process takes it too
             proc.wait(timeout=GRACE)
-        except (ProcessLookupError, PermissionError, subprocess.TimeoutExpired):
+        except (ProcessLookupError, PermissionError):
             pass
+        except subprocess.TimeoutExpired:   # its grace is over: no LEFT_GRACE more (twice: 7 s, not 5)
+            _kill_group(proc.pid)
     finally:
         for s in STOP_SIGNALS:
             signal.signal(s, signal.SIG_IGN)

@@ -404,6 +404,8 @@ class Runner:
             return "cached", path
         lock = self.cache.lock(node)
         held = lock.acquire(timeout=0)
+        if not held:
+            self._not_our_own_build(node)
         # Another mlrun builds it: meanwhile, later nodes whose deps are done and which nobody builds (Spack's
         # rule), so runs started together on one cache build their plans side by side, not one after the other.
         while not held and self._build_aside(node, total):
@@ -420,6 +422,17 @@ class Runner:
             return self._build_held(node, i, total, is_root)
         finally:
             lock.release()
+
+    def _not_our_own_build(self, node):
+        """A step that runs mlrun needing its own entry (a recipe running its own query) waited for good on the
+        lock its own build holds: the build folder of a guard above this process is node's."""
+        tmp = os.path.realpath(os.path.join(self.cache.root, ".tmp"))
+        for record in guard.records_above():
+            folder = os.path.dirname(os.path.dirname(os.path.realpath(record)))
+            if os.path.dirname(folder) == tmp and folder.rsplit(".", 1)[0] == os.path.join(tmp, node.entry_name):
+                raise MlrunError(f"{node.label} is being built by the step that runs this mlrun: it would wait for "
+                                "itself", hint="a step may run mlrun on other entries, not on one its own build "
+                                "needs (its own query)")
 
     def _build_aside(self, waiting_for, total):
         """Build one later node of the plan that can be built now (_pick_ready). True if one was built."""

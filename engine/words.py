@@ -3,6 +3,7 @@
 One place for both, so every message says "1 entry", "2 entries" and every "did you mean" is chosen
 the same way (edit distance, not similarity of unrelated words).
 """
+import math
 import re
 
 # Plurals that are not the word + s (the last word of a phrase is the one that changes).
@@ -78,4 +79,4 @@ def duration_seconds(value):
         return None
     m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", str(value).strip())
     seconds = float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m[2]] if m else 0
-    return seconds or None
+    return seconds if 0 < seconds < math.inf else None   # 400 digits are an infinite float: no duration

@@ -250,6 +250,15 @@ def test_failed_build(ws):
     assert "bad" not in ws.mlrun("show", "cache").stdout
 
 
+def test_show_failed_escapes_the_control_characters_of_a_step_s_log(ws):
+    """The log was written to the terminal as the step left it: its escape sequences cleared the screen and
+    retitled the window, as the FAILED tail (escaped) does not."""
+    ws.recipe("ctl", "tags: ctl\nrun: printf 'a\\033[2Jb\\033]0;title\\007c\\tx\\rz\\n'; exit 3\n")
+    assert ws.mlrun("ctl").returncode == 1
+    shown = ws.mlrun("show", "failed").stdout
+    assert "a\\x1b[2Jb\\x1b]0;title\\x07c\tx\nz\n" in shown and "\x1b" not in shown, shown
+
+
 # -- errors: exit 2, one paragraph, no traceback -----------------------------------------------------
 
 

@@ -133,7 +133,7 @@ def test_what_a_stopped_step_says_while_cleaning_up_is_in_its_log(ws, tmp_path):
     """A trap on EXIT ran, but its words were not in the interrupted build's log (the pipe was not read again)."""
     started = tmp_path / "started"
     ws.recipe("cleaner", f"tags: cleaner\nrun: |\n  trap 'echo cleaning up; echo cleaned' EXIT\n  echo started\n"
-                         f"  touch {started}\n  sleep 60\n")
+                         f"  sh -c 'touch {started}; exec sleep 60'\n")
     proc = ws.popen("cleaner")
     try:
         assert wait_for(started.exists, timeout=30)
@@ -159,8 +159,7 @@ def test_a_stopped_step_cleans_up_before_its_group_is_killed(ws, tmp_path, sig):
         run: |
           echo $$ > {lock}
           trap 'rm -f {lock}' EXIT
-          touch {started}
-          sleep 60
+          sh -c 'touch {started}; exec sleep 60'
         """)
     proc = ws.popen("trapper")
     try:
@@ -423,6 +422,13 @@ def test_a_timeout_that_is_no_duration_is_refused_and_enters_no_key(ws):
     assert result.returncode == 2 and "--timeout '-1'" in result.stderr
 
 
+def test_a_timeout_of_more_digits_than_a_float_holds_is_no_duration():
+    """400 digits made an infinite timeout, said as 'inf h' while the step was stopped."""
+    from engine.words import duration_seconds
+    assert duration_seconds("9" * 400) is None and duration_seconds(10 ** 400) is None
+    assert duration_seconds(10 ** 300) == 1e300 and duration_seconds("2.5m") == 150
+
+
 @pytest.mark.slow   # waits for its timeout
 def test_a_stopped_step_is_said_to_be_stopped_with_how_to_resume_it(ws):
     """echo pausing; kill -STOP $$ hung mlrun with nothing said."""
@@ -470,3 +476,43 @@ def test_ctrl_c_stops_steps_built_at_once_within_one_grace(ws, tmp_path):
         assert proc.returncode == 130 and time.time() - began < 9
     finally:
         kill_group(proc)
+
+
+def guard_with_grace(tmp_path, script, grace):
+    """The guard as mlrun starts it, but with `grace` seconds of GRACE, on `sh -c script`; (process, record)."""
+    record = str(tmp_path / guard.RECORD)
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(guard.__file__)!r}); import guard; "
+            f"guard.GRACE = {grace}; sys.exit(guard.main(sys.argv))")
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code, str(os.getpid()), record, "--",
+                             "sh", "-c", script], start_new_session=True)
+    return proc, record
+
+
+def test_a_step_that_outlives_its_grace_is_killed_when_the_grace_ends(tmp_path):
+    """A step that ignored the signal got GRACE and then LEFT_GRACE twice more (7 s, not 5) before it was killed."""
+    ready = tmp_path / "ready"
+    proc, record = guard_with_grace(tmp_path, f"trap '' TERM; touch {ready}; exec sleep 60", grace=0.3)
+    try:
+        assert wait_for(ready.exists, timeout=10)
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == -signal.SIGTERM
+        assert time.monotonic() - began < 0.3 + guard.LEFT_GRACE
+    finally:
+        kill_group(proc)
+        guard.kill_recorded(record)
+
+
+def test_a_step_that_runs_mlrun_on_its_own_entry_fails_instead_of_waiting_for_itself(ws):
+    """A recipe whose step ran its own query (or one that needs its entry) waited for good on the lock its own
+    build held."""
+    from conftest import MLRUN
+    ws.recipe("selfcall", f"tags: selfcall\nrun: {MLRUN} selfcall --recipes {ws.recipes} --cache {ws.cache} "
+                          f"--runs {ws.runs}\n")
+    proc = ws.popen("selfcall")
+    try:
+        out, err = proc.communicate(timeout=30)
+    finally:
+        kill_group(proc)
+    assert proc.returncode == 1 and "selfcall is being built by the step that runs this mlrun" in err, err
+    assert not ws.entries("selfcall")
