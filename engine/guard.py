@@ -232,7 +232,7 @@ def records_above():
             pid = int(_stat_fields(pid)[1])
         except (OSError, IndexError, ValueError):
             break
-        if args[1:3] == ["-I", "-S"] and args[3].endswith(os.sep + "guard.py") and args[6:7] == ["--"]:
+        if len(args) > 6 and args[1:3] == ["-I", "-S"] and args[3].endswith(os.sep + "guard.py") and args[6] == "--":
             records.append(args[5])
     return records
 
