@@ -114,6 +114,11 @@ def pytest_sessionstart(session):
     if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:   # under nohup: the SIGHUP test waited in vain too
         signal.signal(signal.SIGHUP, signal.SIG_DFL)
     _python3_itself()
+    # Each test process measures alone: the two workers (and whoever else uses this machine) run performance runs
+    # at once, which mlperf_bert/shared_cores.py would truly mark "shared cores" in the results the tests read.
+    # Its own tests, and the ones of two runs at once, name a folder of their own.
+    import tempfile
+    os.environ["MLRUN_SHARED_CORES_DIR"] = tempfile.mkdtemp(prefix="mlrun-measuring-tests-")
     if not hasattr(session.config, "workerinput"):
         import compileall
         for package in ("engine", "sweeps", "submission", "mlperf_bert", "bench"):
