@@ -32,6 +32,7 @@ MAX_BYTES = 4096      # an announcement is a few hundred bytes: anything larger 
 ENTRY = re.compile(r"(\d+)-(\d+)\.json")             # PID-STARTTICKS.json
 MARKER = re.compile(r"(\d+-\d+)\.met-by-(\d+-\d+)")  # TARGET.met-by-WRITER: the writer found the target measuring
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")      # engine.runner.new_run_id's names (engine.gc.RUN_ID)
+SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
 _said = set()   # what could not be done, said once per process
 # a file another process removed first, or another user's (a sticky folder: only its owner removes it)
 _quiet = contextlib.suppress(OSError)
@@ -101,10 +102,22 @@ def _read(path):
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
                 return None, None
-            data = json.loads(f.read(MAX_BYTES + 1))
+            data = _announced(json.loads(f.read(MAX_BYTES + 1)))
     except (OSError, ValueError):
         return None, None
-    return (data, info.st_uid) if isinstance(data, dict) else (None, None)
+    return (data, info.st_uid) if data else (None, None)
+
+
+def _announced(data):
+    """data as _entry writes it, or None. Anyone may write in the folder: cores that were no list of core numbers
+    ended the run (TypeError), and the run id and scenario go to the terminal (not another user's escapes)."""
+    if not isinstance(data, dict) or type(data.get("pid")) is not int or not isinstance(data.get("cores"), list) \
+            or not all(type(core) is int for core in data["cores"]):
+        return None
+    run, scenario, since = data.get("run"), data.get("scenario"), data.get("since")
+    return {**data, "run": run if isinstance(run, str) and RUN_ID.fullmatch(run) else None,
+            "scenario": scenario if scenario in SCENARIOS else None,
+            "since": since if type(since) in (int, float) else None}
 
 
 def _gone(stem):
@@ -182,7 +195,7 @@ class Announce:
                         path.unlink()   # a run killed outright left it (ours to collect where we may)
                     continue
                 # undecidable (another pid namespace, a damaged file): not counted, not removed
-                if alive and mine & set(data.get("cores") or ()):
+                if alive and mine & set(data["cores"]):
                     stem = name[:-5]
                     with self._lock:
                         new = stem not in self.others
@@ -193,7 +206,7 @@ class Announce:
             elif marker := MARKER.fullmatch(name):
                 if marker[1] == self.stem:
                     data, uid = _read(path)
-                    if data and mine & set(data.get("cores") or ()):
+                    if data and mine & set(data["cores"]):
                         with self._lock:
                             self.others.setdefault(marker[2], {**data, "user": _user(uid)})
                     with _quiet:

@@ -73,6 +73,27 @@ def test_one_that_started_and_ended_between_two_looks_is_still_recorded(folder, 
                                                     "pid ")
 
 
+def test_files_anyone_may_write_there_neither_end_the_run_nor_reach_the_terminal(folder, capsys):
+    """Cores that are no list of core numbers ended the run in a TypeError; a run id that is no run id was printed."""
+    folder.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        ident = guard.identity(sleeper.pid)
+        stem = f"{sleeper.pid}-{ident['started']}"
+        (folder / f"{stem}.json").write_text(json.dumps({**ident, "cores": 1}))
+        with shared_cores.Announce(interval=3600) as sharing:
+            (folder / f"{sharing.stem}.met-by-1-2").write_text(json.dumps({"pid": 1, "cores": 1}))
+            (folder / f"{stem}.json").write_text(json.dumps({**ident, "cores": sharing.cores, "run": "\x1b]0;hi\x07",
+                                                             "scenario": "\x1b[2J"}))
+            sharing._look()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    record = sharing.record()
+    assert [(o["pid"], o["run"], o["scenario"]) for o in record["others"]] == [(sleeper.pid, None, None)], record
+    assert "\x1b" not in shared_cores.describe(record) and capsys.readouterr().err == ""
+
+
 def test_a_folder_that_cannot_be_used_is_said_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv(shared_cores.DIR_VAR, str(tmp_path / "a-file" / "measuring"))
