@@ -91,10 +91,10 @@ def _user(uid):
         return str(uid)
 
 
-def _read(path):
+def _read(name, folder_fd):
     """(the file's JSON dict, its owner's uid), or (None, None): gone, a link, too large, not ours."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
     except OSError:
         return None, None
     try:
@@ -141,7 +141,8 @@ class Announce:
         self.stem = f"{self.pid}-{self.started}"
         self.others = {}          # stem -> what it announced (and its user)
         self.why_not = None       # why there was no check
-        self._path = None
+        self._fd = None           # the folder, opened: every name is looked up in it (_prepare)
+        self._announced = False   # this process's file is there
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
@@ -152,27 +153,34 @@ class Announce:
         return {"pid": self.pid, **guard.machine(), "started": self.started, "cores": self.cores,
                 "run": self.run_id, "scenario": self.scenario, "since": round(time.time(), 3)}
 
-    def _write(self, path, data):
-        """data as path, whole or not at all: written aside, then renamed (a reader never sees half of it)."""
-        aside = self.folder / f".{path.name}.{self.pid}.tmp"
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    def _write(self, name, data):
+        """data as name, whole or not at all: written aside, then renamed (a reader never sees half of it)."""
+        aside = f".{name}.{self.pid}.tmp"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self._fd)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f)
-            os.rename(aside, path)
+            os.rename(aside, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
         except BaseException:
-            with _quiet:
-                os.unlink(aside)
+            self._unlink(aside)
             raise
 
+    def _unlink(self, name):
+        with _quiet:
+            os.unlink(name, dir_fd=self._fd)
+
     def _prepare(self):
+        """Open the folder (made if missing), never through a link: its owner may rename it and put a link to
+        another folder in its place (a root run removed and wrote files there), so it is opened once and every
+        name is looked up in what was opened."""
         try:
             os.mkdir(self.folder, 0o1777)
-            os.chmod(self.folder, 0o1777)   # past the umask: every user writes here, none removes another's files
+            made = True
         except FileExistsError:
-            pass
-        if not stat.S_ISDIR(os.lstat(self.folder).st_mode):   # a link or a file in its place: not ours to use
-            raise NotADirectoryError(f"{self.folder} is not a folder")
+            made = False
+        self._fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        if made:
+            os.fchmod(self._fd, 0o1777)   # past the umask: every user writes here, none removes another's files
 
     # -- looking -------------------------------------------------------------------------------------------
 
@@ -180,19 +188,17 @@ class Announce:
         """Read the folder: the others on this process's cores (each once), markers addressed to it, and the files
         of processes that have ended (removed where this user may)."""
         try:
-            names = os.listdir(self.folder)
+            names = os.listdir(self._fd)
         except OSError:
             return
         mine = set(self.cores)
         for name in names:
-            path = self.folder / name
             if (entry := ENTRY.fullmatch(name)) and name != f"{self.stem}.json":
-                data, uid = _read(path)
+                data, uid = _read(name, self._fd)
                 ident = data if data and data.get("pid") == int(entry[1]) else None
                 alive = guard.alive(ident) if ident else (False if _gone(name[:-5]) else None)
                 if alive is False:
-                    with _quiet:
-                        path.unlink()   # a run killed outright left it (ours to collect where we may)
+                    self._unlink(name)   # a run killed outright left it (ours to collect where we may)
                     continue
                 # undecidable (another pid namespace, a damaged file): not counted, not removed
                 if alive and mine & set(data["cores"]):
@@ -200,20 +206,18 @@ class Announce:
                     with self._lock:
                         new = stem not in self.others
                         self.others.setdefault(stem, {**data, "user": _user(uid)})
-                    if new and self._path is not None:   # it may have started after our last look: tell it
+                    if new and self._announced:   # it may have started after our last look: tell it
                         with _quiet:
-                            self._write(self.folder / f"{stem}.met-by-{self.stem}", self._entry())
+                            self._write(f"{stem}.met-by-{self.stem}", self._entry())
             elif marker := MARKER.fullmatch(name):
                 if marker[1] == self.stem:
-                    data, uid = _read(path)
+                    data, uid = _read(name, self._fd)
                     if data and mine & set(data["cores"]):
                         with self._lock:
                             self.others.setdefault(marker[2], {**data, "user": _user(uid)})
-                    with _quiet:
-                        path.unlink()
+                    self._unlink(name)
                 elif _gone(marker[1]):   # addressed to a measurement that has ended
-                    with _quiet:
-                        path.unlink()
+                    self._unlink(name)
 
     def _loop(self):
         while not self._stop.wait(self.interval):
@@ -227,15 +231,15 @@ class Announce:
             self.why_not = "this system does not say when a process started (no /proc)"
             _say(self.why_not)
             return self
-        path = self.folder / f"{self.stem}.json"
         try:
             self._prepare()
-            self._write(path, self._entry())
+            self._write(f"{self.stem}.json", self._entry())
         except OSError as error:
             self.why_not = f"cannot announce this measurement in {self.folder} ({error.strerror or error})"
             _say(self.why_not)
+            self._close()
             return self
-        self._path = path
+        self._announced = True
         self._look()
         if self.others:
             print(f"warning: another measurement runs on this run's cores: "
@@ -246,15 +250,20 @@ class Announce:
         return self
 
     def __exit__(self, *exc):
-        if self._path is None:
+        if not self._announced:
             return
         self._stop.set()
         self._thread.join()
         self._look()   # one that started since the last look
-        with _quiet:
-            self._path.unlink()
-        self._path = None
+        self._unlink(f"{self.stem}.json")
+        self._announced = False
         self._look()   # markers left between that look and the removal
+        self._close()
+
+    def _close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def record(self):
         """{"checked": true, "overlapped", "others": [...]} or {"checked": false, "why"}."""

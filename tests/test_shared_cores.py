@@ -94,6 +94,28 @@ def test_files_anyone_may_write_there_neither_end_the_run_nor_reach_the_terminal
     assert "\x1b" not in shared_cores.describe(record) and capsys.readouterr().err == ""
 
 
+def test_a_link_put_in_the_folders_place_while_it_measures_is_not_followed(folder, tmp_path):
+    """The folder's owner (another user, whose folder a root run uses) may rename it and put a link in its place:
+    the looks removed and wrote files in the folder it points to."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "999999-1.json").write_text("not a measurement's")   # named as one of a process that has ended
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        ident = guard.identity(sleeper.pid)
+        with shared_cores.Announce(interval=3600) as sharing:
+            (elsewhere / f"{sleeper.pid}-{ident['started']}.json").write_text(
+                json.dumps({**ident, "cores": sharing.cores}))
+            folder.rename(tmp_path / "renamed")
+            folder.symlink_to(elsewhere)
+            sharing._look()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sorted(os.listdir(elsewhere)) == sorted(["999999-1.json", f"{sleeper.pid}-{ident['started']}.json"])
+    assert os.listdir(tmp_path / "renamed") == [] and not sharing.record()["overlapped"]
+
+
 def test_a_folder_that_cannot_be_used_is_said_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv(shared_cores.DIR_VAR, str(tmp_path / "a-file" / "measuring"))
