@@ -55,6 +55,22 @@ def test_a_stale_file_of_a_dead_process_is_no_warning_and_is_removed(folder, cap
     assert shared_cores.describe(sharing.record()) is None
 
 
+def test_files_of_ended_processes_left_where_they_cannot_be_removed_are_read_once(folder, monkeypatch):
+    """Another user's (a sticky folder): 5000 of them were read again at each look, 0.65 s of a core every 0.5 s."""
+    folder.mkdir()
+    here, dead = guard.machine(), dead_pid()
+    for ticks in range(1, 4):
+        (folder / f"{dead}-{ticks}.json").write_text(json.dumps({"pid": dead, **here, "started": ticks, "cores": []}))
+    monkeypatch.setattr(shared_cores.Announce, "_unlink", lambda self, name: None)   # as if another user's
+    read = []
+    real_read = shared_cores._read
+    monkeypatch.setattr(shared_cores, "_read", lambda name, fd: read.append(name) or real_read(name, fd))
+    with shared_cores.Announce(interval=3600) as sharing:
+        sharing._look()
+        sharing._look()
+    assert sorted(read) == [f"{dead}-{ticks}.json" for ticks in range(1, 4)]
+
+
 def test_one_that_started_and_ended_between_two_looks_is_still_recorded(folder, capsys):
     """The later one finds this one's file and leaves a marker addressed to it: this one never looked meanwhile."""
     with shared_cores.Announce(interval=3600) as first:
