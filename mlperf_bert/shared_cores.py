@@ -236,6 +236,10 @@ class Announce:
             self.why_not = "this system does not say when a process started (no /proc)"
             _say(self.why_not)
             return self
+        if not self.folder.is_absolute():   # the step's own folder's: each run's apart, and recorded as checked
+            self.why_not = f"{DIR_VAR}={self.folder} is no absolute path (each run would look in its own folder)"
+            _say(self.why_not)
+            return self
         try:
             self._prepare()
             self._write(f"{self.stem}.json", self._entry())

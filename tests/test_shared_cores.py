@@ -145,6 +145,19 @@ def test_a_folder_that_cannot_be_used_is_said_once_and_the_run_goes_on(tmp_path,
     assert shared_cores.describe(sharing.record()).startswith("not checked for measurements sharing its cores: ")
 
 
+def test_a_relative_folder_is_no_check(tmp_path, monkeypatch, capsys):
+    """The harness runs in its run's folder: MLRUN_SHARED_CORES_DIR=measuring made a folder in each run's, none saw
+    another, and each recorded checked, not overlapped."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(shared_cores.DIR_VAR, "measuring")
+    monkeypatch.setattr(shared_cores, "_said", set())
+    with shared_cores.Announce() as sharing:
+        pass
+    assert sharing.record() == {"checked": False, "why": "MLRUN_SHARED_CORES_DIR=measuring is no absolute path (each "
+                                                         "run would look in its own folder)"}
+    assert not (tmp_path / "measuring").exists() and capsys.readouterr().err.startswith("note: ")
+
+
 def test_the_check_can_be_turned_off(folder, monkeypatch, capsys):
     monkeypatch.setenv(shared_cores.OFF_VAR, "off")
     with shared_cores.Announce() as sharing:
