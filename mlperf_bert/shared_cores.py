@@ -32,6 +32,7 @@ MAX_BYTES = 4096      # an announcement is a few hundred bytes: anything larger 
 ENTRY = re.compile(r"(\d+)-(\d+)\.json")             # PID-STARTTICKS.json
 MARKER = re.compile(r"(\d+-\d+)\.met-by-(\d+-\d+)")  # TARGET.met-by-WRITER: the writer found the target measuring
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")      # engine.runner.new_run_id's names (engine.gc.RUN_ID)
+SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
 _said = set()   # what could not be done, said once per process
 # a file another process removed first, or another user's (a sticky folder: only its owner removes it)
 _quiet = contextlib.suppress(OSError)
@@ -90,10 +91,10 @@ def _user(uid):
         return str(uid)
 
 
-def _read(path):
+def _read(name, folder_fd):
     """(the file's JSON dict, its owner's uid), or (None, None): gone, a link, too large, not ours."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder_fd)
     except OSError:
         return None, None
     try:
@@ -101,10 +102,22 @@ def _read(path):
             info = os.fstat(f.fileno())
             if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
                 return None, None
-            data = json.loads(f.read(MAX_BYTES + 1))
+            data = _announced(json.loads(f.read(MAX_BYTES + 1)))
     except (OSError, ValueError):
         return None, None
-    return (data, info.st_uid) if isinstance(data, dict) else (None, None)
+    return (data, info.st_uid) if data else (None, None)
+
+
+def _announced(data):
+    """data as _entry writes it, or None. Anyone may write in the folder: cores that were no list of core numbers
+    ended the run (TypeError), and the run id and scenario go to the terminal (not another user's escapes)."""
+    if not isinstance(data, dict) or type(data.get("pid")) is not int or not isinstance(data.get("cores"), list) \
+            or not all(type(core) is int for core in data["cores"]):
+        return None
+    run, scenario, since = data.get("run"), data.get("scenario"), data.get("since")
+    return {**data, "run": run if isinstance(run, str) and RUN_ID.fullmatch(run) else None,
+            "scenario": scenario if scenario in SCENARIOS else None,
+            "since": since if type(since) in (int, float) else None}
 
 
 def _gone(stem):
@@ -127,8 +140,10 @@ class Announce:
         self.started = guard.start_time(self.pid)
         self.stem = f"{self.pid}-{self.started}"
         self.others = {}          # stem -> what it announced (and its user)
+        self._ended = set()       # files of processes that have ended, left where this user may not remove them
         self.why_not = None       # why there was no check
-        self._path = None
+        self._fd = None           # the folder, opened: every name is looked up in it (_prepare)
+        self._announced = False   # this process's file is there
         self._stop = threading.Event()
         self._thread = None
         self._lock = threading.Lock()
@@ -139,27 +154,34 @@ class Announce:
         return {"pid": self.pid, **guard.machine(), "started": self.started, "cores": self.cores,
                 "run": self.run_id, "scenario": self.scenario, "since": round(time.time(), 3)}
 
-    def _write(self, path, data):
-        """data as path, whole or not at all: written aside, then renamed (a reader never sees half of it)."""
-        aside = self.folder / f".{path.name}.{self.pid}.tmp"
-        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    def _write(self, name, data):
+        """data as name, whole or not at all: written aside, then renamed (a reader never sees half of it)."""
+        aside = f".{name}.{self.pid}.tmp"
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644, dir_fd=self._fd)
         try:
             with os.fdopen(fd, "w") as f:
                 json.dump(data, f)
-            os.rename(aside, path)
+            os.rename(aside, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
         except BaseException:
-            with _quiet:
-                os.unlink(aside)
+            self._unlink(aside)
             raise
 
+    def _unlink(self, name):
+        with _quiet:
+            os.unlink(name, dir_fd=self._fd)
+
     def _prepare(self):
+        """Open the folder (made if missing), never through a link: its owner may rename it and put a link to
+        another folder in its place (a root run removed and wrote files there), so it is opened once and every
+        name is looked up in what was opened."""
         try:
             os.mkdir(self.folder, 0o1777)
-            os.chmod(self.folder, 0o1777)   # past the umask: every user writes here, none removes another's files
+            made = True
         except FileExistsError:
-            pass
-        if not stat.S_ISDIR(os.lstat(self.folder).st_mode):   # a link or a file in its place: not ours to use
-            raise NotADirectoryError(f"{self.folder} is not a folder")
+            made = False
+        self._fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        if made:
+            os.fchmod(self._fd, 0o1777)   # past the umask: every user writes here, none removes another's files
 
     # -- looking -------------------------------------------------------------------------------------------
 
@@ -167,40 +189,40 @@ class Announce:
         """Read the folder: the others on this process's cores (each once), markers addressed to it, and the files
         of processes that have ended (removed where this user may)."""
         try:
-            names = os.listdir(self.folder)
+            names = os.listdir(self._fd)
         except OSError:
             return
         mine = set(self.cores)
         for name in names:
-            path = self.folder / name
+            if name in self._ended:   # another user's: 5000 of them took 0.65 s to read again at each look
+                continue
             if (entry := ENTRY.fullmatch(name)) and name != f"{self.stem}.json":
-                data, uid = _read(path)
+                data, uid = _read(name, self._fd)
                 ident = data if data and data.get("pid") == int(entry[1]) else None
                 alive = guard.alive(ident) if ident else (False if _gone(name[:-5]) else None)
                 if alive is False:
-                    with _quiet:
-                        path.unlink()   # a run killed outright left it (ours to collect where we may)
+                    self._unlink(name)   # a run killed outright left it (ours to collect where we may)
+                    self._ended.add(name)
                     continue
                 # undecidable (another pid namespace, a damaged file): not counted, not removed
-                if alive and mine & set(data.get("cores") or ()):
+                if alive and mine & set(data["cores"]):
                     stem = name[:-5]
                     with self._lock:
                         new = stem not in self.others
                         self.others.setdefault(stem, {**data, "user": _user(uid)})
-                    if new and self._path is not None:   # it may have started after our last look: tell it
+                    if new and self._announced:   # it may have started after our last look: tell it
                         with _quiet:
-                            self._write(self.folder / f"{stem}.met-by-{self.stem}", self._entry())
+                            self._write(f"{stem}.met-by-{self.stem}", self._entry())
             elif marker := MARKER.fullmatch(name):
                 if marker[1] == self.stem:
-                    data, uid = _read(path)
-                    if data and mine & set(data.get("cores") or ()):
+                    data, uid = _read(name, self._fd)
+                    if data and mine & set(data["cores"]):
                         with self._lock:
                             self.others.setdefault(marker[2], {**data, "user": _user(uid)})
-                    with _quiet:
-                        path.unlink()
+                    self._unlink(name)
                 elif _gone(marker[1]):   # addressed to a measurement that has ended
-                    with _quiet:
-                        path.unlink()
+                    self._unlink(name)
+                    self._ended.add(name)
 
     def _loop(self):
         while not self._stop.wait(self.interval):
@@ -214,15 +236,19 @@ class Announce:
             self.why_not = "this system does not say when a process started (no /proc)"
             _say(self.why_not)
             return self
-        path = self.folder / f"{self.stem}.json"
+        if not self.folder.is_absolute():   # the step's own folder's: each run's apart, and recorded as checked
+            self.why_not = f"{DIR_VAR}={self.folder} is no absolute path (each run would look in its own folder)"
+            _say(self.why_not)
+            return self
         try:
             self._prepare()
-            self._write(path, self._entry())
+            self._write(f"{self.stem}.json", self._entry())
         except OSError as error:
             self.why_not = f"cannot announce this measurement in {self.folder} ({error.strerror or error})"
             _say(self.why_not)
+            self._close()
             return self
-        self._path = path
+        self._announced = True
         self._look()
         if self.others:
             print(f"warning: another measurement runs on this run's cores: "
@@ -233,15 +259,20 @@ class Announce:
         return self
 
     def __exit__(self, *exc):
-        if self._path is None:
+        if not self._announced:
             return
         self._stop.set()
         self._thread.join()
         self._look()   # one that started since the last look
-        with _quiet:
-            self._path.unlink()
-        self._path = None
+        self._unlink(f"{self.stem}.json")
+        self._announced = False
         self._look()   # markers left between that look and the removal
+        self._close()
+
+    def _close(self):
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def record(self):
         """{"checked": true, "overlapped", "others": [...]} or {"checked": false, "why"}."""

@@ -772,11 +772,14 @@ def _busy(folder):
     try:
         with open(os.path.join(folder, "summary.json")) as f:
             summary = json.load(f)
-        load, shared = summary.get("other_load") or {}, summary.get("shared_cores") or {}
+        # a damaged summary ({"shared_cores": true}) ended submit in an AttributeError: no busy record then
+        load, shared = (part if isinstance(part, dict) else {} for part in (summary.get("other_load"),
+                                                                            summary.get("shared_cores")))
     except (OSError, ValueError, AttributeError):
         return None
     if shared.get("overlapped") is True:   # another measurement on its cores: each ran at about half its speed
-        others = [o for o in shared.get("others") or [] if isinstance(o, dict)]
+        others = [o for o in shared.get("others") if isinstance(o, dict)] if isinstance(shared.get("others"), list) \
+            else []
         return "another measurement ran on its cores" + (f" (pid {', '.join(str(o.get('pid')) for o in others)})"
                                                           if others else "")
     if not load.get("busy"):

@@ -55,6 +55,22 @@ def test_a_stale_file_of_a_dead_process_is_no_warning_and_is_removed(folder, cap
     assert shared_cores.describe(sharing.record()) is None
 
 
+def test_files_of_ended_processes_left_where_they_cannot_be_removed_are_read_once(folder, monkeypatch):
+    """Another user's (a sticky folder): 5000 of them were read again at each look, 0.65 s of a core every 0.5 s."""
+    folder.mkdir()
+    here, dead = guard.machine(), dead_pid()
+    for ticks in range(1, 4):
+        (folder / f"{dead}-{ticks}.json").write_text(json.dumps({"pid": dead, **here, "started": ticks, "cores": []}))
+    monkeypatch.setattr(shared_cores.Announce, "_unlink", lambda self, name: None)   # as if another user's
+    read = []
+    real_read = shared_cores._read
+    monkeypatch.setattr(shared_cores, "_read", lambda name, fd: read.append(name) or real_read(name, fd))
+    with shared_cores.Announce(interval=3600) as sharing:
+        sharing._look()
+        sharing._look()
+    assert sorted(read) == [f"{dead}-{ticks}.json" for ticks in range(1, 4)]
+
+
 def test_one_that_started_and_ended_between_two_looks_is_still_recorded(folder, capsys):
     """The later one finds this one's file and leaves a marker addressed to it: this one never looked meanwhile."""
     with shared_cores.Announce(interval=3600) as first:
@@ -73,6 +89,49 @@ def test_one_that_started_and_ended_between_two_looks_is_still_recorded(folder, 
                                                     "pid ")
 
 
+def test_files_anyone_may_write_there_neither_end_the_run_nor_reach_the_terminal(folder, capsys):
+    """Cores that are no list of core numbers ended the run in a TypeError; a run id that is no run id was printed."""
+    folder.mkdir()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        ident = guard.identity(sleeper.pid)
+        stem = f"{sleeper.pid}-{ident['started']}"
+        (folder / f"{stem}.json").write_text(json.dumps({**ident, "cores": 1}))
+        with shared_cores.Announce(interval=3600) as sharing:
+            (folder / f"{sharing.stem}.met-by-1-2").write_text(json.dumps({"pid": 1, "cores": 1}))
+            (folder / f"{stem}.json").write_text(json.dumps({**ident, "cores": sharing.cores, "run": "\x1b]0;hi\x07",
+                                                             "scenario": "\x1b[2J"}))
+            sharing._look()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    record = sharing.record()
+    assert [(o["pid"], o["run"], o["scenario"]) for o in record["others"]] == [(sleeper.pid, None, None)], record
+    assert "\x1b" not in shared_cores.describe(record) and capsys.readouterr().err == ""
+
+
+def test_a_link_put_in_the_folders_place_while_it_measures_is_not_followed(folder, tmp_path):
+    """The folder's owner (another user, whose folder a root run uses) may rename it and put a link in its place:
+    the looks removed and wrote files in the folder it points to."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "999999-1.json").write_text("not a measurement's")   # named as one of a process that has ended
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        ident = guard.identity(sleeper.pid)
+        with shared_cores.Announce(interval=3600) as sharing:
+            (elsewhere / f"{sleeper.pid}-{ident['started']}.json").write_text(
+                json.dumps({**ident, "cores": sharing.cores}))
+            folder.rename(tmp_path / "renamed")
+            folder.symlink_to(elsewhere)
+            sharing._look()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert sorted(os.listdir(elsewhere)) == sorted(["999999-1.json", f"{sleeper.pid}-{ident['started']}.json"])
+    assert os.listdir(tmp_path / "renamed") == [] and not sharing.record()["overlapped"]
+
+
 def test_a_folder_that_cannot_be_used_is_said_once_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
     (tmp_path / "a-file").write_text("")
     monkeypatch.setenv(shared_cores.DIR_VAR, str(tmp_path / "a-file" / "measuring"))
@@ -84,6 +143,19 @@ def test_a_folder_that_cannot_be_used_is_said_once_and_the_run_goes_on(tmp_path,
     assert err.count("note: ") == 1 and "cannot announce this measurement in " in err, err
     assert sharing.record() == {"checked": False, "why": sharing.why_not}
     assert shared_cores.describe(sharing.record()).startswith("not checked for measurements sharing its cores: ")
+
+
+def test_a_relative_folder_is_no_check(tmp_path, monkeypatch, capsys):
+    """The harness runs in its run's folder: MLRUN_SHARED_CORES_DIR=measuring made a folder in each run's, none saw
+    another, and each recorded checked, not overlapped."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(shared_cores.DIR_VAR, "measuring")
+    monkeypatch.setattr(shared_cores, "_said", set())
+    with shared_cores.Announce() as sharing:
+        pass
+    assert sharing.record() == {"checked": False, "why": "MLRUN_SHARED_CORES_DIR=measuring is no absolute path (each "
+                                                         "run would look in its own folder)"}
+    assert not (tmp_path / "measuring").exists() and capsys.readouterr().err.startswith("note: ")
 
 
 def test_the_check_can_be_turned_off(folder, monkeypatch, capsys):

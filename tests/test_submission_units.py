@@ -715,6 +715,10 @@ def test_a_run_measured_on_a_busy_machine_is_said_and_run_again_alone_when_asked
                                                                  "shared_cores": {"overlapped": True,
                                                                                   "others": [{"pid": 41}]}}))
     assert submit._busy(str(tmp_path / "shared")) == "another measurement ran on its cores (pid 41)"
+    for damaged in ({"shared_cores": True, "other_load": {}}, {"other_load": [1]},
+                    {"shared_cores": {"overlapped": True, "others": 5}}):
+        (tmp_path / "shared" / "summary.json").write_text(json.dumps(damaged))
+        assert submit._busy(str(tmp_path / "shared")) in (None, "another measurement ran on its cores")
     for words, status in (([], "done"), (["--rerun-busy"], "to run")):
         opts = submit.parse("app mlperf bert", ["--submitter=T", "--division=open", "-o", str(tmp_path / "sub"),
                                                 *words])[0]

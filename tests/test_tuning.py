@@ -693,6 +693,16 @@ def test_find_peak_where_every_target_up_to_twice_offline_is_valid_says_the_boun
     assert "--target_qps=N" in e.value.hint
 
 
+def test_find_peak_whose_runs_kept_up_at_twice_offline_checks_there(tmp_path, monkeypatch):
+    """Offline's short run read low (another process, a noisy machine) and Server sustained twice its rate, every
+    run completing what it was sent: that was said as 'the bound never held the load back' and the run failed."""
+    def kept_up(qps, queries):
+        return {"result": "VALID", "reasons": [], "latency_ms": {"p99": 80.0}, "metric": {tuning.COMPLETED: qps}}
+    monkeypatch.setattr(tuning, "harness_run_fn", lambda args, folder, trial_ms, **changes: kept_up)
+    summary, checked = mocked_find_peak(tmp_path, monkeypatch, lambda layout, qps: VALID_CHECK, search=False)
+    assert checked and {round(qps, 1) for _, qps in checked} == {140.0}, checked
+
+
 def test_a_search_run_whose_inference_failed_stops_the_search(tmp_path, monkeypatch):
     """Its samples returned at once: judged on LoadGen's VALID alone, it pushed the search up."""
     from engine.errors import StepError
