@@ -38,8 +38,8 @@ NOT_AXES = {"point", "point_status", "error"}
 
 def unit(name):
     """The unit a field's name announces, or None."""
-    if name.endswith("_per_second"):
-        return "samples/s" if name == "samples_per_second" else name[:-len("_per_second")] + "/s"
+    if name.endswith("_per_second"):   # Server's completed_samples_per_second read "completed_samples/s"
+        return "samples/s" if name.endswith("samples_per_second") else name[:-len("_per_second")] + "/s"
     for suffix, u in (("_ms", "ms"), ("_ns", "ns"), ("_gb", "GB"), ("_mb", "MB")):
         if name.endswith(suffix):
             return u

@@ -457,3 +457,11 @@ def test_a_long_title_stays_inside_the_picture():
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     assert fig._suptitle.get_window_extent(canvas.get_renderer()).x1 <= fig.bbox.width
+
+
+def test_a_servers_throughput_is_in_samples_per_second():
+    """Server's main result was labelled 'completed_samples_per_second (completed_samples/s)', on its plots' y axis
+    and in the report's table."""
+    assert plot.unit("completed_samples_per_second") == "samples/s" == plot.unit("scheduled_samples_per_second")
+    assert plot.axis_label("completed_samples_per_second") == "completed_samples_per_second (samples/s)"
+
