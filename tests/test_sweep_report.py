@@ -465,3 +465,16 @@ def test_a_servers_throughput_is_in_samples_per_second():
     assert plot.unit("completed_samples_per_second") == "samples/s" == plot.unit("scheduled_samples_per_second")
     assert plot.axis_label("completed_samples_per_second") == "completed_samples_per_second (samples/s)"
 
+
+
+def test_a_huge_figure_is_shown_in_few_digits():
+    """A figure of 1e30 read '1000000000000000019884624838656' in the plot's note and `sweep best` (digits a float
+    does not hold), and `sweep show` cut it to '1000000000...'."""
+    rows = [{"point": "p000", "point_status": "ok", "threads": 1, "samples_per_second": 1e30, "result": "VALID"},
+            {"point": "p001", "point_status": "ok", "threads": 2, "samples_per_second": 2.5e16, "result": "VALID"}]
+    c = plot.chart(rows, "threads", "samples_per_second")
+    assert plot.best_said(c) == "; best: p000: threads=1 = 1e+30"
+    from engine.results import show
+    assert [show("samples_per_second", v) for v in (2.5e16, 123456789012345.6, 1234.5)] == \
+        ["2.5e+16", "123456789012346", "1234"]
+
