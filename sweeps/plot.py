@@ -26,6 +26,8 @@ from engine.errors import MlrunError, UsageError
 from engine.oserrors import output_errors
 from engine.results import show, varying
 
+from .grid import NOT_GIVEN
+
 DPI = 100
 DEFAULT_SIZE = (960, 560)
 # The main result of a sweep, in order of preference (the first one its points have).
@@ -167,8 +169,9 @@ def chart(rows, x, y, by=None, grid=()):
         order = list(grid.get(x, [])) if isinstance(grid, dict) else []
         seen = {str(r[x]) for r in plotted}
         numeric = all(number(v) is not None for v in seen)
-        # The grid's own order first (a variation group's values are written with their '_')
-        ordered = [w for w in (str(v) if str(v) in seen else str(v).lstrip("_") for v in order) if w in seen]
+        # The grid's own order first (a variation group's values are written with their '_'; a value not given,
+        # `-`, reads "- (1)": it went after the values given, whatever the grid said)
+        ordered = [w for v in order for w in _categories_of(str(v), seen)]
         c.categories = list(dict.fromkeys(ordered)) + sorted(
             seen - set(ordered), key=lambda v: (number(v), v) if numeric else (0, v))
         # Two points of one series at one category (x is not a grid axis): each gets its own bar.
@@ -192,6 +195,16 @@ def chart(rows, x, y, by=None, grid=()):
         c.best = {"point": pick[3].get("point"), "series": pick[1], "x": pick[2], "y": pick[0],
                   "direction": best, **({"invalid": True} if not valid else {})}
     return c
+
+
+def _categories_of(value, seen):
+    """The categories a grid value is drawn as: itself, without its '_', or for `-` each "- (VALUE)" there is."""
+    if value in seen:
+        return [value]
+    if value == NOT_GIVEN:
+        return sorted((w for w in seen if w.startswith(NOT_GIVEN + " (")), key=lambda w: (number(w[3:-1]) is None,
+                                                                                        number(w[3:-1]) or 0, w))
+    return [value.lstrip("_")] if value.lstrip("_") in seen else []
 
 
 def invalid(row):

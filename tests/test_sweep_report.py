@@ -466,7 +466,6 @@ def test_a_servers_throughput_is_in_samples_per_second():
     assert plot.axis_label("completed_samples_per_second") == "completed_samples_per_second (samples/s)"
 
 
-
 def test_a_huge_figure_is_shown_in_few_digits():
     """A figure of 1e30 read '1000000000000000019884624838656' in the plot's note and `sweep best` (digits a float
     does not hold), and `sweep show` cut it to '1000000000...'."""
@@ -478,3 +477,12 @@ def test_a_huge_figure_is_shown_in_few_digits():
     assert [show("samples_per_second", v) for v in (2.5e16, 123456789012345.6, 1234.5)] == \
         ["2.5e+16", "123456789012346", "1234"]
 
+
+def test_a_value_left_to_mlrun_keeps_its_place_in_the_grids_order():
+    """--grid threads=-,1 drew its bars '1', '- (1)': the point not given went last, whatever the grid's order."""
+    rows = [{"point": f"p00{i}", "point_status": "ok", "threads": t, "samples_per_second": 10.0 + i}
+            for i, t in enumerate(("- (2)", "1", "4"))]
+    c = plot.chart(rows, "threads", "samples_per_second", grid={"threads": ["-", "1", "4"]})
+    assert c.kind == "bar" and c.categories == ["- (2)", "1", "4"]
+    c = plot.chart(rows, "threads", "samples_per_second", grid={"threads": ["4", "-", "1"]})
+    assert c.categories == ["4", "- (2)", "1"]
