@@ -275,7 +275,12 @@ def _figure(c, title, size, Figure):
         for i, (label, points) in enumerate(c.series.items()):
             offset = (i - (n - 1) / 2) * width
             ax.bar([slot[p[0]] + offset for p in points], [p[1] for p in points], width, label=label)
-        ax.set_xticks(range(len(c.categories)), c.categories)
+        width = size[0] - (260 if len(c.series) > 6 else 100)   # the axes', about
+        ticks = tick_labels(c.categories, width)
+        ax.set_xticks(range(len(c.categories)), ticks)
+        if ticks != c.categories or len(c.categories) * (max(map(len, ticks)) * CHAR_PX + 8) > width:
+            # side by side, 12 paths or 40 versions were one smear: upright, in a font a slot holds
+            ax.tick_params(axis="x", labelrotation=90, labelsize=max(5, min(10, 0.6 * width / len(ticks))))
     if c.best:
         bx, by_ = _best_xy(c)
         u = unit(c.y)
@@ -304,6 +309,18 @@ def _figure(c, title, size, Figure):
         fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
         fig.text(0.01, 0.01, note, fontsize=8, color="dimgrey")
     return fig
+
+
+CHAR_PX, LONGEST_TICK = 7, 24   # a character of a tick label at 10 points, 100 dpi (DejaVu Sans, about)
+
+
+def tick_labels(categories, width):
+    """A bar chart's category labels as drawn: those longer than LONGEST_TICK cut to their end ("...-number-11.conf",
+    where paths and versions differ), unless that makes two alike, when `width` pixels cannot hold them whole."""
+    if sum(len(t) * CHAR_PX + 8 for t in categories) <= width:
+        return list(categories)
+    cut = [t if len(t) <= LONGEST_TICK else "..." + t[3 - LONGEST_TICK:] for t in categories]
+    return cut if len(set(cut)) == len(cut) else list(categories)
 
 
 def best_said(c):

@@ -486,3 +486,25 @@ def test_a_value_left_to_mlrun_keeps_its_place_in_the_grids_order():
     assert c.kind == "bar" and c.categories == ["- (2)", "1", "4"]
     c = plot.chart(rows, "threads", "samples_per_second", grid={"threads": ["4", "-", "1"]})
     assert c.categories == ["4", "- (2)", "1"]
+
+
+@pytest.mark.slow   # about 1 s each on the 2-core machine
+@pytest.mark.slow   # about 1 s each on the 2-core machine
+@pytest.mark.parametrize("values", [[f"/home/someone/confs/tuning-file-number-{i}.conf" for i in range(12)],
+                                    [f"onnxruntime==1.{i}.0" for i in range(40)]])
+def test_many_or_long_text_values_are_bar_labels_that_do_not_overlap(values):
+    """12 paths of user.conf files, or 40 package pins, drew their labels side by side over each other: one smear."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    rows = [{"point": f"p{i:03d}", "point_status": "ok", "user_conf": v, "samples_per_second": 10.0 + i}
+            for i, v in enumerate(values)]
+    c = plot.chart(rows, "user_conf", "samples_per_second", grid={"user_conf": values})
+    for size in (plot.DEFAULT_SIZE, report.PLOT_SIZE):
+        fig = plot.figure(c, "t", size)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        boxes = [t.get_window_extent(canvas.get_renderer()) for t in fig.axes[0].get_xticklabels()]
+        assert len(boxes) == len(values)
+        assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), "labels overlap"
+        assert all(b.x0 >= 0 and b.x1 <= size[0] and b.y0 >= 0 for b in boxes), "a label is cut off"
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(set(labels)) == len(values) and all(v.endswith(t.lstrip(".")) for v, t in zip(values, labels))
