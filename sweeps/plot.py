@@ -159,7 +159,9 @@ def chart(rows, x, y, by=None, grid=()):
     keys = ([by] if by else []) + varying(plotted, [g for g in grid if g not in (x, by)])
     c = Chart(kind, x, y, by, left_out=left_out)
     for r in plotted:
-        label = ", ".join(f"{k}={r.get(k)}" if len(keys) > 1 or k != by else str(r.get(k)) for k in keys) or y
+        # a point without the value reads '-' as in `sweep show` (a --by field no point had drew "user_conf=None")
+        label = ", ".join(f"{k}={_text(r.get(k))}" if len(keys) > 1 or k != by else _text(r.get(k))
+                          for k in keys) or y
         xv = number(r[x]) if kind == "line" else str(r[x])
         c.series.setdefault(label, []).append((xv, number(r[y]), r))
     if kind == "line":
@@ -195,6 +197,10 @@ def chart(rows, x, y, by=None, grid=()):
         c.best = {"point": pick[3].get("point"), "series": pick[1], "x": pick[2], "y": pick[0],
                   "direction": best, **({"invalid": True} if not valid else {})}
     return c
+
+
+def _text(value):
+    return "-" if value is None else str(value)
 
 
 def _categories_of(value, seen):

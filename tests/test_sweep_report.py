@@ -508,3 +508,13 @@ def test_many_or_long_text_values_are_bar_labels_that_do_not_overlap(values):
         assert all(b.x0 >= 0 and b.x1 <= size[0] and b.y0 >= 0 for b in boxes), "a label is cut off"
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert len(set(labels)) == len(values) and all(v.endswith(t.lstrip(".")) for v, t in zip(values, labels))
+
+
+def test_a_series_of_points_without_the_by_value_reads_as_sweep_show_writes_it():
+    """--by user_conf, given to no point, drew the series 'user_conf=None, threads=1' (Python's word for nothing)."""
+    rows = [{"point": f"p00{i}", "point_status": "ok", "batch_size": b, "threads": t, "user_conf": None,
+             "samples_per_second": 10.0 + i} for i, (b, t) in enumerate(((1, 1), (4, 1), (1, 2), (4, 2)))]
+    grid = {"batch_size": ["1", "4"], "threads": ["1", "2"]}
+    c = plot.chart(rows, "batch_size", "samples_per_second", "user_conf", grid)
+    assert list(c.series) == ["user_conf=-, threads=1", "user_conf=-, threads=2"]
+    assert list(plot.chart(rows[:2], "batch_size", "samples_per_second", "user_conf", grid).series) == ["-"]
