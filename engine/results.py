@@ -314,6 +314,8 @@ def show(column, value):
         if not math.isfinite(value):
             return str(value)
         size = abs(value)
+        if size >= 1e15:   # "%.0f" of 1e30 read 1000000000000000019884624838656: digits a float does not hold
+            return f"{value:.4g}"
         return (f"{value:.0f}" if size >= 1000 else f"{value:.1f}" if size >= 100 else f"{value:.2f}"
                 if size >= 1 else f"{value:.3g}")
     return str(value)

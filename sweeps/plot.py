@@ -26,6 +26,8 @@ from engine.errors import MlrunError, UsageError
 from engine.oserrors import output_errors
 from engine.results import show, varying
 
+from .grid import NOT_GIVEN
+
 DPI = 100
 DEFAULT_SIZE = (960, 560)
 # The main result of a sweep, in order of preference (the first one its points have).
@@ -38,8 +40,8 @@ NOT_AXES = {"point", "point_status", "error"}
 
 def unit(name):
     """The unit a field's name announces, or None."""
-    if name.endswith("_per_second"):
-        return "samples/s" if name == "samples_per_second" else name[:-len("_per_second")] + "/s"
+    if name.endswith("_per_second"):   # Server's completed_samples_per_second read "completed_samples/s"
+        return "samples/s" if name.endswith("samples_per_second") else name[:-len("_per_second")] + "/s"
     for suffix, u in (("_ms", "ms"), ("_ns", "ns"), ("_gb", "GB"), ("_mb", "MB")):
         if name.endswith(suffix):
             return u
@@ -157,7 +159,9 @@ def chart(rows, x, y, by=None, grid=()):
     keys = ([by] if by else []) + varying(plotted, [g for g in grid if g not in (x, by)])
     c = Chart(kind, x, y, by, left_out=left_out)
     for r in plotted:
-        label = ", ".join(f"{k}={r.get(k)}" if len(keys) > 1 or k != by else str(r.get(k)) for k in keys) or y
+        # a point without the value reads '-' as in `sweep show` (a --by field no point had drew "user_conf=None")
+        label = ", ".join(f"{k}={_text(r.get(k))}" if len(keys) > 1 or k != by else _text(r.get(k))
+                          for k in keys) or y
         xv = number(r[x]) if kind == "line" else str(r[x])
         c.series.setdefault(label, []).append((xv, number(r[y]), r))
     if kind == "line":
@@ -167,8 +171,9 @@ def chart(rows, x, y, by=None, grid=()):
         order = list(grid.get(x, [])) if isinstance(grid, dict) else []
         seen = {str(r[x]) for r in plotted}
         numeric = all(number(v) is not None for v in seen)
-        # The grid's own order first (a variation group's values are written with their '_')
-        ordered = [w for w in (str(v) if str(v) in seen else str(v).lstrip("_") for v in order) if w in seen]
+        # The grid's own order first (a variation group's values are written with their '_'; a value not given,
+        # `-`, reads "- (1)": it went after the values given, whatever the grid said)
+        ordered = [w for v in order for w in _categories_of(str(v), seen)]
         c.categories = list(dict.fromkeys(ordered)) + sorted(
             seen - set(ordered), key=lambda v: (number(v), v) if numeric else (0, v))
         # Two points of one series at one category (x is not a grid axis): each gets its own bar.
@@ -192,6 +197,20 @@ def chart(rows, x, y, by=None, grid=()):
         c.best = {"point": pick[3].get("point"), "series": pick[1], "x": pick[2], "y": pick[0],
                   "direction": best, **({"invalid": True} if not valid else {})}
     return c
+
+
+def _text(value):
+    return "-" if value is None else str(value)
+
+
+def _categories_of(value, seen):
+    """The categories a grid value is drawn as: itself, without its '_', or for `-` each "- (VALUE)" there is."""
+    if value in seen:
+        return [value]
+    if value == NOT_GIVEN:
+        return sorted((w for w in seen if w.startswith(NOT_GIVEN + " (")), key=lambda w: (number(w[3:-1]) is None,
+                                                                                        number(w[3:-1]) or 0, w))
+    return [value.lstrip("_")] if value.lstrip("_") in seen else []
 
 
 def invalid(row):
@@ -262,7 +281,12 @@ def _figure(c, title, size, Figure):
         for i, (label, points) in enumerate(c.series.items()):
             offset = (i - (n - 1) / 2) * width
             ax.bar([slot[p[0]] + offset for p in points], [p[1] for p in points], width, label=label)
-        ax.set_xticks(range(len(c.categories)), c.categories)
+        width = size[0] - (260 if len(c.series) > 6 else 100)   # the axes', about
+        ticks = tick_labels(c.categories, width)
+        ax.set_xticks(range(len(c.categories)), ticks)
+        if ticks != c.categories or len(c.categories) * (max(map(len, ticks)) * CHAR_PX + 8) > width:
+            # side by side, 12 paths or 40 versions were one smear: upright, in a font a slot holds
+            ax.tick_params(axis="x", labelrotation=90, labelsize=max(5, min(10, 0.6 * width / len(ticks))))
     if c.best:
         bx, by_ = _best_xy(c)
         u = unit(c.y)
@@ -291,6 +315,18 @@ def _figure(c, title, size, Figure):
         fig.get_layout_engine().set(rect=(0, 0.05, 1, 0.95))
         fig.text(0.01, 0.01, note, fontsize=8, color="dimgrey")
     return fig
+
+
+CHAR_PX, LONGEST_TICK = 7, 24   # a character of a tick label at 10 points, 100 dpi (DejaVu Sans, about)
+
+
+def tick_labels(categories, width):
+    """A bar chart's category labels as drawn: those longer than LONGEST_TICK cut to their end ("...-number-11.conf",
+    where paths and versions differ), unless that makes two alike, when `width` pixels cannot hold them whole."""
+    if sum(len(t) * CHAR_PX + 8 for t in categories) <= width:
+        return list(categories)
+    cut = [t if len(t) <= LONGEST_TICK else "..." + t[3 - LONGEST_TICK:] for t in categories]
+    return cut if len(set(cut)) == len(cut) else list(categories)
 
 
 def best_said(c):

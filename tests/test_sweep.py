@@ -730,3 +730,11 @@ def test_sweep_show_where_picks_by_the_runs_values_in_every_format_and_dash_pick
                           ("batch_size=4", ["p001"])):
         assert picked(where) == picked(where, "--csv") == picked(where, "--json") == points, where
     assert "- (1)" in bench.mlrun("sweep", "show", "pick", "--where", "batch_size=1").stdout
+
+
+@pytest.mark.slow   # one point
+def test_a_sweep_of_one_point_says_one_point(bench):
+    """A one-point sweep said 'sweep one: 1 points, 1 to run'."""
+    result = bench.mlrun("sweep", "app bench", "--mode=performance", "--grid", "batch_size=4", "--name", "one")
+    assert result.returncode == 0, result.stderr
+    assert "sweep one: 1 point, 1 to run" in result.stderr, result.stderr

@@ -457,3 +457,64 @@ def test_a_long_title_stays_inside_the_picture():
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     assert fig._suptitle.get_window_extent(canvas.get_renderer()).x1 <= fig.bbox.width
+
+
+def test_a_servers_throughput_is_in_samples_per_second():
+    """Server's main result was labelled 'completed_samples_per_second (completed_samples/s)', on its plots' y axis
+    and in the report's table."""
+    assert plot.unit("completed_samples_per_second") == "samples/s" == plot.unit("scheduled_samples_per_second")
+    assert plot.axis_label("completed_samples_per_second") == "completed_samples_per_second (samples/s)"
+
+
+def test_a_huge_figure_is_shown_in_few_digits():
+    """A figure of 1e30 read '1000000000000000019884624838656' in the plot's note and `sweep best` (digits a float
+    does not hold), and `sweep show` cut it to '1000000000...'."""
+    rows = [{"point": "p000", "point_status": "ok", "threads": 1, "samples_per_second": 1e30, "result": "VALID"},
+            {"point": "p001", "point_status": "ok", "threads": 2, "samples_per_second": 2.5e16, "result": "VALID"}]
+    c = plot.chart(rows, "threads", "samples_per_second")
+    assert plot.best_said(c) == "; best: p000: threads=1 = 1e+30"
+    from engine.results import show
+    assert [show("samples_per_second", v) for v in (2.5e16, 123456789012345.6, 1234.5)] == \
+        ["2.5e+16", "123456789012346", "1234"]
+
+
+def test_a_value_left_to_mlrun_keeps_its_place_in_the_grids_order():
+    """--grid threads=-,1 drew its bars '1', '- (1)': the point not given went last, whatever the grid's order."""
+    rows = [{"point": f"p00{i}", "point_status": "ok", "threads": t, "samples_per_second": 10.0 + i}
+            for i, t in enumerate(("- (2)", "1", "4"))]
+    c = plot.chart(rows, "threads", "samples_per_second", grid={"threads": ["-", "1", "4"]})
+    assert c.kind == "bar" and c.categories == ["- (2)", "1", "4"]
+    c = plot.chart(rows, "threads", "samples_per_second", grid={"threads": ["4", "-", "1"]})
+    assert c.categories == ["4", "- (2)", "1"]
+
+
+@pytest.mark.slow   # about 1 s each on the 2-core machine
+@pytest.mark.slow   # about 1 s each on the 2-core machine
+@pytest.mark.parametrize("values", [[f"/home/someone/confs/tuning-file-number-{i}.conf" for i in range(12)],
+                                    [f"onnxruntime==1.{i}.0" for i in range(40)]])
+def test_many_or_long_text_values_are_bar_labels_that_do_not_overlap(values):
+    """12 paths of user.conf files, or 40 package pins, drew their labels side by side over each other: one smear."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    rows = [{"point": f"p{i:03d}", "point_status": "ok", "user_conf": v, "samples_per_second": 10.0 + i}
+            for i, v in enumerate(values)]
+    c = plot.chart(rows, "user_conf", "samples_per_second", grid={"user_conf": values})
+    for size in (plot.DEFAULT_SIZE, report.PLOT_SIZE):
+        fig = plot.figure(c, "t", size)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        boxes = [t.get_window_extent(canvas.get_renderer()) for t in fig.axes[0].get_xticklabels()]
+        assert len(boxes) == len(values)
+        assert all(a.x1 <= b.x0 for a, b in zip(boxes, boxes[1:])), "labels overlap"
+        assert all(b.x0 >= 0 and b.x1 <= size[0] and b.y0 >= 0 for b in boxes), "a label is cut off"
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert len(set(labels)) == len(values) and all(v.endswith(t.lstrip(".")) for v, t in zip(values, labels))
+
+
+def test_a_series_of_points_without_the_by_value_reads_as_sweep_show_writes_it():
+    """--by user_conf, given to no point, drew the series 'user_conf=None, threads=1' (Python's word for nothing)."""
+    rows = [{"point": f"p00{i}", "point_status": "ok", "batch_size": b, "threads": t, "user_conf": None,
+             "samples_per_second": 10.0 + i} for i, (b, t) in enumerate(((1, 1), (4, 1), (1, 2), (4, 2)))]
+    grid = {"batch_size": ["1", "4"], "threads": ["1", "2"]}
+    c = plot.chart(rows, "batch_size", "samples_per_second", "user_conf", grid)
+    assert list(c.series) == ["user_conf=-, threads=1", "user_conf=-, threads=2"]
+    assert list(plot.chart(rows[:2], "batch_size", "samples_per_second", "user_conf", grid).series) == ["-"]
