@@ -381,6 +381,10 @@ def with_verb(argv):
             raise UsageError(f"unknown verb '{what}'{did_you_mean(what, VERBS)}",   # "no recipe matches 'pln'"
                              hint=f"mlrun help {usage.nearest(what, VERBS)[0]}; a query is one quoted argument")
         argv = argv[:i] + argv[i + 1:] + ["--help"]
+    elif i < len(argv) and argv[i] in VERBS and any(a in ("-h", "--help") for a in argv[:i]):
+        # `mlrun -h runs`: the top help, its verb list holding that verb alone (only its parser is built); now
+        # the verb's own help, as `mlrun help runs` and `mlrun -h QUERY` (the recipe's) give
+        argv = [a for a in argv[:i] if a not in ("-h", "--help")] + [argv[i], "--help"] + argv[i + 1:]
     usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
     _no_verb_option_first(argv)
     i = verb_at(argv)

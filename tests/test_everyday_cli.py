@@ -89,6 +89,18 @@ def test_the_help_of_sweep_plot_and_plan_submit_is_their_own(app):
     assert plan.returncode == 0 and "--submitter=NAME" in plan.stdout, plan.stdout
 
 
+def test_help_before_the_verb_is_that_verbs_help(app):
+    """`mlrun -h runs` printed mlrun's own help with a verb list of one verb, runs (only its parser was built),
+    none of its options; it is runs' help now, as `mlrun help runs` gives."""
+    for before in (["-h", "runs"], ["--help", "runs"], ["-v", "-h", "runs"]):
+        result = app.mlrun(*before)
+        assert result.returncode == 0 and result.stdout.startswith("usage: mlrun runs"), result.stdout
+        assert "--where FIELD=VALUE" in result.stdout, result.stdout
+    assert app.mlrun("-h", "sweep", "show").stdout.startswith("usage: mlrun sweep show NAME")
+    whole = app.mlrun("-h")
+    assert whole.returncode == 0 and "    plan " in whole.stdout and "    runs " in whole.stdout, whole.stdout
+
+
 def test_query_help_of_a_recipe_with_a_required_input(app):
     """Help is what one asks before knowing the inputs (was: 'needy needs --log', exit 2, no help)."""
     app.recipe("needy", "tags: needy\ninputs:\n  log: {type: path, required: true, help: the log}\nrun: 'true'\n")
