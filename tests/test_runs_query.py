@@ -595,3 +595,13 @@ def test_rm_run_removes_runs_by_id_or_age_and_never_a_running_one(ws, tmp_path):
     shutil.copytree(os.path.join(ws.runs, kept), os.path.join(ws.runs, f".removing-{kept}.4242"))
     listed = ws.mlrun("runs", "--json")
     assert [r["run"] for r in json.loads(listed.stdout)] == [kept]
+
+
+def test_last_with_only_helper_runs_says_they_are_not_counted(ws):
+    """After `mlrun "get ..."` alone, `runs show last` said "`mlrun runs` lists 0" and no more: the run just made
+    was there, a helper, which `last` leaves out as `mlrun runs` does."""
+    ws.recipe("thing", "tags: get thing\nrun: echo x > x.txt\n")
+    assert ws.mlrun("get thing").returncode == 0
+    err = assert_user_error(ws.mlrun("runs", "show", "last"), 2, "no run 'last'", "`mlrun runs` lists 0",
+                            "helper commands such as `get ...` are not counted: 1 here", "mlrun runs --all")
+    assert len(err.strip().splitlines()) == 2, err
