@@ -101,6 +101,16 @@ def test_help_before_the_verb_is_that_verbs_help(app):
     assert whole.returncode == 0 and "    plan " in whole.stdout and "    runs " in whole.stdout, whole.stdout
 
 
+def test_a_missing_argument_is_named_as_the_help_names_it(app):
+    """`mlrun plan` said "needs query", `mlrun export` "needs run", `mlrun import` "needs bundle", and their usage
+    lines `query`, `run`, `bundle`, where every help text writes QUERY, RUN and FILE."""
+    for args, said in ((["plan"], "mlrun plan needs QUERY ("), (["export", "-o", "x.tar.gz"], "mlrun export needs RUN ("),
+                       (["import"], "mlrun import needs FILE (")):
+        one_line(app.mlrun(*args), 2, said)
+    usage_line = app.mlrun("replay", "--help").stdout.split("\n\n")[0]
+    assert usage_line.rstrip().endswith(" RUN"), usage_line
+
+
 def test_query_help_of_a_recipe_with_a_required_input(app):
     """Help is what one asks before knowing the inputs (was: 'needy needs --log', exit 2, no help)."""
     app.recipe("needy", "tags: needy\ninputs:\n  log: {type: path, required: true, help: the log}\nrun: 'true'\n")
@@ -759,3 +769,4 @@ def test_show_cache_tells_content_keyed_files_apart():
     made = {"recipe": "q", "key": "k2", "variations": [], "inputs": {}, "node": {"deps": [["source", "k1"]]}}
     assert cache_view.details(made, {**recipes, "q": {"inputs": {}}}, by_key={"k1": entry}, width=None) \
         == "from _file path=model.onnx (sha256:ab12ab12ab12)"
+
