@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_user_error, wait_for
+from conftest import MLRUN, ROOT, assert_user_error, at_a_terminal, wait_for
 from engine.version import __version__
 from engine.usage import cm_tags
 from engine.words import did_you_mean, nearest, plural
@@ -770,3 +770,13 @@ def test_show_cache_tells_content_keyed_files_apart():
     assert cache_view.details(made, {**recipes, "q": {"inputs": {}}}, by_key={"k1": entry}, width=None) \
         == "from _file path=model.onnx (sha256:ab12ab12ab12)"
 
+
+def test_rm_lists_what_it_would_remove_before_it_asks_under_pythonunbuffered(ws):
+    """With PYTHONUNBUFFERED=1 (set in many containers and CI images) mlrun's standard output was held in a buffer:
+    at a terminal `rm run` asked "remove 1 run? [y/N]" and listed which only after the answer."""
+    ws.recipe("thing", "tags: get thing\nrun: echo x > x.txt\n")
+    run_id = json.loads(ws.mlrun("get thing", "--json").stdout)["run"]
+    code, said = at_a_terminal([MLRUN, "rm", "run", run_id], ws.env(PYTHONUNBUFFERED="1"), answer="n",
+                               cwd=ws.root, prompt=b"[y/N]")
+    assert code == 0 and "nothing removed" in said, said
+    assert said.index(run_id) < said.index("remove 1 run? [y/N]"), said
