@@ -505,6 +505,8 @@ def _main(argv):
         with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
             if extras and not _takes_extras(args):
                 first = extras[0].split("=")[0]
+                if first == "--version":   # `mlrun runs --version`: "an option of 'runs': give it after the verb"
+                    raise UsageError(f"'{args.verb}' takes no --version", hint=usage.ALONE)
                 if first in _options_of(parser, args.verb):   # `mlrun --json runs`: it said "did you mean --json?"
                     raise UsageError(f"{first} is an option of '{args.verb}': give it after the verb",
                                      hint=f"mlrun {args.verb} {first} ...")

@@ -780,3 +780,13 @@ def test_rm_lists_what_it_would_remove_before_it_asks_under_pythonunbuffered(ws)
                                cwd=ws.root, prompt=b"[y/N]")
     assert code == 0 and "nothing removed" in said, said
     assert said.index(run_id) < said.index("remove 1 run? [y/N]"), said
+
+
+def test_version_after_a_verb_or_query_is_said_to_go_alone(ws):
+    """`mlrun runs --version` said "--version is an option of 'runs': give it after the verb" (it was after it,
+    and runs has none); after a query, "give it after the query"."""
+    ws.recipe("thing", "tags: get thing\nrun: echo x > x.txt\n")
+    err = one_line(ws.mlrun("runs", "--version"), 2, "'runs' takes no --version", "mlrun --version")
+    assert "give it after" not in err, err
+    err = one_line(ws.mlrun("get thing", "--version"), 2, "has no input --version", "given alone: mlrun --version")
+    assert "give it after" not in err, err
