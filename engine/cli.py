@@ -134,9 +134,10 @@ def build_parser(only=None):
         p = sub.add_parser(name, help=help_, description=help_)
         _common(p)
         if query == "required":
-            p.add_argument("query", help=f'tags and _variations, e.g. "{example}"')
+            p.add_argument("query", metavar="QUERY", help=f'tags and _variations, e.g. "{example}"')
         elif query == "optional":
-            p.add_argument("query", nargs="?", default="", help="only entries whose tags and variations match")
+            p.add_argument("query", nargs="?", default="", metavar="QUERY",
+                           help="only entries whose tags and variations match")
         if json_:
             p.add_argument("--json", action="store_true", help="machine-readable output")
         return p
@@ -156,7 +157,7 @@ def build_parser(only=None):
         next(a for a in p._actions if a.dest == "query").help = "only recipes whose tags and variations match"
     p = verb("show", "show cache entries or failed build logs")
     p.add_argument("what", choices=["cache", "failed"], metavar="cache|failed", help="what to show")
-    p.add_argument("query", nargs="?", default="", help="show cache QUERY: only the entries whose tags and "
+    p.add_argument("query", nargs="?", default="", metavar="QUERY", help="show cache QUERY: only the entries whose tags and "
                                                         "variations match")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("rm", "remove cache entries matching QUERY, one ENTRY (its folder name, path or key prefix), or --all; "
@@ -189,7 +190,7 @@ def build_parser(only=None):
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p = verb("runs", "list past runs, or show one run's record (runs show RUN)")
     p.add_argument("action", nargs="?", choices=["show"], metavar="show", help="show one run's record")
-    p.add_argument("run", nargs="?", help="a run id (or a unique prefix), last (the newest run `runs` lists; "
+    p.add_argument("run", nargs="?", metavar="RUN", help="a run id (or a unique prefix), last (the newest run `runs` lists; "
                                                  "last~N: the Nth before it), a run folder or a run.json")
     _rows_options(p)
     p.add_argument("--last", type=int, metavar="N", help="the N most recent runs (after the filters)")
@@ -209,17 +210,17 @@ def build_parser(only=None):
     if only in (None, "report"):
         _report_options(p)
     p = verb("export", "bundle a run's record and logs (and with --with-cache every cache entry it used)")
-    p.add_argument("run", help="a run id (or a unique prefix), last (the newest run `runs` lists; "
+    p.add_argument("run", metavar="RUN", help="a run id (or a unique prefix), last (the newest run `runs` lists; "
                                                  "last~N: the Nth before it), a run folder or a run.json")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the .tar.gz to write")
     p.add_argument("--with-cache", action="store_true", help="include the cache entries the run used")
     p.add_argument("--sign", metavar="KEY", help="sign the bundle with this SSH key (a private key, or a public key "
                                                  "whose private half ssh-agent holds); needs ssh-keygen")
     p = verb("import", "verify a bundle and add its run and cache entries here (never overwrites)")
-    p.add_argument("bundle", help="a .tar.gz made by mlrun export")
+    p.add_argument("bundle", metavar="FILE", help="a .tar.gz made by mlrun export")
     _trust(p)
     p = verb("replay", "re-run exactly the plan a run recorded, then compare its results with the record's")
-    p.add_argument("run", help="a run id, last (or last~N), a run folder, a run.json, or a bundle .tar.gz "
+    p.add_argument("run", metavar="RUN", help="a run id, last (or last~N), a run folder, a run.json, or a bundle .tar.gz "
                                       "(imported first)")
     _trust(p)
     _jobs_option(p)
@@ -381,6 +382,10 @@ def with_verb(argv):
             raise UsageError(f"unknown verb '{what}'{did_you_mean(what, VERBS)}",   # "no recipe matches 'pln'"
                              hint=f"mlrun help {usage.nearest(what, VERBS)[0]}; a query is one quoted argument")
         argv = argv[:i] + argv[i + 1:] + ["--help"]
+    elif i < len(argv) and argv[i] in VERBS and any(a in ("-h", "--help") for a in argv[:i]):
+        # `mlrun -h runs`: the top help, its verb list holding that verb alone (only its parser is built); now
+        # the verb's own help, as `mlrun help runs` and `mlrun -h QUERY` (the recipe's) give
+        argv = [a for a in argv[:i] if a not in ("-h", "--help")] + [argv[i], "--help"] + argv[i + 1:]
     usage.check_verb(argv, VERBS, GLOBAL_WITH_VALUE, GLOBAL_OPTIONS)
     _no_verb_option_first(argv)
     i = verb_at(argv)
@@ -500,6 +505,8 @@ def _main(argv):
         with stop_signals_interrupt():  # SIGTERM (SLURM, timeout, docker stop) and SIGHUP act as Ctrl-C
             if extras and not _takes_extras(args):
                 first = extras[0].split("=")[0]
+                if first == "--version":   # `mlrun runs --version`: "an option of 'runs': give it after the verb"
+                    raise UsageError(f"'{args.verb}' takes no --version", hint=usage.ALONE)
                 if first in _options_of(parser, args.verb):   # `mlrun --json runs`: it said "did you mean --json?"
                     raise UsageError(f"{first} is an option of '{args.verb}': give it after the verb",
                                      hint=f"mlrun {args.verb} {first} ...")

@@ -304,10 +304,15 @@ def _last(runs_dir, ref, back):
     """`last` is the newest run `mlrun runs` lists (helper commands such as `get ...` are not), last~N the Nth
     before it: the run a user just saw at the bottom of the listing."""
     from .results import run_rows, select_runs
-    rows = select_runs(run_rows(runs_dir))
+    items = run_rows(runs_dir)
+    rows = select_runs(items)
     if back >= len(rows):
-        raise UsageError(f"no run '{ref}' in {runs_dir}: `mlrun runs` lists {len(rows)}",
-                         hint="last is the newest run `mlrun runs` lists, last~1 the one before it")
+        # after `mlrun "get dataset squad"`, `runs show last` said "lists 0" and no more: helpers are not counted
+        helpers = len(select_runs(items, helpers=True)) - len(rows)
+        raise UsageError(f"no run '{ref}' in {runs_dir}: `mlrun runs` lists {len(rows)}"
+                         + (f" (helper commands such as `get ...` are not counted: {helpers} here)" if helpers else ""),
+                         hint="last is the newest run `mlrun runs` lists, last~1 the one before it"
+                              + ("; give a helper run by its id (`mlrun runs --all` lists them)" if helpers else ""))
     return os.path.join(runs_dir, rows[-1 - back]["run"], "run.json")
 
 

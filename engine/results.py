@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import sys
 import textwrap
@@ -20,7 +21,7 @@ import time
 
 from .errors import MlrunError, UsageError
 from .shapes import seal, unseal
-from .words import did_you_mean, plural
+from .words import did_you_mean, nearest, plural
 
 # Results worth a column when any row has them, in this order.
 RESULT_FIELDS = ("result", "samples_per_second", "completed_samples_per_second", "latency_p50_ms",
@@ -87,6 +88,25 @@ def check_fields(names, rows, what):
 
 def matches(row, conditions):
     return all(_holds(row.get(field), op, value) for field, op, value in conditions)
+
+
+def near_misses(rows, conditions, query=None):
+    """' (did you mean scenario=Offline?)' for a --where FIELD=VALUE or a --query word that no row has, naming the
+    values near it that rows have; '' when none is near (`--where scenario=Ofline` read as "no runs that match")."""
+    said = []
+    for field, op, value in conditions:
+        if op != "=" or any(_equal(r.get(field), value) for r in rows):
+            continue
+        have = {str(r[field]).lower(): str(r[field]) for r in rows if isinstance(r.get(field), str) and r[field]}
+        close = nearest(value.lower().lstrip("_"), list(have))
+        said += [f"{field}={have[c]}" for c in close]
+    words = {w.lstrip("_"): w for r in rows for w in str(r.get("query") or "").lower().split()}   # _x matches x
+    given = (query or "").split()
+    fixed = [w if w.lower().lstrip("_") in words else
+             next((words[c] for c in nearest(w.lower().lstrip("_"), list(words))), w) for w in given]
+    if fixed != given:
+        said.append("--query " + shlex.quote(" ".join(fixed)))
+    return f" (did you mean {' or '.join(said)}?)" if said else ""
 
 
 def _holds(have, op, want):
@@ -538,6 +558,7 @@ def runs_text(runs_dir, where=(), columns=None, fmt="table", status=None, query=
         columns = list(dict.fromkeys(k for r in rows for k in r if k not in ("headline", "mode_scenario")))
     if not rows and fmt == "table":
         return (f"no runs{' that match' if items else ''} in {runs_dir}"
+                + near_misses([r for r, _ in items], parse_where(where), query)
                 + ("" if helpers or not items else " (helper commands like `get ...` show with --all)") + "\n")
     shared, dropped = [], []
     default = not columns

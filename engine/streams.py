@@ -67,10 +67,13 @@ class outliving_readers:
             stream.flush()
             self.saved[name] = stream
             # a console that cannot show a character (PYTHONIOENCODING=ascii, a latin-1 terminal) gets it escaped:
-            # a run with a non-ASCII path ended "unexpected UnicodeEncodeError" after it had succeeded
+            # a run with a non-ASCII path ended "unexpected UnicodeEncodeError" after it had succeeded.
+            # PYTHONUNBUFFERED (or -u) makes Python's own stream write through, not line-buffered: this one was then
+            # held in a buffer (on a terminal, `rm` asked its question above the list of what it would remove)
             setattr(sys, name, io.TextIOWrapper(io.BufferedWriter(_Outlived(fd, "w", closefd=False)),
                                                 encoding=stream.encoding, errors="backslashreplace",
-                                                line_buffering=stream.line_buffering or name == "stderr"))
+                                                line_buffering=stream.line_buffering or stream.write_through
+                                                or name == "stderr"))
         return self
 
     def __exit__(self, *exc):

@@ -220,10 +220,16 @@ def verb_typo_hint(error, query, verbs):
     return error
 
 
+ALONE = "--version is mlrun's own option, given alone: mlrun --version"
+
+
 def option_typo_hint(error, options):
     """`--mirorr DIR` after a query is taken as an input of its recipe ('has no input --mirorr', the hint listing
     the recipe's inputs): where it is near one of mlrun's own options, say that one."""
     m = re.match(r"\S+ has no input (--[\w.-]+)$", error.message) if isinstance(error, ResolutionError) else None
+    if m and m[1] == "--version":   # after the query too: "give it after the query" was no help there
+        error.message += f" ({ALONE})"
+        return error
     if m and m[1] in options:   # `mlrun --json QUERY`: an option of mlrun's, given before the query
         error.message += f" ({m[1]} is an option of mlrun: give it after the query)"
         return error

@@ -426,7 +426,8 @@ def cmd_show(args, extras, settings):
     if fmt not in ("csv", "json"):   # scripts get values as the runs have them, not "- (1)"
         rows = table.for_people(data, rows)
     if not rows and fmt == "table":   # an empty table said nothing (`runs` says "no runs that match")
-        print(f"no points of sweep '{data['name']}' match ({len(everything)} in all)")
+        print(f"no points of sweep '{data['name']}' match ({len(everything)} in all)"
+              + results.near_misses(everything, plain))
         return 0
     columns = given or table.columns(data, rows)
     if not given and fmt in ("csv", "json"):  # scripts get every field, the table's first

@@ -68,9 +68,9 @@ def bench_scratch(cache, scratch):
     return str(scratch)
 
 
-def at_a_terminal(argv, env, answer=None, cwd=None, timeout=60):
+def at_a_terminal(argv, env, answer=None, cwd=None, timeout=60, prompt=b"passphrase"):
     """(exit status, all it wrote) of argv run with a pseudo-terminal as its stdin and terminal; answer: typed at
-    the first passphrase prompt."""
+    the first prompt (what it writes holding `prompt`)."""
     import pty
     import select
     pid, fd = pty.fork()
@@ -89,7 +89,7 @@ def at_a_terminal(argv, env, answer=None, cwd=None, timeout=60):
                 if not data:
                     break
                 out += data
-                if answer is not None and b"passphrase" in out and not typed:
+                if answer is not None and prompt in out and not typed:
                     os.write(fd, answer.encode() + b"\n")
                     typed = True
     finally:

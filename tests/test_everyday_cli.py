@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, assert_user_error, wait_for
+from conftest import MLRUN, ROOT, assert_user_error, at_a_terminal, wait_for
 from engine.version import __version__
 from engine.usage import cm_tags
 from engine.words import did_you_mean, nearest, plural
@@ -87,6 +87,28 @@ def test_the_help_of_sweep_plot_and_plan_submit_is_their_own(app):
     assert plot.returncode == 0 and "--by FIELD" in plot.stdout and "-o FILE.png" in plot.stdout, plot.stdout
     plan = app.mlrun("plan", "submit", "--help")
     assert plan.returncode == 0 and "--submitter=NAME" in plan.stdout, plan.stdout
+
+
+def test_help_before_the_verb_is_that_verbs_help(app):
+    """`mlrun -h runs` printed mlrun's own help with a verb list of one verb, runs (only its parser was built),
+    none of its options; it is runs' help now, as `mlrun help runs` gives."""
+    for before in (["-h", "runs"], ["--help", "runs"], ["-v", "-h", "runs"]):
+        result = app.mlrun(*before)
+        assert result.returncode == 0 and result.stdout.startswith("usage: mlrun runs"), result.stdout
+        assert "--where FIELD=VALUE" in result.stdout, result.stdout
+    assert app.mlrun("-h", "sweep", "show").stdout.startswith("usage: mlrun sweep show NAME")
+    whole = app.mlrun("-h")
+    assert whole.returncode == 0 and "    plan " in whole.stdout and "    runs " in whole.stdout, whole.stdout
+
+
+def test_a_missing_argument_is_named_as_the_help_names_it(app):
+    """`mlrun plan` said "needs query", `mlrun export` "needs run", `mlrun import` "needs bundle", and their usage
+    lines `query`, `run`, `bundle`, where every help text writes QUERY, RUN and FILE."""
+    for args, said in ((["plan"], "mlrun plan needs QUERY ("), (["export", "-o", "x.tar.gz"], "mlrun export needs RUN ("),
+                       (["import"], "mlrun import needs FILE (")):
+        one_line(app.mlrun(*args), 2, said)
+    usage_line = app.mlrun("replay", "--help").stdout.split("\n\n")[0]
+    assert usage_line.rstrip().endswith(" RUN"), usage_line
 
 
 def test_query_help_of_a_recipe_with_a_required_input(app):
@@ -747,3 +769,24 @@ def test_show_cache_tells_content_keyed_files_apart():
     made = {"recipe": "q", "key": "k2", "variations": [], "inputs": {}, "node": {"deps": [["source", "k1"]]}}
     assert cache_view.details(made, {**recipes, "q": {"inputs": {}}}, by_key={"k1": entry}, width=None) \
         == "from _file path=model.onnx (sha256:ab12ab12ab12)"
+
+
+def test_rm_lists_what_it_would_remove_before_it_asks_under_pythonunbuffered(ws):
+    """With PYTHONUNBUFFERED=1 (set in many containers and CI images) mlrun's standard output was held in a buffer:
+    at a terminal `rm run` asked "remove 1 run? [y/N]" and listed which only after the answer."""
+    ws.recipe("thing", "tags: get thing\nrun: echo x > x.txt\n")
+    run_id = json.loads(ws.mlrun("get thing", "--json").stdout)["run"]
+    code, said = at_a_terminal([MLRUN, "rm", "run", run_id], ws.env(PYTHONUNBUFFERED="1"), answer="n",
+                               cwd=ws.root, prompt=b"[y/N]")
+    assert code == 0 and "nothing removed" in said, said
+    assert said.index(run_id) < said.index("remove 1 run? [y/N]"), said
+
+
+def test_version_after_a_verb_or_query_is_said_to_go_alone(ws):
+    """`mlrun runs --version` said "--version is an option of 'runs': give it after the verb" (it was after it,
+    and runs has none); after a query, "give it after the query"."""
+    ws.recipe("thing", "tags: get thing\nrun: echo x > x.txt\n")
+    err = one_line(ws.mlrun("runs", "--version"), 2, "'runs' takes no --version", "mlrun --version")
+    assert "give it after" not in err, err
+    err = one_line(ws.mlrun("get thing", "--version"), 2, "has no input --version", "given alone: mlrun --version")
+    assert "give it after" not in err, err

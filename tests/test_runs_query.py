@@ -11,7 +11,7 @@ import pytest
 
 from bench_app import APP_HEAD
 from conftest import assert_user_error, kept_rows, kill_group, run_ids, wait_for
-from engine import records
+from engine import records, results
 from engine.errors import UsageError
 from engine.results import _cut, parse_where, render
 
@@ -595,3 +595,29 @@ def test_rm_run_removes_runs_by_id_or_age_and_never_a_running_one(ws, tmp_path):
     shutil.copytree(os.path.join(ws.runs, kept), os.path.join(ws.runs, f".removing-{kept}.4242"))
     listed = ws.mlrun("runs", "--json")
     assert [r["run"] for r in json.loads(listed.stdout)] == [kept]
+
+
+def test_last_with_only_helper_runs_says_they_are_not_counted(ws):
+    """After `mlrun "get ..."` alone, `runs show last` said "`mlrun runs` lists 0" and no more: the run just made
+    was there, a helper, which `last` leaves out as `mlrun runs` does."""
+    ws.recipe("thing", "tags: get thing\nrun: echo x > x.txt\n")
+    assert ws.mlrun("get thing").returncode == 0
+    err = assert_user_error(ws.mlrun("runs", "show", "last"), 2, "no run 'last'", "`mlrun runs` lists 0",
+                            "helper commands such as `get ...` are not counted: 1 here", "mlrun runs --all")
+    assert len(err.strip().splitlines()) == 2, err
+
+
+def test_a_filter_that_matches_no_run_names_the_values_near_it(bench):
+    """`--where scenario=Ofline`, `--query _slw`: "no runs that match", as if there were none, a typo unsaid."""
+    run(bench, "app bench _slow", "--scenario=SingleStream")
+    for args, near in ((["--where", "scenario=singlestram"], "(did you mean scenario=SingleStream?)"),
+                       (["--where", "backend=slw", "--where", "mode=performance"], "(did you mean backend=slow?)"),
+                       (["--query", "app _slw"], "(did you mean --query 'app _slow'?)"),
+                       (["--query", "slw"], "(did you mean --query _slow?)")):
+        result = bench.mlrun("runs", *args)
+        assert result.returncode == 0 and result.stdout.startswith("no runs that match in "), result.stdout
+        assert near in result.stdout, result.stdout
+    unlike = bench.mlrun("runs", "--where", "scenario=Server", "--query", "app")   # nothing near: no guess
+    assert "did you mean" not in unlike.stdout, unlike.stdout
+    assert results.near_misses([{"query": "app bench _slow", "scenario": "SingleStream"}],
+                               [("scenario", "!=", "singlestram")]) == ""   # != a typo still matches rows

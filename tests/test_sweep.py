@@ -115,6 +115,8 @@ def test_a_2x2_sweep_records_every_point_and_shows_them_as_rows(bench):
     assert [r["point"] for r in json.loads(where.stdout)] == ["p002", "p003"]
     none = bench.mlrun("sweep", "show", "bs", "--where", "samples_per_second>9999")   # was an empty table, silent
     assert none.returncode == 0 and none.stdout == "no points of sweep 'bs' match (4 in all)\n", none.stdout
+    typo = bench.mlrun("sweep", "show", "bs", "--where", "result=VALD")   # was the same line: a typo unsaid
+    assert typo.stdout == "no points of sweep 'bs' match (4 in all) (did you mean result=VALID?)\n", typo.stdout
     listed = bench.mlrun("sweeps")
     assert listed.returncode == 0 and listed.stdout.splitlines()[1].split()[:5] == ["bs", "4", "4", "0", "0"]
     os.makedirs(os.path.join(bench.runs, "sweeps", "cut"))
