@@ -296,7 +296,9 @@ def _figure(c, title, size, Figure):
         right = _rank(c) > 0.5
         high = c.best["direction"] == "max"
         said = f"best ({c.best['direction']}{', every run INVALID' if c.best.get('invalid') else ''})"
-        ax.annotate(f"{said}: {show(c.y, c.best['y'])}{' ' + u if u else ''}\n{best_where(c)}",
+        # a bar's value as its label reads: a 140-character path whole in the note squeezed the axes to a sliver
+        where = best_where(c, ticks[c.categories.index(c.best["x"])] if c.kind == "bar" else None)
+        ax.annotate(f"{said}: {show(c.y, c.best['y'])}{' ' + u if u else ''}\n{where}",
                     xy=(bx, by_), xytext=(-14 if right else 14, -14 if high else 14), textcoords="offset points",
                     ha="right" if right else "left", va="top" if high else "bottom", fontsize=9, gid="best-note",
                     bbox={"boxstyle": "round", "fc": "lightyellow", "ec": "grey"})
@@ -322,11 +324,22 @@ CHAR_PX, LONGEST_TICK = 7, 24   # a character of a tick label at 10 points, 100 
 
 def tick_labels(categories, width):
     """A bar chart's category labels as drawn: those longer than LONGEST_TICK cut to their end ("...-number-11.conf",
-    where paths and versions differ), unless that makes two alike, when `width` pixels cannot hold them whole."""
+    where paths and versions differ), when `width` pixels cannot hold them whole. Where that makes two alike (paths
+    that differ only at their start, /home/user1/.../user.conf), each is cut before the end they all share
+    ("/home/user1..."); where that does too, they stay whole."""
     if sum(len(t) * CHAR_PX + 8 for t in categories) <= width:
         return list(categories)
-    cut = [t if len(t) <= LONGEST_TICK else "..." + t[3 - LONGEST_TICK:] for t in categories]
+    cut = [_cut_to_end(t, LONGEST_TICK) for t in categories]
+    if len(set(cut)) == len(cut):
+        return cut
+    # they stood whole: upright, 150 characters ran off the picture and what told them apart was not in it
+    shared = min(len(os.path.commonprefix([t[::-1] for t in categories])), min(map(len, categories)) - 1)
+    cut = [_cut_to_end(t[:len(t) - shared], LONGEST_TICK - 3) + "..." for t in categories] if shared > 3 else cut
     return cut if len(set(cut)) == len(cut) else list(categories)
+
+
+def _cut_to_end(text, most):
+    return text if len(text) <= most else "..." + text[3 - most:]
 
 
 def best_said(c):
@@ -335,9 +348,9 @@ def best_said(c):
         " (every run INVALID)" if c.best.get("invalid") else "") if c.best else ""
 
 
-def best_where(c):
-    """'p004: batch_size=4, backend=deepsparse': the best point and its settings."""
-    where = [f"{c.x}={show(c.x, c.best['x'])}"]
+def best_where(c, x_text=None):
+    """'p004: batch_size=4, backend=deepsparse': the best point and its settings (x_text: its x as written)."""
+    where = [f"{c.x}={x_text or show(c.x, c.best['x'])}"]
     label = c.best["series"]
     if label != c.y:
         where.append(label if "=" in label or not c.by else f"{c.by}={label}")

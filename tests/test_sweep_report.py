@@ -489,7 +489,6 @@ def test_a_value_left_to_mlrun_keeps_its_place_in_the_grids_order():
 
 
 @pytest.mark.slow   # about 1 s each on the 2-core machine
-@pytest.mark.slow   # about 1 s each on the 2-core machine
 @pytest.mark.parametrize("values", [[f"/home/someone/confs/tuning-file-number-{i}.conf" for i in range(12)],
                                     [f"onnxruntime==1.{i}.0" for i in range(40)]])
 def test_many_or_long_text_values_are_bar_labels_that_do_not_overlap(values):
@@ -518,3 +517,20 @@ def test_a_series_of_points_without_the_by_value_reads_as_sweep_show_writes_it()
     c = plot.chart(rows, "batch_size", "samples_per_second", "user_conf", grid)
     assert list(c.series) == ["user_conf=-, threads=1", "user_conf=-, threads=2"]
     assert list(plot.chart(rows[:2], "batch_size", "samples_per_second", "user_conf", grid).series) == ["-"]
+
+
+def test_long_bar_labels_alike_at_their_end_are_cut_before_it():
+    """Paths that differ only at their start (/home/user1/.../user.conf) read alike cut to their end, so they stood
+    whole: upright, 140 characters ran off the bottom of the picture, what told them apart with them."""
+    values = [f"/home/user{i}/" + "x" * 120 + "/user.conf" for i in range(6)]
+    labels = plot.tick_labels(values, plot.DEFAULT_SIZE[0] - 100)
+    assert len(set(labels)) == len(values) and all(len(t) <= plot.LONGEST_TICK for t in labels), labels
+    assert labels[1] == "/home/user1..."
+    rows = [{"point": f"p{i:03d}", "point_status": "ok", "user_conf": v, "samples_per_second": 10.0 + i}
+            for i, v in enumerate(values)]
+    c = plot.chart(rows, "user_conf", "samples_per_second", grid={"user_conf": values})
+    [note] = [t for t in plot.figure(c, "t").axes[0].texts if t.get_gid() == "best-note"]   # whole, it squeezed the
+    assert note.get_text().endswith("\np005: user_conf=/home/user5..."), note.get_text()   # axes to a sliver
+    assert f"user_conf={values[5]} = 15" in plot.best_said(c)   # what mlrun prints: whole
+    alike = ["a" * 40 + "-1", "b" * 40 + "-1"]   # nothing shared at the end to cut before: the end cut stays
+    assert plot.tick_labels(alike, 100) == ["..." + "a" * 19 + "-1", "..." + "b" * 19 + "-1"]
