@@ -199,8 +199,8 @@ def chart(rows, x, y, by=None, grid=()):
     return c
 
 
-def _text(value):
-    return "-" if value is None else str(value)
+def _text(value):   # an empty value too, as `sweep show` writes it: its series was named after the y field
+    return "-" if value in (None, "") else str(value)
 
 
 def _categories_of(value, seen):

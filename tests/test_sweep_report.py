@@ -517,6 +517,8 @@ def test_a_series_of_points_without_the_by_value_reads_as_sweep_show_writes_it()
     c = plot.chart(rows, "batch_size", "samples_per_second", "user_conf", grid)
     assert list(c.series) == ["user_conf=-, threads=1", "user_conf=-, threads=2"]
     assert list(plot.chart(rows[:2], "batch_size", "samples_per_second", "user_conf", grid).series) == ["-"]
+    empty = [{**r, "user_conf": ""} for r in rows[:2]]   # was named 'samples_per_second', the y field
+    assert list(plot.chart(empty, "batch_size", "samples_per_second", "user_conf", grid).series) == ["-"]
 
 
 def test_long_bar_labels_alike_at_their_end_are_cut_before_it():
