@@ -195,7 +195,7 @@ def run_sweep(args, extras, settings):
         stale, lost, changed = data.pop("_stale", 0), data.pop("_lost", 0), data.pop("_changed", [])
         data["process"] = {"pid": os.getpid(), "host": os.uname().nodename, "started": time.time()}
         record.write(settings.runs, data)
-        print(f"sweep {name}: {len(planned)} point{'' if len(planned) == 1 else 's'}, {len(tasks)} to run"
+        print(f"sweep {name}: {plural(len(planned), 'point')}, {len(tasks)} to run"
               + (f" on {args.on}" if args.on and args.on != "local" else "")
               + (f", {skipped} skipped (finished ok with the same plan; --rerun runs them again)" if skipped else "")
               + (f"; {stale} left running by a sweep that stopped: run again" if stale else "")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from engine.errors import MlrunError, UsageError
 from engine.oserrors import output_errors
 from engine.results import show, varying
+from engine.words import plural
 
 from .grid import NOT_GIVEN
 
@@ -427,7 +428,7 @@ def render(record, rows, x=None, y=None, by=None, size=DEFAULT_SIZE):
         check_fields(rows, name, x=x, by=by)
     y = y or default_y(rows)
     if y is None:
-        raise MlrunError(f"sweep {name}: no point has a result to plot ({len(rows)} points: "
+        raise MlrunError(f"sweep {name}: no point has a result to plot ({plural(len(rows), 'point')}: "
                          + ", ".join(sorted({str(r.get('point_status')) for r in rows})) + ")",
                          hint=f"mlrun sweep show {name} lists the points and their errors")
     check_fields(rows, name, x=x, y=y, by=by)
@@ -500,8 +501,7 @@ def cmd_plot(args, extras, settings):
     c, data = render(load(settings, opts.name), rows(settings, opts.name), opts.x, opts.y, opts.by, size)
     save(opts.output, data, "cannot write the plot")
     print(f"wrote {opts.output}: {c.kind} chart of {c.y} against {c.x}"
-          + (f" by {c.by}" if c.by else "") + f", {c.summary()['points']} point"
-          + ("s" if c.summary()["points"] != 1 else "") + best_said(c))
+          + (f" by {c.by}" if c.by else "") + f", {plural(c.summary()['points'], 'point')}" + best_said(c))
     if c.left_out:
         print(caption(c))
     return 0

@@ -16,6 +16,7 @@ from collections import Counter
 from engine import records
 from engine.errors import MlrunError, UsageError
 from engine.results import RESULT_FIELDS, present, short_mark, show
+from engine.words import plural
 
 from . import plot, table
 
@@ -84,7 +85,7 @@ def section(index, record, rows, runs):
     grid = record.get("grid") or {}
     statuses = Counter(r.get("point_status") or "?" for r in rows)
     out = [f'<section id="{anchor}"><h2>sweep {e(name)}</h2>',
-           f'<p>{len(rows)} points: ' + ", ".join(f'<span class="{e(s)}">{n} {e(s)}</span>'
+           f'<p>{plural(len(rows), "point")}: ' + ", ".join(f'<span class="{e(s)}">{n} {e(s)}</span>'
                                                   for s, n in sorted(statuses.items())) + "</p>",
            '<dl class="fixed">', f"<dt>query</dt><dd>{e(table.shared_query(record, rows))}</dd>"]
     out += [f"<dt>{e(k)}</dt><dd>{e(v)}</dd>" for k, v in plot.fixed_settings(record).items()]

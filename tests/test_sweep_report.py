@@ -220,6 +220,9 @@ def test_unknown_field_and_nothing_to_plot_are_clear_errors():
         plot.render(data, failed, x="nosuch")
     with pytest.raises(MlrunError, match="no point has a result to plot"):   # a good --x: the points' problem
         plot.render(data, failed, x="batch_size")
+    with pytest.raises(MlrunError, match=r"no point has a result to plot \(1 point: failed\)"):   # "1 points"
+        plot.render(data, failed[:1], x="batch_size")
+    assert "<p>1 point: " in report.section(0, data, failed[:1], {})   # it said "1 points"
     texts = [dict(r, backend="onnxruntime") for r in rows]   # was: 'no point to plot: left out: 6 no backend'
     with pytest.raises(UsageError, match="--y backend holds text \\(onnxruntime\\), and the y axis is a number"):
         plot.render(data, texts, x="batch_size", y="backend")
