@@ -99,7 +99,7 @@ def near_misses(rows, conditions, query=None):
             continue
         have = {str(r[field]).lower(): str(r[field]) for r in rows if isinstance(r.get(field), str) and r[field]}
         close = nearest(value.lower().lstrip("_"), list(have))
-        said += [f"{field}={have[c]}" for c in close]
+        said += [shlex.quote(f"{field}={have[c]}") for c in close]   # as --query's: a value with a space, quoted
     words = {w.lstrip("_"): w for r in rows for w in str(r.get("query") or "").lower().split()}   # _x matches x
     given = (query or "").split()
     fixed = [w if w.lower().lstrip("_") in words else

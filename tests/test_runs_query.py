@@ -621,3 +621,5 @@ def test_a_filter_that_matches_no_run_names_the_values_near_it(bench):
     assert "did you mean" not in unlike.stdout, unlike.stdout
     assert results.near_misses([{"query": "app bench _slow", "scenario": "SingleStream"}],
                                [("scenario", "!=", "singlestram")]) == ""   # != a typo still matches rows
+    assert results.near_misses([{"query": "get thing"}], [("query", "=", "get thng")]) \
+        == " (did you mean 'query=get thing'?)"   # as it is typed: it read query=get thing, unquoted
