@@ -661,7 +661,10 @@ def _recipe_help(parser, argv):
     from . import recipe_help
     settings = Settings.from_env(cache=args.cache, runs=args.runs, recipes=args.recipes, mirror=args.mirror)
     run_parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["run"]
-    print(recipe_help.render(settings.index(), args.query, extras, run_parser))
+    try:
+        print(recipe_help.render(settings.index(), args.query, extras, run_parser))
+    except ResolutionError as e:   # `mlrun -h swep` lost the hint `mlrun swep` gives: near the verb sweep
+        raise usage.verb_typo_hint(e, args.query, VERBS) from None
     return 0
 
 

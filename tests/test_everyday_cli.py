@@ -97,6 +97,8 @@ def test_help_before_the_verb_is_that_verbs_help(app):
         assert result.returncode == 0 and result.stdout.startswith("usage: mlrun runs"), result.stdout
         assert "--where FIELD=VALUE" in result.stdout, result.stdout
     assert app.mlrun("-h", "sweep", "show").stdout.startswith("usage: mlrun sweep show NAME")
+    for asked in (["-h", "swep"], ["swep", "--help"]):   # `mlrun swep` says so; with a help flag it did not
+        one_line(app.mlrun(*asked), 2, "no recipe matches 'swep'", "'swep' is near the verb sweep")
     whole = app.mlrun("-h")
     assert whole.returncode == 0 and "    plan " in whole.stdout and "    runs " in whole.stdout, whole.stdout
 
