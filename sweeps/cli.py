@@ -16,7 +16,7 @@ import signal
 import sys
 import time
 
-from engine import records, results, secrets
+from engine import records, results, secrets, usage
 from engine.errors import MlrunError, ResolutionError, UsageError
 from engine.words import plural
 
@@ -635,6 +635,8 @@ RUNNING_OPTIONS = {"grid": None, "name": None, "rerun": False, "jobs": 1, "on": 
 
 
 def _no_extras(extras, verb, args=None):
+    if extras and extras[0].split("=")[0] == "--version":   # as `mlrun runs --version` says it
+        raise UsageError(f"'{verb}' takes no --version", hint=usage.ALONE)
     if extras:
         raise UsageError(f"unexpected argument(s) for '{verb}': {' '.join(extras)}", hint=f"see mlrun {verb} --help")
     given = [f"--{k.replace('_', '-')}" for k, default in RUNNING_OPTIONS.items()

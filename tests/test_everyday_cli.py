@@ -792,3 +792,5 @@ def test_version_after_a_verb_or_query_is_said_to_go_alone(ws):
     assert "give it after" not in err, err
     err = one_line(ws.mlrun("get thing", "--version"), 2, "has no input --version", "given alone: mlrun --version")
     assert "give it after" not in err, err
+    for verb in (["sweep", "show", "x"], ["sweep", "list"], ["sweep", "best", "x"]):   # "unexpected argument(s)"
+        one_line(ws.mlrun(*verb, "--version"), 2, f"'sweep {verb[1]}' takes no --version", "mlrun --version")
