@@ -182,7 +182,7 @@ def model_args(description, samples, repeats):
 
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 32, 2)
-    parser.add_argument("--threads", type=int, help="intra-op threads for both (default: all cores)")
+    parser.add_argument("--threads", type=_between(1, 4096), help="intra-op threads for both (default: all cores)")
     parser.add_argument("--backends", default="onnxruntime", help="onnxruntime, deepsparse, or both: "
                         "onnxruntime,deepsparse (default: onnxruntime)")
     parser.add_argument("--ds-buckets", default="128,192,256,384", help="deepsparse bucket lengths "

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import agreement, collect, fixed_model, harness_pass, model_args, sample_features
+from bench.harness import _between, agreement, collect, fixed_model, harness_pass, model_args, sample_features
 from mlperf_bert import quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference
@@ -25,7 +25,7 @@ from mlperf_bert.sut import QaInference
 
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 32, 3)
-    parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=_between(1, 4096), help="intra-op threads (default: all cores)")
     parser.add_argument("--per-channel", default="auto")
     parser.add_argument("--reduce-range", default="auto")
     parser.add_argument("--weight-type", default="auto")

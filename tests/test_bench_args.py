@@ -56,6 +56,10 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     ("bench.machine_peak", ["--peak-seconds", "0"], "--peak-seconds must be above 0, not 0.0"),
     ("bench.machine_peak", ["--batch-pad", "16"], "--batch-pad applies only with --batch-size above 1"),
     ("bench.machine_peak", ["--threads", "-2"], "--threads: must be 1 to 4096, not -2"),
+    # ran with an intra-op pool of 0 or -2 threads, and printed figures for it
+    ("bench.harness", ["--threads", "0"], "--threads: must be 1 to 4096, not 0"),
+    ("bench.harness", ["--threads", "-2"], "--threads: must be 1 to 4096, not -2"),
+    ("bench.quantized", ["--threads", "-1"], "--threads: must be 1 to 4096, not -1"),
     # each a traceback (ZeroDivisionError, StatisticsError, IndexError), some after the whole measurement
     ("bench.steadiness", ["--window", "0"], "--window must be above 0"),
     ("bench.steadiness", ["--seconds", "1", "--window", "5"], "--window 5 s leaves too few windows in 1 s"),
