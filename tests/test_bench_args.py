@@ -117,3 +117,35 @@ def test_the_data_is_found_where_mlrun_mirror_says(tmp_path):
     result = subprocess.run([sys.executable, "-c", "from bench import harness; print(harness.SQUAD)"],
                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert result.stdout.strip() == str(tmp_path / "mirror" / "squad" / "dev-v1.1.json")
+
+
+def test_a_derived_model_cut_short_is_not_left_for_the_next_run(tmp_path, monkeypatch):
+    """bench.machine_peak's int8 and fused copies and bench.quantized's int8 were written in place: a Ctrl-C
+    mid-write (or a fused model that failed its check after it was saved) left a file the next run took as made,
+    and every later run stopped on it ("not a readable ONNX model") or measured it until the person removed it."""
+    import onnxruntime.quantization
+    from bench import machine_peak
+
+    def cut_short(source, out, **_):
+        with open(out, "wb") as f:
+            f.write(b"half a model")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", cut_short)
+    source = tmp_path / "m.onnx"
+    source.write_bytes(b"")
+    with pytest.raises(KeyboardInterrupt):
+        machine_peak.quantized(source, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]   # neither the int8 copy nor its scratch
+
+
+def test_written_whole_renames_only_a_finished_write(tmp_path):
+    from bench.harness import written_whole
+    path = tmp_path / "fused.onnx"
+    assert written_whole(path, lambda scratch: scratch.write_text("whole")) == path and path.read_text() == "whole"
+
+    def fails_its_check(scratch):
+        scratch.write_text("saved, then found wrong")
+        raise RuntimeError("logits differ")
+    with pytest.raises(RuntimeError):
+        written_whole(tmp_path / "other.onnx", fails_its_check)
+    assert [p.name for p in tmp_path.iterdir()] == ["fused.onnx"]
