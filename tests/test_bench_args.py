@@ -149,3 +149,23 @@ def test_written_whole_renames_only_a_finished_write(tmp_path):
     with pytest.raises(RuntimeError):
         written_whole(tmp_path / "other.onnx", fails_its_check)
     assert [p.name for p in tmp_path.iterdir()] == ["fused.onnx"]
+
+
+@pytest.mark.slow  # about 2 s each
+@pytest.mark.parametrize("script, said", [
+    ("bench.harness", ["reference design (thread per sample, batch 1, 384)", "onnxruntime: this harness (sorted, "
+                       "real lengths)", "onnxruntime speed-up over the reference design: "]),
+    ("bench.parallelism", ["old default: 1 instance x all cores, batch 1", "Offline rule, batch 4, pad <= 16 tokens",
+                           "answers of 'Offline rule, batch 4, exact lengths' vs batch 1: 4/4 same"]),
+    ("bench.quantized", ["fp32: ", "int8: ", "int8 over fp32: ", "answers: same argmax start and end on "]),
+])
+def test_the_harness_parallelism_and_quantized_benches_run_as_documented(tmp_path, script, said):
+    """Their smoke runs (none of the three had one): a tiny model, 4 samples of the documented lengths (no mirror:
+    the SQuAD features are not built), one pass each."""
+    result = _bench(script, "--samples", "4", "--repeats", "1", "--layers", "1", "--hidden", "32", "--heads", "2",
+                    "--scratch", str(tmp_path), env=dict(os.environ, MLRUN_MIRROR=str(tmp_path / "no-mirror")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in said:
+        assert line in result.stdout, result.stdout
+    assert "samples/s" in result.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no scratch copy left
