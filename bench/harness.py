@@ -107,9 +107,20 @@ def fixed_model(args, cache):
             return path
         except Exception:   # a save cut short (Ctrl-C, a full disk) left it unreadable: made again
             pass
-    scratch = path.with_name(f".{path.name}.{os.getpid()}")   # written whole, then renamed
-    onnx.save(random_model.build(args.layers, args.hidden, args.heads, seq=384, seed=args.seed), scratch)
-    os.replace(scratch, path)
+    return written_whole(path, lambda scratch: onnx.save(
+        random_model.build(args.layers, args.hidden, args.heads, seq=384, seed=args.seed), scratch))
+
+
+def written_whole(path, write):
+    """`path`, made by write(scratch) beside it and renamed: a write cut short (Ctrl-C, a full disk, a check that
+    failed after the file was written) leaves no file at `path` for the next run to take as made."""
+    path = Path(path)
+    scratch = path.with_name(f".{path.stem}.{os.getpid()}{path.suffix}")
+    try:
+        write(scratch)
+        os.replace(scratch, path)
+    finally:
+        scratch.unlink(missing_ok=True)
     return path
 
 
@@ -182,7 +193,7 @@ def model_args(description, samples, repeats):
 
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 32, 2)
-    parser.add_argument("--threads", type=int, help="intra-op threads for both (default: all cores)")
+    parser.add_argument("--threads", type=_between(1, 4096), help="intra-op threads for both (default: all cores)")
     parser.add_argument("--backends", default="onnxruntime", help="onnxruntime, deepsparse, or both: "
                         "onnxruntime,deepsparse (default: onnxruntime)")
     parser.add_argument("--ds-buckets", default="128,192,256,384", help="deepsparse bucket lengths "

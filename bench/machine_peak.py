@@ -61,7 +61,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from bench.harness import _between, agreement, fixed_model, model_args, quietly, reference_pass, sample_features
+from bench.harness import (_between, agreement, fixed_model, model_args, quietly, reference_pass, sample_features,
+                           written_whole)
 from mlperf_bert import fusion, parallelism, quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference, run_on_instances
@@ -173,10 +174,10 @@ def quantized(source, cache):
     if not out_path.is_file():
         # The fused graph's com.microsoft ops defeat ONNX shape inference: tensors of unknown type are float.
         with quietly(f"onnxruntime dynamic int8 of {Path(source).name} ({tag}), once into {cache}"):
-            quantize_dynamic(str(source), str(out_path), per_channel=settings["per_channel"],
-                             reduce_range=settings["reduce_range"],
-                             weight_type=getattr(QuantType, settings["weight_type"]),
-                             extra_options={"DefaultTensorType": TensorProto.FLOAT})
+            written_whole(out_path, lambda scratch: quantize_dynamic(
+                str(source), str(scratch), per_channel=settings["per_channel"], reduce_range=settings["reduce_range"],
+                weight_type=getattr(QuantType, settings["weight_type"]),
+                extra_options={"DefaultTensorType": TensorProto.FLOAT}))
     return str(out_path), settings
 
 
@@ -268,7 +269,9 @@ def main(argv=None):
     unfused_path, plan = seq_plan.prepare(str(fixed_path), "exact", cache)
     fused_path = Path(unfused_path).with_suffix(".fused.onnx")
     if not fused_path.is_file():
-        facts = fusion.fuse(unfused_path, fused_path, work_dir=cache / "fusion-work")
+        facts = {}
+        written_whole(fused_path, lambda scratch: facts.update(fusion.fuse(unfused_path, scratch,
+                                                                           work_dir=cache / "fusion-work")))
         print(fusion.describe(facts))
     models = {"fp32 unfused": unfused_path, "fp32 fused": str(fused_path),
               "int8 unfused": quantized(unfused_path, cache)[0]}

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.harness import agreement, collect, fixed_model, harness_pass, model_args, sample_features
+from bench.harness import (_between, agreement, collect, fixed_model, harness_pass, model_args, sample_features,
+                           written_whole)
 from mlperf_bert import quantize, seq_plan
 from mlperf_bert.ort_backend import OrtBackend
 from mlperf_bert.sut import QaInference
@@ -25,7 +26,7 @@ from mlperf_bert.sut import QaInference
 
 def main(argv=None):
     parser = model_args(__doc__.splitlines()[0], 32, 3)
-    parser.add_argument("--threads", type=int, help="intra-op threads (default: all cores)")
+    parser.add_argument("--threads", type=_between(1, 4096), help="intra-op threads (default: all cores)")
     parser.add_argument("--per-channel", default="auto")
     parser.add_argument("--reduce-range", default="auto")
     parser.add_argument("--weight-type", default="auto")
@@ -40,7 +41,9 @@ def main(argv=None):
     tag = "_".join(f"{k}-{v}" for k, v in sorted(settings.items()))
     int8_path = cache / f"{Path(model_path).stem}_int8_{tag}.onnx"
     if not int8_path.is_file():
-        facts = quantize.quantize(str(model_path), str(int8_path), settings, str(cache))
+        facts = {}
+        written_whole(int8_path, lambda scratch: facts.update(quantize.quantize(str(model_path), str(scratch),
+                                                                                settings, str(cache))))
         print("quantised:", json.dumps(facts["vs_fp32"]))
     paths = {"fp32": QaInference(OrtBackend(fp32_path, args.threads), features, plan),
              "int8": QaInference(OrtBackend(str(int8_path), args.threads), features, plan)}

@@ -38,16 +38,17 @@ from mlperf_bert.queueing import server_latencies
 BOUND_S = 0.130   # BERT Server's p99 latency bound
 
 
-def run_core(core, shape, started, seconds, ends):
-    """Run the product on `core` until started + seconds; append each run's end time (perf_counter) to ends."""
+def run_core(core, shape, started, seconds, ends, stop):
+    """Run the product on `core` until started + seconds or `stop` is set; append each run's end time
+    (perf_counter) to ends."""
     parallelism.pin_current_thread((core,))
     session, feed = machine_peak.gemm_session(*shape, int8=False, threads=1)
     session.run(None, feed)   # allocation, weight packing
-    while time.perf_counter() < started:
+    while time.perf_counter() < started and not stop.is_set():
         pass
     ends.append(time.perf_counter())   # the first run's start, then each run's end
     deadline = started + seconds
-    while time.perf_counter() < deadline:
+    while time.perf_counter() < deadline and not stop.is_set():
         session.run(None, feed)
         ends.append(time.perf_counter())
 
@@ -113,13 +114,33 @@ def measure(cores, shape, seconds):
     the steal ticks over the run (None where not reported)."""
     started = time.perf_counter() + 2.0   # every thread has built its session by then
     ends_per_core = [[] for _ in cores]
-    threads = [threading.Thread(target=run_core, args=(core, shape, started, seconds, ends))
-               for core, ends in zip(cores, ends_per_core)]
+    # Ctrl-C: the threads stop after their current run. (They ran on to --seconds, 600 s, after "interrupted",
+    # and the process then aborted: "terminate called without an active exception". Waited for on events, not
+    # join(): Python 3.11 takes a join cut short by Ctrl-C for the thread's end, and exits under it.)
+    stop, done = threading.Event(), [threading.Event() for _ in cores]
+
+    def run_then_say(done, *args):
+        try:
+            run_core(*args)
+        finally:   # run_core's session is gone by now
+            done.set()
+
+    threads = [threading.Thread(target=run_then_say, args=(finished, core, shape, started, seconds, ends, stop))
+               for core, ends, finished in zip(cores, ends_per_core, done)]
     steal_before = steal_ticks()
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        for finished in done:
+            finished.wait()
+    except KeyboardInterrupt:
+        stop.set()
+        for finished in done:
+            finished.wait()
+        raise
+    finally:
+        for thread in threads:
+            thread.join()
     steal_after = steal_ticks()
     steal = None if steal_before is None or steal_after is None else steal_after - steal_before
     return [np.asarray(ends) - started for ends in ends_per_core], steal

@@ -56,6 +56,10 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     ("bench.machine_peak", ["--peak-seconds", "0"], "--peak-seconds must be above 0, not 0.0"),
     ("bench.machine_peak", ["--batch-pad", "16"], "--batch-pad applies only with --batch-size above 1"),
     ("bench.machine_peak", ["--threads", "-2"], "--threads: must be 1 to 4096, not -2"),
+    # ran with an intra-op pool of 0 or -2 threads, and printed figures for it
+    ("bench.harness", ["--threads", "0"], "--threads: must be 1 to 4096, not 0"),
+    ("bench.harness", ["--threads", "-2"], "--threads: must be 1 to 4096, not -2"),
+    ("bench.quantized", ["--threads", "-1"], "--threads: must be 1 to 4096, not -1"),
     # each a traceback (ZeroDivisionError, StatisticsError, IndexError), some after the whole measurement
     ("bench.steadiness", ["--window", "0"], "--window must be above 0"),
     ("bench.steadiness", ["--seconds", "1", "--window", "5"], "--window 5 s leaves too few windows in 1 s"),
@@ -113,3 +117,55 @@ def test_the_data_is_found_where_mlrun_mirror_says(tmp_path):
     result = subprocess.run([sys.executable, "-c", "from bench import harness; print(harness.SQUAD)"],
                             capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
     assert result.stdout.strip() == str(tmp_path / "mirror" / "squad" / "dev-v1.1.json")
+
+
+def test_a_derived_model_cut_short_is_not_left_for_the_next_run(tmp_path, monkeypatch):
+    """bench.machine_peak's int8 and fused copies and bench.quantized's int8 were written in place: a Ctrl-C
+    mid-write (or a fused model that failed its check after it was saved) left a file the next run took as made,
+    and every later run stopped on it ("not a readable ONNX model") or measured it until the person removed it."""
+    import onnxruntime.quantization
+    from bench import machine_peak
+
+    def cut_short(source, out, **_):
+        with open(out, "wb") as f:
+            f.write(b"half a model")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(onnxruntime.quantization, "quantize_dynamic", cut_short)
+    source = tmp_path / "m.onnx"
+    source.write_bytes(b"")
+    with pytest.raises(KeyboardInterrupt):
+        machine_peak.quantized(source, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]   # neither the int8 copy nor its scratch
+
+
+def test_written_whole_renames_only_a_finished_write(tmp_path):
+    from bench.harness import written_whole
+    path = tmp_path / "fused.onnx"
+    assert written_whole(path, lambda scratch: scratch.write_text("whole")) == path and path.read_text() == "whole"
+
+    def fails_its_check(scratch):
+        scratch.write_text("saved, then found wrong")
+        raise RuntimeError("logits differ")
+    with pytest.raises(RuntimeError):
+        written_whole(tmp_path / "other.onnx", fails_its_check)
+    assert [p.name for p in tmp_path.iterdir()] == ["fused.onnx"]
+
+
+@pytest.mark.slow  # about 2 s each
+@pytest.mark.parametrize("script, said", [
+    ("bench.harness", ["reference design (thread per sample, batch 1, 384)", "onnxruntime: this harness (sorted, "
+                       "real lengths)", "onnxruntime speed-up over the reference design: "]),
+    ("bench.parallelism", ["old default: 1 instance x all cores, batch 1", "Offline rule, batch 4, pad <= 16 tokens",
+                           "answers of 'Offline rule, batch 4, exact lengths' vs batch 1: 4/4 same"]),
+    ("bench.quantized", ["fp32: ", "int8: ", "int8 over fp32: ", "answers: same argmax start and end on "]),
+])
+def test_the_harness_parallelism_and_quantized_benches_run_as_documented(tmp_path, script, said):
+    """Their smoke runs (none of the three had one): a tiny model, 4 samples of the documented lengths (no mirror:
+    the SQuAD features are not built), one pass each."""
+    result = _bench(script, "--samples", "4", "--repeats", "1", "--layers", "1", "--hidden", "32", "--heads", "2",
+                    "--scratch", str(tmp_path), env=dict(os.environ, MLRUN_MIRROR=str(tmp_path / "no-mirror")))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for line in said:
+        assert line in result.stdout, result.stdout
+    assert "samples/s" in result.stdout
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no scratch copy left

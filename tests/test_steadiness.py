@@ -111,3 +111,26 @@ def test_a_bench_script_s_usage_error_is_one_line_and_exit_2():
                               "def main():\n    raise MlrunError('no bf16 here', hint='fp32', exit_code=78)\nrun(main)"],
                              capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert (refused.returncode, refused.stderr) == (2, "error: no bf16 here\nhint: fp32\n")
+
+
+@pytest.mark.slow  # about 4 s
+def test_ctrl_c_mid_measurement_ends_it_at_once_with_exit_130(tmp_path):
+    """Ctrl-C said "interrupted", then the run went on for the rest of --seconds (600 s by default) and ended
+    in an abort ("terminate called without an active exception", SIGABRT), writing nothing."""
+    import signal
+    import time
+    saved = tmp_path / "runs.npz"
+    process = subprocess.Popen([sys.executable, "-m", "bench.steadiness", "--seconds", "60", "--save", str(saved)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        assert "single-thread for 60 s" in process.stdout.readline()
+        time.sleep(3)   # the sessions are built within 2 s of that line, then every core runs
+        process.send_signal(signal.SIGINT)
+        started = time.monotonic()
+        _, err = process.communicate(timeout=30)
+        assert time.monotonic() - started < 10
+    finally:
+        process.kill()
+    assert (process.returncode, err) == (130, "interrupted\n")
+    assert not saved.exists()
