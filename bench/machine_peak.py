@@ -29,7 +29,9 @@
    GFLOP/s are of each one's best pass (load only slows a pass down), the median pass beside it.
 3. The ceiling at the model's own shapes: a graph of its weight GEMMs alone (per layer QKV as one product,
    output, FFN in and out, each layer its own weights) at M = the samples' mean real length, on all cores and
-   single-thread x cores (the Offline layout's GEMMs): the most a model of nothing but these would reach.
+   one thread's rate times the cores (the Offline layout's GEMMs; computed from one thread alone, not measured
+   with every core busy at once: shared caches and memory make it an upper bound): the most a model of nothing
+   but these would reach.
 4. Where the time goes (--profile, on by default): onnxruntime's own profile of each model on all
    cores over 16 of the samples, the share of kernel time per operator type.
 Model FLOPs of one sample of real length L (H hidden, F feed-forward width, N layers; the matrix
@@ -315,7 +317,8 @@ def main(argv=None):
     for (int8, per), rate in ceilings.items():
         peak = peak_int8 if int8 else peak_fp32
         scale = len(cores) // per if per == 1 else 1  # single-thread GEMMs: one per core, as the Offline layout runs
-        print(f"  {'int8' if int8 else 'fp32'}, {per} thread(s){' x ' + str(scale) + ' cores' if scale > 1 else ''}: "
+        print(f"  {'int8' if int8 else 'fp32'}, {per} thread(s)"
+              f"{f' x {scale} cores (one thread measured alone, times {scale})' if scale > 1 else ''}: "
               f"{rate * scale:8.1f} {'GOP/s' if int8 else 'GFLOP/s'} ({100 * rate * scale / peak:.1f}% of peak)")
     best = {key: len(indices) / min(seconds) for key, seconds in times.items()}
     print(f"{'':25s} {'samples/s':>9s} {'median':>8s} {'vs fp32':>8s} {'GFLOP/s':>8s} {'of peak':>8s} "
