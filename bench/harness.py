@@ -174,14 +174,17 @@ class BenchParser(argparse.ArgumentParser):
 
 
 def model_args(description, samples, repeats):
-    """The parser every bench script starts from: how many samples and passes, and the model's shape."""
+    """The parser every bench script starts from: how many samples and passes (None: a script that measures
+    neither has no such option), and the model's shape."""
     # named as it is run (python -m bench.NAME), not as argparse guesses from the file (openvino_peak.py)
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     parser = BenchParser(prog=f"python -m {spec.name}" if spec and spec.name.startswith("bench.") else None,
                          description=description)
-    parser.add_argument("--samples", type=_between(min(samples, 1), FEATURES), default=samples,
-                        help=f"samples per pass (1 to {FEATURES}; default {samples})")
-    parser.add_argument("--repeats", type=_between(1), default=repeats, help=f"passes of each (default {repeats})")
+    if samples is not None:
+        parser.add_argument("--samples", type=_between(min(samples, 1), FEATURES), default=samples,
+                            help=f"samples per pass (1 to {FEATURES}; default {samples})")
+    if repeats is not None:
+        parser.add_argument("--repeats", type=_between(1), default=repeats, help=f"passes of each (default {repeats})")
     parser.add_argument("--layers", type=_between(1), default=12, help="the random model's layers (default 12)")
     parser.add_argument("--hidden", type=_between(1), default=768, help="its hidden size (default 768)")
     parser.add_argument("--heads", type=_between(1), default=12, help="its attention heads (default 12)")

@@ -90,6 +90,13 @@ class MeasuredCore:
         return float(np.interp(target, self.runs, self.ends))
 
 
+def mean_service(cores):
+    """The run time of a core of the steady machine: the one at which every core serves what the measured cores
+    served together (it was core 0's alone: cores at 17.7 and 20.0 ms a run made the steady machine faster than the
+    measured one, and the load's fraction was of core 0's speed)."""
+    return len(cores) / sum(1 / core.mean for core in cores)
+
+
 def server_p99(load, seconds, service_s, cores, size_cv, seed=0):
     """p99 latency (s) of Poisson queries at `load` x what the cores serve at service_s a query, over
     `seconds`; query sizes gamma-distributed with mean 1 and coefficient of variation size_cv (1: exponential)."""
@@ -233,7 +240,7 @@ def main(argv=None):
     # measured speeds (the same mean), so the difference is what the unsteadiness alone costs. The load is
     # a fraction of the mean speed, what an Offline run measures; a query is one mean run's work on average.
     measured_cores = [MeasuredCore(ends) for ends in ends_per_core]
-    service = measured_cores[0].mean
+    service = mean_service(measured_cores)
     for load in loads:
         steady = server_p99(load, seconds, service, [None] * len(cores), args.size_cv)
         measured = server_p99(load, seconds, service, measured_cores, args.size_cv)

@@ -169,3 +169,8 @@ def test_the_harness_parallelism_and_quantized_benches_run_as_documented(tmp_pat
         assert line in result.stdout, result.stdout
     assert "samples/s" in result.stdout
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no scratch copy left
+
+
+def test_options_a_script_never_uses_are_not_offered():
+    """deepsparse_compile's --help offered --samples (default 0) and --repeats, which it never read: it compiles."""
+    _refused("bench.deepsparse_compile", ["--samples", "5"], "unrecognized arguments: --samples 5")

@@ -134,3 +134,13 @@ def test_ctrl_c_mid_measurement_ends_it_at_once_with_exit_130(tmp_path):
         process.kill()
     assert (process.returncode, err) == (130, "interrupted\n")
     assert not saved.exists()
+
+
+def test_the_steady_machine_serves_what_all_the_measured_cores_served():
+    """The steady machine's run time was core 0's alone: with cores at 17.7 and 20.0 ms a run it was faster than
+    the measured machine, and each load a fraction of core 0's speed."""
+    fast = steadiness.MeasuredCore(np.arange(0, 101) * 0.0177)
+    slow = steadiness.MeasuredCore(np.arange(0, 101) * 0.0200)
+    service = steadiness.mean_service([fast, slow])
+    assert 2 / service == pytest.approx(1 / 0.0177 + 1 / 0.0200)   # runs a second, both cores
+    assert steadiness.mean_service([slow, fast]) == pytest.approx(service)   # whichever core is first
