@@ -31,6 +31,8 @@ POLL_S = 0.5          # how often the others are looked for while LoadGen measur
 MAX_BYTES = 4096      # an announcement is a few hundred bytes: anything larger is not one of ours
 ENTRY = re.compile(r"(\d+)-(\d+)\.json")             # PID-STARTTICKS.json
 MARKER = re.compile(r"(\d+-\d+)\.met-by-(\d+-\d+)")  # TARGET.met-by-WRITER: the writer found the target measuring
+ASIDE = re.compile(r"\..+\.(\d+)\.tmp")                # .NAME.PID.tmp: _write's, until its rename
+ASIDE_AGE_S = 60   # a write takes microseconds: one this old whose writer is gone was cut short (killed)
 RUN_ID = re.compile(r"\d{8}-\d{6}-[0-9a-f]{4}")      # engine.runner.new_run_id's names (engine.gc.RUN_ID)
 SCENARIOS = ("SingleStream", "MultiStream", "Offline", "Server")
 _said = set()   # what could not be done, said once per process
@@ -223,6 +225,12 @@ class Announce:
                 elif _gone(marker[1]):   # addressed to a measurement that has ended
                     self._unlink(name)
                     self._ended.add(name)
+            elif (aside := ASIDE.fullmatch(name)) and not guard.running(int(aside[1])):
+                # a write its process was killed in: nothing else removes it (its age: a pid of another namespace)
+                with _quiet:
+                    if time.time() - os.stat(name, dir_fd=self._fd, follow_symlinks=False).st_mtime > ASIDE_AGE_S:
+                        self._unlink(name)
+                self._ended.add(name)
 
     def _loop(self):
         while not self._stop.wait(self.interval):

@@ -46,10 +46,17 @@ def test_a_stale_file_of_a_dead_process_is_no_warning_and_is_removed(folder, cap
     reused.write_text(json.dumps({"pid": parent, **here, "started": guard.start_time(parent) + 1, "cores": cores}))
     marker = folder / f"{dead}-12345.met-by-1-2"   # addressed to a measurement that has ended
     marker.write_text("{}")
+    # a write its process was killed in (nothing collected it), and one just begun (kept: a pid of another namespace
+    # may be writing it)
+    cut, fresh = folder / f".{dead}-12345.json.{dead}.tmp", folder / f".1-2.met-by-3-4.{dead}.tmp"
+    cut.write_text("{")
+    fresh.write_text("{")
+    os.utime(cut, (time.time() - 2 * shared_cores.ASIDE_AGE_S,) * 2)
     with shared_cores.Announce(interval=3600) as sharing:
         assert (folder / f"{sharing.stem}.json").is_file()
     assert capsys.readouterr().err == ""
-    assert not stale.exists() and not reused.exists() and not marker.exists()
+    assert not stale.exists() and not reused.exists() and not marker.exists() and not cut.exists()
+    fresh.unlink()
     assert sharing.record()["checked"] and not sharing.record()["overlapped"]
     assert os.listdir(folder) == []   # its own file gone at the end
     assert shared_cores.describe(sharing.record()) is None
