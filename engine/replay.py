@@ -16,7 +16,7 @@ from .compare import shown
 from .errors import MlrunError, StepError, UsageError
 from .index import RecipeIndex
 from .records import status
-from .resolver import resolve
+from .resolver import REFERENCE, resolve
 from .words import plural
 
 
@@ -311,10 +311,14 @@ def _data(value, spec=None):
     """Whether a setting a bundle carries is a number, a boolean, empty or a masked secret (--dep.model.layers=2,
     OMP_NUM_THREADS=1, HF_TOKEN=<redacted>: the replay takes the receiver's own), one of its input's choices or
     default, or a file read by content: data, where text may be a command (BASH_ENV, a package to install, an
-    interpreter)."""
+    interpreter). A `file: true` input given a local file is one too (the app's --model=FILE, which its model step
+    reads by content; its zoo: and hf: forms are not files): a teammate's --model run was refused as code."""
     spec = spec or {}
     if value in (spec.get("choices") or ()) or value == spec.get("default") or \
             spec.get("type") in ("int", "float", "bool") or spec.get("type") == "path" and spec.get("content"):
+        return True
+    if spec.get("type") == "path" and spec.get("file") and isinstance(value, str) and value.strip() \
+            and not REFERENCE.match(value):
         return True
     text = str(value).strip().lower()
     if text in ("true", "false", "", secrets.MASK):

@@ -238,15 +238,21 @@ def test_a_run_records_the_mlrun_that_made_it(bench):
     assert "recipe app (files that differ: score.sh)" in bench.mlrun("diff", first, third).stdout
 
 
-def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_path):
-    """--model=FILE: the bundle made --with-cache carried the model's entry, yet the replay wanted the file at the
-    recording machine's path, and named no sha256 (the model step held it, not the app's)."""
+def model_file_app(ws, tmp_path):
+    """Recipes `app m --model=FILE` whose model step reads FILE by content, as app-mlperf-bert's; the file."""
     ws.recipe("get-m", "tags: [get, m]\ninputs:\n  path: {type: path, file: true, content: true}\n"
                        "run: cp \"$MLRUN_INPUT_PATH\" model.onnx\n")
     ws.recipe("app-m", "tags: [app, m]\ncache: false\ninputs:\n  model: {type: path, file: true}\n"
                        "deps: [{name: m, query: get m, inputs: {path: \"{input.model}\"}}]\nrun: 'true'\n")
     mine = tmp_path / "mine.onnx"
     mine.write_text("weights 42\n")
+    return mine
+
+
+def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_path):
+    """--model=FILE: the bundle made --with-cache carried the model's entry, yet the replay wanted the file at the
+    recording machine's path, and named no sha256 (the model step held it, not the app's)."""
+    mine = model_file_app(ws, tmp_path)
     ran = run_json(ws, "app m", f"--model={mine}")["run"]
     mine.write_text("weights 43\n")   # changed since: said which file, not two digests alone
     assert_user_error(ws.mlrun("replay", ran), 2, f"(the file {mine} holds other bytes than the run read)")
@@ -262,6 +268,22 @@ def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_pat
     ws.mlrun("rm", "cache", "--all", "-y")
     assert_user_error(ws.mlrun("replay", ran), 2, f"--model: {mine}, a file the run read where it ran, is not on "
                       "this machine", "put a copy there (its content: sha256:")
+
+
+def test_a_teammates_model_file_run_replays_from_the_bundle(ws, tmp_path):
+    """--model=FILE, a file its model step reads by content, was refused from an unsigned bundle as "settings that
+    came with the bundle, which run code here", exit 2: the teammate's --with-cache bundle of a --model run never
+    replayed without --recorded-recipes. Its zoo:/hf: forms are no file: still judged as text."""
+    mine = model_file_app(ws, tmp_path)
+    bundle = str(tmp_path / "b.tar.gz")
+    assert ws.mlrun("export", run_json(ws, "app m", f"--model={mine}")["run"], "-o", bundle,
+                    "--with-cache").returncode == 0
+    mine.unlink()   # the teammate has the bundle only
+    replayed = ws.mlrun("replay", bundle, env=ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r2")))
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"--model: {mine} is not on this machine; " in replayed.stdout, replayed.stdout
+    from engine.replay import _data
+    assert not _data("hf:org/name", {"type": "path", "file": True})
 
 
 def test_a_text_input_that_looks_like_a_path_is_no_file_to_replay(ws):
