@@ -238,6 +238,25 @@ def test_a_run_records_the_mlrun_that_made_it(bench):
     assert "recipe app (files that differ: score.sh)" in bench.mlrun("diff", first, third).stdout
 
 
+def test_a_worktrees_run_records_its_commit(tmp_path, monkeypatch):
+    """A checkout made by `git worktree add` has a .git file: its runs recorded the version alone, so a replay in a
+    clone at the same commit listed "mlrun: recorded "0.15.0", here "0.15.0 (commit ...)"" as a host difference and
+    `diff` of the run and its replay exited 1."""
+    import subprocess
+    from engine import settings, usage
+    main, tree = tmp_path / "main", tmp_path / "tree"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run(git + ["init", "-q", str(main)], check=True)
+    subprocess.run(git + ["-C", str(main), "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run(git + ["-C", str(main), "worktree", "add", "-q", "-b", "other", str(tree)], check=True)
+    head = subprocess.run(["git", "-C", str(main), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    for checkout in (main, tree):
+        monkeypatch.setattr(settings, "CHECKOUT", str(checkout))
+        assert usage.recorded_version().endswith(f" (commit {head[:12]})"), checkout
+    subprocess.run(git + ["-C", str(main), "pack-refs", "--all"], check=True)   # its branch packed by git gc
+    assert usage.recorded_version().endswith(f" (commit {head[:12]})")
+
+
 def model_file_app(ws, tmp_path):
     """Recipes `app m --model=FILE` whose model step reads FILE by content, as app-mlperf-bert's; the file."""
     ws.recipe("get-m", "tags: [get, m]\ninputs:\n  path: {type: path, file: true, content: true}\n"
