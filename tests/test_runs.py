@@ -257,6 +257,21 @@ def test_a_worktrees_run_records_its_commit(tmp_path, monkeypatch):
     assert usage.recorded_version().endswith(f" (commit {head[:12]})")
 
 
+def test_allow_differences_replays_with_the_changed_local_recipes(ws):
+    """A teammate's newer recipes: `replay --allow-differences` ("run even when the plan cannot be the recorded one")
+    was refused as if not given, its hint naming only --recorded-recipes; it now runs the local recipes, inexact."""
+    ws.recipe("low", "tags: low\nrun: echo a > out.txt\n")
+    ws.recipe("top", "tags: top\ncache: false\ndeps: [low]\nrun: 'true'\n")
+    ran = run_json(ws, "top")["run"]
+    ws.recipe("low", "tags: low\nrun: echo b > out.txt\n")
+    assert_user_error(ws.mlrun("replay", ran), 2, "the run's recipes differ from the local ones (low)",
+                      "--allow-differences runs your local ones, marked inexact")
+    replayed = json.loads(ws.mlrun("replay", ran, "--allow-differences", "--json").stdout)
+    assert record_of(ws, replayed["run"])["exact"] is False, replayed
+    assert "recipe low: the local one differs from the run's; used, as --allow-differences asks" in \
+        replayed["notes"], replayed
+
+
 def model_file_app(ws, tmp_path):
     """Recipes `app m --model=FILE` whose model step reads FILE by content, as app-mlperf-bert's; the file."""
     ws.recipe("get-m", "tags: [get, m]\ninputs:\n  path: {type: path, file: true, content: true}\n"
