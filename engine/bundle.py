@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import shlex
 import shutil
 import sys
 import tarfile
@@ -192,6 +193,15 @@ def _used_entries(record, cache):
             cache.use_entry(name, touch=False)
         path = os.path.join(cache.root, name)
         meta = read_entry(path) if name else None   # read once: the checks below and the build it is
+        used = os.path.dirname(step["path"]) if isinstance(step.get("path"), str) else None
+        if used and os.path.realpath(used) != os.path.realpath(cache.root) and os.path.isdir(step["path"]) and (
+                meta is None or step.get("entry_digest") and meta.get("entry_digest") != step["entry_digest"]):
+            # exported with another cache than the run's, which is here (--cache given to the run only): "was rebuilt
+            # after run ... used it" and a hint to export without the entries, where this cache's were never the run's
+            raise MlrunError(f"run {record['id']} used the cache {used}, not {cache.root}: its entry {name} "
+                             f"of step {step.get('label')} is " + ("not" if meta is None else "another build")
+                             + " here", hint=f"export with that cache: mlrun --cache {shlex.quote(used)} export "
+                             f"{record['id']} -o FILE --with-cache")
         if meta is None:
             raise MlrunError(f"the cache entry {name or '?'} of step {step.get('label')} of run {record['id']} "
                              f"is not in the cache {cache.root}",

@@ -16,12 +16,13 @@ from .compare import shown
 from .errors import MlrunError, StepError, UsageError
 from .index import RecipeIndex
 from .records import status
-from .resolver import resolve
+from .resolver import REFERENCE, resolve
 from .words import plural
 
 
-def choose_recipes(record, settings, recorded_recipes=False):
-    """(index, notes): the local recipes if they are the recorded ones, else the record's copy if allowed."""
+def choose_recipes(record, settings, recorded_recipes=False, allow_differences=False):
+    """(index, notes): the local recipes if they are the recorded ones, else the record's copy if allowed, else with
+    allow_differences the local ones (the nodes whose key they change are listed, the replay marked inexact)."""
     local = {}
     try:
         local = {(r["name"], r["version"]): r["digest"] for r in settings.index().recipes}
@@ -39,6 +40,9 @@ def choose_recipes(record, settings, recorded_recipes=False):
     folders = sorted({os.path.dirname(os.path.normpath(os.path.join(record["_dir"], rec["snapshot"])))
                       for rec in recorded.values() if isinstance(rec.get("snapshot"), str)}) \
         or [os.path.join(snapshot, "recipes")]
+    if not recorded_recipes and allow_differences:   # was refused as if --allow-differences had not been given
+        return settings.index(), [f"recipe {name}: the local one differs from the run's; used, as "
+                                  "--allow-differences asks" for name in differing]
     if not recorded_recipes:
         raise MlrunError(f"the run's recipes differ from the local ones ({', '.join(differing)}): replaying it would "
                          "run the copies its record holds, code that came with the run",
@@ -46,10 +50,12 @@ def choose_recipes(record, settings, recorded_recipes=False):
                               "a key you trust: replay it with --trust ALLOWED_SIGNERS); or replay it with the "
                               "mlrun version that made it"
                               + (f" (mlrun {record['mlrun']})" if isinstance(record.get("mlrun"), str) else "")
+                              + "; --allow-differences runs your local ones, marked inexact"
                               if record.get("mlrun") != usage.recorded_version() else
                               "--recorded-recipes runs them if you trust where the run came from (a bundle signed by "
                               "a key you trust: replay it with --trust ALLOWED_SIGNERS); this mlrun made the run: "
-                              "the recipes (yours, or their sources) changed since")
+                              "the recipes (yours, or their sources) changed since; --allow-differences runs your local ones, marked "
+                              "inexact")
     outside = [f for f in folders if os.path.relpath(f, snapshot).startswith("..")]
     if outside:   # the record was edited: its copy must be the run folder's own
         raise MlrunError(f"the record names a copy of its recipes outside its run folder ({outside[0]})",
@@ -118,7 +124,7 @@ def plan_differences(record, plan, mapped=()):
 
 def plan_again(record, settings, allow_differences=False, recorded_recipes=False):
     """(plan, notes): the recorded request resolved again; raises if a node would differ from the record."""
-    index, notes = choose_recipes(record, settings, recorded_recipes)
+    index, notes = choose_recipes(record, settings, recorded_recipes, allow_differences)
     req = record.get("request")
     if not req or not req.get("query"):   # (one edited without its query said "unexpected KeyError ... a bug")
         raise MlrunError(f"run {record.get('id')} has no request to replay (recorded by an older mlrun, or edited)")
@@ -311,10 +317,14 @@ def _data(value, spec=None):
     """Whether a setting a bundle carries is a number, a boolean, empty or a masked secret (--dep.model.layers=2,
     OMP_NUM_THREADS=1, HF_TOKEN=<redacted>: the replay takes the receiver's own), one of its input's choices or
     default, or a file read by content: data, where text may be a command (BASH_ENV, a package to install, an
-    interpreter)."""
+    interpreter). A `file: true` input given a local file is one too (the app's --model=FILE, which its model step
+    reads by content; its zoo: and hf: forms are not files): a teammate's --model run was refused as code."""
     spec = spec or {}
     if value in (spec.get("choices") or ()) or value == spec.get("default") or \
             spec.get("type") in ("int", "float", "bool") or spec.get("type") == "path" and spec.get("content"):
+        return True
+    if spec.get("type") == "path" and spec.get("file") and isinstance(value, str) and value.strip() \
+            and not REFERENCE.match(value):
         return True
     text = str(value).strip().lower()
     if text in ("true", "false", "", secrets.MASK):

@@ -122,22 +122,31 @@ def recorded_version():
     git describe would cost every run a process start). The version alone outside a git checkout."""
     from .version import __version__
     from .settings import CHECKOUT
-    git = os.path.join(CHECKOUT, ".git")
+    git = common = os.path.join(CHECKOUT, ".git")
     try:
+        if os.path.isfile(git):   # a worktree (git worktree add): "gitdir: DIR", its HEAD there, refs in its commondir
+            with open(git) as f:   # (recorded as the version alone, a replay of its run in a clone at the same
+                line = f.read().strip()   # commit listed "mlrun" as a host difference, diff exit 1)
+            if not line.startswith("gitdir: "):
+                return __version__
+            git = common = os.path.join(CHECKOUT, line[8:])
+            if os.path.isfile(os.path.join(git, "commondir")):
+                with open(os.path.join(git, "commondir")) as f:
+                    common = os.path.join(git, f.read().strip())
         with open(os.path.join(git, "HEAD")) as f:
             head = f.read().strip()
         if head.startswith("ref: "):
             ref = head[5:]
             try:
-                with open(os.path.join(git, ref)) as f:
+                with open(os.path.join(common, ref)) as f:
                     head = f.read().strip()
             except FileNotFoundError:   # packed by git gc
-                with open(os.path.join(git, "packed-refs")) as f:
+                with open(os.path.join(common, "packed-refs")) as f:
                     head = next(line.split()[0] for line in f if line.rstrip().endswith(" " + ref))
         if re.fullmatch(r"[0-9a-f]{40,64}", head):
             return f"{__version__} (commit {head[:12]})"
     except (OSError, StopIteration, UnicodeDecodeError):
-        pass   # no checkout (a copy, a wheel), or a worktree's .git file: the version alone
+        pass   # no checkout (a copy, a wheel): the version alone
     return __version__
 
 

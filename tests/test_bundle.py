@@ -761,6 +761,18 @@ def test_export_with_cache_refuses_an_entry_rebuilt_since_the_run(made):
     assert export(made, with_cache=False)["entries"] == []   # without the entries it goes
 
 
+def test_export_with_another_cache_than_the_runs_names_the_runs(made):
+    """A run made with --cache DIR, exported without it: "the cache entry ... was rebuilt after run ... used it",
+    with the hint to export without the entries, where the default cache's build was never the run's."""
+    other = made.env(MLRUN_CACHE=made.cache2.root)
+    assert made.mlrun("bench", env=other).returncode == 0   # the same keys built in another cache: other builds
+    with pytest.raises(MlrunError) as e:
+        export_run(made.run_dir, Cache(made.cache2.root), made.path("run.tar.gz"), with_cache=True)
+    assert f"run {made.run_id} used the cache {made.cache}, not {made.cache2.root}: its entry " in e.value.message \
+        and "is another build here" in e.value.message, e.value.message
+    assert e.value.hint == f"export with that cache: mlrun --cache {made.cache} export {made.run_id} -o FILE --with-cache"
+
+
 @pytest.mark.slow   # about 0.7 s on the EPYC
 def test_export_and_import_show_progress_on_a_terminal_only(ws, tmp_path):
     """A 2 GB bundle was packed or unpacked for a minute with nothing on the screen: on a terminal, bars say what

@@ -238,15 +238,55 @@ def test_a_run_records_the_mlrun_that_made_it(bench):
     assert "recipe app (files that differ: score.sh)" in bench.mlrun("diff", first, third).stdout
 
 
-def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_path):
-    """--model=FILE: the bundle made --with-cache carried the model's entry, yet the replay wanted the file at the
-    recording machine's path, and named no sha256 (the model step held it, not the app's)."""
+def test_a_worktrees_run_records_its_commit(tmp_path, monkeypatch):
+    """A checkout made by `git worktree add` has a .git file: its runs recorded the version alone, so a replay in a
+    clone at the same commit listed "mlrun: recorded "0.15.0", here "0.15.0 (commit ...)"" as a host difference and
+    `diff` of the run and its replay exited 1."""
+    import subprocess
+    from engine import settings, usage
+    main, tree = tmp_path / "main", tmp_path / "tree"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main"]
+    subprocess.run(git + ["init", "-q", str(main)], check=True)
+    subprocess.run(git + ["-C", str(main), "commit", "-q", "--allow-empty", "-m", "x"], check=True)
+    subprocess.run(git + ["-C", str(main), "worktree", "add", "-q", "-b", "other", str(tree)], check=True)
+    head = subprocess.run(["git", "-C", str(main), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    for checkout in (main, tree):
+        monkeypatch.setattr(settings, "CHECKOUT", str(checkout))
+        assert usage.recorded_version().endswith(f" (commit {head[:12]})"), checkout
+    subprocess.run(git + ["-C", str(main), "pack-refs", "--all"], check=True)   # its branch packed by git gc
+    assert usage.recorded_version().endswith(f" (commit {head[:12]})")
+
+
+def test_allow_differences_replays_with_the_changed_local_recipes(ws):
+    """A teammate's newer recipes: `replay --allow-differences` ("run even when the plan cannot be the recorded one")
+    was refused as if not given, its hint naming only --recorded-recipes; it now runs the local recipes, inexact."""
+    ws.recipe("low", "tags: low\nrun: echo a > out.txt\n")
+    ws.recipe("top", "tags: top\ncache: false\ndeps: [low]\nrun: 'true'\n")
+    ran = run_json(ws, "top")["run"]
+    ws.recipe("low", "tags: low\nrun: echo b > out.txt\n")
+    assert_user_error(ws.mlrun("replay", ran), 2, "the run's recipes differ from the local ones (low)",
+                      "--allow-differences runs your local ones, marked inexact")
+    replayed = json.loads(ws.mlrun("replay", ran, "--allow-differences", "--json").stdout)
+    assert record_of(ws, replayed["run"])["exact"] is False, replayed
+    assert "recipe low: the local one differs from the run's; used, as --allow-differences asks" in \
+        replayed["notes"], replayed
+
+
+def model_file_app(ws, tmp_path):
+    """Recipes `app m --model=FILE` whose model step reads FILE by content, as app-mlperf-bert's; the file."""
     ws.recipe("get-m", "tags: [get, m]\ninputs:\n  path: {type: path, file: true, content: true}\n"
                        "run: cp \"$MLRUN_INPUT_PATH\" model.onnx\n")
     ws.recipe("app-m", "tags: [app, m]\ncache: false\ninputs:\n  model: {type: path, file: true}\n"
                        "deps: [{name: m, query: get m, inputs: {path: \"{input.model}\"}}]\nrun: 'true'\n")
     mine = tmp_path / "mine.onnx"
     mine.write_text("weights 42\n")
+    return mine
+
+
+def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_path):
+    """--model=FILE: the bundle made --with-cache carried the model's entry, yet the replay wanted the file at the
+    recording machine's path, and named no sha256 (the model step held it, not the app's)."""
+    mine = model_file_app(ws, tmp_path)
     ran = run_json(ws, "app m", f"--model={mine}")["run"]
     mine.write_text("weights 43\n")   # changed since: said which file, not two digests alone
     assert_user_error(ws.mlrun("replay", ran), 2, f"(the file {mine} holds other bytes than the run read)")
@@ -262,6 +302,22 @@ def test_replay_takes_a_missing_file_input_from_the_entry_made_of_it(ws, tmp_pat
     ws.mlrun("rm", "cache", "--all", "-y")
     assert_user_error(ws.mlrun("replay", ran), 2, f"--model: {mine}, a file the run read where it ran, is not on "
                       "this machine", "put a copy there (its content: sha256:")
+
+
+def test_a_teammates_model_file_run_replays_from_the_bundle(ws, tmp_path):
+    """--model=FILE, a file its model step reads by content, was refused from an unsigned bundle as "settings that
+    came with the bundle, which run code here", exit 2: the teammate's --with-cache bundle of a --model run never
+    replayed without --recorded-recipes. Its zoo:/hf: forms are no file: still judged as text."""
+    mine = model_file_app(ws, tmp_path)
+    bundle = str(tmp_path / "b.tar.gz")
+    assert ws.mlrun("export", run_json(ws, "app m", f"--model={mine}")["run"], "-o", bundle,
+                    "--with-cache").returncode == 0
+    mine.unlink()   # the teammate has the bundle only
+    replayed = ws.mlrun("replay", bundle, env=ws.env(MLRUN_CACHE=str(tmp_path / "c2"), MLRUN_RUNS=str(tmp_path / "r2")))
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"--model: {mine} is not on this machine; " in replayed.stdout, replayed.stdout
+    from engine.replay import _data
+    assert not _data("hf:org/name", {"type": "path", "file": True})
 
 
 def test_a_text_input_that_looks_like_a_path_is_no_file_to_replay(ws):
