@@ -1554,8 +1554,8 @@ def cmd_replay(args, extras, settings):
                      "equal": ok})
     else:
         print(f"replay of {record['id']} as run {new['id']}: {reused} of {plural(len(new['steps']), 'step')} reused")
-        for line in notes + lines:
-            print(f"  {line}")
+        for line in notes + lines:   # a note's own lines (the differences of an inexact one) under its first
+            print("  " + line.replace("\n", "\n  "))
     if not ok:
         raise StepError(f"the replay of {record['id']} gave a different accuracy",
                         hint=f"mlrun diff {named} {new['id']}; where nothing differs, a cache entry may have changed "

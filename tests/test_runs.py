@@ -397,6 +397,9 @@ def test_replay_that_cannot_be_exact_says_what_differs(bench):
     anyway = run_json(bench, "replay", first, "--allow-differences", env=bench.env(TOOL_FLAVOUR="b"))
     assert any("cannot be exact" in note for note in anyway["notes"])
     assert record_of(bench, anyway["run"])["exact"] is False
+    said = bench.mlrun("replay", first, "--allow-differences", env=bench.env(TOOL_FLAVOUR="b")).stdout
+    # each difference under the heading (they were at its indent)
+    assert "\n  the replay cannot be exact:\n    tool: hash_env.TOOL_FLAVOUR was 'a', now 'b'" in said, said
     # `runs` marks it inexact (it read "ok (replay)" as an exact one), and says so to scripts
     table = {line.split()[0]: line for line in bench.mlrun("runs").stdout.splitlines()[1:]}
     assert table[anyway["run"]].endswith("ok (inexact replay)"), table
