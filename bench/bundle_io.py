@@ -8,8 +8,8 @@ to watch is import / one read (how many times the import pays for the stream), u
 
     .venv/bin/python -m bench.bundle_io [--run RUN_DIR] [--repeat 2]
 
-RUN_DIR defaults to the newest run under runs/ (the README's main command makes one); its cache is MLRUN_CACHE
-or ./cache.
+RUN_DIR defaults to the newest run under MLRUN_RUNS or ./runs (the README's main command makes one); its cache is
+MLRUN_CACHE or ./cache.
 """
 import argparse
 import os
@@ -24,7 +24,8 @@ sys.path.insert(0, ROOT)
 
 from engine.bundle import _gzip, export_run, import_bundle, read_record   # noqa: E402
 from engine.cache import Cache   # noqa: E402
-from engine.errors import MlrunError   # noqa: E402
+from engine.errors import MlrunError, UsageError   # noqa: E402
+from bench.entry import run, uninterrupted   # noqa: E402
 
 
 def newest_run(runs):
@@ -75,25 +76,30 @@ def measure(run_dir, cache, scratch, key, trust, repeat):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run", help="the run folder to export (default: the newest under runs/)")
+    parser.add_argument("--run", help="the run folder to export (default: the newest under MLRUN_RUNS or runs/)")
     parser.add_argument("--repeat", type=int, default=2, help="exports, reads and imports of each bundle (best "
                         "taken)")
     parser.add_argument("--scratch", help="where the bundles and imports go (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
-    run_dir = args.run or newest_run(os.path.join(ROOT, "runs"))
+    runs = os.environ.get("MLRUN_RUNS") or os.path.join(ROOT, "runs")   # was ./runs only: MLRUN_CACHE's runs unseen
+    run_dir = args.run or newest_run(runs)
     if run_dir is None:
-        parser.error(f"no run under {os.path.join(ROOT, 'runs')}: run the README's main command first, or give --run")
+        parser.error(f"no run under {runs}: run the README's main command first, or give --run")
     run_dir = os.path.abspath(run_dir)
     if not os.path.isfile(os.path.join(run_dir, "run.json")):
         parser.error(f"--run {args.run}: no run record (run.json) there")
     if args.scratch and not os.path.isdir(args.scratch):
         parser.error(f"--scratch {args.scratch}: not a folder")
     if shutil.which("ssh-keygen") is None:
-        parser.exit(2, "bundle_io: needs ssh-keygen to sign the second bundle (Debian: openssh-client)\n")
+        raise UsageError("needs ssh-keygen to sign the second bundle", hint="Debian: apt-get install openssh-client")
     cache = Cache(os.environ.get("MLRUN_CACHE") or os.path.join(ROOT, "cache"))
-    scratch = tempfile.mkdtemp(prefix="bundle-io-", dir=args.scratch)
+    try:
+        scratch = tempfile.mkdtemp(prefix="bundle-io-", dir=args.scratch)
+    except OSError as e:   # a --scratch that is not writable: was a traceback
+        raise UsageError(f"cannot make a scratch folder in {args.scratch or tempfile.gettempdir()}: "
+                         f"{e.strerror or e}", hint="give --scratch a folder you may write") from None
     try:
         key = os.path.join(scratch, "key")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "bench", "-f", key], check=True)
@@ -104,7 +110,7 @@ def main(argv=None):
             rows = measure(run_dir, cache, scratch, key, trust, args.repeat)
         except MlrunError as e:   # a run still running, a cache without its entries: said, not a traceback
             hint = (e.hint or "").replace("--cache", "MLRUN_CACHE")   # this script's cache is MLRUN_CACHE's
-            parser.exit(e.exit_code, f"bundle_io: {e.message}\n" + (f"hint: {hint}\n" if hint else ""))
+            raise MlrunError(e.message, hint or None, e.exit_code) from None
         print(f"run {os.path.basename(run_dir)}, best of {args.repeat}")
         print(f"{'bundle':<9} {'MB':>7} {'entries':>7} {'export s':>9} {'one read s':>10} {'import s':>9} "
               f"{'import / read':>13} {'diff s':>7} {'diff / read':>11}")
@@ -112,8 +118,9 @@ def main(argv=None):
             print(f"{label:<9} {size / 1e6:>7.1f} {added:>7} {export_s:>9.2f} {read_s:>10.2f} {import_s:>9.2f} "
                   f"{import_s / read_s:>13.2f} {diff_s:>7.2f} {diff_s / read_s:>11.2f}")
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        with uninterrupted():   # a Ctrl-C here left the folder half removed
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -13,6 +13,7 @@ process would take the time alone. Each entry is built once either way (the scri
 """
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -61,6 +62,8 @@ def positive(kind):
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not value > 0:   # nan passed `value <= 0`: the steps then failed on "sleep nan"
             raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        if math.isinf(value):   # inf (or 1e999): "sleep inf", a run that never ended
+            raise argparse.ArgumentTypeError(f"must be finite, not {text}")
         return value
     return parse
 

@@ -55,6 +55,7 @@ layout that keeps answers: one session on all cores, unpinned; the others read "
 """
 import collections
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -242,6 +243,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.peak_seconds > 0:
         parser.error(f"--peak-seconds must be above 0, not {args.peak_seconds}")
+    if math.isinf(args.peak_seconds):   # each shape timed until a deadline of inf: a run that never ended
+        parser.error(f"--peak-seconds must be finite, not {args.peak_seconds}")
     if args.batch_pad and args.batch_size == 1:   # ignored unsaid; the app refuses it too
         parser.error("--batch-pad applies only with --batch-size above 1")
     if args.quick:   # the smoke run's sizes where none was given (they replaced --samples 32 and the like unsaid)

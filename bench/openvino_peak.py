@@ -39,6 +39,7 @@ openvino"` and `bin/mlrun "get nncf"` build or find them).
 import collections
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -242,6 +243,8 @@ def main(argv=None):
         parser.error("--batch-pad applies only with --batch-size above 1 (a pad joins samples into a batch)")
     if not args.peak_seconds > 0:   # 0 printed a peak of 0.0 GFLOP/s and no shares
         parser.error(f"--peak-seconds must be above 0, not {args.peak_seconds}")
+    if math.isinf(args.peak_seconds):   # each shape timed until a deadline of inf: a run that never ended
+        parser.error(f"--peak-seconds must be finite, not {args.peak_seconds}")
     if ov is None:
         again_under_the_backend(sys.argv[1:] if argv is None else argv)
     cache = args.scratch

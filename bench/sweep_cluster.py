@@ -27,6 +27,8 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from bench.args import between as _between  # noqa: E402 (run as a file too: the path first)
+from bench.entry import run as _run, uninterrupted  # noqa: E402
+from engine.errors import StepError  # noqa: E402
 MLRUN = os.path.join(ROOT, "bin", "mlrun")
 TINY_MODEL = ["--dep.model.layers=2", "--dep.model.hidden=64", "--dep.model.heads=2"]
 BERT = "app mlperf bert _onnxruntime _cpu _random"
@@ -54,7 +56,9 @@ def per_point(run, n):
     outcomes = list(run())
     wall = time.perf_counter() - t0
     bad = [o for o in outcomes if o.returncode != 0]
-    assert len(outcomes) == n and not bad, [o.stderr_tail for o in bad]
+    if len(outcomes) != n or bad:   # was: an AssertionError's traceback
+        raise StepError(f"{len(bad)} of {n} points failed ({len(outcomes)} ran): "
+                        + "\n".join(o.stderr_tail or "" for o in bad)[-2000:])
     return wall / n
 
 
@@ -81,7 +85,8 @@ def overheads(tmp, n, skip_slurm):
         rows.append(("Ray, 1 node of 1 CPU", per_point(
             lambda: RayExecutor(ray.address).run(tasks, settings, quiet), n)))
     finally:
-        ray.stop()
+        with uninterrupted():   # a Ctrl-C in the stop left the cluster running
+            ray.stop()
     if not skip_slurm:
         slurm = OneNodeSlurm(os.path.join(tmp, "slurm"))
         try:
@@ -91,10 +96,11 @@ def overheads(tmp, n, skip_slurm):
         except ClusterUnavailable as e:
             print(f"SLURM skipped: {e}")
         finally:
-            slurm.stop()
+            with uninterrupted():
+                slurm.stop()
     print(f"\nOverhead per point, {n} points whose plan is all cached (mean wall time per point):")
     for name, seconds in rows:
-        print(f"  {name:<42} {seconds:6.2f} s   (+{seconds - bare:5.2f} s over a direct start)")
+        print(f"  {name:<42} {seconds:6.2f} s   ({seconds - bare:+5.2f} s over a direct start)")
 
 
 def bert_sweeps(tmp, cache):
@@ -105,7 +111,10 @@ def bert_sweeps(tmp, cache):
     os.environ.update(env)
     common = [BERT, "--mode=performance", "--count=64", *TINY_MODEL, *GRID]
     t0 = time.perf_counter()
-    subprocess.run([MLRUN, BERT, "--mode=performance", "--count=8", *TINY_MODEL], check=True, capture_output=True)
+    built = subprocess.run([MLRUN, BERT, "--mode=performance", "--count=8", *TINY_MODEL], capture_output=True,
+                           text=True)
+    if built.returncode != 0:   # was: a CalledProcessError's traceback, mlrun's own words hidden
+        raise StepError(f"building the BERT entries failed (mlrun exit {built.returncode}): {built.stderr[-2000:]}")
     print(f"\nBERT entries ready in {time.perf_counter() - t0:.0f} s ({cache})")
     rows = []
 
@@ -126,7 +135,8 @@ def bert_sweeps(tmp, cache):
                 ray.add_node()
             sweep(f"ray-{n_nodes}-node", "--on", f"ray:{ray.address}")
         finally:
-            ray.stop()
+            with uninterrupted():
+                ray.stop()
     print("\n12-point sweep of tiny BERT performance runs (--count=64), wall time:")
     for name, wall, ok, total, nodes in rows:
         print(f"  {name:<12} {wall:6.1f} s   {ok}/{total} ok, on {nodes} node(s)")
@@ -135,14 +145,14 @@ def bert_sweeps(tmp, cache):
         print(f"  {name}: {local / wall:.2f}x the local sweep's speed")
 
 
-def main_():
+def main_(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--points", type=_between(1), default=8, help="points of each sweep (0: a traceback)")
+    ap.add_argument("--points", type=_between(1), default=8, help="points of the overhead part (the BERT part is its 12-point grid); 0: a traceback")
     ap.add_argument("--cache", help="the cache for the BERT sweeps (default: a fresh one)")
     ap.add_argument("--skip-overhead", action="store_true")
     ap.add_argument("--skip-bert", action="store_true")
     ap.add_argument("--skip-slurm", action="store_true")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="mlrun-sweep-bench-") as tmp:
         if not args.skip_overhead:
             overheads(tmp, args.points, args.skip_slurm)
@@ -151,4 +161,4 @@ def main_():
 
 
 if __name__ == "__main__":
-    main_()
+    _run(main_)

@@ -75,13 +75,43 @@ def test_the_openvino_bench_refuses_a_peak_of_no_seconds_and_a_scratch_that_is_a
     # a count of 0: "no median for empty data", "mean requires at least one data point", mlrun's own refusal (exit 1)
     ("bench.engine_overhead", ["--repeat", "0"], "--repeat: must be at least 1, not 0"),
     ("bench.sweep_cluster", ["--points", "0"], "--points: must be at least 1, not 0"),
-    ("bench.sweep_overhead", ["--points", "0"], "--points: must be at least 1, not 0"),
+    ("bench.sweep_overhead", ["--points", "0"], "--points: must be 1 to 10000, not 0"),
     # passed on to `mlrun sweep`, which said "unexpected argument" after the script's own setup
     ("bench.sweep_overhead", ["--pionts", "5"], "--pionts: did you mean --points?"),
     ("bench.concurrent_builds", ["--seconds", "nan"], "--seconds: must be above 0, not nan"),
+    # each never ended: "sleep inf" steps, GEMM shapes timed until a deadline of inf
+    ("bench.concurrent_builds", ["--seconds", "inf"], "--seconds: must be finite, not inf"),
+    ("bench.openvino_peak", ["--peak-seconds", "inf"], "--peak-seconds must be finite, not inf"),
+    ("bench.machine_peak", ["--peak-seconds", "1e999"], "--peak-seconds must be finite, not inf"),
+    # a grid value past the kernel's 128 KiB for one argument (OSError: Argument list too long), and numpy asked
+    # for 3 TiB of simulated queries after the whole measurement: each a traceback
+    ("bench.sweep_overhead", ["--points", "30000"], "--points: must be 1 to 10000, not 30000"),
+    ("bench.server_ceiling", ["--seconds", "100000000"], "--seconds: must be 1 to 3600, not 100000000"),
 ])
 def test_a_bench_refuses_what_it_would_fail_on_after_measuring(script, flags, said):
     _refused(script, flags, said)
+
+
+def test_a_failed_mlrun_in_a_bench_is_one_error_line_with_its_words():
+    """bench.engine_overhead's failed mlrun was a CalledProcessError's traceback (mlrun's own words unseen),
+    bench.sweep_overhead's a bare 'CMD failed:' and exit 1 for mlrun's usage error."""
+    env = dict(os.environ, MLRUN_JOBS="abc")
+    result = _bench("bench.engine_overhead", "--repeat", "1", "--entries", "15", env=env)
+    assert result.returncode == 2 and result.stderr.startswith("error: `") and "Traceback" not in result.stderr
+    assert "bench root` failed (exit 2):\nmlrun: error: MLRUN_JOBS 'abc'" in result.stderr, result.stderr
+    result = _bench("bench.sweep_overhead", "--points", "1", "--jobs", "abc")   # passed on to `mlrun sweep`
+    assert result.returncode == 2 and result.stderr.startswith("error: `") and "Traceback" not in result.stderr
+    assert "failed (exit 2):\nmlrun: error: mlrun sweep: argument --jobs" in result.stderr, result.stderr
+
+
+def test_a_ctrl_c_during_a_bench_clean_up_waits_for_it_then_exits_130():
+    """A Ctrl-C while bench.sweep_cluster stopped its Ray cluster left the cluster running; one while
+    bench.bundle_io removed its scratch folder left it half removed. The clean-up ends first now."""
+    result = subprocess.run([sys.executable, "-c", "import os, signal\nfrom bench.entry import run, uninterrupted\n"
+                             "def main():\n    with uninterrupted():\n        os.kill(os.getpid(), signal.SIGINT)\n"
+                             "        print('cleaned up', flush=True)\n    print('not reached')\nrun(main)"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert (result.returncode, result.stdout, result.stderr) == (130, "cleaned up\n", "interrupted\n")
 
 
 def test_the_gpu_check_refuses_a_shape_it_does_not_have():

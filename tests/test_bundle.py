@@ -837,8 +837,15 @@ def test_the_bundle_bench_measures_a_run_and_says_what_is_wrong(ws, tmp_path):
         result = bench(*args)
         assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
     result = bench("--run", run_dir, "--repeat", "1", cache=tmp_path / "empty-cache")
-    assert result.returncode == 2 and "bundle_io: " in result.stderr and "Traceback" not in result.stderr, \
-        result.stderr
+    assert result.returncode == 2 and result.stderr.startswith("error: the cache entry ") \
+        and "Traceback" not in result.stderr, result.stderr
+    # was: a traceback (PermissionError, FileNotFoundError) for a --scratch it cannot write in
+    result = bench("--run", run_dir, "--scratch", "/proc")
+    assert result.returncode == 2 and result.stderr.startswith("error: cannot make a scratch folder in /proc: ") \
+        and "Traceback" not in result.stderr, result.stderr
+    # was: the newest run under the checkout's runs/, MLRUN_RUNS (where mlrun writes them) unread
+    done = bench("--repeat", "1", "--scratch", str(tmp_path))
+    assert done.returncode == 0 and done.stdout.startswith(f"run {run_id}, best of 1\n"), done.stderr
 
 
 def test_bundles_packed_by_either_gzip_are_read_by_the_other(made, monkeypatch):

@@ -208,3 +208,22 @@ def test_a_cluster_that_goes_leaves_the_points_not_started_pending(ws, tmp_path)
     points = json.load(open(os.path.join(ws.runs, "sweeps", "gone", "sweep.json")))["points"]
     assert [p["status"] for p in points] == ["failed", "pending"], points
     assert len(points[0]["node"]) <= 12, points[0]   # a short node name, not Ray's 56-character id
+
+
+def test_the_sweep_cluster_bench_prints_each_overhead_signed():
+    """bench/sweep_cluster.py's overhead part as a person runs it (about 10 s: it starts a one-node Ray cluster of
+    its own); a local executor a hair faster than a direct start printed '(+-0.01 s ...)'."""
+    import re
+    import subprocess
+    import sys
+    from conftest import ROOT
+    result = subprocess.run([sys.executable, "-m", "bench.sweep_cluster", "--points", "2", "--skip-bert",
+                             "--skip-slurm"], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == "Overhead per point, 2 points whose plan is all cached (mean wall time per point):", lines
+    rows = [re.match(r"  (.+?) +(\d+\.\d\d) s   \(([+-]\d+\.\d\d) s over a direct start\)$", line) for line in lines[1:]]
+    assert [row and row.group(1) for row in rows] == ["bin/mlrun run, started directly", "local executor (--jobs 1)",
+                                                      "Ray, 1 node of 1 CPU"], lines
+    direct = float(rows[0].group(2))
+    assert all(abs(float(row.group(3)) - (float(row.group(2)) - direct)) <= 0.011 for row in rows), lines
