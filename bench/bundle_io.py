@@ -13,6 +13,7 @@ MLRUN_CACHE or ./cache.
 """
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,7 +110,10 @@ def main(argv=None):
         try:
             rows = measure(run_dir, cache, scratch, key, trust, args.repeat)
         except MlrunError as e:   # a run still running, a cache without its entries: said, not a traceback
-            hint = (e.hint or "").replace("--cache", "MLRUN_CACHE")   # this script's cache is MLRUN_CACHE's
+            # this script's cache is MLRUN_CACHE's ("mlrun MLRUN_CACHE DIR export ..." was the hint's command)
+            used = re.search(r"mlrun --cache (\S+) export ", e.hint or "")
+            hint = f"measure it with that cache: MLRUN_CACHE={used[1]} python -m bench.bundle_io --run {run_dir}" \
+                if used else (e.hint or "").replace("--cache", "MLRUN_CACHE")
             raise MlrunError(e.message, hint or None, e.exit_code) from None
         print(f"run {os.path.basename(run_dir)}, best of {args.repeat}")
         print(f"{'bundle':<9} {'MB':>7} {'entries':>7} {'export s':>9} {'one read s':>10} {'import s':>9} "

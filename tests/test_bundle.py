@@ -837,8 +837,11 @@ def test_the_bundle_bench_measures_a_run_and_says_what_is_wrong(ws, tmp_path):
         result = bench(*args)
         assert result.returncode == 2 and said in result.stderr and "Traceback" not in result.stderr, result.stderr
     result = bench("--run", run_dir, "--repeat", "1", cache=tmp_path / "empty-cache")
-    assert result.returncode == 2 and result.stderr.startswith("error: the cache entry ") \
+    assert result.returncode == 2 and result.stderr.startswith(f"error: run {run_id} used the cache ") \
         and "Traceback" not in result.stderr, result.stderr
+    # the command that measures it (was "mlrun MLRUN_CACHE DIR export ...": the script has no --cache)
+    assert f"hint: measure it with that cache: MLRUN_CACHE={ws.cache} python -m bench.bundle_io " \
+        in result.stderr, result.stderr
     # was: a traceback (PermissionError, FileNotFoundError) for a --scratch it cannot write in
     result = bench("--run", run_dir, "--scratch", "/proc")
     assert result.returncode == 2 and result.stderr.startswith("error: cannot make a scratch folder in /proc: ") \
