@@ -227,6 +227,7 @@ def test_output_lines_are_passed_on_in_bounded_pieces_and_an_unended_one_is_ende
     assert result.returncode == 1 and "reason XYZ\n" in result.stderr and "XYZmlrun" not in result.stderr
 
 
+@pytest.mark.slow   # about 1.2 s on the 2-core EPYC
 def test_a_background_job_does_not_outlive_its_step(ws, tmp_path):
     """A job a step leaves behind would hold mlrun on its output pipe and write into the published entry: it is
     killed, and the step fails."""

@@ -203,7 +203,9 @@ def _write(ws, text, folder="r"):
     return path
 
 
-@pytest.mark.parametrize("text,line,fragment", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+# a pattern that backtracks takes its whole second by design (the time limit): out of the quick loop
+@pytest.mark.parametrize("text,line,fragment", [
+    pytest.param(*c[1:], id=c[0], marks=[pytest.mark.slow] if c[0].endswith("backtracks") else []) for c in CASES])
 def test_error_names_file_and_line(ws, text, line, fragment):
     assert_recipe_error(ws, text, line, fragment)
 

@@ -23,7 +23,7 @@ def _load(path):
     with open(path) as f:
         case = yaml.safe_load(f)
     unknown = set(case) - {"description", "recipes", "query", "inputs", "dep_overrides", "host_env", "expect",
-                           "error"}
+                           "error", "slow"}
     assert not unknown, f"{path}: unknown case keys {unknown}"
     assert ("expect" in case) != ("error" in case), f"{path}: give exactly one of expect: and error:"
     return case
@@ -39,7 +39,13 @@ def test_there_are_enough_cases():
     assert len(CASES) >= 20
 
 
-@pytest.mark.parametrize("path", CASES, ids=[os.path.basename(p)[:-5] for p in CASES])
+def _param(path):   # slow: true, a case that takes its time by design (out of the quick loop)
+    with open(path) as f:
+        slow = yaml.safe_load(f).get("slow") is True
+    return pytest.param(path, id=os.path.basename(path)[:-5], marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize("path", [_param(p) for p in CASES])
 def test_case(path):
     case = _load(path)
     if "error" in case:

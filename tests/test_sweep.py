@@ -552,6 +552,7 @@ def test_a_bert_sweep_with_two_jobs_pins_loadgen_s_instances(bert):
         assert instance_cores <= set(p["cores"]) and run["host"]["cpus_allowed"] == p["cores"]
 
 
+@pytest.mark.slow   # about 0.8 s on the 2-core EPYC
 def test_a_secret_given_to_every_point_is_in_no_sweep_file(bench):
     secret = "s3cr3t-value-for-the-sweep"
     result = bench.mlrun("sweep", "app bench", f"--env.API_TOKEN={secret}", "--grid", "batch_size=1,2",

@@ -103,6 +103,7 @@ def test_line_plot_png_with_series_best_point_and_left_out_caption():
     assert "count=64" in title and "dep.model.layers=2" in title and "hf_secret_value" not in title
 
 
+@pytest.mark.slow   # about 0.9 s on the 2-core EPYC
 def test_bar_chart_for_categories_and_for_a_single_x_value():
     data, rows = sweep_data()
     c, png = plot.render(data, rows, x="backend", y="latency_p90_ms", by="batch_size")

@@ -788,6 +788,7 @@ def test_find_peak_for_real_on_a_tiny_model(files, tmp_path):
     assert ("(above Offline's rate" in result.stdout) == (peak["server_vs_offline"] > 1), result.stdout
 
 
+@pytest.mark.slow   # about 0.9 s on the 2-core EPYC
 def test_find_peak_stops_at_once_when_one_sample_alone_misses_the_bound(files, tmp_path):
     command = [sys.executable, "-m", "mlperf_bert.harness", "--features", str(files.features), "--model",
                str(files.model), "--out", str(tmp_path / "run"), "--scenario", "Server", "--mode", "performance",
