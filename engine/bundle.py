@@ -241,12 +241,60 @@ def _gzip(isal=True):
             threads = min(8, cores)   # past that, building the tar is the bottleneck
             return types.SimpleNamespace(
                 name="isal", errors=(OSError, EOFError, zlib.error, isal_zlib.error),
-                write=lambda raw: igzip_threaded.open(raw, "wb", compresslevel=1, threads=threads),
+                write=lambda raw: _Abandoned(igzip_threaded.open(raw, "wb", compresslevel=1, threads=threads)),
                 read=lambda raw: igzip_threaded.open(raw, "rb", threads=1))
     return types.SimpleNamespace(
         name="gzip", errors=(OSError, EOFError, zlib.error),
         write=lambda raw: gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=1),
         read=lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"))
+
+
+class _Abandoned:
+    """ISA-L's threaded writer in a `with`: an export stopped or failed stops its threads without finishing the
+    stream (its file is removed). Its own close() finishes every queued block first, and a Ctrl-C in that wait left
+    a compressing thread blocked for ever on a full queue whose reader had returned (python-isal 1.9.1's stop()
+    skips a full queue's sentinel, then joins that thread): the export hung."""
+
+    def __init__(self, gz):
+        self.gz = gz
+
+    def __enter__(self):
+        return self.gz
+
+    def __exit__(self, kind, *_):
+        if kind is None:
+            try:
+                self.gz.flush()   # the wait for the queued blocks, where a Ctrl-C lands
+            except BaseException:
+                _abandon(self.gz)
+                raise
+            self.gz.close()
+        else:
+            _abandon(self.gz)
+
+
+def _abandon(gz):
+    """Stop a threaded ISA-L writer's threads now, its queued blocks dropped (taken off the queues, so none waits
+    on a full one); a version without those parts is closed as usual."""
+    import contextlib
+    import queue
+    inner = getattr(gz, "raw", gz)
+    parts = ("running", "input_queues", "output_queues", "compression_workers", "output_worker", "_closed")
+    if not all(hasattr(inner, part) for part in parts):
+        gz.close()
+        return
+    inner.running = False
+    threads = [*inner.compression_workers, inner.output_worker]
+    while any(thread.is_alive() for thread in threads):
+        for pending in inner.input_queues + inner.output_queues:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    pending.get_nowait()
+        for thread in threads:
+            thread.join(0.01)
+    inner._closed = True   # its close() would wait on blocks taken away
+    with contextlib.suppress(ValueError, OSError):
+        gz.close()   # the buffer above it, which writes to the closed writer
 
 
 class _Hashing:

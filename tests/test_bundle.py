@@ -869,3 +869,41 @@ def test_bundles_packed_by_either_gzip_are_read_by_the_other(made, monkeypatch):
         bad = Workspace.write(made.path(f"bad-{i}.tar.gz"), bytes(data))
         with pytest.raises(MlrunError, match="cannot read the bundle|refusing to import"):
             import_bundle(bad, Cache(made.path(f"cache-bad-{i}")), made.path(f"runs-bad-{i}"))
+
+
+def test_an_export_stopped_with_blocks_still_queued_stops_the_packers_threads_at_once(tmp_path):
+    """python-isal's threaded writer, stopped with blocks still queued (a Ctrl-C while its close() waited on them),
+    joined a compressing thread blocked for ever on a full queue whose reader had returned: the export hung. The
+    export now drops what is queued and its threads end; a finished one is whole."""
+    import gzip
+    import threading
+    from engine import bundle
+
+    class Slow(io.RawIOBase):
+        written = 0
+
+        def writable(self):
+            return True
+
+        def write(self, b):
+            time.sleep(0.02)
+            self.written += len(b)
+            return len(b)
+
+    block = os.urandom(128 * 1024)
+    for _ in range(3):
+        with pytest.raises(KeyboardInterrupt):
+            with bundle._gzip().write(raw := Slow()) as gz:
+                for _ in range(40):
+                    gz.write(block)
+                raise KeyboardInterrupt
+        # what was queued is dropped, not waited for (the wait a second Ctrl-C turned into the hang)
+        assert raw.written < 40 * len(block) / 2, raw.written
+        packer = gz.raw
+        ended = threading.Event()
+        threading.Thread(target=lambda: [t.join() for t in [*packer.compression_workers, packer.output_worker]]
+                         and None or ended.set(), daemon=True).start()
+        assert ended.wait(5), "the packer's threads still run"
+    with open(tmp_path / "whole.gz", "wb") as raw, bundle._gzip().write(raw) as gz:
+        gz.write(block)
+    assert gzip.decompress((tmp_path / "whole.gz").read_bytes()) == block
