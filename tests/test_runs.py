@@ -320,6 +320,20 @@ def test_a_teammates_model_file_run_replays_from_the_bundle(ws, tmp_path):
     assert not _data("hf:org/name", {"type": "path", "file": True})
 
 
+def test_a_bundles_model_file_that_never_ends_is_refused_not_read(ws, tmp_path):
+    """--model=FILE is data to a replay of an unsigned bundle, which names the path: one naming a kernel file whose
+    reading never ends (/proc/self/pagemap: 256 GiB of a process's page table, its size 0) hung the replay while it
+    hashed it; a /proc or /sys file is refused (exit 2) before it is read."""
+    mine = model_file_app(ws, tmp_path)
+    link = tmp_path / "model.onnx"
+    link.symlink_to(mine)
+    bundle = str(tmp_path / "b.tar.gz")
+    assert ws.mlrun("export", run_json(ws, "app m", f"--model={link}")["run"], "-o", bundle).returncode == 0
+    link.unlink()
+    link.symlink_to("/proc/self/pagemap")   # the path the bundle names, here a kernel file
+    assert_user_error(ws.mlrun("replay", bundle, timeout=30), 2, "a file of the kernel's")
+
+
 def test_a_text_input_that_looks_like_a_path_is_no_file_to_replay(ws):
     """--label=/api/v1/predict (type: str) was refused as 'a file the run read where it ran'."""
     ws.recipe("echo", "tags: [echo]\ncache: false\ninputs:\n  label: {type: str, default: x}\nrun: 'true'\n")
