@@ -257,6 +257,20 @@ def test_a_worktrees_run_records_its_commit(tmp_path, monkeypatch):
     assert usage.recorded_version().endswith(f" (commit {head[:12]})")
 
 
+def test_a_corrupt_git_file_records_the_version_alone(tmp_path, monkeypatch):
+    """A .git file or HEAD holding a NUL byte (a corrupt checkout): recorded_version raised ValueError ("embedded
+    null byte"), a traceback of every run; it records the version alone."""
+    from engine import settings, usage
+    from engine.version import __version__
+    monkeypatch.setattr(settings, "CHECKOUT", str(tmp_path))
+    (tmp_path / ".git").write_text("gitdir: a\0b\n")
+    assert usage.recorded_version() == __version__
+    (tmp_path / ".git").unlink()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/a\0b\n")
+    assert usage.recorded_version() == __version__
+
+
 def test_allow_differences_replays_with_the_changed_local_recipes(ws):
     """A teammate's newer recipes: `replay --allow-differences` ("run even when the plan cannot be the recorded one")
     was refused as if not given, its hint naming only --recorded-recipes; it now runs the local recipes, inexact."""
