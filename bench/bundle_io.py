@@ -14,6 +14,7 @@ MLRUN_CACHE or ./cache.
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -75,6 +76,15 @@ def measure(run_dir, cache, scratch, key, trust, repeat):
     return rows
 
 
+def measure_hint(hint, run_dir):
+    """export's hint made this script's: its "mlrun --cache DIR export ..." (DIR shell-quoted: a path with a space was
+    cut at it, "MLRUN_CACHE='/tmp/my python ...") as the MLRUN_CACHE=DIR command that measures the run."""
+    used = re.search(r"mlrun --cache ('(?:[^']|'\"'\"')*'|\S+) export ", hint or "")
+    if used:
+        return f"measure it with that cache: MLRUN_CACHE={used[1]} python -m bench.bundle_io --run {shlex.quote(run_dir)}"
+    return (hint or "").replace("--cache", "MLRUN_CACHE")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", help="the run folder to export (default: the newest under MLRUN_RUNS or runs/)")
@@ -111,10 +121,7 @@ def main(argv=None):
             rows = measure(run_dir, cache, scratch, key, trust, args.repeat)
         except MlrunError as e:   # a run still running, a cache without its entries: said, not a traceback
             # this script's cache is MLRUN_CACHE's ("mlrun MLRUN_CACHE DIR export ..." was the hint's command)
-            used = re.search(r"mlrun --cache (\S+) export ", e.hint or "")
-            hint = f"measure it with that cache: MLRUN_CACHE={used[1]} python -m bench.bundle_io --run {run_dir}" \
-                if used else (e.hint or "").replace("--cache", "MLRUN_CACHE")
-            raise MlrunError(e.message, hint or None, e.exit_code) from None
+            raise MlrunError(e.message, measure_hint(e.hint, run_dir) or None, e.exit_code) from None
         print(f"run {os.path.basename(run_dir)}, best of {args.repeat}")
         print(f"{'bundle':<9} {'MB':>7} {'entries':>7} {'export s':>9} {'one read s':>10} {'import s':>9} "
               f"{'import / read':>13} {'diff s':>7} {'diff / read':>11}")

@@ -347,6 +347,12 @@ class Resolver:
                                           + f": no such file or folder: {value}",
                                           hint=(f"--{name}: {spec['help']}" if spec["help"] else None)
                                           or "a relative path is taken from the current folder")
+                if (spec.get("file") or spec.get("content")) and \
+                        os.path.realpath(value).split(os.sep)[1:2] in (["proc"], ["sys"]):
+                    # /proc/self/pagemap (size 0, 256 GiB read): a replay of a bundle naming it hung hashing it
+                    raise ResolutionError(f"{recipe['name']}: --{name}: {value} is a file of the kernel's (/proc, "
+                                          "/sys): its size is not its content, and reading it may never end",
+                                          hint=spec["help"] or None)
                 if spec.get("file") and not os.path.isfile(value):   # a folder would be hashed whole first
                     raise ResolutionError(f"{recipe['name']}: --{name}: {value} is "
                                           + ("a folder, not a file" if os.path.isdir(value) else

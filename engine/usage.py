@@ -145,7 +145,7 @@ def recorded_version():
                     head = next(line.split()[0] for line in f if line.rstrip().endswith(" " + ref))
         if re.fullmatch(r"[0-9a-f]{40,64}", head):
             return f"{__version__} (commit {head[:12]})"
-    except (OSError, StopIteration, UnicodeDecodeError):
+    except (OSError, StopIteration, UnicodeDecodeError, ValueError):   # ValueError: a NUL in a path read (corrupt)
         pass   # no checkout (a copy, a wheel): the version alone
     return __version__
 

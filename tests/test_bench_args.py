@@ -204,3 +204,15 @@ def test_the_harness_parallelism_and_quantized_benches_run_as_documented(tmp_pat
 def test_options_a_script_never_uses_are_not_offered():
     """deepsparse_compile's --help offered --samples (default 0) and --repeats, which it never read: it compiles."""
     _refused("bench.deepsparse_compile", ["--samples", "5"], "unrecognized arguments: --samples 5")
+
+
+def test_bundle_io_hint_keeps_a_cache_path_with_a_space_whole():
+    """export's hint quotes the run's cache (mlrun --cache '/tmp/my cache' export ...): bench.bundle_io cut it at
+    the space, "MLRUN_CACHE='/tmp/my python -m ...", a command that never closed its quote; the run folder unquoted."""
+    import shlex
+    from bench.bundle_io import measure_hint
+    hint = measure_hint("export with that cache: mlrun --cache '/tmp/my cache' export ID -o FILE --with-cache",
+                        "/tmp/r un")
+    command = hint.removeprefix("measure it with that cache: ")
+    assert shlex.split(command) == ["MLRUN_CACHE=/tmp/my cache", "python", "-m", "bench.bundle_io", "--run",
+                                    "/tmp/r un"], hint

@@ -257,6 +257,20 @@ def test_a_worktrees_run_records_its_commit(tmp_path, monkeypatch):
     assert usage.recorded_version().endswith(f" (commit {head[:12]})")
 
 
+def test_a_corrupt_git_file_records_the_version_alone(tmp_path, monkeypatch):
+    """A .git file or HEAD holding a NUL byte (a corrupt checkout): recorded_version raised ValueError ("embedded
+    null byte"), a traceback of every run; it records the version alone."""
+    from engine import settings, usage
+    from engine.version import __version__
+    monkeypatch.setattr(settings, "CHECKOUT", str(tmp_path))
+    (tmp_path / ".git").write_text("gitdir: a\0b\n")
+    assert usage.recorded_version() == __version__
+    (tmp_path / ".git").unlink()
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("ref: refs/heads/a\0b\n")
+    assert usage.recorded_version() == __version__
+
+
 def test_allow_differences_replays_with_the_changed_local_recipes(ws):
     """A teammate's newer recipes: `replay --allow-differences` ("run even when the plan cannot be the recorded one")
     was refused as if not given, its hint naming only --recorded-recipes; it now runs the local recipes, inexact."""
@@ -318,6 +332,20 @@ def test_a_teammates_model_file_run_replays_from_the_bundle(ws, tmp_path):
     assert f"--model: {mine} is not on this machine; " in replayed.stdout, replayed.stdout
     from engine.replay import _data
     assert not _data("hf:org/name", {"type": "path", "file": True})
+
+
+def test_a_bundles_model_file_that_never_ends_is_refused_not_read(ws, tmp_path):
+    """--model=FILE is data to a replay of an unsigned bundle, which names the path: one naming a kernel file whose
+    reading never ends (/proc/self/pagemap: 256 GiB of a process's page table, its size 0) hung the replay while it
+    hashed it; a /proc or /sys file is refused (exit 2) before it is read."""
+    mine = model_file_app(ws, tmp_path)
+    link = tmp_path / "model.onnx"
+    link.symlink_to(mine)
+    bundle = str(tmp_path / "b.tar.gz")
+    assert ws.mlrun("export", run_json(ws, "app m", f"--model={link}")["run"], "-o", bundle).returncode == 0
+    link.unlink()
+    link.symlink_to("/proc/self/pagemap")   # the path the bundle names, here a kernel file
+    assert_user_error(ws.mlrun("replay", bundle, timeout=30), 2, "a file of the kernel's")
 
 
 def test_a_text_input_that_looks_like_a_path_is_no_file_to_replay(ws):
