@@ -431,10 +431,9 @@ def headline(results):
     metric = loadgen.get("metric") if isinstance(loadgen.get("metric"), dict) else {}
     for name, value in metric.items():
         parts.append(f"{name} {_figure(value)}")
-    # a --count run: not a figure to submit; another measurement on its cores: not the machine's figure
+    from .results import short_mark   # the marks `runs` shows, from the same fields
     shared = isinstance(results.get("shared_cores"), dict) and results["shared_cores"].get("overlapped") is True
-    marks = ["short"] * bool(results.get("short")) + ["shared cores"] * shared
-    short = f" ({', '.join(marks)})" if marks else ""
+    short = short_mark({"short": bool(results.get("short")), "shared_cores.overlapped": shared})
     if loadgen.get("result"):
         parts.append(str(loadgen["result"]) + short)
     elif parts:
